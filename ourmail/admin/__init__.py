@@ -1,0 +1,1 @@
+"""Admin commands: `ourmail …` and `python -m ourmail …`."""

@@ -1,0 +1,1 @@
+"""Accounts, password hashing, the credentials checker, the realm and login throttling."""

@@ -1,0 +1,103 @@
+"""The local account database: ``<data>/accounts.json``.
+
+One JSON file holds the local users (address -> argon2id hash) and the domains added with
+``ourmail domain add``.  The admin commands change it under an exclusive lock with an atomic,
+fsynced replace; the server notices the new file by its modification time at the next lookup, so
+changes take effect without a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ourmail.fsutil import write_atomic
+
+FILE_NAME = "accounts.json"
+
+
+class AccountError(ValueError):
+    """An account operation that cannot be done (duplicate, missing, bad file)."""
+
+
+class AccountDB:
+    """Read-mostly view of ``accounts.json`` with locked, atomic updates."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / FILE_NAME
+        self._lock_path = data_dir / ".accounts.lock"
+        self._stamp: tuple[int, int] | None = None
+        self._data: dict[str, Any] = {"users": {}, "domains": []}
+
+    def _fresh(self) -> dict[str, Any]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._stamp, self._data = None, {"users": {}, "domains": []}
+            return self._data
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            self._data = self._read()
+            self._stamp = stamp
+        return self._data
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text("utf-8"))
+        except (OSError, ValueError) as e:
+            raise AccountError(f"{self.path} is unreadable: {e}") from e
+        if not isinstance(data.get("users"), dict) or not isinstance(data.get("domains"), list):
+            raise AccountError(f"{self.path} is not an ourmail accounts file")
+        return data
+
+    def password_hash(self, address: str) -> str | None:
+        """The stored hash for ``address`` (normalised), or None if there is no such user."""
+        user = self._fresh()["users"].get(address)
+        return user["password"] if user else None
+
+    def has_user(self, address: str) -> bool:
+        return address in self._fresh()["users"]
+
+    def users(self) -> list[str]:
+        return sorted(self._fresh()["users"])
+
+    def domains(self) -> list[str]:
+        return list(self._fresh()["domains"])
+
+    @contextlib.contextmanager
+    def _update(self) -> Iterator[dict[str, Any]]:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self._lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = self._read() if self.path.exists() else {"users": {}, "domains": []}
+            yield data
+            write_atomic(self.path, json.dumps(data, indent=1, sort_keys=True).encode(), 0o600)
+            self._stamp = None
+
+    def add_user(self, address: str, password_hash: str) -> None:
+        with self._update() as data:
+            if address in data["users"]:
+                raise AccountError(f"{address} already exists")
+            data["users"][address] = {"password": password_hash}
+
+    def set_password(self, address: str, password_hash: str) -> None:
+        with self._update() as data:
+            if address not in data["users"]:
+                raise AccountError(f"no such user: {address}")
+            data["users"][address]["password"] = password_hash
+
+    def delete_user(self, address: str) -> None:
+        with self._update() as data:
+            if data["users"].pop(address, None) is None:
+                raise AccountError(f"no such user: {address}")
+
+    def add_domain(self, domain: str) -> None:
+        with self._update() as data:
+            if domain in data["domains"]:
+                raise AccountError(f"{domain} is already served")
+            data["domains"].append(domain)

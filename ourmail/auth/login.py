@@ -1,0 +1,58 @@
+"""One login path for every protocol: the portal, plus throttling and logging of failures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.cred import credentials, error
+from twisted.cred.portal import Portal
+from twisted.internet import task
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from ourmail.auth.throttle import FailureThrottle
+from ourmail.interfaces import IUserStore
+
+log = Logger()
+
+
+class LoginFailed(Exception):
+    """Wrong user name or password (deliberately not saying which)."""
+
+
+class Authenticator:
+    """Logs users in through a portal; failed attempts are answered late (see FailureThrottle)."""
+
+    def __init__(self, portal: Portal, throttle: FailureThrottle, clock: IReactorTime) -> None:
+        self.portal = portal
+        self.throttle = throttle
+        self.clock = clock
+
+    @inlineCallbacks
+    def login(self, username: str, password: str, client: str, protocol: str) -> Deferred[Any]:
+        """Fires with the user's IUserStore avatar, or fails with LoginFailed after a delay.
+
+        The password is never logged; the user name is.
+        """
+        creds = credentials.UsernamePassword(username.encode("utf-8"), password.encode("utf-8"))
+        try:
+            _iface, avatar, _logout = yield self.portal.login(creds, None, IUserStore)
+        except (error.UnauthorizedLogin, error.UnhandledCredentials):
+            delay = self.throttle.failed(client)
+            log.info(
+                "{protocol} login failed for {user!r} from {client}",
+                protocol=protocol,
+                user=username[:200],
+                client=client,
+            )
+            yield task.deferLater(self.clock, delay, lambda: None)
+            raise LoginFailed() from None
+        self.throttle.succeeded(client)
+        log.info(
+            "{protocol} login {user} from {client}",
+            protocol=protocol,
+            user=avatar.address,
+            client=client,
+        )
+        return avatar

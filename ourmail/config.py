@@ -1,0 +1,288 @@
+"""Settings: embedded defaults < ``ourmail.toml`` < command-line options.
+
+Everything an admin can set lives in :class:`Settings`.  :func:`load_settings` merges the three
+layers and validates the result, raising :class:`ConfigError` with a message that names the
+offending setting; the server refuses to start on a bad config rather than guess.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+#: Every listener the server knows, in start order.
+SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")
+
+#: Listeners that speak TLS from the first byte (the others offer STARTTLS/STLS).
+IMPLICIT_TLS = frozenset({"submissions", "imaps", "pop3s"})
+
+#: (port when root, port otherwise), per DESIGN.md "Services and ports".
+DEFAULT_PORTS: Mapping[str, tuple[int, int]] = {
+    "smtp": (25, 2525),
+    "submission": (587, 2587),
+    "submissions": (465, 2465),
+    "imap": (143, 1143),
+    "imaps": (993, 1993),
+    "pop3": (110, 1110),
+    "pop3s": (995, 1995),
+}
+
+DEFAULT_DATA_DIR = Path("ourmail-data")
+CONFIG_NAME = "ourmail.toml"
+
+_DOMAIN_RE = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+
+
+class ConfigError(ValueError):
+    """A setting is missing, unknown or invalid; the message says which."""
+
+
+@attrs.frozen
+class Limits:
+    """Protocol limits. Each one answers with the protocol's own error when hit."""
+
+    #: Largest message accepted by SMTP (advertised as SIZE) and by IMAP APPEND.
+    max_message_size: int = 50 * 1024 * 1024
+    #: Longest command line for SMTP, POP3 and IMAP (IMAP literals excluded).
+    max_line_length: int = 8192
+    #: Most recipients in one SMTP transaction (RFC 5321 §4.5.3.1.8 asks for at least 100).
+    max_recipients: int = 1000
+    #: Seconds of silence before a connection is closed (RFC 5321 §4.5.3.2.7; RFC 3501 §5.4).
+    idle_timeout: int = 1800
+    #: Protocol errors on one connection before it is closed.
+    max_errors: int = 20
+
+
+@attrs.frozen
+class Settings:
+    """The validated configuration of one server."""
+
+    data_dir: Path
+    domains: tuple[str, ...]
+    hostname: str
+    #: service name -> Twisted server endpoint string, or None when switched off.
+    listen: Mapping[str, str | None]
+    tls_certificate: Path
+    tls_key: Path
+    limits: Limits = Limits()
+    #: Seconds added to each failed login reply, doubling per recent failure from one client.
+    auth_failure_delay: float = 0.5
+    config_path: Path | None = None
+
+    @property
+    def primary_domain(self) -> str:
+        """The first domain: used for unqualified logins and the postmaster account."""
+        return self.domains[0]
+
+
+def default_hostname() -> str:
+    """This machine's fully qualified name, lower-cased."""
+    name = socket.gethostname()
+    if "." not in name:
+        name = socket.getfqdn(name)
+    return name.lower().rstrip(".")
+
+
+def domain_from_hostname(hostname: str) -> str:
+    """The mail domain a host name implies, as Postfix derives ``mydomain``.
+
+    ``mail.example.org`` gives ``example.org``; a two-label name is the domain itself; a bare host
+    name (no dot) gives ``<host>.localdomain``, which only works on this machine.
+    """
+    labels = hostname.split(".")
+    if len(labels) >= 3:
+        return ".".join(labels[1:])
+    if len(labels) == 2:
+        return hostname
+    return f"{hostname}.localdomain"
+
+
+def normalise_domain(name: str) -> str:
+    """Lower-case, IDNA-encode and check a domain name; raise ConfigError if it is not one."""
+    try:
+        ascii_name = name.strip().rstrip(".").encode("idna").decode("ascii").lower()
+    except UnicodeError as e:
+        raise ConfigError(f"not a domain name: {name!r}") from e
+    if not _DOMAIN_RE.match(ascii_name):
+        raise ConfigError(f"not a domain name: {name!r}")
+    return ascii_name
+
+
+def default_listen(is_root: bool) -> dict[str, str]:
+    """The DESIGN.md port table as endpoint strings on every interface."""
+    return {svc: f"tcp:{ports[0] if is_root else ports[1]}" for svc, ports in DEFAULT_PORTS.items()}
+
+
+_TOML_KEYS: Mapping[str, Any] = {
+    "data": str,
+    "hostname": str,
+    "domains": list,
+    "listen": {svc: str for svc in SERVICES},
+    "tls": {"certificate": str, "key": str},
+    "limits": {f.name: int for f in attrs.fields(Limits)},
+    "auth": {"failure_delay": (int, float)},
+}
+
+
+def _check_schema(table: Mapping[str, Any], schema: Mapping[str, Any], where: str) -> None:
+    for key, value in table.items():
+        name = f"{where}{key}"
+        if key not in schema:
+            raise ConfigError(f"unknown setting {name!r}")
+        expected = schema[key]
+        if isinstance(expected, Mapping):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name!r} must be a table")
+            _check_schema(value, expected, f"{name}.")
+        elif not isinstance(value, expected) or isinstance(value, bool):
+            raise ConfigError(f"{name!r} has the wrong type: {type(value).__name__}")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse and schema-check an ``ourmail.toml``; an absent file is an empty config."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+    try:
+        table = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: {e}") from e
+    _check_schema(table, _TOML_KEYS, "")
+    return table
+
+
+def parse_listen_option(value: str) -> tuple[str, str | None]:
+    """Split ``SERVICE=ENDPOINT`` (ENDPOINT ``none`` switches the service off)."""
+    service, sep, endpoint = value.partition("=")
+    service = service.strip().lower()
+    if not sep or service not in SERVICES or not endpoint.strip():
+        raise ConfigError(
+            f"--listen takes SERVICE=ENDPOINT with SERVICE one of {', '.join(SERVICES)}; "
+            f"got {value!r}"
+        )
+    endpoint = endpoint.strip()
+    return service, None if endpoint.lower() == "none" else endpoint
+
+
+def load_settings(
+    data: str | None = None,
+    config: str | None = None,
+    domains: tuple[str, ...] = (),
+    hostname: str | None = None,
+    listen: tuple[str, ...] = (),
+    is_root: bool | None = None,
+) -> Settings:
+    """Merge defaults, the config file and command-line values into validated Settings.
+
+    The config file is ``config`` if given, else ``<data>/ourmail.toml``.  A config file may
+    itself name the data directory; a ``data`` argument wins over it.
+    """
+    data_dir = Path(data) if data else DEFAULT_DATA_DIR
+    config_path = Path(config) if config else data_dir / CONFIG_NAME
+    table = read_config_file(config_path)
+    if not data and "data" in table:
+        data_dir = (config_path.parent / table["data"]).resolve()
+    data_dir = data_dir.absolute()
+
+    host = normalise_domain(hostname or table.get("hostname") or default_hostname())
+    names = list(domains) or list(table.get("domains", [])) or [domain_from_hostname(host)]
+    doms: list[str] = []
+    for name in names:
+        if not isinstance(name, str):
+            raise ConfigError(f"'domains' must list strings, got {name!r}")
+        d = normalise_domain(name)
+        if d not in doms:
+            doms.append(d)
+
+    root = os.geteuid() == 0 if is_root is None else is_root
+    endpoints: dict[str, str | None] = default_listen(root)
+    for svc, ep in table.get("listen", {}).items():
+        endpoints[svc] = None if ep.strip().lower() == "none" else ep.strip()
+    for item in listen:
+        svc, ep = parse_listen_option(item)
+        endpoints[svc] = ep
+
+    tls = table.get("tls", {})
+    if ("certificate" in tls) != ("key" in tls):
+        raise ConfigError("[tls] needs both 'certificate' and 'key', or neither")
+    cert = Path(tls.get("certificate", data_dir / "tls" / "cert.pem"))
+    key = Path(tls.get("key", data_dir / "tls" / "key.pem"))
+
+    limits = Limits(**table.get("limits", {}))
+    for field in attrs.fields(Limits):
+        if getattr(limits, field.name) <= 0:
+            raise ConfigError(f"'limits.{field.name}' must be positive")
+    delay = float(table.get("auth", {}).get("failure_delay", 0.5))
+    if not 0 <= delay <= 30:
+        raise ConfigError("'auth.failure_delay' must be between 0 and 30 seconds")
+
+    return Settings(
+        data_dir=data_dir,
+        domains=tuple(doms),
+        hostname=host,
+        listen=endpoints,
+        tls_certificate=cert,
+        tls_key=key,
+        limits=limits,
+        auth_failure_delay=delay,
+        config_path=config_path,
+    )
+
+
+CONFIG_TEMPLATE = """\
+# ourmail configuration, written on first start.  Every setting has a default; uncomment and
+# change the ones you need, then restart.  Command-line options win over this file.
+# Reference: docs/admin.md
+
+# Host name used in greetings, Received: headers and the self-signed certificate.
+# hostname = "{hostname}"
+
+# Mail domains served here; the first is the primary domain (unqualified logins, postmaster).
+# More can be added while the server runs with `ourmail domain add NAME`.
+# domains = ["{domain}"]
+
+[tls]
+# A certificate chain and key in PEM (e.g. from Let's Encrypt).  Default: a self-signed pair in
+# <data>/tls/, generated on first start.
+# certificate = "/etc/letsencrypt/live/{hostname}/fullchain.pem"
+# key = "/etc/letsencrypt/live/{hostname}/privkey.pem"
+
+[listen]
+# SERVICE = "Twisted server endpoint", or "none" to switch a service off.  Implicit-TLS services
+# (submissions, imaps, pop3s) get TLS added with the certificate above.
+# smtp = "tcp:25"
+# submission = "tcp:587"
+# submissions = "tcp:465"
+# imap = "tcp:143"
+# imaps = "tcp:993"
+# pop3 = "tcp:110"
+# pop3s = "tcp:995"
+
+[limits]
+# max_message_size = 52428800
+# max_line_length = 8192
+# max_recipients = 1000
+# idle_timeout = 1800
+# max_errors = 20
+
+[auth]
+# Seconds added to a failed login reply; doubles with each recent failure from the same client.
+# failure_delay = 0.5
+"""
+
+
+def config_template(settings: Settings) -> str:
+    """The commented ``ourmail.toml`` written on first start."""
+    return CONFIG_TEMPLATE.format(hostname=settings.hostname, domain=settings.primary_domain)

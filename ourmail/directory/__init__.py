@@ -1,0 +1,1 @@
+"""Recipient lookup: which addresses are local users, which are remote."""

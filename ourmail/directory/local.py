@@ -1,0 +1,33 @@
+"""The directory of local accounts: ``accounts.json`` users in the configured domains."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from twisted.internet.defer import Deferred, succeed
+from zope.interface import implementer
+
+from ourmail.auth.accounts import AccountDB
+from ourmail.interfaces import IDirectory, Recipient
+
+
+@implementer(IDirectory)
+class LocalDirectory:
+    """Local domains are the configured ones plus those added with ``ourmail domain add``."""
+
+    def __init__(self, accounts: AccountDB, domains: Iterable[str]) -> None:
+        self.accounts = accounts
+        self.configured_domains = tuple(domains)
+
+    def is_local_domain(self, domain: str) -> bool:
+        domain = domain.lower()
+        return domain in self.configured_domains or domain in self.accounts.domains()
+
+    def lookup(self, address: str) -> Deferred[Recipient]:
+        """``address`` must already be normalised (:func:`~ourmail.addresses.normalise_address`)."""
+        domain = address.rpartition("@")[2]
+        if not self.is_local_domain(domain):
+            return succeed(Recipient("remote", address))
+        if self.accounts.has_user(address):
+            return succeed(Recipient("user", address))
+        return succeed(Recipient("unknown", address))

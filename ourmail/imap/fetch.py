@@ -1,0 +1,177 @@
+"""FETCH data items (RFC 3501 §6.4.5, §7.4.2): parsing the request, rendering the response.
+
+Metadata items (FLAGS, UID, RFC822.SIZE, INTERNALDATE) never read the message file; ENVELOPE,
+BODYSTRUCTURE and body sections read and parse it once per message per command.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+
+import attrs
+
+from ourmail.imap.wire import Atom, ParseError, Token, flag_list, literal, tokenize
+from ourmail.interfaces import IStoredMessage
+from ourmail.mime import structure
+
+_SECTION_RE = re.compile(r"^(BODY|BODY\.PEEK)\[(.*)\](?:<(\d+)\.(\d+)>)?$", re.S | re.I)
+_MACROS = {
+    "ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
+    "FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"],
+    "FULL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"],
+}
+_SIMPLE = {
+    "FLAGS",
+    "UID",
+    "RFC822.SIZE",
+    "INTERNALDATE",
+    "ENVELOPE",
+    "BODYSTRUCTURE",
+    "BODY",
+    "RFC822",
+    "RFC822.HEADER",
+    "RFC822.TEXT",
+}
+_TEXTS = {"", "HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"}
+MAX_ATTS = 100
+
+
+@attrs.frozen
+class FetchAtt:
+    """One requested data item."""
+
+    kind: str
+    label: bytes
+    peek: bool = True
+    numbers: tuple[int, ...] = ()
+    text: str = ""
+    fields: tuple[str, ...] = ()
+    partial: tuple[int, int] | None = None
+
+    @property
+    def needs_data(self) -> bool:
+        return self.kind not in ("FLAGS", "UID", "RFC822.SIZE", "INTERNALDATE")
+
+
+def parse_atts(tok: Token) -> list[FetchAtt]:
+    """The items of a FETCH request: one atom, a macro, or a parenthesised list."""
+    items: Sequence[Token] = tok if isinstance(tok, list) else [tok]
+    if isinstance(tok, Atom) and tok.upper() in _MACROS:
+        items = [Atom(x) for x in _MACROS[tok.upper()]]
+    if not items or len(items) > MAX_ATTS:
+        raise ParseError("bad FETCH item list")
+    return [_parse_att(item) for item in items]
+
+
+def _parse_att(tok: Token) -> FetchAtt:
+    if not isinstance(tok, Atom):
+        raise ParseError("bad FETCH item")
+    name = tok.upper()
+    if name in _SIMPLE:
+        peek = name not in ("RFC822", "RFC822.TEXT")
+        return FetchAtt(kind=name, label=name.encode(), peek=peek)
+    m = _SECTION_RE.match(tok)
+    if not m:
+        raise ParseError(f"unknown FETCH item {tok[:40]}")
+    spec_tokens = tokenize(m.group(2).encode("utf-8"), [])
+    numbers: list[int] = []
+    text, fields = "", ()
+    if spec_tokens:
+        head = spec_tokens[0]
+        if not isinstance(head, Atom):
+            raise ParseError("bad section")
+        parts = head.upper().split(".")
+        while parts and parts[0].isdigit():
+            n = int(parts.pop(0))
+            if not 0 < n < 100_000:
+                raise ParseError("bad section part number")
+            numbers.append(n)
+        text = ".".join(parts)
+        if text not in _TEXTS or (text == "MIME" and not numbers):
+            raise ParseError("bad section")
+        if text.startswith("HEADER.FIELDS"):
+            if len(spec_tokens) != 2 or not isinstance(spec_tokens[1], list) or not spec_tokens[1]:
+                raise ParseError("HEADER.FIELDS needs a list of field names")
+            fields = tuple(
+                (f.encode() if isinstance(f, Atom) else f).decode("ascii", "replace").upper()
+                for f in spec_tokens[1]
+                if not isinstance(f, list)
+            )
+        elif len(spec_tokens) != 1:
+            raise ParseError("bad section")
+    spec = ".".join([*map(str, numbers), *([text] if text else [])])
+    if fields:
+        spec += " (" + " ".join(fields) + ")"
+    partial = None
+    label = f"BODY[{spec}]"
+    if m.group(3) is not None:
+        partial = (int(m.group(3)), int(m.group(4)))
+        label += f"<{partial[0]}>"
+    return FetchAtt(
+        kind="SECTION",
+        label=label.encode("utf-8"),
+        peek=m.group(1).upper() != "BODY",
+        numbers=tuple(numbers),
+        text=text,
+        fields=fields,
+        partial=partial,
+    )
+
+
+def internal_date(ts: float) -> bytes:
+    """RFC 3501 ``date-time``: ``"17-Jul-1996 02:44:25 +0000"``."""
+    return time.strftime('"%d-%b-%Y %H:%M:%S +0000"', time.gmtime(ts)).encode("ascii")
+
+
+class Rendered:
+    """A message's parsed form, made once per message per FETCH."""
+
+    def __init__(self, message: IStoredMessage) -> None:
+        self.message = message
+        self._data: bytes | None = None
+        self._part: structure.Part | None = None
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            self._data = self.message.read()
+        return self._data
+
+    @property
+    def part(self) -> structure.Part:
+        if self._part is None:
+            self._part = structure.parse(self.data)
+        return self._part
+
+
+def render(att: FetchAtt, r: Rendered, flags: frozenset[str]) -> bytes:
+    """``NAME value`` for one item of one message."""
+    msg = r.message
+    kind = att.kind
+    if kind == "FLAGS":
+        value = flag_list(flags)
+    elif kind == "UID":
+        value = str(msg.uid).encode()
+    elif kind == "RFC822.SIZE":
+        value = str(msg.size).encode()
+    elif kind == "INTERNALDATE":
+        value = internal_date(msg.internal_date)
+    elif kind == "ENVELOPE":
+        value = structure.envelope(r.part)
+    elif kind in ("BODYSTRUCTURE", "BODY"):
+        value = structure.bodystructure(r.part, r.data, extensible=kind == "BODYSTRUCTURE")
+    elif kind == "RFC822":
+        value = literal(r.data)
+    elif kind == "RFC822.HEADER":
+        value = literal(structure.section(r.part, r.data, [], "HEADER", []))
+    elif kind == "RFC822.TEXT":
+        value = literal(structure.section(r.part, r.data, [], "TEXT", []))
+    else:
+        data = structure.section(r.part, r.data, list(att.numbers), att.text, list(att.fields))
+        if att.partial is not None:
+            start, count = att.partial
+            data = data[start : start + count]
+        value = literal(data)
+    return att.label + b" " + value

@@ -1,0 +1,231 @@
+"""SEARCH keys (RFC 3501 §6.4.4): parsing into a predicate and matching messages.
+
+Flag, size, UID, sequence and internal-date keys are answered from the store's metadata;
+header keys parse only the header; BODY and TEXT read the message.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.header
+import email.utils
+from collections.abc import Callable, Sequence
+
+from ourmail.imap.sequence import parse_set, resolve_seq, resolve_uid
+from ourmail.imap.wire import Atom, ParseError, Token, astring
+from ourmail.mime import structure
+
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"], 1
+    )
+}
+_FLAG_KEYS = {
+    "ANSWERED": ("\\Answered", True),
+    "DELETED": ("\\Deleted", True),
+    "DRAFT": ("\\Draft", True),
+    "FLAGGED": ("\\Flagged", True),
+    "SEEN": ("\\Seen", True),
+    "UNANSWERED": ("\\Answered", False),
+    "UNDELETED": ("\\Deleted", False),
+    "UNDRAFT": ("\\Draft", False),
+    "UNFLAGGED": ("\\Flagged", False),
+    "UNSEEN": ("\\Seen", False),
+}
+_HEADER_KEYS = {"FROM", "TO", "CC", "BCC", "SUBJECT"}
+_DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
+MAX_KEYS = 1000
+
+
+class Candidate:
+    """What a search key may ask of one message; the header and body are read on demand."""
+
+    def __init__(
+        self,
+        seq: int,
+        uid: int,
+        flags: frozenset[str],
+        recent: bool,
+        size: int,
+        internal_date: float,
+        read: Callable[[], bytes],
+    ) -> None:
+        self.seq, self.uid, self.flags, self.recent = seq, uid, flags, recent
+        self.size, self.internal_date = size, internal_date
+        self._read = read
+        self._data: bytes | None = None
+        self._part: structure.Part | None = None
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            self._data = self._read()
+        return self._data
+
+    @property
+    def part(self) -> structure.Part:
+        if self._part is None:
+            self._part = structure.parse(self.data)
+        return self._part
+
+    def header(self, name: str) -> str:
+        values = [
+            _decode(raw.split(b":", 1)[1].decode("utf-8", "replace"))
+            for fname, raw in self.part.fields
+            if fname == name.lower()
+        ]
+        return "\n".join(values)
+
+    def has_header(self, name: str) -> bool:
+        return any(fname == name.lower() for fname, _ in self.part.fields)
+
+
+def _decode(value: str) -> str:
+    """Unfold and decode RFC 2047 encoded words, best effort."""
+    value = " ".join(value.split())
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except (ValueError, LookupError, UnicodeError):
+        return value
+
+
+def parse_date(tok: Token) -> datetime.date:
+    """RFC 3501 ``date``: ``1-Feb-1994``."""
+    text = astring(tok).decode("ascii", "replace")
+    try:
+        day, mon, year = text.split("-")
+        return datetime.date(int(year), _MONTHS[mon.upper()], int(day))
+    except (ValueError, KeyError):
+        raise ParseError(f"bad date {text!r}") from None
+
+
+Predicate = Callable[[Candidate], bool]
+
+
+class _Parser:
+    def __init__(self, tokens: Sequence[Token], count: int, uids: Sequence[int]) -> None:
+        self.tokens, self.pos, self.count, self.uids = tokens, 0, count, uids
+        self.keys = 0
+
+    def next(self) -> Token:
+        if self.pos >= len(self.tokens):
+            raise ParseError("missing search argument")
+        tok = self.tokens[self.pos]
+        self.pos += 1
+        return tok
+
+    def text(self) -> str:
+        return astring(self.next()).decode("utf-8", "replace").lower()
+
+    def number(self) -> int:
+        tok = self.next()
+        if not isinstance(tok, Atom) or not tok.isdigit():
+            raise ParseError("expected a number")
+        return int(tok)
+
+    def all(self) -> Predicate:
+        preds = []
+        while self.pos < len(self.tokens):
+            preds.append(self.key())
+        if not preds:
+            raise ParseError("empty search")
+        return _and(preds)
+
+    def key(self) -> Predicate:
+        self.keys += 1
+        if self.keys > MAX_KEYS:
+            raise ParseError("search too complex")
+        tok = self.next()
+        if isinstance(tok, list):
+            sub = _Parser(tok, self.count, self.uids)
+            sub.keys = self.keys
+            pred = sub.all()
+            self.keys = sub.keys
+            return pred
+        if not isinstance(tok, Atom):
+            raise ParseError("expected a search key")
+        key = tok.upper()
+        if key == "ALL":
+            return lambda c: True
+        if key in _FLAG_KEYS:
+            flag, want = _FLAG_KEYS[key]
+            return lambda c: (flag in c.flags) == want
+        if key == "NEW":
+            return lambda c: c.recent and "\\Seen" not in c.flags
+        if key == "OLD":
+            return lambda c: not c.recent
+        if key == "RECENT":
+            return lambda c: c.recent
+        if key in ("KEYWORD", "UNKEYWORD"):
+            word = astring(self.next()).decode("utf-8", "replace")
+            want = key == "KEYWORD"
+            return lambda c: (word in c.flags) == want
+        if key in _HEADER_KEYS:
+            needle = self.text()
+            return lambda c: needle in c.header(key).lower()
+        if key == "HEADER":
+            name, needle = self.text(), self.text()
+            if not needle:
+                return lambda c: c.has_header(name)
+            return lambda c: needle in c.header(name).lower()
+        if key in ("BODY", "TEXT"):
+            needle = self.text().encode("utf-8")
+            if key == "BODY":
+                return lambda c: needle in c.data[c.part.body_start :].lower()
+            return lambda c: needle in c.data.lower()
+        if key in _DATE_KEYS:
+            return self._date(key, parse_date(self.next()))
+        if key in ("LARGER", "SMALLER"):
+            n = self.number()
+            return (lambda c: c.size > n) if key == "LARGER" else (lambda c: c.size < n)
+        if key == "UID":
+            uids = set(resolve_pos_uids(parse_set(str(astring(self.next()), "ascii")), self.uids))
+            return lambda c: c.uid in uids
+        if key == "NOT":
+            inner = self.key()
+            return lambda c: not inner(c)
+        if key == "OR":
+            a, b = self.key(), self.key()
+            return lambda c: a(c) or b(c)
+        if key[:1].isdigit() or key[:1] == "*":
+            seqs = set(resolve_seq(parse_set(key), self.count))
+            return lambda c: c.seq in seqs
+        raise ParseError(f"unknown search key {key[:30]}")
+
+    def _date(self, key: str, day: datetime.date) -> Predicate:
+        op = key.removeprefix("SENT")
+
+        def date_of(c: Candidate) -> datetime.date | None:
+            if not key.startswith("SENT"):
+                return datetime.datetime.fromtimestamp(c.internal_date, datetime.UTC).date()
+            parsed = email.utils.parsedate_tz(c.header("date"))
+            if parsed is None:
+                return None
+            try:
+                return datetime.date(parsed[0], parsed[1], parsed[2])
+            except ValueError:
+                return None
+
+        def match(c: Candidate) -> bool:
+            d = date_of(c)
+            if d is None:
+                return False
+            return d < day if op == "BEFORE" else (d == day if op == "ON" else d >= day)
+
+        return match
+
+
+def resolve_pos_uids(ranges: list[tuple[int | None, int | None]], uids: Sequence[int]) -> list[int]:
+    return [uids[i] for i in resolve_uid(ranges, uids)]
+
+
+def _and(preds: list[Predicate]) -> Predicate:
+    if len(preds) == 1:
+        return preds[0]
+    return lambda c: all(p(c) for p in preds)
+
+
+def parse_search(tokens: Sequence[Token], count: int, uids: Sequence[int]) -> Predicate:
+    """A predicate for the search keys in ``tokens`` (after any CHARSET, which the caller takes)."""
+    return _Parser(tokens, count, uids).all()

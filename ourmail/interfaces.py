@@ -1,0 +1,158 @@
+"""The public plugin API of ourmail.
+
+Plugin authors implement these interfaces (a store, a directory) or receive them (a realm hands out
+an :class:`IUserStore` as the avatar for IMAP and POP3).  Folder names are Unicode strings with
+``/`` as the hierarchy separator; ``INBOX`` is always present.  Flags are strings: the RFC 3501
+system flags spelled ``\\Seen``, ``\\Answered``, ``\\Flagged``, ``\\Deleted``, ``\\Draft``, and
+keywords such as ``$Forwarded``.
+
+Methods that make data durable return Deferreds that fire only once the data is on disk (fsync of
+file and directory); the others are quick in-memory or metadata operations and return plainly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import BinaryIO, Literal
+
+import attrs
+from twisted.internet.defer import Deferred
+from zope.interface import Attribute, Interface
+
+#: What a store accepts as a message: bytes, an open binary file, or a path to hard-link or copy.
+MessageSource = bytes | BinaryIO | os.PathLike[str]
+
+#: How :meth:`IFolder.store_flags` combines flags: replace, add or remove.
+FlagMode = Literal["=", "+", "-"]
+
+
+class StoreError(Exception):
+    """A store operation failed; the message is fit to show a client."""
+
+
+class NoSuchFolder(StoreError):
+    """The folder does not exist."""
+
+
+class FolderExists(StoreError):
+    """A folder of that name already exists."""
+
+
+class BadFolderName(StoreError):
+    """The name cannot be a folder (empty part, ``.``, control characters, too long …)."""
+
+
+class IStoredMessage(Interface):
+    """One message in a folder, as of the folder's last sync."""
+
+    uid = Attribute("int: the message's UID, stable for the life of the folder's UIDVALIDITY")
+    size = Attribute("int: size in bytes with CRLF line endings (RFC 3501 RFC822.SIZE)")
+    flags = Attribute("frozenset[str]: system flags and keywords")
+    internal_date = Attribute("float: the IMAP internal date as a POSIX timestamp")
+
+    def read() -> bytes:
+        """The whole message with CRLF line endings."""
+
+
+class IFolder(Interface):
+    """A mail folder with IMAP semantics (RFC 3501 §2.3)."""
+
+    name = Attribute("str: the folder's name, e.g. 'INBOX' or 'Archive/2024'")
+    uidvalidity = Attribute("int: RFC 3501 §2.3.1.1 UIDVALIDITY")
+    uidnext = Attribute("int: the UID the next message will get")
+    highestmodseq = Attribute("int: grows whenever a message is added, changed or removed")
+
+    def sync() -> bool:
+        """Pick up changes made by other sessions and processes; True if anything changed."""
+
+    def uids() -> Sequence[int]:
+        """The UIDs present, ascending (message sequence number n is ``uids()[n-1]``)."""
+
+    def message(uid: int) -> IStoredMessage:
+        """The message with this UID; KeyError if it is gone."""
+
+    def append(
+        source: MessageSource, flags: Iterable[str] = (), internal_date: float | None = None
+    ) -> Deferred[int]:
+        """Store a new message durably; fires with its UID."""
+
+    def store_flags(
+        uids: Iterable[int], flags: Iterable[str], mode: FlagMode
+    ) -> dict[int, frozenset[str]]:
+        """Change flags; returns the new flags of each message that still exists."""
+
+    def expunge(uids: Iterable[int]) -> list[int]:
+        """Remove these messages; returns the UIDs actually removed."""
+
+    def copy_to(uids: Iterable[int], target: IFolder) -> Deferred[list[tuple[int, int]]]:
+        """Copy messages with their flags; fires with (source uid, new uid) pairs."""
+
+    def move_to(uids: Iterable[int], target: IFolder) -> Deferred[list[tuple[int, int]]]:
+        """Copy, then expunge the originals; fires with (source uid, new uid) pairs."""
+
+    def add_listener(callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after each change seen or made in this process (for IDLE)."""
+
+    def remove_listener(callback: Callable[[], None]) -> None:
+        """Stop calling ``callback``."""
+
+
+class IUserStore(Interface):
+    """One user's folders. This is the avatar the realm hands to IMAP and POP3 sessions."""
+
+    address = Attribute("str: the user's address")
+
+    def list_folders() -> list[str]:
+        """Every folder name, INBOX first."""
+
+    def folder(name: str) -> IFolder:
+        """The folder (``INBOX`` in any case); NoSuchFolder if absent."""
+
+    def create_folder(name: str) -> None:
+        """Create a folder (and any missing parents); FolderExists, BadFolderName."""
+
+    def delete_folder(name: str) -> None:
+        """Delete a folder and its messages; NoSuchFolder; StoreError for INBOX or a parent."""
+
+    def rename_folder(old: str, new: str) -> None:
+        """Rename a folder with its children."""
+
+    def subscriptions() -> list[str]:
+        """Subscribed folder names (RFC 3501 §6.3.6)."""
+
+    def subscribe(name: str) -> None:
+        """Add ``name`` to the subscriptions."""
+
+    def unsubscribe(name: str) -> None:
+        """Remove ``name`` from the subscriptions."""
+
+    def deliver(
+        source: MessageSource, folder: str = "INBOX", flags: Iterable[str] = ()
+    ) -> Deferred[int]:
+        """Durably deliver a message (CRLF line endings) into a folder; fires with its UID."""
+
+
+class IMailStore(Interface):
+    """Where every user's mail lives."""
+
+    def user(address: str) -> IUserStore:
+        """The store of a (normalised) address, created on first use."""
+
+
+@attrs.frozen
+class Recipient:
+    """What a directory knows of an address (DESIGN.md: user, alias, list, remote, unknown)."""
+
+    kind: Literal["user", "remote", "unknown"]
+    address: str
+
+
+class IDirectory(Interface):
+    """Resolves recipient addresses."""
+
+    def is_local_domain(domain: str) -> bool:
+        """True if mail for ``domain`` is delivered here."""
+
+    def lookup(address: str) -> Deferred[Recipient]:
+        """What ``address`` is: a local user, a remote address, or unknown in a local domain."""

@@ -1,0 +1,1 @@
+"""MIME parsing used by the IMAP index: structure, envelope, sections."""

@@ -1,0 +1,302 @@
+"""The MIME structure of a message (RFC 2045-2046, RFC 5322) as IMAP needs it.
+
+:func:`parse` splits a CRLF message into a tree of :class:`Part` s by offsets only (no decoding),
+so sizes and line counts are exact and sections are byte slices of the original.  Limits keep
+hostile input cheap: nesting deeper than ``MAX_DEPTH`` or more than ``MAX_PARTS`` parts are
+treated as opaque bodies, at most ``MAX_HEADERS`` header fields are read per part.
+"""
+
+from __future__ import annotations
+
+import re
+from email.utils import getaddresses
+
+import attrs
+
+MAX_DEPTH = 20
+MAX_PARTS = 1000
+MAX_HEADERS = 1000
+
+_PARAM_RE = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;]*)')
+
+
+@attrs.define
+class Part:
+    """One MIME entity: header ``data[start:body_start]``, body ``data[body_start:end]``."""
+
+    start: int
+    body_start: int
+    end: int
+    #: (lower-cased name, raw field bytes including folding and the final CRLF)
+    fields: list[tuple[str, bytes]]
+    maintype: str = "text"
+    subtype: str = "plain"
+    params: dict[str, str] = attrs.Factory(dict)
+    children: list[Part] = attrs.Factory(list)
+    #: The enclosed message of a message/rfc822 part.
+    embedded: Part | None = None
+
+    def header(self, name: str) -> str | None:
+        """The first field of that name, unfolded, without the name; None if absent."""
+        for fname, raw in self.fields:
+            if fname == name:
+                value = raw.split(b":", 1)[1] if b":" in raw else b""
+                text = value.decode("utf-8", "surrogateescape")
+                return re.sub(r"\r\n([ \t])", r"\1", text).strip()
+        return None
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.parts = 0
+
+
+def parse(data: bytes) -> Part:
+    """The part tree of a whole message (``data`` has CRLF line endings)."""
+    return _parse(data, 0, len(data), 0, _Counter(), default_type=("text", "plain"))
+
+
+def _parse(
+    data: bytes, start: int, end: int, depth: int, counter: _Counter, default_type: tuple[str, str]
+) -> Part:
+    counter.parts += 1
+    if data.startswith(b"\r\n", start):
+        body_start = start + 2
+        fields: list[tuple[str, bytes]] = []
+    else:
+        sep = data.find(b"\r\n\r\n", start, end)
+        body_start = end if sep < 0 else sep + 4
+        fields = _fields(data[start:body_start])
+    part = Part(start=start, body_start=body_start, end=end, fields=fields)
+    part.maintype, part.subtype = default_type
+    ctype = part.header("content-type")
+    if ctype:
+        _set_type(part, ctype)
+    if depth >= MAX_DEPTH or counter.parts >= MAX_PARTS:
+        if part.maintype in ("multipart", "message"):
+            part.maintype, part.subtype = "application", "octet-stream"
+        return part
+    if part.maintype == "multipart":
+        boundary = part.params.get("boundary")
+        if not boundary:
+            part.maintype, part.subtype = "text", "plain"
+            return part
+        child_default = ("message", "rfc822") if part.subtype == "digest" else ("text", "plain")
+        for a, b in _split(data, body_start, end, boundary.encode("utf-8", "surrogateescape")):
+            if counter.parts >= MAX_PARTS:
+                break
+            part.children.append(_parse(data, a, b, depth + 1, counter, child_default))
+    elif (part.maintype, part.subtype) == ("message", "rfc822"):
+        part.embedded = _parse(data, body_start, end, depth + 1, counter, ("text", "plain"))
+    return part
+
+
+def _fields(header: bytes) -> list[tuple[str, bytes]]:
+    out: list[tuple[str, bytes]] = []
+    for line in (
+        header.split(b"\r\n")[:-2] if header.endswith(b"\r\n\r\n") else header.split(b"\r\n")
+    ):
+        if line[:1] in (b" ", b"\t") and out:
+            name, raw = out[-1]
+            out[-1] = (name, raw + line + b"\r\n")
+        elif b":" in line:
+            if len(out) >= MAX_HEADERS:
+                break
+            name = line.split(b":", 1)[0].strip().decode("ascii", "replace").lower()
+            out.append((name, line + b"\r\n"))
+    return out
+
+
+def _set_type(part: Part, value: str) -> None:
+    main, _, rest = value.partition("/")
+    sub = re.split(r"[\s;]", rest, maxsplit=1)[0] if rest else ""
+    main, sub = main.strip().lower(), sub.strip().lower()
+    if main and sub and re.fullmatch(r"[a-z0-9!#$&^_.+-]+", main + sub):
+        part.maintype, part.subtype = main, sub
+    for name, val in _PARAM_RE.findall(value):
+        if val.startswith('"'):
+            val = re.sub(r"\\(.)", r"\1", val[1:-1])
+        part.params[name.lower()] = val
+
+
+def _split(data: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
+    """Body-part spans between ``--boundary`` delimiter lines (RFC 2046 §5.1.1)."""
+    delim = b"--" + boundary
+    spans: list[tuple[int, int]] = []
+    pos = start
+    # The first delimiter may open the body; later ones always follow a CRLF.
+    if data.startswith(delim, start):
+        first = start
+    else:
+        first = data.find(b"\r\n" + delim, start, end)
+        if first < 0:
+            return spans
+        first += 2
+    pos = first
+    while True:
+        line_end = data.find(b"\r\n", pos, end)
+        after = data[pos + len(delim) : pos + len(delim) + 2]
+        if after == b"--":
+            return spans
+        part_start = end if line_end < 0 else line_end + 2
+        nxt = data.find(b"\r\n" + delim, part_start - 2, end)
+        if nxt < 0:
+            spans.append((part_start, end))
+            return spans
+        spans.append((part_start, max(nxt, part_start)))
+        pos = nxt + 2
+
+
+# -- IMAP renderings -----------------------------------------------------------------------------
+
+
+def _q(value: str | None) -> bytes:
+    from ourmail.imap.wire import nstring
+
+    return nstring(None if value is None else value.encode("utf-8", "surrogateescape"))
+
+
+def _addresses(value: str | None) -> bytes:
+    if not value:
+        return b"NIL"
+    items = []
+    for name, addr in getaddresses([value]):
+        if not addr and not name:
+            continue
+        mailbox, at, host = addr.rpartition("@")
+        if not at:
+            mailbox, host = addr, ""
+        items.append(
+            b"("
+            + b" ".join([_q(name or None), b"NIL", _q(mailbox or None), _q(host or None)])
+            + b")"
+        )
+    return b"(" + b"".join(items) + b")" if items else b"NIL"
+
+
+def envelope(part: Part) -> bytes:
+    """RFC 3501 §7.4.2 ENVELOPE of a message part."""
+    h = part.header
+    sender = h("sender") or h("from")
+    reply_to = h("reply-to") or h("from")
+    fields = [
+        _q(h("date")),
+        _q(h("subject")),
+        _addresses(h("from")),
+        _addresses(sender),
+        _addresses(reply_to),
+        _addresses(h("to")),
+        _addresses(h("cc")),
+        _addresses(h("bcc")),
+        _q(h("in-reply-to")),
+        _q(h("message-id")),
+    ]
+    return b"(" + b" ".join(fields) + b")"
+
+
+def _param_list(params: dict[str, str]) -> bytes:
+    if not params:
+        return b"NIL"
+    return b"(" + b" ".join(_q(k.upper()) + b" " + _q(v) for k, v in params.items()) + b")"
+
+
+def _disposition(part: Part) -> bytes:
+    value = part.header("content-disposition")
+    if not value:
+        return b"NIL"
+    kind = value.split(";", 1)[0].strip()
+    params = {
+        k.lower(): (re.sub(r"\\(.)", r"\1", v[1:-1]) if v.startswith('"') else v)
+        for k, v in _PARAM_RE.findall(value)
+    }
+    return b"(" + _q(kind.upper() or "ATTACHMENT") + b" " + _param_list(params) + b")"
+
+
+def bodystructure(part: Part, data: bytes, extensible: bool = True) -> bytes:
+    """RFC 3501 §7.4.2 BODYSTRUCTURE (``extensible``) or BODY of a part."""
+    if part.children:
+        inner = b"".join(bodystructure(c, data, extensible) for c in part.children)
+        items = [inner, _q(part.subtype.upper())]
+        if extensible:
+            items += [
+                _param_list(part.params),
+                _disposition(part),
+                _q(part.header("content-language")),
+                _q(part.header("content-location")),
+            ]
+        return b"(" + b" ".join(items) + b")"
+    if part.maintype == "multipart":  # no usable parts: an empty text body stands in
+        return b'("TEXT" "PLAIN" NIL NIL NIL "7BIT" 0 0)'
+    size = part.end - part.body_start
+    params = dict(part.params)
+    if part.maintype == "text" and "charset" not in params:
+        params["charset"] = "us-ascii"
+    cte = (part.header("content-transfer-encoding") or "").split()
+    encoding = cte[0] if cte else "7BIT"
+    items = [
+        _q(part.maintype.upper()),
+        _q(part.subtype.upper()),
+        _param_list(params),
+        _q(part.header("content-id")),
+        _q(part.header("content-description")),
+        _q(encoding.upper()),
+        str(size).encode(),
+    ]
+    lines = data.count(b"\r\n", part.body_start, part.end) + (
+        0 if data.endswith(b"\r\n", part.body_start, part.end) or size == 0 else 1
+    )
+    if part.embedded is not None:
+        items += [
+            envelope(part.embedded),
+            bodystructure(part.embedded, data, extensible),
+            str(lines).encode(),
+        ]
+    elif part.maintype == "text":
+        items.append(str(lines).encode())
+    if extensible:
+        items += [
+            _q(part.header("content-md5")),
+            _disposition(part),
+            _q(part.header("content-language")),
+            _q(part.header("content-location")),
+        ]
+    return b"(" + b" ".join(items) + b")"
+
+
+# -- sections (RFC 3501 §6.4.5 BODY[section]) ---------------------------------------------------
+
+
+def _child(part: Part, n: int) -> Part | None:
+    if part.embedded is not None:
+        part = part.embedded
+    if part.children:
+        return part.children[n - 1] if 0 < n <= len(part.children) else None
+    return part if n == 1 else None
+
+
+def section(root: Part, data: bytes, numbers: list[int], text: str, fields: list[str]) -> bytes:
+    """The bytes of a section: ``numbers`` (part path), ``text`` one of "", HEADER,
+    HEADER.FIELDS, HEADER.FIELDS.NOT, TEXT, MIME; ``fields`` for the HEADER.FIELDS forms.
+    A part that does not exist gives empty bytes."""
+    part: Part | None = root
+    for n in numbers:
+        part = _child(part, n) if part is not None else None
+    if part is None:
+        return b""
+    if text == "MIME":
+        return data[part.start : part.body_start] if numbers else b""
+    if text == "":
+        if not numbers:
+            return data[part.start : part.end]
+        return data[part.body_start : part.end]
+    msg = part if not numbers else part.embedded
+    if msg is None:
+        return b""
+    if text == "TEXT":
+        return data[msg.body_start : msg.end]
+    if text == "HEADER":
+        return data[msg.start : msg.body_start]
+    wanted = {f.lower() for f in fields}
+    keep = text == "HEADER.FIELDS"
+    out = b"".join(raw for name, raw in msg.fields if (name in wanted) == keep)
+    return out + b"\r\n"

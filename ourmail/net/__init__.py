@@ -1,0 +1,1 @@
+"""Network plumbing shared by the protocols: TLS contexts and the bounded line protocol."""

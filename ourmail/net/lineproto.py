@@ -1,0 +1,195 @@
+"""A bounded, pausable line protocol: the base of the SMTP, IMAP and POP3 servers.
+
+Implementation notes (keep these true when changing this module):
+
+* Memory is bounded: a line longer than ``max_line_length`` is reported once through
+  :meth:`LineProtocol.line_too_long` and the rest of it is discarded up to the next LF; the
+  connection stays usable.  Raw mode (SMTP DATA, IMAP literals) hands each chunk to
+  :meth:`raw_data_received` as it arrives, so the subclass bounds what it keeps.
+* Lines end at LF; one CR before it is removed.  Lines are processed strictly in order: while the
+  subclass waits on a Deferred it calls :meth:`pause` and later :meth:`resume`, and pipelined
+  input waits in the buffer (the transport is paused too, so a flood cannot grow the buffer past
+  one read).
+* STARTTLS: :meth:`start_tls` throws away everything buffered after the STARTTLS line, so
+  plaintext injected before the handshake is never executed as a command (CVE-2011-0411 class).
+* No exception from a handler reaches Twisted: it is logged with its traceback and the client gets
+  the protocol's own "internal error" reply from :meth:`internal_error`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+
+class LineProtocol(Protocol, TimeoutMixin):
+    """Line/raw receiver with limits, ordered async handling and STARTTLS hygiene."""
+
+    log = Logger()
+    max_line_length = 8192
+    idle_timeout: int | None = 1800
+    max_errors = 20
+    #: True once the connection is encrypted (implicit TLS or after STARTTLS).
+    secure = False
+    tls_context: IOpenSSLServerConnectionCreator | None = None
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._raw = False
+        self._paused = False
+        self._discarding = False
+        self._processing = False
+        self.errors = 0
+
+    # -- connection -------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.setTimeout(self.idle_timeout)
+        self.peer = self._peer_string()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.setTimeout(None)
+
+    def _peer_string(self) -> str:
+        peer = self.transport.getPeer()
+        host = getattr(peer, "host", None)
+        return str(host) if host is not None else "local"
+
+    def timeoutConnection(self) -> None:
+        self.log.info("{peer} idle timeout", peer=self.peer)
+        self.send_goodbye_timeout()
+        self.transport.loseConnection()
+
+    def send_goodbye_timeout(self) -> None:
+        """Tell the client it is being disconnected for idleness."""
+
+    @property
+    def closing(self) -> bool:
+        return self.transport is None or bool(getattr(self.transport, "disconnecting", False))
+
+    def close(self) -> None:
+        """Stop reading and close once queued output is written."""
+        self._buf.clear()
+        self._paused = True
+        self.transport.loseConnection()
+
+    # -- input --------------------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        self.resetTimeout()
+        self._buf += data
+        self._process()
+
+    def _process(self) -> None:
+        if self._processing:
+            return
+        self._processing = True
+        try:
+            while self._buf and not self._paused and not self.closing:
+                if self._raw:
+                    chunk = bytes(self._buf)
+                    self._buf.clear()
+                    self._guard(self.raw_data_received, chunk)
+                    continue
+                idx = self._buf.find(b"\n")
+                if idx < 0:
+                    if len(self._buf) > self.max_line_length:
+                        self._buf.clear()
+                        if not self._discarding:
+                            self._discarding = True
+                            self._guard(self.line_too_long)
+                    return
+                line = bytes(self._buf[:idx])
+                del self._buf[: idx + 1]
+                if self._discarding:
+                    self._discarding = False
+                    continue
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if len(line) > self.max_line_length:
+                    self._guard(self.line_too_long)
+                    continue
+                self._guard(self.line_received, line)
+        finally:
+            self._processing = False
+
+    def _guard(self, handler: Any, *args: Any) -> None:
+        try:
+            handler(*args)
+        except Exception:
+            self.fail(Failure())
+
+    def fail(self, failure: Failure) -> None:
+        """Log an unexpected error and give the client the protocol's internal-error reply."""
+        self.log.failure("internal error serving {peer}", failure, peer=self.peer)
+        if not self.closing:
+            self.internal_error()
+        self._raw = False
+        self.resume()
+
+    def set_raw_mode(self) -> None:
+        """Deliver further input to :meth:`raw_data_received` until :meth:`set_line_mode`."""
+        self._raw = True
+
+    def set_line_mode(self, extra: bytes = b"") -> None:
+        """Back to lines; ``extra`` is input the raw handler did not consume."""
+        self._raw = False
+        if extra:
+            self._buf[:0] = extra
+
+    def pause(self) -> None:
+        """Hold further input until :meth:`resume` (used while a Deferred is pending)."""
+        if not self._paused:
+            self._paused = True
+            if self.transport is not None:
+                self.transport.pauseProducing()
+
+    def resume(self) -> None:
+        """Continue processing buffered and new input."""
+        if self._paused and not self.closing:
+            self._paused = False
+            self.transport.resumeProducing()
+            self._process()
+
+    def count_error(self) -> bool:
+        """Count a protocol error; True (and the connection closing) when there were too many."""
+        self.errors += 1
+        if self.errors >= self.max_errors:
+            self.log.info("{peer} closed after {n} errors", peer=self.peer, n=self.errors)
+            self.too_many_errors()
+            self.close()
+            return True
+        return False
+
+    def start_tls(self) -> None:
+        """Begin the TLS handshake, discarding any plaintext pipelined after the command."""
+        assert self.tls_context is not None
+        self._buf.clear()
+        self.transport.startTLS(self.tls_context)
+        self.secure = True
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    # -- for subclasses -----------------------------------------------------------------------
+
+    def line_received(self, line: bytes) -> None:
+        raise NotImplementedError
+
+    def raw_data_received(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def line_too_long(self) -> None:
+        raise NotImplementedError
+
+    def internal_error(self) -> None:
+        raise NotImplementedError
+
+    def too_many_errors(self) -> None:
+        """Say goodbye before a close for too many errors."""

@@ -1,0 +1,198 @@
+"""Builds the twistd service tree from Settings: first start, the portal, and every listener."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+from twisted.application.service import MultiService, Service
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IReactorCore, IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+
+from ourmail.auth.accounts import AccountDB
+from ourmail.auth.checker import AccountChecker
+from ourmail.auth.login import Authenticator
+from ourmail.auth.passwords import hash_password
+from ourmail.auth.realm import MailRealm
+from ourmail.auth.throttle import FailureThrottle
+from ourmail.config import IMPLICIT_TLS, SERVICES, Settings, config_template
+from ourmail.directory.local import LocalDirectory
+from ourmail.fsutil import write_atomic
+from ourmail.imap.server import IMAPContext, IMAPFactory
+from ourmail.net.tls import server_context
+from ourmail.pop3.server import POP3Context, POP3Factory
+from ourmail.secure import selfsigned
+from ourmail.smtp.server import SMTPContext, SMTPFactory
+from ourmail.store.shards import DEFAULT_SHARDS_TOML
+from ourmail.store.shards import FILE_NAME as SHARDS_FILE
+from ourmail.store.userstore import MaildirStore
+
+log = Logger()
+
+
+def first_start(settings: Settings) -> None:
+    """Create what a new data directory needs; each step is skipped when already done.
+
+    The data directory (mode 0700), a commented ``ourmail.toml`` (when the config lives in the
+    data directory), ``shards.toml``, a self-signed certificate when none is configured, and a
+    ``postmaster@<primary domain>`` account whose one-time password is logged once.
+    """
+    data = settings.data_dir
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    config = settings.config_path
+    if config is not None and config.parent == data and not config.exists():
+        write_atomic(config, config_template(settings).encode(), 0o640)
+        log.info("wrote a commented configuration to {path}", path=str(config))
+    if not (data / SHARDS_FILE).exists():
+        write_atomic(data / SHARDS_FILE, DEFAULT_SHARDS_TOML.encode(), 0o640)
+    if selfsigned.ensure(settings.tls_certificate, settings.tls_key, settings.hostname):
+        log.info(
+            "generated a self-signed certificate for {host} in {path}",
+            host=settings.hostname,
+            path=str(settings.tls_certificate),
+        )
+    accounts = AccountDB(data)
+    if not accounts.users():
+        address = f"postmaster@{settings.primary_domain}"
+        password = secrets.token_urlsafe(12)
+        accounts.add_user(address, hash_password(password))
+        log.warn(
+            "created the account {address} with the one-time password {password} "
+            "(shown only now: change it with `ourmail user passwd {address}`)",
+            address=address,
+            password=password,
+        )
+
+
+class ListenerService(Service):
+    """Listens on one endpoint; a failure to bind stops start-up with the reason."""
+
+    def __init__(self, reactor: IReactorCore, service: str, endpoint: str, factory: Factory):
+        self.name = service
+        self.endpoint_string = endpoint
+        self.endpoint = serverFromString(reactor, endpoint)
+        self.factory = factory
+        self.port: IListeningPort | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        failures: list[Failure] = []
+        d: Deferred[IListeningPort] = self.endpoint.listen(self.factory)
+        d.addCallbacks(self._listening, failures.append)
+        if failures:
+            log.critical(
+                "{service} cannot listen on {endpoint}: {why}",
+                service=self.name,
+                endpoint=self.endpoint_string,
+                why=failures[0].getErrorMessage(),
+            )
+            failures[0].raiseException()
+
+    def _listening(self, port: IListeningPort) -> None:
+        self.port = port
+        host = port.getHost()
+        where = f"{host.host}:{host.port}" if hasattr(host, "port") else str(host)
+        log.info("{service} listening on {where}", service=self.name, where=where)
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()
+        return None
+
+
+@attrs.define
+class Server:
+    """The assembled server: its service tree and the parts tests and tools reach into."""
+
+    service: MultiService
+    listeners: dict[str, ListenerService]
+    store: MaildirStore
+    accounts: AccountDB
+
+
+def build(
+    settings: Settings,
+    reactor: IReactorCore | None = None,
+    checkers: Sequence[ICredentialsChecker] = (),
+) -> Server:
+    """The whole server for ``settings``; ``checkers`` replace the local-account checker."""
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor  # type: ignore[assignment]
+    clock: IReactorTime = reactor  # type: ignore[assignment]
+    first_start(settings)
+    data: Path = settings.data_dir
+    accounts = AccountDB(data)
+    store = MaildirStore(data)
+    directory = LocalDirectory(accounts, settings.domains)
+    portal = Portal(
+        MailRealm(store), list(checkers) or [AccountChecker(accounts, settings.primary_domain)]
+    )
+    authenticator = Authenticator(
+        portal, FailureThrottle(clock, settings.auth_failure_delay), clock
+    )
+    tls = server_context(settings.tls_certificate, settings.tls_key)
+
+    def factory_for(service: str) -> Factory:
+        implicit = service in IMPLICIT_TLS
+        if service in ("smtp", "submission", "submissions"):
+            return SMTPFactory(
+                SMTPContext(
+                    hostname=settings.hostname,
+                    primary_domain=settings.primary_domain,
+                    limits=settings.limits,
+                    directory=directory,
+                    store=store,
+                    authenticator=authenticator,
+                    spool_dir=data / "spool" / "incoming",
+                    tls_context=tls,
+                    submission=service != "smtp",
+                    implicit_tls=implicit,
+                )
+            )
+        if service in ("imap", "imaps"):
+            return IMAPFactory(
+                IMAPContext(
+                    hostname=settings.hostname,
+                    limits=settings.limits,
+                    authenticator=authenticator,
+                    tls_context=tls,
+                    implicit_tls=implicit,
+                    clock=clock,
+                )
+            )
+        return POP3Factory(
+            POP3Context(
+                hostname=settings.hostname,
+                limits=settings.limits,
+                authenticator=authenticator,
+                tls_context=tls,
+                implicit_tls=implicit,
+            )
+        )
+
+    root = MultiService()
+    listeners: dict[str, ListenerService] = {}
+    for service in SERVICES:
+        endpoint = settings.listen.get(service)
+        if endpoint is None:
+            continue
+        factory = factory_for(service)
+        if service in IMPLICIT_TLS and not endpoint.startswith("ssl:"):
+            factory = TLSMemoryBIOFactory(tls, False, factory)
+        listener = ListenerService(reactor, service, endpoint, factory)
+        listener.setServiceParent(root)
+        listeners[service] = listener
+    return Server(service=root, listeners=listeners, store=store, accounts=accounts)

@@ -1,0 +1,510 @@
+"""The ESMTP server (RFC 5321) for the MX, submission and submissions listeners.
+
+Implementation notes (keep these true when changing this module):
+
+* ``250`` after DATA is sent only after every recipient's copy is durable: the message is
+  streamed into a spool file, fsynced, hard-linked (or copied) into each recipient's Maildir
+  ``tmp/``, renamed into ``new/`` and the directory fsynced (see ``store.maildir.deliver_file``).
+* The end of DATA is ``CRLF . CRLF`` and nothing else: a bare LF before or after the dot never ends
+  the message (SMTP smuggling).  Bare CR and LF inside the message are stored as CRLF.
+* Never an open relay: a recipient in a domain that is not local is refused unless the session
+  is authenticated, and this server has no remote delivery yet, so it is refused then too.
+* AUTH is offered only on submission listeners and only under TLS (RFC 4954 §4, RFC 8314).
+* Memory per connection is bounded: command lines by ``max_line_length``, DATA by streaming to
+  disk with at most one line (capped) held, message size by ``max_message_size``.
+* Replies carry RFC 3463 enhanced status codes (RFC 2034).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import os
+import re
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.protocol import ServerFactory
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+
+from ourmail.addresses import AddressError, normalise_address
+from ourmail.auth.login import Authenticator, LoginFailed
+from ourmail.config import Limits
+from ourmail.interfaces import IDirectory, IMailStore, Recipient
+from ourmail.net.lineproto import LineProtocol
+from ourmail.store.maildir import to_crlf
+
+log = Logger()
+
+_PATH_RE = re.compile(r"^(?P<kw>FROM|TO):\s*<(?P<path>[^<>]*)>(?P<params>.*)$", re.I)
+MAX_PATH = 256  # RFC 5321 §4.5.3.1.3
+#: Longest line kept in memory while looking for the end of DATA (longer ones are streamed).
+_DATA_HOLD = 1 << 20
+
+
+@attrs.frozen
+class SMTPContext:
+    """What every SMTP connection of one listener shares."""
+
+    hostname: str
+    primary_domain: str
+    limits: Limits
+    directory: IDirectory
+    store: IMailStore
+    authenticator: Authenticator
+    spool_dir: Path
+    tls_context: IOpenSSLServerConnectionCreator
+    submission: bool = False
+    implicit_tls: bool = False
+
+
+def parse_path(arg: str, keyword: str) -> tuple[str, dict[str, str | None]]:
+    """``FROM:<a@b> SIZE=10`` -> ("a@b", {"SIZE": "10"}); ValueError on bad syntax.
+
+    A source route (``<@relay:user@domain>``) is dropped, as RFC 5321 §4.1.1.3 allows.
+    """
+    m = _PATH_RE.match(arg.strip())
+    if not m or m.group("kw").upper() != keyword:
+        raise ValueError(arg)
+    path = m.group("path").strip()
+    if path.startswith("@"):
+        path = path.partition(":")[2]
+    if len(path) > MAX_PATH or any(c.isspace() or ord(c) < 32 for c in path):
+        raise ValueError(arg)
+    params: dict[str, str | None] = {}
+    for item in m.group("params").split():
+        key, eq, value = item.partition("=")
+        params[key.upper()] = value if eq else None
+    return path, params
+
+
+class SMTPServer(LineProtocol):
+    """One SMTP session."""
+
+    idle_timeout = 300  # RFC 5321 §4.5.3.2.7: at least 5 minutes
+
+    def __init__(self, ctx: SMTPContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.max_line_length = ctx.limits.max_line_length
+        self.max_errors = ctx.limits.max_errors
+        self.tls_context = ctx.tls_context
+        self.secure = ctx.implicit_tls
+        self.helo: str | None = None
+        self.esmtp = False
+        self.user: str | None = None
+        self._continuation: Callable[[str], None] | None = None
+        self._reset()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def reply(self, code: int, text: str | list[str]) -> None:
+        lines = [text] if isinstance(text, str) else text
+        out = [f"{code}-{t}" for t in lines[:-1]] + [f"{code} {lines[-1]}"]
+        self.write("".join(f"{line}\r\n" for line in out).encode("utf-8"))
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.log.info("smtp connection from {peer}", peer=self.peer)
+        self.reply(220, f"{self.ctx.hostname} ESMTP ourmail")
+
+    def connectionLost(self, reason: object = None) -> None:
+        super().connectionLost(reason)
+        self._discard_spool()
+
+    def send_goodbye_timeout(self) -> None:
+        self.reply(421, "4.4.2 Idle timeout, closing connection")
+
+    def line_too_long(self) -> None:
+        self.reply(500, "5.5.2 Line too long")
+        self.count_error()
+
+    def internal_error(self) -> None:
+        self.reply(451, "4.3.0 Internal error, try again later")
+
+    def too_many_errors(self) -> None:
+        self.reply(421, "4.7.0 Too many errors, closing connection")
+
+    def error(self, code: int, text: str) -> None:
+        self.reply(code, text)
+        self.count_error()
+
+    def _reset(self) -> None:
+        self.sender: str | None = None
+        self.recipients: list[Recipient] = []
+        self._discard_spool()
+        self._spool: BinaryIO | None = None
+        self._spool_path: Path | None = None
+
+    def _discard_spool(self) -> None:
+        spool = getattr(self, "_spool", None)
+        if spool is not None:
+            spool.close()
+            if self._spool_path is not None:
+                self._spool_path.unlink(missing_ok=True)
+            self._spool = None
+
+    def _async(self, d: Deferred[object]) -> None:
+        """Hold input until ``d`` is done; failures become 451 and a logged traceback."""
+        self.pause()
+        d.addErrback(self.fail)
+        d.addBoth(lambda _: self.resume())
+
+    # -- commands ------------------------------------------------------------------------
+
+    def line_received(self, line: bytes) -> None:
+        text = line.decode("utf-8", "replace")
+        if self._continuation is not None:
+            cont, self._continuation = self._continuation, None
+            cont(text)
+            return
+        verb, _, arg = text.partition(" ")
+        handler = self.COMMANDS.get(verb.upper())
+        if handler is None:
+            self.error(500, "5.5.2 Command not recognized")
+            return
+        handler(self, arg.strip())
+
+    def do_EHLO(self, arg: str) -> None:
+        if not arg:
+            self.error(501, "5.5.4 EHLO needs a domain or address literal")
+            return
+        self.helo, self.esmtp = arg.split()[0][:255], True
+        self._reset()
+        ext = [
+            self.ctx.hostname,
+            "PIPELINING",  # RFC 2920
+            f"SIZE {self.ctx.limits.max_message_size}",  # RFC 1870
+            "8BITMIME",  # RFC 6152
+            "ENHANCEDSTATUSCODES",  # RFC 2034
+        ]
+        if not self.secure:
+            ext.append("STARTTLS")  # RFC 3207
+        if self.ctx.submission and self.secure and self.user is None:
+            ext.append("AUTH PLAIN LOGIN")  # RFC 4954
+        self.reply(250, ext)
+
+    def do_HELO(self, arg: str) -> None:
+        if not arg:
+            self.error(501, "5.5.4 HELO needs a domain")
+            return
+        self.helo, self.esmtp = arg.split()[0][:255], False
+        self._reset()
+        self.reply(250, self.ctx.hostname)
+
+    def do_STARTTLS(self, arg: str) -> None:
+        if self.secure:
+            self.error(503, "5.5.1 TLS already active")
+        elif arg:
+            self.error(501, "5.5.4 STARTTLS takes no parameters")
+        else:
+            self.reply(220, "2.0.0 Ready to start TLS")
+            self.start_tls()
+            # RFC 3207 §4.2: forget everything learnt before the handshake.
+            self.helo = None
+            self._reset()
+
+    def do_AUTH(self, arg: str) -> None:
+        if not self.ctx.submission:
+            self.error(502, "5.5.1 AUTH is only offered on the submission ports")
+            return
+        if not self.secure:
+            self.error(538, "5.7.11 Encryption required for requested authentication mechanism")
+            return
+        if self.user is not None:
+            self.error(503, "5.5.1 Already authenticated")
+            return
+        if self.sender is not None:
+            self.error(503, "5.5.1 AUTH not allowed during a mail transaction")
+            return
+        mech, _, initial = arg.partition(" ")
+        mech = mech.upper()
+        if mech == "PLAIN":
+            if initial:
+                self._auth_plain(initial.strip())
+            else:
+                self.reply(334, "")
+                self._continuation = self._auth_plain
+        elif mech == "LOGIN":
+            if initial:
+                self._auth_login_user(initial.strip())
+            else:
+                self.reply(334, "VXNlcm5hbWU6")
+                self._continuation = self._auth_login_user
+        else:
+            self.error(504, "5.5.4 Unrecognized authentication type")
+
+    @staticmethod
+    def _b64(text: str) -> str | None:
+        try:
+            return base64.b64decode(text, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return None
+
+    def _auth_plain(self, text: str) -> None:
+        if text == "*":
+            self.error(501, "5.7.0 Authentication cancelled")
+            return
+        decoded = self._b64(text)
+        parts = decoded.split("\0") if decoded is not None else []
+        if len(parts) != 3:
+            self.error(501, "5.5.2 Cannot decode the PLAIN response")
+            return
+        authzid, authcid, password = parts
+        if authzid and authzid != authcid:
+            self.error(535, "5.7.8 Authentication credentials invalid")
+            return
+        self._authenticate(authcid, password)
+
+    def _auth_login_user(self, text: str) -> None:
+        username = None if text == "*" else self._b64(text)
+        if username is None:
+            self.error(501, "5.5.2 Cannot decode the LOGIN response")
+            return
+        self.reply(334, "UGFzc3dvcmQ6")
+        self._continuation = lambda t: self._auth_login_password(username, t)
+
+    def _auth_login_password(self, username: str, text: str) -> None:
+        password = None if text == "*" else self._b64(text)
+        if password is None:
+            self.error(501, "5.5.2 Cannot decode the LOGIN response")
+            return
+        self._authenticate(username, password)
+
+    def _authenticate(self, username: str, password: str) -> None:
+        d = self.ctx.authenticator.login(username, password, self.peer, "smtp")
+
+        def ok(avatar: object) -> None:
+            self.user = avatar.address  # type: ignore[attr-defined]
+            self.reply(235, "2.7.0 Authentication successful")
+
+        def failed(f: object) -> None:
+            f.trap(LoginFailed)  # type: ignore[attr-defined]
+            self.error(535, "5.7.8 Authentication credentials invalid")
+
+        self._async(d.addCallbacks(ok, failed))
+
+    def do_MAIL(self, arg: str) -> None:
+        if self.helo is None:
+            self.error(503, "5.5.1 Say EHLO first")
+            return
+        if self.ctx.submission and self.user is None:
+            self.error(530, "5.7.0 Authentication required")
+            return
+        if self.sender is not None:
+            self.error(503, "5.5.1 Nested MAIL command")
+            return
+        try:
+            path, params = parse_path(arg, "FROM")
+        except ValueError:
+            self.error(501, "5.5.4 Syntax: MAIL FROM:<address> [parameters]")
+            return
+        for key, value in params.items():
+            if key == "SIZE":
+                if value is None or not value.isdigit():
+                    self.error(501, "5.5.4 SIZE needs a number")
+                    return
+                if int(value) > self.ctx.limits.max_message_size:
+                    self.error(552, "5.3.4 Message size exceeds fixed maximum message size")
+                    return
+            elif key == "BODY":
+                if (value or "").upper() not in ("7BIT", "8BITMIME"):
+                    self.error(501, "5.5.4 BODY must be 7BIT or 8BITMIME")
+                    return
+            elif key != "AUTH":  # RFC 4954 §5: AUTH= is accepted and may be ignored
+                self.error(555, f"5.5.4 Unsupported parameter {key}")
+                return
+        self.sender = path
+        self.reply(250, "2.1.0 Ok")
+
+    def do_RCPT(self, arg: str) -> None:
+        if self.sender is None:
+            self.error(503, "5.5.1 Need MAIL before RCPT")
+            return
+        if len(self.recipients) >= self.ctx.limits.max_recipients:
+            self.reply(452, "4.5.3 Too many recipients")
+            return
+        try:
+            path, params = parse_path(arg, "TO")
+        except ValueError:
+            self.error(501, "5.5.4 Syntax: RCPT TO:<address>")
+            return
+        if params:
+            self.error(555, f"5.5.4 Unsupported parameter {next(iter(params))}")
+            return
+        if path.lower() == "postmaster":  # RFC 5321 §4.5.1
+            path = f"postmaster@{self.ctx.primary_domain}"
+        try:
+            address = normalise_address(path)
+        except AddressError:
+            domain = path.rpartition("@")[2].lower()
+            if not self.ctx.directory.is_local_domain(domain) and self.user is None:
+                self.error(554, f"5.7.1 <{path}>: Relay access denied")
+            else:
+                self.error(550, f"5.1.1 <{path}>: Recipient address rejected")
+            return
+        self._async(self.ctx.directory.lookup(address).addCallback(self._rcpt_known, path))
+
+    def _rcpt_known(self, rcpt: Recipient, path: str) -> None:
+        if rcpt.kind == "user":
+            if rcpt not in self.recipients:
+                self.recipients.append(rcpt)
+            self.reply(250, "2.1.5 Ok")
+        elif rcpt.kind == "unknown":
+            self.error(550, f"5.1.1 <{path}>: Recipient address rejected: User unknown")
+        elif self.user is None:
+            self.error(554, f"5.7.1 <{path}>: Relay access denied")
+        else:
+            self.error(550, f"5.7.1 <{path}>: Delivery to remote domains is not enabled here")
+
+    def do_DATA(self, arg: str) -> None:
+        if self.sender is None:
+            self.error(503, "5.5.1 Need MAIL command")
+            return
+        if not self.recipients:
+            self.error(554, "5.5.1 No valid recipients")
+            return
+        self.ctx.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.queue_id = secrets.token_hex(8)
+        self._spool_path = self.ctx.spool_dir / self.queue_id
+        self._spool = open(self._spool_path, "xb")  # noqa: SIM115 - closed in _finish_data/_reset
+        self._spool.write(self._received_header())
+        self._size = 0
+        self._too_big = False
+        self._dbuf = b"\r\n"
+        self._first = True
+        self.reply(354, "End data with <CR><LF>.<CR><LF>")
+        self.set_raw_mode()
+
+    def _received_header(self) -> bytes:
+        """RFC 5321 §4.4 trace header, with RFC 3848 protocol names."""
+        proto = (
+            ("ESMTP" if self.esmtp else "SMTP")
+            + ("S" if self.secure else "")
+            + ("A" if self.user else "")
+        )
+        rcpt = f"\r\n\tfor <{self.recipients[0].address}>" if len(self.recipients) == 1 else ""
+        date = email.utils.formatdate(localtime=True)
+        helo = re.sub(r"[^\x21-\x7e]", "?", self.helo or "unknown")
+        return (
+            f"Received: from {helo} ([{self.peer}])\r\n\tby {self.ctx.hostname} (ourmail) "
+            f"with {proto} id {self.queue_id}{rcpt};\r\n\t{date}\r\n"
+        ).encode("ascii", "replace")
+
+    def raw_data_received(self, chunk: bytes) -> None:
+        buf = self._dbuf + chunk
+        end = buf.find(b"\r\n.\r\n")
+        if end >= 0:
+            self._emit(buf[: end + 2])
+            self._dbuf = b""
+            self.set_line_mode(buf[end + 5 :])
+            self._finish_data()
+            return
+        cut = buf.rfind(b"\r\n")
+        if cut <= 0:
+            if len(buf) < _DATA_HOLD:
+                self._dbuf = buf
+                return
+            cut = len(buf) - 1 if buf.endswith(b"\r") else len(buf)
+        self._emit(buf[:cut])
+        self._dbuf = buf[cut:]
+
+    def _emit(self, part: bytes) -> None:
+        """Write message bytes: dot-unstuffed (RFC 5321 §4.5.2), CRLF-normalised, size-capped."""
+        part = to_crlf(part.replace(b"\r\n..", b"\r\n."))
+        if self._first:
+            part, self._first = part[2:], False
+        self._size += len(part)
+        if self._size > self.ctx.limits.max_message_size:
+            self._too_big = True
+        elif self._spool is not None:
+            self._spool.write(part)
+
+    def _finish_data(self) -> None:
+        if self._too_big:
+            self._reset()
+            self.error(552, "5.3.4 Message size exceeds fixed maximum message size")
+            return
+        self._async(self._deliver())
+
+    @inlineCallbacks
+    def _deliver(self) -> Deferred[None]:
+        spool, path = self._spool, self._spool_path
+        assert spool is not None and path is not None
+        rcpts = [r.address for r in self.recipients]
+        try:
+            spool.flush()
+            yield deferToThread(os.fsync, spool.fileno())
+            results = yield defer.DeferredList(
+                [self.ctx.store.user(a).deliver(path) for a in rcpts], consumeErrors=True
+            )
+            failed = [f for ok, f in results if not ok]
+            for f in failed:
+                log.failure("delivery of {id} failed", f, id=self.queue_id)
+            if failed:
+                self.reply(451, "4.3.0 Local delivery failed, try again later")
+            else:
+                log.info(
+                    "delivered {id} from <{sender}> to {rcpts} ({size} bytes)",
+                    id=self.queue_id,
+                    sender=self.sender,
+                    rcpts=rcpts,
+                    size=spool.tell(),
+                )
+                self.reply(250, f"2.0.0 Ok: queued as {self.queue_id}")
+        finally:
+            self._reset()
+
+    def do_RSET(self, arg: str) -> None:
+        self._reset()
+        self.reply(250, "2.0.0 Ok")
+
+    def do_NOOP(self, arg: str) -> None:
+        self.reply(250, "2.0.0 Ok")
+
+    def do_VRFY(self, arg: str) -> None:
+        self.reply(252, "2.5.0 Cannot VRFY user, but will accept message and attempt delivery")
+
+    def do_HELP(self, arg: str) -> None:
+        self.reply(214, "2.0.0 See RFC 5321")
+
+    def do_QUIT(self, arg: str) -> None:
+        self.reply(221, "2.0.0 Bye")
+        self.close()
+
+    COMMANDS = {
+        "EHLO": do_EHLO,
+        "HELO": do_HELO,
+        "STARTTLS": do_STARTTLS,
+        "AUTH": do_AUTH,
+        "MAIL": do_MAIL,
+        "RCPT": do_RCPT,
+        "DATA": do_DATA,
+        "RSET": do_RSET,
+        "NOOP": do_NOOP,
+        "VRFY": do_VRFY,
+        "HELP": do_HELP,
+        "QUIT": do_QUIT,
+    }
+
+
+class SMTPFactory(ServerFactory):
+    """Builds :class:`SMTPServer` sessions for one listener."""
+
+    noisy = False
+
+    def __init__(self, ctx: SMTPContext) -> None:
+        self.ctx = ctx
+
+    def buildProtocol(self, addr: object) -> SMTPServer:
+        proto = SMTPServer(self.ctx)
+        proto.factory = self
+        return proto

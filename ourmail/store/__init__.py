@@ -1,0 +1,1 @@
+"""The sharded Maildir store (DESIGN.md "The sharded Maildir store")."""

@@ -1,0 +1,241 @@
+"""A user's Maildir++ tree and the store of all users.
+
+Folder names map to directories as Dovecot's Maildir++ layout does: ``Archive/2024`` is
+``.Archive.2024`` under the user's Maildir, each part in modified UTF-7.  A name part may not
+contain ``.`` (the on-disk separator) or control characters, so no name can leave the user's
+directory: the directory is always one path component that starts with a dot and has no ``/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import weakref
+from collections.abc import Iterable
+from pathlib import Path
+
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+
+from ourmail import mutf7
+from ourmail.fsutil import fsync_dir, write_atomic
+from ourmail.interfaces import (
+    BadFolderName,
+    FolderExists,
+    IMailStore,
+    IUserStore,
+    MessageSource,
+    NoSuchFolder,
+    StoreError,
+)
+from ourmail.store import maildir
+from ourmail.store.folder import MaildirFolder
+from ourmail.store.shards import ShardMap
+
+#: Created for every user at first login (RFC 6154 roles come with SPECIAL-USE).
+DEFAULT_FOLDERS = ("Sent", "Drafts", "Trash", "Junk", "Archive")
+SUBSCRIPTIONS = "subscriptions"
+MAX_DEPTH = 16
+MAX_DISK_NAME = 240
+
+
+def is_inbox(name: str) -> bool:
+    return name.upper() == "INBOX"
+
+
+def canonical_name(name: str) -> str:
+    """``inbox`` -> ``INBOX`` (RFC 3501 §5.1: INBOX is case-insensitive); others unchanged."""
+    return "INBOX" if is_inbox(name) else name
+
+
+def disk_name(name: str) -> str:
+    """The Maildir++ directory name of a folder; BadFolderName when the name cannot be one."""
+    parts = name.split("/")
+    if len(parts) > MAX_DEPTH:
+        raise BadFolderName("folder hierarchy too deep")
+    for part in parts:
+        if not part:
+            raise BadFolderName("empty part in folder name")
+        if "." in part:
+            raise BadFolderName("'.' is not allowed in folder names")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in part):
+            raise BadFolderName("control characters are not allowed in folder names")
+    encoded = "." + ".".join(mutf7.encode(p).decode("ascii") for p in parts)
+    if len(encoded) > MAX_DISK_NAME:
+        raise BadFolderName("folder name too long")
+    return encoded
+
+
+def name_from_disk(entry: str) -> str | None:
+    """The folder name of a ``.Name.Sub`` directory, or None if it is not one of ours."""
+    if not entry.startswith(".") or entry in (".", ".."):
+        return None
+    try:
+        return "/".join(mutf7.decode(p.encode("ascii")) for p in entry[1:].split("."))
+    except (ValueError, UnicodeEncodeError):
+        return None
+
+
+@implementer(IUserStore)
+class MaildirUserStore:
+    """The Maildir++ tree of one user."""
+
+    def __init__(self, store: MaildirStore, address: str, root: Path) -> None:
+        self.store = store
+        self.address = address
+        self.root = root
+        maildir.make_maildir(root)
+
+    def ensure_default_folders(self) -> None:
+        """Create the standard folders (and subscribe them) if they do not exist yet."""
+        subscribed = set(self.subscriptions())
+        for name in DEFAULT_FOLDERS:
+            with contextlib.suppress(FolderExists):
+                self.create_folder(name)
+            if name not in subscribed:
+                self.subscribe(name)
+
+    def _path(self, name: str) -> Path:
+        return self.root if is_inbox(name) else self.root / disk_name(name)
+
+    def _exists(self, path: Path) -> bool:
+        return (path / "cur").is_dir()
+
+    def list_folders(self) -> list[str]:
+        names = []
+        with os.scandir(self.root) as it:
+            for de in it:
+                name = name_from_disk(de.name)
+                if name is not None and de.is_dir() and (Path(de.path) / "cur").is_dir():
+                    names.append(name)
+        return ["INBOX", *sorted(names)]
+
+    def folder(self, name: str) -> MaildirFolder:
+        name = canonical_name(name)
+        try:
+            path = self._path(name)
+        except BadFolderName as e:
+            raise NoSuchFolder(name) from e
+        if not self._exists(path):
+            raise NoSuchFolder(name)
+        return self.store._folder(path, name)
+
+    def create_folder(self, name: str) -> None:
+        name = canonical_name(name).rstrip("/")
+        if is_inbox(name) or self._exists(self._path(name)):
+            raise FolderExists(name)
+        parts = name.split("/")
+        for depth in range(1, len(parts) + 1):
+            path = self._path("/".join(parts[:depth]))
+            if not self._exists(path):
+                maildir.make_maildir(path)
+                (path / "maildirfolder").touch()
+                fsync_dir(self.root)
+
+    def delete_folder(self, name: str) -> None:
+        name = canonical_name(name)
+        if is_inbox(name):
+            raise StoreError("INBOX cannot be deleted")
+        path = self._path(name)
+        if not self._exists(path):
+            raise NoSuchFolder(name)
+        if any(n.startswith(name + "/") for n in self.list_folders()):
+            raise StoreError("delete the child folders first")
+        trash = self.root / "tmp" / f".deleted{path.name}.{os.getpid()}.{id(path)}"
+        os.rename(path, trash)
+        fsync_dir(self.root)
+        self.store._forget(path)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def rename_folder(self, old: str, new: str) -> None:
+        old, new = canonical_name(old), canonical_name(new).rstrip("/")
+        if is_inbox(new) or self._exists(self._path(new)):
+            raise FolderExists(new)
+        if not self._exists(self._path(old)):
+            raise NoSuchFolder(old)
+        if new.startswith(old + "/"):
+            raise BadFolderName("cannot move a folder into itself")
+        if is_inbox(old):
+            self._rename_inbox(new)
+            return
+        if "/" in new:
+            with contextlib.suppress(FolderExists):
+                self.create_folder(new.rsplit("/", 1)[0])
+        moves = [(old, new)] + [
+            (n, new + n[len(old) :]) for n in self.list_folders() if n.startswith(old + "/")
+        ]
+        for _src, dst in moves:
+            self._path(dst)  # validates the new name before anything moves
+        for src, dst in moves:
+            os.rename(self._path(src), self._path(dst))
+            self.store._forget(self._path(src))
+        fsync_dir(self.root)
+
+    def _rename_inbox(self, new: str) -> None:
+        """RFC 3501 §6.3.5: renaming INBOX moves its messages to the new folder, INBOX stays."""
+        self.create_folder(new)
+        target = self._path(new)
+        for sub in ("new", "cur"):
+            for entry in os.listdir(self.root / sub):
+                os.rename(self.root / sub / entry, target / sub / entry)
+            fsync_dir(target / sub)
+        self.store._forget(self.root)
+
+    def subscriptions(self) -> list[str]:
+        try:
+            text = (self.root / SUBSCRIPTIONS).read_text("utf-8")
+        except FileNotFoundError:
+            return []
+        return [line for line in text.splitlines() if line]
+
+    def _write_subscriptions(self, names: Iterable[str]) -> None:
+        body = "".join(f"{n}\n" for n in names)
+        write_atomic(self.root / SUBSCRIPTIONS, body.encode("utf-8"))
+
+    def subscribe(self, name: str) -> None:
+        name = canonical_name(name)
+        names = self.subscriptions()
+        if name not in names:
+            self._write_subscriptions([*names, name])
+
+    def unsubscribe(self, name: str) -> None:
+        name = canonical_name(name)
+        names = self.subscriptions()
+        if name in names:
+            self._write_subscriptions([n for n in names if n != name])
+
+    def deliver(
+        self, source: MessageSource, folder: str = "INBOX", flags: Iterable[str] = ()
+    ) -> Deferred[int]:
+        return self.folder(folder).append(source, flags)
+
+
+@implementer(IMailStore)
+class MaildirStore:
+    """All users' Maildirs, placed by the shard map.
+
+    Folder objects are shared by every session of this process that opens the same folder, so a
+    change made by one session reaches the others' listeners at once.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.shards = ShardMap(data_dir)
+        self._folders: weakref.WeakValueDictionary[str, MaildirFolder] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def user(self, address: str) -> MaildirUserStore:
+        return MaildirUserStore(self, address, self.shards.user_dir(address))
+
+    def _folder(self, path: Path, name: str) -> MaildirFolder:
+        key = str(path)
+        folder = self._folders.get(key)
+        if folder is None:
+            folder = MaildirFolder(path, name)
+            self._folders[key] = folder
+        return folder
+
+    def _forget(self, path: Path) -> None:
+        for key in [k for k in self._folders if k == str(path) or k.startswith(str(path) + ".")]:
+            self._folders.pop(key, None)

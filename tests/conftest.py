@@ -1,0 +1,86 @@
+"""Shared fixtures: a reactor in a background thread, and a fresh ourmail on loopback ports.
+
+Integration tests drive the server with blocking stdlib clients (smtplib, imaplib, poplib) from
+the test thread while the reactor runs in its own thread, just as real clients would.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+from twisted.internet import reactor
+from twisted.internet.threads import blockingCallFromThread
+
+from ourmail.auth.passwords import hash_password
+from ourmail.config import SERVICES, load_settings
+from ourmail.service import Server, build
+
+PASSWORD = "correct horse battery staple"
+
+_thread: threading.Thread | None = None
+
+
+def _ensure_reactor() -> None:
+    global _thread
+    if _thread is None:
+        _thread = threading.Thread(
+            target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True
+        )
+        _thread.start()
+
+
+class RunningServer:
+    """A started ourmail with its ports, data directory and a test user."""
+
+    def __init__(self, server: Server, data: Path, domain: str) -> None:
+        self.server = server
+        self.data = data
+        self.domain = domain
+        self.user = f"alice@{domain}"
+        self.password = PASSWORD
+
+    def port(self, service: str) -> int:
+        listener = self.server.listeners[service]
+        assert listener.port is not None
+        return listener.port.getHost().port
+
+    def add_user(self, address: str, password: str = PASSWORD) -> None:
+        self.server.accounts.add_user(address, hash_password(password))
+
+
+def client_tls() -> ssl.SSLContext:
+    """A client context that accepts the self-signed test certificate (TLS 1.2+ only)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+@pytest.fixture
+def mailserver(tmp_path: Path) -> Iterator[RunningServer]:
+    _ensure_reactor()
+    domain = "example.test"
+    settings = load_settings(
+        data=str(tmp_path / "data"),
+        domains=(domain,),
+        hostname="mail.example.test",
+        listen=tuple(f"{svc}=tcp:0:interface=127.0.0.1" for svc in SERVICES),
+    )
+    settings = attrs.evolve(settings, auth_failure_delay=0.05)
+
+    def start() -> Server:
+        server = build(settings, reactor)
+        server.service.startService()
+        return server
+
+    server = blockingCallFromThread(reactor, start)
+    running = RunningServer(server, settings.data_dir, domain)
+    running.add_user(running.user)
+    yield running
+    blockingCallFromThread(reactor, server.service.stopService)

@@ -1,0 +1,84 @@
+"""twistd plugin: ``twistd ourmail`` and the ``ourmail`` strcred checker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import IServiceMaker
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.strcred import AuthOptionMixin, ICheckerFactory
+from twisted.plugin import IPlugin
+from twisted.python import usage
+from zope.interface import implementer
+
+
+class Options(usage.Options, AuthOptionMixin):
+    synopsis = "[options]"
+    longdesc = (
+        "Runs the ourmail mail server (SMTP, submission, IMAP, POP3). With no options it keeps "
+        "its data in ./ourmail-data and listens on unprivileged ports; see docs/admin.md."
+    )
+    optParameters = [
+        ["data", None, None, "Data directory (default ./ourmail-data)."],
+        ["config", None, None, "Configuration file (default <data>/ourmail.toml)."],
+        ["hostname", None, None, "Host name for greetings and the certificate."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["domain"] = []
+        self["listen"] = []
+
+    def opt_domain(self, name: str) -> None:
+        """A mail domain served here (repeatable; the first is the primary domain)."""
+        self["domain"].append(name)
+
+    def opt_listen(self, spec: str) -> None:
+        """SERVICE=ENDPOINT, e.g. imap=tcp:1143:interface=127.0.0.1, or SERVICE=none
+        (repeatable; SERVICE: smtp submission submissions imap imaps pop3 pop3s)."""
+        self["listen"].append(spec)
+
+
+@implementer(IServiceMaker, IPlugin)
+class OurmailServiceMaker:
+    tapname = "ourmail"
+    description = "An integrated mail server: ESMTP, IMAP4 and POP3 over a sharded Maildir."
+    options = Options
+
+    def makeService(self, options: Options) -> Any:
+        from ourmail.config import ConfigError, load_settings
+        from ourmail.service import build
+
+        try:
+            settings = load_settings(
+                data=options["data"],
+                config=options["config"],
+                domains=tuple(options["domain"]),
+                hostname=options["hostname"],
+                listen=tuple(options["listen"]),
+            )
+        except ConfigError as e:
+            raise SystemExit(f"ourmail: configuration error: {e}") from None
+        return build(settings, checkers=options.get("credCheckers", [])).service
+
+
+@implementer(ICheckerFactory, IPlugin)
+class OurmailCheckerFactory:
+    """``--auth=ourmail:DATA_DIR``: the local accounts of an ourmail data directory."""
+
+    authType = "ourmail"
+    authHelp = "Local ourmail accounts (argon2id hashes in DATA_DIR/accounts.json)."
+    argStringFormat = "Path to an ourmail data directory."
+    credentialInterfaces = (IUsernamePassword,)
+
+    def generateChecker(self, argstring: str = "") -> Any:
+        from pathlib import Path
+
+        from ourmail.auth.accounts import AccountDB
+        from ourmail.auth.checker import AccountChecker
+
+        return AccountChecker(AccountDB(Path(argstring or "ourmail-data").absolute()))
+
+
+serviceMaker = OurmailServiceMaker()
+checkerFactory = OurmailCheckerFactory()
