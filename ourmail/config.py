@@ -88,8 +88,11 @@ def default_hostname() -> str:
     """This machine's fully qualified name, lower-cased."""
     name = socket.gethostname()
     if "." not in name:
-        name = socket.getfqdn(name)
-    return name.lower().rstrip(".")
+        fqdn = socket.getfqdn(name)
+        # /etc/hosts often lists the host as an alias of localhost: that is no mail host name.
+        if "." in fqdn and not fqdn.startswith("localhost"):
+            name = fqdn
+    return name.lower().rstrip(".") or "localhost"
 
 
 def domain_from_hostname(hostname: str) -> str:

@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import calendar
+import datetime
 import re
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -671,8 +670,7 @@ class IMAPServer(LineProtocol):
         mode = {"FLAGS": "=", "+FLAGS": "+", "-FLAGS": "-"}.get(item)
         if mode is None:
             raise ParseError("STORE item must be FLAGS, +FLAGS or -FLAGS")
-        flag_args = args[2][0] if len(args) == 3 and isinstance(args[2], list) else args[2:]
-        flags = _flags(flag_args if isinstance(flag_args, list) else [flag_args])
+        flags = _flags(args[2] if len(args) == 3 and isinstance(args[2], list) else args[2:])
         positions = self._positions(args[0], by_uid)
         uids = [sel.view[p] for p in positions]
         result = sel.folder.store_flags(uids, flags, mode)  # type: ignore[arg-type]
@@ -765,15 +763,15 @@ def parse_date_time(text: str) -> float:
     if not m or m.group(2).capitalize() not in _MONTHS:
         raise ParseError(f"bad date-time {text[:40]!r}")
     day, mon, year, hh, mm, ss, sign, zh, zm = m.groups()
+    offset = datetime.timedelta(hours=int(zh), minutes=int(zm))
     try:
-        ts = calendar.timegm(
-            (int(year), _MONTHS[mon.capitalize()], int(day), int(hh), int(mm), int(ss), 0, 0, 0)
+        tz = datetime.timezone(offset if sign == "+" else -offset)
+        when = datetime.datetime(
+            int(year), _MONTHS[mon.capitalize()], int(day), int(hh), int(mm), int(ss), tzinfo=tz
         )
-        time.gmtime(ts)
-    except (ValueError, OverflowError):
+    except ValueError:
         raise ParseError(f"bad date-time {text[:40]!r}") from None
-    offset = (int(zh) * 60 + int(zm)) * 60
-    return float(ts - offset if sign == "+" else ts + offset)
+    return when.timestamp()
 
 
 class IMAPFactory(ServerFactory):

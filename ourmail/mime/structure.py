@@ -119,32 +119,46 @@ def _set_type(part: Part, value: str) -> None:
         part.params[name.lower()] = val
 
 
+def _delimiter_at(data: bytes, pos: int, end: int, delim: bytes) -> str | None:
+    """``"close"``, ``"open"`` or None: is there a delimiter line at ``pos`` (RFC 2046 §5.1.1)?
+
+    The boundary must be followed by ``--`` (the close delimiter) or by optional white space
+    and CRLF, so boundary ``b1`` does not match the line ``--b10``.
+    """
+    if not data.startswith(delim, pos):
+        return None
+    rest = pos + len(delim)
+    if data.startswith(b"--", rest):
+        return "close"
+    line_end = data.find(b"\r\n", rest, end)
+    tail = data[rest : end if line_end < 0 else line_end]
+    return "open" if not tail.strip(b" \t") else None
+
+
 def _split(data: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
     """Body-part spans between ``--boundary`` delimiter lines (RFC 2046 §5.1.1)."""
     delim = b"--" + boundary
-    spans: list[tuple[int, int]] = []
-    pos = start
     # The first delimiter may open the body; later ones always follow a CRLF.
-    if data.startswith(delim, start):
-        first = start
-    else:
-        first = data.find(b"\r\n" + delim, start, end)
-        if first < 0:
-            return spans
-        first += 2
-    pos = first
-    while True:
+    pos = start if _delimiter_at(data, start, end, delim) else _next(data, start, end, delim)
+    spans: list[tuple[int, int]] = []
+    while pos is not None and _delimiter_at(data, pos, end, delim) == "open":
         line_end = data.find(b"\r\n", pos, end)
-        after = data[pos + len(delim) : pos + len(delim) + 2]
-        if after == b"--":
-            return spans
         part_start = end if line_end < 0 else line_end + 2
-        nxt = data.find(b"\r\n" + delim, part_start - 2, end)
-        if nxt < 0:
-            spans.append((part_start, end))
-            return spans
-        spans.append((part_start, max(nxt, part_start)))
-        pos = nxt + 2
+        nxt = _next(data, part_start - 2, end, delim)
+        spans.append((part_start, end if nxt is None else max(nxt - 2, part_start)))
+        pos = nxt
+    return spans
+
+
+def _next(data: bytes, pos: int, end: int, delim: bytes) -> int | None:
+    """The start of the next delimiter line after ``pos``, or None."""
+    while True:
+        found = data.find(b"\r\n" + delim, pos, end)
+        if found < 0:
+            return None
+        if _delimiter_at(data, found + 2, end, delim):
+            return found + 2
+        pos = found + 2
 
 
 # -- IMAP renderings -----------------------------------------------------------------------------

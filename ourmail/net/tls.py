@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from OpenSSL import crypto
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 
@@ -14,27 +15,11 @@ def server_context(cert_path: Path, key_path: Path) -> IOpenSSLServerConnectionC
 
     The first certificate in ``cert_path`` is the server's; any that follow are sent as the chain.
     """
-    chain_pem = cert_path.read_bytes()
-    key = crypto.load_privatekey(crypto.FILETYPE_PEM, key_path.read_bytes())
-    certs = [
-        crypto.load_certificate(crypto.FILETYPE_PEM, c.encode("ascii"))
-        for c in _split_pem(chain_pem.decode("ascii"))
-    ]
-    if not certs:
-        raise ValueError(f"no certificate in {cert_path}")
+    certs = x509.load_pem_x509_certificates(cert_path.read_bytes())
+    key = load_pem_private_key(key_path.read_bytes(), password=None)
     return ssl.CertificateOptions(
         privateKey=key,
         certificate=certs[0],
         extraCertChain=certs[1:],
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
     )
-
-
-def _split_pem(text: str) -> list[str]:
-    end = "-----END CERTIFICATE-----"
-    out = []
-    for block in text.split(end)[:-1]:
-        start = block.find("-----BEGIN CERTIFICATE-----")
-        if start >= 0:
-            out.append(block[start:] + end + "\n")
-    return out

@@ -210,6 +210,8 @@ class MaildirFolder:
         for base, uid in known.items():
             if base not in found:
                 rewrite = True
+                if uid in self._entries:
+                    self.highestmodseq += 1  # an expunge is a change other sessions must see
                 continue
             sub, filename, info = found.pop(base)
             old = self._entries.get(uid)

@@ -1,0 +1,147 @@
+"""``ourmail`` admin commands: users and domains.
+
+Every command takes ``--data DIR`` (and ``--config FILE``) like the server.  Changes are written
+to ``<data>/accounts.json`` atomically under a lock; a running server sees them at its next lookup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Sequence
+
+from ourmail.addresses import AddressError, normalise_address
+from ourmail.auth.accounts import AccountDB, AccountError
+from ourmail.auth.passwords import hash_password
+from ourmail.config import ConfigError, Settings, load_settings, normalise_domain
+from ourmail.store.shards import ShardMap
+
+MIN_PASSWORD = 8
+
+
+class CommandError(Exception):
+    """A user-facing error: printed without a traceback, exit status 1."""
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass("New password: ")
+        if getpass.getpass("Again: ") != password:
+            raise CommandError("the passwords do not match")
+    else:
+        raise CommandError("no terminal to ask for a password: use --password-stdin")
+    if len(password) < MIN_PASSWORD:
+        raise CommandError(f"the password must have at least {MIN_PASSWORD} characters")
+    return password
+
+
+def _address(settings: Settings, db: AccountDB, raw: str) -> str:
+    try:
+        address = normalise_address(raw)
+    except AddressError as e:
+        raise CommandError(str(e)) from None
+    domain = address.rpartition("@")[2]
+    if domain not in settings.domains and domain not in db.domains():
+        raise CommandError(
+            f"{domain} is not a domain served here; add it first with `ourmail domain add {domain}`"
+        )
+    return address
+
+
+def user_add(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
+    address = _address(settings, db, args.address)
+    if db.has_user(address):
+        raise CommandError(f"{address} already exists")
+    db.add_user(address, hash_password(_read_password(args)))
+    print(f"added {address}")
+
+
+def user_list(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
+    for address in db.users():
+        print(address)
+
+
+def user_passwd(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
+    address = _address(settings, db, args.address)
+    if not db.has_user(address):
+        raise CommandError(f"no such user: {address}")
+    db.set_password(address, hash_password(_read_password(args)))
+    print(f"changed the password of {address}")
+
+
+def user_del(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
+    address = _address(settings, db, args.address)
+    db.delete_user(address)
+    where = ShardMap(settings.data_dir).user_dir(address)
+    print(f"deleted {address}; its mail is kept in {where}")
+
+
+def domain_add(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
+    domain = normalise_domain(args.name)
+    if domain in settings.domains:
+        raise CommandError(f"{domain} is already served (from the configuration)")
+    db.add_domain(domain)
+    print(f"added {domain}")
+
+
+def domain_list(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
+    for domain in settings.domains:
+        print(
+            f"{domain}\t(configuration{', primary' if domain == settings.primary_domain else ''})"
+        )
+    for domain in db.domains():
+        if domain not in settings.domains:
+            print(f"{domain}\t(added)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data", default=argparse.SUPPRESS, help="data directory (./ourmail-data)")
+    common.add_argument("--config", default=argparse.SUPPRESS, help="configuration file")
+    parser = argparse.ArgumentParser(
+        prog="ourmail",
+        parents=[common],
+        description="Manage an ourmail server's users and domains.",
+    )
+    topics = parser.add_subparsers(dest="topic", required=True)
+
+    user = topics.add_parser("user", parents=[common], help="local user accounts")
+    user_cmds = user.add_subparsers(dest="command", required=True)
+    for name, func, help_ in (
+        ("add", user_add, "add a user"),
+        ("passwd", user_passwd, "set a user's password"),
+    ):
+        p = user_cmds.add_parser(name, parents=[common], help=help_)
+        p.add_argument("address")
+        p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+        p.set_defaults(func=func)
+    p = user_cmds.add_parser("list", parents=[common], help="list users")
+    p.set_defaults(func=user_list)
+    p = user_cmds.add_parser("del", parents=[common], help="delete a user (the mail is kept)")
+    p.add_argument("address")
+    p.set_defaults(func=user_del)
+
+    domain = topics.add_parser("domain", parents=[common], help="mail domains")
+    domain_cmds = domain.add_subparsers(dest="command", required=True)
+    p = domain_cmds.add_parser("add", parents=[common], help="serve another domain")
+    p.add_argument("name")
+    p.set_defaults(func=domain_add)
+    p = domain_cmds.add_parser("list", parents=[common], help="list the domains served")
+    p.set_defaults(func=domain_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(
+            data=getattr(args, "data", None), config=getattr(args, "config", None)
+        )
+        args.func(settings, AccountDB(settings.data_dir), args)
+    except (CommandError, ConfigError, AccountError) as e:
+        print(f"ourmail: {e}", file=sys.stderr)
+        return 1
+    return 0

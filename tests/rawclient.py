@@ -1,0 +1,58 @@
+"""A raw line client for tests that speak a protocol by hand (bad input, pipelining, IDLE)."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+
+from conftest import client_tls
+
+
+class RawClient:
+    def __init__(self, port: int, tls: bool = False, timeout: float = 10.0) -> None:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock: socket.socket | ssl.SSLSocket = client_tls().wrap_socket(sock) if tls else sock
+        self.buf = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError(self.buf)
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def read_exact(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError(self.buf)
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def until(self, prefix: bytes) -> list[bytes]:
+        """Lines up to and including the first that starts with ``prefix``."""
+        lines = []
+        while True:
+            line = self.line()
+            lines.append(line)
+            if line.startswith(prefix):
+                return lines
+
+    def starttls(self) -> None:
+        assert not self.buf, "plaintext left over before the TLS handshake"
+        self.sock = client_tls().wrap_socket(self.sock)
+
+    def closed(self) -> bool:
+        try:
+            return self.sock.recv(1) == b""
+        except (ConnectionError, ssl.SSLError):
+            return True
+
+    def close(self) -> None:
+        self.sock.close()

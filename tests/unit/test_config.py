@@ -1,0 +1,78 @@
+from pathlib import Path
+
+import pytest
+
+from ourmail.config import (
+    ConfigError,
+    default_listen,
+    domain_from_hostname,
+    load_settings,
+    parse_listen_option,
+)
+
+
+def test_defaults_use_unprivileged_ports_when_not_root(tmp_path: Path) -> None:
+    s = load_settings(data=str(tmp_path), hostname="mail.example.org", is_root=False)
+    assert s.data_dir == tmp_path
+    assert s.domains == ("example.org",)
+    assert s.listen["smtp"] == "tcp:2525"
+    assert s.listen["imaps"] == "tcp:1993"
+    assert s.tls_certificate == tmp_path / "tls" / "cert.pem"
+
+
+def test_root_gets_standard_ports() -> None:
+    assert default_listen(True)["submission"] == "tcp:587"
+    assert default_listen(True)["pop3s"] == "tcp:995"
+
+
+@pytest.mark.parametrize(
+    ("host", "domain"),
+    [("mail.example.org", "example.org"), ("example.org", "example.org"), ("vm", "vm.localdomain")],
+)
+def test_domain_from_hostname(host: str, domain: str) -> None:
+    assert domain_from_hostname(host) == domain
+
+
+def test_file_then_command_line(tmp_path: Path) -> None:
+    (tmp_path / "ourmail.toml").write_text(
+        'hostname = "mx.a.org"\ndomains = ["a.org", "b.org"]\n'
+        '[listen]\nimap = "none"\npop3 = "tcp:9110"\n[limits]\nmax_message_size = 1000\n'
+    )
+    s = load_settings(data=str(tmp_path), listen=("pop3=tcp:9999",), is_root=False)
+    assert s.hostname == "mx.a.org"
+    assert s.domains == ("a.org", "b.org")
+    assert s.primary_domain == "a.org"
+    assert s.listen["imap"] is None
+    assert s.listen["pop3"] == "tcp:9999"
+    assert s.limits.max_message_size == 1000
+    s = load_settings(data=str(tmp_path), domains=("c.org", "C.org"), is_root=False)
+    assert s.domains == ("c.org",)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "bogus = 1\n",
+        "[limits]\nmax_message_size = -1\n",
+        "[limits]\nmax_message_size = true\n",
+        "[listen]\nftp = 'tcp:21'\n",
+        "domains = ['not a domain']\n",
+        "[tls]\ncertificate = 'x.pem'\n",
+        "this is not toml",
+        "\x00\x01",
+    ],
+)
+def test_bad_config_is_a_clear_error(tmp_path: Path, text: str) -> None:
+    (tmp_path / "ourmail.toml").write_text(text)
+    with pytest.raises(ConfigError):
+        load_settings(data=str(tmp_path), hostname="mx.a.org")
+
+
+@pytest.mark.parametrize("spec", ["imap", "ftp=tcp:21", "imap=", "=tcp:1"])
+def test_bad_listen_option(spec: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_listen_option(spec)
+
+
+def test_listen_none_switches_off() -> None:
+    assert parse_listen_option("POP3=none") == ("pop3", None)
