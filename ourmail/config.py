@@ -253,8 +253,9 @@ CONFIG_TEMPLATE = """\
 # hostname = "{hostname}"
 
 # Mail domains served here; the first is the primary domain (unqualified logins, postmaster).
-# More can be added while the server runs with `ourmail domain add NAME`.
-# domains = ["{domain}"]
+# Set on first start from --domain or the host name; more can be added while the server runs
+# with `ourmail domain add NAME`.
+domains = {domains}
 
 [tls]
 # A certificate chain and key in PEM (e.g. from Let's Encrypt).  Default: a self-signed pair in
@@ -288,4 +289,5 @@ CONFIG_TEMPLATE = """\
 
 def config_template(settings: Settings) -> str:
     """The commented ``ourmail.toml`` written on first start."""
-    return CONFIG_TEMPLATE.format(hostname=settings.hostname, domain=settings.primary_domain)
+    domains = "[" + ", ".join(f'"{d}"' for d in settings.domains) + "]"
+    return CONFIG_TEMPLATE.format(hostname=settings.hostname, domains=domains)

@@ -76,3 +76,12 @@ def test_bad_listen_option(spec: str) -> None:
 
 def test_listen_none_switches_off() -> None:
     assert parse_listen_option("POP3=none") == ("pop3", None)
+
+
+def test_template_is_valid_and_records_the_domains(tmp_path: Path) -> None:
+    from ourmail.config import config_template
+
+    s = load_settings(data=str(tmp_path), domains=("a.org", "b.org"), hostname="mx.a.org")
+    (tmp_path / "ourmail.toml").write_text(config_template(s))
+    again = load_settings(data=str(tmp_path), hostname="other.host.net")
+    assert again.domains == ("a.org", "b.org")
