@@ -85,3 +85,13 @@ def test_template_is_valid_and_records_the_domains(tmp_path: Path) -> None:
     (tmp_path / "ourmail.toml").write_text(config_template(s))
     again = load_settings(data=str(tmp_path), hostname="other.host.net")
     assert again.domains == ("a.org", "b.org")
+
+
+def test_strcred_knows_the_ourmail_checker(tmp_path: Path) -> None:
+    from twisted.cred import strcred
+
+    from ourmail.auth.checker import AccountChecker
+
+    checker = strcred.makeChecker(f"ourmail:{tmp_path}")
+    assert isinstance(checker, AccountChecker)
+    assert checker.accounts.path == tmp_path / "accounts.json"
