@@ -24,7 +24,7 @@ from ourmail.auth.login import Authenticator
 from ourmail.auth.passwords import hash_password
 from ourmail.auth.realm import MailRealm
 from ourmail.auth.throttle import FailureThrottle
-from ourmail.config import IMPLICIT_TLS, SERVICES, Settings, config_template
+from ourmail.config import IMPLICIT_TLS, SERVICES, ConfigError, Settings, config_template
 from ourmail.directory.local import LocalDirectory
 from ourmail.fsutil import write_atomic
 from ourmail.imap.server import IMAPContext, IMAPFactory
@@ -54,12 +54,18 @@ def first_start(settings: Settings) -> None:
         log.info("wrote a commented configuration to {path}", path=str(config))
     if not (data / SHARDS_FILE).exists():
         write_atomic(data / SHARDS_FILE, DEFAULT_SHARDS_TOML.encode(), 0o640)
-    if selfsigned.ensure(settings.tls_certificate, settings.tls_key, settings.hostname):
-        log.info(
-            "generated a self-signed certificate for {host} in {path}",
-            host=settings.hostname,
-            path=str(settings.tls_certificate),
-        )
+    default_tls = (data / "tls" / "cert.pem", data / "tls" / "key.pem")
+    if (settings.tls_certificate, settings.tls_key) == default_tls:
+        if selfsigned.ensure(*default_tls, settings.hostname):
+            log.info(
+                "generated a self-signed certificate for {host} in {path}",
+                host=settings.hostname,
+                path=str(settings.tls_certificate),
+            )
+    else:
+        for path in (settings.tls_certificate, settings.tls_key):
+            if not path.is_file():
+                raise ConfigError(f"[tls] names {path}, which does not exist")
     accounts = AccountDB(data)
     if not accounts.users():
         address = f"postmaster@{settings.primary_domain}"

@@ -394,8 +394,9 @@ class SMTPServer(LineProtocol):
         rcpt = f"\r\n\tfor <{self.recipients[0].address}>" if len(self.recipients) == 1 else ""
         date = email.utils.formatdate(localtime=True)
         helo = re.sub(r"[^\x21-\x7e]", "?", self.helo or "unknown")
+        literal = f"IPv6:{self.peer}" if ":" in self.peer else self.peer  # RFC 5321 §4.1.3
         return (
-            f"Received: from {helo} ([{self.peer}])\r\n\tby {self.ctx.hostname} (ourmail) "
+            f"Received: from {helo} ([{literal}])\r\n\tby {self.ctx.hostname} (ourmail) "
             f"with {proto} id {self.queue_id}{rcpt};\r\n\t{date}\r\n"
         ).encode("ascii", "replace")
 

@@ -201,3 +201,36 @@ def test_port_in_use_is_reported(data: Path, tmp_path: Path) -> None:
         )
     assert proc.returncode != 0 and time.monotonic() - start < 60
     assert f"smtp cannot listen on tcp:{port}" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("cert", "message"),
+    [
+        ("/nonexistent/fullchain.pem", "does not exist"),
+        ("garbage.pem", "cannot load the TLS certificate"),
+    ],
+)
+def test_configured_certificate_must_exist_and_load(data: Path, cert: str, message: str) -> None:
+    data.mkdir()
+    (data / "garbage.pem").write_text("not a certificate")
+    path = cert if cert.startswith("/") else str(data / cert)
+    (data / "ourmail.toml").write_text(f'[tls]\ncertificate = "{path}"\nkey = "{path}"\n')
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("twistd")),
+            "-n",
+            "--pidfile=",
+            "ourmail",
+            "--data",
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not Path("/nonexistent").exists()

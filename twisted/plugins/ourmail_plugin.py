@@ -57,9 +57,9 @@ class OurmailServiceMaker:
                 hostname=options["hostname"],
                 listen=tuple(options["listen"]),
             )
+            return build(settings, checkers=options.get("credCheckers", [])).service
         except ConfigError as e:
             raise SystemExit(f"ourmail: configuration error: {e}") from None
-        return build(settings, checkers=options.get("credCheckers", [])).service
 
 
 @implementer(ICheckerFactory, IPlugin)
