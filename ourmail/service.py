@@ -27,11 +27,12 @@ from ourmail.auth.throttle import FailureThrottle
 from ourmail.config import IMPLICIT_TLS, SERVICES, ConfigError, Settings, config_template
 from ourmail.directory.local import LocalDirectory
 from ourmail.fsutil import write_atomic
-from ourmail.imap.server import IMAPContext, IMAPFactory
+from ourmail.imap.server import IMAPContext, IMAPServer
+from ourmail.net.lineproto import SessionFactory
 from ourmail.net.tls import server_context
-from ourmail.pop3.server import POP3Context, POP3Factory
+from ourmail.pop3.server import POP3Context, POP3Server
 from ourmail.secure import selfsigned
-from ourmail.smtp.server import SMTPContext, SMTPFactory
+from ourmail.smtp.server import SMTPContext, SMTPServer
 from ourmail.store.shards import DEFAULT_SHARDS_TOML
 from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 from ourmail.store.userstore import MaildirStore
@@ -154,7 +155,8 @@ def build(
     def factory_for(service: str) -> Factory:
         implicit = service in IMPLICIT_TLS
         if service in ("smtp", "submission", "submissions"):
-            return SMTPFactory(
+            return SessionFactory(
+                SMTPServer,
                 SMTPContext(
                     hostname=settings.hostname,
                     primary_domain=settings.primary_domain,
@@ -166,10 +168,11 @@ def build(
                     tls_context=tls,
                     submission=service != "smtp",
                     implicit_tls=implicit,
-                )
+                ),
             )
         if service in ("imap", "imaps"):
-            return IMAPFactory(
+            return SessionFactory(
+                IMAPServer,
                 IMAPContext(
                     hostname=settings.hostname,
                     limits=settings.limits,
@@ -177,16 +180,17 @@ def build(
                     tls_context=tls,
                     implicit_tls=implicit,
                     clock=clock,
-                )
+                ),
             )
-        return POP3Factory(
+        return SessionFactory(
+            POP3Server,
             POP3Context(
                 hostname=settings.hostname,
                 limits=settings.limits,
                 authenticator=authenticator,
                 tls_context=tls,
                 implicit_tls=implicit,
-            )
+            ),
         )
 
     root = MultiService()

@@ -125,25 +125,12 @@ def internal_date(ts: float) -> bytes:
     return time.strftime('"%d-%b-%Y %H:%M:%S +0000"', time.gmtime(ts)).encode("ascii")
 
 
-class Rendered:
+class Rendered(structure.LazyMessage):
     """A message's parsed form, made once per message per FETCH."""
 
     def __init__(self, message: IStoredMessage) -> None:
+        super().__init__(message.read)
         self.message = message
-        self._data: bytes | None = None
-        self._part: structure.Part | None = None
-
-    @property
-    def data(self) -> bytes:
-        if self._data is None:
-            self._data = self.message.read()
-        return self._data
-
-    @property
-    def part(self) -> structure.Part:
-        if self._part is None:
-            self._part = structure.parse(self.data)
-        return self._part
 
 
 def render(att: FetchAtt, r: Rendered, flags: frozenset[str]) -> bytes:

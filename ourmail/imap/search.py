@@ -12,15 +12,9 @@ import email.utils
 from collections.abc import Callable, Sequence
 
 from ourmail.imap.sequence import parse_set, resolve_seq, resolve_uid
-from ourmail.imap.wire import Atom, ParseError, Token, astring
+from ourmail.imap.wire import MONTHS, Atom, ParseError, Token, astring
 from ourmail.mime import structure
 
-_MONTHS = {
-    m: i
-    for i, m in enumerate(
-        ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"], 1
-    )
-}
 _FLAG_KEYS = {
     "ANSWERED": ("\\Answered", True),
     "DELETED": ("\\Deleted", True),
@@ -38,7 +32,7 @@ _DATE_KEYS = {"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"}
 MAX_KEYS = 1000
 
 
-class Candidate:
+class Candidate(structure.LazyMessage):
     """What a search key may ask of one message; the header and body are read on demand."""
 
     def __init__(
@@ -51,23 +45,9 @@ class Candidate:
         internal_date: float,
         read: Callable[[], bytes],
     ) -> None:
+        super().__init__(read)
         self.seq, self.uid, self.flags, self.recent = seq, uid, flags, recent
         self.size, self.internal_date = size, internal_date
-        self._read = read
-        self._data: bytes | None = None
-        self._part: structure.Part | None = None
-
-    @property
-    def data(self) -> bytes:
-        if self._data is None:
-            self._data = self._read()
-        return self._data
-
-    @property
-    def part(self) -> structure.Part:
-        if self._part is None:
-            self._part = structure.parse(self.data)
-        return self._part
 
     def header(self, name: str) -> str:
         values = [
@@ -95,7 +75,7 @@ def parse_date(tok: Token) -> datetime.date:
     text = astring(tok).decode("ascii", "replace")
     try:
         day, mon, year = text.split("-")
-        return datetime.date(int(year), _MONTHS[mon.upper()], int(day))
+        return datetime.date(int(year), MONTHS[mon.upper()], int(day))
     except (ValueError, KeyError):
         raise ParseError(f"bad date {text!r}") from None
 

@@ -31,7 +31,6 @@ import attrs
 from twisted.internet import task
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IReactorTime
-from twisted.internet.protocol import ServerFactory
 from twisted.python.failure import Failure
 
 from ourmail.auth.login import Authenticator, LoginFailed
@@ -42,6 +41,7 @@ from ourmail.imap.selected import SelectedMailbox
 from ourmail.imap.sequence import parse_set, resolve_seq, resolve_uid
 from ourmail.imap.wire import (
     LITERAL_MARK,
+    MONTHS,
     Atom,
     ParseError,
     Token,
@@ -67,12 +67,6 @@ _LITERAL_RE = re.compile(rb"\{(\d{1,20})(\+?)\}$")
 SMALL_LITERAL = 64 * 1024
 MAX_LITERALS = 100
 IDLE_POLL = 1.0  # seconds between checks for changes made by other processes during IDLE
-_MONTHS = {
-    m: i
-    for i, m in enumerate(
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], 1
-    )
-}
 _DATE_TIME_RE = re.compile(
     r"^([ \d]\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)$"
 )
@@ -100,13 +94,9 @@ class IMAPServer(LineProtocol):
     """One IMAP session."""
 
     def __init__(self, ctx: IMAPContext) -> None:
-        super().__init__()
+        super().__init__(ctx.limits, ctx.tls_context, ctx.implicit_tls)
         self.ctx = ctx
-        self.max_line_length = ctx.limits.max_line_length
-        self.max_errors = ctx.limits.max_errors
         self.idle_timeout = max(ctx.limits.idle_timeout, 1800)  # RFC 3501 §5.4: >= 30 minutes
-        self.tls_context = ctx.tls_context
-        self.secure = ctx.implicit_tls
         self.state = NOT_AUTH
         self.user: IUserStore | None = None
         self.selected: SelectedMailbox | None = None
@@ -760,29 +750,15 @@ def _list_regex(pattern: str) -> re.Pattern[str]:
 def parse_date_time(text: str) -> float:
     """RFC 3501 ``date-time`` (``"17-Jul-1996 02:44:25 -0700"``) as a POSIX timestamp."""
     m = _DATE_TIME_RE.match(text)
-    if not m or m.group(2).capitalize() not in _MONTHS:
+    if not m or m.group(2).upper() not in MONTHS:
         raise ParseError(f"bad date-time {text[:40]!r}")
     day, mon, year, hh, mm, ss, sign, zh, zm = m.groups()
     offset = datetime.timedelta(hours=int(zh), minutes=int(zm))
     try:
         tz = datetime.timezone(offset if sign == "+" else -offset)
         when = datetime.datetime(
-            int(year), _MONTHS[mon.capitalize()], int(day), int(hh), int(mm), int(ss), tzinfo=tz
+            int(year), MONTHS[mon.upper()], int(day), int(hh), int(mm), int(ss), tzinfo=tz
         )
     except ValueError:
         raise ParseError(f"bad date-time {text[:40]!r}") from None
     return when.timestamp()
-
-
-class IMAPFactory(ServerFactory):
-    """Builds :class:`IMAPServer` sessions for one listener."""
-
-    noisy = False
-
-    def __init__(self, ctx: IMAPContext) -> None:
-        self.ctx = ctx
-
-    def buildProtocol(self, addr: object) -> IMAPServer:
-        proto = IMAPServer(self.ctx)
-        proto.factory = self
-        return proto

@@ -13,6 +13,13 @@ from collections.abc import Iterable, Sequence
 
 from ourmail import mutf7
 
+#: RFC 3501 date month names, upper-cased, to their numbers.
+MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1
+    )
+}
 #: Stands for a literal in the command text; NUL cannot occur in a valid command line.
 LITERAL_MARK = b"\x00"
 MAX_DEPTH = 16

@@ -9,6 +9,7 @@ treated as opaque bodies, at most ``MAX_HEADERS`` header fields are read per par
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from email.utils import getaddresses
 
 import attrs
@@ -44,6 +45,27 @@ class Part:
                 text = value.decode("utf-8", "surrogateescape")
                 return re.sub(r"\r\n([ \t])", r"\1", text).strip()
         return None
+
+
+class LazyMessage:
+    """A message read and parsed only when first asked for (FETCH, SEARCH)."""
+
+    def __init__(self, read: Callable[[], bytes]) -> None:
+        self._read = read
+        self._data: bytes | None = None
+        self._part: Part | None = None
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            self._data = self._read()
+        return self._data
+
+    @property
+    def part(self) -> Part:
+        if self._part is None:
+            self._part = parse(self.data)
+        return self._part
 
 
 class _Counter:

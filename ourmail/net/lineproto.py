@@ -21,10 +21,12 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
+
+from ourmail.config import Limits
 
 
 class LineProtocol(Protocol, TimeoutMixin):
@@ -38,7 +40,17 @@ class LineProtocol(Protocol, TimeoutMixin):
     secure = False
     tls_context: IOpenSSLServerConnectionCreator | None = None
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        tls_context: IOpenSSLServerConnectionCreator | None = None,
+        implicit_tls: bool = False,
+    ) -> None:
+        if limits is not None:
+            self.max_line_length = limits.max_line_length
+            self.max_errors = limits.max_errors
+        self.tls_context = tls_context
+        self.secure = implicit_tls
         self._buf = bytearray()
         self._raw = False
         self._paused = False
@@ -193,3 +205,18 @@ class LineProtocol(Protocol, TimeoutMixin):
 
     def too_many_errors(self) -> None:
         """Say goodbye before a close for too many errors."""
+
+
+class SessionFactory(ServerFactory):
+    """Builds one ``protocol(ctx)`` session per connection of a listener."""
+
+    noisy = False
+
+    def __init__(self, protocol: type[LineProtocol], ctx: Any) -> None:
+        self.protocol = protocol  # type: ignore[assignment]
+        self.ctx = ctx
+
+    def buildProtocol(self, addr: Any) -> LineProtocol:
+        proto = self.protocol(self.ctx)  # type: ignore[call-arg]
+        proto.factory = self
+        return proto

@@ -23,7 +23,6 @@ from typing import Any
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
-from twisted.internet.protocol import ServerFactory
 
 from ourmail.auth.login import Authenticator, LoginFailed
 from ourmail.config import Limits
@@ -76,12 +75,8 @@ class POP3Server(LineProtocol):
     idle_timeout = 600  # RFC 1939 §3: at least 10 minutes
 
     def __init__(self, ctx: POP3Context) -> None:
-        super().__init__()
+        super().__init__(ctx.limits, ctx.tls_context, ctx.implicit_tls)
         self.ctx = ctx
-        self.max_line_length = ctx.limits.max_line_length
-        self.max_errors = ctx.limits.max_errors
-        self.tls_context = ctx.tls_context
-        self.secure = ctx.implicit_tls
         self.username: str | None = None
         self.user: IUserStore | None = None
         self.folder: IFolder | None = None
@@ -285,17 +280,3 @@ class POP3Server(LineProtocol):
         "NOOP": do_NOOP,
         "QUIT": do_QUIT,
     }
-
-
-class POP3Factory(ServerFactory):
-    """Builds :class:`POP3Server` sessions for one listener."""
-
-    noisy = False
-
-    def __init__(self, ctx: POP3Context) -> None:
-        self.ctx = ctx
-
-    def buildProtocol(self, addr: object) -> POP3Server:
-        proto = POP3Server(self.ctx)
-        proto.factory = self
-        return proto

@@ -31,7 +31,6 @@ import attrs
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
-from twisted.internet.protocol import ServerFactory
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
@@ -92,12 +91,8 @@ class SMTPServer(LineProtocol):
     idle_timeout = 300  # RFC 5321 §4.5.3.2.7: at least 5 minutes
 
     def __init__(self, ctx: SMTPContext) -> None:
-        super().__init__()
+        super().__init__(ctx.limits, ctx.tls_context, ctx.implicit_tls)
         self.ctx = ctx
-        self.max_line_length = ctx.limits.max_line_length
-        self.max_errors = ctx.limits.max_errors
-        self.tls_context = ctx.tls_context
-        self.secure = ctx.implicit_tls
         self.helo: str | None = None
         self.esmtp = False
         self.user: str | None = None
@@ -495,17 +490,3 @@ class SMTPServer(LineProtocol):
         "HELP": do_HELP,
         "QUIT": do_QUIT,
     }
-
-
-class SMTPFactory(ServerFactory):
-    """Builds :class:`SMTPServer` sessions for one listener."""
-
-    noisy = False
-
-    def __init__(self, ctx: SMTPContext) -> None:
-        self.ctx = ctx
-
-    def buildProtocol(self, addr: object) -> SMTPServer:
-        proto = SMTPServer(self.ctx)
-        proto.factory = self
-        return proto

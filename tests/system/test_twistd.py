@@ -78,6 +78,18 @@ def data(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "ourmail-data"
 
 
+def twistd(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``twistd -n ourmail ARGS`` to completion (for start-up failures)."""
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("twistd")), "-n", "--pidfile=", "ourmail", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+        check=False,
+    )
+
+
 def admin(data: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ourmail", *args, "--data", str(data)],
@@ -154,21 +166,7 @@ def test_first_start_send_read_restart(data: Path) -> None:
 def test_bad_config_stops_start_with_a_clear_message(data: Path) -> None:
     data.mkdir()
     (data / "ourmail.toml").write_text("[limits]\nmax_message_size = 'big'\n")
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("twistd")),
-            "-n",
-            "--pidfile=",
-            "ourmail",
-            "--data",
-            str(data),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=60,
-        check=False,
-    )
+    proc = twistd("--data", str(data))
     assert proc.returncode != 0
     assert "configuration error" in proc.stdout + proc.stderr
     assert "limits.max_message_size" in proc.stdout + proc.stderr
@@ -182,22 +180,11 @@ def test_port_in_use_is_reported(data: Path, tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         start = time.monotonic()
-        proc = subprocess.run(
-            [
-                str(Path(sys.executable).with_name("twistd")),
-                "-n",
-                "--pidfile=",
-                "ourmail",
-                "--data",
-                str(data),
-                f"--listen=smtp=tcp:{port}:interface=127.0.0.1",
-            ]
-            + [f"--listen={s}=none" for s in SERVICES if s != "smtp"],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            timeout=60,
-            check=False,
+        proc = twistd(
+            "--data",
+            str(data),
+            f"--listen=smtp=tcp:{port}:interface=127.0.0.1",
+            *[f"--listen={s}=none" for s in SERVICES if s != "smtp"],
         )
     assert proc.returncode != 0 and time.monotonic() - start < 60
     assert f"smtp cannot listen on tcp:{port}" in proc.stdout + proc.stderr
@@ -215,21 +202,7 @@ def test_configured_certificate_must_exist_and_load(data: Path, cert: str, messa
     (data / "garbage.pem").write_text("not a certificate")
     path = cert if cert.startswith("/") else str(data / cert)
     (data / "ourmail.toml").write_text(f'[tls]\ncertificate = "{path}"\nkey = "{path}"\n')
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("twistd")),
-            "-n",
-            "--pidfile=",
-            "ourmail",
-            "--data",
-            str(data),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=60,
-        check=False,
-    )
+    proc = twistd("--data", str(data))
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
