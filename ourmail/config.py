@@ -192,12 +192,11 @@ def load_settings(
     The config file is ``config`` if given, else ``<data>/ourmail.toml``.  A config file may
     itself name the data directory; a ``data`` argument wins over it.
     """
-    data_dir = Path(data) if data else DEFAULT_DATA_DIR
-    config_path = Path(config) if config else data_dir / CONFIG_NAME
+    data_dir = (Path(data) if data else DEFAULT_DATA_DIR).absolute()
+    config_path = Path(config).absolute() if config else data_dir / CONFIG_NAME
     table = read_config_file(config_path)
     if not data and "data" in table:
         data_dir = (config_path.parent / table["data"]).resolve()
-    data_dir = data_dir.absolute()
 
     host = normalise_domain(hostname or table.get("hostname") or default_hostname())
     names = list(domains) or list(table.get("domains", [])) or [domain_from_hostname(host)]

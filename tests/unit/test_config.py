@@ -95,3 +95,30 @@ def test_strcred_knows_the_ourmail_checker(tmp_path: Path) -> None:
     checker = strcred.makeChecker(f"ourmail:{tmp_path}")
     assert isinstance(checker, AccountChecker)
     assert checker.accounts.path == tmp_path / "accounts.json"
+
+
+def test_first_start_with_no_options_fills_the_default_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ourmail.service import first_start
+
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(hostname="mail.example.org", is_root=False)
+    first_start(settings)
+    data = tmp_path / "ourmail-data"
+    assert settings.data_dir == data
+    assert {p.name for p in data.iterdir()} >= {
+        "ourmail.toml",
+        "shards.toml",
+        "accounts.json",
+        "tls",
+    }
+    assert oct(data.stat().st_mode & 0o777) == "0o700"
+    assert load_settings(hostname="other.host.net").domains == ("example.org",)
+
+
+def test_config_file_may_name_the_data_dir(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "ourmail.toml").write_text('data = "../srv"\n')
+    s = load_settings(config=str(tmp_path / "etc" / "ourmail.toml"), hostname="mx.a.org")
+    assert s.data_dir == tmp_path / "srv"
