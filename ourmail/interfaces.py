@@ -20,6 +20,8 @@ import attrs
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
+from ourmail.mime.summary import Summary
+
 #: What a store accepts as a message: bytes, an open binary file, or a path to hard-link or copy.
 MessageSource = bytes | BinaryIO | os.PathLike[str]
 
@@ -50,9 +52,14 @@ class IStoredMessage(Interface):
     size = Attribute("int: size in bytes with CRLF line endings (RFC 3501 RFC822.SIZE)")
     flags = Attribute("frozenset[str]: system flags and keywords")
     internal_date = Attribute("float: the IMAP internal date as a POSIX timestamp")
+    modseq = Attribute("int: the folder modseq of the message's last change (RFC 7162)")
+    key = Attribute("str: an identifier of the stored file, stable for the message's life")
 
     def read() -> bytes:
         """The whole message with CRLF line endings."""
+
+    def summary() -> Summary:
+        """ENVELOPE, BODYSTRUCTURE and searchable headers, from the index when cached."""
 
 
 class IFolder(Interface):
@@ -68,6 +75,24 @@ class IFolder(Interface):
 
     def uids() -> Sequence[int]:
         """The UIDs present, ascending (message sequence number n is ``uids()[n-1]``)."""
+
+    def keywords() -> list[str]:
+        """Keywords defined in the folder (for the FLAGS response of SELECT)."""
+
+    def claim_recent() -> list[int]:
+        """UIDs that are ``\\Recent`` for the caller; each is given to one caller only."""
+
+    def recent_count() -> int:
+        """How many messages no session has claimed as recent yet."""
+
+    def first_unseen() -> int | None:
+        """The lowest UID without ``\\Seen``, or None."""
+
+    def unseen_count() -> int:
+        """How many messages lack ``\\Seen``."""
+
+    def changes_since(modseq: int) -> list[int] | None:
+        """UIDs added, changed or expunged after ``modseq``; None if that is unknown."""
 
     def message(uid: int) -> IStoredMessage:
         """The message with this UID; KeyError if it is gone."""

@@ -1,7 +1,7 @@
 """FETCH data items (RFC 3501 §6.4.5, §7.4.2): parsing the request, rendering the response.
 
-Metadata items (FLAGS, UID, RFC822.SIZE, INTERNALDATE) never read the message file; ENVELOPE,
-BODYSTRUCTURE and body sections read and parse it once per message per command.
+FLAGS, UID, RFC822.SIZE and INTERNALDATE come from the index, ENVELOPE, BODYSTRUCTURE and BODY
+from the stored summary; only body sections read the message file, once per message per command.
 """
 
 from __future__ import annotations
@@ -49,10 +49,6 @@ class FetchAtt:
     text: str = ""
     fields: tuple[str, ...] = ()
     partial: tuple[int, int] | None = None
-
-    @property
-    def needs_data(self) -> bool:
-        return self.kind not in ("FLAGS", "UID", "RFC822.SIZE", "INTERNALDATE")
 
 
 def parse_atts(tok: Token) -> list[FetchAtt]:
@@ -146,9 +142,11 @@ def render(att: FetchAtt, r: Rendered, flags: frozenset[str]) -> bytes:
     elif kind == "INTERNALDATE":
         value = internal_date(msg.internal_date)
     elif kind == "ENVELOPE":
-        value = structure.envelope(r.part)
-    elif kind in ("BODYSTRUCTURE", "BODY"):
-        value = structure.bodystructure(r.part, r.data, extensible=kind == "BODYSTRUCTURE")
+        value = msg.summary().envelope
+    elif kind == "BODYSTRUCTURE":
+        value = msg.summary().bodystructure
+    elif kind == "BODY":
+        value = msg.summary().body
     elif kind == "RFC822":
         value = literal(r.data)
     elif kind == "RFC822.HEADER":

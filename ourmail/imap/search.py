@@ -1,19 +1,21 @@
 """SEARCH keys (RFC 3501 §6.4.4): parsing into a predicate and matching messages.
 
-Flag, size, UID, sequence and internal-date keys are answered from the store's metadata;
-header keys parse only the header; BODY and TEXT read the message.
+Flag, size, UID, sequence and internal-date keys are answered from the store's index, the
+common header keys (FROM, TO, CC, BCC, SUBJECT, SENT*, HEADER Message-ID …) from the stored
+summary; other HEADER keys, BODY and TEXT read the message.
 """
 
 from __future__ import annotations
 
 import datetime
-import email.header
 import email.utils
 from collections.abc import Callable, Sequence
 
 from ourmail.imap.sequence import parse_set, resolve_seq, resolve_uid
 from ourmail.imap.wire import MONTHS, Atom, ParseError, Token, astring
+from ourmail.interfaces import IStoredMessage
 from ourmail.mime import structure
+from ourmail.mime.summary import SEARCH_HEADERS, header_values
 
 _FLAG_KEYS = {
     "ANSWERED": ("\\Answered", True),
@@ -33,41 +35,26 @@ MAX_KEYS = 1000
 
 
 class Candidate(structure.LazyMessage):
-    """What a search key may ask of one message; the header and body are read on demand."""
+    """What a search key may ask of one message.
 
-    def __init__(
-        self,
-        seq: int,
-        uid: int,
-        flags: frozenset[str],
-        recent: bool,
-        size: int,
-        internal_date: float,
-        read: Callable[[], bytes],
-    ) -> None:
-        super().__init__(read)
-        self.seq, self.uid, self.flags, self.recent = seq, uid, flags, recent
-        self.size, self.internal_date = size, internal_date
+    Common headers come from the stored summary; other headers and the body read the message.
+    """
+
+    def __init__(self, seq: int, recent: bool, message: IStoredMessage) -> None:
+        super().__init__(message.read)
+        self.seq, self.recent, self.message = seq, recent, message
+        self.uid, self.flags = message.uid, message.flags
+        self.size, self.internal_date = message.size, message.internal_date
 
     def header(self, name: str) -> str:
-        values = [
-            _decode(raw.split(b":", 1)[1].decode("utf-8", "replace"))
-            for fname, raw in self.part.fields
-            if fname == name.lower()
-        ]
-        return "\n".join(values)
+        if name in SEARCH_HEADERS:
+            return self.message.summary().headers.get(name, "")
+        return header_values(self.part, name)
 
     def has_header(self, name: str) -> bool:
-        return any(fname == name.lower() for fname, _ in self.part.fields)
-
-
-def _decode(value: str) -> str:
-    """Unfold and decode RFC 2047 encoded words, best effort."""
-    value = " ".join(value.split())
-    try:
-        return str(email.header.make_header(email.header.decode_header(value)))
-    except (ValueError, LookupError, UnicodeError):
-        return value
+        if name in SEARCH_HEADERS:
+            return name in self.message.summary().headers
+        return any(fname == name for fname, _ in self.part.fields)
 
 
 def parse_date(tok: Token) -> datetime.date:
@@ -143,7 +130,8 @@ class _Parser:
             return lambda c: (word in c.flags) == want
         if key in _HEADER_KEYS:
             needle = self.text()
-            return lambda c: needle in c.header(key).lower()
+            field = key.lower()
+            return lambda c: needle in c.header(field).lower()
         if key == "HEADER":
             name, needle = self.text(), self.text()
             if not needle:

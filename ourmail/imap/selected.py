@@ -1,10 +1,11 @@
 """The selected mailbox as one session sees it (RFC 3501 §2.3.1.2, §7.4.1, §5.2).
 
 A session keeps its own view: the UIDs it has announced (its message sequence numbers) and the
-flags it last reported.  :meth:`SelectedMailbox.updates` compares that view with the folder and
-produces the untagged EXISTS, RECENT, EXPUNGE and FETCH (FLAGS) responses; EXPUNGE responses are
-held back while the caller says they are not allowed (during FETCH, STORE and SEARCH, RFC 3501
-§7.4.1), so sequence numbers never shift under a client mid-command.
+folder modseq it has caught up to.  :meth:`SelectedMailbox.updates` asks the folder what changed
+since then and produces the untagged EXISTS, RECENT, EXPUNGE and FETCH (FLAGS) responses.
+EXPUNGE responses are held back while the caller says they are not allowed (during FETCH, STORE
+and SEARCH, RFC 3501 §7.4.1), so sequence numbers never shift under a client mid-command.
+Selecting costs a copy of the UID list, not a pass over the messages.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ class SelectedMailbox:
         self.readonly = readonly
         self.recent = recent
         self.view: list[int] = list(folder.uids())
-        self.flags: dict[int, frozenset[str]] = {u: folder.message(u).flags for u in self.view}
-        self._seen_modseq = folder.highestmodseq
+        self._modseq = folder.highestmodseq
+        #: uid -> modseq of a change this session made and already reported itself
+        self._own: dict[int, int] = {}
 
     def seq_of(self, uid: int) -> int | None:
         i = bisect.bisect_left(self.view, uid)
@@ -32,36 +34,48 @@ class SelectedMailbox:
         """``flags`` plus ``\\Recent`` when this session holds the message as recent."""
         return flags | {"\\Recent"} if uid in self.recent else flags
 
+    def reported(self, uid: int, modseq: int) -> None:
+        """This session told the client about this change itself (STORE, FETCH setting \\Seen)."""
+        self._own[uid] = modseq
+
     def updates(self, expunge_ok: bool) -> list[bytes]:
         """Untagged responses that bring the client's view up to date."""
-        self.folder.sync()
-        if self.folder.highestmodseq == self._seen_modseq:
+        folder = self.folder
+        folder.sync()
+        if folder.highestmodseq == self._modseq:
             return []
-        current = set(self.folder.uids())
+        current = folder.uids()
+        changed = folder.changes_since(self._modseq)
+        candidates = sorted(set(self.view) | set(current) if changed is None else set(changed))
+
+        def present(uid: int) -> bool:
+            i = bisect.bisect_left(current, uid)
+            return i < len(current) and current[i] == uid
+
         out: list[bytes] = []
-        removed = [u for u in self.view if u not in current]
+        removed = [u for u in candidates if not present(u) and self.seq_of(u) is not None]
         if removed and expunge_ok:
             out += self.forget(removed)
-        for seq, uid in enumerate(self.view, 1):
-            if uid in current:
-                flags = self.folder.message(uid).flags
-                if flags != self.flags[uid]:
-                    self.flags[uid] = flags
-                    out.append(
-                        b"* %d FETCH (FLAGS %s)" % (seq, flag_list(self.flags_of(uid, flags)))
-                    )
-        known = set(self.view)
-        new = [u for u in self.folder.uids() if u not in known]
+        for uid in candidates:
+            seq = self.seq_of(uid)
+            if seq is None or not present(uid):
+                continue
+            msg = folder.message(uid)
+            if self._own.get(uid) != msg.modseq:
+                out.append(
+                    b"* %d FETCH (FLAGS %s)" % (seq, flag_list(self.flags_of(uid, msg.flags)))
+                )
+        top = self.view[-1] if self.view else 0
+        new = current[bisect.bisect_right(current, top) :]
         if new:
             if not self.readonly:
-                self.recent.update(self.folder.take_recent(new))  # type: ignore[attr-defined]
+                self.recent.update(folder.claim_recent())
             self.view.extend(new)
-            for uid in new:
-                self.flags[uid] = self.folder.message(uid).flags
             out.append(b"* %d EXISTS" % len(self.view))
             out.append(b"* %d RECENT" % len(self.recent))
         if not removed or expunge_ok:
-            self._seen_modseq = self.folder.highestmodseq
+            self._modseq = folder.highestmodseq
+            self._own.clear()
         return out
 
     def forget(self, uids: list[int]) -> list[bytes]:
@@ -69,11 +83,10 @@ class SelectedMailbox:
         gone = set(uids)
         out = []
         removed = 0
-        for pos, uid in enumerate(list(self.view)):
+        for pos, uid in enumerate(self.view):
             if uid in gone:
                 out.append(b"* %d EXPUNGE" % (pos + 1 - removed))
                 removed += 1
-                self.flags.pop(uid, None)
                 self.recent.discard(uid)
         self.view = [u for u in self.view if u not in gone]
         return out

@@ -108,6 +108,7 @@ class IMAPServer(LineProtocol):
         self._tag = "*"
         self._cmd = ""
         self._idle_poll: task.LoopingCall | None = None
+        self._idle_scheduled = False
 
     # -- output ----------------------------------------------------------------------------
 
@@ -374,18 +375,17 @@ class IMAPServer(LineProtocol):
         self._deselect()
         folder = self._user().folder(mailbox_name(args[0]))
         folder.sync()
-        recent = set() if readonly else set(folder.take_recent())  # type: ignore[attr-defined]
+        recent = set() if readonly else set(folder.claim_recent())
         sel = SelectedMailbox(folder, readonly, recent)
-        keywords = sorted({f for flags in sel.flags.values() for f in flags} - SYSTEM_FLAGS)
-        flags = " ".join(sorted(SYSTEM_FLAGS) + keywords)
+        flags = " ".join(sorted(SYSTEM_FLAGS) + folder.keywords())
         self.send(f"* FLAGS ({flags})")
         permanent = "" if readonly else f"{flags} \\*"
         self.send(f"* OK [PERMANENTFLAGS ({permanent})] Flags permitted")
         self.send(f"* {len(sel.view)} EXISTS")
         self.send(f"* {len(recent)} RECENT")
-        unseen = next((i for i, u in enumerate(sel.view, 1) if "\\Seen" not in sel.flags[u]), None)
-        if unseen is not None:
-            self.send(f"* OK [UNSEEN {unseen}] First unseen message")
+        first_unseen = folder.first_unseen()
+        if first_unseen is not None:
+            self.send(f"* OK [UNSEEN {sel.seq_of(first_unseen)}] First unseen message")
         self.send(f"* OK [UIDVALIDITY {folder.uidvalidity}] UIDs valid")
         self.send(f"* OK [UIDNEXT {folder.uidnext}] Predicted next UID")
         self.selected = sel
@@ -476,13 +476,13 @@ class IMAPServer(LineProtocol):
             if key == "MESSAGES":
                 value = len(folder.uids())
             elif key == "RECENT":
-                value = folder.recent_count()  # type: ignore[attr-defined]
+                value = folder.recent_count()
             elif key == "UIDNEXT":
                 value = folder.uidnext
             elif key == "UIDVALIDITY":
                 value = folder.uidvalidity
             elif key == "UNSEEN":
-                value = sum(1 for u in folder.uids() if "\\Seen" not in folder.message(u).flags)
+                value = folder.unseen_count()
             else:
                 raise ParseError(f"unknown STATUS item {key or item!r}")
             values.append(f"{key} {value}")
@@ -524,7 +524,7 @@ class IMAPServer(LineProtocol):
         tag = self._tag
         if self.selected is not None:
             folder = self.selected.folder
-            folder.add_listener(self._idle_push)
+            folder.add_listener(self._idle_wake)
             self._idle_poll = task.LoopingCall(self._idle_push)
             self._idle_poll.clock = self.ctx.clock
             self._idle_poll.start(IDLE_POLL, now=False)
@@ -539,7 +539,14 @@ class IMAPServer(LineProtocol):
 
         self._continuation = done
 
+    def _idle_wake(self) -> None:
+        """A folder listener: push the news soon, after the change in progress has finished."""
+        if not self._idle_scheduled:
+            self._idle_scheduled = True
+            self.ctx.clock.callLater(0, self._idle_push)
+
     def _idle_push(self) -> None:
+        self._idle_scheduled = False
         if self.selected is not None and not self.closing:
             for line in self.selected.updates(expunge_ok=True):
                 self.send(line)
@@ -550,7 +557,7 @@ class IMAPServer(LineProtocol):
                 self._idle_poll.stop()
             self._idle_poll = None
             if self.selected is not None:
-                self.selected.folder.remove_listener(self._idle_push)
+                self.selected.folder.remove_listener(self._idle_wake)
 
     # -- selected --------------------------------------------------------------------------
 
@@ -608,9 +615,7 @@ class IMAPServer(LineProtocol):
                 msg = sel.folder.message(uid)
             except KeyError:
                 continue
-            cand = Candidate(
-                seq, uid, msg.flags, uid in sel.recent, msg.size, msg.internal_date, msg.read
-            )
+            cand = Candidate(seq, uid in sel.recent, msg)
             try:
                 if predicate(cand):
                     hits.append(uid if by_uid else seq)
@@ -636,9 +641,9 @@ class IMAPServer(LineProtocol):
                 flags = msg.flags
                 if sets_seen and "\\Seen" not in flags:
                     flags = sel.folder.store_flags([uid], ["\\Seen"], "+").get(uid, flags)
+                    sel.reported(uid, sel.folder.message(uid).modseq)
                     if not any(a.kind == "FLAGS" for a in atts):
                         atts = [*atts, fetchmod.FetchAtt(kind="FLAGS", label=b"FLAGS")]
-                sel.flags[uid] = flags
                 rendered = fetchmod.Rendered(msg)
                 items = [fetchmod.render(a, rendered, sel.flags_of(uid, flags)) for a in atts]
             except KeyError:
@@ -668,7 +673,7 @@ class IMAPServer(LineProtocol):
             uid = sel.view[pos]
             if uid not in result:
                 continue
-            sel.flags[uid] = result[uid]
+            sel.reported(uid, sel.folder.message(uid).modseq)
             if not silent:
                 extra = b" UID %d" % uid if by_uid else b""
                 self.send(

@@ -52,10 +52,8 @@ class _Entry:
     deleted: bool = False
 
 
-def uidl_of(folder: IFolder, uid: int) -> str:
-    """A UIDL that stays the same for the life of the message: a digest of its Maildir name."""
-    base = getattr(folder.message(uid), "_entry", None)
-    key = base.base if base is not None else f"{folder.uidvalidity}.{uid}"
+def uidl_of(key: str) -> str:
+    """A UIDL that stays the same for the life of the message: a digest of its stored name."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
@@ -170,7 +168,7 @@ class POP3Server(LineProtocol):
         for uid in folder.uids():
             msg = folder.message(uid)
             if HIDDEN not in msg.flags:
-                self.messages.append(_Entry(uid, msg.size, uidl_of(folder, uid)))
+                self.messages.append(_Entry(uid, msg.size, uidl_of(msg.key)))
         self.user, self.folder = user, folder
         total = sum(m.size for m in self.messages)
         self.ok(f"Maildrop has {len(self.messages)} messages ({total} octets)")

@@ -1,84 +1,78 @@
-"""One Maildir folder with IMAP semantics: UIDs, flags, change detection.
+"""One Maildir folder with IMAP semantics: UIDs, flags, modseqs, summaries, change detection.
 
 Implementation notes (keep these true when changing this module):
 
-* The Maildir files are the truth; ``ourmail-uidlist`` (uid <-> base name, UIDVALIDITY, UIDNEXT)
-  is a cache that keeps UIDs stable.  A missing or corrupt UID list is rebuilt from the files
-  with a new, larger UIDVALIDITY, so clients resynchronise instead of trusting stale UIDs.
-* UIDs are assigned only under an exclusive ``flock`` on ``ourmail-uidlist.lock``, after re-reading
-  the UID list, so several processes sharing a folder agree on every UID.
-* Changes made by others (a delivery agent dropping into ``new/``, mutt or Dovecot renaming a file
-  to change flags, a deleted file) are noticed by :meth:`MaildirFolder.sync`; when the directory
-  and UID-list modification times are unchanged, sync costs three ``stat`` calls.
-* Durable work (writing or linking message files, fsync) runs on the thread pool; the in-memory
-  state is only touched on the reactor thread.
+* The Maildir files are the truth; the journal (``ourmail-uidlist``, see ``journal.py``) and
+  the summary cache (``ourmail-cache``) are caches.  Memory is the fold of the journal: a change
+  is made by renaming or writing files and appending journal lines under the folder lock, then
+  reading the journal tail, so every process sharing the folder applies the same lines in the
+  same order.
+* The lock is an exclusive ``flock`` on ``ourmail-uidlist.lock``.  It is held only for file
+  renames, unlinks and journal appends, never across fsync of message data and never while a
+  protocol writes to a socket.  It is reentrant within one thread of this process.
+* Outside changes (a delivery agent writing into ``new/``, mutt or Dovecot renaming a file to
+  change flags, a removed file) are noticed because the directories' modification times differ
+  from the stamp the last writer recorded; only then is the directory scanned.  With nothing
+  changed, :meth:`MaildirFolder.sync` costs three ``stat`` calls.
+* Deliveries are group-committed: each message is written to ``tmp/`` and fsynced in a worker
+  thread; a commit batch then renames every waiting message into ``new/``, appends their journal
+  lines, fsyncs the directory and the journal once, and only then fires their Deferreds.
+* In-memory state is touched only on the reactor thread; worker threads work on files and on a
+  private fold of the journal tail.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import fcntl
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
-import attrs
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ourmail.fsutil import write_atomic
+from ourmail.fsutil import fsync_dir, write_atomic
 from ourmail.interfaces import FlagMode, IFolder, IStoredMessage, MessageSource, StoreError
-from ourmail.store import maildir
+from ourmail.mime.summary import Summary, summarize
+from ourmail.store import journal, maildir
+from ourmail.store.cache import SummaryCache
+from ourmail.store.journal import CorruptJournal, Entry, FolderState
 
 UIDLIST = "ourmail-uidlist"
 LOCKFILE = "ourmail-uidlist.lock"
 KEYWORDS = "dovecot-keywords"
-_HEADER = "ourmail-uidlist 1"
+#: The last UIDVALIDITY given out, so a rebuilt journal always gets a larger one.
+VALIDITY = "ourmail-uidvalidity"
+#: Rewrite the journal once it has this many lines more than twice the messages.
+COMPACT_SLACK = 5000
 
 log = Logger()
-
-
-@attrs.define
-class _Entry:
-    uid: int
-    base: str
-    sub: str
-    filename: str
-    info: str
-    modseq: int
-    size: int | None = None
 
 
 @implementer(IStoredMessage)
 class StoredMessage:
     """A message as of the folder's last sync."""
 
-    def __init__(self, folder: MaildirFolder, entry: _Entry) -> None:
+    def __init__(self, folder: MaildirFolder, entry: Entry) -> None:
         self._folder = folder
         self._entry = entry
         self.uid = entry.uid
-        self.flags = folder._flags_of(entry.info)
+        self.flags = folder.flags_of(entry.info)
         self.modseq = entry.modseq
+        self.size = entry.size
+        self.internal_date = entry.date
+        self.key = entry.base
 
     @property
     def path(self) -> Path:
         return self._folder.path / self._entry.sub / self._entry.filename
-
-    @property
-    def internal_date(self) -> float:
-        try:
-            return os.stat(self.path).st_mtime
-        except FileNotFoundError:
-            return time.time()
-
-    @property
-    def size(self) -> int:
-        if self._entry.size is None:
-            self._entry.size = len(self.read())
-        return self._entry.size
 
     def read(self) -> bytes:
         """The message with CRLF line endings; KeyError if it vanished since the last sync."""
@@ -86,12 +80,21 @@ class StoredMessage:
             data = self.path.read_bytes()
         except FileNotFoundError:
             self._folder.sync(force=True)
-            entry = self._folder._entries.get(self.uid)
+            entry = self._folder.state.entries.get(self.uid)
             if entry is None:
                 raise KeyError(self.uid) from None
             self._entry = entry
             data = self.path.read_bytes()
         return maildir.to_crlf(data)
+
+    def summary(self) -> Summary:
+        """ENVELOPE, BODYSTRUCTURE and search headers, from the cache when present."""
+        cached = self._folder.cache.get(self.uid)
+        if cached is None:
+            cached = summarize(self.read())
+            with self._folder._locked():
+                self._folder.cache.append([(self.uid, cached)])
+        return cached
 
 
 @implementer(IFolder)
@@ -101,172 +104,253 @@ class MaildirFolder:
     def __init__(self, path: Path, name: str) -> None:
         self.path = path
         self.name = name
-        self.uidvalidity = 0
-        self.uidnext = 1
-        self.highestmodseq = 1
-        self._entries: dict[int, _Entry] = {}
-        self._by_base: dict[str, int] = {}
-        self._sorted: list[int] | None = []
+        self.state = FolderState()
+        self.cache = SummaryCache(path)
+        self._offset = 0
+        self._inode: int | None = None
         self._keywords: list[str] = []
-        self._stamp: tuple[int, ...] | None = None
-        self._uidlist_stamp: tuple[int, int] | None = None
         self._keywords_stamp: tuple[int, int] | None = None
         self._listeners: list[Callable[[], None]] = []
-        self.sync(force=True)
+        self._pending: list[tuple[maildir.Prepared, str | None, Deferred[int]]] = []
+        self._committing = False
+        self._lock_fd: int | None = None
+        self._lock_depth = 0
+        self._lock_owner: int | None = None
+        self._sorted: list[int] | None = None
+        maildir.clean_tmp(path)
+        self.sync()
 
-    # -- change detection -----------------------------------------------------------------
+    # -- attributes ---------------------------------------------------------------------------
 
-    def _mtime(self, name: str) -> tuple[int, int]:
+    @property
+    def uidvalidity(self) -> int:
+        return self.state.uidvalidity
+
+    @property
+    def uidnext(self) -> int:
+        return self.state.uidnext
+
+    @property
+    def highestmodseq(self) -> int:
+        return self.state.highestmodseq
+
+    # -- locking ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The folder lock, reentrant for the thread that holds it."""
+        me = threading.get_ident()
+        if self._lock_owner == me:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        fd = os.open(self.path / LOCKFILE, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            st = os.stat(self.path / name)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._lock_owner, self._lock_depth = me, 1
+            try:
+                yield
+            finally:
+                self._lock_owner, self._lock_depth = None, 0
+        finally:
+            os.close(fd)
+
+    # -- reading the journal ------------------------------------------------------------------
+
+    def _stat(self, name: str) -> int:
+        try:
+            return os.stat(self.path / name).st_mtime_ns
         except FileNotFoundError:
-            return (0, 0)
-        return (st.st_mtime_ns, st.st_ino)
+            return 0
+
+    def _dir_stamp(self) -> tuple[int, int]:
+        return (self._stat("new"), self._stat("cur"))
+
+    def _read_tail(self) -> bool:
+        """Apply journal lines added since last time; True if the folder changed."""
+        try:
+            st = os.stat(self.path / UIDLIST)
+        except FileNotFoundError:
+            self._rebuild("missing")
+            return True
+        reloaded = False
+        if st.st_ino != self._inode or st.st_size < self._offset:
+            self.state, self._offset, self._inode, reloaded = FolderState(), 0, st.st_ino, True
+        if st.st_size == self._offset:
+            return reloaded
+        with open(self.path / UIDLIST, "rb") as f:
+            f.seek(self._offset)
+            data = f.read(st.st_size - self._offset)
+        end = data.rfind(b"\n") + 1
+        before = (self.state.highestmodseq, self.state.uidnext)
+        try:
+            for line in data[:end].decode("utf-8").split("\n")[:-1]:
+                self.state.apply(line)
+            if not self.state.uidvalidity:
+                raise CorruptJournal("no header")
+        except (CorruptJournal, UnicodeDecodeError) as e:
+            self._rebuild(str(e))
+            return True
+        self._offset += end
+        self._sorted = None
+        return reloaded or before != (self.state.highestmodseq, self.state.uidnext)
+
+    def _rebuild(self, why: str) -> None:
+        """Write a new journal from the files, with a new UIDVALIDITY."""
+        with self._locked():
+            old_validity = self.state.uidvalidity
+            try:
+                st = os.stat(self.path / UIDLIST)
+                if st.st_ino != self._inode:  # another process rebuilt it meanwhile
+                    self._inode, self._offset, self.state = None, 0, FolderState()
+                    self._read_tail()
+                    return
+            except FileNotFoundError:
+                pass
+            if why != "missing":
+                log.warn("rebuilding the UID list of {path}: {why}", path=str(self.path), why=why)
+            stamp = self._dir_stamp()
+            try:
+                floor = int((self.path / VALIDITY).read_text())
+            except (OSError, ValueError):
+                floor = 0
+            state = FolderState(uidvalidity=max(int(time.time()), old_validity + 1, floor + 1))
+            write_atomic(self.path / VALIDITY, str(state.uidvalidity).encode())
+            lines = [journal.header(state.uidvalidity, 1, 1)]
+            uid = 1
+            for base, (sub, info) in sorted(self._scan().items(), key=lambda i: _order(i[0])):
+                lines.append(journal.added(self._entry_for(uid, uid, base, sub, info)))
+                uid += 1
+            lines.append(journal.stamped(stamp))
+            write_atomic(self.path / UIDLIST, "".join(lines).encode("utf-8"))
+            self.state, self._offset, self._inode = FolderState(), 0, None
+            self._read_tail()
+
+    def _scan(self) -> dict[str, tuple[str, str | None]]:
+        found: dict[str, tuple[str, str | None]] = {}
+        for sub in ("new", "cur"):
+            with os.scandir(self.path / sub) as it:
+                for de in it:
+                    if not de.name.startswith("."):
+                        base, info = maildir.split_name(de.name)
+                        found[base] = (sub, info)
+        return found
+
+    def _entry_for(self, uid: int, modseq: int, base: str, sub: str, info: str | None) -> Entry:
+        entry = Entry(uid, base, sub, info, modseq, 0, 0.0)
+        path = self.path / sub / entry.filename
+        entry.date = os.stat(path).st_mtime
+        size = maildir.size_from_base(base)
+        entry.size = size if size is not None else maildir.crlf_size(path)
+        return entry
+
+    def _reconcile(self) -> None:
+        """Bring the journal in line with the directories (lock held, memory current)."""
+        stamp = self._dir_stamp()
+        found = self._scan()
+        state = self.state
+        modseq = state.highestmodseq
+        lines = []
+        for uid, entry in state.entries.items():
+            hit = found.pop(entry.base, None)
+            if hit is None:
+                modseq += 1
+                lines.append(journal.expunged(uid, modseq))
+            elif hit != (entry.sub, entry.info):
+                changed = hit[1] != entry.info
+                modseq += changed
+                lines.append(journal.flagged(uid, modseq if changed else entry.modseq, *hit))
+        uid = state.uidnext
+        for base in sorted(found, key=_order):
+            modseq += 1
+            with contextlib.suppress(FileNotFoundError):
+                lines.append(journal.added(self._entry_for(uid, modseq, base, *found[base])))
+                uid += 1
+        if lines or stamp != state.stamp:
+            lines.append(journal.stamped(stamp))
+            self._append(lines)
+            self._read_tail()
+
+    def _append(self, lines: list[str]) -> None:
+        with open(self.path / UIDLIST, "a", encoding="utf-8") as f:
+            f.write("".join(lines))
 
     def sync(self, force: bool = False) -> bool:
-        """Pick up outside changes; True if the folder changed. Cheap when nothing did."""
-        stamp = (
-            *self._mtime("new"),
-            *self._mtime("cur"),
-            *self._mtime(UIDLIST),
-            *self._mtime(KEYWORDS),
-        )
-        if not force and stamp == self._stamp:
-            return False
+        """Pick up changes made elsewhere; True if the folder changed."""
         if not (self.path / "cur").is_dir():
             raise StoreError(f"folder {self.name} no longer exists")
-        with self._locked():
-            changed = self._scan()
-        self._stamp = (*stamp[:4], *self._mtime(UIDLIST), *self._mtime(KEYWORDS))
+        changed = self._read_tail()
+        if force or self._dir_stamp() != self.state.stamp:
+            with self._locked():
+                changed |= self._read_tail()
+                if force or self._dir_stamp() != self.state.stamp:
+                    before = self.state.highestmodseq
+                    self._reconcile()
+                    changed |= before != self.state.highestmodseq
         if changed:
             self._notify()
         return changed
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with open(self.path / LOCKFILE, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
+    def _writing(self) -> Iterator[list[str]]:
+        """Lock, catch up, let the caller change files and add journal lines, then commit them."""
+        lines: list[str] = []
+        before = (self.state.highestmodseq, self.state.uidnext)
+        with self._locked():
+            self._read_tail()
+            if self._dir_stamp() != self.state.stamp:
+                self._reconcile()
+            yield lines
+            if lines:
+                lines.append(journal.stamped(self._dir_stamp()))
+                self._append(lines)
+                self._read_tail()
+                if self.state.lines > 2 * len(self.state.entries) + COMPACT_SLACK:
+                    self._compact()
+        if before != (self.state.highestmodseq, self.state.uidnext):
+            self._notify()
 
-    def _read_uidlist(self) -> dict[str, int] | None:
-        """Load the UID list into (uidvalidity, uidnext) and a base -> uid map; None if unusable."""
-        try:
-            lines = (self.path / UIDLIST).read_text("utf-8").splitlines()
-        except FileNotFoundError:
-            return None
-        except (OSError, UnicodeDecodeError):
-            log.warn("unreadable UID list in {path}; rebuilding", path=str(self.path))
-            return None
-        try:
-            head = lines[0].split()
-            if " ".join(head[:2]) != _HEADER:
-                raise ValueError(lines[0])
-            fields = {f[0]: int(f[1:]) for f in head[2:]}
-            validity, nxt = fields["V"], fields["N"]
-            by_base: dict[str, int] = {}
-            for line in lines[1:]:
-                uid_s, base = line.split(" ", 1)
-                uid = int(uid_s)
-                if not 0 < uid < nxt:
-                    raise ValueError(line)
-                by_base[base] = uid
-        except (ValueError, IndexError, KeyError):
-            log.warn("corrupt UID list in {path}; rebuilding", path=str(self.path))
-            return None
-        self.uidvalidity, self.uidnext = validity, nxt
-        return by_base
-
-    def _write_uidlist(self) -> None:
-        lines = [f"{_HEADER} V{self.uidvalidity} N{self.uidnext}"]
-        lines += [f"{uid} {self._entries[uid].base}" for uid in self.uids()]
-        write_atomic(self.path / UIDLIST, ("\n".join(lines) + "\n").encode("utf-8"))
-
-    def _scan(self) -> bool:
-        """Reconcile memory with the UID list and the files. Called with the lock held."""
-        found: dict[str, tuple[str, str, str]] = {}
-        for sub in ("new", "cur"):
-            with os.scandir(self.path / sub) as it:
-                for de in it:
-                    if de.name.startswith("."):
-                        continue
-                    base, info = maildir.split_name(de.name)
-                    found[base] = (sub, de.name, info)
-        self._load_keywords()
-
-        rewrite = False
-        uidlist_stamp = self._mtime(UIDLIST)
-        if uidlist_stamp != self._uidlist_stamp or not self.uidvalidity:
-            known = self._read_uidlist()
-            if known is None:
-                known = {}
-                self.uidvalidity = max(int(time.time()), self.uidvalidity + 1)
-                self.uidnext = 1
-                rewrite = True
-        else:
-            known = dict(self._by_base)
-
-        changed = False
-        entries: dict[int, _Entry] = {}
-        for base, uid in known.items():
-            if base not in found:
-                rewrite = True
-                if uid in self._entries:
-                    self.highestmodseq += 1  # an expunge is a change other sessions must see
-                continue
-            sub, filename, info = found.pop(base)
-            old = self._entries.get(uid)
-            if old is not None and old.base == base:
-                if old.info != info:
-                    self.highestmodseq += 1
-                    old.modseq = self.highestmodseq
-                    changed = True
-                old.sub, old.filename, old.info = sub, filename, info
-                entries[uid] = old
-            else:
-                self.highestmodseq += 1
-                entries[uid] = _Entry(
-                    uid, base, sub, filename, info, self.highestmodseq, maildir.size_from_base(base)
-                )
-                changed = True
-        if len(entries) != len(self._entries) or set(entries) != set(self._entries):
-            changed = True
-        for base in sorted(found, key=_delivery_order):
-            sub, filename, info = found[base]
-            uid = self.uidnext
-            self.uidnext += 1
-            self.highestmodseq += 1
-            entries[uid] = _Entry(
-                uid, base, sub, filename, info, self.highestmodseq, maildir.size_from_base(base)
-            )
-            rewrite = changed = True
-        self._entries = entries
-        self._by_base = {e.base: uid for uid, e in entries.items()}
-        self._sorted = None
-        if rewrite:
-            self._write_uidlist()
-        self._uidlist_stamp = self._mtime(UIDLIST)
-        return changed
+    def _compact(self) -> None:
+        """Rewrite the journal as one line per message (lock held, memory current)."""
+        s = self.state
+        lines = [journal.header(s.uidvalidity, s.uidnext, s.highestmodseq)]
+        lines += [journal.added(s.entries[uid]) for uid in self.uids()]
+        lines += [journal.recent_claimed(s.first_recent), journal.stamped(self._dir_stamp())]
+        write_atomic(self.path / UIDLIST, "".join(lines).encode("utf-8"))
+        self._read_tail()
 
     # -- keywords (Dovecot's dovecot-keywords: "<index> <name>", index 0 is letter 'a') --------
 
     def _load_keywords(self) -> None:
-        stamp = self._mtime(KEYWORDS)
+        try:
+            st = os.stat(self.path / KEYWORDS)
+            stamp = (st.st_mtime_ns, st.st_ino)
+        except FileNotFoundError:
+            stamp = (0, 0)
         if stamp == self._keywords_stamp:
             return
         self._keywords_stamp = stamp
         words: list[str] = []
-        try:
+        with contextlib.suppress(FileNotFoundError, UnicodeDecodeError):
             for line in (self.path / KEYWORDS).read_text("utf-8").splitlines():
                 idx, _, word = line.partition(" ")
                 if idx.isdigit() and int(idx) < maildir.MAX_KEYWORDS and word:
-                    while len(words) <= int(idx):
-                        words.append("")
+                    words.extend([""] * (int(idx) + 1 - len(words)))
                     words[int(idx)] = word
-        except (FileNotFoundError, UnicodeDecodeError):
-            pass
         self._keywords = words
 
-    def _flags_of(self, info: str) -> frozenset[str]:
+    def keywords(self) -> list[str]:
+        """The keywords defined in this folder."""
+        self._load_keywords()
+        return [w for w in self._keywords if w]
+
+    def flags_of(self, info: str | None) -> frozenset[str]:
+        if not info:
+            return frozenset()
+        self._load_keywords()
         flags = set()
         for ch in info:
             if ch in maildir.FLAG_LETTERS:
@@ -279,154 +363,228 @@ class MaildirFolder:
 
     def _info_for(self, flags: Iterable[str]) -> str:
         """Maildir info letters for ``flags``, registering new keywords as needed."""
+        self._load_keywords()
         letters = set()
-        new_words = []
-        for flag in flags:
-            flag = maildir.canonical_flag(flag)
-            if flag in maildir.LETTER_OF:
-                letters.add(maildir.LETTER_OF[flag])
-            elif not flag.startswith("\\"):
-                if flag not in self._keywords:
-                    new_words.append(flag)
-                else:
-                    letters.add(chr(ord("a") + self._keywords.index(flag)))
-        if new_words:
+        wanted = {maildir.canonical_flag(f) for f in flags}
+        if any(f not in self._keywords for f in wanted if not f.startswith("\\")):
             with self._locked():
                 self._keywords_stamp = None
                 self._load_keywords()
-                for word in new_words:
-                    if word not in self._keywords:
-                        if len(self._keywords) >= maildir.MAX_KEYWORDS:
-                            raise StoreError("too many keywords in this folder")
-                        self._keywords.append(word)
+                new = sorted(
+                    f for f in wanted if not f.startswith("\\") and f not in self._keywords
+                )
+                if len(self.keywords()) + len(new) > maildir.MAX_KEYWORDS:
+                    raise StoreError("too many keywords in this folder")
+                self._keywords += new
                 text = "".join(f"{i} {w}\n" for i, w in enumerate(self._keywords) if w)
                 write_atomic(self.path / KEYWORDS, text.encode("utf-8"))
-                self._keywords_stamp = self._mtime(KEYWORDS)
-            letters |= {chr(ord("a") + self._keywords.index(w)) for w in new_words}
+        for flag in wanted:
+            if flag in maildir.LETTER_OF:
+                letters.add(maildir.LETTER_OF[flag])
+            elif flag in self._keywords:
+                letters.add(chr(ord("a") + self._keywords.index(flag)))
         return "".join(sorted(letters))
 
-    # -- reading ----------------------------------------------------------------------------
+    # -- reading ------------------------------------------------------------------------------
 
     def uids(self) -> Sequence[int]:
         if self._sorted is None:
-            self._sorted = sorted(self._entries)
+            self._sorted = sorted(self.state.entries)
         return self._sorted
 
     def message(self, uid: int) -> StoredMessage:
-        return StoredMessage(self, self._entries[uid])
+        return StoredMessage(self, self.state.entries[uid])
 
-    # -- changing ---------------------------------------------------------------------------
+    def recent_count(self) -> int:
+        """Messages no session has seen as ``\\Recent`` yet."""
+        uids = self.uids()
+        return len(uids) - bisect.bisect_left(uids, self.state.first_recent)
 
-    @inlineCallbacks
-    def append(
-        self, source: MessageSource, flags: Iterable[str] = (), internal_date: float | None = None
-    ) -> Deferred[int]:
-        flags = [f for f in flags if maildir.canonical_flag(f) != "\\Recent"]
-        info = self._info_for(flags) if flags else None
-        base = yield deferToThread(maildir.deliver_file, self.path, source, info, internal_date)
-        self.sync(force=True)
-        return self._by_base[base]
+    def changes_since(self, modseq: int) -> list[int] | None:
+        return self.state.changes_since(modseq)
+
+    def first_unseen(self) -> int | None:
+        entries = self.state.entries
+        return next((u for u in self.uids() if "S" not in (entries[u].info or "")), None)
+
+    def unseen_count(self) -> int:
+        return sum(1 for e in self.state.entries.values() if "S" not in (e.info or ""))
+
+    # -- changing -----------------------------------------------------------------------------
+
+    def claim_recent(self) -> list[int]:
+        """The UIDs that are ``\\Recent`` for the caller; no other session gets them.
+
+        RFC 3501 §2.3.2: a message is recent in exactly one session, the first to see it.
+        """
+        with self._writing() as lines:
+            uids = self.uids()
+            mine = list(uids[bisect.bisect_left(uids, self.state.first_recent) :])
+            if mine:
+                lines.append(journal.recent_claimed(mine[-1] + 1))
+        return mine
 
     def store_flags(
         self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode
     ) -> dict[int, frozenset[str]]:
         wanted = frozenset(maildir.canonical_flag(f) for f in flags) - {"\\Recent"}
-        self.sync()
-        result: dict[int, frozenset[str]] = {}
-        changed = False
-        for uid in uids:
-            entry = self._entries.get(uid)
-            if entry is None:
-                continue
-            old = self._flags_of(entry.info)
-            new = wanted if mode == "=" else (old | wanted if mode == "+" else old - wanted)
-            if new != old and self._rename(entry, self._info_for(new)):
-                self.highestmodseq += 1
-                entry.modseq = self.highestmodseq
-                changed = True
-            if uid in self._entries:
-                result[uid] = self._flags_of(self._entries[uid].info)
-        self._stamp = None
-        if changed:
-            self._notify()
-        return result
-
-    def _rename(self, entry: _Entry, info: str) -> bool:
-        filename = f"{entry.base}:2,{info}"
-        src = self.path / entry.sub / entry.filename
-        try:
-            os.rename(src, self.path / "cur" / filename)
-        except FileNotFoundError:
-            # Someone else renamed or removed it: look again, then retry once.
-            self.sync(force=True)
-            if entry.uid not in self._entries:
-                return False
-            entry = self._entries[entry.uid]
-            try:
-                os.rename(self.path / entry.sub / entry.filename, self.path / "cur" / filename)
-            except FileNotFoundError:
-                return False
-        entry.sub, entry.filename, entry.info = "cur", filename, info
-        return True
-
-    def take_recent(self, uids: Iterable[int] | None = None) -> list[int]:
-        """Move messages still in ``new/`` to ``cur/``; the caller holds them as ``\\Recent``.
-
-        Only one session can take a message, as RFC 3501 §2.3.2 asks of ``\\Recent``.
-        """
-        wanted = self._entries if uids is None else uids
-        taken = []
-        for uid in list(wanted):
-            entry = self._entries.get(uid)
-            if entry is None or entry.sub != "new":
-                continue
-            filename = f"{entry.base}:2,{entry.info}"
-            try:
-                os.rename(self.path / "new" / entry.filename, self.path / "cur" / filename)
-            except FileNotFoundError:
-                continue  # another session or process took it first
-            entry.sub, entry.filename = "cur", filename
-            taken.append(uid)
-        if taken:
-            self._stamp = None
-        return taken
-
-    def recent_count(self) -> int:
-        """Messages nobody has taken as recent yet (for STATUS RECENT)."""
-        return sum(1 for e in self._entries.values() if e.sub == "new")
+        uids = list(uids)
+        with self._writing() as lines:
+            modseq = self.state.highestmodseq
+            for uid in uids:
+                entry = self.state.entries.get(uid)
+                if entry is None:
+                    continue
+                old = self.flags_of(entry.info)
+                new = wanted if mode == "=" else (old | wanted if mode == "+" else old - wanted)
+                if new == old:
+                    continue
+                info = self._info_for(new)
+                try:
+                    os.rename(
+                        self.path / entry.sub / entry.filename,
+                        self.path / "cur" / f"{entry.base}:2,{info}",
+                    )
+                except FileNotFoundError:
+                    continue  # removed by someone else: the next sync reconciles
+                modseq += 1
+                lines.append(journal.flagged(uid, modseq, "cur", info))
+        entries = self.state.entries
+        return {u: self.flags_of(entries[u].info) for u in uids if u in entries}
 
     def expunge(self, uids: Iterable[int]) -> list[int]:
         removed = []
-        for uid in uids:
-            entry = self._entries.get(uid)
-            if entry is None:
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path / entry.sub / entry.filename)
-            removed.append(uid)
-        if removed:
-            with self._locked():
-                self._uidlist_stamp = None
-                self._scan()
-            self._stamp = None
-            self._notify()
+        with self._writing() as lines:
+            modseq = self.state.highestmodseq
+            for uid in uids:
+                entry = self.state.entries.get(uid)
+                if entry is None:
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path / entry.sub / entry.filename)
+                modseq += 1
+                lines.append(journal.expunged(uid, modseq))
+                removed.append(uid)
         return removed
+
+    def append(
+        self, source: MessageSource, flags: Iterable[str] = (), internal_date: float | None = None
+    ) -> Deferred[int]:
+        flags = [f for f in flags if maildir.canonical_flag(f) != "\\Recent"]
+        info = self._info_for(flags) if flags else None
+        return self._deliver(source, info, internal_date, None)
+
+    def _deliver(
+        self, source: MessageSource, info: str | None, date: float | None, summary: Summary | None
+    ) -> Deferred[int]:
+        d = deferToThread(maildir.prepare, self.path, source, date, summary)
+        return d.addCallback(self._queue, info)
+
+    def _queue(self, prepared: maildir.Prepared, info: str | None) -> Deferred[int]:
+        d: Deferred[int] = Deferred()
+        self._pending.append((prepared, info, d))
+        self._kick()
+        return d
+
+    def _kick(self) -> None:
+        if self._committing or not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        self._committing = True
+        snapshot = (self._inode, self._offset, self.state.uidvalidity, self.state.uidnext,
+                    self.state.highestmodseq, self.state.stamp)  # fmt: skip
+        work = [(p, info) for p, info, _ in batch]
+        d = deferToThread(self._commit, snapshot, work)
+
+        def done(committed: bool) -> None:
+            self._committing = False
+            if not committed:  # the journal was replaced meanwhile: catch up, then retry
+                self.sync()
+                self._pending[:0] = batch
+            else:
+                self._read_tail()
+                self._notify()
+                for prepared, _, waiting in batch:
+                    uid = self.state.by_base.get(prepared.base)
+                    if uid is None:
+                        waiting.errback(Failure(StoreError("message vanished after delivery")))
+                    else:
+                        waiting.callback(uid)
+            self._kick()
+
+        def failed(f: Failure) -> None:
+            self._committing = False
+            for _, _, waiting in batch:
+                waiting.errback(f)
+            self._kick()
+
+        d.addCallbacks(done, failed)
+
+    def _commit(
+        self,
+        snapshot: tuple[int | None, int, int, int, int, tuple[int, int] | None],
+        work: list[tuple[maildir.Prepared, str | None]],
+    ) -> bool:
+        """Worker thread: rename a batch into place and journal it; fsync once for all."""
+        inode, offset, validity, uidnext, modseq, stamp = snapshot
+        with self._locked():
+            st = os.stat(self.path / UIDLIST)
+            if st.st_ino != inode or st.st_size < offset:
+                return False
+            tail = FolderState(validity, uidnext, modseq, stamp=stamp, last_added=uidnext - 1)
+            with open(self.path / UIDLIST, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+            try:
+                for line in data[: data.rfind(b"\n") + 1].decode("utf-8").split("\n")[:-1]:
+                    tail.apply(line)
+            except (CorruptJournal, UnicodeDecodeError):
+                return False
+            clean = self._dir_stamp() == tail.stamp
+            lines, summaries, subs = [], [], set()
+            uid, modseq = tail.uidnext, tail.highestmodseq
+            for prepared, info in work:
+                sub = "new" if info is None else "cur"
+                entry = Entry(uid, prepared.base, sub, info, modseq + 1, prepared.size,
+                              prepared.date)  # fmt: skip
+                os.rename(self.path / "tmp" / prepared.tmp_name, self.path / sub / entry.filename)
+                lines.append(journal.added(entry))
+                if prepared.summary is not None:
+                    summaries.append((uid, prepared.summary))
+                subs.add(sub)
+                uid, modseq = uid + 1, modseq + 1
+            if clean:
+                lines.append(journal.stamped(self._dir_stamp()))
+            self._append(lines)
+            self.cache.append(summaries)
+        for sub in subs:
+            fsync_dir(self.path / sub)
+        fd = os.open(self.path / UIDLIST, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
 
     @inlineCallbacks
     def copy_to(self, uids: Iterable[int], target: IFolder) -> Deferred[list[tuple[int, int]]]:
+        """Copies keep the source order, so their new UIDs ascend with the source UIDs."""
         if not isinstance(target, MaildirFolder):
             raise StoreError("cannot copy between different store types")
         jobs = []
         for uid in uids:
-            entry = self._entries.get(uid)
+            entry = self.state.entries.get(uid)
             if entry is None:
                 continue
+            info = target._info_for(self.flags_of(entry.info)) if entry.info else None
             path = self.path / entry.sub / entry.filename
-            info = target._info_for(self._flags_of(entry.info)) or None
-            jobs.append((uid, path, info, os.stat(path).st_mtime))
-        bases = yield deferToThread(_copy_files, target.path, jobs)
-        target.sync(force=True)
-        return [(uid, target._by_base[base]) for uid, base in bases]
+            jobs.append((uid, path, info, entry.date, self.cache.get(uid)))
+        prepared = yield deferToThread(_prepare_all, target.path, jobs)
+        waiting = [(uid, target._queue(p, info)) for uid, p, info in prepared]
+        pairs = []
+        for uid, d in waiting:
+            pairs.append((uid, (yield d)))
+        return pairs
 
     @inlineCallbacks
     def move_to(self, uids: Iterable[int], target: IFolder) -> Deferred[list[tuple[int, int]]]:
@@ -434,7 +592,7 @@ class MaildirFolder:
         self.expunge([src for src, _ in pairs])
         return pairs
 
-    # -- listeners --------------------------------------------------------------------------
+    # -- listeners ----------------------------------------------------------------------------
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         self._listeners.append(callback)
@@ -451,19 +609,20 @@ class MaildirFolder:
                 log.failure("folder listener failed")
 
 
-def _delivery_order(base: str) -> tuple[int, str]:
+def _order(base: str) -> tuple[int, str]:
     """New messages get UIDs in delivery-time order (base names start with the time)."""
     head = base.split(".", 1)[0]
     return (int(head) if head.isdigit() else 0, base)
 
 
-def _copy_files(
-    target: Path, jobs: list[tuple[int, Path, str | None, float]]
-) -> list[tuple[int, str]]:
-    done = []
-    for uid, path, info, mtime in jobs:
+def _prepare_all(
+    target: Path, jobs: list[tuple[int, Path, str | None, float, Summary | None]]
+) -> list[tuple[int, maildir.Prepared, str | None]]:
+    """Worker thread: link or copy messages into ``target``'s tmp/, in order."""
+    out = []
+    for uid, path, info, date, summary in jobs:
         try:
-            done.append((uid, maildir.deliver_file(target, path, info, mtime)))
+            out.append((uid, maildir.prepare(target, path, date, summary), info))
         except FileNotFoundError:
-            continue
-    return done
+            continue  # expunged meanwhile
+    return out

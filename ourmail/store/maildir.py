@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from ourmail.fsutil import fsync_dir
+import attrs
+
+from ourmail.mime.summary import Summary, summarize
 
 # Maildir info letters <-> RFC 3501 system flags (P, "passed", has no IMAP flag of its own).
 FLAG_LETTERS = {
@@ -46,12 +48,12 @@ def unique_base(size: int) -> str:
     return f"{sec}.M{usec}P{os.getpid()}Q{next(_counter)}.{_HOST},S={size},W={size}"
 
 
-def split_name(filename: str) -> tuple[str, str]:
-    """``base:2,FS`` -> (``base``, ``FS``); a name without info gives an empty info."""
+def split_name(filename: str) -> tuple[str, str | None]:
+    """``base:2,FS`` -> (``base``, ``FS``); a name without ``:2,`` gives None."""
     base, sep, info = filename.partition(":")
     if sep and info.startswith("2,"):
         return base, info[2:]
-    return base, ""
+    return filename, None
 
 
 def size_from_base(base: str) -> int | None:
@@ -78,52 +80,74 @@ def make_maildir(path: Path) -> None:
         (path / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
-def deliver_file(
+@attrs.define
+class Prepared:
+    """A message written (or linked) into ``tmp/`` and fsynced, waiting to be committed."""
+
+    tmp_name: str
+    base: str
+    size: int
+    date: float
+    summary: Summary | None
+
+
+def prepare(
     folder_path: Path,
     source: bytes | BinaryIO | os.PathLike[str],
-    info: str | None,
     mtime: float | None,
-) -> str:
-    """Durably place a message in a Maildir; returns its base name.  Blocking: run in a thread.
+    summary: Summary | None = None,
+) -> Prepared:
+    """Write ``source`` durably into ``tmp/``.  Blocking: run in a thread.
 
-    Writes (or hard-links) into ``tmp/``, fsyncs the file, renames it into ``new/`` (``info`` None)
-    or ``cur/`` (with ``:2,info``) and fsyncs that directory.  Only then is the message safe.
+    A path is hard-linked when it can be (its writer fsynced it), otherwise copied and fsynced.
+    The summary is computed from the stored bytes unless one is given.
     """
     tmp_name = f"{time.time():.6f}.P{os.getpid()}Q{next(_counter)}.{_HOST}"
     tmp = folder_path / "tmp" / tmp_name
-    if isinstance(source, os.PathLike):
-        try:
-            os.link(source, tmp)
-        except OSError:
-            shutil.copyfile(source, tmp)
-            _fsync_path(tmp)
-        # A linked spool file is already fsynced by its writer.
-    else:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb", closefd=False) as out:
-                if isinstance(source, bytes):
-                    out.write(source)
-                else:
-                    shutil.copyfileobj(source, out, 1 << 16)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
     try:
+        if isinstance(source, os.PathLike):
+            try:
+                os.link(source, tmp)
+            except OSError:
+                shutil.copyfile(source, tmp)
+                _fsync_path(tmp)
+        else:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "wb", closefd=False) as out:
+                    if isinstance(source, bytes):
+                        out.write(source)
+                    else:
+                        shutil.copyfileobj(source, out, 1 << 16)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         if mtime is not None:
             os.utime(tmp, (mtime, mtime))
-        base = unique_base(os.stat(tmp).st_size)
-        dest = (
-            folder_path
-            / ("new" if info is None else "cur")
-            / (base if info is None else f"{base}:2,{info}")
-        )
-        os.rename(tmp, dest)
+        st = os.stat(tmp)
+        if summary is None:
+            summary = summarize(tmp.read_bytes())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(dest.parent)
-    return base
+    return Prepared(tmp_name, unique_base(st.st_size), st.st_size, st.st_mtime, summary)
+
+
+def crlf_size(path: Path) -> int:
+    """The size a file has with CRLF line endings (for files other agents wrote with LF)."""
+    return len(to_crlf(path.read_bytes()))
+
+
+def clean_tmp(folder_path: Path, older_than: float = 36 * 3600) -> None:
+    """Remove ``tmp/`` leftovers of crashed deliveries (the Maildir convention: 36 hours)."""
+    limit = time.time() - older_than
+    with os.scandir(folder_path / "tmp") as it:
+        for de in it:
+            try:
+                if de.is_file() and de.stat().st_mtime < limit:
+                    os.unlink(de.path)
+            except FileNotFoundError:
+                continue
 
 
 def _fsync_path(path: Path) -> None:

@@ -8,6 +8,7 @@ directory: the directory is always one path component that starts with a dot and
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import shutil
@@ -38,6 +39,8 @@ DEFAULT_FOLDERS = ("Sent", "Drafts", "Trash", "Junk", "Archive")
 SUBSCRIPTIONS = "subscriptions"
 MAX_DEPTH = 16
 MAX_DISK_NAME = 240
+#: Folders kept loaded after their last session closes.
+WARM_FOLDERS = 256
 
 
 def is_inbox(name: str) -> bool:
@@ -221,9 +224,12 @@ class MaildirStore:
 
     def __init__(self, data_dir: Path) -> None:
         self.shards = ShardMap(data_dir)
+        # Open folders are shared by every session that uses them; the most recently used stay
+        # loaded after their last session ends, so a new SELECT finds them warm.
         self._folders: weakref.WeakValueDictionary[str, MaildirFolder] = (
             weakref.WeakValueDictionary()
         )
+        self._warm: collections.OrderedDict[str, MaildirFolder] = collections.OrderedDict()
 
     def user(self, address: str) -> MaildirUserStore:
         return MaildirUserStore(self, address, self.shards.user_dir(address))
@@ -234,8 +240,13 @@ class MaildirStore:
         if folder is None:
             folder = MaildirFolder(path, name)
             self._folders[key] = folder
+        self._warm[key] = folder
+        self._warm.move_to_end(key)
+        if len(self._warm) > WARM_FOLDERS:
+            self._warm.popitem(last=False)
         return folder
 
     def _forget(self, path: Path) -> None:
         for key in [k for k in self._folders if k == str(path) or k.startswith(str(path) + ".")]:
             self._folders.pop(key, None)
+            self._warm.pop(key, None)

@@ -1,9 +1,11 @@
-"""The Maildir store without a reactor: files, UIDs, flags, outside changes, unsafe names."""
+"""The Maildir store: files, the journal, UIDs, flags, outside changes, unsafe names."""
 
 import os
 from pathlib import Path
 
 import pytest
+from storehelp import drop, on_reactor
+from twisted.internet import defer
 from zope.interface.verify import verifyObject
 
 from ourmail.interfaces import (
@@ -16,7 +18,7 @@ from ourmail.interfaces import (
     NoSuchFolder,
     StoreError,
 )
-from ourmail.store import maildir
+from ourmail.store import folder as folder_mod
 from ourmail.store.folder import MaildirFolder
 from ourmail.store.shards import ShardMap, shard_of
 from ourmail.store.userstore import MaildirStore, MaildirUserStore
@@ -31,10 +33,8 @@ def user(tmp_path: Path) -> MaildirUserStore:
     return u
 
 
-def put(folder: MaildirFolder, data: bytes = MSG, info: str | None = None) -> int:
-    base = maildir.deliver_file(folder.path, data, info, None)
-    folder.sync()
-    return folder._by_base[base]
+def append(folder: MaildirFolder, data: bytes = MSG, flags: tuple[str, ...] = ()) -> int:
+    return on_reactor(folder.append, data, flags)
 
 
 def test_interfaces(user: MaildirUserStore) -> None:
@@ -42,7 +42,7 @@ def test_interfaces(user: MaildirUserStore) -> None:
     verifyObject(IUserStore, user)
     folder = user.folder("INBOX")
     verifyObject(IFolder, folder)
-    verifyObject(IStoredMessage, folder.message(put(folder)))
+    verifyObject(IStoredMessage, folder.message(append(folder)))
 
 
 def test_sharded_layout(tmp_path: Path) -> None:
@@ -66,69 +66,197 @@ def test_default_folders_exist_and_are_subscribed(user: MaildirUserStore) -> Non
     assert (user.root / ".Sent" / "maildirfolder").exists()
 
 
-def test_delivery_is_a_maildir_file_with_size(user: MaildirUserStore) -> None:
+def test_append_is_a_durable_maildir_file_with_size(user: MaildirUserStore) -> None:
     folder = user.folder("inbox")
-    uid = put(folder)
+    uid = append(folder)
     (name,) = os.listdir(folder.path / "new")
     assert f",S={len(MSG)},W={len(MSG)}" in name
+    assert os.listdir(folder.path / "tmp") == []
     msg = folder.message(uid)
     assert msg.read() == MSG and msg.size == len(MSG) and msg.flags == frozenset()
     assert folder.uidnext == uid + 1
+    assert on_reactor(folder.append, MSG, ["\\Seen", "\\Draft"]) == uid + 1
+    assert any(n.endswith(":2,DS") for n in os.listdir(folder.path / "cur"))
+
+
+def test_group_commit_under_concurrency(user: MaildirUserStore) -> None:
+    folder = user.folder("INBOX")
+
+    def many() -> defer.Deferred:
+        return defer.gatherResults([folder.append(MSG + b"%d\r\n" % i) for i in range(200)])
+
+    uids = on_reactor(many)
+    assert sorted(uids) == list(range(1, 201))
+    assert len(os.listdir(folder.path / "new")) == 200
+    again = MaildirFolder(folder.path, "INBOX")
+    assert list(again.uids()) == list(range(1, 201))
+    for uid in (1, 77, 200):
+        assert again.message(uid).read() == folder.message(uid).read()
 
 
 def test_flags_are_maildir_letters_and_dovecot_keywords(user: MaildirUserStore) -> None:
     folder = user.folder("INBOX")
-    uid = put(folder)
+    uid = append(folder)
     assert folder.store_flags([uid], ["\\SEEN", "$Forwarded", "\\Flagged"], "+") == {
         uid: frozenset({"\\Seen", "$Forwarded", "\\Flagged"})
     }
     (name,) = os.listdir(folder.path / "cur")
     assert name.endswith(":2,FSa")
     assert (folder.path / "dovecot-keywords").read_text() == "0 $Forwarded\n"
+    assert folder.keywords() == ["$Forwarded"]
     folder.store_flags([uid], ["\\Flagged"], "-")
     assert folder.message(uid).flags == {"\\Seen", "$Forwarded"}
     folder.store_flags([uid], [], "=")
     assert folder.message(uid).flags == frozenset()
+    assert folder.first_unseen() == uid and folder.unseen_count() == 1
 
 
-def test_uids_survive_reopening_and_rebuild_after_loss(user: MaildirUserStore) -> None:
+def test_modseq_grows_with_every_change(user: MaildirUserStore) -> None:
     folder = user.folder("INBOX")
-    uids = [put(folder) for _ in range(3)]
-    again = MaildirFolder(folder.path, "INBOX")
-    assert list(again.uids()) == uids and again.uidvalidity == folder.uidvalidity
-    (folder.path / "ourmail-uidlist").write_text("garbage\n")
-    rebuilt = MaildirFolder(folder.path, "INBOX")
-    assert len(rebuilt.uids()) == 3
+    start = folder.highestmodseq
+    uid = append(folder)
+    after_add = folder.highestmodseq
+    folder.store_flags([uid], ["\\Seen"], "+")
+    after_flag = folder.highestmodseq
+    assert start < after_add < after_flag == folder.message(uid).modseq
+    assert folder.changes_since(start) == [uid, uid]
+    folder.expunge([uid])
+    assert folder.highestmodseq > after_flag
+    assert folder.changes_since(after_flag) == [uid]
+
+
+def test_another_process_sees_changes_through_the_journal(
+    user: MaildirUserStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = user.folder("INBOX")
+    b = MaildirFolder(a.path, "INBOX")  # a second process's view of the same folder
+    uid = append(a)
+    scans = []
+    real_scan = MaildirFolder._scan
+    monkeypatch.setattr(MaildirFolder, "_scan", lambda self: scans.append(1) or real_scan(self))
+    assert b.sync()
+    assert list(b.uids()) == [uid]
+    a.store_flags([uid], ["\\Flagged"], "+")
+    assert b.sync() and b.message(uid).flags == {"\\Flagged"}
+    b.expunge([uid])
+    assert a.sync() and list(a.uids()) == []
+    assert scans == []  # no directory scan: every change came through the journal
+    assert not a.sync() and not b.sync()
 
 
 def test_outside_changes_are_seen(user: MaildirUserStore) -> None:
     folder = user.folder("INBOX")
-    uid = put(folder)
-    # Another delivery agent drops a file; mutt marks the first message seen by renaming it.
-    (folder.path / "new" / "1700000000.other.host").write_bytes(b"Subject: x\n\nLF only\n")
-    old = folder.path / "new" / folder._entries[uid].filename
-    os.rename(old, folder.path / "cur" / f"{folder._entries[uid].base}:2,S")
+    uid = append(folder)
+    entry = folder.state.entries[uid]
+    # A delivery agent drops a file with LF endings; mutt marks the first message seen.
+    drop(folder.path, b"Subject: x\n\nLF only\n", name="1700000000.other.host")
+    os.rename(folder.path / "new" / entry.filename, folder.path / "cur" / f"{entry.base}:2,S")
     assert folder.sync()
     assert len(folder.uids()) == 2
     assert folder.message(uid).flags == {"\\Seen"}
     other = folder.uids()[1]
     assert folder.message(other).read() == b"Subject: x\r\n\r\nLF only\r\n"
     assert folder.message(other).size == len(b"Subject: x\r\n\r\nLF only\r\n")
-    os.unlink(folder.path / "cur" / f"{folder._entries[uid].base}:2,S")
+    os.unlink(folder.path / "cur" / f"{entry.base}:2,S")
     assert folder.sync()
     assert list(folder.uids()) == [other]
     assert not folder.sync()
 
 
-def test_expunge_and_listeners(user: MaildirUserStore) -> None:
+def test_uids_survive_reopening_and_rebuild_after_loss(user: MaildirUserStore) -> None:
+    folder = user.folder("INBOX")
+    uids = [append(folder) for _ in range(3)]
+    again = MaildirFolder(folder.path, "INBOX")
+    assert list(again.uids()) == uids and again.uidvalidity == folder.uidvalidity
+    (folder.path / "ourmail-uidlist").write_text("garbage\n")
+    rebuilt = MaildirFolder(folder.path, "INBOX")
+    assert len(rebuilt.uids()) == 3
+    assert rebuilt.uidvalidity > folder.uidvalidity
+    (folder.path / "ourmail-uidlist").unlink()
+    assert len(MaildirFolder(folder.path, "INBOX").uids()) == 3
+
+
+def test_a_torn_last_journal_line_is_ignored(user: MaildirUserStore) -> None:
+    folder = user.folder("INBOX")
+    uids = [append(folder) for _ in range(2)]
+    with open(folder.path / "ourmail-uidlist", "a") as f:
+        f.write("+\t99\t9")  # a crash in the middle of an append
+    again = MaildirFolder(folder.path, "INBOX")
+    assert list(again.uids()) == uids and again.uidvalidity == folder.uidvalidity
+
+
+def test_journal_is_compacted(user: MaildirUserStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(folder_mod, "COMPACT_SLACK", 10)
+    folder = user.folder("INBOX")
+    uid = append(folder)
+    validity = folder.uidvalidity
+    for _ in range(20):
+        folder.store_flags([uid], ["\\Seen"], "+")
+        folder.store_flags([uid], ["\\Seen"], "-")
+    lines = (folder.path / "ourmail-uidlist").read_text().splitlines()
+    assert len(lines) < 20
+    again = MaildirFolder(folder.path, "INBOX")
+    assert list(again.uids()) == [uid] and again.uidvalidity == validity
+    assert again.highestmodseq == folder.highestmodseq
+
+
+def test_summaries_come_from_the_cache(
+    user: MaildirUserStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = user.folder("INBOX")
+    uid = append(folder, b"From: Bob <b@x.org>\r\nSubject: hello\r\n\r\nhi\r\n")
+    monkeypatch.setattr(folder_mod.StoredMessage, "read", lambda self: pytest.fail("file read"))
+    summary = MaildirFolder(folder.path, "INBOX").message(uid).summary()
+    assert summary.envelope.startswith(b'(NIL "hello" (("Bob" NIL "b" "x.org"))')
+    assert summary.headers["subject"] == "hello"
+    assert b'"TEXT" "PLAIN"' in summary.bodystructure
+
+
+def test_summary_of_an_outside_message_is_computed_once(user: MaildirUserStore) -> None:
+    folder = user.folder("INBOX")
+    drop(folder.path, b"Subject: dropped\r\n\r\nx\r\n")
+    folder.sync()
+    (uid,) = folder.uids()
+    assert folder.message(uid).summary().headers["subject"] == "dropped"
+    assert b"dropped" in (folder.path / "ourmail-cache").read_bytes()
+
+
+def test_recent_is_claimed_once(user: MaildirUserStore) -> None:
+    folder = user.folder("INBOX")
+    uid = append(folder)
+    assert folder.recent_count() == 1
+    assert folder.claim_recent() == [uid]
+    assert folder.claim_recent() == []
+    assert folder.recent_count() == 0
+    assert MaildirFolder(folder.path, "INBOX").claim_recent() == []
+
+
+def test_expunge_copy_and_listeners(user: MaildirUserStore) -> None:
     folder = user.folder("INBOX")
     calls = []
     folder.add_listener(lambda: calls.append(1))
-    uid = put(folder)
+    uid = append(folder, flags=("$Work",))
     assert calls
+    pairs = on_reactor(folder.copy_to, [uid], user.folder("Archive"))
+    archive = user.folder("Archive")
+    assert archive.message(pairs[0][1]).flags == {"$Work"}
+    assert archive.message(pairs[0][1]).read() == MSG
     assert folder.expunge([uid, 999]) == [uid]
     assert list(folder.uids()) == []
-    assert os.listdir(folder.path / "new") == []
+    assert os.listdir(folder.path / "cur") == []
+    on_reactor(archive.move_to, list(archive.uids()), user.folder("Trash"))
+    assert list(archive.uids()) == [] and len(user.folder("Trash").uids()) == 1
+
+
+def test_leftovers_in_tmp_are_cleaned(user: MaildirUserStore) -> None:
+    path = user.folder("INBOX").path
+    old = path / "tmp" / "1.crashed"
+    old.write_bytes(b"half")
+    os.utime(old, (1, 1))
+    fresh = path / "tmp" / "2.inflight"
+    fresh.write_bytes(b"x")
+    MaildirFolder(path, "INBOX")
+    assert not old.exists() and fresh.exists()
 
 
 def test_folder_management(user: MaildirUserStore) -> None:
@@ -151,7 +279,7 @@ def test_folder_management(user: MaildirUserStore) -> None:
 
 
 def test_rename_inbox_moves_its_messages(user: MaildirUserStore) -> None:
-    put(user.folder("INBOX"))
+    append(user.folder("INBOX"))
     user.rename_folder("INBOX", "Old")
     assert len(user.folder("Old").uids()) == 1
     assert len(user.folder("INBOX").uids()) == 0
@@ -159,19 +287,9 @@ def test_rename_inbox_moves_its_messages(user: MaildirUserStore) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    [
-        "..",
-        "../../etc",
-        "a/../b",
-        "/abs",
-        "a//b",
-        "x\x00y",
-        "tab\there",
-        ".hidden",
-        "a" * 300,
-        "/".join(["d"] * 40),
-    ],
-)
+    ["..", "../../etc", "a/../b", "/abs", "a//b", "x\x00y", "tab\there", ".hidden", "a" * 300,
+     "/".join(["d"] * 40)],
+)  # fmt: skip
 def test_names_cannot_escape_the_user_directory(user: MaildirUserStore, name: str) -> None:
     with pytest.raises(BadFolderName):
         user.create_folder(name)
@@ -190,13 +308,3 @@ def test_subscriptions(user: MaildirUserStore) -> None:
     user.subscribe("Nonexistent")
     user.unsubscribe("Sent")
     assert "Nonexistent" in user.subscriptions() and "Sent" not in user.subscriptions()
-
-
-def test_take_recent_moves_new_to_cur_once(user: MaildirUserStore) -> None:
-    folder = user.folder("INBOX")
-    uid = put(folder)
-    assert folder.recent_count() == 1
-    assert folder.take_recent() == [uid]
-    assert folder.take_recent() == []
-    assert folder.recent_count() == 0
-    assert os.listdir(folder.path / "new") == []
