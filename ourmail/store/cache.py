@@ -22,20 +22,23 @@ class SummaryCache:
         self._offsets: dict[int, tuple[int, int]] = {}
         self._read_to = 0
         self._inode: int | None = None
+        self._fd: int | None = None
 
     def _refresh(self) -> None:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
+            self._close()
             self._offsets, self._read_to, self._inode = {}, 0, None
             return
         if st.st_ino != self._inode or st.st_size < self._read_to:
+            self._close()
             self._offsets, self._read_to, self._inode = {}, 0, st.st_ino
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
         if st.st_size == self._read_to:
             return
-        with open(self.path, "rb") as f:
-            f.seek(self._read_to)
-            data = f.read(st.st_size - self._read_to)
+        data = os.pread(self._fd, st.st_size - self._read_to, self._read_to)
         pos = 0
         while True:
             end = data.find(b"\n", pos)
@@ -55,12 +58,19 @@ class SummaryCache:
         if where is None:
             return None
         try:
-            with open(self.path, "rb") as f:
-                f.seek(where[0])
-                return Summary.from_json(f.read(where[1]).decode("utf-8"))
+            assert self._fd is not None
+            return Summary.from_json(os.pread(self._fd, where[1], where[0]).decode("utf-8"))
         except (OSError, ValueError, KeyError, UnicodeDecodeError):
             self._offsets.pop(uid, None)
             return None
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        self._close()
 
     def append(self, records: list[tuple[int, Summary]]) -> None:
         """Append summaries (call with the folder lock held)."""

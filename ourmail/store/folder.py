@@ -14,9 +14,10 @@ Implementation notes (keep these true when changing this module):
   change flags, a removed file) are noticed because the directories' modification times differ
   from the stamp the last writer recorded; only then is the directory scanned.  With nothing
   changed, :meth:`MaildirFolder.sync` costs three ``stat`` calls.
-* Deliveries are group-committed: each message is written to ``tmp/`` and fsynced in a worker
-  thread; a commit batch then renames every waiting message into ``new/``, appends their journal
-  lines, fsyncs the directory and the journal once, and only then fires their Deferreds.
+* Deliveries are group-committed with those of every other folder (``committer.py``): one
+  worker writes a batch of messages into ``tmp/``, renames them and appends their journal lines
+  under each folder's lock, makes the batch durable with one ``syncfs(2)``, and only then are
+  the messages acknowledged.
 * In-memory state is touched only on the reactor thread; worker threads work on files and on a
   private fold of the journal tail.
 """
@@ -33,15 +34,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ourmail.fsutil import fsync_dir, write_atomic
 from ourmail.interfaces import FlagMode, IFolder, IStoredMessage, MessageSource, StoreError
 from ourmail.mime.summary import Summary, summarize
-from ourmail.store import journal, maildir
+from ourmail.store import committer, journal, maildir
 from ourmail.store.cache import SummaryCache
 from ourmail.store.journal import CorruptJournal, Entry, FolderState
 
@@ -52,6 +51,9 @@ KEYWORDS = "dovecot-keywords"
 VALIDITY = "ourmail-uidvalidity"
 #: Rewrite the journal once it has this many lines more than twice the messages.
 COMPACT_SLACK = 5000
+#: What a commit worker needs to know of the folder: journal inode and offset, uidvalidity,
+#: uidnext, highestmodseq and the last directory stamp.
+Snapshot = tuple[int | None, int, int, int, int, tuple[int, int] | None]
 
 log = Logger()
 
@@ -111,8 +113,6 @@ class MaildirFolder:
         self._keywords: list[str] = []
         self._keywords_stamp: tuple[int, int] | None = None
         self._listeners: list[Callable[[], None]] = []
-        self._pending: list[tuple[maildir.Prepared, str | None, Deferred[int]]] = []
-        self._committing = False
         self._lock_fd: int | None = None
         self._lock_depth = 0
         self._lock_owner: int | None = None
@@ -472,60 +472,24 @@ class MaildirFolder:
     ) -> Deferred[int]:
         flags = [f for f in flags if maildir.canonical_flag(f) != "\\Recent"]
         info = self._info_for(flags) if flags else None
-        return self._deliver(source, info, internal_date, None)
+        return committer.submit(self, source, info, internal_date, None)
 
-    def _deliver(
-        self, source: MessageSource, info: str | None, date: float | None, summary: Summary | None
-    ) -> Deferred[int]:
-        d = deferToThread(maildir.prepare, self.path, source, date, summary)
-        return d.addCallback(self._queue, info)
+    def snapshot(self) -> Snapshot:
+        s = self.state
+        return (self._inode, self._offset, s.uidvalidity, s.uidnext, s.highestmodseq, s.stamp)
 
-    def _queue(self, prepared: maildir.Prepared, info: str | None) -> Deferred[int]:
-        d: Deferred[int] = Deferred()
-        self._pending.append((prepared, info, d))
-        self._kick()
-        return d
+    def committed(self) -> None:
+        """Reactor: a commit batch wrote journal lines; take them in and tell the listeners."""
+        if self._read_tail():
+            self._notify()
 
-    def _kick(self) -> None:
-        if self._committing or not self._pending:
-            return
-        batch, self._pending = self._pending, []
-        self._committing = True
-        snapshot = (self._inode, self._offset, self.state.uidvalidity, self.state.uidnext,
-                    self.state.highestmodseq, self.state.stamp)  # fmt: skip
-        work = [(p, info) for p, info, _ in batch]
-        d = deferToThread(self._commit, snapshot, work)
-
-        def done(committed: bool) -> None:
-            self._committing = False
-            if not committed:  # the journal was replaced meanwhile: catch up, then retry
-                self.sync()
-                self._pending[:0] = batch
-            else:
-                self._read_tail()
-                self._notify()
-                for prepared, _, waiting in batch:
-                    uid = self.state.by_base.get(prepared.base)
-                    if uid is None:
-                        waiting.errback(Failure(StoreError("message vanished after delivery")))
-                    else:
-                        waiting.callback(uid)
-            self._kick()
-
-        def failed(f: Failure) -> None:
-            self._committing = False
-            for _, _, waiting in batch:
-                waiting.errback(f)
-            self._kick()
-
-        d.addCallbacks(done, failed)
-
-    def _commit(
-        self,
-        snapshot: tuple[int | None, int, int, int, int, tuple[int, int] | None],
-        work: list[tuple[maildir.Prepared, str | None]],
+    def _commit_prepared(
+        self, snapshot: Snapshot, work: list[tuple[maildir.Prepared | None, str | None]]
     ) -> bool:
-        """Worker thread: rename a batch into place and journal it; fsync once for all."""
+        """Worker thread: rename prepared messages into place and journal them (no flush).
+
+        False when the journal was replaced since ``snapshot`` (the caller retries later).
+        """
         inode, offset, validity, uidnext, modseq, stamp = snapshot
         with self._locked():
             st = os.stat(self.path / UIDLIST)
@@ -541,49 +505,54 @@ class MaildirFolder:
             except (CorruptJournal, UnicodeDecodeError):
                 return False
             clean = self._dir_stamp() == tail.stamp
-            lines, summaries, subs = [], [], set()
+            lines, summaries = [], []
             uid, modseq = tail.uidnext, tail.highestmodseq
             for prepared, info in work:
+                assert prepared is not None
                 sub = "new" if info is None else "cur"
-                entry = Entry(uid, prepared.base, sub, info, modseq + 1, prepared.size,
+                uid, modseq = uid + 1, modseq + 1
+                entry = Entry(uid - 1, prepared.base, sub, info, modseq, prepared.size,
                               prepared.date)  # fmt: skip
                 os.rename(self.path / "tmp" / prepared.tmp_name, self.path / sub / entry.filename)
                 lines.append(journal.added(entry))
                 if prepared.summary is not None:
-                    summaries.append((uid, prepared.summary))
-                subs.add(sub)
-                uid, modseq = uid + 1, modseq + 1
+                    summaries.append((entry.uid, prepared.summary))
             if clean:
                 lines.append(journal.stamped(self._dir_stamp()))
             self._append(lines)
             self.cache.append(summaries)
-        for sub in subs:
+        return True
+
+    def _fsync_journal_and_dirs(self) -> None:
+        """Without syncfs: make renames and journal lines durable one file at a time."""
+        for sub in ("new", "cur"):
             fsync_dir(self.path / sub)
         fd = os.open(self.path / UIDLIST, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        return True
 
     @inlineCallbacks
     def copy_to(self, uids: Iterable[int], target: IFolder) -> Deferred[list[tuple[int, int]]]:
-        """Copies keep the source order, so their new UIDs ascend with the source UIDs."""
+        """Copies commit in one batch in source order, so their new UIDs ascend likewise."""
         if not isinstance(target, MaildirFolder):
             raise StoreError("cannot copy between different store types")
-        jobs = []
+        jobs, sources = [], []
         for uid in uids:
             entry = self.state.entries.get(uid)
             if entry is None:
                 continue
             info = target._info_for(self.flags_of(entry.info)) if entry.info else None
             path = self.path / entry.sub / entry.filename
-            jobs.append((uid, path, info, entry.date, self.cache.get(uid)))
-        prepared = yield deferToThread(_prepare_all, target.path, jobs)
-        waiting = [(uid, target._queue(p, info)) for uid, p, info in prepared]
+            jobs.append((target, path, info, entry.date, self.cache.get(uid)))
+            sources.append(uid)
         pairs = []
-        for uid, d in waiting:
-            pairs.append((uid, (yield d)))
+        for uid, d in zip(sources, committer.submit_all(jobs), strict=True):
+            try:
+                pairs.append((uid, (yield d)))
+            except FileNotFoundError:
+                continue  # expunged meanwhile
         return pairs
 
     @inlineCallbacks
@@ -613,16 +582,3 @@ def _order(base: str) -> tuple[int, str]:
     """New messages get UIDs in delivery-time order (base names start with the time)."""
     head = base.split(".", 1)[0]
     return (int(head) if head.isdigit() else 0, base)
-
-
-def _prepare_all(
-    target: Path, jobs: list[tuple[int, Path, str | None, float, Summary | None]]
-) -> list[tuple[int, maildir.Prepared, str | None]]:
-    """Worker thread: link or copy messages into ``target``'s tmp/, in order."""
-    out = []
-    for uid, path, info, date, summary in jobs:
-        try:
-            out.append((uid, maildir.prepare(target, path, date, summary), info))
-        except FileNotFoundError:
-            continue  # expunged meanwhile
-    return out

@@ -96,11 +96,13 @@ def prepare(
     source: bytes | BinaryIO | os.PathLike[str],
     mtime: float | None,
     summary: Summary | None = None,
+    sync: bool = True,
 ) -> Prepared:
-    """Write ``source`` durably into ``tmp/``.  Blocking: run in a thread.
+    """Write ``source`` into ``tmp/``, fsynced unless ``sync`` is False.  Blocking: run in a thread.
 
-    A path is hard-linked when it can be (its writer fsynced it), otherwise copied and fsynced.
-    The summary is computed from the stored bytes unless one is given.
+    ``sync=False`` is for callers that make a whole batch durable at once (``fsutil.syncfs``).
+    A path is hard-linked when it can be (its writer fsynced it), otherwise copied.  The summary
+    is computed from the stored bytes unless one is given.
     """
     tmp_name = f"{time.time():.6f}.P{os.getpid()}Q{next(_counter)}.{_HOST}"
     tmp = folder_path / "tmp" / tmp_name
@@ -110,7 +112,8 @@ def prepare(
                 os.link(source, tmp)
             except OSError:
                 shutil.copyfile(source, tmp)
-                _fsync_path(tmp)
+                if sync:
+                    _fsync_path(tmp)
         else:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
@@ -119,7 +122,8 @@ def prepare(
                         out.write(source)
                     else:
                         shutil.copyfileobj(source, out, 1 << 16)
-                os.fsync(fd)
+                if sync:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
         if mtime is not None:

@@ -1,0 +1,161 @@
+"""Group commit of deliveries across all folders of a process.
+
+Every message stored (SMTP delivery, APPEND, COPY) becomes a job.  Jobs that arrive while a
+batch is being committed wait for the next batch.  A batch is committed in a worker thread:
+
+1. each message is written (or hard-linked) into its folder's ``tmp/``;
+2. per folder, under that folder's lock, the files are renamed into ``new/`` or ``cur/`` and
+   their journal lines appended (see ``MaildirFolder._commit_prepared``);
+3. one ``syncfs(2)`` per filesystem makes the whole batch durable, files, directory entries and
+   journals alike (without syncfs: an fsync per file before the rename, then per directory);
+4. back on the reactor, each folder reads its journal tail and every job's Deferred fires with
+   the message's UID.
+
+So a message is acknowledged only once its own data and directory entry are on disk, while the
+cost of the flush is shared by everyone in the batch, whichever users they deliver to.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import attrs
+from twisted.internet import reactor, threads
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from ourmail.fsutil import HAVE_SYNCFS, syncfs
+from ourmail.interfaces import MessageSource, StoreError
+from ourmail.mime.summary import Summary
+from ourmail.store import maildir
+
+if TYPE_CHECKING:
+    from ourmail.store.folder import MaildirFolder, Snapshot
+
+#: Batches committed at once (the next one writes its files while one flushes).
+CONCURRENT_BATCHES = 2
+
+
+@attrs.define
+class Job:
+    folder: MaildirFolder
+    source: MessageSource
+    info: str | None
+    date: float | None
+    summary: Summary | None
+    done: Deferred[int] = attrs.Factory(Deferred)
+    prepared: maildir.Prepared | None = None
+
+
+class Committer:
+    def __init__(self) -> None:
+        self._waiting: list[Job] = []
+        self._running = 0
+        self._pool: ThreadPool | None = None
+
+    def _threads(self) -> ThreadPool:
+        if self._pool is None:
+            self._pool = ThreadPool(1, CONCURRENT_BATCHES, name="ourmail-commit")
+            self._pool.start()
+            reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
+        return self._pool
+
+    def submit(
+        self,
+        folder: MaildirFolder,
+        source: MessageSource,
+        info: str | None,
+        date: float | None,
+        summary: Summary | None,
+    ) -> Deferred[int]:
+        """Store a message in ``folder``; fires with its UID once it is durable."""
+        job = Job(folder, source, info, date, summary)
+        self._waiting.append(job)
+        reactor.callLater(0, self._kick)
+        return job.done
+
+    def _kick(self) -> None:
+        if self._running >= CONCURRENT_BATCHES or not self._waiting:
+            return
+        batch, self._waiting = self._waiting, []
+        self._running += 1
+        snapshots = {id(j.folder): j.folder.snapshot() for j in batch}
+        d = threads.deferToThreadPool(reactor, self._threads(), _commit, batch, snapshots)
+        d.addCallbacks(self._committed, self._failed, callbackArgs=(batch,), errbackArgs=(batch,))
+
+    def _committed(self, retry: list[Job], batch: list[Job]) -> None:
+        self._running -= 1
+        retrying = {id(j) for j in retry}
+        folders = {id(j.folder): j.folder for j in batch}
+        for folder in folders.values():
+            folder.committed()
+        for job in batch:
+            if id(job) in retrying:
+                continue
+            assert job.prepared is not None
+            uid = job.folder.state.by_base.get(job.prepared.base)
+            if uid is None:
+                job.done.errback(Failure(StoreError("message vanished right after delivery")))
+            else:
+                job.done.callback(uid)
+        # A folder whose journal was replaced meanwhile (compaction) catches up; its jobs retry.
+        self._waiting[:0] = retry
+        self._kick()
+
+    def _failed(self, failure: Failure, batch: list[Job]) -> None:
+        self._running -= 1
+        for job in batch:
+            job.done.errback(failure)
+        self._kick()
+
+
+def _commit(batch: list[Job], snapshots: dict[int, Snapshot]) -> list[Job]:
+    """Worker thread: write, place and flush a batch; returns the jobs to try again."""
+    for job in batch:
+        if job.prepared is None:
+            job.prepared = maildir.prepare(
+                job.folder.path, job.source, job.date, job.summary, sync=not HAVE_SYNCFS
+            )
+    retry: list[Job] = []
+    by_folder: dict[int, list[Job]] = {}
+    for job in batch:
+        by_folder.setdefault(id(job.folder), []).append(job)
+    devices: dict[int, MaildirFolder] = {}
+    for key, jobs in by_folder.items():
+        folder = jobs[0].folder
+        if folder._commit_prepared(snapshots[key], [(j.prepared, j.info) for j in jobs]):
+            devices.setdefault(os.stat(folder.path).st_dev, folder)
+        else:
+            retry.extend(jobs)
+    for folder in devices.values():
+        if HAVE_SYNCFS:
+            syncfs(folder.path)
+    if not HAVE_SYNCFS:
+        for jobs in by_folder.values():
+            if jobs[0] not in retry:
+                jobs[0].folder._fsync_journal_and_dirs()
+    return retry
+
+
+_committer = Committer()
+
+
+def submit(
+    folder: MaildirFolder,
+    source: MessageSource,
+    info: str | None,
+    date: float | None,
+    summary: Summary | None,
+) -> Deferred[int]:
+    """Queue a message for the next group commit (see the module docstring)."""
+    return _committer.submit(folder, source, info, date, summary)
+
+
+def submit_all(
+    jobs: Iterable[tuple[MaildirFolder, MessageSource, str | None, float | None, Summary | None]],
+) -> list[Deferred[int]]:
+    """Queue several messages in order: they commit in one batch, so their UIDs ascend."""
+    return [_committer.submit(*job) for job in jobs]
