@@ -63,6 +63,24 @@ class Limits:
 
 
 @attrs.frozen
+class QuotaLimit:
+    """A storage limit; None means unlimited."""
+
+    bytes: int | None = None
+    messages: int | None = None
+
+
+@attrs.frozen
+class QuotaSettings:
+    """Quota defaults: for everyone, per domain, and what an over-quota delivery is told."""
+
+    default: QuotaLimit = QuotaLimit()
+    domains: Mapping[str, QuotaLimit] = attrs.Factory(dict)
+    #: Answer 552 5.2.2 (permanent) instead of 452 4.2.2 (RFC 3463 §3.3) when over quota.
+    permanent: bool = False
+
+
+@attrs.frozen
 class Settings:
     """The validated configuration of one server."""
 
@@ -76,6 +94,7 @@ class Settings:
     limits: Limits = Limits()
     #: Seconds added to each failed login reply, doubling per recent failure from one client.
     auth_failure_delay: float = 0.5
+    quota: QuotaSettings = QuotaSettings()
     config_path: Path | None = None
 
     @property
@@ -125,6 +144,13 @@ def default_listen(is_root: bool) -> dict[str, str]:
     return {svc: f"tcp:{ports[0] if is_root else ports[1]}" for svc, ports in DEFAULT_PORTS.items()}
 
 
+#: Schema marker: a table of named sub-tables, each following the given schema.
+class _Named(dict):  # type: ignore[type-arg]
+    pass
+
+
+_QUOTA_LIMIT = {"bytes": int, "messages": int}
+
 _TOML_KEYS: Mapping[str, Any] = {
     "data": str,
     "hostname": str,
@@ -133,6 +159,7 @@ _TOML_KEYS: Mapping[str, Any] = {
     "tls": {"certificate": str, "key": str},
     "limits": {f.name: int for f in attrs.fields(Limits)},
     "auth": {"failure_delay": (int, float)},
+    "quota": {"bytes": int, "messages": int, "permanent": bool, "domain": _Named(_QUOTA_LIMIT)},
 }
 
 
@@ -142,11 +169,18 @@ def _check_schema(table: Mapping[str, Any], schema: Mapping[str, Any], where: st
         if key not in schema:
             raise ConfigError(f"unknown setting {name!r}")
         expected = schema[key]
-        if isinstance(expected, Mapping):
+        if isinstance(expected, _Named):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name!r} must be a table")
+            for sub, table in value.items():
+                if not isinstance(table, dict):
+                    raise ConfigError(f"'{name}.{sub}' must be a table")
+                _check_schema(table, expected, f"{name}.{sub}.")
+        elif isinstance(expected, Mapping):
             if not isinstance(value, dict):
                 raise ConfigError(f"{name!r} must be a table")
             _check_schema(value, expected, f"{name}.")
-        elif not isinstance(value, expected) or isinstance(value, bool):
+        elif not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
             raise ConfigError(f"{name!r} has the wrong type: {type(value).__name__}")
 
 
@@ -164,6 +198,18 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: {e}") from e
     _check_schema(table, _TOML_KEYS, "")
     return table
+
+
+def parse_size(text: str) -> int:
+    """``500M``, ``10G``, ``1024`` -> bytes (binary units); ValueError otherwise."""
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    factor = 1
+    if text and text[-1] in "KMGT":
+        factor = 1024 ** ("KMGT".index(text[-1]) + 1)
+        text = text[:-1]
+    if not text.isdigit():
+        raise ValueError(f"not a size: {text!r}")
+    return int(text) * factor
 
 
 def parse_listen_option(value: str) -> tuple[str, str | None]:
@@ -226,6 +272,7 @@ def load_settings(
     for field in attrs.fields(Limits):
         if getattr(limits, field.name) <= 0:
             raise ConfigError(f"'limits.{field.name}' must be positive")
+    quota = _quota_settings(table.get("quota", {}))
     delay = float(table.get("auth", {}).get("failure_delay", 0.5))
     if not 0 <= delay <= 30:
         raise ConfigError("'auth.failure_delay' must be between 0 and 30 seconds")
@@ -239,7 +286,28 @@ def load_settings(
         tls_key=key,
         limits=limits,
         auth_failure_delay=delay,
+        quota=quota,
         config_path=config_path,
+    )
+
+
+def _quota_limit(table: Mapping[str, int], where: str) -> QuotaLimit:
+    for key, value in table.items():
+        if isinstance(value, int) and value < 0:
+            raise ConfigError(f"'{where}.{key}' must not be negative")
+    # 0 means unlimited, as in Dovecot.
+    return QuotaLimit(bytes=table.get("bytes") or None, messages=table.get("messages") or None)
+
+
+def _quota_settings(table: Mapping[str, Any]) -> QuotaSettings:
+    domains = {
+        normalise_domain(name): _quota_limit(sub, f"quota.domain.{name}")
+        for name, sub in table.get("domain", {}).items()
+    }
+    return QuotaSettings(
+        default=_quota_limit({k: v for k, v in table.items() if k in _QUOTA_LIMIT}, "quota"),
+        domains=domains,
+        permanent=bool(table.get("permanent", False)),
     )
 
 
@@ -283,6 +351,15 @@ domains = {domains}
 [auth]
 # Seconds added to a failed login reply; doubles with each recent failure from the same client.
 # failure_delay = 0.5
+
+[quota]
+# Per-user storage limits (0 = unlimited); `ourmail user quota` sets them for one user.
+# bytes = 10737418240
+# messages = 0
+# Over quota, deliveries get 452 4.2.2 (try later); true makes it 552 5.2.2 (bounce).
+# permanent = false
+# [quota.domain."example.org"]
+# bytes = 5368709120
 """
 
 

@@ -69,6 +69,7 @@ class IFolder(Interface):
     uidvalidity = Attribute("int: RFC 3501 §2.3.1.1 UIDVALIDITY")
     uidnext = Attribute("int: the UID the next message will get")
     highestmodseq = Attribute("int: grows whenever a message is added, changed or removed")
+    total_size = Attribute("int: the sum of the sizes of the messages present (for quota)")
 
     def sync() -> bool:
         """Pick up changes made by other sessions and processes; True if anything changed."""

@@ -33,6 +33,7 @@ from ourmail.net.tls import server_context
 from ourmail.pop3.server import POP3Context, POP3Server
 from ourmail.secure import selfsigned
 from ourmail.smtp.server import SMTPContext, SMTPServer
+from ourmail.store.quota import QuotaPolicy
 from ourmail.store.shards import DEFAULT_SHARDS_TOML
 from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 from ourmail.store.userstore import MaildirStore
@@ -151,6 +152,7 @@ def build(
         portal, FailureThrottle(clock, settings.auth_failure_delay), clock
     )
     tls = server_context(settings.tls_certificate, settings.tls_key)
+    quota = QuotaPolicy(settings.quota, accounts)
 
     def factory_for(service: str) -> Factory:
         implicit = service in IMPLICIT_TLS
@@ -166,6 +168,7 @@ def build(
                     authenticator=authenticator,
                     spool_dir=data / "spool" / "incoming",
                     tls_context=tls,
+                    quota=quota,
                     submission=service != "smtp",
                     implicit_tls=implicit,
                 ),
@@ -180,6 +183,7 @@ def build(
                     tls_context=tls,
                     implicit_tls=implicit,
                     clock=clock,
+                    quota=quota,
                 ),
             )
         return SessionFactory(

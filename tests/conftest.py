@@ -6,10 +6,12 @@ the test thread while the reactor runs in its own thread, just as real clients w
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -62,8 +64,9 @@ def client_tls() -> ssl.SSLContext:
     return ctx
 
 
-@pytest.fixture
-def mailserver(tmp_path: Path) -> Iterator[RunningServer]:
+@contextlib.contextmanager
+def running_server(tmp_path: Path, **changes: Any) -> Iterator[RunningServer]:
+    """A fresh server on loopback ports; ``changes`` override Settings fields."""
     _ensure_reactor()
     domain = "example.test"
     settings = load_settings(
@@ -72,7 +75,7 @@ def mailserver(tmp_path: Path) -> Iterator[RunningServer]:
         hostname="mail.example.test",
         listen=tuple(f"{svc}=tcp:0:interface=127.0.0.1" for svc in SERVICES),
     )
-    settings = attrs.evolve(settings, auth_failure_delay=0.05)
+    settings = attrs.evolve(settings, auth_failure_delay=0.05, **changes)
 
     def start() -> Server:
         server = build(settings, reactor)
@@ -82,5 +85,13 @@ def mailserver(tmp_path: Path) -> Iterator[RunningServer]:
     server = blockingCallFromThread(reactor, start)
     running = RunningServer(server, settings.data_dir, domain)
     running.add_user(running.user)
-    yield running
-    blockingCallFromThread(reactor, server.service.stopService)
+    try:
+        yield running
+    finally:
+        blockingCallFromThread(reactor, server.service.stopService)
+
+
+@pytest.fixture
+def mailserver(tmp_path: Path) -> Iterator[RunningServer]:
+    with running_server(tmp_path) as server:
+        yield server

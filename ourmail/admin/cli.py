@@ -14,8 +14,17 @@ from collections.abc import Sequence
 from ourmail.addresses import AddressError, normalise_address
 from ourmail.auth.accounts import AccountDB, AccountError
 from ourmail.auth.passwords import hash_password
-from ourmail.config import ConfigError, Settings, load_settings, normalise_domain
+from ourmail.config import (
+    ConfigError,
+    QuotaLimit,
+    Settings,
+    load_settings,
+    normalise_domain,
+    parse_size,
+)
+from ourmail.store.quota import QuotaPolicy, usage
 from ourmail.store.shards import ShardMap
+from ourmail.store.userstore import MaildirStore
 
 MIN_PASSWORD = 8
 
@@ -79,6 +88,36 @@ def user_del(settings: Settings, db: AccountDB, args: argparse.Namespace) -> Non
     print(f"deleted {address}; its mail is kept in {where}")
 
 
+def user_quota(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
+    address = _address(settings, db, args.address)
+    if not db.has_user(address):
+        raise CommandError(f"no such user: {address}")
+    if args.default:
+        db.set_quota(address, None)
+    elif args.bytes is not None or args.messages is not None:
+        current = db.quota(address) or QuotaLimit()
+        db.set_quota(address, QuotaLimit(
+            bytes=current.bytes if args.bytes is None else args.bytes or None,
+            messages=current.messages if args.messages is None else args.messages or None,
+        ))  # fmt: skip
+    policy = QuotaPolicy(settings.quota, db)
+    limit = policy.limit(address)
+    used = usage(MaildirStore(settings.data_dir).user(address))
+    source = "own" if db.quota(address) is not None else "domain or default"
+    print(f"{address}: {_size(used.bytes)} in {used.messages} messages; limit "
+          f"{_size(limit.bytes) if limit.bytes else 'unlimited'} and "
+          f"{limit.messages or 'unlimited'} messages ({source})")  # fmt: skip
+
+
+def _size(n: int | None) -> str:
+    value = float(n or 0)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError
+
+
 def domain_add(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
     domain = normalise_domain(args.name)
     if domain in settings.domains:
@@ -120,6 +159,12 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
     p = user_cmds.add_parser("list", parents=[common], help="list users")
     p.set_defaults(func=user_list)
+    p = user_cmds.add_parser("quota", parents=[common], help="show or set a user's quota")
+    p.add_argument("address")
+    p.add_argument("--bytes", type=parse_size, help="limit, e.g. 500M or 10G (0: unlimited)")
+    p.add_argument("--messages", type=int, help="most messages (0: unlimited)")
+    p.add_argument("--default", action="store_true", help="use the domain's or default limit")
+    p.set_defaults(func=user_quota)
     p = user_cmds.add_parser("del", parents=[common], help="delete a user (the mail is kept)")
     p.add_argument("address")
     p.set_defaults(func=user_del)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ourmail.config import QuotaLimit
 from ourmail.fsutil import write_atomic
 
 FILE_NAME = "accounts.json"
@@ -59,6 +60,27 @@ class AccountDB:
         """The stored hash for ``address`` (normalised), or None if there is no such user."""
         user = self._fresh()["users"].get(address)
         return user["password"] if user else None
+
+    def quota(self, address: str) -> QuotaLimit | None:
+        """The user's own quota, or None when the domain or default limit applies."""
+        user = self._fresh()["users"].get(address)
+        if not user or "quota" not in user:
+            return None
+        q = user["quota"]
+        return QuotaLimit(bytes=q.get("bytes") or None, messages=q.get("messages") or None)
+
+    def set_quota(self, address: str, limit: QuotaLimit | None) -> None:
+        """Give the user their own limit, or (None) return them to the domain's or default."""
+        with self._update() as data:
+            if address not in data["users"]:
+                raise AccountError(f"no such user: {address}")
+            if limit is None:
+                data["users"][address].pop("quota", None)
+            else:
+                data["users"][address]["quota"] = {
+                    "bytes": limit.bytes or 0,
+                    "messages": limit.messages or 0,
+                }
 
     def has_user(self, address: str) -> bool:
         return address in self._fresh()["users"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime
 import re
 from collections.abc import Callable
@@ -61,6 +62,7 @@ from ourmail.interfaces import (
 )
 from ourmail.net.lineproto import LineProtocol
 from ourmail.store.maildir import SYSTEM_FLAGS, canonical_flag, to_crlf
+from ourmail.store.quota import QuotaPolicy
 
 _LITERAL_RE = re.compile(rb"\{(\d{1,20})(\+?)\}$")
 #: Largest literal accepted outside APPEND (a password, a search string, a mailbox name).
@@ -87,6 +89,7 @@ class IMAPContext:
     authenticator: Authenticator
     tls_context: IOpenSSLServerConnectionCreator
     clock: IReactorTime
+    quota: QuotaPolicy
     implicit_tls: bool = False
 
 
@@ -507,6 +510,9 @@ class IMAPServer(LineProtocol):
         except NoSuchFolder:
             self.send(f"{self._tag} NO [TRYCREATE] No such mailbox")
             return None
+        if not self.ctx.quota.fits(self._user(), len(args[-1])):
+            self.send(f"{self._tag} NO [OVERQUOTA] Quota exceeded")  # RFC 9208 §4.3
+            return None
         return self._append(folder, args[-1], flags, date)
 
     @inlineCallbacks
@@ -693,7 +699,15 @@ class IMAPServer(LineProtocol):
         except NoSuchFolder:
             self.send(f"{self._tag} NO [TRYCREATE] No such mailbox")
             return None
-        return self._copy(sel, [sel.view[p] for p in positions], target)
+        uids, size = [], 0
+        for uid in (sel.view[p] for p in positions):
+            with contextlib.suppress(KeyError):  # expunged meanwhile
+                size += sel.folder.message(uid).size
+                uids.append(uid)
+        if not self.ctx.quota.fits(self._user(), size, len(uids)):
+            self.send(f"{self._tag} NO [OVERQUOTA] Quota exceeded")
+            return None
+        return self._copy(sel, uids, target)
 
     @inlineCallbacks
     def _copy(self, sel: SelectedMailbox, uids: list[int], target: Any) -> Deferred[None]:

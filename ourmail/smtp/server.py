@@ -40,6 +40,7 @@ from ourmail.config import Limits
 from ourmail.interfaces import IDirectory, IMailStore, Recipient
 from ourmail.net.lineproto import LineProtocol
 from ourmail.store.maildir import to_crlf
+from ourmail.store.quota import QuotaPolicy
 
 log = Logger()
 
@@ -61,6 +62,7 @@ class SMTPContext:
     authenticator: Authenticator
     spool_dir: Path
     tls_context: IOpenSSLServerConnectionCreator
+    quota: QuotaPolicy
     submission: bool = False
     implicit_tls: bool = False
 
@@ -134,6 +136,7 @@ class SMTPServer(LineProtocol):
 
     def _reset(self) -> None:
         self.sender: str | None = None
+        self.declared_size = 0
         self.recipients: list[Recipient] = []
         self._discard_spool()
         self._spool: BinaryIO | None = None
@@ -310,6 +313,7 @@ class SMTPServer(LineProtocol):
                 if int(value) > self.ctx.limits.max_message_size:
                     self.error(552, "5.3.4 Message size exceeds fixed maximum message size")
                     return
+                self.declared_size = int(value)
             elif key == "BODY":
                 if (value or "").upper() not in ("7BIT", "8BITMIME"):
                     self.error(501, "5.5.4 BODY must be 7BIT or 8BITMIME")
@@ -350,6 +354,13 @@ class SMTPServer(LineProtocol):
 
     def _rcpt_known(self, rcpt: Recipient, path: str) -> None:
         if rcpt.kind == "user":
+            if not self.ctx.quota.fits(self.ctx.store.user(rcpt.address), self.declared_size):
+                # RFC 3463 §3.3: X.2.2 mailbox full; temporary unless configured permanent.
+                if self.ctx.quota.permanent:
+                    self.error(552, f"5.2.2 <{path}>: Mailbox full")
+                else:
+                    self.reply(452, f"4.2.2 <{path}>: Mailbox full, try again later")
+                return
             if rcpt not in self.recipients:
                 self.recipients.append(rcpt)
             self.reply(250, "2.1.5 Ok")

@@ -134,6 +134,10 @@ class MaildirFolder:
     def highestmodseq(self) -> int:
         return self.state.highestmodseq
 
+    @property
+    def total_size(self) -> int:
+        return self.state.total_size
+
     # -- locking ------------------------------------------------------------------------------
 
     @contextlib.contextmanager

@@ -70,6 +70,8 @@ class FolderState:
     lines: int = 0
     #: The highest UID of a ``+`` line so far: they must ascend.
     last_added: int = 0
+    #: Sum of the sizes of the messages present (for quota).
+    total_size: int = 0
 
     def _changed(self, modseq: int, uid: int) -> None:
         self.highestmodseq = max(self.highestmodseq, modseq)
@@ -101,6 +103,7 @@ class FolderState:
                 self.last_added = uid
                 self.entries[uid] = entry
                 self.by_base[entry.base] = uid
+                self.total_size += entry.size
                 self.uidnext = max(self.uidnext, uid + 1)
                 self._changed(modseq, uid)
             elif kind == "F":
@@ -116,6 +119,7 @@ class FolderState:
                 entry = self.entries.pop(uid, None)
                 if entry is not None:
                     self.by_base.pop(entry.base, None)
+                    self.total_size -= entry.size
                     self._changed(modseq, uid)
             elif kind == "R":
                 self.first_recent = max(self.first_recent, int(f[1]))

@@ -122,3 +122,21 @@ def test_config_file_may_name_the_data_dir(tmp_path: Path) -> None:
     (tmp_path / "etc" / "ourmail.toml").write_text('data = "../srv"\n')
     s = load_settings(config=str(tmp_path / "etc" / "ourmail.toml"), hostname="mx.a.org")
     assert s.data_dir == tmp_path / "srv"
+
+
+@pytest.mark.parametrize("text", ["[quota]\nbytes = -1\n", "[quota]\npermanent = 1\n",
+                                  "[quota.domain.x]\nbytes = 'big'\n", "[quota]\ndomain = 3\n"])  # fmt: skip
+def test_bad_quota_config(tmp_path: Path, text: str) -> None:
+    (tmp_path / "ourmail.toml").write_text(text)
+    with pytest.raises(ConfigError):
+        load_settings(data=str(tmp_path), hostname="mx.a.org")
+
+
+def test_parse_size() -> None:
+    from ourmail.config import parse_size
+
+    assert parse_size("1024") == 1024
+    assert parse_size("500M") == 500 * 2**20
+    assert parse_size("10GiB") == 10 * 2**30
+    with pytest.raises(ValueError):
+        parse_size("lots")
