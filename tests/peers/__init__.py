@@ -1,0 +1,1 @@
+"""Real peers (Dovecot, …) started on loopback with private configuration, for tests and benches."""
