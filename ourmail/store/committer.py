@@ -30,7 +30,7 @@ from twisted.python.threadpool import ThreadPool
 from ourmail.fsutil import HAVE_SYNCFS, syncfs
 from ourmail.interfaces import MessageSource, StoreError
 from ourmail.mime.summary import Summary
-from ourmail.store import maildir
+from ourmail.store import faults, maildir
 
 if TYPE_CHECKING:
     from ourmail.store.folder import MaildirFolder, Snapshot
@@ -119,6 +119,7 @@ def _commit(batch: list[Job], snapshots: dict[int, Snapshot]) -> list[Job]:
             job.prepared = maildir.prepare(
                 job.folder.path, job.source, job.date, job.summary, sync=not HAVE_SYNCFS
             )
+    faults.point("delivery-prepared")
     retry: list[Job] = []
     by_folder: dict[int, list[Job]] = {}
     for job in batch:
@@ -133,6 +134,7 @@ def _commit(batch: list[Job], snapshots: dict[int, Snapshot]) -> list[Job]:
     for folder in devices.values():
         if HAVE_SYNCFS:
             syncfs(folder.path)
+    faults.point("delivery-synced")
     if not HAVE_SYNCFS:
         for jobs in by_folder.values():
             if jobs[0] not in retry:

@@ -40,7 +40,7 @@ from zope.interface import implementer
 from ourmail.fsutil import fsync_dir, write_atomic
 from ourmail.interfaces import FlagMode, IFolder, IStoredMessage, MessageSource, StoreError
 from ourmail.mime.summary import Summary, summarize
-from ourmail.store import committer, journal, maildir
+from ourmail.store import committer, faults, journal, maildir
 from ourmail.store.cache import SummaryCache
 from ourmail.store.journal import CorruptJournal, Entry, FolderState
 
@@ -323,6 +323,7 @@ class MaildirFolder:
         lines = [journal.header(s.uidvalidity, s.uidnext, s.highestmodseq)]
         lines += [journal.added(s.entries[uid]) for uid in self.uids()]
         lines += [journal.recent_claimed(s.first_recent), journal.stamped(self._dir_stamp())]
+        faults.point("compact")
         write_atomic(self.path / UIDLIST, "".join(lines).encode("utf-8"))
         self._read_tail()
 
@@ -451,6 +452,7 @@ class MaildirFolder:
                     )
                 except FileNotFoundError:
                     continue  # removed by someone else: the next sync reconciles
+                faults.point("flags-renamed")
                 modseq += 1
                 lines.append(journal.flagged(uid, modseq, "cur", info))
         entries = self.state.entries
@@ -466,6 +468,7 @@ class MaildirFolder:
                     continue
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.path / entry.sub / entry.filename)
+                faults.point("expunge-unlinked")
                 modseq += 1
                 lines.append(journal.expunged(uid, modseq))
                 removed.append(uid)
@@ -518,12 +521,14 @@ class MaildirFolder:
                 entry = Entry(uid - 1, prepared.base, sub, info, modseq, prepared.size,
                               prepared.date)  # fmt: skip
                 os.rename(self.path / "tmp" / prepared.tmp_name, self.path / sub / entry.filename)
+                faults.point("delivery-renamed")
                 lines.append(journal.added(entry))
                 if prepared.summary is not None:
                     summaries.append((entry.uid, prepared.summary))
             if clean:
                 lines.append(journal.stamped(self._dir_stamp()))
             self._append(lines)
+            faults.point("delivery-journaled")
             self.cache.append(summaries)
         return True
 

@@ -30,7 +30,7 @@ from ourmail.interfaces import (
     NoSuchFolder,
     StoreError,
 )
-from ourmail.store import maildir
+from ourmail.store import faults, maildir
 from ourmail.store.folder import MaildirFolder
 from ourmail.store.shards import ShardMap
 
@@ -172,6 +172,7 @@ class MaildirUserStore:
             self._path(dst)  # validates the new name before anything moves
         for src, dst in moves:
             os.rename(self._path(src), self._path(dst))
+            faults.point("folder-renamed")
             self.store._forget(self._path(src))
         fsync_dir(self.root)
 
