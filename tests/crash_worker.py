@@ -15,7 +15,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.threads import blockingCallFromThread
 
 from ourmail.store import folder as folder_mod
-from ourmail.store.userstore import MaildirStore
+from ourmail.store.userstore import MaildirStore, ensure_default_folders
 
 USER = "alice@example.org"
 
@@ -42,7 +42,7 @@ def main() -> None:
         target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True
     ).start()
     user = MaildirStore(data).user(USER)
-    user.ensure_default_folders()
+    ensure_default_folders(user)
 
     def run() -> defer.Deferred[None] | None:
         inbox = user.folder("INBOX")

@@ -8,8 +8,8 @@ from typing import Any
 from twisted.cred.portal import IRealm
 from zope.interface import implementer
 
-from ourmail.interfaces import IUserStore
-from ourmail.store.userstore import MaildirStore
+from ourmail.interfaces import IMailStore, IUserStore
+from ourmail.store.userstore import ensure_default_folders
 
 
 @implementer(IRealm)
@@ -20,7 +20,7 @@ class MailRealm:
     at the first login.
     """
 
-    def __init__(self, store: MaildirStore) -> None:
+    def __init__(self, store: IMailStore) -> None:
         self.store = store
 
     def requestAvatar(
@@ -30,5 +30,5 @@ class MailRealm:
             raise NotImplementedError("this realm only serves IUserStore avatars")
         address = avatarId.decode("utf-8") if isinstance(avatarId, bytes) else avatarId
         user = self.store.user(address)
-        user.ensure_default_folders()
+        ensure_default_folders(user)
         return IUserStore, user, lambda: None

@@ -40,7 +40,18 @@ SUBSCRIPTIONS = "subscriptions"
 MAX_DEPTH = 16
 MAX_DISK_NAME = 240
 #: Folders kept loaded after their last session closes.
-WARM_FOLDERS = 256
+WARM_FOLDERS = 4096
+
+
+def ensure_default_folders(user: IUserStore) -> None:
+    """Create the standard folders (and subscribe them) where missing; any IUserStore."""
+    existing = set(user.list_folders())
+    subscribed = set(user.subscriptions())
+    for name in DEFAULT_FOLDERS:
+        if name not in existing:
+            user.create_folder(name)
+        if name not in subscribed:
+            user.subscribe(name)
 
 
 def is_inbox(name: str) -> bool:
@@ -89,15 +100,6 @@ class MaildirUserStore:
         self.address = address
         self.root = root
         maildir.make_maildir(root)
-
-    def ensure_default_folders(self) -> None:
-        """Create the standard folders (and subscribe them) if they do not exist yet."""
-        subscribed = set(self.subscriptions())
-        for name in DEFAULT_FOLDERS:
-            with contextlib.suppress(FolderExists):
-                self.create_folder(name)
-            if name not in subscribed:
-                self.subscribe(name)
 
     def _path(self, name: str) -> Path:
         return self.root if is_inbox(name) else self.root / disk_name(name)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ourmail.store.folder import MaildirFolder
-from ourmail.store.userstore import MaildirStore
+from ourmail.store.userstore import MaildirStore, ensure_default_folders
 
 pytestmark = pytest.mark.system
 
@@ -98,7 +98,7 @@ def test_crash_during_expunge(tmp_path: Path) -> None:
 
 def test_crash_during_folder_rename(tmp_path: Path) -> None:
     user = MaildirStore(tmp_path).user(USER)
-    user.ensure_default_folders()
+    ensure_default_folders(user)
     for name in ("Projects", "Projects/a", "Projects/b"):
         user.create_folder(name)
     assert worker(tmp_path, "rename", "folder-renamed:2").returncode == -9

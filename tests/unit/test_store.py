@@ -21,7 +21,7 @@ from ourmail.interfaces import (
 from ourmail.store import folder as folder_mod
 from ourmail.store.folder import MaildirFolder
 from ourmail.store.shards import ShardMap, shard_of
-from ourmail.store.userstore import MaildirStore, MaildirUserStore
+from ourmail.store.userstore import MaildirStore, MaildirUserStore, ensure_default_folders
 
 MSG = b"From: a@b.c\r\nSubject: test\r\n\r\nbody\r\n"
 
@@ -29,7 +29,7 @@ MSG = b"From: a@b.c\r\nSubject: test\r\n\r\nbody\r\n"
 @pytest.fixture
 def user(tmp_path: Path) -> MaildirUserStore:
     u = MaildirStore(tmp_path).user("alice@example.org")
-    u.ensure_default_folders()
+    ensure_default_folders(u)
     return u
 
 
