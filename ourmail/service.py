@@ -9,7 +9,7 @@ from pathlib import Path
 import attrs
 from twisted.application.service import MultiService, Service
 from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.portal import Portal
+from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IReactorCore, IReactorTime
@@ -28,6 +28,7 @@ from ourmail.config import IMPLICIT_TLS, SERVICES, ConfigError, Settings, config
 from ourmail.directory.local import LocalDirectory
 from ourmail.fsutil import write_atomic
 from ourmail.imap.server import IMAPContext, IMAPServer
+from ourmail.interfaces import IMailStore
 from ourmail.net.lineproto import SessionFactory
 from ourmail.net.tls import server_context
 from ourmail.pop3.server import POP3Context, POP3Server
@@ -125,7 +126,7 @@ class Server:
 
     service: MultiService
     listeners: dict[str, ListenerService]
-    store: MaildirStore
+    store: IMailStore
     accounts: AccountDB
 
 
@@ -133,8 +134,15 @@ def build(
     settings: Settings,
     reactor: IReactorCore | None = None,
     checkers: Sequence[ICredentialsChecker] = (),
+    store: IMailStore | None = None,
+    realm: IRealm | None = None,
 ) -> Server:
-    """The whole server for ``settings``; ``checkers`` replace the local-account checker."""
+    """The whole server for ``settings``.
+
+    Plugin points (docs/plugins.md): ``checkers`` replace the local-account checker, ``store``
+    replaces the sharded Maildir store (delivery and the default realm use it), and ``realm``
+    replaces the default realm (it must hand out ``IUserStore`` avatars).
+    """
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
@@ -143,10 +151,11 @@ def build(
     first_start(settings)
     data: Path = settings.data_dir
     accounts = AccountDB(data)
-    store = MaildirStore(data)
+    store = MaildirStore(data) if store is None else store
     directory = LocalDirectory(accounts, settings.domains)
     portal = Portal(
-        MailRealm(store), list(checkers) or [AccountChecker(accounts, settings.primary_domain)]
+        realm or MailRealm(store),
+        list(checkers) or [AccountChecker(accounts, settings.primary_domain)],
     )
     authenticator = Authenticator(
         portal, FailureThrottle(clock, settings.auth_failure_delay), clock
