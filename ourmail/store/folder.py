@@ -287,6 +287,7 @@ class MaildirFolder:
         if not (self.path / "cur").is_dir():
             raise StoreError(f"folder {self.name} no longer exists")
         changed = self._read_tail()
+        self._load_keywords()
         if force or self._dir_stamp() != self.state.stamp:
             with self._locked():
                 changed |= self._read_tail()
@@ -353,9 +354,9 @@ class MaildirFolder:
         return [w for w in self._keywords if w]
 
     def flags_of(self, info: str | None) -> frozenset[str]:
+        """The flags a Maildir info string stands for (keywords as of the last sync)."""
         if not info:
             return frozenset()
-        self._load_keywords()
         flags = set()
         for ch in info:
             if ch in maildir.FLAG_LETTERS:
@@ -434,17 +435,20 @@ class MaildirFolder:
     ) -> dict[int, frozenset[str]]:
         wanted = frozenset(maildir.canonical_flag(f) for f in flags) - {"\\Recent"}
         uids = list(uids)
+        infos: dict[str | None, str | None] = {}  # old info -> new info (None: unchanged)
         with self._writing() as lines:
             modseq = self.state.highestmodseq
             for uid in uids:
                 entry = self.state.entries.get(uid)
                 if entry is None:
                     continue
-                old = self.flags_of(entry.info)
-                new = wanted if mode == "=" else (old | wanted if mode == "+" else old - wanted)
-                if new == old:
+                if entry.info not in infos:
+                    old = self.flags_of(entry.info)
+                    new = wanted if mode == "=" else (old | wanted if mode == "+" else old - wanted)
+                    infos[entry.info] = None if new == old else self._info_for(new)
+                info = infos[entry.info]
+                if info is None:
                     continue
-                info = self._info_for(new)
                 try:
                     os.rename(
                         self.path / entry.sub / entry.filename,

@@ -233,9 +233,17 @@ class MaildirStore:
             weakref.WeakValueDictionary()
         )
         self._warm: collections.OrderedDict[str, MaildirFolder] = collections.OrderedDict()
+        self._users: collections.OrderedDict[str, MaildirUserStore] = collections.OrderedDict()
 
     def user(self, address: str) -> MaildirUserStore:
-        return MaildirUserStore(self, address, self.shards.user_dir(address))
+        user = self._users.get(address)
+        if user is None or not (user.root / "cur").is_dir():
+            user = MaildirUserStore(self, address, self.shards.user_dir(address))
+            self._users[address] = user
+        self._users.move_to_end(address)
+        if len(self._users) > WARM_FOLDERS:
+            self._users.popitem(last=False)
+        return user
 
     def _folder(self, path: Path, name: str) -> MaildirFolder:
         key = str(path)
