@@ -41,6 +41,10 @@ class FolderExists(StoreError):
     """A folder of that name already exists."""
 
 
+class ShardMoving(StoreError):
+    """The user's mail is being moved to another volume: try again in a moment."""
+
+
 class BadFolderName(StoreError):
     """The name cannot be a folder (empty part, ``.``, control characters, too long …)."""
 

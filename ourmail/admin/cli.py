@@ -22,6 +22,7 @@ from ourmail.config import (
     normalise_domain,
     parse_size,
 )
+from ourmail.store import shardmove
 from ourmail.store.quota import QuotaPolicy, usage
 from ourmail.store.shards import ShardMap
 from ourmail.store.userstore import MaildirStore
@@ -118,6 +119,21 @@ def _size(n: int | None) -> str:
     raise AssertionError
 
 
+def shard_list(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
+    for r in shardmove.report(settings.data_dir):
+        shards = shardmove.ranges_text(r.shards)
+        print(f"{r.root}\tshards {shards}\t{r.users} users\t{_size(r.bytes)}")
+
+
+def shard_move(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
+    first, last = shardmove.parse_range(args.range)
+    try:
+        moved = shardmove.move(settings.data_dir, first, last, args.to)
+    except shardmove.MoveError as e:
+        raise CommandError(str(e)) from None
+    print(f"moved shards {first:02x}-{last:02x} ({moved} users) to {args.to}")
+
+
 def domain_add(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
     domain = normalise_domain(args.name)
     if domain in settings.domains:
@@ -169,6 +185,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("address")
     p.set_defaults(func=user_del)
 
+    shard = topics.add_parser("shard", parents=[common], help="where users' mail is stored")
+    shard_cmds = shard.add_subparsers(dest="command", required=True)
+    p = shard_cmds.add_parser("list", parents=[common], help="roots, their shards, users, bytes")
+    p.set_defaults(func=shard_list)
+    p = shard_cmds.add_parser(
+        "move", parents=[common], help="move shards to another root, safely, while running"
+    )
+    p.add_argument("range", help="hex shard range, e.g. 00-7f")
+    p.add_argument("--to", required=True, help="the new root (relative: under the data dir)")
+    p.set_defaults(func=shard_move)
+
     domain = topics.add_parser("domain", parents=[common], help="mail domains")
     domain_cmds = domain.add_subparsers(dest="command", required=True)
     p = domain_cmds.add_parser("add", parents=[common], help="serve another domain")
@@ -186,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             data=getattr(args, "data", None), config=getattr(args, "config", None)
         )
         args.func(settings, AccountDB(settings.data_dir), args)
-    except (CommandError, ConfigError, AccountError) as e:
+    except (CommandError, ConfigError, AccountError, shardmove.MoveError) as e:
         print(f"ourmail: {e}", file=sys.stderr)
         return 1
     return 0

@@ -58,6 +58,7 @@ from ourmail.interfaces import (
     FolderExists,
     IUserStore,
     NoSuchFolder,
+    ShardMoving,
     StoreError,
 )
 from ourmail.net.lineproto import LineProtocol
@@ -279,6 +280,8 @@ class IMAPServer(LineProtocol):
             self.send(f"{self._tag} NO [NONEXISTENT] No such mailbox")
         elif failure.check(FolderExists):
             self.send(f"{self._tag} NO [ALREADYEXISTS] Mailbox already exists")
+        elif failure.check(ShardMoving):
+            self.send(f"{self._tag} NO [UNAVAILABLE] {failure.value}")  # RFC 5530
         elif failure.check(StoreError):
             self.send(f"{self._tag} NO [CANNOT] {failure.value}")
         else:

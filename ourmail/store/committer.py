@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from ourmail.fsutil import HAVE_SYNCFS, syncfs
-from ourmail.interfaces import MessageSource, StoreError
+from ourmail.interfaces import MessageSource, ShardMoving, StoreError
 from ourmail.mime.summary import Summary
 from ourmail.store import faults, maildir
 
@@ -86,9 +86,13 @@ class Committer:
         d = threads.deferToThreadPool(reactor, self._threads(), _commit, batch, snapshots)
         d.addCallbacks(self._committed, self._failed, callbackArgs=(batch,), errbackArgs=(batch,))
 
-    def _committed(self, retry: list[Job], batch: list[Job]) -> None:
+    def _committed(self, outcome: tuple[list[Job], list[Job]], batch: list[Job]) -> None:
         self._running -= 1
+        retry, refused = outcome
         retrying = {id(j) for j in retry}
+        for job in refused:
+            job.done.errback(Failure(ShardMoving("this mailbox is being moved; try again soon")))
+        retrying |= {id(j) for j in refused}
         folders = {id(j.folder): j.folder for j in batch}
         for folder in folders.values():
             folder.committed()
@@ -112,8 +116,12 @@ class Committer:
         self._kick()
 
 
-def _commit(batch: list[Job], snapshots: dict[int, Snapshot]) -> list[Job]:
-    """Worker thread: write, place and flush a batch; returns the jobs to try again."""
+def _commit(batch: list[Job], snapshots: dict[int, Snapshot]) -> tuple[list[Job], list[Job]]:
+    """Worker thread: write, place and flush a batch.
+
+    Returns the jobs to try again (their journal was replaced meanwhile) and those refused
+    because their shard is being moved.
+    """
     for job in batch:
         if job.prepared is None:
             job.prepared = maildir.prepare(
@@ -121,13 +129,24 @@ def _commit(batch: list[Job], snapshots: dict[int, Snapshot]) -> list[Job]:
             )
     faults.point("delivery-prepared")
     retry: list[Job] = []
+    refused: list[Job] = []
     by_folder: dict[int, list[Job]] = {}
     for job in batch:
         by_folder.setdefault(id(job.folder), []).append(job)
     devices: dict[int, MaildirFolder] = {}
     for key, jobs in by_folder.items():
         folder = jobs[0].folder
-        if folder._commit_prepared(snapshots[key], [(j.prepared, j.info) for j in jobs]):
+        try:
+            committed = folder._commit_prepared(
+                snapshots[key], [(j.prepared, j.info) for j in jobs]
+            )
+        except ShardMoving:
+            for job in jobs:
+                assert job.prepared is not None
+                (folder.path / "tmp" / job.prepared.tmp_name).unlink(missing_ok=True)
+            refused.extend(jobs)
+            continue
+        if committed:
             devices.setdefault(os.stat(folder.path).st_dev, folder)
         else:
             retry.extend(jobs)
@@ -137,9 +156,9 @@ def _commit(batch: list[Job], snapshots: dict[int, Snapshot]) -> list[Job]:
     faults.point("delivery-synced")
     if not HAVE_SYNCFS:
         for jobs in by_folder.values():
-            if jobs[0] not in retry:
+            if jobs[0] not in retry and jobs[0] not in refused:
                 jobs[0].folder._fsync_journal_and_dirs()
-    return retry
+    return retry, refused
 
 
 _committer = Committer()

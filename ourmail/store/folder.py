@@ -38,11 +38,19 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ourmail.fsutil import fsync_dir, write_atomic
-from ourmail.interfaces import FlagMode, IFolder, IStoredMessage, MessageSource, StoreError
+from ourmail.interfaces import (
+    FlagMode,
+    IFolder,
+    IStoredMessage,
+    MessageSource,
+    ShardMoving,
+    StoreError,
+)
 from ourmail.mime.summary import Summary, summarize
 from ourmail.store import committer, faults, journal, maildir
 from ourmail.store.cache import SummaryCache
 from ourmail.store.journal import CorruptJournal, Entry, FolderState
+from ourmail.store.shardmove import MovingShards
 
 UIDLIST = "ourmail-uidlist"
 LOCKFILE = "ourmail-uidlist.lock"
@@ -103,9 +111,13 @@ class StoredMessage:
 class MaildirFolder:
     """A Maildir (INBOX) or Maildir++ subfolder."""
 
-    def __init__(self, path: Path, name: str) -> None:
+    def __init__(
+        self, path: Path, name: str, shard: int | None = None, moving: MovingShards | None = None
+    ) -> None:
         self.path = path
         self.name = name
+        self.shard = shard
+        self._moving = moving
         self.state = FolderState()
         self.cache = SummaryCache(path)
         self._offset = 0
@@ -169,6 +181,11 @@ class MaildirFolder:
             return os.stat(self.path / name).st_mtime_ns
         except FileNotFoundError:
             return 0
+
+    def _check_not_moving(self) -> None:
+        """Call with the lock held: refuse writes while ``ourmail shard move`` copies us."""
+        if self._moving is not None and self.shard in self._moving.moving():
+            raise ShardMoving("this mailbox is being moved; try again in a moment")
 
     def _dir_stamp(self) -> tuple[int, int]:
         return (self._stat("new"), self._stat("cur"))
@@ -305,6 +322,7 @@ class MaildirFolder:
         lines: list[str] = []
         before = (self.state.highestmodseq, self.state.uidnext)
         with self._locked():
+            self._check_not_moving()
             self._read_tail()
             if self._dir_stamp() != self.state.stamp:
                 self._reconcile()
@@ -503,6 +521,7 @@ class MaildirFolder:
         """
         inode, offset, validity, uidnext, modseq, stamp = snapshot
         with self._locked():
+            self._check_not_moving()
             st = os.stat(self.path / UIDLIST)
             if st.st_ino != inode or st.st_size < offset:
                 return False

@@ -28,11 +28,14 @@ from ourmail.interfaces import (
     IUserStore,
     MessageSource,
     NoSuchFolder,
+    ShardMoving,
     StoreError,
 )
 from ourmail.store import faults, maildir
 from ourmail.store.folder import MaildirFolder
-from ourmail.store.shards import ShardMap
+from ourmail.store.shardmove import MovingShards
+from ourmail.store.shards import FILE_NAME as SHARDS_FILE
+from ourmail.store.shards import ShardMap, shard_of
 
 #: Created for every user at first login (RFC 6154 roles come with SPECIAL-USE).
 DEFAULT_FOLDERS = ("Sent", "Drafts", "Trash", "Junk", "Archive")
@@ -101,6 +104,10 @@ class MaildirUserStore:
         self.root = root
         maildir.make_maildir(root)
 
+    def _check_not_moving(self) -> None:
+        if shard_of(self.address) in self.store.moving.moving():
+            raise ShardMoving("this mailbox is being moved; try again in a moment")
+
     def _path(self, name: str) -> Path:
         return self.root if is_inbox(name) else self.root / disk_name(name)
 
@@ -124,9 +131,10 @@ class MaildirUserStore:
             raise NoSuchFolder(name) from e
         if not self._exists(path):
             raise NoSuchFolder(name)
-        return self.store._folder(path, name)
+        return self.store._folder(path, name, shard_of(self.address))
 
     def create_folder(self, name: str) -> None:
+        self._check_not_moving()
         name = canonical_name(name).rstrip("/")
         if is_inbox(name) or self._exists(self._path(name)):
             raise FolderExists(name)
@@ -139,6 +147,7 @@ class MaildirUserStore:
                 fsync_dir(self.root)
 
     def delete_folder(self, name: str) -> None:
+        self._check_not_moving()
         name = canonical_name(name)
         if is_inbox(name):
             raise StoreError("INBOX cannot be deleted")
@@ -154,6 +163,7 @@ class MaildirUserStore:
         shutil.rmtree(trash, ignore_errors=True)
 
     def rename_folder(self, old: str, new: str) -> None:
+        self._check_not_moving()
         old, new = canonical_name(old), canonical_name(new).rstrip("/")
         if is_inbox(new) or self._exists(self._path(new)):
             raise FolderExists(new)
@@ -226,7 +236,10 @@ class MaildirStore:
     """
 
     def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
         self.shards = ShardMap(data_dir)
+        self._shards_stamp = self._stamp()
+        self.moving = MovingShards(data_dir)
         # Open folders are shared by every session that uses them; the most recently used stay
         # loaded after their last session ends, so a new SELECT finds them warm.
         self._folders: weakref.WeakValueDictionary[str, MaildirFolder] = (
@@ -235,7 +248,20 @@ class MaildirStore:
         self._warm: collections.OrderedDict[str, MaildirFolder] = collections.OrderedDict()
         self._users: collections.OrderedDict[str, MaildirUserStore] = collections.OrderedDict()
 
+    def _stamp(self) -> tuple[int, int]:
+        try:
+            st = os.stat(self.data_dir / SHARDS_FILE)
+        except FileNotFoundError:
+            return (0, 0)
+        return (st.st_mtime_ns, st.st_ino)
+
     def user(self, address: str) -> MaildirUserStore:
+        stamp = self._stamp()
+        if stamp != self._shards_stamp:  # `ourmail shard move` changed the map
+            self.shards, self._shards_stamp = ShardMap(self.data_dir), stamp
+            self._users.clear()
+            self._warm.clear()
+            self._folders = weakref.WeakValueDictionary()
         user = self._users.get(address)
         if user is None or not (user.root / "cur").is_dir():
             user = MaildirUserStore(self, address, self.shards.user_dir(address))
@@ -245,11 +271,11 @@ class MaildirStore:
             self._users.popitem(last=False)
         return user
 
-    def _folder(self, path: Path, name: str) -> MaildirFolder:
+    def _folder(self, path: Path, name: str, shard: int) -> MaildirFolder:
         key = str(path)
         folder = self._folders.get(key)
         if folder is None:
-            folder = MaildirFolder(path, name)
+            folder = MaildirFolder(path, name, shard, self.moving)
             self._folders[key] = folder
         self._warm[key] = folder
         self._warm.move_to_end(key)

@@ -115,3 +115,23 @@ def test_crash_during_journal_compaction(tmp_path: Path) -> None:
     assert worker(tmp_path, "compact", "compact:1").returncode == -9
     after = inbox(tmp_path)
     assert numbers(after) == before and after.uidvalidity == validity
+
+
+@pytest.mark.parametrize("crash", ["shard-copied:1", "shard-switched:1"])
+def test_crash_during_shard_move(tmp_path: Path, crash: str) -> None:
+    from ourmail.store.shards import shard_of
+
+    populate(tmp_path)
+    before = numbers(inbox(tmp_path))
+    shard = f"{shard_of(USER):02x}"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OURMAIL_CRASH_AT": crash}
+    cmd = [sys.executable, "-m", "ourmail", "shard", "move", shard, "--to", "vol2", "--data"]
+    proc = subprocess.run([*cmd, str(tmp_path)], env=env, capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    # Whichever copy the map names now is complete, with the same UIDs.
+    assert numbers(inbox(tmp_path)) == before
+    # The move can be run again (or is already done) and the mail stays whole.
+    env.pop("OURMAIL_CRASH_AT")
+    subprocess.run([*cmd, str(tmp_path)], env=env, capture_output=True, timeout=120)
+    assert numbers(inbox(tmp_path)) == before
+    assert str(MaildirStore(tmp_path).shards.user_dir(USER)).startswith(str(tmp_path / "vol2"))
