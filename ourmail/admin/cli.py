@@ -9,9 +9,15 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.python.failure import Failure
 
 from ourmail.addresses import AddressError, normalise_address
+from ourmail.admin import transfer
 from ourmail.auth.accounts import AccountDB, AccountError
 from ourmail.auth.passwords import hash_password
 from ourmail.config import (
@@ -25,9 +31,10 @@ from ourmail.config import (
 from ourmail.store import shardmove
 from ourmail.store.quota import QuotaPolicy, usage
 from ourmail.store.shards import ShardMap
-from ourmail.store.userstore import MaildirStore
+from ourmail.store.userstore import MaildirStore, ensure_default_folders
 
 MIN_PASSWORD = 8
+T = TypeVar("T")
 
 
 class CommandError(Exception):
@@ -119,6 +126,52 @@ def _size(n: int | None) -> str:
     raise AssertionError
 
 
+def _existing_user(settings: Settings, db: AccountDB, raw: str) -> str:
+    address = _address(settings, db, raw)
+    if not db.has_user(address):
+        raise CommandError(f"no such user: {address} (add it first with `ourmail user add`)")
+    return address
+
+
+def _run_on_reactor(work: Callable[[], Deferred[T]]) -> T:
+    """Run ``work`` with the reactor running (the store commits through it); its result."""
+    from twisted.internet import reactor
+
+    outcome: list[Any] = []
+
+    def start() -> None:
+        d = maybeDeferred(work)
+        d.addBoth(outcome.append)
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(start)
+    reactor.run(installSignalHandlers=False)
+    if isinstance(outcome[0], Failure):
+        outcome[0].raiseException()
+    return outcome[0]
+
+
+def import_cmd(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
+    address = _existing_user(settings, db, args.user)
+    source = Path(args.path)
+    if not (source / "cur").is_dir():
+        raise CommandError(f"{source} is not a Maildir (it has no cur/ directory)")
+    user = MaildirStore(settings.data_dir).user(address)
+    ensure_default_folders(user)
+    count = _run_on_reactor(lambda: transfer.import_maildir(user, source))
+    print(f"imported {count} messages into {address}")
+
+
+def export_cmd(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
+    address = _existing_user(settings, db, args.user)
+    dest = Path(args.dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise CommandError(f"{dest} is not empty")
+    user = MaildirStore(settings.data_dir).user(address)
+    export = transfer.export_maildir if args.format == "maildir" else transfer.export_mbox
+    print(f"exported {export(user, dest)} messages of {address} to {dest} ({args.format})")
+
+
 def shard_list(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
     for r in shardmove.report(settings.data_dir):
         shards = shardmove.ranges_text(r.shards)
@@ -195,6 +248,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("range", help="hex shard range, e.g. 00-7f")
     p.add_argument("--to", required=True, help="the new root (relative: under the data dir)")
     p.set_defaults(func=shard_move)
+
+    p = topics.add_parser("import", parents=[common], help="import mail")
+    p.add_argument("kind", choices=["maildir"], help="the source format")
+    p.add_argument("path", help="a Dovecot or Courier Maildir (Maildir++)")
+    p.add_argument("--user", required=True, help="the (existing) account to import into")
+    p.set_defaults(func=import_cmd)
+    p = topics.add_parser("export", parents=[common], help="export a user's mail")
+    p.add_argument("--user", required=True)
+    p.add_argument("--format", choices=["maildir", "mbox"], default="maildir")
+    p.add_argument("dest", help="an empty or new directory")
+    p.set_defaults(func=export_cmd)
 
     domain = topics.add_parser("domain", parents=[common], help="mail domains")
     domain_cmds = domain.add_subparsers(dest="command", required=True)
