@@ -1,6 +1,6 @@
 """Runs one store operation in a subprocess, so the durability tests can kill it mid-way.
 
-    python tests/crash_worker.py DATA_DIR OPERATION
+    python tests/crash_worker.py DATA_DIR OPERATION [FIRST_MESSAGE_NUMBER]
 
 Prints ``ACK <n> <uid>`` (flushed) for every delivery the store acknowledged, then ``DONE``.
 """
@@ -25,14 +25,14 @@ def body(n: int) -> bytes:
 
 
 @defer.inlineCallbacks
-def deliver_in_waves(user: object) -> defer.Deferred[None]:
+def deliver_in_waves(user: object, first: int = 0) -> defer.Deferred[None]:
     """40 messages, 8 at a time, so that they commit in several batches."""
 
     def ack(uid: int, n: int) -> None:
         print(f"ACK {n} {uid}", flush=True)
 
     for wave in range(5):
-        numbers = range(wave * 8, wave * 8 + 8)
+        numbers = range(first + wave * 8, first + wave * 8 + 8)
         yield defer.gatherResults([user.deliver(body(n)).addCallback(ack, n) for n in numbers])
 
 
@@ -47,7 +47,7 @@ def main() -> None:
     def run() -> defer.Deferred[None] | None:
         inbox = user.folder("INBOX")
         if operation == "deliver":
-            return deliver_in_waves(user)
+            return deliver_in_waves(user, int(sys.argv[3]) if len(sys.argv) > 3 else 0)
         if operation == "flags":
             inbox.store_flags(inbox.uids(), ["\\Seen", "$Done"], "+")
         elif operation == "expunge":

@@ -289,3 +289,25 @@ def test_starttls_discards_pipelined_plaintext(mailserver: RunningServer) -> Non
     c.starttls()
     c.send(b"c NOOP\r\n")
     assert c.line() == b"c OK NOOP completed"  # "b" was never executed
+
+
+def test_search_and_fetch_metadata_never_read_message_files(
+    mailserver: RunningServer, imap: imaplib.IMAP4, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ourmail.store import folder as folder_mod
+
+    deliver(mailserver)
+    deliver(mailserver, b"From: carol@else.test\r\nSubject: lunch?\r\n\r\nPizza\r\n")
+    imap.select("INBOX")
+    reads = []
+    monkeypatch.setattr(folder_mod.StoredMessage, "read", lambda self: reads.append(1) or b"")
+    assert imap.search(None, "FROM", "carol", "SUBJECT", "lunch", "UNSEEN", "SMALLER", "500")[
+        1
+    ] == [b"2"]
+    assert imap.search(
+        None, "SENTSINCE", "1-Nov-2026", "SINCE", "1-Jan-2000", "HEADER", "Message-ID", "r1"
+    )[1] == [b"1"]
+    imap.fetch("1:*", "(UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE BODYSTRUCTURE BODY)")
+    imap.status("INBOX", "(MESSAGES UNSEEN UIDNEXT)")
+    imap.select("INBOX")
+    assert reads == []

@@ -135,3 +135,24 @@ def test_crash_during_shard_move(tmp_path: Path, crash: str) -> None:
     subprocess.run([*cmd, str(tmp_path)], env=env, capture_output=True, timeout=120)
     assert numbers(inbox(tmp_path)) == before
     assert str(MaildirStore(tmp_path).shards.user_dir(USER)).startswith(str(tmp_path / "vol2"))
+
+
+def test_two_processes_deliver_into_one_folder(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}"}
+    script = str(REPO / "tests" / "crash_worker.py")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, script, str(tmp_path), "deliver", str(first)],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for first in (0, 1000)
+    ]
+    acked = {}
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0
+        acked.update({int(n): int(uid) for n, uid in re.findall(r"ACK (\d+) (\d+)", out)})
+    assert len(acked) == 80 and len(set(acked.values())) == 80  # every UID given once
+    assert numbers(inbox(tmp_path)) == acked
