@@ -642,17 +642,25 @@ class IMAPServer(LineProtocol):
         atts = fetchmod.parse_atts(args[1])
         if by_uid and not any(a.kind == "UID" for a in atts):
             atts.insert(0, fetchmod.FetchAtt(kind="UID", label=b"UID"))
-        sets_seen = any(not a.peek for a in atts) and not sel.readonly
+        newly_seen: set[int] = set()
+        if any(not a.peek for a in atts) and not sel.readonly:
+            # RFC 3501 §6.4.5: BODY[...] sets \Seen; one change for the whole set, reported
+            # in this FETCH's own responses.
+            unseen = []
+            for uid in (sel.view[p] for p in positions):
+                with contextlib.suppress(KeyError):
+                    if "\\Seen" not in sel.folder.message(uid).flags:
+                        unseen.append(uid)
+            newly_seen = set(sel.folder.store_flags(unseen, ["\\Seen"], "+"))
+            if newly_seen and not any(a.kind == "FLAGS" for a in atts):
+                atts = [*atts, fetchmod.FetchAtt(kind="FLAGS", label=b"FLAGS")]
         for pos in positions:
             uid = sel.view[pos]
             try:
                 msg = sel.folder.message(uid)
                 flags = msg.flags
-                if sets_seen and "\\Seen" not in flags:
-                    flags = sel.folder.store_flags([uid], ["\\Seen"], "+").get(uid, flags)
-                    sel.reported(uid, sel.folder.message(uid).modseq)
-                    if not any(a.kind == "FLAGS" for a in atts):
-                        atts = [*atts, fetchmod.FetchAtt(kind="FLAGS", label=b"FLAGS")]
+                if uid in newly_seen:
+                    sel.reported(uid, msg.modseq)
                 rendered = fetchmod.Rendered(msg)
                 items = [fetchmod.render(a, rendered, sel.flags_of(uid, flags)) for a in atts]
             except KeyError:
