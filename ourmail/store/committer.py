@@ -163,16 +163,8 @@ def _commit(batch: list[Job], snapshots: dict[int, Snapshot]) -> tuple[list[Job]
 
 _committer = Committer()
 
-
-def submit(
-    folder: MaildirFolder,
-    source: MessageSource,
-    info: str | None,
-    date: float | None,
-    summary: Summary | None,
-) -> Deferred[int]:
-    """Queue a message for the next group commit (see the module docstring)."""
-    return _committer.submit(folder, source, info, date, summary)
+#: Queue a message for the next group commit (see the module docstring).
+submit = _committer.submit
 
 
 def submit_all(

@@ -37,7 +37,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ourmail.fsutil import fsync_dir, write_atomic
+from ourmail.fsutil import fsync_dir, fsync_file, write_atomic
 from ourmail.interfaces import (
     FlagMode,
     IFolder,
@@ -559,11 +559,7 @@ class MaildirFolder:
         """Without syncfs: make renames and journal lines durable one file at a time."""
         for sub in ("new", "cur"):
             fsync_dir(self.path / sub)
-        fd = os.open(self.path / UIDLIST, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_file(self.path / UIDLIST)
 
     @inlineCallbacks
     def copy_to(self, uids: Iterable[int], target: IFolder) -> Deferred[list[tuple[int, int]]]:

@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 import attrs
 
+from ourmail.fsutil import fsync_file
 from ourmail.mime.summary import Summary, summarize
 
 # Maildir info letters <-> RFC 3501 system flags (P, "passed", has no IMAP flag of its own).
@@ -113,7 +114,7 @@ def prepare(
             except OSError:
                 shutil.copyfile(source, tmp)
                 if sync:
-                    _fsync_path(tmp)
+                    fsync_file(tmp)
         else:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
@@ -152,11 +153,3 @@ def clean_tmp(folder_path: Path, older_than: float = 36 * 3600) -> None:
                     os.unlink(de.path)
             except FileNotFoundError:
                 continue
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

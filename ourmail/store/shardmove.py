@@ -31,7 +31,7 @@ from pathlib import Path
 import attrs
 
 from ourmail.config import ConfigError
-from ourmail.fsutil import fsync_dir, write_atomic
+from ourmail.fsutil import fsync_dir, fsync_file, write_atomic
 from ourmail.store import faults
 from ourmail.store.shards import FILE_NAME, ShardMap
 
@@ -207,15 +207,7 @@ def _copy_folder(source: Path, dest: Path) -> None:
 
 def _copy_file(source: Path, dest: Path) -> None:
     shutil.copy2(source, dest)
-    _fsync(dest)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_file(dest)
 
 
 def _write_map(data_dir: Path, shards: ShardMap, numbers: list[int], target: Path) -> None:
