@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 #: Every listener the server knows, in start order.
-SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")
+SERVICES = ("smtp", "submission", "submissions", "lmtp", "imap", "imaps", "pop3", "pop3s")
 
 #: Listeners that speak TLS from the first byte (the others offer STARTTLS/STLS).
 IMPLICIT_TLS = frozenset({"submissions", "imaps", "pop3s"})
@@ -256,6 +256,8 @@ def load_settings(
 
     root = os.geteuid() == 0 if is_root is None else is_root
     endpoints: dict[str, str | None] = default_listen(root)
+    # RFC 2033 §5: LMTP is for this machine only, so by default a unix socket.
+    endpoints["lmtp"] = f"unix:{data_dir / 'lmtp.sock'}:mode=660:lockfile=1"
     for svc, ep in table.get("listen", {}).items():
         endpoints[svc] = None if ep.strip().lower() == "none" else ep.strip()
     for item in listen:
@@ -336,6 +338,7 @@ domains = {domains}
 # smtp = "tcp:25"
 # submission = "tcp:587"
 # submissions = "tcp:465"
+# lmtp = "unix:/path/to/data/lmtp.sock:mode=660:lockfile=1"
 # imap = "tcp:143"
 # imaps = "tcp:993"
 # pop3 = "tcp:110"

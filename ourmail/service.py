@@ -33,6 +33,7 @@ from ourmail.net.lineproto import SessionFactory
 from ourmail.net.tls import server_context
 from ourmail.pop3.server import POP3Context, POP3Server
 from ourmail.secure import selfsigned
+from ourmail.smtp.lmtp import LMTPServer
 from ourmail.smtp.server import SMTPContext, SMTPServer
 from ourmail.store.quota import QuotaPolicy
 from ourmail.store.shards import DEFAULT_SHARDS_TOML
@@ -109,7 +110,7 @@ class ListenerService(Service):
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
         host = port.getHost()
-        where = f"{host.host}:{host.port}" if hasattr(host, "port") else str(host)
+        where = f"{host.host}:{host.port}" if hasattr(host, "port") else getattr(host, "name", host)
         log.info("{service} listening on {where}", service=self.name, where=where)
 
     def stopService(self) -> Deferred[None] | None:
@@ -165,9 +166,9 @@ def build(
 
     def factory_for(service: str) -> Factory:
         implicit = service in IMPLICIT_TLS
-        if service in ("smtp", "submission", "submissions"):
+        if service in ("smtp", "submission", "submissions", "lmtp"):
             return SessionFactory(
-                SMTPServer,
+                LMTPServer if service == "lmtp" else SMTPServer,
                 SMTPContext(
                     hostname=settings.hostname,
                     primary_domain=settings.primary_domain,
@@ -178,7 +179,7 @@ def build(
                     spool_dir=data / "spool" / "incoming",
                     tls_context=tls,
                     quota=quota,
-                    submission=service != "smtp",
+                    submission=service in ("submission", "submissions"),
                     implicit_tls=implicit,
                 ),
             )

@@ -65,15 +65,19 @@ def client_tls() -> ssl.SSLContext:
 
 
 @contextlib.contextmanager
-def running_server(tmp_path: Path, **changes: Any) -> Iterator[RunningServer]:
-    """A fresh server on loopback ports; ``changes`` override Settings fields."""
+def running_server(
+    tmp_path: Path, listen: dict[str, str] | None = None, **changes: Any
+) -> Iterator[RunningServer]:
+    """A fresh server on loopback ports (``listen`` overrides some); ``changes`` override
+    Settings fields."""
     _ensure_reactor()
     domain = "example.test"
+    endpoints = {svc: "tcp:0:interface=127.0.0.1" for svc in SERVICES} | (listen or {})
     settings = load_settings(
         data=str(tmp_path / "data"),
         domains=(domain,),
         hostname="mail.example.test",
-        listen=tuple(f"{svc}=tcp:0:interface=127.0.0.1" for svc in SERVICES),
+        listen=tuple(f"{svc}={ep}" for svc, ep in endpoints.items()),
     )
     settings = attrs.evolve(settings, auth_failure_delay=0.05, **changes)
 

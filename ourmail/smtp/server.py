@@ -25,7 +25,7 @@ import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import attrs
 from twisted.internet import defer
@@ -108,10 +108,13 @@ class SMTPServer(LineProtocol):
         out = [f"{code}-{t}" for t in lines[:-1]] + [f"{code} {lines[-1]}"]
         self.write("".join(f"{line}\r\n" for line in out).encode("utf-8"))
 
+    #: The protocol's name in the greeting and in Received: (RFC 3848).
+    protocol_name = "ESMTP"
+
     def connectionMade(self) -> None:
         super().connectionMade()
-        self.log.info("smtp connection from {peer}", peer=self.peer)
-        self.reply(220, f"{self.ctx.hostname} ESMTP ourmail")
+        self.log.info("{proto} connection from {peer}", proto=self.protocol_name, peer=self.peer)
+        self.reply(220, f"{self.ctx.hostname} {self.protocol_name} ourmail")
 
     def connectionLost(self, reason: object = None) -> None:
         super().connectionLost(reason)
@@ -177,8 +180,11 @@ class SMTPServer(LineProtocol):
             return
         self.helo, self.esmtp = arg.split()[0][:255], True
         self._reset()
+        self.reply(250, [self.ctx.hostname, *self.extensions()])
+
+    def extensions(self) -> list[str]:
+        """What EHLO advertises now."""
         ext = [
-            self.ctx.hostname,
             "PIPELINING",  # RFC 2920
             f"SIZE {self.ctx.limits.max_message_size}",  # RFC 1870
             "8BITMIME",  # RFC 6152
@@ -188,7 +194,7 @@ class SMTPServer(LineProtocol):
             ext.append("STARTTLS")  # RFC 3207
         if self.ctx.submission and self.secure and self.user is None:
             ext.append("AUTH PLAIN LOGIN")  # RFC 4954
-        self.reply(250, ext)
+        return ext
 
     def do_HELO(self, arg: str) -> None:
         if not arg:
@@ -392,11 +398,8 @@ class SMTPServer(LineProtocol):
 
     def _received_header(self) -> bytes:
         """RFC 5321 §4.4 trace header, with RFC 3848 protocol names."""
-        proto = (
-            ("ESMTP" if self.esmtp else "SMTP")
-            + ("S" if self.secure else "")
-            + ("A" if self.user else "")
-        )
+        base = self.protocol_name if self.esmtp else "SMTP"
+        proto = base + ("S" if self.secure else "") + ("A" if self.user else "")
         rcpt = f"\r\n\tfor <{self.recipients[0].address}>" if len(self.recipients) == 1 else ""
         date = email.utils.formatdate(localtime=True)
         helo = re.sub(r"[^\x21-\x7e]", "?", self.helo or "unknown")
@@ -453,22 +456,28 @@ class SMTPServer(LineProtocol):
             results = yield defer.DeferredList(
                 [self.ctx.store.user(a).deliver(path) for a in rcpts], consumeErrors=True
             )
-            failed = [f for ok, f in results if not ok]
-            for f in failed:
-                log.failure("delivery of {id} failed", f, id=self.queue_id)
-            if failed:
-                self.reply(451, "4.3.0 Local delivery failed, try again later")
-            else:
+            for ok, outcome in results:
+                if not ok:
+                    log.failure("delivery of {id} failed", outcome, id=self.queue_id)
+            delivered = [a for a, (ok, _) in zip(rcpts, results, strict=True) if ok]
+            if delivered:
                 log.info(
                     "delivered {id} from <{sender}> to {rcpts} ({size} bytes)",
                     id=self.queue_id,
                     sender=self.sender,
-                    rcpts=rcpts,
+                    rcpts=delivered,
                     size=spool.tell(),
                 )
-                self.reply(250, f"2.0.0 Ok: queued as {self.queue_id}")
+            self.report(rcpts, [(ok, outcome) for ok, outcome in results])
         finally:
             self._reset()
+
+    def report(self, rcpts: list[str], results: list[tuple[bool, Any]]) -> None:
+        """SMTP answers DATA once for all recipients (RFC 5321 §4.2.5): all or nothing."""
+        if all(ok for ok, _ in results):
+            self.reply(250, f"2.0.0 Ok: queued as {self.queue_id}")
+        else:
+            self.reply(451, "4.3.0 Local delivery failed, try again later")
 
     def do_RSET(self, arg: str) -> None:
         self._reset()

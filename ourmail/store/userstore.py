@@ -52,7 +52,8 @@ def ensure_default_folders(user: IUserStore) -> None:
     subscribed = set(user.subscriptions())
     for name in DEFAULT_FOLDERS:
         if name not in existing:
-            user.create_folder(name)
+            with contextlib.suppress(FolderExists):  # another process made it meanwhile
+                user.create_folder(name)
         if name not in subscribed:
             user.subscribe(name)
 

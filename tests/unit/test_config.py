@@ -140,3 +140,12 @@ def test_parse_size() -> None:
     assert parse_size("10GiB") == 10 * 2**30
     with pytest.raises(ValueError):
         parse_size("lots")
+
+
+def test_lmtp_defaults_to_a_unix_socket_in_the_data_dir(tmp_path: Path) -> None:
+    s = load_settings(data=str(tmp_path), hostname="mx.a.org", is_root=False)
+    assert s.listen["lmtp"] == f"unix:{tmp_path}/lmtp.sock:mode=660:lockfile=1"
+    s = load_settings(
+        data=str(tmp_path), hostname="mx.a.org", listen=("lmtp=tcp:24:interface=::1",)
+    )
+    assert s.listen["lmtp"] == "tcp:24:interface=::1"
