@@ -60,6 +60,13 @@ class Limits:
     idle_timeout: int = 1800
     #: Protocol errors on one connection before it is closed.
     max_errors: int = 20
+    #: Open connections per listener, in all and from one client address.
+    max_connections: int = 1000
+    max_connections_per_ip: int = 50
+    #: SMTP commands on one connection (a spammer's endless RCPT loop ends here).
+    max_commands: int = 10000
+    #: Seconds of silence allowed inside SMTP DATA (RFC 5321 §4.5.3.2.6 suggests 3 minutes).
+    data_timeout: int = 180
 
 
 @attrs.frozen
@@ -350,6 +357,10 @@ domains = {domains}
 # max_recipients = 1000
 # idle_timeout = 1800
 # max_errors = 20
+# max_connections = 1000          # per listener
+# max_connections_per_ip = 50     # per listener and client address
+# max_commands = 10000            # per SMTP connection
+# data_timeout = 180
 
 [auth]
 # Seconds added to a failed login reply; doubles with each recent failure from the same client.

@@ -145,6 +145,8 @@ class IMAPServer(LineProtocol):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        if self.refuse():
+            return
         self.log.info("imap connection from {peer}", peer=self.peer)
         self.send(f"* OK [CAPABILITY {self.capabilities()}] {self.ctx.hostname} ourmail ready")
 
@@ -155,6 +157,9 @@ class IMAPServer(LineProtocol):
 
     def send_goodbye_timeout(self) -> None:
         self.send("* BYE Autologout; idle for too long")
+
+    def send_refusal(self, why: str) -> None:
+        self.send(f"* BYE [UNAVAILABLE] {why}, try again later")  # RFC 5530
 
     def line_too_long(self) -> None:
         self._text, self._lits = b"", []

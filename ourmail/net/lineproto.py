@@ -39,6 +39,9 @@ class LineProtocol(Protocol, TimeoutMixin):
     #: True once the connection is encrypted (implicit TLS or after STARTTLS).
     secure = False
     tls_context: IOpenSSLServerConnectionCreator | None = None
+    #: Set by the factory when a connection limit refuses this session.
+    refused: str | None = None
+    counted_as: str | None = None
 
     def __init__(
         self,
@@ -64,8 +67,23 @@ class LineProtocol(Protocol, TimeoutMixin):
         self.setTimeout(self.idle_timeout)
         self.peer = self._peer_string()
 
+    def refuse(self) -> bool:
+        """Turn the connection away if a connection limit says so; True if it did."""
+        if self.refused is None:
+            return False
+        self.log.info("{peer} refused: {why}", peer=self.peer, why=self.refused)
+        self.send_refusal(self.refused)
+        self.close()
+        return True
+
+    def send_refusal(self, why: str) -> None:
+        """Tell the client it is turned away (the protocol's own reply)."""
+
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.setTimeout(None)
+        if self.counted_as is not None:
+            self.factory.session_ended(self.counted_as)
+            self.counted_as = None
 
     def _peer_string(self) -> str:
         peer = self.transport.getPeer()
@@ -208,15 +226,33 @@ class LineProtocol(Protocol, TimeoutMixin):
 
 
 class SessionFactory(ServerFactory):
-    """Builds one ``protocol(ctx)`` session per connection of a listener."""
+    """Builds one ``protocol(ctx)`` session per connection of a listener, within the
+    connection limits (``max_connections`` in all, ``max_connections_per_ip`` per client)."""
 
     noisy = False
 
     def __init__(self, protocol: type[LineProtocol], ctx: Any) -> None:
         self.protocol = protocol  # type: ignore[assignment]
         self.ctx = ctx
+        self.open: dict[str, int] = {}
 
     def buildProtocol(self, addr: Any) -> LineProtocol:
         proto = self.protocol(self.ctx)  # type: ignore[call-arg]
         proto.factory = self
+        client = str(getattr(addr, "host", "local"))
+        limits: Limits = self.ctx.limits
+        if sum(self.open.values()) >= limits.max_connections:
+            proto.refused = "too many connections"
+        elif self.open.get(client, 0) >= limits.max_connections_per_ip:
+            proto.refused = "too many connections from your address"
+        else:
+            self.open[client] = self.open.get(client, 0) + 1
+            proto.counted_as = client
         return proto
+
+    def session_ended(self, client: str) -> None:
+        left = self.open.get(client, 0) - 1
+        if left > 0:
+            self.open[client] = left
+        else:
+            self.open.pop(client, None)

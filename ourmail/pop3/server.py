@@ -89,11 +89,16 @@ class POP3Server(LineProtocol):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        if self.refuse():
+            return
         self.log.info("pop3 connection from {peer}", peer=self.peer)
         self.ok(f"{self.ctx.hostname} ourmail POP3 ready")
 
     def send_goodbye_timeout(self) -> None:
         self.err("Idle timeout")
+
+    def send_refusal(self, why: str) -> None:
+        self.write(f"-ERR [SYS/TEMP] {why}, try again later\r\n".encode())  # RFC 3206
 
     def line_too_long(self) -> None:
         self.err("Line too long")

@@ -98,6 +98,7 @@ class SMTPServer(LineProtocol):
         self.helo: str | None = None
         self.esmtp = False
         self.user: str | None = None
+        self.commands = 0
         self._continuation: Callable[[str], None] | None = None
         self._reset()
 
@@ -113,8 +114,13 @@ class SMTPServer(LineProtocol):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        if self.refuse():
+            return
         self.log.info("{proto} connection from {peer}", proto=self.protocol_name, peer=self.peer)
         self.reply(220, f"{self.ctx.hostname} {self.protocol_name} ourmail")
+
+    def send_refusal(self, why: str) -> None:
+        self.reply(421, f"4.7.0 {self.ctx.hostname} {why}, try again later")  # RFC 5321 §3.8
 
     def connectionLost(self, reason: object = None) -> None:
         super().connectionLost(reason)
@@ -163,6 +169,11 @@ class SMTPServer(LineProtocol):
 
     def line_received(self, line: bytes) -> None:
         text = line.decode("utf-8", "replace")
+        self.commands += 1
+        if self.commands > self.ctx.limits.max_commands:
+            self.reply(421, "4.7.0 Too many commands, closing connection")
+            self.close()
+            return
         if self._continuation is not None:
             cont, self._continuation = self._continuation, None
             cont(text)
@@ -394,6 +405,7 @@ class SMTPServer(LineProtocol):
         self._dbuf = b"\r\n"
         self._first = True
         self.reply(354, "End data with <CR><LF>.<CR><LF>")
+        self.setTimeout(self.ctx.limits.data_timeout)
         self.set_raw_mode()
 
     def _received_header(self) -> bytes:
@@ -439,6 +451,7 @@ class SMTPServer(LineProtocol):
             self._spool.write(part)
 
     def _finish_data(self) -> None:
+        self.setTimeout(self.idle_timeout)
         if self._too_big:
             self._reset()
             self.error(552, "5.3.4 Message size exceeds fixed maximum message size")
