@@ -88,6 +88,16 @@ class QuotaSettings:
 
 
 @attrs.frozen
+class SubmissionSettings:
+    """Rules for mail sent by authenticated users on the submission ports."""
+
+    #: Store a copy of every submitted message in the sender's Sent folder.
+    save_sent: bool = False
+    max_messages_per_hour: int = 500
+    max_recipients_per_hour: int = 2000
+
+
+@attrs.frozen
 class Settings:
     """The validated configuration of one server."""
 
@@ -102,6 +112,7 @@ class Settings:
     #: Seconds added to each failed login reply, doubling per recent failure from one client.
     auth_failure_delay: float = 0.5
     quota: QuotaSettings = QuotaSettings()
+    submission: SubmissionSettings = SubmissionSettings()
     config_path: Path | None = None
 
     @property
@@ -167,6 +178,7 @@ _TOML_KEYS: Mapping[str, Any] = {
     "limits": {f.name: int for f in attrs.fields(Limits)},
     "auth": {"failure_delay": (int, float)},
     "quota": {"bytes": int, "messages": int, "permanent": bool, "domain": _Named(_QUOTA_LIMIT)},
+    "submission": {"save_sent": bool, "max_messages_per_hour": int, "max_recipients_per_hour": int},
 }
 
 
@@ -282,6 +294,9 @@ def load_settings(
         if getattr(limits, field.name) <= 0:
             raise ConfigError(f"'limits.{field.name}' must be positive")
     quota = _quota_settings(table.get("quota", {}))
+    submission = SubmissionSettings(**table.get("submission", {}))
+    if submission.max_messages_per_hour <= 0 or submission.max_recipients_per_hour <= 0:
+        raise ConfigError("the [submission] hourly limits must be positive")
     delay = float(table.get("auth", {}).get("failure_delay", 0.5))
     if not 0 <= delay <= 30:
         raise ConfigError("'auth.failure_delay' must be between 0 and 30 seconds")
@@ -296,6 +311,7 @@ def load_settings(
         limits=limits,
         auth_failure_delay=delay,
         quota=quota,
+        submission=submission,
         config_path=config_path,
     )
 
@@ -365,6 +381,12 @@ domains = {domains}
 [auth]
 # Seconds added to a failed login reply; doubles with each recent failure from the same client.
 # failure_delay = 0.5
+
+[submission]
+# Keep a copy of each message a user sends in their Sent folder (most clients save their own).
+# save_sent = false
+# max_messages_per_hour = 500
+# max_recipients_per_hour = 2000
 
 [quota]
 # Per-user storage limits (0 = unlimited); `ourmail user quota` sets them for one user.

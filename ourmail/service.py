@@ -35,6 +35,7 @@ from ourmail.pop3.server import POP3Context, POP3Server
 from ourmail.secure import selfsigned
 from ourmail.smtp.lmtp import LMTPServer
 from ourmail.smtp.server import SMTPContext, SMTPServer
+from ourmail.smtp.submission import SendingRates
 from ourmail.store.quota import QuotaPolicy
 from ourmail.store.shards import DEFAULT_SHARDS_TOML
 from ourmail.store.shards import FILE_NAME as SHARDS_FILE
@@ -163,6 +164,7 @@ def build(
     )
     tls = server_context(settings.tls_certificate, settings.tls_key)
     quota = QuotaPolicy(settings.quota, accounts)
+    rates = SendingRates(settings.submission)
 
     def factory_for(service: str) -> Factory:
         implicit = service in IMPLICIT_TLS
@@ -180,6 +182,8 @@ def build(
                     tls_context=tls,
                     quota=quota,
                     submission=service in ("submission", "submissions"),
+                    rates=rates,
+                    save_sent=settings.submission.save_sent,
                     implicit_tls=implicit,
                 ),
             )

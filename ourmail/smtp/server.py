@@ -39,6 +39,8 @@ from ourmail.auth.login import Authenticator, LoginFailed
 from ourmail.config import Limits
 from ourmail.interfaces import IDirectory, IMailStore, Recipient
 from ourmail.net.lineproto import LineProtocol
+from ourmail.smtp import submission
+from ourmail.smtp.submission import SendingRates
 from ourmail.store.maildir import to_crlf
 from ourmail.store.quota import QuotaPolicy
 
@@ -65,6 +67,9 @@ class SMTPContext:
     quota: QuotaPolicy
     submission: bool = False
     implicit_tls: bool = False
+    #: Submission only: hourly sending limits, and whether to keep a copy in Sent.
+    rates: SendingRates | None = None
+    save_sent: bool = False
 
 
 def parse_path(arg: str, keyword: str) -> tuple[str, dict[str, str | None]]:
@@ -322,6 +327,13 @@ class SMTPServer(LineProtocol):
         except ValueError:
             self.error(501, "5.5.4 Syntax: MAIL FROM:<address> [parameters]")
             return
+        if self.user is not None:
+            if path.lower() != self.user:  # RFC 6409 §6.1: the sender is the user's own
+                self.error(553, f"5.7.1 <{path}>: Sender address not owned by {self.user}")
+                return
+            if self.ctx.rates is not None and not self.ctx.rates.may_send(self.user):
+                self.reply(451, "4.7.1 Hourly sending limit reached, try again later")
+                return
         for key, value in params.items():
             if key == "SIZE":
                 if value is None or not value.isdigit():
@@ -347,6 +359,10 @@ class SMTPServer(LineProtocol):
             return
         if len(self.recipients) >= self.ctx.limits.max_recipients:
             self.reply(452, "4.5.3 Too many recipients")
+            return
+        rates = self.ctx.rates
+        if self.user and rates and not rates.may_send(self.user, len(self.recipients) + 1):
+            self.reply(451, "4.7.1 Hourly recipient limit reached, try again later")
             return
         try:
             path, params = parse_path(arg, "TO")
@@ -399,7 +415,7 @@ class SMTPServer(LineProtocol):
         self.queue_id = secrets.token_hex(8)
         self._spool_path = self.ctx.spool_dir / self.queue_id
         self._spool = open(self._spool_path, "xb")  # noqa: SIM115 - closed in _finish_data/_reset
-        self._spool.write(self._received_header())
+        self._received_len = self._spool.write(self._received_header())
         self._size = 0
         self._too_big = False
         self._dbuf = b"\r\n"
@@ -456,7 +472,24 @@ class SMTPServer(LineProtocol):
             self._reset()
             self.error(552, "5.3.4 Message size exceeds fixed maximum message size")
             return
+        if self.user is not None and not self._complete_submission():
+            return
         self._async(self._deliver())
+
+    def _complete_submission(self) -> bool:
+        """RFC 6409: check From:, add a missing Message-ID: and Date:; False if refused."""
+        assert self._spool is not None and self._spool_path is not None
+        self._spool.flush()
+        header = submission.check_header(self._spool_path, self._received_len)
+        strangers = [a for a in header.from_addresses if a != self.user]
+        if strangers or not header.from_addresses:
+            self._reset()
+            self.error(553, f"5.7.1 From: must be your own address, {self.user}")
+            return False
+        if header.missing:
+            fields = submission.added_fields(header.missing, self.ctx.hostname)
+            submission.insert_after(self._spool_path, self._received_len, fields)
+        return True
 
     @inlineCallbacks
     def _deliver(self) -> Deferred[None]:
@@ -479,11 +512,24 @@ class SMTPServer(LineProtocol):
                     id=self.queue_id,
                     sender=self.sender,
                     rcpts=delivered,
-                    size=spool.tell(),
+                    size=os.path.getsize(path),
                 )
             self.report(rcpts, [(ok, outcome) for ok, outcome in results])
+            if self.user is not None and delivered:
+                yield self._after_submission(path, len(rcpts))
         finally:
             self._reset()
+
+    @inlineCallbacks
+    def _after_submission(self, path: Path, recipients: int) -> Deferred[None]:
+        assert self.user is not None
+        if self.ctx.rates is not None:
+            self.ctx.rates.record(self.user, recipients)
+        if self.ctx.save_sent:
+            try:
+                yield self.ctx.store.user(self.user).deliver(path, "Sent", ["\\Seen"])
+            except Exception:
+                log.failure("could not keep a copy of {id} in Sent", id=self.queue_id)
 
     def report(self, rcpts: list[str], results: list[tuple[bool, Any]]) -> None:
         """SMTP answers DATA once for all recipients (RFC 5321 §4.2.5): all or nothing."""

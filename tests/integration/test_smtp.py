@@ -191,7 +191,8 @@ def test_submission_requires_tls_then_auth(mailserver: RunningServer) -> None:
         with pytest.raises(smtplib.SMTPAuthenticationError):
             s.login(mailserver.user, "wrong password")
         s.login(mailserver.user, mailserver.password)
-        assert s.sendmail(mailserver.user, [mailserver.user], MSG) == {}
+        own = MSG.replace(b"From: bob@else.test", b"From: Alice <alice@example.test>")
+        assert s.sendmail(mailserver.user, [mailserver.user], own) == {}
         code, text = s.rcpt("carol@remote.test") if s.mail(mailserver.user)[0] == 250 else (0, b"")
         assert code == 550
     (stored,) = inbox_files(mailserver, mailserver.user)

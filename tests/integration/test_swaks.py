@@ -9,11 +9,11 @@ from conftest import RunningServer
 from ourmail.store.userstore import MaildirStore
 
 
-def swaks(*args: str) -> subprocess.CompletedProcess[str]:
+def swaks(*args: str, sender: str = "bob@else.test") -> subprocess.CompletedProcess[str]:
     if shutil.which("swaks") is None:
         pytest.fail("swaks is not installed: run scripts/test, which installs it")
     return subprocess.run(
-        ["swaks", "--helo", "client.test", "--from", "bob@else.test", *args],
+        ["swaks", "--helo", "client.test", "--from", sender, *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -62,6 +62,7 @@ def test_submission_auth_plain_over_starttls(mailserver: RunningServer) -> None:
         mailserver.user,
         "--auth-password",
         mailserver.password,
+        sender=mailserver.user,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "235 2.7.0" in out.stdout
@@ -80,6 +81,7 @@ def test_submissions_auth_login_implicit_tls(mailserver: RunningServer) -> None:
         mailserver.user,
         "--auth-password",
         mailserver.password,
+        sender=mailserver.user,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert inbox_count(mailserver) == 1
