@@ -3,8 +3,9 @@
 Implementation notes (keep these true when changing this module):
 
 * ``250`` after DATA is sent only after every recipient's copy is durable: the message is
-  streamed into a spool file, fsynced, hard-linked (or copied) into each recipient's Maildir
-  ``tmp/``, renamed into ``new/`` and the directory fsynced (see ``store.maildir.deliver_file``).
+  streamed into a spool file, hard-linked (or copied) into each recipient's Maildir ``tmp/``,
+  renamed into ``new/``, and the group commit's ``syncfs`` flushes all of it (see
+  ``store/committer.py``; without syncfs the spool file is fsynced first).
 * The end of DATA is ``CRLF . CRLF`` and nothing else: a bare LF before or after the dot never ends
   the message (SMTP smuggling).  Bare CR and LF inside the message are stored as CRLF.
 * Never an open relay: a recipient in a domain that is not local is refused unless the session
@@ -25,7 +26,7 @@ import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import attrs
 from twisted.internet import defer
@@ -37,9 +38,11 @@ from twisted.logger import Logger
 from ourmail.addresses import AddressError, normalise_address
 from ourmail.auth.login import Authenticator, LoginFailed
 from ourmail.config import Limits
+from ourmail.fsutil import HAVE_SYNCFS
 from ourmail.interfaces import IDirectory, IMailStore, Recipient
 from ourmail.net.lineproto import LineProtocol
 from ourmail.smtp import submission
+from ourmail.smtp.spool import Spool
 from ourmail.smtp.submission import SendingRates
 from ourmail.store.maildir import to_crlf
 from ourmail.store.quota import QuotaPolicy
@@ -153,15 +156,12 @@ class SMTPServer(LineProtocol):
         self.declared_size = 0
         self.recipients: list[Recipient] = []
         self._discard_spool()
-        self._spool: BinaryIO | None = None
-        self._spool_path: Path | None = None
+        self._spool: Spool | None = None
 
     def _discard_spool(self) -> None:
         spool = getattr(self, "_spool", None)
         if spool is not None:
-            spool.close()
-            if self._spool_path is not None:
-                self._spool_path.unlink(missing_ok=True)
+            spool.discard()
             self._spool = None
 
     def _async(self, d: Deferred[object]) -> None:
@@ -411,11 +411,11 @@ class SMTPServer(LineProtocol):
         if not self.recipients:
             self.error(554, "5.5.1 No valid recipients")
             return
-        self.ctx.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.queue_id = secrets.token_hex(8)
-        self._spool_path = self.ctx.spool_dir / self.queue_id
-        self._spool = open(self._spool_path, "xb")  # noqa: SIM115 - closed in _finish_data/_reset
-        self._received_len = self._spool.write(self._received_header())
+        self._spool = Spool(self.ctx.spool_dir, self.queue_id)
+        received = self._received_header()
+        self._spool.write(received)
+        self._received_len = len(received)
         self._size = 0
         self._too_big = False
         self._dbuf = b"\r\n"
@@ -478,9 +478,9 @@ class SMTPServer(LineProtocol):
 
     def _complete_submission(self) -> bool:
         """RFC 6409: check From:, add a missing Message-ID: and Date:; False if refused."""
-        assert self._spool is not None and self._spool_path is not None
-        self._spool.flush()
-        header = submission.check_header(self._spool_path, self._received_len)
+        assert self._spool is not None
+        start = self._spool.head(self._received_len + submission.HEADER_LIMIT)
+        header = submission.check_header(start, self._received_len)
         strangers = [a for a in header.from_addresses if a != self.user]
         if strangers or not header.from_addresses:
             self._reset()
@@ -488,19 +488,21 @@ class SMTPServer(LineProtocol):
             return False
         if header.missing:
             fields = submission.added_fields(header.missing, self.ctx.hostname)
-            submission.insert_after(self._spool_path, self._received_len, fields)
+            self._spool.insert(self._received_len, fields)
         return True
 
     @inlineCallbacks
     def _deliver(self) -> Deferred[None]:
-        spool, path = self._spool, self._spool_path
-        assert spool is not None and path is not None
+        spool = self._spool
+        assert spool is not None
         rcpts = [r.address for r in self.recipients]
         try:
-            spool.flush()
-            yield deferToThread(os.fsync, spool.fileno())
+            source = spool.source()
+            on_disk = spool.on_disk()
+            if on_disk is not None and not HAVE_SYNCFS:  # else the commit's syncfs covers it
+                yield deferToThread(os.fsync, on_disk.fileno())
             results = yield defer.DeferredList(
-                [self.ctx.store.user(a).deliver(path) for a in rcpts], consumeErrors=True
+                [self.ctx.store.user(a).deliver(source) for a in rcpts], consumeErrors=True
             )
             for ok, outcome in results:
                 if not ok:
@@ -512,22 +514,22 @@ class SMTPServer(LineProtocol):
                     id=self.queue_id,
                     sender=self.sender,
                     rcpts=delivered,
-                    size=os.path.getsize(path),
+                    size=spool.size,
                 )
             self.report(rcpts, [(ok, outcome) for ok, outcome in results])
             if self.user is not None and delivered:
-                yield self._after_submission(path, len(rcpts))
+                yield self._after_submission(source, len(rcpts))
         finally:
             self._reset()
 
     @inlineCallbacks
-    def _after_submission(self, path: Path, recipients: int) -> Deferred[None]:
+    def _after_submission(self, source: bytes | Path, recipients: int) -> Deferred[None]:
         assert self.user is not None
         if self.ctx.rates is not None:
             self.ctx.rates.record(self.user, recipients)
         if self.ctx.save_sent:
             try:
-                yield self.ctx.store.user(self.user).deliver(path, "Sent", ["\\Seen"])
+                yield self.ctx.store.user(self.user).deliver(source, "Sent", ["\\Seen"])
             except Exception:
                 log.failure("could not keep a copy of {id} in Sent", id=self.queue_id)
 

@@ -16,7 +16,6 @@ import secrets
 import time
 from collections.abc import Callable
 from email.utils import getaddresses
-from pathlib import Path
 
 import attrs
 
@@ -34,12 +33,10 @@ class HeaderCheck:
     missing: list[str]
 
 
-def check_header(path: Path, skip: int) -> HeaderCheck:
-    """The ``From:`` addresses and which of Message-ID/Date are missing, from the spool file
-    (``skip`` bytes of our own Received: header first)."""
-    with open(path, "rb") as f:
-        f.seek(skip)
-        head = f.read(HEADER_LIMIT)
+def check_header(start: bytes, skip: int) -> HeaderCheck:
+    """The ``From:`` addresses and which of Message-ID/Date are missing, from the start of the
+    spooled message (after ``skip`` bytes of our own Received: header)."""
+    head = start[skip:]
     end = head.find(b"\r\n\r\n")
     part = structure.parse(head[: end + 4] if end >= 0 else head)
     names = {name for name, _ in part.fields}
@@ -55,14 +52,6 @@ def added_fields(missing: list[str], hostname: str) -> bytes:
     if "date" in missing:
         out += f"Date: {email.utils.formatdate(localtime=True)}\r\n".encode()
     return out
-
-
-def insert_after(path: Path, offset: int, data: bytes) -> None:
-    """Insert ``data`` at ``offset`` of the spool file (rewritten in place, fsynced later)."""
-    with open(path, "rb") as f:
-        content = f.read()
-    with open(path, "wb") as f:
-        f.write(content[:offset] + data + content[offset:])
 
 
 class SendingRates:

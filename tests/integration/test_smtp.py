@@ -208,3 +208,14 @@ def test_submissions_implicit_tls_with_auth_login(mailserver: RunningServer) -> 
         s.user, s.password = mailserver.user, mailserver.password
         code, _ = s.auth("LOGIN", s.auth_login, initial_response_ok=False)
         assert code == 235
+
+
+def test_large_message_to_two_recipients(mailserver: RunningServer) -> None:
+    mailserver.add_user("bob@example.test")
+    big = b"Subject: big\r\n\r\n" + (b"z" * 998 + b"\r\n") * 2048  # about 2 MB: spooled on disk
+    with smtplib.SMTP("127.0.0.1", mailserver.port("smtp")) as s:
+        assert s.sendmail("x@else.test", [mailserver.user, "bob@example.test"], big) == {}
+    for address in (mailserver.user, "bob@example.test"):
+        (stored,) = inbox_files(mailserver, address)
+        assert stored.endswith(big)
+    assert list((mailserver.data / "spool" / "incoming").iterdir()) == []
