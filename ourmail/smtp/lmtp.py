@@ -25,6 +25,7 @@ class LMTPServer(SMTPServer):
             f"SIZE {self.ctx.limits.max_message_size}",  # RFC 1870
             "8BITMIME",  # RFC 6152
             "ENHANCEDSTATUSCODES",  # RFC 2034
+            "CHUNKING",  # RFC 3030
         ]
 
     def do_LHLO(self, arg: str) -> None:

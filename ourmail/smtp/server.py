@@ -157,6 +157,10 @@ class SMTPServer(LineProtocol):
         self.recipients: list[Recipient] = []
         self._discard_spool()
         self._spool: Spool | None = None
+        self._chunk_left: int | None = None
+        self._chunk_last = False
+        self._skipping = False
+        self._cr_pending = False
 
     def _discard_spool(self) -> None:
         spool = getattr(self, "_spool", None)
@@ -205,6 +209,7 @@ class SMTPServer(LineProtocol):
             f"SIZE {self.ctx.limits.max_message_size}",  # RFC 1870
             "8BITMIME",  # RFC 6152
             "ENHANCEDSTATUSCODES",  # RFC 2034
+            "CHUNKING",  # RFC 3030
         ]
         if not self.secure:
             ext.append("STARTTLS")  # RFC 3207
@@ -404,13 +409,16 @@ class SMTPServer(LineProtocol):
         else:
             self.error(550, f"5.7.1 <{path}>: Delivery to remote domains is not enabled here")
 
-    def do_DATA(self, arg: str) -> None:
+    def _transaction_ready(self) -> bool:
         if self.sender is None:
             self.error(503, "5.5.1 Need MAIL command")
-            return
+            return False
         if not self.recipients:
             self.error(554, "5.5.1 No valid recipients")
-            return
+            return False
+        return True
+
+    def _open_spool(self) -> None:
         self.queue_id = secrets.token_hex(8)
         self._spool = Spool(self.ctx.spool_dir, self.queue_id)
         received = self._received_header()
@@ -418,11 +426,88 @@ class SMTPServer(LineProtocol):
         self._received_len = len(received)
         self._size = 0
         self._too_big = False
-        self._dbuf = b"\r\n"
         self._first = True
+
+    def do_DATA(self, arg: str) -> None:
+        if not self._transaction_ready():
+            return
+        if self._spool is not None:  # BDAT started this transaction
+            self.error(503, "5.5.1 DATA cannot follow BDAT")
+            return
+        self._open_spool()
+        self._dbuf = b"\r\n"
         self.reply(354, "End data with <CR><LF>.<CR><LF>")
         self.setTimeout(self.ctx.limits.data_timeout)
         self.set_raw_mode()
+
+    def do_BDAT(self, arg: str) -> None:
+        """RFC 3030 CHUNKING: ``BDAT <size> [LAST]``, exactly <size> bytes follow."""
+        parts = arg.split()
+        if (
+            not parts
+            or not parts[0].isdigit()
+            or len(parts) > 2
+            or (len(parts) == 2 and parts[1].upper() != "LAST")
+        ):
+            self.error(501, "5.5.4 Syntax: BDAT <size> [LAST]")
+            return
+        size, last = int(parts[0]), len(parts) == 2
+        if size > self.ctx.limits.max_message_size + (1 << 20):
+            # Too big to read through: the chunk's bytes would be taken for commands.
+            self.reply(552, "5.3.4 Chunk too large, closing connection")
+            self.close()
+            return
+        if not self._transaction_ready():
+            self._skip_chunk(size)  # RFC 3030 §2: the octets are read and discarded
+            return
+        if self._spool is None:
+            self._open_spool()
+            self._cr_pending = False
+        self.setTimeout(self.ctx.limits.data_timeout)
+        self._chunk_last = last
+        if size:
+            self._chunk_left = size
+            self.set_raw_mode()
+        else:
+            self._chunk_done()
+
+    def _skip_chunk(self, size: int) -> None:
+        if size:
+            self._chunk_left, self._chunk_last, self._skipping = size, False, True
+            self.set_raw_mode()
+
+    def _chunk_received(self, data: bytes) -> None:
+        take, rest = data[: self._chunk_left], data[self._chunk_left :]
+        self._chunk_left -= len(take)
+        if not self._skipping:
+            self._emit_chunk(take)
+        if self._chunk_left:
+            return
+        self._chunk_left = None
+        self.set_line_mode(rest)
+        if self._skipping:
+            self._skipping = False
+        else:
+            self._chunk_done()
+
+    def _emit_chunk(self, part: bytes) -> None:
+        """BDAT data is not dot-stuffed; a CR ending one chunk may pair with an LF starting the
+        next, so it waits (RFC 3030 §3)."""
+        if self._cr_pending:
+            part, self._cr_pending = b"\r" + part, False
+        if part.endswith(b"\r"):
+            part, self._cr_pending = part[:-1], True
+        self._store_part(to_crlf(part))
+
+    def _chunk_done(self) -> None:
+        if not self._chunk_last:
+            self.setTimeout(self.idle_timeout)
+            self.reply(250, f"2.0.0 {self._size} octets received")
+            return
+        if self._cr_pending:
+            self._cr_pending = False
+            self._store_part(b"\r\n")
+        self._finish_data()
 
     def _received_header(self) -> bytes:
         """RFC 5321 §4.4 trace header, with RFC 3848 protocol names."""
@@ -438,6 +523,9 @@ class SMTPServer(LineProtocol):
         ).encode("ascii", "replace")
 
     def raw_data_received(self, chunk: bytes) -> None:
+        if self._chunk_left is not None:
+            self._chunk_received(chunk)
+            return
         buf = self._dbuf + chunk
         end = buf.find(b"\r\n.\r\n")
         if end >= 0:
@@ -456,10 +544,13 @@ class SMTPServer(LineProtocol):
         self._dbuf = buf[cut:]
 
     def _emit(self, part: bytes) -> None:
-        """Write message bytes: dot-unstuffed (RFC 5321 §4.5.2), CRLF-normalised, size-capped."""
+        """Write DATA bytes: dot-unstuffed (RFC 5321 §4.5.2), CRLF-normalised, size-capped."""
         part = to_crlf(part.replace(b"\r\n..", b"\r\n."))
         if self._first:
             part, self._first = part[2:], False
+        self._store_part(part)
+
+    def _store_part(self, part: bytes) -> None:
         self._size += len(part)
         if self._size > self.ctx.limits.max_message_size:
             self._too_big = True
@@ -565,6 +656,7 @@ class SMTPServer(LineProtocol):
         "MAIL": do_MAIL,
         "RCPT": do_RCPT,
         "DATA": do_DATA,
+        "BDAT": do_BDAT,
         "RSET": do_RSET,
         "NOOP": do_NOOP,
         "VRFY": do_VRFY,
