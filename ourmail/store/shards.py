@@ -25,6 +25,11 @@ root = "{DEFAULT_ROOT}"
 """
 
 
+def local_dir(local: str) -> str:
+    """A local part as a directory name: one component, and different local parts differ."""
+    return local.replace("%", "%25").replace("/", "%2F")
+
+
 def shard_of(address: str) -> int:
     """The shard number (0-255) of an address."""
     return hashlib.sha256(address.lower().encode("utf-8")).digest()[0]
@@ -63,7 +68,11 @@ class ShardMap:
             raise ConfigError(f"{path}: shards without a root: {', '.join(missing[:8])}…")
 
     def user_dir(self, address: str) -> Path:
-        """The Maildir of a normalised ``local@domain`` address."""
+        """The Maildir of a normalised ``local@domain`` address.
+
+        The local part becomes one path component: ``/`` (legal in RFC 5321 local parts) and
+        ``%`` are percent-encoded, so ``alice/.Sent`` can never land inside alice's Maildir.
+        """
         local, _, domain = address.rpartition("@")
         n = shard_of(address)
-        return self.roots[n] / f"{n:02x}" / domain / local
+        return self.roots[n] / f"{n:02x}" / domain / local_dir(local)

@@ -308,3 +308,12 @@ def test_subscriptions(user: MaildirUserStore) -> None:
     user.subscribe("Nonexistent")
     user.unsubscribe("Sent")
     assert "Nonexistent" in user.subscriptions() and "Sent" not in user.subscriptions()
+
+
+@pytest.mark.parametrize("local", ["alice/.Sent", "alice/..", "a%2Fb", "a/b"])
+def test_local_parts_stay_one_directory(tmp_path: Path, local: str) -> None:
+    shards = ShardMap(tmp_path)
+    path = shards.user_dir(f"{local}@example.org")
+    assert path.parent.name == "example.org" and "/" not in path.name
+    assert path != shards.user_dir("alice@example.org").joinpath(".Sent")
+    assert len({shards.user_dir(f"{x}@example.org") for x in ("a/b", "a%2Fb")}) == 2
