@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from ourmail.config import ConfigError, normalise_domain
 
-# RFC 5321 §4.1.2 Dot-string. Quoted local parts are valid SMTP but never name a local account.
-_LOCAL_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
-MAX_LOCAL_PART = 64  # RFC 5321 §4.5.3.1.1
+# RFC 5321 §4.1.2 Dot-string, with RFC 6531 §3.3's UTF-8 characters as atext too. Quoted local
+# parts are valid SMTP but never name a local account.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010FFFF]"
+_LOCAL_RE = re.compile(rf"^{_ATEXT}+(\.{_ATEXT}+)*$")
+MAX_LOCAL_PART = 64  # RFC 5321 §4.5.3.1.1 (octets)
 
 
 class AddressError(ValueError):
@@ -26,10 +29,13 @@ def normalise_address(address: str, default_domain: str | None = None) -> str:
         if default_domain is None:
             raise AddressError(f"not an address: {address!r}")
         local, domain = address, default_domain
-    if not local or len(local) > MAX_LOCAL_PART or not _LOCAL_RE.match(local):
+    local = unicodedata.normalize("NFC", local)
+    if not local or len(local.encode("utf-8")) > MAX_LOCAL_PART or not _LOCAL_RE.match(local):
         raise AddressError(f"not an address: {address!r}")
+    if any(unicodedata.category(c)[0] in "CZ" for c in local if ord(c) > 0x7F):
+        raise AddressError(f"not an address: {address!r}")  # no control or space characters
     try:
-        domain = normalise_domain(domain)
+        domain = normalise_domain(domain)  # a U-label becomes its A-label (IDNA)
     except ConfigError as e:
         raise AddressError(f"not an address: {address!r}") from e
     return f"{local.lower()}@{domain}"

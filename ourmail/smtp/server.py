@@ -153,6 +153,7 @@ class SMTPServer(LineProtocol):
 
     def _reset(self) -> None:
         self.sender: str | None = None
+        self.utf8 = False
         self.declared_size = 0
         self.recipients: list[Recipient] = []
         self._discard_spool()
@@ -210,6 +211,7 @@ class SMTPServer(LineProtocol):
             "8BITMIME",  # RFC 6152
             "ENHANCEDSTATUSCODES",  # RFC 2034
             "CHUNKING",  # RFC 3030
+            "SMTPUTF8",  # RFC 6531
         ]
         if not self.secure:
             ext.append("STARTTLS")  # RFC 3207
@@ -352,9 +354,17 @@ class SMTPServer(LineProtocol):
                 if (value or "").upper() not in ("7BIT", "8BITMIME"):
                     self.error(501, "5.5.4 BODY must be 7BIT or 8BITMIME")
                     return
+            elif key == "SMTPUTF8":  # RFC 6531 §3.4
+                if value is not None:
+                    self.error(501, "5.5.4 SMTPUTF8 takes no value")
+                    return
             elif key != "AUTH":  # RFC 4954 §5: AUTH= is accepted and may be ignored
                 self.error(555, f"5.5.4 Unsupported parameter {key}")
                 return
+        self.utf8 = "SMTPUTF8" in params
+        if not self.utf8 and not path.isascii():
+            self.error(553, "5.6.7 Non-ASCII address without SMTPUTF8")  # RFC 6531 §3.7.4.1
+            return
         self.sender = path
         self.reply(250, "2.1.0 Ok")
 
@@ -376,6 +386,9 @@ class SMTPServer(LineProtocol):
             return
         if params:
             self.error(555, f"5.5.4 Unsupported parameter {next(iter(params))}")
+            return
+        if not self.utf8 and not path.isascii():
+            self.error(553, f"5.6.7 <{path}>: Non-ASCII address without SMTPUTF8")
             return
         if path.lower() == "postmaster":  # RFC 5321 §4.5.1
             path = f"postmaster@{self.ctx.primary_domain}"
@@ -512,6 +525,8 @@ class SMTPServer(LineProtocol):
     def _received_header(self) -> bytes:
         """RFC 5321 §4.4 trace header, with RFC 3848 protocol names."""
         base = self.protocol_name if self.esmtp else "SMTP"
+        if self.utf8 and base == "ESMTP":
+            base = "UTF8SMTP"  # RFC 6531 §3.7.3
         proto = base + ("S" if self.secure else "") + ("A" if self.user else "")
         rcpt = f"\r\n\tfor <{self.recipients[0].address}>" if len(self.recipients) == 1 else ""
         date = email.utils.formatdate(localtime=True)
@@ -520,7 +535,7 @@ class SMTPServer(LineProtocol):
         return (
             f"Received: from {helo} ([{literal}])\r\n\tby {self.ctx.hostname} (ourmail) "
             f"with {proto} id {self.queue_id}{rcpt};\r\n\t{date}\r\n"
-        ).encode("ascii", "replace")
+        ).encode("utf-8" if self.utf8 else "ascii", "replace")  # RFC 6532: UTF-8 headers
 
     def raw_data_received(self, chunk: bytes) -> None:
         if self._chunk_left is not None:
