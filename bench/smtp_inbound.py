@@ -21,14 +21,11 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from harness import start_server, stop_server
 from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
 
 from ourmail.auth.passwords import hash_password
-from ourmail.config import SERVICES, load_settings
-from ourmail.service import Server, build
 
 USER = "user@bench.test"
 
@@ -66,22 +63,8 @@ def main() -> None:
             sys.exit(f"{tool} not found: apt-get install postfix (no configuration needed)")
 
     base = Path(tempfile.mkdtemp(prefix="ourmail-smtp-bench-", dir="/var/tmp"))
-    others = tuple(f"{s}=none" for s in SERVICES if s != "smtp")
-    settings = load_settings(
-        data=str(base / "data"),
-        domains=("bench.test",),
-        hostname="bench.test",
-        listen=("smtp=tcp:0:interface=127.0.0.1", *others),
-    )
-    threading.Thread(
-        target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True
-    ).start()
-    server: Server = blockingCallFromThread(reactor, build, settings, reactor)
-    blockingCallFromThread(reactor, server.service.startService)
+    server, port = start_server(base / "data", "smtp")
     server.accounts.add_user(USER, hash_password("x" * 12))
-    listener = server.listeners["smtp"].port
-    assert listener is not None
-    port = listener.getHost().port
 
     samples: list[float] = []
     done = threading.Event()
@@ -118,7 +101,7 @@ def main() -> None:
     print(f"ourmail CPU per message (user + system, all threads): {cpu_ms:.2f} ms")
     peak = max(samples, default=start_rss)
     print(f"server RSS: {start_rss:.0f} MB at start, {peak:.0f} MB peak, {rss_mb():.0f} MB at end")
-    blockingCallFromThread(reactor, server.service.stopService)
+    stop_server(server)
     shutil.rmtree(base, ignore_errors=True)
 
 

@@ -18,21 +18,16 @@ import resource
 import shutil
 import ssl
 import statistics
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from harness import start_server, stop_server
 from twisted.internet import defer, reactor
 from twisted.internet.threads import blockingCallFromThread
 
 from ourmail.auth.passwords import hash_password
-from ourmail.config import SERVICES, load_settings
-from ourmail.service import Server, build
 from ourmail.store.userstore import MaildirStore
 
 SECRET = "benchmark password"  # noqa: S105 - a throwaway account on loopback
@@ -124,21 +119,7 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
 
     base = Path(args.dir or tempfile.mkdtemp(prefix="ourmail-bench-", dir="/var/tmp"))
-    others = tuple(f"{s}=none" for s in SERVICES if s != "imap")
-    settings = load_settings(
-        data=str(base / "data"),
-        domains=("bench.test",),
-        hostname="bench.test",
-        listen=("imap=tcp:0:interface=127.0.0.1", *others),
-    )
-    threading.Thread(
-        target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True
-    ).start()
-    server: Server = blockingCallFromThread(reactor, build, settings, reactor)
-    blockingCallFromThread(reactor, server.service.startService)
-    listener = server.listeners["imap"].port
-    assert listener is not None
-    port = listener.getHost().port
+    server, port = start_server(base / "data", "imap")
 
     print(f"data in {base}; {len(os.sched_getaffinity(0))} cores")
     print(f"\n== durable delivery of 4 KB messages, {args.inflight} in flight ==")
@@ -174,7 +155,7 @@ def main() -> None:
           f"STORE \\Deleted + EXPUNGE of half {expunge_secs:.2f} s")  # fmt: skip
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS (server and client in one process): {rss:.0f} MB")
-    blockingCallFromThread(reactor, server.service.stopService)
+    stop_server(server)
     if not args.dir:
         shutil.rmtree(base, ignore_errors=True)
 

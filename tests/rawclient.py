@@ -9,8 +9,17 @@ from conftest import client_tls
 
 
 class RawClient:
-    def __init__(self, port: int, tls: bool = False, timeout: float = 10.0) -> None:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    """``port`` on 127.0.0.1, or the unix socket at path ``unix``."""
+
+    def __init__(
+        self, port: int = 0, tls: bool = False, timeout: float = 10.0, unix: str | None = None
+    ) -> None:
+        if unix is not None:
+            sock = socket.socket(socket.AF_UNIX)
+            sock.settimeout(timeout)
+            sock.connect(unix)
+        else:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.sock: socket.socket | ssl.SSLSocket = client_tls().wrap_socket(sock) if tls else sock
         self.buf = b""
 

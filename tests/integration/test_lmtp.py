@@ -10,31 +10,10 @@ from pathlib import Path
 
 import pytest
 from conftest import RunningServer, running_server
+from rawclient import RawClient
 
 from ourmail.store import shardmove
 from ourmail.store.shards import shard_of
-
-
-class UnixClient:
-    def __init__(self, path: Path) -> None:
-        import socket
-
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(10)
-        self.sock.connect(str(path))
-        self.buf = b""
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def line(self) -> bytes:
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError(self.buf)
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
 
 
 @pytest.fixture
@@ -60,7 +39,7 @@ def test_lmtp_per_recipient_replies(lmtp: tuple[RunningServer, Path]) -> None:
     bob = other_shard_user(srv)
     srv.add_user(bob)
     assert oct(os.stat(sock).st_mode & 0o777) == "0o660"
-    c = UnixClient(sock)
+    c = RawClient(unix=str(sock))
     assert c.line().startswith(b"220 mail.example.test LMTP")
     c.send(b"EHLO mta.local\r\n")
     assert c.line().startswith(b"500 5.5.1")

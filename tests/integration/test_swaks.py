@@ -49,40 +49,25 @@ def test_mx_refuses_relay(mailserver: RunningServer) -> None:
     assert "554 5.7.1" in out.stdout
 
 
+def submit(
+    srv: RunningServer, service: str, tls: str, mechanism: str
+) -> subprocess.CompletedProcess[str]:
+    """Send as the test user through a submission port with swaks' own TLS and AUTH."""
+    return swaks(
+        "--to", srv.user, "--server", f"127.0.0.1:{srv.port(service)}", tls,
+        "--auth", mechanism, "--auth-user", srv.user, "--auth-password", srv.password,
+        sender=srv.user,
+    )  # fmt: skip
+
+
 def test_submission_auth_plain_over_starttls(mailserver: RunningServer) -> None:
-    out = swaks(
-        "--to",
-        mailserver.user,
-        "--server",
-        f"127.0.0.1:{mailserver.port('submission')}",
-        "--tls",
-        "--auth",
-        "PLAIN",
-        "--auth-user",
-        mailserver.user,
-        "--auth-password",
-        mailserver.password,
-        sender=mailserver.user,
-    )
+    out = submit(mailserver, "submission", "--tls", "PLAIN")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "235 2.7.0" in out.stdout
 
 
 def test_submissions_auth_login_implicit_tls(mailserver: RunningServer) -> None:
-    out = swaks(
-        "--to",
-        mailserver.user,
-        "--server",
-        f"127.0.0.1:{mailserver.port('submissions')}",
-        "--tls-on-connect",
-        "--auth",
-        "LOGIN",
-        "--auth-user",
-        mailserver.user,
-        "--auth-password",
-        mailserver.password,
-        sender=mailserver.user,
-    )
+    out = submit(mailserver, "submissions", "--tls-on-connect", "LOGIN")
     assert out.returncode == 0, out.stdout + out.stderr
     assert inbox_count(mailserver) == 1
 

@@ -1,0 +1,39 @@
+"""Shared by the benchmarks: one ourmail, in this process, serving one service on loopback."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from twisted.internet import reactor
+from twisted.internet.threads import blockingCallFromThread
+
+from ourmail.config import SERVICES, load_settings
+from ourmail.service import Server, build
+
+
+def start_server(data: Path, service: str) -> tuple[Server, int]:
+    """Start ourmail with only ``service`` listening (on an ephemeral loopback port), the
+    reactor in a background thread; returns the server and the port."""
+    others = tuple(f"{s}=none" for s in SERVICES if s != service)
+    settings = load_settings(
+        data=str(data),
+        domains=("bench.test",),
+        hostname="bench.test",
+        listen=(f"{service}=tcp:0:interface=127.0.0.1", *others),
+    )
+    threading.Thread(
+        target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True
+    ).start()
+    server: Server = blockingCallFromThread(reactor, build, settings, reactor)
+    blockingCallFromThread(reactor, server.service.startService)
+    listener = server.listeners[service].port
+    assert listener is not None
+    return server, listener.getHost().port
+
+
+def stop_server(server: Server) -> None:
+    blockingCallFromThread(reactor, server.service.stopService)
