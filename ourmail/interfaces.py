@@ -174,8 +174,15 @@ class IMailStore(Interface):
 class Recipient:
     """What a directory knows of an address (DESIGN.md: user, alias, list, remote, unknown)."""
 
-    kind: Literal["user", "remote", "unknown"]
+    kind: Literal["user", "alias", "remote", "unknown"]
     address: str
+    #: For an alias: the local users its mail goes to.
+    targets: tuple[str, ...] = ()
+
+    @property
+    def mailboxes(self) -> tuple[str, ...]:
+        """The local users whose mailboxes receive mail for this recipient."""
+        return self.targets if self.kind == "alias" else (self.address,)
 
 
 class IDirectory(Interface):
@@ -185,4 +192,8 @@ class IDirectory(Interface):
         """True if mail for ``domain`` is delivered here."""
 
     def lookup(address: str) -> Deferred[Recipient]:
-        """What ``address`` is: a local user, a remote address, or unknown in a local domain."""
+        """What ``address`` is: a local user, an alias of local users, a remote address, or
+        unknown in a local domain."""
+
+    def may_send_as(user: str, address: str) -> bool:
+        """Whether the logged-in ``user`` may use ``address`` as sender (own address or alias)."""

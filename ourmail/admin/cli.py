@@ -56,8 +56,9 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def _address(settings: Settings, db: AccountDB, raw: str) -> str:
+    """A full address; a bare local part is in the primary domain, as at login."""
     try:
-        address = normalise_address(raw)
+        address = normalise_address(raw, settings.primary_domain)
     except AddressError as e:
         raise CommandError(str(e)) from None
     domain = address.rpartition("@")[2]
@@ -187,6 +188,40 @@ def shard_move(settings: Settings, db: AccountDB, args: argparse.Namespace) -> N
     print(f"moved shards {first:02x}-{last:02x} ({moved} users) to {args.to}")
 
 
+def alias_add(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
+    if args.address.startswith("@"):  # a catch-all for the domain
+        address = "@" + normalise_domain(args.address[1:])
+        domain = address[1:]
+        if domain not in settings.domains and domain not in db.domains():
+            raise CommandError(f"{domain} is not a domain served here")
+    else:
+        address = _address(settings, db, args.address)
+        if db.has_user(address):
+            raise CommandError(f"{address} is a user; an alias needs an address of its own")
+    targets = []
+    for raw in args.targets:
+        target = _address(settings, db, raw)
+        if not db.has_user(target):
+            raise CommandError(
+                f"{target} is not a local user (forwarding to other addresses comes with the "
+                "outbound queue)"
+            )
+        targets.append(target)
+    db.set_alias(address, list(dict.fromkeys(targets)))
+    print(f"{address} -> {', '.join(targets)}")
+
+
+def alias_list(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
+    for address, targets in sorted(db.aliases().items()):
+        print(f"{address}\t{', '.join(targets)}")
+
+
+def alias_del(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
+    address = args.address.lower()
+    db.delete_alias(address if address.startswith("@") else _address(settings, db, address))
+    print(f"deleted the alias {address}")
+
+
 def domain_add(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
     domain = normalise_domain(args.name)
     if domain in settings.domains:
@@ -237,6 +272,18 @@ def _parser() -> argparse.ArgumentParser:
     p = user_cmds.add_parser("del", parents=[common], help="delete a user (the mail is kept)")
     p.add_argument("address")
     p.set_defaults(func=user_del)
+
+    alias = topics.add_parser("alias", parents=[common], help="addresses that deliver to users")
+    alias_cmds = alias.add_subparsers(dest="command", required=True)
+    p = alias_cmds.add_parser("add", parents=[common], help="add or replace an alias")
+    p.add_argument("address", help="the alias, or @domain for that domain's catch-all")
+    p.add_argument("targets", nargs="+", help="local users who receive its mail")
+    p.set_defaults(func=alias_add)
+    p = alias_cmds.add_parser("list", parents=[common], help="list aliases")
+    p.set_defaults(func=alias_list)
+    p = alias_cmds.add_parser("del", parents=[common], help="delete an alias")
+    p.add_argument("address")
+    p.set_defaults(func=alias_del)
 
     shard = topics.add_parser("shard", parents=[common], help="where users' mail is stored")
     shard_cmds = shard.add_subparsers(dest="command", required=True)

@@ -82,6 +82,25 @@ class AccountDB:
                     "messages": limit.messages or 0,
                 }
 
+    def alias(self, address: str) -> list[str] | None:
+        """The local users an alias delivers to, or None if it is no alias."""
+        targets = self._fresh().get("aliases", {}).get(address)
+        return list(targets) if targets else None
+
+    def aliases(self) -> dict[str, list[str]]:
+        return dict(self._fresh().get("aliases", {}))
+
+    def set_alias(self, address: str, targets: list[str]) -> None:
+        with self._update() as data:
+            if address in data["users"]:
+                raise AccountError(f"{address} is a user, not an alias")
+            data.setdefault("aliases", {})[address] = targets
+
+    def delete_alias(self, address: str) -> None:
+        with self._update() as data:
+            if data.get("aliases", {}).pop(address, None) is None:
+                raise AccountError(f"no such alias: {address}")
+
     def has_user(self, address: str) -> bool:
         return address in self._fresh()["users"]
 
@@ -103,7 +122,7 @@ class AccountDB:
 
     def add_user(self, address: str, password_hash: str) -> None:
         with self._update() as data:
-            if address in data["users"]:
+            if address in data["users"] or address in data.get("aliases", {}):
                 raise AccountError(f"{address} already exists")
             data["users"][address] = {"password": password_hash}
 

@@ -1,4 +1,8 @@
-"""The directory of local accounts: ``accounts.json`` users in the configured domains."""
+"""The directory of local accounts: ``accounts.json`` users and aliases in the local domains.
+
+An alias maps an address to one or more local users; ``@domain`` is that domain's catch-all,
+which exists only when an admin adds it (``ourmail alias add @example.org postmaster@…``).
+"""
 
 from __future__ import annotations
 
@@ -30,4 +34,12 @@ class LocalDirectory:
             return succeed(Recipient("remote", address))
         if self.accounts.has_user(address):
             return succeed(Recipient("user", address))
+        # An alias, else the domain's catch-all ("@domain"), which exists only if configured.
+        targets = self.accounts.alias(address) or self.accounts.alias(f"@{domain}")
+        if targets:
+            return succeed(Recipient("alias", address, tuple(targets)))
         return succeed(Recipient("unknown", address))
+
+    def may_send_as(self, user: str, address: str) -> bool:
+        """A user may send as themselves and as any alias that delivers to them."""
+        return address == user or user in (self.accounts.alias(address) or [])

@@ -335,7 +335,7 @@ class SMTPServer(LineProtocol):
             self.error(501, "5.5.4 Syntax: MAIL FROM:<address> [parameters]")
             return
         if self.user is not None:
-            if path.lower() != self.user:  # RFC 6409 §6.1: the sender is the user's own
+            if not self._may_send_as(path):  # RFC 6409 §6.1: the user's own address or alias
                 self.error(553, f"5.7.1 <{path}>: Sender address not owned by {self.user}")
                 return
             if self.ctx.rates is not None and not self.ctx.rates.may_send(self.user):
@@ -404,8 +404,11 @@ class SMTPServer(LineProtocol):
         self._async(self.ctx.directory.lookup(address).addCallback(self._rcpt_known, path))
 
     def _rcpt_known(self, rcpt: Recipient, path: str) -> None:
-        if rcpt.kind == "user":
-            if not self.ctx.quota.fits(self.ctx.store.user(rcpt.address), self.declared_size):
+        if rcpt.kind in ("user", "alias"):
+            if not all(
+                self.ctx.quota.fits(self.ctx.store.user(m), self.declared_size)
+                for m in rcpt.mailboxes
+            ):
                 # RFC 3463 §3.3: X.2.2 mailbox full; temporary unless configured permanent.
                 if self.ctx.quota.permanent:
                     self.error(552, f"5.2.2 <{path}>: Mailbox full")
@@ -582,15 +585,22 @@ class SMTPServer(LineProtocol):
             return
         self._async(self._deliver())
 
+    def _may_send_as(self, address: str) -> bool:
+        assert self.user is not None
+        try:
+            return self.ctx.directory.may_send_as(self.user, normalise_address(address))
+        except AddressError:
+            return False
+
     def _complete_submission(self) -> bool:
         """RFC 6409: check From:, add a missing Message-ID: and Date:; False if refused."""
         assert self._spool is not None
         start = self._spool.head(self._received_len + submission.HEADER_LIMIT)
         header = submission.check_header(start, self._received_len)
-        strangers = [a for a in header.from_addresses if a != self.user]
+        strangers = [a for a in header.from_addresses if not self._may_send_as(a)]
         if strangers or not header.from_addresses:
             self._reset()
-            self.error(553, f"5.7.1 From: must be your own address, {self.user}")
+            self.error(553, f"5.7.1 From: must be your own address or alias, {self.user}")
             return False
         if header.missing:
             fields = submission.added_fields(header.missing, self.ctx.hostname)
@@ -602,18 +612,25 @@ class SMTPServer(LineProtocol):
         spool = self._spool
         assert spool is not None
         rcpts = [r.address for r in self.recipients]
+        # Each mailbox gets one copy, however many recipients (aliases) lead to it.
+        mailboxes = list(dict.fromkeys(m for r in self.recipients for m in r.mailboxes))
         try:
             source = spool.source()
             on_disk = spool.on_disk()
             if on_disk is not None and not HAVE_SYNCFS:  # else the commit's syncfs covers it
                 yield deferToThread(os.fsync, on_disk.fileno())
-            results = yield defer.DeferredList(
-                [self.ctx.store.user(a).deliver(source) for a in rcpts], consumeErrors=True
+            outcomes = yield defer.DeferredList(
+                [self.ctx.store.user(m).deliver(source) for m in mailboxes], consumeErrors=True
             )
-            for ok, outcome in results:
+            by_mailbox = dict(zip(mailboxes, outcomes, strict=True))
+            for ok, outcome in outcomes:
                 if not ok:
                     log.failure("delivery of {id} failed", outcome, id=self.queue_id)
-            delivered = [a for a, (ok, _) in zip(rcpts, results, strict=True) if ok]
+            results = [
+                next((by_mailbox[m] for m in r.mailboxes if not by_mailbox[m][0]), (True, None))
+                for r in self.recipients
+            ]
+            delivered = [m for m, (ok, _) in by_mailbox.items() if ok]
             if delivered:
                 log.info(
                     "delivered {id} from <{sender}> to {rcpts} ({size} bytes)",
