@@ -149,3 +149,13 @@ def test_lmtp_defaults_to_a_unix_socket_in_the_data_dir(tmp_path: Path) -> None:
         data=str(tmp_path), hostname="mx.a.org", listen=("lmtp=tcp:24:interface=::1",)
     )
     assert s.listen["lmtp"] == "tcp:24:interface=::1"
+
+
+def test_local_directory_implements_the_interface(tmp_path: Path) -> None:
+    from zope.interface.verify import verifyObject
+
+    from ourmail.auth.accounts import AccountDB
+    from ourmail.directory.local import LocalDirectory
+    from ourmail.interfaces import IDirectory
+
+    verifyObject(IDirectory, LocalDirectory(AccountDB(tmp_path), ("a.org",)))
