@@ -2,7 +2,7 @@
 header fields, sending rates.
 
 * The envelope sender and every ``From:`` address must be the authenticated user's own address
-  (aliases and groups they may send as come with the directory work); otherwise ``553 5.7.1``.
+  or an alias that delivers to them (``IDirectory.may_send_as``); otherwise ``553 5.7.1``.
 * A message without ``Message-ID:`` or ``Date:`` gets them (RFC 6409 §8.2, §8.3).
 * Each user may send ``max_messages_per_hour`` messages to ``max_recipients_per_hour``
   recipients in any hour (counted in this process); beyond that, ``451 4.7.1``.
