@@ -26,7 +26,6 @@ MAX_DEPTH = 16
 MAX_TOKENS = 100_000
 
 _ATOM_STOP = frozenset(b' ()\x00"{')
-_SAFE_ATOM = re.compile(rb"^[!#$&'+,\-./0-9:;<=>?@A-Z^_`a-z|~\[\]]+$")
 _TAG = re.compile(r"^[!#$&',\-./0-9:;<=>?@A-Z^_`a-z|~\[]+$")
 
 
@@ -162,14 +161,6 @@ def literal(data: bytes) -> bytes:
 
 def nstring(data: bytes | str | None) -> bytes:
     return b"NIL" if data is None else quote(data)
-
-
-def astring_out(data: str | bytes) -> bytes:
-    """An atom when safe, otherwise quoted or a literal."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    if raw and _SAFE_ATOM.match(raw) and raw.upper() != b"NIL" and b"]" not in raw:
-        return raw
-    return quote(raw)
 
 
 def mailbox_out(name: str, utf8: bool = False) -> bytes:

@@ -79,7 +79,3 @@ class SummaryCache:
         text = "".join(f"{uid}\t{summary.to_json()}\n" for uid, summary in records)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(text)
-
-    def line_count(self) -> int:
-        self._refresh()
-        return len(self._offsets)

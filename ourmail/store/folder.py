@@ -125,8 +125,6 @@ class MaildirFolder:
         self._keywords: list[str] = []
         self._keywords_stamp: tuple[int, int] | None = None
         self._listeners: list[Callable[[], None]] = []
-        self._lock_fd: int | None = None
-        self._lock_depth = 0
         self._lock_owner: int | None = None
         self._sorted: list[int] | None = None
         maildir.clean_tmp(path)
@@ -156,21 +154,17 @@ class MaildirFolder:
     def _locked(self) -> Iterator[None]:
         """The folder lock, reentrant for the thread that holds it."""
         me = threading.get_ident()
-        if self._lock_owner == me:
-            self._lock_depth += 1
-            try:
-                yield
-            finally:
-                self._lock_depth -= 1
+        if self._lock_owner == me:  # the outermost holder releases it
+            yield
             return
         fd = os.open(self.path / LOCKFILE, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            self._lock_owner, self._lock_depth = me, 1
+            self._lock_owner = me
             try:
                 yield
             finally:
-                self._lock_owner, self._lock_depth = None, 0
+                self._lock_owner = None
         finally:
             os.close(fd)
 
