@@ -89,15 +89,14 @@ class Committer:
     def _committed(self, outcome: tuple[list[Job], list[Job]], batch: list[Job]) -> None:
         self._running -= 1
         retry, refused = outcome
-        retrying = {id(j) for j in retry}
         for job in refused:
             job.done.errback(Failure(ShardMoving("this mailbox is being moved; try again soon")))
-        retrying |= {id(j) for j in refused}
+        not_committed = {id(j) for j in (*retry, *refused)}
         folders = {id(j.folder): j.folder for j in batch}
         for folder in folders.values():
             folder.committed()
         for job in batch:
-            if id(job) in retrying:
+            if id(job) in not_committed:
                 continue
             assert job.prepared is not None
             uid = job.folder.state.by_base.get(job.prepared.base)

@@ -196,20 +196,14 @@ class MaildirFolder:
             self.state, self._offset, self._inode, reloaded = FolderState(), 0, st.st_ino, True
         if st.st_size == self._offset:
             return reloaded
-        with open(self.path / UIDLIST, "rb") as f:
-            f.seek(self._offset)
-            data = f.read(st.st_size - self._offset)
-        end = data.rfind(b"\n") + 1
         before = (self.state.highestmodseq, self.state.uidnext)
         try:
-            for line in data[:end].decode("utf-8").split("\n")[:-1]:
-                self.state.apply(line)
+            self._offset += _fold_tail(self.path / UIDLIST, self._offset, self.state, st.st_size)
             if not self.state.uidvalidity:
                 raise CorruptJournal("no header")
-        except (CorruptJournal, UnicodeDecodeError) as e:
+        except CorruptJournal as e:
             self._rebuild(str(e))
             return True
-        self._offset += end
         self._sorted = None
         return reloaded or before != (self.state.highestmodseq, self.state.uidnext)
 
@@ -520,13 +514,9 @@ class MaildirFolder:
             if st.st_ino != inode or st.st_size < offset:
                 return False
             tail = FolderState(validity, uidnext, modseq, stamp=stamp, last_added=uidnext - 1)
-            with open(self.path / UIDLIST, "rb") as f:
-                f.seek(offset)
-                data = f.read()
             try:
-                for line in data[: data.rfind(b"\n") + 1].decode("utf-8").split("\n")[:-1]:
-                    tail.apply(line)
-            except (CorruptJournal, UnicodeDecodeError):
+                _fold_tail(self.path / UIDLIST, offset, tail)
+            except CorruptJournal:
                 return False
             clean = self._dir_stamp() == tail.stamp
             lines, summaries = [], []
@@ -604,3 +594,22 @@ def _order(base: str) -> tuple[int, str]:
     """New messages get UIDs in delivery-time order (base names start with the time)."""
     head = base.split(".", 1)[0]
     return (int(head) if head.isdigit() else 0, base)
+
+
+def _fold_tail(path: Path, offset: int, state: FolderState, size: int | None = None) -> int:
+    """Apply the complete journal lines after ``offset`` (up to ``size``) to ``state``.
+
+    Returns how many bytes they took; a torn last line is left for next time.  Raises
+    CorruptJournal for a line that cannot be applied.
+    """
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read(-1 if size is None else size - offset)
+    end = data.rfind(b"\n") + 1
+    try:
+        lines = data[:end].decode("utf-8").split("\n")[:-1]
+    except UnicodeDecodeError as e:
+        raise CorruptJournal("journal is not UTF-8") from e
+    for line in lines:
+        state.apply(line)
+    return end
