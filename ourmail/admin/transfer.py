@@ -23,7 +23,7 @@ from pathlib import Path
 from twisted.internet.defer import Deferred, inlineCallbacks
 
 from ourmail import mutf7
-from ourmail.fsutil import fsync_dir, write_atomic
+from ourmail.fsutil import fsync_dir
 from ourmail.interfaces import FolderExists, IUserStore
 from ourmail.store import maildir
 
@@ -47,29 +47,6 @@ def source_folders(root: Path) -> Iterator[tuple[str, Path]]:
             yield name, entry
 
 
-def _keywords(folder: Path) -> list[str]:
-    words: list[str] = []
-    try:
-        for line in (folder / "dovecot-keywords").read_text("utf-8").splitlines():
-            idx, _, word = line.partition(" ")
-            if idx.isdigit() and word:
-                words.extend([""] * (int(idx) + 1 - len(words)))
-                words[int(idx)] = word
-    except (FileNotFoundError, UnicodeDecodeError):
-        pass
-    return words
-
-
-def _flags(info: str | None, keywords: list[str]) -> list[str]:
-    flags = []
-    for ch in info or "":
-        if ch in maildir.FLAG_LETTERS:
-            flags.append(maildir.FLAG_LETTERS[ch])
-        elif "a" <= ch <= "z" and ord(ch) - ord("a") < len(keywords) and keywords[ord(ch) - 97]:
-            flags.append(keywords[ord(ch) - ord("a")])
-    return flags
-
-
 @inlineCallbacks
 def import_maildir(user: IUserStore, root: Path) -> Deferred[int]:
     """Store every message of the Maildir++ at ``root`` into ``user``; fires with the count."""
@@ -79,7 +56,7 @@ def import_maildir(user: IUserStore, root: Path) -> Deferred[int]:
             with contextlib.suppress(FolderExists):
                 user.create_folder(name)
         folder = user.folder(name)
-        keywords = _keywords(path)
+        keywords = maildir.read_keywords(path)
         files = []
         for sub in ("cur", "new"):
             for entry in os.scandir(path / sub):
@@ -88,7 +65,7 @@ def import_maildir(user: IUserStore, root: Path) -> Deferred[int]:
                     files.append((entry.stat().st_mtime, base, entry.path, info))
         for mtime, _, file_path, info in sorted(files):  # delivery order, so UIDs follow it
             data = maildir.to_crlf(Path(file_path).read_bytes())
-            yield folder.append(data, _flags(info, keywords), mtime)
+            yield folder.append(data, maildir.flags_from_info(info, keywords), mtime)
             count += 1
     return count
 
@@ -117,8 +94,7 @@ def export_maildir(user: IUserStore, dest: Path) -> int:
             os.utime(target, (msg.internal_date, msg.internal_date))
             count += 1
         if keywords:
-            text = "".join(f"{i} {w}\n" for i, w in enumerate(keywords))
-            write_atomic(path / "dovecot-keywords", text.encode("utf-8"), 0o600)
+            maildir.write_keywords(path, keywords)
         fsync_dir(path / "cur")
     return count
 

@@ -54,7 +54,7 @@ from ourmail.store.shardmove import MovingShards
 
 UIDLIST = "ourmail-uidlist"
 LOCKFILE = "ourmail-uidlist.lock"
-KEYWORDS = "dovecot-keywords"
+KEYWORDS = maildir.KEYWORDS
 #: The last UIDVALIDITY given out, so a rebuilt journal always gets a larger one.
 VALIDITY = "ourmail-uidvalidity"
 #: Rewrite the journal once it has this many lines more than twice the messages.
@@ -345,14 +345,7 @@ class MaildirFolder:
         if stamp == self._keywords_stamp:
             return
         self._keywords_stamp = stamp
-        words: list[str] = []
-        with contextlib.suppress(FileNotFoundError, UnicodeDecodeError):
-            for line in (self.path / KEYWORDS).read_text("utf-8").splitlines():
-                idx, _, word = line.partition(" ")
-                if idx.isdigit() and int(idx) < maildir.MAX_KEYWORDS and word:
-                    words.extend([""] * (int(idx) + 1 - len(words)))
-                    words[int(idx)] = word
-        self._keywords = words
+        self._keywords = maildir.read_keywords(self.path)
 
     def keywords(self) -> list[str]:
         """The keywords defined in this folder."""
@@ -361,17 +354,7 @@ class MaildirFolder:
 
     def flags_of(self, info: str | None) -> frozenset[str]:
         """The flags a Maildir info string stands for (keywords as of the last sync)."""
-        if not info:
-            return frozenset()
-        flags = set()
-        for ch in info:
-            if ch in maildir.FLAG_LETTERS:
-                flags.add(maildir.FLAG_LETTERS[ch])
-            elif "a" <= ch <= "z":
-                idx = ord(ch) - ord("a")
-                if idx < len(self._keywords) and self._keywords[idx]:
-                    flags.add(self._keywords[idx])
-        return frozenset(flags)
+        return maildir.flags_from_info(info, self._keywords) if info else frozenset()
 
     def _info_for(self, flags: Iterable[str]) -> str:
         """Maildir info letters for ``flags``, registering new keywords as needed."""
@@ -388,8 +371,7 @@ class MaildirFolder:
                 if len(self.keywords()) + len(new) > maildir.MAX_KEYWORDS:
                     raise StoreError("too many keywords in this folder")
                 self._keywords += new
-                text = "".join(f"{i} {w}\n" for i, w in enumerate(self._keywords) if w)
-                write_atomic(self.path / KEYWORDS, text.encode("utf-8"))
+                maildir.write_keywords(self.path, self._keywords)
         for flag in wanted:
             if flag in maildir.LETTER_OF:
                 letters.add(maildir.LETTER_OF[flag])

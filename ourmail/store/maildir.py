@@ -7,6 +7,7 @@ folder's ``dovecot-keywords`` file, the internal date as the file's modification
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -17,7 +18,7 @@ from typing import BinaryIO
 
 import attrs
 
-from ourmail.fsutil import fsync_file
+from ourmail.fsutil import fsync_file, write_atomic
 from ourmail.mime.summary import Summary, summarize
 
 # Maildir info letters <-> RFC 3501 system flags (P, "passed", has no IMAP flag of its own).
@@ -35,6 +36,43 @@ MAX_KEYWORDS = 26
 
 _counter = itertools.count()
 _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "localhost"
+
+
+KEYWORDS = "dovecot-keywords"
+
+
+def read_keywords(folder_path: Path) -> list[str]:
+    """A folder's ``dovecot-keywords``: ``<index> <name>`` lines, index 0 being letter ``a``.
+
+    Gaps stay as empty strings; indices beyond ``z`` are ignored.
+    """
+    words: list[str] = []
+    with contextlib.suppress(FileNotFoundError, UnicodeDecodeError):
+        for line in (folder_path / KEYWORDS).read_text("utf-8").splitlines():
+            idx, _, word = line.partition(" ")
+            if idx.isdigit() and int(idx) < MAX_KEYWORDS and word:
+                words.extend([""] * (int(idx) + 1 - len(words)))
+                words[int(idx)] = word
+    return words
+
+
+def write_keywords(folder_path: Path, keywords: list[str]) -> None:
+    """Replace the folder's ``dovecot-keywords`` (empty entries keep their index free)."""
+    text = "".join(f"{i} {w}\n" for i, w in enumerate(keywords) if w)
+    write_atomic(folder_path / KEYWORDS, text.encode("utf-8"), 0o600)
+
+
+def flags_from_info(info: str | None, keywords: list[str]) -> frozenset[str]:
+    """The flags a Maildir info string stands for, given the folder's keywords."""
+    flags = set()
+    for ch in info or "":
+        if ch in FLAG_LETTERS:
+            flags.add(FLAG_LETTERS[ch])
+        elif "a" <= ch <= "z":
+            idx = ord(ch) - ord("a")
+            if idx < len(keywords) and keywords[idx]:
+                flags.add(keywords[idx])
+    return frozenset(flags)
 
 
 def canonical_flag(flag: str) -> str:

@@ -19,6 +19,7 @@ from ourmail.interfaces import (
     StoreError,
 )
 from ourmail.store import folder as folder_mod
+from ourmail.store import maildir
 from ourmail.store.folder import MaildirFolder
 from ourmail.store.shards import ShardMap, shard_of
 from ourmail.store.userstore import MaildirStore, MaildirUserStore, ensure_default_folders
@@ -317,3 +318,12 @@ def test_local_parts_stay_one_directory(tmp_path: Path, local: str) -> None:
     assert path.parent.name == "example.org" and "/" not in path.name
     assert path != shards.user_dir("alice@example.org").joinpath(".Sent")
     assert len({shards.user_dir(f"{x}@example.org") for x in ("a/b", "a%2Fb")}) == 2
+
+
+def test_keyword_file_is_bounded_and_round_trips(tmp_path: Path) -> None:
+    (tmp_path / "dovecot-keywords").write_text("0 $Work\n999999999 $Huge\n2 Later\nbad line\n")
+    words = maildir.read_keywords(tmp_path)
+    assert words == ["$Work", "", "Later"]
+    assert maildir.flags_from_info("Sac", words) == {"\\Seen", "$Work", "Later"}
+    maildir.write_keywords(tmp_path, words)
+    assert (tmp_path / "dovecot-keywords").read_text() == "0 $Work\n2 Later\n"
