@@ -98,6 +98,55 @@ class SubmissionSettings:
 
 
 @attrs.frozen
+class RelaySettings:
+    """An optional smart host that takes all outbound mail (TLS always required)."""
+
+    #: "host:port"; empty means deliver to each domain's MX hosts.
+    host: str = ""
+    #: "starttls" (port 587, RFC 3207) or "implicit" (port 465, RFC 8314).
+    tls: str = "starttls"
+    username: str = ""
+    #: A file holding the password (kept out of ourmail.toml and the logs).
+    password_file: str = ""
+    #: PEM certificates to trust for the smart host; empty means the system's trusted roots.
+    ca_file: str = ""
+
+    @property
+    def address(self) -> tuple[str, int]:
+        name, _, port = self.host.rpartition(":")
+        return name.strip("[]"), int(port)
+
+
+@attrs.frozen
+class QueueSettings:
+    """The outbound queue: retries, notifications and connections (seconds for times)."""
+
+    #: First retry after a temporary failure; each later one waits twice as long, at most
+    #: ``max_retry_interval``.
+    retry_first: int = 300
+    max_retry_interval: int = 4 * 3600
+    #: A message still undelivered after this long is returned to its sender (RFC 5321 §4.5.4.1).
+    max_age: int = 5 * 24 * 3600
+    #: Warn the sender of a delay after this long (0: never).
+    delay_warning: int = 4 * 3600
+    #: Connections at once to one destination, and in all.
+    max_per_destination: int = 5
+    max_connections: int = 100
+    #: Messages sent over one connection before it is closed.
+    messages_per_connection: int = 100
+    connect_timeout: int = 30
+    #: Time to wait for a reply (RFC 5321 §4.5.3.2 asks for minutes).
+    command_timeout: int = 300
+    #: Port of remote MX hosts (25; other values are for testing).
+    smtp_port: int = 25
+    #: DNS servers as "address:port"; empty means those of /etc/resolv.conf.
+    dns_servers: tuple[str, ...] = ()
+    #: Bounces return the whole message up to this size, else its header only.
+    bounce_size_limit: int = 1 << 20
+    relay: RelaySettings = RelaySettings()
+
+
+@attrs.frozen
 class Settings:
     """The validated configuration of one server."""
 
@@ -113,6 +162,7 @@ class Settings:
     auth_failure_delay: float = 0.5
     quota: QuotaSettings = QuotaSettings()
     submission: SubmissionSettings = SubmissionSettings()
+    queue: QueueSettings = QueueSettings()
     config_path: Path | None = None
 
     @property
@@ -179,6 +229,11 @@ _TOML_KEYS: Mapping[str, Any] = {
     "auth": {"failure_delay": (int, float)},
     "quota": {"bytes": int, "messages": int, "permanent": bool, "domain": _Named(_QUOTA_LIMIT)},
     "submission": {"save_sent": bool, "max_messages_per_hour": int, "max_recipients_per_hour": int},
+    "queue": {
+        **{f.name: int for f in attrs.fields(QueueSettings) if f.type in ("int", int)},
+        "dns_servers": list,
+        "relay": {f.name: str for f in attrs.fields(RelaySettings)},
+    },
 }
 
 
@@ -297,6 +352,7 @@ def load_settings(
     submission = SubmissionSettings(**table.get("submission", {}))
     if submission.max_messages_per_hour <= 0 or submission.max_recipients_per_hour <= 0:
         raise ConfigError("the [submission] hourly limits must be positive")
+    queue = _queue_settings(table.get("queue", {}))
     delay = float(table.get("auth", {}).get("failure_delay", 0.5))
     if not 0 <= delay <= 30:
         raise ConfigError("'auth.failure_delay' must be between 0 and 30 seconds")
@@ -312,8 +368,32 @@ def load_settings(
         auth_failure_delay=delay,
         quota=quota,
         submission=submission,
+        queue=queue,
         config_path=config_path,
     )
+
+
+def _queue_settings(table: Mapping[str, Any]) -> QueueSettings:
+    numbers = {k: v for k, v in table.items() if k not in ("dns_servers", "relay")}
+    for key, value in numbers.items():
+        if value < 0 or (value == 0 and key != "delay_warning"):
+            raise ConfigError(f"'queue.{key}' must be positive")
+    servers = []
+    for item in table.get("dns_servers", []):
+        host, _, port = str(item).rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"'queue.dns_servers' takes \"address:port\" items, got {item!r}")
+        servers.append(item)
+    relay = RelaySettings(**table.get("relay", {}))
+    if relay.host:
+        name, _, port = relay.host.rpartition(":")
+        if not name or not port.isdigit():
+            raise ConfigError(f"'queue.relay.host' must be \"host:port\", got {relay.host!r}")
+        if relay.tls not in ("starttls", "implicit"):
+            raise ConfigError('\'queue.relay.tls\' must be "starttls" or "implicit"')
+        if bool(relay.username) != bool(relay.password_file):
+            raise ConfigError("'queue.relay' needs both 'username' and 'password_file', or neither")
+    return QueueSettings(**numbers, dns_servers=tuple(servers), relay=relay)
 
 
 def _quota_limit(table: Mapping[str, int], where: str) -> QuotaLimit:
@@ -387,6 +467,23 @@ domains = {domains}
 # save_sent = false
 # max_messages_per_hour = 500
 # max_recipients_per_hour = 2000
+
+[queue]
+# Outbound mail: retries after a temporary failure start after retry_first seconds and double up
+# to max_retry_interval; after max_age the message is returned to its sender.
+# retry_first = 300
+# max_retry_interval = 14400
+# max_age = 432000
+# delay_warning = 14400           # 0: never warn senders of delays
+# max_per_destination = 5         # connections to one domain at once
+# dns_servers = []                # e.g. ["127.0.0.1:53"]; default: /etc/resolv.conf
+# [queue.relay]
+# Send all outbound mail through a smart host (TLS required; AUTH if a username is set).
+# host = "smtp.example.net:587"
+# tls = "starttls"                # or "implicit" for port 465
+# username = "ourmail"
+# password_file = "/etc/ourmail/relay-password"
+# ca_file = ""                    # default: the system's trusted roots
 
 [quota]
 # Per-user storage limits (0 = unlimited); `ourmail user quota` sets them for one user.

@@ -178,11 +178,22 @@ class Recipient:
     address: str
     #: For an alias: the local users its mail goes to.
     targets: tuple[str, ...] = ()
+    #: For an alias: the addresses in other domains its mail is forwarded to.
+    forwards: tuple[str, ...] = ()
 
     @property
     def mailboxes(self) -> tuple[str, ...]:
         """The local users whose mailboxes receive mail for this recipient."""
-        return self.targets if self.kind == "alias" else (self.address,)
+        if self.kind == "alias":
+            return self.targets
+        return (self.address,) if self.kind == "user" else ()
+
+    @property
+    def outbound(self) -> tuple[str, ...]:
+        """The addresses the outbound queue must send this recipient's mail to."""
+        if self.kind == "alias":
+            return self.forwards
+        return (self.address,) if self.kind == "remote" else ()
 
 
 class IDirectory(Interface):
@@ -192,8 +203,8 @@ class IDirectory(Interface):
         """True if mail for ``domain`` is delivered here."""
 
     def lookup(address: str) -> Deferred[Recipient]:
-        """What ``address`` is: a local user, an alias of local users, a remote address, or
-        unknown in a local domain."""
+        """What ``address`` is: a local user, an alias (of local users and remote addresses),
+        a remote address, or unknown in a local domain."""
 
     def may_send_as(user: str, address: str) -> bool:
         """Whether the logged-in ``user`` may use ``address`` as sender (own address or alias)."""

@@ -34,6 +34,7 @@ from ourmail.net.tls import server_context
 from ourmail.pop3.server import POP3Context, POP3Server
 from ourmail.secure import selfsigned
 from ourmail.smtp.lmtp import LMTPServer
+from ourmail.smtp.queue import OutboundQueue
 from ourmail.smtp.server import SMTPContext, SMTPServer
 from ourmail.smtp.submission import SendingRates
 from ourmail.store.quota import QuotaPolicy
@@ -130,6 +131,7 @@ class Server:
     listeners: dict[str, ListenerService]
     store: IMailStore
     accounts: AccountDB
+    queue: OutboundQueue
 
 
 def build(
@@ -138,12 +140,14 @@ def build(
     checkers: Sequence[ICredentialsChecker] = (),
     store: IMailStore | None = None,
     realm: IRealm | None = None,
+    queue_clock: IReactorTime | None = None,
 ) -> Server:
     """The whole server for ``settings``.
 
     Plugin points (docs/plugins.md): ``checkers`` replace the local-account checker, ``store``
     replaces the sharded Maildir store (delivery and the default realm use it), and ``realm``
-    replaces the default realm (it must hand out ``IUserStore`` avatars).
+    replaces the default realm (it must hand out ``IUserStore`` avatars).  ``queue_clock``
+    drives the outbound queue's schedule (tests pass a ``task.Clock``).
     """
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -165,6 +169,16 @@ def build(
     tls = server_context(settings.tls_certificate, settings.tls_key)
     quota = QuotaPolicy(settings.quota, accounts)
     rates = SendingRates(settings.submission)
+    queue = OutboundQueue(
+        settings.queue,
+        data,
+        settings.hostname,
+        directory,
+        store,
+        quota,
+        reactor,  # type: ignore[arg-type]
+        queue_clock or reactor,  # type: ignore[arg-type]
+    )
 
     def factory_for(service: str) -> Factory:
         implicit = service in IMPLICIT_TLS
@@ -184,6 +198,7 @@ def build(
                     submission=service in ("submission", "submissions"),
                     rates=rates,
                     save_sent=settings.submission.save_sent,
+                    queue=queue,
                     implicit_tls=implicit,
                 ),
             )
@@ -212,6 +227,7 @@ def build(
         )
 
     root = MultiService()
+    queue.setServiceParent(root)
     listeners: dict[str, ListenerService] = {}
     for service in SERVICES:
         endpoint = settings.listen.get(service)
@@ -223,4 +239,4 @@ def build(
         listener = ListenerService(reactor, service, endpoint, factory)
         listener.setServiceParent(root)
         listeners[service] = listener
-    return Server(service=root, listeners=listeners, store=store, accounts=accounts)
+    return Server(service=root, listeners=listeners, store=store, accounts=accounts, queue=queue)

@@ -15,16 +15,18 @@ from typing import Any
 
 import attrs
 import pytest
+from peers import dns as testdns
 from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
 
 from ourmail.auth.passwords import hash_password
-from ourmail.config import SERVICES, load_settings
+from ourmail.config import SERVICES, QueueSettings, load_settings
 from ourmail.service import Server, build
 
 PASSWORD = "correct horse battery staple"
 
 _thread: threading.Thread | None = None
+_dns: tuple[testdns.TestZone, int] | None = None
 
 
 def _ensure_reactor() -> None:
@@ -34,6 +36,17 @@ def _ensure_reactor() -> None:
             target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True
         )
         _thread.start()
+
+
+def dns_zone() -> tuple[testdns.TestZone, int]:
+    """The tests' DNS server (started once) and its UDP port on 127.0.0.1."""
+    global _dns
+    _ensure_reactor()
+    if _dns is None:
+        zone = testdns.TestZone()
+        _, port = blockingCallFromThread(reactor, testdns.start, zone)
+        _dns = (zone, port)
+    return _dns
 
 
 class RunningServer:
@@ -66,23 +79,29 @@ def client_tls() -> ssl.SSLContext:
 
 @contextlib.contextmanager
 def running_server(
-    tmp_path: Path, listen: dict[str, str] | None = None, **changes: Any
+    tmp_path: Path,
+    listen: dict[str, str] | None = None,
+    domain: str = "example.test",
+    hostname: str = "mail.example.test",
+    queue_clock: Any = None,
+    **changes: Any,
 ) -> Iterator[RunningServer]:
     """A fresh server on loopback ports (``listen`` overrides some); ``changes`` override
-    Settings fields."""
+    Settings fields.  Its outbound queue resolves through the tests' DNS server only."""
     _ensure_reactor()
-    domain = "example.test"
     endpoints = {svc: "tcp:0:interface=127.0.0.1" for svc in SERVICES} | (listen or {})
     settings = load_settings(
         data=str(tmp_path / "data"),
         domains=(domain,),
-        hostname="mail.example.test",
+        hostname=hostname,
         listen=tuple(f"{svc}={ep}" for svc, ep in endpoints.items()),
     )
-    settings = attrs.evolve(settings, auth_failure_delay=0.05, **changes)
+    queue = changes.pop("queue", QueueSettings())
+    queue = attrs.evolve(queue, dns_servers=(f"127.0.0.1:{dns_zone()[1]}",))
+    settings = attrs.evolve(settings, auth_failure_delay=0.05, queue=queue, **changes)
 
     def start() -> Server:
-        server = build(settings, reactor)
+        server = build(settings, reactor, queue_clock=queue_clock)
         server.service.startService()
         return server
 

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 
 from ourmail.addresses import AddressError, normalise_address
-from ourmail.admin import transfer
+from ourmail.admin import queuecmd, transfer
 from ourmail.auth.accounts import AccountDB, AccountError
 from ourmail.auth.passwords import hash_password
 from ourmail.config import (
@@ -28,6 +28,7 @@ from ourmail.config import (
     normalise_domain,
     parse_size,
 )
+from ourmail.smtp.queuefiles import QueueError, QueueFiles
 from ourmail.store import shardmove
 from ourmail.store.quota import QuotaPolicy, usage
 from ourmail.store.shards import ShardMap
@@ -200,13 +201,15 @@ def alias_add(settings: Settings, db: AccountDB, args: argparse.Namespace) -> No
             raise CommandError(f"{address} is a user; an alias needs an address of its own")
     targets = []
     for raw in args.targets:
-        target = _address(settings, db, raw)
-        if not db.has_user(target):
-            raise CommandError(
-                f"{target} is not a local user (forwarding to other addresses comes with the "
-                "outbound queue)"
-            )
-        targets.append(target)
+        try:
+            target = normalise_address(raw, settings.primary_domain)
+        except AddressError as e:
+            raise CommandError(str(e)) from None
+        domain = target.rpartition("@")[2]
+        local = domain in settings.domains or domain in db.domains()
+        if local and not db.has_user(target):
+            raise CommandError(f"{target} is not a local user")
+        targets.append(target)  # an address elsewhere: forwarded through the outbound queue
     db.set_alias(address, list(dict.fromkeys(targets)))
     print(f"{address} -> {', '.join(targets)}")
 
@@ -247,7 +250,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ourmail",
         parents=[common],
-        description="Manage an ourmail server's users and domains.",
+        description="Manage an ourmail server's users, domains, mail store and queue.",
     )
     topics = parser.add_subparsers(dest="topic", required=True)
 
@@ -273,11 +276,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("address")
     p.set_defaults(func=user_del)
 
-    alias = topics.add_parser("alias", parents=[common], help="addresses that deliver to users")
+    alias = topics.add_parser(
+        "alias", parents=[common], help="addresses that deliver to users or forward elsewhere"
+    )
     alias_cmds = alias.add_subparsers(dest="command", required=True)
     p = alias_cmds.add_parser("add", parents=[common], help="add or replace an alias")
     p.add_argument("address", help="the alias, or @domain for that domain's catch-all")
-    p.add_argument("targets", nargs="+", help="local users who receive its mail")
+    p.add_argument(
+        "targets",
+        nargs="+",
+        help="local users who receive its mail, or addresses elsewhere to forward to",
+    )
     p.set_defaults(func=alias_add)
     p = alias_cmds.add_parser("list", parents=[common], help="list aliases")
     p.set_defaults(func=alias_list)
@@ -314,7 +323,15 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=domain_add)
     p = domain_cmds.add_parser("list", parents=[common], help="list the domains served")
     p.set_defaults(func=domain_list)
+
+    queuecmd.add_parser(topics, common)
     return parser
+
+
+def queue_cmd(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
+    files = QueueFiles(settings.data_dir / "queue")
+    files.prepare()
+    args.queue_func(files, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -323,8 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(
             data=getattr(args, "data", None), config=getattr(args, "config", None)
         )
-        args.func(settings, AccountDB(settings.data_dir), args)
-    except (CommandError, ConfigError, AccountError, shardmove.MoveError) as e:
+        func = queue_cmd if args.topic == "queue" else args.func
+        func(settings, AccountDB(settings.data_dir), args)
+    except (CommandError, ConfigError, AccountError, shardmove.MoveError, QueueError) as e:
         print(f"ourmail: {e}", file=sys.stderr)
         return 1
     return 0

@@ -1,7 +1,8 @@
 """The directory of local accounts: ``accounts.json`` users and aliases in the local domains.
 
-An alias maps an address to one or more local users; ``@domain`` is that domain's catch-all,
-which exists only when an admin adds it (``ourmail alias add @example.org postmaster@…``).
+An alias maps an address to one or more local users and remote addresses (forwarding through
+the outbound queue); ``@domain`` is that domain's catch-all, which exists only when an admin adds
+it (``ourmail alias add @example.org postmaster@…``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ class LocalDirectory:
         # An alias, else the domain's catch-all ("@domain"), which exists only if configured.
         targets = self.accounts.alias(address) or self.accounts.alias(f"@{domain}")
         if targets:
-            return succeed(Recipient("alias", address, tuple(targets)))
+            local = tuple(t for t in targets if self.is_local_domain(t.rpartition("@")[2]))
+            remote = tuple(t for t in targets if t not in local)
+            return succeed(Recipient("alias", address, local, remote))
         return succeed(Recipient("unknown", address))
 
     def may_send_as(self, user: str, address: str) -> bool:

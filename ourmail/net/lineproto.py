@@ -235,6 +235,8 @@ class SessionFactory(ServerFactory):
         self.protocol = protocol  # type: ignore[assignment]
         self.ctx = ctx
         self.open: dict[str, int] = {}
+        #: Sessions accepted since the listener started (a figure for logs and tests).
+        self.sessions = 0
 
     def buildProtocol(self, addr: Any) -> LineProtocol:
         proto = self.protocol(self.ctx)  # type: ignore[call-arg]
@@ -247,6 +249,7 @@ class SessionFactory(ServerFactory):
             proto.refused = "too many connections from your address"
         else:
             self.open[client] = self.open.get(client, 0) + 1
+            self.sessions += 1
             proto.counted_as = client
         return proto
 

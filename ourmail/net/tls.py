@@ -1,11 +1,11 @@
-"""Server TLS contexts: TLS 1.2 and newer only, from PEM files."""
+"""TLS contexts, TLS 1.2 and newer only: the servers' (from PEM files) and the outbound client's."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
 from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 
@@ -30,3 +30,25 @@ def server_context(cert_path: Path, key_path: Path) -> IOpenSSLServerConnectionC
         extraCertChain=certs[1:],
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
     )
+
+
+def opportunistic_client_context() -> ssl.CertificateOptions:
+    """TLS for delivery to MX hosts: encrypt when offered, no certificate check (RFC 7435)."""
+    return ssl.CertificateOptions(verify=False, raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
+
+
+def verified_client_context(hostname: str, ca_file: Path | None) -> object:
+    """TLS for a smart host: the certificate must match ``hostname`` and chain to ``ca_file``'s
+    certificates (or the system's trusted roots)."""
+    if ca_file is None:
+        trust = ssl.platformTrust()
+    else:
+        try:
+            pems = x509.load_pem_x509_certificates(ca_file.read_bytes())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot load the CA certificates {ca_file}: {e}") from e
+        trust = ssl.trustRootFromCertificates(
+            [ssl.Certificate.loadPEM(c.public_bytes(Encoding.PEM)) for c in pems]
+        )
+    minimum = {"raiseMinimumTo": ssl.TLSVersion.TLSv1_2}
+    return ssl.optionsForClientTLS(hostname, trustRoot=trust, extraCertificateOptions=minimum)

@@ -9,7 +9,10 @@ Implementation notes (keep these true when changing this module):
 * The end of DATA is ``CRLF . CRLF`` and nothing else: a bare LF before or after the dot never ends
   the message (SMTP smuggling).  Bare CR and LF inside the message are stored as CRLF.
 * Never an open relay: a recipient in a domain that is not local is refused unless the session
-  is authenticated, and this server has no remote delivery yet, so it is refused then too.
+  is authenticated (submission); then it goes to the outbound queue, as do an alias's forwards.
+  ``250`` after DATA waits for the queue files to be durable too.
+* DSN (RFC 3461): RET, ENVID, NOTIFY and ORCPT are checked here and travel with the message;
+  a local delivery whose recipient asked NOTIFY=SUCCESS queues a "delivered" report.
 * AUTH is offered only on submission listeners and only under TLS (RFC 4954 §4, RFC 8314).
 * Memory per connection is bounded: command lines by ``max_line_length``, DATA by streaming to
   disk with at most one line (capped) held, message size by ``max_message_size``.
@@ -24,6 +27,7 @@ import email.utils
 import os
 import re
 import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,7 +45,8 @@ from ourmail.config import Limits
 from ourmail.fsutil import HAVE_SYNCFS
 from ourmail.interfaces import IDirectory, IMailStore, Recipient
 from ourmail.net.lineproto import LineProtocol
-from ourmail.smtp import submission
+from ourmail.smtp import dsn, submission
+from ourmail.smtp.queue import OutboundQueue
 from ourmail.smtp.spool import Spool
 from ourmail.smtp.submission import SendingRates
 from ourmail.store.maildir import to_crlf
@@ -73,6 +78,16 @@ class SMTPContext:
     #: Submission only: hourly sending limits, and whether to keep a copy in Sent.
     rates: SendingRates | None = None
     save_sent: bool = False
+    #: Where mail for other domains goes; None: nowhere (refused).
+    queue: OutboundQueue | None = None
+
+
+@attrs.frozen
+class Accepted:
+    """A recipient accepted in this transaction, with its DSN parameters."""
+
+    recipient: Recipient
+    params: dsn.RcptParams
 
 
 def parse_path(arg: str, keyword: str) -> tuple[str, dict[str, str | None]]:
@@ -155,7 +170,8 @@ class SMTPServer(LineProtocol):
         self.sender: str | None = None
         self.utf8 = False
         self.declared_size = 0
-        self.recipients: list[Recipient] = []
+        self.mail_params = dsn.MailParams()
+        self.recipients: list[Accepted] = []
         self._discard_spool()
         self._spool: Spool | None = None
         self._chunk_left: int | None = None
@@ -212,6 +228,7 @@ class SMTPServer(LineProtocol):
             "ENHANCEDSTATUSCODES",  # RFC 2034
             "CHUNKING",  # RFC 3030
             "SMTPUTF8",  # RFC 6531
+            "DSN",  # RFC 3461
         ]
         if not self.secure:
             ext.append("STARTTLS")  # RFC 3207
@@ -358,9 +375,14 @@ class SMTPServer(LineProtocol):
                 if value is not None:
                     self.error(501, "5.5.4 SMTPUTF8 takes no value")
                     return
-            elif key != "AUTH":  # RFC 4954 §5: AUTH= is accepted and may be ignored
+            elif key not in ("AUTH", "RET", "ENVID"):  # RFC 4954 §5: AUTH= may be ignored
                 self.error(555, f"5.5.4 Unsupported parameter {key}")
                 return
+        try:
+            self.mail_params = dsn.parse_mail_params(params.get("RET"), params.get("ENVID"))
+        except dsn.DSNParamError as e:
+            self.error(501, str(e))
+            return
         self.utf8 = "SMTPUTF8" in params
         if not self.utf8 and not path.isascii():
             self.error(553, "5.6.7 Non-ASCII address without SMTPUTF8")  # RFC 6531 §3.7.4.1
@@ -384,8 +406,14 @@ class SMTPServer(LineProtocol):
         except ValueError:
             self.error(501, "5.5.4 Syntax: RCPT TO:<address>")
             return
-        if params:
-            self.error(555, f"5.5.4 Unsupported parameter {next(iter(params))}")
+        unknown = [k for k in params if k not in ("NOTIFY", "ORCPT")]
+        if unknown:
+            self.error(555, f"5.5.4 Unsupported parameter {unknown[0]}")
+            return
+        try:
+            rcpt_params = dsn.parse_rcpt_params(params.get("NOTIFY"), params.get("ORCPT"))
+        except dsn.DSNParamError as e:
+            self.error(501, str(e))
             return
         if not self.utf8 and not path.isascii():
             self.error(553, f"5.6.7 <{path}>: Non-ASCII address without SMTPUTF8")
@@ -401,9 +429,13 @@ class SMTPServer(LineProtocol):
             else:
                 self.error(550, f"5.1.1 <{path}>: Recipient address rejected")
             return
-        self._async(self.ctx.directory.lookup(address).addCallback(self._rcpt_known, path))
+        d = self.ctx.directory.lookup(address)
+        self._async(d.addCallback(self._rcpt_known, path, rcpt_params))
 
-    def _rcpt_known(self, rcpt: Recipient, path: str) -> None:
+    def _rcpt_known(self, rcpt: Recipient, path: str, params: dsn.RcptParams) -> None:
+        if rcpt.outbound and self.ctx.queue is None:
+            self.error(550, f"5.7.1 <{path}>: Delivery to remote domains is not enabled here")
+            return
         if rcpt.kind in ("user", "alias"):
             if not all(
                 self.ctx.quota.fits(self.ctx.store.user(m), self.declared_size)
@@ -415,15 +447,18 @@ class SMTPServer(LineProtocol):
                 else:
                     self.reply(452, f"4.2.2 <{path}>: Mailbox full, try again later")
                 return
-            if rcpt not in self.recipients:
-                self.recipients.append(rcpt)
-            self.reply(250, "2.1.5 Ok")
+            self._accept(rcpt, params)
         elif rcpt.kind == "unknown":
             self.error(550, f"5.1.1 <{path}>: Recipient address rejected: User unknown")
         elif self.user is None:
             self.error(554, f"5.7.1 <{path}>: Relay access denied")
         else:
-            self.error(550, f"5.7.1 <{path}>: Delivery to remote domains is not enabled here")
+            self._accept(rcpt, params)
+
+    def _accept(self, rcpt: Recipient, params: dsn.RcptParams) -> None:
+        if all(a.recipient.address != rcpt.address for a in self.recipients):
+            self.recipients.append(Accepted(rcpt, params))
+        self.reply(250, "2.1.5 Ok")
 
     def _transaction_ready(self) -> bool:
         if self.sender is None:
@@ -436,6 +471,7 @@ class SMTPServer(LineProtocol):
 
     def _open_spool(self) -> None:
         self.queue_id = secrets.token_hex(8)
+        self._arrival = time.time()
         self._spool = Spool(self.ctx.spool_dir, self.queue_id)
         received = self._received_header()
         self._spool.write(received)
@@ -531,7 +567,8 @@ class SMTPServer(LineProtocol):
         if self.utf8 and base == "ESMTP":
             base = "UTF8SMTP"  # RFC 6531 §3.7.3
         proto = base + ("S" if self.secure else "") + ("A" if self.user else "")
-        rcpt = f"\r\n\tfor <{self.recipients[0].address}>" if len(self.recipients) == 1 else ""
+        only = self.recipients[0].recipient.address if len(self.recipients) == 1 else None
+        rcpt = f"\r\n\tfor <{only}>" if only else ""
         date = email.utils.formatdate(localtime=True)
         helo = re.sub(r"[^\x21-\x7e]", "?", self.helo or "unknown")
         literal = f"IPv6:{self.peer}" if ":" in self.peer else self.peer  # RFC 5321 §4.1.3
@@ -607,28 +644,51 @@ class SMTPServer(LineProtocol):
             self._spool.insert(self._received_len, fields)
         return True
 
+    def _outbound(self) -> list[tuple[str, dsn.RcptParams]]:
+        """Addresses for the queue; an alias's forwards remember the alias (RFC 3461 §4.2)."""
+        out = []
+        for a in self.recipients:
+            for address in a.recipient.outbound:
+                params = a.params
+                if address != a.recipient.address and params.orcpt is None:
+                    params = dsn.RcptParams(params.notify, f"rfc822;{a.recipient.address}")
+                out.append((address, params))
+        return out
+
     @inlineCallbacks
     def _deliver(self) -> Deferred[None]:
         spool = self._spool
         assert spool is not None
-        rcpts = [r.address for r in self.recipients]
+        accepted = self.recipients
+        rcpts = [a.recipient.address for a in accepted]
         # Each mailbox gets one copy, however many recipients (aliases) lead to it.
-        mailboxes = list(dict.fromkeys(m for r in self.recipients for m in r.mailboxes))
+        mailboxes = list(dict.fromkeys(m for a in accepted for m in a.recipient.mailboxes))
+        outbound = self._outbound()
         try:
             source = spool.source()
             on_disk = spool.on_disk()
             if on_disk is not None and not HAVE_SYNCFS:  # else the commit's syncfs covers it
                 yield deferToThread(os.fsync, on_disk.fileno())
-            outcomes = yield defer.DeferredList(
-                [self.ctx.store.user(m).deliver(source) for m in mailboxes], consumeErrors=True
-            )
-            by_mailbox = dict(zip(mailboxes, outcomes, strict=True))
+            jobs = [self.ctx.store.user(m).deliver(source) for m in mailboxes]
+            if outbound:
+                assert self.ctx.queue is not None
+                jobs.append(
+                    self.ctx.queue.enqueue(
+                        self.sender or "", outbound, source, self.mail_params, self.utf8
+                    )
+                )
+            outcomes = yield defer.DeferredList(jobs, consumeErrors=True)
+            by_mailbox = dict(zip(mailboxes, outcomes, strict=False))
+            queued = outcomes[-1] if outbound else (True, None)
             for ok, outcome in outcomes:
                 if not ok:
                     log.failure("delivery of {id} failed", outcome, id=self.queue_id)
             results = [
-                next((by_mailbox[m] for m in r.mailboxes if not by_mailbox[m][0]), (True, None))
-                for r in self.recipients
+                next(
+                    (by_mailbox[m] for m in a.recipient.mailboxes if not by_mailbox[m][0]),
+                    queued if a.recipient.outbound else (True, None),
+                )
+                for a in accepted
             ]
             delivered = [m for m, (ok, _) in by_mailbox.items() if ok]
             if delivered:
@@ -639,11 +699,30 @@ class SMTPServer(LineProtocol):
                     rcpts=delivered,
                     size=spool.size,
                 )
+            if all(ok for ok, _ in results):
+                yield self._report_success(source)
             self.report(rcpts, [(ok, outcome) for ok, outcome in results])
-            if self.user is not None and delivered:
+            if self.user is not None and all(ok for ok, _ in results):
                 yield self._after_submission(source, len(rcpts))
         finally:
             self._reset()
+
+    @inlineCallbacks
+    def _report_success(self, source: bytes | Path) -> Deferred[None]:
+        """RFC 3461 §5.2.2: a "delivered" report for final delivery here, when asked."""
+        here = [
+            (a.recipient.address, a.params)
+            for a in self.recipients
+            if a.recipient.mailboxes and not a.recipient.outbound
+        ]
+        if self.ctx.queue is None or not self.sender:
+            return
+        try:
+            yield self.ctx.queue.report_delivered(
+                self.sender, self.mail_params, self._arrival, source, here
+            )
+        except Exception:
+            log.failure("could not queue the delivery report for {id}", id=self.queue_id)
 
     @inlineCallbacks
     def _after_submission(self, source: bytes | Path, recipients: int) -> Deferred[None]:

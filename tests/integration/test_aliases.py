@@ -55,7 +55,6 @@ def test_catch_all_is_off_until_added(mailserver: RunningServer) -> None:
 
 
 def test_alias_rules(mailserver: RunningServer, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli(mailserver, "alias", "add", "x@example.test", "carol@remote.test") == 1
     assert cli(mailserver, "alias", "add", "x@example.test", "nobody@example.test") == 1
     assert "not a local user" in capsys.readouterr().err
     assert cli(mailserver, "alias", "add", mailserver.user, "postmaster@example.test") == 1

@@ -1,0 +1,553 @@
+"""The outbound queue: durable, retried delivery to other servers, with DSNs.
+
+Implementation notes (keep these true when changing this module):
+
+* A message is queued, and may be acknowledged to its submitter, only once its files are
+  durable (``QueueFiles.add``: message fsync, envelope written atomically).  The SMTP server
+  sends ``250`` after :meth:`OutboundQueue.enqueue`'s Deferred fires.
+* A recipient's result is recorded durably right after the server that took the message
+  answered; a crash between that ``250`` and the record is the only way a message goes out twice
+  (RFC 5321 §6.1 accepts that duplicate; losing the message would not be).
+* Every envelope change is a read-modify-write under the queue lock (``QueueFiles.update``), in
+  a thread, so ``ourmail queue`` can hold, release or delete while the runner works, and disk
+  waits never block the reactor.
+* Messages are grouped by destination (the recipient domain, or the smart host); each
+  destination has at most ``max_per_destination`` connections, each carrying up to
+  ``messages_per_connection`` messages (RFC 5321 §3.3).
+* Temporary (4xx) and permanent (5xx) outcomes are per recipient.  Retries back off
+  exponentially from ``retry_first`` to ``max_retry_interval``; after ``max_age`` the rest fails
+  with 4.4.7.  Notifications follow RFC 3461 NOTIFY (default: failure and delay); a message
+  from the null sender never gets one (RFC 5321 §4.5.5).
+* Scheduling decisions read ``clock`` (a test passes a ``task.Clock``); the network and the
+  immediate kicks use the reactor.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+from twisted.names import client as dns_client
+
+from ourmail.config import QueueSettings
+from ourmail.interfaces import IDirectory, IMailStore, ShardMoving
+from ourmail.smtp import dsn
+from ourmail.smtp.client import Outgoing, RcptResult, SessionError
+from ourmail.smtp.mx import MXResolver, RouteError
+from ourmail.smtp.queuefiles import (
+    DELIVERED,
+    FAILED,
+    RELAYED,
+    Envelope,
+    QueuedRecipient,
+    QueueError,
+    QueueFiles,
+    new_id,
+)
+from ourmail.smtp.remote import Connector, Route, route_for
+from ourmail.store.quota import QuotaPolicy
+
+log = Logger()
+
+#: Messages being attempted at once (each holds its content in memory while it is sent).
+MAX_ACTIVE = 200
+_ACTIONS = {FAILED: "failed", DELIVERED: "delivered", RELAYED: "relayed"}
+
+
+@attrs.define
+class Job:
+    """One message for one destination, waiting for or using a connection."""
+
+    qid: str
+    message: Outgoing
+    done: Deferred[list[RcptResult]] = attrs.Factory(Deferred)
+    host: str = ""
+
+    def fail(self, status: str, diagnostic: str) -> None:
+        self.done.callback(
+            [RcptResult(a, False, status, diagnostic) for a, _ in self.message.recipients]
+        )
+
+
+class Destination:
+    """The connections to one destination, and the jobs waiting for them."""
+
+    def __init__(self, queue: OutboundQueue, route: Route) -> None:
+        self.queue = queue
+        self.route = route
+        self.jobs: deque[Job] = deque()
+        self.workers = 0
+
+    def submit(self, job: Job) -> None:
+        self.jobs.append(job)
+        self.spawn()
+
+    def spawn(self) -> None:
+        settings = self.queue.settings
+        while (
+            self.jobs
+            and self.workers < min(settings.max_per_destination, len(self.jobs))
+            and self.queue.connections < settings.max_connections
+        ):
+            self.workers += 1
+            self.queue.connections += 1
+            Deferred.fromCoroutine(self._work()).addErrback(
+                lambda f: log.failure("queue: worker for {dest} failed", f, dest=self.route.key)
+            ).addBoth(self._worker_done)
+
+    def _worker_done(self, _: object) -> None:
+        self.workers -= 1
+        self.queue.connection_closed()
+
+    async def _work(self) -> None:
+        try:
+            session = await self.queue.connector.open(self.route)
+        except (RouteError, SessionError) as e:
+            self._fail_waiting(e.status, getattr(e, "diagnostic", None) or getattr(e, "text", ""))
+            return
+        sent = 0
+        try:
+            while self.jobs and sent < self.queue.settings.messages_per_connection:
+                job = self.jobs.popleft()
+                job.host = session.host
+                try:
+                    results = await session.send(job.message)
+                except SessionError as e:
+                    job.fail(e.status, e.diagnostic)
+                    break
+                except Exception as e:  # connection lost or timed out
+                    job.fail("4.4.2", f"lost connection with {session.host}: {e}")
+                    break
+                job.done.callback(results)
+                sent += 1
+        finally:
+            await session.quit()
+
+    def _fail_waiting(self, status: str, diagnostic: str) -> None:
+        """The destination cannot be reached now: every waiting job gets the same answer."""
+        log.info(
+            "queue: {dest}: {status} {why}", dest=self.route.key, status=status, why=diagnostic
+        )
+        while self.jobs:
+            self.jobs.popleft().fail(status, diagnostic)
+
+
+class OutboundQueue(Service):
+    """Queues messages for other servers and delivers them; also the way back for DSNs."""
+
+    name = "queue"
+
+    def __init__(
+        self,
+        settings: QueueSettings,
+        data_dir: Path,
+        hostname: str,
+        directory: IDirectory,
+        store: IMailStore,
+        quota: QuotaPolicy,
+        reactor: IReactorTCP,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        self.settings = settings
+        self.files = QueueFiles(data_dir / "queue")
+        self.hostname = hostname
+        self.directory = directory
+        self.store = store
+        self.quota = quota
+        self.reactor = reactor
+        self.clock: IReactorTime = clock or reactor  # type: ignore[assignment]
+        servers = [tuple(s.rsplit(":", 1)) for s in settings.dns_servers]
+        resolver = dns_client.createResolver(
+            servers=[(h.strip("[]"), int(p)) for h, p in servers] or None
+        )
+        self.connector = Connector(
+            reactor,
+            reactor,  # type: ignore[arg-type]
+            MXResolver(resolver),
+            settings,
+            hostname,
+        )
+        self.connections = 0
+        self._destinations: dict[Route, Destination] = {}
+        self._due: dict[str, float] = {}
+        self._active: set[str] = set()
+        self._wakeup_stamp = 0.0
+        self._idle: list[Deferred[None]] = []
+        self._loop = LoopingCall(self.tick)
+        self._loop.clock = self.clock
+
+    # -- service ---------------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.files.prepare()
+        removed = self.files.remove_orphans()
+        if removed:
+            log.info("queue: removed {n} files of messages never queued", n=removed)
+        self._due = self._scan()
+        self._wakeup_stamp = os.stat(self.files.wakeup).st_mtime
+        self._loop.start(1.0, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+
+    # -- queueing --------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        sender: str,
+        recipients: Sequence[tuple[str, dsn.RcptParams]],
+        content: bytes | Path,
+        mail_params: dsn.MailParams = dsn.NO_MAIL_PARAMS,
+        utf8: bool = False,
+    ) -> Deferred[str]:
+        """Queue ``content`` durably; the Deferred fires with the queue id once it is."""
+        now = self.clock.seconds()
+        unique = dict(recipients)  # one copy per address
+        envelope = Envelope(
+            id=new_id(now),
+            sender=sender,
+            recipients=[QueuedRecipient(a, p) for a, p in unique.items()],
+            created=now,
+            size=0,
+            dsn=mail_params,
+            utf8=utf8,
+            next_attempt=now,
+        )
+
+        def add() -> str:
+            data = content.read_bytes() if isinstance(content, Path) else content
+            envelope.size = len(data)
+            envelope.eight_bit = not data.isascii()
+            header = data[: data.find(b"\r\n\r\n") + 1 or len(data)]
+            addresses = [sender, *unique]
+            # RFC 6531 §3.2: SMTPUTF8 only where the envelope or header needs it.
+            envelope.utf8 = utf8 and not (header.isascii() and all(a.isascii() for a in addresses))
+            self.files.add(envelope, content)
+            return envelope.id
+
+        def queued(qid: str) -> str:
+            log.info(
+                "queue: {id} from <{sender}> to {rcpts} ({size} bytes)",
+                id=qid,
+                sender=sender,
+                rcpts=list(unique),
+                size=envelope.size,
+            )
+            self.schedule(qid, now)
+            return qid
+
+        return deferToThread(add).addCallback(queued)
+
+    def report_delivered(
+        self,
+        sender: str,
+        mail_params: dsn.MailParams,
+        arrival: float,
+        content: bytes | Path,
+        delivered: Sequence[tuple[str, dsn.RcptParams]],
+    ) -> Deferred[object]:
+        """Queue a success DSN (RFC 3461 §5.2.2) for recipients delivered here that asked."""
+        wanted = [(a, p) for a, p in delivered if p.wants("SUCCESS")]
+        if not sender or not wanted:
+            return defer.succeed(None)
+        now = self.clock.seconds()
+
+        def build() -> str:
+            data = content.read_bytes() if isinstance(content, Path) else content
+            statuses = [
+                dsn.RecipientStatus(f"rfc822;{a}", "delivered", "2.0.0", p.orcpt) for a, p in wanted
+            ]
+            return self._add_report(sender, mail_params, arrival, data, statuses, now)
+
+        return deferToThread(build).addCallback(lambda qid: self.schedule(qid, now))
+
+    def schedule(self, qid: str | None, when: float) -> None:
+        if qid is None:
+            return
+        self._due[qid] = when
+        self.reactor.callLater(0, self.tick)  # type: ignore[attr-defined]
+
+    # -- the runner ------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Start the attempts that are due; notice ``ourmail queue`` changes."""
+        try:
+            stamp = os.stat(self.files.wakeup).st_mtime
+        except FileNotFoundError:
+            stamp = 0.0
+        if stamp != self._wakeup_stamp:
+            self._wakeup_stamp = stamp
+            deferToThread(self._scan).addCallback(self._rescanned)
+        now = self.clock.seconds()
+        for qid, when in sorted(self._due.items(), key=lambda item: item[1]):
+            if when > now or len(self._active) >= MAX_ACTIVE:
+                break
+            if qid not in self._active:
+                self._active.add(qid)
+                d = Deferred.fromCoroutine(self._attempt(qid))
+                d.addErrback(lambda f, qid=qid: log.failure("queue: attempt on {id}", f, id=qid))
+                d.addBoth(lambda _, qid=qid: self._attempt_done(qid))
+
+    def _rescanned(self, due: dict[str, float]) -> None:
+        self._due = due
+        self.tick()
+
+    def _scan(self) -> dict[str, float]:
+        """The schedule of every queued message (read at start and after ``ourmail queue``)."""
+        due: dict[str, float] = {}
+        for qid in self.files.ids():
+            try:
+                envelope = self.files.read(qid)
+            except QueueError as e:
+                log.error("queue: {id}: {error}", id=qid, error=str(e))
+                continue
+            due[qid] = math.inf if envelope.held else envelope.next_attempt
+        return due
+
+    def _attempt_done(self, qid: str) -> None:
+        self._active.discard(qid)
+        if not self._active:
+            waiting, self._idle = self._idle, []
+            for d in waiting:
+                d.callback(None)
+
+    def when_idle(self) -> Deferred[None]:
+        """Fires when no attempt is running (tests use it after advancing the clock)."""
+        if not self._active:
+            return defer.succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idle.append(d)
+        return d
+
+    def connection_closed(self) -> None:
+        self.connections -= 1
+        for destination in list(self._destinations.values()):
+            destination.spawn()
+
+    async def _attempt(self, qid: str) -> None:
+        try:
+            envelope = await deferToThread(self.files.read, qid)
+        except QueueError:
+            self._due.pop(qid, None)
+            return
+        if envelope.held:
+            self._due[qid] = math.inf
+            return
+        now = self.clock.seconds()
+        if now < envelope.created + self.settings.max_age:
+            content = await deferToThread(self.files.content, qid)
+            by_domain: dict[str, list[QueuedRecipient]] = {}
+            for rcpt in envelope.pending():
+                by_domain.setdefault(rcpt.address.rpartition("@")[2], []).append(rcpt)
+            await defer.DeferredList(
+                [
+                    Deferred.fromCoroutine(self._deliver(envelope, domain, rcpts, content))
+                    for domain, rcpts in by_domain.items()
+                ],
+                consumeErrors=True,
+            )
+        next_attempt, reports = await deferToThread(self._finish, qid, self.clock.seconds())
+        if next_attempt is None:
+            self._due.pop(qid, None)
+        else:
+            self._due[qid] = next_attempt
+        for report in reports:
+            self.schedule(report, now)
+
+    async def _deliver(
+        self, envelope: Envelope, domain: str, rcpts: list[QueuedRecipient], content: bytes
+    ) -> None:
+        if self.directory.is_local_domain(domain):
+            results = await self._deliver_here(envelope, rcpts)
+            host = self.hostname
+        else:
+            route = route_for(domain, self.settings)
+            destination = self._destinations.get(route)
+            if destination is None:
+                destination = self._destinations[route] = Destination(self, route)
+            message = Outgoing(
+                envelope.sender,
+                [(r.address, r.dsn) for r in rcpts],
+                content,
+                envelope.dsn,
+                envelope.utf8,
+                envelope.eight_bit,
+            )
+            job = Job(envelope.id, message)
+            destination.submit(job)
+            results = await job.done
+            host = job.host
+        for r in results:
+            outcome = "sent" if r.ok else ("bounced" if r.status.startswith("5") else "deferred")
+            log.info(
+                "queue: {id} to <{rcpt}> via {host}: {outcome} ({why})",
+                id=envelope.id,
+                rcpt=r.address,
+                host=host or domain,
+                outcome=outcome,
+                why=r.diagnostic,
+            )
+        await deferToThread(self._record, envelope.id, results, host, self.clock.seconds())
+
+    async def _deliver_here(
+        self, envelope: Envelope, rcpts: list[QueuedRecipient]
+    ) -> list[RcptResult]:
+        """Recipients in a local domain (a bounce to a local sender, say) go to the store."""
+        results = []
+        path = self.files.message_path(envelope.id)
+        for rcpt in rcpts:
+            found = await self.directory.lookup(rcpt.address)
+            if found.kind == "unknown":
+                results.append(RcptResult(rcpt.address, False, "5.1.1", "550 5.1.1 User unknown"))
+                continue
+            if not all(self.quota.fits(self.store.user(m), envelope.size) for m in found.mailboxes):
+                status = "5.2.2" if self.quota.permanent else "4.2.2"
+                results.append(RcptResult(rcpt.address, False, status, f"{status} Mailbox full"))
+                continue
+            try:
+                for mailbox in found.mailboxes:
+                    await self.store.user(mailbox).deliver(path)
+            except ShardMoving:
+                results.append(RcptResult(rcpt.address, False, "4.2.1", "mailbox being moved"))
+            except Exception as e:  # a store failure is retried later
+                log.failure("queue: local delivery of {id} failed", id=envelope.id)
+                results.append(RcptResult(rcpt.address, False, "4.3.0", f"local delivery: {e}"))
+            else:
+                if found.outbound:  # an alias that forwards: the copies go out as new messages
+                    await self.enqueue(
+                        envelope.sender,
+                        [(a, rcpt.dsn) for a in found.outbound],
+                        path,
+                        envelope.dsn,
+                        envelope.utf8,
+                    )
+                results.append(RcptResult(rcpt.address, True, "2.0.0", "250 2.0.0 delivered"))
+        return results
+
+    # -- blocking steps, run in a thread ---------------------------------------------------
+
+    def _record(self, qid: str, results: list[RcptResult], host: str, now: float) -> None:
+        local = host == self.hostname
+
+        def change(envelope: Envelope) -> None:
+            by_address = {r.address: r for r in results}
+            for rcpt in envelope.recipients:
+                result = by_address.get(rcpt.address)
+                if result is None or rcpt.final:
+                    continue
+                rcpt.status, rcpt.diagnostic = result.status, result.diagnostic
+                rcpt.remote_mta, rcpt.last_attempt = ("" if local else host), now
+                if result.ok:
+                    rcpt.state = DELIVERED if local else RELAYED
+                    rcpt.reported = result.dsn_passed
+                elif result.status.startswith("5"):
+                    rcpt.state = FAILED
+
+        self.files.update(qid, change)
+
+    def _finish(self, qid: str, now: float) -> tuple[float | None, list[str]]:
+        """After an attempt: expiry, notifications, the next retry, or removal when done."""
+        reports: list[str] = []
+        with self.files.locked():
+            try:
+                envelope = self.files.read(qid)
+            except QueueError:
+                return None, reports
+            content = self.files.content(qid)
+            envelope.attempts += 1
+            if now >= envelope.created + self.settings.max_age:
+                for rcpt in envelope.pending():  # RFC 3463 §3.5: 4.4.7 delivery time expired
+                    rcpt.state, rcpt.status = FAILED, "4.4.7"
+                    rcpt.diagnostic = rcpt.diagnostic or "message expired in the queue"
+            by_action: dict[str, list[QueuedRecipient]] = {}
+            for rcpt in envelope.recipients:
+                if rcpt.final and not rcpt.reported:
+                    rcpt.reported = True
+                    event = "FAILURE" if rcpt.state == FAILED else "SUCCESS"
+                    if envelope.sender and rcpt.dsn.wants(event):
+                        by_action.setdefault(_ACTIONS[rcpt.state], []).append(rcpt)
+            pending = envelope.pending()
+            until = None
+            warn_after = self.settings.delay_warning
+            late = warn_after and now - envelope.created >= warn_after
+            if pending and late and not envelope.warned:
+                envelope.warned = True
+                delayed = [r for r in pending if envelope.sender and r.dsn.wants("DELAY")]
+                if delayed:
+                    by_action["delayed"] = delayed
+                    until = envelope.created + self.settings.max_age
+            for action, rcpts in by_action.items():
+                statuses = [
+                    dsn.RecipientStatus(
+                        final_recipient=f"rfc822;{r.address}",
+                        action=action,
+                        status=r.status or "4.0.0",
+                        original_recipient=r.dsn.orcpt,
+                        remote_mta=r.remote_mta or None,
+                        diagnostic=r.diagnostic or None,
+                        last_attempt=r.last_attempt or None,
+                        will_retry_until=until if action == "delayed" else None,
+                    )
+                    for r in rcpts
+                ]
+                reports.append(
+                    self._add_report(
+                        envelope.sender, envelope.dsn, envelope.created, content, statuses, now
+                    )
+                )
+            if not pending:
+                self.files.discard(qid)
+                log.info("queue: {id} done after {n} attempts", id=qid, n=envelope.attempts)
+                return None, reports
+            delay = self.settings.retry_first * 2 ** min(envelope.attempts - 1, 30)
+            envelope.next_attempt = now + min(delay, self.settings.max_retry_interval)
+            self.files.write(envelope)
+            return envelope.next_attempt, reports
+
+    def _add_report(
+        self,
+        to: str,
+        mail_params: dsn.MailParams,
+        arrival: float,
+        content: bytes,
+        statuses: Sequence[dsn.RecipientStatus],
+        now: float,
+    ) -> str:
+        """Queue one DSN from the null sender (so it can never cause another)."""
+        original = dsn.Original(mail_params.envid, arrival, mail_params.ret, content)
+        report = dsn.build_report(
+            self.hostname, to, original, statuses, now, self.settings.bounce_size_limit
+        )
+        envelope = Envelope(
+            id=new_id(now),
+            sender="",
+            recipients=[QueuedRecipient(to)],
+            created=now,
+            size=len(report),
+            utf8=not to.isascii(),
+            eight_bit=not report.isascii(),
+            next_attempt=now,
+        )
+        self.files.add(envelope, report)
+        log.info(
+            "queue: {id}: {action} notice to <{to}> for {rcpts}",
+            id=envelope.id,
+            action=statuses[0].action,
+            to=to,
+            rcpts=[s.final_recipient.partition(";")[2] for s in statuses],
+        )
+        return envelope.id

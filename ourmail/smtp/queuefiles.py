@@ -1,0 +1,233 @@
+"""The outbound queue on disk: one message file and one envelope file per queued message.
+
+Layout under ``<data>/queue/``::
+
+    messages/<id>        the message as it will be sent (our Received: header first)
+    envelopes/<id>.json  sender, recipients with their state, DSN parameters, schedule
+    lock                 flock(2)-ed by every writer (the queue runner and ``ourmail queue``)
+    wakeup               touched by ``ourmail queue`` so the runner re-reads the envelopes
+
+A message is queued when its envelope exists: :meth:`QueueFiles.add` writes and fsyncs the
+message file, then writes the envelope atomically (temporary file, fsync, rename, fsync of the
+directory).  A message file without an envelope is the remains of a crash before that point and
+is removed at start.  Every change of an envelope is a read-modify-write under the lock, so the
+runner never resurrects a message that ``ourmail queue delete`` removed while it was being sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import itertools
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ourmail.fsutil import fsync_dir, write_atomic
+from ourmail.smtp.dsn import NO_MAIL_PARAMS, NO_RCPT_PARAMS, MailParams, RcptParams
+
+#: Recipient states; the last three are final.
+PENDING, DELIVERED, RELAYED, FAILED = "pending", "delivered", "relayed", "failed"
+
+
+class QueueError(Exception):
+    """No such queued message, or a queue file is unreadable."""
+
+
+@attrs.define
+class QueuedRecipient:
+    address: str
+    dsn: RcptParams = NO_RCPT_PARAMS
+    state: str = PENDING
+    #: RFC 3463 status of the last attempt, and the server's reply to it.
+    status: str = ""
+    diagnostic: str = ""
+    remote_mta: str = ""
+    last_attempt: float = 0.0
+    #: Nothing more to report of this recipient: a DSN for its final state was queued, none
+    #: was wanted, or the next server took the duty over (it offered DSN, RFC 3461 §4).
+    reported: bool = False
+
+    @property
+    def final(self) -> bool:
+        return self.state != PENDING
+
+
+@attrs.define
+class Envelope:
+    id: str
+    sender: str  # "" is the null reverse-path (RFC 5321 §4.5.5)
+    recipients: list[QueuedRecipient]
+    created: float
+    size: int
+    dsn: MailParams = NO_MAIL_PARAMS
+    #: The message needs SMTPUTF8 (RFC 6531) or carries 8-bit data (RFC 6152).
+    utf8: bool = False
+    eight_bit: bool = False
+    attempts: int = 0
+    next_attempt: float = 0.0
+    held: bool = False
+    #: A delay warning was sent.
+    warned: bool = False
+
+    def pending(self) -> list[QueuedRecipient]:
+        return [r for r in self.recipients if not r.final]
+
+    def to_json(self) -> bytes:
+        data = attrs.asdict(self, value_serializer=_serialise)
+        return json.dumps(data, ensure_ascii=False, sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Envelope:
+        try:
+            data = json.loads(raw)
+            data["dsn"] = MailParams(**data["dsn"])
+            rcpts = []
+            for r in data["recipients"]:
+                notify = r["dsn"]["notify"]
+                r["dsn"] = RcptParams(
+                    None if notify is None else frozenset(notify), r["dsn"]["orcpt"]
+                )
+                rcpts.append(QueuedRecipient(**r))
+            data["recipients"] = rcpts
+            return cls(**data)
+        except (ValueError, KeyError, TypeError) as e:
+            raise QueueError(f"unreadable envelope: {e}") from e
+
+
+def _serialise(inst: object, field: object, value: Any) -> Any:
+    return sorted(value) if isinstance(value, frozenset) else value
+
+
+_sequence = itertools.count()
+
+
+def new_id(now: float) -> str:
+    """Sortable by arrival: the time in milliseconds, a sequence number, then random digits."""
+    return f"{int(now * 1000):011x}{next(_sequence) % 0x10000:04x}{secrets.token_hex(2)}"
+
+
+class QueueFiles:
+    """The queue directory.  Blocking: call from a thread, or from the admin command."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.messages = root / "messages"
+        self.envelopes = root / "envelopes"
+        self.wakeup = root / "wakeup"
+
+    def prepare(self) -> None:
+        for d in (self.root, self.messages, self.envelopes):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.wakeup.touch(exist_ok=True)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def message_path(self, qid: str) -> Path:
+        return self.messages / qid
+
+    def _envelope_path(self, qid: str) -> Path:
+        if not qid.isalnum():  # ids come from the command line too: no paths
+            raise QueueError(f"no such message: {qid}")
+        return self.envelopes / f"{qid}.json"
+
+    def add(self, envelope: Envelope, content: bytes | Path) -> None:
+        """Queue a message durably: message file, then the envelope that commits it."""
+        path = self.message_path(envelope.id)
+        if isinstance(content, Path):
+            try:
+                os.link(content, path)  # a spooled message: no copy
+            except OSError:
+                path.write_bytes(content.read_bytes())
+        else:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(content)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(self.messages)
+        write_atomic(self._envelope_path(envelope.id), envelope.to_json())
+
+    def read(self, qid: str) -> Envelope:
+        try:
+            return Envelope.from_json(self._envelope_path(qid).read_bytes())
+        except FileNotFoundError:
+            raise QueueError(f"no such message: {qid}") from None
+
+    def content(self, qid: str) -> bytes:
+        return self.message_path(qid).read_bytes()
+
+    def write(self, envelope: Envelope) -> None:
+        """Store a changed envelope durably; call with the lock held."""
+        write_atomic(self._envelope_path(envelope.id), envelope.to_json())
+
+    def update(self, qid: str, change: Callable[[Envelope], None]) -> Envelope | None:
+        """Apply ``change`` to the envelope under the lock and store it durably.
+
+        Returns the new envelope, or None when the message is no longer queued.
+        """
+        with self.locked():
+            try:
+                envelope = self.read(qid)
+            except QueueError:
+                return None
+            change(envelope)
+            self.write(envelope)
+            return envelope
+
+    def remove(self, qid: str) -> bool:
+        """Remove a message under the lock; False if it was not queued."""
+        with self.locked():
+            return self.discard(qid)
+
+    def discard(self, qid: str) -> bool:
+        """Remove a message (envelope first: that un-queues it); call with the lock held."""
+        path = self._envelope_path(qid)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        fsync_dir(self.envelopes)
+        self.message_path(qid).unlink(missing_ok=True)
+        return True
+
+    def ids(self) -> list[str]:
+        return sorted(p.stem for p in self.envelopes.glob("*.json") if not p.name.startswith("."))
+
+    def remove_orphans(self, older_than: float = 600.0) -> int:
+        """Message files whose envelope was never written (a crash mid-queueing), and
+        half-written envelope replacements."""
+        queued = set(self.ids())
+        removed = 0
+        limit = time.time() - older_than
+        leftovers = [p for p in self.messages.iterdir() if p.name not in queued]
+        leftovers += [p for p in self.envelopes.iterdir() if p.name.endswith(".tmp")]
+        for path in leftovers:
+            if path.stat().st_mtime < limit:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    def poke(self) -> None:
+        """Tell a running queue runner to re-read the envelopes."""
+        os.utime(self.wakeup)
