@@ -72,6 +72,9 @@ class Job:
     qid: str
     message: Outgoing
     done: Deferred[list[RcptResult]] = attrs.Factory(Deferred)
+    #: Fired once the results are on disk: a connection sends its next message only then, so
+    #: a crash can leave at most one accepted-but-unrecorded message per connection.
+    recorded: Deferred[None] = attrs.Factory(Deferred)
     host: str = ""
 
     def fail(self, status: str, diagnostic: str) -> None:
@@ -108,7 +111,8 @@ class Destination:
 
     def _worker_done(self, _: object) -> None:
         self.workers -= 1
-        self.queue.connection_closed()
+        self.queue.connection_closed()  # lets waiting destinations, this one too, connect
+        self.spawn()
 
     async def _work(self) -> None:
         try:
@@ -130,6 +134,7 @@ class Destination:
                     job.fail("4.4.2", f"lost connection with {session.host}: {e}")
                     break
                 job.done.callback(results)
+                await job.recorded
                 sent += 1
         finally:
             await session.quit()
@@ -334,9 +339,13 @@ class OutboundQueue(Service):
         return d
 
     def connection_closed(self) -> None:
+        """A connection slot is free: destinations that wait get it; idle ones are forgotten."""
         self.connections -= 1
-        for destination in list(self._destinations.values()):
-            destination.spawn()
+        for route, destination in list(self._destinations.items()):
+            if destination.jobs:
+                destination.spawn()
+            elif not destination.workers:
+                del self._destinations[route]
 
     async def _attempt(self, qid: str) -> None:
         try:
@@ -371,6 +380,7 @@ class OutboundQueue(Service):
     async def _deliver(
         self, envelope: Envelope, domain: str, rcpts: list[QueuedRecipient], content: bytes
     ) -> None:
+        job = None
         if self.directory.is_local_domain(domain):
             results = await self._deliver_here(envelope, rcpts)
             host = self.hostname
@@ -391,17 +401,26 @@ class OutboundQueue(Service):
             destination.submit(job)
             results = await job.done
             host = job.host
+        try:
+            await self._log_and_record(envelope.id, domain, host, results)
+        finally:
+            if job is not None:
+                job.recorded.callback(None)
+
+    async def _log_and_record(
+        self, qid: str, domain: str, host: str, results: list[RcptResult]
+    ) -> None:
         for r in results:
             outcome = "sent" if r.ok else ("bounced" if r.status.startswith("5") else "deferred")
             log.info(
                 "queue: {id} to <{rcpt}> via {host}: {outcome} ({why})",
-                id=envelope.id,
+                id=qid,
                 rcpt=r.address,
                 host=host or domain,
                 outcome=outcome,
                 why=r.diagnostic,
             )
-        await deferToThread(self._record, envelope.id, results, host, self.clock.seconds())
+        await deferToThread(self._record, qid, results, host, self.clock.seconds())
 
     async def _deliver_here(
         self, envelope: Envelope, rcpts: list[QueuedRecipient]

@@ -9,7 +9,6 @@ import re
 import smtplib
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,60 +16,15 @@ from pathlib import Path
 import pytest
 from conftest import client_tls
 from cryptography import x509
+from twistdhelp import REPO, SERVICES, Twistd
 
 pytestmark = pytest.mark.system
 
-REPO = Path(__file__).resolve().parents[2]
-SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")
 MSG = (
     b"From: Bob <bob@else.test>\r\nTo: alice@example.test\r\nSubject: system test\r\n"
     b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
     b"Gr\xc3\xbc\xc3\x9fe aus dem Systemtest.\r\n.a line with a leading dot\r\n\r\n\ttabbed\r\n"
 )
-
-
-class Twistd:
-    """A ``twistd -n ourmail`` child process and what it logged."""
-
-    def __init__(self, data: Path) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        args = [
-            str(Path(sys.executable).with_name("twistd")),
-            "-n",
-            "--pidfile=",
-            "ourmail",
-            "--data",
-            str(data),
-            "--domain",
-            "example.test",
-            "--hostname",
-            "mail.example.test",
-        ] + [f"--listen={s}=tcp:0:interface=127.0.0.1" for s in SERVICES]
-        self.proc = subprocess.Popen(
-            args, cwd=data.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        self.log: list[str] = []
-        self.ports: dict[str, int] = {}
-        self._ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self._ready.wait(60):
-            self.stop()
-            raise AssertionError("twistd did not start:\n" + "\n".join(self.log))
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip()
-            self.log.append(line)
-            m = re.search(r"(\w+) listening on 127\.0\.0\.1:(\d+)", line)
-            if m:
-                self.ports[m.group(1)] = int(m.group(2))
-                if len(self.ports) == len(SERVICES):
-                    self._ready.set()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
 
 
 @pytest.fixture

@@ -159,3 +159,33 @@ def test_local_directory_implements_the_interface(tmp_path: Path) -> None:
     from ourmail.interfaces import IDirectory
 
     verifyObject(IDirectory, LocalDirectory(AccountDB(tmp_path), ("a.org",)))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[queue]\nretry_first = 0\n",
+        "[queue]\nmax_age = -5\n",
+        "[queue]\ndns_servers = ['8.8.8.8']\n",
+        "[queue]\ndns_servers = 'x'\n",
+        "[queue.relay]\nhost = 'smtp.example.net'\n",
+        "[queue.relay]\nhost = 'smtp.example.net:587'\ntls = 'maybe'\n",
+        "[queue.relay]\nhost = 'smtp.example.net:587'\nusername = 'u'\n",
+        "[queue]\nrelay = 3\n",
+    ],
+)
+def test_bad_queue_config(tmp_path: Path, text: str) -> None:
+    (tmp_path / "ourmail.toml").write_text(text)
+    with pytest.raises(ConfigError):
+        load_settings(data=str(tmp_path), hostname="mx.a.org")
+
+
+def test_queue_config(tmp_path: Path) -> None:
+    (tmp_path / "ourmail.toml").write_text(
+        "[queue]\nretry_first = 60\ndelay_warning = 0\ndns_servers = ['127.0.0.1:53']\n"
+        "[queue.relay]\nhost = '[smtp.example.net]:465'\ntls = 'implicit'\n"
+    )
+    queue = load_settings(data=str(tmp_path), hostname="mx.a.org").queue
+    assert (queue.retry_first, queue.delay_warning, queue.max_age) == (60, 0, 5 * 24 * 3600)
+    assert queue.dns_servers == ("127.0.0.1:53",)
+    assert queue.relay.address == ("smtp.example.net", 465)

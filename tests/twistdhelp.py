@@ -1,0 +1,62 @@
+"""``twistd -n ourmail`` as a child process, the way an admin runs it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")
+
+
+class Twistd:
+    """A ``twistd -n ourmail`` child process and what it logged."""
+
+    def __init__(self, data: Path) -> None:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        args = [
+            str(Path(sys.executable).with_name("twistd")),
+            "-n",
+            "--pidfile=",
+            "ourmail",
+            "--data",
+            str(data),
+            "--domain",
+            "example.test",
+            "--hostname",
+            "mail.example.test",
+        ] + [f"--listen={s}=tcp:0:interface=127.0.0.1" for s in SERVICES]
+        self.proc = subprocess.Popen(
+            args, cwd=data.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        self.log: list[str] = []
+        self.ports: dict[str, int] = {}
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self._ready.wait(60):
+            self.stop()
+            raise AssertionError("twistd did not start:\n" + "\n".join(self.log))
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip()
+            self.log.append(line)
+            m = re.search(r"(\w+) listening on 127\.0\.0\.1:(\d+)", line)
+            if m:
+                self.ports[m.group(1)] = int(m.group(2))
+                if len(self.ports) == len(SERVICES):
+                    self._ready.set()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+    def kill(self) -> None:
+        """kill -9: no shutdown code runs, as in a power cut of the process."""
+        self.proc.kill()
+        self.proc.wait(30)

@@ -1,0 +1,79 @@
+"""The queue's files: durable add, locked updates, no path escapes, crash leftovers."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from ourmail.smtp.dsn import MailParams, RcptParams
+from ourmail.smtp.queuefiles import Envelope, QueuedRecipient, QueueError, QueueFiles, new_id
+
+
+def envelope(now: float = 1000.0) -> Envelope:
+    return Envelope(
+        id=new_id(now),
+        sender="a@example.test",
+        recipients=[
+            QueuedRecipient("b@remote.test", RcptParams(frozenset({"SUCCESS"}), "rfc822;b@x")),
+            QueuedRecipient("ç@remote.test"),
+        ],
+        created=now,
+        size=3,
+        dsn=MailParams("HDRS", "env"),
+    )
+
+
+def test_add_read_update_remove(tmp_path: Path) -> None:
+    files = QueueFiles(tmp_path / "queue")
+    files.prepare()
+    e = envelope()
+    files.add(e, b"abc")
+    assert files.ids() == [e.id]
+    assert files.read(e.id) == e
+    assert files.content(e.id) == b"abc"
+    updated = files.update(e.id, lambda env: setattr(env, "held", True))
+    assert updated is not None and files.read(e.id).held
+    assert files.remove(e.id)
+    assert files.update(e.id, lambda env: None) is None  # never resurrected
+    assert not files.remove(e.id)
+    assert not any(files.messages.iterdir())
+
+
+def test_ids_sort_by_arrival() -> None:
+    ids = [new_id(5000.0 + n / 1000) for n in range(50)] + [new_id(5000.2) for _ in range(50)]
+    assert ids == sorted(ids) and len(set(ids)) == 100
+
+
+def test_ids_from_outside_cannot_name_paths(tmp_path: Path) -> None:
+    files = QueueFiles(tmp_path / "queue")
+    files.prepare()
+    for bad in ("../x", "a/b", "", ".hidden"):
+        with pytest.raises(QueueError):
+            files.read(bad)
+
+
+def test_unreadable_envelope_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    files = QueueFiles(tmp_path / "queue")
+    files.prepare()
+    (files.envelopes / "abc.json").write_text("{not json")
+    with pytest.raises(QueueError):
+        files.read("abc")
+
+
+def test_leftovers_of_a_crash_are_removed(tmp_path: Path) -> None:
+    files = QueueFiles(tmp_path / "queue")
+    files.prepare()
+    kept = envelope()
+    files.add(kept, b"kept")
+    orphan = files.messages / "0123abcd"
+    orphan.write_bytes(b"never queued")
+    half = files.envelopes / ".x.json.1.tmp"
+    half.write_bytes(b"{")
+    old = time.time() - 3600
+    for p in (orphan, half):
+        os.utime(p, (old, old))
+    assert files.remove_orphans() == 2
+    assert files.ids() == [kept.id] and files.content(kept.id) == b"kept"
