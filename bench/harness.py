@@ -5,6 +5,9 @@ from __future__ import annotations
 import sys
 import threading
 from pathlib import Path
+from typing import Any
+
+import attrs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -15,9 +18,10 @@ from ourmail.config import SERVICES, load_settings
 from ourmail.service import Server, build
 
 
-def start_server(data: Path, service: str) -> tuple[Server, int]:
+def start_server(data: Path, service: str, **changes: Any) -> tuple[Server, int]:
     """Start ourmail with only ``service`` listening (on an ephemeral loopback port), the
-    reactor in a background thread; returns the server and the port."""
+    reactor in a background thread; returns the server and the port.  ``changes`` override
+    Settings fields."""
     others = tuple(f"{s}=none" for s in SERVICES if s != service)
     settings = load_settings(
         data=str(data),
@@ -25,6 +29,7 @@ def start_server(data: Path, service: str) -> tuple[Server, int]:
         hostname="bench.test",
         listen=(f"{service}=tcp:0:interface=127.0.0.1", *others),
     )
+    settings = attrs.evolve(settings, **changes)
     threading.Thread(
         target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True
     ).start()

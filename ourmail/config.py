@@ -163,6 +163,8 @@ class Settings:
     quota: QuotaSettings = QuotaSettings()
     submission: SubmissionSettings = SubmissionSettings()
     queue: QueueSettings = QueueSettings()
+    #: Processes accepting on the MX (``smtp``) port: more use more CPU cores for inbound mail.
+    mx_processes: int = 1
     config_path: Path | None = None
 
     @property
@@ -229,6 +231,7 @@ _TOML_KEYS: Mapping[str, Any] = {
     "auth": {"failure_delay": (int, float)},
     "quota": {"bytes": int, "messages": int, "permanent": bool, "domain": _Named(_QUOTA_LIMIT)},
     "submission": {"save_sent": bool, "max_messages_per_hour": int, "max_recipients_per_hour": int},
+    "smtp": {"mx_processes": int},
     "queue": {
         **{f.name: int for f in attrs.fields(QueueSettings) if f.type in ("int", int)},
         "dns_servers": list,
@@ -353,6 +356,9 @@ def load_settings(
     if submission.max_messages_per_hour <= 0 or submission.max_recipients_per_hour <= 0:
         raise ConfigError("the [submission] hourly limits must be positive")
     queue = _queue_settings(table.get("queue", {}))
+    mx_processes = table.get("smtp", {}).get("mx_processes", 1)
+    if not 1 <= mx_processes <= 64:
+        raise ConfigError("'smtp.mx_processes' must be between 1 and 64")
     delay = float(table.get("auth", {}).get("failure_delay", 0.5))
     if not 0 <= delay <= 30:
         raise ConfigError("'auth.failure_delay' must be between 0 and 30 seconds")
@@ -369,6 +375,7 @@ def load_settings(
         quota=quota,
         submission=submission,
         queue=queue,
+        mx_processes=mx_processes,
         config_path=config_path,
     )
 
@@ -457,6 +464,11 @@ domains = {domains}
 # max_connections_per_ip = 50     # per listener and client address
 # max_commands = 10000            # per SMTP connection
 # data_timeout = 180
+
+[smtp]
+# Processes accepting inbound mail on the smtp (MX) port; up to one per CPU core helps a busy
+# MX.  Limits per client address then apply per process.
+# mx_processes = 1
 
 [auth]
 # Seconds added to a failed login reply; doubles with each recent failure from the same client.

@@ -12,7 +12,12 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IReactorCore, IReactorTime
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IOpenSSLServerConnectionCreator,
+    IReactorCore,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -37,6 +42,7 @@ from ourmail.smtp.lmtp import LMTPServer
 from ourmail.smtp.queue import OutboundQueue
 from ourmail.smtp.server import SMTPContext, SMTPServer
 from ourmail.smtp.submission import SendingRates
+from ourmail.smtp.workers import MXWorkers
 from ourmail.store.quota import QuotaPolicy
 from ourmail.store.shards import DEFAULT_SHARDS_TOML
 from ourmail.store.shards import FILE_NAME as SHARDS_FILE
@@ -134,6 +140,114 @@ class Server:
     queue: OutboundQueue
 
 
+@attrs.define
+class Parts:
+    """What every listener of one process shares: accounts, store, directory, portal, queue."""
+
+    settings: Settings
+    clock: IReactorTime
+    accounts: AccountDB
+    store: IMailStore
+    directory: LocalDirectory
+    authenticator: Authenticator
+    tls: IOpenSSLServerConnectionCreator
+    quota: QuotaPolicy
+    rates: SendingRates
+    queue: OutboundQueue
+
+    def factory(self, service: str) -> Factory:
+        """The protocol factory of one listener (without the implicit-TLS wrapper)."""
+        settings = self.settings
+        implicit = service in IMPLICIT_TLS
+        if service in ("smtp", "submission", "submissions", "lmtp"):
+            return SessionFactory(
+                LMTPServer if service == "lmtp" else SMTPServer,
+                SMTPContext(
+                    hostname=settings.hostname,
+                    primary_domain=settings.primary_domain,
+                    limits=settings.limits,
+                    directory=self.directory,
+                    store=self.store,
+                    authenticator=self.authenticator,
+                    spool_dir=settings.data_dir / "spool" / "incoming",
+                    tls_context=self.tls,
+                    quota=self.quota,
+                    submission=service in ("submission", "submissions"),
+                    rates=self.rates,
+                    save_sent=settings.submission.save_sent,
+                    queue=self.queue,
+                    implicit_tls=implicit,
+                ),
+            )
+        if service in ("imap", "imaps"):
+            return SessionFactory(
+                IMAPServer,
+                IMAPContext(
+                    hostname=settings.hostname,
+                    limits=settings.limits,
+                    authenticator=self.authenticator,
+                    tls_context=self.tls,
+                    implicit_tls=implicit,
+                    clock=self.clock,
+                    quota=self.quota,
+                ),
+            )
+        return SessionFactory(
+            POP3Server,
+            POP3Context(
+                hostname=settings.hostname,
+                limits=settings.limits,
+                authenticator=self.authenticator,
+                tls_context=self.tls,
+                implicit_tls=implicit,
+            ),
+        )
+
+
+def assemble(
+    settings: Settings,
+    reactor: IReactorCore,
+    checkers: Sequence[ICredentialsChecker] = (),
+    store: IMailStore | None = None,
+    realm: IRealm | None = None,
+    queue_clock: IReactorTime | None = None,
+) -> Parts:
+    """The shared parts of a server process (see :func:`build` for the arguments)."""
+    clock: IReactorTime = reactor  # type: ignore[assignment]
+    data: Path = settings.data_dir
+    accounts = AccountDB(data)
+    store = MaildirStore(data) if store is None else store
+    directory = LocalDirectory(accounts, settings.domains)
+    portal = Portal(
+        realm or MailRealm(store),
+        list(checkers) or [AccountChecker(accounts, settings.primary_domain)],
+    )
+    quota = QuotaPolicy(settings.quota, accounts)
+    return Parts(
+        settings=settings,
+        clock=clock,
+        accounts=accounts,
+        store=store,
+        directory=directory,
+        authenticator=Authenticator(
+            portal, FailureThrottle(clock, settings.auth_failure_delay), clock
+        ),
+        tls=server_context(settings.tls_certificate, settings.tls_key),
+        quota=quota,
+        rates=SendingRates(settings.submission),
+        queue=OutboundQueue(
+            settings.queue,
+            data,
+            settings.hostname,
+            directory,
+            store,
+            quota,
+            reactor,  # type: ignore[arg-type]
+            queue_clock or reactor,  # type: ignore[arg-type]
+        ),
+    )
+
+
 def build(
     settings: Settings,
     reactor: IReactorCore | None = None,
@@ -153,90 +267,28 @@ def build(
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor  # type: ignore[assignment]
-    clock: IReactorTime = reactor  # type: ignore[assignment]
+    assert reactor is not None
     first_start(settings)
-    data: Path = settings.data_dir
-    accounts = AccountDB(data)
-    store = MaildirStore(data) if store is None else store
-    directory = LocalDirectory(accounts, settings.domains)
-    portal = Portal(
-        realm or MailRealm(store),
-        list(checkers) or [AccountChecker(accounts, settings.primary_domain)],
-    )
-    authenticator = Authenticator(
-        portal, FailureThrottle(clock, settings.auth_failure_delay), clock
-    )
-    tls = server_context(settings.tls_certificate, settings.tls_key)
-    quota = QuotaPolicy(settings.quota, accounts)
-    rates = SendingRates(settings.submission)
-    queue = OutboundQueue(
-        settings.queue,
-        data,
-        settings.hostname,
-        directory,
-        store,
-        quota,
-        reactor,  # type: ignore[arg-type]
-        queue_clock or reactor,  # type: ignore[arg-type]
-    )
-
-    def factory_for(service: str) -> Factory:
-        implicit = service in IMPLICIT_TLS
-        if service in ("smtp", "submission", "submissions", "lmtp"):
-            return SessionFactory(
-                LMTPServer if service == "lmtp" else SMTPServer,
-                SMTPContext(
-                    hostname=settings.hostname,
-                    primary_domain=settings.primary_domain,
-                    limits=settings.limits,
-                    directory=directory,
-                    store=store,
-                    authenticator=authenticator,
-                    spool_dir=data / "spool" / "incoming",
-                    tls_context=tls,
-                    quota=quota,
-                    submission=service in ("submission", "submissions"),
-                    rates=rates,
-                    save_sent=settings.submission.save_sent,
-                    queue=queue,
-                    implicit_tls=implicit,
-                ),
-            )
-        if service in ("imap", "imaps"):
-            return SessionFactory(
-                IMAPServer,
-                IMAPContext(
-                    hostname=settings.hostname,
-                    limits=settings.limits,
-                    authenticator=authenticator,
-                    tls_context=tls,
-                    implicit_tls=implicit,
-                    clock=clock,
-                    quota=quota,
-                ),
-            )
-        return SessionFactory(
-            POP3Server,
-            POP3Context(
-                hostname=settings.hostname,
-                limits=settings.limits,
-                authenticator=authenticator,
-                tls_context=tls,
-                implicit_tls=implicit,
-            ),
-        )
-
+    parts = assemble(settings, reactor, checkers, store, realm, queue_clock)
     root = MultiService()
-    queue.setServiceParent(root)
+    parts.queue.setServiceParent(root)
     listeners: dict[str, ListenerService] = {}
     for service in SERVICES:
         endpoint = settings.listen.get(service)
         if endpoint is None:
             continue
-        factory = factory_for(service)
+        factory = parts.factory(service)
         if service in IMPLICIT_TLS and not endpoint.startswith("ssl:"):
-            factory = TLSMemoryBIOFactory(tls, False, factory)
+            factory = TLSMemoryBIOFactory(parts.tls, False, factory)
         listener = ListenerService(reactor, service, endpoint, factory)
         listener.setServiceParent(root)
         listeners[service] = listener
-    return Server(service=root, listeners=listeners, store=store, accounts=accounts, queue=queue)
+    if settings.mx_processes > 1 and "smtp" in listeners:
+        MXWorkers(settings, listeners["smtp"], reactor).setServiceParent(root)  # type: ignore[arg-type]
+    return Server(
+        service=root,
+        listeners=listeners,
+        store=parts.store,
+        accounts=parts.accounts,
+        queue=parts.queue,
+    )

@@ -146,11 +146,15 @@ def mailbox_name(tok: Token, utf8: bool = False) -> str:
 # -- writing responses -------------------------------------------------------------------------
 
 
+#: Octets a quoted string cannot carry (RFC 3501 §9: QUOTED-CHAR is 7-bit, no CR, LF or NUL).
+_UNQUOTABLE = re.compile(rb"[^\x01-\x09\x0b\x0c\x0e-\x7e]")
+
+
 def quote(data: bytes | str) -> bytes:
     """A string as an IMAP quoted string, or a literal when it cannot be quoted."""
     if isinstance(data, str):
         data = data.encode("utf-8")
-    if len(data) > 1000 or any(b > 0x7E or b in (0x00, 0x0A, 0x0D) for b in data):
+    if len(data) > 1000 or _UNQUOTABLE.search(data):
         return literal(data)
     return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 

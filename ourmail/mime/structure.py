@@ -14,11 +14,16 @@ from email.utils import getaddresses
 
 import attrs
 
+from ourmail.imap.wire import nstring
+
 MAX_DEPTH = 20
 MAX_PARTS = 1000
 MAX_HEADERS = 1000
 
 _PARAM_RE = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;]*)')
+
+
+_UNFOLD = re.compile(r"\r\n([ \t])")
 
 
 @attrs.define
@@ -43,7 +48,9 @@ class Part:
             if fname == name:
                 value = raw.split(b":", 1)[1] if b":" in raw else b""
                 text = value.decode("utf-8", "surrogateescape")
-                return re.sub(r"\r\n([ \t])", r"\1", text).strip()
+                if "\n" in text:
+                    text = _UNFOLD.sub(r"\1", text)
+                return text.strip()
         return None
 
 
@@ -187,8 +194,6 @@ def _next(data: bytes, pos: int, end: int, delim: bytes) -> int | None:
 
 
 def _q(value: str | None) -> bytes:
-    from ourmail.imap.wire import nstring
-
     return nstring(None if value is None else value.encode("utf-8", "surrogateescape"))
 
 
@@ -213,14 +218,14 @@ def _addresses(value: str | None) -> bytes:
 def envelope(part: Part) -> bytes:
     """RFC 3501 §7.4.2 ENVELOPE of a message part."""
     h = part.header
-    sender = h("sender") or h("from")
-    reply_to = h("reply-to") or h("from")
+    sender, reply_to = h("sender"), h("reply-to")
+    from_ = _addresses(h("from"))
     fields = [
         _q(h("date")),
         _q(h("subject")),
-        _addresses(h("from")),
-        _addresses(sender),
-        _addresses(reply_to),
+        from_,
+        _addresses(sender) if sender else from_,  # absent: as From (RFC 3501 §7.4.2)
+        _addresses(reply_to) if reply_to else from_,
         _addresses(h("to")),
         _addresses(h("cc")),
         _addresses(h("bcc")),

@@ -8,8 +8,9 @@ Implementation notes (keep these true when changing this module):
   :meth:`raw_data_received` as it arrives, so the subclass bounds what it keeps.
 * Lines end at LF; one CR before it is removed.  Lines are processed strictly in order: while the
   subclass waits on a Deferred it calls :meth:`pause` and later :meth:`resume`, and pipelined
-  input waits in the buffer (the transport is paused too, so a flood cannot grow the buffer past
-  one read).
+  input waits in the buffer.  The transport itself is paused only when input arrives during a
+  pause, so a flood cannot grow the buffer past one read, while the usual command-reply
+  exchange costs no extra system calls.
 * STARTTLS: :meth:`start_tls` throws away everything buffered after the STARTTLS line, so
   plaintext injected before the handshake is never executed as a command (CVE-2011-0411 class).
 * No exception from a handler reaches Twisted: it is logged with its traceback and the client gets
@@ -57,6 +58,7 @@ class LineProtocol(Protocol, TimeoutMixin):
         self._buf = bytearray()
         self._raw = False
         self._paused = False
+        self._transport_paused = False
         self._discarding = False
         self._processing = False
         self.errors = 0
@@ -113,7 +115,14 @@ class LineProtocol(Protocol, TimeoutMixin):
     def dataReceived(self, data: bytes) -> None:
         self.resetTimeout()
         self._buf += data
+        if self._paused:
+            self._pause_transport()
         self._process()
+
+    def _pause_transport(self) -> None:
+        if not self._transport_paused and self.transport is not None:
+            self._transport_paused = True
+            self.transport.pauseProducing()
 
     def _process(self) -> None:
         if self._processing:
@@ -174,16 +183,15 @@ class LineProtocol(Protocol, TimeoutMixin):
 
     def pause(self) -> None:
         """Hold further input until :meth:`resume` (used while a Deferred is pending)."""
-        if not self._paused:
-            self._paused = True
-            if self.transport is not None:
-                self.transport.pauseProducing()
+        self._paused = True
 
     def resume(self) -> None:
         """Continue processing buffered and new input."""
         if self._paused and not self.closing:
             self._paused = False
-            self.transport.resumeProducing()
+            if self._transport_paused:
+                self._transport_paused = False
+                self.transport.resumeProducing()
             self._process()
 
     def count_error(self) -> bool:

@@ -188,6 +188,7 @@ class OutboundQueue(Service):
         self._due: dict[str, float] = {}
         self._active: set[str] = set()
         self._wakeup_stamp = 0.0
+        self._discovering = False
         self._idle: list[Deferred[None]] = []
         self._loop = LoopingCall(self.tick)
         self._loop.clock = self.clock
@@ -281,7 +282,8 @@ class OutboundQueue(Service):
         return deferToThread(build).addCallback(lambda qid: self.schedule(qid, now))
 
     def schedule(self, qid: str | None, when: float) -> None:
-        if qid is None:
+        """Plan an attempt; only a started queue (the master process's) delivers."""
+        if qid is None or not self.running:
             return
         self._due[qid] = when
         self.reactor.callLater(0, self.tick)  # type: ignore[attr-defined]
@@ -297,6 +299,13 @@ class OutboundQueue(Service):
         if stamp != self._wakeup_stamp:
             self._wakeup_stamp = stamp
             deferToThread(self._scan).addCallback(self._rescanned)
+        elif not self._discovering:  # messages queued by other processes (MX workers)
+            self._discovering = True
+            known = set(self._due) | self._active
+            d = deferToThread(self._discover, known)
+            d.addCallback(self._discovered)
+            d.addErrback(lambda f: log.failure("queue: scanning for new messages", f))
+            d.addBoth(lambda _: setattr(self, "_discovering", False))
         now = self.clock.seconds()
         for qid, when in sorted(self._due.items(), key=lambda item: item[1]):
             if when > now or len(self._active) >= MAX_ACTIVE:
@@ -306,6 +315,23 @@ class OutboundQueue(Service):
                 d = Deferred.fromCoroutine(self._attempt(qid))
                 d.addErrback(lambda f, qid=qid: log.failure("queue: attempt on {id}", f, id=qid))
                 d.addBoth(lambda _, qid=qid: self._attempt_done(qid))
+
+    def _discover(self, known: set[str]) -> dict[str, float]:
+        found = {}
+        for qid in self.files.ids():
+            if qid not in known:
+                try:
+                    envelope = self.files.read(qid)
+                except QueueError:
+                    continue  # finished meanwhile
+                found[qid] = math.inf if envelope.held else envelope.next_attempt
+        return found
+
+    def _discovered(self, found: dict[str, float]) -> None:
+        for qid, when in found.items():
+            self._due.setdefault(qid, when)
+        if found:
+            self.tick()
 
     def _rescanned(self, due: dict[str, float]) -> None:
         self._due = due

@@ -169,7 +169,7 @@ def prepare(
             os.utime(tmp, (mtime, mtime))
         st = os.stat(tmp)
         if summary is None:
-            summary = summarize(tmp.read_bytes())
+            summary = summarize(source if isinstance(source, bytes) else tmp.read_bytes())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
