@@ -60,8 +60,12 @@ from ourmail.store.quota import QuotaPolicy
 
 log = Logger()
 
-#: Messages being attempted at once (each holds its content in memory while it is sent).
+#: Messages being attempted at once, and the most message bytes they may hold in memory (a
+#: message bigger than that still goes, alone).
 MAX_ACTIVE = 200
+MAX_LOADED = 256 << 20
+#: Recipients per transaction (RFC 5321 §4.5.3.1.8: servers must take 100, may refuse more).
+RCPTS_PER_MESSAGE = 100
 _ACTIONS = {FAILED: "failed", DELIVERED: "delivered", RELAYED: "relayed"}
 
 
@@ -189,6 +193,7 @@ class OutboundQueue(Service):
         self._active: set[str] = set()
         self._wakeup_stamp = 0.0
         self._discovering = False
+        self._loaded = 0
         self._idle: list[Deferred[None]] = []
         self._loop = LoopingCall(self.tick)
         self._loop.clock = self.clock
@@ -383,18 +388,15 @@ class OutboundQueue(Service):
             self._due[qid] = math.inf
             return
         now = self.clock.seconds()
+        if self._loaded and self._loaded + envelope.size > MAX_LOADED:
+            self._due[qid] = now + 1  # memory is taken by messages being sent; soon
+            return
         if now < envelope.created + self.settings.max_age:
-            content = await deferToThread(self.files.content, qid)
-            by_domain: dict[str, list[QueuedRecipient]] = {}
-            for rcpt in envelope.pending():
-                by_domain.setdefault(rcpt.address.rpartition("@")[2], []).append(rcpt)
-            await defer.DeferredList(
-                [
-                    Deferred.fromCoroutine(self._deliver(envelope, domain, rcpts, content))
-                    for domain, rcpts in by_domain.items()
-                ],
-                consumeErrors=True,
-            )
+            self._loaded += envelope.size
+            try:
+                await self._deliver_all(envelope)
+            finally:
+                self._loaded -= envelope.size
         next_attempt, reports = await deferToThread(self._finish, qid, self.clock.seconds())
         if next_attempt is None:
             self._due.pop(qid, None)
@@ -402,6 +404,23 @@ class OutboundQueue(Service):
             self._due[qid] = next_attempt
         for report in reports:
             self.schedule(report, now)
+
+    async def _deliver_all(self, envelope: Envelope) -> None:
+        """One attempt for every pending recipient: a transaction per domain and 100 of them."""
+        content = await deferToThread(self.files.content, envelope.id)
+        by_domain: dict[str, list[QueuedRecipient]] = {}
+        for rcpt in envelope.pending():
+            by_domain.setdefault(rcpt.address.rpartition("@")[2], []).append(rcpt)
+        await defer.DeferredList(
+            [
+                Deferred.fromCoroutine(
+                    self._deliver(envelope, domain, rcpts[i : i + RCPTS_PER_MESSAGE], content)
+                )
+                for domain, rcpts in by_domain.items()
+                for i in range(0, len(rcpts), RCPTS_PER_MESSAGE)
+            ],
+            consumeErrors=True,
+        )
 
     async def _deliver(
         self, envelope: Envelope, domain: str, rcpts: list[QueuedRecipient], content: bytes
