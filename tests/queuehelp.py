@@ -37,7 +37,7 @@ def server_pair(
     tmp_path: Path, queue: QueueSettings | None = None, clock: Any = None, **changes: Any
 ) -> Iterator[Pair]:
     zone, _ = dns_zone()
-    port = free_port_on("127.0.0.1", "127.0.0.2")
+    port = free_port_on("127.0.0.1", "127.0.0.2", "127.0.0.4")  # .4: for other peers
     queue = attrs.evolve(queue or QueueSettings(), smtp_port=port)
     zone.set_mx("example.test", [(10, "mail.example.test")])
     zone.set_address("mail.example.test", "127.0.0.1")
@@ -122,5 +122,13 @@ def report_fields(msg: email.message.EmailMessage) -> list[dict[str, str]]:
     """The message/delivery-status blocks of a DSN: per-message first, then per recipient."""
     assert msg.get_content_type() == "multipart/report"
     assert msg.get_param("report-type") == "delivery-status"
-    status = next(p for p in msg.walk() if p.get_content_type() == "message/delivery-status")
-    return [dict(block.items()) for block in status.get_payload()]
+    types = ("message/delivery-status", "message/global-delivery-status")
+    status = next(p for p in msg.walk() if p.get_content_type() in types)
+    payload = status.get_payload()
+    if status.get_content_type() == "message/delivery-status":
+        return [dict(block.items()) for block in payload]
+    # message/global-delivery-status (RFC 6533) parses as one message: the per-message fields
+    # are its header, the per-recipient blocks its body.
+    (first,) = payload
+    rest = first.get_payload().replace("\r\n", "\n").strip().split("\n\n")
+    return [dict(first.items())] + [dict(email.message_from_string(b).items()) for b in rest]

@@ -10,6 +10,8 @@
   (RFC 6522, RFC 3464): a human-readable part, the ``message/delivery-status`` part, and the
   original message (``message/rfc822``) or only its header (``text/rfc822-headers``) when
   ``RET=HDRS`` was asked or the message is too big to return.
+* A report about UTF-8 addresses or a message with a UTF-8 header uses the RFC 6533 types
+  ``message/global-delivery-status``, ``message/global`` and ``message/global-headers``.
 """
 
 from __future__ import annotations
@@ -192,7 +194,15 @@ def build_report(
     ]
     for s in statuses:
         lines.append(f"<{s.final_recipient.partition(';')[2]}>: {s.diagnostic or s.status}")
-    lines += ["", f"--{boundary}", "Content-Type: message/delivery-status", ""]
+    content = original.content
+    header_only = original.ret == "HDRS" or len(content) > size_limit or action != "failed"
+    returned = _header_of(content) if header_only else content
+    addresses = [to, *(s.final_recipient for s in statuses)]
+    addresses += [s.original_recipient or "" for s in statuses]
+    utf8 = not all(a.isascii() for a in addresses)  # RFC 6533 §6
+    utf8_header = not _header_of(content).isascii()
+    status_type = "message/global-delivery-status" if utf8 else "message/delivery-status"
+    lines += ["", f"--{boundary}", f"Content-Type: {status_type}", ""]
     # RFC 3464 §2.2: per-message fields, a blank line, then one block per recipient.
     lines.append(f"Reporting-MTA: dns; {reporting_mta}")
     if original.envid:
@@ -214,16 +224,15 @@ def build_report(
         if s.will_retry_until:
             lines.append(f"Will-Retry-Until: {_date(s.will_retry_until)}")
     lines += ["", f"--{boundary}"]
-    content = original.content
-    if original.ret == "HDRS" or len(content) > size_limit or action != "failed":
-        # RFC 3461 §4.3: HDRS returns the header only; reports of success or delay need no
-        # copy of the message, and one too big to return is cut to its header.
-        lines += ["Content-Type: text/rfc822-headers", "", ""]
-        body = _header_of(content)
+    # RFC 3461 §4.3: HDRS returns the header only; reports of success or delay need no copy of
+    # the message, and one too big to return is cut to its header.
+    if header_only:
+        kind = "message/global-headers" if utf8_header else "text/rfc822-headers"
+        lines += [f"Content-Type: {kind}", "", ""]
     else:
-        lines += ["Content-Type: message/rfc822", "Content-Transfer-Encoding: 8bit", "", ""]
-        body = content
+        kind = "message/global" if utf8_header else "message/rfc822"
+        lines += [f"Content-Type: {kind}", "Content-Transfer-Encoding: 8bit", "", ""]
     head = "\r\n".join(lines).encode("utf-8")
-    if not body.endswith(b"\r\n"):
-        body += b"\r\n"
-    return head + body + f"\r\n--{boundary}--\r\n".encode()
+    if not returned.endswith(b"\r\n"):
+        returned += b"\r\n"
+    return head + returned + f"\r\n--{boundary}--\r\n".encode()

@@ -79,3 +79,12 @@ def test_big_messages_return_only_their_header() -> None:
     status = dsn.RecipientStatus("rfc822;b@r.test", "failed", "5.0.0")
     raw = dsn.build_report("m.test", "a@m.test", original, [status], 0.0, 1000)
     assert b"text/rfc822-headers" in raw and b"x" * 100 not in raw
+
+
+def test_utf8_reports_use_the_global_types() -> None:
+    original = dsn.Original(None, 0.0, None, "Subject: grüße\r\n\r\nx\r\n".encode())
+    status = dsn.RecipientStatus("rfc822;jörg@r.test", "failed", "5.6.7")
+    raw = dsn.build_report("m.test", "a@m.test", original, [status], 0.0, 1 << 20)
+    assert b"Content-Type: message/global-delivery-status" in raw
+    assert b"Content-Type: message/global\r\n" in raw
+    assert "Final-Recipient: rfc822;jörg@r.test".encode() in raw
