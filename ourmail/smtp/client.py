@@ -196,12 +196,20 @@ class ClientSession:
             keyword, _, params = line.partition(" ")
             self.extensions[keyword.upper()] = params
 
-    async def starttls(self, options: Any) -> None:
-        """RFC 3207: upgrade, then forget what the server said before (§4.2) and EHLO again."""
-        self._check(await self.proto.send("STARTTLS"), "STARTTLS")
+    async def starttls(self, options: Any, optional: bool = False) -> bool:
+        """RFC 3207: upgrade, then forget what the server said before (§4.2) and EHLO again.
+
+        When ``optional``, a refusal of STARTTLS (454) leaves the session in plaintext (§4) and
+        returns False.  A failed handshake drops the connection: an exception.
+        """
+        reply = await self.proto.send("STARTTLS")
+        if reply.code != 220 and optional:
+            return False
+        self._check(reply, "STARTTLS")
         self.proto.transport.startTLS(options)  # type: ignore[union-attr]
         self.tls = True
         await self._ehlo()
+        return True
 
     async def authenticate(self, username: str, password: str) -> None:
         """RFC 4954 AUTH PLAIN (or LOGIN when PLAIN is not offered); never logs the secret."""

@@ -2,8 +2,10 @@
 
 MX delivery (RFC 5321 §5.1): hosts in preference order, each host's addresses in turn, until
 one greets and answers EHLO.  STARTTLS is used whenever offered, without a certificate check
-(opportunistic TLS, RFC 7435).  A smart host (``[queue.relay]``) must offer TLS with a
-certificate valid for its name; AUTH is sent only over that TLS.
+(opportunistic TLS, RFC 7435); when the handshake fails, the same host is tried again at once
+in plaintext, and for an hour after that without TLS, as Postfix does at its "may" level.  A
+smart host (``[queue.relay]``) must offer TLS with a certificate valid for its name; AUTH is
+sent only over that TLS.
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ log = Logger()
 #: At most this many MX hosts, and addresses per host, are tried per connection attempt.
 MAX_HOSTS = 5
 MAX_ADDRESSES = 2
+#: Seconds an address whose TLS handshake failed is sent to in plaintext.
+PLAINTEXT_AFTER_TLS_FAILURE = 3600
+
+
+class TLSFailed(SessionError):
+    """The opportunistic TLS handshake failed; the address is now tried in plaintext."""
 
 
 @attrs.frozen
@@ -80,6 +88,8 @@ class Connector:
         self.mx = mx
         self.settings = settings
         self.helo = helo
+        #: Addresses whose TLS handshake failed, and until when they get plaintext.
+        self.plaintext_until: dict[str, float] = {}
 
     async def open(self, route: Route) -> ClientSession:
         """A session to the first host of ``route`` that works; RouteError/SessionError if none."""
@@ -95,7 +105,11 @@ class Connector:
                 continue
             for address in addresses:
                 try:
-                    return await self._session(route, host, address)
+                    try:
+                        return await self._session(route, host, address)
+                    except TLSFailed as e:
+                        log.warn("queue: {error}; trying again without TLS", error=e)
+                        return await self._session(route, host, address)
                 except SessionError as e:
                     log.info(
                         "queue: {host}[{address}] {error}", host=host, address=address, error=e
@@ -133,8 +147,15 @@ class Connector:
                 if "STARTTLS" not in session.extensions:
                     raise SessionError("4.7.4", f"{host} offers no STARTTLS, which is required")
                 await session.starttls(verified)
-            elif route.smart_host is None and "STARTTLS" in session.extensions:
-                await session.starttls(opportunistic_client_context())
+            elif route.smart_host is None and self._try_tls(session, address):
+                try:
+                    await session.starttls(opportunistic_client_context(), optional=True)
+                except SessionError:
+                    raise
+                except Exception as e:
+                    now = self.clock.seconds()
+                    self.plaintext_until[address] = now + PLAINTEXT_AFTER_TLS_FAILURE
+                    raise TLSFailed("4.7.5", f"TLS with {host}[{address}]: {_why(e)}") from e
             if route.username:
                 password = Path(route.password_file).read_text().strip()
                 await session.authenticate(route.username, password)
@@ -145,6 +166,15 @@ class Connector:
         except Exception as e:  # connection lost, time-out, TLS handshake failure
             proto.transport.abortConnection()  # type: ignore[union-attr]
             raise SessionError("4.4.2", f"{host}[{address}]: {_why(e)}") from e
+
+    def _try_tls(self, session: ClientSession, address: str) -> bool:
+        if "STARTTLS" not in session.extensions:
+            return False
+        until = self.plaintext_until.get(address)
+        if until is not None and until <= self.clock.seconds():
+            del self.plaintext_until[address]
+            until = None
+        return until is None
 
 
 def _why(e: Exception) -> str:

@@ -3,6 +3,7 @@ without PIPELINING, STARTTLS or DSN, answering each recipient as the test says."
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,3 +94,29 @@ def test_a_message_that_needs_smtputf8_is_not_sent_without_it(pair: tuple[Pair, 
     (bounce,) = wait_for(lambda: messages(servers.ours, servers.ours.user))
     assert report_fields(bounce)[1]["Status"] == "5.6.7"
     assert peer.received == []
+
+
+def test_failed_tls_handshake_falls_back_to_plaintext(tmp_path: Path) -> None:
+    """Opportunistic TLS (RFC 7435): a server that offers STARTTLS but fails every handshake
+    with us still gets its mail, in plaintext, as from Postfix at its "may" level."""
+    zone, _ = dns_zone()
+    with server_pair(tmp_path) as servers:
+        zone.set_mx(OLD, [(10, f"mx.{OLD}")])
+        zone.set_address(f"mx.{OLD}", "127.0.0.4")
+        broken = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls_dir = servers.ours.data / "tls"
+        broken.load_cert_chain(tls_dir / "cert.pem", tls_dir / "key.pem")
+        broken.load_verify_locations(tls_dir / "cert.pem")
+        broken.verify_mode = ssl.CERT_REQUIRED  # a client certificate, which we never send
+        peer = Peer()
+        controller = Controller(peer, hostname="127.0.0.4", port=servers.port, tls_context=broken)
+        controller.start()
+        try:
+            assert submit(servers.ours, [f"bob@{OLD}"]) == {}
+            (got,) = wait_for(lambda: peer.received)
+            assert got[1] == [f"bob@{OLD}"]
+            assert "127.0.0.4" in servers.ours.server.queue.connector.plaintext_until
+            assert submit(servers.ours, [f"carol@{OLD}"]) == {}  # straight to plaintext now
+            wait_for(lambda: len(peer.received) == 2)
+        finally:
+            controller.stop()
