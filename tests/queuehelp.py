@@ -37,7 +37,7 @@ def server_pair(
     tmp_path: Path, queue: QueueSettings | None = None, clock: Any = None, **changes: Any
 ) -> Iterator[Pair]:
     zone, _ = dns_zone()
-    port = free_port_on("127.0.0.1", "127.0.0.2", "127.0.0.4")  # .4: for other peers
+    port = free_port_on("127.0.0.1", "127.0.0.2", "127.0.0.4", "::1")  # .4, ::1: other peers
     queue = attrs.evolve(queue or QueueSettings(), smtp_port=port)
     zone.set_mx("example.test", [(10, "mail.example.test")])
     zone.set_address("mail.example.test", "127.0.0.1")

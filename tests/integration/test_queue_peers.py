@@ -120,3 +120,19 @@ def test_failed_tls_handshake_falls_back_to_plaintext(tmp_path: Path) -> None:
             wait_for(lambda: len(peer.received) == 2)
         finally:
             controller.stop()
+
+
+def test_ipv6_only_mail_host(tmp_path: Path) -> None:
+    zone, _ = dns_zone()
+    with server_pair(tmp_path) as servers:
+        zone.set_mx("six.test", [(10, "mx.six.test")])
+        zone.set_address("mx.six.test", "::1")  # an AAAA record only
+        peer = Peer()
+        controller = Controller(peer, hostname="::1", port=servers.port)
+        controller.start()
+        try:
+            assert submit(servers.ours, ["bob@six.test"]) == {}
+            (got,) = wait_for(lambda: peer.received)
+            assert got[1] == ["bob@six.test"]
+        finally:
+            controller.stop()

@@ -67,7 +67,8 @@ def free_port_on(*addresses: str) -> int:
             port = probe.getsockname()[1]
         try:
             for address in addresses:
-                with socket.socket() as s:
+                family = socket.AF_INET6 if ":" in address else socket.AF_INET
+                with socket.socket(family) as s:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     s.bind((address, port))
         except OSError:
