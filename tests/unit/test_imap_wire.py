@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ourmail.imap import fetch
+from ourmail.imap.messages import parse_date_time
 from ourmail.imap.search import parse_search
 from ourmail.imap.sequence import parse_set, resolve_seq, resolve_uid
-from ourmail.imap.server import parse_date_time
 from ourmail.imap.wire import Atom, ParseError, quote, tokenize
 
 

@@ -1,0 +1,275 @@
+"""IMAP message commands: APPEND, CHECK, CLOSE, EXPUNGE, SEARCH, FETCH, STORE, COPY and their UID
+forms (RFC 3501 §6.3.11, §6.4)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import re
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+
+from ourmail.imap import fetch as fetchmod
+from ourmail.imap.search import Candidate, parse_search
+from ourmail.imap.selected import SelectedMailbox
+from ourmail.imap.sequence import parse_set, resolve_seq, resolve_uid
+from ourmail.imap.states import AUTHED, SEL
+from ourmail.imap.wire import (
+    MONTHS,
+    Atom,
+    ParseError,
+    Token,
+    astring,
+    flag_list,
+    mailbox_name,
+)
+from ourmail.interfaces import (
+    NoSuchFolder,
+)
+from ourmail.store.maildir import SYSTEM_FLAGS, canonical_flag, to_crlf
+
+_DATE_TIME_RE = re.compile(
+    r"^([ \d]\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)$"
+)
+
+
+class MessageCommands:
+    """Commands on messages (a mixin of :class:`~ourmail.imap.server.IMAPServer`)."""
+
+    def do_APPEND(self, args: list[Token]) -> Deferred[None] | None:
+        if len(args) < 2 or not isinstance(args[-1], bytes):
+            raise ParseError("APPEND takes a mailbox, optional flags and date, and a literal")
+        name = mailbox_name(args[0])
+        flags: list[str] = []
+        date: float | None = None
+        for extra in args[1:-1]:
+            if isinstance(extra, list):
+                flags = _flags(extra)
+            elif isinstance(extra, bytes):
+                date = parse_date_time(extra.decode("ascii", "replace"))
+            else:
+                raise ParseError("bad APPEND argument")
+        try:
+            folder = self._user().folder(name)
+        except NoSuchFolder:
+            self.send(f"{self._tag} NO [TRYCREATE] No such mailbox")
+            return None
+        if not self.ctx.quota.fits(self._user(), len(args[-1])):
+            self.send(f"{self._tag} NO [OVERQUOTA] Quota exceeded")  # RFC 9208 §4.3
+            return None
+        return self._append(folder, args[-1], flags, date)
+
+    @inlineCallbacks
+    def _append(
+        self, folder: Any, data: bytes, flags: list[str], date: float | None
+    ) -> Deferred[None]:
+        yield folder.append(to_crlf(data), flags, date)
+        self.tagged("OK", "APPEND completed")
+
+    # -- selected --------------------------------------------------------------------------
+
+    def _sel(self) -> SelectedMailbox:
+        assert self.selected is not None
+        return self.selected
+
+    def _positions(self, tok: Token, by_uid: bool) -> list[int]:
+        if not isinstance(tok, Atom):
+            raise ParseError("expected a sequence set")
+        ranges = parse_set(str(tok))
+        view = self._sel().view
+        if by_uid:
+            return resolve_uid(ranges, view)
+        positions = [s - 1 for s in resolve_seq(ranges, len(view))]
+        if any((lo and lo > len(view)) or (hi and hi > len(view)) for lo, hi in ranges):
+            raise ParseError("no such message sequence number")
+        return positions
+
+    def do_CHECK(self, args: list[Token]) -> None:
+        """RFC 3501 §6.4.1: nothing to do; every change is already durable."""
+        self.tagged("OK", "CHECK completed")
+
+    def do_CLOSE(self, args: list[Token]) -> None:
+        sel = self._sel()
+        if not sel.readonly:
+            sel.folder.expunge(self._deleted_uids(sel))
+        self._deselect()
+        self.tagged("OK", "CLOSE completed")
+
+    def _deleted_uids(self, sel: SelectedMailbox) -> list[int]:
+        sel.folder.sync()
+        present = set(sel.folder.uids())
+        return [u for u in sel.view if u in present and "\\Deleted" in sel.folder.message(u).flags]
+
+    def do_EXPUNGE(self, args: list[Token]) -> None:
+        sel = self._sel()
+        if sel.readonly:
+            self.send(f"{self._tag} NO [READ-ONLY] Mailbox is read-only")
+            return
+        removed = sel.folder.expunge(self._deleted_uids(sel))
+        for line in sel.forget(removed):
+            self.send(line)
+        self.tagged("OK", "EXPUNGE completed")
+
+    def do_SEARCH(self, args: list[Token]) -> None:
+        by_uid = self._cmd.startswith("UID")
+        if len(args) >= 2 and isinstance(args[0], Atom) and args[0].upper() == "CHARSET":
+            charset = astring(args[1]).decode("ascii", "replace").upper()
+            if charset not in ("UTF-8", "US-ASCII"):
+                self.send(f"{self._tag} NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset")
+                return
+            args = args[2:]
+        sel = self._sel()
+        predicate = parse_search(args, len(sel.view), sel.view)
+        hits = []
+        for seq, uid in enumerate(sel.view, 1):
+            try:
+                msg = sel.folder.message(uid)
+            except KeyError:
+                continue
+            cand = Candidate(seq, uid in sel.recent, msg)
+            try:
+                if predicate(cand):
+                    hits.append(uid if by_uid else seq)
+            except KeyError:
+                continue
+        self.send("* SEARCH" + "".join(f" {n}" for n in hits))
+        self.tagged("OK", f"{self._cmd} completed")
+
+    def do_FETCH(self, args: list[Token]) -> None:
+        by_uid = self._cmd.startswith("UID")
+        if len(args) != 2:
+            raise ParseError("FETCH takes a sequence set and items")
+        sel = self._sel()
+        positions = self._positions(args[0], by_uid)
+        atts = fetchmod.parse_atts(args[1])
+        if by_uid and not any(a.kind == "UID" for a in atts):
+            atts.insert(0, fetchmod.FetchAtt(kind="UID", label=b"UID"))
+        newly_seen: set[int] = set()
+        if any(not a.peek for a in atts) and not sel.readonly:
+            # RFC 3501 §6.4.5: BODY[...] sets \Seen; one change for the whole set, reported
+            # in this FETCH's own responses.
+            unseen = []
+            for uid in (sel.view[p] for p in positions):
+                with contextlib.suppress(KeyError):
+                    if "\\Seen" not in sel.folder.message(uid).flags:
+                        unseen.append(uid)
+            newly_seen = set(sel.folder.store_flags(unseen, ["\\Seen"], "+"))
+            if newly_seen and not any(a.kind == "FLAGS" for a in atts):
+                atts = [*atts, fetchmod.FetchAtt(kind="FLAGS", label=b"FLAGS")]
+        for pos in positions:
+            uid = sel.view[pos]
+            try:
+                msg = sel.folder.message(uid)
+                flags = msg.flags
+                if uid in newly_seen:
+                    sel.reported(uid, msg.modseq)
+                rendered = fetchmod.Rendered(msg)
+                items = [fetchmod.render(a, rendered, sel.flags_of(uid, flags)) for a in atts]
+            except KeyError:
+                continue  # expunged by someone else; the EXPUNGE comes later
+            self.write(b"* %d FETCH (" % (pos + 1) + b" ".join(items) + b")\r\n")
+        self.tagged("OK", f"{self._cmd} completed")
+
+    def do_STORE(self, args: list[Token]) -> None:
+        by_uid = self._cmd.startswith("UID")
+        if len(args) < 3 or not isinstance(args[1], Atom):
+            raise ParseError("STORE takes a sequence set, an item and flags")
+        sel = self._sel()
+        if sel.readonly:
+            self.send(f"{self._tag} NO [READ-ONLY] Mailbox is read-only")
+            return
+        item = args[1].upper()
+        silent = item.endswith(".SILENT")
+        item = item.removesuffix(".SILENT")
+        mode = {"FLAGS": "=", "+FLAGS": "+", "-FLAGS": "-"}.get(item)
+        if mode is None:
+            raise ParseError("STORE item must be FLAGS, +FLAGS or -FLAGS")
+        flags = _flags(args[2] if len(args) == 3 and isinstance(args[2], list) else args[2:])
+        positions = self._positions(args[0], by_uid)
+        uids = [sel.view[p] for p in positions]
+        result = sel.folder.store_flags(uids, flags, mode)  # type: ignore[arg-type]
+        for pos in positions:
+            uid = sel.view[pos]
+            if uid not in result:
+                continue
+            sel.reported(uid, sel.folder.message(uid).modseq)
+            if not silent:
+                extra = b" UID %d" % uid if by_uid else b""
+                self.send(
+                    b"* %d FETCH (FLAGS %s%s)"
+                    % (pos + 1, flag_list(sel.flags_of(uid, result[uid])), extra)
+                )
+        self.tagged("OK", f"{self._cmd} completed")
+
+    def do_COPY(self, args: list[Token]) -> Deferred[None] | None:
+        by_uid = self._cmd.startswith("UID")
+        if len(args) != 2:
+            raise ParseError("COPY takes a sequence set and a mailbox")
+        sel = self._sel()
+        positions = self._positions(args[0], by_uid)
+        try:
+            target = self._user().folder(mailbox_name(args[1]))
+        except NoSuchFolder:
+            self.send(f"{self._tag} NO [TRYCREATE] No such mailbox")
+            return None
+        uids, size = [], 0
+        for uid in (sel.view[p] for p in positions):
+            with contextlib.suppress(KeyError):  # expunged meanwhile
+                size += sel.folder.message(uid).size
+                uids.append(uid)
+        if not self.ctx.quota.fits(self._user(), size, len(uids)):
+            self.send(f"{self._tag} NO [OVERQUOTA] Quota exceeded")
+            return None
+        return self._copy(sel, uids, target)
+
+    @inlineCallbacks
+    def _copy(self, sel: SelectedMailbox, uids: list[int], target: Any) -> Deferred[None]:
+        yield sel.folder.copy_to(uids, target)
+        self.tagged("OK", f"{self._cmd} completed")
+
+    COMMANDS: dict[str, tuple[Callable[..., Any], frozenset[str]]] = {
+        "APPEND": (do_APPEND, AUTHED),
+        "CHECK": (do_CHECK, SEL),
+        "CLOSE": (do_CLOSE, SEL),
+        "EXPUNGE": (do_EXPUNGE, SEL),
+        "SEARCH": (do_SEARCH, SEL),
+        "FETCH": (do_FETCH, SEL),
+        "STORE": (do_STORE, SEL),
+        "COPY": (do_COPY, SEL),
+        "UID SEARCH": (do_SEARCH, SEL),
+        "UID FETCH": (do_FETCH, SEL),
+        "UID STORE": (do_STORE, SEL),
+        "UID COPY": (do_COPY, SEL),
+    }
+
+
+def _flags(tokens: list[Token]) -> list[str]:
+    out = []
+    for tok in tokens:
+        if not isinstance(tok, Atom) or not tok or tok.upper() == "\\RECENT":
+            raise ParseError(f"bad flag {tok!r}")
+        if tok.startswith("\\") and canonical_flag(tok) not in SYSTEM_FLAGS:
+            raise ParseError(f"unknown system flag {tok}")
+        if any(c in tok for c in '(){%*"\\]') and not tok.startswith("\\"):
+            raise ParseError(f"bad keyword {tok}")
+        out.append(canonical_flag(tok))
+    return out
+
+
+def parse_date_time(text: str) -> float:
+    """RFC 3501 ``date-time`` (``"17-Jul-1996 02:44:25 -0700"``) as a POSIX timestamp."""
+    m = _DATE_TIME_RE.match(text)
+    if not m or m.group(2).upper() not in MONTHS:
+        raise ParseError(f"bad date-time {text[:40]!r}")
+    day, mon, year, hh, mm, ss, sign, zh, zm = m.groups()
+    offset = datetime.timedelta(hours=int(zh), minutes=int(zm))
+    try:
+        tz = datetime.timezone(offset if sign == "+" else -offset)
+        when = datetime.datetime(
+            int(year), MONTHS[mon.upper()], int(day), int(hh), int(mm), int(ss), tzinfo=tz
+        )
+    except ValueError:
+        raise ParseError(f"bad date-time {text[:40]!r}") from None
+    return when.timestamp()

@@ -1,0 +1,109 @@
+"""IMAP commands of any state and before login: CAPABILITY, NOOP, LOGOUT, STARTTLS, LOGIN,
+AUTHENTICATE (RFC 3501 §6.1, §6.2; SASL-IR, RFC 4959)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+
+from ourmail.auth.login import LoginFailed
+from ourmail.imap.states import ANY, AUTH, LOGOUT, PRE
+from ourmail.imap.wire import (
+    Atom,
+    ParseError,
+    Token,
+    astring,
+)
+
+
+class SessionCommands:
+    """Connection and login commands (a mixin of :class:`~ourmail.imap.server.IMAPServer`)."""
+
+    # -- any state -------------------------------------------------------------------------
+
+    def do_CAPABILITY(self, args: list[Token]) -> None:
+        self.send(f"* CAPABILITY {self.capabilities()}")
+        self.tagged("OK", "CAPABILITY completed")
+
+    def do_NOOP(self, args: list[Token]) -> None:
+        self.tagged("OK", f"{self._cmd} completed")
+
+    def do_LOGOUT(self, args: list[Token]) -> None:
+        self.send("* BYE Logging out")
+        self.send(f"{self._tag} OK LOGOUT completed")
+        self.state = LOGOUT
+        self.close()
+
+    # -- not authenticated -----------------------------------------------------------------
+
+    def do_STARTTLS(self, args: list[Token]) -> None:
+        if self.secure:
+            self.bad("TLS is already active")
+            return
+        self.send(f"{self._tag} OK Begin TLS negotiation now")
+        self.start_tls()
+
+    def do_LOGIN(self, args: list[Token]) -> Deferred[None] | None:
+        if not self.secure:
+            self.send(f"{self._tag} NO [PRIVACYREQUIRED] LOGIN is disabled until STARTTLS")
+            return None
+        if len(args) != 2:
+            raise ParseError("LOGIN takes a user name and a password")
+        user = astring(args[0]).decode("utf-8", "replace")
+        password = astring(args[1]).decode("utf-8", "replace")
+        return self._login(user, password)
+
+    def do_AUTHENTICATE(self, args: list[Token]) -> Deferred[None] | None:
+        if not args or not isinstance(args[0], Atom) or len(args) > 2:
+            raise ParseError("AUTHENTICATE takes a mechanism")
+        if args[0].upper() != "PLAIN":
+            self.send(f"{self._tag} NO Unsupported authentication mechanism")
+            return None
+        if not self.secure:
+            self.send(f"{self._tag} NO [PRIVACYREQUIRED] Authentication is disabled until STARTTLS")
+            return None
+        if len(args) == 2:  # RFC 4959 initial response
+            return self._auth_plain(astring(args[1]))
+        self.send("+ ")
+        self._continuation = lambda line: self._run(self._auth_plain(line))
+        return None
+
+    def _auth_plain(self, response: bytes) -> Deferred[None] | None:
+        if response.strip() == b"*":
+            self.send(f"{self._tag} BAD Authentication cancelled")
+            return None
+        try:
+            decoded = base64.b64decode(response.strip() or b"", validate=True).decode("utf-8")
+            authzid, authcid, password = decoded.split("\0")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            self.bad("Cannot decode the PLAIN response")
+            return None
+        if authzid and authzid != authcid:
+            self.send(f"{self._tag} NO [AUTHORIZATIONFAILED] Cannot act as another user")
+            return None
+        return self._login(authcid, password)
+
+    @inlineCallbacks
+    def _login(self, user: str, password: str) -> Deferred[None]:
+        try:
+            avatar = yield self.ctx.authenticator.login(user, password, self.peer, "imap")
+        except LoginFailed:
+            self.send(f"{self._tag} NO [AUTHENTICATIONFAILED] Authentication failed")
+            self.count_error()
+            return
+        self.user = avatar
+        self.state = AUTH
+        self.tagged("OK", f"[CAPABILITY {self.capabilities()}] Logged in")
+
+    COMMANDS: dict[str, tuple[Callable[..., Any], frozenset[str]]] = {
+        "CAPABILITY": (do_CAPABILITY, ANY),
+        "NOOP": (do_NOOP, ANY),
+        "LOGOUT": (do_LOGOUT, ANY),
+        "STARTTLS": (do_STARTTLS, PRE),
+        "LOGIN": (do_LOGIN, PRE),
+        "AUTHENTICATE": (do_AUTHENTICATE, PRE),
+    }
