@@ -1,5 +1,8 @@
 """IMAP mailbox commands: SELECT, EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST,
-LSUB, STATUS (RFC 3501 §6.3)."""
+LSUB, STATUS (RFC 3501 §6.3), NAMESPACE (RFC 2342).
+
+LIST shows ``\\HasChildren``/``\\HasNoChildren`` (CHILDREN, RFC 3348) and marks the standard
+folders with their special use (RFC 6154): Sent, Drafts, Trash, Junk, Archive."""
 
 from __future__ import annotations
 
@@ -21,6 +24,15 @@ from ourmail.interfaces import (
     BadFolderName,
 )
 from ourmail.store.maildir import SYSTEM_FLAGS
+
+#: RFC 6154 attributes of the folders every account gets (``ensure_default_folders``).
+SPECIAL_USE = {
+    "Sent": "\\Sent",
+    "Drafts": "\\Drafts",
+    "Trash": "\\Trash",
+    "Junk": "\\Junk",
+    "Archive": "\\Archive",
+}
 
 
 class MailboxCommands:
@@ -110,6 +122,8 @@ class MailboxCommands:
             if self._cmd == "LIST":
                 has_children = any(n.startswith(name + "/") for n in names)
                 attrs_.append("\\HasChildren" if has_children else "\\HasNoChildren")
+                if name in SPECIAL_USE:
+                    attrs_.append(SPECIAL_USE[name])
             elif name not in existing:
                 attrs_.append("\\Noselect")
             self.send(
@@ -121,6 +135,13 @@ class MailboxCommands:
                 + mailbox_out(name)
             )
         self.tagged("OK", f"{self._cmd} completed")
+
+    def do_NAMESPACE(self, args: list[Token]) -> None:
+        """RFC 2342: one personal namespace, no prefix, "/" as the delimiter; nothing shared."""
+        if args:
+            raise ParseError("NAMESPACE takes no arguments")
+        self.send('* NAMESPACE (("" "/")) NIL NIL')
+        self.tagged("OK", "NAMESPACE completed")
 
     def do_STATUS(self, args: list[Token]) -> None:
         if len(args) != 2 or not isinstance(args[1], list):
@@ -158,6 +179,7 @@ class MailboxCommands:
         "LIST": (do_LIST, AUTHED),
         "LSUB": (do_LIST, AUTHED),
         "STATUS": (do_STATUS, AUTHED),
+        "NAMESPACE": (do_NAMESPACE, AUTHED),
     }
 
 

@@ -1,5 +1,6 @@
 """IMAP message commands: APPEND, CHECK, CLOSE, EXPUNGE, SEARCH, FETCH, STORE, COPY and their UID
-forms (RFC 3501 §6.3.11, §6.4)."""
+forms (RFC 3501 §6.3.11, §6.4); UNSELECT (RFC 3691); MOVE (RFC 6851); UIDPLUS (RFC 4315):
+APPENDUID and COPYUID response codes and UID EXPUNGE."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from ourmail.imap import fetch as fetchmod
 from ourmail.imap.search import Candidate, parse_search
 from ourmail.imap.selected import SelectedMailbox
-from ourmail.imap.sequence import parse_set, resolve_seq, resolve_uid
+from ourmail.imap.sequence import format_set, parse_set, resolve_seq, resolve_uid
 from ourmail.imap.states import AUTHED, SEL
 from ourmail.imap.wire import (
     MONTHS,
@@ -65,8 +66,8 @@ class MessageCommands:
     def _append(
         self, folder: Any, data: bytes, flags: list[str], date: float | None
     ) -> Deferred[None]:
-        yield folder.append(to_crlf(data), flags, date)
-        self.tagged("OK", "APPEND completed")
+        uid = yield folder.append(to_crlf(data), flags, date)
+        self.tagged("OK", f"[APPENDUID {folder.uidvalidity} {uid}] APPEND completed")
 
     # -- selected --------------------------------------------------------------------------
 
@@ -102,15 +103,30 @@ class MessageCommands:
         present = set(sel.folder.uids())
         return [u for u in sel.view if u in present and "\\Deleted" in sel.folder.message(u).flags]
 
+    def do_UNSELECT(self, args: list[Token]) -> None:
+        """RFC 3691: leave the mailbox without expunging anything."""
+        if args:
+            raise ParseError("UNSELECT takes no arguments")
+        self._deselect()
+        self.tagged("OK", "UNSELECT completed")
+
     def do_EXPUNGE(self, args: list[Token]) -> None:
+        """EXPUNGE, and UID EXPUNGE (RFC 4315 §2.1): only the \\Deleted messages in a UID set."""
         sel = self._sel()
+        by_uid = self._cmd.startswith("UID")
+        if len(args) != (1 if by_uid else 0):
+            raise ParseError(f"{self._cmd} takes {'a UID set' if by_uid else 'no arguments'}")
         if sel.readonly:
             self.send(f"{self._tag} NO [READ-ONLY] Mailbox is read-only")
             return
-        removed = sel.folder.expunge(self._deleted_uids(sel))
+        doomed = self._deleted_uids(sel)
+        if by_uid:
+            chosen = {sel.view[p] for p in self._positions(args[0], True)}
+            doomed = [u for u in doomed if u in chosen]
+        removed = sel.folder.expunge(doomed)
         for line in sel.forget(removed):
             self.send(line)
-        self.tagged("OK", "EXPUNGE completed")
+        self.tagged("OK", f"{self._cmd} completed")
 
     def do_SEARCH(self, args: list[Token]) -> None:
         by_uid = self._cmd.startswith("UID")
@@ -204,9 +220,11 @@ class MessageCommands:
         self.tagged("OK", f"{self._cmd} completed")
 
     def do_COPY(self, args: list[Token]) -> Deferred[None] | None:
+        """COPY and MOVE (RFC 6851), with COPYUID (RFC 4315 §3)."""
         by_uid = self._cmd.startswith("UID")
+        moving = self._cmd.endswith("MOVE")
         if len(args) != 2:
-            raise ParseError("COPY takes a sequence set and a mailbox")
+            raise ParseError(f"{self._cmd} takes a sequence set and a mailbox")
         sel = self._sel()
         positions = self._positions(args[0], by_uid)
         try:
@@ -219,15 +237,37 @@ class MessageCommands:
             with contextlib.suppress(KeyError):  # expunged meanwhile
                 size += sel.folder.message(uid).size
                 uids.append(uid)
-        if not self.ctx.quota.fits(self._user(), size, len(uids)):
+        if moving and sel.readonly:
+            self.send(f"{self._tag} NO [READ-ONLY] Mailbox is read-only")
+            return None
+        # A move within the account frees what it takes (RFC 6851 §4.4 asks for no more).
+        if not moving and not self.ctx.quota.fits(self._user(), size, len(uids)):
             self.send(f"{self._tag} NO [OVERQUOTA] Quota exceeded")
             return None
-        return self._copy(sel, uids, target)
+        return self._copy(sel, uids, target, moving)
 
     @inlineCallbacks
-    def _copy(self, sel: SelectedMailbox, uids: list[int], target: Any) -> Deferred[None]:
-        yield sel.folder.copy_to(uids, target)
-        self.tagged("OK", f"{self._cmd} completed")
+    def _copy(
+        self, sel: SelectedMailbox, uids: list[int], target: Any, moving: bool
+    ) -> Deferred[None]:
+        if moving:
+            pairs = yield sel.folder.move_to(uids, target)
+        else:
+            pairs = yield sel.folder.copy_to(uids, target)
+        code = ""
+        if pairs:
+            src = format_set([s for s, _ in pairs])
+            dst = format_set([d for _, d in pairs])
+            code = f"[COPYUID {target.uidvalidity} {src} {dst}] "
+        if moving:
+            # RFC 6851 §3.3: COPYUID in an untagged OK, then the EXPUNGEs, then the tagged OK.
+            if code:
+                self.send(f"* OK {code}Moved")
+            for line in sel.forget([s for s, _ in pairs]):
+                self.send(line)
+            self.tagged("OK", f"{self._cmd} completed")
+        else:
+            self.tagged("OK", f"{code}{self._cmd} completed")
 
     COMMANDS: dict[str, tuple[Callable[..., Any], frozenset[str]]] = {
         "APPEND": (do_APPEND, AUTHED),
@@ -242,6 +282,10 @@ class MessageCommands:
         "UID FETCH": (do_FETCH, SEL),
         "UID STORE": (do_STORE, SEL),
         "UID COPY": (do_COPY, SEL),
+        "MOVE": (do_COPY, SEL),
+        "UID MOVE": (do_COPY, SEL),
+        "UNSELECT": (do_UNSELECT, SEL),
+        "UID EXPUNGE": (do_EXPUNGE, SEL),
     }
 
 

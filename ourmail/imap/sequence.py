@@ -61,3 +61,20 @@ def resolve_uid(ranges: list[tuple[int | None, int | None]], uids: Sequence[int]
         a, b = min(a, b), max(a, b)
         chosen.update(range(bisect.bisect_left(uids, a), bisect.bisect_right(uids, b)))
     return sorted(chosen)
+
+
+def format_set(numbers: Sequence[int]) -> str:
+    """Numbers as a sequence set, consecutive runs as ranges, order kept (``1:3,7,5``).
+
+    RFC 4315 §3 pairs COPYUID's source and destination sets element by element, so runs are
+    only merged when they ascend by one.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(numbers):
+        j = i
+        while j + 1 < len(numbers) and numbers[j + 1] == numbers[j] + 1:
+            j += 1
+        out.append(str(numbers[i]) if i == j else f"{numbers[i]}:{numbers[j]}")
+        i = j + 1
+    return ",".join(out)

@@ -110,7 +110,18 @@ class IMAPServer(SessionCommands, MailboxCommands, MessageCommands, IdleCommand,
                 caps += ["STARTTLS", "LOGINDISABLED"]  # RFC 3501 §6.2.1, §6.2.3
             else:
                 caps += ["AUTH=PLAIN", "SASL-IR"]  # RFC 4959
-        caps += ["IDLE"]  # RFC 2177
+        caps += [
+            "IDLE",  # RFC 2177
+            "ID",  # RFC 2971
+            "ENABLE",  # RFC 5161
+            "NAMESPACE",  # RFC 2342
+            "UNSELECT",  # RFC 3691
+            "UIDPLUS",  # RFC 4315
+            "MOVE",  # RFC 6851
+            "CHILDREN",  # RFC 3348
+            "SPECIAL-USE",  # RFC 6154
+            "LITERAL+",  # RFC 7888
+        ]
         return " ".join(caps)
 
     def tagged(self, status: str, text: str) -> None:

@@ -1,5 +1,5 @@
-"""IMAP commands of any state and before login: CAPABILITY, NOOP, LOGOUT, STARTTLS, LOGIN,
-AUTHENTICATE (RFC 3501 §6.1, §6.2; SASL-IR, RFC 4959)."""
+"""IMAP commands of any state and before login: CAPABILITY, NOOP, LOGOUT, ID, STARTTLS, LOGIN,
+AUTHENTICATE (RFC 3501 §6.1, §6.2; ID, RFC 2971; SASL-IR, RFC 4959); and ENABLE (RFC 5161)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ from typing import Any
 from twisted.internet.defer import Deferred, inlineCallbacks
 
 from ourmail.auth.login import LoginFailed
-from ourmail.imap.states import ANY, AUTH, LOGOUT, PRE
+from ourmail.imap.states import ANY, AUTH, AUTHED, LOGOUT, PRE
 from ourmail.imap.wire import (
     Atom,
     ParseError,
     Token,
     astring,
 )
+
+#: RFC 2971 §3.3: at most 30 field-value pairs, fields up to 30 and values up to 1024 octets.
+MAX_ID_FIELDS = 30
 
 
 class SessionCommands:
@@ -28,6 +31,31 @@ class SessionCommands:
     def do_CAPABILITY(self, args: list[Token]) -> None:
         self.send(f"* CAPABILITY {self.capabilities()}")
         self.tagged("OK", "CAPABILITY completed")
+
+    def do_ID(self, args: list[Token]) -> None:
+        """RFC 2971: note what the client says it is, and say what we are."""
+        if len(args) != 1:
+            raise ParseError("ID takes NIL or a list of field-value pairs")
+        fields = args[0]
+        if isinstance(fields, list):
+            if len(fields) % 2 or len(fields) > 2 * MAX_ID_FIELDS:
+                raise ParseError("ID takes at most 30 field-value pairs")
+            pairs = {
+                astring(k)[:30].decode("utf-8", "replace"): _id_value(v)
+                for k, v in zip(fields[::2], fields[1::2], strict=True)
+            }
+            self.log.info("imap client {peer} is {id}", peer=self.peer, id=pairs)
+        elif not (isinstance(fields, Atom) and fields.upper() == "NIL"):
+            raise ParseError("ID takes NIL or a list of field-value pairs")
+        self.send('* ID ("name" "ourmail" "vendor" "ourmail")')
+        self.tagged("OK", "ID completed")
+
+    def do_ENABLE(self, args: list[Token]) -> None:
+        """RFC 5161: nothing here changes behaviour when enabled yet, so nothing is enabled."""
+        if not args or not all(isinstance(a, Atom) for a in args):
+            raise ParseError("ENABLE takes capability names")
+        self.send("* ENABLED")
+        self.tagged("OK", "ENABLE completed")
 
     def do_NOOP(self, args: list[Token]) -> None:
         self.tagged("OK", f"{self._cmd} completed")
@@ -103,7 +131,15 @@ class SessionCommands:
         "CAPABILITY": (do_CAPABILITY, ANY),
         "NOOP": (do_NOOP, ANY),
         "LOGOUT": (do_LOGOUT, ANY),
+        "ID": (do_ID, ANY),
+        "ENABLE": (do_ENABLE, AUTHED),
         "STARTTLS": (do_STARTTLS, PRE),
         "LOGIN": (do_LOGIN, PRE),
         "AUTHENTICATE": (do_AUTHENTICATE, PRE),
     }
+
+
+def _id_value(tok: Token) -> str | None:
+    if isinstance(tok, Atom) and tok.upper() == "NIL":
+        return None
+    return astring(tok)[:1024].decode("utf-8", "replace")

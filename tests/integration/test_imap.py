@@ -65,7 +65,7 @@ def test_default_folders_and_list(imap: imaplib.IMAP4) -> None:
     names = [re.search(rb'"/" "?([^"]*)"?$', line).group(1) for line in data]
     assert names == [b"INBOX", b"Archive", b"Drafts", b"Junk", b"Sent", b"Trash"]
     assert imap.list('""', "%")[1] == data
-    assert imap.list('""', "Dr*")[1] == [b'(\\HasNoChildren) "/" "Drafts"']
+    assert imap.list('""', "Dr*")[1] == [b'(\\HasNoChildren \\Drafts) "/" "Drafts"']
     assert imap.list('""', '""')[1] == [b'(\\Noselect) "/" ""']
     assert len(imap.lsub()[1]) == 5
 
