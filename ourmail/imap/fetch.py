@@ -33,6 +33,7 @@ _SIMPLE = {
     "RFC822",
     "RFC822.HEADER",
     "RFC822.TEXT",
+    "MODSEQ",  # RFC 7162 §3.1.4
 }
 _TEXTS = {"", "HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"}
 MAX_ATTS = 100
@@ -139,6 +140,8 @@ def render(att: FetchAtt, r: Rendered, flags: frozenset[str]) -> bytes:
         value = str(msg.uid).encode()
     elif kind == "RFC822.SIZE":
         value = str(msg.size).encode()
+    elif kind == "MODSEQ":
+        value = b"(%d)" % msg.modseq
     elif kind == "INTERNALDATE":
         value = internal_date(msg.internal_date)
     elif kind == "ENVELOPE":

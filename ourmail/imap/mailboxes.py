@@ -39,6 +39,13 @@ class MailboxCommands:
     """Commands on mailboxes as a whole (a mixin of :class:`~ourmail.imap.server.IMAPServer`)."""
 
     def do_SELECT(self, args: list[Token]) -> None:
+        if len(args) == 2 and isinstance(args[1], list):
+            # RFC 4466 select parameters; CONDSTORE (RFC 7162 §3.1.8) is the one we know.
+            params = [p.upper() for p in args[1] if isinstance(p, Atom)]
+            if params != ["CONDSTORE"] or len(args[1]) != 1:
+                raise ParseError("the only SELECT parameter is CONDSTORE")
+            self.enable_condstore()
+            args = args[:1]
         if len(args) != 1:
             raise ParseError(f"{self._cmd} takes one mailbox")
         readonly = self._cmd == "EXAMINE"
@@ -58,6 +65,8 @@ class MailboxCommands:
             self.send(f"* OK [UNSEEN {sel.seq_of(first_unseen)}] First unseen message")
         self.send(f"* OK [UIDVALIDITY {folder.uidvalidity}] UIDs valid")
         self.send(f"* OK [UIDNEXT {folder.uidnext}] Predicted next UID")
+        self.send(f"* OK [HIGHESTMODSEQ {folder.highestmodseq}] Highest")  # RFC 7162 §3.1.2.1
+        sel.condstore = self.condstore
         self.selected = sel
         self.state = SELECTED
         self.tagged("OK", f"[{'READ-ONLY' if readonly else 'READ-WRITE'}] {self._cmd} completed")
@@ -162,6 +171,13 @@ class MailboxCommands:
                 value = folder.uidvalidity
             elif key == "UNSEEN":
                 value = folder.unseen_count()
+            elif key == "SIZE":  # RFC 8438
+                value = folder.total_size
+            elif key == "HIGHESTMODSEQ":  # RFC 7162 §3.1.9
+                self.enable_condstore()
+                value = folder.highestmodseq
+            elif key == "APPENDLIMIT":  # RFC 7889 §3
+                value = self.ctx.limits.max_message_size
             else:
                 raise ParseError(f"unknown STATUS item {key or item!r}")
             values.append(f"{key} {value}")

@@ -137,8 +137,11 @@ class MessageCommands:
                 return
             args = args[2:]
         sel = self._sel()
-        predicate = parse_search(args, len(sel.view), sel.view)
-        hits = []
+        search = parse_search(args, len(sel.view), sel.view)
+        if search.uses_modseq:
+            self.enable_condstore()
+        predicate = search.predicate
+        hits, top = [], 0
         for seq, uid in enumerate(sel.view, 1):
             try:
                 msg = sel.folder.message(uid)
@@ -148,13 +151,20 @@ class MessageCommands:
             try:
                 if predicate(cand):
                     hits.append(uid if by_uid else seq)
+                    top = max(top, msg.modseq)
             except KeyError:
                 continue
-        self.send("* SEARCH" + "".join(f" {n}" for n in hits))
+        modseq = f" (MODSEQ {top})" if search.uses_modseq and hits else ""  # RFC 7162 §3.1.5
+        self.send("* SEARCH" + "".join(f" {n}" for n in hits) + modseq)
         self.tagged("OK", f"{self._cmd} completed")
 
     def do_FETCH(self, args: list[Token]) -> None:
         by_uid = self._cmd.startswith("UID")
+        changed_since = None
+        if len(args) == 3:
+            # RFC 7162 §3.1.4.1: FETCH ... (CHANGEDSINCE modseq)
+            changed_since = _modifier(args[2], "CHANGEDSINCE")
+            args = args[:2]
         if len(args) != 2:
             raise ParseError("FETCH takes a sequence set and items")
         sel = self._sel()
@@ -162,6 +172,12 @@ class MessageCommands:
         atts = fetchmod.parse_atts(args[1])
         if by_uid and not any(a.kind == "UID" for a in atts):
             atts.insert(0, fetchmod.FetchAtt(kind="UID", label=b"UID"))
+        if changed_since is not None or any(a.kind == "MODSEQ" for a in atts):
+            self.enable_condstore()
+        if changed_since is not None:
+            positions = [p for p in positions if _modseq_of(sel, p) > changed_since]
+            if not any(a.kind == "MODSEQ" for a in atts):
+                atts.append(fetchmod.FetchAtt(kind="MODSEQ", label=b"MODSEQ"))
         newly_seen: set[int] = set()
         if any(not a.peek for a in atts) and not sel.readonly:
             # RFC 3501 §6.4.5: BODY[...] sets \Seen; one change for the whole set, reported
@@ -174,6 +190,8 @@ class MessageCommands:
             newly_seen = set(sel.folder.store_flags(unseen, ["\\Seen"], "+"))
             if newly_seen and not any(a.kind == "FLAGS" for a in atts):
                 atts = [*atts, fetchmod.FetchAtt(kind="FLAGS", label=b"FLAGS")]
+            if newly_seen and self.condstore and not any(a.kind == "MODSEQ" for a in atts):
+                atts = [*atts, fetchmod.FetchAtt(kind="MODSEQ", label=b"MODSEQ")]
         for pos in positions:
             uid = sel.view[pos]
             try:
@@ -190,6 +208,12 @@ class MessageCommands:
 
     def do_STORE(self, args: list[Token]) -> None:
         by_uid = self._cmd.startswith("UID")
+        unchanged_since = None
+        if len(args) > 1 and isinstance(args[1], list):
+            # RFC 7162 §3.1.3: STORE set (UNCHANGEDSINCE modseq) item flags
+            unchanged_since = _modifier(args[1], "UNCHANGEDSINCE")
+            args = [args[0], *args[2:]]
+            self.enable_condstore()
         if len(args) < 3 or not isinstance(args[1], Atom):
             raise ParseError("STORE takes a sequence set, an item and flags")
         sel = self._sel()
@@ -204,20 +228,31 @@ class MessageCommands:
             raise ParseError("STORE item must be FLAGS, +FLAGS or -FLAGS")
         flags = _flags(args[2] if len(args) == 3 and isinstance(args[2], list) else args[2:])
         positions = self._positions(args[0], by_uid)
+        modified: list[int] = []
+        if unchanged_since is not None:
+            # Checked and stored in one reactor turn: nothing can change in between.
+            failed = {p for p in positions if _modseq_of(sel, p) > unchanged_since}
+            modified = [sel.view[p] if by_uid else p + 1 for p in sorted(failed)]
+            positions = [p for p in positions if p not in failed]
         uids = [sel.view[p] for p in positions]
         result = sel.folder.store_flags(uids, flags, mode)  # type: ignore[arg-type]
         for pos in positions:
             uid = sel.view[pos]
             if uid not in result:
                 continue
-            sel.reported(uid, sel.folder.message(uid).modseq)
-            if not silent:
-                extra = b" UID %d" % uid if by_uid else b""
-                self.send(
-                    b"* %d FETCH (FLAGS %s%s)"
-                    % (pos + 1, flag_list(sel.flags_of(uid, result[uid])), extra)
-                )
-        self.tagged("OK", f"{self._cmd} completed")
+            modseq = sel.folder.message(uid).modseq
+            sel.reported(uid, modseq)
+            items = [] if silent else [b"FLAGS " + flag_list(sel.flags_of(uid, result[uid]))]
+            if by_uid:
+                items.append(b"UID %d" % uid)
+            if self.condstore:  # RFC 7162 §3.2: sent even with .SILENT
+                items.append(b"MODSEQ (%d)" % modseq)
+            if items != [b"UID %d" % uid] and items:
+                self.send(b"* %d FETCH (%s)" % (pos + 1, b" ".join(items)))
+        if modified:
+            self.tagged("OK", f"[MODIFIED {format_set(modified)}] Conditional STORE failed")
+        else:
+            self.tagged("OK", f"{self._cmd} completed")
 
     def do_COPY(self, args: list[Token]) -> Deferred[None] | None:
         """COPY and MOVE (RFC 6851), with COPYUID (RFC 4315 §3)."""
@@ -317,3 +352,25 @@ def parse_date_time(text: str) -> float:
     except ValueError:
         raise ParseError(f"bad date-time {text[:40]!r}") from None
     return when.timestamp()
+
+
+def _modifier(tok: Token, name: str) -> int:
+    """The value of a ``(NAME number)`` command modifier (RFC 4466 §2.3, RFC 7162)."""
+    if (
+        not isinstance(tok, list)
+        or len(tok) != 2
+        or not isinstance(tok[0], Atom)
+        or tok[0].upper() != name
+        or not isinstance(tok[1], Atom)
+        or not tok[1].isdigit()
+    ):
+        raise ParseError(f"expected ({name} <mod-sequence>)")
+    return int(tok[1])
+
+
+def _modseq_of(sel: SelectedMailbox, position: int) -> int:
+    """A message's MODSEQ; 0 when it was expunged meanwhile (so it never counts as changed)."""
+    try:
+        return sel.folder.message(sel.view[position]).modseq
+    except KeyError:
+        return 0

@@ -11,6 +11,8 @@ import datetime
 import email.utils
 from collections.abc import Callable, Sequence
 
+import attrs
+
 from ourmail.imap.sequence import parse_set, resolve_seq, resolve_uid
 from ourmail.imap.wire import MONTHS, Atom, ParseError, Token, astring
 from ourmail.interfaces import IStoredMessage
@@ -70,10 +72,19 @@ def parse_date(tok: Token) -> datetime.date:
 Predicate = Callable[[Candidate], bool]
 
 
+@attrs.frozen
+class Search:
+    """A parsed search: the predicate, and whether it used MODSEQ (RFC 7162 §3.1.5)."""
+
+    predicate: Predicate
+    uses_modseq: bool
+
+
 class _Parser:
     def __init__(self, tokens: Sequence[Token], count: int, uids: Sequence[int]) -> None:
         self.tokens, self.pos, self.count, self.uids = tokens, 0, count, uids
         self.keys = 0
+        self.uses_modseq = False
 
     def next(self) -> Token:
         if self.pos >= len(self.tokens):
@@ -109,6 +120,7 @@ class _Parser:
             sub.keys = self.keys
             pred = sub.all()
             self.keys = sub.keys
+            self.uses_modseq |= sub.uses_modseq
             return pred
         if not isinstance(tok, Atom):
             raise ParseError("expected a search key")
@@ -150,6 +162,17 @@ class _Parser:
         if key == "UID":
             uids = set(resolve_pos_uids(parse_set(str(astring(self.next()), "ascii")), self.uids))
             return lambda c: c.uid in uids
+        if key == "MODSEQ":  # RFC 7162 §3.1.5: MODSEQ ["entry-name" entry-type] mod-sequence
+            if isinstance(
+                self.tokens[self.pos : self.pos + 1][0:1] and self.tokens[self.pos], bytes
+            ):
+                self.next()  # a metadata item name: flags all share the message's MODSEQ
+                kind = self.next()
+                if not isinstance(kind, Atom) or kind.upper() not in ("PRIV", "SHARED", "ALL"):
+                    raise ParseError("MODSEQ entry type must be priv, shared or all")
+            n = self.number()
+            self.uses_modseq = True
+            return lambda c: c.message.modseq >= n
         if key == "NOT":
             inner = self.key()
             return lambda c: not inner(c)
@@ -194,6 +217,8 @@ def _and(preds: list[Predicate]) -> Predicate:
     return lambda c: all(p(c) for p in preds)
 
 
-def parse_search(tokens: Sequence[Token], count: int, uids: Sequence[int]) -> Predicate:
-    """A predicate for the search keys in ``tokens`` (after any CHARSET, which the caller takes)."""
-    return _Parser(tokens, count, uids).all()
+def parse_search(tokens: Sequence[Token], count: int, uids: Sequence[int]) -> Search:
+    """The search keys in ``tokens`` (after any CHARSET, which the caller takes)."""
+    parser = _Parser(tokens, count, uids)
+    predicate = parser.all()
+    return Search(predicate, parser.uses_modseq)

@@ -25,6 +25,8 @@ class SelectedMailbox:
         self._modseq = folder.highestmodseq
         #: uid -> modseq of a change this session made and already reported itself
         self._own: dict[int, int] = {}
+        #: RFC 7162 §3.2: with CONDSTORE on, flag updates carry the message's MODSEQ.
+        self.condstore = False
 
     def seq_of(self, uid: int) -> int | None:
         i = bisect.bisect_left(self.view, uid)
@@ -62,9 +64,9 @@ class SelectedMailbox:
                 continue
             msg = folder.message(uid)
             if self._own.get(uid) != msg.modseq:
-                out.append(
-                    b"* %d FETCH (FLAGS %s)" % (seq, flag_list(self.flags_of(uid, msg.flags)))
-                )
+                modseq = b" MODSEQ (%d)" % msg.modseq if self.condstore else b""
+                flags = flag_list(self.flags_of(uid, msg.flags))
+                out.append(b"* %d FETCH (FLAGS %s%s)" % (seq, flags, modseq))
         top = self.view[-1] if self.view else 0
         new = current[bisect.bisect_right(current, top) :]
         if new:

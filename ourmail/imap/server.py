@@ -87,6 +87,8 @@ class IMAPServer(SessionCommands, MailboxCommands, MessageCommands, IdleCommand,
         self.idle_timeout = max(ctx.limits.idle_timeout, 1800)  # RFC 3501 §5.4: >= 30 minutes
         self.state = NOT_AUTH
         self.user: IUserStore | None = None
+        #: CONDSTORE (RFC 7162 §3.1) is on: MODSEQ goes into every FETCH response.
+        self.condstore = False
         self.selected: SelectedMailbox | None = None
         self._continuation: Callable[[bytes], None] | None = None
         self._text = b""
@@ -121,6 +123,9 @@ class IMAPServer(SessionCommands, MailboxCommands, MessageCommands, IdleCommand,
             "CHILDREN",  # RFC 3348
             "SPECIAL-USE",  # RFC 6154
             "LITERAL+",  # RFC 7888
+            "CONDSTORE",  # RFC 7162
+            "STATUS=SIZE",  # RFC 8438
+            f"APPENDLIMIT={self.ctx.limits.max_message_size}",  # RFC 7889
         ]
         return " ".join(caps)
 
@@ -292,6 +297,15 @@ class IMAPServer(SessionCommands, MailboxCommands, MessageCommands, IdleCommand,
     def _user(self) -> IUserStore:
         assert self.user is not None
         return self.user
+
+    def enable_condstore(self) -> bool:
+        """Turn CONDSTORE on (RFC 7162 §3.1: by ENABLE or any CONDSTORE-enabling command);
+        True if it was off."""
+        was = self.condstore
+        self.condstore = True
+        if self.selected is not None:
+            self.selected.condstore = True
+        return not was
 
     def _deselect(self) -> None:
         if self.selected is not None:

@@ -51,10 +51,15 @@ class SessionCommands:
         self.tagged("OK", "ID completed")
 
     def do_ENABLE(self, args: list[Token]) -> None:
-        """RFC 5161: nothing here changes behaviour when enabled yet, so nothing is enabled."""
+        """RFC 5161: turn on the extensions named that change behaviour here (CONDSTORE); the
+        ENABLED response lists those this command turned on."""
         if not args or not all(isinstance(a, Atom) for a in args):
             raise ParseError("ENABLE takes capability names")
-        self.send("* ENABLED")
+        names = {a.upper() for a in args if isinstance(a, Atom)}
+        enabled = []
+        if "CONDSTORE" in names and self.enable_condstore():
+            enabled.append("CONDSTORE")
+        self.send(" ".join(["* ENABLED", *enabled]))
         self.tagged("OK", "ENABLE completed")
 
     def do_NOOP(self, args: list[Token]) -> None:

@@ -74,11 +74,14 @@ def test_fetch_garbage_only_raises_parse_error(text: str) -> None:
 
 
 def test_search_parse() -> None:
-    pred = parse_search(
+    search = parse_search(
         tokenize(b"OR SEEN NOT (FLAGGED LARGER 10) UID 1:3", []), 5, [1, 2, 3, 4, 5]
     )
-    assert callable(pred)
-    for bad in [b"", b"FOO", b"LARGER x", b"BEFORE 31-Foo-2020", b"OR SEEN", b"UID"]:
+    assert callable(search.predicate) and not search.uses_modseq
+    assert parse_search(tokenize(b'(MODSEQ "/flags/\\\\draft" all 620)', []), 5, [1]).uses_modseq
+    bad_keys = [b"", b"FOO", b"LARGER x", b"BEFORE 31-Foo-2020", b"OR SEEN", b"UID"]
+    bad_keys += [b"MODSEQ", b"MODSEQ x", b'MODSEQ "/flags/x" odd 5']
+    for bad in bad_keys:
         with pytest.raises(ParseError):
             parse_search(tokenize(bad, []), 5, [1, 2])
 
