@@ -130,6 +130,10 @@ class MessageCommands:
 
     def do_SEARCH(self, args: list[Token]) -> None:
         by_uid = self._cmd.startswith("UID")
+        returns: list[str] | None = None
+        if len(args) >= 2 and isinstance(args[0], Atom) and args[0].upper() == "RETURN":
+            returns = _search_returns(args[1])  # RFC 4731 §3.1
+            args = args[2:]
         if len(args) >= 2 and isinstance(args[0], Atom) and args[0].upper() == "CHARSET":
             charset = astring(args[1]).decode("ascii", "replace").upper()
             if charset not in ("UTF-8", "US-ASCII"):
@@ -154,8 +158,11 @@ class MessageCommands:
                     top = max(top, msg.modseq)
             except KeyError:
                 continue
-        modseq = f" (MODSEQ {top})" if search.uses_modseq and hits else ""  # RFC 7162 §3.1.5
-        self.send("* SEARCH" + "".join(f" {n}" for n in hits) + modseq)
+        if returns is not None:
+            self.send(_esearch(self._tag, by_uid, returns, hits, top if search.uses_modseq else 0))
+        else:
+            modseq = f" (MODSEQ {top})" if search.uses_modseq and hits else ""  # RFC 7162 §3.1.5
+            self.send("* SEARCH" + "".join(f" {n}" for n in hits) + modseq)
         self.tagged("OK", f"{self._cmd} completed")
 
     def do_FETCH(self, args: list[Token]) -> None:
@@ -374,3 +381,34 @@ def _modseq_of(sel: SelectedMailbox, position: int) -> int:
         return sel.folder.message(sel.view[position]).modseq
     except KeyError:
         return 0
+
+
+_RETURN_OPTIONS = ("MIN", "MAX", "ALL", "COUNT")
+
+
+def _search_returns(tok: Token) -> list[str]:
+    """RFC 4731 §3.1: the RETURN options; an empty list means ALL."""
+    if not isinstance(tok, list) or not all(isinstance(t, Atom) for t in tok):
+        raise ParseError("RETURN takes a list of options")
+    options = [str(t).upper() for t in tok]
+    if any(o not in _RETURN_OPTIONS for o in options):
+        raise ParseError("RETURN options are MIN, MAX, ALL and COUNT")
+    return options or ["ALL"]
+
+
+def _esearch(tag: str, by_uid: bool, returns: list[str], hits: list[int], modseq: int) -> str:
+    """RFC 4731 §3.1: ``* ESEARCH (TAG "t") [UID] MIN n MAX n COUNT n ALL set``; MIN, MAX
+    and ALL are left out when nothing matched, and MODSEQ added after a MODSEQ search
+    (RFC 7162 §3.1.5)."""
+    parts = [f'* ESEARCH (TAG "{tag}")'] + (["UID"] if by_uid else [])
+    if hits and "MIN" in returns:
+        parts.append(f"MIN {hits[0]}")
+    if hits and "MAX" in returns:
+        parts.append(f"MAX {hits[-1]}")
+    if "COUNT" in returns:
+        parts.append(f"COUNT {len(hits)}")
+    if hits and "ALL" in returns:
+        parts.append(f"ALL {format_set(hits)}")
+    if hits and modseq:
+        parts.append(f"MODSEQ {modseq}")
+    return " ".join(parts)

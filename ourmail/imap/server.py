@@ -124,6 +124,7 @@ class IMAPServer(SessionCommands, MailboxCommands, MessageCommands, IdleCommand,
             "SPECIAL-USE",  # RFC 6154
             "LITERAL+",  # RFC 7888
             "CONDSTORE",  # RFC 7162
+            "ESEARCH",  # RFC 4731
             "STATUS=SIZE",  # RFC 8438
             f"APPENDLIMIT={self.ctx.limits.max_message_size}",  # RFC 7889
         ]
