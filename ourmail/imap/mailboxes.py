@@ -111,39 +111,91 @@ class MailboxCommands:
         self.tagged("OK", f"{self._cmd} completed")
 
     def do_LIST(self, args: list[Token]) -> None:
+        """LIST, with LIST-EXTENDED (RFC 5258) selection and return options, LIST-STATUS
+        (RFC 5819) and the SPECIAL-USE options (RFC 6154); and LSUB."""
+        if self._cmd == "LSUB":
+            self._lsub(args)
+            return
+        selection: set[str] = set()
+        if args and isinstance(args[0], list):
+            selection = {_option(t) for t in args[0]}
+            args = args[1:]
+            if not selection <= _SELECTION or selection == {"RECURSIVEMATCH"}:
+                raise ParseError("bad LIST selection options")  # RFC 5258 §3.1
+        returns: set[str] = set()
+        status_items: list[Token] | None = None
+        if len(args) == 4 and isinstance(args[2], Atom) and args[2].upper() == "RETURN":
+            returns, status_items = _list_returns(args[3])
+            args = args[:2]
         if len(args) != 2:
-            raise ParseError(f"{self._cmd} takes a reference and a pattern")
+            raise ParseError("LIST takes a reference and a pattern")
         ref = mailbox_name(args[0]) if astring(args[0]) else ""
-        pattern = astring(args[1])
-        if not pattern and self._cmd == "LIST":
+        patterns = args[1] if isinstance(args[1], list) else [args[1]]
+        if not patterns:
+            raise ParseError("LIST needs a pattern")
+        if len(patterns) == 1 and not astring(patterns[0]) and not selection:
             self.send('* LIST (\\Noselect) "/" ""')  # RFC 3501 §6.3.8: the delimiter
             self.tagged("OK", "LIST completed")
             return
-        regex = _list_regex(ref + mailbox_name(pattern) if pattern else ref)
+        regexes = [_list_regex(ref + mailbox_name(p) if astring(p) else ref) for p in patterns]
+
+        def matches(name: str) -> bool:
+            return any(r.match(name) or (name == "INBOX" and r.match("inbox")) for r in regexes)
+
         user = self._user()
         names = user.list_folders()
-        candidates = names if self._cmd == "LIST" else user.subscriptions()
         existing = set(names)
+        subscribed = set(user.subscriptions())
+        if "SUBSCRIBED" in selection:
+            candidates = sorted(subscribed, key=lambda n: (n != "INBOX", n))
+        else:
+            candidates = names
+        if "SPECIAL-USE" in selection:
+            candidates = [n for n in candidates if n in SPECIAL_USE]
+        show_subscribed = "SUBSCRIBED" in selection or "SUBSCRIBED" in returns
+        listed = set()
         for name in candidates:
-            if not (regex.match(name) or (name == "INBOX" and regex.match("inbox"))):
+            if not matches(name):
                 continue
+            listed.add(name)
             attrs_ = []
-            if self._cmd == "LIST":
+            if name not in existing:
+                attrs_.append("\\NonExistent")  # RFC 5258 §3: implies \\Noselect
+            else:
                 has_children = any(n.startswith(name + "/") for n in names)
                 attrs_.append("\\HasChildren" if has_children else "\\HasNoChildren")
-                if name in SPECIAL_USE:
-                    attrs_.append(SPECIAL_USE[name])
-            elif name not in existing:
-                attrs_.append("\\Noselect")
-            self.send(
-                b"* "
-                + self._cmd.encode()
-                + b" ("
-                + " ".join(attrs_).encode()
-                + b') "/" '
-                + mailbox_out(name)
-            )
-        self.tagged("OK", f"{self._cmd} completed")
+            if show_subscribed and name in subscribed:
+                attrs_.append("\\Subscribed")
+            if name in SPECIAL_USE:
+                attrs_.append(SPECIAL_USE[name])
+            self._list_line(attrs_, name)
+            if status_items is not None and name in existing:
+                self.send(self._status_line(name, status_items))  # RFC 5819 §2
+        if "RECURSIVEMATCH" in selection:
+            # RFC 5258 §3.5: a parent matching the pattern that is not selected itself but has
+            # a selected descendant (which need not match).
+            for parent in sorted({p for n in candidates for p in _parents(n)} - listed):
+                if matches(parent):
+                    attrs_ = [] if parent in existing else ["\\NonExistent"]
+                    self._list_line(attrs_, parent, b' ("CHILDINFO" ("SUBSCRIBED"))')
+        self.tagged("OK", "LIST completed")
+
+    def _list_line(self, attrs_: list[str], name: str, extra: bytes = b"") -> None:
+        self.send(b"* LIST (" + " ".join(attrs_).encode() + b') "/" ' + mailbox_out(name) + extra)
+
+    def _lsub(self, args: list[Token]) -> None:
+        if len(args) != 2:
+            raise ParseError("LSUB takes a reference and a pattern")
+        ref = mailbox_name(args[0]) if astring(args[0]) else ""
+        pattern = astring(args[1])
+        regex = _list_regex(ref + mailbox_name(pattern) if pattern else ref)
+        user = self._user()
+        existing = set(user.list_folders())
+        for name in user.subscriptions():
+            if regex.match(name) or (name == "INBOX" and regex.match("inbox")):
+                attrs_ = "" if name in existing else "\\Noselect"
+                self.send(b"* LSUB (" + attrs_.encode() + b') "/" ' + mailbox_out(name))
+        self.tagged("OK", "LSUB completed")
 
     def do_NAMESPACE(self, args: list[Token]) -> None:
         """RFC 2342: one personal namespace, no prefix, "/" as the delimiter; nothing shared."""
@@ -155,11 +207,15 @@ class MailboxCommands:
     def do_STATUS(self, args: list[Token]) -> None:
         if len(args) != 2 or not isinstance(args[1], list):
             raise ParseError("STATUS takes a mailbox and a list of items")
-        name = mailbox_name(args[0])
+        self.send(self._status_line(mailbox_name(args[0]), args[1]))
+        self.tagged("OK", "STATUS completed")
+
+    def _status_line(self, name: str, items: list[Token]) -> bytes:
+        """``* STATUS name (ITEM value ...)`` (RFC 3501 §6.3.10)."""
         folder = self._user().folder(name)
         folder.sync()
         values = []
-        for item in args[1]:
+        for item in items:
             key = item.upper() if isinstance(item, Atom) else ""
             if key == "MESSAGES":
                 value = len(folder.uids())
@@ -181,8 +237,7 @@ class MailboxCommands:
             else:
                 raise ParseError(f"unknown STATUS item {key or item!r}")
             values.append(f"{key} {value}")
-        self.send(b"* STATUS " + mailbox_out(name) + f" ({' '.join(values)})".encode())
-        self.tagged("OK", "STATUS completed")
+        return b"* STATUS " + mailbox_out(name) + f" ({' '.join(values)})".encode()
 
     COMMANDS: dict[str, tuple[Callable[..., Any], frozenset[str]]] = {
         "SELECT": (do_SELECT, AUTHED),
@@ -203,3 +258,37 @@ def _list_regex(pattern: str) -> re.Pattern[str]:
     """RFC 3501 §6.3.8 wildcards: ``*`` matches anything, ``%`` anything but the delimiter."""
     parts = [".*" if c == "*" else "[^/]*" if c == "%" else re.escape(c) for c in pattern]
     return re.compile("^" + "".join(parts) + "$")
+
+
+_SELECTION = {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"}
+_RETURNS = {"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"}
+
+
+def _option(tok: Token) -> str:
+    if not isinstance(tok, Atom):
+        raise ParseError("LIST options are atoms")
+    return tok.upper()
+
+
+def _list_returns(tok: Token) -> tuple[set[str], list[Token] | None]:
+    """RFC 5258 §3.2 return options; STATUS takes its item list (RFC 5819)."""
+    if not isinstance(tok, list):
+        raise ParseError("RETURN takes a list of options")
+    returns: set[str] = set()
+    status: list[Token] | None = None
+    items = iter(tok)
+    for item in items:
+        option = _option(item)
+        if option not in _RETURNS:
+            raise ParseError(f"unknown LIST return option {option}")
+        if option == "STATUS":
+            status = next(items, None)  # type: ignore[assignment]
+            if not isinstance(status, list) or not status:
+                raise ParseError("RETURN (STATUS (...)) needs status items")
+        returns.add(option)
+    return returns, status
+
+
+def _parents(name: str) -> list[str]:
+    parts = name.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]

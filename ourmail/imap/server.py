@@ -125,6 +125,8 @@ class IMAPServer(SessionCommands, MailboxCommands, MessageCommands, IdleCommand,
             "LITERAL+",  # RFC 7888
             "CONDSTORE",  # RFC 7162
             "ESEARCH",  # RFC 4731
+            "LIST-EXTENDED",  # RFC 5258
+            "LIST-STATUS",  # RFC 5819
             "STATUS=SIZE",  # RFC 8438
             f"APPENDLIMIT={self.ctx.limits.max_message_size}",  # RFC 7889
         ]
