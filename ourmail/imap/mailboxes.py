@@ -24,6 +24,7 @@ from ourmail.interfaces import (
     BadFolderName,
 )
 from ourmail.store.maildir import SYSTEM_FLAGS
+from ourmail.store.quota import usage
 
 #: RFC 6154 attributes of the folders every account gets (``ensure_default_folders``).
 SPECIAL_USE = {
@@ -204,6 +205,46 @@ class MailboxCommands:
         self.send('* NAMESPACE (("" "/")) NIL NIL')
         self.tagged("OK", "NAMESPACE completed")
 
+    def _quota_line(self) -> bytes | None:
+        """``* QUOTA "" (STORAGE used limit MESSAGE used limit)`` (RFC 9208 §5.1): one quota
+        root, named "", for the whole account; None when the account has no limit."""
+        user = self._user()
+        limit = self.ctx.quota.limit(user.address)
+        if limit.bytes is None and limit.messages is None:
+            return None
+        used = usage(user)
+        resources = []
+        if limit.bytes is not None:  # STORAGE counts units of 1024 octets
+            resources.append(f"STORAGE {(used.bytes + 1023) // 1024} {limit.bytes // 1024}")
+        if limit.messages is not None:
+            resources.append(f"MESSAGE {used.messages} {limit.messages}")
+        return f'* QUOTA "" ({" ".join(resources)})'.encode()
+
+    def do_GETQUOTAROOT(self, args: list[Token]) -> None:
+        if len(args) != 1:
+            raise ParseError("GETQUOTAROOT takes a mailbox")
+        name = mailbox_name(args[0])
+        self._user().folder(name)  # NO [NONEXISTENT] for a mailbox that does not exist
+        line = self._quota_line()
+        self.send(b"* QUOTAROOT " + mailbox_out(name) + (b' ""' if line else b""))
+        if line:
+            self.send(line)
+        self.tagged("OK", "GETQUOTAROOT completed")
+
+    def do_GETQUOTA(self, args: list[Token]) -> None:
+        if len(args) != 1:
+            raise ParseError("GETQUOTA takes a quota root")
+        line = self._quota_line()
+        if astring(args[0]) != b"" or line is None:
+            self.send(f"{self._tag} NO [NONEXISTENT] No such quota root")
+            return
+        self.send(line)
+        self.tagged("OK", "GETQUOTA completed")
+
+    def do_SETQUOTA(self, args: list[Token]) -> None:
+        """Limits are the admin's (``ourmail user quota``); QUOTASET is not offered."""
+        self.send(f"{self._tag} NO [NOPERM] Quotas are set by the administrator")
+
     def do_STATUS(self, args: list[Token]) -> None:
         if len(args) != 2 or not isinstance(args[1], list):
             raise ParseError("STATUS takes a mailbox and a list of items")
@@ -234,6 +275,9 @@ class MailboxCommands:
                 value = folder.highestmodseq
             elif key == "APPENDLIMIT":  # RFC 7889 §3
                 value = self.ctx.limits.max_message_size
+            elif key in ("DELETED", "DELETED-STORAGE"):  # RFC 9051 §6.3.11, RFC 9208 §4.2.4
+                deleted = [m for m in map(folder.message, folder.uids()) if "\\Deleted" in m.flags]
+                value = len(deleted) if key == "DELETED" else sum(m.size for m in deleted)
             else:
                 raise ParseError(f"unknown STATUS item {key or item!r}")
             values.append(f"{key} {value}")
@@ -251,6 +295,9 @@ class MailboxCommands:
         "LSUB": (do_LIST, AUTHED),
         "STATUS": (do_STATUS, AUTHED),
         "NAMESPACE": (do_NAMESPACE, AUTHED),
+        "GETQUOTAROOT": (do_GETQUOTAROOT, AUTHED),
+        "GETQUOTA": (do_GETQUOTA, AUTHED),
+        "SETQUOTA": (do_SETQUOTA, AUTHED),
     }
 
 

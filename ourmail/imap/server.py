@@ -127,6 +127,9 @@ class IMAPServer(SessionCommands, MailboxCommands, MessageCommands, IdleCommand,
             "ESEARCH",  # RFC 4731
             "LIST-EXTENDED",  # RFC 5258
             "LIST-STATUS",  # RFC 5819
+            "QUOTA",  # RFC 9208
+            "QUOTA=RES-STORAGE",
+            "QUOTA=RES-MESSAGE",
             "STATUS=SIZE",  # RFC 8438
             f"APPENDLIMIT={self.ctx.limits.max_message_size}",  # RFC 7889
         ]
