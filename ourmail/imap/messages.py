@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 
 from ourmail.imap import fetch as fetchmod
 from ourmail.imap.search import Candidate, parse_search
@@ -40,34 +40,37 @@ class MessageCommands:
     """Commands on messages (a mixin of :class:`~ourmail.imap.server.IMAPServer`)."""
 
     def do_APPEND(self, args: list[Token]) -> Deferred[None] | None:
-        if len(args) < 2 or not isinstance(args[-1], bytes):
+        """APPEND, and MULTIAPPEND (RFC 3502): several messages, all stored or none."""
+        if len(args) < 2:
             raise ParseError("APPEND takes a mailbox, optional flags and date, and a literal")
         name = mailbox_name(args[0])
-        flags: list[str] = []
-        date: float | None = None
-        for extra in args[1:-1]:
-            if isinstance(extra, list):
-                flags = _flags(extra)
-            elif isinstance(extra, bytes):
-                date = parse_date_time(extra.decode("ascii", "replace"))
-            else:
-                raise ParseError("bad APPEND argument")
+        messages = _append_groups(args[1:])
         try:
             folder = self._user().folder(name)
         except NoSuchFolder:
             self.send(f"{self._tag} NO [TRYCREATE] No such mailbox")
             return None
-        if not self.ctx.quota.fits(self._user(), len(args[-1])):
+        size = sum(len(data) for _, _, data in messages)
+        if not self.ctx.quota.fits(self._user(), size, len(messages)):
             self.send(f"{self._tag} NO [OVERQUOTA] Quota exceeded")  # RFC 9208 §4.3
             return None
-        return self._append(folder, args[-1], flags, date)
+        return self._append(folder, messages)
 
     @inlineCallbacks
     def _append(
-        self, folder: Any, data: bytes, flags: list[str], date: float | None
+        self, folder: Any, messages: list[tuple[list[str], float | None, bytes]]
     ) -> Deferred[None]:
-        uid = yield folder.append(to_crlf(data), flags, date)
-        self.tagged("OK", f"[APPENDUID {folder.uidvalidity} {uid}] APPEND completed")
+        # Submitted together, they commit in one batch with ascending UIDs.
+        results = yield DeferredList(
+            [folder.append(to_crlf(data), flags, date) for flags, date, data in messages],
+            consumeErrors=True,
+        )
+        uids = [uid for ok, uid in results if ok]
+        failures = [f for ok, f in results if not ok]
+        if failures:
+            folder.expunge(uids)  # RFC 3502 §6.3.11: none of them, then
+            failures[0].raiseException()
+        self.tagged("OK", f"[APPENDUID {folder.uidvalidity} {format_set(uids)}] APPEND completed")
 
     # -- selected --------------------------------------------------------------------------
 
@@ -412,3 +415,32 @@ def _esearch(tag: str, by_uid: bool, returns: list[str], hits: list[int], modseq
     if hits and modseq:
         parts.append(f"MODSEQ {modseq}")
     return " ".join(parts)
+
+
+def _append_groups(tokens: list[Token]) -> list[tuple[list[str], float | None, bytes]]:
+    """``[flags] [date-time] literal`` repeated (RFC 3502 §6.3.11); a string is a date when a
+    message follows it in the same group."""
+    groups = []
+    i = 0
+    while i < len(tokens):
+        flags: list[str] = []
+        date = None
+        if isinstance(tokens[i], list):
+            flags = _flags(tokens[i])  # type: ignore[arg-type]
+            i += 1
+        if (
+            i + 1 < len(tokens)
+            and isinstance(tokens[i], bytes)
+            and isinstance(tokens[i + 1], bytes)
+        ):
+            text = tokens[i].decode("ascii", "replace")  # type: ignore[union-attr]
+            if _DATE_TIME_RE.match(text):
+                date = parse_date_time(text)
+                i += 1
+        if i >= len(tokens) or not isinstance(tokens[i], bytes):
+            raise ParseError("APPEND takes [flags] [date-time] and a message literal, repeated")
+        groups.append((flags, date, tokens[i]))
+        i += 1
+    if not groups:
+        raise ParseError("APPEND needs a message")
+    return groups

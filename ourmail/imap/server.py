@@ -63,6 +63,8 @@ _LITERAL_RE = re.compile(rb"\{(\d{1,20})(\+?)\}$")
 #: Largest literal accepted outside APPEND (a password, a search string, a mailbox name).
 SMALL_LITERAL = 64 * 1024
 MAX_LITERALS = 100
+#: All the literals of one command together: at most this many times the per-literal limit.
+APPEND_TOTAL_FACTOR = 2
 
 
 @attrs.frozen
@@ -130,6 +132,7 @@ class IMAPServer(SessionCommands, MailboxCommands, MessageCommands, IdleCommand,
             "QUOTA",  # RFC 9208
             "QUOTA=RES-STORAGE",
             "QUOTA=RES-MESSAGE",
+            "MULTIAPPEND",  # RFC 3502
             "STATUS=SIZE",  # RFC 8438
             f"APPENDLIMIT={self.ctx.limits.max_message_size}",  # RFC 7889
         ]
@@ -202,8 +205,11 @@ class IMAPServer(SessionCommands, MailboxCommands, MessageCommands, IdleCommand,
         head = self._text.split(b" ", 3)
         is_append = len(head) > 1 and head[1].upper() == b"APPEND"
         limit = self.ctx.limits.max_message_size if is_append else SMALL_LITERAL
+        # MULTIAPPEND (RFC 3502) holds all its messages until the last: bound the total too.
+        held = sum(len(x) for x in self._lits)
         if (
             size > limit
+            or held + size > APPEND_TOTAL_FACTOR * limit
             or len(self._lits) >= MAX_LITERALS
             or len(self._text) > self.max_line_length
         ):

@@ -69,3 +69,25 @@ def test_move_between_mailboxes(mailserver: RunningServer) -> None:
     subjects = b"".join(s.ok("FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])"))
     assert subjects.count(b"Subject: ") == 3
     s.close()
+
+
+def test_multiappend_all_or_nothing(mailserver: RunningServer) -> None:
+    """MULTIAPPEND (RFC 3502): one APPEND, several messages, consecutive APPENDUIDs."""
+    s = Session(mailserver)
+    one, two = b"Subject: one\r\n\r\n1\r\n", b"Subject: two\r\n\r\n2\r\n"
+    command = b'APPEND Drafts (\\Seen) " 1-Jan-2020 10:00:00 +0000" {%d+}\r\n%s {%d+}\r\n%s' % (
+        len(one),
+        one,
+        len(two),
+        two,
+    )
+    tagged = s.cmd(command)[-1]
+    m = re.search(rb"\[APPENDUID \d+ (\d+):(\d+)\]", tagged)
+    assert m and int(m.group(2)) == int(m.group(1)) + 1
+    s.ok("SELECT Drafts")
+    fetched = b"".join(s.ok("FETCH 1:2 (FLAGS INTERNALDATE)"))
+    assert fetched.count(b"\\Seen") == 1 and b"01-Jan-2020 10:00:00" in fetched
+    # A bad second message refuses the whole command: nothing is stored.
+    assert b" BAD " in s.cmd(b"APPEND Drafts {3+}\r\nabc (\\Bogus)")[-1]
+    assert b"* 2 EXISTS" in s.ok("SELECT Drafts")
+    s.close()
