@@ -17,8 +17,6 @@ from ourmail.imap.wire import (
     ParseError,
     Token,
     astring,
-    mailbox_name,
-    mailbox_out,
 )
 from ourmail.interfaces import (
     BadFolderName,
@@ -51,7 +49,7 @@ class MailboxCommands:
             raise ParseError(f"{self._cmd} takes one mailbox")
         readonly = self._cmd == "EXAMINE"
         self._deselect()
-        folder = self._user().folder(mailbox_name(args[0]))
+        folder = self._user().folder(self.mailbox_arg(args[0]))
         folder.sync()
         recent = set() if readonly else set(folder.claim_recent())
         sel = SelectedMailbox(folder, readonly, recent)
@@ -76,7 +74,7 @@ class MailboxCommands:
         if len(args) != 1:
             raise ParseError("CREATE takes one mailbox")
         try:
-            self._user().create_folder(mailbox_name(args[0]))
+            self._user().create_folder(self.mailbox_arg(args[0]))
         except BadFolderName as e:
             self.send(f"{self._tag} NO [CANNOT] {e}")
             return
@@ -85,7 +83,7 @@ class MailboxCommands:
     def do_DELETE(self, args: list[Token]) -> None:
         if len(args) != 1:
             raise ParseError("DELETE takes one mailbox")
-        name = mailbox_name(args[0])
+        name = self.mailbox_arg(args[0])
         if self.selected is not None and self.selected.folder.name == name:
             self._deselect()
         self._user().delete_folder(name)
@@ -95,7 +93,7 @@ class MailboxCommands:
         if len(args) != 2:
             raise ParseError("RENAME takes two mailboxes")
         try:
-            self._user().rename_folder(mailbox_name(args[0]), mailbox_name(args[1]))
+            self._user().rename_folder(self.mailbox_arg(args[0]), self.mailbox_arg(args[1]))
         except BadFolderName as e:
             self.send(f"{self._tag} NO [CANNOT] {e}")
             return
@@ -104,7 +102,7 @@ class MailboxCommands:
     def do_SUBSCRIBE(self, args: list[Token]) -> None:
         if len(args) != 1:
             raise ParseError(f"{self._cmd} takes one mailbox")
-        name = mailbox_name(args[0])
+        name = self.mailbox_arg(args[0])
         if self._cmd == "SUBSCRIBE":
             self._user().subscribe(name)
         else:
@@ -130,7 +128,7 @@ class MailboxCommands:
             args = args[:2]
         if len(args) != 2:
             raise ParseError("LIST takes a reference and a pattern")
-        ref = mailbox_name(args[0]) if astring(args[0]) else ""
+        ref = self.mailbox_arg(args[0]) if astring(args[0]) else ""
         patterns = args[1] if isinstance(args[1], list) else [args[1]]
         if not patterns:
             raise ParseError("LIST needs a pattern")
@@ -138,7 +136,7 @@ class MailboxCommands:
             self.send('* LIST (\\Noselect) "/" ""')  # RFC 3501 §6.3.8: the delimiter
             self.tagged("OK", "LIST completed")
             return
-        regexes = [_list_regex(ref + mailbox_name(p) if astring(p) else ref) for p in patterns]
+        regexes = [_list_regex(ref + self.mailbox_arg(p) if astring(p) else ref) for p in patterns]
 
         def matches(name: str) -> bool:
             return any(r.match(name) or (name == "INBOX" and r.match("inbox")) for r in regexes)
@@ -182,20 +180,22 @@ class MailboxCommands:
         self.tagged("OK", "LIST completed")
 
     def _list_line(self, attrs_: list[str], name: str, extra: bytes = b"") -> None:
-        self.send(b"* LIST (" + " ".join(attrs_).encode() + b') "/" ' + mailbox_out(name) + extra)
+        self.send(
+            b"* LIST (" + " ".join(attrs_).encode() + b') "/" ' + self.mailbox_bytes(name) + extra
+        )
 
     def _lsub(self, args: list[Token]) -> None:
         if len(args) != 2:
             raise ParseError("LSUB takes a reference and a pattern")
-        ref = mailbox_name(args[0]) if astring(args[0]) else ""
+        ref = self.mailbox_arg(args[0]) if astring(args[0]) else ""
         pattern = astring(args[1])
-        regex = _list_regex(ref + mailbox_name(pattern) if pattern else ref)
+        regex = _list_regex(ref + self.mailbox_arg(pattern) if pattern else ref)
         user = self._user()
         existing = set(user.list_folders())
         for name in user.subscriptions():
             if regex.match(name) or (name == "INBOX" and regex.match("inbox")):
                 attrs_ = "" if name in existing else "\\Noselect"
-                self.send(b"* LSUB (" + attrs_.encode() + b') "/" ' + mailbox_out(name))
+                self.send(b"* LSUB (" + attrs_.encode() + b') "/" ' + self.mailbox_bytes(name))
         self.tagged("OK", "LSUB completed")
 
     def do_NAMESPACE(self, args: list[Token]) -> None:
@@ -223,10 +223,10 @@ class MailboxCommands:
     def do_GETQUOTAROOT(self, args: list[Token]) -> None:
         if len(args) != 1:
             raise ParseError("GETQUOTAROOT takes a mailbox")
-        name = mailbox_name(args[0])
+        name = self.mailbox_arg(args[0])
         self._user().folder(name)  # NO [NONEXISTENT] for a mailbox that does not exist
         line = self._quota_line()
-        self.send(b"* QUOTAROOT " + mailbox_out(name) + (b' ""' if line else b""))
+        self.send(b"* QUOTAROOT " + self.mailbox_bytes(name) + (b' ""' if line else b""))
         if line:
             self.send(line)
         self.tagged("OK", "GETQUOTAROOT completed")
@@ -248,7 +248,7 @@ class MailboxCommands:
     def do_STATUS(self, args: list[Token]) -> None:
         if len(args) != 2 or not isinstance(args[1], list):
             raise ParseError("STATUS takes a mailbox and a list of items")
-        self.send(self._status_line(mailbox_name(args[0]), args[1]))
+        self.send(self._status_line(self.mailbox_arg(args[0]), args[1]))
         self.tagged("OK", "STATUS completed")
 
     def _status_line(self, name: str, items: list[Token]) -> bytes:
@@ -281,7 +281,7 @@ class MailboxCommands:
             else:
                 raise ParseError(f"unknown STATUS item {key or item!r}")
             values.append(f"{key} {value}")
-        return b"* STATUS " + mailbox_out(name) + f" ({' '.join(values)})".encode()
+        return b"* STATUS " + self.mailbox_bytes(name) + f" ({' '.join(values)})".encode()
 
     COMMANDS: dict[str, tuple[Callable[..., Any], frozenset[str]]] = {
         "SELECT": (do_SELECT, AUTHED),

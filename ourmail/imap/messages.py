@@ -24,7 +24,6 @@ from ourmail.imap.wire import (
     Token,
     astring,
     flag_list,
-    mailbox_name,
 )
 from ourmail.interfaces import (
     NoSuchFolder,
@@ -43,7 +42,7 @@ class MessageCommands:
         """APPEND, and MULTIAPPEND (RFC 3502): several messages, all stored or none."""
         if len(args) < 2:
             raise ParseError("APPEND takes a mailbox, optional flags and date, and a literal")
-        name = mailbox_name(args[0])
+        name = self.mailbox_arg(args[0])
         messages = _append_groups(args[1:])
         try:
             folder = self._user().folder(name)
@@ -273,7 +272,7 @@ class MessageCommands:
         sel = self._sel()
         positions = self._positions(args[0], by_uid)
         try:
-            target = self._user().folder(mailbox_name(args[1]))
+            target = self._user().folder(self.mailbox_arg(args[1]))
         except NoSuchFolder:
             self.send(f"{self._tag} NO [TRYCREATE] No such mailbox")
             return None
@@ -437,9 +436,17 @@ def _append_groups(tokens: list[Token]) -> list[tuple[list[str], float | None, b
             if _DATE_TIME_RE.match(text):
                 date = parse_date_time(text)
                 i += 1
-        if i >= len(tokens) or not isinstance(tokens[i], bytes):
+        token = tokens[i] if i < len(tokens) else None
+        if isinstance(token, Atom) and token.upper() == "UTF8" and i + 1 < len(tokens):
+            # RFC 6855 §4: UTF8 (literal8), a message with UTF-8 header fields.
+            inner = tokens[i + 1]
+            if not isinstance(inner, list) or len(inner) != 1:
+                raise ParseError("APPEND UTF8 takes (literal8)")
+            token = inner[0]
+            i += 1
+        if not isinstance(token, bytes):
             raise ParseError("APPEND takes [flags] [date-time] and a message literal, repeated")
-        groups.append((flags, date, tokens[i]))
+        groups.append((flags, date, token))
         i += 1
     if not groups:
         raise ParseError("APPEND needs a message")

@@ -46,6 +46,9 @@ from ourmail.imap.wire import (
     LITERAL_MARK,
     Atom,
     ParseError,
+    Token,
+    mailbox_name,
+    mailbox_out,
     tokenize,
     valid_tag,
 )
@@ -91,6 +94,8 @@ class IMAPServer(SessionCommands, MailboxCommands, MessageCommands, IdleCommand,
         self.user: IUserStore | None = None
         #: CONDSTORE (RFC 7162 §3.1) is on: MODSEQ goes into every FETCH response.
         self.condstore = False
+        #: UTF8=ACCEPT (RFC 6855) is on: mailbox names are UTF-8 instead of modified UTF-7.
+        self.utf8 = False
         self.selected: SelectedMailbox | None = None
         self._continuation: Callable[[bytes], None] | None = None
         self._text = b""
@@ -133,6 +138,7 @@ class IMAPServer(SessionCommands, MailboxCommands, MessageCommands, IdleCommand,
             "QUOTA=RES-STORAGE",
             "QUOTA=RES-MESSAGE",
             "MULTIAPPEND",  # RFC 3502
+            "UTF8=ACCEPT",  # RFC 6855
             "STATUS=SIZE",  # RFC 8438
             f"APPENDLIMIT={self.ctx.limits.max_message_size}",  # RFC 7889
         ]
@@ -201,7 +207,10 @@ class IMAPServer(SessionCommands, MailboxCommands, MessageCommands, IdleCommand,
             self.dispatch(text, lits)
             return
         size, sync = int(m.group(1)), not m.group(2)
-        self._text += line[: m.start()] + LITERAL_MARK
+        # A literal8 (``~{n}``, RFC 3516 §4.1, used by APPEND UTF8 of RFC 6855 §4) is read as a
+        # literal; our literals may carry any octet.
+        start = m.start() - 1 if line[: m.start()].endswith(b"~") else m.start()
+        self._text += line[:start] + LITERAL_MARK
         head = self._text.split(b" ", 3)
         is_append = len(head) > 1 and head[1].upper() == b"APPEND"
         limit = self.ctx.limits.max_message_size if is_append else SMALL_LITERAL
@@ -309,6 +318,14 @@ class IMAPServer(SessionCommands, MailboxCommands, MessageCommands, IdleCommand,
     def _user(self) -> IUserStore:
         assert self.user is not None
         return self.user
+
+    def mailbox_arg(self, tok: Token) -> str:
+        """A mailbox name argument, in the encoding this session uses."""
+        return mailbox_name(tok, self.utf8)
+
+    def mailbox_bytes(self, name: str) -> bytes:
+        """A mailbox name for a response, in the encoding this session uses."""
+        return mailbox_out(name, self.utf8)
 
     def enable_condstore(self) -> bool:
         """Turn CONDSTORE on (RFC 7162 §3.1: by ENABLE or any CONDSTORE-enabling command);

@@ -59,6 +59,9 @@ class SessionCommands:
         enabled = []
         if "CONDSTORE" in names and self.enable_condstore():
             enabled.append("CONDSTORE")
+        if "UTF8=ACCEPT" in names and not self.utf8:
+            self.utf8 = True  # RFC 6855 §3
+            enabled.append("UTF8=ACCEPT")
         self.send(" ".join(["* ENABLED", *enabled]))
         self.tagged("OK", "ENABLE completed")
 
