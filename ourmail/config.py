@@ -60,8 +60,9 @@ class Limits:
     idle_timeout: int = 1800
     #: Protocol errors on one connection before it is closed.
     max_errors: int = 20
-    #: Open connections per listener, in all and from one client address.
-    max_connections: int = 1000
+    #: Open connections per listener, in all and from one client address.  IMAP clients keep
+    #: one or more connections open per user (IDLE), so the total is generous.
+    max_connections: int = 10000
     max_connections_per_ip: int = 50
     #: SMTP commands on one connection (a spammer's endless RCPT loop ends here).
     max_commands: int = 10000
@@ -211,7 +212,11 @@ def normalise_domain(name: str) -> str:
 
 def default_listen(is_root: bool) -> dict[str, str]:
     """The DESIGN.md port table as endpoint strings on every interface."""
-    return {svc: f"tcp:{ports[0] if is_root else ports[1]}" for svc, ports in DEFAULT_PORTS.items()}
+    # A long accept queue absorbs bursts (every client reconnecting after a network blip).
+    return {
+        svc: f"tcp:{ports[0] if is_root else ports[1]}:backlog=1024"
+        for svc, ports in DEFAULT_PORTS.items()
+    }
 
 
 #: Schema marker: a table of named sub-tables, each following the given schema.
@@ -460,7 +465,7 @@ domains = {domains}
 # max_recipients = 1000
 # idle_timeout = 1800
 # max_errors = 20
-# max_connections = 1000          # per listener
+# max_connections = 10000         # per listener
 # max_connections_per_ip = 50     # per listener and client address
 # max_commands = 10000            # per SMTP connection
 # data_timeout = 180

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +50,20 @@ from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 from ourmail.store.userstore import MaildirStore
 
 log = Logger()
+
+
+def raise_open_file_limit() -> None:
+    """Every connection is a file descriptor: lift the soft limit (often 1024) to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or (hard != resource.RLIM_INFINITY and soft >= hard):
+        return
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as e:
+        log.warn("cannot raise the open file limit from {soft}: {e}", soft=soft, e=e)
+        return
+    log.info("open file limit raised from {soft} to {target}", soft=soft, target=target)
 
 
 def first_start(settings: Settings) -> None:
@@ -268,6 +283,7 @@ def build(
 
         reactor = default_reactor  # type: ignore[assignment]
     assert reactor is not None
+    raise_open_file_limit()
     first_start(settings)
     parts = assemble(settings, reactor, checkers, store, realm, queue_clock)
     root = MultiService()

@@ -54,6 +54,7 @@ def ensure_default_folders(user: IUserStore) -> None:
         if name not in existing:
             with contextlib.suppress(FolderExists):  # another process made it meanwhile
                 user.create_folder(name)
+    for name in ("INBOX", *DEFAULT_FOLDERS):  # clients listing subscribed folders see them
         if name not in subscribed:
             user.subscribe(name)
 

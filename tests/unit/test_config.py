@@ -15,14 +15,14 @@ def test_defaults_use_unprivileged_ports_when_not_root(tmp_path: Path) -> None:
     s = load_settings(data=str(tmp_path), hostname="mail.example.org", is_root=False)
     assert s.data_dir == tmp_path
     assert s.domains == ("example.org",)
-    assert s.listen["smtp"] == "tcp:2525"
-    assert s.listen["imaps"] == "tcp:1993"
+    assert s.listen["smtp"] == "tcp:2525:backlog=1024"
+    assert s.listen["imaps"] == "tcp:1993:backlog=1024"
     assert s.tls_certificate == tmp_path / "tls" / "cert.pem"
 
 
 def test_root_gets_standard_ports() -> None:
-    assert default_listen(True)["submission"] == "tcp:587"
-    assert default_listen(True)["pop3s"] == "tcp:995"
+    assert default_listen(True)["submission"] == "tcp:587:backlog=1024"
+    assert default_listen(True)["pop3s"] == "tcp:995:backlog=1024"
 
 
 @pytest.mark.parametrize(
