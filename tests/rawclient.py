@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import zlib
 
 from conftest import client_tls
 
@@ -22,25 +23,36 @@ class RawClient:
             sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.sock: socket.socket | ssl.SSLSocket = client_tls().wrap_socket(sock) if tls else sock
         self.buf = b""
+        self._deflate: zlib._Compress | None = None
+        self._inflate: zlib._Decompress | None = None
+
+    def start_deflate(self) -> None:
+        """From now on both directions are raw deflate (IMAP COMPRESS, RFC 4978)."""
+        self._deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+        self._inflate = zlib.decompressobj(-15)
+        if self.buf:
+            self.buf = self._inflate.decompress(self.buf)
 
     def send(self, data: bytes) -> None:
+        if self._deflate is not None:
+            data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
         self.sock.sendall(data)
+
+    def _recv(self) -> bytes:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError(self.buf)
+        return self._inflate.decompress(chunk) if self._inflate is not None else chunk
 
     def line(self) -> bytes:
         while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError(self.buf)
-            self.buf += chunk
+            self.buf += self._recv()
         line, self.buf = self.buf.split(b"\r\n", 1)
         return line
 
     def read_exact(self, n: int) -> bytes:
         while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError(self.buf)
-            self.buf += chunk
+            self.buf += self._recv()
         data, self.buf = self.buf[:n], self.buf[n:]
         return data
 

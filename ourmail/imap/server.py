@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 
 from ourmail.auth.login import Authenticator
 from ourmail.config import Limits
+from ourmail.imap.compress import CompressCommand
 from ourmail.imap.idle import IdleCommand
 from ourmail.imap.mailboxes import MailboxCommands
 from ourmail.imap.messages import MessageCommands
@@ -83,7 +84,14 @@ class IMAPContext:
     implicit_tls: bool = False
 
 
-class IMAPServer(SessionCommands, MailboxCommands, MessageCommands, IdleCommand, LineProtocol):
+class IMAPServer(
+    SessionCommands,
+    MailboxCommands,
+    MessageCommands,
+    IdleCommand,
+    CompressCommand,
+    LineProtocol,
+):
     """One IMAP session."""
 
     def __init__(self, ctx: IMAPContext) -> None:
@@ -139,6 +147,7 @@ class IMAPServer(SessionCommands, MailboxCommands, MessageCommands, IdleCommand,
             "QUOTA=RES-MESSAGE",
             "MULTIAPPEND",  # RFC 3502
             "UTF8=ACCEPT",  # RFC 6855
+            "COMPRESS=DEFLATE",  # RFC 4978
             "STATUS=SIZE",  # RFC 8438
             f"APPENDLIMIT={self.ctx.limits.max_message_size}",  # RFC 7889
         ]
@@ -346,4 +355,5 @@ class IMAPServer(SessionCommands, MailboxCommands, MessageCommands, IdleCommand,
         **MailboxCommands.COMMANDS,
         **MessageCommands.COMMANDS,
         **IdleCommand.COMMANDS,
+        **CompressCommand.COMMANDS,
     }
