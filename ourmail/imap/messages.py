@@ -13,6 +13,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 
 from ourmail.imap import fetch as fetchmod
+from ourmail.imap import sort as sortmod
 from ourmail.imap.search import Candidate, parse_search
 from ourmail.imap.selected import SelectedMailbox
 from ourmail.imap.sequence import format_set, parse_set, resolve_seq, resolve_uid
@@ -130,41 +131,67 @@ class MessageCommands:
             self.send(line)
         self.tagged("OK", f"{self._cmd} completed")
 
+    def _charset_ok(self, args: list[Token], required: bool) -> list[Token] | None:
+        """Take a ``CHARSET x`` (SEARCH) or ``x`` (SORT) argument; None after a NO."""
+        if not required:
+            if not (len(args) >= 2 and isinstance(args[0], Atom) and args[0].upper() == "CHARSET"):
+                return args
+            args = args[1:]
+        if not args:
+            raise ParseError("a charset is needed")
+        charset = astring(args[0]).decode("ascii", "replace").upper()
+        if charset not in ("UTF-8", "US-ASCII"):
+            self.send(f"{self._tag} NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset")
+            return None
+        return args[1:]
+
+    def _matching(self, args: list[Token]) -> tuple[list[Candidate], bool]:
+        """The messages a search matches, in sequence order, and whether it used MODSEQ."""
+        sel = self._sel()
+        search = parse_search(args, len(sel.view), sel.view)
+        if search.uses_modseq:
+            self.enable_condstore()
+        found = []
+        for seq, uid in enumerate(sel.view, 1):
+            try:
+                cand = Candidate(seq, uid in sel.recent, sel.folder.message(uid))
+                if search.predicate(cand):
+                    found.append(cand)
+            except KeyError:
+                continue  # expunged meanwhile
+        return found, search.uses_modseq
+
     def do_SEARCH(self, args: list[Token]) -> None:
         by_uid = self._cmd.startswith("UID")
         returns: list[str] | None = None
         if len(args) >= 2 and isinstance(args[0], Atom) and args[0].upper() == "RETURN":
             returns = _search_returns(args[1])  # RFC 4731 §3.1
             args = args[2:]
-        if len(args) >= 2 and isinstance(args[0], Atom) and args[0].upper() == "CHARSET":
-            charset = astring(args[1]).decode("ascii", "replace").upper()
-            if charset not in ("UTF-8", "US-ASCII"):
-                self.send(f"{self._tag} NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset")
-                return
-            args = args[2:]
-        sel = self._sel()
-        search = parse_search(args, len(sel.view), sel.view)
-        if search.uses_modseq:
-            self.enable_condstore()
-        predicate = search.predicate
-        hits, top = [], 0
-        for seq, uid in enumerate(sel.view, 1):
-            try:
-                msg = sel.folder.message(uid)
-            except KeyError:
-                continue
-            cand = Candidate(seq, uid in sel.recent, msg)
-            try:
-                if predicate(cand):
-                    hits.append(uid if by_uid else seq)
-                    top = max(top, msg.modseq)
-            except KeyError:
-                continue
+        rest = self._charset_ok(args, required=False)
+        if rest is None:
+            return
+        found, uses_modseq = self._matching(rest)
+        hits = [c.uid if by_uid else c.seq for c in found]
+        top = max((c.message.modseq for c in found), default=0)
         if returns is not None:
-            self.send(_esearch(self._tag, by_uid, returns, hits, top if search.uses_modseq else 0))
+            self.send(_esearch(self._tag, by_uid, returns, hits, top if uses_modseq else 0))
         else:
-            modseq = f" (MODSEQ {top})" if search.uses_modseq and hits else ""  # RFC 7162 §3.1.5
+            modseq = f" (MODSEQ {top})" if uses_modseq and hits else ""  # RFC 7162 §3.1.5
             self.send("* SEARCH" + "".join(f" {n}" for n in hits) + modseq)
+        self.tagged("OK", f"{self._cmd} completed")
+
+    def do_SORT(self, args: list[Token]) -> None:
+        """RFC 5256 §3: ``SORT (criteria) charset search-keys``."""
+        by_uid = self._cmd.startswith("UID")
+        if not args:
+            raise ParseError("SORT takes sort criteria, a charset and search keys")
+        criteria = sortmod.parse_criteria(args[0])
+        rest = self._charset_ok(args[1:], required=True)
+        if rest is None:
+            return
+        found, _ = self._matching(rest)
+        ordered = sortmod.sort(found, criteria)
+        self.send("* SORT" + "".join(f" {c.uid if by_uid else c.seq}" for c in ordered))
         self.tagged("OK", f"{self._cmd} completed")
 
     def do_FETCH(self, args: list[Token]) -> None:
@@ -323,6 +350,8 @@ class MessageCommands:
         "STORE": (do_STORE, SEL),
         "COPY": (do_COPY, SEL),
         "UID SEARCH": (do_SEARCH, SEL),
+        "SORT": (do_SORT, SEL),
+        "UID SORT": (do_SORT, SEL),
         "UID FETCH": (do_FETCH, SEL),
         "UID STORE": (do_STORE, SEL),
         "UID COPY": (do_COPY, SEL),

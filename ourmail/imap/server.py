@@ -148,6 +148,7 @@ class IMAPServer(
             "MULTIAPPEND",  # RFC 3502
             "UTF8=ACCEPT",  # RFC 6855
             "COMPRESS=DEFLATE",  # RFC 4978
+            "SORT",  # RFC 5256
             "STATUS=SIZE",  # RFC 8438
             f"APPENDLIMIT={self.ctx.limits.max_message_size}",  # RFC 7889
         ]
@@ -156,7 +157,8 @@ class IMAPServer(
     def tagged(self, status: str, text: str) -> None:
         """The tagged reply, after the untagged updates the command may carry."""
         if self.selected is not None and status == "OK":
-            expunge_ok = self._cmd not in ("FETCH", "STORE", "SEARCH")
+            # RFC 3501 §7.4.1 (and RFC 5256 §4 for SORT): no EXPUNGE while numbers are in use.
+            expunge_ok = self._cmd not in ("FETCH", "STORE", "SEARCH", "SORT")
             for line in self.selected.updates(expunge_ok):
                 self.send(line)
         self.send(f"{self._tag} {status} {text}")
