@@ -262,6 +262,10 @@ class IMAPServer(
             self._lits.append(bytes(self._lit_buf))
             self._lit_buf = None
             self.set_line_mode(data[need:])
+            if not data[need:]:
+                # The command's last bytes (often just CRLF) may wait in the client's Nagle
+                # buffer for our ACK, which Linux delays up to 40 ms.
+                self.quick_ack()
 
     # -- dispatch --------------------------------------------------------------------------
 

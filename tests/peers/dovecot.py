@@ -20,7 +20,7 @@ from pathlib import Path
 CONFIG = """\
 listen = 127.0.0.1
 protocols = imap
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain
 base_dir = {run}
@@ -65,8 +65,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def dovecot(source: Path, user: str, password: str) -> Iterator[tuple[int, Path]]:
-    """Run Dovecot for ``user`` on a copy of the Maildir ``source``; yields (port, the copy)."""
+def dovecot(
+    source: Path, user: str, password: str, tls: tuple[Path, Path] | None = None
+) -> Iterator[tuple[int, Path]]:
+    """Run Dovecot for ``user`` on a copy of the Maildir ``source``; yields (port, the copy).
+
+    With ``tls`` (certificate, key) it offers STARTTLS with that pair, as ourmail does."""
     if shutil.which("dovecot") is None:
         raise RuntimeError("Dovecot is not installed: run scripts/test, which installs it")
     workdir = Path(tempfile.mkdtemp(prefix="ourmail-dovecot-", dir="/var/tmp"))
@@ -79,6 +83,11 @@ def dovecot(source: Path, user: str, password: str) -> Iterator[tuple[int, Path]
     owned = [str(maildir), str(workdir / "home")]
     subprocess.run(["chown", "-R", "nobody:nogroup", *owned], check=True)
     port = free_port()
+    ssl = "ssl = no"
+    if tls is not None:
+        for name, path in zip(("cert.pem", "key.pem"), tls, strict=True):
+            shutil.copy(path, workdir / name)
+        ssl = f"ssl = yes\nssl_cert = <{workdir / 'cert.pem'}\nssl_key = <{workdir / 'key.pem'}"
     conf = workdir / "dovecot.conf"
     conf.write_text(
         CONFIG.format(
@@ -89,6 +98,7 @@ def dovecot(source: Path, user: str, password: str) -> Iterator[tuple[int, Path]
             passwd=workdir / "passwd",
             home=workdir / "home",
             port=port,
+            ssl=ssl,
         )
     )
     subprocess.run(["dovecot", "-c", str(conf)], check=True)
