@@ -7,9 +7,7 @@ batch is being committed wait for the next batch.  A batch is committed in a wor
 2. per folder, under that folder's lock, the files are renamed into ``new/`` or ``cur/`` and
    their journal lines appended (see ``MaildirFolder._commit_prepared``);
 3. one ``syncfs(2)`` per filesystem makes the whole batch durable, files, directory entries and
-   journals alike.  A small batch (a lone APPEND, say) uses an fsync per file before the rename,
-   then per directory and journal instead: syncfs flushes everything dirty on the filesystem, so
-   it only pays off when it is shared (and without syncfs this is the only way);
+   journals alike (without syncfs: an fsync per file before the rename, then per directory);
 4. back on the reactor, each folder reads its journal tail and every job's Deferred fires with
    the message's UID.
 
@@ -29,7 +27,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from ourmail.fsutil import HAVE_SYNCFS, fsync_file, syncfs
+from ourmail.fsutil import HAVE_SYNCFS, syncfs
 from ourmail.interfaces import MessageSource, ShardMoving, StoreError
 from ourmail.mime.summary import Summary
 from ourmail.store import faults, maildir
@@ -40,8 +38,6 @@ if TYPE_CHECKING:
 #: Batches committed at once.  One: jobs that arrive during a commit form the next, bigger batch,
 #: so the flush (syncfs) is shared by more messages; measured faster than two (performance.md).
 CONCURRENT_BATCHES = 1
-#: Batches smaller than this are flushed file by file instead of with one syncfs.
-SYNCFS_MIN_BATCH = 4
 
 
 @attrs.define
@@ -53,8 +49,6 @@ class Job:
     summary: Summary | None
     done: Deferred[int] = attrs.Factory(Deferred)
     prepared: maildir.Prepared | None = None
-    #: The prepared file was fsynced (not left to a syncfs).
-    synced: bool = False
 
 
 class Committer:
@@ -128,16 +122,11 @@ def _commit(batch: list[Job], snapshots: dict[int, Snapshot]) -> tuple[list[Job]
     Returns the jobs to try again (their journal was replaced meanwhile) and those refused
     because their shard is being moved.
     """
-    use_syncfs = HAVE_SYNCFS and len(batch) >= SYNCFS_MIN_BATCH
     for job in batch:
         if job.prepared is None:
             job.prepared = maildir.prepare(
-                job.folder.path, job.source, job.date, job.summary, sync=not use_syncfs
+                job.folder.path, job.source, job.date, job.summary, sync=not HAVE_SYNCFS
             )
-            job.synced = not use_syncfs
-        elif not use_syncfs and not job.synced:  # prepared for a syncfs batch, retried here
-            fsync_file(job.folder.path / "tmp" / job.prepared.tmp_name)
-            job.synced = True
     faults.point("delivery-prepared")
     retry: list[Job] = []
     refused: list[Job] = []
@@ -162,10 +151,10 @@ def _commit(batch: list[Job], snapshots: dict[int, Snapshot]) -> tuple[list[Job]
         else:
             retry.extend(jobs)
     for folder in devices.values():
-        if use_syncfs:
+        if HAVE_SYNCFS:
             syncfs(folder.path)
     faults.point("delivery-synced")
-    if not use_syncfs:
+    if not HAVE_SYNCFS:
         for jobs in by_folder.values():
             if jobs[0] not in retry and jobs[0] not in refused:
                 jobs[0].folder._fsync_journal_and_dirs()

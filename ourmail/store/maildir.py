@@ -151,8 +151,8 @@ def prepare(
                 os.link(source, tmp)
             except OSError:
                 shutil.copyfile(source, tmp)
-            if sync:  # a linked spool file may not have been flushed by its writer
-                fsync_file(tmp)
+                if sync:
+                    fsync_file(tmp)
         else:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
