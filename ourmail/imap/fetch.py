@@ -52,6 +52,14 @@ class FetchAtt:
     partial: tuple[int, int] | None = None
 
 
+def with_item(atts: list[FetchAtt], kind: str, first: bool = False) -> list[FetchAtt]:
+    """``atts`` with the simple item ``kind`` added (at the front or the end) unless present."""
+    if any(a.kind == kind for a in atts):
+        return atts
+    att = FetchAtt(kind=kind, label=kind.encode())
+    return [att, *atts] if first else [*atts, att]
+
+
 def parse_atts(tok: Token) -> list[FetchAtt]:
     """The items of a FETCH request: one atom, a macro, or a parenthesised list."""
     items: Sequence[Token] = tok if isinstance(tok, list) else [tok]

@@ -128,7 +128,6 @@ class MailboxCommands:
             args = args[:2]
         if len(args) != 2:
             raise ParseError("LIST takes a reference and a pattern")
-        ref = self.mailbox_arg(args[0]) if astring(args[0]) else ""
         patterns = args[1] if isinstance(args[1], list) else [args[1]]
         if not patterns:
             raise ParseError("LIST needs a pattern")
@@ -136,10 +135,7 @@ class MailboxCommands:
             self.send('* LIST (\\Noselect) "/" ""')  # RFC 3501 §6.3.8: the delimiter
             self.tagged("OK", "LIST completed")
             return
-        regexes = [_list_regex(ref + self.mailbox_arg(p) if astring(p) else ref) for p in patterns]
-
-        def matches(name: str) -> bool:
-            return any(r.match(name) or (name == "INBOX" and r.match("inbox")) for r in regexes)
+        matches = self._matcher(args[0], patterns)
 
         user = self._user()
         names = user.list_folders()
@@ -179,6 +175,17 @@ class MailboxCommands:
                     self._list_line(attrs_, parent, b' ("CHILDINFO" ("SUBSCRIBED"))')
         self.tagged("OK", "LIST completed")
 
+    def _matcher(self, reference: Token, patterns: list[Token]) -> Callable[[str], bool]:
+        """Whether a mailbox name matches any of the patterns after the reference (RFC 3501
+        §6.3.8); INBOX matches case-insensitively."""
+        ref = self.mailbox_arg(reference) if astring(reference) else ""
+        regexes = [_list_regex(ref + self.mailbox_arg(p) if astring(p) else ref) for p in patterns]
+
+        def matches(name: str) -> bool:
+            return any(r.match(name) or (name == "INBOX" and r.match("inbox")) for r in regexes)
+
+        return matches
+
     def _list_line(self, attrs_: list[str], name: str, extra: bytes = b"") -> None:
         self.send(
             b"* LIST (" + " ".join(attrs_).encode() + b') "/" ' + self.mailbox_bytes(name) + extra
@@ -187,13 +194,11 @@ class MailboxCommands:
     def _lsub(self, args: list[Token]) -> None:
         if len(args) != 2:
             raise ParseError("LSUB takes a reference and a pattern")
-        ref = self.mailbox_arg(args[0]) if astring(args[0]) else ""
-        pattern = astring(args[1])
-        regex = _list_regex(ref + self.mailbox_arg(pattern) if pattern else ref)
+        matches = self._matcher(args[0], [args[1]])
         user = self._user()
         existing = set(user.list_folders())
         for name in user.subscriptions():
-            if regex.match(name) or (name == "INBOX" and regex.match("inbox")):
+            if matches(name):
                 attrs_ = "" if name in existing else "\\Noselect"
                 self.send(b"* LSUB (" + attrs_.encode() + b') "/" ' + self.mailbox_bytes(name))
         self.tagged("OK", "LSUB completed")

@@ -206,14 +206,13 @@ class MessageCommands:
         sel = self._sel()
         positions = self._positions(args[0], by_uid)
         atts = fetchmod.parse_atts(args[1])
-        if by_uid and not any(a.kind == "UID" for a in atts):
-            atts.insert(0, fetchmod.FetchAtt(kind="UID", label=b"UID"))
+        if by_uid:
+            atts = fetchmod.with_item(atts, "UID", first=True)
         if changed_since is not None or any(a.kind == "MODSEQ" for a in atts):
             self.enable_condstore()
         if changed_since is not None:
             positions = [p for p in positions if _modseq_of(sel, p) > changed_since]
-            if not any(a.kind == "MODSEQ" for a in atts):
-                atts.append(fetchmod.FetchAtt(kind="MODSEQ", label=b"MODSEQ"))
+            atts = fetchmod.with_item(atts, "MODSEQ")
         newly_seen: set[int] = set()
         if any(not a.peek for a in atts) and not sel.readonly:
             # RFC 3501 §6.4.5: BODY[...] sets \Seen; one change for the whole set, reported
@@ -224,10 +223,10 @@ class MessageCommands:
                     if "\\Seen" not in sel.folder.message(uid).flags:
                         unseen.append(uid)
             newly_seen = set(sel.folder.store_flags(unseen, ["\\Seen"], "+"))
-            if newly_seen and not any(a.kind == "FLAGS" for a in atts):
-                atts = [*atts, fetchmod.FetchAtt(kind="FLAGS", label=b"FLAGS")]
-            if newly_seen and self.condstore and not any(a.kind == "MODSEQ" for a in atts):
-                atts = [*atts, fetchmod.FetchAtt(kind="MODSEQ", label=b"MODSEQ")]
+            if newly_seen:
+                atts = fetchmod.with_item(atts, "FLAGS")
+            if newly_seen and self.condstore:
+                atts = fetchmod.with_item(atts, "MODSEQ")
         for pos in positions:
             uid = sel.view[pos]
             try:
@@ -283,7 +282,7 @@ class MessageCommands:
                 items.append(b"UID %d" % uid)
             if self.condstore:  # RFC 7162 §3.2: sent even with .SILENT
                 items.append(b"MODSEQ (%d)" % modseq)
-            if items != [b"UID %d" % uid] and items:
+            if not silent or self.condstore:
                 self.send(b"* %d FETCH (%s)" % (pos + 1, b" ".join(items)))
         if modified:
             self.tagged("OK", f"[MODIFIED {format_set(modified)}] Conditional STORE failed")

@@ -102,10 +102,6 @@ class ReplyReader(LineOnlyReceiver):
         self._waiting: deque[Deferred[Reply]] = deque()
         self._lines: list[str] = []
         self._lost: Failure | None = None
-        self.connected_d: Deferred[None] = Deferred()
-
-    def connectionMade(self) -> None:
-        self.connected_d.callback(None)
 
     def expect(self, timeout: float | None = None) -> Deferred[Reply]:
         d: Deferred[Reply] = Deferred()

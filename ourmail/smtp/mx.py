@@ -22,10 +22,10 @@ from twisted.names.error import DNSNameError
 class RouteError(Exception):
     """No usable mail host; ``status`` is the RFC 3463 code to report."""
 
-    def __init__(self, status: str, text: str) -> None:
-        super().__init__(f"{status} {text}")
+    def __init__(self, status: str, diagnostic: str) -> None:
+        super().__init__(f"{status} {diagnostic}")
         self.status = status
-        self.text = text
+        self.diagnostic = diagnostic
 
     @property
     def permanent(self) -> bool:

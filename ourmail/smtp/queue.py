@@ -28,6 +28,7 @@ import math
 import os
 from collections import deque
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import attrs
@@ -73,7 +74,6 @@ _ACTIONS = {FAILED: "failed", DELIVERED: "delivered", RELAYED: "relayed"}
 class Job:
     """One message for one destination, waiting for or using a connection."""
 
-    qid: str
     message: Outgoing
     done: Deferred[list[RcptResult]] = attrs.Factory(Deferred)
     #: Fired once the results are on disk: a connection sends its next message only then, so
@@ -122,7 +122,7 @@ class Destination:
         try:
             session = await self.queue.connector.open(self.route)
         except (RouteError, SessionError) as e:
-            self._fail_waiting(e.status, getattr(e, "diagnostic", None) or getattr(e, "text", ""))
+            self._fail_waiting(e.status, e.diagnostic)
             return
         sent = 0
         try:
@@ -307,7 +307,7 @@ class OutboundQueue(Service):
         elif not self._discovering:  # messages queued by other processes (MX workers)
             self._discovering = True
             known = set(self._due) | self._active
-            d = deferToThread(self._discover, known)
+            d = deferToThread(self._scan, known, False)
             d.addCallback(self._discovered)
             d.addErrback(lambda f: log.failure("queue: scanning for new messages", f))
             d.addBoth(lambda _: setattr(self, "_discovering", False))
@@ -321,17 +321,6 @@ class OutboundQueue(Service):
                 d.addErrback(lambda f, qid=qid: log.failure("queue: attempt on {id}", f, id=qid))
                 d.addBoth(lambda _, qid=qid: self._attempt_done(qid))
 
-    def _discover(self, known: set[str]) -> dict[str, float]:
-        found = {}
-        for qid in self.files.ids():
-            if qid not in known:
-                try:
-                    envelope = self.files.read(qid)
-                except QueueError:
-                    continue  # finished meanwhile
-                found[qid] = math.inf if envelope.held else envelope.next_attempt
-        return found
-
     def _discovered(self, found: dict[str, float]) -> None:
         for qid, when in found.items():
             self._due.setdefault(qid, when)
@@ -342,14 +331,19 @@ class OutboundQueue(Service):
         self._due = due
         self.tick()
 
-    def _scan(self) -> dict[str, float]:
-        """The schedule of every queued message (read at start and after ``ourmail queue``)."""
+    def _scan(self, known: AbstractSet[str] = frozenset(), full: bool = True) -> dict[str, float]:
+        """The schedule of the queued messages not in ``known``: all of them at start and after
+        ``ourmail queue`` (``full``), the new ones each second (queued by other processes).
+        An unreadable envelope is logged by full scans only; a vanished one was finished."""
         due: dict[str, float] = {}
         for qid in self.files.ids():
+            if qid in known:
+                continue
             try:
                 envelope = self.files.read(qid)
             except QueueError as e:
-                log.error("queue: {id}: {error}", id=qid, error=str(e))
+                if full:
+                    log.error("queue: {id}: {error}", id=qid, error=str(e))
                 continue
             due[qid] = math.inf if envelope.held else envelope.next_attempt
         return due
@@ -428,7 +422,7 @@ class OutboundQueue(Service):
         job = None
         if self.directory.is_local_domain(domain):
             results = await self._deliver_here(envelope, rcpts)
-            host = self.hostname
+            remote_mta = None
         else:
             route = route_for(domain, self.settings)
             destination = self._destinations.get(route)
@@ -442,30 +436,32 @@ class OutboundQueue(Service):
                 envelope.utf8,
                 envelope.eight_bit,
             )
-            job = Job(envelope.id, message)
+            job = Job(message)
             destination.submit(job)
             results = await job.done
-            host = job.host
+            remote_mta = job.host  # "" when no server was reached
         try:
-            await self._log_and_record(envelope.id, domain, host, results)
+            await self._log_and_record(envelope.id, domain, remote_mta, results)
         finally:
             if job is not None:
                 job.recorded.callback(None)
 
     async def _log_and_record(
-        self, qid: str, domain: str, host: str, results: list[RcptResult]
+        self, qid: str, domain: str, remote_mta: str | None, results: list[RcptResult]
     ) -> None:
+        """Log and durably record results; ``remote_mta`` is None for delivery here."""
+        host = self.hostname if remote_mta is None else remote_mta or domain
         for r in results:
             outcome = "sent" if r.ok else ("bounced" if r.status.startswith("5") else "deferred")
             log.info(
                 "queue: {id} to <{rcpt}> via {host}: {outcome} ({why})",
                 id=qid,
                 rcpt=r.address,
-                host=host or domain,
+                host=host,
                 outcome=outcome,
                 why=r.diagnostic,
             )
-        await deferToThread(self._record, qid, results, host, self.clock.seconds())
+        await deferToThread(self._record, qid, results, remote_mta, self.clock.seconds())
 
     async def _deliver_here(
         self, envelope: Envelope, rcpts: list[QueuedRecipient]
@@ -504,8 +500,10 @@ class OutboundQueue(Service):
 
     # -- blocking steps, run in a thread ---------------------------------------------------
 
-    def _record(self, qid: str, results: list[RcptResult], host: str, now: float) -> None:
-        local = host == self.hostname
+    def _record(
+        self, qid: str, results: list[RcptResult], remote_mta: str | None, now: float
+    ) -> None:
+        local = remote_mta is None
 
         def change(envelope: Envelope) -> None:
             by_address = {r.address: r for r in results}
@@ -514,7 +512,7 @@ class OutboundQueue(Service):
                 if result is None or rcpt.final:
                     continue
                 rcpt.status, rcpt.diagnostic = result.status, result.diagnostic
-                rcpt.remote_mta, rcpt.last_attempt = ("" if local else host), now
+                rcpt.remote_mta, rcpt.last_attempt = remote_mta or "", now
                 if result.ok:
                     rcpt.state = DELIVERED if local else RELAYED
                     rcpt.reported = result.dsn_passed

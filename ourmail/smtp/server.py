@@ -710,16 +710,16 @@ class SMTPServer(LineProtocol):
     @inlineCallbacks
     def _report_success(self, source: bytes | Path) -> Deferred[None]:
         """RFC 3461 §5.2.2: a "delivered" report for final delivery here, when asked."""
+        if self.ctx.queue is None:
+            return
         here = [
             (a.recipient.address, a.params)
             for a in self.recipients
             if a.recipient.mailboxes and not a.recipient.outbound
         ]
-        if self.ctx.queue is None or not self.sender:
-            return
-        try:
+        try:  # the queue skips a null sender and recipients who did not ask
             yield self.ctx.queue.report_delivered(
-                self.sender, self.mail_params, self._arrival, source, here
+                self.sender or "", self.mail_params, self._arrival, source, here
             )
         except Exception:
             log.failure("could not queue the delivery report for {id}", id=self.queue_id)

@@ -59,7 +59,7 @@ class World:
 
 
 def job(n: int) -> Job:
-    j = Job(f"q{n}", Outgoing("a@x.test", [("b@fake.test", None)], b"x"))  # type: ignore[list-item]
+    j = Job(Outgoing(f"a{n}@x.test", [("b@fake.test", None)], b"x"))  # type: ignore[list-item]
     j.done.addCallback(lambda results: j.recorded.callback(None) or results)
     return j
 
