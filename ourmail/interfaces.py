@@ -20,6 +20,7 @@ import attrs
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
+from ourmail.mime.structure import Buffer
 from ourmail.mime.summary import Summary
 
 #: What a store accepts as a message: bytes, an open binary file, or a path to hard-link or copy.
@@ -61,6 +62,11 @@ class IStoredMessage(Interface):
 
     def read() -> bytes:
         """The whole message with CRLF line endings."""
+
+    def buffer() -> Buffer:
+        """The whole message with CRLF line endings, for reading parts of it: a store may
+        return a read-only memory map of a large message's file so it is never copied into
+        memory whole (FETCH BODY[] streams from it).  KeyError if the message is gone."""
 
     def summary() -> Summary:
         """ENVELOPE, BODYSTRUCTURE and searchable headers, from the index when cached."""

@@ -1,7 +1,10 @@
-"""FETCH data items (RFC 3501 §6.4.5, §7.4.2): parsing the request, rendering the response.
+"""FETCH data items (RFC 3501 §6.4.5, §7.4.2; BINARY, RFC 3516): parsing the request, rendering
+the response.
 
 FLAGS, UID, RFC822.SIZE and INTERNALDATE come from the index, ENVELOPE, BODYSTRUCTURE and BODY
-from the stored summary; only body sections read the message file, once per message per command.
+from the stored summary; only body sections read the message, once per message per command,
+through its buffer (a memory map when large), and large sections are streamed
+(:mod:`ourmail.imap.content`).
 """
 
 from __future__ import annotations
@@ -12,11 +15,21 @@ from collections.abc import Sequence
 
 import attrs
 
-from ourmail.imap.wire import Atom, ParseError, Token, flag_list, literal, tokenize
+from ourmail.imap import content
+from ourmail.imap.content import Content, Span, Whole, Window
+from ourmail.imap.wire import Atom, ParseError, Token, flag_list, tokenize
 from ourmail.interfaces import IStoredMessage
 from ourmail.mime import structure
 
-_SECTION_RE = re.compile(r"^(BODY|BODY\.PEEK)\[(.*)\](?:<(\d+)\.(\d+)>)?$", re.S | re.I)
+#: What one item renders to: bytes, and content to stream (a large literal's data).
+Pieces = list[bytes | Content]
+
+_SECTION_RE = re.compile(
+    r"^(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[(.*)\](?:<(\d+)\.(\d+)>)?$",
+    re.S | re.I,
+)
+#: RFC 3516 §4.1 section-binary: part numbers only.
+_PART_PATH_RE = re.compile(r"^(?:[1-9]\d{0,4}(?:\.[1-9]\d{0,4})*)?$")
 _MACROS = {
     "ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
     "FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"],
@@ -80,6 +93,8 @@ def _parse_att(tok: Token) -> FetchAtt:
     m = _SECTION_RE.match(tok)
     if not m:
         raise ParseError(f"unknown FETCH item {tok[:40]}")
+    if m.group(1).upper().startswith("BINARY"):
+        return _binary_att(m)
     spec_tokens = tokenize(m.group(2).encode("utf-8"), [])
     numbers: list[int] = []
     text, fields = "", ()
@@ -125,6 +140,30 @@ def _parse_att(tok: Token) -> FetchAtt:
     )
 
 
+def _binary_att(m: re.Match[str]) -> FetchAtt:
+    """RFC 3516 §4.1: BINARY[part]<partial>, BINARY.PEEK[part]<partial>, BINARY.SIZE[part]."""
+    name, spec = m.group(1).upper(), m.group(2)
+    if not _PART_PATH_RE.match(spec):
+        raise ParseError("BINARY sections are part numbers only")
+    numbers = tuple(int(n) for n in spec.split(".")) if spec else ()
+    if name == "BINARY.SIZE":
+        if m.group(3) is not None:
+            raise ParseError("BINARY.SIZE takes no partial range")
+        return FetchAtt(kind="BINARY.SIZE", label=f"BINARY.SIZE[{spec}]".encode(), numbers=numbers)
+    label = f"BINARY[{spec}]"
+    partial = None
+    if m.group(3) is not None:
+        partial = (int(m.group(3)), int(m.group(4)))
+        label += f"<{partial[0]}>"
+    return FetchAtt(
+        kind="BINARY",
+        label=label.encode(),
+        peek=name == "BINARY.PEEK",
+        numbers=numbers,
+        partial=partial,
+    )
+
+
 def internal_date(ts: float) -> bytes:
     """RFC 3501 ``date-time``: ``"17-Jul-1996 02:44:25 +0000"``."""
     return time.strftime('"%d-%b-%Y %H:%M:%S +0000"', time.gmtime(ts)).encode("ascii")
@@ -134,14 +173,32 @@ class Rendered(structure.LazyMessage):
     """A message's parsed form, made once per message per FETCH."""
 
     def __init__(self, message: IStoredMessage) -> None:
-        super().__init__(message.read)
+        super().__init__(message.buffer)
         self.message = message
 
+    def section(self, numbers: list[int], text: str, fields: list[str]) -> Content:
+        found = structure.section(self.part, self.data, numbers, text, fields)
+        if isinstance(found, bytes):
+            return Whole(found)
+        return Span(self.data, *found)
 
-def render(att: FetchAtt, r: Rendered, flags: frozenset[str]) -> bytes:
+    def binary(self, numbers: list[int]) -> Content:
+        """RFC 3516 §4.2: the part's body with its transfer encoding undone; the whole message
+        (or a multipart or message part) as it is.  UnknownCTE if it cannot be decoded."""
+        part = structure.part_at(self.part, numbers) if numbers else None
+        if part is None:
+            return Span(self.data, 0, len(self.data)) if not numbers else Whole(b"")
+        raw = Span(self.data, part.body_start, part.end)
+        if part.children or part.embedded is not None or part.maintype == "multipart":
+            return raw
+        return content.decoded(raw, part.header("content-transfer-encoding"))
+
+
+def render(att: FetchAtt, r: Rendered, flags: frozenset[str]) -> Pieces:
     """``NAME value`` for one item of one message."""
     msg = r.message
     kind = att.kind
+    value: bytes | Pieces
     if kind == "FLAGS":
         value = flag_list(flags)
     elif kind == "UID":
@@ -158,16 +215,20 @@ def render(att: FetchAtt, r: Rendered, flags: frozenset[str]) -> bytes:
         value = msg.summary().bodystructure
     elif kind == "BODY":
         value = msg.summary().body
-    elif kind == "RFC822":
-        value = literal(r.data)
-    elif kind == "RFC822.HEADER":
-        value = literal(structure.section(r.part, r.data, [], "HEADER", []))
-    elif kind == "RFC822.TEXT":
-        value = literal(structure.section(r.part, r.data, [], "TEXT", []))
+    elif kind == "BINARY.SIZE":
+        value = str(r.binary(list(att.numbers)).size).encode()
+    elif kind == "BINARY":
+        value = content.literal_pieces(_window(r.binary(list(att.numbers)), att), binary=True)
     else:
-        data = structure.section(r.part, r.data, list(att.numbers), att.text, list(att.fields))
-        if att.partial is not None:
-            start, count = att.partial
-            data = data[start : start + count]
-        value = literal(data)
-    return att.label + b" " + value
+        text = {"RFC822.HEADER": "HEADER", "RFC822.TEXT": "TEXT"}.get(kind, att.text)
+        found = r.section(list(att.numbers), text, list(att.fields))
+        value = content.literal_pieces(_window(found, att))
+    if isinstance(value, bytes):
+        return [att.label + b" " + value]
+    head = value[0]
+    assert isinstance(head, bytes)
+    return [att.label + b" " + head, *value[1:]]
+
+
+def _window(found: Content, att: FetchAtt) -> Content:
+    return found if att.partial is None else Window(found, *att.partial)

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
@@ -194,7 +195,7 @@ class MessageCommands:
         self.send("* SORT" + "".join(f" {c.uid if by_uid else c.seq}" for c in ordered))
         self.tagged("OK", f"{self._cmd} completed")
 
-    def do_FETCH(self, args: list[Token]) -> None:
+    def do_FETCH(self, args: list[Token]) -> Deferred[None] | None:
         by_uid = self._cmd.startswith("UID")
         changed_since = None
         if len(args) == 3:
@@ -227,18 +228,51 @@ class MessageCommands:
                 atts = fetchmod.with_item(atts, "FLAGS")
             if newly_seen and self.condstore:
                 atts = fetchmod.with_item(atts, "MODSEQ")
+        return self._write_fetches(self._fetch_responses(sel, positions, atts, newly_seen))
+
+    def _fetch_responses(
+        self,
+        sel: SelectedMailbox,
+        positions: list[int],
+        atts: list[fetchmod.FetchAtt],
+        newly_seen: set[int],
+    ) -> Iterator[fetchmod.Pieces]:
+        """Each message's ``* n FETCH (...)`` response, as bytes with any content to stream."""
         for pos in positions:
             uid = sel.view[pos]
             try:
                 msg = sel.folder.message(uid)
-                flags = msg.flags
                 if uid in newly_seen:
                     sel.reported(uid, msg.modseq)
                 rendered = fetchmod.Rendered(msg)
-                items = [fetchmod.render(a, rendered, sel.flags_of(uid, flags)) for a in atts]
+                flags = sel.flags_of(uid, msg.flags)
+                items = [fetchmod.render(a, rendered, flags) for a in atts]
             except KeyError:
                 continue  # expunged by someone else; the EXPUNGE comes later
-            self.write(b"* %d FETCH (" % (pos + 1) + b" ".join(items) + b")\r\n")
+            pieces: fetchmod.Pieces = [b"* %d FETCH (" % (pos + 1)]
+            for n, item in enumerate(items):
+                pieces += [b" "] if n else []
+                pieces += item
+            pieces.append(b")\r\n")
+            yield _joined(pieces)
+
+    def _write_fetches(self, responses: Iterator[fetchmod.Pieces]) -> Deferred[None] | None:
+        """Write the responses; from the first one with content to stream on, asynchronously."""
+        for pieces in responses:
+            if len(pieces) > 1:
+                return self._stream_fetches(itertools.chain([pieces], responses))
+            self.write(pieces[0])  # type: ignore[arg-type]
+        self.tagged("OK", f"{self._cmd} completed")
+        return None
+
+    @inlineCallbacks
+    def _stream_fetches(self, responses: Iterator[fetchmod.Pieces]) -> Deferred[None]:
+        for pieces in responses:
+            for piece in pieces:
+                if isinstance(piece, bytes):
+                    self.write(piece)
+                else:
+                    yield self.write_chunks(piece.chunks())
         self.tagged("OK", f"{self._cmd} completed")
 
     def do_STORE(self, args: list[Token]) -> None:
@@ -359,6 +393,17 @@ class MessageCommands:
         "UNSELECT": (do_UNSELECT, SEL),
         "UID EXPUNGE": (do_EXPUNGE, SEL),
     }
+
+
+def _joined(pieces: fetchmod.Pieces) -> fetchmod.Pieces:
+    """Adjacent bytes pieces made one."""
+    out: fetchmod.Pieces = []
+    for piece in pieces:
+        if isinstance(piece, bytes) and out and isinstance(out[-1], bytes):
+            out[-1] += piece
+        else:
+            out.append(piece)
+    return out
 
 
 def _flags(tokens: list[Token]) -> list[str]:

@@ -2,7 +2,8 @@
 
 Flag, size, UID, sequence and internal-date keys are answered from the store's index, the
 common header keys (FROM, TO, CC, BCC, SUBJECT, SENT*, HEADER Message-ID …) from the stored
-summary; other HEADER keys, BODY and TEXT read the message.
+summary; other HEADER keys, BODY and TEXT read the message, BODY and TEXT in chunks from its
+buffer (a memory map when large).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
+from ourmail.imap.content import contains
 from ourmail.imap.sequence import parse_set, resolve_seq, resolve_uid
 from ourmail.imap.wire import MONTHS, Atom, ParseError, Token, astring
 from ourmail.interfaces import IStoredMessage
@@ -43,7 +45,7 @@ class Candidate(structure.LazyMessage):
     """
 
     def __init__(self, seq: int, recent: bool, message: IStoredMessage) -> None:
-        super().__init__(message.read)
+        super().__init__(message.buffer)
         self.seq, self.recent, self.message = seq, recent, message
         self.uid, self.flags = message.uid, message.flags
         self.size, self.internal_date = message.size, message.internal_date
@@ -152,8 +154,8 @@ class _Parser:
         if key in ("BODY", "TEXT"):
             needle = self.text().encode("utf-8")
             if key == "BODY":
-                return lambda c: needle in c.data[c.part.body_start :].lower()
-            return lambda c: needle in c.data.lower()
+                return lambda c: contains(c.data, c.part.body_start, len(c.data), needle)
+            return lambda c: contains(c.data, 0, len(c.data), needle)
         if key in _DATE_KEYS:
             return self._date(key, parse_date(self.next()))
         if key in ("LARGER", "SMALLER"):

@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 from ourmail.auth.login import Authenticator
 from ourmail.config import Limits
 from ourmail.imap.compress import CompressCommand
+from ourmail.imap.content import UnknownCTE
 from ourmail.imap.idle import IdleCommand
 from ourmail.imap.mailboxes import MailboxCommands
 from ourmail.imap.messages import MessageCommands
@@ -149,6 +150,7 @@ class IMAPServer(
             "UTF8=ACCEPT",  # RFC 6855
             "COMPRESS=DEFLATE",  # RFC 4978
             "SORT",  # RFC 5256
+            "BINARY",  # RFC 3516
             "STATUS=SIZE",  # RFC 8438
             f"APPENDLIMIT={self.ctx.limits.max_message_size}",  # RFC 7889
         ]
@@ -323,6 +325,8 @@ class IMAPServer(
             self.send(f"{self._tag} NO [ALREADYEXISTS] Mailbox already exists")
         elif failure.check(ShardMoving):
             self.send(f"{self._tag} NO [UNAVAILABLE] {failure.value}")  # RFC 5530
+        elif failure.check(UnknownCTE):
+            self.send(f"{self._tag} NO [UNKNOWN-CTE] Cannot decode this part")  # RFC 3516 §4.3
         elif failure.check(StoreError):
             self.send(f"{self._tag} NO [CANNOT] {failure.value}")
         else:

@@ -8,6 +8,7 @@ treated as opaque bodies, at most ``MAX_HEADERS`` header fields are read per par
 
 from __future__ import annotations
 
+import mmap
 import re
 from collections.abc import Callable
 from email.utils import getaddresses
@@ -15,6 +16,9 @@ from email.utils import getaddresses
 import attrs
 
 from ourmail.imap.wire import nstring
+
+#: A whole message as a read-only bytes-like object: ``bytes``, or a memory map of its file.
+Buffer = bytes | mmap.mmap
 
 MAX_DEPTH = 20
 MAX_PARTS = 1000
@@ -57,13 +61,13 @@ class Part:
 class LazyMessage:
     """A message read and parsed only when first asked for (FETCH, SEARCH)."""
 
-    def __init__(self, read: Callable[[], bytes]) -> None:
+    def __init__(self, read: Callable[[], Buffer]) -> None:
         self._read = read
-        self._data: bytes | None = None
+        self._data: Buffer | None = None
         self._part: Part | None = None
 
     @property
-    def data(self) -> bytes:
+    def data(self) -> Buffer:
         if self._data is None:
             self._data = self._read()
         return self._data
@@ -80,16 +84,16 @@ class _Counter:
         self.parts = 0
 
 
-def parse(data: bytes) -> Part:
+def parse(data: Buffer) -> Part:
     """The part tree of a whole message (``data`` has CRLF line endings)."""
     return _parse(data, 0, len(data), 0, _Counter(), default_type=("text", "plain"))
 
 
 def _parse(
-    data: bytes, start: int, end: int, depth: int, counter: _Counter, default_type: tuple[str, str]
+    data: Buffer, start: int, end: int, depth: int, counter: _Counter, default_type: tuple[str, str]
 ) -> Part:
     counter.parts += 1
-    if data.startswith(b"\r\n", start):
+    if data[start : start + 2] == b"\r\n":
         body_start = start + 2
         fields: list[tuple[str, bytes]] = []
     else:
@@ -148,23 +152,23 @@ def _set_type(part: Part, value: str) -> None:
         part.params[name.lower()] = val
 
 
-def _delimiter_at(data: bytes, pos: int, end: int, delim: bytes) -> str | None:
+def _delimiter_at(data: Buffer, pos: int, end: int, delim: bytes) -> str | None:
     """``"close"``, ``"open"`` or None: is there a delimiter line at ``pos`` (RFC 2046 §5.1.1)?
 
     The boundary must be followed by ``--`` (the close delimiter) or by optional white space
     and CRLF, so boundary ``b1`` does not match the line ``--b10``.
     """
-    if not data.startswith(delim, pos):
-        return None
     rest = pos + len(delim)
-    if data.startswith(b"--", rest):
+    if data[pos:rest] != delim:
+        return None
+    if data[rest : rest + 2] == b"--":
         return "close"
     line_end = data.find(b"\r\n", rest, end)
     tail = data[rest : end if line_end < 0 else line_end]
     return "open" if not tail.strip(b" \t") else None
 
 
-def _split(data: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
+def _split(data: Buffer, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
     """Body-part spans between ``--boundary`` delimiter lines (RFC 2046 §5.1.1)."""
     delim = b"--" + boundary
     # The first delimiter may open the body; later ones always follow a CRLF.
@@ -179,7 +183,7 @@ def _split(data: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int
     return spans
 
 
-def _next(data: bytes, pos: int, end: int, delim: bytes) -> int | None:
+def _next(data: Buffer, pos: int, end: int, delim: bytes) -> int | None:
     """The start of the next delimiter line after ``pos``, or None."""
     while True:
         found = data.find(b"\r\n" + delim, pos, end)
@@ -315,28 +319,35 @@ def _child(part: Part, n: int) -> Part | None:
     return part if n == 1 else None
 
 
-def section(root: Part, data: bytes, numbers: list[int], text: str, fields: list[str]) -> bytes:
-    """The bytes of a section: ``numbers`` (part path), ``text`` one of "", HEADER,
-    HEADER.FIELDS, HEADER.FIELDS.NOT, TEXT, MIME; ``fields`` for the HEADER.FIELDS forms.
-    A part that does not exist gives empty bytes."""
+def part_at(root: Part, numbers: list[int]) -> Part | None:
+    """The part a section path such as ``[2, 1]`` names (RFC 3501 §6.4.5), or None."""
     part: Part | None = root
     for n in numbers:
         part = _child(part, n) if part is not None else None
+    return part
+
+
+def section(
+    root: Part, data: Buffer, numbers: list[int], text: str, fields: list[str]
+) -> tuple[int, int] | bytes:
+    """A section: ``numbers`` (part path), ``text`` one of "", HEADER, HEADER.FIELDS,
+    HEADER.FIELDS.NOT, TEXT, MIME; ``fields`` for the HEADER.FIELDS forms.  The result is the
+    section's span in ``data``, or for the HEADER.FIELDS forms the bytes built from it.  A part
+    that does not exist gives an empty span."""
+    part = part_at(root, numbers)
     if part is None:
-        return b""
+        return (0, 0)
     if text == "MIME":
-        return data[part.start : part.body_start] if numbers else b""
+        return (part.start, part.body_start) if numbers else (0, 0)
     if text == "":
-        if not numbers:
-            return data[part.start : part.end]
-        return data[part.body_start : part.end]
+        return (part.start if not numbers else part.body_start, part.end)
     msg = part if not numbers else part.embedded
     if msg is None:
-        return b""
+        return (0, 0)
     if text == "TEXT":
-        return data[msg.body_start : msg.end]
+        return (msg.body_start, msg.end)
     if text == "HEADER":
-        return data[msg.start : msg.body_start]
+        return (msg.start, msg.body_start)
     wanted = {f.lower() for f in fields}
     keep = text == "HEADER.FIELDS"
     out = b"".join(raw for name, raw in msg.fields if (name in wanted) == keep)

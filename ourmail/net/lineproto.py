@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import contextlib
 import socket
+from collections.abc import Iterator
 from typing import Any
 
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IPullProducer
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ourmail.config import Limits
 
@@ -236,6 +239,14 @@ class LineProtocol(Protocol, TimeoutMixin):
         if self.transport is not None:
             self.transport.write(data)
 
+    def write_chunks(self, chunks: Iterator[bytes]) -> Deferred[None]:
+        """Write ``chunks`` one at a time as the transport's buffer empties (a pull producer),
+        so a large response never sits in memory whole; fires when all are written or the
+        connection is gone."""
+        sender = _ChunkSender(self, chunks)
+        self.transport.registerProducer(sender, False)
+        return sender.done
+
     # -- for subclasses -----------------------------------------------------------------------
 
     def line_received(self, line: bytes) -> None:
@@ -252,6 +263,28 @@ class LineProtocol(Protocol, TimeoutMixin):
 
     def too_many_errors(self) -> None:
         """Say goodbye before a close for too many errors."""
+
+
+@implementer(IPullProducer)
+class _ChunkSender:
+    def __init__(self, protocol: LineProtocol, chunks: Iterator[bytes]) -> None:
+        self.protocol, self.chunks = protocol, chunks
+        self.done: Deferred[None] = Deferred()
+
+    def resumeProducing(self) -> None:
+        chunk = None if self.protocol.closing else next(self.chunks, None)
+        if chunk is None:
+            self._finish()
+            return
+        self.protocol.write(chunk)
+
+    def stopProducing(self) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        if not self.done.called:
+            self.protocol.transport.unregisterProducer()
+            self.done.callback(None)
 
 
 class SessionFactory(ServerFactory):

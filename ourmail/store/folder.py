@@ -27,11 +27,13 @@ from __future__ import annotations
 import bisect
 import contextlib
 import fcntl
+import mmap
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
@@ -39,6 +41,7 @@ from zope.interface import implementer
 
 from ourmail.fsutil import fsync_dir, fsync_file, write_atomic
 from ourmail.interfaces import (
+    Buffer,
     FlagMode,
     IFolder,
     IStoredMessage,
@@ -57,6 +60,8 @@ LOCKFILE = "ourmail-uidlist.lock"
 KEYWORDS = maildir.KEYWORDS
 #: The last UIDVALIDITY given out, so a rebuilt journal always gets a larger one.
 VALIDITY = "ourmail-uidvalidity"
+#: Messages at least this large are memory-mapped for FETCH instead of read.
+MAP_AT = 256 * 1024
 #: Rewrite the journal once it has this many lines more than twice the messages.
 COMPACT_SLACK = 5000
 #: What a commit worker needs to know of the folder: journal inode and offset, uidvalidity,
@@ -84,18 +89,36 @@ class StoredMessage:
     def path(self) -> Path:
         return self._folder.path / self._entry.sub / self._entry.filename
 
-    def read(self) -> bytes:
-        """The message with CRLF line endings; KeyError if it vanished since the last sync."""
+    def _open(self) -> BinaryIO:
+        """The message file; KeyError if it vanished since the last sync."""
         try:
-            data = self.path.read_bytes()
+            return open(self.path, "rb")
         except FileNotFoundError:
+            # Renamed by a flag change in another process, or expunged.
             self._folder.sync(force=True)
             entry = self._folder.state.entries.get(self.uid)
             if entry is None:
                 raise KeyError(self.uid) from None
             self._entry = entry
-            data = self.path.read_bytes()
-        return maildir.to_crlf(data)
+            try:
+                return open(self.path, "rb")
+            except FileNotFoundError:
+                raise KeyError(self.uid) from None
+
+    def read(self) -> bytes:
+        """The message with CRLF line endings; KeyError if it vanished since the last sync."""
+        with self._open() as f:
+            return maildir.to_crlf(f.read())
+
+    def buffer(self) -> Buffer:
+        """The message with CRLF line endings; a memory map of the file from ``MAP_AT`` bytes
+        when the file already has CRLF line endings (it then has exactly ``size`` bytes)."""
+        if self.size < MAP_AT:
+            return self.read()
+        with self._open() as f:
+            if os.fstat(f.fileno()).st_size != self.size:
+                return maildir.to_crlf(f.read())  # written by another agent with bare LF
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
     def summary(self) -> Summary:
         """ENVELOPE, BODYSTRUCTURE and search headers, from the cache when present."""

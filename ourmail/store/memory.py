@@ -51,6 +51,9 @@ class MemoryMessage:
     def read(self) -> bytes:
         return self.data
 
+    def buffer(self) -> bytes:
+        return self.data
+
     def summary(self) -> Summary:
         if self._summary is None:
             self._summary = summarize(self.data)
