@@ -145,8 +145,13 @@ class IUserStore(Interface):
     def folder(name: str) -> IFolder:
         """The folder (``INBOX`` in any case); NoSuchFolder if absent."""
 
-    def create_folder(name: str) -> None:
-        """Create a folder (and any missing parents); FolderExists, BadFolderName."""
+    def create_folder(name: str, special_use: str | None = None) -> None:
+        """Create a folder (and any missing parents); FolderExists, BadFolderName.
+        ``special_use`` is an RFC 6154 attribute such as ``\\Sent`` to record for it."""
+
+    def special_uses() -> dict[str, str]:
+        """RFC 6154 special uses recorded at creation: folder name -> attribute.  They follow
+        a folder when it is renamed and go with it when it is deleted."""
 
     def delete_folder(name: str) -> None:
         """Delete a folder and its messages; NoSuchFolder; StoreError for INBOX or a parent."""

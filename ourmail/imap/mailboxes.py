@@ -1,8 +1,9 @@
 """IMAP mailbox commands: SELECT, EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST,
 LSUB, STATUS (RFC 3501 §6.3), NAMESPACE (RFC 2342).
 
-LIST shows ``\\HasChildren``/``\\HasNoChildren`` (CHILDREN, RFC 3348) and marks the standard
-folders with their special use (RFC 6154): Sent, Drafts, Trash, Junk, Archive."""
+LIST shows ``\\HasChildren``/``\\HasNoChildren`` (CHILDREN, RFC 3348) and the folders' special
+use (RFC 6154): the one given at CREATE (CREATE-SPECIAL-USE), else that of a standard folder name
+(Sent, Drafts, Trash, Junk, Archive), for accounts made before uses were recorded."""
 
 from __future__ import annotations
 
@@ -23,15 +24,10 @@ from ourmail.interfaces import (
 )
 from ourmail.store.maildir import SYSTEM_FLAGS
 from ourmail.store.quota import usage
+from ourmail.store.userstore import DEFAULT_FOLDERS
 
-#: RFC 6154 attributes of the folders every account gets (``ensure_default_folders``).
-SPECIAL_USE = {
-    "Sent": "\\Sent",
-    "Drafts": "\\Drafts",
-    "Trash": "\\Trash",
-    "Junk": "\\Junk",
-    "Archive": "\\Archive",
-}
+#: RFC 6154 §2 uses a real folder can have (\\All and \\Flagged would be virtual folders).
+USES = {"\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash"}
 
 
 class MailboxCommands:
@@ -71,10 +67,17 @@ class MailboxCommands:
         self.tagged("OK", f"[{'READ-ONLY' if readonly else 'READ-WRITE'}] {self._cmd} completed")
 
     def do_CREATE(self, args: list[Token]) -> None:
-        if len(args) != 1:
-            raise ParseError("CREATE takes one mailbox")
+        """CREATE, with the USE parameter of CREATE-SPECIAL-USE (RFC 6154 §3)."""
+        use = None
+        if len(args) == 2:
+            use = _use_param(args[1])
+            if use not in USES:
+                self.send(f"{self._tag} NO [USEATTR] Unsupported special use")
+                return
+        elif len(args) != 1:
+            raise ParseError("CREATE takes one mailbox and optional parameters")
         try:
-            self._user().create_folder(self.mailbox_arg(args[0]))
+            self._user().create_folder(self.mailbox_arg(args[0]), use)
         except BadFolderName as e:
             self.send(f"{self._tag} NO [CANNOT] {e}")
             return
@@ -145,8 +148,9 @@ class MailboxCommands:
             candidates = sorted(subscribed, key=lambda n: (n != "INBOX", n))
         else:
             candidates = names
+        uses = {n: u for n, u in DEFAULT_FOLDERS.items() if n in existing} | user.special_uses()
         if "SPECIAL-USE" in selection:
-            candidates = [n for n in candidates if n in SPECIAL_USE]
+            candidates = [n for n in candidates if n in uses]
         show_subscribed = "SUBSCRIBED" in selection or "SUBSCRIBED" in returns
         listed = set()
         for name in candidates:
@@ -161,8 +165,8 @@ class MailboxCommands:
                 attrs_.append("\\HasChildren" if has_children else "\\HasNoChildren")
             if show_subscribed and name in subscribed:
                 attrs_.append("\\Subscribed")
-            if name in SPECIAL_USE:
-                attrs_.append(SPECIAL_USE[name])
+            if name in uses:
+                attrs_.append(uses[name])
             self._list_line(attrs_, name)
             if status_items is not None and name in existing:
                 self.send(self._status_line(name, status_items))  # RFC 5819 §2
@@ -310,6 +314,22 @@ def _list_regex(pattern: str) -> re.Pattern[str]:
     """RFC 3501 §6.3.8 wildcards: ``*`` matches anything, ``%`` anything but the delimiter."""
     parts = [".*" if c == "*" else "[^/]*" if c == "%" else re.escape(c) for c in pattern]
     return re.compile("^" + "".join(parts) + "$")
+
+
+def _use_param(tok: Token) -> str:
+    """The attribute of a ``(USE (\\Attr))`` CREATE parameter (RFC 6154 §6, RFC 4466 §2.2);
+    more than one attribute is refused as an unsupported combination."""
+    if (
+        not isinstance(tok, list)
+        or len(tok) != 2
+        or not isinstance(tok[0], Atom)
+        or tok[0].upper() != "USE"
+        or not isinstance(tok[1], list)
+        or not all(isinstance(t, Atom) for t in tok[1])
+    ):
+        raise ParseError("the only CREATE parameter is (USE (attributes))")
+    attrs_ = ["\\" + t[1:].capitalize() if t.startswith("\\") else t for t in map(str, tok[1])]
+    return attrs_[0] if len(attrs_) == 1 else ""
 
 
 _SELECTION = {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"}

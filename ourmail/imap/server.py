@@ -138,6 +138,7 @@ class IMAPServer(
             "MOVE",  # RFC 6851
             "CHILDREN",  # RFC 3348
             "SPECIAL-USE",  # RFC 6154
+            "CREATE-SPECIAL-USE",
             "LITERAL+",  # RFC 7888
             "CONDSTORE",  # RFC 7162
             "ESEARCH",  # RFC 4731

@@ -184,6 +184,7 @@ class MemoryUserStore:
         self.address = address
         self.folders: dict[str, MemoryFolder] = {"INBOX": MemoryFolder("INBOX")}
         self._subscribed: list[str] = []
+        self._uses: dict[str, str] = {}
 
     @staticmethod
     def _name(name: str) -> str:
@@ -202,13 +203,18 @@ class MemoryUserStore:
         except (KeyError, BadFolderName):
             raise NoSuchFolder(name) from None
 
-    def create_folder(self, name: str) -> None:
+    def create_folder(self, name: str, special_use: str | None = None) -> None:
         name = self._name(name.rstrip("/"))
         if name in self.folders:
             raise FolderExists(name)
         parts = name.split("/")
         for depth in range(1, len(parts) + 1):
             self.folders.setdefault("/".join(parts[:depth]), MemoryFolder("/".join(parts[:depth])))
+        if special_use:
+            self._uses[name] = special_use
+
+    def special_uses(self) -> dict[str, str]:
+        return {n: u for n, u in self._uses.items() if n in self.folders}
 
     def delete_folder(self, name: str) -> None:
         name = self._name(name)
@@ -219,6 +225,7 @@ class MemoryUserStore:
         if any(n.startswith(name + "/") for n in self.folders):
             raise StoreError("delete the child folders first")
         del self.folders[name]
+        self._uses.pop(name, None)
 
     def rename_folder(self, old: str, new: str) -> None:
         old, new = self._name(old), self._name(new)
@@ -232,6 +239,8 @@ class MemoryUserStore:
             return
         for name in [n for n in self.folders if n == old or n.startswith(old + "/")]:
             self.folders[new + name[len(old) :]] = self.folders.pop(name)
+            if name in self._uses:
+                self._uses[new + name[len(old) :]] = self._uses.pop(name)
 
     def subscriptions(self) -> list[str]:
         return list(self._subscribed)

@@ -37,9 +37,17 @@ from ourmail.store.shardmove import MovingShards
 from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 from ourmail.store.shards import ShardMap, shard_of
 
-#: Created for every user at first login (RFC 6154 roles come with SPECIAL-USE).
-DEFAULT_FOLDERS = ("Sent", "Drafts", "Trash", "Junk", "Archive")
+#: Created for every user at first login, with their RFC 6154 special use.
+DEFAULT_FOLDERS = {
+    "Sent": "\\Sent",
+    "Drafts": "\\Drafts",
+    "Trash": "\\Trash",
+    "Junk": "\\Junk",
+    "Archive": "\\Archive",
+}
 SUBSCRIPTIONS = "subscriptions"
+#: ``attribute TAB folder name`` lines (RFC 6154 CREATE-SPECIAL-USE).
+SPECIAL_USES = "special-use"
 MAX_DEPTH = 16
 MAX_DISK_NAME = 240
 #: Folders kept loaded after their last session closes.
@@ -50,10 +58,10 @@ def ensure_default_folders(user: IUserStore) -> None:
     """Create the standard folders (and subscribe them) where missing; any IUserStore."""
     existing = set(user.list_folders())
     subscribed = set(user.subscriptions())
-    for name in DEFAULT_FOLDERS:
+    for name, use in DEFAULT_FOLDERS.items():
         if name not in existing:
             with contextlib.suppress(FolderExists):  # another process made it meanwhile
-                user.create_folder(name)
+                user.create_folder(name, use)
     for name in ("INBOX", *DEFAULT_FOLDERS):  # clients listing subscribed folders see them
         if name not in subscribed:
             user.subscribe(name)
@@ -135,11 +143,14 @@ class MaildirUserStore:
             raise NoSuchFolder(name)
         return self.store._folder(path, name, shard_of(self.address))
 
-    def create_folder(self, name: str) -> None:
+    def create_folder(self, name: str, special_use: str | None = None) -> None:
         self._check_not_moving()
         name = canonical_name(name).rstrip("/")
         if is_inbox(name) or self._exists(self._path(name)):
             raise FolderExists(name)
+        if special_use:
+            # Recorded first: a crash before the folder exists leaves an entry that is ignored.
+            self._write_uses({**self._stored_uses(), name: special_use})
         parts = name.split("/")
         for depth in range(1, len(parts) + 1):
             path = self._path("/".join(parts[:depth]))
@@ -147,6 +158,22 @@ class MaildirUserStore:
                 maildir.make_maildir(path)
                 (path / "maildirfolder").touch()
                 fsync_dir(self.root)
+
+    def _stored_uses(self) -> dict[str, str]:
+        try:
+            text = (self.root / SPECIAL_USES).read_text("utf-8")
+        except FileNotFoundError:
+            return {}
+        pairs = (line.split("\t", 1) for line in text.splitlines() if "\t" in line)
+        return {name: use for use, name in pairs}
+
+    def _write_uses(self, uses: dict[str, str]) -> None:
+        body = "".join(f"{use}\t{name}\n" for name, use in sorted(uses.items()))
+        write_atomic(self.root / SPECIAL_USES, body.encode("utf-8"))
+
+    def special_uses(self) -> dict[str, str]:
+        existing = set(self.list_folders())
+        return {n: u for n, u in self._stored_uses().items() if n in existing}
 
     def delete_folder(self, name: str) -> None:
         self._check_not_moving()
@@ -161,6 +188,9 @@ class MaildirUserStore:
         trash = self.root / "tmp" / f".deleted{path.name}.{os.getpid()}.{id(path)}"
         os.rename(path, trash)
         fsync_dir(self.root)
+        uses = self._stored_uses()
+        if uses.pop(name, None) is not None:
+            self._write_uses(uses)
         self.store._forget(path)
         shutil.rmtree(trash, ignore_errors=True)
 
@@ -189,6 +219,12 @@ class MaildirUserStore:
             faults.point("folder-renamed")
             self.store._forget(self._path(src))
         fsync_dir(self.root)
+        uses = self._stored_uses()
+        if any(src in uses for src, _ in moves):
+            for src, dst in moves:
+                if src in uses:
+                    uses[dst] = uses.pop(src)
+            self._write_uses(uses)
 
     def _rename_inbox(self, new: str) -> None:
         """RFC 3501 §6.3.5: renaming INBOX moves its messages to the new folder, INBOX stays."""

@@ -40,6 +40,7 @@ def test_behaviour_matches_the_maildir_store() -> None:
     user = MemoryStore().user("alice@example.org")
     ensure_default_folders(user)
     assert user.list_folders() == ["INBOX", *sorted(DEFAULT_FOLDERS)]
+    assert user.special_uses() == DEFAULT_FOLDERS
     inbox = user.folder("inbox")
     uid = result(user.deliver(MSG, flags=["\\seen"]))
     msg = inbox.message(uid)
@@ -51,10 +52,10 @@ def test_behaviour_matches_the_maildir_store() -> None:
     assert inbox.claim_recent() == [uid] and inbox.claim_recent() == []
     pairs = result(inbox.move_to([uid], user.folder("Archive")))
     assert pairs == [(uid, 1)] and list(inbox.uids()) == []
-    user.create_folder("a/b")
+    user.create_folder("a/b", "\\Junk")
     with pytest.raises(FolderExists):
         user.create_folder("a")
     user.rename_folder("a", "c")
-    assert "c/b" in user.list_folders()
+    assert "c/b" in user.list_folders() and user.special_uses()["c/b"] == "\\Junk"
     with pytest.raises(NoSuchFolder):
         user.folder("a")
