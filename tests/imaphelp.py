@@ -28,11 +28,12 @@ class Session:
         self.raw = RawClient(srv.port("imaps"), tls=True)
         self.greeting = self.raw.line()
         self._tags = (f"t{n}" for n in itertools.count())
+        self.last_tag = ""
         if login:
             self.ok(f'LOGIN {srv.user} "{srv.password}"')
 
     def cmd(self, text: str | bytes) -> list[bytes]:
-        tag = next(self._tags)
+        tag = self.last_tag = next(self._tags)
         data = text.encode() if isinstance(text, str) else text
         self.raw.send(tag.encode() + b" " + data + b"\r\n")
         return self.raw.until(tag.encode() + b" ")

@@ -11,13 +11,16 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from ourmail.imap.search import resolve_pos_uids
 from ourmail.imap.selected import SelectedMailbox
+from ourmail.imap.sequence import Ranges, parse_set
 from ourmail.imap.states import AUTHED, SELECTED
 from ourmail.imap.wire import (
     Atom,
     ParseError,
     Token,
     astring,
+    flag_list,
 )
 from ourmail.interfaces import (
     BadFolderName,
@@ -34,37 +37,89 @@ class MailboxCommands:
     """Commands on mailboxes as a whole (a mixin of :class:`~ourmail.imap.server.IMAPServer`)."""
 
     def do_SELECT(self, args: list[Token]) -> None:
+        """SELECT and EXAMINE, with the CONDSTORE and QRESYNC parameters (RFC 7162 §3.1.8,
+        §3.2.5) and the IMAP4rev2 responses (RFC 9051 §6.3.2)."""
+        resync = None
         if len(args) == 2 and isinstance(args[1], list):
-            # RFC 4466 select parameters; CONDSTORE (RFC 7162 §3.1.8) is the one we know.
-            params = [p.upper() for p in args[1] if isinstance(p, Atom)]
-            if params != ["CONDSTORE"] or len(args[1]) != 1:
-                raise ParseError("the only SELECT parameter is CONDSTORE")
-            self.enable_condstore()
+            resync = self._select_params(args[1])
             args = args[:1]
         if len(args) != 1:
             raise ParseError(f"{self._cmd} takes one mailbox")
         readonly = self._cmd == "EXAMINE"
+        if self.selected is not None and (self.qresync or self.rev2):
+            self.send("* OK [CLOSED] Previous mailbox closed")  # RFC 7162 §3.2.11
         self._deselect()
-        folder = self._user().folder(self.mailbox_arg(args[0]))
+        user = self._user()
+        folder = user.folder(self.mailbox_arg(args[0]))
         folder.sync()
-        recent = set() if readonly else set(folder.claim_recent())
+        recent = set() if readonly or self.rev2 else set(folder.claim_recent())
         sel = SelectedMailbox(folder, readonly, recent)
+        sel.condstore, sel.qresync, sel.rev2 = self.condstore, self.qresync, self.rev2
         flags = " ".join(sorted(SYSTEM_FLAGS) + folder.keywords())
         self.send(f"* FLAGS ({flags})")
         permanent = "" if readonly else f"{flags} \\*"
         self.send(f"* OK [PERMANENTFLAGS ({permanent})] Flags permitted")
         self.send(f"* {len(sel.view)} EXISTS")
-        self.send(f"* {len(recent)} RECENT")
-        first_unseen = folder.first_unseen()
-        if first_unseen is not None:
-            self.send(f"* OK [UNSEEN {sel.seq_of(first_unseen)}] First unseen message")
+        if self.rev2:
+            names = user.list_folders()
+            self._list_line(_attributes(folder.name, names, self._uses(names)), folder.name)
+        else:
+            self.send(f"* {len(recent)} RECENT")
+            first_unseen = folder.first_unseen()
+            if first_unseen is not None:
+                self.send(f"* OK [UNSEEN {sel.seq_of(first_unseen)}] First unseen message")
         self.send(f"* OK [UIDVALIDITY {folder.uidvalidity}] UIDs valid")
         self.send(f"* OK [UIDNEXT {folder.uidnext}] Predicted next UID")
         self.send(f"* OK [HIGHESTMODSEQ {folder.highestmodseq}] Highest")  # RFC 7162 §3.1.2.1
-        sel.condstore = self.condstore
+        if resync is not None and resync[0] == folder.uidvalidity:
+            self._resync(sel, resync[1], resync[2])
         self.selected = sel
         self.state = SELECTED
         self.tagged("OK", f"[{'READ-ONLY' if readonly else 'READ-WRITE'}] {self._cmd} completed")
+
+    def _select_params(self, params: list[Token]) -> tuple[int, int, Ranges | None] | None:
+        """RFC 4466 select parameters: CONDSTORE, and ``QRESYNC (uidvalidity modseq
+        [known-uids [seq-match-data]])`` (RFC 7162 §3.2.5); the QRESYNC values, if any."""
+        resync = None
+        i = 0
+        while i < len(params):
+            name = params[i]
+            if isinstance(name, Atom) and name.upper() == "CONDSTORE":
+                self.enable_condstore()
+                i += 1
+            elif isinstance(name, Atom) and name.upper() == "QRESYNC" and i + 1 < len(params):
+                if not self.qresync:
+                    raise ParseError("ENABLE QRESYNC first")  # RFC 7162 §3.2.5
+                resync = _qresync_values(params[i + 1])
+                i += 2
+            else:
+                raise ParseError("SELECT parameters are CONDSTORE and QRESYNC")
+        return resync
+
+    def _resync(self, sel: SelectedMailbox, modseq: int, known: Ranges | None) -> None:
+        """RFC 7162 §3.2.5.1: what the client missed since ``modseq``: a VANISHED (EARLIER)
+        response, then the flags of every message changed since."""
+        gone = sel.vanished_since(modseq, known)
+        if gone:
+            self.send(f"* VANISHED (EARLIER) {gone}")
+        folder = sel.folder
+        changed = folder.changes_since(modseq)
+        uids = folder.uids() if changed is None else sorted(set(changed))
+        wanted = None if known is None else set(resolve_pos_uids(known, sel.view))
+        for uid in uids:
+            seq = sel.seq_of(uid)
+            if seq is None or (wanted is not None and uid not in wanted):
+                continue
+            msg = folder.message(uid)
+            if msg.modseq > modseq:
+                flags = flag_list(sel.flags_of(uid, msg.flags)).decode()
+                self.send(f"* {seq} FETCH (UID {uid} FLAGS {flags} MODSEQ ({msg.modseq}))")
+
+    def _uses(self, names: list[str]) -> dict[str, str]:
+        """Folder name -> RFC 6154 special use, for the folders in ``names``."""
+        existing = set(names)
+        defaults = {n: u for n, u in DEFAULT_FOLDERS.items() if n in existing}
+        return defaults | self._user().special_uses()
 
     def do_CREATE(self, args: list[Token]) -> None:
         """CREATE, with the USE parameter of CREATE-SPECIAL-USE (RFC 6154 §3)."""
@@ -148,7 +203,7 @@ class MailboxCommands:
             candidates = sorted(subscribed, key=lambda n: (n != "INBOX", n))
         else:
             candidates = names
-        uses = {n: u for n, u in DEFAULT_FOLDERS.items() if n in existing} | user.special_uses()
+        uses = self._uses(names)
         if "SPECIAL-USE" in selection:
             candidates = [n for n in candidates if n in uses]
         show_subscribed = "SUBSCRIBED" in selection or "SUBSCRIBED" in returns
@@ -157,16 +212,10 @@ class MailboxCommands:
             if not matches(name):
                 continue
             listed.add(name)
-            attrs_ = []
-            if name not in existing:
-                attrs_.append("\\NonExistent")  # RFC 5258 §3: implies \\Noselect
-            else:
-                has_children = any(n.startswith(name + "/") for n in names)
-                attrs_.append("\\HasChildren" if has_children else "\\HasNoChildren")
+            # RFC 5258 §3: \\NonExistent implies \\Noselect
+            attrs_ = _attributes(name, names, uses) if name in existing else ["\\NonExistent"]
             if show_subscribed and name in subscribed:
-                attrs_.append("\\Subscribed")
-            if name in uses:
-                attrs_.append(uses[name])
+                attrs_.insert(1, "\\Subscribed")
             self._list_line(attrs_, name)
             if status_items is not None and name in existing:
                 self.send(self._status_line(name, status_items))  # RFC 5819 §2
@@ -314,6 +363,34 @@ def _list_regex(pattern: str) -> re.Pattern[str]:
     """RFC 3501 §6.3.8 wildcards: ``*`` matches anything, ``%`` anything but the delimiter."""
     parts = [".*" if c == "*" else "[^/]*" if c == "%" else re.escape(c) for c in pattern]
     return re.compile("^" + "".join(parts) + "$")
+
+
+def _attributes(name: str, names: list[str], uses: dict[str, str]) -> list[str]:
+    """The LIST attributes of an existing folder: CHILDREN (RFC 3348) and its special use."""
+    has_children = any(n.startswith(name + "/") for n in names)
+    attrs_ = ["\\HasChildren" if has_children else "\\HasNoChildren"]
+    return attrs_ + ([uses[name]] if name in uses else [])
+
+
+def _qresync_values(tok: Token) -> tuple[int, int, Ranges | None]:
+    """``(uidvalidity mod-sequence [known-uids [(known-seqs known-uids)]])``; the optional
+    sequence match data is checked for syntax only (it is a hint, RFC 7162 §3.2.5.2)."""
+    if not isinstance(tok, list) or not 2 <= len(tok) <= 4:
+        raise ParseError("QRESYNC takes (uidvalidity modseq [known-uids [match-data]])")
+    if not all(isinstance(t, Atom) and t.isdigit() for t in tok[:2]):
+        raise ParseError("QRESYNC uidvalidity and modseq are numbers")
+    known = None
+    if len(tok) >= 3:
+        if not isinstance(tok[2], Atom):
+            raise ParseError("bad QRESYNC known UIDs")
+        known = parse_set(str(tok[2]))
+    if len(tok) == 4:
+        match = tok[3]
+        if not isinstance(match, list) or len(match) != 2:
+            raise ParseError("bad QRESYNC sequence match data")
+        for part in match:
+            parse_set(str(part) if isinstance(part, Atom) else "")
+    return int(str(tok[0])), int(str(tok[1])), known
 
 
 def _use_param(tok: Token) -> str:

@@ -82,8 +82,11 @@ class MessageCommands:
     def _positions(self, tok: Token, by_uid: bool) -> list[int]:
         if not isinstance(tok, Atom):
             raise ParseError("expected a sequence set")
-        ranges = parse_set(str(tok))
         view = self._sel().view
+        if tok == "$":  # RFC 5182 §2.2: the saved search result, by UID or not
+            saved = self._sel().saved
+            return [p for p, uid in enumerate(view) if uid in saved]
+        ranges = parse_set(str(tok))
         if by_uid:
             return resolve_uid(ranges, view)
         positions = [s - 1 for s in resolve_seq(ranges, len(view))]
@@ -149,7 +152,7 @@ class MessageCommands:
     def _matching(self, args: list[Token]) -> tuple[list[Candidate], bool]:
         """The messages a search matches, in sequence order, and whether it used MODSEQ."""
         sel = self._sel()
-        search = parse_search(args, len(sel.view), sel.view)
+        search = parse_search(args, len(sel.view), sel.view, sel.saved)
         if search.uses_modseq:
             self.enable_condstore()
         found = []
@@ -163,20 +166,31 @@ class MessageCommands:
         return found, search.uses_modseq
 
     def do_SEARCH(self, args: list[Token]) -> None:
+        """SEARCH, with ESEARCH's RETURN options (RFC 4731) and SEARCHRES's SAVE (RFC 5182);
+        under IMAP4rev2 the answer is always an ESEARCH response (RFC 9051 §6.4.4)."""
         by_uid = self._cmd.startswith("UID")
+        sel = self._sel()
         returns: list[str] | None = None
         if len(args) >= 2 and isinstance(args[0], Atom) and args[0].upper() == "RETURN":
             returns = _search_returns(args[1])  # RFC 4731 §3.1
             args = args[2:]
+        elif self.rev2:
+            returns = ["ALL"]
+        saving = returns is not None and "SAVE" in returns
+        if saving:
+            sel.saved = set()  # RFC 5182 §2.1: empty if this search fails
         rest = self._charset_ok(args, required=False)
         if rest is None:
             return
         found, uses_modseq = self._matching(rest)
         hits = [c.uid if by_uid else c.seq for c in found]
         top = max((c.message.modseq for c in found), default=0)
-        if returns is not None:
+        if returns is not None and saving:
+            returns = [r for r in returns if r != "SAVE"]
+            sel.saved = _saved(found, returns)
+        if returns:
             self.send(_esearch(self._tag, by_uid, returns, hits, top if uses_modseq else 0))
-        else:
+        elif returns is None:
             modseq = f" (MODSEQ {top})" if uses_modseq and hits else ""  # RFC 7162 §3.1.5
             self.send("* SEARCH" + "".join(f" {n}" for n in hits) + modseq)
         self.tagged("OK", f"{self._cmd} completed")
@@ -197,10 +211,12 @@ class MessageCommands:
 
     def do_FETCH(self, args: list[Token]) -> Deferred[None] | None:
         by_uid = self._cmd.startswith("UID")
-        changed_since = None
+        changed_since, vanished = None, False
         if len(args) == 3:
-            # RFC 7162 §3.1.4.1: FETCH ... (CHANGEDSINCE modseq)
-            changed_since = _modifier(args[2], "CHANGEDSINCE")
+            # RFC 7162 §3.1.4.1, §3.2.6: FETCH ... (CHANGEDSINCE modseq [VANISHED])
+            changed_since, vanished = _fetch_modifiers(args[2])
+            if vanished and not (by_uid and self.qresync):
+                raise ParseError("VANISHED needs UID FETCH and ENABLE QRESYNC")
             args = args[:2]
         if len(args) != 2:
             raise ParseError("FETCH takes a sequence set and items")
@@ -214,6 +230,11 @@ class MessageCommands:
         if changed_since is not None:
             positions = [p for p in positions if _modseq_of(sel, p) > changed_since]
             atts = fetchmod.with_item(atts, "MODSEQ")
+        if vanished and changed_since is not None:
+            known = None if args[0] == "$" else parse_set(str(args[0]))
+            gone = sel.vanished_since(changed_since, known)
+            if gone:
+                self.send(f"* VANISHED (EARLIER) {gone}")
         newly_seen: set[int] = set()
         if any(not a.peek for a in atts) and not sel.readonly:
             # RFC 3501 §6.4.5: BODY[...] sets \Seen; one change for the whole set, reported
@@ -450,6 +471,16 @@ def _modifier(tok: Token, name: str) -> int:
     return int(tok[1])
 
 
+def _fetch_modifiers(tok: Token) -> tuple[int, bool]:
+    """``(CHANGEDSINCE modseq [VANISHED])`` (RFC 7162 §3.1.4.1, §3.2.6)."""
+    if isinstance(tok, list) and len(tok) == 3:
+        last = tok[2]
+        if not (isinstance(last, Atom) and last.upper() == "VANISHED"):
+            raise ParseError("expected (CHANGEDSINCE <mod-sequence> [VANISHED])")
+        return _modifier(tok[:2], "CHANGEDSINCE"), True
+    return _modifier(tok, "CHANGEDSINCE"), False
+
+
 def _modseq_of(sel: SelectedMailbox, position: int) -> int:
     """A message's MODSEQ; 0 when it was expunged meanwhile (so it never counts as changed)."""
     try:
@@ -458,7 +489,7 @@ def _modseq_of(sel: SelectedMailbox, position: int) -> int:
         return 0
 
 
-_RETURN_OPTIONS = ("MIN", "MAX", "ALL", "COUNT")
+_RETURN_OPTIONS = ("MIN", "MAX", "ALL", "COUNT", "SAVE")
 
 
 def _search_returns(tok: Token) -> list[str]:
@@ -467,8 +498,16 @@ def _search_returns(tok: Token) -> list[str]:
         raise ParseError("RETURN takes a list of options")
     options = [str(t).upper() for t in tok]
     if any(o not in _RETURN_OPTIONS for o in options):
-        raise ParseError("RETURN options are MIN, MAX, ALL and COUNT")
+        raise ParseError("RETURN options are MIN, MAX, ALL, COUNT and SAVE")
     return options or ["ALL"]
+
+
+def _saved(found: list[Candidate], returns: list[str]) -> set[int]:
+    """RFC 5182 §2.1: what SAVE keeps: only MIN and/or MAX when they are the sole other
+    options, else every message found."""
+    if not found or not returns or {"ALL", "COUNT"} & set(returns):
+        return {c.uid for c in found}
+    return {c.uid for c, want in ((found[0], "MIN"), (found[-1], "MAX")) if want in returns}
 
 
 def _esearch(tag: str, by_uid: bool, returns: list[str], hits: list[int], modseq: int) -> str:

@@ -83,8 +83,11 @@ class Search:
 
 
 class _Parser:
-    def __init__(self, tokens: Sequence[Token], count: int, uids: Sequence[int]) -> None:
+    def __init__(
+        self, tokens: Sequence[Token], count: int, uids: Sequence[int], saved: set[int]
+    ) -> None:
         self.tokens, self.pos, self.count, self.uids = tokens, 0, count, uids
+        self.saved = saved
         self.keys = 0
         self.uses_modseq = False
 
@@ -118,7 +121,7 @@ class _Parser:
             raise ParseError("search too complex")
         tok = self.next()
         if isinstance(tok, list):
-            sub = _Parser(tok, self.count, self.uids)
+            sub = _Parser(tok, self.count, self.uids, self.saved)
             sub.keys = self.keys
             pred = sub.all()
             self.keys = sub.keys
@@ -161,8 +164,15 @@ class _Parser:
         if key in ("LARGER", "SMALLER"):
             n = self.number()
             return (lambda c: c.size > n) if key == "LARGER" else (lambda c: c.size < n)
+        if key == "$":  # RFC 5182 §2.2: the saved result
+            saved = self.saved
+            return lambda c: c.uid in saved
         if key == "UID":
-            uids = set(resolve_pos_uids(parse_set(str(astring(self.next()), "ascii")), self.uids))
+            text = str(astring(self.next()), "ascii")
+            if text == "$":
+                saved = self.saved
+                return lambda c: c.uid in saved
+            uids = set(resolve_pos_uids(parse_set(text), self.uids))
             return lambda c: c.uid in uids
         if key == "MODSEQ":  # RFC 7162 §3.1.5: MODSEQ ["entry-name" entry-type] mod-sequence
             if isinstance(
@@ -219,8 +229,11 @@ def _and(preds: list[Predicate]) -> Predicate:
     return lambda c: all(p(c) for p in preds)
 
 
-def parse_search(tokens: Sequence[Token], count: int, uids: Sequence[int]) -> Search:
-    """The search keys in ``tokens`` (after any CHARSET, which the caller takes)."""
-    parser = _Parser(tokens, count, uids)
+def parse_search(
+    tokens: Sequence[Token], count: int, uids: Sequence[int], saved: set[int] | None = None
+) -> Search:
+    """The search keys in ``tokens`` (after any CHARSET, which the caller takes); ``saved``
+    is the SEARCHRES result that ``$`` stands for (RFC 5182)."""
+    parser = _Parser(tokens, count, uids, set() if saved is None else saved)
     predicate = parser.all()
     return Search(predicate, parser.uses_modseq)

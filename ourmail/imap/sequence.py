@@ -8,6 +8,9 @@ from collections.abc import Sequence
 
 from ourmail.imap.wire import ParseError
 
+#: A parsed sequence set: (low, high) pairs, None standing for ``*``.
+Ranges = list[tuple[int | None, int | None]]
+
 _SEQ_RE = re.compile(r"^(\d+|\*)(?::(\d+|\*))?$")
 MAX_RANGES = 10_000
 

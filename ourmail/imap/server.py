@@ -105,6 +105,10 @@ class IMAPServer(
         self.condstore = False
         #: UTF8=ACCEPT (RFC 6855) is on: mailbox names are UTF-8 instead of modified UTF-7.
         self.utf8 = False
+        #: QRESYNC (RFC 7162 §3.2) is on: VANISHED instead of EXPUNGE, SELECT (QRESYNC ...).
+        self.qresync = False
+        #: The client enabled IMAP4rev2 (RFC 9051).
+        self.rev2 = False
         self.selected: SelectedMailbox | None = None
         self._continuation: Callable[[bytes], None] | None = None
         self._text = b""
@@ -122,7 +126,7 @@ class IMAPServer(
         self.write((line.encode("utf-8") if isinstance(line, str) else line) + b"\r\n")
 
     def capabilities(self) -> str:
-        caps = ["IMAP4rev1"]
+        caps = ["IMAP4rev1", "IMAP4rev2"]
         if self.state == NOT_AUTH:
             if not self.secure:
                 caps += ["STARTTLS", "LOGINDISABLED"]  # RFC 3501 §6.2.1, §6.2.3
@@ -139,9 +143,11 @@ class IMAPServer(
             "CHILDREN",  # RFC 3348
             "SPECIAL-USE",  # RFC 6154
             "CREATE-SPECIAL-USE",
-            "LITERAL+",  # RFC 7888
+            "LITERAL+",  # RFC 7888 (a superset of IMAP4rev2's LITERAL-)
             "CONDSTORE",  # RFC 7162
+            "QRESYNC",
             "ESEARCH",  # RFC 4731
+            "SEARCHRES",  # RFC 5182
             "LIST-EXTENDED",  # RFC 5258
             "LIST-STATUS",  # RFC 5819
             "QUOTA",  # RFC 9208

@@ -11,7 +11,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, inlineCallbacks
 
 from ourmail.auth.login import LoginFailed
-from ourmail.imap.states import ANY, AUTH, AUTHED, LOGOUT, PRE
+from ourmail.imap.states import ANY, AUTH, LOGOUT, PRE
 from ourmail.imap.wire import (
     Atom,
     ParseError,
@@ -51,16 +51,27 @@ class SessionCommands:
         self.tagged("OK", "ID completed")
 
     def do_ENABLE(self, args: list[Token]) -> None:
-        """RFC 5161: turn on the extensions named that change behaviour here (CONDSTORE); the
-        ENABLED response lists those this command turned on."""
+        """RFC 5161: turn on the extensions named that change behaviour here; the ENABLED
+        response lists those this command turned on.
+
+        CONDSTORE (RFC 7162 §3.1), QRESYNC (§3.2.3, implies CONDSTORE), UTF8=ACCEPT (RFC 6855
+        §3), and IMAP4rev2 (RFC 9051 §6.3.1): UTF-8 mailbox names, ESEARCH answers to SEARCH,
+        no RECENT, a LIST response and [CLOSED] at SELECT."""
         if not args or not all(isinstance(a, Atom) for a in args):
             raise ParseError("ENABLE takes capability names")
         names = {a.upper() for a in args if isinstance(a, Atom)}
         enabled = []
+        if "IMAP4REV2" in names and not self.rev2:
+            self.rev2 = self.utf8 = True
+            enabled.append("IMAP4rev2")
+        if "QRESYNC" in names and not self.qresync:
+            self.qresync = True
+            self.enable_condstore()
+            enabled.append("QRESYNC")
         if "CONDSTORE" in names and self.enable_condstore():
             enabled.append("CONDSTORE")
         if "UTF8=ACCEPT" in names and not self.utf8:
-            self.utf8 = True  # RFC 6855 §3
+            self.utf8 = True
             enabled.append("UTF8=ACCEPT")
         self.send(" ".join(["* ENABLED", *enabled]))
         self.tagged("OK", "ENABLE completed")
@@ -140,7 +151,7 @@ class SessionCommands:
         "NOOP": (do_NOOP, ANY),
         "LOGOUT": (do_LOGOUT, ANY),
         "ID": (do_ID, ANY),
-        "ENABLE": (do_ENABLE, AUTHED),
+        "ENABLE": (do_ENABLE, frozenset({AUTH})),  # RFC 5161 §3.1: before any SELECT
         "STARTTLS": (do_STARTTLS, PRE),
         "LOGIN": (do_LOGIN, PRE),
         "AUTHENTICATE": (do_AUTHENTICATE, PRE),

@@ -148,13 +148,16 @@ def mailbox_name(tok: Token, utf8: bool = False) -> str:
 
 #: Octets a quoted string cannot carry (RFC 3501 §9: QUOTED-CHAR is 7-bit, no CR, LF or NUL).
 _UNQUOTABLE = re.compile(rb"[^\x01-\x09\x0b\x0c\x0e-\x7e]")
+_UNQUOTABLE_UTF8 = re.compile(rb"[\x00\r\n\x7f]")
 
 
-def quote(data: bytes | str) -> bytes:
-    """A string as an IMAP quoted string, or a literal when it cannot be quoted."""
+def quote(data: bytes | str, utf8: bool = False) -> bytes:
+    """A string as an IMAP quoted string, or a literal when it cannot be quoted.  ``utf8``:
+    the session allows UTF-8 in quoted strings (RFC 6855 §3, RFC 9051 ``quoted-char``)."""
     if isinstance(data, str):
         data = data.encode("utf-8")
-    if len(data) > 1000 or _UNQUOTABLE.search(data):
+    unquotable = _UNQUOTABLE_UTF8 if utf8 else _UNQUOTABLE
+    if len(data) > 1000 or unquotable.search(data):
         return literal(data)
     return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
@@ -168,7 +171,7 @@ def nstring(data: bytes | str | None) -> bytes:
 
 
 def mailbox_out(name: str, utf8: bool = False) -> bytes:
-    return quote(name.encode("utf-8") if utf8 else mutf7.encode(name))
+    return quote(name.encode("utf-8"), utf8=True) if utf8 else quote(mutf7.encode(name))
 
 
 def paren(items: Iterable[bytes]) -> bytes:

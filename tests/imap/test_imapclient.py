@@ -14,7 +14,8 @@ from ourmail.config import QuotaLimit
 EXTENSIONS = [
     "IDLE", "ID", "ENABLE", "NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "SPECIAL-USE",
     "LITERAL+", "CONDSTORE", "STATUS=SIZE", "ESEARCH", "LIST-EXTENDED", "LIST-STATUS", "QUOTA",
-    "MULTIAPPEND", "UTF8=ACCEPT",
+    "MULTIAPPEND", "UTF8=ACCEPT", "IMAP4rev2", "QRESYNC", "BINARY", "SEARCHRES",
+    "CREATE-SPECIAL-USE", "SORT", "COMPRESS=DEFLATE", "QUOTA=RES-STORAGE",
 ]  # fmt: skip
 
 
@@ -29,7 +30,7 @@ def client(mailserver: RunningServer) -> Iterator[IMAPClient]:
 def test_capabilities_id_namespace(client: IMAPClient) -> None:
     caps = client.capabilities()
     for name in EXTENSIONS:
-        assert name.encode() in caps, name
+        assert name.upper().encode() in caps, name
     (fields,) = client.id_({"name": "imapclient"})
     assert dict(zip(fields[::2], fields[1::2], strict=True))[b"name"] == b"ourmail"
     personal = client.namespace().personal
@@ -89,3 +90,23 @@ def test_idle(mailserver: RunningServer, client: IMAPClient) -> None:
     responses = client.idle_check(timeout=5)
     client.idle_done()
     assert (1, b"EXISTS") in responses
+
+
+def test_qresync_binary_sort_and_special_use(mailserver: RunningServer, client: IMAPClient) -> None:
+    deliver(mailserver, 3)
+    assert client.enable("QRESYNC") == [b"QRESYNC"]
+    info = client.select_folder("INBOX")
+    start = info[b"HIGHESTMODSEQ"]
+    client.add_flags([1], [b"\\Deleted"])
+    client.expunge()
+    client.add_flags([2], [b"\\Seen"])  # imapclient works on UIDs
+    changed = client.fetch([2, 3], ["FLAGS"], modifiers=[f"CHANGEDSINCE {start}"])
+    assert list(changed) == [2] and b"\\Seen" in changed[2][b"FLAGS"]
+    body = client.fetch([2], ["BINARY.PEEK[1]", "BINARY.SIZE[1]"])[2]
+    assert body[b"BINARY[1]"] == b"body 1\r\n" and body[b"BINARY.SIZE[1]"] == 8
+    assert client.sort(["REVERSE", "ARRIVAL"]) == [3, 2]
+    client._imap._simple_command("CREATE", "Outbox", "(USE (\\Sent))")
+    assert b"\\Sent" in {name: f for f, _, name in client.list_folders()}["Outbox"]
+    client.unselect_folder()
+    assert client.enable("IMAP4rev2") == [b"IMAP4rev2"]
+    assert "Outbox" in [name for _, _, name in client.list_folders()]
