@@ -94,7 +94,7 @@ def main() -> None:
     subprocess.run(["cp", "-a", str(maildir), str(snapshot)], check=True)
     ours = operations(port, args.messages)
     tls = (base / "data" / "tls" / "cert.pem", base / "data" / "tls" / "key.pem")
-    with dovecot(snapshot, USER, SECRET, tls) as (dport, _):
+    with dovecot(snapshot, USER, SECRET, tls, argon2=True) as (dport, _):
         theirs = operations(dport, args.messages)
     print(f"{args.messages} messages of 4 KB in one folder (delivered in {took:.1f} s)")
     print(f"{'operation':<46}{'ourmail':>10}{'Dovecot':>10}{'ratio':>8}")

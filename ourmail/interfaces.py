@@ -108,6 +108,11 @@ class IFolder(Interface):
     def message(uid: int) -> IStoredMessage:
         """The message with this UID; KeyError if it is gone."""
 
+    def search_headers(field: str, needle: str) -> set[int]:
+        """UIDs of the messages whose decoded header ``field`` (``from``, ``to``, ``cc``,
+        ``bcc`` or ``subject``) contains ``needle``, given in lower case, ignoring case
+        (RFC 3501 §6.4.4).  A store may answer from an index without opening messages."""
+
     def append(
         source: MessageSource, flags: Iterable[str] = (), internal_date: float | None = None
     ) -> Deferred[int]:

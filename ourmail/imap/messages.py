@@ -155,11 +155,19 @@ class MessageCommands:
         search = parse_search(args, len(sel.view), sel.view, sel.saved)
         if search.uses_modseq:
             self.enable_condstore()
+        predicate, allowed = search.predicate, None
+        for field, needle in search.indexed:
+            # Header keys from the store's index; the other keys only on what they let through.
+            hits = sel.folder.search_headers(field, needle)
+            allowed = hits if allowed is None else allowed & hits
+            predicate = search.rest
         found = []
         for seq, uid in enumerate(sel.view, 1):
+            if allowed is not None and uid not in allowed:
+                continue
             try:
                 cand = Candidate(seq, uid in sel.recent, sel.folder.message(uid))
-                if search.predicate(cand):
+                if predicate(cand):
                     found.append(cand)
             except KeyError:
                 continue  # expunged meanwhile

@@ -76,10 +76,16 @@ Predicate = Callable[[Candidate], bool]
 
 @attrs.frozen
 class Search:
-    """A parsed search: the predicate, and whether it used MODSEQ (RFC 7162 §3.1.5)."""
+    """A parsed search: the predicate, and whether it used MODSEQ (RFC 7162 §3.1.5).
+
+    ``indexed`` are the top-level FROM/TO/CC/BCC/SUBJECT keys as (field, needle) pairs, which a
+    store can answer from an index (:meth:`IFolder.search_headers`); ``rest`` is the predicate
+    of the other top-level keys, to test on the messages the index keys let through."""
 
     predicate: Predicate
     uses_modseq: bool
+    indexed: list[tuple[str, str]] = attrs.Factory(list)
+    rest: Predicate = attrs.field(default=lambda c: True)
 
 
 class _Parser:
@@ -235,5 +241,21 @@ def parse_search(
     """The search keys in ``tokens`` (after any CHARSET, which the caller takes); ``saved``
     is the SEARCHRES result that ``$`` stands for (RFC 5182)."""
     parser = _Parser(tokens, count, uids, set() if saved is None else saved)
-    predicate = parser.all()
-    return Search(predicate, parser.uses_modseq)
+    indexed, rest = [], []
+    while parser.pos < len(tokens):
+        head = tokens[parser.pos]
+        pred = parser.key()
+        if isinstance(head, Atom) and head.upper() in _HEADER_KEYS:
+            needle = astring(tokens[parser.pos - 1]).decode("utf-8", "replace").lower()
+            if needle:
+                indexed.append((head.lower(), needle))
+                continue
+        rest.append(pred)
+    if not indexed and not rest:
+        raise ParseError("empty search")
+    predicate = _and([*_index_preds(indexed), *rest])
+    return Search(predicate, parser.uses_modseq, indexed, _and(rest) if rest else lambda c: True)
+
+
+def _index_preds(indexed: list[tuple[str, str]]) -> list[Predicate]:
+    return [lambda c, f=field, n=needle: n in c.header(f).lower() for field, needle in indexed]

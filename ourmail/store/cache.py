@@ -1,24 +1,51 @@
-"""``ourmail-cache``: the per-folder cache of message summaries (ENVELOPE, BODYSTRUCTURE …).
+"""``ourmail-cache``: the per-folder cache of message summaries (ENVELOPE, BODYSTRUCTURE …),
+and ``ourmail-search``: the header fields SEARCH looks in most (RFC 3501 §6.4.4 FROM, TO, CC,
+BCC, SUBJECT).
 
-One line per message, ``<uid> TAB <json>``, appended under the folder lock.  A process keeps
-only the offset of each UID's line and reads a summary when asked, so a 100,000-message folder
-costs a dictionary of offsets, not the summaries.  A line for an expunged UID is ignored; a
-corrupt or missing file only means summaries are computed again from the messages.
+``ourmail-cache`` has one line per message, ``<uid> TAB <json>``, appended under the folder
+lock.  A process keeps only the offset of each UID's line and reads a summary when asked, so a
+100,000-message folder costs a dictionary of offsets, not the summaries.  A line for an
+expunged UID is ignored; a corrupt or missing file only means summaries are computed again from
+the messages.
+
+``ourmail-search`` has one line per message, ``<uid> US from US to US cc US bcc US subject``
+(US is 0x1F), the decoded values lower-cased in UTF-8.  A header search is one ``find`` of the
+needle over a memory map of the file, in C, and Python looks only at the lines it hits.  Its
+line for a message is written before the cache line, so every UID in ``ourmail-cache`` has one
+(a folder from before the search file existed is converted once,
+:meth:`SummaryCache.prepare_search`).
 """
 
 from __future__ import annotations
 
+import mmap
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
+from ourmail.fsutil import write_atomic
 from ourmail.mime.summary import Summary
 
 FILE_NAME = "ourmail-cache"
+SEARCH_FILE = "ourmail-search"
+#: The header fields of ``ourmail-search``, in their order on a line.
+SEARCH_FIELDS = ("from", "to", "cc", "bcc", "subject")
+_US = "\x1f"
+
+
+def search_line(uid: int, summary: Summary) -> str:
+    """The ``ourmail-search`` line of a message."""
+    values = [
+        summary.headers.get(f, "").lower().replace(_US, " ").replace("\n", " ")
+        for f in SEARCH_FIELDS
+    ]
+    return _US.join([str(uid), *values]) + "\n"
 
 
 class SummaryCache:
     def __init__(self, folder_path: Path) -> None:
         self.path = folder_path / FILE_NAME
+        self.search_path = folder_path / SEARCH_FILE
         self._offsets: dict[int, tuple[int, int]] = {}
         self._read_to = 0
         self._inode: int | None = None
@@ -73,9 +100,66 @@ class SummaryCache:
         self._close()
 
     def append(self, records: list[tuple[int, Summary]]) -> None:
-        """Append summaries (call with the folder lock held)."""
+        """Append summaries (call with the folder lock held): search lines first."""
         if not records:
             return
+        with open(self.search_path, "a", encoding="utf-8", errors="replace") as f:
+            f.write("".join(search_line(uid, summary) for uid, summary in records))
         text = "".join(f"{uid}\t{summary.to_json()}\n" for uid, summary in records)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(text)
+
+    def known(self) -> Iterable[int]:
+        """The UIDs with a summary (and so a search line)."""
+        self._refresh()
+        return self._offsets.keys()
+
+    def prepare_search(self) -> None:
+        """Make the search file cover every cached summary (call with the folder lock held):
+        write it from the summaries if it is missing (a folder from before it existed), remove
+        it if it outlived the cache (a :meth:`clear` cut short by a crash)."""
+        self._refresh()
+        if not self._offsets:
+            if self.search_path.exists() and self.search_path.stat().st_size:
+                self.search_path.unlink()
+            return
+        if self.search_path.exists():
+            return
+        lines = []
+        for uid in list(self._offsets):
+            summary = self.get(uid)
+            if summary is not None:
+                lines.append(search_line(uid, summary))
+        write_atomic(self.search_path, "".join(lines).encode("utf-8", "replace"))
+
+    def search(self, field: str, needle: str) -> set[int]:
+        """UIDs whose ``field`` (one of SEARCH_FIELDS) contains ``needle`` (lower case)."""
+        index = SEARCH_FIELDS.index(field) + 1
+        want = needle.encode("utf-8")
+        try:
+            with open(self.search_path, "rb") as f:
+                if os.fstat(f.fileno()).st_size == 0:
+                    return set()
+                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except FileNotFoundError:
+            return set()
+        hits: set[int] = set()
+        with data:
+            pos = data.find(want)
+            while pos >= 0:
+                start = data.rfind(b"\n", 0, pos) + 1
+                end = data.find(b"\n", pos)
+                if end < 0:
+                    break  # a line still being written
+                fields = data[start:end].split(b"\x1f")
+                if len(fields) > index and fields[0].isdigit() and want in fields[index]:
+                    hits.add(int(fields[0]))
+                pos = data.find(want, end)
+        return hits
+
+    def clear(self) -> None:
+        """Forget every summary (the UIDs are about to be renumbered; folder lock held).  The
+        cache goes first: a search file left alone is then removed by :meth:`prepare_search`."""
+        self.path.unlink(missing_ok=True)
+        self.search_path.unlink(missing_ok=True)
+        self._refresh()

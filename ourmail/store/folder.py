@@ -257,6 +257,7 @@ class MaildirFolder:
                 lines.append(journal.added(self._entry_for(uid, uid, base, sub, info)))
                 uid += 1
             lines.append(journal.stamped(stamp))
+            self.cache.clear()  # its UIDs are the old ones
             write_atomic(self.path / UIDLIST, "".join(lines).encode("utf-8"))
             self.state, self._offset, self._inode = FolderState(), 0, None
             self._read_tail()
@@ -579,6 +580,18 @@ class MaildirFolder:
         return pairs
 
     # -- listeners ----------------------------------------------------------------------------
+
+    def search_headers(self, field: str, needle: str) -> set[int]:
+        """UIDs present whose decoded ``field`` contains ``needle`` (lower case), from the
+        search file; messages without a summary yet get one first."""
+        with self._locked():
+            self.cache.prepare_search()
+        known = self.cache.known()
+        for uid in [u for u in self.uids() if u not in known]:
+            with contextlib.suppress(KeyError):
+                self.message(uid).summary()
+        present = self.state.entries
+        return {u for u in self.cache.search(field, needle) if u in present}
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         self._listeners.append(callback)

@@ -111,6 +111,13 @@ class MemoryFolder:
     def message(self, uid: int) -> MemoryMessage:
         return self.messages[uid]
 
+    def search_headers(self, field: str, needle: str) -> set[int]:
+        return {
+            uid
+            for uid, msg in self.messages.items()
+            if needle in msg.summary().headers.get(field, "").lower()
+        }
+
     def append(
         self, source: MessageSource, flags: Iterable[str] = (), internal_date: float | None = None
     ) -> Deferred[int]:

@@ -66,11 +66,17 @@ def free_port() -> int:
 
 @contextmanager
 def dovecot(
-    source: Path, user: str, password: str, tls: tuple[Path, Path] | None = None
+    source: Path,
+    user: str,
+    password: str,
+    tls: tuple[Path, Path] | None = None,
+    argon2: bool = False,
 ) -> Iterator[tuple[int, Path]]:
     """Run Dovecot for ``user`` on a copy of the Maildir ``source``; yields (port, the copy).
 
-    With ``tls`` (certificate, key) it offers STARTTLS with that pair, as ourmail does."""
+    With ``tls`` (certificate, key) it offers STARTTLS with that pair, as ourmail does.  With
+    ``argon2`` the password is stored as Dovecot's own argon2id hash (m=64 MiB, t=3, the cost
+    ourmail's hashes have), so LOGIN costs the same on both sides."""
     if shutil.which("dovecot") is None:
         raise RuntimeError("Dovecot is not installed: run scripts/test, which installs it")
     workdir = Path(tempfile.mkdtemp(prefix="ourmail-dovecot-", dir="/var/tmp"))
@@ -79,7 +85,11 @@ def dovecot(
     subprocess.run(["cp", "-a", str(source), str(maildir)], check=True)
     for sub in ("run", "state", "home"):
         (workdir / sub).mkdir()
-    (workdir / "passwd").write_text(f"{user}:{{PLAIN}}{password}\n")
+    entry = f"{{PLAIN}}{password}"
+    if argon2:
+        pw = ["doveadm", "pw", "-s", "ARGON2ID", "-p", password]
+        entry = subprocess.run(pw, check=True, capture_output=True, text=True).stdout.strip()
+    (workdir / "passwd").write_text(f"{user}:{entry}\n")
     owned = [str(maildir), str(workdir / "home")]
     subprocess.run(["chown", "-R", "nobody:nogroup", *owned], check=True)
     port = free_port()
