@@ -6,10 +6,9 @@ decoded values of the headers clients search on, computed once when the message 
 
 from __future__ import annotations
 
+import binascii
 import email.header
 import json
-
-import attrs
 
 from ourmail.mime import structure
 
@@ -38,33 +37,78 @@ def header_values(part: structure.Part, name: str) -> str:
     return "\n".join(values)
 
 
-@attrs.frozen
 class Summary:
-    envelope: bytes
-    bodystructure: bytes
-    body: bytes
-    #: lower-cased header name -> decoded values (only names present in the message)
-    headers: dict[str, str]
+    """ENVELOPE, BODYSTRUCTURE and BODY as IMAP renders them, and the decoded search headers.
 
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "e": self.envelope.decode("latin-1"),
-                "s": self.bodystructure.decode("latin-1"),
-                "b": self.body.decode("latin-1"),
-                "h": self.headers,
-            },
-            separators=(",", ":"),
-        )
+    In the cache a summary is one record, ``base64(envelope) TAB base64(bodystructure) TAB
+    base64(body) TAB json(headers)``: FETCH ENVELOPE needs three base64 decodes (C speed), and
+    the headers are only parsed when a SEARCH or SORT asks for them."""
+
+    __slots__ = ("_headers", "_raw_headers", "body", "bodystructure", "envelope")
+
+    def __init__(
+        self,
+        envelope: bytes,
+        bodystructure: bytes,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        raw_headers: bytes = b"{}",
+    ) -> None:
+        self.envelope, self.bodystructure, self.body = envelope, bodystructure, body
+        self._headers = headers
+        self._raw_headers = raw_headers
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Lower-cased header name -> decoded values (only names present in the message)."""
+        if self._headers is None:
+            try:
+                decoded = json.loads(self._raw_headers)
+            except ValueError:
+                decoded = {}
+            ok = isinstance(decoded, dict) and all(isinstance(v, str) for v in decoded.values())
+            self._headers = decoded if ok else {}
+        return self._headers
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Summary):
+            return NotImplemented
+        mine = (self.envelope, self.bodystructure, self.body, self.headers)
+        return mine == (other.envelope, other.bodystructure, other.body, other.headers)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def to_record(self) -> bytes:
+        """The cache record (no tab or newline inside a field)."""
+        parts = [
+            binascii.b2a_base64(x, newline=False)
+            for x in (self.envelope, self.bodystructure, self.body)
+        ]
+        return b"\t".join([*parts, json.dumps(self.headers, separators=(",", ":")).encode()])
 
     @classmethod
-    def from_json(cls, text: str) -> Summary:
-        d = json.loads(text)
+    def from_record(cls, raw: bytes) -> Summary:
+        """A summary from :meth:`to_record`'s bytes, or from the JSON of older caches;
+        ValueError if it is damaged."""
+        if raw.startswith(b"{"):
+            return cls._from_json(raw)
+        parts = raw.split(b"\t")
+        if len(parts) != 4 or not parts[3].startswith(b"{") or not parts[3].endswith(b"}"):
+            raise ValueError("damaged summary record")
+        try:
+            e, s, b = (binascii.a2b_base64(p, strict_mode=True) for p in parts[:3])
+        except binascii.Error as err:
+            raise ValueError("damaged summary record") from err
+        return cls(e, s, b, raw_headers=parts[3])
+
+    @classmethod
+    def _from_json(cls, raw: bytes) -> Summary:
+        d = json.loads(raw)
+        headers = d["h"]
+        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+            raise ValueError("header values must be strings")
         return cls(
-            envelope=d["e"].encode("latin-1"),
-            bodystructure=d["s"].encode("latin-1"),
-            body=d["b"].encode("latin-1"),
-            headers={str(k): str(v) for k, v in d["h"].items()},
+            d["e"].encode("latin-1"), d["s"].encode("latin-1"), d["b"].encode("latin-1"), headers
         )
 
 
@@ -77,8 +121,8 @@ def summarize(data: bytes) -> Summary:
         if value or any(f == name for f, _ in part.fields):
             headers[name] = value
     return Summary(
-        envelope=structure.envelope(part),
-        bodystructure=structure.bodystructure(part, data, extensible=True),
-        body=structure.bodystructure(part, data, extensible=False),
-        headers=headers,
+        structure.envelope(part),
+        structure.bodystructure(part, data, extensible=True),
+        structure.bodystructure(part, data, extensible=False),
+        headers,
     )

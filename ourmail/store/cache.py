@@ -2,9 +2,9 @@
 and ``ourmail-search``: the header fields SEARCH looks in most (RFC 3501 §6.4.4 FROM, TO, CC,
 BCC, SUBJECT).
 
-``ourmail-cache`` has one line per message, ``<uid> TAB <json>``, appended under the folder
-lock.  A process keeps only the offset of each UID's line and reads a summary when asked, so a
-100,000-message folder costs a dictionary of offsets, not the summaries.  A line for an
+``ourmail-cache`` has one line per message, ``<uid> TAB <summary record>``, appended under the
+folder lock.  A process keeps only the offset of each UID's line and reads a summary when asked,
+so a 100,000-message folder costs a dictionary of offsets, not the summaries.  A line for an
 expunged UID is ignored; a corrupt or missing file only means summaries are computed again from
 the messages.
 
@@ -86,8 +86,8 @@ class SummaryCache:
             return None
         try:
             assert self._fd is not None
-            return Summary.from_json(os.pread(self._fd, where[1], where[0]).decode("utf-8"))
-        except (OSError, ValueError, KeyError, UnicodeDecodeError):
+            return Summary.from_record(os.pread(self._fd, where[1], where[0]))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeError):
             self._offsets.pop(uid, None)
             return None
 
@@ -105,9 +105,9 @@ class SummaryCache:
             return
         with open(self.search_path, "a", encoding="utf-8", errors="replace") as f:
             f.write("".join(search_line(uid, summary) for uid, summary in records))
-        text = "".join(f"{uid}\t{summary.to_json()}\n" for uid, summary in records)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(text)
+        data = b"".join(b"%d\t%s\n" % (uid, summary.to_record()) for uid, summary in records)
+        with open(self.path, "ab") as f:
+            f.write(data)
 
     def known(self) -> Iterable[int]:
         """The UIDs with a summary (and so a search line)."""

@@ -448,6 +448,7 @@ class MaildirFolder:
         wanted = frozenset(maildir.canonical_flag(f) for f in flags) - {"\\Recent"}
         uids = list(uids)
         infos: dict[str | None, str | None] = {}  # old info -> new info (None: unchanged)
+        root = str(self.path)
         with self._writing() as lines:
             modseq = self.state.highestmodseq
             for uid in uids:
@@ -462,9 +463,9 @@ class MaildirFolder:
                 if info is None:
                     continue
                 try:
+                    # Plain strings: pathlib costs more than the rename itself here.
                     os.rename(
-                        self.path / entry.sub / entry.filename,
-                        self.path / "cur" / f"{entry.base}:2,{info}",
+                        f"{root}/{entry.sub}/{entry.filename}", f"{root}/cur/{entry.base}:2,{info}"
                     )
                 except FileNotFoundError:
                     continue  # removed by someone else: the next sync reconciles
