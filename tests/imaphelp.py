@@ -43,5 +43,10 @@ class Session:
         assert b" OK " in lines[-1], lines
         return lines
 
+    def append(self, mailbox: str, data: bytes, extra: str = "") -> list[bytes]:
+        """APPEND ``data`` with a non-synchronising literal; ``extra`` is flags and a date."""
+        head = f"APPEND {mailbox} {extra} {{{len(data)}+}}\r\n".replace("  ", " ")
+        return self.ok(head.encode() + data)
+
     def close(self) -> None:
         self.raw.close()
