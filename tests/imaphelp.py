@@ -20,6 +20,12 @@ def deliver(srv: RunningServer, count: int = 1) -> None:
             s.sendmail("bob@else.test", [srv.user], MSG % (n, n, n))
 
 
+def listed_names(lines: list[bytes]) -> list[bytes]:
+    """The mailbox names of the LIST and LSUB responses among ``lines``."""
+    prefixes = (b"* LIST", b"* LSUB")
+    return [x.rsplit(b" ", 1)[1].strip(b'"') for x in lines if x.startswith(prefixes)]
+
+
 class Session:
     """A logged-in IMAP connection; :meth:`cmd` sends a tagged command and returns every line
     up to and including its tagged reply."""

@@ -4,11 +4,7 @@ that must never leave the user's directory."""
 from __future__ import annotations
 
 from conftest import RunningServer
-from imaphelp import Session, deliver
-
-
-def _names(lines: list[bytes]) -> list[bytes]:
-    return [x.rsplit(b" ", 1)[1].strip(b'"') for x in lines if x.startswith(b"* LIST")]
+from imaphelp import Session, deliver, listed_names
 
 
 def test_create_as_in_rfc_3501(mailserver: RunningServer) -> None:
@@ -16,11 +12,14 @@ def test_create_as_in_rfc_3501(mailserver: RunningServer) -> None:
     # C: A003 CREATE owatagusiam/   C: A004 CREATE owatagusiam/blurdybloop
     s.ok("CREATE owatagusiam/")
     s.ok("CREATE owatagusiam/blurdybloop")
-    assert _names(s.ok('LIST "" owatagusiam*')) == [b"owatagusiam", b"owatagusiam/blurdybloop"]
+    assert listed_names(s.ok('LIST "" owatagusiam*')) == [
+        b"owatagusiam",
+        b"owatagusiam/blurdybloop",
+    ]
     assert b"NO [ALREADYEXISTS]" in s.cmd("CREATE owatagusiam")[-1]
     assert b"NO" in s.cmd("CREATE inbox")[-1]
     s.ok("CREATE a/b/c")  # missing parents are made too
-    assert _names(s.ok('LIST "" a*')) == [b"a", b"a/b", b"a/b/c"]
+    assert listed_names(s.ok('LIST "" a*')) == [b"a", b"a/b", b"a/b/c"]
     s.close()
 
 
@@ -34,7 +33,7 @@ def test_delete_as_in_rfc_3501(mailserver: RunningServer) -> None:
     assert b" NO " in s.cmd("DELETE foo")[-1]
     s.ok("DELETE foo/bar")  # C: A685 DELETE foo/bar  S: A685 OK DELETE Completed
     s.ok("DELETE foo")
-    assert _names(s.ok('LIST "" foo*')) == []
+    assert listed_names(s.ok('LIST "" foo*')) == []
     assert b" NO " in s.cmd("DELETE INBOX")[-1]
     assert b"NO [NONEXISTENT]" in s.cmd("DELETE nothing")[-1]
     s.close()
@@ -56,7 +55,7 @@ def test_rename_as_in_rfc_3501(mailserver: RunningServer) -> None:
     s.ok("RENAME blurdybloop sarasoop")  # C: A683 RENAME blurdybloop sarasoop
     s.ok("RENAME foo zowie")  # C: A684 RENAME foo zowie
     # C: A685 LIST "" *  S: ... sarasoop, zowie, zowie/bar
-    names = _names(s.ok('LIST "" *'))
+    names = listed_names(s.ok('LIST "" *'))
     assert {b"sarasoop", b"zowie", b"zowie/bar"} <= set(names)
     assert not {b"blurdybloop", b"foo", b"foo/bar"} & set(names)
     assert b"NO [ALREADYEXISTS]" in s.cmd("RENAME sarasoop zowie")[-1]
@@ -81,6 +80,6 @@ def test_names_never_leave_the_users_tree(mailserver: RunningServer) -> None:
         assert b" NO " in reply or b" BAD " in reply or name == '"x/"', (name, reply)
     assert s.cmd("CREATE {3+}\r\na\x00b")[-1].split()[1] in (b"NO", b"BAD")  # NUL in a literal
     assert b" NO " in s.cmd('CREATE "' + "x" * 300 + '"')[-1]
-    listed = _names(s.ok('LIST "" *'))
+    listed = listed_names(s.ok('LIST "" *'))
     assert all(b".." not in n and not n.startswith(b"/") for n in listed)
     s.close()

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 from conftest import RunningServer
-from imaphelp import Session
-
-
-def _names(lines: list[bytes]) -> list[bytes]:
-    return [x.rsplit(b" ", 1)[1].strip(b'"') for x in lines if x.startswith((b"* LIST", b"* LSUB"))]
+from imaphelp import Session, listed_names
 
 
 def test_list_as_in_rfc_3501(mailserver: RunningServer) -> None:
@@ -18,11 +14,13 @@ def test_list_as_in_rfc_3501(mailserver: RunningServer) -> None:
     # C: A101 LIST "" ""   S: * LIST (\Noselect) "/" ""
     assert s.ok('LIST "" ""')[0] == b'* LIST (\\Noselect) "/" ""'
     # C: A202 LIST ~/Mail/ %   (here the reference is Mail/)
-    assert _names(s.ok("LIST Mail/ %")) == [b"Mail/foo", b"Mail/meetings"]
-    assert _names(s.ok('LIST "" Mail/*')) == [b"Mail/foo", b"Mail/foo/deep", b"Mail/meetings"]
-    assert b"Mail" in _names(s.ok('LIST "" %')) and b"Mail/foo" not in _names(s.ok('LIST "" %'))
-    assert _names(s.ok('LIST "" inbox')) == [b"INBOX"]  # INBOX in any case (§5.1)
-    assert _names(s.ok('LIST "" nothing*')) == []
+    assert listed_names(s.ok("LIST Mail/ %")) == [b"Mail/foo", b"Mail/meetings"]
+    assert listed_names(s.ok('LIST "" Mail/*')) == [b"Mail/foo", b"Mail/foo/deep", b"Mail/meetings"]
+    assert b"Mail" in listed_names(s.ok('LIST "" %')) and b"Mail/foo" not in listed_names(
+        s.ok('LIST "" %')
+    )
+    assert listed_names(s.ok('LIST "" inbox')) == [b"INBOX"]  # INBOX in any case (§5.1)
+    assert listed_names(s.ok('LIST "" nothing*')) == []
     assert b" BAD " in s.cmd("LIST")[-1]
     s.close()
 
@@ -33,11 +31,11 @@ def test_subscribe_unsubscribe_and_lsub(mailserver: RunningServer) -> None:
     # C: A002 SUBSCRIBE #news.comp.mail.mime   S: A002 OK SUBSCRIBE completed
     s.ok("SUBSCRIBE news/comp/mail/misc")
     # C: A002 LSUB "#news." "comp.mail.*"   S: * LSUB () "." #news.comp.mail.mime ...
-    assert _names(s.ok("LSUB news/ comp/mail/*")) == [b"news/comp/mail/misc"]
+    assert listed_names(s.ok("LSUB news/ comp/mail/*")) == [b"news/comp/mail/misc"]
     assert b"\\Subscribed" in s.ok('LIST (SUBSCRIBED) "" news/*')[0]
     s.ok("UNSUBSCRIBE news/comp/mail/misc")  # C: A002 UNSUBSCRIBE #news.comp.mail.mime
-    assert _names(s.ok('LSUB "" news/*')) == []
+    assert listed_names(s.ok('LSUB "" news/*')) == []
     s.ok("SUBSCRIBE gone")  # a name need not exist (RFC 3501 §6.3.6)
-    assert _names(s.ok('LSUB "" gone')) == [b"gone"]
-    assert b"INBOX" in _names(s.ok('LSUB "" *'))  # the standard folders start subscribed
+    assert listed_names(s.ok('LSUB "" gone')) == [b"gone"]
+    assert b"INBOX" in listed_names(s.ok('LSUB "" *'))  # the standard folders start subscribed
     s.close()
