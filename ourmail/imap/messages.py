@@ -32,6 +32,9 @@ from ourmail.interfaces import (
 )
 from ourmail.store.maildir import SYSTEM_FLAGS, canonical_flag, to_crlf
 
+#: Untagged responses are gathered into writes of about this size.
+OUT_CHUNK = 64 * 1024
+
 _DATE_TIME_RE = re.compile(
     r"^([ \d]\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)$"
 )
@@ -286,11 +289,19 @@ class MessageCommands:
             yield _joined(pieces)
 
     def _write_fetches(self, responses: Iterator[fetchmod.Pieces]) -> Deferred[None] | None:
-        """Write the responses; from the first one with content to stream on, asynchronously."""
+        """Write the responses, gathered into writes of ``OUT_CHUNK`` (one TLS record per
+        response would cost more than the response); from the first one with content to
+        stream on, asynchronously."""
+        out = bytearray()
         for pieces in responses:
             if len(pieces) > 1:
+                self.write(bytes(out))
                 return self._stream_fetches(itertools.chain([pieces], responses))
-            self.write(pieces[0])  # type: ignore[arg-type]
+            out += pieces[0]  # type: ignore[operator]
+            if len(out) >= OUT_CHUNK:
+                self.write(bytes(out))
+                out.clear()
+        self.write(bytes(out))
         self.tagged("OK", f"{self._cmd} completed")
         return None
 
@@ -334,6 +345,7 @@ class MessageCommands:
             positions = [p for p in positions if p not in failed]
         uids = [sel.view[p] for p in positions]
         result = sel.folder.store_flags(uids, flags, mode)  # type: ignore[arg-type]
+        out = []
         for pos in positions:
             uid = sel.view[pos]
             if uid not in result:
@@ -346,7 +358,8 @@ class MessageCommands:
             if self.condstore:  # RFC 7162 §3.2: sent even with .SILENT
                 items.append(b"MODSEQ (%d)" % modseq)
             if not silent or self.condstore:
-                self.send(b"* %d FETCH (%s)" % (pos + 1, b" ".join(items)))
+                out.append(b"* %d FETCH (%s)\r\n" % (pos + 1, b" ".join(items)))
+        self.write(b"".join(out))
         if modified:
             self.tagged("OK", f"[MODIFIED {format_set(modified)}] Conditional STORE failed")
         else:

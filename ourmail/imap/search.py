@@ -174,7 +174,7 @@ class _Parser:
             saved = self.saved
             return lambda c: c.uid in saved
         if key == "UID":
-            text = str(astring(self.next()), "ascii")
+            text = astring(self.next()).decode("ascii", "replace")
             if text == "$":
                 saved = self.saved
                 return lambda c: c.uid in saved

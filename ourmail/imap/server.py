@@ -168,8 +168,9 @@ class IMAPServer(
         if self.selected is not None and status == "OK":
             # RFC 3501 §7.4.1 (and RFC 5256 §4 for SORT): no EXPUNGE while numbers are in use.
             expunge_ok = self._cmd not in ("FETCH", "STORE", "SEARCH", "SORT")
-            for line in self.selected.updates(expunge_ok):
-                self.send(line)
+            updates = self.selected.updates(expunge_ok)
+            if updates:
+                self.write(b"".join(line + b"\r\n" for line in updates))
         self.send(f"{self._tag} {status} {text}")
 
     def bad(self, text: str) -> None:

@@ -9,7 +9,7 @@ import contextlib
 import random
 
 from conftest import RunningServer
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from rawclient import RawClient
 
@@ -77,6 +77,7 @@ UIDS = list(FOLDER.uids())
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(tokens, max_size=8))
+@example([("LIST", ["UID", "\x80"])])  # found by this test: SEARCH UID with a non-ASCII set
 def test_argument_parsers_only_raise_parse_errors(toks: list[object]) -> None:
     args = _args(toks)
     _only_parse_errors(_append_groups, args)
