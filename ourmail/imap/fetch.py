@@ -177,6 +177,8 @@ class Rendered(structure.LazyMessage):
         self.message = message
 
     def section(self, numbers: list[int], text: str, fields: list[str]) -> Content:
+        if not numbers and not text:  # BODY[], RFC822: the whole message, no parsing needed
+            return Span(self.data, 0, len(self.data))
         found = structure.section(self.part, self.data, numbers, text, fields)
         if isinstance(found, bytes):
             return Whole(found)
