@@ -88,6 +88,20 @@ class QuotaSettings:
     permanent: bool = False
 
 
+#: What a POP3 deletion does (issue 6): hide from POP3, move to Trash, or erase.
+POP3_DELETE_POLICIES = ("hide", "trash", "expunge")
+
+
+@attrs.frozen
+class Pop3Settings:
+    """POP3 rules: the deletion policy (default, per domain; ``ourmail user pop3-delete``
+    overrides it per user) and the minimum time between logins (RFC 2449 §6.5 LOGIN-DELAY)."""
+
+    delete: str = "hide"
+    domains: Mapping[str, str] = attrs.Factory(dict)
+    login_delay: int = 0
+
+
 @attrs.frozen
 class SubmissionSettings:
     """Rules for mail sent by authenticated users on the submission ports."""
@@ -164,6 +178,7 @@ class Settings:
     quota: QuotaSettings = QuotaSettings()
     submission: SubmissionSettings = SubmissionSettings()
     queue: QueueSettings = QueueSettings()
+    pop3: Pop3Settings = Pop3Settings()
     #: Processes accepting on the MX (``smtp``) port: more use more CPU cores for inbound mail.
     mx_processes: int = 1
     config_path: Path | None = None
@@ -237,6 +252,7 @@ _TOML_KEYS: Mapping[str, Any] = {
     "quota": {"bytes": int, "messages": int, "permanent": bool, "domain": _Named(_QUOTA_LIMIT)},
     "submission": {"save_sent": bool, "max_messages_per_hour": int, "max_recipients_per_hour": int},
     "smtp": {"mx_processes": int},
+    "pop3": {"delete": str, "login_delay": int, "domain": _Named({"delete": str})},
     "queue": {
         **{f.name: int for f in attrs.fields(QueueSettings) if f.type in ("int", int)},
         "dns_servers": list,
@@ -380,9 +396,26 @@ def load_settings(
         quota=quota,
         submission=submission,
         queue=queue,
+        pop3=_pop3_settings(table.get("pop3", {})),
         mx_processes=mx_processes,
         config_path=config_path,
     )
+
+
+def _pop3_settings(table: Mapping[str, Any]) -> Pop3Settings:
+    def policy(value: str, where: str) -> str:
+        if value not in POP3_DELETE_POLICIES:
+            raise ConfigError(f"'{where}' must be one of {', '.join(POP3_DELETE_POLICIES)}")
+        return value
+
+    delay = table.get("login_delay", 0)
+    if not 0 <= delay <= 86400:
+        raise ConfigError("'pop3.login_delay' must be between 0 and 86400 seconds")
+    domains = {
+        normalise_domain(name): policy(sub.get("delete", "hide"), f"pop3.domain.{name}.delete")
+        for name, sub in table.get("domain", {}).items()
+    }
+    return Pop3Settings(policy(table.get("delete", "hide"), "pop3.delete"), domains, delay)
 
 
 def _queue_settings(table: Mapping[str, Any]) -> QueueSettings:
@@ -501,6 +534,15 @@ domains = {domains}
 # username = "ourmail"
 # password_file = "/etc/ourmail/relay-password"
 # ca_file = ""                    # default: the system's trusted roots
+
+[pop3]
+# What DELE + QUIT does: "hide" keeps the message (IMAP still sees it, with the $POP3Deleted
+# keyword), "trash" moves it to Trash, "expunge" erases it (the only one that frees space).
+# `ourmail user pop3-delete ADDRESS POLICY` sets it for one user.
+# delete = "hide"
+# login_delay = 0                 # seconds a user must wait between POP3 logins
+# [pop3.domain."example.org"]
+# delete = "trash"
 
 [quota]
 # Per-user storage limits (0 = unlimited); `ourmail user quota` sets them for one user.

@@ -179,6 +179,16 @@ class IUserStore(Interface):
         """Durably deliver a message (CRLF line endings) into a folder; fires with its UID."""
 
 
+class IRetention(Interface):
+    """Retention and legal hold: which messages must outlive a user's request to erase them.
+
+    Callers that erase mail on a user's behalf (POP3 ``expunge``) ask first, and keep what is
+    held (hidden from the user where the protocol needs it gone)."""
+
+    def may_erase(address: str, folder: str, message: IStoredMessage) -> bool:
+        """False if the message in ``folder`` of ``address`` is held and must be kept."""
+
+
 class IMailStore(Interface):
     """Where every user's mail lives."""
 

@@ -34,9 +34,11 @@ from ourmail.config import IMPLICIT_TLS, SERVICES, ConfigError, Settings, config
 from ourmail.directory.local import LocalDirectory
 from ourmail.fsutil import write_atomic
 from ourmail.imap.server import IMAPContext, IMAPServer
-from ourmail.interfaces import IMailStore
+from ourmail.interfaces import IMailStore, IRetention
 from ourmail.net.lineproto import SessionFactory
 from ourmail.net.tls import server_context
+from ourmail.pop3.maildrop import MaildropLocks
+from ourmail.pop3.policy import NoRetention
 from ourmail.pop3.server import POP3Context, POP3Server
 from ourmail.secure import selfsigned
 from ourmail.smtp.lmtp import LMTPServer
@@ -169,6 +171,11 @@ class Parts:
     quota: QuotaPolicy
     rates: SendingRates
     queue: OutboundQueue
+    #: Retention and legal hold (a later issue); POP3 ``expunge`` asks it first.
+    retention: IRetention = attrs.Factory(NoRetention)
+    #: POP3 sessions of both listeners share one lock table and one login-delay record.
+    pop3_locks: MaildropLocks = attrs.Factory(MaildropLocks)
+    pop3_logins: dict[str, float] = attrs.Factory(dict)
 
     def factory(self, service: str) -> Factory:
         """The protocol factory of one listener (without the implicit-TLS wrapper)."""
@@ -214,6 +221,12 @@ class Parts:
                 limits=settings.limits,
                 authenticator=self.authenticator,
                 tls_context=self.tls,
+                settings=settings.pop3,
+                accounts=self.accounts,
+                retention=self.retention,
+                locks=self.pop3_locks,
+                clock=self.clock,
+                last_login=self.pop3_logins,
                 implicit_tls=implicit,
             ),
         )

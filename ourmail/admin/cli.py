@@ -21,6 +21,7 @@ from ourmail.admin import queuecmd, transfer
 from ourmail.auth.accounts import AccountDB, AccountError
 from ourmail.auth.passwords import hash_password
 from ourmail.config import (
+    POP3_DELETE_POLICIES,
     ConfigError,
     QuotaLimit,
     Settings,
@@ -28,6 +29,7 @@ from ourmail.config import (
     normalise_domain,
     parse_size,
 )
+from ourmail.pop3.policy import deletion_policy
 from ourmail.smtp.queuefiles import QueueError, QueueFiles
 from ourmail.store import shardmove
 from ourmail.store.quota import QuotaPolicy, usage
@@ -117,6 +119,17 @@ def user_quota(settings: Settings, db: AccountDB, args: argparse.Namespace) -> N
     print(f"{address}: {_size(used.bytes)} in {used.messages} messages; limit "
           f"{_size(limit.bytes) if limit.bytes else 'unlimited'} and "
           f"{limit.messages or 'unlimited'} messages ({source})")  # fmt: skip
+
+
+def user_pop3_delete(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
+    address = _address(settings, db, args.address)
+    if not db.has_user(address):
+        raise CommandError(f"no such user: {address}")
+    if args.policy is not None:
+        db.set_pop3_delete(address, None if args.policy == "default" else args.policy)
+    own = db.pop3_delete(address)
+    policy = deletion_policy(settings.pop3, db, address)
+    print(f"{address}: POP3 deletion {policy} ({'own' if own else 'domain or default'})")
 
 
 def _size(n: int | None) -> str:
@@ -272,6 +285,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--messages", type=int, help="most messages (0: unlimited)")
     p.add_argument("--default", action="store_true", help="use the domain's or default limit")
     p.set_defaults(func=user_quota)
+    p = user_cmds.add_parser(
+        "pop3-delete", parents=[common], help="show or set what a POP3 deletion does for a user"
+    )
+    p.add_argument("address")
+    p.add_argument("policy", nargs="?", choices=[*POP3_DELETE_POLICIES, "default"])
+    p.set_defaults(func=user_pop3_delete)
     p = user_cmds.add_parser("del", parents=[common], help="delete a user (the mail is kept)")
     p.add_argument("address")
     p.set_defaults(func=user_del)

@@ -82,6 +82,21 @@ class AccountDB:
                     "messages": limit.messages or 0,
                 }
 
+    def pop3_delete(self, address: str) -> str | None:
+        """The user's own POP3 deletion policy, or None when the domain's or default applies."""
+        user = self._fresh()["users"].get(address)
+        return user.get("pop3_delete") if user else None
+
+    def set_pop3_delete(self, address: str, policy: str | None) -> None:
+        """Give the user their own POP3 deletion policy, or (None) the domain's or default."""
+        with self._update() as data:
+            if address not in data["users"]:
+                raise AccountError(f"no such user: {address}")
+            if policy is None:
+                data["users"][address].pop("pop3_delete", None)
+            else:
+                data["users"][address]["pop3_delete"] = policy
+
     def alias(self, address: str) -> list[str] | None:
         """The local users an alias delivers to, or None if it is no alias."""
         targets = self._fresh().get("aliases", {}).get(address)

@@ -1,70 +1,71 @@
-"""The POP3 server (RFC 1939, CAPA RFC 2449, STLS RFC 2595).
+"""The POP3 server: RFC 1939, CAPA and response codes (RFC 2449, RFC 3206), SASL PLAIN
+(RFC 5034), STLS (RFC 2595).
 
 Implementation notes (keep these true when changing this module):
 
-* DELE never erases mail.  At QUIT the deleted messages get the ``$POP3Deleted`` keyword, which
-  hides them from every later POP3 session while IMAP still sees them (retention comes later).
-* The maildrop a session sees is the INBOX as it was at login, minus hidden messages; numbers
-  and sizes do not change during the session (RFC 1939 §5).
-* USER and PASS only under TLS: before STLS, CAPA does not list USER (RFC 2595 §4) and both
-  answer ``-ERR [AUTH]``.
-* Messages are stored with CRLF; RETR and TOP only byte-stuff lines that start with ``.``
-  (RFC 1939 §3), so no line ending is ever changed.
+* A deletion is what the user's policy says (``policy.py``): by default ``hide``, which never
+  erases mail.  It happens at QUIT only (the UPDATE state, RFC 1939 §6); a dropped connection
+  deletes nothing.
+* The maildrop is the INBOX as it was at login and is locked for the session (``maildrop.py``).
+* USER, PASS and AUTH only under TLS: before STLS, CAPA lists STLS instead of USER and SASL
+  (RFC 2595 §4) and they answer ``-ERR [AUTH]``.
+* Messages are stored with CRLF; RETR and TOP byte-stuff lines that start with ``.`` (RFC 1939
+  §3) and change nothing else.  They stream from the message's buffer (a memory map when
+  large) as the connection drains.
 * Error replies never carry Python error text: internal errors are logged and answered
   ``-ERR [SYS/TEMP]`` (RFC 3206).
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable
+import base64
+import binascii
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IReactorTime
 
+from ourmail.auth.accounts import AccountDB
 from ourmail.auth.login import Authenticator, LoginFailed
-from ourmail.config import Limits
-from ourmail.interfaces import IFolder, IUserStore
+from ourmail.config import Limits, Pop3Settings
+from ourmail.imap.content import Span
+from ourmail.interfaces import IRetention, IUserStore
 from ourmail.net.lineproto import LineProtocol
-
-#: The keyword a POP3 deletion sets (issue 6 keeps the name for its "hide" policy).
-HIDDEN = "$POP3Deleted"
+from ourmail.pop3.maildrop import Entry, Maildrop, MaildropLocks
+from ourmail.pop3.policy import deletion_policy
 
 
 @attrs.frozen
 class POP3Context:
-    """What every POP3 connection of one listener shares."""
+    """What every POP3 connection of the process shares."""
 
     hostname: str
     limits: Limits
     authenticator: Authenticator
     tls_context: IOpenSSLServerConnectionCreator
+    settings: Pop3Settings
+    accounts: AccountDB
+    retention: IRetention
+    locks: MaildropLocks
+    clock: IReactorTime
+    #: address -> time of the last successful login (RFC 2449 §6.5 LOGIN-DELAY)
+    last_login: dict[str, float]
     implicit_tls: bool = False
 
 
-@attrs.define
-class _Entry:
-    uid: int
-    size: int
-    uidl: str
-    deleted: bool = False
-
-
-def uidl_of(key: str) -> str:
-    """A UIDL that stays the same for the life of the message: a digest of its stored name."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
-
-
-def stuff(data: bytes) -> bytes:
-    """RFC 1939 §3 byte-stuffing of a CRLF message, with the terminating ``.`` line."""
-    if data.startswith(b"."):
-        data = b"." + data
-    data = data.replace(b"\r\n.", b"\r\n..")
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    return data + b".\r\n"
+def stuffed(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """RFC 1939 §3 byte-stuffing of a CRLF message given in chunks, then the final ``.``
+    line; a ``CRLF .`` split between two chunks is found too."""
+    tail = b"\r\n"  # the message starts a line
+    for chunk in chunks:
+        if not chunk:
+            continue
+        joined = (tail + chunk).replace(b"\r\n.", b"\r\n..")
+        yield joined[len(tail) :]
+        tail = (tail + chunk)[-2:]
+    yield b".\r\n" if tail == b"\r\n" else b"\r\n.\r\n"
 
 
 class POP3Server(LineProtocol):
@@ -77,8 +78,8 @@ class POP3Server(LineProtocol):
         self.ctx = ctx
         self.username: str | None = None
         self.user: IUserStore | None = None
-        self.folder: IFolder | None = None
-        self.messages: list[_Entry] = []
+        self.maildrop: Maildrop | None = None
+        self._sasl: Callable[[bytes], None] | None = None
 
     def ok(self, text: str = "") -> None:
         self.write(f"+OK {text}".rstrip().encode("utf-8") + b"\r\n")
@@ -94,6 +95,12 @@ class POP3Server(LineProtocol):
         self.log.info("pop3 connection from {peer}", peer=self.peer)
         self.ok(f"{self.ctx.hostname} ourmail POP3 ready")
 
+    def connectionLost(self, reason: Any = None) -> None:
+        super().connectionLost(reason)
+        if self.user is not None:
+            self.ctx.locks.release(self.user.address)  # no UPDATE state: nothing is deleted
+            self.user = None
+
     def send_goodbye_timeout(self) -> None:
         self.err("Idle timeout")
 
@@ -101,6 +108,7 @@ class POP3Server(LineProtocol):
         self.write(f"-ERR [SYS/TEMP] {why}, try again later\r\n".encode())  # RFC 3206
 
     def line_too_long(self) -> None:
+        self._sasl = None
         self.err("Line too long")
 
     def internal_error(self) -> None:
@@ -110,6 +118,10 @@ class POP3Server(LineProtocol):
         self.write(b"-ERR Too many errors, closing connection\r\n")
 
     def line_received(self, line: bytes) -> None:
+        if self._sasl is not None:
+            step, self._sasl = self._sasl, None
+            step(line)
+            return
         text = line.decode("utf-8", "replace")
         verb, _, arg = text.partition(" ")
         verb = verb.upper()
@@ -119,7 +131,9 @@ class POP3Server(LineProtocol):
             known = verb in self.TRANSACTION or verb in self.AUTHORIZATION
             self.err("Command not valid in this state" if known else "Unknown command")
             return
-        result = handler(self, arg.strip())
+        self._run(handler(self, arg.strip()))
+
+    def _run(self, result: Deferred[None] | None) -> None:
         if isinstance(result, Deferred):
             self.pause()
             result.addErrback(self.fail)
@@ -128,9 +142,13 @@ class POP3Server(LineProtocol):
     # -- AUTHORIZATION -----------------------------------------------------------------------
 
     def do_CAPA(self, arg: str) -> None:
-        caps = ["TOP", "UIDL", "RESP-CODES", "PIPELINING", "IMPLEMENTATION ourmail"]
+        """RFC 2449 §5; EXPIRE NEVER: ourmail never removes mail on its own."""
+        caps = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "EXPIRE NEVER"]
+        if self.ctx.settings.login_delay:
+            caps.append(f"LOGIN-DELAY {self.ctx.settings.login_delay}")
         if self.user is None:
-            caps.append("USER" if self.secure else "STLS")
+            caps += ["USER", "SASL PLAIN"] if self.secure else ["STLS"]
+        caps.append("IMPLEMENTATION ourmail")
         self.ok("Capability list follows")
         self.write("".join(f"{c}\r\n" for c in caps).encode() + b".\r\n")
 
@@ -158,108 +176,172 @@ class POP3Server(LineProtocol):
             self.err("USER first")
             return None
         username, self.username = self.username, None
-        return self.ctx.authenticator.login(username, arg, self.peer, "pop3").addCallbacks(
-            self._logged_in, self._login_failed
-        )
+        return self._login(username, arg)
+
+    def do_AUTH(self, arg: str) -> None:
+        """RFC 5034: AUTH PLAIN, with or without an initial response; ``*`` cancels."""
+        mechanism, _, initial = arg.partition(" ")
+        if not self.secure:
+            self.err("[AUTH] Authentication is disabled until STLS")
+        elif mechanism.upper() != "PLAIN":
+            self.err("Unsupported authentication mechanism")
+        elif initial:
+            self._plain(initial.encode())
+        else:
+            self.write(b"+ \r\n")
+            self._sasl = self._plain
+
+    def _plain(self, line: bytes) -> None:
+        if line.strip() == b"*":
+            self.err("Authentication cancelled")
+            return
+        try:
+            raw = b"" if line.strip() == b"=" else base64.b64decode(line.strip(), validate=True)
+            _authz, user, password = raw.decode("utf-8").split("\0")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            self.err("[AUTH] Bad PLAIN response")
+            return
+        self._run(self._login(user, password))
+
+    def _login(self, username: str, password: str) -> Deferred[None]:
+        login = self.ctx.authenticator.login(username, password, self.peer, "pop3")
+        return login.addCallbacks(self._logged_in, self._login_failed)
 
     def _login_failed(self, failure: Any) -> None:
         failure.trap(LoginFailed)
         self.err("[AUTH] Authentication failed")
 
     def _logged_in(self, user: IUserStore) -> None:
-        folder = user.folder("INBOX")
-        folder.sync()
-        self.messages = []
-        for uid in folder.uids():
-            msg = folder.message(uid)
-            if HIDDEN not in msg.flags:
-                self.messages.append(_Entry(uid, msg.size, uidl_of(msg.key)))
-        self.user, self.folder = user, folder
-        total = sum(m.size for m in self.messages)
-        self.ok(f"Maildrop has {len(self.messages)} messages ({total} octets)")
+        address = user.address
+        delay = self.ctx.settings.login_delay
+        now = self.ctx.clock.seconds()
+        last = self.ctx.last_login.get(address)
+        if delay and last is not None and now - last < delay:
+            self.err(f"[LOGIN-DELAY] Wait {int(delay - (now - last)) + 1} seconds between logins")
+            return
+        if not self.ctx.locks.acquire(address):
+            self.err("[IN-USE] Maildrop is in use by another POP3 session")  # RFC 2449 §8.1.1
+            return
+        try:
+            self.maildrop = Maildrop(user)
+        except Exception:
+            self.ctx.locks.release(address)
+            raise
+        self.user = user
+        self.ctx.last_login[address] = now
+        live = self.maildrop.live()
+        total = sum(e.size for _, e in live)
+        self.ok(f"Maildrop has {len(live)} messages ({total} octets)")
 
-    def do_QUIT(self, arg: str) -> None:
-        if self.user is not None and self.folder is not None:
-            hidden = [m.uid for m in self.messages if m.deleted]
-            if hidden:
-                self.folder.store_flags(hidden, [HIDDEN], "+")
-            self.log.info("pop3 {user} hid {n} messages", user=self.user.address, n=len(hidden))
-        self.ok("Bye")
+    @inlineCallbacks
+    def do_QUIT(self, arg: str) -> Deferred[None]:
+        if self.user is None or self.maildrop is None:
+            self.ok("Bye")
+            self.close()
+            return
+        user, self.user = self.user, None
+        policy = deletion_policy(self.ctx.settings, self.ctx.accounts, user.address)
+        try:
+            removed = yield self.maildrop.update(policy, self.ctx.retention)
+        except Exception:
+            self.log.failure("pop3 update for {user} failed", user=user.address)
+            self.write(b"-ERR [SYS/TEMP] Some deleted messages were not removed\r\n")
+        else:
+            self.log.info(
+                "pop3 {user}: {n} messages deleted ({policy})",
+                user=user.address,
+                n=removed,
+                policy=policy,
+            )
+            self.ok(f"Bye ({removed} messages deleted)")
+        finally:
+            self.ctx.locks.release(user.address)
         self.close()
 
     # -- TRANSACTION -------------------------------------------------------------------------
 
-    def _msg(self, arg: str) -> _Entry | None:
-        if not arg.isdigit() or not 0 < int(arg) <= len(self.messages):
+    def _entry(self, arg: str) -> Entry | None:
+        assert self.maildrop is not None
+        entries = self.maildrop.entries
+        if not arg.isdigit() or not 0 < int(arg) <= len(entries):
             self.err("No such message")
             return None
-        entry = self.messages[int(arg) - 1]
+        entry = entries[int(arg) - 1]
         if entry.deleted:
             self.err("Message is deleted")
             return None
         return entry
 
     def do_STAT(self, arg: str) -> None:
-        live = [m for m in self.messages if not m.deleted]
-        self.ok(f"{len(live)} {sum(m.size for m in live)}")
+        assert self.maildrop is not None
+        live = self.maildrop.live()
+        self.ok(f"{len(live)} {sum(e.size for _, e in live)}")
 
-    def _listing(self, arg: str, value: Callable[[_Entry], str]) -> None:
+    def _listing(self, arg: str, value: Callable[[Entry], str]) -> None:
+        assert self.maildrop is not None
         if arg:
-            entry = self._msg(arg)
+            entry = self._entry(arg)
             if entry is not None:
-                self.ok(f"{arg} {value(entry)}")
+                self.ok(f"{int(arg)} {value(entry)}")
             return
         self.ok("Listing follows")
-        lines = [f"{n} {value(m)}\r\n" for n, m in enumerate(self.messages, 1) if not m.deleted]
+        lines = [f"{n} {value(e)}\r\n" for n, e in self.maildrop.live()]
         self.write("".join(lines).encode() + b".\r\n")
 
     def do_LIST(self, arg: str) -> None:
-        self._listing(arg, lambda m: str(m.size))
+        self._listing(arg, lambda e: str(e.size))
 
     def do_UIDL(self, arg: str) -> None:
-        self._listing(arg, lambda m: m.uidl)
+        self._listing(arg, lambda e: e.uidl)
 
-    def _read(self, entry: _Entry) -> bytes | None:
-        assert self.folder is not None
+    def _span(self, entry: Entry) -> Span | None:
+        assert self.maildrop is not None
         try:
-            return self.folder.message(entry.uid).read()
+            data = self.maildrop.folder.message(entry.uid).buffer()
         except KeyError:
             self.err("Message was removed by another client")
             return None
+        return Span(data, 0, len(data))
 
-    def do_RETR(self, arg: str) -> None:
-        entry = self._msg(arg)
-        data = self._read(entry) if entry is not None else None
-        if data is not None:
-            self.ok(f"{len(data)} octets")
-            self.write(stuff(data))
+    def do_RETR(self, arg: str) -> Deferred[None] | None:
+        entry = self._entry(arg)
+        span = self._span(entry) if entry is not None else None
+        if span is None:
+            return None
+        self.ok(f"{span.size} octets")
+        return self.write_chunks(stuffed(span.chunks()))
 
-    def do_TOP(self, arg: str) -> None:
-        num, _, lines = arg.partition(" ")
-        if not lines.strip().isdigit():
+    def do_TOP(self, arg: str) -> Deferred[None] | None:
+        """RFC 1939 §7: the header, the blank line, and the first ``n`` body lines."""
+        num, _, count = arg.partition(" ")
+        if not count.strip().isdigit():
             self.err("TOP needs a message number and a line count")
-            return
-        entry = self._msg(num)
-        data = self._read(entry) if entry is not None else None
-        if data is None:
-            return
-        head, sep, body = data.partition(b"\r\n\r\n")
-        count = int(lines)
-        body_lines = body.split(b"\r\n")[:count] if count else []
-        out = head + sep + b"\r\n".join(body_lines)
+            return None
+        entry = self._entry(num)
+        span = self._span(entry) if entry is not None else None
+        if span is None:
+            return None
+        data, lines = span.buf, int(count)
+        sep = data.find(b"\r\n\r\n")
+        end = len(data) if sep < 0 else sep + 4
+        while lines > 0 and end < len(data):
+            nxt = data.find(b"\r\n", end)
+            end = len(data) if nxt < 0 else nxt + 2
+            lines -= 1
         self.ok("Top of message follows")
-        self.write(stuff(out))
+        return self.write_chunks(stuffed(Span(data, 0, end).chunks()))
 
     def do_DELE(self, arg: str) -> None:
-        entry = self._msg(arg)
+        entry = self._entry(arg)
         if entry is not None:
             entry.deleted = True
-            self.ok(f"Message {arg} deleted")
+            self.ok(f"Message {int(arg)} deleted")
 
     def do_RSET(self, arg: str) -> None:
-        for m in self.messages:
-            m.deleted = False
-        self.ok(f"Maildrop has {len(self.messages)} messages")
+        assert self.maildrop is not None
+        for e in self.maildrop.entries:
+            e.deleted = False
+        self.ok(f"Maildrop has {len(self.maildrop.entries)} messages")
 
     def do_NOOP(self, arg: str) -> None:
         self.ok()
@@ -269,6 +351,7 @@ class POP3Server(LineProtocol):
         "STLS": do_STLS,
         "USER": do_USER,
         "PASS": do_PASS,
+        "AUTH": do_AUTH,
         "QUIT": do_QUIT,
     }
     TRANSACTION = {

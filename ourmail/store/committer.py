@@ -47,6 +47,7 @@ class Job:
     info: str | None
     date: float | None
     summary: Summary | None
+    base: str | None = None
     done: Deferred[int] = attrs.Factory(Deferred)
     prepared: maildir.Prepared | None = None
 
@@ -71,9 +72,11 @@ class Committer:
         info: str | None,
         date: float | None,
         summary: Summary | None,
+        base: str | None = None,
     ) -> Deferred[int]:
-        """Store a message in ``folder``; fires with its UID once it is durable."""
-        job = Job(folder, source, info, date, summary)
+        """Store a message in ``folder`` (named ``base`` if given); fires with its UID once it
+        is durable."""
+        job = Job(folder, source, info, date, summary, base)
         self._waiting.append(job)
         reactor.callLater(0, self._kick)
         return job.done
@@ -125,7 +128,7 @@ def _commit(batch: list[Job], snapshots: dict[int, Snapshot]) -> tuple[list[Job]
     for job in batch:
         if job.prepared is None:
             job.prepared = maildir.prepare(
-                job.folder.path, job.source, job.date, job.summary, sync=not HAVE_SYNCFS
+                job.folder.path, job.source, job.date, job.summary, not HAVE_SYNCFS, job.base
             )
     faults.point("delivery-prepared")
     retry: list[Job] = []
@@ -168,7 +171,9 @@ submit = _committer.submit
 
 
 def submit_all(
-    jobs: Iterable[tuple[MaildirFolder, MessageSource, str | None, float | None, Summary | None]],
+    jobs: Iterable[
+        tuple[MaildirFolder, MessageSource, str | None, float | None, Summary | None, str | None]
+    ],
 ) -> list[Deferred[int]]:
     """Queue several messages in order: they commit in one batch, so their UIDs ascend."""
     return [_committer.submit(*job) for job in jobs]

@@ -552,9 +552,21 @@ class MaildirFolder:
             fsync_dir(self.path / sub)
         fsync_file(self.path / UIDLIST)
 
-    @inlineCallbacks
     def copy_to(self, uids: Iterable[int], target: IFolder) -> Deferred[list[tuple[int, int]]]:
         """Copies commit in one batch in source order, so their new UIDs ascend likewise."""
+        return self._transfer(uids, target, keep_names=False)
+
+    @inlineCallbacks
+    def move_to(self, uids: Iterable[int], target: IFolder) -> Deferred[list[tuple[int, int]]]:
+        """A move keeps each message's file name, so its POP3 UIDL survives it."""
+        pairs = yield self._transfer(uids, target, keep_names=True)
+        self.expunge([src for src, _ in pairs])
+        return pairs
+
+    @inlineCallbacks
+    def _transfer(
+        self, uids: Iterable[int], target: IFolder, keep_names: bool
+    ) -> Deferred[list[tuple[int, int]]]:
         if not isinstance(target, MaildirFolder):
             raise StoreError("cannot copy between different store types")
         jobs, sources = [], []
@@ -564,7 +576,8 @@ class MaildirFolder:
                 continue
             info = target._info_for(self.flags_of(entry.info)) if entry.info else None
             path = self.path / entry.sub / entry.filename
-            jobs.append((target, path, info, entry.date, self.cache.get(uid)))
+            base = entry.base if keep_names and entry.base not in target.state.by_base else None
+            jobs.append((target, path, info, entry.date, self.cache.get(uid), base))
             sources.append(uid)
         pairs = []
         for uid, d in zip(sources, committer.submit_all(jobs), strict=True):
@@ -573,14 +586,6 @@ class MaildirFolder:
             except FileNotFoundError:
                 continue  # expunged meanwhile
         return pairs
-
-    @inlineCallbacks
-    def move_to(self, uids: Iterable[int], target: IFolder) -> Deferred[list[tuple[int, int]]]:
-        pairs = yield self.copy_to(uids, target)
-        self.expunge([src for src, _ in pairs])
-        return pairs
-
-    # -- listeners ----------------------------------------------------------------------------
 
     def search_headers(self, field: str, needle: str) -> set[int]:
         """UIDs present whose decoded ``field`` contains ``needle`` (lower case), from the
@@ -593,6 +598,8 @@ class MaildirFolder:
                 self.message(uid).summary()
         present = self.state.entries
         return {u for u in self.cache.search(field, needle) if u in present}
+
+    # -- listeners ----------------------------------------------------------------------------
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         self._listeners.append(callback)

@@ -136,10 +136,12 @@ def prepare(
     mtime: float | None,
     summary: Summary | None = None,
     sync: bool = True,
+    base: str | None = None,
 ) -> Prepared:
     """Write ``source`` into ``tmp/``, fsynced unless ``sync`` is False.  Blocking: run in a thread.
 
     ``sync=False`` is for callers that make a whole batch durable at once (``fsutil.syncfs``).
+    ``base`` keeps a moved message's name (and so its POP3 UIDL); by default a new one is made.
     A path is hard-linked when it can be (its writer fsynced it), otherwise copied.  The summary
     is computed from the stored bytes unless one is given.
     """
@@ -173,7 +175,7 @@ def prepare(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return Prepared(tmp_name, unique_base(st.st_size), st.st_size, st.st_mtime, summary)
+    return Prepared(tmp_name, base or unique_base(st.st_size), st.st_size, st.st_mtime, summary)
 
 
 def crlf_size(path: Path) -> int:
