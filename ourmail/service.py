@@ -172,7 +172,7 @@ class Parts:
     rates: SendingRates
     queue: OutboundQueue
     #: Retention and legal hold (a later issue); POP3 ``expunge`` asks it first.
-    retention: IRetention = attrs.Factory(NoRetention)
+    retention: IRetention
     #: POP3 sessions of both listeners share one lock table and one login-delay record.
     pop3_locks: MaildropLocks = attrs.Factory(MaildropLocks)
     pop3_logins: dict[str, float] = attrs.Factory(dict)
@@ -239,6 +239,7 @@ def assemble(
     store: IMailStore | None = None,
     realm: IRealm | None = None,
     queue_clock: IReactorTime | None = None,
+    retention: IRetention | None = None,
 ) -> Parts:
     """The shared parts of a server process (see :func:`build` for the arguments)."""
     clock: IReactorTime = reactor  # type: ignore[assignment]
@@ -273,6 +274,7 @@ def assemble(
             reactor,  # type: ignore[arg-type]
             queue_clock or reactor,  # type: ignore[arg-type]
         ),
+        retention=retention or NoRetention(),
     )
 
 
@@ -283,12 +285,14 @@ def build(
     store: IMailStore | None = None,
     realm: IRealm | None = None,
     queue_clock: IReactorTime | None = None,
+    retention: IRetention | None = None,
 ) -> Server:
     """The whole server for ``settings``.
 
     Plugin points (docs/plugins.md): ``checkers`` replace the local-account checker, ``store``
     replaces the sharded Maildir store (delivery and the default realm use it), and ``realm``
-    replaces the default realm (it must hand out ``IUserStore`` avatars).  ``queue_clock``
+    replaces the default realm (it must hand out ``IUserStore`` avatars), and ``retention``
+    says which messages must never be erased (POP3 ``expunge`` asks it).  ``queue_clock``
     drives the outbound queue's schedule (tests pass a ``task.Clock``).
     """
     if reactor is None:
@@ -298,7 +302,7 @@ def build(
     assert reactor is not None
     raise_open_file_limit()
     first_start(settings)
-    parts = assemble(settings, reactor, checkers, store, realm, queue_clock)
+    parts = assemble(settings, reactor, checkers, store, realm, queue_clock, retention)
     root = MultiService()
     parts.queue.setServiceParent(root)
     listeners: dict[str, ListenerService] = {}

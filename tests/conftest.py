@@ -84,6 +84,7 @@ def running_server(
     domain: str = "example.test",
     hostname: str = "mail.example.test",
     queue_clock: Any = None,
+    retention: Any = None,
     **changes: Any,
 ) -> Iterator[RunningServer]:
     """A fresh server on loopback ports (``listen`` overrides some); ``changes`` override
@@ -101,7 +102,7 @@ def running_server(
     settings = attrs.evolve(settings, auth_failure_delay=0.05, queue=queue, **changes)
 
     def start() -> Server:
-        server = build(settings, reactor, queue_clock=queue_clock)
+        server = build(settings, reactor, queue_clock=queue_clock, retention=retention)
         server.service.startService()
         return server
 
