@@ -30,7 +30,7 @@ from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IReacto
 from ourmail.auth.accounts import AccountDB
 from ourmail.auth.login import Authenticator, LoginFailed
 from ourmail.config import Limits, Pop3Settings
-from ourmail.imap.content import Span
+from ourmail.imap.content import STREAM_AT, Span
 from ourmail.interfaces import IRetention, IUserStore
 from ourmail.net.lineproto import LineProtocol
 from ourmail.pop3.maildrop import Entry, Maildrop, MaildropLocks
@@ -308,8 +308,7 @@ class POP3Server(LineProtocol):
         span = self._span(entry) if entry is not None else None
         if span is None:
             return None
-        self.ok(f"{span.size} octets")
-        return self.write_chunks(stuffed(span.chunks()))
+        return self._send(f"+OK {span.size} octets\r\n".encode(), span)
 
     def do_TOP(self, arg: str) -> Deferred[None] | None:
         """RFC 1939 §7: the header, the blank line, and the first ``n`` body lines."""
@@ -328,8 +327,16 @@ class POP3Server(LineProtocol):
             nxt = data.find(b"\r\n", end)
             end = len(data) if nxt < 0 else nxt + 2
             lines -= 1
-        self.ok("Top of message follows")
-        return self.write_chunks(stuffed(Span(data, 0, end).chunks()))
+        return self._send(b"+OK Top of message follows\r\n", Span(data, 0, end))
+
+    def _send(self, head: bytes, span: Span) -> Deferred[None] | None:
+        """The reply line and the stuffed message: in one write when small, else streamed as
+        the connection drains (a producer costs a reactor turn per message)."""
+        if span.size < STREAM_AT:
+            self.write(head + b"".join(stuffed(span.chunks())))
+            return None
+        self.write(head)
+        return self.write_chunks(stuffed(span.chunks()))
 
     def do_DELE(self, arg: str) -> None:
         entry = self._entry(arg)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 CONFIG = """\
 listen = 127.0.0.1
-protocols = imap
+protocols = {protocol}
 {ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain
@@ -40,19 +40,17 @@ userdb {{
   driver = static
   args = uid=nobody gid=nogroup home={home}
 }}
-service imap-login {{
-  inet_listener imap {{
+service {protocol}-login {{
+  inet_listener {protocol} {{
     address = 127.0.0.1
     port = {port}
   }}
-  inet_listener imaps {{
+  inet_listener {protocol}s {{
     port = 0
   }}
-}}
-service anvil {{
   chroot =
 }}
-service imap-login {{
+service anvil {{
   chroot =
 }}
 """
@@ -71,12 +69,14 @@ def dovecot(
     password: str,
     tls: tuple[Path, Path] | None = None,
     argon2: bool = False,
+    protocol: str = "imap",
 ) -> Iterator[tuple[int, Path]]:
     """Run Dovecot for ``user`` on a copy of the Maildir ``source``; yields (port, the copy).
 
     With ``tls`` (certificate, key) it offers STARTTLS with that pair, as ourmail does.  With
     ``argon2`` the password is stored as Dovecot's own argon2id hash (m=64 MiB, t=3, the cost
-    ourmail's hashes have), so LOGIN costs the same on both sides."""
+    ourmail's hashes have), so LOGIN costs the same on both sides.  ``protocol`` is ``imap``
+    or ``pop3``: the one service it listens for (with STARTTLS/STLS)."""
     if shutil.which("dovecot") is None:
         raise RuntimeError("Dovecot is not installed: run scripts/test, which installs it")
     workdir = Path(tempfile.mkdtemp(prefix="ourmail-dovecot-", dir="/var/tmp"))
@@ -109,6 +109,7 @@ def dovecot(
             home=workdir / "home",
             port=port,
             ssl=ssl,
+            protocol=protocol,
         )
     )
     subprocess.run(["dovecot", "-c", str(conf)], check=True)
