@@ -5,14 +5,15 @@ QUIT does with the messages marked deleted.
   file is read) and do not change during the session, whatever IMAP or delivery do meanwhile.
 * One POP3 session per maildrop: a second gets ``[IN-USE]`` (RFC 2449 §8.1.1) until the first
   ends, while IMAP and delivery go on.
-* UIDLs are a digest of the message's stored name, which survives restarts, index rebuilds and
-  moves (RFC 1939 §7: "the unique-id of a message ... persists across sessions").
+* UIDLs are the message's stored name (or a digest of it), which survives restarts, index
+  rebuilds and moves (RFC 1939 §7: "the unique-id of a message ... persists across sessions").
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 
 import attrs
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -23,8 +24,14 @@ from ourmail.pop3.policy import HIDDEN
 TRASH = "Trash"
 
 
+_UIDL_RE = re.compile(r"[\x21-\x7e]{1,70}")
+
+
 def uidl_of(key: str) -> str:
-    """A UIDL that stays the same for the life of the message: a digest of its stored name."""
+    """A UIDL that stays the same for the life of the message: its stored name when that is a
+    valid unique-id (RFC 1939 §7: 1 to 70 characters from 0x21 to 0x7E), else a digest of it."""
+    if _UIDL_RE.fullmatch(key):
+        return key
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 

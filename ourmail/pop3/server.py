@@ -284,9 +284,8 @@ class POP3Server(LineProtocol):
             if entry is not None:
                 self.ok(f"{int(arg)} {value(entry)}")
             return
-        self.ok("Listing follows")
-        lines = [f"{n} {value(e)}\r\n" for n, e in self.maildrop.live()]
-        self.write("".join(lines).encode() + b".\r\n")
+        body = "".join(f"{n} {value(e)}\r\n" for n, e in self.maildrop.live())
+        self.write(b"+OK Listing follows\r\n" + body.encode() + b".\r\n")
 
     def do_LIST(self, arg: str) -> None:
         self._listing(arg, lambda e: str(e.size))

@@ -4,6 +4,7 @@ applies ([AUTH], [IN-USE], [LOGIN-DELAY], [SYS/TEMP]), with the RFC's example ex
 from __future__ import annotations
 
 import base64
+import imaplib
 import poplib
 from pathlib import Path
 
@@ -129,6 +130,11 @@ def test_in_use_while_imap_and_delivery_go_on(mailserver: RunningServer) -> None
     except poplib.error_proto as e:
         assert b"[IN-USE]" in e.args[0]
     deliver(mailserver, 1)  # delivery goes on
+    m = imaplib.IMAP4_SSL("127.0.0.1", mailserver.port("imaps"), ssl_context=client_tls())
+    m.login(mailserver.user, mailserver.password)
+    assert m.select("INBOX")[1] == [b"2"]  # and IMAP
+    m.store("1", "+FLAGS", "\\Flagged")
+    m.logout()
     assert first.stat()[0] == 1  # the session's view is the snapshot taken at login
     first.quit()
     third = pop(mailserver)  # the lock went with the session
