@@ -16,22 +16,12 @@ import argparse
 import imaplib
 import shutil
 import ssl
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from harness import start_server, stop_server
-from peers.dovecot import dovecot
-from store import SECRET, deliver, median_time, message
-
-from ourmail.auth.passwords import hash_password
-
-USER = "user@bench.test"
+from sidebyside import USER, compare
+from store import SECRET, median_time, message
 
 
 def connect(port: int) -> imaplib.IMAP4:
@@ -85,24 +75,7 @@ def main() -> None:
     args = ap.parse_args()
     if shutil.which("dovecot") is None:
         sys.exit("dovecot not found: apt-get install dovecot-imapd (scripts/test does)")
-    base = Path(tempfile.mkdtemp(prefix="ourmail-imap-bench-", dir="/var/tmp"))
-    server, port = start_server(base / "data", "imap")
-    server.accounts.add_user(USER, hash_password(SECRET))
-    took = deliver(server.store, [USER], args.messages, 64)
-    maildir = server.store.shards.user_dir(USER)
-    snapshot = base / "snapshot"
-    subprocess.run(["cp", "-a", str(maildir), str(snapshot)], check=True)
-    ours = operations(port, args.messages)
-    tls = (base / "data" / "tls" / "cert.pem", base / "data" / "tls" / "key.pem")
-    with dovecot(snapshot, USER, SECRET, tls, argon2=True) as (dport, _):
-        theirs = operations(dport, args.messages)
-    print(f"{args.messages} messages of 4 KB in one folder (delivered in {took:.1f} s)")
-    print(f"{'operation':<46}{'ourmail':>10}{'Dovecot':>10}{'ratio':>8}")
-    for name, t in ours.items():
-        d = theirs[name]
-        print(f"{name:<46}{t * 1000:>8.0f}ms{d * 1000:>8.0f}ms{t / d:>7.1f}x")
-    stop_server(server)
-    shutil.rmtree(base, ignore_errors=True)
+    compare("imap", args.messages, lambda port: operations(port, args.messages), "in one folder")
 
 
 if __name__ == "__main__":

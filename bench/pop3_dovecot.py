@@ -14,23 +14,13 @@ from __future__ import annotations
 
 import argparse
 import poplib
-import shutil
 import ssl
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from harness import start_server, stop_server
-from peers.dovecot import dovecot
-from store import SECRET, deliver, median_time
-
-from ourmail.auth.passwords import hash_password
-
-USER = "user@bench.test"
+from sidebyside import USER, compare
+from store import SECRET, median_time
 
 
 def connect(port: int) -> poplib.POP3:
@@ -68,23 +58,7 @@ def main() -> None:
     args = ap.parse_args()
     if not Path("/usr/lib/dovecot/pop3").exists():
         sys.exit("Dovecot POP3 not found: apt-get install dovecot-pop3d (scripts/test does)")
-    base = Path(tempfile.mkdtemp(prefix="ourmail-pop3-bench-", dir="/var/tmp"))
-    server, port = start_server(base / "data", "pop3")
-    server.accounts.add_user(USER, hash_password(SECRET))
-    took = deliver(server.store, [USER], args.messages, 64)
-    snapshot = base / "snapshot"
-    subprocess.run(["cp", "-a", str(server.store.shards.user_dir(USER)), str(snapshot)], check=True)
-    ours = operations(port)
-    tls = (base / "data" / "tls" / "cert.pem", base / "data" / "tls" / "key.pem")
-    with dovecot(snapshot, USER, SECRET, tls, argon2=True, protocol="pop3") as (dport, _):
-        theirs = operations(dport)
-    print(f"{args.messages} messages of 4 KB in the INBOX (delivered in {took:.1f} s)")
-    print(f"{'operation':<34}{'ourmail':>10}{'Dovecot':>10}{'ratio':>8}")
-    for name, t in ours.items():
-        d = theirs[name]
-        print(f"{name:<34}{t * 1000:>8.0f}ms{d * 1000:>8.0f}ms{t / d:>7.1f}x")
-    stop_server(server)
-    shutil.rmtree(base, ignore_errors=True)
+    compare("pop3", args.messages, operations, "in the INBOX")
 
 
 if __name__ == "__main__":

@@ -301,8 +301,7 @@ class MessageCommands:
             if len(out) >= OUT_CHUNK:
                 self.write(bytes(out))
                 out.clear()
-        self.write(bytes(out))
-        self.tagged("OK", f"{self._cmd} completed")
+        self.tagged("OK", f"{self._cmd} completed", bytes(out))
         return None
 
     @inlineCallbacks
@@ -359,11 +358,11 @@ class MessageCommands:
                 items.append(b"MODSEQ (%d)" % modseq)
             if not silent or self.condstore:
                 out.append(b"* %d FETCH (%s)\r\n" % (pos + 1, b" ".join(items)))
-        self.write(b"".join(out))
         if modified:
-            self.tagged("OK", f"[MODIFIED {format_set(modified)}] Conditional STORE failed")
+            text = f"[MODIFIED {format_set(modified)}] Conditional STORE failed"
         else:
-            self.tagged("OK", f"{self._cmd} completed")
+            text = f"{self._cmd} completed"
+        self.tagged("OK", text, b"".join(out))
 
     def do_COPY(self, args: list[Token]) -> Deferred[None] | None:
         """COPY and MOVE (RFC 6851), with COPYUID (RFC 4315 §3)."""

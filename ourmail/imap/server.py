@@ -163,15 +163,16 @@ class IMAPServer(
         ]
         return " ".join(caps)
 
-    def tagged(self, status: str, text: str) -> None:
-        """The tagged reply, after the untagged updates the command may carry."""
+    def tagged(self, status: str, text: str, before: bytes = b"") -> None:
+        """The tagged reply, after the untagged updates the command may carry; ``before`` is
+        the command's own untagged output, sent in the same write."""
+        out = [before]
         if self.selected is not None and status == "OK":
             # RFC 3501 §7.4.1 (and RFC 5256 §4 for SORT): no EXPUNGE while numbers are in use.
             expunge_ok = self._cmd not in ("FETCH", "STORE", "SEARCH", "SORT")
-            updates = self.selected.updates(expunge_ok)
-            if updates:
-                self.write(b"".join(line + b"\r\n" for line in updates))
-        self.send(f"{self._tag} {status} {text}")
+            out += [line + b"\r\n" for line in self.selected.updates(expunge_ok)]
+        out.append(f"{self._tag} {status} {text}\r\n".encode())
+        self.write(b"".join(out))
 
     def bad(self, text: str) -> None:
         self.send(f"{self._tag} BAD {text}")

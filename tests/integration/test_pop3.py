@@ -109,20 +109,3 @@ def test_dele_without_quit_changes_nothing(mailserver: RunningServer) -> None:
     p = pop(mailserver)
     assert p.stat()[0] == 1
     p.quit()
-
-
-def test_bad_input(mailserver: RunningServer) -> None:
-    c = RawClient(mailserver.port("pop3s"), tls=True)
-    c.line()
-    c.send(b"RETR 1\r\n")
-    assert c.line() == b"-ERR Command not valid in this state"
-    c.send(b"X" * 100_000 + b"\r\n")
-    assert c.line() == b"-ERR Line too long"
-    c.send(b"\x00\xff garbage\r\nPASS x\r\n")
-    assert c.line() == b"-ERR Unknown command"
-    assert c.line() == b"-ERR USER first"
-    c.send(f"USER {mailserver.user}\r\nPASS {mailserver.password}\r\n".encode())
-    c.line()
-    assert c.line().startswith(b"+OK Maildrop")
-    c.send(b"RETR 0\r\nRETR x\r\nTOP 1\r\nLIST 99999999999999999999\r\nSTLS\r\nNOOP\r\n")
-    assert [c.line()[:4] for _ in range(6)] == [b"-ERR"] * 5 + [b"+OK"]
