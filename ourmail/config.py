@@ -88,6 +88,22 @@ class QuotaSettings:
     permanent: bool = False
 
 
+@attrs.frozen
+class ThrottleSettings:
+    """Failed logins (``[auth]``): the delay before a failure's reply doubles per failure from
+    one client up to ``max_delay``; ``client_limit`` failures lock that client out for
+    ``client_lockout`` seconds, ``account_limit`` lock the account out (except from clients
+    that logged in to it before) for ``account_lockout``; counts reset after ``window``."""
+
+    base_delay: float = 0.5
+    max_delay: float = 15.0
+    window: float = 900.0
+    client_limit: int = 50
+    client_lockout: float = 900.0
+    account_limit: int = 10
+    account_lockout: float = 300.0
+
+
 #: What a POP3 deletion does (issue 6): hide from POP3, move to Trash, or erase.
 POP3_DELETE_POLICIES = ("hide", "trash", "expunge")
 
@@ -173,8 +189,7 @@ class Settings:
     tls_certificate: Path
     tls_key: Path
     limits: Limits = Limits()
-    #: Seconds added to each failed login reply, doubling per recent failure from one client.
-    auth_failure_delay: float = 0.5
+    auth_throttle: ThrottleSettings = ThrottleSettings()
     quota: QuotaSettings = QuotaSettings()
     submission: SubmissionSettings = SubmissionSettings()
     queue: QueueSettings = QueueSettings()
@@ -248,7 +263,14 @@ _TOML_KEYS: Mapping[str, Any] = {
     "listen": {svc: str for svc in SERVICES},
     "tls": {"certificate": str, "key": str},
     "limits": {f.name: int for f in attrs.fields(Limits)},
-    "auth": {"failure_delay": (int, float)},
+    "auth": {
+        "failure_delay": (int, float),
+        "max_delay": (int, float),
+        "client_lockout_after": int,
+        "client_lockout_seconds": (int, float),
+        "account_lockout_after": int,
+        "account_lockout_seconds": (int, float),
+    },
     "quota": {"bytes": int, "messages": int, "permanent": bool, "domain": _Named(_QUOTA_LIMIT)},
     "submission": {"save_sent": bool, "max_messages_per_hour": int, "max_recipients_per_hour": int},
     "smtp": {"mx_processes": int},
@@ -380,9 +402,7 @@ def load_settings(
     mx_processes = table.get("smtp", {}).get("mx_processes", 1)
     if not 1 <= mx_processes <= 64:
         raise ConfigError("'smtp.mx_processes' must be between 1 and 64")
-    delay = float(table.get("auth", {}).get("failure_delay", 0.5))
-    if not 0 <= delay <= 30:
-        raise ConfigError("'auth.failure_delay' must be between 0 and 30 seconds")
+    throttle = _throttle_settings(table.get("auth", {}))
 
     return Settings(
         data_dir=data_dir,
@@ -392,7 +412,7 @@ def load_settings(
         tls_certificate=cert,
         tls_key=key,
         limits=limits,
-        auth_failure_delay=delay,
+        auth_throttle=throttle,
         quota=quota,
         submission=submission,
         queue=queue,
@@ -400,6 +420,26 @@ def load_settings(
         mx_processes=mx_processes,
         config_path=config_path,
     )
+
+
+def _throttle_settings(table: Mapping[str, Any]) -> ThrottleSettings:
+    delay = float(table.get("failure_delay", 0.5))
+    if not 0 <= delay <= 30:
+        raise ConfigError("'auth.failure_delay' must be between 0 and 30 seconds")
+    values = {
+        "max_delay": table.get("max_delay", 15.0),
+        "client_limit": table.get("client_lockout_after", 50),
+        "client_lockout": table.get("client_lockout_seconds", 900.0),
+        "account_limit": table.get("account_lockout_after", 10),
+        "account_lockout": table.get("account_lockout_seconds", 300.0),
+    }
+    for name, value in values.items():
+        if value <= 0:
+            raise ConfigError(f"the [auth] lockout settings must be positive ({name})")
+    if values["account_lockout"] > 3600:
+        raise ConfigError("'auth.account_lockout_seconds' may be at most 3600: a locked-out "
+                          "account is a denial of service to its owner")  # fmt: skip
+    return ThrottleSettings(base_delay=delay, **values)
 
 
 def _pop3_settings(table: Mapping[str, Any]) -> Pop3Settings:
@@ -509,8 +549,16 @@ domains = {domains}
 # mx_processes = 1
 
 [auth]
-# Seconds added to a failed login reply; doubles with each recent failure from the same client.
+# Seconds added to a failed login reply; doubles with each recent failure from the same client
+# (up to max_delay).
 # failure_delay = 0.5
+# max_delay = 15
+# A client address with this many failures in 15 minutes is refused for a while; so is an
+# account, except from addresses it logged in from before (at most an hour).
+# client_lockout_after = 50
+# client_lockout_seconds = 900
+# account_lockout_after = 10
+# account_lockout_seconds = 300
 
 [submission]
 # Keep a copy of each message a user sends in their Sent folder (most clients save their own).

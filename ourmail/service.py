@@ -258,9 +258,7 @@ def assemble(
         accounts=accounts,
         store=store,
         directory=directory,
-        authenticator=Authenticator(
-            portal, FailureThrottle(clock, settings.auth_failure_delay), clock
-        ),
+        authenticator=Authenticator(portal, FailureThrottle(clock, settings.auth_throttle), clock),
         tls=server_context(settings.tls_certificate, settings.tls_key),
         quota=quota,
         rates=SendingRates(settings.submission),

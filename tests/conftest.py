@@ -20,7 +20,7 @@ from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
 
 from ourmail.auth.passwords import hash_password
-from ourmail.config import SERVICES, QueueSettings, load_settings
+from ourmail.config import SERVICES, QueueSettings, ThrottleSettings, load_settings
 from ourmail.service import Server, build
 
 PASSWORD = "correct horse battery staple"
@@ -99,7 +99,8 @@ def running_server(
     )
     queue = changes.pop("queue", QueueSettings())
     queue = attrs.evolve(queue, dns_servers=(f"127.0.0.1:{dns_zone()[1]}",))
-    settings = attrs.evolve(settings, auth_failure_delay=0.05, queue=queue, **changes)
+    throttle = changes.pop("auth_throttle", ThrottleSettings(base_delay=0.05))
+    settings = attrs.evolve(settings, auth_throttle=throttle, queue=queue, **changes)
 
     def start() -> Server:
         server = build(settings, reactor, queue_clock=queue_clock, retention=retention)

@@ -33,26 +33,40 @@ class Authenticator:
     def login(self, username: str, password: str, client: str, protocol: str) -> Deferred[Any]:
         """Fires with the user's IUserStore avatar, or fails with LoginFailed after a delay.
 
-        The password is never logged; the user name is.
+        A locked-out client or account fails without its password being checked.  The password
+        is never logged; the user name is.
         """
-        creds = credentials.UsernamePassword(username.encode("utf-8"), password.encode("utf-8"))
-        try:
-            _iface, avatar, _logout = yield self.portal.login(creds, None, IUserStore)
-        except (error.UnauthorizedLogin, error.UnhandledCredentials):
-            delay = self.throttle.failed(client)
-            log.info(
-                "{protocol} login failed for {user!r} from {client}",
-                protocol=protocol,
+        account = username.strip().lower()[:320]
+        refused = self.throttle.refused(client, account)
+        if refused is None:
+            creds = credentials.UsernamePassword(username.encode("utf-8"), password.encode("utf-8"))
+            try:
+                _iface, avatar, _logout = yield self.portal.login(creds, None, IUserStore)
+            except (error.UnauthorizedLogin, error.UnhandledCredentials):
+                pass
+            else:
+                self.throttle.succeeded(client, account)
+                log.info(
+                    "{protocol} login {user} from {client}",
+                    protocol=protocol,
+                    user=avatar.address,
+                    client=client,
+                )
+                return avatar
+        delay, started = self.throttle.failed(client, account)
+        log.info(
+            "{protocol} login failed for {user!r} from {client}{why}",
+            protocol=protocol,
+            user=username[:200],
+            client=client,
+            why=f" ({refused})" if refused else "",
+        )
+        if started:
+            log.warn(
+                "{what} locked out after repeated failed logins: {user!r} from {client}",
+                what="client" if started == "client" else "account",
                 user=username[:200],
                 client=client,
             )
-            yield task.deferLater(self.clock, delay, lambda: None)
-            raise LoginFailed() from None
-        self.throttle.succeeded(client)
-        log.info(
-            "{protocol} login {user} from {client}",
-            protocol=protocol,
-            user=avatar.address,
-            client=client,
-        )
-        return avatar
+        yield task.deferLater(self.clock, delay, lambda: None)
+        raise LoginFailed()

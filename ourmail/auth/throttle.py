@@ -1,46 +1,102 @@
-"""Delays for failed logins, per client address, so password guessing is slow.
+"""Slowing down password guessing: delays, then short lockouts, per client and per account.
 
-Each failure from a client doubles the delay added to its next failed reply (base, 2x, 4x …, up to
-``max_delay``); failures are forgotten after ``window`` seconds without one, and a success
-forgets them at once.  Only replies to failures are delayed, so a real user is never slowed by an
-attacker elsewhere.
+* **Delay.** Each failure from a client doubles the delay added to its next failed reply (base,
+  2x, 4x …, up to ``max_delay``).  Only replies to failures are delayed, so a real user is never
+  slowed by an attacker elsewhere.
+* **Client lockout.** A client address with ``client_limit`` failures within ``window`` is
+  refused for ``client_lockout`` seconds: its logins fail without the password being checked,
+  so a flood costs no password-hashing CPU either.
+* **Account lockout.** An account with ``account_limit`` failures within ``window`` (from any
+  addresses) is refused for ``account_lockout`` seconds, except from addresses that logged in
+  to it successfully before: an attacker elsewhere cannot lock a user out of their usual
+  device, and the lockout is short.
+* Failures are forgotten after ``window`` seconds without one; a success forgets the client's.
+
+Lockouts are logged (account and address, never a password) by the caller.
 """
 
 from __future__ import annotations
 
+import collections
+
+import attrs
 from twisted.internet.interfaces import IReactorTime
+
+from ourmail.config import ThrottleSettings
+
+#: Addresses remembered per account as having logged in successfully.
+KNOWN_CLIENTS = 20
+#: Clients and accounts tracked at once; the oldest are forgotten beyond this.
+MAX_TRACKED = 100_000
+
+
+@attrs.define
+class _Record:
+    count: int = 0
+    last: float = 0.0
+    locked_until: float = 0.0
 
 
 class FailureThrottle:
-    def __init__(
-        self,
-        clock: IReactorTime,
-        base_delay: float = 0.5,
-        max_delay: float = 15.0,
-        window: float = 900.0,
-    ) -> None:
+    def __init__(self, clock: IReactorTime, settings: ThrottleSettings) -> None:
         self.clock = clock
-        self.base_delay = base_delay
-        self.max_delay = max_delay
-        self.window = window
-        self._failures: dict[str, tuple[int, float]] = {}
+        self.settings = settings
+        self._clients: collections.OrderedDict[str, _Record] = collections.OrderedDict()
+        self._accounts: collections.OrderedDict[str, _Record] = collections.OrderedDict()
+        self._known: dict[str, collections.OrderedDict[str, None]] = {}
 
-    def failed(self, client: str) -> float:
-        """Record a failure from ``client``; return the seconds to wait before replying."""
+    def refused(self, client: str, account: str) -> str | None:
+        """Why a login attempt must fail without checking the password, or None."""
         now = self.clock.seconds()
-        count, last = self._failures.get(client, (0, now))
-        if now - last > self.window:
-            count = 0
-        count += 1
-        self._failures[client] = (count, now)
-        if len(self._failures) > 100_000:
-            self._expire(now)
-        return min(self.base_delay * 2 ** (count - 1), self.max_delay)
+        rec = self._clients.get(client)
+        if rec is not None and rec.locked_until > now:
+            return "client locked out"
+        rec = self._accounts.get(account)
+        known = self._known.get(account, {})
+        if rec is not None and rec.locked_until > now and client not in known:
+            return "account locked out"
+        return None
 
-    def succeeded(self, client: str) -> None:
-        self._failures.pop(client, None)
+    def failed(self, client: str, account: str) -> tuple[float, str | None]:
+        """Record a failure; the seconds to wait before replying, and the lockout it started
+        (``"client"`` or ``"account"``) if any."""
+        s = self.settings
+        now = self.clock.seconds()
+        started = None
+        count = self._count(self._clients, client, now)
+        if self._lock(self._clients[client], count, s.client_limit, s.client_lockout, now):
+            started = "client"
+        rec = self._accounts[account] if self._count(self._accounts, account, now) else None
+        if rec and self._lock(rec, rec.count, s.account_limit, s.account_lockout, now):
+            started = started or "account"
+        return min(s.base_delay * 2 ** (min(count, 64) - 1), s.max_delay), started
 
-    def _expire(self, now: float) -> None:
-        for key, (_, last) in list(self._failures.items()):
-            if now - last > self.window:
-                del self._failures[key]
+    @staticmethod
+    def _lock(rec: _Record, count: int, limit: int, seconds: float, now: float) -> bool:
+        """Lock ``rec`` when it reached ``limit``; once the lockout is over, each further failure
+        within the window locks it again."""
+        if count >= limit and rec.locked_until <= now:
+            rec.locked_until = now + seconds
+            return True
+        return False
+
+    def succeeded(self, client: str, account: str) -> None:
+        self._clients.pop(client, None)
+        known = self._known.setdefault(account, collections.OrderedDict())
+        known[client] = None
+        known.move_to_end(client)
+        if len(known) > KNOWN_CLIENTS:
+            known.popitem(last=False)
+        if len(self._known) > MAX_TRACKED:
+            self._known.pop(next(iter(self._known)))
+
+    def _count(self, table: collections.OrderedDict[str, _Record], key: str, now: float) -> int:
+        rec = table.get(key)
+        if rec is None or (now - rec.last > self.settings.window and rec.locked_until <= now):
+            rec = table[key] = _Record()
+        rec.count += 1
+        rec.last = now
+        table.move_to_end(key)
+        if len(table) > MAX_TRACKED:
+            table.popitem(last=False)
+        return rec.count
