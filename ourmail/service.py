@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import resource
 import secrets
+import signal
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 from twisted.application.service import MultiService, Service
@@ -15,7 +18,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IListeningPort,
-    IOpenSSLServerConnectionCreator,
     IReactorCore,
     IReactorTime,
 )
@@ -36,7 +38,7 @@ from ourmail.fsutil import write_atomic
 from ourmail.imap.server import IMAPContext, IMAPServer
 from ourmail.interfaces import IMailStore, IRetention
 from ourmail.net.lineproto import SessionFactory
-from ourmail.net.tls import server_context
+from ourmail.net.tls import ReloadableServerTLS
 from ourmail.pop3.maildrop import MaildropLocks
 from ourmail.pop3.policy import NoRetention
 from ourmail.pop3.server import POP3Context, POP3Server
@@ -167,7 +169,7 @@ class Parts:
     store: IMailStore
     directory: LocalDirectory
     authenticator: Authenticator
-    tls: IOpenSSLServerConnectionCreator
+    tls: ReloadableServerTLS
     quota: QuotaPolicy
     rates: SendingRates
     queue: OutboundQueue
@@ -232,6 +234,29 @@ class Parts:
         )
 
 
+class ReloadOnHangup(Service):
+    """SIGHUP reloads the TLS certificate and key (after a renewal) without a restart; open
+    sessions are not touched.  Installed only when running in the main thread (twistd)."""
+
+    def __init__(self, tls: ReloadableServerTLS, reactor: IReactorCore) -> None:
+        self.tls, self.reactor = tls, reactor
+        self._previous: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGHUP, self._hangup)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+            self._previous = None
+
+    def _hangup(self, signum: int, frame: Any) -> None:
+        self.reactor.callFromThread(self.tls.reload)  # type: ignore[attr-defined]
+
+
 def assemble(
     settings: Settings,
     reactor: IReactorCore,
@@ -259,7 +284,7 @@ def assemble(
         store=store,
         directory=directory,
         authenticator=Authenticator(portal, FailureThrottle(clock, settings.auth_throttle), clock),
-        tls=server_context(settings.tls_certificate, settings.tls_key),
+        tls=ReloadableServerTLS(settings.tls_certificate, settings.tls_key),
         quota=quota,
         rates=SendingRates(settings.submission),
         queue=OutboundQueue(
@@ -303,6 +328,7 @@ def build(
     parts = assemble(settings, reactor, checkers, store, realm, queue_clock, retention)
     root = MultiService()
     parts.queue.setServiceParent(root)
+    ReloadOnHangup(parts.tls, reactor).setServiceParent(root)  # type: ignore[arg-type]
     listeners: dict[str, ListenerService] = {}
     for service in SERVICES:
         endpoint = settings.listen.get(service)

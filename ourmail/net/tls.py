@@ -6,10 +6,15 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
+from OpenSSL import SSL
 from twisted.internet import ssl
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.interfaces import IOpenSSLContextFactory, IOpenSSLServerConnectionCreator
+from twisted.logger import Logger
+from zope.interface import implementer
 
 from ourmail.config import ConfigError
+
+log = Logger()
 
 
 def server_context(cert_path: Path, key_path: Path) -> IOpenSSLServerConnectionCreator:
@@ -30,6 +35,29 @@ def server_context(cert_path: Path, key_path: Path) -> IOpenSSLServerConnectionC
         extraCertChain=certs[1:],
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
     )
+
+
+@implementer(IOpenSSLContextFactory)
+class ReloadableServerTLS:
+    """The servers' TLS context, loaded from its PEM files again by :meth:`reload` (SIGHUP):
+    connections made afterwards get the new certificate, sessions already open keep theirs."""
+
+    def __init__(self, cert_path: Path, key_path: Path) -> None:
+        self.cert_path, self.key_path = cert_path, key_path
+        self._current = server_context(cert_path, key_path)
+
+    def reload(self) -> bool:
+        """Load the files again; on an error keep the old certificate (and log why)."""
+        try:
+            self._current = server_context(self.cert_path, self.key_path)
+        except ConfigError as e:
+            log.error("TLS certificate not reloaded, the old one stays: {why}", why=str(e))
+            return False
+        log.info("TLS certificate reloaded from {path}", path=str(self.cert_path))
+        return True
+
+    def getContext(self) -> SSL.Context:
+        return self._current.getContext()  # type: ignore[attr-defined,no-any-return]
 
 
 def opportunistic_client_context() -> ssl.CertificateOptions:
