@@ -102,6 +102,9 @@ class ReplyReader(LineOnlyReceiver):
         self._waiting: deque[Deferred[Reply]] = deque()
         self._lines: list[str] = []
         self._lost: Failure | None = None
+        #: The next reply is STARTTLS's: whatever arrives with it was sent in plaintext.
+        self._tls_next = False
+        self._discard = False
 
     def expect(self, timeout: float | None = None) -> Deferred[Reply]:
         d: Deferred[Reply] = Deferred()
@@ -120,7 +123,21 @@ class ReplyReader(LineOnlyReceiver):
         self.transport.write(line.encode("utf-8") + b"\r\n")  # type: ignore[union-attr]
         return self.expect(timeout)
 
+    def send_starttls(self) -> Deferred[Reply]:
+        """STARTTLS; anything the server sends after its reply and before the handshake is
+        thrown away, so a man in the middle cannot inject replies that we would then read as
+        the server's answers inside TLS (the "response injection" of the 2021 NO STARTTLS
+        study, RFC 3207 §4.2)."""
+        self._tls_next = True
+        return self.send("STARTTLS")
+
+    def dataReceived(self, data: bytes) -> None:
+        self._discard = False
+        super().dataReceived(data)
+
     def lineReceived(self, line: bytes) -> None:
+        if self._discard:
+            return
         text = line.rstrip(b"\r").decode("utf-8", "replace")
         if len(text) < 3 or not text[:3].isdigit() or (len(text) > 3 and text[3] not in " -"):
             self._bad_reply()
@@ -132,6 +149,10 @@ class ReplyReader(LineOnlyReceiver):
         if len(text) == 3 or text[3] == " ":
             reply = Reply(int(text[:3]), tuple(self._lines))
             self._lines = []
+            if self._tls_next:
+                self._tls_next = False
+                self._discard = True  # the rest of this read ...
+                self._buffer = b""  # ... and its partial last line (LineOnlyReceiver's)
             if self._waiting:
                 self._waiting.popleft().callback(reply)
 
@@ -198,7 +219,7 @@ class ClientSession:
         When ``optional``, a refusal of STARTTLS (454) leaves the session in plaintext (§4) and
         returns False.  A failed handshake drops the connection: an exception.
         """
-        reply = await self.proto.send("STARTTLS")
+        reply = await self.proto.send_starttls()
         if reply.code != 220 and optional:
             return False
         self._check(reply, "STARTTLS")

@@ -54,3 +54,17 @@ def test_silence_times_out() -> None:
 def test_dot_stuffing() -> None:
     assert dot_stuff(b".a\r\nb\r\n.\r\n") == b"..a\r\nb\r\n..\r\n.\r\n"
     assert dot_stuff(b"no newline") == b"no newline\r\n.\r\n"
+
+
+def test_replies_injected_before_the_tls_handshake_are_discarded() -> None:
+    proto, _, _ = reader()
+    got: list[Reply] = []
+    proto.send_starttls().addCallback(got.append)
+    # A man in the middle appends a fake EHLO answer to the server's STARTTLS reply.
+    proto.dataReceived(b"220 go ahead\r\n250-mx.test\r\n250 AUTH PLAIN\r\n250 par")
+    assert got == [Reply(220, ("go ahead",))]
+    after: list[Reply] = []
+    proto.expect().addCallback(after.append)  # the EHLO sent inside TLS
+    assert after == []  # not answered by the injected lines
+    proto.dataReceived(b"250-real.mx\r\n250 SIZE 10\r\n")
+    assert after == [Reply(250, ("real.mx", "SIZE 10"))]
