@@ -66,6 +66,9 @@ class Limits:
     max_connections_per_ip: int = 50
     #: SMTP commands on one connection (a spammer's endless RCPT loop ends here).
     max_commands: int = 10000
+    #: Commands before a successful login (IMAP, POP3, SMTP submission): a client that has
+    #: not logged in by then is closed, so unauthenticated sessions cannot linger and probe.
+    max_commands_before_login: int = 100
     #: Seconds of silence allowed inside SMTP DATA (RFC 5321 §4.5.3.2.6 suggests 3 minutes).
     data_timeout: int = 180
 

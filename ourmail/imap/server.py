@@ -210,6 +210,9 @@ class IMAPServer(
     def too_many_errors(self) -> None:
         self.send("* BYE Too many errors")
 
+    def say_goodbye_before_login(self) -> None:
+        self.send("* BYE Too many commands before login")
+
     # -- command assembly (literals, RFC 3501 §4.3, RFC 7888) -------------------------------
 
     def line_received(self, line: bytes) -> None:
@@ -282,6 +285,8 @@ class IMAPServer(
 
     def dispatch(self, text: bytes, lits: list[bytes]) -> None:
         self._tag, self._cmd = "*", ""
+        if self.state == NOT_AUTH and self.too_many_before_login():
+            return
         first = text.split(b" ", 1)[0].decode("utf-8", "replace")
         if not valid_tag(first):
             self.send("* BAD Invalid tag")

@@ -55,9 +55,12 @@ class LineProtocol(Protocol, TimeoutMixin):
         tls_context: IOpenSSLServerConnectionCreator | None = None,
         implicit_tls: bool = False,
     ) -> None:
+        self.max_commands_before_login = 100
         if limits is not None:
             self.max_line_length = limits.max_line_length
             self.max_errors = limits.max_errors
+            self.max_commands_before_login = limits.max_commands_before_login
+        self.commands_before_login = 0
         self.tls_context = tls_context
         self.secure = implicit_tls
         self._buf = bytearray()
@@ -227,6 +230,20 @@ class LineProtocol(Protocol, TimeoutMixin):
             self.close()
             return True
         return False
+
+    def too_many_before_login(self) -> bool:
+        """Count a command given before login; True (and the connection closing, after the
+        protocol's goodbye) once there were too many."""
+        self.commands_before_login += 1
+        if self.commands_before_login <= self.max_commands_before_login:
+            return False
+        self.log.info("{peer} closed: too many commands before login", peer=self.peer)
+        self.say_goodbye_before_login()
+        self.close()
+        return True
+
+    def say_goodbye_before_login(self) -> None:
+        """Tell the client it is closed for not logging in."""
 
     def start_tls(self) -> None:
         """Begin the TLS handshake, discarding any plaintext pipelined after the command."""

@@ -117,10 +117,15 @@ class POP3Server(LineProtocol):
     def too_many_errors(self) -> None:
         self.write(b"-ERR Too many errors, closing connection\r\n")
 
+    def say_goodbye_before_login(self) -> None:
+        self.write(b"-ERR Too many commands before login, closing connection\r\n")
+
     def line_received(self, line: bytes) -> None:
         if self._sasl is not None:
             step, self._sasl = self._sasl, None
             step(line)
+            return
+        if self.user is None and self.too_many_before_login():
             return
         text = line.decode("utf-8", "replace")
         verb, _, arg = text.partition(" ")

@@ -159,6 +159,9 @@ class SMTPServer(LineProtocol):
     def internal_error(self) -> None:
         self.reply(451, "4.3.0 Internal error, try again later")
 
+    def say_goodbye_before_login(self) -> None:
+        self.reply(421, "4.7.0 Too many commands before authentication, closing connection")
+
     def too_many_errors(self) -> None:
         self.reply(421, "4.7.0 Too many errors, closing connection")
 
@@ -199,6 +202,8 @@ class SMTPServer(LineProtocol):
         if self.commands > self.ctx.limits.max_commands:
             self.reply(421, "4.7.0 Too many commands, closing connection")
             self.close()
+            return
+        if self.ctx.submission and self.user is None and self.too_many_before_login():
             return
         if self._continuation is not None:
             cont, self._continuation = self._continuation, None
