@@ -12,6 +12,7 @@ import collections
 import contextlib
 import os
 import shutil
+import unicodedata
 import weakref
 from collections.abc import Iterable
 from pathlib import Path
@@ -86,7 +87,9 @@ def disk_name(name: str) -> str:
             raise BadFolderName("empty part in folder name")
         if "." in part:
             raise BadFolderName("'.' is not allowed in folder names")
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in part):
+        if any(
+            unicodedata.category(c) in ("Cc", "Cs") for c in part
+        ):  # C0, DEL, C1, lone surrogates
             raise BadFolderName("control characters are not allowed in folder names")
     encoded = "." + ".".join(mutf7.encode(p).decode("ascii") for p in parts)
     if len(encoded) > MAX_DISK_NAME:

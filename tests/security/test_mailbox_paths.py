@@ -18,7 +18,7 @@ from ourmail.store.userstore import MaildirStore
 
 NASTY = [
     "..", "../x", "a/../../b", ".", "/abs", "a//b", "~root", "a\x00b", "a\nb", "\x7f", "x" * 10_000,
-    "a/" * 40, "&Jjo", "&AC4ALg-", "&AC8-etc", "INBOX/..", "..&AC8-", "%2e%2e", "C:\\x", "a\\..\\b",
+    "a/" * 40, "\x9b", "a\u2028b", "&Jjo", "&AC4ALg-", "&AC8-etc", "INBOX/..", "..&AC8-", "%2e%2e", "C:\\x", "a\\..\\b",
 ]  # fmt: skip
 
 
@@ -41,7 +41,7 @@ def test_store_names_stay_inside(tree: tuple[MaildirStore, Path], name: str) -> 
     except StoreError:
         pass
     else:
-        folder = user.folder(name)
+        folder = user.folder(name.rstrip("/"))  # CREATE ignores a trailing separator
         assert Path(folder.path).resolve().is_relative_to(root.resolve())
     assert set(os.listdir(root.parent)) == before  # nothing beside the user's directory
     for entry in os.listdir(root):
