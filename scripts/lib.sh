@@ -12,6 +12,8 @@ apt_install() {
     exit 1
   fi
   echo "ourmail: installing Debian packages: ${missing[*]}" >&2
+  # slapd is only a test peer: no system directory is to be configured or started.
+  echo "slapd slapd/no_configuration boolean true" | debconf-set-selections 2>/dev/null || true
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }

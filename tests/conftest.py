@@ -85,6 +85,7 @@ def running_server(
     hostname: str = "mail.example.test",
     queue_clock: Any = None,
     retention: Any = None,
+    checkers: Any = (),
     **changes: Any,
 ) -> Iterator[RunningServer]:
     """A fresh server on loopback ports (``listen`` overrides some); ``changes`` override
@@ -103,7 +104,9 @@ def running_server(
     settings = attrs.evolve(settings, auth_throttle=throttle, queue=queue, **changes)
 
     def start() -> Server:
-        server = build(settings, reactor, queue_clock=queue_clock, retention=retention)
+        server = build(
+            settings, reactor, checkers=checkers, queue_clock=queue_clock, retention=retention
+        )
         server.service.startService()
         return server
 

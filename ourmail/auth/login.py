@@ -21,6 +21,11 @@ class LoginFailed(Exception):
     """Wrong user name or password (deliberately not saying which)."""
 
 
+class LoginUnavailable(Exception):
+    """The password could not be checked now (a directory server is down): try again later.
+    Protocols answer with their temporary error, never as a wrong password."""
+
+
 class Authenticator:
     """Logs users in through a portal; failed attempts are answered late (see FailureThrottle)."""
 
@@ -44,6 +49,15 @@ class Authenticator:
                 _iface, avatar, _logout = yield self.portal.login(creds, None, IUserStore)
             except (error.UnauthorizedLogin, error.UnhandledCredentials):
                 pass
+            except LoginUnavailable as e:
+                log.warn(
+                    "{protocol} login for {user!r} from {client} not checked: {why}",
+                    protocol=protocol,
+                    user=username[:200],
+                    client=client,
+                    why=str(e),
+                )
+                raise
             else:
                 self.throttle.succeeded(client, account)
                 log.info(

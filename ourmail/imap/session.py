@@ -10,7 +10,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 
-from ourmail.auth.login import LoginFailed
+from ourmail.auth.login import LoginFailed, LoginUnavailable
 from ourmail.imap.states import ANY, AUTH, LOGOUT, PRE
 from ourmail.imap.wire import (
     Atom,
@@ -141,6 +141,10 @@ class SessionCommands:
         except LoginFailed:
             self.send(f"{self._tag} NO [AUTHENTICATIONFAILED] Authentication failed")
             self.count_error()
+            return
+        except LoginUnavailable:
+            # RFC 5530: a temporary failure, so the client keeps the password and retries.
+            self.send(f"{self._tag} NO [UNAVAILABLE] Login temporarily unavailable, try later")
             return
         self.user = avatar
         self.state = AUTH

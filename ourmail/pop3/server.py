@@ -28,7 +28,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IReactorTime
 
 from ourmail.auth.accounts import AccountDB
-from ourmail.auth.login import Authenticator, LoginFailed
+from ourmail.auth.login import Authenticator, LoginFailed, LoginUnavailable
 from ourmail.config import Limits, Pop3Settings
 from ourmail.imap.content import STREAM_AT, Span
 from ourmail.interfaces import IRetention, IUserStore
@@ -213,6 +213,9 @@ class POP3Server(LineProtocol):
         return login.addCallbacks(self._logged_in, self._login_failed)
 
     def _login_failed(self, failure: Any) -> None:
+        if failure.check(LoginUnavailable):  # RFC 3206 §4: the client should retry later
+            self.err("[SYS/TEMP] Login temporarily unavailable, try again later")
+            return
         failure.trap(LoginFailed)
         self.err("[AUTH] Authentication failed")
 

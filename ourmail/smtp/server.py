@@ -40,7 +40,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from ourmail.addresses import AddressError, normalise_address
-from ourmail.auth.login import Authenticator, LoginFailed
+from ourmail.auth.login import Authenticator, LoginFailed, LoginUnavailable
 from ourmail.config import Limits
 from ourmail.fsutil import HAVE_SYNCFS
 from ourmail.interfaces import IDirectory, IMailStore, Recipient
@@ -336,6 +336,9 @@ class SMTPServer(LineProtocol):
             self.reply(235, "2.7.0 Authentication successful")
 
         def failed(f: object) -> None:
+            if f.check(LoginUnavailable):  # type: ignore[attr-defined]
+                self.error(454, "4.7.0 Temporary authentication failure")  # RFC 4954 §6
+                return
             f.trap(LoginFailed)  # type: ignore[attr-defined]
             self.error(535, "5.7.8 Authentication credentials invalid")
 

@@ -1,0 +1,140 @@
+"""A private OpenLDAP ``slapd`` (Debian's) on a loopback port, with a throwaway mdb database.
+
+The directory ``dc=example,dc=test`` holds what the LDAP tests need.  Besides the standard
+schemas it loads a small test schema: ``mailAlternateAddress``, ``mailHost``, ``mailQuota``
+and ``mailAccountStatus`` on an auxiliary ``ourmailUser`` class, and ``ourmailGroup`` to give a
+``groupOfNames`` a ``mail`` address.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SUFFIX = "dc=example,dc=test"
+ADMIN_DN, ADMIN_PASSWORD = f"cn=admin,{SUFFIX}", "admin secret"
+
+SCHEMA = """\
+attributetype ( 1.3.6.1.4.1.99999.1.1 NAME 'mailAlternateAddress'
+  EQUALITY caseIgnoreIA5Match SUBSTR caseIgnoreIA5SubstringsMatch
+  SYNTAX 1.3.6.1.4.1.1466.115.121.1.26{256} )
+attributetype ( 1.3.6.1.4.1.99999.1.2 NAME 'mailHost'
+  EQUALITY caseIgnoreIA5Match SYNTAX 1.3.6.1.4.1.1466.115.121.1.26{256} SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.99999.1.3 NAME 'mailQuota'
+  EQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.99999.1.4 NAME 'mailAccountStatus'
+  EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+objectclass ( 1.3.6.1.4.1.99999.2.1 NAME 'ourmailUser' AUXILIARY
+  MAY ( mailAlternateAddress $ mailHost $ mailQuota $ mailAccountStatus ) )
+objectclass ( 1.3.6.1.4.1.99999.2.2 NAME 'ourmailGroup' AUXILIARY MAY ( mail ) )
+"""
+
+CONFIG = """\
+include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+include {work}/ourmail-test.schema
+pidfile {work}/slapd.pid
+modulepath /usr/lib/ldap
+moduleload back_mdb
+database mdb
+suffix "{suffix}"
+rootdn "{admin}"
+rootpw "{password}"
+directory {work}/db
+maxsize 10485760
+access to attrs=userPassword by self =xw by anonymous auth by * none
+access to * by * read
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def user_ldif(uid: str, password: str, *extra: str) -> str:
+    """An inetOrgPerson ``uid=<uid>,ou=people`` with ``mail: <uid>@example.test``."""
+    lines = [
+        f"dn: uid={uid},ou=people,{SUFFIX}",
+        "objectClass: inetOrgPerson",
+        "objectClass: ourmailUser",
+        f"uid: {uid}",
+        f"cn: {uid}",
+        f"sn: {uid}",
+        f"mail: {uid}@example.test",
+        f"userPassword: {password}",
+        *extra,
+    ]
+    return "\n".join(lines) + "\n\n"
+
+
+class Slapd:
+    """A running slapd: its URL, and ``add`` / ``stop`` / ``start``."""
+
+    def __init__(self, work: Path, port: int) -> None:
+        self.work, self.port = work, port
+        self.url = f"ldap://127.0.0.1:{port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["slapd", "-f", str(self.work / "slapd.conf"), "-h", self.url + "/", "-d", "0"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("slapd did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(10)
+            self.proc = None
+
+    def add(self, ldif: str) -> None:
+        subprocess.run(
+            ["ldapadd", "-x", "-H", self.url, "-D", ADMIN_DN, "-w", ADMIN_PASSWORD],
+            input=ldif.encode(),
+            check=True,
+            capture_output=True,
+        )
+
+
+@contextmanager
+def slapd(ldif: str = "") -> Iterator[Slapd]:
+    """A fresh slapd with the base entries (``ou=people``, ``ou=groups``) and ``ldif``."""
+    if shutil.which("slapd") is None:
+        raise RuntimeError("slapd is not installed: run scripts/test, which installs it")
+    work = Path(tempfile.mkdtemp(prefix="ourmail-slapd-"))
+    (work / "db").mkdir()
+    (work / "ourmail-test.schema").write_text(SCHEMA)
+    (work / "slapd.conf").write_text(
+        CONFIG.format(work=work, suffix=SUFFIX, admin=ADMIN_DN, password=ADMIN_PASSWORD)
+    )
+    server = Slapd(work, free_port())
+    server.start()
+    try:
+        server.add(
+            f"dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\ndc: example\n"
+            f"o: Example\n\ndn: ou=people,{SUFFIX}\nobjectClass: organizationalUnit\n"
+            f"ou: people\n\ndn: ou=groups,{SUFFIX}\nobjectClass: organizationalUnit\n"
+            f"ou: groups\n\n" + ldif
+        )
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
