@@ -197,6 +197,8 @@ class Settings:
     submission: SubmissionSettings = SubmissionSettings()
     queue: QueueSettings = QueueSettings()
     pop3: Pop3Settings = Pop3Settings()
+    #: ``[ldap] url``: log users in and find recipients in LDAP too (ourmail/directory/ldap.py).
+    ldap_url: str | None = None
     #: Processes accepting on the MX (``smtp``) port: more use more CPU cores for inbound mail.
     mx_processes: int = 1
     config_path: Path | None = None
@@ -278,6 +280,7 @@ _TOML_KEYS: Mapping[str, Any] = {
     "submission": {"save_sent": bool, "max_messages_per_hour": int, "max_recipients_per_hour": int},
     "smtp": {"mx_processes": int},
     "pop3": {"delete": str, "login_delay": int, "domain": _Named({"delete": str})},
+    "ldap": {"url": str},
     "queue": {
         **{f.name: int for f in attrs.fields(QueueSettings) if f.type in ("int", int)},
         "dns_servers": list,
@@ -420,6 +423,7 @@ def load_settings(
         submission=submission,
         queue=queue,
         pop3=_pop3_settings(table.get("pop3", {})),
+        ldap_url=table.get("ldap", {}).get("url") or None,
         mx_processes=mx_processes,
         config_path=config_path,
     )
@@ -594,6 +598,12 @@ domains = {domains}
 # login_delay = 0                 # seconds a user must wait between POP3 logins
 # [pop3.domain."example.org"]
 # delete = "trash"
+
+[ldap]
+# Log users in and find recipients in a directory too (pip install 'ourmail[ldap]'); local
+# accounts keep working.  Options: bind, password_file, filter, starttls, timeout, ca_file,
+# address_filter, alternate, disabled; several URLs (space-separated) for failover.
+# url = "ldap://ldap.example.org:389/dc=example,dc=org?bind=cn=mail,dc=example,dc=org&password_file=/etc/ourmail/ldap-password&starttls=1"
 
 [quota]
 # Per-user storage limits (0 = unlimited); `ourmail user quota` sets them for one user.

@@ -222,8 +222,14 @@ class Recipient:
         return (self.address,) if self.kind == "remote" else ()
 
 
+class DirectoryUnavailable(Exception):
+    """The directory (an LDAP server, say) could not be asked: a temporary failure.  SMTP
+    answers ``451 4.4.3``, logins fail temporarily; never a bounce, never a login allowed."""
+
+
 class IDirectory(Interface):
-    """Resolves recipient addresses."""
+    """Resolves recipient addresses.  ``lookup`` fails with :class:`DirectoryUnavailable`
+    when the directory cannot be asked."""
 
     def is_local_domain(domain: str) -> bool:
         """True if mail for ``domain`` is delivered here."""

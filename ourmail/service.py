@@ -27,7 +27,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from ourmail.auth.accounts import AccountDB
-from ourmail.auth.checker import AccountChecker
+from ourmail.auth.checker import AccountChecker, FirstOf
 from ourmail.auth.login import Authenticator
 from ourmail.auth.passwords import hash_password
 from ourmail.auth.realm import MailRealm
@@ -36,7 +36,7 @@ from ourmail.config import IMPLICIT_TLS, SERVICES, ConfigError, Settings, config
 from ourmail.directory.local import LocalDirectory
 from ourmail.fsutil import write_atomic
 from ourmail.imap.server import IMAPContext, IMAPServer
-from ourmail.interfaces import IMailStore, IRetention
+from ourmail.interfaces import IDirectory, IMailStore, IRetention
 from ourmail.net.lineproto import SessionFactory
 from ourmail.net.tls import ReloadableServerTLS
 from ourmail.pop3.maildrop import MaildropLocks
@@ -167,7 +167,7 @@ class Parts:
     clock: IReactorTime
     accounts: AccountDB
     store: IMailStore
-    directory: LocalDirectory
+    directory: IDirectory
     authenticator: Authenticator
     tls: ReloadableServerTLS
     quota: QuotaPolicy
@@ -271,11 +271,16 @@ def assemble(
     data: Path = settings.data_dir
     accounts = AccountDB(data)
     store = MaildirStore(data) if store is None else store
-    directory = LocalDirectory(accounts, settings.domains)
-    portal = Portal(
-        realm or MailRealm(store),
-        list(checkers) or [AccountChecker(accounts, settings.primary_domain)],
-    )
+    directory: IDirectory = LocalDirectory(accounts, settings.domains)
+    local_checker = AccountChecker(accounts, settings.primary_domain)
+    default_checker: ICredentialsChecker = local_checker
+    if settings.ldap_url:
+        from ourmail.directory.ldap import LDAPChecker, LDAPDirectory, LDAPSettings
+
+        ldap = LDAPSettings.from_urls(settings.ldap_url)
+        directory = LDAPDirectory(ldap, reactor, directory)
+        default_checker = FirstOf(local_checker, LDAPChecker(ldap, reactor, directory))
+    portal = Portal(realm or MailRealm(store), list(checkers) or [default_checker])
     quota = QuotaPolicy(settings.quota, accounts)
     return Parts(
         settings=settings,

@@ -10,6 +10,7 @@ from zope.interface import implementer
 from ourmail.addresses import AddressError, normalise_address
 from ourmail.auth.accounts import AccountDB
 from ourmail.auth.passwords import verify_in_thread
+from ourmail.interfaces import DirectoryUnavailable
 
 
 @implementer(ICredentialsChecker)
@@ -42,3 +43,29 @@ class AccountChecker:
         if not ok or address is None:
             raise error.UnauthorizedLogin()
         return address
+
+
+@implementer(ICredentialsChecker)
+class FirstOf:
+    """Several checkers for one kind of credentials (a twisted.cred portal takes only one):
+    the first that accepts wins.  If none accepts and one could not be asked
+    (:class:`~ourmail.interfaces.DirectoryUnavailable`), the login fails temporarily."""
+
+    credentialInterfaces = (credentials.IUsernamePassword,)
+
+    def __init__(self, *checkers: ICredentialsChecker) -> None:
+        self.checkers = checkers
+
+    @inlineCallbacks
+    def requestAvatarId(self, creds: credentials.IUsernamePassword) -> Deferred[object]:
+        unavailable: DirectoryUnavailable | None = None
+        for checker in self.checkers:
+            try:
+                return (yield checker.requestAvatarId(creds))
+            except error.UnauthorizedLogin:
+                continue
+            except DirectoryUnavailable as e:
+                unavailable = e
+        if unavailable is not None:
+            raise unavailable
+        raise error.UnauthorizedLogin()

@@ -12,7 +12,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ourmail.auth.throttle import FailureThrottle
-from ourmail.interfaces import IUserStore
+from ourmail.interfaces import DirectoryUnavailable, IUserStore
 
 log = Logger()
 
@@ -49,7 +49,7 @@ class Authenticator:
                 _iface, avatar, _logout = yield self.portal.login(creds, None, IUserStore)
             except (error.UnauthorizedLogin, error.UnhandledCredentials):
                 pass
-            except LoginUnavailable as e:
+            except DirectoryUnavailable as e:
                 log.warn(
                     "{protocol} login for {user!r} from {client} not checked: {why}",
                     protocol=protocol,
@@ -57,7 +57,7 @@ class Authenticator:
                     client=client,
                     why=str(e),
                 )
-                raise
+                raise LoginUnavailable() from e
             else:
                 self.throttle.succeeded(client, account)
                 log.info(

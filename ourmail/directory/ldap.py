@@ -20,6 +20,7 @@ Query options: ``bind`` (service DN), ``password_file``, ``filter``, ``starttls`
 
 from __future__ import annotations
 
+import collections
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -34,17 +35,17 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ourmail.addresses import AddressError, normalise_address
-from ourmail.auth.login import LoginUnavailable
 from ourmail.config import ConfigError
+from ourmail.interfaces import DirectoryUnavailable, IDirectory, Recipient
 
 log = Logger()
 
 DEFAULT_FILTER = "(|(mail=%s)(uid=%s))"
-
-
-class DirectoryUnavailable(LoginUnavailable):
-    """No LDAP server answered: a temporary failure (IMAP ``[UNAVAILABLE]``, POP3
-    ``[SYS/TEMP]``, SMTP 454/451), never a wrong password."""
+#: How a recipient address is found: its main or an extra address.
+ADDRESS_FILTER = "(|(mail=%s)(mailAlternateAddress=%s))"
+_GROUP_CLASSES = {"groupofnames", "groupofuniquenames"}
+#: Cached lookups at most (the oldest go first).
+CACHE_ENTRIES = 10_000
 
 
 def escape_filter_value(value: str) -> str:
@@ -71,6 +72,15 @@ class LDAPSettings:
     password_file: Path | None = None
     timeout: float = 10.0
     ca_file: Path | None = None
+    address_filter: str = ADDRESS_FILTER
+    #: The attribute with a user's extra addresses.
+    alternate_attribute: str = "mailAlternateAddress"
+    #: ``attribute=value`` marking a disabled account (its mail is refused, its login too).
+    disabled: str = "mailAccountStatus=disabled"
+    #: Seconds a lookup (never a password) is remembered.
+    cache_ttl: float = 60.0
+    #: Idle connections kept for lookups.
+    pool_size: int = 4
 
     @classmethod
     def from_urls(cls, text: str) -> LDAPSettings:
@@ -108,7 +118,15 @@ class LDAPSettings:
             password_file=Path(options["password_file"]) if "password_file" in options else None,
             timeout=timeout,
             ca_file=Path(options["ca_file"]) if "ca_file" in options else None,
+            address_filter=options.get("address_filter", ADDRESS_FILTER),
+            alternate_attribute=options.get("alternate", "mailAlternateAddress"),
+            disabled=options.get("disabled", "mailAccountStatus=disabled"),
         )
+
+    def is_disabled(self, entry: Any) -> bool:
+        attribute, _, value = self.disabled.partition("=")
+        values = {_text(v).lower() for v in entry.get(attribute, ())}
+        return bool(attribute) and value.lower() in values
 
     def bind_password(self) -> str:
         if self.password_file is None:
@@ -172,9 +190,16 @@ class LDAPChecker:
 
     credentialInterfaces = (credentials.IUsernamePassword,)
 
-    def __init__(self, settings: LDAPSettings, reactor: IReactorCore) -> None:
+    def __init__(
+        self,
+        settings: LDAPSettings,
+        reactor: IReactorCore,
+        directory: LDAPDirectory | None = None,
+    ) -> None:
         self.settings = settings
         self.reactor = reactor
+        #: Told each user's addresses at login, for ``may_send_as``.
+        self.directory = directory
 
     @inlineCallbacks
     def requestAvatarId(self, creds: credentials.IUsernamePassword) -> Deferred[str]:
@@ -195,13 +220,19 @@ class LDAPChecker:
                 value = escape_filter_value(name)
                 search = self.settings.user_filter.replace("%s", value)
                 base = ldapsyntax.LDAPEntry(client, self.settings.base)
-                found = yield base.search(filterText=search, attributes=["mail"], sizeLimit=2)
+                wanted = [
+                    "mail",
+                    self.settings.alternate_attribute,
+                    self.settings.disabled.partition("=")[0],
+                ]
+                found = yield base.search(filterText=search, attributes=wanted, sizeLimit=2)
             except ldaperrors.LDAPException as e:
                 raise DirectoryUnavailable(f"LDAP search failed: {e}") from None
-            if len(found) != 1:
+            if len(found) != 1 or self.settings.is_disabled(found[0]):
                 raise error.UnauthorizedLogin()
             entry = found[0]
             mails = [_text(v) for v in entry.get("mail", ())]
+            extra = [_text(v) for v in entry.get(self.settings.alternate_attribute, ())]
             try:
                 yield client.bind(entry.dn.getText(), password)
             except ldaperrors.LDAPInvalidCredentials:
@@ -210,14 +241,166 @@ class LDAPChecker:
                 raise DirectoryUnavailable(f"LDAP bind failed: {e}") from None
         finally:
             client.transport.loseConnection()
-        for mail in mails:
-            try:
-                return normalise_address(mail)
-            except AddressError:
-                continue
+        addresses = _addresses(mails + extra)
+        if addresses:
+            if self.directory is not None:
+                self.directory.remember(addresses[0], addresses)
+            return addresses[0]
         log.warn("LDAP entry {dn} has no usable mail address", dn=entry.dn.getText())
         raise error.UnauthorizedLogin()
 
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _addresses(values: list[str]) -> list[str]:
+    """The values that are addresses, normalised, in order."""
+    out = []
+    for value in values:
+        try:
+            out.append(normalise_address(value))
+        except AddressError:
+            continue
+    return out
+
+
+class SearchPool:
+    """Bound connections for lookups (as the service DN), reused; a broken one is replaced."""
+
+    def __init__(self, settings: LDAPSettings, reactor: IReactorCore) -> None:
+        self.settings, self.reactor = settings, reactor
+        self._idle: list[Any] = []
+
+    @inlineCallbacks
+    def search(self, filter_text: str, attributes: list[str], base: str | None = None,
+               scope: Any = None) -> Deferred[list[Any]]:  # fmt: skip
+        from ldaptor.protocols.ldap import ldaperrors, ldapsyntax
+
+        for attempt in range(2):
+            client = self._idle.pop() if self._idle else None
+            if client is None or not client.connected:
+                client = yield Connection(self.settings, self.reactor).open()
+                try:
+                    yield client.bind(self.settings.bind_dn, self.settings.bind_password())
+                except ldaperrors.LDAPException as e:
+                    client.transport.loseConnection()
+                    raise DirectoryUnavailable(f"LDAP bind failed: {e}") from None
+            try:
+                entry = ldapsyntax.LDAPEntry(client, base or self.settings.base)
+                kwargs = {} if scope is None else {"scope": scope}
+                found = yield entry.search(filterText=filter_text, attributes=attributes, **kwargs)
+            except ldaperrors.LDAPNoSuchObject:
+                found = []
+            except Exception as e:  # the connection broke: once more with a new one
+                client.transport.loseConnection()
+                if attempt:
+                    raise DirectoryUnavailable(f"LDAP search failed: {e}") from None
+                continue
+            if len(self._idle) < self.settings.pool_size:
+                self._idle.append(client)
+            else:
+                client.transport.loseConnection()
+            return found
+        raise DirectoryUnavailable("LDAP search failed")
+
+
+@implementer(IDirectory)
+class LDAPDirectory:
+    """Recipients from LDAP, after the local accounts (service mailboxes stay local).
+
+    An entry found by ``address_filter`` is a user (its main ``mail`` is the mailbox, its
+    alternate addresses deliver there) or a group (``groupOfNames``/``groupOfUniqueNames``
+    with a ``mail``: mail reaches every member).  A disabled user is unknown.  Lookups are
+    cached for ``cache_ttl`` seconds; when LDAP does not answer, :class:`DirectoryUnavailable`.
+    """
+
+    def __init__(self, settings: LDAPSettings, reactor: IReactorCore, local: IDirectory) -> None:
+        self.settings, self.reactor, self.local = settings, reactor, local
+        self.pool = SearchPool(settings, reactor)
+        self._cache: collections.OrderedDict[str, tuple[float, Recipient]] = (
+            collections.OrderedDict()
+        )
+        self._addresses: dict[str, set[str]] = {}
+
+    def is_local_domain(self, domain: str) -> bool:
+        return self.local.is_local_domain(domain)
+
+    def remember(self, user: str, addresses: list[str]) -> None:
+        """The addresses of ``user`` (from a login or lookup), for :meth:`may_send_as`."""
+        self._addresses[user] = set(addresses)
+        if len(self._addresses) > CACHE_ENTRIES:
+            self._addresses.pop(next(iter(self._addresses)))
+
+    def may_send_as(self, user: str, address: str) -> bool:
+        return self.local.may_send_as(user, address) or address in self._addresses.get(user, ())
+
+    @inlineCallbacks
+    def lookup(self, address: str) -> Deferred[Recipient]:
+        if not self.is_local_domain(address.rpartition("@")[2]):
+            return Recipient("remote", address)
+        found = yield self.local.lookup(address)
+        if found.kind != "unknown":
+            return found
+        now = self.reactor.seconds()  # type: ignore[attr-defined]
+        cached = self._cache.get(address)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        recipient = yield self._ask(address)
+        self._cache[address] = (now + self.settings.cache_ttl, recipient)
+        self._cache.move_to_end(address)
+        if len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return recipient
+
+    @inlineCallbacks
+    def _ask(self, address: str) -> Deferred[Recipient]:
+        s = self.settings
+        wanted = ["mail", s.alternate_attribute, "objectClass", "member", "uniqueMember",
+                  s.disabled.partition("=")[0]]  # fmt: skip
+        entries = yield self.pool.search(
+            s.address_filter.replace("%s", escape_filter_value(address)), wanted
+        )
+        if len(entries) != 1:
+            if entries:
+                log.warn("LDAP: {n} entries have the address {a}", n=len(entries), a=address)
+            return Recipient("unknown", address)
+        entry = entries[0]
+        classes = {_text(c).lower() for c in entry.get("objectClass", ())}
+        if classes & _GROUP_CLASSES:
+            members = yield self._members(entry)
+            local = tuple(m for m in members if self.is_local_domain(m.rpartition("@")[2]))
+            remote = tuple(m for m in members if m not in local)
+            return Recipient("alias", address, local, remote)
+        if s.is_disabled(entry):
+            return Recipient("unknown", address)
+        mails = _addresses([_text(v) for v in entry.get("mail", ())])
+        if not mails:
+            return Recipient("unknown", address)
+        extra = _addresses([_text(v) for v in entry.get(s.alternate_attribute, ())])
+        self.remember(mails[0], mails + extra)
+        if mails[0] == address:
+            return Recipient("user", address)
+        return Recipient("alias", address, (mails[0],))
+
+    @inlineCallbacks
+    def _members(self, group: Any) -> Deferred[list[str]]:
+        """The main addresses of a group's members (enabled users only)."""
+        from ldaptor.protocols import pureldap
+
+        out = []
+        dns = [_text(d) for d in group.get("member", ())] + [
+            _text(d) for d in group.get("uniqueMember", ())
+        ]
+        for dn in dns[:1000]:
+            found = yield self.pool.search(
+                "(objectClass=*)",
+                ["mail", self.settings.disabled.partition("=")[0]],
+                base=dn,
+                scope=pureldap.LDAP_SCOPE_baseObject,
+            )
+            for entry in found:
+                mails = _addresses([_text(v) for v in entry.get("mail", ())])
+                if mails and not self.settings.is_disabled(entry):
+                    out.append(mails[0])
+        return out

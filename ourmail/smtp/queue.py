@@ -42,7 +42,7 @@ from twisted.logger import Logger
 from twisted.names import client as dns_client
 
 from ourmail.config import QueueSettings
-from ourmail.interfaces import IDirectory, IMailStore, ShardMoving
+from ourmail.interfaces import DirectoryUnavailable, IDirectory, IMailStore, ShardMoving
 from ourmail.smtp import dsn
 from ourmail.smtp.client import Outgoing, RcptResult, SessionError
 from ourmail.smtp.mx import MXResolver, RouteError
@@ -470,7 +470,11 @@ class OutboundQueue(Service):
         results = []
         path = self.files.message_path(envelope.id)
         for rcpt in rcpts:
-            found = await self.directory.lookup(rcpt.address)
+            try:
+                found = await self.directory.lookup(rcpt.address)
+            except DirectoryUnavailable:
+                results.append(RcptResult(rcpt.address, False, "4.4.3", "directory unavailable"))
+                continue
             if found.kind == "unknown":
                 results.append(RcptResult(rcpt.address, False, "5.1.1", "550 5.1.1 User unknown"))
                 continue

@@ -38,12 +38,13 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ourmail.addresses import AddressError, normalise_address
 from ourmail.auth.login import Authenticator, LoginFailed, LoginUnavailable
 from ourmail.config import Limits
 from ourmail.fsutil import HAVE_SYNCFS
-from ourmail.interfaces import IDirectory, IMailStore, Recipient
+from ourmail.interfaces import DirectoryUnavailable, IDirectory, IMailStore, Recipient
 from ourmail.net.lineproto import LineProtocol
 from ourmail.smtp import dsn, submission
 from ourmail.smtp.queue import OutboundQueue
@@ -438,7 +439,13 @@ class SMTPServer(LineProtocol):
                 self.error(550, f"5.1.1 <{path}>: Recipient address rejected")
             return
         d = self.ctx.directory.lookup(address)
-        self._async(d.addCallback(self._rcpt_known, path, rcpt_params))
+        d.addCallbacks(self._rcpt_known, self._rcpt_unresolved, (path, rcpt_params), None, (path,))
+        self._async(d)
+
+    def _rcpt_unresolved(self, failure: Failure, path: str) -> None:
+        failure.trap(DirectoryUnavailable)
+        # RFC 3463 §3.5: X.4.3 directory server failure; the sender retries.
+        self.reply(451, f"4.4.3 <{path}>: Directory unavailable, try again later")
 
     def _rcpt_known(self, rcpt: Recipient, path: str, params: dsn.RcptParams) -> None:
         if rcpt.outbound and self.ctx.queue is None:

@@ -1,0 +1,93 @@
+"""Recipients from LDAP (issue 8, second part) against a real slapd: delivery to a user, to an
+alternate address and to a group; a disabled account; local accounts and LDAP together;
+``may_send_as`` with an alternate address; LDAP down gives 451 4.4.3, never a bounce."""
+
+from __future__ import annotations
+
+import shutil
+import smtplib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import RunningServer, client_tls, running_server
+from imaphelp import Session
+from peers.slapd import SUFFIX, Slapd, slapd, user_ldif
+
+pytestmark = pytest.mark.skipif(shutil.which("slapd") is None, reason="scripts/test installs slapd")
+
+DIRECTORY = (
+    user_ldif("dana", "dana pw", "mailAlternateAddress: d.smith@example.test")
+    + user_ldif("erin", "erin pw")
+    + user_ldif("gone", "gone pw", "mailAccountStatus: disabled")
+    + f"dn: cn=staff,ou=groups,{SUFFIX}\nobjectClass: groupOfNames\nobjectClass: ourmailGroup\n"
+    f"cn: staff\nmail: staff@example.test\nmember: uid=dana,ou=people,{SUFFIX}\n"
+    f"member: uid=erin,ou=people,{SUFFIX}\nmember: uid=gone,ou=people,{SUFFIX}\n\n"
+)
+
+
+@pytest.fixture
+def directory() -> Iterator[Slapd]:
+    with slapd(DIRECTORY) as server:
+        yield server
+
+
+@pytest.fixture
+def srv(tmp_path: Path, directory: Slapd) -> Iterator[RunningServer]:
+    with running_server(tmp_path, ldap_url=f"{directory.url}/{SUFFIX}?timeout=2") as server:
+        yield server
+
+
+def send(srv: RunningServer, rcpt: str, subject: str = "hi") -> tuple[int, bytes]:
+    with smtplib.SMTP("127.0.0.1", srv.port("smtp")) as s:
+        s.ehlo()
+        s.mail("bob@else.test")
+        code, text = s.rcpt(rcpt)
+        if code == 250:
+            s.data(f"Subject: {subject}\r\n\r\nbody\r\n".encode())
+        return code, text
+
+
+def inbox_count(srv: RunningServer, user: str, password: str) -> int:
+    s = Session(srv, login=False)
+    s.ok(f'LOGIN {user} "{password}"')
+    lines = s.ok("SELECT INBOX")
+    s.close()
+    return int(next(x for x in lines if x.endswith(b" EXISTS")).split()[1])
+
+
+def test_user_alternate_address_and_group(srv: RunningServer) -> None:
+    assert send(srv, "dana@example.test")[0] == 250
+    assert send(srv, "d.smith@example.test")[0] == 250  # delivers to dana
+    assert send(srv, "staff@example.test")[0] == 250  # dana and erin; not the disabled one
+    assert inbox_count(srv, "dana", "dana pw") == 3
+    assert inbox_count(srv, "erin", "erin pw") == 1
+
+
+def test_disabled_and_unknown_are_refused(srv: RunningServer) -> None:
+    assert send(srv, "gone@example.test")[0] == 550
+    assert send(srv, "nobody@example.test")[0] == 550
+    s = Session(srv, login=False)
+    assert b"AUTHENTICATIONFAILED" in s.cmd('LOGIN gone "gone pw"')[-1]  # no login either
+    s.close()
+
+
+def test_local_accounts_work_alongside(srv: RunningServer) -> None:
+    assert send(srv, srv.user)[0] == 250  # alice is local (accounts.json)
+    assert inbox_count(srv, srv.user, srv.password) == 1
+
+
+def test_send_as_an_alternate_address(srv: RunningServer) -> None:
+    with smtplib.SMTP_SSL("127.0.0.1", srv.port("submissions"), context=client_tls()) as s:
+        s.login("dana", "dana pw")
+        msg = b"From: d.smith@example.test\r\nTo: erin@example.test\r\nSubject: x\r\n\r\nx\r\n"
+        assert s.sendmail("d.smith@example.test", ["erin@example.test"], msg) == {}
+
+
+def test_ldap_down_is_451_never_a_bounce(srv: RunningServer, directory: Slapd) -> None:
+    directory.stop()
+    code, text = send(srv, "erin@example.test")
+    assert code == 451 and b"4.4.3" in text
+    assert send(srv, srv.user)[0] == 250  # local users are not affected
+    directory.start()
+    assert send(srv, "erin@example.test")[0] == 250
