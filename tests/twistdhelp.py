@@ -16,20 +16,24 @@ SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s
 class Twistd:
     """A ``twistd -n ourmail`` child process and what it logged."""
 
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, extra: tuple[str, ...] = ()) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        args = [
-            str(Path(sys.executable).with_name("twistd")),
-            "-n",
-            "--pidfile=",
-            "ourmail",
-            "--data",
-            str(data),
-            "--domain",
-            "example.test",
-            "--hostname",
-            "mail.example.test",
-        ] + [f"--listen={s}=tcp:0:interface=127.0.0.1" for s in SERVICES]
+        args = (
+            [
+                str(Path(sys.executable).with_name("twistd")),
+                "-n",
+                "--pidfile=",
+                "ourmail",
+                "--data",
+                str(data),
+                "--domain",
+                "example.test",
+                "--hostname",
+                "mail.example.test",
+            ]
+            + [f"--listen={s}=tcp:0:interface=127.0.0.1" for s in SERVICES]
+            + list(extra)
+        )
         self.proc = subprocess.Popen(
             args, cwd=data.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 
 from ourmail.addresses import AddressError, normalise_address
-from ourmail.admin import queuecmd, transfer
+from ourmail.admin import ldapcmd, queuecmd, transfer
 from ourmail.auth.accounts import AccountDB, AccountError
 from ourmail.auth.passwords import hash_password
 from ourmail.config import (
@@ -344,6 +344,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=domain_list)
 
     queuecmd.add_parser(topics, common)
+    ldapcmd.add_parser(topics, common)
     return parser
 
 

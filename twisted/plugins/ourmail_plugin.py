@@ -80,5 +80,31 @@ class OurmailCheckerFactory:
         return AccountChecker(AccountDB(Path(argstring or "ourmail-data").absolute()))
 
 
+@implementer(ICheckerFactory, IPlugin)
+class LDAPCheckerFactory:
+    """``--auth=ldap:URL``: log in against an LDAP directory (docs/ldap.md)."""
+
+    authType = "ldap"
+    authHelp = (
+        "An LDAP directory: search the user's entry, then bind as it with the password. "
+        "ldap://host:389/BASE-DN[?bind=DN&password_file=PATH&starttls=1&filter=...], ldaps:// "
+        "for implicit TLS; several space-separated URLs for failover. Needs ourmail[ldap]."
+    )
+    argStringFormat = "ldap://host:389/dc=example,dc=org[?options]"
+    credentialInterfaces = (IUsernamePassword,)
+
+    def generateChecker(self, argstring: str = "") -> Any:
+        from twisted.internet import reactor
+
+        from ourmail.config import ConfigError
+        from ourmail.directory.ldap import LDAPChecker, LDAPSettings
+
+        try:
+            return LDAPChecker(LDAPSettings.from_urls(argstring), reactor)
+        except ConfigError as e:
+            raise SystemExit(f"ourmail: --auth=ldap: {e}") from None
+
+
 serviceMaker = OurmailServiceMaker()
 checkerFactory = OurmailCheckerFactory()
+ldapCheckerFactory = LDAPCheckerFactory()

@@ -1,0 +1,62 @@
+"""``twistd ourmail --auth=ldap:URL`` and ``ourmail ldap test ADDRESS`` against a real slapd."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from peers.slapd import SUFFIX, slapd, user_ldif
+from rawclient import RawClient
+from twistdhelp import REPO, Twistd
+
+pytestmark = [
+    pytest.mark.system,
+    pytest.mark.skipif(shutil.which("slapd") is None, reason="scripts/test installs slapd"),
+]
+
+PEOPLE = user_ldif("dana", "dana pw", "mailAlternateAddress: d.smith@example.test")
+
+
+def test_twistd_with_an_ldap_checker(tmp_path: Path) -> None:
+    with slapd(PEOPLE) as directory:
+        server = Twistd(tmp_path / "data", ("--auth", f"ldap:{directory.url}/{SUFFIX}"))
+        try:
+            c = RawClient(server.ports["imaps"], tls=True)
+            c.line()
+            c.send(b'a LOGIN dana "dana pw"\r\n')
+            assert c.until(b"a ")[-1].startswith(b"a OK")
+            c.close()
+        finally:
+            server.stop()
+
+
+def _ourmail(data: Path, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.run(
+        [sys.executable, "-m", "ourmail", "--data", str(data), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    return run.stdout + run.stderr
+
+
+def test_ourmail_ldap_test(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    with slapd(PEOPLE) as directory:
+        (data / "ourmail.toml").write_text(
+            f'domains = ["example.test"]\n[ldap]\nurl = "{directory.url}/{SUFFIX}?timeout=2"\n'
+        )
+        out = _ourmail(data, "ldap", "test", "dana@example.test")
+        assert "a user; mail is delivered to the mailbox dana@example.test" in out, out
+        out = _ourmail(data, "ldap", "test", "d.smith@example.test")
+        assert "mail goes to dana@example.test" in out, out
+        assert "unknown" in _ourmail(data, "ldap", "test", "nobody@example.test")
+        directory.stop()
+        assert "did not answer" in _ourmail(data, "ldap", "test", "dana@example.test")
