@@ -145,6 +145,7 @@ class Connection:
 
     @inlineCallbacks
     def open(self) -> Deferred[Any]:
+        """A connection bound as the service DN (anonymous without one)."""
         from ldaptor.protocols.ldap.ldapclient import LDAPClient
 
         last: Exception | None = None
@@ -156,7 +157,12 @@ class Connection:
                 client = yield d
                 if server.tls == "starttls":
                     yield client.startTLS(self._tls(server))
+                # The service bind is the first exchange: a certificate that does not verify
+                # fails here, and the next server is tried.
+                yield client.bind(self.settings.bind_dn, self.settings.bind_password())
                 return client
+            except ConfigError:
+                raise
             except Exception as e:  # refused, timed out, TLS failed: try the next server
                 why = str(e) or type(e).__name__
                 log.warn(
@@ -216,7 +222,6 @@ class LDAPChecker:
         client = yield Connection(self.settings, self.reactor).open()
         try:
             try:
-                yield client.bind(self.settings.bind_dn, self.settings.bind_password())
                 value = escape_filter_value(name)
                 search = self.settings.user_filter.replace("%s", value)
                 base = ldapsyntax.LDAPEntry(client, self.settings.base)
@@ -226,7 +231,7 @@ class LDAPChecker:
                     self.settings.disabled.partition("=")[0],
                 ]
                 found = yield base.search(filterText=search, attributes=wanted, sizeLimit=2)
-            except ldaperrors.LDAPException as e:
+            except Exception as e:  # an LDAP error or a broken connection
                 raise DirectoryUnavailable(f"LDAP search failed: {e}") from None
             if len(found) != 1 or self.settings.is_disabled(found[0]):
                 raise error.UnauthorizedLogin()
@@ -237,7 +242,7 @@ class LDAPChecker:
                 yield client.bind(entry.dn.getText(), password)
             except ldaperrors.LDAPInvalidCredentials:
                 raise error.UnauthorizedLogin() from None
-            except ldaperrors.LDAPException as e:
+            except Exception as e:
                 raise DirectoryUnavailable(f"LDAP bind failed: {e}") from None
         finally:
             client.transport.loseConnection()
@@ -281,11 +286,6 @@ class SearchPool:
             client = self._idle.pop() if self._idle else None
             if client is None or not client.connected:
                 client = yield Connection(self.settings, self.reactor).open()
-                try:
-                    yield client.bind(self.settings.bind_dn, self.settings.bind_password())
-                except ldaperrors.LDAPException as e:
-                    client.transport.loseConnection()
-                    raise DirectoryUnavailable(f"LDAP bind failed: {e}") from None
             try:
                 entry = ldapsyntax.LDAPEntry(client, base or self.settings.base)
                 kwargs = {} if scope is None else {"scope": scope}

@@ -18,6 +18,7 @@ from twisted.internet import reactor
 
 from ourmail.config import ConfigError
 from ourmail.directory.ldap import LDAPChecker, LDAPSettings, escape_filter_value
+from ourmail.secure import selfsigned
 
 pytestmark = pytest.mark.skipif(shutil.which("slapd") is None, reason="scripts/test installs slapd")
 
@@ -35,7 +36,10 @@ def directory() -> Iterator[Slapd]:
 
 
 def _server(tmp_path: Path, *urls: str) -> Iterator[RunningServer]:
-    settings = LDAPSettings.from_urls(" ".join(f"{u}/{SUFFIX}?timeout=2" for u in urls))
+    """A server logging in against ``urls`` (each with the base DN, or given whole with a
+    query)."""
+    full = [u if "?" in u else f"{u}/{SUFFIX}?timeout=2" for u in urls]
+    settings = LDAPSettings.from_urls(" ".join(full))
     with running_server(tmp_path, checkers=[LDAPChecker(settings, reactor)]) as srv:
         yield srv
 
@@ -120,3 +124,20 @@ def test_settings_from_urls() -> None:
         with pytest.raises(ConfigError):
             LDAPSettings.from_urls(bad)
     assert escape_filter_value("a*(b)\\\0") == "a\\2a\\28b\\29\\5c\\00"
+
+
+@pytest.mark.parametrize("mode", ["starttls", "ldaps"])
+def test_login_over_tls_with_a_verified_certificate(tmp_path: Path, mode: str) -> None:
+    with slapd(user_ldif("dana", "dana pw"), tls=True) as secure:
+        ca = secure.work / "cert.pem"
+        if mode == "starttls":
+            url = secure.url.replace("127.0.0.1", "localhost") + f"/{SUFFIX}?starttls=1"
+        else:
+            url = f"{secure.ldaps_url}/{SUFFIX}?x=1"
+        for srv in _server(tmp_path / "right", url + f"&ca_file={ca}"):
+            assert imap_login(srv, "dana", "dana pw") == "OK"
+        # Another CA: the certificate does not verify, so the directory counts as unreachable.
+        other = tmp_path / "other-ca.pem"
+        other.write_bytes(selfsigned.generate("localhost")[0])
+        for srv in _server(tmp_path / "wrong", url + f"&ca_file={other}"):
+            assert "UNAVAILABLE" in imap_login(srv, "dana", "dana pw")

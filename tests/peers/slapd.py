@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ourmail.secure import selfsigned
+
 SUFFIX = "dc=example,dc=test"
 ADMIN_DN, ADMIN_PASSWORD = f"cn=admin,{SUFFIX}", "admin secret"
 
@@ -78,16 +80,21 @@ def user_ldif(uid: str, password: str, *extra: str) -> str:
 
 
 class Slapd:
-    """A running slapd: its URL, and ``add`` / ``stop`` / ``start``."""
+    """A running slapd: its URL (and ``ldaps_url`` with TLS), and ``add`` / ``stop`` /
+    ``start``."""
 
-    def __init__(self, work: Path, port: int) -> None:
+    def __init__(self, work: Path, port: int, tls_port: int | None = None) -> None:
         self.work, self.port = work, port
         self.url = f"ldap://127.0.0.1:{port}"
+        self.ldaps_url = f"ldaps://localhost:{tls_port}" if tls_port else None
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        listen = self.url + "/"
+        if self.ldaps_url:
+            listen += " " + self.ldaps_url.replace("localhost", "127.0.0.1") + "/"
         self.proc = subprocess.Popen(
-            ["slapd", "-f", str(self.work / "slapd.conf"), "-h", self.url + "/", "-d", "0"],
+            ["slapd", "-f", str(self.work / "slapd.conf"), "-h", listen, "-d", "0"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -115,17 +122,25 @@ class Slapd:
 
 
 @contextmanager
-def slapd(ldif: str = "") -> Iterator[Slapd]:
-    """A fresh slapd with the base entries (``ou=people``, ``ou=groups``) and ``ldif``."""
+def slapd(ldif: str = "", tls: bool = False) -> Iterator[Slapd]:
+    """A fresh slapd with the base entries (``ou=people``, ``ou=groups``) and ``ldif``; with
+    ``tls``, StartTLS and an ``ldaps://`` port too, with a self-signed certificate for
+    ``localhost`` (its own CA: ``work / "cert.pem"``)."""
     if shutil.which("slapd") is None:
         raise RuntimeError("slapd is not installed: run scripts/test, which installs it")
     work = Path(tempfile.mkdtemp(prefix="ourmail-slapd-"))
     (work / "db").mkdir()
     (work / "ourmail-test.schema").write_text(SCHEMA)
-    (work / "slapd.conf").write_text(
-        CONFIG.format(work=work, suffix=SUFFIX, admin=ADMIN_DN, password=ADMIN_PASSWORD)
-    )
-    server = Slapd(work, free_port())
+    config = CONFIG.format(work=work, suffix=SUFFIX, admin=ADMIN_DN, password=ADMIN_PASSWORD)
+    if tls:
+        cert, key = selfsigned.generate("localhost")
+        (work / "cert.pem").write_bytes(cert)
+        (work / "key.pem").write_bytes(key)
+        config = (
+            f"TLSCertificateFile {work}/cert.pem\nTLSCertificateKeyFile {work}/key.pem\n" + config
+        )
+    (work / "slapd.conf").write_text(config)
+    server = Slapd(work, free_port(), free_port() if tls else None)
     server.start()
     try:
         server.add(
