@@ -281,7 +281,7 @@ def assemble(
         directory = LDAPDirectory(ldap, reactor, directory)
         default_checker = FirstOf(local_checker, LDAPChecker(ldap, reactor, directory))
     portal = Portal(realm or MailRealm(store), list(checkers) or [default_checker])
-    quota = QuotaPolicy(settings.quota, accounts)
+    quota = QuotaPolicy(settings.quota, accounts, getattr(directory, "quota", None))
     return Parts(
         settings=settings,
         clock=clock,

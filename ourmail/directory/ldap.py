@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ourmail.addresses import AddressError, normalise_address
-from ourmail.config import ConfigError
+from ourmail.config import ConfigError, QuotaLimit
 from ourmail.interfaces import DirectoryUnavailable, IDirectory, Recipient
 
 log = Logger()
@@ -77,6 +77,10 @@ class LDAPSettings:
     alternate_attribute: str = "mailAlternateAddress"
     #: ``attribute=value`` marking a disabled account (its mail is refused, its login too).
     disabled: str = "mailAccountStatus=disabled"
+    #: The attribute with a user's storage quota in bytes, and the one naming the host that
+    #: holds the mailbox (kept for the scale-out design; one host today).
+    quota_attribute: str = "mailQuota"
+    host_attribute: str = "mailHost"
     #: Seconds a lookup (never a password) is remembered.
     cache_ttl: float = 60.0
     #: Idle connections kept for lookups.
@@ -120,8 +124,14 @@ class LDAPSettings:
             ca_file=Path(options["ca_file"]) if "ca_file" in options else None,
             address_filter=options.get("address_filter", ADDRESS_FILTER),
             alternate_attribute=options.get("alternate", "mailAlternateAddress"),
+            quota_attribute=options.get("quota", "mailQuota"),
             disabled=options.get("disabled", "mailAccountStatus=disabled"),
         )
+
+    def user_attributes(self) -> list[str]:
+        """What is read of a user's entry."""
+        return ["mail", self.alternate_attribute, self.disabled.partition("=")[0],
+                self.quota_attribute, self.host_attribute]  # fmt: skip
 
     def is_disabled(self, entry: Any) -> bool:
         attribute, _, value = self.disabled.partition("=")
@@ -225,11 +235,7 @@ class LDAPChecker:
                 value = escape_filter_value(name)
                 search = self.settings.user_filter.replace("%s", value)
                 base = ldapsyntax.LDAPEntry(client, self.settings.base)
-                wanted = [
-                    "mail",
-                    self.settings.alternate_attribute,
-                    self.settings.disabled.partition("=")[0],
-                ]
+                wanted = self.settings.user_attributes()
                 found = yield base.search(filterText=search, attributes=wanted, sizeLimit=2)
             except Exception as e:  # an LDAP error or a broken connection
                 raise DirectoryUnavailable(f"LDAP search failed: {e}") from None
@@ -249,7 +255,7 @@ class LDAPChecker:
         addresses = _addresses(mails + extra)
         if addresses:
             if self.directory is not None:
-                self.directory.remember(addresses[0], addresses)
+                self.directory.remember(addresses[0], addresses, entry)
             return addresses[0]
         log.warn("LDAP entry {dn} has no usable mail address", dn=entry.dn.getText())
         raise error.UnauthorizedLogin()
@@ -322,15 +328,29 @@ class LDAPDirectory:
             collections.OrderedDict()
         )
         self._addresses: dict[str, set[str]] = {}
+        self._quotas: dict[str, int | None] = {}
+        #: user -> the ``mailHost`` of their entry (for the scale-out design; not used yet)
+        self.hosts: dict[str, str | None] = {}
 
     def is_local_domain(self, domain: str) -> bool:
         return self.local.is_local_domain(domain)
 
-    def remember(self, user: str, addresses: list[str]) -> None:
-        """The addresses of ``user`` (from a login or lookup), for :meth:`may_send_as`."""
+    def remember(self, user: str, addresses: list[str], entry: Any) -> None:
+        """What a login or lookup learnt of ``user``: addresses (for :meth:`may_send_as`),
+        quota (for :meth:`quota`) and mail host."""
         self._addresses[user] = set(addresses)
-        if len(self._addresses) > CACHE_ENTRIES:
-            self._addresses.pop(next(iter(self._addresses)))
+        quota = [_text(v) for v in entry.get(self.settings.quota_attribute, ())]
+        self._quotas[user] = int(quota[0]) if quota and quota[0].isdigit() else None
+        hosts = [_text(v) for v in entry.get(self.settings.host_attribute, ())]
+        self.hosts[user] = hosts[0] if hosts else None
+        for table in (self._addresses, self._quotas, self.hosts):
+            if len(table) > CACHE_ENTRIES:
+                table.pop(next(iter(table)))  # type: ignore[attr-defined]
+
+    def quota(self, user: str) -> QuotaLimit | None:
+        """The user's storage limit from the directory, if it sets one."""
+        limit = self._quotas.get(user)
+        return None if limit is None else QuotaLimit(bytes=limit or None)
 
     def may_send_as(self, user: str, address: str) -> bool:
         return self.local.may_send_as(user, address) or address in self._addresses.get(user, ())
@@ -356,8 +376,7 @@ class LDAPDirectory:
     @inlineCallbacks
     def _ask(self, address: str) -> Deferred[Recipient]:
         s = self.settings
-        wanted = ["mail", s.alternate_attribute, "objectClass", "member", "uniqueMember",
-                  s.disabled.partition("=")[0]]  # fmt: skip
+        wanted = [*s.user_attributes(), "objectClass", "member", "uniqueMember"]
         entries = yield self.pool.search(
             s.address_filter.replace("%s", escape_filter_value(address)), wanted
         )
@@ -378,7 +397,7 @@ class LDAPDirectory:
         if not mails:
             return Recipient("unknown", address)
         extra = _addresses([_text(v) for v in entry.get(s.alternate_attribute, ())])
-        self.remember(mails[0], mails + extra)
+        self.remember(mails[0], mails + extra, entry)
         if mails[0] == address:
             return Recipient("user", address)
         return Recipient("alias", address, (mails[0],))

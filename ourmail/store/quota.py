@@ -1,14 +1,17 @@
 """Storage quota: which limit applies to a user, and whether a message still fits.
 
-The limit is the user's own (``ourmail user quota``, kept in ``accounts.json``), else their
-domain's (``[quota.domain."<name>"]``), else the default (``[quota]``).  Usage is the sum over
-the user's folders, kept up to date by each folder's journal, so a check costs no file reads.
+The limit is the user's own (``ourmail user quota``, kept in ``accounts.json``), else the
+directory's (LDAP ``mailQuota``, learnt at login and lookup), else their domain's
+(``[quota.domain."<name>"]``), else the default (``[quota]``).  Usage is the sum over the
+user's folders, kept up to date by each folder's journal, so a check costs no file reads.
 A delivery is refused only when the user is already over the limit or the message (by its
 declared size) would take them over; like Dovecot's grace, one message of unknown size may
 overrun the limit, so no message is ever cut or lost once accepted.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import attrs
 
@@ -24,9 +27,17 @@ class Usage:
 
 
 class QuotaPolicy:
-    def __init__(self, settings: QuotaSettings, accounts: AccountDB) -> None:
+    def __init__(
+        self,
+        settings: QuotaSettings,
+        accounts: AccountDB,
+        directory_limit: Callable[[str], QuotaLimit | None] | None = None,
+    ) -> None:
         self.settings = settings
         self.accounts = accounts
+        #: A user's limit from the directory (LDAP ``mailQuota``), between their own and the
+        #: domain's.
+        self.directory_limit = directory_limit
 
     @property
     def permanent(self) -> bool:
@@ -36,6 +47,10 @@ class QuotaPolicy:
         own = self.accounts.quota(address)
         if own is not None:
             return own
+        if self.directory_limit is not None:
+            from_directory = self.directory_limit(address)
+            if from_directory is not None:
+                return from_directory
         domain = address.rpartition("@")[2]
         return self.settings.domains.get(domain, self.settings.default)
 

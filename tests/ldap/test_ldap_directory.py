@@ -91,3 +91,16 @@ def test_ldap_down_is_451_never_a_bounce(srv: RunningServer, directory: Slapd) -
     assert send(srv, srv.user)[0] == 250  # local users are not affected
     directory.start()
     assert send(srv, "erin@example.test")[0] == 250
+
+
+def test_quota_from_the_directory(tmp_path: Path) -> None:
+    people = user_ldif("tiny", "tiny pw", "mailQuota: 300")
+    with slapd(people) as small:
+        url = f"{small.url}/{SUFFIX}?timeout=2"
+        with running_server(tmp_path, ldap_url=url) as srv:
+            assert send(srv, "tiny@example.test")[0] == 250  # under the limit so far
+            with smtplib.SMTP("127.0.0.1", srv.port("smtp")) as s:
+                s.ehlo()
+                assert s.mail("bob@else.test", ["SIZE=5000"])[0] == 250
+                code, text = s.rcpt("tiny@example.test")
+            assert code == 452 and b"4.2.2" in text  # mailQuota: 300 bytes
