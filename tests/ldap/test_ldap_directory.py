@@ -23,6 +23,8 @@ DIRECTORY = (
     + f"dn: cn=staff,ou=groups,{SUFFIX}\nobjectClass: groupOfNames\nobjectClass: ourmailGroup\n"
     f"cn: staff\nmail: staff@example.test\nmember: uid=dana,ou=people,{SUFFIX}\n"
     f"member: uid=erin,ou=people,{SUFFIX}\nmember: uid=gone,ou=people,{SUFFIX}\n\n"
+    f"dn: cn=board,ou=groups,{SUFFIX}\nobjectClass: groupOfUniqueNames\nobjectClass: ourmailGroup\n"
+    f"cn: board\nmail: board@example.test\nuniqueMember: uid=erin,ou=people,{SUFFIX}\n\n"
 )
 
 
@@ -60,8 +62,9 @@ def test_user_alternate_address_and_group(srv: RunningServer) -> None:
     assert send(srv, "dana@example.test")[0] == 250
     assert send(srv, "d.smith@example.test")[0] == 250  # delivers to dana
     assert send(srv, "staff@example.test")[0] == 250  # dana and erin; not the disabled one
+    assert send(srv, "board@example.test")[0] == 250  # groupOfUniqueNames: erin
     assert inbox_count(srv, "dana", "dana pw") == 3
-    assert inbox_count(srv, "erin", "erin pw") == 1
+    assert inbox_count(srv, "erin", "erin pw") == 2
 
 
 def test_disabled_and_unknown_are_refused(srv: RunningServer) -> None:
