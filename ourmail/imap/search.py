@@ -241,21 +241,19 @@ def parse_search(
     """The search keys in ``tokens`` (after any CHARSET, which the caller takes); ``saved``
     is the SEARCHRES result that ``$`` stands for (RFC 5182)."""
     parser = _Parser(tokens, count, uids, set() if saved is None else saved)
-    indexed, rest = [], []
+    keys: list[Predicate] = []
+    indexed: list[tuple[str, str]] = []
+    rest: list[Predicate] = []
     while parser.pos < len(tokens):
         head = tokens[parser.pos]
         pred = parser.key()
+        keys.append(pred)
         if isinstance(head, Atom) and head.upper() in _HEADER_KEYS:
             needle = astring(tokens[parser.pos - 1]).decode("utf-8", "replace").lower()
             if needle:
                 indexed.append((head.lower(), needle))
                 continue
         rest.append(pred)
-    if not indexed and not rest:
+    if not keys:
         raise ParseError("empty search")
-    predicate = _and([*_index_preds(indexed), *rest])
-    return Search(predicate, parser.uses_modseq, indexed, _and(rest) if rest else lambda c: True)
-
-
-def _index_preds(indexed: list[tuple[str, str]]) -> list[Predicate]:
-    return [lambda c, f=field, n=needle: n in c.header(f).lower() for field, needle in indexed]
+    return Search(_and(keys), parser.uses_modseq, indexed, _and(rest) if rest else lambda c: True)
