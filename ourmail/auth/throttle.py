@@ -63,19 +63,19 @@ class FailureThrottle:
         s = self.settings
         now = self.clock.seconds()
         started = None
-        count = self._count(self._clients, client, now)
-        if self._lock(self._clients[client], count, s.client_limit, s.client_lockout, now):
+        by_client = self._count(self._clients, client, now)
+        if self._lock(by_client, s.client_limit, s.client_lockout, now):
             started = "client"
-        rec = self._accounts[account] if self._count(self._accounts, account, now) else None
-        if rec and self._lock(rec, rec.count, s.account_limit, s.account_lockout, now):
+        by_account = self._count(self._accounts, account, now)
+        if self._lock(by_account, s.account_limit, s.account_lockout, now):
             started = started or "account"
-        return min(s.base_delay * 2 ** (min(count, 64) - 1), s.max_delay), started
+        return min(s.base_delay * 2 ** (min(by_client.count, 64) - 1), s.max_delay), started
 
     @staticmethod
-    def _lock(rec: _Record, count: int, limit: int, seconds: float, now: float) -> bool:
+    def _lock(rec: _Record, limit: int, seconds: float, now: float) -> bool:
         """Lock ``rec`` when it reached ``limit``; once the lockout is over, each further failure
         within the window locks it again."""
-        if count >= limit and rec.locked_until <= now:
+        if rec.count >= limit and rec.locked_until <= now:
             rec.locked_until = now + seconds
             return True
         return False
@@ -90,7 +90,8 @@ class FailureThrottle:
         if len(self._known) > MAX_TRACKED:
             self._known.pop(next(iter(self._known)))
 
-    def _count(self, table: collections.OrderedDict[str, _Record], key: str, now: float) -> int:
+    def _count(self, table: collections.OrderedDict[str, _Record], key: str, now: float) -> _Record:
+        """Count a failure for ``key``; its record."""
         rec = table.get(key)
         if rec is None or (now - rec.last > self.settings.window and rec.locked_until <= now):
             rec = table[key] = _Record()
@@ -99,4 +100,4 @@ class FailureThrottle:
         table.move_to_end(key)
         if len(table) > MAX_TRACKED:
             table.popitem(last=False)
-        return rec.count
+        return rec
