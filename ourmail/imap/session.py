@@ -3,14 +3,13 @@ AUTHENTICATE (RFC 3501 §6.1, §6.2; ID, RFC 2971; SASL-IR, RFC 4959); and ENABL
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 
 from ourmail.auth.login import LoginFailed, LoginUnavailable
+from ourmail.auth.sasl import decode_plain
 from ourmail.imap.states import ANY, AUTH, LOGOUT, PRE
 from ourmail.imap.wire import (
     Atom,
@@ -123,16 +122,14 @@ class SessionCommands:
         if response.strip() == b"*":
             self.send(f"{self._tag} BAD Authentication cancelled")
             return None
-        try:
-            decoded = base64.b64decode(response.strip() or b"", validate=True).decode("utf-8")
-            authzid, authcid, password = decoded.split("\0")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
+        plain = decode_plain(response)
+        if plain is None:
             self.bad("Cannot decode the PLAIN response")
             return None
-        if authzid and authzid != authcid:
+        if plain.for_someone_else:
             self.send(f"{self._tag} NO [AUTHORIZATIONFAILED] Cannot act as another user")
             return None
-        return self._login(authcid, password)
+        return self._login(plain.authcid, plain.password)
 
     @inlineCallbacks
     def _login(self, user: str, password: str) -> Deferred[None]:

@@ -18,8 +18,6 @@ Implementation notes (keep these true when changing this module):
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,6 +27,7 @@ from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IReacto
 
 from ourmail.auth.accounts import AccountDB
 from ourmail.auth.login import Authenticator, LoginFailed, LoginUnavailable
+from ourmail.auth.sasl import decode_plain
 from ourmail.config import Limits, Pop3Settings
 from ourmail.imap.content import STREAM_AT, Span
 from ourmail.interfaces import IRetention, IUserStore
@@ -200,13 +199,14 @@ class POP3Server(LineProtocol):
         if line.strip() == b"*":
             self.err("Authentication cancelled")
             return
-        try:
-            raw = b"" if line.strip() == b"=" else base64.b64decode(line.strip(), validate=True)
-            _authz, user, password = raw.decode("utf-8").split("\0")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
+        plain = decode_plain(line)
+        if plain is None:
             self.err("[AUTH] Bad PLAIN response")
             return
-        self._run(self._login(user, password))
+        if plain.for_someone_else:
+            self.err("[AUTH] Cannot act as another user")
+            return
+        self._run(self._login(plain.authcid, plain.password))
 
     def _login(self, username: str, password: str) -> Deferred[None]:
         login = self.ctx.authenticator.login(username, password, self.peer, "pop3")

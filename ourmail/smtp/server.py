@@ -21,8 +21,6 @@ Implementation notes (keep these true when changing this module):
 
 from __future__ import annotations
 
-import base64
-import binascii
 import email.utils
 import os
 import re
@@ -42,6 +40,7 @@ from twisted.python.failure import Failure
 
 from ourmail.addresses import AddressError, normalise_address
 from ourmail.auth.login import Authenticator, LoginFailed, LoginUnavailable
+from ourmail.auth.sasl import decode_base64, decode_plain
 from ourmail.config import Limits
 from ourmail.fsutil import HAVE_SYNCFS
 from ourmail.interfaces import DirectoryUnavailable, IDirectory, IMailStore, Recipient
@@ -292,30 +291,21 @@ class SMTPServer(LineProtocol):
         else:
             self.error(504, "5.5.4 Unrecognized authentication type")
 
-    @staticmethod
-    def _b64(text: str) -> str | None:
-        try:
-            return base64.b64decode(text, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            return None
-
     def _auth_plain(self, text: str) -> None:
         if text == "*":
             self.error(501, "5.7.0 Authentication cancelled")
             return
-        decoded = self._b64(text)
-        parts = decoded.split("\0") if decoded is not None else []
-        if len(parts) != 3:
+        plain = decode_plain(text)
+        if plain is None:
             self.error(501, "5.5.2 Cannot decode the PLAIN response")
             return
-        authzid, authcid, password = parts
-        if authzid and authzid != authcid:
+        if plain.for_someone_else:
             self.error(535, "5.7.8 Authentication credentials invalid")
             return
-        self._authenticate(authcid, password)
+        self._authenticate(plain.authcid, plain.password)
 
     def _auth_login_user(self, text: str) -> None:
-        username = None if text == "*" else self._b64(text)
+        username = None if text == "*" else decode_base64(text)
         if username is None:
             self.error(501, "5.5.2 Cannot decode the LOGIN response")
             return
@@ -323,7 +313,7 @@ class SMTPServer(LineProtocol):
         self._continuation = lambda t: self._auth_login_password(username, t)
 
     def _auth_login_password(self, username: str, text: str) -> None:
-        password = None if text == "*" else self._b64(text)
+        password = None if text == "*" else decode_base64(text)
         if password is None:
             self.error(501, "5.5.2 Cannot decode the LOGIN response")
             return

@@ -107,6 +107,9 @@ def test_auth_plain(mailserver: RunningServer) -> None:
     c.send(b"AUTH PLAIN !!!\r\nAUTH CRAM-MD5\r\n")
     assert c.line().startswith(b"-ERR [AUTH]")
     assert c.line() == b"-ERR Unsupported authentication mechanism"
+    other = base64.b64encode(f"bob\0{mailserver.user}\0{mailserver.password}".encode())
+    c.send(b"AUTH PLAIN " + other + b"\r\n")  # authzid: acting as someone else
+    assert c.line() == b"-ERR [AUTH] Cannot act as another user"
     bad = base64.b64encode(f"\0{mailserver.user}\0wrong".encode())
     c.send(b"AUTH PLAIN " + bad + b"\r\n")
     assert c.line() == b"-ERR [AUTH] Authentication failed"  # RFC 3206 AUTH-RESP-CODE
