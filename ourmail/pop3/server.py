@@ -18,7 +18,7 @@ Implementation notes (keep these true when changing this module):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -31,6 +31,7 @@ from ourmail.auth.sasl import decode_plain
 from ourmail.config import Limits, Pop3Settings
 from ourmail.imap.content import STREAM_AT, Span
 from ourmail.interfaces import IRetention, IUserStore
+from ourmail.net.dotstuff import stuffed
 from ourmail.net.lineproto import LineProtocol
 from ourmail.pop3.maildrop import Entry, Maildrop, MaildropLocks
 from ourmail.pop3.policy import deletion_policy
@@ -52,19 +53,6 @@ class POP3Context:
     #: address -> time of the last successful login (RFC 2449 §6.5 LOGIN-DELAY)
     last_login: dict[str, float]
     implicit_tls: bool = False
-
-
-def stuffed(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """RFC 1939 §3 byte-stuffing of a CRLF message given in chunks, then the final ``.``
-    line; a ``CRLF .`` split between two chunks is found too."""
-    tail = b"\r\n"  # the message starts a line
-    for chunk in chunks:
-        if not chunk:
-            continue
-        joined = (tail + chunk).replace(b"\r\n.", b"\r\n..")
-        yield joined[len(tail) :]
-        tail = (tail + chunk)[-2:]
-    yield b".\r\n" if tail == b"\r\n" else b"\r\n.\r\n"
 
 
 class POP3Server(LineProtocol):

@@ -28,6 +28,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
+from ourmail.net.dotstuff import dot_stuff
 from ourmail.smtp.dsn import NO_MAIL_PARAMS, MailParams, RcptParams, xtext_encode
 
 #: RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets; we allow some slack.
@@ -166,16 +167,6 @@ class ReplyReader(LineOnlyReceiver):
         self._lost = reason
         while self._waiting:
             self._waiting.popleft().errback(reason)
-
-
-def dot_stuff(content: bytes) -> bytes:
-    """RFC 5321 §4.5.2, and the terminating ``.`` line; ``content`` has CRLF line ends."""
-    body = content.replace(b"\r\n.", b"\r\n..")
-    if body.startswith(b"."):
-        body = b"." + body
-    if not body.endswith(b"\r\n"):
-        body += b"\r\n"
-    return body + b".\r\n"
 
 
 class ClientSession:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pop3help import deliver, raw
 
-from ourmail.pop3.server import stuffed
+from ourmail.net.dotstuff import stuffed
 
 
 def test_long_lines_wrong_states_and_garbage(mailserver: RunningServer) -> None:

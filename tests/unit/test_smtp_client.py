@@ -5,7 +5,8 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from ourmail.smtp.client import MAX_REPLY_LINES, Reply, ReplyReader, dot_stuff
+from ourmail.net.dotstuff import dot_stuff
+from ourmail.smtp.client import MAX_REPLY_LINES, Reply, ReplyReader
 
 
 def reader() -> tuple[ReplyReader, StringTransport, Clock]:
