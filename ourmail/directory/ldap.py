@@ -135,7 +135,7 @@ class LDAPSettings:
 
     def is_disabled(self, entry: Any) -> bool:
         attribute, _, value = self.disabled.partition("=")
-        values = {_text(v).lower() for v in entry.get(attribute, ())}
+        values = {v.lower() for v in _values(entry, attribute)}
         return bool(attribute) and value.lower() in values
 
     def bind_password(self) -> str:
@@ -242,8 +242,8 @@ class LDAPChecker:
             if len(found) != 1 or self.settings.is_disabled(found[0]):
                 raise error.UnauthorizedLogin()
             entry = found[0]
-            mails = [_text(v) for v in entry.get("mail", ())]
-            extra = [_text(v) for v in entry.get(self.settings.alternate_attribute, ())]
+            mails = _values(entry, "mail")
+            extra = _values(entry, self.settings.alternate_attribute)
             try:
                 yield client.bind(entry.dn.getText(), password)
             except ldaperrors.LDAPInvalidCredentials:
@@ -263,6 +263,11 @@ class LDAPChecker:
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _values(entry: Any, attribute: str) -> list[str]:
+    """An entry's values of ``attribute`` as text (none if it has none)."""
+    return [_text(v) for v in entry.get(attribute, ())]
 
 
 def _addresses(values: list[str]) -> list[str]:
@@ -339,9 +344,9 @@ class LDAPDirectory:
         """What a login or lookup learnt of ``user``: addresses (for :meth:`may_send_as`),
         quota (for :meth:`quota`) and mail host."""
         self._addresses[user] = set(addresses)
-        quota = [_text(v) for v in entry.get(self.settings.quota_attribute, ())]
+        quota = _values(entry, self.settings.quota_attribute)
         self._quotas[user] = int(quota[0]) if quota and quota[0].isdigit() else None
-        hosts = [_text(v) for v in entry.get(self.settings.host_attribute, ())]
+        hosts = _values(entry, self.settings.host_attribute)
         self.hosts[user] = hosts[0] if hosts else None
         for table in (self._addresses, self._quotas, self.hosts):
             if len(table) > CACHE_ENTRIES:
@@ -357,9 +362,7 @@ class LDAPDirectory:
 
     @inlineCallbacks
     def lookup(self, address: str) -> Deferred[Recipient]:
-        if not self.is_local_domain(address.rpartition("@")[2]):
-            return Recipient("remote", address)
-        found = yield self.local.lookup(address)
+        found = yield self.local.lookup(address)  # also says "remote" for other domains
         if found.kind != "unknown":
             return found
         now = self.reactor.seconds()  # type: ignore[attr-defined]
@@ -385,7 +388,7 @@ class LDAPDirectory:
                 log.warn("LDAP: {n} entries have the address {a}", n=len(entries), a=address)
             return Recipient("unknown", address)
         entry = entries[0]
-        classes = {_text(c).lower() for c in entry.get("objectClass", ())}
+        classes = {c.lower() for c in _values(entry, "objectClass")}
         if classes & _GROUP_CLASSES:
             members = yield self._members(entry)
             local = tuple(m for m in members if self.is_local_domain(m.rpartition("@")[2]))
@@ -393,10 +396,10 @@ class LDAPDirectory:
             return Recipient("alias", address, local, remote)
         if s.is_disabled(entry):
             return Recipient("unknown", address)
-        mails = _addresses([_text(v) for v in entry.get("mail", ())])
+        mails = _addresses(_values(entry, "mail"))
         if not mails:
             return Recipient("unknown", address)
-        extra = _addresses([_text(v) for v in entry.get(s.alternate_attribute, ())])
+        extra = _addresses(_values(entry, s.alternate_attribute))
         self.remember(mails[0], mails + extra, entry)
         if mails[0] == address:
             return Recipient("user", address)
@@ -408,9 +411,7 @@ class LDAPDirectory:
         from ldaptor.protocols import pureldap
 
         out = []
-        dns = [_text(d) for d in group.get("member", ())] + [
-            _text(d) for d in group.get("uniqueMember", ())
-        ]
+        dns = _values(group, "member") + _values(group, "uniqueMember")
         for dn in dns[:1000]:
             found = yield self.pool.search(
                 "(objectClass=*)",
@@ -419,7 +420,7 @@ class LDAPDirectory:
                 scope=pureldap.LDAP_SCOPE_baseObject,
             )
             for entry in found:
-                mails = _addresses([_text(v) for v in entry.get("mail", ())])
+                mails = _addresses(_values(entry, "mail"))
                 if mails and not self.settings.is_disabled(entry):
                     out.append(mails[0])
         return out
