@@ -7,6 +7,7 @@ decoded values of the headers clients search on, computed once when the message 
 from __future__ import annotations
 
 import binascii
+import email.errors
 import email.header
 import json
 
@@ -23,7 +24,7 @@ def decode_header(value: str) -> str:
     value = " ".join(value.split())
     try:
         return str(email.header.make_header(email.header.decode_header(value)))
-    except (ValueError, LookupError, UnicodeError):
+    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
         return value
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ourmail.addresses import AddressError, normalise_address
@@ -51,6 +51,7 @@ def test_smtp_paths_and_addresses(arg: str) -> None:
     b"Subject: ", b"\xff\xfe", b"\x00", b"To: undisclosed-recipients:;", b"Date: 32 Foo",
     b"Content-Transfer-Encoding: base64\r\n", b"message/rfc822", b" ", b"\t",
 ]), max_size=60))  # fmt: skip
+@example([b"From: ", b"=?x?b?", b"=?utf-8?q?", b"=?utf-8?q?"])  # found: a HeaderParseError
 def test_the_index_summary_of_any_message(parts: list[bytes]) -> None:
     summary = summarize(b"".join(parts))
     assert Summary.from_record(summary.to_record()) == summary
