@@ -29,6 +29,7 @@ import contextlib
 import fcntl
 import mmap
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -616,10 +617,20 @@ class MaildirFolder:
                 log.failure("folder listener failed")
 
 
-def _order(base: str) -> tuple[int, str]:
-    """New messages get UIDs in delivery-time order (base names start with the time)."""
-    head = base.split(".", 1)[0]
-    return (int(head) if head.isdigit() else 0, base)
+_DIGITS = re.compile(r"(\d+)")
+
+
+def _order(base: str) -> tuple[int, list[str | int], str]:
+    """New messages get UIDs in delivery-time order.
+
+    A Maildir base name starts with the second, then a part such as ``M637P28836Q2727``
+    (microsecond, process, counter) whose numbers are compared as numbers: ``M637`` was
+    delivered before ``M4836`` in the same second, though it sorts after it as text.
+    """
+    head, _, rest = base.partition(".")
+    middle = rest.split(".", 1)[0]
+    parts: list[str | int] = [int(p) if i % 2 else p for i, p in enumerate(_DIGITS.split(middle))]
+    return (int(head) if head.isdigit() else 0, parts, base)
 
 
 def _fold_tail(path: Path, offset: int, state: FolderState, size: int | None = None) -> int:

@@ -177,6 +177,23 @@ def test_uids_survive_reopening_and_rebuild_after_loss(user: MaildirUserStore) -
     assert len(MaildirFolder(folder.path, "INBOX").uids()) == 3
 
 
+def test_a_rebuild_numbers_messages_in_delivery_order(user: MaildirUserStore) -> None:
+    # Same second, microseconds of different lengths: text order would put M4836 first.
+    names = [
+        "1795462609.M637P28836Q9.host",
+        "1795462609.M4836P28836Q10.host",
+        "1795462609.M4836P28836Q11.host",
+        "1795462610.M5P1Q1.host",
+        "1795462610.M12P1Q2.other",
+    ]
+    folder = user.folder("INBOX")
+    for name in reversed(names):
+        (folder.path / "cur" / f"{name}:2,").write_bytes(MSG)
+    (folder.path / "ourmail-uidlist").unlink(missing_ok=True)
+    rebuilt = MaildirFolder(folder.path, "INBOX")
+    assert [rebuilt.message(u).key.split(":")[0] for u in rebuilt.uids()] == names
+
+
 def test_a_torn_last_journal_line_is_ignored(user: MaildirUserStore) -> None:
     folder = user.folder("INBOX")
     uids = [append(folder) for _ in range(2)]
