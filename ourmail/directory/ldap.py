@@ -15,12 +15,15 @@ Settings come from a URL, as ``twistd ourmail --auth=ldap:URL`` takes them::
     ldap://a/dc=example,dc=org ldap://b/dc=example,dc=org     (space-separated: failover)
 
 Query options: ``bind`` (service DN), ``password_file``, ``filter``, ``starttls``,
-``timeout`` (seconds), ``ca_file`` (for ``ldaps://`` and StartTLS; default: system roots).
+``timeout`` (seconds), ``ca_file`` (for ``ldaps://`` and StartTLS; default: system roots),
+``address_filter``, ``alternate``, ``quota``, ``disabled``, and ``schema=ad`` for Active
+Directory's attributes (:data:`SCHEMAS`; options given beside it win).
 """
 
 from __future__ import annotations
 
 import collections
+import re
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -43,9 +46,34 @@ log = Logger()
 DEFAULT_FILTER = "(|(mail=%s)(uid=%s))"
 #: How a recipient address is found: its main or an extra address.
 ADDRESS_FILTER = "(|(mail=%s)(mailAlternateAddress=%s))"
-_GROUP_CLASSES = {"groupofnames", "groupofuniquenames"}
+#: Object classes of a group whose ``mail`` reaches its members (``group``: Active Directory).
+_GROUP_CLASSES = {"groupofnames", "groupofuniquenames", "group"}
+
+#: Option defaults by directory schema (``schema=`` in the URL): OpenLDAP-style (the default)
+#: and Active Directory, where people log in by ``mail``, ``userPrincipalName`` or
+#: ``sAMAccountName``, extra addresses are ``proxyAddresses`` (``smtp:a@b``), and bit 2 of
+#: ``userAccountControl`` (ACCOUNTDISABLE) marks a disabled account.
+SCHEMAS: dict[str, dict[str, str]] = {
+    "rfc": {
+        "filter": DEFAULT_FILTER,
+        "address_filter": ADDRESS_FILTER,
+        "alternate": "mailAlternateAddress",
+        "quota": "mailQuota",
+        "disabled": "mailAccountStatus=disabled",
+    },
+    "ad": {
+        "filter": "(&(objectCategory=person)(objectClass=user)"
+        "(|(mail=%s)(userPrincipalName=%s)(sAMAccountName=%s)))",
+        "address_filter": "(|(mail=%s)(proxyAddresses=smtp:%s))",
+        "alternate": "proxyAddresses",
+        "quota": "mailQuota",
+        "disabled": "userAccountControl&2",
+    },
+}
 #: Cached lookups at most (the oldest go first).
 CACHE_ENTRIES = 10_000
+#: Entries read to expand one group, nested groups included.
+MAX_MEMBERS = 1000
 
 
 def escape_filter_value(value: str) -> str:
@@ -75,7 +103,9 @@ class LDAPSettings:
     address_filter: str = ADDRESS_FILTER
     #: The attribute with a user's extra addresses.
     alternate_attribute: str = "mailAlternateAddress"
-    #: ``attribute=value`` marking a disabled account (its mail is refused, its login too).
+    #: What marks a disabled account (its mail is refused, its login too):
+    #: ``attribute=value`` (any value, case-insensitive) or ``attribute&bits`` (an integer
+    #: with any of those bits set).
     disabled: str = "mailAccountStatus=disabled"
     #: The attribute with a user's storage quota in bytes, and the one naming the host that
     #: holds the mailbox (kept for the scale-out design; one host today).
@@ -107,7 +137,11 @@ class LDAPSettings:
             options |= query
         if not servers or not base:
             raise ConfigError("the LDAP URL needs a base DN: ldap://host:389/dc=example,dc=org")
-        user_filter = options.get("filter", DEFAULT_FILTER)
+        schema = options.pop("schema", "rfc").lower()
+        if schema not in SCHEMAS:
+            raise ConfigError(f"unknown LDAP schema {schema!r}: use {' or '.join(SCHEMAS)}")
+        options = SCHEMAS[schema] | options
+        user_filter = options["filter"]
         if "%s" not in user_filter:
             raise ConfigError("the LDAP user filter must contain %s for the login name")
         try:
@@ -122,21 +156,34 @@ class LDAPSettings:
             password_file=Path(options["password_file"]) if "password_file" in options else None,
             timeout=timeout,
             ca_file=Path(options["ca_file"]) if "ca_file" in options else None,
-            address_filter=options.get("address_filter", ADDRESS_FILTER),
-            alternate_attribute=options.get("alternate", "mailAlternateAddress"),
-            quota_attribute=options.get("quota", "mailQuota"),
-            disabled=options.get("disabled", "mailAccountStatus=disabled"),
+            address_filter=options["address_filter"],
+            alternate_attribute=options["alternate"],
+            quota_attribute=options["quota"],
+            disabled=_checked_disabled(options["disabled"]),
         )
+
+    @property
+    def disabled_attribute(self) -> str:
+        """The attribute the ``disabled`` option tests (empty: none)."""
+        return re.split("[=&]", self.disabled, maxsplit=1)[0]
 
     def user_attributes(self) -> list[str]:
         """What is read of a user's entry."""
-        return ["mail", self.alternate_attribute, self.disabled.partition("=")[0],
+        return ["mail", self.alternate_attribute, self.disabled_attribute,
                 self.quota_attribute, self.host_attribute]  # fmt: skip
 
     def is_disabled(self, entry: Any) -> bool:
-        attribute, _, value = self.disabled.partition("=")
-        values = {v.lower() for v in _values(entry, attribute)}
-        return bool(attribute) and value.lower() in values
+        attribute = self.disabled_attribute
+        if not attribute:
+            return False
+        values = _values(entry, attribute)
+        if self.disabled.startswith(
+            attribute + "&"
+        ):  # RFC 4517's INTEGER: a flag word such as AD's
+            bits = int(self.disabled.partition("&")[2], 0)
+            return any(_as_int(v) & bits for v in values)
+        wanted = self.disabled.partition("=")[2].lower()
+        return wanted in {v.lower() for v in values}
 
     def bind_password(self) -> str:
         if self.password_file is None:
@@ -270,10 +317,40 @@ def _values(entry: Any, attribute: str) -> list[str]:
     return [_text(v) for v in entry.get(attribute, ())]
 
 
+_DISABLED = re.compile(r"[A-Za-z][\w;.-]*(=.*|&(0x[0-9a-fA-F]+|[0-9]+))")
+
+
+def _checked_disabled(text: str) -> str:
+    """The ``disabled`` option, refused unless it is ``attribute=value`` or ``attribute&bits``
+    (empty: no account is disabled by an attribute)."""
+    if text and not _DISABLED.fullmatch(text):
+        raise ConfigError(
+            f"the LDAP disabled option must be attribute=value or attribute&bits, not {text!r}"
+        )
+    return text
+
+
+def _as_int(value: str) -> int:
+    """An INTEGER attribute value (0 when it is not one)."""
+    try:
+        return int(value.strip())
+    except ValueError:
+        return 0
+
+
 def _addresses(values: list[str]) -> list[str]:
-    """The values that are addresses, normalised, in order."""
+    """The values that are addresses, normalised, in order.
+
+    Active Directory's ``proxyAddresses`` hold typed values: ``SMTP:main@x`` and
+    ``smtp:extra@x`` are addresses; ``X500:``, ``SIP:`` and other types are not.
+    """
     out = []
     for value in values:
+        kind, colon, rest = value.partition(":")
+        if colon and "@" not in kind:
+            if kind.lower() != "smtp":
+                continue
+            value = rest
         try:
             out.append(normalise_address(value))
         except AddressError:
@@ -321,8 +398,9 @@ class LDAPDirectory:
     """Recipients from LDAP, after the local accounts (service mailboxes stay local).
 
     An entry found by ``address_filter`` is a user (its main ``mail`` is the mailbox, its
-    alternate addresses deliver there) or a group (``groupOfNames``/``groupOfUniqueNames``
-    with a ``mail``: mail reaches every member).  A disabled user is unknown.  Lookups are
+    alternate addresses deliver there) or a group (``groupOfNames``/``groupOfUniqueNames``,
+    or AD's ``group``, with a ``mail``: mail reaches every member, nested groups expanded).
+    A disabled user is unknown.  Lookups are
     cached for ``cache_ttl`` seconds; when LDAP does not answer, :class:`DirectoryUnavailable`.
     """
 
@@ -388,8 +466,7 @@ class LDAPDirectory:
                 log.warn("LDAP: {n} entries have the address {a}", n=len(entries), a=address)
             return Recipient("unknown", address)
         entry = entries[0]
-        classes = {c.lower() for c in _values(entry, "objectClass")}
-        if classes & _GROUP_CLASSES:
+        if _is_group(entry):
             members = yield self._members(entry)
             local = tuple(m for m in members if self.is_local_domain(m.rpartition("@")[2]))
             remote = tuple(m for m in members if m not in local)
@@ -407,20 +484,38 @@ class LDAPDirectory:
 
     @inlineCallbacks
     def _members(self, group: Any) -> Deferred[list[str]]:
-        """The main addresses of a group's members (enabled users only)."""
+        """The main addresses of a group's members: enabled users, and the members of nested
+        groups (each group once, so a loop ends; :data:`MAX_MEMBERS` entries read at most)."""
         from ldaptor.protocols import pureldap
 
-        out = []
-        dns = _values(group, "member") + _values(group, "uniqueMember")
-        for dn in dns[:1000]:
+        out: list[str] = []
+        seen = {group.dn.getText().lower()}
+        pending = collections.deque(_member_dns(group))
+        wanted = ["objectClass", "mail", "member", "uniqueMember", self.settings.disabled_attribute]
+        while pending and len(seen) <= MAX_MEMBERS:
+            dn = pending.popleft()
+            if dn.lower() in seen:
+                continue
+            seen.add(dn.lower())
             found = yield self.pool.search(
-                "(objectClass=*)",
-                ["mail", self.settings.disabled.partition("=")[0]],
-                base=dn,
-                scope=pureldap.LDAP_SCOPE_baseObject,
+                "(objectClass=*)", wanted, base=dn, scope=pureldap.LDAP_SCOPE_baseObject
             )
             for entry in found:
+                if _is_group(entry):
+                    pending.extend(_member_dns(entry))
+                    continue
                 mails = _addresses(_values(entry, "mail"))
-                if mails and not self.settings.is_disabled(entry):
+                if mails and not self.settings.is_disabled(entry) and mails[0] not in out:
                     out.append(mails[0])
+        if pending and len(seen) > MAX_MEMBERS:
+            log.warn("LDAP group {dn}: more than {n} members, the rest left out",
+                     dn=group.dn.getText(), n=MAX_MEMBERS)  # fmt: skip
         return out
+
+
+def _is_group(entry: Any) -> bool:
+    return bool({c.lower() for c in _values(entry, "objectClass")} & _GROUP_CLASSES)
+
+
+def _member_dns(group: Any) -> list[str]:
+    return _values(group, "member") + _values(group, "uniqueMember")

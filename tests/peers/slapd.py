@@ -3,7 +3,10 @@
 The directory ``dc=example,dc=test`` holds what the LDAP tests need.  Besides the standard
 schemas it loads a small test schema: ``mailAlternateAddress``, ``mailHost``, ``mailQuota``
 and ``mailAccountStatus`` on an auxiliary ``ourmailUser`` class, and ``ourmailGroup`` to give a
-``groupOfNames`` a ``mail`` address.
+``groupOfNames`` a ``mail`` address; and the Active Directory attributes ourmail reads
+(``sAMAccountName``, ``userPrincipalName``, ``proxyAddresses``, ``userAccountControl``,
+``objectCategory``) on a ``user`` class, with AD's ``group`` class, so that ``schema=ad`` is
+tested against the shape of an AD entry.
 """
 
 from __future__ import annotations
@@ -36,6 +39,21 @@ attributetype ( 1.3.6.1.4.1.99999.1.4 NAME 'mailAccountStatus'
 objectclass ( 1.3.6.1.4.1.99999.2.1 NAME 'ourmailUser' AUXILIARY
   MAY ( mailAlternateAddress $ mailHost $ mailQuota $ mailAccountStatus ) )
 objectclass ( 1.3.6.1.4.1.99999.2.2 NAME 'ourmailGroup' AUXILIARY MAY ( mail ) )
+attributetype ( 1.3.6.1.4.1.99999.3.1 NAME 'sAMAccountName'
+  EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.99999.3.2 NAME 'userPrincipalName'
+  EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.99999.3.3 NAME 'proxyAddresses'
+  EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 )
+attributetype ( 1.3.6.1.4.1.99999.3.4 NAME 'userAccountControl'
+  EQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.99999.3.5 NAME 'objectCategory'
+  EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+objectclass ( 1.3.6.1.4.1.99999.4.1 NAME 'user' AUXILIARY
+  MAY ( sAMAccountName $ userPrincipalName $ proxyAddresses $ userAccountControl $
+        objectCategory ) )
+objectclass ( 1.3.6.1.4.1.99999.4.2 NAME 'group' STRUCTURAL
+  MUST cn MAY ( member $ mail $ proxyAddresses $ objectCategory ) )
 """
 
 CONFIG = """\
