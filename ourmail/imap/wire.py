@@ -163,7 +163,8 @@ def quote(data: bytes | str, utf8: bool = False) -> bytes:
 
 
 def literal(data: bytes) -> bytes:
-    return b"{%d}\r\n" % len(data) + data
+    """A literal of ``data``, NULs sent as 0x80 (RFC 3501 §9: a literal is ``CHAR8``, no NUL)."""
+    return b"{%d}\r\n" % len(data) + data.replace(b"\x00", b"\x80")
 
 
 def nstring(data: bytes | str | None) -> bytes:

@@ -38,8 +38,8 @@ def imap(mailserver: RunningServer) -> Iterator[imaplib.IMAP4_SSL]:
     m.logout()
 
 
-def _fetch(m: imaplib.IMAP4_SSL, item: str) -> tuple[bytes, bytes]:
-    typ, data = m.fetch("1", f"({item})")
+def _fetch(m: imaplib.IMAP4_SSL, item: str, n: str = "1") -> tuple[bytes, bytes]:
+    typ, data = m.fetch(n, f"({item})")
     assert typ == "OK", data
     head, value = data[0]  # type: ignore[misc]
     return head, value
@@ -100,3 +100,21 @@ def test_binary_of_whole_message_and_missing_part(imap: imaplib.IMAP4_SSL) -> No
     assert _fetch(imap, "BINARY.PEEK[]")[1] == MESSAGE
     head, value = _fetch(imap, "BINARY.PEEK[9]")
     assert head.endswith(b"BINARY[9] {0}") and value == b""
+
+
+def test_a_nul_is_never_sent_in_a_plain_literal(imap: imaplib.IMAP4_SSL) -> None:
+    # RFC 3501 §9: a literal is CHAR8 (no NUL); BODY[] gives 0x80 instead, octet for octet,
+    # as Dovecot does, and BINARY[] (literal8) the stored octets.
+    raw = b"From: a@example.test\r\nSubject: nul\x00here\r\n\r\nnul\x00byte\r\n"
+    imap.append("INBOX", None, None, raw)
+    imap.select("INBOX")
+    head, body = _fetch(imap, "BODY.PEEK[]", "2")
+    assert body == raw.replace(b"\x00", b"\x80") and head.endswith(b"{%d}" % len(raw))
+    _, text = _fetch(imap, "BINARY.PEEK[1]", "2")
+    assert text == b"nul\x00byte\r\n"
+    typ, data = imap.fetch("2", "(ENVELOPE)")
+    assert typ == "OK" and b"\x00" not in b"".join(p for d in data for p in _flat(d))
+
+
+def _flat(item: bytes | tuple[bytes, ...]) -> tuple[bytes, ...]:
+    return item if isinstance(item, tuple) else (item,)
