@@ -177,9 +177,7 @@ class LDAPSettings:
         if not attribute:
             return False
         values = _values(entry, attribute)
-        if self.disabled.startswith(
-            attribute + "&"
-        ):  # RFC 4517's INTEGER: a flag word such as AD's
+        if self.disabled.startswith(attribute + "&"):  # a flag word, such as AD's
             bits = int(self.disabled.partition("&")[2], 0)
             return any(_as_int(v) & bits for v in values)
         wanted = self.disabled.partition("=")[2].lower()
@@ -400,8 +398,8 @@ class LDAPDirectory:
     An entry found by ``address_filter`` is a user (its main ``mail`` is the mailbox, its
     alternate addresses deliver there) or a group (``groupOfNames``/``groupOfUniqueNames``,
     or AD's ``group``, with a ``mail``: mail reaches every member, nested groups expanded).
-    A disabled user is unknown.  Lookups are
-    cached for ``cache_ttl`` seconds; when LDAP does not answer, :class:`DirectoryUnavailable`.
+    A disabled user is unknown.  Lookups are cached for ``cache_ttl`` seconds; when LDAP does
+    not answer, :class:`DirectoryUnavailable`.
     """
 
     def __init__(self, settings: LDAPSettings, reactor: IReactorCore, local: IDirectory) -> None:
