@@ -1,9 +1,12 @@
 """``ourmail ldap test ADDRESS``: ask the configured directory about an address, and say what
-mail to it would do; the way to check an ``[ldap] url`` before users depend on it."""
+mail to it would do; ``ourmail ldap login NAME``: check a login name and password, and say
+which mailbox it opens.  The way to check an ``[ldap] url`` before users depend on it."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import sys
 from typing import Any
 
 from twisted.internet import task
@@ -22,11 +25,59 @@ def add_parser(topics: Any, common: argparse.ArgumentParser) -> None:
     p = cmds.add_parser("test", parents=[common], help="look an address up in the directory")
     p.add_argument("address")
     p.set_defaults(func=test)
+    p = cmds.add_parser(
+        "login", parents=[common], help="check a login name and password against the directory"
+    )
+    p.add_argument("name", help="what the user types as login name (mail, uid, sAMAccountName…)")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.set_defaults(func=login)
+
+
+def _settings(settings: Settings) -> str:
+    if not settings.ldap_url:
+        raise ConfigError("no [ldap] url in the configuration")
+    return settings.ldap_url
+
+
+def login(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
+    """Exit status 0 when the name and password log in, 1 otherwise."""
+    url = _settings(settings)
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+    else:
+        raise ConfigError("no terminal to ask for the password: use --password-stdin")
+    task.react(lambda reactor: _login(reactor, url, args.name, password))
+
+
+@inlineCallbacks
+def _login(reactor: Any, url: str, name: str, password: str) -> Deferred[None]:
+    from twisted.cred import credentials, error
+
+    from ourmail.directory.ldap import LDAPChecker, LDAPSettings
+
+    ldap = LDAPSettings.from_urls(url)
+    _print_servers(ldap)
+    creds = credentials.UsernamePassword(name.encode("utf-8"), password.encode("utf-8"))
+    try:
+        mailbox = yield LDAPChecker(ldap, reactor).requestAvatarId(creds)
+    except DirectoryUnavailable as e:
+        print(f"{name}: not checked, the directory did not answer: {e}")
+        raise SystemExit(1) from None
+    except error.UnauthorizedLogin:
+        print(f"{name}: refused (unknown, several entries match, disabled, or wrong password)")
+        raise SystemExit(1) from None
+    print(f"{name}: logs in; the mailbox is {mailbox}")
+
+
+def _print_servers(ldap: Any) -> None:
+    servers = ", ".join(f"{s.host}:{s.port} ({s.tls})" for s in ldap.servers)
+    print(f"directory: {servers}, base {ldap.base}")
 
 
 def test(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
-    if not settings.ldap_url:
-        raise ConfigError("no [ldap] url in the configuration")
+    _settings(settings)
     try:
         address = normalise_address(args.address, settings.primary_domain)
     except AddressError as e:
@@ -39,8 +90,7 @@ def _lookup(reactor: Any, settings: Settings, db: AccountDB, address: str) -> De
     from ourmail.directory.ldap import LDAPDirectory, LDAPSettings
 
     ldap = LDAPSettings.from_urls(settings.ldap_url or "")
-    servers = ", ".join(f"{s.host}:{s.port} ({s.tls})" for s in ldap.servers)
-    print(f"directory: {servers}, base {ldap.base}")
+    _print_servers(ldap)
     directory = LDAPDirectory(ldap, reactor, LocalDirectory(db, settings.domains))
     try:
         found = yield directory.lookup(address)

@@ -34,15 +34,20 @@ def test_twistd_with_an_ldap_checker(tmp_path: Path) -> None:
             server.stop()
 
 
-def _ourmail(data: Path, *args: str) -> str:
+def _run(data: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "ourmail", "--data", str(data), *args],
         capture_output=True,
         text=True,
         env=env,
+        input=stdin,
         timeout=60,
     )
+
+
+def _ourmail(data: Path, *args: str) -> str:
+    run = _run(data, *args)
     return run.stdout + run.stderr
 
 
@@ -60,3 +65,20 @@ def test_ourmail_ldap_test(tmp_path: Path) -> None:
         assert "unknown" in _ourmail(data, "ldap", "test", "nobody@example.test")
         directory.stop()
         assert "did not answer" in _ourmail(data, "ldap", "test", "dana@example.test")
+
+
+def test_ourmail_ldap_login(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    with slapd(PEOPLE) as directory:
+        (data / "ourmail.toml").write_text(
+            f'domains = ["example.test"]\n[ldap]\nurl = "{directory.url}/{SUFFIX}?timeout=2"\n'
+        )
+        ok = _run(data, "ldap", "login", "dana", "--password-stdin", stdin="dana pw\n")
+        assert ok.returncode == 0 and "logs in; the mailbox is dana@example.test" in ok.stdout
+        bad = _run(data, "ldap", "login", "dana", "--password-stdin", stdin="wrong\n")
+        assert bad.returncode == 1 and "refused" in bad.stdout, bad.stdout + bad.stderr
+        assert "dana pw" not in ok.stdout + ok.stderr + bad.stdout + bad.stderr
+        directory.stop()
+        down = _run(data, "ldap", "login", "dana", "--password-stdin", stdin="dana pw\n")
+        assert down.returncode == 1 and "did not answer" in down.stdout
