@@ -1,4 +1,5 @@
-"""``twistd ourmail --auth=ldap:URL`` and ``ourmail ldap test ADDRESS`` against a real slapd."""
+"""``twistd ourmail --auth=ldap:URL``, ``ourmail ldap test ADDRESS`` and ``ourmail ldap login
+NAME`` against a real slapd."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from peers.slapd import SUFFIX, slapd, user_ldif
+from peers.slapd import SUFFIX, Slapd, slapd, user_ldif
 from rawclient import RawClient
 from twistdhelp import REPO, Twistd
 
@@ -51,34 +53,36 @@ def _ourmail(data: Path, *args: str) -> str:
     return run.stdout + run.stderr
 
 
-def test_ourmail_ldap_test(tmp_path: Path) -> None:
+@pytest.fixture
+def configured(tmp_path: Path) -> Iterator[tuple[Path, Slapd]]:
+    """A data folder whose ``ourmail.toml`` points at a running slapd."""
     data = tmp_path / "data"
     data.mkdir()
     with slapd(PEOPLE) as directory:
         (data / "ourmail.toml").write_text(
             f'domains = ["example.test"]\n[ldap]\nurl = "{directory.url}/{SUFFIX}?timeout=2"\n'
         )
-        out = _ourmail(data, "ldap", "test", "dana@example.test")
-        assert "a user; mail is delivered to the mailbox dana@example.test" in out, out
-        out = _ourmail(data, "ldap", "test", "d.smith@example.test")
-        assert "mail goes to dana@example.test" in out, out
-        assert "unknown" in _ourmail(data, "ldap", "test", "nobody@example.test")
-        directory.stop()
-        assert "did not answer" in _ourmail(data, "ldap", "test", "dana@example.test")
+        yield data, directory
 
 
-def test_ourmail_ldap_login(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    with slapd(PEOPLE) as directory:
-        (data / "ourmail.toml").write_text(
-            f'domains = ["example.test"]\n[ldap]\nurl = "{directory.url}/{SUFFIX}?timeout=2"\n'
-        )
-        ok = _run(data, "ldap", "login", "dana", "--password-stdin", stdin="dana pw\n")
-        assert ok.returncode == 0 and "logs in; the mailbox is dana@example.test" in ok.stdout
-        bad = _run(data, "ldap", "login", "dana", "--password-stdin", stdin="wrong\n")
-        assert bad.returncode == 1 and "refused" in bad.stdout, bad.stdout + bad.stderr
-        assert "dana pw" not in ok.stdout + ok.stderr + bad.stdout + bad.stderr
-        directory.stop()
-        down = _run(data, "ldap", "login", "dana", "--password-stdin", stdin="dana pw\n")
-        assert down.returncode == 1 and "did not answer" in down.stdout
+def test_ourmail_ldap_test(configured: tuple[Path, Slapd]) -> None:
+    data, directory = configured
+    out = _ourmail(data, "ldap", "test", "dana@example.test")
+    assert "a user; mail is delivered to the mailbox dana@example.test" in out, out
+    out = _ourmail(data, "ldap", "test", "d.smith@example.test")
+    assert "mail goes to dana@example.test" in out, out
+    assert "unknown" in _ourmail(data, "ldap", "test", "nobody@example.test")
+    directory.stop()
+    assert "did not answer" in _ourmail(data, "ldap", "test", "dana@example.test")
+
+
+def test_ourmail_ldap_login(configured: tuple[Path, Slapd]) -> None:
+    data, directory = configured
+    ok = _run(data, "ldap", "login", "dana", "--password-stdin", stdin="dana pw\n")
+    assert ok.returncode == 0 and "logs in; the mailbox is dana@example.test" in ok.stdout
+    bad = _run(data, "ldap", "login", "dana", "--password-stdin", stdin="wrong\n")
+    assert bad.returncode == 1 and "refused" in bad.stdout, bad.stdout + bad.stderr
+    assert "dana pw" not in ok.stdout + ok.stderr + bad.stdout + bad.stderr
+    directory.stop()
+    down = _run(data, "ldap", "login", "dana", "--password-stdin", stdin="dana pw\n")
+    assert down.returncode == 1 and "did not answer" in down.stdout
