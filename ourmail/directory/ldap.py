@@ -466,6 +466,10 @@ class LDAPDirectory:
         entry = entries[0]
         if _is_group(entry):
             members = yield self._members(entry)
+            if not members:
+                # Accepting would acknowledge mail that reaches nobody: refuse it instead.
+                log.warn("LDAP group {a} has no member to deliver to", a=address)
+                return Recipient("unknown", address)
             local = tuple(m for m in members if self.is_local_domain(m.rpartition("@")[2]))
             remote = tuple(m for m in members if m not in local)
             return Recipient("alias", address, local, remote)
@@ -516,4 +520,8 @@ def _is_group(entry: Any) -> bool:
 
 
 def _member_dns(group: Any) -> list[str]:
-    return _values(group, "member") + _values(group, "uniqueMember")
+    """A group's member DNs.  Active Directory sends a group of more than 1,500 members as
+    ``member;range=0-1499``: that first range is read (more than :data:`MAX_MEMBERS`)."""
+    names = [_text(k) for k in group]
+    ranged = [k for k in names if k.lower().startswith("member;range=")]
+    return [v for k in ["member", "uniqueMember", *ranged] for v in _values(group, k)]

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from conftest import RunningServer, running_server
 from imaphelp import Session
+from ldaptor.entry import BaseLDAPEntry
 from peers.slapd import SUFFIX, slapd
 from test_ldap_directory import inbox_count, send
 
 from ourmail.config import ConfigError
-from ourmail.directory.ldap import LDAPSettings
+from ourmail.directory.ldap import LDAPSettings, _member_dns
 
 pytestmark = pytest.mark.skipif(shutil.which("slapd") is None, reason="scripts/test installs slapd")
 
@@ -59,6 +60,8 @@ DIRECTORY = (
     f"dn: cn=All,ou=groups,{SUFFIX}\nobjectClass: group\ncn: All\nmail: all@example.test\n"
     f"member: cn=Team,ou=groups,{SUFFIX}\nmember: cn=All,ou=groups,{SUFFIX}\n"
     f"member: cn=frank,ou=people,{SUFFIX}\n\n"
+    f"dn: cn=Ghosts,ou=groups,{SUFFIX}\nobjectClass: group\ncn: Ghosts\n"
+    f"mail: ghosts@example.test\nmember: cn=gina,ou=people,{SUFFIX}\n\n"
 )
 
 
@@ -87,6 +90,7 @@ def test_proxy_addresses_deliver_and_other_types_are_ignored(srv: RunningServer)
 
 def test_a_disabled_account_neither_logs_in_nor_receives(srv: RunningServer) -> None:
     assert send(srv, "gina@example.test")[0] == 550
+    assert send(srv, "ghosts@example.test")[0] == 550  # a group with nobody to deliver to
     s = Session(srv, login=False)
     assert b"AUTHENTICATIONFAILED" in s.cmd('LOGIN gina "gina pw"')[-1]
     s.close()
@@ -114,3 +118,12 @@ def test_disabled_tests_bits_or_a_value() -> None:
     assert not bits.is_disabled({"userAccountControl": [b"not a number"]})
     value = LDAPSettings.from_urls(f"{base}?disabled=status=Off")
     assert value.is_disabled({"status": [b"off"]}) and not value.is_disabled({})
+
+
+def test_a_large_groups_first_member_range_is_read() -> None:
+    # AD sends the members of a group of more than 1,500 as member;range=0-1499.
+    group = BaseLDAPEntry(
+        f"cn=Big,ou=groups,{SUFFIX}",
+        {"objectClass": [b"group"], "member;range=0-1499": [b"cn=a", b"cn=b"]},
+    )
+    assert _member_dns(group) == ["cn=a", "cn=b"]
