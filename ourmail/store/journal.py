@@ -108,6 +108,10 @@ class FolderState:
                 self._changed(modseq, uid)
             elif kind == "F":
                 uid, modseq = int(f[1]), int(f[2])
+                # A modseq is spent even when the message is unknown here: a state built
+                # from the journal's tail alone (a delivery batch, _commit_prepared) must
+                # still number its changes above it (RFC 7162 §3.1: modseqs only grow).
+                self.highestmodseq = max(self.highestmodseq, modseq)
                 entry = self.entries.get(uid)
                 if entry is not None:
                     entry.sub, entry.info = f[3], _info(f[4])
@@ -116,6 +120,7 @@ class FolderState:
                         self._changed(modseq, uid)
             elif kind == "-":
                 uid, modseq = int(f[1]), int(f[2])
+                self.highestmodseq = max(self.highestmodseq, modseq)
                 entry = self.entries.pop(uid, None)
                 if entry is not None:
                     self.by_base.pop(entry.base, None)

@@ -194,6 +194,25 @@ def test_a_rebuild_numbers_messages_in_delivery_order(user: MaildirUserStore) ->
     assert [rebuilt.message(u).key.split(":")[0] for u in rebuilt.uids()] == names
 
 
+def test_modseqs_grow_across_processes(tmp_path: Path) -> None:
+    # Another process's expunges and flag changes spend modseqs; an append here must number
+    # its change above them, or a client that knows the highest modseq misses it.
+    here = MaildirStore(tmp_path).user("alice@example.org")
+    ensure_default_folders(here)
+    there = MaildirStore(tmp_path).user("alice@example.org")
+    mine = here.folder("INBOX")
+    for _ in range(4):
+        append(mine)
+    theirs = there.folder("INBOX")
+    theirs.sync()
+    on_reactor(theirs.move_to, [2, 3], there.folder("Archive"))
+    theirs.store_flags([4], ["\\Seen"], "+")
+    seen = theirs.highestmodseq
+    uid = append(mine)
+    assert mine.message(uid).modseq > seen
+    assert theirs.sync() and theirs.highestmodseq > seen and uid in theirs.uids()
+
+
 def test_a_torn_last_journal_line_is_ignored(user: MaildirUserStore) -> None:
     folder = user.folder("INBOX")
     uids = [append(folder) for _ in range(2)]
