@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
@@ -90,12 +91,14 @@ class Committer:
         d = threads.deferToThreadPool(reactor, self._threads(), _commit, batch, snapshots)
         d.addCallbacks(self._committed, self._failed, callbackArgs=(batch,), errbackArgs=(batch,))
 
-    def _committed(self, outcome: tuple[list[Job], list[Job]], batch: list[Job]) -> None:
+    def _committed(self, outcome: Outcome, batch: list[Job]) -> None:
         self._running -= 1
-        retry, refused = outcome
+        retry, refused, gone = outcome
         for job in refused:
             job.done.errback(Failure(ShardMoving("this mailbox is being moved; try again soon")))
-        not_committed = {id(j) for j in (*retry, *refused)}
+        for job, error in gone:
+            job.done.errback(Failure(error))
+        not_committed = {id(j) for j in (*retry, *refused, *(job for job, _ in gone))}
         folders = {id(j.folder): j.folder for j in batch}
         for folder in folders.values():
             folder.committed()
@@ -119,17 +122,23 @@ class Committer:
         self._kick()
 
 
-def _commit(batch: list[Job], snapshots: dict[int, Snapshot]) -> tuple[list[Job], list[Job]]:
-    """Worker thread: write, place and flush a batch.
+#: What a batch left undone: jobs to try again (their journal was replaced meanwhile), jobs
+#: refused (their shard is being moved), and jobs whose message could not be written (a copy
+#: whose source was expunged meanwhile), each with its error.
+Outcome = tuple[list["Job"], list["Job"], list[tuple["Job", OSError]]]
 
-    Returns the jobs to try again (their journal was replaced meanwhile) and those refused
-    because their shard is being moved.
-    """
+
+def _commit(batch: list[Job], snapshots: dict[int, Snapshot]) -> Outcome:
+    """Worker thread: write, place and flush a batch.  A job that cannot be written fails
+    alone; the rest of the batch (other users' deliveries too) goes on."""
+    gone: list[tuple[Job, OSError]] = []
     for job in batch:
         if job.prepared is None:
-            job.prepared = maildir.prepare(
-                job.folder.path, job.source, job.date, job.summary, not HAVE_SYNCFS, job.base
-            )
+            try:
+                job.prepared = _prepare(job)
+            except FileNotFoundError as e:
+                gone.append((job, e))
+    batch = [job for job in batch if job.prepared is not None]
     faults.point("delivery-prepared")
     retry: list[Job] = []
     refused: list[Job] = []
@@ -161,7 +170,28 @@ def _commit(batch: list[Job], snapshots: dict[int, Snapshot]) -> tuple[list[Job]
         for jobs in by_folder.values():
             if jobs[0] not in retry and jobs[0] not in refused:
                 jobs[0].folder._fsync_journal_and_dirs()
-    return retry, refused
+    return retry, refused, gone
+
+
+def _prepare(job: Job) -> maildir.Prepared:
+    """Write the job's message into its folder's ``tmp/``.  A copy follows its source file
+    when a flag change (here or in another process) renamed it meanwhile; FileNotFoundError
+    when the source was expunged."""
+    for _ in range(2):
+        try:
+            return _write(job)
+        except FileNotFoundError:
+            moved = maildir.renamed(job.source) if isinstance(job.source, Path) else None
+            if moved is None:
+                raise
+            job.source = moved
+    return _write(job)
+
+
+def _write(job: Job) -> maildir.Prepared:
+    return maildir.prepare(
+        job.folder.path, job.source, job.date, job.summary, not HAVE_SYNCFS, job.base
+    )
 
 
 _committer = Committer()

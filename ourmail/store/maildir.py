@@ -178,6 +178,22 @@ def prepare(
     return Prepared(tmp_name, base or unique_base(st.st_size), st.st_size, st.st_mtime, summary)
 
 
+def renamed(path: Path) -> Path | None:
+    """Where the message file at ``path`` (``<folder>/new|cur/<base>[:2,<flags>]``) is now.
+
+    A flag change, here or by another process, renames the file within ``new/`` and ``cur/``
+    and keeps its base name; None when no file has that base any more (expunged).  Reads the
+    folder's directories: for the rare retry, never a hot path.
+    """
+    base = split_name(path.name)[0]
+    for sub in ("cur", "new"):
+        with contextlib.suppress(FileNotFoundError), os.scandir(path.parent.parent / sub) as it:
+            for entry in it:
+                if split_name(entry.name)[0] == base:
+                    return Path(entry.path)
+    return None
+
+
 def crlf_size(path: Path) -> int:
     """The size a file has with CRLF line endings (for files other agents wrote with LF)."""
     return len(to_crlf(path.read_bytes()))

@@ -213,6 +213,25 @@ def test_modseqs_grow_across_processes(tmp_path: Path) -> None:
     assert theirs.sync() and theirs.highestmodseq > seen and uid in theirs.uids()
 
 
+def test_a_copy_follows_a_rename_and_skips_only_what_was_expunged(tmp_path: Path) -> None:
+    # "There" has not read the journal since "here" flagged 1 (its file renamed) and
+    # expunged 2: copying 1, 2 and 3 from there copies 1 and 3, and 2 fails alone.
+    here = MaildirStore(tmp_path).user("alice@example.org")
+    ensure_default_folders(here)
+    mine = here.folder("INBOX")
+    uids = [append(mine, MSG + b"%d\r\n" % n) for n in range(3)]
+    there = MaildirStore(tmp_path).user("alice@example.org")
+    theirs = there.folder("INBOX")
+    theirs.sync()
+    mine.store_flags([uids[0]], ["\\Seen"], "+")
+    mine.expunge([uids[1]])
+    pairs = on_reactor(theirs.copy_to, uids, there.folder("Archive"))
+    assert [source for source, _ in pairs] == [uids[0], uids[2]]
+    archive = there.folder("Archive")
+    copied = [archive.message(new).read() for _, new in pairs]
+    assert copied == [MSG + b"0\r\n", MSG + b"2\r\n"]
+
+
 def test_a_torn_last_journal_line_is_ignored(user: MaildirUserStore) -> None:
     folder = user.folder("INBOX")
     uids = [append(folder) for _ in range(2)]
