@@ -24,6 +24,7 @@ Implementation notes (keep these true when changing the IMAP modules):
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from typing import Any
@@ -316,12 +317,22 @@ class IMAPServer(
         if self.state not in states:
             self.bad(f"{name} is not allowed in the {self.state} state")
             return
+        self._catch_up()
         try:
             result = handler(self, args)
         except Exception:
             self._command_failed(Failure())
             return
         self._run(result)
+
+    def _catch_up(self) -> None:
+        """Read what other processes changed in the selected folder (a few stat calls when
+        nothing did), so the command sees flags as they are now; sessions in this process
+        share the folder's state already.  The view (sequence numbers) moves only with the
+        untagged responses, as RFC 3501 §5.2 and §7.4.1 require."""
+        if self.selected is not None:
+            with contextlib.suppress(StoreError):
+                self.selected.folder.sync()
 
     def _run(self, result: Deferred[None] | None) -> None:
         """Hold further input until a handler's Deferred is done."""
