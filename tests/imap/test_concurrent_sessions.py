@@ -10,7 +10,9 @@ true state.  After every command:
 * a FETCH, STORE or SEARCH response carries no EXPUNGE (§7.4.1), and sequence numbers in
   FETCH responses stay within the session's view, with the UID the view expects;
 * flags reported for a message that still exists are its true flags;
-* after NOOP a session's view is exactly the true mailbox, in UID order.
+* after NOOP a session's view is exactly the true mailbox, in UID order, and ``UID FETCH
+  (CHANGEDSINCE m)`` with its last HIGHESTMODSEQ ``m`` returns every message whose flags
+  changed since (RFC 7162).
 
 EXPUNGE removes the ``\\Deleted`` messages the session has been told of, never one that
 arrived since, unseen by its client.
@@ -33,6 +35,7 @@ _FETCH = re.compile(rb"\* (\d+) FETCH \((.*)\)$")
 _UID = re.compile(rb"\bUID (\d+)")
 _FLAGS = re.compile(rb"\bFLAGS \(([^)]*)\)")
 _APPENDUID = re.compile(rb"\[APPENDUID \d+ (\d+)\]")
+_HIGHESTMODSEQ = re.compile(rb"HIGHESTMODSEQ (\d+)")
 _NO_EXPUNGE_DURING = ("FETCH", "STORE", "SEARCH")
 KEYWORDS = ("\\Seen", "\\Flagged", "$Label1", "\\Deleted")
 
@@ -44,6 +47,8 @@ class View:
     def __init__(self, srv: Any) -> None:
         self.session = Session(srv)
         self.uids: list[int | None] = []
+        #: HIGHESTMODSEQ when this session last caught up (None: not yet).
+        self.modseq: int | None = None
         self.apply(self.session.ok("SELECT INBOX"), "SELECT")
 
     def apply(self, lines: list[bytes], command: str) -> list[tuple[int, dict[str, bytes]]]:
@@ -82,17 +87,20 @@ class Model:
         self.rng = rng
         self.inbox: dict[int, set[str]] = {}
         self.views = [View(srv) for srv in servers]
+        #: Per session: the UIDs whose flags changed since it last caught up (CONDSTORE).
+        self.dirty: dict[int, set[int]] = {id(v): set() for v in self.views}
         self.moved = 0
         self.appended = 0
 
-    def run(self, view: View, command: str) -> list[bytes]:
+    def run(self, view: View, command: str) -> set[int]:
+        """Send ``command``, check the flags it reports; the UIDs it reported on."""
         lines = view.session.cmd(command)
         fetched = view.apply(lines, command.split()[0] if command[:3] != "UID" else command)
         for uid, items in fetched:
             if "FLAGS" in items and uid in self.inbox:
                 flags = set(items["FLAGS"].decode().split()) - {"\\Recent"}
                 assert flags == self.inbox[uid], (command, uid, flags, self.inbox[uid])
-        return lines
+        return {uid for uid, _ in fetched}
 
     def pick(self, view: View) -> tuple[str, list[int]]:
         """A random sequence set in ``view``'s numbering and the UIDs it names there."""
@@ -121,8 +129,10 @@ class Model:
             keyword = self.rng.choice(KEYWORDS)
             sign = self.rng.choice("+-")
             for uid in uids:
-                if uid in self.inbox:
+                if uid in self.inbox and (keyword in self.inbox[uid]) != (sign == "+"):
                     (self.inbox[uid].add if sign == "+" else self.inbox[uid].discard)(keyword)
+                    for dirty in self.dirty.values():
+                        dirty.add(uid)
             self.run(view, f"STORE {seqs} {sign}FLAGS ({keyword})")
         elif op == "expunge":
             # Only the \Deleted messages this session has been told of: one that another
@@ -158,11 +168,20 @@ class Model:
             del self.inbox[uid]
 
     def settle(self, view: View) -> None:
-        """NOOP, then fetch any unknown UIDs: the view is now the true mailbox."""
+        """NOOP, then fetch any unknown UIDs: the view is now the true mailbox.  Then CONDSTORE
+        (RFC 7162 §3.1.4.1): every message whose flags changed since the session's last
+        HIGHESTMODSEQ is among those ``CHANGEDSINCE`` that value returns."""
         self.run(view, "NOOP")
         if None in view.uids:
             self.run(view, "UID FETCH 1:* (FLAGS)")
         assert view.uids == sorted(self.inbox), (view.uids, sorted(self.inbox))
+        if view.modseq is not None and view.uids:
+            reported = self.run(view, f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {view.modseq})")
+            missed = (self.dirty[id(view)] & set(self.inbox)) - reported
+            assert not missed, (view.modseq, missed)
+        status = view.session.ok("STATUS INBOX (HIGHESTMODSEQ)")
+        view.modseq = int(_HIGHESTMODSEQ.search(b"".join(status))[1])  # type: ignore[index]
+        self.dirty[id(view)] = set()
 
 
 class OtherProcess:
