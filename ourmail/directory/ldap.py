@@ -32,7 +32,7 @@ import attrs
 from twisted.cred import credentials, error
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.internet import endpoints
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredSemaphore, inlineCallbacks
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -113,8 +113,9 @@ class LDAPSettings:
     host_attribute: str = "mailHost"
     #: Seconds a lookup (never a password) is remembered.
     cache_ttl: float = 60.0
-    #: Idle connections kept for lookups.
+    #: Idle connections kept for lookups, and the most open at once.
     pool_size: int = 4
+    max_connections: int = 16
 
     @classmethod
     def from_urls(cls, text: str) -> LDAPSettings:
@@ -183,6 +184,11 @@ class LDAPSettings:
         wanted = self.disabled.partition("=")[2].lower()
         return wanted in {v.lower() for v in values}
 
+    def within(self, d: Deferred[Any], reactor: IReactorCore) -> Deferred[Any]:
+        """``d``, failed with a TimeoutError unless it fires within ``timeout`` seconds: a
+        server that accepts connections but does not answer is as good as down."""
+        return d.addTimeout(self.timeout, reactor)  # type: ignore[arg-type]
+
     def bind_password(self) -> str:
         if self.password_file is None:
             return ""
@@ -211,10 +217,11 @@ class Connection:
                 d.addTimeout(self.settings.timeout, self.reactor)
                 client = yield d
                 if server.tls == "starttls":
-                    yield client.startTLS(self._tls(server))
+                    yield self.settings.within(client.startTLS(self._tls(server)), self.reactor)
                 # The service bind is the first exchange: a certificate that does not verify
                 # fails here, and the next server is tried.
-                yield client.bind(self.settings.bind_dn, self.settings.bind_password())
+                bind = client.bind(self.settings.bind_dn, self.settings.bind_password())
+                yield self.settings.within(bind, self.reactor)
                 return client
             except ConfigError:
                 raise
@@ -281,7 +288,9 @@ class LDAPChecker:
                 search = self.settings.user_filter.replace("%s", value)
                 base = ldapsyntax.LDAPEntry(client, self.settings.base)
                 wanted = self.settings.user_attributes()
-                found = yield base.search(filterText=search, attributes=wanted, sizeLimit=2)
+                found = yield self.settings.within(
+                    base.search(filterText=search, attributes=wanted, sizeLimit=2), self.reactor
+                )
             except Exception as e:  # an LDAP error or a broken connection
                 raise DirectoryUnavailable(f"LDAP search failed: {e}") from None
             if len(found) != 1 or self.settings.is_disabled(found[0]):
@@ -290,7 +299,7 @@ class LDAPChecker:
             mails = _values(entry, "mail")
             extra = _values(entry, self.settings.alternate_attribute)
             try:
-                yield client.bind(entry.dn.getText(), password)
+                yield self.settings.within(client.bind(entry.dn.getText(), password), self.reactor)
             except ldaperrors.LDAPInvalidCredentials:
                 raise error.UnauthorizedLogin() from None
             except Exception as e:
@@ -357,15 +366,24 @@ def _addresses(values: list[str]) -> list[str]:
 
 
 class SearchPool:
-    """Bound connections for lookups (as the service DN), reused; a broken one is replaced."""
+    """Bound connections for lookups (as the service DN), reused; a broken one is replaced.
+    At most ``max_connections`` are open at once: a burst of lookups (a message to many
+    recipients, many MX sessions) queues for them instead of opening one connection each."""
 
     def __init__(self, settings: LDAPSettings, reactor: IReactorCore) -> None:
         self.settings, self.reactor = settings, reactor
         self._idle: list[Any] = []
+        self._slots = DeferredSemaphore(settings.max_connections)
 
-    @inlineCallbacks
     def search(self, filter_text: str, attributes: list[str], base: str | None = None,
                scope: Any = None) -> Deferred[list[Any]]:  # fmt: skip
+        """The entries under ``base`` (default: the base DN) matching ``filter_text``."""
+        return self._slots.run(self._search, filter_text, attributes, base, scope)
+
+    @inlineCallbacks
+    def _search(
+        self, filter_text: str, attributes: list[str], base: str | None, scope: Any
+    ) -> Deferred[list[Any]]:
         from ldaptor.protocols.ldap import ldaperrors, ldapsyntax
 
         for attempt in range(2):
@@ -375,7 +393,10 @@ class SearchPool:
             try:
                 entry = ldapsyntax.LDAPEntry(client, base or self.settings.base)
                 kwargs = {} if scope is None else {"scope": scope}
-                found = yield entry.search(filterText=filter_text, attributes=attributes, **kwargs)
+                found = yield self.settings.within(
+                    entry.search(filterText=filter_text, attributes=attributes, **kwargs),
+                    self.reactor,
+                )
             except ldaperrors.LDAPNoSuchObject:
                 found = []
             except Exception as e:  # the connection broke: once more with a new one

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import smtplib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,14 @@ import pytest
 from conftest import RunningServer, client_tls, running_server
 from imaphelp import Session
 from peers.slapd import SUFFIX, Slapd, slapd, user_ldif
+from storehelp import on_reactor
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
+
+from ourmail.auth.accounts import AccountDB
+from ourmail.directory.ldap import Connection, LDAPDirectory, LDAPSettings
+from ourmail.directory.local import LocalDirectory
+from ourmail.interfaces import Recipient
 
 pytestmark = pytest.mark.skipif(shutil.which("slapd") is None, reason="scripts/test installs slapd")
 
@@ -41,7 +50,7 @@ def srv(tmp_path: Path, directory: Slapd) -> Iterator[RunningServer]:
 
 
 def send(srv: RunningServer, rcpt: str, subject: str = "hi") -> tuple[int, bytes]:
-    with smtplib.SMTP("127.0.0.1", srv.port("smtp")) as s:
+    with smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=30) as s:
         s.ehlo()
         s.mail("bob@else.test")
         code, text = s.rcpt(rcpt)
@@ -107,3 +116,40 @@ def test_quota_from_the_directory(tmp_path: Path) -> None:
                 assert s.mail("bob@else.test", ["SIZE=5000"])[0] == 250
                 code, text = s.rcpt("tiny@example.test")
             assert code == 452 and b"4.2.2" in text  # mailQuota: 300 bytes
+
+
+def test_a_hung_server_is_a_temporary_failure_after_the_timeout(
+    srv: RunningServer, directory: Slapd
+) -> None:
+    # The server accepts connections but answers nothing (timeout=2 in the URL).
+    directory.pause()
+    try:
+        started = time.monotonic()
+        code, text = send(srv, "erin@example.test")
+        assert code == 451 and b"4.4.3" in text
+        assert time.monotonic() - started < 10
+        s = Session(srv, login=False)
+        assert b"[UNAVAILABLE]" in s.cmd('LOGIN erin "erin pw"')[-1]
+        s.close()
+    finally:
+        directory.resume()
+    assert send(srv, "erin@example.test")[0] == 250
+
+
+def test_a_burst_of_lookups_shares_a_few_connections(
+    tmp_path: Path, directory: Slapd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = LDAPSettings.from_urls(f"{directory.url}/{SUFFIX}?timeout=5")
+    opened = []
+    real_open = Connection.open
+    monkeypatch.setattr(Connection, "open", lambda self: opened.append(1) or real_open(self))
+    local = LocalDirectory(AccountDB(tmp_path), ["example.test"])
+
+    def burst() -> Deferred[list[Recipient]]:
+        ldap = LDAPDirectory(settings, reactor, local)
+        names = [f"nobody{n}@example.test" for n in range(60)] + ["dana@example.test"]
+        return gatherResults([ldap.lookup(a) for a in names])
+
+    found = on_reactor(burst)
+    assert [r.kind for r in found] == ["unknown"] * 60 + ["user"]
+    assert len(opened) <= settings.max_connections

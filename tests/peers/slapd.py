@@ -99,7 +99,7 @@ def user_ldif(uid: str, password: str, *extra: str) -> str:
 
 class Slapd:
     """A running slapd: its URL (and ``ldaps_url`` with TLS), and ``add`` / ``stop`` /
-    ``start``."""
+    ``start`` / ``pause`` / ``resume``."""
 
     def __init__(self, work: Path, port: int, tls_port: int | None = None) -> None:
         self.work, self.port = work, port
@@ -129,6 +129,16 @@ class Slapd:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(10)
             self.proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP: connections are still accepted (by the kernel) but nothing is answered,
+        as with an overloaded or wedged server."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     def add(self, ldif: str) -> None:
         subprocess.run(
