@@ -127,7 +127,7 @@ def test_a_hung_server_is_a_temporary_failure_after_the_timeout(
         started = time.monotonic()
         code, text = send(srv, "erin@example.test")
         assert code == 451 and b"4.4.3" in text
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < 30  # not the SMTP idle timeout (300 s)
         s = Session(srv, login=False)
         assert b"[UNAVAILABLE]" in s.cmd('LOGIN erin "erin pw"')[-1]
         s.close()
