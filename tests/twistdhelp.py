@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")
@@ -64,3 +65,15 @@ class Twistd:
         """kill -9: no shutdown code runs, as in a power cut of the process."""
         self.proc.kill()
         self.proc.wait(30)
+
+
+class OtherProcess:
+    """A second server process (``twistd ourmail``) on the same data folder, as a session
+    factory like :class:`RunningServer`: same user, its own ports."""
+
+    def __init__(self, srv: Any) -> None:
+        self.user, self.password = srv.user, srv.password
+        self.twistd = Twistd(srv.data)
+
+    def port(self, service: str) -> int:
+        return self.twistd.ports[service]

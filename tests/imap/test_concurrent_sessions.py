@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from conftest import RunningServer
 from imaphelp import Session
-from twistdhelp import Twistd
+from twistdhelp import OtherProcess
 
 _EXISTS = re.compile(rb"\* (\d+) EXISTS$")
 _EXPUNGE = re.compile(rb"\* (\d+) EXPUNGE$")
@@ -182,18 +182,6 @@ class Model:
         status = view.session.ok("STATUS INBOX (HIGHESTMODSEQ)")
         view.modseq = int(_HIGHESTMODSEQ.search(b"".join(status))[1])  # type: ignore[index]
         self.dirty[id(view)] = set()
-
-
-class OtherProcess:
-    """A second server process (``twistd ourmail``) on the same data folder, as a session
-    factory like :class:`RunningServer`: same user, its own ports."""
-
-    def __init__(self, srv: RunningServer) -> None:
-        self.user, self.password = srv.user, srv.password
-        self.twistd = Twistd(srv.data)
-
-    def port(self, service: str) -> int:
-        return self.twistd.ports[service]
 
 
 def _run(model: Model, steps: int) -> None:
