@@ -109,7 +109,8 @@ class MessageCommands:
         self.tagged("OK", "CLOSE completed")
 
     def _deleted_uids(self, sel: SelectedMailbox) -> list[int]:
-        sel.folder.sync()
+        """The \\Deleted messages of the session's view (the folder was read from disk as the
+        command began: IMAPServer._catch_up)."""
         present = set(sel.folder.uids())
         return [u for u in sel.view if u in present and "\\Deleted" in sel.folder.message(u).flags]
 
