@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import task
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -17,6 +17,9 @@ from ourmail.auth.accounts import AccountDB
 from ourmail.config import ConfigError, Settings
 from ourmail.directory.local import LocalDirectory
 from ourmail.interfaces import DirectoryUnavailable
+
+if TYPE_CHECKING:
+    from ourmail.directory.ldap import LDAPSettings
 
 
 def add_parser(topics: Any, common: argparse.ArgumentParser) -> None:
@@ -33,31 +36,34 @@ def add_parser(topics: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=login)
 
 
-def _settings(settings: Settings) -> str:
+def _ldap_settings(settings: Settings) -> LDAPSettings:
+    """The configured ``[ldap] url``, parsed before the reactor starts: a missing or bad URL
+    is a ConfigError, printed as such."""
+    from ourmail.directory.ldap import LDAPSettings
+
     if not settings.ldap_url:
         raise ConfigError("no [ldap] url in the configuration")
-    return settings.ldap_url
+    return LDAPSettings.from_urls(settings.ldap_url)
 
 
 def login(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
     """Exit status 0 when the name and password log in, 1 otherwise."""
-    url = _settings(settings)
+    ldap = _ldap_settings(settings)
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     elif sys.stdin.isatty():
         password = getpass.getpass("Password: ")
     else:
         raise ConfigError("no terminal to ask for the password: use --password-stdin")
-    task.react(lambda reactor: _login(reactor, url, args.name, password))
+    task.react(lambda reactor: _login(reactor, ldap, args.name, password))
 
 
 @inlineCallbacks
-def _login(reactor: Any, url: str, name: str, password: str) -> Deferred[None]:
+def _login(reactor: Any, ldap: LDAPSettings, name: str, password: str) -> Deferred[None]:
     from twisted.cred import credentials, error
 
-    from ourmail.directory.ldap import LDAPChecker, LDAPSettings
+    from ourmail.directory.ldap import LDAPChecker
 
-    ldap = LDAPSettings.from_urls(url)
     _print_servers(ldap)
     creds = credentials.UsernamePassword(name.encode("utf-8"), password.encode("utf-8"))
     try:
@@ -71,27 +77,29 @@ def _login(reactor: Any, url: str, name: str, password: str) -> Deferred[None]:
     print(f"{name}: logs in; the mailbox is {mailbox}")
 
 
-def _print_servers(ldap: Any) -> None:
+def _print_servers(ldap: LDAPSettings) -> None:
     servers = ", ".join(f"{s.host}:{s.port} ({s.tls})" for s in ldap.servers)
     print(f"directory: {servers}, base {ldap.base}")
 
 
 def test(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
-    _settings(settings)
+    ldap = _ldap_settings(settings)
     try:
         address = normalise_address(args.address, settings.primary_domain)
     except AddressError as e:
         raise ConfigError(str(e)) from None
-    task.react(lambda reactor: _lookup(reactor, settings, db, address))
+    local = LocalDirectory(db, settings.domains)
+    task.react(lambda reactor: _lookup(reactor, ldap, local, address))
 
 
 @inlineCallbacks
-def _lookup(reactor: Any, settings: Settings, db: AccountDB, address: str) -> Deferred[None]:
-    from ourmail.directory.ldap import LDAPDirectory, LDAPSettings
+def _lookup(
+    reactor: Any, ldap: LDAPSettings, local: LocalDirectory, address: str
+) -> Deferred[None]:
+    from ourmail.directory.ldap import LDAPDirectory
 
-    ldap = LDAPSettings.from_urls(settings.ldap_url or "")
     _print_servers(ldap)
-    directory = LDAPDirectory(ldap, reactor, LocalDirectory(db, settings.domains))
+    directory = LDAPDirectory(ldap, reactor, local)
     try:
         found = yield directory.lookup(address)
     except DirectoryUnavailable as e:

@@ -86,3 +86,13 @@ def test_ourmail_ldap_login(configured: tuple[Path, Slapd]) -> None:
     directory.stop()
     down = _run(data, "ldap", "login", "dana", "--password-stdin", stdin="dana pw\n")
     assert down.returncode == 1 and "did not answer" in down.stdout
+
+
+def test_a_bad_ldap_url_is_a_clear_error(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "ourmail.toml").write_text('[ldap]\nurl = "ldap://x"\n')  # no base DN
+    for args in (("test", "a@example.test"), ("login", "a", "--password-stdin")):
+        run = _run(data, "ldap", *args)
+        assert run.returncode == 1 and "Traceback" not in run.stderr
+        assert "the LDAP URL needs a base DN" in run.stderr
