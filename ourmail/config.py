@@ -600,7 +600,7 @@ domains = {domains}
 # delete = "trash"
 
 [ldap]
-# Log users in and find recipients in a directory too (pip install 'ourmail[ldap]'); local
+# Log users in and find recipients in a directory too (checked at start-up); local
 # accounts keep working.  Options: bind, password_file, filter, starttls, timeout, ca_file,
 # address_filter, alternate, disabled; several URLs (space-separated) for failover.
 # url = "ldap://ldap.example.org:389/dc=example,dc=org?bind=cn=mail,dc=example,dc=org&password_file=/etc/ourmail/ldap-password&starttls=1"

@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
+from ourmail import preflight
 from ourmail.auth.accounts import AccountDB
 from ourmail.auth.checker import AccountChecker, FirstOf
 from ourmail.auth.login import Authenticator
@@ -330,6 +331,8 @@ def build(
     assert reactor is not None
     raise_open_file_limit()
     first_start(settings)
+    preflight.check_listeners(settings.listen, reactor)
+    preflight.check(settings)
     parts = assemble(settings, reactor, checkers, store, realm, queue_clock, retention)
     root = MultiService()
     parts.queue.setServiceParent(root)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import task
 from twisted.internet.defer import Deferred, inlineCallbacks
 
+from ourmail import preflight
 from ourmail.addresses import AddressError, normalise_address
 from ourmail.auth.accounts import AccountDB
 from ourmail.config import ConfigError, Settings
@@ -37,12 +38,13 @@ def add_parser(topics: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _ldap_settings(settings: Settings) -> LDAPSettings:
-    """The configured ``[ldap] url``, parsed before the reactor starts: a missing or bad URL
-    is a ConfigError, printed as such."""
+    """The configured ``[ldap] url``, checked before the reactor starts: a missing or bad URL,
+    or a file it names that cannot be read, is a ConfigError, printed as such."""
     from ourmail.directory.ldap import LDAPSettings
 
     if not settings.ldap_url:
         raise ConfigError("no [ldap] url in the configuration")
+    preflight.check_ldap(settings.ldap_url)
     return LDAPSettings.from_urls(settings.ldap_url)
 
 

@@ -1,5 +1,5 @@
 """Directory login over LDAP (OpenLDAP, Active Directory) through ldaptor, the only module that
-imports it (``pip install 'ourmail[ldap]'``).
+imports it (a dependency of ourmail; :mod:`ourmail.preflight` checks it loads at start-up).
 
 A login searches the user's entry with a filter (default ``(|(mail=%s)(uid=%s))``, the name
 escaped per RFC 4515 §3 so it can never widen the search), requires exactly one match, then

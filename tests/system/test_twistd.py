@@ -32,13 +32,14 @@ def data(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "ourmail-data"
 
 
-def twistd(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``twistd -n ourmail ARGS`` to completion (for start-up failures)."""
+def twistd(*args: str, path: str = "") -> subprocess.CompletedProcess[str]:
+    """Run ``twistd -n ourmail ARGS`` to completion (for start-up failures); ``path`` goes
+    before the repository on PYTHONPATH."""
     return subprocess.run(
         [str(Path(sys.executable).with_name("twistd")), "-n", "--pidfile=", "ourmail", *args],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [path, str(REPO)]))},
         timeout=60,
         check=False,
     )
@@ -142,6 +143,47 @@ def test_port_in_use_is_reported(data: Path, tmp_path: Path) -> None:
         )
     assert proc.returncode != 0 and time.monotonic() - start < 60
     assert f"smtp cannot listen on tcp:{port}" in proc.stdout + proc.stderr
+    assert "already in use" in proc.stderr
+    assert_one_line(proc)
+
+
+def assert_one_line(proc: subprocess.CompletedProcess[str]) -> None:
+    """A start-up refusal: exit status 1 and one line, no traceback."""
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert len((proc.stdout + proc.stderr).strip().splitlines()) == 1, proc.stdout + proc.stderr
+
+
+def test_a_missing_ldap_module_stops_start(data: Path, tmp_path: Path) -> None:
+    """The issue-13 newcomer's case: [ldap] url set, ldaptor missing.  Before, the server
+    started and answered every login with NO [SERVERBUG]."""
+    broken = tmp_path / "broken"
+    (broken / "ldaptor").mkdir(parents=True)
+    (broken / "ldaptor" / "__init__.py").write_text("raise ImportError('ldaptor is broken')\n")
+    data.mkdir()
+    (data / "ourmail.toml").write_text('[ldap]\nurl = "ldap://127.0.0.1:1/dc=example,dc=test"\n')
+    proc = twistd("--data", str(data), path=str(broken))
+    assert "LDAP needs the Python package 'ldaptor'" in proc.stderr
+    assert_one_line(proc)
+
+
+@pytest.mark.parametrize("where", ["config", "auth"])
+def test_an_unreadable_ldap_password_file_stops_start(data: Path, where: str) -> None:
+    url = "ldap://127.0.0.1:1/dc=example,dc=test?bind=cn=mail&password_file=/nonexistent/pw"
+    data.mkdir()
+    if where == "config":
+        (data / "ourmail.toml").write_text(f'[ldap]\nurl = "{url}"\n')
+        proc = twistd("--data", str(data))
+    else:
+        proc = twistd("--auth", f"ldap:{url}", "--data", str(data))
+    assert "cannot read the LDAP password file" in proc.stderr
+    assert_one_line(proc)
+
+
+def test_an_lmtp_socket_that_cannot_be_made_stops_start(data: Path) -> None:
+    proc = twistd("--data", str(data), "--listen=lmtp=unix:/nonexistent/ourmail/lmtp.sock")
+    assert "lmtp cannot listen on unix:/nonexistent/ourmail/lmtp.sock" in proc.stderr
+    assert_one_line(proc)
 
 
 @pytest.mark.parametrize(
@@ -159,5 +201,5 @@ def test_configured_certificate_must_exist_and_load(data: Path, cert: str, messa
     proc = twistd("--data", str(data))
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stdout + proc.stderr
+    assert_one_line(proc)
     assert not Path("/nonexistent").exists()

@@ -88,7 +88,7 @@ class LDAPCheckerFactory:
     authHelp = (
         "An LDAP directory: search the user's entry, then bind as it with the password. "
         "ldap://host:389/BASE-DN[?bind=DN&password_file=PATH&starttls=1&filter=...], ldaps:// "
-        "for implicit TLS; several space-separated URLs for failover. Needs ourmail[ldap]."
+        "for implicit TLS; several space-separated URLs for failover."
     )
     argStringFormat = "ldap://host:389/dc=example,dc=org[?options]"
     credentialInterfaces = (IUsernamePassword,)
@@ -96,10 +96,13 @@ class LDAPCheckerFactory:
     def generateChecker(self, argstring: str = "") -> Any:
         from twisted.internet import reactor
 
+        from ourmail import preflight
         from ourmail.config import ConfigError
-        from ourmail.directory.ldap import LDAPChecker, LDAPSettings
 
         try:
+            preflight.check_ldap(argstring)
+            from ourmail.directory.ldap import LDAPChecker, LDAPSettings
+
             return LDAPChecker(LDAPSettings.from_urls(argstring), reactor)
         except ConfigError as e:
             raise SystemExit(f"ourmail: --auth=ldap: {e}") from None
