@@ -31,6 +31,7 @@ TCP_KINDS = ("tcp", "tcp6", "ssl")
 def check(settings: Settings) -> None:
     """Check what ``settings`` configure beyond their syntax (config.py checks that)."""
     check_tls(settings.tls_certificate, settings.tls_key)
+    check_shard_roots(settings.data_dir)
     if settings.ldap_url:
         check_ldap(settings.ldap_url)
     check_relay(settings.queue.relay)
@@ -44,6 +45,31 @@ def check_tls(cert: Path, key: Path) -> None:
         server_context(cert, key).getContext()  # type: ignore[attr-defined]
     except SSL.Error as e:
         raise ConfigError(f"the TLS key {key} does not belong to the certificate {cert}") from e
+
+
+def check_shard_roots(data_dir: Path) -> None:
+    """``shards.toml`` parses and each volume it names is a folder ourmail can write.
+
+    Only the default root (``<data>/mail``) is created when missing: another root that does
+    not exist is most likely a volume that is not mounted, and creating it would fill the
+    wrong file system.
+    """
+    from ourmail.store.shards import DEFAULT_ROOT, ShardMap
+
+    roots: dict[Path, list[int]] = {}
+    for number, root in enumerate(ShardMap(data_dir).roots):
+        roots.setdefault(root, []).append(number)
+    for root, shards in roots.items():
+        if root == data_dir / DEFAULT_ROOT and not root.exists():
+            continue
+        which = f"{shards[0]:02x}-{shards[-1]:02x}" if len(shards) > 1 else f"{shards[0]:02x}"
+        if not root.is_dir():
+            raise ConfigError(
+                f"shards.toml: the root {root} of shards {which} is not a folder "
+                "(is the volume mounted?)"
+            )
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise ConfigError(f"shards.toml: no permission to write in {root} (shards {which})")
 
 
 def check_ldap(urls: str) -> None:

@@ -143,3 +143,16 @@ def test_endpoint_strings_split_like_twisted() -> None:
         [],
         {"port": "25", "interface": "::1"},
     )
+
+
+def test_a_shard_root_that_is_not_there_is_refused(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    build(settings, reactor)
+    (settings.data_dir / "shards.toml").write_text(
+        '[[shard]]\nrange = "00-7f"\nroot = "mail"\n'
+        f'[[shard]]\nrange = "80-ff"\nroot = "{tmp_path / "unmounted"}"\n'
+    )
+    message = refused(settings)
+    assert f"the root {tmp_path / 'unmounted'} of shards 80-ff is not a folder" in message
+    (tmp_path / "unmounted").mkdir()
+    build(settings, reactor)
