@@ -23,7 +23,7 @@ SERVICES = ("smtp", "submission", "submissions", "lmtp", "imap", "imaps", "pop3"
 #: Listeners that speak TLS from the first byte (the others offer STARTTLS/STLS).
 IMPLICIT_TLS = frozenset({"submissions", "imaps", "pop3s"})
 
-#: (port when root, port otherwise), per DESIGN.md "Services and ports".
+#: (port when root, port otherwise): docs/architecture.md#services-and-ports.
 DEFAULT_PORTS: Mapping[str, tuple[int, int]] = {
     "smtp": (25, 2525),
     "submission": (587, 2587),
@@ -246,7 +246,7 @@ def normalise_domain(name: str) -> str:
 
 
 def default_listen(is_root: bool) -> dict[str, str]:
-    """The DESIGN.md port table as endpoint strings on every interface."""
+    """The port table of docs/architecture.md as endpoint strings on every interface."""
     # A long accept queue absorbs bursts (every client reconnecting after a network blip).
     return {
         svc: f"tcp:{ports[0] if is_root else ports[1]}:backlog=1024"

@@ -198,7 +198,7 @@ class IMailStore(Interface):
 
 @attrs.frozen
 class Recipient:
-    """What a directory knows of an address (DESIGN.md: user, alias, list, remote, unknown)."""
+    """What a directory knows of an address (docs/architecture.md#interfaces)."""
 
     kind: Literal["user", "alias", "remote", "unknown"]
     address: str

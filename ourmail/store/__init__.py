@@ -1,1 +1,1 @@
-"""The sharded Maildir store (DESIGN.md "The sharded Maildir store")."""
+"""The sharded Maildir store (docs/architecture.md#the-sharded-maildir-store)."""
