@@ -11,7 +11,16 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from conftest import dns_zone
-from queuehelp import Pair, messages, queued, report_fields, server_pair, submit, wait_for
+from queuehelp import (
+    Pair,
+    messages,
+    queued,
+    report_fields,
+    server_pair,
+    settle,
+    submit,
+    wait_for,
+)
 
 OLD = "old.test"
 
@@ -77,6 +86,7 @@ def test_each_recipient_gets_its_own_outcome(pair: tuple[Pair, Peer]) -> None:
     _, *rcpts = report_fields(bounce)
     assert [r["Final-Recipient"] for r in rcpts] == [f"rfc822;perm@{OLD}"]
     assert peer.received[0][1] == [f"bob@{OLD}"]
+    settle(servers.ours)  # the bounce is in alice's mailbox; its queue file goes a moment later
     (qid,) = queued(servers.ours)  # temp@ waits for its retry
     envelope = servers.ours.server.queue.files.read(qid)
     states = {r.address: (r.state, r.status) for r in envelope.recipients}
