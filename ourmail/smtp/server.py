@@ -10,7 +10,8 @@ Implementation notes (keep these true when changing this module):
   the message (SMTP smuggling).  Bare CR and LF inside the message are stored as CRLF.
 * Never an open relay: a recipient in a domain that is not local is refused unless the session
   is authenticated (submission); then it goes to the outbound queue, as do an alias's forwards.
-  ``250`` after DATA waits for the queue files to be durable too.
+  ``250`` after DATA waits for the queue files to be durable too.  Recipient checks and the
+  fan-out to the store and the queue are ``smtp/delivery.py``, shared with LMTP and the queue.
 * DSN (RFC 3461): RET, ENVID, NOTIFY and ORCPT are checked here and travel with the message;
   a local delivery whose recipient asked NOTIFY=SUCCESS queues a "delivered" report.
 * AUTH is offered only on submission listeners and only under TLS (RFC 4954 §4, RFC 8314).
@@ -28,29 +29,26 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import attrs
-from twisted.internet import defer
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
+from ourmail import dsnparams
 from ourmail.addresses import AddressError, normalise_address
 from ourmail.auth.login import Authenticator, LoginFailed, LoginUnavailable
 from ourmail.auth.sasl import decode_base64, decode_plain
 from ourmail.config import Limits
 from ourmail.fsutil import HAVE_SYNCFS
-from ourmail.interfaces import DirectoryUnavailable, IDirectory, IMailStore, Recipient
+from ourmail.interfaces import DeliveryResult, IDirectory, IMailStore, Recipient
 from ourmail.net.lineproto import LineProtocol
-from ourmail.smtp import dsn, submission
-from ourmail.smtp.queue import OutboundQueue
+from ourmail.smtp import submission
+from ourmail.smtp.delivery import Accepted, Delivery, Refusal, Transaction
 from ourmail.smtp.spool import Spool
 from ourmail.smtp.submission import SendingRates
 from ourmail.store.maildir import to_crlf
-from ourmail.store.quota import QuotaPolicy
 
 log = Logger()
 
@@ -69,25 +67,16 @@ class SMTPContext:
     limits: Limits
     directory: IDirectory
     store: IMailStore
+    #: Recipient checks and fan-out to the store and the outbound queue.
+    delivery: Delivery
     authenticator: Authenticator
     spool_dir: Path
     tls_context: IOpenSSLServerConnectionCreator
-    quota: QuotaPolicy
     submission: bool = False
     implicit_tls: bool = False
     #: Submission only: hourly sending limits, and whether to keep a copy in Sent.
     rates: SendingRates | None = None
     save_sent: bool = False
-    #: Where mail for other domains goes; None: nowhere (refused).
-    queue: OutboundQueue | None = None
-
-
-@attrs.frozen
-class Accepted:
-    """A recipient accepted in this transaction, with its DSN parameters."""
-
-    recipient: Recipient
-    params: dsn.RcptParams
 
 
 def parse_path(arg: str, keyword: str) -> tuple[str, dict[str, str | None]]:
@@ -173,7 +162,7 @@ class SMTPServer(LineProtocol):
         self.sender: str | None = None
         self.utf8 = False
         self.declared_size = 0
-        self.mail_params = dsn.MailParams()
+        self.mail_params = dsnparams.NO_MAIL_PARAMS
         self.recipients: list[Accepted] = []
         self._discard_spool()
         self._spool: Spool | None = None
@@ -378,8 +367,8 @@ class SMTPServer(LineProtocol):
                 self.error(555, f"5.5.4 Unsupported parameter {key}")
                 return
         try:
-            self.mail_params = dsn.parse_mail_params(params.get("RET"), params.get("ENVID"))
-        except dsn.DSNParamError as e:
+            self.mail_params = dsnparams.parse_mail_params(params.get("RET"), params.get("ENVID"))
+        except dsnparams.DSNParamError as e:
             self.error(501, str(e))
             return
         self.utf8 = "SMTPUTF8" in params
@@ -410,8 +399,8 @@ class SMTPServer(LineProtocol):
             self.error(555, f"5.5.4 Unsupported parameter {unknown[0]}")
             return
         try:
-            rcpt_params = dsn.parse_rcpt_params(params.get("NOTIFY"), params.get("ORCPT"))
-        except dsn.DSNParamError as e:
+            rcpt_params = dsnparams.parse_rcpt_params(params.get("NOTIFY"), params.get("ORCPT"))
+        except dsnparams.DSNParamError as e:
             self.error(501, str(e))
             return
         if not self.utf8 and not path.isascii():
@@ -428,39 +417,21 @@ class SMTPServer(LineProtocol):
             else:
                 self.error(550, f"5.1.1 <{path}>: Recipient address rejected")
             return
-        d = self.ctx.directory.lookup(address)
-        d.addCallbacks(self._rcpt_known, self._rcpt_unresolved, (path, rcpt_params), None, (path,))
+        d = self.ctx.delivery.resolve(address, self.declared_size, self.user is not None)
+        d.addCallback(self._rcpt_resolved, path, rcpt_params)
         self._async(d)
 
-    def _rcpt_unresolved(self, failure: Failure, path: str) -> None:
-        failure.trap(DirectoryUnavailable)
-        # RFC 3463 §3.5: X.4.3 directory server failure; the sender retries.
-        self.reply(451, f"4.4.3 <{path}>: Directory unavailable, try again later")
-
-    def _rcpt_known(self, rcpt: Recipient, path: str, params: dsn.RcptParams) -> None:
-        if rcpt.outbound and self.ctx.queue is None:
-            self.error(550, f"5.7.1 <{path}>: Delivery to remote domains is not enabled here")
-            return
-        if rcpt.kind in ("user", "alias"):
-            if not all(
-                self.ctx.quota.fits(self.ctx.store.user(m), self.declared_size)
-                for m in rcpt.mailboxes
-            ):
-                # RFC 3463 §3.3: X.2.2 mailbox full; temporary unless configured permanent.
-                if self.ctx.quota.permanent:
-                    self.error(552, f"5.2.2 <{path}>: Mailbox full")
-                else:
-                    self.reply(452, f"4.2.2 <{path}>: Mailbox full, try again later")
-                return
-            self._accept(rcpt, params)
-        elif rcpt.kind == "unknown":
-            self.error(550, f"5.1.1 <{path}>: Recipient address rejected: User unknown")
-        elif self.user is None:
-            self.error(554, f"5.7.1 <{path}>: Relay access denied")
+    def _rcpt_resolved(
+        self, rcpt: Recipient | Refusal, path: str, params: dsnparams.RcptParams
+    ) -> None:
+        if isinstance(rcpt, Refusal):
+            # 4xx only tells the client to come back; 5xx counts towards max_errors.
+            answer = self.error if rcpt.code >= 500 else self.reply
+            answer(rcpt.code, f"{rcpt.status} <{path}>: {rcpt.text}")
         else:
             self._accept(rcpt, params)
 
-    def _accept(self, rcpt: Recipient, params: dsn.RcptParams) -> None:
+    def _accept(self, rcpt: Recipient, params: dsnparams.RcptParams) -> None:
         if all(a.recipient.address != rcpt.address for a in self.recipients):
             self.recipients.append(Accepted(rcpt, params))
         self.reply(250, "2.1.5 Ok")
@@ -649,87 +620,36 @@ class SMTPServer(LineProtocol):
             self._spool.insert(self._received_len, fields)
         return True
 
-    def _outbound(self) -> list[tuple[str, dsn.RcptParams]]:
-        """Addresses for the queue; an alias's forwards remember the alias (RFC 3461 §4.2)."""
-        out = []
-        for a in self.recipients:
-            for address in a.recipient.outbound:
-                params = a.params
-                if address != a.recipient.address and params.orcpt is None:
-                    params = dsn.RcptParams(params.notify, f"rfc822;{a.recipient.address}")
-                out.append((address, params))
-        return out
-
     @inlineCallbacks
     def _deliver(self) -> Deferred[None]:
         spool = self._spool
         assert spool is not None
-        accepted = self.recipients
-        rcpts = [a.recipient.address for a in accepted]
-        # Each mailbox gets one copy, however many recipients (aliases) lead to it.
-        mailboxes = list(dict.fromkeys(m for a in accepted for m in a.recipient.mailboxes))
-        outbound = self._outbound()
+        txn = Transaction(
+            id=self.queue_id,
+            sender=self.sender or "",
+            recipients=self.recipients,
+            mail_params=self.mail_params,
+            utf8=self.utf8,
+            size=spool.size,
+            arrival=self._arrival,
+        )
         try:
             source = spool.source()
             on_disk = spool.on_disk()
             if on_disk is not None and not HAVE_SYNCFS:  # else the commit's syncfs covers it
                 yield deferToThread(os.fsync, on_disk.fileno())
-            jobs = [self.ctx.store.user(m).deliver(source) for m in mailboxes]
-            if outbound:
-                assert self.ctx.queue is not None
-                jobs.append(
-                    self.ctx.queue.enqueue(
-                        self.sender or "", outbound, source, self.mail_params, self.utf8
-                    )
-                )
-            outcomes = yield defer.DeferredList(jobs, consumeErrors=True)
-            by_mailbox = dict(zip(mailboxes, outcomes, strict=False))
-            queued = outcomes[-1] if outbound else (True, None)
-            for ok, outcome in outcomes:
-                if not ok:
-                    log.failure("delivery of {id} failed", outcome, id=self.queue_id)
-            results = [
-                next(
-                    (by_mailbox[m] for m in a.recipient.mailboxes if not by_mailbox[m][0]),
-                    queued if a.recipient.outbound else (True, None),
-                )
-                for a in accepted
-            ]
-            delivered = [m for m, (ok, _) in by_mailbox.items() if ok]
-            if delivered:
-                log.info(
-                    "delivered {id} from <{sender}> to {rcpts} ({size} bytes)",
-                    id=self.queue_id,
-                    sender=self.sender,
-                    rcpts=delivered,
-                    size=spool.size,
-                )
-            if all(ok for ok, _ in results):
-                yield self._report_success(source)
-            self.report(rcpts, [(ok, outcome) for ok, outcome in results])
-            if self.user is not None and all(ok for ok, _ in results):
-                yield self._after_submission(source, len(rcpts))
+            results = yield self.ctx.delivery.deliver(txn, source)
+            if all(r.ok for r in results):
+                try:
+                    yield self.ctx.delivery.report_success(txn, source)
+                except Exception:
+                    log.failure("could not queue the delivery report for {id}", id=self.queue_id)
+            self.report(results)
+            if self.user is not None and all(r.ok for r in results):
+                yield self._after_submission(source, len(results))
         finally:
             self._reset()
 
-    @inlineCallbacks
-    def _report_success(self, source: bytes | Path) -> Deferred[None]:
-        """RFC 3461 §5.2.2: a "delivered" report for final delivery here, when asked."""
-        if self.ctx.queue is None:
-            return
-        here = [
-            (a.recipient.address, a.params)
-            for a in self.recipients
-            if a.recipient.mailboxes and not a.recipient.outbound
-        ]
-        try:  # the queue skips a null sender and recipients who did not ask
-            yield self.ctx.queue.report_delivered(
-                self.sender or "", self.mail_params, self._arrival, source, here
-            )
-        except Exception:
-            log.failure("could not queue the delivery report for {id}", id=self.queue_id)
-
-    @inlineCallbacks
     def _after_submission(self, source: bytes | Path, recipients: int) -> Deferred[None]:
         assert self.user is not None
         if self.ctx.rates is not None:
@@ -740,9 +660,9 @@ class SMTPServer(LineProtocol):
             except Exception:
                 log.failure("could not keep a copy of {id} in Sent", id=self.queue_id)
 
-    def report(self, rcpts: list[str], results: list[tuple[bool, Any]]) -> None:
+    def report(self, results: list[DeliveryResult]) -> None:
         """SMTP answers DATA once for all recipients (RFC 5321 §4.2.5): all or nothing."""
-        if all(ok for ok, _ in results):
+        if all(r.ok for r in results):
             self.reply(250, f"2.0.0 Ok: queued as {self.queue_id}")
         else:
             self.reply(451, "4.3.0 Local delivery failed, try again later")
