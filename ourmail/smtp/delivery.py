@@ -2,10 +2,10 @@
 
 Implementation notes (keep these true when changing this module):
 
-* Each recipient is looked up in the directory (user, alias, group, remote or unknown) and
-  checked before the message is taken: an unknown address, a full mailbox or a relay attempt
-  is refused with the RFC 3463 code the SMTP side sends (:class:`Refusal`); the queue turns
-  the same refusal into a DSN.
+* Each recipient is looked up in the directory (a user, an alias or group, an address
+  elsewhere, or unknown) and checked before the message is taken: an unknown address, a full
+  mailbox or a relay attempt is refused with the RFC 3463 code the SMTP side sends
+  (:class:`Refusal`); the queue turns the same refusal into a DSN.
 * Every mailbox gets one copy, however many recipients (aliases, groups) lead to it.  Local
   copies go to ``IUserStore.deliver`` (durable before its Deferred fires: the group commit's
   ``syncfs``); addresses elsewhere, and an alias's forwards, go to the outbound queue in one
