@@ -247,6 +247,7 @@ def test_temporary_failure_is_retried_until_delivered(tmp_path: Path) -> None:
         assert submit(pair.ours, ["carol@remote.test"]) == {}
         (qid,) = wait_for(lambda: queued(pair.ours))
         wait_for(lambda: pair.ours.server.queue.files.read(qid).attempts)
+        settle(pair.ours)  # the runner has planned the retry (else the advance comes too soon)
         rcpt = pair.ours.server.queue.files.read(qid).recipients[0]
         assert rcpt.status == "4.2.2" and rcpt.state == "pending"
         pair.theirs.server.accounts.set_quota("carol@remote.test", None)
