@@ -20,6 +20,7 @@ import attrs
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
+from ourmail.dsnparams import MailParams, RcptParams
 from ourmail.mime.structure import Buffer
 from ourmail.mime.summary import Summary
 
@@ -240,3 +241,64 @@ class IDirectory(Interface):
 
     def may_send_as(user: str, address: str) -> bool:
         """Whether the logged-in ``user`` may use ``address`` as sender (own address or alias)."""
+
+
+@attrs.frozen
+class DeliveryResult:
+    """What became of one recipient of a message delivered here: an SMTP reply (RFC 5321) with
+    its RFC 3463 status, e.g. ``250 2.0.0 delivered`` or ``452 4.2.2 Mailbox full``."""
+
+    address: str
+    code: int
+    status: str
+    text: str
+
+    @property
+    def ok(self) -> bool:
+        return self.code < 300
+
+    @property
+    def reply(self) -> str:
+        return f"{self.code} {self.status} {self.text}"
+
+
+class IOutboundQueue(Interface):
+    """Durable, retried delivery to other servers, and the way back for delivery status
+    notifications (``ourmail.queue``).  Delivery hands mail for other domains to it."""
+
+    def enqueue(
+        sender: str,
+        recipients: Sequence[tuple[str, RcptParams]],
+        content: bytes | os.PathLike[str],
+        mail_params: MailParams,
+        utf8: bool,
+    ) -> Deferred[str]:
+        """Queue ``content`` for ``recipients``; fires with the queue id once the queue files
+        are durable (only then may the sender hear ``250``)."""
+
+    def report_delivered(
+        sender: str,
+        mail_params: MailParams,
+        arrival: float,
+        content: bytes | os.PathLike[str],
+        delivered: Sequence[tuple[str, RcptParams]],
+    ) -> Deferred[object]:
+        """Queue a "delivered" report (RFC 3461 §5.2.2) for the recipients delivered here that
+        asked for one."""
+
+
+class ILocalDelivery(Interface):
+    """Delivery to this server's mailboxes (``ourmail.smtp.delivery``).  The queue hands it
+    the recipients of a local domain (a bounce to a local sender, say)."""
+
+    def deliver_queued(
+        qid: str,
+        sender: str,
+        recipients: Sequence[tuple[str, RcptParams]],
+        source: os.PathLike[str],
+        size: int,
+        mail_params: MailParams,
+        utf8: bool,
+    ) -> Deferred[list[DeliveryResult]]:
+        """Check and deliver each recipient as if it came by SMTP; one durable result each, in
+        order (an alias's forwards are queued again)."""

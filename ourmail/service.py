@@ -43,9 +43,10 @@ from ourmail.net.tls import ReloadableServerTLS
 from ourmail.pop3.maildrop import MaildropLocks
 from ourmail.pop3.policy import NoRetention
 from ourmail.pop3.server import POP3Context, POP3Server
+from ourmail.queue.runner import OutboundQueue
 from ourmail.secure import selfsigned
+from ourmail.smtp.delivery import Delivery
 from ourmail.smtp.lmtp import LMTPServer
-from ourmail.smtp.queue import OutboundQueue
 from ourmail.smtp.server import SMTPContext, SMTPServer
 from ourmail.smtp.submission import SendingRates
 from ourmail.smtp.workers import MXWorkers
@@ -174,6 +175,8 @@ class Parts:
     quota: QuotaPolicy
     rates: SendingRates
     queue: OutboundQueue
+    #: Recipient checks and fan-out to the store and the queue (SMTP, LMTP and the queue).
+    delivery: Delivery
     #: Retention and legal hold (a later issue); POP3 ``expunge`` asks it first.
     retention: IRetention
     #: POP3 sessions of both listeners share one lock table and one login-delay record.
@@ -193,14 +196,13 @@ class Parts:
                     limits=settings.limits,
                     directory=self.directory,
                     store=self.store,
+                    delivery=self.delivery,
                     authenticator=self.authenticator,
                     spool_dir=settings.data_dir / "spool" / "incoming",
                     tls_context=self.tls,
-                    quota=self.quota,
                     submission=service in ("submission", "submissions"),
                     rates=self.rates,
                     save_sent=settings.submission.save_sent,
-                    queue=self.queue,
                     implicit_tls=implicit,
                 ),
             )
@@ -283,6 +285,18 @@ def assemble(
         default_checker = FirstOf(local_checker, LDAPChecker(ldap, reactor, directory))
     portal = Portal(realm or MailRealm(store), list(checkers) or [default_checker])
     quota = QuotaPolicy(settings.quota, accounts, getattr(directory, "quota", None))
+    # Delivery hands remote mail to the queue, the queue local mail to delivery.
+    delivery = Delivery(directory, store, quota)
+    queue = OutboundQueue(
+        settings.queue,
+        data,
+        settings.hostname,
+        directory,
+        delivery,
+        reactor,  # type: ignore[arg-type]
+        queue_clock or reactor,  # type: ignore[arg-type]
+    )
+    delivery.queue = queue
     return Parts(
         settings=settings,
         clock=clock,
@@ -293,16 +307,8 @@ def assemble(
         tls=ReloadableServerTLS(settings.tls_certificate, settings.tls_key),
         quota=quota,
         rates=SendingRates(settings.submission),
-        queue=OutboundQueue(
-            settings.queue,
-            data,
-            settings.hostname,
-            directory,
-            store,
-            quota,
-            reactor,  # type: ignore[arg-type]
-            queue_clock or reactor,  # type: ignore[arg-type]
-        ),
+        queue=queue,
+        delivery=delivery,
         retention=retention or NoRetention(),
     )
 

@@ -30,7 +30,7 @@ from ourmail.config import (
     parse_size,
 )
 from ourmail.pop3.policy import deletion_policy
-from ourmail.smtp.queuefiles import QueueError, QueueFiles
+from ourmail.queue.files import QueueError, QueueFiles
 from ourmail.store import shardmove
 from ourmail.store.quota import QuotaPolicy, usage
 from ourmail.store.shards import ShardMap

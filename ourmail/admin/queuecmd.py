@@ -1,6 +1,6 @@
 """``ourmail queue``: look at and steer the outbound queue, while the server runs or not.
 
-Every change goes through :class:`~ourmail.smtp.queuefiles.QueueFiles` under the queue lock,
+Every change goes through :class:`~ourmail.queue.files.QueueFiles` under the queue lock,
 then touches the wake-up file so a running server re-reads the schedule within a second.
 """
 
@@ -10,7 +10,7 @@ import argparse
 import time
 from collections.abc import Callable
 
-from ourmail.smtp.queuefiles import Envelope, QueueError, QueueFiles
+from ourmail.queue.files import Envelope, QueueError, QueueFiles
 
 
 def _when(seconds: float) -> str:

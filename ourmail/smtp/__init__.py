@@ -1,1 +1,2 @@
-"""ESMTP: the server for MX and submission (later: LMTP, the outbound queue, DSN)."""
+"""ESMTP for MX and submission, LMTP, submission rules, delivery; the outbound queue is
+``ourmail.queue``."""

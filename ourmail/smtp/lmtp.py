@@ -8,9 +8,7 @@ order, so one full or unavailable mailbox does not hold back the others (RFC 203
 
 from __future__ import annotations
 
-from typing import Any
-
-from ourmail.interfaces import ShardMoving
+from ourmail.interfaces import DeliveryResult
 from ourmail.smtp.server import SMTPServer
 
 
@@ -34,14 +32,12 @@ class LMTPServer(SMTPServer):
     def do_not_lmtp(self, arg: str) -> None:
         self.error(500, "5.5.1 This is LMTP: say LHLO")
 
-    def report(self, rcpts: list[str], results: list[tuple[bool, Any]]) -> None:
-        for address, (ok, outcome) in zip(rcpts, results, strict=True):
-            if ok:
-                self.reply(250, f"2.1.5 <{address}> delivered as {self.queue_id}")
-            elif outcome.check(ShardMoving):
-                self.reply(451, f"4.2.1 <{address}> mailbox temporarily unavailable, try later")
+    def report(self, results: list[DeliveryResult]) -> None:
+        for r in results:  # RFC 2033 §4.2: one reply per recipient, in RCPT order
+            if r.ok:
+                self.reply(250, f"2.1.5 <{r.address}> delivered as {self.queue_id}")
             else:
-                self.reply(451, f"4.3.0 <{address}> local delivery failed, try again later")
+                self.reply(r.code, f"{r.status} <{r.address}> {r.text}")
 
     COMMANDS = {
         **{k: v for k, v in SMTPServer.COMMANDS.items() if k not in ("STARTTLS", "AUTH")},

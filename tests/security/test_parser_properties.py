@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from ourmail.addresses import AddressError, normalise_address
 from ourmail.config import ConfigError, load_settings
 from ourmail.mime.summary import Summary, summarize
-from ourmail.smtp.server import parse_path
+from ourmail.smtp.syntax import parse_path
 
 PATHS = st.one_of(
     st.text(max_size=300),

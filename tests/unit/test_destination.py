@@ -8,10 +8,10 @@ import attrs
 from twisted.internet.defer import Deferred
 
 from ourmail.config import QueueSettings
-from ourmail.smtp.client import Outgoing, RcptResult
-from ourmail.smtp.mx import RouteError
-from ourmail.smtp.queue import Destination, Job
-from ourmail.smtp.remote import Route
+from ourmail.queue.client import Outgoing, RcptResult
+from ourmail.queue.mx import RouteError
+from ourmail.queue.remote import Route
+from ourmail.queue.runner import Destination, Job
 
 
 class FakeSession:

@@ -9,41 +9,42 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ourmail.smtp import dsn
+from ourmail import dsnparams
+from ourmail.queue import dsn
 
 
 def test_xtext_round_trip_and_errors() -> None:
-    assert dsn.xtext_decode("a+2Bb+3Dc") == "a+b=c"
-    assert dsn.xtext_encode("a+b=c d") == "a+2Bb+3Dc+20d"
+    assert dsnparams.xtext_decode("a+2Bb+3Dc") == "a+b=c"
+    assert dsnparams.xtext_encode("a+b=c d") == "a+2Bb+3Dc+20d"
     for bad in ("a+zz", "a+2", "a=b", "a b"):
-        with pytest.raises(dsn.DSNParamError):
-            dsn.xtext_decode(bad)
+        with pytest.raises(dsnparams.DSNParamError):
+            dsnparams.xtext_decode(bad)
 
 
 @given(st.text(max_size=60))
 def test_xtext_encode_decodes_back(text: str) -> None:
-    encoded = dsn.xtext_encode(text)
+    encoded = dsnparams.xtext_encode(text)
     if all(c.isascii() and c.isprintable() for c in text):
-        assert dsn.xtext_decode(encoded) == text
+        assert dsnparams.xtext_decode(encoded) == text
 
 
 @given(st.text(max_size=200), st.text(max_size=200))
 def test_parameter_garbage_is_refused_cleanly(notify: str, orcpt: str) -> None:
     try:
-        dsn.parse_rcpt_params(notify, orcpt)
-    except dsn.DSNParamError as e:
+        dsnparams.parse_rcpt_params(notify, orcpt)
+    except dsnparams.DSNParamError as e:
         assert str(e).startswith("5.5.4")
 
 
 def test_notify_rules() -> None:
-    assert dsn.parse_rcpt_params(None, None).wants("FAILURE")
-    assert dsn.parse_rcpt_params(None, None).wants("DELAY")
-    assert not dsn.parse_rcpt_params(None, None).wants("SUCCESS")
-    assert not dsn.parse_rcpt_params("NEVER", None).wants("FAILURE")
-    assert dsn.parse_rcpt_params("success,delay", None).notify == {"SUCCESS", "DELAY"}
-    with pytest.raises(dsn.DSNParamError):
-        dsn.parse_rcpt_params("NEVER,FAILURE", None)
-    assert dsn.parse_rcpt_params(None, "RFC822;a+40b").orcpt == "rfc822;a@b"
+    assert dsnparams.parse_rcpt_params(None, None).wants("FAILURE")
+    assert dsnparams.parse_rcpt_params(None, None).wants("DELAY")
+    assert not dsnparams.parse_rcpt_params(None, None).wants("SUCCESS")
+    assert not dsnparams.parse_rcpt_params("NEVER", None).wants("FAILURE")
+    assert dsnparams.parse_rcpt_params("success,delay", None).notify == {"SUCCESS", "DELAY"}
+    with pytest.raises(dsnparams.DSNParamError):
+        dsnparams.parse_rcpt_params("NEVER,FAILURE", None)
+    assert dsnparams.parse_rcpt_params(None, "RFC822;a+40b").orcpt == "rfc822;a@b"
 
 
 def test_report_structure() -> None:

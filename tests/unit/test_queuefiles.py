@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ourmail.smtp.dsn import MailParams, RcptParams
-from ourmail.smtp.queuefiles import Envelope, QueuedRecipient, QueueError, QueueFiles, new_id
+from ourmail.dsnparams import MailParams, RcptParams
+from ourmail.queue.files import Envelope, QueuedRecipient, QueueError, QueueFiles, new_id
 
 
 def envelope(now: float = 1000.0) -> Envelope:

@@ -6,7 +6,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from ourmail.net.dotstuff import dot_stuff
-from ourmail.smtp.client import MAX_REPLY_LINES, Reply, ReplyReader
+from ourmail.queue.client import MAX_REPLY_LINES, Reply, ReplyReader
 
 
 def reader() -> tuple[ReplyReader, StringTransport, Clock]:

@@ -28,8 +28,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
+from ourmail.dsnparams import NO_MAIL_PARAMS, MailParams, RcptParams, xtext_encode
 from ourmail.net.dotstuff import dot_stuff
-from ourmail.smtp.dsn import NO_MAIL_PARAMS, MailParams, RcptParams, xtext_encode
 
 #: RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets; we allow some slack.
 MAX_REPLY_LINE = 4096

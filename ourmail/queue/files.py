@@ -29,8 +29,8 @@ from typing import Any
 
 import attrs
 
+from ourmail.dsnparams import NO_MAIL_PARAMS, NO_RCPT_PARAMS, MailParams, RcptParams
 from ourmail.fsutil import fsync_dir, write_atomic
-from ourmail.smtp.dsn import NO_MAIL_PARAMS, NO_RCPT_PARAMS, MailParams, RcptParams
 
 #: Recipient states; the last three are final.
 PENDING, DELIVERED, RELAYED, FAILED = "pending", "delivered", "relayed", "failed"

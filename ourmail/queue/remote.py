@@ -25,8 +25,8 @@ from twisted.logger import Logger
 
 from ourmail.config import QueueSettings
 from ourmail.net.tls import opportunistic_client_context, verified_client_context
-from ourmail.smtp.client import ClientSession, ReplyReader, SessionError
-from ourmail.smtp.mx import MXResolver, RouteError
+from ourmail.queue.client import ClientSession, ReplyReader, SessionError
+from ourmail.queue.mx import MXResolver, RouteError
 
 log = Logger()
 

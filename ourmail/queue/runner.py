@@ -4,7 +4,8 @@ Implementation notes (keep these true when changing this module):
 
 * A message is queued, and may be acknowledged to its submitter, only once its files are
   durable (``QueueFiles.add``: message fsync, envelope written atomically).  The SMTP server
-  sends ``250`` after :meth:`OutboundQueue.enqueue`'s Deferred fires.
+  sends ``250`` after :meth:`OutboundQueue.enqueue`'s Deferred fires (through
+  :class:`~ourmail.interfaces.IOutboundQueue`).
 * A recipient's result is recorded durably right after the server that took the message
   answered; a crash between that ``250`` and the record is the only way a message goes out twice
   (RFC 5321 §6.1 accepts that duplicate; losing the message would not be).
@@ -18,6 +19,9 @@ Implementation notes (keep these true when changing this module):
   exponentially from ``retry_first`` to ``max_retry_interval``; after ``max_age`` the rest fails
   with 4.4.7.  Notifications follow RFC 3461 NOTIFY (default: failure and delay); a message
   from the null sender never gets one (RFC 5321 §4.5.5).
+* Recipients in a local domain (a bounce to a local sender, an alias's targets) are handed to
+  :class:`~ourmail.interfaces.ILocalDelivery` (``smtp/delivery.py``, the same checks and
+  fan-out as SMTP); the queue never writes to the store itself.
 * Scheduling decisions read ``clock`` (a test passes a ``task.Clock``); the network and the
   immediate kicks use the reactor.
 """
@@ -40,13 +44,14 @@ from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.names import client as dns_client
+from zope.interface import implementer
 
 from ourmail.config import QueueSettings
-from ourmail.interfaces import DirectoryUnavailable, IDirectory, IMailStore, ShardMoving
-from ourmail.smtp import dsn
-from ourmail.smtp.client import Outgoing, RcptResult, SessionError
-from ourmail.smtp.mx import MXResolver, RouteError
-from ourmail.smtp.queuefiles import (
+from ourmail.dsnparams import NO_MAIL_PARAMS, MailParams, RcptParams
+from ourmail.interfaces import IDirectory, ILocalDelivery, IOutboundQueue
+from ourmail.queue import dsn
+from ourmail.queue.client import Outgoing, RcptResult, SessionError
+from ourmail.queue.files import (
     DELIVERED,
     FAILED,
     RELAYED,
@@ -56,8 +61,8 @@ from ourmail.smtp.queuefiles import (
     QueueFiles,
     new_id,
 )
-from ourmail.smtp.remote import Connector, Route, route_for
-from ourmail.store.quota import QuotaPolicy
+from ourmail.queue.mx import MXResolver, RouteError
+from ourmail.queue.remote import Connector, Route, route_for
 
 log = Logger()
 
@@ -152,6 +157,7 @@ class Destination:
             self.jobs.popleft().fail(status, diagnostic)
 
 
+@implementer(IOutboundQueue)
 class OutboundQueue(Service):
     """Queues messages for other servers and delivers them; also the way back for DSNs."""
 
@@ -163,8 +169,7 @@ class OutboundQueue(Service):
         data_dir: Path,
         hostname: str,
         directory: IDirectory,
-        store: IMailStore,
-        quota: QuotaPolicy,
+        local: ILocalDelivery,
         reactor: IReactorTCP,
         clock: IReactorTime | None = None,
     ) -> None:
@@ -172,8 +177,8 @@ class OutboundQueue(Service):
         self.files = QueueFiles(data_dir / "queue")
         self.hostname = hostname
         self.directory = directory
-        self.store = store
-        self.quota = quota
+        #: Where mail for a local domain goes (``ourmail.smtp.delivery``, wired by service.py).
+        self.local = local
         self.reactor = reactor
         self.clock: IReactorTime = clock or reactor  # type: ignore[assignment]
         servers = [tuple(s.rsplit(":", 1)) for s in settings.dns_servers]
@@ -220,9 +225,9 @@ class OutboundQueue(Service):
     def enqueue(
         self,
         sender: str,
-        recipients: Sequence[tuple[str, dsn.RcptParams]],
+        recipients: Sequence[tuple[str, RcptParams]],
         content: bytes | Path,
-        mail_params: dsn.MailParams = dsn.NO_MAIL_PARAMS,
+        mail_params: MailParams = NO_MAIL_PARAMS,
         utf8: bool = False,
     ) -> Deferred[str]:
         """Queue ``content`` durably; the Deferred fires with the queue id once it is."""
@@ -266,10 +271,10 @@ class OutboundQueue(Service):
     def report_delivered(
         self,
         sender: str,
-        mail_params: dsn.MailParams,
+        mail_params: MailParams,
         arrival: float,
         content: bytes | Path,
-        delivered: Sequence[tuple[str, dsn.RcptParams]],
+        delivered: Sequence[tuple[str, RcptParams]],
     ) -> Deferred[object]:
         """Queue a success DSN (RFC 3461 §5.2.2) for recipients delivered here that asked."""
         wanted = [(a, p) for a, p in delivered if p.wants("SUCCESS")]
@@ -421,7 +426,16 @@ class OutboundQueue(Service):
     ) -> None:
         job = None
         if self.directory.is_local_domain(domain):
-            results = await self._deliver_here(envelope, rcpts)
+            local = await self.local.deliver_queued(
+                envelope.id,
+                envelope.sender,
+                [(r.address, r.dsn) for r in rcpts],
+                self.files.message_path(envelope.id),
+                envelope.size,
+                envelope.dsn,
+                envelope.utf8,
+            )
+            results = [RcptResult(r.address, r.ok, r.status, r.reply) for r in local]
             remote_mta = None
         else:
             route = route_for(domain, self.settings)
@@ -462,45 +476,6 @@ class OutboundQueue(Service):
                 why=r.diagnostic,
             )
         await deferToThread(self._record, qid, results, remote_mta, self.clock.seconds())
-
-    async def _deliver_here(
-        self, envelope: Envelope, rcpts: list[QueuedRecipient]
-    ) -> list[RcptResult]:
-        """Recipients in a local domain (a bounce to a local sender, say) go to the store."""
-        results = []
-        path = self.files.message_path(envelope.id)
-        for rcpt in rcpts:
-            try:
-                found = await self.directory.lookup(rcpt.address)
-            except DirectoryUnavailable:
-                results.append(RcptResult(rcpt.address, False, "4.4.3", "directory unavailable"))
-                continue
-            if found.kind == "unknown":
-                results.append(RcptResult(rcpt.address, False, "5.1.1", "550 5.1.1 User unknown"))
-                continue
-            if not all(self.quota.fits(self.store.user(m), envelope.size) for m in found.mailboxes):
-                status = "5.2.2" if self.quota.permanent else "4.2.2"
-                results.append(RcptResult(rcpt.address, False, status, f"{status} Mailbox full"))
-                continue
-            try:
-                for mailbox in found.mailboxes:
-                    await self.store.user(mailbox).deliver(path)
-            except ShardMoving:
-                results.append(RcptResult(rcpt.address, False, "4.2.1", "mailbox being moved"))
-            except Exception as e:  # a store failure is retried later
-                log.failure("queue: local delivery of {id} failed", id=envelope.id)
-                results.append(RcptResult(rcpt.address, False, "4.3.0", f"local delivery: {e}"))
-            else:
-                if found.outbound:  # an alias that forwards: the copies go out as new messages
-                    await self.enqueue(
-                        envelope.sender,
-                        [(a, rcpt.dsn) for a in found.outbound],
-                        path,
-                        envelope.dsn,
-                        envelope.utf8,
-                    )
-                results.append(RcptResult(rcpt.address, True, "2.0.0", "250 2.0.0 delivered"))
-        return results
 
     # -- blocking steps, run in a thread ---------------------------------------------------
 
@@ -587,7 +562,7 @@ class OutboundQueue(Service):
     def _add_report(
         self,
         to: str,
-        mail_params: dsn.MailParams,
+        mail_params: MailParams,
         arrival: float,
         content: bytes,
         statuses: Sequence[dsn.RecipientStatus],

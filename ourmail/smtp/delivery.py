@@ -1,0 +1,234 @@
+"""Delivery: where an accepted message goes, written once for MX, submission, LMTP and the queue.
+
+Implementation notes (keep these true when changing this module):
+
+* Each recipient is looked up in the directory (a user, an alias or group, an address
+  elsewhere, or unknown) and checked before the message is taken: an unknown address, a full
+  mailbox or a relay attempt is refused with the RFC 3463 code the SMTP side sends
+  (:class:`Refusal`); the queue turns the same refusal into a DSN.
+* Every mailbox gets one copy, however many recipients (aliases, groups) lead to it.  Local
+  copies go to ``IUserStore.deliver`` (durable before its Deferred fires: the group commit's
+  ``syncfs``); addresses elsewhere, and an alias's forwards, go to the outbound queue in one
+  durable enqueue.  Both run at once, and the caller answers only after both are done.
+* Results are per recipient (:class:`~ourmail.interfaces.DeliveryResult`), in RCPT order, so
+  LMTP can answer each one (RFC 2033 §4.2) while SMTP answers all or nothing (RFC 5321 §4.2.5).
+* The outbound queue is reached only through :class:`~ourmail.interfaces.IOutboundQueue`, and
+  the queue reaches this module only through :class:`~ourmail.interfaces.ILocalDelivery`:
+  ``smtp/`` and ``queue/`` never import each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ourmail.dsnparams import MailParams, RcptParams
+from ourmail.interfaces import (
+    DeliveryResult,
+    DirectoryUnavailable,
+    IDirectory,
+    ILocalDelivery,
+    IMailStore,
+    IOutboundQueue,
+    Recipient,
+    ShardMoving,
+)
+from ourmail.store.quota import QuotaPolicy
+
+log = Logger()
+
+#: What a store accepts as the message here: the bytes, or a file to hard-link or copy.
+Source = bytes | Path
+
+
+@attrs.frozen
+class Refusal:
+    """Why a recipient is not taken: an SMTP reply (RFC 5321) with its RFC 3463 status."""
+
+    code: int
+    status: str
+    text: str
+
+    def result(self, address: str) -> DeliveryResult:
+        return DeliveryResult(address, self.code, self.status, self.text)
+
+
+#: RFC 3463 §3.5: X.4.3 directory server failure; the sender retries.
+DIRECTORY_DOWN = Refusal(451, "4.4.3", "Directory unavailable, try again later")
+UNKNOWN = Refusal(550, "5.1.1", "Recipient address rejected: User unknown")
+RELAY_DENIED = Refusal(554, "5.7.1", "Relay access denied")
+NO_QUEUE = Refusal(550, "5.7.1", "Delivery to remote domains is not enabled here")
+#: RFC 3463 §3.3: X.2.2 mailbox full; temporary unless configured permanent.
+FULL = Refusal(552, "5.2.2", "Mailbox full")
+FULL_FOR_NOW = Refusal(452, "4.2.2", "Mailbox full, try again later")
+#: RFC 3463 §3.3: X.2.1 mailbox disabled (here: being moved to another volume), temporary.
+MOVING = Refusal(451, "4.2.1", "mailbox temporarily unavailable, try later")
+FAILED = Refusal(451, "4.3.0", "local delivery failed, try again later")
+
+
+@attrs.frozen
+class Accepted:
+    """A recipient taken for a transaction, with its DSN parameters."""
+
+    recipient: Recipient
+    params: RcptParams
+
+
+@attrs.frozen
+class Transaction:
+    """One message and its accepted recipients, ready to deliver."""
+
+    id: str
+    sender: str
+    recipients: Sequence[Accepted]
+    mail_params: MailParams
+    utf8: bool
+    size: int
+    arrival: float = 0.0
+
+    def outbound(self) -> list[tuple[str, RcptParams]]:
+        """Addresses for the queue; an alias's forwards remember the alias (RFC 3461 §4.2)."""
+        out = []
+        for a in self.recipients:
+            for address in a.recipient.outbound:
+                params = a.params
+                if address != a.recipient.address and params.orcpt is None:
+                    params = RcptParams(params.notify, f"rfc822;{a.recipient.address}")
+                out.append((address, params))
+        return out
+
+
+@implementer(ILocalDelivery)
+class Delivery:
+    """Recipient checks and fan-out to the store and the outbound queue."""
+
+    def __init__(
+        self,
+        directory: IDirectory,
+        store: IMailStore,
+        quota: QuotaPolicy,
+        queue: IOutboundQueue | None = None,
+    ) -> None:
+        self.directory = directory
+        self.store = store
+        self.quota = quota
+        #: Where mail for other domains goes; None: nowhere (refused).
+        self.queue = queue
+
+    # -- recipients --------------------------------------------------------------------------
+
+    def resolve(self, address: str, size: int, may_relay: bool) -> Deferred[Recipient | Refusal]:
+        """Look ``address`` up and check it for a message of ``size`` bytes (0: not known)."""
+
+        def unavailable(failure: object) -> Refusal:
+            failure.trap(DirectoryUnavailable)  # type: ignore[attr-defined]
+            return DIRECTORY_DOWN
+
+        d = self.directory.lookup(address)
+        d.addCallbacks(lambda rcpt: self.check(rcpt, size, may_relay) or rcpt, unavailable)
+        return d  # type: ignore[return-value]
+
+    def check(self, rcpt: Recipient, size: int, may_relay: bool) -> Refusal | None:
+        """Why ``rcpt`` cannot take a message of ``size`` bytes, or None if it can."""
+        if rcpt.outbound and self.queue is None:
+            return NO_QUEUE
+        if rcpt.kind in ("user", "alias"):
+            if all(self.quota.fits(self.store.user(m), size) for m in rcpt.mailboxes):
+                return None
+            return FULL if self.quota.permanent else FULL_FOR_NOW
+        if rcpt.kind == "unknown":
+            return UNKNOWN
+        return None if may_relay else RELAY_DENIED
+
+    # -- fan-out -----------------------------------------------------------------------------
+
+    @inlineCallbacks
+    def deliver(self, txn: Transaction, source: Source) -> Deferred[list[DeliveryResult]]:
+        """Deliver to every accepted recipient; one result each, in order.  Each Deferred it
+        waits for fires only once its copy is durable."""
+        # Each mailbox gets one copy, however many recipients (aliases) lead to it.
+        mailboxes = list(dict.fromkeys(m for a in txn.recipients for m in a.recipient.mailboxes))
+        outbound = txn.outbound()
+        jobs = [self.store.user(m).deliver(source) for m in mailboxes]
+        if outbound:
+            assert self.queue is not None
+            jobs.append(self.queue.enqueue(txn.sender, outbound, source, txn.mail_params, txn.utf8))
+        outcomes = yield defer.DeferredList(jobs, consumeErrors=True)
+        for ok, outcome in outcomes:
+            if not ok:
+                log.failure("delivery of {id} failed", outcome, id=txn.id)
+        stored = dict(zip(mailboxes, outcomes, strict=False))
+        queued = outcomes[-1] if outbound else (True, None)
+        delivered = [m for m, (ok, _) in stored.items() if ok]
+        if delivered:
+            log.info(
+                "delivered {id} from <{sender}> to {rcpts} ({size} bytes)",
+                id=txn.id,
+                sender=txn.sender,
+                rcpts=delivered,
+                size=txn.size,
+            )
+        results = []
+        for a in txn.recipients:
+            failed = [stored[m][1] for m in a.recipient.mailboxes if not stored[m][0]]
+            if not failed and a.recipient.outbound and not queued[0]:
+                failed = [queued[1]]
+            address = a.recipient.address
+            if not failed:
+                results.append(DeliveryResult(address, 250, "2.0.0", "delivered"))
+            else:
+                refusal = MOVING if failed[0].check(ShardMoving) else FAILED
+                results.append(refusal.result(address))
+        return results
+
+    def report_success(self, txn: Transaction, source: Source) -> Deferred[object]:
+        """RFC 3461 §5.2.2: a "delivered" report for final delivery here, when asked (the
+        queue skips a null sender and recipients who did not ask)."""
+        if self.queue is None:
+            return defer.succeed(None)
+        here = [
+            (a.recipient.address, a.params)
+            for a in txn.recipients
+            if a.recipient.mailboxes and not a.recipient.outbound
+        ]
+        return self.queue.report_delivered(txn.sender, txn.mail_params, txn.arrival, source, here)
+
+    # -- the queue's way in ------------------------------------------------------------------
+
+    @inlineCallbacks
+    def deliver_queued(
+        self,
+        qid: str,
+        sender: str,
+        recipients: Sequence[tuple[str, RcptParams]],
+        source: Path,
+        size: int,
+        mail_params: MailParams,
+        utf8: bool,
+    ) -> Deferred[list[DeliveryResult]]:
+        """Recipients in a local domain (a bounce to a local sender, say) that waited in the
+        queue: checked and delivered as if they came by SMTP; an alias's forwards are queued
+        again as new messages."""
+        found = yield defer.gatherResults(
+            [self.resolve(address, size, True) for address, _ in recipients]
+        )
+        accepted = [
+            Accepted(rcpt, params)
+            for (_, params), rcpt in zip(recipients, found, strict=True)
+            if isinstance(rcpt, Recipient)
+        ]
+        txn = Transaction(qid, sender, accepted, mail_params, utf8, size)
+        delivered = iter((yield self.deliver(txn, source)) if accepted else [])
+        # Results name the addresses as queued (the directory may spell them otherwise).
+        return [
+            rcpt.result(address)
+            if isinstance(rcpt, Refusal)
+            else attrs.evolve(next(delivered), address=address)
+            for (address, _), rcpt in zip(recipients, found, strict=True)
+        ]

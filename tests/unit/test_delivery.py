@@ -1,0 +1,217 @@
+"""The one delivery module: recipient checks (RFC 3463 codes) and fan-out, on fakes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from zope.interface.verify import verifyObject
+
+from ourmail.dsnparams import NO_MAIL_PARAMS, NO_RCPT_PARAMS, RcptParams
+from ourmail.interfaces import (
+    DirectoryUnavailable,
+    ILocalDelivery,
+    IOutboundQueue,
+    Recipient,
+    ShardMoving,
+)
+from ourmail.queue.runner import OutboundQueue
+from ourmail.smtp.delivery import (
+    DIRECTORY_DOWN,
+    FULL,
+    FULL_FOR_NOW,
+    NO_QUEUE,
+    RELAY_DENIED,
+    UNKNOWN,
+    Accepted,
+    Delivery,
+    Refusal,
+    Transaction,
+)
+
+ALICE = Recipient("user", "alice@example.test")
+BOB = Recipient("user", "bob@example.test")
+TEAM = Recipient("alias", "team@example.test", ("alice@example.test", "bob@example.test"))
+FORWARD = Recipient("alias", "fwd@example.test", ("alice@example.test",), ("x@far.test",))
+FAR = Recipient("remote", "carol@far.test")
+NOBODY = Recipient("unknown", "nobody@example.test")
+
+
+class Directory:
+    known = {r.address: r for r in (ALICE, BOB, TEAM, FORWARD, FAR, NOBODY)}
+    down = False
+
+    def lookup(self, address: str) -> Deferred[Recipient]:
+        if self.down:
+            return defer.fail(DirectoryUnavailable())
+        return defer.succeed(self.known[address.lower()])
+
+
+@attrs.define
+class Mailbox:
+    store: Store
+    address: str
+
+    def deliver(self, source: Any, folder: str = "INBOX", flags: Any = ()) -> Deferred[int]:
+        if self.address in self.store.failing:
+            return defer.fail(self.store.failing[self.address])
+        self.store.delivered.append((self.address, source))
+        return defer.succeed(1)
+
+
+@attrs.define
+class Store:
+    delivered: list[tuple[str, Any]] = attrs.Factory(list)
+    failing: dict[str, Exception] = attrs.Factory(dict)
+
+    def user(self, address: str) -> Mailbox:
+        return Mailbox(self, address)
+
+
+@attrs.define
+class Quota:
+    full: set[str] = attrs.Factory(set)
+    permanent: bool = False
+
+    def fits(self, user: Mailbox, extra_bytes: int = 0) -> bool:
+        return user.address not in self.full
+
+
+@attrs.define
+class Queue:
+    queued: list[tuple[str, list[tuple[str, RcptParams]]]] = attrs.Factory(list)
+    reports: list[list[tuple[str, RcptParams]]] = attrs.Factory(list)
+    broken: bool = False
+
+    def enqueue(self, sender: str, recipients: Any, *rest: Any) -> Deferred[str]:
+        if self.broken:
+            return defer.fail(OSError("disk full"))
+        self.queued.append((sender, list(recipients)))
+        return defer.succeed("q1")
+
+    def report_delivered(self, sender: str, params: Any, arrival: float, content: Any, here: Any):
+        self.reports.append(list(here))
+        return defer.succeed(None)
+
+
+def delivery(queue: Queue | None = None, **quota: Any) -> tuple[Delivery, Store]:
+    store = Store()
+    return Delivery(Directory(), store, Quota(**quota), queue), store  # type: ignore[arg-type]
+
+
+def result(d: Deferred[Any]) -> Any:
+    out: list[Any] = []
+    d.addBoth(out.append)
+    assert out, "the Deferred did not fire"
+    if isinstance(out[0], Exception | defer.Failure):
+        out[0].raiseException()
+    return out[0]
+
+
+def txn(*rcpts: Recipient, params: RcptParams = NO_RCPT_PARAMS) -> Transaction:
+    return Transaction(
+        "id1", "s@else.test", [Accepted(r, params) for r in rcpts], NO_MAIL_PARAMS, False, 10
+    )
+
+
+def test_interfaces() -> None:
+    assert verifyObject(ILocalDelivery, delivery()[0])
+    assert IOutboundQueue.implementedBy(OutboundQueue)
+
+
+@pytest.mark.parametrize(
+    ("rcpt", "may_relay", "queue", "full", "permanent", "expected"),
+    [
+        (ALICE, False, None, set(), False, None),
+        (NOBODY, True, Queue(), set(), False, UNKNOWN),
+        (FAR, False, Queue(), set(), False, RELAY_DENIED),  # never an open relay
+        (FAR, True, Queue(), set(), False, None),
+        (FAR, True, None, set(), False, NO_QUEUE),
+        (FORWARD, True, None, set(), False, NO_QUEUE),
+        (TEAM, False, None, {"bob@example.test"}, False, FULL_FOR_NOW),  # RFC 3463 4.2.2
+        (TEAM, False, None, {"bob@example.test"}, True, FULL),  # 5.2.2 when configured
+    ],
+)
+def test_check(rcpt, may_relay, queue, full, permanent, expected) -> None:  # type: ignore[no-untyped-def]
+    d, _ = delivery(queue, full=full, permanent=permanent)
+    assert d.check(rcpt, 100, may_relay) == expected
+
+
+def test_resolve_directory_down_is_temporary() -> None:
+    d, _ = delivery()
+    d.directory.down = True  # type: ignore[attr-defined]
+    refusal = result(d.resolve("alice@example.test", 0, False))
+    assert refusal == DIRECTORY_DOWN and (refusal.code, refusal.status) == (451, "4.4.3")
+    d.directory.down = False  # type: ignore[attr-defined]
+    assert result(d.resolve("alice@example.test", 0, False)) == ALICE
+
+
+def test_one_copy_per_mailbox_and_forwards_queued_with_orcpt() -> None:
+    queue = Queue()
+    d, store = delivery(queue)
+    results = result(d.deliver(txn(ALICE, TEAM, FORWARD, FAR), b"msg"))
+    assert [r.ok for r in results] == [True] * 4
+    assert sorted(a for a, _ in store.delivered) == ["alice@example.test", "bob@example.test"]
+    ((sender, out),) = queue.queued  # one durable enqueue for every address elsewhere
+    assert sender == "s@else.test"
+    assert out == [
+        ("x@far.test", RcptParams(None, "rfc822;fwd@example.test")),  # RFC 3461 §4.2
+        ("carol@far.test", NO_RCPT_PARAMS),
+    ]
+
+
+def test_results_per_recipient() -> None:
+    """LMTP answers each recipient (RFC 2033 §4.2): one mailbox failing fails only the
+    recipients that lead to it."""
+    queue = Queue()
+    d, store = delivery(queue)
+    store.failing["bob@example.test"] = ShardMoving()
+    results = result(d.deliver(txn(ALICE, BOB, TEAM, FAR), b"msg"))
+    assert [(r.address, r.code, r.status) for r in results] == [
+        ("alice@example.test", 250, "2.0.0"),
+        ("bob@example.test", 451, "4.2.1"),
+        ("team@example.test", 451, "4.2.1"),
+        ("carol@far.test", 250, "2.0.0"),
+    ]
+    store.failing["bob@example.test"] = OSError("no space")
+    queue.broken = True
+    results = result(d.deliver(txn(ALICE, BOB, FAR), b"msg"))
+    assert [r.status for r in results] == ["2.0.0", "4.3.0", "4.3.0"]
+
+
+def test_success_report_only_for_final_delivery_here() -> None:
+    queue = Queue()
+    d, _ = delivery(queue)
+    result(d.report_success(txn(ALICE, FORWARD, FAR), b"msg"))
+    assert queue.reports == [[("alice@example.test", NO_RCPT_PARAMS)]]
+
+
+def test_deliver_queued_keeps_order_and_queued_spelling(tmp_path: Path) -> None:
+    queue = Queue()
+    d, store = delivery(queue, full={"bob@example.test"}, permanent=True)
+    recipients = [
+        ("Alice@Example.test", NO_RCPT_PARAMS),
+        ("nobody@example.test", NO_RCPT_PARAMS),
+        ("bob@example.test", NO_RCPT_PARAMS),
+        ("fwd@example.test", RcptParams(frozenset({"SUCCESS"}))),
+    ]
+    message = tmp_path / "m"
+    results = result(d.deliver_queued("q", "", recipients, message, 5, NO_MAIL_PARAMS, False))
+    assert [(r.address, r.reply) for r in results] == [
+        ("Alice@Example.test", "250 2.0.0 delivered"),
+        ("nobody@example.test", "550 5.1.1 Recipient address rejected: User unknown"),
+        ("bob@example.test", "552 5.2.2 Mailbox full"),
+        ("fwd@example.test", "250 2.0.0 delivered"),
+    ]
+    assert store.delivered == [("alice@example.test", message)]  # one copy for both
+    assert queue.queued == [
+        ("", [("x@far.test", RcptParams(frozenset({"SUCCESS"}), "rfc822;fwd@example.test"))])
+    ]
+
+
+def test_refusal_result() -> None:
+    assert Refusal(452, "4.2.2", "Mailbox full").result("a@b").reply == "452 4.2.2 Mailbox full"
