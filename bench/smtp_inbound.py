@@ -41,10 +41,7 @@ def server_pids() -> list[int]:
                 ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
             except OSError:
                 continue
-            if (
-                ppid == me
-                and b"ourmail.smtp.workers" in Path(f"/proc/{entry}/cmdline").read_bytes()
-            ):
+            if ppid == me and b"ourmail.mxworker" in Path(f"/proc/{entry}/cmdline").read_bytes():
                 pids.append(int(entry))
     return pids
 

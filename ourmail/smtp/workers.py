@@ -11,16 +11,17 @@ connections on the very same socket (handed over as file descriptor 3 and adopte
 * Worker output goes to the master's log, each line tagged with the worker's number.
 * A worker that dies is started again after a second; a worker whose master is gone (even after
   kill -9) stops by itself within a second.
-* Per-address connection limits and other in-memory counters apply per process.
+* The connection limits (in all and per client address) are the master's: each worker asks it
+  over a socket pair handed over as descriptor 4 (ourmail/net/admission.py).
+* The worker process itself is ourmail/mxworker.py (it assembles a server the way
+  ourmail/service.py does, which starts these workers).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 from twisted.application.service import Service
@@ -32,11 +33,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ourmail.config import Settings
+from ourmail.net.admission import CountsServerFactory
 
 log = Logger()
 
 #: The descriptor the shared listening socket has in a worker.
 SOCKET_FD = 3
+#: The descriptor of a worker's end of its socket pair to the master (connection counts).
+COUNTS_FD = 4
+#: The worker process, run as ``python -m``.
+WORKER_MODULE = "ourmail.mxworker"
 
 
 class WorkerProtocol(ProcessProtocol):
@@ -90,7 +96,7 @@ class MXWorkers(Service):
     def _arguments(self) -> list[str]:
         s = self.settings
         family = "6" if ":" in self.listener.port.getHost().host else "4"
-        args = [sys.executable, "-m", "ourmail.smtp.workers", "--data", str(s.data_dir)]
+        args = [sys.executable, "-m", WORKER_MODULE, "--data", str(s.data_dir)]
         if s.config_path is not None:
             args += ["--config", str(s.config_path)]
         args += ["--hostname", s.hostname, "--family", family]
@@ -103,13 +109,18 @@ class MXWorkers(Service):
             return
         proto = WorkerProtocol(self, number)
         fd = self.listener.port.fileno()
-        self.reactor.spawnProcess(
-            proto,
-            sys.executable,
-            self._arguments(),
-            env=dict(os.environ),
-            childFDs={0: "w", 1: "r", 2: "r", SOCKET_FD: fd},
-        )
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with ours, theirs:
+            self.reactor.adoptStreamConnection(  # type: ignore[attr-defined]
+                ours.fileno(), socket.AF_UNIX, CountsServerFactory(self.listener.factory.counts)
+            )
+            self.reactor.spawnProcess(
+                proto,
+                sys.executable,
+                self._arguments(),
+                env=dict(os.environ),
+                childFDs={0: "w", 1: "r", 2: "r", SOCKET_FD: fd, COUNTS_FD: theirs.fileno()},
+            )
         self._workers[number] = proto
 
     def worker_ended(self, number: int, reason: Failure) -> None:
@@ -130,45 +141,3 @@ class MXWorkers(Service):
                 proto.transport.signalProcess("TERM")
             ended.append(proto.ended)
         return defer.DeferredList(ended)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """A worker process: serve the MX listener on the inherited socket until the master goes."""
-    from twisted.internet import reactor
-    from twisted.internet.task import LoopingCall
-    from twisted.logger import FileLogObserver, formatEvent, globalLogBeginner
-
-    from ourmail.config import load_settings
-    from ourmail.service import assemble
-
-    ap = argparse.ArgumentParser(prog="ourmail-mx-worker")
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--config")
-    ap.add_argument("--hostname", required=True)
-    ap.add_argument("--domain", action="append", default=[])
-    ap.add_argument("--family", choices=["4", "6"], default="4")
-    args = ap.parse_args(argv)
-    observer = FileLogObserver(sys.stdout, lambda event: (formatEvent(event) or "") + "\n")
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
-    settings = load_settings(
-        data=args.data, config=args.config, domains=tuple(args.domain), hostname=args.hostname
-    )
-    parts = assemble(settings, reactor)  # type: ignore[arg-type]
-    parts.queue.files.prepare()
-    family = socket.AF_INET6 if args.family == "6" else socket.AF_INET
-    reactor.adoptStreamPort(SOCKET_FD, family, parts.factory("smtp"))  # type: ignore[attr-defined]
-    os.close(SOCKET_FD)  # adoptStreamPort duplicated it
-    master = os.getppid()
-
-    def master_alive() -> None:
-        if os.getppid() != master:
-            log.info("master gone; stopping")
-            reactor.stop()  # type: ignore[attr-defined]
-
-    LoopingCall(master_alive).start(1.0)
-    log.info("accepting mail on the MX port (pid {pid})", pid=os.getpid())
-    reactor.run()  # type: ignore[attr-defined]
-
-
-if __name__ == "__main__":
-    main()

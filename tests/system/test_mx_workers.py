@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from queuehelp import wait_for
+from rawclient import RawClient
 from twistdhelp import Twistd
 
 from ourmail.auth.accounts import AccountDB
@@ -31,7 +32,7 @@ def worker_pids(master: int) -> list[int]:
                 stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
                 if (
                     int(stat[1]) == master
-                    and "ourmail.smtp.workers" in Path(f"/proc/{entry}/cmdline").read_text()
+                    and "ourmail.mxworker" in Path(f"/proc/{entry}/cmdline").read_text()
                 ):
                     pids.append(int(entry))
     return pids
@@ -80,3 +81,59 @@ def test_two_processes_share_the_mx_port_and_the_store(tmp_path: Path) -> None:
     while alive(worker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(worker)
+
+
+LIMIT = 8
+
+
+def held_by_worker(server: Twistd) -> int:
+    return sum("mx worker 1: ESMTP connection from" in line for line in server.log)
+
+
+def test_connection_limits_count_across_processes(tmp_path: Path) -> None:
+    """A client spreading connections over the master and a worker meets one per-address
+    limit; a worker killed with its sessions open gives them back."""
+    data = tmp_path / "ourmail-data"
+    data.mkdir(mode=0o700)
+    (data / "ourmail.toml").write_text(
+        f'domains = ["example.test"]\n[smtp]\nmx_processes = 2\n'
+        f"[limits]\nmax_connections_per_ip = {LIMIT}\n"
+    )
+    server = Twistd(data)
+    try:
+        wait_for(lambda: any("mx worker 1: accepting mail" in line for line in server.log), 30)
+        port = server.ports["smtp"]
+        for _attempt in range(5):  # until the worker holds some of them (1 in 256 it holds none)
+            before = held_by_worker(server)
+            held = [RawClient(port) for _ in range(LIMIT)]
+            assert all(c.line().startswith(b"220 ") for c in held)
+            in_worker = held_by_worker(server) - before
+            if in_worker:
+                break
+            for c in held:
+                c.close()
+        assert in_worker > 0
+        for _ in range(20):
+            extra = RawClient(port)
+            assert extra.line() == (
+                b"421 4.7.0 mail.example.test too many connections from your address, "
+                b"try again later"
+            )
+            assert extra.closed()
+        refusals = [line for line in server.log if "refused: too many connections" in line]
+        assert any("mx worker 1:" in line for line in refusals)  # both processes refused
+        assert any("mx worker 1:" not in line for line in refusals)
+
+        # kill -9 the worker: the master gives its sessions back, a new worker starts.
+        (worker,) = worker_pids(server.proc.pid)
+        os.kill(worker, signal.SIGKILL)
+        wait_for(lambda: sum("accepting mail" in line for line in server.log) == 2, 30)
+        again = [RawClient(port) for _ in range(in_worker)]
+        assert all(c.line().startswith(b"220 ") for c in again)
+        assert RawClient(port).line().startswith(b"421 ")
+        for c in held + again:
+            c.close()
+        # Closed sessions are given back too (the master counts them down shortly).
+        wait_for(lambda: RawClient(port).line().startswith(b"220 "), 10)
+    finally:
+        server.stop()
