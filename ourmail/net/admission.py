@@ -25,7 +25,7 @@ import collections
 import itertools
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory, Protocol, ServerFactory
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
@@ -87,6 +87,8 @@ class CountsServer(LineOnlyReceiver):
         kind, _, rest = line.decode("ascii", "replace").partition(" ")
         if kind == "A":
             ident, _, client = rest.partition(" ")
+            if not (ident and client):
+                return
             refused = self.counts.admit(client)
             if refused is None:
                 self.held[client] += 1
@@ -139,7 +141,7 @@ class CountsClient(LineOnlyReceiver):
         """Fires with None once the session from ``client`` is counted, or with why it is
         refused."""
         if not self.connected:
-            return Deferred.fromResult(self.local.admit(client))
+            return succeed(self.local.admit(client))
         ident = str(next(self._ids))
         d: Deferred[str | None] = Deferred()
         self._waiting[ident] = (client, d)
