@@ -8,6 +8,7 @@ import signal
 import smtplib
 import threading
 import time
+from email import message_from_bytes
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,44 @@ def test_connection_limits_count_across_processes(tmp_path: Path) -> None:
         wait_for(lambda: RawClient(port).line().startswith(b"220 "), 10)
     finally:
         server.stop()
+
+
+def test_sigterm_stops_the_workers_and_keeps_what_was_acknowledged(tmp_path: Path) -> None:
+    """SIGTERM in the middle of a burst stops master and worker, and every message that got
+    its 250 is in the store."""
+    data = tmp_path / "ourmail-data"
+    data.mkdir(mode=0o700)
+    (data / "ourmail.toml").write_text('domains = ["example.test"]\n[smtp]\nmx_processes = 2\n')
+    AccountDB(data).add_user(USER, hash_password("x" * 12))
+    server = Twistd(data)
+    wait_for(lambda: any("mx worker 1: accepting mail" in line for line in server.log), 30)
+    (worker,) = worker_pids(server.proc.pid)
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def send(first: int) -> None:
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            for n in range(first, first + 1000):
+                if stop.is_set():
+                    return
+                with smtplib.SMTP("127.0.0.1", server.ports["smtp"]) as s:
+                    msg = f"Message-ID: <t{n}@else.test>\r\nSubject: {n}\r\n\r\nx\r\n"
+                    s.sendmail("bob@else.test", [USER], msg.encode())
+                    acknowledged.append(f"<t{n}@else.test>")
+
+    threads = [threading.Thread(target=send, args=(i * 1000,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: len(acknowledged) >= 40, 60)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(30) == -signal.SIGTERM
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not alive(worker)
+    folder = MaildirStore(data).user(USER).folder("INBOX")
+    folder.sync()
+    stored = {message_from_bytes(folder.message(uid).read())["Message-ID"] for uid in folder.uids()}
+    assert set(acknowledged) <= stored
