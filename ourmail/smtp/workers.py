@@ -26,6 +26,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorProcess
 from twisted.internet.protocol import ProcessProtocol
@@ -87,8 +88,9 @@ class MXWorkers(Service):
     def startService(self) -> None:
         super().startService()
         port = self.listener.port
-        if port is None or not hasattr(port, "fileno"):
-            log.warn("smtp.mx_processes needs a TCP listener for smtp; running one process")
+        tcp = port is not None and isinstance(port.getHost(), IPv4Address | IPv6Address)
+        if not (tcp and hasattr(port, "fileno")):
+            log.info("the smtp listener is not TCP: one process accepts mail on it")
             return
         for number in range(1, self.settings.mx_processes):
             self._spawn(number)

@@ -12,6 +12,7 @@ from email import message_from_bytes
 from pathlib import Path
 
 import pytest
+from conftest import running_server
 from queuehelp import wait_for
 from rawclient import RawClient
 from twistdhelp import Twistd
@@ -179,3 +180,13 @@ def test_sigterm_stops_the_workers_and_keeps_what_was_acknowledged(tmp_path: Pat
     folder.sync()
     stored = {message_from_bytes(folder.message(uid).read())["Message-ID"] for uid in folder.uids()}
     assert set(acknowledged) <= stored
+
+
+def test_a_unix_socket_mx_listener_runs_in_one_process(tmp_path: Path) -> None:
+    sock = tmp_path / "mx.sock"
+    with running_server(tmp_path, listen={"smtp": f"unix:{sock}"}, mx_processes=2) as srv:
+        assert worker_pids(os.getpid()) == []
+        client = RawClient(unix=str(sock))
+        assert client.line().startswith(b"220 ")
+        client.close()
+        assert "mx-workers" in [s.name for s in srv.server.service]
