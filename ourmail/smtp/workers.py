@@ -30,6 +30,7 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorProcess
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -136,10 +137,26 @@ class MXWorkers(Service):
             self.reactor.callLater(1.0, self._spawn, number)  # type: ignore[attr-defined]
 
     def stopService(self) -> Deferred[object]:
+        """SIGTERM to every worker; fires once all have ended."""
         super().stopService()
-        ended = []
-        for proto in list(self._workers.values()):
+        workers = list(self._workers.values())
+        for proto in workers:
             if proto.transport is not None:
                 proto.transport.signalProcess("TERM")
-            ended.append(proto.ended)
-        return defer.DeferredList(ended)
+        # A reactor without signal handlers (one in a thread: tests, benchmarks) hears of no
+        # SIGCHLD, and a worker that exits just after closing its pipes stays a zombie: look.
+        reaper = LoopingCall(self._reap, workers)
+        reaper.clock = self.reactor  # type: ignore[assignment]
+        reaper.start(0.1, now=False)
+
+        def stop_reaping(result: object) -> object:
+            reaper.stop()
+            return result
+
+        return defer.DeferredList([proto.ended for proto in workers]).addBoth(stop_reaping)
+
+    @staticmethod
+    def _reap(workers: list[WorkerProtocol]) -> None:
+        for proto in workers:
+            if not proto.ended.called and proto.transport is not None:
+                proto.transport.reapProcess()  # type: ignore[attr-defined]
