@@ -88,8 +88,10 @@ def test_two_processes_share_the_mx_port_and_the_store(tmp_path: Path) -> None:
 LIMIT = 8
 
 
-def held_by_worker(server: Twistd) -> int:
-    return sum("mx worker 1: ESMTP connection from" in line for line in server.log)
+def greeted(server: Twistd, source: str, worker: bool) -> int:
+    """Sessions from ``source`` that the worker (or the master) logged."""
+    lines = [line for line in server.log if f"ESMTP connection from {source}" in line]
+    return sum(("mx worker 1:" in line) == worker for line in lines)
 
 
 def test_connection_limits_count_across_processes(tmp_path: Path) -> None:
@@ -105,38 +107,46 @@ def test_connection_limits_count_across_processes(tmp_path: Path) -> None:
     try:
         wait_for(lambda: any("mx worker 1: accepting mail" in line for line in server.log), 30)
         port = server.ports["smtp"]
-        for _attempt in range(5):  # until the worker holds some of them (1 in 256 it holds none)
-            before = held_by_worker(server)
-            held = [RawClient(port) for _ in range(LIMIT)]
+        # One client address per attempt, until the worker holds some of the sessions (in
+        # about 1 attempt of 256 the master accepts all of them).
+        for n in range(1, 6):
+            source = f"127.0.0.{n}"
+            held = [RawClient(port, source=source) for _ in range(LIMIT)]
             assert all(c.line().startswith(b"220 ") for c in held)
-            in_worker = held_by_worker(server) - before
+            wait_for(  # the worker's log lines come through a pipe
+                lambda s=source: greeted(server, s, True) + greeted(server, s, False) == LIMIT
+            )
+            in_worker = greeted(server, source, True)
             if in_worker:
                 break
-            for c in held:
-                c.close()
         assert in_worker > 0
-        for _ in range(20):
-            extra = RawClient(port)
+
+        def refused(worker: bool) -> bool:
+            lines = [line for line in server.log if f"{source} refused: too many" in line]
+            return any(("mx worker 1:" in line) == worker for line in lines)
+
+        for _ in range(300):  # until both processes have refused some (the kernel picks)
+            extra = RawClient(port, source=source)
             assert extra.line() == (
                 b"421 4.7.0 mail.example.test too many connections from your address, "
                 b"try again later"
             )
             assert extra.closed()
-        refusals = [line for line in server.log if "refused: too many connections" in line]
-        assert any("mx worker 1:" in line for line in refusals)  # both processes refused
-        assert any("mx worker 1:" not in line for line in refusals)
+            if refused(True) and refused(False):
+                break
+        wait_for(lambda: refused(True) and refused(False))  # the worker's lines come late
 
         # kill -9 the worker: the master gives its sessions back, a new worker starts.
         (worker,) = worker_pids(server.proc.pid)
         os.kill(worker, signal.SIGKILL)
         wait_for(lambda: sum("accepting mail" in line for line in server.log) == 2, 30)
-        again = [RawClient(port) for _ in range(in_worker)]
+        again = [RawClient(port, source=source) for _ in range(in_worker)]
         assert all(c.line().startswith(b"220 ") for c in again)
-        assert RawClient(port).line().startswith(b"421 ")
+        assert RawClient(port, source=source).line().startswith(b"421 ")
         for c in held + again:
             c.close()
         # Closed sessions are given back too (the master counts them down shortly).
-        wait_for(lambda: RawClient(port).line().startswith(b"220 "), 10)
+        wait_for(lambda: RawClient(port, source=source).line().startswith(b"220 "), 10)
     finally:
         server.stop()
 
