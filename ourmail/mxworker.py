@@ -32,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from twisted.internet import reactor
 
     ap = argparse.ArgumentParser(prog="ourmail-mx-worker")
+    ap.add_argument("--master", type=int, required=True, help="the main process's pid")
     ap.add_argument("--data", required=True)
     ap.add_argument("--config")
     ap.add_argument("--hostname", required=True)
@@ -58,14 +59,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         SOCKET_FD, family, AdmittingFactory(sessions, counts)
     )
     os.close(SOCKET_FD)  # adoptStreamPort duplicated it
-    master = os.getppid()
 
+    # The pid comes from the master: one killed while this worker was starting has already
+    # made getppid() something else.
     def master_alive() -> None:
-        if os.getppid() != master:
+        if os.getppid() != args.master:
             log.info("master gone; stopping")
             reactor.stop()  # type: ignore[attr-defined]
 
-    LoopingCall(master_alive).start(1.0)
+    reactor.callWhenRunning(LoopingCall(master_alive).start, 1.0)  # type: ignore[attr-defined]
     log.info("accepting mail on the MX port (pid {pid})", pid=os.getpid())
     reactor.run()  # type: ignore[attr-defined]
 

@@ -99,7 +99,8 @@ class MXWorkers(Service):
     def _arguments(self) -> list[str]:
         s = self.settings
         family = "6" if ":" in self.listener.port.getHost().host else "4"
-        args = [sys.executable, "-m", WORKER_MODULE, "--data", str(s.data_dir)]
+        args = [sys.executable, "-m", WORKER_MODULE, "--master", str(os.getpid())]
+        args += ["--data", str(s.data_dir)]
         if s.config_path is not None:
             args += ["--config", str(s.config_path)]
         args += ["--hostname", s.hostname, "--family", family]

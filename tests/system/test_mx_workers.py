@@ -6,6 +6,9 @@ import contextlib
 import os
 import signal
 import smtplib
+import socket
+import subprocess
+import sys
 import threading
 import time
 from email import message_from_bytes
@@ -19,6 +22,8 @@ from twistdhelp import Twistd
 
 from ourmail.auth.accounts import AccountDB
 from ourmail.auth.passwords import hash_password
+from ourmail.config import load_settings
+from ourmail.service import first_start
 from ourmail.store.userstore import MaildirStore
 
 pytestmark = pytest.mark.system
@@ -200,3 +205,31 @@ def test_a_unix_socket_mx_listener_runs_in_one_process(tmp_path: Path) -> None:
         assert client.line().startswith(b"220 ")
         client.close()
         assert "mx-workers" in [s.name for s in srv.server.service]
+
+
+def test_a_worker_whose_master_died_while_it_started_stops(tmp_path: Path) -> None:
+    """A worker still starting when its master was killed is already an orphan when it first
+    looks (its parent pid changed before it could note it): it stops all the same."""
+    data = tmp_path / "ourmail-data"
+    first_start(load_settings(data=str(data), domains=("example.test",)))
+    listening = socket.create_server(("127.0.0.1", 0))
+    ours, theirs = socket.socketpair()
+
+    def inherit() -> None:
+        os.dup2(listening.fileno(), 3)
+        os.dup2(theirs.fileno(), 4)
+
+    gone = subprocess.Popen(["true"])  # a "master" that has already ended
+    gone.wait()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "ourmail.mxworker", "--master", str(gone.pid), "--data",
+         str(data), "--hostname", "mail.example.test", "--domain", "example.test"],
+        preexec_fn=inherit, close_fds=False, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert worker.wait(60) == 0
+    finally:
+        worker.kill()
+        listening.close()
+        ours.close()
+        theirs.close()
