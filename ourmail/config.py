@@ -180,6 +180,15 @@ class QueueSettings:
     relay: RelaySettings = RelaySettings()
 
 
+def default_mx_processes() -> int:
+    """One MX process per CPU core this process may run on (its affinity mask), at most 64."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 64))
+
+
 @attrs.frozen
 class Settings:
     """The validated configuration of one server."""
@@ -199,8 +208,9 @@ class Settings:
     pop3: Pop3Settings = Pop3Settings()
     #: ``[ldap] url``: log users in and find recipients in LDAP too (ourmail/directory/ldap.py).
     ldap_url: str | None = None
-    #: Processes accepting on the MX (``smtp``) port: more use more CPU cores for inbound mail.
-    mx_processes: int = 1
+    #: Processes accepting on the MX (``smtp``) port, by default one per CPU core; 1 means the
+    #: main process only.
+    mx_processes: int = attrs.Factory(default_mx_processes)
     config_path: Path | None = None
 
     @property
@@ -405,7 +415,7 @@ def load_settings(
     if submission.max_messages_per_hour <= 0 or submission.max_recipients_per_hour <= 0:
         raise ConfigError("the [submission] hourly limits must be positive")
     queue = _queue_settings(table.get("queue", {}))
-    mx_processes = table.get("smtp", {}).get("mx_processes", 1)
+    mx_processes = table.get("smtp", {}).get("mx_processes", default_mx_processes())
     if not 1 <= mx_processes <= 64:
         raise ConfigError("'smtp.mx_processes' must be between 1 and 64")
     throttle = _throttle_settings(table.get("auth", {}))
@@ -551,8 +561,8 @@ domains = {domains}
 # data_timeout = 180
 
 [smtp]
-# Processes accepting inbound mail on the smtp (MX) port; up to one per CPU core helps a busy
-# MX.  Limits per client address then apply per process.
+# Processes accepting inbound mail on the smtp (MX) port: by default one per CPU core; 1 keeps
+# everything in one process.  Connection limits count across all of them.
 # mx_processes = 1
 
 [auth]

@@ -101,6 +101,8 @@ def running_server(
     queue = changes.pop("queue", QueueSettings())
     queue = attrs.evolve(queue, dns_servers=(f"127.0.0.1:{dns_zone()[1]}",))
     throttle = changes.pop("auth_throttle", ThrottleSettings(base_delay=0.05))
+    # In-process tests reach into the listeners' factories: no MX workers unless asked for.
+    changes.setdefault("mx_processes", 1)
     settings = attrs.evolve(settings, auth_throttle=throttle, queue=queue, **changes)
 
     def start() -> Server:

@@ -10,17 +10,24 @@ from conftest import client_tls
 
 
 class RawClient:
-    """``port`` on 127.0.0.1, or the unix socket at path ``unix``."""
+    """``port`` on 127.0.0.1 (from the loopback address ``source``, if given), or the unix
+    socket at path ``unix``."""
 
     def __init__(
-        self, port: int = 0, tls: bool = False, timeout: float = 10.0, unix: str | None = None
+        self,
+        port: int = 0,
+        tls: bool = False,
+        timeout: float = 10.0,
+        unix: str | None = None,
+        source: str | None = None,
     ) -> None:
         if unix is not None:
             sock = socket.socket(socket.AF_UNIX)
             sock.settimeout(timeout)
             sock.connect(unix)
         else:
-            sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            origin = None if source is None else (source, 0)
+            sock = socket.create_connection(("127.0.0.1", port), timeout, origin)
         self.sock: socket.socket | ssl.SSLSocket = client_tls().wrap_socket(sock) if tls else sock
         self.buf = b""
         self._deflate: zlib._Compress | None = None

@@ -13,6 +13,9 @@
 * Failures are forgotten after ``window`` seconds without one; a success forgets the client's.
 
 Lockouts are logged (account and address, never a password) by the caller.
+
+One table per server: every login (submission, IMAP, POP3) is checked in the main process.
+The MX worker processes (``[smtp] mx_processes``) offer no AUTH, so they never consult it.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ourmail.config import Limits
+from ourmail.net.admission import ConnectionCounts
 
 
 class LineProtocol(Protocol, TimeoutMixin):
@@ -306,35 +307,33 @@ class _ChunkSender:
 
 class SessionFactory(ServerFactory):
     """Builds one ``protocol(ctx)`` session per connection of a listener, within the
-    connection limits (``max_connections`` in all, ``max_connections_per_ip`` per client)."""
+    connection limits (``max_connections`` in all, ``max_connections_per_ip`` per client),
+    counted by ``counts`` (by default a table of this process; see ourmail/net/admission.py
+    for counts shared by several processes)."""
 
     noisy = False
 
-    def __init__(self, protocol: type[LineProtocol], ctx: Any) -> None:
+    def __init__(self, protocol: type[LineProtocol], ctx: Any, counts: Any = None) -> None:
         self.protocol = protocol  # type: ignore[assignment]
         self.ctx = ctx
-        self.open: dict[str, int] = {}
+        self.counts = ConnectionCounts(ctx.limits) if counts is None else counts
         #: Sessions accepted since the listener started (a figure for logs and tests).
         self.sessions = 0
 
     def buildProtocol(self, addr: Any) -> LineProtocol:
+        client = str(getattr(addr, "host", "local"))
+        return self.session(client, self.counts.admit(client))
+
+    def session(self, client: str, refused: str | None) -> LineProtocol:
+        """A session for ``client``: counted (``refused`` is None) or to be turned away."""
         proto = self.protocol(self.ctx)  # type: ignore[call-arg]
         proto.factory = self
-        client = str(getattr(addr, "host", "local"))
-        limits: Limits = self.ctx.limits
-        if sum(self.open.values()) >= limits.max_connections:
-            proto.refused = "too many connections"
-        elif self.open.get(client, 0) >= limits.max_connections_per_ip:
-            proto.refused = "too many connections from your address"
+        if refused is not None:
+            proto.refused = refused
         else:
-            self.open[client] = self.open.get(client, 0) + 1
             self.sessions += 1
             proto.counted_as = client
         return proto
 
     def session_ended(self, client: str) -> None:
-        left = self.open.get(client, 0) - 1
-        if left > 0:
-            self.open[client] = left
-        else:
-            self.open.pop(client, None)
+        self.counts.release(client)

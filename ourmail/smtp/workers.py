@@ -11,32 +11,40 @@ connections on the very same socket (handed over as file descriptor 3 and adopte
 * Worker output goes to the master's log, each line tagged with the worker's number.
 * A worker that dies is started again after a second; a worker whose master is gone (even after
   kill -9) stops by itself within a second.
-* Per-address connection limits and other in-memory counters apply per process.
+* The connection limits (in all and per client address) are the master's: each worker asks it
+  over a socket pair handed over as descriptor 4 (ourmail/net/admission.py).
+* The worker process itself is ourmail/mxworker.py (it assembles a server the way
+  ourmail/service.py does, which starts these workers).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorProcess
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ourmail.config import Settings
+from ourmail.net.admission import CountsServerFactory
 
 log = Logger()
 
 #: The descriptor the shared listening socket has in a worker.
 SOCKET_FD = 3
+#: The descriptor of a worker's end of its socket pair to the master (connection counts).
+COUNTS_FD = 4
+#: The worker process, run as ``python -m``.
+WORKER_MODULE = "ourmail.mxworker"
 
 
 class WorkerProtocol(ProcessProtocol):
@@ -81,8 +89,9 @@ class MXWorkers(Service):
     def startService(self) -> None:
         super().startService()
         port = self.listener.port
-        if port is None or not hasattr(port, "fileno"):
-            log.warn("smtp.mx_processes needs a TCP listener for smtp; running one process")
+        tcp = port is not None and isinstance(port.getHost(), IPv4Address | IPv6Address)
+        if not (tcp and hasattr(port, "fileno")):
+            log.info("the smtp listener is not TCP: one process accepts mail on it")
             return
         for number in range(1, self.settings.mx_processes):
             self._spawn(number)
@@ -90,7 +99,8 @@ class MXWorkers(Service):
     def _arguments(self) -> list[str]:
         s = self.settings
         family = "6" if ":" in self.listener.port.getHost().host else "4"
-        args = [sys.executable, "-m", "ourmail.smtp.workers", "--data", str(s.data_dir)]
+        args = [sys.executable, "-m", WORKER_MODULE, "--master", str(os.getpid())]
+        args += ["--data", str(s.data_dir)]
         if s.config_path is not None:
             args += ["--config", str(s.config_path)]
         args += ["--hostname", s.hostname, "--family", family]
@@ -103,13 +113,18 @@ class MXWorkers(Service):
             return
         proto = WorkerProtocol(self, number)
         fd = self.listener.port.fileno()
-        self.reactor.spawnProcess(
-            proto,
-            sys.executable,
-            self._arguments(),
-            env=dict(os.environ),
-            childFDs={0: "w", 1: "r", 2: "r", SOCKET_FD: fd},
-        )
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with ours, theirs:
+            self.reactor.adoptStreamConnection(  # type: ignore[attr-defined]
+                ours.fileno(), socket.AF_UNIX, CountsServerFactory(self.listener.factory.counts)
+            )
+            self.reactor.spawnProcess(
+                proto,
+                sys.executable,
+                self._arguments(),
+                env=dict(os.environ),
+                childFDs={0: "w", 1: "r", 2: "r", SOCKET_FD: fd, COUNTS_FD: theirs.fileno()},
+            )
         self._workers[number] = proto
 
     def worker_ended(self, number: int, reason: Failure) -> None:
@@ -123,52 +138,26 @@ class MXWorkers(Service):
             self.reactor.callLater(1.0, self._spawn, number)  # type: ignore[attr-defined]
 
     def stopService(self) -> Deferred[object]:
+        """SIGTERM to every worker; fires once all have ended."""
         super().stopService()
-        ended = []
-        for proto in list(self._workers.values()):
+        workers = list(self._workers.values())
+        for proto in workers:
             if proto.transport is not None:
                 proto.transport.signalProcess("TERM")
-            ended.append(proto.ended)
-        return defer.DeferredList(ended)
+        # A reactor without signal handlers (one in a thread: tests, benchmarks) hears of no
+        # SIGCHLD, and a worker that exits just after closing its pipes stays a zombie: look.
+        reaper = LoopingCall(self._reap, workers)
+        reaper.clock = self.reactor  # type: ignore[assignment]
+        reaper.start(0.1, now=False)
 
+        def stop_reaping(result: object) -> object:
+            reaper.stop()
+            return result
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """A worker process: serve the MX listener on the inherited socket until the master goes."""
-    from twisted.internet import reactor
-    from twisted.internet.task import LoopingCall
-    from twisted.logger import FileLogObserver, formatEvent, globalLogBeginner
+        return defer.DeferredList([proto.ended for proto in workers]).addBoth(stop_reaping)
 
-    from ourmail.config import load_settings
-    from ourmail.service import assemble
-
-    ap = argparse.ArgumentParser(prog="ourmail-mx-worker")
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--config")
-    ap.add_argument("--hostname", required=True)
-    ap.add_argument("--domain", action="append", default=[])
-    ap.add_argument("--family", choices=["4", "6"], default="4")
-    args = ap.parse_args(argv)
-    observer = FileLogObserver(sys.stdout, lambda event: (formatEvent(event) or "") + "\n")
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
-    settings = load_settings(
-        data=args.data, config=args.config, domains=tuple(args.domain), hostname=args.hostname
-    )
-    parts = assemble(settings, reactor)  # type: ignore[arg-type]
-    parts.queue.files.prepare()
-    family = socket.AF_INET6 if args.family == "6" else socket.AF_INET
-    reactor.adoptStreamPort(SOCKET_FD, family, parts.factory("smtp"))  # type: ignore[attr-defined]
-    os.close(SOCKET_FD)  # adoptStreamPort duplicated it
-    master = os.getppid()
-
-    def master_alive() -> None:
-        if os.getppid() != master:
-            log.info("master gone; stopping")
-            reactor.stop()  # type: ignore[attr-defined]
-
-    LoopingCall(master_alive).start(1.0)
-    log.info("accepting mail on the MX port (pid {pid})", pid=os.getpid())
-    reactor.run()  # type: ignore[attr-defined]
-
-
-if __name__ == "__main__":
-    main()
+    @staticmethod
+    def _reap(workers: list[WorkerProtocol]) -> None:
+        for proto in workers:
+            if not proto.ended.called and proto.transport is not None:
+                proto.transport.reapProcess()  # type: ignore[attr-defined]

@@ -1,0 +1,76 @@
+"""An MX worker process (``python -m ourmail.mxworker``), started by ourmail/smtp/workers.py.
+
+It assembles the same parts as the main process (ourmail/service.py) but serves only the MX
+listener, on the socket inherited as descriptor 3, asking the master over descriptor 4 for
+every connection (ourmail/net/admission.py).  It stops on SIGTERM, and by itself within a
+second when its master is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from collections.abc import Sequence
+
+from twisted.internet.protocol import Factory
+from twisted.internet.task import LoopingCall
+from twisted.logger import FileLogObserver, Logger, formatEvent, globalLogBeginner
+
+from ourmail.config import load_settings
+from ourmail.net.admission import AdmittingFactory, CountsClient
+from ourmail.net.lineproto import SessionFactory
+from ourmail.service import assemble
+from ourmail.smtp.workers import COUNTS_FD, SOCKET_FD
+
+log = Logger()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve the MX listener on the inherited socket until the master goes."""
+    from twisted.internet import reactor
+
+    ap = argparse.ArgumentParser(prog="ourmail-mx-worker")
+    ap.add_argument("--master", type=int, required=True, help="the main process's pid")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--config")
+    ap.add_argument("--hostname", required=True)
+    ap.add_argument("--domain", action="append", default=[])
+    ap.add_argument("--family", choices=["4", "6"], default="4")
+    args = ap.parse_args(argv)
+    observer = FileLogObserver(sys.stdout, lambda event: (formatEvent(event) or "") + "\n")
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    settings = load_settings(
+        data=args.data, config=args.config, domains=tuple(args.domain), hostname=args.hostname
+    )
+    parts = assemble(settings, reactor)  # type: ignore[arg-type]
+    parts.queue.files.prepare()
+    counts = CountsClient(settings.limits)
+    reactor.adoptStreamConnection(  # type: ignore[attr-defined]
+        COUNTS_FD, socket.AF_UNIX, Factory.forProtocol(lambda: counts)
+    )
+    os.close(COUNTS_FD)  # adoptStreamConnection duplicated it
+    sessions = parts.factory("smtp")
+    assert isinstance(sessions, SessionFactory)
+    sessions.counts = counts
+    family = socket.AF_INET6 if args.family == "6" else socket.AF_INET
+    reactor.adoptStreamPort(  # type: ignore[attr-defined]
+        SOCKET_FD, family, AdmittingFactory(sessions, counts)
+    )
+    os.close(SOCKET_FD)  # adoptStreamPort duplicated it
+
+    # The pid comes from the master: one killed while this worker was starting has already
+    # made getppid() something else.
+    def master_alive() -> None:
+        if os.getppid() != args.master:
+            log.info("master gone; stopping")
+            reactor.stop()  # type: ignore[attr-defined]
+
+    reactor.callWhenRunning(LoopingCall(master_alive).start, 1.0)  # type: ignore[attr-defined]
+    log.info("accepting mail on the MX port (pid {pid})", pid=os.getpid())
+    reactor.run()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    main()
