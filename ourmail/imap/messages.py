@@ -4,6 +4,7 @@ APPENDUID and COPYUID response codes and UID EXPUNGE."""
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime
 import itertools
@@ -153,29 +154,14 @@ class MessageCommands:
             return None
         return args[1:]
 
-    def _matching(self, args: list[Token]) -> tuple[list[Candidate], bool]:
-        """The messages a search matches, in sequence order, and whether it used MODSEQ."""
+    def _matching(self, args: list[Token]) -> tuple[list[int], bool]:
+        """The UIDs a search matches, ascending (so in sequence order), and whether it used
+        MODSEQ."""
         sel = self._sel()
         search = parse_search(args, len(sel.view), sel.view, sel.saved)
         if search.uses_modseq:
             self.enable_condstore()
-        predicate, allowed = search.predicate, None
-        for field, needle in search.indexed:
-            # Header keys from the store's index; the other keys only on what they let through.
-            hits = sel.folder.search_headers(field, needle)
-            allowed = hits if allowed is None else allowed & hits
-            predicate = search.rest
-        found = []
-        for seq, uid in enumerate(sel.view, 1):
-            if allowed is not None and uid not in allowed:
-                continue
-            try:
-                cand = Candidate(seq, uid in sel.recent, sel.folder.message(uid))
-                if predicate(cand):
-                    found.append(cand)
-            except KeyError:
-                continue  # expunged meanwhile
-        return found, search.uses_modseq
+        return search.matching(sel.folder, sel.view, sel.recent), search.uses_modseq
 
     def do_SEARCH(self, args: list[Token]) -> None:
         """SEARCH, with ESEARCH's RETURN options (RFC 4731) and SEARCHRES's SAVE (RFC 5182);
@@ -195,8 +181,8 @@ class MessageCommands:
         if rest is None:
             return
         found, uses_modseq = self._matching(rest)
-        hits = [c.uid if by_uid else c.seq for c in found]
-        top = max((c.message.modseq for c in found), default=0)
+        hits = found if by_uid else [bisect.bisect_left(sel.view, u) + 1 for u in found]
+        top = max((_modseq_of_uid(sel, u) for u in found), default=0) if uses_modseq else 0
         if returns is not None and saving:
             returns = [r for r in returns if r != "SAVE"]
             sel.saved = _saved(found, returns)
@@ -216,7 +202,13 @@ class MessageCommands:
         rest = self._charset_ok(args[1:], required=True)
         if rest is None:
             return
-        found, _ = self._matching(rest)
+        uids, _ = self._matching(rest)
+        sel = self._sel()
+        found = []
+        for uid in uids:
+            with contextlib.suppress(KeyError):  # expunged meanwhile
+                message = sel.folder.message(uid)
+                found.append(Candidate(sel.seq_of(uid) or 0, uid in sel.recent, message))
         ordered = sortmod.sort(found, criteria)
         self.send("* SORT" + "".join(f" {c.uid if by_uid else c.seq}" for c in ordered))
         self.tagged("OK", f"{self._cmd} completed")
@@ -504,8 +496,12 @@ def _fetch_modifiers(tok: Token) -> tuple[int, bool]:
 
 def _modseq_of(sel: SelectedMailbox, position: int) -> int:
     """A message's MODSEQ; 0 when it was expunged meanwhile (so it never counts as changed)."""
+    return _modseq_of_uid(sel, sel.view[position])
+
+
+def _modseq_of_uid(sel: SelectedMailbox, uid: int) -> int:
     try:
-        return sel.folder.message(sel.view[position]).modseq
+        return sel.folder.message(uid).modseq
     except KeyError:
         return 0
 
@@ -523,12 +519,12 @@ def _search_returns(tok: Token) -> list[str]:
     return options or ["ALL"]
 
 
-def _saved(found: list[Candidate], returns: list[str]) -> set[int]:
+def _saved(found: list[int], returns: list[str]) -> set[int]:
     """RFC 5182 §2.1: what SAVE keeps: only MIN and/or MAX when they are the sole other
-    options, else every message found."""
+    options, else every message found (``found``: UIDs, ascending)."""
     if not found or not returns or {"ALL", "COUNT"} & set(returns):
-        return {c.uid for c in found}
-    return {c.uid for c, want in ((found[0], "MIN"), (found[-1], "MAX")) if want in returns}
+        return set(found)
+    return {uid for uid, want in ((found[0], "MIN"), (found[-1], "MAX")) if want in returns}
 
 
 def _esearch(tag: str, by_uid: bool, returns: list[str], hits: list[int], modseq: int) -> str:

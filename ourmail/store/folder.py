@@ -32,7 +32,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Set
 from pathlib import Path
 from typing import BinaryIO
 
@@ -147,6 +147,8 @@ class MaildirFolder:
         self._offset = 0
         self._inode: int | None = None
         self._keywords: list[str] = []
+        #: info string -> its flags, for the keywords as they are now
+        self._flags_of_info: dict[str, frozenset[str]] = {}
         self._keywords_stamp: tuple[int, int] | None = None
         self._listeners: list[Callable[[], None]] = []
         self._lock_owner: int | None = None
@@ -371,6 +373,7 @@ class MaildirFolder:
             return
         self._keywords_stamp = stamp
         self._keywords = maildir.read_keywords(self.path)
+        self._flags_of_info = {}
 
     def keywords(self) -> list[str]:
         """The keywords defined in this folder."""
@@ -379,7 +382,12 @@ class MaildirFolder:
 
     def flags_of(self, info: str | None) -> frozenset[str]:
         """The flags a Maildir info string stands for (keywords as of the last sync)."""
-        return maildir.flags_from_info(info, self._keywords) if info else frozenset()
+        if not info:
+            return _NO_FLAGS
+        flags = self._flags_of_info.get(info)
+        if flags is None:
+            flags = self._flags_of_info[info] = maildir.flags_from_info(info, self._keywords)
+        return flags
 
     def _info_for(self, flags: Iterable[str]) -> str:
         """Maildir info letters for ``flags``, registering new keywords as needed."""
@@ -396,6 +404,7 @@ class MaildirFolder:
                 if len(self.keywords()) + len(new) > maildir.MAX_KEYWORDS:
                     raise StoreError("too many keywords in this folder")
                 self._keywords += new
+                self._flags_of_info = {}
                 maildir.write_keywords(self.path, self._keywords)
         for flag in wanted:
             if flag in maildir.LETTER_OF:
@@ -423,11 +432,28 @@ class MaildirFolder:
         return self.state.changes_since(modseq)
 
     def first_unseen(self) -> int | None:
-        entries = self.state.entries
-        return next((u for u in self.uids() if "S" not in (entries[u].info or "")), None)
+        seen = self.state.with_letter("S")
+        return next((u for u in self.uids() if u not in seen), None)
 
     def unseen_count(self) -> int:
-        return sum(1 for e in self.state.entries.values() if "S" not in (e.info or ""))
+        return len(self.state.entries) - len(self.state.with_letter("S"))
+
+    def uids_with_flag(self, flag: str) -> Set[int]:
+        """UIDs present whose flags hold ``flag`` (a system flag or keyword), from the index."""
+        flag = maildir.canonical_flag(flag)
+        letter = maildir.LETTER_OF.get(flag)
+        if letter is None and flag in self._keywords:
+            letter = chr(ord("a") + self._keywords.index(flag))
+        return self.state.with_letter(letter) if letter else frozenset()
+
+    def uids_dated(self, start: float | None, end: float | None) -> set[int]:
+        """UIDs present whose internal date is in ``[start, end)`` (None: open), from the
+        index."""
+        return self.state.dated(start, end)
+
+    def uids_sized(self, low: int | None, high: int | None) -> set[int]:
+        """UIDs present whose size is in ``[low, high)`` (None: open), from the index."""
+        return self.state.sized(low, high)
 
     # -- changing -----------------------------------------------------------------------------
 
@@ -617,6 +643,7 @@ class MaildirFolder:
                 log.failure("folder listener failed")
 
 
+_NO_FLAGS: frozenset[str] = frozenset()
 _DIGITS = re.compile(r"(\d+)")
 
 

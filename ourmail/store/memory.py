@@ -118,6 +118,25 @@ class MemoryFolder:
             if needle in msg.summary().headers.get(field, "").lower()
         }
 
+    def uids_with_flag(self, flag: str) -> set[int]:
+        flag = canonical_flag(flag)
+        return {uid for uid, msg in self.messages.items() if flag in msg.flags}
+
+    def uids_dated(self, start: float | None, end: float | None) -> set[int]:
+        return {
+            uid
+            for uid, msg in self.messages.items()
+            if (start is None or msg.internal_date >= start)
+            and (end is None or msg.internal_date < end)
+        }
+
+    def uids_sized(self, low: int | None, high: int | None) -> set[int]:
+        return {
+            uid
+            for uid, msg in self.messages.items()
+            if (low is None or msg.size >= low) and (high is None or msg.size < high)
+        }
+
     def append(
         self, source: MessageSource, flags: Iterable[str] = (), internal_date: float | None = None
     ) -> Deferred[int]:
