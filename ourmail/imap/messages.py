@@ -274,6 +274,10 @@ class MessageCommands:
                 items = [fetchmod.render(a, rendered, flags) for a in atts]
             except KeyError:
                 continue  # expunged by someone else; the EXPUNGE comes later
+            if all(len(item) == 1 for item in items):  # all bytes: nothing to stream
+                joined = b" ".join([item[0] for item in items])  # type: ignore[misc]
+                yield [b"* %d FETCH (%s)\r\n" % (pos + 1, joined)]
+                continue
             pieces: fetchmod.Pieces = [b"* %d FETCH (" % (pos + 1)]
             for n, item in enumerate(items):
                 pieces += [b" "] if n else []

@@ -34,7 +34,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence, Set
 from pathlib import Path
-from typing import BinaryIO
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
@@ -90,10 +89,14 @@ class StoredMessage:
     def path(self) -> Path:
         return self._folder.path / self._entry.sub / self._entry.filename
 
-    def _open(self) -> BinaryIO:
-        """The message file; KeyError if it vanished since the last sync."""
+    def _name(self) -> str:
+        """The file's path as a plain string: pathlib costs more than the ``open`` here."""
+        return f"{self._folder.root}/{self._entry.sub}/{self._entry.filename}"
+
+    def _open(self) -> int:
+        """The message file's descriptor; KeyError if it vanished since the last sync."""
         try:
-            return open(self.path, "rb")
+            return os.open(self._name(), os.O_RDONLY)
         except FileNotFoundError:
             # Renamed by a flag change in another process, or expunged.
             self._folder.sync(force=True)
@@ -102,24 +105,31 @@ class StoredMessage:
                 raise KeyError(self.uid) from None
             self._entry = entry
             try:
-                return open(self.path, "rb")
+                return os.open(self._name(), os.O_RDONLY)
             except FileNotFoundError:
                 raise KeyError(self.uid) from None
 
     def read(self) -> bytes:
         """The message with CRLF line endings; KeyError if it vanished since the last sync."""
-        with self._open() as f:
-            return maildir.to_crlf(f.read())
+        fd = self._open()
+        try:
+            return maildir.to_crlf(_read_all(fd, self.size))
+        finally:
+            os.close(fd)
 
     def buffer(self) -> Buffer:
         """The message with CRLF line endings; a memory map of the file from ``MAP_AT`` bytes
         when the file already has CRLF line endings (it then has exactly ``size`` bytes)."""
         if self.size < MAP_AT:
             return self.read()
-        with self._open() as f:
-            if os.fstat(f.fileno()).st_size != self.size:
-                return maildir.to_crlf(f.read())  # written by another agent with bare LF
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        fd = self._open()
+        try:
+            if os.fstat(fd).st_size != self.size:
+                # written by another agent with bare LF
+                return maildir.to_crlf(_read_all(fd, self.size))
+            return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
 
     def summary(self) -> Summary:
         """ENVELOPE, BODYSTRUCTURE and search headers, from the cache when present."""
@@ -139,6 +149,7 @@ class MaildirFolder:
         self, path: Path, name: str, shard: int | None = None, moving: MovingShards | None = None
     ) -> None:
         self.path = path
+        self.root = str(path)
         self.name = name
         self.shard = shard
         self._moving = moving
@@ -475,7 +486,7 @@ class MaildirFolder:
         wanted = frozenset(maildir.canonical_flag(f) for f in flags) - {"\\Recent"}
         uids = list(uids)
         infos: dict[str | None, str | None] = {}  # old info -> new info (None: unchanged)
-        root = str(self.path)
+        root = self.root
         with self._writing() as lines:
             modseq = self.state.highestmodseq
             for uid in uids:
@@ -658,6 +669,15 @@ def _order(base: str) -> tuple[int, list[str | int], str]:
     middle = rest.split(".", 1)[0]
     parts: list[str | int] = [int(p) if i % 2 else p for i, p in enumerate(_DIGITS.split(middle))]
     return (int(head) if head.isdigit() else 0, parts, base)
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    """The rest of the file ``fd``, read with plain ``read(2)`` calls (a file object costs more
+    than the read of a small message); ``size`` is the expected length, a hint."""
+    parts = [os.read(fd, size + 1)]
+    while parts[-1]:
+        parts.append(os.read(fd, max(size, 65536)))
+    return parts[0] if len(parts) == 2 else b"".join(parts)
 
 
 def _fold_tail(path: Path, offset: int, state: FolderState, size: int | None = None) -> int:
