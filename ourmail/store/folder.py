@@ -365,12 +365,16 @@ class MaildirFolder:
     def _compact(self) -> None:
         """Rewrite the journal as one line per message (lock held, memory current)."""
         s = self.state
+        stamp = self._dir_stamp()
         lines = [journal.header(s.uidvalidity, s.uidnext, s.highestmodseq)]
         lines += [journal.added(s.entries[uid]) for uid in self.uids()]
-        lines += [journal.recent_claimed(s.first_recent), journal.stamped(self._dir_stamp())]
+        lines += [journal.recent_claimed(s.first_recent), journal.stamped(stamp)]
         faults.point("compact")
         write_atomic(self.path / UIDLIST, "".join(lines).encode("utf-8"))
-        self._read_tail()
+        # The new journal is the fold held here: take its place without reading it back.
+        st = os.stat(self.path / UIDLIST)
+        self._inode, self._offset = st.st_ino, st.st_size
+        s.lines, s.stamp = len(lines), stamp
 
     # -- keywords (Dovecot's dovecot-keywords: "<index> <name>", index 0 is letter 'a') --------
 

@@ -115,8 +115,16 @@ def test_index_after_compaction_and_rebuild(
     rng = random.Random(7)
     monkeypatch.setattr(folder_mod, "COMPACT_SLACK", 10)
     fill(inbox, rng, 20)
+    inode = os.stat(inbox.path / "ourmail-uidlist").st_ino
     shuffle_flags(inbox, rng, 20)  # compacts the journal on the way
+    assert os.stat(inbox.path / "ourmail-uidlist").st_ino != inode
     assert_index_agrees(inbox)
+    fresh = MaildirFolder(inbox.path, "INBOX")  # the compacted journal, read back
+    assert fresh.state.entries == inbox.state.entries
+    assert (fresh.uidnext, fresh.highestmodseq) == (inbox.uidnext, inbox.highestmodseq)
+    assert not inbox.sync()  # nothing left to read: the compacted file is what it holds
+    shuffle_flags(inbox, rng, 3)
+    assert fresh.sync() and fresh.state.entries == inbox.state.entries
     (inbox.path / "ourmail-uidlist").write_text("garbage\n")
     rebuilt = MaildirFolder(inbox.path, "INBOX")
     assert len(rebuilt.uids()) == 20
