@@ -114,6 +114,11 @@ class IFolder(Interface):
         ``bcc`` or ``subject``) contains ``needle``, given in lower case, ignoring case
         (RFC 3501 §6.4.4).  A store may answer from an index without opening messages."""
 
+    def filter_contents(uids: Iterable[int], test: Callable[[Buffer], bool]) -> Deferred[set[int]]:
+        """The UIDs among ``uids`` of messages present whose whole content (CRLF line endings,
+        as ``IStoredMessage.buffer`` gives it) passes ``test`` (BODY and TEXT search).  A store
+        may run ``test`` in worker threads: it must only read its argument."""
+
     def uids_with_flag(flag: str) -> AbstractSet[int]:
         """UIDs of the messages holding ``flag`` (a system flag or a keyword); may include
         UIDs expunged since (SEARCH intersects with the UIDs present).  The caller must not

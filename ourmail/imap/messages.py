@@ -154,16 +154,19 @@ class MessageCommands:
             return None
         return args[1:]
 
-    def _matching(self, args: list[Token]) -> tuple[list[int], bool]:
+    @inlineCallbacks
+    def _matching(self, args: list[Token]) -> Deferred[tuple[list[int], bool]]:
         """The UIDs a search matches, ascending (so in sequence order), and whether it used
-        MODSEQ."""
+        MODSEQ; BODY and TEXT are read off the reactor thread."""
         sel = self._sel()
         search = parse_search(args, len(sel.view), sel.view, sel.saved)
         if search.uses_modseq:
             self.enable_condstore()
-        return search.matching(sel.folder, sel.view, sel.recent), search.uses_modseq
+        found = yield search.matching_later(sel.folder, sel.view, sel.recent)
+        return found, search.uses_modseq
 
-    def do_SEARCH(self, args: list[Token]) -> None:
+    @inlineCallbacks
+    def do_SEARCH(self, args: list[Token]) -> Deferred[None]:
         """SEARCH, with ESEARCH's RETURN options (RFC 4731) and SEARCHRES's SAVE (RFC 5182);
         under IMAP4rev2 the answer is always an ESEARCH response (RFC 9051 §6.4.4)."""
         by_uid = self._cmd.startswith("UID")
@@ -180,7 +183,7 @@ class MessageCommands:
         rest = self._charset_ok(args, required=False)
         if rest is None:
             return
-        found, uses_modseq = self._matching(rest)
+        found, uses_modseq = yield self._matching(rest)
         hits = found if by_uid else [bisect.bisect_left(sel.view, u) + 1 for u in found]
         top = max((_modseq_of_uid(sel, u) for u in found), default=0) if uses_modseq else 0
         if returns is not None and saving:
@@ -193,7 +196,8 @@ class MessageCommands:
             self.send("* SEARCH" + "".join(f" {n}" for n in hits) + modseq)
         self.tagged("OK", f"{self._cmd} completed")
 
-    def do_SORT(self, args: list[Token]) -> None:
+    @inlineCallbacks
+    def do_SORT(self, args: list[Token]) -> Deferred[None]:
         """RFC 5256 §3: ``SORT (criteria) charset search-keys``."""
         by_uid = self._cmd.startswith("UID")
         if not args:
@@ -202,7 +206,7 @@ class MessageCommands:
         rest = self._charset_ok(args[1:], required=True)
         if rest is None:
             return
-        uids, _ = self._matching(rest)
+        uids, _ = yield self._matching(rest)
         sel = self._sel()
         found = []
         for uid in uids:

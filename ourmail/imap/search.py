@@ -13,10 +13,11 @@ from __future__ import annotations
 import bisect
 import datetime
 import email.utils
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 
 import attrs
+from twisted.internet.defer import Deferred, inlineCallbacks
 
 from ourmail.imap.content import contains
 from ourmail.imap.sequence import parse_set, resolve_seq, resolve_uid
@@ -112,6 +113,10 @@ class Key:
     def __init__(self, test: Predicate) -> None:
         self.test = test
 
+    def children(self) -> list[Key]:
+        """The keys this one combines."""
+        return []
+
     def select(self, scope: Scope, within: set[int]) -> set[int]:
         found = set()
         for uid in within:
@@ -156,6 +161,9 @@ class _And(Key):
         self.keys = sorted(keys, key=lambda k: k.cost)  # the cheapest narrow the rest
         self.cost = max(k.cost for k in keys)
 
+    def children(self) -> list[Key]:
+        return self.keys
+
     def select(self, scope: Scope, within: set[int]) -> set[int]:
         for key in self.keys:
             if not within:
@@ -170,6 +178,9 @@ class _Or(Key):
         self.a, self.b = (a, b) if a.cost <= b.cost else (b, a)
         self.cost = max(a.cost, b.cost)
 
+    def children(self) -> list[Key]:
+        return [self.a, self.b]
+
     def select(self, scope: Scope, within: set[int]) -> set[int]:
         first = self.a.select(scope, within)
         return first | self.b.select(scope, within - first)
@@ -180,6 +191,9 @@ class _Not(Key):
         super().__init__(lambda c: not inner.test(c))
         self.inner = inner
         self.cost = inner.cost
+
+    def children(self) -> list[Key]:
+        return [self.inner]
 
     def select(self, scope: Scope, within: set[int]) -> set[int]:
         return within - self.inner.select(scope, within)
@@ -212,6 +226,25 @@ class Search:
         """The UIDs of ``view`` that match and are still in ``folder``, ascending."""
         scope = Scope(folder, view, recent)
         return sorted(self.key.select(scope, scope.universe))
+
+    @inlineCallbacks
+    def matching_later(
+        self, folder: IFolder, view: Sequence[int], recent: AbstractSet[int]
+    ) -> Deferred[list[int]]:
+        """:meth:`matching`, with BODY and TEXT tested by the store off the reactor thread
+        (:meth:`IFolder.filter_contents`), on the messages the indexed keys of a top-level
+        conjunction let through."""
+        bodies = list(_bodies(self.key))
+        if bodies:
+            scope = Scope(folder, view, recent)
+            within = scope.universe
+            for key in self.key.keys if isinstance(self.key, _And) else []:
+                if key.cost == 0:
+                    within = key.select(scope, within)
+            for body in bodies:
+                body.found = yield folder.filter_contents(sorted(within), body.holds)
+                body.tested = within
+        return self.matching(folder, view, recent)  # the folder as it is now
 
 
 class _Parser:
@@ -286,7 +319,7 @@ class _Parser:
                 return Key(lambda c: needle in c.header(field).lower())
             return _Costly(lambda c: needle in c.header(field).lower())
         if name in ("BODY", "TEXT"):
-            return _body(self.text().encode("utf-8"), whole=name == "TEXT")
+            return _Body(self.text().encode("utf-8"), whole=name == "TEXT")
         if name in _DATE_KEYS:
             return self._date(name, parse_date(self.next()))
         if name in ("LARGER", "SMALLER"):
@@ -369,15 +402,35 @@ def _header(field: str, needle: str) -> Key:
     )
 
 
-def _body(needle: bytes, whole: bool) -> Key:
+class _Body(_Costly):
     """BODY (after the header) or TEXT (the whole message): ``needle`` anywhere in the stored
-    octets, ignoring ASCII case (RFC 3501 §6.4.4)."""
+    octets, ignoring ASCII case (RFC 3501 §6.4.4).
 
-    def test(c: Candidate) -> bool:
-        data = c.data
-        return contains(data, 0 if whole else body_start(data), len(data), needle)
+    :meth:`Search.matching_later` has the store test the files off the reactor thread first
+    (``found``); without that, each message is read here."""
 
-    return _Costly(test)
+    def __init__(self, needle: bytes, whole: bool) -> None:
+        super().__init__(lambda c: self.holds(c.data))
+        self.needle, self.whole = needle, whole
+        #: The UIDs the store tested, and those of them that matched.
+        self.tested: set[int] = set()
+        self.found: set[int] = set()
+
+    def holds(self, data: Buffer) -> bool:
+        """Whether ``data`` (a whole message) matches; pure, so worker threads may call it."""
+        return contains(data, 0 if self.whole else body_start(data), len(data), self.needle)
+
+    def select(self, scope: Scope, within: set[int]) -> set[int]:
+        untested = within - self.tested  # all, unless the store tested them beforehand
+        return (within & self.found) | super().select(scope, untested)
+
+
+def _bodies(key: Key) -> Iterator[_Body]:
+    """The BODY and TEXT keys in ``key``."""
+    if isinstance(key, _Body):
+        yield key
+    for child in key.children():
+        yield from _bodies(child)
 
 
 def body_start(data: Buffer) -> int:

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence, Set
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -62,6 +63,8 @@ KEYWORDS = maildir.KEYWORDS
 VALIDITY = "ourmail-uidvalidity"
 #: Messages at least this large are memory-mapped for FETCH instead of read.
 MAP_AT = 256 * 1024
+#: Messages one worker-thread job reads for a BODY or TEXT search.
+SCAN_BATCH = 500
 #: Rewrite the journal once it has this many lines more than twice the messages.
 COMPACT_SLACK = 5000
 #: What a commit worker needs to know of the folder: journal inode and offset, uidvalidity,
@@ -124,10 +127,7 @@ class StoredMessage:
             return self.read()
         fd = self._open()
         try:
-            if os.fstat(fd).st_size != self.size:
-                # written by another agent with bare LF
-                return maildir.to_crlf(_read_all(fd, self.size))
-            return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            return _buffer_of(fd, self.size)
         finally:
             os.close(fd)
 
@@ -629,6 +629,30 @@ class MaildirFolder:
                 continue  # expunged meanwhile
         return pairs
 
+    @inlineCallbacks
+    def filter_contents(
+        self, uids: Iterable[int], test: Callable[[Buffer], bool]
+    ) -> Deferred[set[int]]:
+        """The UIDs among ``uids`` whose content (as :meth:`StoredMessage.buffer` gives it)
+        passes ``test``, which runs in worker threads on ``SCAN_BATCH`` files at a time, so
+        the reactor thread never waits for a file.  A file renamed or removed meanwhile is
+        looked for again on the reactor thread, after a sync."""
+        entries = self.state.entries
+        jobs = [
+            (uid, f"{self.root}/{entries[uid].sub}/{entries[uid].filename}", entries[uid].size)
+            for uid in uids
+            if uid in entries
+        ]
+        found: set[int] = set()
+        for at in range(0, len(jobs), SCAN_BATCH):
+            hits, missing = yield deferToThread(_filter_files, jobs[at : at + SCAN_BATCH], test)
+            found.update(hits)
+            for uid in missing:
+                with contextlib.suppress(KeyError):  # expunged: no match
+                    if test(self.message(uid).buffer()):
+                        found.add(uid)
+        return found
+
     def search_headers(self, field: str, needle: str) -> set[int]:
         """UIDs present whose decoded ``field`` contains ``needle`` (lower case), from the
         search file; messages without a summary yet get one first."""
@@ -673,6 +697,35 @@ def _order(base: str) -> tuple[int, list[str | int], str]:
     middle = rest.split(".", 1)[0]
     parts: list[str | int] = [int(p) if i % 2 else p for i, p in enumerate(_DIGITS.split(middle))]
     return (int(head) if head.isdigit() else 0, parts, base)
+
+
+def _filter_files(
+    jobs: list[tuple[int, str, int]], test: Callable[[Buffer], bool]
+) -> tuple[list[int], list[int]]:
+    """Worker thread: of (uid, path, size) jobs, the UIDs whose content passes ``test``, and
+    those whose file was not found."""
+    hits, missing = [], []
+    for uid, path, size in jobs:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            missing.append(uid)
+            continue
+        try:
+            data = _buffer_of(fd, size) if size >= MAP_AT else maildir.to_crlf(_read_all(fd, size))
+        finally:
+            os.close(fd)
+        if test(data):
+            hits.append(uid)
+    return hits, missing
+
+
+def _buffer_of(fd: int, size: int) -> Buffer:
+    """A large message: a memory map of its file when that has CRLF line endings already (it
+    then has exactly ``size`` bytes), else its bytes made CRLF."""
+    if os.fstat(fd).st_size != size:  # written by another agent with bare LF
+        return maildir.to_crlf(_read_all(fd, size))
+    return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
 
 
 def _read_all(fd: int, size: int) -> bytes:

@@ -17,6 +17,7 @@ from zope.interface import implementer
 
 from ourmail.interfaces import (
     BadFolderName,
+    Buffer,
     FlagMode,
     FolderExists,
     IFolder,
@@ -117,6 +118,11 @@ class MemoryFolder:
             for uid, msg in self.messages.items()
             if needle in msg.summary().headers.get(field, "").lower()
         }
+
+    def filter_contents(
+        self, uids: Iterable[int], test: Callable[[Buffer], bool]
+    ) -> Deferred[set[int]]:
+        return succeed({u for u in uids if u in self.messages and test(self.messages[u].data)})
 
     def uids_with_flag(self, flag: str) -> set[int]:
         flag = canonical_flag(flag)

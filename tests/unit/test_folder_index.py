@@ -181,3 +181,27 @@ def test_search_from_the_index_agrees_with_testing_each_message(
         if search.predicate(cand):
             walked.append(uid)
     assert search.matching(inbox, view, recent) == walked
+    # BODY and TEXT read in worker threads (the other keys as before)
+    later = parse_search(tokenize(text.encode(), []), len(view), view)
+    assert on_reactor(later.matching_later, inbox, view, recent) == walked
+
+
+def test_body_search_in_threads_finds_a_file_renamed_meanwhile(
+    inbox: MaildirFolder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fill(inbox, random.Random(1), 12)
+    monkeypatch.setattr(folder_mod, "SCAN_BATCH", 5)  # three batches
+    view = list(inbox.uids())
+    real = folder_mod._filter_files
+
+    def renamed_first(jobs: list[tuple[int, str, int]], test: object) -> object:
+        # another process flags the message after its path was taken
+        uid, path, _ = jobs[0]
+        os.rename(path, path.split(":2,")[0] + ":2,T")
+        return real(jobs, test)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(folder_mod, "_filter_files", renamed_first)
+    search = parse_search(tokenize(b"BODY LINE", []), len(view), view)
+    expected = [u for u in view if b"body line" in inbox.message(u).read()]
+    assert on_reactor(search.matching_later, inbox, view, set()) == expected
+    assert len(expected) > 6
