@@ -231,9 +231,11 @@ class MaildirFolder:
         reloaded = False
         if st.st_ino != self._inode or st.st_size < self._offset:
             self.state, self._offset, self._inode, reloaded = FolderState(), 0, st.st_ino, True
+            self._sorted = None
         if st.st_size == self._offset:
             return reloaded
         before = (self.state.highestmodseq, self.state.uidnext)
+        count = len(self.state.entries)
         try:
             self._offset += _fold_tail(self.path / UIDLIST, self._offset, self.state, st.st_size)
             if not self.state.uidvalidity:
@@ -241,7 +243,8 @@ class MaildirFolder:
         except CorruptJournal as e:
             self._rebuild(str(e))
             return True
-        self._sorted = None
+        if count != len(self.state.entries) or before[1] != self.state.uidnext:
+            self._sorted = None  # messages came or went (flag changes keep the UID list)
         return reloaded or before != (self.state.highestmodseq, self.state.uidnext)
 
     def _rebuild(self, why: str) -> None:
