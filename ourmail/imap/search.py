@@ -196,6 +196,8 @@ class _Not(Key):
         return [self.inner]
 
     def select(self, scope: Scope, within: set[int]) -> set[int]:
+        if isinstance(self.inner, _Indexed):  # one set operation instead of two
+            return within.difference(self.inner.lookup(scope))
         return within - self.inner.select(scope, within)
 
 
