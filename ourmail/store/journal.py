@@ -126,22 +126,22 @@ class FolderState:
                 # from the journal's tail alone (a delivery batch, _commit_prepared) must
                 # still number its changes above it (RFC 7162 §3.1: modseqs only grow).
                 self.highestmodseq = max(self.highestmodseq, modseq)
-                entry = self.entries.get(uid)
-                if entry is not None:
+                known = self.entries.get(uid)
+                if known is not None:
                     info = _info(f[4])
-                    self._letters(uid, entry.info or "", info or "")
-                    entry.sub, entry.info = f[3], info
-                    if modseq > entry.modseq:
-                        entry.modseq = modseq
+                    self._letters(uid, known.info or "", info or "")
+                    known.sub, known.info = f[3], info
+                    if modseq > known.modseq:
+                        known.modseq = modseq
                         self._changed(modseq, uid)
             elif kind == "-":
                 uid, modseq = int(f[1]), int(f[2])
                 self.highestmodseq = max(self.highestmodseq, modseq)
-                entry = self.entries.pop(uid, None)
-                if entry is not None:
-                    self.by_base.pop(entry.base, None)
-                    self.total_size -= entry.size
-                    self._letters(uid, entry.info or "", ())
+                gone = self.entries.pop(uid, None)
+                if gone is not None:
+                    self.by_base.pop(gone.base, None)
+                    self.total_size -= gone.size
+                    self._letters(uid, gone.info or "", ())
                     if self._by_date is not None and self._by_size is not None:
                         self._by_date.stale += 1
                         self._by_size.stale += 1
