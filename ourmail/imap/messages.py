@@ -291,29 +291,33 @@ class MessageCommands:
 
     def _write_fetches(self, responses: Iterator[fetchmod.Pieces]) -> Deferred[None] | None:
         """Write the responses, gathered into writes of ``OUT_CHUNK`` (one TLS record per
-        response would cost more than the response); from the first one with content to
-        stream on, asynchronously."""
+        response would cost more than the response).  Up to the first ``OUT_CHUNK`` or the
+        first content to stream, at once; the rest as the connection drains, so the client
+        reads while later responses are made."""
         out = bytearray()
         for pieces in responses:
-            if len(pieces) > 1:
+            if len(pieces) > 1 or len(out) >= OUT_CHUNK:
                 self.write(bytes(out))
                 return self._stream_fetches(itertools.chain([pieces], responses))
             out += pieces[0]  # type: ignore[operator]
-            if len(out) >= OUT_CHUNK:
-                self.write(bytes(out))
-                out.clear()
         self.tagged("OK", f"{self._cmd} completed", bytes(out))
         return None
 
     @inlineCallbacks
     def _stream_fetches(self, responses: Iterator[fetchmod.Pieces]) -> Deferred[None]:
+        out = bytearray()
         for pieces in responses:
             for piece in pieces:
                 if isinstance(piece, bytes):
-                    self.write(piece)
+                    out += piece
+                    if len(out) >= OUT_CHUNK:
+                        yield self.write_chunks(iter([bytes(out)]))
+                        out.clear()
                 else:
+                    self.write(bytes(out))
+                    out.clear()
                     yield self.write_chunks(piece.chunks())
-        self.tagged("OK", f"{self._cmd} completed")
+        self.tagged("OK", f"{self._cmd} completed", bytes(out))
 
     def do_STORE(self, args: list[Token]) -> None:
         by_uid = self._cmd.startswith("UID")
