@@ -35,6 +35,8 @@ from ourmail.store.maildir import SYSTEM_FLAGS, canonical_flag, to_crlf
 
 #: Untagged responses are gathered into writes of about this size.
 OUT_CHUNK = 64 * 1024
+#: A long FETCH waits for the connection to drain after about this much.
+DRAIN_EVERY = 1024 * 1024
 
 _DATE_TIME_RE = re.compile(
     r"^([ \d]\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)$"
@@ -306,13 +308,20 @@ class MessageCommands:
     @inlineCallbacks
     def _stream_fetches(self, responses: Iterator[fetchmod.Pieces]) -> Deferred[None]:
         out = bytearray()
+        written = 0
         for pieces in responses:
             for piece in pieces:
                 if isinstance(piece, bytes):
                     out += piece
-                    if len(out) >= OUT_CHUNK:
+                    if len(out) < OUT_CHUNK:
+                        continue
+                    written += len(out)
+                    if written < DRAIN_EVERY:
+                        self.write(bytes(out))
+                    else:  # let the connection drain before making more
                         yield self.write_chunks(iter([bytes(out)]))
-                        out.clear()
+                        written = 0
+                    out.clear()
                 else:
                     self.write(bytes(out))
                     out.clear()
