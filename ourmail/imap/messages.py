@@ -195,7 +195,7 @@ class MessageCommands:
             self.send(_esearch(self._tag, by_uid, returns, hits, top if uses_modseq else 0))
         elif returns is None:
             modseq = f" (MODSEQ {top})" if uses_modseq and hits else ""  # RFC 7162 §3.1.5
-            self.send("* SEARCH" + "".join(f" {n}" for n in hits) + modseq)
+            self.send(" ".join(["* SEARCH", *map(str, hits)]) + modseq)
         self.tagged("OK", f"{self._cmd} completed")
 
     @inlineCallbacks
