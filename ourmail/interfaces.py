@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import BinaryIO, Literal
 
 import attrs
@@ -113,6 +114,24 @@ class IFolder(Interface):
         """UIDs of the messages whose decoded header ``field`` (``from``, ``to``, ``cc``,
         ``bcc`` or ``subject``) contains ``needle``, given in lower case, ignoring case
         (RFC 3501 §6.4.4).  A store may answer from an index without opening messages."""
+
+    def filter_contents(uids: Iterable[int], test: Callable[[Buffer], bool]) -> Deferred[set[int]]:
+        """The UIDs among ``uids`` of messages present whose whole content (CRLF line endings,
+        as ``IStoredMessage.buffer`` gives it) passes ``test`` (BODY and TEXT search).  A store
+        may run ``test`` in worker threads: it must only read its argument."""
+
+    def uids_with_flag(flag: str) -> AbstractSet[int]:
+        """UIDs of the messages holding ``flag`` (a system flag or a keyword); may include
+        UIDs expunged since (SEARCH intersects with the UIDs present).  The caller must not
+        change the set.  A store may answer from an index without a pass over the messages."""
+
+    def uids_dated(start: float | None, end: float | None) -> AbstractSet[int]:
+        """UIDs of the messages whose internal date (POSIX seconds) is at least ``start`` and
+        below ``end``; None leaves that end open."""
+
+    def uids_sized(low: int | None, high: int | None) -> AbstractSet[int]:
+        """UIDs of the messages whose size is at least ``low`` and below ``high``; None leaves
+        that end open."""
 
     def append(
         source: MessageSource, flags: Iterable[str] = (), internal_date: float | None = None

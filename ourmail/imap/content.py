@@ -187,7 +187,7 @@ class NoNuls:
 
     def chunks(self) -> Iterator[bytes]:
         for chunk in self.content.chunks():
-            yield chunk.replace(b"\x00", b"\x80")
+            yield chunk.replace(b"\x00", b"\x80") if b"\x00" in chunk else chunk
 
 
 def literal_pieces(content: Content, binary: bool = False) -> list[bytes | Content]:

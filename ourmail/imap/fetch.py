@@ -202,7 +202,7 @@ def render(att: FetchAtt, r: Rendered, flags: frozenset[str]) -> Pieces:
     kind = att.kind
     value: bytes | Pieces
     if kind == "FLAGS":
-        value = flag_list(flags)
+        value = _flag_list(flags)
     elif kind == "UID":
         value = str(msg.uid).encode()
     elif kind == "RFC822.SIZE":
@@ -230,6 +230,20 @@ def render(att: FetchAtt, r: Rendered, flags: frozenset[str]) -> Pieces:
     head = value[0]
     assert isinstance(head, bytes)
     return [att.label + b" " + head, *value[1:]]
+
+
+_FLAG_LISTS: dict[frozenset[str], bytes] = {}
+
+
+def _flag_list(flags: frozenset[str]) -> bytes:
+    """``flag_list``, remembered: a folder has few distinct sets of flags, and a FETCH of
+    FLAGS renders one per message."""
+    found = _FLAG_LISTS.get(flags)
+    if found is None:
+        if len(_FLAG_LISTS) >= 1024:
+            _FLAG_LISTS.clear()
+        found = _FLAG_LISTS[flags] = flag_list(flags)
+    return found
 
 
 def _window(found: Content, att: FetchAtt) -> Content:

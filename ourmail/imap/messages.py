@@ -4,6 +4,7 @@ APPENDUID and COPYUID response codes and UID EXPUNGE."""
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime
 import itertools
@@ -34,6 +35,8 @@ from ourmail.store.maildir import SYSTEM_FLAGS, canonical_flag, to_crlf
 
 #: Untagged responses are gathered into writes of about this size.
 OUT_CHUNK = 64 * 1024
+#: A long FETCH waits for the connection to drain after about this much.
+DRAIN_EVERY = 1024 * 1024
 
 _DATE_TIME_RE = re.compile(
     r"^([ \d]\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)$"
@@ -153,31 +156,19 @@ class MessageCommands:
             return None
         return args[1:]
 
-    def _matching(self, args: list[Token]) -> tuple[list[Candidate], bool]:
-        """The messages a search matches, in sequence order, and whether it used MODSEQ."""
+    @inlineCallbacks
+    def _matching(self, args: list[Token]) -> Deferred[tuple[list[int], bool]]:
+        """The UIDs a search matches, ascending (so in sequence order), and whether it used
+        MODSEQ; BODY and TEXT are read off the reactor thread."""
         sel = self._sel()
         search = parse_search(args, len(sel.view), sel.view, sel.saved)
         if search.uses_modseq:
             self.enable_condstore()
-        predicate, allowed = search.predicate, None
-        for field, needle in search.indexed:
-            # Header keys from the store's index; the other keys only on what they let through.
-            hits = sel.folder.search_headers(field, needle)
-            allowed = hits if allowed is None else allowed & hits
-            predicate = search.rest
-        found = []
-        for seq, uid in enumerate(sel.view, 1):
-            if allowed is not None and uid not in allowed:
-                continue
-            try:
-                cand = Candidate(seq, uid in sel.recent, sel.folder.message(uid))
-                if predicate(cand):
-                    found.append(cand)
-            except KeyError:
-                continue  # expunged meanwhile
+        found = yield search.matching_later(sel.folder, sel.view, sel.recent)
         return found, search.uses_modseq
 
-    def do_SEARCH(self, args: list[Token]) -> None:
+    @inlineCallbacks
+    def do_SEARCH(self, args: list[Token]) -> Deferred[None]:
         """SEARCH, with ESEARCH's RETURN options (RFC 4731) and SEARCHRES's SAVE (RFC 5182);
         under IMAP4rev2 the answer is always an ESEARCH response (RFC 9051 §6.4.4)."""
         by_uid = self._cmd.startswith("UID")
@@ -194,9 +185,9 @@ class MessageCommands:
         rest = self._charset_ok(args, required=False)
         if rest is None:
             return
-        found, uses_modseq = self._matching(rest)
-        hits = [c.uid if by_uid else c.seq for c in found]
-        top = max((c.message.modseq for c in found), default=0)
+        found, uses_modseq = yield self._matching(rest)
+        hits = found if by_uid else [bisect.bisect_left(sel.view, u) + 1 for u in found]
+        top = max((_modseq_of_uid(sel, u) for u in found), default=0) if uses_modseq else 0
         if returns is not None and saving:
             returns = [r for r in returns if r != "SAVE"]
             sel.saved = _saved(found, returns)
@@ -204,10 +195,11 @@ class MessageCommands:
             self.send(_esearch(self._tag, by_uid, returns, hits, top if uses_modseq else 0))
         elif returns is None:
             modseq = f" (MODSEQ {top})" if uses_modseq and hits else ""  # RFC 7162 §3.1.5
-            self.send("* SEARCH" + "".join(f" {n}" for n in hits) + modseq)
+            self.send(" ".join(["* SEARCH", *map(str, hits)]) + modseq)
         self.tagged("OK", f"{self._cmd} completed")
 
-    def do_SORT(self, args: list[Token]) -> None:
+    @inlineCallbacks
+    def do_SORT(self, args: list[Token]) -> Deferred[None]:
         """RFC 5256 §3: ``SORT (criteria) charset search-keys``."""
         by_uid = self._cmd.startswith("UID")
         if not args:
@@ -216,7 +208,13 @@ class MessageCommands:
         rest = self._charset_ok(args[1:], required=True)
         if rest is None:
             return
-        found, _ = self._matching(rest)
+        uids, _ = yield self._matching(rest)
+        sel = self._sel()
+        found = []
+        for uid in uids:
+            with contextlib.suppress(KeyError):  # expunged meanwhile
+                message = sel.folder.message(uid)
+                found.append(Candidate(sel.seq_of(uid) or 0, uid in sel.recent, message))
         ordered = sortmod.sort(found, criteria)
         self.send("* SORT" + "".join(f" {c.uid if by_uid else c.seq}" for c in ordered))
         self.tagged("OK", f"{self._cmd} completed")
@@ -282,6 +280,10 @@ class MessageCommands:
                 items = [fetchmod.render(a, rendered, flags) for a in atts]
             except KeyError:
                 continue  # expunged by someone else; the EXPUNGE comes later
+            if all(len(item) == 1 for item in items):  # all bytes: nothing to stream
+                joined = b" ".join([item[0] for item in items])  # type: ignore[misc]
+                yield [b"* %d FETCH (%s)\r\n" % (pos + 1, joined)]
+                continue
             pieces: fetchmod.Pieces = [b"* %d FETCH (" % (pos + 1)]
             for n, item in enumerate(items):
                 pieces += [b" "] if n else []
@@ -291,29 +293,40 @@ class MessageCommands:
 
     def _write_fetches(self, responses: Iterator[fetchmod.Pieces]) -> Deferred[None] | None:
         """Write the responses, gathered into writes of ``OUT_CHUNK`` (one TLS record per
-        response would cost more than the response); from the first one with content to
-        stream on, asynchronously."""
+        response would cost more than the response).  Up to the first ``OUT_CHUNK`` or the
+        first content to stream, at once; the rest as the connection drains, so the client
+        reads while later responses are made."""
         out = bytearray()
         for pieces in responses:
-            if len(pieces) > 1:
+            if len(pieces) > 1 or len(out) >= OUT_CHUNK:
                 self.write(bytes(out))
                 return self._stream_fetches(itertools.chain([pieces], responses))
             out += pieces[0]  # type: ignore[operator]
-            if len(out) >= OUT_CHUNK:
-                self.write(bytes(out))
-                out.clear()
         self.tagged("OK", f"{self._cmd} completed", bytes(out))
         return None
 
     @inlineCallbacks
     def _stream_fetches(self, responses: Iterator[fetchmod.Pieces]) -> Deferred[None]:
+        out = bytearray()
+        written = 0
         for pieces in responses:
             for piece in pieces:
                 if isinstance(piece, bytes):
-                    self.write(piece)
+                    out += piece
+                    if len(out) < OUT_CHUNK:
+                        continue
+                    written += len(out)
+                    if written < DRAIN_EVERY:
+                        self.write(bytes(out))
+                    else:  # let the connection drain before making more
+                        yield self.write_chunks(iter([bytes(out)]))
+                        written = 0
+                    out.clear()
                 else:
+                    self.write(bytes(out))
+                    out.clear()
                     yield self.write_chunks(piece.chunks())
-        self.tagged("OK", f"{self._cmd} completed")
+        self.tagged("OK", f"{self._cmd} completed", bytes(out))
 
     def do_STORE(self, args: list[Token]) -> None:
         by_uid = self._cmd.startswith("UID")
@@ -504,8 +517,12 @@ def _fetch_modifiers(tok: Token) -> tuple[int, bool]:
 
 def _modseq_of(sel: SelectedMailbox, position: int) -> int:
     """A message's MODSEQ; 0 when it was expunged meanwhile (so it never counts as changed)."""
+    return _modseq_of_uid(sel, sel.view[position])
+
+
+def _modseq_of_uid(sel: SelectedMailbox, uid: int) -> int:
     try:
-        return sel.folder.message(sel.view[position]).modseq
+        return sel.folder.message(uid).modseq
     except KeyError:
         return 0
 
@@ -523,12 +540,12 @@ def _search_returns(tok: Token) -> list[str]:
     return options or ["ALL"]
 
 
-def _saved(found: list[Candidate], returns: list[str]) -> set[int]:
+def _saved(found: list[int], returns: list[str]) -> set[int]:
     """RFC 5182 §2.1: what SAVE keeps: only MIN and/or MAX when they are the sole other
-    options, else every message found."""
+    options, else every message found (``found``: UIDs, ascending)."""
     if not found or not returns or {"ALL", "COUNT"} & set(returns):
-        return {c.uid for c in found}
-    return {c.uid for c, want in ((found[0], "MIN"), (found[-1], "MAX")) if want in returns}
+        return set(found)
+    return {uid for uid, want in ((found[0], "MIN"), (found[-1], "MAX")) if want in returns}
 
 
 def _esearch(tag: str, by_uid: bool, returns: list[str], hits: list[int], modseq: int) -> str:

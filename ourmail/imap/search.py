@@ -1,23 +1,28 @@
 """SEARCH keys (RFC 3501 §6.4.4): parsing into a predicate and matching messages.
 
-Flag, size, UID, sequence and internal-date keys are answered from the store's index, the
-common header keys (FROM, TO, CC, BCC, SUBJECT, SENT*, HEADER Message-ID …) from the stored
-summary; other HEADER keys, BODY and TEXT read the message, BODY and TEXT in chunks from its
-buffer (a memory map when large).
+Flag, keyword, size, UID, sequence and internal-date keys are answered with set operations on
+the store's index (no pass over the messages), FROM/TO/CC/BCC/SUBJECT from its header index;
+SENT* and HEADER on the common fields test each remaining message's stored summary; other
+HEADER keys, BODY and TEXT read the message, BODY and TEXT in chunks from its buffer (a memory
+map when large).  In a conjunction the indexed keys go first, so the keys that test message by
+message see only the messages the index let through.
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime
 import email.utils
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 
 import attrs
+from twisted.internet.defer import Deferred, inlineCallbacks
 
 from ourmail.imap.content import contains
 from ourmail.imap.sequence import parse_set, resolve_seq, resolve_uid
 from ourmail.imap.wire import MONTHS, Atom, ParseError, Token, astring
-from ourmail.interfaces import IStoredMessage
+from ourmail.interfaces import Buffer, IFolder, IStoredMessage
 from ourmail.mime import structure
 from ourmail.mime.summary import SEARCH_HEADERS, header_values
 
@@ -72,20 +77,176 @@ def parse_date(tok: Token) -> datetime.date:
 
 
 Predicate = Callable[[Candidate], bool]
+#: What an indexed key asks of the store: the UIDs it matches (present or not).
+Lookup = Callable[["Scope"], AbstractSet[int]]
+
+
+class Scope:
+    """What a search runs over: the messages of a session's view still present in the folder."""
+
+    def __init__(self, folder: IFolder, view: Sequence[int], recent: AbstractSet[int]) -> None:
+        self.folder, self.view, self.recent = folder, view, recent
+        present = folder.uids()
+        self.universe: set[int] = set(view)
+        if len(present) != len(view) or present != view:
+            self.universe &= set(present)
+
+    def candidate(self, uid: int) -> Candidate | None:
+        """The message as a search key sees it; None if it is gone."""
+        try:
+            message = self.folder.message(uid)
+        except KeyError:
+            return None
+        return Candidate(bisect.bisect_left(self.view, uid) + 1, uid in self.recent, message)
+
+
+class Key:
+    """One search key, or a combination of keys.
+
+    ``test`` decides for one message; :meth:`select` picks the matching UIDs out of a set,
+    which indexed keys do with set operations on the store's index instead of a test per
+    message.  ``cost`` orders the keys of a conjunction: 0 from an index, 1 from the stored
+    summary, 2 reading the message."""
+
+    cost = 1
+
+    def __init__(self, test: Predicate) -> None:
+        self.test = test
+
+    def children(self) -> list[Key]:
+        """The keys this one combines."""
+        return []
+
+    def select(self, scope: Scope, within: set[int]) -> set[int]:
+        found = set()
+        for uid in within:
+            cand = scope.candidate(uid)
+            if cand is not None and self.test(cand):
+                found.add(uid)
+        return found
+
+
+class _Costly(Key):
+    """A key that reads the message (BODY, TEXT, uncommon HEADER fields)."""
+
+    cost = 2
+
+
+class _Indexed(Key):
+    """A key the store answers from its index: ``lookup`` gives the UIDs that match."""
+
+    cost = 0
+
+    def __init__(self, test: Predicate, lookup: Lookup) -> None:
+        super().__init__(test)
+        self.lookup = lookup
+
+    def select(self, scope: Scope, within: set[int]) -> set[int]:
+        return within.intersection(self.lookup(scope))
+
+
+class _All(Key):
+    cost = 0
+
+    def __init__(self) -> None:
+        super().__init__(lambda c: True)
+
+    def select(self, scope: Scope, within: set[int]) -> set[int]:
+        return within
+
+
+class _And(Key):
+    def __init__(self, keys: list[Key]) -> None:
+        super().__init__(lambda c: all(k.test(c) for k in keys))
+        self.keys = sorted(keys, key=lambda k: k.cost)  # the cheapest narrow the rest
+        self.cost = max(k.cost for k in keys)
+
+    def children(self) -> list[Key]:
+        return self.keys
+
+    def select(self, scope: Scope, within: set[int]) -> set[int]:
+        for key in self.keys:
+            if not within:
+                break
+            within = key.select(scope, within)
+        return within
+
+
+class _Or(Key):
+    def __init__(self, a: Key, b: Key) -> None:
+        super().__init__(lambda c: a.test(c) or b.test(c))
+        self.a, self.b = (a, b) if a.cost <= b.cost else (b, a)
+        self.cost = max(a.cost, b.cost)
+
+    def children(self) -> list[Key]:
+        return [self.a, self.b]
+
+    def select(self, scope: Scope, within: set[int]) -> set[int]:
+        first = self.a.select(scope, within)
+        return first | self.b.select(scope, within - first)
+
+
+class _Not(Key):
+    def __init__(self, inner: Key) -> None:
+        super().__init__(lambda c: not inner.test(c))
+        self.inner = inner
+        self.cost = inner.cost
+
+    def children(self) -> list[Key]:
+        return [self.inner]
+
+    def select(self, scope: Scope, within: set[int]) -> set[int]:
+        if isinstance(self.inner, _Indexed):  # one set operation instead of two
+            return within.difference(self.inner.lookup(scope))
+        return within - self.inner.select(scope, within)
+
+
+def _flag(flag: str) -> Key:
+    return _Indexed(lambda c: flag in c.flags, lambda s: s.folder.uids_with_flag(flag))
+
+
+def _recent() -> Key:
+    return _Indexed(lambda c: c.recent, lambda s: s.recent)
+
+
+def _uids(uids: AbstractSet[int]) -> Key:
+    return _Indexed(lambda c: c.uid in uids, lambda s: uids)
 
 
 @attrs.frozen
 class Search:
-    """A parsed search: the predicate, and whether it used MODSEQ (RFC 7162 §3.1.5).
+    """A parsed search: its keys, and whether it used MODSEQ (RFC 7162 §3.1.5)."""
 
-    ``indexed`` are the top-level FROM/TO/CC/BCC/SUBJECT keys as (field, needle) pairs, which a
-    store can answer from an index (:meth:`IFolder.search_headers`); ``rest`` is the predicate
-    of the other top-level keys, to test on the messages the index keys let through."""
-
-    predicate: Predicate
+    key: Key
     uses_modseq: bool
-    indexed: list[tuple[str, str]] = attrs.Factory(list)
-    rest: Predicate = attrs.field(default=lambda c: True)
+
+    def predicate(self, c: Candidate) -> bool:
+        """Whether one message matches (the meaning :meth:`matching` computes in bulk)."""
+        return self.key.test(c)
+
+    def matching(self, folder: IFolder, view: Sequence[int], recent: AbstractSet[int]) -> list[int]:
+        """The UIDs of ``view`` that match and are still in ``folder``, ascending."""
+        scope = Scope(folder, view, recent)
+        return sorted(self.key.select(scope, scope.universe))
+
+    @inlineCallbacks
+    def matching_later(
+        self, folder: IFolder, view: Sequence[int], recent: AbstractSet[int]
+    ) -> Deferred[list[int]]:
+        """:meth:`matching`, with BODY and TEXT tested by the store off the reactor thread
+        (:meth:`IFolder.filter_contents`), on the messages the indexed keys of a top-level
+        conjunction let through."""
+        bodies = list(_bodies(self.key))
+        if bodies:
+            scope = Scope(folder, view, recent)
+            within = scope.universe
+            for key in self.key.keys if isinstance(self.key, _And) else []:
+                if key.cost == 0:
+                    within = key.select(scope, within)
+            for body in bodies:
+                body.found = yield folder.filter_contents(sorted(within), body.holds)
+                body.tested = within
+        return self.matching(folder, view, recent)  # the folder as it is now
 
 
 class _Parser:
@@ -113,15 +274,15 @@ class _Parser:
             raise ParseError("expected a number")
         return int(tok)
 
-    def all(self) -> Predicate:
-        preds = []
+    def all(self) -> Key:
+        keys = []
         while self.pos < len(self.tokens):
-            preds.append(self.key())
-        if not preds:
+            keys.append(self.key())
+        if not keys:
             raise ParseError("empty search")
-        return _and(preds)
+        return keys[0] if len(keys) == 1 else _And(keys)
 
-    def key(self) -> Predicate:
+    def key(self) -> Key:
         self.keys += 1
         if self.keys > MAX_KEYS:
             raise ParseError("search too complex")
@@ -129,58 +290,53 @@ class _Parser:
         if isinstance(tok, list):
             sub = _Parser(tok, self.count, self.uids, self.saved)
             sub.keys = self.keys
-            pred = sub.all()
+            key = sub.all()
             self.keys = sub.keys
             self.uses_modseq |= sub.uses_modseq
-            return pred
+            return key
         if not isinstance(tok, Atom):
             raise ParseError("expected a search key")
-        key = tok.upper()
-        if key == "ALL":
-            return lambda c: True
-        if key in _FLAG_KEYS:
-            flag, want = _FLAG_KEYS[key]
-            return lambda c: (flag in c.flags) == want
-        if key == "NEW":
-            return lambda c: c.recent and "\\Seen" not in c.flags
-        if key == "OLD":
-            return lambda c: not c.recent
-        if key == "RECENT":
-            return lambda c: c.recent
-        if key in ("KEYWORD", "UNKEYWORD"):
+        name = tok.upper()
+        if name == "ALL":
+            return _All()
+        if name in _FLAG_KEYS:
+            flag, want = _FLAG_KEYS[name]
+            return _flag(flag) if want else _Not(_flag(flag))
+        if name == "NEW":
+            return _And([_recent(), _Not(_flag("\\Seen"))])
+        if name == "OLD":
+            return _Not(_recent())
+        if name == "RECENT":
+            return _recent()
+        if name in ("KEYWORD", "UNKEYWORD"):
             word = astring(self.next()).decode("utf-8", "replace")
-            want = key == "KEYWORD"
-            return lambda c: (word in c.flags) == want
-        if key in _HEADER_KEYS:
-            needle = self.text()
-            field = key.lower()
-            return lambda c: needle in c.header(field).lower()
-        if key == "HEADER":
-            name, needle = self.text(), self.text()
+            return _flag(word) if name == "KEYWORD" else _Not(_flag(word))
+        if name in _HEADER_KEYS:
+            return _header(name.lower(), self.text())
+        if name == "HEADER":
+            field, needle = self.text(), self.text()
             if not needle:
-                return lambda c: c.has_header(name)
-            return lambda c: needle in c.header(name).lower()
-        if key in ("BODY", "TEXT"):
-            needle = self.text().encode("utf-8")
-            if key == "BODY":
-                return lambda c: contains(c.data, c.part.body_start, len(c.data), needle)
-            return lambda c: contains(c.data, 0, len(c.data), needle)
-        if key in _DATE_KEYS:
-            return self._date(key, parse_date(self.next()))
-        if key in ("LARGER", "SMALLER"):
+                return Key(lambda c: c.has_header(field))
+            if field in SEARCH_HEADERS:
+                return Key(lambda c: needle in c.header(field).lower())
+            return _Costly(lambda c: needle in c.header(field).lower())
+        if name in ("BODY", "TEXT"):
+            return _Body(self.text().encode("utf-8"), whole=name == "TEXT")
+        if name in _DATE_KEYS:
+            return self._date(name, parse_date(self.next()))
+        if name in ("LARGER", "SMALLER"):
             n = self.number()
-            return (lambda c: c.size > n) if key == "LARGER" else (lambda c: c.size < n)
-        if key == "$":  # RFC 5182 §2.2: the saved result
-            saved = self.saved
-            return lambda c: c.uid in saved
-        if key == "UID":
+            if name == "LARGER":
+                return _Indexed(lambda c: c.size > n, lambda s: s.folder.uids_sized(n + 1, None))
+            return _Indexed(lambda c: c.size < n, lambda s: s.folder.uids_sized(None, n))
+        if name == "$":  # RFC 5182 §2.2: the saved result
+            return _uids(self.saved)
+        if name == "UID":
             text = astring(self.next()).decode("ascii", "replace")
             if text == "$":
-                saved = self.saved
-                return lambda c: c.uid in saved
-            uids = set(resolve_pos_uids(parse_set(text), self.uids))
-            return lambda c: c.uid in uids
-        if key == "MODSEQ":  # RFC 7162 §3.1.5: MODSEQ ["entry-name" entry-type] mod-sequence
+                return _uids(self.saved)
+            return _uids(set(resolve_pos_uids(parse_set(text), self.uids)))
+        if name == "MODSEQ":  # RFC 7162 §3.1.5: MODSEQ ["entry-name" entry-type] mod-sequence
             if isinstance(
                 self.tokens[self.pos : self.pos + 1][0:1] and self.tokens[self.pos], bytes
             ):
@@ -190,49 +346,106 @@ class _Parser:
                     raise ParseError("MODSEQ entry type must be priv, shared or all")
             n = self.number()
             self.uses_modseq = True
-            return lambda c: c.message.modseq >= n
-        if key == "NOT":
-            inner = self.key()
-            return lambda c: not inner(c)
-        if key == "OR":
+            return Key(lambda c: c.message.modseq >= n)
+        if name == "NOT":
+            return _Not(self.key())
+        if name == "OR":
             a, b = self.key(), self.key()
-            return lambda c: a(c) or b(c)
-        if key[:1].isdigit() or key[:1] == "*":
-            seqs = set(resolve_seq(parse_set(key), self.count))
-            return lambda c: c.seq in seqs
-        raise ParseError(f"unknown search key {key[:30]}")
+            return _Or(a, b)
+        if name[:1].isdigit() or name[:1] == "*":
+            seqs = set(resolve_seq(parse_set(name), self.count))
+            uids = self.uids
+            return _Indexed(
+                lambda c: c.seq in seqs, lambda s: {uids[n - 1] for n in seqs if n <= len(uids)}
+            )
+        raise ParseError(f"unknown search key {name[:30]}")
 
-    def _date(self, key: str, day: datetime.date) -> Predicate:
-        op = key.removeprefix("SENT")
+    def _date(self, name: str, day: datetime.date) -> Key:
+        op = name.removeprefix("SENT")
 
-        def date_of(c: Candidate) -> datetime.date | None:
-            if not key.startswith("SENT"):
-                return datetime.datetime.fromtimestamp(c.internal_date, datetime.UTC).date()
-            parsed = email.utils.parsedate_tz(c.header("date"))
-            if parsed is None:
-                return None
-            try:
-                return datetime.date(parsed[0], parsed[1], parsed[2])
-            except ValueError:
-                return None
-
-        def match(c: Candidate) -> bool:
-            d = date_of(c)
+        def on_day(d: datetime.date | None) -> bool:
             if d is None:
                 return False
             return d < day if op == "BEFORE" else (d == day if op == "ON" else d >= day)
 
-        return match
+        if name.startswith("SENT"):
+
+            def sent(c: Candidate) -> bool:
+                parsed = email.utils.parsedate_tz(c.header("date"))
+                if parsed is None:
+                    return False
+                try:
+                    return on_day(datetime.date(parsed[0], parsed[1], parsed[2]))
+                except ValueError:
+                    return False
+
+            return Key(sent)
+        # Internal dates, by their UTC day: [start, end) in POSIX seconds.
+        midnight = datetime.datetime.combine(day, datetime.time(), datetime.UTC).timestamp()
+        start, end = {
+            "BEFORE": (None, midnight),
+            "ON": (midnight, midnight + 86400),
+            "SINCE": (midnight, None),
+        }[op]
+        return _Indexed(
+            lambda c: on_day(datetime.datetime.fromtimestamp(c.internal_date, datetime.UTC).date()),
+            lambda s: s.folder.uids_dated(start, end),
+        )
+
+
+def _header(field: str, needle: str) -> Key:
+    """FROM, TO, CC, BCC, SUBJECT: from the store's header index (an empty needle matches
+    every message)."""
+    if not needle:
+        return _All()
+    return _Indexed(
+        lambda c: needle in c.header(field).lower(),
+        lambda s: s.folder.search_headers(field, needle),
+    )
+
+
+class _Body(_Costly):
+    """BODY (after the header) or TEXT (the whole message): ``needle`` anywhere in the stored
+    octets, ignoring ASCII case (RFC 3501 §6.4.4).
+
+    :meth:`Search.matching_later` has the store test the files off the reactor thread first
+    (``found``); without that, each message is read here."""
+
+    def __init__(self, needle: bytes, whole: bool) -> None:
+        super().__init__(lambda c: self.holds(c.data))
+        self.needle, self.whole = needle, whole
+        #: The UIDs the store tested, and those of them that matched.
+        self.tested: set[int] = set()
+        self.found: set[int] = set()
+
+    def holds(self, data: Buffer) -> bool:
+        """Whether ``data`` (a whole message) matches; pure, so worker threads may call it."""
+        return contains(data, 0 if self.whole else body_start(data), len(data), self.needle)
+
+    def select(self, scope: Scope, within: set[int]) -> set[int]:
+        untested = within - self.tested  # all, unless the store tested them beforehand
+        return (within & self.found) | super().select(scope, untested)
+
+
+def _bodies(key: Key) -> Iterator[_Body]:
+    """The BODY and TEXT keys in ``key``."""
+    if isinstance(key, _Body):
+        yield key
+    for child in key.children():
+        yield from _bodies(child)
+
+
+def body_start(data: Buffer) -> int:
+    """Where a message's body begins: after the first empty line (as
+    :func:`ourmail.mime.structure.parse` finds it, without parsing the header fields)."""
+    if data[:2] == b"\r\n":
+        return 2
+    sep = data.find(b"\r\n\r\n")
+    return len(data) if sep < 0 else sep + 4
 
 
 def resolve_pos_uids(ranges: list[tuple[int | None, int | None]], uids: Sequence[int]) -> list[int]:
     return [uids[i] for i in resolve_uid(ranges, uids)]
-
-
-def _and(preds: list[Predicate]) -> Predicate:
-    if len(preds) == 1:
-        return preds[0]
-    return lambda c: all(p(c) for p in preds)
 
 
 def parse_search(
@@ -241,19 +454,5 @@ def parse_search(
     """The search keys in ``tokens`` (after any CHARSET, which the caller takes); ``saved``
     is the SEARCHRES result that ``$`` stands for (RFC 5182)."""
     parser = _Parser(tokens, count, uids, set() if saved is None else saved)
-    keys: list[Predicate] = []
-    indexed: list[tuple[str, str]] = []
-    rest: list[Predicate] = []
-    while parser.pos < len(tokens):
-        head = tokens[parser.pos]
-        pred = parser.key()
-        keys.append(pred)
-        if isinstance(head, Atom) and head.upper() in _HEADER_KEYS:
-            needle = astring(tokens[parser.pos - 1]).decode("utf-8", "replace").lower()
-            if needle:
-                indexed.append((head.lower(), needle))
-                continue
-        rest.append(pred)
-    if not keys:
-        raise ParseError("empty search")
-    return Search(_and(keys), parser.uses_modseq, indexed, _and(rest) if rest else lambda c: True)
+    key = parser.all()
+    return Search(key, parser.uses_modseq)

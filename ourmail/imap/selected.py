@@ -57,7 +57,10 @@ class SelectedMailbox:
             return []
         current = folder.uids()
         changed = folder.changes_since(self._modseq)
-        candidates = sorted(set(self.view) | set(current) if changed is None else set(changed))
+        if changed is not None and self._all_own(changed, folder.highestmodseq):
+            candidates = []  # a bulk STORE of this session's own: nothing to tell
+        else:
+            candidates = sorted(set(self.view) | set(current) if changed is None else set(changed))
 
         def present(uid: int) -> bool:
             i = bisect.bisect_left(current, uid)
@@ -89,6 +92,16 @@ class SelectedMailbox:
             self._modseq = folder.highestmodseq
             self._own.clear()
         return out
+
+    def _all_own(self, changed: list[int], top: int) -> bool:
+        """Whether ``changed`` (one UID per change) is exactly the changes this session made
+        and reported itself: one each, the last of them the folder's highest modseq."""
+        own = self._own
+        return (
+            len(changed) == len(own)
+            and max(own.values(), default=0) == top
+            and own.keys() == set(changed)
+        )
 
     def forget(self, uids: list[int]) -> list[bytes]:
         """Drop expunged UIDs from the view; the EXPUNGE responses, in RFC 3501 §7.4.1 order,

@@ -32,11 +32,11 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Set
 from pathlib import Path
-from typing import BinaryIO
 
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -63,6 +63,8 @@ KEYWORDS = maildir.KEYWORDS
 VALIDITY = "ourmail-uidvalidity"
 #: Messages at least this large are memory-mapped for FETCH instead of read.
 MAP_AT = 256 * 1024
+#: Messages one worker-thread job reads for a BODY or TEXT search.
+SCAN_BATCH = 500
 #: Rewrite the journal once it has this many lines more than twice the messages.
 COMPACT_SLACK = 5000
 #: What a commit worker needs to know of the folder: journal inode and offset, uidvalidity,
@@ -90,10 +92,14 @@ class StoredMessage:
     def path(self) -> Path:
         return self._folder.path / self._entry.sub / self._entry.filename
 
-    def _open(self) -> BinaryIO:
-        """The message file; KeyError if it vanished since the last sync."""
+    def _name(self) -> str:
+        """The file's path as a plain string: pathlib costs more than the ``open`` here."""
+        return f"{self._folder.root}/{self._entry.sub}/{self._entry.filename}"
+
+    def _open(self) -> int:
+        """The message file's descriptor; KeyError if it vanished since the last sync."""
         try:
-            return open(self.path, "rb")
+            return os.open(self._name(), os.O_RDONLY)
         except FileNotFoundError:
             # Renamed by a flag change in another process, or expunged.
             self._folder.sync(force=True)
@@ -102,24 +108,28 @@ class StoredMessage:
                 raise KeyError(self.uid) from None
             self._entry = entry
             try:
-                return open(self.path, "rb")
+                return os.open(self._name(), os.O_RDONLY)
             except FileNotFoundError:
                 raise KeyError(self.uid) from None
 
     def read(self) -> bytes:
         """The message with CRLF line endings; KeyError if it vanished since the last sync."""
-        with self._open() as f:
-            return maildir.to_crlf(f.read())
+        fd = self._open()
+        try:
+            return maildir.to_crlf(_read_all(fd, self.size))
+        finally:
+            os.close(fd)
 
     def buffer(self) -> Buffer:
         """The message with CRLF line endings; a memory map of the file from ``MAP_AT`` bytes
         when the file already has CRLF line endings (it then has exactly ``size`` bytes)."""
         if self.size < MAP_AT:
             return self.read()
-        with self._open() as f:
-            if os.fstat(f.fileno()).st_size != self.size:
-                return maildir.to_crlf(f.read())  # written by another agent with bare LF
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        fd = self._open()
+        try:
+            return _buffer_of(fd, self.size)
+        finally:
+            os.close(fd)
 
     def summary(self) -> Summary:
         """ENVELOPE, BODYSTRUCTURE and search headers, from the cache when present."""
@@ -139,6 +149,7 @@ class MaildirFolder:
         self, path: Path, name: str, shard: int | None = None, moving: MovingShards | None = None
     ) -> None:
         self.path = path
+        self.root = str(path)
         self.name = name
         self.shard = shard
         self._moving = moving
@@ -147,6 +158,8 @@ class MaildirFolder:
         self._offset = 0
         self._inode: int | None = None
         self._keywords: list[str] = []
+        #: info string -> its flags, for the keywords as they are now
+        self._flags_of_info: dict[str, frozenset[str]] = {}
         self._keywords_stamp: tuple[int, int] | None = None
         self._listeners: list[Callable[[], None]] = []
         self._lock_owner: int | None = None
@@ -218,9 +231,11 @@ class MaildirFolder:
         reloaded = False
         if st.st_ino != self._inode or st.st_size < self._offset:
             self.state, self._offset, self._inode, reloaded = FolderState(), 0, st.st_ino, True
+            self._sorted = None
         if st.st_size == self._offset:
             return reloaded
         before = (self.state.highestmodseq, self.state.uidnext)
+        count = len(self.state.entries)
         try:
             self._offset += _fold_tail(self.path / UIDLIST, self._offset, self.state, st.st_size)
             if not self.state.uidvalidity:
@@ -228,7 +243,8 @@ class MaildirFolder:
         except CorruptJournal as e:
             self._rebuild(str(e))
             return True
-        self._sorted = None
+        if count != len(self.state.entries) or before[1] != self.state.uidnext:
+            self._sorted = None  # messages came or went (flag changes keep the UID list)
         return reloaded or before != (self.state.highestmodseq, self.state.uidnext)
 
     def _rebuild(self, why: str) -> None:
@@ -352,12 +368,16 @@ class MaildirFolder:
     def _compact(self) -> None:
         """Rewrite the journal as one line per message (lock held, memory current)."""
         s = self.state
+        stamp = self._dir_stamp()
         lines = [journal.header(s.uidvalidity, s.uidnext, s.highestmodseq)]
         lines += [journal.added(s.entries[uid]) for uid in self.uids()]
-        lines += [journal.recent_claimed(s.first_recent), journal.stamped(self._dir_stamp())]
+        lines += [journal.recent_claimed(s.first_recent), journal.stamped(stamp)]
         faults.point("compact")
         write_atomic(self.path / UIDLIST, "".join(lines).encode("utf-8"))
-        self._read_tail()
+        # The new journal is the fold held here: take its place without reading it back.
+        st = os.stat(self.path / UIDLIST)
+        self._inode, self._offset = st.st_ino, st.st_size
+        s.lines, s.stamp = len(lines), stamp
 
     # -- keywords (Dovecot's dovecot-keywords: "<index> <name>", index 0 is letter 'a') --------
 
@@ -371,6 +391,7 @@ class MaildirFolder:
             return
         self._keywords_stamp = stamp
         self._keywords = maildir.read_keywords(self.path)
+        self._flags_of_info = {}
 
     def keywords(self) -> list[str]:
         """The keywords defined in this folder."""
@@ -379,7 +400,12 @@ class MaildirFolder:
 
     def flags_of(self, info: str | None) -> frozenset[str]:
         """The flags a Maildir info string stands for (keywords as of the last sync)."""
-        return maildir.flags_from_info(info, self._keywords) if info else frozenset()
+        if not info:
+            return _NO_FLAGS
+        flags = self._flags_of_info.get(info)
+        if flags is None:
+            flags = self._flags_of_info[info] = maildir.flags_from_info(info, self._keywords)
+        return flags
 
     def _info_for(self, flags: Iterable[str]) -> str:
         """Maildir info letters for ``flags``, registering new keywords as needed."""
@@ -396,6 +422,7 @@ class MaildirFolder:
                 if len(self.keywords()) + len(new) > maildir.MAX_KEYWORDS:
                     raise StoreError("too many keywords in this folder")
                 self._keywords += new
+                self._flags_of_info = {}
                 maildir.write_keywords(self.path, self._keywords)
         for flag in wanted:
             if flag in maildir.LETTER_OF:
@@ -423,11 +450,28 @@ class MaildirFolder:
         return self.state.changes_since(modseq)
 
     def first_unseen(self) -> int | None:
-        entries = self.state.entries
-        return next((u for u in self.uids() if "S" not in (entries[u].info or "")), None)
+        seen = self.state.with_letter("S")
+        return next((u for u in self.uids() if u not in seen), None)
 
     def unseen_count(self) -> int:
-        return sum(1 for e in self.state.entries.values() if "S" not in (e.info or ""))
+        return len(self.state.entries) - len(self.state.with_letter("S"))
+
+    def uids_with_flag(self, flag: str) -> Set[int]:
+        """UIDs present whose flags hold ``flag`` (a system flag or keyword), from the index."""
+        flag = maildir.canonical_flag(flag)
+        letter = maildir.LETTER_OF.get(flag)
+        if letter is None and flag in self._keywords:
+            letter = chr(ord("a") + self._keywords.index(flag))
+        return self.state.with_letter(letter) if letter else frozenset()
+
+    def uids_dated(self, start: float | None, end: float | None) -> set[int]:
+        """UIDs present whose internal date is in ``[start, end)`` (None: open), from the
+        index."""
+        return self.state.dated(start, end)
+
+    def uids_sized(self, low: int | None, high: int | None) -> set[int]:
+        """UIDs present whose size is in ``[low, high)`` (None: open), from the index."""
+        return self.state.sized(low, high)
 
     # -- changing -----------------------------------------------------------------------------
 
@@ -449,7 +493,7 @@ class MaildirFolder:
         wanted = frozenset(maildir.canonical_flag(f) for f in flags) - {"\\Recent"}
         uids = list(uids)
         infos: dict[str | None, str | None] = {}  # old info -> new info (None: unchanged)
-        root = str(self.path)
+        root = self.root
         with self._writing() as lines:
             modseq = self.state.highestmodseq
             for uid in uids:
@@ -588,6 +632,30 @@ class MaildirFolder:
                 continue  # expunged meanwhile
         return pairs
 
+    @inlineCallbacks
+    def filter_contents(
+        self, uids: Iterable[int], test: Callable[[Buffer], bool]
+    ) -> Deferred[set[int]]:
+        """The UIDs among ``uids`` whose content (as :meth:`StoredMessage.buffer` gives it)
+        passes ``test``, which runs in worker threads on ``SCAN_BATCH`` files at a time, so
+        the reactor thread never waits for a file.  A file renamed or removed meanwhile is
+        looked for again on the reactor thread, after a sync."""
+        entries = self.state.entries
+        jobs = [
+            (uid, f"{self.root}/{entries[uid].sub}/{entries[uid].filename}", entries[uid].size)
+            for uid in uids
+            if uid in entries
+        ]
+        found: set[int] = set()
+        for at in range(0, len(jobs), SCAN_BATCH):
+            hits, missing = yield deferToThread(_filter_files, jobs[at : at + SCAN_BATCH], test)
+            found.update(hits)
+            for uid in missing:
+                with contextlib.suppress(KeyError):  # expunged: no match
+                    if test(self.message(uid).buffer()):
+                        found.add(uid)
+        return found
+
     def search_headers(self, field: str, needle: str) -> set[int]:
         """UIDs present whose decoded ``field`` contains ``needle`` (lower case), from the
         search file; messages without a summary yet get one first."""
@@ -617,6 +685,7 @@ class MaildirFolder:
                 log.failure("folder listener failed")
 
 
+_NO_FLAGS: frozenset[str] = frozenset()
 _DIGITS = re.compile(r"(\d+)")
 
 
@@ -631,6 +700,44 @@ def _order(base: str) -> tuple[int, list[str | int], str]:
     middle = rest.split(".", 1)[0]
     parts: list[str | int] = [int(p) if i % 2 else p for i, p in enumerate(_DIGITS.split(middle))]
     return (int(head) if head.isdigit() else 0, parts, base)
+
+
+def _filter_files(
+    jobs: list[tuple[int, str, int]], test: Callable[[Buffer], bool]
+) -> tuple[list[int], list[int]]:
+    """Worker thread: of (uid, path, size) jobs, the UIDs whose content passes ``test``, and
+    those whose file was not found."""
+    hits, missing = [], []
+    for uid, path, size in jobs:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            missing.append(uid)
+            continue
+        try:
+            data = _buffer_of(fd, size) if size >= MAP_AT else maildir.to_crlf(_read_all(fd, size))
+        finally:
+            os.close(fd)
+        if test(data):
+            hits.append(uid)
+    return hits, missing
+
+
+def _buffer_of(fd: int, size: int) -> Buffer:
+    """A large message: a memory map of its file when that has CRLF line endings already (it
+    then has exactly ``size`` bytes), else its bytes made CRLF."""
+    if os.fstat(fd).st_size != size:  # written by another agent with bare LF
+        return maildir.to_crlf(_read_all(fd, size))
+    return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    """The rest of the file ``fd``, read with plain ``read(2)`` calls (a file object costs more
+    than the read of a small message); ``size`` is the expected length, a hint."""
+    parts = [os.read(fd, size + 1)]
+    while parts[-1]:
+        parts.append(os.read(fd, max(size, 65536)))
+    return parts[0] if len(parts) == 2 else b"".join(parts)
 
 
 def _fold_tail(path: Path, offset: int, state: FolderState, size: int | None = None) -> int:

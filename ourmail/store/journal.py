@@ -16,11 +16,16 @@ modification times differ from the last ``S`` line knows that something other th
 (mutt, Dovecot, a delivery agent) changed the folder and reconciles with a directory scan.
 The journal is a cache: when missing or corrupt it is rebuilt from the Maildir with a new, larger
 UIDVALIDITY (RFC 3501 §2.3.1.1).
+
+The fold also keeps the indexes SEARCH answers from without a pass over the messages: the UIDs
+holding each info letter (a flag or keyword), kept as each line is applied, and the UIDs in
+internal-date and size order, sorted when first asked for after a change.
 """
 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable, Set
 
 import attrs
 
@@ -72,6 +77,11 @@ class FolderState:
     last_added: int = 0
     #: Sum of the sizes of the messages present (for quota).
     total_size: int = 0
+    #: Info letter (``S``, ``F``, ``a`` …) -> the UIDs whose file names carry it.
+    by_letter: dict[str, set[int]] = attrs.Factory(dict)
+    #: The UIDs in internal-date and in size order; None until first asked for.
+    _by_date: _Ordered | None = None
+    _by_size: _Ordered | None = None
 
     def _changed(self, modseq: int, uid: int) -> None:
         self.highestmodseq = max(self.highestmodseq, modseq)
@@ -104,6 +114,10 @@ class FolderState:
                 self.entries[uid] = entry
                 self.by_base[entry.base] = uid
                 self.total_size += entry.size
+                self._letters(uid, (), entry.info or "")
+                if self._by_date is not None and self._by_size is not None:
+                    self._by_date.insert(entry.date, uid)
+                    self._by_size.insert(entry.size, uid)
                 self.uidnext = max(self.uidnext, uid + 1)
                 self._changed(modseq, uid)
             elif kind == "F":
@@ -112,19 +126,25 @@ class FolderState:
                 # from the journal's tail alone (a delivery batch, _commit_prepared) must
                 # still number its changes above it (RFC 7162 §3.1: modseqs only grow).
                 self.highestmodseq = max(self.highestmodseq, modseq)
-                entry = self.entries.get(uid)
-                if entry is not None:
-                    entry.sub, entry.info = f[3], _info(f[4])
-                    if modseq > entry.modseq:
-                        entry.modseq = modseq
+                known = self.entries.get(uid)
+                if known is not None:
+                    info = _info(f[4])
+                    self._letters(uid, known.info or "", info or "")
+                    known.sub, known.info = f[3], info
+                    if modseq > known.modseq:
+                        known.modseq = modseq
                         self._changed(modseq, uid)
             elif kind == "-":
                 uid, modseq = int(f[1]), int(f[2])
                 self.highestmodseq = max(self.highestmodseq, modseq)
-                entry = self.entries.pop(uid, None)
-                if entry is not None:
-                    self.by_base.pop(entry.base, None)
-                    self.total_size -= entry.size
+                gone = self.entries.pop(uid, None)
+                if gone is not None:
+                    self.by_base.pop(gone.base, None)
+                    self.total_size -= gone.size
+                    self._letters(uid, gone.info or "", ())
+                    if self._by_date is not None and self._by_size is not None:
+                        self._by_date.stale += 1
+                        self._by_size.stale += 1
                     self._changed(modseq, uid)
             elif kind == "R":
                 self.first_recent = max(self.first_recent, int(f[1]))
@@ -135,12 +155,70 @@ class FolderState:
         except (IndexError, ValueError, KeyError) as e:
             raise CorruptJournal(f"bad journal line {line[:60]!r}") from e
 
+    def _letters(self, uid: int, old: Iterable[str], new: Iterable[str]) -> None:
+        """Move ``uid`` from the letter sets of its ``old`` info to those of ``new``."""
+        for ch in old:
+            self.by_letter[ch].discard(uid)
+        for ch in new:
+            self.by_letter.setdefault(ch, set()).add(uid)
+
+    def with_letter(self, letter: str) -> set[int]:
+        """The UIDs whose info carries ``letter`` (the caller must not change the set)."""
+        return self.by_letter.get(letter, _EMPTY)
+
+    def _ordered(self) -> tuple[_Ordered, _Ordered]:
+        """The date and size orders, sorted afresh when first asked for or when many of their
+        UIDs have been expunged."""
+        if (
+            self._by_date is None
+            or self._by_size is None
+            or self._by_date.stale > max(1000, len(self.entries) // 4)
+        ):
+            self._by_date = _Ordered([(e.date, u) for u, e in self.entries.items()])
+            self._by_size = _Ordered([(e.size, u) for u, e in self.entries.items()])
+        return self._by_date, self._by_size
+
+    def dated(self, start: float | None, end: float | None) -> set[int]:
+        """UIDs present with ``start <= internal date < end`` (an open end when None)."""
+        return self._ordered()[0].between(start, end, self.entries.keys())
+
+    def sized(self, low: int | None, high: int | None) -> set[int]:
+        """UIDs present with ``low <= size < high`` (an open end when None)."""
+        return self._ordered()[1].between(low, high, self.entries.keys())
+
     def changes_since(self, modseq: int) -> list[int] | None:
         """UIDs changed, added or expunged after ``modseq``; None if that is too far back."""
         if modseq < self.changes_floor:
             return None
         i = bisect.bisect_right(self.changes, (modseq, 1 << 62))
         return [uid for _, uid in self.changes[i:]]
+
+
+_EMPTY: set[int] = set()
+
+
+class _Ordered:
+    """UIDs ordered by a number (internal date, size), for range look-ups by bisection.
+
+    Expunged UIDs stay until the next re-sort (``stale`` counts them); look-ups leave them out.
+    """
+
+    def __init__(self, pairs: list[tuple[float, int]]) -> None:
+        pairs.sort()
+        self.keys = [k for k, _ in pairs]
+        self.uids = [u for _, u in pairs]
+        self.stale = 0
+
+    def insert(self, key: float, uid: int) -> None:
+        i = bisect.bisect_right(self.keys, key)
+        self.keys.insert(i, key)
+        self.uids.insert(i, uid)
+
+    def between(self, low: float | None, high: float | None, present: Set[int]) -> set[int]:
+        lo = 0 if low is None else bisect.bisect_left(self.keys, low)
+        hi = len(self.keys) if high is None else bisect.bisect_left(self.keys, high)
+        found = set(self.uids[lo:hi])
+        return found & present if self.stale else found
 
 
 def _info(field: str) -> str | None:

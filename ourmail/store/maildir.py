@@ -108,7 +108,8 @@ def size_from_base(base: str) -> int | None:
 
 def to_crlf(data: bytes) -> bytes:
     """Normalise bare LF and bare CR line endings to CRLF (RFC 5322 §2.3)."""
-    if b"\n" not in data.replace(b"\r\n", b"") and b"\r" not in data.replace(b"\r\n", b""):
+    pairs = data.count(b"\r\n")
+    if data.count(b"\n") == pairs and data.count(b"\r") == pairs:  # counted, not copied
         return data
     return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 

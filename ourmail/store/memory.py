@@ -17,6 +17,7 @@ from zope.interface import implementer
 
 from ourmail.interfaces import (
     BadFolderName,
+    Buffer,
     FlagMode,
     FolderExists,
     IFolder,
@@ -116,6 +117,30 @@ class MemoryFolder:
             uid
             for uid, msg in self.messages.items()
             if needle in msg.summary().headers.get(field, "").lower()
+        }
+
+    def filter_contents(
+        self, uids: Iterable[int], test: Callable[[Buffer], bool]
+    ) -> Deferred[set[int]]:
+        return succeed({u for u in uids if u in self.messages and test(self.messages[u].data)})
+
+    def uids_with_flag(self, flag: str) -> set[int]:
+        flag = canonical_flag(flag)
+        return {uid for uid, msg in self.messages.items() if flag in msg.flags}
+
+    def uids_dated(self, start: float | None, end: float | None) -> set[int]:
+        return {
+            uid
+            for uid, msg in self.messages.items()
+            if (start is None or msg.internal_date >= start)
+            and (end is None or msg.internal_date < end)
+        }
+
+    def uids_sized(self, low: int | None, high: int | None) -> set[int]:
+        return {
+            uid
+            for uid, msg in self.messages.items()
+            if (low is None or msg.size >= low) and (high is None or msg.size < high)
         }
 
     def append(

@@ -92,10 +92,12 @@ def test_argument_parsers_only_raise_parse_errors(toks: list[object]) -> None:
         found = search.parse_search(args, len(UIDS), UIDS, {1})
     except ParseError:
         return
+    tested = []
     for seq, uid in enumerate(UIDS, 1):  # a parsed search runs on any message
         cand = search.Candidate(seq, False, FOLDER.message(uid))
-        found.predicate(cand)
-        found.rest(cand)
+        if found.predicate(cand):
+            tested.append(uid)
+    assert found.matching(FOLDER, UIDS, set()) == tested  # and the index agrees
 
 
 @settings(max_examples=300, deadline=None)
