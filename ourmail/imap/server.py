@@ -38,7 +38,6 @@ from twisted.python.failure import Failure
 from ourmail.auth.login import Authenticator
 from ourmail.config import Limits
 from ourmail.imap.compress import CompressCommand
-from ourmail.imap.content import UnknownCTE
 from ourmail.imap.idle import IdleCommand
 from ourmail.imap.mailboxes import MailboxCommands
 from ourmail.imap.messages import MessageCommands
@@ -62,6 +61,7 @@ from ourmail.interfaces import (
     ShardMoving,
     StoreError,
 )
+from ourmail.mime.content import UnknownCTE
 from ourmail.net.lineproto import LineProtocol
 from ourmail.store.quota import QuotaPolicy
 
