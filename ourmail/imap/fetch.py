@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import attrs
 
 from ourmail.imap.literal import literal_pieces
+from ourmail.imap.render import summary_body, summary_envelope
 from ourmail.imap.wire import Atom, ParseError, Token, flag_list, tokenize
 from ourmail.interfaces import IStoredMessage
 from ourmail.mime import content, structure
@@ -212,11 +213,11 @@ def render(att: FetchAtt, r: Rendered, flags: frozenset[str]) -> Pieces:
     elif kind == "INTERNALDATE":
         value = internal_date(msg.internal_date)
     elif kind == "ENVELOPE":
-        value = msg.summary().envelope
+        value = summary_envelope(msg.summary())
     elif kind == "BODYSTRUCTURE":
-        value = msg.summary().bodystructure
+        value = summary_body(msg.summary(), extensible=True)
     elif kind == "BODY":
-        value = msg.summary().body
+        value = summary_body(msg.summary(), extensible=False)
     elif kind == "BINARY.SIZE":
         value = str(r.binary(list(att.numbers)).size).encode()
     elif kind == "BINARY":
