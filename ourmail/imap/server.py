@@ -56,6 +56,7 @@ from ourmail.imap.wire import (
 )
 from ourmail.interfaces import (
     FolderExists,
+    IQuotaPolicy,
     IUserStore,
     NoSuchFolder,
     ShardMoving,
@@ -63,7 +64,6 @@ from ourmail.interfaces import (
 )
 from ourmail.mime.content import UnknownCTE
 from ourmail.net.lineproto import LineProtocol
-from ourmail.store.quota import QuotaPolicy
 
 _LITERAL_RE = re.compile(rb"\{(\d{1,20})(\+?)\}$")
 #: Largest literal accepted outside APPEND (a password, a search string, a mailbox name).
@@ -82,7 +82,7 @@ class IMAPContext:
     authenticator: Authenticator
     tls_context: IOpenSSLServerConnectionCreator
     clock: IReactorTime
-    quota: QuotaPolicy
+    quota: IQuotaPolicy
     implicit_tls: bool = False
 
 

@@ -56,6 +56,14 @@ class Part:
         return None
 
 
+def to_crlf(data: bytes) -> bytes:
+    """Normalise bare LF and bare CR line endings to CRLF (RFC 5322 §2.3), as :func:`parse`
+    and every protocol's view of a stored message want them."""
+    if b"\n" not in data.replace(b"\r\n", b"") and b"\r" not in data.replace(b"\r\n", b""):
+        return data
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
 class LazyMessage:
     """A message read and parsed only when first asked for (FETCH, SEARCH)."""
 

@@ -50,6 +50,8 @@ from ourmail.interfaces import (
     ShardMoving,
     StoreError,
 )
+from ourmail.mailflags import canonical_flag
+from ourmail.mime.structure import to_crlf
 from ourmail.mime.summary import Summary, summarize
 from ourmail.store import committer, faults, journal, maildir
 from ourmail.store.cache import SummaryCache
@@ -109,7 +111,7 @@ class StoredMessage:
     def read(self) -> bytes:
         """The message with CRLF line endings; KeyError if it vanished since the last sync."""
         with self._open() as f:
-            return maildir.to_crlf(f.read())
+            return to_crlf(f.read())
 
     def buffer(self) -> Buffer:
         """The message with CRLF line endings; a memory map of the file from ``MAP_AT`` bytes
@@ -118,7 +120,7 @@ class StoredMessage:
             return self.read()
         with self._open() as f:
             if os.fstat(f.fileno()).st_size != self.size:
-                return maildir.to_crlf(f.read())  # written by another agent with bare LF
+                return to_crlf(f.read())  # written by another agent with bare LF
             return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
     def summary(self) -> Summary:
@@ -385,7 +387,7 @@ class MaildirFolder:
         """Maildir info letters for ``flags``, registering new keywords as needed."""
         self._load_keywords()
         letters = set()
-        wanted = {maildir.canonical_flag(f) for f in flags}
+        wanted = {canonical_flag(f) for f in flags}
         if any(f not in self._keywords for f in wanted if not f.startswith("\\")):
             with self._locked():
                 self._keywords_stamp = None
@@ -446,7 +448,7 @@ class MaildirFolder:
     def store_flags(
         self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode
     ) -> dict[int, frozenset[str]]:
-        wanted = frozenset(maildir.canonical_flag(f) for f in flags) - {"\\Recent"}
+        wanted = frozenset(canonical_flag(f) for f in flags) - {"\\Recent"}
         uids = list(uids)
         infos: dict[str | None, str | None] = {}  # old info -> new info (None: unchanged)
         root = str(self.path)
@@ -495,7 +497,7 @@ class MaildirFolder:
     def append(
         self, source: MessageSource, flags: Iterable[str] = (), internal_date: float | None = None
     ) -> Deferred[int]:
-        flags = [f for f in flags if maildir.canonical_flag(f) != "\\Recent"]
+        flags = [f for f in flags if canonical_flag(f) != "\\Recent"]
         info = self._info_for(flags) if flags else None
         return committer.submit(self, source, info, internal_date, None)
 

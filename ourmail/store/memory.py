@@ -27,8 +27,9 @@ from ourmail.interfaces import (
     NoSuchFolder,
     StoreError,
 )
+from ourmail.mailflags import SYSTEM_FLAGS, canonical_flag
+from ourmail.mime.structure import to_crlf
 from ourmail.mime.summary import Summary, summarize
-from ourmail.store.maildir import SYSTEM_FLAGS, canonical_flag, to_crlf
 
 
 def _bytes_of(source: MessageSource) -> bytes:

@@ -23,6 +23,7 @@ from zope.interface import implementer
 from ourmail import mutf7
 from ourmail.fsutil import fsync_dir, write_atomic
 from ourmail.interfaces import (
+    DEFAULT_FOLDERS,
     BadFolderName,
     FolderExists,
     IMailStore,
@@ -38,14 +39,6 @@ from ourmail.store.shardmove import MovingShards
 from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 from ourmail.store.shards import ShardMap, shard_of
 
-#: Created for every user at first login, with their RFC 6154 special use.
-DEFAULT_FOLDERS = {
-    "Sent": "\\Sent",
-    "Drafts": "\\Drafts",
-    "Trash": "\\Trash",
-    "Junk": "\\Junk",
-    "Archive": "\\Archive",
-}
 SUBSCRIPTIONS = "subscriptions"
 #: ``attribute TAB folder name`` lines (RFC 6154 CREATE-SPECIAL-USE).
 SPECIAL_USES = "special-use"
