@@ -14,7 +14,8 @@ Implementation notes (keep these true when changing this module):
   change flags, a removed file) are noticed because the directories' modification times differ
   from the stamp the last writer recorded; only then is the directory scanned.  With nothing
   changed, :meth:`MaildirFolder.sync` costs three ``stat`` calls.
-* Deliveries are group-committed with those of every other folder (``committer.py``): one
+* Deliveries are group-committed with those of every other folder of the store
+  (``committer.py``, through the public :class:`~ourmail.store.committer.Target` methods): one
   worker writes a batch of messages into ``tmp/``, renames them and appends their journal lines
   under each folder's lock, makes the batch durable with one ``syncfs(2)``, and only then are
   the messages acknowledged.
@@ -53,8 +54,9 @@ from ourmail.interfaces import (
 from ourmail.mailflags import canonical_flag
 from ourmail.mime.structure import to_crlf
 from ourmail.mime.summary import Summary, summarize
-from ourmail.store import committer, faults, journal, maildir
+from ourmail.store import faults, journal, maildir
 from ourmail.store.cache import SummaryCache
+from ourmail.store.committer import Committer, Placement, Snapshot
 from ourmail.store.journal import CorruptJournal, Entry, FolderState
 from ourmail.store.shardmove import MovingShards
 
@@ -67,9 +69,6 @@ VALIDITY = "ourmail-uidvalidity"
 MAP_AT = 256 * 1024
 #: Rewrite the journal once it has this many lines more than twice the messages.
 COMPACT_SLACK = 5000
-#: What a commit worker needs to know of the folder: journal inode and offset, uidvalidity,
-#: uidnext, highestmodseq and the last directory stamp.
-Snapshot = tuple[int | None, int, int, int, int, tuple[int, int] | None]
 
 log = Logger()
 
@@ -138,12 +137,20 @@ class MaildirFolder:
     """A Maildir (INBOX) or Maildir++ subfolder."""
 
     def __init__(
-        self, path: Path, name: str, shard: int | None = None, moving: MovingShards | None = None
+        self,
+        path: Path,
+        name: str,
+        shard: int | None = None,
+        moving: MovingShards | None = None,
+        committer: Committer | None = None,
     ) -> None:
+        """``committer`` stores new messages (the store's); a folder opened without one reads
+        and changes flags but refuses to store (StoreError)."""
         self.path = path
         self.name = name
         self.shard = shard
         self._moving = moving
+        self._committer = committer
         self.state = FolderState()
         self.cache = SummaryCache(path)
         self._offset = 0
@@ -499,9 +506,17 @@ class MaildirFolder:
     ) -> Deferred[int]:
         flags = [f for f in flags if canonical_flag(f) != "\\Recent"]
         info = self._info_for(flags) if flags else None
-        return committer.submit(self, source, info, internal_date, None)
+        return self._submitter().submit(self, source, info, internal_date, None)
+
+    def _submitter(self) -> Committer:
+        if self._committer is None:
+            raise StoreError("this folder was opened without a committer: it cannot store")
+        return self._committer
+
+    # -- the committer's side (committer.Target) ------------------------------------------------
 
     def snapshot(self) -> Snapshot:
+        """Reactor: where the journal stands, for :meth:`place` in the committer's thread."""
         s = self.state
         return (self._inode, self._offset, s.uidvalidity, s.uidnext, s.highestmodseq, s.stamp)
 
@@ -510,12 +525,15 @@ class MaildirFolder:
         if self._read_tail():
             self._notify()
 
-    def _commit_prepared(
-        self, snapshot: Snapshot, work: list[tuple[maildir.Prepared | None, str | None]]
-    ) -> bool:
+    def uid_of(self, base: str) -> int | None:
+        """Reactor: the UID of the message stored under this Maildir base name, if present."""
+        return self.state.by_base.get(base)
+
+    def place(self, snapshot: Snapshot, work: Sequence[Placement]) -> bool:
         """Worker thread: rename prepared messages into place and journal them (no flush).
 
-        False when the journal was replaced since ``snapshot`` (the caller retries later).
+        False when the journal was replaced since ``snapshot`` (the caller retries later);
+        ShardMoving when the user's mail is being moved.
         """
         inode, offset, validity, uidnext, modseq, stamp = snapshot
         with self._locked():
@@ -532,7 +550,6 @@ class MaildirFolder:
             lines, summaries = [], []
             uid, modseq = tail.uidnext, tail.highestmodseq
             for prepared, info in work:
-                assert prepared is not None
                 sub = "new" if info is None else "cur"
                 uid, modseq = uid + 1, modseq + 1
                 entry = Entry(uid - 1, prepared.base, sub, info, modseq, prepared.size,
@@ -549,7 +566,7 @@ class MaildirFolder:
             self.cache.append(summaries)
         return True
 
-    def _fsync_journal_and_dirs(self) -> None:
+    def flush(self) -> None:
         """Without syncfs: make renames and journal lines durable one file at a time."""
         for sub in ("new", "cur"):
             fsync_dir(self.path / sub)
@@ -583,7 +600,7 @@ class MaildirFolder:
             jobs.append((target, path, info, entry.date, self.cache.get(uid), base))
             sources.append(uid)
         pairs = []
-        for uid, d in zip(sources, committer.submit_all(jobs), strict=True):
+        for uid, d in zip(sources, self._submitter().submit_all(jobs), strict=True):
             try:
                 pairs.append((uid, (yield d)))
             except FileNotFoundError:

@@ -384,3 +384,27 @@ def test_keyword_file_is_bounded_and_round_trips(tmp_path: Path) -> None:
     assert maildir.flags_from_info("Sac", words) == {"\\Seen", "$Work", "Later"}
     maildir.write_keywords(tmp_path, words)
     assert (tmp_path / "dovecot-keywords").read_text() == "0 $Work\n2 Later\n"
+
+
+def test_the_store_commits_on_the_reactor_it_was_given(tmp_path: Path) -> None:
+    from twisted.internet import reactor
+
+    calls: list[str] = []
+
+    class Recording:
+        """The global reactor, noting the timers the committer sets."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(reactor, name)
+
+        def callLater(self, *args: object) -> object:
+            calls.append("callLater")
+            return reactor.callLater(*args)
+
+    store = MaildirStore(tmp_path, Recording())  # type: ignore[arg-type]
+    folder = store.user("alice@example.org").folder("INBOX")
+    uid = append(folder)
+    assert calls and folder.message(uid).read() == MSG
+    assert MaildirStore(tmp_path).committer is not store.committer
+    with pytest.raises(StoreError):
+        MaildirFolder(folder.path, "INBOX").append(MSG)
