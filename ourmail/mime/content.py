@@ -16,7 +16,7 @@ from typing import Protocol
 
 import attrs
 
-from ourmail.interfaces import Buffer
+from ourmail.mime.structure import Buffer
 
 CHUNK = 64 * 1024
 #: Content at least this long is streamed to a client instead of built in memory.

@@ -146,9 +146,9 @@ class Committer:
         self._running -= 1
         retry, refused, gone = outcome
         for job in refused:
-            job.done.errback(Failure(ShardMoving("this mailbox is being moved; try again soon")))
+            job.done.errback(ShardMoving("this mailbox is being moved; try again soon"))
         for job, error in gone:
-            job.done.errback(Failure(error))
+            job.done.errback(error)
         not_committed = {id(j) for j in (*retry, *refused, *(job for job, _ in gone))}
         folders = {id(j.folder): j.folder for j in batch}
         for folder in folders.values():
@@ -159,7 +159,7 @@ class Committer:
             assert job.prepared is not None
             uid = job.folder.uid_of(job.prepared.base)
             if uid is None:
-                job.done.errback(Failure(StoreError("message vanished right after delivery")))
+                job.done.errback(StoreError("message vanished right after delivery"))
             else:
                 job.done.callback(uid)
         # A folder whose journal was replaced meanwhile (compaction) catches up; its jobs retry.
@@ -200,7 +200,8 @@ def _commit(batch: list[Job], snapshots: dict[int, Snapshot]) -> Outcome:
     for key, jobs in by_folder.items():
         folder = jobs[0].folder
         try:
-            committed = folder.place(snapshots[key], [(j.prepared, j.info) for j in jobs])
+            work = [(j.prepared, j.info) for j in jobs if j.prepared is not None]
+            committed = folder.place(snapshots[key], work)
         except ShardMoving:
             for job in jobs:
                 assert job.prepared is not None

@@ -33,9 +33,9 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
@@ -43,7 +43,6 @@ from zope.interface import implementer
 
 from ourmail.fsutil import fsync_dir, fsync_file, write_atomic
 from ourmail.interfaces import (
-    Buffer,
     FlagMode,
     IFolder,
     IStoredMessage,
@@ -52,7 +51,7 @@ from ourmail.interfaces import (
     StoreError,
 )
 from ourmail.mailflags import canonical_flag
-from ourmail.mime.structure import to_crlf
+from ourmail.mime.structure import Buffer, to_crlf
 from ourmail.mime.summary import Summary, summarize
 from ourmail.store import faults, journal, maildir
 from ourmail.store.cache import SummaryCache
@@ -577,16 +576,18 @@ class MaildirFolder:
         return self._transfer(uids, target, keep_names=False)
 
     @inlineCallbacks
-    def move_to(self, uids: Iterable[int], target: IFolder) -> Deferred[list[tuple[int, int]]]:
+    def move_to(
+        self, uids: Iterable[int], target: IFolder
+    ) -> Generator[Deferred[Any], Any, list[tuple[int, int]]]:
         """A move keeps each message's file name, so its POP3 UIDL survives it."""
-        pairs = yield self._transfer(uids, target, keep_names=True)
+        pairs: list[tuple[int, int]] = yield self._transfer(uids, target, keep_names=True)
         self.expunge([src for src, _ in pairs])
         return pairs
 
     @inlineCallbacks
     def _transfer(
         self, uids: Iterable[int], target: IFolder, keep_names: bool
-    ) -> Deferred[list[tuple[int, int]]]:
+    ) -> Generator[Deferred[Any], Any, list[tuple[int, int]]]:
         if not isinstance(target, MaildirFolder):
             raise StoreError("cannot copy between different store types")
         jobs, sources = [], []

@@ -109,22 +109,22 @@ class FolderState:
             elif kind == "F":
                 uid, modseq = int(f[1]), int(f[2])
                 # A modseq is spent even when the message is unknown here: a state built
-                # from the journal's tail alone (a delivery batch, _commit_prepared) must
+                # from the journal's tail alone (a delivery batch, MaildirFolder.place) must
                 # still number its changes above it (RFC 7162 §3.1: modseqs only grow).
                 self.highestmodseq = max(self.highestmodseq, modseq)
-                entry = self.entries.get(uid)
-                if entry is not None:
-                    entry.sub, entry.info = f[3], _info(f[4])
-                    if modseq > entry.modseq:
-                        entry.modseq = modseq
+                known = self.entries.get(uid)
+                if known is not None:
+                    known.sub, known.info = f[3], _info(f[4])
+                    if modseq > known.modseq:
+                        known.modseq = modseq
                         self._changed(modseq, uid)
             elif kind == "-":
                 uid, modseq = int(f[1]), int(f[2])
                 self.highestmodseq = max(self.highestmodseq, modseq)
-                entry = self.entries.pop(uid, None)
-                if entry is not None:
-                    self.by_base.pop(entry.base, None)
-                    self.total_size -= entry.size
+                gone = self.entries.pop(uid, None)
+                if gone is not None:
+                    self.by_base.pop(gone.base, None)
+                    self.total_size -= gone.size
                     self._changed(modseq, uid)
             elif kind == "R":
                 self.first_recent = max(self.first_recent, int(f[1]))

@@ -159,12 +159,15 @@ class MemoryFolder:
         return removed
 
     def copy_to(self, uids: Iterable[int], target: IFolder) -> Deferred[list[tuple[int, int]]]:
-        pairs = []
+        pairs: list[tuple[int, int]] = []
+
+        def copied(new: int, old: int) -> None:
+            pairs.append((old, new))
+
         for uid in list(uids):
             msg = self.messages.get(uid)
             if msg is not None:
-                d = target.append(msg.data, msg.flags, msg.internal_date)
-                d.addCallback(lambda new, old=uid: pairs.append((old, new)))
+                target.append(msg.data, msg.flags, msg.internal_date).addCallback(copied, uid)
         return succeed(pairs)
 
     def move_to(self, uids: Iterable[int], target: IFolder) -> Deferred[list[tuple[int, int]]]:
