@@ -83,7 +83,8 @@ class IStoredMessage(Interface):
         memory whole (FETCH BODY[] streams from it).  KeyError if the message is gone."""
 
     def summary() -> Summary:
-        """ENVELOPE, BODYSTRUCTURE and searchable headers, from the index when cached."""
+        """Envelope fields, body structure and searchable headers as plain data
+        (:mod:`ourmail.mime.summary`), from the index when cached."""
 
 
 class IFolder(Interface):

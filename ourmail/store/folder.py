@@ -122,7 +122,7 @@ class StoredMessage:
             return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
     def summary(self) -> Summary:
-        """ENVELOPE, BODYSTRUCTURE and search headers, from the cache when present."""
+        """Envelope, body structure and search headers, from the cache when present."""
         cached = self._folder.cache.get(self.uid)
         if cached is None:
             cached = summarize(self.read())
