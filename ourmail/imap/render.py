@@ -10,23 +10,20 @@ not a rendering.
 from __future__ import annotations
 
 import functools
+import json
 import re
+from collections.abc import Sequence
+from typing import Any
 
 from ourmail.imap.wire import quote
-from ourmail.mime.outline import (
-    EMPTY_TEXT,
-    Addresses,
-    BodyPart,
-    Disposition,
-    Envelope,
-    Params,
-    body_part_from_json,
-    envelope_from_json,
-)
+from ourmail.mime.outline import BodyPart, Envelope
 from ourmail.mime.summary import Summary
 
-#: Renderings kept per kind (ENVELOPE, BODYSTRUCTURE, BODY): a few MB for a large folder.
-MEMO_SIZE = 20_000
+#: ENVELOPE renderings kept (about 0.6 KB each with their keys): enough for the repeated
+#: whole-folder FETCH of a folder this large to cost lookups only.
+ENVELOPE_MEMO = 50_000
+#: BODYSTRUCTURE and BODY renderings kept (clients ask for them less, and per message).
+BODY_MEMO = 20_000
 
 
 #: Text that goes into a quoted string as it is: printable ASCII but ``"`` and ``\\``.
@@ -42,7 +39,7 @@ def _q(value: str | None) -> bytes:
     return quote(value.encode("utf-8", "surrogateescape"))
 
 
-def _addresses(addrs: Addresses) -> bytes:
+def _addresses(addrs: Sequence[Sequence[str | None]] | None) -> bytes:
     """RFC 3501 §9 ``env-from`` etc.: a list of (name adl mailbox host), NIL when none."""
     if not addrs:
         return b"NIL"
@@ -53,81 +50,96 @@ def _addresses(addrs: Addresses) -> bytes:
 
 def envelope(env: Envelope) -> bytes:
     """RFC 3501 §7.4.2 ENVELOPE."""
-    from_ = _addresses(env.from_)
-    return b"(%s %s %s %s %s %s %s %s %s %s)" % (
-        _q(env.date),
-        _q(env.subject),
-        from_,
-        # Sender and Reply-To default to From when absent (RFC 3501 §7.4.2).
-        from_ if env.sender is None else _addresses(env.sender),
-        from_ if env.reply_to is None else _addresses(env.reply_to),
-        _addresses(env.to),
-        _addresses(env.cc),
-        _addresses(env.bcc),
-        _q(env.in_reply_to),
-        _q(env.message_id),
-    )
-
-
-def _params(params: Params) -> bytes:
-    if not params:
-        return b"NIL"
-    return b"(" + b" ".join(_q(k.upper()) + b" " + _q(v) for k, v in params) + b")"
-
-
-def _disposition(d: Disposition | None) -> bytes:
-    if d is None:
-        return b"NIL"
-    return b"(" + _q(d.kind.upper()) + b" " + _params(d.params) + b")"
+    return _envelope(env)
 
 
 def body_structure(part: BodyPart, extensible: bool = True) -> bytes:
     """RFC 3501 §7.4.2 BODYSTRUCTURE (``extensible``) or BODY of a body part tree."""
-    if part.children:
-        inner = b"".join(body_structure(c, extensible) for c in part.children)
-        items = [inner, _q(part.subtype.upper())]
-        if extensible:
-            items += [
-                _params(part.params),
-                _disposition(part.disposition),
-                _q(part.language),
-                _q(part.location),
-            ]
-        return b"(" + b" ".join(items) + b")"
-    if part == EMPTY_TEXT:  # a multipart with no usable parts
-        return b'("TEXT" "PLAIN" NIL NIL NIL "7BIT" 0 0)'
+    return _body(part, extensible)
+
+
+_EMPTY_TEXT = b'("TEXT" "PLAIN" NIL NIL NIL "7BIT" 0 0)'
+
+# The renderers read their values by position, so they take the named tuples of
+# ourmail.mime.outline and, as well, the arrays of their JSON form (same fields, same order)
+# straight from json.loads: building the tuples would cost a FETCH of a whole folder as much
+# as the rendering.
+
+
+def _envelope(env: Sequence[Any]) -> bytes:
+    date, subject, from_, sender, reply_to, to, cc, bcc, in_reply_to, message_id = env
+    rendered_from = _addresses(from_)
+    return b"(%s %s %s %s %s %s %s %s %s %s)" % (
+        _q(date),
+        _q(subject),
+        rendered_from,
+        # Sender and Reply-To default to From when absent (RFC 3501 §7.4.2).
+        rendered_from if sender is None else _addresses(sender),
+        rendered_from if reply_to is None else _addresses(reply_to),
+        _addresses(to),
+        _addresses(cc),
+        _addresses(bcc),
+        _q(in_reply_to),
+        _q(message_id),
+    )
+
+
+def _params(params: Sequence[Sequence[str]]) -> bytes:
+    if not params:
+        return b"NIL"
+    return b"(%s)" % b" ".join(b"%s %s" % (_q(k.upper()), _q(v)) for k, v in params)
+
+
+def _disposition(d: Sequence[Any] | None) -> bytes:
+    if d is None:
+        return b"NIL"
+    kind, params = d
+    return b"(%s %s)" % (_q(kind.upper()), _params(params))
+
+
+def _body(part: Sequence[Any], extensible: bool) -> bytes:
+    main, sub, params, id_, desc, enc, size, lines, md5, disp, lang, loc, children, msg = part
+    if main == "multipart":
+        if not children:  # RFC 3501 §9 body-type-mpart needs a part: an empty text stands in
+            return _EMPTY_TEXT
+        inner = b"".join(_body(c, extensible) for c in children)
+        if not extensible:
+            return b"(%s %s)" % (inner, _q(sub.upper()))
+        return b"(%s %s %s %s %s %s)" % (
+            inner,
+            _q(sub.upper()),
+            _params(params),
+            _disposition(disp),
+            _q(lang),
+            _q(loc),
+        )
     items = [
-        _q(part.maintype.upper()),
-        _q(part.subtype.upper()),
-        _params(part.params),
-        _q(part.id),
-        _q(part.description),
-        _q(part.encoding.upper()),
-        str(part.size).encode(),
+        _q(main.upper()),
+        _q(sub.upper()),
+        _params(params),
+        _q(id_),
+        _q(desc),
+        _q(enc.upper()),
+        b"%d" % size,
     ]
-    if part.message is not None:
-        env, body = part.message
-        items += [envelope(env), body_structure(body, extensible), str(part.lines).encode()]
-    elif part.maintype == "text":
-        items.append(str(part.lines).encode())
+    if msg is not None:
+        env, body = msg
+        items += [_envelope(env), _body(body, extensible), b"%d" % lines]
+    elif main == "text":
+        items.append(b"%d" % lines)
     if extensible:
-        items += [
-            _q(part.md5),
-            _disposition(part.disposition),
-            _q(part.language),
-            _q(part.location),
-        ]
-    return b"(" + b" ".join(items) + b")"
+        items += [_q(md5), _disposition(disp), _q(lang), _q(loc)]
+    return b"(%s)" % b" ".join(items)
 
 
-@functools.lru_cache(maxsize=MEMO_SIZE)
+@functools.lru_cache(maxsize=ENVELOPE_MEMO)
 def _envelope_of(raw: bytes) -> bytes:
-    return envelope(envelope_from_json(raw))
+    return _envelope(json.loads(raw))
 
 
-@functools.lru_cache(maxsize=2 * MEMO_SIZE)
+@functools.lru_cache(maxsize=BODY_MEMO)
 def _body_of(raw: bytes, extensible: bool) -> bytes:
-    return body_structure(body_part_from_json(raw), extensible)
+    return _body(json.loads(raw), extensible)
 
 
 def summary_envelope(summary: Summary) -> bytes:

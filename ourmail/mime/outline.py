@@ -81,14 +81,10 @@ class BodyPart(NamedTuple):
     disposition: Disposition | None = None
     language: str | None = None
     location: str | None = None
-    #: The parts of a multipart, in order.
+    #: The parts of a multipart, in order (none when its body has no delimiter line).
     children: tuple[BodyPart, ...] = ()
     #: The envelope and body of the message a message/rfc822 part encloses.
     message: tuple[Envelope, BodyPart] | None = None
-
-
-#: What a multipart with no usable body parts reads as: an empty text part.
-EMPTY_TEXT = BodyPart("text", "plain")
 
 
 def _addresses(value: str | None) -> Addresses:
@@ -137,7 +133,7 @@ def _disposition(part: Part) -> Disposition | None:
 def body_part(part: Part, data: bytes) -> BodyPart:
     """The body part tree of ``part`` of the message ``data``."""
     h = part.header
-    if part.children:
+    if part.maintype == "multipart":  # children may be empty: no delimiter was found
         return BodyPart(
             part.maintype,
             part.subtype,
@@ -147,8 +143,6 @@ def body_part(part: Part, data: bytes) -> BodyPart:
             location=h("content-location"),
             children=tuple(body_part(c, data) for c in part.children),
         )
-    if part.maintype == "multipart":
-        return EMPTY_TEXT
     size = part.end - part.body_start
     params = dict(part.params)
     if part.maintype == "text" and "charset" not in params:
