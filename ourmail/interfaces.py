@@ -13,14 +13,16 @@ file and directory); the others are quick in-memory or metadata operations and r
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
+from types import MappingProxyType
 from typing import BinaryIO, Literal
 
 import attrs
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
+from ourmail.config import QuotaLimit
 from ourmail.dsnparams import MailParams, RcptParams
 from ourmail.mime.structure import Buffer
 from ourmail.mime.summary import Summary
@@ -30,6 +32,17 @@ MessageSource = bytes | BinaryIO | os.PathLike[str]
 
 #: How :meth:`IFolder.store_flags` combines flags: replace, add or remove.
 FlagMode = Literal["=", "+", "-"]
+
+#: The folders every user has from their first login, with their RFC 6154 special use.
+DEFAULT_FOLDERS: Mapping[str, str] = MappingProxyType(
+    {
+        "Sent": "\\Sent",
+        "Drafts": "\\Drafts",
+        "Trash": "\\Trash",
+        "Junk": "\\Junk",
+        "Archive": "\\Archive",
+    }
+)
 
 
 class StoreError(Exception):
@@ -71,7 +84,8 @@ class IStoredMessage(Interface):
         memory whole (FETCH BODY[] streams from it).  KeyError if the message is gone."""
 
     def summary() -> Summary:
-        """ENVELOPE, BODYSTRUCTURE and searchable headers, from the index when cached."""
+        """Envelope fields, body structure and searchable headers as plain data
+        (:mod:`ourmail.mime.summary`), from the index when cached."""
 
 
 class IFolder(Interface):
@@ -197,6 +211,34 @@ class IUserStore(Interface):
         source: MessageSource, folder: str = "INBOX", flags: Iterable[str] = ()
     ) -> Deferred[int]:
         """Durably deliver a message (CRLF line endings) into a folder; fires with its UID."""
+
+
+@attrs.frozen
+class Usage:
+    """What a user stores: bytes and messages over all their folders."""
+
+    bytes: int
+    messages: int
+
+
+class IQuotaPolicy(Interface):
+    """Storage limits: which applies to a user, what they use, whether a message still fits.
+
+    Protocols ask before they store (SMTP RCPT and DATA, IMAP APPEND and COPY) and report
+    (IMAP GETQUOTA, RFC 9208)."""
+
+    permanent = Attribute(
+        "bool: a delivery over quota is refused for good (5.2.2) rather than for now (4.2.2)"
+    )
+
+    def limit(address: str) -> QuotaLimit:
+        """The limit that applies to ``address``."""
+
+    def usage(user: IUserStore) -> Usage:
+        """What ``user`` stores now."""
+
+    def fits(user: IUserStore, extra_bytes: int = 0, extra_messages: int = 1) -> bool:
+        """True if ``user`` may store ``extra_messages`` more messages of ``extra_bytes``."""
 
 
 class IRetention(Interface):

@@ -273,7 +273,7 @@ def assemble(
     clock: IReactorTime = reactor  # type: ignore[assignment]
     data: Path = settings.data_dir
     accounts = AccountDB(data)
-    store = MaildirStore(data) if store is None else store
+    store = MaildirStore(data, reactor) if store is None else store  # type: ignore[arg-type]
     directory: IDirectory = LocalDirectory(accounts, settings.domains)
     local_checker = AccountChecker(accounts, settings.primary_domain)
     default_checker: ICredentialsChecker = local_checker

@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from ourmail import mutf7
 from ourmail.fsutil import fsync_dir
 from ourmail.interfaces import FolderExists, IUserStore
+from ourmail.mime.structure import to_crlf
 from ourmail.store import maildir
 
 _FROM_LINE = re.compile(rb"^(>*From )", re.M)
@@ -64,7 +65,7 @@ def import_maildir(user: IUserStore, root: Path) -> Deferred[int]:
                     base, info = maildir.split_name(entry.name)
                     files.append((entry.stat().st_mtime, base, entry.path, info))
         for mtime, _, file_path, info in sorted(files):  # delivery order, so UIDs follow it
-            data = maildir.to_crlf(Path(file_path).read_bytes())
+            data = to_crlf(Path(file_path).read_bytes())
             yield folder.append(data, maildir.flags_from_info(info, keywords), mtime)
             count += 1
     return count

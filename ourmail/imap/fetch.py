@@ -4,7 +4,7 @@ the response.
 FLAGS, UID, RFC822.SIZE and INTERNALDATE come from the index, ENVELOPE, BODYSTRUCTURE and BODY
 from the stored summary; only body sections read the message, once per message per command,
 through its buffer (a memory map when large), and large sections are streamed
-(:mod:`ourmail.imap.content`).
+(:mod:`ourmail.mime.content`, :mod:`ourmail.imap.literal`).
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from collections.abc import Sequence
 
 import attrs
 
-from ourmail.imap import content
-from ourmail.imap.content import Content, Span, Whole, Window
+from ourmail.imap.literal import literal_pieces
+from ourmail.imap.render import summary_body, summary_envelope
 from ourmail.imap.wire import Atom, ParseError, Token, flag_list, tokenize
 from ourmail.interfaces import IStoredMessage
-from ourmail.mime import structure
+from ourmail.mime import content, structure
+from ourmail.mime.content import Content, Span, Whole, Window
 
 #: What one item renders to: bytes, and content to stream (a large literal's data).
 Pieces = list[bytes | Content]
@@ -212,19 +213,19 @@ def render(att: FetchAtt, r: Rendered, flags: frozenset[str]) -> Pieces:
     elif kind == "INTERNALDATE":
         value = internal_date(msg.internal_date)
     elif kind == "ENVELOPE":
-        value = msg.summary().envelope
+        value = summary_envelope(msg.summary())
     elif kind == "BODYSTRUCTURE":
-        value = msg.summary().bodystructure
+        value = summary_body(msg.summary(), extensible=True)
     elif kind == "BODY":
-        value = msg.summary().body
+        value = summary_body(msg.summary(), extensible=False)
     elif kind == "BINARY.SIZE":
         value = str(r.binary(list(att.numbers)).size).encode()
     elif kind == "BINARY":
-        value = content.literal_pieces(_window(r.binary(list(att.numbers)), att), binary=True)
+        value = literal_pieces(_window(r.binary(list(att.numbers)), att), binary=True)
     else:
         text = {"RFC822.HEADER": "HEADER", "RFC822.TEXT": "TEXT"}.get(kind, att.text)
         found = r.section(list(att.numbers), text, list(att.fields))
-        value = content.literal_pieces(_window(found, att))
+        value = literal_pieces(_window(found, att))
     if isinstance(value, bytes):
         return [att.label + b" " + value]
     head = value[0]

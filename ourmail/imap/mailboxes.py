@@ -22,12 +22,8 @@ from ourmail.imap.wire import (
     astring,
     flag_list,
 )
-from ourmail.interfaces import (
-    BadFolderName,
-)
-from ourmail.store.maildir import SYSTEM_FLAGS
-from ourmail.store.quota import usage
-from ourmail.store.userstore import DEFAULT_FOLDERS
+from ourmail.interfaces import DEFAULT_FOLDERS, BadFolderName
+from ourmail.mailflags import SYSTEM_FLAGS
 
 #: RFC 6154 §2 uses a real folder can have (\\All and \\Flagged would be virtual folders).
 USES = {"\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash"}
@@ -270,7 +266,7 @@ class MailboxCommands:
         limit = self.ctx.quota.limit(user.address)
         if limit.bytes is None and limit.messages is None:
             return None
-        used = usage(user)
+        used = self.ctx.quota.usage(user)
         resources = []
         if limit.bytes is not None:  # STORAGE counts units of 1024 octets
             resources.append(f"STORAGE {(used.bytes + 1023) // 1024} {limit.bytes // 1024}")

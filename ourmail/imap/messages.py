@@ -31,7 +31,8 @@ from ourmail.imap.wire import (
 from ourmail.interfaces import (
     NoSuchFolder,
 )
-from ourmail.store.maildir import SYSTEM_FLAGS, canonical_flag, to_crlf
+from ourmail.mailflags import SYSTEM_FLAGS, canonical_flag
+from ourmail.mime.structure import to_crlf
 
 #: Untagged responses are gathered into writes of about this size.
 OUT_CHUNK = 64 * 1024

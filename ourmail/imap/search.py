@@ -19,11 +19,11 @@ from collections.abc import Set as AbstractSet
 import attrs
 from twisted.internet.defer import Deferred, inlineCallbacks
 
-from ourmail.imap.content import contains
 from ourmail.imap.sequence import parse_set, resolve_seq, resolve_uid
 from ourmail.imap.wire import MONTHS, Atom, ParseError, Token, astring
 from ourmail.interfaces import Buffer, IFolder, IStoredMessage
 from ourmail.mime import structure
+from ourmail.mime.content import contains
 from ourmail.mime.summary import SEARCH_HEADERS, header_values
 
 _FLAG_KEYS = {

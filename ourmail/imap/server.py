@@ -38,7 +38,6 @@ from twisted.python.failure import Failure
 from ourmail.auth.login import Authenticator
 from ourmail.config import Limits
 from ourmail.imap.compress import CompressCommand
-from ourmail.imap.content import UnknownCTE
 from ourmail.imap.idle import IdleCommand
 from ourmail.imap.mailboxes import MailboxCommands
 from ourmail.imap.messages import MessageCommands
@@ -57,13 +56,14 @@ from ourmail.imap.wire import (
 )
 from ourmail.interfaces import (
     FolderExists,
+    IQuotaPolicy,
     IUserStore,
     NoSuchFolder,
     ShardMoving,
     StoreError,
 )
+from ourmail.mime.content import UnknownCTE
 from ourmail.net.lineproto import LineProtocol
-from ourmail.store.quota import QuotaPolicy
 
 _LITERAL_RE = re.compile(rb"\{(\d{1,20})(\+?)\}$")
 #: Largest literal accepted outside APPEND (a password, a search string, a mailbox name).
@@ -82,7 +82,7 @@ class IMAPContext:
     authenticator: Authenticator
     tls_context: IOpenSSLServerConnectionCreator
     clock: IReactorTime
-    quota: QuotaPolicy
+    quota: IQuotaPolicy
     implicit_tls: bool = False
 
 

@@ -1,4 +1,4 @@
-"""The MIME structure of a message (RFC 2045-2046, RFC 5322) as IMAP needs it.
+"""The MIME structure of a message (RFC 2045-2046, RFC 5322): its parts and their sections.
 
 :func:`parse` splits a CRLF message into a tree of :class:`Part` s by offsets only (no decoding),
 so sizes and line counts are exact and sections are byte slices of the original.  Limits keep
@@ -11,11 +11,8 @@ from __future__ import annotations
 import mmap
 import re
 from collections.abc import Callable
-from email.utils import getaddresses
 
 import attrs
-
-from ourmail.imap.wire import nstring
 
 #: A whole message as a read-only bytes-like object: ``bytes``, or a memory map of its file.
 Buffer = bytes | mmap.mmap
@@ -24,7 +21,8 @@ MAX_DEPTH = 20
 MAX_PARTS = 1000
 MAX_HEADERS = 1000
 
-_PARAM_RE = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;]*)')
+#: One ``; name=value`` parameter of a Content-Type or Content-Disposition field (RFC 2045 §5.1).
+PARAM_RE = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;]*)')
 
 
 _UNFOLD = re.compile(r"\r\n([ \t])")
@@ -56,6 +54,15 @@ class Part:
                     text = _UNFOLD.sub(r"\1", text)
                 return text.strip()
         return None
+
+
+def to_crlf(data: bytes) -> bytes:
+    """Normalise bare LF and bare CR line endings to CRLF (RFC 5322 §2.3), as :func:`parse`
+    and every protocol's view of a stored message want them."""
+    pairs = data.count(b"\r\n")
+    if data.count(b"\n") == pairs and data.count(b"\r") == pairs:  # counted, not copied
+        return data
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
 class LazyMessage:
@@ -146,7 +153,7 @@ def _set_type(part: Part, value: str) -> None:
     main, sub = main.strip().lower(), sub.strip().lower()
     if main and sub and re.fullmatch(r"[a-z0-9!#$&^_.+-]+", main + sub):
         part.maintype, part.subtype = main, sub
-    for name, val in _PARAM_RE.findall(value):
+    for name, val in PARAM_RE.findall(value):
         if val.startswith('"'):
             val = re.sub(r"\\(.)", r"\1", val[1:-1])
         part.params[name.lower()] = val
@@ -192,120 +199,6 @@ def _next(data: Buffer, pos: int, end: int, delim: bytes) -> int | None:
         if _delimiter_at(data, found + 2, end, delim):
             return found + 2
         pos = found + 2
-
-
-# -- IMAP renderings -----------------------------------------------------------------------------
-
-
-def _q(value: str | None) -> bytes:
-    return nstring(None if value is None else value.encode("utf-8", "surrogateescape"))
-
-
-def _addresses(value: str | None) -> bytes:
-    if not value:
-        return b"NIL"
-    items = []
-    for name, addr in getaddresses([value]):
-        if not addr and not name:
-            continue
-        mailbox, at, host = addr.rpartition("@")
-        if not at:
-            mailbox, host = addr, ""
-        items.append(
-            b"("
-            + b" ".join([_q(name or None), b"NIL", _q(mailbox or None), _q(host or None)])
-            + b")"
-        )
-    return b"(" + b"".join(items) + b")" if items else b"NIL"
-
-
-def envelope(part: Part) -> bytes:
-    """RFC 3501 §7.4.2 ENVELOPE of a message part."""
-    h = part.header
-    sender, reply_to = h("sender"), h("reply-to")
-    from_ = _addresses(h("from"))
-    fields = [
-        _q(h("date")),
-        _q(h("subject")),
-        from_,
-        _addresses(sender) if sender else from_,  # absent: as From (RFC 3501 §7.4.2)
-        _addresses(reply_to) if reply_to else from_,
-        _addresses(h("to")),
-        _addresses(h("cc")),
-        _addresses(h("bcc")),
-        _q(h("in-reply-to")),
-        _q(h("message-id")),
-    ]
-    return b"(" + b" ".join(fields) + b")"
-
-
-def _param_list(params: dict[str, str]) -> bytes:
-    if not params:
-        return b"NIL"
-    return b"(" + b" ".join(_q(k.upper()) + b" " + _q(v) for k, v in params.items()) + b")"
-
-
-def _disposition(part: Part) -> bytes:
-    value = part.header("content-disposition")
-    if not value:
-        return b"NIL"
-    kind = value.split(";", 1)[0].strip()
-    params = {
-        k.lower(): (re.sub(r"\\(.)", r"\1", v[1:-1]) if v.startswith('"') else v)
-        for k, v in _PARAM_RE.findall(value)
-    }
-    return b"(" + _q(kind.upper() or "ATTACHMENT") + b" " + _param_list(params) + b")"
-
-
-def bodystructure(part: Part, data: bytes, extensible: bool = True) -> bytes:
-    """RFC 3501 §7.4.2 BODYSTRUCTURE (``extensible``) or BODY of a part."""
-    if part.children:
-        inner = b"".join(bodystructure(c, data, extensible) for c in part.children)
-        items = [inner, _q(part.subtype.upper())]
-        if extensible:
-            items += [
-                _param_list(part.params),
-                _disposition(part),
-                _q(part.header("content-language")),
-                _q(part.header("content-location")),
-            ]
-        return b"(" + b" ".join(items) + b")"
-    if part.maintype == "multipart":  # no usable parts: an empty text body stands in
-        return b'("TEXT" "PLAIN" NIL NIL NIL "7BIT" 0 0)'
-    size = part.end - part.body_start
-    params = dict(part.params)
-    if part.maintype == "text" and "charset" not in params:
-        params["charset"] = "us-ascii"
-    cte = (part.header("content-transfer-encoding") or "").split()
-    encoding = cte[0] if cte else "7BIT"
-    items = [
-        _q(part.maintype.upper()),
-        _q(part.subtype.upper()),
-        _param_list(params),
-        _q(part.header("content-id")),
-        _q(part.header("content-description")),
-        _q(encoding.upper()),
-        str(size).encode(),
-    ]
-    lines = data.count(b"\r\n", part.body_start, part.end) + (
-        0 if data.endswith(b"\r\n", part.body_start, part.end) or size == 0 else 1
-    )
-    if part.embedded is not None:
-        items += [
-            envelope(part.embedded),
-            bodystructure(part.embedded, data, extensible),
-            str(lines).encode(),
-        ]
-    elif part.maintype == "text":
-        items.append(str(lines).encode())
-    if extensible:
-        items += [
-            _q(part.header("content-md5")),
-            _disposition(part),
-            _q(part.header("content-language")),
-            _q(part.header("content-location")),
-        ]
-    return b"(" + b" ".join(items) + b")"
 
 
 # -- sections (RFC 3501 §6.4.5 BODY[section]) ---------------------------------------------------

@@ -1,17 +1,20 @@
-"""What the index keeps of a message so IMAP never reopens it for metadata.
+"""What the index keeps of a message so a protocol never reopens it for metadata.
 
-A :class:`Summary` holds the RFC 3501 ENVELOPE, BODYSTRUCTURE and BODY renderings and the
-decoded values of the headers clients search on, computed once when the message is stored.
+A :class:`Summary` holds the envelope fields and body structure (:mod:`ourmail.mime.outline`)
+and the decoded values of the headers clients search on, computed once when the message is
+stored.  How a protocol shows them (IMAP ENVELOPE, BODYSTRUCTURE) is the protocol's business.
 """
 
 from __future__ import annotations
 
-import binascii
 import email.errors
 import email.header
 import json
 
-from ourmail.mime import structure
+from ourmail.mime import outline, structure
+
+#: The first field of a cache record of the current format.
+VERSION = b"2"
 
 #: Headers whose decoded values are kept for SEARCH (RFC 3501 §6.4.4 keys and common HEADER ones).
 SEARCH_HEADERS = (
@@ -39,25 +42,52 @@ def header_values(part: structure.Part, name: str) -> str:
 
 
 class Summary:
-    """ENVELOPE, BODYSTRUCTURE and BODY as IMAP renders them, and the decoded search headers.
+    """A message's envelope, body structure and decoded search headers.
 
-    In the cache a summary is one record, ``base64(envelope) TAB base64(bodystructure) TAB
-    base64(body) TAB json(headers)``: FETCH ENVELOPE needs three base64 decodes (C speed), and
-    the headers are only parsed when a SEARCH or SORT asks for them."""
+    In the cache a summary is one record, ``2 TAB envelope TAB body TAB headers``, each field
+    JSON (:mod:`ourmail.mime.outline`).  The fields are decoded only when asked for, and
+    :attr:`envelope_json` and :attr:`body_json` stay available as they were read: equal bytes
+    mean an equal envelope or body, so a protocol may memoise its rendering on them.  Records
+    of older formats (rendered IMAP text) are refused (ValueError), so the message is
+    summarised again."""
 
-    __slots__ = ("_headers", "_raw_headers", "body", "bodystructure", "envelope")
+    __slots__ = ("_body", "_envelope", "_headers", "_raw_headers", "body_json", "envelope_json")
 
     def __init__(
         self,
-        envelope: bytes,
-        bodystructure: bytes,
-        body: bytes,
+        envelope_json: bytes,
+        body_json: bytes,
         headers: dict[str, str] | None = None,
         raw_headers: bytes = b"{}",
     ) -> None:
-        self.envelope, self.bodystructure, self.body = envelope, bodystructure, body
+        self.envelope_json, self.body_json = envelope_json, body_json
+        self._envelope: outline.Envelope | None = None
+        self._body: outline.BodyPart | None = None
         self._headers = headers
         self._raw_headers = raw_headers
+
+    @classmethod
+    def of(
+        cls, envelope: outline.Envelope, body: outline.BodyPart, headers: dict[str, str]
+    ) -> Summary:
+        """The summary of these values."""
+        summary = cls(outline.envelope_json(envelope), outline.body_part_json(body), headers)
+        summary._envelope, summary._body = envelope, body
+        return summary
+
+    @property
+    def envelope(self) -> outline.Envelope:
+        """The message's envelope fields."""
+        if self._envelope is None:
+            self._envelope = outline.envelope_from_json(self.envelope_json)
+        return self._envelope
+
+    @property
+    def body(self) -> outline.BodyPart:
+        """The message's body part tree."""
+        if self._body is None:
+            self._body = outline.body_part_from_json(self.body_json)
+        return self._body
 
     @property
     def headers(self) -> dict[str, str]:
@@ -74,43 +104,31 @@ class Summary:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Summary):
             return NotImplemented
-        mine = (self.envelope, self.bodystructure, self.body, self.headers)
-        return mine == (other.envelope, other.bodystructure, other.body, other.headers)
+        mine = (self.envelope, self.body, self.headers)
+        return mine == (other.envelope, other.body, other.headers)
 
     __hash__ = None  # type: ignore[assignment]
 
     def to_record(self) -> bytes:
-        """The cache record (no tab or newline inside a field)."""
-        parts = [
-            binascii.b2a_base64(x, newline=False)
-            for x in (self.envelope, self.bodystructure, self.body)
-        ]
-        return b"\t".join([*parts, json.dumps(self.headers, separators=(",", ":")).encode()])
+        """The cache record (no newline inside; tabs only between fields)."""
+        headers = json.dumps(self.headers, separators=(",", ":")).encode()
+        return b"\t".join([VERSION, self.envelope_json, self.body_json, headers])
 
     @classmethod
     def from_record(cls, raw: bytes) -> Summary:
-        """A summary from :meth:`to_record`'s bytes, or from the JSON of older caches;
-        ValueError if it is damaged."""
-        if raw.startswith(b"{"):
-            return cls._from_json(raw)
+        """A summary from :meth:`to_record`'s bytes; ValueError if it is damaged or of an
+        older format.  The envelope and body are checked when first asked for."""
         parts = raw.split(b"\t")
-        if len(parts) != 4 or not parts[3].startswith(b"{") or not parts[3].endswith(b"}"):
+        if len(parts) != 4 or parts[0] != VERSION:
+            raise ValueError("damaged summary record, or one of an older format")
+        e, b, h = parts[1:]
+        if not (
+            e.startswith(b"[") and e.endswith(b"]") and b.startswith(b"[") and b.endswith(b"]")
+        ):
             raise ValueError("damaged summary record")
-        try:
-            e, s, b = (binascii.a2b_base64(p, strict_mode=True) for p in parts[:3])
-        except binascii.Error as err:
-            raise ValueError("damaged summary record") from err
-        return cls(e, s, b, raw_headers=parts[3])
-
-    @classmethod
-    def _from_json(cls, raw: bytes) -> Summary:
-        d = json.loads(raw)
-        headers = d["h"]
-        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-            raise ValueError("header values must be strings")
-        return cls(
-            d["e"].encode("latin-1"), d["s"].encode("latin-1"), d["b"].encode("latin-1"), headers
-        )
+        if not h.startswith(b"{") or not h.endswith(b"}"):
+            raise ValueError("damaged summary record")
+        return cls(e, b, raw_headers=h)
 
 
 def summarize(data: bytes) -> Summary:
@@ -121,9 +139,4 @@ def summarize(data: bytes) -> Summary:
         value = header_values(part, name)
         if value or any(f == name for f, _ in part.fields):
             headers[name] = value
-    return Summary(
-        structure.envelope(part),
-        structure.bodystructure(part, data, extensible=True),
-        structure.bodystructure(part, data, extensible=False),
-        headers,
-    )
+    return Summary.of(outline.envelope(part), outline.body_part(part, data), headers)

@@ -29,8 +29,8 @@ from ourmail.auth.accounts import AccountDB
 from ourmail.auth.login import Authenticator, LoginFailed, LoginUnavailable
 from ourmail.auth.sasl import decode_plain
 from ourmail.config import Limits, Pop3Settings
-from ourmail.imap.content import STREAM_AT, Span
 from ourmail.interfaces import IRetention, IUserStore
+from ourmail.mime.content import STREAM_AT, Span
 from ourmail.net.dotstuff import stuffed
 from ourmail.net.lineproto import LineProtocol
 from ourmail.pop3.maildrop import Entry, Maildrop, MaildropLocks

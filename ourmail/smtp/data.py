@@ -16,8 +16,8 @@ that follow the frame (pipelined commands) for the session to read as lines.
 
 from __future__ import annotations
 
+from ourmail.mime.structure import to_crlf
 from ourmail.smtp.spool import Spool
-from ourmail.store.maildir import to_crlf
 
 #: Longest line kept in memory while looking for the end of DATA (longer ones are streamed).
 HOLD = 1 << 20

@@ -36,10 +36,10 @@ from ourmail.interfaces import (
     ILocalDelivery,
     IMailStore,
     IOutboundQueue,
+    IQuotaPolicy,
     Recipient,
     ShardMoving,
 )
-from ourmail.store.quota import QuotaPolicy
 
 log = Logger()
 
@@ -112,7 +112,7 @@ class Delivery:
         self,
         directory: IDirectory,
         store: IMailStore,
-        quota: QuotaPolicy,
+        quota: IQuotaPolicy,
         queue: IOutboundQueue | None = None,
     ) -> None:
         self.directory = directory

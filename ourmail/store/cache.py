@@ -1,4 +1,4 @@
-"""``ourmail-cache``: the per-folder cache of message summaries (ENVELOPE, BODYSTRUCTURE …),
+"""``ourmail-cache``: the per-folder cache of message summaries (envelope, body structure …),
 and ``ourmail-search``: the header fields SEARCH looks in most (RFC 3501 §6.4.4 FROM, TO, CC,
 BCC, SUBJECT).
 
@@ -6,7 +6,9 @@ BCC, SUBJECT).
 folder lock.  A process keeps only the offset of each UID's line and reads a summary when asked,
 so a 100,000-message folder costs a dictionary of offsets, not the summaries.  A line for an
 expunged UID is ignored; a corrupt or missing file only means summaries are computed again from
-the messages.
+the messages.  So does a line of an older record format (rendered IMAP text, before format 2 of
+:class:`~ourmail.mime.summary.Summary`): after an upgrade each message is summarised again the
+first time it is asked for, and its new line appended.
 
 ``ourmail-search`` has one line per message, ``<uid> US from US to US cc US bcc US subject``
 (US is 0x1F), the decoded values lower-cased in UTF-8.  A header search is one ``find`` of the

@@ -5,7 +5,7 @@ batch is being committed wait for the next batch.  A batch is committed in a wor
 
 1. each message is written (or hard-linked) into its folder's ``tmp/``;
 2. per folder, under that folder's lock, the files are renamed into ``new/`` or ``cur/`` and
-   their journal lines appended (see ``MaildirFolder._commit_prepared``);
+   their journal lines appended (:meth:`Target.place`);
 3. one ``syncfs(2)`` per filesystem makes the whole batch durable, files, directory entries and
    journals alike (without syncfs: an fsync per file before the rename, then per directory);
 4. back on the reactor, each folder reads its journal tail and every job's Deferred fires with
@@ -13,18 +13,22 @@ batch is being committed wait for the next batch.  A batch is committed in a wor
 
 So a message is acknowledged only once its own data and directory entry are on disk, while the
 cost of the flush is shared by everyone in the batch, whichever users they deliver to.
+
+The store owns one :class:`Committer` (``MaildirStore.committer``), made with the reactor it
+runs on; a folder is a :class:`Target`, the small protocol this module needs of it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import attrs
-from twisted.internet import reactor, threads
+from twisted.internet import threads
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads, IReactorTime
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
@@ -33,17 +37,57 @@ from ourmail.interfaces import MessageSource, ShardMoving, StoreError
 from ourmail.mime.summary import Summary
 from ourmail.store import faults, maildir
 
-if TYPE_CHECKING:
-    from ourmail.store.folder import MaildirFolder, Snapshot
-
 #: Batches committed at once.  One: jobs that arrive during a commit form the next, bigger batch,
 #: so the flush (syncfs) is shared by more messages; measured faster than two (performance.md).
 CONCURRENT_BATCHES = 1
 
+#: Where a folder's journal stood when a batch was formed (:meth:`Target.snapshot`): journal
+#: inode and offset, uidvalidity, uidnext, highestmodseq and the last directory stamp.  Opaque
+#: to the committer, handed back to :meth:`Target.place`.
+Snapshot = tuple[int | None, int, int, int, int, tuple[int, int] | None]
+#: What :meth:`Target.place` gets per message: the file prepared in ``tmp/`` and its Maildir
+#: info (flags), None for a message without flags (it goes to ``new/``).
+Placement = tuple[maildir.Prepared, str | None]
+
+
+class Reactor(IReactorTime, IReactorCore, IReactorFromThreads):
+    """What the committer needs of a reactor: timers, shutdown triggers, calls from threads."""
+
+
+class Target(Protocol):
+    """What the committer needs of a folder.  :meth:`snapshot`, :meth:`committed` and
+    :meth:`uid_of` are called on the reactor thread; :meth:`place` and :meth:`flush` in the
+    committer's worker thread, and touch only files, never the folder's in-memory state."""
+
+    @property
+    def path(self) -> Path:
+        """The folder's Maildir (with ``tmp/``, ``new/``, ``cur/``)."""
+
+    def snapshot(self) -> Snapshot:
+        """Where the folder's journal stands now."""
+
+    def place(self, snapshot: Snapshot, work: Sequence[Placement]) -> bool:
+        """Under the folder lock: rename the prepared files into place and append their
+        journal lines (no flush).  False when the journal was replaced since ``snapshot``
+        (the batch's jobs are tried again); ShardMoving when the folder is being moved."""
+
+    def flush(self) -> None:
+        """Without syncfs: make the renames and journal lines of :meth:`place` durable."""
+
+    def committed(self) -> None:
+        """A batch placed messages here: read the journal tail, tell the listeners."""
+
+    def uid_of(self, base: str) -> int | None:
+        """The UID of the message whose file has this Maildir base name, if present."""
+
+
+#: The arguments of :meth:`Committer.submit`, for :meth:`Committer.submit_all`.
+Submission = tuple[Target, MessageSource, str | None, float | None, Summary | None, str | None]
+
 
 @attrs.define
 class Job:
-    folder: MaildirFolder
+    folder: Target
     source: MessageSource
     info: str | None
     date: float | None
@@ -54,7 +98,10 @@ class Job:
 
 
 class Committer:
-    def __init__(self) -> None:
+    """Group commit of the messages stored through one store (see the module text)."""
+
+    def __init__(self, reactor: Reactor) -> None:
+        self._reactor = reactor
         self._waiting: list[Job] = []
         self._running = 0
         self._pool: ThreadPool | None = None
@@ -63,12 +110,12 @@ class Committer:
         if self._pool is None:
             self._pool = ThreadPool(1, CONCURRENT_BATCHES, name="ourmail-commit")
             self._pool.start()
-            reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
+            self._reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
         return self._pool
 
     def submit(
         self,
-        folder: MaildirFolder,
+        folder: Target,
         source: MessageSource,
         info: str | None,
         date: float | None,
@@ -79,8 +126,12 @@ class Committer:
         is durable."""
         job = Job(folder, source, info, date, summary, base)
         self._waiting.append(job)
-        reactor.callLater(0, self._kick)
+        self._reactor.callLater(0, self._kick)
         return job.done
+
+    def submit_all(self, jobs: Iterable[Submission]) -> list[Deferred[int]]:
+        """Queue several messages in order: they commit in one batch, so their UIDs ascend."""
+        return [self.submit(*job) for job in jobs]
 
     def _kick(self) -> None:
         if self._running >= CONCURRENT_BATCHES or not self._waiting:
@@ -88,16 +139,16 @@ class Committer:
         batch, self._waiting = self._waiting, []
         self._running += 1
         snapshots = {id(j.folder): j.folder.snapshot() for j in batch}
-        d = threads.deferToThreadPool(reactor, self._threads(), _commit, batch, snapshots)
+        d = threads.deferToThreadPool(self._reactor, self._threads(), _commit, batch, snapshots)
         d.addCallbacks(self._committed, self._failed, callbackArgs=(batch,), errbackArgs=(batch,))
 
     def _committed(self, outcome: Outcome, batch: list[Job]) -> None:
         self._running -= 1
         retry, refused, gone = outcome
         for job in refused:
-            job.done.errback(Failure(ShardMoving("this mailbox is being moved; try again soon")))
+            job.done.errback(ShardMoving("this mailbox is being moved; try again soon"))
         for job, error in gone:
-            job.done.errback(Failure(error))
+            job.done.errback(error)
         not_committed = {id(j) for j in (*retry, *refused, *(job for job, _ in gone))}
         folders = {id(j.folder): j.folder for j in batch}
         for folder in folders.values():
@@ -106,9 +157,9 @@ class Committer:
             if id(job) in not_committed:
                 continue
             assert job.prepared is not None
-            uid = job.folder.state.by_base.get(job.prepared.base)
+            uid = job.folder.uid_of(job.prepared.base)
             if uid is None:
-                job.done.errback(Failure(StoreError("message vanished right after delivery")))
+                job.done.errback(StoreError("message vanished right after delivery"))
             else:
                 job.done.callback(uid)
         # A folder whose journal was replaced meanwhile (compaction) catches up; its jobs retry.
@@ -145,13 +196,12 @@ def _commit(batch: list[Job], snapshots: dict[int, Snapshot]) -> Outcome:
     by_folder: dict[int, list[Job]] = {}
     for job in batch:
         by_folder.setdefault(id(job.folder), []).append(job)
-    devices: dict[int, MaildirFolder] = {}
+    devices: dict[int, Target] = {}
     for key, jobs in by_folder.items():
         folder = jobs[0].folder
         try:
-            committed = folder._commit_prepared(
-                snapshots[key], [(j.prepared, j.info) for j in jobs]
-            )
+            work = [(j.prepared, j.info) for j in jobs if j.prepared is not None]
+            committed = folder.place(snapshots[key], work)
         except ShardMoving:
             for job in jobs:
                 assert job.prepared is not None
@@ -169,7 +219,7 @@ def _commit(batch: list[Job], snapshots: dict[int, Snapshot]) -> Outcome:
     if not HAVE_SYNCFS:
         for jobs in by_folder.values():
             if jobs[0] not in retry and jobs[0] not in refused:
-                jobs[0].folder._fsync_journal_and_dirs()
+                jobs[0].folder.flush()
     return retry, refused, gone
 
 
@@ -192,18 +242,3 @@ def _write(job: Job) -> maildir.Prepared:
     return maildir.prepare(
         job.folder.path, job.source, job.date, job.summary, not HAVE_SYNCFS, job.base
     )
-
-
-_committer = Committer()
-
-#: Queue a message for the next group commit (see the module docstring).
-submit = _committer.submit
-
-
-def submit_all(
-    jobs: Iterable[
-        tuple[MaildirFolder, MessageSource, str | None, float | None, Summary | None, str | None]
-    ],
-) -> list[Deferred[int]]:
-    """Queue several messages in order: they commit in one batch, so their UIDs ascend."""
-    return [_committer.submit(*job) for job in jobs]

@@ -14,7 +14,8 @@ Implementation notes (keep these true when changing this module):
   change flags, a removed file) are noticed because the directories' modification times differ
   from the stamp the last writer recorded; only then is the directory scanned.  With nothing
   changed, :meth:`MaildirFolder.sync` costs three ``stat`` calls.
-* Deliveries are group-committed with those of every other folder (``committer.py``): one
+* Deliveries are group-committed with those of every other folder of the store
+  (``committer.py``, through the public :class:`~ourmail.store.committer.Target` methods): one
   worker writes a batch of messages into ``tmp/``, renames them and appends their journal lines
   under each folder's lock, makes the batch durable with one ``syncfs(2)``, and only then are
   the messages acknowledged.
@@ -32,8 +33,9 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence, Set
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence, Set
 from pathlib import Path
+from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
@@ -42,7 +44,6 @@ from zope.interface import implementer
 
 from ourmail.fsutil import fsync_dir, fsync_file, write_atomic
 from ourmail.interfaces import (
-    Buffer,
     FlagMode,
     IFolder,
     IStoredMessage,
@@ -50,9 +51,12 @@ from ourmail.interfaces import (
     ShardMoving,
     StoreError,
 )
+from ourmail.mailflags import canonical_flag
+from ourmail.mime.structure import Buffer, to_crlf
 from ourmail.mime.summary import Summary, summarize
-from ourmail.store import committer, faults, journal, maildir
+from ourmail.store import faults, journal, maildir
 from ourmail.store.cache import SummaryCache
+from ourmail.store.committer import Committer, Placement, Snapshot
 from ourmail.store.journal import CorruptJournal, Entry, FolderState
 from ourmail.store.shardmove import MovingShards
 
@@ -67,9 +71,6 @@ MAP_AT = 256 * 1024
 SCAN_BATCH = 500
 #: Rewrite the journal once it has this many lines more than twice the messages.
 COMPACT_SLACK = 5000
-#: What a commit worker needs to know of the folder: journal inode and offset, uidvalidity,
-#: uidnext, highestmodseq and the last directory stamp.
-Snapshot = tuple[int | None, int, int, int, int, tuple[int, int] | None]
 
 log = Logger()
 
@@ -116,7 +117,7 @@ class StoredMessage:
         """The message with CRLF line endings; KeyError if it vanished since the last sync."""
         fd = self._open()
         try:
-            return maildir.to_crlf(_read_all(fd, self.size))
+            return to_crlf(_read_all(fd, self.size))
         finally:
             os.close(fd)
 
@@ -132,7 +133,7 @@ class StoredMessage:
             os.close(fd)
 
     def summary(self) -> Summary:
-        """ENVELOPE, BODYSTRUCTURE and search headers, from the cache when present."""
+        """Envelope, body structure and search headers, from the cache when present."""
         cached = self._folder.cache.get(self.uid)
         if cached is None:
             cached = summarize(self.read())
@@ -146,13 +147,21 @@ class MaildirFolder:
     """A Maildir (INBOX) or Maildir++ subfolder."""
 
     def __init__(
-        self, path: Path, name: str, shard: int | None = None, moving: MovingShards | None = None
+        self,
+        path: Path,
+        name: str,
+        shard: int | None = None,
+        moving: MovingShards | None = None,
+        committer: Committer | None = None,
     ) -> None:
+        """``committer`` stores new messages (the store's); a folder opened without one reads
+        and changes flags but refuses to store (StoreError)."""
         self.path = path
         self.root = str(path)
         self.name = name
         self.shard = shard
         self._moving = moving
+        self._committer = committer
         self.state = FolderState()
         self.cache = SummaryCache(path)
         self._offset = 0
@@ -411,7 +420,7 @@ class MaildirFolder:
         """Maildir info letters for ``flags``, registering new keywords as needed."""
         self._load_keywords()
         letters = set()
-        wanted = {maildir.canonical_flag(f) for f in flags}
+        wanted = {canonical_flag(f) for f in flags}
         if any(f not in self._keywords for f in wanted if not f.startswith("\\")):
             with self._locked():
                 self._keywords_stamp = None
@@ -458,7 +467,7 @@ class MaildirFolder:
 
     def uids_with_flag(self, flag: str) -> Set[int]:
         """UIDs present whose flags hold ``flag`` (a system flag or keyword), from the index."""
-        flag = maildir.canonical_flag(flag)
+        flag = canonical_flag(flag)
         letter = maildir.LETTER_OF.get(flag)
         if letter is None and flag in self._keywords:
             letter = chr(ord("a") + self._keywords.index(flag))
@@ -490,7 +499,7 @@ class MaildirFolder:
     def store_flags(
         self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode
     ) -> dict[int, frozenset[str]]:
-        wanted = frozenset(maildir.canonical_flag(f) for f in flags) - {"\\Recent"}
+        wanted = frozenset(canonical_flag(f) for f in flags) - {"\\Recent"}
         uids = list(uids)
         infos: dict[str | None, str | None] = {}  # old info -> new info (None: unchanged)
         root = self.root
@@ -539,11 +548,19 @@ class MaildirFolder:
     def append(
         self, source: MessageSource, flags: Iterable[str] = (), internal_date: float | None = None
     ) -> Deferred[int]:
-        flags = [f for f in flags if maildir.canonical_flag(f) != "\\Recent"]
+        flags = [f for f in flags if canonical_flag(f) != "\\Recent"]
         info = self._info_for(flags) if flags else None
-        return committer.submit(self, source, info, internal_date, None)
+        return self._submitter().submit(self, source, info, internal_date, None)
+
+    def _submitter(self) -> Committer:
+        if self._committer is None:
+            raise StoreError("this folder was opened without a committer: it cannot store")
+        return self._committer
+
+    # -- the committer's side (committer.Target) ------------------------------------------------
 
     def snapshot(self) -> Snapshot:
+        """Reactor: where the journal stands, for :meth:`place` in the committer's thread."""
         s = self.state
         return (self._inode, self._offset, s.uidvalidity, s.uidnext, s.highestmodseq, s.stamp)
 
@@ -552,12 +569,15 @@ class MaildirFolder:
         if self._read_tail():
             self._notify()
 
-    def _commit_prepared(
-        self, snapshot: Snapshot, work: list[tuple[maildir.Prepared | None, str | None]]
-    ) -> bool:
+    def uid_of(self, base: str) -> int | None:
+        """Reactor: the UID of the message stored under this Maildir base name, if present."""
+        return self.state.by_base.get(base)
+
+    def place(self, snapshot: Snapshot, work: Sequence[Placement]) -> bool:
         """Worker thread: rename prepared messages into place and journal them (no flush).
 
-        False when the journal was replaced since ``snapshot`` (the caller retries later).
+        False when the journal was replaced since ``snapshot`` (the caller retries later);
+        ShardMoving when the user's mail is being moved.
         """
         inode, offset, validity, uidnext, modseq, stamp = snapshot
         with self._locked():
@@ -574,7 +594,6 @@ class MaildirFolder:
             lines, summaries = [], []
             uid, modseq = tail.uidnext, tail.highestmodseq
             for prepared, info in work:
-                assert prepared is not None
                 sub = "new" if info is None else "cur"
                 uid, modseq = uid + 1, modseq + 1
                 entry = Entry(uid - 1, prepared.base, sub, info, modseq, prepared.size,
@@ -591,7 +610,7 @@ class MaildirFolder:
             self.cache.append(summaries)
         return True
 
-    def _fsync_journal_and_dirs(self) -> None:
+    def flush(self) -> None:
         """Without syncfs: make renames and journal lines durable one file at a time."""
         for sub in ("new", "cur"):
             fsync_dir(self.path / sub)
@@ -602,16 +621,18 @@ class MaildirFolder:
         return self._transfer(uids, target, keep_names=False)
 
     @inlineCallbacks
-    def move_to(self, uids: Iterable[int], target: IFolder) -> Deferred[list[tuple[int, int]]]:
+    def move_to(
+        self, uids: Iterable[int], target: IFolder
+    ) -> Generator[Deferred[Any], Any, list[tuple[int, int]]]:
         """A move keeps each message's file name, so its POP3 UIDL survives it."""
-        pairs = yield self._transfer(uids, target, keep_names=True)
+        pairs: list[tuple[int, int]] = yield self._transfer(uids, target, keep_names=True)
         self.expunge([src for src, _ in pairs])
         return pairs
 
     @inlineCallbacks
     def _transfer(
         self, uids: Iterable[int], target: IFolder, keep_names: bool
-    ) -> Deferred[list[tuple[int, int]]]:
+    ) -> Generator[Deferred[Any], Any, list[tuple[int, int]]]:
         if not isinstance(target, MaildirFolder):
             raise StoreError("cannot copy between different store types")
         jobs, sources = [], []
@@ -625,7 +646,7 @@ class MaildirFolder:
             jobs.append((target, path, info, entry.date, self.cache.get(uid), base))
             sources.append(uid)
         pairs = []
-        for uid, d in zip(sources, committer.submit_all(jobs), strict=True):
+        for uid, d in zip(sources, self._submitter().submit_all(jobs), strict=True):
             try:
                 pairs.append((uid, (yield d)))
             except FileNotFoundError:
@@ -635,7 +656,7 @@ class MaildirFolder:
     @inlineCallbacks
     def filter_contents(
         self, uids: Iterable[int], test: Callable[[Buffer], bool]
-    ) -> Deferred[set[int]]:
+    ) -> Generator[Deferred[Any], Any, set[int]]:
         """The UIDs among ``uids`` whose content (as :meth:`StoredMessage.buffer` gives it)
         passes ``test``, which runs in worker threads on ``SCAN_BATCH`` files at a time, so
         the reactor thread never waits for a file.  A file renamed or removed meanwhile is
@@ -715,7 +736,7 @@ def _filter_files(
             missing.append(uid)
             continue
         try:
-            data = _buffer_of(fd, size) if size >= MAP_AT else maildir.to_crlf(_read_all(fd, size))
+            data = _buffer_of(fd, size) if size >= MAP_AT else to_crlf(_read_all(fd, size))
         finally:
             os.close(fd)
         if test(data):
@@ -727,7 +748,7 @@ def _buffer_of(fd: int, size: int) -> Buffer:
     """A large message: a memory map of its file when that has CRLF line endings already (it
     then has exactly ``size`` bytes), else its bytes made CRLF."""
     if os.fstat(fd).st_size != size:  # written by another agent with bare LF
-        return maildir.to_crlf(_read_all(fd, size))
+        return to_crlf(_read_all(fd, size))
     return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
 
 

@@ -123,7 +123,7 @@ class FolderState:
             elif kind == "F":
                 uid, modseq = int(f[1]), int(f[2])
                 # A modseq is spent even when the message is unknown here: a state built
-                # from the journal's tail alone (a delivery batch, _commit_prepared) must
+                # from the journal's tail alone (a delivery batch, MaildirFolder.place) must
                 # still number its changes above it (RFC 7162 §3.1: modseqs only grow).
                 self.highestmodseq = max(self.highestmodseq, modseq)
                 known = self.entries.get(uid)

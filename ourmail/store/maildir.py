@@ -19,6 +19,7 @@ from typing import BinaryIO
 import attrs
 
 from ourmail.fsutil import fsync_file, write_atomic
+from ourmail.mime.structure import to_crlf
 from ourmail.mime.summary import Summary, summarize
 
 # Maildir info letters <-> RFC 3501 system flags (P, "passed", has no IMAP flag of its own).
@@ -30,8 +31,6 @@ FLAG_LETTERS = {
     "T": "\\Deleted",
 }
 LETTER_OF = {v: k for k, v in FLAG_LETTERS.items()}
-SYSTEM_FLAGS = frozenset(FLAG_LETTERS.values())
-_CANONICAL = {f.lower(): f for f in SYSTEM_FLAGS}
 MAX_KEYWORDS = 26
 
 _counter = itertools.count()
@@ -75,11 +74,6 @@ def flags_from_info(info: str | None, keywords: list[str]) -> frozenset[str]:
     return frozenset(flags)
 
 
-def canonical_flag(flag: str) -> str:
-    """System flags are case-insensitive (RFC 3501 §2.3.2): ``\\SEEN`` -> ``\\Seen``."""
-    return _CANONICAL.get(flag.lower(), flag)
-
-
 def unique_base(size: int) -> str:
     """A new Maildir base name that no other delivery, here or on another host, will make."""
     now = time.time()
@@ -104,14 +98,6 @@ def size_from_base(base: str) -> int | None:
         if part.startswith("S=") and part[2:].isdigit():
             found = int(part[2:])
     return found
-
-
-def to_crlf(data: bytes) -> bytes:
-    """Normalise bare LF and bare CR line endings to CRLF (RFC 5322 §2.3)."""
-    pairs = data.count(b"\r\n")
-    if data.count(b"\n") == pairs and data.count(b"\r") == pairs:  # counted, not copied
-        return data
-    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
 def make_maildir(path: Path) -> None:

@@ -17,7 +17,6 @@ from zope.interface import implementer
 
 from ourmail.interfaces import (
     BadFolderName,
-    Buffer,
     FlagMode,
     FolderExists,
     IFolder,
@@ -28,8 +27,9 @@ from ourmail.interfaces import (
     NoSuchFolder,
     StoreError,
 )
+from ourmail.mailflags import SYSTEM_FLAGS, canonical_flag
+from ourmail.mime.structure import Buffer, to_crlf
 from ourmail.mime.summary import Summary, summarize
-from ourmail.store.maildir import SYSTEM_FLAGS, canonical_flag, to_crlf
 
 
 def _bytes_of(source: MessageSource) -> bytes:
@@ -183,12 +183,15 @@ class MemoryFolder:
         return removed
 
     def copy_to(self, uids: Iterable[int], target: IFolder) -> Deferred[list[tuple[int, int]]]:
-        pairs = []
+        pairs: list[tuple[int, int]] = []
+
+        def copied(new: int, old: int) -> None:
+            pairs.append((old, new))
+
         for uid in list(uids):
             msg = self.messages.get(uid)
             if msg is not None:
-                d = target.append(msg.data, msg.flags, msg.internal_date)
-                d.addCallback(lambda new, old=uid: pairs.append((old, new)))
+                target.append(msg.data, msg.flags, msg.internal_date).addCallback(copied, uid)
         return succeed(pairs)
 
     def move_to(self, uids: Iterable[int], target: IFolder) -> Deferred[list[tuple[int, int]]]:

@@ -13,20 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import attrs
+from zope.interface import implementer
 
 from ourmail.auth.accounts import AccountDB
 from ourmail.config import QuotaLimit, QuotaSettings
-from ourmail.interfaces import IUserStore
+from ourmail.interfaces import IQuotaPolicy, IUserStore, Usage
 
 
-@attrs.frozen
-class Usage:
-    bytes: int
-    messages: int
-
-
+@implementer(IQuotaPolicy)
 class QuotaPolicy:
+    """Limits from the accounts file, the directory and the settings (see the module text)."""
+
     def __init__(
         self,
         settings: QuotaSettings,
@@ -53,6 +50,9 @@ class QuotaPolicy:
                 return from_directory
         domain = address.rpartition("@")[2]
         return self.settings.domains.get(domain, self.settings.default)
+
+    def usage(self, user: IUserStore) -> Usage:
+        return usage(user)
 
     def fits(self, user: IUserStore, extra_bytes: int = 0, extra_messages: int = 1) -> bool:
         """True if ``user`` may store ``extra_messages`` more messages of ``extra_bytes`` total."""

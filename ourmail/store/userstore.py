@@ -16,6 +16,7 @@ import unicodedata
 import weakref
 from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
@@ -23,6 +24,7 @@ from zope.interface import implementer
 from ourmail import mutf7
 from ourmail.fsutil import fsync_dir, write_atomic
 from ourmail.interfaces import (
+    DEFAULT_FOLDERS,
     BadFolderName,
     FolderExists,
     IMailStore,
@@ -33,19 +35,12 @@ from ourmail.interfaces import (
     StoreError,
 )
 from ourmail.store import faults, maildir
+from ourmail.store.committer import Committer, Reactor
 from ourmail.store.folder import MaildirFolder
 from ourmail.store.shardmove import MovingShards
 from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 from ourmail.store.shards import ShardMap, shard_of
 
-#: Created for every user at first login, with their RFC 6154 special use.
-DEFAULT_FOLDERS = {
-    "Sent": "\\Sent",
-    "Drafts": "\\Drafts",
-    "Trash": "\\Trash",
-    "Junk": "\\Junk",
-    "Archive": "\\Archive",
-}
 SUBSCRIPTIONS = "subscriptions"
 #: ``attribute TAB folder name`` lines (RFC 6154 CREATE-SPECIAL-USE).
 SPECIAL_USES = "special-use"
@@ -276,8 +271,15 @@ class MaildirStore:
     change made by one session reaches the others' listeners at once.
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, reactor: Reactor | None = None) -> None:
+        """``reactor`` runs the group commit (:class:`Committer`); the global one if None."""
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = cast(Reactor, default_reactor)
         self.data_dir = data_dir
+        #: Every delivery, APPEND and COPY into this store's folders commits through it.
+        self.committer = Committer(reactor)
         self.shards = ShardMap(data_dir)
         self._shards_stamp = self._stamp()
         self.moving = MovingShards(data_dir)
@@ -316,7 +318,7 @@ class MaildirStore:
         key = str(path)
         folder = self._folders.get(key)
         if folder is None:
-            folder = MaildirFolder(path, name, shard, self.moving)
+            folder = MaildirFolder(path, name, shard, self.moving, self.committer)
             self._folders[key] = folder
         self._warm[key] = folder
         self._warm.move_to_end(key)

@@ -9,7 +9,7 @@ import os
 import pytest
 from conftest import RunningServer, client_tls
 
-from ourmail.imap import content
+from ourmail.mime import content
 from ourmail.store import folder as folder_mod
 
 

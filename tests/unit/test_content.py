@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ourmail.imap import content
+from ourmail.imap import literal
+from ourmail.mime import content
 
 
 @pytest.fixture(autouse=True)
@@ -61,16 +62,16 @@ def test_unknown_encoding() -> None:
 
 
 def test_small_literals_are_built_and_large_ones_streamed() -> None:
-    assert content.literal_pieces(content.Whole(b"a\x00b"), binary=True) == [b"~{3}\r\na\x00b"]
-    assert content.literal_pieces(content.Whole(b"ab")) == [b"{2}\r\nab"]
+    assert literal.literal_pieces(content.Whole(b"a\x00b"), binary=True) == [b"~{3}\r\na\x00b"]
+    assert literal.literal_pieces(content.Whole(b"ab")) == [b"{2}\r\nab"]
     big = _span(b"x" * content.STREAM_AT)
-    assert content.literal_pieces(big, binary=True) == [b"~{%d}\r\n" % content.STREAM_AT, big]
+    assert literal.literal_pieces(big, binary=True) == [b"~{%d}\r\n" % content.STREAM_AT, big]
 
 
 def test_plain_literals_carry_no_nul() -> None:
     # RFC 3501 §9 CHAR8: NUL becomes 0x80 octet for octet, small or streamed.
-    assert content.literal_pieces(content.Whole(b"a\x00b")) == [b"{3}\r\na\x80b"]
+    assert literal.literal_pieces(content.Whole(b"a\x00b")) == [b"{3}\r\na\x80b"]
     data = b"x\x00" * content.STREAM_AT
-    head, streamed = content.literal_pieces(_span(data))
+    head, streamed = literal.literal_pieces(_span(data))
     assert head == b"{%d}\r\n" % len(data) and not isinstance(streamed, bytes)
     assert b"".join(streamed.chunks()) == data.replace(b"\x00", b"\x80")

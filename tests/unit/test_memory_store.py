@@ -5,6 +5,7 @@ from twisted.internet.defer import Deferred
 from zope.interface.verify import verifyObject
 
 from ourmail.interfaces import (
+    DEFAULT_FOLDERS,
     FolderExists,
     IFolder,
     IMailStore,
@@ -13,7 +14,7 @@ from ourmail.interfaces import (
     NoSuchFolder,
 )
 from ourmail.store.memory import MemoryStore
-from ourmail.store.userstore import DEFAULT_FOLDERS, ensure_default_folders
+from ourmail.store.userstore import ensure_default_folders
 
 MSG = b"From: a@b.c\nSubject: hello\n\nbody\n"
 

@@ -1,9 +1,21 @@
-"""MIME structure, ENVELOPE, BODYSTRUCTURE and sections; hostile input stays cheap."""
+"""MIME structure, envelope and body outline (and their IMAP rendering), sections; hostile input
+stays cheap."""
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ourmail.imap import render
+from ourmail.mime import outline
 from ourmail.mime import structure as S
+
+
+def envelope(root: S.Part) -> bytes:
+    return render.envelope(outline.envelope(root))
+
+
+def bodystructure(root: S.Part, data: bytes, extensible: bool = True) -> bytes:
+    return render.body_structure(outline.body_part(root, data), extensible)
+
 
 MIXED = (
     b'From: Alice <alice@example.org>\r\nTo: bob@example.org, "C D" <c@d.e>\r\n'
@@ -16,19 +28,19 @@ MIXED = (
 
 
 def test_envelope() -> None:
-    env = S.envelope(S.parse(MIXED))
+    env = envelope(S.parse(MIXED))
     assert env.startswith(b'(NIL "=?utf-8?q?h=C3=A9?=" (("Alice" NIL "alice" "example.org"))')
     assert b'((NIL NIL "bob" "example.org")("C D" NIL "c" "d.e"))' in env
     assert env.endswith(b'NIL NIL NIL "<1@x>")')
 
 
 def test_bodystructure_multipart_with_message() -> None:
-    bs = S.bodystructure(S.parse(MIXED), MIXED)
+    bs = bodystructure(S.parse(MIXED), MIXED)
     assert bs.startswith(b'(("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 12 2 ')
     assert b'("MESSAGE" "RFC822" NIL NIL NIL "7BIT" 28 (NIL "inner"' in bs
     assert b'("ATTACHMENT" ("FILENAME" "m.eml"))' in bs
     assert bs.endswith(b'"MIXED" ("BOUNDARY" "XX") NIL NIL NIL)')
-    body = S.bodystructure(S.parse(MIXED), MIXED, extensible=False)
+    body = bodystructure(S.parse(MIXED), MIXED, extensible=False)
     assert body.endswith(b' "MIXED")')
 
 
@@ -53,7 +65,7 @@ def test_sections() -> None:
 
 def test_single_part_and_headerless() -> None:
     data = b"Subject: x\r\n\r\nbody"
-    assert S.bodystructure(S.parse(data), data).startswith(
+    assert bodystructure(S.parse(data), data).startswith(
         b'("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 4 1'
     )
     assert _section(S.parse(data), data, [1], "", []) == b"body"
@@ -67,7 +79,7 @@ def test_nesting_bomb_is_bounded() -> None:
         for i in range(5000)
     )
     depth = deepest = 0
-    for c in S.bodystructure(S.parse(data), data):
+    for c in bodystructure(S.parse(data), data):
         depth += {40: 1, 41: -1}.get(c, 0)
         deepest = max(depth, deepest)
     assert deepest <= S.MAX_DEPTH + 3
@@ -99,8 +111,8 @@ def test_many_parts_are_bounded() -> None:
 @settings(max_examples=200)
 def test_garbage_parses(data: bytes) -> None:
     root = S.parse(data)
-    S.envelope(root)
-    S.bodystructure(root, data)
+    envelope(root)
+    bodystructure(root, data)
     _section(root, data, [1, 2], "MIME", [])
 
 
@@ -124,4 +136,4 @@ def test_garbage_parses(data: bytes) -> None:
 def test_mime_shaped_garbage_parses(chunks: list[bytes]) -> None:
     data = b"Content-Type: multipart/mixed; boundary=a\r\n\r\n" + b"".join(chunks)
     root = S.parse(data)
-    S.bodystructure(root, data)
+    bodystructure(root, data)

@@ -1,9 +1,10 @@
-"""Message content for FETCH: byte ranges of a message and decoded body parts (RFC 3516 BINARY).
+"""Content windows: byte ranges of a message, decoded body parts and partial windows of them.
 
 A large message is a memory map of its file (:meth:`IStoredMessage.buffer`), and its content
-is written out in ``CHUNK``-sized pieces (:func:`literal_pieces`), so a 50 MB BODY[] or BINARY[]
-never becomes one 50 MB bytes object.  Base64 and quoted-printable are decoded chunk by chunk;
-the decoded size (BINARY.SIZE) is one decoding pass that keeps nothing.
+is read in ``CHUNK``-sized pieces, so a protocol sends a 50 MB body (IMAP BODY[] or BINARY[],
+POP3 RETR or TOP) without ever making one 50 MB bytes object.  Base64 and quoted-printable are
+decoded chunk by chunk (RFC 2045 §6); the decoded size is one decoding pass that keeps nothing.
+The protocols' wire syntax (IMAP literals, POP3 dot-stuffing) is theirs, not this module's.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import Protocol
 
 import attrs
 
-from ourmail.interfaces import Buffer
+from ourmail.mime.structure import Buffer
 
 CHUNK = 64 * 1024
-#: A literal at least this long is streamed to the client instead of built in memory.
+#: Content at least this long is streamed to a client instead of built in memory.
 STREAM_AT = 256 * 1024
 
 _B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
@@ -168,40 +169,6 @@ def _quoted_printable(raw: Span) -> Iterator[bytes]:
         held = held[cut:]
     if held:
         yield binascii.a2b_qp(held)
-
-
-@attrs.frozen
-class NoNuls:
-    """``content`` with each NUL replaced by 0x80, octet for octet (so its size is unchanged).
-
-    RFC 3501 §9 (``CHAR8``) forbids NUL in a literal; a message with one (legal in a
-    ``BINARYMIME`` or careless submission) is still served in BODY[] this way, as Dovecot
-    does; BINARY[] (literal8) gives the octets as stored.
-    """
-
-    content: Content
-
-    @property
-    def size(self) -> int:
-        return self.content.size
-
-    def chunks(self) -> Iterator[bytes]:
-        for chunk in self.content.chunks():
-            yield chunk.replace(b"\x00", b"\x80") if b"\x00" in chunk else chunk
-
-
-def literal_pieces(content: Content, binary: bool = False) -> list[bytes | Content]:
-    """A literal for ``content``: one bytes object when small, else a header and the content
-    to stream.  ``binary`` (BINARY responses) uses a literal8 when the data holds a NUL
-    (RFC 3516 §4.2), and always when streamed, as the data is not scanned first; otherwise
-    NULs are sent as 0x80 (:class:`NoNuls`)."""
-    if not binary:
-        content = NoNuls(content)
-    if content.size >= STREAM_AT:
-        return [b"%s{%d}\r\n" % (b"~" if binary else b"", content.size), content]
-    data = b"".join(content.chunks())
-    mark = b"~" if binary and b"\x00" in data else b""
-    return [b"%s{%d}\r\n" % (mark, len(data)) + data]
 
 
 def contains(buf: Buffer, start: int, end: int, needle: bytes) -> bool:
