@@ -286,7 +286,7 @@ def assemble(
     if settings.auth_cache.ttl:
         checker = CachingChecker(checker, clock, settings.auth_cache)
     portal = Portal(realm or MailRealm(store), [checker])
-    quota = QuotaPolicy(settings.quota, accounts, getattr(directory, "quota", None))
+    quota = QuotaPolicy(settings.quota, accounts, directory.quota)
     return Parts(
         settings=settings,
         clock=clock,
