@@ -76,6 +76,14 @@ class Authenticator:
                     why=str(e),
                 )
                 raise LoginUnavailable() from e
+            except Exception as e:  # a plugin checker's or realm's own error: not a refusal
+                log.failure(
+                    "{protocol} login for {user!r} from {client}: the checker or realm failed",
+                    protocol=protocol,
+                    user=username[:200],
+                    client=client,
+                )
+                raise LoginUnavailable() from e
             else:
                 self.throttle.succeeded(client, account)
                 log.info(
