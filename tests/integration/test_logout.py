@@ -82,6 +82,27 @@ def drop(c: RawClient) -> None:
     c.sock.close()
 
 
+def talk(c: RawClient, command: str, last: bytes) -> RawClient:
+    """Send ``command`` and read the reply up to the line starting with ``last``."""
+    c.send(command.encode() + b"\r\n")
+    c.until(last)
+    return c
+
+
+def connect(srv: RunningServer, service: str, *exchange: tuple[str, bytes]) -> RawClient:
+    """A TLS session on ``service``, past its greeting and then ``exchange`` (see talk)."""
+    c = RawClient(srv.port(service), tls=True, timeout=30)
+    c.line()
+    for command, last in exchange:
+        talk(c, command, last)
+    return c
+
+
+def goodbye(c: RawClient, command: str, last: bytes) -> None:
+    """Say goodbye (LOGOUT, QUIT), read the reply and close, as a client does."""
+    talk(c, command, last).sock.close()
+
+
 _users = itertools.count()
 
 
@@ -93,19 +114,13 @@ def fresh_user(srv: RunningServer) -> str:
 
 
 def imap(srv: RunningServer, user: str) -> RawClient:
-    c = RawClient(srv.port("imaps"), tls=True, timeout=30)
-    c.line()
-    c.send(f'a LOGIN {user} "{PASSWORD}"\r\n'.encode())
-    assert c.until(b"a ")[-1].startswith(b"a OK")
-    return c
+    return connect(srv, "imaps", (f'a LOGIN {user} "{PASSWORD}"', b"a OK"))
 
 
 def test_imap_logout_and_dropped_connection(srv: RunningServer, realm: RecordingRealm) -> None:
     c = imap(srv, srv.user)
     assert realm.counts() == (1, 0)
-    c.send(b"b LOGOUT\r\n")
-    c.until(b"b OK")
-    c.sock.close()
+    goodbye(c, "b LOGOUT", b"b OK")
     assert settled(realm, 1, 1)
     drop(imap(srv, srv.user))
     assert settled(realm, 2, 2)
@@ -114,67 +129,45 @@ def test_imap_logout_and_dropped_connection(srv: RunningServer, realm: Recording
 def test_imap_connection_dropped_while_the_password_is_checked(
     srv: RunningServer, realm: RecordingRealm
 ) -> None:
-    c = RawClient(srv.port("imaps"), tls=True)
-    c.line()
+    c = connect(srv, "imaps")
     c.send(f'a LOGIN {fresh_user(srv)} "{PASSWORD}"\r\n'.encode())
     drop(c)
     assert settled(realm, 1, 1)
 
 
-def pop3(srv: RunningServer, expect: bytes = b"+OK") -> RawClient:
-    c = RawClient(srv.port("pop3s"), tls=True, timeout=30)
-    c.line()
-    c.send(f"USER {srv.user}\r\nPASS {PASSWORD}\r\n".encode())
-    c.line()
-    assert c.line().startswith(expect)
-    return c
+def pop3(srv: RunningServer, expect: bytes = b"+OK Maildrop") -> RawClient:
+    return connect(srv, "pop3s", (f"USER {srv.user}", b"+OK"), (f"PASS {PASSWORD}", expect))
 
 
 def test_pop3_logout_dropped_connection_and_maildrop_in_use(
     srv: RunningServer, realm: RecordingRealm
 ) -> None:
-    c = pop3(srv)
-    c.send(b"QUIT\r\n")
-    c.line()
-    c.sock.close()
+    goodbye(pop3(srv), "QUIT", b"+OK")
     assert settled(realm, 1, 1)
     first = pop3(srv)
     second = pop3(srv, expect=b"-ERR [IN-USE]")
     assert settled(realm, 3, 2)  # the second is logged out at once, the first stays in
     drop(first)
-    second.send(b"QUIT\r\n")
-    second.line()
-    second.sock.close()
+    goodbye(second, "QUIT", b"+OK")
     assert settled(realm, 3, 3)
 
 
 def submission(srv: RunningServer) -> RawClient:
-    c = RawClient(srv.port("submissions"), tls=True, timeout=30)
-    c.line()
-    c.send(b"EHLO client.test\r\n")
-    c.until(b"250 ")
     plain = base64.b64encode(f"\0{srv.user}\0{PASSWORD}".encode()).decode()
-    c.send(f"AUTH PLAIN {plain}\r\n".encode())
-    assert c.line().startswith(b"235")
-    return c
+    return connect(
+        srv, "submissions", ("EHLO client.test", b"250 "), (f"AUTH PLAIN {plain}", b"235")
+    )
 
 
 def test_submission_logout_and_dropped_connection(
     srv: RunningServer, realm: RecordingRealm
 ) -> None:
-    c = submission(srv)
-    c.send(b"QUIT\r\n")
-    c.line()
-    c.sock.close()
+    goodbye(submission(srv), "QUIT", b"221")
     assert settled(realm, 1, 1)
     drop(submission(srv))
     assert settled(realm, 2, 2)
 
 
 def test_no_login_no_logout(srv: RunningServer, realm: RecordingRealm) -> None:
-    c = RawClient(srv.port("imaps"), tls=True)
-    c.line()
-    c.send(f'a LOGIN {srv.user} "wrong password"\r\n'.encode())
-    assert c.until(b"a ")[-1].startswith(b"a NO")
-    drop(c)
+    drop(connect(srv, "imaps", (f'a LOGIN {srv.user} "wrong password"', b"a NO")))
     assert settled(realm, 0, 0)
