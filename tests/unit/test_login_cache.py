@@ -12,6 +12,7 @@ import types
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from storehelp import on_reactor
 from twisted.cred import credentials, error
@@ -272,3 +273,17 @@ def test_bad_cache_settings(tmp_path: Path, text: str) -> None:
     (tmp_path / "ourmail.toml").write_text(f"[auth]\n{text}\n")
     with pytest.raises(ConfigError):
         load_settings(data=str(tmp_path), hostname="mx.a.org")
+
+
+@pytest.mark.parametrize("ttl", [60, 0])
+def test_the_server_caches_unless_turned_off(tmp_path: Path, ttl: float) -> None:
+    from twisted.internet import reactor
+
+    from ourmail.service import assemble, first_start
+
+    settings = load_settings(data=str(tmp_path), domains=("example.test",), hostname="mx.a.org")
+    settings = attrs.evolve(settings, auth_cache=LoginCacheSettings(ttl=ttl))
+    first_start(settings)
+    portal = assemble(settings, reactor).authenticator.portal
+    checker = portal.checkers[credentials.IUsernamePassword]
+    assert isinstance(checker, CachingChecker if ttl else AccountChecker)
