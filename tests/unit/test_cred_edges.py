@@ -22,7 +22,7 @@ from zope.interface import implementer
 from ourmail.auth.accounts import AccountDB
 from ourmail.auth.checker import AccountChecker, FirstOf, password_checker
 from ourmail.auth.passwords import hash_password
-from ourmail.config import ConfigError
+from ourmail.config import SERVICES, ConfigError
 from ourmail.interfaces import DirectoryUnavailable
 from twisted.plugins.ourmail_plugin import Options
 
@@ -113,6 +113,7 @@ def test_twistd_refuses_to_start_with_it(tmp_path: Path) -> None:
     from twisted.plugins.ourmail_plugin import serviceMaker
 
     options = Options()
-    options.parseOptions(["--data", str(tmp_path / "data"), "--auth=anonymous"])
+    no_listeners = [f"--listen={service}=none" for service in SERVICES]
+    options.parseOptions(["--data", str(tmp_path / "data"), *no_listeners, "--auth=anonymous"])
     with pytest.raises(SystemExit, match="cannot check user names and passwords"):
         serviceMaker.makeService(options)
