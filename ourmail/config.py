@@ -107,6 +107,15 @@ class ThrottleSettings:
     account_lockout: float = 300.0
 
 
+@attrs.frozen
+class LoginCacheSettings:
+    """The cache of verified logins (``[auth] cache_ttl``, ``cache_size``): a right password is
+    remembered for ``ttl`` seconds (0: not at all), for at most ``size`` logins at once."""
+
+    ttl: float = 60.0
+    size: int = 10_000
+
+
 #: What a POP3 deletion does (issue 6): hide from POP3, move to Trash, or erase.
 POP3_DELETE_POLICIES = ("hide", "trash", "expunge")
 
@@ -202,6 +211,7 @@ class Settings:
     tls_key: Path
     limits: Limits = Limits()
     auth_throttle: ThrottleSettings = ThrottleSettings()
+    auth_cache: LoginCacheSettings = LoginCacheSettings()
     quota: QuotaSettings = QuotaSettings()
     submission: SubmissionSettings = SubmissionSettings()
     queue: QueueSettings = QueueSettings()
@@ -285,6 +295,8 @@ _TOML_KEYS: Mapping[str, Any] = {
         "client_lockout_seconds": (int, float),
         "account_lockout_after": int,
         "account_lockout_seconds": (int, float),
+        "cache_ttl": (int, float),
+        "cache_size": int,
     },
     "quota": {"bytes": int, "messages": int, "permanent": bool, "domain": _Named(_QUOTA_LIMIT)},
     "submission": {"save_sent": bool, "max_messages_per_hour": int, "max_recipients_per_hour": int},
@@ -419,6 +431,7 @@ def load_settings(
     if not 1 <= mx_processes <= 64:
         raise ConfigError("'smtp.mx_processes' must be between 1 and 64")
     throttle = _throttle_settings(table.get("auth", {}))
+    login_cache = _login_cache_settings(table.get("auth", {}))
 
     return Settings(
         data_dir=data_dir,
@@ -429,6 +442,7 @@ def load_settings(
         tls_key=key,
         limits=limits,
         auth_throttle=throttle,
+        auth_cache=login_cache,
         quota=quota,
         submission=submission,
         queue=queue,
@@ -457,6 +471,17 @@ def _throttle_settings(table: Mapping[str, Any]) -> ThrottleSettings:
         raise ConfigError("'auth.account_lockout_seconds' may be at most 3600: a locked-out "
                           "account is a denial of service to its owner")  # fmt: skip
     return ThrottleSettings(base_delay=delay, **values)
+
+
+def _login_cache_settings(table: Mapping[str, Any]) -> LoginCacheSettings:
+    ttl = float(table.get("cache_ttl", 60.0))
+    if not 0 <= ttl <= 3600:
+        # An hour at most: a password changed in LDAP is only noticed once its entry expires.
+        raise ConfigError("'auth.cache_ttl' must be between 0 (off) and 3600 seconds")
+    size = table.get("cache_size", 10_000)
+    if not 1 <= size <= 1_000_000:
+        raise ConfigError("'auth.cache_size' must be between 1 and 1000000")
+    return LoginCacheSettings(ttl=ttl, size=size)
 
 
 def _pop3_settings(table: Mapping[str, Any]) -> Pop3Settings:
@@ -576,6 +601,11 @@ domains = {domains}
 # client_lockout_seconds = 900
 # account_lockout_after = 10
 # account_lockout_seconds = 300
+# A right password is remembered this many seconds (0: never), so clients reconnecting at once
+# cost one password check per account; a password changed with `ourmail user passwd` is never
+# taken from it, one changed in LDAP is noticed within this time.
+# cache_ttl = 60
+# cache_size = 10000
 
 [submission]
 # Keep a copy of each message a user sends in their Sent folder (most clients save their own).

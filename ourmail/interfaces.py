@@ -290,8 +290,10 @@ class DirectoryUnavailable(Exception):
 
 
 class IDirectory(Interface):
-    """Resolves recipient addresses.  ``lookup`` fails with :class:`DirectoryUnavailable`
-    when the directory cannot be asked."""
+    """Resolves recipient addresses for SMTP, LMTP and the outbound queue, and answers the
+    questions submission and quota ask of an account.  ``lookup`` fails with
+    :class:`DirectoryUnavailable` when the directory cannot be asked; the other methods answer
+    from what is at hand, without blocking."""
 
     def is_local_domain(domain: str) -> bool:
         """True if mail for ``domain`` is delivered here."""
@@ -302,6 +304,10 @@ class IDirectory(Interface):
 
     def may_send_as(user: str, address: str) -> bool:
         """Whether the logged-in ``user`` may use ``address`` as sender (own address or alias)."""
+
+    def quota(user: str) -> QuotaLimit | None:
+        """The storage limit the directory sets for ``user`` (LDAP ``mailQuota``), or None when
+        the account's own, its domain's or the default limit applies."""
 
 
 @attrs.frozen

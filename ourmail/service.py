@@ -28,7 +28,8 @@ from twisted.python.failure import Failure
 
 from ourmail import preflight
 from ourmail.auth.accounts import AccountDB
-from ourmail.auth.checker import AccountChecker, FirstOf
+from ourmail.auth.cache import CachingChecker
+from ourmail.auth.checker import AccountChecker, FirstOf, password_checker
 from ourmail.auth.login import Authenticator
 from ourmail.auth.passwords import hash_password
 from ourmail.auth.realm import MailRealm
@@ -283,8 +284,11 @@ def assemble(
         ldap = LDAPSettings.from_urls(settings.ldap_url)
         directory = LDAPDirectory(ldap, reactor, directory)
         default_checker = FirstOf(local_checker, LDAPChecker(ldap, reactor, directory))
-    portal = Portal(realm or MailRealm(store), list(checkers) or [default_checker])
-    quota = QuotaPolicy(settings.quota, accounts, getattr(directory, "quota", None))
+    checker = password_checker(checkers or [default_checker], settings.primary_domain)
+    if settings.auth_cache.ttl:
+        checker = CachingChecker(checker, clock, settings.auth_cache)
+    portal = Portal(realm or MailRealm(store), [checker])
+    quota = QuotaPolicy(settings.quota, accounts, directory.quota)
     # Delivery hands remote mail to the queue, the queue local mail to delivery.
     delivery = Delivery(directory, store, quota)
     queue = OutboundQueue(
@@ -324,9 +328,10 @@ def build(
 ) -> Server:
     """The whole server for ``settings``.
 
-    Plugin points (docs/plugins.md): ``checkers`` replace the local-account checker, ``store``
-    replaces the sharded Maildir store (delivery and the default realm use it), and ``realm``
-    replaces the default realm (it must hand out ``IUserStore`` avatars), and ``retention``
+    Plugin points (docs/plugins.md): ``checkers`` replace the local-account checker (several
+    are asked in turn), ``store`` replaces the sharded Maildir store (delivery and the default
+    realm use it), and ``realm`` replaces the default realm (it must hand out ``IUserStore``
+    avatars, and its logout is called when the session ends), and ``retention``
     says which messages must never be erased (POP3 ``expunge`` asks it).  ``queue_clock``
     drives the outbound queue's schedule (tests pass a ``task.Clock``).
     """

@@ -86,6 +86,7 @@ def running_server(
     queue_clock: Any = None,
     retention: Any = None,
     checkers: Any = (),
+    realm: Any = None,
     **changes: Any,
 ) -> Iterator[RunningServer]:
     """A fresh server on loopback ports (``listen`` overrides some); ``changes`` override
@@ -107,7 +108,12 @@ def running_server(
 
     def start() -> Server:
         server = build(
-            settings, reactor, checkers=checkers, queue_clock=queue_clock, retention=retention
+            settings,
+            reactor,
+            checkers=checkers,
+            realm=realm,
+            queue_clock=queue_clock,
+            retention=retention,
         )
         server.service.startService()
         return server

@@ -32,7 +32,7 @@ class AccountDB:
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / FILE_NAME
         self._lock_path = data_dir / ".accounts.lock"
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._data: dict[str, Any] = {"users": {}, "domains": []}
 
     def _fresh(self) -> dict[str, Any]:
@@ -41,7 +41,9 @@ class AccountDB:
         except FileNotFoundError:
             self._stamp, self._data = None, {"users": {}, "domains": []}
             return self._data
-        stamp = (st.st_mtime_ns, st.st_size)
+        # Updates replace the file, so a new inode tells of a change that kept the size
+        # within the file system's timestamp granularity (a new password hash).
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         if stamp != self._stamp:
             self._data = self._read()
             self._stamp = stamp

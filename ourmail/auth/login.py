@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import attrs
 from twisted.cred import credentials, error
 from twisted.cred.portal import Portal
 from twisted.internet import task
@@ -26,6 +28,21 @@ class LoginUnavailable(Exception):
     Protocols answer with their temporary error, never as a wrong password."""
 
 
+@attrs.define
+class Session:
+    """A login: the avatar (an IUserStore) and the realm's logout, which :meth:`end` calls
+    once, when the protocol session ends (however it ends)."""
+
+    avatar: Any
+    _logout: Callable[[], None] | None
+
+    def end(self) -> None:
+        """Tell the realm the session is over; later calls do nothing."""
+        logout, self._logout = self._logout, None
+        if logout is not None:
+            logout()
+
+
 class Authenticator:
     """Logs users in through a portal; failed attempts are answered late (see FailureThrottle)."""
 
@@ -36,7 +53,8 @@ class Authenticator:
 
     @inlineCallbacks
     def login(self, username: str, password: str, client: str, protocol: str) -> Deferred[Any]:
-        """Fires with the user's IUserStore avatar, or fails with LoginFailed after a delay.
+        """Fires with a :class:`Session` whose avatar is the user's IUserStore, or fails with
+        LoginFailed after a delay (LoginUnavailable when the password could not be checked).
 
         A locked-out client or account fails without its password being checked.  The password
         is never logged; the user name is.
@@ -46,7 +64,7 @@ class Authenticator:
         if refused is None:
             creds = credentials.UsernamePassword(username.encode("utf-8"), password.encode("utf-8"))
             try:
-                _iface, avatar, _logout = yield self.portal.login(creds, None, IUserStore)
+                _iface, avatar, logout = yield self.portal.login(creds, None, IUserStore)
             except (error.UnauthorizedLogin, error.UnhandledCredentials):
                 pass
             except DirectoryUnavailable as e:
@@ -58,6 +76,14 @@ class Authenticator:
                     why=str(e),
                 )
                 raise LoginUnavailable() from e
+            except Exception as e:  # a plugin checker's or realm's own error: not a refusal
+                log.failure(
+                    "{protocol} login for {user!r} from {client}: the checker or realm failed",
+                    protocol=protocol,
+                    user=username[:200],
+                    client=client,
+                )
+                raise LoginUnavailable() from e
             else:
                 self.throttle.succeeded(client, account)
                 log.info(
@@ -66,7 +92,7 @@ class Authenticator:
                     user=avatar.address,
                     client=client,
                 )
-                return avatar
+                return Session(avatar, logout)
         delay, started = self.throttle.failed(client, account)
         log.info(
             "{protocol} login failed for {user!r} from {client}{why}",

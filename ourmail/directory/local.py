@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from ourmail.auth.accounts import AccountDB
+from ourmail.config import QuotaLimit
 from ourmail.interfaces import IDirectory, Recipient
 
 
@@ -42,6 +43,11 @@ class LocalDirectory:
             remote = tuple(t for t in targets if t not in local)
             return succeed(Recipient("alias", address, local, remote))
         return succeed(Recipient("unknown", address))
+
+    def quota(self, user: str) -> QuotaLimit | None:
+        """None: a local account's own limit is in ``accounts.json``, which the quota policy
+        reads itself."""
+        return None
 
     def may_send_as(self, user: str, address: str) -> bool:
         """A user may send as themselves and as any alias that delivers to them."""

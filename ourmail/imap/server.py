@@ -189,9 +189,9 @@ class IMAPServer(
         self.send(f"* OK [CAPABILITY {self.capabilities()}] {self.ctx.hostname} ourmail ready")
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        super().connectionLost(reason)
         self._stop_idle()
         self.selected = None
+        super().connectionLost(reason)  # last: it ends the login (the realm's logout)
 
     def send_goodbye_timeout(self) -> None:
         self.send("* BYE Autologout; idle for too long")

@@ -134,7 +134,7 @@ class SessionCommands:
     @inlineCallbacks
     def _login(self, user: str, password: str) -> Deferred[None]:
         try:
-            avatar = yield self.ctx.authenticator.login(user, password, self.peer, "imap")
+            session = yield self.ctx.authenticator.login(user, password, self.peer, "imap")
         except LoginFailed:
             self.send(f"{self._tag} NO [AUTHENTICATIONFAILED] Authentication failed")
             self.count_error()
@@ -143,7 +143,8 @@ class SessionCommands:
             # RFC 5530: a temporary failure, so the client keeps the password and retries.
             self.send(f"{self._tag} NO [UNAVAILABLE] Login temporarily unavailable, try later")
             return
-        self.user = avatar
+        self.at_close(session.end)
+        self.user = session.avatar
         self.state = AUTH
         self.tagged("OK", f"[CAPABILITY {self.capabilities()}] Logged in")
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -71,6 +71,8 @@ class LineProtocol(Protocol, TimeoutMixin):
         self._discarding = False
         self._processing = False
         self.errors = 0
+        #: Called once when the connection is lost; None once it has been.
+        self._at_close: list[Callable[[], None]] | None = []
 
     # -- connection -------------------------------------------------------------------------
 
@@ -109,11 +111,25 @@ class LineProtocol(Protocol, TimeoutMixin):
     def send_refusal(self, why: str) -> None:
         """Tell the client it is turned away (the protocol's own reply)."""
 
+    def at_close(self, call: Callable[[], None]) -> None:
+        """Call ``call()`` when the connection is lost (at once if it already is): a realm's
+        logout, say, which must run however the session ends."""
+        if self._at_close is None:
+            call()
+        else:
+            self._at_close.append(call)
+
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.setTimeout(None)
         if self.counted_as is not None:
             self.factory.session_ended(self.counted_as)
             self.counted_as = None
+        calls, self._at_close = self._at_close or [], None
+        for call in calls:
+            try:
+                call()
+            except Exception:
+                self.log.failure("{peer}: error at the end of the session", peer=self.peer)
 
     def _peer_string(self) -> str:
         peer = self.transport.getPeer()

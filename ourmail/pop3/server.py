@@ -26,7 +26,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IReactorTime
 
 from ourmail.auth.accounts import AccountDB
-from ourmail.auth.login import Authenticator, LoginFailed, LoginUnavailable
+from ourmail.auth.login import Authenticator, LoginFailed, LoginUnavailable, Session
 from ourmail.auth.sasl import decode_plain
 from ourmail.config import Limits, Pop3Settings
 from ourmail.interfaces import IRetention, IUserStore
@@ -83,10 +83,10 @@ class POP3Server(LineProtocol):
         self.ok(f"{self.ctx.hostname} ourmail POP3 ready")
 
     def connectionLost(self, reason: Any = None) -> None:
-        super().connectionLost(reason)
         if self.user is not None:
             self.ctx.locks.release(self.user.address)  # no UPDATE state: nothing is deleted
             self.user = None
+        super().connectionLost(reason)  # last: it ends the login (the realm's logout)
 
     def send_goodbye_timeout(self) -> None:
         self.err("Idle timeout")
@@ -207,21 +207,26 @@ class POP3Server(LineProtocol):
         failure.trap(LoginFailed)
         self.err("[AUTH] Authentication failed")
 
-    def _logged_in(self, user: IUserStore) -> None:
+    def _logged_in(self, session: Session) -> None:
+        self.at_close(session.end)
+        user: IUserStore = session.avatar
         address = user.address
         delay = self.ctx.settings.login_delay
         now = self.ctx.clock.seconds()
         last = self.ctx.last_login.get(address)
         if delay and last is not None and now - last < delay:
+            session.end()
             self.err(f"[LOGIN-DELAY] Wait {int(delay - (now - last)) + 1} seconds between logins")
             return
         if not self.ctx.locks.acquire(address):
+            session.end()
             self.err("[IN-USE] Maildrop is in use by another POP3 session")  # RFC 2449 §8.1.1
             return
         try:
             self.maildrop = Maildrop(user)
         except Exception:
             self.ctx.locks.release(address)
+            session.end()
             raise
         self.user = user
         self.ctx.last_login[address] = now

@@ -43,7 +43,7 @@ from twisted.logger import Logger
 
 from ourmail import dsnparams
 from ourmail.addresses import AddressError, normalise_address
-from ourmail.auth.login import Authenticator, LoginFailed, LoginUnavailable
+from ourmail.auth.login import Authenticator, LoginFailed, LoginUnavailable, Session
 from ourmail.config import Limits
 from ourmail.fsutil import HAVE_SYNCFS
 from ourmail.interfaces import DeliveryResult, IDirectory, IMailStore, Recipient
@@ -260,8 +260,9 @@ class SMTPServer(LineProtocol):
     def _authenticate(self, username: str, password: str) -> None:
         d = self.ctx.authenticator.login(username, password, self.peer, "smtp")
 
-        def ok(avatar: object) -> None:
-            self.user = avatar.address  # type: ignore[attr-defined]
+        def ok(session: Session) -> None:
+            self.at_close(session.end)
+            self.user = session.avatar.address
             self.reply(235, "2.7.0 Authentication successful")
 
         def failed(f: object) -> None:

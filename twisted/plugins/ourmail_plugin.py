@@ -67,7 +67,10 @@ class OurmailCheckerFactory:
     """``--auth=ourmail:DATA_DIR``: the local accounts of an ourmail data directory."""
 
     authType = "ourmail"
-    authHelp = "Local ourmail accounts (argon2id hashes in DATA_DIR/accounts.json)."
+    authHelp = (
+        "Local ourmail accounts (argon2id hashes in DATA_DIR/accounts.json); a name without @ "
+        "is in the server's primary domain."
+    )
     argStringFormat = "Path to an ourmail data directory."
     credentialInterfaces = (IUsernamePassword,)
 

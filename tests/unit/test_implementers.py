@@ -1,0 +1,154 @@
+"""Every class in ourmail (and its twistd plugin) that declares interfaces with ``@implementer``
+passes ``zope.interface.verify.verifyObject`` for each of them.  The classes are found by
+walking the packages, so a new one fails here until it has a factory below."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from storehelp import on_reactor
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+from zope.interface import implementedBy
+from zope.interface.verify import verifyObject
+
+import ourmail
+from ourmail.auth.accounts import AccountDB
+from ourmail.auth.cache import CachingChecker
+from ourmail.auth.checker import AccountChecker, FirstOf
+from ourmail.auth.realm import MailRealm
+from ourmail.config import LoginCacheSettings
+from ourmail.directory.ldap import LDAPChecker, LDAPDirectory, LDAPSettings
+from ourmail.directory.local import LocalDirectory
+from ourmail.net.lineproto import LineProtocol, _ChunkSender
+from ourmail.net.tls import ReloadableServerTLS
+from ourmail.pop3.policy import NoRetention
+from ourmail.secure import selfsigned
+from ourmail.store.memory import MemoryStore
+from ourmail.store.userstore import MaildirStore
+from twisted.plugins import ourmail_plugin
+
+MSG = b"From: a@example.test\r\nSubject: hi\r\n\r\nbody\r\n"
+
+
+def _modules() -> list[Any]:
+    names = [
+        m.name
+        for m in pkgutil.walk_packages(ourmail.__path__, "ourmail.")
+        if not m.name.endswith("__main__")  # runs the admin command when imported
+    ]
+    return [importlib.import_module(n) for n in [*names, "twisted.plugins.ourmail_plugin"]]
+
+
+def implementers() -> list[type]:
+    """The classes defined in ourmail that declare interfaces themselves (not by inheritance)."""
+    found = []
+    for module in _modules():
+        for obj in vars(module).values():
+            own = inspect.isclass(obj) and obj.__module__ == module.__name__
+            if own and tuple(implementedBy(obj).declared):
+                found.append(obj)
+    return found
+
+
+def _checker(tmp: Path) -> AccountChecker:
+    return AccountChecker(AccountDB(tmp), "example.test")
+
+
+def _ldap() -> LDAPSettings:
+    return LDAPSettings.from_urls("ldap://127.0.0.1:1/dc=example,dc=test")
+
+
+def _directory(tmp: Path) -> LocalDirectory:
+    return LocalDirectory(AccountDB(tmp), ("example.test",))
+
+
+def _maildir_inbox(tmp: Path) -> Any:
+    return MaildirStore(tmp).user("alice@example.test").folder("INBOX")
+
+
+def _maildir_message(tmp: Path) -> Any:
+    inbox = _maildir_inbox(tmp)
+    return inbox.message(on_reactor(inbox.append, MSG))
+
+
+def _memory_inbox(tmp: Path) -> Any:
+    return MemoryStore().user("alice@example.test").folder("INBOX")
+
+
+def _memory_message(tmp: Path) -> Any:
+    inbox = _memory_inbox(tmp)
+    uids: list[int] = []
+    inbox.append(MSG).addCallback(uids.append)  # the memory store answers at once
+    return inbox.message(uids[0])
+
+
+def _tls(tmp: Path) -> ReloadableServerTLS:
+    selfsigned.ensure(tmp / "cert.pem", tmp / "key.pem", "mail.example.test")
+    return ReloadableServerTLS(tmp / "cert.pem", tmp / "key.pem")
+
+
+#: "module.Class" -> a function of a temporary folder that makes an instance to verify.
+FACTORIES: dict[str, Callable[[Path], Any]] = {
+    "ourmail.auth.cache.CachingChecker": lambda tmp: CachingChecker(
+        _checker(tmp), Clock(), LoginCacheSettings()
+    ),
+    "ourmail.auth.checker.AccountChecker": _checker,
+    "ourmail.auth.checker.FirstOf": lambda tmp: FirstOf(_checker(tmp)),
+    "ourmail.auth.realm.MailRealm": lambda tmp: MailRealm(MaildirStore(tmp)),
+    "ourmail.directory.ldap.LDAPChecker": lambda tmp: LDAPChecker(_ldap(), reactor),
+    "ourmail.directory.ldap.LDAPDirectory": lambda tmp: LDAPDirectory(
+        _ldap(), reactor, _directory(tmp)
+    ),
+    "ourmail.directory.local.LocalDirectory": _directory,
+    "ourmail.net.lineproto._ChunkSender": lambda tmp: _ChunkSender(LineProtocol(), iter([])),
+    "ourmail.net.tls.ReloadableServerTLS": _tls,
+    "ourmail.pop3.policy.NoRetention": lambda tmp: NoRetention(),
+    "ourmail.store.folder.StoredMessage": _maildir_message,
+    "ourmail.store.folder.MaildirFolder": _maildir_inbox,
+    "ourmail.store.memory.MemoryMessage": _memory_message,
+    "ourmail.store.memory.MemoryFolder": _memory_inbox,
+    "ourmail.store.memory.MemoryUserStore": lambda tmp: MemoryStore().user("a@example.test"),
+    "ourmail.store.memory.MemoryStore": lambda tmp: MemoryStore(),
+    "ourmail.store.userstore.MaildirUserStore": lambda tmp: MaildirStore(tmp).user(
+        "alice@example.test"
+    ),
+    "ourmail.store.userstore.MaildirStore": MaildirStore,
+    "twisted.plugins.ourmail_plugin.OurmailServiceMaker": lambda tmp: ourmail_plugin.serviceMaker,
+    "twisted.plugins.ourmail_plugin.OurmailCheckerFactory": (
+        lambda tmp: ourmail_plugin.checkerFactory
+    ),
+    "twisted.plugins.ourmail_plugin.LDAPCheckerFactory": (
+        lambda tmp: ourmail_plugin.ldapCheckerFactory
+    ),
+}
+
+
+def _name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+@pytest.mark.parametrize("cls", implementers(), ids=_name)
+def test_verify_object(cls: type, tmp_path: Path) -> None:
+    factory = FACTORIES.get(_name(cls))
+    assert factory is not None, f"add a factory for {_name(cls)} to FACTORIES in {__file__}"
+    obj = factory(tmp_path)
+    assert type(obj) is cls
+    for interface in implementedBy(cls):
+        verifyObject(interface, obj)
+
+
+def test_the_walk_finds_the_plugin_points() -> None:
+    names = {_name(c) for c in implementers()}
+    assert {
+        "ourmail.directory.local.LocalDirectory",
+        "ourmail.auth.checker.FirstOf",
+        "twisted.plugins.ourmail_plugin.OurmailCheckerFactory",
+    } <= names
+    assert set(FACTORIES) == names  # no factory for a class that is gone
