@@ -12,12 +12,20 @@ overrun the limit, so no message is ever cut or lost once accepted.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from zope.interface import implementer
 
-from ourmail.auth.accounts import AccountDB
 from ourmail.config import QuotaLimit, QuotaSettings
 from ourmail.interfaces import IQuotaPolicy, IUserStore, Usage
+
+
+class OwnLimits(Protocol):
+    """Where users' own limits are kept (``ourmail.auth.accounts.AccountDB``); the store
+    asks it by address and knows nothing else of accounts."""
+
+    def quota(self, address: str) -> QuotaLimit | None:
+        """The user's own limit, or None when they have none."""
 
 
 @implementer(IQuotaPolicy)
@@ -27,7 +35,7 @@ class QuotaPolicy:
     def __init__(
         self,
         settings: QuotaSettings,
-        accounts: AccountDB,
+        accounts: OwnLimits,
         directory_limit: Callable[[str], QuotaLimit | None] | None = None,
     ) -> None:
         self.settings = settings

@@ -23,14 +23,17 @@ from ourmail.auth.accounts import AccountDB
 from ourmail.auth.cache import CachingChecker
 from ourmail.auth.checker import AccountChecker, FirstOf
 from ourmail.auth.realm import MailRealm
-from ourmail.config import LoginCacheSettings
+from ourmail.config import LoginCacheSettings, QueueSettings, QuotaSettings
 from ourmail.directory.ldap import LDAPChecker, LDAPDirectory, LDAPSettings
 from ourmail.directory.local import LocalDirectory
 from ourmail.net.lineproto import LineProtocol, _ChunkSender
 from ourmail.net.tls import ReloadableServerTLS
 from ourmail.pop3.policy import NoRetention
+from ourmail.queue.runner import OutboundQueue
 from ourmail.secure import selfsigned
+from ourmail.smtp.delivery import Delivery
 from ourmail.store.memory import MemoryStore
+from ourmail.store.quota import QuotaPolicy
 from ourmail.store.userstore import MaildirStore
 from twisted.plugins import ourmail_plugin
 
@@ -89,6 +92,10 @@ def _memory_message(tmp: Path) -> Any:
     return inbox.message(uids[0])
 
 
+def _delivery(tmp: Path) -> Delivery:
+    return Delivery(_directory(tmp), MemoryStore(), QuotaPolicy(QuotaSettings(), AccountDB(tmp)))
+
+
 def _tls(tmp: Path) -> ReloadableServerTLS:
     selfsigned.ensure(tmp / "cert.pem", tmp / "key.pem", "mail.example.test")
     return ReloadableServerTLS(tmp / "cert.pem", tmp / "key.pem")
@@ -110,6 +117,11 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.net.lineproto._ChunkSender": lambda tmp: _ChunkSender(LineProtocol(), iter([])),
     "ourmail.net.tls.ReloadableServerTLS": _tls,
     "ourmail.pop3.policy.NoRetention": lambda tmp: NoRetention(),
+    "ourmail.queue.runner.OutboundQueue": lambda tmp: OutboundQueue(
+        QueueSettings(), tmp, "mail.example.test", _directory(tmp), _delivery(tmp), reactor
+    ),
+    "ourmail.smtp.delivery.Delivery": _delivery,
+    "ourmail.store.quota.QuotaPolicy": lambda tmp: QuotaPolicy(QuotaSettings(), AccountDB(tmp)),
     "ourmail.store.folder.StoredMessage": _maildir_message,
     "ourmail.store.folder.MaildirFolder": _maildir_inbox,
     "ourmail.store.memory.MemoryMessage": _memory_message,
