@@ -135,9 +135,14 @@ class IFolder(Interface):
         may run ``test`` in worker threads: it must only read its argument."""
 
     def uids_with_flag(flag: str) -> AbstractSet[int]:
-        """UIDs of the messages holding ``flag`` (a system flag or a keyword); may include
-        UIDs expunged since (SEARCH intersects with the UIDs present).  The caller must not
-        change the set.  A store may answer from an index without a pass over the messages."""
+        """UIDs of the messages present holding ``flag`` (a system flag or a keyword),
+        exactly: no UID expunged since.  The caller must not change the set.  A store may
+        answer from an index without a pass over the messages."""
+
+    def uids_without_flag(flag: str) -> AbstractSet[int]:
+        """UIDs of the messages present that lack ``flag`` (UNSEEN, UNDELETED, UNKEYWORD),
+        exactly: no UID expunged since.  The caller must not change the set.  A store may
+        answer from an index without a pass over the messages."""
 
     def uids_dated(start: float | None, end: float | None) -> AbstractSet[int]:
         """UIDs of the messages whose internal date (POSIX seconds) is at least ``start`` and

@@ -2,6 +2,8 @@
 
 Flag, keyword, size, UID, sequence and internal-date keys are answered with set operations on
 the store's index (no pass over the messages), FROM/TO/CC/BCC/SUBJECT from its header index;
+when the session's view is the folder as it is, a flag key or its negation (UNSEEN, UNDELETED)
+costs what it finds, not what the folder holds;
 SENT* and HEADER on the common fields test each remaining message's stored summary; other
 HEADER keys, BODY and TEXT read the message, BODY and TEXT in chunks from its buffer (a memory
 map when large).  In a conjunction the indexed keys go first, so the keys that test message by
@@ -82,14 +84,35 @@ Lookup = Callable[["Scope"], AbstractSet[int]]
 
 
 class Scope:
-    """What a search runs over: the messages of a session's view still present in the folder."""
+    """What a search runs over: the messages of a session's view still present in the folder.
+
+    ``whole`` says the view is the folder's UIDs as they are (no expunge or delivery pending
+    for the session, the usual case); then an exact index answer needs no intersection with the
+    view, and :attr:`universe`, a set of every UID, is built only for the keys that need it.
+    """
 
     def __init__(self, folder: IFolder, view: Sequence[int], recent: AbstractSet[int]) -> None:
         self.folder, self.view, self.recent = folder, view, recent
         present = folder.uids()
-        self.universe: set[int] = set(view)
-        if len(present) != len(view) or present != view:
-            self.universe &= set(present)
+        self.whole = len(present) == len(view) and present == view
+        self._universe: set[int] | None = None
+
+    @property
+    def universe(self) -> set[int]:
+        """The UIDs searched: those of the view still present (the caller must not change it)."""
+        if self._universe is None:
+            self._universe = set(self.view)
+            if not self.whole:
+                self._universe &= set(self.folder.uids())
+        return self._universe
+
+    def exactly(self, found: AbstractSet[int]) -> set[int]:
+        """The UIDs of ``found``, an exact index answer (UIDs present only), in the scope."""
+        return set(found) if self.whole else self.universe.intersection(found)
+
+    def within(self, within: set[int] | None) -> set[int]:
+        """``within``, or every UID of the scope for None."""
+        return self.universe if within is None else within
 
     def candidate(self, uid: int) -> Candidate | None:
         """The message as a search key sees it; None if it is gone."""
@@ -103,10 +126,10 @@ class Scope:
 class Key:
     """One search key, or a combination of keys.
 
-    ``test`` decides for one message; :meth:`select` picks the matching UIDs out of a set,
-    which indexed keys do with set operations on the store's index instead of a test per
-    message.  ``cost`` orders the keys of a conjunction: 0 from an index, 1 from the stored
-    summary, 2 reading the message."""
+    ``test`` decides for one message; :meth:`select` picks the matching UIDs out of a set
+    (None: the whole scope, which need not be built), which indexed keys do with set
+    operations on the store's index instead of a test per message.  ``cost`` orders the keys
+    of a conjunction: 0 from an index, 1 from the stored summary, 2 reading the message."""
 
     cost = 1
 
@@ -117,9 +140,9 @@ class Key:
         """The keys this one combines."""
         return []
 
-    def select(self, scope: Scope, within: set[int]) -> set[int]:
+    def select(self, scope: Scope, within: set[int] | None) -> set[int]:
         found = set()
-        for uid in within:
+        for uid in scope.within(within):
             cand = scope.candidate(uid)
             if cand is not None and self.test(cand):
                 found.add(uid)
@@ -133,16 +156,23 @@ class _Costly(Key):
 
 
 class _Indexed(Key):
-    """A key the store answers from its index: ``lookup`` gives the UIDs that match."""
+    """A key the store answers from its index: ``lookup`` gives the UIDs that match.
+
+    ``exact`` says the lookup gives UIDs present only; ``negated``, if given, is an exact
+    lookup of the UIDs that do not match (for NOT)."""
 
     cost = 0
 
-    def __init__(self, test: Predicate, lookup: Lookup) -> None:
+    def __init__(
+        self, test: Predicate, lookup: Lookup, exact: bool = False, negated: Lookup | None = None
+    ) -> None:
         super().__init__(test)
-        self.lookup = lookup
+        self.lookup, self.exact, self.negated = lookup, exact, negated
 
-    def select(self, scope: Scope, within: set[int]) -> set[int]:
-        return within.intersection(self.lookup(scope))
+    def select(self, scope: Scope, within: set[int] | None) -> set[int]:
+        if within is None and self.exact:
+            return scope.exactly(self.lookup(scope))
+        return scope.within(within).intersection(self.lookup(scope))
 
 
 class _All(Key):
@@ -151,8 +181,8 @@ class _All(Key):
     def __init__(self) -> None:
         super().__init__(lambda c: True)
 
-    def select(self, scope: Scope, within: set[int]) -> set[int]:
-        return within
+    def select(self, scope: Scope, within: set[int] | None) -> set[int]:
+        return scope.within(within)
 
 
 class _And(Key):
@@ -164,12 +194,12 @@ class _And(Key):
     def children(self) -> list[Key]:
         return self.keys
 
-    def select(self, scope: Scope, within: set[int]) -> set[int]:
+    def select(self, scope: Scope, within: set[int] | None) -> set[int]:
         for key in self.keys:
-            if not within:
+            if within is not None and not within:
                 break
             within = key.select(scope, within)
-        return within
+        return scope.within(within)
 
 
 class _Or(Key):
@@ -181,9 +211,11 @@ class _Or(Key):
     def children(self) -> list[Key]:
         return [self.a, self.b]
 
-    def select(self, scope: Scope, within: set[int]) -> set[int]:
+    def select(self, scope: Scope, within: set[int] | None) -> set[int]:
         first = self.a.select(scope, within)
-        return first | self.b.select(scope, within - first)
+        if within is None and self.b.cost == 0:  # the index answers for the whole scope
+            return first | self.b.select(scope, None)
+        return first | self.b.select(scope, scope.within(within) - first)
 
 
 class _Not(Key):
@@ -195,14 +227,22 @@ class _Not(Key):
     def children(self) -> list[Key]:
         return [self.inner]
 
-    def select(self, scope: Scope, within: set[int]) -> set[int]:
-        if isinstance(self.inner, _Indexed):  # one set operation instead of two
-            return within.difference(self.inner.lookup(scope))
-        return within - self.inner.select(scope, within)
+    def select(self, scope: Scope, within: set[int] | None) -> set[int]:
+        inner = self.inner
+        if isinstance(inner, _Indexed):  # one set operation instead of two
+            if within is None and inner.negated is not None:
+                return scope.exactly(inner.negated(scope))
+            return scope.within(within).difference(inner.lookup(scope))
+        return scope.within(within) - inner.select(scope, within)
 
 
 def _flag(flag: str) -> Key:
-    return _Indexed(lambda c: flag in c.flags, lambda s: s.folder.uids_with_flag(flag))
+    return _Indexed(
+        lambda c: flag in c.flags,
+        lambda s: s.folder.uids_with_flag(flag),
+        exact=True,
+        negated=lambda s: s.folder.uids_without_flag(flag),
+    )
 
 
 def _recent() -> Key:
@@ -227,7 +267,7 @@ class Search:
     def matching(self, folder: IFolder, view: Sequence[int], recent: AbstractSet[int]) -> list[int]:
         """The UIDs of ``view`` that match and are still in ``folder``, ascending."""
         scope = Scope(folder, view, recent)
-        return sorted(self.key.select(scope, scope.universe))
+        return sorted(self.key.select(scope, None))
 
     @inlineCallbacks
     def matching_later(
@@ -239,13 +279,14 @@ class Search:
         bodies = list(_bodies(self.key))
         if bodies:
             scope = Scope(folder, view, recent)
-            within = scope.universe
+            within: set[int] | None = None
             for key in self.key.keys if isinstance(self.key, _And) else []:
                 if key.cost == 0:
                     within = key.select(scope, within)
+            tested = scope.within(within)
             for body in bodies:
-                body.found = yield folder.filter_contents(sorted(within), body.holds)
-                body.tested = within
+                body.found = yield folder.filter_contents(sorted(tested), body.holds)
+                body.tested = tested
         return self.matching(folder, view, recent)  # the folder as it is now
 
 
@@ -422,7 +463,8 @@ class _Body(_Costly):
         """Whether ``data`` (a whole message) matches; pure, so worker threads may call it."""
         return contains(data, 0 if self.whole else body_start(data), len(data), self.needle)
 
-    def select(self, scope: Scope, within: set[int]) -> set[int]:
+    def select(self, scope: Scope, within: set[int] | None) -> set[int]:
+        within = scope.within(within)
         untested = within - self.tested  # all, unless the store tested them beforehand
         return (within & self.found) | super().select(scope, untested)
 

@@ -459,19 +459,29 @@ class MaildirFolder:
         return self.state.changes_since(modseq)
 
     def first_unseen(self) -> int | None:
-        seen = self.state.with_letter("S")
-        return next((u for u in self.uids() if u not in seen), None)
+        return min(self.state.without_letter("S"), default=None)
 
     def unseen_count(self) -> int:
-        return len(self.state.entries) - len(self.state.with_letter("S"))
+        return len(self.state.without_letter("S"))
 
-    def uids_with_flag(self, flag: str) -> Set[int]:
-        """UIDs present whose flags hold ``flag`` (a system flag or keyword), from the index."""
+    def _letter_of(self, flag: str) -> str | None:
+        """The info letter of ``flag`` (a system flag or keyword); None if it has none."""
         flag = canonical_flag(flag)
         letter = maildir.LETTER_OF.get(flag)
         if letter is None and flag in self._keywords:
             letter = chr(ord("a") + self._keywords.index(flag))
+        return letter
+
+    def uids_with_flag(self, flag: str) -> Set[int]:
+        """UIDs present whose flags hold ``flag`` (a system flag or keyword), from the index."""
+        letter = self._letter_of(flag)
         return self.state.with_letter(letter) if letter else frozenset()
+
+    def uids_without_flag(self, flag: str) -> Set[int]:
+        """UIDs present whose flags lack ``flag``, from the index (kept for ``\\Seen`` and
+        ``\\Deleted``, so UNSEEN and UNDELETED cost what they find)."""
+        letter = self._letter_of(flag)
+        return self.state.without_letter(letter) if letter else self.state.entries.keys()
 
     def uids_dated(self, start: float | None, end: float | None) -> set[int]:
         """UIDs present whose internal date is in ``[start, end)`` (None: open), from the

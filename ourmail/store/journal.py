@@ -18,20 +18,23 @@ The journal is a cache: when missing or corrupt it is rebuilt from the Maildir w
 UIDVALIDITY (RFC 3501 §2.3.1.1).
 
 The fold also keeps the indexes SEARCH answers from without a pass over the messages: the UIDs
-holding each info letter (a flag or keyword), kept as each line is applied, and the UIDs in
+holding each info letter (a flag or keyword) and the UIDs lacking ``S`` or ``T`` (UNSEEN and
+UNDELETED, the common negated keys), kept as each line is applied, and the UIDs in
 internal-date and size order, sorted when first asked for after a change.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Set
+from collections.abc import Set
 
 import attrs
 
 MAGIC = "ourmail-uidlist"
 VERSION = "2"
 NO_INFO = "~"
+#: Info letters whose absence the fold indexes too: ``S`` (\Seen) and ``T`` (\Deleted).
+LACKING = "ST"
 #: Changes kept in memory for sessions catching up; older ones force a full comparison.
 CHANGE_LOG = 100_000
 
@@ -79,6 +82,8 @@ class FolderState:
     total_size: int = 0
     #: Info letter (``S``, ``F``, ``a`` …) -> the UIDs whose file names carry it.
     by_letter: dict[str, set[int]] = attrs.Factory(dict)
+    #: Letter of ``LACKING`` -> the UIDs present whose file names do not carry it.
+    lacking: dict[str, set[int]] = attrs.Factory(lambda: {ch: set() for ch in LACKING})
     #: The UIDs in internal-date and in size order; None until first asked for.
     _by_date: _Ordered | None = None
     _by_size: _Ordered | None = None
@@ -114,7 +119,7 @@ class FolderState:
                 self.entries[uid] = entry
                 self.by_base[entry.base] = uid
                 self.total_size += entry.size
-                self._letters(uid, (), entry.info or "")
+                self._letters(uid, None, entry.info or "")
                 if self._by_date is not None and self._by_size is not None:
                     self._by_date.insert(entry.date, uid)
                     self._by_size.insert(entry.size, uid)
@@ -141,7 +146,7 @@ class FolderState:
                 if gone is not None:
                     self.by_base.pop(gone.base, None)
                     self.total_size -= gone.size
-                    self._letters(uid, gone.info or "", ())
+                    self._letters(uid, gone.info or "", None)
                     if self._by_date is not None and self._by_size is not None:
                         self._by_date.stale += 1
                         self._by_size.stale += 1
@@ -155,16 +160,30 @@ class FolderState:
         except (IndexError, ValueError, KeyError) as e:
             raise CorruptJournal(f"bad journal line {line[:60]!r}") from e
 
-    def _letters(self, uid: int, old: Iterable[str], new: Iterable[str]) -> None:
-        """Move ``uid`` from the letter sets of its ``old`` info to those of ``new``."""
-        for ch in old:
+    def _letters(self, uid: int, old: str | None, new: str | None) -> None:
+        """Move ``uid`` from the letter sets of its ``old`` info to those of ``new`` (None:
+        not present, before it is added or after it is expunged)."""
+        for ch in old or "":
             self.by_letter[ch].discard(uid)
-        for ch in new:
+        for ch in new or "":
             self.by_letter.setdefault(ch, set()).add(uid)
+        for ch, lacking in self.lacking.items():
+            if new is None or ch in new:
+                lacking.discard(uid)
+            else:
+                lacking.add(uid)
 
     def with_letter(self, letter: str) -> set[int]:
         """The UIDs whose info carries ``letter`` (the caller must not change the set)."""
         return self.by_letter.get(letter, _EMPTY)
+
+    def without_letter(self, letter: str) -> Set[int]:
+        """The UIDs present whose info lacks ``letter``: kept for the letters of ``LACKING``,
+        the complement of :meth:`with_letter` for the others (the caller must not change
+        the set)."""
+        if letter in self.lacking:
+            return self.lacking[letter]
+        return self.entries.keys() - self.with_letter(letter)
 
     def _ordered(self) -> tuple[_Ordered, _Ordered]:
         """The date and size orders, sorted afresh when first asked for or when many of their

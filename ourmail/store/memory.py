@@ -128,6 +128,10 @@ class MemoryFolder:
         flag = canonical_flag(flag)
         return {uid for uid, msg in self.messages.items() if flag in msg.flags}
 
+    def uids_without_flag(self, flag: str) -> set[int]:
+        flag = canonical_flag(flag)
+        return {uid for uid, msg in self.messages.items() if flag not in msg.flags}
+
     def uids_dated(self, start: float | None, end: float | None) -> set[int]:
         return {
             uid
