@@ -1,10 +1,11 @@
 """Start-up checks: everything the configuration names must load before the server starts.
 
-A setting that cannot work (a listener endpoint that does not parse or cannot bind, a
-certificate whose key does not match, an LDAP URL, password file or CA file that cannot be read,
-a module a configured feature needs) stops ``twistd ourmail`` with one :class:`ConfigError` line,
-instead of surfacing later as a failed login or a deferred message.  Each check reads or binds
-and releases at once; nothing here keeps state.
+A setting that cannot work (a listener endpoint that does not parse or cannot bind, a shard
+root that is not there, an LDAP URL, password file or CA file that cannot be read, a module a
+configured feature needs) stops ``twistd ourmail`` with one :class:`ConfigError` line, instead
+of surfacing later as a failed login or a deferred message.  The certificate and key are
+checked where they are loaded (:func:`ourmail.net.tls.server_context`).  Each check reads or
+binds and releases at once; nothing here keeps state.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 
-from OpenSSL import SSL
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorCore
 
@@ -30,21 +30,10 @@ TCP_KINDS = ("tcp", "tcp6", "ssl")
 
 def check(settings: Settings) -> None:
     """Check what ``settings`` configure beyond their syntax (config.py checks that)."""
-    check_tls(settings.tls_certificate, settings.tls_key)
     check_shard_roots(settings.data_dir)
     if settings.ldap_url:
         check_ldap(settings.ldap_url)
     check_relay(settings.queue.relay)
-
-
-def check_tls(cert: Path, key: Path) -> None:
-    """The certificate and key load, and the key is the certificate's."""
-    from ourmail.net.tls import server_context
-
-    try:
-        server_context(cert, key).getContext()  # type: ignore[attr-defined]
-    except SSL.Error as e:
-        raise ConfigError(f"the TLS key {key} does not belong to the certificate {cert}") from e
 
 
 def check_shard_roots(data_dir: Path) -> None:

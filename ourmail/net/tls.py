@@ -29,12 +29,19 @@ def server_context(cert_path: Path, key_path: Path) -> IOpenSSLServerConnectionC
         raise ConfigError(
             f"cannot load the TLS certificate {cert_path} or key {key_path}: {e}"
         ) from e
-    return ssl.CertificateOptions(
+    options = ssl.CertificateOptions(
         privateKey=key,
         certificate=certs[0],
         extraCertChain=certs[1:],
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
     )
+    try:  # OpenSSL pairs key and certificate only here; a mismatch must not wait for a client
+        options.getContext()
+    except SSL.Error as e:
+        raise ConfigError(
+            f"the TLS key {key_path} does not belong to the certificate {cert_path}"
+        ) from e
+    return options
 
 
 @implementer(IOpenSSLContextFactory)

@@ -156,3 +156,23 @@ def test_a_shard_root_that_is_not_there_is_refused(tmp_path: Path) -> None:
     assert f"the root {tmp_path / 'unmounted'} of shards 80-ff is not a folder" in message
     (tmp_path / "unmounted").mkdir()
     build(settings, reactor)
+
+
+def test_a_reload_with_a_key_that_is_not_the_certificates_keeps_the_old_one(
+    tmp_path: Path,
+) -> None:
+    from ourmail.net.tls import ReloadableServerTLS
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    selfsigned.ensure(cert, key, "mail.example.test")
+    tls = ReloadableServerTLS(cert, key)
+    before = tls._current
+    key.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    assert tls.reload() is False
+    assert tls._current is before
