@@ -63,5 +63,5 @@ def compare(
     print(f"{'operation':<{width}}{'ourmail':>10}{'Dovecot':>10}{'ratio':>8}")
     for name, t in ours.items():
         d = theirs[name]
-        print(f"{name:<{width}}{t * 1000:>8.0f}ms{d * 1000:>8.0f}ms{t / d:>7.1f}x")
+        print(f"{name:<{width}}{t * 1000:>8.2f}ms{d * 1000:>8.2f}ms{t / d:>7.1f}x")
     shutil.rmtree(base, ignore_errors=True)

@@ -49,10 +49,12 @@ class SelectedMailbox:
         """This session told the client about this change itself (STORE, FETCH setting \\Seen)."""
         self._own[uid] = modseq
 
-    def updates(self, expunge_ok: bool) -> list[bytes]:
-        """Untagged responses that bring the client's view up to date."""
+    def updates(self, expunge_ok: bool, sync: bool = True) -> list[bytes]:
+        """Untagged responses that bring the client's view up to date; ``sync`` False when
+        the folder was synced a moment ago (in the same reactor turn)."""
         folder = self.folder
-        folder.sync()
+        if sync:
+            folder.sync()
         if folder.highestmodseq == self._modseq:
             return []
         current = folder.uids()

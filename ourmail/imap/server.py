@@ -120,6 +120,9 @@ class IMAPServer(
         self._cmd = ""
         self._idle_poll: task.LoopingCall | None = None
         self._idle_scheduled = False
+        #: The selected folder was synced in this reactor turn (the command's catch-up), so
+        #: a tagged reply made in the same turn need not stat its files again.
+        self._synced = False
 
     # -- output ----------------------------------------------------------------------------
 
@@ -171,7 +174,8 @@ class IMAPServer(
         if self.selected is not None and status == "OK":
             # RFC 3501 §7.4.1 (and RFC 5256 §4 for SORT): no EXPUNGE while numbers are in use.
             expunge_ok = self._cmd not in ("FETCH", "STORE", "SEARCH", "SORT")
-            out += [line + b"\r\n" for line in self.selected.updates(expunge_ok)]
+            updates = self.selected.updates(expunge_ok, sync=not self._synced)
+            out += [line + b"\r\n" for line in updates]
         out.append(f"{self._tag} {status} {text}\r\n".encode())
         self.write(b"".join(out))
 
@@ -323,6 +327,8 @@ class IMAPServer(
         except Exception:
             self._command_failed(Failure())
             return
+        finally:
+            self._synced = False  # a reply made later syncs again: time has passed
         self._run(result)
 
     def _catch_up(self) -> None:
@@ -333,6 +339,7 @@ class IMAPServer(
         if self.selected is not None:
             with contextlib.suppress(StoreError):
                 self.selected.folder.sync()
+                self._synced = True
 
     def _run(self, result: Deferred[None] | None) -> None:
         """Hold further input until a handler's Deferred is done."""

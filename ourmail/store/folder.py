@@ -158,6 +158,11 @@ class MaildirFolder:
         and changes flags but refuses to store (StoreError)."""
         self.path = path
         self.root = str(path)
+        # Checked by every command (sync): joined once, as strings, not a Path per stat.
+        self._uidlist_path = os.path.join(self.root, UIDLIST)
+        self._keywords_path = os.path.join(self.root, KEYWORDS)
+        self._new_path = os.path.join(self.root, "new")
+        self._cur_path = os.path.join(self.root, "cur")
         self.name = name
         self.shard = shard
         self._moving = moving
@@ -216,9 +221,10 @@ class MaildirFolder:
 
     # -- reading the journal ------------------------------------------------------------------
 
-    def _stat(self, name: str) -> int:
+    @staticmethod
+    def _mtime(path: str) -> int:
         try:
-            return os.stat(self.path / name).st_mtime_ns
+            return os.stat(path).st_mtime_ns
         except FileNotFoundError:
             return 0
 
@@ -228,12 +234,12 @@ class MaildirFolder:
             raise ShardMoving("this mailbox is being moved; try again in a moment")
 
     def _dir_stamp(self) -> tuple[int, int]:
-        return (self._stat("new"), self._stat("cur"))
+        return (self._mtime(self._new_path), self._mtime(self._cur_path))
 
     def _read_tail(self) -> bool:
         """Apply journal lines added since last time; True if the folder changed."""
         try:
-            st = os.stat(self.path / UIDLIST)
+            st = os.stat(self._uidlist_path)
         except FileNotFoundError:
             self._rebuild("missing")
             return True
@@ -338,12 +344,15 @@ class MaildirFolder:
             f.write("".join(lines))
 
     def sync(self, force: bool = False) -> bool:
-        """Pick up changes made elsewhere; True if the folder changed."""
-        if not (self.path / "cur").is_dir():
-            raise StoreError(f"folder {self.name} no longer exists")
+        """Pick up changes made elsewhere; True if the folder changed.  When nothing did, this
+        is four stat calls: ``cur/`` (which must exist), the journal, the keywords, ``new/``."""
+        try:
+            cur = os.stat(self._cur_path).st_mtime_ns
+        except FileNotFoundError:
+            raise StoreError(f"folder {self.name} no longer exists") from None
         changed = self._read_tail()
         self._load_keywords()
-        if force or self._dir_stamp() != self.state.stamp:
+        if force or (self._mtime(self._new_path), cur) != self.state.stamp:
             with self._locked():
                 changed |= self._read_tail()
                 if force or self._dir_stamp() != self.state.stamp:
@@ -392,7 +401,7 @@ class MaildirFolder:
 
     def _load_keywords(self) -> None:
         try:
-            st = os.stat(self.path / KEYWORDS)
+            st = os.stat(self._keywords_path)
             stamp = (st.st_mtime_ns, st.st_ino)
         except FileNotFoundError:
             stamp = (0, 0)
