@@ -189,6 +189,33 @@ class QueueSettings:
     relay: RelaySettings = RelaySettings()
 
 
+@attrs.frozen
+class DNSSettings:
+    """``[dns]``: the resolvers every lookup uses (filters, the queue's MX lookups)."""
+
+    #: Servers as "address:port"; empty means those of /etc/resolv.conf.
+    servers: tuple[str, ...] = ()
+
+
+#: The checks a server runs on arriving mail when ``[filters] chain`` is not set.
+DEFAULT_CHAIN: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class FilterSettings:
+    """``[filters]``: the check chain on arriving mail (docs/filters.md)."""
+
+    #: Check names in order: built-in ones, or ``package.module:factory`` for a plugin.
+    chain: tuple[str, ...] = DEFAULT_CHAIN
+    #: The authserv-id of Authentication-Results (RFC 8601 §2.5); empty: the host name.
+    authserv_id: str = ""
+    #: Run the chain on mail from logged-in users (submission) and from LMTP too.
+    check_submission: bool = False
+    check_lmtp: bool = False
+    #: ``[filters.check.NAME]`` tables: each check's own options (it checks them itself).
+    options: Mapping[str, Mapping[str, Any]] = attrs.Factory(dict)
+
+
 def default_mx_processes() -> int:
     """One MX process per CPU core this process may run on (its affinity mask), at most 64."""
     try:
@@ -216,6 +243,8 @@ class Settings:
     submission: SubmissionSettings = SubmissionSettings()
     queue: QueueSettings = QueueSettings()
     pop3: Pop3Settings = Pop3Settings()
+    dns: DNSSettings = DNSSettings()
+    filters: FilterSettings = FilterSettings()
     #: ``[ldap] url``: log users in and find recipients in LDAP too (ourmail/directory/ldap.py).
     ldap_url: str | None = None
     #: Processes accepting on the MX (``smtp``) port, by default one per CPU core; 1 means the
@@ -303,6 +332,14 @@ _TOML_KEYS: Mapping[str, Any] = {
     "smtp": {"mx_processes": int},
     "pop3": {"delete": str, "login_delay": int, "domain": _Named({"delete": str})},
     "ldap": {"url": str},
+    "dns": {"servers": list},
+    "filters": {
+        "chain": list,
+        "authserv_id": str,
+        "check_submission": bool,
+        "check_lmtp": bool,
+        "check": dict,
+    },
     "queue": {
         **{f.name: int for f in attrs.fields(QueueSettings) if f.type in ("int", int)},
         "dns_servers": list,
@@ -426,7 +463,11 @@ def load_settings(
     submission = SubmissionSettings(**table.get("submission", {}))
     if submission.max_messages_per_hour <= 0 or submission.max_recipients_per_hour <= 0:
         raise ConfigError("the [submission] hourly limits must be positive")
+    dns = DNSSettings(_dns_servers(table.get("dns", {}).get("servers", []), "dns.servers"))
     queue = _queue_settings(table.get("queue", {}))
+    if not queue.dns_servers and dns.servers:
+        queue = attrs.evolve(queue, dns_servers=dns.servers)
+    filters = _filter_settings(table.get("filters", {}))
     mx_processes = table.get("smtp", {}).get("mx_processes", default_mx_processes())
     if not 1 <= mx_processes <= 64:
         raise ConfigError("'smtp.mx_processes' must be between 1 and 64")
@@ -447,6 +488,8 @@ def load_settings(
         submission=submission,
         queue=queue,
         pop3=_pop3_settings(table.get("pop3", {})),
+        dns=dns,
+        filters=filters,
         ldap_url=table.get("ldap", {}).get("url") or None,
         mx_processes=mx_processes,
         config_path=config_path,
@@ -505,12 +548,7 @@ def _queue_settings(table: Mapping[str, Any]) -> QueueSettings:
     for key, value in numbers.items():
         if value < 0 or (value == 0 and key != "delay_warning"):
             raise ConfigError(f"'queue.{key}' must be positive")
-    servers = []
-    for item in table.get("dns_servers", []):
-        host, _, port = str(item).rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"'queue.dns_servers' takes \"address:port\" items, got {item!r}")
-        servers.append(item)
+    servers = _dns_servers(table.get("dns_servers", []), "queue.dns_servers")
     relay = RelaySettings(**table.get("relay", {}))
     if relay.host:
         name, _, port = relay.host.rpartition(":")
@@ -521,6 +559,35 @@ def _queue_settings(table: Mapping[str, Any]) -> QueueSettings:
         if bool(relay.username) != bool(relay.password_file):
             raise ConfigError("'queue.relay' needs both 'username' and 'password_file', or neither")
     return QueueSettings(**numbers, dns_servers=tuple(servers), relay=relay)
+
+
+def _dns_servers(items: list[Any], where: str) -> tuple[str, ...]:
+    servers = []
+    for item in items:
+        host, _, port = str(item).rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"'{where}' takes \"address:port\" items, got {item!r}")
+        servers.append(str(item))
+    return tuple(servers)
+
+
+def _filter_settings(table: Mapping[str, Any]) -> FilterSettings:
+    chain = table.get("chain", list(DEFAULT_CHAIN))
+    if not all(isinstance(name, str) and name for name in chain):
+        raise ConfigError("'filters.chain' must list check names")
+    if len(set(chain)) != len(chain):
+        raise ConfigError("'filters.chain' names a check twice")
+    options = table.get("check", {})
+    for name, sub in options.items():
+        if not isinstance(sub, dict):
+            raise ConfigError(f"'filters.check.{name}' must be a table")
+    return FilterSettings(
+        chain=tuple(chain),
+        authserv_id=table.get("authserv_id", ""),
+        check_submission=table.get("check_submission", False),
+        check_lmtp=table.get("check_lmtp", False),
+        options=options,
+    )
 
 
 def _quota_limit(table: Mapping[str, int], where: str) -> QuotaLimit:
@@ -621,7 +688,7 @@ domains = {domains}
 # max_age = 432000
 # delay_warning = 14400           # 0: never warn senders of delays
 # max_per_destination = 5         # connections to one domain at once
-# dns_servers = []                # e.g. ["127.0.0.1:53"]; default: /etc/resolv.conf
+# dns_servers = []                # default: the [dns] servers
 # [queue.relay]
 # Send all outbound mail through a smart host (TLS required; AUTH if a username is set).
 # host = "smtp.example.net:587"
@@ -629,6 +696,20 @@ domains = {domains}
 # username = "ourmail"
 # password_file = "/etc/ourmail/relay-password"
 # ca_file = ""                    # default: the system's trusted roots
+
+[dns]
+# Resolvers for every lookup (filters, MX), as "address:port"; default: /etc/resolv.conf.
+# servers = ["127.0.0.1:53"]
+
+[filters]
+# Checks on arriving mail, in order (docs/filters.md; `ourmail filters list` shows the chain).
+# chain = []
+# authserv_id = ""                # Authentication-Results id; default: the host name
+# check_submission = false        # also check mail from logged-in users
+# check_lmtp = false              # also check mail arriving by LMTP
+# [filters.check.NAME]
+# timeout = 20                    # seconds to wait for the check
+# on_error = "accept"             # or "tempfail": what a failure or time-out means
 
 [pop3]
 # What DELE + QUIT does: "hide" keeps the message (IMAP still sees it, with the $POP3Deleted

@@ -374,3 +374,150 @@ class ILocalDelivery(Interface):
     ) -> Deferred[list[DeliveryResult]]:
         """Check and deliver each recipient as if it came by SMTP; one durable result each, in
         order (an alias's forwards are queued again)."""
+
+
+# -- filters: checks on arriving mail (ourmail/filters, docs/filters.md) ---------------------
+
+#: When a check runs: the client connects, MAIL FROM, each RCPT TO, the end of DATA/BDAT.
+Stage = Literal["connect", "mail", "rcpt", "data"]
+STAGES: tuple[Stage, ...] = ("connect", "mail", "rcpt", "data")
+
+#: What a check's verdict asks for (see :class:`Verdict`).
+Action = Literal["accept", "junk", "tempfail", "reject"]
+
+
+@attrs.frozen
+class AuthResult:
+    """One result of an ``Authentication-Results:`` header (RFC 8601 §2.2): ``method=result``
+    with an optional reason and ``ptype.property=value`` pairs, e.g. ``spf=pass
+    smtp.mailfrom=example.org``."""
+
+    method: str
+    result: str
+    reason: str = ""
+    #: ("smtp.mailfrom", "example.org"), ("header.d", "example.org"), ...
+    properties: tuple[tuple[str, str], ...] = ()
+
+
+@attrs.frozen
+class Verdict:
+    """What one check says.  ``accept`` may still add header fields and results; ``junk``
+    files the message into the recipients' Junk folder; ``tempfail`` and ``reject`` refuse
+    with an SMTP reply (RFC 5321) and its RFC 3463 status, e.g. ``550 5.7.1 ...``."""
+
+    action: Action = "accept"
+    code: int = 0
+    status: str = ""
+    text: str = ""
+    #: Header fields to add, as (name, value) with no line ending; folded by the chain.
+    headers: tuple[tuple[str, str], ...] = ()
+    #: Results for this host's Authentication-Results header.
+    results: tuple[AuthResult, ...] = ()
+    #: Why (for the log and the Junk header); a refusal's text is already its reason.
+    reason: str = ""
+
+    @property
+    def refuses(self) -> bool:
+        return self.action in ("tempfail", "reject")
+
+    @property
+    def reply(self) -> str:
+        return f"{self.code} {self.status} {self.text}"
+
+
+ACCEPT = Verdict()
+
+
+def refuse(code: int, status: str, text: str, *results: AuthResult) -> Verdict:
+    """A refusal: ``tempfail`` for a 4xx code, ``reject`` for a 5xx one."""
+    action: Action = "tempfail" if code < 500 else "reject"
+    return Verdict(action, code, status, text, results=results)
+
+
+@attrs.define
+class MailContext:
+    """What the checks of one SMTP session see, stage after stage.  The chain fills it in as
+    the session goes on and resets the transaction's part after each message."""
+
+    #: The client's IP address (text), and the listener's name (``smtp``, ``submission``, ``lmtp``).
+    client_address: str
+    listener: str = "smtp"
+    helo: str | None = None
+    #: MAIL FROM (``""`` for the null sender), None before MAIL.
+    sender: str | None = None
+    #: The recipients accepted so far; at ``rcpt`` the one being checked is :attr:`recipient`.
+    recipients: list[str] = attrs.Factory(list)
+    recipient: str | None = None
+    #: The logged-in user (submission), or None.
+    authenticated: str | None = None
+    #: At ``data``: the message as it will be stored (this host's Received: first), as bytes
+    #: or the path of a file holding it.
+    content: bytes | os.PathLike[str] | None = None
+    #: Results of the checks so far in this transaction (DMARC reads SPF's and DKIM's).
+    results: list[AuthResult] = attrs.Factory(list)
+    #: Per-transaction notes of the checks, by check name (e.g. SPF's verdict for DMARC).
+    notes: dict[str, object] = attrs.Factory(dict)
+
+    def message(self) -> bytes:
+        """The message at ``data`` (reads the file when it is one; call off the reactor for a
+        large one)."""
+        if self.content is None:
+            raise ValueError("the message is only known at the data stage")
+        if isinstance(self.content, bytes):
+            return self.content
+        with open(self.content, "rb") as f:
+            return f.read()
+
+    def new_transaction(self) -> None:
+        """Forget the last message's envelope, content, results and notes."""
+        self.sender, self.recipients, self.recipient, self.content = None, [], None, None
+        self.results, self.notes = [], {}
+
+
+class ICheck(Interface):
+    """One check of the filter chain (SPF, DKIM, DNSBL, an antivirus, yours).
+
+    The chain calls :meth:`check` at each stage the check names, in the configured order,
+    and gives up waiting after :attr:`timeout` seconds; a failure or time-out is answered by
+    :attr:`on_error` and logged.  A check must not block the reactor: network and CPU-heavy
+    work returns a Deferred (``twisted.names``, ``deferToThread``)."""
+
+    name = Attribute("Short name used in ourmail.toml, the log and `ourmail filters list`.")
+    stages = Attribute("The stages (a collection of Stage) at which check() is called.")
+    timeout = Attribute("Seconds the chain waits for a verdict.")
+    on_error = Attribute(
+        'What a failure or time-out means: "accept" (carry on, logged) or "tempfail" (451).'
+    )
+
+    def check(stage: Stage, context: MailContext) -> Deferred[Verdict]:
+        """The verdict on ``context`` at ``stage``."""
+
+
+@attrs.frozen
+class FilterEnvironment:
+    """What a check factory may use to build its check."""
+
+    #: A ``twisted.internet.interfaces.IResolver`` using the ``[dns] servers``.
+    resolver: object
+    #: The reactor (timers, threads).
+    reactor: object
+    #: This host's name: the authserv-id of Authentication-Results, the DKIM/ARC signer's host.
+    hostname: str
+    #: The local mail domains.
+    domains: tuple[str, ...]
+    #: ``<data>/filters``: a check keeps state across restarts in a subdirectory named after
+    #: itself, made on first use.
+    state_dir: os.PathLike[str]
+    #: Where reports (DMARC aggregate, TLS-RPT) are sent from; None when there is no queue.
+    queue: IOutboundQueue | None = None
+
+
+class ICheckFactory(Interface):
+    """Makes a check from its ``[filters.check.NAME]`` options.  Built-in factories are named
+    in ``chain``; a third party's is named ``package.module:factory``."""
+
+    name = Attribute("The check's default name.")
+
+    def build(options: Mapping[str, object], env: FilterEnvironment) -> ICheck:
+        """The check; raise ``ValueError`` with a clear message for a bad option (the server
+        then refuses to start with that line)."""

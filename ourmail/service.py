@@ -36,9 +36,11 @@ from ourmail.auth.realm import MailRealm
 from ourmail.auth.throttle import FailureThrottle
 from ourmail.config import IMPLICIT_TLS, SERVICES, ConfigError, Settings, config_template
 from ourmail.directory.local import LocalDirectory
+from ourmail.filters.registry import build_chain
 from ourmail.fsutil import write_atomic
 from ourmail.imap.server import IMAPContext, IMAPServer
-from ourmail.interfaces import IDirectory, IMailStore, IRetention
+from ourmail.interfaces import FilterEnvironment, IDirectory, IMailStore, IRetention
+from ourmail.net.dns import make_resolver
 from ourmail.net.lineproto import SessionFactory
 from ourmail.net.tls import ReloadableServerTLS
 from ourmail.pop3.maildrop import MaildropLocks
@@ -46,6 +48,7 @@ from ourmail.pop3.policy import NoRetention
 from ourmail.pop3.server import POP3Context, POP3Server
 from ourmail.queue.runner import OutboundQueue
 from ourmail.secure import selfsigned
+from ourmail.smtp.checks import Checks
 from ourmail.smtp.delivery import Delivery
 from ourmail.smtp.lmtp import LMTPServer
 from ourmail.smtp.server import SMTPContext, SMTPServer
@@ -180,9 +183,19 @@ class Parts:
     delivery: Delivery
     #: Retention and legal hold (a later issue); POP3 ``expunge`` asks it first.
     retention: IRetention
+    #: The filter chain on arriving mail, or None when ``[filters] chain`` is empty.
+    checks: Checks | None = None
     #: POP3 sessions of both listeners share one lock table and one login-delay record.
     pop3_locks: MaildropLocks = attrs.Factory(MaildropLocks)
     pop3_logins: dict[str, float] = attrs.Factory(dict)
+
+    def _checked(self, service: str) -> bool:
+        """Whether mail arriving on ``service`` goes through the filter chain."""
+        if service in ("submission", "submissions"):
+            return self.settings.filters.check_submission
+        if service == "lmtp":
+            return self.settings.filters.check_lmtp
+        return True
 
     def factory(self, service: str) -> Factory:
         """The protocol factory of one listener (without the implicit-TLS wrapper)."""
@@ -205,6 +218,7 @@ class Parts:
                     rates=self.rates,
                     save_sent=settings.submission.save_sent,
                     implicit_tls=implicit,
+                    checks=self.checks if self._checked(service) else None,
                 ),
             )
         if service in ("imap", "imaps"):
@@ -314,7 +328,24 @@ def assemble(
         queue=queue,
         delivery=delivery,
         retention=retention or NoRetention(),
+        checks=filter_checks(settings, reactor, queue),
     )
+
+
+def filter_checks(settings: Settings, reactor: IReactorCore, queue: OutboundQueue) -> Checks | None:
+    """The ``[filters]`` chain (ConfigError for a check or option that cannot work)."""
+    if not settings.filters.chain:
+        return None
+    env = FilterEnvironment(
+        resolver=make_resolver(settings.dns.servers),
+        reactor=reactor,
+        hostname=settings.hostname,
+        domains=settings.domains,
+        state_dir=settings.data_dir / "filters",
+        queue=queue,
+    )
+    chain = build_chain(settings.filters, env, reactor)  # type: ignore[arg-type]
+    return Checks(chain, settings.filters.authserv_id or settings.hostname)
 
 
 def build(

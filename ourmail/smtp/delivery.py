@@ -19,6 +19,7 @@ Implementation notes (keep these true when changing this module):
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,11 +33,13 @@ from ourmail.dsnparams import MailParams, RcptParams
 from ourmail.interfaces import (
     DeliveryResult,
     DirectoryUnavailable,
+    FolderExists,
     IDirectory,
     ILocalDelivery,
     IMailStore,
     IOutboundQueue,
     IQuotaPolicy,
+    IUserStore,
     Recipient,
     ShardMoving,
 )
@@ -91,6 +94,8 @@ class Transaction:
     utf8: bool
     size: int
     arrival: float = 0.0
+    #: The filter chain said junk: local copies go to each user's Junk folder.
+    junk: bool = False
 
     def outbound(self) -> list[tuple[str, RcptParams]]:
         """Addresses for the queue; an alias's forwards remember the alias (RFC 3461 §4.2)."""
@@ -102,6 +107,16 @@ class Transaction:
                     params = RcptParams(params.notify, f"rfc822;{a.recipient.address}")
                 out.append((address, params))
         return out
+
+
+def junk_folder(user: IUserStore) -> str:
+    """The user's folder for junk (RFC 6154 ``\\Junk``), made when the user has none yet."""
+    named = [name for name, use in user.special_uses().items() if use == "\\Junk"]
+    if named:
+        return named[0]
+    with contextlib.suppress(FolderExists):  # made meanwhile, or there without the attribute
+        user.create_folder("Junk", "\\Junk")
+    return "Junk"
 
 
 @implementer(ILocalDelivery)
@@ -155,7 +170,7 @@ class Delivery:
         # Each mailbox gets one copy, however many recipients (aliases) lead to it.
         mailboxes = list(dict.fromkeys(m for a in txn.recipients for m in a.recipient.mailboxes))
         outbound = txn.outbound()
-        jobs = [self.store.user(m).deliver(source) for m in mailboxes]
+        jobs = [self._store_copy(m, source, txn.junk) for m in mailboxes]
         if outbound:
             assert self.queue is not None
             jobs.append(self.queue.enqueue(txn.sender, outbound, source, txn.mail_params, txn.utf8))
@@ -186,6 +201,15 @@ class Delivery:
                 refusal = MOVING if failed[0].check(ShardMoving) else FAILED
                 results.append(refusal.result(address))
         return results
+
+    def _store_copy(self, mailbox: str, source: Source, junk: bool) -> Deferred[int]:
+        user = self.store.user(mailbox)
+        if not junk:
+            return user.deliver(source)
+        try:
+            return user.deliver(source, junk_folder(user))
+        except Exception:
+            return defer.fail()
 
     def report_success(self, txn: Transaction, source: Source) -> Deferred[object]:
         """RFC 3461 §5.2.2: a "delivered" report for final delivery here, when asked (the

@@ -17,6 +17,9 @@ class LMTPServer(SMTPServer):
 
     protocol_name = "LMTP"
 
+    def listener_name(self) -> str:
+        return "lmtp"
+
     def extensions(self) -> list[str]:
         return [
             "PIPELINING",  # RFC 2920

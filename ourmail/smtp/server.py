@@ -23,6 +23,9 @@ Implementation notes (keep these true when changing this module):
 * Memory per connection is bounded: command lines by ``max_line_length``, DATA by streaming to
   disk with at most one line (capped) held, message size by ``max_message_size``.
 * Replies carry RFC 3463 enhanced status codes (RFC 2034).
+* The filter chain (SPF, DKIM, DNSBL, ...) is asked at connect, MAIL, RCPT and the end of
+  DATA, on the MX and, when configured, on submission and LMTP; ``smtp/checks.py`` is where
+  its verdicts meet the session.
 """
 
 from __future__ import annotations
@@ -45,10 +48,19 @@ from ourmail import dsnparams
 from ourmail.addresses import AddressError, normalise_address
 from ourmail.auth.login import Authenticator, LoginFailed, LoginUnavailable, Session
 from ourmail.config import Limits
+from ourmail.filters.chain import Outcome
 from ourmail.fsutil import HAVE_SYNCFS
-from ourmail.interfaces import DeliveryResult, IDirectory, IMailStore, Recipient
+from ourmail.interfaces import (
+    DeliveryResult,
+    IDirectory,
+    IMailStore,
+    MailContext,
+    Recipient,
+    Stage,
+)
 from ourmail.net.lineproto import LineProtocol
 from ourmail.smtp import auth, submission, syntax
+from ourmail.smtp.checks import Checks, rewrite_header
 from ourmail.smtp.data import ChunkReader, DotReader, MessageSink
 from ourmail.smtp.delivery import Accepted, Delivery, Refusal, Transaction
 from ourmail.smtp.spool import Spool
@@ -76,6 +88,8 @@ class SMTPContext:
     #: Submission only: hourly sending limits, and whether to keep a copy in Sent.
     rates: SendingRates | None = None
     save_sent: bool = False
+    #: The filter chain this listener runs on arriving mail, or None.
+    checks: Checks | None = None
 
 
 class SMTPServer(LineProtocol):
@@ -91,6 +105,10 @@ class SMTPServer(LineProtocol):
         self.user: str | None = None
         self.commands = 0
         self._continuation: Callable[[str], None] | None = None
+        #: What the filter chain sees of this session.
+        self.mail_context = MailContext(client_address="", listener=self.listener_name())
+        #: The chain refused the client at connect: every command but QUIT gets 503.
+        self._refused_at_connect = False
         self._reset()
 
     # -- plumbing ------------------------------------------------------------------------
@@ -103,12 +121,37 @@ class SMTPServer(LineProtocol):
     #: The protocol's name in the greeting and in Received: (RFC 3848).
     protocol_name = "ESMTP"
 
+    def listener_name(self) -> str:
+        """The listener as the filter chain names it."""
+        return "submission" if self.ctx.submission else "smtp"
+
     def connectionMade(self) -> None:
         super().connectionMade()
         if self.refuse():
             return
         self.log.info("{proto} connection from {peer}", proto=self.protocol_name, peer=self.peer)
-        self.reply(220, f"{self.ctx.hostname} {self.protocol_name} ourmail")
+        self.mail_context.client_address = self.peer
+        if self.ctx.checks is not None and self.ctx.checks.runs_at("connect"):
+            self._async(self._check("connect").addCallback(self._greet))
+        else:
+            self._greet(None)
+
+    def _greet(self, outcome: Outcome | None) -> None:
+        verdict = outcome.refusal if outcome is not None else None
+        if verdict is None:
+            self.reply(220, f"{self.ctx.hostname} {self.protocol_name} ourmail")
+        elif verdict.code < 500:  # RFC 5321 §3.8: 421, then close
+            self.reply(421, f"{verdict.status} {self.ctx.hostname} {verdict.text}")
+            self.close()
+        else:
+            self._refused_at_connect = True
+            self.reply(554, f"{verdict.status} {verdict.text}")
+
+    def _check(self, stage: Stage) -> Deferred[Outcome | None]:
+        """Run the chain at ``stage``; fires with the outcome when it refuses, else None."""
+        assert self.ctx.checks is not None
+        d = self.ctx.checks.chain.run(stage, self.mail_context)
+        return d.addCallback(lambda outcome: outcome if outcome.refusal else None)
 
     def send_refusal(self, why: str) -> None:
         self.reply(421, f"4.7.0 {self.ctx.hostname} {why}, try again later")  # RFC 5321 §3.8
@@ -143,6 +186,8 @@ class SMTPServer(LineProtocol):
         self.declared_size = 0
         self.mail_params = dsnparams.NO_MAIL_PARAMS
         self.recipients: list[Accepted] = []
+        self.mail_context.new_transaction()
+        self._junk: list[str] = []
         self._discard_spool()
         self._spool: Spool | None = None
         self._sink: MessageSink | None = None
@@ -180,6 +225,9 @@ class SMTPServer(LineProtocol):
             cont(text)
             return
         verb, _, arg = text.partition(" ")
+        if self._refused_at_connect and verb.upper() != "QUIT":
+            self.error(503, "5.7.1 Connection refused; say QUIT")  # RFC 5321 §3.1
+            return
         handler = self.COMMANDS.get(verb.upper())
         if handler is None:
             self.error(500, "5.5.2 Command not recognized")
@@ -191,6 +239,7 @@ class SMTPServer(LineProtocol):
             self.error(501, "5.5.4 EHLO needs a domain or address literal")
             return
         self.helo, self.esmtp = arg.split()[0][:255], True
+        self.mail_context.helo = self.helo
         self._reset()
         self.reply(250, [self.ctx.hostname, *self.extensions()])
 
@@ -216,6 +265,7 @@ class SMTPServer(LineProtocol):
             self.error(501, "5.5.4 HELO needs a domain")
             return
         self.helo, self.esmtp = arg.split()[0][:255], False
+        self.mail_context.helo = self.helo
         self._reset()
         self.reply(250, self.ctx.hostname)
 
@@ -263,6 +313,7 @@ class SMTPServer(LineProtocol):
         def ok(session: Session) -> None:
             self.at_close(session.end)
             self.user = session.avatar.address
+            self.mail_context.authenticated = self.user
             self.reply(235, "2.7.0 Authentication successful")
 
         def failed(f: object) -> None:
@@ -302,8 +353,28 @@ class SMTPServer(LineProtocol):
             self.error(e.code, e.text)
             return
         self.declared_size, self.utf8, self.mail_params = options.size, options.utf8, options.dsn
-        self.sender = path
+        if self.ctx.checks is not None and self.ctx.checks.runs_at("mail"):
+            self.mail_context.sender = path
+            d = self._check("mail").addCallback(self._mail_checked, path)
+            self._async(d)
+        else:
+            self._mail_checked(None, path)
+
+    def _mail_checked(self, refusal: Outcome | None, path: str) -> None:
+        if refusal is not None:
+            self._refuse(refusal)
+            return
+        self.sender = self.mail_context.sender = path
         self.reply(250, "2.1.0 Ok")
+
+    def _refuse(self, outcome: Outcome) -> None:
+        """Answer with the chain's refusal and forget the transaction (5xx counts as an
+        error towards max_errors, 4xx does not)."""
+        verdict = outcome.refusal
+        assert verdict is not None
+        self._reset()
+        answer = self.error if verdict.code >= 500 else self.reply
+        answer(verdict.code, f"{verdict.status} {verdict.text}")
 
     def do_RCPT(self, arg: str) -> None:
         if self.sender is None:
@@ -352,8 +423,26 @@ class SMTPServer(LineProtocol):
             self._accept(rcpt, params)
 
     def _accept(self, rcpt: Recipient, params: dsnparams.RcptParams) -> None:
+        if self.ctx.checks is not None and self.ctx.checks.runs_at("rcpt"):
+            self.mail_context.recipient = rcpt.address
+            d = self._check("rcpt").addCallback(self._rcpt_checked, rcpt, params)
+            self._async(d)
+        else:
+            self._rcpt_checked(None, rcpt, params)
+
+    def _rcpt_checked(
+        self, refusal: Outcome | None, rcpt: Recipient, params: dsnparams.RcptParams
+    ) -> None:
+        self.mail_context.recipient = None
+        if refusal is not None:
+            verdict = refusal.refusal
+            assert verdict is not None
+            answer = self.error if verdict.code >= 500 else self.reply
+            answer(verdict.code, f"{verdict.status} {verdict.text}")  # this recipient only
+            return
         if all(a.recipient.address != rcpt.address for a in self.recipients):
             self.recipients.append(Accepted(rcpt, params))
+            self.mail_context.recipients.append(rcpt.address)
         self.reply(250, "2.1.5 Ok")
 
     def _transaction_ready(self) -> bool:
@@ -466,7 +555,24 @@ class SMTPServer(LineProtocol):
             return
         if self.user is not None and not self._complete_submission():
             return
-        self._async(self._deliver())
+        self._async(self._check_data())
+
+    @inlineCallbacks
+    def _check_data(self) -> Deferred[None]:
+        """The chain's verdict on the message, then its delivery (or the refusal)."""
+        checks, spool = self.ctx.checks, self._spool
+        assert spool is not None
+        if checks is not None and checks.runs_at("data"):
+            self.mail_context.content = spool.source()
+            outcome = yield checks.chain.run("data", self.mail_context)
+            if outcome.refusal is not None:
+                self._refuse(outcome)
+                return
+            rewrite_header(spool, checks, self.mail_context, outcome)
+            self._junk = outcome.junk
+        elif checks is not None:
+            rewrite_header(spool, checks, self.mail_context, Outcome())
+        yield self._deliver()
 
     def _may_send_as(self, address: str) -> bool:
         assert self.user is not None
@@ -502,6 +608,7 @@ class SMTPServer(LineProtocol):
             utf8=self.utf8,
             size=spool.size,
             arrival=self._arrival,
+            junk=bool(self._junk),
         )
         try:
             source = spool.source()

@@ -46,15 +46,19 @@ class Spool:
 
     def insert(self, offset: int, data: bytes) -> None:
         """Insert ``data`` at ``offset`` (used to add missing header fields)."""
+        self.replace(offset, 0, data)
+
+    def replace(self, offset: int, length: int, data: bytes) -> None:
+        """Put ``data`` in place of the ``length`` bytes at ``offset`` (header changes)."""
         if self._buffer is not None:
-            self._buffer[offset:offset] = data
+            self._buffer[offset : offset + length] = data
         else:
             assert self._file is not None
             self._file.flush()
             content = self.path.read_bytes()
-            self.path.write_bytes(content[:offset] + data + content[offset:])
+            self.path.write_bytes(content[:offset] + data + content[offset + length :])
             self._file.seek(0, os.SEEK_END)
-        self.size += len(data)
+        self.size += len(data) - length
 
     def source(self) -> bytes | Path:
         """What the store delivers: the bytes, or the spool file's path (flushed)."""

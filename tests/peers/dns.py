@@ -39,6 +39,17 @@ class TestZone(ResolverBase):
         self.records[(name.lower(), dns.A)] = [dns.Record_A(a, ttl=0) for a in v4]
         self.records[(name.lower(), dns.AAAA)] = [dns.Record_AAAA(a, ttl=0) for a in v6]
 
+    def set_txt(self, name: str, *texts: str | Sequence[str]) -> None:
+        """TXT records; a record given as a sequence is several strings (RFC 7208 §3.3)."""
+        self.records[(name.lower(), dns.TXT)] = [
+            dns.Record_TXT(*([t] if isinstance(t, str) else t), ttl=0)  # type: ignore[arg-type]
+            for t in texts
+        ]
+
+    def set_records(self, name: str, type: int, *payloads: object) -> None:
+        """Any record type, as ``twisted.names.dns.Record_*`` payloads."""
+        self.records[(name.lower(), type)] = list(payloads)
+
     def _lookup(self, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
         text = name.decode().lower().rstrip(".")
         if not any(key[0] == text for key in self.records):
@@ -57,6 +68,24 @@ def start(zone: TestZone) -> tuple[IListeningPort, int]:
     factory = server.DNSServerFactory(authorities=[zone])
     port = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")
     return port, port.getHost().port
+
+
+def start_udp_tcp(zone: TestZone) -> tuple[list[IListeningPort], int]:
+    """Serve ``zone`` over UDP and TCP on the same 127.0.0.1 port (answers too big for UDP
+    are truncated there and asked again over TCP, RFC 1035 §4.2); call in the reactor thread."""
+    from twisted.internet import reactor
+
+    factory = server.DNSServerFactory(authorities=[zone])
+    for _ in range(20):
+        udp = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")
+        number = udp.getHost().port
+        try:
+            tcp = reactor.listenTCP(number, factory, interface="127.0.0.1")
+        except OSError:
+            udp.stopListening()
+            continue
+        return [udp, tcp], number
+    raise RuntimeError("no port free for both UDP and TCP")
 
 
 def free_port_on(*addresses: str) -> int:

@@ -1,0 +1,83 @@
+"""The ``Authentication-Results:`` header field (RFC 8601): writing ours, and removing any that
+arrive from outside claiming to be ours (§5), so a sender cannot forge this host's verdicts."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from ourmail.interfaces import AuthResult
+
+#: RFC 5322 §3.2.3 atext, less the characters RFC 2045 §5.1 excludes from a token: a value
+#: outside it is sent as a quoted-string (RFC 8601 §2.2 "value").
+_TOKEN = re.compile(rb"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
+_FIELD = re.compile(rb"(?im)^authentication-results[ \t]*:")
+#: RFC 5322 §2.2: a header field ends at a CRLF not followed by white space.
+_FIELD_END = re.compile(rb"\r?\n(?![ \t])")
+_COMMENT = re.compile(rb"\((?:[^()\\]|\\.)*\)")
+#: Folding width (RFC 5322 §2.1.1 recommends 78 characters a line).
+WIDTH = 78
+
+
+def _value(text: str) -> str:
+    raw = text.encode("utf-8", "replace")
+    if _TOKEN.fullmatch(raw):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _resinfo(result: AuthResult) -> str:
+    parts = [f"{result.method}={result.result}"]
+    if result.reason:
+        parts.append(f"reason={_value(result.reason)}")
+    parts += [f"{key}={_value(value)}" for key, value in result.properties]
+    return " ".join(parts)
+
+
+def header(authserv_id: str, results: Iterable[AuthResult]) -> bytes:
+    """``Authentication-Results: <id>; spf=pass smtp.mailfrom=...; dkim=...`` folded, with CRLF;
+    ``<id>; none`` when no check had anything to say (RFC 8601 §2.2)."""
+    items = [_resinfo(r) for r in results] or ["none"]
+    line = f"Authentication-Results: {authserv_id};"
+    lines = []
+    for i, item in enumerate(items):
+        piece = item + (";" if i < len(items) - 1 else "")
+        if len(line) + 1 + len(piece) > WIDTH and line.strip():
+            lines.append(line)
+            line = "\t" + piece
+        else:
+            line += " " + piece
+    lines.append(line)
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+def field(name: str, value: str) -> bytes:
+    """Another header field a check adds, with CRLF (long values are left as the check made
+    them: it knows where its own value may be folded)."""
+    clean = re.sub(r"[\r\n]+[ \t]*", " ", value)
+    return f"{name}: {clean}\r\n".encode()
+
+
+def authserv_id_of(value: bytes) -> str:
+    """The authserv-id an Authentication-Results value starts with (comments skipped)."""
+    text = _COMMENT.sub(b" ", value).strip()
+    return text.split(b";", 1)[0].split()[0].decode("ascii", "replace").lower() if text else ""
+
+
+def strip_own(head: bytes, authserv_id: str) -> bytes:
+    """``head`` (header fields, up to and maybe including the blank line) without the
+    Authentication-Results fields that claim ``authserv_id`` (RFC 8601 §5)."""
+    out = []
+    pos = 0
+    ours = authserv_id.lower()
+    for match in _FIELD.finditer(head):
+        start = match.start()
+        if start < pos:
+            continue
+        end_match = _FIELD_END.search(head, match.end())
+        end = end_match.end() if end_match else len(head)
+        if authserv_id_of(head[match.end() : end]) == ours:
+            out.append(head[pos:start])
+            pos = end
+    out.append(head[pos:])
+    return b"".join(out)

@@ -1,0 +1,110 @@
+"""One ordered chain of checks, run at connect, MAIL, RCPT and the end of DATA/BDAT.
+
+Implementation notes (keep these true when changing this module):
+
+* Checks run one after another in the configured order (DMARC reads what SPF and DKIM found),
+  each with its own time-out.  The first refusal stops the stage; ``junk`` verdicts and added
+  header fields accumulate.
+* A check that fails (an exception) or does not answer in time is answered by its own
+  ``on_error`` policy: ``accept`` (carry on) or ``tempfail`` (451 4.7.0, so the sender tries
+  again later); either way the outcome is logged with the check's name.  Mail is never lost
+  to a broken check: it is accepted or refused while the client is still connected.
+* Every verdict's results go into one ``Authentication-Results:`` header (RFC 8601) with this
+  host's authserv-id; the chain never sees a client's own claims under that id
+  (:mod:`ourmail.filters.authresults` removes them first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ourmail.interfaces import ICheck, MailContext, Stage, Verdict, refuse
+
+log = Logger()
+
+#: RFC 3463 §3.8: X.7.0 other security or policy status; the client retries.
+CHECK_FAILED = refuse(451, "4.7.0", "Temporary failure in a mail check, try again later")
+
+
+@attrs.define
+class Outcome:
+    """What a stage of the chain decided: a refusal (or None), whether to file into Junk
+    (with the reasons), and the header fields to add."""
+
+    refusal: Verdict | None = None
+    junk: list[str] = attrs.Factory(list)
+    headers: list[tuple[str, str]] = attrs.Factory(list)
+
+
+class FilterChain:
+    """The checks of one server, in order."""
+
+    def __init__(self, checks: Sequence[ICheck], clock: IReactorTime) -> None:
+        self.checks = tuple(checks)
+        self._clock = clock
+
+    def runs_at(self, stage: Stage) -> bool:
+        """Whether any check runs at ``stage``."""
+        return any(stage in c.stages for c in self.checks)
+
+    @inlineCallbacks
+    def run(self, stage: Stage, context: MailContext) -> Deferred[Outcome]:
+        """Run every check that runs at ``stage``; their results join ``context.results``."""
+        outcome = Outcome()
+        for check in self.checks:
+            if stage not in check.stages:
+                continue
+            verdict = yield self._one(check, stage, context)
+            context.results.extend(verdict.results)
+            outcome.headers.extend(verdict.headers)
+            if verdict.refuses:
+                log.info(
+                    "{check} refused {peer} at {stage}: {reply}",
+                    check=check.name,
+                    peer=context.client_address,
+                    stage=stage,
+                    reply=verdict.reply,
+                )
+                outcome.refusal = verdict
+                return outcome
+            if verdict.action == "junk":
+                outcome.junk.append(f"{check.name}: {verdict.reason or 'junk'}")
+        return outcome
+
+    def _one(self, check: ICheck, stage: Stage, context: MailContext) -> Deferred[Verdict]:
+        try:
+            d = defer.maybeDeferred(check.check, stage, context)
+        except Exception:  # maybeDeferred catches; this is belt and braces
+            d = defer.fail(Failure())
+        d.addTimeout(check.timeout, self._clock)
+
+        def failed(failure: Failure) -> Verdict:
+            what = "timed out" if failure.check(defer.TimeoutError) else "failed"
+            if failure.check(defer.TimeoutError):
+                log.warn(
+                    "check {check} timed out after {timeout} s at {stage} ({policy})",
+                    check=check.name,
+                    timeout=check.timeout,
+                    stage=stage,
+                    policy=check.on_error,
+                )
+            else:
+                log.failure(
+                    "check {check} failed at {stage} ({policy})",
+                    failure,
+                    check=check.name,
+                    stage=stage,
+                    policy=check.on_error,
+                )
+            if check.on_error == "tempfail":
+                return attrs.evolve(CHECK_FAILED, reason=f"{check.name} {what}")
+            return Verdict(reason=f"{check.name} {what}")
+
+        return d.addErrback(failed)

@@ -1,0 +1,61 @@
+"""Where an SMTP session meets the filter chain (``ourmail.filters``): the chain's verdicts
+at connect, MAIL, RCPT and the end of DATA, and what they change in the message.
+
+Implementation notes (keep these true when changing this module):
+
+* The session waits for the chain (input paused) and answers with the chain's refusal, if
+  any; a check's own failure has already been turned into accept or 451 by the chain.
+* A client refused at connect gets ``554`` (RFC 5321 §3.1) and then ``503`` to every command
+  but QUIT, so it hears why instead of seeing the connection drop.
+* At the end of DATA the checks see the message as it will be stored; then any
+  ``Authentication-Results:`` field claiming this host's authserv-id is removed (RFC 8601
+  §5), ours and the checks' own fields are added on top, and a ``junk`` verdict files the
+  message into the recipients' Junk folder.
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+from ourmail.filters import authresults
+from ourmail.filters.chain import FilterChain, Outcome
+from ourmail.interfaces import MailContext, Stage
+from ourmail.smtp.spool import Spool
+
+#: How far into the message the header is looked for (forged Authentication-Results fields
+#: further down are left: nobody reads a header that long).
+HEADER_SCAN = 256 * 1024
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+@attrs.frozen
+class Checks:
+    """The chain a listener runs, and the authserv-id its results carry."""
+
+    chain: FilterChain
+    authserv_id: str
+
+    def runs_at(self, stage: Stage) -> bool:
+        return self.chain.runs_at(stage)
+
+
+def header_end(head: bytes) -> int:
+    """Where the header section ends in ``head`` (after the blank line), or len(head)."""
+    match = _HEADER_END.search(head)
+    return match.end() if match else len(head)
+
+
+def rewrite_header(spool: Spool, checks: Checks, context: MailContext, outcome: Outcome) -> None:
+    """Remove forged results under our authserv-id, then add ours and the checks' fields."""
+    head = spool.head(HEADER_SCAN)
+    end = header_end(head)
+    cleaned = authresults.strip_own(head[:end], checks.authserv_id)
+    if len(cleaned) != end:
+        spool.replace(0, end, cleaned)
+    added = authresults.header(checks.authserv_id, context.results)
+    added += b"".join(authresults.field(n, v) for n, v in outcome.headers)
+    if outcome.junk:
+        added += authresults.field("X-Ourmail-Junk", "; ".join(outcome.junk))
+    spool.insert(0, added)
