@@ -493,6 +493,37 @@ class ICheck(Interface):
         """The verdict on ``context`` at ``stage``."""
 
 
+@attrs.define
+class ChainOutcome:
+    """What one stage of the filter chain decided: a refusal (or None), the reasons to file
+    the message into Junk (none: the inbox), and the header fields the checks add."""
+
+    refusal: Verdict | None = None
+    junk: list[str] = attrs.Factory(list)
+    headers: list[tuple[str, str]] = attrs.Factory(list)
+
+
+class IFilterChain(Interface):
+    """The ordered checks of one server (``ourmail.filters.chain``), as the SMTP session
+    sees them."""
+
+    authserv_id = Attribute("This host's id in Authentication-Results (RFC 8601 §2.5).")
+
+    def runs_at(stage: Stage) -> bool:
+        """Whether any check runs at ``stage``."""
+
+    def run(stage: Stage, context: MailContext) -> Deferred[ChainOutcome]:
+        """Run the checks of ``stage`` in order; their results join ``context.results``."""
+
+    def strip(head: bytes) -> bytes:
+        """The header section ``head`` without Authentication-Results fields that claim
+        this host's authserv-id (RFC 8601 §5: a sender cannot forge our verdicts)."""
+
+    def fields(context: MailContext, outcome: ChainOutcome) -> bytes:
+        """The header fields to put on top of the message: Authentication-Results with
+        every result of the transaction, then the checks' own fields (CRLF-terminated)."""
+
+
 @attrs.frozen
 class FilterEnvironment:
     """What a check factory may use to build its check."""

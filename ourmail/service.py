@@ -39,7 +39,13 @@ from ourmail.directory.local import LocalDirectory
 from ourmail.filters.registry import build_chain
 from ourmail.fsutil import write_atomic
 from ourmail.imap.server import IMAPContext, IMAPServer
-from ourmail.interfaces import FilterEnvironment, IDirectory, IMailStore, IRetention
+from ourmail.interfaces import (
+    FilterEnvironment,
+    IDirectory,
+    IFilterChain,
+    IMailStore,
+    IRetention,
+)
 from ourmail.net.dns import make_resolver
 from ourmail.net.lineproto import SessionFactory
 from ourmail.net.tls import ReloadableServerTLS
@@ -48,7 +54,6 @@ from ourmail.pop3.policy import NoRetention
 from ourmail.pop3.server import POP3Context, POP3Server
 from ourmail.queue.runner import OutboundQueue
 from ourmail.secure import selfsigned
-from ourmail.smtp.checks import Checks
 from ourmail.smtp.delivery import Delivery
 from ourmail.smtp.lmtp import LMTPServer
 from ourmail.smtp.server import SMTPContext, SMTPServer
@@ -184,7 +189,7 @@ class Parts:
     #: Retention and legal hold (a later issue); POP3 ``expunge`` asks it first.
     retention: IRetention
     #: The filter chain on arriving mail, or None when ``[filters] chain`` is empty.
-    checks: Checks | None = None
+    checks: IFilterChain | None = None
     #: POP3 sessions of both listeners share one lock table and one login-delay record.
     pop3_locks: MaildropLocks = attrs.Factory(MaildropLocks)
     pop3_logins: dict[str, float] = attrs.Factory(dict)
@@ -332,7 +337,9 @@ def assemble(
     )
 
 
-def filter_checks(settings: Settings, reactor: IReactorCore, queue: OutboundQueue) -> Checks | None:
+def filter_checks(
+    settings: Settings, reactor: IReactorCore, queue: OutboundQueue
+) -> IFilterChain | None:
     """The ``[filters]`` chain (ConfigError for a check or option that cannot work)."""
     if not settings.filters.chain:
         return None
@@ -344,8 +351,7 @@ def filter_checks(settings: Settings, reactor: IReactorCore, queue: OutboundQueu
         state_dir=settings.data_dir / "filters",
         queue=queue,
     )
-    chain = build_chain(settings.filters, env, reactor)  # type: ignore[arg-type]
-    return Checks(chain, settings.filters.authserv_id or settings.hostname)
+    return build_chain(settings.filters, env, reactor)  # type: ignore[arg-type]
 
 
 def build(

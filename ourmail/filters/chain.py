@@ -24,8 +24,18 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from ourmail.interfaces import ICheck, MailContext, Stage, Verdict, refuse
+from ourmail.filters import authresults
+from ourmail.interfaces import (
+    ChainOutcome,
+    ICheck,
+    IFilterChain,
+    MailContext,
+    Stage,
+    Verdict,
+    refuse,
+)
 
 log = Logger()
 
@@ -33,31 +43,33 @@ log = Logger()
 CHECK_FAILED = refuse(451, "4.7.0", "Temporary failure in a mail check, try again later")
 
 
-@attrs.define
-class Outcome:
-    """What a stage of the chain decided: a refusal (or None), whether to file into Junk
-    (with the reasons), and the header fields to add."""
-
-    refusal: Verdict | None = None
-    junk: list[str] = attrs.Factory(list)
-    headers: list[tuple[str, str]] = attrs.Factory(list)
-
-
+@implementer(IFilterChain)
 class FilterChain:
     """The checks of one server, in order."""
 
-    def __init__(self, checks: Sequence[ICheck], clock: IReactorTime) -> None:
+    def __init__(self, checks: Sequence[ICheck], clock: IReactorTime, authserv_id: str) -> None:
         self.checks = tuple(checks)
         self._clock = clock
+        self.authserv_id = authserv_id
+
+    def strip(self, head: bytes) -> bytes:
+        return authresults.strip_own(head, self.authserv_id)
+
+    def fields(self, context: MailContext, outcome: ChainOutcome) -> bytes:
+        added = authresults.header(self.authserv_id, context.results)
+        added += b"".join(authresults.field(n, v) for n, v in outcome.headers)
+        if outcome.junk:
+            added += authresults.field("X-Ourmail-Junk", "; ".join(outcome.junk))
+        return added
 
     def runs_at(self, stage: Stage) -> bool:
         """Whether any check runs at ``stage``."""
         return any(stage in c.stages for c in self.checks)
 
     @inlineCallbacks
-    def run(self, stage: Stage, context: MailContext) -> Deferred[Outcome]:
+    def run(self, stage: Stage, context: MailContext) -> Deferred[ChainOutcome]:
         """Run every check that runs at ``stage``; their results join ``context.results``."""
-        outcome = Outcome()
+        outcome = ChainOutcome()
         for check in self.checks:
             if stage not in check.stages:
                 continue

@@ -66,9 +66,10 @@ def build_check(name: str, options: Mapping[str, Any], env: FilterEnvironment) -
 def build_chain(
     settings: FilterSettings, env: FilterEnvironment, clock: IReactorTime
 ) -> FilterChain:
-    """The configured chain; ConfigError names the first check or option that cannot work."""
+    """The configured chain (Authentication-Results under ``[filters] authserv_id``, by
+    default the host name); ConfigError names the first check or option that cannot work."""
     unknown = set(settings.options) - set(settings.chain)
     if unknown:
         raise ConfigError(f"[filters.check.{sorted(unknown)[0]}] names a check not in the chain")
     checks = [build_check(n, settings.options.get(n, {}), env) for n in settings.chain]
-    return FilterChain(checks, clock)
+    return FilterChain(checks, clock, settings.authserv_id or env.hostname)

@@ -17,11 +17,7 @@ from __future__ import annotations
 
 import re
 
-import attrs
-
-from ourmail.filters import authresults
-from ourmail.filters.chain import FilterChain, Outcome
-from ourmail.interfaces import MailContext, Stage
+from ourmail.interfaces import ChainOutcome, IFilterChain, MailContext
 from ourmail.smtp.spool import Spool
 
 #: How far into the message the header is looked for (forged Authentication-Results fields
@@ -30,32 +26,19 @@ HEADER_SCAN = 256 * 1024
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
-@attrs.frozen
-class Checks:
-    """The chain a listener runs, and the authserv-id its results carry."""
-
-    chain: FilterChain
-    authserv_id: str
-
-    def runs_at(self, stage: Stage) -> bool:
-        return self.chain.runs_at(stage)
-
-
 def header_end(head: bytes) -> int:
     """Where the header section ends in ``head`` (after the blank line), or len(head)."""
     match = _HEADER_END.search(head)
     return match.end() if match else len(head)
 
 
-def rewrite_header(spool: Spool, checks: Checks, context: MailContext, outcome: Outcome) -> None:
+def rewrite_header(
+    spool: Spool, chain: IFilterChain, context: MailContext, outcome: ChainOutcome
+) -> None:
     """Remove forged results under our authserv-id, then add ours and the checks' fields."""
     head = spool.head(HEADER_SCAN)
     end = header_end(head)
-    cleaned = authresults.strip_own(head[:end], checks.authserv_id)
+    cleaned = chain.strip(head[:end])
     if len(cleaned) != end:
         spool.replace(0, end, cleaned)
-    added = authresults.header(checks.authserv_id, context.results)
-    added += b"".join(authresults.field(n, v) for n, v in outcome.headers)
-    if outcome.junk:
-        added += authresults.field("X-Ourmail-Junk", "; ".join(outcome.junk))
-    spool.insert(0, added)
+    spool.insert(0, chain.fields(context, outcome))

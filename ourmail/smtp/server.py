@@ -48,11 +48,12 @@ from ourmail import dsnparams
 from ourmail.addresses import AddressError, normalise_address
 from ourmail.auth.login import Authenticator, LoginFailed, LoginUnavailable, Session
 from ourmail.config import Limits
-from ourmail.filters.chain import Outcome
 from ourmail.fsutil import HAVE_SYNCFS
 from ourmail.interfaces import (
+    ChainOutcome,
     DeliveryResult,
     IDirectory,
+    IFilterChain,
     IMailStore,
     MailContext,
     Recipient,
@@ -60,7 +61,7 @@ from ourmail.interfaces import (
 )
 from ourmail.net.lineproto import LineProtocol
 from ourmail.smtp import auth, submission, syntax
-from ourmail.smtp.checks import Checks, rewrite_header
+from ourmail.smtp.checks import rewrite_header
 from ourmail.smtp.data import ChunkReader, DotReader, MessageSink
 from ourmail.smtp.delivery import Accepted, Delivery, Refusal, Transaction
 from ourmail.smtp.spool import Spool
@@ -89,7 +90,7 @@ class SMTPContext:
     rates: SendingRates | None = None
     save_sent: bool = False
     #: The filter chain this listener runs on arriving mail, or None.
-    checks: Checks | None = None
+    checks: IFilterChain | None = None
 
 
 class SMTPServer(LineProtocol):
@@ -136,7 +137,7 @@ class SMTPServer(LineProtocol):
         else:
             self._greet(None)
 
-    def _greet(self, outcome: Outcome | None) -> None:
+    def _greet(self, outcome: ChainOutcome | None) -> None:
         verdict = outcome.refusal if outcome is not None else None
         if verdict is None:
             self.reply(220, f"{self.ctx.hostname} {self.protocol_name} ourmail")
@@ -147,10 +148,10 @@ class SMTPServer(LineProtocol):
             self._refused_at_connect = True
             self.reply(554, f"{verdict.status} {verdict.text}")
 
-    def _check(self, stage: Stage) -> Deferred[Outcome | None]:
+    def _check(self, stage: Stage) -> Deferred[ChainOutcome | None]:
         """Run the chain at ``stage``; fires with the outcome when it refuses, else None."""
         assert self.ctx.checks is not None
-        d = self.ctx.checks.chain.run(stage, self.mail_context)
+        d = self.ctx.checks.run(stage, self.mail_context)
         return d.addCallback(lambda outcome: outcome if outcome.refusal else None)
 
     def send_refusal(self, why: str) -> None:
@@ -360,14 +361,14 @@ class SMTPServer(LineProtocol):
         else:
             self._mail_checked(None, path)
 
-    def _mail_checked(self, refusal: Outcome | None, path: str) -> None:
+    def _mail_checked(self, refusal: ChainOutcome | None, path: str) -> None:
         if refusal is not None:
             self._refuse(refusal)
             return
         self.sender = self.mail_context.sender = path
         self.reply(250, "2.1.0 Ok")
 
-    def _refuse(self, outcome: Outcome) -> None:
+    def _refuse(self, outcome: ChainOutcome) -> None:
         """Answer with the chain's refusal and forget the transaction (5xx counts as an
         error towards max_errors, 4xx does not)."""
         verdict = outcome.refusal
@@ -431,7 +432,7 @@ class SMTPServer(LineProtocol):
             self._rcpt_checked(None, rcpt, params)
 
     def _rcpt_checked(
-        self, refusal: Outcome | None, rcpt: Recipient, params: dsnparams.RcptParams
+        self, refusal: ChainOutcome | None, rcpt: Recipient, params: dsnparams.RcptParams
     ) -> None:
         self.mail_context.recipient = None
         if refusal is not None:
@@ -564,14 +565,14 @@ class SMTPServer(LineProtocol):
         assert spool is not None
         if checks is not None and checks.runs_at("data"):
             self.mail_context.content = spool.source()
-            outcome = yield checks.chain.run("data", self.mail_context)
+            outcome = yield checks.run("data", self.mail_context)
             if outcome.refusal is not None:
                 self._refuse(outcome)
                 return
             rewrite_header(spool, checks, self.mail_context, outcome)
             self._junk = outcome.junk
         elif checks is not None:
-            rewrite_header(spool, checks, self.mail_context, Outcome())
+            rewrite_header(spool, checks, self.mail_context, ChainOutcome())
         yield self._deliver()
 
     def _may_send_as(self, address: str) -> bool:

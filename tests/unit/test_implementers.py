@@ -26,6 +26,7 @@ from ourmail.auth.realm import MailRealm
 from ourmail.config import LoginCacheSettings, QueueSettings, QuotaSettings
 from ourmail.directory.ldap import LDAPChecker, LDAPDirectory, LDAPSettings
 from ourmail.directory.local import LocalDirectory
+from ourmail.filters.chain import FilterChain
 from ourmail.net.lineproto import LineProtocol, _ChunkSender
 from ourmail.net.tls import ReloadableServerTLS
 from ourmail.pop3.policy import NoRetention
@@ -121,6 +122,7 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
         QueueSettings(), tmp, "mail.example.test", _directory(tmp), _delivery(tmp), reactor
     ),
     "ourmail.smtp.delivery.Delivery": _delivery,
+    "ourmail.filters.chain.FilterChain": lambda tmp: FilterChain([], Clock(), "mx.test"),
     "ourmail.store.quota.QuotaPolicy": lambda tmp: QuotaPolicy(QuotaSettings(), AccountDB(tmp)),
     "ourmail.store.folder.StoredMessage": _maildir_message,
     "ourmail.store.folder.MaildirFolder": _maildir_inbox,
