@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 
 from ourmail.addresses import AddressError, normalise_address
-from ourmail.admin import ldapcmd, queuecmd, transfer
+from ourmail.admin import filterscmd, ldapcmd, queuecmd, transfer
 from ourmail.auth.accounts import AccountDB, AccountError
 from ourmail.auth.passwords import hash_password
 from ourmail.config import (
@@ -345,6 +345,7 @@ def _parser() -> argparse.ArgumentParser:
 
     queuecmd.add_parser(topics, common)
     ldapcmd.add_parser(topics, common)
+    filterscmd.add_parser(topics, common)
     return parser
 
 

@@ -33,3 +33,29 @@ def test_welcome_realm_example(tmp_path: Path) -> None:
         m.logout()
     finally:
         blockingCallFromThread(reactor, server.service.stopService)
+
+
+def test_subject_check_example(tmp_path: Path) -> None:
+    """docs/examples/subject_check.py, named in the chain as the plugin guide says."""
+    import smtplib
+
+    from conftest import running_server
+
+    from ourmail.config import FilterSettings
+
+    sys.path.insert(0, str(EXAMPLE.parent))
+    try:
+        name = "subject_check:factory"
+        filters = FilterSettings(chain=(name,), options={name: {"words": ["lottery"]}})
+        with running_server(tmp_path, filters=filters) as srv:
+            with smtplib.SMTP("127.0.0.1", srv.port("smtp")) as s:
+                for subject in ("You won the LOTTERY", "Minutes"):
+                    body = f"From: a@b.test\r\nSubject: {subject}\r\n\r\nx\r\n"
+                    s.sendmail("a@b.test", [srv.user], body.encode())
+            root = srv.server.store.shards.user_dir(srv.user)
+            (junk,) = (root / ".Junk" / "new").iterdir()
+            (kept,) = (root / "new").iterdir()
+            assert b'x-subject=fail reason="subject names lottery"' in junk.read_bytes()
+            assert b"Authentication-Results: mail.example.test; x-subject=pass" in kept.read_bytes()
+    finally:
+        sys.path.remove(str(EXAMPLE.parent))

@@ -71,3 +71,24 @@ def test_checks_that_cannot_work_are_config_errors(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         build_chain(FilterSettings(chain=chain, options=options), env(tmp_path), Clock())
+
+
+def test_filters_list_prints_the_chain_or_its_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ourmail.admin.cli import main
+
+    (tmp_path / "ourmail.toml").write_text(
+        '[filters]\nchain = ["filtercheck:factory"]\ncheck_submission = true\n'
+        '[filters.check."filtercheck:factory"]\ntimeout = 3\non_error = "tempfail"\n'
+    )
+    assert main(["filters", "list", "--data", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "runs on: smtp (MX), submission" in out
+    assert (
+        "1. filtercheck:factory: at connect, mail, rcpt, data; time-out 3 s, on failure tempfail"
+        in out
+    )
+    (tmp_path / "ourmail.toml").write_text('[filters]\nchain = ["nosuch"]\n')
+    assert main(["filters", "list", "--data", str(tmp_path)]) == 1
+    assert "unknown check 'nosuch'" in capsys.readouterr().err

@@ -94,6 +94,14 @@ def test_features_reach_mail_only_through_the_interfaces() -> None:
     assert not {m: targets for m, targets in bad.items() if targets}
 
 
+@pytest.mark.parametrize("module", in_packages(PROTOCOLS))
+def test_protocols_reach_features_only_through_the_interfaces(module: str) -> None:
+    """smtp/ sees the filter chain as ``IFilterChain``, the queue its signer as an interface:
+    service.py wires the concrete ones in."""
+    bad = sorted(t for t in GRAPH[module] if package(t) in FEATURES)
+    assert not bad, f"{module} imports {bad}"
+
+
 def test_no_two_packages_import_each_other() -> None:
     edges = {
         (package(m), package(t))
