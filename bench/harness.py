@@ -17,6 +17,18 @@ from twisted.internet.threads import blockingCallFromThread
 from ourmail.config import SERVICES, load_settings
 from ourmail.service import Server, build
 
+_reactor_thread: threading.Thread | None = None
+
+
+def ensure_reactor() -> None:
+    """Run the reactor in a background thread (once per process)."""
+    global _reactor_thread
+    if _reactor_thread is None:
+        _reactor_thread = threading.Thread(
+            target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True
+        )
+        _reactor_thread.start()
+
 
 def start_server(data: Path, service: str, **changes: Any) -> tuple[Server, int]:
     """Start ourmail with only ``service`` listening (on an ephemeral loopback port), the
@@ -30,9 +42,7 @@ def start_server(data: Path, service: str, **changes: Any) -> tuple[Server, int]
         listen=(f"{service}=tcp:0:interface=127.0.0.1", *others),
     )
     settings = attrs.evolve(settings, **changes)
-    threading.Thread(
-        target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True
-    ).start()
+    ensure_reactor()
     server: Server = blockingCallFromThread(reactor, build, settings, reactor)
     blockingCallFromThread(reactor, server.service.startService)
     listener = server.listeners[service].port
