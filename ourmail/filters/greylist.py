@@ -18,8 +18,9 @@ Implementation notes (keep these true when changing this module):
   only touched off the reactor thread (the reactor's thread pool, one connection per
   thread), each decision in one ``BEGIN IMMEDIATE`` transaction so two processes seeing the
   same retry agree, with a busy time-out.  Entries past ``max_wait`` (triplets) or
-  ``allow_for`` (networks) are deleted regularly, and the triplets are capped at
-  ``max_entries`` (the oldest go first), so neither the file nor memory grows without bound.
+  ``allow_for`` (networks) are deleted every ten minutes, and also after every
+  ``max_entries / 10`` new triplets, when the oldest beyond ``max_entries`` go too: the file
+  stays within about 1.1 times ``max_entries`` triplets, whatever a flood of new senders does.
 """
 
 from __future__ import annotations
@@ -131,6 +132,9 @@ class GreylistDB:
         db.execute("BEGIN IMMEDIATE")
         try:
             decision = self._decide(db, network, sender, recipient, now)
+            if decision.why == "new":
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('added', 0)")
+                db.execute("UPDATE meta SET value = value + 1 WHERE key = 'added'")
             self._maybe_expire(db, now)
             db.execute("COMMIT")
         except BaseException:
@@ -162,8 +166,9 @@ class GreylistDB:
         return Decision(True, why="retried")
 
     def _maybe_expire(self, db: sqlite3.Connection, now: float) -> None:
-        row = db.execute("SELECT value FROM meta WHERE key = 'expired'").fetchone()
-        if row is not None and now - row[0] < EXPIRE_EVERY:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        recent = "expired" in meta and now - meta["expired"] < EXPIRE_EVERY
+        if recent and meta.get("added", 0) < max(1, self.max_entries // 10):
             return
         self.expire(db, now)
 
@@ -177,6 +182,7 @@ class GreylistDB:
             (self.max_entries,),
         )
         db.execute("INSERT OR REPLACE INTO meta VALUES ('expired', ?)", (now,))
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('added', 0)")
 
     def counts(self) -> tuple[int, int]:
         """(triplets, allowed networks) in the database, for tests and the admin."""
