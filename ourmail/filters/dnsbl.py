@@ -150,10 +150,10 @@ class DNSBLCheck:
         ip = client_ip(context.client_address)
         if ip is None or in_networks(ip, self.skip_networks):
             return defer.succeed(ACCEPT)
-        return self._judge(ip)
+        return self._judge(ip, stage)
 
     @inlineCallbacks
-    def _judge(self, ip: IPAddress) -> Any:
+    def _judge(self, ip: IPAddress, stage: Stage) -> Any:
         names = [query_name(ip, z.zone) for z in self.zones]
         answers = yield defer.gatherResults([self._lookup(n, dns.A) for n in names])
         listing = [
@@ -170,9 +170,12 @@ class DNSBLCheck:
                 weight=zone.weight,
             )
         score = sum(zone.weight for zone, _, _ in listing)
+        # At connect there is no message yet to carry results (the session starts its
+        # transaction afresh at MAIL): they are only given at data, in junk mode.
         results = tuple(
             AuthResult("dnsbl", "fail" if z.weight > 0 else "pass", "", (("policy.zone", z.zone),))
             for z, _, _ in listing
+            if stage == "data"
         )
         if score < self.threshold:
             return Verdict(results=results)

@@ -20,6 +20,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.threads import blockingCallFromThread
 from twisted.names import dns
+from twisted.names.error import DNSServerError
 
 from ourmail.config import DNSSettings, FilterSettings
 
@@ -36,6 +37,10 @@ class CountingZone(testdns.TestZone):
     def _lookup(self, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
         text = name.decode().lower().rstrip(".")
         self.asked.append((text, type))
+        if text.endswith(".silent.test"):
+            return defer.Deferred()  # never answered
+        if text.endswith(".broken.test"):
+            return defer.fail(DNSServerError(text))  # SERVFAIL
         if not any(key[0] == text for key in self.records):
             return super()._lookup(name, cls, type, timeout)
         answers = [
@@ -211,6 +216,19 @@ def test_a_dns_server_that_never_answers_lets_the_client_in(server: Any) -> None
         assert time.monotonic() - started < 2.5
     finally:
         blockingCallFromThread(reactor, silent.stopListening)
+
+
+def test_a_silent_or_failing_zone_counts_as_not_listed(server: Any, zone: Any) -> None:
+    z, _ = zone
+    list_client(z, "15.0.0.127.bl2.test")
+    set_txt(z, "15.0.0.127.bl2.test", b"bl2 says so")
+    zones = [{"zone": "silent.test"}, {"zone": "broken.test"}, {"zone": "bl2.test"}]
+    srv = server(zones=zones, query_timeout=1)
+    for client, code in (("127.0.0.15", 554), ("127.0.0.16", 220)):
+        started = time.monotonic()
+        reply = greeting(srv, client)
+        assert reply[0] == code and time.monotonic() - started < 2.5
+    assert greeting(srv, "127.0.0.15")[1].endswith(b"listed by bl2.test: bl2 says so")
 
 
 def test_junk_action_files_a_listed_clients_mail_into_junk(server: Any, zone: Any) -> None:

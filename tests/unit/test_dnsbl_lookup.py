@@ -4,13 +4,14 @@ reason sanitising, the bounded TTL cache, and option errors."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from twisted.internet import reactor
 
-from ourmail.config import ConfigError
+from ourmail.config import ConfigError, load_settings
 from ourmail.filters.dnsbl import Zone, factory, query_name, sanitise
 from ourmail.filters.netlist import client_ip
 from ourmail.filters.registry import build_check
@@ -108,3 +109,15 @@ def test_the_stage_follows_the_action(tmp_path: Path) -> None:
     assert factory.build({"zones": zones}, env(tmp_path)).stages == ("connect",)
     check = factory.build({"zones": zones, "action": "junk"}, env(tmp_path))
     assert check.stages == ("data",) and check.zones[0].zone == "bl.test"
+
+
+@pytest.mark.parametrize("check", ["dnsbl", "greylist"])
+def test_the_documented_example_builds(tmp_path: Path, check: str) -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "filters.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", docs, re.S)
+    (example,) = [b for b in blocks if f"[filters.check.{check}" in b]
+    (tmp_path / "ourmail.toml").write_text(example)
+    settings = load_settings(data=str(tmp_path), domains=("example.test",), hostname="mx.test")
+    assert check in settings.filters.chain
+    built = build_check(check, settings.filters.options[check], env(tmp_path))
+    assert built.name == check
