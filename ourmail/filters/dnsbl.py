@@ -60,6 +60,11 @@ NOT_LISTINGS = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("127.
 LISTINGS = (ipaddress.ip_network("127.0.0.0/8"),)
 #: The longest zone reason quoted in a reply (RFC 5321 §4.5.3.1.5 allows 512 octets a line).
 MAX_REASON = 200
+#: What is kept of an answer: this many records, this many octets of a TXT record.
+MAX_RECORDS = 16
+MAX_TXT = 1024
+#: A zone name leaves room for 32 nibbles and their dots (RFC 1035 §2.3.4: 255 octets).
+MAX_ZONE = 253 - 64
 #: No answer is cached longer than this, whatever its TTL says.
 MAX_TTL = 86400
 _NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]+")
@@ -202,7 +207,8 @@ class DNSBLCheck:
         d.addTimeout(self.query_timeout, self._clock)
 
         def answered(result: tuple[list[dns.RRHeader], Any, Any]) -> tuple[str, ...]:
-            records = [rr for rr in result[0] if rr.type == rtype]
+            # Kept bounded whatever the zone sends: a few codes, the start of a reason.
+            records = [rr for rr in result[0] if rr.type == rtype][:MAX_RECORDS]
             if rtype == dns.A:
                 values = tuple(
                     str(ipaddress.IPv4Address(cast(dns.Record_A, rr.payload).address))
@@ -210,7 +216,7 @@ class DNSBLCheck:
                 )
             else:
                 values = tuple(
-                    b"".join(cast(dns.Record_TXT, rr.payload).data).decode("latin-1")
+                    b"".join(cast(dns.Record_TXT, rr.payload).data)[:MAX_TXT].decode("latin-1")
                     for rr in records
                 )
             ttl = min((rr.ttl for rr in records), default=self.negative_ttl)
@@ -246,7 +252,7 @@ def _zone(table: object) -> Zone:
     if unknown:
         raise ValueError(f"zones: unknown key {sorted(unknown)[0]!r}")
     zone = str(table.get("zone", "")).strip(".").lower()
-    if not _ZONE.match(zone):
+    if not _ZONE.match(zone) or len(zone) > MAX_ZONE:
         raise ValueError(f"zones: {table.get('zone')!r} is not a DNS zone")
     weight = table.get("weight", 1)
     if not isinstance(weight, int | float) or isinstance(weight, bool):

@@ -91,6 +91,7 @@ def env(tmp_path: Path) -> FilterEnvironment:
         ({"zones": [{"zone": "bl.test"}], "colour": 1}, "unknown option 'colour'"),
         ({"zones": [{"zone": "not a zone"}]}, "is not a DNS zone"),
         ({"zones": [{"zone": "bl.test", "wait": 1}]}, "unknown key 'wait'"),
+        ({"zones": [{"zone": "a" * 60 + ".b" * 65}]}, "is not a DNS zone"),
         ({"zones": [{"zone": "bl.test", "weight": "1"}]}, "must be a number"),
         ({"zones": [{"zone": "bl.test", "answers": ["127.0.0.x"]}]}, "is not a network"),
         ({"zones": [{"zone": "bl.test"}], "threshold": 0}, "positive"),
