@@ -199,7 +199,10 @@ class DNSBLCheck:
         found, cached = self._cache.get((name, rtype), now)
         if found:
             return defer.succeed(cached)
-        timeout = (math.ceil(self.query_timeout),)
+        # Asked again after a second without an answer (a lost UDP datagram), as a stub
+        # resolver does (RFC 1035 §4.2.1), within query_timeout in all.
+        whole = math.ceil(self.query_timeout)
+        timeout = (1, whole - 1) if whole > 1 else (whole,)
         if rtype == dns.A:
             d = self._resolver.lookupAddress(name, timeout)
         else:
