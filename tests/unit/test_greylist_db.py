@@ -38,6 +38,14 @@ def test_delay_then_retry_then_allowed(db: GreylistDB) -> None:
     assert db.decide(NET, "b@z.test", "v@y.test", 1300 + 30 * DAY + 1).why == "new"
 
 
+def test_an_allowed_network_that_keeps_sending_stays_allowed(db: GreylistDB) -> None:
+    db.decide(NET, "a@x.test", "u@y.test", 0)
+    assert db.decide(NET, "a@x.test", "u@y.test", 300).why == "retried"
+    assert db.decide(NET, "a@x.test", "u@y.test", 20 * DAY).why == "allowed"  # renewed
+    assert db.decide(NET, "a@x.test", "u@y.test", 45 * DAY).why == "allowed"
+    assert db.decide(NET, "a@x.test", "u@y.test", 80 * DAY).why == "new"  # silent too long
+
+
 def test_a_retry_after_max_wait_starts_again(db: GreylistDB) -> None:
     db.decide(NET, "a@x.test", "u@y.test", 0)
     assert db.decide(NET, "a@x.test", "u@y.test", 2 * DAY + 1).why == "new"
