@@ -184,12 +184,13 @@ class DNSBLCheck:
         )
         if score < self.threshold:
             return Verdict(results=results)
-        zone, name, _ = next((entry for entry in listing if entry[0].weight > 0), listing[0])
+        # The threshold is positive, so some block list (positive weight) lists the client.
+        zone, name, _ = next(entry for entry in listing if entry[0].weight > 0)
+        if self.action == "junk":
+            return Verdict("junk", results=results, reason=f"[{ip}] listed by {zone.zone}")
         texts = yield self._lookup(name, dns.TXT)
         reason = sanitise(" ".join(texts or ())) or "no reason given"
         text = f"Service unavailable; client [{ip}] listed by {zone.zone}: {reason}"
-        if self.action == "junk":
-            return Verdict("junk", results=results, reason=f"[{ip}] listed by {zone.zone}")
         verdict: Verdict = attrs.evolve(refuse(554, "5.7.1", text), results=results)
         return verdict
 
