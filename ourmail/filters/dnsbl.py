@@ -107,6 +107,16 @@ def sanitise(text: str) -> str:
     return clean if len(clean) <= MAX_REASON else clean[: MAX_REASON - 3] + "..."
 
 
+def _result(zone: Zone, codes: Sequence[str]) -> AuthResult:
+    """An allow list's listing as RFC 8904 ``dnswl=pass dns.zone=... policy.ip=...``; a block
+    list's the same way under ``dnsbl=fail`` (a method of ours: none is registered)."""
+    code = next(c for c in codes if zone.lists(c))
+    properties = (("dns.zone", zone.zone), ("policy.ip", code))
+    if zone.weight < 0:
+        return AuthResult("dnswl", "pass", properties=properties)
+    return AuthResult("dnsbl", "fail", properties=properties)
+
+
 def _negative_ttl(failure: Failure, default: float) -> float:
     """RFC 2308 §5: a negative answer lives for the smaller of its SOA's TTL and MINIMUM."""
     args = getattr(failure.value, "args", ())
@@ -177,11 +187,7 @@ class DNSBLCheck:
         score = sum(zone.weight for zone, _, _ in listing)
         # At connect there is no message yet to carry results (the session starts its
         # transaction afresh at MAIL): they are only given at data, in junk mode.
-        results = tuple(
-            AuthResult("dnsbl", "fail" if z.weight > 0 else "pass", "", (("policy.zone", z.zone),))
-            for z, _, _ in listing
-            if stage == "data"
-        )
+        results = tuple(_result(z, codes) for z, _, codes in listing if stage == "data")
         if score < self.threshold:
             return Verdict(results=results)
         # The threshold is positive, so some block list (positive weight) lists the client.

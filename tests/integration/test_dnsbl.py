@@ -234,10 +234,13 @@ def test_a_silent_or_failing_zone_counts_as_not_listed(server: Any, zone: Any) -
 def test_junk_action_files_a_listed_clients_mail_into_junk(server: Any, zone: Any) -> None:
     z, _ = zone
     list_client(z, "14.0.0.127.junk.test")
-    srv = server(zones=[{"zone": "junk.test"}], action="junk")
+    list_client(z, "14.0.0.127.wl.test", "127.0.10.1")
+    zones = [{"zone": "junk.test", "weight": 2}, {"zone": "wl.test", "weight": -0.5}]
+    srv = server(zones=zones, action="junk")
     with smtplib.SMTP("127.0.0.1", srv.port("smtp"), source_address=("127.0.0.14", 0)) as s:
         s.sendmail("bob@else.test", [srv.user], b"Subject: hi\r\n\r\nHi\r\n")
     junk = srv.server.store.shards.user_dir(srv.user) / ".Junk"
     (message,) = [p.read_bytes() for sub in ("new", "cur") for p in (junk / sub).glob("*")]
-    assert b"dnsbl=fail policy.zone=junk.test" in message
+    assert b"dnsbl=fail dns.zone=junk.test policy.ip=127.0.0.2;" in message
+    assert b"dnswl=pass dns.zone=wl.test policy.ip=127.0.10.1" in message  # RFC 8904
     assert b"X-Ourmail-Junk: dnsbl: [127.0.0.14] listed by junk.test" in message
