@@ -26,7 +26,10 @@ from ourmail.auth.realm import MailRealm
 from ourmail.config import LoginCacheSettings, QueueSettings, QuotaSettings
 from ourmail.directory.ldap import LDAPChecker, LDAPDirectory, LDAPSettings
 from ourmail.directory.local import LocalDirectory
+from ourmail.filters import dnsbl, greylist
 from ourmail.filters.chain import FilterChain
+from ourmail.interfaces import FilterEnvironment
+from ourmail.net.dns import make_resolver
 from ourmail.net.lineproto import LineProtocol, _ChunkSender
 from ourmail.net.tls import ReloadableServerTLS
 from ourmail.pop3.policy import NoRetention
@@ -97,6 +100,10 @@ def _delivery(tmp: Path) -> Delivery:
     return Delivery(_directory(tmp), MemoryStore(), QuotaPolicy(QuotaSettings(), AccountDB(tmp)))
 
 
+def _filter_env(tmp: Path) -> FilterEnvironment:
+    return FilterEnvironment(make_resolver(["127.0.0.1:53"]), reactor, "mx.test", (), tmp)
+
+
 def _tls(tmp: Path) -> ReloadableServerTLS:
     selfsigned.ensure(tmp / "cert.pem", tmp / "key.pem", "mail.example.test")
     return ReloadableServerTLS(tmp / "cert.pem", tmp / "key.pem")
@@ -123,6 +130,14 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     ),
     "ourmail.smtp.delivery.Delivery": _delivery,
     "ourmail.filters.chain.FilterChain": lambda tmp: FilterChain([], Clock(), "mx.test"),
+    "ourmail.filters.dnsbl.DNSBLFactory": lambda tmp: dnsbl.factory,
+    "ourmail.filters.dnsbl.DNSBLCheck": lambda tmp: dnsbl.factory.build(
+        {"zones": [{"zone": "bl.test"}]}, _filter_env(tmp)
+    ),
+    "ourmail.filters.greylist.GreylistFactory": lambda tmp: greylist.factory,
+    "ourmail.filters.greylist.GreylistCheck": lambda tmp: greylist.factory.build(
+        {}, _filter_env(tmp)
+    ),
     "ourmail.store.quota.QuotaPolicy": lambda tmp: QuotaPolicy(QuotaSettings(), AccountDB(tmp)),
     "ourmail.store.folder.StoredMessage": _maildir_message,
     "ourmail.store.folder.MaildirFolder": _maildir_inbox,
