@@ -23,10 +23,18 @@ class TestZone(ResolverBase):
     def __init__(self) -> None:
         super().__init__()
         self.records: dict[tuple[str, int], list[object]] = {}
+        #: Names whose queries go unanswered, but for the types named (see set_silent).
+        self.silent: dict[str, frozenset[int]] = {}
 
     def clear(self, name: str) -> None:
         for key in [k for k in self.records if k[0] == name.lower()]:
             del self.records[key]
+        self.silent.pop(name.lower(), None)
+
+    def set_silent(self, name: str, *answered: int) -> None:
+        """Never answer queries for ``name`` (a server that times out), except those of the
+        types in ``answered``."""
+        self.silent[name.lower()] = frozenset(answered)
 
     def set_mx(self, domain: str, hosts: Sequence[tuple[int, str]]) -> None:
         self.records[(domain.lower(), dns.MX)] = [
@@ -52,13 +60,24 @@ class TestZone(ResolverBase):
 
     def _lookup(self, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
         text = name.decode().lower().rstrip(".")
+        if text in self.silent and type not in self.silent[text]:
+            return defer.Deferred()  # never fires: the client times out
         if not any(key[0] == text for key in self.records):
             return defer.fail(DNSNameError(text))
-        answers = [
+        answers = self._answers(text, cls, type)
+        if not answers and type != dns.CNAME:
+            # An alias: the CNAME and what its target has (one level, RFC 1034 §3.6.2).
+            for alias in self.records.get((text, dns.CNAME), []):
+                answers.append(dns.RRHeader(text, dns.CNAME, cls, 0, alias, auth=True))
+                target = alias.name.name.decode().lower().rstrip(".")  # type: ignore[attr-defined]
+                answers += self._answers(target, cls, dns.CNAME) + self._answers(target, cls, type)
+        return defer.succeed((answers, [], []))
+
+    def _answers(self, text: str, cls: int, type: int) -> list[dns.RRHeader]:
+        return [
             dns.RRHeader(text, type, cls, 0, payload, auth=True)
             for payload in self.records.get((text, type), [])
         ]
-        return defer.succeed((answers, [], []))
 
 
 def start(zone: TestZone) -> tuple[IListeningPort, int]:

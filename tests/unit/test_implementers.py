@@ -27,6 +27,7 @@ from ourmail.config import LoginCacheSettings, QueueSettings, QuotaSettings
 from ourmail.directory.ldap import LDAPChecker, LDAPDirectory, LDAPSettings
 from ourmail.directory.local import LocalDirectory
 from ourmail.filters.chain import FilterChain
+from ourmail.filters.spf import SPFCheck, SPFFactory
 from ourmail.net.lineproto import LineProtocol, _ChunkSender
 from ourmail.net.tls import ReloadableServerTLS
 from ourmail.pop3.policy import NoRetention
@@ -123,6 +124,8 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     ),
     "ourmail.smtp.delivery.Delivery": _delivery,
     "ourmail.filters.chain.FilterChain": lambda tmp: FilterChain([], Clock(), "mx.test"),
+    "ourmail.filters.spf.SPFCheck": lambda tmp: SPFCheck(reactor=Clock(), resolver=None),
+    "ourmail.filters.spf.SPFFactory": lambda tmp: SPFFactory(),
     "ourmail.store.quota.QuotaPolicy": lambda tmp: QuotaPolicy(QuotaSettings(), AccountDB(tmp)),
     "ourmail.store.folder.StoredMessage": _maildir_message,
     "ourmail.store.folder.MaildirFolder": _maildir_inbox,
