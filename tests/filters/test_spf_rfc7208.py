@@ -103,7 +103,7 @@ def load(zone: testdns.TestZone, zonedata: dict[str, list[Any]]) -> None:
 def server() -> Iterator[tuple[testdns.TestZone, Any]]:
     _ensure_reactor()
     zone = testdns.TestZone()
-    ports, number = blockingCallFromThread(reactor, testdns.start_udp_tcp, zone)
+    ports, number = blockingCallFromThread(reactor, testdns.start_udp_tcp, zone, 512)
     resolver = blockingCallFromThread(
         reactor, lambda: client.Resolver(servers=[("127.0.0.1", number)], reactor=reactor)
     )

@@ -50,7 +50,7 @@ class TestZone(ResolverBase):
     def set_txt(self, name: str, *texts: str | Sequence[str]) -> None:
         """TXT records; a record given as a sequence is several strings (RFC 7208 §3.3)."""
         self.records[(name.lower(), dns.TXT)] = [
-            dns.Record_TXT(*([t] if isinstance(t, str) else t), ttl=0)  # type: ignore[arg-type]
+            dns.Record_TXT(*(s.encode() for s in ([t] if isinstance(t, str) else t)), ttl=0)
             for t in texts
         ]
 
@@ -80,23 +80,49 @@ class TestZone(ResolverBase):
         ]
 
 
-def start(zone: TestZone) -> tuple[IListeningPort, int]:
-    """Serve ``zone`` over UDP on 127.0.0.1; call in the reactor thread."""
+class TruncatingDatagramProtocol(dns.DNSDatagramProtocol):
+    """UDP answers longer than ``limit`` octets go out with no records and the TC bit set, as
+    a real server does when the RRset does not fit (RFC 1035 §4.2.1, RFC 2181 §9): the client
+    must ask again over TCP.  (twisted.names' own server never truncates.)"""
+
+    def __init__(self, controller: server.DNSServerFactory, limit: int) -> None:
+        super().__init__(controller)
+        self.limit = limit
+
+    def writeMessage(self, message: dns.Message, address: object) -> None:
+        if len(message.toStr()) > self.limit:
+            message.answers, message.authority, message.additional = [], [], []
+            message.trunc = 1
+        super().writeMessage(message, address)
+
+
+def _udp(factory: server.DNSServerFactory, truncate_at: int | None) -> dns.DNSDatagramProtocol:
+    if truncate_at is None:
+        return dns.DNSDatagramProtocol(factory)
+    return TruncatingDatagramProtocol(factory, truncate_at)
+
+
+def start(zone: TestZone, truncate_at: int | None = None) -> tuple[IListeningPort, int]:
+    """Serve ``zone`` over UDP on 127.0.0.1 (answers over ``truncate_at`` octets truncated);
+    call in the reactor thread."""
     from twisted.internet import reactor
 
     factory = server.DNSServerFactory(authorities=[zone])
-    port = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")
+    port = reactor.listenUDP(0, _udp(factory, truncate_at), interface="127.0.0.1")
     return port, port.getHost().port
 
 
-def start_udp_tcp(zone: TestZone) -> tuple[list[IListeningPort], int]:
-    """Serve ``zone`` over UDP and TCP on the same 127.0.0.1 port (answers too big for UDP
-    are truncated there and asked again over TCP, RFC 1035 §4.2); call in the reactor thread."""
+def start_udp_tcp(
+    zone: TestZone, truncate_at: int | None = None
+) -> tuple[list[IListeningPort], int]:
+    """Serve ``zone`` over UDP and TCP on the same 127.0.0.1 port (with ``truncate_at``,
+    e.g. 512, answers too big for UDP are truncated there and asked again over TCP, RFC 1035
+    §4.2); call in the reactor thread."""
     from twisted.internet import reactor
 
     factory = server.DNSServerFactory(authorities=[zone])
     for _ in range(20):
-        udp = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")
+        udp = reactor.listenUDP(0, _udp(factory, truncate_at), interface="127.0.0.1")
         number = udp.getHost().port
         try:
             tcp = reactor.listenTCP(number, factory, interface="127.0.0.1")
