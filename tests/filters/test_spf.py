@@ -119,9 +119,13 @@ def test_fail_shows_the_expanded_explanation(zone: Any, tmp_path: Path) -> None:
 def test_fail_policy(zone: Any, tmp_path: Path, options: dict[str, str], action: str) -> None:
     z, port = zone
     z.set_txt("fail.spf.test", "v=spf1 -all")
-    verdict, _ = run(make_check(port, tmp_path, **options), "bob@fail.spf.test")
+    check = make_check(port, tmp_path, **options)
+    verdict, context = run(check, "bob@fail.spf.test")
     assert verdict.action == action and verdict.results[0].result == "fail"
     assert verdict.reason == f"SPF fail for fail.spf.test from {IP}"
+    # The end of DATA, whose verdicts decide the folder, hears junk again (no new results).
+    at_data = blockingCallFromThread(reactor, check.check, "data", context)
+    assert at_data == (Verdict("junk", reason=verdict.reason) if action == "junk" else Verdict())
 
 
 @pytest.mark.parametrize(("policy", "action"), [("accept", "accept"), ("junk", "junk")])
