@@ -27,6 +27,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -113,14 +114,26 @@ def printable(text: str) -> str:
     return cleaned
 
 
-def check_host(ip: str, sender: str, helo: str, lookup: TwistedLookup) -> SPFOutcome:
+def check_host(
+    ip: str, sender: str, helo: str, lookup: TwistedLookup, receiver: str | None = None
+) -> SPFOutcome:
     """RFC 7208 ``check_host()`` of ``sender`` (MAIL FROM; "" checks the HELO identity
-    ``helo``) for the client ``ip``, every DNS query answered by ``lookup``.  Runs in a worker
-    thread; never raises (malformed input is ``permerror``, DNS trouble ``temperror``)."""
-    domain = sender.rpartition("@")[2] if sender else helo
+    ``helo``) for the client ``ip``, every DNS query answered by ``lookup``; ``receiver`` is
+    this host's name (the ``%{r}`` macro, §7.3).  Runs in a worker thread; never raises
+    (malformed input is ``permerror``, DNS trouble ``temperror``)."""
+    local, at, domain = sender.rpartition("@")
+    if not sender:
+        domain = helo
+    elif at:
+        try:
+            # RFC 8616 §4: an internationalized domain is looked up as A-labels.
+            domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
+        except UnicodeError:
+            return SPFOutcome("none", domain, detail="not a valid domain name (RFC 7208 §4.3)")
+        sender = f"{local}@{domain}"
     try:
         with bound(lookup):
-            query = pyspf.query(i=ip, s=sender, h=helo, strict=True, querytime=0)
+            query = pyspf.query(i=ip, s=sender, h=helo, receiver=receiver, strict=True, querytime=0)
             query.set_default_explanation(_NO_EXPLANATION)
             result, _code, text = query.check()
         domain = query.o or domain
@@ -129,29 +142,37 @@ def check_host(ip: str, sender: str, helo: str, lookup: TwistedLookup) -> SPFOut
     except pyspf.PermError as e:
         return SPFOutcome("permerror", domain, detail=str(e))
     except Exception as e:  # pyspf tripping over input it did not foresee
-        log.failure("SPF evaluation of {domain} failed", domain=domain)
-        return SPFOutcome("permerror", domain, detail=f"evaluation failed: {e.__class__.__name__}")
+        return SPFOutcome("permerror", domain, detail=f"evaluation failed: {e!r}")
     result = _OLD_NAMES.get(result, result)
     if result not in RESULTS:
         result = "permerror"
-    explanation = ""
-    if result == "fail" and text != _NO_EXPLANATION:
-        explanation = printable(str(text))
-    return SPFOutcome(result, domain, explanation, printable(str(text)).replace("\x00", ""))
+    if text == _NO_EXPLANATION:
+        return SPFOutcome(result, domain, detail=f"mechanism {query.mechanism}")
+    explanation = printable(str(text)) if result == "fail" else ""
+    return SPFOutcome(result, domain, explanation, printable(str(text)))
 
 
 def _pool(reactor: Any) -> ThreadPool:
-    """The SPF worker threads of this process (made and started once, stopped at shutdown)."""
+    """The SPF worker threads of this process: made and started once; at shutdown the
+    evaluations under way are abandoned (temperror) and the threads stopped."""
     pool: ThreadPool | None = _pools.get(id(reactor))
     if pool is None:
         pool = ThreadPool(minthreads=0, maxthreads=POOL_SIZE, name="ourmail-spf")
         _pools[id(reactor)] = pool
         reactor.callWhenRunning(pool.start)
+        reactor.addSystemEventTrigger("before", "shutdown", _abandon_all)
         reactor.addSystemEventTrigger("during", "shutdown", pool.stop)
     return pool
 
 
+def _abandon_all() -> None:
+    for lookup in list(_running):
+        lookup.cancel()
+
+
 _pools: dict[int, ThreadPool] = {}
+#: The evaluations under way (their lookups), so shutdown does not wait for their DNS.
+_running: weakref.WeakSet[TwistedLookup] = weakref.WeakSet()
 
 
 @implementer(ICheck)
@@ -161,6 +182,8 @@ class SPFCheck:
 
     reactor: Any
     resolver: Any
+    #: This host's name (the ``%{r}`` macro of explanations, RFC 7208 §7.3).
+    receiver: str = "unknown"
     fail: Action = "reject"
     softfail: Action = "accept"
     temperror: Action = "accept"
@@ -179,8 +202,8 @@ class SPFCheck:
         judged junk (the SMTP session files into Junk by the verdicts of that stage)."""
         if stage == "data" and JUNK_NOTE in context.notes:
             return succeed(Verdict("junk", reason=str(context.notes[JUNK_NOTE])))
-        if stage != "mail" or context.sender is None:
-            return succeed(ACCEPT)
+        if stage != "mail" or context.sender is None or context.authenticated:
+            return succeed(ACCEPT)  # a logged-in user (check_submission) is no SPF matter
         ip = _client_ip(context.client_address)
         if ip is None or any(ip in net for net in self.skip_networks):
             return succeed(ACCEPT)
@@ -196,12 +219,17 @@ class SPFCheck:
         check_helo = self.helo and helo_domain(helo) is not None
 
         def evaluate() -> tuple[SPFOutcome | None, SPFOutcome | None]:
-            helo_outcome = None
-            if check_helo or not sender:
-                helo_outcome = _evaluate_helo(str(ip), helo, lookup)
-                if not sender or (helo_outcome.result == "fail" and self.fail == "reject"):
-                    return None, helo_outcome
-            return check_host(str(ip), sender, helo, lookup), helo_outcome
+            _running.add(lookup)
+            try:
+                helo_outcome = None
+                if check_helo or not sender:
+                    helo_outcome = _evaluate_helo(str(ip), helo, lookup, self.receiver)
+                    if not sender or (helo_outcome.result == "fail" and self.fail == "reject"):
+                        return None, helo_outcome
+                mailfrom = check_host(str(ip), sender, helo, lookup, self.receiver)
+                return mailfrom, helo_outcome
+            finally:
+                _running.discard(lookup)
 
         result: Deferred[Verdict] = Deferred(lambda _: lookup.cancel())
         inner = deferToThreadPool(self.reactor, _pool(self.reactor), evaluate)
@@ -277,12 +305,12 @@ class SPFCheck:
         return "accept"
 
 
-def _evaluate_helo(ip: str, helo: str, lookup: TwistedLookup) -> SPFOutcome:
+def _evaluate_helo(ip: str, helo: str, lookup: TwistedLookup, receiver: str) -> SPFOutcome:
     """The HELO identity (RFC 7208 §2.3): ``none`` for a name that cannot be checked."""
     name = helo_domain(helo)
     if name is None:
         return SPFOutcome("none", helo, detail="HELO name is not a domain name")
-    return check_host(ip, "", name, lookup)
+    return check_host(ip, "", name, lookup, receiver)
 
 
 def _client_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -330,6 +358,7 @@ class SPFFactory:
         return SPFCheck(
             reactor=env.reactor,
             resolver=env.resolver,
+            receiver=env.hostname,
             fail=_choice(options, "fail", FAIL_ACTIONS, "reject"),
             softfail=_choice(options, "softfail", SOFTFAIL_ACTIONS, "accept"),
             temperror=_choice(options, "temperror", TEMPERROR_ACTIONS, "accept"),

@@ -5,6 +5,7 @@ with a clear result in time, against the real twisted.names server on loopback."
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +15,15 @@ import pytest
 from conftest import _ensure_reactor
 from peers import dns as testdns
 from twisted.internet import reactor
+from twisted.internet.defer import CancelledError
 from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import globalLogPublisher
 from twisted.names import dns
 
+from ourmail.filters import spf as spfmodule
 from ourmail.filters.registry import BUILTIN, load_factory
 from ourmail.filters.spf import SPFCheck, factory, helo_domain, printable
+from ourmail.filters.spfdns import TwistedLookup
 from ourmail.interfaces import AuthResult, FilterEnvironment, MailContext, Verdict
 from ourmail.net.dns import make_resolver
 
@@ -172,6 +176,25 @@ def test_helo_fail_is_conclusive_for_any_sender(zone: Any, tmp_path: Path) -> No
     # Not checked when helo = false: MAIL FROM alone decides.
     verdict, _ = run(make_check(port, tmp_path, helo=False), "bob@pass.spf.test", "bad.helo.test")
     assert verdict.action == "accept" and len(verdict.results) == 1
+
+
+def test_explanation_names_this_host_and_idn_domains_are_a_labels(
+    zone: Any, tmp_path: Path
+) -> None:
+    z, port = zone
+    z.set_txt("xn--bcher-kva.spf.test", "v=spf1 -all exp=why.spf.test")
+    z.set_txt("why.spf.test", "%{r} refused %{o}")
+    verdict, context = run(make_check(port, tmp_path), "bob@bücher.spf.test")
+    assert verdict.text == "mx.example.test refused xn--bcher-kva.spf.test"
+    assert context.notes["spf"] == {"result": "fail", "domain": "xn--bcher-kva.spf.test"}
+
+
+def test_logged_in_users_are_not_checked(zone: Any, tmp_path: Path) -> None:
+    z, port = zone
+    z.set_txt("fail.spf.test", "v=spf1 -all")
+    context = MailContext(IP, "submission", "x.test", "bob@fail.spf.test", authenticated="bob")
+    verdict = blockingCallFromThread(reactor, make_check(port, tmp_path).check, "mail", context)
+    assert verdict == Verdict() and context.notes == {}
 
 
 def test_ipv6_client(zone: Any, tmp_path: Path) -> None:
@@ -341,3 +364,33 @@ def test_helo_domain_and_printable() -> None:
         assert helo_domain(bad) is None
     assert printable("a\r\nb\tc\x00") == "a  b c"
     assert len(printable("y" * 1000)) == 300
+
+
+def test_abandoned_evaluations_free_their_thread_at_once(zone: Any, tmp_path: Path) -> None:
+    """The chain's time-out cancels the check, and shutdown abandons every evaluation: the
+    worker stops waiting for DNS within a fraction of a second, not at its deadline."""
+    z, port = zone
+    z.set_silent("slow.spf.test")
+    check = make_check(port, tmp_path, dns_timeout=60)
+    context = MailContext(client_address=IP, helo="x", sender="a@slow.spf.test")
+    started: list[Any] = []  # the Deferred itself, not its result
+    blockingCallFromThread(reactor, lambda: started.append(check.check("mail", context)))
+    time.sleep(0.3)
+    assert len(spfmodule._running) == 1
+    blockingCallFromThread(reactor, started[0].cancel)
+    started[0].addErrback(lambda failure: failure.trap(CancelledError))
+    deadline = time.monotonic() + 1
+    while spfmodule._running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not spfmodule._running
+    outcomes: list[Any] = []
+    lookup = TwistedLookup(reactor, check.resolver, (60.0,), time.monotonic() + 60)
+    worker = threading.Thread(
+        target=lambda: outcomes.append(spfmodule.check_host(IP, "a@slow.spf.test", "x", lookup))
+    )
+    worker.start()
+    time.sleep(0.3)
+    spfmodule._running.add(lookup)
+    blockingCallFromThread(reactor, spfmodule._abandon_all)
+    worker.join(1)
+    assert outcomes[0].result == "temperror"
