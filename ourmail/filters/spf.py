@@ -3,7 +3,7 @@ the name it gave in HELO/EHLO?  Check ``spf`` of the filter chain (docs/filters.
 
 Implementation notes (keep these true when changing this module):
 
-* pyspf (the RFC 7208 test suite's own implementation) does the evaluation: record
+* pyspf (the RFC 7208 test suite ships with it) does the evaluation: record
   selection, mechanisms, macros, ``exp=``, the §4.6.4 limits (10 DNS-querying terms, 2 void
   lookups, 10 MX/PTR names).  It is synchronous, so it runs in a small thread pool of its
   own; every DNS query it makes is asked on the reactor through the server's twisted.names

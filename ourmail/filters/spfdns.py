@@ -154,6 +154,7 @@ def convert(records: list[dns.RRHeader]) -> list[Answer]:
 
 
 _local = threading.local()
+_installing = threading.Lock()
 _original: Callable[..., Any] | None = None
 
 
@@ -167,11 +168,12 @@ def _dispatch(name: str, qtype: str, strict: object = True, timeout: object = No
 
 
 def install() -> None:
-    """Route pyspf's lookups through :func:`bound` lookups (idempotent)."""
+    """Route pyspf's lookups through :func:`bound` lookups (idempotent, thread-safe)."""
     global _original
-    if spf.DNSLookup is not _dispatch:
-        _original = spf.DNSLookup
-        spf.DNSLookup = _dispatch
+    with _installing:
+        if spf.DNSLookup is not _dispatch:
+            _original = spf.DNSLookup
+            spf.DNSLookup = _dispatch
 
 
 @contextlib.contextmanager

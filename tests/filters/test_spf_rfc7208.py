@@ -22,6 +22,7 @@ from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
 from twisted.names import client, dns
 
+from ourmail.filters import spfdns
 from ourmail.filters.spf import check_host
 from ourmail.filters.spfdns import TwistedLookup
 
@@ -97,6 +98,17 @@ def load(zone: testdns.TestZone, zonedata: dict[str, list[Any]]) -> None:
             zone.silent[name] = frozenset(answered)
         else:
             zone.records.setdefault((name, dns.TXT), [])  # the name exists
+
+
+@pytest.fixture(autouse=True)
+def no_system_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyspf's own resolver (dnspython, the system's servers) is never asked."""
+
+    def forbidden(*args: object) -> None:
+        raise AssertionError(f"pyspf used its own resolver for {args}")
+
+    spfdns.install()
+    monkeypatch.setattr(spfdns, "_original", forbidden)
 
 
 @pytest.fixture(scope="module")
