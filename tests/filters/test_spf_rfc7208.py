@@ -1,6 +1,7 @@
 """The RFC 7208 test suite (``rfc7208-tests.yml`` from the pyspf sdist, data/ with its
 licence) run against ourmail's SPF evaluation, every scenario's zone served by a real
-twisted.names server on loopback (UDP with TCP fallback) and asked through twisted.names.
+twisted.names server on loopback (UDP answers over 512 octets truncated, so TCP is used
+too) and asked through the resolver the server itself uses (``make_resolver``).
 
 How the suite's zone data becomes DNS (as the suite's own runner, pyspf's testspf.py, reads
 it): ``SPF`` records are served as type 99 and, when the name has no ``TXT`` entry, as TXT
@@ -20,11 +21,12 @@ from conftest import _ensure_reactor
 from peers import dns as testdns
 from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
-from twisted.names import client, dns
+from twisted.names import dns
 
 from ourmail.filters import spfdns
 from ourmail.filters.spf import check_host
 from ourmail.filters.spfdns import TwistedLookup
+from ourmail.net.dns import make_resolver
 
 SUITE = Path(__file__).parent / "data" / "rfc7208-tests.yml"
 #: A silent name costs one time-out per query; the suite only needs it short.
@@ -116,9 +118,7 @@ def server() -> Iterator[tuple[testdns.TestZone, Any]]:
     _ensure_reactor()
     zone = testdns.TestZone()
     ports, number = blockingCallFromThread(reactor, testdns.start_udp_tcp, zone, 512)
-    resolver = blockingCallFromThread(
-        reactor, lambda: client.Resolver(servers=[("127.0.0.1", number)], reactor=reactor)
-    )
+    resolver = blockingCallFromThread(reactor, make_resolver, (f"127.0.0.1:{number}",))
     yield zone, resolver
     for port in ports:
         blockingCallFromThread(reactor, port.stopListening)
