@@ -710,6 +710,13 @@ domains = {domains}
 # [filters.check.NAME]
 # timeout = 20                    # seconds to wait for the check
 # on_error = "accept"             # or "tempfail": what a failure or time-out means
+# [filters.check.spf]             # SPF, RFC 7208 (docs/filters.md)
+# fail = "reject"                 # 550 5.7.23; or "junk", "accept"
+# softfail = "accept"             # or "junk"
+# temperror = "accept"            # or "tempfail" (451 4.4.3)
+# helo = true                     # also check the HELO/EHLO name (RFC 7208 §2.3)
+# skip_networks = ["127.0.0.0/8", "::1/128"]
+# dns_timeout = 5                 # seconds for one DNS query
 
 [pop3]
 # What DELE + QUIT does: "hide" keeps the message (IMAP still sees it, with the $POP3Deleted

@@ -21,6 +21,7 @@ from ourmail.interfaces import STAGES, FilterEnvironment, ICheck, ICheckFactory
 BUILTIN: Mapping[str, str] = {
     "dnsbl": "ourmail.filters.dnsbl:factory",
     "greylist": "ourmail.filters.greylist:factory",
+    "spf": "ourmail.filters.spf:factory",
 }
 
 #: Options every check takes, read by the chain's builder.

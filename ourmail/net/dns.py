@@ -6,14 +6,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from twisted.internet.interfaces import IResolver
-from twisted.names import client
+from twisted.names import cache, client, hosts, resolve
 
 
 def make_resolver(servers: Sequence[str]) -> IResolver:
     """A caching resolver asking ``servers`` ("address:port"; IPv6 addresses in brackets), or
-    those of /etc/resolv.conf when there are none."""
+    those of /etc/resolv.conf when there are none.
+
+    Configured servers are the only ones asked: ``client.createResolver`` would also read
+    /etc/resolv.conf and retry a query that timed out against the system's servers."""
     pairs = [s.rsplit(":", 1) for s in servers]
-    resolver: IResolver = client.createResolver(
-        servers=[(host.strip("[]"), int(port)) for host, port in pairs] or None
+    if not pairs:
+        resolver: IResolver = client.createResolver()
+        return resolver
+    asked = client.Resolver(
+        resolv=None, servers=[(host.strip("[]"), int(port)) for host, port in pairs]
     )
-    return resolver
+    chain: IResolver = resolve.ResolverChain(
+        [hosts.Resolver(b"/etc/hosts"), cache.CacheResolver(), asked]
+    )
+    return chain

@@ -23,10 +23,18 @@ class TestZone(ResolverBase):
     def __init__(self) -> None:
         super().__init__()
         self.records: dict[tuple[str, int], list[object]] = {}
+        #: Names whose queries go unanswered, but for the types named (see set_silent).
+        self.silent: dict[str, frozenset[int]] = {}
 
     def clear(self, name: str) -> None:
         for key in [k for k in self.records if k[0] == name.lower()]:
             del self.records[key]
+        self.silent.pop(name.lower(), None)
+
+    def set_silent(self, name: str, *answered: int) -> None:
+        """Never answer queries for ``name`` (a server that times out), except those of the
+        types in ``answered``."""
+        self.silent[name.lower()] = frozenset(answered)
 
     def set_mx(self, domain: str, hosts: Sequence[tuple[int, str]]) -> None:
         self.records[(domain.lower(), dns.MX)] = [
@@ -42,7 +50,7 @@ class TestZone(ResolverBase):
     def set_txt(self, name: str, *texts: str | Sequence[str]) -> None:
         """TXT records; a record given as a sequence is several strings (RFC 7208 §3.3)."""
         self.records[(name.lower(), dns.TXT)] = [
-            dns.Record_TXT(*([t] if isinstance(t, str) else t), ttl=0)  # type: ignore[arg-type]
+            dns.Record_TXT(*(s.encode() for s in ([t] if isinstance(t, str) else t)), ttl=0)
             for t in texts
         ]
 
@@ -52,32 +60,69 @@ class TestZone(ResolverBase):
 
     def _lookup(self, name: bytes, cls: int, type: int, timeout: object) -> defer.Deferred:
         text = name.decode().lower().rstrip(".")
+        if text in self.silent and type not in self.silent[text]:
+            return defer.Deferred()  # never fires: the client times out
         if not any(key[0] == text for key in self.records):
             return defer.fail(DNSNameError(text))
-        answers = [
+        answers = self._answers(text, cls, type)
+        if not answers and type != dns.CNAME:
+            # An alias: the CNAME and what its target has (one level, RFC 1034 §3.6.2).
+            for alias in self.records.get((text, dns.CNAME), []):
+                answers.append(dns.RRHeader(text, dns.CNAME, cls, 0, alias, auth=True))
+                target = alias.name.name.decode().lower().rstrip(".")  # type: ignore[attr-defined]
+                answers += self._answers(target, cls, dns.CNAME) + self._answers(target, cls, type)
+        return defer.succeed((answers, [], []))
+
+    def _answers(self, text: str, cls: int, type: int) -> list[dns.RRHeader]:
+        return [
             dns.RRHeader(text, type, cls, 0, payload, auth=True)
             for payload in self.records.get((text, type), [])
         ]
-        return defer.succeed((answers, [], []))
 
 
-def start(zone: TestZone) -> tuple[IListeningPort, int]:
-    """Serve ``zone`` over UDP on 127.0.0.1; call in the reactor thread."""
+class TruncatingDatagramProtocol(dns.DNSDatagramProtocol):
+    """UDP answers longer than ``limit`` octets go out with no records and the TC bit set, as
+    a real server does when the RRset does not fit (RFC 1035 §4.2.1, RFC 2181 §9): the client
+    must ask again over TCP.  (twisted.names' own server never truncates.)"""
+
+    def __init__(self, controller: server.DNSServerFactory, limit: int) -> None:
+        super().__init__(controller)
+        self.limit = limit
+
+    def writeMessage(self, message: dns.Message, address: object) -> None:
+        if len(message.toStr()) > self.limit:
+            message.answers, message.authority, message.additional = [], [], []
+            message.trunc = 1
+        super().writeMessage(message, address)
+
+
+def _udp(factory: server.DNSServerFactory, truncate_at: int | None) -> dns.DNSDatagramProtocol:
+    if truncate_at is None:
+        return dns.DNSDatagramProtocol(factory)
+    return TruncatingDatagramProtocol(factory, truncate_at)
+
+
+def start(zone: TestZone, truncate_at: int | None = None) -> tuple[IListeningPort, int]:
+    """Serve ``zone`` over UDP on 127.0.0.1 (answers over ``truncate_at`` octets truncated);
+    call in the reactor thread."""
     from twisted.internet import reactor
 
     factory = server.DNSServerFactory(authorities=[zone])
-    port = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")
+    port = reactor.listenUDP(0, _udp(factory, truncate_at), interface="127.0.0.1")
     return port, port.getHost().port
 
 
-def start_udp_tcp(zone: TestZone) -> tuple[list[IListeningPort], int]:
-    """Serve ``zone`` over UDP and TCP on the same 127.0.0.1 port (answers too big for UDP
-    are truncated there and asked again over TCP, RFC 1035 §4.2); call in the reactor thread."""
+def start_udp_tcp(
+    zone: TestZone, truncate_at: int | None = None
+) -> tuple[list[IListeningPort], int]:
+    """Serve ``zone`` over UDP and TCP on the same 127.0.0.1 port (with ``truncate_at``,
+    e.g. 512, answers too big for UDP are truncated there and asked again over TCP, RFC 1035
+    §4.2); call in the reactor thread."""
     from twisted.internet import reactor
 
     factory = server.DNSServerFactory(authorities=[zone])
     for _ in range(20):
-        udp = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")
+        udp = reactor.listenUDP(0, _udp(factory, truncate_at), interface="127.0.0.1")
         number = udp.getHost().port
         try:
             tcp = reactor.listenTCP(number, factory, interface="127.0.0.1")

@@ -30,6 +30,7 @@ from ourmail.filters import dnsbl, greylist
 from ourmail.filters.chain import FilterChain
 from ourmail.interfaces import FilterEnvironment
 from ourmail.net.dns import make_resolver
+from ourmail.filters.spf import SPFCheck, SPFFactory
 from ourmail.net.lineproto import LineProtocol, _ChunkSender
 from ourmail.net.tls import ReloadableServerTLS
 from ourmail.pop3.policy import NoRetention
@@ -138,6 +139,8 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.filters.greylist.GreylistCheck": lambda tmp: greylist.factory.build(
         {}, _filter_env(tmp)
     ),
+    "ourmail.filters.spf.SPFCheck": lambda tmp: SPFCheck(reactor=Clock(), resolver=None),
+    "ourmail.filters.spf.SPFFactory": lambda tmp: SPFFactory(),
     "ourmail.store.quota.QuotaPolicy": lambda tmp: QuotaPolicy(QuotaSettings(), AccountDB(tmp)),
     "ourmail.store.folder.StoredMessage": _maildir_message,
     "ourmail.store.folder.MaildirFolder": _maildir_inbox,
