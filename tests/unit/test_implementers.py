@@ -28,9 +28,9 @@ from ourmail.directory.ldap import LDAPChecker, LDAPDirectory, LDAPSettings
 from ourmail.directory.local import LocalDirectory
 from ourmail.filters import dnsbl, greylist
 from ourmail.filters.chain import FilterChain
+from ourmail.filters.spf import SPFCheck, SPFFactory
 from ourmail.interfaces import FilterEnvironment
 from ourmail.net.dns import make_resolver
-from ourmail.filters.spf import SPFCheck, SPFFactory
 from ourmail.net.lineproto import LineProtocol, _ChunkSender
 from ourmail.net.tls import ReloadableServerTLS
 from ourmail.pop3.policy import NoRetention
