@@ -14,8 +14,8 @@ Implementation notes (keep these true when changing this module):
 * One evaluation never runs longer than the check's time-out: past its deadline every
   lookup is ``temperror``, so the verdict comes from this check, not from the chain's
   time-out, and the worker thread is free again.
-* A ``junk`` verdict is given at MAIL and again at the end of DATA (noted in
-  ``context.notes["spf.junk"]``), the stage whose verdicts file the message into Junk.
+* A ``junk`` verdict at MAIL files the transaction's message into Junk (the SMTP session
+  keeps the verdicts of every stage until the end of DATA).
 * Results follow the chain's contract: the MAIL FROM result first as
   ``spf=<result> smtp.mailfrom=<domain>`` (for the null sender ``smtp.helo=<name>``), then
   the HELO result; ``context.notes["spf"]`` holds the deciding result and its domain (DMARC
@@ -71,9 +71,6 @@ SOFTFAIL_ACTIONS = ("accept", "junk")
 TEMPERROR_ACTIONS = ("accept", "tempfail")
 DEFAULT_SKIP = ("127.0.0.0/8", "::1/128")
 OPTIONS = ("fail", "softfail", "temperror", "skip_networks", "helo", "dns_timeout")
-
-#: The transaction's note (in ``context.notes``) that MAIL FROM was judged junk, and why.
-JUNK_NOTE = "spf.junk"
 
 _SEVERITY: dict[Action, int] = {"accept": 0, "junk": 1, "tempfail": 2, "reject": 3}
 _LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$", re.IGNORECASE)
@@ -192,16 +189,13 @@ class SPFCheck:
     #: Seconds one DNS query may take (tried twice within that).
     dns_timeout: float = 5.0
     name: str = "spf"
-    stages: tuple[Stage, ...] = ("mail", "data")
+    stages: tuple[Stage, ...] = ("mail",)
     #: RFC 7208 §4.6.4: at least 20 seconds for one evaluation.
     timeout: float = 20.0
     on_error: str = "accept"
 
     def check(self, stage: Stage, context: MailContext) -> Deferred[Verdict]:
-        """The verdict at MAIL FROM; at the end of DATA, ``junk`` again if MAIL FROM was
-        judged junk (the SMTP session files into Junk by the verdicts of that stage)."""
-        if stage == "data" and JUNK_NOTE in context.notes:
-            return succeed(Verdict("junk", reason=str(context.notes[JUNK_NOTE])))
+        """The verdict at MAIL FROM."""
         if stage != "mail" or context.sender is None or context.authenticated:
             return succeed(ACCEPT)  # a logged-in user (check_submission) is no SPF matter
         ip = _client_ip(context.client_address)
@@ -291,8 +285,6 @@ class SPFCheck:
             text = f"SPF: temporary DNS error checking {worst.domain}, try again later"
             return Verdict("tempfail", 451, "4.4.3", text, results=tuple(results))
         reason = f"SPF {worst.result} for {worst.domain} from {ip}"
-        if action == "junk":
-            context.notes[JUNK_NOTE] = reason
         return Verdict(action, results=tuple(results), reason=reason)
 
     def _action(self, result: str) -> Action:

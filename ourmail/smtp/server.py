@@ -149,10 +149,18 @@ class SMTPServer(LineProtocol):
             self.reply(554, f"{verdict.status} {verdict.text}")
 
     def _check(self, stage: Stage) -> Deferred[ChainOutcome | None]:
-        """Run the chain at ``stage``; fires with the outcome when it refuses, else None."""
+        """Run the chain at ``stage``; fires with the outcome when it refuses, else None
+        (its junk verdicts and header fields then wait for the end of DATA)."""
         assert self.ctx.checks is not None
-        d = self.ctx.checks.run(stage, self.mail_context)
-        return d.addCallback(lambda outcome: outcome if outcome.refusal else None)
+
+        def decided(outcome: ChainOutcome) -> ChainOutcome | None:
+            if outcome.refusal is not None:
+                return outcome
+            self._verdicts.junk += outcome.junk
+            self._verdicts.headers += outcome.headers
+            return None
+
+        return self.ctx.checks.run(stage, self.mail_context).addCallback(decided)
 
     def send_refusal(self, why: str) -> None:
         self.reply(421, f"4.7.0 {self.ctx.hostname} {why}, try again later")  # RFC 5321 §3.8
@@ -188,7 +196,8 @@ class SMTPServer(LineProtocol):
         self.mail_params = dsnparams.NO_MAIL_PARAMS
         self.recipients: list[Accepted] = []
         self.mail_context.new_transaction()
-        self._junk: list[str] = []
+        #: Junk verdicts and header fields of this transaction's stages so far.
+        self._verdicts = ChainOutcome()
         self._discard_spool()
         self._spool: Spool | None = None
         self._sink: MessageSink | None = None
@@ -565,14 +574,12 @@ class SMTPServer(LineProtocol):
         assert spool is not None
         if checks is not None and checks.runs_at("data"):
             self.mail_context.content = spool.source()
-            outcome = yield checks.run("data", self.mail_context)
-            if outcome.refusal is not None:
-                self._refuse(outcome)
+            refusal = yield self._check("data")
+            if refusal is not None:
+                self._refuse(refusal)
                 return
-            rewrite_header(spool, checks, self.mail_context, outcome)
-            self._junk = outcome.junk
-        elif checks is not None:
-            rewrite_header(spool, checks, self.mail_context, ChainOutcome())
+        if checks is not None:
+            rewrite_header(spool, checks, self.mail_context, self._verdicts)
         yield self._deliver()
 
     def _may_send_as(self, address: str) -> bool:
@@ -609,7 +616,7 @@ class SMTPServer(LineProtocol):
             utf8=self.utf8,
             size=spool.size,
             arrival=self._arrival,
-            junk=bool(self._junk),
+            junk=bool(self._verdicts.junk),
         )
         try:
             source = spool.source()
