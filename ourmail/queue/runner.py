@@ -43,12 +43,12 @@ from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
-from twisted.names import client as dns_client
 from zope.interface import implementer
 
 from ourmail.config import QueueSettings
 from ourmail.dsnparams import NO_MAIL_PARAMS, MailParams, RcptParams
 from ourmail.interfaces import IDirectory, ILocalDelivery, IOutboundQueue
+from ourmail.net.dns import make_resolver
 from ourmail.queue import dsn
 from ourmail.queue.client import Outgoing, RcptResult, SessionError
 from ourmail.queue.files import (
@@ -181,10 +181,7 @@ class OutboundQueue(Service):
         self.local = local
         self.reactor = reactor
         self.clock: IReactorTime = clock or reactor  # type: ignore[assignment]
-        servers = [tuple(s.rsplit(":", 1)) for s in settings.dns_servers]
-        resolver = dns_client.createResolver(
-            servers=[(h.strip("[]"), int(p)) for h, p in servers] or None
-        )
+        resolver = make_resolver(settings.dns_servers)
         self.connector = Connector(
             reactor,
             reactor,  # type: ignore[arg-type]
