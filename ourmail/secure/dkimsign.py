@@ -1,0 +1,194 @@
+"""DKIM signing of outbound mail (RFC 6376, RFC 8463) with dkimpy and the keys of
+:mod:`ourmail.secure.dkimkeys`.
+
+Which domain signs (RFC 6376 §2.4 lets any domain take responsibility; DMARC, RFC 7489 §3.1.1,
+counts only a signature whose ``d=`` aligns with the ``From:`` domain):
+
+1. mail written here (submission, DSNs): the ``From:`` domain, or a parent of it (relaxed
+   alignment); failing that the envelope sender's domain; failing that the host name's;
+2. forwarded mail (``forwarded``): only the host name's domain (or a parent of it), so a
+   message that arrived claiming to be from one of our domains never leaves with our
+   author's signature on it.
+
+Every active key of the chosen domain signs (RFC 8463 §6: RSA and Ed25519 side by side),
+``c=relaxed/relaxed``, over :data:`SIGNED` (the fields present) with ``From`` oversigned
+(RFC 6376 §8.15: one more ``from`` than present, so none can be added).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+
+import dkim
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ourmail.interfaces import IMessageSigner
+from ourmail.secure.dkimkeys import DKIMKey, KeyError_, KeyStore
+
+log = Logger()
+
+#: RFC 6376 §5.4.1's list, with the List-* fields (RFC 2369, RFC 2919, RFC 8058).
+SIGNED = (
+    "from",
+    "sender",
+    "reply-to",
+    "to",
+    "cc",
+    "subject",
+    "date",
+    "message-id",
+    "in-reply-to",
+    "references",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "list-id",
+    "list-help",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "list-subscribe",
+    "list-post",
+    "list-owner",
+    "list-archive",
+)
+_ALGORITHM = {"rsa": b"rsa-sha256", "ed25519": b"ed25519-sha256"}
+_FROM = re.compile(rb"(?im)^from[ \t]*:((?:.*)(?:\r?\n[ \t].*)*)")
+_FOLD = re.compile(rb"\r?\n")
+_COMMENT = re.compile(rb"\((?:[^()\\]|\\.)*\)")
+_ANGLE = re.compile(rb"<([^<>]*)>")
+_DOMAIN = re.compile(rb"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
+#: How long a domain's key list is trusted before its folder is looked at again (seconds).
+RECHECK = 2.0
+#: Header bytes read to find the From: field (the whole header section is rarely larger).
+_HEAD_LIMIT = 256 << 10
+
+
+def header_names(head: bytes) -> list[str]:
+    """The field names of a header section, lower case, in order."""
+    names = []
+    for line in head.split(b"\n"):
+        if line[:1] in (b" ", b"\t") or b":" not in line:
+            continue
+        names.append(line.split(b":", 1)[0].strip().decode("ascii", "replace").lower())
+    return names
+
+
+def signed_fields(names: list[str]) -> list[bytes]:
+    """The ``h=`` list: each field of :data:`SIGNED` once per instance, and ``from`` once more."""
+    wanted = [n.encode() for n in names if n in SIGNED]
+    return [*wanted, b"from"]
+
+
+def head_of(content: bytes) -> bytes:
+    """The header section of ``content`` (up to the blank line)."""
+    end = content.find(b"\r\n\r\n", 0, _HEAD_LIMIT)
+    if end < 0:
+        end = content.find(b"\n\n", 0, _HEAD_LIMIT)
+    return content[: end + 2] if end >= 0 else content[:_HEAD_LIMIT]
+
+
+def from_domain(head: bytes) -> str | None:
+    """The domain of the single ``From:`` address (RFC 5322 §3.6.2), or None when there is
+    no From, more than one, or a From naming several authors (no single domain to sign for)."""
+    fields = _FROM.findall(head)
+    if len(fields) != 1:
+        return None
+    value = _COMMENT.sub(b" ", _FOLD.sub(b" ", fields[0]))
+    bracketed = _ANGLE.findall(value)
+    addresses = bracketed or [a for a in value.split(b",") if b"@" in a]
+    if len(addresses) != 1:
+        return None
+    domain = addresses[0].rpartition(b"@")[2].strip().rstrip(b".").lower()
+    return domain.decode("utf-8", "replace") if _DOMAIN.fullmatch(domain) else None
+
+
+def parents(domain: str) -> Iterator[str]:
+    """``a.b.example.org``, ``b.example.org``, ``example.org`` (never a single label)."""
+    labels = domain.lower().rstrip(".").split(".")
+    for i in range(len(labels) - 1):
+        yield ".".join(labels[i:])
+
+
+@implementer(IMessageSigner)
+class DKIMSigner:
+    """Signs with the keys under ``<data>/dkim``; keys added or retired by ``ourmail dkim``
+    are noticed at the next message (the domain folder's modification time)."""
+
+    def __init__(self, keys: KeyStore, hostname: str) -> None:
+        self.keys = keys
+        self.hostname = hostname.lower().rstrip(".")
+        #: domain -> (checked at, folder mtime, keys)
+        self._cache: dict[str, tuple[float, float, list[tuple[DKIMKey, bytes]]]] = {}
+
+    def active(self, domain: str) -> list[tuple[DKIMKey, bytes]]:
+        """The keys that sign for ``domain`` now, each with its private key as dkimpy takes
+        it (blocking: reads the folder when it changed)."""
+        now = time.monotonic()
+        cached = self._cache.get(domain)
+        if cached is not None and now - cached[0] < RECHECK:
+            return cached[2]
+        try:
+            stamp = os.stat(self.keys.root / domain).st_mtime
+        except (FileNotFoundError, NotADirectoryError):
+            stamp = 0.0
+        if cached is None or cached[1] != stamp:
+            found: list[tuple[DKIMKey, bytes]] = []
+            try:
+                if stamp:
+                    found = [(key, key.dkimpy_key()) for key in self.keys.keys(domain)]
+            except (KeyError_, OSError) as e:
+                log.error("dkim: keys of {domain} unusable: {e}", domain=domain, e=e)
+            cached = (now, stamp, found)
+        else:
+            cached = (now, stamp, cached[2])
+        self._cache[domain] = cached
+        return cached[2]
+
+    def signing_domain(self, head: bytes, sender: str, forwarded: bool) -> str | None:
+        """The domain whose keys sign (see the module's notes), or None."""
+        candidates: list[str] = []
+        if not forwarded:
+            author = from_domain(head)
+            if author:
+                candidates.append(author)
+            if "@" in sender:
+                candidates.append(sender.rpartition("@")[2])
+        candidates.append(self.hostname)
+        for candidate in candidates:
+            for domain in parents(candidate):
+                if self.active(domain):
+                    return domain
+        return None
+
+    def signature(self, content: bytes, sender: str, forwarded: bool = False) -> bytes:
+        head = head_of(content)
+        domain = self.signing_domain(head, sender, forwarded)
+        if domain is None:
+            return b""
+        names = header_names(head)
+        if "from" not in names:  # RFC 6376 §6.1.1: From is required; nothing to sign
+            return b""
+        include = signed_fields(names)
+        signer = dkim.DKIM(content, linesep=b"\r\n")
+        fields = []
+        for key, private in self.active(domain):
+            fields.append(
+                signer.sign(
+                    key.selector.encode(),
+                    domain.encode(),
+                    private,
+                    signature_algorithm=_ALGORITHM[key.algorithm],
+                    canonicalize=(b"relaxed", b"relaxed"),
+                    include_headers=include,
+                )
+            )
+        return b"".join(fields)
+
+    def sign(self, content: bytes, sender: str, forwarded: bool = False) -> Deferred[bytes]:
+        return deferToThread(self.signature, content, sender, forwarded)
