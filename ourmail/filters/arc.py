@@ -45,6 +45,7 @@ MAX_KEYS = 16
 #: A header section bigger than this is not looked through for ARC fields.
 HEAD_LIMIT = 1 << 20
 _ARC_FIELD = re.compile(rb"(?im)^(arc-seal|arc-message-signature)[ \t]*:((?:.*)(?:\r?\n[ \t].*)*)")
+_ANY_ARC = re.compile(rb"(?im)^arc-authentication-results[ \t]*:")
 _FOLD = re.compile(rb"\r?\n[ \t]")
 _RESULTS = {dkim.CV_Pass: "pass", dkim.CV_Fail: "fail", dkim.CV_None: "none"}
 #: What dkimpy's DNS function sees for a key record that could not be fetched now.
@@ -53,11 +54,15 @@ _TEMPFAIL = object()
 
 def key_names(message: bytes) -> list[bytes] | None:
     """The key records (``s._domainkey.d.``, lower case) the ARC fields of ``message`` name,
-    in order, or None when there are more than :data:`MAX_KEYS`."""
+    in order; None when it has no ARC field (RFC 8617 §4.1) or names more than
+    :data:`MAX_KEYS`."""
     end = message.find(b"\r\n\r\n", 0, HEAD_LIMIT)
     head = message[: end if end >= 0 else HEAD_LIMIT]
+    fields = list(_ARC_FIELD.finditer(head))
+    if not fields and not _ANY_ARC.search(head):
+        return None
     names: list[bytes] = []
-    for match in _ARC_FIELD.finditer(head):
+    for match in fields:
         try:
             tags = parse_tag_value(_FOLD.sub(b" ", match.group(2)).strip())
         except InvalidTagValueList:
@@ -67,7 +72,7 @@ def key_names(message: bytes) -> list[bytes] | None:
             name = (s + b"._domainkey." + d.rstrip(b".") + b".").lower()
             if name not in names:
                 names.append(name)
-    return names if len(names) <= MAX_KEYS else None
+    return names if len(names) <= MAX_KEYS else [*names, b""]
 
 
 def _trusted(sealer: str, forwarders: Iterable[str]) -> bool:
@@ -95,13 +100,12 @@ class ARCCheck:
         message: bytes = await deferToThread(context.message)
         names = await deferToThread(key_names, message)
         if names is None:
-            result, reason, sealer = "fail", "too many ARC keys", ""
-        elif not names:
             result, reason, sealer = "none", "", ""
+        elif len(names) > MAX_KEYS:
+            result, reason, sealer = "fail", "too many ARC keys", ""
         else:
-            records = dict(
-                zip(names, await defer.gatherResults([self._lookup(n) for n in names]), strict=True)
-            )
+            lookups = [Deferred.fromCoroutine(self._lookup(n)) for n in names]
+            records = dict(zip(names, await defer.gatherResults(lookups), strict=True))
             result, reason, sealer = await deferToThread(self._verify, message, records)
         recipients = {r.rpartition("@")[2].lower() for r in context.recipients}
         trusted = (
@@ -127,7 +131,8 @@ class ARCCheck:
         """The key record's text, None when there is none, :data:`_TEMPFAIL` on a DNS error."""
         try:
             answers, _, _ = await self.resolver.lookupText(
-                name.decode("ascii", "replace").rstrip("."), timeout=(2, 4)
+                name.decode("ascii", "replace").rstrip("."),
+                timeout=(self.timeout / 4, self.timeout / 2),  # within the chain's wait
             )
         except DNSNameError:
             return None
