@@ -6,9 +6,10 @@ counts only a signature whose ``d=`` aligns with the ``From:`` domain):
 
 1. mail written here (submission, DSNs): the ``From:`` domain, or a parent of it (relaxed
    alignment); failing that the envelope sender's domain; failing that the host name's;
-2. forwarded mail (``forwarded``): only the host name's domain (or a parent of it), so a
-   message that arrived claiming to be from one of our domains never leaves with our
-   author's signature on it.
+2. forwarded mail (``forwarded``): only the host name's domain (or a parent of it), and
+   not at all when that domain aligns with the ``From:`` domain: a message that arrived
+   from elsewhere claiming to be from one of our domains never leaves with a signature
+   that would make it pass DMARC.
 
 Every active key of the chosen domain signs (RFC 8463 §6: RSA and Ed25519 side by side),
 ``c=relaxed/relaxed``, over :data:`SIGNED` (the fields present) with ``From`` oversigned
@@ -115,6 +116,13 @@ def parents(domain: str) -> Iterator[str]:
         yield ".".join(labels[i:])
 
 
+def aligned(domain: str, author: str) -> bool:
+    """Whether a signature by ``domain`` could pass DMARC for ``author`` (RFC 7489 §3.1.1
+    relaxed alignment, approximated without the public suffix list: one is the other or a
+    sub-domain of it)."""
+    return domain == author or author.endswith("." + domain) or domain.endswith("." + author)
+
+
 @implementer(IMessageSigner)
 class DKIMSigner:
     """Signs with the keys under ``<data>/dkim``; keys added or retired by ``ourmail dkim``
@@ -153,8 +161,8 @@ class DKIMSigner:
     def signing_domain(self, head: bytes, sender: str, forwarded: bool) -> str | None:
         """The domain whose keys sign (see the module's notes), or None."""
         candidates: list[str] = []
+        author = from_domain(head)
         if not forwarded:
-            author = from_domain(head)
             if author:
                 candidates.append(author)
             if "@" in sender:
@@ -163,6 +171,8 @@ class DKIMSigner:
         for candidate in candidates:
             for domain in parents(candidate):
                 if self.active(domain):
+                    if forwarded and (author is None or aligned(domain, author)):
+                        return None
                     return domain
         return None
 

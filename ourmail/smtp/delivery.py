@@ -10,7 +10,8 @@ Implementation notes (keep these true when changing this module):
   copies go to ``IUserStore.deliver`` (durable before its Deferred fires: the group commit's
   ``syncfs``); addresses elsewhere go to the outbound queue in one durable enqueue, an
   alias's forwards in another, ARC-sealed first (RFC 8617 §5.1, ``IForwardSealer``) and
-  marked forwarded (signed by the queue as their forwarder, not their author).  All run at
+  marked forwarded (signed by the queue as their forwarder, not their author) unless a
+  logged-in user sent the message.  All run at
   once, and the caller answers only after all are done.
 * Results are per recipient (:class:`~ourmail.interfaces.DeliveryResult`), in RCPT order, so
   LMTP can answer each one (RFC 2033 §4.2) while SMTP answers all or nothing (RFC 5321 §4.2.5).
@@ -99,6 +100,9 @@ class Transaction:
     arrival: float = 0.0
     #: The filter chain said junk: local copies go to each user's Junk folder.
     junk: bool = False
+    #: A logged-in user sent it (submission): an alias's forwards are the user's own mail,
+    #: not forwarded mail (neither ARC-sealed nor signed as a forwarder).
+    authenticated: bool = False
 
     def outbound(self, forwards: bool | None = None) -> list[tuple[str, RcptParams]]:
         """Addresses for the queue; an alias's forwards remember the alias (RFC 3461 §4.2).
@@ -184,7 +188,10 @@ class Delivery:
             jobs.append(
                 self.queue.enqueue(txn.sender, elsewhere, source, txn.mail_params, txn.utf8)
             )
-        if forwards:
+        if forwards and txn.authenticated:
+            assert self.queue is not None
+            jobs.append(self.queue.enqueue(txn.sender, forwards, source, txn.mail_params, txn.utf8))
+        elif forwards:
             jobs.append(self._forward(txn, forwards, source))
         outcomes = yield defer.DeferredList(jobs, consumeErrors=True)
         for ok, outcome in outcomes:

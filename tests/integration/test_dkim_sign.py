@@ -146,6 +146,10 @@ def test_which_domain_signs(tmp_path: Path) -> None:
     assert d_of(b"a@else.test", "a@sender.test") == "sender.test"  # else the envelope's
     assert d_of(b"a@else.test", "a@else.test") == "example.test"  # else the host name's
     assert d_of(b"a@hosted.test", "a@hosted.test", forwarded=True) == "example.test"
+    # Forwarded mail claiming our host domain as author leaves unsigned (no DMARC pass).
+    assert d_of(b"boss@example.test", "x@else.test", forwarded=True) is None
+    assert d_of(b"boss@sub.example.test", "x@else.test", forwarded=True) is None
+    assert d_of(b"", "x@else.test", forwarded=True) is None  # no author: nothing to vouch for
     assert d_of(b"a@hosted.test, b@sender.test", "") == "example.test"  # two authors
     no_host = DKIMSigner(keys, "mx.nowhere.test")
     assert no_host.signature(b"From: a@else.test\r\n\r\nx\r\n", "", False) == b""
