@@ -12,10 +12,20 @@ import pytest
 from conftest import dns_zone
 from peers import ed25519check
 from peers.perldkim import needs_perl, verify
+from storehelp import on_reactor
+from twisted.internet import reactor
 
 from ourmail.admin.cli import main
+from ourmail.auth.accounts import AccountDB
+from ourmail.config import QueueSettings, QuotaSettings
+from ourmail.directory.local import LocalDirectory
+from ourmail.dsnparams import NO_RCPT_PARAMS
+from ourmail.queue.runner import OutboundQueue
 from ourmail.secure.dkimkeys import KeyStore
 from ourmail.secure.dkimsign import DKIMSigner, from_domain
+from ourmail.smtp.delivery import Delivery
+from ourmail.store.memory import MemoryStore
+from ourmail.store.quota import QuotaPolicy
 
 BODY = b"Hello,\r\n\r\n" + b"a line of text with  some   spaces \t\r\n" * 100
 MESSAGE = (
@@ -183,3 +193,31 @@ def test_dkimpy_verifies_what_we_sign(tmp_path: Path) -> None:
     signed = DKIMSigner(keys, "x.test").signature(MESSAGE, "", False) + MESSAGE
     records = {b"py._domainkey.sign.test.": key.txt().encode()}
     assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: records.get(name))
+
+
+class BrokenSigner:
+    def signature(self, content: bytes, sender: str, forwarded: bool) -> bytes:
+        raise dkim.ParameterError("a key dkimpy cannot use")
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_the_queue_stores_the_message_signed_once_or_unsigned(tmp_path: Path, broken: bool) -> None:
+    accounts = AccountDB(tmp_path)
+    directory = LocalDirectory(accounts, ("example.test",))
+    delivery = Delivery(directory, MemoryStore(), QuotaPolicy(QuotaSettings(), accounts))
+    queue = OutboundQueue(
+        QueueSettings(), tmp_path, "mail.example.test", directory, delivery, reactor
+    )
+    queue.files.prepare()
+    keys = KeyStore(tmp_path / "dkim")
+    keys.generate("example.test", "q", "ed25519")
+    queue.signer = BrokenSigner() if broken else DKIMSigner(keys, "mail.example.test")  # type: ignore[assignment]
+    spooled = tmp_path / "spooled"
+    spooled.write_bytes(MESSAGE.replace(b"sign.test", b"example.test"))
+    qid = on_reactor(
+        queue.enqueue, "alice@example.test", [("bob@remote.test", NO_RCPT_PARAMS)], spooled
+    )
+    stored = queue.files.content(qid)
+    assert stored.endswith(spooled.read_bytes())  # nothing lost either way
+    assert stored.startswith(b"DKIM-Signature:") != broken
+    assert queue.files.read(qid).size == len(stored)
