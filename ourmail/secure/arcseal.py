@@ -41,9 +41,9 @@ class ARCSealer:
             with open(content, "rb") as f:
                 data = f.read()
         for domain in parents(self.signer.hostname):
-            rsa = [(k, p) for k, p in self.signer.active(domain) if k.algorithm == "rsa"]
+            rsa = [a for a in self.signer.active(domain) if a.key.algorithm == "rsa"]
             if rsa:
-                key, private = rsa[0]
+                key, private = rsa[0].key, rsa[0].dkimpy
                 break
         else:
             return data

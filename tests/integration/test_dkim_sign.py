@@ -221,3 +221,47 @@ def test_the_queue_stores_the_message_signed_once_or_unsigned(tmp_path: Path, br
     assert stored.endswith(spooled.read_bytes())  # nothing lost either way
     assert stored.startswith(b"DKIM-Signature:") != broken
     assert queue.files.read(qid).size == len(stored)
+
+
+AWKWARD = {
+    "many folded fields": (
+        b'From: "Alice, the Sender" <alice@sign.test>\r\n'
+        b"To: a@remote.test,\r\n  b@remote.test,\r\n\tc@remote.test\r\n"
+        b"To: second@remote.test\r\n"
+        b"Cc: cc@remote.test\r\n"
+        b"Subject:   spaced \t subject   \r\n"
+        b"Reply-To: r@sign.test\r\nIn-Reply-To: <x@y>\r\nReferences: <a@b> <c@d>\r\n"
+        b"List-Id: <l.sign.test>\r\nList-Unsubscribe: <mailto:u@sign.test>\r\n"
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\nList-Post: <mailto:l@sign.test>\r\n"
+        b"Received: not signed\r\n"
+        b"\r\n"
+        b"trailing spaces   \r\n\r\n\r\n"
+    ),
+    "an empty body": b"From: alice@sign.test\r\nSubject: empty\r\n\r\n",
+    "no body at all": b"From: alice@sign.test\r\nSubject: none\r\n",
+    "8-bit text": "From: Zoë <zoe@sign.test>\r\nSubject: café\r\n\r\nnaïve\r\n".encode(),
+}
+
+
+@needs_perl
+@pytest.mark.parametrize("case", sorted(AWKWARD))
+def test_awkward_messages_verify_with_mail_dkim(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    out_r = gen(tmp_path, capsys, "sign.test", "--selector", "awk")
+    out_e = gen(tmp_path, capsys, "sign.test", "--selector", "awke", "--algorithm", "ed25519")
+    message = AWKWARD[case]
+    signed = (
+        DKIMSigner(KeyStore(tmp_path / "dkim"), "x.test").signature(message, "", False) + message
+    )
+    assert max(len(line) for line in signed.split(b"\r\n\r\n")[0].split(b"\r\n")[:12]) <= 78
+    result, *details = verify(signed, dns_zone()[1])
+    assert result == "pass" and "sign.test awk rsa-sha256 pass" in details
+    assert ed25519check.verify(signed, published(out_e))
+    records = {  # dkimpy checks both, the Ed25519 one too
+        b"awk._domainkey.sign.test.": ("v=DKIM1; k=rsa; p=" + published(out_r)).encode(),
+        b"awke._domainkey.sign.test.": ("v=DKIM1; k=ed25519; p=" + published(out_e)).encode(),
+    }
+    checker = dkim.DKIM(signed)
+    for index in (0, 1):
+        assert checker.verify(idx=index, dnsfunc=lambda name, timeout=5: records.get(name))

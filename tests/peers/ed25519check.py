@@ -1,7 +1,7 @@
 """A second, minimal verifier of ``ed25519-sha256`` DKIM signatures (RFC 8463, relaxed/relaxed
 only), written here from RFC 6376 §3.4.2, §3.4.4 and §3.7 with ``cryptography``: Debian 12's
-Mail::DKIM does not know Ed25519 ("unsupported algorithm"), and dkimpy signs what we send, so
-it alone would be no independent judge."""
+Mail::DKIM does not know Ed25519 ("unsupported algorithm"), and our signer canonicalizes with
+dkimpy, so dkimpy alone would be no independent judge."""
 
 from __future__ import annotations
 
