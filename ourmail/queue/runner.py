@@ -279,7 +279,7 @@ class OutboundQueue(Service):
         if self.signer is None:
             return b""
         try:
-            return self.signer.signature(data, sender, forwarded)  # type: ignore[no-any-return]
+            return self.signer.signature(data, sender, forwarded)
         except Exception as e:  # dkimpy raises several kinds on odd messages
             log.error("queue: message from <{sender}> queued unsigned: {e!r}", sender=sender, e=e)
             return b""

@@ -30,6 +30,7 @@ import attrs
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ourmail.dsnparams import MailParams, RcptParams
@@ -236,7 +237,7 @@ class Delivery:
         else:
             sealed = self.sealer.seal(source)  # type: ignore[assignment]
 
-            def unsealed(failure: object) -> Source:
+            def unsealed(failure: Failure) -> Source:
                 log.failure("ARC sealing of {id} failed: forwarded unsealed", failure, id=txn.id)
                 return source
 
