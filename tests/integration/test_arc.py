@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import dns_zone
+from peers import dns as testdns
 from peers.perldkim import needs_perl, verify
 from storehelp import on_reactor
 
@@ -214,3 +215,24 @@ def test_nothing_to_seal_leaves_the_message_alone(
     path = tmp_path / "msg"
     path.write_bytes(ours)
     assert sealer.sealed(path).startswith(b"ARC-Seal: i=1; cv=none;")  # a spooled file too
+
+
+def test_a_key_record_bigger_than_a_udp_answer_verifies(tmp_path: Path) -> None:
+    """A key record of over 1,000 bytes (RFC 1035 §4.2.1 limits plain UDP answers to 512)
+    from a server answering over UDP and TCP on one port."""
+    zone = testdns.TestZone()
+    keys = KeyStore(tmp_path)
+    key = keys.generate("big.test", "arc", "rsa")
+    padded = "v=DKIM1; k=rsa; n=" + "padding-" * 100 + "; p=" + key.public_value()
+    strings = [padded[i : i + 255].encode() for i in range(0, len(padded), 255)]
+    zone.set_txt("arc._domainkey.big.test", strings)
+    ports, port = on_reactor(testdns.start_udp_tcp, zone)
+    try:
+        sealer = ARCSealer(DKIMSigner(keys, "mx.big.test"), "mx.big.test")
+        sealed = sealer.sealed(arrive("big", ORIGINAL, "spf=pass smtp.mailfrom=origin.test"))
+        servers = (f"127.0.0.1:{port}",)
+        verdict, _ = run_check(sealed, ["x@final.test"], timeout=4.0, servers=servers)
+    finally:
+        for listening in ports:
+            on_reactor(listening.stopListening)
+    assert arc_result(verdict) == ("pass", "")
