@@ -155,6 +155,12 @@ def _garbage(hops: dict[str, ARCSealer]) -> dict[str, tuple[bytes, str]]:
         "an unknown key": (re.sub(rb"s=arc;", b"s=gone;", one), "fail"),
         "too many keys": (many + ORIGINAL, "fail"),
         "binary junk": (b"ARC-Seal: \xff\xfe i=1\r\n\x00\r\n\r\n\x00", "fail"),
+        "unusable key names": (
+            b"ARC-Seal: i=1; cv=none; a=rsa-sha256; d=\xff\xfe..test; s=a b; b=AA\r\n"
+            b"ARC-Message-Signature: i=1; a=rsa-sha256; d=" + b"x" * 300 + b".test; s=s; b=AA\r\n"
+            b"ARC-Authentication-Results: i=1; x.test; none\r\n" + ORIGINAL,
+            "fail",
+        ),
     }
 
 
@@ -172,6 +178,7 @@ def _garbage(hops: dict[str, ARCSealer]) -> dict[str, tuple[bytes, str]]:
         "an unknown key",
         "too many keys",
         "binary junk",
+        "unusable key names",
     ],
 )
 def test_broken_chains_fail_without_a_traceback(hops: dict[str, ARCSealer], case: str) -> None:
