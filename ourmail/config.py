@@ -710,6 +710,9 @@ domains = {domains}
 # [filters.check.NAME]
 # timeout = 20                    # seconds to wait for the check
 # on_error = "accept"             # or "tempfail": what a failure or time-out means
+# [filters.check.arc]            # ARC chains (RFC 8617) whose last sealer may override DMARC
+# trusted_forwarders = []         # e.g. ["lists.example.net"], for every local domain
+# trusted_forwarders_by_domain = {{}}   # e.g. {{ "example.org" = ["fwd.example.com"] }}
 
 [pop3]
 # What DELE + QUIT does: "hide" keeps the message (IMAP still sees it, with the $POP3Deleted
