@@ -207,10 +207,12 @@ def parents(domain: str) -> Iterator[str]:
 
 
 def aligned(domain: str, author: str) -> bool:
-    """Whether a signature by ``domain`` could pass DMARC for ``author`` (RFC 7489 §3.1.1
-    relaxed alignment, approximated without the public suffix list: one is the other or a
-    sub-domain of it)."""
-    return domain == author or author.endswith("." + domain) or domain.endswith("." + author)
+    """Whether a signature by ``domain`` might pass DMARC for ``author`` (RFC 7489 §3.1.1
+    relaxed alignment: the same organizational domain).  Without the public suffix list this
+    errs on the safe side: domains ending in the same two labels count as aligned
+    (``mail.example.org`` and ``sales.example.org``, but also ``a.co.uk`` and ``b.co.uk``),
+    so a forwarder's signature is left off rather than risk a DMARC pass."""
+    return domain.split(".")[-2:] == author.split(".")[-2:]
 
 
 @implementer(IMessageSigner)

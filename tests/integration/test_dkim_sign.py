@@ -159,6 +159,11 @@ def test_which_domain_signs(tmp_path: Path) -> None:
     # Forwarded mail claiming our host domain as author leaves unsigned (no DMARC pass).
     assert d_of(b"boss@example.test", "x@else.test", forwarded=True) is None
     assert d_of(b"boss@sub.example.test", "x@else.test", forwarded=True) is None
+    mail_only = KeyStore(tmp_path / "mail-only")
+    mail_only.generate("mail.example.test", "s", "ed25519")
+    forwarder = DKIMSigner(mail_only, "mail.example.test")
+    sig = forwarder.signature(b"From: boss@sales.example.test\r\n\r\nx\r\n", "", True)
+    assert sig == b""  # same organizational domain: DMARC would pass it
     assert d_of(b"", "x@else.test", forwarded=True) is None  # no author: nothing to vouch for
     assert d_of(b"a@hosted.test, b@sender.test", "") == "example.test"  # two authors
     no_host = DKIMSigner(keys, "mx.nowhere.test")
