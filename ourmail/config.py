@@ -717,6 +717,9 @@ domains = {domains}
 # helo = true                     # also check the HELO/EHLO name (RFC 7208 §2.3)
 # skip_networks = ["127.0.0.0/8", "::1/128"]
 # dns_timeout = 5                 # seconds for one DNS query
+# [filters.check.arc]            # ARC chains (RFC 8617) whose last sealer may override DMARC
+# trusted_forwarders = []         # e.g. ["lists.example.net"], for every local domain
+# trusted_forwarders_by_domain = {{}}   # e.g. {{ "example.org" = ["fwd.example.com"] }}
 
 [pop3]
 # What DELE + QUIT does: "hide" keeps the message (IMAP still sees it, with the $POP3Deleted

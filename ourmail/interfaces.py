@@ -344,9 +344,12 @@ class IOutboundQueue(Interface):
         content: bytes | os.PathLike[str],
         mail_params: MailParams,
         utf8: bool,
+        forwarded: bool = False,
     ) -> Deferred[str]:
         """Queue ``content`` for ``recipients``; fires with the queue id once the queue files
-        are durable (only then may the sender hear ``250``)."""
+        are durable (only then may the sender hear ``250``).  ``forwarded``: mail that arrived
+        from elsewhere and leaves again (an alias's forwards), which this host signs only as
+        the forwarder (:class:`IMessageSigner`), never as its author."""
 
     def report_delivered(
         sender: str,
@@ -552,3 +555,30 @@ class ICheckFactory(Interface):
     def build(options: Mapping[str, object], env: FilterEnvironment) -> ICheck:
         """The check; raise ``ValueError`` with a clear message for a bad option (the server
         then refuses to start with that line)."""
+
+
+# -- outbound authentication: DKIM signing and ARC sealing (ourmail/secure, docs/filters.md) --
+
+
+class IMessageSigner(Interface):
+    """DKIM signing (RFC 6376, RFC 8463) of the mail leaving through the outbound queue; the
+    queue signs once, when it stores the message."""
+
+    def signature(content: bytes, sender: str, forwarded: bool) -> bytes:
+        """The ``DKIM-Signature:`` fields to put on top of ``content`` (CRLF-terminated), or
+        ``b""`` when this host holds no key that may sign it.  ``sender`` is the envelope
+        sender; ``forwarded`` mail is signed only with the host name's domain.  CPU work that
+        blocks: call it in a thread."""
+
+    def sign(content: bytes, sender: str, forwarded: bool) -> Deferred[bytes]:
+        """:meth:`signature` in a thread."""
+
+
+class IForwardSealer(Interface):
+    """ARC sealing (RFC 8617 §5.1) of mail that this host forwards (an alias's forwards,
+    mailing lists): one ARC set whose ARC-Authentication-Results repeat this host's own
+    Authentication-Results at the top of the message."""
+
+    def seal(content: bytes | os.PathLike[str]) -> Deferred[bytes]:
+        """The whole message with an ARC set on top; the message unchanged when there is
+        nothing to seal (no key, no Authentication-Results of ours, a chain already broken)."""

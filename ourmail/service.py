@@ -54,6 +54,9 @@ from ourmail.pop3.policy import NoRetention
 from ourmail.pop3.server import POP3Context, POP3Server
 from ourmail.queue.runner import OutboundQueue
 from ourmail.secure import selfsigned
+from ourmail.secure.arcseal import ARCSealer
+from ourmail.secure.dkimkeys import KeyStore
+from ourmail.secure.dkimsign import DKIMSigner
 from ourmail.smtp.delivery import Delivery
 from ourmail.smtp.lmtp import LMTPServer
 from ourmail.smtp.server import SMTPContext, SMTPServer
@@ -320,6 +323,10 @@ def assemble(
         queue_clock or reactor,  # type: ignore[arg-type]
     )
     delivery.queue = queue
+    # Outbound DKIM signing at enqueue, ARC sealing of an alias's forwards (docs/filters.md).
+    signer = DKIMSigner(KeyStore(data / "dkim"), settings.hostname)
+    queue.signer = signer
+    delivery.sealer = ARCSealer(signer, settings.filters.authserv_id or settings.hostname)
     return Parts(
         settings=settings,
         clock=clock,

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 
 from ourmail.addresses import AddressError, normalise_address
-from ourmail.admin import filterscmd, ldapcmd, queuecmd, transfer
+from ourmail.admin import dkimcmd, filterscmd, ldapcmd, queuecmd, transfer
 from ourmail.auth.accounts import AccountDB, AccountError
 from ourmail.auth.passwords import hash_password
 from ourmail.config import (
@@ -31,6 +31,7 @@ from ourmail.config import (
 )
 from ourmail.pop3.policy import deletion_policy
 from ourmail.queue.files import QueueError, QueueFiles
+from ourmail.secure.dkimkeys import KeyError_
 from ourmail.store import shardmove
 from ourmail.store.quota import QuotaPolicy, usage
 from ourmail.store.shards import ShardMap
@@ -346,6 +347,7 @@ def _parser() -> argparse.ArgumentParser:
     queuecmd.add_parser(topics, common)
     ldapcmd.add_parser(topics, common)
     filterscmd.add_parser(topics, common)
+    dkimcmd.add_parser(topics, common)
     return parser
 
 
@@ -363,7 +365,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         func = queue_cmd if args.topic == "queue" else args.func
         func(settings, AccountDB(settings.data_dir), args)
-    except (CommandError, ConfigError, AccountError, shardmove.MoveError, QueueError) as e:
+    except (
+        CommandError,
+        ConfigError,
+        AccountError,
+        shardmove.MoveError,
+        QueueError,
+        KeyError_,
+    ) as e:
         print(f"ourmail: {e}", file=sys.stderr)
         return 1
     return 0

@@ -22,6 +22,7 @@ BUILTIN: Mapping[str, str] = {
     "dnsbl": "ourmail.filters.dnsbl:factory",
     "greylist": "ourmail.filters.greylist:factory",
     "spf": "ourmail.filters.spf:factory",
+    "arc": "ourmail.filters.arc:factory",
 }
 
 #: Options every check takes, read by the chain's builder.

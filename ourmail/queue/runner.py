@@ -47,7 +47,7 @@ from zope.interface import implementer
 
 from ourmail.config import QueueSettings
 from ourmail.dsnparams import NO_MAIL_PARAMS, MailParams, RcptParams
-from ourmail.interfaces import IDirectory, ILocalDelivery, IOutboundQueue
+from ourmail.interfaces import IDirectory, ILocalDelivery, IMessageSigner, IOutboundQueue
 from ourmail.net.dns import make_resolver
 from ourmail.queue import dsn
 from ourmail.queue.client import Outgoing, RcptResult, SessionError
@@ -179,6 +179,8 @@ class OutboundQueue(Service):
         self.directory = directory
         #: Where mail for a local domain goes (``ourmail.smtp.delivery``, wired by service.py).
         self.local = local
+        #: DKIM signing of what is queued (``ourmail.secure.dkimsign``, wired by service.py).
+        self.signer: IMessageSigner | None = None
         self.reactor = reactor
         self.clock: IReactorTime = clock or reactor  # type: ignore[assignment]
         resolver = make_resolver(settings.dns_servers)
@@ -226,8 +228,10 @@ class OutboundQueue(Service):
         content: bytes | Path,
         mail_params: MailParams = NO_MAIL_PARAMS,
         utf8: bool = False,
+        forwarded: bool = False,
     ) -> Deferred[str]:
-        """Queue ``content`` durably; the Deferred fires with the queue id once it is."""
+        """Queue ``content`` durably, DKIM-signed once here (as its forwarder when
+        ``forwarded``); the Deferred fires with the queue id once it is."""
         now = self.clock.seconds()
         unique = dict(recipients)  # one copy per address
         envelope = Envelope(
@@ -243,13 +247,14 @@ class OutboundQueue(Service):
 
         def add() -> str:
             data = content.read_bytes() if isinstance(content, Path) else content
-            envelope.size = len(data)
+            signature = self._signature(data, sender, forwarded)
+            envelope.size = len(signature) + len(data)
             envelope.eight_bit = not data.isascii()
             header = data[: data.find(b"\r\n\r\n") + 1 or len(data)]
             addresses = [sender, *unique]
             # RFC 6531 §3.2: SMTPUTF8 only where the envelope or header needs it.
             envelope.utf8 = utf8 and not (header.isascii() and all(a.isascii() for a in addresses))
-            self.files.add(envelope, content)
+            self.files.add(envelope, signature + data if signature else content)
             return envelope.id
 
         def queued(qid: str) -> str:
@@ -264,6 +269,17 @@ class OutboundQueue(Service):
             return qid
 
         return deferToThread(add).addCallback(queued)
+
+    def _signature(self, data: bytes, sender: str, forwarded: bool) -> bytes:
+        """The DKIM-Signature fields for ``data``, or none when signing fails: the message is
+        queued unsigned (logged), never lost for want of a signature.  Blocking (a thread)."""
+        if self.signer is None:
+            return b""
+        try:
+            return self.signer.signature(data, sender, forwarded)
+        except Exception as e:  # dkimpy raises several kinds on odd messages
+            log.error("queue: message from <{sender}> queued unsigned: {e!r}", sender=sender, e=e)
+            return b""
 
     def report_delivered(
         self,
@@ -570,6 +586,7 @@ class OutboundQueue(Service):
         report = dsn.build_report(
             self.hostname, to, original, statuses, now, self.settings.bounce_size_limit
         )
+        report = self._signature(report, "", False) + report
         envelope = Envelope(
             id=new_id(now),
             sender="",

@@ -8,8 +8,11 @@ Implementation notes (keep these true when changing this module):
   (:class:`Refusal`); the queue turns the same refusal into a DSN.
 * Every mailbox gets one copy, however many recipients (aliases, groups) lead to it.  Local
   copies go to ``IUserStore.deliver`` (durable before its Deferred fires: the group commit's
-  ``syncfs``); addresses elsewhere, and an alias's forwards, go to the outbound queue in one
-  durable enqueue.  Both run at once, and the caller answers only after both are done.
+  ``syncfs``); addresses elsewhere go to the outbound queue in one durable enqueue, an
+  alias's forwards in another, ARC-sealed first (RFC 8617 §5.1, ``IForwardSealer``) and
+  marked forwarded (signed by the queue as their forwarder, not their author) unless a
+  logged-in user sent the message.  All run at
+  once, and the caller answers only after all are done.
 * Results are per recipient (:class:`~ourmail.interfaces.DeliveryResult`), in RCPT order, so
   LMTP can answer each one (RFC 2033 §4.2) while SMTP answers all or nothing (RFC 5321 §4.2.5).
 * The outbound queue is reached only through :class:`~ourmail.interfaces.IOutboundQueue`, and
@@ -27,6 +30,7 @@ import attrs
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ourmail.dsnparams import MailParams, RcptParams
@@ -35,6 +39,7 @@ from ourmail.interfaces import (
     DirectoryUnavailable,
     FolderExists,
     IDirectory,
+    IForwardSealer,
     ILocalDelivery,
     IMailStore,
     IOutboundQueue,
@@ -96,11 +101,17 @@ class Transaction:
     arrival: float = 0.0
     #: The filter chain said junk: local copies go to each user's Junk folder.
     junk: bool = False
+    #: A logged-in user sent it (submission): an alias's forwards are the user's own mail,
+    #: not forwarded mail (neither ARC-sealed nor signed as a forwarder).
+    authenticated: bool = False
 
-    def outbound(self) -> list[tuple[str, RcptParams]]:
-        """Addresses for the queue; an alias's forwards remember the alias (RFC 3461 §4.2)."""
+    def outbound(self, forwards: bool | None = None) -> list[tuple[str, RcptParams]]:
+        """Addresses for the queue; an alias's forwards remember the alias (RFC 3461 §4.2).
+        ``forwards``: only an alias's forwards (True) or only addresses elsewhere (False)."""
         out = []
         for a in self.recipients:
+            if forwards is not None and (a.recipient.kind == "alias") != forwards:
+                continue
             for address in a.recipient.outbound:
                 params = a.params
                 if address != a.recipient.address and params.orcpt is None:
@@ -135,6 +146,8 @@ class Delivery:
         self.quota = quota
         #: Where mail for other domains goes; None: nowhere (refused).
         self.queue = queue
+        #: ARC sealing of an alias's forwards (wired by service.py); None: forwarded as is.
+        self.sealer: IForwardSealer | None = None
 
     # -- recipients --------------------------------------------------------------------------
 
@@ -169,17 +182,26 @@ class Delivery:
         waits for fires only once its copy is durable."""
         # Each mailbox gets one copy, however many recipients (aliases) lead to it.
         mailboxes = list(dict.fromkeys(m for a in txn.recipients for m in a.recipient.mailboxes))
-        outbound = txn.outbound()
+        elsewhere, forwards = txn.outbound(False), txn.outbound(True)
         jobs = [self._store_copy(m, source, txn.junk) for m in mailboxes]
-        if outbound:
+        if elsewhere:
             assert self.queue is not None
-            jobs.append(self.queue.enqueue(txn.sender, outbound, source, txn.mail_params, txn.utf8))
+            jobs.append(
+                self.queue.enqueue(txn.sender, elsewhere, source, txn.mail_params, txn.utf8)
+            )
+        if forwards and txn.authenticated:
+            assert self.queue is not None
+            jobs.append(self.queue.enqueue(txn.sender, forwards, source, txn.mail_params, txn.utf8))
+        elif forwards:
+            jobs.append(self._forward(txn, forwards, source))
         outcomes = yield defer.DeferredList(jobs, consumeErrors=True)
         for ok, outcome in outcomes:
             if not ok:
                 log.failure("delivery of {id} failed", outcome, id=txn.id)
         stored = dict(zip(mailboxes, outcomes, strict=False))
-        queued = outcomes[-1] if outbound else (True, None)
+        rest = iter(outcomes[len(mailboxes) :])
+        queued = {False: next(rest) if elsewhere else (True, None)}
+        queued[True] = next(rest) if forwards else (True, None)
         delivered = [m for m, (ok, _) in stored.items() if ok]
         if delivered:
             log.info(
@@ -192,8 +214,9 @@ class Delivery:
         results = []
         for a in txn.recipients:
             failed = [stored[m][1] for m in a.recipient.mailboxes if not stored[m][0]]
-            if not failed and a.recipient.outbound and not queued[0]:
-                failed = [queued[1]]
+            went = queued[a.recipient.kind == "alias"]
+            if not failed and a.recipient.outbound and not went[0]:
+                failed = [went[1]]
             address = a.recipient.address
             if not failed:
                 results.append(DeliveryResult(address, 250, "2.0.0", "delivered"))
@@ -201,6 +224,29 @@ class Delivery:
                 refusal = MOVING if failed[0].check(ShardMoving) else FAILED
                 results.append(refusal.result(address))
         return results
+
+    def _forward(
+        self, txn: Transaction, forwards: list[tuple[str, RcptParams]], source: Source
+    ) -> Deferred[str]:
+        """Queue an alias's forwards, ARC-sealed when a sealer is wired; a sealing failure
+        forwards the message unsealed (logged): nothing acknowledged is lost."""
+        assert self.queue is not None
+        queue = self.queue
+        if self.sealer is None:
+            sealed: Deferred[bytes | Path] = defer.succeed(source)
+        else:
+            sealed = self.sealer.seal(source)  # type: ignore[assignment]
+
+            def unsealed(failure: Failure) -> Source:
+                log.failure("ARC sealing of {id} failed: forwarded unsealed", failure, id=txn.id)
+                return source
+
+            sealed.addErrback(unsealed)
+        return sealed.addCallback(
+            lambda content: queue.enqueue(
+                txn.sender, forwards, content, txn.mail_params, txn.utf8, forwarded=True
+            )
+        )
 
     def _store_copy(self, mailbox: str, source: Source, junk: bool) -> Deferred[int]:
         user = self.store.user(mailbox)

@@ -617,6 +617,7 @@ class SMTPServer(LineProtocol):
             size=spool.size,
             arrival=self._arrival,
             junk=bool(self._verdicts.junk),
+            authenticated=self.user is not None,
         )
         try:
             source = spool.source()

@@ -87,10 +87,15 @@ class Queue:
     reports: list[list[tuple[str, RcptParams]]] = attrs.Factory(list)
     broken: bool = False
 
-    def enqueue(self, sender: str, recipients: Any, *rest: Any) -> Deferred[str]:
+    forwarded: list[bool] = attrs.Factory(list)
+
+    def enqueue(
+        self, sender: str, recipients: Any, *rest: Any, forwarded: bool = False
+    ) -> Deferred[str]:
         if self.broken:
             return defer.fail(OSError("disk full"))
         self.queued.append((sender, list(recipients)))
+        self.forwarded.append(forwarded)
         return defer.succeed("q1")
 
     def report_delivered(self, sender: str, params: Any, arrival: float, content: Any, here: Any):
@@ -156,12 +161,62 @@ def test_one_copy_per_mailbox_and_forwards_queued_with_orcpt() -> None:
     results = result(d.deliver(txn(ALICE, TEAM, FORWARD, FAR), b"msg"))
     assert [r.ok for r in results] == [True] * 4
     assert sorted(a for a, _ in store.delivered) == ["alice@example.test", "bob@example.test"]
-    ((sender, out),) = queue.queued  # one durable enqueue for every address elsewhere
-    assert sender == "s@else.test"
-    assert out == [
-        ("x@far.test", RcptParams(None, "rfc822;fwd@example.test")),  # RFC 3461 §4.2
-        ("carol@far.test", NO_RCPT_PARAMS),
-    ]
+    # One durable enqueue for the addresses elsewhere, one for the alias's forwards (marked
+    # forwarded: the queue signs them as their forwarder, not their author).
+    (sender, out), (forward_sender, forwards) = queue.queued
+    assert sender == forward_sender == "s@else.test"
+    assert out == [("carol@far.test", NO_RCPT_PARAMS)]
+    assert forwards == [
+        ("x@far.test", RcptParams(None, "rfc822;fwd@example.test"))
+    ]  # RFC 3461 §4.2
+    assert queue.forwarded == [False, True]
+
+
+@attrs.define
+class Sealer:
+    """Puts a marker on top, or fails as a broken key or library would."""
+
+    broken: bool = False
+    sealed: list[object] = attrs.Factory(list)
+
+    def seal(self, content: Any) -> Deferred[bytes]:
+        self.sealed.append(content)
+        if self.broken:
+            return defer.fail(ValueError("no good"))
+        return defer.succeed(b"ARC-Seal: i=1\r\n" + content)
+
+
+@attrs.define
+class RecordingQueue(Queue):
+    contents: list[object] = attrs.Factory(list)
+
+    def enqueue(
+        self, sender: str, recipients: Any, content: Any, *rest: Any, forwarded: bool = False
+    ) -> Deferred[str]:
+        self.contents.append(content)
+        return super().enqueue(sender, recipients, content, *rest, forwarded=forwarded)
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_forwards_are_sealed_and_a_sealing_failure_loses_nothing(broken: bool) -> None:
+    queue = RecordingQueue()
+    d, _ = delivery(queue)
+    d.sealer = Sealer(broken)  # type: ignore[assignment]
+    results = result(d.deliver(txn(FORWARD, FAR), b"msg"))
+    assert [r.reply for r in results] == ["250 2.0.0 delivered"] * 2
+    sealed = b"msg" if broken else b"ARC-Seal: i=1\r\nmsg"
+    assert queue.contents == [b"msg", sealed]  # the address elsewhere is not sealed
+    assert queue.forwarded == [False, True]
+
+
+def test_a_logged_in_users_forwards_are_the_users_own_mail() -> None:
+    queue = RecordingQueue()
+    d, _ = delivery(queue)
+    sealer = Sealer()
+    d.sealer = sealer  # type: ignore[assignment]
+    own = attrs.evolve(txn(FORWARD), authenticated=True)
+    assert [r.ok for r in result(d.deliver(own, b"msg"))] == [True]
+    assert sealer.sealed == [] and queue.contents == [b"msg"] and queue.forwarded == [False]
 
 
 def test_results_per_recipient() -> None:

@@ -27,6 +27,7 @@ from ourmail.config import LoginCacheSettings, QueueSettings, QuotaSettings
 from ourmail.directory.ldap import LDAPChecker, LDAPDirectory, LDAPSettings
 from ourmail.directory.local import LocalDirectory
 from ourmail.filters import dnsbl, greylist
+from ourmail.filters.arc import ARCCheck, ARCCheckFactory
 from ourmail.filters.chain import FilterChain
 from ourmail.filters.spf import SPFCheck, SPFFactory
 from ourmail.interfaces import FilterEnvironment
@@ -36,6 +37,9 @@ from ourmail.net.tls import ReloadableServerTLS
 from ourmail.pop3.policy import NoRetention
 from ourmail.queue.runner import OutboundQueue
 from ourmail.secure import selfsigned
+from ourmail.secure.arcseal import ARCSealer
+from ourmail.secure.dkimkeys import KeyStore
+from ourmail.secure.dkimsign import DKIMSigner
 from ourmail.smtp.delivery import Delivery
 from ourmail.store.memory import MemoryStore
 from ourmail.store.quota import QuotaPolicy
@@ -141,6 +145,12 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     ),
     "ourmail.filters.spf.SPFCheck": lambda tmp: SPFCheck(reactor=Clock(), resolver=None),
     "ourmail.filters.spf.SPFFactory": lambda tmp: SPFFactory(),
+    "ourmail.filters.arc.ARCCheck": lambda tmp: ARCCheck(None),
+    "ourmail.filters.arc.ARCCheckFactory": lambda tmp: ARCCheckFactory(),
+    "ourmail.secure.dkimsign.DKIMSigner": lambda tmp: DKIMSigner(KeyStore(tmp), "mx.test"),
+    "ourmail.secure.arcseal.ARCSealer": lambda tmp: ARCSealer(
+        DKIMSigner(KeyStore(tmp), "mx.test"), "mx.test"
+    ),
     "ourmail.store.quota.QuotaPolicy": lambda tmp: QuotaPolicy(QuotaSettings(), AccountDB(tmp)),
     "ourmail.store.folder.StoredMessage": _maildir_message,
     "ourmail.store.folder.MaildirFolder": _maildir_inbox,
