@@ -47,12 +47,14 @@ class TestZone(ResolverBase):
         self.records[(name.lower(), dns.A)] = [dns.Record_A(a, ttl=0) for a in v4]
         self.records[(name.lower(), dns.AAAA)] = [dns.Record_AAAA(a, ttl=0) for a in v6]
 
-    def set_txt(self, name: str, *texts: str | Sequence[str]) -> None:
+    def set_txt(self, name: str, *texts: str | bytes | Sequence[str | bytes]) -> None:
         """TXT records; a record given as a sequence is several strings (RFC 7208 §3.3)."""
-        self.records[(name.lower(), dns.TXT)] = [
-            dns.Record_TXT(*(s.encode() for s in ([t] if isinstance(t, str) else t)), ttl=0)
-            for t in texts
-        ]
+
+        def strings(t: str | bytes | Sequence[str | bytes]) -> list[bytes]:
+            parts = [t] if isinstance(t, str | bytes) else list(t)
+            return [p if isinstance(p, bytes) else p.encode() for p in parts]
+
+        self.records[(name.lower(), dns.TXT)] = [dns.Record_TXT(*strings(t), ttl=0) for t in texts]
 
     def set_records(self, name: str, type: int, *payloads: object) -> None:
         """Any record type, as ``twisted.names.dns.Record_*`` payloads."""
