@@ -37,8 +37,10 @@ from ourmail.interfaces import (
     IDirectory,
     ILocalDelivery,
     IMailStore,
+    InvalidSRS,
     IOutboundQueue,
     IQuotaPolicy,
+    ISenderRewriter,
     IUserStore,
     Recipient,
     ShardMoving,
@@ -73,6 +75,8 @@ FULL_FOR_NOW = Refusal(452, "4.2.2", "Mailbox full, try again later")
 #: RFC 3463 §3.3: X.2.1 mailbox disabled (here: being moved to another volume), temporary.
 MOVING = Refusal(451, "4.2.1", "mailbox temporarily unavailable, try later")
 FAILED = Refusal(451, "4.3.0", "local delivery failed, try again later")
+#: A forged or expired SRS address (a bounce that is not ours, or too late).
+BAD_SRS = Refusal(550, "5.1.1", "Recipient address rejected: invalid or expired SRS address")
 
 
 @attrs.frozen
@@ -97,15 +101,21 @@ class Transaction:
     #: The filter chain said junk: local copies go to each user's Junk folder.
     junk: bool = False
 
-    def outbound(self) -> list[tuple[str, RcptParams]]:
-        """Addresses for the queue; an alias's forwards remember the alias (RFC 3461 §4.2)."""
-        out = []
+    def outbound(
+        self, rewriter: ISenderRewriter | None = None
+    ) -> dict[str, list[tuple[str, RcptParams]]]:
+        """Addresses for the queue by envelope sender; an alias's forwards remember the alias
+        (RFC 3461 §4.2) and, with a ``rewriter``, leave with an SRS sender in its domain."""
+        out: dict[str, list[tuple[str, RcptParams]]] = {}
         for a in self.recipients:
+            sender = self.sender
+            if rewriter is not None and a.recipient.kind == "alias" and a.recipient.forwards:
+                sender = rewriter.forward(self.sender, a.recipient.address.rpartition("@")[2])
             for address in a.recipient.outbound:
                 params = a.params
                 if address != a.recipient.address and params.orcpt is None:
                     params = RcptParams(params.notify, f"rfc822;{a.recipient.address}")
-                out.append((address, params))
+                out.setdefault(sender, []).append((address, params))
         return out
 
 
@@ -129,12 +139,15 @@ class Delivery:
         store: IMailStore,
         quota: IQuotaPolicy,
         queue: IOutboundQueue | None = None,
+        rewriter: ISenderRewriter | None = None,
     ) -> None:
         self.directory = directory
         self.store = store
         self.quota = quota
         #: Where mail for other domains goes; None: nowhere (refused).
         self.queue = queue
+        #: SRS for forwarded mail, and the way back for bounces to SRS addresses.
+        self.rewriter = rewriter
 
     # -- recipients --------------------------------------------------------------------------
 
@@ -145,6 +158,11 @@ class Delivery:
             failure.trap(DirectoryUnavailable)  # type: ignore[attr-defined]
             return DIRECTORY_DOWN
 
+        srs = self._reverse_srs(address)
+        if isinstance(srs, Recipient):
+            return defer.succeed(self.check(srs, size, may_relay) or srs)
+        if srs is not None:
+            return defer.succeed(srs)
         d = self.directory.lookup(address)
         d.addCallbacks(lambda rcpt: self.check(rcpt, size, may_relay) or rcpt, unavailable)
         return d  # type: ignore[return-value]
@@ -161,6 +179,29 @@ class Delivery:
             return UNKNOWN
         return None if may_relay else RELAY_DENIED
 
+    def _reverse_srs(self, address: str) -> Recipient | Refusal | None:
+        """An SRS address in a local domain: a forward to the address it stands for (the
+        original sender, or the first forwarder's SRS0 address); None for other addresses."""
+        if self.rewriter is None or not self.directory.is_local_domain(_domain(address)):
+            return None
+        target = address
+        for _ in range(2):  # SRS1 -> SRS0 at the first forwarder, which may be here too
+            try:
+                back = self.rewriter.reverse(target)
+            except InvalidSRS as e:
+                log.info("refused SRS address <{address}>: {why}", address=address, why=str(e))
+                return BAD_SRS
+            if back is None:
+                break
+            target = back
+            if not self.directory.is_local_domain(_domain(target)):
+                break
+        if target == address:
+            return None
+        if self.directory.is_local_domain(_domain(target)):
+            return BAD_SRS  # we never rewrite a local sender: not one of ours
+        return Recipient("alias", address, forwards=(target,))
+
     # -- fan-out -----------------------------------------------------------------------------
 
     @inlineCallbacks
@@ -169,17 +210,17 @@ class Delivery:
         waits for fires only once its copy is durable."""
         # Each mailbox gets one copy, however many recipients (aliases) lead to it.
         mailboxes = list(dict.fromkeys(m for a in txn.recipients for m in a.recipient.mailboxes))
-        outbound = txn.outbound()
+        outbound = txn.outbound(self.rewriter)
         jobs = [self._store_copy(m, source, txn.junk) for m in mailboxes]
-        if outbound:
+        for sender, rcpts in outbound.items():
             assert self.queue is not None
-            jobs.append(self.queue.enqueue(txn.sender, outbound, source, txn.mail_params, txn.utf8))
+            jobs.append(self.queue.enqueue(sender, rcpts, source, txn.mail_params, txn.utf8))
         outcomes = yield defer.DeferredList(jobs, consumeErrors=True)
         for ok, outcome in outcomes:
             if not ok:
                 log.failure("delivery of {id} failed", outcome, id=txn.id)
         stored = dict(zip(mailboxes, outcomes, strict=False))
-        queued = outcomes[-1] if outbound else (True, None)
+        queued = next((o for o in outcomes[len(mailboxes) :] if not o[0]), (True, None))
         delivered = [m for m, (ok, _) in stored.items() if ok]
         if delivered:
             log.info(
@@ -256,3 +297,7 @@ class Delivery:
             else attrs.evolve(next(delivered), address=address)
             for (address, _), rcpt in zip(recipients, found, strict=True)
         ]
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower()
