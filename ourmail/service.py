@@ -322,6 +322,7 @@ def assemble(
         delivery,
         reactor,  # type: ignore[arg-type]
         queue_clock or reactor,  # type: ignore[arg-type]
+        report_from=f"postmaster@{settings.primary_domain}",
     )
     delivery.queue = queue
     return Parts(

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from storehelp import on_reactor
 from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import Clock
 from zope.interface import implementedBy
 from zope.interface.verify import verifyObject
@@ -30,6 +31,7 @@ from ourmail.filters.chain import FilterChain
 from ourmail.net.lineproto import LineProtocol, _ChunkSender
 from ourmail.net.tls import ReloadableServerTLS
 from ourmail.pop3.policy import NoRetention
+from ourmail.queue.mtasts import ToAddress
 from ourmail.queue.runner import OutboundQueue
 from ourmail.secure import selfsigned
 from ourmail.smtp.delivery import Delivery
@@ -119,6 +121,9 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.net.lineproto._ChunkSender": lambda tmp: _ChunkSender(LineProtocol(), iter([])),
     "ourmail.net.tls.ReloadableServerTLS": _tls,
     "ourmail.pop3.policy.NoRetention": lambda tmp: NoRetention(),
+    "ourmail.queue.mtasts.ToAddress": lambda tmp: ToAddress(
+        TCP4ClientEndpoint(reactor, "127.0.0.1", 443)
+    ),
     "ourmail.queue.runner.OutboundQueue": lambda tmp: OutboundQueue(
         QueueSettings(), tmp, "mail.example.test", _directory(tmp), _delivery(tmp), reactor
     ),
