@@ -198,11 +198,30 @@ class PolicyStore:
         self.ca_file = Path(ca_file) if ca_file else None
         self.timeout = timeout
         self._cache: dict[str, Policy | None] = {}
+        #: Lookups under way, so that connections to one domain at once share one fetch.
+        self._pending: dict[str, list[Deferred[Policy | None]]] = {}
         #: Why the last attempt for a domain found no usable policy (for TLS-RPT), if it did not.
         self.failures: dict[str, PolicyError] = {}
 
-    async def policy(self, domain: str) -> Policy | None:
+    def policy(self, domain: str) -> Deferred[Policy | None]:
         """The policy in force for ``domain`` (mode "none" included), or None if it has none."""
+        waiter: Deferred[Policy | None] = Deferred()
+        waiting = self._pending.get(domain)
+        if waiting is not None:
+            waiting.append(waiter)
+            return waiter
+        self._pending[domain] = [waiter]
+        Deferred.fromCoroutine(self._policy(domain)).addBoth(self._settled, domain)
+        return waiter
+
+    def _settled(self, result: object, domain: str) -> None:
+        for waiter in self._pending.pop(domain):
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)  # type: ignore[arg-type]
+
+    async def _policy(self, domain: str) -> Policy | None:
         now = self.clock.seconds()
         cached = await self._cached(domain)
         if cached is not None and cached.expires <= now:

@@ -159,7 +159,11 @@ class Connector:
         """The MTA-STS policy that applies to ``domain`` ("none" mode is no policy)."""
         if self.sts is None:
             return None
-        policy = await self.sts.policy(domain)
+        try:
+            policy = await self.sts.policy(domain)
+        except Exception as e:  # fail closed: the domain may have an enforced policy
+            log.failure("queue: MTA-STS policy of {domain}", domain=domain)
+            raise RouteError("4.4.3", f"MTA-STS policy lookup for {domain} failed: {e}") from e
         failure = self.sts.failures.get(domain)
         if failure is not None and policy is None:
             self._record(Outcome(domain, False, result_type=_POLICY_FAILURES[failure.kind]))

@@ -36,9 +36,12 @@ from twisted.names import dns
 from twisted.names.error import DNSNameError
 
 from ourmail.dsnparams import NO_MAIL_PARAMS, NO_RCPT_PARAMS, MailParams, RcptParams
+from ourmail.fsutil import write_atomic
 
 log = Logger()
 
+#: Days a report is retried while the domain's DNS fails.
+RETRY_DAYS = 3
 #: At most this many report addresses per domain are mailed (§3 has no limit; we do).
 MAX_RUA = 5
 
@@ -228,16 +231,26 @@ class TLSReports:
                 by_domain.setdefault(outcome.domain, []).append(outcome)
         return days
 
-    def forget(self, day: str) -> None:
-        (self.directory / f"{day}.jsonl").unlink(missing_ok=True)
+    def keep_only(self, day: str, outcomes: Sequence[Outcome]) -> None:
+        """What is left of ``day`` to report later (nothing: the day is done)."""
+        path = self.directory / f"{day}.jsonl"
+        if not outcomes:
+            path.unlink(missing_ok=True)
+            return
+        lines = b"".join(json.dumps(attrs.asdict(o)).encode() + b"\n" for o in outcomes)
+        write_atomic(path, lines, 0o640)
 
     async def send(self, now: float, resolver: IResolver, enqueue: Enqueue) -> int:
         """Queue the reports of every finished day to the domains that ask; how many."""
         days = await deferToThread(self.finished_days, now)
         sent = 0
         for day, by_domain in days.items():
+            later: list[Outcome] = []
+            too_old = day < day_of(now - RETRY_DAYS * 86400)
             for domain, outcomes in by_domain.items():
                 rua = await self._rua(resolver, domain)
+                if rua is None and not too_old:
+                    later += outcomes  # DNS trouble: try again at the next round
                 if not rua:
                     continue
                 report = build_report(domain, day, outcomes, self.submitter, self.sender)
@@ -252,17 +265,19 @@ class TLSReports:
                     rua=rua,
                 )
                 sent += 1
-            await deferToThread(self.forget, day)
+            await deferToThread(self.keep_only, day, later)
         return sent
 
-    async def _rua(self, resolver: IResolver, domain: str) -> list[str]:
+    async def _rua(self, resolver: IResolver, domain: str) -> list[str] | None:
+        """The report addresses of ``domain`` (none: it wants no reports); None when DNS
+        could not say."""
         try:
             answers, _, _ = await resolver.lookupText(f"_smtp._tls.{domain}")
         except DNSNameError:
             return []
         except Exception as e:
             log.info("tls-rpt: TXT of _smtp._tls.{domain}: {why}", domain=domain, why=e)
-            return []
+            return None
         texts = [
             b"".join(a.payload.data).decode("utf-8", "replace")
             for a in answers
