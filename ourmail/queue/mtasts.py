@@ -38,7 +38,7 @@ from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from zope.interface import implementer
 
 from ourmail.fsutil import write_atomic
-from ourmail.net.tls import verified_client_context
+from ourmail.net.tls import trust_root, verified_client_context
 from ourmail.queue.mx import MXResolver
 
 log = Logger()
@@ -195,7 +195,9 @@ class PolicyStore:
         self.reactor = reactor
         self.clock = clock
         self.port = port
-        self.ca_file = Path(ca_file) if ca_file else None
+        #: What policy servers' and MX hosts' certificates must chain to (loaded once, at
+        #: start-up, so a bad ``mta_sts_ca_file`` stops the server with the reason).
+        self.trust = trust_root(Path(ca_file) if ca_file else None)
         self.timeout = timeout
         self._cache: dict[str, Policy | None] = {}
         #: Lookups under way, so that connections to one domain at once share one fetch.
@@ -281,7 +283,7 @@ class PolicyStore:
         address = addresses[0]
         kind = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
         tcp = kind(self.reactor, address, self.port, timeout=self.timeout)
-        tls = wrapClientTLS(verified_client_context(host, self.ca_file), tcp)  # type: ignore[arg-type]
+        tls = wrapClientTLS(verified_client_context(host, None, self.trust), tcp)  # type: ignore[arg-type]
         agent = Agent.usingEndpointFactory(self.reactor, ToAddress(tls))
         url = f"https://{host}/.well-known/mta-sts.txt"
         headers = Headers({b"User-Agent": [b"ourmail"]})

@@ -274,9 +274,9 @@ class Connector:
             raise STSFailed(
                 "starttls-not-supported", "4.7.4", f"{host} offers no STARTTLS (MTA-STS)"
             )
-        ca = Path(self.settings.mta_sts_ca_file) if self.settings.mta_sts_ca_file else None
+        assert self.sts is not None  # a policy comes from it
         try:
-            await session.starttls(verified_client_context(host, ca))
+            await session.starttls(verified_client_context(host, None, self.sts.trust))
         except SessionError as e:
             raise STSFailed("starttls-not-supported", "4.7.4", e.diagnostic) from e
         except Exception as e:

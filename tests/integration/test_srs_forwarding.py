@@ -60,6 +60,21 @@ def test_forwarded_mail_leaves_with_srs0_and_its_bounce_comes_back(tmp_path: Pat
         wait_for(lambda: not queued(pair.ours))
 
 
+def test_a_long_srs_address_is_taken_at_rcpt(tmp_path: Path) -> None:
+    """The SRS0 address of a long sender has a local part beyond 64 octets: the MX takes its
+    bounce all the same (RFC 5321 §4.5.3.1 asks for no such limit)."""
+    sender = "firstname.lastname@a-rather-long-department-name.remote.test"
+    with server_pair(tmp_path) as pair:
+        srs = forward_once(pair, sender)
+        assert len(srs.rpartition("@")[0]) > 64
+        with smtplib.SMTP("127.0.0.1", pair.port) as s:
+            s.ehlo()
+            s.mail("")
+            assert s.rcpt(srs)[0] == 250
+            forged = srs.replace("firstname", "lastname")
+            assert s.rcpt(forged)[0] == 550
+
+
 def test_null_and_local_senders_are_not_rewritten(tmp_path: Path) -> None:
     with server_pair(tmp_path) as pair:
         assert forward_once(pair, "<>") == ""
