@@ -13,10 +13,22 @@ from typing import Any
 
 import attrs
 import pytest
+from aiosmtpd.controller import Controller
 from conftest import dns_zone
-from queuehelp import Pair, messages, queued, server_pair, settle, submit, wait_for
+from queuehelp import (
+    Pair,
+    advance,
+    messages,
+    queued,
+    report_fields,
+    server_pair,
+    settle,
+    submit,
+    wait_for,
+)
 from storehelp import on_reactor
 from stshelp import POLICY, PolicyServer, TestCA
+from twisted.internet.task import Clock
 from twisted.names import dns
 
 from ourmail.config import QueueSettings
@@ -44,7 +56,11 @@ class World:
 
 @contextlib.contextmanager
 def world(
-    tmp_path: Path, mx_certificate_valid: bool = True, txt_id: str = "one"
+    tmp_path: Path,
+    mx_certificate_valid: bool = True,
+    txt_id: str = "one",
+    clock: Any = None,
+    **queue_settings: Any,
 ) -> Iterator[World]:
     zone, _ = dns_zone()
     ca = TestCA(tmp_path / "ca")
@@ -57,9 +73,13 @@ def world(
     if mx_certificate_valid:
         cert, key = ca.issue("mx.remote.test")
         theirs = {"tls_certificate": cert, "tls_key": key}
-    queue = QueueSettings(mta_sts_port=port, mta_sts_ca_file=str(ca.ca_file), retry_first=3600)
+    queue = QueueSettings(
+        mta_sts_port=port,
+        mta_sts_ca_file=str(ca.ca_file),
+        **({"retry_first": 3600} | queue_settings),
+    )
     try:
-        with server_pair(tmp_path, queue, theirs_changes=theirs) as pair:
+        with server_pair(tmp_path, queue, clock, theirs_changes=theirs) as pair:
             yield World(pair, policy, ca)
     finally:
         policy.stop()
@@ -242,3 +262,67 @@ def test_tls_rpt_report_is_built_and_mailed(tmp_path: Path) -> None:
         assert by_type["no-policy-found"]["summary"]["total-successful-session-count"] == 3
         # The day is sent once.
         assert on_reactor(queue.send_tls_reports) == 0
+
+
+class PlainPeer:
+    """An MX without STARTTLS (aiosmtpd, another implementation): what it received."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, list[str]]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        return "250 2.0.0 accepted"
+
+
+@pytest.mark.parametrize("mode", ["enforce", "testing"])
+def test_mx_without_starttls(tmp_path: Path, mode: str) -> None:
+    """enforce: deferred, nothing sent in plaintext; testing: sent, and reported."""
+    with world(tmp_path) as w:
+        zone, _ = dns_zone()
+        zone.set_mx("remote.test", [(10, "plain.remote.test")])
+        zone.set_address("plain.remote.test", "127.0.0.4")
+        w.policy.body = POLICY.replace(b"mx.remote.test", b"*.remote.test").replace(
+            b"enforce", mode.encode()
+        )
+        peer = PlainPeer()
+        controller = Controller(peer, hostname="127.0.0.4", port=w.pair.port)
+        controller.start()
+        try:
+            assert submit(w.pair.ours, ["carol@remote.test"]) == {}
+            outcome = wait_for(w.outcomes)[0]
+            assert outcome["result_type"] == "starttls-not-supported"
+            assert outcome["mx_host"] == "plain.remote.test"
+            if mode == "enforce":
+                settle(w.pair.ours)
+                assert peer.received == [] and queued(w.pair.ours)
+            else:
+                assert wait_for(lambda: peer.received) == [
+                    (w.pair.ours.user, ["carol@remote.test"])
+                ]
+        finally:
+            controller.stop()
+            zone.set_mx("remote.test", [(10, "mx.remote.test")])
+
+
+def test_enforce_failure_finally_bounces(tmp_path: Path) -> None:
+    """A message that cannot go under the policy stays queued until max_age, then returns to
+    its sender with the MTA-STS reason."""
+    clock = Clock()
+    clock.advance(1_800_000_000)
+    settings = {"retry_first": 600, "max_age": 3600, "delay_warning": 0}
+    with world(tmp_path, mx_certificate_valid=False, clock=clock, **settings) as w:
+        ours = w.pair.ours
+        assert submit(ours, ["carol@remote.test"]) == {}
+        (qid,) = wait_for(lambda: queued(ours))
+        wait_for(lambda: ours.server.queue.files.read(qid).attempts)
+        for _ in range(8):
+            advance(clock, 600, ours)
+            if qid not in queued(ours):
+                break
+        assert qid not in queued(ours)
+        (bounce,) = wait_for(lambda: messages(ours, ours.user))
+        fields = report_fields(bounce)[1]
+        assert fields["Action"] == "failed" and fields["Status"] == "4.4.7"
+        assert "MTA-STS" in fields["Diagnostic-Code"]
+        assert messages(w.pair.theirs, "carol@remote.test") == []
