@@ -166,7 +166,11 @@ class Connector:
             raise RouteError("4.4.3", f"MTA-STS policy lookup for {domain} failed: {e}") from e
         failure = self.sts.failures.get(domain)
         if failure is not None and policy is None:
-            self._record(Outcome(domain, False, result_type=_POLICY_FAILURES[failure.kind]))
+            # The domain announces a policy (its TXT record) that we could not use.
+            result = _POLICY_FAILURES[failure.kind]
+            self._record(
+                Outcome(domain, False, "sts", result_type=result, reason=str(failure)[:200])
+            )
         return policy if policy is not None and policy.mode != "none" else None
 
     def _sts_hosts(self, policy: Policy, hosts: list[str]) -> list[str]:

@@ -91,8 +91,9 @@ def build_report(
     report_policies = []
     for (kind, lines, mx), entry in policies.items():
         policy: dict[str, Any] = {"policy-type": kind, "policy-domain": domain}
-        if kind == "sts":
+        if lines:  # none when the policy could not be fetched or parsed
             policy["policy-string"] = list(lines)
+        if mx:
             policy["mx-host"] = list(mx)
         failures = []
         for (result, sending, host, receiving, reason), count in entry["details"].items():

@@ -53,7 +53,7 @@ def test_report_counts_per_policy_and_failure() -> None:
         Outcome("e.test", False, *sts, "starttls-not-supported", "mx1.e.test", "192.0.2.1"),
         Outcome("e.test", False, *sts, "starttls-not-supported", "mx1.e.test", "192.0.2.1"),
         Outcome("e.test", False, *sts, "certificate-expired", "mx2.e.test"),
-        Outcome("e.test", False, result_type="sts-policy-fetch-error"),
+        Outcome("e.test", False, "sts", result_type="sts-policy-fetch-error"),
     ]
     report = build_report("e.test", "2024-10-03", outcomes, "mail.us.test", "postmaster@us.test")
     assert report["date-range"] == {
@@ -85,7 +85,7 @@ def test_report_counts_per_policy_and_failure() -> None:
             "receiving-mx-hostname": "mx2.e.test",
         },
     ]
-    assert second["policy"] == {"policy-type": "no-policy-found", "policy-domain": "e.test"}
+    assert second["policy"] == {"policy-type": "sts", "policy-domain": "e.test"}
     assert second["failure-details"][0]["result-type"] == "sts-policy-fetch-error"
     json.dumps(report)  # JSON all the way down
 
