@@ -4,8 +4,10 @@ config template still parses."""
 from pathlib import Path
 
 import pytest
+from twisted.internet import reactor
 
-from ourmail.config import ConfigError, config_template, load_settings
+from ourmail.config import ConfigError, QueueSettings, config_template, load_settings
+from ourmail.queue.runner import OutboundQueue
 
 
 def settings(tmp_path: Path, toml: str) -> object:
@@ -58,3 +60,9 @@ def test_template_parses(tmp_path: Path) -> None:
     s = load_settings(data=str(tmp_path), hostname="mail.example.org")
     (tmp_path / "ourmail.toml").write_text(config_template(s))
     assert load_settings(data=str(tmp_path)).srs.max_age == 21
+
+
+def test_unreadable_mta_sts_ca_file_stops_the_start(tmp_path: Path) -> None:
+    settings = QueueSettings(mta_sts_ca_file=str(tmp_path / "missing.pem"))
+    with pytest.raises(ConfigError, match=r"missing\.pem"):
+        OutboundQueue(settings, tmp_path, "mx.test", None, None, reactor)  # type: ignore[arg-type]
