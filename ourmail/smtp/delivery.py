@@ -12,6 +12,10 @@ Implementation notes (keep these true when changing this module):
   durable enqueue.  Both run at once, and the caller answers only after both are done.
 * Results are per recipient (:class:`~ourmail.interfaces.DeliveryResult`), in RCPT order, so
   LMTP can answer each one (RFC 2033 §4.2) while SMTP answers all or nothing (RFC 5321 §4.2.5).
+* With an :class:`~ourmail.interfaces.ISenderRewriter` (SRS, ``ourmail/srs.py``), an alias's
+  forwards are queued with an SRS sender in the alias's domain (a second enqueue when other
+  recipients keep the original sender), and an SRS address of a local domain resolves to a
+  forward to the address it stands for; a forged or expired one is refused ``550 5.1.1``.
 * The outbound queue is reached only through :class:`~ourmail.interfaces.IOutboundQueue`, and
   the queue reaches this module only through :class:`~ourmail.interfaces.ILocalDelivery`:
   ``smtp/`` and ``queue/`` never import each other.
