@@ -14,7 +14,7 @@ from storehelp import on_reactor
 from twisted.internet import reactor
 from twisted.internet.interfaces import IListeningPort
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from ourmail.net.tls import server_context
 
@@ -93,10 +93,12 @@ class PolicyServer(Resource):
         self.status = 200
         self.media_type = b"text/plain"
         self.location = b""
+        #: Send the body in pieces without a Content-Length (chunked), as a stream would.
+        self.chunked = False
         self.hits = 0
         self.port: IListeningPort | None = None
 
-    def render_GET(self, request: Request) -> bytes:
+    def render_GET(self, request: Request) -> bytes | int:
         if request.path != b"/.well-known/mta-sts.txt":
             request.setResponseCode(404)
             return b"not found"
@@ -105,7 +107,12 @@ class PolicyServer(Resource):
         request.setHeader(b"content-type", self.media_type)
         if self.location:
             request.setHeader(b"location", self.location)
-        return self.body
+        if not self.chunked:
+            return self.body
+        for start in range(0, len(self.body), 8192):
+            request.write(self.body[start : start + 8192])
+        request.finish()
+        return NOT_DONE_YET
 
     def start(self, cert: Path, key: Path, interface: str = "127.0.0.2") -> int:
         """Listen with TLS on a free port of ``interface``; the port."""

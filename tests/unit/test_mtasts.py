@@ -146,6 +146,22 @@ def test_expired_policy_is_not_used(
     assert on_reactor(sts.policy, "sts.test") is None
 
 
+@pytest.mark.parametrize("size", [1000, 200_000])
+def test_streamed_policy_body_is_bounded(
+    tmp_path: Path, https: tuple[PolicyServer, TestCA, int], size: int
+) -> None:
+    """A body without Content-Length is read only up to 64 KiB (§3.2), then refused."""
+    server, ca, port = https
+    server.chunked = True
+    server.body = POLICY + b"# padding: x\n" * (size // 13)
+    sts = store(tmp_path, port, ca)
+    policy = on_reactor(sts.policy, "sts.test")
+    if size < 65536:
+        assert policy is not None and policy.mode == "enforce"
+    else:
+        assert policy is None and sts.failures["sts.test"].kind == "invalid"
+
+
 def test_untrusted_policy_server_is_no_policy(
     tmp_path: Path, https: tuple[PolicyServer, TestCA, int]
 ) -> None:
