@@ -18,10 +18,13 @@ class AddressError(ValueError):
     """Not an address ourmail can host."""
 
 
-def normalise_address(address: str, default_domain: str | None = None) -> str:
+def normalise_address(
+    address: str, default_domain: str | None = None, max_local: int = MAX_LOCAL_PART
+) -> str:
     """``Local@Example.ORG`` -> ``local@example.org``; a bare local part gets ``default_domain``.
 
-    Raises AddressError for anything that is not a plain dot-atom address.
+    Raises AddressError for anything that is not a plain dot-atom address, or whose local part
+    is longer than ``max_local`` octets (RFC 5321's 64 unless a caller must be more liberal).
     """
     address = address.strip()
     local, at, domain = address.rpartition("@")
@@ -30,7 +33,7 @@ def normalise_address(address: str, default_domain: str | None = None) -> str:
             raise AddressError(f"not an address: {address!r}")
         local, domain = address, default_domain
     local = unicodedata.normalize("NFC", local)
-    if not local or len(local.encode("utf-8")) > MAX_LOCAL_PART or not _LOCAL_RE.match(local):
+    if not local or len(local.encode("utf-8")) > max_local or not _LOCAL_RE.match(local):
         raise AddressError(f"not an address: {address!r}")
     if any(unicodedata.category(c)[0] in "CZ" for c in local if ord(c) > 0x7F):
         raise AddressError(f"not an address: {address!r}")  # no control or space characters

@@ -187,6 +187,25 @@ class QueueSettings:
     #: Bounces return the whole message up to this size, else its header only.
     bounce_size_limit: int = 1 << 20
     relay: RelaySettings = RelaySettings()
+    #: Honour MTA-STS policies (RFC 8461) of destination domains, and send TLS-RPT reports
+    #: (RFC 8460) to those that ask.
+    mta_sts: bool = True
+    #: Port of the ``mta-sts.<domain>`` HTTPS servers (443; other values are for testing).
+    mta_sts_port: int = 443
+    #: PEM file of the CAs that policy servers and MX certificates must chain to under MTA-STS;
+    #: empty: the system's trusted roots.
+    mta_sts_ca_file: str = ""
+    #: Seconds a policy fetch may take (RFC 8461 §3.3 suggests at least a minute).
+    mta_sts_timeout: int = 60
+
+
+@attrs.frozen
+class SRSSettings:
+    """``[srs]``: the Sender Rewriting Scheme for mail that aliases forward (ourmail/srs.py)."""
+
+    enabled: bool = True
+    #: Days a bounce to an SRS address is accepted after the forwarding (libsrs2's default).
+    max_age: int = 21
 
 
 @attrs.frozen
@@ -244,6 +263,7 @@ class Settings:
     queue: QueueSettings = QueueSettings()
     pop3: Pop3Settings = Pop3Settings()
     dns: DNSSettings = DNSSettings()
+    srs: SRSSettings = SRSSettings()
     filters: FilterSettings = FilterSettings()
     #: ``[ldap] url``: log users in and find recipients in LDAP too (ourmail/directory/ldap.py).
     ldap_url: str | None = None
@@ -333,6 +353,7 @@ _TOML_KEYS: Mapping[str, Any] = {
     "pop3": {"delete": str, "login_delay": int, "domain": _Named({"delete": str})},
     "ldap": {"url": str},
     "dns": {"servers": list},
+    "srs": {"enabled": bool, "max_age": int},
     "filters": {
         "chain": list,
         "authserv_id": str,
@@ -343,6 +364,8 @@ _TOML_KEYS: Mapping[str, Any] = {
     "queue": {
         **{f.name: int for f in attrs.fields(QueueSettings) if f.type in ("int", int)},
         "dns_servers": list,
+        "mta_sts": bool,
+        "mta_sts_ca_file": str,
         "relay": {f.name: str for f in attrs.fields(RelaySettings)},
     },
 }
@@ -489,6 +512,7 @@ def load_settings(
         queue=queue,
         pop3=_pop3_settings(table.get("pop3", {})),
         dns=dns,
+        srs=_srs_settings(table.get("srs", {})),
         filters=filters,
         ldap_url=table.get("ldap", {}).get("url") or None,
         mx_processes=mx_processes,
@@ -543,8 +567,16 @@ def _pop3_settings(table: Mapping[str, Any]) -> Pop3Settings:
     return Pop3Settings(policy(table.get("delete", "hide"), "pop3.delete"), domains, delay)
 
 
+def _srs_settings(table: Mapping[str, Any]) -> SRSSettings:
+    srs = SRSSettings(**table)
+    if not 1 <= srs.max_age <= 1000:  # the time stamp wraps after 1024 days
+        raise ConfigError("'srs.max_age' must be between 1 and 1000 days")
+    return srs
+
+
 def _queue_settings(table: Mapping[str, Any]) -> QueueSettings:
-    numbers = {k: v for k, v in table.items() if k not in ("dns_servers", "relay")}
+    others = ("dns_servers", "relay", "mta_sts", "mta_sts_ca_file")
+    numbers = {k: v for k, v in table.items() if k not in others}
     for key, value in numbers.items():
         if value < 0 or (value == 0 and key != "delay_warning"):
             raise ConfigError(f"'queue.{key}' must be positive")
@@ -558,7 +590,13 @@ def _queue_settings(table: Mapping[str, Any]) -> QueueSettings:
             raise ConfigError('\'queue.relay.tls\' must be "starttls" or "implicit"')
         if bool(relay.username) != bool(relay.password_file):
             raise ConfigError("'queue.relay' needs both 'username' and 'password_file', or neither")
-    return QueueSettings(**numbers, dns_servers=tuple(servers), relay=relay)
+    return QueueSettings(
+        **numbers,
+        dns_servers=tuple(servers),
+        relay=relay,
+        mta_sts=table.get("mta_sts", True),
+        mta_sts_ca_file=table.get("mta_sts_ca_file", ""),
+    )
 
 
 def _dns_servers(items: list[Any], where: str) -> tuple[str, ...]:
@@ -689,6 +727,8 @@ domains = {domains}
 # delay_warning = 14400           # 0: never warn senders of delays
 # max_per_destination = 5         # connections to one domain at once
 # dns_servers = []                # default: the [dns] servers
+# mta_sts = true                  # honour MTA-STS (RFC 8461), send TLS-RPT reports (RFC 8460)
+# mta_sts_ca_file = ""            # default: the system's trusted roots
 # [queue.relay]
 # Send all outbound mail through a smart host (TLS required; AUTH if a username is set).
 # host = "smtp.example.net:587"
@@ -696,6 +736,12 @@ domains = {domains}
 # username = "ourmail"
 # password_file = "/etc/ourmail/relay-password"
 # ca_file = ""                    # default: the system's trusted roots
+
+[srs]
+# Mail an alias forwards to another domain leaves with an SRS0 sender in the alias's domain
+# (secret in <data>/srs/secret); bounces to it are accepted for max_age days.
+# enabled = true
+# max_age = 21
 
 [dns]
 # Resolvers for every lookup (filters, MX), as "address:port"; default: /etc/resolv.conf.

@@ -379,6 +379,26 @@ class ILocalDelivery(Interface):
         order (an alias's forwards are queued again)."""
 
 
+class InvalidSRS(Exception):
+    """An address in SRS form whose hash does not verify or whose time stamp has expired."""
+
+
+class ISenderRewriter(Interface):
+    """The Sender Rewriting Scheme (``ourmail.srs``): mail forwarded to another domain leaves
+    with an envelope sender in our domain, so SPF (RFC 7208) passes at the next hop, and
+    bounces to such addresses find their way back to the original sender."""
+
+    def forward(sender: str, domain: str) -> str:
+        """The envelope sender for mail from ``sender`` forwarded by an alias of the local
+        ``domain``: an SRS0 (or SRS1) address in ``domain``; the null sender and senders in a
+        local domain stay as they are."""
+
+    def reverse(address: str) -> str | None:
+        """The address an SRS ``address`` stands for (the original sender, or the previous
+        forwarder's SRS0 address); None if ``address`` is not in SRS form.  Raises
+        :class:`InvalidSRS` for a forged or expired one."""
+
+
 # -- filters: checks on arriving mail (ourmail/filters, docs/filters.md) ---------------------
 
 #: When a check runs: the client connects, MAIL FROM, each RCPT TO, the end of DATA/BDAT.

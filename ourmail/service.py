@@ -45,6 +45,7 @@ from ourmail.interfaces import (
     IFilterChain,
     IMailStore,
     IRetention,
+    ISenderRewriter,
 )
 from ourmail.net.dns import make_resolver
 from ourmail.net.lineproto import SessionFactory
@@ -62,6 +63,7 @@ from ourmail.smtp.lmtp import LMTPServer
 from ourmail.smtp.server import SMTPContext, SMTPServer
 from ourmail.smtp.submission import SendingRates
 from ourmail.smtp.workers import MXWorkers
+from ourmail.srs import SenderRewriter, load_secrets
 from ourmail.store.quota import QuotaPolicy
 from ourmail.store.shards import DEFAULT_SHARDS_TOML
 from ourmail.store.shards import FILE_NAME as SHARDS_FILE
@@ -312,7 +314,9 @@ def assemble(
     portal = Portal(realm or MailRealm(store), [checker])
     quota = QuotaPolicy(settings.quota, accounts, directory.quota)
     # Delivery hands remote mail to the queue, the queue local mail to delivery.
-    delivery = Delivery(directory, store, quota)
+    delivery = Delivery(
+        directory, store, quota, rewriter=sender_rewriter(settings, directory, clock)
+    )
     queue = OutboundQueue(
         settings.queue,
         data,
@@ -321,6 +325,7 @@ def assemble(
         delivery,
         reactor,  # type: ignore[arg-type]
         queue_clock or reactor,  # type: ignore[arg-type]
+        report_from=f"postmaster@{settings.primary_domain}",
     )
     delivery.queue = queue
     # Outbound DKIM signing at enqueue, ARC sealing of an alias's forwards (docs/filters.md).
@@ -342,6 +347,19 @@ def assemble(
         retention=retention or NoRetention(),
         checks=filter_checks(settings, reactor, queue),
     )
+
+
+def sender_rewriter(
+    settings: Settings, directory: IDirectory, clock: IReactorTime
+) -> ISenderRewriter | None:
+    """SRS for forwarded mail (``[srs]``), its secrets in ``<data>/srs/secret``."""
+    if not settings.srs.enabled:
+        return None
+    try:
+        keys = load_secrets(settings.data_dir / "srs" / "secret")
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read the SRS secret: {e}") from e
+    return SenderRewriter(keys, directory.is_local_domain, clock, settings.srs.max_age)
 
 
 def filter_checks(

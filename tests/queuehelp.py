@@ -34,7 +34,11 @@ class Pair:
 
 @contextlib.contextmanager
 def server_pair(
-    tmp_path: Path, queue: QueueSettings | None = None, clock: Any = None, **changes: Any
+    tmp_path: Path,
+    queue: QueueSettings | None = None,
+    clock: Any = None,
+    theirs_changes: dict[str, Any] | None = None,
+    **changes: Any,
 ) -> Iterator[Pair]:
     zone, _ = dns_zone()
     port = free_port_on("127.0.0.1", "127.0.0.2", "127.0.0.4", "::1")  # .4, ::1: other peers
@@ -58,6 +62,7 @@ def server_pair(
             domain="remote.test",
             hostname="mx.remote.test",
             queue=attrs.evolve(QueueSettings(), smtp_port=port),
+            **(theirs_changes or {}),
         ) as theirs,
     ):
         theirs.add_user("carol@remote.test")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
@@ -13,6 +14,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ourmail.config import ConfigError
+
+if TYPE_CHECKING:
+    from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 log = Logger()
 
@@ -72,18 +76,27 @@ def opportunistic_client_context() -> ssl.CertificateOptions:
     return ssl.CertificateOptions(verify=False, raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
 
 
-def verified_client_context(hostname: str, ca_file: Path | None) -> object:
-    """TLS for a smart host: the certificate must match ``hostname`` and chain to ``ca_file``'s
-    certificates (or the system's trusted roots)."""
+def trust_root(ca_file: Path | None) -> IOpenSSLTrustRoot:
+    """The certificates a verified connection must chain to: ``ca_file``'s, or the system's
+    trusted roots (ConfigError when the file cannot be read)."""
     if ca_file is None:
-        trust = ssl.platformTrust()
-    else:
-        try:
-            pems = x509.load_pem_x509_certificates(ca_file.read_bytes())
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"cannot load the CA certificates {ca_file}: {e}") from e
-        trust = ssl.trustRootFromCertificates(
-            [ssl.Certificate.loadPEM(c.public_bytes(Encoding.PEM)) for c in pems]
-        )
+        return ssl.platformTrust()
+    try:
+        pems = x509.load_pem_x509_certificates(ca_file.read_bytes())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load the CA certificates {ca_file}: {e}") from e
+    return ssl.trustRootFromCertificates(
+        [ssl.Certificate.loadPEM(c.public_bytes(Encoding.PEM)) for c in pems]
+    )
+
+
+def verified_client_context(
+    hostname: str, ca_file: Path | None, trust: IOpenSSLTrustRoot | None = None
+) -> object:
+    """TLS for a smart host or an MTA-STS peer: the certificate must match ``hostname`` and
+    chain to ``trust`` (loaded once by the caller), else to ``ca_file``'s certificates (or the
+    system's trusted roots)."""
+    if trust is None:
+        trust = trust_root(ca_file)
     minimum = {"raiseMinimumTo": ssl.TLSVersion.TLSv1_2}
     return ssl.optionsForClientTLS(hostname, trustRoot=trust, extraCertificateOptions=minimum)

@@ -6,6 +6,13 @@ one greets and answers EHLO.  STARTTLS is used whenever offered, without a certi
 in plaintext, and for an hour after that without TLS, as Postfix does at its "may" level.  A
 smart host (``[queue.relay]``) must offer TLS with a certificate valid for its name; AUTH is
 sent only over that TLS.
+
+MTA-STS (RFC 8461 §4, §5): when the destination domain has a policy in ``enforce`` mode, only
+MX hosts that match it are tried, each must offer STARTTLS and present a certificate valid for
+its MX name (verified against the system's roots or ``mta_sts_ca_file``), and anything else
+is a temporary failure: never plaintext, never an unverified certificate.  In ``testing`` mode
+the same checks run, a failure is reported (TLS-RPT, RFC 8460) and the mail goes as without a
+policy.  Every MX session's TLS outcome is recorded for the TLS-RPT reports.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ from twisted.logger import Logger
 from ourmail.config import QueueSettings
 from ourmail.net.tls import opportunistic_client_context, verified_client_context
 from ourmail.queue.client import ClientSession, ReplyReader, SessionError
+from ourmail.queue.mtasts import Policy, PolicyStore
 from ourmail.queue.mx import MXResolver, RouteError
+from ourmail.queue.tlsrpt import Outcome, TLSReports
 
 log = Logger()
 
@@ -39,6 +48,22 @@ PLAINTEXT_AFTER_TLS_FAILURE = 3600
 
 class TLSFailed(SessionError):
     """The opportunistic TLS handshake failed; the address is now tried in plaintext."""
+
+
+class STSFailed(SessionError):
+    """A session could not meet the MTA-STS policy; ``result_type`` as RFC 8460 §4.3 names it."""
+
+    def __init__(self, result_type: str, status: str, diagnostic: str) -> None:
+        super().__init__(status, diagnostic)
+        self.result_type = result_type
+
+
+#: RFC 8460 §4.3.1: the result type of a policy that could not be used.
+_POLICY_FAILURES = {
+    "fetch": "sts-policy-fetch-error",
+    "invalid": "sts-policy-invalid",
+    "webpki": "sts-webpki-invalid",
+}
 
 
 @attrs.frozen
@@ -82,21 +107,32 @@ class Connector:
         mx: MXResolver,
         settings: QueueSettings,
         helo: str,
+        sts: PolicyStore | None = None,
+        reports: TLSReports | None = None,
     ) -> None:
         self.reactor = reactor
         self.clock = clock
         self.mx = mx
         self.settings = settings
         self.helo = helo
+        #: MTA-STS policies of destination domains (None: not honoured).
+        self.sts = sts
+        #: Where TLS outcomes are recorded for TLS-RPT (None: nowhere).
+        self.reports = reports
         #: Addresses whose TLS handshake failed, and until when they get plaintext.
         self.plaintext_until: dict[str, float] = {}
 
     async def open(self, route: Route) -> ClientSession:
         """A session to the first host of ``route`` that works; RouteError/SessionError if none."""
+        policy = None
         if route.smart_host is not None:
             hosts = [route.smart_host]
         else:
-            hosts = (await self.mx.mail_hosts(route.domain))[:MAX_HOSTS]
+            hosts = await self.mx.mail_hosts(route.domain)
+            policy = await self._policy(route.domain)
+            if policy is not None:
+                hosts = self._sts_hosts(policy, hosts)
+            hosts = hosts[:MAX_HOSTS]
         last: Exception = RouteError("4.4.4", f"No mail host for {route.domain}")
         for host in hosts:
             addresses = (await self.mx.addresses(host))[:MAX_ADDRESSES]
@@ -105,11 +141,7 @@ class Connector:
                 continue
             for address in addresses:
                 try:
-                    try:
-                        return await self._session(route, host, address)
-                    except TLSFailed as e:
-                        log.warn("queue: {error}; trying again without TLS", error=e)
-                        return await self._session(route, host, address)
+                    return await self._attempt(route, host, address, policy)
                 except SessionError as e:
                     log.info(
                         "queue: {host}[{address}] {error}", host=host, address=address, error=e
@@ -123,7 +155,78 @@ class Connector:
             last = SessionError("4" + last.status[1:], last.diagnostic)
         raise last
 
-    async def _session(self, route: Route, host: str, address: str) -> ClientSession:
+    async def _policy(self, domain: str) -> Policy | None:
+        """The MTA-STS policy that applies to ``domain`` ("none" mode is no policy)."""
+        if self.sts is None:
+            return None
+        try:
+            policy = await self.sts.policy(domain)
+        except Exception as e:  # fail closed: the domain may have an enforced policy
+            log.failure("queue: MTA-STS policy of {domain}", domain=domain)
+            raise RouteError("4.4.3", f"MTA-STS policy lookup for {domain} failed: {e}") from e
+        failure = self.sts.failures.get(domain)
+        if failure is not None and policy is None:
+            # The domain announces a policy (its TXT record) that we could not use.
+            result = _POLICY_FAILURES[failure.kind]
+            self._record(
+                Outcome(domain, False, "sts", result_type=result, reason=str(failure)[:200])
+            )
+        return policy if policy is not None and policy.mode != "none" else None
+
+    def _sts_hosts(self, policy: Policy, hosts: list[str]) -> list[str]:
+        """RFC 8461 §4.1: enforce: only the MX hosts the policy lists; testing: all of them,
+        a mismatch reported."""
+        matching = [h for h in hosts if policy.matches(h)]
+        for host in hosts:
+            if host not in matching:
+                log.warn(
+                    "queue: MX {host} of {domain} is not in its MTA-STS policy ({mode})",
+                    host=host,
+                    domain=policy.domain,
+                    mode=policy.mode,
+                )
+                self._record(
+                    _outcome(policy, False, "validation-failure", host, reason="mx-mismatch")
+                )
+        if policy.mode != "enforce":
+            return hosts
+        if not matching:
+            raise RouteError(
+                "4.7.5", f"no MX host of {policy.domain} matches its MTA-STS policy (RFC 8461)"
+            )
+        return matching
+
+    async def _attempt(
+        self, route: Route, host: str, address: str, policy: Policy | None
+    ) -> ClientSession:
+        """One address: with verified TLS under a policy for this host, else opportunistic."""
+        if policy is not None and policy.matches(host):
+            try:
+                session = await self._session(route, host, address, policy)
+            except STSFailed as e:
+                self._record(_outcome(policy, False, e.result_type, host, address, e.diagnostic))
+                if policy.mode == "enforce":
+                    raise
+                log.warn("queue: {error}; MTA-STS testing mode, sending anyway", error=e)
+            else:
+                self._record(_outcome(policy, True, "", host, address, sending=session))
+                return session
+        try:
+            session = await self._session(route, host, address)
+        except TLSFailed as e:
+            log.warn("queue: {error}; trying again without TLS", error=e)
+            return await self._session(route, host, address)
+        if policy is None and route.smart_host is None and session.tls:
+            self._record(Outcome(route.domain, True))
+        return session
+
+    def _record(self, outcome: Outcome) -> None:
+        if self.reports is not None:
+            self.reports.record(outcome, self.clock.seconds())
+
+    async def _session(
+        self, route: Route, host: str, address: str, policy: Policy | None = None
+    ) -> ClientSession:
         endpoint_type = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
         endpoint = endpoint_type(
             self.reactor, address, route.port, timeout=self.settings.connect_timeout
@@ -147,6 +250,8 @@ class Connector:
                 if "STARTTLS" not in session.extensions:
                     raise SessionError("4.7.4", f"{host} offers no STARTTLS, which is required")
                 await session.starttls(verified)
+            elif policy is not None:
+                await self._sts_starttls(session, host, address)
             elif route.smart_host is None and self._try_tls(session, address):
                 try:
                     await session.starttls(opportunistic_client_context(), optional=True)
@@ -167,6 +272,23 @@ class Connector:
             proto.transport.abortConnection()  # type: ignore[union-attr]
             raise SessionError("4.4.2", f"{host}[{address}]: {_why(e)}") from e
 
+    async def _sts_starttls(self, session: ClientSession, host: str, address: str) -> None:
+        """RFC 8461 §4.2: STARTTLS with a certificate valid for the MX name, or STSFailed."""
+        if "STARTTLS" not in session.extensions:
+            raise STSFailed(
+                "starttls-not-supported", "4.7.4", f"{host} offers no STARTTLS (MTA-STS)"
+            )
+        assert self.sts is not None  # a policy comes from it
+        try:
+            await session.starttls(verified_client_context(host, None, self.sts.trust))
+        except SessionError as e:
+            raise STSFailed("starttls-not-supported", "4.7.4", e.diagnostic) from e
+        except Exception as e:
+            why = _why(e)
+            raise STSFailed(
+                _certificate_failure(why), "4.7.5", f"TLS with {host}[{address}] (MTA-STS): {why}"
+            ) from e
+
     def _try_tls(self, session: ClientSession, address: str) -> bool:
         if "STARTTLS" not in session.extensions:
             return False
@@ -179,3 +301,41 @@ class Connector:
 
 def _why(e: Exception) -> str:
     return str(e) or type(e).__name__
+
+
+def _certificate_failure(why: str) -> str:
+    """The RFC 8460 §4.3.2 result type that an OpenSSL or service_identity error names."""
+    text = why.lower()
+    if "mismatch" in text or "hostname" in text or "verificationerror" in text:
+        return "certificate-host-mismatch"
+    if "expired" in text:
+        return "certificate-expired"
+    if "self-signed" in text or "self signed" in text or "issuer" in text:
+        return "certificate-not-trusted"
+    return "validation-failure"
+
+
+def _outcome(
+    policy: Policy,
+    ok: bool,
+    result_type: str,
+    host: str,
+    address: str = "",
+    reason: str = "",
+    sending: ClientSession | None = None,
+) -> Outcome:
+    local = ""
+    if sending is not None:
+        local = getattr(sending.proto.transport.getHost(), "host", "")  # type: ignore[union-attr]
+    return Outcome(
+        policy.domain,
+        ok,
+        "sts",
+        policy.lines,
+        policy.mx,
+        result_type,
+        host,
+        address,
+        local,
+        reason[:200],
+    )

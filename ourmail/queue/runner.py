@@ -61,8 +61,10 @@ from ourmail.queue.files import (
     QueueFiles,
     new_id,
 )
+from ourmail.queue.mtasts import PolicyStore
 from ourmail.queue.mx import MXResolver, RouteError
 from ourmail.queue.remote import Connector, Route, route_for
+from ourmail.queue.tlsrpt import TLSReports
 
 log = Logger()
 
@@ -72,7 +74,14 @@ MAX_ACTIVE = 200
 MAX_LOADED = 256 << 20
 #: Recipients per transaction (RFC 5321 §4.5.3.1.8: servers must take 100, may refuse more).
 RCPTS_PER_MESSAGE = 100
+#: Seconds between looks for TLS-RPT reports to send (each day's go out once it is over).
+REPORT_INTERVAL = 3600
 _ACTIONS = {FAILED: "failed", DELIVERED: "delivered", RELAYED: "relayed"}
+
+
+def _report_failed(failure: object) -> int:
+    log.failure("tls-rpt: sending reports", failure)
+    return 0
 
 
 @attrs.define
@@ -172,6 +181,7 @@ class OutboundQueue(Service):
         local: ILocalDelivery,
         reactor: IReactorTCP,
         clock: IReactorTime | None = None,
+        report_from: str = "",
     ) -> None:
         self.settings = settings
         self.files = QueueFiles(data_dir / "queue")
@@ -183,13 +193,32 @@ class OutboundQueue(Service):
         self.signer: IMessageSigner | None = None
         self.reactor = reactor
         self.clock: IReactorTime = clock or reactor  # type: ignore[assignment]
-        resolver = make_resolver(settings.dns_servers)
+        self.resolver = make_resolver(settings.dns_servers)
+        mx = MXResolver(self.resolver)
+        #: MTA-STS policies (RFC 8461) and the TLS-RPT record (RFC 8460), unless switched off.
+        self.sts: PolicyStore | None = None
+        self.tls_reports: TLSReports | None = None
+        if settings.mta_sts:
+            self.sts = PolicyStore(
+                data_dir / "queue" / "mta-sts",
+                mx,
+                reactor,
+                reactor,  # type: ignore[arg-type]
+                settings.mta_sts_port,
+                settings.mta_sts_ca_file,
+                settings.mta_sts_timeout,
+            )
+            self.tls_reports = TLSReports(
+                data_dir / "queue" / "tlsrpt", hostname, report_from or f"postmaster@{hostname}"
+            )
         self.connector = Connector(
             reactor,
             reactor,  # type: ignore[arg-type]
-            MXResolver(resolver),
+            mx,
             settings,
             hostname,
+            self.sts,
+            self.tls_reports,
         )
         self.connections = 0
         self._destinations: dict[Route, Destination] = {}
@@ -201,6 +230,8 @@ class OutboundQueue(Service):
         self._idle: list[Deferred[None]] = []
         self._loop = LoopingCall(self.tick)
         self._loop.clock = self.clock
+        self._reports_loop = LoopingCall(self.send_tls_reports)
+        self._reports_loop.clock = self.clock
 
     # -- service ---------------------------------------------------------------------------
 
@@ -213,11 +244,23 @@ class OutboundQueue(Service):
         self._due = self._scan()
         self._wakeup_stamp = os.stat(self.files.wakeup).st_mtime
         self._loop.start(1.0, now=False)
+        if self.tls_reports is not None:
+            self._reports_loop.start(REPORT_INTERVAL, now=False)
 
     def stopService(self) -> None:
         super().stopService()
-        if self._loop.running:
-            self._loop.stop()
+        for loop in (self._loop, self._reports_loop):
+            if loop.running:
+                loop.stop()
+
+    def send_tls_reports(self) -> Deferred[int]:
+        """Queue the TLS-RPT reports (RFC 8460) of the days that are over; how many."""
+        if self.tls_reports is None:
+            return defer.succeed(0)
+        d = Deferred.fromCoroutine(
+            self.tls_reports.send(self.clock.seconds(), self.resolver, self.enqueue)
+        )
+        return d.addErrback(_report_failed)
 
     # -- queueing --------------------------------------------------------------------------
 

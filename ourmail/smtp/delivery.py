@@ -15,6 +15,10 @@ Implementation notes (keep these true when changing this module):
   once, and the caller answers only after all are done.
 * Results are per recipient (:class:`~ourmail.interfaces.DeliveryResult`), in RCPT order, so
   LMTP can answer each one (RFC 2033 §4.2) while SMTP answers all or nothing (RFC 5321 §4.2.5).
+* With an :class:`~ourmail.interfaces.ISenderRewriter` (SRS, ``ourmail/srs.py``), an alias's
+  forwards are queued with an SRS sender in the alias's domain (a second enqueue when other
+  recipients keep the original sender), and an SRS address of a local domain resolves to a
+  forward to the address it stands for; a forged or expired one is refused ``550 5.1.1``.
 * The outbound queue is reached only through :class:`~ourmail.interfaces.IOutboundQueue`, and
   the queue reaches this module only through :class:`~ourmail.interfaces.ILocalDelivery`:
   ``smtp/`` and ``queue/`` never import each other.
@@ -42,8 +46,10 @@ from ourmail.interfaces import (
     IForwardSealer,
     ILocalDelivery,
     IMailStore,
+    InvalidSRS,
     IOutboundQueue,
     IQuotaPolicy,
+    ISenderRewriter,
     IUserStore,
     Recipient,
     ShardMoving,
@@ -78,6 +84,8 @@ FULL_FOR_NOW = Refusal(452, "4.2.2", "Mailbox full, try again later")
 #: RFC 3463 §3.3: X.2.1 mailbox disabled (here: being moved to another volume), temporary.
 MOVING = Refusal(451, "4.2.1", "mailbox temporarily unavailable, try later")
 FAILED = Refusal(451, "4.3.0", "local delivery failed, try again later")
+#: A forged or expired SRS address (a bounce that is not ours, or too late).
+BAD_SRS = Refusal(550, "5.1.1", "Recipient address rejected: invalid or expired SRS address")
 
 
 @attrs.frozen
@@ -105,18 +113,23 @@ class Transaction:
     #: not forwarded mail (neither ARC-sealed nor signed as a forwarder).
     authenticated: bool = False
 
-    def outbound(self, forwards: bool | None = None) -> list[tuple[str, RcptParams]]:
-        """Addresses for the queue; an alias's forwards remember the alias (RFC 3461 §4.2).
-        ``forwards``: only an alias's forwards (True) or only addresses elsewhere (False)."""
-        out = []
+    def outbound(
+        self, rewriter: ISenderRewriter | None = None
+    ) -> dict[tuple[str, bool], list[tuple[str, RcptParams]]]:
+        """Addresses for the queue, by envelope sender and whether they are an alias's
+        forwards; the forwards remember the alias (RFC 3461 §4.2) and, with a ``rewriter``,
+        leave with an SRS sender in the alias's domain."""
+        out: dict[tuple[str, bool], list[tuple[str, RcptParams]]] = {}
         for a in self.recipients:
-            if forwards is not None and (a.recipient.kind == "alias") != forwards:
-                continue
+            forwarded = a.recipient.kind == "alias"
+            sender = self.sender
+            if rewriter is not None and forwarded and a.recipient.forwards:
+                sender = rewriter.forward(self.sender, a.recipient.address.rpartition("@")[2])
             for address in a.recipient.outbound:
                 params = a.params
                 if address != a.recipient.address and params.orcpt is None:
                     params = RcptParams(params.notify, f"rfc822;{a.recipient.address}")
-                out.append((address, params))
+                out.setdefault((sender, forwarded), []).append((address, params))
         return out
 
 
@@ -140,6 +153,7 @@ class Delivery:
         store: IMailStore,
         quota: IQuotaPolicy,
         queue: IOutboundQueue | None = None,
+        rewriter: ISenderRewriter | None = None,
     ) -> None:
         self.directory = directory
         self.store = store
@@ -148,6 +162,8 @@ class Delivery:
         self.queue = queue
         #: ARC sealing of an alias's forwards (wired by service.py); None: forwarded as is.
         self.sealer: IForwardSealer | None = None
+        #: SRS for forwarded mail, and the way back for bounces to SRS addresses.
+        self.rewriter = rewriter
 
     # -- recipients --------------------------------------------------------------------------
 
@@ -158,6 +174,11 @@ class Delivery:
             failure.trap(DirectoryUnavailable)  # type: ignore[attr-defined]
             return DIRECTORY_DOWN
 
+        srs = self._reverse_srs(address)
+        if isinstance(srs, Recipient):
+            return defer.succeed(self.check(srs, size, may_relay) or srs)
+        if srs is not None:
+            return defer.succeed(srs)
         d = self.directory.lookup(address)
         d.addCallbacks(lambda rcpt: self.check(rcpt, size, may_relay) or rcpt, unavailable)
         return d  # type: ignore[return-value]
@@ -174,6 +195,29 @@ class Delivery:
             return UNKNOWN
         return None if may_relay else RELAY_DENIED
 
+    def _reverse_srs(self, address: str) -> Recipient | Refusal | None:
+        """An SRS address in a local domain: a forward to the address it stands for (the
+        original sender, or the first forwarder's SRS0 address); None for other addresses."""
+        if self.rewriter is None or not self.directory.is_local_domain(_domain(address)):
+            return None
+        target = address
+        for _ in range(2):  # SRS1 -> SRS0 at the first forwarder, which may be here too
+            try:
+                back = self.rewriter.reverse(target)
+            except InvalidSRS as e:
+                log.info("refused SRS address <{address}>: {why}", address=address, why=str(e))
+                return BAD_SRS
+            if back is None:
+                break
+            target = back
+            if not self.directory.is_local_domain(_domain(target)):
+                break
+        if target == address:
+            return None
+        if self.directory.is_local_domain(_domain(target)):
+            return BAD_SRS  # we never rewrite a local sender: not one of ours
+        return Recipient("alias", address, forwards=(target,))
+
     # -- fan-out -----------------------------------------------------------------------------
 
     @inlineCallbacks
@@ -182,26 +226,20 @@ class Delivery:
         waits for fires only once its copy is durable."""
         # Each mailbox gets one copy, however many recipients (aliases) lead to it.
         mailboxes = list(dict.fromkeys(m for a in txn.recipients for m in a.recipient.mailboxes))
-        elsewhere, forwards = txn.outbound(False), txn.outbound(True)
+        outbound = txn.outbound(self.rewriter)
         jobs = [self._store_copy(m, source, txn.junk) for m in mailboxes]
-        if elsewhere:
+        for (sender, forwarded), rcpts in outbound.items():
             assert self.queue is not None
-            jobs.append(
-                self.queue.enqueue(txn.sender, elsewhere, source, txn.mail_params, txn.utf8)
-            )
-        if forwards and txn.authenticated:
-            assert self.queue is not None
-            jobs.append(self.queue.enqueue(txn.sender, forwards, source, txn.mail_params, txn.utf8))
-        elif forwards:
-            jobs.append(self._forward(txn, forwards, source))
+            if forwarded and not txn.authenticated:  # a user's own mail is not sealed
+                jobs.append(self._forward(txn, sender, rcpts, source))
+            else:
+                jobs.append(self.queue.enqueue(sender, rcpts, source, txn.mail_params, txn.utf8))
         outcomes = yield defer.DeferredList(jobs, consumeErrors=True)
         for ok, outcome in outcomes:
             if not ok:
                 log.failure("delivery of {id} failed", outcome, id=txn.id)
         stored = dict(zip(mailboxes, outcomes, strict=False))
-        rest = iter(outcomes[len(mailboxes) :])
-        queued = {False: next(rest) if elsewhere else (True, None)}
-        queued[True] = next(rest) if forwards else (True, None)
+        queued = next((o for o in outcomes[len(mailboxes) :] if not o[0]), (True, None))
         delivered = [m for m, (ok, _) in stored.items() if ok]
         if delivered:
             log.info(
@@ -214,9 +252,8 @@ class Delivery:
         results = []
         for a in txn.recipients:
             failed = [stored[m][1] for m in a.recipient.mailboxes if not stored[m][0]]
-            went = queued[a.recipient.kind == "alias"]
-            if not failed and a.recipient.outbound and not went[0]:
-                failed = [went[1]]
+            if not failed and a.recipient.outbound and not queued[0]:
+                failed = [queued[1]]
             address = a.recipient.address
             if not failed:
                 results.append(DeliveryResult(address, 250, "2.0.0", "delivered"))
@@ -226,7 +263,7 @@ class Delivery:
         return results
 
     def _forward(
-        self, txn: Transaction, forwards: list[tuple[str, RcptParams]], source: Source
+        self, txn: Transaction, sender: str, forwards: list[tuple[str, RcptParams]], source: Source
     ) -> Deferred[str]:
         """Queue an alias's forwards, ARC-sealed when a sealer is wired; a sealing failure
         forwards the message unsealed (logged): nothing acknowledged is lost."""
@@ -244,7 +281,7 @@ class Delivery:
             sealed.addErrback(unsealed)
         return sealed.addCallback(
             lambda content: queue.enqueue(
-                txn.sender, forwards, content, txn.mail_params, txn.utf8, forwarded=True
+                sender, forwards, content, txn.mail_params, txn.utf8, forwarded=True
             )
         )
 
@@ -302,3 +339,7 @@ class Delivery:
             else attrs.evolve(next(delivered), address=address)
             for (address, _), rcpt in zip(recipients, found, strict=True)
         ]
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower()

@@ -410,7 +410,8 @@ class SMTPServer(LineProtocol):
         if path.lower() == "postmaster":  # RFC 5321 §4.5.1
             path = f"postmaster@{self.ctx.primary_domain}"
         try:
-            address = normalise_address(path)
+            # RFC 5321 §4.5.3.1: accept local parts beyond 64 octets (SRS addresses are).
+            address = normalise_address(path, max_local=syntax.MAX_PATH)
         except AddressError:
             domain = path.rpartition("@")[2].lower()
             if not self.ctx.directory.is_local_domain(domain) and self.user is None:

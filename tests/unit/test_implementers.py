@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from storehelp import on_reactor
 from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import Clock
 from zope.interface import implementedBy
 from zope.interface.verify import verifyObject
@@ -35,12 +36,14 @@ from ourmail.net.dns import make_resolver
 from ourmail.net.lineproto import LineProtocol, _ChunkSender
 from ourmail.net.tls import ReloadableServerTLS
 from ourmail.pop3.policy import NoRetention
+from ourmail.queue.mtasts import ToAddress
 from ourmail.queue.runner import OutboundQueue
 from ourmail.secure import selfsigned
 from ourmail.secure.arcseal import ARCSealer
 from ourmail.secure.dkimkeys import KeyStore
 from ourmail.secure.dkimsign import DKIMSigner
 from ourmail.smtp.delivery import Delivery
+from ourmail.srs import SenderRewriter
 from ourmail.store.memory import MemoryStore
 from ourmail.store.quota import QuotaPolicy
 from ourmail.store.userstore import MaildirStore
@@ -130,10 +133,14 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.net.lineproto._ChunkSender": lambda tmp: _ChunkSender(LineProtocol(), iter([])),
     "ourmail.net.tls.ReloadableServerTLS": _tls,
     "ourmail.pop3.policy.NoRetention": lambda tmp: NoRetention(),
+    "ourmail.queue.mtasts.ToAddress": lambda tmp: ToAddress(
+        TCP4ClientEndpoint(reactor, "127.0.0.1", 443)
+    ),
     "ourmail.queue.runner.OutboundQueue": lambda tmp: OutboundQueue(
         QueueSettings(), tmp, "mail.example.test", _directory(tmp), _delivery(tmp), reactor
     ),
     "ourmail.smtp.delivery.Delivery": _delivery,
+    "ourmail.srs.SenderRewriter": lambda tmp: SenderRewriter([b"k"], bool, Clock()),
     "ourmail.filters.chain.FilterChain": lambda tmp: FilterChain([], Clock(), "mx.test"),
     "ourmail.filters.dnsbl.DNSBLFactory": lambda tmp: dnsbl.factory,
     "ourmail.filters.dnsbl.DNSBLCheck": lambda tmp: dnsbl.factory.build(
