@@ -20,7 +20,7 @@ from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
 
 from ourmail.auth.passwords import hash_password
-from ourmail.config import SERVICES, QueueSettings, ThrottleSettings, load_settings
+from ourmail.config import SERVICES, DNSSettings, QueueSettings, ThrottleSettings, load_settings
 from ourmail.service import Server, build
 
 PASSWORD = "correct horse battery staple"
@@ -101,6 +101,8 @@ def running_server(
     )
     queue = changes.pop("queue", QueueSettings())
     queue = attrs.evolve(queue, dns_servers=(f"127.0.0.1:{dns_zone()[1]}",))
+    # The filter chain's lookups too: tests never ask DNS servers off this machine.
+    changes.setdefault("dns", DNSSettings(servers=(f"127.0.0.1:{dns_zone()[1]}",)))
     throttle = changes.pop("auth_throttle", ThrottleSettings(base_delay=0.05))
     # In-process tests reach into the listeners' factories: no MX workers unless asked for.
     changes.setdefault("mx_processes", 1)

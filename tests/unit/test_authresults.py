@@ -44,6 +44,12 @@ def test_forged_fields_under_our_id_are_removed_folded_or_commented() -> None:
     )
 
 
+def test_an_empty_authserv_id_is_no_claim() -> None:
+    assert authresults.authserv_id_of(b" ; spf=pass") == ""
+    head = b"Authentication-Results: ;\r\n"
+    assert authresults.strip_own(head, "mx.t") == head
+
+
 def test_a_field_with_no_end_is_removed_to_the_end() -> None:
     assert authresults.strip_own(b"Authentication-Results: mx.t; x", "mx.t") == b""
 
