@@ -18,7 +18,9 @@ from ourmail.filters.chain import FilterChain
 from ourmail.interfaces import STAGES, FilterEnvironment, ICheck, ICheckFactory
 
 #: Built-in checks: name -> "module:factory".
-BUILTIN: Mapping[str, str] = {}
+BUILTIN: Mapping[str, str] = {
+    "dkim": "ourmail.filters.dkim:factory",
+}
 
 #: Options every check takes, read by the chain's builder.
 COMMON_OPTIONS = ("timeout", "on_error")

@@ -26,6 +26,7 @@ from ourmail.auth.realm import MailRealm
 from ourmail.config import LoginCacheSettings, QueueSettings, QuotaSettings
 from ourmail.directory.ldap import LDAPChecker, LDAPDirectory, LDAPSettings
 from ourmail.directory.local import LocalDirectory
+from ourmail.filters import dkim
 from ourmail.filters.chain import FilterChain
 from ourmail.net.lineproto import LineProtocol, _ChunkSender
 from ourmail.net.tls import ReloadableServerTLS
@@ -123,6 +124,8 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     ),
     "ourmail.smtp.delivery.Delivery": _delivery,
     "ourmail.filters.chain.FilterChain": lambda tmp: FilterChain([], Clock(), "mx.test"),
+    "ourmail.filters.dkim.DKIMCheck": lambda tmp: dkim.DKIMCheck(None, reactor),
+    "ourmail.filters.dkim.DKIMFactory": lambda tmp: dkim.factory,
     "ourmail.store.quota.QuotaPolicy": lambda tmp: QuotaPolicy(QuotaSettings(), AccountDB(tmp)),
     "ourmail.store.folder.StoredMessage": _maildir_message,
     "ourmail.store.folder.MaildirFolder": _maildir_inbox,
