@@ -20,6 +20,7 @@ from ourmail.interfaces import STAGES, FilterEnvironment, ICheck, ICheckFactory
 #: Built-in checks: name -> "module:factory".
 BUILTIN: Mapping[str, str] = {
     "dkim": "ourmail.filters.dkim:factory",
+    "dmarc": "ourmail.filters.dmarc:factory",
 }
 
 #: Options every check takes, read by the chain's builder.

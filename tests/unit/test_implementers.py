@@ -26,7 +26,7 @@ from ourmail.auth.realm import MailRealm
 from ourmail.config import LoginCacheSettings, QueueSettings, QuotaSettings
 from ourmail.directory.ldap import LDAPChecker, LDAPDirectory, LDAPSettings
 from ourmail.directory.local import LocalDirectory
-from ourmail.filters import dkim
+from ourmail.filters import dkim, dmarc
 from ourmail.filters.chain import FilterChain
 from ourmail.net.lineproto import LineProtocol, _ChunkSender
 from ourmail.net.tls import ReloadableServerTLS
@@ -126,6 +126,8 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.filters.chain.FilterChain": lambda tmp: FilterChain([], Clock(), "mx.test"),
     "ourmail.filters.dkim.DKIMCheck": lambda tmp: dkim.DKIMCheck(None, reactor),
     "ourmail.filters.dkim.DKIMFactory": lambda tmp: dkim.factory,
+    "ourmail.filters.dmarc.DMARCCheck": lambda tmp: dmarc.DMARCCheck(None, reactor),
+    "ourmail.filters.dmarc.DMARCFactory": lambda tmp: dmarc.factory,
     "ourmail.store.quota.QuotaPolicy": lambda tmp: QuotaPolicy(QuotaSettings(), AccountDB(tmp)),
     "ourmail.store.folder.StoredMessage": _maildir_message,
     "ourmail.store.folder.MaildirFolder": _maildir_inbox,
