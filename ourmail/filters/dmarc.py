@@ -244,11 +244,19 @@ def _option(options: Mapping[str, object], key: str, kind: Any, default: Any) ->
 @implementer(ICheckFactory)
 class DMARCFactory:
     """``[filters.check.dmarc]``: ``dns_timeout`` (5 s), ``reject_malformed_from`` (true),
-    ``reports`` (true: record results and send aggregate reports), ``report_from``
-    (``postmaster@<first local domain>``), ``report_interval`` (86400 s)."""
+    ``reports`` (true: record results and send aggregate reports; only with a queue),
+    ``report_from`` (``postmaster@<first local domain>``), ``report_interval`` (86400 s),
+    ``max_results`` (1,000,000 results waiting for a report at most)."""
 
     name = "dmarc"
-    options = ("dns_timeout", "reject_malformed_from", "reports", "report_from", "report_interval")
+    options = (
+        "dns_timeout",
+        "reject_malformed_from",
+        "reports",
+        "report_from",
+        "report_interval",
+        "max_results",
+    )
 
     def build(self, options: Mapping[str, object], env: FilterEnvironment) -> ICheck:
         unknown = sorted(set(options) - set(self.options))
@@ -264,8 +272,11 @@ class DMARCFactory:
         if "@" not in sender:
             raise ValueError("report_from must be a mail address")
         reporter = None
-        if _option(options, "reports", bool, True):
-            store = ResultStore(Path(env.state_dir) / "dmarc" / "results.sqlite")
+        limit = _option(options, "max_results", int, 1_000_000)
+        if limit < 1:
+            raise ValueError("max_results must be at least 1")
+        if _option(options, "reports", bool, True) and env.queue is not None:
+            store = ResultStore(Path(env.state_dir) / "dmarc" / "results.sqlite", limit)
             reporter = Reporter(
                 store, env.queue, env.resolver, env.reactor, env.hostname, sender, interval, timeout
             )

@@ -45,9 +45,10 @@ class ResultStore:
     """The evaluated messages not yet reported (one SQLite file, WAL, several processes).
     Every method blocks: call them in a thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, limit: int = 1_000_000) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.limit = limit
         with self._db() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
@@ -57,13 +58,20 @@ class ResultStore:
         db.execute("PRAGMA synchronous=FULL")
         return db
 
-    def add(self, policy_domain: str, at: float, row: Mapping[str, Any]) -> None:
-        """Record one evaluated message (durable when this returns)."""
+    def add(self, policy_domain: str, at: float, row: Mapping[str, Any]) -> bool:
+        """Record one evaluated message (durable when this returns); False when ``limit``
+        results wait already (a flood of forged mail must not fill the disk)."""
         with self._db() as db:
+            (waiting,) = db.execute(
+                "SELECT COALESCE(MAX(id) - MIN(id) + 1, 0) FROM results"
+            ).fetchone()
+            if waiting >= self.limit:
+                return False
             db.execute(
                 "INSERT INTO results (policy_domain, at, data) VALUES (?, ?, ?)",
                 (policy_domain, at, json.dumps(row, sort_keys=True)),
             )
+        return True
 
     def pending(self) -> dict[str, list[tuple[int, float, dict[str, Any]]]]:
         """The recorded results by policy domain, as (id, time, row)."""
@@ -207,8 +215,17 @@ class Reporter:
 
     def record(self, policy_domain: str, row: Mapping[str, Any]) -> Deferred[None]:
         """Record one evaluated message (in a thread)."""
+
+        def recorded(kept: bool) -> None:
+            if not kept:
+                log.warn(
+                    "dmarc: {limit} results wait for a report already: {domain} not recorded",
+                    limit=self.store.limit,
+                    domain=policy_domain,
+                )
+
         now = self.reactor.seconds()
-        return self._in_thread(self.store.add, policy_domain, now, row)
+        return self._in_thread(self.store.add, policy_domain, now, row).addCallback(recorded)
 
     def start(self) -> None:
         """Check hourly whether a report is due (the day is counted in the database)."""

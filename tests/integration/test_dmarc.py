@@ -10,19 +10,22 @@ import email
 import gzip
 import smtplib
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from conftest import RunningServer, dns_zone, running_server
 from dkimpeers import mail_dkim_sign, publish, rsa_key, sign
 from lxml import etree
 from twisted.internet import reactor
+from twisted.internet.defer import succeed
 from twisted.internet.threads import blockingCallFromThread
 
 from ourmail.config import DNSSettings, FilterSettings
-from ourmail.filters.dmarc import factory
+from ourmail.filters.dmarc import DMARCCheck, factory
 from ourmail.filters.dmarcreport import Reporter, ResultStore
 from ourmail.interfaces import FilterEnvironment, MailContext
 from ourmail.net.dns import make_resolver
@@ -239,3 +242,78 @@ def test_a_silent_dns_server_is_temperror_and_delivers(tmp_path: Path) -> None:
         silent.bind(("127.0.0.1", 0))
         verdict = evaluate(tmp_path, "slow.test", {}, silent.getsockname()[1])
     assert verdict.action == "accept" and verdict.results[0].result == "temperror"
+
+
+@attrs.define
+class FakeQueue:
+    """An IOutboundQueue that keeps what it is given."""
+
+    queued: list[tuple[str, list[str], bytes]] = attrs.Factory(list)
+
+    def enqueue(self, sender: str, recipients: Any, content: bytes, *args: Any) -> Any:
+        self.queued.append((sender, [a for a, _ in recipients], content))
+        return succeed(f"q{len(self.queued)}")
+
+    def report_delivered(self, *args: Any) -> Any:
+        return succeed(None)
+
+
+def test_reports_go_out_once_an_interval(tmp_path: Path) -> None:
+    setup_domain("daily.test", "v=DMARC1; p=none; rua=mailto:agg@daily.test")
+    queue = FakeQueue()
+    resolver = make_resolver([f"127.0.0.1:{dns_zone()[1]}"])
+    store = ResultStore(tmp_path / "r.sqlite", limit=2)
+    sender = Reporter(store, queue, resolver, reactor, "mx.test", "pm@mx.test", interval=0.5)
+    row = {"record": {}, "policy": {}, "rua": [{"address": "agg@daily.test", "limit": 0}]}
+    results = [blockingCallFromThread(reactor, sender.record, "daily.test", row) for _ in range(3)]
+    assert results == [None] * 3 and len(store.pending()["daily.test"]) == 2  # the limit
+    store.forget("daily.test", 10**9)
+    check = DMARCCheck(resolver, reactor, sender)
+    context = MailContext("192.0.2.7", "smtp", sender="x@daily.test", content=message("daily.test"))
+    blockingCallFromThread(reactor, check.check, "data", context)
+    blockingCallFromThread(reactor, sender.start)
+    try:
+        deadline = time.monotonic() + 5
+        while not queue.queued and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        blockingCallFromThread(reactor, sender.stop)
+    ((frm, to, content),) = queue.queued  # the first tick only starts the day
+    assert (frm, to) == ("pm@mx.test", ["agg@daily.test"])
+    assert b"Report Domain: daily.test" in content
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        ["v=DMARC1; p=reject", "v=DMARC1; p=none"],  # two: no policy (RFC 7489 6.6.3)
+        ["v=DMARC1; p=nonsense"],
+        ["v=DMARC1; p=reject; " + "x" * 5000],  # over MAX_RECORD: ignored
+        ["p=reject"],
+    ],
+)
+def test_unusable_records_mean_no_policy(tmp_path: Path, records: list[str]) -> None:
+    zone, _ = dns_zone()
+    zone.set_txt(
+        "_dmarc.unusable.test",
+        *[[r[i : i + 255].encode() for i in range(0, len(r), 255)] for r in records],
+    )
+    verdict = evaluate(tmp_path, "unusable.test", {})
+    assert verdict.action == "accept" and verdict.results[0].result == "none"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"bogus": 1},
+        {"dns_timeout": 0},
+        {"report_interval": 1},
+        {"report_from": "nobody"},
+        {"reports": "yes"},
+        {"max_results": 0},
+    ],
+)
+def test_bad_options_are_refused(tmp_path: Path, options: dict[str, Any]) -> None:
+    env = FilterEnvironment(None, reactor, "mx.test", (), tmp_path)
+    with pytest.raises(ValueError):
+        factory.build(options, env)
