@@ -16,7 +16,9 @@ from dkimpeers import ed25519_key, mail_dkim_sign, opendkim_sign, publish, rsa_k
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet import reactor
+from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.threads import blockingCallFromThread
+from twisted.names import dns
 
 from ourmail.config import DNSSettings, FilterSettings
 from ourmail.filters.dkim import factory
@@ -231,3 +233,32 @@ def test_results_reach_the_stored_message(server: Any, tmp_path: Path) -> None:
         b"Authentication-Results: mail.example.test;\r\n"
         b"\tdkim=pass header.d=smtp.dkim.test header.s=sel header.a=rsa-sha256\r\n"
     )
+
+
+class Truncating(DatagramProtocol):
+    """A DNS server that answers every query over UDP with an empty, truncated reply (TC=1)
+    and has no TCP: a large answer that cannot be had whole."""
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        query = dns.Message()
+        query.fromStr(data)
+        reply = dns.Message(id=query.id, answer=1, trunc=1)
+        reply.queries = query.queries
+        self.transport.write(reply.toStr(), addr)
+
+
+def test_a_large_key_is_fetched_and_a_truncated_one_is_temperror(tmp_path: Path) -> None:
+    zone, _ = dns_zone()
+    pem, record = rsa_key(4096)
+    publish(zone, "big.dkim.test", "sel", record)
+    signed = sign(message("big.dkim.test"), "big.dkim.test", "sel", key=pem)
+    (result,), _ = verify(tmp_path, signed)
+    assert result.result == "pass"
+    port = blockingCallFromThread(reactor, reactor.listenUDP, 0, Truncating(), "127.0.0.1")
+    try:
+        check = make_check(tmp_path, port.getHost().port, dns_timeout=2)
+        context = MailContext("192.0.2.1", content=signed)
+        (result,) = blockingCallFromThread(reactor, check.check, "data", context).results
+    finally:
+        blockingCallFromThread(reactor, port.stopListening)
+    assert result.result == "temperror" and result.reason.startswith("DNS ")
