@@ -156,6 +156,8 @@ def verify_signatures(
 ) -> None:
     """Decide the signatures still open with their prefetched ``keys`` (CPU work: call in a
     thread).  Never raises for bad input: every signature ends with a result."""
+    if all(sig.result for sig in signatures):
+        return
     try:
         verifier = dkim.DKIM(message, minkey=min_rsa_bits, logger=_QUIET)
     except dkim.DKIMException as e:

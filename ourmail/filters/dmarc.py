@@ -22,6 +22,7 @@ import email.parser
 import email.policy
 import email.utils
 import random
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -51,13 +52,15 @@ from ourmail.interfaces import (
 )
 
 log = Logger()
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _MILDER = {"reject": "quarantine", "quarantine": "none", "none": "none"}
 
 
 def from_domain(head: bytes) -> str | None:
     """The domain of the one address in the one ``From:`` field of ``head``, or None when
     there is not exactly one (RFC 7489 §6.6.1)."""
-    headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
+    text = head.decode("utf-8", "replace")  # RFC 6532: UTF-8 header fields
+    headers = email.parser.HeaderParser(policy=email.policy.compat32).parsestr(text)
     fields = headers.get_all("From") or []
     if len(fields) != 1:
         return None
@@ -65,8 +68,12 @@ def from_domain(head: bytes) -> str | None:
     if len(addresses) != 1:
         return None
     local, at, domain = addresses[0].rpartition("@")
-    domain = domain.strip().rstrip(".").lower()
-    if not (local and at and domain) or " " in domain or "." not in domain:
+    try:  # the A-label form for DNS (RFC 5891); a U-label From: is looked up as such
+        domain = domain.strip().rstrip(".").encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return None
+    labels = domain.split(".")
+    if not (local and at) or len(labels) < 2 or not all(map(_LABEL.match, labels)):
         return None
     return domain
 

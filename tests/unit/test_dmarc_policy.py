@@ -8,6 +8,8 @@ import gzip
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from lxml import etree
 
 from ourmail.filters.dmarc import from_domain
@@ -65,6 +67,10 @@ def test_records_are_parsed_as_rfc_7489_says() -> None:
         (b"To: x@y.test\r\n", None),
         (b"From: undisclosed\r\n", None),
         (b"From: =?utf-8?q?B=C3=B6b?= <bob@example.org>\r\n", "example.org"),
+        ("From: bob@b\u00fccher.example\r\n".encode(), "xn--bcher-kva.example"),
+        (b"From: bob@[192.0.2.1]\r\n", None),
+        (b"From: bob@localhost\r\n", None),
+        (b"From: bob@" + b"a" * 70 + b".test\r\n", None),
     ],
 )
 def test_the_from_domain(head: bytes, domain: str | None) -> None:
@@ -138,3 +144,15 @@ def test_results_are_kept_until_reported_and_one_process_sends(tmp_path: Path) -
     assert not again.claim(2000.0, 86400)
     assert store.claim(1000.0 + 86400, 86400)
     assert not again.claim(1000.0 + 86401, 86400)  # the other process sent already
+
+
+@given(st.binary(max_size=400))
+def test_any_from_field_gets_an_answer(value: bytes) -> None:
+    domain = from_domain(b"From: " + value.replace(b"\r\n", b" ") + b"\r\n\r\n")
+    assert domain is None or domain.isascii()
+
+
+@given(st.text(max_size=400))
+def test_any_record_parses_or_is_none(text: str) -> None:
+    policy = parse_record("v=DMARC1; " + text, "example.org")
+    assert policy is None or (policy.p in ("none", "quarantine", "reject") and policy.pct >= 0)
