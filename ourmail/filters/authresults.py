@@ -60,8 +60,8 @@ def field(name: str, value: str) -> bytes:
 
 def authserv_id_of(value: bytes) -> str:
     """The authserv-id an Authentication-Results value starts with (comments skipped)."""
-    text = _COMMENT.sub(b" ", value).strip()
-    return text.split(b";", 1)[0].split()[0].decode("ascii", "replace").lower() if text else ""
+    words = _COMMENT.sub(b" ", value).split(b";", 1)[0].split()
+    return words[0].decode("ascii", "replace").lower() if words else ""
 
 
 def strip_own(head: bytes, authserv_id: str) -> bytes:

@@ -291,7 +291,8 @@ class DKIMCheck:
                 return ("temperror", f"DNS time-out for {name}")
             return ("temperror", f"DNS error for {name}: {failure.type.__name__}")
 
-        return d.addCallbacks(found, failed)
+        key: Deferred[bytes | tuple[str, str]] = d.addCallbacks(found, failed)
+        return key
 
 
 def _number(options: Mapping[str, object], key: str, default: float, low: float) -> float:

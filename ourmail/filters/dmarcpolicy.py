@@ -158,7 +158,8 @@ def txt_records(
             return None
         raise PolicyLookupError(f"DNS {failure.type.__name__} for {name}")
 
-    return d.addCallbacks(found, failed)
+    texts: Deferred[list[str] | None] = d.addCallbacks(found, failed)
+    return texts
 
 
 def _one_policy(texts: Sequence[str] | None, domain: str) -> Policy | None:

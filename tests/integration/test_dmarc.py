@@ -317,3 +317,12 @@ def test_bad_options_are_refused(tmp_path: Path, options: dict[str, Any]) -> Non
     env = FilterEnvironment(None, reactor, "mx.test", (), tmp_path)
     with pytest.raises(ValueError):
         factory.build(options, env)
+
+
+@pytest.mark.parametrize(("draw", "action"), [(0.49, "reject"), (0.5, "junk")])
+def test_pct_samples_with_the_injected_random(tmp_path: Path, draw: float, action: str) -> None:
+    setup_domain("half.test", "v=DMARC1; p=reject; pct=50")
+    resolver = make_resolver([f"127.0.0.1:{dns_zone()[1]}"])
+    check = DMARCCheck(resolver, reactor, sample=lambda: draw)
+    context = MailContext("192.0.2.1", content=message("half.test"))
+    assert blockingCallFromThread(reactor, check.check, "data", context).action == action
