@@ -81,8 +81,8 @@ class Signature:
 
     def auth_result(self) -> AuthResult:
         """The ``dkim=`` result (RFC 8601 §2.7.1) with the signature's d=, s= and a=."""
-        props = [("header.d", self.domain), ("header.s", self.selector)]
-        props.append(("header.a", self.algorithm))
+        props = (("header.d", self.domain), ("header.s", self.selector))
+        props += (("header.a", self.algorithm),)
         return AuthResult("dkim", self.result, self.reason, tuple((k, v) for k, v in props if v))
 
 
