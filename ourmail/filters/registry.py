@@ -23,6 +23,8 @@ BUILTIN: Mapping[str, str] = {
     "greylist": "ourmail.filters.greylist:factory",
     "spf": "ourmail.filters.spf:factory",
     "arc": "ourmail.filters.arc:factory",
+    "dkim": "ourmail.filters.dkim:factory",
+    "dmarc": "ourmail.filters.dmarc:factory",
 }
 
 #: Options every check takes, read by the chain's builder.

@@ -27,7 +27,7 @@ from ourmail.auth.realm import MailRealm
 from ourmail.config import LoginCacheSettings, QueueSettings, QuotaSettings
 from ourmail.directory.ldap import LDAPChecker, LDAPDirectory, LDAPSettings
 from ourmail.directory.local import LocalDirectory
-from ourmail.filters import dnsbl, greylist
+from ourmail.filters import dkim, dmarc, dnsbl, greylist
 from ourmail.filters.arc import ARCCheck, ARCCheckFactory
 from ourmail.filters.chain import FilterChain
 from ourmail.filters.spf import SPFCheck, SPFFactory
@@ -158,6 +158,10 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.secure.arcseal.ARCSealer": lambda tmp: ARCSealer(
         DKIMSigner(KeyStore(tmp), "mx.test"), "mx.test"
     ),
+    "ourmail.filters.dkim.DKIMCheck": lambda tmp: dkim.DKIMCheck(None, reactor),
+    "ourmail.filters.dkim.DKIMFactory": lambda tmp: dkim.factory,
+    "ourmail.filters.dmarc.DMARCCheck": lambda tmp: dmarc.DMARCCheck(None, reactor),
+    "ourmail.filters.dmarc.DMARCFactory": lambda tmp: dmarc.factory,
     "ourmail.store.quota.QuotaPolicy": lambda tmp: QuotaPolicy(QuotaSettings(), AccountDB(tmp)),
     "ourmail.store.folder.StoredMessage": _maildir_message,
     "ourmail.store.folder.MaildirFolder": _maildir_inbox,
