@@ -114,7 +114,7 @@ class DMARCCheck:
     reactor: Any
     reporter: Reporter | None = None
     dns_timeout: float = 5.0
-    reject_malformed_from: bool = True
+    reject_malformed_from: bool = False
     sample: Callable[[], float] = random.random
     name: str = "dmarc"
     stages: tuple[Stage, ...] = ("data",)
@@ -250,7 +250,7 @@ def _option(options: Mapping[str, object], key: str, kind: Any, default: Any) ->
 
 @implementer(ICheckFactory)
 class DMARCFactory:
-    """``[filters.check.dmarc]``: ``dns_timeout`` (5 s), ``reject_malformed_from`` (true),
+    """``[filters.check.dmarc]``: ``dns_timeout`` (5 s), ``reject_malformed_from`` (false),
     ``reports`` (true: record results and send aggregate reports; only with a queue),
     ``report_from`` (``postmaster@<first local domain>``), ``report_interval`` (86400 s),
     ``max_results`` (1,000,000 results waiting for a report at most)."""
@@ -293,7 +293,7 @@ class DMARCFactory:
             reactor=env.reactor,
             reporter=reporter,
             dns_timeout=timeout,
-            reject_malformed_from=_option(options, "reject_malformed_from", bool, True),
+            reject_malformed_from=_option(options, "reject_malformed_from", bool, False),
         )
 
 

@@ -9,8 +9,8 @@ Implementation notes (keep these true when changing this module):
   but QUIT, so it hears why instead of seeing the connection drop.
 * At the end of DATA the checks see the message as it will be stored; then any
   ``Authentication-Results:`` field claiming this host's authserv-id is removed (RFC 8601
-  §5), ours and the checks' own fields are added on top, and a ``junk`` verdict files the
-  message into the recipients' Junk folder.
+  §5), ours and the checks' own fields are added below our Received: field, and a ``junk``
+  verdict files the message into the recipients' Junk folder.
 """
 
 from __future__ import annotations
@@ -33,12 +33,14 @@ def header_end(head: bytes) -> int:
 
 
 def rewrite_header(
-    spool: Spool, chain: IFilterChain, context: MailContext, outcome: ChainOutcome
+    spool: Spool, chain: IFilterChain, context: MailContext, outcome: ChainOutcome, at: int
 ) -> None:
-    """Remove forged results under our authserv-id, then add ours and the checks' fields."""
+    """Remove forged results under our authserv-id, then add ours and the checks' fields at
+    ``at``: just below this host's own Received: field, which stays the first line (the trace
+    of this hop, RFC 5321 §4.4), as large providers place theirs."""
     head = spool.head(HEADER_SCAN)
     end = header_end(head)
-    cleaned = chain.strip(head[:end])
-    if len(cleaned) != end:
-        spool.replace(0, end, cleaned)
-    spool.insert(0, chain.fields(context, outcome))
+    cleaned = chain.strip(head[at:end])
+    if len(cleaned) != end - at:
+        spool.replace(at, end - at, cleaned)
+    spool.insert(at, chain.fields(context, outcome))

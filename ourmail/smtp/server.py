@@ -580,7 +580,7 @@ class SMTPServer(LineProtocol):
                 self._refuse(refusal)
                 return
         if checks is not None:
-            rewrite_header(spool, checks, self.mail_context, self._verdicts)
+            rewrite_header(spool, checks, self.mail_context, self._verdicts, self._received_len)
         yield self._deliver()
 
     def _may_send_as(self, address: str) -> bool:

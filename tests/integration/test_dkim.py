@@ -229,10 +229,11 @@ def test_results_reach_the_stored_message(server: Any, tmp_path: Path) -> None:
         s.sendmail(f"bob@{domain}", [server.user], signed)
     inbox = server.server.store.shards.user_dir(server.user) / "new"
     (stored,) = [p.read_bytes() for p in inbox.iterdir()]
-    assert stored.startswith(
-        b"Authentication-Results: mail.example.test;\r\n"
+    assert stored.startswith(b"Received: from ")  # this hop's trace first, then its results
+    assert (
+        b"\r\nAuthentication-Results: mail.example.test;\r\n"
         b"\tdkim=pass header.d=smtp.dkim.test header.s=sel header.a=rsa-sha256\r\n"
-    )
+    ) in stored
 
 
 class Truncating(DatagramProtocol):

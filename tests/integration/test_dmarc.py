@@ -140,10 +140,21 @@ def test_pct_0_samples_out(server: RunningServer) -> None:
     assert b"header.from=pctr.test" in junk
 
 
-def test_not_exactly_one_from_is_refused(server: RunningServer) -> None:
-    with pytest.raises(smtplib.SMTPDataError) as e:
-        send(server, b"From: a@x.test\r\n" + message("y.test"), "x@y.test")
-    assert e.value.smtp_code == 550 and b"exactly one From" in e.value.smtp_error
+def test_not_exactly_one_from_is_permerror_or_refused_when_asked(tmp_path: Path) -> None:
+    two_froms = b"From: a@x.test\r\n" + message("y.test")
+    dns = DNSSettings(servers=(f"127.0.0.1:{dns_zone()[1]}",))
+    for strict in (False, True):
+        options = {SPF: {"results": SPF_PASS}, "dmarc": {"reject_malformed_from": strict}}
+        filters = FilterSettings(chain=(SPF, "dkim", "dmarc"), options=options)
+        with running_server(tmp_path / str(strict), filters=filters, dns=dns) as srv:
+            if strict:
+                with pytest.raises(smtplib.SMTPDataError) as e:
+                    send(srv, two_froms, "x@y.test")
+                assert e.value.smtp_code == 550 and b"exactly one From" in e.value.smtp_error
+            else:
+                send(srv, two_froms, "x@y.test")
+                (kept,) = stored(srv)
+                assert b"dmarc=permerror" in kept
 
 
 def reporter(srv: RunningServer) -> Reporter:

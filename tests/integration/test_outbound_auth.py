@@ -103,7 +103,8 @@ def test_forwarded_mail_keeps_a_valid_arc_chain(tmp_path: Path) -> None:
         (got,) = wait_for(lambda: raw(pair.theirs, "carol@remote.test"))
         head = got.split(b"\r\n\r\n")[0]
         # theirs: its own arc check passed our set; ours sealed with its arc=none verdict.
-        assert head.startswith(b"Authentication-Results: mx.remote.test; arc=pass")
+        assert head.startswith(b"Received: from mail.example.test ")
+        assert b"\r\nAuthentication-Results: mx.remote.test; arc=pass" in head
         assert re.search(rb"ARC-Seal: i=1; cv=none; a=rsa-sha256; d=example.test; s=e2e;", head)
         assert b"ARC-Authentication-Results: i=1; mail.example.test;" in head
         assert verify(got, dns_zone()[1], arc=True)[0] == "pass"
