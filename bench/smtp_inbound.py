@@ -127,6 +127,11 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="ourmail-smtp-bench-", dir="/var/tmp"))
     base.chmod(0o755)  # Postfix's own users reach their folders inside
     changes = {} if args.processes is None else {"mx_processes": args.processes}
+    # Like for like: the private Postfix runs no SPF/DKIM/DMARC milter, so ourmail's filter
+    # chain is off here (bench/filter_chain.py measures what it costs).  The MX workers read
+    # the same file.
+    (base / "data").mkdir()
+    (base / "data" / "ourmail.toml").write_text("[filters]\nchain = []\n")
     server, port = start_server(base / "data", "smtp", **changes)
     server.accounts.add_user(USER, hash_password("x" * 12))
     processes = args.processes or default_mx_processes()
