@@ -442,6 +442,7 @@ def load_settings(
     hostname: str | None = None,
     listen: tuple[str, ...] = (),
     is_root: bool | None = None,
+    dns_servers: tuple[str, ...] = (),
 ) -> Settings:
     """Merge defaults, the config file and command-line values into validated Settings.
 
@@ -488,7 +489,8 @@ def load_settings(
     submission = SubmissionSettings(**table.get("submission", {}))
     if submission.max_messages_per_hour <= 0 or submission.max_recipients_per_hour <= 0:
         raise ConfigError("the [submission] hourly limits must be positive")
-    dns = DNSSettings(_dns_servers(table.get("dns", {}).get("servers", []), "dns.servers"))
+    servers = list(dns_servers) or table.get("dns", {}).get("servers", [])
+    dns = DNSSettings(_dns_servers(servers, "dns.servers"))
     queue = _queue_settings(table.get("queue", {}))
     if not queue.dns_servers and dns.servers:
         queue = attrs.evolve(queue, dns_servers=dns.servers)

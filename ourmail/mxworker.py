@@ -37,12 +37,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--config")
     ap.add_argument("--hostname", required=True)
     ap.add_argument("--domain", action="append", default=[])
+    ap.add_argument("--dns", action="append", default=[])
     ap.add_argument("--family", choices=["4", "6"], default="4")
     args = ap.parse_args(argv)
     observer = FileLogObserver(sys.stdout, lambda event: (formatEvent(event) or "") + "\n")
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     settings = load_settings(
-        data=args.data, config=args.config, domains=tuple(args.domain), hostname=args.hostname
+        data=args.data,
+        config=args.config,
+        domains=tuple(args.domain),
+        hostname=args.hostname,
+        dns_servers=tuple(args.dns),
     )
     parts = assemble(settings, reactor)  # type: ignore[arg-type]
     parts.queue.files.prepare()

@@ -14,25 +14,13 @@ REPO = Path(__file__).resolve().parents[1]
 SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")
 
 
-def use_test_dns(data: Path) -> None:
-    """Point the server's lookups (the filter chain's, the queue's) at the tests' DNS server
-    on loopback, unless the test's own ourmail.toml says otherwise: tests never ask DNS
-    servers off this machine."""
-    from conftest import dns_zone
-
-    config = data / "ourmail.toml"
-    text = config.read_text() if config.exists() else ""
-    if "[dns]" not in text:
-        data.mkdir(parents=True, exist_ok=True)
-        config.write_text(f'[dns]\nservers = ["127.0.0.1:{dns_zone()[1]}"]\n' + text)
-
-
 class Twistd:
     """A ``twistd -n ourmail`` child process and what it logged."""
 
     def __init__(self, data: Path, extra: tuple[str, ...] = ()) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        use_test_dns(data)
+        from conftest import dns_zone
+
         args = (
             [
                 str(Path(sys.executable).with_name("twistd")),
@@ -47,6 +35,8 @@ class Twistd:
                 "mail.example.test",
             ]
             + [f"--listen={s}=tcp:0:interface=127.0.0.1" for s in SERVICES]
+            # Lookups (the filter chain's, the queue's) only on loopback, never off this machine.
+            + [f"--dns=127.0.0.1:{dns_zone()[1]}"]
             + list(extra)
         )
         self.proc = subprocess.Popen(

@@ -106,6 +106,8 @@ class MXWorkers(Service):
         args += ["--hostname", s.hostname, "--family", family]
         for domain in s.domains:
             args += ["--domain", domain]
+        for server in s.dns.servers:  # as the main process has them (file or command line)
+            args += ["--dns", server]
         return args
 
     def _spawn(self, number: int) -> None:

@@ -28,10 +28,15 @@ class Options(usage.Options, AuthOptionMixin):
         super().__init__()
         self["domain"] = []
         self["listen"] = []
+        self["dns"] = []
 
     def opt_domain(self, name: str) -> None:
         """A mail domain served here (repeatable; the first is the primary domain)."""
         self["domain"].append(name)
+
+    def opt_dns(self, server: str) -> None:
+        """A DNS server for every lookup, ADDRESS:PORT (repeatable; instead of [dns] servers)."""
+        self["dns"].append(server)
 
     def opt_listen(self, spec: str) -> None:
         """SERVICE=ENDPOINT, e.g. imap=tcp:1143:interface=127.0.0.1, or SERVICE=none
@@ -56,6 +61,7 @@ class OurmailServiceMaker:
                 domains=tuple(options["domain"]),
                 hostname=options["hostname"],
                 listen=tuple(options["listen"]),
+                dns_servers=tuple(options["dns"]),
             )
             return build(settings, checkers=options.get("credCheckers", [])).service
         except ConfigError as e:
