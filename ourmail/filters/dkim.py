@@ -50,6 +50,7 @@ from ourmail.interfaces import (
     Stage,
     Verdict,
 )
+from ourmail.secure import dkimrsa
 
 log = Logger()
 
@@ -57,6 +58,9 @@ log = Logger()
 ALGORITHMS = {"rsa-sha256": "rsa", "ed25519-sha256": "ed25519"}
 #: A key record longer than this is refused unread (a 4096-bit RSA key is about 750 bytes).
 MAX_KEY_RECORD = 8192
+#: A message in memory up to this size has its signatures found on the reactor thread (the
+#: header is read, not the body); a bigger one, or one in a file, in a thread.
+INLINE_PARSE = 256 * 1024
 _LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 
 
@@ -188,13 +192,26 @@ def _verify_one(verifier: Any, sig: Signature, record: bytes, min_rsa_bits: int)
         return sig.decide("permerror", f"{key_type.decode()} key for {sig.algorithm}")
     if key_type == b"rsa" and bits < min_rsa_bits:
         return sig.decide("fail", f"RSA key of {bits} bits (RFC 8301 3.2)")
+    if b"l" not in sig.tags:
+        # The common case: dkimpy canonicalises and hashes the body once; ours only tells a
+        # failure's reason.
+        try:
+            verified = verifier.verify(sig.index, dnsfunc=lambda name, timeout=0: record)
+        except dkim.DKIMException:
+            if _body_hash_matches(verifier, sig, None):
+                raise  # a reason of its own: permerror with dkimpy's words
+            verified = False  # dkimpy says "body hash mismatch" by raising
+        if verified:
+            return sig.decide("pass")
+        if not _body_hash_matches(verifier, sig, None):
+            return sig.decide("fail", "body hash did not verify")
+        return sig.decide("fail", "signature did not verify")
     policy = CanonicalizationPolicy.from_c_value(sig.tags.get(b"c", b"simple/simple"))
     body = policy.canonicalize_body(verifier.body)
-    length = int(sig.tags[b"l"]) if b"l" in sig.tags else len(body)
+    length = int(sig.tags[b"l"])
     if length > len(body):
         return sig.decide("fail", "l= is longer than the body")
-    digest = hashlib.sha256(body[:length]).digest()
-    if digest != base64.b64decode(re.sub(rb"\s+", b"", sig.tags[b"bh"])):
+    if not _body_hash_matches(verifier, sig, body[:length]):
         return sig.decide("fail", "body hash did not verify")
     if not verifier.verify(sig.index, dnsfunc=lambda name, timeout=0: record):
         return sig.decide("fail", "signature did not verify")
@@ -203,6 +220,15 @@ def _verify_one(verifier: Any, sig: Signature, record: bytes, min_rsa_bits: int)
         # than the reader sees.
         return sig.decide("policy", f"l= leaves {len(body) - length} bytes unsigned")
     return sig.decide("pass")
+
+
+def _body_hash_matches(verifier: Any, sig: Signature, body: bytes | None) -> bool:
+    """Whether the signature's bh= is the hash of ``body`` (None: the whole canonical body)."""
+    if body is None:
+        policy = CanonicalizationPolicy.from_c_value(sig.tags.get(b"c", b"simple/simple"))
+        body = policy.canonicalize_body(verifier.body)
+    digest = hashlib.sha256(body).digest()
+    return digest == base64.b64decode(re.sub(rb"\s+", b"", sig.tags[b"bh"]))
 
 
 class _QuietLogger:
@@ -237,8 +263,11 @@ class DKIMCheck:
         return defer.ensureDeferred(self._check(context))
 
     async def _check(self, context: MailContext) -> Verdict:
-        message = await self._in_thread(context.message)
-        signatures = await self._in_thread(parse_signatures, message, self.max_signatures)
+        if isinstance(context.content, bytes) and len(context.content) <= INLINE_PARSE:
+            message = context.content  # in memory and small: the header is read here
+            signatures = parse_signatures(message, self.max_signatures)
+        else:
+            message, signatures = await self._in_thread(self._read_and_parse, context)
         if not signatures:
             context.notes["dkim"] = []
             return Verdict(results=(AuthResult("dkim", "none"),))
@@ -248,6 +277,10 @@ class DKIMCheck:
             {"result": s.result, "domain": s.domain, "selector": s.selector} for s in signatures
         ]
         return Verdict(results=tuple(s.auth_result() for s in signatures))
+
+    def _read_and_parse(self, context: MailContext) -> tuple[bytes, list[Signature]]:
+        message = context.message()
+        return message, parse_signatures(message, self.max_signatures)
 
     def _in_thread(self, f: Any, *args: Any) -> Deferred[Any]:
         return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), f, *args)
@@ -317,6 +350,7 @@ class DKIMFactory:
         for key in ("max_signatures", "min_rsa_bits"):
             if key in options and not isinstance(options[key], int):
                 raise ValueError(f"{key} must be a whole number")
+        dkimrsa.install()  # OpenSSL verifies RSA in dkimpy's place: about 1 ms less a message
         return DKIMCheck(
             resolver=env.resolver,
             reactor=env.reactor,

@@ -41,20 +41,23 @@ class TestZone(ResolverBase):
             dns.Record_MX(p, b"" if h == "." else h, ttl=0) for p, h in hosts
         ]
 
-    def set_address(self, name: str, *addresses: str) -> None:
+    def set_address(self, name: str, *addresses: str, ttl: int = 0) -> None:
         v4 = [a for a in addresses if ":" not in a]
         v6 = [a for a in addresses if ":" in a]
-        self.records[(name.lower(), dns.A)] = [dns.Record_A(a, ttl=0) for a in v4]
-        self.records[(name.lower(), dns.AAAA)] = [dns.Record_AAAA(a, ttl=0) for a in v6]
+        self.records[(name.lower(), dns.A)] = [dns.Record_A(a, ttl=ttl) for a in v4]
+        self.records[(name.lower(), dns.AAAA)] = [dns.Record_AAAA(a, ttl=ttl) for a in v6]
 
-    def set_txt(self, name: str, *texts: str | bytes | Sequence[str | bytes]) -> None:
-        """TXT records; a record given as a sequence is several strings (RFC 7208 §3.3)."""
+    def set_txt(self, name: str, *texts: str | bytes | Sequence[str | bytes], ttl: int = 0) -> None:
+        """TXT records; a record given as a sequence is several strings (RFC 7208 §3.3).
+        ``ttl``: how long resolvers may cache them (0, the default: ask every time)."""
 
         def strings(t: str | bytes | Sequence[str | bytes]) -> list[bytes]:
             parts = [t] if isinstance(t, str | bytes) else list(t)
             return [p if isinstance(p, bytes) else p.encode() for p in parts]
 
-        self.records[(name.lower(), dns.TXT)] = [dns.Record_TXT(*strings(t), ttl=0) for t in texts]
+        self.records[(name.lower(), dns.TXT)] = [
+            dns.Record_TXT(*strings(t), ttl=ttl) for t in texts
+        ]
 
     def set_records(self, name: str, type: int, *payloads: object) -> None:
         """Any record type, as ``twisted.names.dns.Record_*`` payloads."""
@@ -77,7 +80,7 @@ class TestZone(ResolverBase):
 
     def _answers(self, text: str, cls: int, type: int) -> list[dns.RRHeader]:
         return [
-            dns.RRHeader(text, type, cls, 0, payload, auth=True)
+            dns.RRHeader(text, type, cls, payload.ttl or 0, payload, auth=True)  # type: ignore[attr-defined]
             for payload in self.records.get((text, type), [])
         ]
 
