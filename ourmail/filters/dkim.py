@@ -61,6 +61,9 @@ MAX_KEY_RECORD = 8192
 #: A message in memory up to this size has its signatures found on the reactor thread (the
 #: header is read, not the body); a bigger one, or one in a file, in a thread.
 INLINE_PARSE = 256 * 1024
+#: A message up to this size is verified on the reactor thread (about 1.4 ms of CPU for 4 KB
+#: with RSA-2048); a bigger one, whose body takes longer to canonicalise and hash, in a thread.
+INLINE_VERIFY = 64 * 1024
 _LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 
 
@@ -272,7 +275,12 @@ class DKIMCheck:
             context.notes["dkim"] = []
             return Verdict(results=(AuthResult("dkim", "none"),))
         keys = await self._fetch_keys([s for s in signatures if not s.result])
-        await self._in_thread(verify_signatures, message, signatures, keys, self.min_rsa_bits)
+        if len(message) <= INLINE_VERIFY:
+            # About a millisecond of Python: here, rather than in a thread whose hold on the
+            # interpreter lock would make every send of the reactor wait its turn.
+            verify_signatures(message, signatures, keys, self.min_rsa_bits)
+        else:
+            await self._in_thread(verify_signatures, message, signatures, keys, self.min_rsa_bits)
         context.notes["dkim"] = [
             {"result": s.result, "domain": s.domain, "selector": s.selector} for s in signatures
         ]
