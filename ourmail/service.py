@@ -228,7 +228,8 @@ class Parts:
                     rates=self.rates,
                     save_sent=settings.submission.save_sent,
                     implicit_tls=implicit,
-                    checks=self.checks if self._checked(service) else None,
+                    checks=self.checks,
+                    check_mail=self._checked(service),
                 ),
             )
         if service in ("imap", "imaps"):
@@ -362,12 +363,9 @@ def sender_rewriter(
     return SenderRewriter(keys, directory.is_local_domain, clock, settings.srs.max_age)
 
 
-def filter_checks(
-    settings: Settings, reactor: IReactorCore, queue: OutboundQueue
-) -> IFilterChain | None:
-    """The ``[filters]`` chain (ConfigError for a check or option that cannot work)."""
-    if not settings.filters.chain:
-        return None
+def filter_checks(settings: Settings, reactor: IReactorCore, queue: OutboundQueue) -> IFilterChain:
+    """The ``[filters]`` chain (ConfigError for a check or option that cannot work); with no
+    checks it still removes forged Authentication-Results under our authserv-id."""
     env = FilterEnvironment(
         resolver=make_resolver(settings.dns.servers),
         reactor=reactor,

@@ -14,7 +14,6 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
 _FIELD = re.compile(rb"(?im)^authentication-results[ \t]*:")
 #: RFC 5322 §2.2: a header field ends at a CRLF not followed by white space.
 _FIELD_END = re.compile(rb"\r?\n(?![ \t])")
-_COMMENT = re.compile(rb"\((?:[^()\\]|\\.)*\)")
 #: Folding width (RFC 5322 §2.1.1 recommends 78 characters a line).
 WIDTH = 78
 
@@ -58,9 +57,34 @@ def field(name: str, value: str) -> bytes:
     return f"{name}: {clean}\r\n".encode()
 
 
+def without_comments(value: bytes) -> bytes:
+    """``value`` with its comments (RFC 5322 §3.2.2: nested, with quoted-pairs) made spaces;
+    an unclosed comment runs to the end."""
+    out = bytearray()
+    depth = 0
+    escaped = False
+    for byte in value:
+        if depth:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash: a quoted-pair
+                escaped = True
+            elif byte == 0x28:
+                depth += 1
+            elif byte == 0x29:
+                depth -= 1
+                if not depth:
+                    out.append(0x20)
+        elif byte == 0x28:
+            depth = 1
+        else:
+            out.append(byte)
+    return bytes(out)
+
+
 def authserv_id_of(value: bytes) -> str:
     """The authserv-id an Authentication-Results value starts with (comments skipped)."""
-    words = _COMMENT.sub(b" ", value).split(b";", 1)[0].split()
+    words = without_comments(value).split(b";", 1)[0].split()
     return words[0].decode("ascii", "replace").lower() if words else ""
 
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import attrs
 from twisted.internet import defer
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -66,16 +66,20 @@ class FilterChain:
         """Whether any check runs at ``stage``."""
         return any(stage in c.stages for c in self.checks)
 
-    @inlineCallbacks
     def run(self, stage: Stage, context: MailContext) -> Deferred[ChainOutcome]:
         """Run every check that runs at ``stage``; their results join ``context.results``."""
+        return Deferred.fromCoroutine(self._run(stage, context))
+
+    async def _run(self, stage: Stage, context: MailContext) -> ChainOutcome:
         outcome = ChainOutcome()
         for check in self.checks:
             if stage not in check.stages:
                 continue
-            verdict = yield self._one(check, stage, context)
-            context.results.extend(verdict.results)
-            outcome.headers.extend(verdict.headers)
+            verdict = await self._one(check, stage, context)
+            if not (verdict.refuses and stage == "rcpt"):
+                # (A refusal at RCPT is this recipient's: it says nothing of the message.)
+                context.results.extend(verdict.results)
+                outcome.headers.extend(verdict.headers)
             if verdict.refuses:
                 log.info(
                     "{check} refused {peer} at {stage}: {reply}",
@@ -91,15 +95,13 @@ class FilterChain:
         return outcome
 
     def _one(self, check: ICheck, stage: Stage, context: MailContext) -> Deferred[Verdict]:
-        try:
-            d = defer.maybeDeferred(check.check, stage, context)
-        except Exception:  # maybeDeferred catches; this is belt and braces
-            d = defer.fail(Failure())
+        d: Deferred[Verdict] = defer.maybeDeferred(check.check, stage, context)
         d.addTimeout(check.timeout, self._clock)
 
         def failed(failure: Failure) -> Verdict:
-            what = "timed out" if failure.check(defer.TimeoutError) else "failed"
-            if failure.check(defer.TimeoutError):
+            timed_out = failure.check(defer.TimeoutError) is not None  # type: ignore[no-untyped-call]
+            what = "timed out" if timed_out else "failed"
+            if timed_out:
                 log.warn(
                     "check {check} timed out after {timeout} s at {stage} ({policy})",
                     check=check.name,

@@ -288,6 +288,9 @@ class DMARCFactory:
                 store, env.queue, env.resolver, env.reactor, env.hostname, sender, interval, timeout
             )
             env.reactor.callWhenRunning(reporter.start)  # type: ignore[attr-defined]
+            env.reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
+                "before", "shutdown", reporter.stop
+            )
         return DMARCCheck(
             resolver=env.resolver,
             reactor=env.reactor,

@@ -45,7 +45,7 @@ def load_factory(name: str) -> ICheckFactory:
         raise ConfigError(f"check {name!r}: cannot load {ref}: {e}") from e
     if not ICheckFactory.providedBy(factory):
         raise ConfigError(f"check {name!r}: {ref} does not provide ICheckFactory")
-    return factory  # type: ignore[no-any-return]
+    return factory
 
 
 def build_check(name: str, options: Mapping[str, Any], env: FilterEnvironment) -> ICheck:
@@ -67,7 +67,7 @@ def build_check(name: str, options: Mapping[str, Any], env: FilterEnvironment) -
         check.on_error = options["on_error"]
     if not ICheck.providedBy(check) or not set(check.stages) <= set(STAGES):
         raise ConfigError(f"check {name!r} did not make an ICheck")
-    return check  # type: ignore[no-any-return]
+    return check
 
 
 def build_chain(

@@ -227,8 +227,11 @@ class SPFCheck:
 
         result: Deferred[Verdict] = Deferred(lambda _: lookup.cancel())
         inner = deferToThreadPool(self.reactor, _pool(self.reactor), evaluate)
+        # The notes of this transaction: an evaluation that outlives its check (the chain
+        # gave up waiting) must not write into the next transaction's.
+        notes = context.notes
         verdict: Deferred[Verdict] = inner.addCallback(
-            lambda outcomes: self._verdict(context, str(ip), *outcomes)
+            lambda outcomes: self._verdict(notes, str(ip), *outcomes)
         )
 
         def done(value: Verdict | Failure) -> None:
@@ -245,7 +248,7 @@ class SPFCheck:
 
     def _verdict(
         self,
-        context: MailContext,
+        notes: dict[str, object],
         ip: str,
         mailfrom: SPFOutcome | None,
         helo: SPFOutcome | None,
@@ -259,7 +262,7 @@ class SPFCheck:
             )
         if helo is not None:
             results.append(AuthResult("spf", helo.result, properties=(("smtp.helo", helo.domain),)))
-        context.notes["spf"] = {"result": deciding.result, "domain": deciding.domain}
+        notes["spf"] = {"result": deciding.result, "domain": deciding.domain}
         # The MAIL FROM result decides; the HELO one only when it is a conclusive fail.
         judged = [deciding]
         if helo is not None and helo is not deciding and helo.result == "fail":

@@ -17,12 +17,12 @@ def make_resolver(servers: Sequence[str]) -> IResolver:
     /etc/resolv.conf and retry a query that timed out against the system's servers."""
     pairs = [s.rsplit(":", 1) for s in servers]
     if not pairs:
-        resolver: IResolver = client.createResolver()
+        resolver: IResolver = client.createResolver()  # type: ignore[no-untyped-call]
         return resolver
-    asked = client.Resolver(
+    asked = client.Resolver(  # type: ignore[no-untyped-call]
         resolv=None, servers=[(host.strip("[]"), int(port)) for host, port in pairs]
     )
-    chain: IResolver = resolve.ResolverChain(
-        [hosts.Resolver(b"/etc/hosts"), cache.CacheResolver(), asked]
+    chain: IResolver = resolve.ResolverChain(  # type: ignore[no-untyped-call]
+        [hosts.Resolver(b"/etc/hosts"), cache.CacheResolver(), asked]  # type: ignore[no-untyped-call]
     )
     return chain

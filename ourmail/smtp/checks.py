@@ -17,30 +17,43 @@ from __future__ import annotations
 
 import re
 
-from ourmail.interfaces import ChainOutcome, IFilterChain, MailContext
+from ourmail.interfaces import STAGES, ChainOutcome, IFilterChain, MailContext
 from ourmail.smtp.spool import Spool
 
-#: How far into the message the header is looked for (forged Authentication-Results fields
-#: further down are left: nobody reads a header that long).
+#: The longest header section taken (Postfix keeps 100 KB of one): every field of it is
+#: looked at for forged Authentication-Results, so a longer one is refused, not half-checked.
 HEADER_SCAN = 256 * 1024
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
-def header_end(head: bytes) -> int:
-    """Where the header section ends in ``head`` (after the blank line), or len(head)."""
+def header_end(head: bytes) -> int | None:
+    """Where the header section ends in ``head`` (after the blank line), or None."""
     match = _HEADER_END.search(head)
-    return match.end() if match else len(head)
+    return match.end() if match else None
 
 
-def rewrite_header(
-    spool: Spool, chain: IFilterChain, context: MailContext, outcome: ChainOutcome, at: int
-) -> None:
-    """Remove forged results under our authserv-id, then add ours and the checks' fields at
-    ``at``: just below this host's own Received: field, which stays the first line (the trace
-    of this hop, RFC 5321 §4.4), as large providers place theirs."""
+def header_too_large(spool: Spool) -> bool:
+    """Whether the message's header section is longer than :data:`HEADER_SCAN`."""
     head = spool.head(HEADER_SCAN)
-    end = header_end(head)
+    return header_end(head) is None and spool.size > len(head)
+
+
+def rewrite_header(spool: Spool, chain: IFilterChain, fields: bytes, at: int) -> None:
+    """Remove forged results under our authserv-id (on every listener), then add ``fields``
+    at ``at``: just below this host's own Received: field, which stays the first line (the
+    trace of this hop, RFC 5321 §4.4), as large providers place theirs.  Reads and may rewrite
+    a spool file: call it in a thread for a message on disk."""
+    head = spool.head(HEADER_SCAN)
+    end = header_end(head) or len(head)
     cleaned = chain.strip(head[at:end])
     if len(cleaned) != end - at:
         spool.replace(at, end - at, cleaned)
-    spool.insert(at, chain.fields(context, outcome))
+    if fields:
+        spool.insert(at, fields)
+
+
+def added_fields(chain: IFilterChain, context: MailContext, outcome: ChainOutcome) -> bytes:
+    """Our Authentication-Results and the checks' fields, when the chain has any check."""
+    if not any(chain.runs_at(stage) for stage in STAGES):
+        return b""
+    return chain.fields(context, outcome)

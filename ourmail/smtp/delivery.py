@@ -86,6 +86,9 @@ MOVING = Refusal(451, "4.2.1", "mailbox temporarily unavailable, try later")
 FAILED = Refusal(451, "4.3.0", "local delivery failed, try again later")
 #: A forged or expired SRS address (a bounce that is not ours, or too late).
 BAD_SRS = Refusal(550, "5.1.1", "Recipient address rejected: invalid or expired SRS address")
+#: An SRS address is the way back for bounces: mail with a sender would make it a relay to
+#: whoever it names, for as long as it is valid.
+SRS_BOUNCES_ONLY = Refusal(550, "5.7.1", "SRS addresses take bounces only (MAIL FROM:<>)")
 
 
 @attrs.frozen
@@ -167,8 +170,11 @@ class Delivery:
 
     # -- recipients --------------------------------------------------------------------------
 
-    def resolve(self, address: str, size: int, may_relay: bool) -> Deferred[Recipient | Refusal]:
-        """Look ``address`` up and check it for a message of ``size`` bytes (0: not known)."""
+    def resolve(
+        self, address: str, size: int, may_relay: bool, sender: str | None = None
+    ) -> Deferred[Recipient | Refusal]:
+        """Look ``address`` up and check it for a message of ``size`` bytes (0: not known)
+        from ``sender`` ("" for a bounce; None: not known)."""
 
         def unavailable(failure: object) -> Refusal:
             failure.trap(DirectoryUnavailable)  # type: ignore[attr-defined]
@@ -176,6 +182,8 @@ class Delivery:
 
         srs = self._reverse_srs(address)
         if isinstance(srs, Recipient):
+            if sender:
+                return defer.succeed(SRS_BOUNCES_ONLY)
             return defer.succeed(self.check(srs, size, may_relay) or srs)
         if srs is not None:
             return defer.succeed(srs)
@@ -323,7 +331,7 @@ class Delivery:
         queue: checked and delivered as if they came by SMTP; an alias's forwards are queued
         again as new messages."""
         found = yield defer.gatherResults(
-            [self.resolve(address, size, True) for address, _ in recipients]
+            [self.resolve(address, size, True, sender) for address, _ in recipients]
         )
         accepted = [
             Accepted(rcpt, params)

@@ -50,6 +50,7 @@ from ourmail.auth.login import Authenticator, LoginFailed, LoginUnavailable, Ses
 from ourmail.config import Limits
 from ourmail.fsutil import HAVE_SYNCFS
 from ourmail.interfaces import (
+    AuthResult,
     ChainOutcome,
     DeliveryResult,
     IDirectory,
@@ -61,7 +62,7 @@ from ourmail.interfaces import (
 )
 from ourmail.net.lineproto import LineProtocol
 from ourmail.smtp import auth, submission, syntax
-from ourmail.smtp.checks import rewrite_header
+from ourmail.smtp.checks import added_fields, header_too_large, rewrite_header
 from ourmail.smtp.data import ChunkReader, DotReader, MessageSink
 from ourmail.smtp.delivery import Accepted, Delivery, Refusal, Transaction
 from ourmail.smtp.spool import Spool
@@ -89,8 +90,10 @@ class SMTPContext:
     #: Submission only: hourly sending limits, and whether to keep a copy in Sent.
     rates: SendingRates | None = None
     save_sent: bool = False
-    #: The filter chain this listener runs on arriving mail, or None.
+    #: The server's filter chain (it also removes forged Authentication-Results), or None.
     checks: IFilterChain | None = None
+    #: Whether this listener runs the chain's checks (the MX; submission and LMTP if set).
+    check_mail: bool = True
 
 
 class SMTPServer(LineProtocol):
@@ -110,6 +113,9 @@ class SMTPServer(LineProtocol):
         self.mail_context = MailContext(client_address="", listener=self.listener_name())
         #: The chain refused the client at connect: every command but QUIT gets 503.
         self._refused_at_connect = False
+        #: The connect checks' junk verdicts, header fields and results, for every message.
+        self._connect_verdicts = ChainOutcome()
+        self._connect_results: list[AuthResult] = []
         self._reset()
 
     # -- plumbing ------------------------------------------------------------------------
@@ -132,7 +138,7 @@ class SMTPServer(LineProtocol):
             return
         self.log.info("{proto} connection from {peer}", proto=self.protocol_name, peer=self.peer)
         self.mail_context.client_address = self.peer
-        if self.ctx.checks is not None and self.ctx.checks.runs_at("connect"):
+        if self._checking("connect"):
             self._async(self._check("connect").addCallback(self._greet))
         else:
             self._greet(None)
@@ -140,6 +146,10 @@ class SMTPServer(LineProtocol):
     def _greet(self, outcome: ChainOutcome | None) -> None:
         verdict = outcome.refusal if outcome is not None else None
         if verdict is None:
+            # What the connect checks found holds for every transaction of the session.
+            self._connect_verdicts = self._verdicts
+            self._connect_results = list(self.mail_context.results)
+            self._reset()
             self.reply(220, f"{self.ctx.hostname} {self.protocol_name} ourmail")
         elif verdict.code < 500:  # RFC 5321 §3.8: 421, then close
             self.reply(421, f"{verdict.status} {self.ctx.hostname} {verdict.text}")
@@ -196,8 +206,11 @@ class SMTPServer(LineProtocol):
         self.mail_params = dsnparams.NO_MAIL_PARAMS
         self.recipients: list[Accepted] = []
         self.mail_context.new_transaction()
+        self.mail_context.results.extend(self._connect_results)
         #: Junk verdicts and header fields of this transaction's stages so far.
-        self._verdicts = ChainOutcome()
+        self._verdicts = ChainOutcome(
+            junk=list(self._connect_verdicts.junk), headers=list(self._connect_verdicts.headers)
+        )
         self._discard_spool()
         self._spool: Spool | None = None
         self._sink: MessageSink | None = None
@@ -363,7 +376,7 @@ class SMTPServer(LineProtocol):
             self.error(e.code, e.text)
             return
         self.declared_size, self.utf8, self.mail_params = options.size, options.utf8, options.dsn
-        if self.ctx.checks is not None and self.ctx.checks.runs_at("mail"):
+        if self._checking("mail"):
             self.mail_context.sender = path
             d = self._check("mail").addCallback(self._mail_checked, path)
             self._async(d)
@@ -419,7 +432,9 @@ class SMTPServer(LineProtocol):
             else:
                 self.error(550, f"5.1.1 <{path}>: Recipient address rejected")
             return
-        d = self.ctx.delivery.resolve(address, self.declared_size, self.user is not None)
+        d = self.ctx.delivery.resolve(
+            address, self.declared_size, self.user is not None, self.sender
+        )
         d.addCallback(self._rcpt_resolved, path, rcpt_params)
         self._async(d)
 
@@ -434,7 +449,7 @@ class SMTPServer(LineProtocol):
             self._accept(rcpt, params)
 
     def _accept(self, rcpt: Recipient, params: dsnparams.RcptParams) -> None:
-        if self.ctx.checks is not None and self.ctx.checks.runs_at("rcpt"):
+        if self._checking("rcpt"):
             self.mail_context.recipient = rcpt.address
             d = self._check("rcpt").addCallback(self._rcpt_checked, rcpt, params)
             self._async(d)
@@ -570,18 +585,40 @@ class SMTPServer(LineProtocol):
 
     @inlineCallbacks
     def _check_data(self) -> Deferred[None]:
-        """The chain's verdict on the message, then its delivery (or the refusal)."""
+        """The chain's verdict on the message, then its delivery (or the refusal).  Forged
+        Authentication-Results under our id are removed on every listener, checked or not."""
         checks, spool = self.ctx.checks, self._spool
         assert spool is not None
-        if checks is not None and checks.runs_at("data"):
-            self.mail_context.content = spool.source()
-            refusal = yield self._check("data")
-            if refusal is not None:
-                self._refuse(refusal)
+        try:
+            if checks is not None and header_too_large(spool):
+                self._reset()
+                self.error(552, "5.3.4 Message header too large")
                 return
-        if checks is not None:
-            rewrite_header(spool, checks, self.mail_context, self._verdicts, self._received_len)
+            if self._checking("data"):
+                self.mail_context.content = spool.source()
+                refusal = yield self._check("data")
+                if refusal is not None:
+                    self._refuse(refusal)
+                    return
+            if checks is not None:
+                fields = b""
+                if self.ctx.check_mail:
+                    fields = added_fields(checks, self.mail_context, self._verdicts)
+                at = self._received_len
+                if spool.on_disk() is None:
+                    rewrite_header(spool, checks, fields, at)
+                else:  # a large message: its file is read and rewritten off the reactor
+                    yield deferToThread(rewrite_header, spool, checks, fields, at)
+        except Exception:
+            self._reset()
+            raise
         yield self._deliver()
+
+    def _checking(self, stage: Stage) -> bool:
+        """Whether this listener runs the chain, and a check runs at ``stage``."""
+        return (
+            self.ctx.check_mail and self.ctx.checks is not None and self.ctx.checks.runs_at(stage)
+        )
 
     def _may_send_as(self, address: str) -> bool:
         assert self.user is not None

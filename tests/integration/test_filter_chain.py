@@ -125,3 +125,49 @@ def test_submission_is_not_checked_unless_asked(chain: Any) -> None:
             s.starttls(context=client_tls())
             s.login(server.user, server.password)
             assert s.mail(server.user)[0] == code
+
+
+FORGED = (
+    b"Authentication-Results: ((nested)) mail.example.test; dkim=pass header.d=bank.test\r\n"
+    b"From: bob@else.test\r\nSubject: Hello\r\n\r\nHi\r\n"
+)
+
+
+def test_forged_results_are_removed_even_where_no_check_runs(tmp_path: Path) -> None:
+    """An empty chain (and LMTP, submission) still removes fields claiming our id (RFC 8601
+    §5), or a forward's ARC seal would vouch for them."""
+    with running_server(tmp_path, filters=FilterSettings(chain=())) as srv:
+        send(srv, FORGED)
+        (message,) = stored(srv)
+    assert b"bank.test" not in message and b"Authentication-Results" not in message
+
+
+def test_a_header_too_long_to_check_is_refused(chain: Any) -> None:
+    srv = chain({})
+    padding = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"x" * 900) for i in range(300))
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        send(srv, padding + MSG)
+    assert e.value.smtp_code == 552 and b"5.3.4" in e.value.smtp_error
+    assert stored(srv) == []
+
+
+def test_connect_verdicts_hold_for_every_message_of_the_session(chain: Any) -> None:
+    srv = chain({"action": "junk", "at": "connect", "reason": "listed", "result": "dnsbl=fail"})
+    with smtplib.SMTP("127.0.0.1", srv.port("smtp")) as s:
+        for _ in range(2):  # two transactions: the second after the first's reset
+            s.sendmail("bob@else.test", [srv.user], MSG)
+    junk = stored(srv, ".Junk")
+    assert len(junk) == 2 and stored(srv) == []
+    assert all(b"dnsbl=fail" in m and b"X-Ourmail-Junk: scripted: listed" in m for m in junk)
+
+
+def test_a_refused_recipients_results_stay_out_of_the_message(chain: Any) -> None:
+    srv = chain({"action": "reject", "at": "rcpt", "result": "x-rcpt=fail"})
+    with smtplib.SMTP("127.0.0.1", srv.port("smtp")) as s:
+        s.ehlo("client.test")
+        s.mail("bob@else.test")
+        assert s.rcpt(srv.user)[0] == 550
+    srv2 = chain({"action": "accept", "at": "rcpt", "result": "x-rcpt=pass"})
+    send(srv2)
+    (message,) = stored(srv2)
+    assert b"x-rcpt=pass" in message

@@ -101,3 +101,9 @@ def test_forged_and_expired_srs_addresses_are_refused(tmp_path: Path) -> None:
             ok = SenderRewriter(keys, lambda d: False, pair.ours.server.queue.reactor)
             good = ok.forward("dave@remote.test", "example.test")
             assert s.rcpt(good)[0] == 250
+        # A valid SRS address takes bounces only: with a sender it would relay to dave.
+        with smtplib.SMTP("127.0.0.1", pair.port) as s:
+            s.ehlo()
+            assert s.mail("mallory@else.test")[0] == 250
+            code, text = s.rcpt(good)
+            assert (code, text[:5]) == (550, b"5.7.1"), text

@@ -59,3 +59,10 @@ def test_garbage_headers_never_raise(head: bytes) -> None:
     out = authresults.strip_own(head, "mx.test")
     assert len(out) <= len(head)
     assert authresults.authserv_id_of(head) is not None
+
+
+def test_nested_comments_and_quoted_pairs_do_not_hide_our_id() -> None:
+    for value in (b" ((x)) mx.t; dkim=pass", b" (a\\)b (c)) mx.t; x", b"(one)(two)mx.t;"):
+        assert authresults.authserv_id_of(value) == "mx.t"
+        assert authresults.strip_own(b"Authentication-Results:" + value + b"\r\n", "mx.t") == b""
+    assert authresults.authserv_id_of(b"(never closed mx.t; x") == ""
