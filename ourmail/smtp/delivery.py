@@ -116,23 +116,31 @@ class Transaction:
     #: not forwarded mail (neither ARC-sealed nor signed as a forwarder).
     authenticated: bool = False
 
+    def group(self, a: Accepted, rewriter: ISenderRewriter | None) -> tuple[str, bool]:
+        """The enqueue ``a``'s addresses elsewhere go in: by envelope sender (SRS for an
+        alias's forwards) and whether they are forwards."""
+        forwarded = a.recipient.kind == "alias"
+        if rewriter is not None and forwarded and a.recipient.forwards:
+            return rewriter.forward(self.sender, a.recipient.address.rpartition("@")[2]), True
+        return self.sender, forwarded
+
     def outbound(
-        self, rewriter: ISenderRewriter | None = None
+        self,
+        rewriter: ISenderRewriter | None = None,
+        keys: Sequence[tuple[str, bool]] | None = None,
     ) -> dict[tuple[str, bool], list[tuple[str, RcptParams]]]:
         """Addresses for the queue, by envelope sender and whether they are an alias's
         forwards; the forwards remember the alias (RFC 3461 §4.2) and, with a ``rewriter``,
         leave with an SRS sender in the alias's domain."""
         out: dict[tuple[str, bool], list[tuple[str, RcptParams]]] = {}
-        for a in self.recipients:
-            forwarded = a.recipient.kind == "alias"
-            sender = self.sender
-            if rewriter is not None and forwarded and a.recipient.forwards:
-                sender = rewriter.forward(self.sender, a.recipient.address.rpartition("@")[2])
+        if keys is None:
+            keys = [self.group(a, rewriter) for a in self.recipients]
+        for a, key in zip(self.recipients, keys, strict=True):
             for address in a.recipient.outbound:
                 params = a.params
                 if address != a.recipient.address and params.orcpt is None:
                     params = RcptParams(params.notify, f"rfc822;{a.recipient.address}")
-                out.setdefault((sender, forwarded), []).append((address, params))
+                out.setdefault(key, []).append((address, params))
         return out
 
 
@@ -234,7 +242,8 @@ class Delivery:
         waits for fires only once its copy is durable."""
         # Each mailbox gets one copy, however many recipients (aliases) lead to it.
         mailboxes = list(dict.fromkeys(m for a in txn.recipients for m in a.recipient.mailboxes))
-        outbound = txn.outbound(self.rewriter)
+        keys = [txn.group(a, self.rewriter) for a in txn.recipients]
+        outbound = txn.outbound(self.rewriter, keys)
         jobs = [self._store_copy(m, source, txn.junk) for m in mailboxes]
         for (sender, forwarded), rcpts in outbound.items():
             assert self.queue is not None
@@ -247,7 +256,7 @@ class Delivery:
             if not ok:
                 log.failure("delivery of {id} failed", outcome, id=txn.id)
         stored = dict(zip(mailboxes, outcomes, strict=False))
-        queued = next((o for o in outcomes[len(mailboxes) :] if not o[0]), (True, None))
+        queued = dict(zip(outbound, outcomes[len(mailboxes) :], strict=True))
         delivered = [m for m, (ok, _) in stored.items() if ok]
         if delivered:
             log.info(
@@ -258,10 +267,11 @@ class Delivery:
                 size=txn.size,
             )
         results = []
-        for a in txn.recipients:
+        for a, key in zip(txn.recipients, keys, strict=True):
             failed = [stored[m][1] for m in a.recipient.mailboxes if not stored[m][0]]
-            if not failed and a.recipient.outbound and not queued[0]:
-                failed = [queued[1]]
+            went = queued.get(key, (True, None))
+            if not failed and a.recipient.outbound and not went[0]:
+                failed = [went[1]]  # this recipient's enqueue failed, not another's
             address = a.recipient.address
             if not failed:
                 results.append(DeliveryResult(address, 250, "2.0.0", "delivered"))

@@ -269,3 +269,21 @@ def test_deliver_queued_keeps_order_and_queued_spelling(tmp_path: Path) -> None:
 
 def test_refusal_result() -> None:
     assert Refusal(452, "4.2.2", "Mailbox full").result("a@b").reply == "452 4.2.2 Mailbox full"
+
+
+@attrs.define
+class ForwardsFail(Queue):
+    """Takes mail for addresses elsewhere, fails an alias's forwards (a full disk, say)."""
+
+    def enqueue(
+        self, sender: str, recipients: Any, *rest: Any, forwarded: bool = False
+    ) -> Deferred[str]:
+        if forwarded:
+            return defer.fail(OSError("disk full"))
+        return super().enqueue(sender, recipients, *rest, forwarded=forwarded)
+
+
+def test_a_failed_enqueue_fails_only_its_own_recipients() -> None:
+    d, _ = delivery(ForwardsFail())
+    results = result(d.deliver(txn(FAR, FORWARD), b"msg"))
+    assert [r.code for r in results] == [250, 451]  # carol was queued; the forward was not
