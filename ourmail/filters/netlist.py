@@ -13,7 +13,7 @@ def client_ip(text: str) -> IPAddress | None:
     """The client's address, an IPv4-mapped IPv6 address (``::ffff:192.0.2.1``, a dual-stack
     listener's view of an IPv4 client) as the IPv4 address it is; None for no IP at all."""
     try:
-        address = ipaddress.ip_address(text.split("%", 1)[0])
+        address = ipaddress.ip_address(text.strip("[]").split("%", 1)[0])
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

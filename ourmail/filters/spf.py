@@ -24,7 +24,6 @@ Implementation notes (keep these true when changing this module):
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import time
 import weakref
@@ -40,6 +39,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from ourmail.filters.netlist import IPNetwork, client_ip, in_networks, parse_networks
 from ourmail.filters.spfdns import TwistedLookup, bound
 from ourmail.interfaces import (
     ACCEPT,
@@ -184,7 +184,7 @@ class SPFCheck:
     fail: Action = "reject"
     softfail: Action = "accept"
     temperror: Action = "accept"
-    skip_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    skip_networks: tuple[IPNetwork, ...] = ()
     helo: bool = True
     #: Seconds one DNS query may take (tried twice within that).
     dns_timeout: float = 5.0
@@ -198,8 +198,8 @@ class SPFCheck:
         """The verdict at MAIL FROM."""
         if stage != "mail" or context.sender is None or context.authenticated:
             return succeed(ACCEPT)  # a logged-in user (check_submission) is no SPF matter
-        ip = _client_ip(context.client_address)
-        if ip is None or any(ip in net for net in self.skip_networks):
+        ip = client_ip(context.client_address)
+        if ip is None or in_networks(ip, self.skip_networks):
             return succeed(ACCEPT)
         # Our own deadline comes before the chain's time-out, so the verdict is ours.
         budget = max(self.timeout - 1.0, self.timeout * 0.8)
@@ -308,16 +308,6 @@ def _evaluate_helo(ip: str, helo: str, lookup: TwistedLookup, receiver: str) -> 
     return check_host(ip, "", name, lookup, receiver)
 
 
-def _client_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        ip = ipaddress.ip_address(address.strip("[]"))
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
 def _choice(options: Mapping[str, object], key: str, allowed: Sequence[str], default: str) -> Any:
     value = options.get(key, default)
     if value not in allowed:
@@ -335,13 +325,7 @@ class SPFFactory:
         unknown = set(options) - set(OPTIONS)
         if unknown:
             raise ValueError(f"unknown option {sorted(unknown)[0]!r} (known: {', '.join(OPTIONS)})")
-        networks = options.get("skip_networks", list(DEFAULT_SKIP))
-        if not isinstance(networks, list | tuple) or not all(isinstance(n, str) for n in networks):
-            raise ValueError("'skip_networks' must be a list of networks like \"192.0.2.0/24\"")
-        try:
-            skip = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
-        except ValueError as e:
-            raise ValueError(f"'skip_networks': {e}") from e
+        skip = parse_networks(options.get("skip_networks", DEFAULT_SKIP), "skip_networks")
         helo = options.get("helo", True)
         if not isinstance(helo, bool):
             raise ValueError("'helo' must be true or false")
