@@ -24,10 +24,9 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
-from twisted.names import dns
-from twisted.names.error import DNSNameError
 from zope.interface import implementer
 
+from ourmail.filters.keyrecords import key_records
 from ourmail.interfaces import (
     AuthResult,
     FilterEnvironment,
@@ -130,19 +129,15 @@ class ARCCheck:
     async def _lookup(self, name: bytes) -> object:
         """The key record's text, None when there is none, :data:`_TEMPFAIL` on a DNS error."""
         try:
-            answers, _, _ = await self.resolver.lookupText(
+            records = await key_records(
+                self.resolver,
                 name.decode("ascii", "replace").rstrip("."),
-                timeout=(self.timeout / 4, self.timeout / 2),  # within the chain's wait
+                (self.timeout / 4, self.timeout / 2),  # within the chain's wait
             )
-        except DNSNameError:
-            return None
         except Exception as e:  # time-out, SERVFAIL, refused: a temporary failure
             log.debug("arc: {name}: {e!r}", name=name, e=e)
             return _TEMPFAIL
-        for answer in answers:
-            if answer.type == dns.TXT:
-                return b"".join(answer.payload.data)
-        return None
+        return records[0] if records else None
 
     def _verify(self, message: bytes, records: Mapping[bytes, object]) -> tuple[str, str, str]:
         """(result, reason, most recent sealer's domain); dkimpy asks ``records`` only."""

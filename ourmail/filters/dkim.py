@@ -38,9 +38,10 @@ from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizatio
 from twisted.internet import defer, threads
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.names import dns, error
+from twisted.names import error
 from zope.interface import implementer
 
+from ourmail.filters.keyrecords import key_records
 from ourmail.interfaces import (
     AuthResult,
     FilterEnvironment,
@@ -304,7 +305,7 @@ class DKIMCheck:
         """Every key record the open signatures need, fetched in parallel; a signature
         whose key cannot be had is decided here."""
         names = sorted({s.key_name for s in signatures})
-        answers = await defer.gatherResults([self._key(n) for n in names])
+        answers = await defer.gatherResults([Deferred.fromCoroutine(self._key(n)) for n in names])
         found = dict(zip(names, answers, strict=True))
         keys = {}
         for sig in signatures:
@@ -315,32 +316,26 @@ class DKIMCheck:
                 sig.decide(*answer)
         return keys
 
-    def _key(self, name: str) -> Deferred[bytes | tuple[str, str]]:
-        """The key record at ``name`` (RFC 6376 §3.6.2.2: its strings joined), or the
-        (result, reason) that a failed lookup means (RFC 6376 §6.1.2)."""
+    async def _key(self, name: str) -> bytes | tuple[str, str]:
+        """The key record at ``name``, or the (result, reason) that a failed lookup means
+        (RFC 6376 §6.1.2)."""
         first = max(self.dns_timeout / 3, 0.1)
-        d = self.resolver.lookupText(name, timeout=(first, self.dns_timeout - first))
-        d.addTimeout(self.dns_timeout, self.reactor)
-
-        def found(answer: tuple[list[Any], Any, Any]) -> bytes | tuple[str, str]:
-            records = [b"".join(r.payload.data) for r in answer[0] if r.type == dns.TXT]
-            if not records:
-                return ("permerror", f"no key at {name}")
-            if len(records) > 1:
-                return ("permerror", f"{len(records)} key records at {name}")
-            if len(records[0]) > MAX_KEY_RECORD:
-                return ("permerror", f"key record at {name} is too long")
-            return records[0]
-
-        def failed(failure: Any) -> tuple[str, str]:
-            if failure.check(error.DNSNameError):
-                return ("permerror", f"no key at {name}")
-            if failure.check(defer.TimeoutError, error.DNSQueryTimeoutError):
-                return ("temperror", f"DNS time-out for {name}")
-            return ("temperror", f"DNS error for {name}: {failure.type.__name__}")
-
-        key: Deferred[bytes | tuple[str, str]] = d.addCallbacks(found, failed)
-        return key
+        attempts = (first, self.dns_timeout - first)
+        try:
+            records = await key_records(
+                self.resolver, name, attempts, self.reactor, self.dns_timeout
+            )
+        except (defer.TimeoutError, error.DNSQueryTimeoutError):
+            return ("temperror", f"DNS time-out for {name}")
+        except Exception as e:
+            return ("temperror", f"DNS error for {name}: {type(e).__name__}")
+        if not records:
+            return ("permerror", f"no key at {name}")
+        if len(records) > 1:
+            return ("permerror", f"{len(records)} key records at {name}")
+        if len(records[0]) > MAX_KEY_RECORD:
+            return ("permerror", f"key record at {name} is too long")
+        return records[0]
 
 
 def _number(options: Mapping[str, object], key: str, default: float, low: float) -> float:
