@@ -133,3 +133,16 @@ def running_server(
 def mailserver(tmp_path: Path) -> Iterator[RunningServer]:
     with running_server(tmp_path) as server:
         yield server
+
+
+@pytest.fixture
+def no_system_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyspf's own resolver (dnspython, the system's servers) is never asked: the SPF tests
+    use it (``pytestmark``) so every lookup must go through ours."""
+    from ourmail.filters import spfdns
+
+    def forbidden(*args: object) -> None:
+        raise AssertionError(f"pyspf used its own resolver for {args}")
+
+    spfdns.install()
+    monkeypatch.setattr(spfdns, "_original", forbidden)

@@ -21,7 +21,6 @@ from twisted.logger import globalLogPublisher
 from twisted.names import dns
 
 from ourmail.filters import spf as spfmodule
-from ourmail.filters import spfdns
 from ourmail.filters.registry import BUILTIN, load_factory
 from ourmail.filters.spf import SPFCheck, factory, helo_domain, printable
 from ourmail.filters.spfdns import TwistedLookup
@@ -30,16 +29,7 @@ from ourmail.net.dns import make_resolver
 
 IP = "192.0.2.10"
 
-
-@pytest.fixture(autouse=True)
-def no_system_dns(monkeypatch: pytest.MonkeyPatch) -> None:
-    """pyspf's own resolver (dnspython, the system's servers) is never asked."""
-
-    def forbidden(*args: object) -> None:
-        raise AssertionError(f"pyspf used its own resolver for {args}")
-
-    spfdns.install()
-    monkeypatch.setattr(spfdns, "_original", forbidden)
+pytestmark = pytest.mark.usefixtures("no_system_dns")
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
 from twisted.names import dns
 
-from ourmail.filters import spfdns
 from ourmail.filters.spf import check_host
 from ourmail.filters.spfdns import TwistedLookup
 from ourmail.net.dns import make_resolver
@@ -31,6 +30,8 @@ from ourmail.net.dns import make_resolver
 SUITE = Path(__file__).parent / "data" / "rfc7208-tests.yml"
 #: A silent name costs one time-out per query; the suite only needs it short.
 ATTEMPTS = (0.3,)
+
+pytestmark = pytest.mark.usefixtures("no_system_dns")
 
 
 def _scenarios() -> list[dict[str, Any]]:
@@ -100,17 +101,6 @@ def load(zone: testdns.TestZone, zonedata: dict[str, list[Any]]) -> None:
             zone.silent[name] = frozenset(answered)
         else:
             zone.records.setdefault((name, dns.TXT), [])  # the name exists
-
-
-@pytest.fixture(autouse=True)
-def no_system_dns(monkeypatch: pytest.MonkeyPatch) -> None:
-    """pyspf's own resolver (dnspython, the system's servers) is never asked."""
-
-    def forbidden(*args: object) -> None:
-        raise AssertionError(f"pyspf used its own resolver for {args}")
-
-    spfdns.install()
-    monkeypatch.setattr(spfdns, "_original", forbidden)
 
 
 @pytest.fixture(scope="module")
