@@ -10,13 +10,11 @@ import smtplib
 from collections.abc import Iterator
 from pathlib import Path
 
-import attrs
-from conftest import RunningServer, dns_zone, running_server
-from peers.dns import free_port_on
+from conftest import RunningServer, dns_zone
 from peers.perldkim import needs_perl, verify
-from queuehelp import Pair, submit, wait_for
+from queuehelp import Pair, server_pair, submit, wait_for
 
-from ourmail.config import SERVICES, DNSSettings, FilterSettings, QueueSettings
+from ourmail.config import FilterSettings
 from ourmail.secure.dkimkeys import KeyStore
 
 
@@ -24,37 +22,12 @@ from ourmail.secure.dkimkeys import KeyStore
 def signing_pair(tmp_path: Path) -> Iterator[Pair]:
     """``ours`` (example.test) with an RSA key for example.test published, ``theirs``
     (remote.test); both run the ``arc`` check at the end of DATA."""
-    zone, dns_port = dns_zone()
-    port = free_port_on("127.0.0.1", "127.0.0.2", "127.0.0.4", "::1")
-    zone.set_mx("example.test", [(10, "mail.example.test")])
-    zone.set_address("mail.example.test", "127.0.0.1")
-    zone.set_mx("remote.test", [(10, "mx.remote.test")])
-    zone.set_address("mx.remote.test", "127.0.0.2")
-    common = {
-        "dns": DNSSettings(servers=(f"127.0.0.1:{dns_port}",)),
-        "filters": FilterSettings(chain=("arc",)),
-    }
-    with (
-        running_server(
-            tmp_path / "ours",
-            listen={"smtp": f"tcp:{port}:interface=127.0.0.1"},
-            queue=attrs.evolve(QueueSettings(), smtp_port=port),
-            **common,
-        ) as ours,
-        running_server(
-            tmp_path / "theirs",
-            listen={svc: "tcp:0:interface=127.0.0.2" for svc in SERVICES}
-            | {"smtp": f"tcp:{port}:interface=127.0.0.2"},
-            domain="remote.test",
-            hostname="mx.remote.test",
-            queue=attrs.evolve(QueueSettings(), smtp_port=port),
-            **common,
-        ) as theirs,
-    ):
-        theirs.add_user("carol@remote.test")
-        key = KeyStore(ours.data / "dkim").generate("example.test", "e2e", "rsa")
+    arc = FilterSettings(chain=("arc",))
+    with server_pair(tmp_path, filters=arc, theirs_changes={"filters": arc}) as pair:
+        key = KeyStore(pair.ours.data / "dkim").generate("example.test", "e2e", "rsa")
+        zone = dns_zone()[0]
         zone.set_txt("e2e._domainkey.example.test", [s.encode() for s in key.txt_strings()])
-        yield Pair(ours, theirs, port)
+        yield pair
 
 
 def raw(srv: RunningServer, address: str) -> list[bytes]:
