@@ -36,6 +36,7 @@ from ourmail.auth.realm import MailRealm
 from ourmail.auth.throttle import FailureThrottle
 from ourmail.config import IMPLICIT_TLS, SERVICES, ConfigError, Settings, config_template
 from ourmail.directory.local import LocalDirectory
+from ourmail.filters.chain import FilterChain
 from ourmail.filters.registry import build_chain
 from ourmail.fsutil import write_atomic
 from ourmail.imap.server import IMAPContext, IMAPServer
@@ -363,9 +364,12 @@ def sender_rewriter(
     return SenderRewriter(keys, directory.is_local_domain, clock, settings.srs.max_age)
 
 
-def filter_checks(settings: Settings, reactor: IReactorCore, queue: OutboundQueue) -> IFilterChain:
+def filter_checks(
+    settings: Settings, reactor: IReactorCore, queue: OutboundQueue | None
+) -> FilterChain:
     """The ``[filters]`` chain (ConfigError for a check or option that cannot work); with no
-    checks it still removes forged Authentication-Results under our authserv-id."""
+    checks it still removes forged Authentication-Results under our authserv-id.  ``queue``
+    sends the checks' reports (None: `ourmail filters list`, which sends nothing)."""
     env = FilterEnvironment(
         resolver=make_resolver(settings.dns.servers),
         reactor=reactor,

@@ -8,9 +8,8 @@ from typing import Any
 
 from ourmail.auth.accounts import AccountDB
 from ourmail.config import Settings
-from ourmail.filters.registry import build_chain
-from ourmail.interfaces import FilterEnvironment
-from ourmail.net.dns import make_resolver
+from ourmail.interfaces import STAGES
+from ourmail.service import filter_checks
 
 
 def add_parser(topics: Any, common: argparse.ArgumentParser) -> None:
@@ -28,14 +27,7 @@ def list_chain(settings: Settings, db: AccountDB, args: argparse.Namespace) -> N
         print("no checks: mail is accepted for local recipients without filtering")
         print("(set [filters] chain in ourmail.toml; see docs/filters.md)")
         return
-    env = FilterEnvironment(
-        resolver=make_resolver(settings.dns.servers),
-        reactor=reactor,
-        hostname=settings.hostname,
-        domains=settings.domains,
-        state_dir=settings.data_dir / "filters",
-    )
-    chain = build_chain(config, env, reactor)  # type: ignore[arg-type]
+    chain = filter_checks(settings, reactor, None)  # type: ignore[arg-type]
     listeners = ["smtp (MX)"]
     if config.check_submission:
         listeners.append("submission")
@@ -44,7 +36,7 @@ def list_chain(settings: Settings, db: AccountDB, args: argparse.Namespace) -> N
     print(f"authserv-id: {chain.authserv_id}; runs on: {', '.join(listeners)}")
     print(f"DNS: {', '.join(settings.dns.servers) or '/etc/resolv.conf'}")
     for number, (name, check) in enumerate(zip(config.chain, chain.checks, strict=True), 1):
-        stages = ", ".join(s for s in ("connect", "mail", "rcpt", "data") if s in check.stages)
+        stages = ", ".join(s for s in STAGES if s in check.stages)
         print(
             f"{number}. {name}: at {stages}; time-out {check.timeout:g} s, "
             f"on failure {check.on_error}"
