@@ -26,7 +26,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ourmail.filters.keyrecords import key_records
+from ourmail.filters.keyrecords import key_records, small_in_memory
 from ourmail.interfaces import (
     AuthResult,
     FilterEnvironment,
@@ -96,8 +96,12 @@ class ARCCheck:
         return Deferred.fromCoroutine(self._check(context))
 
     async def _check(self, context: MailContext) -> Verdict:
-        message: bytes = await deferToThread(context.message)
-        names = await deferToThread(key_names, message)
+        small = small_in_memory(context)
+        if small is not None:  # the header is read here: two thread hand-offs saved
+            message, names = small, key_names(small)
+        else:
+            message = await deferToThread(context.message)
+            names = await deferToThread(key_names, message)
         if names is None:
             result, reason, sealer = "none", "", ""
         elif len(names) > MAX_KEYS:

@@ -41,7 +41,7 @@ from twisted.logger import Logger
 from twisted.names import error
 from zope.interface import implementer
 
-from ourmail.filters.keyrecords import key_records
+from ourmail.filters.keyrecords import key_records, small_in_memory
 from ourmail.interfaces import (
     AuthResult,
     FilterEnvironment,
@@ -59,9 +59,6 @@ log = Logger()
 ALGORITHMS = {"rsa-sha256": "rsa", "ed25519-sha256": "ed25519"}
 #: A key record longer than this is refused unread (a 4096-bit RSA key is about 750 bytes).
 MAX_KEY_RECORD = 8192
-#: A message in memory up to this size has its signatures found on the reactor thread (the
-#: header is read, not the body); a bigger one, or one in a file, in a thread.
-INLINE_PARSE = 256 * 1024
 #: A message up to this size is verified on the reactor thread (about 1.4 ms of CPU for 4 KB
 #: with RSA-2048); a bigger one, whose body takes longer to canonicalise and hash, in a thread.
 INLINE_VERIFY = 64 * 1024
@@ -274,9 +271,9 @@ class DKIMCheck:
         return defer.ensureDeferred(self._check(context))
 
     async def _check(self, context: MailContext) -> Verdict:
-        if isinstance(context.content, bytes) and len(context.content) <= INLINE_PARSE:
-            message = context.content  # in memory and small: the header is read here
-            signatures = parse_signatures(message, self.max_signatures)
+        small = small_in_memory(context)
+        if small is not None:  # the header is read here
+            message, signatures = small, parse_signatures(small, self.max_signatures)
         else:
             message, signatures = await self._in_thread(self._read_and_parse, context)
         if not signatures:

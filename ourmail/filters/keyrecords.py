@@ -1,6 +1,7 @@
-"""The DKIM key records (``selector._domainkey.domain`` TXT) that DKIM and ARC verification
-need, fetched through the server's ``twisted.names`` resolver before dkimpy is asked, so
-dkimpy never makes a (blocking) lookup of its own."""
+"""What DKIM and ARC verification share: the key records (``selector._domainkey.domain`` TXT)
+they need, fetched through the server's ``twisted.names`` resolver before dkimpy is asked (so
+dkimpy never makes a blocking lookup of its own), and whether a message is small enough for
+its header to be read on the reactor thread."""
 
 from __future__ import annotations
 
@@ -9,6 +10,19 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.names import dns
 from twisted.names.error import DNSNameError
+
+from ourmail.interfaces import MailContext
+
+#: A message in memory up to this size has its signature fields found on the reactor thread
+#: (the header is read, not the body); a bigger one, or one in a file, in a thread.
+INLINE_PARSE = 256 * 1024
+
+
+def small_in_memory(context: MailContext) -> bytes | None:
+    """The message at the data stage when it is in memory and at most :data:`INLINE_PARSE`
+    bytes (its header may be read on the reactor thread), else None."""
+    content = context.content
+    return content if isinstance(content, bytes) and len(content) <= INLINE_PARSE else None
 
 
 async def key_records(
