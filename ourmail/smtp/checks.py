@@ -32,18 +32,18 @@ def header_end(head: bytes) -> int | None:
     return match.end() if match else None
 
 
-def header_too_large(spool: Spool) -> bool:
-    """Whether the message's header section is longer than :data:`HEADER_SCAN`."""
-    head = spool.head(HEADER_SCAN)
+def header_too_large(spool: Spool, head: bytes) -> bool:
+    """Whether the message's header section is longer than :data:`HEADER_SCAN` (``head``:
+    its first :data:`HEADER_SCAN` bytes)."""
     return header_end(head) is None and spool.size > len(head)
 
 
-def rewrite_header(spool: Spool, chain: IFilterChain, fields: bytes, at: int) -> None:
+def rewrite_header(spool: Spool, chain: IFilterChain, fields: bytes, at: int, head: bytes) -> None:
     """Remove forged results under our authserv-id (on every listener), then add ``fields``
     at ``at``: just below this host's own Received: field, which stays the first line (the
     trace of this hop, RFC 5321 §4.4), as large providers place theirs.  Reads and may rewrite
-    a spool file: call it in a thread for a message on disk."""
-    head = spool.head(HEADER_SCAN)
+    a spool file: call it in a thread for a message on disk.  ``head``: the spool's first
+    :data:`HEADER_SCAN` bytes."""
     end = header_end(head) or len(head)
     cleaned = chain.strip(head[at:end])
     if len(cleaned) != end - at:

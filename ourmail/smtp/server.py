@@ -62,7 +62,7 @@ from ourmail.interfaces import (
 )
 from ourmail.net.lineproto import LineProtocol
 from ourmail.smtp import auth, submission, syntax
-from ourmail.smtp.checks import added_fields, header_too_large, rewrite_header
+from ourmail.smtp.checks import HEADER_SCAN, added_fields, header_too_large, rewrite_header
 from ourmail.smtp.data import ChunkReader, DotReader, MessageSink
 from ourmail.smtp.delivery import Accepted, Delivery, Refusal, Transaction
 from ourmail.smtp.spool import Spool
@@ -590,7 +590,9 @@ class SMTPServer(LineProtocol):
         checks, spool = self.ctx.checks, self._spool
         assert spool is not None
         try:
-            if checks is not None and header_too_large(spool):
+            # Read once: for the limit, then the rewrite.
+            head = spool.head(HEADER_SCAN) if checks is not None else b""
+            if checks is not None and header_too_large(spool, head):
                 self._reset()
                 self.error(552, "5.3.4 Message header too large")
                 return
@@ -606,9 +608,9 @@ class SMTPServer(LineProtocol):
                     fields = added_fields(checks, self.mail_context, self._verdicts)
                 at = self._received_len
                 if spool.on_disk() is None:
-                    rewrite_header(spool, checks, fields, at)
-                else:  # a large message: its file is read and rewritten off the reactor
-                    yield deferToThread(rewrite_header, spool, checks, fields, at)
+                    rewrite_header(spool, checks, fields, at, head)
+                else:  # a large message: its file is rewritten off the reactor
+                    yield deferToThread(rewrite_header, spool, checks, fields, at, head)
         except Exception:
             self._reset()
             raise
