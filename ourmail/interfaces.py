@@ -473,6 +473,9 @@ class MailContext:
     recipient: str | None = None
     #: The logged-in user (submission), or None.
     authenticated: str | None = None
+    #: The listener trusts this mail (submission, LMTP, unless check_submission/check_lmtp):
+    #: only the checks whose ``trusted`` is true run.
+    trusted: bool = False
     #: At ``data``: the message as it will be stored (this host's Received: first), as bytes
     #: or the path of a file holding it.
     content: bytes | os.PathLike[str] | None = None
@@ -511,6 +514,10 @@ class ICheck(Interface):
     on_error = Attribute(
         'What a failure or time-out means: "accept" (carry on, logged) or "tempfail" (451).'
     )
+    trusted = Attribute(
+        "Whether the check also runs on mail that submission and LMTP trust (an antivirus "
+        "does; SPF does not).  Other checks run there only with check_submission/check_lmtp."
+    )
 
     def check(stage: Stage, context: MailContext) -> Deferred[Verdict]:
         """The verdict on ``context`` at ``stage``."""
@@ -532,8 +539,8 @@ class IFilterChain(Interface):
 
     authserv_id = Attribute("This host's id in Authentication-Results (RFC 8601 §2.5).")
 
-    def runs_at(stage: Stage) -> bool:
-        """Whether any check runs at ``stage``."""
+    def runs_at(stage: Stage, trusted: bool = False) -> bool:
+        """Whether any check runs at ``stage`` (on mail the listener trusts, if ``trusted``)."""
 
     def run(stage: Stage, context: MailContext) -> Deferred[ChainOutcome]:
         """Run the checks of ``stage`` in order; their results join ``context.results``."""

@@ -39,6 +39,7 @@ class ScriptedCheck:
     clock: Any
     timeout: float = 5.0
     on_error: str = "accept"
+    trusted: bool = False
     seen: list[tuple[str, MailContext]] = attrs.Factory(list)
 
     def check(self, stage: Stage, context: MailContext) -> Deferred[Verdict]:

@@ -43,6 +43,7 @@ class SubjectCheck:
     stages = ("data",)  # connect, mail, rcpt or data
     timeout = 5.0
     on_error = "accept"
+    trusted = False  # True: also mail that submission and LMTP trust
 
     def __init__(self, words: list[str]) -> None:
         self.words = [w.lower() for w in words]

@@ -37,9 +37,10 @@ def list_chain(settings: Settings, db: AccountDB, args: argparse.Namespace) -> N
     print(f"DNS: {', '.join(settings.dns.servers) or '/etc/resolv.conf'}")
     for number, (name, check) in enumerate(zip(config.chain, chain.checks, strict=True), 1):
         stages = ", ".join(s for s in STAGES if s in check.stages)
+        everywhere = "; also submission and lmtp" if check.trusted else ""
         print(
             f"{number}. {name}: at {stages}; time-out {check.timeout:g} s, "
-            f"on failure {check.on_error}"
+            f"on failure {check.on_error}{everywhere}"
         )
         for key, value in sorted(config.options.get(name, {}).items()):
             print(f"     {key} = {value!r}")

@@ -91,6 +91,7 @@ class ARCCheck:
     stages: tuple[Stage, ...] = ("data",)
     timeout: float = 10.0
     on_error: str = "accept"
+    trusted: bool = False
 
     def check(self, stage: Stage, context: MailContext) -> Deferred[Verdict]:
         return Deferred.fromCoroutine(self._check(context))

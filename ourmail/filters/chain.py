@@ -62,9 +62,9 @@ class FilterChain:
             added += authresults.field("X-Ourmail-Junk", "; ".join(outcome.junk))
         return added
 
-    def runs_at(self, stage: Stage) -> bool:
-        """Whether any check runs at ``stage``."""
-        return any(stage in c.stages for c in self.checks)
+    def runs_at(self, stage: Stage, trusted: bool = False) -> bool:
+        """Whether any check runs at ``stage`` (on mail the listener trusts, if ``trusted``)."""
+        return any(stage in c.stages and (c.trusted or not trusted) for c in self.checks)
 
     def run(self, stage: Stage, context: MailContext) -> Deferred[ChainOutcome]:
         """Run every check that runs at ``stage``; their results join ``context.results``."""
@@ -73,7 +73,7 @@ class FilterChain:
     async def _run(self, stage: Stage, context: MailContext) -> ChainOutcome:
         outcome = ChainOutcome()
         for check in self.checks:
-            if stage not in check.stages:
+            if stage not in check.stages or (context.trusted and not check.trusted):
                 continue
             verdict = await self._one(check, stage, context)
             if not (verdict.refuses and stage == "rcpt"):

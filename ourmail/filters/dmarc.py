@@ -120,6 +120,7 @@ class DMARCCheck:
     stages: tuple[Stage, ...] = ("data",)
     timeout: float = 20.0
     on_error: str = "accept"
+    trusted: bool = False
 
     def check(self, stage: Stage, context: MailContext) -> Deferred[Verdict]:
         return defer.ensureDeferred(self._check(context))

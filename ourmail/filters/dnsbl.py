@@ -151,6 +151,7 @@ class DNSBLCheck:
         #: Room for the A lookups and then the TXT reasons, each within query_timeout.
         self.timeout = 2 * query_timeout + 1
         self.on_error = "accept"
+        self.trusted = False
         self.threshold = threshold
         self.action = action
         self.query_timeout = query_timeout

@@ -210,6 +210,7 @@ class GreylistCheck:
         self.timeout = BUSY_TIMEOUT_MS / 1000 + 5.0
         #: A broken database must not stop the mail: the message is then accepted (logged).
         self.on_error = "accept"
+        self.trusted = False
         self.skip_networks = tuple(skip_networks)
         self.skip_spf_pass = skip_spf_pass
         self._reactor = reactor

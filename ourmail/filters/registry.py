@@ -28,7 +28,7 @@ BUILTIN: Mapping[str, str] = {
 }
 
 #: Options every check takes, read by the chain's builder.
-COMMON_OPTIONS = ("timeout", "on_error")
+COMMON_OPTIONS = ("timeout", "on_error", "trusted")
 ON_ERROR = ("accept", "tempfail")
 
 
@@ -65,6 +65,10 @@ def build_check(name: str, options: Mapping[str, Any], env: FilterEnvironment) -
         if options["on_error"] not in ON_ERROR:
             raise ConfigError(f"'filters.check.{name}.on_error' must be one of {ON_ERROR}")
         check.on_error = options["on_error"]
+    if "trusted" in options:
+        if not isinstance(options["trusted"], bool):
+            raise ConfigError(f"'filters.check.{name}.trusted' must be true or false")
+        check.trusted = options["trusted"]
     if not ICheck.providedBy(check) or not set(check.stages) <= set(STAGES):
         raise ConfigError(f"check {name!r} did not make an ICheck")
     return check

@@ -193,6 +193,7 @@ class SPFCheck:
     #: RFC 7208 §4.6.4: at least 20 seconds for one evaluation.
     timeout: float = 20.0
     on_error: str = "accept"
+    trusted: bool = False
 
     def check(self, stage: Stage, context: MailContext) -> Deferred[Verdict]:
         """The verdict at MAIL FROM."""

@@ -53,7 +53,7 @@ def rewrite_header(spool: Spool, chain: IFilterChain, fields: bytes, at: int, he
 
 
 def added_fields(chain: IFilterChain, context: MailContext, outcome: ChainOutcome) -> bytes:
-    """Our Authentication-Results and the checks' fields, when the chain has any check."""
-    if not any(chain.runs_at(stage) for stage in STAGES):
+    """Our Authentication-Results and the checks' fields, when a check ran on this mail."""
+    if not any(chain.runs_at(stage, context.trusted) for stage in STAGES):
         return b""
     return chain.fields(context, outcome)

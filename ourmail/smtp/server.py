@@ -110,7 +110,9 @@ class SMTPServer(LineProtocol):
         self.commands = 0
         self._continuation: Callable[[str], None] | None = None
         #: What the filter chain sees of this session.
-        self.mail_context = MailContext(client_address="", listener=self.listener_name())
+        self.mail_context = MailContext(
+            client_address="", listener=self.listener_name(), trusted=not ctx.check_mail
+        )
         #: The chain refused the client at connect: every command but QUIT gets 503.
         self._refused_at_connect = False
         #: The connect checks' junk verdicts, header fields and results, for every message.
@@ -603,9 +605,7 @@ class SMTPServer(LineProtocol):
                     self._refuse(refusal)
                     return
             if checks is not None:
-                fields = b""
-                if self.ctx.check_mail:
-                    fields = added_fields(checks, self.mail_context, self._verdicts)
+                fields = added_fields(checks, self.mail_context, self._verdicts)
                 at = self._received_len
                 if spool.on_disk() is None:
                     rewrite_header(spool, checks, fields, at, head)
@@ -617,10 +617,10 @@ class SMTPServer(LineProtocol):
         yield self._deliver()
 
     def _checking(self, stage: Stage) -> bool:
-        """Whether this listener runs the chain, and a check runs at ``stage``."""
-        return (
-            self.ctx.check_mail and self.ctx.checks is not None and self.ctx.checks.runs_at(stage)
-        )
+        """Whether a check runs at ``stage`` on this listener's mail (only the ``trusted``
+        checks where the listener trusts it: submission, LMTP)."""
+        checks = self.ctx.checks
+        return checks is not None and checks.runs_at(stage, self.mail_context.trusted)
 
     def _may_send_as(self, address: str) -> bool:
         assert self.user is not None

@@ -127,6 +127,17 @@ def test_submission_is_not_checked_unless_asked(chain: Any) -> None:
             assert s.mail(server.user)[0] == code
 
 
+def test_a_trusted_check_runs_on_submission_too(chain: Any) -> None:
+    """``trusted = true`` (an antivirus): the check runs where the listener trusts the mail."""
+    srv = chain({"action": "reject", "at": "data", "trusted": True})
+    with smtplib.SMTP("127.0.0.1", srv.port("submission")) as s:
+        s.starttls(context=client_tls())
+        s.login(srv.user, srv.password)
+        s.mail(srv.user)
+        s.rcpt(srv.user)
+        assert s.data(b"From: " + srv.user.encode() + b"\r\nSubject: x\r\n\r\nHi\r\n")[0] == 550
+
+
 FORGED = (
     b"Authentication-Results: ((nested)) mail.example.test; dkim=pass header.d=bank.test\r\n"
     b"From: bob@else.test\r\nSubject: Hello\r\n\r\nHi\r\n"
