@@ -584,6 +584,16 @@ class ICheckFactory(Interface):
         then refuses to start with that line)."""
 
 
+class ISpamLearner(Interface):
+    """Teaches the spam scanner what people decide (ourmail/filters, docs/filters.md): a
+    message moved into Junk is spam, one moved out of Junk (not to Trash) is ham."""
+
+    def learn(user: str, message: bytes, spam: bool) -> Deferred[None]:
+        """Tell the scanner that ``message``, as ``user`` received it, is spam (or ham).
+        Fails when the scanner could not be told (down, refused): the caller keeps the
+        request and tries again later."""
+
+
 # -- outbound authentication: DKIM signing and ARC sealing (ourmail/secure, docs/filters.md) --
 
 
