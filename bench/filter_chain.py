@@ -110,6 +110,7 @@ def main() -> None:
     message_file = base / "message.txt"
     message_file.write_bytes(message)
     zone = testdns.TestZone()
+    zone.negative_ttl = args.ttl  # "no data" answers carry an SOA, as real zones' do
     ttl = args.ttl
     zone.set_txt(SENDER_DOMAIN, "v=spf1 ip4:127.0.0.0/8 -all", ttl=ttl)
     zone.set_txt(f"_dmarc.{SENDER_DOMAIN}", "v=DMARC1; p=reject", ttl=ttl)

@@ -29,6 +29,7 @@ class SPFNotes:
     stages: tuple[Stage, ...] = ("mail",)
     timeout: float = 5.0
     on_error: str = "accept"
+    trusted: bool = False
 
     def check(self, stage: Stage, context: MailContext) -> Deferred[Verdict]:
         domain = (context.sender or "").rpartition("@")[2].lower() or (context.helo or "")

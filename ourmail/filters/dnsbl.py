@@ -39,7 +39,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ourmail.filters.netlist import IPAddress, IPNetwork, client_ip, in_networks, parse_networks
-from ourmail.filters.ttlcache import TTLCache
 from ourmail.interfaces import (
     ACCEPT,
     AuthResult,
@@ -51,6 +50,7 @@ from ourmail.interfaces import (
     Verdict,
     refuse,
 )
+from ourmail.net.ttlcache import TTLCache
 
 log = Logger()
 

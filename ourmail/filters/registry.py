@@ -69,6 +69,8 @@ def build_check(name: str, options: Mapping[str, Any], env: FilterEnvironment) -
         if not isinstance(options["trusted"], bool):
             raise ConfigError(f"'filters.check.{name}.trusted' must be true or false")
         check.trusted = options["trusted"]
+    elif not hasattr(check, "trusted"):
+        check.trusted = False  # a check written before the attribute existed: not trusted
     if not ICheck.providedBy(check) or not set(check.stages) <= set(STAGES):
         raise ConfigError(f"check {name!r} did not make an ICheck")
     return check

@@ -5,9 +5,13 @@ Implementation notes (keep these true when changing this module):
 
 * pyspf (the RFC 7208 test suite ships with it) does the evaluation: record
   selection, mechanisms, macros, ``exp=``, the §4.6.4 limits (10 DNS-querying terms, 2 void
-  lookups, 10 MX/PTR names).  It is synchronous, so it runs in a small thread pool of its
-  own; every DNS query it makes is asked on the reactor through the server's twisted.names
-  resolver (:mod:`ourmail.filters.spfdns`).  The reactor thread never waits.
+  lookups, 10 MX/PTR names).  It is synchronous and asks for DNS answers as it goes, so it
+  runs on the reactor in passes: a pass that needs an answer neither known nor cached
+  stops, the answer is fetched (asynchronously, through the server's twisted.names
+  resolver), and the evaluation starts again (:mod:`ourmail.filters.spfdns`).  With the
+  common records in the resolver's cache that is one pass of some 0.1 ms and no thread.
+  After :data:`REACTOR_PASSES` passes, the evaluation finishes in a small thread pool of
+  its own, whose lookups are asked on the reactor.  The reactor thread never waits.
 * Both identities are checked at MAIL (RFC 7208 §2.3, §2.4): for the null sender the HELO
   identity decides; otherwise MAIL FROM decides, and a ``fail`` of the HELO identity (a
   conclusive result, §2.3) is answered like a MAIL FROM ``fail``.
@@ -27,8 +31,8 @@ from __future__ import annotations
 import re
 import time
 import weakref
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import attrs
 import spf as pyspf  # type: ignore[import-untyped]
@@ -40,7 +44,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from ourmail.filters.netlist import IPNetwork, client_ip, in_networks, parse_networks
-from ourmail.filters.spfdns import TwistedLookup, bound
+from ourmail.filters.spfdns import ReactorLookup, TwistedLookup, bound
 from ourmail.interfaces import (
     ACCEPT,
     Action,
@@ -63,8 +67,11 @@ _OLD_NAMES = {"unknown": "permerror", "error": "temperror"}
 _NO_EXPLANATION = "\x00ourmail-default\x00"
 #: Longest explanation put into an SMTP reply (RFC 5321 §4.5.3.1.5 allows 512 per line).
 MAX_EXPLANATION = 300
-#: Concurrent SPF evaluations (each holds a thread while it waits for DNS); more wait.
+#: Concurrent SPF evaluations in threads (each holds one while it waits for DNS); more wait.
 POOL_SIZE = 16
+#: Passes of one evaluation on the reactor thread, each with one more answer, before the
+#: rest goes to a worker thread (a record needing many rounds of lookups).
+REACTOR_PASSES = 8
 
 FAIL_ACTIONS = ("reject", "junk", "accept")
 SOFTFAIL_ACTIONS = ("accept", "junk")
@@ -112,7 +119,11 @@ def printable(text: str) -> str:
 
 
 def check_host(
-    ip: str, sender: str, helo: str, lookup: TwistedLookup, receiver: str | None = None
+    ip: str,
+    sender: str,
+    helo: str,
+    lookup: TwistedLookup | ReactorLookup,
+    receiver: str | None = None,
 ) -> SPFOutcome:
     """RFC 7208 ``check_host()`` of ``sender`` (MAIL FROM; "" checks the HELO identity
     ``helo``) for the client ``ip``, every DNS query answered by ``lookup``; ``receiver`` is
@@ -172,6 +183,57 @@ _pools: dict[int, ThreadPool] = {}
 _running: weakref.WeakSet[TwistedLookup] = weakref.WeakSet()
 
 
+#: The MAIL FROM and HELO identities' outcomes (either may be None: not evaluated).
+Outcomes = tuple["SPFOutcome | None", "SPFOutcome | None"]
+T = TypeVar("T")
+
+
+class Evaluation:
+    """One evaluation's passes on the reactor, then (if it needs more rounds of lookups) the
+    rest in a worker thread with the answers known so far (see the module's notes)."""
+
+    def __init__(
+        self, reactor: Any, resolver: Any, attempts: tuple[float, ...], deadline: float
+    ) -> None:
+        self._reactor, self._resolver = reactor, resolver
+        self._attempts, self._deadline = attempts, deadline
+        self._on_reactor = ReactorLookup(resolver, reactor, attempts, deadline)
+        self._threaded: TwistedLookup | None = None
+        self._cancelled = False
+
+    async def run(
+        self, evaluate: Callable[[ReactorLookup | TwistedLookup], T], passes: int = REACTOR_PASSES
+    ) -> T:
+        """What ``evaluate`` (synchronous pyspf work given a lookup) finds."""
+        for _ in range(passes):
+            found = evaluate(self._on_reactor)
+            if self._on_reactor.missing is None:
+                return found
+            await self._on_reactor.fetch()
+            if self._cancelled:
+                raise CancelledError()
+        lookup = TwistedLookup(
+            self._reactor, self._resolver, self._attempts, self._deadline, self._on_reactor.known
+        )
+        self._threaded = lookup
+
+        def in_thread() -> T:
+            _running.add(lookup)
+            try:
+                return evaluate(lookup)
+            finally:
+                _running.discard(lookup)
+
+        return await deferToThreadPool(self._reactor, _pool(self._reactor), in_thread)
+
+    def cancel(self) -> None:
+        """Abandon the evaluation: its DNS question, or its worker thread's lookups."""
+        self._cancelled = True
+        self._on_reactor.cancel()
+        if self._threaded is not None:
+            self._threaded.cancel()
+
+
 @implementer(ICheck)
 @attrs.define
 class SPFCheck:
@@ -209,25 +271,20 @@ class SPFCheck:
             min(1.0, self.dns_timeout / 2),
             self.dns_timeout - min(1.0, self.dns_timeout / 2),
         )
-        lookup = TwistedLookup(self.reactor, self.resolver, attempts, deadline)
-        sender, helo = context.sender, context.helo or ""
+        ip_text, sender, helo = str(ip), context.sender, context.helo or ""
         check_helo = self.helo and helo_domain(helo) is not None
 
-        def evaluate() -> tuple[SPFOutcome | None, SPFOutcome | None]:
-            _running.add(lookup)
-            try:
-                helo_outcome = None
-                if check_helo or not sender:
-                    helo_outcome = _evaluate_helo(str(ip), helo, lookup, self.receiver)
-                    if not sender or (helo_outcome.result == "fail" and self.fail == "reject"):
-                        return None, helo_outcome
-                mailfrom = check_host(str(ip), sender, helo, lookup, self.receiver)
-                return mailfrom, helo_outcome
-            finally:
-                _running.discard(lookup)
+        def identities(lookup: ReactorLookup | TwistedLookup) -> Outcomes:
+            helo_outcome = None
+            if check_helo or not sender:
+                helo_outcome = _evaluate_helo(ip_text, helo, lookup, self.receiver)
+                if not sender or (helo_outcome.result == "fail" and self.fail == "reject"):
+                    return None, helo_outcome
+            return check_host(ip_text, sender, helo, lookup, self.receiver), helo_outcome
 
-        result: Deferred[Verdict] = Deferred(lambda _: lookup.cancel())
-        inner = deferToThreadPool(self.reactor, _pool(self.reactor), evaluate)
+        evaluation = Evaluation(self.reactor, self.resolver, attempts, deadline)
+        result: Deferred[Verdict] = Deferred(lambda _: evaluation.cancel())
+        inner = Deferred.fromCoroutine(evaluation.run(identities))
         # The notes of this transaction: an evaluation that outlives its check (the chain
         # gave up waiting) must not write into the next transaction's.
         notes = context.notes
@@ -301,7 +358,9 @@ class SPFCheck:
         return "accept"
 
 
-def _evaluate_helo(ip: str, helo: str, lookup: TwistedLookup, receiver: str) -> SPFOutcome:
+def _evaluate_helo(
+    ip: str, helo: str, lookup: TwistedLookup | ReactorLookup, receiver: str
+) -> SPFOutcome:
     """The HELO identity (RFC 7208 §2.3): ``none`` for a name that cannot be checked."""
     name = helo_domain(helo)
     if name is None:

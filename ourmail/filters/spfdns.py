@@ -1,7 +1,15 @@
-"""pyspf's DNS function answered by ``twisted.names``: the SPF evaluation runs in a worker
-thread and each of its lookups is asked on the reactor through the server's resolver.
+"""pyspf's DNS function answered by ``twisted.names``: on the reactor thread from answers
+already known (:class:`ReactorLookup`), or in a worker thread whose lookups are asked on the
+reactor through the server's resolver (:class:`TwistedLookup`).
 
 Implementation notes (keep these true when changing this module):
+
+* A :class:`ReactorLookup` never waits: a question whose answer is neither known to this
+  evaluation nor in the resolver's cache is recorded as :attr:`ReactorLookup.missing` and
+  the lookup raises ``spf.TempError``; the caller then asks it, and evaluates again from the
+  start.  pyspf is deterministic, so each pass repeats the last one's questions, and every
+  pass learns one more answer.  (pyspf swallows some errors, e.g. of ``exp=``: the caller
+  looks at ``missing``, not at the result, to know whether a pass was complete.)
 
 * pyspf calls one module-level function, ``spf.DNSLookup(name, qtype, strict, timeout)``, for
   every query.  :func:`install` replaces it once with a dispatcher that uses the
@@ -47,21 +55,118 @@ _NAMES = {code: name for name, code in QTYPES.items()}
 Answer = tuple[tuple[str, str], Any]
 
 
+def wire_name(name: str) -> bytes | None:
+    """``name`` as asked in DNS, or None for a name that cannot exist there: a non-ASCII
+    name (no data, a void lookup) or one longer than RFC 1035 §2.3.4 allows."""
+    try:
+        wire = name.encode("ascii")
+    except UnicodeError:
+        return None
+    return None if len(wire.rstrip(b".")) > 253 else wire
+
+
+#: An answer this evaluation already has: the records, or why the lookup failed.
+Known = dict[tuple[str, str], "list[Answer] | str"]
+
+
+def outcome(result: tuple[list[dns.RRHeader], Any, Any] | Failure) -> list[Answer] | str:
+    """What a resolver's answer means to pyspf: its records, none for NXDOMAIN (RFC 7208
+    §4.3, §5), or the reason of a failure (a time-out, a server failure: ``temperror``)."""
+    if not isinstance(result, Failure):
+        return convert(result[0])
+    if result.check(DNSNameError):  # type: ignore[no-untyped-call]
+        return []
+    if result.check(defer.TimeoutError):  # type: ignore[no-untyped-call]
+        return "time-out"
+    return getattr(result.type, "__name__", "error")
+
+
+def _answer(name: str, qtype: str, known: list[Answer] | str) -> list[Answer]:
+    if isinstance(known, str):
+        raise spf.TempError(f"DNS {qtype} lookup of {name} failed: {known}")
+    return known
+
+
+class ReactorLookup:
+    """pyspf's DNS function on the reactor thread, for one evaluation: answers from
+    :attr:`known` or the resolver's cache; anything else is :attr:`missing` (see the
+    module's notes), asked with :meth:`fetch`."""
+
+    def __init__(self, resolver: Any, clock: Any, attempts: tuple[float, ...], deadline: float):
+        self._resolver = resolver
+        self._clock = clock
+        self._attempts = attempts
+        self.deadline = deadline
+        self.known: Known = {}
+        #: The question the last pass could not answer, and the resolver's Deferred for it.
+        self.missing: tuple[tuple[str, str], Any] | None = None
+        self._fetching: Any = None
+
+    def __call__(
+        self, name: str, qtype: str, strict: object = True, timeout: object = None
+    ) -> list[Answer]:
+        key = (name, qtype)
+        if key in self.known:
+            return _answer(name, qtype, self.known[key])
+        wire = wire_name(name)
+        if wire is None:
+            return []
+        if self.missing is None:
+            d = self._resolver.query(dns.Query(wire, QTYPES[qtype], dns.IN), self._attempts)
+            if d.called:  # the resolver's cache had it
+                results: list[Any] = []
+                d.addBoth(results.append)
+                self.known[key] = outcome(results[0])
+                return _answer(name, qtype, self.known[key])
+            self.missing = (key, d)
+        raise spf.TempError(f"DNS {qtype} lookup of {name} not answered yet")
+
+    async def fetch(self) -> None:
+        """Wait for the missing answer (at most until the deadline) and know it."""
+        assert self.missing is not None
+        key, d = self.missing
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            d.cancel()
+            self.known[key] = "SPF evaluation time limit reached"
+        else:
+            d.addTimeout(remaining, self._clock)
+            self._fetching = d
+            results: list[Any] = []
+            await d.addBoth(results.append)
+            self._fetching = None
+            self.known[key] = outcome(results[0])
+        self.missing = None
+
+    def cancel(self) -> None:
+        """Stop waiting for the answer being fetched."""
+        if self._fetching is not None:
+            self._fetching.cancel()
+
+
 class TwistedLookup:
-    """pyspf's DNS function for one evaluation, asking ``resolver`` on ``reactor``.
+    """pyspf's DNS function for one evaluation in a worker thread, asking ``resolver`` on
+    ``reactor``.
 
     ``attempts`` are the per-try time-outs of one query (twisted.names retries with each);
     nothing is asked after ``deadline`` (``time.monotonic()``) or once :meth:`cancel` is
-    called: both give ``spf.TempError``."""
+    called: both give ``spf.TempError``.  ``known``: answers the evaluation already has
+    (from its passes on the reactor)."""
 
     def __init__(
-        self, reactor: Any, resolver: Any, attempts: tuple[float, ...], deadline: float
+        self,
+        reactor: Any,
+        resolver: Any,
+        attempts: tuple[float, ...],
+        deadline: float,
+        known: Known | None = None,
     ) -> None:
         self._reactor = reactor
         self._resolver = resolver
         self._attempts = attempts
         self.deadline = deadline
         self._cancelled = threading.Event()
+        self._known = dict(known or {})
         #: How many queries were sent (for tests and the log).
         self.queries = 0
 
@@ -75,15 +180,13 @@ class TwistedLookup:
         """The answers for ``name``/``qtype``, in the worker thread."""
         if self._cancelled.is_set():
             raise spf.TempError("SPF evaluation abandoned")
+        if (name, qtype) in self._known:
+            return _answer(name, qtype, self._known[(name, qtype)])
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise spf.TempError("DNS: SPF evaluation time limit reached")
-        try:
-            # Non-ASCII names do not exist in DNS as such: no data (a void lookup).
-            wire = name.encode("ascii")
-        except UnicodeError:
-            return []
-        if len(wire.rstrip(b".")) > 253:  # RFC 1035 §2.3.4: no such name can exist
+        wire = wire_name(name)
+        if wire is None:
             return []
         box: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
         self.queries += 1
@@ -114,18 +217,11 @@ class TwistedLookup:
             return
         d.addTimeout(limit, self._reactor)
 
-        def answered(result: tuple[list[dns.RRHeader], list[Any], list[Any]]) -> None:
-            box.put((True, convert(result[0])))
+        def answered(result: tuple[list[dns.RRHeader], Any, Any] | Failure) -> None:
+            meaning = outcome(result)
+            box.put((False, meaning) if isinstance(meaning, str) else (True, meaning))
 
-        def failed(failure: Failure) -> None:
-            if failure.check(DNSNameError):  # type: ignore[no-untyped-call]  # NXDOMAIN: no data (RFC 7208 §4.3, §5)
-                box.put((True, []))
-            elif failure.check(defer.TimeoutError):  # type: ignore[no-untyped-call]
-                box.put((False, "time-out"))
-            else:
-                box.put((False, getattr(failure.type, "__name__", "error")))
-
-        d.addCallbacks(answered, failed)
+        d.addBoth(answered)
 
 
 def convert(records: list[dns.RRHeader]) -> list[Answer]:
@@ -177,7 +273,7 @@ def install() -> None:
 
 
 @contextlib.contextmanager
-def bound(lookup: TwistedLookup) -> Iterator[TwistedLookup]:
+def bound(lookup: TwistedLookup | ReactorLookup) -> Iterator[TwistedLookup | ReactorLookup]:
     """Within this block, pyspf's lookups in this thread are answered by ``lookup``."""
     install()
     _local.lookup = lookup

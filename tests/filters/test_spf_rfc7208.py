@@ -20,11 +20,11 @@ import yaml
 from conftest import _ensure_reactor
 from peers import dns as testdns
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.threads import blockingCallFromThread
 from twisted.names import dns
 
-from ourmail.filters.spf import check_host
-from ourmail.filters.spfdns import TwistedLookup
+from ourmail.filters.spf import Evaluation, SPFOutcome, check_host
 from ourmail.net.dns import make_resolver
 
 SUITE = Path(__file__).parent / "data" / "rfc7208-tests.yml"
@@ -114,14 +114,26 @@ def server() -> Iterator[tuple[testdns.TestZone, Any]]:
         blockingCallFromThread(reactor, port.stopListening)
 
 
+#: How the evaluation runs: all on the reactor in passes; all in a worker thread; and as
+#: the check runs it (some passes, then a thread for records that need more).
+PASSES = {"reactor": 1000, "thread": 0, "mixed": 2}
+
+
+@pytest.mark.parametrize("path", PASSES)
 @pytest.mark.parametrize(("scenario", "name"), CASES)
-def test_rfc7208(server: tuple[testdns.TestZone, Any], scenario: int, name: str) -> None:
+def test_rfc7208(server: tuple[testdns.TestZone, Any], scenario: int, name: str, path: str) -> None:
     zone, resolver = server
     data = SCENARIOS[scenario]
     case = data["tests"][name]
     blockingCallFromThread(reactor, load, zone, data["zonedata"])
-    lookup = TwistedLookup(reactor, resolver, ATTEMPTS, time.monotonic() + 20)
-    outcome = check_host(case["host"], case["mailfrom"], case["helo"], lookup)
+    evaluation = Evaluation(reactor, resolver, ATTEMPTS, time.monotonic() + 20)
+
+    def evaluate(lookup: Any) -> SPFOutcome:
+        return check_host(case["host"], case["mailfrom"], case["helo"], lookup)
+
+    outcome = blockingCallFromThread(
+        reactor, lambda: Deferred.fromCoroutine(evaluation.run(evaluate, PASSES[path]))
+    )
     expected = case["result"]
     allowed = [expected] if isinstance(expected, str) else expected
     assert outcome.result in allowed, f"{case.get('spec')}: {outcome}"

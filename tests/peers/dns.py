@@ -25,6 +25,9 @@ class TestZone(ResolverBase):
         self.records: dict[tuple[str, int], list[object]] = {}
         #: Names whose queries go unanswered, but for the types named (see set_silent).
         self.silent: dict[str, frozenset[int]] = {}
+        #: When positive: "no data" answers carry an SOA whose MINIMUM is this many seconds,
+        #: as a real zone's do, so resolvers may keep them (RFC 2308 §5).
+        self.negative_ttl = 0
 
     def clear(self, name: str) -> None:
         for key in [k for k in self.records if k[0] == name.lower()]:
@@ -76,7 +79,11 @@ class TestZone(ResolverBase):
                 answers.append(dns.RRHeader(text, dns.CNAME, cls, 0, alias, auth=True))
                 target = alias.name.name.decode().lower().rstrip(".")  # type: ignore[attr-defined]
                 answers += self._answers(target, cls, dns.CNAME) + self._answers(target, cls, type)
-        return defer.succeed((answers, [], []))
+        authority = []
+        if not answers and self.negative_ttl > 0:
+            soa = dns.Record_SOA(b"ns.test", b"root.test", minimum=self.negative_ttl)
+            authority.append(dns.RRHeader(text, dns.SOA, cls, self.negative_ttl, soa, auth=True))
+        return defer.succeed((answers, authority, []))
 
     def _answers(self, text: str, cls: int, type: int) -> list[dns.RRHeader]:
         return [

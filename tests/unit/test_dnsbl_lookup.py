@@ -15,9 +15,9 @@ from ourmail.config import ConfigError, load_settings
 from ourmail.filters.dnsbl import Zone, factory, query_name, sanitise
 from ourmail.filters.netlist import client_ip
 from ourmail.filters.registry import build_check
-from ourmail.filters.ttlcache import TTLCache
 from ourmail.interfaces import FilterEnvironment
 from ourmail.net.dns import make_resolver
+from ourmail.net.ttlcache import TTLCache
 
 
 def test_ipv4_query_names_reverse_the_octets() -> None:
