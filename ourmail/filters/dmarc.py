@@ -18,8 +18,6 @@ A DKIM result of ``policy`` (an ``l=`` that leaves content unsigned) does not co
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import email.utils
 import random
 import re
@@ -40,6 +38,7 @@ from ourmail.filters.dmarcpolicy import (
     discover,
 )
 from ourmail.filters.dmarcreport import Reporter, ResultStore
+from ourmail.filters.keyrecords import small_in_memory
 from ourmail.interfaces import (
     AuthResult,
     FilterEnvironment,
@@ -50,6 +49,7 @@ from ourmail.interfaces import (
     Verdict,
     refuse,
 )
+from ourmail.mime.structure import header_fields
 
 log = Logger()
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -59,12 +59,12 @@ _MILDER = {"reject": "quarantine", "quarantine": "none", "none": "none"}
 def from_domain(head: bytes) -> str | None:
     """The domain of the one address in the one ``From:`` field of ``head``, or None when
     there is not exactly one (RFC 7489 §6.6.1)."""
-    text = head.decode("utf-8", "replace")  # RFC 6532: UTF-8 header fields
-    headers = email.parser.HeaderParser(policy=email.policy.compat32).parsestr(text)
-    fields = headers.get_all("From") or []
+    fields = [raw for name, raw in header_fields(head) if name == "from"]
     if len(fields) != 1:
         return None
-    addresses = [a for _, a in email.utils.getaddresses([str(fields[0])]) if a]
+    # RFC 6532: UTF-8 header fields; RFC 5322 §2.2.3: unfolded.
+    value = fields[0].split(b":", 1)[1].replace(b"\r\n", b"").decode("utf-8", "replace")
+    addresses = [a for _, a in email.utils.getaddresses([value]) if a]
     if len(addresses) != 1:
         return None
     local, at, domain = addresses[0].rpartition("@")
@@ -81,7 +81,8 @@ def from_domain(head: bytes) -> str | None:
 def _head(context: MailContext) -> bytes:
     """The header section (read from the file when the message is one: call in a thread)."""
     if isinstance(context.content, bytes):
-        return context.content.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+        end = context.content.find(b"\r\n\r\n")
+        return (context.content if end < 0 else context.content[:end]) + b"\r\n\r\n"
     assert context.content is not None
     head = b""
     with open(context.content, "rb") as f:
@@ -126,9 +127,12 @@ class DMARCCheck:
         return defer.ensureDeferred(self._check(context))
 
     async def _check(self, context: MailContext) -> Verdict:
-        head = await threads.deferToThreadPool(
-            self.reactor, self.reactor.getThreadPool(), _head, context
-        )
+        if small_in_memory(context) is not None:
+            head = _head(context)
+        else:
+            head = await threads.deferToThreadPool(
+                self.reactor, self.reactor.getThreadPool(), _head, context
+            )
         domain = from_domain(head)
         if domain is None:
             result = AuthResult("dmarc", "permerror", "not exactly one From: address")

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ourmail.interfaces import IForwardSealer
-from ourmail.secure import dkimrsa
+from ourmail.secure import dkimspeed
 from ourmail.secure.dkimsign import DKIMSigner, head_of, header_names, parents, signed_fields
 
 log = Logger()
@@ -32,7 +32,7 @@ class ARCSealer:
     def __init__(self, signer: DKIMSigner, authserv_id: str) -> None:
         self.signer = signer
         self.authserv_id = authserv_id
-        dkimrsa.install()  # OpenSSL's RSA: dkimpy's own would hold the GIL ~20 ms a seal
+        dkimspeed.install()  # OpenSSL's RSA: dkimpy's own would hold the GIL ~20 ms a seal
 
     def sealed(self, content: bytes | os.PathLike[str]) -> bytes:
         """``content`` with one more ARC set on top, or unchanged (see the module's notes).

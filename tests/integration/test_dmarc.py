@@ -23,6 +23,7 @@ from lxml import etree
 from twisted.internet import reactor
 from twisted.internet.defer import succeed
 from twisted.internet.threads import blockingCallFromThread
+from twisted.names.dns import TXT
 
 from ourmail.config import DNSSettings, FilterSettings
 from ourmail.filters.dmarc import DMARCCheck, factory
@@ -177,8 +178,17 @@ def queued(srv: RunningServer, qid: str) -> bytes:
     return path.read_bytes()
 
 
+def undeliverable(*domains: str) -> None:
+    """The queue's delivery of a report to ``domains`` waits on DNS that never answers, so
+    the report stays queued for the test to read."""
+    zone, _ = dns_zone()
+    for domain in domains:
+        zone.set_silent(domain, TXT)
+
+
 def test_aggregate_report_is_queued_with_the_counts(server: RunningServer) -> None:
     setup_domain("reported.test", "v=DMARC1; p=none; rua=mailto:dmarc@reported.test!10m")
+    undeliverable("reported.test")
     signed = sign(message("reported.test"), "reported.test", "sel")
     for _ in range(2):
         send(server, signed, "x@reported.test")
@@ -202,6 +212,7 @@ def test_aggregate_report_is_queued_with_the_counts(server: RunningServer) -> No
 def test_external_destinations_must_agree(server: RunningServer) -> None:
     zone, _ = dns_zone()
     setup_domain("outsourced.test", "v=DMARC1; p=none; rua=mailto:r@reports-ext.test")
+    undeliverable("reports-ext.test")
     send(server, message("outsourced.test"), "x@outsourced.test")
     sender = reporter(server)
     assert blockingCallFromThread(reactor, sender.send_now) == []  # no record: refused
