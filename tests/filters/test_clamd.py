@@ -7,16 +7,14 @@ import base64
 import io
 import time
 import zipfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import _ensure_reactor
+from clamdhelp import Fake, fake_clamd_fixture, stream_ended  # noqa: F401 - a fixture
 from peers import clamd as peer
+from storehelp import on_reactor
 from twisted.internet import defer, reactor
-from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.threads import blockingCallFromThread
 
 from ourmail.filters import clamd
 from ourmail.filters.clamd import ClamdClient, ClamdError, ClamdSizeLimit, ScanResult, TooLarge
@@ -24,22 +22,18 @@ from ourmail.filters.clamd import ClamdClient, ClamdError, ClamdSizeLimit, ScanR
 CLEAN = b"From: a@example.test\r\nSubject: hello\r\n\r\n" + b"nothing to see here\r\n" * 200
 
 
-def call(f: Callable[..., Any], *args: Any) -> Any:
-    """Run ``f`` on the reactor thread and wait for its (Deferred) result."""
-    _ensure_reactor()
-    return blockingCallFromThread(reactor, f, *args)
-
-
 def scan(client: ClamdClient, content: Any, timeout: float = 20) -> ScanResult:
+    """The client's verdict, given ``timeout`` seconds."""
+
     def go() -> defer.Deferred[ScanResult]:
         return client.scan(content).addTimeout(timeout, reactor)
 
-    result: ScanResult = call(go)
+    result: ScanResult = on_reactor(go)
     return result
 
 
 def new_client(address: str, **kw: Any) -> ClamdClient:
-    return call(lambda: ClamdClient(reactor, address, **kw))  # type: ignore[no-any-return]
+    return on_reactor(lambda: ClamdClient(reactor, address, **kw))  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +75,7 @@ def test_clean_and_infected_over_tcp_and_unix_socket(server: peer.Clamd) -> None
         client = new_client(address)
         assert scan(client, CLEAN) == ScanResult()
         assert scan(client, peer.EICAR).signature == peer.SIGNATURE
-        call(client.close)
+        on_reactor(client.close)
 
 
 def test_nested_and_encoded_viruses_are_clamds_job(server: peer.Clamd) -> None:
@@ -96,7 +90,7 @@ def test_nested_and_encoded_viruses_are_clamds_job(server: peer.Clamd) -> None:
         + b"--b--\r\n"
     )
     assert scan(client, message).signature == peer.SIGNATURE
-    call(client.close)
+    on_reactor(client.close)
 
 
 def test_a_file_is_streamed_in_chunks_and_sessions_are_reused(
@@ -113,7 +107,7 @@ def test_a_file_is_streamed_in_chunks_and_sessions_are_reused(
     (session,) = client._idle
     assert scan(client, CLEAN) == ScanResult()
     assert client._idle == [session]  # the same IDSESSION connection
-    call(client.close)
+    on_reactor(client.close)
     assert client._idle == []
 
 
@@ -142,78 +136,38 @@ def test_clamd_down() -> None:
         scan(client, CLEAN)
 
 
-class Fake(Protocol):
-    """A clamd impostor: ``answer`` gets each chunk of bytes received and returns what to
-    send back (None: close the connection)."""
-
-    answer: Callable[[Fake, bytes], bytes | None]
-
-    def __init__(self) -> None:
-        self.received = b""
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        reply = type(self).answer(self, data)
-        assert self.transport is not None
-        if reply is None:
-            self.transport.loseConnection()
-        elif reply:
-            self.transport.write(reply)
-
-
-@pytest.fixture
-def fake() -> Iterator[Callable[[Callable[[Fake, bytes], bytes | None]], str]]:
-    ports = []
-
-    def start(answer: Callable[[Fake, bytes], bytes | None]) -> str:
-        protocol = type("Answering", (Fake,), {"answer": staticmethod(answer)})
-        port = call(
-            lambda: reactor.listenTCP(0, Factory.forProtocol(protocol), interface="127.0.0.1")
-        )
-        ports.append(port)
-        return f"127.0.0.1:{port.getHost().port}"
-
-    yield start
-    for port in ports:
-        call(port.stopListening)
-
-
-def ends_stream(fake: Fake) -> bool:
-    return fake.received.endswith(b"\0\0\0\0")
-
-
-def test_garbage_is_a_clear_error(fake: Any) -> None:
-    client = new_client(fake(lambda f, d: b"HELLO THERE\0" if ends_stream(f) else b""))
+def test_garbage_is_a_clear_error(fake_clamd: Any) -> None:
+    client = new_client(fake_clamd(lambda f, d: b"HELLO THERE\0" if stream_ended(f) else b""))
     with pytest.raises(ClamdError, match="not a reply of clamd: b'HELLO THERE'"):
         scan(client, CLEAN)
-    client = new_client(fake(lambda f, d: b"1: I am not clamd\0" if ends_stream(f) else b""))
+    client = new_client(fake_clamd(lambda f, d: b"1: I am not clamd\0" if stream_ended(f) else b""))
     with pytest.raises(ClamdError, match="not a reply of clamd: 'I am not clamd'"):
         scan(client, CLEAN)
-    client = new_client(fake(lambda f, d: b"7: stream: OK\0" if ends_stream(f) else b""))
+    client = new_client(fake_clamd(lambda f, d: b"7: stream: OK\0" if stream_ended(f) else b""))
     with pytest.raises(ClamdError, match="not a reply"):  # another request's id
         scan(client, CLEAN)
 
 
-def test_an_endless_answer_is_cut_off(fake: Any) -> None:
-    client = new_client(fake(lambda f, d: b"1: stream: " + b"A" * 100_000))
+def test_an_endless_answer_is_cut_off(fake_clamd: Any) -> None:
+    client = new_client(fake_clamd(lambda f, d: b"1: stream: " + b"A" * 100_000))
     with pytest.raises(ClamdError, match="more than 4096 bytes"):
         scan(client, CLEAN)
 
 
-def test_a_closed_connection_is_an_error(fake: Any) -> None:
-    client = new_client(fake(lambda f, d: None))
+def test_a_closed_connection_is_an_error(fake_clamd: Any) -> None:
+    client = new_client(fake_clamd(lambda f, d: None))
     with pytest.raises(clamd.ClamdClosed, match="clamd closed the connection"):
         scan(client, CLEAN)
 
 
-def test_silence_is_cancelled_and_the_connection_dropped(fake: Any) -> None:
+def test_silence_is_cancelled_and_the_connection_dropped(fake_clamd: Any) -> None:
     seen: list[Fake] = []
 
     def never(f: Fake, data: bytes) -> bytes:
         seen.append(f)
         return b""
 
-    client = new_client(fake(never))
+    client = new_client(fake_clamd(never))
     with pytest.raises(defer.TimeoutError):
         scan(client, CLEAN, timeout=0.5)
     deadline = time.monotonic() + 5
@@ -222,12 +176,12 @@ def test_silence_is_cancelled_and_the_connection_dropped(fake: Any) -> None:
     assert seen[0].transport.disconnected  # type: ignore[union-attr]
 
 
-def test_a_session_closed_while_kept_is_retried_once(fake: Any) -> None:
+def test_a_session_closed_while_kept_is_retried_once(fake_clamd: Any) -> None:
     def first_only(f: Fake, data: bytes) -> bytes | None:
         if f.received.count(b"zINSTREAM\0") > 1:
             return None  # as clamd after its IdleTimeout
-        return b"1: stream: OK\0" if ends_stream(f) else b""
+        return b"1: stream: OK\0" if stream_ended(f) else b""
 
-    client = new_client(fake(first_only))
+    client = new_client(fake_clamd(first_only))
     assert scan(client, CLEAN) == ScanResult()
     assert scan(client, CLEAN) == ScanResult()  # the kept session failed; a new one answered
