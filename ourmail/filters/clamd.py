@@ -183,16 +183,22 @@ class _Session(Protocol):
         self._reply = Deferred(lambda _: self.abort())
         reply = self._reply
         self.transport.write(b"zINSTREAM\0")
-        async for chunk in _chunks(content):
-            if reply.called or self.lost:
-                break  # clamd answered early (its size limit) or went away
-            self.transport.write(struct.pack(">I", len(chunk)) + chunk)
-            if self._paused:
-                self._writable = Deferred(lambda _: self.abort())
-                await self._writable
-        else:
-            if not self.lost:
-                self.transport.write(struct.pack(">I", 0))
+        try:
+            async for chunk in _chunks(content):
+                if reply.called or self.lost:
+                    break  # clamd answered early (its size limit) or went away
+                self.transport.write(struct.pack(">I", len(chunk)) + chunk)
+                if self._paused:
+                    self._writable = Deferred(lambda _: self.abort())
+                    await self._writable
+            else:
+                if not self.lost:
+                    self.transport.write(struct.pack(">I", 0))
+        except BaseException:
+            # Cancelled while writing, or the file could not be read: no reply is awaited.
+            self._reply = None
+            self.abort()
+            raise
         return await reply
 
     def abort(self) -> None:
@@ -221,12 +227,16 @@ class _Session(Protocol):
         self._wake()
 
     def _wake(self) -> None:
+        """The connection failed: the scan under way fails (unless it was cancelled)."""
         reply, self._reply = self._reply, None
-        writable, self._writable = self._writable, None
-        if writable is not None:
-            writable.callback(None)
-        if reply is not None and self.lost is not None:
+        self._resume()
+        if reply is not None and not reply.called:
             reply.errback(self.lost)
+
+    def _resume(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.called:
+            writable.callback(None)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = self.lost or Failure(  # type: ignore[no-untyped-call]
@@ -241,9 +251,7 @@ class _Session(Protocol):
 
     def resumeProducing(self) -> None:
         self._paused = False
-        writable, self._writable = self._writable, None
-        if writable is not None:
-            writable.callback(None)
+        self._resume()
 
     def stopProducing(self) -> None:
         """The connection is ending: :meth:`connectionLost` follows and wakes the scan."""

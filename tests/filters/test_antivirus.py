@@ -211,6 +211,35 @@ def test_clamds_own_size_limit_follows_the_policy(av: Any) -> None:
         send(srv, CLEAN)
 
 
+def nested(depth: int, inner: bytes) -> bytes:
+    """``inner`` forwarded as message/rfc822 inside ``depth`` messages."""
+    for i in range(depth):
+        inner = (
+            b"From: bob@else.test\r\nSubject: Fwd %d\r\nMIME-Version: 1.0\r\n"
+            b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n'
+            b"Content-Type: message/rfc822\r\n\r\n%s\r\n--b%d--\r\n" % (i, i, i, inner, i)
+        )
+    return inner
+
+
+def test_odd_but_legal_mail(av: Any) -> None:
+    """8-bit text passes untouched; a virus nested 10 deep is found; 20 deep is past clamd's
+    MaxRecursion (17): clean by default, refused with AlertExceedsMax (docs/filters.md)."""
+    srv = av()
+    eight_bit = "Grüße, ünïcödé 日本語\r\n".encode() + bytes(range(0x80, 0x100)) + b"\r\n"
+    send(srv, b"From: bob@else.test\r\nSubject: 8-bit\r\n\r\n" + eight_bit)
+    assert refused(srv, nested(10, BASE64)) == (
+        554,
+        b"5.7.1 Message refused: virus found (" + SIGNATURE + b")",
+    )
+    send(srv, nested(20, BASE64))
+    assert [eight_bit in m for m in stored(srv)].count(True) == 1 and len(stored(srv)) == 2
+    with peer.clamd(extra="AlertExceedsMax yes\n") as strict:
+        srv2 = av(address=strict.address)
+        code, text = refused(srv2, nested(20, BASE64))
+        assert code == 554 and b"Heuristics.Limits.Exceeded.MaxRecursion" in text
+
+
 def test_options_are_checked(tmp_path: Path) -> None:
     env = FilterEnvironment(None, reactor, "mx.test", (), tmp_path)
     bad: list[Mapping[str, Any]] = [

@@ -170,10 +170,25 @@ def test_silence_is_cancelled_and_the_connection_dropped(fake_clamd: Any) -> Non
     client = new_client(fake_clamd(never))
     with pytest.raises(defer.TimeoutError):
         scan(client, CLEAN, timeout=0.5)
+    assert client._turns.tokens == client._turns.limit  # the turn was given back
     deadline = time.monotonic() + 5
     while not seen[0].transport.disconnected and time.monotonic() < deadline:  # type: ignore[union-attr]
         time.sleep(0.01)
     assert seen[0].transport.disconnected  # type: ignore[union-attr]
+
+
+def test_a_clamd_that_stops_reading_is_cancelled_mid_stream(fake_clamd: Any) -> None:
+    """The socket's buffers fill, the client waits to write (flow control) and the time-out
+    cancels that wait; the turn is given back."""
+
+    def stop_reading(f: Fake, data: bytes) -> bytes:
+        f.transport.pauseProducing()  # type: ignore[union-attr]
+        return b""
+
+    client = new_client(fake_clamd(stop_reading), connections=1)
+    with pytest.raises(defer.TimeoutError):
+        scan(client, b"x" * (20 * 1024 * 1024), timeout=1)
+    assert client._turns.tokens == 1 and client._idle == []
 
 
 def test_a_session_closed_while_kept_is_retried_once(fake_clamd: Any) -> None:

@@ -104,8 +104,11 @@ class Clamd:
 
 
 @contextmanager
-def clamd(stream_max: int = 25 * 1024 * 1024, threads: int = 10) -> Iterator[Clamd]:
-    """A fresh clamd that detects EICAR; ``stream_max`` is its StreamMaxLength."""
+def clamd(
+    stream_max: int = 25 * 1024 * 1024, threads: int = 10, extra: str = ""
+) -> Iterator[Clamd]:
+    """A fresh clamd that detects EICAR; ``stream_max`` is its StreamMaxLength, ``extra``
+    more lines of clamd.conf."""
     if shutil.which("clamd") is None:
         raise RuntimeError(
             "clamd is not installed: apt-get install clamav-daemon (tests/debian-packages.txt)"
@@ -115,7 +118,7 @@ def clamd(stream_max: int = 25 * 1024 * 1024, threads: int = 10) -> Iterator[Cla
     (work / "tmp").mkdir()
     (work / "db" / "ourmail-test.ndb").write_text(f"Ourmail.Test.EICAR:0:*:{EICAR.hex()}\n")
     port = free_port()
-    config = CONFIG.format(work=work, port=port, stream_max=stream_max, threads=threads)
+    config = CONFIG.format(work=work, port=port, stream_max=stream_max, threads=threads) + extra
     (work / "clamd.conf").write_text(config)
     server = Clamd(work, port)
     server.start()
