@@ -42,12 +42,12 @@ def clean_message(size: int) -> bytes:
     return head + line * max(1, size // len(line))
 
 
-def config(address: str | None, sessions: int) -> str:
+def config(address: str | None, connections: int) -> str:
     if address is None:
         return "[filters]\nchain = []\n"
     return (
         '[filters]\nchain = ["antivirus"]\n[filters.check.antivirus]\n'
-        f'address = "{address}"\nconnections = {sessions}\n'
+        f'address = "{address}"\nconnections = {connections}\n'
     )
 
 
@@ -83,6 +83,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--unix", action="store_true", help="clamd's unix socket instead of TCP")
     ap.add_argument("--threads", type=int, default=10, help="clamd's MaxThreads")
+    ap.add_argument(
+        "--connections", type=int, default=0,
+        help="the check's connections per MX process (default: --sessions)",
+    )  # fmt: skip
     args = ap.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="ourmail-av-bench-", dir="/var/tmp"))
@@ -98,7 +102,7 @@ def main() -> None:
         for name, av in (("AV on", address), ("AV off", None)):
             data = base / name.replace(" ", "-") / "data"
             data.mkdir(parents=True)
-            (data / "ourmail.toml").write_text(config(av, args.sessions))
+            (data / "ourmail.toml").write_text(config(av, args.connections or args.sessions))
             server, port = start_server(data, "smtp")
             server.accounts.add_user(USER, hash_password("x" * 12))
             while len(set(server_pids()) - known) < default_mx_processes() - 1:
