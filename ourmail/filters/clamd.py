@@ -41,6 +41,7 @@ from twisted.internet.endpoints import (
     UNIXClientEndpoint,
     connectProtocol,
 )
+from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import (
     IDelayedCall,
     IPushProducer,
@@ -171,10 +172,6 @@ class _Session(Protocol):
         assert self.transport is not None
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self.transport.write(b"zIDSESSION\0")
-
-    @property
-    def used(self) -> bool:
-        return self._id > 0
 
     async def scan(self, content: bytes | os.PathLike[str]) -> str:
         """Stream ``content``; clamd's reply text (without its id)."""
@@ -313,7 +310,7 @@ class ClamdClient:
         try:
             session = await connectProtocol(self._endpoint, _Session())  # type: ignore[no-untyped-call]
             return session, False
-        except Exception as e:
+        except ConnectError as e:
             raise ClamdError(f"cannot connect to clamd at {self.address}: {e}") from e
 
     def _keep(self, session: _Session) -> None:

@@ -20,6 +20,7 @@ from clamdhelp import fake_clamd_fixture, stream_ended  # noqa: F401 - a fixture
 from conftest import RunningServer, client_tls, running_server
 from peers import clamd as peer
 from twisted.internet import reactor
+from twisted.logger import formatEvent, globalLogPublisher
 
 from ourmail.config import ConfigError, FilterSettings
 from ourmail.filters.registry import build_check
@@ -29,7 +30,26 @@ SIGNATURE = peer.SIGNATURE.encode()
 
 
 @pytest.fixture
-def av(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
+def logged() -> Iterator[list[str]]:
+    """The antivirus's log lines; and no traceback logged (a failure of the check itself)."""
+    lines: list[str] = []
+    failures: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        text = formatEvent(event)
+        if text.startswith("antivirus: "):
+            lines.append(text)
+        if "log_failure" in event:
+            failures.append(text)
+
+    globalLogPublisher.addObserver(observe)
+    yield lines
+    globalLogPublisher.removeObserver(observe)
+    assert failures == []
+
+
+@pytest.fixture
+def av(tmp_path: Path, logged: list[str]) -> Iterator[Callable[..., RunningServer]]:
     """Start a server whose chain is the antivirus with the given options (by default the
     shared clamd over TCP)."""
     servers = []
@@ -94,12 +114,15 @@ CLEAN = message(("notes.txt", "text/plain", b"nothing to see here\r\n" * 100))
 
 
 @pytest.mark.parametrize("virus", [PLAIN, BASE64, ZIP, FORWARDED], ids=lambda v: str(len(v)))
-def test_a_virus_is_refused_naming_it(av: Any, virus: bytes) -> None:
+def test_a_virus_is_refused_naming_it(av: Any, logged: list[str], virus: bytes) -> None:
     assert base64.b64encode(peer.EICAR) not in ZIP  # the zip really hides it
     srv = av()
     code, text = refused(srv, virus)
     assert (code, text) == (554, b"5.7.1 Message refused: virus found (" + SIGNATURE + b")")
     assert stored(srv) == []
+    assert logged == [
+        f"antivirus: {peer.SIGNATURE} found in mail from 127.0.0.1 <bob@else.test>: refused"
+    ]
 
 
 def test_clean_mail_is_stored_with_its_header(av: Any) -> None:
@@ -140,13 +163,18 @@ def test_a_clean_20_mb_message_passes(av: Any) -> None:
     assert elapsed < 30
 
 
-def test_clamd_stopped_mid_run_tempfails(av: Any) -> None:
+def test_clamd_stopped_mid_run_tempfails(av: Any, logged: list[str]) -> None:
     with peer.clamd() as own:
         srv = av(address=own.address)
         send(srv, CLEAN)
         own.stop()
         code, text = refused(srv, CLEAN)
         assert (code, text) == (451, b"4.7.1 Virus scanner unavailable, try again later")
+        assert logged == [
+            f"antivirus: clamd at {own.address} unavailable (cannot connect to clamd at "
+            f"{own.address}: Connection was refused by other side: 111: Connection refused.) "
+            "for mail from 127.0.0.1: 451"
+        ]
         own.start()
         send(srv, CLEAN)  # the sender's retry
     assert len(stored(srv)) == 2

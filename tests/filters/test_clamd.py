@@ -130,10 +130,11 @@ def test_clamds_own_size_limit() -> None:
         assert scan(client, CLEAN) == ScanResult()
 
 
-def test_clamd_down() -> None:
-    client = new_client(f"127.0.0.1:{peer.free_port()}")
-    with pytest.raises(ClamdError, match="cannot connect to clamd"):
-        scan(client, CLEAN)
+def test_clamd_down(tmp_path: Path) -> None:
+    for address in (f"127.0.0.1:{peer.free_port()}", str(tmp_path / "no.sock")):
+        client = new_client(address)
+        with pytest.raises(ClamdError, match="cannot connect to clamd"):
+            scan(client, CLEAN)
 
 
 def test_garbage_is_a_clear_error(fake_clamd: Any) -> None:
