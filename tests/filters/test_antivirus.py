@@ -19,6 +19,7 @@ import pytest
 from clamdhelp import fake_clamd_fixture, stream_ended  # noqa: F401 - a fixture
 from conftest import RunningServer, client_tls, running_server
 from peers import clamd as peer
+from rawclient import RawClient
 from twisted.internet import reactor
 from twisted.logger import formatEvent, globalLogPublisher
 
@@ -123,6 +124,22 @@ def test_a_virus_is_refused_naming_it(av: Any, logged: list[str], virus: bytes) 
     assert logged == [
         f"antivirus: {peer.SIGNATURE} found in mail from 127.0.0.1 <bob@else.test>: refused"
     ]
+
+
+def test_a_virus_sent_with_bdat_is_refused(av: Any) -> None:
+    """RFC 3030: the scan runs at the last chunk, split where the virus is."""
+    srv = av()
+    c = RawClient(srv.port("smtp"))
+    c.line()
+    c.send(b"EHLO c.test\r\n")
+    c.until(b"250 ")
+    half = len(PLAIN) // 2 + 10  # inside the EICAR string
+    c.send(b"MAIL FROM:<bob@else.test>\r\nRCPT TO:<alice@example.test>\r\n")
+    c.send(b"BDAT %d\r\n" % half + PLAIN[:half])
+    c.send(b"BDAT %d LAST\r\n" % (len(PLAIN) - half) + PLAIN[half:])
+    assert [c.line()[:3] for _ in range(3)] == [b"250", b"250", b"250"]
+    assert c.line() == b"554 5.7.1 Message refused: virus found (" + SIGNATURE + b")"
+    assert stored(srv) == []
 
 
 def test_clean_mail_is_stored_with_its_header(av: Any) -> None:
