@@ -20,6 +20,9 @@ admin's view):
 * A scanned clean message gets ``X-Virus-Scanned: clamd on HOST``.  The signature name comes
   from clamd's database: it is cut to printable ASCII and :data:`MAX_SIGNATURE` characters
   before it goes into a reply or the log.
+* What the scan found is left in ``context.notes["antivirus"]`` for later checks and the
+  filter log: ``{"result": "clean"}``, ``{"result": "infected", "signature": NAME}`` or
+  ``{"result": "not scanned", "reason": WHY}``.
 """
 
 from __future__ import annotations

@@ -20,12 +20,14 @@ from clamdhelp import fake_clamd_fixture, stream_ended  # noqa: F401 - a fixture
 from conftest import RunningServer, client_tls, running_server
 from peers import clamd as peer
 from rawclient import RawClient
+from storehelp import on_reactor
 from twisted.internet import reactor
 from twisted.logger import formatEvent, globalLogPublisher
 
 from ourmail.config import ConfigError, FilterSettings
+from ourmail.filters.antivirus import sanitise
 from ourmail.filters.registry import build_check
-from ourmail.interfaces import FilterEnvironment
+from ourmail.interfaces import FilterEnvironment, MailContext
 
 SIGNATURE = peer.SIGNATURE.encode()
 
@@ -299,3 +301,17 @@ def test_options_are_checked(tmp_path: Path) -> None:
     for options in bad:
         with pytest.raises(ConfigError):
             build_check("antivirus", options, env)
+
+
+def test_the_check_leaves_notes_and_sanitises_names(tmp_path: Path) -> None:
+    env = FilterEnvironment(None, reactor, "mx.test", (), tmp_path)
+    check = on_reactor(build_check, "antivirus", {"address": peer.shared().address}, env)
+    for content, note in (
+        (CLEAN, {"result": "clean"}),
+        (PLAIN, {"result": "infected", "signature": peer.SIGNATURE}),
+    ):
+        context = MailContext("192.0.2.7", content=content)
+        on_reactor(check.check, "data", context)
+        assert context.notes == {"antivirus": note}
+    assert sanitise("Evil Name\r\n550 fake reply") == "Evil_Name_550_fake_reply"
+    assert sanitise("A" * 300) == "A" * 97 + "..."
