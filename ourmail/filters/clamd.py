@@ -29,7 +29,8 @@ import ipaddress
 import os
 import re
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import BinaryIO
 
 import attrs
@@ -135,7 +136,7 @@ def endpoint(reactor: object, address: str) -> IStreamClientEndpoint:
     return TCP4ClientEndpoint(tcp, host, int(port_text))
 
 
-async def _chunks(content: bytes | os.PathLike[str]) -> AsyncIterator[bytes]:
+async def _chunks(content: bytes | os.PathLike[str]) -> AsyncGenerator[bytes]:
     """The message :data:`CHUNK` bytes at a time, a file read in a thread."""
     if isinstance(content, bytes):
         for start in range(0, len(content), CHUNK):
@@ -181,16 +182,17 @@ class _Session(Protocol):
         reply = self._reply
         self.transport.write(b"zINSTREAM\0")
         try:
-            async for chunk in _chunks(content):
-                if reply.called or self.lost:
-                    break  # clamd answered early (its size limit) or went away
-                self.transport.write(struct.pack(">I", len(chunk)) + chunk)
-                if self._paused:
-                    self._writable = Deferred(lambda _: self.abort())
-                    await self._writable
-            else:
-                if not self.lost:
-                    self.transport.write(struct.pack(">I", 0))
+            async with aclosing(_chunks(content)) as chunks:  # the file closed on any exit
+                async for chunk in chunks:
+                    if reply.called or self.lost:
+                        break  # clamd answered early (its size limit) or went away
+                    self.transport.write(struct.pack(">I", len(chunk)) + chunk)
+                    if self._paused:
+                        self._writable = Deferred(lambda _: self.abort())
+                        await self._writable
+                else:
+                    if not self.lost:
+                        self.transport.write(struct.pack(">I", 0))
         except BaseException:
             # Cancelled while writing, or the file could not be read: no reply is awaited.
             self._reply = None
