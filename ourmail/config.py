@@ -770,6 +770,11 @@ domains = {domains}
 # [filters.check.arc]            # ARC chains (RFC 8617) whose last sealer may override DMARC
 # trusted_forwarders = []         # e.g. ["lists.example.net"], for every local domain
 # trusted_forwarders_by_domain = {{}}   # e.g. {{ "example.org" = ["fwd.example.com"] }}
+# [filters.check.antivirus]      # clamd scans at DATA, add "antivirus" to chain (docs/filters.md)
+# address = "/run/clamav/clamd.ctl"   # clamd's unix socket, or "127.0.0.1:3310"
+# timeout = 60                    # then on_error = "tempfail" (451 4.7.1), or "accept"
+# max_size = 26214400             # clamd's StreamMaxLength; larger mail follows oversize:
+# oversize = "refuse"             # 552 5.3.4; or "accept" with a not-scanned header
 
 [pop3]
 # What DELE + QUIT does: "hide" keeps the message (IMAP still sees it, with the $POP3Deleted

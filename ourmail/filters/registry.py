@@ -25,6 +25,7 @@ BUILTIN: Mapping[str, str] = {
     "arc": "ourmail.filters.arc:factory",
     "dkim": "ourmail.filters.dkim:factory",
     "dmarc": "ourmail.filters.dmarc:factory",
+    "antivirus": "ourmail.filters.antivirus:factory",
 }
 
 #: Options every check takes, read by the chain's builder.

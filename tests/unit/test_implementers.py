@@ -27,7 +27,7 @@ from ourmail.auth.realm import MailRealm
 from ourmail.config import LoginCacheSettings, QueueSettings, QuotaSettings
 from ourmail.directory.ldap import LDAPChecker, LDAPDirectory, LDAPSettings
 from ourmail.directory.local import LocalDirectory
-from ourmail.filters import dkim, dmarc, dnsbl, greylist
+from ourmail.filters import antivirus, clamd, dkim, dmarc, dnsbl, greylist
 from ourmail.filters.arc import ARCCheck, ARCCheckFactory
 from ourmail.filters.chain import FilterChain
 from ourmail.filters.spf import SPFCheck, SPFFactory
@@ -146,6 +146,11 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.filters.dnsbl.DNSBLCheck": lambda tmp: dnsbl.factory.build(
         {"zones": [{"zone": "bl.test"}]}, _filter_env(tmp)
     ),
+    "ourmail.filters.antivirus.AntivirusFactory": lambda tmp: antivirus.factory,
+    "ourmail.filters.antivirus.AntivirusCheck": lambda tmp: antivirus.factory.build(
+        {"address": "127.0.0.1:3310"}, _filter_env(tmp)
+    ),
+    "ourmail.filters.clamd._Session": lambda tmp: clamd._Session(),
     "ourmail.filters.greylist.GreylistFactory": lambda tmp: greylist.factory,
     "ourmail.filters.greylist.GreylistCheck": lambda tmp: greylist.factory.build(
         {}, _filter_env(tmp)
