@@ -327,15 +327,16 @@ class SPFCheck:
             judged.append(helo)
         worst = max(judged, key=lambda o: _SEVERITY[self._action(o.result)])
         action = self._action(worst.result)
-        for outcome in (mailfrom, helo):
-            if outcome is not None:
-                log.info(
-                    "SPF {result} for {domain} from {ip}: {detail}",
-                    result=outcome.result,
-                    domain=outcome.domain,
-                    ip=ip,
-                    detail=outcome.detail,
-                )
+        # One line a message: the deciding identity, and the HELO name's when it is another.
+        other = f"; HELO {helo.domain}: {helo.result}" if helo and helo is not deciding else ""
+        log.info(
+            "SPF {result} for {domain} from {ip}: {detail}{other}",
+            result=deciding.result,
+            domain=deciding.domain,
+            ip=ip,
+            detail=deciding.detail,
+            other=other,
+        )
         if action == "reject":
             # RFC 7372 §3.2: X.7.23 "SPF validation failed".
             text = worst.explanation or (
