@@ -22,7 +22,6 @@ from typing import cast
 
 import treq
 from treq.client import HTTPClient
-from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -116,17 +115,35 @@ class RspamdClient:
     def _post(
         self, url: str, body: bytes, headers: dict[str | bytes, list[str | bytes]]
     ) -> Deferred[tuple[int, bytes]]:
-        return Deferred.fromCoroutine(self._exchange(url, body, headers))
+        return Deferred.fromCoroutine(self._ask(url, body, headers))
 
     async def _exchange(
         self, url: str, body: bytes, headers: dict[str | bytes, list[str | bytes]]
     ) -> tuple[int, bytes]:
         d = Deferred.fromCoroutine(self._receive(url, body, headers))
-        d.addTimeout(self.timeout, self.reactor)
+        timed_out = False
+
+        def expire() -> None:
+            nonlocal timed_out
+            timed_out = True
+            d.cancel()
+
+        call = self.reactor.callLater(self.timeout, expire)
         try:
             return await d
-        except defer.TimeoutError:
-            raise RspamdTimeout(f"rspamd at {url} did not answer in {self.timeout} s") from None
+        except Exception:
+            if timed_out:
+                raise RspamdTimeout(f"rspamd at {url} did not answer in {self.timeout} s") from None
+            raise
+        finally:
+            if call.active():
+                call.cancel()
+
+    async def _ask(
+        self, url: str, body: bytes, headers: dict[str | bytes, list[str | bytes]]
+    ) -> tuple[int, bytes]:
+        try:
+            return await self._exchange(url, body, headers)
         except _TooLong:
             raise RspamdError(f"rspamd's reply is longer than {self.max_reply} bytes") from None
         except RspamdError:
@@ -138,19 +155,22 @@ class RspamdClient:
         self, url: str, body: bytes, headers: dict[str | bytes, list[str | bytes]]
     ) -> tuple[int, bytes]:
         response: IResponse = await self._http.post(url, data=body, headers=headers)
-        if isinstance(response.length, int) and response.length > self.max_reply:
-            raise _TooLong()
+        # A body announced too long is refused at its first bytes (the connection is
+        # dropped), one without a length as soon as it passes the limit.
+        too_long = isinstance(response.length, int) and response.length > self.max_reply
         chunks: list[bytes] = []
         received = 0
 
         def collect(data: bytes) -> None:
             nonlocal received
             received += len(data)
-            if received > self.max_reply:
+            if too_long or received > self.max_reply:
                 raise _TooLong()
             chunks.append(data)
 
         await treq.collect(response, collect)
+        if not 100 <= response.code <= 599:
+            raise RspamdError(f"not an HTTP reply from {url} (status {response.code})")
         return response.code, b"".join(chunks)
 
     def scan(self, message: bytes, envelope: Envelope) -> Deferred[SpamScore]:

@@ -189,17 +189,19 @@ class SpamCheck:
         status: str,
     ) -> Verdict:
         value = score.score if score is not None else None
-        required = score.required if score is not None else 5.0
         decisions: dict[str, Decision] = {}
         for rcpt in recipients:
             own = prefs.get(rcpt, UserPrefs())
             limits = spampolicy.thresholds_for(rcpt, own, self.domains, self.default)
-            decisions[rcpt] = spampolicy.decide(value, required, limits, own)
+            decisions[rcpt] = spampolicy.decide(score, limits, own)
         headers: list[tuple[str, str]] = []
+        junk_at = self.default.junk
         if score is not None:
-            junk_at = self.default.junk if self.default.junk is not None else score.required
-            spam = score.score >= junk_at
-            status = f"{'Yes' if spam else 'No'}, score={score.score:.1f} required={junk_at:.1f}"
+            spam = score.spam if junk_at is None else score.score >= junk_at
+            required = score.required if junk_at is None else junk_at
+            status = f"{'Yes' if spam else 'No'}, score={score.score:.1f} required={required:.1f}"
+            if score.action:
+                status += f" action={score.action.replace(' ', '_')}"
             headers.append(("X-Spam-Score", f"{score.score:.1f}"))
             if spam:
                 headers.append(("X-Spam-Flag", "YES"))
@@ -207,7 +209,7 @@ class SpamCheck:
         outcomes = {r: d.outcome for r, d in decisions.items()}
         context.notes["spam"] = {
             "score": value,
-            "threshold": self.default.junk if self.default.junk is not None else required,
+            "threshold": junk_at if junk_at is not None or score is None else score.required,
             "action": _overall(outcomes),
             "recipients": outcomes,
             "symbols": score.symbols if score is not None else (),

@@ -9,8 +9,9 @@ Order of the rules, for one recipient (docs/filters.md#spam-spamd-rspamd):
 3. A score at or above the recipient's refusal threshold (user, else domain, else the
    check's ``reject_score``; none by default): refused, but only when every recipient of
    the message would refuse it (SMTP refuses a message once, for all, RFC 5321 §4.2.5).
-4. A score at or above the Junk threshold (user, else domain, else ``junk_score``, else
-   the scanner's own required score): Junk.
+4. A score at or above the Junk threshold (user, else domain, else ``junk_score``): Junk;
+   with no threshold set, the scanner's own verdict (spamd: its required score; rspamd: an
+   action of ``add header``, ``rewrite subject`` or ``reject``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Literal
 import attrs
 
 from ourmail.filters.spamprefs import UserPrefs
+from ourmail.filters.spamscan import SpamScore
 
 Outcome = Literal["inbox", "junk", "reject"]
 
@@ -60,9 +62,8 @@ def thresholds_for(
     return own.over(domains.get(domain, Thresholds())).over(default)
 
 
-def decide(score: float | None, required: float, limits: Thresholds, prefs: UserPrefs) -> Decision:
-    """One recipient's outcome for ``score`` (None: not scanned) given the scanner's
-    ``required`` score."""
+def decide(score: SpamScore | None, limits: Thresholds, prefs: UserPrefs) -> Decision:
+    """One recipient's outcome for ``score`` (None: not scanned)."""
     if prefs.listed == "block":
         return Decision("junk", "sender on the recipient's block list")
     if prefs.listed == "allow":
@@ -71,12 +72,16 @@ def decide(score: float | None, required: float, limits: Thresholds, prefs: User
         return Decision("inbox", "sender is one of the recipient's contacts")
     if score is None:
         return Decision("inbox", "not scanned")
-    if limits.reject is not None and score >= limits.reject:
-        return Decision("reject", f"score {score:g} >= {limits.reject:g}")
-    junk = limits.junk if limits.junk is not None else required
-    if score >= junk:
-        return Decision("junk", f"score {score:g} >= {junk:g}")
-    return Decision("inbox", f"score {score:g} < {junk:g}")
+    value = score.score
+    if limits.reject is not None and value >= limits.reject:
+        return Decision("reject", f"score {value:g} >= {limits.reject:g}")
+    if limits.junk is None:
+        if score.spam:
+            return Decision("junk", f"score {value:g}: the scanner says spam")
+        return Decision("inbox", f"score {value:g}: the scanner says not spam")
+    if value >= limits.junk:
+        return Decision("junk", f"score {value:g} >= {limits.junk:g}")
+    return Decision("inbox", f"score {value:g} < {limits.junk:g}")
 
 
 def refused_by_all(decisions: Sequence[Decision]) -> bool:
