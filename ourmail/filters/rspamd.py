@@ -31,7 +31,8 @@ from zope.interface import implementer
 from ourmail.filters.spamscan import Envelope, ScannerError, ScannerTimeout, SpamScore
 from ourmail.interfaces import ISpamLearner
 
-#: rspamd's own answer code when its learn cache already has the message (HTTP 208).
+#: Newer rspamd answers HTTP 208 when its learn cache already has the message; 3.4 (Debian
+#: 12) answers 404 with ``"<id> has been already learned as spam, ignore it"``.
 ALREADY_REPORTED = 208
 
 

@@ -220,6 +220,20 @@ def test_large_messages_are_not_scanned(server: Callable[..., RunningServer]) ->
     assert b"X-Spam-Status: Unknown, not scanned (larger than 2000 bytes)" in inbox
 
 
+def test_a_large_message_on_disk_and_8bit_mail(server: Callable[..., RunningServer]) -> None:
+    """A message past the spool's memory (a file) within max_size is read off the reactor and
+    scanned; an 8-bit (Latin-1, no MIME) spam is scanned like any other."""
+    srv = server({"max_size": 4 * 1024 * 1024, "reject_score": 15})
+    filler = b"\r\n".join(b"Minutes of the meeting, item %d: approved." % i for i in range(40000))
+    send(srv, message(filler))
+    (inbox,) = stored(srv)
+    assert len(inbox) > 1024 * 1024 and b"X-Spam-Status: No, score=" in inbox
+    latin1 = message("Grüße aus Köln, schöne Größe\r\n".encode("latin-1") + GTUBE)
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        send(srv, latin1)
+    assert e.value.smtp_code == 550
+
+
 class _Scripted(Protocol):
     def __init__(self, answer: bytes | None) -> None:
         self.answer = answer
