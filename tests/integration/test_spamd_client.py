@@ -133,3 +133,16 @@ def test_nobody_listening_is_a_clear_error() -> None:
 
     with pytest.raises(SpamdError, match="cannot reach spamd"):
         call(client(f"127.0.0.1:{free_port()}").symbols, message(b"x"))
+
+
+def test_a_unix_socket_address(tmp_path: Any) -> None:
+    """An address starting with / is spamd's --socketpath (here a scripted server)."""
+    path = str(tmp_path / "spamd.sock")
+    reply = b"SPAMD/1.1 0 EX_OK\r\nContent-length: 5\r\nSpam: True ; 1000.5 / 5.0\r\n\r\nGTUBE"
+    factory = Factory.forProtocol(lambda: _Scripted(reply, 1))
+    port = call(reactor.listenUNIX, path, factory)
+    try:
+        score = call(client(path).symbols, message(b"x"))
+    finally:
+        call(port.stopListening)
+    assert score.spam and score.score == 1000.5 and score.symbols == ("GTUBE",)
