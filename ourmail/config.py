@@ -770,6 +770,11 @@ domains = {domains}
 # [filters.check.arc]            # ARC chains (RFC 8617) whose last sealer may override DMARC
 # trusted_forwarders = []         # e.g. ["lists.example.net"], for every local domain
 # trusted_forwarders_by_domain = {{}}   # e.g. {{ "example.org" = ["fwd.example.com"] }}
+# [filters.check.spam]            # spamd or rspamd scores (add "spam" to chain; docs/filters.md)
+# backend = "spamd"               # or "rspamd" (address "http://127.0.0.1:11333")
+# address = "127.0.0.1:783"
+# junk_score = 5                  # Junk from this score; default: the scanner's own verdict
+# reject_score = 15               # 550 5.7.1 from this score; default: never refused
 
 [pop3]
 # What DELE + QUIT does: "hide" keeps the message (IMAP still sees it, with the $POP3Deleted
