@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shutil
 import smtplib
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 from conftest import RunningServer, client_tls, running_server
-from peers.spamd import GTUBE, Spamd, free_port, spamd  # noqa: F401 (a fixture)
+from peers.spamd import GTUBE, Spamd, free_port, private_spamd, spamd  # noqa: F401 (a fixture)
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import blockingCallFromThread
@@ -287,3 +288,32 @@ def test_a_broken_scanner_can_mean_try_again_later(
     with pytest.raises(smtplib.SMTPDataError) as e:
         send(srv, SPAM)
     assert e.value.smtp_code == 451 and stored(srv) == []
+
+
+def test_spamd_stopped_mid_run_and_started_again(tmp_path: Path) -> None:
+    """A real spamd stops between two messages of one session and comes back: the message
+    in between is delivered unscanned (said in its header and the log), none is lost."""
+    own = private_spamd()
+    own.start()
+    try:
+        options = {"address": own.address, "timeout": 5, "reject_score": 15}
+        filters = FilterSettings(chain=("spam",), options={"spam": options})
+        with running_server(tmp_path / "srv", filters=filters) as srv:
+            with smtplib.SMTP("127.0.0.1", srv.port("smtp")) as s:
+                s.sendmail("someone@else.test", [srv.user], CLEAN)
+                own.stop()
+                with spam_log() as lines:
+                    s.sendmail("someone@else.test", [srv.user], SPAM)
+                assert any("accepted unscanned" in line for line in lines), lines
+                own.start()
+                with pytest.raises(smtplib.SMTPDataError) as e:
+                    s.sendmail("someone@else.test", [srv.user], message(GTUBE))
+                assert e.value.smtp_code == 550
+            # (Told apart by content: Maildir names need not sort in delivery order.)
+            (first,) = [m for m in stored(srv) if GTUBE not in m]
+            (second,) = [m for m in stored(srv) if GTUBE in m]
+            assert b"X-Spam-Status: No, score=" in first
+            assert b"X-Spam-Status: Unknown, spamd unavailable" in second
+    finally:
+        own.stop()
+        shutil.rmtree(own.work, ignore_errors=True)

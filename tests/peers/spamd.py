@@ -117,21 +117,27 @@ def spamd_peer() -> Spamd:
                 "spamd is not installed: apt-get install spamassassin spamc "
                 "(tests/debian-packages.txt)"
             )
-        work = Path(tempfile.mkdtemp(prefix="ourmail-spamd-"))
-        (work / "bayes").mkdir()
-        nobody = pwd.getpwnam("nobody")
-        os.chown(work / "bayes", nobody.pw_uid, nobody.pw_gid)
-        os.chmod(work, 0o755)
-        server = Spamd(work, free_port())
+        server = private_spamd()
         server.start()
         _running = server
 
         def cleanup() -> None:
             server.stop()
-            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(server.work, ignore_errors=True)
 
         atexit.register(cleanup)
     return _running
+
+
+def private_spamd() -> Spamd:
+    """A spamd of its own (not started), for a test that stops it: the caller stops it and
+    removes ``work``."""
+    work = Path(tempfile.mkdtemp(prefix="ourmail-spamd-"))
+    (work / "bayes").mkdir()
+    nobody = pwd.getpwnam("nobody")
+    os.chown(work / "bayes", nobody.pw_uid, nobody.pw_gid)
+    os.chmod(work, 0o755)
+    return Spamd(work, free_port())
 
 
 @pytest.fixture
