@@ -27,13 +27,13 @@ import email.parser
 import email.policy
 import email.utils
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorFromThreads, IReactorThreads, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -54,6 +54,7 @@ from ourmail.interfaces import (
 )
 
 log = Logger()
+T = TypeVar("T")
 NO_THRESHOLDS = Thresholds()
 
 #: Header fields this check writes; any that arrive with the message are removed first.
@@ -138,14 +139,14 @@ class SpamCheck:
 
     async def _check(self, context: MailContext) -> Verdict:
         assert context.content is not None
-        message, froms = await threads.deferToThread(_read, context.content, self.max_size)
+        message, froms = await self._in_thread(_read, context.content, self.max_size)
         recipients = list(dict.fromkeys(r.lower() for r in context.recipients))
         sender = (context.sender or "").lower()
         senders = [s for s in [sender, *froms] if s]
         trusted = [s for s in froms if not _failed(context, "dmarc", ("fail",))]
         if sender and not _failed(context, "spf", ("fail", "softfail")):
             trusted.append(sender)
-        prefs: dict[str, UserPrefs] = await threads.deferToThread(
+        prefs: dict[str, UserPrefs] = await self._in_thread(
             self.prefs.lookup, recipients, senders, trusted
         )
         score: SpamScore | None = None
@@ -166,6 +167,11 @@ class SpamCheck:
                 )
                 status = f"Unknown, {self.backend} unavailable"
         return self._verdict(context, recipients, prefs, score, status)
+
+    def _in_thread(self, f: Callable[..., T], *args: object) -> Deferred[T]:
+        """``f(*args)`` in the reactor's thread pool (file and database work)."""
+        pool = cast(IReactorThreads, self._reactor).getThreadPool()
+        return threads.deferToThreadPool(cast(IReactorFromThreads, self._reactor), pool, f, *args)
 
     def _scan(
         self, message: bytes, context: MailContext, recipients: list[str]
