@@ -16,9 +16,11 @@ Implementation notes (keep these true when changing this module):
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 from typing import cast
+from urllib.parse import urlsplit, urlunsplit
 
 import treq
 from treq.client import HTTPClient
@@ -70,6 +72,26 @@ def read_password(password: object, password_file: object) -> str | None:
     return lines[0].strip()
 
 
+def _url(url: str) -> str:
+    """An rspamd URL whose host is an IP address (``localhost`` becomes 127.0.0.1): names
+    would be looked up by the system resolver, and lookups go through twisted.names only.
+    ValueError for anything else."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        if parts.scheme not in ("http", "https") or parts.port == 0:
+            raise ValueError("not http(s)")
+        if host != "localhost":
+            ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"rspamd address {url!r} must be an http:// or https:// URL with an IP address"
+        ) from None
+    if host == "localhost":
+        parts = parts._replace(netloc=parts.netloc.replace("localhost", "127.0.0.1", 1))
+    return urlunsplit(parts).rstrip("/")
+
+
 def _safe(value: str) -> str:
     """A value that fits in one HTTP header line."""
     return "".join(c for c in value if c.isprintable() and c not in "\r\n")
@@ -103,11 +125,8 @@ class RspamdClient:
         timeout: float = 30.0,
         max_reply: int = 1024 * 1024,
     ) -> None:
-        for url in (address, controller):
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"rspamd address {url!r} must be an http:// or https:// URL")
         self.reactor = cast(IReactorTime, reactor)
-        self.address, self.controller = address.rstrip("/"), controller.rstrip("/")
+        self.address, self.controller = _url(address), _url(controller)
         self.password = password
         self.timeout, self.max_reply = timeout, max_reply
         pool = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]

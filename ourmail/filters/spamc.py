@@ -16,12 +16,13 @@ Implementation notes (keep these true when changing this module):
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 import attrs
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
@@ -97,7 +98,7 @@ def parse_score(reply: SpamdReply) -> SpamScore:
     if match is None:
         raise SpamdError(f"spamd's reply has no usable Spam: field: {reply.headers!r}"[:200])
     names = reply.body.decode("ascii", "replace").strip()
-    symbols = tuple(s for s in names.split(",") if s) if "," in names or names else ()
+    symbols = tuple(s.strip() for s in names.split(",") if s.strip())
     return SpamScore(
         match.group(1) in ("True", "Yes"),
         float(match.group(2)),
@@ -135,16 +136,26 @@ class _Exchange(Protocol):
 
 
 def endpoint(reactor: object, address: str, timeout: float) -> IStreamClientEndpoint:
-    """The endpoint of ``address``: ``HOST:PORT``, ``HOST`` (port 783), or a unix socket path
-    (starting with ``/``)."""
+    """The endpoint of ``address``: ``IP:PORT``, ``[IPv6]:PORT``, an IP alone (port 783), or a
+    unix socket path (starting with ``/``).  An IP address, not a name: lookups go through
+    twisted.names only, and spamd runs on this host or one next to it (``localhost`` is
+    taken as 127.0.0.1)."""
     if address.startswith("/"):
         return UNIXClientEndpoint(reactor, address, timeout=int(timeout) or 1)  # type: ignore[no-untyped-call]
     host, colon, port = address.rpartition(":")
-    if not colon or not port.isdigit():
+    if not colon or not port.isdigit() or (":" in host and not host.startswith("[")):
         host, port = address, str(DEFAULT_PORT)
-    host = host.strip("[]")
-    if not host or not 0 < int(port) < 65536:
-        raise ValueError(f"bad spamd address {address!r}: use HOST:PORT or /path/to/socket")
+    host = "127.0.0.1" if host == "localhost" else host.strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    if ip is None or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"bad spamd address {address!r}: use IP:PORT, [IPv6]:PORT or /path/to/socket"
+        )
+    if ip.version == 6:
+        return TCP6ClientEndpoint(reactor, host, int(port), timeout=int(timeout) or 1)  # type: ignore[no-untyped-call]
     return TCP4ClientEndpoint(reactor, host, int(port), timeout=int(timeout) or 1)
 
 

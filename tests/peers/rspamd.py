@@ -136,14 +136,25 @@ class Rspamd:
                 self.proc.wait(5)
             self.proc = None
 
+    def _stat(self) -> dict[str, object]:
+        request = urllib.request.Request(self.controller + "/stat", headers={"Password": PASSWORD})
+        with urllib.request.urlopen(request, timeout=5) as r:
+            stat: dict[str, object] = json.load(r)
+        return stat
+
+    def classifier_ready(self) -> bool:
+        """Whether the controller has both Bayes statfiles (spam and ham) open."""
+        statfiles = self._stat().get("statfiles", [])
+        assert isinstance(statfiles, list)
+        return {f.get("symbol") for f in statfiles} == {"BAYES_SPAM", "BAYES_HAM"}
+
     def learned(self) -> dict[str, int]:
         """Messages learned per class (the controller's ``/stat``: each statfile's
         ``revision`` counts the messages learned into it)."""
-        request = urllib.request.Request(self.controller + "/stat", headers={"Password": PASSWORD})
-        with urllib.request.urlopen(request, timeout=5) as r:
-            stat = json.load(r)
         counts = {"spam": 0, "ham": 0}
-        for statfile in stat.get("statfiles", []):
+        statfiles = self._stat().get("statfiles", [])
+        assert isinstance(statfiles, list)
+        for statfile in statfiles:
             kind = "spam" if statfile["symbol"] == "BAYES_SPAM" else "ham"
             counts[kind] += int(statfile.get("revision", 0))
         return counts
@@ -176,6 +187,15 @@ def rspamd_peer() -> Rspamd:
         (work / "local.d" / "classifier-bayes.conf").write_text(BAYES.format(work=work))
         server = Rspamd(work, port, controller)
         server.start()
+        if not server.classifier_ready():
+            # Both workers create the SQLite statistics files at their first start, and one
+            # may find them locked by the other (then it has no backend for that class):
+            # once they exist, a restart opens them cleanly.
+            server.stop()
+            server.start()
+            if not server.classifier_ready():
+                server.stop()
+                raise RuntimeError(f"rspamd's Bayes classifier did not start; see {server.log}")
         _running = server
 
         def cleanup() -> None:

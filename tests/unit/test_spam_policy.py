@@ -129,6 +129,8 @@ def _env(tmp_path: Path) -> FilterEnvironment:
         ({"backend": "rspamd", "password": "a", "password_file": "/x"}, "not both"),
         ({"backend": "rspamd", "password_file": "/nonexistent/pw"}, "cannot read"),
         ({"address": "127.0.0.1:99999"}, "bad spamd address"),
+        ({"address": "spamd.example:783"}, "bad spamd address"),
+        ({"backend": "rspamd", "address": "http://rspamd.example:11333"}, "with an IP address"),
     ],
 )
 def test_bad_options_are_refused(tmp_path: Path, options: dict[str, object], message: str) -> None:
