@@ -775,6 +775,11 @@ domains = {domains}
 # timeout = 60                    # then on_error = "tempfail" (451 4.7.1), or "accept"
 # max_size = 26214400             # clamd's StreamMaxLength; larger mail follows oversize:
 # oversize = "refuse"             # 552 5.3.4; or "accept" with a not-scanned header
+# [filters.check.spam]            # spamd or rspamd scores (add "spam" to chain; docs/filters.md)
+# backend = "spamd"               # or "rspamd" (address "http://127.0.0.1:11333")
+# address = "127.0.0.1:783"
+# junk_score = 5                  # Junk from this score; default: the scanner's own verdict
+# reject_score = 15               # 550 5.7.1 from this score; default: never refused
 
 [pop3]
 # What DELE + QUIT does: "hide" keeps the message (IMAP still sees it, with the $POP3Deleted

@@ -438,6 +438,9 @@ class Verdict:
     results: tuple[AuthResult, ...] = ()
     #: Why (for the log and the Junk header); a refusal's text is already its reason.
     reason: str = ""
+    #: For ``junk``: only these recipients' copies go to Junk (empty: every copy), as the
+    #: spam check decides per recipient with per-user thresholds and lists.
+    recipients: tuple[str, ...] = ()
 
     @property
     def refuses(self) -> bool:
@@ -526,11 +529,14 @@ class ICheck(Interface):
 @attrs.define
 class ChainOutcome:
     """What one stage of the filter chain decided: a refusal (or None), the reasons to file
-    the message into Junk (none: the inbox), and the header fields the checks add."""
+    the message into Junk (none: the inbox, unless listed in ``junk_recipients``), and the
+    header fields the checks add."""
 
     refusal: Verdict | None = None
     junk: list[str] = attrs.Factory(list)
     headers: list[tuple[str, str]] = attrs.Factory(list)
+    #: Recipients whose copies alone go to Junk (a ``junk`` verdict naming recipients).
+    junk_recipients: list[str] = attrs.Factory(list)
 
 
 class IFilterChain(Interface):
@@ -547,7 +553,8 @@ class IFilterChain(Interface):
 
     def strip(head: bytes) -> bytes:
         """The header section ``head`` without Authentication-Results fields that claim
-        this host's authserv-id (RFC 8601 §5: a sender cannot forge our verdicts)."""
+        this host's authserv-id (RFC 8601 §5: a sender cannot forge our verdicts), and
+        without the fields the checks write themselves (their ``replaces_fields``)."""
 
     def fields(context: MailContext, outcome: ChainOutcome) -> bytes:
         """The header fields to put on top of the message: Authentication-Results with
@@ -592,6 +599,15 @@ class ISpamLearner(Interface):
         """Tell the scanner that ``message``, as ``user`` received it, is spam (or ham).
         Fails when the scanner could not be told (down, refused): the caller keeps the
         request and tries again later."""
+
+
+class IContactBook(Interface):
+    """Remembers whom each user writes to (``ourmail.filters.spamprefs``): the spam check
+    never files mail from a user's contacts into Junk by score alone.  Submission tells it,
+    after the message is delivered or queued."""
+
+    def sent(user: str, recipients: Sequence[str]) -> Deferred[None]:
+        """``user`` (logged in) sent a message to ``recipients``; fires once recorded."""
 
 
 # -- outbound authentication: DKIM signing and ARC sealing (ourmail/secure, docs/filters.md) --

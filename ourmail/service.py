@@ -38,10 +38,12 @@ from ourmail.config import IMPLICIT_TLS, SERVICES, ConfigError, Settings, config
 from ourmail.directory.local import LocalDirectory
 from ourmail.filters.chain import FilterChain
 from ourmail.filters.registry import build_chain
+from ourmail.filters.spamprefs import ContactBook, SpamPrefs, database_path
 from ourmail.fsutil import write_atomic
 from ourmail.imap.server import IMAPContext, IMAPServer
 from ourmail.interfaces import (
     FilterEnvironment,
+    IContactBook,
     IDirectory,
     IFilterChain,
     IMailStore,
@@ -196,6 +198,8 @@ class Parts:
     retention: IRetention
     #: The filter chain on arriving mail, or None when ``[filters] chain`` is empty.
     checks: IFilterChain | None = None
+    #: Whom users write to (submission), for the spam check; None without that check.
+    contacts: IContactBook | None = None
     #: POP3 sessions of both listeners share one lock table and one login-delay record.
     pop3_locks: MaildropLocks = attrs.Factory(MaildropLocks)
     pop3_logins: dict[str, float] = attrs.Factory(dict)
@@ -231,6 +235,7 @@ class Parts:
                     implicit_tls=implicit,
                     checks=self.checks,
                     check_mail=self._checked(service),
+                    contacts=self.contacts if service in ("submission", "submissions") else None,
                 ),
             )
         if service in ("imap", "imaps"):
@@ -348,7 +353,16 @@ def assemble(
         delivery=delivery,
         retention=retention or NoRetention(),
         checks=filter_checks(settings, reactor, queue),
+        contacts=contact_book(settings),
     )
+
+
+def contact_book(settings: Settings) -> IContactBook | None:
+    """Where submission records whom users write to: the spam check's database, when the
+    chain has the ``spam`` check (docs/filters.md#spam-spamd-rspamd)."""
+    if "spam" not in settings.filters.chain:
+        return None
+    return ContactBook(SpamPrefs(database_path(settings.data_dir / "filters")))
 
 
 def sender_rewriter(

@@ -11,7 +11,12 @@ Implementation notes (keep these true when changing this module):
   to a broken check: it is accepted or refused while the client is still connected.
 * Every verdict's results go into one ``Authentication-Results:`` header (RFC 8601) with this
   host's authserv-id; the chain never sees a client's own claims under that id
-  (:mod:`ourmail.filters.authresults` removes them first).
+  (:mod:`ourmail.filters.authresults` removes them first).  Likewise a check that writes
+  header fields of its own may name them in an optional ``replaces_fields`` attribute (the
+  spam check: ``X-Spam-Status`` and the like): fields of those names that arrive with the
+  message are removed first, on every listener.
+* A ``junk`` verdict that names ``recipients`` files only their copies into Junk
+  (:attr:`ChainOutcome.junk_recipients`); one without files every copy.
 """
 
 from __future__ import annotations
@@ -53,7 +58,8 @@ class FilterChain:
         self.authserv_id = authserv_id
 
     def strip(self, head: bytes) -> bytes:
-        return authresults.strip_own(head, self.authserv_id)
+        names = [n for c in self.checks for n in getattr(c, "replaces_fields", ())]
+        return authresults.strip_named(authresults.strip_own(head, self.authserv_id), names)
 
     def fields(self, context: MailContext, outcome: ChainOutcome) -> bytes:
         added = authresults.header(self.authserv_id, context.results)
@@ -90,7 +96,9 @@ class FilterChain:
                 )
                 outcome.refusal = verdict
                 return outcome
-            if verdict.action == "junk":
+            if verdict.action == "junk" and verdict.recipients:
+                outcome.junk_recipients.extend(verdict.recipients)
+            elif verdict.action == "junk":
                 outcome.junk.append(f"{check.name}: {verdict.reason or 'junk'}")
         return outcome
 

@@ -26,6 +26,7 @@ BUILTIN: Mapping[str, str] = {
     "dkim": "ourmail.filters.dkim:factory",
     "dmarc": "ourmail.filters.dmarc:factory",
     "antivirus": "ourmail.filters.antivirus:factory",
+    "spam": "ourmail.filters.spam:factory",
 }
 
 #: Options every check takes, read by the chain's builder.

@@ -53,6 +53,7 @@ from ourmail.interfaces import (
     AuthResult,
     ChainOutcome,
     DeliveryResult,
+    IContactBook,
     IDirectory,
     IFilterChain,
     IMailStore,
@@ -94,6 +95,8 @@ class SMTPContext:
     checks: IFilterChain | None = None
     #: Whether this listener runs the chain's checks (the MX; submission and LMTP if set).
     check_mail: bool = True
+    #: Submission only: remembers whom users write to (the spam check's contacts), or None.
+    contacts: IContactBook | None = None
 
 
 class SMTPServer(LineProtocol):
@@ -169,6 +172,7 @@ class SMTPServer(LineProtocol):
             if outcome.refusal is not None:
                 return outcome
             self._verdicts.junk += outcome.junk
+            self._verdicts.junk_recipients += outcome.junk_recipients
             self._verdicts.headers += outcome.headers
             return None
 
@@ -657,6 +661,7 @@ class SMTPServer(LineProtocol):
             size=spool.size,
             arrival=self._arrival,
             junk=bool(self._verdicts.junk),
+            junk_recipients=frozenset(self._verdicts.junk_recipients),
             authenticated=self.user is not None,
         )
         try:
@@ -685,6 +690,12 @@ class SMTPServer(LineProtocol):
                 yield self.ctx.store.user(self.user).deliver(source, "Sent", ["\\Seen"])
             except Exception:
                 log.failure("could not keep a copy of {id} in Sent", id=self.queue_id)
+        if self.ctx.contacts is not None:
+            rcpts = [a.recipient.address for a in self.recipients]
+            try:
+                yield self.ctx.contacts.sent(self.user, rcpts)
+            except Exception:
+                log.failure("could not record the contacts of {id}", id=self.queue_id)
 
     def report(self, results: list[DeliveryResult]) -> None:
         """SMTP answers DATA once for all recipients (RFC 5321 §4.2.5): all or nothing."""

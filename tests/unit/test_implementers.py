@@ -27,9 +27,12 @@ from ourmail.auth.realm import MailRealm
 from ourmail.config import LoginCacheSettings, QueueSettings, QuotaSettings
 from ourmail.directory.ldap import LDAPChecker, LDAPDirectory, LDAPSettings
 from ourmail.directory.local import LocalDirectory
-from ourmail.filters import antivirus, clamd, dkim, dmarc, dnsbl, greylist
+from ourmail.filters import antivirus, clamd, dkim, dmarc, dnsbl, greylist, spam
 from ourmail.filters.arc import ARCCheck, ARCCheckFactory
 from ourmail.filters.chain import FilterChain
+from ourmail.filters.rspamd import RspamdClient, RspamdLearner
+from ourmail.filters.spamc import SpamdClient, SpamdLearner
+from ourmail.filters.spamprefs import ContactBook, SpamPrefs
 from ourmail.filters.spf import SPFCheck, SPFFactory
 from ourmail.interfaces import FilterEnvironment
 from ourmail.net.dns import make_resolver
@@ -155,6 +158,15 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.filters.greylist.GreylistCheck": lambda tmp: greylist.factory.build(
         {}, _filter_env(tmp)
     ),
+    "ourmail.filters.spamc.SpamdLearner": lambda tmp: SpamdLearner(
+        SpamdClient(reactor, "127.0.0.1:783")
+    ),
+    "ourmail.filters.rspamd.RspamdLearner": lambda tmp: RspamdLearner(
+        RspamdClient(reactor, "http://127.0.0.1:11333")
+    ),
+    "ourmail.filters.spam.SpamFactory": lambda tmp: spam.factory,
+    "ourmail.filters.spam.SpamCheck": lambda tmp: spam.factory.build({}, _filter_env(tmp)),
+    "ourmail.filters.spamprefs.ContactBook": lambda tmp: ContactBook(SpamPrefs(tmp / "s.db")),
     "ourmail.filters.spf.SPFCheck": lambda tmp: SPFCheck(reactor=Clock(), resolver=None),
     "ourmail.filters.spf.SPFFactory": lambda tmp: SPFFactory(),
     "ourmail.filters.arc.ARCCheck": lambda tmp: ARCCheck(None),
