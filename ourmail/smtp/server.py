@@ -665,6 +665,8 @@ class SMTPServer(LineProtocol):
             if on_disk is not None and not HAVE_SYNCFS:  # else the commit's syncfs covers it
                 yield deferToThread(os.fsync, on_disk.fileno())
             results = yield self.ctx.delivery.deliver(txn, source)
+            if txn.junk and self.ctx.checks is not None:
+                self._filed(results)
             if all(r.ok for r in results):
                 try:
                     yield self.ctx.delivery.report_success(txn, source)
@@ -675,6 +677,14 @@ class SMTPServer(LineProtocol):
                 yield self._after_submission(source, len(results))
         finally:
             self._reset()
+
+    def _filed(self, results: list[DeliveryResult]) -> None:
+        """Tell the chain whose Junk folder the message went into (the filter log)."""
+        assert self.ctx.checks is not None
+        ok = (a for a, r in zip(self.recipients, results, strict=True) if r.ok)
+        mailboxes = list(dict.fromkeys(m for a in ok for m in a.recipient.mailboxes))
+        if mailboxes:
+            self.ctx.checks.filed(self.mail_context, self._verdicts, mailboxes)
 
     def _after_submission(self, source: bytes | Path, recipients: int) -> Deferred[None]:
         assert self.user is not None
