@@ -33,6 +33,7 @@ from ourmail.filters.arc import ARCCheck, ARCCheckFactory
 from ourmail.filters.chain import FilterChain
 from ourmail.filters.filterlog import FilterLog, LogDB
 from ourmail.filters.learning import JunkLearning
+from ourmail.filters.spamc import SpamdClient, SpamdLearner
 from ourmail.filters.spf import SPFCheck, SPFFactory
 from ourmail.interfaces import FilterEnvironment
 from ourmail.net.dns import make_resolver
@@ -158,6 +159,9 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.filters.greylist.GreylistFactory": lambda tmp: greylist.factory,
     "ourmail.filters.greylist.GreylistCheck": lambda tmp: greylist.factory.build(
         {}, _filter_env(tmp)
+    ),
+    "ourmail.filters.spamc.SpamdLearner": lambda tmp: SpamdLearner(
+        SpamdClient(reactor, "127.0.0.1:783")
     ),
     "ourmail.filters.spf.SPFCheck": lambda tmp: SPFCheck(reactor=Clock(), resolver=None),
     "ourmail.filters.spf.SPFFactory": lambda tmp: SPFFactory(),
