@@ -36,10 +36,12 @@ from ourmail.auth.realm import MailRealm
 from ourmail.auth.throttle import FailureThrottle
 from ourmail.config import IMPLICIT_TLS, SERVICES, ConfigError, Settings, config_template
 from ourmail.directory.local import LocalDirectory
+from ourmail.filters import spamc
 from ourmail.filters.chain import FilterChain
 from ourmail.filters.filterlog import FilterLog, LogDB
 from ourmail.filters.learning import JunkLearning
 from ourmail.filters.registry import build_chain
+from ourmail.filters.spamc import SpamdClient, SpamdLearner
 from ourmail.fsutil import write_atomic
 from ourmail.imap.server import IMAPContext, IMAPServer
 from ourmail.interfaces import (
@@ -363,7 +365,16 @@ def assemble(
 def spam_learner(settings: Settings, reactor: IReactorCore) -> ISpamLearner | None:
     """The spam scanner to teach, from ``[filters.check.spam]`` (its ``backend`` and
     ``address``); None while no spam check is configured."""
-    return None
+    if "spam" not in settings.filters.chain:
+        return None
+    options = settings.filters.options.get("spam", {})
+    backend = options.get("backend", "spamd")
+    if backend != "spamd":
+        log.warn("learning from Junk moves: no learner for backend {b} yet", b=backend)
+        return None
+    address = str(options.get("address", f"127.0.0.1:{spamc.DEFAULT_PORT}"))
+    clock: IReactorTime = reactor  # type: ignore[assignment]
+    return SpamdLearner(SpamdClient(clock, address, settings.filters.learning.timeout))
 
 
 def junk_learning(
