@@ -34,7 +34,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ourmail.config import LearningSettings
-from ourmail.filters.learnqueue import DROPPED, LEARNED, LearnQueue, Request
+from ourmail.filters.learnqueue import DROPPED, LEARNED, LearnQueue, QueueFull, Request
 from ourmail.interfaces import ISpamLearner, ITransferObserver
 
 log = Logger()
@@ -130,6 +130,9 @@ class JunkLearning(Service):
                 self.wake()
 
         def failed(failure: Failure) -> None:
+            if failure.check(QueueFull):  # type: ignore[no-untyped-call]
+                log.warn("not learned for {user}: {why}", user=user, why=failure.value)
+                return
             log.failure("could not queue messages of {user} to learn", failure, user=user)
 
         return d.addCallbacks(recorded, failed)

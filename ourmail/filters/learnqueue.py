@@ -37,8 +37,16 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE INDEX IF NOT EXISTS requests_due ON requests (state, next_try);
 """
 
+#: Requests waiting at most (each holds its message, up to ``max_size``): a scanner down for
+#: long must not fill the disk.
+MAX_PENDING = 20_000
+
 #: The states of a request.
 PENDING, LEARNED, DROPPED = "pending", "learned", "dropped"
+
+
+class QueueFull(Exception):
+    """Too many requests wait for the scanner: these are not queued."""
 
 
 @attrs.frozen
@@ -79,10 +87,17 @@ class LearnQueue:
 
     def add(self, user: str, spam: bool, messages: Iterable[bytes], now: float) -> int:
         """Queue ``messages`` (durable on return); how many were new (a message already
-        queued or learned in this direction for ``user`` is not queued again)."""
+        queued or learned in this direction for ``user`` is not queued again).  Raises
+        :class:`QueueFull` when :data:`MAX_PENDING` requests wait already."""
         rows = [(user, digest(m), int(spam), m, PENDING, now, now) for m in messages]
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
+            (pending,) = db.execute(
+                "SELECT COUNT(*) FROM requests WHERE state = ?", (PENDING,)
+            ).fetchone()
+            if pending + len(rows) > MAX_PENDING:
+                db.execute("ROLLBACK")
+                raise QueueFull(f"{pending} requests wait for the scanner already")
             before = db.total_changes
             db.executemany(
                 "INSERT OR IGNORE INTO requests (user, digest, spam, message, state, queued,"
