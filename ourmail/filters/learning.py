@@ -93,6 +93,8 @@ class JunkLearning(Service):
         self._running: Deferred[None] | None = None
         self._again = False
         self._last_prune = 0.0
+        #: The scanner's answer the pass under way waits for.
+        self._asking: Deferred[None] | None = None
 
     @classmethod
     def at(
@@ -148,10 +150,14 @@ class JunkLearning(Service):
         self.wake()
 
     def stopService(self) -> Deferred[None] | None:
+        """Stop at once: a request the scanner is still answering is cancelled (it stays
+        queued and counts as an attempt)."""
         super().stopService()  # type: ignore[no-untyped-call]
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        if self._asking is not None:
+            self._asking.cancel()
         return self._running
 
     def wake(self) -> None:
@@ -192,7 +198,7 @@ class JunkLearning(Service):
             if not batch:
                 break
             for request in batch:
-                if not await self._teach(request):
+                if not await self._teach(request) or not self.running:
                     return
         now = time.time()
         if now - self._last_prune > PRUNE_EVERY:
@@ -205,9 +211,11 @@ class JunkLearning(Service):
         what = "spam" if request.spam else "ham"
         d = defer.maybeDeferred(self.learner.learn, request.user, request.message, request.spam)
         d.addTimeout(self.settings.timeout, self.clock)
+        self._asking = d
         try:
             await d
         except Exception as e:
+            self._asking = None
             now = time.time()
             if now - request.queued > self.settings.give_up:
                 log.warn(
@@ -221,12 +229,13 @@ class JunkLearning(Service):
                 return True
             delay = min(self.settings.retry_max, self.settings.retry_min * 2**request.attempts)
             log.warn(
-                "could not teach the spam scanner ({e}); retry in {delay:.0f} s",
-                e=e or type(e).__name__,
+                "could not teach the spam scanner ({why}); retry in {delay:.0f} s",
+                why=f"{type(e).__name__}: {e}",
                 delay=delay,
             )
             await threads.deferToThread(self.queue.retry, request, now + delay)
             return False
+        self._asking = None
         log.info("learned a message of {user} as {what}", user=request.user, what=what)
         await threads.deferToThread(self.queue.finish, request, LEARNED, time.time())
         return True
