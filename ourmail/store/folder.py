@@ -661,6 +661,13 @@ class MaildirFolder:
     ) -> Generator[Deferred[Any], Any, list[tuple[int, int]]]:
         if not isinstance(target, MaildirFolder):
             raise StoreError("cannot copy between different store types")
+        uids = list(uids)
+        if self._before_transfer is not None:
+            present = [e for e in map(self.state.entries.get, uids) if e is not None]
+            if present:
+                files = [self.path / e.sub / e.filename for e in present]
+                yield self._before_transfer(self, target, files)
+        # (Read after the hook: a flag change meanwhile may have renamed a file.)
         jobs, sources = [], []
         for uid in uids:
             entry = self.state.entries.get(uid)
@@ -671,8 +678,6 @@ class MaildirFolder:
             base = entry.base if keep_names and entry.base not in target.state.by_base else None
             jobs.append((target, path, info, entry.date, self.cache.get(uid), base))
             sources.append(uid)
-        if self._before_transfer is not None and jobs:
-            yield self._before_transfer(self, target, [job[1] for job in jobs])
         pairs = []
         for uid, d in zip(sources, self._submitter().submit_all(jobs), strict=True):
             try:
