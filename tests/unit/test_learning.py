@@ -14,7 +14,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import blockingCallFromThread
 
-from ourmail.config import LearningSettings
+from ourmail.config import ConfigError, LearningSettings, load_settings
 from ourmail.filters import learnqueue
 from ourmail.filters.learning import JunkLearning, direction, read_messages
 from ourmail.filters.learnqueue import LEARNED, LearnQueue, QueueFull
@@ -125,3 +125,33 @@ def test_learned_requests_lose_their_message(tmp_path: Path) -> None:
     assert learner.taught == [("a@x.test", b"ham", False)]
     assert service.queue.counts() == {"learned": 1} and service.queue.next_due() is None
     assert service.queue.due(time.time() + 1e6, 10) == []
+
+
+def settings_from(tmp_path: Path, text: str) -> Any:
+    (tmp_path / "ourmail.toml").write_text(text)
+    return load_settings(data=str(tmp_path), hostname="mx.example.test")
+
+
+def test_learning_and_log_settings_are_read(tmp_path: Path) -> None:
+    settings = settings_from(
+        tmp_path,
+        "[filters.learning]\nretry_min = 5\nmax_size = 1000\n[filters.log]\nretention_days = 7\n",
+    )
+    assert settings.filters.learning == LearningSettings(retry_min=5, max_size=1000)
+    assert settings.filters.log.retention_days == 7 and settings.filters.log.enabled
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[filters.learning]\nretry_min = 0\n",
+        "[filters.learning]\nretry_min = 10\nretry_max = 5\n",
+        "[filters.learning]\nmax_size = -1\n",
+        "[filters.learning]\nenabled = 1\n",
+        "[filters.learning]\nnosuch = 1\n",
+        "[filters.log]\nretention_days = 0\n",
+    ],
+)
+def test_bad_learning_and_log_settings_are_config_errors(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError):
+        settings_from(tmp_path, text)
