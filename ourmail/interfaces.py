@@ -456,6 +456,9 @@ class Verdict:
     results: tuple[AuthResult, ...] = ()
     #: Why (for the log and the Junk header); a refusal's text is already its reason.
     reason: str = ""
+    #: For ``junk``: only these recipients' copies go to Junk (empty: every copy), as the
+    #: spam check decides per recipient with per-user thresholds and lists.
+    recipients: tuple[str, ...] = ()
 
     @property
     def refuses(self) -> bool:
@@ -544,11 +547,14 @@ class ICheck(Interface):
 @attrs.define
 class ChainOutcome:
     """What one stage of the filter chain decided: a refusal (or None), the reasons to file
-    the message into Junk (none: the inbox), and the header fields the checks add."""
+    the message into Junk (none: the inbox, unless listed in ``junk_recipients``), and the
+    header fields the checks add."""
 
     refusal: Verdict | None = None
     junk: list[str] = attrs.Factory(list)
     headers: list[tuple[str, str]] = attrs.Factory(list)
+    #: Recipients whose copies alone go to Junk (a ``junk`` verdict naming recipients).
+    junk_recipients: list[str] = attrs.Factory(list)
 
 
 class IFilterChain(Interface):
@@ -565,15 +571,20 @@ class IFilterChain(Interface):
 
     def strip(head: bytes) -> bytes:
         """The header section ``head`` without Authentication-Results fields that claim
-        this host's authserv-id (RFC 8601 §5: a sender cannot forge our verdicts)."""
+        this host's authserv-id (RFC 8601 §5: a sender cannot forge our verdicts), and
+        without the fields the checks write themselves (their ``replaces_fields``)."""
 
     def fields(context: MailContext, outcome: ChainOutcome) -> bytes:
         """The header fields to put on top of the message: Authentication-Results with
         every result of the transaction, then the checks' own fields (CRLF-terminated)."""
 
-    def filed(context: MailContext, outcome: ChainOutcome, recipients: Sequence[str]) -> None:
-        """The message of ``context`` was delivered into the Junk folder of ``recipients``
-        for the reasons in ``outcome.junk`` (for the filter log)."""
+    def filed(
+        context: MailContext, outcome: ChainOutcome, mailboxes: Mapping[str, Sequence[str]]
+    ) -> None:
+        """The message of ``context`` was delivered into the Junk folder of each of
+        ``mailboxes`` (mailbox -> the recipients of the transaction whose mail it is), for
+        the reasons in ``outcome.junk`` or those of a verdict naming those recipients (for
+        the filter log)."""
 
 
 @attrs.frozen
@@ -644,6 +655,15 @@ class ISpamLearner(Interface):
         """Tell the scanner that ``message``, as ``user`` received it, is spam (or ham).
         Fails when the scanner could not be told (down, refused): the caller keeps the
         request and tries again later."""
+
+
+class IContactBook(Interface):
+    """Remembers whom each user writes to (``ourmail.filters.spamprefs``): the spam check
+    never files mail from a user's contacts into Junk by score alone.  Submission tells it,
+    after the message is delivered or queued."""
+
+    def sent(user: str, recipients: Sequence[str]) -> Deferred[None]:
+        """``user`` (logged in) sent a message to ``recipients``; fires once recorded."""
 
 
 # -- outbound authentication: DKIM signing and ARC sealing (ourmail/secure, docs/filters.md) --

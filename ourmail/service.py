@@ -36,16 +36,17 @@ from ourmail.auth.realm import MailRealm
 from ourmail.auth.throttle import FailureThrottle
 from ourmail.config import IMPLICIT_TLS, SERVICES, ConfigError, Settings, config_template
 from ourmail.directory.local import LocalDirectory
-from ourmail.filters import spamc
 from ourmail.filters.chain import FilterChain
 from ourmail.filters.filterlog import FilterLog, LogDB
 from ourmail.filters.learning import JunkLearning
 from ourmail.filters.registry import build_chain
-from ourmail.filters.spamc import SpamdClient, SpamdLearner
+from ourmail.filters.spam import scanner_and_learner
+from ourmail.filters.spamprefs import ContactBook, SpamPrefs, database_path
 from ourmail.fsutil import write_atomic
 from ourmail.imap.server import IMAPContext, IMAPServer
 from ourmail.interfaces import (
     FilterEnvironment,
+    IContactBook,
     IDirectory,
     IFilterChain,
     IMailStore,
@@ -205,6 +206,8 @@ class Parts:
     checks: IFilterChain | None = None
     #: Learning from Junk moves (its runner is a service of the main process only).
     learning: JunkLearning | None = None
+    #: Whom users write to (submission), for the spam check; None without that check.
+    contacts: IContactBook | None = None
     #: POP3 sessions of both listeners share one lock table and one login-delay record.
     pop3_locks: MaildropLocks = attrs.Factory(MaildropLocks)
     pop3_logins: dict[str, float] = attrs.Factory(dict)
@@ -240,6 +243,7 @@ class Parts:
                     implicit_tls=implicit,
                     checks=self.checks,
                     check_mail=self._checked(service),
+                    contacts=self.contacts if service in ("submission", "submissions") else None,
                 ),
             )
         if service in ("imap", "imaps"):
@@ -358,6 +362,7 @@ def assemble(
         delivery=delivery,
         retention=retention or NoRetention(),
         checks=filter_checks(settings, reactor, queue, log=True),
+        contacts=contact_book(settings),
         learning=junk_learning(settings, reactor, store, learner),
     )
 
@@ -367,14 +372,8 @@ def spam_learner(settings: Settings, reactor: IReactorCore) -> ISpamLearner | No
     ``address``); None while no spam check is configured."""
     if "spam" not in settings.filters.chain:
         return None
-    options = settings.filters.options.get("spam", {})
-    backend = options.get("backend", "spamd")
-    if backend != "spamd":
-        log.warn("learning from Junk moves: no learner for backend {b} yet", b=backend)
-        return None
-    address = str(options.get("address", f"127.0.0.1:{spamc.DEFAULT_PORT}"))
-    clock: IReactorTime = reactor  # type: ignore[assignment]
-    return SpamdLearner(SpamdClient(clock, address, settings.filters.learning.timeout))
+    _, learner = scanner_and_learner(settings.filters.options.get("spam", {}), reactor)
+    return learner
 
 
 def junk_learning(
@@ -393,6 +392,14 @@ def junk_learning(
     learning = JunkLearning.at(settings.data_dir / "filters", learner, clock, config)
     store.observers.append(learning)
     return learning
+
+
+def contact_book(settings: Settings) -> IContactBook | None:
+    """Where submission records whom users write to: the spam check's database, when the
+    chain has the ``spam`` check (docs/filters.md#spam-spamd-rspamd)."""
+    if "spam" not in settings.filters.chain:
+        return None
+    return ContactBook(SpamPrefs(database_path(settings.data_dir / "filters")))
 
 
 def sender_rewriter(

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 
 from ourmail.addresses import AddressError, normalise_address
-from ourmail.admin import dkimcmd, filterscmd, ldapcmd, logcmd, queuecmd, transfer
+from ourmail.admin import dkimcmd, filterscmd, ldapcmd, logcmd, queuecmd, spamcmd, transfer
 from ourmail.auth.accounts import AccountDB, AccountError
 from ourmail.auth.passwords import hash_password
 from ourmail.config import (
@@ -295,6 +295,7 @@ def _parser() -> argparse.ArgumentParser:
     p = user_cmds.add_parser("del", parents=[common], help="delete a user (the mail is kept)")
     p.add_argument("address")
     p.set_defaults(func=user_del)
+    spamcmd.add_parser(user_cmds, common)
 
     alias = topics.add_parser(
         "alias", parents=[common], help="addresses that deliver to users or forward elsewhere"

@@ -105,3 +105,24 @@ def strip_own(head: bytes, authserv_id: str) -> bytes:
             pos = end
     out.append(head[pos:])
     return b"".join(out)
+
+
+def strip_named(head: bytes, names: Iterable[str]) -> bytes:
+    """``head`` without any field named in ``names`` (case-insensitive): fields a check
+    writes itself (``X-Spam-Status``, say), which a sender must not be able to forge."""
+    wanted = sorted({n.lower() for n in names})
+    if not wanted:
+        return head
+    pattern = b"|".join(re.escape(n.encode("ascii")) for n in wanted)
+    named = re.compile(rb"(?im)^(?:" + pattern + rb")[ \t]*:")
+    out = []
+    pos = 0
+    for match in named.finditer(head):
+        if match.start() < pos:
+            continue
+        end_match = _FIELD_END.search(head, match.end())
+        end = end_match.end() if end_match else len(head)
+        out.append(head[pos : match.start()])
+        pos = end
+    out.append(head[pos:])
+    return b"".join(out)

@@ -11,14 +11,19 @@ Implementation notes (keep these true when changing this module):
   to a broken check: it is accepted or refused while the client is still connected.
 * Every verdict's results go into one ``Authentication-Results:`` header (RFC 8601) with this
   host's authserv-id; the chain never sees a client's own claims under that id
-  (:mod:`ourmail.filters.authresults` removes them first).
+  (:mod:`ourmail.filters.authresults` removes them first).  Likewise a check that writes
+  header fields of its own may name them in an optional ``replaces_fields`` attribute (the
+  spam check: ``X-Spam-Status`` and the like): fields of those names that arrive with the
+  message are removed first, on every listener.
+* A ``junk`` verdict that names ``recipients`` files only their copies into Junk
+  (:attr:`ChainOutcome.junk_recipients`); one without files every copy.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 from twisted.internet import defer, threads
@@ -66,7 +71,8 @@ class FilterChain:
         self.log = log
 
     def strip(self, head: bytes) -> bytes:
-        return authresults.strip_own(head, self.authserv_id)
+        names = [n for c in self.checks for n in getattr(c, "replaces_fields", ())]
+        return authresults.strip_named(authresults.strip_own(head, self.authserv_id), names)
 
     def fields(self, context: MailContext, outcome: ChainOutcome) -> bytes:
         added = authresults.header(self.authserv_id, context.results)
@@ -75,12 +81,20 @@ class FilterChain:
             added += authresults.field("X-Ourmail-Junk", "; ".join(outcome.junk))
         return added
 
-    def filed(self, context: MailContext, outcome: ChainOutcome, recipients: Sequence[str]) -> None:
-        if self.log is None or not outcome.junk:
+    def filed(
+        self, context: MailContext, outcome: ChainOutcome, mailboxes: Mapping[str, Sequence[str]]
+    ) -> None:
+        if self.log is None:
             return
-        checks = ", ".join(dict.fromkeys(reason.partition(":")[0] for reason in outcome.junk))
-        reasons = "; ".join(outcome.junk)
-        self.log.record([_event(context, "junk", "data", checks, reasons, r) for r in recipients])
+        by_recipient = context.notes.get(JUNK_REASONS, {})
+        assert isinstance(by_recipient, dict)
+        events = []
+        for mailbox, recipients in mailboxes.items():
+            own = [why for r in recipients for why in by_recipient.get(r, ())]
+            reasons = list(dict.fromkeys([*outcome.junk, *own]))
+            checks = ", ".join(dict.fromkeys(why.partition(":")[0] for why in reasons))
+            events.append(_event(context, "junk", "data", checks, "; ".join(reasons), mailbox))
+        self.log.record(events)
 
     def runs_at(self, stage: Stage, trusted: bool = False) -> bool:
         """Whether any check runs at ``stage`` (on mail the listener trusts, if ``trusted``)."""
@@ -113,7 +127,13 @@ class FilterChain:
                 outcome.refusal = verdict
                 self._record_refusal(check, stage, context, verdict)
                 return outcome
-            if verdict.action == "junk":
+            if verdict.action == "junk" and verdict.recipients:
+                outcome.junk_recipients.extend(verdict.recipients)
+                reasons = context.notes.setdefault(JUNK_REASONS, {})
+                assert isinstance(reasons, dict)
+                for rcpt in verdict.recipients:
+                    reasons.setdefault(rcpt, []).append(f"{check.name}: {verdict.reason or 'junk'}")
+            elif verdict.action == "junk":
                 outcome.junk.append(f"{check.name}: {verdict.reason or 'junk'}")
         return outcome
 
@@ -169,6 +189,8 @@ class FilterChain:
 
 #: Where the data stage keeps the message's Message-ID for the filter log.
 MESSAGE_ID = "chain.message-id"
+#: Where the chain keeps the reasons of junk verdicts naming recipients: recipient -> reasons.
+JUNK_REASONS = "chain.junk-reasons"
 #: How much of a message on disk is read to find its Message-ID.
 HEAD_READ = 64 * 1024
 

@@ -25,6 +25,7 @@ BUILTIN: Mapping[str, str] = {
     "arc": "ourmail.filters.arc:factory",
     "dkim": "ourmail.filters.dkim:factory",
     "dmarc": "ourmail.filters.dmarc:factory",
+    "spam": "ourmail.filters.spam:factory",
 }
 
 #: Options every check takes, read by the chain's builder.

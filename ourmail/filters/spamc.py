@@ -27,7 +27,10 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ourmail.filters.spamscan import Envelope, ScannerError, ScannerTimeout, SpamScore
 from ourmail.interfaces import ISpamLearner
+
+__all__ = ["SpamScore", "SpamdClient", "SpamdError", "SpamdLearner", "SpamdTimeout"]
 
 #: spamd's default port (the IANA ``spamassassin`` port).
 DEFAULT_PORT = 783
@@ -38,11 +41,11 @@ _SPAM = re.compile(r"(True|False|Yes|No) ; (-?\d+(?:\.\d+)?) / (-?\d+(?:\.\d+)?)
 EX_OK = 0
 
 
-class SpamdError(Exception):
+class SpamdError(ScannerError):
     """spamd could not be asked, refused the request, or answered something unusable."""
 
 
-class SpamdTimeout(SpamdError):
+class SpamdTimeout(SpamdError, ScannerTimeout):
     """spamd did not answer in time."""
 
 
@@ -55,17 +58,6 @@ class SpamdReply:
     message: str
     headers: dict[str, str]
     body: bytes
-
-
-@attrs.frozen
-class SpamScore:
-    """What spamd thinks of a message: spam or not, its score, the score it calls spam
-    (``required_score``) and the rules that hit."""
-
-    spam: bool
-    score: float
-    required: float
-    symbols: tuple[str, ...] = ()
 
 
 def parse_reply(data: bytes) -> SpamdReply:
@@ -135,7 +127,7 @@ class _Exchange(Protocol):
             assert self.transport is not None
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+    def connectionLost(self, reason: Failure | None = None) -> None:
         if self.overflow:
             self.done.errback(SpamdError(f"spamd's reply is longer than {self.limit} bytes"))
         else:
@@ -146,7 +138,7 @@ def endpoint(reactor: object, address: str, timeout: float) -> IStreamClientEndp
     """The endpoint of ``address``: ``HOST:PORT``, ``HOST`` (port 783), or a unix socket path
     (starting with ``/``)."""
     if address.startswith("/"):
-        return UNIXClientEndpoint(reactor, address, timeout=int(timeout) or 1)
+        return UNIXClientEndpoint(reactor, address, timeout=int(timeout) or 1)  # type: ignore[no-untyped-call]
     host, colon, port = address.rpartition(":")
     if not colon or not port.isdigit():
         host, port = address, str(DEFAULT_PORT)
@@ -218,6 +210,10 @@ class SpamdClient:
     def symbols(self, message: bytes, user: str | None = None) -> Deferred[SpamScore]:
         """Score ``message`` (as ``user``'s mail): spam or not, score, rules hit."""
         return self.request("SYMBOLS", message, user).addCallback(parse_score)
+
+    def scan(self, message: bytes, envelope: Envelope) -> Deferred[SpamScore]:
+        """:meth:`symbols`, as the spam check asks every scanner."""
+        return self.symbols(message, envelope.user)
 
     def tell(self, message: bytes, user: str | None, spam: bool) -> Deferred[bool]:
         """Teach spamd's Bayes database (``TELL``, ``Set: local``); fires with whether it

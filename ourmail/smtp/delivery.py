@@ -112,9 +112,20 @@ class Transaction:
     arrival: float = 0.0
     #: The filter chain said junk: local copies go to each user's Junk folder.
     junk: bool = False
+    #: The chain said junk for these recipients only: a mailbox all of whose recipients
+    #: are listed gets its copy in Junk.
+    junk_recipients: frozenset[str] = frozenset()
     #: A logged-in user sent it (submission): an alias's forwards are the user's own mail,
     #: not forwarded mail (neither ARC-sealed nor signed as a forwarder).
     authenticated: bool = False
+
+    def junk_for(self, mailbox: str) -> bool:
+        """Whether ``mailbox``'s copy goes to Junk: the chain said so for the message, or
+        for every recipient whose mail reaches ``mailbox``."""
+        if self.junk:
+            return True
+        leading = [a.recipient.address for a in self.recipients if mailbox in a.recipient.mailboxes]
+        return bool(leading) and all(r in self.junk_recipients for r in leading)
 
     def group(self, a: Accepted, rewriter: ISenderRewriter | None) -> tuple[str, bool]:
         """The enqueue ``a``'s addresses elsewhere go in: by envelope sender (SRS for an
@@ -244,7 +255,7 @@ class Delivery:
         mailboxes = list(dict.fromkeys(m for a in txn.recipients for m in a.recipient.mailboxes))
         keys = [txn.group(a, self.rewriter) for a in txn.recipients]
         outbound = txn.outbound(self.rewriter, keys)
-        jobs = [self._store_copy(m, source, txn.junk) for m in mailboxes]
+        jobs = [self._store_copy(m, source, txn.junk_for(m)) for m in mailboxes]
         for (sender, forwarded), rcpts in outbound.items():
             assert self.queue is not None
             if forwarded and not txn.authenticated:  # a user's own mail is not sealed

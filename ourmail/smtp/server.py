@@ -53,6 +53,7 @@ from ourmail.interfaces import (
     AuthResult,
     ChainOutcome,
     DeliveryResult,
+    IContactBook,
     IDirectory,
     IFilterChain,
     IMailStore,
@@ -94,6 +95,8 @@ class SMTPContext:
     checks: IFilterChain | None = None
     #: Whether this listener runs the chain's checks (the MX; submission and LMTP if set).
     check_mail: bool = True
+    #: Submission only: remembers whom users write to (the spam check's contacts), or None.
+    contacts: IContactBook | None = None
 
 
 class SMTPServer(LineProtocol):
@@ -169,6 +172,7 @@ class SMTPServer(LineProtocol):
             if outcome.refusal is not None:
                 return outcome
             self._verdicts.junk += outcome.junk
+            self._verdicts.junk_recipients += outcome.junk_recipients
             self._verdicts.headers += outcome.headers
             return None
 
@@ -657,6 +661,7 @@ class SMTPServer(LineProtocol):
             size=spool.size,
             arrival=self._arrival,
             junk=bool(self._verdicts.junk),
+            junk_recipients=frozenset(self._verdicts.junk_recipients),
             authenticated=self.user is not None,
         )
         try:
@@ -665,8 +670,8 @@ class SMTPServer(LineProtocol):
             if on_disk is not None and not HAVE_SYNCFS:  # else the commit's syncfs covers it
                 yield deferToThread(os.fsync, on_disk.fileno())
             results = yield self.ctx.delivery.deliver(txn, source)
-            if txn.junk and self.ctx.checks is not None:
-                self._filed(results)
+            if (txn.junk or txn.junk_recipients) and self.ctx.checks is not None:
+                self._filed(txn, results)
             if all(r.ok for r in results):
                 try:
                     yield self.ctx.delivery.report_success(txn, source)
@@ -678,11 +683,14 @@ class SMTPServer(LineProtocol):
         finally:
             self._reset()
 
-    def _filed(self, results: list[DeliveryResult]) -> None:
+    def _filed(self, txn: Transaction, results: list[DeliveryResult]) -> None:
         """Tell the chain whose Junk folder the message went into (the filter log)."""
         assert self.ctx.checks is not None
-        ok = (a for a, r in zip(self.recipients, results, strict=True) if r.ok)
-        mailboxes = list(dict.fromkeys(m for a in ok for m in a.recipient.mailboxes))
+        mailboxes: dict[str, list[str]] = {}
+        for a, result in zip(self.recipients, results, strict=True):
+            for m in a.recipient.mailboxes if result.ok else ():
+                if txn.junk_for(m):
+                    mailboxes.setdefault(m, []).append(a.recipient.address)
         if mailboxes:
             self.ctx.checks.filed(self.mail_context, self._verdicts, mailboxes)
 
@@ -695,6 +703,12 @@ class SMTPServer(LineProtocol):
                 yield self.ctx.store.user(self.user).deliver(source, "Sent", ["\\Seen"])
             except Exception:
                 log.failure("could not keep a copy of {id} in Sent", id=self.queue_id)
+        if self.ctx.contacts is not None:
+            rcpts = [a.recipient.address for a in self.recipients]
+            try:
+                yield self.ctx.contacts.sent(self.user, rcpts)
+            except Exception:
+                log.failure("could not record the contacts of {id}", id=self.queue_id)
 
     def report(self, results: list[DeliveryResult]) -> None:
         """SMTP answers DATA once for all recipients (RFC 5321 §4.2.5): all or nothing."""

@@ -5,6 +5,8 @@ refusals at connect under the client address; old entries are pruned."""
 from __future__ import annotations
 
 import smtplib
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import RunningServer, running_server
+from peers.spamd import GTUBE, Spamd, spamd  # noqa: F401 (a fixture)
 
 from ourmail.admin import cli
 from ourmail.admin.logcmd import parse_since
@@ -185,3 +188,26 @@ def test_the_log_can_be_switched_off(tmp_path: Path) -> None:
 def test_message_id_is_read_from_the_header_only() -> None:
     assert message_id(b"Subject: x\r\nMessage-Id:\r\n <a@b>\r\n\r\n") == "<a@b>"
     assert message_id(b"Subject: x\r\n\r\nMessage-ID: <body@b>\r\n") is None
+
+
+def test_junk_for_some_recipients_only_is_theirs(
+    tmp_path: Path,
+    spamd: Spamd,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The spam check files GTUBE into bob's Junk only (alice's threshold is higher): the
+    log has bob's filing, with the check's reason, and nothing for alice."""
+    filters = FilterSettings(chain=("spam",), options={"spam": {"address": spamd.address}})
+    with running_server(tmp_path, filters=filters) as srv:
+        srv.add_user(BOB)
+        command = ["user", "spam", "threshold", srv.user, "--junk", "2000"]
+        ourmail = [sys.executable, "-m", "ourmail", "--data", str(srv.data)]
+        subprocess.run([*ourmail, *command], check=True, capture_output=True)
+        gtube = msg("gtube1").replace(b"Buy now", GTUBE)
+        with smtplib.SMTP("127.0.0.1", srv.port("smtp")) as s:
+            s.sendmail("eve@else.test", [srv.user, BOB], gtube)
+        (event,) = wait_for_entries(srv, BOB)
+        assert (event.action, event.check, event.recipient) == ("junk", "spam", BOB)
+        assert event.reason.startswith("spam: ") and event.message_id == "<gtube1@else.test>"
+        time.sleep(0.3)
+        assert entries(srv, srv.user) == []

@@ -28,12 +28,14 @@ from ourmail.auth.realm import MailRealm
 from ourmail.config import LoginCacheSettings, QueueSettings, QuotaSettings
 from ourmail.directory.ldap import LDAPChecker, LDAPDirectory, LDAPSettings
 from ourmail.directory.local import LocalDirectory
-from ourmail.filters import dkim, dmarc, dnsbl, greylist
+from ourmail.filters import dkim, dmarc, dnsbl, greylist, spam
 from ourmail.filters.arc import ARCCheck, ARCCheckFactory
 from ourmail.filters.chain import FilterChain
 from ourmail.filters.filterlog import FilterLog, LogDB
 from ourmail.filters.learning import JunkLearning
+from ourmail.filters.rspamd import RspamdClient, RspamdLearner
 from ourmail.filters.spamc import SpamdClient, SpamdLearner
+from ourmail.filters.spamprefs import ContactBook, SpamPrefs
 from ourmail.filters.spf import SPFCheck, SPFFactory
 from ourmail.interfaces import FilterEnvironment
 from ourmail.net.dns import make_resolver
@@ -163,6 +165,12 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.filters.spamc.SpamdLearner": lambda tmp: SpamdLearner(
         SpamdClient(reactor, "127.0.0.1:783")
     ),
+    "ourmail.filters.rspamd.RspamdLearner": lambda tmp: RspamdLearner(
+        RspamdClient(reactor, "http://127.0.0.1:11333")
+    ),
+    "ourmail.filters.spam.SpamFactory": lambda tmp: spam.factory,
+    "ourmail.filters.spam.SpamCheck": lambda tmp: spam.factory.build({}, _filter_env(tmp)),
+    "ourmail.filters.spamprefs.ContactBook": lambda tmp: ContactBook(SpamPrefs(tmp / "s.db")),
     "ourmail.filters.spf.SPFCheck": lambda tmp: SPFCheck(reactor=Clock(), resolver=None),
     "ourmail.filters.spf.SPFFactory": lambda tmp: SPFFactory(),
     "ourmail.filters.arc.ARCCheck": lambda tmp: ARCCheck(None),

@@ -1,0 +1,275 @@
+"""The spam check in SMTP sessions against a real spamd (Debian's SpamAssassin rules): GTUBE
+filed or refused per threshold, a clean message not; per-domain and per-user thresholds and
+lists (set with `ourmail user spam`, in another process); contacts recorded by submission;
+forged X-Spam-* fields removed; a scanner that is down, answers garbage or never answers."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import smtplib
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import RunningServer, client_tls, running_server
+from peers.spamd import GTUBE, Spamd, free_port, spamd  # noqa: F401 (a fixture)
+from twisted.internet import reactor
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.threads import blockingCallFromThread
+from twisted.logger import globalLogPublisher
+
+from ourmail.config import FilterSettings
+
+BOB = "bob@example.test"
+
+
+def message(body: bytes, sender: str = "someone@else.test", extra: bytes = b"") -> bytes:
+    return (
+        f"From: {sender}\r\nTo: alice@example.test\r\nSubject: note {uuid.uuid4()}\r\n".encode()
+        + b"Date: Mon, 30 Nov 2026 10:00:00 +0000\r\n"
+        + f"Message-ID: <{uuid.uuid4()}@else.test>\r\n".encode()
+        + extra
+        + b"\r\n"
+        + body
+        + b"\r\n"
+    )
+
+
+SPAM = message(GTUBE)
+CLEAN = message(b"Hi Alice,\r\n\r\nthe minutes of the council meeting are ready.\r\n\r\nBob")
+
+
+@pytest.fixture
+def server(tmp_path: Path, spamd: Spamd) -> Iterator[Callable[..., RunningServer]]:  # noqa: F811
+    """Start a server whose chain is the spam check against the session's spamd."""
+    servers: list[Any] = []
+
+    def start(options: Mapping[str, Any] | None = None, **settings: Any) -> RunningServer:
+        opts = {"address": spamd.address, **(options or {})}
+        filters = FilterSettings(chain=("spam",), options={"spam": opts}, **settings)
+        cm = running_server(tmp_path / str(len(servers)), filters=filters)
+        servers.append(cm)
+        srv = cm.__enter__()
+        srv.add_user(BOB)
+        return srv
+
+    yield start
+    for cm in servers:
+        cm.__exit__(None, None, None)
+
+
+def stored(srv: RunningServer, user: str | None = None, folder: str = "") -> list[bytes]:
+    root = srv.server.store.shards.user_dir(user or srv.user) / folder
+    return [p.read_bytes() for sub in ("new", "cur") for p in sorted((root / sub).glob("*"))]
+
+
+def send(
+    srv: RunningServer,
+    content: bytes,
+    rcpts: list[str] | None = None,
+    sender: str = "someone@else.test",
+) -> None:
+    with smtplib.SMTP("127.0.0.1", srv.port("smtp")) as s:
+        s.sendmail(sender, rcpts or [srv.user], content)
+
+
+def head(content: bytes) -> bytes:
+    return content.split(b"\r\n\r\n", 1)[0]
+
+
+def admin(srv: RunningServer, *args: str) -> str:
+    """`ourmail user spam ...` in its own process, on the server's data directory."""
+    run = subprocess.run(
+        [sys.executable, "-m", "ourmail", "--data", str(srv.data), "user", "spam", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return run.stdout
+
+
+@contextlib.contextmanager
+def spam_log() -> Iterator[list[str]]:
+    """The spam check's log lines."""
+    from twisted.logger import formatEvent
+
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        text = formatEvent(event)
+        if text.startswith("spam:"):
+            lines.append(text)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield lines
+    finally:
+        globalLogPublisher.removeObserver(observe)
+
+
+def test_gtube_goes_to_junk_with_the_scores(server: Callable[..., RunningServer]) -> None:
+    srv = server()
+    send(srv, SPAM)
+    assert stored(srv) == []
+    (junk,) = stored(srv, folder=".Junk")
+    fields = head(junk)
+    assert re.search(rb"\r\nX-Spam-Status: Yes, score=100\d\.\d required=5\.0\r\n", fields)
+    assert re.search(rb"\r\nX-Spam-Score: 100\d\.\d\r\n", fields)
+    assert b"\r\nX-Spam-Flag: YES\r\n" in fields
+
+
+def test_gtube_is_refused_above_the_reject_score(server: Callable[..., RunningServer]) -> None:
+    srv = server({"reject_score": 15})
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        send(srv, SPAM)
+    assert e.value.smtp_code == 550 and e.value.smtp_error.startswith(b"5.7.1 ")
+    assert b"spam" in e.value.smtp_error
+    assert stored(srv) == [] and stored(srv, folder=".Junk") == []
+
+
+def test_a_clean_message_reaches_the_inbox(server: Callable[..., RunningServer]) -> None:
+    srv = server({"reject_score": 15})
+    send(srv, CLEAN)
+    (inbox,) = stored(srv)
+    assert b"X-Spam-Status: No, score=" in head(inbox)
+    assert b"X-Spam-Flag" not in inbox and stored(srv, folder=".Junk") == []
+
+
+def test_forged_spam_fields_are_removed(server: Callable[..., RunningServer]) -> None:
+    srv = server()
+    forged = message(
+        b"hello, nothing to see",
+        extra=b"X-Spam-Flag: YES\r\nX-Spam-Status: No, score=-100.0\r\n\tfolded=yes\r\n"
+        b"x-spam-score: -100\r\nX-Spam-Level: ****\r\nX-Spammy-Other: kept\r\n",
+    )
+    send(srv, forged)
+    (inbox,) = stored(srv)
+    fields = head(inbox)
+    assert fields.count(b"X-Spam-Status:") == 1 and b"-100" not in fields
+    assert b"X-Spam-Flag" not in fields and b"X-Spam-Level" not in fields
+    assert b"folded=yes" not in fields and b"X-Spammy-Other: kept" in fields
+
+
+def test_per_user_thresholds_from_the_admin_command(server: Callable[..., RunningServer]) -> None:
+    """alice never refuses and files from 2000; bob keeps the check's 15: GTUBE to both is
+    accepted (refused only when every recipient refuses), alice's copy in the inbox, bob's
+    (who would refuse) in Junk."""
+    srv = server({"reject_score": 15})
+    out = admin(srv, "threshold", srv.user, "--junk", "2000", "--reject", "off")
+    assert "Junk from 2000; never refuse" in out
+    send(srv, SPAM, [srv.user, BOB])
+    assert len(stored(srv)) == 1 and stored(srv, folder=".Junk") == []
+    assert stored(srv, BOB) == [] and len(stored(srv, BOB, ".Junk")) == 1
+    # Alone, bob refuses it.
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        send(srv, SPAM, [BOB])
+    assert e.value.smtp_code == 550
+
+
+def test_per_domain_thresholds(server: Callable[..., RunningServer]) -> None:
+    srv = server({"domains": {"example.test": {"junk_score": 2000, "reject_score": 5000}}})
+    send(srv, SPAM)
+    (inbox,) = stored(srv)
+    # The header still tells the scanner's own verdict (the check's threshold).
+    assert b"X-Spam-Flag: YES" in inbox
+
+
+def test_allow_and_block_lists(server: Callable[..., RunningServer]) -> None:
+    srv = server({"reject_score": 15})
+    admin(srv, "allow", srv.user, "Friend@Else.Test")
+    admin(srv, "block", srv.user, "@pushy.test")
+    show = admin(srv, "show", srv.user)
+    assert "allow: friend@else.test" in show and "block: @pushy.test" in show
+    # Allowed: GTUBE from the friend reaches the inbox, neither refused nor Junk.
+    send(srv, message(GTUBE, "friend@else.test"), sender="friend@else.test")
+    assert len(stored(srv)) == 1
+    # Blocked (a subdomain too): a clean message goes to Junk.
+    send(srv, message(b"meeting at noon", "ads@mail.pushy.test"), sender="ads@mail.pushy.test")
+    (junk,) = stored(srv, folder=".Junk")
+    assert b"X-Spam-Status: No" in junk
+    admin(srv, "unlist", srv.user, "@pushy.test")
+    send(srv, message(b"meeting at one", "ads@mail.pushy.test"), sender="ads@mail.pushy.test")
+    assert len(stored(srv)) == 2
+
+
+def test_contacts_are_never_junk_by_score(server: Callable[..., RunningServer]) -> None:
+    srv = server()
+    with smtplib.SMTP_SSL("127.0.0.1", srv.port("submissions"), context=client_tls()) as s:
+        s.login(srv.user, srv.password)
+        s.sendmail(srv.user, ["Carol@Remote.Test"], f"From: {srv.user}\r\n\r\nhi\r\n".encode())
+    assert "contacts: 1" in admin(srv, "show", srv.user)
+    send(srv, message(GTUBE, "carol@remote.test"), sender="carol@remote.test")
+    # (The inbox may also hold the queue's report on the message to remote.test.)
+    (inbox,) = [m for m in stored(srv) if GTUBE in m]
+    assert b"X-Spam-Flag: YES" in inbox and stored(srv, folder=".Junk") == []
+    # Someone else, same spam: Junk.
+    send(srv, SPAM)
+    assert len(stored(srv, folder=".Junk")) == 1
+
+
+def test_large_messages_are_not_scanned(server: Callable[..., RunningServer]) -> None:
+    srv = server({"max_size": 2000, "reject_score": 15})
+    send(srv, message(GTUBE + b"\r\n" + b"x" * 3000))
+    (inbox,) = stored(srv)
+    assert b"X-Spam-Status: Unknown, not scanned (larger than 2000 bytes)" in inbox
+
+
+class _Scripted(Protocol):
+    def __init__(self, answer: bytes | None) -> None:
+        self.answer = answer
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.answer is not None and self.transport is not None:
+            self.transport.write(self.answer)
+            self.transport.loseConnection()
+            self.answer = None
+
+
+@pytest.fixture
+def broken() -> Iterator[Callable[[bytes | None], str]]:
+    """A loopback 'spamd' answering ``answer`` (None: never answering)."""
+    ports: list[Any] = []
+
+    def start(answer: bytes | None) -> str:
+        factory = Factory.forProtocol(lambda: _Scripted(answer))
+        port = blockingCallFromThread(reactor, reactor.listenTCP, 0, factory, 50, "127.0.0.1")
+        ports.append(port)
+        return f"127.0.0.1:{port.getHost().port}"
+
+    yield start
+    for port in ports:
+        blockingCallFromThread(reactor, port.stopListening)
+
+
+@pytest.mark.parametrize("fault", ["down", "garbage", "silent"])
+def test_a_broken_scanner_accepts_unscanned_by_default(
+    server: Callable[..., RunningServer], broken: Callable[[bytes | None], str], fault: str
+) -> None:
+    address = {
+        "down": lambda: f"127.0.0.1:{free_port()}",
+        "garbage": lambda: broken(b"HTTP/1.0 500 What?\r\n\r\n"),
+        "silent": lambda: broken(None),
+    }[fault]()
+    srv = server({"address": address, "timeout": 1.5, "reject_score": 15})
+    started = time.monotonic()
+    with spam_log() as lines:
+        send(srv, SPAM)
+    assert time.monotonic() - started < 5
+    (inbox,) = stored(srv)
+    assert b"X-Spam-Status: Unknown, spamd unavailable\r\n" in inbox
+    assert any("accepted unscanned" in line and "spamd" in line for line in lines), lines
+
+
+def test_a_broken_scanner_can_mean_try_again_later(
+    server: Callable[..., RunningServer], broken: Callable[[bytes | None], str]
+) -> None:
+    srv = server({"address": broken(None), "timeout": 1.0, "on_error": "tempfail"})
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        send(srv, SPAM)
+    assert e.value.smtp_code == 451 and stored(srv) == []
