@@ -212,3 +212,30 @@ def test_a_scanner_that_never_answers_delays_neither_the_move_nor_the_stop(
         assert requests(srv) == {"pending": 3} and attempts(srv) == 1
     finally:
         silent.close()
+
+
+def test_the_spam_checks_scanner_is_taught_without_further_wiring(
+    tmp_path: Path,
+    spamd: Spamd,  # noqa: F811
+) -> None:
+    """With the spam check in the chain, its ``[filters.check.spam]`` scanner is the one the
+    learning teaches."""
+    filters = FilterSettings(
+        chain=("spam",),
+        options={"spam": {"address": spamd.address}},
+        learning=FAST.learning,
+    )
+    with running_server(tmp_path, filters=filters) as srv:
+        assert srv.server.learning is not None
+        m = login(srv)
+        m.select("INBOX")
+        uid = append(m, "INBOX", message("discount pharmacy online"))
+        before = spamd.magic()
+        uid_cmd(m, "MOVE", uid, "Junk")
+        wait_for(lambda: spamd.magic()["nspam"] == before["nspam"] + 1)
+        m.logout()
+
+
+def test_no_spam_check_no_learning(tmp_path: Path) -> None:
+    with running_server(tmp_path) as srv:
+        assert srv.server.learning is None
