@@ -68,17 +68,21 @@ PRUNE_EVERY = 3600.0
 #: The longest text kept of one field.
 MAX_FIELD = 1000
 
-_MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)", re.I | re.M)
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
+#: A field's value with its folded continuation lines (RFC 5322 §2.2.3).
+_FIELD_VALUE = re.compile(rb"[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*")
 
 
 def message_id(head: bytes) -> str | None:
     """The Message-ID (RFC 5322 §3.6.4) in the header section that ``head`` starts, or None."""
-    end = _HEADER_END.search(head)
-    match = _MESSAGE_ID.search(head, 0, end.start() + 1 if end else len(head))
-    if match is None:
+    end = head.find(b"\r\n\r\n")
+    section = head if end < 0 else head[: end + 2]
+    # A search in C on the lower-cased header: a few microseconds for a common header.
+    found = (b"\n" + section.lower()).find(b"\nmessage-id:")
+    if found < 0:
         return None
-    value = b" ".join(match.group(1).split()).decode("utf-8", "replace")
+    match = _FIELD_VALUE.match(section, found + len(b"message-id:"))
+    assert match is not None  # (the pattern matches the empty string)
+    value = b" ".join(match.group(0).split()).decode("utf-8", "replace")
     return value[:MAX_FIELD] or None
 
 

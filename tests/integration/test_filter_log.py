@@ -188,6 +188,9 @@ def test_the_log_can_be_switched_off(tmp_path: Path) -> None:
 def test_message_id_is_read_from_the_header_only() -> None:
     assert message_id(b"Subject: x\r\nMessage-Id:\r\n <a@b>\r\n\r\n") == "<a@b>"
     assert message_id(b"Subject: x\r\n\r\nMessage-ID: <body@b>\r\n") is None
+    assert message_id(b"Message-ID: <first@b>\r\n\r\n") == "<first@b>"
+    assert message_id(b"X-Message-ID: <other@b>\r\n\r\n") is None
+    assert message_id(b"Message-ID: <" + b"x" * 5000 + b">\r\n\r\n") == "<" + "x" * 999
 
 
 def test_junk_for_some_recipients_only_is_theirs(
