@@ -171,17 +171,24 @@ class JunkLearning(Service):
             self._timer.cancel()
         self._timer = None
         self._running = Deferred.fromCoroutine(self.run())
-        self._running.addErrback(lambda f: log.failure("learning pass failed", f))
         self._running.addBoth(self._ran)
 
-    def _ran(self, _: object) -> None:
+    def _ran(self, result: object) -> None:
         self._running = None
+        if isinstance(result, Failure):
+            self._unreadable(result)
+            return
         if self._again:
             self._again = False
             self.wake()
             return
         if self.running:
-            threads.deferToThread(self.queue.next_due).addCallbacks(self._schedule, log.failure)
+            d = threads.deferToThread(self.queue.next_due)
+            d.addCallbacks(self._schedule, self._unreadable)
+
+    def _unreadable(self, failure: Failure) -> None:
+        log.failure("learning: the queue cannot be read; trying again later", failure)
+        self._schedule(time.time() + self.settings.retry_max)
 
     def _schedule(self, at: float | None) -> None:
         if at is None or not self.running or self._running is not None:

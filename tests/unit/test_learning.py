@@ -3,6 +3,7 @@ once-per-direction key, back-off, giving up, and messages too large or gone."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -155,3 +156,30 @@ def test_learning_and_log_settings_are_read(tmp_path: Path) -> None:
 def test_bad_learning_and_log_settings_are_config_errors(tmp_path: Path, text: str) -> None:
     with pytest.raises(ConfigError):
         settings_from(tmp_path, text)
+
+
+def test_a_queue_that_cannot_be_read_is_tried_again_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = learning(tmp_path, MemoryLearner())
+
+    def broken(*args: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(service.queue, "due", broken)
+    run(service.startService)
+    try:
+        timer = wait_for_timer(service)
+        assert 20 < timer.getTime() - time.time() <= 25  # retry_max, not a tight loop
+    finally:
+        run(service.stopService)
+
+
+def wait_for_timer(service: JunkLearning) -> Any:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        timer = service._timer
+        if timer is not None and timer.active():
+            return timer
+        time.sleep(0.02)
+    raise AssertionError("no retry was scheduled")
