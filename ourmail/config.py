@@ -223,6 +223,35 @@ DEFAULT_CHAIN: tuple[str, ...] = ("spf", "dkim", "arc", "dmarc")
 
 
 @attrs.frozen
+class LearningSettings:
+    """``[filters.learning]``: teaching the spam scanner from what people move into and out
+    of Junk (ourmail/filters/learning.py, docs/filters.md)."""
+
+    enabled: bool = True
+    #: Messages larger than this are not learned (spamc's own default limit, 500 KB).
+    max_size: int = 512_000
+    #: Seconds before the first retry when the scanner could not be told; doubled each time
+    #: up to ``retry_max``; a request still not learned after ``give_up`` seconds is dropped.
+    retry_min: float = 60.0
+    retry_max: float = 3600.0
+    give_up: float = 7 * 86400.0
+    #: Seconds the scanner has to answer one request.
+    timeout: float = 30.0
+    #: Days a learned message is remembered, so it is not learned twice in one direction.
+    remember_days: int = 365
+
+
+@attrs.frozen
+class FilterLogSettings:
+    """``[filters.log]``: what the chain refused or filed into Junk, per recipient, for
+    ``ourmail log filter`` (ourmail/filters/filterlog.py, docs/filters.md)."""
+
+    enabled: bool = True
+    #: Days an entry is kept.
+    retention_days: int = 30
+
+
+@attrs.frozen
 class FilterSettings:
     """``[filters]``: the check chain on arriving mail (docs/filters.md)."""
 
@@ -235,6 +264,8 @@ class FilterSettings:
     check_lmtp: bool = False
     #: ``[filters.check.NAME]`` tables: each check's own options (it checks them itself).
     options: Mapping[str, Mapping[str, Any]] = attrs.Factory(dict)
+    learning: LearningSettings = LearningSettings()
+    log: FilterLogSettings = FilterLogSettings()
 
 
 def default_mx_processes() -> int:
@@ -362,6 +393,16 @@ _TOML_KEYS: Mapping[str, Any] = {
         "check_submission": bool,
         "check_lmtp": bool,
         "check": dict,
+        "learning": {
+            "enabled": bool,
+            "max_size": int,
+            "retry_min": (int, float),
+            "retry_max": (int, float),
+            "give_up": (int, float),
+            "timeout": (int, float),
+            "remember_days": int,
+        },
+        "log": {"enabled": bool, "retention_days": int},
     },
     "queue": {
         **{f.name: int for f in attrs.fields(QueueSettings) if f.type in ("int", int)},
@@ -623,12 +664,23 @@ def _filter_settings(table: Mapping[str, Any]) -> FilterSettings:
     for name, sub in options.items():
         if not isinstance(sub, dict):
             raise ConfigError(f"'filters.check.{name}' must be a table")
+    learning = LearningSettings(**table.get("learning", {}))
+    for name in ("max_size", "retry_min", "retry_max", "give_up", "timeout", "remember_days"):
+        if getattr(learning, name) <= 0:
+            raise ConfigError(f"'filters.learning.{name}' must be positive")
+    if learning.retry_max < learning.retry_min:
+        raise ConfigError("'filters.learning.retry_max' must not be below retry_min")
+    log = FilterLogSettings(**table.get("log", {}))
+    if log.retention_days <= 0:
+        raise ConfigError("'filters.log.retention_days' must be positive")
     return FilterSettings(
         chain=tuple(chain),
         authserv_id=table.get("authserv_id", ""),
         check_submission=table.get("check_submission", False),
         check_lmtp=table.get("check_lmtp", False),
         options=options,
+        learning=learning,
+        log=log,
     )
 
 
@@ -780,6 +832,15 @@ domains = {domains}
 # address = "127.0.0.1:783"
 # junk_score = 5                  # Junk from this score; default: the scanner's own verdict
 # reject_score = 15               # 550 5.7.1 from this score; default: never refused
+# [filters.learning]              # learn spam/ham from Junk moves (needs the spam check)
+# enabled = true
+# max_size = 512000               # larger messages are not learned
+# retry_min = 60                  # seconds; doubled up to retry_max while the scanner is down
+# retry_max = 3600
+# give_up = 604800                # drop a request not learned after this many seconds
+# [filters.log]                   # `ourmail log filter USER`: refusals and Junk filings
+# enabled = true
+# retention_days = 30
 
 [pop3]
 # What DELE + QUIT does: "hide" keeps the message (IMAP still sees it, with the $POP3Deleted

@@ -256,6 +256,24 @@ class IRetention(Interface):
         """False if the message in ``folder`` of ``address`` is held and must be kept."""
 
 
+class ITransferObserver(Interface):
+    """Told by the store before messages are copied or moved between two folders of one
+    user, by any client (IMAP COPY and MOVE, later the webmail), so a feature can act on what
+    people decide: learning from Junk moves (``ourmail.filters.learning``)."""
+
+    def transferring(
+        user: str,
+        source_use: str | None,
+        target_use: str | None,
+        files: Sequence[os.PathLike[str]],
+    ) -> Deferred[None]:
+        """``files`` (the messages' files, readable until the Deferred fires) are about to go
+        from a folder whose RFC 6154 special use is ``source_use`` to one whose special use is
+        ``target_use`` (None: no special use).  The store transfers once the Deferred fires,
+        so what the observer records before then survives a crash during the transfer; the
+        observer handles its own failures (it must not make the transfer fail)."""
+
+
 class IMailStore(Interface):
     """Where every user's mail lives."""
 
@@ -559,6 +577,44 @@ class IFilterChain(Interface):
     def fields(context: MailContext, outcome: ChainOutcome) -> bytes:
         """The header fields to put on top of the message: Authentication-Results with
         every result of the transaction, then the checks' own fields (CRLF-terminated)."""
+
+    def filed(
+        context: MailContext, outcome: ChainOutcome, mailboxes: Mapping[str, Sequence[str]]
+    ) -> None:
+        """The message of ``context`` was delivered into the Junk folder of each of
+        ``mailboxes`` (mailbox -> the recipients of the transaction whose mail it is), for
+        the reasons in ``outcome.junk`` or those of a verdict naming those recipients (for
+        the filter log)."""
+
+
+@attrs.frozen
+class FilterEvent:
+    """One entry of the filter log (``ourmail log filter``): a refusal or a Junk filing."""
+
+    #: POSIX time.
+    at: float
+    #: ``reject``, ``tempfail`` or ``junk``.
+    action: str
+    #: The stage that decided (``connect``, ``mail``, ``rcpt``, ``data``).
+    stage: str
+    #: The check that decided (for Junk, every check that asked, comma-separated).
+    check: str
+    #: The SMTP reply of a refusal, or the reasons for Junk.
+    reason: str
+    client_address: str
+    #: The recipient it concerns; None at connect and MAIL (recorded under the client address).
+    recipient: str | None = None
+    sender: str | None = None
+    message_id: str | None = None
+
+
+class IFilterLog(Interface):
+    """Where the filter chain records what it refused or filed into Junk, per recipient
+    (``ourmail.filters.filterlog``).  It never blocks: events are written in batches off the
+    reactor thread."""
+
+    def record(events: Sequence[FilterEvent]) -> None:
+        """Queue ``events`` for writing."""
 
 
 @attrs.frozen

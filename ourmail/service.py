@@ -37,7 +37,10 @@ from ourmail.auth.throttle import FailureThrottle
 from ourmail.config import IMPLICIT_TLS, SERVICES, ConfigError, Settings, config_template
 from ourmail.directory.local import LocalDirectory
 from ourmail.filters.chain import FilterChain
+from ourmail.filters.filterlog import FilterLog, LogDB
+from ourmail.filters.learning import JunkLearning
 from ourmail.filters.registry import build_chain
+from ourmail.filters.spam import scanner_and_learner
 from ourmail.filters.spamprefs import ContactBook, SpamPrefs, database_path
 from ourmail.fsutil import write_atomic
 from ourmail.imap.server import IMAPContext, IMAPServer
@@ -49,6 +52,7 @@ from ourmail.interfaces import (
     IMailStore,
     IRetention,
     ISenderRewriter,
+    ISpamLearner,
 )
 from ourmail.net.dns import make_resolver
 from ourmail.net.lineproto import SessionFactory
@@ -176,6 +180,8 @@ class Server:
     store: IMailStore
     accounts: AccountDB
     queue: OutboundQueue
+    #: Learning from Junk moves, when a spam scanner is configured.
+    learning: JunkLearning | None = None
 
 
 @attrs.define
@@ -198,6 +204,8 @@ class Parts:
     retention: IRetention
     #: The filter chain on arriving mail, or None when ``[filters] chain`` is empty.
     checks: IFilterChain | None = None
+    #: Learning from Junk moves (its runner is a service of the main process only).
+    learning: JunkLearning | None = None
     #: Whom users write to (submission), for the spam check; None without that check.
     contacts: IContactBook | None = None
     #: POP3 sessions of both listeners share one lock table and one login-delay record.
@@ -300,6 +308,7 @@ def assemble(
     realm: IRealm | None = None,
     queue_clock: IReactorTime | None = None,
     retention: IRetention | None = None,
+    learner: ISpamLearner | None = None,
 ) -> Parts:
     """The shared parts of a server process (see :func:`build` for the arguments)."""
     clock: IReactorTime = reactor  # type: ignore[assignment]
@@ -352,9 +361,37 @@ def assemble(
         queue=queue,
         delivery=delivery,
         retention=retention or NoRetention(),
-        checks=filter_checks(settings, reactor, queue),
+        checks=filter_checks(settings, reactor, queue, log=True),
         contacts=contact_book(settings),
+        learning=junk_learning(settings, reactor, store, learner),
     )
+
+
+def spam_learner(settings: Settings, reactor: IReactorCore) -> ISpamLearner | None:
+    """The spam scanner to teach, from ``[filters.check.spam]`` (its ``backend`` and
+    ``address``); None while no spam check is configured."""
+    if "spam" not in settings.filters.chain:
+        return None
+    _, learner = scanner_and_learner(settings.filters.options.get("spam", {}), reactor)
+    return learner
+
+
+def junk_learning(
+    settings: Settings, reactor: IReactorCore, store: IMailStore, learner: ISpamLearner | None
+) -> JunkLearning | None:
+    """Learning from Junk moves (``[filters.learning]``), told by the store of every copy and
+    move between folders; None when off, or with no scanner to teach."""
+    config = settings.filters.learning
+    learner = learner if learner is not None else spam_learner(settings, reactor)
+    if learner is None or not config.enabled:
+        return None
+    if not isinstance(store, MaildirStore):
+        log.warn("learning from Junk moves needs the Maildir store: off")
+        return None
+    clock: IReactorTime = reactor  # type: ignore[assignment]
+    learning = JunkLearning.at(settings.data_dir / "filters", learner, clock, config)
+    store.observers.append(learning)
+    return learning
 
 
 def contact_book(settings: Settings) -> IContactBook | None:
@@ -379,11 +416,12 @@ def sender_rewriter(
 
 
 def filter_checks(
-    settings: Settings, reactor: IReactorCore, queue: OutboundQueue | None
+    settings: Settings, reactor: IReactorCore, queue: OutboundQueue | None, log: bool = False
 ) -> FilterChain:
     """The ``[filters]`` chain (ConfigError for a check or option that cannot work); with no
     checks it still removes forged Authentication-Results under our authserv-id.  ``queue``
-    sends the checks' reports (None: `ourmail filters list`, which sends nothing)."""
+    sends the checks' reports (None: `ourmail filters list`, which sends nothing); ``log``:
+    record refusals and Junk filings in the filter log (``[filters.log]``)."""
     env = FilterEnvironment(
         resolver=make_resolver(settings.dns.servers),
         reactor=reactor,
@@ -392,7 +430,11 @@ def filter_checks(
         state_dir=settings.data_dir / "filters",
         queue=queue,
     )
-    return build_chain(settings.filters, env, reactor)  # type: ignore[arg-type]
+    filter_log = None
+    if log and settings.filters.log.enabled:
+        db = LogDB(settings.data_dir / "filters" / "log.sqlite")
+        filter_log = FilterLog(db, reactor, settings.filters.log.retention_days)
+    return build_chain(settings.filters, env, reactor, filter_log)  # type: ignore[arg-type]
 
 
 def build(
@@ -403,6 +445,7 @@ def build(
     realm: IRealm | None = None,
     queue_clock: IReactorTime | None = None,
     retention: IRetention | None = None,
+    learner: ISpamLearner | None = None,
 ) -> Server:
     """The whole server for ``settings``.
 
@@ -410,7 +453,8 @@ def build(
     are asked in turn), ``store`` replaces the sharded Maildir store (delivery and the default
     realm use it), and ``realm`` replaces the default realm (it must hand out ``IUserStore``
     avatars, and its logout is called when the session ends), and ``retention``
-    says which messages must never be erased (POP3 ``expunge`` asks it).  ``queue_clock``
+    says which messages must never be erased (POP3 ``expunge`` asks it), and ``learner``
+    is the spam scanner taught from Junk moves (default: the spam check's).  ``queue_clock``
     drives the outbound queue's schedule (tests pass a ``task.Clock``).
     """
     if reactor is None:
@@ -422,9 +466,11 @@ def build(
     first_start(settings)
     preflight.check_listeners(settings.listen, reactor)
     preflight.check(settings)
-    parts = assemble(settings, reactor, checkers, store, realm, queue_clock, retention)
+    parts = assemble(settings, reactor, checkers, store, realm, queue_clock, retention, learner)
     root = MultiService()
     parts.queue.setServiceParent(root)
+    if parts.learning is not None:
+        parts.learning.setServiceParent(root)
     ReloadOnHangup(parts.tls, reactor).setServiceParent(root)  # type: ignore[arg-type]
     listeners: dict[str, ListenerService] = {}
     for service in SERVICES:
@@ -445,4 +491,5 @@ def build(
         store=parts.store,
         accounts=parts.accounts,
         queue=parts.queue,
+        learning=parts.learning,
     )

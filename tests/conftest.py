@@ -87,6 +87,7 @@ def running_server(
     retention: Any = None,
     checkers: Any = (),
     realm: Any = None,
+    learner: Any = None,
     **changes: Any,
 ) -> Iterator[RunningServer]:
     """A fresh server on loopback ports (``listen`` overrides some); ``changes`` override
@@ -116,6 +117,7 @@ def running_server(
             realm=realm,
             queue_clock=queue_clock,
             retention=retention,
+            learner=learner,
         )
         server.service.startService()
         return server

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 
 from ourmail.addresses import AddressError, normalise_address
-from ourmail.admin import dkimcmd, filterscmd, ldapcmd, queuecmd, spamcmd, transfer
+from ourmail.admin import dkimcmd, filterscmd, ldapcmd, logcmd, queuecmd, spamcmd, transfer
 from ourmail.auth.accounts import AccountDB, AccountError
 from ourmail.auth.passwords import hash_password
 from ourmail.config import (
@@ -348,6 +348,7 @@ def _parser() -> argparse.ArgumentParser:
     queuecmd.add_parser(topics, common)
     ldapcmd.add_parser(topics, common)
     filterscmd.add_parser(topics, common)
+    logcmd.add_parser(topics, common)
     dkimcmd.add_parser(topics, common)
     return parser
 
@@ -373,6 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shardmove.MoveError,
         QueueError,
         KeyError_,
+        logcmd.BadSince,
     ) as e:
         print(f"ourmail: {e}", file=sys.stderr)
         return 1

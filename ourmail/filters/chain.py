@@ -21,10 +21,12 @@ Implementation notes (keep these true when changing this module):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import time
+from collections.abc import Mapping, Sequence
 
 import attrs
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -32,10 +34,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ourmail.filters import authresults
+from ourmail.filters.filterlog import message_id
 from ourmail.interfaces import (
     ChainOutcome,
+    FilterEvent,
     ICheck,
     IFilterChain,
+    IFilterLog,
     MailContext,
     Stage,
     Verdict,
@@ -52,10 +57,18 @@ CHECK_FAILED = refuse(451, "4.7.0", "Temporary failure in a mail check, try agai
 class FilterChain:
     """The checks of one server, in order."""
 
-    def __init__(self, checks: Sequence[ICheck], clock: IReactorTime, authserv_id: str) -> None:
+    def __init__(
+        self,
+        checks: Sequence[ICheck],
+        clock: IReactorTime,
+        authserv_id: str,
+        log: IFilterLog | None = None,
+    ) -> None:
+        """``log`` records refusals and Junk filings per recipient (``ourmail log filter``)."""
         self.checks = tuple(checks)
         self._clock = clock
         self.authserv_id = authserv_id
+        self.log = log
 
     def strip(self, head: bytes) -> bytes:
         names = [n for c in self.checks for n in getattr(c, "replaces_fields", ())]
@@ -68,6 +81,21 @@ class FilterChain:
             added += authresults.field("X-Ourmail-Junk", "; ".join(outcome.junk))
         return added
 
+    def filed(
+        self, context: MailContext, outcome: ChainOutcome, mailboxes: Mapping[str, Sequence[str]]
+    ) -> None:
+        if self.log is None:
+            return
+        by_recipient = context.notes.get(JUNK_REASONS, {})
+        assert isinstance(by_recipient, dict)
+        events = []
+        for mailbox, recipients in mailboxes.items():
+            own = [why for r in recipients for why in by_recipient.get(r, ())]
+            reasons = list(dict.fromkeys([*outcome.junk, *own]))
+            checks = ", ".join(dict.fromkeys(why.partition(":")[0] for why in reasons))
+            events.append(_event(context, "junk", "data", checks, "; ".join(reasons), mailbox))
+        self.log.record(events)
+
     def runs_at(self, stage: Stage, trusted: bool = False) -> bool:
         """Whether any check runs at ``stage`` (on mail the listener trusts, if ``trusted``)."""
         return any(stage in c.stages and (c.trusted or not trusted) for c in self.checks)
@@ -78,6 +106,8 @@ class FilterChain:
 
     async def _run(self, stage: Stage, context: MailContext) -> ChainOutcome:
         outcome = ChainOutcome()
+        if stage == "data" and self.log is not None:
+            context.notes[MESSAGE_ID] = await _message_id(context)
         for check in self.checks:
             if stage not in check.stages or (context.trusted and not check.trusted):
                 continue
@@ -95,12 +125,37 @@ class FilterChain:
                     reply=verdict.reply,
                 )
                 outcome.refusal = verdict
+                self._record_refusal(check, stage, context, verdict)
                 return outcome
             if verdict.action == "junk" and verdict.recipients:
                 outcome.junk_recipients.extend(verdict.recipients)
+                reasons = context.notes.setdefault(JUNK_REASONS, {})
+                assert isinstance(reasons, dict)
+                for rcpt in verdict.recipients:
+                    reasons.setdefault(rcpt, []).append(f"{check.name}: {verdict.reason or 'junk'}")
             elif verdict.action == "junk":
                 outcome.junk.append(f"{check.name}: {verdict.reason or 'junk'}")
         return outcome
+
+    def _record_refusal(
+        self, check: ICheck, stage: Stage, context: MailContext, verdict: Verdict
+    ) -> None:
+        """A refusal at RCPT is that recipient's, at DATA every recipient's; at connect and
+        MAIL there is no recipient yet (the entry is found by the client address)."""
+        if self.log is None:
+            return
+        if stage == "rcpt":
+            recipients: list[str | None] = [context.recipient]
+        elif stage == "data":
+            recipients = list(context.recipients)
+        else:
+            recipients = [None]
+        self.log.record(
+            [
+                _event(context, verdict.action, stage, check.name, verdict.reply, r)
+                for r in recipients
+            ]
+        )
 
     def _one(self, check: ICheck, stage: Stage, context: MailContext) -> Deferred[Verdict]:
         d: Deferred[Verdict] = defer.maybeDeferred(check.check, stage, context)
@@ -130,3 +185,47 @@ class FilterChain:
             return Verdict(reason=f"{check.name} {what}")
 
         return d.addErrback(failed)
+
+
+#: Where the data stage keeps the message's Message-ID for the filter log.
+MESSAGE_ID = "chain.message-id"
+#: Where the chain keeps the reasons of junk verdicts naming recipients: recipient -> reasons.
+JUNK_REASONS = "chain.junk-reasons"
+#: How much of a message on disk is read to find its Message-ID.
+HEAD_READ = 64 * 1024
+
+
+def _read_head(path: os.PathLike[str]) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(HEAD_READ)
+
+
+async def _message_id(context: MailContext) -> str | None:
+    """The message's Message-ID (a message on disk is read in a thread), or None."""
+    content = context.content
+    if content is None:
+        return None
+    if isinstance(content, bytes):
+        return message_id(content[:HEAD_READ])
+    try:
+        head = await threads.deferToThread(_read_head, content)
+    except OSError:
+        return None
+    return message_id(head)
+
+
+def _event(
+    context: MailContext, action: str, stage: Stage, check: str, reason: str, rcpt: str | None
+) -> FilterEvent:
+    mid = context.notes.get(MESSAGE_ID)
+    return FilterEvent(
+        at=time.time(),
+        action=action,
+        stage=stage,
+        check=check,
+        reason=reason,
+        client_address=context.client_address,
+        recipient=rcpt,
+        sender=context.sender,
+        message_id=mid if isinstance(mid, str) else None,
+    )

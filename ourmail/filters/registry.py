@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from ourmail.config import ConfigError, FilterSettings
 from ourmail.filters.chain import FilterChain
-from ourmail.interfaces import STAGES, FilterEnvironment, ICheck, ICheckFactory
+from ourmail.interfaces import STAGES, FilterEnvironment, ICheck, ICheckFactory, IFilterLog
 
 #: Built-in checks: name -> "module:factory".
 BUILTIN: Mapping[str, str] = {
@@ -79,12 +79,16 @@ def build_check(name: str, options: Mapping[str, Any], env: FilterEnvironment) -
 
 
 def build_chain(
-    settings: FilterSettings, env: FilterEnvironment, clock: IReactorTime
+    settings: FilterSettings,
+    env: FilterEnvironment,
+    clock: IReactorTime,
+    log: IFilterLog | None = None,
 ) -> FilterChain:
     """The configured chain (Authentication-Results under ``[filters] authserv_id``, by
-    default the host name); ConfigError names the first check or option that cannot work."""
+    default the host name); ConfigError names the first check or option that cannot work.
+    ``log`` records its refusals and Junk filings."""
     unknown = set(settings.options) - set(settings.chain)
     if unknown:
         raise ConfigError(f"[filters.check.{sorted(unknown)[0]}] names a check not in the chain")
     checks = [build_check(n, settings.options.get(n, {}), env) for n in settings.chain]
-    return FilterChain(checks, clock, settings.authserv_id or env.hostname)
+    return FilterChain(checks, clock, settings.authserv_id or env.hostname, log)

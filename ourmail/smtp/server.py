@@ -670,6 +670,8 @@ class SMTPServer(LineProtocol):
             if on_disk is not None and not HAVE_SYNCFS:  # else the commit's syncfs covers it
                 yield deferToThread(os.fsync, on_disk.fileno())
             results = yield self.ctx.delivery.deliver(txn, source)
+            if (txn.junk or txn.junk_recipients) and self.ctx.checks is not None:
+                self._filed(txn, results)
             if all(r.ok for r in results):
                 try:
                     yield self.ctx.delivery.report_success(txn, source)
@@ -680,6 +682,17 @@ class SMTPServer(LineProtocol):
                 yield self._after_submission(source, len(results))
         finally:
             self._reset()
+
+    def _filed(self, txn: Transaction, results: list[DeliveryResult]) -> None:
+        """Tell the chain whose Junk folder the message went into (the filter log)."""
+        assert self.ctx.checks is not None
+        mailboxes: dict[str, list[str]] = {}
+        for a, result in zip(self.recipients, results, strict=True):
+            for m in a.recipient.mailboxes if result.ok else ():
+                if txn.junk_for(m):
+                    mailboxes.setdefault(m, []).append(a.recipient.address)
+        if mailboxes:
+            self.ctx.checks.filed(self.mail_context, self._verdicts, mailboxes)
 
     def _after_submission(self, source: bytes | Path, recipients: int) -> Deferred[None]:
         assert self.user is not None

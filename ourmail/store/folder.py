@@ -74,6 +74,9 @@ COMPACT_SLACK = 5000
 
 log = Logger()
 
+#: Called with (source, target, the messages' files) before a copy or move between folders.
+TransferHook = Callable[["MaildirFolder", "MaildirFolder", list[Path]], Deferred[None]]
+
 
 @implementer(IStoredMessage)
 class StoredMessage:
@@ -153,9 +156,12 @@ class MaildirFolder:
         shard: int | None = None,
         moving: MovingShards | None = None,
         committer: Committer | None = None,
+        before_transfer: TransferHook | None = None,
     ) -> None:
         """``committer`` stores new messages (the store's); a folder opened without one reads
-        and changes flags but refuses to store (StoreError)."""
+        and changes flags but refuses to store (StoreError).  ``before_transfer`` (the
+        store's) is called before messages are copied or moved to another folder, and the
+        transfer waits for its Deferred."""
         self.path = path
         self.root = str(path)
         # Checked by every command (sync): joined once, as strings, not a Path per stat.
@@ -167,6 +173,7 @@ class MaildirFolder:
         self.shard = shard
         self._moving = moving
         self._committer = committer
+        self._before_transfer = before_transfer
         self.state = FolderState()
         self.cache = SummaryCache(path)
         self._offset = 0
@@ -654,6 +661,13 @@ class MaildirFolder:
     ) -> Generator[Deferred[Any], Any, list[tuple[int, int]]]:
         if not isinstance(target, MaildirFolder):
             raise StoreError("cannot copy between different store types")
+        uids = list(uids)
+        if self._before_transfer is not None:
+            present = [e for e in map(self.state.entries.get, uids) if e is not None]
+            if present:
+                files = [self.path / e.sub / e.filename for e in present]
+                yield self._before_transfer(self, target, files)
+        # (Read after the hook: a flag change meanwhile may have renamed a file.)
         jobs, sources = [], []
         for uid in uids:
             entry = self.state.entries.get(uid)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import os
 import shutil
 import unicodedata
@@ -18,7 +19,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import cast
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ourmail import mutf7
@@ -28,6 +31,7 @@ from ourmail.interfaces import (
     BadFolderName,
     FolderExists,
     IMailStore,
+    ITransferObserver,
     IUserStore,
     MessageSource,
     NoSuchFolder,
@@ -40,6 +44,8 @@ from ourmail.store.folder import MaildirFolder
 from ourmail.store.shardmove import MovingShards
 from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 from ourmail.store.shards import ShardMap, shard_of
+
+log = Logger()
 
 SUBSCRIPTIONS = "subscriptions"
 #: ``attribute TAB folder name`` lines (RFC 6154 CREATE-SPECIAL-USE).
@@ -139,7 +145,7 @@ class MaildirUserStore:
             raise NoSuchFolder(name) from e
         if not self._exists(path):
             raise NoSuchFolder(name)
-        return self.store._folder(path, name, shard_of(self.address))
+        return self.store._folder(path, name, shard_of(self.address), self.address)
 
     def create_folder(self, name: str, special_use: str | None = None) -> None:
         self._check_not_moving()
@@ -290,6 +296,9 @@ class MaildirStore:
         )
         self._warm: collections.OrderedDict[str, MaildirFolder] = collections.OrderedDict()
         self._users: collections.OrderedDict[str, MaildirUserStore] = collections.OrderedDict()
+        #: Told before messages are copied or moved between two folders of a user, with the
+        #: folders' special uses (learning from Junk moves, docs/filters.md).
+        self.observers: list[ITransferObserver] = []
 
     def _stamp(self) -> tuple[int, int]:
         try:
@@ -314,17 +323,41 @@ class MaildirStore:
             self._users.popitem(last=False)
         return user
 
-    def _folder(self, path: Path, name: str, shard: int) -> MaildirFolder:
+    def _folder(self, path: Path, name: str, shard: int, owner: str) -> MaildirFolder:
         key = str(path)
         folder = self._folders.get(key)
         if folder is None:
-            folder = MaildirFolder(path, name, shard, self.moving, self.committer)
+            hook = functools.partial(self._transferring, owner)
+            folder = MaildirFolder(path, name, shard, self.moving, self.committer, hook)
             self._folders[key] = folder
         self._warm[key] = folder
         self._warm.move_to_end(key)
         if len(self._warm) > WARM_FOLDERS:
             self._warm.popitem(last=False)
         return folder
+
+    def _transferring(
+        self, owner: str, source: MaildirFolder, target: MaildirFolder, files: list[Path]
+    ) -> Deferred[None]:
+        """Tell the observers; their failures are logged, never the transfer's."""
+        if not self.observers:
+            return succeed(None)
+        user = self.user(owner)
+        uses = user.special_uses()
+        mine = target.path == user.root or target.path.parent == user.root
+        target_use = uses.get(target.name) if mine else None
+        calls = [
+            maybeDeferred(o.transferring, owner, uses.get(source.name), target_use, files)
+            for o in self.observers
+        ]
+
+        def failed(failure: Failure) -> None:
+            log.failure("a transfer observer failed for {user}", failure, user=owner)
+
+        d: Deferred[None] = gatherResults(calls, consumeErrors=True).addCallbacks(
+            lambda _: None, failed
+        )
+        return d
 
     def _forget(self, path: Path) -> None:
         for key in [k for k in self._folders if k == str(path) or k.startswith(str(path) + ".")]:

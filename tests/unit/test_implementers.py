@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from learnerhelp import MemoryLearner
 from storehelp import on_reactor
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -30,6 +31,8 @@ from ourmail.directory.local import LocalDirectory
 from ourmail.filters import antivirus, clamd, dkim, dmarc, dnsbl, greylist, spam
 from ourmail.filters.arc import ARCCheck, ARCCheckFactory
 from ourmail.filters.chain import FilterChain
+from ourmail.filters.filterlog import FilterLog, LogDB
+from ourmail.filters.learning import JunkLearning
 from ourmail.filters.rspamd import RspamdClient, RspamdLearner
 from ourmail.filters.spamc import SpamdClient, SpamdLearner
 from ourmail.filters.spamprefs import ContactBook, SpamPrefs
@@ -145,6 +148,12 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.smtp.delivery.Delivery": _delivery,
     "ourmail.srs.SenderRewriter": lambda tmp: SenderRewriter([b"k"], bool, Clock()),
     "ourmail.filters.chain.FilterChain": lambda tmp: FilterChain([], Clock(), "mx.test"),
+    "ourmail.filters.filterlog.FilterLog": lambda tmp: FilterLog(
+        LogDB(tmp / "log.sqlite"), reactor
+    ),
+    "ourmail.filters.learning.JunkLearning": lambda tmp: JunkLearning.at(
+        tmp, MemoryLearner(), Clock()
+    ),
     "ourmail.filters.dnsbl.DNSBLFactory": lambda tmp: dnsbl.factory,
     "ourmail.filters.dnsbl.DNSBLCheck": lambda tmp: dnsbl.factory.build(
         {"zones": [{"zone": "bl.test"}]}, _filter_env(tmp)

@@ -1,0 +1,159 @@
+"""The durable queue of training requests for the spam scanner (learning from Junk moves).
+
+Implementation notes (keep these true when changing this module):
+
+* One SQLite database in WAL mode, ``<data>/filters/learning/learning.sqlite``, written with
+  ``synchronous=FULL``: a request is on disk when :meth:`LearnQueue.add` returns.  Every
+  method blocks: call them in a thread, never on the reactor.
+* A request is keyed by (user, SHA-256 of the message, direction): the same message moved
+  into Junk twice is one request, so it is learned once per direction.  The message itself
+  is kept in the row (bounded by ``max_size``), so a later expunge does not lose it; it is
+  dropped once learned, and the key is remembered for ``remember_days``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import attrs
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    user TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    spam INTEGER NOT NULL,
+    message BLOB,
+    state TEXT NOT NULL,
+    queued REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_try REAL NOT NULL,
+    done REAL,
+    PRIMARY KEY (user, digest, spam)
+);
+CREATE INDEX IF NOT EXISTS requests_due ON requests (state, next_try);
+"""
+
+#: Requests waiting at most (each holds its message, up to ``max_size``): a scanner down for
+#: long must not fill the disk.
+MAX_PENDING = 20_000
+
+#: The states of a request.
+PENDING, LEARNED, DROPPED = "pending", "learned", "dropped"
+
+
+class QueueFull(Exception):
+    """Too many requests wait for the scanner: these are not queued."""
+
+
+@attrs.frozen
+class Request:
+    """One message to teach the scanner."""
+
+    user: str
+    digest: str
+    spam: bool
+    message: bytes
+    queued: float
+    attempts: int
+
+
+def digest(message: bytes) -> str:
+    """The key of a message's content."""
+    return hashlib.sha256(message).hexdigest()
+
+
+class LearnQueue:
+    """The training requests (blocking: call every method from a thread)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        with self._db() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA synchronous=FULL")
+            yield db
+        finally:
+            db.close()
+
+    def add(self, user: str, spam: bool, messages: Iterable[bytes], now: float) -> int:
+        """Queue ``messages`` (durable on return); how many were new (a message already
+        queued or learned in this direction for ``user`` is not queued again).  Raises
+        :class:`QueueFull` when :data:`MAX_PENDING` requests wait already."""
+        rows = [(user, digest(m), int(spam), m, PENDING, now, now) for m in messages]
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            (pending,) = db.execute(
+                "SELECT COUNT(*) FROM requests WHERE state = ?", (PENDING,)
+            ).fetchone()
+            if pending + len(rows) > MAX_PENDING:
+                db.execute("ROLLBACK")
+                raise QueueFull(f"{pending} requests wait for the scanner already")
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO requests (user, digest, spam, message, state, queued,"
+                " next_try) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            added = db.total_changes - before
+            db.execute("COMMIT")
+        return added
+
+    def due(self, now: float, limit: int) -> list[Request]:
+        """Up to ``limit`` pending requests whose time has come, oldest first."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT user, digest, spam, message, queued, attempts FROM requests"
+                " WHERE state = ? AND next_try <= ? ORDER BY next_try, queued LIMIT ?",
+                (PENDING, now, limit),
+            ).fetchall()
+        return [Request(u, d, bool(s), bytes(m), q, a) for u, d, s, m, q, a in rows]
+
+    def next_due(self) -> float | None:
+        """When the next pending request is due, or None when nothing waits."""
+        with self._db() as db:
+            (at,) = db.execute(
+                "SELECT MIN(next_try) FROM requests WHERE state = ?", (PENDING,)
+            ).fetchone()
+        return None if at is None else float(at)
+
+    def finish(self, request: Request, state: str, now: float) -> None:
+        """``request`` was learned (or dropped): forget its message, remember its key."""
+        with self._db() as db:
+            db.execute(
+                "UPDATE requests SET state = ?, message = NULL, done = ?"
+                " WHERE user = ? AND digest = ? AND spam = ?",
+                (state, now, request.user, request.digest, int(request.spam)),
+            )
+
+    def retry(self, request: Request, at: float) -> None:
+        """``request`` failed: count the attempt and try again at ``at``."""
+        with self._db() as db:
+            db.execute(
+                "UPDATE requests SET attempts = attempts + 1, next_try = ?"
+                " WHERE user = ? AND digest = ? AND spam = ?",
+                (at, request.user, request.digest, int(request.spam)),
+            )
+
+    def prune(self, before: float) -> int:
+        """Forget the keys of requests finished before ``before``; how many."""
+        with self._db() as db:
+            cursor = db.execute(
+                "DELETE FROM requests WHERE state != ? AND done < ?", (PENDING, before)
+            )
+            return cursor.rowcount
+
+    def counts(self) -> dict[str, int]:
+        """How many requests are in each state."""
+        with self._db() as db:
+            rows = db.execute("SELECT state, COUNT(*) FROM requests GROUP BY state").fetchall()
+        return {state: count for state, count in rows}

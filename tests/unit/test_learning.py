@@ -1,0 +1,185 @@
+"""Learning from Junk moves without a server: which moves teach what, the durable queue's
+once-per-direction key, back-off, giving up, and messages too large or gone."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import _ensure_reactor
+from learnerhelp import MemoryLearner
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import blockingCallFromThread
+
+from ourmail.config import ConfigError, LearningSettings, load_settings
+from ourmail.filters import learnqueue
+from ourmail.filters.learning import JunkLearning, direction, read_messages
+from ourmail.filters.learnqueue import LEARNED, LearnQueue, QueueFull
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "expected"),
+    [
+        (None, "\\Junk", True),
+        ("\\Trash", "\\Junk", True),
+        ("\\Junk", None, False),
+        ("\\Junk", "\\Archive", False),
+        ("\\Junk", "\\Trash", None),
+        ("\\Junk", "\\Junk", None),
+        (None, "\\Trash", None),
+        (None, None, None),
+    ],
+)
+def test_direction(source: str | None, target: str | None, expected: bool | None) -> None:
+    assert direction(source, target) is expected
+
+
+def test_the_queue_keys_by_user_content_and_direction(tmp_path: Path) -> None:
+    q = LearnQueue(tmp_path / "l.sqlite")
+    assert q.add("a@x.test", True, [b"one", b"two", b"one"], 1.0) == 2
+    assert q.add("a@x.test", True, [b"one"], 2.0) == 0  # the same direction again
+    assert q.add("a@x.test", False, [b"one"], 3.0) == 1  # the other direction
+    assert q.add("b@x.test", True, [b"one"], 4.0) == 1  # another user
+    due = q.due(10.0, 100)
+    assert [(r.user, r.message, r.spam) for r in due] == [
+        ("a@x.test", b"one", True),
+        ("a@x.test", b"two", True),
+        ("a@x.test", b"one", False),
+        ("b@x.test", b"one", True),
+    ]
+    q.finish(due[0], LEARNED, 11.0)
+    assert q.add("a@x.test", True, [b"one"], 12.0) == 0  # learned: still remembered
+    q.retry(due[1], 50.0)
+    assert [r.message for r in q.due(20.0, 100)] == [b"one", b"one"]
+    assert q.next_due() == 3.0
+    assert q.counts() == {"pending": 3, "learned": 1}
+    assert q.prune(11.5) == 1  # a learned key is forgotten after remember_days
+    assert q.add("a@x.test", True, [b"one"], 13.0) == 1
+
+
+def test_the_queue_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(learnqueue, "MAX_PENDING", 3)
+    q = LearnQueue(tmp_path / "l.sqlite")
+    assert q.add("a@x.test", True, [b"1", b"2"], 1.0) == 2
+    with pytest.raises(QueueFull):
+        q.add("a@x.test", True, [b"3", b"4"], 1.0)
+    assert q.counts() == {"pending": 2}
+
+
+def test_too_large_and_vanished_messages_are_not_learned(tmp_path: Path) -> None:
+    small, large = tmp_path / "small", tmp_path / "large"
+    small.write_bytes(b"x" * 100)
+    large.write_bytes(b"x" * 101)
+    assert read_messages([small, large, tmp_path / "gone"], 100) == [b"x" * 100]
+
+
+def run(f: Any, *args: Any) -> Any:
+    _ensure_reactor()
+    return blockingCallFromThread(reactor, f, *args)
+
+
+def learning(tmp_path: Path, learner: MemoryLearner, **settings: Any) -> JunkLearning:
+    config = LearningSettings(**({"retry_min": 10.0, "retry_max": 25.0} | settings))
+    return JunkLearning.at(tmp_path, learner, reactor, config)
+
+
+def test_back_off_doubles_up_to_retry_max(tmp_path: Path) -> None:
+    learner = MemoryLearner(down=True)
+    service = learning(tmp_path, learner)
+    service.queue.add("a@x.test", True, [b"spam"], time.time())
+    waits = []
+    for _ in range(3):
+        (request,) = service.queue.due(time.time() + 1000, 10)  # due or not
+        start = time.time()
+        run(lambda r=request: Deferred.fromCoroutine(service._teach(r)))
+        waits.append(round(service.queue.next_due() - start))  # type: ignore[operator]
+    assert waits == [10, 20, 25]
+    assert learner.calls == 3 and service.queue.counts() == {"pending": 1}
+
+
+def test_a_pass_stops_at_the_first_refusal(tmp_path: Path) -> None:
+    learner = MemoryLearner(down=True)
+    service = learning(tmp_path, learner)
+    service.queue.add("a@x.test", True, [b"a", b"b", b"c"], time.time())
+    run(service.run)
+    assert learner.calls == 1  # the scanner is down: the others wait too
+
+
+def test_a_request_is_given_up_after_give_up_seconds(tmp_path: Path) -> None:
+    learner = MemoryLearner(down=True)
+    service = learning(tmp_path, learner, give_up=60.0)
+    service.queue.add("a@x.test", True, [b"old"], time.time() - 120)
+    service.queue.add("a@x.test", True, [b"new"], time.time())
+    run(service.run)
+    assert service.queue.counts() == {"dropped": 1, "pending": 1}
+
+
+def test_learned_requests_lose_their_message(tmp_path: Path) -> None:
+    learner = MemoryLearner()
+    service = learning(tmp_path, learner)
+    service.queue.add("a@x.test", False, [b"ham"], time.time())
+    run(service.run)
+    assert learner.taught == [("a@x.test", b"ham", False)]
+    assert service.queue.counts() == {"learned": 1} and service.queue.next_due() is None
+    assert service.queue.due(time.time() + 1e6, 10) == []
+
+
+def settings_from(tmp_path: Path, text: str) -> Any:
+    (tmp_path / "ourmail.toml").write_text(text)
+    return load_settings(data=str(tmp_path), hostname="mx.example.test")
+
+
+def test_learning_and_log_settings_are_read(tmp_path: Path) -> None:
+    settings = settings_from(
+        tmp_path,
+        "[filters.learning]\nretry_min = 5\nmax_size = 1000\n[filters.log]\nretention_days = 7\n",
+    )
+    assert settings.filters.learning == LearningSettings(retry_min=5, max_size=1000)
+    assert settings.filters.log.retention_days == 7 and settings.filters.log.enabled
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[filters.learning]\nretry_min = 0\n",
+        "[filters.learning]\nretry_min = 10\nretry_max = 5\n",
+        "[filters.learning]\nmax_size = -1\n",
+        "[filters.learning]\nenabled = 1\n",
+        "[filters.learning]\nnosuch = 1\n",
+        "[filters.log]\nretention_days = 0\n",
+    ],
+)
+def test_bad_learning_and_log_settings_are_config_errors(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError):
+        settings_from(tmp_path, text)
+
+
+def test_a_queue_that_cannot_be_read_is_tried_again_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = learning(tmp_path, MemoryLearner())
+
+    def broken(*args: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(service.queue, "due", broken)
+    run(service.startService)
+    try:
+        timer = wait_for_timer(service)
+        assert 20 < timer.getTime() - time.time() <= 25  # retry_max, not a tight loop
+    finally:
+        run(service.stopService)
+
+
+def wait_for_timer(service: JunkLearning) -> Any:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        timer = service._timer
+        if timer is not None and timer.active():
+            return timer
+        time.sleep(0.02)
+    raise AssertionError("no retry was scheduled")
