@@ -49,21 +49,39 @@ from ourmail.interfaces import (
     Verdict,
     refuse,
 )
-from ourmail.mime.structure import header_fields
 
 log = Logger()
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _MILDER = {"reject": "quarantine", "quarantine": "none", "none": "none"}
 
 
+def from_fields(head: bytes) -> list[bytes]:
+    """The value of every ``From:`` field of the header section ``head``, unfolded (RFC 5322
+    §2.2.3), however many fields come before: a sender must not hide a second From: (or the
+    only one) behind padding."""
+    values: list[list[bytes]] = []
+    current: list[bytes] | None = None
+    for line in head.split(b"\r\n"):
+        if not line:
+            break  # the end of the header section
+        if line[:1] in (b" ", b"\t"):
+            if current is not None:
+                current.append(line)
+            continue
+        name, colon, value = line.partition(b":")
+        current = [value] if colon and name.strip().lower() == b"from" else None
+        if current is not None:
+            values.append(current)
+    return [b"".join(parts) for parts in values]
+
+
 def from_domain(head: bytes) -> str | None:
     """The domain of the one address in the one ``From:`` field of ``head``, or None when
     there is not exactly one (RFC 7489 §6.6.1)."""
-    fields = [raw for name, raw in header_fields(head) if name == "from"]
+    fields = from_fields(head)
     if len(fields) != 1:
         return None
-    # RFC 6532: UTF-8 header fields; RFC 5322 §2.2.3: unfolded.
-    value = fields[0].split(b":", 1)[1].replace(b"\r\n", b"").decode("utf-8", "replace")
+    value = fields[0].decode("utf-8", "replace")  # RFC 6532: UTF-8 header fields
     addresses = [a for _, a in email.utils.getaddresses([value]) if a]
     if len(addresses) != 1:
         return None

@@ -28,9 +28,11 @@ def _psl() -> PublicSuffixList:
     return PublicSuffixList()
 
 
+@functools.lru_cache(maxsize=4096)
 def organizational_domain(domain: str) -> str:
     """The organisational domain of ``domain`` (RFC 7489 §3.2): the public suffix plus one
-    label; a public suffix itself is its own."""
+    label; a public suffix itself is its own.  (Asked for every message: the last answers
+    are kept.)"""
     domain = domain.lower().rstrip(".")
     return _psl().privatesuffix(domain) or domain
 
@@ -102,8 +104,10 @@ def parse_rua(value: str) -> tuple[ReportURI, ...]:
     return tuple(uris)
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_record(text: str, domain: str) -> Policy | None:
-    """``text`` as a DMARC record for ``domain``, or None if it is not a valid one.
+    """``text`` as a DMARC record for ``domain``, or None if it is not a valid one (the
+    last records parsed are kept: a Policy never changes).
 
     RFC 7489 §6.3: ``v=DMARC1`` first, then tags; unknown tags are ignored.  §6.6.3: an
     invalid or missing ``p=`` with a valid ``rua=`` is read as ``p=none``."""

@@ -127,6 +127,7 @@ class ReactorLookup:
         key, d = self.missing
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
+            d.addErrback(lambda _: None)  # the cancellation below is its only failure
             d.cancel()
             self.known[key] = "SPF evaluation time limit reached"
         else:

@@ -35,7 +35,32 @@ class LMTPServer(SMTPServer):
     def do_not_lmtp(self, arg: str) -> None:
         self.error(500, "5.5.1 This is LMTP: say LHLO")
 
+    #: Replies owed at the end of DATA/BDAT: one per accepted recipient (RFC 2033 §4.2).
+    _owed = 0
+
+    def _finish_data(self) -> None:
+        self._owed = len(self.recipients)
+        super()._finish_data()
+
+    def _answer_all(self, code: int, text: str) -> None:
+        """The same reply for every recipient the message had (at least one)."""
+        owed, self._owed = max(self._owed, 1), 0
+        for _ in range(owed):
+            self.reply(code, text)
+
+    def refuse_message(self, code: int, text: str) -> None:
+        # RFC 2033 §4.2: a refusal of the message is every recipient's reply; the client
+        # waits for as many as it gave recipients, so one alone would hang it.
+        self._reset()
+        self._answer_all(code, text)
+        if code >= 500:
+            self.count_error()
+
+    def internal_error(self) -> None:
+        self._answer_all(451, "4.3.0 Internal error, try again later")
+
     def report(self, results: list[DeliveryResult]) -> None:
+        self._owed = 0
         for r in results:  # RFC 2033 §4.2: one reply per recipient, in RCPT order
             if r.ok:
                 self.reply(250, f"2.1.5 <{r.address}> delivered as {self.queue_id}")

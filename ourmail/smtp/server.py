@@ -405,6 +405,14 @@ class SMTPServer(LineProtocol):
         answer = self.error if verdict.code >= 500 else self.reply
         answer(verdict.code, f"{verdict.status} {verdict.text}")
 
+    def refuse_message(self, code: int, text: str) -> None:
+        """Refuse the message at the end of DATA/BDAT and forget the transaction (5xx counts
+        as an error towards max_errors, 4xx does not).  SMTP answers once (RFC 5321
+        §4.2.5); LMTP once per recipient."""
+        self._reset()
+        answer = self.error if code >= 500 else self.reply
+        answer(code, text)
+
     def do_RCPT(self, arg: str) -> None:
         if self.sender is None:
             self.error(503, "5.5.1 Need MAIL before RCPT")
@@ -582,8 +590,7 @@ class SMTPServer(LineProtocol):
         self.setTimeout(self.idle_timeout)
         assert self._sink is not None
         if self._sink.too_big:
-            self._reset()
-            self.error(552, "5.3.4 Message size exceeds fixed maximum message size")
+            self.refuse_message(552, "5.3.4 Message size exceeds fixed maximum message size")
             return
         if self.user is not None and not self._complete_submission():
             return
@@ -599,14 +606,15 @@ class SMTPServer(LineProtocol):
             # Read once: for the limit, then the rewrite.
             head = spool.head(HEADER_SCAN) if checks is not None else b""
             if checks is not None and header_too_large(spool, head):
-                self._reset()
-                self.error(552, "5.3.4 Message header too large")
+                self.refuse_message(552, "5.3.4 Message header too large")
                 return
             if self._checking("data"):
                 self.mail_context.content = spool.source()
                 refusal = yield self._check("data")
                 if refusal is not None:
-                    self._refuse(refusal)
+                    verdict = refusal.refusal
+                    assert verdict is not None
+                    self.refuse_message(verdict.code, f"{verdict.status} {verdict.text}")
                     return
             if checks is not None:
                 fields = added_fields(checks, self.mail_context, self._verdicts)

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import spf as pyspf
 from conftest import _ensure_reactor
 from peers import dns as testdns
 from twisted.internet import reactor
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import globalLogPublisher
 from twisted.names import dns
@@ -23,7 +24,7 @@ from twisted.names import dns
 from ourmail.filters import spf as spfmodule
 from ourmail.filters.registry import BUILTIN, load_factory
 from ourmail.filters.spf import SPFCheck, factory, helo_domain, printable
-from ourmail.filters.spfdns import TwistedLookup
+from ourmail.filters.spfdns import ReactorLookup, TwistedLookup
 from ourmail.interfaces import AuthResult, FilterEnvironment, MailContext, Verdict
 from ourmail.net.dns import make_resolver
 
@@ -394,3 +395,22 @@ def test_abandoned_evaluations_stop_at_once(zone: Any, tmp_path: Path) -> None:
     blockingCallFromThread(reactor, spfmodule._abandon_all)
     worker.join(1)
     assert outcomes[0].result == "temperror"
+
+
+def test_a_question_past_the_deadline_is_cancelled_quietly() -> None:
+    """The answer a pass needs arrives after the evaluation's deadline: the question is
+    cancelled, and its cancellation is handled (no "Unhandled error in Deferred")."""
+    asked: list[Deferred[Any]] = []
+
+    class Silent:
+        def query(self, query: Any, timeout: Any = None) -> Deferred[Any]:
+            asked.append(Deferred())
+            return asked[-1]
+
+    lookup = ReactorLookup(Silent(), reactor, (1.0,), time.monotonic() - 1)
+    with pytest.raises(pyspf.TempError):
+        lookup("x.test", "TXT")
+    Deferred.fromCoroutine(lookup.fetch())
+    assert asked[0].called and asked[0].result is None  # the failure was consumed
+    with pytest.raises(pyspf.TempError, match="time limit"):
+        lookup("x.test", "TXT")

@@ -12,6 +12,7 @@ import pytest
 from conftest import RunningServer, running_server
 from rawclient import RawClient
 
+from ourmail.config import FilterSettings
 from ourmail.store import shardmove
 from ourmail.store.shards import shard_of
 
@@ -93,3 +94,37 @@ def test_swaks_over_the_socket(lmtp: tuple[RunningServer, Path]) -> None:
     folder = srv.server.store.user(srv.user).folder("INBOX")
     folder.sync()
     assert len(folder.uids()) == 1
+
+
+@pytest.mark.parametrize("action", ["reject", "tempfail"])
+def test_a_message_refused_at_data_answers_every_recipient(tmp_path: Path, action: str) -> None:
+    """RFC 2033 §4.2: a refusal at the end of DATA (a virus, a scanner that is down) is one
+    reply per accepted recipient, or the client waits for the missing ones."""
+    short = Path(tempfile.mkdtemp(prefix="lmtp-", dir="/tmp"))
+    sock = short / "lmtp.sock"
+    check = "filtercheck:factory"
+    options = {check: {"action": action, "at": "data", "trusted": True}}
+    filters = FilterSettings(chain=(check,), options=options)
+    try:
+        with running_server(
+            tmp_path, listen={"lmtp": f"unix:{sock}:mode=660:lockfile=1"}, filters=filters
+        ) as srv:
+            bob = other_shard_user(srv)
+            srv.add_user(bob)
+            c = RawClient(unix=str(sock))
+            c.line()
+            c.send(b"LHLO mta.local\r\n")
+            while c.line()[3:4] == b"-":
+                pass
+            c.send(
+                b"MAIL FROM:<mta@else.test>\r\nRCPT TO:<alice@example.test>\r\n"
+                + f"RCPT TO:<{bob}>\r\nDATA\r\n".encode()
+            )
+            assert [c.line()[:3] for _ in range(4)] == [b"250", b"250", b"250", b"354"]
+            c.send(b"Subject: refused\r\n\r\nhi\r\n.\r\n")
+            code = b"550" if action == "reject" else b"451"
+            assert [c.line()[:3] for _ in range(2)] == [code, code]
+            c.send(b"NOOP\r\n")
+            assert c.line().startswith(b"250")  # in step: no reply was missing or extra
+    finally:
+        shutil.rmtree(short, ignore_errors=True)

@@ -71,6 +71,11 @@ def test_records_are_parsed_as_rfc_7489_says() -> None:
         (b"From: bob@[192.0.2.1]\r\n", None),
         (b"From: bob@localhost\r\n", None),
         (b"From: bob@" + b"a" * 70 + b".test\r\n", None),
+        # Padding does not hide a From: field (a cap on fields read would).
+        (b"X-A: 1\r\n" * 5000 + b"From: ceo@bank.test\r\n", "bank.test"),
+        (b"From: a@x.test\r\n" + b"X-A: 1\r\n" * 5000 + b"From: ceo@bank.test\r\n", None),
+        (b"From:\r\n bob@folded.test\r\n", "folded.test"),
+        (b"FROM : bob@spaced.test\r\n", "spaced.test"),
     ],
 )
 def test_the_from_domain(head: bytes, domain: str | None) -> None:
