@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import random
+import re
 
 import dkim
 import dkim.canonicalization
@@ -75,3 +76,22 @@ def test_a_key_record_is_parsed_once_and_a_bad_one_named() -> None:
     assert tuple(dkimspeed._evaluate_pk("s._domainkey.x.test", record)) == first
     with pytest.raises(dkim.KeyFormatError, match=r"bad\._domainkey"):
         dkimspeed.evaluate_pk("bad._domainkey.x.test", b"")
+
+
+def test_quick_message_parse_is_dkimpys() -> None:
+    pieces = [b"A: b", b"From: x", b" folded", b"\tfold", b"\r\n", b"\r\n\r\n", b"\n", b"\r",
+              b"body text", b"From mbox", b":", b"  "]  # fmt: skip
+    rng = random.Random(11)
+    for _ in range(5000):
+        message = b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 25)))
+        try:
+            expected: object = dkimspeed._rfc822_parse(message)
+        except (dkim.MessageFormatError, IndexError):  # (dkimpy's on a fold with no field)
+            expected = "error"
+        try:
+            got: object = dkimspeed.rfc822_parse(message)
+        except dkim.MessageFormatError:
+            got = "error"
+        assert got == expected, message
+        for value in (message, message.replace(b"\n", b"\r\n")):
+            assert dkimspeed.unfold_header_value(value) == re.sub(b"\r?\n", b"", value)
