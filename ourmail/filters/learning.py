@@ -45,6 +45,9 @@ BATCH = 20
 DEFAULTS = LearningSettings()
 #: Seconds between two prunings of remembered keys.
 PRUNE_EVERY = 86400.0
+#: The back-off doubles at most this many times (``2**attempts`` of a request retried for
+#: long would overflow a float: ``retry_max`` is reached long before anyway).
+MAX_DOUBLINGS = 30
 
 
 def direction(source_use: str | None, target_use: str | None) -> bool | None:
@@ -234,7 +237,8 @@ class JunkLearning(Service):
                 )
                 await threads.deferToThread(self.queue.finish, request, DROPPED, now)
                 return True
-            delay = min(self.settings.retry_max, self.settings.retry_min * 2**request.attempts)
+            doublings = min(request.attempts, MAX_DOUBLINGS)
+            delay = min(self.settings.retry_max, self.settings.retry_min * 2**doublings)
             log.warn(
                 "could not teach the spam scanner ({why}); retry in {delay:.0f} s",
                 why=f"{type(e).__name__}: {e}",

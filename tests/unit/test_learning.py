@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from conftest import _ensure_reactor
 from learnerhelp import MemoryLearner
@@ -99,6 +100,17 @@ def test_back_off_doubles_up_to_retry_max(tmp_path: Path) -> None:
         waits.append(round(service.queue.next_due() - start))  # type: ignore[operator]
     assert waits == [10, 20, 25]
     assert learner.calls == 3 and service.queue.counts() == {"pending": 1}
+
+
+def test_the_back_off_survives_very_many_attempts(tmp_path: Path) -> None:
+    learner = MemoryLearner(down=True)
+    service = learning(tmp_path, learner, give_up=1e9)
+    service.queue.add("a@x.test", True, [b"spam"], time.time())
+    (request,) = service.queue.due(time.time(), 10)
+    old = attrs.evolve(request, attempts=5000)  # 2.0**5000 overflows a float
+    start = time.time()
+    assert run(lambda: Deferred.fromCoroutine(service._teach(old))) is False
+    assert 20 < service.queue.next_due() - start <= 26  # type: ignore[operator]
 
 
 def test_a_pass_stops_at_the_first_refusal(tmp_path: Path) -> None:
