@@ -14,7 +14,9 @@ Implementation notes (keep these true when changing this module):
 * The scanner is told later, one request after another, by :meth:`JunkLearning.run`
   (:class:`~ourmail.interfaces.ISpamLearner`).  When it cannot be told, the request waits
   ``retry_min`` seconds, doubled each time up to ``retry_max``, and the pass stops (the
-  scanner is probably down); requests survive restarts.  One still not learned after
+  scanner is probably down); the next pass waits for that request's retry time, however
+  many others are due or queued meanwhile (one attempt per back-off, not one per request);
+  requests survive restarts.  One still not learned after
   ``give_up`` seconds is dropped with a log line.
 """
 
@@ -98,6 +100,10 @@ class JunkLearning(Service):
         self._last_prune = 0.0
         #: The scanner's answer the pass under way waits for.
         self._asking: Deferred[None] | None = None
+        #: When the request the last pass failed on is retried (None: the pass did not fail).
+        self._failed_until: float | None = None
+        #: No pass starts before this time (the scanner could not be told: back off).
+        self._paused_until = 0.0
 
     @classmethod
     def at(
@@ -150,6 +156,7 @@ class JunkLearning(Service):
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
+        self._paused_until = 0.0
         self.wake()
 
     def stopService(self) -> Deferred[None] | None:
@@ -164,12 +171,15 @@ class JunkLearning(Service):
         return self._running
 
     def wake(self) -> None:
-        """Teach the scanner what is due now (after the pass under way, if any)."""
+        """Teach the scanner what is due now (after the pass under way, if any; after the
+        back-off when the last pass could not tell the scanner)."""
         if not self.running:
             return
         if self._running is not None:
             self._again = True
             return
+        if time.time() < self._paused_until:
+            return  # the timer set when the pass failed wakes it
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -178,8 +188,16 @@ class JunkLearning(Service):
 
     def _ran(self, result: object) -> None:
         self._running = None
+        failed_until, self._failed_until = self._failed_until, None
         if isinstance(result, Failure):
             self._unreadable(result)
+            return
+        if failed_until is not None and self.running:
+            # The scanner could not be told: the other due requests wait for the failed
+            # one's retry, so that a scanner down costs one attempt per back-off.
+            self._again = False
+            self._paused_until = failed_until
+            self._schedule(failed_until)
             return
         if self._again:
             self._again = False
@@ -199,7 +217,11 @@ class JunkLearning(Service):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         delay = max(0.0, at - time.time())
-        self._timer = self.clock.callLater(delay, self.wake)
+        self._timer = self.clock.callLater(delay, self._resume)
+
+    def _resume(self) -> None:
+        self._paused_until = 0.0
+        self.wake()
 
     async def run(self) -> None:
         """One pass: teach every due request, stopping at the first the scanner refuses."""
@@ -245,6 +267,7 @@ class JunkLearning(Service):
                 delay=delay,
             )
             await threads.deferToThread(self.queue.retry, request, now + delay)
+            self._failed_until = now + delay
             return False
         self._asking = None
         log.info("learned a message of {user} as {what}", user=request.user, what=what)

@@ -121,6 +121,23 @@ def test_a_pass_stops_at_the_first_refusal(tmp_path: Path) -> None:
     assert learner.calls == 1  # the scanner is down: the others wait too
 
 
+def test_a_scanner_down_is_tried_once_per_back_off(tmp_path: Path) -> None:
+    learner = MemoryLearner(down=True)
+    service = learning(tmp_path, learner)
+    service.queue.add("a@x.test", True, [b"a", b"b", b"c", b"d", b"e"], time.time())
+    start = time.time()
+    run(service.startService)
+    try:
+        timer = wait_for_timer(service)
+        assert 5 < timer.getTime() - start <= 11  # the failed request's retry (retry_min)
+        assert learner.calls == 1  # not one attempt per due request
+        run(service.wake)  # as a move queueing more does
+        time.sleep(0.2)
+        assert learner.calls == 1 and service._timer is timer and timer.active()
+    finally:
+        run(service.stopService)
+
+
 def test_a_request_is_given_up_after_give_up_seconds(tmp_path: Path) -> None:
     learner = MemoryLearner(down=True)
     service = learning(tmp_path, learner, give_up=60.0)
