@@ -6,7 +6,10 @@ Implementation notes (keep these true when changing this module):
   ``synchronous=FULL``: a request is on disk when :meth:`LearnQueue.add` returns.  Every
   method blocks: call them in a thread, never on the reactor.
 * A request is keyed by (user, SHA-256 of the message, direction): the same message moved
-  into Junk twice is one request, so it is learned once per direction.  The message itself
+  into Junk twice is one request, so it is learned once per direction.  Learning one
+  direction forgets the other's record (learned or dropped) for that user and message: the
+  scanner now holds the new direction, so a later move back teaches it again (spam, ham,
+  spam ends on spam).  The message itself
   is kept in the row (bounded by ``max_size``), so a later expunge does not lose it; it is
   dropped once learned, and the key is remembered for ``remember_days``.
 """
@@ -127,13 +130,23 @@ class LearnQueue:
         return None if at is None else float(at)
 
     def finish(self, request: Request, state: str, now: float) -> None:
-        """``request`` was learned (or dropped): forget its message, remember its key."""
+        """``request`` was learned (or dropped): forget its message, remember its key.  Once
+        learned, the record of the other direction is forgotten (the scanner holds this one
+        now), so that moving the message back teaches the scanner again."""
         with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
             db.execute(
                 "UPDATE requests SET state = ?, message = NULL, done = ?"
                 " WHERE user = ? AND digest = ? AND spam = ?",
                 (state, now, request.user, request.digest, int(request.spam)),
             )
+            if state == LEARNED:
+                db.execute(
+                    "DELETE FROM requests WHERE user = ? AND digest = ? AND spam = ?"
+                    " AND state != ?",
+                    (request.user, request.digest, int(not request.spam), PENDING),
+                )
+            db.execute("COMMIT")
 
     def retry(self, request: Request, at: float) -> None:
         """``request`` failed: count the attempt and try again at ``at``."""

@@ -62,6 +62,22 @@ def test_the_queue_keys_by_user_content_and_direction(tmp_path: Path) -> None:
     assert q.add("a@x.test", True, [b"one"], 13.0) == 1
 
 
+def test_learning_a_direction_forgets_the_other(tmp_path: Path) -> None:
+    q = LearnQueue(tmp_path / "l.sqlite")
+    taught = []
+
+    def move(spam: bool, now: float) -> None:
+        q.add("a@x.test", spam, [b"msg"], now)
+        for request in q.due(now, 10):
+            taught.append(request.spam)
+            q.finish(request, LEARNED, now)
+
+    for spam, now in [(True, 1.0), (True, 2.0), (False, 3.0), (False, 4.0), (True, 5.0)]:
+        move(spam, now)
+    assert taught == [True, False, True]  # spam, ham, spam again; never twice in a row
+    assert q.counts() == {"learned": 1}
+
+
 def test_the_queue_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(learnqueue, "MAX_PENDING", 3)
     q = LearnQueue(tmp_path / "l.sqlite")
