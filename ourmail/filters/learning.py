@@ -8,7 +8,10 @@ Implementation notes (keep these true when changing this module):
   6154 special uses, whoever asked (IMAP COPY and MOVE; later the webmail).  POP3 only ever
   moves to Trash, which teaches nothing.
 * The messages are read and queued durably (:mod:`ourmail.filters.learnqueue`) in a thread
-  before the store transfers them: a crash during the move loses no request, and the key
+  before the store transfers them, :data:`CHUNK` at a time (one transaction each, so that
+  "select all, Not junk" on thousands of messages holds one chunk in memory), and only
+  while the queue has room (what does not fit is logged, never read, and the move goes
+  on): a crash during the move loses no request, and the key
   (user, content hash, direction) means a message is learned once per direction however
   often it is moved.  The IMAP command waits for that write only, never for the scanner.
 * The scanner is told later, one request after another, by :meth:`JunkLearning.run`
@@ -36,7 +39,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ourmail.config import LearningSettings
-from ourmail.filters.learnqueue import DROPPED, LEARNED, LearnQueue, QueueFull, Request
+from ourmail.filters.learnqueue import DROPPED, LEARNED, Added, LearnQueue, Request
 from ourmail.interfaces import ISpamLearner, ITransferObserver
 
 log = Logger()
@@ -44,6 +47,9 @@ log = Logger()
 JUNK, TRASH = "\\Junk", "\\Trash"
 #: Requests read from the queue at a time.
 BATCH = 20
+#: Messages of one transfer read and queued in one transaction at most (up to
+#: ``max_size`` bytes each).
+CHUNK = 100
 DEFAULTS = LearningSettings()
 #: Seconds between two prunings of remembered keys.
 PRUNE_EVERY = 86400.0
@@ -114,7 +120,10 @@ class JunkLearning(Service):
         settings: LearningSettings = DEFAULTS,
     ) -> JunkLearning:
         """The learning of a server whose filter state is in ``state_dir``."""
-        return cls(LearnQueue(state_dir / "learning" / "learning.sqlite"), learner, clock, settings)
+        queue = LearnQueue(
+            state_dir / "learning" / "learning.sqlite", max_bytes=settings.max_queue_bytes
+        )
+        return cls(queue, learner, clock, settings)
 
     # -- ITransferObserver ----------------------------------------------------------------
 
@@ -130,27 +139,43 @@ class JunkLearning(Service):
             return succeed(None)
         d = threads.deferToThread(self._record, user, spam, list(files))
 
-        def recorded(added: int) -> None:
-            if added:
+        what = "spam" if spam else "ham"
+
+        def recorded(added: Added) -> None:
+            if added.full:
+                log.warn(
+                    "{user}: {n} message(s) not learned as {what}: the learning queue is full"
+                    " (the spam scanner is behind or down)",
+                    user=user,
+                    n=added.full,
+                    what=what,
+                )
+            if added.new:
                 log.info(
                     "{user}: {n} message(s) queued to learn as {what}",
                     user=user,
-                    n=added,
-                    what="spam" if spam else "ham",
+                    n=added.new,
+                    what=what,
                 )
                 self.wake()
 
         def failed(failure: Failure) -> None:
-            if failure.check(QueueFull):  # type: ignore[no-untyped-call]
-                log.warn("not learned for {user}: {why}", user=user, why=failure.value)
-                return
             log.failure("could not queue messages of {user} to learn", failure, user=user)
 
         return d.addCallbacks(recorded, failed)
 
-    def _record(self, user: str, spam: bool, files: list[os.PathLike[str]]) -> int:
-        messages = read_messages(files, self.settings.max_size)
-        return self.queue.add(user, spam, messages, time.time()) if messages else 0
+    def _record(self, user: str, spam: bool, files: list[os.PathLike[str]]) -> Added:
+        """Read and queue ``files`` (blocking), :data:`CHUNK` at a time while there is room."""
+        new = full = 0
+        for start in range(0, len(files), CHUNK):
+            if not self.queue.has_room():
+                full += len(files) - start
+                break
+            messages = read_messages(files[start : start + CHUNK], self.settings.max_size)
+            added = self.queue.add(user, spam, messages, time.time())
+            new += added.new
+            full += added.full
+        return Added(new, full)
 
     # -- the runner -----------------------------------------------------------------------
 

@@ -17,9 +17,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import blockingCallFromThread
 
 from ourmail.config import ConfigError, LearningSettings, load_settings
-from ourmail.filters import learnqueue
+from ourmail.filters import learning as learning_module
 from ourmail.filters.learning import JunkLearning, direction, read_messages
-from ourmail.filters.learnqueue import LEARNED, LearnQueue, QueueFull
+from ourmail.filters.learnqueue import LEARNED, Added, LearnQueue
 
 
 @pytest.mark.parametrize(
@@ -41,10 +41,10 @@ def test_direction(source: str | None, target: str | None, expected: bool | None
 
 def test_the_queue_keys_by_user_content_and_direction(tmp_path: Path) -> None:
     q = LearnQueue(tmp_path / "l.sqlite")
-    assert q.add("a@x.test", True, [b"one", b"two", b"one"], 1.0) == 2
-    assert q.add("a@x.test", True, [b"one"], 2.0) == 0  # the same direction again
-    assert q.add("a@x.test", False, [b"one"], 3.0) == 1  # the other direction
-    assert q.add("b@x.test", True, [b"one"], 4.0) == 1  # another user
+    assert q.add("a@x.test", True, [b"one", b"two", b"one"], 1.0).new == 2
+    assert q.add("a@x.test", True, [b"one"], 2.0).new == 0  # the same direction again
+    assert q.add("a@x.test", False, [b"one"], 3.0).new == 1  # the other direction
+    assert q.add("b@x.test", True, [b"one"], 4.0).new == 1  # another user
     due = q.due(10.0, 100)
     assert [(r.user, r.message, r.spam) for r in due] == [
         ("a@x.test", b"one", True),
@@ -53,13 +53,13 @@ def test_the_queue_keys_by_user_content_and_direction(tmp_path: Path) -> None:
         ("b@x.test", b"one", True),
     ]
     q.finish(due[0], LEARNED, 11.0)
-    assert q.add("a@x.test", True, [b"one"], 12.0) == 0  # learned: still remembered
+    assert q.add("a@x.test", True, [b"one"], 12.0).new == 0  # learned: still remembered
     q.retry(due[1], 50.0)
     assert [r.message for r in q.due(20.0, 100)] == [b"one", b"one"]
     assert q.next_due() == 3.0
     assert q.counts() == {"pending": 3, "learned": 1}
     assert q.prune(11.5) == 1  # a learned key is forgotten after remember_days
-    assert q.add("a@x.test", True, [b"one"], 13.0) == 1
+    assert q.add("a@x.test", True, [b"one"], 13.0).new == 1
 
 
 def test_learning_a_direction_forgets_the_other(tmp_path: Path) -> None:
@@ -78,13 +78,40 @@ def test_learning_a_direction_forgets_the_other(tmp_path: Path) -> None:
     assert q.counts() == {"learned": 1}
 
 
-def test_the_queue_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(learnqueue, "MAX_PENDING", 3)
-    q = LearnQueue(tmp_path / "l.sqlite")
-    assert q.add("a@x.test", True, [b"1", b"2"], 1.0) == 2
-    with pytest.raises(QueueFull):
-        q.add("a@x.test", True, [b"3", b"4"], 1.0)
-    assert q.counts() == {"pending": 2}
+def test_the_queue_is_bounded_by_count_and_bytes(tmp_path: Path) -> None:
+    q = LearnQueue(tmp_path / "l.sqlite", max_pending=3, max_bytes=100)
+    assert q.add("a@x.test", True, [b"1", b"2"], 1.0) == Added(new=2, full=0)
+    assert q.has_room()
+    # What fits is queued, the rest counted; one already queued needs no room.
+    assert q.add("a@x.test", True, [b"3", b"4", b"1"], 1.0) == Added(new=1, full=1)
+    assert not q.has_room() and q.counts() == {"pending": 3}
+    q.finish(q.due(2.0, 1)[0], LEARNED, 2.0)
+    assert q.add("a@x.test", True, [b"x" * 98, b"y" * 97], 3.0) == Added(new=1, full=1)
+    assert not q.has_room()  # 100 bytes wait
+
+
+def test_a_large_transfer_is_queued_in_chunks_while_there_is_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(learning_module, "CHUNK", 3)
+    reads: list[int] = []
+
+    def counting(files: Any, max_size: int) -> list[bytes]:
+        reads.append(len(files))
+        return read_messages(files, max_size)
+
+    monkeypatch.setattr(learning_module, "read_messages", counting)
+    files = []
+    for i in range(20):
+        files.append(tmp_path / f"m{i}")
+        files[-1].write_bytes(b"message %d" % i)
+    service = JunkLearning(
+        LearnQueue(tmp_path / "l.sqlite", max_pending=7), MemoryLearner(), reactor
+    )
+    d = run(service.transferring, "a@x.test", None, "\\Junk", files)
+    assert d is None  # the move goes on
+    assert service.queue.counts() == {"pending": 7}
+    assert reads == [3, 3, 3]  # one chunk a transaction, nothing read once full
 
 
 def test_too_large_and_vanished_messages_are_not_learned(tmp_path: Path) -> None:
@@ -181,9 +208,12 @@ def settings_from(tmp_path: Path, text: str) -> Any:
 def test_learning_and_log_settings_are_read(tmp_path: Path) -> None:
     settings = settings_from(
         tmp_path,
-        "[filters.learning]\nretry_min = 5\nmax_size = 1000\n[filters.log]\nretention_days = 7\n",
+        "[filters.learning]\nretry_min = 5\nmax_size = 1000\nmax_queue_bytes = 5000\n"
+        "[filters.log]\nretention_days = 7\n",
     )
-    assert settings.filters.learning == LearningSettings(retry_min=5, max_size=1000)
+    assert settings.filters.learning == LearningSettings(
+        retry_min=5, max_size=1000, max_queue_bytes=5000
+    )
     assert settings.filters.log.retention_days == 7 and settings.filters.log.enabled
 
 
@@ -193,6 +223,7 @@ def test_learning_and_log_settings_are_read(tmp_path: Path) -> None:
         "[filters.learning]\nretry_min = 0\n",
         "[filters.learning]\nretry_min = 10\nretry_max = 5\n",
         "[filters.learning]\nmax_size = -1\n",
+        "[filters.learning]\nmax_queue_bytes = 0\n",
         "[filters.learning]\nenabled = 1\n",
         "[filters.learning]\nnosuch = 1\n",
         "[filters.log]\nretention_days = 0\n",
