@@ -9,7 +9,9 @@ Implementation notes (keep these true when changing this module):
   into Junk twice is one request, so it is learned once per direction.  Learning one
   direction forgets the other's record (learned or dropped) for that user and message: the
   scanner now holds the new direction, so a later move back teaches it again (spam, ham,
-  spam ends on spam).  The message itself
+  spam ends on spam).  The last move wins before the scanner is told too: queueing one
+  direction cancels the other's pending request (never taught), and a request learned
+  while it was being cancelled queues the direction that cancelled it again.  The message itself
   is kept in the row (bounded by ``max_size``), so a later expunge does not lose it; it is
   dropped once learned, and the key is remembered for ``remember_days``.
 * The pending requests are bounded by count (:data:`MAX_PENDING`) and by the bytes of their
@@ -122,15 +124,30 @@ class LearnQueue:
 
     def add(self, user: str, spam: bool, messages: Iterable[bytes], now: float) -> Added:
         """Queue ``messages`` in one transaction (durable on return).  A message already
-        queued or learned in this direction for ``user`` is not queued again; one that
-        would take the pending requests past ``max_pending`` or ``max_bytes`` is not queued
-        (counted as ``full``)."""
+        queued or learned in this direction for ``user`` is not queued again; its pending
+        request in the other direction is cancelled (the person changed their mind before
+        the scanner was told); one that would take the pending requests past
+        ``max_pending`` or ``max_bytes`` is not queued (counted as ``full``)."""
         new = full = 0
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
             count, size = self._pending(db)
             for message in messages:
                 key = (user, digest(message), int(spam))
+                opposite = (user, key[1], int(not spam), PENDING)
+                cancelled = db.execute(
+                    "SELECT LENGTH(message) FROM requests"
+                    " WHERE user = ? AND digest = ? AND spam = ? AND state = ?",
+                    opposite,
+                ).fetchone()
+                if cancelled is not None:
+                    db.execute(
+                        "DELETE FROM requests"
+                        " WHERE user = ? AND digest = ? AND spam = ? AND state = ?",
+                        opposite,
+                    )
+                    count -= 1
+                    size -= cancelled[0]
                 if count + 1 > self.max_pending or size + len(message) > self.max_bytes:
                     known = db.execute(
                         "SELECT 1 FROM requests WHERE user = ? AND digest = ? AND spam = ?", key
@@ -171,10 +188,13 @@ class LearnQueue:
     def finish(self, request: Request, state: str, now: float) -> None:
         """``request`` was learned (or dropped): forget its message, remember its key.  Once
         learned, the record of the other direction is forgotten (the scanner holds this one
-        now), so that moving the message back teaches the scanner again."""
+        now), so that moving the message back teaches the scanner again; if ``request`` was
+        cancelled meanwhile (moved back while the scanner learned it), the other direction
+        is queued again so that the scanner ends on the last move."""
+        other = (request.user, request.digest, int(not request.spam))
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
-            db.execute(
+            cursor = db.execute(
                 "UPDATE requests SET state = ?, message = NULL, done = ?"
                 " WHERE user = ? AND digest = ? AND spam = ?",
                 (state, now, request.user, request.digest, int(request.spam)),
@@ -183,8 +203,14 @@ class LearnQueue:
                 db.execute(
                     "DELETE FROM requests WHERE user = ? AND digest = ? AND spam = ?"
                     " AND state != ?",
-                    (request.user, request.digest, int(not request.spam), PENDING),
+                    (*other, PENDING),
                 )
+                if cursor.rowcount == 0:
+                    db.execute(
+                        "INSERT OR IGNORE INTO requests (user, digest, spam, message, state,"
+                        " queued, next_try) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (*other, request.message, PENDING, now, now),
+                    )
             db.execute("COMMIT")
 
     def retry(self, request: Request, at: float) -> None:

@@ -43,23 +43,23 @@ def test_the_queue_keys_by_user_content_and_direction(tmp_path: Path) -> None:
     q = LearnQueue(tmp_path / "l.sqlite")
     assert q.add("a@x.test", True, [b"one", b"two", b"one"], 1.0).new == 2
     assert q.add("a@x.test", True, [b"one"], 2.0).new == 0  # the same direction again
-    assert q.add("a@x.test", False, [b"one"], 3.0).new == 1  # the other direction
+    # The other direction (and the pending spam request of "one" is cancelled: never taught).
+    assert q.add("a@x.test", False, [b"one"], 3.0).new == 1
     assert q.add("b@x.test", True, [b"one"], 4.0).new == 1  # another user
     due = q.due(10.0, 100)
     assert [(r.user, r.message, r.spam) for r in due] == [
-        ("a@x.test", b"one", True),
         ("a@x.test", b"two", True),
         ("a@x.test", b"one", False),
         ("b@x.test", b"one", True),
     ]
     q.finish(due[0], LEARNED, 11.0)
-    assert q.add("a@x.test", True, [b"one"], 12.0).new == 0  # learned: still remembered
+    assert q.add("a@x.test", True, [b"two"], 12.0).new == 0  # learned: still remembered
     q.retry(due[1], 50.0)
-    assert [r.message for r in q.due(20.0, 100)] == [b"one", b"one"]
-    assert q.next_due() == 3.0
-    assert q.counts() == {"pending": 3, "learned": 1}
+    assert [r.message for r in q.due(20.0, 100)] == [b"one"]
+    assert q.next_due() == 4.0
+    assert q.counts() == {"pending": 2, "learned": 1}
     assert q.prune(11.5) == 1  # a learned key is forgotten after remember_days
-    assert q.add("a@x.test", True, [b"one"], 13.0).new == 1
+    assert q.add("a@x.test", True, [b"two"], 13.0).new == 1
 
 
 def test_learning_a_direction_forgets_the_other(tmp_path: Path) -> None:
@@ -76,6 +76,20 @@ def test_learning_a_direction_forgets_the_other(tmp_path: Path) -> None:
         move(spam, now)
     assert taught == [True, False, True]  # spam, ham, spam again; never twice in a row
     assert q.counts() == {"learned": 1}
+
+
+def test_the_last_move_wins_before_the_scanner_is_told(tmp_path: Path) -> None:
+    q = LearnQueue(tmp_path / "l.sqlite")
+    q.add("a@x.test", True, [b"msg"], 1.0)
+    q.finish(q.due(1.0, 10)[0], LEARNED, 1.0)  # taught spam
+    q.add("a@x.test", False, [b"msg"], 2.0)  # out of Junk, the scanner is down...
+    q.add("a@x.test", True, [b"msg"], 3.0)  # ... and back: the ham request is cancelled
+    assert q.due(10.0, 10) == [] and q.counts() == {"learned": 1}
+    q.add("a@x.test", False, [b"msg"], 4.0)
+    (ham,) = q.due(10.0, 10)  # being taught as ham when it is moved back into Junk:
+    q.add("a@x.test", True, [b"msg"], 5.0)
+    q.finish(ham, LEARNED, 6.0)
+    assert [(r.message, r.spam) for r in q.due(10.0, 10)] == [(b"msg", True)]  # spam again
 
 
 def test_the_queue_is_bounded_by_count_and_bytes(tmp_path: Path) -> None:
