@@ -11,16 +11,16 @@ Implementation notes (keep these true when changing this module):
   before the store transfers them, :data:`CHUNK` at a time (one transaction each, so that
   "select all, Not junk" on thousands of messages holds one chunk in memory), and only
   while the queue has room (what does not fit is logged, never read, and the move goes
-  on): a crash during the move loses no request, and the key
-  (user, content hash, direction) means a message is learned once per direction however
-  often it is moved.  The IMAP command waits for that write only, never for the scanner.
+  on): a crash during the move loses no request, and the key (user, content hash,
+  direction) means a message is learned once per direction however often it is moved.
+  The IMAP command waits for that write only, never for the scanner.
 * The scanner is told later, one request after another, by :meth:`JunkLearning.run`
   (:class:`~ourmail.interfaces.ISpamLearner`).  When it cannot be told, the request waits
   ``retry_min`` seconds, doubled each time up to ``retry_max``, and the pass stops (the
   scanner is probably down); the next pass waits for that request's retry time, however
   many others are due or queued meanwhile (one attempt per back-off, not one per request);
-  requests survive restarts.  One still not learned after
-  ``give_up`` seconds is dropped with a log line.
+  requests survive restarts.  One still not learned after ``give_up`` seconds is dropped
+  with a log line.
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ Implementation notes (keep these true when changing this module):
   scanner now holds the new direction, so a later move back teaches it again (spam, ham,
   spam ends on spam).  The last move wins before the scanner is told too: queueing one
   direction cancels the other's pending request (never taught), and a request learned
-  while it was being cancelled queues the direction that cancelled it again.  The message itself
-  is kept in the row (bounded by ``max_size``), so a later expunge does not lose it; it is
-  dropped once learned, and the key is remembered for ``remember_days``.
+  while it was being cancelled queues the direction that cancelled it again.  The message
+  itself is kept in the row (bounded by ``max_size``), so a later expunge does not lose it;
+  it is dropped once learned, and the key is remembered for ``remember_days``.
 * The pending requests are bounded by count (:data:`MAX_PENDING`) and by the bytes of their
   messages (``max_bytes``, ``[filters.learning] max_queue_bytes``): a scanner down for long
   must not fill the disk.  What does not fit is not queued (and counted, for the log); a
