@@ -239,6 +239,10 @@ class LearningSettings:
     timeout: float = 30.0
     #: Days a learned message is remembered, so it is not learned twice in one direction.
     remember_days: int = 365
+    #: Bytes of messages waiting to be learned at most (besides 20,000 requests): beyond,
+    #: moves still work but teach nothing (logged), so a scanner down for long cannot fill
+    #: the disk.
+    max_queue_bytes: int = 1_000_000_000
 
 
 @attrs.frozen
@@ -401,6 +405,7 @@ _TOML_KEYS: Mapping[str, Any] = {
             "give_up": (int, float),
             "timeout": (int, float),
             "remember_days": int,
+            "max_queue_bytes": int,
         },
         "log": {"enabled": bool, "retention_days": int},
     },
@@ -665,7 +670,15 @@ def _filter_settings(table: Mapping[str, Any]) -> FilterSettings:
         if not isinstance(sub, dict):
             raise ConfigError(f"'filters.check.{name}' must be a table")
     learning = LearningSettings(**table.get("learning", {}))
-    for name in ("max_size", "retry_min", "retry_max", "give_up", "timeout", "remember_days"):
+    for name in (
+        "max_size",
+        "retry_min",
+        "retry_max",
+        "give_up",
+        "timeout",
+        "remember_days",
+        "max_queue_bytes",
+    ):
         if getattr(learning, name) <= 0:
             raise ConfigError(f"'filters.learning.{name}' must be positive")
     if learning.retry_max < learning.retry_min:
@@ -838,6 +851,7 @@ domains = {domains}
 # retry_min = 60                  # seconds; doubled up to retry_max while the scanner is down
 # retry_max = 3600
 # give_up = 604800                # drop a request not learned after this many seconds
+# max_queue_bytes = 1000000000    # bytes waiting at most; beyond, moves teach nothing
 # [filters.log]                   # `ourmail log filter USER`: refusals and Junk filings
 # enabled = true
 # retention_days = 30

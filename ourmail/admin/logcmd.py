@@ -17,6 +17,9 @@ from ourmail.interfaces import FilterEvent
 
 _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+#: The most characters shown of one field (the reason may be longer: a reply's text).
+SHOWN = 200
+SHOWN_REASON = 500
 
 
 class BadSince(ValueError):
@@ -37,26 +40,37 @@ def parse_since(text: str, now: float) -> float:
     return when.timestamp()
 
 
+def shown(text: str, limit: int = SHOWN) -> str:
+    """``text`` safe for a terminal: the sender chose most of it (the envelope addresses, the
+    Message-ID of RFC 5322 §3.6.4, words of a reply), so each character that is not
+    printable (ESC, other controls, line breaks, bidi overrides) is shown as its Python
+    escape (``\\x1b``), and at most ``limit`` characters are kept."""
+    safe = "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+    return safe if len(safe) <= limit else safe[:limit] + "..."
+
+
 def describe(event: FilterEvent) -> str:
-    """One entry as a line (or two) a person reads."""
+    """One entry as a line (or two) a person reads; every field through :func:`shown`."""
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.at))
     what = {"reject": "refused", "tempfail": "deferred", "junk": "Junk"}.get(
-        event.action, event.action
+        event.action, shown(event.action)
     )
-    sender = "<>" if event.sender == "" else f"<{event.sender}>" if event.sender else "-"
+    sender = "<>" if event.sender == "" else f"<{shown(event.sender)}>" if event.sender else "-"
     parts = [
         when,
         what,
-        f"at {event.stage}",
-        f"by {event.check}",
+        f"at {shown(event.stage)}",
+        f"by {shown(event.check)}",
         f"from {sender}",
-        f"client {event.client_address}",
+        f"client {shown(event.client_address)}",
     ]
     if event.recipient:
-        parts.append(f"to <{event.recipient}>")
+        parts.append(f"to <{shown(event.recipient)}>")
     if event.message_id:
-        parts.append(f"message-id {event.message_id}")
-    return "  ".join(parts) + f"\n    {event.reason}"
+        parts.append(f"message-id {shown(event.message_id)}")
+    return "  ".join(parts) + f"\n    {shown(event.reason, SHOWN_REASON)}"
 
 
 def add_parser(topics: Any, common: argparse.ArgumentParser) -> None:

@@ -8,14 +8,19 @@ Implementation notes (keep these true when changing this module):
   6154 special uses, whoever asked (IMAP COPY and MOVE; later the webmail).  POP3 only ever
   moves to Trash, which teaches nothing.
 * The messages are read and queued durably (:mod:`ourmail.filters.learnqueue`) in a thread
-  before the store transfers them: a crash during the move loses no request, and the key
-  (user, content hash, direction) means a message is learned once per direction however
-  often it is moved.  The IMAP command waits for that write only, never for the scanner.
+  before the store transfers them, :data:`CHUNK` at a time (one transaction each, so that
+  "select all, Not junk" on thousands of messages holds one chunk in memory), and only
+  while the queue has room (what does not fit is logged, never read, and the move goes
+  on): a crash during the move loses no request, and the key (user, content hash,
+  direction) means a message is learned once per direction however often it is moved.
+  The IMAP command waits for that write only, never for the scanner.
 * The scanner is told later, one request after another, by :meth:`JunkLearning.run`
   (:class:`~ourmail.interfaces.ISpamLearner`).  When it cannot be told, the request waits
   ``retry_min`` seconds, doubled each time up to ``retry_max``, and the pass stops (the
-  scanner is probably down); requests survive restarts.  One still not learned after
-  ``give_up`` seconds is dropped with a log line.
+  scanner is probably down); the next pass waits for that request's retry time, however
+  many others are due or queued meanwhile (one attempt per back-off, not one per request);
+  requests survive restarts.  One still not learned after ``give_up`` seconds is dropped
+  with a log line.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ourmail.config import LearningSettings
-from ourmail.filters.learnqueue import DROPPED, LEARNED, LearnQueue, QueueFull, Request
+from ourmail.filters.learnqueue import DROPPED, LEARNED, Added, LearnQueue, Request
 from ourmail.interfaces import ISpamLearner, ITransferObserver
 
 log = Logger()
@@ -42,9 +47,15 @@ log = Logger()
 JUNK, TRASH = "\\Junk", "\\Trash"
 #: Requests read from the queue at a time.
 BATCH = 20
+#: Messages of one transfer read and queued in one transaction at most (up to
+#: ``max_size`` bytes each).
+CHUNK = 100
 DEFAULTS = LearningSettings()
 #: Seconds between two prunings of remembered keys.
 PRUNE_EVERY = 86400.0
+#: The back-off doubles at most this many times (``2**attempts`` of a request retried for
+#: long would overflow a float: ``retry_max`` is reached long before anyway).
+MAX_DOUBLINGS = 30
 
 
 def direction(source_use: str | None, target_use: str | None) -> bool | None:
@@ -95,6 +106,10 @@ class JunkLearning(Service):
         self._last_prune = 0.0
         #: The scanner's answer the pass under way waits for.
         self._asking: Deferred[None] | None = None
+        #: When the request the last pass failed on is retried (None: the pass did not fail).
+        self._failed_until: float | None = None
+        #: No pass starts before this time (the scanner could not be told: back off).
+        self._paused_until = 0.0
 
     @classmethod
     def at(
@@ -105,7 +120,10 @@ class JunkLearning(Service):
         settings: LearningSettings = DEFAULTS,
     ) -> JunkLearning:
         """The learning of a server whose filter state is in ``state_dir``."""
-        return cls(LearnQueue(state_dir / "learning" / "learning.sqlite"), learner, clock, settings)
+        queue = LearnQueue(
+            state_dir / "learning" / "learning.sqlite", max_bytes=settings.max_queue_bytes
+        )
+        return cls(queue, learner, clock, settings)
 
     # -- ITransferObserver ----------------------------------------------------------------
 
@@ -121,32 +139,49 @@ class JunkLearning(Service):
             return succeed(None)
         d = threads.deferToThread(self._record, user, spam, list(files))
 
-        def recorded(added: int) -> None:
-            if added:
+        what = "spam" if spam else "ham"
+
+        def recorded(added: Added) -> None:
+            if added.full:
+                log.warn(
+                    "{user}: {n} message(s) not learned as {what}: the learning queue is full"
+                    " (the spam scanner is behind or down)",
+                    user=user,
+                    n=added.full,
+                    what=what,
+                )
+            if added.new:
                 log.info(
                     "{user}: {n} message(s) queued to learn as {what}",
                     user=user,
-                    n=added,
-                    what="spam" if spam else "ham",
+                    n=added.new,
+                    what=what,
                 )
                 self.wake()
 
         def failed(failure: Failure) -> None:
-            if failure.check(QueueFull):  # type: ignore[no-untyped-call]
-                log.warn("not learned for {user}: {why}", user=user, why=failure.value)
-                return
             log.failure("could not queue messages of {user} to learn", failure, user=user)
 
         return d.addCallbacks(recorded, failed)
 
-    def _record(self, user: str, spam: bool, files: list[os.PathLike[str]]) -> int:
-        messages = read_messages(files, self.settings.max_size)
-        return self.queue.add(user, spam, messages, time.time()) if messages else 0
+    def _record(self, user: str, spam: bool, files: list[os.PathLike[str]]) -> Added:
+        """Read and queue ``files`` (blocking), :data:`CHUNK` at a time while there is room."""
+        new = full = 0
+        for start in range(0, len(files), CHUNK):
+            if not self.queue.has_room():
+                full += len(files) - start
+                break
+            messages = read_messages(files[start : start + CHUNK], self.settings.max_size)
+            added = self.queue.add(user, spam, messages, time.time())
+            new += added.new
+            full += added.full
+        return Added(new, full)
 
     # -- the runner -----------------------------------------------------------------------
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
+        self._paused_until = 0.0
         self.wake()
 
     def stopService(self) -> Deferred[None] | None:
@@ -161,12 +196,15 @@ class JunkLearning(Service):
         return self._running
 
     def wake(self) -> None:
-        """Teach the scanner what is due now (after the pass under way, if any)."""
+        """Teach the scanner what is due now (after the pass under way, if any; after the
+        back-off when the last pass could not tell the scanner)."""
         if not self.running:
             return
         if self._running is not None:
             self._again = True
             return
+        if time.time() < self._paused_until:
+            return  # the timer set when the pass failed wakes it
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -175,8 +213,16 @@ class JunkLearning(Service):
 
     def _ran(self, result: object) -> None:
         self._running = None
+        failed_until, self._failed_until = self._failed_until, None
         if isinstance(result, Failure):
             self._unreadable(result)
+            return
+        if failed_until is not None and self.running:
+            # The scanner could not be told: the other due requests wait for the failed
+            # one's retry, so that a scanner down costs one attempt per back-off.
+            self._again = False
+            self._paused_until = failed_until
+            self._schedule(failed_until)
             return
         if self._again:
             self._again = False
@@ -196,7 +242,11 @@ class JunkLearning(Service):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         delay = max(0.0, at - time.time())
-        self._timer = self.clock.callLater(delay, self.wake)
+        self._timer = self.clock.callLater(delay, self._resume)
+
+    def _resume(self) -> None:
+        self._paused_until = 0.0
+        self.wake()
 
     async def run(self) -> None:
         """One pass: teach every due request, stopping at the first the scanner refuses."""
@@ -234,13 +284,15 @@ class JunkLearning(Service):
                 )
                 await threads.deferToThread(self.queue.finish, request, DROPPED, now)
                 return True
-            delay = min(self.settings.retry_max, self.settings.retry_min * 2**request.attempts)
+            doublings = min(request.attempts, MAX_DOUBLINGS)
+            delay = min(self.settings.retry_max, self.settings.retry_min * 2**doublings)
             log.warn(
                 "could not teach the spam scanner ({why}); retry in {delay:.0f} s",
                 why=f"{type(e).__name__}: {e}",
                 delay=delay,
             )
             await threads.deferToThread(self.queue.retry, request, now + delay)
+            self._failed_until = now + delay
             return False
         self._asking = None
         log.info("learned a message of {user} as {what}", user=request.user, what=what)

@@ -17,7 +17,7 @@ from conftest import RunningServer, running_server
 from peers.spamd import GTUBE, Spamd, spamd  # noqa: F401 (a fixture)
 
 from ourmail.admin import cli
-from ourmail.admin.logcmd import parse_since
+from ourmail.admin.logcmd import describe, parse_since
 from ourmail.config import FilterLogSettings, FilterSettings
 from ourmail.filters.filterlog import LogDB, message_id
 from ourmail.interfaces import FilterEvent
@@ -191,6 +191,27 @@ def test_message_id_is_read_from_the_header_only() -> None:
     assert message_id(b"Message-ID: <first@b>\r\n\r\n") == "<first@b>"
     assert message_id(b"X-Message-ID: <other@b>\r\n\r\n") is None
     assert message_id(b"Message-ID: <" + b"x" * 5000 + b">\r\n\r\n") == "<" + "x" * 999
+
+
+def test_sender_text_is_shown_without_control_characters() -> None:
+    event = FilterEvent(
+        at=0.0,
+        action="junk",
+        stage="data",
+        check="spam",
+        reason="score 9\x1b[2J\r\nX",
+        client_address="192.0.2.1",
+        recipient="bob@example.test",
+        sender="eve\x1b]0;owned\x07@else.test",
+        message_id="<\x1b[31mred\u202e@else.test>" + "x" * 5000,
+    )
+    line = describe(event)
+    assert not any(c in line for c in "\x1b\x07\r\u202e")
+    assert line.count("\n") == 1  # the entry's own line break only
+    assert "from <eve\\x1b]0;owned\\x07@else.test>" in line
+    assert "message-id <\\x1b[31mred\\u202e@else.test>xxx" in line
+    assert "\n    score 9\\x1b[2J\\r\\nX" in line
+    assert len(line) < 1000 and "x" * 200 not in line
 
 
 def test_junk_for_some_recipients_only_is_theirs(
