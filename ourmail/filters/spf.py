@@ -9,7 +9,8 @@ Implementation notes (keep these true when changing this module):
   runs on the reactor in passes: a pass that needs an answer neither known nor cached
   stops, the answer is fetched (asynchronously, through the server's twisted.names
   resolver), and the evaluation starts again (:mod:`ourmail.filters.spfdns`).  With the
-  common records in the resolver's cache that is one pass of some 0.1 ms and no thread.
+  common records in the resolver's cache that is one pass of some 0.1 ms and no thread;
+  an outcome whose records hold no macro is kept as long as its answers (SPFCheck._identity).
   After :data:`REACTOR_PASSES` passes, the evaluation finishes in a small thread pool of
   its own, whose lookups are asked on the reactor.  The reactor thread never waits.
 * Both identities are checked at MAIL (RFC 7208 §2.3, §2.4): for the null sender the HELO
@@ -56,6 +57,7 @@ from ourmail.interfaces import (
     Stage,
     Verdict,
 )
+from ourmail.net.ttlcache import TTLCache
 
 log = Logger()
 
@@ -72,6 +74,8 @@ POOL_SIZE = 16
 #: Passes of one evaluation on the reactor thread, each with one more answer, before the
 #: rest goes to a worker thread (a record needing many rounds of lookups).
 REACTOR_PASSES = 8
+#: Outcomes kept per process (see SPFCheck._identity).
+OUTCOMES_KEPT = 10_000
 
 FAIL_ACTIONS = ("reject", "junk", "accept")
 SOFTFAIL_ACTIONS = ("accept", "junk")
@@ -256,6 +260,37 @@ class SPFCheck:
     timeout: float = 20.0
     on_error: str = "accept"
     trusted: bool = False
+    #: Outcomes kept while the DNS answers they rest on are (see :meth:`_identity`).
+    outcomes: TTLCache[tuple[str, str, str], SPFOutcome] = attrs.field(
+        factory=lambda: TTLCache(OUTCOMES_KEPT), init=False
+    )
+
+    def _identity(
+        self,
+        kind: str,
+        ip: str,
+        domain: str,
+        lookup: ReactorLookup | TwistedLookup,
+        evaluate: Callable[[], SPFOutcome],
+    ) -> SPFOutcome:
+        """One identity's outcome.  pyspf's outcome is a function of the client's address,
+        the identity and the DNS answers, plus (through macros, RFC 7208 §7) the sender's
+        local part, the HELO name and this host's name: an outcome from answers none of
+        which holds a macro is kept until the first of them expires, and the next message
+        from that address and domain costs no evaluation."""
+        key = (kind, ip, domain.lower())
+        now = self.reactor.seconds()
+        found, kept = self.outcomes.get(key, now)
+        if found:
+            assert kept is not None
+            return kept
+        if not isinstance(lookup, ReactorLookup):
+            return evaluate()
+        lookup.begin()
+        outcome = evaluate()
+        if lookup.missing is None and not lookup.macros and outcome.result != "temperror":
+            self.outcomes.put(key, outcome, lookup.valid - now, now)
+        return outcome
 
     def check(self, stage: Stage, context: MailContext) -> Deferred[Verdict]:
         """The verdict at MAIL FROM."""
@@ -277,10 +312,23 @@ class SPFCheck:
         def identities(lookup: ReactorLookup | TwistedLookup) -> Outcomes:
             helo_outcome = None
             if check_helo or not sender:
-                helo_outcome = _evaluate_helo(ip_text, helo, lookup, self.receiver)
+                helo_outcome = self._identity(
+                    "helo",
+                    ip_text,
+                    helo,
+                    lookup,
+                    lambda: _evaluate_helo(ip_text, helo, lookup, self.receiver),
+                )
                 if not sender or (helo_outcome.result == "fail" and self.fail == "reject"):
                     return None, helo_outcome
-            return check_host(ip_text, sender, helo, lookup, self.receiver), helo_outcome
+            mailfrom = self._identity(
+                "mailfrom",
+                ip_text,
+                sender.rpartition("@")[2],
+                lookup,
+                lambda: check_host(ip_text, sender, helo, lookup, self.receiver),
+            )
+            return mailfrom, helo_outcome
 
         evaluation = Evaluation(self.reactor, self.resolver, attempts, deadline)
         result: Deferred[Verdict] = Deferred(lambda _: evaluation.cancel())

@@ -39,6 +39,8 @@ from twisted.names import dns
 from twisted.names.error import DNSNameError
 from twisted.python.failure import Failure
 
+from ourmail.net.dns import negative_ttl
+
 #: pyspf's query types, as twisted.names type codes.
 QTYPES = {
     "A": dns.A,
@@ -87,10 +89,33 @@ def _answer(name: str, qtype: str, known: list[Answer] | str) -> list[Answer]:
     return known
 
 
+def lifetime(result: tuple[list[dns.RRHeader], Any, Any] | Failure) -> float:
+    """How long a resolver's answer stays true: its records' smallest TTL; for NXDOMAIN or
+    no data, the SOA's negative TTL (RFC 2308 §5); 0 for a failure, or with no SOA."""
+    if isinstance(result, Failure):
+        message = getattr(result.value, "args", (None,))[0] if result.check(DNSNameError) else None  # type: ignore[no-untyped-call]
+        return negative_ttl((message.authority,)) if isinstance(message, dns.Message) else 0.0
+    if result[0]:
+        return float(min(rr.ttl for rr in result[0]))
+    return float(negative_ttl(result))
+
+
+def _uses_macros(answers: list[Answer] | str) -> bool:
+    """Whether a TXT answer may hold an SPF macro (RFC 7208 §7: every macro has a "%")."""
+    return not isinstance(answers, str) and any(
+        b"%" in part for (_, kind), value in answers if kind in ("TXT", "SPF") for part in value
+    )
+
+
 class ReactorLookup:
     """pyspf's DNS function on the reactor thread, for one evaluation: answers from
     :attr:`known` or the resolver's cache; anything else is :attr:`missing` (see the
-    module's notes), asked with :meth:`fetch`."""
+    module's notes), asked with :meth:`fetch`.
+
+    It also tells, since :meth:`begin`, until when the answers asked stay true
+    (:attr:`valid`: none may have expired) and whether any record may hold a macro: an
+    outcome from answers without macros depends on nothing but the client's address, the
+    domain and those answers, so it may be kept that long."""
 
     def __init__(self, resolver: Any, clock: Any, attempts: tuple[float, ...], deadline: float):
         self._resolver = resolver
@@ -101,23 +126,45 @@ class ReactorLookup:
         #: The question the last pass could not answer, and the resolver's Deferred for it.
         self.missing: tuple[tuple[str, str], Any] | None = None
         self._fetching: Any = None
+        #: When each known answer stops being true (clock seconds), and those with a "%".
+        self._expires: dict[tuple[str, str], float] = {}
+        self._macros: set[tuple[str, str]] = set()
+        #: Since begin(): the earliest expiry of the answers asked, and whether one had a "%".
+        self.valid = float("inf")
+        self.macros = False
+
+    def begin(self) -> None:
+        """Start tracking what the next evaluation's answers allow (:attr:`valid`,
+        :attr:`macros`)."""
+        self.valid, self.macros = float("inf"), False
+
+    def _know(self, key: tuple[str, str], result: Any) -> None:
+        self.known[key] = outcome(result)
+        self._expires[key] = self._clock.seconds() + lifetime(result)
+        if _uses_macros(self.known[key]):
+            self._macros.add(key)
+
+    def _asked(self, key: tuple[str, str]) -> list[Answer]:
+        self.valid = min(self.valid, self._expires.get(key, 0.0))
+        self.macros = self.macros or key in self._macros
+        return _answer(key[0], key[1], self.known[key])
 
     def __call__(
         self, name: str, qtype: str, strict: object = True, timeout: object = None
     ) -> list[Answer]:
         key = (name, qtype)
         if key in self.known:
-            return _answer(name, qtype, self.known[key])
+            return self._asked(key)
         wire = wire_name(name)
         if wire is None:
-            return []
+            return []  # (a name that cannot exist: no lookup, true forever)
         if self.missing is None:
             d = self._resolver.query(dns.Query(wire, QTYPES[qtype], dns.IN), self._attempts)
             if d.called:  # the resolver's cache had it
                 results: list[Any] = []
                 d.addBoth(results.append)
-                self.known[key] = outcome(results[0])
-                return _answer(name, qtype, self.known[key])
+                self._know(key, results[0])
+                return self._asked(key)
             self.missing = (key, d)
         raise spf.TempError(f"DNS {qtype} lookup of {name} not answered yet")
 
@@ -130,13 +177,14 @@ class ReactorLookup:
             d.addErrback(lambda _: None)  # the cancellation below is its only failure
             d.cancel()
             self.known[key] = "SPF evaluation time limit reached"
+            self._expires[key] = 0.0
         else:
             d.addTimeout(remaining, self._clock)
             self._fetching = d
             results: list[Any] = []
             await d.addBoth(results.append)
             self._fetching = None
-            self.known[key] = outcome(results[0])
+            self._know(key, results[0])
         self.missing = None
 
     def cancel(self) -> None:

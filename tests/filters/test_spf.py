@@ -414,3 +414,39 @@ def test_a_question_past_the_deadline_is_cancelled_quietly() -> None:
     assert asked[0].called and asked[0].result is None  # the failure was consumed
     with pytest.raises(pyspf.TempError, match="time limit"):
         lookup("x.test", "TXT")
+
+
+@pytest.mark.parametrize(
+    ("record", "ttl", "kept"),
+    [
+        ("v=spf1 ip4:192.0.2.0/24 -all", 60, True),
+        ("v=spf1 ip4:192.0.2.0/24 -all", 0, False),  # answers that may not be kept
+        ("v=spf1 exists:%{l}.ok.kept.spf.test -all", 60, False),  # a macro: local part
+    ],
+)
+def test_an_outcome_is_kept_while_its_answers_are(
+    zone: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record: str, ttl: int, kept: bool
+) -> None:
+    """The next message from the same address and domain costs no evaluation, unless a
+    record holds a macro (the outcome may depend on more) or an answer may not be kept."""
+    z, port = zone
+    name = f"d{ttl}{len(record)}.kept.spf.test"
+    z.set_txt(name, record, ttl=ttl)
+    z.set_address("bob.ok.kept.spf.test", "127.0.0.2", ttl=ttl)
+    z.set_txt("client.kept.spf.test", "v=spf1 -all", ttl=ttl)
+    evaluated: list[str] = []
+    original = spfmodule.check_host
+
+    def counted(ip: str, sender: str, helo: str, *args: Any) -> Any:
+        evaluated.append(sender)
+        return original(ip, sender, helo, *args)
+
+    monkeypatch.setattr(spfmodule, "check_host", counted)
+    check = make_check(port, tmp_path, helo=False)
+    first, _ = run(check, f"bob@{name}", "client.kept.spf.test")
+    evaluated.clear()
+    second, context = run(check, f"bob@{name}", "client.kept.spf.test")
+    assert first.results == second.results and first.action == second.action
+    assert context.notes["spf"]["domain"] == name
+    # With a macro, or answers not to be kept, every message is evaluated.
+    assert (evaluated == []) if kept else bool(evaluated)
