@@ -78,6 +78,9 @@ def parse_reply(data: bytes) -> SpamdReply:
         body = b""
     headers: dict[str, str] = {}
     for line in lines[1:]:
+        if not line:
+            # The CRLF ending a reply with no blank line and no body (``SPAMD/1.5 0 PONG``).
+            continue
         name, colon, value = line.partition(b":")
         if not colon or not name.strip():
             raise SpamdError(f"bad header line in spamd's reply: {line[:80]!r}")

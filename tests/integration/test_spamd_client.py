@@ -15,7 +15,13 @@ from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import blockingCallFromThread
 
-from ourmail.filters.spamc import SpamdClient, SpamdError, SpamdLearner, SpamdTimeout
+from ourmail.filters.spamc import (
+    SpamdClient,
+    SpamdError,
+    SpamdLearner,
+    SpamdTimeout,
+    parse_reply,
+)
 from ourmail.interfaces import ISpamLearner
 
 
@@ -146,3 +152,13 @@ def test_a_unix_socket_address(tmp_path: Any) -> None:
     finally:
         call(port.stopListening)
     assert score.spam and score.score == 1000.5 and score.symbols == ("GTUBE",)
+
+
+def test_ping_a_real_spamd(spamd: Spamd) -> None:  # noqa: F811
+    """spamd answers PING with ``SPAMD/1.5 0 PONG`` and no blank line: that is an answer."""
+    assert call(client(spamd.address).ping) is None
+
+
+def test_a_reply_with_no_blank_line_parses() -> None:
+    reply = parse_reply(b"SPAMD/1.5 0 PONG\r\n")
+    assert (reply.code, reply.message, reply.headers, reply.body) == (0, "PONG", {}, b"")
