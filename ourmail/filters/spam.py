@@ -16,9 +16,15 @@ Implementation notes (keep these true when changing this module):
   and a warning in the log; with ``"tempfail"`` the chain answers ``451 4.7.0``.
 * Fields named like ours (:data:`SPAM_FIELDS`) that arrive with the message are removed by
   the chain before ours are added (``replaces_fields``): a sender cannot forge a verdict.
-* An allow-list entry or a contact counts only for a sender identity no earlier check found
-  forged: the envelope sender unless SPF failed (RFC 7208 §2.6.4, §2.6.5), the ``From:``
-  addresses unless DMARC failed (RFC 7489 §6.6.2).  A block-list entry counts for any.
+* An allow-list entry or a contact counts only for a sender identity an earlier check
+  authenticated (:func:`trusted_senders`): the envelope sender when SPF said ``pass`` for its
+  domain (RFC 7208 §2.6.3), the ``From:`` address when the message has exactly one and DMARC
+  said ``pass`` for its domain (RFC 7489 §6.6.2; two ``From:`` fields are a permerror, §6.6.1).
+  Anything else (neutral, none, softfail, temperror, permerror, or no ``spf``/``dmarc``
+  before ``spam`` in the chain) trusts nobody.  A block-list entry counts for any sender.
+* The work is bounded whatever the message: the ``From:`` addresses are deduplicated and at
+  most :data:`MAX_FROM` are looked up (beyond that none is trusted), and the preferences
+  database answers each recipient in one query (:meth:`SpamPrefs.lookup`).
 """
 
 from __future__ import annotations
@@ -85,6 +91,8 @@ DEFAULT_CONTROLLER = "http://127.0.0.1:11334"
 DEFAULT_MAX_SIZE = 1024 * 1024
 #: How much of a message on disk is read for its From: field when it is too large to scan.
 HEAD_READ = 256 * 1024
+#: ``From:`` addresses looked up on the block lists; a message with more trusts none of them.
+MAX_FROM = 5
 
 
 def _read(content: bytes | os.PathLike[str], max_size: int) -> tuple[bytes | None, list[str]]:
@@ -103,8 +111,27 @@ def _read(content: bytes | os.PathLike[str], max_size: int) -> tuple[bytes | Non
     return message, [a.lower() for a in froms]
 
 
-def _failed(context: MailContext, method: str, results: tuple[str, ...]) -> bool:
-    return any(r.method == method and r.result in results for r in context.results)
+def _passed(context: MailContext, method: str, address: str) -> bool:
+    """Whether the ``spf``/``dmarc`` check's note says ``pass`` for ``address``'s domain."""
+    note = context.notes.get(method)
+    if not isinstance(note, Mapping) or note.get("result") != "pass":
+        return False
+    domain = str(note.get("domain", "")).lower().rstrip(".")
+    return bool(domain) and address.rpartition("@")[2].rstrip(".") == domain
+
+
+def trusted_senders(context: MailContext, sender: str, froms: Sequence[str]) -> list[str]:
+    """The sender identities allow lists and contacts may vouch for: ``sender`` (MAIL FROM)
+    when SPF passed for its domain (RFC 7208 §2.6.3), the ``From:`` address when ``froms``
+    holds exactly one and DMARC passed for its domain (RFC 7489 §6.6.2; several ``From:``
+    addresses cannot all be authenticated, §6.6.1).  Both need ``spf``/``dmarc`` earlier in
+    the chain; without them nobody is trusted."""
+    trusted = []
+    if sender and _passed(context, "spf", sender):
+        trusted.append(sender)
+    if len(froms) == 1 and _passed(context, "dmarc", froms[0]):
+        trusted.append(froms[0])
+    return trusted
 
 
 @implementer(ICheck)
@@ -142,10 +169,9 @@ class SpamCheck:
         message, froms = await self._in_thread(_read, context.content, self.max_size)
         recipients = list(dict.fromkeys(r.lower() for r in context.recipients))
         sender = (context.sender or "").lower()
-        senders = [s for s in [sender, *froms] if s]
-        trusted = [s for s in froms if not _failed(context, "dmarc", ("fail",))]
-        if sender and not _failed(context, "spf", ("fail", "softfail")):
-            trusted.append(sender)
+        froms = list(dict.fromkeys(froms))
+        trusted = trusted_senders(context, sender, froms)
+        senders = list(dict.fromkeys(s for s in [sender, *froms[:MAX_FROM]] if s))
         prefs: dict[str, UserPrefs] = await self._in_thread(
             self.prefs.lookup, recipients, senders, trusted
         )

@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunningServer, client_tls, running_server
+from conftest import RunningServer, client_tls, dns_zone, running_server
 from peers.spamd import GTUBE, Spamd, free_port, private_spamd, spamd  # noqa: F401 (a fixture)
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import globalLogPublisher
 
-from ourmail.config import FilterSettings
+from ourmail.config import DNSSettings, FilterSettings
 
 BOB = "bob@example.test"
 
@@ -51,10 +51,24 @@ def server(tmp_path: Path, spamd: Spamd) -> Iterator[Callable[..., RunningServer
     """Start a server whose chain is the spam check against the session's spamd."""
     servers: list[Any] = []
 
-    def start(options: Mapping[str, Any] | None = None, **settings: Any) -> RunningServer:
+    def start(
+        options: Mapping[str, Any] | None = None, spf: bool = False, **settings: Any
+    ) -> RunningServer:
+        """``spf``: ``spf`` runs before ``spam`` (loopback not skipped), against the test DNS
+        server, so that an allow list or a contact can vouch for an SPF-authenticated sender."""
         opts = {"address": spamd.address, **(options or {})}
-        filters = FilterSettings(chain=("spam",), options={"spam": opts}, **settings)
-        cm = running_server(tmp_path / str(len(servers)), filters=filters)
+        chain, more = ("spam",), {}
+        if spf:
+            chain, more = (
+                ("spf", "spam"),
+                {"dns": DNSSettings(servers=(f"127.0.0.1:{dns_zone()[1]}",))},
+            )
+            zone = dns_zone()[0]
+            for domain in ("else.test", "remote.test", "pushy.test", "mail.pushy.test"):
+                zone.set_txt(domain, "v=spf1 ip4:127.0.0.0/8 -all")
+        options_all = {"spam": opts, "spf": {"skip_networks": []}}
+        filters = FilterSettings(chain=chain, options=options_all, **settings)
+        cm = running_server(tmp_path / str(len(servers)), filters=filters, **more)
         servers.append(cm)
         srv = cm.__enter__()
         srv.add_user(BOB)
@@ -182,7 +196,7 @@ def test_per_domain_thresholds(server: Callable[..., RunningServer]) -> None:
 
 
 def test_allow_and_block_lists(server: Callable[..., RunningServer]) -> None:
-    srv = server({"reject_score": 15})
+    srv = server({"reject_score": 15}, spf=True)
     admin(srv, "allow", srv.user, "Friend@Else.Test")
     admin(srv, "block", srv.user, "@pushy.test")
     show = admin(srv, "show", srv.user)
@@ -200,7 +214,7 @@ def test_allow_and_block_lists(server: Callable[..., RunningServer]) -> None:
 
 
 def test_contacts_are_never_junk_by_score(server: Callable[..., RunningServer]) -> None:
-    srv = server()
+    srv = server(spf=True)
     with smtplib.SMTP_SSL("127.0.0.1", srv.port("submissions"), context=client_tls()) as s:
         s.login(srv.user, srv.password)
         s.sendmail(srv.user, ["Carol@Remote.Test"], f"From: {srv.user}\r\n\r\nhi\r\n".encode())
