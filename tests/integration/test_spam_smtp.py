@@ -57,8 +57,9 @@ def server(tmp_path: Path, spamd: Spamd) -> Iterator[Callable[..., RunningServer
         """``spf``: ``spf`` runs before ``spam`` (loopback not skipped), against the test DNS
         server, so that an allow list or a contact can vouch for an SPF-authenticated sender."""
         opts = {"address": spamd.address, **(options or {})}
-        chain, more = ("spam",), {}
+        chain, more, options_all = ("spam",), {}, {"spam": opts}
         if spf:
+            options_all["spf"] = {"skip_networks": []}
             chain, more = (
                 ("spf", "spam"),
                 {"dns": DNSSettings(servers=(f"127.0.0.1:{dns_zone()[1]}",))},
@@ -66,7 +67,6 @@ def server(tmp_path: Path, spamd: Spamd) -> Iterator[Callable[..., RunningServer
             zone = dns_zone()[0]
             for domain in ("else.test", "remote.test", "pushy.test", "mail.pushy.test"):
                 zone.set_txt(domain, "v=spf1 ip4:127.0.0.0/8 -all")
-        options_all = {"spam": opts, "spf": {"skip_networks": []}}
         filters = FilterSettings(chain=chain, options=options_all, **settings)
         cm = running_server(tmp_path / str(len(servers)), filters=filters, **more)
         servers.append(cm)
