@@ -459,6 +459,11 @@ class Verdict:
     #: For ``junk``: only these recipients' copies go to Junk (empty: every copy), as the
     #: spam check decides per recipient with per-user thresholds and lists.
     recipients: tuple[str, ...] = ()
+    #: For ``junk``: each recipient's own reason, as (recipient, reason), when they differ
+    #: (one user's block list is no business of another's).  The chain logs these per
+    #: recipient; :attr:`reason` must then say only what every recipient may read, as it is
+    #: what a ``junk`` verdict for every copy puts in the shared ``X-Ourmail-Junk`` field.
+    reasons: tuple[tuple[str, str], ...] = ()
 
     @property
     def refuses(self) -> bool:

@@ -16,7 +16,9 @@ Implementation notes (keep these true when changing this module):
   spam check: ``X-Spam-Status`` and the like): fields of those names that arrive with the
   message are removed first, on every listener.
 * A ``junk`` verdict that names ``recipients`` files only their copies into Junk
-  (:attr:`ChainOutcome.junk_recipients`); one without files every copy.
+  (:attr:`ChainOutcome.junk_recipients`); one without files every copy.  The shared
+  ``X-Ourmail-Junk`` field holds only a verdict's ``reason``; a verdict's per-recipient
+  ``reasons`` go to that recipient's filter-log entry alone (:data:`JUNK_REASONS`).
 """
 
 from __future__ import annotations
@@ -91,7 +93,10 @@ class FilterChain:
         events = []
         for mailbox, recipients in mailboxes.items():
             own = [why for r in recipients for why in by_recipient.get(r, ())]
-            reasons = list(dict.fromkeys([*outcome.junk, *own]))
+            # A check's reason for this recipient replaces its shared one.
+            mine = {why.partition(":")[0] for why in own}
+            shared = [why for why in outcome.junk if why.partition(":")[0] not in mine]
+            reasons = list(dict.fromkeys([*shared, *own]))
             checks = ", ".join(dict.fromkeys(why.partition(":")[0] for why in reasons))
             events.append(_event(context, "junk", "data", checks, "; ".join(reasons), mailbox))
         self.log.record(events)
@@ -127,15 +132,24 @@ class FilterChain:
                 outcome.refusal = verdict
                 self._record_refusal(check, stage, context, verdict)
                 return outcome
-            if verdict.action == "junk" and verdict.recipients:
-                outcome.junk_recipients.extend(verdict.recipients)
-                reasons = context.notes.setdefault(JUNK_REASONS, {})
-                assert isinstance(reasons, dict)
-                for rcpt in verdict.recipients:
-                    reasons.setdefault(rcpt, []).append(f"{check.name}: {verdict.reason or 'junk'}")
-            elif verdict.action == "junk":
-                outcome.junk.append(f"{check.name}: {verdict.reason or 'junk'}")
+            if verdict.action == "junk":
+                self._junk(check, verdict, context, outcome)
         return outcome
+
+    @staticmethod
+    def _junk(check: ICheck, verdict: Verdict, context: MailContext, outcome: ChainOutcome) -> None:
+        """Note a ``junk`` verdict: its recipients (or every copy, with its shared reason for
+        ``X-Ourmail-Junk``) and each recipient's own reason for the filter log."""
+        shared = verdict.reason or "junk"
+        if verdict.recipients:
+            outcome.junk_recipients.extend(verdict.recipients)
+        else:
+            outcome.junk.append(f"{check.name}: {shared}")
+        own = dict(verdict.reasons)
+        reasons = context.notes.setdefault(JUNK_REASONS, {})
+        assert isinstance(reasons, dict)
+        for rcpt in verdict.recipients or tuple(own):
+            reasons.setdefault(rcpt, []).append(f"{check.name}: {own.get(rcpt, shared)}")
 
     def _record_refusal(
         self, check: ICheck, stage: Stage, context: MailContext, verdict: Verdict

@@ -7,7 +7,9 @@ Implementation notes (keep these true when changing this module):
 * The message is scanned once, whatever the number of recipients; each recipient's outcome
   follows :mod:`ourmail.filters.spampolicy`.  The message is refused (``550 5.7.1``) only
   when every recipient refuses it; otherwise a recipient that would refuse gets its copy in
-  Junk, and a ``junk`` verdict names the recipients whose copies go there.
+  Junk, and a ``junk`` verdict names the recipients whose copies go there, with each one's
+  own reason (``Verdict.reasons``, for the filter log); its shared ``reason`` (the
+  ``X-Ourmail-Junk`` field when every copy is junk) never names a list.
 * Messages larger than ``max_size`` are not scanned (the header says so); the allow and
   block lists still apply.  The message is read off the reactor when it is a spool file.
 * A scanner that is down, answers garbage or does not answer in time (the client gives up
@@ -258,15 +260,19 @@ class SpamCheck:
         junk = [r for r, d in decisions.items() if d.outcome != "inbox"]
         if not junk:
             return Verdict(headers=tuple(headers))
-        reason = decisions[junk[0]].reason
+        reasons = tuple((r, decisions[r].reason) for r in junk)
         only = () if len(junk) == len(recipients) else tuple(junk)
         log.info(
-            "spam: mail from <{sender}> to Junk for {rcpts}: {why}",
+            "spam: mail from <{sender}> to Junk: {why}",
             sender=context.sender,
-            rcpts=", ".join(junk),
-            why=reason,
+            why="; ".join(f"{r}: {why}" for r, why in reasons),
         )
-        return Verdict("junk", headers=tuple(headers), reason=reason, recipients=only)
+        # The shared reason (X-Ourmail-Junk when every copy is junk) names no one's lists.
+        by_score = value is not None and all(prefs.get(r, UserPrefs()).listed is None for r in junk)
+        shared = f"score {value:.1f}" if by_score else "per-recipient settings"
+        return Verdict(
+            "junk", headers=tuple(headers), reason=shared, recipients=only, reasons=reasons
+        )
 
 
 def _overall(outcomes: Mapping[str, str]) -> str:

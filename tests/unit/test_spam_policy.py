@@ -12,8 +12,10 @@ from conftest import _ensure_reactor
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import blockingCallFromThread
+from zope.interface import implementer
 
 from ourmail.filters import spam
+from ourmail.filters.chain import FilterChain
 from ourmail.filters.spampolicy import Thresholds, decide, refused_by_all, thresholds_for
 from ourmail.filters.spamprefs import (
     MAX_CONTACTS,
@@ -25,7 +27,7 @@ from ourmail.filters.spamprefs import (
     normalise_entry,
 )
 from ourmail.filters.spamscan import SpamScore
-from ourmail.interfaces import FilterEnvironment, MailContext, Verdict
+from ourmail.interfaces import FilterEnvironment, FilterEvent, IFilterLog, MailContext, Verdict
 from ourmail.net.dns import make_resolver
 
 GTUBE = SpamScore(True, 1000.0, 5.0)
@@ -275,3 +277,41 @@ def test_the_lookup_is_bounded(tmp_path: Path) -> None:
     [(senders_asked, trusted_asked)] = asked
     assert senders_asked == froms[: spam.MAX_FROM]
     assert trusted_asked == ["f0@spam0.example"]  # SPF's pass; the From: addresses: none
+
+
+@implementer(IFilterLog)
+class _Log:
+    def __init__(self) -> None:
+        self.events: list[FilterEvent] = []
+
+    def record(self, events: Any) -> None:
+        self.events.extend(events)
+
+
+def test_each_recipient_reads_only_its_own_reason(tmp_path: Path) -> None:
+    """Alice blocks the sender, Bob's copy is junk by score: Bob's log entry and the shared
+    X-Ourmail-Junk field never mention Alice's block list."""
+    prefs = SpamPrefs(tmp_path / "spam.sqlite")
+    prefs.add_entry("alice@example.test", "@spam.example", "block")
+    filter_log = _Log()
+    chain = FilterChain(
+        [spam.SpamCheck(_Scanner(), prefs, reactor)], reactor, "mx.test", filter_log
+    )
+    context = _context(["x@spam.example"], "x@spam.example")
+    context.recipients = ["alice@example.test", "bob@example.test"]
+    _ensure_reactor()
+    outcome = blockingCallFromThread(reactor, chain.run, "data", context)
+    assert outcome.junk == ["spam: per-recipient settings"] and outcome.junk_recipients == []
+    assert b"X-Ourmail-Junk: spam: per-recipient settings\r\n" in chain.fields(context, outcome)
+    chain.filed(context, outcome, {"alice": ["alice@example.test"], "bob": ["bob@example.test"]})
+    reasons = {e.recipient: e.reason for e in filter_log.events}
+    assert reasons == {
+        "alice": "spam: sender on the recipient's block list",
+        "bob": "spam: score 1000: the scanner says spam",
+    }
+    # Junk by score alone for everyone: the shared reason is the score.
+    prefs.remove_entry("alice@example.test", "@spam.example")
+    context = _context(["x@spam.example"], "x@spam.example")
+    context.recipients = ["alice@example.test", "bob@example.test"]
+    outcome = blockingCallFromThread(reactor, chain.run, "data", context)
+    assert outcome.junk == ["spam: score 1000.0"]
