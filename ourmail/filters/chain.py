@@ -92,7 +92,10 @@ class FilterChain:
         assert isinstance(by_recipient, dict)
         events = []
         for mailbox, recipients in mailboxes.items():
-            own = [why for r in recipients for why in by_recipient.get(r, ())]
+            # A reason kept under the mailbox's user (the spam check's, for an alias's
+            # users) is that user's own; else those of the recipients leading there.
+            keys = [mailbox] if mailbox in by_recipient else recipients
+            own = [why for r in keys for why in by_recipient.get(r, ())]
             # A check's reason for this recipient replaces its shared one.
             mine = {why.partition(":")[0] for why in own}
             shared = [why for why in outcome.junk if why.partition(":")[0] not in mine]
@@ -148,20 +151,23 @@ class FilterChain:
         own = dict(verdict.reasons)
         reasons = context.notes.setdefault(JUNK_REASONS, {})
         assert isinstance(reasons, dict)
-        for rcpt in verdict.recipients or tuple(own):
-            reasons.setdefault(rcpt, []).append(f"{check.name}: {own.get(rcpt, shared)}")
+        for key in dict.fromkeys([*verdict.recipients, *own]):
+            reasons.setdefault(key, []).append(f"{check.name}: {own.get(key, shared)}")
 
     def _record_refusal(
         self, check: ICheck, stage: Stage, context: MailContext, verdict: Verdict
     ) -> None:
-        """A refusal at RCPT is that recipient's, at DATA every recipient's; at connect and
-        MAIL there is no recipient yet (the entry is found by the client address)."""
+        """A refusal at RCPT is that recipient's, at DATA every recipient's mailbox users' (an
+        alias's users, as ``ourmail log filter USER`` asks); at connect and MAIL there is no
+        recipient yet (the entry is found by the client address)."""
         if self.log is None:
             return
         if stage == "rcpt":
             recipients: list[str | None] = [context.recipient]
         elif stage == "data":
-            recipients = list(context.recipients)
+            recipients = list(
+                dict.fromkeys(u for r in context.recipients for u in context.owners(r))
+            )
         else:
             recipients = [None]
         self.log.record(

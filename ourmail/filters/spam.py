@@ -170,12 +170,16 @@ class SpamCheck:
         assert context.content is not None
         message, froms = await self._in_thread(_read, context.content, self.max_size)
         recipients = list(dict.fromkeys(r.lower() for r in context.recipients))
+        owners = {
+            r.lower(): tuple(o.lower() for o in context.owners(r)) for r in context.recipients
+        }
+        users = list(dict.fromkeys(u for found in owners.values() for u in found))
         sender = (context.sender or "").lower()
         froms = list(dict.fromkeys(froms))
         trusted = trusted_senders(context, sender, froms)
         senders = list(dict.fromkeys(s for s in [sender, *froms[:MAX_FROM]] if s))
         prefs: dict[str, UserPrefs] = await self._in_thread(
-            self.prefs.lookup, recipients, senders, trusted
+            self.prefs.lookup, users, senders, trusted
         )
         score: SpamScore | None = None
         status = ""
@@ -183,7 +187,7 @@ class SpamCheck:
             status = f"Unknown, not scanned (larger than {self.max_size} bytes)"
         else:
             try:
-                score = await self._scan(message, context, recipients)
+                score = await self._scan(message, context, recipients, users)
             except ScannerError as e:
                 if self.on_error == "tempfail":
                     raise
@@ -194,7 +198,7 @@ class SpamCheck:
                     peer=context.client_address,
                 )
                 status = f"Unknown, {self.backend} unavailable"
-        return self._verdict(context, recipients, prefs, score, status)
+        return self._verdict(context, owners, prefs, score, status)
 
     def _in_thread(self, f: Callable[..., T], *args: object) -> Deferred[T]:
         """``f(*args)`` in the reactor's thread pool (file and database work)."""
@@ -202,7 +206,7 @@ class SpamCheck:
         return threads.deferToThreadPool(cast(IReactorFromThreads, self._reactor), pool, f, *args)
 
     def _scan(
-        self, message: bytes, context: MailContext, recipients: list[str]
+        self, message: bytes, context: MailContext, recipients: list[str], users: list[str]
     ) -> Deferred[SpamScore]:
         self.scanner.timeout = max(0.1, self.timeout * 0.8)
         envelope = Envelope(
@@ -210,24 +214,26 @@ class SpamCheck:
             context.helo,
             context.sender,
             tuple(recipients),
-            recipients[0] if len(recipients) == 1 else None,
+            users[0] if len(users) == 1 else None,
         )
         return self.scanner.scan(message, envelope)
 
     def _verdict(
         self,
         context: MailContext,
-        recipients: Sequence[str],
+        owners: Mapping[str, tuple[str, ...]],
         prefs: Mapping[str, UserPrefs],
         score: SpamScore | None,
         status: str,
     ) -> Verdict:
+        """``owners``: each recipient's users (an alias's), whose settings decide for it."""
         value = score.score if score is not None else None
-        decisions: dict[str, Decision] = {}
-        for rcpt in recipients:
-            own = prefs.get(rcpt, UserPrefs())
-            limits = spampolicy.thresholds_for(rcpt, own, self.domains, self.default)
-            decisions[rcpt] = spampolicy.decide(score, limits, own)
+        decisions: dict[str, Decision] = {}  # by user
+        for user in dict.fromkeys(u for found in owners.values() for u in found):
+            own = prefs.get(user, UserPrefs())
+            limits = spampolicy.thresholds_for(user, own, self.domains, self.default)
+            decisions[user] = spampolicy.decide(score, limits, own)
+        recipients = list(owners)
         headers: list[tuple[str, str]] = []
         junk_at = self.default.junk
         if score is not None:
@@ -240,7 +246,7 @@ class SpamCheck:
             if spam:
                 headers.append(("X-Spam-Flag", "YES"))
         headers.insert(0, ("X-Spam-Status", status))
-        outcomes = {r: d.outcome for r, d in decisions.items()}
+        outcomes = {r: spampolicy.combine([decisions[u] for u in owners[r]]) for r in owners}
         context.notes["spam"] = {
             "score": value,
             "threshold": junk_at if junk_at is not None or score is None else score.required,
@@ -257,10 +263,12 @@ class SpamCheck:
             )
             # RFC 3463 X.7.1: delivery not authorized, message refused.
             return refuse(550, "5.7.1", f"Message refused as spam (score {value:.1f})")
-        junk = [r for r, d in decisions.items() if d.outcome != "inbox"]
+        junk = [r for r, outcome in outcomes.items() if outcome != "inbox"]
         if not junk:
             return Verdict(headers=tuple(headers))
-        reasons = tuple((r, decisions[r].reason) for r in junk)
+        # Each user's own reason, under the user (the alias's users: the filter log's mailboxes).
+        junk_users = list(dict.fromkeys(u for r in junk for u in owners[r]))
+        reasons = tuple((u, decisions[u].reason) for u in junk_users)
         only = () if len(junk) == len(recipients) else tuple(junk)
         log.info(
             "spam: mail from <{sender}> to Junk: {why}",
@@ -268,7 +276,9 @@ class SpamCheck:
             why="; ".join(f"{r}: {why}" for r, why in reasons),
         )
         # The shared reason (X-Ourmail-Junk when every copy is junk) names no one's lists.
-        by_score = value is not None and all(prefs.get(r, UserPrefs()).listed is None for r in junk)
+        by_score = value is not None and all(
+            prefs.get(u, UserPrefs()).listed is None for u in junk_users
+        )
         shared = f"score {value:.1f}" if by_score else "per-recipient settings"
         return Verdict(
             "junk", headers=tuple(headers), reason=shared, recipients=only, reasons=reasons

@@ -331,3 +331,40 @@ def test_spamd_stopped_mid_run_and_started_again(tmp_path: Path) -> None:
     finally:
         own.stop()
         shutil.rmtree(own.work, ignore_errors=True)
+
+
+def test_an_alias_uses_its_users_settings(server: Callable[..., RunningServer]) -> None:
+    """Mail to an alias is judged by its users' lists and thresholds, not the alias's: info@
+    leads to alice, who blocks @pushy.test; team@ leads to alice and bob, refused only when
+    both would refuse."""
+    srv = server({"reject_score": 15})
+    for alias, *users in (("info@example.test", srv.user), ("team@example.test", srv.user, BOB)):
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ourmail",
+                "--data",
+                str(srv.data),
+                "alias",
+                "add",
+                alias,
+                *users,
+            ],
+            check=True,
+            capture_output=True,
+        )
+    admin(srv, "block", srv.user, "@pushy.test")
+    send(
+        srv, message(b"meeting at noon", "ads@pushy.test"), ["info@example.test"], "ads@pushy.test"
+    )
+    assert stored(srv) == [] and len(stored(srv, folder=".Junk")) == 1
+    # alice never refuses, bob (the check's 15) would: accepted, each copy in Junk.
+    admin(srv, "threshold", srv.user, "--reject", "off")
+    send(srv, SPAM, ["team@example.test"])
+    assert len(stored(srv, folder=".Junk")) == 2 and len(stored(srv, BOB, ".Junk")) == 1
+    # Both refuse: refused.
+    admin(srv, "threshold", srv.user, "--reject", "default")
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        send(srv, SPAM, ["team@example.test"])
+    assert e.value.smtp_code == 550

@@ -31,6 +31,7 @@ from ourmail.interfaces import FilterEnvironment, FilterEvent, IFilterLog, MailC
 from ourmail.net.dns import make_resolver
 
 GTUBE = SpamScore(True, 1000.0, 5.0)
+BOB = "bob@example.test"
 CLEAN = SpamScore(False, 1.2, 5.0)
 
 
@@ -315,3 +316,39 @@ def test_each_recipient_reads_only_its_own_reason(tmp_path: Path) -> None:
     context.recipients = ["alice@example.test", "bob@example.test"]
     outcome = blockingCallFromThread(reactor, chain.run, "data", context)
     assert outcome.junk == ["spam: score 1000.0"]
+
+
+def test_an_alias_is_judged_and_logged_by_its_users(tmp_path: Path) -> None:
+    """info@ leads to alice: alice's block list decides, and the filter log's entries (Junk
+    and refusal) are alice's, not the alias's."""
+    prefs = SpamPrefs(tmp_path / "spam.sqlite")
+    prefs.add_entry("alice@example.test", "@spam.example", "block")
+    filter_log = _Log()
+    check = spam.SpamCheck(_Scanner(), prefs, reactor)
+    chain = FilterChain([check], reactor, "mx.test", filter_log)
+
+    def context() -> MailContext:
+        made = _context(["x@spam.example"], "x@spam.example")
+        made.recipients = ["info@example.test", "bob@example.test"]
+        made.mailboxes = {"info@example.test": ("alice@example.test",)}
+        return made
+
+    _ensure_reactor()
+    first = context()
+    outcome = blockingCallFromThread(reactor, chain.run, "data", first)
+    assert first.notes["spam"]["recipients"] == {  # type: ignore[index]
+        "info@example.test": "junk",
+        "bob@example.test": "junk",
+    }
+    mailboxes = {"alice@example.test": ["info@example.test"], "bob@example.test": [BOB]}
+    chain.filed(first, outcome, mailboxes)
+    assert {e.recipient: e.reason for e in filter_log.events} == {
+        "alice@example.test": "spam: sender on the recipient's block list",
+        "bob@example.test": "spam: score 1000: the scanner says spam",
+    }
+    filter_log.events.clear()
+    prefs.remove_entry("alice@example.test", "@spam.example")
+    check.default = Thresholds(reject=15.0)
+    outcome = blockingCallFromThread(reactor, chain.run, "data", context())
+    assert outcome.refusal is not None
+    assert [e.recipient for e in filter_log.events] == ["alice@example.test", BOB]
