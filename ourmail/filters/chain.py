@@ -92,10 +92,18 @@ class FilterChain:
         assert isinstance(by_recipient, dict)
         events = []
         for mailbox, recipients in mailboxes.items():
-            # A reason kept under the mailbox's user (the spam check's, for an alias's
-            # users) is that user's own; else those of the recipients leading there.
-            keys = [mailbox] if mailbox in by_recipient else recipients
-            own = [why for r in keys for why in by_recipient.get(r, ())]
+            # A check's reason kept under the mailbox's user (the spam check's, for an
+            # alias's users) is that user's own, and replaces the check's reasons for the
+            # recipients leading there.
+            by_user = list(by_recipient.get(mailbox, ()))
+            user_checks = {why.partition(":")[0] for why in by_user}
+            via = [
+                why
+                for r in recipients
+                for why in by_recipient.get(r, ())
+                if why.partition(":")[0] not in user_checks
+            ]
+            own = [*by_user, *via]
             # A check's reason for this recipient replaces its shared one.
             mine = {why.partition(":")[0] for why in own}
             shared = [why for why in outcome.junk if why.partition(":")[0] not in mine]

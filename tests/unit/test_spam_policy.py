@@ -352,3 +352,21 @@ def test_an_alias_is_judged_and_logged_by_its_users(tmp_path: Path) -> None:
     outcome = blockingCallFromThread(reactor, chain.run, "data", context())
     assert outcome.refusal is not None
     assert [e.recipient for e in filter_log.events] == ["alice@example.test", BOB]
+
+
+def test_an_alias_filed_alone_is_logged_with_its_users_reason(tmp_path: Path) -> None:
+    """Only info@'s copy (alice's) goes to Junk: alice's entry gives her own reason once."""
+    prefs = SpamPrefs(tmp_path / "spam.sqlite")
+    prefs.add_entry("alice@example.test", "@spam.example", "block")
+    prefs.set_thresholds(BOB, 2000.0, None)
+    filter_log = _Log()
+    chain = FilterChain([spam.SpamCheck(_Scanner(), prefs, reactor)], reactor, "mx", filter_log)
+    context = _context(["x@spam.example"], "x@spam.example")
+    context.recipients = ["info@example.test", BOB]
+    context.mailboxes = {"info@example.test": ("alice@example.test",)}
+    _ensure_reactor()
+    outcome = blockingCallFromThread(reactor, chain.run, "data", context)
+    assert outcome.junk == [] and outcome.junk_recipients == ["info@example.test"]
+    chain.filed(context, outcome, {"alice@example.test": ["info@example.test"]})
+    [event] = filter_log.events
+    assert event.reason == "spam: sender on the recipient's block list"
