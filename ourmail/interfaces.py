@@ -459,6 +459,12 @@ class Verdict:
     #: For ``junk``: only these recipients' copies go to Junk (empty: every copy), as the
     #: spam check decides per recipient with per-user thresholds and lists.
     recipients: tuple[str, ...] = ()
+    #: For ``junk``: each recipient's own reason, as (recipient, reason), when they differ
+    #: (one user's block list is no business of another's); the key may also be a user of
+    #: :attr:`MailContext.mailboxes` (an alias's user's own reason).  The chain logs these
+    #: per recipient; :attr:`reason` must then say only what every recipient may read, as it is
+    #: what a ``junk`` verdict for every copy puts in the shared ``X-Ourmail-Junk`` field.
+    reasons: tuple[tuple[str, str], ...] = ()
 
     @property
     def refuses(self) -> bool:
@@ -492,6 +498,11 @@ class MailContext:
     #: The recipients accepted so far; at ``rcpt`` the one being checked is :attr:`recipient`.
     recipients: list[str] = attrs.Factory(list)
     recipient: str | None = None
+    #: Each accepted recipient's local mailboxes (:attr:`Recipient.mailboxes`: an alias's
+    #: users), filled by the protocol as it accepts it; a recipient not here (a remote one,
+    #: or a protocol that does not know) is its own.  Per-user settings (the spam check's)
+    #: belong to these mailboxes' owners, not to an alias.
+    mailboxes: dict[str, tuple[str, ...]] = attrs.Factory(dict)
     #: The logged-in user (submission), or None.
     authenticated: str | None = None
     #: The listener trusts this mail (submission, LMTP, unless check_submission/check_lmtp):
@@ -505,6 +516,10 @@ class MailContext:
     #: Per-transaction notes of the checks, by check name (e.g. SPF's verdict for DMARC).
     notes: dict[str, object] = attrs.Factory(dict)
 
+    def owners(self, recipient: str) -> tuple[str, ...]:
+        """Whose settings hold for ``recipient``: its mailboxes' users, else itself."""
+        return self.mailboxes.get(recipient) or (recipient,)
+
     def message(self) -> bytes:
         """The message at ``data`` (reads the file when it is one; call off the reactor for a
         large one)."""
@@ -516,8 +531,10 @@ class MailContext:
             return f.read()
 
     def new_transaction(self) -> None:
-        """Forget the last message's envelope, content, results and notes."""
+        """Forget the last message's envelope, its recipients' mailboxes, content, results and
+        notes."""
         self.sender, self.recipients, self.recipient, self.content = None, [], None, None
+        self.mailboxes = {}
         self.results, self.notes = [], {}
 
 

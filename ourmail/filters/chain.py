@@ -16,7 +16,9 @@ Implementation notes (keep these true when changing this module):
   spam check: ``X-Spam-Status`` and the like): fields of those names that arrive with the
   message are removed first, on every listener.
 * A ``junk`` verdict that names ``recipients`` files only their copies into Junk
-  (:attr:`ChainOutcome.junk_recipients`); one without files every copy.
+  (:attr:`ChainOutcome.junk_recipients`); one without files every copy.  The shared
+  ``X-Ourmail-Junk`` field holds only a verdict's ``reason``; a verdict's per-recipient
+  ``reasons`` go to that recipient's filter-log entry alone (:data:`JUNK_REASONS`).
 """
 
 from __future__ import annotations
@@ -90,8 +92,22 @@ class FilterChain:
         assert isinstance(by_recipient, dict)
         events = []
         for mailbox, recipients in mailboxes.items():
-            own = [why for r in recipients for why in by_recipient.get(r, ())]
-            reasons = list(dict.fromkeys([*outcome.junk, *own]))
+            # A check's reason kept under the mailbox's user (the spam check's, for an
+            # alias's users) is that user's own, and replaces the check's reasons for the
+            # recipients leading there.
+            by_user = list(by_recipient.get(mailbox, ()))
+            user_checks = {why.partition(":")[0] for why in by_user}
+            via = [
+                why
+                for r in recipients
+                for why in by_recipient.get(r, ())
+                if why.partition(":")[0] not in user_checks
+            ]
+            own = [*by_user, *via]
+            # A check's reason for this recipient replaces its shared one.
+            mine = {why.partition(":")[0] for why in own}
+            shared = [why for why in outcome.junk if why.partition(":")[0] not in mine]
+            reasons = list(dict.fromkeys([*shared, *own]))
             checks = ", ".join(dict.fromkeys(why.partition(":")[0] for why in reasons))
             events.append(_event(context, "junk", "data", checks, "; ".join(reasons), mailbox))
         self.log.record(events)
@@ -127,27 +143,39 @@ class FilterChain:
                 outcome.refusal = verdict
                 self._record_refusal(check, stage, context, verdict)
                 return outcome
-            if verdict.action == "junk" and verdict.recipients:
-                outcome.junk_recipients.extend(verdict.recipients)
-                reasons = context.notes.setdefault(JUNK_REASONS, {})
-                assert isinstance(reasons, dict)
-                for rcpt in verdict.recipients:
-                    reasons.setdefault(rcpt, []).append(f"{check.name}: {verdict.reason or 'junk'}")
-            elif verdict.action == "junk":
-                outcome.junk.append(f"{check.name}: {verdict.reason or 'junk'}")
+            if verdict.action == "junk":
+                self._junk(check, verdict, context, outcome)
         return outcome
+
+    @staticmethod
+    def _junk(check: ICheck, verdict: Verdict, context: MailContext, outcome: ChainOutcome) -> None:
+        """Note a ``junk`` verdict: its recipients (or every copy, with its shared reason for
+        ``X-Ourmail-Junk``) and each recipient's own reason for the filter log."""
+        shared = verdict.reason or "junk"
+        if verdict.recipients:
+            outcome.junk_recipients.extend(verdict.recipients)
+        else:
+            outcome.junk.append(f"{check.name}: {shared}")
+        own = dict(verdict.reasons)
+        reasons = context.notes.setdefault(JUNK_REASONS, {})
+        assert isinstance(reasons, dict)
+        for key in dict.fromkeys([*verdict.recipients, *own]):
+            reasons.setdefault(key, []).append(f"{check.name}: {own.get(key, shared)}")
 
     def _record_refusal(
         self, check: ICheck, stage: Stage, context: MailContext, verdict: Verdict
     ) -> None:
-        """A refusal at RCPT is that recipient's, at DATA every recipient's; at connect and
-        MAIL there is no recipient yet (the entry is found by the client address)."""
+        """A refusal at RCPT is that recipient's, at DATA every recipient's mailbox users' (an
+        alias's users, as ``ourmail log filter USER`` asks); at connect and MAIL there is no
+        recipient yet (the entry is found by the client address)."""
         if self.log is None:
             return
         if stage == "rcpt":
             recipients: list[str | None] = [context.recipient]
         elif stage == "data":
-            recipients = list(context.recipients)
+            recipients = list(
+                dict.fromkeys(u for r in context.recipients for u in context.owners(r))
+            )
         else:
             recipients = [None]
         self.log.record(

@@ -7,7 +7,9 @@ Implementation notes (keep these true when changing this module):
 * The message is scanned once, whatever the number of recipients; each recipient's outcome
   follows :mod:`ourmail.filters.spampolicy`.  The message is refused (``550 5.7.1``) only
   when every recipient refuses it; otherwise a recipient that would refuse gets its copy in
-  Junk, and a ``junk`` verdict names the recipients whose copies go there.
+  Junk, and a ``junk`` verdict names the recipients whose copies go there, with each one's
+  own reason (``Verdict.reasons``, for the filter log); its shared ``reason`` (the
+  ``X-Ourmail-Junk`` field when every copy is junk) never names a list.
 * Messages larger than ``max_size`` are not scanned (the header says so); the allow and
   block lists still apply.  The message is read off the reactor when it is a spool file.
 * A scanner that is down, answers garbage or does not answer in time (the client gives up
@@ -16,9 +18,15 @@ Implementation notes (keep these true when changing this module):
   and a warning in the log; with ``"tempfail"`` the chain answers ``451 4.7.0``.
 * Fields named like ours (:data:`SPAM_FIELDS`) that arrive with the message are removed by
   the chain before ours are added (``replaces_fields``): a sender cannot forge a verdict.
-* An allow-list entry or a contact counts only for a sender identity no earlier check found
-  forged: the envelope sender unless SPF failed (RFC 7208 §2.6.4, §2.6.5), the ``From:``
-  addresses unless DMARC failed (RFC 7489 §6.6.2).  A block-list entry counts for any.
+* An allow-list entry or a contact counts only for a sender identity an earlier check
+  authenticated (:func:`trusted_senders`): the envelope sender when SPF said ``pass`` for its
+  domain (RFC 7208 §2.6.3), the ``From:`` address when the message has exactly one and DMARC
+  said ``pass`` for its domain (RFC 7489 §6.6.2; two ``From:`` fields are a permerror, §6.6.1).
+  Anything else (neutral, none, softfail, temperror, permerror, or no ``spf``/``dmarc``
+  before ``spam`` in the chain) trusts nobody.  A block-list entry counts for any sender.
+* The work is bounded whatever the message: the ``From:`` addresses are deduplicated and at
+  most :data:`MAX_FROM` are looked up (beyond that none is trusted), and the preferences
+  database answers each recipient in one query (:meth:`SpamPrefs.lookup`).
 """
 
 from __future__ import annotations
@@ -85,6 +93,8 @@ DEFAULT_CONTROLLER = "http://127.0.0.1:11334"
 DEFAULT_MAX_SIZE = 1024 * 1024
 #: How much of a message on disk is read for its From: field when it is too large to scan.
 HEAD_READ = 256 * 1024
+#: ``From:`` addresses looked up on the block lists; a message with more trusts none of them.
+MAX_FROM = 5
 
 
 def _read(content: bytes | os.PathLike[str], max_size: int) -> tuple[bytes | None, list[str]]:
@@ -103,8 +113,27 @@ def _read(content: bytes | os.PathLike[str], max_size: int) -> tuple[bytes | Non
     return message, [a.lower() for a in froms]
 
 
-def _failed(context: MailContext, method: str, results: tuple[str, ...]) -> bool:
-    return any(r.method == method and r.result in results for r in context.results)
+def _passed(context: MailContext, method: str, address: str) -> bool:
+    """Whether the ``spf``/``dmarc`` check's note says ``pass`` for ``address``'s domain."""
+    note = context.notes.get(method)
+    if not isinstance(note, Mapping) or note.get("result") != "pass":
+        return False
+    domain = str(note.get("domain", "")).lower().rstrip(".")
+    return bool(domain) and address.rpartition("@")[2].rstrip(".") == domain
+
+
+def trusted_senders(context: MailContext, sender: str, froms: Sequence[str]) -> list[str]:
+    """The sender identities allow lists and contacts may vouch for: ``sender`` (MAIL FROM)
+    when SPF passed for its domain (RFC 7208 §2.6.3), the ``From:`` address when ``froms``
+    holds exactly one and DMARC passed for its domain (RFC 7489 §6.6.2; several ``From:``
+    addresses cannot all be authenticated, §6.6.1).  Both need ``spf``/``dmarc`` earlier in
+    the chain; without them nobody is trusted."""
+    trusted = []
+    if sender and _passed(context, "spf", sender):
+        trusted.append(sender)
+    if len(froms) == 1 and _passed(context, "dmarc", froms[0]):
+        trusted.append(froms[0])
+    return trusted
 
 
 @implementer(ICheck)
@@ -141,13 +170,16 @@ class SpamCheck:
         assert context.content is not None
         message, froms = await self._in_thread(_read, context.content, self.max_size)
         recipients = list(dict.fromkeys(r.lower() for r in context.recipients))
+        owners = {
+            r.lower(): tuple(o.lower() for o in context.owners(r)) for r in context.recipients
+        }
+        users = list(dict.fromkeys(u for found in owners.values() for u in found))
         sender = (context.sender or "").lower()
-        senders = [s for s in [sender, *froms] if s]
-        trusted = [s for s in froms if not _failed(context, "dmarc", ("fail",))]
-        if sender and not _failed(context, "spf", ("fail", "softfail")):
-            trusted.append(sender)
+        froms = list(dict.fromkeys(froms))
+        trusted = trusted_senders(context, sender, froms)
+        senders = list(dict.fromkeys(s for s in [sender, *froms[:MAX_FROM]] if s))
         prefs: dict[str, UserPrefs] = await self._in_thread(
-            self.prefs.lookup, recipients, senders, trusted
+            self.prefs.lookup, users, senders, trusted
         )
         score: SpamScore | None = None
         status = ""
@@ -155,7 +187,7 @@ class SpamCheck:
             status = f"Unknown, not scanned (larger than {self.max_size} bytes)"
         else:
             try:
-                score = await self._scan(message, context, recipients)
+                score = await self._scan(message, context, recipients, users)
             except ScannerError as e:
                 if self.on_error == "tempfail":
                     raise
@@ -166,7 +198,7 @@ class SpamCheck:
                     peer=context.client_address,
                 )
                 status = f"Unknown, {self.backend} unavailable"
-        return self._verdict(context, recipients, prefs, score, status)
+        return self._verdict(context, owners, prefs, score, status)
 
     def _in_thread(self, f: Callable[..., T], *args: object) -> Deferred[T]:
         """``f(*args)`` in the reactor's thread pool (file and database work)."""
@@ -174,7 +206,7 @@ class SpamCheck:
         return threads.deferToThreadPool(cast(IReactorFromThreads, self._reactor), pool, f, *args)
 
     def _scan(
-        self, message: bytes, context: MailContext, recipients: list[str]
+        self, message: bytes, context: MailContext, recipients: list[str], users: list[str]
     ) -> Deferred[SpamScore]:
         self.scanner.timeout = max(0.1, self.timeout * 0.8)
         envelope = Envelope(
@@ -182,24 +214,26 @@ class SpamCheck:
             context.helo,
             context.sender,
             tuple(recipients),
-            recipients[0] if len(recipients) == 1 else None,
+            users[0] if len(users) == 1 else None,
         )
         return self.scanner.scan(message, envelope)
 
     def _verdict(
         self,
         context: MailContext,
-        recipients: Sequence[str],
+        owners: Mapping[str, tuple[str, ...]],
         prefs: Mapping[str, UserPrefs],
         score: SpamScore | None,
         status: str,
     ) -> Verdict:
+        """``owners``: each recipient's users (an alias's), whose settings decide for it."""
         value = score.score if score is not None else None
-        decisions: dict[str, Decision] = {}
-        for rcpt in recipients:
-            own = prefs.get(rcpt, UserPrefs())
-            limits = spampolicy.thresholds_for(rcpt, own, self.domains, self.default)
-            decisions[rcpt] = spampolicy.decide(score, limits, own)
+        decisions: dict[str, Decision] = {}  # by user
+        for user in dict.fromkeys(u for found in owners.values() for u in found):
+            own = prefs.get(user, UserPrefs())
+            limits = spampolicy.thresholds_for(user, own, self.domains, self.default)
+            decisions[user] = spampolicy.decide(score, limits, own)
+        recipients = list(owners)
         headers: list[tuple[str, str]] = []
         junk_at = self.default.junk
         if score is not None:
@@ -212,7 +246,7 @@ class SpamCheck:
             if spam:
                 headers.append(("X-Spam-Flag", "YES"))
         headers.insert(0, ("X-Spam-Status", status))
-        outcomes = {r: d.outcome for r, d in decisions.items()}
+        outcomes = {r: spampolicy.combine([decisions[u] for u in owners[r]]) for r in owners}
         context.notes["spam"] = {
             "score": value,
             "threshold": junk_at if junk_at is not None or score is None else score.required,
@@ -229,18 +263,26 @@ class SpamCheck:
             )
             # RFC 3463 X.7.1: delivery not authorized, message refused.
             return refuse(550, "5.7.1", f"Message refused as spam (score {value:.1f})")
-        junk = [r for r, d in decisions.items() if d.outcome != "inbox"]
+        junk = [r for r, outcome in outcomes.items() if outcome != "inbox"]
         if not junk:
             return Verdict(headers=tuple(headers))
-        reason = decisions[junk[0]].reason
+        # Each user's own reason, under the user (the alias's users: the filter log's mailboxes).
+        junk_users = list(dict.fromkeys(u for r in junk for u in owners[r]))
+        reasons = tuple((u, decisions[u].reason) for u in junk_users)
         only = () if len(junk) == len(recipients) else tuple(junk)
         log.info(
-            "spam: mail from <{sender}> to Junk for {rcpts}: {why}",
+            "spam: mail from <{sender}> to Junk: {why}",
             sender=context.sender,
-            rcpts=", ".join(junk),
-            why=reason,
+            why="; ".join(f"{r}: {why}" for r, why in reasons),
         )
-        return Verdict("junk", headers=tuple(headers), reason=reason, recipients=only)
+        # The shared reason (X-Ourmail-Junk when every copy is junk) names no one's lists.
+        by_score = value is not None and all(
+            prefs.get(u, UserPrefs()).listed is None for u in junk_users
+        )
+        shared = f"score {value:.1f}" if by_score else "per-recipient settings"
+        return Verdict(
+            "junk", headers=tuple(headers), reason=shared, recipients=only, reasons=reasons
+        )
 
 
 def _overall(outcomes: Mapping[str, str]) -> str:

@@ -9,7 +9,9 @@ Implementation notes (keep these true when changing this module):
 * The reply is bounded (:attr:`SpamdClient.max_reply`): a longer one aborts the connection
   and fails with :class:`SpamdError`, as does one that is not of that form or a spamd error
   (``SPAMD/1.0 76 Bad header line``).  A spamd that never answers is cut off after
-  :attr:`SpamdClient.timeout` seconds (:class:`SpamdTimeout`).
+  :attr:`SpamdClient.timeout` seconds (:class:`SpamdTimeout`).  A request its caller
+  cancels (the chain's time-out, the learning's, a stop) fails with ``CancelledError`` and
+  leaves nothing behind: the connection attempt is cancelled or the connection aborted.
 * ``TELL`` (learning) needs spamd started with ``--allow-tell``; without it spamd answers
   ``EX_NOPERM`` and :meth:`SpamdClient.tell` fails.
 """
@@ -23,6 +25,7 @@ import attrs
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, UNIXClientEndpoint
+from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
@@ -78,6 +81,9 @@ def parse_reply(data: bytes) -> SpamdReply:
         body = b""
     headers: dict[str, str] = {}
     for line in lines[1:]:
+        if not line:
+            # The CRLF ending a reply with no blank line and no body (``SPAMD/1.5 0 PONG``).
+            continue
         name, colon, value = line.partition(b":")
         if not colon or not name.strip():
             raise SpamdError(f"bad header line in spamd's reply: {line[:80]!r}")
@@ -113,8 +119,15 @@ class _Exchange(Protocol):
     def __init__(self, request: bytes, limit: int) -> None:
         self.request, self.limit = request, limit
         self.received = bytearray()
-        self.done: Deferred[bytes] = Deferred()
+        #: Cancelling it (the caller gave up: the chain's time-out, a stop) aborts the
+        #: connection, so no request outlives its caller.
+        self.done: Deferred[bytes] = Deferred(lambda _: self.abort())
         self.overflow = False
+
+    def abort(self) -> None:
+        """Drop the connection now, if there is one (no reply is waited for)."""
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def connectionMade(self) -> None:
         assert self.transport is not None
@@ -196,15 +209,18 @@ class SpamdClient:
             nonlocal timed_out
             timed_out = True
             connecting.cancel()
-            if exchange.transport is not None:
-                exchange.transport.abortConnection()  # type: ignore[attr-defined]
+            exchange.abort()
 
         call = self.reactor.callLater(self.timeout, expire)
+        # Cancelling the request cancels what it awaits: the connection attempt (the
+        # endpoint's canceller) or the reply (``exchange.done``'s, which aborts).
         connecting = self._endpoint.connect(Factory.forProtocol(lambda: exchange))
         try:
             try:
                 await connecting
-            except defer.CancelledError:
+            except (defer.CancelledError, ConnectingCancelledError):
+                if not timed_out:
+                    raise defer.CancelledError() from None  # the caller's, not our time-out
                 raise SpamdTimeout(f"spamd at {self.address} did not answer in time") from None
             except Exception as e:
                 raise SpamdError(f"cannot reach spamd at {self.address}: {e}") from e

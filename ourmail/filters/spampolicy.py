@@ -84,6 +84,17 @@ def decide(score: SpamScore | None, limits: Thresholds, prefs: UserPrefs) -> Dec
     return Decision("inbox", f"score {value:g} < {limits.junk:g}")
 
 
+def combine(decisions: Sequence[Decision]) -> Outcome:
+    """One recipient's outcome from its users' (an alias's): refused when every user refuses,
+    Junk when every user's copy would go to Junk or be refused, else the inbox (a user who
+    wants the message must get it; the copy is one for all of them)."""
+    if refused_by_all(decisions):
+        return "reject"
+    if decisions and all(d.outcome != "inbox" for d in decisions):
+        return "junk"
+    return "inbox"
+
+
 def refused_by_all(decisions: Sequence[Decision]) -> bool:
     """A message is refused only when every recipient's outcome is a refusal."""
     return bool(decisions) and all(d.outcome == "reject" for d in decisions)

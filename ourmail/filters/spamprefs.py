@@ -8,13 +8,18 @@ Implementation notes (keep these true when changing this module):
   the spam check use the reactor's thread pool), one connection per thread.
 * An allow or block entry is an address (``bob@example.org``) or a domain (``@example.org``,
   which also covers its subdomains).  The most specific entry that matches a sender wins;
-  between two senders of one message (envelope and ``From:``), block wins.
+  between two senders of one message (envelope and ``From:``), block wins.  A sender's
+  domain is matched by its :data:`MAX_LABELS` nearest-the-root parents only (an entry for a
+  deeper subdomain matches addresses, not domains), so a lookup is bounded.
+* :meth:`SpamPrefs.lookup` asks one query per recipient (its thresholds, the list entries
+  and contacts that match, with ``IN (...)``), whatever the number of senders.
 * Contacts are the addresses a user sent mail to through submission, at most
   :data:`MAX_CONTACTS` per user (the oldest are forgotten first).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sqlite3
@@ -37,6 +42,8 @@ BUSY_TIMEOUT_MS = 5000
 MAX_CONTACTS = 5000
 #: Stored for a reject threshold switched off for a user (above every score).
 OFF = math.inf
+#: Parent domains of a sender looked up on the lists (``@a.b.example`` … ``@example``).
+MAX_LABELS = 10
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS thresholds (
@@ -48,6 +55,15 @@ CREATE TABLE IF NOT EXISTS contacts (
     user TEXT NOT NULL, address TEXT NOT NULL, last_sent REAL NOT NULL,
     PRIMARY KEY (user, address));
 CREATE INDEX IF NOT EXISTS contacts_age ON contacts (user, last_sent);
+"""
+#: One user's thresholds, the list entries among a JSON array of candidates, and the
+#: contacts among a JSON array of addresses (the ``IN`` lists go as one parameter each).
+LOOKUP = """
+SELECT 'limits', junk, reject FROM thresholds WHERE user = ?
+UNION ALL SELECT 'list', entry, kind FROM lists
+    WHERE user = ? AND entry IN (SELECT value FROM json_each(?))
+UNION ALL SELECT 'contact', address, NULL FROM contacts
+    WHERE user = ? AND address IN (SELECT value FROM json_each(?))
 """
 
 
@@ -76,7 +92,8 @@ def _candidates(sender: str) -> list[str]:
     if not at or not domain:
         return []
     labels = domain.rstrip(".").split(".")
-    return [sender] + ["@" + ".".join(labels[i:]) for i in range(len(labels) - 1)]
+    first = max(0, len(labels) - 1 - MAX_LABELS)
+    return [sender] + ["@" + ".".join(labels[i:]) for i in range(first, len(labels) - 1)]
 
 
 @attrs.frozen
@@ -188,40 +205,39 @@ class SpamPrefs:
         self, users: Sequence[str], senders: Sequence[str], trusted: Sequence[str]
     ) -> dict[str, UserPrefs]:
         """Each user's thresholds and what its lists and contacts say of the message's
-        ``senders``; ``trusted``: those of them no authentication check found forged (only
-        they may be allowed or be contacts)."""
+        ``senders``; ``trusted``: those of them an authentication check vouched for (only
+        they may be allowed or be contacts).  One query per user."""
         db = self._db()
+        senders = list(dict.fromkeys(s.strip().lower() for s in senders))
+        trusted_set = {t.strip().lower() for t in trusted}
+        candidates = {sender: _candidates(sender) for sender in senders}
+        entries = list(dict.fromkeys(e for c in candidates.values() for e in c))
+        contacts = [s for s in senders if s in trusted_set]
+        wanted = (json.dumps(entries), json.dumps(contacts))
         out = {}
         for user in users:
-            junk, reject = self.thresholds(user)
+            rows = db.execute(LOOKUP, (user, user, wanted[0], user, wanted[1])).fetchall()
+            junk = reject = None
+            kinds: dict[str, ListKind] = {}
+            contact = False
+            for what, first, second in rows:
+                if what == "limits":
+                    junk, reject = first, second
+                elif what == "list":
+                    kinds[first] = second
+                else:
+                    contact = True
             verdicts: list[ListKind] = []
-            for sender in senders:
-                kind = self._listed(db, user, sender)
-                if kind == "block" or (kind == "allow" and sender in trusted):
+            for sender, matching in candidates.items():
+                # The most specific entry that matches this sender decides for it.
+                kind = next((kinds[e] for e in matching if e in kinds), None)
+                if kind == "block" or (kind == "allow" and sender in trusted_set):
                     verdicts.append(kind)
             listed: ListKind | None = (
                 "block" if "block" in verdicts else "allow" if verdicts else None
             )
-            contact = any(
-                db.execute(
-                    "SELECT 1 FROM contacts WHERE user = ? AND address = ?",
-                    (user, sender.lower()),
-                ).fetchone()
-                for sender in trusted
-            )
             out[user] = UserPrefs(junk, reject, listed, contact)
         return out
-
-    @staticmethod
-    def _listed(db: sqlite3.Connection, user: str, sender: str) -> ListKind | None:
-        for entry in _candidates(sender):
-            row = db.execute(
-                "SELECT kind FROM lists WHERE user = ? AND entry = ?", (user, entry)
-            ).fetchone()
-            if row is not None:
-                kind: ListKind = row[0]
-                return kind
-        return None
 
 
 @implementer(IContactBook)

@@ -483,6 +483,7 @@ class SMTPServer(LineProtocol):
         if all(a.recipient.address != rcpt.address for a in self.recipients):
             self.recipients.append(Accepted(rcpt, params))
             self.mail_context.recipients.append(rcpt.address)
+            self.mail_context.mailboxes[rcpt.address] = rcpt.mailboxes
         self.reply(250, "2.1.5 Ok")
 
     def _transaction_ready(self) -> bool:

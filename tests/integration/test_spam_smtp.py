@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunningServer, client_tls, running_server
+from conftest import RunningServer, client_tls, dns_zone, running_server
 from peers.spamd import GTUBE, Spamd, free_port, private_spamd, spamd  # noqa: F401 (a fixture)
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import globalLogPublisher
 
-from ourmail.config import FilterSettings
+from ourmail.config import DNSSettings, FilterSettings
 
 BOB = "bob@example.test"
 
@@ -51,10 +51,24 @@ def server(tmp_path: Path, spamd: Spamd) -> Iterator[Callable[..., RunningServer
     """Start a server whose chain is the spam check against the session's spamd."""
     servers: list[Any] = []
 
-    def start(options: Mapping[str, Any] | None = None, **settings: Any) -> RunningServer:
+    def start(
+        options: Mapping[str, Any] | None = None, spf: bool = False, **settings: Any
+    ) -> RunningServer:
+        """``spf``: ``spf`` runs before ``spam`` (loopback not skipped), against the test DNS
+        server, so that an allow list or a contact can vouch for an SPF-authenticated sender."""
         opts = {"address": spamd.address, **(options or {})}
-        filters = FilterSettings(chain=("spam",), options={"spam": opts}, **settings)
-        cm = running_server(tmp_path / str(len(servers)), filters=filters)
+        chain, more, options_all = ("spam",), {}, {"spam": opts}
+        if spf:
+            options_all["spf"] = {"skip_networks": []}
+            chain, more = (
+                ("spf", "spam"),
+                {"dns": DNSSettings(servers=(f"127.0.0.1:{dns_zone()[1]}",))},
+            )
+            zone = dns_zone()[0]
+            for domain in ("else.test", "remote.test", "pushy.test", "mail.pushy.test"):
+                zone.set_txt(domain, "v=spf1 ip4:127.0.0.0/8 -all")
+        filters = FilterSettings(chain=chain, options=options_all, **settings)
+        cm = running_server(tmp_path / str(len(servers)), filters=filters, **more)
         servers.append(cm)
         srv = cm.__enter__()
         srv.add_user(BOB)
@@ -182,7 +196,7 @@ def test_per_domain_thresholds(server: Callable[..., RunningServer]) -> None:
 
 
 def test_allow_and_block_lists(server: Callable[..., RunningServer]) -> None:
-    srv = server({"reject_score": 15})
+    srv = server({"reject_score": 15}, spf=True)
     admin(srv, "allow", srv.user, "Friend@Else.Test")
     admin(srv, "block", srv.user, "@pushy.test")
     show = admin(srv, "show", srv.user)
@@ -200,7 +214,7 @@ def test_allow_and_block_lists(server: Callable[..., RunningServer]) -> None:
 
 
 def test_contacts_are_never_junk_by_score(server: Callable[..., RunningServer]) -> None:
-    srv = server()
+    srv = server(spf=True)
     with smtplib.SMTP_SSL("127.0.0.1", srv.port("submissions"), context=client_tls()) as s:
         s.login(srv.user, srv.password)
         s.sendmail(srv.user, ["Carol@Remote.Test"], f"From: {srv.user}\r\n\r\nhi\r\n".encode())
@@ -317,3 +331,40 @@ def test_spamd_stopped_mid_run_and_started_again(tmp_path: Path) -> None:
     finally:
         own.stop()
         shutil.rmtree(own.work, ignore_errors=True)
+
+
+def test_an_alias_uses_its_users_settings(server: Callable[..., RunningServer]) -> None:
+    """Mail to an alias is judged by its users' lists and thresholds, not the alias's: info@
+    leads to alice, who blocks @pushy.test; team@ leads to alice and bob, refused only when
+    both would refuse."""
+    srv = server({"reject_score": 15})
+    for alias, *users in (("info@example.test", srv.user), ("team@example.test", srv.user, BOB)):
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ourmail",
+                "--data",
+                str(srv.data),
+                "alias",
+                "add",
+                alias,
+                *users,
+            ],
+            check=True,
+            capture_output=True,
+        )
+    admin(srv, "block", srv.user, "@pushy.test")
+    send(
+        srv, message(b"meeting at noon", "ads@pushy.test"), ["info@example.test"], "ads@pushy.test"
+    )
+    assert stored(srv) == [] and len(stored(srv, folder=".Junk")) == 1
+    # alice never refuses, bob (the check's 15) would: accepted, each copy in Junk.
+    admin(srv, "threshold", srv.user, "--reject", "off")
+    send(srv, SPAM, ["team@example.test"])
+    assert len(stored(srv, folder=".Junk")) == 2 and len(stored(srv, BOB, ".Junk")) == 1
+    # Both refuse: refused.
+    admin(srv, "threshold", srv.user, "--reject", "default")
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        send(srv, SPAM, ["team@example.test"])
+    assert e.value.smtp_code == 550

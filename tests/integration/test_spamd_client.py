@@ -15,7 +15,13 @@ from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import blockingCallFromThread
 
-from ourmail.filters.spamc import SpamdClient, SpamdError, SpamdLearner, SpamdTimeout
+from ourmail.filters.spamc import (
+    SpamdClient,
+    SpamdError,
+    SpamdLearner,
+    SpamdTimeout,
+    parse_reply,
+)
 from ourmail.interfaces import ISpamLearner
 
 
@@ -146,3 +152,71 @@ def test_a_unix_socket_address(tmp_path: Any) -> None:
     finally:
         call(port.stopListening)
     assert score.spam and score.score == 1000.5 and score.symbols == ("GTUBE",)
+
+
+def test_ping_a_real_spamd(spamd: Spamd) -> None:  # noqa: F811
+    """spamd answers PING with ``SPAMD/1.5 0 PONG`` and no blank line: that is an answer."""
+    assert call(client(spamd.address).ping) is None
+
+
+def test_a_reply_with_no_blank_line_parses() -> None:
+    reply = parse_reply(b"SPAMD/1.5 0 PONG\r\n")
+    assert (reply.code, reply.message, reply.headers, reply.body) == (0, "PONG", {}, b"")
+
+
+class _Silent(Protocol):
+    """Reads the request and never answers; counts its open connections."""
+
+    open: list[_Silent] = []
+
+    def connectionMade(self) -> None:
+        self.open.append(self)
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.open.remove(self)
+
+
+def test_cancelling_a_request_closes_its_connection() -> None:
+    """The chain's time-out (or a stop) cancels a scan: the connection to spamd goes."""
+    from twisted.internet import defer
+
+    port = call(reactor.listenTCP, 0, Factory.forProtocol(_Silent), 50, "127.0.0.1")
+    try:
+        spamc = client(f"127.0.0.1:{port.getHost().port}", timeout=30)
+        failures: list[Any] = []
+        # (In a list: blockingCallFromThread would wait for a Deferred returned.)
+        [pending] = call(lambda: [spamc.symbols(message(b"x")).addErrback(failures.append)])
+        deadline = time.monotonic() + 5
+        while not _Silent.open and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(_Silent.open) == 1
+        call(pending.cancel)
+        while _Silent.open and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _Silent.open == []
+        assert len(failures) == 1 and failures[0].check(defer.CancelledError)
+    finally:
+        call(port.stopListening)
+
+
+def test_cancelling_while_connecting_stops_the_attempt() -> None:
+    """Cancelled before the connection is made: a CancelledError, not a time-out, and no
+    connection is left behind."""
+    from twisted.internet import defer
+
+    port = call(reactor.listenTCP, 0, Factory.forProtocol(_Silent), 50, "127.0.0.1")
+    try:
+        spamc = client(f"127.0.0.1:{port.getHost().port}", timeout=30)
+        failures: list[Any] = []
+
+        def start_and_cancel() -> None:
+            pending = spamc.symbols(message(b"x"))
+            pending.addErrback(failures.append)
+            pending.cancel()
+
+        call(start_and_cancel)
+        time.sleep(0.3)
+        assert _Silent.open == []
+        assert len(failures) == 1 and failures[0].check(defer.CancelledError)
+    finally:
+        call(port.stopListening)

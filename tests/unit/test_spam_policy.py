@@ -5,18 +5,33 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import _ensure_reactor
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import blockingCallFromThread
+from zope.interface import implementer
 
 from ourmail.filters import spam
+from ourmail.filters.chain import FilterChain
 from ourmail.filters.spampolicy import Thresholds, decide, refused_by_all, thresholds_for
-from ourmail.filters.spamprefs import MAX_CONTACTS, OFF, SpamPrefs, UserPrefs, normalise_entry
+from ourmail.filters.spamprefs import (
+    MAX_CONTACTS,
+    MAX_LABELS,
+    OFF,
+    SpamPrefs,
+    UserPrefs,
+    _candidates,
+    normalise_entry,
+)
 from ourmail.filters.spamscan import SpamScore
-from ourmail.interfaces import FilterEnvironment
+from ourmail.interfaces import FilterEnvironment, FilterEvent, IFilterLog, MailContext, Verdict
 from ourmail.net.dns import make_resolver
 
 GTUBE = SpamScore(True, 1000.0, 5.0)
+BOB = "bob@example.test"
 CLEAN = SpamScore(False, 1.2, 5.0)
 
 
@@ -154,3 +169,204 @@ def test_good_options(tmp_path: Path) -> None:
     assert check.domains == {"example.org": Thresholds(4.0, None)}
     assert check.default == Thresholds(None, 15.0) and check.stages == ("data",)
     assert check.on_error == "accept" and check.trusted is False
+
+
+def _context(froms: list[str], sender: str = "bob@partner.example", **notes: object) -> Any:
+    head = "".join(f"From: {a}\r\n" for a in froms)
+    content = f"{head}To: alice@example.test\r\nSubject: hi\r\n\r\nhello\r\n".encode()
+    context = MailContext("192.0.2.1", sender=sender, recipients=["alice@example.test"])
+    context.content = content
+    context.notes.update(notes)
+    return context
+
+
+@pytest.mark.parametrize(
+    ("froms", "notes", "trusted"),
+    [
+        # Two From: fields: DMARC permerror (RFC 7489 §6.6.1), nobody is trusted.
+        (["bob@partner.example", "x@spam.example"], {"dmarc": {"result": "permerror"}}, []),
+        (["bob@partner.example"], {"dmarc": {"result": "none", "domain": "partner.example"}}, []),
+        (["bob@partner.example"], {"dmarc": {"result": "temperror"}}, []),
+        (["bob@partner.example"], {}, []),  # no dmarc in the chain
+        (
+            ["bob@partner.example"],
+            {"dmarc": {"result": "pass", "domain": "partner.example"}},
+            ["bob@partner.example"],
+        ),
+        # A pass for another domain vouches for nothing here.
+        (["bob@partner.example"], {"dmarc": {"result": "pass", "domain": "other.example"}}, []),
+        (
+            ["bob@partner.example", "x@spam.example"],
+            {"dmarc": {"result": "pass", "domain": "partner.example"}},
+            [],
+        ),
+        # The envelope sender: only an SPF pass for its domain (RFC 7208 §2.6.3).
+        ([], {"spf": {"result": "pass", "domain": "partner.example"}}, ["bob@partner.example"]),
+        ([], {"spf": {"result": "neutral", "domain": "partner.example"}}, []),
+        ([], {"spf": {"result": "softfail", "domain": "partner.example"}}, []),
+        ([], {"spf": {"result": "pass", "domain": "helo.example"}}, []),
+    ],
+)
+def test_only_authenticated_senders_are_trusted(
+    froms: list[str], notes: dict[str, object], trusted: list[str]
+) -> None:
+    context = _context(froms, **notes)
+    assert spam.trusted_senders(context, "bob@partner.example", froms) == trusted
+
+
+class _Scanner:
+    timeout = 30.0
+
+    def scan(self, message: bytes, envelope: object) -> Deferred[SpamScore]:
+        return succeed(GTUBE)
+
+
+def _run(check: spam.SpamCheck, context: MailContext) -> Verdict:
+    _ensure_reactor()
+    verdict: Verdict = blockingCallFromThread(reactor, check.check, "data", context)
+    return verdict
+
+
+def test_a_contact_in_a_second_from_field_does_not_pass_spam(tmp_path: Path) -> None:
+    """From: bob (a contact) and From: x: DMARC permerror; GTUBE still goes to Junk."""
+    prefs = SpamPrefs(tmp_path / "spam.sqlite")
+    prefs.add_contacts("alice@example.test", ["bob@partner.example"], 1.0)
+    prefs.add_entry("alice@example.test", "@partner.example", "allow")
+    check = spam.SpamCheck(_Scanner(), prefs, reactor)
+    froms = ["bob@partner.example", "x@spam.example"]
+    context = _context(froms, "x@spam.example", dmarc={"result": "permerror"})
+    assert _run(check, context).action == "junk"
+    # One From:, DMARC pass for it: the contact reaches the inbox.
+    context = _context(["bob@partner.example"], "x@spam.example")
+    context.notes["dmarc"] = {"result": "pass", "domain": "partner.example"}
+    assert _run(check, context).action == "accept"
+
+
+def test_the_lookup_is_bounded(tmp_path: Path) -> None:
+    """Many From: addresses and a deep domain: deduplicated, capped, one query a recipient."""
+    prefs = SpamPrefs(tmp_path / "spam.sqlite")
+    prefs.add_entry("carol@example.test", "@spam.example", "block")
+    deep = "x@" + ".".join(f"l{i}" for i in range(40)) + ".spam.example"
+    candidates = _candidates(deep)
+    assert len(candidates) == 1 + MAX_LABELS and candidates[-1] == "@spam.example"
+    statements: list[str] = []
+    prefs._db().set_trace_callback(statements.append)
+    try:
+        users = ["alice@example.test", "bob@example.test", "carol@example.test"]
+        senders = [f"s{i % 4}@spam.example" for i in range(40)] + [deep]
+        looked = prefs.lookup(users, senders, senders)
+    finally:
+        prefs._db().set_trace_callback(None)
+    assert len(statements) == len(users)
+    assert looked["carol@example.test"].listed == "block"
+    assert looked["alice@example.test"].listed is None
+
+    froms = [f"f{i}@spam{i}.example" for i in range(3 * spam.MAX_FROM)]
+    asked: list[tuple[list[str], list[str]]] = []
+    real = prefs.lookup
+
+    def spy(users: Any, senders: Any, trusted: Any) -> Any:
+        asked.append((list(senders), list(trusted)))
+        return real(users, senders, trusted)
+
+    prefs.lookup = spy  # type: ignore[method-assign]
+    check = spam.SpamCheck(_Scanner(), prefs, reactor)
+    context = _context(froms + froms, "f0@spam0.example")
+    context.notes["dmarc"] = {"result": "pass", "domain": "spam0.example"}
+    context.notes["spf"] = {"result": "pass", "domain": "spam0.example"}
+    _run(check, context)
+    [(senders_asked, trusted_asked)] = asked
+    assert senders_asked == froms[: spam.MAX_FROM]
+    assert trusted_asked == ["f0@spam0.example"]  # SPF's pass; the From: addresses: none
+
+
+@implementer(IFilterLog)
+class _Log:
+    def __init__(self) -> None:
+        self.events: list[FilterEvent] = []
+
+    def record(self, events: Any) -> None:
+        self.events.extend(events)
+
+
+def test_each_recipient_reads_only_its_own_reason(tmp_path: Path) -> None:
+    """Alice blocks the sender, Bob's copy is junk by score: Bob's log entry and the shared
+    X-Ourmail-Junk field never mention Alice's block list."""
+    prefs = SpamPrefs(tmp_path / "spam.sqlite")
+    prefs.add_entry("alice@example.test", "@spam.example", "block")
+    filter_log = _Log()
+    chain = FilterChain(
+        [spam.SpamCheck(_Scanner(), prefs, reactor)], reactor, "mx.test", filter_log
+    )
+    context = _context(["x@spam.example"], "x@spam.example")
+    context.recipients = ["alice@example.test", "bob@example.test"]
+    _ensure_reactor()
+    outcome = blockingCallFromThread(reactor, chain.run, "data", context)
+    assert outcome.junk == ["spam: per-recipient settings"] and outcome.junk_recipients == []
+    assert b"X-Ourmail-Junk: spam: per-recipient settings\r\n" in chain.fields(context, outcome)
+    chain.filed(context, outcome, {"alice": ["alice@example.test"], "bob": ["bob@example.test"]})
+    reasons = {e.recipient: e.reason for e in filter_log.events}
+    assert reasons == {
+        "alice": "spam: sender on the recipient's block list",
+        "bob": "spam: score 1000: the scanner says spam",
+    }
+    # Junk by score alone for everyone: the shared reason is the score.
+    prefs.remove_entry("alice@example.test", "@spam.example")
+    context = _context(["x@spam.example"], "x@spam.example")
+    context.recipients = ["alice@example.test", "bob@example.test"]
+    outcome = blockingCallFromThread(reactor, chain.run, "data", context)
+    assert outcome.junk == ["spam: score 1000.0"]
+
+
+def test_an_alias_is_judged_and_logged_by_its_users(tmp_path: Path) -> None:
+    """info@ leads to alice: alice's block list decides, and the filter log's entries (Junk
+    and refusal) are alice's, not the alias's."""
+    prefs = SpamPrefs(tmp_path / "spam.sqlite")
+    prefs.add_entry("alice@example.test", "@spam.example", "block")
+    filter_log = _Log()
+    check = spam.SpamCheck(_Scanner(), prefs, reactor)
+    chain = FilterChain([check], reactor, "mx.test", filter_log)
+
+    def context() -> MailContext:
+        made = _context(["x@spam.example"], "x@spam.example")
+        made.recipients = ["info@example.test", "bob@example.test"]
+        made.mailboxes = {"info@example.test": ("alice@example.test",)}
+        return made
+
+    _ensure_reactor()
+    first = context()
+    outcome = blockingCallFromThread(reactor, chain.run, "data", first)
+    assert first.notes["spam"]["recipients"] == {  # type: ignore[index]
+        "info@example.test": "junk",
+        "bob@example.test": "junk",
+    }
+    mailboxes = {"alice@example.test": ["info@example.test"], "bob@example.test": [BOB]}
+    chain.filed(first, outcome, mailboxes)
+    assert {e.recipient: e.reason for e in filter_log.events} == {
+        "alice@example.test": "spam: sender on the recipient's block list",
+        "bob@example.test": "spam: score 1000: the scanner says spam",
+    }
+    filter_log.events.clear()
+    prefs.remove_entry("alice@example.test", "@spam.example")
+    check.default = Thresholds(reject=15.0)
+    outcome = blockingCallFromThread(reactor, chain.run, "data", context())
+    assert outcome.refusal is not None
+    assert [e.recipient for e in filter_log.events] == ["alice@example.test", BOB]
+
+
+def test_an_alias_filed_alone_is_logged_with_its_users_reason(tmp_path: Path) -> None:
+    """Only info@'s copy (alice's) goes to Junk: alice's entry gives her own reason once."""
+    prefs = SpamPrefs(tmp_path / "spam.sqlite")
+    prefs.add_entry("alice@example.test", "@spam.example", "block")
+    prefs.set_thresholds(BOB, 2000.0, None)
+    filter_log = _Log()
+    chain = FilterChain([spam.SpamCheck(_Scanner(), prefs, reactor)], reactor, "mx", filter_log)
+    context = _context(["x@spam.example"], "x@spam.example")
+    context.recipients = ["info@example.test", BOB]
+    context.mailboxes = {"info@example.test": ("alice@example.test",)}
+    _ensure_reactor()
+    outcome = blockingCallFromThread(reactor, chain.run, "data", context)
+    assert outcome.junk == [] and outcome.junk_recipients == ["info@example.test"]
+    chain.filed(context, outcome, {"alice@example.test": ["info@example.test"]})
+    [event] = filter_log.events
+    assert event.reason == "spam: sender on the recipient's block list"
