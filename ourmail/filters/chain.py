@@ -187,7 +187,15 @@ class FilterChain:
 
     def _one(self, check: ICheck, stage: Stage, context: MailContext) -> Deferred[Verdict]:
         d: Deferred[Verdict] = defer.maybeDeferred(check.check, stage, context)
-        d.addTimeout(check.timeout, self._clock)
+        answered: list[bool] = []
+
+        def seen(result: object) -> object:
+            answered.append(True)
+            return result
+
+        d.addBoth(seen)
+        if not answered:  # (a verdict given at once needs no timer: most, from caches)
+            d.addTimeout(check.timeout, self._clock)
 
         def failed(failure: Failure) -> Verdict:
             timed_out = failure.check(defer.TimeoutError) is not None  # type: ignore[no-untyped-call]
