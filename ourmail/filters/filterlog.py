@@ -20,7 +20,7 @@ import contextlib
 import re
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from twisted.internet import threads
@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ourmail.filters import sqlitefile
 from ourmail.interfaces import FilterEvent, IFilterLog
 
 log = Logger()
@@ -94,20 +95,11 @@ class LogDB:
     """The entries (blocking: call every method from a thread)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        with self._db() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+        sqlitefile.create(path, SCHEMA)
 
-    @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            db.execute("PRAGMA synchronous=NORMAL")
-            yield db
-        finally:
-            db.close()
+    def _db(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return sqlitefile.connection(self.path, "NORMAL")
 
     def add(self, events: Sequence[FilterEvent]) -> None:
         """Write ``events`` in one transaction."""

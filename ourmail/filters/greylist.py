@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import os
 import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
@@ -41,6 +40,7 @@ from twisted.internet.interfaces import IReactorFromThreads, IReactorThreads, IR
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ourmail.filters import sqlitefile
 from ourmail.filters.netlist import IPAddress, IPNetwork, client_ip, in_networks, parse_networks
 from ourmail.interfaces import (
     ACCEPT,
@@ -57,8 +57,6 @@ log = Logger()
 
 DAY = 86400.0
 OPTIONS = {"delay", "max_wait", "allow_for", "skip_networks", "skip_spf_pass", "max_entries"}
-#: How long a process waits for another one's write to the database (milliseconds).
-BUSY_TIMEOUT_MS = 5000
 #: Expired entries are deleted at most this often (seconds), by whichever process sees it due.
 EXPIRE_EVERY = 600.0
 #: A network's allowance is renewed when it is older than this (saves a write per message).
@@ -113,18 +111,7 @@ class GreylistDB:
         self.max_entries = max_entries
 
     def _connection(self) -> sqlite3.Connection:
-        connections: dict[str, sqlite3.Connection] = self._local.__dict__.setdefault("db", {})
-        key = os.fspath(self.path)
-        db = connections.get(key)
-        if db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(key, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-            db.executescript(SCHEMA)
-            connections[key] = db
-        return db
+        return sqlitefile.per_thread(self._local, self.path, SCHEMA)
 
     def decide(self, network: str, sender: str, recipient: str, now: float) -> Decision:
         """Record this attempt and say whether it passes (one transaction)."""
@@ -207,7 +194,7 @@ class GreylistCheck:
         skip_spf_pass: bool = True,
     ) -> None:
         self.db = db
-        self.timeout = BUSY_TIMEOUT_MS / 1000 + 5.0
+        self.timeout = sqlitefile.BUSY_TIMEOUT_MS / 1000 + 5.0
         #: A broken database must not stop the mail: the message is then accepted (logged).
         self.on_error = "accept"
         self.trusted = False

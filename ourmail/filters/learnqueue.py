@@ -25,10 +25,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import attrs
+
+from ourmail.filters import sqlitefile
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -89,22 +91,13 @@ class LearnQueue:
     def __init__(
         self, path: Path, max_pending: int = MAX_PENDING, max_bytes: int = MAX_PENDING_BYTES
     ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_pending = max_pending
         self.max_bytes = max_bytes
-        with self._db() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+        sqlitefile.create(path, SCHEMA)
 
-    @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            db.execute("PRAGMA synchronous=FULL")
-            yield db
-        finally:
-            db.close()
+    def _db(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return sqlitefile.connection(self.path, "FULL")
 
     @staticmethod
     def _pending(db: sqlite3.Connection) -> tuple[int, int]:

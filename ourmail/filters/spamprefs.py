@@ -34,10 +34,10 @@ from twisted.internet import threads
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
+from ourmail.filters import sqlitefile
 from ourmail.interfaces import IContactBook
 
 ListKind = Literal["allow", "block"]
-BUSY_TIMEOUT_MS = 5000
 #: Contacts kept per user; past this the least recently written-to go.
 MAX_CONTACTS = 5000
 #: Stored for a reject threshold switched off for a user (above every score).
@@ -118,18 +118,7 @@ class SpamPrefs:
         self.path = path
 
     def _db(self) -> sqlite3.Connection:
-        connections: dict[str, sqlite3.Connection] = self._local.__dict__.setdefault("db", {})
-        key = os.fspath(self.path)
-        db = connections.get(key)
-        if db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(key, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-            db.executescript(SCHEMA)
-            connections[key] = db
-        return db
+        return sqlitefile.per_thread(self._local, self.path, SCHEMA)
 
     # -- thresholds --------------------------------------------------------------------------
 
