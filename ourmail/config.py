@@ -825,6 +825,7 @@ domains = {domains}
 # [filters.check.NAME]
 # timeout = 20                    # seconds to wait for the check
 # on_error = "accept"             # or "tempfail": what a failure or time-out means
+# trusted = false                 # true: also on mail submission and LMTP trust (antivirus: true)
 # [filters.check.spf]             # SPF, RFC 7208 (docs/filters.md)
 # fail = "reject"                 # 550 5.7.23; or "junk", "accept"
 # softfail = "accept"             # or "junk"
