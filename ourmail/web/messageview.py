@@ -279,12 +279,14 @@ class _Builder:
         """Every leaf part under ``root`` with its number and role: a body to show, an
         attachment, or a resource of a multipart/related body (an inline image)."""
         if root.maintype != "multipart":
-            yield _join(prefix, 1), root, self._leaf_role(root, first=True)
-            return
-        yield from self._parts(root, prefix, first=True)
+            yield _join(prefix, 1), root, self._leaf_role(root)
+        elif not root.children:  # no delimiter line: the body is shown as text
+            yield _join(prefix, 1), root, "body"
+        else:
+            yield from self._parts(root, prefix)
 
     def _parts(
-        self, part: structure.Part, section: str, first: bool
+        self, part: structure.Part, section: str
     ) -> Iterator[tuple[str, structure.Part, Literal["body", "attachment", "related"]]]:
         children = [(_join(section, i), c) for i, c in enumerate(part.children, 1)]
         if part.subtype == "alternative" and children:
@@ -293,7 +295,7 @@ class _Builder:
             chosen = self._choose_alternative(children)
             for s, c in children:
                 if (s, c) == chosen:
-                    yield from self._descend(c, s, first)
+                    yield from self._descend(c, s)
             return
         if part.subtype == "related" and children:
             # RFC 2387 §3.1-3.2: the root is the part the start parameter names, else the
@@ -303,24 +305,24 @@ class _Builder:
                 (sc for sc in children if start and _cid(sc[1]) == start),
                 children[0],
             )
-            yield from self._descend(root[1], root[0], first)
+            yield from self._descend(root[1], root[0])
             for s, c in children:
                 if (s, c) != root:
-                    for leaf_section, leaf, _role in self._descend(c, s, False):
+                    for leaf_section, leaf, _role in self._descend(c, s):
                         yield leaf_section, leaf, "related"
             return
         for s, c in children:  # mixed, and any other multipart (RFC 2046 §5.1.7)
-            leaves = list(self._descend(c, s, first))
-            first = first and not any(role == "body" for _, _, role in leaves)
-            yield from leaves
+            yield from self._descend(c, s)
 
     def _descend(
-        self, part: structure.Part, section: str, first: bool
+        self, part: structure.Part, section: str
     ) -> Iterator[tuple[str, structure.Part, Literal["body", "attachment", "related"]]]:
-        if part.maintype == "multipart":
-            yield from self._parts(part, section, first)
+        if part.maintype == "multipart" and part.children:
+            yield from self._parts(part, section)
+        elif part.maintype == "multipart":
+            yield section, part, "attachment"
         else:
-            yield section, part, self._leaf_role(part, first)
+            yield section, part, self._leaf_role(part)
 
     def _choose_alternative(
         self, children: list[tuple[str, structure.Part]]
@@ -339,20 +341,16 @@ class _Builder:
                     return sc
         return children[-1]
 
-    def _leaf_role(
-        self, part: structure.Part, first: bool
-    ) -> Literal["body", "attachment", "related"]:
-        """A text/plain or text/html part is a body unless it is named or marked as an
-        attachment (RFC 2183); after the first body, only inline text parts are bodies (the
-        text-image-text shape of Apple Mail)."""
+    def _leaf_role(self, part: structure.Part) -> Literal["body", "attachment"]:
+        """A text/plain or text/html part is a body to show unless it is marked as an
+        attachment or named (RFC 2183 §2.1-2.3), so each text of Apple Mail's text, image,
+        text shape is shown in order; any other part is an attachment."""
         if part.maintype != "text" or part.subtype not in ("plain", "html"):
             return "attachment"
-        disp = (part.header("content-disposition") or "").split(";", 1)[0].strip().lower()
-        if disp == "attachment" or "filename" in (part.header("content-disposition") or ""):
-            return "attachment"
-        if first or disp == "inline":
-            return "body"
-        return "attachment"
+        disposition = part.header("content-disposition") or ""
+        kind = disposition.split(";", 1)[0].strip().lower()
+        named = "filename" in disposition.lower() or "name" in part.params
+        return "attachment" if kind == "attachment" or named else "body"
 
     # -- the pieces --------------------------------------------------------------------------
 
