@@ -5,10 +5,14 @@ names, enclosed messages, and broken or huge MIME."""
 from __future__ import annotations
 
 import base64
+import mmap
 import os
+import tempfile
 import time
+import tracemalloc
 
 import pytest
+from storehelp import on_reactor
 
 from ourmail.mime import structure
 from ourmail.web import messageview
@@ -489,3 +493,39 @@ def test_open_part_of_no_such_part(section: str) -> None:
 
 def test_open_part_refuses_a_multipart() -> None:
     assert open_part(crlf(OUTLOOK), "1") is None
+
+
+def mapped(data: bytes) -> mmap.mmap:
+    with tempfile.TemporaryFile() as f:
+        f.write(data)
+        f.flush()
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def test_a_10mb_message_from_a_memory_map_costs_little_memory() -> None:
+    msg, payload = ten_megabytes()
+    buf = mapped(msg)
+    tracemalloc.start()
+    v = build_view(buf)
+    download = open_part(buf, "2")
+    assert download is not None
+    assert sum(len(c) for c in download.chunks()) == len(payload)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert v.attachments[0].size == len(payload)
+    assert peak < 2_000_000  # never a copy of the 10 MB message or its attachment
+
+
+class StoredMessage:
+    """Enough of IStoredMessage for view_of: the store's buffer."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def buffer(self) -> bytes:
+        return self.data
+
+
+def test_view_of_a_stored_message_is_built_off_the_reactor() -> None:
+    v = on_reactor(messageview.view_of, StoredMessage(crlf(GMAIL)))
+    assert isinstance(v, MessageView) and v.bodies[0].kind == "html"
