@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import itertools
 import re
 
 #: Used when the declared charset is unknown and the octets are not UTF-8.  WHATWG Encoding's
@@ -128,12 +129,10 @@ def decode_words(value: str, fallback: str = DEFAULT_FALLBACK) -> str:
     pending: list[tuple[str, bytes]] = []  # consecutive encoded words: (charset, octets)
 
     def flush() -> None:
-        while pending:
-            charset = pending[0][0]
-            run = b""
-            while pending and pending[0][0] == charset:
-                run += pending.pop(0)[1]
+        for charset, words in itertools.groupby(pending, key=lambda word: word[0]):
+            run = b"".join(octets for _, octets in words)
             out.append(decode_text(run, charset, fallback)[0])
+        pending.clear()
 
     pos = 0
     for m in _WORD.finditer(value):

@@ -20,7 +20,9 @@ Limits (bounded work on hostile input):
   ones are listed as ``.eml`` attachments only.
 - At most ``Limits.max_text`` (1 MiB) of each body and ``Limits.max_total_text`` (4 MiB) of
   all bodies together are decoded; the rest is cut (``Body.truncated``).
-- At most ``Limits.max_attachments`` (500) attachments are listed.
+- At most ``Limits.max_attachments`` (500) attachments are listed, ``Limits.max_header``
+  (16 Ki) characters of a header field read, ``Limits.max_addresses`` (1000) addresses of an
+  address field listed.
 - A message that cannot be read at all is shown raw: its first ``Limits.max_text`` octets as
   text (``MessageView.raw``), never an error.
 """
@@ -55,6 +57,9 @@ class Limits:
     max_total_text: int = 4 * 1024 * 1024
     max_nested: int = 3
     max_attachments: int = 500
+    #: Characters of one header field read, and addresses of one address field listed.
+    max_header: int = 16 * 1024
+    max_addresses: int = 1000
     #: The charset for octets whose declared charset is unknown, lying, or missing: WHATWG's
     #: Windows-1252 by default; "windows-1253" suits a Greek deployment.
     fallback_charset: str = DEFAULT_FALLBACK
@@ -240,17 +245,25 @@ class _Builder:
         """The decoded header summary of a message part."""
         fb = self.limits.fallback_charset
 
+        cap = self.limits.max_header
+
         def text(name: str) -> str:
             value = part.header(name)
-            return header_text(value, hint, fb) if value else ""
+            return header_text(value[:cap], hint, fb) if value else ""
 
         def addresses(name: str) -> tuple[Mailbox, ...]:
-            values = [raw.split(b":", 1)[1] for f, raw in part.fields if f == name]
-            found = email.utils.getaddresses([v.decode("utf-8", "surrogateescape") for v in values])
+            # Every field of that name (a message may repeat To), unfolded (RFC 5322 §2.2.3).
+            values = [
+                raw.split(b":", 1)[1][:cap].replace(b"\r\n", b"").decode("utf-8", "surrogateescape")
+                for f, raw in part.fields
+                if f == name
+            ]
+            found = [(n, a) for n, a in email.utils.getaddresses(values) if n or a]
+            if len(found) > self.limits.max_addresses:
+                found = found[: self.limits.max_addresses]
+                self.truncated = True
             return tuple(
-                Mailbox(header_text(n, hint, fb), header_text(a, hint, fb))
-                for n, a in found
-                if n or a
+                Mailbox(header_text(n, hint, fb), header_text(a, hint, fb)) for n, a in found
             )
 
         date_text = text("date")

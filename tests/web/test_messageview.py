@@ -529,3 +529,14 @@ class StoredMessage:
 def test_view_of_a_stored_message_is_built_off_the_reactor() -> None:
     v = on_reactor(messageview.view_of, StoredMessage(crlf(GMAIL)))
     assert isinstance(v, MessageView) and v.bodies[0].kind == "html"
+
+
+def test_huge_headers_are_bounded() -> None:
+    to = b", ".join(b"u%d@example.gr" % i for i in range(3000))
+    msg = b"Subject: " + b"=?UTF-8?B?zrE=?= " * 200_000 + b"\nTo: " + to + b"\n\nhi\n"
+    start = time.perf_counter()
+    v = view(msg, max_header=1_000_000)
+    assert time.perf_counter() - start < 2
+    assert v.headers.subject.startswith("ααα")
+    assert len(v.headers.to) == 1000 and v.truncated
+    assert len(view(msg).headers.subject) < 16 * 1024
