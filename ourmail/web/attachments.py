@@ -194,11 +194,11 @@ def parse_section(section: str) -> list[int] | None:
 def open_part(data: structure.Buffer, section: str) -> PartDownload | None:
     """The part ``section`` (IMAP numbering, as the message view lists it) of the message
     ``data`` (CRLF line endings, e.g. ``IStoredMessage.buffer()``), or None if there is no
-    such leaf part.  A message/rfc822 part is the enclosed message as stored (``.eml``)."""
+    such part or it is a multipart with parts.  A message/rfc822 part is the enclosed message as stored (``.eml``)."""
     numbers = parse_section(section)
     root = structure.parse(data)
     part = structure.part_at(root, numbers) if numbers else None
-    if part is None or part.maintype == "multipart":
+    if part is None or part.children:  # a multipart is no one file (one without parts is)
         return None
     info = describe(part, section)
     raw = content.Span(data, part.body_start, part.end)

@@ -332,7 +332,7 @@ class _Builder:
     ) -> Iterator[tuple[str, structure.Part, Literal["body", "attachment", "related"]]]:
         if part.maintype == "multipart" and part.children:
             yield from self._parts(part, section)
-        elif part.maintype == "multipart":
+        elif part.maintype == "multipart":  # no delimiter line: its body, as stored
             yield section, part, "attachment"
         else:
             yield section, part, self._leaf_role(part)
@@ -423,7 +423,6 @@ class _Builder:
         depth: int,
     ) -> Attachment:
         """An attachment, with the view of an enclosed message when not too deep."""
-        nested = None
         filename = info.filename
         if part.embedded is not None:
             if depth < self.limits.max_nested:

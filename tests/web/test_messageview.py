@@ -540,3 +540,14 @@ def test_huge_headers_are_bounded() -> None:
     assert v.headers.subject.startswith("ααα")
     assert len(v.headers.to) == 1000 and v.truncated
     assert len(view(msg).headers.subject) < 16 * 1024
+
+
+def test_a_nested_multipart_without_delimiters_is_an_attachment_that_downloads() -> None:
+    msg = crlf(
+        b"Content-Type: multipart/mixed; boundary=b\n\n--b\n\nhi\n--b\n"
+        b"Content-Type: multipart/signed; boundary=lost\n\nopaque\n--b--\n"
+    )
+    [att] = build_view(msg).attachments
+    assert (att.section, att.content_type) == ("2", "multipart/signed")
+    download = open_part(msg, "2")
+    assert download is not None and b"".join(download.chunks()) == b"opaque"
