@@ -194,7 +194,8 @@ def parse_section(section: str) -> list[int] | None:
 def open_part(data: structure.Buffer, section: str) -> PartDownload | None:
     """The part ``section`` (IMAP numbering, as the message view lists it) of the message
     ``data`` (CRLF line endings, e.g. ``IStoredMessage.buffer()``), or None if there is no
-    such part or it is a multipart with parts.  A message/rfc822 part is the enclosed message as stored (``.eml``)."""
+    such part or it is a multipart with parts.  A message/rfc822 part is the enclosed
+    message as stored (``.eml``)."""
     numbers = parse_section(section)
     root = structure.parse(data)
     part = structure.part_at(root, numbers) if numbers else None
