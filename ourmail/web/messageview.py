@@ -162,7 +162,8 @@ class MessageView:
 
 def view_of(message: IStoredMessage, limits: Limits | None = None) -> Deferred[MessageView]:
     """The view of a stored message, built in a worker thread (a 10 MB message takes tens of
-    milliseconds of CPU, which the reactor should not wait for)."""
+    milliseconds of CPU, which the reactor should not wait for).  KeyError, at once, if the
+    message is gone (:meth:`IStoredMessage.buffer`)."""
     data = message.buffer()
     return deferToThread(build_view, data, limits)
 
