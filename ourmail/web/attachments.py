@@ -12,8 +12,7 @@ part's content with its transfer encoding undone, read in 64 KiB pieces
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
+import email.message
 import email.utils
 import mimetypes
 import re
@@ -114,10 +113,10 @@ class PartInfo:
     delsp: bool
 
 
-#: The fields :func:`describe` reads, parsed by the email package's lenient compat32 parser,
-#: which undoes RFC 2231 continuations and charsets and never raises on a bad parameter.
-_TYPE_FIELDS = ("content-type", "content-disposition", "content-id")
-_HEADER_PARSER = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+#: The fields whose parameters :func:`describe` reads with the email package's lenient
+#: compat32 Message, which undoes RFC 2231 continuations and charsets and never raises on a
+#: bad parameter.
+_NAME_FIELDS = ("content-type", "content-disposition")
 
 
 def _content_id(value: str | None) -> str | None:
@@ -135,8 +134,11 @@ def describe(
 ) -> PartInfo:
     """What ``part``'s MIME fields say about it.  Names in raw 8-bit octets are read as UTF-8
     when valid, else in ``hint`` (the message's text charset) or ``fallback``."""
-    fields = b"".join(raw for name, raw in part.fields if name in _TYPE_FIELDS)
-    msg = _HEADER_PARSER.parsebytes(fields + b"\r\n")
+    msg = email.message.Message()
+    for field in _NAME_FIELDS:
+        value = part.header(field)
+        if value is not None:
+            msg[field] = value
     raw_name = msg.get_filename() or msg.get_param("name")
     if isinstance(raw_name, tuple):  # an RFC 2231 name= the email package left undecoded
         raw_name = email.utils.collapse_rfc2231_value(raw_name)

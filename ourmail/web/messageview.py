@@ -225,15 +225,16 @@ class _Builder:
         attachments: list[Attachment] = []
         inline: dict[str, str] = {}
         for section, part, role in self._walk(root, prefix):
+            if role != "body" and len(attachments) >= self.limits.max_attachments:
+                self.truncated = True  # not even read: the list is full
+                continue
             info = describe(part, section, hint, self.limits.fallback_charset)
             if info.content_id and part.maintype != "multipart":
                 inline.setdefault(info.content_id, section)
             if role == "body":
                 bodies.append(self.body(part, section, info))
-            elif len(attachments) < self.limits.max_attachments:
-                attachments.append(self.attachment(part, section, info, role, depth))
             else:
-                self.truncated = True
+                attachments.append(self.attachment(part, section, info, role, depth))
         return MessageView(
             headers,
             tuple(bodies),
