@@ -8,7 +8,6 @@ import base64
 import mmap
 import os
 import tempfile
-import time
 import tracemalloc
 
 import pytest
@@ -339,9 +338,7 @@ def test_100_deep_nesting_is_bounded() -> None:
     msg = b"Subject: innermost\n\ndeep\n"
     for n in range(100):
         msg = forwarded(msg, n)
-    start = time.perf_counter()
-    v = view(msg)
-    assert time.perf_counter() - start < 2
+    v = view(msg)  # (bench/web_message.py measures the time)
     assert v.headers.subject == "Fwd 99" and v.truncated
     depth, cur = 0, v
     while cur.attachments and cur.attachments[0].message is not None:
@@ -367,9 +364,7 @@ def test_10000_parts_are_bounded() -> None:
         for i in range(10_000)
     )
     msg = b"Content-Type: multipart/mixed; boundary=b\n\n--b\n\nhello\n" + parts + b"--b--\n"
-    start = time.perf_counter()
-    v = view(msg)
-    assert time.perf_counter() - start < 2
+    v = view(msg)  # (bench/web_message.py measures the time)
     assert v.truncated
     assert v.bodies[0].text == "hello"
     assert len(v.attachments) == Limits().max_attachments
@@ -443,12 +438,9 @@ def ten_megabytes() -> tuple[bytes, bytes]:
     return msg, payload
 
 
-def test_a_10mb_message_builds_fast_and_its_attachment_streams_byte_exact() -> None:
+def test_a_10mb_message_builds_and_its_attachment_streams_byte_exact() -> None:
     msg, payload = ten_megabytes()
-    start = time.perf_counter()
-    v = build_view(msg)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0  # bench/web_message.py measures it: well under 300 ms
+    v = build_view(msg)  # bench/web_message.py measures the time: well under 300 ms
     assert v.attachments[0].size == len(payload)
     download = open_part(msg, "2")
     assert download is not None
@@ -534,9 +526,7 @@ def test_view_of_a_stored_message_is_built_off_the_reactor() -> None:
 def test_huge_headers_are_bounded() -> None:
     to = b", ".join(b"u%d@example.gr" % i for i in range(3000))
     msg = b"Subject: " + b"=?UTF-8?B?zrE=?= " * 200_000 + b"\nTo: " + to + b"\n\nhi\n"
-    start = time.perf_counter()
     v = view(msg, max_header=1_000_000)
-    assert time.perf_counter() - start < 2
     assert v.headers.subject.startswith("ααα")
     assert len(v.headers.to) == 1000 and v.truncated
     assert len(view(msg).headers.subject) < 16 * 1024
