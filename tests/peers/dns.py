@@ -11,6 +11,7 @@ import socket
 from collections.abc import Sequence
 
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.names import dns, server
 from twisted.names.common import ResolverBase
@@ -138,7 +139,7 @@ def start_udp_tcp(
         number = udp.getHost().port
         try:
             tcp = reactor.listenTCP(number, factory, interface="127.0.0.1")
-        except OSError:
+        except CannotListenError:  # (twisted's, not an OSError): the TCP port is taken
             udp.stopListening()
             continue
         return [udp, tcp], number
