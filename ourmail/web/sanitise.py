@@ -24,12 +24,22 @@ from urllib.parse import unquote
 
 import attrs
 import nh3
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
 
 from ourmail.web.plaintext import text_to_html
 from ourmail.web.safecss import PROPERTIES, filter_style
 from ourmail.web.safehtml import SafeHTML
 
-__all__ = ["SafeHTML", "frame_csp", "frame_document", "frame_headers", "sanitise", "text_to_html"]
+__all__ = [
+    "SafeHTML",
+    "frame_csp",
+    "frame_document",
+    "frame_headers",
+    "sanitise",
+    "sanitise_in_thread",
+    "text_to_html",
+]
 
 # The most HTML text sanitise() takes (characters).  The view reads a bounded content window
 # of the part anyway; this keeps one call's memory bounded whatever the caller passes.
@@ -188,6 +198,19 @@ def sanitise(html: str, *, allow_remote: bool, cid: Callable[[str], str | None])
         strip_comments=True,
     )
     return SafeHTML(urls.clean(structured), policy.blocked_remote)
+
+
+def sanitise_in_thread(
+    html: str, *, allow_remote: bool, cid: Callable[[str], str | None]
+) -> Deferred[SafeHTML]:
+    """:func:`sanitise` in the reactor's thread pool, for the web handlers.
+
+    A megabyte of HTML takes about half a second; nh3 releases the GIL while it parses, so
+    the reactor keeps serving meanwhile.  ``cid`` is then called in that thread: it must only
+    look things up (a dict of the message's parts), never touch the reactor.
+    """
+    result: Deferred[SafeHTML] = deferToThread(sanitise, html, allow_remote=allow_remote, cid=cid)
+    return result
 
 
 def frame_csp(allow_remote: bool) -> str:

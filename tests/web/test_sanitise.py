@@ -14,6 +14,9 @@ from typing import Any
 import html5lib
 import pytest
 import xsscorpus
+from conftest import _ensure_reactor
+from twisted.internet import reactor
+from twisted.internet.threads import blockingCallFromThread
 
 from ourmail.web.safecss import PROPERTIES
 from ourmail.web.sanitise import (
@@ -23,6 +26,7 @@ from ourmail.web.sanitise import (
     HTMLTooLarge,
     SafeHTML,
     sanitise,
+    sanitise_in_thread,
 )
 
 CID_URL = "/message/7/part/2"
@@ -260,3 +264,11 @@ def test_the_checker_itself_rejects_the_raw_corpus() -> None:
         except AssertionError:
             failing += 1
     assert failing >= len(xsscorpus.CORPUS) - 10
+
+
+def test_sanitise_in_thread_gives_the_same_result_through_the_reactor() -> None:
+    _ensure_reactor()
+    result = blockingCallFromThread(
+        reactor, lambda: sanitise_in_thread(xsscorpus.NEWSLETTER, allow_remote=False, cid=cid)
+    )
+    assert result == sanitise(xsscorpus.NEWSLETTER, allow_remote=False, cid=cid)
