@@ -6,11 +6,14 @@ and frames every payload (each payload's script would push its number onto
 loopback server is aborted.  Three runs:
 
 - ``raw``: the payloads unsanitised, same-origin, no CSP.  The control: it shows the harness
-  sees scripts run and beacons fire.
+  sees scripts run and beacons fire (and ``sandboxed``, the same with scripts allowed in a
+  sandbox, shows it sees scripts in a foreign-origin frame too).
 - ``bare``: sanitised, still same-origin and without CSP, so only the sanitiser stands in the
   way: the canary must stay empty and no request leave loopback.
 - ``framed``: sanitised and served with ``frame_headers()`` (sandbox, CSP), as the message
   view will serve it: the same, and ``cid:`` images still load from ourmail.
+- ``csp``: unsanitised but with ``frame_headers()``, so only the frame's policy stands in the
+  way: the same.  Either wall holds alone.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ BENIGN = [xsscorpus.NEWSLETTER, xsscorpus.THUNDERBIRD, xsscorpus.OUTLOOK]
 
 def payload(index: int) -> str:
     """The markup of one frame's body (corpus payloads, then the benign mails)."""
-    return (xsscorpus.CORPUS + BENIGN)[index].replace("PWN", f"top.__pwned.push({index})")
+    # Logged first: a sandboxed frame is a foreign origin, where the push throws.
+    canary = f"console.log({index}),top.__pwned.push({index})"
+    return (xsscorpus.CORPUS + BENIGN)[index].replace("PWN", canary)
 
 
 def frame(mode: str, index: int, allow_remote: bool) -> tuple[dict[str, str], bytes]:
@@ -46,6 +51,11 @@ def frame(mode: str, index: int, allow_remote: bool) -> tuple[dict[str, str], by
     markup = payload(index)
     if mode == "raw":
         return {"Content-Type": "text/html; charset=utf-8"}, markup.encode()
+    if mode == "csp":
+        return frame_headers(allow_remote), markup.encode()
+    if mode == "sandboxed":
+        policy = {"Content-Security-Policy": "sandbox allow-scripts"}
+        return {"Content-Type": "text/html; charset=utf-8", **policy}, markup.encode()
     safe = sanitise(markup, allow_remote=allow_remote, cid={xsscorpus.CID: CID_URL}.get)
     headers = frame_headers(allow_remote) if mode == "framed" else {"Content-Type": "text/html"}
     return headers, frame_document(safe).encode()
@@ -104,9 +114,19 @@ def browser() -> Iterator[Browser]:
 
 
 def load(browser: Browser, server: str, path: str) -> tuple[list[int], list[str]]:
-    """Load a page; the canary's contents and every URL the browser asked for."""
+    """Load a page; the payloads whose script ran and every URL the browser asked for.
+
+    A payload that ran is in the canary ``top.__pwned`` or, from a sandboxed frame that
+    cannot reach it, in the console log.
+    """
     context = browser.new_context()
     requested: list[str] = []
+    logged: set[int] = set()
+
+    def note(kind: str, text: str) -> None:
+        if kind == "log" and text.lstrip("-").isdigit():
+            logged.add(int(text))
+
     local = urlsplit(server).netloc
 
     def route(route: Route) -> None:
@@ -119,11 +139,13 @@ def load(browser: Browser, server: str, path: str) -> tuple[list[int], list[str]
     context.route("**/*", route)
     page = context.new_page()
     page.on("dialog", lambda dialog: dialog.dismiss())
+    page.on("console", lambda message: note(message.type, message.text))
     try:
         page.goto(server + path, wait_until="load")
         page.wait_for_timeout(1500)  # handlers on error, focus, animation, refresh
         pwned = page.evaluate("window.__pwned")
-        return sorted(set(pwned)) if isinstance(pwned, list) else [-2], requested
+        pwned = set(pwned) if isinstance(pwned, list) else {-2}  # -2: the canary replaced
+        return sorted(pwned | logged), requested
     finally:
         context.close()
 
@@ -138,6 +160,17 @@ def test_the_control_the_raw_corpus_runs_script_and_fires_beacons(
     pwned, requested = load(browser, server, "/page/raw")
     assert len(pwned) >= 20, pwned
     assert len({url for url in outside(server, requested) if "evil.example" in url}) >= 10
+
+
+def test_the_control_scripts_in_a_sandboxed_frame_are_seen(browser: Browser, server: str) -> None:
+    pwned, _ = load(browser, server, "/page/sandboxed")
+    assert len(pwned) >= 20, pwned
+
+
+def test_the_frame_policy_alone_stops_the_raw_corpus(browser: Browser, server: str) -> None:
+    pwned, requested = load(browser, server, "/page/csp")
+    assert pwned == []
+    assert outside(server, requested) == []
 
 
 @pytest.mark.parametrize("mode", ["bare", "framed"])
