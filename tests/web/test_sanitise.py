@@ -15,6 +15,8 @@ import html5lib
 import pytest
 import xsscorpus
 from conftest import _ensure_reactor
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
 
@@ -272,3 +274,19 @@ def test_sanitise_in_thread_gives_the_same_result_through_the_reactor() -> None:
         reactor, lambda: sanitise_in_thread(xsscorpus.NEWSLETTER, allow_remote=False, cid=cid)
     )
     assert result == sanitise(xsscorpus.NEWSLETTER, allow_remote=False, cid=cid)
+
+
+# Pieces of the corpus and of markup syntax, shuffled into new inputs.
+_PIECES = [
+    *(p.replace("PWN", "top.__pwned.push(0)") for p in xsscorpus.CORPUS),
+    "<", ">", "</", "/>", '"', "'", "=", "<!--", "-->", "<svg>", "<math>", "<style>",
+    "<noscript>", "<template>", "<table>", "<a href=", "javascript:", "onerror=", " ",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), min_size=1, max_size=8))
+def test_shuffled_corpus_pieces_stay_safe(pieces: list[str]) -> None:
+    result = sanitise("".join(pieces), allow_remote=False, cid=cid)
+    check_safe(result.html)
+    assert "evil.example/" not in _attribute_text(result.html)
