@@ -18,10 +18,21 @@ from typing import Any
 import attrs
 
 #: Every listener the server knows, in start order.
-SERVICES = ("smtp", "submission", "submissions", "lmtp", "imap", "imaps", "pop3", "pop3s")
+SERVICES = (
+    "smtp",
+    "submission",
+    "submissions",
+    "lmtp",
+    "imap",
+    "imaps",
+    "pop3",
+    "pop3s",
+    "web",
+    "http",
+)
 
 #: Listeners that speak TLS from the first byte (the others offer STARTTLS/STLS).
-IMPLICIT_TLS = frozenset({"submissions", "imaps", "pop3s"})
+IMPLICIT_TLS = frozenset({"submissions", "imaps", "pop3s", "web"})
 
 #: (port when root, port otherwise): docs/architecture.md#services-and-ports.
 DEFAULT_PORTS: Mapping[str, tuple[int, int]] = {
@@ -32,6 +43,9 @@ DEFAULT_PORTS: Mapping[str, tuple[int, int]] = {
     "imaps": (993, 1993),
     "pop3": (110, 1110),
     "pop3s": (995, 1995),
+    # The webmail over HTTPS, and plain HTTP that only redirects to it (ourmail/web/).
+    "web": (443, 8443),
+    "http": (80, 8080),
 }
 
 DEFAULT_DATA_DIR = Path("ourmail-data")
@@ -738,7 +752,8 @@ domains = {domains}
 
 [listen]
 # SERVICE = "Twisted server endpoint", or "none" to switch a service off.  Implicit-TLS services
-# (submissions, imaps, pop3s) get TLS added with the certificate above.
+# (submissions, imaps, pop3s, web) get TLS added with the certificate above; `http` only
+# redirects every request to `web` (docs/webmail.md).
 # smtp = "tcp:25"
 # submission = "tcp:587"
 # submissions = "tcp:465"
@@ -747,6 +762,8 @@ domains = {domains}
 # imaps = "tcp:993"
 # pop3 = "tcp:110"
 # pop3s = "tcp:995"
+# web = "tcp:443"
+# http = "tcp:80"
 
 [limits]
 # max_message_size = 52428800
