@@ -232,7 +232,7 @@ class Parts:
         implicit = service in IMPLICIT_TLS
         if service == "web":
             self.web = WebApp(self.authenticator, self.clock)
-            return self.web.site()
+            return self.web.site(settings.limits)
         if service in ("smtp", "submission", "submissions", "lmtp"):
             return SessionFactory(
                 LMTPServer if service == "lmtp" else SMTPServer,
@@ -488,7 +488,7 @@ def build(
             continue
         if service == "http":
             port = web_port(settings, listeners.get("web"))
-            factory: Factory = redirect_site(settings.hostname, port)
+            factory: Factory = redirect_site(settings.hostname, port, settings.limits)
         else:
             factory = parts.factory(service)
         if service in IMPLICIT_TLS and not endpoint.startswith("ssl:"):

@@ -32,9 +32,10 @@ from werkzeug.exceptions import HTTPException
 
 from ourmail.auth.login import Authenticator, LoginFailed, LoginUnavailable
 from ourmail.auth.login import Session as Login
+from ourmail.config import Limits
 from ourmail.web import i18n
-from ourmail.web.request import WebRequest
 from ourmail.web.sessions import SessionStore, WebSession, new_token, same_token
+from ourmail.web.site import CountedSite
 
 log = Logger()
 
@@ -47,8 +48,6 @@ LOGIN_COOKIE = b"__Host-ourmail_login"
 MAX_USER, MAX_PASSWORD = 320, 1024
 #: Seconds a browser keeps the language choice.
 LANGUAGE_MAX_AGE = 365 * 24 * 3600
-#: Seconds an idle HTTP connection stays open.
-CONNECTION_TIMEOUT = 300
 
 
 def _static_files() -> dict[str, tuple[bytes, bytes]]:
@@ -83,13 +82,9 @@ class WebApp:
         )
         self.static = _static_files()
 
-    def site(self) -> server.Site:
+    def site(self, limits: Limits) -> server.Site:
         """The ``web`` listener's factory (TLS is added around it by service.py)."""
-        site = server.Site(
-            self.app.resource(), requestFactory=WebRequest, timeout=CONNECTION_TIMEOUT
-        )
-        site.displayTracebacks = False
-        return site
+        return CountedSite(self.app.resource(), limits)
 
     # -- helpers ---------------------------------------------------------------------------
 

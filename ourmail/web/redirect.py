@@ -13,7 +13,8 @@ from urllib.parse import quote, urlsplit
 from twisted.web import resource, server
 from twisted.web.server import Request
 
-from ourmail.web.request import WebRequest
+from ourmail.config import Limits
+from ourmail.web.site import CountedSite
 
 #: A host name or IPv4 address (the Host header, port removed); anything else is not trusted.
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
@@ -55,8 +56,6 @@ class RedirectToHTTPS(resource.Resource):
         return b"This server is reached over HTTPS.\n"
 
 
-def redirect_site(hostname: str, https_port: Callable[[], int]) -> server.Site:
+def redirect_site(hostname: str, https_port: Callable[[], int], limits: Limits) -> server.Site:
     """The ``http`` listener's factory."""
-    site = server.Site(RedirectToHTTPS(hostname, https_port), requestFactory=WebRequest)
-    site.displayTracebacks = False
-    return site
+    return CountedSite(RedirectToHTTPS(hostname, https_port), limits)

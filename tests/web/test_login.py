@@ -3,17 +3,22 @@ expiry, security headers, the redirect from plain HTTP and the login page in Gre
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import socket
+import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
-from conftest import RunningServer, running_server
+from conftest import RunningServer, client_tls, running_server
 from imaphelp import deliver
 from twisted.internet import task
 from webhelp import Browser
 
-from ourmail.config import ThrottleSettings
+from ourmail.config import Limits, ThrottleSettings
 from ourmail.web.app import SESSION_COOKIE
 
 SESSION = SESSION_COOKIE.decode()
@@ -211,3 +216,26 @@ def test_the_login_page_in_greek(srv: RunningServer) -> None:
     browser.accept_language = "en"
     browser.post("/language", {"csrf": page.csrf(), "lang": "el"})
     assert "Σύνδεση στην αλληλογραφία σας" in browser.get("/login").text
+
+
+def test_connections_are_limited_per_client(tmp_path: Path) -> None:
+    limits = attrs.evolve(Limits(), max_connections_per_ip=2)
+    with running_server(tmp_path, limits=limits) as srv:
+        held = [socket.create_connection(("127.0.0.1", srv.port("web"))) for _ in range(2)]
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", srv.port("web"))) as third,
+                pytest.raises((ssl.SSLError, ConnectionError, OSError)),
+            ):
+                client_tls().wrap_socket(third)
+        finally:
+            for sock in held:
+                sock.close()
+        # Closed connections are no longer counted.
+        for _ in range(50):
+            with contextlib.suppress(OSError):  # ssl.SSLError too
+                if Browser(srv).get("/login").status == 200:
+                    break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the limit did not go back down")
