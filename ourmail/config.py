@@ -145,6 +145,18 @@ class Pop3Settings:
 
 
 @attrs.frozen
+class WebSettings:
+    """The webmail's sessions (docs/webmail.md#serving-and-login)."""
+
+    #: Seconds without a request after which a session ends.
+    session_idle: int = 30 * 60
+    #: Seconds after the login at which a session ends however busy it is.
+    session_lifetime: int = 12 * 3600
+    #: Sessions kept in memory at most; beyond that the least recently used ends.
+    max_sessions: int = 10_000
+
+
+@attrs.frozen
 class SubmissionSettings:
     """Rules for mail sent by authenticated users on the submission ports."""
 
@@ -313,6 +325,7 @@ class Settings:
     submission: SubmissionSettings = SubmissionSettings()
     queue: QueueSettings = QueueSettings()
     pop3: Pop3Settings = Pop3Settings()
+    web: WebSettings = WebSettings()
     dns: DNSSettings = DNSSettings()
     srs: SRSSettings = SRSSettings()
     filters: FilterSettings = FilterSettings()
@@ -402,6 +415,7 @@ _TOML_KEYS: Mapping[str, Any] = {
     "submission": {"save_sent": bool, "max_messages_per_hour": int, "max_recipients_per_hour": int},
     "smtp": {"mx_processes": int},
     "pop3": {"delete": str, "login_delay": int, "domain": _Named({"delete": str})},
+    "web": {f.name: int for f in attrs.fields(WebSettings)},
     "ldap": {"url": str},
     "dns": {"servers": list},
     "srs": {"enabled": bool, "max_age": int},
@@ -575,6 +589,7 @@ def load_settings(
         submission=submission,
         queue=queue,
         pop3=_pop3_settings(table.get("pop3", {})),
+        web=_web_settings(table.get("web", {})),
         dns=dns,
         srs=_srs_settings(table.get("srs", {})),
         filters=filters,
@@ -613,6 +628,14 @@ def _login_cache_settings(table: Mapping[str, Any]) -> LoginCacheSettings:
     if not 1 <= size <= 1_000_000:
         raise ConfigError("'auth.cache_size' must be between 1 and 1000000")
     return LoginCacheSettings(ttl=ttl, size=size)
+
+
+def _web_settings(table: Mapping[str, Any]) -> WebSettings:
+    web = WebSettings(**table)
+    for field in attrs.fields(WebSettings):
+        if getattr(web, field.name) <= 0:
+            raise ConfigError(f"'web.{field.name}' must be positive")
+    return web
 
 
 def _pop3_settings(table: Mapping[str, Any]) -> Pop3Settings:
@@ -888,6 +911,13 @@ domains = {domains}
 # accounts keep working.  Options: bind, password_file, filter, starttls, timeout, ca_file,
 # address_filter, alternate, disabled; several URLs (space-separated) for failover.
 # url = "ldap://ldap.example.org:389/dc=example,dc=org?bind=cn=mail,dc=example,dc=org&password_file=/etc/ourmail/ldap-password&starttls=1"
+
+[web]
+# The webmail's sessions end after session_idle seconds without a request, session_lifetime
+# seconds after the login, or at logout (docs/webmail.md).
+# session_idle = 1800
+# session_lifetime = 43200
+# max_sessions = 10000
 
 [quota]
 # Per-user storage limits (0 = unlimited); `ourmail user quota` sets them for one user.

@@ -77,6 +77,7 @@ from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 from ourmail.store.userstore import MaildirStore
 from ourmail.web.app import WebApp
 from ourmail.web.redirect import redirect_site
+from ourmail.web.sessions import SessionStore, SessionSweeper
 
 log = Logger()
 
@@ -231,7 +232,11 @@ class Parts:
         settings = self.settings
         implicit = service in IMPLICIT_TLS
         if service == "web":
-            self.web = WebApp(self.authenticator, self.clock)
+            web = settings.web
+            sessions = SessionStore(
+                self.clock, web.session_idle, web.session_lifetime, web.max_sessions
+            )
+            self.web = WebApp(self.authenticator, sessions)
             return self.web.site(settings.limits)
         if service in ("smtp", "submission", "submissions", "lmtp"):
             return SessionFactory(
@@ -496,6 +501,8 @@ def build(
         listener = ListenerService(reactor, service, endpoint, factory)
         listener.setServiceParent(root)
         listeners[service] = listener
+    if parts.web is not None:
+        SessionSweeper(parts.web.sessions).setServiceParent(root)
     if settings.mx_processes > 1 and "smtp" in listeners:
         MXWorkers(settings, listeners["smtp"], reactor).setServiceParent(root)  # type: ignore[arg-type]
     return Server(

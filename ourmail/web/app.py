@@ -23,7 +23,6 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from klein import Klein
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
@@ -71,11 +70,10 @@ class WebApp:
     def __init__(
         self,
         authenticator: Authenticator,
-        clock: IReactorTime,
-        sessions: SessionStore | None = None,
+        sessions: SessionStore,
     ) -> None:
         self.authenticator = authenticator
-        self.sessions = sessions if sessions is not None else SessionStore(clock)
+        self.sessions = sessions
         self.templates = Environment(
             loader=PackageLoader(__package__, "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -172,28 +170,27 @@ class WebApp:
     @app.route("/login", methods=["POST"])
     async def login(self, request: IRequest) -> bytes:
         cookie = request.getCookie(LOGIN_COOKIE)
-        if cookie is None or not same_token(
-            self.form(request, "csrf"), cookie.decode("ascii", "replace")
-        ):
+        token = cookie.decode("ascii", "replace") if cookie else ""
+        if not token or not same_token(self.form(request, "csrf"), token):
             return self.forbidden(request)
         _ = i18n.translations(self.language(request)).gettext
         username = self.form(request, "username", MAX_USER)
         password = self.form(request, "password", MAX_PASSWORD)
         if not username or not password:
             error = _("Enter your address and password.")
-            return self.render(request, "login.html", 400, csrf=cookie.decode(), error=error)
+            return self.render(request, "login.html", 400, csrf=token, error=error)
         client = getattr(request.getClientAddress(), "host", "unknown")
         try:
             login: Login = await self.authenticator.login(username, password, client, "web")
         except LoginFailed:
             error = _("Wrong address or password.")
             return self.render(
-                request, "login.html", 401, csrf=cookie.decode(), error=error, username=username
+                request, "login.html", 401, csrf=token, error=error, username=username
             )
         except LoginUnavailable:
             error = _("Your password cannot be checked right now. Please try again later.")
             return self.render(
-                request, "login.html", 503, csrf=cookie.decode(), error=error, username=username
+                request, "login.html", 503, csrf=token, error=error, username=username
             )
         session = self.sessions.create(login)
         self.set_cookie(request, SESSION_COOKIE, session.id)
@@ -214,7 +211,8 @@ class WebApp:
     def choose_language(self, request: IRequest) -> bytes:
         session = self.session(request)
         cookie = request.getCookie(LOGIN_COOKIE)
-        expected = session.csrf if session else cookie.decode("ascii", "replace") if cookie else ""
+        login_token = cookie.decode("ascii", "replace") if cookie else ""
+        expected = session.csrf if session else login_token
         if not expected or not same_token(self.form(request, "csrf"), expected):
             return self.forbidden(request)
         lang = self.form(request, "lang", 10)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import collections
 import hmac
 import secrets
+from typing import Any
 
 import attrs
+from twisted.application.internet import TimerService
 from twisted.internet.interfaces import IReactorTime
 
 from ourmail.auth.login import Session as Login
@@ -102,6 +104,18 @@ class SessionStore:
         if self._sessions.pop(session.id, None) is not None:
             session.login.end()
 
+    def sweep(self) -> None:
+        """End every session that is over (the realm hears of it without waiting for the
+        browser to come back)."""
+        now = self.clock.seconds()
+        for session in [s for s in self._sessions.values() if self._expired(s, now)]:
+            self.end(session)
+
+    def end_all(self) -> None:
+        """End every session (the server stops)."""
+        for session in list(self._sessions.values()):
+            self.end(session)
+
     def _expired(self, session: WebSession, now: float) -> bool:
         return now - session.last_used >= self.idle or now - session.created >= self.absolute
 
@@ -114,3 +128,15 @@ class SessionStore:
             if not self._expired(first, now):
                 break
             self.end(first)
+
+
+class SessionSweeper(TimerService):
+    """Sweeps ``sessions`` every ``interval`` seconds; ends them all when the server stops."""
+
+    def __init__(self, sessions: SessionStore, interval: float = 60) -> None:
+        super().__init__(interval, sessions.sweep)
+        self.sessions = sessions
+
+    def stopService(self) -> Any:
+        self.sessions.end_all()
+        return super().stopService()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from twisted.internet import task
 
 from ourmail.auth.login import Session as Login
-from ourmail.web.sessions import SessionStore, same_token
+from ourmail.config import ConfigError, WebSettings, load_settings
+from ourmail.web.sessions import SessionStore, SessionSweeper, same_token
 
 
 class User:
@@ -64,3 +68,36 @@ def test_tokens_compare_safely() -> None:
     assert not same_token("abd", "abc")
     assert not same_token(None, "abc")
     assert not same_token("", "abc")
+
+
+def test_the_sweep_ends_expired_sessions_and_stopping_ends_all() -> None:
+    clock, ended = task.Clock(), []
+    store = SessionStore(clock, idle=60, absolute=100)
+    busy = store.create(login(ended, "busy"))
+    store.create(login(ended, "idle"))
+    clock.advance(50)
+    store.get(busy.id)
+    clock.advance(20)
+    store.sweep()
+    assert ended == ["idle"]
+    clock.advance(31)  # 101 s after the login, 51 s after its last use: over by age alone
+    store.sweep()
+    assert ended == ["idle", "busy"]
+    store.create(login(ended, "a"))
+    store.create(login(ended, "b"))
+    sweeper = SessionSweeper(store)
+    sweeper.clock = clock
+    sweeper.startService()
+    sweeper.stopService()
+    assert ended[-2:] == ["a", "b"] and len(store) == 0
+
+
+def test_session_times_come_from_the_config(tmp_path: Path) -> None:
+    (tmp_path / "ourmail.toml").write_text(
+        "[web]\nsession_idle = 600\nsession_lifetime = 3600\nmax_sessions = 50\n"
+    )
+    settings = load_settings(data=str(tmp_path), domains=("example.test",))
+    assert settings.web == WebSettings(600, 3600, 50)
+    (tmp_path / "ourmail.toml").write_text("[web]\nsession_idle = 0\n")
+    with pytest.raises(ConfigError, match=r"web\.session_idle"):
+        load_settings(data=str(tmp_path), domains=("example.test",))
