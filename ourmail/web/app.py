@@ -32,6 +32,7 @@ from werkzeug.exceptions import HTTPException
 from ourmail.auth.login import Authenticator, LoginFailed, LoginUnavailable
 from ourmail.auth.login import Session as Login
 from ourmail.config import Limits
+from ourmail.interfaces import NoSuchFolder
 from ourmail.web import i18n
 from ourmail.web.sessions import SessionStore, WebSession, new_token, same_token
 from ourmail.web.site import CountedSite
@@ -228,7 +229,10 @@ class WebApp:
         user = session.login.avatar
         rows = []
         for name in user.list_folders():
-            folder = user.folder(name)
+            try:
+                folder = user.folder(name)
+            except NoSuchFolder:  # deleted by another session since the listing
+                continue
             folder.sync()
             rows.append((name, folder.unseen_count()))
         return self.render(

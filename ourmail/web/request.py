@@ -6,7 +6,7 @@ them too; a page may add to them but never needs to remember them.
 
 from __future__ import annotations
 
-from twisted.web import server
+from twisted.web import resource, server
 
 #: Content Security Policy (CSP Level 3): scripts and styles only from this server, no inline
 #: script, no plugins, no <base>, never framed, forms post only here.
@@ -65,3 +65,8 @@ class WebRequest(server.Request):
             self.finish()
             return
         super().process()
+
+    def render(self, resrc: resource.IResource) -> None:
+        # Twisted's process() names its version in Server: say less.
+        self.setHeader(b"Server", b"ourmail")
+        super().render(resrc)

@@ -139,6 +139,7 @@ def test_security_headers_on_every_response(srv: RunningServer, path: str) -> No
         assert reply.headers[name] == value
     assert reply.headers["strict-transport-security"].startswith("max-age=31536000")
     assert "unsafe-inline" not in reply.headers["content-security-policy"]
+    assert reply.headers["server"] == "ourmail"  # no software version
 
 
 def test_errors_are_pages_not_tracebacks(srv: RunningServer) -> None:
