@@ -101,6 +101,9 @@ class WebApp:
         request.setResponseCode(code)
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
         request.setHeader(b"Content-Language", lang.encode())
+        if "csrf" not in context:  # every page has the language switch, a form
+            session = self.session(request)
+            context["csrf"] = session.csrf if session else self.login_token(request)
         page = self.templates.get_template(name).render(
             _=translations.gettext, lang=lang, languages=i18n.LANGUAGES, **context
         )

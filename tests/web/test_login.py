@@ -240,3 +240,11 @@ def test_connections_are_limited_per_client(tmp_path: Path) -> None:
             time.sleep(0.1)
         else:
             raise AssertionError("the limit did not go back down")
+
+
+def test_the_language_switch_works_from_an_error_page(srv: RunningServer) -> None:
+    browser = Browser(srv)
+    missing = browser.get("/no/such/page")
+    assert missing.status == 404
+    assert browser.post("/language", {"csrf": missing.csrf(), "lang": "el"}).status == 303
+    assert '<html lang="el">' in browser.get("/login").text
