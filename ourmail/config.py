@@ -18,10 +18,21 @@ from typing import Any
 import attrs
 
 #: Every listener the server knows, in start order.
-SERVICES = ("smtp", "submission", "submissions", "lmtp", "imap", "imaps", "pop3", "pop3s")
+SERVICES = (
+    "smtp",
+    "submission",
+    "submissions",
+    "lmtp",
+    "imap",
+    "imaps",
+    "pop3",
+    "pop3s",
+    "web",
+    "http",
+)
 
 #: Listeners that speak TLS from the first byte (the others offer STARTTLS/STLS).
-IMPLICIT_TLS = frozenset({"submissions", "imaps", "pop3s"})
+IMPLICIT_TLS = frozenset({"submissions", "imaps", "pop3s", "web"})
 
 #: (port when root, port otherwise): docs/architecture.md#services-and-ports.
 DEFAULT_PORTS: Mapping[str, tuple[int, int]] = {
@@ -32,6 +43,9 @@ DEFAULT_PORTS: Mapping[str, tuple[int, int]] = {
     "imaps": (993, 1993),
     "pop3": (110, 1110),
     "pop3s": (995, 1995),
+    # The webmail over HTTPS, and plain HTTP that only redirects to it (ourmail/web/).
+    "web": (443, 8443),
+    "http": (80, 8080),
 }
 
 DEFAULT_DATA_DIR = Path("ourmail-data")
@@ -128,6 +142,18 @@ class Pop3Settings:
     delete: str = "hide"
     domains: Mapping[str, str] = attrs.Factory(dict)
     login_delay: int = 0
+
+
+@attrs.frozen
+class WebSettings:
+    """The webmail's sessions (docs/webmail.md#serving-and-login)."""
+
+    #: Seconds without a request after which a session ends.
+    session_idle: int = 30 * 60
+    #: Seconds after the login at which a session ends however busy it is.
+    session_lifetime: int = 12 * 3600
+    #: Sessions kept in memory at most; beyond that the least recently used ends.
+    max_sessions: int = 10_000
 
 
 @attrs.frozen
@@ -299,6 +325,7 @@ class Settings:
     submission: SubmissionSettings = SubmissionSettings()
     queue: QueueSettings = QueueSettings()
     pop3: Pop3Settings = Pop3Settings()
+    web: WebSettings = WebSettings()
     dns: DNSSettings = DNSSettings()
     srs: SRSSettings = SRSSettings()
     filters: FilterSettings = FilterSettings()
@@ -388,6 +415,7 @@ _TOML_KEYS: Mapping[str, Any] = {
     "submission": {"save_sent": bool, "max_messages_per_hour": int, "max_recipients_per_hour": int},
     "smtp": {"mx_processes": int},
     "pop3": {"delete": str, "login_delay": int, "domain": _Named({"delete": str})},
+    "web": {f.name: int for f in attrs.fields(WebSettings)},
     "ldap": {"url": str},
     "dns": {"servers": list},
     "srs": {"enabled": bool, "max_age": int},
@@ -561,6 +589,7 @@ def load_settings(
         submission=submission,
         queue=queue,
         pop3=_pop3_settings(table.get("pop3", {})),
+        web=_web_settings(table.get("web", {})),
         dns=dns,
         srs=_srs_settings(table.get("srs", {})),
         filters=filters,
@@ -599,6 +628,14 @@ def _login_cache_settings(table: Mapping[str, Any]) -> LoginCacheSettings:
     if not 1 <= size <= 1_000_000:
         raise ConfigError("'auth.cache_size' must be between 1 and 1000000")
     return LoginCacheSettings(ttl=ttl, size=size)
+
+
+def _web_settings(table: Mapping[str, Any]) -> WebSettings:
+    web = WebSettings(**table)
+    for field in attrs.fields(WebSettings):
+        if getattr(web, field.name) <= 0:
+            raise ConfigError(f"'web.{field.name}' must be positive")
+    return web
 
 
 def _pop3_settings(table: Mapping[str, Any]) -> Pop3Settings:
@@ -738,7 +775,8 @@ domains = {domains}
 
 [listen]
 # SERVICE = "Twisted server endpoint", or "none" to switch a service off.  Implicit-TLS services
-# (submissions, imaps, pop3s) get TLS added with the certificate above.
+# (submissions, imaps, pop3s, web) get TLS added with the certificate above; `http` only
+# redirects every request to `web` (docs/webmail.md).
 # smtp = "tcp:25"
 # submission = "tcp:587"
 # submissions = "tcp:465"
@@ -747,6 +785,8 @@ domains = {domains}
 # imaps = "tcp:993"
 # pop3 = "tcp:110"
 # pop3s = "tcp:995"
+# web = "tcp:443"
+# http = "tcp:80"
 
 [limits]
 # max_message_size = 52428800
@@ -871,6 +911,13 @@ domains = {domains}
 # accounts keep working.  Options: bind, password_file, filter, starttls, timeout, ca_file,
 # address_filter, alternate, disabled; several URLs (space-separated) for failover.
 # url = "ldap://ldap.example.org:389/dc=example,dc=org?bind=cn=mail,dc=example,dc=org&password_file=/etc/ourmail/ldap-password&starttls=1"
+
+[web]
+# The webmail's sessions end after session_idle seconds without a request, session_lifetime
+# seconds after the login, or at logout (docs/webmail.md).
+# session_idle = 1800
+# session_lifetime = 43200
+# max_sessions = 10000
 
 [quota]
 # Per-user storage limits (0 = unlimited); `ourmail user quota` sets them for one user.

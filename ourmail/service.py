@@ -6,7 +6,7 @@ import resource
 import secrets
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,9 @@ from ourmail.store.quota import QuotaPolicy
 from ourmail.store.shards import DEFAULT_SHARDS_TOML
 from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 from ourmail.store.userstore import MaildirStore
+from ourmail.web.app import WebApp
+from ourmail.web.redirect import redirect_site
+from ourmail.web.sessions import SessionStore, SessionSweeper
 
 log = Logger()
 
@@ -182,6 +185,8 @@ class Server:
     queue: OutboundQueue
     #: Learning from Junk moves, when a spam scanner is configured.
     learning: JunkLearning | None = None
+    #: The webmail, when the ``web`` listener is on.
+    web: WebApp | None = None
 
 
 @attrs.define
@@ -211,6 +216,8 @@ class Parts:
     #: POP3 sessions of both listeners share one lock table and one login-delay record.
     pop3_locks: MaildropLocks = attrs.Factory(MaildropLocks)
     pop3_logins: dict[str, float] = attrs.Factory(dict)
+    #: The webmail (made with the ``web`` listener's factory).
+    web: WebApp | None = None
 
     def _checked(self, service: str) -> bool:
         """Whether mail arriving on ``service`` goes through the filter chain."""
@@ -224,6 +231,13 @@ class Parts:
         """The protocol factory of one listener (without the implicit-TLS wrapper)."""
         settings = self.settings
         implicit = service in IMPLICIT_TLS
+        if service == "web":
+            web = settings.web
+            sessions = SessionStore(
+                self.clock, web.session_idle, web.session_lifetime, web.max_sessions
+            )
+            self.web = WebApp(self.authenticator, sessions)
+            return self.web.site(settings.limits)
         if service in ("smtp", "submission", "submissions", "lmtp"):
             return SessionFactory(
                 LMTPServer if service == "lmtp" else SMTPServer,
@@ -477,12 +491,18 @@ def build(
         endpoint = settings.listen.get(service)
         if endpoint is None:
             continue
-        factory = parts.factory(service)
+        if service == "http":
+            port = web_port(settings, listeners.get("web"))
+            factory: Factory = redirect_site(settings.hostname, port, settings.limits)
+        else:
+            factory = parts.factory(service)
         if service in IMPLICIT_TLS and not endpoint.startswith("ssl:"):
             factory = TLSMemoryBIOFactory(parts.tls, False, factory)
         listener = ListenerService(reactor, service, endpoint, factory)
         listener.setServiceParent(root)
         listeners[service] = listener
+    if parts.web is not None:
+        SessionSweeper(parts.web.sessions).setServiceParent(root)
     if settings.mx_processes > 1 and "smtp" in listeners:
         MXWorkers(settings, listeners["smtp"], reactor).setServiceParent(root)  # type: ignore[arg-type]
     return Server(
@@ -492,4 +512,23 @@ def build(
         accounts=parts.accounts,
         queue=parts.queue,
         learning=parts.learning,
+        web=parts.web,
     )
+
+
+def web_port(settings: Settings, listener: ListenerService | None) -> Callable[[], int]:
+    """The port the ``http`` listener redirects to: the ``web`` listener's once it listens
+    (port 0 in tests picks one), else the configured one, else 443."""
+
+    def port() -> int:
+        if listener is not None and listener.port is not None:
+            return int(getattr(listener.port.getHost(), "port", 443))
+        endpoint = settings.listen.get("web")
+        if endpoint:
+            _, args, options = preflight.parse_endpoint(endpoint)
+            text = options.get("port", args[0] if args else "")
+            if text.isdigit():
+                return int(text)
+        return 443
+
+    return port

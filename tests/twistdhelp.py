@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s")
+SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "web", "http")
 
 
 class Twistd:

@@ -30,7 +30,7 @@ def test_old_protocols_are_refused(mailserver: RunningServer) -> None:
         old = _client(ssl.TLSVersion.TLSv1_1, "ALL:@SECLEVEL=0")
     except ssl.SSLError:
         pytest.skip("this OpenSSL cannot even offer TLS 1.1")
-    for service in ("imaps", "pop3s", "submissions"):
+    for service in ("imaps", "pop3s", "submissions", "web"):
         with pytest.raises((ssl.SSLError, ConnectionError)):
             _handshake(old, mailserver.port(service))
 
