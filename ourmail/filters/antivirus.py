@@ -44,6 +44,7 @@ from ourmail.filters.clamd import (
     ClamdSizeLimit,
     TooLarge,
 )
+from ourmail.filters.options import refuse_unknown
 from ourmail.interfaces import (
     FilterEnvironment,
     ICheck,
@@ -171,9 +172,7 @@ class AntivirusFactory:
     name = "antivirus"
 
     def build(self, options: Mapping[str, object], env: FilterEnvironment) -> ICheck:
-        unknown = set(options) - OPTIONS
-        if unknown:
-            raise ValueError(f"unknown option {sorted(unknown)[0]!r}")
+        refuse_unknown(options, OPTIONS)
         address = options.get("address", DEFAULT_ADDRESS)
         if not isinstance(address, str):
             raise ValueError("'address' must be a unix socket path or HOST:PORT")

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ourmail.filters.keyrecords import key_records, small_in_memory
+from ourmail.filters.options import refuse_unknown
 from ourmail.interfaces import (
     AuthResult,
     FilterEnvironment,
@@ -179,9 +180,7 @@ class ARCCheckFactory:
     name = "arc"
 
     def build(self, options: Mapping[str, object], env: FilterEnvironment) -> ICheck:
-        unknown = set(options) - {"trusted_forwarders", "trusted_forwarders_by_domain"}
-        if unknown:
-            raise ValueError(f"unknown option {sorted(unknown)[0]!r}")
+        refuse_unknown(options, ("trusted_forwarders", "trusted_forwarders_by_domain"))
         forwarders = _domains(options.get("trusted_forwarders", []), "trusted_forwarders")
         table = options.get("trusted_forwarders_by_domain", {})
         if not isinstance(table, Mapping):

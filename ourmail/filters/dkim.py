@@ -42,6 +42,7 @@ from twisted.names import error
 from zope.interface import implementer
 
 from ourmail.filters.keyrecords import key_records, small_in_memory
+from ourmail.filters.options import number, refuse_unknown
 from ourmail.interfaces import (
     AuthResult,
     FilterEnvironment,
@@ -330,13 +331,6 @@ class DKIMCheck:
         return records[0]
 
 
-def _number(options: Mapping[str, object], key: str, default: float, low: float) -> float:
-    value = options.get(key, default)
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{key} must be a number of at least {low}")
-    return float(value)
-
-
 @implementer(ICheckFactory)
 class DKIMFactory:
     """``[filters.check.dkim]``: ``max_signatures`` (10), ``dns_timeout`` (5 s),
@@ -346,9 +340,7 @@ class DKIMFactory:
     options = ("max_signatures", "dns_timeout", "min_rsa_bits")
 
     def build(self, options: Mapping[str, object], env: FilterEnvironment) -> ICheck:
-        unknown = sorted(set(options) - set(self.options))
-        if unknown:
-            raise ValueError(f"unknown option {unknown[0]!r} (known: {', '.join(self.options)})")
+        refuse_unknown(options, self.options)
         for key in ("max_signatures", "min_rsa_bits"):
             if key in options and not isinstance(options[key], int):
                 raise ValueError(f"{key} must be a whole number")
@@ -356,9 +348,9 @@ class DKIMFactory:
         return DKIMCheck(
             resolver=env.resolver,
             reactor=env.reactor,
-            max_signatures=int(_number(options, "max_signatures", 10, 1)),
-            dns_timeout=_number(options, "dns_timeout", 5.0, 0.1),
-            min_rsa_bits=int(_number(options, "min_rsa_bits", 1024, 1024)),
+            max_signatures=int(number(options, "max_signatures", 10, 1)),
+            dns_timeout=number(options, "dns_timeout", 5.0, 0.1),
+            min_rsa_bits=int(number(options, "min_rsa_bits", 1024, 1024)),
         )
 
 

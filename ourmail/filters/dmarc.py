@@ -39,6 +39,7 @@ from ourmail.filters.dmarcpolicy import (
 )
 from ourmail.filters.dmarcreport import Reporter, ResultStore
 from ourmail.filters.keyrecords import small_in_memory
+from ourmail.filters.options import refuse_unknown
 from ourmail.interfaces import (
     AuthResult,
     FilterEnvironment,
@@ -289,9 +290,7 @@ class DMARCFactory:
     )
 
     def build(self, options: Mapping[str, object], env: FilterEnvironment) -> ICheck:
-        unknown = sorted(set(options) - set(self.options))
-        if unknown:
-            raise ValueError(f"unknown option {unknown[0]!r} (known: {', '.join(self.options)})")
+        refuse_unknown(options, self.options)
         timeout = float(_option(options, "dns_timeout", int | float, 5.0))
         interval = float(_option(options, "report_interval", int | float, 86400.0))
         if timeout <= 0 or interval < 60:

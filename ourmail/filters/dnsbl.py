@@ -39,6 +39,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ourmail.filters.netlist import IPAddress, IPNetwork, client_ip, in_networks, parse_networks
+from ourmail.filters.options import number, refuse_unknown
 from ourmail.interfaces import (
     ACCEPT,
     AuthResult,
@@ -249,13 +250,6 @@ class DNSBLCheck:
         return d.addCallbacks(answered, failed)
 
 
-def _number(options: Mapping[str, object], key: str, default: float, minimum: float) -> float:
-    value = options.get(key, default)
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{key!r} must be a number of at least {minimum}")
-    return float(value)
-
-
 def _zone(table: object) -> Zone:
     if not isinstance(table, Mapping):
         raise ValueError("each of 'zones' must be a table with 'zone' (and 'weight', 'answers')")
@@ -279,9 +273,7 @@ class DNSBLFactory:
     name = "dnsbl"
 
     def build(self, options: Mapping[str, object], env: FilterEnvironment) -> ICheck:
-        unknown = set(options) - OPTIONS
-        if unknown:
-            raise ValueError(f"unknown option {sorted(unknown)[0]!r}")
+        refuse_unknown(options, OPTIONS)
         zones = options.get("zones")
         if not isinstance(zones, Sequence) or isinstance(zones, str) or not zones:
             raise ValueError("'zones' must list at least one zone (a dnsbl check without zones)")
@@ -300,8 +292,8 @@ class DNSBLFactory:
             cast(IReactorTime, env.reactor),
             threshold=float(threshold),
             action=str(action),
-            query_timeout=_number(options, "query_timeout", 5.0, 0.1),
-            negative_ttl=_number(options, "negative_ttl", 300.0, 0),
+            query_timeout=number(options, "query_timeout", 5.0, 0.1),
+            negative_ttl=number(options, "negative_ttl", 300.0, 0),
             cache_size=size,
             skip_networks=parse_networks(options.get("skip_networks", ()), "skip_networks"),
         )

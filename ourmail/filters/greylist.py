@@ -42,6 +42,7 @@ from zope.interface import implementer
 
 from ourmail.filters import sqlitefile
 from ourmail.filters.netlist import IPAddress, IPNetwork, client_ip, in_networks, parse_networks
+from ourmail.filters.options import refuse_unknown
 from ourmail.interfaces import (
     ACCEPT,
     FilterEnvironment,
@@ -257,9 +258,7 @@ class GreylistFactory:
     name = "greylist"
 
     def build(self, options: Mapping[str, object], env: FilterEnvironment) -> ICheck:
-        unknown = set(options) - OPTIONS
-        if unknown:
-            raise ValueError(f"unknown option {sorted(unknown)[0]!r}")
+        refuse_unknown(options, OPTIONS)
         delay = _seconds(options, "delay", 300.0)
         max_wait = _seconds(options, "max_wait", 2 * DAY)
         if max_wait <= delay:

@@ -46,6 +46,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ourmail.filters import spampolicy
+from ourmail.filters.options import refuse_unknown
 from ourmail.filters.spamc import SpamdClient, SpamdLearner
 from ourmail.filters.spampolicy import Decision, Thresholds
 from ourmail.filters.spamprefs import SpamPrefs, UserPrefs, database_path
@@ -302,9 +303,7 @@ def _score(options: Mapping[str, object], key: str) -> float | None:
 
 
 def _thresholds(options: Mapping[str, object], where: str) -> Thresholds:
-    unknown = set(options) - {"junk_score", "reject_score"}
-    if unknown:
-        raise ValueError(f"unknown option {sorted(unknown)[0]!r} in {where}")
+    refuse_unknown(options, ("junk_score", "reject_score"), where)
     limits = Thresholds(_score(options, "junk_score"), _score(options, "reject_score"))
     if limits.junk is not None and limits.reject is not None and limits.reject < limits.junk:
         raise ValueError(f"'reject_score' must not be below 'junk_score' in {where}")
@@ -350,9 +349,7 @@ class SpamFactory:
     name = "spam"
 
     def build(self, options: Mapping[str, object], env: FilterEnvironment) -> ICheck:
-        unknown = set(options) - OPTIONS
-        if unknown:
-            raise ValueError(f"unknown option {sorted(unknown)[0]!r}")
+        refuse_unknown(options, OPTIONS)
         scanner, _ = scanner_and_learner(options, env.reactor)
         max_size = options.get("max_size", DEFAULT_MAX_SIZE)
         if not isinstance(max_size, int) or isinstance(max_size, bool) or max_size < 1:

@@ -45,6 +45,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from ourmail.filters.netlist import IPNetwork, client_ip, in_networks, parse_networks
+from ourmail.filters.options import refuse_unknown
 from ourmail.filters.spfdns import ReactorLookup, TwistedLookup, bound
 from ourmail.interfaces import (
     ACCEPT,
@@ -431,9 +432,7 @@ class SPFFactory:
     name = "spf"
 
     def build(self, options: Mapping[str, object], env: FilterEnvironment) -> ICheck:
-        unknown = set(options) - set(OPTIONS)
-        if unknown:
-            raise ValueError(f"unknown option {sorted(unknown)[0]!r} (known: {', '.join(OPTIONS)})")
+        refuse_unknown(options, OPTIONS)
         skip = parse_networks(options.get("skip_networks", DEFAULT_SKIP), "skip_networks")
         helo = options.get("helo", True)
         if not isinstance(helo, bool):
