@@ -106,7 +106,7 @@ def _parse(
     else:
         sep = data.find(b"\r\n\r\n", start, end)
         body_start = end if sep < 0 else sep + 4
-        fields = header_fields(data[start:body_start])
+        fields = _fields(data[start:body_start])
     part = Part(start=start, body_start=body_start, end=end, fields=fields)
     part.maintype, part.subtype = default_type
     ctype = part.header("content-type")
@@ -131,9 +131,7 @@ def _parse(
     return part
 
 
-def header_fields(header: bytes) -> list[tuple[str, bytes]]:
-    """The fields of a header section (CRLF line ends) as (lower-case name, the whole field
-    with its folds and CRLF), at most MAX_HEADERS; lines that are no field are skipped."""
+def _fields(header: bytes) -> list[tuple[str, bytes]]:
     out: list[tuple[str, bytes]] = []
     for line in (
         header.split(b"\r\n")[:-2] if header.endswith(b"\r\n\r\n") else header.split(b"\r\n")
