@@ -307,6 +307,22 @@ class Recipient:
         return (self.address,) if self.kind == "remote" else ()
 
 
+class IPreferences(Interface):
+    """Each user's own settings (``ourmail.prefs``): the webmail's signature and the senders
+    whose remote images they see, the out-of-office reply the server sends, and the like.
+    Values are JSON values (dict, list, str, int, float, bool, None) under short keys that
+    the part using them documents; a missing key reads as None.  Reads answer from memory;
+    writes are durable (fsync of file and directory) when their Deferred fires."""
+
+    def get(user: str, key: str) -> object:
+        """``user``'s value for ``key``, or None."""
+
+    def set(user: str, key: str, value: object) -> Deferred[None]:
+        """Keep ``value`` (None removes the key) for ``user``; fires once it is on disk.
+        Raises ``ValueError`` at once for a bad key or a value that is not JSON; fails with
+        ``ValueError`` when the user's settings would grow too large."""
+
+
 class DirectoryUnavailable(Exception):
     """The directory (an LDAP server, say) could not be asked: a temporary failure.  SMTP
     answers ``451 4.4.3``, logins fail temporarily; never a bounce, never a login allowed."""

@@ -50,6 +50,7 @@ from ourmail.interfaces import (
     IDirectory,
     IFilterChain,
     IMailStore,
+    IPreferences,
     IRetention,
     ISenderRewriter,
     ISpamLearner,
@@ -60,6 +61,7 @@ from ourmail.net.tls import ReloadableServerTLS
 from ourmail.pop3.maildrop import MaildropLocks
 from ourmail.pop3.policy import NoRetention
 from ourmail.pop3.server import POP3Context, POP3Server
+from ourmail.prefs import PreferenceFiles
 from ourmail.queue.runner import OutboundQueue
 from ourmail.secure import selfsigned
 from ourmail.secure.arcseal import ARCSealer
@@ -76,6 +78,7 @@ from ourmail.store.shards import DEFAULT_SHARDS_TOML
 from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 from ourmail.store.userstore import MaildirStore
 from ourmail.web.app import WebApp
+from ourmail.web.pages import WebServices
 from ourmail.web.redirect import redirect_site
 from ourmail.web.sessions import SessionStore, SessionSweeper
 
@@ -216,6 +219,8 @@ class Parts:
     #: POP3 sessions of both listeners share one lock table and one login-delay record.
     pop3_locks: MaildropLocks = attrs.Factory(MaildropLocks)
     pop3_logins: dict[str, float] = attrs.Factory(dict)
+    #: Each user's own settings (webmail, out-of-office).
+    preferences: IPreferences | None = None
     #: The webmail (made with the ``web`` listener's factory).
     web: WebApp | None = None
 
@@ -236,7 +241,10 @@ class Parts:
             sessions = SessionStore(
                 self.clock, web.session_idle, web.session_lifetime, web.max_sessions
             )
-            self.web = WebApp(self.authenticator, sessions)
+            services = WebServices(
+                directory=self.directory, preferences=self.preferences, reactor=self.clock
+            )
+            self.web = WebApp(self.authenticator, sessions, services)
             return self.web.site(settings.limits)
         if service in ("smtp", "submission", "submissions", "lmtp"):
             return SessionFactory(
@@ -378,6 +386,7 @@ def assemble(
         checks=filter_checks(settings, reactor, queue, log=True),
         contacts=contact_book(settings),
         learning=junk_learning(settings, reactor, store, learner),
+        preferences=PreferenceFiles(data / "prefs"),
     )
 
 

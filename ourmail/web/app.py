@@ -16,13 +16,9 @@ posted from another site.  A request without the right token gets 403.
 
 from __future__ import annotations
 
-import gettext
 import mimetypes
 from importlib import resources
-from typing import Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
-from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
@@ -32,18 +28,13 @@ from werkzeug.exceptions import HTTPException
 from ourmail.auth.login import Authenticator, LoginFailed, LoginUnavailable
 from ourmail.auth.login import Session as Login
 from ourmail.config import Limits
-from ourmail.interfaces import NoSuchFolder
 from ourmail.web import i18n
-from ourmail.web.sessions import SessionStore, WebSession, new_token, same_token
+from ourmail.web.pages import LOGIN_COOKIE, SESSION_COOKIE, Pages, WebServices
+from ourmail.web.sessions import SessionStore, same_token
 from ourmail.web.site import CountedSite
 
 log = Logger()
 
-#: The session cookie.  ``__Host-``: only ever set over HTTPS, for this host and path ``/``
-#: (RFC 6265bis §4.1.3.2), so a sibling domain cannot plant one.
-SESSION_COOKIE = b"__Host-ourmail_session"
-#: The CSRF token of a browser that is not logged in yet (the login and language forms).
-LOGIN_COOKIE = b"__Host-ourmail_login"
 #: Longest user name and password read from the login form.
 MAX_USER, MAX_PASSWORD = 320, 1024
 #: Seconds a browser keeps the language choice.
@@ -63,105 +54,23 @@ def _static_files() -> dict[str, tuple[bytes, bytes]]:
     return files
 
 
-class WebApp:
-    """The webmail of one server process: its routes, sessions and templates."""
+class WebApp(Pages):
+    """The webmail of one server process: every part's routes, its sessions and templates."""
 
-    app = Klein()
+    app = Pages.app
 
     def __init__(
         self,
         authenticator: Authenticator,
         sessions: SessionStore,
+        services: WebServices | None = None,
     ) -> None:
-        self.authenticator = authenticator
-        self.sessions = sessions
-        self.templates = Environment(
-            loader=PackageLoader(__package__, "templates"),
-            autoescape=select_autoescape(default=True, default_for_string=True),
-        )
+        super().__init__(authenticator, sessions, services)
         self.static = _static_files()
 
     def site(self, limits: Limits) -> server.Site:
         """The ``web`` listener's factory (TLS is added around it by service.py)."""
         return CountedSite(self.app.resource(), limits)
-
-    # -- helpers ---------------------------------------------------------------------------
-
-    def language(self, request: IRequest) -> str:
-        cookie = request.getCookie(i18n.COOKIE.encode())
-        return i18n.choose(
-            cookie.decode("ascii", "replace") if cookie else None,
-            request.getHeader("accept-language"),
-        )
-
-    def render(self, request: IRequest, name: str, code: int = 200, **context: Any) -> bytes:
-        """A template as the response, in the request's language."""
-        lang = self.language(request)
-        translations: gettext.NullTranslations = i18n.translations(lang)
-        request.setResponseCode(code)
-        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
-        request.setHeader(b"Content-Language", lang.encode())
-        if "csrf" not in context:  # every page has the language switch, a form
-            session = self.session(request)
-            context["csrf"] = session.csrf if session else self.login_token(request)
-        page = self.templates.get_template(name).render(
-            _=translations.gettext, lang=lang, languages=i18n.LANGUAGES, **context
-        )
-        return page.encode("utf-8")
-
-    def session(self, request: IRequest) -> WebSession | None:
-        """The request's live session, or None."""
-        cookie = request.getCookie(SESSION_COOKIE)
-        return self.sessions.get(cookie.decode("ascii", "replace") if cookie else None)
-
-    @staticmethod
-    def form(request: IRequest, name: str, limit: int = 1000) -> str | None:
-        """A form field as text (None when absent, too long or not UTF-8)."""
-        values = (request.args or {}).get(name.encode())
-        if not values or len(values[0]) > limit:
-            return None
-        try:
-            return str(values[0].decode("utf-8"))
-        except UnicodeDecodeError:
-            return None
-
-    @staticmethod
-    def set_cookie(request: IRequest, name: bytes, value: str, max_age: int | None = None) -> None:
-        """A cookie only this host's HTTPS pages see, never scripts, never sent cross-site."""
-        request.addCookie(  # type: ignore[call-arg]
-            name,
-            value.encode(),
-            path=b"/",
-            max_age=None if max_age is None else str(max_age).encode(),
-            secure=True,
-            httpOnly=True,
-            sameSite="strict",
-        )
-
-    @staticmethod
-    def redirect(request: IRequest, to: bytes) -> bytes:
-        """303 See Other (RFC 9110 §15.4.4): the browser follows it with a GET."""
-        request.setResponseCode(303)
-        request.setHeader(b"Location", to)
-        return b""
-
-    def login_token(self, request: IRequest) -> str:
-        """The not-yet-logged-in browser's CSRF token, set as a cookie when it has none."""
-        cookie = request.getCookie(LOGIN_COOKIE)
-        token = cookie.decode("ascii", "replace") if cookie else ""
-        if len(token) < 32:
-            token = new_token()
-            self.set_cookie(request, LOGIN_COOKIE, token)
-        return token
-
-    def forbidden(self, request: IRequest) -> bytes:
-        _ = i18n.translations(self.language(request)).gettext
-        return self.render(
-            request,
-            "error.html",
-            403,
-            message=_("This form has expired or did not come from this site. Please try again."),
-        )
 
     # -- routes ----------------------------------------------------------------------------
 
@@ -177,7 +86,7 @@ class WebApp:
         token = cookie.decode("ascii", "replace") if cookie else ""
         if not token or not same_token(self.form(request, "csrf"), token):
             return self.forbidden(request)
-        _ = i18n.translations(self.language(request)).gettext
+        _ = self.gettext(request)
         username = self.form(request, "username", MAX_USER)
         password = self.form(request, "password", MAX_PASSWORD)
         if not username or not password:
@@ -226,21 +135,7 @@ class WebApp:
 
     @app.route("/", methods=["GET"])
     def folders(self, request: IRequest) -> bytes:
-        session = self.session(request)
-        if session is None:
-            return self.redirect(request, b"/login")
-        user = session.login.avatar
-        rows = []
-        for name in user.list_folders():
-            try:
-                folder = user.folder(name)
-            except NoSuchFolder:  # deleted by another session since the listing
-                continue
-            folder.sync()
-            rows.append((name, folder.unseen_count()))
-        return self.render(
-            request, "folders.html", csrf=session.csrf, address=session.address, folders=rows
-        )
+        return self.render_mail(request, self.user(request), "folders.html")
 
     @app.route("/static/<string:name>", methods=["GET"])
     def static_file(self, request: IRequest, name: str) -> bytes:

@@ -49,6 +49,7 @@ from ourmail.secure.arcseal import ARCSealer
 from ourmail.secure.dkimkeys import KeyStore
 from ourmail.secure.dkimsign import DKIMSigner
 from ourmail.smtp.delivery import Delivery
+from ourmail.prefs import PreferenceFiles
 from ourmail.srs import SenderRewriter
 from ourmail.store.memory import MemoryStore
 from ourmail.store.quota import QuotaPolicy
@@ -146,6 +147,7 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
         QueueSettings(), tmp, "mail.example.test", _directory(tmp), _delivery(tmp), reactor
     ),
     "ourmail.smtp.delivery.Delivery": _delivery,
+    "ourmail.prefs.PreferenceFiles": lambda tmp: PreferenceFiles(tmp / "prefs"),
     "ourmail.srs.SenderRewriter": lambda tmp: SenderRewriter([b"k"], bool, Clock()),
     "ourmail.filters.chain.FilterChain": lambda tmp: FilterChain([], Clock(), "mx.test"),
     "ourmail.filters.filterlog.FilterLog": lambda tmp: FilterLog(

@@ -46,7 +46,7 @@ def test_login_shows_the_folders_with_unread_counts(srv: RunningServer) -> None:
     page = browser.get("/")
     assert page.status == 200
     assert "INBOX" in page.text and "Sent" in page.text and "Trash" in page.text
-    assert '<span class="unseen" title="Unread">2</span>' in page.text
+    assert '<span class="count">2</span>' in page.text
     assert srv.user in page.text
 
 

@@ -1,0 +1,232 @@
+"""What every page of the webmail shares: the one klein router, templates in the user's
+language, the session and CSRF checks, form fields, cookies and redirects.
+
+Each part of the webmail (the message list, the message view, compose, settings, live
+updates) is a class of its own module that derives from :class:`Pages` and adds its routes
+to :attr:`Pages.app`; :class:`ourmail.web.app.WebApp` derives from all of them.  A route of a
+logged-in page starts with :meth:`Pages.user` (its session, or a redirect to the login) and a
+POST with :meth:`Pages.checked` (the session and its CSRF token).
+"""
+
+from __future__ import annotations
+
+import gettext
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from jinja2 import Environment, PackageLoader, select_autoescape
+from klein import Klein
+from twisted.internet import reactor as default_reactor
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+
+from ourmail.auth.login import Authenticator
+from ourmail.interfaces import IDirectory, IPreferences, NoSuchFolder
+from ourmail.web import i18n
+from ourmail.web.sessions import SessionStore, WebSession, new_token, same_token
+
+#: The session cookie.  ``__Host-``: only ever set over HTTPS, for this host and path ``/``
+#: (RFC 6265bis §4.1.3.2), so a sibling domain cannot plant one.
+SESSION_COOKIE = b"__Host-ourmail_session"
+#: The CSRF token of a browser that is not logged in yet (the login and language forms).
+LOGIN_COOKIE = b"__Host-ourmail_login"
+
+
+@attrs.define
+class WebServices:
+    """What the webmail reaches mail and people through, besides the login: all interfaces
+    (``ourmail/interfaces.py``), wired by ``service.py``.  None: that part is not there (a
+    test without it, a server without a directory)."""
+
+    #: Addresses, aliases and who may send as whom.
+    directory: IDirectory | None = None
+    #: Each user's settings (signature, out-of-office, senders whose images they see).
+    preferences: IPreferences | None = None
+    #: The reactor (timers, threads).
+    reactor: Any = default_reactor
+
+
+class NotLoggedIn(Exception):
+    """A logged-in page was asked for without a live session: redirect to the login."""
+
+
+class Forged(Exception):
+    """A state-changing request without the session's CSRF token: 403."""
+
+
+class Pages:
+    """The shared base of the webmail's pages (see the module's docstring)."""
+
+    app = Klein()
+
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        sessions: SessionStore,
+        services: WebServices | None = None,
+    ) -> None:
+        self.authenticator = authenticator
+        self.sessions = sessions
+        self.services = services or WebServices()
+        self.templates = Environment(
+            loader=PackageLoader(__package__, "templates"),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+        )
+
+    # -- language and templates --------------------------------------------------------------
+
+    def language(self, request: IRequest) -> str:
+        """The response's language: the user's choice, the browser's, or English."""
+        cookie = request.getCookie(i18n.COOKIE.encode())
+        return i18n.choose(
+            cookie.decode("ascii", "replace") if cookie else None,
+            request.getHeader("accept-language"),
+        )
+
+    def gettext(self, request: IRequest) -> Callable[[str], str]:
+        """``_`` for messages built in Python (errors, flash texts) in the request's language."""
+        return i18n.translations(self.language(request)).gettext
+
+    def render(self, request: IRequest, name: str, code: int = 200, **context: Any) -> bytes:
+        """A template as the response, in the request's language."""
+        lang = self.language(request)
+        translations: gettext.NullTranslations = i18n.translations(lang)
+        request.setResponseCode(code)
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        request.setHeader(b"Content-Language", lang.encode())
+        if "csrf" not in context:  # every page has the language switch, a form
+            session = self.session(request)
+            context["csrf"] = session.csrf if session else self.login_token(request)
+        page = self.templates.get_template(name).render(
+            _=translations.gettext,
+            ngettext=translations.ngettext,
+            lang=lang,
+            languages=i18n.LANGUAGES,
+            **context,
+        )
+        return page.encode("utf-8")
+
+    def render_mail(
+        self, request: IRequest, session: WebSession, name: str, code: int = 200, **context: Any
+    ) -> bytes:
+        """A logged-in page (a template extending ``mail.html``): with the user's address,
+        CSRF token and folder tree (``folders``: name, unread count)."""
+        context.setdefault("folders", self.folder_tree(session))
+        return self.render(
+            request, name, code, csrf=session.csrf, address=session.address, **context
+        )
+
+    @staticmethod
+    def folder_tree(session: WebSession) -> list[tuple[str, int]]:
+        """The user's folders and their unread counts, in the store's order."""
+        user = session.login.avatar
+        rows = []
+        for name in user.list_folders():
+            try:
+                folder = user.folder(name)
+            except NoSuchFolder:  # deleted by another session since the listing
+                continue
+            folder.sync()
+            rows.append((name, folder.unseen_count()))
+        return rows
+
+    # -- sessions and forms --------------------------------------------------------------------
+
+    def session(self, request: IRequest) -> WebSession | None:
+        """The request's live session, or None."""
+        cookie = request.getCookie(SESSION_COOKIE)
+        return self.sessions.get(cookie.decode("ascii", "replace") if cookie else None)
+
+    def user(self, request: IRequest) -> WebSession:
+        """The live session of a logged-in page; without one, :class:`NotLoggedIn` (answered
+        with a redirect to the login page)."""
+        session = self.session(request)
+        if session is None:
+            raise NotLoggedIn()
+        return session
+
+    def checked(self, request: IRequest) -> WebSession:
+        """The session of a state-changing request whose CSRF token (the ``csrf`` form field
+        or the ``X-CSRF-Token`` header of a script's request) is the session's; otherwise
+        :class:`NotLoggedIn` or :class:`Forged` (answered with 403)."""
+        session = self.user(request)
+        token = self.form(request, "csrf") or request.getHeader("x-csrf-token")
+        if not same_token(token, session.csrf):
+            raise Forged()
+        return session
+
+    @staticmethod
+    def form(request: IRequest, name: str, limit: int = 1000) -> str | None:
+        """A form field as text (None when absent, too long or not UTF-8)."""
+        values = (request.args or {}).get(name.encode())
+        if not values or len(values[0]) > limit:
+            return None
+        try:
+            return str(values[0].decode("utf-8"))
+        except UnicodeDecodeError:
+            return None
+
+    @staticmethod
+    def form_list(request: IRequest, name: str, limit: int = 1000, most: int = 1000) -> list[str]:
+        """Every value of a repeated form field (checkboxes), at most ``most``, each at most
+        ``limit`` bytes; values that are too long or not UTF-8 are left out."""
+        found = []
+        for value in ((request.args or {}).get(name.encode()) or [])[:most]:
+            if len(value) <= limit:
+                try:
+                    found.append(value.decode("utf-8"))
+                except UnicodeDecodeError:
+                    continue
+        return found
+
+    @staticmethod
+    def set_cookie(request: IRequest, name: bytes, value: str, max_age: int | None = None) -> None:
+        """A cookie only this host's HTTPS pages see, never scripts, never sent cross-site."""
+        request.addCookie(  # type: ignore[call-arg]
+            name,
+            value.encode(),
+            path=b"/",
+            max_age=None if max_age is None else str(max_age).encode(),
+            secure=True,
+            httpOnly=True,
+            sameSite="strict",
+        )
+
+    @staticmethod
+    def redirect(request: IRequest, to: bytes) -> bytes:
+        """303 See Other (RFC 9110 §15.4.4): the browser follows it with a GET."""
+        request.setResponseCode(303)
+        request.setHeader(b"Location", to)
+        return b""
+
+    def login_token(self, request: IRequest) -> str:
+        """The not-yet-logged-in browser's CSRF token, set as a cookie when it has none."""
+        cookie = request.getCookie(LOGIN_COOKIE)
+        token = cookie.decode("ascii", "replace") if cookie else ""
+        if len(token) < 32:
+            token = new_token()
+            self.set_cookie(request, LOGIN_COOKIE, token)
+        return token
+
+    def forbidden(self, request: IRequest) -> bytes:
+        """403: a form without this session's (or this browser's) CSRF token."""
+        _ = self.gettext(request)
+        return self.render(
+            request,
+            "error.html",
+            403,
+            message=_("This form has expired or did not come from this site. Please try again."),
+        )
+
+    def error(self, request: IRequest, code: int, message: str) -> bytes:
+        """An error page with ``message`` (already translated)."""
+        return self.render(request, "error.html", code, message=message)
+
+    @app.handle_errors(NotLoggedIn)
+    def not_logged_in(self, request: IRequest, failure: Failure) -> bytes:
+        return self.redirect(request, b"/login")
+
+    @app.handle_errors(Forged)
+    def forged(self, request: IRequest, failure: Failure) -> bytes:
+        return self.forbidden(request)
