@@ -99,6 +99,16 @@ class SessionStore:
         self._sessions.move_to_end(session_id)
         return session
 
+    def alive(self, session: WebSession) -> bool:
+        """Whether ``session`` is still live, without counting this as activity (an open
+        tab's background requests must not keep it from expiring)."""
+        if self._sessions.get(session.id) is not session:
+            return False
+        if self._expired(session, self.clock.seconds()):
+            self.end(session)
+            return False
+        return True
+
     def end(self, session: WebSession) -> None:
         """End a session on the server (logout, expiry); later calls do nothing."""
         if self._sessions.pop(session.id, None) is not None:

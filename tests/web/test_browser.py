@@ -1,5 +1,6 @@
 """End to end in a real headless Chromium (Debian's ``chromium``, driven by playwright):
-open the login page, log in, see the folder list, log out (issue 16 points 1-2)."""
+open the login page, log in, see the folder list and its unread count change as mail arrives,
+log out (issue 16 points 1-3)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ def test_log_in_and_see_the_folders_in_chromium(mailserver: RunningServer) -> No
             assert folders.first.locator(".name").inner_text() == "INBOX"
             assert folders.first.locator(".unseen .count").inner_text() == "1"
             assert "Trash" in page.locator(".folders").inner_text()
+            # New mail shows in the tree without a reload (server-sent events).
+            deliver(mailserver, 1)
+            inbox = folders.first.locator(".unseen .count")
+            playwright.expect(inbox).to_have_text("2", timeout=15_000)
             cookies = {c["name"]: c for c in context.cookies()}
             session = cookies["__Host-ourmail_session"]
             assert session["httpOnly"] and session["secure"] and session["sameSite"] == "Strict"
