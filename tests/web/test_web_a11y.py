@@ -1,0 +1,89 @@
+"""Issue 16 point 10 in real Chromium: every page passes axe-core's WCAG 2.1 A and AA rules
+(in English and Greek), fits a 360-pixel phone screen without sideways scrolling, and the
+shared keyboard shortcuts work."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import RunningServer
+from imaphelp import deliver
+
+playwright = pytest.importorskip("playwright.sync_api")
+axe = pytest.importorskip("axe_playwright_python.sync_playwright")
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(
+    shutil.which(CHROMIUM) is None, reason="needs Debian's chromium (tests/debian-packages.txt)"
+)
+WCAG = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
+#: The logged-in pages audited.
+PAGES = ["/"]
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def log_in(page: Any, base: str, srv: RunningServer) -> None:
+    page.goto(f"{base}/login")
+    page.locator("#username").fill(srv.user)
+    page.locator("#password").fill(srv.password)
+    page.locator("form.login button[type=submit]").click()
+    page.wait_for_url(f"{base}/")
+
+
+def violations(page: Any) -> list[str]:
+    """axe-core's WCAG 2.1 A/AA violations on the page, one line each."""
+    found = axe.Axe().run(page, options=WCAG).response["violations"]
+    return [f"{v['id']}: {[n['html'][:120] for n in v['nodes']]}" for v in found]
+
+
+def scrolls_sideways(page: Any) -> bool:
+    return bool(page.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1"))
+
+
+@pytest.mark.parametrize("locale", ["en-GB", "el-GR"])
+def test_pages_pass_axe_and_fit_a_phone(
+    mailserver: RunningServer, chromium: Any, locale: str
+) -> None:
+    deliver(mailserver, 2)
+    base = f"https://127.0.0.1:{mailserver.port('web')}"
+    for viewport in ({"width": 1280, "height": 800}, {"width": 360, "height": 740}):
+        context = chromium.new_context(ignore_https_errors=True, locale=locale, viewport=viewport)
+        page = context.new_page()
+        page.goto(f"{base}/login")
+        assert page.evaluate("document.documentElement.lang") == locale[:2]
+        assert violations(page) == []
+        assert not scrolls_sideways(page)
+        log_in(page, base, mailserver)
+        for path in PAGES:
+            page.goto(f"{base}{path}")
+            assert violations(page) == [], path
+            assert not scrolls_sideways(page), (path, viewport)
+        context.close()
+
+
+def test_the_shared_keyboard_shortcuts(mailserver: RunningServer, chromium: Any) -> None:
+    base = f"https://127.0.0.1:{mailserver.port('web')}"
+    context = chromium.new_context(ignore_https_errors=True, locale="en-GB")
+    page = context.new_page()
+    log_in(page, base, mailserver)
+    dialog = page.locator("#shortcuts")
+    page.keyboard.press("?")
+    playwright.expect(dialog).to_be_visible()
+    assert violations(page) == []
+    page.keyboard.press("Escape")
+    playwright.expect(dialog).to_be_hidden()
+    context.close()
