@@ -13,6 +13,7 @@ from __future__ import annotations
 import gettext
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 import attrs
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -22,7 +23,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from ourmail.auth.login import Authenticator
-from ourmail.interfaces import IDirectory, IPreferences, NoSuchFolder
+from ourmail.interfaces import IDirectory, IPreferences, StoreError
 from ourmail.web import i18n
 from ourmail.web.sessions import SessionStore, WebSession, new_token, same_token
 
@@ -125,9 +126,9 @@ class Pages:
         for name in user.list_folders():
             try:
                 folder = user.folder(name)
-            except NoSuchFolder:  # deleted by another session since the listing
+                folder.sync()
+            except StoreError:  # deleted by another session or process since the listing
                 continue
-            folder.sync()
             rows.append((name, folder.unseen_count()))
         return rows
 
@@ -151,7 +152,12 @@ class Pages:
         or the ``X-CSRF-Token`` header of a script's request) is the session's; otherwise
         :class:`NotLoggedIn` or :class:`Forged` (answered with 403)."""
         session = self.user(request)
-        token = self.form(request, "csrf") or request.getHeader("x-csrf-token")
+        # Only from the body or the header: a token in a URL leaks (logs, Referer, history).
+        in_query = b"csrf" in parse_qs(request.uri.partition(b"?")[2])
+        token = None if in_query else self.form(request, "csrf")
+        if token is None:
+            header = request.getHeader(b"x-csrf-token")
+            token = header.decode("ascii", "replace") if header else None
         if not same_token(token, session.csrf):
             raise Forged()
         return session

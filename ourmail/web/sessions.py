@@ -99,6 +99,12 @@ class SessionStore:
         self._sessions.move_to_end(session_id)
         return session
 
+    def peek(self, session_id: str | None) -> WebSession | None:
+        """The live session with this id, without counting this as activity (a background
+        request such as the live-update stream), or None."""
+        session = self._sessions.get(session_id) if session_id else None
+        return session if session is not None and self.alive(session) else None
+
     def alive(self, session: WebSession) -> bool:
         """Whether ``session`` is still live, without counting this as activity (an open
         tab's background requests must not keep it from expiring)."""

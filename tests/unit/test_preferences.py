@@ -68,14 +68,42 @@ def test_bad_values_and_keys_are_refused(prefs: PreferenceFiles) -> None:
     with pytest.raises(ValueError):
         prefs.set("ann@x.test", "", 1)
     with pytest.raises(ValueError):
+        prefs.set("ann@x.test", "k", float("nan"))
+    with pytest.raises(ValueError):
         run(prefs.set, "ann@x.test", "big", "x" * (MAX_BYTES + 1))
     assert prefs.get("ann@x.test", "big") is None
 
 
-def test_a_damaged_file_reads_as_defaults(prefs: PreferenceFiles) -> None:
+def test_a_damaged_file_reads_as_defaults_and_is_never_overwritten(
+    prefs: PreferenceFiles,
+) -> None:
     path = prefs.path("ann@x.test")
     path.parent.mkdir(parents=True)
-    path.write_bytes(b"{not json")
-    assert prefs.get("ann@x.test", "k") is None
-    path.write_bytes(b"[1, 2]")
-    assert prefs.get("ann@x.test", "k") is None
+    for damaged in (b"{not json", b"[1, 2]", b'{"k": "' + b"x" * MAX_BYTES + b'"}'):
+        path.write_bytes(damaged)
+        assert prefs.get("ann@x.test", "k") is None
+        with pytest.raises(OSError):
+            run(prefs.set, "ann@x.test", "other", 1)
+        assert path.read_bytes() == damaged  # what an admin may still rescue
+    path.write_bytes(b'{"k": 1}')  # mended: read again, not a remembered failure
+    assert prefs.get("ann@x.test", "k") == 1
+
+
+def test_one_file_per_user_whatever_the_case(prefs: PreferenceFiles) -> None:
+    run(
+        lambda: gatherResults(
+            [prefs.set("Ann@X.test" if i % 2 else "ann@x.test", f"k{i}", i) for i in range(10)]
+        )
+    )
+    assert [prefs.get("ANN@x.TEST", f"k{i}") for i in range(10)] == list(range(10))
+
+
+def test_what_a_read_returns_is_a_copy(prefs: PreferenceFiles) -> None:
+    senders = ["a@x.test"]
+    run(prefs.set, "ann@x.test", "images", senders)
+    senders.append("changed@x.test")
+    got = prefs.get("ann@x.test", "images")
+    assert got == ["a@x.test"]
+    assert isinstance(got, list)
+    got.append("evil@x.test")
+    assert prefs.get("ann@x.test", "images") == ["a@x.test"]
