@@ -17,6 +17,7 @@ from storehelp import on_reactor
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import Clock
+from twisted.web.test.requesthelper import DummyRequest
 from zope.interface import implementedBy
 from zope.interface.verify import verifyObject
 
@@ -54,6 +55,7 @@ from ourmail.srs import SenderRewriter
 from ourmail.store.memory import MemoryStore
 from ourmail.store.quota import QuotaPolicy
 from ourmail.store.userstore import MaildirStore
+from ourmail.web.live import FolderStream
 from twisted.plugins import ourmail_plugin
 
 MSG = b"From: a@example.test\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -148,6 +150,7 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     ),
     "ourmail.smtp.delivery.Delivery": _delivery,
     "ourmail.prefs.PreferenceFiles": lambda tmp: PreferenceFiles(tmp / "prefs"),
+    "ourmail.web.live.FolderStream": lambda tmp: FolderStream(DummyRequest([b"events"]), bool),
     "ourmail.srs.SenderRewriter": lambda tmp: SenderRewriter([b"k"], bool, Clock()),
     "ourmail.filters.chain.FilterChain": lambda tmp: FilterChain([], Clock(), "mx.test"),
     "ourmail.filters.filterlog.FilterLog": lambda tmp: FilterLog(
