@@ -154,6 +154,9 @@ class WebSettings:
     session_lifetime: int = 12 * 3600
     #: Sessions kept in memory at most; beyond that the least recently used ends.
     max_sessions: int = 10_000
+    #: The RFC 8461 MTA-STS policy served at mta-sts.<domain>: ``testing`` (senders report
+    #: failures but deliver), ``enforce`` or ``none`` (docs/autoconfig.md).
+    mta_sts_mode: str = "testing"
 
 
 @attrs.frozen
@@ -415,7 +418,7 @@ _TOML_KEYS: Mapping[str, Any] = {
     "submission": {"save_sent": bool, "max_messages_per_hour": int, "max_recipients_per_hour": int},
     "smtp": {"mx_processes": int},
     "pop3": {"delete": str, "login_delay": int, "domain": _Named({"delete": str})},
-    "web": {f.name: int for f in attrs.fields(WebSettings)},
+    "web": {"session_idle": int, "session_lifetime": int, "max_sessions": int, "mta_sts_mode": str},
     "ldap": {"url": str},
     "dns": {"servers": list},
     "srs": {"enabled": bool, "max_age": int},
@@ -630,11 +633,17 @@ def _login_cache_settings(table: Mapping[str, Any]) -> LoginCacheSettings:
     return LoginCacheSettings(ttl=ttl, size=size)
 
 
+#: RFC 8461 §3.2 policy modes.
+MTA_STS_MODES = ("testing", "enforce", "none")
+
+
 def _web_settings(table: Mapping[str, Any]) -> WebSettings:
     web = WebSettings(**table)
-    for field in attrs.fields(WebSettings):
-        if getattr(web, field.name) <= 0:
-            raise ConfigError(f"'web.{field.name}' must be positive")
+    for name in ("session_idle", "session_lifetime", "max_sessions"):
+        if getattr(web, name) <= 0:
+            raise ConfigError(f"'web.{name}' must be positive")
+    if web.mta_sts_mode not in MTA_STS_MODES:
+        raise ConfigError(f"'web.mta_sts_mode' must be one of {', '.join(MTA_STS_MODES)}")
     return web
 
 
@@ -918,6 +927,9 @@ domains = {domains}
 # session_idle = 1800
 # session_lifetime = 43200
 # max_sessions = 10000
+# The MTA-STS policy (RFC 8461) served at https://mta-sts.<domain>/.well-known/mta-sts.txt:
+# "testing" (the default), "enforce" once TLS reports show every sender gets through, or "none".
+# mta_sts_mode = "testing"
 
 [quota]
 # Per-user storage limits (0 = unlimited); `ourmail user quota` sets them for one user.

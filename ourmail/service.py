@@ -6,7 +6,7 @@ import resource
 import secrets
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,7 @@ from ourmail.store.shards import DEFAULT_SHARDS_TOML
 from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 from ourmail.store.userstore import MaildirStore
 from ourmail.web.app import WebApp
+from ourmail.web.clientconfig import ClientSetup
 from ourmail.web.pages import WebServices
 from ourmail.web.redirect import redirect_site
 from ourmail.web.sessions import SessionStore, SessionSweeper
@@ -512,6 +513,8 @@ def build(
         listeners[service] = listener
     if parts.web is not None:
         SessionSweeper(parts.web.sessions).setServiceParent(root)
+        parts.web.services.clients = client_setup(settings, listeners)
+        parts.web.services.certificate = (settings.tls_certificate, settings.tls_key)
     if settings.mx_processes > 1 and "smtp" in listeners:
         MXWorkers(settings, listeners["smtp"], reactor).setServiceParent(root)  # type: ignore[arg-type]
     return Server(
@@ -523,6 +526,35 @@ def build(
         learning=parts.learning,
         web=parts.web,
     )
+
+
+#: The listeners mail clients connect to (autoconfig offers those that are on).
+CLIENT_SERVICES = frozenset({"imap", "imaps", "pop3", "pop3s", "submission", "submissions"})
+
+
+def client_setup(
+    settings: Settings, listeners: Mapping[str, ListenerService]
+) -> Callable[[], ClientSetup]:
+    """How mail clients reach this server (autoconfig, docs/autoconfig.md): the host name and
+    the port each client-facing listener listens on."""
+
+    def setup() -> ClientSetup:
+        ports = {
+            name: port
+            for name, listener in listeners.items()
+            if name in CLIENT_SERVICES and (port := listening_port(listener))
+        }
+        return ClientSetup(settings.hostname, ports, settings.web.mta_sts_mode)
+
+    return setup
+
+
+def listening_port(listener: ListenerService) -> int | None:
+    """The TCP port ``listener`` listens on, or None before it does."""
+    if listener.port is None:
+        return None
+    port = getattr(listener.port.getHost(), "port", None)
+    return port if isinstance(port, int) else None
 
 
 def web_port(settings: Settings, listener: ListenerService | None) -> Callable[[], int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gettext
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -25,6 +26,7 @@ from twisted.web.iweb import IRequest
 from ourmail.auth.login import Authenticator
 from ourmail.interfaces import IDirectory, IPreferences, StoreError
 from ourmail.web import i18n
+from ourmail.web.clientconfig import ClientSetup
 from ourmail.web.sessions import SessionStore, WebSession, new_token, same_token
 
 #: The session cookie.  ``__Host-``: only ever set over HTTPS, for this host and path ``/``
@@ -46,6 +48,11 @@ class WebServices:
     preferences: IPreferences | None = None
     #: The reactor (timers, threads).
     reactor: Any = default_reactor
+    #: How mail clients reach this server (autoconfig); a callable, as the ports are known
+    #: once the listeners listen.
+    clients: Callable[[], ClientSetup] | None = None
+    #: The server's certificate and key files (PEM), to sign Apple profiles.
+    certificate: tuple[Path, Path] | None = None
 
 
 class NotLoggedIn(Exception):
