@@ -45,6 +45,9 @@ class WebServices:
     preferences: IPreferences | None = None
     #: The reactor (timers, threads).
     reactor: Any = default_reactor
+    #: This server's authserv-id in Authentication-Results (RFC 8601 §2.5): the message view
+    #: trusts only verdicts under it.  "": trust none.
+    authserv_id: str = ""
 
 
 class NotLoggedIn(Exception):

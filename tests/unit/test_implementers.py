@@ -15,8 +15,10 @@ import pytest
 from learnerhelp import MemoryLearner
 from storehelp import on_reactor
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import Clock
+from twisted.web.test.requesthelper import DummyRequest
 from zope.interface import implementedBy
 from zope.interface.verify import verifyObject
 
@@ -42,6 +44,7 @@ from ourmail.net.dns import make_resolver
 from ourmail.net.lineproto import LineProtocol, _ChunkSender
 from ourmail.net.tls import ReloadableServerTLS
 from ourmail.pop3.policy import NoRetention
+from ourmail.prefs import PreferenceFiles
 from ourmail.queue.mtasts import ToAddress
 from ourmail.queue.runner import OutboundQueue
 from ourmail.secure import selfsigned
@@ -49,11 +52,11 @@ from ourmail.secure.arcseal import ARCSealer
 from ourmail.secure.dkimkeys import KeyStore
 from ourmail.secure.dkimsign import DKIMSigner
 from ourmail.smtp.delivery import Delivery
-from ourmail.prefs import PreferenceFiles
 from ourmail.srs import SenderRewriter
 from ourmail.store.memory import MemoryStore
 from ourmail.store.quota import QuotaPolicy
 from ourmail.store.userstore import MaildirStore
+from ourmail.web.streaming import PieceProducer
 from twisted.plugins import ourmail_plugin
 
 MSG = b"From: a@example.test\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -148,6 +151,9 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     ),
     "ourmail.smtp.delivery.Delivery": _delivery,
     "ourmail.prefs.PreferenceFiles": lambda tmp: PreferenceFiles(tmp / "prefs"),
+    "ourmail.web.streaming.PieceProducer": lambda tmp: PieceProducer(
+        DummyRequest([b""]), iter(()), Deferred()
+    ),
     "ourmail.srs.SenderRewriter": lambda tmp: SenderRewriter([b"k"], bool, Clock()),
     "ourmail.filters.chain.FilterChain": lambda tmp: FilterChain([], Clock(), "mx.test"),
     "ourmail.filters.filterlog.FilterLog": lambda tmp: FilterLog(
