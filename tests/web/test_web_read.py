@@ -278,6 +278,20 @@ def test_cid_images_load_through_the_frames_grant(srv: RunningServer, browser: B
     assert stranger.get(image_url.replace("part=2", "part=1")).status == 404
 
 
+def test_a_grant_ends_with_its_session(srv: RunningServer) -> None:
+    uid = send(srv, related_mail("Inline after logout"))
+    own = Browser(srv)
+    own.login(srv.user, srv.password)
+    r = own.get(page(uid))
+    (url,) = frames(r.text)
+    m = re.search(r'<img src="(/message/part\?grant=[^"]+)"', own.get(url).text)
+    assert m
+    image_url = m.group(1).replace("&amp;", "&")
+    assert Browser(srv).get(image_url).status == 200
+    assert own.post("/logout", {"csrf": r.csrf()}).status == 303
+    assert Browser(srv).get(image_url).status == 404
+
+
 def attachment_mail(subject: str, payload: bytes) -> bytes:
     encoded = base64.b64encode("../../etc/παράρτημα.pdf".encode()).decode()
     name = f"=?UTF-8?B?{encoded}?="
