@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 
 import attrs
 from twisted.internet.threads import deferToThread
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from ourmail.interfaces import IFolder, IStoredMessage, NoSuchFolder
@@ -126,14 +127,14 @@ class ReadPages(Pages):
             raise Missing("message") from None
 
     @app.handle_errors(Missing)
-    def missing(self, request: IRequest, failure: object) -> bytes:
+    def missing(self, request: IRequest, failure: Failure) -> bytes:
         _ = self.gettext(request)
         texts = {
             "folder": _("There is no such folder."),
             "message": _("This message is not there. It may have been moved or deleted."),
             "part": _("This message has no such part."),
         }
-        what = getattr(getattr(failure, "value", None), "what", "message")
+        what = failure.value.what if isinstance(failure.value, Missing) else "message"
         return self.error(request, 404, texts.get(what, texts["message"]))
 
     def allowed_senders(self, session: WebSession) -> list[str]:
@@ -175,9 +176,7 @@ class ReadPages(Pages):
             current=opened.name,
             m=model.message,
             blocked=model.blocked_remote and not allow,
-            images_shown=allow,
             sender=sender,
-            always=always,
             folder=opened.name,
             uid=opened.uid,
             ref=f"{opened.name}:{opened.uid}",

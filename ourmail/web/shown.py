@@ -30,6 +30,8 @@ from ourmail.web.sanitise import sanitise_in_thread, text_to_html
 #: Characters of plain text turned into HTML in the reactor thread; longer text goes to a
 #: worker thread.
 SMALL_TEXT = 32 * 1024
+#: A sanitised HTML body shorter than this, without images or tables, gets a short frame.
+SHORT_HTML = 1500
 
 
 @attrs.frozen
@@ -41,6 +43,9 @@ class ShownBody:
     html: SafeHTML | None = None
     url: str = ""
     truncated: bool = False
+    #: A frame whose document is a few lines of text: shown low, not 70 % of the window
+    #: (the page cannot measure a sandboxed, foreign-origin frame).
+    short: bool = False
 
 
 @attrs.frozen
@@ -181,7 +186,7 @@ async def shown(
                 keep(body.section, safe)
                 shown_bodies.append(
                     ShownBody(body.section, "frame", url=addresses.frame(body.section),
-                              truncated=body.truncated)
+                              truncated=body.truncated, short=_short(safe))
                 )  # fmt: skip
             else:
                 html = await _text_html(body)
@@ -199,6 +204,10 @@ async def shown(
 
     top = await message(view)
     return Shown(top, blocked)
+
+
+def _short(safe: SafeHTML) -> bool:
+    return len(safe.html) < SHORT_HTML and "<img" not in safe.html and "<table" not in safe.html
 
 
 async def _text_html(body: Body) -> SafeHTML:

@@ -369,6 +369,7 @@ def test_an_enclosed_message_opens_in_place(srv: RunningServer, browser: Browser
     assert "Forwarding this." in r.text
     assert "Inner subject" in r.text and "Carol &lt;carol@else.test&gt;" in r.text
     assert 'class="nested"' in r.text
+    assert 'class="body-frame short"' in r.text  # a few words: a low frame
     (url,) = frames(r.text)
     assert "part=2.1" in url
     doc = browser.get(url).text
