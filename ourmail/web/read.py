@@ -32,7 +32,15 @@ from ourmail.interfaces import IFolder, IStoredMessage, NoSuchFolder
 from ourmail.mime import content
 from ourmail.mime.structure import Buffer
 from ourmail.web import remoteimages
-from ourmail.web.attachments import INLINE_TYPES, PartDownload, open_part
+from ourmail.web.attachments import (
+    INLINE_TYPES,
+    PartDownload,
+    content_disposition,
+    default_filename,
+    open_part,
+    safe_filename,
+)
+from ourmail.web.charsets import header_text
 from ourmail.web.frames import DocumentKey, FrameDocuments, Grant, PartGrants
 from ourmail.web.messageview import MessageView, build_view
 from ourmail.web.pages import Pages
@@ -52,6 +60,19 @@ SAFE_TYPES = INLINE_TYPES | {
 }
 #: The policy of every part and raw response: nothing in it may run or load anything.
 PART_CSP = b"default-src 'none'; sandbox"
+
+
+def download_name(part: PartDownload) -> str:
+    """A part's file name; an enclosed message the sender did not name is called after its
+    subject, as the page lists it (``Agenda.eml``)."""
+    if part.content_type != "message/rfc822" or part.filename != default_filename(
+        part.section, part.content_type
+    ):
+        return part.filename
+    head = next(iter(part.chunks()), b"")
+    subject = next((v for n, v in remoteimages.header_fields(head) if n == "subject"), "")
+    name = safe_filename(header_text(subject)[:80], "")
+    return f"{name}.eml" if name else part.filename
 
 
 class Missing(Exception):
@@ -236,7 +257,8 @@ class ReadPages(Pages):
             raise Missing("part")
         kind = part.content_type if part.content_type in SAFE_TYPES else "application/octet-stream"
         request.setHeader(b"Content-Type", kind.encode())
-        request.setHeader(b"Content-Disposition", part.disposition(inline).encode("ascii"))
+        disposition = content_disposition(download_name(part), inline and part.inline_safe)
+        request.setHeader(b"Content-Disposition", disposition.encode("ascii"))
         request.setHeader(b"Content-Security-Policy", PART_CSP)
         request.setHeader(b"Cache-Control", b"private, no-store")
         if token is not None:
