@@ -406,6 +406,22 @@ def test_garbage_octets_never_give_a_server_error(srv: RunningServer, browser: B
     assert browser.get(page(uid).replace("/message?", "/message/raw?")).status == 200
 
 
+def test_a_folder_with_an_odd_name(srv: RunningServer, browser: Browser) -> None:
+    name = "Ünï/κόσμος & co"
+
+    def put() -> object:
+        user = srv.server.store.user(srv.user)
+        user.create_folder(name)
+        return user.folder(name).append((head("Odd folder") + "\r\nhere\r\n").encode())
+
+    uid = int(blockingCallFromThread(reactor, put))
+    r = browser.get(page(uid, folder=name))
+    assert r.status == 200 and "Odd folder" in r.text
+    assert urlencode({"folder": name}).replace("&", "&amp;") in r.text  # links keep the folder
+    raw = browser.get(page(uid, folder=name).replace("/message?", "/message/raw?"))
+    assert b"here" in raw.body
+
+
 # -- what is not there ----------------------------------------------------------------------------
 
 
