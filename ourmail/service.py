@@ -243,7 +243,10 @@ class Parts:
                 self.clock, web.session_idle, web.session_lifetime, web.max_sessions
             )
             services = WebServices(
-                directory=self.directory, preferences=self.preferences, reactor=self.clock
+                directory=self.directory,
+                preferences=self.preferences,
+                reactor=self.clock,
+                authserv_id=settings.filters.authserv_id or settings.hostname,
             )
             self.web = WebApp(self.authenticator, sessions, services)
             return self.web.site(settings.limits)

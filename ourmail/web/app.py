@@ -32,6 +32,7 @@ from ourmail.web import i18n
 from ourmail.web.autoconfig import AutoconfigPages
 from ourmail.web.live import LivePages
 from ourmail.web.pages import LOGIN_COOKIE, SESSION_COOKIE, Pages, WebServices
+from ourmail.web.read import ReadPages
 from ourmail.web.sessions import SessionStore, same_token
 from ourmail.web.site import CountedSite
 
@@ -56,7 +57,7 @@ def _static_files() -> dict[str, tuple[bytes, bytes]]:
     return files
 
 
-class WebApp(LivePages, AutoconfigPages, Pages):
+class WebApp(LivePages, ReadPages, AutoconfigPages, Pages):
     """The webmail of one server process: every part's routes, its sessions and templates."""
 
     app = Pages.app

@@ -53,6 +53,9 @@ class WebServices:
     clients: Callable[[], ClientSetup] | None = None
     #: The server's certificate and key files (PEM), to sign Apple profiles.
     certificate: tuple[Path, Path] | None = None
+    #: This server's authserv-id in Authentication-Results (RFC 8601 §2.5): the message view
+    #: trusts only verdicts under it.  "": trust none.
+    authserv_id: str = ""
 
 
 class NotLoggedIn(Exception):

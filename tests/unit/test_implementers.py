@@ -15,6 +15,7 @@ import pytest
 from learnerhelp import MemoryLearner
 from storehelp import on_reactor
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import Clock
 from twisted.web.test.requesthelper import DummyRequest
@@ -56,6 +57,7 @@ from ourmail.store.memory import MemoryStore
 from ourmail.store.quota import QuotaPolicy
 from ourmail.store.userstore import MaildirStore
 from ourmail.web.live import FolderStream
+from ourmail.web.streaming import PieceProducer
 from twisted.plugins import ourmail_plugin
 
 MSG = b"From: a@example.test\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -151,6 +153,9 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.smtp.delivery.Delivery": _delivery,
     "ourmail.prefs.PreferenceFiles": lambda tmp: PreferenceFiles(tmp / "prefs"),
     "ourmail.web.live.FolderStream": lambda tmp: FolderStream(DummyRequest([b"events"]), bool),
+    "ourmail.web.streaming.PieceProducer": lambda tmp: PieceProducer(
+        DummyRequest([b""]), iter(()), Deferred()
+    ),
     "ourmail.srs.SenderRewriter": lambda tmp: SenderRewriter([b"k"], bool, Clock()),
     "ourmail.filters.chain.FilterChain": lambda tmp: FilterChain([], Clock(), "mx.test"),
     "ourmail.filters.filterlog.FilterLog": lambda tmp: FilterLog(
