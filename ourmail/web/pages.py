@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from ourmail.auth.login import Authenticator
-from ourmail.interfaces import IDirectory, IPreferences, NoSuchFolder
+from ourmail.interfaces import IDirectory, IPasswordChanger, IPreferences, NoSuchFolder
 from ourmail.web import i18n
 from ourmail.web.sessions import SessionStore, WebSession, new_token, same_token
 
@@ -45,6 +45,8 @@ class WebServices:
     preferences: IPreferences | None = None
     #: The reactor (timers, threads).
     reactor: Any = default_reactor
+    #: Changes the passwords of local accounts (the settings page).
+    passwords: IPasswordChanger | None = None
 
 
 class NotLoggedIn(Exception):

@@ -23,6 +23,7 @@ from zope.interface.verify import verifyObject
 import ourmail
 from ourmail.auth.accounts import AccountDB
 from ourmail.auth.cache import CachingChecker
+from ourmail.auth.changer import AccountPasswords
 from ourmail.auth.checker import AccountChecker, FirstOf
 from ourmail.auth.realm import MailRealm
 from ourmail.config import LoginCacheSettings, QueueSettings, QuotaSettings
@@ -42,6 +43,7 @@ from ourmail.net.dns import make_resolver
 from ourmail.net.lineproto import LineProtocol, _ChunkSender
 from ourmail.net.tls import ReloadableServerTLS
 from ourmail.pop3.policy import NoRetention
+from ourmail.prefs import PreferenceFiles
 from ourmail.queue.mtasts import ToAddress
 from ourmail.queue.runner import OutboundQueue
 from ourmail.secure import selfsigned
@@ -49,11 +51,12 @@ from ourmail.secure.arcseal import ARCSealer
 from ourmail.secure.dkimkeys import KeyStore
 from ourmail.secure.dkimsign import DKIMSigner
 from ourmail.smtp.delivery import Delivery
-from ourmail.prefs import PreferenceFiles
 from ourmail.srs import SenderRewriter
 from ourmail.store.memory import MemoryStore
 from ourmail.store.quota import QuotaPolicy
 from ourmail.store.userstore import MaildirStore
+from ourmail.vacation.record import ReplyRecord
+from ourmail.vacation.responder import AutoResponder
 from twisted.plugins import ourmail_plugin
 
 MSG = b"From: a@example.test\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -124,12 +127,22 @@ def _tls(tmp: Path) -> ReloadableServerTLS:
     return ReloadableServerTLS(tmp / "cert.pem", tmp / "key.pem")
 
 
+def _responder(tmp: Path) -> AutoResponder:
+    queue = OutboundQueue(
+        QueueSettings(), tmp, "mail.example.test", _directory(tmp), _delivery(tmp), reactor
+    )
+    prefs, record = PreferenceFiles(tmp / "prefs"), ReplyRecord(tmp / "replies.sqlite")
+    return AutoResponder(prefs, _directory(tmp), queue, record, "mx.test", Clock())
+
+
 #: "module.Class" -> a function of a temporary folder that makes an instance to verify.
 FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.auth.cache.CachingChecker": lambda tmp: CachingChecker(
         _checker(tmp), Clock(), LoginCacheSettings()
     ),
     "ourmail.auth.checker.AccountChecker": _checker,
+    "ourmail.auth.changer.AccountPasswords": lambda tmp: AccountPasswords(AccountDB(tmp)),
+    "ourmail.vacation.responder.AutoResponder": _responder,
     "ourmail.auth.checker.FirstOf": lambda tmp: FirstOf(_checker(tmp)),
     "ourmail.auth.realm.MailRealm": lambda tmp: MailRealm(MaildirStore(tmp)),
     "ourmail.directory.ldap.LDAPChecker": lambda tmp: LDAPChecker(_ldap(), reactor),
