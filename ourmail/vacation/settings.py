@@ -66,7 +66,7 @@ class Vacation:
                 days = DEFAULT_DAYS
             return cls(
                 enabled=value.get("enabled") is True,
-                subject=_text(value.get("subject"), MAX_SUBJECT),
+                subject=one_line(_text(value.get("subject"), MAX_SUBJECT)),
                 text=_text(value.get("text"), MAX_TEXT),
                 first=parse_day(value.get("first")),
                 last=parse_day(value.get("last")),
@@ -83,6 +83,12 @@ def parse_day(value: object) -> datetime.date | None:
     if not isinstance(value, str):
         raise ValueError(f"not a date: {value!r}")
     return datetime.date.fromisoformat(value.strip())
+
+
+def one_line(text: str) -> str:
+    """``text`` with every run of white space (line breaks too) made one space: a header
+    field's value (RFC 5322 §2.2)."""
+    return " ".join(text.split())
 
 
 def _text(value: object, limit: int) -> str:

@@ -35,6 +35,7 @@ from ourmail.vacation.settings import (
     MAX_TEXT,
     MIN_DAYS,
     Vacation,
+    one_line,
     parse_day,
 )
 from ourmail.web.pages import Pages
@@ -186,7 +187,7 @@ class SettingsPages(Pages):
         _ = self.gettext(request)
         form = {
             "enabled": self.form(request, "enabled", 10) == "on",
-            "subject": (self.form(request, "subject", 4 * MAX_SUBJECT) or "").strip(),
+            "subject": one_line(self.form(request, "subject", 4 * MAX_SUBJECT) or ""),
             "text": _text_field(self.form(request, "text", 5 * MAX_TEXT)),
             "first": (self.form(request, "first", 20) or "").strip(),
             "last": (self.form(request, "last", 20) or "").strip(),

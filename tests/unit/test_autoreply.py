@@ -167,6 +167,11 @@ def test_settings_read_back_and_bad_values_are_off() -> None:
     assert Vacation.from_json({"enabled": True, "text": "x", "first": "soon"}) == Vacation()
     assert Vacation.from_json({"enabled": "yes", "text": "x"}).enabled is False
     assert Vacation.from_json({"enabled": True, "text": "x", "days": 10_000}).days == MAX_DAYS
+    # A subject is one line: no header field can be slipped into the reply.
+    injected = Vacation.from_json(
+        {"enabled": True, "subject": "Away\r\nBcc: x@far.test", "text": "x"}
+    )
+    assert injected.subject == "Away Bcc: x@far.test"
 
 
 def test_the_dates_include_the_first_and_last_day() -> None:

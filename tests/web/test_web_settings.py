@@ -196,11 +196,16 @@ def test_the_out_of_office_settings_are_kept(srv: RunningServer) -> None:
         ({"days": "seven"}, "1 to 90 days"),
         ({"text": " "}, "Write the text"),
         ({"text": "x" * 10_001}, "too long"),
+        ({"subject": "x" * 201}, "too long"),
     ]:
         refused = browser.post("/settings/vacation", {**fields, **change_})
         assert refused.status == 400 and message in refused.text, change_
-        assert "Εκτός γραφείου" in refused.text  # the form comes back as typed
+        typed = change_.get("subject", "Εκτός γραφείου")
+        assert f'value="{typed}"' in refused.text  # the form comes back as typed
     assert prefs(srv, "vacation")["days"] == 3  # type: ignore[index]
+    one_line = browser.post("/settings/vacation", {**fields, "subject": "Away\r\nBcc: x@far.test"})
+    assert one_line.status == 303
+    assert prefs(srv, "vacation")["subject"] == "Away Bcc: x@far.test"  # type: ignore[index]
     off = browser.post("/settings/vacation", {"csrf": token, "text": "", "days": "7"})
     assert off.status == 303 and prefs(srv, "vacation")["enabled"] is False  # type: ignore[index]
 
