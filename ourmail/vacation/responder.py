@@ -93,7 +93,10 @@ class AutoResponder:
             )
             return
         assert addressed is not None
-        content, utf8 = reply(vacation, original, addressed, sender, self.hostname, now)
+        # The email package takes a few milliseconds to write a message: off the reactor.
+        content, utf8 = await deferToThread(
+            reply, vacation, original, addressed, sender, self.hostname, now
+        )
         try:
             qid = await self.queue.enqueue(
                 "", [(sender, NO_RCPT_PARAMS)], content, NO_MAIL_PARAMS, utf8
