@@ -77,9 +77,8 @@ class SettingsPages(Pages):
         """The settings page with the user's kept values, unless ``context`` has others."""
         prefs = self.services.preferences
         passwords = self.services.passwords
-        if "vacation" not in context:
-            kept = prefs.get(session.address, KEY) if prefs is not None else None
-            context["vacation"] = vacation_form(Vacation.from_json(kept))
+        kept = Vacation.from_json(prefs.get(session.address, KEY) if prefs is not None else None)
+        context.setdefault("vacation", vacation_form(kept))
         if "signature" not in context:
             signature = prefs.get(session.address, SIGNATURE_KEY) if prefs is not None else None
             context["signature"] = signature if isinstance(signature, str) else ""
@@ -90,6 +89,7 @@ class SettingsPages(Pages):
             code,
             current=None,
             local_password=passwords is not None and passwords.manages(session.address),
+            replying=kept.active_on(datetime.date.today()),
             min_password=MIN_PASSWORD,
             max_signature=MAX_SIGNATURE,
             max_subject=MAX_SUBJECT,

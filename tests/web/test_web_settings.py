@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -188,6 +189,7 @@ def test_the_out_of_office_settings_are_kept(srv: RunningServer) -> None:
         "days": 3,
     }
     page = browser.get("/settings?saved=vacation").text
+    assert ("is on today" in page) == (date(2026, 12, 1) <= date.today() <= date(2026, 12, 24))
     assert 'value="2026-12-24"' in page and re.search(r'id="vacation-enabled"[^>]*checked', page)
     for change_, message in [
         ({"last": "2026-11-01"}, "before the first day"),
@@ -208,6 +210,10 @@ def test_the_out_of_office_settings_are_kept(srv: RunningServer) -> None:
     assert prefs(srv, "vacation")["subject"] == "Away Bcc: x@far.test"  # type: ignore[index]
     off = browser.post("/settings/vacation", {"csrf": token, "text": "", "days": "7"})
     assert off.status == 303 and prefs(srv, "vacation")["enabled"] is False  # type: ignore[index]
+    assert "is on today" not in browser.get("/settings").text
+    now = {**fields, "first": "", "last": ""}
+    assert browser.post("/settings/vacation", now).status == 303
+    assert "is on today" in browser.get("/settings").text
 
 
 @pytest.mark.skipif(shutil.which("slapd") is None, reason="scripts/test installs slapd")
