@@ -323,6 +323,33 @@ class IPreferences(Interface):
         ``ValueError`` when the user's settings would grow too large."""
 
 
+class IPasswordChanger(Interface):
+    """Changes the passwords kept by this server (``accounts.json``, ``ourmail.auth.changer``),
+    as ``ourmail user passwd`` does: for the webmail's settings page.  Passwords kept elsewhere
+    (an LDAP directory) are not changed here; the caller checks the current password itself,
+    through the login (its portal and failed-login throttle)."""
+
+    def manages(user: str) -> bool:
+        """Whether ``user``'s password is kept here (a local account), so may be changed."""
+
+    def change(user: str, password: str) -> Deferred[None]:
+        """Hash ``password`` (argon2id) and keep it as ``user``'s; fires once it is on disk,
+        after which the old password no longer logs in (the login cache notices the new
+        hash).  Fails with ``ValueError`` when ``user`` has no local account."""
+
+
+class IAutoResponder(Interface):
+    """Answers mail delivered to a user who is away (the out-of-office reply of
+    ``ourmail.vacation``, RFC 3834, RFC 5230).  Delivery tells it of every message that went
+    durably into a user's INBOX (not Junk) with a non-null envelope sender."""
+
+    def delivered(mailbox: str, sender: str, head: bytes) -> Deferred[None]:
+        """A message from envelope sender ``sender`` is in ``mailbox``'s INBOX; ``head``: its
+        first octets (the header section, cut at a limit).  Returns at once; the Deferred
+        fires when the reply (if any) is queued, and never fails: errors are logged.
+        Delivery does not wait for it."""
+
+
 class DirectoryUnavailable(Exception):
     """The directory (an LDAP server, say) could not be asked: a temporary failure.  SMTP
     answers ``451 4.4.3``, logins fail temporarily; never a bounce, never a login allowed."""

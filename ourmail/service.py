@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from ourmail import preflight
 from ourmail.auth.accounts import AccountDB
 from ourmail.auth.cache import CachingChecker
+from ourmail.auth.changer import AccountPasswords
 from ourmail.auth.checker import AccountChecker, FirstOf, password_checker
 from ourmail.auth.login import Authenticator
 from ourmail.auth.passwords import hash_password
@@ -77,6 +78,8 @@ from ourmail.store.quota import QuotaPolicy
 from ourmail.store.shards import DEFAULT_SHARDS_TOML
 from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 from ourmail.store.userstore import MaildirStore
+from ourmail.vacation.record import ReplyRecord
+from ourmail.vacation.responder import AutoResponder
 from ourmail.web.app import WebApp
 from ourmail.web.clientconfig import ClientSetup
 from ourmail.web.pages import WebServices
@@ -247,6 +250,7 @@ class Parts:
                 preferences=self.preferences,
                 reactor=self.clock,
                 authserv_id=settings.filters.authserv_id or settings.hostname,
+                passwords=AccountPasswords(self.accounts),
             )
             self.web = WebApp(self.authenticator, sessions, services)
             return self.web.site(settings.limits)
@@ -374,6 +378,12 @@ def assemble(
     signer = DKIMSigner(KeyStore(data / "dkim"), settings.hostname)
     queue.signer = signer
     delivery.sealer = ARCSealer(signer, settings.filters.authserv_id or settings.hostname)
+    # Out-of-office replies (docs/webmail.md#settings-and-out-of-office), in every process.
+    preferences = PreferenceFiles(data / "prefs")
+    replies = ReplyRecord(data / "vacation" / "replies.sqlite")
+    delivery.responder = AutoResponder(
+        preferences, directory, queue, replies, settings.hostname, clock
+    )
     return Parts(
         settings=settings,
         clock=clock,
@@ -390,7 +400,7 @@ def assemble(
         checks=filter_checks(settings, reactor, queue, log=True),
         contacts=contact_book(settings),
         learning=junk_learning(settings, reactor, store, learner),
-        preferences=PreferenceFiles(data / "prefs"),
+        preferences=preferences,
     )
 
 

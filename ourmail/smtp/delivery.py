@@ -19,6 +19,9 @@ Implementation notes (keep these true when changing this module):
   forwards are queued with an SRS sender in the alias's domain (a second enqueue when other
   recipients keep the original sender), and an SRS address of a local domain resolves to a
   forward to the address it stands for; a forged or expired one is refused ``550 5.1.1``.
+* A message that went durably into a user's INBOX (not Junk) with a non-null sender is told
+  to the out-of-office responder (:class:`~ourmail.interfaces.IAutoResponder`) with its
+  first :data:`RESPONDER_HEAD` octets; delivery neither waits for it nor fails with it.
 * The outbound queue is reached only through :class:`~ourmail.interfaces.IOutboundQueue`, and
   the queue reaches this module only through :class:`~ourmail.interfaces.ILocalDelivery`:
   ``smtp/`` and ``queue/`` never import each other.
@@ -33,6 +36,7 @@ from pathlib import Path
 import attrs
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -42,6 +46,7 @@ from ourmail.interfaces import (
     DeliveryResult,
     DirectoryUnavailable,
     FolderExists,
+    IAutoResponder,
     IDirectory,
     IForwardSealer,
     ILocalDelivery,
@@ -59,6 +64,8 @@ log = Logger()
 
 #: What a store accepts as the message here: the bytes, or a file to hard-link or copy.
 Source = bytes | Path
+#: Octets of a delivered message the out-of-office responder reads (its header section).
+RESPONDER_HEAD = 64 * 1024
 
 
 @attrs.frozen
@@ -186,6 +193,8 @@ class Delivery:
         self.sealer: IForwardSealer | None = None
         #: SRS for forwarded mail, and the way back for bounces to SRS addresses.
         self.rewriter = rewriter
+        #: The out-of-office replies (wired by service.py); None: none are sent.
+        self.responder: IAutoResponder | None = None
 
     # -- recipients --------------------------------------------------------------------------
 
@@ -256,6 +265,7 @@ class Delivery:
         keys = [txn.group(a, self.rewriter) for a in txn.recipients]
         outbound = txn.outbound(self.rewriter, keys)
         jobs = [self._store_copy(m, source, txn.junk_for(m)) for m in mailboxes]
+        head = self._head(txn, source) if mailboxes else None
         for (sender, forwarded), rcpts in outbound.items():
             assert self.queue is not None
             if forwarded and not txn.authenticated:  # a user's own mail is not sealed
@@ -277,6 +287,9 @@ class Delivery:
                 rcpts=delivered,
                 size=txn.size,
             )
+            if head is not None:
+                inbox = [m for m in delivered if not txn.junk_for(m)]
+                self._respond(txn.sender, inbox, (yield head))
         results = []
         for a, key in zip(txn.recipients, keys, strict=True):
             failed = [stored[m][1] for m in a.recipient.mailboxes if not stored[m][0]]
@@ -313,6 +326,34 @@ class Delivery:
                 sender, forwards, content, txn.mail_params, txn.utf8, forwarded=True
             )
         )
+
+    def _head(self, txn: Transaction, source: Source) -> Deferred[bytes] | None:
+        """The first octets of the message for the responder (None: no responder, or a null
+        sender), read in a thread from a spool file while the copies are stored."""
+        if self.responder is None or not txn.sender:
+            return None
+        if not isinstance(source, Path):
+            return defer.succeed(bytes(source[:RESPONDER_HEAD]))
+
+        def read() -> bytes:
+            with open(source, "rb") as f:
+                return f.read(RESPONDER_HEAD)
+
+        def unread(failure: Failure) -> bytes:
+            log.failure("could not read {path} for the responder", failure, path=source)
+            return b""
+
+        return deferToThread(read).addErrback(unread)
+
+    def _respond(self, sender: str, mailboxes: list[str], head: bytes) -> None:
+        """Tell the responder of each INBOX copy; it handles (and logs) its own errors."""
+        if not head or self.responder is None:
+            return
+        for mailbox in mailboxes:
+            try:
+                self.responder.delivered(mailbox, sender, head)
+            except Exception:
+                log.failure("the responder failed for {mailbox}", mailbox=mailbox)
 
     def _store_copy(self, mailbox: str, source: Source, junk: bool) -> Deferred[int]:
         user = self.store.user(mailbox)

@@ -34,6 +34,7 @@ from ourmail.web.live import LivePages
 from ourmail.web.pages import LOGIN_COOKIE, SESSION_COOKIE, Pages, WebServices
 from ourmail.web.read import ReadPages
 from ourmail.web.sessions import SessionStore, same_token
+from ourmail.web.settings import SettingsPages
 from ourmail.web.site import CountedSite
 
 log = Logger()
@@ -57,7 +58,7 @@ def _static_files() -> dict[str, tuple[bytes, bytes]]:
     return files
 
 
-class WebApp(LivePages, ReadPages, AutoconfigPages, Pages):
+class WebApp(LivePages, ReadPages, SettingsPages, AutoconfigPages, Pages):
     """The webmail of one server process: every part's routes, its sessions and templates."""
 
     app = Pages.app

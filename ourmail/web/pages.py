@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from ourmail.auth.login import Authenticator
-from ourmail.interfaces import IDirectory, IPreferences, StoreError
+from ourmail.interfaces import IDirectory, IPasswordChanger, IPreferences, StoreError
 from ourmail.web import i18n
 from ourmail.web.clientconfig import ClientSetup
 from ourmail.web.sessions import SessionStore, WebSession, new_token, same_token
@@ -56,6 +56,8 @@ class WebServices:
     #: This server's authserv-id in Authentication-Results (RFC 8601 §2.5): the message view
     #: trusts only verdicts under it.  "": trust none.
     authserv_id: str = ""
+    #: Changes the passwords of local accounts (the settings page).
+    passwords: IPasswordChanger | None = None
 
 
 class NotLoggedIn(Exception):

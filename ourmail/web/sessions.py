@@ -120,6 +120,15 @@ class SessionStore:
         if self._sessions.pop(session.id, None) is not None:
             session.login.end()
 
+    def end_others(self, keep: WebSession) -> int:
+        """End every other session of ``keep``'s user (after a password change); how many."""
+        others = [
+            s for s in self._sessions.values() if s.address == keep.address and s.id != keep.id
+        ]
+        for session in others:
+            self.end(session)
+        return len(others)
+
     def sweep(self) -> None:
         """End every session that is over (the realm hears of it without waiting for the
         browser to come back)."""

@@ -25,6 +25,7 @@ from zope.interface.verify import verifyObject
 import ourmail
 from ourmail.auth.accounts import AccountDB
 from ourmail.auth.cache import CachingChecker
+from ourmail.auth.changer import AccountPasswords
 from ourmail.auth.checker import AccountChecker, FirstOf
 from ourmail.auth.realm import MailRealm
 from ourmail.config import LoginCacheSettings, QueueSettings, QuotaSettings
@@ -56,6 +57,8 @@ from ourmail.srs import SenderRewriter
 from ourmail.store.memory import MemoryStore
 from ourmail.store.quota import QuotaPolicy
 from ourmail.store.userstore import MaildirStore
+from ourmail.vacation.record import ReplyRecord
+from ourmail.vacation.responder import AutoResponder
 from ourmail.web.live import FolderStream
 from ourmail.web.streaming import PieceProducer
 from twisted.plugins import ourmail_plugin
@@ -128,12 +131,22 @@ def _tls(tmp: Path) -> ReloadableServerTLS:
     return ReloadableServerTLS(tmp / "cert.pem", tmp / "key.pem")
 
 
+def _responder(tmp: Path) -> AutoResponder:
+    queue = OutboundQueue(
+        QueueSettings(), tmp, "mail.example.test", _directory(tmp), _delivery(tmp), reactor
+    )
+    prefs, record = PreferenceFiles(tmp / "prefs"), ReplyRecord(tmp / "replies.sqlite")
+    return AutoResponder(prefs, _directory(tmp), queue, record, "mx.test", Clock())
+
+
 #: "module.Class" -> a function of a temporary folder that makes an instance to verify.
 FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.auth.cache.CachingChecker": lambda tmp: CachingChecker(
         _checker(tmp), Clock(), LoginCacheSettings()
     ),
     "ourmail.auth.checker.AccountChecker": _checker,
+    "ourmail.auth.changer.AccountPasswords": lambda tmp: AccountPasswords(AccountDB(tmp)),
+    "ourmail.vacation.responder.AutoResponder": _responder,
     "ourmail.auth.checker.FirstOf": lambda tmp: FirstOf(_checker(tmp)),
     "ourmail.auth.realm.MailRealm": lambda tmp: MailRealm(MaildirStore(tmp)),
     "ourmail.directory.ldap.LDAPChecker": lambda tmp: LDAPChecker(_ldap(), reactor),
