@@ -71,6 +71,7 @@ from ourmail.smtp.delivery import Delivery
 from ourmail.smtp.lmtp import LMTPServer
 from ourmail.smtp.server import SMTPContext, SMTPServer
 from ourmail.smtp.submission import SendingRates
+from ourmail.smtp.submitter import Submitter
 from ourmail.smtp.workers import MXWorkers
 from ourmail.srs import SenderRewriter, load_secrets
 from ourmail.store.quota import QuotaPolicy
@@ -242,7 +243,23 @@ class Parts:
                 self.clock, web.session_idle, web.session_lifetime, web.max_sessions
             )
             services = WebServices(
-                directory=self.directory, preferences=self.preferences, reactor=self.clock
+                directory=self.directory,
+                preferences=self.preferences,
+                reactor=self.clock,
+                submission=Submitter(
+                    hostname=settings.hostname,
+                    limits=settings.limits,
+                    directory=self.directory,
+                    store=self.store,
+                    delivery=self.delivery,
+                    spool_dir=settings.data_dir / "spool" / "incoming",
+                    rates=self.rates,
+                    checks=self.checks,
+                    check_mail=self._checked("submission"),
+                    contacts=self.contacts,
+                ),
+                upload_dir=settings.data_dir / "web" / "uploads",
+                max_message_size=settings.limits.max_message_size,
             )
             self.web = WebApp(self.authenticator, sessions, services)
             return self.web.site(settings.limits)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gettext
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -22,7 +23,8 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from ourmail.auth.login import Authenticator
-from ourmail.interfaces import IDirectory, IPreferences, NoSuchFolder
+from ourmail.config import Limits
+from ourmail.interfaces import IDirectory, IPreferences, ISubmission, NoSuchFolder
 from ourmail.web import i18n
 from ourmail.web.sessions import SessionStore, WebSession, new_token, same_token
 
@@ -45,6 +47,13 @@ class WebServices:
     preferences: IPreferences | None = None
     #: The reactor (timers, threads).
     reactor: Any = default_reactor
+    #: Sending under the submission rules (compose).
+    submission: ISubmission | None = None
+    #: Where each session's attachment uploads wait for their message (compose).
+    upload_dir: Path | None = None
+    #: The largest message the server sends (``[limits] max_message_size``): a message's
+    #: attachments together stay below it.
+    max_message_size: int = Limits().max_message_size
 
 
 class NotLoggedIn(Exception):

@@ -25,7 +25,7 @@ from ourmail.auth.accounts import AccountDB
 from ourmail.auth.cache import CachingChecker
 from ourmail.auth.checker import AccountChecker, FirstOf
 from ourmail.auth.realm import MailRealm
-from ourmail.config import LoginCacheSettings, QueueSettings, QuotaSettings
+from ourmail.config import Limits, LoginCacheSettings, QueueSettings, QuotaSettings
 from ourmail.directory.ldap import LDAPChecker, LDAPDirectory, LDAPSettings
 from ourmail.directory.local import LocalDirectory
 from ourmail.filters import antivirus, clamd, dkim, dmarc, dnsbl, greylist, spam
@@ -42,6 +42,7 @@ from ourmail.net.dns import make_resolver
 from ourmail.net.lineproto import LineProtocol, _ChunkSender
 from ourmail.net.tls import ReloadableServerTLS
 from ourmail.pop3.policy import NoRetention
+from ourmail.prefs import PreferenceFiles
 from ourmail.queue.mtasts import ToAddress
 from ourmail.queue.runner import OutboundQueue
 from ourmail.secure import selfsigned
@@ -49,7 +50,7 @@ from ourmail.secure.arcseal import ARCSealer
 from ourmail.secure.dkimkeys import KeyStore
 from ourmail.secure.dkimsign import DKIMSigner
 from ourmail.smtp.delivery import Delivery
-from ourmail.prefs import PreferenceFiles
+from ourmail.smtp.submitter import Submitter
 from ourmail.srs import SenderRewriter
 from ourmail.store.memory import MemoryStore
 from ourmail.store.quota import QuotaPolicy
@@ -147,6 +148,9 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
         QueueSettings(), tmp, "mail.example.test", _directory(tmp), _delivery(tmp), reactor
     ),
     "ourmail.smtp.delivery.Delivery": _delivery,
+    "ourmail.smtp.submitter.Submitter": lambda tmp: Submitter(
+        "mail.example.test", Limits(), _directory(tmp), MemoryStore(), _delivery(tmp), tmp
+    ),
     "ourmail.prefs.PreferenceFiles": lambda tmp: PreferenceFiles(tmp / "prefs"),
     "ourmail.srs.SenderRewriter": lambda tmp: SenderRewriter([b"k"], bool, Clock()),
     "ourmail.filters.chain.FilterChain": lambda tmp: FilterChain([], Clock(), "mx.test"),

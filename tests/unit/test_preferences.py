@@ -4,9 +4,8 @@ address names a path of its own, other processes' writes are seen, bad values re
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
