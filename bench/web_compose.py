@@ -56,7 +56,7 @@ def main() -> None:
         message = Outgoing(
             from_="alice@example.test",
             to=["bob@example.test"],
-            subject="Η αναφορά",
+            subject="μηνιαία αναφορά",
             text="Σας στέλνω την αναφορά.\n",
             attachments=[Part(path, "αναφορά.pdf", "application/pdf")],
         )

@@ -384,14 +384,19 @@ class ComposePages(Pages):
             errors.append(_("Add at least one recipient."))
         if errors:
             return self._page(request, session, form, attachments, 400, errors)
-        path = await self._write(session, outgoing)
         client = str(getattr(request.getClientAddress(), "host", ""))
         try:
-            result: SubmissionResult = await submission.submit(
-                session.address, address_of(form.from_), envelope, path, client
-            )
-        finally:
-            await deferToThread(path.unlink, True)
+            path = await self._write(session, outgoing)
+            try:
+                result: SubmissionResult = await submission.submit(
+                    session.address, address_of(form.from_), envelope, path, client
+                )
+            finally:
+                await deferToThread(path.unlink, True)
+        except Exception:  # the disk, the store: nothing was acknowledged, the form stays
+            log.failure("sending {user}'s message from the web failed", user=session.address)
+            errors = [_("The message could not be sent. Please try again later.")]
+            return self._page(request, session, form, attachments, 503, errors)
         if not result.sent:
             errors = [self._refusal_text(request, r) for r in result.refusals]
             code = 503 if all(r.code < 500 for r in result.refusals) else 400
@@ -480,12 +485,19 @@ class ComposePages(Pages):
             return self._page(request, session, form, attachments, 400, errors)
         user = session.login.avatar
         name = special_folder(user, "\\Drafts", "Drafts")
-        path = await self._write(session, outgoing)
         try:
-            folder = user.folder(name)
-            uid = await folder.append(path, ["\\Draft", "\\Seen"])  # durable first
-        finally:
-            await deferToThread(path.unlink, True)
+            path = await self._write(session, outgoing)
+            try:
+                folder = user.folder(name)
+                uid = await folder.append(path, ["\\Draft", "\\Seen"])  # durable first
+            finally:
+                await deferToThread(path.unlink, True)
+        except Exception:  # the disk, the store, the quota: the form stays as it is
+            log.failure("saving {user}'s draft failed", user=session.address)
+            failed = _("The draft could not be saved. Please try again later.")
+            if wants_json:
+                return _json(request, {"error": failed}, 503)
+            return self._page(request, session, form, attachments, 503, [failed])
         self._drop_draft(session, form.draft)  # then the old copy goes
         draft = f"{name}:{uid}"
         if wants_json:

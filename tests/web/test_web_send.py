@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from composehelp import imap_messages, logged_in, multipart, post_form
 from conftest import RunningServer, client_tls, running_server
+from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from ourmail.config import SubmissionSettings
@@ -160,3 +161,18 @@ def test_a_forged_csrf_token_sends_nothing(srv: RunningServer) -> None:
     body, kind = multipart(fields, {})  # no token at all
     assert browser.request("POST", "/compose/send", body, {"Content-Type": kind}).status == 403
     assert imap_messages(srv, user=BOB) == []
+
+
+def test_a_failure_while_sending_keeps_the_form_and_says_so(
+    srv: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    web = srv.server.web
+    assert web is not None and web.services.submission is not None
+    monkeypatch.setattr(web.services.submission, "submit", lambda *args: defer.fail(OSError()))
+    browser = logged_in(srv)
+    fields = {"from": srv.user, "to": BOB, "subject": "Kept", "body": "my words"}
+    answer = post_form(browser, "/compose/send", fields)
+    assert answer.status == 503
+    assert "The message could not be sent. Please try again later." in answer.text
+    assert "my words" in answer.text and 'value="Kept"' in answer.text
+    assert srv.server.queue.files.ids() == [] and imap_messages(srv, user=BOB) == []

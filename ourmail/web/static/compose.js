@@ -161,7 +161,9 @@
     }
   });
   document.addEventListener("keydown", (event) => {
-    if (event.key === "Escape" && !event.defaultPrevented) {
+    // Esc in an address field first closes the browser's list of completions.
+    const offering = event.target.list && event.target.list.options.length > 0;
+    if (event.key === "Escape" && !event.defaultPrevented && !offering) {
       event.preventDefault();
       if (window.confirm(form.dataset.confirmDiscard)) form.requestSubmit(discard);
     }
