@@ -47,12 +47,13 @@ from ourmail.interfaces import (
     SubmissionResult,
 )
 from ourmail.mime import structure
-from ourmail.web import replies
+from ourmail.web import replies, richtext
 from ourmail.web.attachments import open_part
 from ourmail.web.composeform import ComposeForm, address_of, parse_addresses
 from ourmail.web.messageview import MessageView, build_view
 from ourmail.web.mimebuild import Outgoing, Part, write_message
 from ourmail.web.pages import Pages, WebServices
+from ourmail.web.safehtml import SafeHTML
 from ourmail.web.sessions import SessionStore, WebSession
 from ourmail.web.uploads import TooLarge, Upload, Uploads
 
@@ -157,6 +158,7 @@ class ComposePages(Pages):
             code,
             current=None,
             form=form,
+            rich=SafeHTML(richtext.clean(form.html)) if form.html else "",
             identities=self.identities(session),
             attachments=attachments,
             errors=errors or [],
@@ -201,6 +203,7 @@ class ComposePages(Pages):
             bcc=prefill.bcc,
             subject=prefill.subject,
             text=prefill.text,
+            html=prefill.html,
             draft=value if mode == "draft" else "",
             origin=prefill.origin,
             in_reply_to=prefill.in_reply_to,
@@ -330,13 +333,15 @@ class ComposePages(Pages):
             for u in attachments
             if self.uploads is not None
         ]
+        markup = richtext.clean(form.html) if form.html else ""
         outgoing = Outgoing(
             from_=form.from_,
             to=to,
             cc=cc,
             bcc=bcc,
             subject=form.subject,
-            text=form.text,
+            text=richtext.to_plain(markup) if markup else form.text,
+            html=richtext.document(markup) if markup else "",
             in_reply_to=form.in_reply_to,
             references=form.references,
             attachments=parts,

@@ -32,6 +32,8 @@ class ComposeForm:
     bcc: str = ""
     subject: str = ""
     text: str = ""
+    #: The rich-text editor's markup (not yet cleaned), "" for plain text.
+    html: str = ""
     #: ``FOLDER:UID`` of the draft this form last saved, "" if none.
     draft: str = ""
     #: ``reply FOLDER:UID`` / ``forward FOLDER:UID``: the message to flag once sent.
@@ -58,6 +60,7 @@ class ComposeForm:
             bcc=text("bcc", MAX_ADDRESSES_FIELD),
             subject=" ".join(text("subject", MAX_SUBJECT).split()),
             text=text("body", MAX_TEXT),
+            html=text("html", MAX_TEXT),
             draft=text("draft", 1000).strip(),
             origin=text("origin", 1000).strip(),
             in_reply_to=" ".join(_MESSAGE_ID.findall(text("in_reply_to", 1000))[:1]),

@@ -1,6 +1,7 @@
 """The message a user wrote, as MIME (RFC 5322, RFC 2045-2049), written to a file in pieces.
 
-Header fields and the text part come from Python's ``email`` package (policy ``SMTP``, or
+Header fields and the text part (``multipart/alternative`` with an HTML form when the user
+wrote rich text) come from Python's ``email`` package (policy ``SMTP``, or
 ``SMTPUTF8`` when an address is not ASCII, RFC 6532): RFC 2047 words for a Greek subject or
 name, lines folded below 78 characters, the text part 7bit when it is short-lined ASCII and
 otherwise quoted-printable or base64, whichever is shorter.  Attachments are streamed from
@@ -49,6 +50,8 @@ class Outgoing:
     bcc: Sequence[str] = ()
     subject: str = ""
     text: str = ""
+    #: A whole HTML document: the text's rich form, sent as multipart/alternative after it.
+    html: str = ""
     #: RFC 5322 §3.6.4: the message answered, and the thread's identifiers.
     in_reply_to: str = ""
     references: str = ""
@@ -68,6 +71,8 @@ def _set_text(part: MIMEPart, message: Outgoing) -> None:
     if text and not text.endswith("\n"):
         text += "\n"
     part.set_content(text, subtype="plain", charset="utf-8")
+    if message.html:  # RFC 2046 §5.1.4: the plain form first, the preferred (rich) one last
+        part.add_alternative(message.html, subtype="html", charset="utf-8")
 
 
 def header_fields(message: Outgoing, hostname: str) -> EmailMessage:

@@ -15,14 +15,13 @@ Only plain data goes in and out; the pages module reads the message and the file
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Callable, Iterable
 
 import attrs
-import nh3
 
 from ourmail.mime import structure
+from ourmail.web import richtext
 from ourmail.web.charsets import header_text
 from ourmail.web.messageview import Mailbox, MessageView
 
@@ -42,6 +41,8 @@ class Prefill:
     bcc: str = ""
     subject: str = ""
     text: str = ""
+    #: Clean editor markup of a draft written as rich text, else "".
+    html: str = ""
     from_: str = ""
     in_reply_to: str = ""
     references: str = ""
@@ -91,8 +92,7 @@ def body_text(view: MessageView) -> str:
             return body.text
     for body in view.bodies:
         if body.html is not None:
-            markup = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</li>|</tr>", "\n", body.html.source)
-            return html.unescape(nh3.clean(markup, tags=set()))
+            return richtext.to_plain(body.html.source)
     return view.raw or ""
 
 
@@ -175,6 +175,7 @@ def resumed(view: MessageView, header: structure.Part) -> Prefill:
         bcc=header_text(header.header("bcc") or ""),
         subject=h.subject,
         text=body_text(view),
+        html=next((richtext.clean(b.html.source) for b in view.bodies if b.html), ""),
         from_=h.from_[0].address if h.from_ else "",
         in_reply_to=" ".join(_ids(header.header("in-reply-to"))[:1]),
         references=" ".join(_ids(header.header("references"))),

@@ -306,3 +306,14 @@ def test_the_compose_page_offers_the_users_aliases_as_from(srv: RunningServer) -
     assert "<option selected>alice@example.test</option>" in page.text
     assert "<option>info@example.test</option>" in page.text
     assert "@example.test</option>" not in page.text.replace("alice@", "").replace("info@", "")
+
+
+def test_a_rich_text_draft_resumes_in_the_editor(srv: RunningServer) -> None:
+    browser = logged_in(srv)
+    fields = form_of(browser.get("/compose"), subject="Rich", html="<p><i>soon</i></p>")
+    saved = post_form(browser, "/compose/draft", fields)
+    [(_, _, raw)] = imap_messages(srv, "Drafts")
+    assert b"multipart/alternative" in raw
+    resumed = browser.get(f"/compose?draft={quote(field(saved, 'draft'))}")
+    assert re.search(r'id="editor"[^>]*>\s*<p><i>soon</i></p>', resumed.text)
+    assert textarea(resumed).strip() == "soon"

@@ -53,7 +53,7 @@ def test_reply_with_an_attachment_in_chromium(mailserver: RunningServer, tmp_pat
             page.wait_for_url(f"{base}/")
             page.goto(f"{base}/compose?reply=INBOX:1")
             assert page.get_by_label("Subject").input_value() == "Re: Photos"
-            assert "> Send them?" in page.get_by_label("Message").input_value()
+            assert "> Send them?" in page.locator("#body").input_value()
             # Esc asks first; dismissed, nothing is lost.
             page.once("dialog", lambda dialog: dialog.dismiss())
             page.keyboard.press("Escape")
@@ -67,7 +67,7 @@ def test_reply_with_an_attachment_in_chromium(mailserver: RunningServer, tmp_pat
             page.locator("#cc-choices option").first.wait_for(state="attached")
             assert page.locator("#cc-choices option").first.get_attribute("value") == BOB
             page.get_by_label("Cc", exact=True).fill("")
-            body = page.get_by_label("Message")
+            body = page.locator("#body")
             body.press("Control+Home")
             body.type("Here they are.")
             body.press("Control+Enter")
@@ -87,3 +87,45 @@ def test_reply_with_an_attachment_in_chromium(mailserver: RunningServer, tmp_pat
     assert attachment.get_payload(decode=True) == content
     [(_, flags, _)] = imap_messages(srv)
     assert b"\\Answered" in flags
+
+
+def test_rich_text_in_chromium(mailserver: RunningServer) -> None:
+    srv = mailserver
+    srv.add_user(BOB)
+    base = f"https://127.0.0.1:{srv.port('web')}"
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            context = browser.new_context(ignore_https_errors=True, locale="en-GB")
+            page = context.new_page()
+            problems: list[str] = []
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.goto(f"{base}/login")
+            page.get_by_label("Address").fill(srv.user)
+            page.get_by_label("Password").fill(srv.password)
+            page.get_by_role("button", name="Log in").click()
+            page.wait_for_url(f"{base}/")
+            page.goto(f"{base}/compose")
+            page.get_by_label("To", exact=True).fill(BOB)
+            page.get_by_label("Subject").fill("Formatted")
+            page.locator("#body").fill("Plain start")
+            page.get_by_role("button", name="Rich text").click()
+            editor = page.locator("#editor")
+            assert editor.inner_text().strip() == "Plain start"
+            editor.press("End")
+            editor.type(" and ")
+            page.get_by_role("button", name="Bold").click()
+            editor.type("bold words")
+            page.get_by_role("button", name="Send").click()
+            page.wait_for_url(f"{base}/compose/sent")
+            assert not problems, problems
+        finally:
+            browser.close()
+    [(_, _, raw)] = imap_messages(srv, user=BOB)
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert message.get_content_type() == "multipart/alternative"
+    plain, rich = message.get_payload()  # type: ignore[misc]
+    assert plain.get_content().strip() == "Plain start and bold words"
+    assert "<b>bold words</b>" in rich.get_content()

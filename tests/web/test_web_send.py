@@ -176,3 +176,24 @@ def test_a_failure_while_sending_keeps_the_form_and_says_so(
     assert "The message could not be sent. Please try again later." in answer.text
     assert "my words" in answer.text and 'value="Kept"' in answer.text
     assert srv.server.queue.files.ids() == [] and imap_messages(srv, user=BOB) == []
+
+
+def test_rich_text_goes_as_multipart_alternative_and_is_cleaned(srv: RunningServer) -> None:
+    browser = logged_in(srv)
+    markup = (
+        "<p>Hello <b>Bob</b></p><ul><li>one</li></ul><script>alert(1)</script>"
+        '<a href="javascript:alert(1)">bad</a> <a href="https://example.org/">site</a>'
+        '<img src="https://tracker.test/x.gif" onerror="alert(1)">'
+    )
+    fields = {"from": srv.user, "to": BOB, "subject": "Rich", "body": "ignored", "html": markup}
+    assert post_form(browser, "/compose/send", fields).status == 303
+    [(_, _, raw)] = imap_messages(srv, user=BOB)
+    message = parsed(raw)
+    assert message.get_content_type() == "multipart/alternative"
+    plain, rich = message.get_payload()  # type: ignore[misc]
+    assert plain.get_content_type() == "text/plain" and rich.get_content_type() == "text/html"
+    assert text_of(message) == "Hello Bob\n\n- one\n\nbad site <https://example.org/>\n"
+    html = rich.get_content()
+    assert "<b>Bob</b>" in html and '<a href="https://example.org/"' in html
+    for gone in ("<script", "javascript:", "onerror", "tracker.test", "<img"):
+        assert gone not in html

@@ -125,9 +125,55 @@
     });
   }
 
+  // Rich text: a contenteditable with bold, italic, lists and links; its markup goes in the
+  // "html" field (the server cleans it) and its text in the plain body.
+  const rich = document.getElementById("rich");
+  const editor = document.getElementById("editor");
+  const toggle = document.getElementById("rich-toggle");
+  const textarea = document.getElementById("body");
+  let richOn = false;
+
+  function setRich(on) {
+    if (on && !editor.textContent.trim()) editor.innerText = textarea.value;
+    if (!on) textarea.value = editor.innerText;
+    richOn = on;
+    rich.hidden = !on;
+    textarea.hidden = on;
+    toggle.setAttribute("aria-pressed", String(on));
+  }
+
+  function syncRich() {
+    form.elements.html.value = richOn ? editor.innerHTML : "";
+    if (richOn) textarea.value = editor.innerText;
+  }
+
+  toggle.hidden = false;
+  toggle.addEventListener("click", () => {
+    setRich(!richOn);
+    (richOn ? editor : textarea).focus();
+    changed = true;
+  });
+  for (const button of rich.querySelectorAll("[data-command]")) {
+    button.addEventListener("click", () => {
+      const command = button.dataset.command;
+      editor.focus();
+      if (command === "createLink") {
+        const url = window.prompt(form.dataset.linkPrompt, "https://");
+        if (url && /^(https?:|mailto:)/i.test(url.trim())) {
+          document.execCommand("createLink", false, url.trim());
+        }
+      } else {
+        document.execCommand(command);
+      }
+      changed = true;
+    });
+  }
+  if (editor.textContent.trim()) setRich(true);
+
   async function saveDraft() {
     if (!changed || uploading || leaving) return;
     changed = false;
+    syncRich();
     const data = new FormData(form);
     data.delete("file");
     try {
@@ -149,6 +195,7 @@
   const send = document.getElementById("send");
   const discard = document.getElementById("discard");
   form.addEventListener("submit", () => {
+    syncRich();
     leaving = true;
   });
   discard.addEventListener("click", (event) => {
