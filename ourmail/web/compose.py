@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from email.parser import BytesParser
 from email.policy import HTTP
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote
 
 import attrs
@@ -41,6 +40,7 @@ from ourmail.interfaces import (
     DirectoryUnavailable,
     FolderExists,
     IFolder,
+    IStoredMessage,
     IUserStore,
     NoSuchFolder,
     SubmissionRefusal,
@@ -179,9 +179,12 @@ class ComposePages(Pages):
             return self._page(request, session, ComposeForm(from_=session.address), [])
         ref = parse_ref(value)
         found = self._message(session, ref)
-        if ref is None or found is None:
+        try:
+            data = found.buffer() if found is not None else None
+        except KeyError:  # expunged since
+            data = None
+        if ref is None or data is None:
             return self.error(request, 404, _("That message no longer exists."))
-        data = found.buffer()
         view, header = await deferToThread(_read, data)
         attachments: list[Upload] = []
         if mode in ("reply", "all"):
@@ -212,16 +215,17 @@ class ComposePages(Pages):
         )
         return self._page(request, session, form, attachments)
 
-    def _message(self, session: WebSession, ref: tuple[str, int] | None) -> Any:
+    def _message(self, session: WebSession, ref: tuple[str, int] | None) -> IStoredMessage | None:
         """The stored message ``ref`` names, or None."""
         if ref is None:
             return None
         try:
-            folder = session.login.avatar.folder(ref[0])
+            folder: IFolder = session.login.avatar.folder(ref[0])
             folder.sync()
-            return folder.message(ref[1])
+            message: IStoredMessage = folder.message(ref[1])
         except (NoSuchFolder, KeyError):
             return None
+        return message
 
     async def _carry(
         self, session: WebSession, messages: list[tuple[Iterator[bytes], str]]
