@@ -7,17 +7,19 @@ from __future__ import annotations
 import email
 import email.policy
 import html
+import http.client
 import json
 import re
 import smtplib
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from composehelp import imap_messages, logged_in, multipart, post_form
-from conftest import RunningServer, running_server
+from conftest import RunningServer, client_tls, running_server
 from twisted.internet.task import Clock
 from webhelp import Browser, Response
 
@@ -317,3 +319,47 @@ def test_a_rich_text_draft_resumes_in_the_editor(srv: RunningServer) -> None:
     resumed = browser.get(f"/compose?draft={quote(field(saved, 'draft'))}")
     assert re.search(r'id="editor"[^>]*>\s*<p><i>soon</i></p>', resumed.text)
     assert textarea(resumed).strip() == "soon"
+
+
+def streamed_upload(browser: Browser, token: str, path: Path) -> int:
+    """Upload ``path`` with its body streamed from the file (the client holds 8 KiB at a
+    time); the response status."""
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1", browser.port, context=client_tls(), timeout=60
+    )
+    cookies = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+    headers = {
+        "Cookie": cookies,
+        "X-CSRF-Token": token,
+        "X-Filename": "big.bin",
+        "Content-Type": "application/octet-stream",
+        "Content-Length": str(path.stat().st_size),
+    }
+    try:
+        with open(path, "rb") as body:
+            connection.request("POST", "/compose/upload", body, headers)
+            return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(("megabytes", "status"), [(20, 200), (60, 413)])
+def test_memory_stays_bounded_for_large_uploads(
+    srv: RunningServer, tmp_path: Path, megabytes: int, status: int
+) -> None:
+    # 20 MB is taken (the default limit is 50 MB: 37.5 MB of attachments), 60 MB refused.
+    path = tmp_path / "big.bin"
+    with open(path, "wb") as f:
+        for _ in range(megabytes):
+            f.write(b"\xab" * (1024 * 1024))
+    browser = logged_in(srv)
+    token = browser.get("/compose").csrf()
+    tracemalloc.start()
+    try:
+        assert streamed_upload(browser, token, path) == status
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 1024 * 1024, peak  # the server and the client together
+    kept = list(upload_root(srv).rglob("*.json"))
+    assert len(kept) == (1 if status == 200 else 0)
