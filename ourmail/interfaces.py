@@ -375,6 +375,77 @@ class IDirectory(Interface):
         """The storage limit the directory sets for ``user`` (LDAP ``mailQuota``), or None when
         the account's own, its domain's or the default limit applies."""
 
+    def identities(user: str) -> list[str]:
+        """The addresses the logged-in ``user`` may send as (:meth:`may_send_as` holds for
+        each): their own address first, then their aliases, as far as the directory knows them
+        without asking a server (the webmail's From choice)."""
+
+    def search(text: str, limit: int) -> Deferred[list[Contact]]:
+        """At most ``limit`` people and addresses whose address or name contains ``text``
+        (address completion); an LDAP directory asks its server with an escaped filter
+        (RFC 4515) and bounded size and time.  Fails with :class:`DirectoryUnavailable`."""
+
+
+@attrs.frozen
+class Contact:
+    """An address as the directory shows it for completion: ``Name <address>``."""
+
+    address: str
+    name: str = ""
+
+
+#: Why submission refused a message or a recipient (:class:`SubmissionRefusal`).
+RefusalReason = Literal["sender", "rate", "size", "recipient", "content", "failed"]
+
+
+@attrs.frozen
+class SubmissionRefusal:
+    """What submission did not take: the whole message (``address`` None) or one recipient,
+    as an SMTP reply (RFC 5321) with its RFC 3463 status and a ``reason`` a client can show:
+    ``sender`` (an envelope sender or From: address the user may not use), ``rate`` (the
+    hourly limits), ``size``, ``recipient`` (unknown, full, directory down), ``content`` (the
+    filter chain said no) or ``failed`` (delivery or the queue failed: nothing was sent)."""
+
+    address: str | None
+    reason: RefusalReason
+    code: int
+    status: str
+    text: str
+
+
+@attrs.frozen
+class SubmissionResult:
+    """The outcome of :meth:`ISubmission.submit`: sent (durable), or refused as a whole."""
+
+    #: Empty when the message was delivered and queued for every recipient.
+    refusals: tuple[SubmissionRefusal, ...] = ()
+    #: The Message-ID: field's value the message went out with.
+    message_id: str = ""
+
+    @property
+    def sent(self) -> bool:
+        return not self.refusals
+
+
+class ISubmission(Interface):
+    """Mail a logged-in user writes outside SMTP (the webmail) goes through the rules of
+    SMTP submission (RFC 6409, ``ourmail.smtp.submitter``): sender ownership, the hourly
+    sending rates shared with the submission listeners, missing Message-ID:/Date: added, the
+    filter chain's checks for submitted mail, local delivery and the outbound queue (DKIM
+    signing at enqueue), the contacts book, and a copy in the user's ``\\Sent`` folder."""
+
+    def submit(
+        user: str,
+        sender: str,
+        recipients: Sequence[str],
+        message: bytes | os.PathLike[str],
+        client: str = "",
+    ) -> Deferred[SubmissionResult]:
+        """Send ``message`` (CRLF line endings) from ``sender`` to ``recipients`` on behalf
+        of ``user``; ``client`` is the user's IP address, for the checks.  All or nothing: a
+        refused recipient refuses the message.  Fires once every copy is durable (delivered
+        or queued) with no refusals, or with the refusals and nothing sent."""
+
 
 @attrs.frozen
 class DeliveryResult:

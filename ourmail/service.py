@@ -72,6 +72,7 @@ from ourmail.smtp.delivery import Delivery
 from ourmail.smtp.lmtp import LMTPServer
 from ourmail.smtp.server import SMTPContext, SMTPServer
 from ourmail.smtp.submission import SendingRates
+from ourmail.smtp.submitter import Submitter
 from ourmail.smtp.workers import MXWorkers
 from ourmail.srs import SenderRewriter, load_secrets
 from ourmail.store.quota import QuotaPolicy
@@ -251,6 +252,20 @@ class Parts:
                 reactor=self.clock,
                 authserv_id=settings.filters.authserv_id or settings.hostname,
                 passwords=AccountPasswords(self.accounts),
+                submission=Submitter(
+                    hostname=settings.hostname,
+                    limits=settings.limits,
+                    directory=self.directory,
+                    store=self.store,
+                    delivery=self.delivery,
+                    spool_dir=settings.data_dir / "spool" / "incoming",
+                    rates=self.rates,
+                    checks=self.checks,
+                    check_mail=self._checked("submission"),
+                    contacts=self.contacts,
+                ),
+                upload_dir=settings.data_dir / "web" / "uploads",
+                max_message_size=settings.limits.max_message_size,
             )
             self.web = WebApp(self.authenticator, sessions, services)
             return self.web.site(settings.limits)

@@ -39,7 +39,7 @@ from zope.interface import implementer
 
 from ourmail.addresses import AddressError, normalise_address
 from ourmail.config import ConfigError, QuotaLimit
-from ourmail.interfaces import DirectoryUnavailable, IDirectory, Recipient
+from ourmail.interfaces import Contact, DirectoryUnavailable, IDirectory, Recipient
 
 log = Logger()
 
@@ -376,13 +376,20 @@ class SearchPool:
         self._slots = DeferredSemaphore(settings.max_connections)
 
     def search(self, filter_text: str, attributes: list[str], base: str | None = None,
-               scope: Any = None) -> Deferred[list[Any]]:  # fmt: skip
-        """The entries under ``base`` (default: the base DN) matching ``filter_text``."""
-        return self._slots.run(self._search, filter_text, attributes, base, scope)
+               scope: Any = None, size_limit: int = 0) -> Deferred[list[Any]]:  # fmt: skip
+        """The entries under ``base`` (default: the base DN) matching ``filter_text``; with a
+        ``size_limit``, at most that many (RFC 4511 §4.5.1.5: the server stops there, and
+        the entries found so far are the answer)."""
+        return self._slots.run(self._search, filter_text, attributes, base, scope, size_limit)
 
     @inlineCallbacks
     def _search(
-        self, filter_text: str, attributes: list[str], base: str | None, scope: Any
+        self,
+        filter_text: str,
+        attributes: list[str],
+        base: str | None,
+        scope: Any,
+        size_limit: int = 0,
     ) -> Deferred[list[Any]]:
         from ldaptor.protocols.ldap import ldaperrors, ldapsyntax
 
@@ -392,7 +399,14 @@ class SearchPool:
                 client = yield Connection(self.settings, self.reactor).open()
             try:
                 entry = ldapsyntax.LDAPEntry(client, base or self.settings.base)
-                kwargs = {} if scope is None else {"scope": scope}
+                kwargs: dict[str, Any] = {} if scope is None else {"scope": scope}
+                if size_limit:
+                    # RFC 4511 §4.5.1.5/6: the server's own limits too, in entries and seconds
+                    kwargs |= {
+                        "sizeLimit": size_limit,
+                        "sizeLimitIsNonFatal": True,
+                        "timeLimit": max(1, int(self.settings.timeout)),
+                    }
                 found = yield self.settings.within(
                     entry.search(filterText=filter_text, attributes=attributes, **kwargs),
                     self.reactor,
@@ -456,6 +470,35 @@ class LDAPDirectory:
 
     def may_send_as(self, user: str, address: str) -> bool:
         return self.local.may_send_as(user, address) or address in self._addresses.get(user, ())
+
+    def identities(self, user: str) -> list[str]:
+        """The local directory's, then the addresses of the user's entry that their login
+        or a lookup brought in."""
+        own = self.local.identities(user)
+        return own + sorted(self._addresses.get(user, set()) - set(own))
+
+    @inlineCallbacks
+    def search(self, text: str, limit: int) -> Deferred[list[Contact]]:
+        """Local users and aliases first, then entries with a ``mail`` whose address or
+        ``cn`` contains ``text`` (escaped, RFC 4515 §3), at most ``limit`` in all."""
+        found: list[Contact] = yield self.local.search(text, limit)
+        if len(found) >= limit:
+            return found
+        value = escape_filter_value(text)
+        alternate = self.settings.alternate_attribute
+        entries = yield self.pool.search(
+            f"(&(mail=*)(|(mail=*{value}*)(cn=*{value}*)({alternate}=*{value}*)))",
+            ["mail", "cn", "displayName"],
+            size_limit=limit,
+        )
+        known = {c.address for c in found}
+        for entry in entries:
+            mails = _addresses(_values(entry, "mail"))
+            names = _values(entry, "displayName") or _values(entry, "cn")
+            if mails and mails[0] not in known and len(found) < limit:
+                known.add(mails[0])
+                found.append(Contact(mails[0], names[0] if names else ""))
+        return found
 
     @inlineCallbacks
     def lookup(self, address: str) -> Deferred[Recipient]:

@@ -14,7 +14,7 @@ from zope.interface import implementer
 
 from ourmail.auth.accounts import AccountDB
 from ourmail.config import QuotaLimit
-from ourmail.interfaces import IDirectory, Recipient
+from ourmail.interfaces import Contact, IDirectory, Recipient
 
 
 @implementer(IDirectory)
@@ -52,3 +52,19 @@ class LocalDirectory:
     def may_send_as(self, user: str, address: str) -> bool:
         """A user may send as themselves and as any alias that delivers to them."""
         return address == user or user in (self.accounts.alias(address) or [])
+
+    def identities(self, user: str) -> list[str]:
+        """The user's address, then the aliases that deliver to them (a catch-all, which
+        stands for no address of its own, is none)."""
+        owned = [a for a, targets in self.accounts.aliases().items() if user in targets]
+        return [user, *sorted(a for a in owned if not a.startswith("@"))]
+
+    def search(self, text: str, limit: int) -> Deferred[list[Contact]]:
+        """Users and aliases whose address contains ``text`` (ignoring case), in order."""
+        needle = text.lower()
+        found = [
+            Contact(address)
+            for address in sorted({*self.accounts.users(), *self.accounts.aliases()})
+            if needle in address and not address.startswith("@")
+        ]
+        return succeed(found[:limit])

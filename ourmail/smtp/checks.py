@@ -17,13 +17,33 @@ from __future__ import annotations
 
 import re
 
-from ourmail.interfaces import STAGES, ChainOutcome, IFilterChain, MailContext
+from twisted.internet.defer import Deferred
+
+from ourmail.interfaces import STAGES, ChainOutcome, IFilterChain, MailContext, Stage
 from ourmail.smtp.spool import Spool
 
 #: The longest header section taken (Postfix keeps 100 KB of one): every field of it is
 #: looked at for forged Authentication-Results, so a longer one is refused, not half-checked.
 HEADER_SCAN = 256 * 1024
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def run_stage(
+    chain: IFilterChain, stage: Stage, context: MailContext, verdicts: ChainOutcome
+) -> Deferred[ChainOutcome | None]:
+    """Run the chain at ``stage``; fires with the outcome when it refuses, else None after
+    adding its junk verdicts and header fields to ``verdicts`` (they wait for the end of
+    DATA)."""
+
+    def decided(outcome: ChainOutcome) -> ChainOutcome | None:
+        if outcome.refusal is not None:
+            return outcome
+        verdicts.junk += outcome.junk
+        verdicts.junk_recipients += outcome.junk_recipients
+        verdicts.headers += outcome.headers
+        return None
+
+    return chain.run(stage, context).addCallback(decided)
 
 
 def header_end(head: bytes) -> int | None:

@@ -162,14 +162,20 @@ class Transaction:
         return out
 
 
-def junk_folder(user: IUserStore) -> str:
-    """The user's folder for junk (RFC 6154 ``\\Junk``), made when the user has none yet."""
-    named = [name for name, use in user.special_uses().items() if use == "\\Junk"]
+def special_folder(user: IUserStore, use: str, default: str) -> str:
+    """The user's folder of an RFC 6154 special ``use`` (``\\Junk``, ``\\Sent``), made as
+    ``default`` when the user has none yet."""
+    named = [name for name, found in user.special_uses().items() if found == use]
     if named:
         return named[0]
     with contextlib.suppress(FolderExists):  # made meanwhile, or there without the attribute
-        user.create_folder("Junk", "\\Junk")
-    return "Junk"
+        user.create_folder(default, use)
+    return default
+
+
+def junk_folder(user: IUserStore) -> str:
+    """The user's folder for junk (RFC 6154 ``\\Junk``), made when the user has none yet."""
+    return special_folder(user, "\\Junk", "Junk")
 
 
 @implementer(ILocalDelivery)

@@ -63,7 +63,13 @@ from ourmail.interfaces import (
 )
 from ourmail.net.lineproto import LineProtocol
 from ourmail.smtp import auth, submission, syntax
-from ourmail.smtp.checks import HEADER_SCAN, added_fields, header_too_large, rewrite_header
+from ourmail.smtp.checks import (
+    HEADER_SCAN,
+    added_fields,
+    header_too_large,
+    rewrite_header,
+    run_stage,
+)
 from ourmail.smtp.data import ChunkReader, DotReader, MessageSink
 from ourmail.smtp.delivery import Accepted, Delivery, Refusal, Transaction
 from ourmail.smtp.spool import Spool
@@ -167,16 +173,7 @@ class SMTPServer(LineProtocol):
         """Run the chain at ``stage``; fires with the outcome when it refuses, else None
         (its junk verdicts and header fields then wait for the end of DATA)."""
         assert self.ctx.checks is not None
-
-        def decided(outcome: ChainOutcome) -> ChainOutcome | None:
-            if outcome.refusal is not None:
-                return outcome
-            self._verdicts.junk += outcome.junk
-            self._verdicts.junk_recipients += outcome.junk_recipients
-            self._verdicts.headers += outcome.headers
-            return None
-
-        return self.ctx.checks.run(stage, self.mail_context).addCallback(decided)
+        return run_stage(self.ctx.checks, stage, self.mail_context, self._verdicts)
 
     def send_refusal(self, why: str) -> None:
         self.reply(421, f"4.7.0 {self.ctx.hostname} {why}, try again later")  # RFC 5321 §3.8
@@ -637,24 +634,16 @@ class SMTPServer(LineProtocol):
 
     def _may_send_as(self, address: str) -> bool:
         assert self.user is not None
-        try:
-            return self.ctx.directory.may_send_as(self.user, normalise_address(address))
-        except AddressError:
-            return False
+        return submission.may_send_as(self.ctx.directory, self.user, address)
 
     def _complete_submission(self) -> bool:
         """RFC 6409: check From:, add a missing Message-ID: and Date:; False if refused."""
         assert self._spool is not None
-        start = self._spool.head(self._received_len + submission.HEADER_LIMIT)
-        header = submission.check_header(start, self._received_len)
-        strangers = [a for a in header.from_addresses if not self._may_send_as(a)]
-        if strangers or not header.from_addresses:
+        at, hostname = self._received_len, self.ctx.hostname
+        if not submission.complete_header(self._spool, at, hostname, self._may_send_as):
             self._reset()
             self.error(553, f"5.7.1 From: must be your own address or alias, {self.user}")
             return False
-        if header.missing:
-            fields = submission.added_fields(header.missing, self.ctx.hostname)
-            self._spool.insert(self._received_len, fields)
         return True
 
     @inlineCallbacks
@@ -688,7 +677,7 @@ class SMTPServer(LineProtocol):
                     log.failure("could not queue the delivery report for {id}", id=self.queue_id)
             self.report(results)
             if self.user is not None and all(r.ok for r in results):
-                yield self._after_submission(source, len(results))
+                yield self._after_submission(source)
         finally:
             self._reset()
 
@@ -703,21 +692,17 @@ class SMTPServer(LineProtocol):
         if mailboxes:
             self.ctx.checks.filed(self.mail_context, self._verdicts, mailboxes)
 
-    def _after_submission(self, source: bytes | Path, recipients: int) -> Deferred[None]:
+    def _after_submission(self, source: bytes | Path) -> Deferred[None]:
         assert self.user is not None
-        if self.ctx.rates is not None:
-            self.ctx.rates.record(self.user, recipients)
-        if self.ctx.save_sent:
-            try:
-                yield self.ctx.store.user(self.user).deliver(source, "Sent", ["\\Seen"])
-            except Exception:
-                log.failure("could not keep a copy of {id} in Sent", id=self.queue_id)
-        if self.ctx.contacts is not None:
-            rcpts = [a.recipient.address for a in self.recipients]
-            try:
-                yield self.ctx.contacts.sent(self.user, rcpts)
-            except Exception:
-                log.failure("could not record the contacts of {id}", id=self.queue_id)
+        return submission.after_submission(
+            self.user,
+            source,
+            [a.recipient.address for a in self.recipients],
+            self.ctx.rates,
+            self.ctx.store,
+            "Sent" if self.ctx.save_sent else None,
+            self.ctx.contacts,
+        )
 
     def report(self, results: list[DeliveryResult]) -> None:
         """SMTP answers DATA once for all recipients (RFC 5321 §4.2.5): all or nothing."""

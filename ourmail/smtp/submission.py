@@ -18,9 +18,16 @@ from collections.abc import Callable
 from email.utils import getaddresses
 
 import attrs
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.logger import Logger
 
+from ourmail.addresses import AddressError, normalise_address
 from ourmail.config import SubmissionSettings
+from ourmail.interfaces import IContactBook, IDirectory, IMailStore, MessageSource
 from ourmail.mime import structure
+from ourmail.smtp.spool import Spool
+
+log = Logger()
 
 #: How much of the message start is read to find its header.
 HEADER_LIMIT = 1 << 20
@@ -43,6 +50,53 @@ def check_header(start: bytes, skip: int) -> HeaderCheck:
     froms = [addr.lower() for _, addr in getaddresses([part.header("from") or ""]) if addr]
     missing = [n for n in ("message-id", "date") if n not in names]
     return HeaderCheck(froms, missing)
+
+
+def may_send_as(directory: IDirectory, user: str, address: str) -> bool:
+    """Whether ``user`` may use ``address`` (as written by the client) as a sender."""
+    try:
+        return directory.may_send_as(user, normalise_address(address))
+    except AddressError:
+        return False
+
+
+def complete_header(spool: Spool, at: int, hostname: str, owned: Callable[[str], bool]) -> bool:
+    """RFC 6409 §8: False when the message has no ``From:`` or one that is not ``owned``
+    by the user; else add a missing ``Message-ID:`` and ``Date:`` at ``at`` (below this
+    host's Received: field) and True."""
+    header = check_header(spool.head(at + HEADER_LIMIT), at)
+    if not header.from_addresses or not all(owned(a) for a in header.from_addresses):
+        return False
+    if header.missing:
+        spool.insert(at, added_fields(header.missing, hostname))
+    return True
+
+
+@inlineCallbacks
+def after_submission(
+    user: str,
+    source: MessageSource,
+    recipients: list[str],
+    rates: SendingRates | None,
+    store: IMailStore,
+    sent_folder: str | None,
+    contacts: IContactBook | None,
+) -> Deferred[None]:
+    """What follows a submitted message once it is durable: it counts towards the user's
+    rates, a copy goes into ``sent_folder`` (None: none) and the contacts book learns the
+    recipients.  A failure of the copy or the book is logged: the message is sent."""
+    if rates is not None:
+        rates.record(user, len(recipients))
+    if sent_folder is not None:
+        try:
+            yield store.user(user).deliver(source, sent_folder, ["\\Seen"])
+        except Exception:
+            log.failure("could not keep a copy of {user}'s message in Sent", user=user)
+    if contacts is not None:
+        try:
+            yield contacts.sent(user, recipients)
+        except Exception:
+            log.failure("could not record the contacts of {user}'s message", user=user)
 
 
 def added_fields(missing: list[str], hostname: str) -> bytes:

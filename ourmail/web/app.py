@@ -30,6 +30,7 @@ from ourmail.auth.login import Session as Login
 from ourmail.config import Limits
 from ourmail.web import i18n
 from ourmail.web.autoconfig import AutoconfigPages
+from ourmail.web.compose import ComposePages
 from ourmail.web.live import LivePages
 from ourmail.web.pages import LOGIN_COOKIE, SESSION_COOKIE, Pages, WebServices
 from ourmail.web.read import ReadPages
@@ -58,7 +59,7 @@ def _static_files() -> dict[str, tuple[bytes, bytes]]:
     return files
 
 
-class WebApp(LivePages, ReadPages, SettingsPages, AutoconfigPages, Pages):
+class WebApp(LivePages, ReadPages, ComposePages, SettingsPages, AutoconfigPages, Pages):
     """The webmail of one server process: every part's routes, its sessions and templates."""
 
     app = Pages.app

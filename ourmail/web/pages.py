@@ -24,7 +24,14 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from ourmail.auth.login import Authenticator
-from ourmail.interfaces import IDirectory, IPasswordChanger, IPreferences, StoreError
+from ourmail.config import Limits
+from ourmail.interfaces import (
+    IDirectory,
+    IPasswordChanger,
+    IPreferences,
+    ISubmission,
+    StoreError,
+)
 from ourmail.web import i18n
 from ourmail.web.clientconfig import ClientSetup
 from ourmail.web.sessions import SessionStore, WebSession, new_token, same_token
@@ -58,6 +65,13 @@ class WebServices:
     authserv_id: str = ""
     #: Changes the passwords of local accounts (the settings page).
     passwords: IPasswordChanger | None = None
+    #: Sending under the submission rules (compose).
+    submission: ISubmission | None = None
+    #: Where each session's attachment uploads wait for their message (compose).
+    upload_dir: Path | None = None
+    #: The largest message the server sends (``[limits] max_message_size``): a message's
+    #: attachments together stay below it.
+    max_message_size: int = Limits().max_message_size
 
 
 class NotLoggedIn(Exception):

@@ -31,6 +31,18 @@ SECURITY_HEADERS: dict[bytes, bytes] = {
 
 #: Bytes of request body accepted (a login form needs a few hundred).
 MAX_BODY = 64 * 1024
+#: The compose form's routes take a longer text and, from a browser without JavaScript,
+#: small attachments in the form itself (twisted parses such a form in memory).
+FORM_BODY = 4 * 1024 * 1024
+#: Paths whose bodies may be larger than MAX_BODY: the compose form's, and the raw upload of
+#: one attachment (None: up to the site's message size limit; twisted spools bodies over
+#: 100 KB to a temporary file, so memory stays bounded).
+LARGER_BODIES: dict[bytes, int | None] = {
+    b"/compose/send": FORM_BODY,
+    b"/compose/draft": FORM_BODY,
+    b"/compose/discard": FORM_BODY,
+    b"/compose/upload": None,
+}
 
 
 class WebRequest(server.Request):
@@ -42,6 +54,12 @@ class WebRequest(server.Request):
     _received = 0
 
     def gotLength(self, length: int | None) -> None:
+        # The request line is known (the channel keeps it) but not yet parsed into self.path.
+        target = bytes(getattr(self.channel, "_path", b"")).split(b"?", 1)[0]
+        if target in LARGER_BODIES:
+            larger = LARGER_BODIES[target]
+            site_limit = getattr(getattr(self.channel, "site", None), "max_message_size", 0)
+            self.max_body = larger if larger is not None else site_limit + MAX_BODY
         if length is not None and length > self.max_body:
             self.too_large = True
             length = 0  # keep nothing of it in memory or on disk

@@ -9,7 +9,8 @@ import attrs
 class SafeHTML:
     """HTML that may be put in the message frame as it is.
 
-    Made only by ``ourmail.web.sanitise.sanitise`` and ``text_to_html``.  ``blocked_remote``
+    Made only by ``ourmail.web.sanitise.sanitise``, ``text_to_html`` and (for the compose
+    page's editor) ``ourmail.web.richtext.clean``'s output.  ``blocked_remote``
     is true when remote content (images, CSS backgrounds) was removed because the reader had
     not allowed it.  ``__html__`` lets Jinja2's autoescape take it as markup.
     """

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import hmac
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -69,6 +70,9 @@ class SessionStore:
         self.max_sessions = max_sessions
         # Least recently used first.
         self._sessions: collections.OrderedDict[str, WebSession] = collections.OrderedDict()
+        #: Called with each session that ends (logout, expiry, eviction), after the realm's
+        #: logout: parts drop what they keep for it (compose's uploads).
+        self.on_end: list[Callable[[WebSession], object]] = []
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -77,8 +81,7 @@ class SessionStore:
         """A new session for a successful login (always a new id: no session fixation)."""
         self._expire()
         while len(self._sessions) >= self.max_sessions:
-            _, oldest = self._sessions.popitem(last=False)
-            oldest.login.end()
+            self.end(next(iter(self._sessions.values())))
         now = self.clock.seconds()
         session = WebSession(new_token(), login, new_token(), now, now)
         self._sessions[session.id] = session
@@ -119,6 +122,8 @@ class SessionStore:
         """End a session on the server (logout, expiry); later calls do nothing."""
         if self._sessions.pop(session.id, None) is not None:
             session.login.end()
+            for ended in self.on_end:
+                ended(session)
 
     def end_others(self, keep: WebSession) -> int:
         """End every other session of ``keep``'s user (after a password change); how many."""

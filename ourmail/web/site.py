@@ -34,6 +34,8 @@ class CountedSite(server.Site):
         super().__init__(root, requestFactory=WebRequest, timeout=CONNECTION_TIMEOUT)
         self.displayTracebacks = False
         self.counts = ConnectionCounts(limits)
+        #: The largest attachment upload taken (WebRequest's LARGER_BODIES).
+        self.max_message_size = limits.max_message_size
 
     def buildProtocol(self, addr: IAddress | None) -> Any:
         client = str(getattr(addr, "host", "local"))

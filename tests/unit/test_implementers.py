@@ -28,7 +28,7 @@ from ourmail.auth.cache import CachingChecker
 from ourmail.auth.changer import AccountPasswords
 from ourmail.auth.checker import AccountChecker, FirstOf
 from ourmail.auth.realm import MailRealm
-from ourmail.config import LoginCacheSettings, QueueSettings, QuotaSettings
+from ourmail.config import Limits, LoginCacheSettings, QueueSettings, QuotaSettings
 from ourmail.directory.ldap import LDAPChecker, LDAPDirectory, LDAPSettings
 from ourmail.directory.local import LocalDirectory
 from ourmail.filters import antivirus, clamd, dkim, dmarc, dnsbl, greylist, spam
@@ -53,6 +53,7 @@ from ourmail.secure.arcseal import ARCSealer
 from ourmail.secure.dkimkeys import KeyStore
 from ourmail.secure.dkimsign import DKIMSigner
 from ourmail.smtp.delivery import Delivery
+from ourmail.smtp.submitter import Submitter
 from ourmail.srs import SenderRewriter
 from ourmail.store.memory import MemoryStore
 from ourmail.store.quota import QuotaPolicy
@@ -164,6 +165,9 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
         QueueSettings(), tmp, "mail.example.test", _directory(tmp), _delivery(tmp), reactor
     ),
     "ourmail.smtp.delivery.Delivery": _delivery,
+    "ourmail.smtp.submitter.Submitter": lambda tmp: Submitter(
+        "mail.example.test", Limits(), _directory(tmp), MemoryStore(), _delivery(tmp), tmp
+    ),
     "ourmail.prefs.PreferenceFiles": lambda tmp: PreferenceFiles(tmp / "prefs"),
     "ourmail.web.live.FolderStream": lambda tmp: FolderStream(DummyRequest([b"events"]), bool),
     "ourmail.web.streaming.PieceProducer": lambda tmp: PieceProducer(
