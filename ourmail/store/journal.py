@@ -205,6 +205,15 @@ class FolderState:
         """UIDs present with ``low <= size < high`` (an open end when None)."""
         return self._ordered()[1].between(low, high, self.entries.keys())
 
+    def ordered(self, key: str) -> list[int]:
+        """The UIDs present by internal date (``"date"``) or size (``"size"``), ascending,
+        equal keys by UID (a fresh list)."""
+        order = self._ordered()[0 if key == "date" else 1]
+        if not order.stale:
+            return list(order.uids)
+        present = self.entries
+        return [u for u in order.uids if u in present]
+
     def changes_since(self, modseq: int) -> list[int] | None:
         """UIDs changed, added or expunged after ``modseq``; None if that is too far back."""
         if modseq < self.changes_floor:

@@ -29,6 +29,7 @@ from ourmail.auth.login import Authenticator, LoginFailed, LoginUnavailable
 from ourmail.auth.login import Session as Login
 from ourmail.config import Limits
 from ourmail.web import i18n
+from ourmail.web.listpages import ListPages
 from ourmail.web.pages import LOGIN_COOKIE, SESSION_COOKIE, Pages, WebServices
 from ourmail.web.sessions import SessionStore, same_token
 from ourmail.web.site import CountedSite
@@ -54,7 +55,7 @@ def _static_files() -> dict[str, tuple[bytes, bytes]]:
     return files
 
 
-class WebApp(Pages):
+class WebApp(ListPages, Pages):
     """The webmail of one server process: every part's routes, its sessions and templates."""
 
     app = Pages.app

@@ -1,0 +1,90 @@
+"""What a message list sorts on, from the store's indexes (IFolder.uids_ordered and
+IFolder.header_values): it agrees with a message-by-message walk in both stores, follows
+appends and expunges, sees another process's deliveries, and survives a rebuilt cache."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from storehelp import on_reactor
+
+from ourmail.interfaces import IFolder
+from ourmail.store.folder import MaildirFolder
+from ourmail.store.memory import MemoryStore
+from ourmail.store.userstore import MaildirStore, ensure_default_folders
+
+BASE = 1_780_000_000.0
+
+
+def message(i: int, rng: random.Random) -> bytes:
+    subject = rng.choice(["Re: ", "", "Fwd: "]) + f"Θέμα {rng.randrange(100)}"
+    sender = f"=?UTF-8?B?zpzOsc+Bzq/OsQ==?= <m{i}@b.c>" if i % 3 else f"x{i}@b.c"
+    head = f"From: {sender}\r\nTo: t{i % 5}@b.c\r\nSubject: {subject}\r\n\r\n"
+    return head.encode() + b"body\r\n" * rng.randrange(20)
+
+
+@pytest.fixture(params=["maildir", "memory"])
+def folder(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[IFolder]:
+    if request.param == "memory":
+        yield MemoryStore().user("alice@example.org").folder("INBOX")
+        return
+    user = MaildirStore(tmp_path).user("alice@example.org")
+    ensure_default_folders(user)
+    yield user.folder("INBOX")
+
+
+def walked(folder: IFolder) -> dict[str, object]:
+    messages = [folder.message(u) for u in folder.uids()]
+    return {
+        "date": [m.uid for m in sorted(messages, key=lambda m: (m.internal_date, m.uid))],
+        "size": [m.uid for m in sorted(messages, key=lambda m: (m.size, m.uid))],
+        "from": {m.uid: m.summary().headers.get("from", "").lower() for m in messages},
+        "subject": {m.uid: m.summary().headers.get("subject", "").lower() for m in messages},
+    }
+
+
+def assert_agrees(folder: IFolder) -> None:
+    expected = walked(folder)
+    assert list(folder.uids_ordered("date")) == expected["date"]
+    assert list(folder.uids_ordered("size")) == expected["size"]
+    for field in ("from", "subject"):
+        values = folder.header_values(field)
+        assert {u: values[u] for u in folder.uids()} == expected[field]
+
+
+def test_orders_and_values_agree_with_the_messages(folder: IFolder) -> None:
+    rng = random.Random(7)
+    for i in range(60):
+        on_reactor(folder.append, message(i, rng), (), BASE + rng.randrange(-5, 5) * 3600)
+    assert_agrees(folder)
+    assert folder.header_values("from")[2] == "μαρία <m1@b.c>"  # UID 2: i = 1
+    folder.expunge(rng.sample(list(folder.uids()), 20))
+    assert_agrees(folder)
+    for i in range(60, 70):
+        on_reactor(folder.append, message(i, rng), (), BASE + rng.randrange(-5, 5) * 3600)
+    assert_agrees(folder)
+    with pytest.raises(ValueError):
+        folder.uids_ordered("subject")  # type: ignore[arg-type]
+
+
+def test_another_process_and_a_lost_cache(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    user = MaildirStore(tmp_path).user("alice@example.org")
+    ensure_default_folders(user)
+    mine = user.folder("INBOX")
+    for i in range(10):
+        on_reactor(mine.append, message(i, rng), (), BASE + i)
+    assert len(mine.header_values("subject")) == 10
+    other = MaildirStore(tmp_path).user("alice@example.org").folder("INBOX")
+    for i in range(10, 15):
+        on_reactor(other.append, message(i, rng), (), BASE + i)
+    mine.sync()
+    assert_agrees(mine)
+    assert isinstance(mine, MaildirFolder)
+    # The summary cache and search file are only caches: gone, they are made again.
+    (mine.path / "ourmail-cache").unlink()
+    (mine.path / "ourmail-search").unlink()
+    assert_agrees(mine)
