@@ -33,6 +33,12 @@ KEPT_ORDERS = 16
 #: Reply and forward prefixes left out when sorting by subject (RFC 5256 §2.1 in spirit;
 #: also the German, Nordic and Greek ones mail clients write).
 _PREFIX = re.compile(r"^(?:\s*(?:re|fwd?|aw|wg|sv|vs|απ|σχετ|πρθ)\s*(?:\[\d+\])?\s*:)+\s*")
+#: ``"Name" <address>``, ``Name <address>`` and a bare address, the first of a field.
+_NAME_ADDR = re.compile(
+    r'\s*(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<plain>[^"<>,;:@()]*?))\s*<(?P<address>[^<>"]*)>'
+)
+_BARE = re.compile(r'\s*([^\s<>,;:"()]+@[^\s<>,;:"()]+)\s*(?:,|$)')
+_QUOTED_PAIR = re.compile(r"\\(.)")
 #: Quotes and angle brackets before a sender's name or address.
 _LEAD = " \"'<"
 
@@ -47,6 +53,23 @@ def subject_key(value: str) -> str:
 def sender_key(value: str) -> str:
     """A lower-cased From (or To) field without leading quotes and brackets."""
     return value.lstrip(_LEAD)
+
+
+def first_address(field: str) -> tuple[str, str]:
+    """The display name and address of the first mailbox of a decoded address field
+    (RFC 5322 §3.4): the common shapes by a pattern, the rest by ``email.utils``."""
+    found = _NAME_ADDR.match(field)
+    if found:
+        quoted, plain, address = found.group("quoted", "plain", "address")
+        name = _QUOTED_PAIR.sub(r"\1", quoted) if quoted is not None else plain.strip()
+        return name, address.strip()
+    found = _BARE.match(field)
+    if found:
+        return "", found.group(1)
+    for name, address in getaddresses([field.replace("\n", ", ")]):
+        if name or address:
+            return name, address
+    return "", ""
 
 
 @attrs.frozen
@@ -87,11 +110,7 @@ def row_of(folder: str, message: IStoredMessage, recipients: bool = False) -> Ro
     summary = message.summary()
     headers = summary.headers
     field = headers.get("to" if recipients else "from", "")
-    name, address = "", ""
-    for n, a in getaddresses([field.replace("\n", ", ")]):
-        if n or a:
-            name, address = n, a
-            break
+    name, address = first_address(field)
     try:
         attachment = has_attachment(summary.body)
     except (ValueError, TypeError, AttributeError):  # a damaged cache record
