@@ -40,7 +40,7 @@ from ourmail.web.listing import (
     short_date,
     subject_key,
 )
-from ourmail.web.mailsearch import BadQuery, Query, parse_query, search
+from ourmail.web.mailsearch import BadQuery, Query, TooBroad, parse_query, search
 from ourmail.web.pages import Pages
 from ourmail.web.sessions import WebSession
 
@@ -133,16 +133,19 @@ class ListPages(Pages):
             return self.error(request, 400, str(e))
         special = user.special_uses().get(name, "")
         recipients = special.lower() in ("\\sent", "\\drafts")
-        if query.active and query.everywhere:
-            try:
+        try:
+            if query.active and query.everywhere:
                 page, rows = await self.everywhere(user, query, key, descending, number, _)
-            except BadQuery as e:
-                return self.error(request, 400, str(e))
-        else:
-            order = self.orders.order(user.address, folder, key, recipients)
-            hits = await search(folder, query) if query.active else None
-            page = page_of(order, descending, number, hits)
-            rows = rows_of(folder, name, page.uids, recipients)
+            else:
+                order = self.orders.order(user.address, folder, key, recipients)
+                hits = await search(folder, query) if query.active else None
+                page = page_of(order, descending, number, hits)
+                rows = rows_of(folder, name, page.uids, recipients)
+        except BadQuery as e:
+            return self.error(request, 400, str(e))
+        except TooBroad:
+            message = _("Too many messages to search their text: add dates or another field.")
+            return self.error(request, 400, message)
         return self.render_list(
             request, session, name, rows, page, key, descending, query, recipients, special
         )

@@ -29,6 +29,8 @@ from ourmail.web.messageview import build_view
 MAX_TERM = 200
 #: The query parameters of a search, in the order of the form.
 FIELDS = ("from", "to", "subject", "text", "since", "before")
+#: Most messages one search reads for body text (the other fields and dates narrow first).
+MAX_BODY_SCAN = 20_000
 #: Earliest and latest year a date of the form may name.
 YEARS = (1970, 9999)
 
@@ -38,6 +40,10 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 class BadQuery(ValueError):
     """A search the list cannot run; the message (already translated) says why."""
+
+
+class TooBroad(Exception):
+    """A body-text search would read more than :data:`MAX_BODY_SCAN` messages."""
 
 
 @attrs.frozen
@@ -137,7 +143,7 @@ class BodyText:
 
 def search(folder: IFolder, query: Query) -> Deferred[set[int]]:
     """The UIDs of ``folder`` that match ``query``: the indexed terms first, narrowing, then
-    the body text of what is left."""
+    the body text of what is left; :class:`TooBroad` when that is too much to read."""
     found: set[int] | None = None
 
     def narrow(uids: AbstractSet[int]) -> None:
@@ -163,4 +169,6 @@ def search(folder: IFolder, query: Query) -> Deferred[set[int]]:
     if not query.text:
         return succeed(set(folder.uids()) if found is None else found)
     candidates = sorted(folder.uids() if found is None else found)
+    if len(candidates) > MAX_BODY_SCAN:
+        raise TooBroad(len(candidates))
     return folder.filter_contents(candidates, BodyText(query.text.casefold()))

@@ -21,6 +21,7 @@ from twisted.internet.threads import blockingCallFromThread
 from webhelp import Browser, Response
 
 from ourmail.interfaces import IFolder, IUserStore
+from ourmail.web import mailsearch
 
 DAY = 86400
 
@@ -419,3 +420,14 @@ def test_greek_interface(server: RunningServer, browser: Browser) -> None:
     page = browser.get("/")
     assert "Θέμα" in page.text and "Αναφορά ως ανεπιθύμητο" in page.text
     assert page.headers["content-language"] == "el"
+
+
+def test_body_search_is_bounded(
+    server: RunningServer, browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mailsearch, "MAX_BODY_SCAN", 2)
+    for subject in ("a", "b", "c"):
+        append(server, "INBOX", message(subject, body="needle"))
+    broad = browser.get("/mail?" + urlencode({"folder": "INBOX", "text": "needle"}))
+    assert broad.status == 400 and "add dates or another field" in broad.text
+    assert search(browser, text="needle", subject="b") == ["b"]  # narrowed first: allowed
