@@ -174,6 +174,11 @@ def test_paging(server: RunningServer, browser: Browser) -> None:
     beyond = browser.get("/mail?folder=INBOX&page=99")  # clamped to the last page
     assert "Page 3 of 3" in beyond.text
     assert "Page 1 of 3" in browser.get("/mail?folder=INBOX&page=-4").text
+    # Search results are paged the same way, and the page links keep the search.
+    found = browser.get("/mail?folder=INBOX&subject=m0&page=2")
+    assert "Messages found: 100" in found.text and "Page 2 of 2" in found.text
+    assert subjects(found) == [f"m{n:03}" for n in range(49, -1, -1)]
+    assert "subject=m0" in found.text.split('rel="prev"')[0].rsplit("<a", 1)[1]
 
 
 def test_mark_read_unread_flag_unflag_seen_over_imap(
