@@ -242,7 +242,10 @@ class Parts:
                 self.clock, web.session_idle, web.session_lifetime, web.max_sessions
             )
             services = WebServices(
-                directory=self.directory, preferences=self.preferences, reactor=self.clock
+                directory=self.directory,
+                preferences=self.preferences,
+                retention=self.retention,
+                reactor=self.clock,
             )
             self.web = WebApp(self.authenticator, sessions, services)
             return self.web.site(settings.limits)

@@ -19,7 +19,7 @@ only once the store has made the copy durable (:meth:`IFolder.move_to`).
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -298,8 +298,7 @@ class ListPages(Pages):
         if action == "delete":
             trash = special_folder(user, "\\Trash")
             if trash is None or open_folder(user, trash).name == folder.name:
-                folder.expunge(uids)  # RFC 3501 §6.4.3: gone for good
-                return "erase"
+                return "erase" if self.erase(user, folder, uids) else "held"
             await self.move(user, folder, uids, trash)
             return None
         if action == "spam":
@@ -310,6 +309,23 @@ class ListPages(Pages):
             return None
         await self.move(user, folder, uids, "INBOX")  # notspam
         return None
+
+    def erase(self, user: IUserStore, folder: IFolder, uids: Iterable[int]) -> bool:
+        """Expunge ``uids`` for good, except those retention or a legal hold keeps (they
+        stay where they are); False if any was kept."""
+        retention = self.services.retention
+        doomed, kept = [], False
+        for uid in uids:
+            try:
+                message = folder.message(uid)
+            except KeyError:
+                continue  # gone already
+            if retention is None or retention.may_erase(user.address, folder.name, message):
+                doomed.append(uid)
+            else:
+                kept = True
+        folder.expunge(doomed)
+        return not kept
 
     async def move(self, user: IUserStore, folder: IFolder, uids: list[int], name: str) -> None:
         """Move ``uids`` to the folder ``name``; fires once the copies are durable (the
@@ -344,8 +360,9 @@ class ListPages(Pages):
         found = self.emptiable(request, session)
         if isinstance(found, bytes):
             return found
-        found.expunge(list(found.uids()))
-        return self.redirect(request, (list_url(found.name) + "&done=emptied").encode())
+        user = session.login.avatar
+        done = "emptied" if self.erase(user, found, list(found.uids())) else "held"
+        return self.redirect(request, (list_url(found.name) + f"&done={done}").encode())
 
     def emptiable(self, request: IRequest, session: WebSession) -> IFolder | bytes:
         """The Trash or Junk folder the request names, or the error page to answer."""
@@ -418,4 +435,5 @@ def _done_texts(_: Callable[[str], str]) -> dict[str, str]:
         "spam": _("Reported as spam and moved to Junk."),
         "notspam": _("Marked as not spam and moved to the inbox."),
         "emptied": _("The folder is empty now."),
+        "held": _("Some messages are kept by the retention policy and were not deleted."),
     }

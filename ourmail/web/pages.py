@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from ourmail.auth.login import Authenticator
-from ourmail.interfaces import IDirectory, IPreferences, NoSuchFolder
+from ourmail.interfaces import IDirectory, IPreferences, IRetention, NoSuchFolder
 from ourmail.web import i18n
 from ourmail.web.sessions import SessionStore, WebSession, new_token, same_token
 
@@ -43,6 +43,8 @@ class WebServices:
     directory: IDirectory | None = None
     #: Each user's settings (signature, out-of-office, senders whose images they see).
     preferences: IPreferences | None = None
+    #: Retention and legal holds: asked before a message is erased for good (None: none).
+    retention: IRetention | None = None
     #: The reactor (timers, threads).
     reactor: Any = default_reactor
 

@@ -19,8 +19,9 @@ from learnerhelp import MemoryLearner
 from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
 from webhelp import Browser, Response
+from zope.interface import implementer
 
-from ourmail.interfaces import IFolder, IUserStore
+from ourmail.interfaces import IFolder, IRetention, IStoredMessage, IUserStore
 from ourmail.web import mailsearch
 
 DAY = 86400
@@ -436,3 +437,32 @@ def test_body_search_is_bounded(
     broad = browser.get("/mail?" + urlencode({"folder": "INBOX", "text": "needle"}))
     assert broad.status == 400 and "add dates or another field" in broad.text
     assert search(browser, text="needle", subject="b") == ["b"]  # narrowed first: allowed
+
+
+@implementer(IRetention)
+class HoldLegal:
+    """Keeps every message whose subject mentions "legal"."""
+
+    def may_erase(self, address: str, folder: str, message: IStoredMessage) -> bool:
+        return "legal" not in message.summary().headers.get("subject", "").lower()
+
+
+def test_erasing_asks_retention(tmp_path: Path) -> None:
+    with running_server(tmp_path, retention=HoldLegal()) as srv:
+        b = Browser(srv)
+        b.login(srv.user, srv.password)
+        for subject in ("legal matter", "lunch", "legal too", "spam"):
+            append(srv, "Trash", message(subject))
+        trash = b.get("/mail?folder=Trash")
+        done = act(b, trash, "delete", [selected(trash, "legal matter"), selected(trash, "lunch")])
+        assert "done=held" in done.headers["location"]
+        assert "kept by the retention policy" in b.get(done.headers["location"]).text
+        assert sorted(subjects(b.get("/mail?folder=Trash"))) == [
+            "legal matter",
+            "legal too",
+            "spam",
+        ]
+        confirm = b.get("/mail/empty?folder=Trash")
+        emptied = b.post("/mail/empty", {"csrf": confirm.csrf(), "folder": "Trash"})
+        assert "done=held" in emptied.headers["location"]
+        assert sorted(subjects(b.get("/mail?folder=Trash"))) == ["legal matter", "legal too"]
