@@ -265,7 +265,7 @@ class ListPages(Pages):
             return self.error(request, 400, _("This request is not valid."))
         back = _back(self.form(request, "back", 8000))
         if not picked:  # nothing selected: nothing to do
-            return self.redirect(request, f"/mail?{back or 'folder=INBOX'}".encode())
+            return self.redirect(request, f"/mail?{back or 'folder=INBOX'}&done=none".encode())
         done = action
         try:
             for name, uids in picked.items():
@@ -425,6 +425,7 @@ def _cross_key(folder: IFolder, key: str) -> Callable[[int], Any]:
 def _done_texts(_: Callable[[str], str]) -> dict[str, str]:
     """What the list says after an action (the ``done`` query parameter)."""
     return {
+        "none": _("Select one or more messages first."),
         "read": _("Marked as read."),
         "unread": _("Marked as unread."),
         "flag": _("Flagged."),

@@ -320,6 +320,10 @@ def test_missing_folder_gone_uid_and_bad_requests(server: RunningServer, browser
     # Into or from a folder that does not exist.
     assert act(browser, page, "move", [f"{uid}:INBOX"], target="Nowhere").status == 404
     assert act(browser, page, "read", ["1:Nowhere"]).status == 404
+    # Nothing selected: nothing done, and the list says so.
+    nothing = act(browser, page, "delete", [])
+    assert nothing.status == 303
+    assert "Select one or more messages first." in browser.get(nothing.headers["location"]).text
     # Malformed selections and actions.
     assert act(browser, page, "read", ["abc:INBOX"]).status == 400
     assert act(browser, page, "read", ["7"]).status == 400

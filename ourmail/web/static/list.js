@@ -76,9 +76,9 @@
   document.addEventListener("submit", (e) => {
     const form = e.target;
     if (form.id !== "messages" || !e.submitter) return;
-    e.preventDefault();
     const picked = selection();
-    if (!picked.length) return;
+    if (!picked.length) return;  // the server's page says to select messages first
+    e.preventDefault();
     const extra = e.submitter.value === "move" ? [["target", form.elements.target.value]] : [];
     post(fields(e.submitter.value, picked, extra));
   });
