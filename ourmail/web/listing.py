@@ -154,9 +154,11 @@ def sort_order(folder: IFolder, key: str, recipients: bool = False) -> list[int]
     )
     normal: Callable[[str], str] = subject_key if key == "subject" else sender_key
     get = values.get
-    keyed = [(normal(get(uid, "")), uid) for uid in folder.uids()]
-    keyed.sort()
-    return [uid for _, uid in keyed]
+    uids = folder.uids()
+    keys = [normal(get(uid, "")) for uid in uids]
+    # A stable sort of positions keyed by the list's __getitem__: equal keys stay in UID
+    # order, and no (key, uid) pair is built per message.
+    return [uids[i] for i in sorted(range(len(uids)), key=keys.__getitem__)]
 
 
 class Orders:
