@@ -149,13 +149,26 @@
     e.preventDefault();
   });
 
-  // New mail in the open folder (static/live.js): fetch the page again and swap the list in.
-  document.addEventListener("ourmail:folder-changed", async (e) => {
+  // New mail in the open folder (static/live.js): fetch the page again and swap the list in;
+  // events that come while a fetch runs make one more fetch, not one each.
+  let busy = false, again = false;
+  async function refresh() {
+    if (busy) { again = true; return; }
+    busy = true;
+    try {
+      do {
+        again = false;
+        const keep = new Set(selection());
+        const res = await fetch(location.href, { credentials: "same-origin" });
+        if (res.ok) swap(await res.text(), keep);
+      } while (again);
+    } finally {
+      busy = false;
+    }
+  }
+  document.addEventListener("ourmail:folder-changed", (e) => {
     const open = list();
-    if (!open || !e.detail || e.detail.folder !== open.dataset.folder) return;
-    const keep = new Set(selection());
-    const res = await fetch(location.href, { credentials: "same-origin" });
-    if (res.ok) swap(await res.text(), keep);
+    if (open && e.detail && e.detail.folder === open.dataset.folder) refresh();
   });
 
   setup();
