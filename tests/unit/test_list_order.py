@@ -1,6 +1,7 @@
 """What a message list sorts on, from the store's indexes (IFolder.uids_ordered and
 IFolder.header_values): it agrees with a message-by-message walk in both stores, follows
-appends and expunges, sees another process's deliveries, and survives a rebuilt cache."""
+appends and expunges, sees another process's deliveries, and survives a rebuilt cache; and
+sorting a list opens no message, a page only its own."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ourmail.interfaces import IFolder
 from ourmail.store.folder import MaildirFolder
 from ourmail.store.memory import MemoryStore
 from ourmail.store.userstore import MaildirStore, ensure_default_folders
+from ourmail.web.listing import PAGE_SIZE, SORTS, page_of, rows_of, sort_order, subject_key
 
 BASE = 1_780_000_000.0
 
@@ -88,3 +90,37 @@ def test_another_process_and_a_lost_cache(tmp_path: Path) -> None:
     (mine.path / "ourmail-cache").unlink()
     (mine.path / "ourmail-search").unlink()
     assert_agrees(mine)
+
+
+class Counting:
+    """A folder that counts the messages opened through it."""
+
+    def __init__(self, folder: IFolder) -> None:
+        self.folder = folder
+        self.opened = 0
+
+    def message(self, uid: int) -> object:
+        self.opened += 1
+        return self.folder.message(uid)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.folder, name)
+
+
+def test_a_sorted_page_opens_only_its_own_messages(folder: IFolder) -> None:
+    rng = random.Random(5)
+    for i in range(120):
+        on_reactor(folder.append, message(i, rng), (), BASE + rng.randrange(-5, 5) * 3600)
+    counting = Counting(folder)
+    for key in SORTS:
+        order = sort_order(counting, key)  # type: ignore[arg-type]
+        assert sorted(order) == list(folder.uids())
+        assert counting.opened == 0, key
+        page = page_of(order, True, 2)
+        assert len(rows_of(counting, "INBOX", page.uids)) == PAGE_SIZE  # type: ignore[arg-type]
+        assert counting.opened == PAGE_SIZE
+        counting.opened = 0
+    subjects = [
+        subject_key(folder.header_values("subject")[u]) for u in sort_order(folder, "subject")
+    ]
+    assert subjects == sorted(subjects) and not any(s.startswith(("re:", "fwd:")) for s in subjects)
