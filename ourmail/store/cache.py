@@ -33,6 +33,8 @@ SEARCH_FILE = "ourmail-search"
 #: The header fields of ``ourmail-search``, in their order on a line.
 SEARCH_FIELDS = ("from", "to", "cc", "bcc", "subject")
 _US = "\x1f"
+#: Bytes of the search file :meth:`SummaryCache.column` reads at a time.
+COLUMN_CHUNK = 1 << 20
 
 
 def search_line(uid: int, summary: Summary) -> str:
@@ -194,13 +196,21 @@ class SummaryCache:
         if st.st_size > offset:
             with open(self.search_path, "rb") as f:
                 f.seek(offset)
-                data = f.read(st.st_size - offset)
-            end = data.rfind(b"\n") + 1  # a torn last line waits for the next call
-            for line in data[:end].split(b"\n")[:-1]:
-                fields = line.split(b"\x1f")
-                if len(fields) > index and fields[0].isdigit():
-                    values[int(fields[0])] = fields[index].decode("utf-8", "replace")
-            self._columns[field] = (inode, offset + end, values)
+                left, held = st.st_size - offset, b""
+                while left > 0:  # a MiB at a time: the peak stays small for a large folder
+                    chunk = f.read(min(COLUMN_CHUNK, left))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+                    data = held + chunk
+                    end = data.rfind(b"\n") + 1  # a torn last line waits for more
+                    for line in data[:end].split(b"\n")[:-1]:
+                        fields = line.split(b"\x1f")
+                        if len(fields) > index and fields[0].isdigit():
+                            values[int(fields[0])] = fields[index].decode("utf-8", "replace")
+                    offset += end
+                    held = data[end:]
+            self._columns[field] = (inode, offset, values)
         return values
 
     def clear(self) -> None:

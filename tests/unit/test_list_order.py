@@ -13,6 +13,7 @@ import pytest
 from storehelp import on_reactor
 
 from ourmail.interfaces import IFolder
+from ourmail.store import cache
 from ourmail.store.folder import MaildirFolder
 from ourmail.store.memory import MemoryStore
 from ourmail.store.userstore import MaildirStore, ensure_default_folders
@@ -124,3 +125,24 @@ def test_a_sorted_page_opens_only_its_own_messages(folder: IFolder) -> None:
         subject_key(folder.header_values("subject")[u]) for u in sort_order(folder, "subject")
     ]
     assert subjects == sorted(subjects) and not any(s.startswith(("re:", "fwd:")) for s in subjects)
+
+
+def test_the_column_is_read_in_pieces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(11)
+    user = MaildirStore(tmp_path).user("alice@example.org")
+    ensure_default_folders(user)
+    inbox = user.folder("INBOX")
+    for i in range(30):
+        on_reactor(inbox.append, message(i, rng))
+    whole = dict(inbox.header_values("subject"))
+    monkeypatch.setattr(cache, "COLUMN_CHUNK", 7)  # lines span many pieces
+    assert isinstance(inbox, MaildirFolder)
+    inbox.cache._columns.clear()
+    assert inbox.header_values("subject") == whole
+    # A line being written (no newline yet) is left for the next call.
+    with open(inbox.path / "ourmail-search", "a", encoding="utf-8") as f:
+        f.write("99\x1fa\x1fb\x1f\x1f\x1fhalf a lin")
+    assert 99 not in inbox.cache.column("subject")
+    with open(inbox.path / "ourmail-search", "a", encoding="utf-8") as f:
+        f.write("e\n")
+    assert inbox.cache.column("subject")[99] == "half a line"
