@@ -152,6 +152,18 @@ class IFolder(Interface):
         """UIDs of the messages whose size is at least ``low`` and below ``high``; None leaves
         that end open."""
 
+    def uids_ordered(key: Literal["date", "size"]) -> Sequence[int]:
+        """The UIDs present in ascending order of internal date (``"date"``) or size
+        (``"size"``), equal keys by UID: a message list sorted by either opens no message.
+        A store may answer from an index; the caller must not change the sequence."""
+
+    def header_values(field: str) -> Mapping[int, str]:
+        """The decoded value of header ``field`` (``from``, ``to``, ``cc``, ``bcc`` or
+        ``subject``, as :meth:`search_headers` sees it), in lower case, of every message
+        present, by UID ("" when the message has no such field): a message list sorted by
+        sender or subject opens no message.  The mapping may also hold UIDs expunged since
+        (look up the UIDs you have); the caller must not change it."""
+
     def append(
         source: MessageSource, flags: Iterable[str] = (), internal_date: float | None = None
     ) -> Deferred[int]:

@@ -250,6 +250,7 @@ class Parts:
                 directory=self.directory,
                 preferences=self.preferences,
                 reactor=self.clock,
+                retention=self.retention,
                 authserv_id=settings.filters.authserv_id or settings.hostname,
                 passwords=AccountPasswords(self.accounts),
                 submission=Submitter(

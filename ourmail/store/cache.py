@@ -33,6 +33,8 @@ SEARCH_FILE = "ourmail-search"
 #: The header fields of ``ourmail-search``, in their order on a line.
 SEARCH_FIELDS = ("from", "to", "cc", "bcc", "subject")
 _US = "\x1f"
+#: Bytes of the search file :meth:`SummaryCache.column` reads at a time.
+COLUMN_CHUNK = 1 << 20
 
 
 def search_line(uid: int, summary: Summary) -> str:
@@ -55,6 +57,8 @@ class SummaryCache:
         #: A memory map of the file as far as ``_offsets`` reach: a slice of it is cheaper
         #: than a ``pread`` per summary when a FETCH reads thousands.
         self._map: mmap.mmap | None = None
+        #: field -> (inode, bytes read, UID -> value) of the search file (:meth:`column`).
+        self._columns: dict[str, tuple[int, int, dict[int, str]]] = {}
 
     def _refresh(self) -> None:
         try:
@@ -173,6 +177,41 @@ class SummaryCache:
                     hits.add(int(fields[0]))
                 pos = data.find(want, end)
         return hits
+
+    def column(self, field: str) -> dict[int, str]:
+        """Every UID's value of ``field`` (one of SEARCH_FIELDS) in the search file, for
+        sorting a list.  Kept in memory per field and read on incrementally (the file only
+        grows until :meth:`clear` replaces it), so after the first call a request costs a
+        ``stat`` and the lines added since.  The caller must not change the dictionary."""
+        index = SEARCH_FIELDS.index(field) + 1
+        try:
+            st = os.stat(self.search_path)
+        except FileNotFoundError:
+            self._columns.pop(field, None)
+            return {}
+        known = self._columns.get(field)
+        if known is None or known[0] != st.st_ino or known[1] > st.st_size:
+            known = self._columns[field] = (st.st_ino, 0, {})
+        inode, offset, values = known
+        if st.st_size > offset:
+            with open(self.search_path, "rb") as f:
+                f.seek(offset)
+                left, held = st.st_size - offset, b""
+                while left > 0:  # a MiB at a time: the peak stays small for a large folder
+                    chunk = f.read(min(COLUMN_CHUNK, left))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+                    data = held + chunk
+                    end = data.rfind(b"\n") + 1  # a torn last line waits for more
+                    for line in data[:end].split(b"\n")[:-1]:
+                        fields = line.split(b"\x1f")
+                        if len(fields) > index and fields[0].isdigit():
+                            values[int(fields[0])] = fields[index].decode("utf-8", "replace")
+                    offset += end
+                    held = data[end:]
+            self._columns[field] = (inode, offset, values)
+        return values
 
     def clear(self) -> None:
         """Forget every summary (the UIDs are about to be renumbered; folder lock held).  The

@@ -33,9 +33,9 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence, Set
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence, Set
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
@@ -508,6 +508,27 @@ class MaildirFolder:
         """UIDs present whose size is in ``[low, high)`` (None: open), from the index."""
         return self.state.sized(low, high)
 
+    def uids_ordered(self, key: Literal["date", "size"]) -> list[int]:
+        """UIDs present by internal date or size, from the index (a fresh list)."""
+        if key not in ("date", "size"):
+            raise ValueError(f"cannot order by {key!r}")
+        return self.state.ordered(key)
+
+    def header_values(self, field: str) -> Mapping[int, str]:
+        """Each message's decoded, lower-cased ``field`` from the search file; messages
+        without a summary yet get one first (as for :meth:`search_headers`)."""
+        self._summarise_all()
+        return self.cache.column(field)
+
+    def _summarise_all(self) -> None:
+        """Make the search file cover every message present."""
+        with self._locked():
+            self.cache.prepare_search()
+        known = self.cache.known()
+        for uid in [u for u in self.uids() if u not in known]:
+            with contextlib.suppress(KeyError):
+                self.message(uid).summary()
+
     # -- changing -----------------------------------------------------------------------------
 
     def claim_recent(self) -> list[int]:
@@ -713,12 +734,7 @@ class MaildirFolder:
     def search_headers(self, field: str, needle: str) -> set[int]:
         """UIDs present whose decoded ``field`` contains ``needle`` (lower case), from the
         search file; messages without a summary yet get one first."""
-        with self._locked():
-            self.cache.prepare_search()
-        known = self.cache.known()
-        for uid in [u for u in self.uids() if u not in known]:
-            with contextlib.suppress(KeyError):
-                self.message(uid).summary()
+        self._summarise_all()
         present = self.state.entries
         return {u for u in self.cache.search(field, needle) if u in present}
 

@@ -120,8 +120,9 @@ class FolderState:
                 self.by_base[entry.base] = uid
                 self.total_size += entry.size
                 self._letters(uid, None, entry.info or "")
-                if self._by_date is not None and self._by_size is not None:
+                if self._by_date is not None:
                     self._by_date.insert(entry.date, uid)
+                if self._by_size is not None:
                     self._by_size.insert(entry.size, uid)
                 self.uidnext = max(self.uidnext, uid + 1)
                 self._changed(modseq, uid)
@@ -147,9 +148,9 @@ class FolderState:
                     self.by_base.pop(gone.base, None)
                     self.total_size -= gone.size
                     self._letters(uid, gone.info or "", None)
-                    if self._by_date is not None and self._by_size is not None:
-                        self._by_date.stale += 1
-                        self._by_size.stale += 1
+                    for order in (self._by_date, self._by_size):
+                        if order is not None:
+                            order.stale += 1
                     self._changed(modseq, uid)
             elif kind == "R":
                 self.first_recent = max(self.first_recent, int(f[1]))
@@ -185,25 +186,34 @@ class FolderState:
             return self.lacking[letter]
         return self.entries.keys() - self.with_letter(letter)
 
-    def _ordered(self) -> tuple[_Ordered, _Ordered]:
-        """The date and size orders, sorted afresh when first asked for or when many of their
-        UIDs have been expunged."""
-        if (
-            self._by_date is None
-            or self._by_size is None
-            or self._by_date.stale > max(1000, len(self.entries) // 4)
-        ):
-            self._by_date = _Ordered([(e.date, u) for u, e in self.entries.items()])
-            self._by_size = _Ordered([(e.size, u) for u, e in self.entries.items()])
-        return self._by_date, self._by_size
+    def _order(self, key: str) -> _Ordered:
+        """The date (``"date"``) or size (``"size"``) order, each sorted afresh when first
+        asked for or when many of its UIDs have been expunged."""
+        order = self._by_date if key == "date" else self._by_size
+        if order is None or order.stale > max(1000, len(self.entries) // 4):
+            order = _Ordered.of(self.entries, key)
+            if key == "date":
+                self._by_date = order
+            else:
+                self._by_size = order
+        return order
 
     def dated(self, start: float | None, end: float | None) -> set[int]:
         """UIDs present with ``start <= internal date < end`` (an open end when None)."""
-        return self._ordered()[0].between(start, end, self.entries.keys())
+        return self._order("date").between(start, end, self.entries.keys())
 
     def sized(self, low: int | None, high: int | None) -> set[int]:
         """UIDs present with ``low <= size < high`` (an open end when None)."""
-        return self._ordered()[1].between(low, high, self.entries.keys())
+        return self._order("size").between(low, high, self.entries.keys())
+
+    def ordered(self, key: str) -> list[int]:
+        """The UIDs present by internal date (``"date"``) or size (``"size"``), ascending,
+        equal keys by UID (a fresh list)."""
+        order = self._order(key)
+        if not order.stale:
+            return list(order.uids)
+        present = self.entries
+        return [u for u in order.uids if u in present]
 
     def changes_since(self, modseq: int) -> list[int] | None:
         """UIDs changed, added or expunged after ``modseq``; None if that is too far back."""
@@ -222,11 +232,19 @@ class _Ordered:
     Expunged UIDs stay until the next re-sort (``stale`` counts them); look-ups leave them out.
     """
 
-    def __init__(self, pairs: list[tuple[float, int]]) -> None:
-        pairs.sort()
-        self.keys = [k for k, _ in pairs]
-        self.uids = [u for _, u in pairs]
+    def __init__(self, keys: list[float], uids: list[int]) -> None:
+        self.keys, self.uids = keys, uids
         self.stale = 0
+
+    @classmethod
+    def of(cls, entries: dict[int, Entry], key: str) -> _Ordered:
+        """The UIDs of ``entries`` by ``key`` (an Entry attribute, ``date`` or ``size``),
+        equal keys by UID.  Sorted as positions keyed by a list's ``__getitem__`` (a stable
+        sort of the UIDs in ascending order), several times faster than sorting pairs."""
+        uids = sorted(entries)
+        values = [getattr(entries[u], key) for u in uids]
+        positions = sorted(range(len(uids)), key=values.__getitem__)
+        return cls([values[i] for i in positions], [uids[i] for i in positions])
 
     def insert(self, key: float, uid: int) -> None:
         i = bisect.bisect_right(self.keys, key)

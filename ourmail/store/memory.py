@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Literal
 
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
@@ -145,6 +146,19 @@ class MemoryFolder:
             uid
             for uid, msg in self.messages.items()
             if (low is None or msg.size >= low) and (high is None or msg.size < high)
+        }
+
+    def uids_ordered(self, key: Literal["date", "size"]) -> list[int]:
+        if key not in ("date", "size"):
+            raise ValueError(f"cannot order by {key!r}")
+        if key == "date":
+            return sorted(self.messages, key=lambda u: (self.messages[u].internal_date, u))
+        return sorted(self.messages, key=lambda u: (self.messages[u].size, u))
+
+    def header_values(self, field: str) -> dict[int, str]:
+        return {
+            uid: msg.summary().headers.get(field, "").lower().replace("\n", " ")
+            for uid, msg in self.messages.items()
         }
 
     def append(

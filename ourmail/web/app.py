@@ -1,12 +1,11 @@
-"""The webmail's klein application: login, logout, the language switch and the folder list.
-
-Routes (docs/webmail.md#serving-and-login):
+"""The webmail's klein application: every part's pages (the message list, the message view,
+compose, settings, live updates, client autoconfiguration) on one router, and its own routes:
+login, logout, the language switch and the static files (docs/webmail.md#serving-and-login):
 
 * ``GET /login``: the login form; ``POST /login``: log in through the server's Authenticator
   (the portal and failed-login throttle IMAP uses), then a new session and a redirect to ``/``;
 * ``POST /logout``: end the session on the server;
 * ``POST /language``: keep the user's language in a cookie;
-* ``GET /``: the user's folders with their unread counts;
 * ``GET /static/<name>``: the files shipped in ``ourmail/web/static/``.
 
 Every POST carries a CSRF token: the session's once logged in, before that a random token
@@ -31,6 +30,7 @@ from ourmail.config import Limits
 from ourmail.web import i18n
 from ourmail.web.autoconfig import AutoconfigPages
 from ourmail.web.compose import ComposePages
+from ourmail.web.listpages import ListPages
 from ourmail.web.live import LivePages
 from ourmail.web.pages import LOGIN_COOKIE, SESSION_COOKIE, Pages, WebServices
 from ourmail.web.read import ReadPages
@@ -59,7 +59,7 @@ def _static_files() -> dict[str, tuple[bytes, bytes]]:
     return files
 
 
-class WebApp(LivePages, ReadPages, ComposePages, SettingsPages, AutoconfigPages, Pages):
+class WebApp(ListPages, LivePages, ReadPages, ComposePages, SettingsPages, AutoconfigPages, Pages):
     """The webmail of one server process: every part's routes, its sessions and templates."""
 
     app = Pages.app
@@ -137,10 +137,6 @@ class WebApp(LivePages, ReadPages, ComposePages, SettingsPages, AutoconfigPages,
         if lang is not None and lang in i18n.LANGUAGES:
             self.set_cookie(request, i18n.COOKIE.encode(), lang, LANGUAGE_MAX_AGE)
         return self.redirect(request, b"/" if session else b"/login")
-
-    @app.route("/", methods=["GET"])
-    def folders(self, request: IRequest) -> bytes:
-        return self.render_mail(request, self.user(request), "folders.html")
 
     @app.route("/static/<string:name>", methods=["GET"])
     def static_file(self, request: IRequest, name: str) -> bytes:

@@ -29,6 +29,7 @@ from ourmail.interfaces import (
     IDirectory,
     IPasswordChanger,
     IPreferences,
+    IRetention,
     ISubmission,
     StoreError,
 )
@@ -53,6 +54,8 @@ class WebServices:
     directory: IDirectory | None = None
     #: Each user's settings (signature, out-of-office, senders whose images they see).
     preferences: IPreferences | None = None
+    #: Retention and legal holds: asked before a message is erased for good (None: none).
+    retention: IRetention | None = None
     #: The reactor (timers, threads).
     reactor: Any = default_reactor
     #: How mail clients reach this server (autoconfig); a callable, as the ports are known

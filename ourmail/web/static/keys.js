@@ -25,7 +25,10 @@
       return null;
     }
     const target = event.target;
-    if (target.closest && target.closest("input, textarea, select, [contenteditable]:not([contenteditable=false])")) {
+    const fields =
+      "input:not([type=checkbox]):not([type=radio]):not([type=button]):not([type=submit]), " +
+      "textarea, select, [contenteditable]:not([contenteditable=false])";
+    if (target.closest && target.closest(fields)) {
       return null;
     }
     if (document.querySelector("dialog[open]")) return null;
