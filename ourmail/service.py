@@ -398,7 +398,13 @@ def assemble(
     preferences = PreferenceFiles(data / "prefs")
     replies = ReplyRecord(data / "vacation" / "replies.sqlite")
     delivery.responder = AutoResponder(
-        preferences, directory, queue, replies, settings.hostname, clock
+        preferences,
+        directory,
+        queue,
+        replies,
+        settings.hostname,
+        clock,
+        authserv_id=settings.filters.authserv_id or settings.hostname,
     )
     return Parts(
         settings=settings,

@@ -27,6 +27,7 @@ from ourmail.interfaces import IAutoResponder, IDirectory, IOutboundQueue, IPref
 from ourmail.vacation.record import ReplyRecord
 from ourmail.vacation.rules import read_header, refusal, reply
 from ourmail.vacation.settings import KEY, Vacation
+from ourmail.vacation.verified import sender_verified
 
 log = Logger()
 
@@ -49,6 +50,7 @@ class AutoResponder:
         hostname: str,
         clock: IReactorTime,
         day: Callable[[float], datetime.date] = local_day,
+        authserv_id: str = "",
     ) -> None:
         self.preferences = preferences
         self.directory = directory
@@ -57,6 +59,9 @@ class AutoResponder:
         self.hostname = hostname
         self.clock = clock
         self.day = day
+        #: This server's authserv-id: a reply goes only to a sender our results verified
+        #: (docs/webmail.md#settings-and-out-of-office); "" replies without that check.
+        self.authserv_id = authserv_id
 
     def delivered(self, mailbox: str, sender: str, head: bytes) -> Deferred[None]:
         d = Deferred.fromCoroutine(self._respond(mailbox, sender, head))
@@ -76,10 +81,13 @@ class AutoResponder:
         now = self.clock.seconds()
         if not vacation.active_on(self.day(now)):
             return
-        original = read_header(head)
+        # Parsing up to 64 KB of header fields takes a while: off the reactor.
+        original = await deferToThread(read_header, head)
         why, addressed = refusal(
             original, sender, mailbox, lambda address: self.directory.may_send_as(mailbox, address)
         )
+        if why is None and sender_verified(head, self.authserv_id, sender) is False:
+            why = "the sender's address was not verified (SPF or DKIM)"
         if why is None:
             handle = hashlib.sha256(f"{vacation.subject}\0{vacation.text}".encode()).hexdigest()
             key = (mailbox, sender.lower(), handle[:32])
@@ -93,11 +101,11 @@ class AutoResponder:
             )
             return
         assert addressed is not None
-        # The email package takes a few milliseconds to write a message: off the reactor.
-        content, utf8 = await deferToThread(
-            reply, vacation, original, addressed, sender, self.hostname, now
-        )
         try:
+            # The email package takes a few milliseconds to write a message: off the reactor.
+            content, utf8 = await deferToThread(
+                reply, vacation, original, addressed, sender, self.hostname, now
+            )
             qid = await self.queue.enqueue(
                 "", [(sender, NO_RCPT_PARAMS)], content, NO_MAIL_PARAMS, utf8
             )

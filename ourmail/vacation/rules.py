@@ -28,7 +28,7 @@ import attrs
 
 from ourmail.mime.structure import parse, to_crlf
 from ourmail.mime.summary import decode_header
-from ourmail.vacation.settings import Vacation
+from ourmail.vacation.settings import Vacation, one_line
 
 #: Header fields whose addresses count as addressing the user (RFC 5230 §4.5).
 RECIPIENT_FIELDS = ("to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc")
@@ -44,6 +44,9 @@ _MSGID = re.compile(r"<[^<>\s]{1,250}>")
 MAX_ADDRESSES = 1000
 #: Message-IDs kept in the reply's References (the original's own comes last).
 MAX_REFERENCES = 10
+#: Characters of one To/Cc/... field read for the user's address, and fields of one name.
+MAX_FIELD = 8 * 1024
+MAX_SAME_FIELDS = 10
 #: Characters of the original subject quoted in ``Auto: ...``.
 MAX_QUOTED_SUBJECT = 200
 
@@ -79,7 +82,9 @@ def read_header(head: bytes) -> Original:
 
     recipients: list[str] = []
     for name in RECIPIENT_FIELDS:
-        for _, address in email.utils.getaddresses(values.get(name, [])):
+        # Bounded: getaddresses is slow on huge or hostile fields.
+        fields = [value[:MAX_FIELD] for value in values.get(name, [])[:MAX_SAME_FIELDS]]
+        for _, address in email.utils.getaddresses(fields):
             if "@" in address and len(recipients) < MAX_ADDRESSES:
                 recipients.append(address.lower())
     message_id = _MSGID.search(first("message-id") or "")
@@ -146,7 +151,7 @@ def reply(
     msg = EmailMessage(policy=email.policy.SMTPUTF8 if utf8 else email.policy.SMTP)
     msg["From"] = from_address  # RFC 3834 §3.1: the recipient on whose behalf it is sent
     msg["To"] = sender  # RFC 3834 §4: the envelope sender (Return-Path)
-    quoted = original.subject[:MAX_QUOTED_SUBJECT]
+    quoted = one_line(original.subject)[:MAX_QUOTED_SUBJECT]  # no CR/LF from RFC 2047 words
     msg["Subject"] = vacation.subject.strip() or f"Auto: {quoted}".strip()  # RFC 3834 §3.1
     msg["Date"] = email.utils.formatdate(now, localtime=True)
     msg["Message-ID"] = email.utils.make_msgid(domain=hostname)

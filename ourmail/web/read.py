@@ -271,7 +271,8 @@ class ReadPages(Pages):
     def granted(self, token: str) -> Opened:
         """The message a frame's grant names, while its session lives."""
         grant = self.part_grants.get(token)
-        session = self.sessions.get(grant.session_id) if grant is not None else None
+        # peek: an image the frame loads is not the user's activity.
+        session = self.sessions.peek(grant.session_id) if grant is not None else None
         if grant is None or session is None:
             raise Missing("part")
         opened = self.find(session, grant.folder, grant.uid)

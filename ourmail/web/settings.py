@@ -216,7 +216,7 @@ class SettingsPages(Pages):
         if first is not None and last is not None and last < first:
             return None, _("The last day is before the first day.")
         days = form["days"] or str(DEFAULT_DAYS)
-        if not days.isdigit() or not MIN_DAYS <= int(days) <= MAX_DAYS:
+        if not (days.isascii() and days.isdigit()) or not MIN_DAYS <= int(days) <= MAX_DAYS:
             return None, _("Reply once every 1 to 90 days.")
         vacation = Vacation(
             enabled=form["enabled"],

@@ -23,6 +23,7 @@ from ourmail.vacation.record import DAY, ReplyRecord
 from ourmail.vacation.responder import AutoResponder
 from ourmail.vacation.rules import Original, read_header, refusal, reply
 from ourmail.vacation.settings import KEY, MAX_DAYS, Vacation
+from ourmail.vacation.verified import sender_verified
 
 USER = "ann@example.test"
 TODAY = datetime.date(2026, 12, 1)
@@ -304,3 +305,34 @@ def test_a_reply_that_could_not_be_queued_is_tried_again_next_time(
     queue.failing = False
     run(responder.delivered, USER, "bob@far.test", message())
     assert len(queue.queued) == 1
+
+
+@pytest.mark.parametrize(
+    ("results", "sender", "verified"),
+    [
+        ("mx.test; spf=pass smtp.mailfrom=a@far.test", "a@far.test", True),
+        ("mx.test; spf=pass smtp.mailfrom=far.test", "a@far.test", True),
+        ("mx.test; dkim=pass header.d=far.test", "a@news.far.test", True),
+        ("mx.test; dkim=pass header.d=news.far.test", "a@far.test", None),
+        ("mx.test; spf=none smtp.mailfrom=far.test; dkim=none", "a@far.test", False),
+        ("mx.test; spf=fail smtp.mailfrom=a@far.test", "a@far.test", False),
+        ("mx.test; spf=pass smtp.mailfrom=a@other.test", "a@far.test", False),
+        ("elsewhere.test; spf=pass smtp.mailfrom=a@far.test", "a@far.test", None),
+    ],
+)
+def test_only_a_sender_we_verified_gets_a_reply(
+    results: str, sender: str, verified: bool | None
+) -> None:
+    head = f"Authentication-Results: {results}\r\nSubject: hi\r\n\r\n".encode()
+    assert sender_verified(head, "mx.test", sender) is verified
+
+
+def test_a_subject_with_line_breaks_is_quoted_on_one_line() -> None:
+    head = b"Subject: =?utf-8?q?hi=0D=0ABcc:_x@evil.test?=\r\nTo: ann@example.test\r\n\r\n"
+    original = read_header(head)
+    content, _ = reply(
+        Vacation(enabled=True, text="Away."), original, "ann@example.test", "b@x.test", "mx", 0
+    )
+    subject = [line for line in content.split(b"\r\n") if line.startswith(b"Subject:")]
+    assert len(subject) == 1 and b"Bcc" in subject[0]
+    assert not any(line.lower().startswith(b"bcc:") for line in content.split(b"\r\n"))
