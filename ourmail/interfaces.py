@@ -427,12 +427,16 @@ class SubmissionRefusal:
 
 @attrs.frozen
 class SubmissionResult:
-    """The outcome of :meth:`ISubmission.submit`: sent (durable), or refused as a whole."""
+    """The outcome of :meth:`ISubmission.submit`: sent (durable) to every recipient, refused
+    as a whole, or (when delivery failed for some after the checks passed) sent to
+    :attr:`delivered` and not to the recipients of :attr:`refusals`."""
 
     #: Empty when the message was delivered and queued for every recipient.
     refusals: tuple[SubmissionRefusal, ...] = ()
     #: The Message-ID: field's value the message went out with.
     message_id: str = ""
+    #: The recipients it was delivered or queued for (durable), when it went out at all.
+    delivered: tuple[str, ...] = ()
 
     @property
     def sent(self) -> bool:
@@ -454,9 +458,11 @@ class ISubmission(Interface):
         client: str = "",
     ) -> Deferred[SubmissionResult]:
         """Send ``message`` (CRLF line endings) from ``sender`` to ``recipients`` on behalf
-        of ``user``; ``client`` is the user's IP address, for the checks.  All or nothing: a
-        refused recipient refuses the message.  Fires once every copy is durable (delivered
-        or queued) with no refusals, or with the refusals and nothing sent."""
+        of ``user``; ``client`` is the user's IP address, for the checks.  A recipient the
+        checks refuse refuses the message: nothing is sent.  Fires once every copy is durable
+        (delivered or queued) with no refusals; with the refusals and nothing sent; or, when
+        delivery itself failed for some recipients, with those refusals and the recipients it
+        was sent to (the caller must not send it to those again)."""
 
 
 @attrs.frozen

@@ -133,3 +133,19 @@ class SendingRates:
 
     def record(self, user: str, recipients: int) -> None:
         self._recent(user).append((self.clock(), recipients))
+
+    def reserve(self, user: str, recipients: int) -> tuple[float, int] | None:
+        """Count a message to ``recipients`` now, if it is within the limits (None if not):
+        sends running at the same time cannot all pass the check before any is counted.
+        :meth:`release` takes it back when nothing was sent."""
+        if not self.may_send(user, recipients):
+            return None
+        entry = (self.clock(), recipients)
+        self._recent(user).append(entry)
+        return entry
+
+    def release(self, user: str, entry: tuple[float, int]) -> None:
+        """Take back a :meth:`reserve` whose message was not sent."""
+        sent = self._sent.get(user)
+        if sent is not None and entry in sent:
+            sent.remove(entry)

@@ -131,10 +131,12 @@ class Submitter:
             return _refused("recipient", 554, "5.5.1", "No valid recipients")
         if len(recipients) > self.limits.max_recipients:
             return _refused("recipient", 452, "4.5.3", "Too many recipients")
-        if self.rates is not None and not self.rates.may_send(user, len(recipients)):
+        reserved = self.rates.reserve(user, len(recipients)) if self.rates is not None else None
+        if self.rates is not None and reserved is None:
             return _refused("rate", 451, "4.7.1", "Hourly sending limit reached, try later")
         queue_id = secrets.token_hex(8)
         spool = Spool(self.spool_dir, queue_id)
+        result: SubmissionResult | None = None
         try:
             if isinstance(message, bytes):
                 spool.write(message)
@@ -143,6 +145,9 @@ class Submitter:
             result = await self._checked_and_sent(user, sender, recipients, spool, client, queue_id)
         finally:
             spool.discard()
+            went_out = result is not None and (result.sent or bool(result.delivered))
+            if self.rates is not None and reserved is not None and not went_out:
+                self.rates.release(user, reserved)
         return result
 
     async def _checked_and_sent(
@@ -211,21 +216,28 @@ class Submitter:
         if on_disk is not None and not HAVE_SYNCFS:  # else the commit's syncfs covers it
             await deferToThread(os.fsync, on_disk.fileno())
         results: list[DeliveryResult] = await self.delivery.deliver(txn, source)
-        failed = [r for r in results if not r.ok]
-        if failed:
-            return SubmissionResult(
-                tuple(
-                    SubmissionRefusal(r.address, "failed", r.code, r.status, r.text) for r in failed
-                )
-            )
-        log.info("{user} sent {id} from the web to {n} recipients", user=user, id=queue_id,
-                 n=len(accepted))  # fmt: skip
-        sent = special_folder(self.store.user(user), "\\Sent", "Sent")
-        rcpts = [a.recipient.address for a in accepted]
-        await submission.after_submission(
-            user, source, rcpts, self.rates, self.store, sent, self.contacts
+        failures = tuple(
+            SubmissionRefusal(r.address, "failed", r.code, r.status, r.text)
+            for r in results
+            if not r.ok
         )
-        return SubmissionResult(message_id=_message_id(head))
+        delivered = tuple(r.address for r in results if r.ok)
+        if not delivered:
+            return SubmissionResult(failures)
+        log.info("{user} sent {id} from the web to {n} of {total} recipients", user=user,
+                 id=queue_id, n=len(delivered), total=len(results))  # fmt: skip
+        # What follows a durable delivery must not turn it into a failure the user would
+        # answer by sending again: each step logs its own failure.
+        try:
+            sent: str | None = special_folder(self.store.user(user), "\\Sent", "Sent")
+        except Exception:
+            log.failure("no Sent folder for {user}", user=user)
+            sent = None
+        # The rate was counted when the send began (reserve): rates=None here.
+        await submission.after_submission(
+            user, source, list(delivered), None, self.store, sent, self.contacts
+        )
+        return SubmissionResult(failures, _message_id(head), delivered)
 
     def _stage(
         self, stage: Stage, context: MailContext, verdicts: ChainOutcome

@@ -75,7 +75,9 @@ class WebApp(ListPages, LivePages, ReadPages, ComposePages, SettingsPages, Autoc
 
     def site(self, limits: Limits) -> server.Site:
         """The ``web`` listener's factory (TLS is added around it by service.py)."""
-        return CountedSite(self.app.resource(), limits)
+        return CountedSite(
+            self.app.resource(), limits, lambda request: self.peek_session(request) is not None
+        )
 
     # -- routes ----------------------------------------------------------------------------
 

@@ -99,6 +99,17 @@ def _read(data: structure.Buffer) -> tuple[MessageView, structure.Part]:
     return build_view(crlf), structure.parse(crlf)
 
 
+def _without(form: ComposeForm, sent: set[str]) -> ComposeForm:
+    """``form`` without the recipients in ``sent`` (lower-case addresses), each other
+    recipient left in its own field (a Bcc stays a Bcc)."""
+
+    def kept(field: str) -> str:
+        good, bad = parse_addresses(field)
+        return ", ".join([*(a for a in good if address_of(a).lower() not in sent), *bad])
+
+    return attrs.evolve(form, to=kept(form.to), cc=kept(form.cc), bcc=kept(form.bcc))
+
+
 def _slices(data: structure.Buffer, size: int = 1 << 16) -> Iterator[bytes]:
     for at in range(0, len(data), size):
         yield bytes(data[at : at + size])
@@ -187,17 +198,20 @@ class ComposePages(Pages):
             return self.error(request, 404, _("That message no longer exists."))
         view, header = await deferToThread(_read, data)
         attachments: list[Upload] = []
+        # Quoting turns up to a megabyte of HTML into text: off the reactor.
         if mode in ("reply", "all"):
             mine = self.identities(session)
-            prefill = replies.reply(view, header, mine, mode == "all", value, _)
+            prefill = await deferToThread(
+                replies.reply, view, header, mine, mode == "all", value, _
+            )
         elif mode == "forward_attached":
-            prefill = replies.forward(view, False, value, _)
+            prefill = await deferToThread(replies.forward, view, False, value, _)
             attachments = await self._carry(session, [(_slices(data), view.headers.subject)])
         else:
             if mode == "draft":
-                prefill = replies.resumed(view, header)
+                prefill = await deferToThread(replies.resumed, view, header)
             else:
-                prefill = replies.forward(view, True, value, _)
+                prefill = await deferToThread(replies.forward, view, True, value, _)
             attachments = await self._carry_parts(session, view, data)
         form = ComposeForm(
             from_=prefill.from_ or session.address,
@@ -384,7 +398,9 @@ class ComposePages(Pages):
         if form.from_ not in self.identities(session):
             errors.append(_("You may not send as %(address)s.") % {"address": form.from_})
         try:
-            outgoing, envelope = self._outgoing(session, form, attachments, draft=False)
+            outgoing, envelope = await deferToThread(
+                self._outgoing, session, form, attachments, False
+            )
         except ValueError as e:
             bad = ", ".join(e.args[0])
             errors.append(_("These are not e-mail addresses: %(bad)s") % {"bad": bad})
@@ -409,6 +425,16 @@ class ComposePages(Pages):
         if not result.sent:
             errors = [self._refusal_text(request, r) for r in result.refusals]
             code = 503 if all(r.code < 500 for r in result.refusals) else 400
+            if result.delivered:
+                # It went out to some: the form keeps only the others, so that sending it
+                # again reaches them and nobody twice.
+                errors.insert(
+                    0,
+                    _("The message was sent to %(sent)s, but not to the addresses below.")
+                    % {"sent": ", ".join(result.delivered)},
+                )
+                form = _without(form, {a.lower() for a in result.delivered})
+                await self._remember(session.address, list(result.delivered))
             return self._page(request, session, form, attachments, code, errors)
         await self._after_sent(session, form, envelope)
         return self.redirect(request, b"/compose/sent")
@@ -438,14 +464,23 @@ class ComposePages(Pages):
         the recipients.  Each step's failure is logged: the message is sent already."""
         mode, _, ref_text = form.origin.partition(" ")
         ref = parse_ref(ref_text)
-        message = self._message(session, ref)
-        if ref is not None and message is not None and mode in ("reply", "forward"):
-            flag = "\\Answered" if mode == "reply" else "$Forwarded"
-            folder: IFolder = session.login.avatar.folder(ref[0])
-            folder.store_flags([ref[1]], [flag], "+")
-        self._drop_draft(session, form.draft)
+        try:
+            message = self._message(session, ref)
+            if ref is not None and message is not None and mode in ("reply", "forward"):
+                flag = "\\Answered" if mode == "reply" else "$Forwarded"
+                folder: IFolder = session.login.avatar.folder(ref[0])
+                folder.store_flags([ref[1]], [flag], "+")
+        except Exception:
+            log.failure("could not flag the original of {user}'s message", user=session.address)
+        try:
+            self._drop_draft(session, form.draft)
+        except Exception:
+            log.failure("could not drop the draft of {user}'s message", user=session.address)
         assert self.uploads is not None
-        await deferToThread(self.uploads.remove, session.id, form.attachments)
+        try:
+            await deferToThread(self.uploads.remove, session.id, form.attachments)
+        except Exception:
+            log.failure("could not remove the uploads of {user}", user=session.address)
         await self._remember(session.address, envelope)
 
     async def _remember(self, user: str, envelope: list[str]) -> None:
@@ -484,7 +519,9 @@ class ComposePages(Pages):
         if self.uploads is None:
             return self.error(request, 503, _("Drafts are not available on this server."))
         try:
-            outgoing, _envelope = self._outgoing(session, form, attachments, draft=True)
+            outgoing, _envelope = await deferToThread(
+                self._outgoing, session, form, attachments, True
+            )
         except ValueError as e:
             bad = ", ".join(e.args[0])
             errors.append(_("These are not e-mail addresses: %(bad)s") % {"bad": bad})

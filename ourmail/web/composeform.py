@@ -20,6 +20,8 @@ MAX_TEXT = 2 * 1024 * 1024
 MAX_ATTACHMENTS = 100
 _ADDRESS = re.compile(r"[^\s@<>()\[\],;:\"]+@[^\s@<>()\[\],;:\"]+")
 _MESSAGE_ID = re.compile(r"<[^<>\s]+>")
+#: Pieces of one address field read at most (more than any message may have recipients).
+MAX_PIECES = 1000
 
 
 @attrs.frozen
@@ -74,16 +76,29 @@ def parse_addresses(text: str) -> tuple[list[str], list[str]]:
     the pieces that are no address."""
     good: list[str] = []
     bad: list[str] = []
-    pieces = [p for p in re.split(r"[,;](?=(?:[^\"]*\"[^\"]*\")*[^\"]*$)", text) if p.strip()]
+    pieces = [p for p in _split(text)[:MAX_PIECES] if p.strip()]
     for piece in pieces:
         found = email.utils.getaddresses([piece])
         if len(found) != 1 or not _ADDRESS.fullmatch(found[0][1]):
             bad.append(piece.strip())
             continue
         name, address = found[0]
-        name = " ".join(name.replace('"', "'").split())
+        name = " ".join(name.replace('"', "'").replace("\\", "").split())
         good.append(f'"{name}" <{address}>' if name else address)
     return good, bad
+
+
+def _split(text: str) -> list[str]:
+    """``text`` cut at the commas and semicolons outside double quotes, in one pass."""
+    pieces, start, quoted = [], 0, False
+    for at, char in enumerate(text):
+        if char == '"':
+            quoted = not quoted
+        elif char in ",;" and not quoted:
+            pieces.append(text[start:at])
+            start = at + 1
+    pieces.append(text[start:])
+    return pieces
 
 
 def address_of(entry: str) -> str:

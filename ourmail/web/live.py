@@ -32,7 +32,7 @@ from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from ourmail.interfaces import IFolder, IUserStore, StoreError
-from ourmail.web.pages import SESSION_COOKIE, Forged, NotLoggedIn, Pages
+from ourmail.web.pages import Forged, NotLoggedIn, Pages
 from ourmail.web.sessions import SessionStore, WebSession
 
 log = Logger()
@@ -248,9 +248,8 @@ class LivePages(Pages):
         site = request.getHeader(b"sec-fetch-site")
         if site is not None and site not in (b"same-origin", b"none"):
             raise Forged()
-        cookie = request.getCookie(SESSION_COOKIE)
         # Not self.user(): a stream (and its reconnects) is not the user's activity.
-        session = self.sessions.peek(cookie.decode("ascii", "replace") if cookie else None)
+        session = self.peek_session(request)
         if session is None:
             raise NotLoggedIn()
         watch = self.watches.get(session.id)

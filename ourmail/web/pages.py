@@ -168,6 +168,11 @@ class Pages:
         cookie = request.getCookie(SESSION_COOKIE)
         return self.sessions.get(cookie.decode("ascii", "replace") if cookie else None)
 
+    def peek_session(self, request: IRequest) -> WebSession | None:
+        """The request's live session without counting the request as activity, or None."""
+        cookie = request.getCookie(SESSION_COOKIE)
+        return self.sessions.peek(cookie.decode("ascii", "replace") if cookie else None)
+
     def user(self, request: IRequest) -> WebSession:
         """The live session of a logged-in page; without one, :class:`NotLoggedIn` (answered
         with a redirect to the login page)."""

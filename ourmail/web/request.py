@@ -34,9 +34,11 @@ MAX_BODY = 64 * 1024
 #: The compose form's routes take a longer text and, from a browser without JavaScript,
 #: small attachments in the form itself (twisted parses such a form in memory).
 FORM_BODY = 4 * 1024 * 1024
-#: Paths whose bodies may be larger than MAX_BODY: the compose form's, and the raw upload of
-#: one attachment (None: up to the site's message size limit; twisted spools bodies over
-#: 100 KB to a temporary file, so memory stays bounded).
+#: Paths whose bodies may be larger than MAX_BODY, for a logged-in session only: the compose
+#: form's, and the raw upload of one attachment (None: up to the site's message size limit;
+#: twisted spools bodies over 100 KB to a temporary file, so memory stays bounded).  A form
+#: body (``multipart/form-data``, ``x-www-form-urlencoded``) is parsed by twisted in memory
+#: on the reactor before any route runs, so it never gets more than FORM_BODY.
 LARGER_BODIES: dict[bytes, int | None] = {
     b"/compose/send": FORM_BODY,
     b"/compose/draft": FORM_BODY,
@@ -54,12 +56,18 @@ class WebRequest(server.Request):
     _received = 0
 
     def gotLength(self, length: int | None) -> None:
-        # The request line is known (the channel keeps it) but not yet parsed into self.path.
+        # The request line is known (the channel keeps it) but not yet parsed into self.path;
+        # the cookies are parsed.
         target = bytes(getattr(self.channel, "_path", b"")).split(b"?", 1)[0]
-        if target in LARGER_BODIES:
+        site = getattr(self.channel, "site", None)
+        logged_in = getattr(site, "logged_in", None)
+        if target in LARGER_BODIES and logged_in is not None and logged_in(self):
             larger = LARGER_BODIES[target]
-            site_limit = getattr(getattr(self.channel, "site", None), "max_message_size", 0)
+            site_limit = getattr(site, "max_message_size", 0)
             self.max_body = larger if larger is not None else site_limit + MAX_BODY
+            kind = (self.getHeader(b"content-type") or b"").split(b";", 1)[0].strip().lower()
+            if kind in (b"multipart/form-data", b"application/x-www-form-urlencoded"):
+                self.max_body = min(self.max_body, FORM_BODY)
         if length is not None and length > self.max_body:
             self.too_large = True
             length = 0  # keep nothing of it in memory or on disk

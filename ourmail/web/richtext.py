@@ -37,9 +37,10 @@ def clean(markup: str) -> str:
 
 def to_plain(markup: str) -> str:
     """The text of ``markup``: line breaks where blocks end, list items as ``- ``, a link's
-    address after its text."""
-    text = re.sub(r"(?i)<li[^>]*>", "- ", markup)
-    text = re.sub(r'(?is)<a\s[^>]*href="([^"]*)"[^>]*>(.*?)</a>', _link, text)
+    address after its text.  The markup is cleaned first: balanced, with only the editor's
+    elements, so the patterns below never scan far for an end that is not there."""
+    text = re.sub(r"(?i)<li[^>]*>", "- ", clean(markup))
+    text = re.sub(r'(?i)<a href="([^"]*)"[^>]*>([^<]*(?:<(?!/a>)[^<]*)*)</a>', _link, text)
     text = _BREAKS.sub("\n", text)
     text = html.unescape(nh3.clean(text, tags=set()))
     return re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"

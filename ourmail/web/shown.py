@@ -30,6 +30,9 @@ from ourmail.web.sanitise import sanitise_in_thread, text_to_html
 #: Characters of plain text turned into HTML in the reactor thread; longer text goes to a
 #: worker thread.
 SMALL_TEXT = 32 * 1024
+#: HTML bodies of one message (its attached messages included) shown in frames, at most; the
+#: others are offered as downloads.
+MAX_FRAMES = 10
 #: A sanitised HTML body shorter than this, without images or tables, gets a short frame.
 SHORT_HTML = 1500
 
@@ -39,7 +42,8 @@ class ShownBody:
     """One body: escaped text for the page, or the address of its sandboxed frame."""
 
     section: str
-    kind: Literal["text", "frame"]
+    #: ``hidden``: an HTML body past :data:`MAX_FRAMES`, offered as a download (``url``).
+    kind: Literal["text", "frame", "hidden"]
     html: SafeHTML | None = None
     url: str = ""
     truncated: bool = False
@@ -175,12 +179,20 @@ async def shown(
     """The page's model of ``view``; each sanitised HTML body is passed to ``keep`` (its
     section and document) for the frame's request."""
     blocked = False
+    frames = 0
 
     async def message(v: MessageView) -> ShownMessage:
-        nonlocal blocked
+        nonlocal blocked, frames
         shown_bodies = []
         for body in v.bodies:
-            if body.kind == "html":
+            if body.kind == "html" and frames >= MAX_FRAMES:
+                # Each frame's document is sanitised (and kept a while) for its request: a
+                # message of hundreds of HTML parts must not cost hundreds of those.
+                shown_bodies.append(
+                    ShownBody(body.section, "hidden", url=addresses.part(body.section))
+                )
+            elif body.kind == "html":
+                frames += 1
                 safe = await sanitised(body, v, addresses)
                 blocked = blocked or safe.blocked_remote
                 keep(body.section, safe)

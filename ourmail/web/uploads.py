@@ -12,12 +12,14 @@ Every method does file I/O: call it in a thread (``deferToThread``), never on th
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
 import re
 import secrets
 import shutil
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
@@ -47,11 +49,23 @@ class Upload:
     size: int
 
 
-def content_type(given: str | None) -> str:
-    """The browser's content type when it is a plain ``type/subtype``, else
-    ``application/octet-stream``."""
+def content_type(given: str | None, from_browser: bool = False) -> str:
+    """The content type when it is a plain ``type/subtype``, else
+    ``application/octet-stream``.  A browser's file is never taken as a message or a
+    multipart (``message/*``, ``multipart/*``): those are copied into a message as they are
+    (RFC 2046 §5), and a file from outside is not known to be one."""
     value = (given or "").split(";", 1)[0].strip().lower()
+    if from_browser and value.startswith(("message/", "multipart/")):
+        return "application/octet-stream"
     return value if _TYPE.fullmatch(value) else "application/octet-stream"
+
+
+#: Ended sessions remembered (their ids are random: an old one never comes back).
+MAX_ENDED = 100_000
+
+
+class SessionEnded(Exception):
+    """An upload for a session that has ended."""
 
 
 class Uploads:
@@ -59,6 +73,21 @@ class Uploads:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # One upload at a time per session (uploads run in threads): the session's limit is
+        # checked against what is really on disk.
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+        # Sessions that ended: an upload still under way for one leaves nothing behind.
+        self._ended: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    def _lock(self, session_id: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(session_id, threading.Lock())
+
+    def _check_live(self, session_id: str) -> None:
+        with self._locks_lock:
+            if session_id in self._ended:
+                raise SessionEnded(session_id)
 
     def folder(self, session_id: str) -> Path:
         """The session's folder (not created)."""
@@ -74,6 +103,18 @@ class Uploads:
     ) -> Upload:
         """Copy ``source`` (read to its end, in chunks) into a new upload; :class:`TooLarge`
         (and nothing kept) when the session's uploads would then exceed ``limit`` bytes."""
+        with self._lock(session_id):
+            return self._add(session_id, source, filename, kind, limit)
+
+    def _add(
+        self,
+        session_id: str,
+        source: BinaryIO,
+        filename: str | None,
+        kind: str | None,
+        limit: int,
+    ) -> Upload:
+        self._check_live(session_id)
         folder = self.folder(session_id)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         used = sum(u.size for u in self.all(session_id))
@@ -90,7 +131,7 @@ class Uploads:
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-        upload = Upload(upload_id, safe_filename(filename), content_type(kind), size)
+        upload = Upload(upload_id, safe_filename(filename), content_type(kind, True), size)
         meta = {"filename": upload.filename, "content_type": upload.content_type, "size": size}
         (folder / f"{upload_id}.json").write_text(json.dumps(meta), "utf-8")
         return upload
@@ -100,6 +141,7 @@ class Uploads:
     ) -> Upload:
         """An upload made here (an attachment carried over from a message being answered,
         forwarded or resumed) from ``chunks``; not counted against a limit."""
+        self._check_live(session_id)
         folder = self.folder(session_id)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         upload_id = secrets.token_hex(8)
@@ -145,13 +187,22 @@ class Uploads:
 
     def scratch(self, session_id: str) -> Path:
         """A new file name in the session's folder for a message being built."""
+        self._check_live(session_id)
         folder = self.folder(session_id)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         return folder / f"message-{secrets.token_hex(8)}.eml"
 
     def end(self, session_id: str) -> None:
-        """The session ended: delete all its uploads."""
-        shutil.rmtree(self.folder(session_id), ignore_errors=True)
+        """The session ended: delete all its uploads (after an upload under way), and take
+        no more for it."""
+        with self._locks_lock:
+            self._ended[session_id] = None
+            while len(self._ended) > MAX_ENDED:
+                self._ended.popitem(last=False)
+        with self._lock(session_id):
+            shutil.rmtree(self.folder(session_id), ignore_errors=True)
+        with self._locks_lock:
+            self._locks.pop(session_id, None)
 
     def clear(self) -> None:
         """Delete every session's uploads (at start-up: no session outlives the process)."""

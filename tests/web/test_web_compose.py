@@ -24,6 +24,7 @@ from twisted.internet.task import Clock
 from webhelp import Browser, Response
 
 from ourmail.config import Limits
+from ourmail.web.request import FORM_BODY
 
 BOB = "bob@example.test"
 ORIGINAL = (
@@ -277,6 +278,27 @@ def test_uploads_over_the_message_size_limit_get_413(tmp_path: Path) -> None:
             "The attachments are too large to send together."
         )
         assert len(list(upload_root(srv).rglob("*.json"))) == 1
+
+
+def test_large_bodies_only_for_a_session_and_never_as_a_parsed_form(srv: RunningServer) -> None:
+    """Twisted parses a form body in memory before any route runs: only a logged-in session
+    may send more than a login form's worth, and a form never more than FORM_BODY."""
+    big = b"x" * (FORM_BODY + 1024)
+    stranger = Browser(srv)
+    assert upload(stranger, "big.bin", big).status == 413
+    browser = logged_in(srv)
+    token = browser.get("/compose").csrf()
+    form = {"Content-Type": "multipart/form-data; boundary=b", "X-CSRF-Token": token}
+    assert browser.request("POST", "/compose/upload", big, form).status == 413
+    assert upload(browser, "big.bin", big, token).status == 200
+
+
+def test_an_uploaded_message_or_multipart_goes_as_a_plain_file(srv: RunningServer) -> None:
+    browser = logged_in(srv)
+    token = browser.get("/compose").csrf()
+    headers = {"X-Filename": "x.eml", "Content-Type": "message/rfc822", "X-CSRF-Token": token}
+    answer = browser.request("POST", "/compose/upload", b"Subject: x\n\nbare LF\n", headers)
+    assert json.loads(answer.body)["content_type"] == "application/octet-stream"
 
 
 def test_address_completion_from_the_directory_and_recent_recipients(srv: RunningServer) -> None:

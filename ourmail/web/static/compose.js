@@ -170,7 +170,16 @@
   }
   if (editor.textContent.trim()) setRich(true);
 
-  async function saveDraft() {
+  // The draft save under way, if any: a send waits for it, so that it carries the draft's
+  // new reference and the server drops that draft (not an older one, leaving this behind).
+  let saving = null;
+
+  function saveDraft() {
+    if (!saving) saving = storeDraft().finally(() => { saving = null; });
+    return saving;
+  }
+
+  async function storeDraft() {
     if (!changed || uploading || leaving) return;
     changed = false;
     syncRich();
@@ -194,7 +203,14 @@
 
   const send = document.getElementById("send");
   const discard = document.getElementById("discard");
-  form.addEventListener("submit", () => {
+  form.addEventListener("submit", (event) => {
+    if (saving) {
+      // Send once the save under way has its answer (it sets the draft's reference).
+      event.preventDefault();
+      const submitter = event.submitter;
+      saving.then(() => form.requestSubmit(submitter));
+      return;
+    }
     syncRich();
     leaving = true;
   });

@@ -60,9 +60,13 @@
       event.preventDefault();
       window.location.assign("/compose");
     } else if (k === "/") {
-      const search = document.querySelector("input[type=search]");
+      const search = document.querySelector(
+        "[role=search] input:not([type=hidden]), input[type=search]",
+      );
       if (search) {
         event.preventDefault();
+        const folded = search.closest("details");
+        if (folded) folded.open = true;
         search.focus();
       }
     } else if (k === "?" && help) {

@@ -26,6 +26,10 @@
     if (!fresh) return false;
     const focused = document.activeElement && document.activeElement.closest("tr.row");
     const uid = focused && focused.dataset.uid;
+    // The search form stays as it is: someone may be typing in it (the same query either way).
+    const search = list().querySelector("details.search");
+    const freshSearch = fresh.querySelector("details.search");
+    if (search && freshSearch) freshSearch.replaceWith(search);
     list().replaceWith(fresh);
     if (tree) document.getElementById("folders").replaceWith(tree);
     boxes().forEach((b) => { if (keep && keep.has(b.value)) b.checked = true; });
