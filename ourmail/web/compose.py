@@ -55,6 +55,7 @@ from ourmail.web.mimebuild import Outgoing, Part, write_message
 from ourmail.web.pages import Pages, WebServices
 from ourmail.web.safehtml import SafeHTML
 from ourmail.web.sessions import SessionStore, WebSession
+from ourmail.web.settings import SIGNATURE_KEY
 from ourmail.web.uploads import TooLarge, Upload, Uploads
 
 log = Logger()
@@ -187,7 +188,8 @@ class ComposePages(Pages):
             if value is not None:
                 break
         else:
-            return self._page(request, session, ComposeForm(from_=session.address), [])
+            text = self._signed(session, "")
+            return self._page(request, session, ComposeForm(from_=session.address, text=text), [])
         ref = parse_ref(value)
         found = self._message(session, ref)
         try:
@@ -219,7 +221,10 @@ class ComposePages(Pages):
             cc=prefill.cc,
             bcc=prefill.bcc,
             subject=prefill.subject,
-            text=prefill.text,
+            # A draft has its signature already; a rich text draft is resumed as it was.
+            text=prefill.text
+            if mode == "draft" or prefill.html
+            else self._signed(session, prefill.text),
             html=prefill.html,
             draft=value if mode == "draft" else "",
             origin=prefill.origin,
@@ -228,6 +233,17 @@ class ComposePages(Pages):
             attachments=tuple(u.id for u in attachments),
         )
         return self._page(request, session, form, attachments)
+
+    def _signed(self, session: WebSession, text: str) -> str:
+        """``text`` (empty, or a quote with room above it) with the user's signature (set on
+        the settings page) where they start writing: after the ``-- `` line of RFC 3676
+        §4.3, above what they answer or forward."""
+        prefs = self.services.preferences
+        signature = prefs.get(session.address, SIGNATURE_KEY) if prefs is not None else None
+        if not isinstance(signature, str) or not signature.strip():
+            return text
+        rest = text.lstrip("\n")
+        return f"\n\n-- \n{signature.rstrip()}\n" + (f"\n{rest}" if rest else "")
 
     def _message(self, session: WebSession, ref: tuple[str, int] | None) -> IStoredMessage | None:
         """The stored message ``ref`` names, or None."""

@@ -18,7 +18,8 @@ Limits (bounded work on hostile input):
   what lies beyond is one opaque part, and the view says ``truncated``.
 - At most ``Limits.max_nested`` (3) levels of enclosed messages are shown as views; deeper
   ones are listed as ``.eml`` attachments only.
-- At most ``Limits.max_text`` (1 MiB) of each body and ``Limits.max_total_text`` (4 MiB) of
+- At most ``Limits.max_text`` (1 MiB) of each body (``Limits.max_html``, 256 KiB, of an HTML
+  body) and ``Limits.max_total_text`` (4 MiB) of
   all bodies together are decoded; the rest is cut (``Body.truncated``).
 - At most ``Limits.max_attachments`` (500) attachments are listed, ``Limits.max_header``
   (16 Ki) characters of a header field read, ``Limits.max_addresses`` (1000) addresses of an
@@ -54,6 +55,9 @@ class Limits:
     """Bounds on the work one view costs; see the module's documentation."""
 
     max_text: int = 1024 * 1024
+    #: Of an HTML body: the sanitiser needs about half a second a megabyte, and no reader
+    #: scrolls through more (Gmail clips at about 100 KB); the rest is a download away.
+    max_html: int = 256 * 1024
     max_total_text: int = 4 * 1024 * 1024
     max_nested: int = 3
     max_attachments: int = 500
@@ -382,7 +386,8 @@ class _Builder:
 
     def body(self, part: structure.Part, section: str, info: PartInfo) -> Body:
         """A text part decoded within the text budget."""
-        budget = max(0, min(self.limits.max_text, self.text_left))
+        most = self.limits.max_html if part.subtype == "html" else self.limits.max_text
+        budget = max(0, min(most, self.text_left))
         octets, cut = self._read(part, budget)
         self.text_left -= len(octets)
         declared = info.charset

@@ -20,8 +20,15 @@ pytestmark = pytest.mark.skipif(
     shutil.which(CHROMIUM) is None, reason="needs Debian's chromium (tests/debian-packages.txt)"
 )
 WCAG = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
-#: The logged-in pages audited.
-PAGES = ["/"]
+#: The logged-in pages audited: the inbox, a message, compose, a reply, settings, search.
+PAGES = [
+    "/",
+    "/message?folder=INBOX&uid=1",
+    "/compose",
+    "/compose?reply=INBOX:1",
+    "/settings",
+    "/mail?folder=INBOX&subject=message",
+]
 
 
 @pytest.fixture
@@ -102,4 +109,18 @@ def test_the_shared_keyboard_shortcuts(mailserver: RunningServer, chromium: Any)
     page.get_by_role("button", name="Close").click()
     page.keyboard.press("?")
     playwright.expect(dialog).to_be_visible()
+    page.keyboard.press("Escape")
+    page.keyboard.press("c")  # write
+    page.wait_for_url(f"{base}/compose")
+    page.locator("#subject").focus()
+    page.keyboard.press("g")  # typed into the field, not a shortcut
+    page.keyboard.press("i")
+    assert page.locator("#subject").input_value() == "gi"
+    page.locator("#subject").fill("")
+    page.locator("h1").first.click()  # out of the field
+    page.keyboard.press("g")
+    page.keyboard.press("i")
+    page.wait_for_url(f"{base}/")
+    page.keyboard.press("/")  # the search form opens with its first field focused
+    assert page.evaluate("document.activeElement.name") == "from"
     context.close()

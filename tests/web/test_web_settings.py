@@ -162,8 +162,12 @@ def test_the_signature_is_kept(srv: RunningServer) -> None:
     assert (
         prefs(srv, "compose.signature") == "Άννα Παπαδοπούλου\nΥπουργείο <Ψηφιακής> Διακυβέρνησης"
     )
+    # New messages and replies start with it, below the RFC 3676 "-- " line.
+    new = browser.get("/compose").text
+    assert "\n-- \nΆννα Παπαδοπούλου\nΥπουργείο &lt;Ψηφιακής&gt; Διακυβέρνησης" in new
     browser.post("/settings/signature", {"csrf": token, "signature": "  \r\n"})
     assert prefs(srv, "compose.signature") is None  # emptied
+    assert "-- " not in browser.get("/compose").text.split('id="body"', 1)[1].split("</textarea")[0]
 
 
 def test_the_out_of_office_settings_are_kept(srv: RunningServer) -> None:
