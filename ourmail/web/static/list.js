@@ -12,10 +12,21 @@
     box.closest("tr").classList.toggle("selected", box.checked);
   }
 
+  // "Select all" shows the rows' state: all, some (indeterminate) or none; also after the
+  // list was swapped in with a selection kept.
+  function showAll() {
+    const all = document.getElementById("select-all");
+    if (!all) return;
+    const picked = boxes().filter((b) => b.checked).length;
+    all.checked = picked > 0 && picked === boxes().length;
+    all.indeterminate = picked > 0 && picked < boxes().length;
+  }
+
   function setup() {
     const all = document.getElementById("select-all");
     if (all) all.hidden = false;
     boxes().forEach(mark);
+    showAll();
   }
 
   // Replace the list and the folder tree with those of a freshly fetched page.
@@ -74,7 +85,7 @@
   document.addEventListener("change", (e) => {
     const t = e.target;
     if (t.id === "select-all") boxes().forEach((b) => { b.checked = t.checked; mark(b); });
-    else if (t.name === "m") mark(t);
+    else if (t.name === "m") { mark(t); showAll(); }
   });
 
   document.addEventListener("submit", (e) => {
@@ -141,6 +152,7 @@
       const box = row.querySelector('input[name="m"]');
       box.checked = !box.checked;
       mark(box);
+      showAll();
     } else if (key === "Enter" && row && e.target.type === "checkbox") {
       location.href = row.querySelector("td.subject a").href;
     } else if (key === "#" || key === "!") {
@@ -164,9 +176,10 @@
     try {
       do {
         again = false;
-        const keep = new Set(selection());
         const res = await fetch(location.href, { credentials: "same-origin" });
-        if (res.ok) swap(await res.text(), keep);
+        const html = res.ok ? await res.text() : null;
+        // The selection as it is now, not as it was when the fetch began.
+        if (html !== null) swap(html, new Set(selection()));
       } while (again);
     } finally {
       busy = false;

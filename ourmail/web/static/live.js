@@ -2,9 +2,10 @@
 // folder tree and tells the page which folders changed ("ourmail:folder-changed").
 "use strict";
 (() => {
-  const tree = document.getElementById("folders");
-  if (!tree || !window.EventSource) return;
-  const unreadWord = tree.dataset.unread || "unread";
+  // Looked up at each event: the list page swaps the tree in when it refreshes.
+  const tree0 = document.getElementById("folders");
+  if (!tree0 || !window.EventSource) return;
+  const unreadWord = tree0.dataset.unread || "unread";
 
   function link(name, unseen) {
     const li = document.createElement("li");
@@ -36,6 +37,8 @@
 
   const source = new EventSource("/events");
   source.addEventListener("folders", (event) => {
+    const tree = document.getElementById("folders");
+    if (!tree) return;
     const data = JSON.parse(event.data);
     const rows = new Map(data.folders.map(([name, unseen]) => [name, unseen]));
     const items = [...tree.querySelectorAll("li[data-folder]")];
