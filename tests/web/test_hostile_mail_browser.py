@@ -26,10 +26,12 @@ from urllib.parse import urlsplit
 
 import pytest
 import xsscorpus
-from playwright.sync_api import Browser, Route, sync_playwright
+from browserhelp import chromium, needs_chromium
+from playwright.sync_api import Browser, Route
 
 from ourmail.web.sanitise import frame_document, frame_headers, sanitise
 
+pytestmark = needs_chromium
 CID_URL = "/message/7/part/2"
 # A 1x1 transparent PNG, the inline part the corpus's cid: URLs name.
 PNG = bytes.fromhex(
@@ -105,12 +107,8 @@ def server() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"]
-        )
-        yield chromium
-        chromium.close()
+    with chromium() as opened:
+        yield opened
 
 
 def load(browser: Browser, server: str, path: str) -> tuple[list[int], list[str]]:

@@ -4,21 +4,18 @@ shared keyboard shortcuts work."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from browserhelp import chromium, log_in, needs_chromium
 from conftest import RunningServer
 from imaphelp import deliver
 
 playwright = pytest.importorskip("playwright.sync_api")
 axe = pytest.importorskip("axe_playwright_python.sync_playwright")
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None, reason="needs Debian's chromium (tests/debian-packages.txt)"
-)
+pytestmark = needs_chromium
 WCAG = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
 #: The logged-in pages audited: the inbox, a message, compose, a reply, settings, search.
 PAGES = [
@@ -32,23 +29,9 @@ PAGES = [
 
 
 @pytest.fixture
-def chromium() -> Iterator[Any]:
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def log_in(page: Any, base: str, srv: RunningServer) -> None:
-    page.goto(f"{base}/login")
-    page.locator("#username").fill(srv.user)
-    page.locator("#password").fill(srv.password)
-    page.locator("form.login button[type=submit]").click()
-    page.wait_for_url(f"{base}/")
+def browser() -> Iterator[Any]:
+    with chromium() as opened:
+        yield opened
 
 
 def violations(page: Any) -> list[str]:
@@ -63,12 +46,12 @@ def scrolls_sideways(page: Any) -> bool:
 
 @pytest.mark.parametrize("locale", ["en-GB", "el-GR"])
 def test_pages_pass_axe_and_fit_a_phone(
-    mailserver: RunningServer, chromium: Any, locale: str
+    mailserver: RunningServer, browser: Any, locale: str
 ) -> None:
     deliver(mailserver, 2)
     base = f"https://127.0.0.1:{mailserver.port('web')}"
     for viewport in ({"width": 1280, "height": 800}, {"width": 360, "height": 740}):
-        context = chromium.new_context(ignore_https_errors=True, locale=locale, viewport=viewport)
+        context = browser.new_context(ignore_https_errors=True, locale=locale, viewport=viewport)
         page = context.new_page()
         page.goto(f"{base}/login")
         assert page.evaluate("document.documentElement.lang") == locale[:2]
@@ -82,9 +65,9 @@ def test_pages_pass_axe_and_fit_a_phone(
         context.close()
 
 
-def test_the_shared_keyboard_shortcuts(mailserver: RunningServer, chromium: Any) -> None:
+def test_the_shared_keyboard_shortcuts(mailserver: RunningServer, browser: Any) -> None:
     base = f"https://127.0.0.1:{mailserver.port('web')}"
-    context = chromium.new_context(ignore_https_errors=True, locale="en-GB")
+    context = browser.new_context(ignore_https_errors=True, locale="en-GB")
     page = context.new_page()
     log_in(page, base, mailserver)
     dialog = page.locator("#shortcuts")

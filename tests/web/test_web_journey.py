@@ -7,20 +7,17 @@ from __future__ import annotations
 
 import email
 import email.policy
-import shutil
 import smtplib
 from pathlib import Path
 
 import pytest
+from browserhelp import chromium, needs_chromium, new_page
 from composehelp import imap_messages
 from conftest import RunningServer
 
 playwright = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None, reason="needs Debian's chromium (tests/debian-packages.txt)"
-)
+pytestmark = needs_chromium
 BOB = "bob@example.test"
 
 
@@ -40,72 +37,63 @@ def test_read_reply_move_search_and_log_out(mailserver: RunningServer, tmp_path:
     content = bytes(range(256)) * 3000  # binary, 750 KB: every byte value
     sheet.write_bytes(content)
     base = f"https://127.0.0.1:{srv.port('web')}"
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            context = browser.new_context(ignore_https_errors=True, locale="en-GB")
-            page = context.new_page()
-            problems: list[str] = []
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            outside: list[str] = []
-            page.on("request", lambda r: None if r.url.startswith(base) else outside.append(r.url))
+    with chromium() as browser:
+        page, problems = new_page(browser)
+        outside: list[str] = []
+        page.on("request", lambda r: None if r.url.startswith(base) else outside.append(r.url))
 
-            # Log in: the inbox, with the new message in it.
-            page.goto(f"{base}/")
-            page.get_by_label("Address").fill(srv.user)
-            page.get_by_label("Password").fill(srv.password)
-            page.get_by_role("button", name="Log in").click()
-            page.wait_for_url(f"{base}/")
-            row = page.locator("#list tr.row", has_text="Budget 2027")
-            playwright.expect(row).to_have_count(1)
+        # Log in: the inbox, with the new message in it.
+        page.goto(f"{base}/")
+        page.get_by_label("Address").fill(srv.user)
+        page.get_by_label("Password").fill(srv.password)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(f"{base}/")
+        row = page.locator("#list tr.row", has_text="Budget 2027")
+        playwright.expect(row).to_have_count(1)
 
-            # Read it.
-            row.get_by_role("link", name="Budget 2027").click()
-            page.wait_for_url(f"{base}/message?**")
-            playwright.expect(page.locator(".text-body")).to_contain_text("Ευχαριστώ!")
+        # Read it.
+        row.get_by_role("link", name="Budget 2027").click()
+        page.wait_for_url(f"{base}/message?**")
+        playwright.expect(page.locator(".text-body")).to_contain_text("Ευχαριστώ!")
 
-            # Reply with an attachment.
-            page.get_by_role("link", name="Reply", exact=True).click()
-            page.wait_for_url(f"{base}/compose?**")
-            assert page.get_by_label("Subject").input_value() == "Re: Budget 2027"
-            page.get_by_label("Attach files").set_input_files(str(sheet))
-            page.locator("#attachment-list input[name=attachment]").wait_for()
-            body = page.locator("#body")
-            body.press("Control+Home")
-            body.type("Here they are.")
-            page.get_by_role("button", name="Send").click()
-            page.wait_for_url(f"{base}/compose/sent")
+        # Reply with an attachment.
+        page.get_by_role("link", name="Reply", exact=True).click()
+        page.wait_for_url(f"{base}/compose?**")
+        assert page.get_by_label("Subject").input_value() == "Re: Budget 2027"
+        page.get_by_label("Attach files").set_input_files(str(sheet))
+        page.locator("#attachment-list input[name=attachment]").wait_for()
+        body = page.locator("#body")
+        body.press("Control+Home")
+        body.type("Here they are.")
+        page.get_by_role("button", name="Send").click()
+        page.wait_for_url(f"{base}/compose/sent")
 
-            # Move the original to Archive.
-            page.goto(f"{base}/")
-            row = page.locator("#list tr.row", has_text="Budget 2027")
-            row.locator("input[name=m]").check()
-            page.get_by_label("Move to").select_option("Archive")
-            page.get_by_role("button", name="Move", exact=True).click()
-            playwright.expect(page.locator("#list tr.row", has_text="Budget 2027")).to_have_count(0)
+        # Move the original to Archive.
+        page.goto(f"{base}/")
+        row = page.locator("#list tr.row", has_text="Budget 2027")
+        row.locator("input[name=m]").check()
+        page.get_by_label("Move to").select_option("Archive")
+        page.get_by_role("button", name="Move", exact=True).click()
+        playwright.expect(page.locator("#list tr.row", has_text="Budget 2027")).to_have_count(0)
 
-            # Find it again by searching every folder.
-            page.keyboard.press("/")
-            page.get_by_label("Subject").fill("budget")
-            page.get_by_label("In all folders").check()
-            page.locator("[role=search] button[type=submit]").click()
-            # The original, in Archive, and the reply, in Sent.
-            found = page.locator("#list tr.row", has_text="Budget 2027")
-            playwright.expect(found).to_have_count(2)
-            playwright.expect(found.filter(has_text="(Archive)")).to_have_count(1)
-            playwright.expect(found.filter(has_text="(Sent)")).to_contain_text("Re: Budget 2027")
+        # Find it again by searching every folder.
+        page.keyboard.press("/")
+        page.get_by_label("Subject").fill("budget")
+        page.get_by_label("In all folders").check()
+        page.locator("[role=search] button[type=submit]").click()
+        # The original, in Archive, and the reply, in Sent.
+        found = page.locator("#list tr.row", has_text="Budget 2027")
+        playwright.expect(found).to_have_count(2)
+        playwright.expect(found.filter(has_text="(Archive)")).to_have_count(1)
+        playwright.expect(found.filter(has_text="(Sent)")).to_contain_text("Re: Budget 2027")
 
-            # Log out: the session is over on the server.
-            page.get_by_role("button", name="Log out").click()
-            page.wait_for_url(f"{base}/login")
-            page.goto(f"{base}/")
-            assert page.url == f"{base}/login"
-            assert not problems, problems  # no CSP violation, no failed request
-            assert outside == []  # nothing but ourmail was asked for anything
-        finally:
-            browser.close()
+        # Log out: the session is over on the server.
+        page.get_by_role("button", name="Log out").click()
+        page.wait_for_url(f"{base}/login")
+        page.goto(f"{base}/")
+        assert page.url == f"{base}/login"
+        assert not problems, problems  # no CSP violation, no failed request
+        assert outside == []  # nothing but ourmail was asked for anything
 
     # Bob receives the reply over IMAP, the attachment byte for byte.
     [(_, _, raw)] = imap_messages(srv, user=BOB)

@@ -11,13 +11,13 @@ cannot reach it, log it to the console.  Every request the browser makes is reco
 from __future__ import annotations
 
 import base64
-import shutil
 import smtplib
 from collections.abc import Iterator
 from urllib.parse import urlencode, urlsplit
 
 import pytest
 import xsscorpus
+from browserhelp import chromium, needs_chromium
 from conftest import RunningServer, running_server
 from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
@@ -27,10 +27,7 @@ from ourmail.web.shown import MAX_FRAMES
 playwright = pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import Browser, ConsoleMessage, Route  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None, reason="needs Debian's chromium (tests/debian-packages.txt)"
-)
+pytestmark = needs_chromium
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082"
@@ -85,14 +82,8 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with playwright.sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as opened:
+        yield opened
 
 
 class Visit:
@@ -172,7 +163,7 @@ def test_the_hostile_corpus_through_the_real_page_runs_nothing_and_fetches_nothi
             for images in ({}, {"images": "1"}):
                 visit.requested.clear()
                 visit.open(uid, **images)
-                visit.page.wait_for_timeout(1000)  # handlers on error, focus, animation, refresh
+                visit.page.wait_for_timeout(500)  # handlers on error, focus, animation, refresh
                 assert visit.pwned() == []
                 bodies = [u for u in visit.requested if "/message/body?" in u]
                 assert len(bodies) == len(chunk)
