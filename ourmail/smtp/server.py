@@ -71,7 +71,7 @@ from ourmail.smtp.checks import (
     run_stage,
 )
 from ourmail.smtp.data import ChunkReader, DotReader, MessageSink
-from ourmail.smtp.delivery import Accepted, Delivery, Refusal, Transaction
+from ourmail.smtp.delivery import Accepted, Delivery, Refusal, Transaction, special_folder
 from ourmail.smtp.spool import Spool
 from ourmail.smtp.submission import SendingRates
 
@@ -694,13 +694,20 @@ class SMTPServer(LineProtocol):
 
     def _after_submission(self, source: bytes | Path) -> Deferred[None]:
         assert self.user is not None
+        sent: str | None = None
+        if self.ctx.save_sent:
+            # RFC 6154: the user's \Sent folder, whatever it is called ("Sent Items"...).
+            try:
+                sent = special_folder(self.ctx.store.user(self.user), "\\Sent", "Sent")
+            except Exception:
+                log.failure("no Sent folder for {user}", user=self.user)
         return submission.after_submission(
             self.user,
             source,
             [a.recipient.address for a in self.recipients],
             self.ctx.rates,
             self.ctx.store,
-            "Sent" if self.ctx.save_sent else None,
+            sent,
             self.ctx.contacts,
         )
 

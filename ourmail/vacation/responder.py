@@ -27,7 +27,7 @@ from ourmail.interfaces import IAutoResponder, IDirectory, IOutboundQueue, IPref
 from ourmail.vacation.record import ReplyRecord
 from ourmail.vacation.rules import read_header, refusal, reply
 from ourmail.vacation.settings import KEY, Vacation
-from ourmail.vacation.verified import sender_verified
+from ourmail.vacation.verified import HEAD_LIMIT, sender_verified
 
 log = Logger()
 
@@ -86,6 +86,8 @@ class AutoResponder:
         why, addressed = refusal(
             original, sender, mailbox, lambda address: self.directory.may_send_as(mailbox, address)
         )
+        if why is None and _cut_header(head):
+            why = "the header is longer than what was read: List-* fields may be missed"
         if why is None and sender_verified(head, self.authserv_id, sender) is False:
             why = "the sender's address was not verified (SPF or DKIM)"
         if why is None:
@@ -118,3 +120,9 @@ class AutoResponder:
             sender=sender,
             id=qid,
         )
+
+
+def _cut_header(head: bytes) -> bool:
+    """Whether ``head`` (the message's first octets, as delivery read them) ends inside the
+    header section: fields that forbid a reply may lie beyond it."""
+    return len(head) >= HEAD_LIMIT and b"\n\r\n" not in head and b"\n\n" not in head

@@ -65,10 +65,22 @@ def verified_sender(head: bytes, authserv_id: str) -> str | None:
     domain = address.rpartition("@")[2]
     if "@" not in address or not domain:
         return None
+    # DMARC names the domain as it looks up DNS: the A-label of an IDN (RFC 5890).
+    names = {domain, _a_label(domain)}
     for name, value in fields:
-        if name == "authentication-results" and _dmarc_passed(value, authserv_id, domain):
+        if name == "authentication-results" and any(
+            _dmarc_passed(value, authserv_id, d) for d in names if d
+        ):
             return address
     return None
+
+
+def _a_label(domain: str) -> str:
+    """``domain`` in ASCII (``xn--`` labels), or "" when it cannot be."""
+    try:
+        return domain.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return ""
 
 
 def _dmarc_passed(value: str, authserv_id: str, domain: str) -> bool:

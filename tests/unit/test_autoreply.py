@@ -336,3 +336,13 @@ def test_a_subject_with_line_breaks_is_quoted_on_one_line() -> None:
     subject = [line for line in content.split(b"\r\n") if line.startswith(b"Subject:")]
     assert len(subject) == 1 and b"Bcc" in subject[0]
     assert not any(line.lower().startswith(b"bcc:") for line in content.split(b"\r\n"))
+
+
+def test_no_reply_when_the_header_is_longer_than_what_was_read() -> None:
+    from ourmail.vacation.responder import _cut_header
+    from ourmail.vacation.verified import HEAD_LIMIT
+
+    long_head = b"To: ann@example.test\r\n" + b"X-Pad: " + b"x" * HEAD_LIMIT
+    assert _cut_header(long_head[:HEAD_LIMIT])
+    assert not _cut_header(b"To: ann@example.test\r\n\r\nbody")
+    assert not _cut_header(b"To: ann@example.test\r\n")  # short: the whole header

@@ -66,3 +66,11 @@ def test_the_kept_senders_are_bounded_and_the_newest_last() -> None:
         kept = with_sender(kept, f"s{n}@example.org")
     assert len(kept) == MAX_SENDERS and kept[-1] == f"s{MAX_SENDERS + 9}@example.org"
     assert with_sender(["a@x", "b@x"], "a@x") == ["b@x", "a@x"]
+
+
+def test_an_idn_sender_is_matched_by_the_a_label_dmarc_names() -> None:
+    verdict = (
+        f"Authentication-Results: {OURS}; dmarc=pass header.from=xn--hxajbheg2az3al.xn--jxalpdlp"
+    )
+    fields = head("From: info@παράδειγμα.δοκιμή", verdict)
+    assert verified_sender(fields, OURS) == "info@παράδειγμα.δοκιμή"
