@@ -20,13 +20,15 @@ line for a message is written before the cache line, so every UID in ``ourmail-c
 
 from __future__ import annotations
 
+import bisect
 import mmap
 import os
-from collections.abc import Iterable
+from array import array
 from pathlib import Path
 
 from ourmail.fsutil import write_atomic
 from ourmail.mime.summary import Summary
+from ourmail.store.checkpoint import CacheOffsets, Mark
 
 FILE_NAME = "ourmail-cache"
 SEARCH_FILE = "ourmail-search"
@@ -35,6 +37,8 @@ SEARCH_FIELDS = ("from", "to", "cc", "bcc", "subject")
 _US = "\x1f"
 #: Bytes of the search file :meth:`SummaryCache.column` reads at a time.
 COLUMN_CHUNK = 1 << 20
+#: The place of a line found unreadable (no line starts at 0).
+_BAD = (0, 0)
 
 
 def search_line(uid: int, summary: Summary) -> str:
@@ -50,7 +54,10 @@ class SummaryCache:
     def __init__(self, folder_path: Path) -> None:
         self.path = folder_path / FILE_NAME
         self.search_path = folder_path / SEARCH_FILE
+        #: UID -> (start, length) of its line, for the lines read past ``_base``.
         self._offsets: dict[int, tuple[int, int]] = {}
+        #: The offsets of the lines before ``_base.mark``, from the folder's checkpoint.
+        self._base: CacheOffsets | None = None
         self._read_to = 0
         self._inode: int | None = None
         self._fd: int | None = None
@@ -65,11 +72,11 @@ class SummaryCache:
             st = os.stat(self.path)
         except FileNotFoundError:
             self._close()
-            self._offsets, self._read_to, self._inode = {}, 0, None
+            self._offsets, self._read_to, self._inode, self._base = {}, 0, None, None
             return
         if st.st_ino != self._inode or st.st_size < self._read_to:
             self._close()
-            self._offsets, self._read_to, self._inode = {}, 0, st.st_ino
+            self._offsets, self._read_to, self._inode, self._base = {}, 0, st.st_ino, None
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY)
         if st.st_size == self._read_to:
@@ -86,19 +93,88 @@ class SummaryCache:
             pos = end + 1
         self._read_to += pos
 
+    def _where(self, uid: int) -> tuple[int, int] | None:
+        """Where ``uid``'s line lies, as far as the file has been read."""
+        where = self._offsets.get(uid)
+        base = self._base
+        if where is None and base is not None:
+            i = bisect.bisect_left(base.uids, uid)
+            if i < len(base.uids) and base.uids[i] == uid:
+                where = (base.starts[i], base.lengths[i])
+        return where
+
     def get(self, uid: int) -> Summary | None:
         """The cached summary of ``uid``, or None."""
-        if uid not in self._offsets:
+        where = self._where(uid)
+        if where is None or where == _BAD:
             self._refresh()
-        where = self._offsets.get(uid)
-        if where is None:
-            return None
+            where = self._where(uid)
+            if where is None or where == _BAD:
+                return None
         try:
             start, length = where
             return Summary.from_record(self._mapped(start + length)[start : start + length])
         except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeError):
-            self._offsets.pop(uid, None)
+            # A bad line: its UID's next line (after the summary is made again) wins.
+            self._offsets[uid] = _BAD
             return None
+
+    def descriptor(self) -> int | None:
+        """The cache file, open, before any line of it is read (for the folder's checkpoint
+        to check its offsets against); None when there is no cache file."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        self._close()
+        self._fd = fd
+        self._offsets, self._read_to, self._inode, self._base = {}, 0, os.fstat(fd).st_ino, None
+        return fd
+
+    def adopt(self, base: CacheOffsets) -> None:
+        """Take the offsets of a checkpoint that matched the file :meth:`descriptor` opened:
+        only the lines after them are read."""
+        if base.mark.inode == self._inode and not self._read_to:
+            self._base, self._read_to = base, base.mark.offset
+
+    def offsets(self) -> CacheOffsets | None:
+        """Every UID's line as far as the file goes now (for the folder's checkpoint); None
+        when there is no cache file."""
+        self._refresh()
+        if self._fd is None or self._inode is None:
+            return None
+        mark = Mark.of(self._fd, self._inode, self._read_to)
+        base = self._base
+        if base is not None and not self._offsets:
+            return CacheOffsets(mark, base.uids, base.starts, base.lengths)
+        uids, starts, lengths = (
+            (array("q"), array("q"), array("q"))
+            if base is None
+            else (array("q", base.uids), array("q", base.starts), array("q", base.lengths))
+        )
+        extra = []
+        for uid, (start, length) in self._offsets.items():
+            i = bisect.bisect_left(uids, uid)
+            if i < len(uids) and uids[i] == uid:
+                starts[i], lengths[i] = start, length
+            else:
+                extra.append(uid)
+        if extra:  # new UIDs, mostly above the others: one sort puts them in place
+            uids.extend(extra)
+            starts.extend(self._offsets[u][0] for u in extra)
+            lengths.extend(self._offsets[u][1] for u in extra)
+            order = sorted(range(len(uids)), key=uids.__getitem__)
+            uids, starts, lengths = (
+                array("q", [c[i] for i in order]) for c in (uids, starts, lengths)
+            )
+        bad = (
+            [i for i, length in enumerate(lengths) if not length]
+            if _BAD in self._offsets.values()
+            else []
+        )
+        for i in reversed(bad):
+            del uids[i], starts[i], lengths[i]
+        return CacheOffsets(mark, uids, starts, lengths)
 
     def _mapped(self, end: int) -> mmap.mmap:
         """The memory map, covering at least ``end`` bytes of the file."""
@@ -130,24 +206,27 @@ class SummaryCache:
         with open(self.path, "ab") as f:
             f.write(data)
 
-    def known(self) -> Iterable[int]:
+    def known(self) -> set[int]:
         """The UIDs with a summary (and so a search line)."""
         self._refresh()
-        return self._offsets.keys()
+        known = {u for u, where in self._offsets.items() if where != _BAD}
+        if self._base is not None:
+            known.update(self._base.uids)
+        return known
 
     def prepare_search(self) -> None:
         """Make the search file cover every cached summary (call with the folder lock held):
         write it from the summaries if it is missing (a folder from before it existed), remove
         it if it outlived the cache (a :meth:`clear` cut short by a crash)."""
-        self._refresh()
-        if not self._offsets:
+        known = self.known()
+        if not known:
             if self.search_path.exists() and self.search_path.stat().st_size:
                 self.search_path.unlink()
             return
         if self.search_path.exists():
             return
         lines = []
-        for uid in list(self._offsets):
+        for uid in sorted(known):
             summary = self.get(uid)
             if summary is not None:
                 lines.append(search_line(uid, summary))

@@ -54,10 +54,11 @@ from ourmail.interfaces import (
 from ourmail.mailflags import canonical_flag
 from ourmail.mime.structure import Buffer, to_crlf
 from ourmail.mime.summary import Summary, summarize
-from ourmail.store import faults, journal, maildir
+from ourmail.store import checkpoint, faults, journal, maildir
 from ourmail.store.cache import SummaryCache
 from ourmail.store.committer import Committer, Placement, Snapshot
-from ourmail.store.journal import CorruptJournal, Entry, FolderState
+from ourmail.store.entrytable import Entry
+from ourmail.store.journal import CorruptJournal, FolderState
 from ourmail.store.shardmove import MovingShards
 
 UIDLIST = "ourmail-uidlist"
@@ -71,6 +72,13 @@ MAP_AT = 256 * 1024
 SCAN_BATCH = 500
 #: Rewrite the journal once it has this many lines more than twice the messages.
 COMPACT_SLACK = 5000
+#: Write a checkpoint (``checkpoint.py``) of a folder of at least ``CHECKPOINT_MIN`` messages
+#: once this many journal lines (or one for every ``CHECKPOINT_SHARE`` messages, if more) were
+#: folded since the last: a restart then folds at most that many lines.  A checkpoint of
+#: 100,000 messages takes about 0.1 s to write, so that is some 70 µs a line.
+CHECKPOINT_LINES = 1024
+CHECKPOINT_SHARE = 64
+CHECKPOINT_MIN = 2000
 
 log = Logger()
 
@@ -178,6 +186,8 @@ class MaildirFolder:
         self.cache = SummaryCache(path)
         self._offset = 0
         self._inode: int | None = None
+        #: ``state.lines`` at the last checkpoint written or read.
+        self._checkpointed = 0
         self._keywords: list[str] = []
         #: info string -> its flags, for the keywords as they are now
         self._flags_of_info: dict[str, frozenset[str]] = {}
@@ -254,6 +264,7 @@ class MaildirFolder:
         if st.st_ino != self._inode or st.st_size < self._offset:
             self.state, self._offset, self._inode, reloaded = FolderState(), 0, st.st_ino, True
             self._sorted = None
+            self._from_checkpoint()
         if st.st_size == self._offset:
             return reloaded
         before = (self.state.highestmodseq, self.state.uidnext)
@@ -267,7 +278,49 @@ class MaildirFolder:
             return True
         if count != len(self.state.entries) or before[1] != self.state.uidnext:
             self._sorted = None  # messages came or went (flag changes keep the UID list)
+        messages = len(self.state.entries)
+        if messages >= CHECKPOINT_MIN and self.state.lines - self._checkpointed >= max(
+            CHECKPOINT_LINES, messages // CHECKPOINT_SHARE
+        ):
+            self._checkpoint()
         return reloaded or before != (self.state.highestmodseq, self.state.uidnext)
+
+    def _from_checkpoint(self) -> None:
+        """Start the fold from the checkpoint, if one matches the journal (whose inode is
+        ``self._inode``), and the summary cache from its offsets."""
+        self._checkpointed = 0
+        try:
+            fd = os.open(self._uidlist_path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            if os.fstat(fd).st_ino != self._inode:
+                return
+            loaded = checkpoint.read(self.path, fd, self.cache.descriptor())
+        finally:
+            os.close(fd)
+        if loaded is None:
+            return
+        self.state, self._offset = loaded.state, loaded.offset
+        self._checkpointed = loaded.state.lines
+        if loaded.cache is not None:
+            self.cache.adopt(loaded.cache)
+
+    def _checkpoint(self) -> None:
+        """Write the checkpoint of the fold as it stands (memory current)."""
+        self._checkpointed = self.state.lines
+        assert self._inode is not None
+        try:
+            fd = os.open(self._uidlist_path, os.O_RDONLY)
+            try:
+                if os.fstat(fd).st_ino != self._inode:
+                    return  # replaced meanwhile: the next fold writes one
+                mark = checkpoint.Mark.of(fd, self._inode, self._offset)
+            finally:
+                os.close(fd)
+            checkpoint.write(self.path, self.state, mark, self.cache.offsets())
+        except OSError as e:
+            log.warn("cannot write the checkpoint of {path}: {e}", path=self.root, e=e)
 
     def _rebuild(self, why: str) -> None:
         """Write a new journal from the files, with a new UIDVALIDITY."""
@@ -403,6 +456,8 @@ class MaildirFolder:
         st = os.stat(self.path / UIDLIST)
         self._inode, self._offset = st.st_ino, st.st_size
         s.lines, s.stamp = len(lines), stamp
+        if len(s.entries) >= CHECKPOINT_MIN:
+            self._checkpoint()
 
     # -- keywords (Dovecot's dovecot-keywords: "<index> <name>", index 0 is letter 'a') --------
 
@@ -460,7 +515,7 @@ class MaildirFolder:
 
     def uids(self) -> Sequence[int]:
         if self._sorted is None:
-            self._sorted = sorted(self.state.entries)
+            self._sorted = self.state.entries.uid_list()
         return self._sorted
 
     def message(self, uid: int) -> StoredMessage:

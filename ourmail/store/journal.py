@@ -4,7 +4,7 @@ A folder's in-memory state is the fold of its journal, so a process only reads t
 since it last looked, and several processes sharing a folder agree on every UID.  Lines are
 tab-separated::
 
-    ourmail-uidlist 2 V<uidvalidity> N<uidnext> M<highestmodseq>      first line
+    ourmail-uidlist 2 V<uidvalidity> N<uidnext> M<highestmodseq> G<generation>   first line
     + uid modseq sub info size date base      a message (sub: new|cur; info: flags, "~" = none)
     F uid modseq sub info                     its flags or location changed
     - uid modseq                              it was expunged
@@ -26,13 +26,16 @@ internal-date and size order, sorted when first asked for after a change.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Set
+import secrets
+from array import array
+from collections.abc import Iterable, Sequence, Set
 
 import attrs
 
+from ourmail.store.entrytable import NO_INFO, Entry, EntryTable
+
 MAGIC = "ourmail-uidlist"
 VERSION = "2"
-NO_INFO = "~"
 #: Info letters whose absence the fold indexes too: ``S`` (\Seen) and ``T`` (\Deleted).
 LACKING = "ST"
 #: Changes kept in memory for sessions catching up; older ones force a full comparison.
@@ -43,22 +46,6 @@ class CorruptJournal(ValueError):
     """A line that cannot be applied; the journal must be rebuilt."""
 
 
-@attrs.define(slots=True)
-class Entry:
-    uid: int
-    base: str
-    sub: str
-    #: Maildir info flag letters, or None when the file name has no ``:2,`` part.
-    info: str | None
-    modseq: int
-    size: int
-    date: float
-
-    @property
-    def filename(self) -> str:
-        return self.base if self.info is None else f"{self.base}:2,{self.info}"
-
-
 @attrs.define
 class FolderState:
     """The fold of a journal."""
@@ -67,8 +54,7 @@ class FolderState:
     uidnext: int = 1
     highestmodseq: int = 1
     first_recent: int = 1
-    entries: dict[int, Entry] = attrs.Factory(dict)
-    by_base: dict[str, int] = attrs.Factory(dict)
+    entries: EntryTable = attrs.Factory(EntryTable)
     #: The directory stamp written by the last writer, or None.
     stamp: tuple[int, int] | None = None
     #: (modseq, uid) of recent changes, ascending, for sessions catching up.
@@ -81,12 +67,22 @@ class FolderState:
     #: Sum of the sizes of the messages present (for quota).
     total_size: int = 0
     #: Info letter (``S``, ``F``, ``a`` …) -> the UIDs whose file names carry it.
-    by_letter: dict[str, set[int]] = attrs.Factory(dict)
+    by_letter: dict[str, set[int] | PendingSet] = attrs.Factory(dict)
     #: Letter of ``LACKING`` -> the UIDs present whose file names do not carry it.
-    lacking: dict[str, set[int]] = attrs.Factory(lambda: {ch: set() for ch in LACKING})
+    lacking: dict[str, set[int] | PendingSet] = attrs.Factory(lambda: {ch: set() for ch in LACKING})
     #: The UIDs in internal-date and in size order; None until first asked for.
     _by_date: _Ordered | None = None
     _by_size: _Ordered | None = None
+    #: Base name -> UID; None until first asked for (:attr:`by_base`).
+    _by_base: dict[str, int] | None = None
+
+    @property
+    def by_base(self) -> dict[str, int]:
+        """The UID of each message by its Maildir base name (made when first asked for: a
+        state loaded from a checkpoint has no Entry objects yet)."""
+        if self._by_base is None:
+            self._by_base = {self.entries[u].base: u for u in self.entries.uid_list()}
+        return self._by_base
 
     def _changed(self, modseq: int, uid: int) -> None:
         self.highestmodseq = max(self.highestmodseq, modseq)
@@ -117,7 +113,8 @@ class FolderState:
                     raise CorruptJournal(f"UID {uid} is not above {self.last_added}")
                 self.last_added = uid
                 self.entries[uid] = entry
-                self.by_base[entry.base] = uid
+                if self._by_base is not None:
+                    self._by_base[entry.base] = uid
                 self.total_size += entry.size
                 self._letters(uid, None, entry.info or "")
                 if self._by_date is not None:
@@ -145,7 +142,8 @@ class FolderState:
                 self.highestmodseq = max(self.highestmodseq, modseq)
                 gone = self.entries.pop(uid, None)
                 if gone is not None:
-                    self.by_base.pop(gone.base, None)
+                    if self._by_base is not None:
+                        self._by_base.pop(gone.base, None)
                     self.total_size -= gone.size
                     self._letters(uid, gone.info or "", None)
                     for order in (self._by_date, self._by_size):
@@ -176,14 +174,29 @@ class FolderState:
 
     def with_letter(self, letter: str) -> set[int]:
         """The UIDs whose info carries ``letter`` (the caller must not change the set)."""
-        return self.by_letter.get(letter, _EMPTY)
+        uids = self.by_letter.get(letter, _EMPTY)
+        if isinstance(uids, PendingSet):
+            uids = self.by_letter[letter] = uids.made()
+        return uids
+
+    def letter_sets(self) -> tuple[dict[str, set[int]], dict[str, set[int]]]:
+        """Every letter's set of UIDs, and every ``LACKING`` letter's set of UIDs lacking it
+        (for a checkpoint; the caller must not change them)."""
+        for letter in list(self.by_letter):
+            self.with_letter(letter)
+        for letter in LACKING:
+            self.without_letter(letter)
+        return self.by_letter, self.lacking  # type: ignore[return-value]
 
     def without_letter(self, letter: str) -> Set[int]:
         """The UIDs present whose info lacks ``letter``: kept for the letters of ``LACKING``,
         the complement of :meth:`with_letter` for the others (the caller must not change
         the set)."""
         if letter in self.lacking:
-            return self.lacking[letter]
+            uids = self.lacking[letter]
+            if isinstance(uids, PendingSet):
+                uids = self.lacking[letter] = uids.made()
+            return uids
         return self.entries.keys() - self.with_letter(letter)
 
     def _order(self, key: str) -> _Ordered:
@@ -198,6 +211,19 @@ class FolderState:
                 self._by_size = order
         return order
 
+    def date_order(self) -> tuple[Sequence[float], Sequence[int]]:
+        """The internal dates in ascending order, and the UIDs they belong to (for a
+        checkpoint; the caller must not change the lists)."""
+        order = self._order("date")
+        if order.stale:
+            order = self._by_date = _Ordered.of(self.entries, "date")
+        return order.keys, order.uids
+
+    def restore_date_order(self, keys: array[float], uids: array[int]) -> None:
+        """Take the date order of a checkpoint (as :meth:`date_order` gave it), kept as
+        arrays: they support what the order does with lists, and need no conversion."""
+        self._by_date = _Ordered(keys, uids)
+
     def dated(self, start: float | None, end: float | None) -> set[int]:
         """UIDs present with ``start <= internal date < end`` (an open end when None)."""
         return self._order("date").between(start, end, self.entries.keys())
@@ -211,7 +237,7 @@ class FolderState:
         equal keys by UID (a fresh list)."""
         order = self._order(key)
         if not order.stale:
-            return list(order.uids)
+            return order.uids.tolist() if isinstance(order.uids, array) else list(order.uids)
         present = self.entries
         return [u for u in order.uids if u in present]
 
@@ -226,23 +252,48 @@ class FolderState:
 _EMPTY: set[int] = set()
 
 
+class PendingSet:
+    """A set of UIDs from a checkpoint, made into a ``set`` when first asked for (a set of
+    100,000 numbers takes some 8 ms to make); the changes made before that are kept in order
+    and applied then."""
+
+    def __init__(self, uids: Iterable[int]) -> None:
+        self._uids = uids
+        self._changes: list[tuple[bool, int]] = []
+
+    def add(self, uid: int) -> None:
+        self._changes.append((True, uid))
+
+    def discard(self, uid: int) -> None:
+        self._changes.append((False, uid))
+
+    def made(self) -> set[int]:
+        uids = set(self._uids)
+        for added, uid in self._changes:
+            if added:
+                uids.add(uid)
+            else:
+                uids.discard(uid)
+        return uids
+
+
 class _Ordered:
     """UIDs ordered by a number (internal date, size), for range look-ups by bisection.
 
     Expunged UIDs stay until the next re-sort (``stale`` counts them); look-ups leave them out.
     """
 
-    def __init__(self, keys: list[float], uids: list[int]) -> None:
+    def __init__(self, keys: list[float] | array[float], uids: list[int] | array[int]) -> None:
         self.keys, self.uids = keys, uids
         self.stale = 0
 
     @classmethod
-    def of(cls, entries: dict[int, Entry], key: str) -> _Ordered:
+    def of(cls, entries: EntryTable, key: str) -> _Ordered:
         """The UIDs of ``entries`` by ``key`` (an Entry attribute, ``date`` or ``size``),
         equal keys by UID.  Sorted as positions keyed by a list's ``__getitem__`` (a stable
         sort of the UIDs in ascending order), several times faster than sorting pairs."""
-        uids = sorted(entries)
-        values = [getattr(entries[u], key) for u in uids]
+        uids = entries.uid_list()
+        values = entries.values_of(key)
         positions = sorted(range(len(uids)), key=values.__getitem__)
         return cls([values[i] for i in positions], [uids[i] for i in positions])
 
@@ -263,7 +314,9 @@ def _info(field: str) -> str | None:
 
 
 def header(uidvalidity: int, uidnext: int, modseq: int) -> str:
-    return f"{MAGIC}\t{VERSION}\tV{uidvalidity}\tN{uidnext}\tM{modseq}\n"
+    """The first line of a journal written afresh, with a new random generation number
+    (``G``) that tells this journal from any earlier one (``checkpoint.py``)."""
+    return f"{MAGIC}\t{VERSION}\tV{uidvalidity}\tN{uidnext}\tM{modseq}\tG{secrets.randbits(62)}\n"
 
 
 def added(e: Entry) -> str:
