@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -25,10 +26,16 @@ def fsync_file(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+def write_atomic(
+    path: Path,
+    data: bytes,
+    mode: int = 0o600,
+    before_rename: Callable[[int], None] | None = None,
+) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new file, whole.
 
     Writes a sibling temporary file, fsyncs it, renames it over ``path`` and fsyncs the directory.
+    ``before_rename`` is called with the new file's inode (which the rename keeps) just before.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -37,8 +44,11 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         while view:
             view = view[os.write(fd, view) :]
         os.fsync(fd)
+        inode = os.fstat(fd).st_ino
     finally:
         os.close(fd)
+    if before_rename is not None:
+        before_rename(inode)
     os.replace(tmp, path)
     fsync_dir(path.parent)
 

@@ -58,6 +58,8 @@ class SummaryCache:
         self._offsets: dict[int, tuple[int, int]] = {}
         #: The offsets of the lines before ``_base.mark``, from the folder's checkpoint.
         self._base: CacheOffsets | None = None
+        #: :meth:`known` as of (inode, bytes read, lines past ``_base``).
+        self._known: tuple[tuple[int | None, int, int], set[int]] | None = None
         self._read_to = 0
         self._inode: int | None = None
         self._fd: int | None = None
@@ -116,26 +118,19 @@ class SummaryCache:
             return Summary.from_record(self._mapped(start + length)[start : start + length])
         except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeError):
             # A bad line: its UID's next line (after the summary is made again) wins.
-            self._offsets[uid] = _BAD
+            self._offsets[uid], self._known = _BAD, None
             return None
 
-    def descriptor(self) -> int | None:
-        """The cache file, open, before any line of it is read (for the folder's checkpoint
-        to check its offsets against); None when there is no cache file."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
-            return None
+    def adopt(self, base: CacheOffsets, fd: int) -> bool:
+        """Take the offsets of a checkpoint that matched the cache file open as ``fd`` (then
+        only the lines after them are read), unless this cache has read the file already.
+        True if it took them (and ``fd`` with them); the caller closes ``fd`` otherwise."""
+        if self._inode is not None:
+            return False
         self._close()
-        self._fd = fd
-        self._offsets, self._read_to, self._inode, self._base = {}, 0, os.fstat(fd).st_ino, None
-        return fd
-
-    def adopt(self, base: CacheOffsets) -> None:
-        """Take the offsets of a checkpoint that matched the file :meth:`descriptor` opened:
-        only the lines after them are read."""
-        if base.mark.inode == self._inode and not self._read_to:
-            self._base, self._read_to = base, base.mark.offset
+        self._fd, self._inode, self._read_to = fd, base.mark.inode, base.mark.offset
+        self._offsets, self._base, self._known = {}, base, None
+        return True
 
     def offsets(self) -> CacheOffsets | None:
         """Every UID's line as far as the file goes now (for the folder's checkpoint); None
@@ -207,12 +202,19 @@ class SummaryCache:
             f.write(data)
 
     def known(self) -> set[int]:
-        """The UIDs with a summary (and so a search line)."""
+        """The UIDs with a readable summary (and so a search line); the caller must not
+        change the set."""
         self._refresh()
-        known = {u for u, where in self._offsets.items() if where != _BAD}
-        if self._base is not None:
-            known.update(self._base.uids)
-        return known
+        stamp = (self._inode, self._read_to, len(self._offsets))
+        if self._known is None or self._known[0] != stamp:
+            known = set() if self._base is None else set(self._base.uids)
+            for uid, where in self._offsets.items():
+                if where == _BAD:
+                    known.discard(uid)
+                else:
+                    known.add(uid)
+            self._known = (stamp, known)
+        return self._known[1]
 
     def prepare_search(self) -> None:
         """Make the search file cover every cached summary (call with the folder lock held):

@@ -264,7 +264,10 @@ class MaildirFolder:
         if st.st_ino != self._inode or st.st_size < self._offset:
             self.state, self._offset, self._inode, reloaded = FolderState(), 0, st.st_ino, True
             self._sorted = None
-            self._from_checkpoint()
+            if self._from_checkpoint():
+                st = os.stat(self._uidlist_path)  # it may have grown since
+                if st.st_ino != self._inode:  # or been replaced: start again
+                    return self._read_tail() or True
         if st.st_size == self._offset:
             return reloaded
         before = (self.state.highestmodseq, self.state.uidnext)
@@ -285,42 +288,66 @@ class MaildirFolder:
             self._checkpoint()
         return reloaded or before != (self.state.highestmodseq, self.state.uidnext)
 
-    def _from_checkpoint(self) -> None:
+    def _from_checkpoint(self) -> bool:
         """Start the fold from the checkpoint, if one matches the journal (whose inode is
-        ``self._inode``), and the summary cache from its offsets."""
+        ``self._inode``), and the summary cache from its offsets; True if it did."""
         self._checkpointed = 0
         try:
             fd = os.open(self._uidlist_path, os.O_RDONLY)
         except FileNotFoundError:
-            return
+            return False
+        try:
+            cache_fd: int | None = os.open(self.cache.path, os.O_RDONLY)
+        except FileNotFoundError:
+            cache_fd = None
         try:
             if os.fstat(fd).st_ino != self._inode:
-                return
-            loaded = checkpoint.read(self.path, fd, self.cache.descriptor())
+                return False
+            loaded = checkpoint.read(self.path, fd, cache_fd)
+            if loaded is None:
+                return False
+            self.state, self._offset = loaded.state, loaded.offset
+            self._checkpointed = loaded.state.lines
+            if (
+                loaded.cache is not None
+                and cache_fd is not None
+                and self.cache.adopt(loaded.cache, cache_fd)
+            ):
+                cache_fd = None
+            return True
         finally:
             os.close(fd)
-        if loaded is None:
-            return
-        self.state, self._offset = loaded.state, loaded.offset
-        self._checkpointed = loaded.state.lines
-        if loaded.cache is not None:
-            self.cache.adopt(loaded.cache)
+            if cache_fd is not None:
+                os.close(cache_fd)
 
-    def _checkpoint(self) -> None:
-        """Write the checkpoint of the fold as it stands (memory current)."""
+    def _checkpoint(self, mark: checkpoint.Mark | None = None) -> None:
+        """Write the checkpoint of the fold as it stands (memory current): of the journal as
+        it is (``mark`` None), or of the one about to replace it (``mark``, lock held)."""
         self._checkpointed = self.state.lines
-        assert self._inode is not None
+        staged = None
         try:
-            fd = os.open(self._uidlist_path, os.O_RDONLY)
-            try:
-                if os.fstat(fd).st_ino != self._inode:
-                    return  # replaced meanwhile: the next fold writes one
-                mark = checkpoint.Mark.of(fd, self._inode, self._offset)
-            finally:
-                os.close(fd)
-            checkpoint.write(self.path, self.state, mark, self.cache.offsets())
-        except OSError as e:
-            log.warn("cannot write the checkpoint of {path}: {e}", path=self.root, e=e)
+            if mark is None:
+                assert self._inode is not None
+                with open(self._uidlist_path, "rb") as f:
+                    if os.fstat(f.fileno()).st_ino != self._inode:
+                        return  # replaced meanwhile: the next fold writes one
+                    mark = checkpoint.Mark.of(f.fileno(), self._inode, self._offset)
+                current = True
+            else:
+                current = False
+            staged = checkpoint.stage(
+                self.path, checkpoint.encode(self.state, mark, self.cache.offsets())
+            )
+            with self._locked():
+                # Only for the journal it marks: another process may have compacted it.
+                if not current or os.stat(self._uidlist_path).st_ino == mark.inode:
+                    os.replace(staged, self.path / checkpoint.FILE_NAME)
+                    staged = None
+        except Exception:  # an optimisation: the folder works without it
+            log.failure("cannot write the checkpoint of {path}", path=self.root)
+        finally:
+            if staged is not None:
+                staged.unlink(missing_ok=True)
 
     def _rebuild(self, why: str) -> None:
         """Write a new journal from the files, with a new UIDVALIDITY."""
@@ -451,13 +478,21 @@ class MaildirFolder:
         lines += [journal.added(s.entries[uid]) for uid in self.uids()]
         lines += [journal.recent_claimed(s.first_recent), journal.stamped(stamp)]
         faults.point("compact")
-        write_atomic(self.path / UIDLIST, "".join(lines).encode("utf-8"))
+        data = "".join(lines).encode("utf-8")
+        s.lines, s.stamp = len(lines), stamp
+        large = len(s.entries) >= CHECKPOINT_MIN
+
+        def checkpoint_first(inode: int) -> None:
+            # Before the rename: a process that sees the new journal finds its checkpoint.
+            if large:
+                self._checkpoint(checkpoint.Mark.of_bytes(inode, data))
+
+        write_atomic(self.path / UIDLIST, data, before_rename=checkpoint_first)
         # The new journal is the fold held here: take its place without reading it back.
         st = os.stat(self.path / UIDLIST)
-        self._inode, self._offset = st.st_ino, st.st_size
-        s.lines, s.stamp = len(lines), stamp
-        if len(s.entries) >= CHECKPOINT_MIN:
-            self._checkpoint()
+        self._inode, self._offset, self._checkpointed = st.st_ino, st.st_size, s.lines
+        if not large:  # one from when the folder was larger would be read and refused
+            (self.path / checkpoint.FILE_NAME).unlink(missing_ok=True)
 
     # -- keywords (Dovecot's dovecot-keywords: "<index> <name>", index 0 is letter 'a') --------
 

@@ -75,22 +75,49 @@ class FolderState:
     _by_size: _Ordered | None = None
     #: Base name -> UID; None until first asked for (:attr:`by_base`).
     _by_base: dict[str, int] | None = None
+    #: Whether ``changes`` may be out of modseq order (a compacted journal lists its messages
+    #: by UID): sorted before it is read.
+    _unsorted: bool = False
 
     @property
     def by_base(self) -> dict[str, int]:
-        """The UID of each message by its Maildir base name (made when first asked for: a
-        state loaded from a checkpoint has no Entry objects yet)."""
+        """The UID of each message by its Maildir base name (made when first asked for)."""
         if self._by_base is None:
-            self._by_base = {self.entries[u].base: u for u in self.entries.uid_list()}
+            self._by_base = self.entries.base_index()
         return self._by_base
 
     def _changed(self, modseq: int, uid: int) -> None:
         self.highestmodseq = max(self.highestmodseq, modseq)
-        self.changes.append((modseq, uid))
-        if len(self.changes) > CHANGE_LOG:
-            cut = len(self.changes) // 2
-            self.changes_floor = self.changes[cut - 1][0]
-            del self.changes[:cut]
+        changes = self.changes
+        if changes and modseq < changes[-1][0]:
+            self._unsorted = True
+        changes.append((modseq, uid))
+        if len(changes) > CHANGE_LOG:
+            self._sort_changes()
+            cut = len(changes) // 2
+            # Never lowered: the changes below it may have been cut before (RFC 7162 §3.1).
+            self.changes_floor = max(self.changes_floor, changes[cut - 1][0])
+            del changes[:cut]
+
+    def _sort_changes(self) -> None:
+        if self._unsorted:
+            self.changes.sort()
+            self._unsorted = False
+
+    def recent_changes(self, most: int) -> tuple[list[tuple[int, int]], int]:
+        """The last ``most`` changes in modseq order, and the modseq below which they are
+        incomplete (for a checkpoint)."""
+        self._sort_changes()
+        kept = self.changes[-most:] if most else []
+        floor = self.changes_floor
+        if len(kept) < len(self.changes):
+            floor = max(floor, self.changes[len(self.changes) - len(kept) - 1][0])
+        return kept, floor
+
+    def restore_changes(self, changes: list[tuple[int, int]]) -> None:
+        """Take the changes of a checkpoint (in modseq order, as :meth:`recent_changes`
+        gave them)."""
+        self.changes, self._unsorted = changes, False
 
     def apply(self, line: str) -> None:
         """Apply one journal line (without its newline)."""
@@ -245,6 +272,7 @@ class FolderState:
         """UIDs changed, added or expunged after ``modseq``; None if that is too far back."""
         if modseq < self.changes_floor:
             return None
+        self._sort_changes()
         i = bisect.bisect_right(self.changes, (modseq, 1 << 62))
         return [uid for _, uid in self.changes[i:]]
 
@@ -257,24 +285,43 @@ class PendingSet:
     100,000 numbers takes some 8 ms to make); the changes made before that are kept in order
     and applied then."""
 
+    #: Changes kept at most before the set is made anyway (a process that never asks, such
+    #: as an MX worker, must not queue them without end).
+    MOST = 4096
+
     def __init__(self, uids: Iterable[int]) -> None:
         self._uids = uids
         self._changes: list[tuple[bool, int]] = []
+        self._made: set[int] | None = None
 
     def add(self, uid: int) -> None:
-        self._changes.append((True, uid))
+        if self._made is not None:
+            self._made.add(uid)
+        else:
+            self._queue(True, uid)
 
     def discard(self, uid: int) -> None:
-        self._changes.append((False, uid))
+        if self._made is not None:
+            self._made.discard(uid)
+        else:
+            self._queue(False, uid)
+
+    def _queue(self, added: bool, uid: int) -> None:
+        self._changes.append((added, uid))
+        if len(self._changes) > self.MOST:
+            self.made()
 
     def made(self) -> set[int]:
-        uids = set(self._uids)
-        for added, uid in self._changes:
-            if added:
-                uids.add(uid)
-            else:
-                uids.discard(uid)
-        return uids
+        """The set, with every change so far (the same set from then on)."""
+        if self._made is None:
+            uids = set(self._uids)
+            for added, uid in self._changes:
+                if added:
+                    uids.add(uid)
+                else:
+                    uids.discard(uid)
+            self._made, self._changes = uids, []
+        return self._made
 
 
 class _Ordered:

@@ -93,9 +93,10 @@ def size_from_base(base: str) -> int | None:
     """The ``,W=`` (else ``,S=``) size Dovecot and ourmail put in base names, if present."""
     found: int | None = None
     for part in base.split(",")[1:]:
-        if part.startswith("W=") and part[2:].isdigit():
+        # At most 15 digits: a larger "size" is not one (and would not fit the indexes).
+        if part.startswith("W=") and part[2:].isdigit() and len(part) <= 17:
             return int(part[2:])
-        if part.startswith("S=") and part[2:].isdigit():
+        if part.startswith("S=") and part[2:].isdigit() and len(part) <= 17:
             found = int(part[2:])
     return found
 

@@ -6,19 +6,22 @@ without an error."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
+import zlib
 from array import array
 from pathlib import Path
 from typing import Any
 
 import pytest
-from storehelp import on_reactor
+from storehelp import drop, on_reactor
 from test_folder_index import FLAGS, assert_index_agrees, fill, shuffle_flags
 
 from ourmail.store import checkpoint
 from ourmail.store import folder as folder_mod
+from ourmail.store import journal as journal_mod
 from ourmail.store.entrytable import Columns, Entry, EntryTable
 from ourmail.store.folder import MaildirFolder
 from ourmail.store.userstore import MaildirStore, ensure_default_folders
@@ -148,21 +151,44 @@ def test_a_journal_rewritten_in_place_is_not_taken_for_the_checkpointed_one(
     assert checkpoint.read(inbox.path, os.open(journal, os.O_RDONLY), None) is None
 
 
+def signed(rest: bytes) -> bytes:
+    """A checkpoint file of ``rest`` (header line and sections) with a right checksum."""
+    return checkpoint.MAGIC + b"%08x\n" % zlib.crc32(rest) + rest
+
+
 def corruptions(data: bytes, rng: random.Random) -> list[bytes]:
+    first_end = data.index(b"\n") + 1
+    header_end = data.index(b"\n", first_end)
+    header, payload = json.loads(data[first_end:header_end]), data[header_end + 1 :]
+
+    def edited(**changes: Any) -> bytes:
+        return signed(json.dumps({**header, **changes}).encode() + b"\n" + payload)
+
     flipped = bytearray(data)
     flipped[len(data) - 5] ^= 0x40
-    header_end = data.index(b"\n", len(checkpoint.MAGIC))
-    bigger = data.replace(b'"sections":{"uids":["q",0,', b'"sections":{"uids":["q",9999999,')
+    renumbered = bytearray(data)
+    at = data.index(b'"uidnext":') + len(b'"uidnext":')
+    renumbered[at] = ord("9") if data[at] != ord("9") else ord("8")
+    uids = header["sections"]["uids"]
     return [
         b"",
         data[: len(data) // 2],
         data[:header_end],
         bytes(flipped),
-        bigger,
-        checkpoint.MAGIC + b"{}\n",
-        checkpoint.MAGIC + b"[1,2]\n",
-        checkpoint.MAGIC + b"x" * (checkpoint.MAX_HEADER + 10),
-        checkpoint.MAGIC.replace(b"1", b"9") + data[len(checkpoint.MAGIC) :],
+        bytes(renumbered),  # the header is under the checksum too
+        checkpoint.MAGIC + b"00000000\n{}\n",
+        signed(b"{}\n"),
+        signed(b"[1,2]\n"),
+        signed(b"[" * 100_000 + b"\n"),
+        signed(b"x" * (checkpoint.MAX_HEADER + 10)),
+        edited(sections=[1, 2]),
+        edited(sections={**header["sections"], "uids": ["q", 10**9, uids[2]]}),
+        edited(sections={"uids": uids, "again": uids}),
+        edited(sections={**header["sections"], "modseqs": uids}),  # overlapping
+        edited(journal={**header["journal"], "inode": 10**400}),
+        edited(numbers={**header["numbers"], "uidnext": "many"}),
+        edited(byteorder="big" if header["byteorder"] == "little" else "little"),
+        data.replace(b"ourmail-index 2", b"ourmail-index 9", 1),
         rng.randbytes(5000),
         checkpoint.MAGIC + rng.randbytes(5000),
     ]
@@ -267,9 +293,12 @@ def test_the_entry_table_behaves_as_a_dictionary(seed: int) -> None:
     assert table.values_of("date") == [model[u].date for u in sorted(model)]
     again = EntryTable(table.columns())
     assert dict(again.items()) == model
-    assert table.pop(10**6) is None
-    with pytest.raises(KeyError):
-        del table[10**6]
+    assert table.pop(10**6, None) is None and table.get("x") is None  # type: ignore[arg-type]
+    for missing in (lambda: table.pop(10**6), lambda: table.__delitem__(10**6)):
+        with pytest.raises(KeyError):
+            missing()
+    assert table.keys() - {1, 2} == set(model) - {1, 2}
+    assert {1, 2, uid} & table.keys() == {1, 2, uid} & set(model)
 
 
 def test_columns_round_trip_unusual_names() -> None:
@@ -289,3 +318,99 @@ def test_flags_of_messages_in_the_checkpoint_can_be_changed(
     on_reactor(reopened.store_flags, uids, FLAGS[:2], "=")
     assert all(reopened.message(u).flags >= set(FLAGS[:2]) for u in uids)
     agree(reopened, from_scratch(inbox.path, monkeypatch))
+
+
+def test_a_message_whose_name_claims_an_absurd_size_does_not_stop_the_folder(
+    inbox: MaildirFolder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fill(inbox, random.Random(11), 12)
+    drop(inbox.path, b"Subject: odd\r\n\r\nbody\r\n", name="1.odd.host,W=99999999999999999999")
+    assert inbox.sync()
+    fill(inbox, random.Random(12), 10)  # enough lines for another checkpoint
+    again = MaildirFolder(inbox.path, "INBOX")
+    assert len(again.uids()) == 23
+    agree(again, from_scratch(inbox.path, monkeypatch))
+
+
+def test_base_names_are_indexed_without_making_every_message(
+    inbox: MaildirFolder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fill(inbox, random.Random(13), 12)
+    reopened = opened_from_checkpoint(inbox.path, monkeypatch)
+    scratch = from_scratch(inbox.path, monkeypatch)
+    for uid in scratch.uids():
+        assert reopened.uid_of(scratch.state.entries[uid].base) == uid
+    assert not reopened.state.entries._made  # the columns gave the names
+
+
+def test_a_checkpoint_of_a_replaced_journal_never_overwrites_the_new_one(
+    inbox: MaildirFolder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(folder_mod, "COMPACT_SLACK", 10)
+    rng = random.Random(14)
+    fill(inbox, rng, 20)
+    late = MaildirFolder(inbox.path, "INBOX")  # another process, about to write one
+    shuffle_flags(inbox, rng, 30)  # compacts the journal and checkpoints the new one
+    fresh = (inbox.path / checkpoint.FILE_NAME).read_bytes()
+    late._checkpoint()  # of the journal it folded, which is gone
+    assert (inbox.path / checkpoint.FILE_NAME).read_bytes() == fresh
+    assert not [p for p in (inbox.path / "tmp").iterdir() if "index" in p.name]
+    assert not [p for p in inbox.path.iterdir() if p.name.startswith(".ourmail-index")]
+
+
+def test_a_failed_checkpoint_write_leaves_no_file_and_no_error(
+    inbox: MaildirFolder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fill(inbox, random.Random(15), 12)
+    before = (inbox.path / checkpoint.FILE_NAME).read_bytes()
+
+    def full(*args: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(folder_mod.os, "replace", full)
+        inbox._checkpoint()
+    assert (inbox.path / checkpoint.FILE_NAME).read_bytes() == before
+    assert not list((inbox.path / "tmp").iterdir())
+
+
+def test_a_compaction_elsewhere_keeps_the_summary_offsets_read(
+    inbox: MaildirFolder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(folder_mod, "COMPACT_SLACK", 10)
+    rng = random.Random(16)
+    fill(inbox, rng, 20)
+    other = MaildirFolder(inbox.path, "INBOX")
+    for uid in other.uids():
+        other.message(uid).summary()
+    read = other.cache._read_to
+    shuffle_flags(inbox, rng, 30)  # compacts
+    assert other.sync()
+    assert other.cache._read_to >= read > 0
+    agree(other, from_scratch(inbox.path, monkeypatch))
+
+
+def test_changes_after_a_compaction_are_never_missed(
+    inbox: MaildirFolder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compacted journal lists its messages by UID, not by modseq: sessions catching up
+    (CONDSTORE, QRESYNC) still hear of every change after their modseq, or are told to
+    compare everything (None)."""
+    monkeypatch.setattr(folder_mod, "COMPACT_SLACK", 10)
+    monkeypatch.setattr(journal_mod, "CHANGE_LOG", 16)
+    rng = random.Random(17)
+    fill(inbox, rng, 20)
+    shuffle_flags(inbox, rng, 30)  # compacts: the messages' modseqs are now out of order
+
+    def told_everything(folder: MaildirFolder) -> None:
+        for since in range(folder.highestmodseq + 1):
+            told = folder.changes_since(since)
+            if told is not None:
+                changed = {u for u in folder.uids() if folder.state.entries[u].modseq > since}
+                assert changed <= set(told), since
+
+    for folder in (from_scratch(inbox.path, monkeypatch), inbox):
+        told_everything(folder)
+        folder.store_flags([1], ["$Work"], "+")
+        folder.store_flags(list(folder.uids())[-3:], ["$Later"], "+")
+        told_everything(folder)
