@@ -1,0 +1,106 @@
+"""``ourmail dns``: the DNS records a domain needs (docs/dns.md).
+
+``records DOMAIN`` prints them as a BIND zone-file snippet; ``check DOMAIN`` asks DNS for
+each of them and prints one line per record, PASS, WARN or FAIL with the reason, and exits
+with status 1 when any fails.  Both run their own reactor (``task.react``) for the queries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from twisted.internet import defer, task, threads
+
+from ourmail.config import ConfigError, Settings, normalise_domain
+from ourmail.dns.api import check_domain, current_addresses, domain_records
+from ourmail.dns.lookup import DEFAULT_TIMEOUT, Lookup, make_resolver
+
+
+class DNSCommandError(Exception):
+    """Bad arguments to ``ourmail dns`` (printed without a traceback)."""
+
+
+def _lookup(settings: Settings, args: argparse.Namespace) -> Lookup:
+    server = args.server or (settings.dns.servers[0] if settings.dns.servers else None)
+    try:
+        resolver = make_resolver(server)
+    except ValueError as e:
+        raise DNSCommandError(f"--server: {e}") from None
+    timeout = DEFAULT_TIMEOUT if args.timeout is None else (args.timeout,)
+    return Lookup(resolver, timeout)
+
+
+def _domain(settings: Settings, raw: str) -> str:
+    domain = normalise_domain(raw)
+    if domain not in settings.domains:
+        print(f"ourmail: note: {domain} is not in `domains` of the configuration",
+              file=sys.stderr)  # fmt: skip
+    return domain
+
+
+async def _records(settings: Settings, domain: str, lookup: Lookup) -> int:
+    """Print the zone snippet; 0 (nothing fails)."""
+    addresses = await current_addresses(lookup, settings.hostname)
+    found = await threads.deferToThread(domain_records, settings, domain, addresses)
+    sys.stdout.write(found.zone)
+    return 0
+
+
+async def _check(settings: Settings, domain: str, lookup: Lookup) -> int:
+    """Print one line per record and a count; the number of failures."""
+    addresses = await current_addresses(lookup, settings.hostname)
+    found = await threads.deferToThread(domain_records, settings, domain, addresses)
+    results = await check_domain(lookup, found)
+    for result in results:
+        print(result.line())
+    counts = {s: sum(r.status == s for r in results) for s in ("pass", "warn", "fail")}
+    print(f"{counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail")
+    return counts["fail"]
+
+
+def _react(work: Any) -> int:
+    """Run ``work`` (a coroutine function of no arguments) on a reactor; its result."""
+    status: list[int] = []
+
+    async def main(reactor: Any) -> None:
+        status.append(await work())
+
+    try:
+        task.react(lambda reactor: defer.Deferred.fromCoroutine(main(reactor)))
+    except SystemExit as e:
+        if e.code:  # react exits non-zero when ``work`` raised (its traceback is logged)
+            raise
+    return status[0] if status else 1
+
+
+def run(settings: Settings, db: object, args: argparse.Namespace) -> None:
+    """The chosen ``dns`` command; raises DNSCommandError (exit status 1) when a check
+    fails."""
+    try:
+        domain = _domain(settings, args.domain)
+    except ConfigError as e:
+        raise DNSCommandError(str(e)) from None
+    lookup = _lookup(settings, args)
+    work = _records if args.command == "records" else _check
+    failed = _react(lambda: work(settings, domain, lookup))
+    if failed:
+        raise DNSCommandError(f"{failed} record{'s' if failed != 1 else ''} of {domain} failed")
+
+
+def add_parser(topics: Any, common: argparse.ArgumentParser) -> None:
+    """The ``dns`` topic and its commands."""
+    dns = topics.add_parser("dns", parents=[common], help="the DNS records a domain needs")
+    cmds = dns.add_subparsers(dest="command", required=True)
+    for name, help_ in (
+        ("records", "print the records to publish, as a zone-file snippet"),
+        ("check", "check each record in DNS now: PASS, WARN or FAIL (exit 1 if any fails)"),
+    ):
+        p = cmds.add_parser(name, parents=[common], help=help_)
+        p.add_argument("domain")
+        p.add_argument("--server", help="ask this DNS server (HOST:PORT) only; default: "
+                       "[dns] servers, else the system's")  # fmt: skip
+        p.add_argument("--timeout", type=float, help="seconds to wait for each answer "
+                       "(default: 2, then 4 more)")  # fmt: skip
+        p.set_defaults(func=run)
