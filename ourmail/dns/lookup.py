@@ -20,6 +20,7 @@ from typing import Any, Literal, cast
 
 import attrs
 from twisted.internet import defer
+from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IResolver
 from twisted.names import client, dns, error
 
@@ -131,7 +132,7 @@ class Lookup:
             return "servfail", []
         except error.DNSQueryRefusedError:
             return "refused", []
-        except error.DomainError:
+        except (error.DomainError, ConnectError):  # e.g. no TCP server after a truncation
             return "error", []
         return "ok", list(cast(Sections, sections)[0])
 
