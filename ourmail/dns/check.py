@@ -381,6 +381,22 @@ async def check_alias(lookup: Lookup, setup: MailSetup, record: Record) -> Check
     )
 
 
+async def check_ptr(lookup: Lookup, setup: MailSetup, record: Record) -> CheckResult:
+    answer = await lookup.query(record.name, "PTR")
+    if answer.outcome != "ok":
+        return _missing(record, answer)
+    names = tuple(_host(p.name) for p in answer.records)
+    if setup.hostname in names:
+        return CheckResult(record, "pass", f"{record.address} names {setup.hostname}", names)
+    return CheckResult(
+        record,
+        "warn",
+        f"{record.address} names {', '.join(names)}, not "
+        f"{setup.hostname}: some receivers refuse its mail",
+        names,
+    )
+
+
 _CHECKS: dict[str, Callable[[Lookup, MailSetup, Record], Coroutine[Any, Any, CheckResult]]] = {
     "mx": check_mx,
     "address": check_address,
@@ -391,4 +407,5 @@ _CHECKS: dict[str, Callable[[Lookup, MailSetup, Record], Coroutine[Any, Any, Che
     "tls-rpt": check_tls_rpt,
     "srv": check_srv,
     "alias": check_alias,
+    "ptr": check_ptr,
 }

@@ -41,6 +41,7 @@ TYPES = {
     "TXT": dns.TXT,
     "SRV": dns.SRV,
     "CNAME": dns.CNAME,
+    "PTR": dns.PTR,
 }
 
 

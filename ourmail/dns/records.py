@@ -8,6 +8,7 @@ beside each check result.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from collections.abc import Mapping
 
 import attrs
@@ -97,14 +98,15 @@ class Record:
 
     #: Owner name, absolute, without the final dot.
     name: str
-    #: ``MX``, ``A``, ``AAAA``, ``TXT``, ``SRV`` or ``CNAME``.
+    #: ``MX``, ``A``, ``AAAA``, ``PTR``, ``TXT``, ``SRV`` or ``CNAME``.
     type: str
     #: What the check looks at: ``mx``, ``address``, ``spf``, ``dkim``, ``dmarc``,
-    #: ``mta-sts``, ``tls-rpt``, ``srv``, ``alias``.
+    #: ``mta-sts``, ``tls-rpt``, ``srv``, ``alias``, ``ptr``.
     kind: str
     #: What it is for (one line).
     purpose: str
-    #: The target host (MX, SRV, CNAME; ``.`` for a service that is off), without final dot.
+    #: The target host (MX, SRV, CNAME, PTR; ``.`` for a service that is off), without the
+    #: final dot.
     target: str = ""
     #: MX preference or SRV priority.
     priority: int = 0
@@ -112,7 +114,8 @@ class Record:
     port: int = 0
     #: TXT: the whole text (split into strings of at most 255 bytes when published).
     text: str = ""
-    #: A and AAAA: the address; empty for a placeholder (commented out in the zone).
+    #: A and AAAA: the address (empty for a placeholder, commented out in the zone); PTR: the
+    #: address whose reverse name it is.
     address: str = ""
     #: Missing is a failure (else a warning: the record is recommended, not needed).
     required: bool = True
@@ -131,7 +134,7 @@ class Record:
         if self.type == "SRV":
             target = "." if self.target == "." else f"{self.target}."
             return f"{self.priority} {self.weight} {self.port} {target}"
-        if self.type == "CNAME":
+        if self.type in ("CNAME", "PTR"):
             return f"{self.target}."
         if self.type == "TXT":
             return " ".join(_quoted(s) for s in self.strings())
@@ -238,13 +241,26 @@ def _addresses(setup: MailSetup) -> list[Record]:
         )
         for a in setup.addresses
     ]
+    reverse = [
+        Record(
+            ipaddress.ip_address(a).reverse_pointer,
+            "PTR",
+            "ptr",
+            f"reverse DNS: {a} names {setup.hostname}; many receivers refuse mail from an "
+            "address without it (RFC 1912 §2.1). Ask whoever gave you the address to set it",
+            target=setup.hostname,
+            address=a,
+            required=False,
+        )
+        for a in setup.addresses
+    ]
     placeholder = Record(
         setup.hostname,
         "A",
         "address",
         f"{purpose}: put your public IPv4 address here (and an AAAA for IPv6)",
     )
-    return found or [placeholder]
+    return found + reverse if found else [placeholder]
 
 
 def _service_records(setup: MailSetup) -> list[Record]:

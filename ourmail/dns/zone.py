@@ -45,6 +45,8 @@ def zone_snippet(setup: MailSetup, records: Sequence[Record]) -> str:
         lines += ["", f"; {record.purpose}"]
         if record.type in ("A", "AAAA") and not record.address:
             lines.append(f"; {line}")
+        elif record.type == "PTR":
+            lines += ["; (in the reverse zone of the address, kept by its provider)", f"; {line}"]
         elif relative is None:
             lines += [f"; (publish in the zone of {record.name}, not here)", f"; {line}"]
         else:

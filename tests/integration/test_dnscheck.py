@@ -71,6 +71,8 @@ def publish(zone: testdns.TestZone, records: tuple[Record, ...]) -> None:
         elif kind == "SRV":
             zone.set_records(name, dns.SRV, *(srv(r.priority, r.weight, r.port, r.target)
                                               for r in group))  # fmt: skip
+        elif kind == "PTR":
+            zone.set_records(name, dns.PTR, dns.Record_PTR(group[0].target.encode()))
         else:
             zone.set_records(name, dns.CNAME, dns.Record_CNAME(group[0].target.encode()))
 
@@ -134,6 +136,8 @@ def test_the_right_records_all_pass(
         ("two mta-sts", f"_mta-sts.{DOMAIN}", "fail", "2 v=STSv1 records"),
         ("tls-rpt without rua", f"_smtp._tls.{DOMAIN}", "fail", "no rua="),
         ("no tls-rpt", f"_smtp._tls.{DOMAIN}", "warn", f"missing: no TXT record at _smtp._tls.{DOMAIN}"),
+        ("ptr elsewhere", "10.2.0.192.in-addr.arpa", "warn", f"192.0.2.10 names dsl-10.isp.example, not {HOST}: some receivers refuse its mail"),
+        ("no ptr", "10.2.0.192.in-addr.arpa", "warn", "missing: 10.2.0.192.in-addr.arpa does not exist (NXDOMAIN)"),
         ("autoconfig elsewhere", f"autoconfig.{DOMAIN}", "warn", f"an alias of hosting.example.net, not of {HOST}"),
         ("autoconfig as address", f"autoconfig.{DOMAIN}", "pass", f"has the addresses of {HOST}"),
     ],
@@ -198,6 +202,10 @@ BREAK = {
     "two mta-sts": lambda zone, keys: zone.set_txt(f"_mta-sts.{DOMAIN}", "v=STSv1; id=1", "v=STSv1; id=2"),
     "tls-rpt without rua": lambda zone, keys: zone.set_txt(f"_smtp._tls.{DOMAIN}", "v=TLSRPTv1;"),
     "no tls-rpt": lambda zone, keys: zone.set_txt(f"_smtp._tls.{DOMAIN}", "unrelated"),
+    "ptr elsewhere": lambda zone, keys: zone.set_records(
+        "10.2.0.192.in-addr.arpa", dns.PTR, dns.Record_PTR(b"dsl-10.isp.example")
+    ),
+    "no ptr": lambda zone, keys: zone.clear("10.2.0.192.in-addr.arpa"),
     "autoconfig elsewhere": lambda zone, keys: zone.set_records(
         f"autoconfig.{DOMAIN}", dns.CNAME, dns.Record_CNAME(b"hosting.example.net")
     ),

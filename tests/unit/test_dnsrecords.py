@@ -78,6 +78,16 @@ def test_dkim_keys_are_split_into_255_byte_strings_that_join_to_the_key() -> Non
     ]
 
 
+def test_reverse_dns_is_shown_for_each_known_address_but_commented_out() -> None:
+    text = records_of(setup()).zone
+    assert "; 10.2.0.192.in-addr.arpa.\tIN\tPTR\tmail.example.org." in text
+    assert (
+        "; 0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.\tIN\tPTR"
+        in text
+    )
+    assert not [n for n in parsed(text).nodes if "arpa" in str(n)]
+
+
 def test_unknown_address_and_out_of_zone_host_are_commented_out() -> None:
     text = records_of(setup(addresses=())).zone
     assert "; mail\tIN\tA\t192.0.2.1" in text and "public IPv4 address" in text
