@@ -13,6 +13,7 @@ from typing import Any
 
 from twisted.internet import defer, task, threads
 
+from ourmail.auth.accounts import AccountDB
 from ourmail.config import ConfigError, Settings, normalise_domain
 from ourmail.dns.api import check_domain, current_addresses, domain_records
 from ourmail.dns.lookup import DEFAULT_TIMEOUT, Lookup, make_resolver
@@ -23,19 +24,19 @@ class DNSCommandError(Exception):
 
 
 def _lookup(settings: Settings, args: argparse.Namespace) -> Lookup:
-    server = args.server or (settings.dns.servers[0] if settings.dns.servers else None)
+    servers = [args.server] if args.server else settings.dns.servers
     try:
-        resolver = make_resolver(server)
+        resolver = make_resolver(servers)
     except ValueError as e:
         raise DNSCommandError(f"--server: {e}") from None
     timeout = DEFAULT_TIMEOUT if args.timeout is None else (args.timeout,)
     return Lookup(resolver, timeout)
 
 
-def _domain(settings: Settings, raw: str) -> str:
+def _domain(settings: Settings, db: AccountDB, raw: str) -> str:
     domain = normalise_domain(raw)
-    if domain not in settings.domains:
-        print(f"ourmail: note: {domain} is not in `domains` of the configuration",
+    if domain not in settings.domains and domain not in db.domains():
+        print(f"ourmail: note: {domain} is not a domain served here (`ourmail domain list`)",
               file=sys.stderr)  # fmt: skip
     return domain
 
@@ -75,11 +76,11 @@ def _react(work: Any) -> int:
     return status[0] if status else 1
 
 
-def run(settings: Settings, db: object, args: argparse.Namespace) -> None:
+def run(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
     """The chosen ``dns`` command; raises DNSCommandError (exit status 1) when a check
     fails."""
     try:
-        domain = _domain(settings, args.domain)
+        domain = _domain(settings, db, args.domain)
     except ConfigError as e:
         raise DNSCommandError(str(e)) from None
     lookup = _lookup(settings, args)

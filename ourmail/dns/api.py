@@ -3,7 +3,7 @@ their zone snippet) and the live check of them, as plain attrs objects.
 
 Example (in the reactor thread)::
 
-    lookup = Lookup(make_resolver(None))
+    lookup = Lookup(make_resolver())  # once: it re-reads /etc/resolv.conf every minute
     found = await deferToThread(domain_records, settings, "example.org",
                                 await current_addresses(lookup, settings.hostname))
     for result in await check_domain(lookup, found):

@@ -74,15 +74,20 @@ class Answer:
         }[self.outcome]
 
 
-def make_resolver(server: str | None) -> IResolver:
-    """A resolver asking ``server`` (``host:port``, an IPv6 address in brackets) only, or
-    the system's (``/etc/resolv.conf`` and ``/etc/hosts``) when None."""
-    if server is None:
-        return client.createResolver()  # type: ignore[no-untyped-call,no-any-return]
-    host, _, port = server.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{server!r} is not HOST:PORT")
-    return client.Resolver(resolv=None, servers=[(host.strip("[]"), int(port))])  # type: ignore[no-untyped-call]
+def make_resolver(servers: Sequence[str] = ()) -> IResolver:
+    """A resolver asking ``servers`` (``host:port``, an IPv6 address in brackets), else
+    those of ``/etc/resolv.conf``.  ``/etc/hosts`` is not read: the check must see what the
+    world sees.  A resolver reading ``/etc/resolv.conf`` looks at it again every minute: make
+    one and keep it."""
+    pairs = []
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{server!r} is not HOST:PORT")
+        pairs.append((host.strip("[]"), int(port)))
+    if not pairs:
+        return client.Resolver(resolv=b"/etc/resolv.conf")  # type: ignore[no-untyped-call]
+    return client.Resolver(resolv=None, servers=pairs)  # type: ignore[no-untyped-call]
 
 
 class Lookup:

@@ -82,7 +82,7 @@ def srv(priority: int, weight: int, port: int, target: str) -> dns.Record_SRV:
 
 
 def check(port: int, found: DomainRecords, timeout: float = 2) -> list[CheckResult]:
-    lookup = Lookup(make_resolver(f"127.0.0.1:{port}"), (timeout,))
+    lookup = Lookup(make_resolver([f"127.0.0.1:{port}"]), (timeout,))
     return blockingCallFromThread(reactor, check_domain, lookup, found)
 
 
