@@ -11,12 +11,15 @@ import argparse
 import sys
 from typing import Any
 
-from twisted.internet import defer, task, threads
+import attrs
+from twisted.internet import defer, task
 
 from ourmail.auth.accounts import AccountDB
 from ourmail.config import ConfigError, Settings, normalise_domain
-from ourmail.dns.api import check_domain, current_addresses, domain_records
+from ourmail.dns.api import DomainRecords, check_domain, current_addresses, records_of
+from ourmail.dns.fromsettings import mail_setup
 from ourmail.dns.lookup import DEFAULT_TIMEOUT, Lookup, make_resolver
+from ourmail.dns.records import MailSetup
 
 
 class DNSCommandError(Exception):
@@ -41,18 +44,21 @@ def _domain(settings: Settings, db: AccountDB, raw: str) -> str:
     return domain
 
 
-async def _records(settings: Settings, domain: str, lookup: Lookup) -> int:
+async def _with_addresses(setup: MailSetup, lookup: Lookup) -> DomainRecords:
+    """The records of ``setup`` with the addresses its host name has now."""
+    addresses = await current_addresses(lookup, setup.hostname)
+    return records_of(attrs.evolve(setup, addresses=addresses))
+
+
+async def _records(setup: MailSetup, lookup: Lookup) -> int:
     """Print the zone snippet; 0 (nothing fails)."""
-    addresses = await current_addresses(lookup, settings.hostname)
-    found = await threads.deferToThread(domain_records, settings, domain, addresses)
-    sys.stdout.write(found.zone)
+    sys.stdout.write((await _with_addresses(setup, lookup)).zone)
     return 0
 
 
-async def _check(settings: Settings, domain: str, lookup: Lookup) -> int:
+async def _check(setup: MailSetup, lookup: Lookup) -> int:
     """Print one line per record and a count; the number of failures."""
-    addresses = await current_addresses(lookup, settings.hostname)
-    found = await threads.deferToThread(domain_records, settings, domain, addresses)
+    found = await _with_addresses(setup, lookup)
     results = await check_domain(lookup, found)
     for result in results:
         print(result.line())
@@ -84,8 +90,9 @@ def run(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
     except ConfigError as e:
         raise DNSCommandError(str(e)) from None
     lookup = _lookup(settings, args)
+    setup = mail_setup(settings, domain)  # (reads the DKIM keys before the reactor runs)
     work = _records if args.command == "records" else _check
-    failed = _react(lambda: work(settings, domain, lookup))
+    failed = _react(lambda: work(setup, lookup))
     if failed:
         raise DNSCommandError(f"{failed} record{'s' if failed != 1 else ''} of {domain} failed")
 

@@ -221,7 +221,11 @@ async def check_dkim(lookup: Lookup, setup: MailSetup, record: Record) -> CheckR
         )
     tags = _tags(texts[0])
     public = re.sub(r"\s+", "", tags.get("p", ""))
-    if "p" in tags and not public:
+    if "p" not in tags:
+        return CheckResult(
+            record, "fail", "not a DKIM key record (no p= tag, RFC 6376 §3.6.1)", texts
+        )
+    if not public:
         return CheckResult(record, "fail", "the key is revoked (empty p=, RFC 6376 §3.6.1)", texts)
     if public != record.key:
         return CheckResult(

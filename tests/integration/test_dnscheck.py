@@ -116,6 +116,8 @@ def test_the_right_records_all_pass(
          f"missing: 202612r._domainkey.{DOMAIN} does not exist (NXDOMAIN)"),
         ("stale dkim", f"202612r._domainkey.{DOMAIN}", "fail", "the published key is not this server's"),
         ("revoked dkim", f"202612e._domainkey.{DOMAIN}", "fail", "the key is revoked"),
+        ("dkim not a key", f"202612r._domainkey.{DOMAIN}", "fail", "not a DKIM key record (no p= tag"),
+        ("two dkim", f"202612e._domainkey.{DOMAIN}", "fail", "2 TXT records: verifiers may take any one"),
         ("two spf", DOMAIN + " TXT", "fail", "2 SPF records: receivers treat that as an error"),
         ("no spf", DOMAIN + " TXT", "fail", f"no SPF record (a TXT starting v=spf1) at {DOMAIN}"),
         ("spf +all", DOMAIN + " TXT", "fail", "SPF ends in +all"),
@@ -178,6 +180,10 @@ BREAK = {
     "no dkim": lambda zone, keys: zone.clear(f"202612r._domainkey.{DOMAIN}"),
     "stale dkim": _stale,
     "revoked dkim": lambda zone, keys: zone.set_txt(f"202612e._domainkey.{DOMAIN}", "v=DKIM1; k=ed25519; p="),
+    "dkim not a key": lambda zone, keys: zone.set_txt(f"202612r._domainkey.{DOMAIN}", "hello"),
+    "two dkim": lambda zone, keys: zone.set_txt(
+        f"202612e._domainkey.{DOMAIN}", *([r.txt_strings() for r in keys.keys(DOMAIN) if r.selector == "202612e"] * 2)
+    ),
     "two spf": lambda zone, keys: zone.set_txt(DOMAIN, "v=spf1 mx -all", "v=spf1 a -all"),
     "no spf": lambda zone, keys: zone.set_txt(DOMAIN, "google-site-verification=abc"),
     "spf +all": lambda zone, keys: zone.set_txt(DOMAIN, "v=spf1 mx +all"),
@@ -326,3 +332,11 @@ def test_the_command_refuses_bad_arguments(data: Path) -> None:
     )
     out = _ourmail(data, "dns", "records", "not a domain!")
     assert out.returncode == 1 and "not a domain name" in out.stderr
+    (data / "dkim" / DOMAIN / "broken.key").write_text("not a key")
+    out = _ourmail(data, "dns", "records", DOMAIN)
+    assert (
+        out.returncode == 1
+        and out.stderr.startswith("ourmail: ")
+        and "not a PEM private key" in out.stderr
+    )
+    assert "Traceback" not in out.stderr
