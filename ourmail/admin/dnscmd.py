@@ -32,6 +32,8 @@ def _lookup(settings: Settings, args: argparse.Namespace) -> Lookup:
         resolver = make_resolver(servers)
     except ValueError as e:
         raise DNSCommandError(f"--server: {e}") from None
+    if args.timeout is not None and not 0 < args.timeout <= 60:
+        raise DNSCommandError("--timeout: seconds, more than 0 and at most 60")
     timeout = DEFAULT_TIMEOUT if args.timeout is None else (args.timeout,)
     return Lookup(resolver, timeout)
 

@@ -330,6 +330,11 @@ def test_the_command_refuses_bad_arguments(data: Path) -> None:
         1,
         "ourmail: --server: 'nonsense' is not HOST:PORT",
     )
+    out = _ourmail(data, "dns", "check", DOMAIN, "--timeout", "0")
+    assert (out.returncode, out.stderr.strip()) == (
+        1,
+        "ourmail: --timeout: seconds, more than 0 and at most 60",
+    )
     out = _ourmail(data, "dns", "records", "not a domain!")
     assert out.returncode == 1 and "not a domain name" in out.stderr
     (data / "dkim" / DOMAIN / "broken.key").write_text("not a key")
