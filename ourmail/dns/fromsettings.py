@@ -1,0 +1,64 @@
+"""The :class:`~ourmail.dns.records.MailSetup` of a domain served here, from the Settings:
+the host name, the ports the listeners are configured on, the DKIM keys under
+``<data>/dkim`` (found as ``ourmail dkim`` finds them) and ``[web] mta_sts_mode``.
+
+Reads the key files: blocking, so the web calls it in a thread (``deferToThread``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ourmail.config import Settings
+from ourmail.dns.records import DkimPublic, MailSetup
+from ourmail.preflight import parse_endpoint
+from ourmail.secure.dkimkeys import KeyStore
+
+#: The listeners whose ports the records name.
+PUBLIC_SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "web")
+
+
+def configured_ports(listen: Mapping[str, str | None]) -> dict[str, int]:
+    """Listener -> the TCP port its endpoint string names (``tcp:993``, ``ssl:port=993``);
+    listeners that are off, on unix sockets or on port 0 are left out."""
+    ports = {}
+    for service in PUBLIC_SERVICES:
+        endpoint = listen.get(service)
+        if not endpoint:
+            continue
+        try:
+            kind, args, options = parse_endpoint(endpoint)
+        except ValueError:
+            continue
+        text = options.get("port", args[0] if args else "")
+        if kind in ("tcp", "tcp6", "ssl") and text.isdigit() and 0 < int(text) < 65536:
+            ports[service] = int(text)
+    return ports
+
+
+def dkim_keys(settings: Settings, domain: str) -> tuple[DkimPublic, ...]:
+    """The keys that sign for ``domain`` (retired ones are left out)."""
+    store = KeyStore(settings.data_dir / "dkim")
+    return tuple(
+        DkimPublic(key.selector, key.algorithm, key.public_value())
+        for key in store.keys(domain)
+        if key.active
+    )
+
+
+def mail_setup(
+    settings: Settings,
+    domain: str,
+    addresses: tuple[str, ...] = (),
+    ports: Mapping[str, int] | None = None,
+) -> MailSetup:
+    """The setup of ``domain``: ``ports`` are the public ports when known (the running
+    server's listeners), else those the configuration names."""
+    return MailSetup(
+        domain=domain,
+        hostname=settings.hostname,
+        ports=dict(configured_ports(settings.listen) if ports is None else ports),
+        dkim=dkim_keys(settings, domain),
+        mta_sts_mode=settings.web.mta_sts_mode,
+        addresses=addresses,
+    )
