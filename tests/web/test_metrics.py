@@ -1,0 +1,166 @@
+"""``/metrics`` and ``/healthz`` over a real server (docs/metrics.md): the figures move where
+mail, logins and the queue really happen, only configured networks may read them, and
+nothing in them names a user."""
+
+from __future__ import annotations
+
+import http.client
+import smtplib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import RunningServer, dns_zone, running_server
+from cryptography import x509
+from prometheus_client.parser import text_string_to_metric_families
+from queuehelp import submit
+from storehelp import on_reactor
+from twisted.internet.task import Clock
+from webhelp import Browser, imap_login
+
+from ourmail.config import MetricsSettings
+from ourmail.net.health import Health
+from ourmail.net.metrics import Metrics
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(srv: RunningServer, source: str = "127.0.0.1") -> Samples:
+    """Every sample of ``/metrics``, parsed by prometheus_client's own parser."""
+    response = Browser(srv, source).get("/metrics")
+    assert response.status == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value (0 when it is not there yet)."""
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.fixture
+def srv(tmp_path: Path) -> Iterator[RunningServer]:
+    # The queue's clock is ours: a queued message waits, and its age is what we say.
+    with running_server(tmp_path, queue_clock=Clock()) as server:
+        server.add_user(f"bob@{server.domain}")
+        yield server
+
+
+def test_mail_logins_and_refusals_move_their_counters(srv: RunningServer) -> None:
+    before = scrape(srv)
+    with smtplib.SMTP("127.0.0.1", srv.port("smtp")) as s:
+        s.ehlo("client.example.net")
+        s.mail("sender@example.net")
+        assert s.rcpt("nobody@example.test")[0] == 550
+        assert s.rcpt("someone@elsewhere.example")[0] == 554
+        assert s.rcpt(srv.user)[0] == 250
+        assert s.data(b"Subject: counted\r\n\r\nHello\r\n")[0] == 250
+    assert imap_login(srv, "wrong password").startswith(b"a NO")
+    assert imap_login(srv, srv.password).startswith(b"a OK")
+    assert Browser(srv).login(srv.user, "wrong password").status == 401
+    after = scrape(srv)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("ourmail_messages_accepted_total", service="smtp") == 1
+    assert moved("ourmail_messages_delivered_total", destination="local") == 1
+    assert moved("ourmail_messages_refused_total", service="smtp", reason="recipient") == 1
+    assert moved("ourmail_messages_refused_total", service="smtp", reason="relay") == 1
+    assert moved("ourmail_store_delivery_seconds_count") == 1
+    assert moved("ourmail_login_failures_total", service="imap") == 1
+    assert moved("ourmail_login_failures_total", service="web") == 1
+    assert moved("ourmail_logins_total", service="imap") == 1
+    assert moved("ourmail_connections_total", service="smtp") == 1
+    assert moved("ourmail_connections_total", service="imaps") == 2
+    # The default chain (SPF, DKIM, ARC, DMARC) gave its verdicts on the message.
+    assert moved("ourmail_filter_verdicts_total", check="spf", verdict="accept") >= 1
+    # The scrape's own connection is open while it is answered.
+    assert value(after, "ourmail_connections_open", service="web") >= 1
+    assert value(after, "ourmail_build_info", version=__import__("ourmail").__version__) == 1
+
+
+def test_the_queue_gauges_show_a_waiting_message(srv: RunningServer) -> None:
+    dns_zone()[0].set_silent("metrics-queue.test")  # no answer: the message waits
+    assert value(scrape(srv), "ourmail_queue_messages") == 0
+    submit(srv, ["carol@metrics-queue.test"])
+    samples = scrape(srv)
+    assert value(samples, "ourmail_queue_messages") == 1
+    assert value(samples, "ourmail_queue_oldest_age_seconds") == 0
+    clock = srv.server.queue.clock
+    assert isinstance(clock, Clock)
+    on_reactor(clock.advance, 90)
+    assert value(scrape(srv), "ourmail_queue_oldest_age_seconds") == 90
+
+
+def test_certificate_expiry_is_that_of_the_listeners_certificate(srv: RunningServer) -> None:
+    pem = (srv.data / "tls" / "cert.pem").read_bytes()
+    not_after = x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()
+    left = value(scrape(srv), "ourmail_tls_certificate_expiry_seconds")
+    assert abs(left - (not_after - time.time())) < 60
+    assert left > 800 * 24 * 3600  # a fresh self-signed certificate: 825 days
+
+
+def test_no_user_name_or_address_is_in_the_output(srv: RunningServer) -> None:
+    with smtplib.SMTP("127.0.0.1", srv.port("smtp")) as s:
+        s.sendmail("sender@example.net", [srv.user, "nobody@example.test"], b"Subject: x\r\n\r\n")
+    imap_login(srv, "wrong password", user="mallory@example.test")
+    text = Browser(srv).get("/metrics").text
+    for secret in ("alice", "bob", "nobody", "mallory", "example.test", "example.net", "127.0"):
+        assert secret not in text
+
+
+def test_healthz_is_ok_and_says_which_listener_is_down(srv: RunningServer) -> None:
+    browser = Browser(srv)
+    response = browser.get("/healthz")
+    assert (response.status, response.text) == (200, "ok\n")
+    assert response.headers["cache-control"] == "no-store"
+    plain = http.client.HTTPConnection("127.0.0.1", srv.port("http"), timeout=30)
+    plain.request("GET", "/healthz")
+    answer = plain.getresponse()
+    assert (answer.status, answer.read()) == (200, b"ok\n")
+    plain.request("GET", "/metrics")  # only /healthz over plain HTTP: the rest redirects
+    assert plain.getresponse().status == 301
+    plain.close()
+    on_reactor(srv.server.listeners["pop3"].stopService)
+    response = browser.get("/healthz")
+    assert (response.status, response.text) == (503, "not listening: pop3\n")
+
+
+def test_healthz_tells_a_data_folder_that_cannot_be_written(tmp_path: Path) -> None:
+    class Up:
+        port = object()
+
+    assert Health(tmp_path, {"imap": Up()}).problem() is None
+    assert Health(tmp_path / "missing", {"imap": Up()}).problem() == "data folder not writable"
+
+
+def test_only_configured_networks_may_read_them(tmp_path: Path) -> None:
+    networks = MetricsSettings(networks=("127.0.0.2/32",))
+    with running_server(tmp_path, metrics=networks) as srv:
+        for path in ("/metrics", "/healthz"):
+            refused = Browser(srv).get(path)  # from 127.0.0.1
+            assert (refused.status, refused.text) == (403, "forbidden\n")
+            assert Browser(srv, "127.0.0.2").get(path).status == 200
+        # A header cannot make a client something it is not.
+        faked = Browser(srv).request("GET", "/metrics", headers={"X-Forwarded-For": "127.0.0.2"})
+        assert faked.status == 403
+        plain = http.client.HTTPConnection("127.0.0.1", srv.port("http"), timeout=30)
+        plain.request("GET", "/healthz")
+        assert plain.getresponse().status == 403
+        plain.close()
+        assert value(scrape(srv, "127.0.0.2"), "ourmail_connections_refused_total") == 0
+
+
+def test_each_metrics_has_its_own_registry() -> None:
+    one, two = Metrics(), Metrics()
+    one.login("imap", False)
+    assert b'ourmail_login_failures_total{service="imap"} 1.0' in one.exposition()
+    assert b"ourmail_login_failures_total{" not in two.exposition()
+    one.refused("smtp", "someone@example.test")  # not a reason: counted as "other"
+    assert b'reason="other"' in one.exposition() and b"someone" not in one.exposition()
