@@ -131,8 +131,8 @@ class Metrics:
         ProcessCollector(namespace="ourmail", registry=r)
         Info("ourmail_build", "The running ourmail.", registry=r).info({"version": __version__})
         Gauge(
-            "ourmail_start_time_seconds",
-            "When this server process started (POSIX seconds).",
+            "ourmail_server_start_time_seconds",
+            "When this server was assembled (POSIX seconds).",
             registry=r,
         ).set(time.time())
         self._accepted = Counter(

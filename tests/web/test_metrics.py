@@ -85,6 +85,19 @@ def test_mail_logins_and_refusals_move_their_counters(srv: RunningServer) -> Non
     assert value(after, "ourmail_build_info", version=__import__("ourmail").__version__) == 1
 
 
+def test_a_message_sent_from_the_webmail_is_counted_as_accepted(srv: RunningServer) -> None:
+    before = value(scrape(srv), "ourmail_messages_accepted_total", service="web")
+    web = srv.server.web
+    assert web is not None and web.services.submission is not None
+    message = f"From: <{srv.user}>\r\nTo: <bob@{srv.domain}>\r\nSubject: x\r\n\r\nHi\r\n"
+    result = on_reactor(
+        web.services.submission.submit, srv.user, srv.user, [f"bob@{srv.domain}"], message.encode()
+    )
+    assert result.delivered == (f"bob@{srv.domain}",)
+    after = value(scrape(srv), "ourmail_messages_accepted_total", service="web")
+    assert after - before == 1
+
+
 def test_the_queue_gauges_show_a_waiting_message(srv: RunningServer) -> None:
     dns_zone()[0].set_silent("metrics-queue.test")  # no answer: the message waits
     assert value(scrape(srv), "ourmail_queue_messages") == 0
