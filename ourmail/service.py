@@ -59,7 +59,7 @@ from ourmail.interfaces import (
 from ourmail.net.dns import make_resolver
 from ourmail.net.health import Health
 from ourmail.net.lineproto import SessionFactory
-from ourmail.net.metrics import Metrics
+from ourmail.net.metrics import Metrics, clear_snapshots
 from ourmail.net.tls import ReloadableServerTLS
 from ourmail.pop3.maildrop import MaildropLocks
 from ourmail.pop3.policy import NoRetention
@@ -577,6 +577,8 @@ def build(
     parts.metrics.watch_certificate(parts.tls.not_after)
     if settings.mx_processes > 1 and "smtp" in listeners:
         MXWorkers(settings, listeners["smtp"], reactor).setServiceParent(root)  # type: ignore[arg-type]
+        clear_snapshots(settings.data_dir / "metrics")
+        parts.metrics.watch_workers(settings.data_dir / "metrics")
     return Server(
         service=root,
         listeners=listeners,

@@ -11,6 +11,11 @@ Implementation notes (keep these true when changing this module):
 * Every label value comes from a short fixed list (services, reasons, destinations) or from
   the configuration (the names of filter checks): never a user name, an address or a client
   IP, so the number of series stays bounded whatever the traffic.
+* MX worker processes (``[smtp] mx_processes``) count into their own :class:`Metrics` and
+  write its counters and histograms (:meth:`Metrics.snapshot`) to a file every
+  :data:`SNAPSHOT_INTERVAL` seconds; the main process adds those files' samples to its own
+  when scraped (:meth:`Metrics.watch_workers`).  Connections are not in the snapshots: the
+  main process admits every worker's sessions, so its tables already count them.
 * Hooks are one call each.  What can be read when Prometheus asks (open connections, the
   queue, the certificate) is read at scrape time by :class:`_Sampled`, so nothing has to be
   kept up to date on the hot paths.
@@ -20,11 +25,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.process_collector import ProcessCollector
 
 from ourmail import __version__
@@ -36,6 +43,10 @@ DESTINATIONS = ("local", "remote")
 #: Store delivery latency buckets (seconds): a group commit takes milliseconds, a slow disk
 #: or a long queue of commits seconds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Seconds between a worker's snapshots (how late its counts may be in ``/metrics``).
+SNAPSHOT_INTERVAL = 5.0
+#: What a worker's snapshot leaves out: what the main process counts for every process.
+NOT_IN_SNAPSHOTS = ("ourmail_process_", "ourmail_connections")
 #: The text exposition format 0.0.4, which every Prometheus reads (newer prometheus_client
 #: versions announce 1.0.0, which differs only for names outside [a-zA-Z0-9_:]; ours are not).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -118,6 +129,49 @@ class _Sampled:
         yield from (open_now, total, refused)
 
 
+class _Merged:
+    """A registry's figures with the counters and histograms of workers' snapshots added."""
+
+    def __init__(self, registry: CollectorRegistry, snapshots: Iterable[str]) -> None:
+        self.registry = registry
+        self.snapshots = snapshots
+
+    def collect(self) -> Iterator[Metric]:
+        own = list(self.registry.collect())  # fresh Metric objects: ours to change
+        by_name = {m.name: m for m in own if m.type in ("counter", "histogram")}
+        for text in self.snapshots:
+            for family in text_string_to_metric_families(text):
+                mine = by_name.get(family.name)
+                if mine is None or mine.type != family.type:
+                    continue
+                at = {
+                    (s.name, tuple(sorted(s.labels.items()))): i for i, s in enumerate(mine.samples)
+                }
+                for sample in family.samples:
+                    if sample.name.endswith("_created"):
+                        continue
+                    key = (sample.name, tuple(sorted(sample.labels.items())))
+                    if key in at:
+                        old = mine.samples[at[key]]
+                        mine.samples[at[key]] = old._replace(value=old.value + sample.value)
+                    else:
+                        at[key] = len(mine.samples)
+                        mine.samples.append(sample)
+        return iter(own)
+
+
+class _Only:
+    """The counters and histograms of a registry that a worker's snapshot carries."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for m in self.registry.collect():
+            if m.type in ("counter", "histogram") and not m.name.startswith(NOT_IN_SNAPSHOTS):
+                yield m
+
+
 class Metrics:
     """The figures of one server process and their Prometheus text (see the module notes)."""
 
@@ -127,6 +181,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.sampled = _Sampled()
+        #: Where MX workers leave their snapshots (None: no workers).
+        self.workers: Path | None = None
         r.register(self.sampled)
         ProcessCollector(namespace="ourmail", registry=r)
         Info("ourmail_build", "The running ourmail.", registry=r).info({"version": __version__})
@@ -241,6 +297,43 @@ class Metrics:
         """Report the seconds until the TLS certificate's ``not_after()``."""
         self.sampled.certificate = not_after
 
+    def watch_workers(self, folder: Path) -> None:
+        """Add the snapshots that MX workers leave in ``folder`` (``*.prom``) to the
+        counters and histograms of :meth:`exposition`."""
+        self.workers = folder
+
+    def _snapshots(self) -> Iterator[str]:
+        """The workers' latest snapshots: a few small files, read from the page cache."""
+        if self.workers is None:
+            return
+        for path in sorted(self.workers.glob("*.prom")):
+            try:
+                yield path.read_text("utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue  # being replaced (write_atomic renames) or gone: next scrape
+
     def exposition(self) -> bytes:
-        """Every figure in the Prometheus text format (:data:`CONTENT_TYPE`)."""
-        return generate_latest(self.registry)
+        """Every figure in the Prometheus text format (:data:`CONTENT_TYPE`), with the MX
+        workers' counts added."""
+        if self.workers is None:
+            return generate_latest(self.registry)
+        return generate_latest(_Merged(self.registry, self._snapshots()))
+
+    def snapshot(self) -> bytes:
+        """This (worker) process's counters and histograms, for the main process to add."""
+        return generate_latest(_Only(self.registry))
+
+    def write_snapshot(self, path: Path) -> None:
+        """Replace ``path`` with :meth:`snapshot` (blocking: run it in a thread).  Renamed
+        into place, so a reader sees the old or the new one whole; no fsync: after a crash
+        the counts start again anyway."""
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(self.snapshot())
+        tmp.replace(path)
+
+
+def clear_snapshots(folder: Path) -> None:
+    """Make ``folder`` (for the workers' snapshots) and remove those of earlier runs."""
+    folder.mkdir(mode=0o700, exist_ok=True)
+    for path in folder.glob("*.prom"):
+        path.unlink(missing_ok=True)

@@ -177,3 +177,35 @@ def test_each_metrics_has_its_own_registry() -> None:
     assert b"ourmail_login_failures_total{" not in two.exposition()
     one.refused("smtp", "someone@example.test")  # not a reason: counted as "other"
     assert b'reason="other"' in one.exposition() and b"someone" not in one.exposition()
+
+
+def test_the_workers_snapshots_are_added_to_the_main_process_figures(tmp_path: Path) -> None:
+    main, worker = Metrics(), Metrics()
+    for m in (main, worker):
+        m.accepted("smtp")
+        m.refused("smtp", "relay")
+        m.stored(m.clock() - 0.003)
+    worker.verdict("spf", "reject")
+    worker.write_snapshot(tmp_path / "mx-1.prom")
+    main.watch_workers(tmp_path)
+    text = main.exposition().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}  # one of each name
+    assert len(families) == text.count("# TYPE ")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in families.values()
+        for s in f.samples
+    }
+    assert samples[("ourmail_messages_accepted_total", (("service", "smtp"),))] == 2
+    assert (
+        samples[("ourmail_messages_refused_total", (("reason", "relay"), ("service", "smtp")))] == 2
+    )
+    assert (
+        samples[("ourmail_filter_verdicts_total", (("check", "spf"), ("verdict", "reject")))] == 1
+    )
+    assert samples[("ourmail_store_delivery_seconds_bucket", (("le", "0.005"),))] == 2
+    assert samples[("ourmail_store_delivery_seconds_count", ())] == 2
+    # The worker's own process figures are not added to the main process's.
+    snapshot = worker.snapshot().decode()
+    assert "ourmail_messages_accepted_total" in snapshot
+    assert "ourmail_process_" not in snapshot and "ourmail_connections" not in snapshot
