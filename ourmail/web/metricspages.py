@@ -73,7 +73,7 @@ class MetricsPages(Pages):
     app = Pages.app
 
     @app.route("/metrics", methods=["GET"])
-    def metrics(self, request: IRequest) -> bytes:
+    def metrics_page(self, request: IRequest) -> bytes:
         services = self.services
         if not allowed(request, services.monitor_networks):
             return refused(request)
@@ -87,7 +87,7 @@ class MetricsPages(Pages):
         return body
 
     @app.route("/healthz", methods=["GET"])
-    def healthz(self, request: IRequest) -> bytes:
+    def health_page(self, request: IRequest) -> bytes:
         if not allowed(request, self.services.monitor_networks):
             return refused(request)
         return health_answer(request, self.services.health)

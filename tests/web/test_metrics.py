@@ -19,7 +19,7 @@ from storehelp import on_reactor
 from twisted.internet.task import Clock
 from webhelp import Browser, imap_login
 
-from ourmail.config import MetricsSettings
+from ourmail.config import ConfigError, MetricsSettings, load_settings
 from ourmail.net.health import Health
 from ourmail.net.metrics import Metrics
 
@@ -140,6 +140,8 @@ def test_healthz_is_ok_and_says_which_listener_is_down(srv: RunningServer) -> No
     plain.request("GET", "/metrics")  # only /healthz over plain HTTP: the rest redirects
     assert plain.getresponse().status == 301
     plain.close()
+    assert browser.request("HEAD", "/healthz").status == 200
+    assert browser.request("POST", "/metrics", b"").status == 405  # they only read
     on_reactor(srv.server.listeners["pop3"].stopService)
     response = browser.get("/healthz")
     assert (response.status, response.text) == (503, "not listening: pop3\n")
@@ -209,3 +211,15 @@ def test_the_workers_snapshots_are_added_to_the_main_process_figures(tmp_path: P
     snapshot = worker.snapshot().decode()
     assert "ourmail_messages_accepted_total" in snapshot
     assert "ourmail_process_" not in snapshot and "ourmail_connections" not in snapshot
+
+
+def test_a_network_that_is_not_one_stops_the_start(tmp_path: Path) -> None:
+    config = tmp_path / "ourmail.toml"
+    config.write_text('[metrics]\nnetworks = ["127.0.0.1/8"]\n')  # host bits set
+    with pytest.raises(ConfigError, match=r"metrics\.networks"):
+        load_settings(data=str(tmp_path), config=str(config))
+    config.write_text('[metrics]\nnetworks = ["10.1.0.0/16", "fd00::/8"]\n')
+    settings = load_settings(data=str(tmp_path), config=str(config))
+    assert settings.metrics.networks == ("10.1.0.0/16", "fd00::/8")
+    defaults = load_settings(data=str(tmp_path / "other")).metrics
+    assert defaults.networks == ("127.0.0.0/8", "::1/128")
