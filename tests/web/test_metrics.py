@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import RunningServer, dns_zone, running_server
 from cryptography import x509
+from metricshelp import scrape, value
 from prometheus_client.parser import text_string_to_metric_families
 from queuehelp import submit
 from storehelp import on_reactor
@@ -22,25 +23,6 @@ from webhelp import Browser, imap_login
 from ourmail.config import ConfigError, MetricsSettings, load_settings
 from ourmail.net.health import Health
 from ourmail.net.metrics import Metrics
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def scrape(srv: RunningServer, source: str = "127.0.0.1") -> Samples:
-    """Every sample of ``/metrics``, parsed by prometheus_client's own parser."""
-    response = Browser(srv, source).get("/metrics")
-    assert response.status == 200, response.text
-    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(response.text)
-        for s in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """One sample's value (0 when it is not there yet)."""
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 @pytest.fixture
