@@ -548,18 +548,16 @@ def build(
     ReloadOnHangup(parts.tls, reactor).setServiceParent(root)  # type: ignore[arg-type]
     listeners: dict[str, ListenerService] = {}
     health = Health(settings.data_dir, listeners)
+    site_networks = networks(settings.metrics.networks)
     for service in SERVICES:
         endpoint = settings.listen.get(service)
         if endpoint is None:
             continue
         if service == "http":
             port = web_port(settings, listeners.get("web"))
-            factory: Factory = redirect_site(settings.hostname, port, settings.limits)
-            factory.resource = HealthOrRedirect(  # type: ignore[attr-defined]
-                factory.resource,  # type: ignore[attr-defined]
-                health,
-                networks(settings.metrics.networks),
-            )
+            site = redirect_site(settings.hostname, port, settings.limits)
+            site.resource = HealthOrRedirect(site.resource, health, site_networks)
+            factory: Factory = site
         else:
             factory = parts.factory(service)
         parts.metrics.watch_connections(service, factory.counts)  # type: ignore[attr-defined]

@@ -33,8 +33,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.process_collector import ProcessCollector
+from twisted.logger import Logger
 
 from ourmail import __version__
+
+log = Logger()
 
 #: Why a message, a recipient or a sender was refused (the ``reason`` label).
 REASONS = ("relay", "recipient", "quota", "size", "filter", "rate", "auth", "other")
@@ -328,8 +331,12 @@ class Metrics:
         into place, so a reader sees the old or the new one whole; no fsync: after a crash
         the counts start again anyway."""
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(self.snapshot())
-        tmp.replace(path)
+        try:
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            tmp.write_bytes(self.snapshot())
+            tmp.replace(path)
+        except OSError as e:  # the next one may succeed; the counts are still in memory
+            log.warn("cannot write the metrics snapshot {path}: {e}", path=str(path), e=e)
 
 
 def clear_snapshots(folder: Path) -> None:
