@@ -39,6 +39,7 @@ class Health:
             space = os.statvfs(self.data_dir)
         except OSError:
             return "data folder not readable"
-        if space.f_bavail == 0 or space.f_favail == 0:
+        # Filesystems without an inode table (btrfs) say 0 inodes in all: only blocks count.
+        if space.f_bavail == 0 or (space.f_files and space.f_favail == 0):
             return "data folder full"
         return None

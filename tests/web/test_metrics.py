@@ -5,6 +5,7 @@ nothing in them names a user."""
 from __future__ import annotations
 
 import http.client
+import os
 import smtplib
 import time
 from collections.abc import Iterator
@@ -135,6 +136,30 @@ def test_healthz_tells_a_data_folder_that_cannot_be_written(tmp_path: Path) -> N
 
     assert Health(tmp_path, {"imap": Up()}).problem() is None
     assert Health(tmp_path / "missing", {"imap": Up()}).problem() == "data folder not writable"
+
+
+@pytest.mark.parametrize(
+    ("blocks", "files", "inodes", "problem"),
+    [
+        (10, 100, 5, None),
+        (0, 100, 5, "data folder full"),
+        (10, 100, 0, "data folder full"),
+        (10, 0, 0, None),  # btrfs: no inode table, 0 of 0 inodes free
+    ],
+)
+def test_healthz_tells_a_full_data_folder(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    blocks: int,
+    files: int,
+    inodes: int,
+    problem: str | None,
+) -> None:
+    class Space:
+        f_bavail, f_files, f_favail = blocks, files, inodes
+
+    monkeypatch.setattr(os, "statvfs", lambda path: Space())
+    assert Health(tmp_path, {}).problem() == problem
 
 
 def test_only_configured_networks_may_read_them(tmp_path: Path) -> None:
