@@ -7,6 +7,7 @@ offending setting; the server refuses to start on a bad config rather than guess
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -301,6 +302,14 @@ class FilterSettings:
     log: FilterLogSettings = FilterLogSettings()
 
 
+@attrs.frozen
+class MetricsSettings:
+    """``[metrics]``: who may read ``/metrics`` and ``/healthz`` (docs/metrics.md)."""
+
+    #: Client networks (CIDR) allowed; a request from anywhere else gets 403.
+    networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+
+
 def default_mx_processes() -> int:
     """One MX process per CPU core this process may run on (its affinity mask), at most 64."""
     try:
@@ -338,6 +347,7 @@ class Settings:
     #: main process only.
     mx_processes: int = attrs.Factory(default_mx_processes)
     config_path: Path | None = None
+    metrics: MetricsSettings = MetricsSettings()
 
     @property
     def primary_domain(self) -> str:
@@ -447,6 +457,7 @@ _TOML_KEYS: Mapping[str, Any] = {
         "mta_sts_ca_file": str,
         "relay": {f.name: str for f in attrs.fields(RelaySettings)},
     },
+    "metrics": {"networks": list},
 }
 
 
@@ -599,6 +610,7 @@ def load_settings(
         ldap_url=table.get("ldap", {}).get("url") or None,
         mx_processes=mx_processes,
         config_path=config_path,
+        metrics=_metrics_settings(table.get("metrics", {})),
     )
 
 
@@ -939,7 +951,23 @@ domains = {domains}
 # permanent = false
 # [quota.domain."example.org"]
 # bytes = 5368709120
+
+[metrics]
+# /metrics (Prometheus) and /healthz on the web listener (and /healthz on the http one) answer
+# only clients in these networks (the TCP peer's address; X-Forwarded-For is not trusted).
+# Others get 403 (docs/metrics.md).
+# networks = ["127.0.0.0/8", "::1/128"]
 """
+
+
+def _metrics_settings(table: Mapping[str, Any]) -> MetricsSettings:
+    networks = table.get("networks", list(MetricsSettings().networks))
+    for item in networks:
+        try:
+            ipaddress.ip_network(item)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"'metrics.networks': {item!r} is not a network: {e}") from e
+    return MetricsSettings(tuple(networks))
 
 
 def config_template(settings: Settings) -> str:

@@ -3,7 +3,8 @@
 It assembles the same parts as the main process (ourmail/service.py) but serves only the MX
 listener, on the socket inherited as descriptor 3, asking the master over descriptor 4 for
 every connection (ourmail/net/admission.py).  It stops on SIGTERM, and by itself within a
-second when its master is gone.
+second when its master is gone.  Every few seconds it leaves a snapshot of its counters in
+``<data>/metrics/mx-<number>.prom`` for the master's ``/metrics`` (ourmail/net/metrics.py).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from collections.abc import Sequence
 
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThread
 from twisted.logger import FileLogObserver, Logger, formatEvent, globalLogBeginner
 
 from ourmail.config import load_settings
 from ourmail.net.admission import AdmittingFactory, CountsClient
 from ourmail.net.lineproto import SessionFactory
+from ourmail.net.metrics import SNAPSHOT_INTERVAL
 from ourmail.service import assemble
 from ourmail.smtp.workers import COUNTS_FD, SOCKET_FD
 
@@ -39,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--domain", action="append", default=[])
     ap.add_argument("--dns", action="append", default=[])
     ap.add_argument("--family", choices=["4", "6"], default="4")
+    ap.add_argument("--number", type=int, default=1, help="which worker (its snapshot's name)")
     args = ap.parse_args(argv)
     observer = FileLogObserver(sys.stdout, lambda event: (formatEvent(event) or "") + "\n")
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
@@ -73,6 +77,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             reactor.stop()  # type: ignore[attr-defined]
 
     reactor.callWhenRunning(LoopingCall(master_alive).start, 1.0)  # type: ignore[attr-defined]
+    snapshot = settings.data_dir / "metrics" / f"mx-{args.number}.prom"
+    write = LoopingCall(deferToThread, parts.metrics.write_snapshot, snapshot)
+    reactor.callWhenRunning(write.start, SNAPSHOT_INTERVAL)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger(  # type: ignore[attr-defined]
+        "before", "shutdown", parts.metrics.write_snapshot, snapshot
+    )
     log.info("accepting mail on the MX port (pid {pid})", pid=os.getpid())
     reactor.run()  # type: ignore[attr-defined]
 

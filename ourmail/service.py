@@ -57,7 +57,9 @@ from ourmail.interfaces import (
     ISpamLearner,
 )
 from ourmail.net.dns import make_resolver
+from ourmail.net.health import Health
 from ourmail.net.lineproto import SessionFactory
+from ourmail.net.metrics import Metrics, clear_snapshots
 from ourmail.net.tls import ReloadableServerTLS
 from ourmail.pop3.maildrop import MaildropLocks
 from ourmail.pop3.policy import NoRetention
@@ -83,6 +85,7 @@ from ourmail.vacation.record import ReplyRecord
 from ourmail.vacation.responder import AutoResponder
 from ourmail.web.app import WebApp
 from ourmail.web.clientconfig import ClientSetup
+from ourmail.web.metricspages import HealthOrRedirect, networks
 from ourmail.web.pages import WebServices
 from ourmail.web.redirect import redirect_site
 from ourmail.web.sessions import SessionStore, SessionSweeper
@@ -228,6 +231,8 @@ class Parts:
     preferences: IPreferences | None = None
     #: The webmail (made with the ``web`` listener's factory).
     web: WebApp | None = None
+    #: The figures of this process (``/metrics``, docs/metrics.md).
+    metrics: Metrics = attrs.Factory(Metrics)
 
     def _checked(self, service: str) -> bool:
         """Whether mail arriving on ``service`` goes through the filter chain."""
@@ -267,6 +272,8 @@ class Parts:
                 ),
                 upload_dir=settings.data_dir / "web" / "uploads",
                 max_message_size=settings.limits.max_message_size,
+                metrics=self.metrics,
+                monitor_networks=networks(settings.metrics.networks),
             )
             self.web = WebApp(self.authenticator, sessions, services)
             return self.web.site(settings.limits)
@@ -290,6 +297,7 @@ class Parts:
                     checks=self.checks,
                     check_mail=self._checked(service),
                     contacts=self.contacts if service in ("submission", "submissions") else None,
+                    metrics=self.metrics,
                 ),
             )
         if service in ("imap", "imaps"):
@@ -406,23 +414,30 @@ def assemble(
         clock,
         authserv_id=settings.filters.authserv_id or settings.hostname,
     )
+    metrics = Metrics()
+    delivery.metrics = queue.metrics = metrics
+    checks = filter_checks(settings, reactor, queue, log=True)
+    checks.metrics = metrics
     return Parts(
         settings=settings,
         clock=clock,
         accounts=accounts,
         store=store,
         directory=directory,
-        authenticator=Authenticator(portal, FailureThrottle(clock, settings.auth_throttle), clock),
+        authenticator=Authenticator(
+            portal, FailureThrottle(clock, settings.auth_throttle), clock, metrics
+        ),
         tls=ReloadableServerTLS(settings.tls_certificate, settings.tls_key),
         quota=quota,
         rates=SendingRates(settings.submission),
         queue=queue,
         delivery=delivery,
         retention=retention or NoRetention(),
-        checks=filter_checks(settings, reactor, queue, log=True),
+        checks=checks,
         contacts=contact_book(settings),
         learning=junk_learning(settings, reactor, store, learner),
         preferences=preferences,
+        metrics=metrics,
     )
 
 
@@ -532,15 +547,20 @@ def build(
         parts.learning.setServiceParent(root)
     ReloadOnHangup(parts.tls, reactor).setServiceParent(root)  # type: ignore[arg-type]
     listeners: dict[str, ListenerService] = {}
+    health = Health(settings.data_dir, listeners)
+    site_networks = networks(settings.metrics.networks)
     for service in SERVICES:
         endpoint = settings.listen.get(service)
         if endpoint is None:
             continue
         if service == "http":
             port = web_port(settings, listeners.get("web"))
-            factory: Factory = redirect_site(settings.hostname, port, settings.limits)
+            site = redirect_site(settings.hostname, port, settings.limits)
+            site.resource = HealthOrRedirect(site.resource, health, site_networks)
+            factory: Factory = site
         else:
             factory = parts.factory(service)
+        parts.metrics.watch_connections(service, factory.counts)  # type: ignore[attr-defined]
         if service in IMPLICIT_TLS and not endpoint.startswith("ssl:"):
             factory = TLSMemoryBIOFactory(parts.tls, False, factory)
         listener = ListenerService(reactor, service, endpoint, factory)
@@ -550,8 +570,13 @@ def build(
         SessionSweeper(parts.web.sessions).setServiceParent(root)
         parts.web.services.clients = client_setup(settings, listeners)
         parts.web.services.certificate = (settings.tls_certificate, settings.tls_key)
+        parts.web.services.health = health
+    parts.metrics.watch_queue(parts.queue.backlog, parts.queue.clock.seconds)
+    parts.metrics.watch_certificate(parts.tls.not_after)
     if settings.mx_processes > 1 and "smtp" in listeners:
         MXWorkers(settings, listeners["smtp"], reactor).setServiceParent(root)  # type: ignore[arg-type]
+        clear_snapshots(settings.data_dir / "metrics")
+        parts.metrics.watch_workers(settings.data_dir / "metrics")
     return Server(
         service=root,
         listeners=listeners,

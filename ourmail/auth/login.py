@@ -15,6 +15,7 @@ from twisted.logger import Logger
 
 from ourmail.auth.throttle import FailureThrottle
 from ourmail.interfaces import DirectoryUnavailable, IUserStore
+from ourmail.net.metrics import Metrics
 
 log = Logger()
 
@@ -46,10 +47,18 @@ class Session:
 class Authenticator:
     """Logs users in through a portal; failed attempts are answered late (see FailureThrottle)."""
 
-    def __init__(self, portal: Portal, throttle: FailureThrottle, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        portal: Portal,
+        throttle: FailureThrottle,
+        clock: IReactorTime,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.portal = portal
         self.throttle = throttle
         self.clock = clock
+        #: Counts logins and failures by protocol (docs/metrics.md).
+        self.metrics = metrics or Metrics()
 
     @inlineCallbacks
     def login(self, username: str, password: str, client: str, protocol: str) -> Deferred[Any]:
@@ -86,6 +95,7 @@ class Authenticator:
                 raise LoginUnavailable() from e
             else:
                 self.throttle.succeeded(client, account)
+                self.metrics.login(protocol, True)
                 log.info(
                     "{protocol} login {user} from {client}",
                     protocol=protocol,
@@ -94,6 +104,7 @@ class Authenticator:
                 )
                 return Session(avatar, logout)
         delay, started = self.throttle.failed(client, account)
+        self.metrics.login(protocol, False)
         log.info(
             "{protocol} login failed for {user!r} from {client}{why}",
             protocol=protocol,

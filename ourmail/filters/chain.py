@@ -48,6 +48,7 @@ from ourmail.interfaces import (
     Verdict,
     refuse,
 )
+from ourmail.net.metrics import Metrics
 
 log = Logger()
 
@@ -71,6 +72,8 @@ class FilterChain:
         self._clock = clock
         self.authserv_id = authserv_id
         self.log = log
+        #: Counts each check's verdicts (wired by service.py).
+        self.metrics = Metrics()
 
     def strip(self, head: bytes) -> bytes:
         names = [n for c in self.checks for n in getattr(c, "replaces_fields", ())]
@@ -128,6 +131,7 @@ class FilterChain:
             if stage not in check.stages or (context.trusted and not check.trusted):
                 continue
             verdict = await self._one(check, stage, context)
+            self.metrics.verdict(check.name, verdict.action)
             if not (verdict.refuses and stage == "rcpt"):
                 # (A refusal at RCPT is this recipient's: it says nothing of the message.)
                 context.results.extend(verdict.results)

@@ -45,17 +45,22 @@ class ConnectionCounts:
         self.limits = limits
         self.open: dict[str, int] = {}
         self.total = 0
+        #: Sessions admitted and connections refused since start (docs/metrics.md).
+        self.admitted = self.refused = 0
 
     def admit(self, client: str) -> str | None:
-        """Count a new session from ``client``; or, when a limit is reached, count nothing
-        and return why it is refused."""
+        """Count a new session from ``client``; or, when a limit is reached, count only the
+        refusal and return why."""
         if self.total >= self.limits.max_connections:
+            self.refused += 1
             return TOO_MANY
         held = self.open.get(client, 0)
         if held >= self.limits.max_connections_per_ip:
+            self.refused += 1
             return TOO_MANY_FROM_CLIENT
         self.open[client] = held + 1
         self.total += 1
+        self.admitted += 1
         return None
 
     def release(self, client: str) -> None:

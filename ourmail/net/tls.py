@@ -70,6 +70,12 @@ class ReloadableServerTLS:
     def getContext(self) -> SSL.Context:
         return self._current.getContext()  # type: ignore[attr-defined,no-any-return]
 
+    def not_after(self) -> float:
+        """When the certificate in use expires (its notAfter, RFC 5280 §4.1.2.5), in POSIX
+        seconds: the metrics' certificate expiry."""
+        cert: x509.Certificate = self._current.certificate  # type: ignore[attr-defined]
+        return cert.not_valid_after_utc.timestamp()
+
 
 def opportunistic_client_context() -> ssl.CertificateOptions:
     """TLS for delivery to MX hosts: encrypt when offered, no certificate check (RFC 7435)."""

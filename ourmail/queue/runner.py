@@ -49,6 +49,7 @@ from ourmail.config import QueueSettings
 from ourmail.dsnparams import NO_MAIL_PARAMS, MailParams, RcptParams
 from ourmail.interfaces import IDirectory, ILocalDelivery, IMessageSigner, IOutboundQueue
 from ourmail.net.dns import make_resolver
+from ourmail.net.metrics import Metrics
 from ourmail.queue import dsn
 from ourmail.queue.client import Outgoing, RcptResult, SessionError
 from ourmail.queue.files import (
@@ -221,6 +222,8 @@ class OutboundQueue(Service):
             self.tls_reports,
         )
         self.connections = 0
+        #: Counts remote deliveries, deferrals and bounces (wired by service.py).
+        self.metrics = Metrics()
         self._destinations: dict[Route, Destination] = {}
         self._due: dict[str, float] = {}
         self._active: set[str] = set()
@@ -382,6 +385,17 @@ class OutboundQueue(Service):
                 d.addErrback(lambda f, qid=qid: log.failure("queue: attempt on {id}", f, id=qid))
                 d.addBoth(lambda _, qid=qid: self._attempt_done(qid))
 
+    def backlog(self) -> tuple[int, float | None]:
+        """The messages this (started) queue knows of and the creation time of the oldest
+        (None: empty), from memory: message ids begin with their creation time (new_id)."""
+        if not self._due:
+            return 0, None
+        oldest = min(self._due)
+        try:
+            return len(self._due), int(oldest[:11], 16) / 1000
+        except ValueError:  # not one of new_id's: its age is not known
+            return len(self._due), None
+
     def _discovered(self, found: dict[str, float]) -> None:
         for qid, when in found.items():
             self._due.setdefault(qid, when)
@@ -523,6 +537,7 @@ class OutboundQueue(Service):
         host = self.hostname if remote_mta is None else remote_mta or domain
         for r in results:
             outcome = "sent" if r.ok else ("bounced" if r.status.startswith("5") else "deferred")
+            self.metrics.attempted(outcome, local=remote_mta is None)
             log.info(
                 "queue: {id} to <{rcpt}> via {host}: {outcome} ({why})",
                 id=qid,
@@ -569,6 +584,7 @@ class OutboundQueue(Service):
             if now >= envelope.created + self.settings.max_age:
                 for rcpt in envelope.pending():  # RFC 3463 §3.5: 4.4.7 delivery time expired
                     rcpt.state, rcpt.status = FAILED, "4.4.7"
+                    self.metrics.attempted("bounced", local=False)
                     rcpt.diagnostic = rcpt.diagnostic or "message expired in the queue"
             by_action: dict[str, list[QueuedRecipient]] = {}
             for rcpt in envelope.recipients:

@@ -59,6 +59,7 @@ from ourmail.interfaces import (
     Recipient,
     ShardMoving,
 )
+from ourmail.net.metrics import Metrics
 
 log = Logger()
 
@@ -201,6 +202,8 @@ class Delivery:
         self.rewriter = rewriter
         #: The out-of-office replies (wired by service.py); None: none are sent.
         self.responder: IAutoResponder | None = None
+        #: Counts local copies and the store's delivery latency (wired by service.py).
+        self.metrics = Metrics()
 
     # -- recipients --------------------------------------------------------------------------
 
@@ -267,6 +270,7 @@ class Delivery:
         """Deliver to every accepted recipient; one result each, in order.  Each Deferred it
         waits for fires only once its copy is durable."""
         # Each mailbox gets one copy, however many recipients (aliases) lead to it.
+        started = self.metrics.clock()
         mailboxes = list(dict.fromkeys(m for a in txn.recipients for m in a.recipient.mailboxes))
         keys = [txn.group(a, self.rewriter) for a in txn.recipients]
         outbound = txn.outbound(self.rewriter, keys)
@@ -286,6 +290,8 @@ class Delivery:
         queued = dict(zip(outbound, outcomes[len(mailboxes) :], strict=True))
         delivered = [m for m, (ok, _) in stored.items() if ok]
         if delivered:
+            self.metrics.stored(started)
+            self.metrics.delivered("local", len(delivered))
             log.info(
                 "delivered {id} from <{sender}> to {rcpts} ({size} bytes)",
                 id=txn.id,

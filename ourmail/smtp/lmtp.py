@@ -61,6 +61,8 @@ class LMTPServer(SMTPServer):
 
     def report(self, results: list[DeliveryResult]) -> None:
         self._owed = 0
+        if any(r.ok for r in results):
+            self.ctx.metrics.accepted("lmtp")
         for r in results:  # RFC 2033 §4.2: one reply per recipient, in RCPT order
             if r.ok:
                 self.reply(250, f"2.1.5 <{r.address}> delivered as {self.queue_id}")

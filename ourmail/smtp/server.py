@@ -62,6 +62,7 @@ from ourmail.interfaces import (
     Stage,
 )
 from ourmail.net.lineproto import LineProtocol
+from ourmail.net.metrics import Metrics
 from ourmail.smtp import auth, submission, syntax
 from ourmail.smtp.checks import (
     HEADER_SCAN,
@@ -71,11 +72,35 @@ from ourmail.smtp.checks import (
     run_stage,
 )
 from ourmail.smtp.data import ChunkReader, DotReader, MessageSink
-from ourmail.smtp.delivery import Accepted, Delivery, Refusal, Transaction, special_folder
+from ourmail.smtp.delivery import (
+    BAD_SRS,
+    FULL,
+    FULL_FOR_NOW,
+    NO_QUEUE,
+    RELAY_DENIED,
+    SRS_BOUNCES_ONLY,
+    UNKNOWN,
+    Accepted,
+    Delivery,
+    Refusal,
+    Transaction,
+    special_folder,
+)
 from ourmail.smtp.spool import Spool
 from ourmail.smtp.submission import SendingRates
 
 log = Logger()
+
+#: Why delivery refused a recipient, as the metrics' ``reason`` (others: ``other``).
+REFUSAL_REASONS = {
+    RELAY_DENIED: "relay",
+    NO_QUEUE: "relay",
+    FULL: "quota",
+    FULL_FOR_NOW: "quota",
+    UNKNOWN: "recipient",
+    BAD_SRS: "recipient",
+    SRS_BOUNCES_ONLY: "recipient",
+}
 
 
 @attrs.frozen
@@ -103,6 +128,8 @@ class SMTPContext:
     check_mail: bool = True
     #: Submission only: remembers whom users write to (the spam check's contacts), or None.
     contacts: IContactBook | None = None
+    #: Counts accepted and refused mail (docs/metrics.md).
+    metrics: Metrics = attrs.Factory(Metrics)
 
 
 class SMTPServer(LineProtocol):
@@ -173,7 +200,17 @@ class SMTPServer(LineProtocol):
         """Run the chain at ``stage``; fires with the outcome when it refuses, else None
         (its junk verdicts and header fields then wait for the end of DATA)."""
         assert self.ctx.checks is not None
-        return run_stage(self.ctx.checks, stage, self.mail_context, self._verdicts)
+        d = run_stage(self.ctx.checks, stage, self.mail_context, self._verdicts)
+        return d.addCallback(self._count_filter_refusal)
+
+    def _count_filter_refusal(self, outcome: ChainOutcome | None) -> ChainOutcome | None:
+        if outcome is not None:
+            self.count_refusal("filter")
+        return outcome
+
+    def count_refusal(self, reason: str) -> None:
+        """Count a refused client, sender, recipient or message (docs/metrics.md)."""
+        self.ctx.metrics.refused(self.listener_name(), reason)
 
     def send_refusal(self, why: str) -> None:
         self.reply(421, f"4.7.0 {self.ctx.hostname} {why}, try again later")  # RFC 5321 §3.8
@@ -356,6 +393,7 @@ class SMTPServer(LineProtocol):
             self.error(503, "5.5.1 Say EHLO first")
             return
         if self.ctx.submission and self.user is None:
+            self.count_refusal("auth")
             self.error(530, "5.7.0 Authentication required")
             return
         if self.sender is not None:
@@ -368,9 +406,11 @@ class SMTPServer(LineProtocol):
             return
         if self.user is not None:
             if not self._may_send_as(path):  # RFC 6409 §6.1: the user's own address or alias
+                self.count_refusal("auth")
                 self.error(553, f"5.7.1 <{path}>: Sender address not owned by {self.user}")
                 return
             if self.ctx.rates is not None and not self.ctx.rates.may_send(self.user):
+                self.count_refusal("rate")
                 self.reply(451, "4.7.1 Hourly sending limit reached, try again later")
                 return
         try:
@@ -415,10 +455,12 @@ class SMTPServer(LineProtocol):
             self.error(503, "5.5.1 Need MAIL before RCPT")
             return
         if len(self.recipients) >= self.ctx.limits.max_recipients:
+            self.count_refusal("other")
             self.reply(452, "4.5.3 Too many recipients")
             return
         rates = self.ctx.rates
         if self.user and rates and not rates.may_send(self.user, len(self.recipients) + 1):
+            self.count_refusal("rate")
             self.reply(451, "4.7.1 Hourly recipient limit reached, try again later")
             return
         try:
@@ -439,8 +481,10 @@ class SMTPServer(LineProtocol):
         except AddressError:
             domain = path.rpartition("@")[2].lower()
             if not self.ctx.directory.is_local_domain(domain) and self.user is None:
+                self.count_refusal("relay")
                 self.error(554, f"5.7.1 <{path}>: Relay access denied")
             else:
+                self.count_refusal("recipient")
                 self.error(550, f"5.1.1 <{path}>: Recipient address rejected")
             return
         d = self.ctx.delivery.resolve(
@@ -453,6 +497,7 @@ class SMTPServer(LineProtocol):
         self, rcpt: Recipient | Refusal, path: str, params: dsnparams.RcptParams
     ) -> None:
         if isinstance(rcpt, Refusal):
+            self.count_refusal(REFUSAL_REASONS.get(rcpt, "other"))
             # 4xx only tells the client to come back; 5xx counts towards max_errors.
             answer = self.error if rcpt.code >= 500 else self.reply
             answer(rcpt.code, f"{rcpt.status} <{path}>: {rcpt.text}")
@@ -527,6 +572,7 @@ class SMTPServer(LineProtocol):
         size, last = int(parts[0]), len(parts) == 2
         if size > self.ctx.limits.max_message_size + (1 << 20):
             # Too big to read through: the chunk's bytes would be taken for commands.
+            self.count_refusal("size")
             self.reply(552, "5.3.4 Chunk too large, closing connection")
             self.close()
             return
@@ -588,6 +634,7 @@ class SMTPServer(LineProtocol):
         self.setTimeout(self.idle_timeout)
         assert self._sink is not None
         if self._sink.too_big:
+            self.count_refusal("size")
             self.refuse_message(552, "5.3.4 Message size exceeds fixed maximum message size")
             return
         if self.user is not None and not self._complete_submission():
@@ -604,6 +651,7 @@ class SMTPServer(LineProtocol):
             # Read once: for the limit, then the rewrite.
             head = spool.head(HEADER_SCAN) if checks is not None else b""
             if checks is not None and header_too_large(spool, head):
+                self.count_refusal("size")
                 self.refuse_message(552, "5.3.4 Message header too large")
                 return
             if self._checking("data"):
@@ -641,6 +689,7 @@ class SMTPServer(LineProtocol):
         assert self._spool is not None
         at, hostname = self._received_len, self.ctx.hostname
         if not submission.complete_header(self._spool, at, hostname, self._may_send_as):
+            self.count_refusal("auth")
             self._reset()
             self.error(553, f"5.7.1 From: must be your own address or alias, {self.user}")
             return False
@@ -714,8 +763,10 @@ class SMTPServer(LineProtocol):
     def report(self, results: list[DeliveryResult]) -> None:
         """SMTP answers DATA once for all recipients (RFC 5321 §4.2.5): all or nothing."""
         if all(r.ok for r in results):
+            self.ctx.metrics.accepted(self.listener_name())
             self.reply(250, f"2.0.0 Ok: queued as {self.queue_id}")
         else:
+            self.count_refusal("other")
             self.reply(451, "4.3.0 Local delivery failed, try again later")
 
     def do_RSET(self, arg: str) -> None:

@@ -224,6 +224,7 @@ class Submitter:
         delivered = tuple(r.address for r in results if r.ok)
         if not delivered:
             return SubmissionResult(failures)
+        self.delivery.metrics.accepted("web")
         log.info("{user} sent {id} from the web to {n} of {total} recipients", user=user,
                  id=queue_id, n=len(delivered), total=len(results))  # fmt: skip
         # What follows a durable delivery must not turn it into a failure the user would

@@ -123,7 +123,7 @@ class MXWorkers(Service):
             self.reactor.spawnProcess(
                 proto,
                 sys.executable,
-                self._arguments(),
+                [*self._arguments(), "--number", str(number)],
                 env=dict(os.environ),
                 childFDs={0: "w", 1: "r", 2: "r", SOCKET_FD: fd, COUNTS_FD: theirs.fileno()},
             )

@@ -32,6 +32,7 @@ from ourmail.web.autoconfig import AutoconfigPages
 from ourmail.web.compose import ComposePages
 from ourmail.web.listpages import ListPages
 from ourmail.web.live import LivePages
+from ourmail.web.metricspages import MetricsPages
 from ourmail.web.pages import LOGIN_COOKIE, SESSION_COOKIE, Pages, WebServices
 from ourmail.web.read import ReadPages
 from ourmail.web.sessions import SessionStore, same_token
@@ -59,7 +60,16 @@ def _static_files() -> dict[str, tuple[bytes, bytes]]:
     return files
 
 
-class WebApp(ListPages, LivePages, ReadPages, ComposePages, SettingsPages, AutoconfigPages, Pages):
+class WebApp(
+    ListPages,
+    LivePages,
+    ReadPages,
+    ComposePages,
+    SettingsPages,
+    AutoconfigPages,
+    MetricsPages,
+    Pages,
+):
     """The webmail of one server process: every part's routes, its sessions and templates."""
 
     app = Pages.app

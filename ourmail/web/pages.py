@@ -11,6 +11,7 @@ POST with :meth:`Pages.checked` (the session and its CSRF token).
 from __future__ import annotations
 
 import gettext
+import ipaddress
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ from ourmail.interfaces import (
     ISubmission,
     StoreError,
 )
+from ourmail.net.health import Health
+from ourmail.net.metrics import Metrics
 from ourmail.web import i18n
 from ourmail.web.clientconfig import ClientSetup
 from ourmail.web.sessions import SessionStore, WebSession, new_token, same_token
@@ -75,6 +78,12 @@ class WebServices:
     #: The largest message the server sends (``[limits] max_message_size``): a message's
     #: attachments together stay below it.
     max_message_size: int = Limits().max_message_size
+    #: The server's figures for ``/metrics`` (docs/metrics.md); None: 404.
+    metrics: Metrics | None = None
+    #: What ``/healthz`` checks; None: it answers 503.
+    health: Health | None = None
+    #: Who may read ``/metrics`` and ``/healthz`` (``[metrics] networks``); empty: nobody.
+    monitor_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
 
 class NotLoggedIn(Exception):
