@@ -160,6 +160,19 @@ class WebSettings:
 
 
 @attrs.frozen
+class LogSettings:
+    """``[log]``: the log's format and what the transaction events name (docs/logging.md)."""
+
+    #: ``text`` (twistd's lines) or ``json`` (one JSON object a line, same file or stdout).
+    format: str = "text"
+    #: Whether ``smtp.transaction`` events list the recipients' addresses (else only a count).
+    recipients: bool = True
+
+
+LOG_FORMATS = ("text", "json")
+
+
+@attrs.frozen
 class SubmissionSettings:
     """Rules for mail sent by authenticated users on the submission ports."""
 
@@ -338,6 +351,7 @@ class Settings:
     #: main process only.
     mx_processes: int = attrs.Factory(default_mx_processes)
     config_path: Path | None = None
+    log: LogSettings = LogSettings()
 
     @property
     def primary_domain(self) -> str:
@@ -420,6 +434,7 @@ _TOML_KEYS: Mapping[str, Any] = {
     "pop3": {"delete": str, "login_delay": int, "domain": _Named({"delete": str})},
     "web": {"session_idle": int, "session_lifetime": int, "max_sessions": int, "mta_sts_mode": str},
     "ldap": {"url": str},
+    "log": {"format": str, "recipients": bool},
     "dns": {"servers": list},
     "srs": {"enabled": bool, "max_age": int},
     "filters": {
@@ -599,7 +614,15 @@ def load_settings(
         ldap_url=table.get("ldap", {}).get("url") or None,
         mx_processes=mx_processes,
         config_path=config_path,
+        log=_log_settings(table.get("log", {})),
     )
+
+
+def _log_settings(table: Mapping[str, Any]) -> LogSettings:
+    log = LogSettings(**table)
+    if log.format not in LOG_FORMATS:
+        raise ConfigError(f"'log.format' must be one of {', '.join(LOG_FORMATS)}")
+    return log
 
 
 def _throttle_settings(table: Mapping[str, Any]) -> ThrottleSettings:
@@ -939,6 +962,13 @@ domains = {domains}
 # permanent = false
 # [quota.domain."example.org"]
 # bytes = 5368709120
+
+[log]
+# "text" (the default) or "json": one JSON object a line, to twistd's --logfile or, with
+# twistd -n, to standard output (docs/logging.md).  twistd --logger=... wins over this.
+# format = "text"
+# Whether each SMTP transaction's log line lists the recipients' addresses (false: a count).
+# recipients = true
 """
 
 

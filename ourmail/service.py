@@ -290,6 +290,7 @@ class Parts:
                     checks=self.checks,
                     check_mail=self._checked(service),
                     contacts=self.contacts if service in ("submission", "submissions") else None,
+                    log_recipients=settings.log.recipients,
                 ),
             )
         if service in ("imap", "imaps"):

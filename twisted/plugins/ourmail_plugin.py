@@ -63,7 +63,12 @@ class OurmailServiceMaker:
                 listen=tuple(options["listen"]),
                 dns_servers=tuple(options["dns"]),
             )
-            return build(settings, checkers=options.get("credCheckers", [])).service
+            service = build(settings, checkers=options.get("credCheckers", [])).service
+            if settings.log.format == "json":
+                from ourmail.logs.jsonlog import JSONLogged
+
+                return JSONLogged(service, options.parent)
+            return service
         except ConfigError as e:
             raise SystemExit(f"ourmail: configuration error: {e}") from None
 
