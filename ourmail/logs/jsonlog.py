@@ -27,6 +27,7 @@ from twisted.logger import (
     ILogObserver,
     LogEvent,
     eventAsJSON,
+    eventFromJSON,
     formatEvent,
 )
 from twisted.python.logfile import LogFile
@@ -35,6 +36,31 @@ from twisted.python.logfile import LogFile
 def json_line(event: LogEvent) -> str:
     """One event as a JSON line (newline-terminated)."""
     return eventAsJSON({**event, "log_text": formatEvent(event)}) + "\n"
+
+
+def worker_line(event: LogEvent) -> str:
+    """How an MX worker process writes an event to the master (ourmail/mxworker.py): a
+    structured event (one with an ``event`` field, :mod:`ourmail.logs.events`) as a JSON
+    line that :func:`relayed` turns back into the event, anything else as its text."""
+    if "event" in event:
+        return eventAsJSON(event) + "\n"
+    return (formatEvent(event) or "") + "\n"
+
+
+def relayed(line: bytes, worker: int) -> LogEvent | None:
+    """The structured event an MX worker wrote as ``line`` (:func:`worker_line`), to be
+    published again in the master with a ``worker`` field and ``mx worker N:`` before its
+    text; None when the line is not one."""
+    try:
+        event = eventFromJSON(line.decode("utf-8"))
+    except ValueError:
+        return None
+    fmt = event.get("log_format") if isinstance(event, dict) else None
+    if not isinstance(fmt, str) or "event" not in event:
+        return None
+    event.pop("log_flattened", None)  # made for the old format
+    event.update(worker=worker, log_format="mx worker {worker}: " + fmt)
+    return event
 
 
 def json_observer(out: IO[Any]) -> FileLogObserver:

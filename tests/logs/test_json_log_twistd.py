@@ -10,6 +10,7 @@ import signal
 import smtplib
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -119,3 +120,41 @@ def test_json_lines_in_the_logfile_rotated_by_sigusr1(tmp_path: Path) -> None:
     before = parsed((tmp_path / "ourmail.log.1").read_text().splitlines())
     assert any("listening on" in e["log_text"] for e in before)
     check(parsed(logfile.read_text().splitlines()))
+
+
+def test_mx_workers_events_keep_their_fields(tmp_path: Path) -> None:
+    """An MX worker process's transactions reach the master's JSON log as events, once each,
+    with a ``worker`` field."""
+    data = json_data(tmp_path)
+    (data / "ourmail.toml").write_text('[log]\nformat = "json"\n[smtp]\nmx_processes = 2\n')
+    server = Twistd(data)
+
+    def send(first: int) -> None:
+        for n in range(first, first + 10):
+            with smtplib.SMTP("127.0.0.1", server.ports["smtp"]) as s:
+                msg = f"Message-ID: <w{n}@else.test>\r\nSubject: {n}\r\n\r\nx\r\n"
+                s.sendmail("bob@else.test", ["postmaster@example.test"], msg.encode())
+
+    try:
+        deadline = time.monotonic() + 30
+        while not any("mx worker 1: accepting mail" in li for li in server.log):
+            assert time.monotonic() < deadline, server.log
+            time.sleep(0.1)
+        threads = [threading.Thread(target=send, args=(i * 10,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        while sum('"smtp.transaction"' in li for li in server.log) < 40:
+            assert time.monotonic() < deadline + 30, server.log
+            time.sleep(0.1)
+    finally:
+        server.stop()
+    txns = [e for e in parsed(server.log) if e.get("event") == "smtp.transaction"]
+    ids = sorted(e["message_id"] for e in txns)
+    assert ids == sorted(f"<w{n}@else.test>" for n in range(40))
+    by_worker = [e for e in txns if e.get("worker") == 1]
+    assert by_worker, "the worker took no connection"
+    assert all(
+        e["log_text"].startswith("mx worker 1: smtp transaction accepted:") for e in by_worker
+    )
