@@ -65,6 +65,8 @@ def escaped(text: str | None, limit: int = MAX_FIELD) -> str:
     if not text:
         return ""
     cut = text[:limit]
+    if cut.isprintable() and '"' not in cut and "\\" not in cut:  # the usual case, quickly
+        return cut + "..." if len(text) > limit else cut
     out = "".join(
         "\\\\"
         if c == "\\"
