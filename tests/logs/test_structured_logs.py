@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import smtplib
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -180,7 +181,23 @@ def test_throttled_and_no_tls(srv: RunningServer) -> None:
         with smtplib.SMTP("127.0.0.1", srv.port("submission")) as s:
             s.ehlo("x")
             assert s.docmd("AUTH", "PLAIN")[0] == 538
-        found = _logins(events, 6)
+        with socket.create_connection(("127.0.0.1", srv.port("imap"))) as sock:
+            f = sock.makefile("rb")
+            f.readline()
+            sock.sendall(f"a LOGIN {srv.user} {SECRET}\r\n".encode())
+            assert b"PRIVACYREQUIRED" in f.readline()
+        with socket.create_connection(("127.0.0.1", srv.port("pop3"))) as sock:
+            f = sock.makefile("rb")
+            f.readline()
+            sock.sendall(f"PASS {SECRET}\r\n".encode())
+            assert f.readline().startswith(b"-ERR")
+        found = _logins(events, 8)
     assert [e["result"] for e in found[:5]] == ["unknown-user"] * 4 + ["throttled"]
-    assert (found[5]["result"], found[5]["service"], found[5]["user"]) == ("no-tls", "smtp", "")
+    no_tls = [(e["result"], e["service"], e["user"], e["mechanism"]) for e in found[5:]]
+    assert no_tls == [
+        ("no-tls", "smtp", "", "PLAIN"),
+        ("no-tls", "imap", "", "LOGIN"),
+        ("no-tls", "pop3", "", "USER"),
+    ]
     assert "login refused: client=127.0.0.1 service=smtp " in events.text()
+    assert SECRET not in events.text() and SECRET not in events.json()
