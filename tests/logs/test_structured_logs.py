@@ -201,3 +201,25 @@ def test_throttled_and_no_tls(srv: RunningServer) -> None:
     ]
     assert "login refused: client=127.0.0.1 service=smtp " in events.text()
     assert SECRET not in events.text() and SECRET not in events.json()
+
+
+def test_bdat_and_a_connection_dropped_mid_transaction(srv: RunningServer) -> None:
+    with captured() as events:
+        with smtplib.SMTP("127.0.0.1", srv.port("smtp")) as s:
+            s.ehlo("x")
+            s.docmd("MAIL", "FROM:<a@b.test>")
+            s.docmd("RCPT", f"TO:<{srv.user}>")
+            s.send(b"BDAT 10\r\n0123456789")
+            assert s.getreply()[0] == 250
+            s.send(b"BDAT 0 LAST\r\n")
+            assert s.getreply()[0] == 250
+        s = smtplib.SMTP("127.0.0.1", srv.port("submission"))
+        s.starttls(context=client_tls())
+        s.login(srv.user, srv.password)
+        s.docmd("MAIL", f"FROM:<{srv.user}>")
+        s.docmd("RCPT", "TO:<nobody@example.test>")
+        s.close()  # no QUIT: the transaction ends with the connection
+        bdat, dropped = events.wait("smtp.transaction", 2)
+    assert (bdat["result"], bdat["size"], bdat["rcpt_count"]) == ("accepted", 10, 1)
+    assert (dropped["result"], dropped["code"], dropped["rcpt_refused"]) == ("refused", 550, 1)
+    assert dropped["user"] == srv.user and dropped["tls"].startswith("TLSv1.")
