@@ -965,7 +965,7 @@ domains = {domains}
 
 [log]
 # "text" (the default) or "json": one JSON object a line, to twistd's --logfile or, with
-# twistd -n, to standard output (docs/logging.md).  twistd --logger=... wins over this.
+# twistd -n, to standard output (docs/logging.md).  `ourmail --log-format` wins over this.
 # format = "text"
 # Whether each SMTP transaction's log line lists the recipients' addresses (false: a count).
 # recipients = true

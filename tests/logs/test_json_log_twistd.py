@@ -158,3 +158,20 @@ def test_mx_workers_events_keep_their_fields(tmp_path: Path) -> None:
     assert all(
         e["log_text"].startswith("mx worker 1: smtp transaction accepted:") for e in by_worker
     )
+
+
+def test_the_twistd_option_and_a_wrong_value(tmp_path: Path) -> None:
+    data = tmp_path / "ourmail-data"
+    server = Twistd(data, ("--log-format=json",))
+    server.stop()
+    assert any("listening on" in e["log_text"] for e in parsed(server.log))
+    wrong = subprocess.run(
+        [str(Path(sys.executable).with_name("twistd")), "-n", "ourmail", "--log-format=xml"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert wrong.returncode != 0 and "--log-format is text or json" in wrong.stderr + wrong.stdout
