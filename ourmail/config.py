@@ -161,6 +161,19 @@ class WebSettings:
 
 
 @attrs.frozen
+class LogSettings:
+    """``[log]``: the log's format and what the transaction events name (docs/logging.md)."""
+
+    #: ``text`` (twistd's lines) or ``json`` (one JSON object a line, same file or stdout).
+    format: str = "text"
+    #: Whether ``smtp.transaction`` events list the recipients' addresses (else only a count).
+    recipients: bool = True
+
+
+LOG_FORMATS = ("text", "json")
+
+
+@attrs.frozen
 class SubmissionSettings:
     """Rules for mail sent by authenticated users on the submission ports."""
 
@@ -348,6 +361,7 @@ class Settings:
     mx_processes: int = attrs.Factory(default_mx_processes)
     config_path: Path | None = None
     metrics: MetricsSettings = MetricsSettings()
+    log: LogSettings = LogSettings()
 
     @property
     def primary_domain(self) -> str:
@@ -430,6 +444,7 @@ _TOML_KEYS: Mapping[str, Any] = {
     "pop3": {"delete": str, "login_delay": int, "domain": _Named({"delete": str})},
     "web": {"session_idle": int, "session_lifetime": int, "max_sessions": int, "mta_sts_mode": str},
     "ldap": {"url": str},
+    "log": {"format": str, "recipients": bool},
     "dns": {"servers": list},
     "srs": {"enabled": bool, "max_age": int},
     "filters": {
@@ -611,7 +626,15 @@ def load_settings(
         mx_processes=mx_processes,
         config_path=config_path,
         metrics=_metrics_settings(table.get("metrics", {})),
+        log=_log_settings(table.get("log", {})),
     )
+
+
+def _log_settings(table: Mapping[str, Any]) -> LogSettings:
+    log = LogSettings(**table)
+    if log.format not in LOG_FORMATS:
+        raise ConfigError(f"'log.format' must be one of {', '.join(LOG_FORMATS)}")
+    return log
 
 
 def _throttle_settings(table: Mapping[str, Any]) -> ThrottleSettings:
@@ -957,6 +980,13 @@ domains = {domains}
 # only clients in these networks (the TCP peer's address; X-Forwarded-For is not trusted).
 # Others get 403 (docs/metrics.md).
 # networks = ["127.0.0.0/8", "::1/128"]
+
+[log]
+# "text" (the default) or "json": one JSON object a line, to twistd's --logfile or, with
+# twistd -n, to standard output (docs/logging.md).  `ourmail --log-format` wins over this.
+# format = "text"
+# Whether each SMTP transaction's log line lists the recipients' addresses (false: a count).
+# recipients = true
 """
 
 

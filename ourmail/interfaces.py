@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import BinaryIO, Literal
 
 import attrs
+from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
@@ -840,3 +841,10 @@ class IForwardSealer(Interface):
     def seal(content: bytes | os.PathLike[str]) -> Deferred[bytes]:
         """The whole message with an ARC set on top; the message unchanged when there is
         nothing to seal (no key, no Authentication-Results of ours, a chain already broken)."""
+
+
+class UnknownUser(UnauthorizedLogin):
+    """A checker's refusal that says the login name is no account at all (not a wrong
+    password).  Clients never see the difference (both are "authentication failed"); the
+    ``login`` log event does (``result=unknown-user``, docs/logging.md).  A checker that
+    cannot tell raises plain ``UnauthorizedLogin`` (logged as ``bad-password``)."""

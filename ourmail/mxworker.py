@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
-from twisted.logger import FileLogObserver, Logger, formatEvent, globalLogBeginner
+from twisted.logger import FileLogObserver, Logger, globalLogBeginner
 
 from ourmail.config import load_settings
+from ourmail.logs.jsonlog import worker_line
 from ourmail.net.admission import AdmittingFactory, CountsClient
 from ourmail.net.lineproto import SessionFactory
 from ourmail.net.metrics import SNAPSHOT_INTERVAL
@@ -44,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--family", choices=["4", "6"], default="4")
     ap.add_argument("--number", type=int, default=1, help="which worker (its snapshot's name)")
     args = ap.parse_args(argv)
-    observer = FileLogObserver(sys.stdout, lambda event: (formatEvent(event) or "") + "\n")
+    observer = FileLogObserver(sys.stdout, worker_line)
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     settings = load_settings(
         data=args.data,

@@ -298,6 +298,7 @@ class Parts:
                     check_mail=self._checked(service),
                     contacts=self.contacts if service in ("submission", "submissions") else None,
                     metrics=self.metrics,
+                    log_recipients=settings.log.recipients,
                 ),
             )
         if service in ("imap", "imaps"):

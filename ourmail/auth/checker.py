@@ -16,7 +16,7 @@ from ourmail.auth.accounts import AccountDB
 from ourmail.auth.cache import IStampedChecker
 from ourmail.auth.passwords import verify_in_thread
 from ourmail.config import ConfigError
-from ourmail.interfaces import DirectoryUnavailable
+from ourmail.interfaces import DirectoryUnavailable, UnknownUser
 
 log = Logger()
 
@@ -59,6 +59,8 @@ class AccountChecker:
             address, password = None, ""
         encoded = self.accounts.password_hash(address) if address else None
         ok = yield verify_in_thread(encoded, password)
+        if encoded is None:
+            raise UnknownUser()
         if not ok or address is None:
             raise error.UnauthorizedLogin()
         return address
@@ -87,10 +89,14 @@ class FirstOf:
     @inlineCallbacks
     def requestAvatarId(self, creds: credentials.IUsernamePassword) -> Deferred[object]:
         unavailable: DirectoryUnavailable | None = None
+        known = False  # a checker knew the name (so the password was wrong)
         for checker in self.checkers:
             try:
                 return (yield checker.requestAvatarId(creds))
+            except UnknownUser:
+                continue
             except error.UnauthorizedLogin:
+                known = True
                 continue
             except DirectoryUnavailable as e:
                 unavailable = e
@@ -99,7 +105,7 @@ class FirstOf:
                 unavailable = DirectoryUnavailable(f"{type(checker).__name__} failed: {e}")
         if unavailable is not None:
             raise unavailable
-        raise error.UnauthorizedLogin()
+        raise error.UnauthorizedLogin() if known else UnknownUser()
 
 
 def password_checker(

@@ -14,7 +14,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ourmail.auth.throttle import FailureThrottle
-from ourmail.interfaces import DirectoryUnavailable, IUserStore
+from ourmail.interfaces import DirectoryUnavailable, IUserStore, UnknownUser
+from ourmail.logs import events
 from ourmail.net.metrics import Metrics
 
 log = Logger()
@@ -61,22 +62,34 @@ class Authenticator:
         self.metrics = metrics or Metrics()
 
     @inlineCallbacks
-    def login(self, username: str, password: str, client: str, protocol: str) -> Deferred[Any]:
+    def login(
+        self,
+        username: str,
+        password: str,
+        client: str,
+        protocol: str,
+        mechanism: str = "password",
+    ) -> Deferred[Any]:
         """Fires with a :class:`Session` whose avatar is the user's IUserStore, or fails with
         LoginFailed after a delay (LoginUnavailable when the password could not be checked).
 
-        A locked-out client or account fails without its password being checked.  The password
-        is never logged; the user name is.
+        A locked-out client or account fails without its password being checked.  Every
+        attempt is one ``login`` event (:func:`ourmail.logs.events.login`, with
+        ``mechanism``, e.g. ``PLAIN``); the password is never logged, the user name is.
         """
         account = username.strip().lower()[:320]
         refused = self.throttle.refused(client, account)
+        result = events.THROTTLED
         if refused is None:
             creds = credentials.UsernamePassword(username.encode("utf-8"), password.encode("utf-8"))
             try:
                 _iface, avatar, logout = yield self.portal.login(creds, None, IUserStore)
+            except UnknownUser:
+                result = events.UNKNOWN_USER
             except (error.UnauthorizedLogin, error.UnhandledCredentials):
-                pass
+                result = events.BAD_PASSWORD
             except DirectoryUnavailable as e:
+                events.login(protocol, client, username, mechanism, events.UNAVAILABLE)
                 log.warn(
                     "{protocol} login for {user!r} from {client} not checked: {why}",
                     protocol=protocol,
@@ -86,6 +99,7 @@ class Authenticator:
                 )
                 raise LoginUnavailable() from e
             except Exception as e:  # a plugin checker's or realm's own error: not a refusal
+                events.login(protocol, client, username, mechanism, events.UNAVAILABLE)
                 log.failure(
                     "{protocol} login for {user!r} from {client}: the checker or realm failed",
                     protocol=protocol,
@@ -96,22 +110,11 @@ class Authenticator:
             else:
                 self.throttle.succeeded(client, account)
                 self.metrics.login(protocol, True)
-                log.info(
-                    "{protocol} login {user} from {client}",
-                    protocol=protocol,
-                    user=avatar.address,
-                    client=client,
-                )
+                events.login(protocol, client, username, mechanism, events.OK)
                 return Session(avatar, logout)
         delay, started = self.throttle.failed(client, account)
         self.metrics.login(protocol, False)
-        log.info(
-            "{protocol} login failed for {user!r} from {client}{why}",
-            protocol=protocol,
-            user=username[:200],
-            client=client,
-            why=f" ({refused})" if refused else "",
-        )
+        events.login(protocol, client, username, mechanism, result)
         if started:
             log.warn(
                 "{what} locked out after repeated failed logins: {user!r} from {client}",

@@ -17,6 +17,7 @@ from ourmail.imap.wire import (
     Token,
     astring,
 )
+from ourmail.logs import events
 
 #: RFC 2971 §3.3: at most 30 field-value pairs, fields up to 30 and values up to 1024 octets.
 MAX_ID_FIELDS = 30
@@ -95,13 +96,14 @@ class SessionCommands:
 
     def do_LOGIN(self, args: list[Token]) -> Deferred[None] | None:
         if not self.secure:
+            events.login("imap", self.peer, "", "LOGIN", events.NO_TLS)
             self.send(f"{self._tag} NO [PRIVACYREQUIRED] LOGIN is disabled until STARTTLS")
             return None
         if len(args) != 2:
             raise ParseError("LOGIN takes a user name and a password")
         user = astring(args[0]).decode("utf-8", "replace")
         password = astring(args[1]).decode("utf-8", "replace")
-        return self._login(user, password)
+        return self._login(user, password, "LOGIN")
 
     def do_AUTHENTICATE(self, args: list[Token]) -> Deferred[None] | None:
         if not args or not isinstance(args[0], Atom) or len(args) > 2:
@@ -110,6 +112,7 @@ class SessionCommands:
             self.send(f"{self._tag} NO Unsupported authentication mechanism")
             return None
         if not self.secure:
+            events.login("imap", self.peer, "", "PLAIN", events.NO_TLS)
             self.send(f"{self._tag} NO [PRIVACYREQUIRED] Authentication is disabled until STARTTLS")
             return None
         if len(args) == 2:  # RFC 4959 initial response
@@ -129,12 +132,14 @@ class SessionCommands:
         if plain.for_someone_else:
             self.send(f"{self._tag} NO [AUTHORIZATIONFAILED] Cannot act as another user")
             return None
-        return self._login(plain.authcid, plain.password)
+        return self._login(plain.authcid, plain.password, "PLAIN")
 
     @inlineCallbacks
-    def _login(self, user: str, password: str) -> Deferred[None]:
+    def _login(self, user: str, password: str, mechanism: str) -> Deferred[None]:
         try:
-            session = yield self.ctx.authenticator.login(user, password, self.peer, "imap")
+            session = yield self.ctx.authenticator.login(
+                user, password, self.peer, "imap", mechanism
+            )
         except LoginFailed:
             self.send(f"{self._tag} NO [AUTHENTICATIONFAILED] Authentication failed")
             self.count_error()

@@ -30,6 +30,7 @@ from ourmail.auth.login import Authenticator, LoginFailed, LoginUnavailable, Ses
 from ourmail.auth.sasl import decode_plain
 from ourmail.config import Limits, Pop3Settings
 from ourmail.interfaces import IRetention, IUserStore
+from ourmail.logs import events
 from ourmail.mime.content import STREAM_AT, Span
 from ourmail.net.dotstuff import stuffed
 from ourmail.net.lineproto import LineProtocol
@@ -162,18 +163,20 @@ class POP3Server(LineProtocol):
 
     def do_PASS(self, arg: str) -> Deferred[None] | None:
         if not self.secure:
+            events.login("pop3", self.peer, "", "USER", events.NO_TLS)
             self.err("[AUTH] PASS is disabled until STLS")
             return None
         if self.username is None:
             self.err("USER first")
             return None
         username, self.username = self.username, None
-        return self._login(username, arg)
+        return self._login(username, arg, "USER")
 
     def do_AUTH(self, arg: str) -> None:
         """RFC 5034: AUTH PLAIN, with or without an initial response; ``*`` cancels."""
         mechanism, _, initial = arg.partition(" ")
         if not self.secure:
+            events.login("pop3", self.peer, "", mechanism, events.NO_TLS)
             self.err("[AUTH] Authentication is disabled until STLS")
         elif mechanism.upper() != "PLAIN":
             self.err("Unsupported authentication mechanism")
@@ -194,10 +197,10 @@ class POP3Server(LineProtocol):
         if plain.for_someone_else:
             self.err("[AUTH] Cannot act as another user")
             return
-        self._run(self._login(plain.authcid, plain.password))
+        self._run(self._login(plain.authcid, plain.password, "PLAIN"))
 
-    def _login(self, username: str, password: str) -> Deferred[None]:
-        login = self.ctx.authenticator.login(username, password, self.peer, "pop3")
+    def _login(self, username: str, password: str, mechanism: str) -> Deferred[None]:
+        login = self.ctx.authenticator.login(username, password, self.peer, "pop3", mechanism)
         return login.addCallbacks(self._logged_in, self._login_failed)
 
     def _login_failed(self, failure: Any) -> None:

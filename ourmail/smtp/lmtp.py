@@ -32,6 +32,9 @@ class LMTPServer(SMTPServer):
     def do_LHLO(self, arg: str) -> None:
         self.do_EHLO(arg)
 
+    def replies_after_data(self) -> int:
+        return len(self.recipients)  # RFC 2033 §4.2
+
     def do_not_lmtp(self, arg: str) -> None:
         self.error(500, "5.5.1 This is LMTP: say LHLO")
 

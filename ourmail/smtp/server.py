@@ -61,6 +61,7 @@ from ourmail.interfaces import (
     Recipient,
     Stage,
 )
+from ourmail.logs import events
 from ourmail.net.lineproto import LineProtocol
 from ourmail.net.metrics import Metrics
 from ourmail.smtp import auth, submission, syntax
@@ -88,6 +89,7 @@ from ourmail.smtp.delivery import (
 )
 from ourmail.smtp.spool import Spool
 from ourmail.smtp.submission import SendingRates
+from ourmail.smtp.txnlog import HEAD_FOR_ID, Facts, TransactionLog, tls_description
 
 log = Logger()
 
@@ -130,6 +132,8 @@ class SMTPContext:
     contacts: IContactBook | None = None
     #: Counts accepted and refused mail (docs/metrics.md).
     metrics: Metrics = attrs.Factory(Metrics)
+    #: Whether the ``smtp.transaction`` log events list the recipients (``[log] recipients``).
+    log_recipients: bool = True
 
 
 class SMTPServer(LineProtocol):
@@ -154,6 +158,8 @@ class SMTPServer(LineProtocol):
         #: The connect checks' junk verdicts, header fields and results, for every message.
         self._connect_verdicts = ChainOutcome()
         self._connect_results: list[AuthResult] = []
+        #: One ``smtp.transaction`` log event per transaction (docs/logging.md).
+        self.txn_log = TransactionLog(self._txn_facts, time.time, ctx.log_recipients)
         self._reset()
 
     # -- plumbing ------------------------------------------------------------------------
@@ -162,6 +168,7 @@ class SMTPServer(LineProtocol):
         lines = [text] if isinstance(text, str) else text
         out = [f"{code}-{t}" for t in lines[:-1]] + [f"{code} {lines[-1]}"]
         self.write("".join(f"{line}\r\n" for line in out).encode("utf-8"))
+        self.txn_log.replied(code, lines[-1])
 
     #: The protocol's name in the greeting and in Received: (RFC 3848).
     protocol_name = "ESMTP"
@@ -217,7 +224,35 @@ class SMTPServer(LineProtocol):
 
     def connectionLost(self, reason: object = None) -> None:
         super().connectionLost(reason)
+        self.txn_log.closed()
         self._discard_spool()
+
+    def service_name(self) -> str:
+        """The listener's name in the log: smtp, submission, submissions or lmtp."""
+        name = self.listener_name()
+        return "submissions" if name == "submission" and self.ctx.implicit_tls else name
+
+    def replies_after_data(self) -> int:
+        """How many replies answer the end of DATA/BDAT (one; LMTP: one per recipient)."""
+        return 1
+
+    def _txn_facts(self) -> Facts:
+        """The session as the transaction log event describes it."""
+        peer = self.transport.getPeer() if self.transport is not None else None
+        handle = self.transport.getHandle() if self.secure and self.transport else None
+        return Facts(
+            service=self.service_name(),
+            client=getattr(self, "peer", "unknown"),
+            client_port=getattr(peer, "port", None),
+            helo=self.helo,
+            tls=tls_description(handle),
+            user=self.user,
+            recipients=tuple(a.recipient.address for a in self.recipients),
+            filters=tuple(
+                [f"{r.method}={r.result}" for r in self.mail_context.results]
+                + [f"junk:{why}" for why in self._verdicts.junk]
+            ),
+        )
 
     def send_goodbye_timeout(self) -> None:
         self.reply(421, "4.4.2 Idle timeout, closing connection")
@@ -240,6 +275,7 @@ class SMTPServer(LineProtocol):
         self.count_error()
 
     def _reset(self) -> None:
+        self.txn_log.reset()
         self.sender: str | None = None
         self.utf8 = False
         self.declared_size = 0
@@ -288,6 +324,7 @@ class SMTPServer(LineProtocol):
             cont(text)
             return
         verb, _, arg = text.partition(" ")
+        self.txn_log.command(verb.upper(), arg)
         if self._refused_at_connect and verb.upper() != "QUIT":
             self.error(503, "5.7.1 Connection refused; say QUIT")  # RFC 5321 §3.1
             return
@@ -349,6 +386,7 @@ class SMTPServer(LineProtocol):
             self.error(502, "5.5.1 AUTH is only offered on the submission ports")
             return
         if not self.secure:
+            events.login("smtp", self.peer, "", arg.partition(" ")[0], events.NO_TLS)
             self.error(538, "5.7.11 Encryption required for requested authentication mechanism")
             return
         if self.user is not None:
@@ -359,6 +397,7 @@ class SMTPServer(LineProtocol):
             return
         mechanism, _, initial = arg.partition(" ")
         exchange = auth.SASLExchange()
+        self._auth_mechanism = mechanism.upper()
         self._auth_step(exchange, exchange.start(mechanism, initial.strip()))
 
     def _auth_step(self, exchange: auth.SASLExchange, step: auth.Step) -> None:
@@ -371,7 +410,9 @@ class SMTPServer(LineProtocol):
             self._authenticate(step.username, step.password)
 
     def _authenticate(self, username: str, password: str) -> None:
-        d = self.ctx.authenticator.login(username, password, self.peer, "smtp")
+        d = self.ctx.authenticator.login(
+            username, password, self.peer, "smtp", self._auth_mechanism
+        )
 
         def ok(session: Session) -> None:
             self.at_close(session.end)
@@ -632,7 +673,9 @@ class SMTPServer(LineProtocol):
 
     def _finish_data(self) -> None:
         self.setTimeout(self.idle_timeout)
-        assert self._sink is not None
+        assert self._sink is not None and self._spool is not None
+        head = self._spool.head(HEAD_FOR_ID)
+        self.txn_log.data_done(self._sink.size, head, self.queue_id, self.replies_after_data())
         if self._sink.too_big:
             self.count_refusal("size")
             self.refuse_message(552, "5.3.4 Message size exceeds fixed maximum message size")

@@ -31,10 +31,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorProcess
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogPublisher
 from twisted.python.failure import Failure
 
 from ourmail.config import Settings
+from ourmail.logs.jsonlog import relayed
 from ourmail.net.admission import CountsServerFactory
 
 log = Logger()
@@ -59,13 +60,16 @@ class WorkerProtocol(ProcessProtocol):
     def outReceived(self, data: bytes) -> None:
         *lines, self._partial = (self._partial + data).split(b"\n")
         for line in lines:
-            if line.strip():
+            event = relayed(line, self.number) if line.startswith(b"{") else None
+            if event is not None:  # a structured event (ourmail/logs): its fields kept
+                globalLogPublisher(event)
+            elif line.strip():
                 log.info(
                     "mx worker {n}: {line}",
                     n=self.number,
                     line=line.decode("utf-8", "replace")[:2000],
                 )
-        if len(self._partial) > 8192:
+        if len(self._partial) > 65536:  # a transaction's JSON line may name 50 recipients
             self._partial = b""
 
     errReceived = outReceived

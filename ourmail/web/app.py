@@ -111,7 +111,7 @@ class WebApp(
             return self.render(request, "login.html", 400, csrf=token, error=error)
         client = getattr(request.getClientAddress(), "host", "unknown")
         try:
-            login: Login = await self.authenticator.login(username, password, client, "web")
+            login: Login = await self.authenticator.login(username, password, client, "web", "form")
         except LoginFailed:
             error = _("Wrong address or password.")
             return self.render(

@@ -28,7 +28,7 @@ from ourmail.auth.cache import CachingChecker, IStampedChecker
 from ourmail.auth.checker import AccountChecker
 from ourmail.auth.passwords import hash_password
 from ourmail.config import ConfigError, LoginCacheSettings, load_settings
-from ourmail.interfaces import DirectoryUnavailable
+from ourmail.interfaces import DirectoryUnavailable, UnknownUser
 
 PASSWORD = "Right-Horse-Battery-77"
 USER = "alice@example.test"
@@ -252,7 +252,7 @@ def test_a_deleted_account_is_never_taken_from_the_cache(
     checker, _, data = local
     assert login(checker) == USER
     AccountDB(data).delete_user(USER)  # another process's view of the same folder
-    assert login(checker) is error.UnauthorizedLogin
+    assert login(checker) is UnknownUser  # an UnauthorizedLogin that says why, for the log
 
 
 def test_cache_settings(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ class Options(usage.Options, AuthOptionMixin):
         ["data", None, None, "Data directory (default ./ourmail-data)."],
         ["config", None, None, "Configuration file (default <data>/ourmail.toml)."],
         ["hostname", None, None, "Host name for greetings and the certificate."],
+        ["log-format", None, None, "text or json (default: [log] format, else text)."],
     ]
 
     def __init__(self) -> None:
@@ -29,6 +30,10 @@ class Options(usage.Options, AuthOptionMixin):
         self["domain"] = []
         self["listen"] = []
         self["dns"] = []
+
+    def postOptions(self) -> None:
+        if self["log-format"] not in (None, "text", "json"):
+            raise usage.UsageError("--log-format is text or json")
 
     def opt_domain(self, name: str) -> None:
         """A mail domain served here (repeatable; the first is the primary domain)."""
@@ -63,7 +68,12 @@ class OurmailServiceMaker:
                 listen=tuple(options["listen"]),
                 dns_servers=tuple(options["dns"]),
             )
-            return build(settings, checkers=options.get("credCheckers", [])).service
+            service = build(settings, checkers=options.get("credCheckers", [])).service
+            if (options["log-format"] or settings.log.format) == "json":
+                from ourmail.logs.jsonlog import JSONLogged
+
+                return JSONLogged(service, options.parent)
+            return service
         except ConfigError as e:
             raise SystemExit(f"ourmail: configuration error: {e}") from None
 

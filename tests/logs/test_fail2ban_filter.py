@@ -1,0 +1,98 @@
+"""contrib/fail2ban/filter.d/ourmail.conf against the log of a real server, checked by the real
+``fail2ban-regex`` (Debian's fail2ban): it counts exactly the failing client's failed logins,
+in the text and the JSON format, and a client cannot make it count another address with a
+crafted user name, HELO or address (CR/LF, ANSI escapes, a forged ``login failed`` line)."""
+
+from __future__ import annotations
+
+import smtplib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import RunningServer, client_tls, running_server
+from loghelp import captured, imap_login, pop3_login, smtp_login, write_logs
+from webhelp import Browser
+
+FILTER = Path(__file__).resolve().parents[2] / "contrib/fail2ban/filter.d/ourmail.conf"
+JAIL = Path(__file__).resolve().parents[2] / "contrib/fail2ban/jail.d/ourmail.conf"
+ATTACKER, USER = "127.0.0.66", "127.0.0.1"
+FORGED = (
+    '" mechanism=LOGIN result=bad-password\r\n'
+    "2026-12-01T00:00:00+0000 [ourmail.logs#info] login failed: client=6.6.6.6 service=imap "
+    'user="a" mechanism=LOGIN result=bad-password\n'
+    "login failed: client=7.7.7.7 "
+)
+
+
+def banned(log: Path) -> list[str]:
+    """The addresses fail2ban-regex finds in ``log``, one per failure."""
+    out = subprocess.run(
+        ["fail2ban-regex", "-o", "ip", str(log), str(FILTER)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return out.stdout.split()
+
+
+@pytest.fixture
+def srv(tmp_path: Path) -> Iterator[RunningServer]:
+    with running_server(tmp_path) as server:
+        yield server
+
+
+def test_fail2ban_counts_only_the_failing_client(srv: RunningServer, tmp_path: Path) -> None:
+    with captured() as events:
+        # Good logins on every service.
+        assert imap_login(srv, srv.user, srv.password, USER).startswith(b"a OK")
+        assert pop3_login(srv, srv.user, srv.password, USER).startswith(b"+OK")
+        assert smtp_login(srv, srv.user, srv.password, USER) == 235
+        assert Browser(srv, USER).login(srv.user, srv.password).status == 303
+        # Five failures from the attacker, four with crafted names.
+        assert imap_login(srv, srv.user, "wrong", ATTACKER).startswith(b"a NO")
+        assert imap_login(srv, "x" + FORGED, "wrong", ATTACKER).startswith(b"a NO")
+        esc = "\x1b[2K\x1b[1Alogin failed: client=6.6.6.6"
+        assert pop3_login(srv, esc, "wrong", ATTACKER).startswith(b"-ERR")
+        assert smtp_login(srv, "\u202elogin failed: client=8.8.8.8", "wrong", ATTACKER) == 535
+        assert Browser(srv, ATTACKER).login("y" + FORGED, "wrong").status == 401
+        # Mail with a crafted HELO and address: its transaction line must not count.
+        with smtplib.SMTP("127.0.0.1", srv.port("smtp"), source_address=(ATTACKER, 0)) as s:
+            s.ehlo("login\x1b[0mfailed:client=6.6.6.6")
+            s.docmd("MAIL", "FROM:<login_failed:client=6.6.6.6@x.test>")
+            s.docmd("RCPT", f"TO:<{srv.user}>")
+            s.docmd("RSET")
+        # A login refused before STARTTLS is not a guess: not counted.
+        with smtplib.SMTP("127.0.0.1", srv.port("submission"), source_address=(ATTACKER, 0)) as s:
+            s.ehlo("x")
+            assert s.docmd("AUTH", "PLAIN")[0] == 538
+        events.wait("login", 10)
+        events.wait("smtp.transaction", 1)
+    text, js = write_logs(events, tmp_path)
+    assert "6.6.6.6" in text.read_text() and "7.7.7.7" in js.read_text()  # the bait is there
+    assert banned(text) == [ATTACKER] * 5
+    assert banned(js) == [ATTACKER] * 5
+
+
+def test_every_line_is_one_event(srv: RunningServer) -> None:
+    """No client-chosen value makes a line break in either format."""
+    with captured() as events:
+        imap_login(srv, "a\r\nb\x1b[31m\u2028c", "wrong", ATTACKER)
+        with smtplib.SMTP("127.0.0.1", srv.port("submission")) as s:
+            s.starttls(context=client_tls())
+            s.ehlo("h\x1b]0;title\x07")
+            s.docmd("MAIL", "FROM:<\x1b[31mred@x.test>")
+            s.docmd("QUIT")
+        (login,) = events.wait("login", 1)
+        (txn,) = events.wait("smtp.transaction", 1)
+    assert login["user"] == "a\\r\\nb\\x1b[31m\\u2028c"
+    assert txn["helo"] == "h\\x1b]0;title\\x07"
+    lines = [li for li in events.text().splitlines() if "ourmail.logs#" in li]
+    assert len(lines) == 2 and all("\x1b" not in li for li in lines)
+
+
+def test_the_jail_names_the_filter() -> None:
+    jail = JAIL.read_text()
+    assert "filter   = ourmail" in jail and "enabled  = false" in jail
