@@ -65,6 +65,7 @@ from ourmail.pop3.server import POP3Context, POP3Server
 from ourmail.prefs import PreferenceFiles
 from ourmail.queue.runner import OutboundQueue
 from ourmail.secure import selfsigned
+from ourmail.secure.acmerenewal import CertificateRenewal
 from ourmail.secure.arcseal import ARCSealer
 from ourmail.secure.dkimkeys import KeyStore
 from ourmail.secure.dkimsign import DKIMSigner
@@ -81,6 +82,7 @@ from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 from ourmail.store.userstore import MaildirStore
 from ourmail.vacation.record import ReplyRecord
 from ourmail.vacation.responder import AutoResponder
+from ourmail.web.acmechallenge import http_site
 from ourmail.web.app import WebApp
 from ourmail.web.clientconfig import ClientSetup
 from ourmail.web.pages import WebServices
@@ -195,6 +197,8 @@ class Server:
     learning: JunkLearning | None = None
     #: The webmail, when the ``web`` listener is on.
     web: WebApp | None = None
+    #: The ACME certificate's renewal, when ``[acme] enabled``.
+    acme: CertificateRenewal | None = None
 
 
 @attrs.define
@@ -531,6 +535,7 @@ def build(
     if parts.learning is not None:
         parts.learning.setServiceParent(root)
     ReloadOnHangup(parts.tls, reactor).setServiceParent(root)  # type: ignore[arg-type]
+    challenges: dict[str, str] = {}  # ACME HTTP-01: token -> key authorisation
     listeners: dict[str, ListenerService] = {}
     for service in SERVICES:
         endpoint = settings.listen.get(service)
@@ -539,6 +544,8 @@ def build(
         if service == "http":
             port = web_port(settings, listeners.get("web"))
             factory: Factory = redirect_site(settings.hostname, port, settings.limits)
+            if settings.acme.enabled:
+                factory = http_site(settings.hostname, port, settings.limits, challenges)
         else:
             factory = parts.factory(service)
         if service in IMPLICIT_TLS and not endpoint.startswith("ssl:"):
@@ -550,6 +557,13 @@ def build(
         SessionSweeper(parts.web.sessions).setServiceParent(root)
         parts.web.services.clients = client_setup(settings, listeners)
         parts.web.services.certificate = (settings.tls_certificate, settings.tls_key)
+    acme = None
+    if settings.acme.enabled:
+        acme = CertificateRenewal.from_settings(settings, parts.tls, reactor, challenges)
+        if parts.web is not None:  # Apple profiles are signed with the new certificate
+            web = parts.web.services
+            acme.installed.append(lambda cert, key: setattr(web, "certificate", (cert, key)))
+        acme.setServiceParent(root)
     if settings.mx_processes > 1 and "smtp" in listeners:
         MXWorkers(settings, listeners["smtp"], reactor).setServiceParent(root)  # type: ignore[arg-type]
     return Server(
@@ -560,6 +574,7 @@ def build(
         queue=parts.queue,
         learning=parts.learning,
         web=parts.web,
+        acme=acme,
     )
 
 

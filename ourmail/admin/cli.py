@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 
 from ourmail.addresses import AddressError, normalise_address
-from ourmail.admin import dkimcmd, filterscmd, ldapcmd, logcmd, queuecmd, spamcmd, transfer
+from ourmail.admin import certcmd, dkimcmd, filterscmd, ldapcmd, logcmd, queuecmd, spamcmd, transfer
 from ourmail.auth.accounts import AccountDB, AccountError
 from ourmail.auth.passwords import hash_password
 from ourmail.config import (
@@ -350,6 +350,7 @@ def _parser() -> argparse.ArgumentParser:
     filterscmd.add_parser(topics, common)
     logcmd.add_parser(topics, common)
     dkimcmd.add_parser(topics, common)
+    certcmd.add_parser(topics, common)
     return parser
 
 

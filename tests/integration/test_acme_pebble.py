@@ -1,0 +1,189 @@
+"""ACME certificates from a real Pebble over HTTP-01, handed to every TLS listener, renewed
+with connections open; ACME off or unreachable leaves the self-signed certificate alone."""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import smtplib
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import RunningServer, client_tls, dns_zone, running_server
+from cryptography import x509
+from peers.pebble import Pebble, free_port, needs_pebble, running_pebble
+from twisted.internet import reactor
+from twisted.internet.threads import blockingCallFromThread
+from twisted.logger import globalLogPublisher
+
+from ourmail.config import ACMESettings
+from ourmail.secure.certfiles import ACMEFiles, read_info
+
+pytestmark = needs_pebble
+
+HOST = "mail.example.test"
+NAMES = (HOST, "autoconfig.example.test", "mta-sts.example.test")
+
+
+def served_certificate(port: int) -> x509.Certificate:
+    """The certificate an implicit-TLS listener on ``port`` shows a new connection."""
+    with (
+        socket.create_connection(("127.0.0.1", port)) as raw,
+        client_tls().wrap_socket(raw, server_hostname=HOST) as sock,
+    ):
+        der = sock.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def submissions_certificate(port: int) -> x509.Certificate:
+    """The certificate the submissions listener shows, after a real SMTP greeting."""
+    with smtplib.SMTP_SSL("127.0.0.1", port, context=client_tls()) as smtp:
+        assert smtp.ehlo()[0] == 250
+        der = smtp.sock.getpeercert(binary_form=True)
+    return x509.load_der_x509_certificate(der)
+
+
+def imap_certificate(m: imaplib.IMAP4_SSL) -> x509.Certificate:
+    return x509.load_der_x509_certificate(m.sock.getpeercert(binary_form=True))
+
+
+@pytest.fixture
+def names_resolve() -> Iterator[int]:
+    """The tests' DNS server answering 127.0.0.1 for every name of the certificate; its port."""
+    zone, port = dns_zone()
+    for name in NAMES:
+        blockingCallFromThread(reactor, zone.set_address, name, "127.0.0.1")
+    yield port
+    for name in NAMES:
+        blockingCallFromThread(reactor, zone.clear, name)
+
+
+@contextlib.contextmanager
+def acme_server(tmp_path: Path, directory: str, ca_file: Path, http_port: int) -> Iterator[Any]:
+    acme = ACMESettings(
+        enabled=True, directory=directory, email="postmaster@example.test", ca_file=str(ca_file)
+    )
+    listen = {"http": f"tcp:{http_port}:interface=127.0.0.1"}
+    with running_server(tmp_path, listen=listen, hostname=HOST, acme=acme) as srv:
+        yield srv
+
+
+def renew(srv: RunningServer, force: bool = False) -> bool:
+    assert srv.server.acme is not None
+    return bool(blockingCallFromThread(reactor, srv.server.acme.renew, force))
+
+
+@pytest.fixture
+def pebble_and_server(tmp_path: Path, names_resolve: int) -> Iterator[tuple[Pebble, Any]]:
+    http_port = free_port()
+    with (
+        running_pebble(tmp_path / "pebble", http_port, names_resolve) as pebble,
+        acme_server(tmp_path, pebble.directory, pebble.ca_file, http_port) as srv,
+    ):
+        yield pebble, srv
+
+
+def test_a_certificate_from_pebble_serves_imaps_and_submissions_and_renews_with_connections_open(
+    pebble_and_server: tuple[Pebble, RunningServer],
+) -> None:
+    pebble, srv = pebble_and_server
+    renew(srv)  # waits for the order the start began (or makes it)
+    intermediate = x509.load_pem_x509_certificates(pebble.intermediate_pem())[0]
+    files = ACMEFiles.of(srv.data)
+    assert files.key.stat().st_mode & 0o777 == 0o600
+    assert files.account_key.stat().st_mode & 0o777 == 0o600
+
+    first = served_certificate(srv.port("imaps"))
+    assert first.issuer == intermediate.subject
+    san = first.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(san.get_values_for_type(x509.DNSName)) == set(NAMES)
+    assert submissions_certificate(srv.port("submissions")).serial_number == first.serial_number
+
+    m = imaplib.IMAP4_SSL("127.0.0.1", srv.port("imaps"), ssl_context=client_tls())
+    try:
+        m.login(srv.user, srv.password)
+        m.select("INBOX")
+        assert imap_certificate(m).serial_number == first.serial_number
+
+        assert renew(srv, force=True) is True
+
+        second = served_certificate(srv.port("imaps"))
+        assert second.serial_number != first.serial_number
+        assert second.issuer == intermediate.subject
+        assert submissions_certificate(srv.port("submissions")).serial_number == (
+            second.serial_number
+        )
+        # The connection opened before keeps its session and its certificate.
+        assert m.noop()[0] == "OK"
+        assert m.select("INBOX")[0] == "OK"
+        assert imap_certificate(m).serial_number == first.serial_number
+    finally:
+        m.logout()
+    info = read_info(files.certificate)
+    assert info is not None and info.serial == second.serial_number
+    assert renew(srv) is False  # fresh and for the right names: nothing to do
+
+
+def test_the_http_listener_answers_only_known_challenges_and_still_redirects(
+    pebble_and_server: tuple[Pebble, RunningServer],
+) -> None:
+    import http.client
+
+    _, srv = pebble_and_server
+    port = srv.server.listeners["http"].port.getHost().port  # type: ignore[union-attr]
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    conn.request("GET", "/.well-known/acme-challenge/unknown-token")
+    answer = conn.getresponse()
+    assert answer.status == 404
+    answer.read()
+    conn.request("GET", "/.well-known/acme-challenge/../../etc/passwd")
+    answer = conn.getresponse()
+    assert answer.status in (301, 404)
+    answer.read()
+    conn.request("GET", "/inbox")
+    answer = conn.getresponse()
+    assert answer.status == 301
+    assert answer.getheader("Location", "").startswith("https://")
+    conn.close()
+
+
+def test_with_acme_off_the_self_signed_certificate_stays(tmp_path: Path) -> None:
+    with running_server(tmp_path, hostname=HOST) as srv:
+        assert srv.server.acme is None
+        cert = served_certificate(srv.port("imaps"))
+        assert cert.issuer == cert.subject  # self-signed
+        assert not ACMEFiles.of(srv.data).folder.exists()
+
+
+def test_an_unreachable_ca_leaves_the_self_signed_certificate_and_logs_why(
+    tmp_path: Path,
+) -> None:
+    errors: list[dict[str, Any]] = []
+    logged = threading.Event()
+
+    def observe(event: dict[str, Any]) -> None:
+        if "ACME certificate not obtained" in str(event.get("log_format", "")):
+            errors.append(event)
+            logged.set()
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        directory = f"https://127.0.0.1:{free_port()}/dir"  # nothing listens there
+        acme = ACMESettings(enabled=True, directory=directory)
+        with running_server(tmp_path, hostname=HOST, acme=acme) as srv:
+            assert srv.server.acme is not None
+            assert logged.wait(60), "the failed order at start was not logged"
+            cert = served_certificate(srv.port("imaps"))
+            assert cert.issuer == cert.subject
+            assert submissions_certificate(srv.port("submissions")).issuer == cert.subject
+            with pytest.raises(Exception, match="onnection refused"):
+                renew(srv, force=True)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert directory in errors[0]["ca"]
+    assert "onnection refused" in errors[0]["why"]
