@@ -3,7 +3,8 @@
 It assembles the same parts as the main process (ourmail/service.py) but serves only the MX
 listener, on the socket inherited as descriptor 3, asking the master over descriptor 4 for
 every connection (ourmail/net/admission.py).  It stops on SIGTERM, and by itself within a
-second when its master is gone.
+second when its master is gone; SIGHUP (sent by the master after an ACME renewal) reloads the
+TLS certificate.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from twisted.logger import FileLogObserver, Logger, formatEvent, globalLogBeginn
 from ourmail.config import load_settings
 from ourmail.net.admission import AdmittingFactory, CountsClient
 from ourmail.net.lineproto import SessionFactory
+from ourmail.secure.acmerenewal import serve_acme_certificate
 from ourmail.service import assemble
 from ourmail.smtp.workers import COUNTS_FD, SOCKET_FD
 
@@ -50,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         dns_servers=tuple(args.dns),
     )
     parts = assemble(settings, reactor)  # type: ignore[arg-type]
+    serve_acme_certificate(settings, parts.tls, reactor)
     parts.queue.files.prepare()
     counts = CountsClient(settings.limits)
     reactor.adoptStreamConnection(  # type: ignore[attr-defined]

@@ -566,6 +566,9 @@ def build(
         acme.setServiceParent(root)
     if settings.mx_processes > 1 and "smtp" in listeners:
         MXWorkers(settings, listeners["smtp"], reactor).setServiceParent(root)  # type: ignore[arg-type]
+        if acme is not None:  # the MX worker processes load the new certificate too
+            workers = root.getServiceNamed("mx-workers")
+            acme.installed.append(lambda cert, key: workers.hangup())
     return Server(
         service=root,
         listeners=listeners,

@@ -24,9 +24,9 @@ from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ourmail.config import Settings
+from ourmail.config import ConfigError, Settings
 from ourmail.fsutil import write_atomic
-from ourmail.net.tls import ReloadableServerTLS
+from ourmail.net.tls import ReloadableServerTLS, trust_root
 from ourmail.secure.acmeorder import CAServer, order_certificate
 from ourmail.secure.certfiles import ACMEFiles, read_info, renewal_reason, wanted_names
 
@@ -77,8 +77,16 @@ class CertificateRenewal(Service):
         reactor: Any,
         challenges: MutableMapping[str, str],
     ) -> CertificateRenewal:
-        """The renewal ``[acme]`` describes, for the names of :func:`wanted_names`."""
+        """The renewal ``[acme]`` describes, for the names of :func:`wanted_names`
+        (ConfigError without an ``http`` listener or with an unreadable ``ca_file``)."""
         acme = settings.acme
+        if not settings.listen.get("http"):
+            raise ConfigError(
+                "[acme] answers HTTP-01 challenges on the http listener (port 80): "
+                "set [listen] http, or switch [acme] off"
+            )
+        if acme.ca_file:
+            trust_root(Path(acme.ca_file))  # ConfigError when it cannot be read
         ca = CAServer(acme.directory, acme.email, Path(acme.ca_file) if acme.ca_file else None)
         files = ACMEFiles.of(settings.data_dir)
         return cls(ca, files, wanted_names(settings), acme.renew_days, tls, reactor, challenges)
@@ -91,7 +99,9 @@ class CertificateRenewal(Service):
         if threading.current_thread() is threading.main_thread():  # twistd, not a test
             self._previous = signal.signal(signal.SIGHUP, self._hangup)
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None]:
+        """Stop checking; fires once an order under way has ended (its thread writes nothing
+        after the server stopped)."""
         super().stopService()  # type: ignore[no-untyped-call]
         if self._next is not None and self._next.active():
             self._next.cancel()
@@ -99,6 +109,17 @@ class CertificateRenewal(Service):
         if self._previous is not None:
             signal.signal(signal.SIGHUP, self._previous)
             self._previous = None
+        ended: Deferred[None] = Deferred()
+        if self._busy is None:
+            ended.callback(None)
+            return ended
+
+        def end(result: object) -> object:
+            ended.callback(None)
+            return result
+
+        self._busy.addBoth(end)
+        return ended
 
     def _hangup(self, signum: int, frame: Any) -> None:
         """SIGHUP: what was there before (the certificate's reload), then a check now."""
@@ -219,3 +240,24 @@ class CertificateRenewal(Service):
         )
         self._schedule(self._retry)
         self._retry = min(self._retry * 2, RETRY_MAX)
+
+
+def serve_acme_certificate(settings: Settings, tls: ReloadableServerTLS, reactor: Any) -> None:
+    """In an MX worker process: serve the stored ACME certificate (when ``[acme]`` is on and
+    there is one) and load the files again on SIGHUP, which the master sends after each
+    renewal (``MXWorkers.hangup``)."""
+    files = ACMEFiles.of(settings.data_dir)
+
+    def load() -> None:
+        if settings.acme.enabled and read_info(files.certificate) is not None:
+            tls.use(files.certificate, files.key)
+        else:
+            tls.reload()
+
+    def hangup(signum: int, frame: Any) -> None:
+        reactor.callFromThread(load)
+
+    if settings.acme.enabled and read_info(files.certificate) is not None:
+        tls.use(files.certificate, files.key)
+
+    signal.signal(signal.SIGHUP, hangup)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
+import poplib
+import shutil
 import smtplib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ from cryptography import x509
 from peers.pebble import Pebble, free_port, needs_pebble, running_pebble
 from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 
 from ourmail.config import ACMESettings
 from ourmail.secure.certfiles import ACMEFiles, read_info
@@ -48,8 +51,29 @@ def submissions_certificate(port: int) -> x509.Certificate:
     return x509.load_der_x509_certificate(der)
 
 
-def imap_certificate(m: imaplib.IMAP4_SSL) -> x509.Certificate:
+def imap_certificate(m: imaplib.IMAP4) -> x509.Certificate:
     return x509.load_der_x509_certificate(m.sock.getpeercert(binary_form=True))
+
+
+def starttls_serials(srv: RunningServer) -> set[int]:
+    """The serials SMTP (MX and submission), IMAP and POP3 STARTTLS, POP3S and the web
+    listener show new connections."""
+    serials = set()
+    for service in ("smtp", "submission"):
+        with smtplib.SMTP("127.0.0.1", srv.port(service)) as smtp:
+            smtp.starttls(context=client_tls())
+            serials.add(x509.load_der_x509_certificate(smtp.sock.getpeercert(True)).serial_number)
+    m = imaplib.IMAP4("127.0.0.1", srv.port("imap"))
+    m.starttls(ssl_context=client_tls())
+    serials.add(imap_certificate(m).serial_number)
+    m.logout()
+    p = poplib.POP3("127.0.0.1", srv.port("pop3"))
+    p.stls(context=client_tls())
+    serials.add(x509.load_der_x509_certificate(p.sock.getpeercert(True)).serial_number)
+    p.quit()
+    for service in ("pop3s", "web"):
+        serials.add(served_certificate(srv.port(service)).serial_number)
+    return serials
 
 
 @pytest.fixture
@@ -64,12 +88,14 @@ def names_resolve() -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def acme_server(tmp_path: Path, directory: str, ca_file: Path, http_port: int) -> Iterator[Any]:
+def acme_server(
+    tmp_path: Path, directory: str, ca_file: Path, http_port: int, **changes: Any
+) -> Iterator[Any]:
     acme = ACMESettings(
         enabled=True, directory=directory, email="postmaster@example.test", ca_file=str(ca_file)
     )
     listen = {"http": f"tcp:{http_port}:interface=127.0.0.1"}
-    with running_server(tmp_path, listen=listen, hostname=HOST, acme=acme) as srv:
+    with running_server(tmp_path, listen=listen, hostname=HOST, acme=acme, **changes) as srv:
         yield srv
 
 
@@ -103,6 +129,7 @@ def test_a_certificate_from_pebble_serves_imaps_and_submissions_and_renews_with_
     san = first.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert set(san.get_values_for_type(x509.DNSName)) == set(NAMES)
     assert submissions_certificate(srv.port("submissions")).serial_number == first.serial_number
+    assert starttls_serials(srv) == {first.serial_number}
 
     m = imaplib.IMAP4_SSL("127.0.0.1", srv.port("imaps"), ssl_context=client_tls())
     try:
@@ -118,6 +145,7 @@ def test_a_certificate_from_pebble_serves_imaps_and_submissions_and_renews_with_
         assert submissions_certificate(srv.port("submissions")).serial_number == (
             second.serial_number
         )
+        assert starttls_serials(srv) == {second.serial_number}
         # The connection opened before keeps its session and its certificate.
         assert m.noop()[0] == "OK"
         assert m.select("INBOX")[0] == "OK"
@@ -166,14 +194,17 @@ def test_an_unreachable_ca_leaves_the_self_signed_certificate_and_logs_why(
     errors: list[dict[str, Any]] = []
     logged = threading.Event()
 
+    directory = f"https://127.0.0.1:{free_port()}/dir"  # nothing listens there
+
     def observe(event: dict[str, Any]) -> None:
-        if "ACME certificate not obtained" in str(event.get("log_format", "")):
+        if "ACME certificate not obtained" in str(event.get("log_format", "")) and (
+            event.get("ca") == directory
+        ):
             errors.append(event)
             logged.set()
 
     globalLogPublisher.addObserver(observe)
     try:
-        directory = f"https://127.0.0.1:{free_port()}/dir"  # nothing listens there
         acme = ACMESettings(enabled=True, directory=directory)
         with running_server(tmp_path, hostname=HOST, acme=acme) as srv:
             assert srv.server.acme is not None
@@ -185,5 +216,80 @@ def test_an_unreachable_ca_leaves_the_self_signed_certificate_and_logs_why(
                 renew(srv, force=True)
     finally:
         globalLogPublisher.removeObserver(observe)
-    assert directory in errors[0]["ca"]
     assert "onnection refused" in errors[0]["why"]
+
+
+def test_a_restart_serves_the_stored_certificate_without_a_new_order(
+    tmp_path: Path, names_resolve: int
+) -> None:
+    http_port = free_port()
+    with running_pebble(tmp_path / "pebble", http_port, names_resolve) as pebble:
+        with acme_server(tmp_path, pebble.directory, pebble.ca_file, http_port) as srv:
+            renew(srv)
+            serial = served_certificate(srv.port("imaps")).serial_number
+        # The same data folder's ACME files (its accounts would clash with the test user).
+        again = tmp_path / "again"
+        shutil.copytree(ACMEFiles.of(srv.data).folder, ACMEFiles.of(again / "data").folder)
+        with acme_server(again, pebble.directory, pebble.ca_file, http_port) as srv:
+            assert served_certificate(srv.port("imaps")).serial_number == serial
+            assert renew(srv) is False
+            assert served_certificate(srv.port("submissions")).serial_number == serial
+
+
+def test_a_renewal_asked_for_by_the_cli_is_made_at_the_next_hangup(
+    pebble_and_server: tuple[Pebble, RunningServer],
+) -> None:
+    _, srv = pebble_and_server
+    renew(srv)
+    before = served_certificate(srv.port("imaps")).serial_number
+    files = ACMEFiles.of(srv.data)
+    assert srv.server.acme is not None
+    assert blockingCallFromThread(reactor, srv.server.acme.asked) is False  # nothing asked
+    files.request_renewal()
+    assert blockingCallFromThread(reactor, srv.server.acme.asked) is True
+    assert not files.renew_request.exists()
+    assert served_certificate(srv.port("imaps")).serial_number != before
+
+
+def test_mx_worker_processes_get_the_renewed_certificate(
+    tmp_path: Path, names_resolve: int
+) -> None:
+    http_port = free_port()
+    logged: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        logged.append(formatEvent(event) or "")
+
+    def wait_logged(text: str) -> None:
+        for _ in range(600):
+            if any(text in line for line in logged):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"not logged: {text}: {logged[-30:]}")
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        with running_pebble(tmp_path / "pebble", http_port, names_resolve) as pebble:
+            # The worker process reads [acme] from the configuration file, as in production.
+            (tmp_path / "data").mkdir()
+            (tmp_path / "data" / "ourmail.toml").write_text(
+                f'[acme]\nenabled = true\ndirectory = "{pebble.directory}"\n'
+                f'ca_file = "{pebble.ca_file}"\n'
+            )
+            with acme_server(
+                tmp_path, pebble.directory, pebble.ca_file, http_port, mx_processes=2
+            ) as srv:
+                renew(srv)
+                wait_logged("mx worker 1: accepting mail")
+                del logged[:]
+                assert renew(srv, force=True) is True
+                new = served_certificate(srv.port("imaps")).serial_number
+                wait_logged("mx worker 1: TLS certificate now from")
+                assert not any("mx worker 1 ended" in line for line in logged)
+                for _ in range(10):  # whichever process takes the connection
+                    with smtplib.SMTP("127.0.0.1", srv.port("smtp")) as smtp:
+                        smtp.starttls(context=client_tls())
+                        der = smtp.sock.getpeercert(True)
+                        assert x509.load_der_x509_certificate(der).serial_number == new
+    finally:
+        globalLogPublisher.removeObserver(observe)
