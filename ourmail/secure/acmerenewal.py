@@ -28,7 +28,13 @@ from ourmail.config import ConfigError, Settings
 from ourmail.fsutil import write_atomic
 from ourmail.net.tls import ReloadableServerTLS, trust_root
 from ourmail.secure.acmeorder import CAServer, order_certificate
-from ourmail.secure.certfiles import ACMEFiles, read_info, renewal_reason, wanted_names
+from ourmail.secure.certfiles import (
+    ACMEFiles,
+    pair_matches,
+    read_info,
+    renewal_reason,
+    wanted_names,
+)
 
 log = Logger()
 
@@ -172,7 +178,10 @@ class CertificateRenewal(Service):
 
     def _renew(self, force: bool, now: datetime.datetime) -> bool:
         """In a thread: order and store a certificate if one is needed."""
-        reason = renewal_reason(read_info(self.files.certificate), self.names, self.renew_days, now)
+        files = self.files
+        reason = renewal_reason(read_info(files.certificate), self.names, self.renew_days, now)
+        if reason is None and not pair_matches(files.certificate, files.key):
+            reason = "the key does not belong to the certificate"
         if reason is None and not force:
             return False
         log.info(
@@ -219,6 +228,8 @@ class CertificateRenewal(Service):
             tell(self.files.certificate, self.files.key)
 
     def _schedule(self, delay: float) -> None:
+        if self._next is not None and self._next.active():
+            self._next.cancel()
         if self.running:
             self._next = self.reactor.callLater(delay, self._check)
 

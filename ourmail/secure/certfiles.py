@@ -12,6 +12,11 @@ from pathlib import Path
 
 import attrs
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_private_key,
+)
 from cryptography.x509.oid import NameOID
 
 from ourmail.config import Settings
@@ -113,6 +118,18 @@ def read_info(path: Path) -> CertInfo | None:
         return cert_info(path.read_bytes())
     except (OSError, ValueError):
         return None
+
+
+def pair_matches(cert_path: Path, key_path: Path) -> bool:
+    """Whether the key at ``key_path`` belongs to the first certificate at ``cert_path`` (a
+    crash between writing the two leaves a pair that does not)."""
+    try:
+        cert = x509.load_pem_x509_certificates(cert_path.read_bytes())[0]
+        key = load_pem_private_key(key_path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError):
+        return False
+    form = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return bool(cert.public_key().public_bytes(*form) == key.public_key().public_bytes(*form))
 
 
 def renewal_reason(

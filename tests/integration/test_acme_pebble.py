@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunningServer, client_tls, dns_zone, running_server
+from conftest import RunningServer, client_tls, running_server
 from cryptography import x509
-from peers.pebble import Pebble, free_port, needs_pebble, running_pebble
+from peers.pebble import Pebble, free_port, names_on_loopback, needs_pebble, running_pebble
 from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import formatEvent, globalLogPublisher
@@ -79,12 +79,8 @@ def starttls_serials(srv: RunningServer) -> set[int]:
 @pytest.fixture
 def names_resolve() -> Iterator[int]:
     """The tests' DNS server answering 127.0.0.1 for every name of the certificate; its port."""
-    zone, port = dns_zone()
-    for name in NAMES:
-        blockingCallFromThread(reactor, zone.set_address, name, "127.0.0.1")
-    yield port
-    for name in NAMES:
-        blockingCallFromThread(reactor, zone.clear, name)
+    with names_on_loopback(NAMES) as port:
+        yield port
 
 
 @contextlib.contextmanager

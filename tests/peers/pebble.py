@@ -38,6 +38,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.contextmanager
+def names_on_loopback(names: tuple[str, ...]) -> Iterator[int]:
+    """The tests' DNS server answering 127.0.0.1 for ``names`` (Pebble's VA asks it); its
+    port."""
+    from conftest import dns_zone
+    from twisted.internet import reactor
+    from twisted.internet.threads import blockingCallFromThread
+
+    zone, port = dns_zone()
+    for name in names:
+        blockingCallFromThread(reactor, zone.set_address, name, "127.0.0.1")
+    try:
+        yield port
+    finally:
+        for name in names:
+            blockingCallFromThread(reactor, zone.clear, name)
+
+
 @attrs.frozen
 class Pebble:
     """A running Pebble."""
