@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 
+from ourmail.auth.accounts import AccountDB
 from ourmail.config import ConfigError, Settings
 from ourmail.secure.acmerenewal import CertificateRenewal
 from ourmail.secure.certfiles import ACMEFiles, CertInfo, read_info, wanted_names
@@ -50,7 +51,8 @@ def cert_status(settings: Settings, args: argparse.Namespace) -> None:
         print(f"expires:  {info.not_after:%Y-%m-%d %H:%M} UTC ({info.days_left(now):.0f} days)")
     if settings.acme.enabled:
         print(f"acme:     on, {settings.acme.directory}, renewed {settings.acme.renew_days} days")
-        print(f"          before expiry, for {', '.join(wanted_names(settings))}")
+        names = wanted_names(settings, AccountDB(settings.data_dir).domains())
+        print(f"          before expiry, for {', '.join(names)}")
         if ACMEFiles.of(settings.data_dir).renew_request.exists():
             print("          a renewal is asked for (the running server acts on SIGHUP)")
     else:

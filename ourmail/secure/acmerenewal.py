@@ -24,6 +24,7 @@ from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ourmail.auth.accounts import AccountDB
 from ourmail.config import ConfigError, Settings
 from ourmail.fsutil import write_atomic
 from ourmail.net.tls import ReloadableServerTLS, trust_root
@@ -59,7 +60,7 @@ class CertificateRenewal(Service):
         self,
         ca: CAServer,
         files: ACMEFiles,
-        names: tuple[str, ...],
+        names: Callable[[], tuple[str, ...]],
         renew_days: int,
         tls: ReloadableServerTLS | None,
         reactor: Any,
@@ -83,7 +84,8 @@ class CertificateRenewal(Service):
         reactor: Any,
         challenges: MutableMapping[str, str],
     ) -> CertificateRenewal:
-        """The renewal ``[acme]`` describes, for the names of :func:`wanted_names`
+        """The renewal ``[acme]`` describes, for the names of :func:`wanted_names` (the
+        domains added since the start too)
         (ConfigError without an ``http`` listener or with an unreadable ``ca_file``)."""
         acme = settings.acme
         if not settings.listen.get("http"):
@@ -95,7 +97,12 @@ class CertificateRenewal(Service):
             trust_root(Path(acme.ca_file))  # ConfigError when it cannot be read
         ca = CAServer(acme.directory, acme.email, Path(acme.ca_file) if acme.ca_file else None)
         files = ACMEFiles.of(settings.data_dir)
-        return cls(ca, files, wanted_names(settings), acme.renew_days, tls, reactor, challenges)
+        accounts = AccountDB(settings.data_dir)  # read in the renewal's thread only
+
+        def names() -> tuple[str, ...]:
+            return wanted_names(settings, accounts.domains())
+
+        return cls(ca, files, names, acme.renew_days, tls, reactor, challenges)
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -179,14 +186,15 @@ class CertificateRenewal(Service):
     def _renew(self, force: bool, now: datetime.datetime) -> bool:
         """In a thread: order and store a certificate if one is needed."""
         files = self.files
-        reason = renewal_reason(read_info(files.certificate), self.names, self.renew_days, now)
+        names = self.names()
+        reason = renewal_reason(read_info(files.certificate), names, self.renew_days, now)
         if reason is None and not pair_matches(files.certificate, files.key):
             reason = "the key does not belong to the certificate"
         if reason is None and not force:
             return False
         log.info(
             "ordering a certificate for {names} from {ca}: {why}",
-            names=", ".join(self.names),
+            names=", ".join(names),
             ca=self.ca.directory,
             why=reason or "renewal asked for",
         )
@@ -194,7 +202,7 @@ class CertificateRenewal(Service):
         chain, key = order_certificate(
             self.ca,
             self.files.account_key,
-            self.names,
+            names,
             lambda token, answer: blockingCallFromThread(
                 reactor, self.challenges.__setitem__, token, answer
             ),

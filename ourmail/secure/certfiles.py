@@ -8,6 +8,7 @@ certificate then its chain, PEM) and ``key.pem`` (its key, PEM, 0600); each writ
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
 from pathlib import Path
 
 import attrs
@@ -60,12 +61,12 @@ class ACMEFiles:
         write_atomic(self.renew_request, b"", 0o600)
 
 
-def wanted_names(settings: Settings) -> tuple[str, ...]:
+def wanted_names(settings: Settings, added: Iterable[str] = ()) -> tuple[str, ...]:
     """The certificate's names: the host name, ``autoconfig.`` and ``mta-sts.`` of every
-    domain (client autoconfiguration and RFC 8461 §3.3 need them on HTTPS), then ``[acme]
-    names``; each once, in that order."""
+    domain, configured or ``added`` (``ourmail domain add``): client autoconfiguration and
+    RFC 8461 §3.3 need them on HTTPS; then ``[acme] names``; each once, in that order."""
     names = [settings.hostname]
-    for domain in settings.domains:
+    for domain in dict.fromkeys([*settings.domains, *added]):
         names += [f"autoconfig.{domain}", f"mta-sts.{domain}"]
     return tuple(dict.fromkeys([*names, *settings.acme.names]))
 

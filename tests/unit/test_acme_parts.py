@@ -57,6 +57,12 @@ def test_the_names_are_the_host_then_autoconfig_and_mta_sts_of_each_domain(
     )
 
 
+def test_domains_added_while_running_are_named_too(tmp_path: Path) -> None:
+    s = settings_with(tmp_path, "enabled = true\n")
+    assert wanted_names(s, ["c.org", "a.org"])[-2:] == ("autoconfig.c.org", "mta-sts.c.org")
+    assert len(wanted_names(s, ["c.org", "a.org"])) == 7
+
+
 @pytest.mark.parametrize(
     ("acme", "error"),
     [
