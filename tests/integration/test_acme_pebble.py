@@ -4,11 +4,13 @@ with connections open; ACME off or unreachable leaves the self-signed certificat
 from __future__ import annotations
 
 import contextlib
+import http.client
 import imaplib
 import poplib
 import shutil
 import smtplib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -122,6 +124,17 @@ def test_a_certificate_from_pebble_serves_imaps_and_submissions_and_renews_with_
 
     first = served_certificate(srv.port("imaps"))
     assert first.issuer == intermediate.subject
+    # A client that trusts only Pebble's root verifies the chain and the name, as a mail
+    # client trusting Let's Encrypt would.
+    verifying = ssl.create_default_context(cadata=pebble.root_pem().decode())
+    for service in ("imaps", "submissions", "web"):
+        with (
+            socket.create_connection(("127.0.0.1", srv.port(service))) as raw,
+            verifying.wrap_socket(raw, server_hostname="mta-sts.example.test") as tls,
+        ):
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    assert srv.server.web is not None  # Apple profiles are signed with it
+    assert srv.server.web.services.certificate == (files.certificate, files.key)
     san = first.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert set(san.get_values_for_type(x509.DNSName)) == set(NAMES)
     assert submissions_certificate(srv.port("submissions")).serial_number == first.serial_number
@@ -156,11 +169,8 @@ def test_a_certificate_from_pebble_serves_imaps_and_submissions_and_renews_with_
 def test_the_http_listener_answers_only_known_challenges_and_still_redirects(
     pebble_and_server: tuple[Pebble, RunningServer],
 ) -> None:
-    import http.client
-
     _, srv = pebble_and_server
-    port = srv.server.listeners["http"].port.getHost().port  # type: ignore[union-attr]
-    conn = http.client.HTTPConnection("127.0.0.1", port)
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port("http"))
     conn.request("GET", "/.well-known/acme-challenge/unknown-token")
     answer = conn.getresponse()
     assert answer.status == 404
@@ -182,6 +192,11 @@ def test_with_acme_off_the_self_signed_certificate_stays(tmp_path: Path) -> None
         cert = served_certificate(srv.port("imaps"))
         assert cert.issuer == cert.subject  # self-signed
         assert not ACMEFiles.of(srv.data).folder.exists()
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port("http"))
+        conn.request("GET", "/.well-known/acme-challenge/some-token")
+        answer = conn.getresponse()
+        assert answer.status == 301  # the plain redirect, no challenges served
+        conn.close()
 
 
 def test_an_unreachable_ca_leaves_the_self_signed_certificate_and_logs_why(

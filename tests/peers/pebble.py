@@ -73,6 +73,10 @@ class Pebble:
         """The intermediate CA that signs the certificates it issues now."""
         return self._get("/intermediates/0")
 
+    def root_pem(self) -> bytes:
+        """The root CA its chains end in (what a client of the issued certificates trusts)."""
+        return self._get("/roots/0")
+
 
 def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
     for _ in range(300):
