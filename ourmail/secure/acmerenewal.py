@@ -49,9 +49,11 @@ RETRY_MAX = 6 * 3600.0
 class CertificateRenewal(Service):
     """The ``[acme]`` certificate of one server (see the module's docstring).
 
-    ``challenges`` is the table the ``http`` listener answers HTTP-01 from (token -> key
-    authorisation); ``installed`` are told the new files after each swap (the webmail signs
-    Apple profiles with them).
+    ``names`` gives the names the certificate must carry (asked in the order's thread);
+    ``tls`` is the listeners' shared context, swapped after each order (None: only write the
+    files, as ``ourmail cert renew`` does); ``challenges`` is the table the ``http`` listener
+    answers HTTP-01 from (token -> key authorisation); ``installed`` are told the new files
+    after each swap (the webmail signs Apple profiles with them, the MX workers reload).
     """
 
     name = "acme"

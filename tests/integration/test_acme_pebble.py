@@ -26,6 +26,7 @@ from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import formatEvent, globalLogPublisher
 
 from ourmail.config import ACMESettings
+from ourmail.secure import acmerenewal
 from ourmail.secure.certfiles import ACMEFiles, read_info
 
 pytestmark = needs_pebble
@@ -200,8 +201,9 @@ def test_with_acme_off_the_self_signed_certificate_stays(tmp_path: Path) -> None
 
 
 def test_an_unreachable_ca_leaves_the_self_signed_certificate_and_logs_why(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(acmerenewal, "RETRY_FIRST", 0.1)  # the backoff, in tenths of seconds
     errors: list[dict[str, Any]] = []
     logged = threading.Event()
 
@@ -212,14 +214,16 @@ def test_an_unreachable_ca_leaves_the_self_signed_certificate_and_logs_why(
             event.get("ca") == directory
         ):
             errors.append(event)
-            logged.set()
+            if len(errors) == 3:
+                logged.set()
 
     globalLogPublisher.addObserver(observe)
     try:
         acme = ACMESettings(enabled=True, directory=directory)
         with running_server(tmp_path, hostname=HOST, acme=acme) as srv:
             assert srv.server.acme is not None
-            assert logged.wait(60), "the failed order at start was not logged"
+            assert logged.wait(60), "the failed orders were not logged"
+            assert [e["delay"] for e in errors[:3]] == [0.1, 0.2, 0.4]
             cert = served_certificate(srv.port("imaps"))
             assert cert.issuer == cert.subject
             assert submissions_certificate(srv.port("submissions")).issuer == cert.subject
