@@ -23,6 +23,8 @@ from ourmail.fsutil import write_atomic
 #: How long the CA may take to validate every name and issue (RFC 8555 §7.1.6 polling).
 ORDER_TIMEOUT = datetime.timedelta(seconds=180)
 USER_AGENT = "ourmail (acme-python)"
+#: The most names Let's Encrypt puts on one certificate (its "Rate Limits" page).
+MAX_NAMES = 100
 
 
 class OrderFailed(Exception):
@@ -91,6 +93,11 @@ def order_certificate(
     validated over HTTP-01 (RFC 8555 §8.3; ``publish(token, key_authorisation)`` must make
     the answer reachable before it returns).  Raises :class:`OrderFailed`, ``acme`` or
     ``requests`` errors."""
+    if len(names) > MAX_NAMES:
+        raise OrderFailed(
+            f"{len(names)} names are more than the {MAX_NAMES} a certificate may carry; "
+            "serve fewer domains from this host name (docs/certificates.md)"
+        )
     jwk = account_key(key_path)
     verify: object = str(ca.ca_file) if ca.ca_file else True
     net = client.ClientNetwork(jwk, user_agent=USER_AGENT)

@@ -13,6 +13,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from ourmail.config import LETS_ENCRYPT, ConfigError, Settings, config_template, load_settings
 from ourmail.secure import selfsigned
+from ourmail.secure.acmeorder import CAServer, OrderFailed, order_certificate
 from ourmail.secure.acmerenewal import CertificateRenewal
 from ourmail.secure.certfiles import (
     ACMEFiles,
@@ -183,3 +184,11 @@ def test_every_other_path_still_redirects_to_https() -> None:
     code, _, request = answer(b"/inbox")
     assert code == 301
     assert request.responseHeaders.getRawHeaders(b"location") == [b"https://mail.a.org/inbox"]
+
+
+def test_more_names_than_a_certificate_carries_fail_before_asking_the_ca(tmp_path: Path) -> None:
+    names = tuple(f"n{i}.a.org" for i in range(101))
+    ca = CAServer("https://127.0.0.1:1/dir")
+    with pytest.raises(OrderFailed, match="101 names are more than the 100"):
+        order_certificate(ca, tmp_path / "account.key", names, print, print)
+    assert not (tmp_path / "account.key").exists()
