@@ -334,6 +334,8 @@ class ReloadOnHangup(Service):
     def __init__(self, tls: ReloadableServerTLS, reactor: IReactorCore) -> None:
         self.tls, self.reactor = tls, reactor
         self._previous: Any = None
+        #: Also told of each SIGHUP (the MX worker processes reload their certificate).
+        self.also: list[Callable[[], None]] = []
 
     def startService(self) -> None:
         super().startService()
@@ -348,6 +350,8 @@ class ReloadOnHangup(Service):
 
     def _hangup(self, signum: int, frame: Any) -> None:
         self.reactor.callFromThread(self.tls.reload)  # type: ignore[attr-defined]
+        for tell in self.also:
+            self.reactor.callFromThread(tell)  # type: ignore[attr-defined]
 
 
 def assemble(
@@ -534,7 +538,8 @@ def build(
     parts.queue.setServiceParent(root)
     if parts.learning is not None:
         parts.learning.setServiceParent(root)
-    ReloadOnHangup(parts.tls, reactor).setServiceParent(root)  # type: ignore[arg-type]
+    hangup = ReloadOnHangup(parts.tls, reactor)
+    hangup.setServiceParent(root)  # type: ignore[arg-type]
     challenges: dict[str, str] = {}  # ACME HTTP-01: token -> key authorisation
     listeners: dict[str, ListenerService] = {}
     for service in SERVICES:
@@ -566,8 +571,9 @@ def build(
         acme.setServiceParent(root)
     if settings.mx_processes > 1 and "smtp" in listeners:
         MXWorkers(settings, listeners["smtp"], reactor).setServiceParent(root)  # type: ignore[arg-type]
-        if acme is not None:  # the MX worker processes load the new certificate too
-            workers = root.getServiceNamed("mx-workers")
+        workers = root.getServiceNamed("mx-workers")  # they reload at SIGHUP too
+        hangup.also.append(workers.hangup)
+        if acme is not None:  # and load each new ACME certificate
             acme.installed.append(lambda cert, key: workers.hangup())
     return Server(
         service=root,

@@ -1,6 +1,7 @@
 """ACME as an admin runs it: ``twistd ourmail`` with ``[acme]`` on obtains its certificate from
 Pebble; ``ourmail cert status`` shows it; ``ourmail cert renew`` asks the running server, which
-renews at SIGHUP; with the server stopped ``ourmail cert renew`` orders by itself."""
+renews at SIGHUP; with the server stopped ``ourmail cert renew`` orders by itself.  And a
+SIGHUP reaches the MX worker processes, which reload a certificate of one's own."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from cryptography import x509
 from peers.pebble import free_port, names_on_loopback, needs_pebble, running_pebble
 from twistdhelp import Twistd
 
+from ourmail.secure import selfsigned
 from ourmail.secure.certfiles import ACMEFiles, read_info
 
 pytestmark = [pytest.mark.system, needs_pebble]
@@ -113,3 +115,30 @@ def test_cert_renew_with_acme_off_says_so(tmp_path: Path) -> None:
     status = ourmail(data, "cert", "status")
     assert status.returncode == 0
     assert "acme:     off" in status.stdout
+
+
+def test_sighup_reloads_an_own_certificate_in_the_mx_workers_too(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    own = tmp_path / "own"
+    own.mkdir()
+    cert, key = selfsigned.generate("mail.example.test")
+    (own / "cert.pem").write_bytes(cert)
+    (own / "key.pem").write_bytes(key)
+    (data / "ourmail.toml").write_text(
+        'domains = ["example.test"]\n[smtp]\nmx_processes = 2\n'
+        f'[tls]\ncertificate = "{own / "cert.pem"}"\nkey = "{own / "key.pem"}"\n'
+    )
+    server = Twistd(data)
+    try:
+        wait_logged(server, "mx worker 1: accepting mail")
+        cert, key = selfsigned.generate("mail.example.test")
+        (own / "key.pem").write_bytes(key)
+        (own / "cert.pem").write_bytes(cert)
+        server.proc.send_signal(signal.SIGHUP)
+        wait_logged(server, "mx worker 1: TLS certificate reloaded from")
+        new = x509.load_pem_x509_certificate(cert).serial_number
+        assert serial_of(server.ports["imaps"]) == new
+        assert not any("mx worker 1 ended" in line for line in server.log)
+    finally:
+        server.stop()
