@@ -539,7 +539,7 @@ def build(
     if parts.learning is not None:
         parts.learning.setServiceParent(root)
     hangup = ReloadOnHangup(parts.tls, reactor)
-    hangup.setServiceParent(root)  # type: ignore[arg-type]
+    hangup.setServiceParent(root)
     challenges: dict[str, str] = {}  # ACME HTTP-01: token -> key authorisation
     listeners: dict[str, ListenerService] = {}
     for service in SERVICES:
