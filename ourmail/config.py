@@ -323,6 +323,29 @@ class MetricsSettings:
     networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 
 
+#: Let's Encrypt's production directory; its staging one is
+#: https://acme-staging-v02.api.letsencrypt.org/directory (docs/certificates.md).
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+
+
+@attrs.frozen
+class ACMESettings:
+    """Certificates from an ACME (RFC 8555) CA, ``[acme]`` (docs/certificates.md)."""
+
+    #: Off: the ``[tls]`` certificate (self-signed by default) serves every TLS listener.
+    enabled: bool = False
+    #: The CA's directory URL.
+    directory: str = LETS_ENCRYPT
+    #: The account's contact address (the CA's expiry warnings); empty: none.
+    email: str = ""
+    #: Names beyond the host name and autoconfig.<domain> / mta-sts.<domain> of each domain.
+    names: tuple[str, ...] = ()
+    #: Renew this many days before the certificate expires.
+    renew_days: int = 30
+    #: CA certificates (PEM) the ACME server's own HTTPS must chain to; empty: the system's.
+    ca_file: str = ""
+
+
 def default_mx_processes() -> int:
     """One MX process per CPU core this process may run on (its affinity mask), at most 64."""
     try:
@@ -362,6 +385,7 @@ class Settings:
     config_path: Path | None = None
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
+    acme: ACMESettings = ACMESettings()
 
     @property
     def primary_domain(self) -> str:
@@ -473,6 +497,14 @@ _TOML_KEYS: Mapping[str, Any] = {
         "relay": {f.name: str for f in attrs.fields(RelaySettings)},
     },
     "metrics": {"networks": list},
+    "acme": {
+        "enabled": bool,
+        "directory": str,
+        "email": str,
+        "names": list,
+        "renew_days": int,
+        "ca_file": str,
+    },
 }
 
 
@@ -627,6 +659,7 @@ def load_settings(
         config_path=config_path,
         metrics=_metrics_settings(table.get("metrics", {})),
         log=_log_settings(table.get("log", {})),
+        acme=_acme_settings(table.get("acme", {})),
     )
 
 
@@ -798,6 +831,22 @@ def _quota_settings(table: Mapping[str, Any]) -> QuotaSettings:
     )
 
 
+def _acme_settings(table: Mapping[str, Any]) -> ACMESettings:
+    names = []
+    for name in table.get("names", []):
+        if not isinstance(name, str):
+            raise ConfigError(f"'acme.names' must list strings, got {name!r}")
+        names.append(normalise_domain(name))
+    acme = ACMESettings(**{**table, "names": tuple(names)})
+    if not acme.directory.startswith("https://"):
+        raise ConfigError("'acme.directory' must be an https:// URL")
+    if not 1 <= acme.renew_days <= 60:
+        raise ConfigError("'acme.renew_days' must be between 1 and 60")
+    if acme.email and "@" not in acme.email:
+        raise ConfigError("'acme.email' must be an address")
+    return acme
+
+
 CONFIG_TEMPLATE = """\
 # ourmail configuration, written on first start.  Every setting has a default; uncomment and
 # change the ones you need, then restart.  Command-line options win over this file.
@@ -965,6 +1014,19 @@ domains = {domains}
 # The MTA-STS policy (RFC 8461) served at https://mta-sts.<domain>/.well-known/mta-sts.txt:
 # "testing" (the default), "enforce" once TLS reports show every sender gets through, or "none".
 # mta_sts_mode = "testing"
+
+[acme]
+# Certificates from Let's Encrypt (or another ACME CA, RFC 8555) instead of the self-signed one,
+# for the host name, autoconfig.<domain> and mta-sts.<domain> of every domain, and `names`.
+# Needs the `http` listener reachable from the internet on port 80 and those names' DNS
+# pointing here; renewed by itself, handed to every TLS listener (docs/certificates.md).
+# enabled = false
+# directory = "https://acme-v02.api.letsencrypt.org/directory"
+# directory = "https://acme-staging-v02.api.letsencrypt.org/directory"   # staging, for trials
+# email = "postmaster@{hostname}"   # the CA writes here before a certificate expires
+# names = []                      # more names for the certificate
+# renew_days = 30                 # renew when the certificate expires within this many days
+# ca_file = ""                    # the CA server's own HTTPS roots; default: the system's
 
 [quota]
 # Per-user storage limits (0 = unlimited); `ourmail user quota` sets them for one user.

@@ -3,7 +3,8 @@
 It assembles the same parts as the main process (ourmail/service.py) but serves only the MX
 listener, on the socket inherited as descriptor 3, asking the master over descriptor 4 for
 every connection (ourmail/net/admission.py).  It stops on SIGTERM, and by itself within a
-second when its master is gone.  Every few seconds it leaves a snapshot of its counters in
+second when its master is gone; SIGHUP (sent by the master after an ACME renewal) reloads the
+TLS certificate.  Every few seconds it leaves a snapshot of its counters in
 ``<data>/metrics/mx-<number>.prom`` for the master's ``/metrics`` (ourmail/net/metrics.py).
 """
 
@@ -25,6 +26,7 @@ from ourmail.logs.jsonlog import worker_line
 from ourmail.net.admission import AdmittingFactory, CountsClient
 from ourmail.net.lineproto import SessionFactory
 from ourmail.net.metrics import SNAPSHOT_INTERVAL
+from ourmail.secure.acmerenewal import serve_acme_certificate
 from ourmail.service import assemble
 from ourmail.smtp.workers import COUNTS_FD, SOCKET_FD
 
@@ -55,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         dns_servers=tuple(args.dns),
     )
     parts = assemble(settings, reactor)  # type: ignore[arg-type]
+    serve_acme_certificate(settings, parts.tls, reactor)
     parts.queue.files.prepare()
     counts = CountsClient(settings.limits)
     reactor.adoptStreamConnection(  # type: ignore[attr-defined]

@@ -67,6 +67,7 @@ from ourmail.pop3.server import POP3Context, POP3Server
 from ourmail.prefs import PreferenceFiles
 from ourmail.queue.runner import OutboundQueue
 from ourmail.secure import selfsigned
+from ourmail.secure.acmerenewal import CertificateRenewal
 from ourmail.secure.arcseal import ARCSealer
 from ourmail.secure.dkimkeys import KeyStore
 from ourmail.secure.dkimsign import DKIMSigner
@@ -83,6 +84,7 @@ from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 from ourmail.store.userstore import MaildirStore
 from ourmail.vacation.record import ReplyRecord
 from ourmail.vacation.responder import AutoResponder
+from ourmail.web.acmechallenge import http_site
 from ourmail.web.app import WebApp
 from ourmail.web.clientconfig import ClientSetup
 from ourmail.web.metricspages import HealthOrRedirect, networks
@@ -198,6 +200,8 @@ class Server:
     learning: JunkLearning | None = None
     #: The webmail, when the ``web`` listener is on.
     web: WebApp | None = None
+    #: The ACME certificate's renewal, when ``[acme] enabled``.
+    acme: CertificateRenewal | None = None
 
 
 @attrs.define
@@ -339,6 +343,8 @@ class ReloadOnHangup(Service):
     def __init__(self, tls: ReloadableServerTLS, reactor: IReactorCore) -> None:
         self.tls, self.reactor = tls, reactor
         self._previous: Any = None
+        #: Also told of each SIGHUP (the MX worker processes reload their certificate).
+        self.also: list[Callable[[], None]] = []
 
     def startService(self) -> None:
         super().startService()
@@ -353,6 +359,8 @@ class ReloadOnHangup(Service):
 
     def _hangup(self, signum: int, frame: Any) -> None:
         self.reactor.callFromThread(self.tls.reload)  # type: ignore[attr-defined]
+        for tell in self.also:
+            self.reactor.callFromThread(tell)  # type: ignore[attr-defined]
 
 
 def assemble(
@@ -546,7 +554,9 @@ def build(
     parts.queue.setServiceParent(root)
     if parts.learning is not None:
         parts.learning.setServiceParent(root)
-    ReloadOnHangup(parts.tls, reactor).setServiceParent(root)  # type: ignore[arg-type]
+    hangup = ReloadOnHangup(parts.tls, reactor)
+    hangup.setServiceParent(root)
+    challenges: dict[str, str] = {}  # ACME HTTP-01: token -> key authorisation
     listeners: dict[str, ListenerService] = {}
     health = Health(settings.data_dir, listeners)
     site_networks = networks(settings.metrics.networks)
@@ -556,7 +566,11 @@ def build(
             continue
         if service == "http":
             port = web_port(settings, listeners.get("web"))
-            site = redirect_site(settings.hostname, port, settings.limits)
+            site = (
+                http_site(settings.hostname, port, settings.limits, challenges)
+                if settings.acme.enabled
+                else redirect_site(settings.hostname, port, settings.limits)
+            )
             site.resource = HealthOrRedirect(site.resource, health, site_networks)
             factory: Factory = site
         else:
@@ -574,8 +588,19 @@ def build(
         parts.web.services.health = health
     parts.metrics.watch_queue(parts.queue.backlog, parts.queue.clock.seconds)
     parts.metrics.watch_certificate(parts.tls.not_after)
+    acme = None
+    if settings.acme.enabled:
+        acme = CertificateRenewal.from_settings(settings, parts.tls, reactor, challenges)
+        if parts.web is not None:  # Apple profiles are signed with the new certificate
+            web = parts.web.services
+            acme.installed.append(lambda cert, key: setattr(web, "certificate", (cert, key)))
+        acme.setServiceParent(root)
     if settings.mx_processes > 1 and "smtp" in listeners:
         MXWorkers(settings, listeners["smtp"], reactor).setServiceParent(root)  # type: ignore[arg-type]
+        workers = root.getServiceNamed("mx-workers")  # they reload at SIGHUP too
+        hangup.also.append(workers.hangup)
+        if acme is not None:  # and load each new ACME certificate
+            acme.installed.append(lambda cert, key: workers.hangup())
         clear_snapshots(settings.data_dir / "metrics")
         parts.metrics.watch_workers(settings.data_dir / "metrics")
     return Server(
@@ -586,6 +611,7 @@ def build(
         queue=parts.queue,
         learning=parts.learning,
         web=parts.web,
+        acme=acme,
     )
 
 

@@ -17,7 +17,17 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 
 from ourmail.addresses import AddressError, normalise_address
-from ourmail.admin import dkimcmd, dnscmd, filterscmd, ldapcmd, logcmd, queuecmd, spamcmd, transfer
+from ourmail.admin import (
+    certcmd,
+    dkimcmd,
+    dnscmd,
+    filterscmd,
+    ldapcmd,
+    logcmd,
+    queuecmd,
+    spamcmd,
+    transfer,
+)
 from ourmail.auth.accounts import AccountDB, AccountError
 from ourmail.auth.passwords import hash_password
 from ourmail.config import (
@@ -351,6 +361,7 @@ def _parser() -> argparse.ArgumentParser:
     logcmd.add_parser(topics, common)
     dkimcmd.add_parser(topics, common)
     dnscmd.add_parser(topics, common)
+    certcmd.add_parser(topics, common)
     return parser
 
 

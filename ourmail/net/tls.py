@@ -67,6 +67,18 @@ class ReloadableServerTLS:
         log.info("TLS certificate reloaded from {path}", path=str(self.cert_path))
         return True
 
+    def use(self, cert_path: Path, key_path: Path) -> bool:
+        """Serve the pair at these paths from now on (a new ACME certificate), also after a
+        SIGHUP; on an error keep the old files and certificate (and log why)."""
+        try:
+            self._current = server_context(cert_path, key_path)
+        except ConfigError as e:
+            log.error("TLS certificate not changed, the old one stays: {why}", why=str(e))
+            return False
+        self.cert_path, self.key_path = cert_path, key_path
+        log.info("TLS certificate now from {path}", path=str(cert_path))
+        return True
+
     def getContext(self) -> SSL.Context:
         return self._current.getContext()  # type: ignore[attr-defined,no-any-return]
 

@@ -46,6 +46,8 @@ SOCKET_FD = 3
 COUNTS_FD = 4
 #: The worker process, run as ``python -m``.
 WORKER_MODULE = "ourmail.mxworker"
+#: How a worker's line saying it accepts mail begins (ourmail/mxworker.py).
+READY = b"accepting mail on the MX port"
 
 
 class WorkerProtocol(ProcessProtocol):
@@ -56,10 +58,26 @@ class WorkerProtocol(ProcessProtocol):
         self.number = number
         self._partial = b""
         self.ended: Deferred[None] = Deferred()
+        #: Whether the worker said it accepts mail (its SIGHUP handler is in place by then).
+        self.ready = False
+        self._hangup_pending = False
+
+    def hangup(self) -> None:
+        """SIGHUP (load the TLS certificate again) now, or once the worker is ready: before,
+        the signal would end it."""
+        if not self.ready:
+            self._hangup_pending = True
+        elif self.transport is not None:
+            self.transport.signalProcess("HUP")
 
     def outReceived(self, data: bytes) -> None:
         *lines, self._partial = (self._partial + data).split(b"\n")
         for line in lines:
+            if line.startswith(READY) and not self.ready:
+                self.ready = True
+                if self._hangup_pending:
+                    self._hangup_pending = False
+                    self.hangup()
             event = relayed(line, self.number) if line.startswith(b"{") else None
             if event is not None:  # a structured event (ourmail/logs): its fields kept
                 globalLogPublisher(event)
@@ -132,6 +150,11 @@ class MXWorkers(Service):
                 childFDs={0: "w", 1: "r", 2: "r", SOCKET_FD: fd, COUNTS_FD: theirs.fileno()},
             )
         self._workers[number] = proto
+
+    def hangup(self) -> None:
+        """SIGHUP to every worker: each loads the TLS certificate again (a new one from ACME)."""
+        for proto in self._workers.values():
+            proto.hangup()
 
     def worker_ended(self, number: int, reason: Failure) -> None:
         self._workers.pop(number, None)

@@ -1,0 +1,130 @@
+"""``ourmail cert``: the TLS certificate the listeners serve (docs/certificates.md).
+
+``status`` shows the certificate in use (names, issuer, expiry, and whether it is self-signed,
+ACME's or one of your own).  ``renew`` orders a new ACME certificate at once: with the server
+stopped it answers the HTTP-01 challenges itself on the ``http`` listener's address; while the
+server runs (that address is taken) it leaves a request the server acts on at its next SIGHUP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
+
+from ourmail.auth.accounts import AccountDB
+from ourmail.config import ConfigError, Settings
+from ourmail.secure.acmerenewal import CertificateRenewal
+from ourmail.secure.certfiles import ACMEFiles, CertInfo, read_info, wanted_names
+
+
+class CertError(ConfigError):
+    """What ``ourmail cert`` could not do (reported as one line)."""
+
+
+def in_use(settings: Settings) -> tuple[str, CertInfo | None, str]:
+    """The certificate the server serves at start: (source, its details, its file)."""
+    acme = ACMEFiles.of(settings.data_dir)
+    if settings.acme.enabled:
+        info = read_info(acme.certificate)
+        if info is not None:
+            return "ACME", info, str(acme.certificate)
+    info = read_info(settings.tls_certificate)
+    source = "self-signed" if info is None or info.self_signed else "[tls] files"
+    return source, info, str(settings.tls_certificate)
+
+
+def cert_status(settings: Settings, args: argparse.Namespace) -> None:
+    source, info, path = in_use(settings)
+    print(f"source:   {source} ({path})")
+    if info is None:
+        print("no readable certificate there (the server makes a self-signed one at start)")
+    else:
+        now = datetime.datetime.now(datetime.UTC)
+        print(f"names:    {', '.join(info.names) or info.subject}")
+        print(f"issuer:   {info.issuer}")
+        print(f"serial:   {info.serial:x}")
+        print(f"expires:  {info.not_after:%Y-%m-%d %H:%M} UTC ({info.days_left(now):.0f} days)")
+    if settings.acme.enabled:
+        print(f"acme:     on, {settings.acme.directory}, renewed {settings.acme.renew_days} days")
+        names = wanted_names(settings, AccountDB(settings.data_dir).domains())
+        print(f"          before expiry, for {', '.join(names)}")
+        if ACMEFiles.of(settings.data_dir).renew_request.exists():
+            print("          a renewal is asked for (the running server acts on SIGHUP)")
+    else:
+        print("acme:     off ([acme] enabled = false)")
+
+
+def _renew_here(settings: Settings) -> bool:
+    """With the server stopped: answer HTTP-01 on the ``http`` endpoint and order. False when
+    that endpoint is taken (the server runs)."""
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    from ourmail.admin.cli import _run_on_reactor
+    from ourmail.web.acmechallenge import http_site
+
+    endpoint = settings.listen.get("http")
+    if not endpoint:
+        raise CertError("ACME's HTTP-01 needs the http listener: set [listen] http")
+    challenges: dict[str, str] = {}
+    renewal = CertificateRenewal.from_settings(settings, None, reactor, challenges)
+    site = http_site(settings.hostname, lambda: 443, settings.limits, challenges)
+
+    def order() -> Deferred[bool]:
+        listener = serverFromString(reactor, endpoint)  # type: ignore[no-untyped-call]
+        listening: Deferred[IListeningPort] = listener.listen(site)
+
+        def listened(port: IListeningPort) -> Deferred[bool]:
+            def stop(result: object) -> Deferred[object]:
+                return maybeDeferred(port.stopListening).addCallback(lambda _: result)
+
+            return renewal.renew(force=True).addBoth(stop)
+
+        return listening.addCallback(listened)
+
+    try:
+        _run_on_reactor(order)
+    except CannotListenError:
+        return False
+    return True
+
+
+def cert_renew(settings: Settings, args: argparse.Namespace) -> None:
+    if not settings.acme.enabled:
+        raise CertError("ACME is off: set [acme] enabled = true first (docs/certificates.md)")
+    files = ACMEFiles.of(settings.data_dir)
+    try:
+        done = _renew_here(settings)
+    except ConfigError:
+        raise
+    except Exception as e:  # requests', acme's and the CA's errors alike: one line
+        raise CertError(f"the ACME order failed, the old certificate stays: {e}") from e
+    if done:
+        info = read_info(files.certificate)
+        assert info is not None
+        print(f"new certificate from {info.issuer} in {files.certificate}, valid until")
+        print(f"{info.not_after:%Y-%m-%d %H:%M} UTC; the server serves it from its next start")
+        return
+    files.request_renewal()
+    print("the http listener's address is taken, so the server is running: it renews at its")
+    print("next SIGHUP (`systemctl reload ourmail` or `kill -HUP <pid>`), then daily by itself")
+
+
+def run(settings: Settings, db: object, args: argparse.Namespace) -> None:
+    """The chosen ``cert`` command."""
+    args.cert_func(settings, args)
+
+
+def add_parser(topics: Any, common: argparse.ArgumentParser) -> None:
+    """The ``cert`` topic and its commands (they set ``cert_func``)."""
+    cert = topics.add_parser("cert", parents=[common], help="the TLS certificate")
+    cmds = cert.add_subparsers(dest="command", required=True)
+    p = cmds.add_parser("status", parents=[common], help="names, issuer, expiry, source")
+    p.set_defaults(func=run, cert_func=cert_status)
+    p = cmds.add_parser("renew", parents=[common], help="order a new ACME certificate now")
+    p.set_defaults(func=run, cert_func=cert_renew)

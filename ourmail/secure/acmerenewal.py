@@ -1,0 +1,284 @@
+"""Keeps an ACME certificate current and hands it to every TLS listener without a restart.
+
+At start the stored ACME certificate (if any) replaces the ``[tls]`` one, then a check runs:
+when the certificate is missing, lacks a wanted name, or expires within ``renew_days``, a new
+one is ordered (in a thread, ``ourmail/secure/acmeorder.py``), written atomically under
+``<data>/tls/acme/`` and swapped into the shared :class:`ReloadableServerTLS`: connections made
+afterwards get it, open ones keep theirs.  The check repeats daily; a failure is logged and
+retried after 5 minutes, doubling up to 6 hours, while the old certificate stays in use.
+"""
+
+from __future__ import annotations
+
+import datetime
+import signal
+import threading
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
+from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ourmail.auth.accounts import AccountDB
+from ourmail.config import ConfigError, Settings
+from ourmail.fsutil import write_atomic
+from ourmail.net.tls import ReloadableServerTLS, trust_root
+from ourmail.secure.acmeorder import CAServer, order_certificate
+from ourmail.secure.certfiles import (
+    ACMEFiles,
+    pair_matches,
+    read_info,
+    renewal_reason,
+    wanted_names,
+)
+
+log = Logger()
+
+#: Seconds between checks while all is well.
+CHECK_INTERVAL = 24 * 3600.0
+#: Seconds before the first retry after a failure, and the longest wait between retries.
+RETRY_FIRST = 300.0
+RETRY_MAX = 6 * 3600.0
+
+
+class CertificateRenewal(Service):
+    """The ``[acme]`` certificate of one server (see the module's docstring).
+
+    ``names`` gives the names the certificate must carry (asked in the order's thread);
+    ``tls`` is the listeners' shared context, swapped after each order (None: only write the
+    files, as ``ourmail cert renew`` does); ``challenges`` is the table the ``http`` listener
+    answers HTTP-01 from (token -> key authorisation); ``installed`` are told the new files
+    after each swap (the webmail signs Apple profiles with them, the MX workers reload).
+    """
+
+    name = "acme"
+
+    def __init__(
+        self,
+        ca: CAServer,
+        files: ACMEFiles,
+        names: Callable[[], tuple[str, ...]],
+        renew_days: int,
+        tls: ReloadableServerTLS | None,
+        reactor: Any,
+        challenges: MutableMapping[str, str],
+    ) -> None:
+        self.ca, self.files, self.names, self.renew_days = ca, files, names, renew_days
+        self.tls = tls
+        self.reactor = reactor
+        self.challenges = challenges
+        self.installed: list[Callable[[Path, Path], None]] = []
+        self._next: IDelayedCall | None = None
+        self._retry = RETRY_FIRST
+        self._busy: Deferred[bool] | None = None
+        self._previous: Any = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        tls: ReloadableServerTLS | None,
+        reactor: Any,
+        challenges: MutableMapping[str, str],
+    ) -> CertificateRenewal:
+        """The renewal ``[acme]`` describes, for the names of :func:`wanted_names` (the
+        domains added since the start too)
+        (ConfigError without an ``http`` listener or with an unreadable ``ca_file``)."""
+        acme = settings.acme
+        if not settings.listen.get("http"):
+            raise ConfigError(
+                "[acme] answers HTTP-01 challenges on the http listener (port 80): "
+                "set [listen] http, or switch [acme] off"
+            )
+        if acme.ca_file:
+            trust_root(Path(acme.ca_file))  # ConfigError when it cannot be read
+        ca = CAServer(acme.directory, acme.email, Path(acme.ca_file) if acme.ca_file else None)
+        files = ACMEFiles.of(settings.data_dir)
+        accounts = AccountDB(settings.data_dir)  # read in the renewal's thread only
+
+        def names() -> tuple[str, ...]:
+            return wanted_names(settings, accounts.domains())
+
+        return cls(ca, files, names, acme.renew_days, tls, reactor, challenges)
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        if read_info(self.files.certificate) is not None:
+            self._install()
+        self._schedule(0)
+        if threading.current_thread() is threading.main_thread():  # twistd, not a test
+            self._previous = signal.signal(signal.SIGHUP, self._hangup)
+
+    def stopService(self) -> Deferred[None]:
+        """Stop checking; fires once an order under way has ended (its thread writes nothing
+        after the server stopped)."""
+        super().stopService()  # type: ignore[no-untyped-call]
+        if self._next is not None and self._next.active():
+            self._next.cancel()
+        self._next = None
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+            self._previous = None
+        ended: Deferred[None] = Deferred()
+        if self._busy is None:
+            ended.callback(None)
+            return ended
+
+        def end(result: object) -> object:
+            ended.callback(None)
+            return result
+
+        self._busy.addBoth(end)
+        return ended
+
+    def _hangup(self, signum: int, frame: Any) -> None:
+        """SIGHUP: what was there before (the certificate's reload), then a check now."""
+        if callable(self._previous):
+            self._previous(signum, frame)
+        self.reactor.callFromThread(self.asked)
+
+    def asked(self) -> Deferred[bool]:
+        """A check now, forced when ``ourmail cert renew`` asked for one (its request is
+        removed once the new certificate is in use); failures are logged and retried."""
+        request = self.files.renew_request
+        d: Deferred[bool] = deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), request.exists
+        )
+        d.addCallback(lambda forced: self.renew(force=forced))
+        d.addCallback(self._asked_done)
+        d.addErrback(self._failed)
+        return d
+
+    def _asked_done(self, new: bool) -> bool:
+        if new:
+            self.files.renew_request.unlink(missing_ok=True)
+        return new
+
+    def renew(self, force: bool = False) -> Deferred[bool]:
+        """Check now and order a new certificate if needed (always, with ``force``).  Fires
+        True when a new one is in use, False when none was needed; errbacks on a failure."""
+        if self._busy is not None:  # one order at a time: this one starts after it
+            waiting: Deferred[bool] = Deferred()
+
+            def then(result: object) -> object:
+                self.renew(force).chainDeferred(waiting)
+                return result
+
+            self._busy.addBoth(then)
+            return waiting
+        clock: IReactorTime = self.reactor
+        now = datetime.datetime.fromtimestamp(clock.seconds(), datetime.UTC)
+        pool = self.reactor.getThreadPool()
+        d: Deferred[bool] = deferToThreadPool(self.reactor, pool, self._renew, force, now)
+        d.addCallback(self._renewed)
+        self._busy = d
+
+        def idle(result: object) -> object:
+            self._busy = None
+            return result
+
+        d.addBoth(idle)
+        return d
+
+    def _renew(self, force: bool, now: datetime.datetime) -> bool:
+        """In a thread: order and store a certificate if one is needed."""
+        files = self.files
+        names = self.names()
+        reason = renewal_reason(read_info(files.certificate), names, self.renew_days, now)
+        if reason is None and not pair_matches(files.certificate, files.key):
+            reason = "the key does not belong to the certificate"
+        if reason is None and not force:
+            return False
+        log.info(
+            "ordering a certificate for {names} from {ca}: {why}",
+            names=", ".join(names),
+            ca=self.ca.directory,
+            why=reason or "renewal asked for",
+        )
+        reactor: IReactorFromThreads = self.reactor
+        chain, key = order_certificate(
+            self.ca,
+            self.files.account_key,
+            names,
+            lambda token, answer: blockingCallFromThread(
+                reactor, self.challenges.__setitem__, token, answer
+            ),
+            lambda token: blockingCallFromThread(reactor, self._withdraw, token),
+        )
+        # The key first: a certificate never sits beside a key that is not its own for long,
+        # and a crash between the two leaves a pair server_context() refuses, so the old stays.
+        write_atomic(self.files.key, key, 0o600)
+        write_atomic(self.files.certificate, chain, 0o644)
+        return True
+
+    def _withdraw(self, token: str) -> None:
+        self.challenges.pop(token, None)
+
+    def _renewed(self, new: bool) -> bool:
+        if new:
+            info = read_info(self.files.certificate)
+            log.info(
+                "new certificate from {issuer}, serial {serial:x}, valid until {until}",
+                issuer=info.issuer if info else "?",
+                serial=info.serial if info else 0,
+                until=info.not_after.isoformat() if info else "?",
+            )
+            self._install()
+        return new
+
+    def _install(self) -> None:
+        if self.tls is not None and not self.tls.use(self.files.certificate, self.files.key):
+            return
+        for tell in self.installed:
+            tell(self.files.certificate, self.files.key)
+
+    def _schedule(self, delay: float) -> None:
+        if self._next is not None and self._next.active():
+            self._next.cancel()
+        if self.running:
+            self._next = self.reactor.callLater(delay, self._check)
+
+    def _check(self) -> None:
+        self._next = None
+        self.renew().addCallbacks(self._succeeded, self._failed)
+
+    def _succeeded(self, new: bool) -> None:
+        self._retry = RETRY_FIRST
+        self._schedule(CHECK_INTERVAL)
+
+    def _failed(self, failure: Failure) -> None:
+        log.error(
+            "ACME certificate not obtained from {ca}, the current certificate stays; "
+            "next try in {delay:.0f} s: {why}",
+            ca=self.ca.directory,
+            delay=self._retry,
+            why=failure.getErrorMessage() or repr(failure.value),
+        )
+        self._schedule(self._retry)
+        self._retry = min(self._retry * 2, RETRY_MAX)
+
+
+def serve_acme_certificate(settings: Settings, tls: ReloadableServerTLS, reactor: Any) -> None:
+    """In an MX worker process: serve the stored ACME certificate (when ``[acme]`` is on and
+    there is one) and load the files again on SIGHUP, which the master sends after each
+    renewal (``MXWorkers.hangup``)."""
+    files = ACMEFiles.of(settings.data_dir)
+
+    def load() -> None:
+        if settings.acme.enabled and read_info(files.certificate) is not None:
+            tls.use(files.certificate, files.key)
+        else:
+            tls.reload()
+
+    def hangup(signum: int, frame: Any) -> None:
+        reactor.callFromThread(load)
+
+    if settings.acme.enabled and read_info(files.certificate) is not None:
+        tls.use(files.certificate, files.key)
+
+    signal.signal(signal.SIGHUP, hangup)

@@ -1,0 +1,194 @@
+"""The ACME parts without a CA: ``[acme]`` settings, the names, when to renew, and the
+``http`` listener's challenge answers."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import attrs
+import pytest
+from twisted.internet import reactor
+from twisted.web.test.requesthelper import DummyRequest
+
+from ourmail.config import LETS_ENCRYPT, ConfigError, Settings, config_template, load_settings
+from ourmail.secure import selfsigned
+from ourmail.secure.acmeorder import CAServer, OrderFailed, order_certificate
+from ourmail.secure.acmerenewal import CertificateRenewal
+from ourmail.secure.certfiles import (
+    ACMEFiles,
+    CertInfo,
+    cert_info,
+    pair_matches,
+    renewal_reason,
+    wanted_names,
+)
+from ourmail.web.acmechallenge import ChallengeOrRedirect
+from ourmail.web.redirect import RedirectToHTTPS
+
+NOW = datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC)
+
+
+def settings_with(tmp_path: Path, acme: str) -> Settings:
+    (tmp_path / "ourmail.toml").write_text(
+        f'hostname = "mail.a.org"\ndomains = ["a.org", "b.org"]\n[acme]\n{acme}'
+    )
+    return load_settings(data=str(tmp_path), is_root=False)
+
+
+def test_acme_is_off_by_default_with_lets_encrypt_and_30_days(tmp_path: Path) -> None:
+    s = load_settings(data=str(tmp_path), hostname="mail.a.org", is_root=False)
+    assert s.acme.enabled is False
+    assert s.acme.directory == LETS_ENCRYPT
+    assert s.acme.renew_days == 30
+    assert s.acme.ca_file == ""
+
+
+def test_the_names_are_the_host_then_autoconfig_and_mta_sts_of_each_domain(
+    tmp_path: Path,
+) -> None:
+    s = settings_with(tmp_path, 'enabled = true\nnames = ["WEBMAIL.a.org", "mail.a.org"]\n')
+    assert wanted_names(s) == (
+        "mail.a.org",
+        "autoconfig.a.org",
+        "mta-sts.a.org",
+        "autoconfig.b.org",
+        "mta-sts.b.org",
+        "webmail.a.org",
+    )
+
+
+def test_domains_added_while_running_are_named_too(tmp_path: Path) -> None:
+    s = settings_with(tmp_path, "enabled = true\n")
+    assert wanted_names(s, ["c.org", "a.org"])[-2:] == ("autoconfig.c.org", "mta-sts.c.org")
+    assert len(wanted_names(s, ["c.org", "a.org"])) == 7
+
+
+@pytest.mark.parametrize(
+    ("acme", "error"),
+    [
+        ('directory = "http://ca.example/dir"\n', "https://"),
+        ("renew_days = 0\n", "renew_days"),
+        ("renew_days = 90\n", "renew_days"),
+        ('email = "nobody"\n', "acme.email"),
+        ('names = ["not a name"]\n', "not a domain name"),
+        ("names = [1]\n", "acme.names"),
+        ("enabled = 1\n", "acme.enabled"),
+        ("colour = 1\n", "acme.colour"),
+    ],
+)
+def test_bad_acme_settings_are_refused_clearly(tmp_path: Path, acme: str, error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
+        settings_with(tmp_path, acme)
+
+
+def test_the_written_configuration_documents_acme_and_still_loads(tmp_path: Path) -> None:
+    s = load_settings(data=str(tmp_path), hostname="mail.a.org", is_root=False)
+    text = config_template(s)
+    assert "[acme]" in text and "acme-staging-v02" in text
+    (tmp_path / "ourmail.toml").write_text(text)
+    assert load_settings(data=str(tmp_path), is_root=False).acme == s.acme
+
+
+def test_acme_needs_the_http_listener_and_a_readable_ca_file(tmp_path: Path) -> None:
+    s = settings_with(tmp_path, "enabled = true\n")
+    no_http = attrs.evolve(s, listen={**s.listen, "http": None})
+    with pytest.raises(ConfigError, match="http listener"):
+        CertificateRenewal.from_settings(no_http, None, reactor, {})
+    bad_ca = attrs.evolve(s, acme=attrs.evolve(s.acme, ca_file=str(tmp_path / "none.pem")))
+    with pytest.raises(ConfigError, match=r"none\.pem"):
+        CertificateRenewal.from_settings(bad_ca, None, reactor, {})
+
+
+def info(names: tuple[str, ...], days: float) -> CertInfo:
+    return CertInfo(names, "mail.a.org", "CA", 1, NOW + datetime.timedelta(days=days))
+
+
+def test_when_a_new_certificate_is_needed() -> None:
+    names = ("mail.a.org", "mta-sts.a.org")
+    assert renewal_reason(None, names, 30, NOW) == "there is no ACME certificate yet"
+    assert renewal_reason(info(names, 31), names, 30, NOW) is None
+    assert "expires in 29.0 days" in str(renewal_reason(info(names, 29), names, 30, NOW))
+    assert "expires" in str(renewal_reason(info(names, -1), names, 30, NOW))
+    lacking = renewal_reason(info(("mail.a.org",), 80), names, 30, NOW)
+    assert lacking == "the certificate lacks mta-sts.a.org"
+    assert renewal_reason(info((*names, "old.a.org"), 80), names, 30, NOW) is None
+
+
+def test_cert_info_reads_names_issuer_and_expiry() -> None:
+    cert, _ = selfsigned.generate("mail.a.org", ("autoconfig.a.org",))
+    got = cert_info(cert)
+    assert got.names == ("mail.a.org", "autoconfig.a.org")
+    assert got.self_signed and got.issuer == "mail.a.org"
+    assert 800 < got.days_left(datetime.datetime.now(datetime.UTC)) < 830
+
+
+def test_a_key_that_is_not_the_certificates_is_noticed(tmp_path: Path) -> None:
+    cert, key = selfsigned.generate("mail.a.org")
+    _, other = selfsigned.generate("mail.a.org")
+    (tmp_path / "cert.pem").write_bytes(cert)
+    (tmp_path / "key.pem").write_bytes(key)
+    (tmp_path / "other.pem").write_bytes(other)
+    assert pair_matches(tmp_path / "cert.pem", tmp_path / "key.pem")
+    assert not pair_matches(tmp_path / "cert.pem", tmp_path / "other.pem")
+    assert not pair_matches(tmp_path / "cert.pem", tmp_path / "missing.pem")
+
+
+def test_the_renewal_request_file_is_made_private(tmp_path: Path) -> None:
+    files = ACMEFiles.of(tmp_path)
+    files.request_renewal()
+    assert files.renew_request.exists()
+    assert files.folder.stat().st_mode & 0o777 == 0o700
+
+
+def answer(path: bytes, method: bytes = b"GET") -> tuple[int, bytes, DummyRequest]:
+    challenges = {"tok_EN-1": "tok_EN-1.thumbprint"}
+    resource = ChallengeOrRedirect(challenges, RedirectToHTTPS("mail.a.org", lambda: 443))
+    request = DummyRequest(path.lstrip(b"/").split(b"/"))
+    request.path = path
+    request.uri = path
+    request.method = method
+    body = resource.render(request)
+    return request.responseCode or 200, body, request
+
+
+def test_a_known_token_is_answered_with_its_key_authorisation() -> None:
+    code, body, request = answer(b"/.well-known/acme-challenge/tok_EN-1")
+    assert (code, body) == (200, b"tok_EN-1.thumbprint")
+    assert request.responseHeaders.getRawHeaders(b"content-type") == [b"application/octet-stream"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        b"/.well-known/acme-challenge/unknown",
+        b"/.well-known/acme-challenge/",
+        b"/.well-known/acme-challenge/tok_EN-1/x",
+        b"/.well-known/acme-challenge/%2e%2e",
+        b"/.well-known/acme-challenge/" + b"a" * 5000,
+    ],
+)
+def test_other_tokens_are_404_and_never_redirected(path: bytes) -> None:
+    code, _, request = answer(path)
+    assert code == 404
+    assert not request.responseHeaders.hasHeader(b"location")
+
+
+def test_only_get_and_head_are_answered() -> None:
+    code, body, request = answer(b"/.well-known/acme-challenge/tok_EN-1", b"POST")
+    assert (code, body) == (405, b"")
+    assert request.responseHeaders.getRawHeaders(b"allow") == [b"GET, HEAD"]
+
+
+def test_every_other_path_still_redirects_to_https() -> None:
+    code, _, request = answer(b"/inbox")
+    assert code == 301
+    assert request.responseHeaders.getRawHeaders(b"location") == [b"https://mail.a.org/inbox"]
+
+
+def test_more_names_than_a_certificate_carries_fail_before_asking_the_ca(tmp_path: Path) -> None:
+    names = tuple(f"n{i}.a.org" for i in range(101))
+    ca = CAServer("https://127.0.0.1:1/dir")
+    with pytest.raises(OrderFailed, match="101 names are more than the 100"):
+        order_certificate(ca, tmp_path / "account.key", names, print, print)
+    assert not (tmp_path / "account.key").exists()
