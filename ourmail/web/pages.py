@@ -11,7 +11,7 @@ POST with :meth:`Pages.checked` (the session and its CSRF token).
 from __future__ import annotations
 
 import gettext
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -24,8 +24,10 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from ourmail.auth.login import Authenticator
-from ourmail.config import Limits
+from ourmail.config import AdminSettings, Limits
 from ourmail.interfaces import (
+    IAccountAdmin,
+    IAuditLog,
     IDirectory,
     IPasswordChanger,
     IPreferences,
@@ -75,6 +77,14 @@ class WebServices:
     #: The largest message the server sends (``[limits] max_message_size``): a message's
     #: attachments together stay below it.
     max_message_size: int = Limits().max_message_size
+    #: Who may use the admin console (``[admin]``).
+    admin: AdminSettings = attrs.Factory(AdminSettings)
+    #: The local accounts and aliases as the admin console manages them.
+    accounts: IAccountAdmin | None = None
+    #: Where admin changes and refused admin requests are recorded.
+    audit: IAuditLog | None = None
+    #: The listeners and where each listens (service -> address), for the admin console.
+    listening: Callable[[], Mapping[str, str]] | None = None
 
 
 class NotLoggedIn(Exception):
