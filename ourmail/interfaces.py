@@ -904,6 +904,9 @@ class IAccountAdmin(Interface):
     that cannot be done fails with :class:`AccountRefused` (logged too).  Who may ask for
     what is the caller's business: the admin console checks an admin's domains first."""
 
+    def min_password() -> int:
+        """The fewest characters a password may have."""
+
     def domains() -> list[str]:
         """The domains served: the configured ones, then those added later."""
 

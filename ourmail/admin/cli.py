@@ -63,15 +63,17 @@ def _address(settings: Settings, db: AccountDB, raw: str) -> str:
     return ops.address(settings, db, raw)
 
 
-def _audited(settings: Settings, action: str, target: str, work: Callable[[], T]) -> T:
+def _audited(
+    settings: Settings, action: str, target: str, work: Callable[[], T], detail: str = ""
+) -> T:
     """``work``, then its line in the audit log (docs/admin-console.md#the-audit-log)."""
     audit, actor = AuditFile(settings.data_dir), Actor(unix_user(), "cli")
     try:
         done = work()
     except AccountRefused as e:
-        audit.record(actor, action, e.subject or target, f"refused: {e.code}")
+        audit.record(actor, action, e.subject or target, f"refused: {e.code}", detail)
         raise
-    audit.record(actor, action, done if isinstance(done, str) else target, "ok")
+    audit.record(actor, action, done if isinstance(done, str) else target, "ok", detail)
     return done
 
 
@@ -119,7 +121,11 @@ def user_quota(settings: Settings, db: AccountDB, args: argparse.Namespace) -> N
             messages=current.messages if args.messages is None else args.messages or None,
         )  # fmt: skip
         _audited(
-            settings, "user.quota", address, lambda: ops.set_quota(settings, db, address, limit)
+            settings,
+            "user.quota",
+            address,
+            lambda: ops.set_quota(settings, db, address, limit),
+            ops.quota_detail(limit),
         )
     policy = QuotaPolicy(settings.quota, db)
     limit = policy.limit(address)
@@ -218,7 +224,7 @@ def alias_add(settings: Settings, db: AccountDB, args: argparse.Namespace) -> No
         return address
 
     shown: list[str] = []
-    address = _audited(settings, "alias.add", args.address, add)
+    address = _audited(settings, "alias.add", args.address, add, ", ".join(args.targets))
     print(f"{address} -> {', '.join(shown)}")
 
 

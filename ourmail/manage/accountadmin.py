@@ -51,6 +51,9 @@ class LocalAccountAdmin:
 
     # -- reading ---------------------------------------------------------------------------
 
+    def min_password(self) -> int:
+        return ops.MIN_PASSWORD
+
     def domains(self) -> list[str]:
         return ops.served_domains(self.settings, self.db)
 
@@ -114,9 +117,7 @@ class LocalAccountAdmin:
         return self._change(actor, "user.del", address, change).addCallback(lambda _: None)
 
     def set_quota(self, actor: Actor, address: str, limit: QuotaLimit | None) -> Deferred[None]:
-        detail = "default"
-        if limit is not None:
-            detail = f"bytes={limit.bytes or 0} messages={limit.messages or 0}"
+        detail = ops.quota_detail(limit)
 
         def change() -> str:
             return ops.set_quota(self.settings, self.db, address, limit)

@@ -52,7 +52,6 @@ def check_password(password: str) -> None:
         raise AccountRefused(
             "short-password",
             f"the password must have at least {MIN_PASSWORD} characters",
-            str(MIN_PASSWORD),
         )
 
 
@@ -108,6 +107,13 @@ def set_quota(settings: Settings, db: AccountDB, raw: str, limit: QuotaLimit | N
     except AccountError as e:
         raise AccountRefused("no-such-user", str(e), found) from None
     return found
+
+
+def quota_detail(limit: QuotaLimit | None) -> str:
+    """A quota change as the audit log's detail."""
+    if limit is None:
+        return "default"
+    return f"bytes={limit.bytes or 0} messages={limit.messages or 0}"
 
 
 def quota_limit(

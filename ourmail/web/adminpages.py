@@ -265,6 +265,7 @@ class AdminPages(Pages):
             domains=[d for d in self.accounts.domains() if access.manages(d)],
             q=text,
             found=found,
+            min_password=self.accounts.min_password(),
             page=page,
             pages=pages,
             previous=link(page - 1) if page > 1 else None,
@@ -313,6 +314,7 @@ class AdminPages(Pages):
             used_mib=_mib(quota.used.bytes) or 0,
             done=done if done in DONE else None,
             own_account=address == access.session.address,
+            min_password=self.accounts.min_password(),
             **context,
         )
 
@@ -342,7 +344,8 @@ class AdminPages(Pages):
         def change(actor: Actor, address: str) -> Any:
             if password is None:
                 raise AccountRefused("short-password", "no password")
-            return self.accounts.set_password(actor, address, password)
+            d = self.accounts.set_password(actor, address, password)
+            return d.addCallback(lambda _: self.sessions.end_user(address))
 
         return await self._user_change(request, "user.password", change)
 
@@ -375,6 +378,7 @@ class AdminPages(Pages):
                     request, 400, error=_("You cannot delete your own account here.")
                 )
             await self.accounts.delete_user(self.actor(request, access), address)
+            self.sessions.end_user(address)  # the account is gone: so are its web sessions
         except AccountRefused as e:
             return self.error(request, 400, self.refusal_text(request, e))
         return self.redirect(request, b"/admin/users?" + _query(done="deleted", who=address))

@@ -97,7 +97,8 @@ def test_the_postmaster_runs_the_console(srv: RunningServer) -> None:
     confirmed = browser.get(created.headers["location"])
     assert "The user carol@example.test has been created." in confirmed.text
     assert NEW_PASSWORD not in confirmed.text
-    assert as_user(srv, "carol@example.test", NEW_PASSWORD)
+    carol = as_user(srv, "carol@example.test", NEW_PASSWORD)
+    assert carol.get("/").status == 200
     assert imap_login(srv, NEW_PASSWORD, user="carol@example.test").startswith(b"a OK")
 
     # Her page: quota and usage, after a message arrives.
@@ -127,6 +128,7 @@ def test_the_postmaster_runs_the_console(srv: RunningServer) -> None:
     )
     assert reset.status == 303
     assert "The password has been changed." in browser.get(reset.headers["location"]).text
+    assert carol.get("/").status == 303  # her web sessions ended with the old password
     assert imap_login(srv, NEW_PASSWORD, user="carol@example.test").startswith(b"a NO")
     assert imap_login(srv, "a brand new password", user="carol@example.test").startswith(b"a OK")
 
