@@ -153,6 +153,11 @@ class Pages:
         """A logged-in page (a template extending ``mail.html``): with the user's address,
         CSRF token and folder tree (``folders``: name, unread count)."""
         context.setdefault("folders", self.folder_tree(session))
+        admin = self.services.admin
+        context.setdefault(
+            "admin_console",
+            session.address in admin.admins or session.address in admin.domain_admins,
+        )
         return self.render(
             request, name, code, csrf=session.csrf, address=session.address, **context
         )
