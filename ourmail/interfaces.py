@@ -907,12 +907,12 @@ class IAccountAdmin(Interface):
     def min_password() -> int:
         """The fewest characters a password may have."""
 
-    def domains() -> list[str]:
+    def domains() -> Deferred[list[str]]:
         """The domains served: the configured ones, then those added later."""
 
-    def address(text: str) -> str:
-        """``text`` as a normalised address (a bare local part is in the primary domain);
-        raises :class:`AccountRefused` (``bad-address``) when it is none."""
+    def address(text: str) -> Deferred[str]:
+        """``text`` as a normalised address in a served domain (a bare local part is in the
+        primary domain); fails with :class:`AccountRefused` (``bad-address``, ``not-served``)."""
 
     def count(domains: Sequence[str] | None) -> Deferred[tuple[int, int]]:
         """How many users and aliases there are in ``domains`` (None: all)."""

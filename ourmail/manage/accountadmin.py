@@ -54,11 +54,11 @@ class LocalAccountAdmin:
     def min_password(self) -> int:
         return ops.MIN_PASSWORD
 
-    def domains(self) -> list[str]:
-        return ops.served_domains(self.settings, self.db)
+    def domains(self) -> Deferred[list[str]]:
+        return deferToThread(ops.served_domains, self.settings, self.db)
 
-    def address(self, text: str) -> str:
-        return ops.address(self.settings, self.db, text)
+    def address(self, text: str) -> Deferred[str]:
+        return deferToThread(ops.address, self.settings, self.db, text)
 
     def count(self, domains: Sequence[str] | None) -> Deferred[tuple[int, int]]:
         def count() -> tuple[int, int]:

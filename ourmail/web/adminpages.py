@@ -199,13 +199,13 @@ class AdminPages(Pages):
         text = texts.get(refused.code)
         return text() if text else _("This change cannot be made.")
 
-    def address_field(self, request: IRequest, name: str = "address") -> str:
+    async def address_field(self, request: IRequest, name: str = "address") -> str:
         """A form's address field, normalised; :class:`AccountRefused` when it is missing,
         too long, has control characters or is no address of a served domain."""
         raw = self.form(request, name, MAX_ADDRESS)
         if not raw or not _no_control(raw):
             raise AccountRefused("bad-address", "not an address", "")
-        return self.accounts.address(raw)
+        return await self.accounts.address(raw)
 
     @staticmethod
     def page_number(request: IRequest) -> int:
@@ -228,7 +228,7 @@ class AdminPages(Pages):
     @app.route("/admin", methods=["GET"])
     async def admin_overview(self, request: IRequest) -> bytes:
         access = self.admin(request, "admin.view")
-        domains = [d for d in self.accounts.domains() if access.manages(d)]
+        domains = [d for d in await self.accounts.domains() if access.manages(d)]
         users, aliases = await self.accounts.count(access.domains)
         listening = self.services.listening
         services = sorted((listening() if listening else {}).items()) if access.full else []
@@ -262,7 +262,7 @@ class AdminPages(Pages):
             "admin_users.html",
             code,
             domain=domain,
-            domains=[d for d in self.accounts.domains() if access.manages(d)],
+            domains=[d for d in await self.accounts.domains() if access.manages(d)],
             q=text,
             found=found,
             min_password=self.accounts.min_password(),
@@ -281,7 +281,7 @@ class AdminPages(Pages):
         self.checked(request)
         typed = self.form(request, "address", MAX_ADDRESS) or ""
         try:
-            address = self.address_field(request)
+            address = await self.address_field(request)
             self.for_account(access, address, "user.add")
             password = self.form(request, "password", MAX_PASSWORD)
             if password is None:
@@ -297,7 +297,7 @@ class AdminPages(Pages):
     async def admin_user(self, request: IRequest, code: int = 200, **context: Any) -> bytes:
         access = self.admin(request, "user.view")
         try:
-            address = self.address_field(request)
+            address = await self.address_field(request)
             self.for_account(access, address, "user.view")
             quota = await self.accounts.quota(address)
         except AccountRefused as e:
@@ -326,7 +326,7 @@ class AdminPages(Pages):
         access = self.admin(request, action)
         self.checked(request)
         try:
-            address = self.address_field(request)
+            address = await self.address_field(request)
             self.for_account(access, address, action)
             await change(self.actor(request, access), address)
         except AccountRefused as e:
@@ -370,7 +370,7 @@ class AdminPages(Pages):
         access = self.admin(request, "user.del")
         self.checked(request)
         try:
-            address = self.address_field(request)
+            address = await self.address_field(request)
             self.for_account(access, address, "user.del")
             if address == access.session.address:
                 _ = self.gettext(request)
@@ -396,14 +396,14 @@ class AdminPages(Pages):
             "admin_aliases.html",
             code,
             domain=domain,
-            domains=[d for d in self.accounts.domains() if access.manages(d)],
+            domains=[d for d in await self.accounts.domains() if access.manages(d)],
             aliases=await self.accounts.aliases(domains),
             done=done if done in DONE else None,
             done_address=self.form(request, "who", MAX_ADDRESS) or "",
             **context,
         )
 
-    def alias_field(self, request: IRequest) -> str:
+    async def alias_field(self, request: IRequest) -> str:
         """The alias's address (``@domain``: a catch-all), lower-cased; the domain's rights
         are checked by the caller."""
         raw = (self.form(request, "address", MAX_ADDRESS) or "").strip()
@@ -411,7 +411,7 @@ class AdminPages(Pages):
             raise AccountRefused("bad-address", "not an address")
         if raw.startswith("@"):
             return raw.lower()
-        return self.accounts.address(raw)
+        return await self.accounts.address(raw)
 
     @app.route("/admin/aliases/add", methods=["POST"])
     async def admin_add_alias(self, request: IRequest) -> bytes:
@@ -420,14 +420,14 @@ class AdminPages(Pages):
         typed = self.form(request, "address", MAX_ADDRESS) or ""
         typed_targets = self.form(request, "targets", MAX_TARGET_TEXT) or ""
         try:
-            alias = self.alias_field(request)
+            alias = await self.alias_field(request)
             if not access.manages(alias.rpartition("@")[2]):
                 raise NotAdmin("alias.add", alias)
             targets = [t for t in re.split(r"[\s,;]+", typed_targets) if t]
             if len(targets) > MAX_TARGETS or not all(_no_control(t) for t in targets):
                 raise AccountRefused("bad-target", "too many targets")
             if not access.full:
-                self.targets_managed(access, targets)
+                await self.targets_managed(access, targets)
             added = await self.accounts.set_alias(self.actor(request, access), alias, targets)
         except AccountRefused as e:
             error = self.refusal_text(request, e)
@@ -436,11 +436,11 @@ class AdminPages(Pages):
             )
         return self.redirect(request, b"/admin/aliases?" + _query(done="alias-added", who=added))
 
-    def targets_managed(self, access: AdminAccess, targets: Sequence[str]) -> None:
+    async def targets_managed(self, access: AdminAccess, targets: Sequence[str]) -> None:
         """A domain admin's alias may deliver to users of their domains or forward to other
         hosts, never reach into another local domain (nor learn who exists there)."""
-        served = set(self.accounts.domains())
-        primary = self.accounts.domains()[0]
+        domains = await self.accounts.domains()
+        served, primary = set(domains), domains[0]
         for raw in targets:
             try:
                 domain = normalise_address(raw, primary).rpartition("@")[2]
@@ -454,7 +454,7 @@ class AdminPages(Pages):
         access = self.admin(request, "alias.del")
         self.checked(request)
         try:
-            alias = self.alias_field(request)
+            alias = await self.alias_field(request)
             if not access.manages(alias.rpartition("@")[2]):
                 raise NotAdmin("alias.del", alias)
             await self.accounts.delete_alias(self.actor(request, access), alias)
