@@ -13,10 +13,18 @@ from ourmail.auth.accounts import AccountDB
 from ourmail.auth.passwords import hash_password
 
 playwright = pytest.importorskip("playwright.sync_api")
+axe = pytest.importorskip("axe_playwright_python.sync_playwright")
 
 pytestmark = needs_chromium
 
 PASSWORD = "postmaster's own long password"
+WCAG = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
+
+
+def violations(page: object) -> list[str]:
+    """axe-core's WCAG 2.1 A/AA violations on the page, one line each."""
+    found = axe.Axe().run(page, options=WCAG).response["violations"]
+    return [f"{v['id']}: {[n['html'][:120] for n in v['nodes']]}" for v in found]
 
 
 def test_the_postmaster_creates_a_user_on_a_phone(mailserver: RunningServer) -> None:
@@ -56,6 +64,15 @@ def test_the_postmaster_creates_a_user_on_a_phone(mailserver: RunningServer) -> 
         assert page.get_by_role("heading", name="carol@example.test").is_visible()
         assert page.get_by_label("Size limit in MiB (0: none)").input_value() == "0"
         assert page.evaluate("document.documentElement.scrollWidth") <= 360
+        # Every page of the console passes axe-core's WCAG 2.1 A/AA rules, in both languages.
+        for path in ("/admin", "/admin/users", "/admin/aliases"):
+            page.goto(base + path)
+            assert violations(page) == [], path
+            assert page.evaluate("document.documentElement.scrollWidth") <= 360, path
+        page.get_by_role("button", name="Ελληνικά").click()
+        page.goto(f"{base}/admin/user?address=carol%40example.test")
+        assert page.get_by_role("heading", name="Όριο αποθήκευσης").is_visible()
+        assert violations(page) == []
         assert problems == []
 
         carol = browser.new_context(ignore_https_errors=True, locale="en-GB").new_page()
