@@ -73,6 +73,9 @@ def _audited(
     except AccountRefused as e:
         audit.record(actor, action, e.subject or target, f"refused: {e.code}", detail)
         raise
+    except (CommandError, AccountError, ConfigError):
+        audit.record(actor, action, target, "refused", detail)
+        raise
     audit.record(actor, action, done if isinstance(done, str) else target, "ok", detail)
     return done
 
@@ -141,7 +144,14 @@ def user_pop3_delete(settings: Settings, db: AccountDB, args: argparse.Namespace
     if not db.has_user(address):
         raise CommandError(f"no such user: {address}")
     if args.policy is not None:
-        db.set_pop3_delete(address, None if args.policy == "default" else args.policy)
+        policy = None if args.policy == "default" else args.policy
+        _audited(
+            settings,
+            "user.pop3-delete",
+            address,
+            lambda: db.set_pop3_delete(address, policy),
+            args.policy,
+        )
     own = db.pop3_delete(address)
     policy = deletion_policy(settings.pop3, db, address)
     print(f"{address}: POP3 deletion {policy} ({'own' if own else 'domain or default'})")
@@ -241,11 +251,14 @@ def alias_del(settings: Settings, db: AccountDB, args: argparse.Namespace) -> No
 
 
 def domain_add(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
-    domain = normalise_domain(args.name)
-    if domain in settings.domains:
-        raise CommandError(f"{domain} is already served (from the configuration)")
-    db.add_domain(domain)
-    print(f"added {domain}")
+    def add() -> str:
+        domain = normalise_domain(args.name)
+        if domain in settings.domains:
+            raise CommandError(f"{domain} is already served (from the configuration)")
+        db.add_domain(domain)
+        return domain
+
+    print(f"added {_audited(settings, 'domain.add', args.name, add)}")
 
 
 def domain_list(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:

@@ -37,8 +37,12 @@ def test_command_changes_are_audited(tmp_path: Path, monkeypatch: object) -> Non
     assert run(tmp_path, "user", "quota", "bob@a.test") == 0  # only shown: no line
     assert run(tmp_path, "alias", "add", "all@a.test", "bob@a.test") == 0
     assert run(tmp_path, "alias", "del", "all@a.test") == 0
+    assert run(tmp_path, "user", "pop3-delete", "bob@a.test", "trash") == 0
     assert run(tmp_path, "user", "del", "bob@a.test") == 0
     assert run(tmp_path, "user", "del", "x@elsewhere.test") == 1
+    assert run(tmp_path, "domain", "add", "B.test") == 0
+    assert run(tmp_path, "domain", "add", "b.test") == 1
+    assert run(tmp_path, "user", "pop3-delete", "postmaster@a.test", "trash") == 1
     log = tmp_path / "log" / "audit.log"
     assert oct(log.stat().st_mode & 0o777) == "0o600"
     lines = [json.loads(line) for line in log.read_text().splitlines()]
@@ -50,8 +54,11 @@ def test_command_changes_are_audited(tmp_path: Path, monkeypatch: object) -> Non
         ("user.quota", "bob@a.test", "ok"),  # detail: bytes=10485760 messages=0
         ("alias.add", "all@a.test", "ok"),
         ("alias.del", "all@a.test", "ok"),
+        ("user.pop3-delete", "bob@a.test", "ok"),
         ("user.del", "bob@a.test", "ok"),
         ("user.del", "elsewhere.test", "refused: not-served"),
+        ("domain.add", "b.test", "ok"),
+        ("domain.add", "b.test", "refused"),
     ]
     assert lines[4]["detail"] == "bytes=10485760 messages=0"
     assert lines[5]["detail"] == "bob@a.test"
