@@ -346,6 +346,17 @@ class ACMESettings:
     ca_file: str = ""
 
 
+@attrs.frozen
+class AdminSettings:
+    """``[admin]``: who may use the admin console (docs/admin-console.md).  Addresses are
+    normalised (lower case, IDNA domains)."""
+
+    #: Full admins: every domain, every page.  Default: ``postmaster@<primary domain>``.
+    admins: tuple[str, ...] = ()
+    #: Domain admins: address -> the domains whose users and aliases they manage.
+    domain_admins: Mapping[str, tuple[str, ...]] = attrs.Factory(dict)
+
+
 def default_mx_processes() -> int:
     """One MX process per CPU core this process may run on (its affinity mask), at most 64."""
     try:
@@ -386,6 +397,8 @@ class Settings:
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     acme: ACMESettings = ACMESettings()
+    #: ``[admin]``: the admin console's admins and domain admins.
+    admin: AdminSettings = AdminSettings()
 
     @property
     def primary_domain(self) -> str:
@@ -469,6 +482,7 @@ _TOML_KEYS: Mapping[str, Any] = {
     "web": {"session_idle": int, "session_lifetime": int, "max_sessions": int, "mta_sts_mode": str},
     "ldap": {"url": str},
     "log": {"format": str, "recipients": bool},
+    "admin": {"admins": list, "domain_admins": dict},
     "dns": {"servers": list},
     "srs": {"enabled": bool, "max_age": int},
     "filters": {
@@ -660,6 +674,7 @@ def load_settings(
         metrics=_metrics_settings(table.get("metrics", {})),
         log=_log_settings(table.get("log", {})),
         acme=_acme_settings(table.get("acme", {})),
+        admin=_admin_settings(table.get("admin", {}), doms[0]),
     )
 
 
@@ -699,6 +714,31 @@ def _login_cache_settings(table: Mapping[str, Any]) -> LoginCacheSettings:
     if not 1 <= size <= 1_000_000:
         raise ConfigError("'auth.cache_size' must be between 1 and 1000000")
     return LoginCacheSettings(ttl=ttl, size=size)
+
+
+def _admin_address(value: Any, where: str) -> str:
+    """An admin's address, lower-cased with an IDNA domain (as logins are normalised)."""
+    if not isinstance(value, str) or value.count("@") != 1 or not value.partition("@")[0]:
+        raise ConfigError(f"'{where}' takes addresses (local@domain), got {value!r}")
+    local, _, domain = value.strip().partition("@")
+    return f"{local.lower()}@{normalise_domain(domain)}"
+
+
+def _admin_settings(table: Mapping[str, Any], primary: str) -> AdminSettings:
+    raw_admins = table.get("admins", [f"postmaster@{primary}"])
+    admins = tuple(dict.fromkeys(_admin_address(a, "admin.admins") for a in raw_admins))
+    domain_admins: dict[str, tuple[str, ...]] = {}
+    for address, domains in table.get("domain_admins", {}).items():
+        where = f"admin.domain_admins.{address}"
+        if not isinstance(domains, list) or not domains:
+            raise ConfigError(f"'{where}' must list the domains that admin manages")
+        names = []
+        for name in domains:
+            if not isinstance(name, str):
+                raise ConfigError(f"'{where}' must list domain names, got {name!r}")
+            names.append(normalise_domain(name))
+        domain_admins[_admin_address(address, where)] = tuple(dict.fromkeys(names))
+    return AdminSettings(admins=admins, domain_admins=domain_admins)
 
 
 #: RFC 8461 §3.2 policy modes.
@@ -1028,6 +1068,14 @@ domains = {domains}
 # renew_days = 30                 # renew when the certificate expires within this many days
 # ca_file = ""                    # the CA server's own HTTPS roots; default: the system's
 
+[admin]
+# Who may use the admin console at https://<host>/admin (docs/admin-console.md).  Full admins
+# manage every domain; the default is the postmaster account created on first start.
+# admins = ["postmaster@{primary}"]
+# Domain admins manage only the users and aliases of the domains listed for them.
+# [admin.domain_admins]
+# "it@example.org" = ["example.org", "example.net"]
+
 [quota]
 # Per-user storage limits (0 = unlimited); `ourmail user quota` sets them for one user.
 # bytes = 10737418240
@@ -1065,4 +1113,6 @@ def _metrics_settings(table: Mapping[str, Any]) -> MetricsSettings:
 def config_template(settings: Settings) -> str:
     """The commented ``ourmail.toml`` written on first start."""
     domains = "[" + ", ".join(f'"{d}"' for d in settings.domains) + "]"
-    return CONFIG_TEMPLATE.format(hostname=settings.hostname, domains=domains)
+    return CONFIG_TEMPLATE.format(
+        hostname=settings.hostname, domains=domains, primary=settings.primary_domain
+    )

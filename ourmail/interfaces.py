@@ -848,3 +848,111 @@ class UnknownUser(UnauthorizedLogin):
     password).  Clients never see the difference (both are "authentication failed"); the
     ``login`` log event does (``result=unknown-user``, docs/logging.md).  A checker that
     cannot tell raises plain ``UnauthorizedLogin`` (logged as ``bad-password``)."""
+
+
+@attrs.frozen
+class Actor:
+    """Who makes an admin change, and from where: the audit log's *who* and *client*."""
+
+    #: The admin's address (the web) or the Unix user running ``ourmail`` (the CLI).
+    who: str
+    #: ``"web"`` (the admin console) or ``"cli"`` (the ``ourmail`` commands).
+    via: Literal["web", "cli"]
+    #: The client's IP address for the web; empty for the CLI.
+    client: str = ""
+
+
+class IAuditLog(Interface):
+    """The audit log an auditor reads (``<data>/log/audit.log``, docs/admin-console.md): one
+    JSON line per admin change and per refused admin request, never with a password."""
+
+    def record(actor: Actor, action: str, target: str, result: str, detail: str = "") -> None:
+        """Append one line (UTC time, who, via, client, action, target, result, detail) and
+        make it durable (fsync) before returning.  Blocks on the disk: call it in a thread."""
+
+
+class AccountRefused(ValueError):
+    """An account change that cannot be done.  ``code`` names the reason for a program (the
+    admin console shows its own translated text); ``str()`` is the English message of the
+    ``ourmail`` commands; ``subject`` is the address or domain concerned."""
+
+    def __init__(self, code: str, message: str, subject: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.subject = subject
+
+
+@attrs.frozen
+class UserPage:
+    """One page of a user listing: the addresses shown, how many match in all, and the
+    position of the first shown among them."""
+
+    addresses: tuple[str, ...]
+    total: int
+    offset: int
+
+
+@attrs.frozen
+class UserQuota:
+    """A user's storage limit, whether it is their own (not the domain's or default), and
+    what they use."""
+
+    limit: QuotaLimit
+    own: bool
+    used: Usage
+
+
+class IAccountAdmin(Interface):
+    """The local accounts and aliases as the admin console manages them, through the same
+    code as the ``ourmail user`` and ``ourmail alias`` commands (``ourmail.manage.accountops``).
+
+    Listings answer from a sorted index kept by the accounts file's modification time, so a
+    page of 200,000 users is not sorted per request.  Changes are checked, made durable and
+    audit-logged (:class:`IAuditLog`, with ``actor``) before their Deferred fires; a change
+    that cannot be done fails with :class:`AccountRefused` (logged too).  Who may ask for
+    what is the caller's business: the admin console checks an admin's domains first."""
+
+    def min_password() -> int:
+        """The fewest characters a password may have."""
+
+    def domains() -> Deferred[list[str]]:
+        """The domains served: the configured ones, then those added later."""
+
+    def address(text: str) -> Deferred[str]:
+        """``text`` as a normalised address in a served domain (a bare local part is in the
+        primary domain); fails with :class:`AccountRefused` (``bad-address``, ``not-served``)."""
+
+    def count(domains: Sequence[str] | None) -> Deferred[tuple[int, int]]:
+        """How many users and aliases there are in ``domains`` (None: all)."""
+
+    def users(
+        domains: Sequence[str] | None, text: str, offset: int, limit: int
+    ) -> Deferred[UserPage]:
+        """At most ``limit`` users of ``domains`` (None: all) whose address contains ``text``
+        (lower-cased), in address order, from the ``offset``-th match."""
+
+    def aliases(domains: Sequence[str] | None) -> Deferred[list[tuple[str, tuple[str, ...]]]]:
+        """The aliases whose address is in ``domains`` (None: all), each with its targets,
+        in address order."""
+
+    def add_user(actor: Actor, address: str, password: str) -> Deferred[str]:
+        """Create a local account; fires with its normalised address."""
+
+    def set_password(actor: Actor, address: str, password: str) -> Deferred[None]:
+        """Give an existing account a new password."""
+
+    def delete_user(actor: Actor, address: str) -> Deferred[None]:
+        """Delete an account; its mail is kept in the store."""
+
+    def quota(address: str) -> Deferred[UserQuota]:
+        """An existing account's limit and usage."""
+
+    def set_quota(actor: Actor, address: str, limit: QuotaLimit | None) -> Deferred[None]:
+        """Give an account its own limit (None: the domain's or default again)."""
+
+    def set_alias(actor: Actor, address: str, targets: Sequence[str]) -> Deferred[str]:
+        """Add or replace an alias (``@domain``: the domain's catch-all) delivering to local
+        users or forwarding elsewhere; fires with its normalised address."""
+
+    def delete_alias(actor: Actor, address: str) -> Deferred[None]:
+        """Delete an alias."""

@@ -56,6 +56,8 @@ from ourmail.interfaces import (
     ISenderRewriter,
     ISpamLearner,
 )
+from ourmail.manage.accountadmin import LocalAccountAdmin
+from ourmail.manage.audit import AuditFile
 from ourmail.net.dns import make_resolver
 from ourmail.net.health import Health
 from ourmail.net.lineproto import SessionFactory
@@ -255,6 +257,7 @@ class Parts:
             sessions = SessionStore(
                 self.clock, web.session_idle, web.session_lifetime, web.max_sessions
             )
+            audit = AuditFile(settings.data_dir)
             services = WebServices(
                 directory=self.directory,
                 preferences=self.preferences,
@@ -278,6 +281,11 @@ class Parts:
                 max_message_size=settings.limits.max_message_size,
                 metrics=self.metrics,
                 monitor_networks=networks(settings.metrics.networks),
+                admin=settings.admin,
+                accounts=LocalAccountAdmin(
+                    settings, self.store, self.quota, audit, self.directory.quota
+                ),
+                audit=audit,
             )
             self.web = WebApp(self.authenticator, sessions, services)
             return self.web.site(settings.limits)
@@ -586,6 +594,7 @@ def build(
         parts.web.services.clients = client_setup(settings, listeners)
         parts.web.services.certificate = (settings.tls_certificate, settings.tls_key)
         parts.web.services.health = health
+        parts.web.services.listening = listening(listeners)
     parts.metrics.watch_queue(parts.queue.backlog, parts.queue.clock.seconds)
     parts.metrics.watch_certificate(parts.tls.not_after)
     acme = None
@@ -660,3 +669,22 @@ def web_port(settings: Settings, listener: ListenerService | None) -> Callable[[
         return 443
 
     return port
+
+
+def listening(listeners: Mapping[str, ListenerService]) -> Callable[[], dict[str, str]]:
+    """Each listener and where it listens (``host:port`` or a socket's path), for the admin
+    console; an empty text for one that does not listen (yet)."""
+
+    def where() -> dict[str, str]:
+        found = {}
+        for name, listener in listeners.items():
+            host = listener.port.getHost() if listener.port is not None else None
+            if host is None:
+                found[name] = ""
+            elif hasattr(host, "port"):
+                found[name] = f"{host.host}:{host.port}"
+            else:
+                found[name] = str(getattr(host, "name", host))
+        return found
+
+    return where

@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 
-from ourmail.addresses import AddressError, normalise_address
 from ourmail.admin import (
     certcmd,
     dkimcmd,
@@ -29,7 +28,6 @@ from ourmail.admin import (
     transfer,
 )
 from ourmail.auth.accounts import AccountDB, AccountError
-from ourmail.auth.passwords import hash_password
 from ourmail.config import (
     POP3_DELETE_POLICIES,
     ConfigError,
@@ -39,16 +37,18 @@ from ourmail.config import (
     normalise_domain,
     parse_size,
 )
+from ourmail.interfaces import AccountRefused, Actor
+from ourmail.manage import accountops as ops
+from ourmail.manage.audit import AuditFile, unix_user
 from ourmail.pop3.policy import deletion_policy
 from ourmail.queue.files import QueueError, QueueFiles
 from ourmail.secure.dkimkeys import KeyError_
 from ourmail.store import shardmove
 from ourmail.store.quota import QuotaPolicy, usage
-from ourmail.store.shards import ShardMap
 from ourmail.store.userstore import MaildirStore, ensure_default_folders
 
-MIN_PASSWORD = 8
 T = TypeVar("T")
+MIN_PASSWORD = ops.MIN_PASSWORD
 
 
 class CommandError(Exception):
@@ -64,31 +64,40 @@ def _read_password(args: argparse.Namespace) -> str:
             raise CommandError("the passwords do not match")
     else:
         raise CommandError("no terminal to ask for a password: use --password-stdin")
-    if len(password) < MIN_PASSWORD:
-        raise CommandError(f"the password must have at least {MIN_PASSWORD} characters")
+    ops.check_password(password)
     return password
 
 
 def _address(settings: Settings, db: AccountDB, raw: str) -> str:
     """A full address; a bare local part is in the primary domain, as at login."""
+    return ops.address(settings, db, raw)
+
+
+def _audited(
+    settings: Settings, action: str, target: str, work: Callable[[], T], detail: str = ""
+) -> T:
+    """``work``, then its line in the audit log (docs/admin-console.md#the-audit-log)."""
+    audit, actor = AuditFile(settings.data_dir), Actor(unix_user(), "cli")
     try:
-        address = normalise_address(raw, settings.primary_domain)
-    except AddressError as e:
-        raise CommandError(str(e)) from None
-    domain = address.rpartition("@")[2]
-    if domain not in settings.domains and domain not in db.domains():
-        raise CommandError(
-            f"{domain} is not a domain served here; add it first with `ourmail domain add {domain}`"
-        )
-    return address
+        done = work()
+    except AccountRefused as e:
+        audit.record(actor, action, e.subject or target, f"refused: {e.code}", detail)
+        raise
+    except (CommandError, AccountError, ConfigError):
+        audit.record(actor, action, target, "refused", detail)
+        raise
+    audit.record(actor, action, done if isinstance(done, str) else target, "ok", detail)
+    return done
 
 
 def user_add(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
-    address = _address(settings, db, args.address)
-    if db.has_user(address):
-        raise CommandError(f"{address} already exists")
-    db.add_user(address, hash_password(_read_password(args)))
-    print(f"added {address}")
+    def add() -> str:
+        address = _address(settings, db, args.address)
+        if db.has_user(address):
+            raise AccountRefused("exists", f"{address} already exists", address)
+        return ops.add_user(settings, db, address, _read_password(args))
+
+    print(f"added {_audited(settings, 'user.add', args.address, add)}")
 
 
 def user_list(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
@@ -97,32 +106,40 @@ def user_list(settings: Settings, db: AccountDB, args: argparse.Namespace) -> No
 
 
 def user_passwd(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
-    address = _address(settings, db, args.address)
-    if not db.has_user(address):
-        raise CommandError(f"no such user: {address}")
-    db.set_password(address, hash_password(_read_password(args)))
-    print(f"changed the password of {address}")
+    def change() -> str:
+        address = ops.existing_user(settings, db, args.address)
+        return ops.set_password(settings, db, address, _read_password(args))
+
+    print(f"changed the password of {_audited(settings, 'user.passwd', args.address, change)}")
 
 
 def user_del(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
-    address = _address(settings, db, args.address)
-    db.delete_user(address)
-    where = ShardMap(settings.data_dir).user_dir(address)
-    print(f"deleted {address}; its mail is kept in {where}")
+    where: list[Path] = []
+
+    def delete() -> str:
+        address, kept = ops.delete_user(settings, db, args.address)
+        where.append(kept)
+        return address
+
+    address = _audited(settings, "user.del", args.address, delete)
+    print(f"deleted {address}; its mail is kept in {where[0]}")
 
 
 def user_quota(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
-    address = _address(settings, db, args.address)
-    if not db.has_user(address):
-        raise CommandError(f"no such user: {address}")
-    if args.default:
-        db.set_quota(address, None)
-    elif args.bytes is not None or args.messages is not None:
+    address = ops.existing_user(settings, db, args.address)
+    if args.default or args.bytes is not None or args.messages is not None:
         current = db.quota(address) or QuotaLimit()
-        db.set_quota(address, QuotaLimit(
+        limit = None if args.default else QuotaLimit(
             bytes=current.bytes if args.bytes is None else args.bytes or None,
             messages=current.messages if args.messages is None else args.messages or None,
-        ))  # fmt: skip
+        )  # fmt: skip
+        _audited(
+            settings,
+            "user.quota",
+            address,
+            lambda: ops.set_quota(settings, db, address, limit),
+            ops.quota_detail(limit),
+        )
     policy = QuotaPolicy(settings.quota, db)
     limit = policy.limit(address)
     used = usage(MaildirStore(settings.data_dir).user(address))
@@ -137,7 +154,14 @@ def user_pop3_delete(settings: Settings, db: AccountDB, args: argparse.Namespace
     if not db.has_user(address):
         raise CommandError(f"no such user: {address}")
     if args.policy is not None:
-        db.set_pop3_delete(address, None if args.policy == "default" else args.policy)
+        policy = None if args.policy == "default" else args.policy
+        _audited(
+            settings,
+            "user.pop3-delete",
+            address,
+            lambda: db.set_pop3_delete(address, policy),
+            args.policy,
+        )
     own = db.pop3_delete(address)
     policy = deletion_policy(settings.pop3, db, address)
     print(f"{address}: POP3 deletion {policy} ({'own' if own else 'domain or default'})")
@@ -214,28 +238,14 @@ def shard_move(settings: Settings, db: AccountDB, args: argparse.Namespace) -> N
 
 
 def alias_add(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
-    if args.address.startswith("@"):  # a catch-all for the domain
-        address = "@" + normalise_domain(args.address[1:])
-        domain = address[1:]
-        if domain not in settings.domains and domain not in db.domains():
-            raise CommandError(f"{domain} is not a domain served here")
-    else:
-        address = _address(settings, db, args.address)
-        if db.has_user(address):
-            raise CommandError(f"{address} is a user; an alias needs an address of its own")
-    targets = []
-    for raw in args.targets:
-        try:
-            target = normalise_address(raw, settings.primary_domain)
-        except AddressError as e:
-            raise CommandError(str(e)) from None
-        domain = target.rpartition("@")[2]
-        local = domain in settings.domains or domain in db.domains()
-        if local and not db.has_user(target):
-            raise CommandError(f"{target} is not a local user")
-        targets.append(target)  # an address elsewhere: forwarded through the outbound queue
-    db.set_alias(address, list(dict.fromkeys(targets)))
-    print(f"{address} -> {', '.join(targets)}")
+    def add() -> str:
+        address, targets = ops.set_alias(settings, db, args.address, args.targets)
+        shown.extend(targets)
+        return address
+
+    shown: list[str] = []
+    address = _audited(settings, "alias.add", args.address, add, ", ".join(args.targets))
+    print(f"{address} -> {', '.join(shown)}")
 
 
 def alias_list(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
@@ -244,17 +254,21 @@ def alias_list(settings: Settings, db: AccountDB, args: argparse.Namespace) -> N
 
 
 def alias_del(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
-    address = args.address.lower()
-    db.delete_alias(address if address.startswith("@") else _address(settings, db, address))
-    print(f"deleted the alias {address}")
+    _audited(
+        settings, "alias.del", args.address, lambda: ops.delete_alias(settings, db, args.address)
+    )
+    print(f"deleted the alias {args.address.lower()}")
 
 
 def domain_add(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
-    domain = normalise_domain(args.name)
-    if domain in settings.domains:
-        raise CommandError(f"{domain} is already served (from the configuration)")
-    db.add_domain(domain)
-    print(f"added {domain}")
+    def add() -> str:
+        domain = normalise_domain(args.name)
+        if domain in settings.domains:
+            raise CommandError(f"{domain} is already served (from the configuration)")
+        db.add_domain(domain)
+        return domain
+
+    print(f"added {_audited(settings, 'domain.add', args.name, add)}")
 
 
 def domain_list(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
@@ -383,6 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         CommandError,
         ConfigError,
         AccountError,
+        AccountRefused,
         shardmove.MoveError,
         QueueError,
         KeyError_,

@@ -28,6 +28,7 @@ from ourmail.auth.login import Authenticator, LoginFailed, LoginUnavailable
 from ourmail.auth.login import Session as Login
 from ourmail.config import Limits
 from ourmail.web import i18n
+from ourmail.web.adminpages import AdminPages
 from ourmail.web.autoconfig import AutoconfigPages
 from ourmail.web.compose import ComposePages
 from ourmail.web.listpages import ListPages
@@ -68,6 +69,7 @@ class WebApp(
     SettingsPages,
     AutoconfigPages,
     MetricsPages,
+    AdminPages,
     Pages,
 ):
     """The webmail of one server process: every part's routes, its sessions and templates."""

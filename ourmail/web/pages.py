@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import gettext
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -25,8 +25,10 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from ourmail.auth.login import Authenticator
-from ourmail.config import Limits
+from ourmail.config import AdminSettings, Limits
 from ourmail.interfaces import (
+    IAccountAdmin,
+    IAuditLog,
     IDirectory,
     IPasswordChanger,
     IPreferences,
@@ -84,6 +86,14 @@ class WebServices:
     health: Health | None = None
     #: Who may read ``/metrics`` and ``/healthz`` (``[metrics] networks``); empty: nobody.
     monitor_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    #: Who may use the admin console (``[admin]``).
+    admin: AdminSettings = attrs.Factory(AdminSettings)
+    #: The local accounts and aliases as the admin console manages them.
+    accounts: IAccountAdmin | None = None
+    #: Where admin changes and refused admin requests are recorded.
+    audit: IAuditLog | None = None
+    #: The listeners and where each listens (service -> address), for the admin console.
+    listening: Callable[[], Mapping[str, str]] | None = None
 
 
 class NotLoggedIn(Exception):
@@ -152,6 +162,11 @@ class Pages:
         """A logged-in page (a template extending ``mail.html``): with the user's address,
         CSRF token and folder tree (``folders``: name, unread count)."""
         context.setdefault("folders", self.folder_tree(session))
+        admin = self.services.admin
+        context.setdefault(
+            "admin_console",
+            session.address in admin.admins or session.address in admin.domain_admins,
+        )
         return self.render(
             request, name, code, csrf=session.csrf, address=session.address, **context
         )

@@ -134,6 +134,14 @@ class SessionStore:
             self.end(session)
         return len(others)
 
+    def end_user(self, address: str) -> int:
+        """End every session of ``address`` (an admin reset their password or deleted the
+        account); how many."""
+        ended = [s for s in self._sessions.values() if s.address == address]
+        for session in ended:
+            self.end(session)
+        return len(ended)
+
     def sweep(self) -> None:
         """End every session that is over (the realm hears of it without waiting for the
         browser to come back)."""

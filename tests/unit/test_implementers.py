@@ -28,7 +28,13 @@ from ourmail.auth.cache import CachingChecker
 from ourmail.auth.changer import AccountPasswords
 from ourmail.auth.checker import AccountChecker, FirstOf
 from ourmail.auth.realm import MailRealm
-from ourmail.config import Limits, LoginCacheSettings, QueueSettings, QuotaSettings
+from ourmail.config import (
+    Limits,
+    LoginCacheSettings,
+    QueueSettings,
+    QuotaSettings,
+    load_settings,
+)
 from ourmail.directory.ldap import LDAPChecker, LDAPDirectory, LDAPSettings
 from ourmail.directory.local import LocalDirectory
 from ourmail.filters import antivirus, clamd, dkim, dmarc, dnsbl, greylist, spam
@@ -41,6 +47,8 @@ from ourmail.filters.spamc import SpamdClient, SpamdLearner
 from ourmail.filters.spamprefs import ContactBook, SpamPrefs
 from ourmail.filters.spf import SPFCheck, SPFFactory
 from ourmail.interfaces import FilterEnvironment
+from ourmail.manage.accountadmin import LocalAccountAdmin
+from ourmail.manage.audit import AuditFile
 from ourmail.net.dns import make_resolver
 from ourmail.net.lineproto import LineProtocol, _ChunkSender
 from ourmail.net.tls import ReloadableServerTLS
@@ -232,6 +240,13 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     ),
     "twisted.plugins.ourmail_plugin.LDAPCheckerFactory": (
         lambda tmp: ourmail_plugin.ldapCheckerFactory
+    ),
+    "ourmail.manage.audit.AuditFile": lambda tmp: AuditFile(tmp),
+    "ourmail.manage.accountadmin.LocalAccountAdmin": lambda tmp: LocalAccountAdmin(
+        load_settings(data=str(tmp), domains=("example.test",), hostname="mx.example.test"),
+        MemoryStore(),
+        QuotaPolicy(QuotaSettings(), AccountDB(tmp)),
+        AuditFile(tmp),
     ),
 }
 

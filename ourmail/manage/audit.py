@@ -1,0 +1,76 @@
+"""The audit log: ``<data>/log/audit.log``, one JSON object per line for every change made
+with the admin console or the ``ourmail`` commands, and every refused admin request
+(docs/admin-console.md#the-audit-log).
+
+A line is written with one ``write`` on a file opened for appending, under an exclusive
+``flock`` (the server and the commands are separate processes), and fsynced before
+:meth:`AuditFile.record` returns: a change is never confirmed before its line is on disk.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import json
+import os
+import pwd
+from pathlib import Path
+
+from zope.interface import implementer
+
+from ourmail.fsutil import fsync_dir
+from ourmail.interfaces import Actor, IAuditLog
+
+#: The log's path under the data directory.
+RELATIVE_PATH = Path("log") / "audit.log"
+#: Longest text kept of any one field (a hostile form value is cut, not copied whole).
+MAX_FIELD = 400
+
+
+def _field(value: str) -> str:
+    return value if len(value) <= MAX_FIELD else value[:MAX_FIELD] + "…"
+
+
+def unix_user() -> str:
+    """Who runs this process: the effective Unix user, and the one sudo ran it for."""
+    uid = os.geteuid()
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = str(uid)
+    sudo = os.environ.get("SUDO_USER")
+    return f"{name} (sudo by {sudo})" if sudo and sudo != name else name
+
+
+@implementer(IAuditLog)
+class AuditFile:
+    """:class:`IAuditLog` as a file of JSON lines (see the module docstring)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / RELATIVE_PATH
+
+    def record(self, actor: Actor, action: str, target: str, result: str, detail: str = "") -> None:
+        line = json.dumps(
+            {
+                "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "who": _field(actor.who),
+                "via": actor.via,
+                "client": _field(actor.client),
+                "action": action,
+                "target": _field(target),
+                "result": result,
+                "detail": _field(detail),
+            },
+            ensure_ascii=False,
+        )
+        created = not self.path.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(fd, (line + "\n").encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            fsync_dir(self.path.parent)

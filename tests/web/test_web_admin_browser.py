@@ -1,0 +1,84 @@
+"""The admin console in a real headless Chromium on a 360-pixel-wide phone screen (issue 17):
+the postmaster goes from the webmail to the console, creates a user with the keyboard, finds
+her by search and opens her page; she then logs in.  Every field is found by its label,
+nothing overflows the screen and no page breaks its Content-Security-Policy."""
+
+from __future__ import annotations
+
+import pytest
+from browserhelp import chromium, needs_chromium
+from conftest import RunningServer
+
+from ourmail.auth.accounts import AccountDB
+from ourmail.auth.passwords import hash_password
+
+playwright = pytest.importorskip("playwright.sync_api")
+axe = pytest.importorskip("axe_playwright_python.sync_playwright")
+
+pytestmark = needs_chromium
+
+PASSWORD = "postmaster's own long password"
+WCAG = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
+
+
+def violations(page: object) -> list[str]:
+    """axe-core's WCAG 2.1 A/AA violations on the page, one line each."""
+    found = axe.Axe().run(page, options=WCAG).response["violations"]
+    return [f"{v['id']}: {[n['html'][:120] for n in v['nodes']]}" for v in found]
+
+
+def test_the_postmaster_creates_a_user_on_a_phone(mailserver: RunningServer) -> None:
+    mailserver.server.accounts.set_password("postmaster@example.test", hash_password(PASSWORD))
+    base = f"https://127.0.0.1:{mailserver.port('web')}"
+    with chromium() as browser:
+        context = browser.new_context(
+            ignore_https_errors=True, locale="en-GB", viewport={"width": 360, "height": 740}
+        )
+        page = context.new_page()
+        problems: list[str] = []
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.goto(f"{base}/login")
+        page.get_by_label("Address").fill("postmaster@example.test")
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(f"{base}/")
+        page.get_by_role("link", name="Admin console").click()
+        page.wait_for_url(f"{base}/admin")
+        assert page.get_by_role("heading", name="Running services").is_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360
+
+        page.get_by_role("link", name="Users", exact=True).first.click()
+        page.wait_for_url(f"{base}/admin/users")
+        page.get_by_label("Address", exact=True).fill("carol@example.test")
+        page.get_by_label("Password", exact=True).fill("carol's first password")
+        page.get_by_label("Password", exact=True).press("Enter")
+        page.wait_for_url("**/admin/users?done=added*")
+        assert "carol@example.test has been created" in page.get_by_role("status").inner_text()
+        assert AccountDB(mailserver.data).has_user("carol@example.test")
+
+        page.get_by_label("Address contains").fill("carol")
+        page.get_by_label("Address contains").press("Enter")
+        page.wait_for_url("**/admin/users?*q=carol*")
+        page.get_by_role("link", name="carol@example.test").click()
+        page.wait_for_url("**/admin/user?address=carol%40example.test")
+        assert page.get_by_role("heading", name="carol@example.test").is_visible()
+        assert page.get_by_label("Size limit in MiB (0: none)").input_value() == "0"
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360
+        # Every page of the console passes axe-core's WCAG 2.1 A/AA rules, in both languages.
+        for path in ("/admin", "/admin/users", "/admin/aliases"):
+            page.goto(base + path)
+            assert violations(page) == [], path
+            assert page.evaluate("document.documentElement.scrollWidth") <= 360, path
+        page.get_by_role("button", name="Ελληνικά").click()
+        page.goto(f"{base}/admin/user?address=carol%40example.test")
+        assert page.get_by_role("heading", name="Όριο αποθήκευσης").is_visible()
+        assert violations(page) == []
+        assert problems == []
+
+        carol = browser.new_context(ignore_https_errors=True, locale="en-GB").new_page()
+        carol.goto(f"{base}/login")
+        carol.get_by_label("Address").fill("carol@example.test")
+        carol.get_by_label("Password", exact=True).fill("carol's first password")
+        carol.get_by_role("button", name="Log in").click()
+        carol.wait_for_url(f"{base}/")
+        assert carol.get_by_role("link", name="Admin console").count() == 0
