@@ -717,11 +717,16 @@ def _login_cache_settings(table: Mapping[str, Any]) -> LoginCacheSettings:
 
 
 def _admin_address(value: Any, where: str) -> str:
-    """An admin's address, lower-cased with an IDNA domain (as logins are normalised)."""
-    if not isinstance(value, str) or value.count("@") != 1 or not value.partition("@")[0]:
-        raise ConfigError(f"'{where}' takes addresses (local@domain), got {value!r}")
-    local, _, domain = value.strip().partition("@")
-    return f"{local.lower()}@{normalise_domain(domain)}"
+    """An admin's address, normalised as logins are (``normalise_address``: NFC, lower case,
+    an IDNA domain); anything else (``" @example.org"``, a bare name) is refused."""
+    from ourmail.addresses import AddressError, normalise_address  # it imports this module
+
+    try:
+        if not isinstance(value, str) or value.strip().startswith("@"):
+            raise AddressError("not an address")
+        return normalise_address(value)
+    except AddressError:
+        raise ConfigError(f"'{where}' takes addresses (local@domain), got {value!r}") from None
 
 
 def _admin_settings(table: Mapping[str, Any], primary: str) -> AdminSettings:

@@ -61,7 +61,8 @@ class AuditFile:
                 "result": result,
                 "detail": _field(detail),
             },
-            ensure_ascii=False,
+            # ASCII only: no U+2028, U+0085 or other line break a reader might split on.
+            ensure_ascii=True,
         )
         created = not self.path.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -128,7 +128,7 @@ class AdminPages(Pages):
         who = session.address if session is not None else ""
         client = getattr(request.getClientAddress(), "host", "unknown")
         log.warn(
-            "admin console: {who} from {client} refused {action} {target}",
+            "admin console: {who} from {client} refused {action} {target!r}",
             who=who,
             client=client,
             action=refused.action,
@@ -207,11 +207,13 @@ class AdminPages(Pages):
     @staticmethod
     def page_number(request: IRequest) -> int:
         raw = Pages.form(request, "page", 10) or "1"
-        return int(raw) if raw.isdigit() and 0 < int(raw) < 10**7 else 1
+        return int(raw) if raw.isascii() and raw.isdigit() and 0 < int(raw) < 10**7 else 1
 
     def domain_field(self, request: IRequest) -> str:
-        """The ``?domain=`` a listing is asked for (lower-cased; empty: every domain)."""
-        return (self.form(request, "domain", 260) or "").strip().lower()
+        """The ``?domain=`` a listing is asked for (lower-cased; empty: every domain; one
+        with control or format characters is none of ours and reads as ``?``)."""
+        domain = (self.form(request, "domain", 260) or "").strip().lower()
+        return domain if _no_control(domain) else "?"
 
     # -- pages -----------------------------------------------------------------------------
 
@@ -415,6 +417,8 @@ class AdminPages(Pages):
             alias = await self.alias_field(request)
             if not access.manages(alias.rpartition("@")[2]):
                 raise NotAdmin("alias.add", alias)
+            if not access.full:
+                await self.alias_managed(access, alias)
             targets = [t for t in re.split(r"[\s,;]+", typed_targets) if t]
             if len(targets) > MAX_TARGETS or not all(_no_control(t) for t in targets):
                 raise AccountRefused("bad-target", "too many targets")
@@ -427,6 +431,26 @@ class AdminPages(Pages):
                 request, 400, add_error=error, typed=typed, typed_targets=typed_targets
             )
         return self.redirect(request, b"/admin/aliases?" + _query(done="alias-added", who=added))
+
+    async def alias_managed(self, access: AdminAccess, alias: str) -> None:
+        """A domain admin may not make a catch-all (it would take the mail of every address
+        the directory knows in the domain, LDAP users and admins included), nor an alias at an
+        admin's address or at any address the directory delivers to (an LDAP user, group or
+        list): either would take over someone's mail and their right to send as it."""
+        if alias.startswith("@"):
+            raise NotAdmin("alias.add", alias)
+        self.for_account(access, alias, "alias.add")
+        directory = self.services.directory
+        if directory is not None:
+            found = await directory.lookup(alias)
+            domain = alias.rpartition("@")[2]
+            ours = {a for a, _ in await self.accounts.aliases([domain])}
+            page = await self.accounts.users([domain], alias, 0, 1000)
+            local_user = alias in page.addresses
+            if (found.kind == "user" and not local_user) or (
+                found.kind == "alias" and alias not in ours
+            ):
+                raise NotAdmin("alias.add", alias)
 
     async def targets_managed(self, access: AdminAccess, targets: Sequence[str]) -> None:
         """A domain admin's alias may deliver to users of their domains or forward to other

@@ -32,6 +32,12 @@ def test_admins_and_domain_admins_are_normalised(tmp_path: Path) -> None:
     assert admin.domain_admins == {f"it@{greek}": (greek, "other.test")}  # type: ignore[attr-defined]
 
 
+def test_an_admin_is_spelled_as_logins_are(tmp_path: Path) -> None:
+    """NFC, as the login normalises: a decomposed é still names the same admin."""
+    admin = settings(tmp_path, '[admin]\nadmins = ["Jose\u0301@example.test"]\n')
+    assert admin.admins == ("jos\u00e9@example.test",)  # type: ignore[attr-defined]
+
+
 def test_no_full_admin_at_all(tmp_path: Path) -> None:
     assert settings(tmp_path, "[admin]\nadmins = []\n").admins == ()  # type: ignore[attr-defined]
 
@@ -43,6 +49,7 @@ def test_no_full_admin_at_all(tmp_path: Path) -> None:
         ("[admin]\nadmins = [1]\n", "admin.admins"),
         ('[admin]\nadmins = ["nobody"]\n', "admin.admins"),
         ('[admin]\nadmins = ["a@b@c"]\n', "admin.admins"),
+        ('[admin]\nadmins = [" @example.test"]\n', "admin.admins"),  # would be a catch-all
         ('[admin.domain_admins]\n"it@example.test" = []\n', "admin.domain_admins.it@example.test"),
         ('[admin.domain_admins]\n"it@example.test" = "x.test"\n', "admin.domain_admins"),
         ('[admin.domain_admins]\n"it@example.test" = ["not a domain"]\n', "not a domain name"),

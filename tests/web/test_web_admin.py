@@ -32,7 +32,8 @@ NEW_PASSWORD = "carol's first password"
 @pytest.fixture
 def srv(tmp_path: Path) -> Iterator[RunningServer]:
     admin = AdminSettings(
-        admins=("postmaster@example.test",),
+        # chief@other.test: an admin with no local account (say, an LDAP person).
+        admins=("postmaster@example.test", "chief@other.test"),
         domain_admins={"boss@other.test": ("other.test",)},
     )
     with running_server(tmp_path, admin=admin) as server:
@@ -338,6 +339,10 @@ def test_a_domain_admin_manages_only_their_domain(srv: RunningServer) -> None:
         ("/admin/aliases/add", {"address": "y@other.test", "targets": "alice@example.test"}),
         ("/admin/aliases/add", {"address": "z@other.test", "targets": "nobody@example.test"}),
         ("/admin/aliases/delete", {"address": "sales@example.test"}),
+        # An alias may not take an admin's mail (and the right to send as them), nor every
+        # address of the domain (a catch-all would also take the directory's users').
+        ("/admin/aliases/add", {"address": "chief@other.test", "targets": "boss@other.test"}),
+        ("/admin/aliases/add", {"address": "@other.test", "targets": "boss@other.test"}),
     ]
     for path, fields in forged:
         assert post(browser, path, fields).status == 403, (path, fields)
@@ -354,3 +359,15 @@ def test_a_domain_admin_manages_only_their_domain(srv: RunningServer) -> None:
     assert {e["who"] for e in refused} == {"boss@other.test"}
     assert {"alice@example.test", "example.test", "@example.test"} <= {e["target"] for e in refused}
     assert "taken over!" not in (srv.data / "log" / "audit.log").read_text()
+
+
+def test_odd_listing_parameters_are_no_error_and_no_line_break_in_the_audit(
+    srv: RunningServer,
+) -> None:
+    admin = postmaster(srv)
+    assert admin.get("/admin/users?page=%C2%B2").status == 200  # a digit, not an ASCII one
+    plain = as_user(srv, srv.user, srv.password)
+    assert plain.get("/admin/users?domain=x%E2%80%A8%0D%C2%85y").status == 403
+    raw = (srv.data / "log" / "audit.log").read_bytes()
+    assert b"\xe2\x80\xa8" not in raw and b"\xc2\x85" not in raw and b"\r" not in raw
+    assert all(json.loads(line) for line in raw.decode().split("\n") if line)
