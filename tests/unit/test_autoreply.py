@@ -203,6 +203,18 @@ def test_one_reply_per_sender_per_period(tmp_path: Path) -> None:
     assert record.claim(USER, "carl@far.test", "h", 7, NOW + 60) is None
 
 
+def test_claims_made_out_of_order_still_answer_once(tmp_path: Path) -> None:
+    """Two messages from one sender, their claims run by worker threads in the other order:
+    the one stamped a moment earlier must still find the reply sent (a CI run under load
+    sent two)."""
+    record = ReplyRecord(tmp_path / "r.sqlite")
+    assert record.claim(USER, "bob@far.test", "h", 7, NOW + 0.5) is None
+    assert record.claim(USER, "bob@far.test", "h", 7, NOW) == "answered already"
+    # A record more than a day ahead is a clock that was set back: it answers again.
+    assert record.claim(USER, "carl@far.test", "h", 7, NOW + 3 * DAY) is None
+    assert record.claim(USER, "carl@far.test", "h", 7, NOW) is None
+
+
 def test_the_record_is_bounded(tmp_path: Path) -> None:
     record = ReplyRecord(tmp_path / "r.sqlite", max_entries=5, max_per_day=3)
     for n in range(3):
