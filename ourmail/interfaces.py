@@ -870,6 +870,11 @@ class IAuditLog(Interface):
         """Append one line (UTC time, who, via, client, action, target, result, detail) and
         make it durable (fsync) before returning.  Blocks on the disk: call it in a thread."""
 
+    def ready() -> None:
+        """Raise ``OSError`` when a line could not be written now (the file or its folder not
+        writable, a full disk is found only by :meth:`record`): a change is refused then, so
+        that none is made without its line.  Blocks on the disk: call it in a thread."""
+
 
 class AccountRefused(ValueError):
     """An account change that cannot be done.  ``code`` names the reason for a program (the

@@ -146,6 +146,10 @@ class LocalAccountAdmin:
 
         def run() -> str:
             try:
+                self.audit.ready()
+            except OSError as e:
+                raise AccountRefused("audit", f"the audit log cannot be written: {e}") from e
+            try:
                 found = work()
             except AccountRefused as e:
                 self.audit.record(actor, action, e.subject or target, f"refused: {e.code}", detail)

@@ -49,6 +49,10 @@ class AuditFile:
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / RELATIVE_PATH
 
+    def ready(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+
     def record(self, actor: Actor, action: str, target: str, result: str, detail: str = "") -> None:
         line = json.dumps(
             {

@@ -141,7 +141,8 @@ class AdminPages(Pages):
             return page
         actor = Actor(who, "web", client)
         d = deferToThread(audit.record, actor, refused.action, refused.target, "forbidden")
-        return d.addBoth(lambda _: page)
+        d.addErrback(lambda f: log.failure("the audit log cannot be written", f))
+        return d.addCallback(lambda _: page)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -192,6 +193,9 @@ class AdminPages(Pages):
                 % {"address": subject}
             ),
             "no-such-alias": lambda: _("There is no alias %(address)s.") % {"address": subject},
+            "audit": lambda: _(
+                "The audit log cannot be written, so no change is made: see the server's log."
+            ),
         }
         text = texts.get(refused.code)
         return text() if text else _("This change cannot be made.")

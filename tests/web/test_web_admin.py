@@ -371,3 +371,21 @@ def test_odd_listing_parameters_are_no_error_and_no_line_break_in_the_audit(
     raw = (srv.data / "log" / "audit.log").read_bytes()
     assert b"\xe2\x80\xa8" not in raw and b"\xc2\x85" not in raw and b"\r" not in raw
     assert all(json.loads(line) for line in raw.decode().split("\n") if line)
+
+
+def test_no_change_without_its_audit_line(srv: RunningServer) -> None:
+    """An audit log that cannot be written (here a folder in its place; a file left by root
+    under a non-root server is the real case) refuses the change instead of making it
+    unrecorded."""
+    admin = postmaster(srv)
+    token = csrf(admin)
+    (srv.data / "log" / "audit.log").unlink(missing_ok=True)
+    (srv.data / "log").mkdir(exist_ok=True)
+    (srv.data / "log" / "audit.log").mkdir()
+    before = (srv.data / "accounts.json").read_bytes()
+    refused = admin.post(
+        "/admin/users/add",
+        {"csrf": token, "address": "zoe@example.test", "password": "long enough"},
+    )
+    assert refused.status == 400 and "audit log cannot be written" in refused.text
+    assert (srv.data / "accounts.json").read_bytes() == before
