@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -107,6 +108,8 @@ class MXWorkers(Service):
         self.listener = listener
         self.reactor = reactor
         self._workers: dict[int, WorkerProtocol] = {}
+        #: What to call when a worker ends (before it is started again).
+        self.ended: list[Callable[[], None]] = []
 
     def startService(self) -> None:
         super().startService()
@@ -158,6 +161,8 @@ class MXWorkers(Service):
 
     def worker_ended(self, number: int, reason: Failure) -> None:
         self._workers.pop(number, None)
+        for call in self.ended:
+            call()
         if self.running:
             log.warn(
                 "mx worker {n} ended ({why}); starting it again",

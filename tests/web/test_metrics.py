@@ -230,3 +230,39 @@ def test_a_network_that_is_not_one_stops_the_start(tmp_path: Path) -> None:
     assert settings.metrics.networks == ("10.1.0.0/16", "fd00::/8")
     defaults = load_settings(data=str(tmp_path / "other")).metrics
     assert defaults.networks == ("127.0.0.0/8", "::1/128")
+
+
+def _accepted_total(m: Metrics) -> float:
+    text = m.exposition().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    (sample,) = families["ourmail_messages_accepted"].samples
+    return sample.value
+
+
+def test_a_restarted_worker_never_makes_the_sums_go_down(tmp_path: Path) -> None:
+    """A worker started again counts from 0 in the same ``mx-N.prom``: the main process keeps
+    what its earlier runs counted, so Prometheus sees no counter reset."""
+    main = Metrics()
+    main.watch_workers(tmp_path)
+    for _ in range(7):
+        main.accepted("smtp")
+    first = Metrics()
+    for _ in range(3):
+        first.accepted("smtp")
+    first.write_snapshot(tmp_path / "mx-1.prom")
+    assert _accepted_total(main) == 10
+    first.accepted("smtp")  # counted after the last scrape, in the run's last snapshot
+    first.write_snapshot(tmp_path / "mx-1.prom")
+    main.worker_ended()  # the main process reads it when the worker ends
+    second = Metrics()  # the same worker, started again: zeros at once
+    second.write_snapshot(tmp_path / "mx-1.prom")
+    assert _accepted_total(main) == 11
+    for _ in range(5):  # more than the first run counted, before the next scrape
+        second.accepted("smtp")
+    second.write_snapshot(tmp_path / "mx-1.prom")
+    assert _accepted_total(main) == 16
+    (tmp_path / "mx-1.prom").unlink()  # a snapshot gone: its counts stay
+    assert _accepted_total(main) == 16
+    third = Metrics()
+    third.write_snapshot(tmp_path / "mx-1.prom")
+    assert _accepted_total(main) == 16
