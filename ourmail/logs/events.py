@@ -29,7 +29,12 @@ MAX_RECIPIENTS = 50
 OK = "ok"
 BAD_PASSWORD = "bad-password"  # noqa: S105 - a result name, not a password
 UNKNOWN_USER = "unknown-user"
+#: The client is locked out (it guessed too often itself): a failure fail2ban counts.
 THROTTLED = "throttled"
+#: The account is locked out and the client never logged in to it: refused without checking
+#: the password, but not counted by fail2ban, since anyone can lock an account out and the
+#: client may be its owner on a new address.
+ACCOUNT_LOCKED = "account-locked"
 NO_TLS = "no-tls"
 #: The password could not be checked (a directory server is down): not the client's fault.
 UNAVAILABLE = "unavailable"
@@ -41,6 +46,7 @@ _OUTCOME = {
     UNKNOWN_USER: "failed",
     THROTTLED: "failed",
     NO_TLS: "refused",
+    ACCOUNT_LOCKED: "refused",
     UNAVAILABLE: "unchecked",
 }
 

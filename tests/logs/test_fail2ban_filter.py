@@ -15,6 +15,8 @@ from conftest import RunningServer, client_tls, running_server
 from loghelp import captured, imap_login, pop3_login, smtp_login, write_logs
 from webhelp import Browser
 
+from ourmail.config import ThrottleSettings
+
 FILTER = Path(__file__).resolve().parents[2] / "contrib/fail2ban/filter.d/ourmail.conf"
 JAIL = Path(__file__).resolve().parents[2] / "contrib/fail2ban/jail.d/ourmail.conf"
 ATTACKER, USER = "127.0.0.66", "127.0.0.1"
@@ -74,6 +76,34 @@ def test_fail2ban_counts_only_the_failing_client(srv: RunningServer, tmp_path: P
     assert "6.6.6.6" in text.read_text() and "7.7.7.7" in js.read_text()  # the bait is there
     assert banned(text) == [ATTACKER] * 5
     assert banned(js) == [ATTACKER] * 5
+
+
+def test_a_locked_account_does_not_get_its_owner_banned(tmp_path: Path) -> None:
+    """Once an account is locked out, a login to it from an address that never logged in is
+    refused unchecked: logged, but not as a failure fail2ban counts, or an attacker could get
+    the owner's addresses banned.  A client that is itself locked out stays counted."""
+    owner = "127.0.0.8"  # the owner, on an address new to the account
+    throttle = ThrottleSettings(base_delay=0.01, max_delay=0.05, client_limit=5, account_limit=3)
+    with running_server(tmp_path, auth_throttle=throttle) as srv, captured() as events:
+        for _ in range(3):  # the account is locked out after these
+            assert imap_login(srv, srv.user, "wrong", ATTACKER).startswith(b"a NO")
+        assert imap_login(srv, srv.user, srv.password, owner).startswith(b"a NO")
+        assert smtp_login(srv, srv.user, srv.password, owner) == 535
+        for _ in range(3):  # the fifth failure locks the attacker's address out too
+            assert imap_login(srv, srv.user, "wrong", ATTACKER).startswith(b"a NO")
+        found = events.wait("login", 8)
+    results = [(e["client"], e["result"]) for e in found]
+    assert results == [(ATTACKER, "bad-password")] * 3 + [
+        (owner, "account-locked"),
+        (owner, "account-locked"),
+        (ATTACKER, "account-locked"),
+        (ATTACKER, "account-locked"),
+        (ATTACKER, "throttled"),
+    ]
+    assert f"login refused: client={owner} service=imap " in events.text()
+    text, js = write_logs(events, tmp_path)
+    assert banned(text) == [ATTACKER] * 4
+    assert banned(js) == [ATTACKER] * 4
 
 
 def test_every_line_is_one_event(srv: RunningServer) -> None:
