@@ -1093,9 +1093,11 @@ domains = {domains}
 
 [log]
 # "text" (the default) or "json": one JSON object a line, to twistd's --logfile or, with
-# twistd -n, to standard output (docs/logging.md).  `ourmail --log-format` wins over this.
+# twistd -n, to standard output (docs/logging.md).  `twistd ourmail --log-format` wins over
+# this.
 # format = "text"
-# Whether each SMTP transaction's log line lists the recipients' addresses (false: a count).
+# Whether each SMTP transaction's log line lists the recipients' addresses (false: a count,
+# and the addresses its reply quotes are written <redacted>).
 # recipients = true
 """
 

@@ -126,15 +126,27 @@ def test_lmtp_logs_once_for_all_the_recipients_replies(tmp_path: Path) -> None:
 
 
 def test_recipients_can_be_left_out(tmp_path: Path) -> None:
+    listen = {"lmtp": "tcp:0:interface=127.0.0.1"}
     with (
-        running_server(tmp_path, log=LogSettings(recipients=False)) as srv,
+        running_server(tmp_path, listen=listen, log=LogSettings(recipients=False)) as srv,
         captured() as events,
     ):
         with smtplib.SMTP("127.0.0.1", srv.port("smtp")) as s:
             s.sendmail("bob@else.test", [srv.user], message("<p@else.test>"))
-        (event,) = events.wait("smtp.transaction", 1)
-    assert event["recipients"] == [] and event["rcpt_count"] == 1
-    assert srv.user not in events.text().split("smtp transaction", 1)[1]
+            # A refused recipient: its address is in the reply's text.
+            assert s.docmd("MAIL", "FROM:<carol@else.test>")[0] == 250
+            assert s.docmd("RCPT", "TO:<secret.person@example.test>")[0] == 550
+        with smtplib.LMTP("127.0.0.1", srv.port("lmtp")) as s:  # LMTP's replies name them
+            assert s.sendmail("x@else.test", [srv.user], message("<l@else.test>")) == {}
+        found = events.wait("smtp.transaction", 3)
+    assert [e["recipients"] for e in found] == [[], [], []]
+    assert [e["rcpt_count"] for e in found] == [1, 0, 1]
+    assert found[1]["reply"].startswith("5.1.1 <redacted>: Recipient address rejected")
+    assert found[2]["reply"].startswith("2.1.5 <redacted> delivered as ")
+    lines = (events.text() + events.json()).splitlines()
+    logged = "".join(li for li in lines if "smtp transaction" in li)
+    assert "<redacted>" in logged
+    assert srv.user not in logged and "secret.person" not in logged
 
 
 def _logins(events: Events, n: int) -> list[dict[str, object]]:
