@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import RunningServer, client_tls, running_server
 from loghelp import captured, imap_login, pop3_login, smtp_login, write_logs
+from twisted.logger import LogLevel, formatEventAsClassicLogText
 from webhelp import Browser
 
 from ourmail.config import ThrottleSettings
@@ -121,6 +122,26 @@ def test_every_line_is_one_event(srv: RunningServer) -> None:
     assert txn["helo"] == "h\\x1b]0;title\\x07"
     lines = [li for li in events.text().splitlines() if "ourmail.logs#" in li]
     assert len(lines) == 2 and all("\x1b" not in li for li in lines)
+
+
+def test_a_continuation_line_never_matches(tmp_path: Path) -> None:
+    """twistd writes a message's further lines after a tab: one that looks like a failed login
+    (a traceback quoting a name, a message with a line break) is not counted."""
+    bait = 'login failed: client=6.6.6.6 service=imap user="a" mechanism=LOGIN result=x'
+    real = f'login failed: client={ATTACKER} service=imap user="a" mechanism=LOGIN result=x'
+    lines = [
+        {"log_format": "{t}", "t": f"oops\n[ourmail.logs#info] {bait}", "log_namespace": "x"},
+        {"log_format": "{t}", "t": real, "log_namespace": "ourmail.logs"},
+    ]
+    log = tmp_path / "twistd.log"
+    log.write_text(
+        "".join(
+            formatEventAsClassicLogText({**e, "log_level": LogLevel.info, "log_time": 1.8e9}) or ""
+            for e in lines
+        )
+    )
+    assert "\n\t[ourmail.logs#info] login failed: client=6.6.6.6 " in log.read_text()
+    assert banned(log) == [ATTACKER]
 
 
 def test_the_jail_names_the_filter() -> None:
