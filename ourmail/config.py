@@ -1093,14 +1093,17 @@ domains = {domains}
 [metrics]
 # /metrics (Prometheus) and /healthz on the web listener (and /healthz on the http one) answer
 # only clients in these networks (the TCP peer's address; X-Forwarded-For is not trusted).
-# Others get 403 (docs/metrics.md).
+# Others get 403 (docs/metrics.md).  A reverse proxy on this host connects from loopback:
+# then block /metrics at the proxy, or leave loopback out.  IPv4 networks as IPv4, not ::ffff:.
 # networks = ["127.0.0.0/8", "::1/128"]
 
 [log]
 # "text" (the default) or "json": one JSON object a line, to twistd's --logfile or, with
-# twistd -n, to standard output (docs/logging.md).  `ourmail --log-format` wins over this.
+# twistd -n, to standard output (docs/logging.md).  `twistd ourmail --log-format` wins over
+# this.
 # format = "text"
-# Whether each SMTP transaction's log line lists the recipients' addresses (false: a count).
+# Whether each SMTP transaction's log line lists the recipients' addresses (false: a count,
+# and the addresses its reply quotes are written <redacted>).
 # recipients = true
 """
 
@@ -1109,10 +1112,19 @@ def _metrics_settings(table: Mapping[str, Any]) -> MetricsSettings:
     networks = table.get("networks", list(MetricsSettings().networks))
     for item in networks:
         try:
-            ipaddress.ip_network(item)
+            network = ipaddress.ip_network(item)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"'metrics.networks': {item!r} is not a network: {e}") from e
+        # An IPv4-mapped peer is judged as its IPv4 address (RFC 4291 §2.5.5.2), so such an
+        # entry would never match anyone.
+        if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_IPV4_MAPPED):
+            raise ConfigError(
+                f"'metrics.networks': {item!r} is IPv4-mapped: write the IPv4 network instead"
+            )
     return MetricsSettings(tuple(networks))
+
+
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
 def config_template(settings: Settings) -> str:

@@ -612,6 +612,7 @@ def build(
             acme.installed.append(lambda cert, key: workers.hangup())
         clear_snapshots(settings.data_dir / "metrics")
         parts.metrics.watch_workers(settings.data_dir / "metrics")
+        workers.ended.append(parts.metrics.worker_ended)  # its last counts are carried over
     return Server(
         service=root,
         listeners=listeners,

@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ourmail.auth.throttle import FailureThrottle
+from ourmail.auth.throttle import CLIENT_LOCKED, FailureThrottle
 from ourmail.interfaces import DirectoryUnavailable, IUserStore, UnknownUser
 from ourmail.logs import events
 from ourmail.net.metrics import Metrics
@@ -79,7 +79,9 @@ class Authenticator:
         """
         account = username.strip().lower()[:320]
         refused = self.throttle.refused(client, account)
-        result = events.THROTTLED
+        # A locked-out client is guessing itself; a locked-out account says nothing of this
+        # client (docs/logging.md#fail2ban).
+        result = events.THROTTLED if refused == CLIENT_LOCKED else events.ACCOUNT_LOCKED
         if refused is None:
             creds = credentials.UsernamePassword(username.encode("utf-8"), password.encode("utf-8"))
             try:

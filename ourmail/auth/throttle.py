@@ -40,6 +40,12 @@ class _Record:
     locked_until: float = 0.0
 
 
+#: What :meth:`FailureThrottle.refused` says: the client itself guessed too often...
+CLIENT_LOCKED = "client locked out"
+#: ...or the account is locked out (for clients that never logged in to it).
+ACCOUNT_LOCKED = "account locked out"
+
+
 class FailureThrottle:
     def __init__(self, clock: IReactorTime, settings: ThrottleSettings) -> None:
         self.clock = clock
@@ -53,11 +59,11 @@ class FailureThrottle:
         now = self.clock.seconds()
         rec = self._clients.get(client)
         if rec is not None and rec.locked_until > now:
-            return "client locked out"
+            return CLIENT_LOCKED
         rec = self._accounts.get(account)
         known = self._known.get(account, {})
         if rec is not None and rec.locked_until > now and client not in known:
-            return "account locked out"
+            return ACCOUNT_LOCKED
         return None
 
     def failed(self, client: str, account: str) -> tuple[float, str | None]:

@@ -13,6 +13,7 @@ Never logged: passwords, SASL responses, session cookies, CSRF tokens, message b
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import attrs
@@ -29,7 +30,12 @@ MAX_RECIPIENTS = 50
 OK = "ok"
 BAD_PASSWORD = "bad-password"  # noqa: S105 - a result name, not a password
 UNKNOWN_USER = "unknown-user"
+#: The client is locked out (it guessed too often itself): a failure fail2ban counts.
 THROTTLED = "throttled"
+#: The account is locked out and the client never logged in to it: refused without checking
+#: the password, but not counted by fail2ban, since anyone can lock an account out and the
+#: client may be its owner on a new address.
+ACCOUNT_LOCKED = "account-locked"
 NO_TLS = "no-tls"
 #: The password could not be checked (a directory server is down): not the client's fault.
 UNAVAILABLE = "unavailable"
@@ -41,8 +47,13 @@ _OUTCOME = {
     UNKNOWN_USER: "failed",
     THROTTLED: "failed",
     NO_TLS: "refused",
+    ACCOUNT_LOCKED: "refused",
     UNAVAILABLE: "unchecked",
 }
+
+#: An address in angle brackets in a reply's text (``<alice@example.org>: Recipient address
+#: rejected``, LMTP's ``<alice@example.org> delivered``): left out with the recipients.
+_BRACKETED = re.compile(r"<[^<>]*>")
 
 LOGIN_FORMAT = (
     'login {outcome}: client={client} service={service} user="{user}" '
@@ -128,8 +139,10 @@ class TransactionSummary:
 
 def transaction(t: TransactionSummary, with_recipients: bool = True) -> None:
     """Log one transaction: the fields of ``t``, each client-chosen one escaped; the
-    recipients' addresses only when ``with_recipients`` (their count always)."""
+    recipients' addresses only when ``with_recipients`` (their count always; without them,
+    every ``<...>`` in the reply's text is ``<redacted>``, as replies name recipients)."""
     recipients = [escaped(r) for r in t.recipients[:MAX_RECIPIENTS]] if with_recipients else []
+    reply = t.reply if with_recipients else _BRACKETED.sub("<redacted>", t.reply)
     log.info(
         TRANSACTION_FORMAT,
         event="smtp.transaction",
@@ -149,7 +162,7 @@ def transaction(t: TransactionSummary, with_recipients: bool = True) -> None:
         queue_id=t.queue_id or "-",
         result=t.result,
         code=t.code if t.code is not None else 0,
-        reply=escaped(t.reply, 250),
+        reply=escaped(reply, 250),
         filters=escaped(" ".join(t.filters), 500),
         duration=max(t.duration, 0.0),
     )

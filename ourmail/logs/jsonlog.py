@@ -17,8 +17,10 @@ line a person would have read.
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
+import time
 from typing import IO, Any
 
 from twisted.application.service import IService, MultiService
@@ -26,11 +28,13 @@ from twisted.logger import (
     FileLogObserver,
     ILogObserver,
     LogEvent,
+    LogLevel,
     eventAsJSON,
-    eventFromJSON,
     formatEvent,
 )
 from twisted.python.logfile import LogFile
+
+from ourmail.logs import events
 
 
 def json_line(event: LogEvent) -> str:
@@ -41,25 +45,97 @@ def json_line(event: LogEvent) -> str:
 def worker_line(event: LogEvent) -> str:
     """How an MX worker process writes an event to the master (ourmail/mxworker.py): a
     structured event (one with an ``event`` field, :mod:`ourmail.logs.events`) as a JSON
-    line that :func:`relayed` turns back into the event, anything else as its text."""
+    line that :func:`relayed` turns back into the event, anything else as its text, on one
+    line (line breaks escaped) that does not begin with ``{``, so no text, whatever values
+    it quotes, can pass for a structured event."""
     if "event" in event:
         return eventAsJSON(event) + "\n"
-    return (formatEvent(event) or "") + "\n"
+    text = (formatEvent(event) or "").replace("\r", "\\r").replace("\n", "\\n")
+    return (" " + text if text.startswith("{") else text) + "\n"
+
+
+#: The structured events an MX worker may relay: their text format and their fields (in the
+#: order :mod:`ourmail.logs.events` gives them, which the fail2ban JSON regex relies on) with
+#: the types they must have.  Anything else in a relayed line is dropped.
+_RELAYED: dict[str, tuple[str, dict[str, type | tuple[type, ...]]]] = {
+    "login": (
+        events.LOGIN_FORMAT,
+        {
+            "outcome": str,
+            "service": str,
+            "client": str,
+            "user": str,
+            "mechanism": str,
+            "result": str,
+        },
+    ),
+    "smtp.transaction": (
+        events.TRANSACTION_FORMAT,
+        {
+            "service": str,
+            "client": str,
+            "client_port": (int, str),
+            "helo": str,
+            "tls": str,
+            "user": str,
+            "sender": str,
+            "mail_given": bool,
+            "recipients": list,
+            "rcpt_count": int,
+            "rcpt_refused": int,
+            "size": int,
+            "message_id": str,
+            "queue_id": str,
+            "result": str,
+            "code": int,
+            "reply": str,
+            "filters": str,
+            "duration": (float, int),
+        },
+    ),
+}
+
+
+def _safe(value: str) -> str:
+    """A worker's field value as it should be already: printable, bounded."""
+    return value if value.isprintable() and len(value) <= 1000 else events.escaped(value, 1000)
 
 
 def relayed(line: bytes, worker: int) -> LogEvent | None:
     """The structured event an MX worker wrote as ``line`` (:func:`worker_line`), to be
     published again in the master with a ``worker`` field and ``mx worker N:`` before its
-    text; None when the line is not one."""
+    text; None when the line is not one.  Only ``login`` and ``smtp.transaction`` events
+    are taken, rebuilt from their known fields (each of its type) with a fixed format,
+    namespace and level."""
     try:
-        event = eventFromJSON(line.decode("utf-8"))
+        data = json.loads(line.decode("utf-8"))
     except ValueError:
         return None
-    fmt = event.get("log_format") if isinstance(event, dict) else None
-    if not isinstance(fmt, str) or "event" not in event:
+    kind = data.get("event") if isinstance(data, dict) else None
+    if not isinstance(kind, str) or kind not in _RELAYED:
         return None
-    event.pop("log_flattened", None)  # made for the old format
-    event.update(worker=worker, log_format="mx worker {worker}: " + fmt)
+    fmt, types = _RELAYED[kind]
+    event: dict[str, Any] = {"event": kind}
+    for name, wanted in types.items():
+        value = data.get(name)
+        if not isinstance(value, wanted):
+            return None
+        if isinstance(value, str):
+            value = _safe(value)
+        elif isinstance(value, list):
+            if not all(isinstance(v, str) for v in value):
+                return None
+            value = [_safe(v) for v in value[: events.MAX_RECIPIENTS]]
+        event[name] = value
+    when = data.get("log_time")
+    event.update(
+        worker=worker,
+        log_format="mx worker {worker}: " + fmt,
+        log_namespace=events.log.namespace,
+        log_level=LogLevel.info,
+        log_time=when if isinstance(when, float | int) else time.time(),
+        log_source=None,
+    )
     return event
 
 

@@ -16,6 +16,10 @@ Implementation notes (keep these true when changing this module):
   :data:`SNAPSHOT_INTERVAL` seconds; the main process adds those files' samples to its own
   when scraped (:meth:`Metrics.watch_workers`).  Connections are not in the snapshots: the
   main process admits every worker's sessions, so its tables already count them.
+* A restarted worker counts from 0 again.  So that the sums never go down (Prometheus would
+  take the drop for a reset and count the whole sum again in ``increase()``), each snapshot
+  names the run of the worker that wrote it, and the main process carries the last figures of
+  a run that ended over into a base it always adds (:class:`_WorkerFigures`).
 * Hooks are one call each.  What can be read when Prometheus asks (open connections, the
   queue, the certificate) is read at scrape time by :class:`_Sampled`, so nothing has to be
   kept up to date on the hot paths.
@@ -23,6 +27,7 @@ Implementation notes (keep these true when changing this module):
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -48,6 +53,8 @@ DESTINATIONS = ("local", "remote")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: Seconds between a worker's snapshots (how late its counts may be in ``/metrics``).
 SNAPSHOT_INTERVAL = 5.0
+#: How a snapshot's first line begins; the rest names the run of the worker that wrote it.
+SNAPSHOT_MARK = "# ourmail-snapshot "
 #: What a worker's snapshot leaves out: what the main process counts for every process.
 NOT_IN_SNAPSHOTS = ("ourmail_process_", "ourmail_connections")
 #: The text exposition format 0.0.4, which every Prometheus reads (newer prometheus_client
@@ -132,35 +139,79 @@ class _Sampled:
         yield from (open_now, total, refused)
 
 
+def _add(mine: Metric, family: Metric) -> None:
+    """Add ``family``'s samples (one worker's counter or histogram) to ``mine``'s."""
+    at = {(s.name, tuple(sorted(s.labels.items()))): i for i, s in enumerate(mine.samples)}
+    for sample in family.samples:
+        if sample.name.endswith("_created"):
+            continue
+        key = (sample.name, tuple(sorted(sample.labels.items())))
+        if key in at:
+            old = mine.samples[at[key]]
+            mine.samples[at[key]] = old._replace(value=old.value + sample.value)
+        else:
+            at[key] = len(mine.samples)
+            mine.samples.append(sample)
+
+
 class _Merged:
     """A registry's figures with the counters and histograms of workers' snapshots added."""
 
-    def __init__(self, registry: CollectorRegistry, snapshots: Iterable[str]) -> None:
+    def __init__(self, registry: CollectorRegistry, families: Iterable[Metric]) -> None:
         self.registry = registry
-        self.snapshots = snapshots
+        self.families = families
 
     def collect(self) -> Iterator[Metric]:
         own = list(self.registry.collect())  # fresh Metric objects: ours to change
         by_name = {m.name: m for m in own if m.type in ("counter", "histogram")}
-        for text in self.snapshots:
-            for family in text_string_to_metric_families(text):
-                mine = by_name.get(family.name)
-                if mine is None or mine.type != family.type:
-                    continue
-                at = {
-                    (s.name, tuple(sorted(s.labels.items()))): i for i, s in enumerate(mine.samples)
-                }
-                for sample in family.samples:
-                    if sample.name.endswith("_created"):
-                        continue
-                    key = (sample.name, tuple(sorted(sample.labels.items())))
-                    if key in at:
-                        old = mine.samples[at[key]]
-                        mine.samples[at[key]] = old._replace(value=old.value + sample.value)
-                    else:
-                        at[key] = len(mine.samples)
-                        mine.samples.append(sample)
+        for family in self.families:
+            mine = by_name.get(family.name)
+            if mine is not None and mine.type == family.type:
+                _add(mine, family)
         return iter(own)
+
+
+class _WorkerFigures:
+    """The MX workers' figures as the main process adds them: the latest snapshot of each
+    worker, plus what the earlier runs of the workers had counted (carried over), so that the
+    sums only grow however often a worker is restarted."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        #: Per snapshot file: the run that wrote it and its families, as last read.
+        self._latest: dict[str, tuple[str, list[Metric]]] = {}
+        #: The figures of the runs that ended, summed (one family per name: bounded).
+        self._carried: dict[str, Metric] = {}
+
+    def read(self) -> list[Metric]:
+        """Read the snapshots (a few small files, from the page cache); the families to add."""
+        latest: dict[str, tuple[str, list[Metric]]] = {}
+        for path in sorted(self.folder.glob("*.prom")):
+            try:
+                text = path.read_text("utf-8")
+            except (OSError, UnicodeDecodeError):  # being replaced (renamed) or gone
+                if path.name in self._latest:
+                    latest[path.name] = self._latest[path.name]
+                continue
+            first = text.partition("\n")[0]
+            run = first.removeprefix(SNAPSHOT_MARK) if first.startswith(SNAPSHOT_MARK) else ""
+            latest[path.name] = (run, list(text_string_to_metric_families(text)))
+        for name, (run, families) in self._latest.items():
+            now = latest.get(name)
+            if now is None or now[0] != run:  # that run ended: its figures stay counted
+                for family in families:
+                    self._carry(family)
+        self._latest = latest
+        families = [f for _, fs in latest.values() for f in fs]
+        return [*self._carried.values(), *families]
+
+    def _carry(self, family: Metric) -> None:
+        base = self._carried.get(family.name)
+        if base is None:
+            base = self._carried[family.name] = Metric(
+                family.name, family.documentation, family.type
+            )
+        _add(base, family)
 
 
 class _Only:
@@ -184,8 +235,10 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.sampled = _Sampled()
-        #: Where MX workers leave their snapshots (None: no workers).
-        self.workers: Path | None = None
+        #: The run of this process, named in its snapshots.
+        self.run = secrets.token_hex(8)
+        #: The MX workers' snapshots (None: no workers).
+        self._workers: _WorkerFigures | None = None
         r.register(self.sampled)
         ProcessCollector(namespace="ourmail", registry=r)
         Info("ourmail_build", "The running ourmail.", registry=r).info({"version": __version__})
@@ -303,28 +356,25 @@ class Metrics:
     def watch_workers(self, folder: Path) -> None:
         """Add the snapshots that MX workers leave in ``folder`` (``*.prom``) to the
         counters and histograms of :meth:`exposition`."""
-        self.workers = folder
+        self._workers = _WorkerFigures(folder)
 
-    def _snapshots(self) -> Iterator[str]:
-        """The workers' latest snapshots: a few small files, read from the page cache."""
-        if self.workers is None:
-            return
-        for path in sorted(self.workers.glob("*.prom")):
-            try:
-                yield path.read_text("utf-8")
-            except (OSError, UnicodeDecodeError):
-                continue  # being replaced (write_atomic renames) or gone: next scrape
+    def worker_ended(self) -> None:
+        """An MX worker ended: read its last snapshot now, so that what it counted since the
+        last scrape is carried over once it runs again."""
+        if self._workers is not None:
+            self._workers.read()
 
     def exposition(self) -> bytes:
         """Every figure in the Prometheus text format (:data:`CONTENT_TYPE`), with the MX
         workers' counts added."""
-        if self.workers is None:
+        if self._workers is None:
             return generate_latest(self.registry)
-        return generate_latest(_Merged(self.registry, self._snapshots()))
+        return generate_latest(_Merged(self.registry, self._workers.read()))
 
     def snapshot(self) -> bytes:
-        """This (worker) process's counters and histograms, for the main process to add."""
-        return generate_latest(_Only(self.registry))
+        """This (worker) process's counters and histograms, for the main process to add,
+        after a first line naming this run (:data:`SNAPSHOT_MARK`)."""
+        return f"{SNAPSHOT_MARK}{self.run}\n".encode() + generate_latest(_Only(self.registry))
 
     def write_snapshot(self, path: Path) -> None:
         """Replace ``path`` with :meth:`snapshot` (blocking: run it in a thread).  Renamed

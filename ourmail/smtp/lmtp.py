@@ -66,6 +66,8 @@ class LMTPServer(SMTPServer):
         self._owed = 0
         if any(r.ok for r in results):
             self.ctx.metrics.accepted("lmtp")
+        else:  # every recipient failed: refused, as SMTP counts a failed delivery
+            self.count_refusal("other")
         for r in results:  # RFC 2033 §4.2: one reply per recipient, in RCPT order
             if r.ok:
                 self.reply(250, f"2.1.5 <{r.address}> delivered as {self.queue_id}")

@@ -472,6 +472,7 @@ class SMTPServer(LineProtocol):
             self._refuse(refusal)
             return
         self.sender = self.mail_context.sender = path
+        self.txn_log.began(path)
         self.reply(250, "2.1.0 Ok")
 
     def _refuse(self, outcome: ChainOutcome) -> None:

@@ -1,15 +1,19 @@
 """One ``smtp.transaction`` log event per SMTP/LMTP transaction (docs/logging.md).
 
-A transaction starts at ``MAIL`` and ends
+The log follows the server's own state, not the command verbs a client sends, so a command
+the server refuses (a nested MAIL, an EHLO without argument, STARTTLS when already secure)
+neither ends the logged transaction nor changes its sender.  A transaction starts when MAIL
+gets its 250 (:meth:`TransactionLog.began`) and ends
 
 * at the reply to the end of DATA/BDAT (LMTP: once every recipient's reply is sent), accepted
   or refused: its result follows the replies;
-* when it is left without a message (a new ``MAIL``, ``RSET``, ``EHLO``/``HELO``/``LHLO``,
-  ``STARTTLS``, ``QUIT`` or the connection's end): ``refused``/``deferred`` with the last error
-  reply it got (a refused MAIL or RCPT), or ``abandoned`` when there was none.
+* when the server forgets it without a message (its reset on RSET, EHLO/HELO/LHLO,
+  STARTTLS, a refusal; QUIT or the connection's end): ``refused``/``deferred`` with the
+  last error reply it got (a refused RCPT), or ``abandoned`` when there was none.
 
-A session that logged no transaction but got an error reply (refused at connect, a failed
-AUTH, bad commands) logs one event at its end, with no sender.
+A MAIL the server refuses while no transaction is open is logged as a refused transaction
+with the sender it named.  A session that logged no transaction but got an error reply
+(refused at connect, a failed AUTH, bad commands) logs one event at its end, with no sender.
 
 The session's state is read through :class:`Facts` at the last moment before it is cleared,
 so the event names the recipients, queue id and filter verdicts that the session had.
@@ -25,9 +29,6 @@ import attrs
 from ourmail.logs import events
 from ourmail.smtp import syntax
 
-#: Commands that end a transaction left without a message (RFC 5321 §4.1.4: a new MAIL,
-#: RSET, EHLO or HELO abort it; STARTTLS forgets it, RFC 3207 §4.2).
-_ENDERS = frozenset({"MAIL", "RSET", "EHLO", "HELO", "LHLO", "STARTTLS", "QUIT"})
 #: Bytes of a message's head searched for its Message-ID.
 HEAD_FOR_ID = 64 * 1024
 _MESSAGE_ID = re.compile(rb"(?im)^message-id:[ \t]*((?:.*)(?:\r?\n[ \t].*)*)")
@@ -95,24 +96,34 @@ class TransactionLog:
         self._with_recipients = with_recipients
         self._started = clock()
         self._open: _Transaction | None = None
+        #: A MAIL outside a transaction, awaiting its reply.
+        self._pending_mail: _Transaction | None = None
         self._verb = ""
         self._logged = False
         self._session_error: tuple[int, str] | None = None
 
     def command(self, verb: str, arg: str) -> None:
-        """A command line arrived (every earlier command has had its reply)."""
+        """A command line arrived (every earlier command has had its reply).  A MAIL outside
+        a transaction is remembered, with its sender, until its reply: an error reply logs
+        it as a refused transaction, a 250 comes with :meth:`began`."""
         self._verb = verb
-        if verb in _ENDERS:
-            self._end_unfinished()
-        if verb == "MAIL":
+        self._pending_mail = None
+        if verb == "MAIL" and self._open is None:
             try:
                 sender: str | None = syntax.parse_path(arg, "FROM")[0]
             except ValueError:
                 sender = None
-            self._open = _Transaction(self._clock(), sender)
+            self._pending_mail = _Transaction(self._clock(), sender)
+
+    def began(self, sender: str) -> None:
+        """The server accepted MAIL from ``sender`` (before its 250 reply): the transaction
+        starts (RFC 5321 §3.3)."""
+        mail, self._pending_mail = self._pending_mail, None
+        self._open = _Transaction(mail.started if mail else self._clock(), sender)
 
     def replied(self, code: int, text: str) -> None:
         """The session sent a reply."""
+        mail, self._pending_mail = self._pending_mail, None
         txn = self._open
         if txn is not None and txn.due:
             txn.replies.append((code, text))
@@ -121,7 +132,9 @@ class TransactionLog:
             return
         if code < 400:
             return
-        if txn is not None:
+        if mail is not None:
+            self._emit(mail, [], last_error=(code, text))
+        elif txn is not None:
             txn.last_error = (code, text)
             if self._verb == "RCPT":
                 txn.rcpt_refused += 1
@@ -137,10 +150,17 @@ class TransactionLog:
         txn.due = max(due, 1)
 
     def reset(self) -> None:
-        """The session is about to forget its transaction state: keep what the event needs."""
+        """The session is about to forget its transaction state.  A transaction without a
+        message ends here; one whose data replies are still due keeps what the event
+        needs and ends with its last reply."""
         txn = self._open
-        if txn is not None and txn.facts is None:
-            txn.facts = self._facts()
+        if txn is None:
+            return
+        if txn.due:
+            if txn.facts is None:
+                txn.facts = self._facts()
+        else:
+            self._end_unfinished()
 
     def closed(self) -> None:
         """The connection ended."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -57,6 +58,7 @@ class WorkerProtocol(ProcessProtocol):
         self.workers = workers
         self.number = number
         self._partial = b""
+        self._partial_err = b""
         self.ended: Deferred[None] = Deferred()
         #: Whether the worker said it accepts mail (its SIGHUP handler is in place by then).
         self.ready = False
@@ -71,14 +73,23 @@ class WorkerProtocol(ProcessProtocol):
             self.transport.signalProcess("HUP")
 
     def outReceived(self, data: bytes) -> None:
-        *lines, self._partial = (self._partial + data).split(b"\n")
+        self._partial = self._lines(self._partial + data, structured=True)
+
+    def errReceived(self, data: bytes) -> None:
+        # Its own partial line: a write to stderr must not complete one on stdout.  Only
+        # standard output carries structured events (ourmail/mxworker.py writes them there).
+        self._partial_err = self._lines(self._partial_err + data, structured=False)
+
+    def _lines(self, data: bytes, structured: bool) -> bytes:
+        """Relay the whole lines of ``data``; the rest of it (an unfinished line)."""
+        *lines, partial = data.split(b"\n")
         for line in lines:
             if line.startswith(READY) and not self.ready:
                 self.ready = True
                 if self._hangup_pending:
                     self._hangup_pending = False
                     self.hangup()
-            event = relayed(line, self.number) if line.startswith(b"{") else None
+            event = relayed(line, self.number) if structured and line[:1] == b"{" else None
             if event is not None:  # a structured event (ourmail/logs): its fields kept
                 globalLogPublisher(event)
             elif line.strip():
@@ -87,10 +98,9 @@ class WorkerProtocol(ProcessProtocol):
                     n=self.number,
                     line=line.decode("utf-8", "replace")[:2000],
                 )
-        if len(self._partial) > 65536:  # a transaction's JSON line may name 50 recipients
-            self._partial = b""
-
-    errReceived = outReceived
+        # A transaction's JSON line may name 50 recipients.  A longer line is cut: its rest
+        # is relayed as text after "...", never taken for an event of its own.
+        return b"..." if len(partial) > 65536 else partial
 
     def processEnded(self, reason: Failure) -> None:
         self.ended.callback(None)
@@ -107,6 +117,8 @@ class MXWorkers(Service):
         self.listener = listener
         self.reactor = reactor
         self._workers: dict[int, WorkerProtocol] = {}
+        #: What to call when a worker ends (before it is started again).
+        self.ended: list[Callable[[], None]] = []
 
     def startService(self) -> None:
         super().startService()
@@ -158,6 +170,8 @@ class MXWorkers(Service):
 
     def worker_ended(self, number: int, reason: Failure) -> None:
         self._workers.pop(number, None)
+        for call in self.ended:
+            call()
         if self.running:
             log.warn(
                 "mx worker {n} ended ({why}); starting it again",

@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import RunningServer, client_tls, running_server
 from loghelp import captured, imap_login, pop3_login, smtp_login, write_logs
+from twisted.logger import LogLevel, formatEventAsClassicLogText
 from webhelp import Browser
+
+from ourmail.config import ThrottleSettings
 
 FILTER = Path(__file__).resolve().parents[2] / "contrib/fail2ban/filter.d/ourmail.conf"
 JAIL = Path(__file__).resolve().parents[2] / "contrib/fail2ban/jail.d/ourmail.conf"
@@ -76,6 +79,34 @@ def test_fail2ban_counts_only_the_failing_client(srv: RunningServer, tmp_path: P
     assert banned(js) == [ATTACKER] * 5
 
 
+def test_a_locked_account_does_not_get_its_owner_banned(tmp_path: Path) -> None:
+    """Once an account is locked out, a login to it from an address that never logged in is
+    refused unchecked: logged, but not as a failure fail2ban counts, or an attacker could get
+    the owner's addresses banned.  A client that is itself locked out stays counted."""
+    owner = "127.0.0.8"  # the owner, on an address new to the account
+    throttle = ThrottleSettings(base_delay=0.01, max_delay=0.05, client_limit=5, account_limit=3)
+    with running_server(tmp_path, auth_throttle=throttle) as srv, captured() as events:
+        for _ in range(3):  # the account is locked out after these
+            assert imap_login(srv, srv.user, "wrong", ATTACKER).startswith(b"a NO")
+        assert imap_login(srv, srv.user, srv.password, owner).startswith(b"a NO")
+        assert smtp_login(srv, srv.user, srv.password, owner) == 535
+        for _ in range(3):  # the fifth failure locks the attacker's address out too
+            assert imap_login(srv, srv.user, "wrong", ATTACKER).startswith(b"a NO")
+        found = events.wait("login", 8)
+    results = [(e["client"], e["result"]) for e in found]
+    assert results == [(ATTACKER, "bad-password")] * 3 + [
+        (owner, "account-locked"),
+        (owner, "account-locked"),
+        (ATTACKER, "account-locked"),
+        (ATTACKER, "account-locked"),
+        (ATTACKER, "throttled"),
+    ]
+    assert f"login refused: client={owner} service=imap " in events.text()
+    text, js = write_logs(events, tmp_path)
+    assert banned(text) == [ATTACKER] * 4
+    assert banned(js) == [ATTACKER] * 4
+
+
 def test_every_line_is_one_event(srv: RunningServer) -> None:
     """No client-chosen value makes a line break in either format."""
     with captured() as events:
@@ -91,6 +122,26 @@ def test_every_line_is_one_event(srv: RunningServer) -> None:
     assert txn["helo"] == "h\\x1b]0;title\\x07"
     lines = [li for li in events.text().splitlines() if "ourmail.logs#" in li]
     assert len(lines) == 2 and all("\x1b" not in li for li in lines)
+
+
+def test_a_continuation_line_never_matches(tmp_path: Path) -> None:
+    """twistd writes a message's further lines after a tab: one that looks like a failed login
+    (a traceback quoting a name, a message with a line break) is not counted."""
+    bait = 'login failed: client=6.6.6.6 service=imap user="a" mechanism=LOGIN result=x'
+    real = f'login failed: client={ATTACKER} service=imap user="a" mechanism=LOGIN result=x'
+    lines = [
+        {"log_format": "{t}", "t": f"oops\n[ourmail.logs#info] {bait}", "log_namespace": "x"},
+        {"log_format": "{t}", "t": real, "log_namespace": "ourmail.logs"},
+    ]
+    log = tmp_path / "twistd.log"
+    log.write_text(
+        "".join(
+            formatEventAsClassicLogText({**e, "log_level": LogLevel.info, "log_time": 1.8e9}) or ""
+            for e in lines
+        )
+    )
+    assert "\n\t[ourmail.logs#info] login failed: client=6.6.6.6 " in log.read_text()
+    assert banned(log) == [ATTACKER]
 
 
 def test_the_jail_names_the_filter() -> None:

@@ -126,15 +126,27 @@ def test_lmtp_logs_once_for_all_the_recipients_replies(tmp_path: Path) -> None:
 
 
 def test_recipients_can_be_left_out(tmp_path: Path) -> None:
+    listen = {"lmtp": "tcp:0:interface=127.0.0.1"}
     with (
-        running_server(tmp_path, log=LogSettings(recipients=False)) as srv,
+        running_server(tmp_path, listen=listen, log=LogSettings(recipients=False)) as srv,
         captured() as events,
     ):
         with smtplib.SMTP("127.0.0.1", srv.port("smtp")) as s:
             s.sendmail("bob@else.test", [srv.user], message("<p@else.test>"))
-        (event,) = events.wait("smtp.transaction", 1)
-    assert event["recipients"] == [] and event["rcpt_count"] == 1
-    assert srv.user not in events.text().split("smtp transaction", 1)[1]
+            # A refused recipient: its address is in the reply's text.
+            assert s.docmd("MAIL", "FROM:<carol@else.test>")[0] == 250
+            assert s.docmd("RCPT", "TO:<secret.person@example.test>")[0] == 550
+        with smtplib.LMTP("127.0.0.1", srv.port("lmtp")) as s:  # LMTP's replies name them
+            assert s.sendmail("x@else.test", [srv.user], message("<l@else.test>")) == {}
+        found = events.wait("smtp.transaction", 3)
+    assert [e["recipients"] for e in found] == [[], [], []]
+    assert [e["rcpt_count"] for e in found] == [1, 0, 1]
+    assert found[1]["reply"].startswith("5.1.1 <redacted>: Recipient address rejected")
+    assert found[2]["reply"].startswith("2.1.5 <redacted> delivered as ")
+    lines = (events.text() + events.json()).splitlines()
+    logged = "".join(li for li in lines if "smtp transaction" in li)
+    assert "<redacted>" in logged
+    assert srv.user not in logged and "secret.person" not in logged
 
 
 def _logins(events: Events, n: int) -> list[dict[str, object]]:
@@ -223,3 +235,54 @@ def test_bdat_and_a_connection_dropped_mid_transaction(srv: RunningServer) -> No
     assert (bdat["result"], bdat["size"], bdat["rcpt_count"]) == ("accepted", 10, 1)
     assert (dropped["result"], dropped["code"], dropped["rcpt_refused"]) == ("refused", 550, 1)
     assert dropped["user"] == srv.user and dropped["tls"].startswith("TLSv1.")
+
+
+def _accepted_after(s: smtplib.SMTP, user: str, sender: str, refused: tuple[str, str]) -> int:
+    """MAIL, RCPT, a command the server refuses (it keeps the transaction), then DATA."""
+    assert s.docmd("MAIL", f"FROM:<{sender}>")[0] == 250
+    assert s.docmd("RCPT", f"TO:<{user}>")[0] == 250
+    code = s.docmd(*refused)[0]
+    assert code >= 500
+    assert s.data(message(f"<{sender}>", author=sender))[0] == 250
+    return code
+
+
+def test_refused_commands_neither_end_nor_change_the_transaction(srv: RunningServer) -> None:
+    """A refused LHLO/EHLO/HELO/STARTTLS or nested MAIL leaves the server's transaction as it
+    was: the log must not call it abandoned, nor take a new sender from the nested MAIL."""
+    with captured() as events:
+        with smtplib.SMTP("127.0.0.1", srv.port("smtp")) as s:
+            s.ehlo("c.example")
+            assert _accepted_after(s, srv.user, "one@far.test", ("LHLO", "x")) == 500
+            nested = ("MAIL", "FROM:<framed@victim.test>")
+            assert _accepted_after(s, srv.user, "two@far.test", nested) == 503
+            assert _accepted_after(s, srv.user, "three@far.test", ("EHLO", "")) == 501
+            assert _accepted_after(s, srv.user, "four@far.test", ("HELO", "")) == 501
+        with smtplib.SMTP("127.0.0.1", srv.port("submission")) as s:
+            s.starttls(context=client_tls())
+            s.login(srv.user, srv.password)
+            assert _accepted_after(s, srv.user, srv.user, ("STARTTLS", "")) == 503
+        found = events.wait("smtp.transaction", 5)
+    got = [(e["result"], e["sender"]) for e in found]
+    senders = ["one@far.test", "two@far.test", "three@far.test", "four@far.test", srv.user]
+    assert got == [("accepted", s) for s in senders]
+    assert "framed@victim.test" not in events.text()
+
+
+def test_refused_helo_on_lmtp_keeps_the_transaction(tmp_path: Path) -> None:
+    listen = {"lmtp": "tcp:0:interface=127.0.0.1"}
+    with running_server(tmp_path, listen=listen) as srv, captured() as events:
+        with smtplib.LMTP("127.0.0.1", srv.port("lmtp")) as s:
+            s.ehlo("mta.example")
+            assert _accepted_after(s, srv.user, "one@far.test", ("EHLO", "x")) == 500
+            assert _accepted_after(s, srv.user, "two@far.test", ("HELO", "x")) == 500
+            # A real LHLO does end the transaction (RFC 2033 §4.1, RFC 5321 §4.1.4).
+            assert s.docmd("MAIL", "FROM:<three@far.test>")[0] == 250
+            assert s.docmd("LHLO", "again.example")[0] == 250
+        found = events.wait("smtp.transaction", 3)
+    got = [(e["result"], e["sender"]) for e in found]
+    assert got == [
+        ("accepted", "one@far.test"),
+        ("accepted", "two@far.test"),
+        ("abandoned", "three@far.test"),
+    ]

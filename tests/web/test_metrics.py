@@ -5,6 +5,7 @@ nothing in them names a user."""
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import smtplib
 import time
@@ -24,6 +25,8 @@ from webhelp import Browser, imap_login
 from ourmail.config import ConfigError, MetricsSettings, load_settings
 from ourmail.net.health import Health
 from ourmail.net.metrics import Metrics
+from ourmail.store import shardmove
+from ourmail.store.shards import shard_of
 
 
 @pytest.fixture
@@ -225,8 +228,63 @@ def test_a_network_that_is_not_one_stops_the_start(tmp_path: Path) -> None:
     config.write_text('[metrics]\nnetworks = ["127.0.0.1/8"]\n')  # host bits set
     with pytest.raises(ConfigError, match=r"metrics\.networks"):
         load_settings(data=str(tmp_path), config=str(config))
+    config.write_text('[metrics]\nnetworks = ["::ffff:10.1.0.0/112"]\n')  # never matches
+    with pytest.raises(ConfigError, match=r"metrics\.networks.*IPv4-mapped"):
+        load_settings(data=str(tmp_path), config=str(config))
     config.write_text('[metrics]\nnetworks = ["10.1.0.0/16", "fd00::/8"]\n')
     settings = load_settings(data=str(tmp_path), config=str(config))
     assert settings.metrics.networks == ("10.1.0.0/16", "fd00::/8")
     defaults = load_settings(data=str(tmp_path / "other")).metrics
     assert defaults.networks == ("127.0.0.0/8", "::1/128")
+
+
+def _accepted_total(m: Metrics) -> float:
+    text = m.exposition().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    (sample,) = families["ourmail_messages_accepted"].samples
+    return sample.value
+
+
+def test_a_restarted_worker_never_makes_the_sums_go_down(tmp_path: Path) -> None:
+    """A worker started again counts from 0 in the same ``mx-N.prom``: the main process keeps
+    what its earlier runs counted, so Prometheus sees no counter reset."""
+    main = Metrics()
+    main.watch_workers(tmp_path)
+    for _ in range(7):
+        main.accepted("smtp")
+    first = Metrics()
+    for _ in range(3):
+        first.accepted("smtp")
+    first.write_snapshot(tmp_path / "mx-1.prom")
+    assert _accepted_total(main) == 10
+    first.accepted("smtp")  # counted after the last scrape, in the run's last snapshot
+    first.write_snapshot(tmp_path / "mx-1.prom")
+    main.worker_ended()  # the main process reads it when the worker ends
+    second = Metrics()  # the same worker, started again: zeros at once
+    second.write_snapshot(tmp_path / "mx-1.prom")
+    assert _accepted_total(main) == 11
+    for _ in range(5):  # more than the first run counted, before the next scrape
+        second.accepted("smtp")
+    second.write_snapshot(tmp_path / "mx-1.prom")
+    assert _accepted_total(main) == 16
+    (tmp_path / "mx-1.prom").unlink()  # a snapshot gone: its counts stay
+    assert _accepted_total(main) == 16
+    third = Metrics()
+    third.write_snapshot(tmp_path / "mx-1.prom")
+    assert _accepted_total(main) == 16
+
+
+def test_lmtp_counts_a_message_no_recipient_got_as_refused(tmp_path: Path) -> None:
+    """As SMTP does: a message whose every delivery failed is refused (``other``)."""
+    listen = {"lmtp": "tcp:0:interface=127.0.0.1"}
+    with running_server(tmp_path, listen=listen) as srv:
+        # The user's shard is "being moved": the delivery fails for now.
+        marker = srv.data / shardmove.MARKER
+        marker.write_text(json.dumps({"pid": os.getpid(), "shards": [shard_of(srv.user)]}))
+        lmtp = smtplib.LMTP("127.0.0.1", srv.port("lmtp"))
+        with lmtp as s, pytest.raises(smtplib.SMTPDataError) as failed:
+            s.sendmail("x@else.test", [srv.user], b"Subject: hi\r\n\r\nhi\r\n")
+        assert failed.value.smtp_code == 451
+        samples = scrape(srv)
+    assert value(samples, "ourmail_messages_refused_total", service="lmtp", reason="other") == 1
+    assert value(samples, "ourmail_messages_accepted_total", service="lmtp") == 0
