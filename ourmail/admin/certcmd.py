@@ -19,7 +19,14 @@ from twisted.internet.interfaces import IListeningPort
 from ourmail.auth.accounts import AccountDB
 from ourmail.config import ConfigError, Settings
 from ourmail.secure.acmerenewal import CertificateRenewal
-from ourmail.secure.certfiles import ACMEFiles, CertInfo, read_info, wanted_names
+from ourmail.secure.certfiles import (
+    OPTIONAL_RETRY,
+    ACMEFiles,
+    CertInfo,
+    read_info,
+    read_left_out,
+    wanted_names,
+)
 
 
 class CertError(ConfigError):
@@ -51,9 +58,19 @@ def cert_status(settings: Settings, args: argparse.Namespace) -> None:
         print(f"expires:  {info.not_after:%Y-%m-%d %H:%M} UTC ({info.days_left(now):.0f} days)")
     if settings.acme.enabled:
         print(f"acme:     on, {settings.acme.directory}, renewed {settings.acme.renew_days} days")
-        names = wanted_names(settings, AccountDB(settings.data_dir).domains())
-        print(f"          before expiry, for {', '.join(names)}")
-        if ACMEFiles.of(settings.data_dir).renew_request.exists():
+        wanted = wanted_names(settings, AccountDB(settings.data_dir).domains())
+        print(f"          before expiry, for {', '.join(wanted.required)}")
+        if wanted.optional:
+            print(f"          and, when they validate, {', '.join(wanted.optional)}")
+        files = ACMEFiles.of(settings.data_dir)
+        for name, when in sorted(read_left_out(files.left_out).items()):
+            if name in wanted.optional:
+                again = when + OPTIONAL_RETRY
+                print(
+                    f"left out:  {name}: validation failed {when:%Y-%m-%d %H:%M} UTC, "
+                    f"tried again after {again:%Y-%m-%d %H:%M} UTC"
+                )
+        if files.renew_request.exists():
             print("          a renewal is asked for (the running server acts on SIGHUP)")
     else:
         print("acme:     off ([acme] enabled = false)")

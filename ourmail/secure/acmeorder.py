@@ -28,7 +28,12 @@ MAX_NAMES = 100
 
 
 class OrderFailed(Exception):
-    """The CA refused or failed the order; the message says why."""
+    """The CA refused or failed the order; the message says why, ``names`` which names did
+    not validate (empty when the failure was not a validation's)."""
+
+    def __init__(self, message: str, names: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.names = names
 
 
 @attrs.frozen
@@ -126,7 +131,8 @@ def order_certificate(
             for c in a.body.challenges
             if c.error is not None
         ]
-        raise OrderFailed("validation failed: " + "; ".join(problems)) from e
+        failed = tuple(a.body.identifier.value for a in e.failed_authzrs)
+        raise OrderFailed("validation failed: " + "; ".join(problems), failed) from e
     finally:
         for token in tokens:
             withdraw(token)

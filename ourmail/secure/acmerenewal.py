@@ -2,7 +2,8 @@
 
 At start the stored ACME certificate (if any) replaces the ``[tls]`` one, then a check runs:
 when the certificate is missing, lacks a wanted name, or expires within ``renew_days``, a new
-one is ordered (in a thread, ``ourmail/secure/acmeorder.py``), written atomically under
+one is ordered (in a thread, ``ourmail/secure/acmeorder.py``; optional names that fail
+validation are left off and tried again a week later), written atomically under
 ``<data>/tls/acme/`` and swapped into the shared :class:`ReloadableServerTLS`: connections made
 afterwards get it, open ones keep theirs.  The check repeats daily; a failure is logged and
 retried after 5 minutes, doubling up to 6 hours, while the old certificate stays in use.
@@ -28,13 +29,17 @@ from ourmail.auth.accounts import AccountDB
 from ourmail.config import ConfigError, Settings
 from ourmail.fsutil import write_atomic
 from ourmail.net.tls import ReloadableServerTLS, trust_root
-from ourmail.secure.acmeorder import CAServer, order_certificate
+from ourmail.secure.acmeorder import CAServer, OrderFailed, order_certificate
 from ourmail.secure.certfiles import (
     ACMEFiles,
+    WantedNames,
     pair_matches,
     read_info,
+    read_left_out,
     renewal_reason,
+    still_left_out,
     wanted_names,
+    write_left_out,
 )
 
 log = Logger()
@@ -49,7 +54,7 @@ RETRY_MAX = 6 * 3600.0
 class CertificateRenewal(Service):
     """The ``[acme]`` certificate of one server (see the module's docstring).
 
-    ``names`` gives the names the certificate must carry (asked in the order's thread);
+    ``names`` gives the names the certificate should carry (asked in the order's thread);
     ``tls`` is the listeners' shared context, swapped after each order (None: only write the
     files, as ``ourmail cert renew`` does); ``challenges`` is the table the ``http`` listener
     answers HTTP-01 from (token -> key authorisation); ``installed`` are told the new files
@@ -62,7 +67,7 @@ class CertificateRenewal(Service):
         self,
         ca: CAServer,
         files: ACMEFiles,
-        names: Callable[[], tuple[str, ...]],
+        names: Callable[[], WantedNames],
         renew_days: int,
         tls: ReloadableServerTLS | None,
         reactor: Any,
@@ -101,7 +106,7 @@ class CertificateRenewal(Service):
         files = ACMEFiles.of(settings.data_dir)
         accounts = AccountDB(settings.data_dir)  # read in the renewal's thread only
 
-        def names() -> tuple[str, ...]:
+        def names() -> WantedNames:
             return wanted_names(settings, accounts.domains())
 
         return cls(ca, files, names, acme.renew_days, tls, reactor, challenges)
@@ -188,7 +193,9 @@ class CertificateRenewal(Service):
     def _renew(self, force: bool, now: datetime.datetime) -> bool:
         """In a thread: order and store a certificate if one is needed."""
         files = self.files
-        names = self.names()
+        wanted = self.names()
+        left_out = still_left_out(read_left_out(files.left_out), wanted, now)
+        names = tuple(n for n in wanted.all if n not in left_out)
         reason = renewal_reason(read_info(files.certificate), names, self.renew_days, now)
         if reason is None and not pair_matches(files.certificate, files.key):
             reason = "the key does not belong to the certificate"
@@ -200,21 +207,45 @@ class CertificateRenewal(Service):
             ca=self.ca.directory,
             why=reason or "renewal asked for",
         )
-        reactor: IReactorFromThreads = self.reactor
-        chain, key = order_certificate(
-            self.ca,
-            self.files.account_key,
-            names,
-            lambda token, answer: blockingCallFromThread(
-                reactor, self.challenges.__setitem__, token, answer
-            ),
-            lambda token: blockingCallFromThread(reactor, self._withdraw, token),
-        )
+        chain, key, names = self._order(names, wanted)
         # The key first: a certificate never sits beside a key that is not its own for long,
         # and a crash between the two leaves a pair server_context() refuses, so the old stays.
         write_atomic(self.files.key, key, 0o600)
         write_atomic(self.files.certificate, chain, 0o644)
+        dropped = {n: now for n in wanted.optional if n not in names and n not in left_out}
+        write_left_out(files.left_out, left_out | dropped)
         return True
+
+    def _order(
+        self, names: tuple[str, ...], wanted: WantedNames
+    ) -> tuple[bytes, bytes, tuple[str, ...]]:
+        """In a thread: (chain, key, names it carries) for ``names``; when only optional names
+        fail validation, ordered again without them (raises when a required one fails)."""
+        reactor: IReactorFromThreads = self.reactor
+        while True:
+            try:
+                chain, key = order_certificate(
+                    self.ca,
+                    self.files.account_key,
+                    names,
+                    lambda token, answer: blockingCallFromThread(
+                        reactor, self.challenges.__setitem__, token, answer
+                    ),
+                    lambda token: blockingCallFromThread(reactor, self._withdraw, token),
+                )
+            except OrderFailed as e:
+                failed = set(e.names)
+                if not failed or not failed <= set(wanted.optional) or failed >= set(names):
+                    raise
+                names = tuple(n for n in names if n not in failed)
+                log.warn(
+                    "ACME: {dropped} did not validate and are left off the certificate "
+                    "(tried again in a week; `ourmail cert status`): {why}",
+                    dropped=", ".join(sorted(failed)),
+                    why=str(e),
+                )
+                continue
+            return chain, key, names
 
     def _withdraw(self, token: str) -> None:
         self.challenges.pop(token, None)

@@ -3,12 +3,15 @@
 ``<data>/tls/acme/``: ``account.key`` (the ACME account's key, PEM, 0600), ``cert.pem`` (the
 certificate then its chain, PEM) and ``key.pem`` (its key, PEM, 0600); each written atomically
 (docs/certificates.md).  ``renew-requested``: ``ourmail cert renew`` asks the running server.
+``left-out.json``: the optional names whose validation failed lately (name -> when), left off
+the certificate until :data:`OPTIONAL_RETRY` has passed.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import attrs
@@ -55,20 +58,74 @@ class ACMEFiles:
         """Left by ``ourmail cert renew`` for a running server: renew at the next SIGHUP."""
         return self.folder / "renew-requested"
 
+    @property
+    def left_out(self) -> Path:
+        """The optional names left off after a failed validation, and when (JSON)."""
+        return self.folder / "left-out.json"
+
     def request_renewal(self) -> None:
         """Ask the running server for a renewal at its next SIGHUP."""
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_atomic(self.renew_request, b"", 0o600)
 
 
-def wanted_names(settings: Settings, added: Iterable[str] = ()) -> tuple[str, ...]:
-    """The certificate's names: the host name, ``autoconfig.`` and ``mta-sts.`` of every
-    domain, configured or ``added`` (``ourmail domain add``): client autoconfiguration and
-    RFC 8461 §3.3 need them on HTTPS; then ``[acme] names``; each once, in that order."""
-    names = [settings.hostname]
-    for domain in dict.fromkeys([*settings.domains, *added]):
-        names += [f"autoconfig.{domain}", f"mta-sts.{domain}"]
-    return tuple(dict.fromkeys([*names, *settings.acme.names]))
+#: How long an optional name whose validation failed stays off the certificate before the
+#: next order tries it again (a missing one is no reason to renew before that).
+OPTIONAL_RETRY = datetime.timedelta(days=7)
+
+
+@attrs.frozen
+class WantedNames:
+    """The names the certificate should carry: ``required`` ones (an order without them
+    fails) and ``optional`` ones (left off, for a while, when they do not validate)."""
+
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        """Every name, the required first."""
+        return (*self.required, *self.optional)
+
+
+def wanted_names(settings: Settings, added: Iterable[str] = ()) -> WantedNames:
+    """The certificate's names.  Required: the host name, then ``[acme] names``.  Optional,
+    only when the ``web`` listener is on (as ``ourmail dns records`` recommends them):
+    ``autoconfig.`` and ``mta-sts.`` of every domain, configured or ``added`` (``ourmail
+    domain add``), which client autoconfiguration and RFC 8461 §3.3 need on HTTPS.  Each
+    name once, in that order."""
+    required = tuple(dict.fromkeys([settings.hostname, *settings.acme.names]))
+    optional: list[str] = []
+    if settings.listen.get("web"):
+        for domain in dict.fromkeys([*settings.domains, *added]):
+            optional += [f"autoconfig.{domain}", f"mta-sts.{domain}"]
+    return WantedNames(required, tuple(n for n in dict.fromkeys(optional) if n not in required))
+
+
+def read_left_out(path: Path) -> dict[str, datetime.datetime]:
+    """The optional names left off and when their validation failed ({} when the file is
+    missing or unreadable: every name is tried again)."""
+    try:
+        data = json.loads(path.read_text())
+        return {str(n): datetime.datetime.fromisoformat(str(t)) for n, t in data.items()}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
+
+
+def write_left_out(path: Path, left_out: Mapping[str, datetime.datetime]) -> None:
+    """Store the optional names left off (atomically; the file goes when none are)."""
+    if not left_out:
+        path.unlink(missing_ok=True)
+        return
+    text = json.dumps({n: t.isoformat() for n, t in sorted(left_out.items())}, indent=1)
+    write_atomic(path, text.encode(), 0o644)
+
+
+def still_left_out(
+    left_out: Mapping[str, datetime.datetime], wanted: WantedNames, now: datetime.datetime
+) -> dict[str, datetime.datetime]:
+    """The optional names whose failure is recent enough to leave them off for now."""
+    return {n: t for n, t in left_out.items() if n in wanted.optional and now - t < OPTIONAL_RETRY}
 
 
 @attrs.frozen

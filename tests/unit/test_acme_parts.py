@@ -12,14 +12,17 @@ from twisted.internet import reactor
 from twisted.web.test.requesthelper import DummyRequest
 
 from ourmail.config import LETS_ENCRYPT, ConfigError, Settings, config_template, load_settings
-from ourmail.secure import selfsigned
+from ourmail.secure import acmerenewal, selfsigned
 from ourmail.secure.acmeorder import CAServer, OrderFailed, order_certificate
 from ourmail.secure.acmerenewal import CertificateRenewal
 from ourmail.secure.certfiles import (
     ACMEFiles,
     CertInfo,
+    WantedNames,
     cert_info,
     pair_matches,
+    read_info,
+    read_left_out,
     renewal_reason,
     wanted_names,
 )
@@ -44,24 +47,30 @@ def test_acme_is_off_by_default_with_lets_encrypt_and_30_days(tmp_path: Path) ->
     assert s.acme.ca_file == ""
 
 
-def test_the_names_are_the_host_then_autoconfig_and_mta_sts_of_each_domain(
+def test_the_host_and_acme_names_are_required_autoconfig_and_mta_sts_optional(
     tmp_path: Path,
 ) -> None:
     s = settings_with(tmp_path, 'enabled = true\nnames = ["WEBMAIL.a.org", "mail.a.org"]\n')
-    assert wanted_names(s) == (
-        "mail.a.org",
+    assert wanted_names(s).required == ("mail.a.org", "webmail.a.org")
+    assert wanted_names(s).optional == (
         "autoconfig.a.org",
         "mta-sts.a.org",
         "autoconfig.b.org",
         "mta-sts.b.org",
-        "webmail.a.org",
     )
+
+
+def test_without_the_web_listener_there_are_no_optional_names(tmp_path: Path) -> None:
+    s = settings_with(tmp_path, "enabled = true\n")
+    no_web = attrs.evolve(s, listen={**s.listen, "web": None})
+    assert wanted_names(no_web).all == ("mail.a.org",)
 
 
 def test_domains_added_while_running_are_named_too(tmp_path: Path) -> None:
     s = settings_with(tmp_path, "enabled = true\n")
-    assert wanted_names(s, ["c.org", "a.org"])[-2:] == ("autoconfig.c.org", "mta-sts.c.org")
-    assert len(wanted_names(s, ["c.org", "a.org"])) == 7
+    optional = wanted_names(s, ["c.org", "a.org"]).optional
+    assert optional[-2:] == ("autoconfig.c.org", "mta-sts.c.org")
+    assert len(optional) == 6
 
 
 @pytest.mark.parametrize(
@@ -192,3 +201,72 @@ def test_more_names_than_a_certificate_carries_fail_before_asking_the_ca(tmp_pat
     with pytest.raises(OrderFailed, match="101 names are more than the 100"):
         order_certificate(ca, tmp_path / "account.key", names, print, print)
     assert not (tmp_path / "account.key").exists()
+
+
+def optional_failing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, failing: set[str]
+) -> tuple[CertificateRenewal, list[tuple[str, ...]]]:
+    """A renewal whose CA fails the validation of the ``failing`` names; the orders made."""
+    orders: list[tuple[str, ...]] = []
+
+    def order(ca: object, key: object, names: tuple[str, ...], *_: object) -> tuple[bytes, bytes]:
+        orders.append(names)
+        bad = tuple(n for n in names if n in failing)
+        if bad:
+            raise OrderFailed("validation failed: NXDOMAIN", bad)
+        return selfsigned.generate(names[0], names[1:])
+
+    monkeypatch.setattr(acmerenewal, "order_certificate", order)
+    wanted = WantedNames(("mail.a.org",), ("autoconfig.a.org", "mta-sts.a.org"))
+    ca = CAServer("https://ca.example/dir")
+    files = ACMEFiles.of(tmp_path)
+    files.folder.mkdir(parents=True)
+    return CertificateRenewal(ca, files, lambda: wanted, 30, None, reactor, {}), orders
+
+
+def test_optional_names_that_fail_are_left_off_and_tried_again_a_week_later(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    renewal, orders = optional_failing(monkeypatch, tmp_path, {"autoconfig.a.org"})
+    files = renewal.files
+    assert renewal._renew(False, NOW) is True
+    assert orders == [
+        ("mail.a.org", "autoconfig.a.org", "mta-sts.a.org"),
+        ("mail.a.org", "mta-sts.a.org"),
+    ]
+    stored = read_info(files.certificate)
+    assert stored is not None and stored.names == ("mail.a.org", "mta-sts.a.org")
+    assert read_left_out(files.left_out) == {"autoconfig.a.org": NOW}
+    # The missing optional name is no reason to order again every day...
+    assert renewal._renew(False, NOW + datetime.timedelta(days=6)) is False
+    assert len(orders) == 2
+    # ...but after a week it is tried again (and left off again while it still fails).
+    later = NOW + datetime.timedelta(days=8)
+    assert renewal._renew(False, later) is True
+    assert orders[2:] == [
+        ("mail.a.org", "autoconfig.a.org", "mta-sts.a.org"),
+        ("mail.a.org", "mta-sts.a.org"),
+    ]
+    assert read_left_out(files.left_out) == {"autoconfig.a.org": later}
+
+
+def test_an_optional_name_that_validates_again_is_no_longer_left_out(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    renewal, orders = optional_failing(monkeypatch, tmp_path, set())
+    files = renewal.files
+    files.left_out.write_text('{"autoconfig.a.org": "2026-11-01T00:00:00+00:00"}')
+    assert renewal._renew(False, NOW) is True
+    assert orders == [("mail.a.org", "autoconfig.a.org", "mta-sts.a.org")]
+    assert not files.left_out.exists()
+
+
+def test_a_required_name_that_fails_fails_the_order(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    renewal, orders = optional_failing(monkeypatch, tmp_path, {"mail.a.org", "mta-sts.a.org"})
+    with pytest.raises(OrderFailed, match="NXDOMAIN"):
+        renewal._renew(False, NOW)
+    assert len(orders) == 1
+    assert not renewal.files.certificate.exists()
+    assert not renewal.files.left_out.exists()
