@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from twisted.internet import reactor
 from twisted.web.test.requesthelper import DummyRequest
 
+from ourmail.admin import certcmd
 from ourmail.config import LETS_ENCRYPT, ConfigError, Settings, config_template, load_settings
 from ourmail.secure import acmerenewal, selfsigned
 from ourmail.secure.acmeorder import CAServer, OrderFailed, order_certificate
@@ -270,3 +272,20 @@ def test_a_required_name_that_fails_fails_the_order(
     assert len(orders) == 1
     assert not renewal.files.certificate.exists()
     assert not renewal.files.left_out.exists()
+
+
+def test_cert_status_shows_the_names_left_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = settings_with(tmp_path, "enabled = true\n")
+    files = ACMEFiles.of(s.data_dir)
+    files.folder.mkdir(parents=True)
+    files.left_out.write_text('{"autoconfig.b.org": "2026-12-01T10:12:00+00:00"}')
+    certcmd.cert_status(s, argparse.Namespace())
+    out = capsys.readouterr().out
+    assert "before expiry, for mail.a.org\n" in out
+    assert "when they validate, autoconfig.a.org, mta-sts.a.org" in out
+    assert (
+        "left out:  autoconfig.b.org: validation failed 2026-12-01 10:12 UTC, "
+        "tried again after 2026-12-08 10:12 UTC"
+    ) in out
