@@ -29,6 +29,7 @@ from ourmail.auth.accounts import AccountDB
 from ourmail.config import ConfigError, Settings
 from ourmail.fsutil import write_atomic
 from ourmail.net.tls import ReloadableServerTLS, trust_root
+from ourmail.preflight import parse_endpoint
 from ourmail.secure.acmeorder import CAServer, OrderFailed, order_certificate
 from ourmail.secure.certfiles import (
     ACMEFiles,
@@ -49,6 +50,28 @@ CHECK_INTERVAL = 24 * 3600.0
 #: Seconds before the first retry after a failure, and the longest wait between retries.
 RETRY_FIRST = 300.0
 RETRY_MAX = 6 * 3600.0
+#: The port the CA connects to for HTTP-01 (RFC 8555 §8.3).
+HTTP01_PORT = 80
+
+
+def port_warning(settings: Settings) -> str:
+    """Why the CA may not reach the ``http`` listener ("" when it listens on port 80): the CA
+    validates on port 80 only, so another port works only when port 80 is forwarded to it."""
+    endpoint = settings.listen.get("http")
+    if not endpoint:
+        return ""
+    try:
+        _, args, options = parse_endpoint(endpoint)
+    except ValueError:
+        return ""
+    port = options.get("port", args[0] if args else "")
+    if not port.isdigit() or int(port) == HTTP01_PORT:
+        return ""
+    return (
+        f"the http listener is on port {port}, but the CA checks HTTP-01 on port "
+        f"{HTTP01_PORT}: forward port {HTTP01_PORT} to it, or set [listen] http = "
+        f'"tcp:{HTTP01_PORT}" (docs/certificates.md)'
+    )
 
 
 class CertificateRenewal(Service):
@@ -82,6 +105,8 @@ class CertificateRenewal(Service):
         self._retry = RETRY_FIRST
         self._busy: Deferred[bool] | None = None
         self._previous: Any = None
+        #: :func:`port_warning`'s, logged at start and with each failure.
+        self.port_warning = ""
 
     @classmethod
     def from_settings(
@@ -109,10 +134,14 @@ class CertificateRenewal(Service):
         def names() -> WantedNames:
             return wanted_names(settings, accounts.domains())
 
-        return cls(ca, files, names, acme.renew_days, tls, reactor, challenges)
+        renewal = cls(ca, files, names, acme.renew_days, tls, reactor, challenges)
+        renewal.port_warning = port_warning(settings)
+        return renewal
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
+        if self.port_warning:
+            log.warn("ACME: {warning}", warning=self.port_warning)
         if read_info(self.files.certificate) is not None:
             self._install()
         self._schedule(0)
@@ -285,10 +314,11 @@ class CertificateRenewal(Service):
     def _failed(self, failure: Failure) -> None:
         log.error(
             "ACME certificate not obtained from {ca}, the current certificate stays; "
-            "next try in {delay:.0f} s: {why}",
+            "next try in {delay:.0f} s: {why}{note}",
             ca=self.ca.directory,
             delay=self._retry,
             why=failure.getErrorMessage() or repr(failure.value),
+            note=f" (note: {self.port_warning})" if self.port_warning else "",
         )
         self._schedule(self._retry)
         self._retry = min(self._retry * 2, RETRY_MAX)

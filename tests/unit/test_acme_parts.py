@@ -10,6 +10,9 @@ from pathlib import Path
 import attrs
 import pytest
 from twisted.internet import reactor
+from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.web.test.requesthelper import DummyRequest
 
 from ourmail.admin import certcmd
@@ -183,6 +186,8 @@ def test_other_tokens_are_404_and_never_redirected(path: bytes) -> None:
     code, _, request = answer(path)
     assert code == 404
     assert not request.responseHeaders.hasHeader(b"location")
+    # How `ourmail cert renew` knows the address is held by a running ourmail.
+    assert request.responseHeaders.getRawHeaders(b"x-acme-responder") == [b"ourmail"]
 
 
 def test_only_get_and_head_are_answered() -> None:
@@ -289,3 +294,46 @@ def test_cert_status_shows_the_names_left_out(
         "left out:  autoconfig.b.org: validation failed 2026-12-01 10:12 UTC, "
         "tried again after 2026-12-08 10:12 UTC"
     ) in out
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "warned"),
+    [
+        ("tcp:80", False),
+        ("tcp:port=80:interface=192.0.2.1", False),
+        ("tcp:8080", True),
+        ("tcp:8080:interface=127.0.0.1", True),
+    ],
+)
+def test_an_http_listener_off_port_80_is_warned_of(
+    tmp_path: Path, endpoint: str, warned: bool
+) -> None:
+    s = settings_with(tmp_path, "enabled = true\n")
+    s = attrs.evolve(s, listen={**s.listen, "http": endpoint})
+    warning = acmerenewal.port_warning(s)
+    assert bool(warning) is warned
+    if warned:
+        assert "port 8080" in warning and "checks HTTP-01 on port 80" in warning
+
+
+def test_the_port_warning_is_logged_at_start_and_with_each_failure(tmp_path: Path) -> None:
+    s = settings_with(tmp_path, "enabled = true\n")
+    s = attrs.evolve(s, listen={**s.listen, "http": "tcp:8080"})
+    renewal = CertificateRenewal.from_settings(s, None, Clock(), {})
+    lines: list[str] = []
+
+    def observe(event: dict[str, object]) -> None:
+        lines.append(formatEvent(event) or "")
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        renewal.startService()  # the first check waits for the clock, which never moves
+        renewal._failed(Failure(OrderFailed("connection refused")))
+        renewal.stopService()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    warned = [line for line in lines if "http listener is on port 8080" in line]
+    assert len(warned) == 2
+    assert warned[0].startswith("ACME: the http listener is on port 8080")
+    assert "ACME certificate not obtained" in warned[1]
+    assert "connection refused (note: the http listener is on port 8080" in warned[1]
