@@ -166,7 +166,17 @@ async def check_address(lookup: Lookup, setup: MailSetup, record: Record) -> Che
             "or SRV target must not be an alias (RFC 2181 §10.3)",
             found,
         )
-    return CheckResult(record, "pass", f"{setup.hostname} has {', '.join(found)}", found)
+    if not any(str(ipaddress.ip_address(a)) in setup.own_addresses for a in found):
+        return CheckResult(
+            record,
+            "warn",
+            f"{setup.hostname} has {', '.join(found)}, no address of this machine: cannot "
+            "confirm this address is this server (fine behind NAT or a port forward)",
+            found,
+        )
+    return CheckResult(
+        record, "pass", f"{setup.hostname} has {', '.join(found)}, this machine's", found
+    )
 
 
 def _ipv6(packed: bytes) -> str:

@@ -67,6 +67,9 @@ class MailSetup:
     #: The addresses the host name has now (shown as a hint; ourmail cannot know its public
     #: address behind NAT); empty: a placeholder is shown.
     addresses: tuple[str, ...] = ()
+    #: The addresses of this machine's own interfaces (normalised, as ``ipaddress`` writes
+    #: them): the host name's address passes its check only when it is one of them.
+    own_addresses: frozenset[str] = frozenset()
 
     @property
     def report_address(self) -> str:

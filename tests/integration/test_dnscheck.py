@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 from conftest import _ensure_reactor
 from peers import dns as testdns
@@ -41,7 +42,8 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyStore:
 @pytest.fixture
 def found(keys: KeyStore) -> DomainRecords:
     dkim = tuple(DkimPublic(k.selector, k.algorithm, k.public_value()) for k in keys.keys(DOMAIN))
-    return records_of(MailSetup(DOMAIN, HOST, PORTS, dkim, "testing", ("192.0.2.10",)))
+    here = frozenset({"192.0.2.10"})  # as if this machine had that address
+    return records_of(MailSetup(DOMAIN, HOST, PORTS, dkim, "testing", ("192.0.2.10",), here))
 
 
 @pytest.fixture
@@ -221,6 +223,22 @@ BREAK = {
 }  # fmt: skip
 
 
+def test_a_host_address_that_is_not_this_machines_is_a_warning_not_a_pass(
+    served: tuple[testdns.TestZone, int], found: DomainRecords
+) -> None:
+    zone, port = served
+    publish(zone, found.records)
+    elsewhere = attrs.evolve(found.setup, own_addresses=frozenset({"198.51.100.7", "::1"}))
+    results = check(port, records_of(elsewhere))
+    got = result(results, HOST)
+    assert (got.status, got.found) == ("warn", ("192.0.2.10",))
+    assert got.reason == (
+        f"{HOST} has 192.0.2.10, no address of this machine: cannot confirm this address is "
+        "this server (fine behind NAT or a port forward)"
+    )
+    assert result(check(port, found), HOST).status == "pass"
+
+
 def test_a_dkim_key_published_through_a_cname_is_followed(
     served: tuple[testdns.TestZone, int], found: DomainRecords
 ) -> None:
@@ -296,17 +314,17 @@ def test_the_commands_print_the_records_and_check_them(
     served: tuple[testdns.TestZone, int], data: Path
 ) -> None:
     zone, port = served
-    zone.set_address(HOST, "192.0.2.10")
+    zone.set_address(HOST, "127.0.0.1")  # an address of this machine's, as it should be
     out = _ourmail(data, "dns", "records", DOMAIN, "--server", f"127.0.0.1:{port}")
     assert out.returncode == 0, out.stderr
-    assert "mail\tIN\tA\t192.0.2.10" in out.stdout and "$ORIGIN example.org." in out.stdout
+    assert "mail\tIN\tA\t127.0.0.1" in out.stdout and "$ORIGIN example.org." in out.stdout
     (key,) = KeyStore(data / "dkim").keys(DOMAIN)
     assert f'202612e._domainkey\tIN\tTXT\t"{key.txt()}"' in out.stdout
 
     # Published as printed: every record passes, exit status 0.
     setup = MailSetup(DOMAIN, HOST, {k: v for k, v in PORTS.items()},
                       (DkimPublic("202612e", "ed25519", key.public_value()),), "testing",
-                      ("192.0.2.10",))  # fmt: skip
+                      ("127.0.0.1",))  # fmt: skip
     publish(zone, records_of(setup).records)
     out = _ourmail(data, "dns", "check", DOMAIN, "--server", f"127.0.0.1:{port}")
     assert out.returncode == 0, out.stdout + out.stderr
