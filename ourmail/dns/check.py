@@ -202,12 +202,20 @@ async def check_spf(lookup: Lookup, setup: MailSetup, record: Record) -> CheckRe
             found,
         )
     terms = spf[0].lower().split()
-    if " ".join(terms) == record.text:
-        return CheckResult(record, "pass", f"SPF is {record.text!r}", found)
     if terms[-1] in ("all", "+all"):
         return CheckResult(
             record, "fail", f"SPF ends in +all: it lets anyone send as {setup.domain}", found
         )
+    if setup.relay:  # whether the relay's addresses are in it cannot be told from here
+        return CheckResult(
+            record,
+            "warn",
+            f"mail leaves through the smart host {setup.relay} ([queue] relay): make sure SPF "
+            "lets its addresses send (the include: its provider documents)",
+            found,
+        )
+    if " ".join(terms) == record.text:
+        return CheckResult(record, "pass", f"SPF is {record.text!r}", found)
     return CheckResult(
         record,
         "warn",

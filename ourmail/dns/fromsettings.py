@@ -1,7 +1,7 @@
 """The :class:`~ourmail.dns.records.MailSetup` of a domain served here, from the Settings:
 the host name, the ports the listeners are configured on, the DKIM keys under
-``<data>/dkim`` (found as ``ourmail dkim`` finds them), ``[web] mta_sts_mode`` and this
-machine's interface addresses.
+``<data>/dkim`` (found as ``ourmail dkim`` finds them), ``[web] mta_sts_mode``, this
+machine's interface addresses and ``[queue] relay``.
 
 Reads the key files: blocking, so the web calls it in a thread (``deferToThread``).
 """
@@ -77,4 +77,5 @@ def mail_setup(
         mta_sts_mode=settings.web.mta_sts_mode,
         addresses=addresses,
         own_addresses=own_addresses(),
+        relay=settings.queue.relay.address[0] if settings.queue.relay.host else "",
     )

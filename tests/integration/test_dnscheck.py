@@ -239,6 +239,23 @@ def test_a_host_address_that_is_not_this_machines_is_a_warning_not_a_pass(
     assert result(check(port, found), HOST).status == "pass"
 
 
+@pytest.mark.parametrize("published", ["suggested", "plain"])
+def test_with_a_smart_host_spf_is_a_warning_naming_it(
+    served: tuple[testdns.TestZone, int], found: DomainRecords, published: str
+) -> None:
+    zone, port = served
+    relayed = records_of(attrs.evolve(found.setup, relay="smtp.provider.net"))
+    publish(zone, relayed.records)
+    if published == "plain":  # the record of a server without a relay: the check must not pass
+        zone.set_txt(DOMAIN, "v=spf1 mx -all")
+    got = result(check(port, relayed), DOMAIN, "TXT")
+    assert got.status == "warn"
+    assert got.reason == (
+        "mail leaves through the smart host smtp.provider.net ([queue] relay): make sure SPF "
+        "lets its addresses send (the include: its provider documents)"
+    )
+
+
 def test_a_dkim_key_published_through_a_cname_is_followed(
     served: tuple[testdns.TestZone, int], found: DomainRecords
 ) -> None:
