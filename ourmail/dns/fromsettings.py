@@ -68,11 +68,14 @@ def mail_setup(
     ports: Mapping[str, int] | None = None,
 ) -> MailSetup:
     """The setup of ``domain``: ``ports`` are the public ports when known (the running
-    server's listeners), else those the configuration names."""
+    server's listeners; those not in :data:`PUBLIC_SERVICES` are ignored), else those the
+    configuration names."""
+    if ports is None:
+        ports = configured_ports(settings.listen)
     return MailSetup(
         domain=domain,
         hostname=settings.hostname,
-        ports=dict(configured_ports(settings.listen) if ports is None else ports),
+        ports={name: port for name, port in ports.items() if name in PUBLIC_SERVICES},
         dkim=dkim_keys(settings, domain),
         mta_sts_mode=settings.web.mta_sts_mode,
         addresses=addresses,
