@@ -27,7 +27,6 @@ from twisted.python.failure import Failure
 
 from ourmail.auth.accounts import AccountDB
 from ourmail.config import ConfigError, Settings
-from ourmail.fsutil import write_atomic
 from ourmail.net.tls import ReloadableServerTLS, trust_root
 from ourmail.preflight import parse_endpoint
 from ourmail.secure.acmeorder import CAServer, OrderFailed, order_certificate
@@ -37,8 +36,10 @@ from ourmail.secure.certfiles import (
     pair_matches,
     read_info,
     read_left_out,
+    recover_pair,
     renewal_reason,
     still_left_out,
+    store_pair,
     wanted_names,
     write_left_out,
 )
@@ -142,6 +143,8 @@ class CertificateRenewal(Service):
         super().startService()  # type: ignore[no-untyped-call]
         if self.port_warning:
             log.warn("ACME: {warning}", warning=self.port_warning)
+        if recover_pair(self.files):
+            log.info("ACME: a new certificate stored before a crash is now in place")
         if read_info(self.files.certificate) is not None:
             self._install()
         self._schedule(0)
@@ -237,10 +240,7 @@ class CertificateRenewal(Service):
             why=reason or "renewal asked for",
         )
         chain, key, names = self._order(names, wanted)
-        # The key first: a certificate never sits beside a key that is not its own for long,
-        # and a crash between the two leaves a pair server_context() refuses, so the old stays.
-        write_atomic(self.files.key, key, 0o600)
-        write_atomic(self.files.certificate, chain, 0o644)
+        store_pair(files, chain, key)
         dropped = {n: now for n in wanted.optional if n not in names and n not in left_out}
         write_left_out(files.left_out, left_out | dropped)
         return True

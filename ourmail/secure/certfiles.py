@@ -1,16 +1,17 @@
 """Where the ACME files live, which names the certificate must carry, and what one holds.
 
 ``<data>/tls/acme/``: ``account.key`` (the ACME account's key, PEM, 0600), ``cert.pem`` (the
-certificate then its chain, PEM) and ``key.pem`` (its key, PEM, 0600); each written atomically
-(docs/certificates.md).  ``renew-requested``: ``ourmail cert renew`` asks the running server.
-``left-out.json``: the optional names whose validation failed lately (name -> when), left off
-the certificate until :data:`OPTIONAL_RETRY` has passed.
+certificate then its chain, PEM) and ``key.pem`` (its key, PEM, 0600), replaced as a pair by
+:func:`store_pair` (docs/certificates.md).  ``renew-requested``: ``ourmail cert renew`` asks
+the running server.  ``left-out.json``: the optional names whose validation failed lately
+(name -> when), left off the certificate until :data:`OPTIONAL_RETRY` has passed.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import (
 from cryptography.x509.oid import NameOID
 
 from ourmail.config import Settings
-from ourmail.fsutil import write_atomic
+from ourmail.fsutil import fsync_dir, write_atomic
 
 
 @attrs.frozen
@@ -52,6 +53,16 @@ class ACMEFiles:
     def key(self) -> Path:
         """The certificate's private key (PEM)."""
         return self.folder / "key.pem"
+
+    @property
+    def new_certificate(self) -> Path:
+        """A new certificate written before the pair is swapped in (:func:`store_pair`)."""
+        return self.folder / "cert.pem.new"
+
+    @property
+    def new_key(self) -> Path:
+        """A new key written before the pair is swapped in (:func:`store_pair`)."""
+        return self.folder / "key.pem.new"
 
     @property
     def renew_request(self) -> Path:
@@ -188,6 +199,37 @@ def pair_matches(cert_path: Path, key_path: Path) -> bool:
         return False
     form = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     return bool(cert.public_key().public_bytes(*form) == key.public_key().public_bytes(*form))
+
+
+def store_pair(files: ACMEFiles, chain: bytes, key: bytes) -> None:
+    """Replace the certificate and its key so that a crash at any point leaves the old pair
+    or the new one: both are written durably as ``*.new`` first, then renamed (the key
+    first); :func:`recover_pair` finishes an interrupted swap at the next start."""
+    write_atomic(files.new_key, key, 0o600)
+    write_atomic(files.new_certificate, chain, 0o644)
+    os.replace(files.new_key, files.key)
+    os.replace(files.new_certificate, files.certificate)
+    fsync_dir(files.folder)
+
+
+def recover_pair(files: ACMEFiles) -> bool:
+    """After a crash in :func:`store_pair`: finish the swap when the new files left behind
+    make a whole pair (with the key or certificate already renamed), else remove them and
+    keep the old pair.  True when a new pair was put in place."""
+    new_key, new_cert = files.new_key.exists(), files.new_certificate.exists()
+    if not (new_key or new_cert):
+        return False
+    key = files.new_key if new_key else files.key
+    cert = files.new_certificate if new_cert else files.certificate
+    whole = pair_matches(cert, key)
+    for new, final in ((files.new_key, files.key), (files.new_certificate, files.certificate)):
+        if new.exists():
+            if whole:
+                os.replace(new, final)
+            else:
+                new.unlink()
+    fsync_dir(files.folder)
+    return whole
 
 
 def renewal_reason(

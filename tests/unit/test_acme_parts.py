@@ -28,7 +28,9 @@ from ourmail.secure.certfiles import (
     pair_matches,
     read_info,
     read_left_out,
+    recover_pair,
     renewal_reason,
+    store_pair,
     wanted_names,
 )
 from ourmail.web.acmechallenge import ChallengeOrRedirect
@@ -337,3 +339,54 @@ def test_the_port_warning_is_logged_at_start_and_with_each_failure(tmp_path: Pat
     assert warned[0].startswith("ACME: the http listener is on port 8080")
     assert "ACME certificate not obtained" in warned[1]
     assert "connection refused (note: the http listener is on port 8080" in warned[1]
+
+
+def pair_folder(tmp_path: Path) -> tuple[ACMEFiles, bytes, bytes, bytes, bytes]:
+    """An ACME folder holding an old pair; the old and a new (certificate, key)."""
+    files = ACMEFiles.of(tmp_path)
+    files.folder.mkdir(parents=True)
+    old_cert, old_key = selfsigned.generate("mail.a.org")
+    new_cert, new_key = selfsigned.generate("mail.a.org")
+    files.certificate.write_bytes(old_cert)
+    files.key.write_bytes(old_key)
+    return files, old_cert, old_key, new_cert, new_key
+
+
+def test_a_new_pair_replaces_the_old_whole(tmp_path: Path) -> None:
+    files, _, _, new_cert, new_key = pair_folder(tmp_path)
+    store_pair(files, new_cert, new_key)
+    assert (files.certificate.read_bytes(), files.key.read_bytes()) == (new_cert, new_key)
+    assert files.key.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in files.folder.iterdir()) == ["cert.pem", "key.pem"]
+    assert recover_pair(files) is False
+
+
+@pytest.mark.parametrize(
+    ("crash", "recovered"),
+    [
+        ("both written", True),  # neither renamed yet
+        ("key renamed", True),  # the certificate's rename did not happen
+        ("only the key written", False),  # the new certificate never made it to disk
+        ("a torn key", False),
+    ],
+)
+def test_a_crash_while_storing_leaves_the_old_pair_or_the_new_one(
+    tmp_path: Path, crash: str, recovered: bool
+) -> None:
+    files, old_cert, old_key, new_cert, new_key = pair_folder(tmp_path)
+    if crash == "both written":
+        files.new_key.write_bytes(new_key)
+        files.new_certificate.write_bytes(new_cert)
+    elif crash == "key renamed":
+        files.key.write_bytes(new_key)
+        files.new_certificate.write_bytes(new_cert)
+    elif crash == "only the key written":
+        files.new_key.write_bytes(new_key)
+    else:
+        files.new_key.write_bytes(new_key[:40])
+        files.new_certificate.write_bytes(new_cert)
+    assert recover_pair(files) is recovered
+    expected = (new_cert, new_key) if recovered else (old_cert, old_key)
+    assert (files.certificate.read_bytes(), files.key.read_bytes()) == expected
+    assert not files.new_key.exists() and not files.new_certificate.exists()
+    assert pair_matches(files.certificate, files.key)
