@@ -294,8 +294,11 @@ class CertificateRenewal(Service):
     def _install(self) -> None:
         if self.tls is not None and not self.tls.use(self.files.certificate, self.files.key):
             return
-        for tell in self.installed:
-            tell(self.files.certificate, self.files.key)
+        for tell in self.installed:  # each one told, whatever another one raises
+            try:
+                tell(self.files.certificate, self.files.key)
+            except Exception:
+                log.failure("ACME: a part not told of the new certificate ({hook})", hook=tell)
 
     def _schedule(self, delay: float) -> None:
         if self._next is not None and self._next.active():

@@ -10,6 +10,7 @@ from pathlib import Path
 import attrs
 import pytest
 from twisted.internet import reactor
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
@@ -33,6 +34,7 @@ from ourmail.secure.certfiles import (
     store_pair,
     wanted_names,
 )
+from ourmail.smtp.workers import WorkerProtocol
 from ourmail.web.acmechallenge import ChallengeOrRedirect
 from ourmail.web.redirect import RedirectToHTTPS
 
@@ -390,3 +392,50 @@ def test_a_crash_while_storing_leaves_the_old_pair_or_the_new_one(
     assert (files.certificate.read_bytes(), files.key.read_bytes()) == expected
     assert not files.new_key.exists() and not files.new_certificate.exists()
     assert pair_matches(files.certificate, files.key)
+
+
+def test_a_failing_hand_over_hook_neither_fails_the_renewal_nor_skips_the_others(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    renewal, _ = optional_failing(monkeypatch, tmp_path, set())
+    told: list[Path] = []
+
+    def exited(cert: Path, key: Path) -> None:
+        raise ProcessExitedAlready()
+
+    renewal.installed += [exited, lambda cert, key: told.append(cert)]
+    logged: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        assert renewal._renew(False, NOW) is True
+        assert renewal._renewed(True) is True
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert told == [renewal.files.certificate]
+    failures = [e for e in logged if "not told of the new certificate" in str(e["log_format"])]
+    assert len(failures) == 1
+    assert isinstance(failures[0]["log_failure"].value, ProcessExitedAlready)  # type: ignore[union-attr]
+
+
+class _Exited:
+    """A worker's transport whose process has ended."""
+
+    def signalProcess(self, signal: str) -> None:
+        raise ProcessExitedAlready()
+
+
+def test_a_worker_that_has_exited_is_not_an_error_at_hangup() -> None:
+    worker = WorkerProtocol(None, 1)  # type: ignore[arg-type]
+    worker.ready = True
+    worker.transport = _Exited()  # type: ignore[assignment]
+    logged: list[str] = []
+
+    def observe(event: dict[str, object]) -> None:
+        logged.append(formatEvent(event) or "")
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        worker.hangup()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert any("mx worker 1 not told to reload its certificate" in line for line in logged)
