@@ -144,6 +144,15 @@ def test_the_right_records_all_pass(
         ("no ptr", "10.2.0.192.in-addr.arpa", "warn", "missing: 10.2.0.192.in-addr.arpa does not exist (NXDOMAIN)"),
         ("autoconfig elsewhere", f"autoconfig.{DOMAIN}", "warn", f"an alias of hosting.example.net, not of {HOST}"),
         ("autoconfig as address", f"autoconfig.{DOMAIN}", "pass", f"has the addresses of {HOST}"),
+        ("dmarc version in lower case", f"_dmarc.{DOMAIN}", "fail",
+         f"no DMARC record (a TXT starting v=DMARC1) at _dmarc.{DOMAIN} ('v=dmarc1' is not 'v=DMARC1': case matters)"),
+        ("dmarc tag names in upper case", f"_dmarc.{DOMAIN}", "pass", "DMARC p=none, reports to mailto:"),
+        ("mta-sts version in lower case", f"_mta-sts.{DOMAIN}", "warn",
+         f"missing: no TXT record at _mta-sts.{DOMAIN} TXT ('v=stsv1' is not 'v=STSv1': case matters)"),
+        ("mta-sts id in upper case", f"_mta-sts.{DOMAIN}", "fail", "no valid id="),
+        ("tls-rpt version in other case", f"_smtp._tls.{DOMAIN}", "warn",
+         f"missing: no TXT record at _smtp._tls.{DOMAIN} TXT ('v=TLSRPTV1' is not 'v=TLSRPTv1': case matters)"),
+        ("dkim key tag in upper case", f"202612e._domainkey.{DOMAIN}", "fail", "not a DKIM key record (no p= tag"),
     ],
 )  # fmt: skip
 def test_each_wrong_record_gets_its_verdict(
@@ -219,6 +228,25 @@ BREAK = {
     ),
     "autoconfig as address": lambda zone, keys: (
         zone.clear(f"autoconfig.{DOMAIN}"), zone.set_address(f"autoconfig.{DOMAIN}", "192.0.2.10")
+    ),
+    "dmarc version in lower case": lambda zone, keys: zone.set_txt(
+        f"_dmarc.{DOMAIN}", f"v=dmarc1; p=none; rua=mailto:postmaster@{DOMAIN}"
+    ),
+    "dmarc tag names in upper case": lambda zone, keys: zone.set_txt(
+        f"_dmarc.{DOMAIN}", f"V = DMARC1; P=none; RUA=mailto:postmaster@{DOMAIN}"
+    ),
+    "mta-sts version in lower case": lambda zone, keys: zone.set_txt(
+        f"_mta-sts.{DOMAIN}", f"v=stsv1; id={MailSetup(DOMAIN, HOST, PORTS).mta_sts_id}"
+    ),
+    "mta-sts id in upper case": lambda zone, keys: zone.set_txt(
+        f"_mta-sts.{DOMAIN}", f"v=STSv1; ID={MailSetup(DOMAIN, HOST, PORTS).mta_sts_id}"
+    ),
+    "tls-rpt version in other case": lambda zone, keys: zone.set_txt(
+        f"_smtp._tls.{DOMAIN}", f"v=TLSRPTV1; rua=mailto:postmaster@{DOMAIN}"
+    ),
+    "dkim key tag in upper case": lambda zone, keys: zone.set_txt(
+        f"202612e._domainkey.{DOMAIN}",
+        next(k.txt() for k in keys.keys(DOMAIN) if k.selector == "202612e").replace("p=", "P="),
     ),
 }  # fmt: skip
 
