@@ -6,7 +6,9 @@ one is ordered (in a thread, ``ourmail/secure/acmeorder.py``; optional names tha
 validation are left off and tried again a week later), written atomically under
 ``<data>/tls/acme/`` and swapped into the shared :class:`ReloadableServerTLS`: connections made
 afterwards get it, open ones keep theirs.  The check repeats daily; a failure is logged and
-retried after 5 minutes, doubling up to 6 hours, while the old certificate stays in use.
+retried after 5 minutes, doubling up to 6 hours, while the old certificate stays in use.  The
+back-off is kept in ``backoff.json`` so a restart does not skip it, and a SIGHUP during it
+orders only when ``ourmail cert renew`` asked for it.
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ from ourmail.preflight import parse_endpoint
 from ourmail.secure.acmeorder import CAServer, OrderFailed, order_certificate
 from ourmail.secure.certfiles import (
     ACMEFiles,
+    Backoff,
     WantedNames,
     pair_matches,
+    read_backoff,
     read_info,
     read_left_out,
+    record_failure,
     recover_pair,
     renewal_reason,
     still_left_out,
@@ -108,6 +113,8 @@ class CertificateRenewal(Service):
         self._previous: Any = None
         #: :func:`port_warning`'s, logged at start and with each failure.
         self.port_warning = ""
+        #: While backing off after a failure: when the next try is (reactor seconds).
+        self._backoff_until: float | None = None
 
     @classmethod
     def from_settings(
@@ -147,7 +154,7 @@ class CertificateRenewal(Service):
             log.info("ACME: a new certificate stored before a crash is now in place")
         if read_info(self.files.certificate) is not None:
             self._install()
-        self._schedule(0)
+        self._schedule(self._resume(read_backoff(self.files.backoff)))
         if threading.current_thread() is threading.main_thread():  # twistd, not a test
             self._previous = signal.signal(signal.SIGHUP, self._hangup)
 
@@ -179,19 +186,52 @@ class CertificateRenewal(Service):
             self._previous(signum, frame)
         self.reactor.callFromThread(self.asked)
 
+    def _resume(self, backoff: Backoff | None) -> float:
+        """Seconds until the first check: 0, or what is left of a stored back-off (the
+        retry after it waits twice as long)."""
+        if backoff is None or backoff.failures < 1:
+            return 0
+        delay: float = min(RETRY_FIRST * 2.0 ** min(backoff.failures - 1, 32), RETRY_MAX)
+        now: float = self.reactor.seconds()
+        left = backoff.last + delay - now
+        if left <= 0:
+            return 0
+        self._retry = min(delay * 2, RETRY_MAX)
+        self._backoff_until = now + left
+        log.info(
+            "ACME: {failures} orders in a row failed; the next try is in {left:.0f} s",
+            failures=backoff.failures,
+            left=left,
+        )
+        return left
+
     def asked(self) -> Deferred[bool]:
         """A check now, forced when ``ourmail cert renew`` asked for one (its request is
-        removed once the new certificate is in use); failures are logged and retried."""
+        removed once the new certificate is in use); failures are logged and retried.
+        During the back-off after a failure only a request of ``ourmail cert renew`` orders
+        (False otherwise)."""
         request = self.files.renew_request
         d: Deferred[bool] = deferToThreadPool(
             self.reactor, self.reactor.getThreadPool(), request.exists
         )
-        d.addCallback(lambda forced: self.renew(force=forced))
-        d.addCallback(self._asked_done)
+        d.addCallback(self._asked_check)
         d.addErrback(self._failed)
         return d
 
+    def _asked_check(self, forced: bool) -> bool | Deferred[bool]:
+        until = self._backoff_until
+        if not forced and until is not None and self.reactor.seconds() < until:
+            log.info(
+                "ACME: SIGHUP while backing off after a failed order: next try in {left:.0f} "
+                "s (`ourmail cert renew` asks for one at once)",
+                left=until - self.reactor.seconds(),
+            )
+            return False
+        return self.renew(force=forced).addCallback(self._asked_done)
+
     def _asked_done(self, new: bool) -> bool:
+        self._backoff_until = None
+        self._retry = RETRY_FIRST
         if new:
             self.files.renew_request.unlink(missing_ok=True)
         return new
@@ -211,7 +251,7 @@ class CertificateRenewal(Service):
         clock: IReactorTime = self.reactor
         now = datetime.datetime.fromtimestamp(clock.seconds(), datetime.UTC)
         pool = self.reactor.getThreadPool()
-        d: Deferred[bool] = deferToThreadPool(self.reactor, pool, self._renew, force, now)
+        d: Deferred[bool] = deferToThreadPool(self.reactor, pool, self._attempt, force, now)
         d.addCallback(self._renewed)
         self._busy = d
 
@@ -221,6 +261,17 @@ class CertificateRenewal(Service):
 
         d.addBoth(idle)
         return d
+
+    def _attempt(self, force: bool, now: datetime.datetime) -> bool:
+        """In a thread: :meth:`_renew`, its failure counted in ``backoff.json`` and the count
+        removed after a success."""
+        try:
+            new = self._renew(force, now)
+        except Exception:
+            record_failure(self.files.backoff, now.timestamp())
+            raise
+        self.files.backoff.unlink(missing_ok=True)
+        return new
 
     def _renew(self, force: bool, now: datetime.datetime) -> bool:
         """In a thread: order and store a certificate if one is needed."""
@@ -312,6 +363,7 @@ class CertificateRenewal(Service):
 
     def _succeeded(self, new: bool) -> None:
         self._retry = RETRY_FIRST
+        self._backoff_until = None
         self._schedule(CHECK_INTERVAL)
 
     def _failed(self, failure: Failure) -> None:
@@ -324,6 +376,7 @@ class CertificateRenewal(Service):
             note=f" (note: {self.port_warning})" if self.port_warning else "",
         )
         self._schedule(self._retry)
+        self._backoff_until = self.reactor.seconds() + self._retry
         self._retry = min(self._retry * 2, RETRY_MAX)
 
 

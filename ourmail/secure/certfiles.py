@@ -65,6 +65,12 @@ class ACMEFiles:
         return self.folder / "key.pem.new"
 
     @property
+    def backoff(self) -> Path:
+        """How many orders in a row failed, and when the last did (JSON; gone after one
+        succeeds): the retry back-off outlives a restart."""
+        return self.folder / "backoff.json"
+
+    @property
     def renew_request(self) -> Path:
         """Left by ``ourmail cert renew`` for a running server: renew at the next SIGHUP."""
         return self.folder / "renew-requested"
@@ -199,6 +205,33 @@ def pair_matches(cert_path: Path, key_path: Path) -> bool:
         return False
     form = (Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     return bool(cert.public_key().public_bytes(*form) == key.public_key().public_bytes(*form))
+
+
+@attrs.frozen
+class Backoff:
+    """The failed orders in a row, and when the last one failed (seconds since the epoch)."""
+
+    failures: int
+    last: float
+
+
+def read_backoff(path: Path) -> Backoff | None:
+    """The stored back-off, or None (no failure since the last success, or unreadable)."""
+    try:
+        data = json.loads(path.read_text())
+        return Backoff(int(data["failures"]), float(data["last"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def record_failure(path: Path, now: float) -> Backoff:
+    """Count one more failed order, at ``now``; the new back-off."""
+    before = read_backoff(path)
+    state = Backoff((before.failures if before else 0) + 1, now)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    text = json.dumps({"failures": state.failures, "last": state.last})
+    write_atomic(path, text.encode("ascii"), 0o644)
+    return state
 
 
 def store_pair(files: ACMEFiles, chain: bytes, key: bytes) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import attrs
 import pytest
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
@@ -23,12 +24,15 @@ from ourmail.secure.acmeorder import CAServer, OrderFailed, order_certificate
 from ourmail.secure.acmerenewal import CertificateRenewal
 from ourmail.secure.certfiles import (
     ACMEFiles,
+    Backoff,
     CertInfo,
     WantedNames,
     cert_info,
     pair_matches,
+    read_backoff,
     read_info,
     read_left_out,
+    record_failure,
     recover_pair,
     renewal_reason,
     store_pair,
@@ -439,3 +443,67 @@ def test_a_worker_that_has_exited_is_not_an_error_at_hangup() -> None:
     finally:
         globalLogPublisher.removeObserver(observe)
     assert any("mx worker 1 not told to reload its certificate" in line for line in logged)
+
+
+def test_failed_orders_are_counted_on_disk_and_the_count_goes_with_a_success(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    renewal, orders = optional_failing(monkeypatch, tmp_path, {"mail.a.org"})
+    path = renewal.files.backoff
+    for failures in (1, 2):
+        with pytest.raises(OrderFailed):
+            renewal._attempt(False, NOW)
+        assert read_backoff(path) == Backoff(failures, NOW.timestamp())
+    renewal.names = lambda: WantedNames(("mx.a.org",), ())
+    assert renewal._attempt(False, NOW) is True
+    assert not path.exists()
+
+
+def restarted(tmp_path: Path, backoff: Backoff | None) -> tuple[CertificateRenewal, Clock]:
+    """A renewal started on a clock at 1000 s, with ``backoff`` stored from before."""
+    s = settings_with(tmp_path, "enabled = true\n")
+    clock = Clock()
+    clock.advance(1000)
+    renewal = CertificateRenewal.from_settings(s, None, clock, {})
+    if backoff is not None:
+        for _ in range(backoff.failures):
+            record_failure(renewal.files.backoff, backoff.last)
+    renewal.startService()
+    renewal.stopService()
+    return renewal, clock
+
+
+def test_a_restart_keeps_to_the_back_off_of_the_orders_that_failed_before(tmp_path: Path) -> None:
+    # Three failures: the third retry waits 4 x 5 minutes; 100 s of them had passed.
+    renewal, clock = restarted(tmp_path, Backoff(3, 900.0))
+    assert renewal._backoff_until == 1000 + 1100
+    assert renewal._retry == acmerenewal.RETRY_FIRST * 8
+    assert renewal._resume(None) == 0
+
+
+def test_a_back_off_that_has_run_out_or_none_checks_at_once(tmp_path: Path) -> None:
+    renewal, _ = restarted(tmp_path, Backoff(1, 0.0))  # 5 minutes after 0 s: long past
+    assert renewal._backoff_until is None
+    assert renewal._retry == acmerenewal.RETRY_FIRST
+
+
+def test_a_hangup_while_backing_off_orders_only_when_cert_renew_asked(tmp_path: Path) -> None:
+    renewal, clock = restarted(tmp_path, Backoff(2, 1000.0))
+    asked: list[bool] = []
+
+    def renew(force: bool = False) -> Deferred[bool]:
+        asked.append(force)
+        return succeed(True)
+
+    renewal.renew = renew  # type: ignore[method-assign]
+    assert renewal._asked_check(False) is False
+    assert asked == []
+    renewal.files.request_renewal()
+    got: list[object] = []
+    d = renewal._asked_check(True)
+    assert isinstance(d, Deferred)
+    d.addCallback(got.append)
+    assert (asked, got) == ([True], [True])
+    assert not renewal.files.renew_request.exists()
+    assert renewal._backoff_until is None
+    assert renewal._asked_check(False) is not False  # the back-off is over: a usual check
