@@ -31,7 +31,7 @@ from ourmail.auth.accounts import AccountDB
 from ourmail.config import ConfigError, Settings
 from ourmail.net.tls import ReloadableServerTLS, trust_root
 from ourmail.preflight import parse_endpoint
-from ourmail.secure.acmeorder import CAServer, OrderFailed, order_certificate
+from ourmail.secure.acmeorder import CAServer, OrderFailed, RateLimited, order_certificate
 from ourmail.secure.certfiles import (
     ACMEFiles,
     Backoff,
@@ -56,6 +56,8 @@ CHECK_INTERVAL = 24 * 3600.0
 #: Seconds before the first retry after a failure, and the longest wait between retries.
 RETRY_FIRST = 300.0
 RETRY_MAX = 6 * 3600.0
+#: The longest a CA's ``Retry-After`` is waited for (a week: Let's Encrypt's longest window).
+RETRY_AFTER_MAX = 7 * 86400.0
 #: The port the CA connects to for HTTP-01 (RFC 8555 §8.3).
 HTTP01_PORT = 80
 
@@ -193,7 +195,7 @@ class CertificateRenewal(Service):
             return 0
         delay: float = min(RETRY_FIRST * 2.0 ** min(backoff.failures - 1, 32), RETRY_MAX)
         now: float = self.reactor.seconds()
-        left = backoff.last + delay - now
+        left = max(backoff.last + delay, min(backoff.not_before, now + RETRY_AFTER_MAX)) - now
         if left <= 0:
             return 0
         self._retry = min(delay * 2, RETRY_MAX)
@@ -267,6 +269,10 @@ class CertificateRenewal(Service):
         removed after a success."""
         try:
             new = self._renew(force, now)
+        except RateLimited as e:
+            wish = e.retry_after.timestamp() if e.retry_after else 0.0
+            record_failure(self.files.backoff, now.timestamp(), wish)
+            raise
         except Exception:
             record_failure(self.files.backoff, now.timestamp())
             raise
@@ -367,16 +373,20 @@ class CertificateRenewal(Service):
         self._schedule(CHECK_INTERVAL)
 
     def _failed(self, failure: Failure) -> None:
+        delay = self._retry
+        wish = failure.value.retry_after if isinstance(failure.value, RateLimited) else None
+        if wish is not None:  # RFC 8555 §6.6: the CA's Retry-After, when it is later
+            delay = max(delay, min(wish.timestamp() - self.reactor.seconds(), RETRY_AFTER_MAX))
         log.error(
             "ACME certificate not obtained from {ca}, the current certificate stays; "
             "next try in {delay:.0f} s: {why}{note}",
             ca=self.ca.directory,
-            delay=self._retry,
+            delay=delay,
             why=failure.getErrorMessage() or repr(failure.value),
             note=f" (note: {self.port_warning})" if self.port_warning else "",
         )
-        self._schedule(self._retry)
-        self._backoff_until = self.reactor.seconds() + self._retry
+        self._schedule(delay)
+        self._backoff_until = self.reactor.seconds() + delay
         self._retry = min(self._retry * 2, RETRY_MAX)
 
 

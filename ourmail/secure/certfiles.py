@@ -213,23 +213,26 @@ class Backoff:
 
     failures: int
     last: float
+    #: Not before then (seconds since the epoch): a CA's ``Retry-After``; 0: no such wish.
+    not_before: float = 0.0
 
 
 def read_backoff(path: Path) -> Backoff | None:
     """The stored back-off, or None (no failure since the last success, or unreadable)."""
     try:
         data = json.loads(path.read_text())
-        return Backoff(int(data["failures"]), float(data["last"]))
+        return Backoff(int(data["failures"]), float(data["last"]), float(data.get("not_before", 0)))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def record_failure(path: Path, now: float) -> Backoff:
-    """Count one more failed order, at ``now``; the new back-off."""
+def record_failure(path: Path, now: float, not_before: float = 0.0) -> Backoff:
+    """Count one more failed order, at ``now`` (the CA asked to wait until ``not_before``);
+    the new back-off."""
     before = read_backoff(path)
-    state = Backoff((before.failures if before else 0) + 1, now)
+    state = Backoff((before.failures if before else 0) + 1, now, not_before)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    text = json.dumps({"failures": state.failures, "last": state.last})
+    text = json.dumps(attrs.asdict(state))
     write_atomic(path, text.encode("ascii"), 0o644)
     return state
 

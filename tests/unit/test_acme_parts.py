@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 from pathlib import Path
 
 import attrs
 import pytest
+import requests
+from acme import messages as acme_messages
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessExitedAlready
@@ -19,8 +22,8 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from ourmail.admin import certcmd
 from ourmail.config import LETS_ENCRYPT, ConfigError, Settings, config_template, load_settings
-from ourmail.secure import acmerenewal, selfsigned
-from ourmail.secure.acmeorder import CAServer, OrderFailed, order_certificate
+from ourmail.secure import acmeorder, acmerenewal, selfsigned
+from ourmail.secure.acmeorder import CAServer, OrderFailed, RateLimited, order_certificate
 from ourmail.secure.acmerenewal import CertificateRenewal
 from ourmail.secure.certfiles import (
     ACMEFiles,
@@ -507,3 +510,57 @@ def test_a_hangup_while_backing_off_orders_only_when_cert_renew_asked(tmp_path: 
     assert not renewal.files.renew_request.exists()
     assert renewal._backoff_until is None
     assert renewal._asked_check(False) is not False  # the back-off is over: a usual check
+
+
+def problem(status: int, kind: str, headers: dict[str, str]) -> requests.Response:
+    """A CA's answer with an RFC 7807 problem document (RFC 8555 §6.7)."""
+    response = requests.Response()
+    response.status_code = status
+    response.headers.update({"Content-Type": "application/problem+json", **headers})
+    body = {"type": f"urn:ietf:params:acme:error:{kind}", "detail": "too many certificates"}
+    response._content = json.dumps(body).encode()
+    return response
+
+
+def test_a_rate_limit_problem_keeps_its_retry_after() -> None:
+    before = datetime.datetime.now()
+    with pytest.raises(RateLimited, match="the CA limits the requests") as limited:
+        acmeorder._Network._check_response(problem(429, "rateLimited", {"Retry-After": "3600"}))
+    when = limited.value.retry_after
+    assert when is not None
+    assert 3599 <= (when - before).total_seconds() <= 3700
+    with pytest.raises(RateLimited) as without:
+        acmeorder._Network._check_response(problem(429, "rateLimited", {}))
+    assert without.value.retry_after is None
+    with pytest.raises(acme_messages.Error):  # other problems as acme raises them
+        acmeorder._Network._check_response(problem(403, "unauthorized", {"Retry-After": "9"}))
+
+
+def test_the_next_try_waits_for_the_cas_retry_after_also_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    renewal, clock = restarted(tmp_path, None)
+    renewal.running = True
+    wish = datetime.datetime.fromtimestamp(clock.seconds() + 7200)
+    renewal._failed(Failure(RateLimited("the CA limits the requests", wish)))
+    (call,) = clock.getDelayedCalls()
+    assert call.getTime() == clock.seconds() + 7200  # not the 5 minutes of the back-off
+    call.cancel()
+    # What a restart reads: the failure the order's thread counted, with the CA's wish.
+    record_failure(renewal.files.backoff, clock.seconds(), wish.timestamp())
+    assert renewal._resume(read_backoff(renewal.files.backoff)) == 7200
+
+
+def test_the_cas_retry_after_is_stored_with_the_failure(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    renewal, _ = optional_failing(monkeypatch, tmp_path, set())
+    wish = datetime.datetime(2026, 12, 2, 12, 0)
+
+    def limited(*args: object) -> tuple[bytes, bytes]:
+        raise RateLimited("the CA limits the requests", wish)
+
+    monkeypatch.setattr(acmerenewal, "order_certificate", limited)
+    with pytest.raises(RateLimited):
+        renewal._attempt(False, NOW)
+    assert read_backoff(renewal.files.backoff) == Backoff(1, NOW.timestamp(), wish.timestamp())
