@@ -62,6 +62,7 @@ from ourmail.net.dns import make_resolver
 from ourmail.net.health import Health
 from ourmail.net.lineproto import SessionFactory
 from ourmail.net.metrics import Metrics, clear_snapshots
+from ourmail.net.portsfile import PortsFile
 from ourmail.net.tls import ReloadableServerTLS
 from ourmail.pop3.maildrop import MaildropLocks
 from ourmail.pop3.policy import NoRetention
@@ -589,6 +590,7 @@ def build(
         listener = ListenerService(reactor, service, endpoint, factory)
         listener.setServiceParent(root)
         listeners[service] = listener
+    PortsFile(settings.data_dir, listening_ports(listeners)).setServiceParent(root)
     if parts.web is not None:
         SessionSweeper(parts.web.sessions).setServiceParent(root)
         parts.web.services.clients = client_setup(settings, listeners)
@@ -689,3 +691,12 @@ def listening(listeners: Mapping[str, ListenerService]) -> Callable[[], dict[str
         return found
 
     return where
+
+
+def listening_ports(listeners: Mapping[str, ListenerService]) -> Callable[[], dict[str, int]]:
+    """Each listener on TCP and its port (for ``<data>/listening.json``)."""
+
+    def ports() -> dict[str, int]:
+        return {n: p for n, listener in listeners.items() if (p := listening_port(listener))}
+
+    return ports

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import errno
+import http.client
+import ipaddress
+import secrets
+import sys
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -18,8 +23,16 @@ from twisted.internet.interfaces import IListeningPort
 
 from ourmail.auth.accounts import AccountDB
 from ourmail.config import ConfigError, Settings
-from ourmail.secure.acmerenewal import CertificateRenewal
-from ourmail.secure.certfiles import ACMEFiles, CertInfo, read_info, wanted_names
+from ourmail.preflight import parse_endpoint
+from ourmail.secure.acmerenewal import CertificateRenewal, port_warning
+from ourmail.secure.certfiles import (
+    OPTIONAL_RETRY,
+    ACMEFiles,
+    CertInfo,
+    read_info,
+    read_left_out,
+    wanted_names,
+)
 
 
 class CertError(ConfigError):
@@ -51,9 +64,19 @@ def cert_status(settings: Settings, args: argparse.Namespace) -> None:
         print(f"expires:  {info.not_after:%Y-%m-%d %H:%M} UTC ({info.days_left(now):.0f} days)")
     if settings.acme.enabled:
         print(f"acme:     on, {settings.acme.directory}, renewed {settings.acme.renew_days} days")
-        names = wanted_names(settings, AccountDB(settings.data_dir).domains())
-        print(f"          before expiry, for {', '.join(names)}")
-        if ACMEFiles.of(settings.data_dir).renew_request.exists():
+        wanted = wanted_names(settings, AccountDB(settings.data_dir).domains())
+        print(f"          before expiry, for {', '.join(wanted.required)}")
+        if wanted.optional:
+            print(f"          and, when they validate, {', '.join(wanted.optional)}")
+        files = ACMEFiles.of(settings.data_dir)
+        for name, when in sorted(read_left_out(files.left_out).items()):
+            if name in wanted.optional:
+                again = when + OPTIONAL_RETRY
+                print(
+                    f"left out:  {name}: validation failed {when:%Y-%m-%d %H:%M} UTC, "
+                    f"tried again after {again:%Y-%m-%d %H:%M} UTC"
+                )
+        if files.renew_request.exists():
             print("          a renewal is asked for (the running server acts on SIGHUP)")
     else:
         print("acme:     off ([acme] enabled = false)")
@@ -89,15 +112,56 @@ def _renew_here(settings: Settings) -> bool:
 
     try:
         _run_on_reactor(order)
-    except CannotListenError:
+    except CannotListenError as e:
+        if getattr(e.socketError, "errno", None) != errno.EADDRINUSE:
+            raise CertError(
+                f"cannot listen on the http listener's address ({endpoint}): {e.socketError}"
+            ) from e
+        if not _ourmail_answers(endpoint):
+            raise CertError(
+                f"the http listener's address ({endpoint}) is taken by another program, not "
+                "by ourmail: stop it (or let it pass /.well-known/acme-challenge/ on to "
+                "ourmail's http listener), then try again"
+            ) from e
         return False
     return True
+
+
+def _ourmail_answers(endpoint: str) -> bool:
+    """Whether a running ourmail answers ACME challenges at ``endpoint``: a GET of an unknown
+    token gets its 404 with :data:`~ourmail.web.acmechallenge.RESPONDER`."""
+    from ourmail.web.acmechallenge import PREFIX, RESPONDER
+
+    _, args, options = parse_endpoint(endpoint)
+    port = options.get("port", args[0] if args else "")
+    host = options.get("interface", "")
+    if not port.isdigit():
+        return False
+    try:
+        if not host or ipaddress.ip_address(host).is_unspecified:  # every address: loopback
+            host = "::1" if ":" in host else "127.0.0.1"
+    except ValueError:
+        return False
+    path = PREFIX.decode() + secrets.token_urlsafe(16)
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request("GET", path)
+        answer = conn.getresponse()
+        header = answer.getheader(RESPONDER[0].decode(), "")
+        return answer.status == 404 and header == RESPONDER[1].decode()
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
 
 
 def cert_renew(settings: Settings, args: argparse.Namespace) -> None:
     if not settings.acme.enabled:
         raise CertError("ACME is off: set [acme] enabled = true first (docs/certificates.md)")
     files = ACMEFiles.of(settings.data_dir)
+    warning = port_warning(settings)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     try:
         done = _renew_here(settings)
     except ConfigError:

@@ -3,6 +3,8 @@
 ``records DOMAIN`` prints them as a BIND zone-file snippet; ``check DOMAIN`` asks DNS for
 each of them and prints one line per record, PASS, WARN or FAIL with the reason, and exits
 with status 1 when any fails.  Both run their own reactor (``task.react``) for the queries.
+The ports are the running server's (``<data>/listening.json``), else those ``[listen]`` and
+the defaults for the user running the command give; a note on standard error says which.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ourmail.dns.api import DomainRecords, check_domain, current_addresses, reco
 from ourmail.dns.fromsettings import mail_setup
 from ourmail.dns.lookup import DEFAULT_TIMEOUT, Lookup, make_resolver
 from ourmail.dns.records import MailSetup
+from ourmail.net.portsfile import ports_file, running_ports
 
 
 class DNSCommandError(Exception):
@@ -84,6 +87,19 @@ def _react(work: Any) -> int:
     return status[0] if status else 1
 
 
+def _ports_note(setup: MailSetup, running: bool, settings: Settings) -> None:
+    """Say on standard error which ports the records name, and where they come from."""
+    ports = ", ".join(f"{name} {port}" for name, port in sorted(setup.ports.items()))
+    if running:
+        where = f"those the running server listens on ({ports_file(settings.data_dir)})"
+    else:
+        where = (
+            "from [listen], or where it names none the defaults for the user running this "
+            "command (root and other users differ); no server is running on this data folder"
+        )
+    print(f"ourmail: note: ports {ports or 'none'}: {where}", file=sys.stderr)
+
+
 def run(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
     """The chosen ``dns`` command; raises DNSCommandError (exit status 1) when a check
     fails."""
@@ -92,7 +108,9 @@ def run(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
     except ConfigError as e:
         raise DNSCommandError(str(e)) from None
     lookup = _lookup(settings, args)
-    setup = mail_setup(settings, domain)  # (reads the DKIM keys before the reactor runs)
+    running = running_ports(settings.data_dir)
+    setup = mail_setup(settings, domain, ports=running)  # (reads the DKIM keys first)
+    _ports_note(setup, running is not None, settings)
     work = _records if args.command == "records" else _check
     failed = _react(lambda: work(setup, lookup))
     if failed:

@@ -91,21 +91,45 @@ def _host(payload_name: Any) -> str:
     return payload_name.name.decode("ascii", "replace").lower().rstrip(".") or "."
 
 
-def _tags(text: str) -> dict[str, str]:
-    """``tag=value; ...`` (RFC 6376 §3.2, RFC 7489 §6.4, RFC 8461 §3.1): the tags."""
+def _tags(text: str, fold: bool = False) -> dict[str, str]:
+    """``tag=value; ...``: the tags.  Their names are case-sensitive (RFC 6376 §3.2, RFC 8461
+    §3.1 and RFC 8460 §3 write them ``%s``); ``fold``: not in DMARC (RFC 7489 §6.4's plain
+    ABNF strings), so lower-cased."""
     tags: dict[str, str] = {}
     for part in text.split(";"):
         name, equals, value = part.partition("=")
         if equals:
-            tags.setdefault(name.strip().lower(), value.strip())
+            name = name.strip()
+            tags.setdefault(name.lower() if fold else name, value.strip())
     return tags
 
 
-async def _txt(lookup: Lookup, record: Record, prefix: str) -> tuple[Answer, list[str]]:
-    """The TXT records at ``record.name`` that start with ``prefix`` (case ignored)."""
+#: RFC 7489 §6.4: ``dmarc-version = "v" *WSP "=" *WSP %x44 %x4d %x41 %x52 %x43 %x31``: the
+#: tag name in any case, the value exactly ``DMARC1``.
+_DMARC_VERSION = re.compile(r"[vV][ \t]*=[ \t]*DMARC1[ \t]*(;|$)")
+
+
+def _is_dmarc(text: str) -> bool:
+    return _DMARC_VERSION.match(text) is not None
+
+
+def _starts(prefix: str) -> Callable[[str], bool]:
+    """Whether a record starts exactly with ``prefix`` (RFC 8461 §3.1 ``%s"v=STSv1"``, RFC
+    8460 §3 ``%s"v=TLSRPTv1"``: case-sensitive)."""
+    return lambda text: text.startswith(prefix)
+
+
+async def _txt(
+    lookup: Lookup, record: Record, version: str, matches: Callable[[str], bool]
+) -> tuple[Answer, list[str], str]:
+    """The TXT records at ``record.name`` whose ``version`` tag ``matches``; and a note naming
+    one that starts with it in another case only (receivers ignore that one)."""
     answer = await lookup.query(record.name, "TXT")
-    texts = [_text(p) for p in answer.records]
-    return answer, [t for t in texts if t.strip().lower().startswith(prefix.lower())]
+    texts = [_text(p).strip() for p in answer.records]
+    found = [t for t in texts if matches(t)]
+    near = [t for t in texts if not matches(t) and t.lower().startswith(version.lower())]
+    note = f" ({near[0][: len(version)]!r} is not {version!r}: case matters)" if near else ""
+    return answer, found, note
 
 
 async def check_mx(lookup: Lookup, setup: MailSetup, record: Record) -> CheckResult:
@@ -166,7 +190,17 @@ async def check_address(lookup: Lookup, setup: MailSetup, record: Record) -> Che
             "or SRV target must not be an alias (RFC 2181 §10.3)",
             found,
         )
-    return CheckResult(record, "pass", f"{setup.hostname} has {', '.join(found)}", found)
+    if not any(str(ipaddress.ip_address(a)) in setup.own_addresses for a in found):
+        return CheckResult(
+            record,
+            "warn",
+            f"{setup.hostname} has {', '.join(found)}, no address of this machine: cannot "
+            "confirm this address is this server (fine behind NAT or a port forward)",
+            found,
+        )
+    return CheckResult(
+        record, "pass", f"{setup.hostname} has {', '.join(found)}, this machine's", found
+    )
 
 
 def _ipv6(packed: bytes) -> str:
@@ -174,8 +208,10 @@ def _ipv6(packed: bytes) -> str:
 
 
 async def check_spf(lookup: Lookup, setup: MailSetup, record: Record) -> CheckResult:
-    answer, spf = await _txt(lookup, record, "v=spf1")
-    spf = [t for t in spf if t.strip().lower() == "v=spf1" or t.lower().startswith("v=spf1 ")]
+    answer = await lookup.query(record.name, "TXT")
+    texts = [_text(p).strip() for p in answer.records]
+    # RFC 7208 §4.5: "v=spf1" alone or followed by a space, in any case (§12's ABNF string).
+    spf = [t for t in texts if t.lower() == "v=spf1" or t.lower().startswith("v=spf1 ")]
     if not spf:
         if answer.outcome in ("ok", "nodata"):
             return CheckResult(
@@ -192,12 +228,20 @@ async def check_spf(lookup: Lookup, setup: MailSetup, record: Record) -> CheckRe
             found,
         )
     terms = spf[0].lower().split()
-    if " ".join(terms) == record.text:
-        return CheckResult(record, "pass", f"SPF is {record.text!r}", found)
     if terms[-1] in ("all", "+all"):
         return CheckResult(
             record, "fail", f"SPF ends in +all: it lets anyone send as {setup.domain}", found
         )
+    if setup.relay:  # whether the relay's addresses are in it cannot be told from here
+        return CheckResult(
+            record,
+            "warn",
+            f"mail leaves through the smart host {setup.relay} ([queue] relay): make sure SPF "
+            "lets its addresses send (the include: its provider documents)",
+            found,
+        )
+    if " ".join(terms) == record.text:
+        return CheckResult(record, "pass", f"SPF is {record.text!r}", found)
     return CheckResult(
         record,
         "warn",
@@ -239,11 +283,13 @@ async def check_dkim(lookup: Lookup, setup: MailSetup, record: Record) -> CheckR
 
 
 async def check_dmarc(lookup: Lookup, setup: MailSetup, record: Record) -> CheckResult:
-    answer, found = await _txt(lookup, record, "v=DMARC1")
+    answer, found, note = await _txt(lookup, record, "v=DMARC1", _is_dmarc)
     if not found:
         if answer.outcome in ("ok", "nodata"):
             return CheckResult(
-                record, "fail", f"no DMARC record (a TXT starting v=DMARC1) at {record.name}"
+                record,
+                "fail",
+                f"no DMARC record (a TXT starting v=DMARC1) at {record.name}{note}",
             )
         return _missing(record, answer)
     if len(found) > 1:
@@ -253,7 +299,7 @@ async def check_dmarc(lookup: Lookup, setup: MailSetup, record: Record) -> Check
             f"{len(found)} DMARC records: receivers apply none of them (RFC 7489 §6.6.3); keep one",
             tuple(found),
         )
-    tags = _tags(found[0])
+    tags = _tags(found[0], fold=True)
     policy = tags.get("p", "").lower()
     if policy not in ("none", "quarantine", "reject"):
         return CheckResult(
@@ -274,11 +320,12 @@ async def check_dmarc(lookup: Lookup, setup: MailSetup, record: Record) -> Check
 
 
 async def check_mta_sts(lookup: Lookup, setup: MailSetup, record: Record) -> CheckResult:
-    answer, found = await _txt(lookup, record, "v=STSv1")
+    answer, found, note = await _txt(lookup, record, "v=STSv1", _starts("v=STSv1"))
     if not found:
         if answer.outcome in ("ok", "nodata"):
             answer = Answer("nodata", final=record.name)
-        return _missing(record, answer)
+        missing = _missing(record, answer)
+        return attrs.evolve(missing, reason=missing.reason + note)
     if len(found) > 1:
         return CheckResult(
             record,
@@ -305,11 +352,12 @@ async def check_mta_sts(lookup: Lookup, setup: MailSetup, record: Record) -> Che
 
 
 async def check_tls_rpt(lookup: Lookup, setup: MailSetup, record: Record) -> CheckResult:
-    answer, found = await _txt(lookup, record, "v=TLSRPTv1")
+    answer, found, note = await _txt(lookup, record, "v=TLSRPTv1", _starts("v=TLSRPTv1"))
     if not found:
         if answer.outcome in ("ok", "nodata"):
             answer = Answer("nodata", final=record.name)
-        return _missing(record, answer)
+        missing = _missing(record, answer)
+        return attrs.evolve(missing, reason=missing.reason + note)
     if len(found) > 1:
         return CheckResult(
             record,

@@ -1,13 +1,18 @@
 """The :class:`~ourmail.dns.records.MailSetup` of a domain served here, from the Settings:
 the host name, the ports the listeners are configured on, the DKIM keys under
-``<data>/dkim`` (found as ``ourmail dkim`` finds them) and ``[web] mta_sts_mode``.
+``<data>/dkim`` (found as ``ourmail dkim`` finds them), ``[web] mta_sts_mode``, this
+machine's interface addresses and ``[queue] relay``.
 
 Reads the key files: blocking, so the web calls it in a thread (``deferToThread``).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Mapping
+
+import psutil
 
 from ourmail.config import Settings
 from ourmail.dns.records import DkimPublic, MailSetup
@@ -46,6 +51,16 @@ def dkim_keys(settings: Settings, domain: str) -> tuple[DkimPublic, ...]:
     )
 
 
+def own_addresses() -> frozenset[str]:
+    """The IPv4 and IPv6 addresses of this machine's interfaces (IPv6 without its zone)."""
+    found = set()
+    for entries in psutil.net_if_addrs().values():
+        for entry in entries:
+            if entry.family in (socket.AF_INET, socket.AF_INET6):
+                found.add(str(ipaddress.ip_address(entry.address.split("%", 1)[0])))
+    return frozenset(found)
+
+
 def mail_setup(
     settings: Settings,
     domain: str,
@@ -53,12 +68,17 @@ def mail_setup(
     ports: Mapping[str, int] | None = None,
 ) -> MailSetup:
     """The setup of ``domain``: ``ports`` are the public ports when known (the running
-    server's listeners), else those the configuration names."""
+    server's listeners; those not in :data:`PUBLIC_SERVICES` are ignored), else those the
+    configuration names."""
+    if ports is None:
+        ports = configured_ports(settings.listen)
     return MailSetup(
         domain=domain,
         hostname=settings.hostname,
-        ports=dict(configured_ports(settings.listen) if ports is None else ports),
+        ports={name: port for name, port in ports.items() if name in PUBLIC_SERVICES},
         dkim=dkim_keys(settings, domain),
         mta_sts_mode=settings.web.mta_sts_mode,
         addresses=addresses,
+        own_addresses=own_addresses(),
+        relay=settings.queue.relay.address[0] if settings.queue.relay.host else "",
     )

@@ -67,6 +67,12 @@ class MailSetup:
     #: The addresses the host name has now (shown as a hint; ourmail cannot know its public
     #: address behind NAT); empty: a placeholder is shown.
     addresses: tuple[str, ...] = ()
+    #: The addresses of this machine's own interfaces (normalised, as ``ipaddress`` writes
+    #: them): the host name's address passes its check only when it is one of them.
+    own_addresses: frozenset[str] = frozenset()
+    #: ``[queue] relay``'s host name: all outbound mail leaves through that smart host (empty:
+    #: this server delivers to each MX itself).
+    relay: str = ""
 
     @property
     def report_address(self) -> str:
@@ -163,13 +169,7 @@ def expected_records(setup: MailSetup) -> list[Record]:
             priority=10,
         ),
         *_addresses(setup),
-        Record(
-            domain,
-            "TXT",
-            "spf",
-            f"SPF: only the MX hosts ({host}) send mail from {domain} (RFC 7208)",
-            text="v=spf1 mx -all",
-        ),
+        _spf(setup),
         *(
             Record(
                 f"{key.selector}._domainkey.{domain}",
@@ -204,6 +204,29 @@ def expected_records(setup: MailSetup) -> list[Record]:
         )
     )
     return records + _service_records(setup)
+
+
+def _spf(setup: MailSetup) -> Record:
+    """RFC 7208 SPF: the MX hosts; with a smart host, its address too (a placeholder), and
+    ``~all`` (softfail, §8.5) until the admin has put in what its provider publishes."""
+    domain, host, relay = setup.domain, setup.hostname, setup.relay
+    if not relay:
+        return Record(
+            domain,
+            "TXT",
+            "spf",
+            f"SPF: only the MX hosts ({host}) send mail from {domain} (RFC 7208)",
+            text="v=spf1 mx -all",
+        )
+    return Record(
+        domain,
+        "TXT",
+        "spf",
+        f"SPF: mail from {domain} leaves through the smart host {relay} ([queue] relay); "
+        f"replace a:{relay} with the include: its provider documents, and ~all with -all "
+        "once reports show all mail passes (RFC 7208 §5.2, §8.5)",
+        text=f"v=spf1 mx a:{relay} ~all",
+    )
 
 
 def _mta_sts(setup: MailSetup) -> list[Record]:

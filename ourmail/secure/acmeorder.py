@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import attrs
+import requests
 from acme import challenges, client, crypto_util, errors, messages
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -28,7 +29,40 @@ MAX_NAMES = 100
 
 
 class OrderFailed(Exception):
-    """The CA refused or failed the order; the message says why."""
+    """The CA refused or failed the order; the message says why, ``names`` which names did
+    not validate (empty when the failure was not a validation's)."""
+
+    def __init__(self, message: str, names: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.names = names
+
+
+class RateLimited(OrderFailed):
+    """The CA refused for now: too many requests (RFC 8555 §6.6, ``rateLimited``);
+    ``retry_after`` is when its ``Retry-After`` header says to ask again (local time), or
+    None."""
+
+    def __init__(self, message: str, retry_after: datetime.datetime | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class _Network(client.ClientNetwork):
+    """acme's network client, keeping the ``Retry-After`` of a rate-limit problem (acme
+    drops the response's headers from the errors it raises)."""
+
+    @classmethod
+    def _check_response(
+        cls, response: requests.Response, content_type: str | None = None
+    ) -> requests.Response:
+        try:
+            return super()._check_response(response, content_type)
+        except messages.Error as e:
+            if e.code != "rateLimited":
+                raise
+            after = response.headers.get("Retry-After")
+            when = client.ClientV2.retry_after(response, 0) if after else None
+            raise RateLimited(f"the CA limits the requests: {e}", when) from e
 
 
 @attrs.frozen
@@ -91,8 +125,8 @@ def order_certificate(
 ) -> tuple[bytes, bytes]:
     """A certificate for ``names`` as (PEM chain, PEM key): a new P-256 key, every name
     validated over HTTP-01 (RFC 8555 §8.3; ``publish(token, key_authorisation)`` must make
-    the answer reachable before it returns).  Raises :class:`OrderFailed`, ``acme`` or
-    ``requests`` errors."""
+    the answer reachable before it returns).  Raises :class:`OrderFailed` (:class:`RateLimited`
+    when the CA says to wait), ``acme`` or ``requests`` errors."""
     if len(names) > MAX_NAMES:
         raise OrderFailed(
             f"{len(names)} names are more than the {MAX_NAMES} a certificate may carry; "
@@ -100,7 +134,7 @@ def order_certificate(
         )
     jwk = account_key(key_path)
     verify: object = str(ca.ca_file) if ca.ca_file else True
-    net = client.ClientNetwork(jwk, user_agent=USER_AGENT)
+    net = _Network(jwk, user_agent=USER_AGENT)
     net.verify_ssl = verify  # type: ignore[assignment]  # requests takes a CA file path too
     acme = client.ClientV2(client.ClientV2.get_directory(ca.directory, net), net)
     _account(acme, ca.email)
@@ -126,7 +160,8 @@ def order_certificate(
             for c in a.body.challenges
             if c.error is not None
         ]
-        raise OrderFailed("validation failed: " + "; ".join(problems)) from e
+        failed = tuple(a.body.identifier.value for a in e.failed_authzrs)
+        raise OrderFailed("validation failed: " + "; ".join(problems), failed) from e
     finally:
         for token in tokens:
             withdraw(token)

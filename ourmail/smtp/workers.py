@@ -29,6 +29,7 @@ from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IReactorProcess
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall
@@ -70,7 +71,14 @@ class WorkerProtocol(ProcessProtocol):
         if not self.ready:
             self._hangup_pending = True
         elif self.transport is not None:
-            self.transport.signalProcess("HUP")
+            try:
+                self.transport.signalProcess("HUP")
+            except (ProcessExitedAlready, OSError) as e:  # it ended: it starts again anew
+                log.warn(
+                    "mx worker {n} not told to reload its certificate: {why}",
+                    n=self.number,
+                    why=str(e) or type(e).__name__,
+                )
 
     def outReceived(self, data: bytes) -> None:
         self._partial = self._lines(self._partial + data, structured=True)

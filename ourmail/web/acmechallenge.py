@@ -2,7 +2,9 @@
 
 ``GET /.well-known/acme-challenge/<token>`` answers the key authorisation the certificate
 renewal (``ourmail/secure/acmerenewal.py``) put in ``challenges`` for that token, as
-``application/octet-stream``; an unknown token is a 404.  The CA's validation server follows
+``application/octet-stream``; an unknown token is a 404.  Every answer on that path carries
+``X-ACME-Responder: ourmail``, by which ``ourmail cert renew`` knows the program holding the
+``http`` address is a running ourmail.  The CA's validation server follows
 no redirect to HTTPS it cannot yet trust, so this path is never redirected; every other path
 still is (``ourmail/web/redirect.py``).
 """
@@ -22,6 +24,8 @@ from ourmail.web.site import CountedSite
 #: RFC 8555 §8.3: the token is base64url without padding (at least 128 bits of entropy).
 _TOKEN = re.compile(rb"^[A-Za-z0-9_-]{1,256}$")
 PREFIX = b"/.well-known/acme-challenge/"
+#: The header (and its value) on every answer under :data:`PREFIX`.
+RESPONDER = (b"X-ACME-Responder", b"ourmail")
 
 
 class ChallengeOrRedirect(resource.Resource):
@@ -39,6 +43,7 @@ class ChallengeOrRedirect(resource.Resource):
         path = request.path
         if not path.startswith(PREFIX):
             return self.redirect.render(request)  # type: ignore[no-any-return]
+        request.setHeader(*RESPONDER)
         token = path[len(PREFIX) :]
         answer = self.challenges.get(token.decode("ascii")) if _TOKEN.match(token) else None
         if request.method not in (b"GET", b"HEAD"):

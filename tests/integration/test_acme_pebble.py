@@ -27,7 +27,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from ourmail.config import ACMESettings
 from ourmail.secure import acmerenewal
-from ourmail.secure.certfiles import ACMEFiles, read_info
+from ourmail.secure.certfiles import ACMEFiles, read_info, read_left_out
 
 pytestmark = needs_pebble
 
@@ -308,3 +308,24 @@ def test_mx_worker_processes_get_the_renewed_certificate(
                         assert x509.load_der_x509_certificate(der).serial_number == new
     finally:
         globalLogPublisher.removeObserver(observe)
+
+
+def test_an_autoconfig_name_that_does_not_resolve_is_left_off_the_certificate(
+    tmp_path: Path,
+) -> None:
+    """The test DNS answers NXDOMAIN for autoconfig.example.test: the host name still gets a
+    certificate, without that name, and a check the day after orders nothing."""
+    http_port = free_port()
+    with (
+        names_on_loopback((HOST, "mta-sts.example.test")) as dns_port,
+        running_pebble(tmp_path / "pebble", http_port, dns_port) as pebble,
+        acme_server(tmp_path, pebble.directory, pebble.ca_file, http_port) as srv,
+    ):
+        renew(srv)
+        cert = served_certificate(srv.port("imaps"))
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert san.get_values_for_type(x509.DNSName) == [HOST, "mta-sts.example.test"]
+        assert cert.issuer != cert.subject
+        files = ACMEFiles.of(srv.data)
+        assert set(read_left_out(files.left_out)) == {"autoconfig.example.test"}
+        assert renew(srv) is False

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 from conftest import _ensure_reactor
 from peers import dns as testdns
@@ -41,7 +42,8 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyStore:
 @pytest.fixture
 def found(keys: KeyStore) -> DomainRecords:
     dkim = tuple(DkimPublic(k.selector, k.algorithm, k.public_value()) for k in keys.keys(DOMAIN))
-    return records_of(MailSetup(DOMAIN, HOST, PORTS, dkim, "testing", ("192.0.2.10",)))
+    here = frozenset({"192.0.2.10"})  # as if this machine had that address
+    return records_of(MailSetup(DOMAIN, HOST, PORTS, dkim, "testing", ("192.0.2.10",), here))
 
 
 @pytest.fixture
@@ -142,6 +144,15 @@ def test_the_right_records_all_pass(
         ("no ptr", "10.2.0.192.in-addr.arpa", "warn", "missing: 10.2.0.192.in-addr.arpa does not exist (NXDOMAIN)"),
         ("autoconfig elsewhere", f"autoconfig.{DOMAIN}", "warn", f"an alias of hosting.example.net, not of {HOST}"),
         ("autoconfig as address", f"autoconfig.{DOMAIN}", "pass", f"has the addresses of {HOST}"),
+        ("dmarc version in lower case", f"_dmarc.{DOMAIN}", "fail",
+         f"no DMARC record (a TXT starting v=DMARC1) at _dmarc.{DOMAIN} ('v=dmarc1' is not 'v=DMARC1': case matters)"),
+        ("dmarc tag names in upper case", f"_dmarc.{DOMAIN}", "pass", "DMARC p=none, reports to mailto:"),
+        ("mta-sts version in lower case", f"_mta-sts.{DOMAIN}", "warn",
+         f"missing: no TXT record at _mta-sts.{DOMAIN} TXT ('v=stsv1' is not 'v=STSv1': case matters)"),
+        ("mta-sts id in upper case", f"_mta-sts.{DOMAIN}", "fail", "no valid id="),
+        ("tls-rpt version in other case", f"_smtp._tls.{DOMAIN}", "warn",
+         f"missing: no TXT record at _smtp._tls.{DOMAIN} TXT ('v=TLSRPTV1' is not 'v=TLSRPTv1': case matters)"),
+        ("dkim key tag in upper case", f"202612e._domainkey.{DOMAIN}", "fail", "not a DKIM key record (no p= tag"),
     ],
 )  # fmt: skip
 def test_each_wrong_record_gets_its_verdict(
@@ -218,7 +229,59 @@ BREAK = {
     "autoconfig as address": lambda zone, keys: (
         zone.clear(f"autoconfig.{DOMAIN}"), zone.set_address(f"autoconfig.{DOMAIN}", "192.0.2.10")
     ),
+    "dmarc version in lower case": lambda zone, keys: zone.set_txt(
+        f"_dmarc.{DOMAIN}", f"v=dmarc1; p=none; rua=mailto:postmaster@{DOMAIN}"
+    ),
+    "dmarc tag names in upper case": lambda zone, keys: zone.set_txt(
+        f"_dmarc.{DOMAIN}", f"V = DMARC1; P=none; RUA=mailto:postmaster@{DOMAIN}"
+    ),
+    "mta-sts version in lower case": lambda zone, keys: zone.set_txt(
+        f"_mta-sts.{DOMAIN}", f"v=stsv1; id={MailSetup(DOMAIN, HOST, PORTS).mta_sts_id}"
+    ),
+    "mta-sts id in upper case": lambda zone, keys: zone.set_txt(
+        f"_mta-sts.{DOMAIN}", f"v=STSv1; ID={MailSetup(DOMAIN, HOST, PORTS).mta_sts_id}"
+    ),
+    "tls-rpt version in other case": lambda zone, keys: zone.set_txt(
+        f"_smtp._tls.{DOMAIN}", f"v=TLSRPTV1; rua=mailto:postmaster@{DOMAIN}"
+    ),
+    "dkim key tag in upper case": lambda zone, keys: zone.set_txt(
+        f"202612e._domainkey.{DOMAIN}",
+        next(k.txt() for k in keys.keys(DOMAIN) if k.selector == "202612e").replace("p=", "P="),
+    ),
 }  # fmt: skip
+
+
+def test_a_host_address_that_is_not_this_machines_is_a_warning_not_a_pass(
+    served: tuple[testdns.TestZone, int], found: DomainRecords
+) -> None:
+    zone, port = served
+    publish(zone, found.records)
+    elsewhere = attrs.evolve(found.setup, own_addresses=frozenset({"198.51.100.7", "::1"}))
+    results = check(port, records_of(elsewhere))
+    got = result(results, HOST)
+    assert (got.status, got.found) == ("warn", ("192.0.2.10",))
+    assert got.reason == (
+        f"{HOST} has 192.0.2.10, no address of this machine: cannot confirm this address is "
+        "this server (fine behind NAT or a port forward)"
+    )
+    assert result(check(port, found), HOST).status == "pass"
+
+
+@pytest.mark.parametrize("published", ["suggested", "plain"])
+def test_with_a_smart_host_spf_is_a_warning_naming_it(
+    served: tuple[testdns.TestZone, int], found: DomainRecords, published: str
+) -> None:
+    zone, port = served
+    relayed = records_of(attrs.evolve(found.setup, relay="smtp.provider.net"))
+    publish(zone, relayed.records)
+    if published == "plain":  # the record of a server without a relay: the check must not pass
+        zone.set_txt(DOMAIN, "v=spf1 mx -all")
+    got = result(check(port, relayed), DOMAIN, "TXT")
+    assert got.status == "warn"
+    assert got.reason == (
+        "mail leaves through the smart host smtp.provider.net ([queue] relay): make sure SPF "
+        "lets its addresses send (the include: its provider documents)"
+    )
 
 
 def test_a_dkim_key_published_through_a_cname_is_followed(
@@ -296,17 +359,17 @@ def test_the_commands_print_the_records_and_check_them(
     served: tuple[testdns.TestZone, int], data: Path
 ) -> None:
     zone, port = served
-    zone.set_address(HOST, "192.0.2.10")
+    zone.set_address(HOST, "127.0.0.1")  # an address of this machine's, as it should be
     out = _ourmail(data, "dns", "records", DOMAIN, "--server", f"127.0.0.1:{port}")
     assert out.returncode == 0, out.stderr
-    assert "mail\tIN\tA\t192.0.2.10" in out.stdout and "$ORIGIN example.org." in out.stdout
+    assert "mail\tIN\tA\t127.0.0.1" in out.stdout and "$ORIGIN example.org." in out.stdout
     (key,) = KeyStore(data / "dkim").keys(DOMAIN)
     assert f'202612e._domainkey\tIN\tTXT\t"{key.txt()}"' in out.stdout
 
     # Published as printed: every record passes, exit status 0.
     setup = MailSetup(DOMAIN, HOST, {k: v for k, v in PORTS.items()},
                       (DkimPublic("202612e", "ed25519", key.public_value()),), "testing",
-                      ("192.0.2.10",))  # fmt: skip
+                      ("127.0.0.1",))  # fmt: skip
     publish(zone, records_of(setup).records)
     out = _ourmail(data, "dns", "check", DOMAIN, "--server", f"127.0.0.1:{port}")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -321,7 +384,9 @@ def test_the_commands_print_the_records_and_check_them(
     assert out.returncode == 1
     assert f"FAIL  MX     {DOMAIN}: MX points at mx.elsewhere.net, not at {HOST}" in out.stdout
     assert f"WARN  TXT    _dmarc.{DOMAIN}: p=none but no rua=mailto:" in out.stdout
-    assert out.stderr.strip() == f"ourmail: 1 record of {DOMAIN} failed"
+    note, failed = out.stderr.strip().splitlines()
+    assert note.startswith("ourmail: note: ports imaps 993, pop3s 995, smtp 25, submission 587")
+    assert failed == f"ourmail: 1 record of {DOMAIN} failed"
 
 
 def test_the_command_refuses_bad_arguments(data: Path) -> None:

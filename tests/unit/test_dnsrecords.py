@@ -137,3 +137,15 @@ def test_from_settings_reads_ports_and_active_dkim_keys(tmp_path: Path) -> None:
     assert found.setup.dkim[0].text == signing.txt()
     assert found.setup.mta_sts_mode == "enforce"
     assert configured_ports({"web": "unix:/x.sock", "smtp": "tcp:0", "imap": None}) == {}
+
+
+def test_with_a_smart_host_spf_names_it_and_soft_fails(tmp_path: Path) -> None:
+    (tmp_path / "ourmail.toml").write_text(
+        'hostname = "mail.example.org"\ndomains = ["example.org"]\n'
+        '[queue.relay]\nhost = "smtp.provider.net:587"\n'
+    )
+    found = domain_records(load_settings(data=str(tmp_path)), "example.org")
+    assert found.setup.relay == "smtp.provider.net"
+    assert rdatas(parsed(found.zone), "@", "TXT") == ['"v=spf1 mx a:smtp.provider.net ~all"']
+    (spf,) = [r for r in found.records if r.kind == "spf"]
+    assert "replace a:smtp.provider.net with the include: its provider documents" in spf.purpose
