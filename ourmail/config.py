@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -717,16 +718,19 @@ def _login_cache_settings(table: Mapping[str, Any]) -> LoginCacheSettings:
 
 
 def _admin_address(value: Any, where: str) -> str:
-    """An admin's address, normalised as logins are (``normalise_address``: NFC, lower case,
-    an IDNA domain); anything else (``" @example.org"``, a bare name) is refused."""
-    from ourmail.addresses import AddressError, normalise_address  # it imports this module
-
-    try:
-        if not isinstance(value, str) or value.strip().startswith("@"):
-            raise AddressError("not an address")
-        return normalise_address(value)
-    except AddressError:
-        raise ConfigError(f"'{where}' takes addresses (local@domain), got {value!r}") from None
+    """An admin's address spelled as logins are (``ourmail.addresses.normalise_address``,
+    which imports this module): the local part NFC and lower-cased, the domain IDNA; an empty
+    local part (``" @example.org"``, a catch-all), spaces or control characters are refused."""
+    text = unicodedata.normalize("NFC", value.strip()) if isinstance(value, str) else ""
+    local, at, domain = text.rpartition("@")
+    if (
+        not at
+        or not local
+        or any(c.isspace() or c in '@"<>' for c in local)
+        or any(unicodedata.category(c)[0] == "C" for c in text)
+    ):
+        raise ConfigError(f"'{where}' takes addresses (local@domain), got {value!r}")
+    return f"{local.lower()}@{normalise_domain(domain)}"
 
 
 def _admin_settings(table: Mapping[str, Any], primary: str) -> AdminSettings:
