@@ -32,22 +32,26 @@ class AccountDB:
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / FILE_NAME
         self._lock_path = data_dir / ".accounts.lock"
-        self._stamp: tuple[int, int, int] | None = None
-        self._data: dict[str, Any] = {"users": {}, "domains": []}
+        #: (the file's stamp, its content) as one value: threads (the admin console's) that
+        #: read it at once can never pair one reading's stamp with another's content.
+        self._view: tuple[tuple[int, int, int] | None, dict[str, Any]] = (
+            None,
+            {"users": {}, "domains": []},
+        )
 
     def _fresh(self) -> dict[str, Any]:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            self._stamp, self._data = None, {"users": {}, "domains": []}
-            return self._data
+            self._view = (None, {"users": {}, "domains": []})
+            return self._view[1]
         # Updates replace the file, so a new inode tells of a change that kept the size
         # within the file system's timestamp granularity (a new password hash).
         stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if stamp != self._stamp:
-            self._data = self._read()
-            self._stamp = stamp
-        return self._data
+        view = self._view
+        if stamp != view[0]:
+            view = self._view = (stamp, self._read())
+        return view[1]
 
     def _read(self) -> dict[str, Any]:
         try:
@@ -135,7 +139,7 @@ class AccountDB:
             data = self._read() if self.path.exists() else {"users": {}, "domains": []}
             yield data
             write_atomic(self.path, json.dumps(data, indent=1, sort_keys=True).encode(), 0o600)
-            self._stamp = None
+            self._view = (None, self._view[1])
 
     def add_user(self, address: str, password_hash: str) -> None:
         with self._update() as data:
