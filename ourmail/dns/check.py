@@ -319,20 +319,27 @@ async def check_dmarc(lookup: Lookup, setup: MailSetup, record: Record) -> Check
     )
 
 
-async def check_mta_sts(lookup: Lookup, setup: MailSetup, record: Record) -> CheckResult:
-    answer, found, note = await _txt(lookup, record, "v=STSv1", _starts("v=STSv1"))
+async def _one_tagged(
+    lookup: Lookup, record: Record, version: str, two: str
+) -> CheckResult | list[str]:
+    """The TXT records at ``record`` that start with ``version`` (exactly one expected), or
+    the result when there is none or more than one (``two``: what several records mean)."""
+    answer, found, note = await _txt(lookup, record, version, _starts(version))
     if not found:
         if answer.outcome in ("ok", "nodata"):
             answer = Answer("nodata", final=record.name)
         missing = _missing(record, answer)
         return attrs.evolve(missing, reason=missing.reason + note)
     if len(found) > 1:
-        return CheckResult(
-            record,
-            "fail",
-            f"{len(found)} v=STSv1 records: senders use no policy (RFC 8461 §3.1); keep one",
-            tuple(found),
-        )
+        reason = f"{len(found)} {version} records: {two}; keep one"
+        return CheckResult(record, "fail", reason, tuple(found))
+    return found
+
+
+async def check_mta_sts(lookup: Lookup, setup: MailSetup, record: Record) -> CheckResult:
+    found = await _one_tagged(lookup, record, "v=STSv1", "senders use no policy (RFC 8461 §3.1)")
+    if isinstance(found, CheckResult):
+        return found
     published = _tags(found[0]).get("id", "")
     if not _STS_ID.fullmatch(published):
         return CheckResult(
@@ -352,19 +359,9 @@ async def check_mta_sts(lookup: Lookup, setup: MailSetup, record: Record) -> Che
 
 
 async def check_tls_rpt(lookup: Lookup, setup: MailSetup, record: Record) -> CheckResult:
-    answer, found, note = await _txt(lookup, record, "v=TLSRPTv1", _starts("v=TLSRPTv1"))
-    if not found:
-        if answer.outcome in ("ok", "nodata"):
-            answer = Answer("nodata", final=record.name)
-        missing = _missing(record, answer)
-        return attrs.evolve(missing, reason=missing.reason + note)
-    if len(found) > 1:
-        return CheckResult(
-            record,
-            "fail",
-            f"{len(found)} v=TLSRPTv1 records: senders report nothing (RFC 8460 §3); keep one",
-            tuple(found),
-        )
+    found = await _one_tagged(lookup, record, "v=TLSRPTv1", "senders report nothing (RFC 8460 §3)")
+    if isinstance(found, CheckResult):
+        return found
     if "rua" not in _tags(found[0]):
         return CheckResult(
             record,
