@@ -159,7 +159,9 @@ class AdminPages(Pages):
     def render_admin(
         self, request: IRequest, access: AdminAccess, name: str, code: int = 200, **context: Any
     ) -> bytes:
-        """A page of the console (a template extending ``admin.html``)."""
+        """A page of the console (a template extending ``admin.html``), with the confirmation
+        a redirect after a change asked for (``?done=`` one of ``DONE``, ``?who=``)."""
+        done = self.form(request, "done", 20)
         return self.render(
             request,
             name,
@@ -167,8 +169,14 @@ class AdminPages(Pages):
             csrf=access.session.csrf,
             address=access.session.address,
             full_admin=access.full,
+            done=done if done in DONE else None,
+            done_address=self.form(request, "who", MAX_ADDRESS) or "",
             **context,
         )
+
+    async def managed_domains(self, access: AdminAccess) -> list[str]:
+        """The domains served here that ``access`` may manage, in the served order."""
+        return [d for d in await self.accounts.domains() if access.manages(d)]
 
     def refusal_text(self, request: IRequest, refused: AccountRefused) -> str:
         """What an :class:`AccountRefused` says, in the request's language."""
@@ -224,7 +232,7 @@ class AdminPages(Pages):
     @app.route("/admin", methods=["GET"])
     async def admin_overview(self, request: IRequest) -> bytes:
         access = self.admin(request, "admin.view")
-        domains = [d for d in await self.accounts.domains() if access.manages(d)]
+        domains = await self.managed_domains(access)
         users, aliases = await self.accounts.count(access.domains)
         listening = self.services.listening
         services = sorted((listening() if listening else {}).items()) if access.full else []
@@ -252,14 +260,13 @@ class AdminPages(Pages):
             query = {k: v for k, v in (("domain", domain), ("q", text)) if v}
             return "/admin/users?" + urlencode({**query, "page": number})
 
-        done = self.form(request, "done", 20)
         return self.render_admin(
             request,
             access,
             "admin_users.html",
             code,
             domain=domain,
-            domains=[d for d in await self.accounts.domains() if access.manages(d)],
+            domains=await self.managed_domains(access),
             q=text,
             found=found,
             min_password=self.accounts.min_password(),
@@ -267,8 +274,6 @@ class AdminPages(Pages):
             pages=pages,
             previous=link(page - 1) if page > 1 else None,
             next=link(page + 1) if page < pages else None,
-            done=done if done in DONE else None,
-            done_address=self.form(request, "who", MAX_ADDRESS) or "",
             **context,
         )
 
@@ -299,7 +304,6 @@ class AdminPages(Pages):
             quota = await self.accounts.quota(address)
         except AccountRefused as e:
             return self.error(request, 404, self.refusal_text(request, e))
-        done = self.form(request, "done", 20)
         return self.render_admin(
             request,
             access,
@@ -309,7 +313,6 @@ class AdminPages(Pages):
             quota=quota,
             limit_mib=_mib(quota.limit.bytes),
             used_mib=_mib(quota.used.bytes) or 0,
-            done=done if done in DONE else None,
             own_account=address == access.session.address,
             min_password=self.accounts.min_password(),
             **context,
@@ -387,17 +390,14 @@ class AdminPages(Pages):
         domain = self.domain_field(request)
         access = self.admin(request, "aliases.view", domain or None)
         domains = [domain] if domain else access.domains
-        done = self.form(request, "done", 20)
         return self.render_admin(
             request,
             access,
             "admin_aliases.html",
             code,
             domain=domain,
-            domains=[d for d in await self.accounts.domains() if access.manages(d)],
+            domains=await self.managed_domains(access),
             aliases=await self.accounts.aliases(domains),
-            done=done if done in DONE else None,
-            done_address=self.form(request, "who", MAX_ADDRESS) or "",
             **context,
         )
 
