@@ -34,11 +34,11 @@ from ourmail.config import (
     QuotaLimit,
     Settings,
     load_settings,
-    normalise_domain,
     parse_size,
 )
 from ourmail.interfaces import AccountRefused, Actor
 from ourmail.manage import accountops as ops
+from ourmail.manage import domainops
 from ourmail.manage.audit import AuditFile, unix_user
 from ourmail.pop3.policy import deletion_policy
 from ourmail.queue.files import QueueError, QueueFiles
@@ -262,11 +262,7 @@ def alias_del(settings: Settings, db: AccountDB, args: argparse.Namespace) -> No
 
 def domain_add(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
     def add() -> str:
-        domain = normalise_domain(args.name)
-        if domain in settings.domains:
-            raise CommandError(f"{domain} is already served (from the configuration)")
-        db.add_domain(domain)
-        return domain
+        return domainops.add_domain(settings, db, args.name)
 
     print(f"added {_audited(settings, 'domain.add', args.name, add)}")
 

@@ -58,7 +58,7 @@ def test_command_changes_are_audited(tmp_path: Path, monkeypatch: object) -> Non
         ("user.del", "bob@a.test", "ok"),
         ("user.del", "elsewhere.test", "refused: not-served"),
         ("domain.add", "b.test", "ok"),
-        ("domain.add", "b.test", "refused"),
+        ("domain.add", "b.test", "refused: exists"),
     ]
     assert lines[4]["detail"] == "bytes=10485760 messages=0"
     assert lines[5]["detail"] == "bob@a.test"
