@@ -3,12 +3,17 @@ listings from a :class:`QueueIndex` kept in memory, changes through
 :mod:`ourmail.manage.queueops` (the code of ``ourmail queue``), each in a worker thread and
 audit-logged before its Deferred fires.
 
-The index does not read 50,000 envelopes per page: it remembers each envelope's summary with
-the file's identity (inode, modification time, size; a changed envelope is a new file, written
-atomically by rename) and, when the envelope directory has not changed since the last look,
-answers from memory at the cost of one ``stat``.  After a change only new or replaced envelopes
-are read.  A directory changed within the last second is scanned again at the next look, as
-its modification time may not yet tell a later change from this one (as git's "racy clean").
+The index does not read 50,000 envelopes per page (bench/admin_ops.py).  It remembers each
+envelope's summary with the file's identity (inode, modification time, size: a changed
+envelope is a new file, written atomically by rename).  When the envelope directory has not
+changed since the last look, a page costs one ``stat`` and a slice; when it has, the directory
+is scanned (one ``stat`` per envelope) and only new or replaced envelopes are read, at most
+once a second after the last one ended (:data:`RESCAN_EVERY`: the runner changes envelopes
+all the time on a busy queue), and at once after a change made through the console.  A
+directory changed within the last second is scanned again at the next look, as its
+modification time may not yet tell a later change from this one (as git's "racy clean").
+The first page after a start reads every envelope once; memory grows with the queue (a
+summary per message).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from ourmail.queue.files import Envelope, QueueError, QueueFiles
 
 #: A directory changed more recently than this (nanoseconds) is scanned again next time.
 RACY_NS = 1_000_000_000
+#: Seconds between two scans of a changing queue directory.
+RESCAN_EVERY = 1.0
 
 _Stamp = tuple[int, int, int]
 
@@ -50,25 +57,34 @@ class QueueIndex:
         self._lock = threading.Lock()
         self._dir_stamp: _Stamp | None = None
         self._known: dict[str, tuple[_Stamp, QueuedMessage, str]] = {}
-        self._listing: list[tuple[QueuedMessage, str]] = []
+        self._messages: list[QueuedMessage] = []
+        self._texts: list[str] = []
+        self._scanned = -RESCAN_EVERY
+        self._stale = False
         #: Envelopes read since the index was made (for the benchmark and tests).
         self.reads = 0
 
-    def current(self) -> list[tuple[QueuedMessage, str]]:
-        """Every queued message with its lower-cased search text (sender and pending
-        recipients), in id order (the order of arrival)."""
+    def invalidate(self) -> None:
+        """Scan at the next look, however recent the last scan (after a change of ours)."""
+        self._stale = True
+
+    def current(self) -> tuple[list[QueuedMessage], list[str]]:
+        """Every queued message in id order (the order of arrival), and beside each its
+        lower-cased search text (sender and pending recipients)."""
         with self._lock:
             try:
                 st = os.stat(self.files.envelopes)
             except FileNotFoundError:
-                return []
+                return [], []
             stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-            if stamp == self._dir_stamp:
-                return self._listing
-            self._scan()
-            racy = self.now_ns() - st.st_mtime_ns < RACY_NS
-            self._dir_stamp = None if racy else stamp
-            return self._listing
+            recent = time.monotonic() - self._scanned < RESCAN_EVERY
+            if stamp != self._dir_stamp and (self._stale or not recent):
+                self._stale = False
+                self._scan()
+                self._scanned = time.monotonic()  # from its end: a scan may take a while
+                racy = self.now_ns() - st.st_mtime_ns < RACY_NS
+                self._dir_stamp = None if racy else stamp
+            return self._messages, self._texts
 
     def _scan(self) -> None:
         known: dict[str, tuple[_Stamp, QueuedMessage, str]] = {}
@@ -95,7 +111,9 @@ class QueueIndex:
                 message = queueops.summary(envelope)
                 known[qid] = (stamp, message, _search_text(message))
         self._known = known
-        self._listing = [(m, text) for _, m, text in (known[q] for q in sorted(known))]
+        ordered = [known[q] for q in sorted(known)]
+        self._messages = [m for _, m, _ in ordered]
+        self._texts = [text for _, _, text in ordered]
 
 
 def _read(path: str) -> bytes:
@@ -117,17 +135,15 @@ class LocalQueueAdmin:
         self.index = QueueIndex(files)
 
     def page(self, text: str, offset: int, limit: int) -> Deferred[QueuePage]:
+        return deferToThread(self.page_now, text, offset, limit)
+
+    def page_now(self, text: str, offset: int, limit: int) -> QueuePage:
+        """:meth:`page` in this thread (blocking)."""
         needle = text.lower()
-
-        def page() -> QueuePage:
-            listing = self.index.current()
-            if needle:
-                found = [m for m, hay in listing if needle in hay]
-            else:
-                found = [m for m, _ in listing]
-            return QueuePage(tuple(found[offset : offset + limit]), len(found), offset)
-
-        return deferToThread(page)
+        messages, texts = self.index.current()
+        if needle:
+            messages = [m for m, hay in zip(messages, texts, strict=True) if needle in hay]
+        return QueuePage(tuple(messages[offset : offset + limit]), len(messages), offset)
 
     def message(self, qid: str) -> Deferred[QueuedDetail]:
         def read() -> QueuedDetail:
@@ -150,12 +166,15 @@ class LocalQueueAdmin:
             raise ValueError(f"no such queue change: {action}")
 
         def run() -> None:
-            queueops.audited(
-                self.audit,
-                actor,
-                queueops.ACTIONS[action],
-                qid[: queueops.MAX_ID],
-                lambda: queueops.CHANGES[action](self.files, qid),
-            )
+            try:
+                queueops.audited(
+                    self.audit,
+                    actor,
+                    queueops.ACTIONS[action],
+                    qid[: queueops.MAX_ID],
+                    lambda: queueops.CHANGES[action](self.files, qid),
+                )
+            finally:
+                self.index.invalidate()  # the next page shows the change
 
         return deferToThread(run)
