@@ -82,11 +82,12 @@ class AdminOpsPages(AdminPages):
             raise NotAdmin(action)
         return access
 
-    @property
-    def queue(self) -> IQueueAdmin:
+    def queue(self, request: IRequest) -> IQueueAdmin:
+        """The queue, or :class:`BadInput` in a process that has none."""
         queue = self.services.queue_admin
         if queue is None:
-            raise BadInput("The queue is not available here.")
+            _ = self.gettext(request)
+            raise BadInput(_("The queue is not available here."))
         return queue
 
     def ids(self, request: IRequest) -> list[str]:
@@ -125,7 +126,7 @@ class AdminOpsPages(AdminPages):
         _ = self.gettext(request)
         text = self.text_field(request, "q", MAX_ADDRESS)
         page = min(self.page_number(request), MAX_PAGE)
-        found = await self.queue.page(text, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+        found = await self.queue(request).page(text, (page - 1) * PAGE_SIZE, PAGE_SIZE)
         pages = max(1, -(-found.total // PAGE_SIZE))
         now = time.time()
 
@@ -157,7 +158,7 @@ class AdminOpsPages(AdminPages):
         access = self.full_admin(request, "queue.show")
         (qid,) = self.ids(request)[:1]
         try:
-            detail = await self.queue.message(qid)
+            detail = await self.queue(request).message(qid)
         except QueueRefused:
             _ = self.gettext(request)
             return self.error(request, 404, _("This message is no longer in the queue."))
@@ -186,7 +187,7 @@ class AdminOpsPages(AdminPages):
         done = missing = 0
         for qid in ids:
             try:
-                await self.queue.change(actor, action, qid)
+                await self.queue(request).change(actor, action, qid)
                 done += 1
             except QueueRefused as e:
                 if e.code == "audit":
