@@ -961,3 +961,131 @@ class IAccountAdmin(Interface):
 
     def delete_alias(actor: Actor, address: str) -> Deferred[None]:
         """Delete an alias."""
+
+
+# -- the admin console's operations pages (docs/admin-console.md) ----------------------------
+
+
+class QueueRefused(ValueError):
+    """A queue change or view that cannot be done.  ``code`` names the reason for a program
+    (``bad-id``, ``no-such-message``, ``audit``); ``str()`` is the English message of the
+    ``ourmail queue`` commands; ``subject`` is the message id concerned."""
+
+    def __init__(self, code: str, message: str, subject: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.subject = subject
+
+
+@attrs.frozen
+class WaitingRecipient:
+    """A queued message's recipient and what happened at its last attempt."""
+
+    address: str
+    #: ``pending``, ``delivered``, ``relayed`` or ``failed``.
+    state: str
+    #: RFC 3463 status of the last attempt ("" before the first).
+    status: str
+    #: The receiving server's reply, or why it could not be reached.
+    diagnostic: str
+
+
+@attrs.frozen
+class QueuedMessage:
+    """One queued message as the admin console lists it (never its content)."""
+
+    id: str
+    size: int
+    #: POSIX time of its arrival.
+    created: float
+    #: "" is the null reverse-path (RFC 5321 §4.5.5).
+    sender: str
+    #: ``new`` (not tried yet), ``retry`` (at ``next_attempt``) or ``held``.
+    state: str
+    next_attempt: float
+    attempts: int
+    #: The recipients still waiting.
+    pending: tuple[WaitingRecipient, ...]
+
+
+@attrs.frozen
+class QueuePage:
+    """One page of the queue: the messages shown, how many match in all, and the position
+    of the first shown among them."""
+
+    messages: tuple[QueuedMessage, ...]
+    total: int
+    offset: int
+
+
+@attrs.frozen
+class QueuedDetail:
+    """One queued message in full: every recipient and the header section (as text, decoded
+    with replacement characters; never the body)."""
+
+    message: QueuedMessage
+    recipients: tuple[WaitingRecipient, ...]
+    header: str
+
+
+class IQueueAdmin(Interface):
+    """The outbound queue as the admin console sees and steers it, through the same code as
+    the ``ourmail queue`` commands (``ourmail.manage.queueops``).  Files are read in worker
+    threads; every change is made under the queue lock, made durable and audit-logged
+    (:class:`IAuditLog`, with ``actor``) before its Deferred fires."""
+
+    def page(text: str, offset: int, limit: int) -> Deferred[QueuePage]:
+        """At most ``limit`` messages, oldest first, whose sender or a pending recipient
+        contains ``text`` (case does not matter; "" for all), from the ``offset``-th match."""
+
+    def message(qid: str) -> Deferred[QueuedDetail]:
+        """One message; fails with :class:`QueueRefused` (``bad-id``, ``no-such-message``)."""
+
+    def change(actor: Actor, action: str, qid: str) -> Deferred[None]:
+        """``retry``, ``hold``, ``release`` or ``delete`` one message (delete sends no notice);
+        fails with :class:`QueueRefused` (logged as refused)."""
+
+
+@attrs.frozen
+class FilterLogPage:
+    """One page of the filter log, newest first, and whether older entries follow."""
+
+    events: tuple[FilterEvent, ...]
+    offset: int
+    more: bool
+
+
+class IFilterLogReader(Interface):
+    """The filter log (what :class:`IFilterLog` recorded) as the admin console reads it."""
+
+    def page(
+        domains: Sequence[str] | None,
+        action: str,
+        check: str,
+        address: str,
+        offset: int,
+        limit: int,
+    ) -> Deferred[FilterLogPage]:
+        """At most ``limit`` entries, newest first, from the ``offset``-th: only those whose
+        recipient is in ``domains`` (None: every entry, those without a recipient too), of
+        ``action`` and by ``check`` when given ("": any), whose recipient or sender contains
+        ``address`` when given (case does not matter)."""
+
+
+@attrs.frozen
+class ShardRoot:
+    """One shard root: its shards, its users, the bytes of their mail (None: not counted)."""
+
+    root: str
+    #: The shard numbers as ``ourmail shard list`` prints them (``00-7f, 90``).
+    shards: str
+    users: int
+    bytes: int | None
+
+
+class IShardReport(Interface):
+    """Where users' mail is stored, as ``ourmail shard list`` reports it."""
+
+    def roots(count_bytes: bool) -> Deferred[list[ShardRoot]]:
+        """Every shard root with its shards and users, in a worker thread; the bytes only
+        when ``count_bytes`` (it walks every file of every mailbox)."""

@@ -58,6 +58,9 @@ from ourmail.interfaces import (
 )
 from ourmail.manage.accountadmin import LocalAccountAdmin
 from ourmail.manage.audit import AuditFile
+from ourmail.manage.filterlogview import FilterLogReader
+from ourmail.manage.queueadmin import LocalQueueAdmin
+from ourmail.manage.shardreport import ShardReport
 from ourmail.net.dns import make_resolver
 from ourmail.net.health import Health
 from ourmail.net.lineproto import SessionFactory
@@ -287,6 +290,9 @@ class Parts:
                     settings, self.store, self.quota, audit, self.directory.quota
                 ),
                 audit=audit,
+                queue_admin=LocalQueueAdmin(self.queue.files, audit),
+                filter_log=FilterLogReader(settings.data_dir / "filters" / "log.sqlite"),
+                shards=ShardReport(settings.data_dir),
             )
             self.web = WebApp(self.authenticator, sessions, services)
             return self.web.site(settings.limits)

@@ -1,7 +1,9 @@
 """``ourmail queue``: look at and steer the outbound queue, while the server runs or not.
 
-Every change goes through :class:`~ourmail.queue.files.QueueFiles` under the queue lock,
-then touches the wake-up file so a running server re-reads the schedule within a second.
+Every change goes through :mod:`ourmail.manage.queueops` (the code the admin console uses too):
+:class:`~ourmail.queue.files.QueueFiles` under the queue lock, then the wake-up file so a running
+server re-reads the schedule within a second, then a line in the audit log
+(docs/admin-console.md#the-audit-log).
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ import argparse
 import time
 from collections.abc import Callable
 
+from ourmail.interfaces import Actor, QueueRefused
+from ourmail.manage import queueops
+from ourmail.manage.audit import AuditFile, unix_user
 from ourmail.queue.files import Envelope, QueueError, QueueFiles
 
 
@@ -18,11 +23,8 @@ def _when(seconds: float) -> str:
 
 
 def _state(envelope: Envelope) -> str:
-    if envelope.held:
-        return "held"
-    if envelope.attempts == 0:
-        return "new"
-    return f"retry {_when(envelope.next_attempt)}"
+    kind = queueops.state(envelope)
+    return f"retry {_when(envelope.next_attempt)}" if kind == "retry" else kind
 
 
 def queue_list(files: QueueFiles, args: argparse.Namespace) -> None:
@@ -48,49 +50,50 @@ def queue_show(files: QueueFiles, args: argparse.Namespace) -> None:
     for r in e.recipients:
         detail = f" {r.status} {r.diagnostic}".rstrip() if r.status else ""
         print(f"recipient: {r.address} {r.state}{detail}")
-    content = files.content(e.id)
-    end = content.find(b"\r\n\r\n")
     print()
-    header = content[: end if end >= 0 else len(content)]
+    header = _refused_as_error(lambda: queueops.header(files, e.id))
     print(header.replace(b"\r\n", b"\n").decode("utf-8", "replace"))
 
 
-def _change(files: QueueFiles, qid: str, change: Callable[[Envelope], None], done: str) -> None:
-    if files.update(qid, change) is None:
-        raise QueueError(f"no such message: {qid}")
-    files.poke()
+def _refused_as_error(work: Callable[[], bytes]) -> bytes:
+    try:
+        return work()
+    except QueueRefused as e:
+        raise QueueError(str(e)) from None
+
+
+def _change(files: QueueFiles, action: str, qid: str, done: str) -> None:
+    """One change through the shared code, audit-logged as the Unix user running it."""
+    audit = AuditFile(files.root.parent)  # the queue is <data>/queue
+    actor = Actor(unix_user(), "cli")
+    try:
+        queueops.audited(
+            audit,
+            actor,
+            queueops.ACTIONS[action],
+            qid,
+            lambda: queueops.CHANGES[action](files, qid),
+        )
+    except QueueRefused as e:
+        raise QueueError(str(e)) from None
     print(f"{qid}: {done}")
-
-
-def _due_now(e: Envelope) -> None:
-    e.next_attempt = 0.0
 
 
 def queue_retry(files: QueueFiles, args: argparse.Namespace) -> None:
     for qid in [args.id] if args.id else files.ids():
-        _change(files, qid, _due_now, "will be retried now")
+        _change(files, "retry", qid, "will be retried now")
 
 
 def queue_hold(files: QueueFiles, args: argparse.Namespace) -> None:
-    def hold(e: Envelope) -> None:
-        e.held = True
-
-    _change(files, args.id, hold, "held (not delivered until released)")
+    _change(files, "hold", args.id, "held (not delivered until released)")
 
 
 def queue_release(files: QueueFiles, args: argparse.Namespace) -> None:
-    def release(e: Envelope) -> None:
-        e.held = False
-        e.next_attempt = 0.0
-
-    _change(files, args.id, release, "released")
+    _change(files, "release", args.id, "released")
 
 
 def queue_delete(files: QueueFiles, args: argparse.Namespace) -> None:
-    if not files.remove(args.id):
-        raise QueueError(f"no such message: {args.id}")
-    files.poke()
-    print(f"{args.id}: deleted (no notice is sent)")
+    _change(files, "delete", args.id, "deleted (no notice is sent)")
 
 
 def add_parser(topics: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

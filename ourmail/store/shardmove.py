@@ -98,8 +98,9 @@ class RootReport:
     bytes: int
 
 
-def report(data_dir: Path) -> list[RootReport]:
-    """Users and bytes per root, for ``ourmail shard list``."""
+def report(data_dir: Path, sizes: bool = True) -> list[RootReport]:
+    """Users and bytes per root, for ``ourmail shard list`` and the admin console (which may
+    leave the bytes out: ``sizes=False`` reports 0 without walking every mailbox's files)."""
     shards = ShardMap(data_dir)
     roots: dict[Path, list[int]] = {}
     for n, root in enumerate(shards.roots):
@@ -110,7 +111,8 @@ def report(data_dir: Path) -> list[RootReport]:
         for n in numbers:
             for user_dir in _user_dirs(root / f"{n:02x}"):
                 users += 1
-                size += _tree_size(user_dir)
+                if sizes:
+                    size += _tree_size(user_dir)
         out.append(RootReport(root, numbers, users, size))
     return out
 

@@ -30,9 +30,12 @@ from ourmail.interfaces import (
     IAccountAdmin,
     IAuditLog,
     IDirectory,
+    IFilterLogReader,
     IPasswordChanger,
     IPreferences,
+    IQueueAdmin,
     IRetention,
+    IShardReport,
     ISubmission,
     StoreError,
 )
@@ -94,6 +97,12 @@ class WebServices:
     audit: IAuditLog | None = None
     #: The listeners and where each listens (service -> address), for the admin console.
     listening: Callable[[], Mapping[str, str]] | None = None
+    #: The outbound queue as the admin console steers it.
+    queue_admin: IQueueAdmin | None = None
+    #: The filter log as the admin console reads it.
+    filter_log: IFilterLogReader | None = None
+    #: Where users' mail is stored (the admin console's shard page).
+    shards: IShardReport | None = None
 
 
 class NotLoggedIn(Exception):

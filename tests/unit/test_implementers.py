@@ -49,11 +49,15 @@ from ourmail.filters.spf import SPFCheck, SPFFactory
 from ourmail.interfaces import FilterEnvironment
 from ourmail.manage.accountadmin import LocalAccountAdmin
 from ourmail.manage.audit import AuditFile
+from ourmail.manage.filterlogview import FilterLogReader
+from ourmail.manage.queueadmin import LocalQueueAdmin
+from ourmail.manage.shardreport import ShardReport
 from ourmail.net.dns import make_resolver
 from ourmail.net.lineproto import LineProtocol, _ChunkSender
 from ourmail.net.tls import ReloadableServerTLS
 from ourmail.pop3.policy import NoRetention
 from ourmail.prefs import PreferenceFiles
+from ourmail.queue.files import QueueFiles
 from ourmail.queue.mtasts import ToAddress
 from ourmail.queue.runner import OutboundQueue
 from ourmail.secure import selfsigned
@@ -248,6 +252,11 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
         QuotaPolicy(QuotaSettings(), AccountDB(tmp)),
         AuditFile(tmp),
     ),
+    "ourmail.manage.queueadmin.LocalQueueAdmin": lambda tmp: LocalQueueAdmin(
+        QueueFiles(tmp / "queue"), AuditFile(tmp)
+    ),
+    "ourmail.manage.filterlogview.FilterLogReader": lambda tmp: FilterLogReader(tmp / "log.db"),
+    "ourmail.manage.shardreport.ShardReport": lambda tmp: ShardReport(tmp),
 }
 
 
