@@ -58,6 +58,7 @@ from ourmail.interfaces import (
 )
 from ourmail.manage.accountadmin import LocalAccountAdmin
 from ourmail.manage.audit import AuditFile
+from ourmail.manage.routingadmin import LocalRoutingAdmin
 from ourmail.net.dns import make_resolver
 from ourmail.net.health import Health
 from ourmail.net.lineproto import SessionFactory
@@ -287,6 +288,7 @@ class Parts:
                     settings, self.store, self.quota, audit, self.directory.quota
                 ),
                 audit=audit,
+                routing=LocalRoutingAdmin(settings, audit),
             )
             self.web = WebApp(self.authenticator, sessions, services)
             return self.web.site(settings.limits)

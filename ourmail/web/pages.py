@@ -33,6 +33,7 @@ from ourmail.interfaces import (
     IPasswordChanger,
     IPreferences,
     IRetention,
+    IRoutingAdmin,
     ISubmission,
     StoreError,
 )
@@ -94,6 +95,8 @@ class WebServices:
     audit: IAuditLog | None = None
     #: The listeners and where each listens (service -> address), for the admin console.
     listening: Callable[[], Mapping[str, str]] | None = None
+    #: Local groups and users' forwarding as the admin console manages them.
+    routing: IRoutingAdmin | None = None
 
 
 class NotLoggedIn(Exception):
