@@ -12,7 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +169,12 @@ class AccountDB:
             data["domains"].append(domain)
 
     # -- local groups and forwarding (docs/admin-console.md#groups) ---------------------------
+
+    def snapshot(self) -> Mapping[str, Any]:
+        """The whole file as last read (re-read when it changed), for a reader that asks many
+        questions at once (a group's expansion): one ``stat``, not one per question.  Never
+        change it."""
+        return self._fresh()
 
     def group(self, address: str) -> tuple[str, list[str]] | None:
         """A local group's display name and members, or None if it is no group."""

@@ -46,7 +46,10 @@ def expand(
     targets, or a forward being checked).  A user gets a copy unless they forward without
     keeping one; their forwards, a group's members and an alias's targets are expanded in
     turn.  A local address that is none of these is skipped, except as an alias's target:
-    an alias keeps delivering into a deleted user's kept mailbox (docs/admin-console.md)."""
+    an alias keeps delivering into a deleted user's kept mailbox (docs/admin-console.md).
+    The accounts are read once (:meth:`AccountDB.snapshot`), not once per address."""
+    data = accounts.snapshot()
+    users, groups, aliases = data["users"], data.get("groups", {}), data.get("aliases", {})
     mailboxes: dict[str, None] = {}
     forwards: dict[str, None] = {}
     seen: set[str] = set()
@@ -61,22 +64,22 @@ def expand(
         if address in seen:
             looped = looped or address == start
             continue
-        if len(seen) >= MAX_EXPANSION:
+        if len(seen) > MAX_EXPANSION:  # the start, then MAX_EXPANSION others
             log.warn("{a}: more than {n} addresses to expand, the rest left out", a=start,
                      n=MAX_EXPANSION)  # fmt: skip
             break
         seen.add(address)
         if not is_local(address.rpartition("@")[2]):
             forwards[address] = None
-        elif accounts.has_user(address):
-            forward = accounts.forward(address)
-            if forward is None or forward[1]:
+        elif (user := users.get(address)) is not None:
+            forward = user.get("forward")
+            if forward is None or forward["keep"]:
                 mailboxes[address] = None
             if forward is not None:
-                pending.extend((t, False) for t in forward[0])
-        elif (group := accounts.group(address)) is not None:
-            pending.extend((m, False) for m in group[1])
-        elif (targets := accounts.alias(address)) is not None:
+                pending.extend((t, False) for t in forward["to"])
+        elif (group := groups.get(address)) is not None:
+            pending.extend((m, False) for m in group["members"])
+        elif targets := aliases.get(address):
             pending.extend((t, True) for t in targets)
         elif via_alias:
             mailboxes[address] = None

@@ -33,6 +33,10 @@ class LocalDirectory:
         domain = domain.lower()
         return domain in self.configured_domains or domain in self.accounts.domains()
 
+    def _local_domains(self) -> frozenset[str]:
+        """The local domains as one set, for an expansion's many questions."""
+        return frozenset([*self.configured_domains, *self.accounts.domains()])
+
     def lookup(self, address: str) -> Deferred[Recipient]:
         """``address`` must already be normalised (:func:`~ourmail.addresses.normalise_address`)."""
         domain = address.rpartition("@")[2]
@@ -50,7 +54,7 @@ class LocalDirectory:
             first = self.accounts.alias(f"@{domain}")
             if first is None:
                 return succeed(Recipient("unknown", address))
-        found = expand(self.accounts, self.is_local_domain, address, first)
+        found = expand(self.accounts, self._local_domains().__contains__, address, first)
         if not found.mailboxes and not found.forwards:
             return succeed(Recipient("unknown", address))
         return succeed(Recipient("alias", address, found.mailboxes, found.forwards))
@@ -58,7 +62,7 @@ class LocalDirectory:
     def members(self, group: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """A local group's mailboxes and addresses elsewhere, nested groups and forwards
         expanded (for the mailing lists that take their members from a group)."""
-        found = expand(self.accounts, self.is_local_domain, group)
+        found = expand(self.accounts, self._local_domains().__contains__, group)
         return found.mailboxes, found.forwards
 
     def quota(self, user: str) -> QuotaLimit | None:

@@ -154,7 +154,8 @@ def set_forward(
             raise AccountRefused("no-targets", "forwarding needs at least one address", found)
         if found in targets:
             raise AccountRefused("self-forward", f"{found} cannot forward to itself", found)
-        if expand(db, lambda d: _is_local(settings, db, d), found, targets).looped:
+        local = frozenset(ops.served_domains(settings, db))
+        if expand(db, local.__contains__, found, targets).looped:
             raise AccountRefused(
                 "forward-loop", f"mail forwarded from {found} would come back to it", found
             )

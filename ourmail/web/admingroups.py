@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from twisted.web.iweb import IRequest
+from werkzeug.exceptions import NotFound
 
 from ourmail.addresses import AddressError, normalise_address
 from ourmail.interfaces import AccountRefused, IRoutingAdmin
@@ -48,9 +49,10 @@ class AdminGroupsPages(AdminPages):
 
     @property
     def routing(self) -> IRoutingAdmin:
+        """The groups and forwarding; a server without them answers these pages 404."""
         routing = self.services.routing
         if routing is None:
-            raise AccountRefused("unavailable", "groups are not managed here")
+            raise NotFound()
         return routing
 
     def confirmed(self, request: IRequest) -> str | None:
@@ -78,7 +80,6 @@ class AdminGroupsPages(AdminPages):
             "not-local-user": lambda: (
                 _("%(address)s is no user, group or alias here.") % {"address": subject}
             ),
-            "unavailable": lambda: _("Groups are not managed on this server."),
         }
         text = texts.get(refused.code)
         return text() if text else self.refusal_text(request, refused)
@@ -234,9 +235,13 @@ class AdminGroupsPages(AdminPages):
         routing = self.services.routing
         if routing is None:
             return panels
+        try:
+            forwarding = await routing.forwarding(address)
+        except AccountRefused:  # deleted since the page's first look: no form
+            return panels
         return {
             **panels,
-            "forwarding": await routing.forwarding(address),
+            "forwarding": forwarding,
             "forward_done": self.confirmed(request) == "forward",
         }
 
