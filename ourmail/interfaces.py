@@ -1089,3 +1089,49 @@ class IShardReport(Interface):
     def roots(count_bytes: bool) -> Deferred[list[ShardRoot]]:
         """Every shard root with its shards and users, in a worker thread; the bytes only
         when ``count_bytes`` (it walks every file of every mailbox)."""
+@attrs.frozen
+class GroupInfo:
+    """A local group: its address, display name and members (as stored, not expanded)."""
+
+    address: str
+    name: str
+    members: tuple[str, ...]
+
+
+@attrs.frozen
+class Forwarding:
+    """Where a user's mail is forwarded (empty: nowhere) and whether a copy is kept."""
+
+    targets: tuple[str, ...] = ()
+    keep: bool = True
+
+
+class IRoutingAdmin(Interface):
+    """Local groups and users' forwarding as the admin console manages them, through the same
+    code as the ``ourmail group`` and ``ourmail user forward`` commands
+    (``ourmail.manage.groupops``).  Changes are checked, made durable and audit-logged
+    (``ok`` or ``refused: <code>``) before their Deferred fires; one that cannot be made fails
+    with :class:`AccountRefused`."""
+
+    def groups(domains: Sequence[str] | None) -> Deferred[list[GroupInfo]]:
+        """The groups of ``domains`` (None: every domain), in address order."""
+
+    def add_group(actor: Actor, address: str, name: str, members: Sequence[str]) -> Deferred[str]:
+        """Create a group; fires with its normalised address."""
+
+    def delete_group(actor: Actor, address: str) -> Deferred[None]:
+        """Delete a group."""
+
+    def add_members(actor: Actor, address: str, members: Sequence[str]) -> Deferred[None]:
+        """Add members (users, groups, aliases or addresses elsewhere) to a group."""
+
+    def remove_members(actor: Actor, address: str, members: Sequence[str]) -> Deferred[None]:
+        """Remove members from a group."""
+
+    def forwarding(address: str) -> Deferred[Forwarding]:
+        """Where a user's mail is forwarded."""
+
+    def set_forwarding(
+        actor: Actor, address: str, targets: Sequence[str] | None, keep: bool
+    ) -> Deferred[None]:
+        """Forward a user's mail to ``targets`` (None: stop), keeping a copy or not."""

@@ -61,6 +61,7 @@ from ourmail.manage.audit import AuditFile
 from ourmail.manage.filterlogview import FilterLogReader
 from ourmail.manage.queueadmin import LocalQueueAdmin
 from ourmail.manage.shardreport import ShardReport
+from ourmail.manage.routingadmin import LocalRoutingAdmin
 from ourmail.net.dns import make_resolver
 from ourmail.net.health import Health
 from ourmail.net.lineproto import SessionFactory
@@ -293,6 +294,7 @@ class Parts:
                 queue_admin=LocalQueueAdmin(self.queue.files, audit),
                 filter_log=FilterLogReader(settings.data_dir / "filters" / "log.sqlite"),
                 shards=ShardReport(settings.data_dir),
+                routing=LocalRoutingAdmin(settings, audit),
             )
             self.web = WebApp(self.authenticator, sessions, services)
             return self.web.site(settings.limits)

@@ -21,6 +21,7 @@ from ourmail.admin import (
     dkimcmd,
     dnscmd,
     filterscmd,
+    groupcmd,
     ldapcmd,
     logcmd,
     queuecmd,
@@ -316,6 +317,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("address")
     p.set_defaults(func=user_del)
     spamcmd.add_parser(user_cmds, common)
+    groupcmd.add_user_parser(user_cmds, common)
 
     alias = topics.add_parser(
         "alias", parents=[common], help="addresses that deliver to users or forward elsewhere"
@@ -372,6 +374,7 @@ def _parser() -> argparse.ArgumentParser:
     dkimcmd.add_parser(topics, common)
     dnscmd.add_parser(topics, common)
     certcmd.add_parser(topics, common)
+    groupcmd.add_parser(topics, common)
     return parser
 
 

@@ -12,7 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,8 @@ class AccountDB:
         with self._update() as data:
             if address in data["users"]:
                 raise AccountError(f"{address} is a user, not an alias")
+            if address in data.get("groups", {}):
+                raise AccountError(f"{address} is a group, not an alias")
             data.setdefault("aliases", {})[address] = targets
 
     def delete_alias(self, address: str) -> None:
@@ -145,6 +147,8 @@ class AccountDB:
         with self._update() as data:
             if address in data["users"] or address in data.get("aliases", {}):
                 raise AccountError(f"{address} already exists")
+            if address in data.get("groups", {}):
+                raise AccountError(f"{address} already exists")
             data["users"][address] = {"password": password_hash}
 
     def set_password(self, address: str, password_hash: str) -> None:
@@ -163,3 +167,57 @@ class AccountDB:
             if domain in data["domains"]:
                 raise AccountError(f"{domain} is already served")
             data["domains"].append(domain)
+
+    # -- local groups and forwarding (docs/admin-console.md#groups) ---------------------------
+
+    def snapshot(self) -> Mapping[str, Any]:
+        """The whole file as last read (re-read when it changed), for a reader that asks many
+        questions at once (a group's expansion): one ``stat``, not one per question.  Never
+        change it."""
+        return self._fresh()
+
+    def group(self, address: str) -> tuple[str, list[str]] | None:
+        """A local group's display name and members, or None if it is no group."""
+        found = self._fresh().get("groups", {}).get(address)
+        return (found["name"], list(found["members"])) if found else None
+
+    def groups(self) -> dict[str, tuple[str, list[str]]]:
+        """Every local group: address -> (display name, members)."""
+        return {
+            a: (g["name"], list(g["members"])) for a, g in self._fresh().get("groups", {}).items()
+        }
+
+    def add_group(self, address: str, name: str, members: list[str]) -> None:
+        with self._update() as data:
+            if address in data["users"] or address in data.get("aliases", {}):
+                raise AccountError(f"{address} already exists")
+            if address in data.setdefault("groups", {}):
+                raise AccountError(f"{address} already exists")
+            data["groups"][address] = {"name": name, "members": members}
+
+    def set_group_members(self, address: str, members: list[str]) -> None:
+        with self._update() as data:
+            if address not in data.get("groups", {}):
+                raise AccountError(f"no such group: {address}")
+            data["groups"][address]["members"] = members
+
+    def delete_group(self, address: str) -> None:
+        with self._update() as data:
+            if data.get("groups", {}).pop(address, None) is None:
+                raise AccountError(f"no such group: {address}")
+
+    def forward(self, address: str) -> tuple[list[str], bool] | None:
+        """Where a user's mail is forwarded and whether a copy is kept, or None."""
+        user = self._fresh()["users"].get(address)
+        found = user.get("forward") if user else None
+        return (list(found["to"]), bool(found["keep"])) if found else None
+
+    def set_forward(self, address: str, targets: list[str] | None, keep: bool = True) -> None:
+        """Forward a user's mail to ``targets`` (keeping a copy or not); None: stop."""
+        with self._update() as data:
+            if address not in data["users"]:
+                raise AccountError(f"no such user: {address}")
+            if targets is None:
+                data["users"][address].pop("forward", None)
+            else:
+                data["users"][address]["forward"] = {"to": targets, "keep": keep}

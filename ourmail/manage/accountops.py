@@ -66,7 +66,7 @@ def existing_user(settings: Settings, db: AccountDB, raw: str) -> str:
 def add_user(settings: Settings, db: AccountDB, raw: str, password: str) -> str:
     """Create an account (``ourmail user add``); its address."""
     found = address(settings, db, raw)
-    if db.has_user(found) or db.alias(found) is not None:
+    if db.has_user(found) or db.alias(found) is not None or db.group(found) is not None:
         raise AccountRefused("exists", f"{found} already exists", found)
     check_password(password)
     try:
@@ -172,6 +172,10 @@ def set_alias(
     if db.has_user(found):
         raise AccountRefused(
             "is-user", f"{found} is a user; an alias needs an address of its own", found
+        )
+    if db.group(found) is not None:
+        raise AccountRefused(
+            "exists", f"{found} is a group; an alias needs an address of its own", found
         )
     targets = alias_targets(settings, db, raw_targets)
     try:

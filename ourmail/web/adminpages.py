@@ -315,8 +315,14 @@ class AdminPages(Pages):
             used_mib=_mib(quota.used.bytes) or 0,
             own_account=address == access.session.address,
             min_password=self.accounts.min_password(),
+            **(await self.user_panels(request, address)),
             **context,
         )
+
+    async def user_panels(self, request: IRequest, address: str) -> dict[str, Any]:
+        """More of the user page's context, from the console's other parts (forwarding):
+        each overrides this, adding to what ``super()`` gives."""
+        return {}
 
     async def _user_change(
         self, request: IRequest, action: str, change: Callable[[Actor, str], Any]

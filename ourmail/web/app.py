@@ -29,6 +29,7 @@ from ourmail.auth.login import Session as Login
 from ourmail.config import Limits
 from ourmail.web import i18n
 from ourmail.web.adminops import AdminOpsPages
+from ourmail.web.admingroups import AdminGroupsPages
 from ourmail.web.adminpages import AdminPages
 from ourmail.web.autoconfig import AutoconfigPages
 from ourmail.web.compose import ComposePages
@@ -71,6 +72,7 @@ class WebApp(
     AutoconfigPages,
     MetricsPages,
     AdminOpsPages,
+    AdminGroupsPages,
     AdminPages,
     Pages,
 ):

@@ -36,6 +36,7 @@ from ourmail.interfaces import (
     IQueueAdmin,
     IRetention,
     IShardReport,
+    IRoutingAdmin,
     ISubmission,
     StoreError,
 )
@@ -103,6 +104,8 @@ class WebServices:
     filter_log: IFilterLogReader | None = None
     #: Where users' mail is stored (the admin console's shard page).
     shards: IShardReport | None = None
+    #: Local groups and users' forwarding as the admin console manages them.
+    routing: IRoutingAdmin | None = None
 
 
 class NotLoggedIn(Exception):

@@ -52,6 +52,7 @@ from ourmail.manage.audit import AuditFile
 from ourmail.manage.filterlogview import FilterLogReader
 from ourmail.manage.queueadmin import LocalQueueAdmin
 from ourmail.manage.shardreport import ShardReport
+from ourmail.manage.routingadmin import LocalRoutingAdmin
 from ourmail.net.dns import make_resolver
 from ourmail.net.lineproto import LineProtocol, _ChunkSender
 from ourmail.net.tls import ReloadableServerTLS
@@ -257,6 +258,10 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     ),
     "ourmail.manage.filterlogview.FilterLogReader": lambda tmp: FilterLogReader(tmp / "log.db"),
     "ourmail.manage.shardreport.ShardReport": lambda tmp: ShardReport(tmp),
+    "ourmail.manage.routingadmin.LocalRoutingAdmin": lambda tmp: LocalRoutingAdmin(
+        load_settings(data=str(tmp), domains=("example.test",), hostname="mx.example.test"),
+        AuditFile(tmp),
+    ),
 }
 
 

@@ -1,0 +1,116 @@
+"""The admin console's way to local groups and users' forwarding
+(:class:`~ourmail.interfaces.IRoutingAdmin`): changes through :mod:`ourmail.manage.groupops`
+(the code of the ``ourmail group`` and ``ourmail user forward`` commands), each in a worker
+thread and audit-logged before its Deferred fires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
+from zope.interface import implementer
+
+from ourmail.auth.accounts import AccountDB
+from ourmail.config import Settings
+from ourmail.interfaces import (
+    AccountRefused,
+    Actor,
+    Forwarding,
+    GroupInfo,
+    IAuditLog,
+    IRoutingAdmin,
+)
+from ourmail.manage import accountops, groupops
+
+
+@implementer(IRoutingAdmin)
+class LocalRoutingAdmin:
+    """:class:`IRoutingAdmin` over ``<data>/accounts.json``."""
+
+    def __init__(self, settings: Settings, audit: IAuditLog) -> None:
+        self.settings = settings
+        self.audit = audit
+        # Used in worker threads only (the reactor's readers have their own AccountDB).
+        self.db = AccountDB(settings.data_dir)
+
+    def groups(self, domains: Sequence[str] | None) -> Deferred[list[GroupInfo]]:
+        def listing() -> list[GroupInfo]:
+            return [
+                GroupInfo(address, name, tuple(members))
+                for address, (name, members) in sorted(self.db.groups().items())
+                if domains is None or address.rpartition("@")[2] in domains
+            ]
+
+        return deferToThread(listing)
+
+    def add_group(
+        self, actor: Actor, address: str, name: str, members: Sequence[str]
+    ) -> Deferred[str]:
+        def change() -> str:
+            return groupops.add_group(self.settings, self.db, address, name, members)
+
+        return self._change(actor, "group.add", address, change, ", ".join(members))
+
+    def delete_group(self, actor: Actor, address: str) -> Deferred[None]:
+        def change() -> str:
+            return groupops.delete_group(self.settings, self.db, address)
+
+        return self._change(actor, "group.del", address, change).addCallback(lambda _: None)
+
+    def add_members(self, actor: Actor, address: str, members: Sequence[str]) -> Deferred[None]:
+        def change() -> str:
+            return groupops.add_members(self.settings, self.db, address, members)
+
+        return self._change(
+            actor, "group.member-add", address, change, ", ".join(members)
+        ).addCallback(lambda _: None)
+
+    def remove_members(self, actor: Actor, address: str, members: Sequence[str]) -> Deferred[None]:
+        def change() -> str:
+            return groupops.remove_members(self.settings, self.db, address, members)
+
+        return self._change(
+            actor, "group.member-del", address, change, ", ".join(members)
+        ).addCallback(lambda _: None)
+
+    def forwarding(self, address: str) -> Deferred[Forwarding]:
+        def read() -> Forwarding:
+            found = accountops.existing_user(self.settings, self.db, address)
+            forward = self.db.forward(found)
+            return Forwarding(tuple(forward[0]), forward[1]) if forward else Forwarding()
+
+        return deferToThread(read)
+
+    def set_forwarding(
+        self, actor: Actor, address: str, targets: Sequence[str] | None, keep: bool
+    ) -> Deferred[None]:
+        def change() -> str:
+            return groupops.set_forward(self.settings, self.db, address, targets, keep)
+
+        detail = groupops.forward_detail(targets, keep)
+        return self._change(actor, "user.forward", address, change, detail).addCallback(
+            lambda _: None
+        )
+
+    def _change(
+        self, actor: Actor, action: str, target: str, work: Callable[[], str], detail: str = ""
+    ) -> Deferred[str]:
+        """``work`` in a thread, then its audit line (``ok`` or ``refused``), both before the
+        Deferred fires; no change at all when the audit log cannot be written."""
+
+        def run() -> str:
+            try:
+                self.audit.ready()
+            except OSError as e:
+                raise AccountRefused("audit", f"the audit log cannot be written: {e}") from e
+            try:
+                found = work()
+            except AccountRefused as e:
+                self.audit.record(actor, action, e.subject or target, f"refused: {e.code}", detail)
+                raise
+            self.audit.record(actor, action, found, "ok", detail)
+            return found
+
+        return deferToThread(run)
