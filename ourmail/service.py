@@ -34,6 +34,7 @@ from ourmail.auth.checker import AccountChecker, FirstOf, password_checker
 from ourmail.auth.login import Authenticator
 from ourmail.auth.passwords import hash_password
 from ourmail.auth.realm import MailRealm
+from ourmail.auth.revocation import SessionRevoker
 from ourmail.auth.throttle import FailureThrottle
 from ourmail.config import IMPLICIT_TLS, SERVICES, ConfigError, Settings, config_template
 from ourmail.directory.local import LocalDirectory
@@ -436,15 +437,18 @@ def assemble(
     delivery.metrics = queue.metrics = metrics
     checks = filter_checks(settings, reactor, queue, log=True)
     checks.metrics = metrics
+    authenticator = Authenticator(
+        portal, FailureThrottle(clock, settings.auth_throttle), clock, metrics
+    )
+    # Open sessions end when their account is disabled, deleted or given a new password.
+    authenticator.revoker = SessionRevoker(checker, accounts.stamp, clock)
     return Parts(
         settings=settings,
         clock=clock,
         accounts=accounts,
         store=store,
         directory=directory,
-        authenticator=Authenticator(
-            portal, FailureThrottle(clock, settings.auth_throttle), clock, metrics
-        ),
+        authenticator=authenticator,
         tls=ReloadableServerTLS(settings.tls_certificate, settings.tls_key),
         quota=quota,
         rates=SendingRates(settings.submission),
@@ -561,6 +565,8 @@ def build(
     parts = assemble(settings, reactor, checkers, store, realm, queue_clock, retention, learner)
     root = MultiService()
     parts.queue.setServiceParent(root)
+    if parts.authenticator.revoker is not None:
+        parts.authenticator.revoker.setServiceParent(root)
     if parts.learning is not None:
         parts.learning.setServiceParent(root)
     hangup = ReloadOnHangup(parts.tls, reactor)

@@ -163,3 +163,24 @@ class AccountDB:
             if domain in data["domains"]:
                 raise AccountError(f"{domain} is already served")
             data["domains"].append(domain)
+
+    def disabled(self, address: str) -> dict[str, str] | None:
+        """``{"since": ..., "reason": ...}`` when the account is disabled, else None."""
+        user = self._fresh()["users"].get(address)
+        return user.get("disabled") if user else None
+
+    def set_disabled(self, address: str, state: dict[str, str] | None) -> None:
+        """Disable the account (``state``: since, reason) or (None) enable it again."""
+        with self._update() as data:
+            if address not in data["users"]:
+                raise AccountError(f"no such user: {address}")
+            if state is None:
+                data["users"][address].pop("disabled", None)
+            else:
+                data["users"][address]["disabled"] = dict(state)
+
+    def stamp(self) -> tuple[int, int, int] | None:
+        """The file's (inode, modification time, size), read again first if it changed: called
+        in a thread, it keeps the reactor's lookups that follow to a ``stat``."""
+        self._fresh()
+        return self._view[0]

@@ -125,6 +125,7 @@ class WebApp(
                 request, "login.html", 503, csrf=token, error=error, username=username
             )
         session = self.sessions.create(login)
+        login.when_revoked(lambda: self.sessions.end(session))  # account disabled, password reset
         self.set_cookie(request, SESSION_COOKIE, session.id)
         return self.redirect(request, b"/")
 
