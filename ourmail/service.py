@@ -59,6 +59,7 @@ from ourmail.interfaces import (
 )
 from ourmail.manage.accountadmin import LocalAccountAdmin
 from ourmail.manage.audit import AuditFile
+from ourmail.manage.disabling import AccountDisabling
 from ourmail.net.dns import make_resolver
 from ourmail.net.health import Health
 from ourmail.net.lineproto import SessionFactory
@@ -288,6 +289,7 @@ class Parts:
                     settings, self.store, self.quota, audit, self.directory.quota
                 ),
                 audit=audit,
+                disabling=AccountDisabling(settings, audit),
             )
             self.web = WebApp(self.authenticator, sessions, services)
             return self.web.site(settings.limits)

@@ -28,6 +28,7 @@ from ourmail.auth.login import Authenticator
 from ourmail.config import AdminSettings, Limits
 from ourmail.interfaces import (
     IAccountAdmin,
+    IAccountDisabling,
     IAuditLog,
     IDirectory,
     IPasswordChanger,
@@ -94,6 +95,8 @@ class WebServices:
     audit: IAuditLog | None = None
     #: The listeners and where each listens (service -> address), for the admin console.
     listening: Callable[[], Mapping[str, str]] | None = None
+    #: Disabling and enabling local accounts (the admin console's user page).
+    disabling: IAccountDisabling | None = None
 
 
 class NotLoggedIn(Exception):
