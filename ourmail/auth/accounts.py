@@ -179,6 +179,12 @@ class AccountDB:
             else:
                 data["users"][address]["disabled"] = dict(state)
 
+    def login_state(self, address: str) -> tuple[str | None, bool]:
+        """The stored hash (None: no such user) and whether the account is disabled, from one
+        look at the file."""
+        user = self._fresh()["users"].get(address)
+        return (user["password"], "disabled" in user) if user else (None, False)
+
     def stamp(self) -> tuple[int, int, int] | None:
         """The file's (inode, modification time, size), read again first if it changed: called
         in a thread, it keeps the reactor's lookups that follow to a ``stat``."""

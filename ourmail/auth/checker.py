@@ -47,9 +47,7 @@ class AccountChecker:
         """The stored hash and whether the account is disabled: ``ourmail user passwd``,
         ``user del``, ``user disable`` and ``user enable`` change it."""
         address = self._address(username)
-        if not address:
-            return None
-        return self.accounts.password_hash(address), self.accounts.disabled(address) is not None
+        return self.accounts.login_state(address) if address else None
 
     @inlineCallbacks
     def requestAvatarId(self, creds: credentials.IUsernamePassword) -> Deferred[str]:

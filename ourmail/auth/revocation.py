@@ -7,7 +7,8 @@ the stored hash and the disabled flag: :class:`~ourmail.auth.cache.IStampedCheck
 change may come from this process (the admin console) or from another (the ``ourmail``
 commands), so nothing is sent between them: once a second a worker thread ``stat``\\s the
 accounts file (and reads it again if it changed, off the reactor), and only when the file
-changed are the open sessions' stamps compared with their account's current one.  Every
+changed are the open sessions' stamps compared with their account's current one (read in a
+worker thread too).  Every
 ``full_check`` seconds they are compared anyway, for checkers that keep accounts elsewhere.
 A session whose stamp differs is *revoked*: its protocol ends it the way it ends any session
 (IMAP ``* BYE``, SMTP ``421``, POP3 a closed connection, the web's session ended).
@@ -77,40 +78,50 @@ class SessionRevoker(Service):
         session.watched(username, stamp, protocol, lambda: self._sessions.pop(key, None))
         session.restamp = lambda: setattr(session, "stamp", self.stamp(username))
 
-    def compare(self) -> int:
-        """Revoke every session whose account changed; how many were."""
+    def compare(self) -> Deferred[int]:
+        """Revoke every session whose account changed; fires with how many were.
+
+        The accounts' current stamps are read in a worker thread (a few tens of microseconds
+        each: thousands of sessions would hold up the reactor), the sessions revoked on the
+        reactor thread, except those that ended, or took a new stamp (their own password
+        change), in the meantime."""
         self._compared = self.clock.seconds()
-        revoked = 0
-        current: dict[str, Hashable] = {}
-        for session in list(self._sessions.values()):
-            if session.keeping:
-                continue
-            name = session.username
-            if name not in current:
-                current[name] = self.stamp(name)
-            if current[name] != session.stamp:
-                log.info(
-                    "ending the {protocol} session of {user!r}: its password was changed or "
-                    "the account disabled or deleted",
-                    protocol=session.protocol,
-                    user=name[:200],
-                )
-                session.revoke()
-                revoked += 1
-        return revoked
+        watched = [(s, s.username, s.stamp) for s in self._sessions.values()]
+
+        def current() -> dict[str, Hashable]:
+            return {name: self.stamp(name) for name in {name for _, name, _ in watched}}
+
+        def revoke(now: dict[str, Hashable]) -> int:
+            revoked = 0
+            for session, name, stamp in watched:
+                if id(session) not in self._sessions or session.keeping or session.stamp != stamp:
+                    continue
+                if now[name] != stamp:
+                    log.info(
+                        "ending the {protocol} session of {user!r}: its password was changed "
+                        "or the account disabled or deleted",
+                        protocol=session.protocol,
+                        user=name[:200],
+                    )
+                    session.revoke()
+                    revoked += 1
+            return revoked
+
+        return deferToThread(current).addCallback(revoke)
 
     def tick(self) -> Deferred[None]:
         """Probe the accounts (in a thread), and compare the sessions if they changed."""
 
-        def probed(seen: Hashable) -> None:
+        def probed(seen: Hashable) -> Deferred[int] | None:
             changed, self._seen = seen != self._seen, seen
             if changed or self.clock.seconds() - self._compared >= self.full_check:
-                self.compare()
+                return self.compare()
+            return None
 
         def failed(failure: object) -> None:
             log.failure("the accounts could not be probed for changes", failure)  # type: ignore[arg-type]
 
-        return deferToThread(self.probe).addCallbacks(probed, failed)
+        return deferToThread(self.probe).addCallback(probed).addErrback(failed)
 
     def startService(self) -> None:
         super().startService()
