@@ -1089,6 +1089,8 @@ class IShardReport(Interface):
     def roots(count_bytes: bool) -> Deferred[list[ShardRoot]]:
         """Every shard root with its shards and users, in a worker thread; the bytes only
         when ``count_bytes`` (it walks every file of every mailbox)."""
+
+
 @attrs.frozen
 class GroupInfo:
     """A local group: its address, display name and members (as stored, not expanded)."""
@@ -1135,3 +1137,40 @@ class IRoutingAdmin(Interface):
         actor: Actor, address: str, targets: Sequence[str] | None, keep: bool
     ) -> Deferred[None]:
         """Forward a user's mail to ``targets`` (None: stop), keeping a copy or not."""
+
+
+class AccountDisabled(UnauthorizedLogin):
+    """A checker's refusal of the right password of a disabled account.  Clients see it as a
+    wrong password (a disabled account's existence is not revealed); the ``login`` log event
+    says ``result=account-disabled`` (docs/logging.md), which fail2ban does not count."""
+
+
+@attrs.frozen
+class DisabledState:
+    """Why and since when an account is disabled (``ourmail user disable``)."""
+
+    #: When it was disabled, UTC, ISO 8601 to the second.
+    since: str
+    #: The admin's reason, as typed (may be empty).
+    reason: str
+
+
+class IAccountDisabling(Interface):
+    """Disabling and enabling local accounts, for the admin console, through the same code as
+    ``ourmail user disable`` / ``enable`` (``ourmail.manage.accountops``).  A disabled account
+    cannot log in anywhere, and its open sessions (IMAP, POP3, submission, web) are ended;
+    mail to it is still accepted (docs/admin-console.md#disabled-accounts).  Changes are
+    durable and audit-logged before their Deferred fires; a change that cannot be done fails
+    with :class:`AccountRefused`."""
+
+    def state(address: str) -> Deferred[DisabledState | None]:
+        """Whether an existing account is disabled (None: it is not)."""
+
+    def disabled_among(addresses: Sequence[str]) -> Deferred[frozenset[str]]:
+        """Those of ``addresses`` that are disabled (for a listing's mark)."""
+
+    def disable(actor: Actor, address: str, reason: str) -> Deferred[None]:
+        """Disable an existing account (again: the reason is replaced)."""
+
+    def enable(actor: Actor, address: str) -> Deferred[None]:
+        """Let a disabled account log in again."""

@@ -34,6 +34,7 @@ from ourmail.auth.checker import AccountChecker, FirstOf, password_checker
 from ourmail.auth.login import Authenticator
 from ourmail.auth.passwords import hash_password
 from ourmail.auth.realm import MailRealm
+from ourmail.auth.revocation import SessionRevoker
 from ourmail.auth.throttle import FailureThrottle
 from ourmail.config import IMPLICIT_TLS, SERVICES, ConfigError, Settings, config_template
 from ourmail.directory.local import LocalDirectory
@@ -58,10 +59,11 @@ from ourmail.interfaces import (
 )
 from ourmail.manage.accountadmin import LocalAccountAdmin
 from ourmail.manage.audit import AuditFile
+from ourmail.manage.disabling import AccountDisabling
 from ourmail.manage.filterlogview import FilterLogReader
 from ourmail.manage.queueadmin import LocalQueueAdmin
-from ourmail.manage.shardreport import ShardReport
 from ourmail.manage.routingadmin import LocalRoutingAdmin
+from ourmail.manage.shardreport import ShardReport
 from ourmail.net.dns import make_resolver
 from ourmail.net.health import Health
 from ourmail.net.lineproto import SessionFactory
@@ -295,6 +297,7 @@ class Parts:
                 filter_log=FilterLogReader(settings.data_dir / "filters" / "log.sqlite"),
                 shards=ShardReport(settings.data_dir),
                 routing=LocalRoutingAdmin(settings, audit),
+                disabling=AccountDisabling(settings, audit),
             )
             self.web = WebApp(self.authenticator, sessions, services)
             return self.web.site(settings.limits)
@@ -444,15 +447,18 @@ def assemble(
     delivery.metrics = queue.metrics = metrics
     checks = filter_checks(settings, reactor, queue, log=True)
     checks.metrics = metrics
+    authenticator = Authenticator(
+        portal, FailureThrottle(clock, settings.auth_throttle), clock, metrics
+    )
+    # Open sessions end when their account is disabled, deleted or given a new password.
+    authenticator.revoker = SessionRevoker(checker, accounts.stamp, clock)
     return Parts(
         settings=settings,
         clock=clock,
         accounts=accounts,
         store=store,
         directory=directory,
-        authenticator=Authenticator(
-            portal, FailureThrottle(clock, settings.auth_throttle), clock, metrics
-        ),
+        authenticator=authenticator,
         tls=ReloadableServerTLS(settings.tls_certificate, settings.tls_key),
         quota=quota,
         rates=SendingRates(settings.submission),
@@ -569,6 +575,8 @@ def build(
     parts = assemble(settings, reactor, checkers, store, realm, queue_clock, retention, learner)
     root = MultiService()
     parts.queue.setServiceParent(root)
+    if parts.authenticator.revoker is not None:
+        parts.authenticator.revoker.setServiceParent(root)
     if parts.learning is not None:
         parts.learning.setServiceParent(root)
     hangup = ReloadOnHangup(parts.tls, reactor)

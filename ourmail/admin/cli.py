@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 
 from ourmail.admin import (
     certcmd,
+    disablecmd,
     dkimcmd,
     dnscmd,
     filterscmd,
@@ -318,6 +319,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=user_del)
     spamcmd.add_parser(user_cmds, common)
     groupcmd.add_user_parser(user_cmds, common)
+    disablecmd.add_parser(user_cmds, common)
 
     alias = topics.add_parser(
         "alias", parents=[common], help="addresses that deliver to users or forward elsewhere"

@@ -221,3 +221,30 @@ class AccountDB:
                 data["users"][address].pop("forward", None)
             else:
                 data["users"][address]["forward"] = {"to": targets, "keep": keep}
+
+    def disabled(self, address: str) -> dict[str, str] | None:
+        """``{"since": ..., "reason": ...}`` when the account is disabled, else None."""
+        user = self._fresh()["users"].get(address)
+        return user.get("disabled") if user else None
+
+    def set_disabled(self, address: str, state: dict[str, str] | None) -> None:
+        """Disable the account (``state``: since, reason) or (None) enable it again."""
+        with self._update() as data:
+            if address not in data["users"]:
+                raise AccountError(f"no such user: {address}")
+            if state is None:
+                data["users"][address].pop("disabled", None)
+            else:
+                data["users"][address]["disabled"] = dict(state)
+
+    def login_state(self, address: str) -> tuple[str | None, bool]:
+        """The stored hash (None: no such user) and whether the account is disabled, from one
+        look at the file."""
+        user = self._fresh()["users"].get(address)
+        return (user["password"], "disabled" in user) if user else (None, False)
+
+    def stamp(self) -> tuple[int, int, int] | None:
+        """The file's (inode, modification time, size), read again first if it changed: called
+        in a thread, it keeps the reactor's lookups that follow to a ``stat``."""
+        self._fresh()
+        return self._view[0]

@@ -16,7 +16,7 @@ from ourmail.auth.accounts import AccountDB
 from ourmail.auth.cache import IStampedChecker
 from ourmail.auth.passwords import verify_in_thread
 from ourmail.config import ConfigError
-from ourmail.interfaces import DirectoryUnavailable, UnknownUser
+from ourmail.interfaces import AccountDisabled, DirectoryUnavailable, UnknownUser
 
 log = Logger()
 
@@ -44,9 +44,10 @@ class AccountChecker:
             return None
 
     def credential_stamp(self, username: bytes | str) -> Hashable:
-        """The stored hash: ``ourmail user passwd`` or ``user del`` changes it."""
+        """The stored hash and whether the account is disabled: ``ourmail user passwd``,
+        ``user del``, ``user disable`` and ``user enable`` change it."""
         address = self._address(username)
-        return self.accounts.password_hash(address) if address else None
+        return self.accounts.login_state(address) if address else None
 
     @inlineCallbacks
     def requestAvatarId(self, creds: credentials.IUsernamePassword) -> Deferred[str]:
@@ -63,6 +64,9 @@ class AccountChecker:
             raise UnknownUser()
         if not ok or address is None:
             raise error.UnauthorizedLogin()
+        if self.accounts.disabled(address) is not None:
+            # Checked after the password, so a disabled account answers as slowly as any.
+            raise AccountDisabled()
         return address
 
 
@@ -90,10 +94,14 @@ class FirstOf:
     def requestAvatarId(self, creds: credentials.IUsernamePassword) -> Deferred[object]:
         unavailable: DirectoryUnavailable | None = None
         known = False  # a checker knew the name (so the password was wrong)
+        disabled = False  # a checker knew the name and password, of a disabled account
         for checker in self.checkers:
             try:
                 return (yield checker.requestAvatarId(creds))
             except UnknownUser:
+                continue
+            except AccountDisabled:
+                disabled = True
                 continue
             except error.UnauthorizedLogin:
                 known = True
@@ -105,6 +113,8 @@ class FirstOf:
                 unavailable = DirectoryUnavailable(f"{type(checker).__name__} failed: {e}")
         if unavailable is not None:
             raise unavailable
+        if disabled:
+            raise AccountDisabled()
         raise error.UnauthorizedLogin() if known else UnknownUser()
 
 

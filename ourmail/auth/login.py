@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 from twisted.cred import credentials, error
@@ -14,11 +14,15 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ourmail.auth.throttle import CLIENT_LOCKED, FailureThrottle
-from ourmail.interfaces import DirectoryUnavailable, IUserStore, UnknownUser
+from ourmail.interfaces import AccountDisabled, DirectoryUnavailable, IUserStore, UnknownUser
 from ourmail.logs import events
 from ourmail.net.metrics import Metrics
 
+if TYPE_CHECKING:
+    from ourmail.auth.revocation import SessionRevoker
+
 log = Logger()
+T = TypeVar("T")
 
 
 class LoginFailed(Exception):
@@ -30,19 +34,69 @@ class LoginUnavailable(Exception):
     Protocols answer with their temporary error, never as a wrong password."""
 
 
-@attrs.define
+@attrs.define(eq=False)
 class Session:
     """A login: the avatar (an IUserStore) and the realm's logout, which :meth:`end` calls
-    once, when the protocol session ends (however it ends)."""
+    once, when the protocol session ends (however it ends).
+
+    The :class:`~ourmail.auth.revocation.SessionRevoker` watches it: when the account's
+    password is changed, or the account disabled or deleted, it calls :meth:`revoke`, which
+    calls what the protocol gave :meth:`when_revoked` (and then :meth:`end`)."""
 
     avatar: Any
     _logout: Callable[[], None] | None
+    #: The login name, its credential stamp at login and the protocol (set by the revoker).
+    username: str = ""
+    stamp: Hashable = None
+    protocol: str = ""
+    #: Changes of this login's own password under way (:meth:`keep_through`): not revoked.
+    keeping: int = 0
+    #: Takes the account's current stamp as this session's (set by the revoker).
+    restamp: Callable[[], None] | None = None
+    _forget: Callable[[], object] | None = None
+    _on_revoke: Callable[[], None] | None = None
 
     def end(self) -> None:
         """Tell the realm the session is over; later calls do nothing."""
+        forget, self._forget = self._forget, None
+        if forget is not None:
+            forget()
         logout, self._logout = self._logout, None
         if logout is not None:
             logout()
+
+    def watched(
+        self, username: str, stamp: Hashable, protocol: str, forget: Callable[[], object]
+    ) -> None:
+        """Record what the revoker compares; ``forget`` unregisters the session at its end."""
+        self.username, self.stamp, self.protocol, self._forget = username, stamp, protocol, forget
+
+    def when_revoked(self, call: Callable[[], None]) -> None:
+        """Have ``call`` end the protocol's session (tell the client, close) if the account
+        changes under it; without one, a revoked session only ends at the realm."""
+        self._on_revoke = call
+
+    def revoke(self) -> None:
+        """End the session because its account changed (the revoker calls it)."""
+        call, self._on_revoke = self._on_revoke, None
+        try:
+            if call is not None:
+                call()
+        finally:
+            self.end()
+
+    def keep_through(self, change: Deferred[T]) -> Deferred[T]:
+        """``change`` (this login's own password change, say) without being revoked by it:
+        when it has fired, the session goes on with the account's new stamp."""
+        self.keeping += 1
+
+        def done(result: T) -> T:
+            self.keeping -= 1
+            if self.restamp is not None:
+                self.restamp()
+            return result
+
+        return change.addBoth(done)
 
 
 class Authenticator:
@@ -60,6 +114,8 @@ class Authenticator:
         self.clock = clock
         #: Counts logins and failures by protocol (docs/metrics.md).
         self.metrics = metrics or Metrics()
+        #: Ends open sessions when their account changes (set by service.py; None: never).
+        self.revoker: SessionRevoker | None = None
 
     @inlineCallbacks
     def login(
@@ -84,10 +140,20 @@ class Authenticator:
         result = events.THROTTLED if refused == CLIENT_LOCKED else events.ACCOUNT_LOCKED
         if refused is None:
             creds = credentials.UsernamePassword(username.encode("utf-8"), password.encode("utf-8"))
+            # Taken before the check: a change during it revokes the session at once.
+            stamp = self.revoker.stamp(username) if self.revoker is not None else None
             try:
                 _iface, avatar, logout = yield self.portal.login(creds, None, IUserStore)
             except UnknownUser:
                 result = events.UNKNOWN_USER
+            except AccountDisabled:
+                result = events.ACCOUNT_DISABLED
+                log.info(
+                    "{protocol} login for {user!r} from {client} refused: the account is disabled",
+                    protocol=protocol,
+                    user=username[:200],
+                    client=client,
+                )
             except (error.UnauthorizedLogin, error.UnhandledCredentials):
                 result = events.BAD_PASSWORD
             except DirectoryUnavailable as e:
@@ -113,7 +179,10 @@ class Authenticator:
                 self.throttle.succeeded(client, account)
                 self.metrics.login(protocol, True)
                 events.login(protocol, client, username, mechanism, events.OK)
-                return Session(avatar, logout)
+                session = Session(avatar, logout)
+                if self.revoker is not None:
+                    self.revoker.register(session, username, stamp, protocol)
+                return session
         delay, started = self.throttle.failed(client, account)
         self.metrics.login(protocol, False)
         events.login(protocol, client, username, mechanism, result)

@@ -149,9 +149,17 @@ class SessionCommands:
             self.send(f"{self._tag} NO [UNAVAILABLE] Login temporarily unavailable, try later")
             return
         self.at_close(session.end)
+        session.when_revoked(self._revoked)
         self.user = session.avatar
         self.state = AUTH
         self.tagged("OK", f"[CAPABILITY {self.capabilities()}] Logged in")
+
+    def _revoked(self) -> None:
+        """The account was disabled or deleted, or its password changed: RFC 3501 §7.1.5,
+        an untagged BYE, then the connection is closed (in IDLE or between commands alike)."""
+        self.send("* BYE Session ended by the server: please log in again")
+        self.state = LOGOUT
+        self.close()
 
     COMMANDS: dict[str, tuple[Callable[..., Any], frozenset[str]]] = {
         "CAPABILITY": (do_CAPABILITY, ANY),

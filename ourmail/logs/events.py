@@ -39,6 +39,9 @@ ACCOUNT_LOCKED = "account-locked"
 NO_TLS = "no-tls"
 #: The password could not be checked (a directory server is down): not the client's fault.
 UNAVAILABLE = "unavailable"
+#: The right password of a disabled account (``ourmail user disable``): the client is told
+#: it is wrong, but fail2ban does not count it (the owner's phone still trying).
+ACCOUNT_DISABLED = "account-disabled"
 
 #: What each result says in the human line: ``failed`` is what fail2ban counts.
 _OUTCOME = {
@@ -49,6 +52,7 @@ _OUTCOME = {
     NO_TLS: "refused",
     ACCOUNT_LOCKED: "refused",
     UNAVAILABLE: "unchecked",
+    ACCOUNT_DISABLED: "refused",
 }
 
 #: An address in angle brackets in a reply's text (``<alice@example.org>: Recipient address

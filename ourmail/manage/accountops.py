@@ -9,6 +9,7 @@ hashed with argon2id): the server calls them in a thread.  A change that cannot 
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -193,4 +194,36 @@ def delete_alias(settings: Settings, db: AccountDB, raw: str) -> str:
         db.delete_alias(found)
     except AccountError as e:
         raise AccountRefused("no-such-alias", str(e), found) from None
+    return found
+
+
+#: Longest reason kept for a disabled account, in characters.
+MAX_REASON = 500
+
+
+def disable_user(settings: Settings, db: AccountDB, raw: str, reason: str) -> str:
+    """Disable an account (``ourmail user disable``): no login anywhere, open sessions end
+    (``ourmail/auth/revocation.py``), mail to it is still accepted; its address."""
+    found = existing_user(settings, db, raw)
+    if len(reason) > MAX_REASON or any(c in reason for c in "\r\n\0"):
+        raise AccountRefused(
+            "bad-reason", f"a reason is one line of at most {MAX_REASON} characters", found
+        )
+    try:
+        since = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        db.set_disabled(found, {"since": since, "reason": reason})
+    except AccountError as e:
+        raise AccountRefused("no-such-user", str(e), found) from None
+    return found
+
+
+def enable_user(settings: Settings, db: AccountDB, raw: str) -> str:
+    """Let a disabled account log in again (``ourmail user enable``); its address."""
+    found = existing_user(settings, db, raw)
+    if db.disabled(found) is None:
+        raise AccountRefused("not-disabled", f"{found} is not disabled", found)
+    try:
+        db.set_disabled(found, None)
+    except AccountError as e:
+        raise AccountRefused("no-such-user", str(e), found) from None
     return found

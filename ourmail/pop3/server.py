@@ -212,6 +212,10 @@ class POP3Server(LineProtocol):
 
     def _logged_in(self, session: Session) -> None:
         self.at_close(session.end)
+        # The account was disabled or deleted, or its password changed: POP3 has no
+        # unsolicited reply, so the connection is closed without entering the UPDATE state
+        # (RFC 1939 §6: messages marked deleted are kept).
+        session.when_revoked(self.close)
         user: IUserStore = session.avatar
         address = user.address
         delay = self.ctx.settings.login_delay

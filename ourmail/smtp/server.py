@@ -416,6 +416,7 @@ class SMTPServer(LineProtocol):
 
         def ok(session: Session) -> None:
             self.at_close(session.end)
+            session.when_revoked(self._revoked)
             self.user = session.avatar.address
             self.mail_context.authenticated = self.user
             self.reply(235, "2.7.0 Authentication successful")
@@ -428,6 +429,12 @@ class SMTPServer(LineProtocol):
             self.error(535, "5.7.8 Authentication credentials invalid")
 
         self._async(d.addCallbacks(ok, failed))
+
+    def _revoked(self) -> None:
+        """The account was disabled or deleted, or its password changed: RFC 5321 §3.8, a
+        421 and the connection closed (a message not yet acknowledged is not taken)."""
+        self.reply(421, "4.7.0 Session ended by the server: please log in again")
+        self.close()
 
     def do_MAIL(self, arg: str) -> None:
         if self.helo is None:

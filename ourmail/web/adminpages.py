@@ -52,7 +52,16 @@ MAX_PASSWORD = 1024
 MAX_TARGETS = 50
 MAX_TARGET_TEXT = MAX_TARGETS * (MAX_ADDRESS + 2)
 #: What ``?done=`` may confirm.
-DONE = ("added", "password", "quota", "deleted", "alias-added", "alias-deleted")
+DONE = (
+    "added",
+    "password",
+    "quota",
+    "deleted",
+    "alias-added",
+    "alias-deleted",
+    "disable",
+    "enable",
+)
 
 
 class NotAdmin(Exception):
@@ -255,6 +264,8 @@ class AdminPages(Pages):
         page = self.page_number(request)
         found = await self.accounts.users(domains, text, (page - 1) * PAGE_SIZE, PAGE_SIZE)
         pages = max(1, math.ceil(found.total / PAGE_SIZE))
+        disabling = self.services.disabling
+        disabled = await disabling.disabled_among(found.addresses) if disabling else frozenset()
 
         def link(number: int) -> str:
             query = {k: v for k, v in (("domain", domain), ("q", text)) if v}
@@ -274,6 +285,7 @@ class AdminPages(Pages):
             pages=pages,
             previous=link(page - 1) if page > 1 else None,
             next=link(page + 1) if page < pages else None,
+            disabled_users=disabled,
             **context,
         )
 
@@ -302,6 +314,8 @@ class AdminPages(Pages):
             address = await self.address_field(request)
             self.for_account(access, address, "user.view")
             quota = await self.accounts.quota(address)
+            disabling = self.services.disabling
+            disabled = await disabling.state(address) if disabling is not None else None
         except AccountRefused as e:
             return self.error(request, 404, self.refusal_text(request, e))
         return self.render_admin(
@@ -316,6 +330,8 @@ class AdminPages(Pages):
             own_account=address == access.session.address,
             min_password=self.accounts.min_password(),
             **(await self.user_panels(request, address)),
+            disabled=disabled,
+            can_disable=disabling is not None,
             **context,
         )
 

@@ -28,8 +28,9 @@ from ourmail.auth.login import Authenticator, LoginFailed, LoginUnavailable
 from ourmail.auth.login import Session as Login
 from ourmail.config import Limits
 from ourmail.web import i18n
-from ourmail.web.adminops import AdminOpsPages
+from ourmail.web.admindisable import AdminDisablePages
 from ourmail.web.admingroups import AdminGroupsPages
+from ourmail.web.adminops import AdminOpsPages
 from ourmail.web.adminpages import AdminPages
 from ourmail.web.autoconfig import AutoconfigPages
 from ourmail.web.compose import ComposePages
@@ -73,6 +74,7 @@ class WebApp(
     MetricsPages,
     AdminOpsPages,
     AdminGroupsPages,
+    AdminDisablePages,
     AdminPages,
     Pages,
 ):
@@ -129,6 +131,7 @@ class WebApp(
                 request, "login.html", 503, csrf=token, error=error, username=username
             )
         session = self.sessions.create(login)
+        login.when_revoked(lambda: self.sessions.end(session))  # account disabled, password reset
         self.set_cookie(request, SESSION_COOKIE, session.id)
         return self.redirect(request, b"/")
 

@@ -28,6 +28,7 @@ from ourmail.auth.login import Authenticator
 from ourmail.config import AdminSettings, Limits
 from ourmail.interfaces import (
     IAccountAdmin,
+    IAccountDisabling,
     IAuditLog,
     IDirectory,
     IFilterLogReader,
@@ -35,8 +36,8 @@ from ourmail.interfaces import (
     IPreferences,
     IQueueAdmin,
     IRetention,
-    IShardReport,
     IRoutingAdmin,
+    IShardReport,
     ISubmission,
     StoreError,
 )
@@ -106,6 +107,8 @@ class WebServices:
     shards: IShardReport | None = None
     #: Local groups and users' forwarding as the admin console manages them.
     routing: IRoutingAdmin | None = None
+    #: Disabling and enabling local accounts (the admin console's user page).
+    disabling: IAccountDisabling | None = None
 
 
 class NotLoggedIn(Exception):

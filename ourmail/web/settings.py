@@ -127,7 +127,8 @@ class SettingsPages(Pages):
             return self.show_settings(request, session, 503, password_error=error)
         login.end()  # only a check: this login's session is not kept
         try:
-            await passwords.change(session.address, new)
+            # This session goes on with the new password; the user's others end.
+            await session.login.keep_through(passwords.change(session.address, new))
         except ValueError:
             log.failure("web password change of {user} failed", user=session.address)
             error = _("Your password could not be changed. Please try again later.")

@@ -49,10 +49,11 @@ from ourmail.filters.spf import SPFCheck, SPFFactory
 from ourmail.interfaces import FilterEnvironment
 from ourmail.manage.accountadmin import LocalAccountAdmin
 from ourmail.manage.audit import AuditFile
+from ourmail.manage.disabling import AccountDisabling
 from ourmail.manage.filterlogview import FilterLogReader
 from ourmail.manage.queueadmin import LocalQueueAdmin
-from ourmail.manage.shardreport import ShardReport
 from ourmail.manage.routingadmin import LocalRoutingAdmin
+from ourmail.manage.shardreport import ShardReport
 from ourmail.net.dns import make_resolver
 from ourmail.net.lineproto import LineProtocol, _ChunkSender
 from ourmail.net.tls import ReloadableServerTLS
@@ -259,6 +260,10 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.manage.filterlogview.FilterLogReader": lambda tmp: FilterLogReader(tmp / "log.db"),
     "ourmail.manage.shardreport.ShardReport": lambda tmp: ShardReport(tmp),
     "ourmail.manage.routingadmin.LocalRoutingAdmin": lambda tmp: LocalRoutingAdmin(
+        load_settings(data=str(tmp), domains=("example.test",), hostname="mx.example.test"),
+        AuditFile(tmp),
+    ),
+    "ourmail.manage.disabling.AccountDisabling": lambda tmp: AccountDisabling(
         load_settings(data=str(tmp), domains=("example.test",), hostname="mx.example.test"),
         AuditFile(tmp),
     ),

@@ -1,0 +1,77 @@
+"""Disabling and enabling local accounts for the admin console
+(:class:`~ourmail.interfaces.IAccountDisabling`): the code of ``ourmail user disable`` and
+``enable`` (:mod:`ourmail.manage.accountops`), in a worker thread, audit-logged before the
+Deferred fires.  The running server's :class:`~ourmail.auth.revocation.SessionRevoker` sees the
+accounts file change and ends the account's open sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
+from zope.interface import implementer
+
+from ourmail.auth.accounts import AccountDB
+from ourmail.config import Settings
+from ourmail.interfaces import AccountRefused, Actor, DisabledState, IAccountDisabling, IAuditLog
+from ourmail.manage import accountops as ops
+
+
+@implementer(IAccountDisabling)
+class AccountDisabling:
+    """:class:`IAccountDisabling` over ``<data>/accounts.json``."""
+
+    def __init__(self, settings: Settings, audit: IAuditLog) -> None:
+        self.settings = settings
+        self.audit = audit
+        # Used in worker threads only (the reactor's readers have their own AccountDB).
+        self.db = AccountDB(settings.data_dir)
+
+    def state(self, address: str) -> Deferred[DisabledState | None]:
+        def read() -> DisabledState | None:
+            found = ops.existing_user(self.settings, self.db, address)
+            state = self.db.disabled(found)
+            if state is None:
+                return None
+            return DisabledState(str(state.get("since", "")), str(state.get("reason", "")))
+
+        return deferToThread(read)
+
+    def disabled_among(self, addresses: Sequence[str]) -> Deferred[frozenset[str]]:
+        def read() -> frozenset[str]:
+            return frozenset(a for a in addresses if self.db.disabled(a) is not None)
+
+        return deferToThread(read)
+
+    def disable(self, actor: Actor, address: str, reason: str) -> Deferred[None]:
+        def change() -> str:
+            return ops.disable_user(self.settings, self.db, address, reason)
+
+        return self._change(actor, "user.disable", address, change, reason)
+
+    def enable(self, actor: Actor, address: str) -> Deferred[None]:
+        def change() -> str:
+            return ops.enable_user(self.settings, self.db, address)
+
+        return self._change(actor, "user.enable", address, change)
+
+    def _change(
+        self, actor: Actor, action: str, target: str, work: Callable[[], str], detail: str = ""
+    ) -> Deferred[None]:
+        """``work`` in a thread, then its audit line (``ok`` or ``refused``), both before the
+        Deferred fires; no change without a writable audit log."""
+
+        def run() -> None:
+            try:
+                self.audit.ready()
+            except OSError as e:
+                raise AccountRefused("audit", f"the audit log cannot be written: {e}") from e
+            try:
+                found = work()
+            except AccountRefused as e:
+                self.audit.record(actor, action, e.subject or target, f"refused: {e.code}", detail)
+                raise
+            self.audit.record(actor, action, found, "ok", detail)
+
+        return deferToThread(run)
