@@ -37,6 +37,8 @@ from ourmail.auth.realm import MailRealm
 from ourmail.auth.throttle import FailureThrottle
 from ourmail.config import IMPLICIT_TLS, SERVICES, ConfigError, Settings, config_template
 from ourmail.directory.local import LocalDirectory
+from ourmail.dns.lookup import Lookup
+from ourmail.dns.lookup import make_resolver as make_check_resolver
 from ourmail.filters.chain import FilterChain
 from ourmail.filters.filterlog import FilterLog, LogDB
 from ourmail.filters.learning import JunkLearning
@@ -58,6 +60,7 @@ from ourmail.interfaces import (
 )
 from ourmail.manage.accountadmin import LocalAccountAdmin
 from ourmail.manage.audit import AuditFile
+from ourmail.manage.domainadmin import QUERY_TIMEOUT, LocalDomainAdmin
 from ourmail.net.dns import make_resolver
 from ourmail.net.health import Health
 from ourmail.net.lineproto import SessionFactory
@@ -72,6 +75,7 @@ from ourmail.queue.runner import OutboundQueue
 from ourmail.secure import selfsigned
 from ourmail.secure.acmerenewal import CertificateRenewal
 from ourmail.secure.arcseal import ARCSealer
+from ourmail.secure.certstatus import CertificateStatus
 from ourmail.secure.dkimkeys import KeyStore
 from ourmail.secure.dkimsign import DKIMSigner
 from ourmail.smtp.delivery import Delivery
@@ -287,6 +291,13 @@ class Parts:
                     settings, self.store, self.quota, audit, self.directory.quota
                 ),
                 audit=audit,
+                domains=LocalDomainAdmin(
+                    settings,
+                    audit,
+                    Lookup(make_check_resolver(settings.dns.servers), QUERY_TIMEOUT),
+                    self.clock,
+                ),
+                certificates=CertificateStatus(settings, lambda: self.tls.cert_path),
             )
             self.web = WebApp(self.authenticator, sessions, services)
             return self.web.site(settings.limits)

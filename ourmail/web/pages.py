@@ -29,7 +29,9 @@ from ourmail.config import AdminSettings, Limits
 from ourmail.interfaces import (
     IAccountAdmin,
     IAuditLog,
+    ICertificateStatus,
     IDirectory,
+    IDomainAdmin,
     IPasswordChanger,
     IPreferences,
     IRetention,
@@ -94,6 +96,10 @@ class WebServices:
     audit: IAuditLog | None = None
     #: The listeners and where each listens (service -> address), for the admin console.
     listening: Callable[[], Mapping[str, str]] | None = None
+    #: The domains, their DKIM keys and DNS records (the console's domains and DNS pages).
+    domains: IDomainAdmin | None = None
+    #: The TLS certificates served and the ACME state (the console's certificates page).
+    certificates: ICertificateStatus | None = None
 
 
 class NotLoggedIn(Exception):

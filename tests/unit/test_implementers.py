@@ -37,6 +37,8 @@ from ourmail.config import (
 )
 from ourmail.directory.ldap import LDAPChecker, LDAPDirectory, LDAPSettings
 from ourmail.directory.local import LocalDirectory
+from ourmail.dns.lookup import Lookup
+from ourmail.dns.lookup import make_resolver as make_check_resolver
 from ourmail.filters import antivirus, clamd, dkim, dmarc, dnsbl, greylist, spam
 from ourmail.filters.arc import ARCCheck, ARCCheckFactory
 from ourmail.filters.chain import FilterChain
@@ -49,6 +51,7 @@ from ourmail.filters.spf import SPFCheck, SPFFactory
 from ourmail.interfaces import FilterEnvironment
 from ourmail.manage.accountadmin import LocalAccountAdmin
 from ourmail.manage.audit import AuditFile
+from ourmail.manage.domainadmin import LocalDomainAdmin
 from ourmail.net.dns import make_resolver
 from ourmail.net.lineproto import LineProtocol, _ChunkSender
 from ourmail.net.tls import ReloadableServerTLS
@@ -58,6 +61,7 @@ from ourmail.queue.mtasts import ToAddress
 from ourmail.queue.runner import OutboundQueue
 from ourmail.secure import selfsigned
 from ourmail.secure.arcseal import ARCSealer
+from ourmail.secure.certstatus import CertificateStatus
 from ourmail.secure.dkimkeys import KeyStore
 from ourmail.secure.dkimsign import DKIMSigner
 from ourmail.smtp.delivery import Delivery
@@ -247,6 +251,15 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
         MemoryStore(),
         QuotaPolicy(QuotaSettings(), AccountDB(tmp)),
         AuditFile(tmp),
+    ),
+    "ourmail.manage.domainadmin.LocalDomainAdmin": lambda tmp: LocalDomainAdmin(
+        load_settings(data=str(tmp), domains=("example.test",), hostname="mx.example.test"),
+        AuditFile(tmp),
+        Lookup(make_check_resolver(["127.0.0.1:53"])),
+        Clock(),
+    ),
+    "ourmail.secure.certstatus.CertificateStatus": lambda tmp: CertificateStatus(
+        load_settings(data=str(tmp), domains=("example.test",), hostname="mx.example.test")
     ),
 }
 
