@@ -24,12 +24,14 @@ import unicodedata
 from typing import Any
 from urllib.parse import urlencode
 
+from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 
 from ourmail.config import ConfigError, normalise_domain
 from ourmail.interfaces import (
     AccountRefused,
     DnsCheckRow,
+    DnsRecords,
     DomainInfo,
     ICertificateStatus,
     IDomainAdmin,
@@ -118,7 +120,7 @@ class AdminDomainsPages(AdminPages):
     def domain_param(self, request: IRequest, access: AdminAccess, action: str) -> str:
         """The request's ``domain``, normalised, when ``access`` manages it: else 400
         (:class:`BadDomain`) or 403 (:class:`NotAdmin`, logged)."""
-        domain = domain_value(self.form(request, "domain", MAX_DOMAIN + 8))
+        domain = domain_value(self.form(request, "domain", MAX_DOMAIN))
         if not access.manages(domain):
             raise NotAdmin(action, domain)
         return domain
@@ -175,7 +177,7 @@ class AdminDomainsPages(AdminPages):
         if not access.full:
             raise NotAdmin("domain.add", (self.form(request, "domain", MAX_DOMAIN) or "")[:400])
         self.checked(request)
-        typed = self.form(request, "domain", MAX_DOMAIN + 8) or ""
+        typed = self.form(request, "domain", MAX_DOMAIN) or ""
         try:
             domain = domain_value(typed)
             added = await self.domain_admin.add_domain(self.actor(request, access), domain)
@@ -224,9 +226,10 @@ class AdminDomainsPages(AdminPages):
         domain: str,
         code: int = 200,
         checked: list[DnsCheckRow] | None = None,
+        records: Deferred[DnsRecords] | None = None,
         **context: Any,
     ) -> bytes:
-        records = await self.domain_admin.records(domain)
+        shown = await (records or self.domain_admin.records(domain))
         results = None
         if checked is not None:
             counts = collections.Counter(r.status for r in checked)
@@ -237,7 +240,7 @@ class AdminDomainsPages(AdminPages):
             "admin_dns.html",
             code,
             domain=domain,
-            records=records,
+            records=shown,
             results=results,
             kinds=self.kind_texts(request),
             **context,
@@ -257,11 +260,12 @@ class AdminDomainsPages(AdminPages):
             request.setHeader(b"Retry-After", b"60")  # RFC 9110 §10.2.3
             error = _("Too many DNS checks: wait a minute, then check again.")
             return await self.dns_page(request, access, domain, 429, check_error=error)
+        records = self.domain_admin.records(domain)  # asked meanwhile: the page waits once
         try:
             checked = await self.domain_admin.check(domain)
         finally:
             self.dns_limiter.done(who)
-        return await self.dns_page(request, access, domain, checked=checked)
+        return await self.dns_page(request, access, domain, checked=checked, records=records)
 
     def kind_texts(self, request: IRequest) -> dict[str, str]:
         """What each kind of record is for, in the request's language."""

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 import pytest
 from conftest import RunningServer, dns_zone, running_server
+from jinja2 import Environment, PackageLoader
 from twisted.internet import reactor
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.threads import blockingCallFromThread
@@ -27,8 +28,10 @@ from ourmail.config import AdminSettings
 from ourmail.dns.api import domain_records
 from ourmail.dns.lookup import Lookup, make_resolver
 from ourmail.dns.records import Record
+from ourmail.interfaces import AcmeStatus, ListenerCertificate
 from ourmail.net.portsfile import running_ports
 from ourmail.secure.dkimkeys import KeyStore
+from ourmail.web import i18n
 from ourmail.web.admindomains import CheckLimiter
 
 DOMAIN = "admindomains.test"
@@ -103,8 +106,14 @@ def publish(records: list[Record]) -> None:
             zone.set_records(name, dns.CNAME, dns.Record_CNAME(group[0].target.encode()))
 
 
+def cells(page: str) -> str:
+    """``page`` without the cells' labels (shown on phones), so cells read ``<td>…</td>``."""
+    return re.sub(r' data-label="[^"]*"', "", page)
+
+
 def check_rows(page: str) -> dict[str, str]:
     """The check's table: "TYPE name" -> the result shown."""
+    page = cells(page)
     rows = re.findall(
         r'<tr class="status-\w+">\s*<td><strong>([^<]+)</strong></td>\s*<td>(\w+)</td>\s*'
         r"<td>([^<]+)</td>",
@@ -117,7 +126,7 @@ def test_the_dns_page_lists_every_record_and_checks_them(srv: RunningServer) -> 
     b = browser(srv, POSTMASTER)
     page = dns_page(b, DOMAIN)
     assert page.status == 200
-    text = page.text
+    text = cells(page.text)
     for shown in (
         "<td>MX</td>",
         f"<td>A</td>\n        <td>{HOST}</td>",
@@ -298,3 +307,42 @@ def test_checks_are_limited_per_admin() -> None:
     assert not limiter.start("a@x.test", 3)  # two a minute
     assert limiter.start("b@x.test", 3)  # another admin
     assert limiter.start("a@x.test", 61)
+
+
+def test_the_acme_state_is_shown_in_greek_too() -> None:
+    """The certificates page with ``[acme]`` on (the template alone: Pebble runs elsewhere)."""
+    templates = Environment(loader=PackageLoader("ourmail.web", "templates"), autoescape=True)
+    greek = i18n.translations("el")
+    page = templates.get_template("admin_certificates.html").render(
+        _=greek.gettext,
+        ngettext=greek.ngettext,
+        lang="el",
+        languages=i18n.LANGUAGES,
+        full_admin=True,
+        listeners=[
+            ListenerCertificate(
+                "imaps",
+                "ACME",
+                "/d/tls/acme/cert.pem",
+                (HOST,),
+                "Pebble",
+                "2027-01-31T10:00+00:00",
+                61,
+            )
+        ],
+        acme=AcmeStatus(
+            enabled=True,
+            directory="https://ca.test/dir",
+            renew_days=30,
+            required=(HOST,),
+            optional=(f"autoconfig.{DOMAIN}",),
+            left_out=(
+                (f"autoconfig.{DOMAIN}", "2026-12-01T09:00+00:00", "2026-12-08T09:00+00:00"),
+            ),
+            renew_after="2027-01-01T10:00+00:00",
+        ),
+    )
+    text = re.sub(r"\s+", " ", cells(page))
+    assert "<td>Pebble</td> <td>2027-01-31 10:00</td> <td>61</td> <td>ACME</td>" in text
+    assert f"Παραλείφθηκε: autoconfig.{DOMAIN}" in text and "2026-12-08 09:00 UTC" in text
+    assert "Επόμενη ανανέωση</dt> <dd>μετά τις 2027-01-01 10:00 UTC (30 ημέρες" in text
