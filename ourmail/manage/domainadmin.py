@@ -16,6 +16,7 @@ Implementation notes:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import attrs
 from twisted.internet import defer
@@ -47,6 +48,7 @@ from ourmail.manage import domainops
 from ourmail.net.portsfile import running_ports
 
 log = Logger()
+T = TypeVar("T")
 
 #: Seconds a whole check may take; each query's tries (2 s, then 2 s more) fit in it.
 CHECK_DEADLINE = 5.0
@@ -175,14 +177,11 @@ class LocalDomainAdmin:
             self.settings, domain, addresses, running_ports(self.settings.data_dir)
         )
 
-    async def _addresses(self, deadline: float) -> tuple[str, ...]:
-        lookup = defer.Deferred.fromCoroutine(
-            current_addresses(self.lookup, self.settings.hostname)
-        )
-        try:
-            return await lookup.addTimeout(deadline, self.clock)
-        except defer.TimeoutError:
-            return ()
+    def _addresses(self, deadline: float) -> Deferred[tuple[str, ...]]:
+        """The host name's addresses now, or none when DNS does not say within
+        ``deadline`` seconds."""
+        found = defer.Deferred.fromCoroutine(current_addresses(self.lookup, self.settings.hostname))
+        return within(found, deadline, self.clock, ())
 
     async def _records(self, domain: str, deadline: float) -> DomainRecords:
         addresses = await self._addresses(deadline)
@@ -226,15 +225,30 @@ class LocalDomainAdmin:
             checked = _row(results[0])  # (a "no DKIM key" line may follow: added once)
             return attrs.evolve(checked, status="unknown") if watched.broken else checked
 
-        def late(result: object, timeout: float) -> DnsCheckRow:
-            return DnsCheckRow(row(record), "unknown", "no answer from DNS in time")
-
         def failed(failure: Failure) -> DnsCheckRow:
             log.failure("DNS check of {name} {type}", failure, name=record.name, type=record.type)
             return DnsCheckRow(row(record), "unknown", "the check failed: see the server's log")
 
-        d = check_records(watched, found.setup, [record]).addCallback(result)
-        return d.addTimeout(self.deadline, self.clock, onTimeoutCancel=late).addErrback(failed)
+        d = check_records(watched, found.setup, [record]).addCallback(result).addErrback(failed)
+        late = DnsCheckRow(row(record), "unknown", "no answer from DNS in time")
+        return within(d, self.deadline, self.clock, late)
+
+
+def within(work: Deferred[T], seconds: float, clock: IReactorTime, late: T) -> Deferred[T]:
+    """``work``'s result, or ``late`` when it has none after ``seconds``.  ``work`` is not
+    cancelled: the resolver shares one query among those asking the same (a cancel would end
+    it for the others too); it ends by itself at its own time-out."""
+    outcome: Deferred[T] = Deferred()
+
+    def fire(result: T | Failure) -> None:
+        if timer.active():
+            timer.cancel()
+        if not outcome.called:
+            outcome.callback(result)
+
+    timer = clock.callLater(seconds, fire, late)
+    work.addBoth(fire)
+    return outcome
 
 
 def _row(result: CheckResult) -> DnsCheckRow:
