@@ -1174,3 +1174,152 @@ class IAccountDisabling(Interface):
 
     def enable(actor: Actor, address: str) -> Deferred[None]:
         """Let a disabled account log in again."""
+
+
+# -- domains, their DNS records and the certificate (the admin console, issue 17 points 2 and 4)
+
+
+@attrs.frozen
+class DkimKeyInfo:
+    """One DKIM key of a domain, as the admin console lists it."""
+
+    selector: str
+    #: ``rsa`` or ``ed25519``.
+    algorithm: str
+    #: Signs mail now (False: retired, its record kept published for a while).
+    signing: bool
+
+
+@attrs.frozen
+class DomainInfo:
+    """A domain served here: where it comes from and its DKIM keys."""
+
+    name: str
+    #: ``configuration`` (``ourmail.toml``) or ``added`` (``ourmail domain add``, the console).
+    source: Literal["configuration", "added"]
+    #: The primary domain (bare local parts at login belong to it).
+    primary: bool
+    keys: tuple[DkimKeyInfo, ...]
+
+
+@attrs.frozen
+class DnsRecordRow:
+    """One record a domain should publish (``ourmail dns records``), in plain text."""
+
+    #: ``MX``, ``A``, ``AAAA``, ``PTR``, ``TXT``, ``SRV`` or ``CNAME``.
+    type: str
+    name: str
+    #: The value in one line (a TXT record's whole text).
+    value: str
+    #: What the check looks at: ``mx``, ``address``, ``spf``, ``dkim``, ``dmarc``,
+    #: ``mta-sts``, ``tls-rpt``, ``srv``, ``alias``, ``ptr``.
+    kind: str
+    #: Why it is needed (one line, English, with the RFC).
+    purpose: str
+    #: Missing is a failure (else a warning).
+    required: bool
+
+
+@attrs.frozen
+class DnsRecords:
+    """A domain's records and the BIND zone-file snippet of them."""
+
+    domain: str
+    hostname: str
+    rows: tuple[DnsRecordRow, ...]
+    zone: str
+    #: Whether a DKIM key signs for the domain (none: the check fails on DKIM).
+    has_dkim: bool
+
+
+#: ``unknown``: DNS could not be asked (time-out, server failure, refusal).
+DnsStatus = Literal["pass", "warn", "fail", "unknown"]
+
+
+@attrs.frozen
+class DnsCheckRow:
+    """The live check of one record (``ourmail dns check``)."""
+
+    record: DnsRecordRow
+    status: DnsStatus
+    #: Why, in one line (English, as ``ourmail dns check`` prints it).
+    reason: str
+    #: What DNS holds there now.
+    found: tuple[str, ...] = ()
+
+
+class IDomainAdmin(Interface):
+    """The domains served here, their DKIM keys and DNS records, as the admin console
+    manages them: through the code of ``ourmail domain add``, ``ourmail dkim gen`` and
+    ``ourmail dns records|check`` (``ourmail.manage.domainops``, ``ourmail.dns.api``).
+
+    Changes are made durable and audit-logged (:class:`IAuditLog`) before their Deferred
+    fires; one that cannot be made fails with :class:`AccountRefused` (logged too).  Who may
+    ask for what is the caller's business."""
+
+    def domains() -> Deferred[list[DomainInfo]]:
+        """Every domain served, the configured ones first (the primary first of all)."""
+
+    def add_domain(actor: Actor, name: str) -> Deferred[str]:
+        """Serve another domain; fires with its normalised name (``exists``, ``configured``,
+        ``bad-domain``: refused)."""
+
+    def make_dkim_key(actor: Actor, domain: str) -> Deferred[tuple[DkimKeyInfo, ...]]:
+        """Make a DKIM key for a served domain that has none (``has-key``: it has one);
+        fires with the domain's keys."""
+
+    def records(domain: str) -> Deferred[DnsRecords]:
+        """The records ``domain`` should publish, with the host name's addresses as DNS
+        gives them within a second or two (else a placeholder)."""
+
+    def check(domain: str) -> Deferred[list[DnsCheckRow]]:
+        """Each record of ``domain`` checked against DNS now, one row per record; fires
+        within a bounded time (a record DNS did not answer for in time: ``unknown``)."""
+
+
+@attrs.frozen
+class ListenerCertificate:
+    """The certificate one TLS listener serves."""
+
+    listener: str
+    #: ``ACME``, ``self-signed`` or ``[tls] files`` (or ``endpoint`` for an ``ssl:`` one).
+    source: str
+    path: str
+    #: Its subject alternative names (the subject's common name when it has none).
+    names: tuple[str, ...] = ()
+    issuer: str = ""
+    #: notAfter (RFC 5280 §4.1.2.5), UTC, ISO 8601; empty when the file cannot be read.
+    not_after: str = ""
+    days_left: int = 0
+    self_signed: bool = False
+
+
+@attrs.frozen
+class AcmeStatus:
+    """``[acme]`` as ``ourmail cert status`` shows it."""
+
+    enabled: bool
+    directory: str = ""
+    renew_days: int = 0
+    #: The names the certificate must carry, and those added when they validate.
+    required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+    #: Optional names left out: (name, when validation failed, when it is tried again), UTC.
+    left_out: tuple[tuple[str, str, str], ...] = ()
+    #: When the certificate is due for renewal (UTC, ISO 8601; empty: no certificate yet).
+    renew_after: str = ""
+    #: Why a new certificate is needed now (empty: the current one will do).
+    renew_reason: str = ""
+    #: ``ourmail cert renew`` asked the running server for a renewal.
+    renewal_asked: bool = False
+
+
+class ICertificateStatus(Interface):
+    """The TLS certificates the listeners serve and the ACME state, from the code of
+    ``ourmail cert status`` (``ourmail.secure.certstatus``)."""
+
+    def listeners() -> Deferred[list[ListenerCertificate]]:
+        """Each TLS listener (STARTTLS or implicit) and the certificate it serves now."""
+
+    def acme() -> Deferred[AcmeStatus]:
+        """The ACME state (``enabled`` False when ``[acme]`` is off)."""

@@ -38,6 +38,8 @@ from ourmail.auth.revocation import SessionRevoker
 from ourmail.auth.throttle import FailureThrottle
 from ourmail.config import IMPLICIT_TLS, SERVICES, ConfigError, Settings, config_template
 from ourmail.directory.local import LocalDirectory
+from ourmail.dns.lookup import Lookup
+from ourmail.dns.lookup import make_resolver as make_check_resolver
 from ourmail.filters.chain import FilterChain
 from ourmail.filters.filterlog import FilterLog, LogDB
 from ourmail.filters.learning import JunkLearning
@@ -60,6 +62,7 @@ from ourmail.interfaces import (
 from ourmail.manage.accountadmin import LocalAccountAdmin
 from ourmail.manage.audit import AuditFile
 from ourmail.manage.disabling import AccountDisabling
+from ourmail.manage.domainadmin import QUERY_TIMEOUT, LocalDomainAdmin
 from ourmail.manage.filterlogview import FilterLogReader
 from ourmail.manage.queueadmin import LocalQueueAdmin
 from ourmail.manage.routingadmin import LocalRoutingAdmin
@@ -78,6 +81,7 @@ from ourmail.queue.runner import OutboundQueue
 from ourmail.secure import selfsigned
 from ourmail.secure.acmerenewal import CertificateRenewal
 from ourmail.secure.arcseal import ARCSealer
+from ourmail.secure.certstatus import CertificateStatus
 from ourmail.secure.dkimkeys import KeyStore
 from ourmail.secure.dkimsign import DKIMSigner
 from ourmail.smtp.delivery import Delivery
@@ -298,6 +302,13 @@ class Parts:
                 shards=ShardReport(settings.data_dir),
                 routing=LocalRoutingAdmin(settings, audit),
                 disabling=AccountDisabling(settings, audit),
+                domains=LocalDomainAdmin(
+                    settings,
+                    audit,
+                    Lookup(make_check_resolver(settings.dns.servers), QUERY_TIMEOUT),
+                    self.clock,
+                ),
+                certificates=CertificateStatus(settings, lambda: self.tls.cert_path),
             )
             self.web = WebApp(self.authenticator, sessions, services)
             return self.web.site(settings.limits)

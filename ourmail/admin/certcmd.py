@@ -21,34 +21,15 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 
-from ourmail.auth.accounts import AccountDB
 from ourmail.config import ConfigError, Settings
 from ourmail.preflight import parse_endpoint
 from ourmail.secure.acmerenewal import CertificateRenewal, port_warning
-from ourmail.secure.certfiles import (
-    OPTIONAL_RETRY,
-    ACMEFiles,
-    CertInfo,
-    read_info,
-    read_left_out,
-    wanted_names,
-)
+from ourmail.secure.certfiles import ACMEFiles, read_info
+from ourmail.secure.certstatus import acme_status, in_use
 
 
 class CertError(ConfigError):
     """What ``ourmail cert`` could not do (reported as one line)."""
-
-
-def in_use(settings: Settings) -> tuple[str, CertInfo | None, str]:
-    """The certificate the server serves at start: (source, its details, its file)."""
-    acme = ACMEFiles.of(settings.data_dir)
-    if settings.acme.enabled:
-        info = read_info(acme.certificate)
-        if info is not None:
-            return "ACME", info, str(acme.certificate)
-    info = read_info(settings.tls_certificate)
-    source = "self-signed" if info is None or info.self_signed else "[tls] files"
-    return source, info, str(settings.tls_certificate)
 
 
 def cert_status(settings: Settings, args: argparse.Namespace) -> None:
@@ -62,24 +43,26 @@ def cert_status(settings: Settings, args: argparse.Namespace) -> None:
         print(f"issuer:   {info.issuer}")
         print(f"serial:   {info.serial:x}")
         print(f"expires:  {info.not_after:%Y-%m-%d %H:%M} UTC ({info.days_left(now):.0f} days)")
-    if settings.acme.enabled:
-        print(f"acme:     on, {settings.acme.directory}, renewed {settings.acme.renew_days} days")
-        wanted = wanted_names(settings, AccountDB(settings.data_dir).domains())
-        print(f"          before expiry, for {', '.join(wanted.required)}")
-        if wanted.optional:
-            print(f"          and, when they validate, {', '.join(wanted.optional)}")
-        files = ACMEFiles.of(settings.data_dir)
-        for name, when in sorted(read_left_out(files.left_out).items()):
-            if name in wanted.optional:
-                again = when + OPTIONAL_RETRY
-                print(
-                    f"left out:  {name}: validation failed {when:%Y-%m-%d %H:%M} UTC, "
-                    f"tried again after {again:%Y-%m-%d %H:%M} UTC"
-                )
-        if files.renew_request.exists():
-            print("          a renewal is asked for (the running server acts on SIGHUP)")
-    else:
+    acme = acme_status(settings)
+    if not acme.enabled:
         print("acme:     off ([acme] enabled = false)")
+        return
+    print(f"acme:     on, {acme.directory}, renewed {acme.renew_days} days")
+    print(f"          before expiry, for {', '.join(acme.required)}")
+    if acme.optional:
+        print(f"          and, when they validate, {', '.join(acme.optional)}")
+    for name, when, again in acme.left_out:
+        print(
+            f"left out:  {name}: validation failed {_minutes(when)} UTC, "
+            f"tried again after {_minutes(again)} UTC"
+        )
+    if acme.renewal_asked:
+        print("          a renewal is asked for (the running server acts on SIGHUP)")
+
+
+def _minutes(iso: str) -> str:
+    """An ISO 8601 time as ``YYYY-MM-DD HH:MM``."""
+    return f"{datetime.datetime.fromisoformat(iso):%Y-%m-%d %H:%M}"
 
 
 def _renew_here(settings: Settings) -> bool:

@@ -29,6 +29,7 @@ from ourmail.auth.login import Session as Login
 from ourmail.config import Limits
 from ourmail.web import i18n
 from ourmail.web.admindisable import AdminDisablePages
+from ourmail.web.admindomains import AdminDomainsPages
 from ourmail.web.admingroups import AdminGroupsPages
 from ourmail.web.adminops import AdminOpsPages
 from ourmail.web.adminpages import AdminPages
@@ -75,6 +76,7 @@ class WebApp(
     AdminOpsPages,
     AdminGroupsPages,
     AdminDisablePages,
+    AdminDomainsPages,
     AdminPages,
     Pages,
 ):

@@ -30,7 +30,9 @@ from ourmail.interfaces import (
     IAccountAdmin,
     IAccountDisabling,
     IAuditLog,
+    ICertificateStatus,
     IDirectory,
+    IDomainAdmin,
     IFilterLogReader,
     IPasswordChanger,
     IPreferences,
@@ -109,6 +111,10 @@ class WebServices:
     routing: IRoutingAdmin | None = None
     #: Disabling and enabling local accounts (the admin console's user page).
     disabling: IAccountDisabling | None = None
+    #: The domains, their DKIM keys and DNS records (the console's domains and DNS pages).
+    domains: IDomainAdmin | None = None
+    #: The TLS certificates served and the ACME state (the console's certificates page).
+    certificates: ICertificateStatus | None = None
 
 
 class NotLoggedIn(Exception):

@@ -37,6 +37,8 @@ from ourmail.config import (
 )
 from ourmail.directory.ldap import LDAPChecker, LDAPDirectory, LDAPSettings
 from ourmail.directory.local import LocalDirectory
+from ourmail.dns.lookup import Lookup
+from ourmail.dns.lookup import make_resolver as make_check_resolver
 from ourmail.filters import antivirus, clamd, dkim, dmarc, dnsbl, greylist, spam
 from ourmail.filters.arc import ARCCheck, ARCCheckFactory
 from ourmail.filters.chain import FilterChain
@@ -50,6 +52,7 @@ from ourmail.interfaces import FilterEnvironment
 from ourmail.manage.accountadmin import LocalAccountAdmin
 from ourmail.manage.audit import AuditFile
 from ourmail.manage.disabling import AccountDisabling
+from ourmail.manage.domainadmin import LocalDomainAdmin
 from ourmail.manage.filterlogview import FilterLogReader
 from ourmail.manage.queueadmin import LocalQueueAdmin
 from ourmail.manage.routingadmin import LocalRoutingAdmin
@@ -64,6 +67,7 @@ from ourmail.queue.mtasts import ToAddress
 from ourmail.queue.runner import OutboundQueue
 from ourmail.secure import selfsigned
 from ourmail.secure.arcseal import ARCSealer
+from ourmail.secure.certstatus import CertificateStatus
 from ourmail.secure.dkimkeys import KeyStore
 from ourmail.secure.dkimsign import DKIMSigner
 from ourmail.smtp.delivery import Delivery
@@ -266,6 +270,15 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.manage.disabling.AccountDisabling": lambda tmp: AccountDisabling(
         load_settings(data=str(tmp), domains=("example.test",), hostname="mx.example.test"),
         AuditFile(tmp),
+    ),
+    "ourmail.manage.domainadmin.LocalDomainAdmin": lambda tmp: LocalDomainAdmin(
+        load_settings(data=str(tmp), domains=("example.test",), hostname="mx.example.test"),
+        AuditFile(tmp),
+        Lookup(make_check_resolver(["127.0.0.1:53"])),
+        Clock(),
+    ),
+    "ourmail.secure.certstatus.CertificateStatus": lambda tmp: CertificateStatus(
+        load_settings(data=str(tmp), domains=("example.test",), hostname="mx.example.test")
     ),
 }
 
