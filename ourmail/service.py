@@ -58,6 +58,8 @@ from ourmail.interfaces import (
 )
 from ourmail.manage.accountadmin import LocalAccountAdmin
 from ourmail.manage.audit import AuditFile
+from ourmail.manage.setupstate import open_setup, setup_url
+from ourmail.manage.setupwizard import LocalSetupWizard
 from ourmail.net.dns import make_resolver
 from ourmail.net.health import Health
 from ourmail.net.lineproto import SessionFactory
@@ -144,11 +146,16 @@ def first_start(settings: Settings) -> None:
         address = f"postmaster@{settings.primary_domain}"
         password = secrets.token_urlsafe(12)
         accounts.add_user(address, hash_password(password))
+        open_setup(data)
         log.warn(
             "created the account {address} with the one-time password {password} "
             "(shown only now: change it with `ourmail user passwd {address}`)",
             address=address,
             password=password,
+        )
+        log.warn(
+            "open {url} to finish set-up (docs/setup-wizard.md)",
+            url=setup_url(settings),
         )
 
 
@@ -287,6 +294,7 @@ class Parts:
                     settings, self.store, self.quota, audit, self.directory.quota
                 ),
                 audit=audit,
+                setup=LocalSetupWizard(settings, audit),
             )
             self.web = WebApp(self.authenticator, sessions, services)
             return self.web.site(settings.limits)

@@ -33,6 +33,7 @@ from ourmail.interfaces import (
     IPasswordChanger,
     IPreferences,
     IRetention,
+    ISetupWizard,
     ISubmission,
     StoreError,
 )
@@ -94,6 +95,8 @@ class WebServices:
     audit: IAuditLog | None = None
     #: The listeners and where each listens (service -> address), for the admin console.
     listening: Callable[[], Mapping[str, str]] | None = None
+    #: The first-run set-up wizard (``/setup``); None: closed.
+    setup: ISetupWizard | None = None
 
 
 class NotLoggedIn(Exception):

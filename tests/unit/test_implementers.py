@@ -49,6 +49,7 @@ from ourmail.filters.spf import SPFCheck, SPFFactory
 from ourmail.interfaces import FilterEnvironment
 from ourmail.manage.accountadmin import LocalAccountAdmin
 from ourmail.manage.audit import AuditFile
+from ourmail.manage.setupwizard import LocalSetupWizard
 from ourmail.net.dns import make_resolver
 from ourmail.net.lineproto import LineProtocol, _ChunkSender
 from ourmail.net.tls import ReloadableServerTLS
@@ -246,6 +247,10 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
         load_settings(data=str(tmp), domains=("example.test",), hostname="mx.example.test"),
         MemoryStore(),
         QuotaPolicy(QuotaSettings(), AccountDB(tmp)),
+        AuditFile(tmp),
+    ),
+    "ourmail.manage.setupwizard.LocalSetupWizard": lambda tmp: LocalSetupWizard(
+        load_settings(data=str(tmp), domains=("example.test",), hostname="mx.example.test"),
         AuditFile(tmp),
     ),
 }
