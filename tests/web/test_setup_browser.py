@@ -27,6 +27,12 @@ BOB_PASSWORD = "a garden of seven lemons"
 WCAG = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
 
 
+def violations(page: object) -> list[str]:
+    """axe-core's WCAG 2.1 A/AA violations on the page, one line each."""
+    found = axe.Axe().run(page, options=WCAG).response["violations"]
+    return [f"{v['id']}: {[n['html'][:120] for n in v['nodes']]}" for v in found]
+
+
 def test_first_run_from_the_printed_password_to_mail_over_imap(tmp_path: Path) -> None:
     with (
         captured() as events,
@@ -52,6 +58,7 @@ def test_first_run_from_the_printed_password_to_mail_over_imap(tmp_path: Path) -
             page.wait_for_url(f"{base}/setup")
 
             # (a) The meter follows the typing: a common password, then a good one.
+            assert violations(page) == []
             meter = page.locator("#strength")
             page.get_by_label("New password").fill("sunshine")
             playwright.expect(page.locator("#strength-text")).to_have_text(
@@ -89,8 +96,7 @@ def test_first_run_from_the_printed_password_to_mail_over_imap(tmp_path: Path) -
             page.get_by_role("button", name="Continue").click()
             page.wait_for_url(f"{base}/setup?step=done")
             assert page.get_by_role("link", name=re.compile("All the records of new.test"))
-            found_violations = axe.Axe().run(page, options=WCAG).response["violations"]
-            assert [v["id"] for v in found_violations] == []
+            assert violations(page) == []
             assert page.evaluate("document.documentElement.scrollWidth") <= 360
             page.get_by_role("button", name="Finish set-up").click()
             page.wait_for_url(f"{base}/admin")
