@@ -175,11 +175,18 @@ class SetupPages(AdminPages):
         **typed: Any,
     ) -> bytes:
         """A step's POST: a full admin, the CSRF token, the change; then the next page, or
-        the step again with the reason (400)."""
+        the step again with the reason (400).  A value the form checks refuse before the
+        wizard is asked is audit-logged here; the wizard logs its own refusals."""
         access = self._setup_admin(request, action)
         self.checked(request)
+        actor = self.actor(request, access)
         try:
-            await change(self.actor(request, access))
+            try:
+                pending = change(actor)
+            except AccountRefused as e:
+                await self._audit(actor, action, e.subject, f"refused: {e.code}")
+                raise
+            await pending
         except AccountRefused as e:
             error = self.setup_refusal(request, e)
             return await self._step_page(request, access, step, 400, error=error, **typed)

@@ -82,6 +82,9 @@ def test_the_way_in_is_the_one_time_password_throttled_and_audited(
     login = Browser(srv).get("/login")
     assert 'href="/setup"' in login.text  # a fresh server points to the wizard
     assert "One-time password" in Browser(srv).get("/setup").text
+    greek = Browser(srv)
+    greek.accept_language = "el"
+    assert "Κωδικός μίας χρήσης" in greek.get("/setup").text
     # Without the form's token: refused before the password is looked at.
     assert (
         Browser(srv).post("/setup/login", {"username": POSTMASTER, "password": once}).status == 403
@@ -227,6 +230,9 @@ def test_the_whole_wizard_with_every_refusal(fresh: tuple[RunningServer, str]) -
     ]:
         assert expected in done
     assert any(e["action"] == "setup.names" and e["result"] == "refused: bad-config" for e in lines)
+    refused = {(e["action"], e["result"]) for e in lines}
+    assert {("setup.password", "refused: mismatch"), ("setup.names", "refused: control")} <= refused
+    assert ("setup.names", "refused: bad-hostname") in refused
     assert all(e["client"] and e["via"] == "web" and e["time"] for e in lines)
     log = (srv.data / "log" / "audit.log").read_text()
     assert PASSWORD not in log and BOB_PASSWORD not in log and once not in log
