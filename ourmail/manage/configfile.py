@@ -24,7 +24,7 @@ from tomlkit.container import Container
 from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import Comment, Key, Table
 
-from ourmail.config import read_config_file
+from ourmail.config import ConfigError, read_config_file
 from ourmail.fsutil import write_atomic
 from ourmail.interfaces import AccountRefused
 
@@ -56,7 +56,7 @@ def update_config(
     path: Path,
     top: Mapping[str, Any],
     tables: Mapping[str, Mapping[str, Any]],
-    keep: Mapping[str, tuple[str, ...]] = {},
+    keep: Mapping[str, tuple[str, ...]] | None = None,
     today: datetime.date | None = None,
 ) -> None:
     """Set the top-level keys ``top`` and, in each table of ``tables``, its keys, in the
@@ -78,7 +78,7 @@ def update_config(
         table = new.get(name)
         if table is not None and not isinstance(table, Table):
             raise AccountRefused("bad-config", f"{path}: [{name}] is not a table", str(path))
-        kept = set(keep.get(name, ())) & set(table or ())
+        kept = set((keep or {}).get(name, ())) & set(table or ())
         wanted = {k: v for k, v in values.items() if k not in kept}
         if not wanted:
             continue
@@ -93,7 +93,7 @@ def update_config(
     try:
         tmp.write_text(text, "utf-8")
         read_config_file(tmp)  # the server must be able to read what it is given
-    except Exception as e:
+    except (ConfigError, OSError) as e:
         raise AccountRefused("bad-config", f"{path}: {e}", str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
