@@ -1323,3 +1323,84 @@ class ICertificateStatus(Interface):
 
     def acme() -> Deferred[AcmeStatus]:
         """The ACME state (``enabled`` False when ``[acme]`` is off)."""
+
+
+#: The set-up wizard's steps, in order (docs/setup-wizard.md).
+SETUP_STEPS = ("password", "names", "users", "dkim", "done")
+
+
+@attrs.frozen
+class PublishRecord:
+    """A DNS record the set-up wizard asks the admin to publish."""
+
+    name: str
+    type: str
+    value: str
+
+
+@attrs.frozen
+class SetupState:
+    """Where the set-up wizard stands, as kept in ``<data>/setup.json``."""
+
+    #: Set-up is not finished: ``/setup`` is open.
+    open: bool = False
+    #: The steps done so far (of :data:`SETUP_STEPS`).
+    done: tuple[str, ...] = ()
+    #: The host name and mail domains chosen (empty before that step).
+    hostname: str = ""
+    domains: tuple[str, ...] = ()
+    #: The users created in the wizard.
+    users: tuple[str, ...] = ()
+    #: How the chosen names reached the configuration: ``written`` (into ``ourmail.toml``
+    #: in the data folder) or ``manual`` (a file elsewhere: the admin copies the lines shown).
+    config: str = ""
+    #: The lines to put into the configuration (shown when ``config`` is ``manual``).
+    config_lines: str = ""
+    #: What takes effect only after a restart (``hostname``, ``primary``), empty: nothing.
+    restart: tuple[str, ...] = ()
+    #: The DKIM records made in the wizard.
+    dkim: tuple[PublishRecord, ...] = ()
+
+    def next_step(self) -> str:
+        """The first step not done yet."""
+        return next((s for s in SETUP_STEPS if s not in self.done), SETUP_STEPS[-1])
+
+
+class ISetupWizard(Interface):
+    """The first-run set-up wizard's way below the web (``/setup``, docs/setup-wizard.md):
+    its state, kept durably in the data folder, and its changes, each made through the code
+    of the matching ``ourmail`` command (accounts, domains, DKIM keys), written to the
+    configuration file where the wizard sets something there, and audit-logged
+    (:class:`IAuditLog`, with ``actor``) before its Deferred fires.  A change that cannot be
+    done fails with :class:`AccountRefused` (logged too); once set-up is finished every change
+    fails with code ``closed``."""
+
+    def state() -> SetupState:
+        """The wizard's state now (kept in memory; no disk access)."""
+
+    def common_list() -> bytes:
+        """The common passwords the password rules refuse, as the file the meter reads."""
+
+    def set_password(actor: Actor, address: str, password: str) -> Deferred[SetupState]:
+        """Step ``password``: give the admin's account the password they chose (replacing the
+        one-time password), under the wizard's password rules."""
+
+    def set_names(actor: Actor, domains: Sequence[str], hostname: str) -> Deferred[SetupState]:
+        """Step ``names``: serve ``domains`` (the first is the primary domain) at once, and
+        write them and ``hostname`` into the configuration."""
+
+    def add_user(actor: Actor, address: str, password: str) -> Deferred[SetupState]:
+        """Step ``users``: create a user in one of the chosen domains, under the password
+        rules."""
+
+    def users_done(actor: Actor) -> Deferred[SetupState]:
+        """Step ``users``: no more users for now."""
+
+    def make_dkim(actor: Actor) -> Deferred[SetupState]:
+        """Step ``dkim``: a DKIM key for each chosen domain that has none."""
+
+    def records(domain: str) -> Deferred[list[PublishRecord]]:
+        """The MX, SPF, DKIM and DMARC records ``domain`` needs, for the summary."""
+
+    def finish(actor: Actor) -> Deferred[SetupState]:
+        """Close the wizard for good."""

@@ -66,6 +66,8 @@ from ourmail.manage.domainadmin import QUERY_TIMEOUT, LocalDomainAdmin
 from ourmail.manage.filterlogview import FilterLogReader
 from ourmail.manage.queueadmin import LocalQueueAdmin
 from ourmail.manage.routingadmin import LocalRoutingAdmin
+from ourmail.manage.setupstate import open_setup, setup_url
+from ourmail.manage.setupwizard import LocalSetupWizard
 from ourmail.manage.shardreport import ShardReport
 from ourmail.net.dns import make_resolver
 from ourmail.net.health import Health
@@ -154,11 +156,16 @@ def first_start(settings: Settings) -> None:
         address = f"postmaster@{settings.primary_domain}"
         password = secrets.token_urlsafe(12)
         accounts.add_user(address, hash_password(password))
+        open_setup(data)
         log.warn(
             "created the account {address} with the one-time password {password} "
             "(shown only now: change it with `ourmail user passwd {address}`)",
             address=address,
             password=password,
+        )
+        log.warn(
+            "open {url} to finish set-up (docs/setup-wizard.md)",
+            url=setup_url(settings),
         )
 
 
@@ -309,6 +316,7 @@ class Parts:
                     self.clock,
                 ),
                 certificates=CertificateStatus(settings, lambda: self.tls.cert_path),
+                setup=LocalSetupWizard(settings, audit),
             )
             self.web = WebApp(self.authenticator, sessions, services)
             return self.web.site(settings.limits)

@@ -42,6 +42,7 @@ from ourmail.web.pages import LOGIN_COOKIE, SESSION_COOKIE, Pages, WebServices
 from ourmail.web.read import ReadPages
 from ourmail.web.sessions import SessionStore, same_token
 from ourmail.web.settings import SettingsPages
+from ourmail.web.setuppages import SetupPages
 from ourmail.web.site import CountedSite
 
 log = Logger()
@@ -77,6 +78,7 @@ class WebApp(
     AdminGroupsPages,
     AdminDisablePages,
     AdminDomainsPages,
+    SetupPages,
     AdminPages,
     Pages,
 ):
@@ -105,7 +107,9 @@ class WebApp(
     def login_page(self, request: IRequest) -> bytes:
         if self.session(request) is not None:
             return self.redirect(request, b"/")
-        return self.render(request, "login.html", csrf=self.login_token(request))
+        return self.render(
+            request, "login.html", csrf=self.login_token(request), setup_open=self.setup_open()
+        )
 
     @app.route("/login", methods=["POST"])
     async def login(self, request: IRequest) -> bytes:

@@ -39,6 +39,7 @@ from ourmail.interfaces import (
     IQueueAdmin,
     IRetention,
     IRoutingAdmin,
+    ISetupWizard,
     IShardReport,
     ISubmission,
     StoreError,
@@ -115,6 +116,8 @@ class WebServices:
     domains: IDomainAdmin | None = None
     #: The TLS certificates served and the ACME state (the console's certificates page).
     certificates: ICertificateStatus | None = None
+    #: The first-run set-up wizard (``/setup``); None: closed.
+    setup: ISetupWizard | None = None
 
 
 class NotLoggedIn(Exception):

@@ -56,6 +56,7 @@ from ourmail.manage.domainadmin import LocalDomainAdmin
 from ourmail.manage.filterlogview import FilterLogReader
 from ourmail.manage.queueadmin import LocalQueueAdmin
 from ourmail.manage.routingadmin import LocalRoutingAdmin
+from ourmail.manage.setupwizard import LocalSetupWizard
 from ourmail.manage.shardreport import ShardReport
 from ourmail.net.dns import make_resolver
 from ourmail.net.lineproto import LineProtocol, _ChunkSender
@@ -279,6 +280,10 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     ),
     "ourmail.secure.certstatus.CertificateStatus": lambda tmp: CertificateStatus(
         load_settings(data=str(tmp), domains=("example.test",), hostname="mx.example.test")
+    ),
+    "ourmail.manage.setupwizard.LocalSetupWizard": lambda tmp: LocalSetupWizard(
+        load_settings(data=str(tmp), domains=("example.test",), hostname="mx.example.test"),
+        AuditFile(tmp),
     ),
 }
 
