@@ -28,6 +28,7 @@ from ourmail.auth.login import Authenticator, LoginFailed, LoginUnavailable
 from ourmail.auth.login import Session as Login
 from ourmail.config import Limits
 from ourmail.web import i18n
+from ourmail.web.admindirectory import AdminDirectoryPages
 from ourmail.web.adminpages import AdminPages
 from ourmail.web.autoconfig import AutoconfigPages
 from ourmail.web.compose import ComposePages
@@ -69,6 +70,7 @@ class WebApp(
     SettingsPages,
     AutoconfigPages,
     MetricsPages,
+    AdminDirectoryPages,
     AdminPages,
     Pages,
 ):

@@ -30,6 +30,7 @@ from ourmail.interfaces import (
     IAccountAdmin,
     IAuditLog,
     IDirectory,
+    IDirectoryUsers,
     IPasswordChanger,
     IPreferences,
     IRetention,
@@ -94,6 +95,8 @@ class WebServices:
     audit: IAuditLog | None = None
     #: The listeners and where each listens (service -> address), for the admin console.
     listening: Callable[[], Mapping[str, str]] | None = None
+    #: The users of an LDAP directory, listed read-only by the admin console (None: no directory).
+    directory_users: IDirectoryUsers | None = None
 
 
 class NotLoggedIn(Exception):

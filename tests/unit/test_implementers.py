@@ -36,6 +36,7 @@ from ourmail.config import (
     load_settings,
 )
 from ourmail.directory.ldap import LDAPChecker, LDAPDirectory, LDAPSettings
+from ourmail.directory.ldapusers import LDAPUserList
 from ourmail.directory.local import LocalDirectory
 from ourmail.filters import antivirus, clamd, dkim, dmarc, dnsbl, greylist, spam
 from ourmail.filters.arc import ARCCheck, ARCCheckFactory
@@ -46,7 +47,7 @@ from ourmail.filters.rspamd import RspamdClient, RspamdLearner
 from ourmail.filters.spamc import SpamdClient, SpamdLearner
 from ourmail.filters.spamprefs import ContactBook, SpamPrefs
 from ourmail.filters.spf import SPFCheck, SPFFactory
-from ourmail.interfaces import FilterEnvironment
+from ourmail.interfaces import FilterEnvironment, Usage
 from ourmail.manage.accountadmin import LocalAccountAdmin
 from ourmail.manage.audit import AuditFile
 from ourmail.net.dns import make_resolver
@@ -247,6 +248,9 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
         MemoryStore(),
         QuotaPolicy(QuotaSettings(), AccountDB(tmp)),
         AuditFile(tmp),
+    ),
+    "ourmail.directory.ldapusers.LDAPUserList": lambda tmp: LDAPUserList(
+        _ldap(), reactor, lambda domain: True, lambda address: Usage(0, 0)
     ),
 }
 
