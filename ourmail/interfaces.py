@@ -1012,3 +1012,8 @@ class IDirectoryUsers(Interface):
 
     def person(address: str) -> Deferred[DirectoryPerson | None]:
         """The directory's entry with this main address (None: there is none)."""
+
+
+class DirectoryBusy(DirectoryUnavailable):
+    """The directory's users are still being read (the first reading after a start): a page
+    asking now is answered without them, and the reading goes on."""

@@ -10,9 +10,13 @@ directory's entries come back in no defined order without them.  So:
 
 * **Listing**: an index of the users' main addresses, read in pages of :data:`PAGE_SIZE` on one
   connection of its own (a search as the service DN, for ``mail`` only), sorted here, kept per
-  domain, and read again when a page asks for it after :data:`REFRESH` seconds (the old index
-  answers meanwhile).  Paging through it is stable: no gaps, no repeats, exact counts.  At
-  200,000 users it holds some 20 MB; it stops at :data:`MAX_ENTRIES` entries.
+  domain, and read again when a page asks for it after :data:`REFRESH` seconds, or
+  :data:`REFRESH_FACTOR` times as long as the last reading took if that is longer (the old
+  index answers meanwhile).  Decoding entries is ldaptor's work on the reactor thread, so the
+  reading pauses after each page as long as the page took: other connections never wait for
+  more than one page's decoding, and a large directory's reading takes half the reactor's time
+  at most, and only once in a while.  Paging through it is stable: no gaps, no repeats, exact
+  counts.  At 200,000 users it holds some 20 MB; it stops at :data:`MAX_ENTRIES` entries.
 * **Search** (``q``): asked of the directory itself, so it is current: the text escaped
   (RFC 4515 §3), on the main and extra addresses and the name, only the admin's domains, at
   most :data:`MAX_MATCHES` entries and the server's time limit (RFC 4511 §4.5.1.5/6); the
@@ -30,6 +34,7 @@ from typing import Any
 import attrs
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorCore
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -43,6 +48,7 @@ from ourmail.directory.ldap import (
     escape_filter_value,
 )
 from ourmail.interfaces import (
+    DirectoryBusy,
     DirectoryPage,
     DirectoryPerson,
     DirectoryUnavailable,
@@ -53,13 +59,17 @@ from ourmail.interfaces import (
 log = Logger()
 
 #: Entries asked for per page of the index's search (RFC 2696; AD's default MaxPageSize is 1000).
-PAGE_SIZE = 500
+PAGE_SIZE = 200
 #: Seconds an index is used before a page asks for a fresh one.
 REFRESH = 300.0
+#: ... or this many times as long as the last reading took, if that is longer.
+REFRESH_FACTOR = 20
 #: Most users indexed; a larger directory's list stops there (and says so in the log).
 MAX_ENTRIES = 1_000_000
 #: Most entries a search returns (the console says when there are more).
-MAX_MATCHES = 500
+MAX_MATCHES = 200
+#: Merged lists kept per index (each as long as its domains' lists together).
+MERGED = 8
 #: Most groups shown on a user's page.
 MAX_GROUPS = 50
 #: The simple paged results control (RFC 2696 §2).
@@ -96,24 +106,38 @@ class Index:
     """The directory's users at one reading: main addresses, sorted, per domain."""
 
     by_domain: dict[str, list[str]]
+    #: Every address, sorted (a full admin's list, without a merge per page).
+    everyone: list[str]
     read_at: float
+    #: Seconds the reading took.
+    took: float
     #: Whether the reading stopped early (:data:`MAX_ENTRIES`, or the server's size limit).
     truncated: bool
+    #: Several domains' lists merged, by domains (for domain admins of several domains).
+    merged: dict[tuple[str, ...], list[str]] = attrs.field(factory=dict)
 
     def chosen(self, domains: Sequence[str]) -> Sequence[str]:
-        """The sorted addresses of ``domains`` (several: merged, which costs a pass)."""
-        lists = [self.by_domain.get(d, []) for d in dict.fromkeys(domains)]
-        if len(lists) == 1:
-            return lists[0]
-        return list(heapq.merge(*lists))
+        """The sorted addresses of ``domains`` (several: merged once, then kept)."""
+        if self.by_domain.keys() <= set(domains):
+            return self.everyone
+        key = tuple(sorted(set(domains)))
+        if len(key) == 1:
+            return self.by_domain.get(key[0], [])
+        found = self.merged.get(key)
+        if found is None:
+            found = list(heapq.merge(*(self.by_domain.get(d, []) for d in key)))
+            if len(self.merged) < MERGED:
+                self.merged[key] = found
+        return found
 
 
-def _index(found: list[str], read_at: float, truncated: bool) -> Index:
+def _index(found: list[str], read_at: float, took: float, truncated: bool) -> Index:
     """Sort and split by domain (in a worker thread: 200,000 addresses take a while)."""
+    everyone = sorted(set(found))
     by_domain: dict[str, list[str]] = {}
-    for address in sorted(set(found)):
+    for address in everyone:
         by_domain.setdefault(address.rpartition("@")[2], []).append(address)
-    return Index(by_domain, read_at, truncated)
+    return Index(by_domain, everyone, read_at, took, truncated)
 
 
 @implementer(IDirectoryUsers)
@@ -130,9 +154,11 @@ class LDAPUserList:
         served: Callable[[str], bool],
         usage: Callable[[str], Usage],
         refresh: float = REFRESH,
+        refresh_factor: float = REFRESH_FACTOR,
     ) -> None:
         self.settings, self.reactor = settings, reactor
-        self.served, self.usage, self.refresh = served, usage, refresh
+        self.served, self.usage = served, usage
+        self.refresh, self.refresh_factor = refresh, refresh_factor
         self.pool = SearchPool(settings, reactor)
         self._index: Index | None = None
         self._reading: Deferred[Index] | None = None
@@ -149,7 +175,7 @@ class LDAPUserList:
         :class:`DirectoryUnavailable`, while the reading goes on for the next page)."""
         index = self._index
         if index is not None:
-            if self._now() - index.read_at >= self.refresh:
+            if self._now() - index.read_at >= max(self.refresh, self.refresh_factor * index.took):
                 self._start()
             return succeed(index)
         self._start()
@@ -160,7 +186,7 @@ class LDAPUserList:
             from twisted.internet.defer import TimeoutError
 
             failure.trap(TimeoutError)
-            raise DirectoryUnavailable("the directory's users are still being read")
+            raise DirectoryBusy("the directory's users are still being read")
 
         return self.settings.within(waiter, self.reactor).addErrback(slow)
 
@@ -205,9 +231,12 @@ class LDAPUserList:
         try:
             cookie = b""
             while True:
+                page_started = self._now()
                 code, cookie = yield self.settings.within(
                     self._page(client, cookie, entry), self.reactor
                 )
+                pause = min(1.0, self._now() - page_started)
+                yield deferLater(self.reactor, pause)  # type: ignore[arg-type]
                 if code in (3, 4):
                     # timeLimitExceeded, sizeLimitExceeded (RFC 4511 §4.1.9): the server's
                     # limits for this DN (OpenLDAP ``limits ... size.prtotal``): the list is
@@ -221,7 +250,8 @@ class LDAPUserList:
             client.transport.loseConnection()
         if truncated:
             log.warn("LDAP: the users' list stopped at {n} entries", n=len(found))
-        index = yield deferToThread(_index, found, started, truncated)
+        took = self._now() - started
+        index = yield deferToThread(_index, found, started, took, truncated)
         return index
 
     def _page(
@@ -282,7 +312,7 @@ class LDAPUserList:
                 shown = tuple(chosen[offset : offset + limit])
                 return DirectoryPage(shown, len(chosen), offset, not index.truncated, index.read_at)
 
-            if len(set(domains)) == 1:
+            if len(set(domains)) == 1 or index.by_domain.keys() <= set(domains):
                 return succeed(cut())  # a slice of a list: no need for a thread
             return deferToThread(cut)
 

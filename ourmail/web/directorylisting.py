@@ -15,7 +15,7 @@ import attrs
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from ourmail.interfaces import DirectoryPage, DirectoryUnavailable
+from ourmail.interfaces import DirectoryBusy, DirectoryPage, DirectoryUnavailable
 from ourmail.web.pages import Pages
 
 log = Logger()
@@ -42,9 +42,12 @@ def _page_number(request: IRequest) -> int:
     return int(raw) if raw.isascii() and raw.isdigit() and 0 < int(raw) < 10**7 else 1
 
 
-def unavailable_text(pages: Pages, request: IRequest) -> str:
-    """The message a page shows when the directory cannot be asked."""
+def unavailable_text(pages: Pages, request: IRequest, busy: bool = False) -> str:
+    """The message a page shows when the directory cannot be asked (``busy``: its users
+    are still being read)."""
     _ = pages.gettext(request)
+    if busy:
+        return _("The directory's users are still being read: reload the page in a minute.")
     return _("The directory cannot be reached just now: try again in a minute.")
 
 
@@ -61,7 +64,8 @@ async def directory_listing(
         found = await users.users(domains, text, (number - 1) * PAGE_SIZE, PAGE_SIZE)
     except DirectoryUnavailable as e:
         log.warn("admin console: the directory's users are not shown: {why}", why=str(e))
-        return DirectoryListing(None, unavailable_text(pages, request), number, 1, None, None)
+        text = unavailable_text(pages, request, isinstance(e, DirectoryBusy))
+        return DirectoryListing(None, text, number, 1, None, None)
     count = max(1, math.ceil(found.total / PAGE_SIZE))
     keep = {k: v for k, v in (("domain", domain), ("q", text)) if v}
     local_page = Pages.form(request, "page", 10)

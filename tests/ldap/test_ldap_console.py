@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from html import unescape
 from urllib.parse import urlencode
@@ -73,15 +74,24 @@ def ldap() -> Iterator[Slapd]:
 
 
 @pytest.fixture(scope="module")
-def srv(ldap: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def service_url(ldap: Slapd, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The URL with a service DN spared slapd's default size limit (500 entries: see
+    ``test_a_size_limit_on_the_service_dn_is_an_incomplete_list``)."""
+    secret = tmp_path_factory.mktemp("secret") / "ldap-password"
+    secret.write_text(ADMIN_PASSWORD)
+    return f"{ldap.url}/{SUFFIX}?timeout=5&" + urlencode(
+        {"bind": ADMIN_DN, "password_file": secret}
+    )
+
+
+@pytest.fixture(scope="module")
+def srv(service_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     admin = AdminSettings(
         admins=("postmaster@example.test",), domain_admins={"boss@other.test": ("other.test",)}
     )
-    # A service DN without slapd's default size limit (500 entries: see the last test).
-    secret = tmp_path_factory.mktemp("secret") / "ldap-password"
-    secret.write_text(ADMIN_PASSWORD)
-    url = f"{ldap.url}/{SUFFIX}?timeout=5&" + urlencode({"bind": ADMIN_DN, "password_file": secret})
-    with running_server(tmp_path_factory.mktemp("console"), admin=admin, ldap_url=url) as server:
+    with running_server(
+        tmp_path_factory.mktemp("console"), admin=admin, ldap_url=service_url
+    ) as server:
         accounts = server.server.accounts
         accounts.set_password("postmaster@example.test", hash_password(PASSWORD))
         accounts.add_domain("other.test")
@@ -204,3 +214,18 @@ def test_no_list_yet_and_no_directory() -> None:
         on_reactor(users.users, ["example.test"], "", 0, 50)
     with pytest.raises(DirectoryUnavailable):
         on_reactor(users.count, ["example.test"])
+
+
+def test_a_stale_list_is_read_again(ldap: Slapd, service_url: str) -> None:
+    settings = LDAPSettings.from_urls(service_url)
+    users = LDAPUserList(
+        settings, reactor, lambda d: True, lambda a: Usage(0, 0), refresh=0, refresh_factor=0
+    )
+    assert on_reactor(users.count, ["other.test"]) == 260
+    ldap.add(person("q999@other.test"))
+    # The next pages get the list held until the new reading is in, then the new one.
+    counts = [on_reactor(users.count, ["other.test"])]
+    while counts[-1] == 260 and len(counts) < 200:
+        time.sleep(0.05)
+        counts.append(on_reactor(users.count, ["other.test"]))
+    assert counts[-1] == 261
