@@ -303,6 +303,8 @@ class LDAPUserList:
     def users(
         self, domains: Sequence[str], text: str, offset: int, limit: int
     ) -> Deferred[DirectoryPage]:
+        if not domains:
+            return succeed(DirectoryPage((), 0, offset, True, self._now()))
         if text:
             return self._search(domains, text, offset, limit)
 

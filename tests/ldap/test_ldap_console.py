@@ -214,6 +214,8 @@ def test_no_list_yet_and_no_directory() -> None:
         on_reactor(users.users, ["example.test"], "", 0, 50)
     with pytest.raises(DirectoryUnavailable):
         on_reactor(users.count, ["example.test"])
+    # An admin of no served domain asks nothing (an empty OR is no filter ldaptor sends).
+    assert on_reactor(users.users, [], "x", 0, 50).total == 0
 
 
 def test_a_stale_list_is_read_again(ldap: Slapd, service_url: str) -> None:
