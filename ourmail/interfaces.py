@@ -1404,3 +1404,59 @@ class ISetupWizard(Interface):
 
     def finish(actor: Actor) -> Deferred[SetupState]:
         """Close the wizard for good."""
+
+
+@attrs.frozen
+class DirectoryPage:
+    """One page of the directory's users (``IDirectoryUsers.users``): the main addresses
+    shown, how many match in all, the position of the first shown, whether ``total`` is
+    every match (False: a search stopped at its size limit), and when the list was read
+    (seconds since the epoch; a search is read live, now)."""
+
+    addresses: tuple[str, ...]
+    total: int
+    offset: int
+    complete: bool
+    as_of: float
+
+
+@attrs.frozen
+class DirectoryPerson:
+    """What the directory says of one user: main address, name, extra addresses, the groups
+    naming them (bounded), the storage limit it sets (bytes; None: none), whether the entry is
+    disabled, and what they store here."""
+
+    address: str
+    name: str
+    alternates: tuple[str, ...]
+    groups: tuple[str, ...]
+    quota: int | None
+    disabled: bool
+    used: Usage
+
+
+class IDirectoryUsers(Interface):
+    """The users a directory (LDAP) holds, read-only, as the admin console lists them.
+
+    Listings page through an index of the users' main addresses, read from the directory in
+    pages (RFC 2696) and kept for a few minutes, so that paging is stable (no gaps, no
+    repeats) and a page never asks the directory for every entry.  A search with ``text``
+    asks the directory itself, escaped (RFC 4515 §3) and size-limited.  When the directory
+    cannot be asked: :class:`DirectoryUnavailable`."""
+
+    def count(domains: Sequence[str]) -> Deferred[int]:
+        """How many directory users have their main address in ``domains``."""
+
+    def users(
+        domains: Sequence[str], text: str, offset: int, limit: int
+    ) -> Deferred[DirectoryPage]:
+        """At most ``limit`` users of ``domains`` in address order from the ``offset``-th
+        match; with ``text``, those whose address, extra address or name contains it."""
+
+    def person(address: str) -> Deferred[DirectoryPerson | None]:
+        """The directory's entry with this main address (None: there is none)."""
+
+
+class DirectoryBusy(DirectoryUnavailable):
+    """The directory's users are still being read (the first reading after a start): a page
+    asking now is answered without them, and the reading goes on."""

@@ -52,12 +52,14 @@ from ourmail.interfaces import (
     FilterEnvironment,
     IContactBook,
     IDirectory,
+    IDirectoryUsers,
     IFilterChain,
     IMailStore,
     IPreferences,
     IRetention,
     ISenderRewriter,
     ISpamLearner,
+    Usage,
 )
 from ourmail.manage.accountadmin import LocalAccountAdmin
 from ourmail.manage.audit import AuditFile
@@ -266,6 +268,19 @@ class Parts:
             return self.settings.filters.check_lmtp
         return True
 
+    def _directory_users(self) -> IDirectoryUsers | None:
+        """The LDAP directory's users for the admin console (None: no directory)."""
+        if not self.settings.ldap_url:
+            return None
+        from ourmail.directory.ldap import LDAPSettings
+        from ourmail.directory.ldapusers import LDAPUserList
+
+        def usage(address: str) -> Usage:
+            return self.quota.usage(self.store.user(address))
+
+        ldap = LDAPSettings.from_urls(self.settings.ldap_url)
+        return LDAPUserList(ldap, self.clock, self.directory.is_local_domain, usage)  # type: ignore[arg-type]
+
     def factory(self, service: str) -> Factory:
         """The protocol factory of one listener (without the implicit-TLS wrapper)."""
         settings = self.settings
@@ -317,6 +332,7 @@ class Parts:
                 ),
                 certificates=CertificateStatus(settings, lambda: self.tls.cert_path),
                 setup=LocalSetupWizard(settings, audit),
+                directory_users=self._directory_users(),
             )
             self.web = WebApp(self.authenticator, sessions, services)
             return self.web.site(settings.limits)

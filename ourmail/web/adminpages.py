@@ -37,6 +37,7 @@ from twisted.web.iweb import IRequest
 from ourmail.addresses import AddressError, normalise_address
 from ourmail.config import QuotaLimit
 from ourmail.interfaces import AccountRefused, Actor, IAccountAdmin
+from ourmail.web.directorylisting import directory_count, directory_listing
 from ourmail.web.pages import Pages
 from ourmail.web.sessions import WebSession
 
@@ -253,6 +254,7 @@ class AdminPages(Pages):
             domains=domains,
             users=users,
             aliases=aliases,
+            directory_users=await directory_count(self, domains),
         )
 
     @app.route("/admin/users", methods=["GET"])
@@ -286,6 +288,9 @@ class AdminPages(Pages):
             previous=link(page - 1) if page > 1 else None,
             next=link(page + 1) if page < pages else None,
             disabled_users=disabled,
+            directory=await directory_listing(
+                self, request, domains or await self.managed_domains(access), domain, text
+            ),
             **context,
         )
 
@@ -317,6 +322,9 @@ class AdminPages(Pages):
             disabling = self.services.disabling
             disabled = await disabling.state(address) if disabling is not None else None
         except AccountRefused as e:
+            if e.code == "no-such-user" and self.services.directory_users is not None:
+                # Perhaps a directory user: their read-only page (ourmail/web/admindirectory.py).
+                return self.redirect(request, b"/admin/directory/user?" + _query(address=address))
             return self.error(request, 404, self.refusal_text(request, e))
         return self.render_admin(
             request,

@@ -28,6 +28,7 @@ from ourmail.auth.login import Authenticator, LoginFailed, LoginUnavailable
 from ourmail.auth.login import Session as Login
 from ourmail.config import Limits
 from ourmail.web import i18n
+from ourmail.web.admindirectory import AdminDirectoryPages
 from ourmail.web.admindisable import AdminDisablePages
 from ourmail.web.admindomains import AdminDomainsPages
 from ourmail.web.admingroups import AdminGroupsPages
@@ -79,6 +80,7 @@ class WebApp(
     AdminDisablePages,
     AdminDomainsPages,
     SetupPages,
+    AdminDirectoryPages,
     AdminPages,
     Pages,
 ):

@@ -32,6 +32,7 @@ from ourmail.interfaces import (
     IAuditLog,
     ICertificateStatus,
     IDirectory,
+    IDirectoryUsers,
     IDomainAdmin,
     IFilterLogReader,
     IPasswordChanger,
@@ -118,6 +119,8 @@ class WebServices:
     certificates: ICertificateStatus | None = None
     #: The first-run set-up wizard (``/setup``); None: closed.
     setup: ISetupWizard | None = None
+    #: The users of an LDAP directory, listed read-only by the admin console (None: no directory).
+    directory_users: IDirectoryUsers | None = None
 
 
 class NotLoggedIn(Exception):

@@ -36,6 +36,7 @@ from ourmail.config import (
     load_settings,
 )
 from ourmail.directory.ldap import LDAPChecker, LDAPDirectory, LDAPSettings
+from ourmail.directory.ldapusers import LDAPUserList
 from ourmail.directory.local import LocalDirectory
 from ourmail.dns.lookup import Lookup
 from ourmail.dns.lookup import make_resolver as make_check_resolver
@@ -48,7 +49,7 @@ from ourmail.filters.rspamd import RspamdClient, RspamdLearner
 from ourmail.filters.spamc import SpamdClient, SpamdLearner
 from ourmail.filters.spamprefs import ContactBook, SpamPrefs
 from ourmail.filters.spf import SPFCheck, SPFFactory
-from ourmail.interfaces import FilterEnvironment
+from ourmail.interfaces import FilterEnvironment, Usage
 from ourmail.manage.accountadmin import LocalAccountAdmin
 from ourmail.manage.audit import AuditFile
 from ourmail.manage.disabling import AccountDisabling
@@ -284,6 +285,9 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.manage.setupwizard.LocalSetupWizard": lambda tmp: LocalSetupWizard(
         load_settings(data=str(tmp), domains=("example.test",), hostname="mx.example.test"),
         AuditFile(tmp),
+    ),
+    "ourmail.directory.ldapusers.LDAPUserList": lambda tmp: LDAPUserList(
+        _ldap(), reactor, lambda domain: True, lambda address: Usage(0, 0)
     ),
 }
 
