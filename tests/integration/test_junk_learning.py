@@ -213,11 +213,13 @@ def test_a_scanner_that_never_answers_delays_neither_the_move_nor_the_stop(
             for n in range(3):
                 uid = append(m, "INBOX", message(f"spam number {n}"))
                 times.append(uid_cmd(m, "MOVE", uid, "Junk"))
-            assert max(times) < 0.5, times
+            # Far below the scanner's 60-s time-out: the move did not wait for it.
+            assert max(times) < 10, times
             assert requests(srv) == {"pending": 3}
             m.logout()
             stopping = time.monotonic()
-        assert time.monotonic() - stopping < 2.0  # the unanswered request was cancelled
+        # The unanswered request was cancelled, not waited for (60 s).
+        assert time.monotonic() - stopping < 10
         assert requests(srv) == {"pending": 3} and attempts(srv) == 1
     finally:
         silent.close()

@@ -134,8 +134,11 @@ def test_gtube_goes_to_junk_with_the_scores(server: Callable[..., RunningServer]
     assert stored(srv) == []
     (junk,) = stored(srv, folder=".Junk")
     fields = head(junk)
-    assert re.search(rb"\r\nX-Spam-Status: Yes, score=100\d\.\d required=5\.0\r\n", fields)
-    assert re.search(rb"\r\nX-Spam-Score: 100\d\.\d\r\n", fields)
+    # GTUBE scores 1000; the session's shared Bayes database (what other tests taught this
+    # spamd) may add or take off a few points.
+    status = re.search(rb"\r\nX-Spam-Status: Yes, score=(\d+\.\d) required=5\.0\r\n", fields)
+    score = re.search(rb"\r\nX-Spam-Score: (\d+\.\d)\r\n", fields)
+    assert status and score and status[1] == score[1] and 990 < float(score[1]) < 1010
     assert b"\r\nX-Spam-Flag: YES\r\n" in fields
 
 
