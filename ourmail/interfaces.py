@@ -1188,6 +1188,8 @@ class DkimKeyInfo:
     algorithm: str
     #: Signs mail now (False: retired, its record kept published for a while).
     signing: bool
+    #: False when the key file cannot be read (empty, not a key, no permission): logged.
+    readable: bool = True
 
 
 @attrs.frozen

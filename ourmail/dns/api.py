@@ -13,7 +13,7 @@ Example (in the reactor thread)::
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import attrs
 from twisted.internet import defer
@@ -24,6 +24,7 @@ from ourmail.dns.fromsettings import mail_setup
 from ourmail.dns.lookup import Lookup
 from ourmail.dns.records import MailSetup, Record, expected_records
 from ourmail.dns.zone import zone_snippet
+from ourmail.secure.dkimkeys import Unreadable
 
 
 @attrs.frozen
@@ -47,10 +48,12 @@ def domain_records(
     domain: str,
     addresses: tuple[str, ...] = (),
     ports: Mapping[str, int] | None = None,
+    unreadable: Callable[[Unreadable], None] | None = None,
 ) -> DomainRecords:
     """The records of ``domain`` as configured here (see
-    :func:`ourmail.dns.fromsettings.mail_setup`); reads the DKIM keys: call in a thread."""
-    return records_of(mail_setup(settings, domain, addresses, ports))
+    :func:`ourmail.dns.fromsettings.mail_setup`, also for ``unreadable``); reads the DKIM
+    keys: call in a thread."""
+    return records_of(mail_setup(settings, domain, addresses, ports, unreadable))
 
 
 async def current_addresses(lookup: Lookup, hostname: str) -> tuple[str, ...]:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import psutil
 
 from ourmail.config import Settings
 from ourmail.dns.records import DkimPublic, MailSetup
 from ourmail.preflight import parse_endpoint
-from ourmail.secure.dkimkeys import KeyStore
+from ourmail.secure.dkimkeys import KeyError_, KeyStore, Unreadable
 
 #: The listeners whose ports the records name.
 PUBLIC_SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s", "web")
@@ -41,14 +41,21 @@ def configured_ports(listen: Mapping[str, str | None]) -> dict[str, int]:
     return ports
 
 
-def dkim_keys(settings: Settings, domain: str) -> tuple[DkimPublic, ...]:
-    """The keys that sign for ``domain`` (retired ones are left out)."""
-    store = KeyStore(settings.data_dir / "dkim")
-    return tuple(
-        DkimPublic(key.selector, key.algorithm, key.public_value())
-        for key in store.keys(domain)
-        if key.active
-    )
+def dkim_keys(
+    settings: Settings, domain: str, unreadable: Callable[[Unreadable], None] | None = None
+) -> tuple[DkimPublic, ...]:
+    """The keys that sign for ``domain`` (retired ones are left out).  A key file that
+    cannot be read raises :class:`~ourmail.secure.dkimkeys.KeyError_` (the commands print
+    it), or, with ``unreadable``, is handed to it and left out (the console lists it)."""
+    found = []
+    for entry in KeyStore(settings.data_dir / "dkim").entries(domain):
+        if isinstance(entry, Unreadable):
+            if unreadable is None:
+                raise KeyError_(entry.reason)
+            unreadable(entry)
+        elif entry.active:
+            found.append(DkimPublic(entry.selector, entry.algorithm, entry.public_value()))
+    return tuple(found)
 
 
 def own_addresses() -> frozenset[str]:
@@ -66,17 +73,18 @@ def mail_setup(
     domain: str,
     addresses: tuple[str, ...] = (),
     ports: Mapping[str, int] | None = None,
+    unreadable: Callable[[Unreadable], None] | None = None,
 ) -> MailSetup:
     """The setup of ``domain``: ``ports`` are the public ports when known (the running
     server's listeners; those not in :data:`PUBLIC_SERVICES` are ignored), else those the
-    configuration names."""
+    configuration names; ``unreadable`` as for :func:`dkim_keys`."""
     if ports is None:
         ports = configured_ports(settings.listen)
     return MailSetup(
         domain=domain,
         hostname=settings.hostname,
         ports={name: port for name, port in ports.items() if name in PUBLIC_SERVICES},
-        dkim=dkim_keys(settings, domain),
+        dkim=dkim_keys(settings, domain, unreadable),
         mta_sts_mode=settings.web.mta_sts_mode,
         addresses=addresses,
         own_addresses=own_addresses(),

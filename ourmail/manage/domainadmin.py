@@ -46,6 +46,7 @@ from ourmail.interfaces import (
 )
 from ourmail.manage import domainops
 from ourmail.net.portsfile import running_ports
+from ourmail.secure.dkimkeys import Unreadable, report_unreadable
 
 log = Logger()
 T = TypeVar("T")
@@ -85,9 +86,17 @@ def row(record: Record) -> DnsRecordRow:
 
 
 def key_infos(settings: Settings, domain: str) -> tuple[DkimKeyInfo, ...]:
-    """``domain``'s DKIM keys, signing and retired (as ``ourmail dkim list`` shows them)."""
-    keys = domainops.dkim_keys(settings).keys(domain, retired=True)
-    return tuple(DkimKeyInfo(k.selector, k.algorithm, k.active) for k in keys)
+    """``domain``'s DKIM keys, signing and retired (as ``ourmail dkim list`` shows them); a
+    key file that cannot be read is listed as unreadable and logged once, never an error
+    for the whole page."""
+    infos = []
+    for entry in domainops.dkim_keys(settings).entries(domain, retired=True):
+        if isinstance(entry, Unreadable):
+            report_unreadable(entry)
+            infos.append(DkimKeyInfo(entry.selector, "", entry.active, readable=False))
+        else:
+            infos.append(DkimKeyInfo(entry.selector, entry.algorithm, entry.active))
+    return tuple(infos)
 
 
 @implementer(IDomainAdmin)
@@ -141,7 +150,7 @@ class LocalDomainAdmin:
                 raise AccountRefused("not-served", f"{served} is not served here", served)
             if domainops.signing_keys(self.settings, served):
                 raise AccountRefused("has-key", f"{served} already has a DKIM key", served)
-            domainops.ensure_dkim_key(self.settings, served)
+            domainops.new_dkim_key(self.settings, served)
             return served
 
         d = self._change(actor, "dkim.gen", domain, make)
@@ -150,8 +159,9 @@ class LocalDomainAdmin:
     def _change(
         self, actor: Actor, action: str, target: str, work: Callable[[], str]
     ) -> Deferred[str]:
-        """``work`` in a thread, then its audit line (``ok`` or ``refused: <code>``), both
-        before the Deferred fires; no change without its line."""
+        """``work`` in a thread, then its audit line (``ok``, ``refused: <code>`` or
+        ``failed: <error>`` when ``work`` raised anything else), both before the Deferred
+        fires; no change, and no attempt, without its line."""
 
         def run() -> str:
             try:
@@ -162,6 +172,9 @@ class LocalDomainAdmin:
                 done = work()
             except AccountRefused as e:
                 self.audit.record(actor, action, e.subject or target, f"refused: {e.code}")
+                raise
+            except Exception as e:
+                self.audit.record(actor, action, target, f"failed: {type(e).__name__}")
                 raise
             self.audit.record(actor, action, done, "ok")
             return done
@@ -174,7 +187,11 @@ class LocalDomainAdmin:
         """The records of ``domain`` for the ports the server listens on (as ``ourmail dns``
         finds them), else the configured ones."""
         return domain_records(
-            self.settings, domain, addresses, running_ports(self.settings.data_dir)
+            self.settings,
+            domain,
+            addresses,
+            running_ports(self.settings.data_dir),
+            unreadable=report_unreadable,  # listed as unreadable on the domains page
         )
 
     def _addresses(self, deadline: float) -> Deferred[tuple[str, ...]]:

@@ -9,10 +9,27 @@ fsynced): the server calls them in a thread.  A change that cannot be done raise
 
 from __future__ import annotations
 
+from twisted.logger import Logger
+
 from ourmail.auth.accounts import AccountDB, AccountError
 from ourmail.config import ConfigError, Settings, normalise_domain
 from ourmail.interfaces import AccountRefused
-from ourmail.secure.dkimkeys import Algorithm, DKIMKey, KeyError_, KeyStore, default_selector
+from ourmail.secure.dkimkeys import (
+    Algorithm,
+    DKIMKey,
+    KeyError_,
+    KeyExists,
+    KeyStore,
+    Unreadable,
+    default_selector,
+    report_unreadable,
+)
+
+log = Logger()
+
+#: Selectors tried for a new key: ``YYYYMMr``, then ``YYYYMMr-2`` … (a retired key of this
+#: month keeps its selector: its record stays published).
+SELECTOR_TRIES = 20
 
 
 def domain_name(raw: str) -> str:
@@ -44,8 +61,40 @@ def dkim_keys(settings: Settings) -> KeyStore:
 
 
 def signing_keys(settings: Settings, domain: str) -> list[DKIMKey]:
-    """The keys that sign ``domain``'s mail (every active one, ``ourmail/secure/dkimkeys.py``)."""
-    return list(dkim_keys(settings).keys(domain_name(domain)))
+    """The keys that sign ``domain``'s mail (every active one, ``ourmail/secure/dkimkeys.py``);
+    an unreadable key file signs nothing: it is logged once and left out."""
+    keys = []
+    for entry in dkim_keys(settings).entries(domain_name(domain)):
+        if isinstance(entry, Unreadable):
+            report_unreadable(entry)
+        else:
+            keys.append(entry)
+    return keys
+
+
+def new_dkim_key(settings: Settings, domain: str, algorithm: Algorithm = "rsa") -> DKIMKey:
+    """Make a key for ``domain`` under the first free selector of :func:`default_selector`
+    (``YYYYMMr``, ``YYYYMMr-2`` …).  Refused with ``has-key`` when another key of the domain
+    began signing meanwhile (two admins at once), with ``dkim`` (and the reason logged) when
+    no key can be made."""
+    domain = domain_name(domain)
+    base = default_selector(algorithm)
+    store = dkim_keys(settings)
+    reason = f"no free selector from {base} to {base}-{SELECTOR_TRIES}"
+    for n in range(1, SELECTOR_TRIES + 1):
+        selector = base if n == 1 else f"{base}-{n}"
+        try:
+            return store.generate(domain, selector, algorithm)
+        except KeyExists:
+            if signing_keys(settings, domain):
+                raise AccountRefused(
+                    "has-key", f"{domain} already has a DKIM key", domain
+                ) from None
+        except (KeyError_, OSError) as e:
+            reason = str(e)
+            break
+    log.error("dkim: no key made for {domain}: {reason}", domain=domain, reason=reason)
+    raise AccountRefused("dkim", f"no DKIM key made for {domain}: {reason}", domain)
 
 
 def ensure_dkim_key(settings: Settings, domain: str, algorithm: Algorithm = "rsa") -> list[DKIMKey]:
@@ -56,6 +105,8 @@ def ensure_dkim_key(settings: Settings, domain: str, algorithm: Algorithm = "rsa
     if keys:
         return keys
     try:
-        return [dkim_keys(settings).generate(domain, default_selector(algorithm), algorithm)]
-    except KeyError_ as e:
-        raise AccountRefused("dkim", str(e), domain) from None
+        return [new_dkim_key(settings, domain, algorithm)]
+    except AccountRefused as e:
+        if e.code != "has-key":
+            raise
+        return signing_keys(settings, domain)  # made meanwhile by another

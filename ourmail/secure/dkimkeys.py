@@ -13,6 +13,7 @@ import base64
 import datetime
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -20,6 +21,11 @@ from typing import Literal
 import attrs
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from twisted.logger import Logger
+
+from ourmail.fsutil import fsync_dir
+
+log = Logger()
 
 Algorithm = Literal["rsa", "ed25519"]
 ALGORITHMS: tuple[Algorithm, ...] = ("rsa", "ed25519")
@@ -33,6 +39,33 @@ TXT_CHUNK = 255
 
 class KeyError_(Exception):
     """A key that cannot be made, found or read (printed to the admin as it is)."""
+
+
+class KeyExists(KeyError_):
+    """The selector is taken already (by a signing or a retired key)."""
+
+
+@attrs.frozen
+class Unreadable:
+    """A ``.key`` (or ``.retired``) file that is no usable key: empty, not PEM, another
+    algorithm, or not readable by the server."""
+
+    domain: str
+    selector: str
+    path: Path
+    reason: str
+    active: bool
+
+
+#: The unreadable key files already logged (each once per process, not on every page view).
+_reported: set[Path] = set()
+
+
+def report_unreadable(entry: Unreadable) -> None:
+    """Log an unreadable key file, once per process."""
+    if entry.path not in _reported:
+        _reported.add(entry.path)
+        log.error("dkim: key file unusable: {reason}", reason=entry.reason)
 
 
 @attrs.frozen
@@ -128,7 +161,7 @@ class KeyStore:
         folder = self._dir(domain)
         path = folder / f"{selector}.key"
         if path.exists() or path.with_suffix(".retired").exists():
-            raise KeyError_(f"selector {selector} of {domain} exists already: choose another")
+            raise KeyExists(f"selector {selector} of {domain} exists already: choose another")
         key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
         if algorithm == "rsa":
             key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
@@ -140,16 +173,41 @@ class KeyStore:
             serialization.NoEncryption(),
         )
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Written whole and fsynced under a temporary name, then linked to its own: link(2)
+        # never replaces a name, so two makers of one selector get one key and one refusal,
+        # and no reader ever sees a half-written key.  The directory is fsynced before the
+        # key is reported made (nothing acknowledged is ever lost).
+        fd, tmp = tempfile.mkstemp(prefix=f".{selector}.", suffix=".tmp", dir=folder)
         try:
-            os.write(fd, pem)
-            os.fsync(fd)
+            try:
+                view = memoryview(pem)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.link(tmp, path)
+        except FileExistsError:
+            raise KeyExists(f"selector {selector} of {domain} exists already") from None
         finally:
-            os.close(fd)
+            os.unlink(tmp)
+        fsync_dir(folder)
+        fsync_dir(self.root)
         return DKIMKey(domain, selector, algorithm, pem, path)
 
     def keys(self, domain: str | None = None, retired: bool = False) -> Iterator[DKIMKey]:
-        """The keys (of ``domain``, or of all), active ones; retired ones too if asked."""
+        """The keys (of ``domain``, or of all), active ones; retired ones too if asked.
+        Raises :class:`KeyError_` at the first unusable key file."""
+        for entry in self.entries(domain, retired):
+            if isinstance(entry, Unreadable):
+                raise KeyError_(entry.reason)
+            yield entry
+
+    def entries(
+        self, domain: str | None = None, retired: bool = False
+    ) -> Iterator[DKIMKey | Unreadable]:
+        """As :meth:`keys`, but an unusable key file is an :class:`Unreadable` in its place
+        (for lists that show every key whatever one file holds)."""
         if not self.root.is_dir():
             return
         folders = [self._dir(domain)] if domain else sorted(self.root.iterdir())
@@ -158,13 +216,19 @@ class KeyStore:
                 continue
             for path in sorted(folder.iterdir()):
                 if path.suffix == ".key" or (retired and path.suffix == ".retired"):
-                    yield self._load(folder.name, path)
+                    try:
+                        yield self._load(folder.name, path)
+                    except (KeyError_, OSError) as e:
+                        reason = str(e) if isinstance(e, KeyError_) else f"{path}: {e.strerror}"
+                        yield Unreadable(
+                            folder.name, path.stem, path, reason, path.suffix == ".key"
+                        )
 
     def _load(self, domain: str, path: Path) -> DKIMKey:
         pem = path.read_bytes()
         try:
             key = serialization.load_pem_private_key(pem, password=None)
-        except ValueError as e:
+        except (ValueError, TypeError) as e:  # TypeError: a key encrypted with a password
             raise KeyError_(f"{path}: not a PEM private key ({e})") from None
         algorithm: Algorithm = "ed25519" if isinstance(key, ed25519.Ed25519PrivateKey) else "rsa"
         if not isinstance(key, rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):

@@ -158,7 +158,7 @@ class AdminDomainsPages(AdminPages):
         rows = []
         for info in await self.visible_domains(access):
             users, aliases = await self.accounts.count([info.name])
-            rows.append((info, users, aliases, any(k.signing for k in info.keys)))
+            rows.append((info, users, aliases, any(k.signing and k.readable for k in info.keys)))
         done = self.form(request, "done", 20)
         return self.render_admin(
             request,

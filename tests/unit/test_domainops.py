@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from loghelp import captured
 
 from ourmail.auth.accounts import AccountDB
 from ourmail.config import Settings, load_settings
-from ourmail.interfaces import AccountRefused
+from ourmail.dns import fromsettings
+from ourmail.interfaces import AccountRefused, DkimKeyInfo
 from ourmail.manage import domainops
+from ourmail.manage.domainadmin import key_infos
+from ourmail.secure import dkimkeys
+from ourmail.secure.dkimkeys import KeyError_, KeyExists, KeyStore, check_name, default_selector
 
 
 def settings(tmp_path: Path) -> Settings:
@@ -47,3 +53,84 @@ def test_ensure_dkim_key_makes_one_key_then_keeps_it(tmp_path: Path) -> None:
     assert [k.path for k in domainops.ensure_dkim_key(s, "example.org")] == [made.path]
     with pytest.raises(AccountRefused):
         domainops.ensure_dkim_key(s, "../../etc")
+
+
+def test_a_key_is_linked_whole_and_its_directory_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = KeyStore(tmp_path / "dkim")
+    synced: list[Path] = []
+    monkeypatch.setattr(dkimkeys, "fsync_dir", lambda p: synced.append(Path(p)))
+    key = store.generate("example.org", "s1", "ed25519")
+    assert synced == [tmp_path / "dkim" / "example.org", tmp_path / "dkim"]
+    assert [p.name for p in key.path.parent.iterdir()] == ["s1.key"]  # no temporary left
+    assert key.path.read_bytes() == key.pem and key.path.stat().st_mode & 0o777 == 0o600
+
+
+def test_two_makers_of_one_selector_get_one_key_and_one_refusal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = KeyStore(tmp_path / "dkim")
+    mkstemp = dkimkeys.tempfile.mkstemp
+
+    def other_admin_first(**kwargs: Any) -> tuple[int, str]:
+        # The other request links its key after this one checked the name was free.
+        (kwargs["dir"] / "s1.key").write_bytes(b"the other key")
+        return mkstemp(**kwargs)
+
+    monkeypatch.setattr(dkimkeys.tempfile, "mkstemp", other_admin_first)
+    with pytest.raises(KeyExists):
+        store.generate("example.org", "s1", "ed25519")
+    folder = tmp_path / "dkim" / "example.org"
+    assert [p.name for p in folder.iterdir()] == ["s1.key"]
+    assert (folder / "s1.key").read_bytes() == b"the other key"
+
+
+def test_a_key_made_meanwhile_is_refused_as_has_key(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    other = domainops.dkim_keys(s).generate("example.org", default_selector("rsa"), "ed25519")
+    with pytest.raises(AccountRefused) as refused:
+        domainops.new_dkim_key(s, "example.org")
+    assert refused.value.code == "has-key"
+    assert [k.path for k in domainops.ensure_dkim_key(s, "example.org")] == [other.path]
+
+
+def test_a_retired_key_of_this_month_gets_the_next_free_selector(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    store = domainops.dkim_keys(s)
+    base = default_selector("rsa")
+    store.generate("example.org", base, "ed25519")
+    store.retire("example.org", base)
+    (made,) = domainops.ensure_dkim_key(s, "example.org")
+    assert made.selector == f"{base}-2"
+    check_name("example.org", made.selector)
+
+
+def test_a_key_that_cannot_be_made_is_logged(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    (tmp_path / "dkim").write_text("not a directory")
+    with captured() as events, pytest.raises(AccountRefused) as refused:
+        domainops.ensure_dkim_key(s, "example.org")
+    assert refused.value.code == "dkim"
+    assert "no key made for example.org" in events.text()
+
+
+def test_an_unreadable_key_file_is_listed_not_raised(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    good = domainops.dkim_keys(s).generate("example.org", "good", "ed25519")
+    (good.path.parent / "bad.key").write_bytes(b"")
+    with pytest.raises(KeyError_):  # the commands still say which file is broken
+        list(domainops.dkim_keys(s).keys("example.org"))
+    with pytest.raises(KeyError_):
+        fromsettings.dkim_keys(s, "example.org")
+    with captured() as events:
+        infos = key_infos(s, "example.org")
+        key_infos(s, "example.org")
+        assert [k.selector for k in domainops.signing_keys(s, "example.org")] == ["good"]
+        shown = fromsettings.dkim_keys(s, "example.org", dkimkeys.report_unreadable)
+        assert [k.selector for k in shown] == ["good"]
+    assert infos == (
+        DkimKeyInfo("bad", "", True, readable=False),
+        DkimKeyInfo("good", "ed25519", True),
+    )
+    assert events.text().count("bad.key") == 1  # logged once, not on every page view
