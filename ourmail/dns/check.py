@@ -153,6 +153,18 @@ async def check_mx(lookup: Lookup, setup: MailSetup, record: Record) -> CheckRes
         return CheckResult(
             record, "fail", f"MX points at {', '.join(hosts)}, not at {setup.hostname}", found
         )
+    # RFC 5321 §5.1: senders try the lowest preference first and go on only when it cannot be
+    # reached, so a host preferred to ours gets all the mail.
+    ours = min(p.preference for p in answer.records if _host(p.name) == setup.hostname)
+    before = [_host(p.name) for p in answer.records if p.preference < ours]
+    if before:
+        return CheckResult(
+            record,
+            "fail",
+            f"MX prefers {', '.join(dict.fromkeys(before))} to {setup.hostname} (a lower "
+            f"preference number than {ours}): senders deliver there first (RFC 5321 §5.1)",
+            found,
+        )
     others = [h for h in hosts if h != setup.hostname]
     if others:
         return CheckResult(
@@ -228,9 +240,12 @@ async def check_spf(lookup: Lookup, setup: MailSetup, record: Record) -> CheckRe
             found,
         )
     terms = spf[0].lower().split()
-    if terms[-1] in ("all", "+all"):
+    # RFC 7208 §5.1: the first "all" mechanism ends the evaluation, whatever follows it
+    # (modifiers such as exp= may); without a qualifier it is "+" (§4.6.2).
+    final = next((t for t in terms[1:] if t.lstrip("+-~?") == "all"), None)
+    if final in ("all", "+all"):
         return CheckResult(
-            record, "fail", f"SPF ends in +all: it lets anyone send as {setup.domain}", found
+            record, "fail", f"SPF has {final}: it lets anyone send as {setup.domain}", found
         )
     if setup.relay:  # whether the relay's addresses are in it cannot be told from here
         return CheckResult(
