@@ -75,7 +75,7 @@ def listener_certificates(
 ) -> list[ListenerCertificate]:
     """Each configured TLS listener and the certificate it serves: the shared one (its file
     now: ``shared()``, which follows ACME's swaps; else :func:`in_use`'s), or an ``ssl:``
-    endpoint's own ``certKey``."""
+    endpoint's own file (``certKey``, ``privateKey`` or ``server.pem``, as Twisted reads it)."""
     now = datetime.datetime.now(datetime.UTC)
     path = shared() if shared is not None else Path(in_use(settings)[2])
     info = read_info(path)
@@ -88,8 +88,12 @@ def listener_certificates(
             kind, _, options = parse_endpoint(endpoint)
         except ValueError:
             continue
-        if kind == "ssl" and options.get("certKey"):
-            own = Path(options["certKey"])
+        if kind == "ssl":
+            # Twisted's ssl: endpoint always serves its own files: certKey, else privateKey,
+            # else server.pem (twisted.internet.endpoints._parseSSL), relative to the
+            # server's working directory.
+            own = Path(options.get("certKey") or options.get("privateKey") or "server.pem")
+            own = own.absolute()
             found.append(_listener(name, "endpoint", own, read_info(own), now))
         else:
             found.append(_listener(name, source_of(settings, path, info), path, info, now))

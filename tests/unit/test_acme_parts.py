@@ -22,7 +22,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from ourmail.admin import certcmd
 from ourmail.config import LETS_ENCRYPT, ConfigError, Settings, config_template, load_settings
-from ourmail.secure import acmeorder, acmerenewal, selfsigned
+from ourmail.secure import acmeorder, acmerenewal, certstatus, selfsigned
 from ourmail.secure.acmeorder import CAServer, OrderFailed, RateLimited, order_certificate
 from ourmail.secure.acmerenewal import CertificateRenewal
 from ourmail.secure.certfiles import (
@@ -305,6 +305,27 @@ def test_cert_status_shows_the_names_left_out(
         "left out:  autoconfig.b.org: validation failed 2026-12-01 10:12 UTC, "
         "tried again after 2026-12-08 10:12 UTC"
     ) in out
+
+
+def test_an_ssl_listener_serves_its_own_file_as_twisted_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cert, key = selfsigned.generate("own.a.org")
+    (tmp_path / "own.pem").write_bytes(key + cert)
+    (tmp_path / "ourmail.toml").write_text(
+        'hostname = "mail.a.org"\ndomains = ["a.org"]\n[listen]\n'
+        'imaps = "ssl:1993:privateKey=own.pem"\npop3s = "ssl:1995"\n'
+    )
+    s = load_settings(data=str(tmp_path), is_root=False)
+    found = {c.listener: c for c in certstatus.listener_certificates(s)}
+    assert (found["imaps"].source, found["imaps"].path) == ("endpoint", str(tmp_path / "own.pem"))
+    assert found["imaps"].names == ("own.a.org",)
+    # No file named: Twisted reads server.pem, never the shared certificate.
+    assert (found["pop3s"].source, found["pop3s"].path) == (
+        "endpoint",
+        str(tmp_path / "server.pem"),
+    )
 
 
 @pytest.mark.parametrize(
