@@ -1411,8 +1411,8 @@ class ISetupWizard(Interface):
 @attrs.frozen
 class DirectoryPage:
     """One page of the directory's users (``IDirectoryUsers.users``): the main addresses
-    shown, how many match in all, the position of the first shown, whether ``total`` is
-    every match (False: a search stopped at its size limit), and when the list was read
+    shown, how many match in all, the position of the first shown (from 0), whether ``total``
+    is every match (False: a search stopped at its size limit), and when the list was read
     (seconds since the epoch; a search is read live, now)."""
 
     addresses: tuple[str, ...]
@@ -1449,11 +1449,11 @@ class IDirectoryUsers(Interface):
     def count(domains: Sequence[str]) -> Deferred[int]:
         """How many directory users have their main address in ``domains``."""
 
-    def users(
-        domains: Sequence[str], text: str, offset: int, limit: int
-    ) -> Deferred[DirectoryPage]:
-        """At most ``limit`` users of ``domains`` in address order from the ``offset``-th
-        match; with ``text``, those whose address, extra address or name contains it."""
+    def users(domains: Sequence[str], text: str, after: str, limit: int) -> Deferred[DirectoryPage]:
+        """At most ``limit`` users of ``domains`` in address order, those sorting after the
+        address ``after`` ("": from the first); with ``text``, those whose address, extra
+        address or name contains it.  Paging by the last address shown, not by a position,
+        keeps pages without gaps or repeats when the list is read again between them."""
 
     def person(address: str) -> Deferred[DirectoryPerson | None]:
         """The directory's entry with this main address (None: there is none)."""

@@ -15,8 +15,10 @@ directory's entries come back in no defined order without them.  So:
   index answers meanwhile).  Decoding entries is ldaptor's work on the reactor thread, so the
   reading pauses after each page as long as the page took: other connections never wait for
   more than one page's decoding, and a large directory's reading takes half the reactor's time
-  at most, and only once in a while.  Paging through it is stable: no gaps, no repeats, exact
-  counts.  At 200,000 users it holds some 20 MB; it stops at :data:`MAX_ENTRIES` entries.
+  at most, and only once in a while.  Paging through it is stable: a page asks for the
+  addresses after the last one shown (not for a position), so a new reading between two
+  pages neither repeats nor skips anyone; the counts are exact.  At 200,000 users it holds
+  some 20 MB; it stops at :data:`MAX_ENTRIES` entries.
 * **Search** (``q``): asked of the directory itself, so it is current: the text escaped
   (RFC 4515 §3), on the main and extra addresses and the name, only the admin's domains, at
   most :data:`MAX_MATCHES` entries and the server's time limit (RFC 4511 §4.5.1.5/6); the
@@ -27,6 +29,7 @@ Nothing here writes to the directory: changes to its people happen in the direct
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -301,18 +304,19 @@ class LDAPUserList:
         return self.current().addCallback(total)
 
     def users(
-        self, domains: Sequence[str], text: str, offset: int, limit: int
+        self, domains: Sequence[str], text: str, after: str, limit: int
     ) -> Deferred[DirectoryPage]:
         if not domains:
-            return succeed(DirectoryPage((), 0, offset, True, self._now()))
+            return succeed(DirectoryPage((), 0, 0, True, self._now()))
         if text:
-            return self._search(domains, text, offset, limit)
+            return self._search(domains, text, after, limit)
 
         def page(index: Index) -> Deferred[DirectoryPage]:
             def cut() -> DirectoryPage:
                 chosen = index.chosen(domains)
-                shown = tuple(chosen[offset : offset + limit])
-                return DirectoryPage(shown, len(chosen), offset, not index.truncated, index.read_at)
+                start = _start(chosen, after)
+                shown = tuple(chosen[start : start + limit])
+                return DirectoryPage(shown, len(chosen), start, not index.truncated, index.read_at)
 
             if len(set(domains)) == 1 or index.by_domain.keys() <= set(domains):
                 return succeed(cut())  # a slice of a list: no need for a thread
@@ -322,7 +326,7 @@ class LDAPUserList:
 
     @inlineCallbacks
     def _search(
-        self, domains: Sequence[str], text: str, offset: int, limit: int
+        self, domains: Sequence[str], text: str, after: str, limit: int
     ) -> Deferred[DirectoryPage]:
         value = escape_filter_value(text)
         alternate = self.settings.alternate_attribute
@@ -340,8 +344,9 @@ class LDAPUserList:
                 matches.add(mails[0])
         ordered = sorted(matches)[:MAX_MATCHES]
         complete = len(entries) <= MAX_MATCHES
-        shown = tuple(ordered[offset : offset + limit])
-        return DirectoryPage(shown, len(ordered), offset, complete, self._now())
+        start = _start(ordered, after)
+        shown = tuple(ordered[start : start + limit])
+        return DirectoryPage(shown, len(ordered), start, complete, self._now())
 
     @inlineCallbacks
     def person(self, address: str) -> Deferred[DirectoryPerson | None]:
@@ -371,6 +376,13 @@ class LDAPUserList:
             disabled=s.is_disabled(entry),
             used=used,
         )
+
+
+def _start(ordered: Sequence[str], after: str) -> int:
+    """The position of the first address sorting after ``after`` (found by bisection, so
+    an address added or removed before it between two page views moves no one across the
+    page's edge)."""
+    return bisect.bisect_right(ordered, after) if after else 0
 
 
 def _text(value: bytes | str) -> str:

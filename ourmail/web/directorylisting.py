@@ -1,6 +1,7 @@
 """The directory's users on the admin console's pages
 (docs/admin-console.md#users-from-an-ldap-directory): the read-only part of ``/admin/users``
-under the local accounts, with its own paging (``?dpage=``), and the count on ``/admin``.
+under the local accounts, with its own paging (``?after=`` the last address shown), and the
+count on ``/admin``.
 Both ask :class:`~ourmail.interfaces.IDirectoryUsers` and turn a directory that cannot be
 reached into a message on the page, never an error page.
 """
@@ -33,13 +34,21 @@ class DirectoryListing:
     error: str
     number: int
     pages: int
-    previous: str | None
+    #: The link to the first page (None: this is the first page).
+    first: str | None
+    #: The link to the page after this one (None: this is the last).
     next: str | None
 
 
-def _page_number(request: IRequest) -> int:
-    raw = Pages.form(request, "dpage", 10) or "1"
-    return int(raw) if raw.isascii() and raw.isdigit() and 0 < int(raw) < 10**7 else 1
+#: The longest ``?after=`` taken: an address has at most 254 characters (RFC 5321 §4.5.3.1.3),
+#: some UTF-8 ones up to 4 bytes each (RFC 6531).
+MAX_AFTER = 1024
+
+
+def _after(request: IRequest) -> str:
+    """The ``?after=`` address, "" when absent or unusable (then the first page)."""
+    raw = Pages.form(request, "after", MAX_AFTER) or ""
+    return raw if raw.isprintable() else ""
 
 
 def unavailable_text(pages: Pages, request: IRequest, busy: bool = False) -> str:
@@ -54,34 +63,35 @@ def unavailable_text(pages: Pages, request: IRequest, busy: bool = False) -> str
 async def directory_listing(
     pages: Pages, request: IRequest, domains: Sequence[str], domain: str, text: str
 ) -> DirectoryListing | None:
-    """The page of the directory's users of ``domains`` (containing ``text``) asked for by
-    ``?dpage=``; None without a directory."""
+    """The page of the directory's users of ``domains`` (containing ``text``) after the
+    address ``?after=`` names; None without a directory."""
     users = pages.services.directory_users
     if users is None:
         return None
-    number = _page_number(request)
+    after = _after(request)
     try:
-        found = await users.users(domains, text, (number - 1) * PAGE_SIZE, PAGE_SIZE)
+        found = await users.users(domains, text, after, PAGE_SIZE)
     except DirectoryUnavailable as e:
         log.warn("admin console: the directory's users are not shown: {why}", why=str(e))
         text = unavailable_text(pages, request, isinstance(e, DirectoryBusy))
-        return DirectoryListing(None, text, number, 1, None, None)
+        return DirectoryListing(None, text, 1, 1, None, None)
     count = max(1, math.ceil(found.total / PAGE_SIZE))
     keep = {k: v for k, v in (("domain", domain), ("q", text)) if v}
     local_page = Pages.form(request, "page", 10)
     if local_page:
         keep["page"] = local_page
 
-    def link(n: int) -> str:
-        return "/admin/users?" + urlencode({**keep, "dpage": n}) + "#directory-heading"
+    def link(**more: str) -> str:
+        return "/admin/users?" + urlencode({**keep, **more}) + "#directory-heading"
 
+    more = bool(found.addresses) and found.offset + len(found.addresses) < found.total
     return DirectoryListing(
         found,
         "",
-        number,
+        min(count, found.offset // PAGE_SIZE + 1),
         count,
-        link(number - 1) if number > 1 else None,
-        link(number + 1) if number < count else None,
+        link() if found.offset > 0 else None,
+        link(after=found.addresses[-1]) if more else None,
     )
 
 

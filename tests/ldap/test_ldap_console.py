@@ -203,19 +203,21 @@ def test_a_directory_that_does_not_answer_is_a_message(srv: RunningServer, ldap:
 def test_a_size_limit_on_the_service_dn_is_an_incomplete_list(ldap: Slapd) -> None:
     settings = LDAPSettings.from_urls(f"{ldap.url}/{SUFFIX}?timeout=5")  # anonymous: 500 at most
     users = LDAPUserList(settings, reactor, lambda d: True, lambda a: Usage(0, 0))
-    page = on_reactor(users.users, ["example.test", "other.test"], "", 450, 100)
+    first = on_reactor(users.users, ["example.test", "other.test"], "", "", 450)
+    page = on_reactor(users.users, ["example.test", "other.test"], "", first.addresses[-1], 100)
     assert page.total == 500 and not page.complete and len(page.addresses) == 50
+    assert page.offset == 450
 
 
 def test_no_list_yet_and_no_directory() -> None:
     settings = LDAPSettings.from_urls(f"ldap://127.0.0.1:{free_port()}/{SUFFIX}?timeout=2")
     users = LDAPUserList(settings, reactor, lambda d: True, lambda a: Usage(0, 0))
     with pytest.raises(DirectoryUnavailable):
-        on_reactor(users.users, ["example.test"], "", 0, 50)
+        on_reactor(users.users, ["example.test"], "", "", 50)
     with pytest.raises(DirectoryUnavailable):
         on_reactor(users.count, ["example.test"])
     # An admin of no served domain asks nothing (an empty OR is no filter ldaptor sends).
-    assert on_reactor(users.users, [], "x", 0, 50).total == 0
+    assert on_reactor(users.users, [], "x", "", 50).total == 0
 
 
 def test_a_stale_list_is_read_again(ldap: Slapd, service_url: str) -> None:
