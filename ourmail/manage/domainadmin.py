@@ -61,16 +61,24 @@ BROKEN = frozenset({"timeout", "servfail", "refused", "error"})
 
 
 class _Watched(Lookup):
-    """A :class:`Lookup` that notes whether any answer it gave was no answer at all."""
+    """A :class:`Lookup` that notes which of its questions got no answer at all."""
 
     def __init__(self, lookup: Lookup) -> None:
         super().__init__(lookup.resolver, lookup.timeout)
-        self.broken = False
+        self.asked: list[str] = []
+        self.unanswered: list[str] = []
 
     async def query(self, name: str, type: str) -> Answer:
         answer = await super().query(name, type)
-        self.broken = self.broken or answer.outcome in BROKEN
+        self.asked.append(type)
+        if answer.outcome in BROKEN:
+            self.unanswered.append(type)
         return answer
+
+    @property
+    def broken(self) -> bool:
+        """Whether a question got no answer."""
+        return bool(self.unanswered)
 
 
 def row(record: Record) -> DnsRecordRow:
@@ -240,7 +248,16 @@ class LocalDomainAdmin:
 
         def result(results: list[CheckResult]) -> DnsCheckRow:
             checked = _row(results[0])  # (a "no DKIM key" line may follow: added once)
-            return attrs.evolve(checked, status="unknown") if watched.broken else checked
+            if not watched.broken:
+                return checked
+            if record.kind == "address" and len(watched.unanswered) < len(watched.asked):
+                # A and AAAA are judged each on its own: the one that answered gives the
+                # verdict, the other is named (a pass becomes a warning: half unchecked).
+                missing = " and ".join(watched.unanswered)
+                status = "warn" if checked.status == "pass" else checked.status
+                reason = f"{checked.reason} ({missing}: no answer from DNS)"
+                return attrs.evolve(checked, status=status, reason=reason)
+            return attrs.evolve(checked, status="unknown")
 
         def failed(failure: Failure) -> DnsCheckRow:
             log.failure("DNS check of {name} {type}", failure, name=record.name, type=record.type)

@@ -6,13 +6,16 @@
   here, read-only: changes to them happen in the directory.
 
 ``/admin/user?address=`` sends a directory user here.  The rights are the console's: a domain
-admin sees only their domains' users, never an admin's entry (403, logged).
+admin sees only their domains' users, never an admin's entry (403, logged), and of a user's
+groups only those with an address in their domains (another domain's group is not theirs to
+know of, nor a group known only by its name).
 """
 
 from __future__ import annotations
 
 import math
 
+import attrs
 from twisted.web.iweb import IRequest
 
 from ourmail.interfaces import AccountRefused, DirectoryUnavailable
@@ -42,6 +45,9 @@ class AdminDirectoryPages(AdminPages):
         if person is None:
             missing = _("There is no user %(address)s.") % {"address": address}
             return self.error(request, 404, missing)
+        if not access.full:
+            ours = tuple(g for g in person.groups if "@" in g and access.manages(_domain(g)))
+            person = attrs.evolve(person, groups=ours)
         return self.render_admin(
             request,
             access,
@@ -50,3 +56,7 @@ class AdminDirectoryPages(AdminPages):
             quota_mib=None if person.quota is None else math.ceil(person.quota / 1024 / 1024),
             used_mib=math.ceil(person.used.bytes / 1024 / 1024),
         )
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower()

@@ -63,6 +63,11 @@ PEOPLE = (
     )
     + f"dn: cn=staff,ou=groups,{SUFFIX}\nobjectClass: groupOfNames\nobjectClass: ourmailGroup\n"
     f"cn: staff\nmail: staff@example.test\nmember: uid=dana.example.test,ou=people,{SUFFIX}\n\n"
+    + "".join(
+        f"dn: cn={cn},ou=groups,{SUFFIX}\nobjectClass: groupOfNames\nobjectClass: ourmailGroup\n"
+        f"cn: {cn}\nmail: {cn}\nmember: uid=q000.other.test,ou=people,{SUFFIX}\n\n"
+        for cn in ("team@other.test", "council@example.test")
+    )
 )
 ALL_EXAMPLE = sorted([*EXAMPLE, "dana@example.test"])
 
@@ -175,6 +180,13 @@ def test_a_domain_admin_sees_only_their_domains(srv: RunningServer) -> None:
     assert walk(browser, {"q": "p0"}) == []  # example.test's people are not searched
     forged = browser.get("/admin/users?" + urlencode({"domain": "example.test", "q": "p"}))
     assert forged.status == 403 and "p001@example.test" not in forged.text
+    # Of their user's groups, only their domains' ones.
+    own = browser.get("/admin/directory/user?" + urlencode({"address": "q000@other.test"}))
+    assert "team@other.test" in own.text and "council@example.test" not in own.text
+    full = logged_in(srv, "postmaster@example.test", PASSWORD)
+    assert (
+        "council@example.test" in full.get("/admin/directory/user?address=q000%40other.test").text
+    )
     peek = browser.get("/admin/directory/user?" + urlencode({"address": "dana@example.test"}))
     assert peek.status == 403 and "Dana Smith" not in peek.text
     lines = (srv.data / "log" / "audit.log").read_text("utf-8").splitlines()

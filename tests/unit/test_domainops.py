@@ -7,13 +7,18 @@ from typing import Any
 
 import pytest
 from loghelp import captured
+from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
+from twisted.internet.task import Clock
+from twisted.names import dns
 
 from ourmail.auth.accounts import AccountDB
 from ourmail.config import Settings, load_settings
 from ourmail.dns import fromsettings
-from ourmail.interfaces import AccountRefused, DkimKeyInfo
+from ourmail.dns.api import domain_records
+from ourmail.dns.lookup import Lookup
+from ourmail.interfaces import AccountRefused, DkimKeyInfo, DnsCheckRow
 from ourmail.manage import domainops
-from ourmail.manage.domainadmin import key_infos
+from ourmail.manage.domainadmin import LocalDomainAdmin, key_infos
 from ourmail.secure import dkimkeys
 from ourmail.secure.dkimkeys import KeyError_, KeyExists, KeyStore, check_name, default_selector
 
@@ -134,3 +139,25 @@ def test_an_unreadable_key_file_is_listed_not_raised(tmp_path: Path) -> None:
         DkimKeyInfo("good", "ed25519", True),
     )
     assert events.text().count("bad.key") == 1  # logged once, not on every page view
+
+
+class _NoAAAA:
+    """A resolver with an A record for every name that never answers AAAA questions."""
+
+    def query(self, query: dns.Query, timeout: Any) -> Deferred[Any]:
+        if query.type == dns.AAAA:
+            return fail(TimeoutError())
+        header = dns.RRHeader(query.name.name, dns.A, payload=dns.Record_A("192.0.2.10"))
+        return succeed(([header], [], []))
+
+
+def test_an_aaaa_time_out_leaves_the_a_records_verdict(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    admin = LocalDomainAdmin(s, None, Lookup(_NoAAAA()), Clock())  # type: ignore[arg-type]
+    found = domain_records(s, "example.org", ("192.0.2.10",))
+    (address,) = [r for r in found.records if r.kind == "address"][:1]
+    rows: list[DnsCheckRow] = []
+    admin._check_one(found, address).addCallback(rows.append)
+    (checked,) = rows
+    assert checked.status == "warn" and "192.0.2.10" in checked.found
+    assert checked.reason.endswith("(AAAA: no answer from DNS)")
