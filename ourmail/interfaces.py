@@ -1270,9 +1270,10 @@ class IDomainAdmin(Interface):
         """Make a DKIM key for a served domain that has none (``has-key``: it has one);
         fires with the domain's keys."""
 
-    def records(domain: str) -> Deferred[DnsRecords]:
+    def records(domain: str, ask_dns: bool = True) -> Deferred[DnsRecords]:
         """The records ``domain`` should publish, with the host name's addresses as DNS
-        gives them within a second or two (else a placeholder)."""
+        gives them within a second or two (else a placeholder), kept a minute; without
+        ``ask_dns`` only those kept (a page refusing a check asks DNS nothing)."""
 
     def check(domain: str) -> Deferred[list[DnsCheckRow]]:
         """Each record of ``domain`` checked against DNS now, one row per record; fires

@@ -56,6 +56,9 @@ CHECK_DEADLINE = 5.0
 QUERY_TIMEOUT = (2, 2)
 #: Seconds the records page waits for the host name's addresses (the A/AAAA hint).
 ADDRESS_DEADLINE = 1.5
+#: Seconds the host name's addresses (the hint) are kept: page views and checks in a row ask
+#: DNS for them once.
+ADDRESS_KEPT = 60.0
 #: Outcomes that mean DNS could not be asked.
 BROKEN = frozenset({"timeout", "servfail", "refused", "error"})
 
@@ -127,6 +130,8 @@ class LocalDomainAdmin:
         self.deadline = deadline
         # Used in worker threads only.
         self.db = AccountDB(settings.data_dir)
+        #: When DNS last gave the host name's addresses, and those addresses.
+        self._hint: tuple[float, tuple[str, ...]] | None = None
 
     # -- domains -----------------------------------------------------------------------------
 
@@ -202,19 +207,33 @@ class LocalDomainAdmin:
             unreadable=report_unreadable,  # listed as unreadable on the domains page
         )
 
-    def _addresses(self, deadline: float) -> Deferred[tuple[str, ...]]:
-        """The host name's addresses now, or none when DNS does not say within
-        ``deadline`` seconds."""
-        found = defer.Deferred.fromCoroutine(current_addresses(self.lookup, self.settings.hostname))
-        return within(found, deadline, self.clock, ())
+    def _kept(self) -> tuple[str, ...] | None:
+        """The host name's addresses DNS gave less than :data:`ADDRESS_KEPT` seconds ago."""
+        if self._hint is not None and self.clock.seconds() - self._hint[0] < ADDRESS_KEPT:
+            return self._hint[1]
+        return None
 
-    async def _records(self, domain: str, deadline: float) -> DomainRecords:
-        addresses = await self._addresses(deadline)
+    async def _addresses(self, deadline: float, ask_dns: bool = True) -> tuple[str, ...]:
+        """The host name's addresses: those kept, else DNS's now (kept when it gives some),
+        or none when DNS does not say within ``deadline`` seconds or is not to be asked."""
+        kept = self._kept()
+        if kept is not None or not ask_dns:
+            return kept or ()
+        asked: Deferred[tuple[str, ...] | None] = defer.Deferred.fromCoroutine(
+            current_addresses(self.lookup, self.settings.hostname)
+        )
+        found = await within(asked, deadline, self.clock, None)  # None: no answer in time
+        if found:  # (none: asked again next time, so a record just published shows at once)
+            self._hint = (self.clock.seconds(), found)
+        return found or ()
+
+    async def _records(self, domain: str, deadline: float, ask_dns: bool = True) -> DomainRecords:
+        addresses = await self._addresses(deadline, ask_dns)
         return await deferToThread(self._found, domain, addresses)
 
-    def records(self, domain: str) -> Deferred[DnsRecords]:
+    def records(self, domain: str, ask_dns: bool = True) -> Deferred[DnsRecords]:
         async def records() -> DnsRecords:
-            found = await self._records(domain, ADDRESS_DEADLINE)
+            found = await self._records(domain, ADDRESS_DEADLINE, ask_dns)
             return DnsRecords(
                 domain=domain,
                 hostname=found.setup.hostname,

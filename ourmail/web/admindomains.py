@@ -259,7 +259,10 @@ class AdminDomainsPages(AdminPages):
             _ = self.gettext(request)
             request.setHeader(b"Retry-After", b"60")  # RFC 9110 §10.2.3
             error = _("Too many DNS checks: wait a minute, then check again.")
-            return await self.dns_page(request, access, domain, 429, check_error=error)
+            kept = self.domain_admin.records(domain, ask_dns=False)  # a refusal asks no DNS
+            return await self.dns_page(
+                request, access, domain, 429, records=kept, check_error=error
+            )
         records = self.domain_admin.records(domain)  # asked meanwhile: the page waits once
         try:
             checked = await self.domain_admin.check(domain)

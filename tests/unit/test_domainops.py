@@ -161,3 +161,27 @@ def test_an_aaaa_time_out_leaves_the_a_records_verdict(tmp_path: Path) -> None:
     (checked,) = rows
     assert checked.status == "warn" and "192.0.2.10" in checked.found
     assert checked.reason.endswith("(AAAA: no answer from DNS)")
+
+
+def test_the_address_hint_is_kept_a_minute_and_a_refusal_asks_no_dns(tmp_path: Path) -> None:
+    asked: list[int] = []
+
+    class Counting(_NoAAAA):
+        def query(self, query: dns.Query, timeout: Any) -> Deferred[Any]:
+            asked.append(query.type)
+            return super().query(query, timeout)
+
+    clock = Clock()
+    admin = LocalDomainAdmin(settings(tmp_path), None, Lookup(Counting()), clock)  # type: ignore[arg-type]
+
+    def hint(ask_dns: bool = True) -> tuple[str, ...]:
+        found: list[tuple[str, ...]] = []
+        Deferred.fromCoroutine(admin._addresses(1.5, ask_dns)).addCallback(found.append)
+        return found[0]
+
+    assert hint(ask_dns=False) == () and asked == []  # nothing kept: a 429 asks nothing
+    assert hint() == ("192.0.2.10",) and asked == [dns.A, dns.AAAA]
+    clock.advance(59)
+    assert hint() == hint(ask_dns=False) == ("192.0.2.10",) and len(asked) == 2
+    clock.advance(2)
+    assert hint() == ("192.0.2.10",) and len(asked) == 4
