@@ -18,9 +18,11 @@ from typing import Any, Literal
 
 import attrs
 from twisted.internet import defer
+from twisted.names import dns
 
 from ourmail.dns.lookup import Answer, Lookup
 from ourmail.dns.records import MailSetup, Record
+from ourmail.filters.dmarcpolicy import organizational_domain
 
 Status = Literal["pass", "warn", "fail"]
 
@@ -300,6 +302,10 @@ async def check_dkim(lookup: Lookup, setup: MailSetup, record: Record) -> CheckR
 async def check_dmarc(lookup: Lookup, setup: MailSetup, record: Record) -> CheckResult:
     answer, found, note = await _txt(lookup, record, "v=DMARC1", _is_dmarc)
     if not found:
+        if answer.outcome in ("ok", "nodata", "nxdomain"):
+            inherited = await _organizational_dmarc(lookup, setup, record)
+            if inherited is not None:
+                return inherited
         if answer.outcome in ("ok", "nodata"):
             return CheckResult(
                 record,
@@ -331,6 +337,33 @@ async def check_dmarc(lookup: Lookup, setup: MailSetup, record: Record) -> Check
     later = " (monitoring only: raise it once the reports are clean)" if policy == "none" else ""
     return CheckResult(
         record, "pass", f"DMARC p={policy}, reports to {tags['rua']}{later}", tuple(found)
+    )
+
+
+async def _organizational_dmarc(
+    lookup: Lookup, setup: MailSetup, record: Record
+) -> CheckResult | None:
+    """For a sub-domain without a DMARC record: its organizational domain's record, which
+    receivers apply then (RFC 7489 §6.6.3; its sp= if any, else its p=), as a warning; None
+    when it has no one valid record either (or the domain is an organizational domain)."""
+    organizational = organizational_domain(setup.domain)
+    if organizational == setup.domain:
+        return None
+    above = attrs.evolve(record, name=f"_dmarc.{organizational}")
+    _, found, _ = await _txt(lookup, above, "v=DMARC1", _is_dmarc)
+    if len(found) != 1:
+        return None
+    tags = _tags(found[0], fold=True)
+    policy = (tags.get("sp") or tags.get("p", "")).lower()
+    if policy not in ("none", "quarantine", "reject"):
+        return None
+    return CheckResult(
+        record,
+        "warn",
+        f"no DMARC record at {record.name}: receivers apply {organizational}'s "
+        f"(p={policy} for its sub-domains, RFC 7489 §6.6.3); publish one to set this "
+        "domain's own policy and reports",
+        tuple(found),
     )
 
 
@@ -423,26 +456,43 @@ async def check_alias(lookup: Lookup, setup: MailSetup, record: Record) -> Check
         targets = tuple(_host(p.name) for p in answer.records)
         if setup.hostname in targets:
             return CheckResult(record, "pass", f"an alias of {setup.hostname}", targets)
+        # A chain of aliases (RFC 1034 §3.6.2) that ends at the host is as good as one.
+        chain = await lookup.query(record.name, "A")
+        names = (*chain.aliases, chain.final)
+        if setup.hostname in names:
+            via = " -> ".join(names[1 : names.index(setup.hostname)])
+            return CheckResult(
+                record, "pass", f"an alias of {setup.hostname} (through {via})", targets
+            )
         return CheckResult(
             record, "warn", f"an alias of {', '.join(targets)}, not of {setup.hostname}", targets
         )
     if answer.outcome != "nodata":
         return _missing(record, answer)
-    # The name exists without a CNAME: fine if it has the host's addresses.
-    theirs, ours = await defer.gatherResults(
+    # The name exists without a CNAME: fine if it has the host's addresses, IPv4 and IPv6.
+    theirs4, theirs6, ours4, ours6 = await defer.gatherResults(
         [
-            defer.Deferred.fromCoroutine(lookup.query(record.name, "A")),
-            defer.Deferred.fromCoroutine(lookup.query(setup.hostname, "A")),
+            defer.Deferred.fromCoroutine(lookup.query(name, kind))
+            for name in (record.name, setup.hostname)
+            for kind in ("A", "AAAA")
         ],
         consumeErrors=True,
     )
-    mine = {p.dottedQuad() for p in ours.records}
-    found = tuple(sorted(p.dottedQuad() for p in theirs.records))
+    mine = _addresses(ours4) | _addresses(ours6)
+    found = tuple(sorted(_addresses(theirs4) | _addresses(theirs6)))
     if found and set(found) == mine:
         return CheckResult(record, "pass", f"has the addresses of {setup.hostname}", found)
     return CheckResult(
         record, "warn", f"not an alias of {setup.hostname} and not at its address", found
     )
+
+
+def _addresses(answer: Answer) -> set[str]:
+    """The addresses of an A or AAAA answer, as text."""
+    return {
+        str(ipaddress.IPv4Address(p.address)) if isinstance(p, dns.Record_A) else _ipv6(p.address)
+        for p in answer.records
+    }
 
 
 async def check_ptr(lookup: Lookup, setup: MailSetup, record: Record) -> CheckResult:

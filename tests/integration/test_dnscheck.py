@@ -146,6 +146,9 @@ def test_the_right_records_all_pass(
         ("no ptr", "10.2.0.192.in-addr.arpa", "warn", "missing: 10.2.0.192.in-addr.arpa does not exist (NXDOMAIN)"),
         ("autoconfig elsewhere", f"autoconfig.{DOMAIN}", "warn", f"an alias of hosting.example.net, not of {HOST}"),
         ("autoconfig as address", f"autoconfig.{DOMAIN}", "pass", f"has the addresses of {HOST}"),
+        ("autoconfig through a chain", f"autoconfig.{DOMAIN}", "pass",
+         f"an alias of {HOST} (through cdn.example.net)"),
+        ("autoconfig with another aaaa", f"autoconfig.{DOMAIN}", "warn", f"not an alias of {HOST}"),
         ("dmarc version in lower case", f"_dmarc.{DOMAIN}", "fail",
          f"no DMARC record (a TXT starting v=DMARC1) at _dmarc.{DOMAIN} ('v=dmarc1' is not 'v=DMARC1': case matters)"),
         ("dmarc tag names in upper case", f"_dmarc.{DOMAIN}", "pass", "DMARC p=none, reports to mailto:"),
@@ -230,6 +233,14 @@ BREAK = {
     "autoconfig elsewhere": lambda zone, keys: zone.set_records(
         f"autoconfig.{DOMAIN}", dns.CNAME, dns.Record_CNAME(b"hosting.example.net")
     ),
+    "autoconfig through a chain": lambda zone, keys: (
+        zone.set_records(f"autoconfig.{DOMAIN}", dns.CNAME, dns.Record_CNAME(b"cdn.example.net")),
+        zone.set_records("cdn.example.net", dns.CNAME, dns.Record_CNAME(HOST.encode())),
+    ),
+    "autoconfig with another aaaa": lambda zone, keys: (
+        zone.clear(f"autoconfig.{DOMAIN}"),
+        zone.set_address(f"autoconfig.{DOMAIN}", "192.0.2.10", "2001:db8::99"),
+    ),
     "autoconfig as address": lambda zone, keys: (
         zone.clear(f"autoconfig.{DOMAIN}"), zone.set_address(f"autoconfig.{DOMAIN}", "192.0.2.10")
     ),
@@ -301,6 +312,28 @@ def test_a_dkim_key_published_through_a_cname_is_followed(
     assert result(check(port, found), name).status == "pass"
     zone.set_txt("keys.provider.net", "v=DKIM1; k=ed25519; p=AAAA")
     assert result(check(port, found), name).status == "fail"
+
+
+def test_an_ipv6_only_sub_domain_under_its_organizations_dmarc(
+    served: tuple[testdns.TestZone, int],
+) -> None:
+    zone, port = served
+    sub = f"lists.{DOMAIN}"
+    here = frozenset({"2001:db8::10"})
+    found = records_of(MailSetup(sub, HOST, PORTS, (), "testing", ("2001:db8::10",), here))
+    publish(zone, found.records)
+    zone.clear(f"_dmarc.{sub}")
+    zone.set_txt(f"_dmarc.{DOMAIN}", f"v=DMARC1; p=none; sp=reject; rua=mailto:d@{DOMAIN}")
+    zone.clear(f"autoconfig.{sub}")
+    zone.set_address(f"autoconfig.{sub}", "2001:db8::10")
+    results = check(port, found)
+    dmarc = result(results, f"_dmarc.{sub}")
+    assert dmarc.status == "warn" and dmarc.reason.startswith(
+        f"no DMARC record at _dmarc.{sub}: receivers apply {DOMAIN}'s (p=reject"
+    )
+    assert result(results, f"autoconfig.{sub}").status == "pass"
+    zone.clear(f"_dmarc.{DOMAIN}")
+    assert result(check(port, found), f"_dmarc.{sub}").status == "fail"
 
 
 def test_a_truncated_answer_is_asked_again_over_tcp(found: DomainRecords) -> None:
