@@ -86,6 +86,15 @@ log = Logger()
 TransferHook = Callable[["MaildirFolder", "MaildirFolder", list[Path]], Deferred[None]]
 
 
+def _journal_head(path: str) -> bytes:
+    """The first line of the journal at ``path`` (empty if it is gone)."""
+    try:
+        with open(path, "rb") as f:
+            return os.pread(f.fileno(), checkpoint.HEAD, 0).split(b"\n", 1)[0]
+    except FileNotFoundError:
+        return b""
+
+
 @implementer(IStoredMessage)
 class StoredMessage:
     """A message as of the folder's last sync."""
@@ -186,6 +195,8 @@ class MaildirFolder:
         self.cache = SummaryCache(path)
         self._offset = 0
         self._inode: int | None = None
+        #: The first line of the journal folded (its generation tells it from a later one).
+        self._head = b""
         #: ``state.lines`` at the last checkpoint written or read.
         self._checkpointed = 0
         self._keywords: list[str] = []
@@ -261,8 +272,14 @@ class MaildirFolder:
             self._rebuild("missing")
             return True
         reloaded = False
-        if st.st_ino != self._inode or st.st_size < self._offset:
+        replaced = st.st_ino != self._inode or st.st_size < self._offset
+        if not replaced and st.st_size > self._offset:
+            # An inode number is reused once freed: a journal compacted twice may come back
+            # under the one folded here, so its first line (a new generation) must match too.
+            replaced = _journal_head(self._uidlist_path) != self._head
+        if replaced:
             self.state, self._offset, self._inode, reloaded = FolderState(), 0, st.st_ino, True
+            self._head = _journal_head(self._uidlist_path)
             self._sorted = None
             if self._from_checkpoint():
                 st = os.stat(self._uidlist_path)  # it may have grown since
@@ -332,6 +349,8 @@ class MaildirFolder:
                     if os.fstat(f.fileno()).st_ino != self._inode:
                         return  # replaced meanwhile: the next fold writes one
                     mark = checkpoint.Mark.of(f.fileno(), self._inode, self._offset)
+                if mark.head != self._head:
+                    return  # a new journal under a reused inode number: not the fold held
                 current = True
             else:
                 current = False
@@ -491,6 +510,7 @@ class MaildirFolder:
         # The new journal is the fold held here: take its place without reading it back.
         st = os.stat(self.path / UIDLIST)
         self._inode, self._offset, self._checkpointed = st.st_ino, st.st_size, s.lines
+        self._head = data[: checkpoint.HEAD].split(b"\n", 1)[0]
         if not large:  # one from when the folder was larger would be read and refused
             (self.path / checkpoint.FILE_NAME).unlink(missing_ok=True)
 

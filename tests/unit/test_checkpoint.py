@@ -414,3 +414,23 @@ def test_changes_after_a_compaction_are_never_missed(
         folder.store_flags([1], ["$Work"], "+")
         folder.store_flags(list(folder.uids())[-3:], ["$Later"], "+")
         told_everything(folder)
+
+
+def test_a_new_journal_under_a_reused_inode_number_is_not_taken_for_the_old(
+    inbox: MaildirFolder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A freed inode number comes back: a journal compacted twice may get the number of the
+    one another process folded.  Its first line (the generation) tells them apart, for the
+    fold and for the checkpoint."""
+    monkeypatch.setattr(folder_mod, "COMPACT_SLACK", 10)
+    rng = random.Random(15)
+    fill(inbox, rng, 20)
+    late = MaildirFolder(inbox.path, "INBOX")
+    shuffle_flags(inbox, rng, 30)  # compacts the journal
+    fresh = (inbox.path / checkpoint.FILE_NAME).read_bytes()
+    late._inode = os.stat(inbox.path / "ourmail-uidlist").st_ino  # as if the number came back
+    late._checkpoint()
+    assert (inbox.path / checkpoint.FILE_NAME).read_bytes() == fresh
+    fill(inbox, rng, 1)  # the journal grows past what the late process folded
+    late.sync()
+    agree(late, from_scratch(inbox.path, monkeypatch))
