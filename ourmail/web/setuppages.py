@@ -178,6 +178,9 @@ class SetupPages(AdminPages):
         if step == "done":
             records = [(d, await self.wizard.records(d)) for d in state.domains]
             context["records"] = records
+            needed = self.wizard.restart_needed()
+            context["restart"] = [w for w in needed if not w.startswith("removed:")]
+            context["removed"] = [w.partition(":")[2] for w in needed if w.startswith("removed:")]
         return self.render(
             request,
             "setup.html",
@@ -220,7 +223,10 @@ class SetupPages(AdminPages):
             await pending
         except AccountRefused as e:
             error = self.setup_refusal(request, e)
-            return await self._step_page(request, access, step, 400, error=error, **typed)
+            code = 503 if e.code in UNAVAILABLE_CODES else 400
+            if code == 503:
+                log.warn("set-up step {action} not done: {why}", action=action, why=str(e))
+            return await self._step_page(request, access, step, code, error=error, **typed)
         return self.redirect(request, b"/setup" + (b"?step=" + then.encode() if then else b""))
 
     def _text(self, request: IRequest, name: str, limit: int, lines: bool = False) -> str:
@@ -337,12 +343,27 @@ class SetupPages(AdminPages):
                 (
                     _("The configuration file %(path)s cannot be read, so nothing was changed.")
                     % {"path": subject},
+                    _("The reason: %(reason)s.") % {"reason": _parser_reason(refused)},
                     _("Correct it, or undo your last edit, and try again."),
                 )
+            ),
+            "no-dkim": lambda: (
+                _("%(domain)s has no DKIM key yet: make the keys in the DKIM step.")
+                % {"domain": subject}
             ),
             "order": lambda: _("Please do the steps in order."),
             "closed": lambda: _("Set-up is finished."),
             "dkim": lambda: _("The DKIM key cannot be made: see the server's log."),
+            "io": lambda: _(
+                "A file cannot be written (a full disk?), so the step was not done: see the log."
+            ),
         }
         text = texts.get(refused.code)
         return text() if text else self.refusal_text(request, refused)
+
+
+def _parser_reason(refused: AccountRefused) -> str:
+    """The parser's reason of a ``bad-config`` refusal, without the file's name, on one line
+    and at most :data:`MAX_REASON` characters (the page escapes it)."""
+    reason = str(refused).removeprefix(f"{refused.subject}: ")
+    return " ".join(_CONTROL.sub(" ", reason).split())[:MAX_REASON].rstrip(".")

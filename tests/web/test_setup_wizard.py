@@ -175,6 +175,7 @@ def test_the_whole_wizard_with_every_refusal(fresh: tuple[RunningServer, str]) -
     config.write_text(before + "\n[broken\n")
     answer = step(browser, "/setup/names", {"domains": "new.test", "hostname": "mx.new.test"})
     assert answer.status == 400 and "cannot be read" in answer.text
+    assert "The reason: Unexpected character" in answer.text  # the parser's, escaped
     assert config.read_text() == before + "\n[broken\n"
     config.write_text(before)
     assert AccountDB(srv.data).domains() == []
@@ -210,6 +211,18 @@ def test_the_whole_wizard_with_every_refusal(fresh: tuple[RunningServer, str]) -
     assert step(browser, "/setup/users", fields).status == 303
     assert "bob@new.test" in browser.get("/setup").text
     assert AccountDB(srv.data).has_user("bob@new.test")
+    # A file that cannot be written (here setup.json): said so (503) and audited.
+    kept = srv.data / "setup.json"
+    saved = kept.read_bytes()
+    kept.unlink()
+    kept.mkdir()
+    try:
+        answer = step(browser, "/setup/users/done", {})
+    finally:
+        kept.rmdir()
+        kept.write_bytes(saved)
+    assert answer.status == 503 and "cannot be written" in answer.text
+    assert {"action": "setup.users", "result": "refused: io"}.items() <= audit(srv)[-1].items()
     assert step(browser, "/setup/users/done", {}).status == 303
 
     # A restart reads the same state back.
@@ -228,7 +241,7 @@ def test_the_whole_wizard_with_every_refusal(fresh: tuple[RunningServer, str]) -
     summary = browser.get("/setup?step=done")
     assert "/admin/dns?domain=new.test" in summary.text
     assert "mx.new.test" in summary.text and "v=spf1" in summary.text
-    assert "Restart the server" in summary.text
+    assert "Restart the server" in summary.text and "the primary domain" in summary.text
     assert step(browser, "/setup/finish", {}).status == 303
 
     # Closed: GET goes to the console; forged and real POSTs are refused, nothing changed.
@@ -255,6 +268,7 @@ def test_the_whole_wizard_with_every_refusal(fresh: tuple[RunningServer, str]) -
         ("domain.add", "new.test"),
         ("setup.names", "mx.new.test"),
         ("user.add", "bob@new.test"),
+        ("alias.add", "postmaster@new.test"),
         ("setup.dkim", "new.test,other.test"),
         ("setup.finish", "new.test,other.test"),
     ]:
