@@ -115,3 +115,16 @@ def test_a_file_that_cannot_be_written_is_a_refusal_audited(data: Path) -> None:
     assert {"action": "setup.users", "result": "refused: io"}.items() <= audit(data)[-1].items()
     assert "users" not in wizard.state().done
 
+
+def test_the_wizard_opens_only_for_a_new_data_folder_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    settings = settings_of(data, ("first.test",))
+    first_start(settings)
+    assert setupstate.load(data).open
+    finished = setupstate.SetupState(open=False, done=("password", "names", "users"))
+    setupstate.save(data, finished)
+    # Every local user deleted later (an LDAP-only site): a postmaster again, no wizard.
+    AccountDB(data).delete_user(POSTMASTER)
+    first_start(settings)
+    assert AccountDB(data).has_user(POSTMASTER)
+    assert setupstate.load(data) == finished
