@@ -1359,7 +1359,9 @@ class SetupState:
     config: str = ""
     #: The lines to put into the configuration (shown when ``config`` is ``manual``).
     config_lines: str = ""
-    #: What takes effect only after a restart (``hostname``, ``primary``), empty: nothing.
+    #: What takes effect only after a restart when the names step was done (``hostname``,
+    #: ``primary``, ``removed:<domain>``); :meth:`ISetupWizard.restart_needed` says what
+    #: still does.
     restart: tuple[str, ...] = ()
     #: The DKIM records made in the wizard.
     dkim: tuple[PublishRecord, ...] = ()
@@ -1406,7 +1408,13 @@ class ISetupWizard(Interface):
         """The MX, SPF, DKIM and DMARC records ``domain`` needs, for the summary."""
 
     def finish(actor: Actor) -> Deferred[SetupState]:
-        """Close the wizard for good."""
+        """Close the wizard for good (refused with ``no-dkim`` while a chosen domain has no
+        DKIM key)."""
+
+    def restart_needed() -> tuple[str, ...]:
+        """What of the chosen names the running server does not use yet, compared with the
+        settings it started with (no disk access): ``hostname``, ``primary`` and
+        ``removed:<domain>`` (a domain left out of the configuration)."""
 
 
 @attrs.frozen

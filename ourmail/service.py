@@ -68,7 +68,8 @@ from ourmail.manage.domainadmin import QUERY_TIMEOUT, LocalDomainAdmin
 from ourmail.manage.filterlogview import FilterLogReader
 from ourmail.manage.queueadmin import LocalQueueAdmin
 from ourmail.manage.routingadmin import LocalRoutingAdmin
-from ourmail.manage.setupstate import open_setup, setup_url
+from ourmail.manage.setupstate import load as load_setup
+from ourmail.manage.setupstate import open_setup, setup_url, state_path
 from ourmail.manage.setupwizard import LocalSetupWizard
 from ourmail.manage.shardreport import ShardReport
 from ourmail.net.dns import make_resolver
@@ -131,7 +132,8 @@ def first_start(settings: Settings) -> None:
 
     The data directory (mode 0700), a commented ``ourmail.toml`` (when the config lives in the
     data directory), ``shards.toml``, a self-signed certificate when none is configured, and a
-    ``postmaster@<primary domain>`` account whose one-time password is logged once.
+    ``postmaster@<primary domain>`` account whose one-time password is logged once (with the
+    set-up wizard opened first, for a new data folder only).
     """
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -155,20 +157,25 @@ def first_start(settings: Settings) -> None:
                 raise ConfigError(f"[tls] names {path}, which does not exist")
     accounts = AccountDB(data)
     if not accounts.users():
+        # The wizard opens only for a new data folder, and only ever once: its setup.json is
+        # written first (a crash before the account is made resumes with it open) and kept
+        # after set-up (so deleting every local user later does not reopen it).
+        if not accounts.path.exists() and not state_path(data).exists():
+            open_setup(data)
         address = f"postmaster@{settings.primary_domain}"
         password = secrets.token_urlsafe(12)
         accounts.add_user(address, hash_password(password))
-        open_setup(data)
         log.warn(
             "created the account {address} with the one-time password {password} "
             "(shown only now: change it with `ourmail user passwd {address}`)",
             address=address,
             password=password,
         )
-        log.warn(
-            "open {url} to finish set-up (docs/setup-wizard.md)",
-            url=setup_url(settings),
-        )
+        if load_setup(data).open:
+            log.warn(
+                "open {url} to finish set-up (docs/setup-wizard.md)",
+                url=setup_url(settings),
+            )
 
 
 class ListenerService(Service):

@@ -6,7 +6,8 @@ set-up wizard on <date>`` above it and replaces the old value in place (a key th
 not set yet is added above ``domains``, or at the top of its table).  A file that does not
 parse (the admin edited it into invalid TOML meanwhile) is left alone and refused with the
 parser's reason.  The new file replaces the old one atomically (``write_atomic``: whole, and
-on disk before the wizard says it is done).
+on disk before the wizard says it is done); when ``ourmail.toml`` is a symbolic link, the file
+it points to is the one replaced, and the link stays.
 
 Blocking (reads, fsyncs): the server calls it in a thread.
 """
@@ -64,8 +65,10 @@ def update_config(
     admin set them when the file has them.  Raises :class:`AccountRefused` (``bad-config``)
     when the file does not parse or the result would not be a valid configuration; nothing
     is written then."""
+    # A symbolic link stays one: the file it points to is replaced, next to itself.
+    real = path.resolve()
     try:
-        old = path.read_text("utf-8")
+        old = real.read_text("utf-8")
         doc = tomlkit.parse(old)
     except FileNotFoundError:
         old, doc = "", tomlkit.document()
@@ -89,16 +92,16 @@ def update_config(
         else:
             new[name] = rebuilt
     text = tomlkit.dumps(new)
-    tmp = path.with_name(f".{path.name}.check")
+    tmp = real.with_name(f".{real.name}.check")
     try:
         tmp.write_text(text, "utf-8")
         read_config_file(tmp)  # the server must be able to read what it is given
-    except (ConfigError, OSError) as e:
+    except ConfigError as e:
         raise AccountRefused("bad-config", f"{path}: {e}", str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
-    mode = os.stat(path).st_mode & 0o777 if old else 0o640
-    write_atomic(path, text.encode("utf-8"), mode)
+    mode = os.stat(real).st_mode & 0o777 if old else 0o640
+    write_atomic(real, text.encode("utf-8"), mode)
 
 
 def _is_mark(item: Any) -> bool:

@@ -1,9 +1,10 @@
 """The set-up wizard's durable state: ``<data>/setup.json`` (docs/setup-wizard.md).
 
-First start writes it (open, no step done) when it creates the postmaster account of a new
-data folder; the wizard rewrites it after each step, atomically and fsynced
-(``write_atomic``), so a reload or a restart resumes where the admin was.  Without the file
-(a data folder from before the wizard, or one set up by hand) the wizard is closed.
+First start writes it (open, no step done) just before it creates the postmaster account of
+a new data folder; the wizard rewrites it after each step, atomically and fsynced
+(``write_atomic``), so a reload or a restart resumes where the admin was, and keeps it once
+set-up is finished (closed), so that it is never written afresh.  Without the file (a data
+folder from before the wizard, or one set up by hand) the wizard is closed.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ time.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -100,9 +101,10 @@ class LocalSetupWizard:
             if len(chosen) > MAX_DOMAINS:
                 raise AccountRefused("too-many", f"at most {MAX_DOMAINS} domains", "")
             primary = self.settings.primary_domain
-            # The postmaster account signed in with stays served and an admin after a
-            # restart, even when another domain becomes the primary one.
-            listed = chosen if primary in chosen else [*chosen, primary]
+            # The admins' and every account's domains stay listed, so that after a restart
+            # they stay served (the admin signed in with above all, even when another domain
+            # becomes the primary one).
+            listed = list(dict.fromkeys([*chosen, *self._account_domains()]))
             top = {"hostname": host, "domains": listed}
             tables = {"admin": {"admins": list(self.settings.admin.admins)}}
             path = self.settings.config_path
@@ -116,16 +118,24 @@ class LocalSetupWizard:
             for domain in chosen:
                 if domain not in served:
                     self._audited(actor, "domain.add", domain, partial(add_domain, domain))
-            restart = tuple(
-                what
-                for what, changed in (
-                    ("hostname", host != self.settings.hostname),
-                    ("primary", chosen[0] != primary),
-                )
-                if changed
+            for domain in chosen:
+                self._postmaster(actor, domain)
+            # Served now but left out of the file (and not added with `ourmail domain add`):
+            # no longer served after a restart.
+            kept = {*listed, *self.db.domains()}
+            removed = tuple(f"removed:{d}" for d in self.settings.domains if d not in kept)
+            restart = (
+                *(("hostname",) if host != self.settings.hostname else ()),
+                *(("primary",) if chosen[0] != primary else ()),
+                *removed,
             )
+            changes: dict[str, object] = {}
+            if tuple(chosen) != state.domains:
+                # Another set of domains: the DKIM step is to be done again for them all.
+                done = tuple(s for s in state.done if s not in ("dkim", "done"))
+                changes = {"done": done, "dkim": ()}
             new = _with_step(
-                state,
+                attrs.evolve(state, **changes),  # type: ignore[arg-type]
                 "names",
                 hostname=host,
                 domains=tuple(chosen),
@@ -189,11 +199,50 @@ class LocalSetupWizard:
     def finish(self, actor: Actor) -> Deferred[SetupState]:
         def work(state: SetupState) -> tuple[str, SetupState]:
             self._needs(state, "dkim")
+            for domain in state.domains:
+                if not domainops.signing_keys(self.settings, domain):
+                    raise AccountRefused("no-dkim", f"{domain} has no DKIM key yet", domain)
             return ",".join(state.domains), _with_step(state, "done", open=False)
 
         return self._step(actor, "setup.finish", "", work)
 
+    def restart_needed(self) -> tuple[str, ...]:
+        state, running = self.current, self.settings
+        needed = []
+        if state.hostname and state.hostname != running.hostname:
+            needed.append("hostname")
+        if state.domains and state.domains[0] != running.primary_domain:
+            needed.append("primary")
+        for what in state.restart:
+            if what.startswith("removed:") and what.partition(":")[2] in running.domains:
+                needed.append(what)
+        return tuple(needed)
+
     # -- the shared steps ---------------------------------------------------------------------
+
+    def _account_domains(self) -> list[str]:
+        """The domains of the admins and of every account, alias and group kept here."""
+        addresses = [
+            *self.settings.admin.admins,
+            *self.settings.admin.domain_admins,
+            *self.db.users(),
+            *self.db.aliases(),
+            *self.db.groups(),
+        ]
+        return [a.rpartition("@")[2] for a in addresses if a.rpartition("@")[2]]
+
+    def _postmaster(self, actor: Actor, domain: str) -> None:
+        """Make ``postmaster@domain`` reach the admin (an alias, as ``ourmail alias add``),
+        unless that address exists already: RFC 5321 §4.5.1 requires it, and the DMARC and
+        TLS-RPT reports of the DNS records (ourmail/dns/records.py) are sent there."""
+        address = f"postmaster@{domain}"
+        db = self.db
+        if db.has_user(address) or db.alias(address) is not None or db.group(address):
+            return
+        add = partial(accountops.set_alias, self.settings, db, address, [actor.who])
+        # Refused (the admin is no local user, say): audited, and the step goes on without it.
+        with contextlib.suppress(AccountRefused):
+            self._audited(actor, "alias.add", address, lambda: add()[0])
 
     @staticmethod
     def _needs(state: SetupState, step: str) -> None:
@@ -225,11 +274,19 @@ class LocalSetupWizard:
                 try:
                     if not state.open:
                         raise AccountRefused("closed", "set-up is finished")
-                    found, new = work(state)
-                    setupstate.save(self.settings.data_dir, new)
+                    try:
+                        found, new = work(state)
+                        setupstate.save(self.settings.data_dir, new)
+                    except OSError as e:  # a full disk, a file's permissions
+                        raise AccountRefused("io", f"a file cannot be written: {e}") from e
                 except AccountRefused as e:
                     result = f"refused: {e.code}"
-                    self.audit.record(actor, action, e.subject or target, result, detail)
+                    try:
+                        self.audit.record(actor, action, e.subject or target, result, detail)
+                    except OSError as failed:
+                        raise AccountRefused(
+                            "audit", f"the audit log cannot be written: {failed}"
+                        ) from e
                     raise
                 self._saved = new
                 self.audit.record(actor, action, found, "ok", detail)

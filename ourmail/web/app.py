@@ -138,9 +138,7 @@ class WebApp(
             return self.render(
                 request, "login.html", 503, csrf=token, error=error, username=username
             )
-        session = self.sessions.create(login)
-        login.when_revoked(lambda: self.sessions.end(session))  # account disabled, password reset
-        self.set_cookie(request, SESSION_COOKIE, session.id)
+        self.start_session(request, login)
         return self.redirect(request, b"/")
 
     @app.route("/logout", methods=["POST"])

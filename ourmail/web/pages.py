@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from ourmail.auth.login import Authenticator
+from ourmail.auth.login import Session as Login
 from ourmail.config import AdminSettings, Limits
 from ourmail.interfaces import (
     IAccountAdmin,
@@ -245,6 +246,15 @@ class Pages:
             token = header.decode("ascii", "replace") if header else None
         if not same_token(token, session.csrf):
             raise Forged()
+        return session
+
+    def start_session(self, request: IRequest, login: Login) -> WebSession:
+        """A web session for a successful ``login`` (its cookie set), ended at once when its
+        account changes: password set, account disabled or deleted (the SessionRevoker).
+        The one way in for ``/login`` and the set-up wizard's ``/setup/login``."""
+        session = self.sessions.create(login)
+        login.when_revoked(lambda: self.sessions.end(session))
+        self.set_cookie(request, SESSION_COOKIE, session.id)
         return session
 
     @staticmethod

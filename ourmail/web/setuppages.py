@@ -2,7 +2,8 @@
 
 Open only while ``<data>/setup.json`` says set-up is not finished
 (:class:`~ourmail.interfaces.ISetupWizard`); afterwards every ``/setup`` URL sends the
-browser to the admin console, and a POST is refused (403, audit-logged).
+browser to the admin console, and a POST is refused (403, audit-logged; a sign-in only in the
+server log, at most once a minute: anyone may post one).
 
 * ``GET /setup``: the sign-in form (the postmaster's one-time password from the first
   start's log), then the current step, or ``?step=`` a step already done (going back);
@@ -30,7 +31,7 @@ from ourmail.auth.login import LoginFailed, LoginUnavailable
 from ourmail.auth.login import Session as Login
 from ourmail.interfaces import SETUP_STEPS, AccountRefused, Actor, ISetupWizard, SetupState
 from ourmail.web.adminpages import MAX_ADDRESS, MAX_PASSWORD, AdminAccess, AdminPages, NotAdmin
-from ourmail.web.pages import LOGIN_COOKIE, SESSION_COOKIE, Pages
+from ourmail.web.pages import LOGIN_COOKIE, Pages
 from ourmail.web.sessions import same_token
 
 log = Logger()
@@ -43,12 +44,20 @@ MAX_HOSTNAME = 253
 MAX_LOCAL = 64
 #: A form field with a control or format character (CR, LF, NUL, bidi overrides).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+#: Longest parser's reason shown for a configuration file that cannot be read.
+MAX_REASON = 300
+#: Seconds between two server-log lines about sign-ins after set-up is finished.
+CLOSED_LOG_INTERVAL = 60.0
+#: A refusal because a file cannot be written (the disk, permissions): 503, not 400.
+UNAVAILABLE_CODES = ("io", "audit")
 
 
 class SetupPages(AdminPages):
     """The set-up wizard's routes (see the module docstring)."""
 
     app = Pages.app
+    #: When a sign-in after set-up was last told in the server log.
+    _closed_noted = -CLOSED_LOG_INTERVAL
 
     def setup_open(self) -> bool:
         """Whether set-up is not finished yet (the login page points to ``/setup`` then)."""
@@ -93,13 +102,14 @@ class SetupPages(AdminPages):
         token = cookie.decode("ascii", "replace") if cookie else ""
         if not token or not same_token(self.form(request, "csrf"), token):
             return self.forbidden(request)
-        username = (self.form(request, "username", MAX_ADDRESS) or "").strip().lower()
         client = getattr(request.getClientAddress(), "host", "unknown")
-        actor = Actor(username, "web", client)
         _ = self.gettext(request)
         if not self.setup_open():
-            await self._audit(actor, "setup.signin", username, "refused: closed")
+            # No audit line: anyone with a token from GET /login may post here, and must
+            # not fill the audit log; the server log says it at most once a minute.
+            self._note_closed_signin(client)
             return self.error(request, 403, _("Set-up is finished."))
+        username = (self.form(request, "username", MAX_ADDRESS) or "").strip().lower()
         password = self.form(request, "password", MAX_PASSWORD)
         if not username or not password:
             return self._signin_page(request, 400, _("Enter the address and the password."))
@@ -108,18 +118,39 @@ class SetupPages(AdminPages):
                 username, password, client, "web", "setup"
             )
         except LoginFailed:
+            actor = Actor(username, "web", client)
             await self._audit(actor, "setup.signin", username, "refused: wrong password")
             return self._signin_page(request, 401, _("Wrong address or password."))
         except LoginUnavailable:
             error = _("Your password cannot be checked right now. Please try again later.")
             return self._signin_page(request, 503, error)
-        if username not in self.services.admin.admins:
-            await self._audit(actor, "setup.signin", username, "refused: not an admin")
-            return self.error(request, 403, _("This page is for the server's admins only."))
-        await self._audit(actor, "setup.signin", username, "ok")
-        session = self.sessions.create(login)
-        self.set_cookie(request, SESSION_COOKIE, session.id)
+        kept = False
+        try:
+            # The account the login resolved to (``postmaster`` is postmaster@<primary>).
+            address = str(login.avatar.address)
+            actor = Actor(address, "web", client)
+            if address not in self.services.admin.admins:
+                await self._audit(actor, "setup.signin", address, "refused: not an admin")
+                return self.error(request, 403, _("This page is for the server's admins only."))
+            await self._audit(actor, "setup.signin", address, "ok")
+            self.start_session(request, login)
+            kept = True
+        finally:
+            if not kept:  # refused, or the audit log failed: the login is not kept
+                login.end()
         return self.redirect(request, b"/setup")
+
+    def _note_closed_signin(self, client: str) -> None:
+        """Say in the server log that a sign-in came after set-up was finished, at most once
+        every :data:`CLOSED_LOG_INTERVAL` seconds."""
+        now = self.sessions.clock.seconds()
+        if now - self._closed_noted >= CLOSED_LOG_INTERVAL:
+            self._closed_noted = now
+            log.warn(
+                "set-up sign-in from {client} refused: set-up is finished "
+                "(said at most once a minute)",
+                client=client,
+            )
 
     def _audit(self, actor: Actor, action: str, target: str, result: str) -> Deferred[None]:
         audit = self.services.audit
@@ -147,6 +178,9 @@ class SetupPages(AdminPages):
         if step == "done":
             records = [(d, await self.wizard.records(d)) for d in state.domains]
             context["records"] = records
+            needed = self.wizard.restart_needed()
+            context["restart"] = [w for w in needed if not w.startswith("removed:")]
+            context["removed"] = [w.partition(":")[2] for w in needed if w.startswith("removed:")]
         return self.render(
             request,
             "setup.html",
@@ -189,7 +223,10 @@ class SetupPages(AdminPages):
             await pending
         except AccountRefused as e:
             error = self.setup_refusal(request, e)
-            return await self._step_page(request, access, step, 400, error=error, **typed)
+            code = 503 if e.code in UNAVAILABLE_CODES else 400
+            if code == 503:
+                log.warn("set-up step {action} not done: {why}", action=action, why=str(e))
+            return await self._step_page(request, access, step, code, error=error, **typed)
         return self.redirect(request, b"/setup" + (b"?step=" + then.encode() if then else b""))
 
     def _text(self, request: IRequest, name: str, limit: int, lines: bool = False) -> str:
@@ -214,7 +251,15 @@ class SetupPages(AdminPages):
     async def setup_password(self, request: IRequest) -> bytes:
         def change(actor: Actor) -> Deferred[SetupState]:
             password = self._password(request)
-            return self.wizard.set_password(actor, actor.who, password)
+            session = self.user(request)
+
+            def others_end(state: SetupState) -> SetupState:
+                self.sessions.end_others(session)
+                return state
+
+            # The admin's own password: this session goes on; their other sessions end.
+            changed = self.wizard.set_password(actor, actor.who, password)
+            return session.login.keep_through(changed).addCallback(others_end)
 
         return await self._change(request, "password", "setup.password", change)
 
@@ -298,12 +343,27 @@ class SetupPages(AdminPages):
                 (
                     _("The configuration file %(path)s cannot be read, so nothing was changed.")
                     % {"path": subject},
+                    _("The reason: %(reason)s.") % {"reason": _parser_reason(refused)},
                     _("Correct it, or undo your last edit, and try again."),
                 )
+            ),
+            "no-dkim": lambda: (
+                _("%(domain)s has no DKIM key yet: make the keys in the DKIM step.")
+                % {"domain": subject}
             ),
             "order": lambda: _("Please do the steps in order."),
             "closed": lambda: _("Set-up is finished."),
             "dkim": lambda: _("The DKIM key cannot be made: see the server's log."),
+            "io": lambda: _(
+                "A file cannot be written (a full disk?), so the step was not done: see the log."
+            ),
         }
         text = texts.get(refused.code)
         return text() if text else self.refusal_text(request, refused)
+
+
+def _parser_reason(refused: AccountRefused) -> str:
+    """The parser's reason of a ``bad-config`` refusal, without the file's name, on one line
+    and at most :data:`MAX_REASON` characters (the page escapes it)."""
+    reason = str(refused).removeprefix(f"{refused.subject}: ")
+    return " ".join(_CONTROL.sub(" ", reason).split())[:MAX_REASON].rstrip(".")

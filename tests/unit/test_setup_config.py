@@ -76,3 +76,15 @@ def test_lines_for_a_file_elsewhere_are_valid(tmp_path: Path) -> None:
         "domains": ["new.test"],
         "admin": {"admins": ["p@new.test"]},
     }
+
+
+def test_a_symbolic_link_stays_one(tmp_path: Path) -> None:
+    real = fresh(tmp_path)
+    elsewhere = tmp_path / "etc"
+    elsewhere.mkdir()
+    target = real.rename(elsewhere / "ourmail.toml")
+    link = tmp_path / "ourmail.toml"
+    link.symlink_to(target)
+    update_config(link, {"hostname": "mx.new.test"}, {}, None, DAY)
+    assert link.is_symlink() and link.resolve() == target
+    assert tomllib.loads(target.read_text())["hostname"] == "mx.new.test"

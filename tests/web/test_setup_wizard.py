@@ -15,10 +15,13 @@ from typing import Any
 import pytest
 from conftest import RunningServer, running_server
 from loghelp import Events, captured
+from twisted.internet import reactor
+from twisted.internet.threads import blockingCallFromThread
 from webhelp import Browser, Response
 
 from ourmail.auth.accounts import AccountDB
 from ourmail.config import ThrottleSettings, load_settings
+from ourmail.manage import accountops
 from ourmail.manage.audit import AuditFile
 from ourmail.manage.setupwizard import LocalSetupWizard
 
@@ -93,11 +96,19 @@ def test_the_way_in_is_the_one_time_password_throttled_and_audited(
         assert sign_in(srv, "guessed wrong", source="127.0.0.3")[1].status == 401
     # That client is locked out now: even the right password is refused.
     assert sign_in(srv, once, source="127.0.0.3")[1].status == 401
-    # A user who is no admin is refused (403) and recorded.
+    # A user who is no admin is refused (403) and recorded; the login made to check the
+    # password ends there (the revoker does not keep it).
+    revoker = srv.server.web.authenticator.revoker
+    watched = len(revoker)
     assert sign_in(srv, srv.password, user=srv.user)[1].status == 403
+    assert len(revoker) == watched
     lines = [e for e in audit(srv) if e["action"] == "setup.signin"]
     assert [e["result"] for e in lines[:3]] == ["refused: wrong password"] * 3
     assert {"who": srv.user, "result": "refused: not an admin"}.items() <= lines[-1].items()
+    # The admin check is of the account the login resolved to: a bare name is the primary
+    # domain's, as at every login.
+    assert sign_in(srv, once, user="postmaster")[1].status == 303
+    assert {"who": POSTMASTER, "result": "ok"}.items() <= audit(srv)[-1].items()
     assert once not in (srv.data / "log" / "audit.log").read_text()
 
 
@@ -121,9 +132,24 @@ def test_the_whole_wizard_with_every_refusal(fresh: tuple[RunningServer, str]) -
     assert mismatch.status == 400 and "differ" in mismatch.text
     forged = step(browser, "/setup/password", {"password": PASSWORD, "again": PASSWORD}, False)
     assert forged.status == 403
-    assert Browser(srv).login(POSTMASTER, once).status == 303  # nothing changed yet
+    other = Browser(srv)
+    assert other.login(POSTMASTER, once).status == 303  # nothing changed yet
     assert step(browser, "/setup/password", {"password": PASSWORD, "again": PASSWORD}).status == 303
     assert Browser(srv).login(POSTMASTER, once).status == 401  # the printed one is dead
+    # The admin's own change keeps this session (even once the revoker compares); the
+    # account's other sessions end, like after a password change in the settings.
+    revoker = srv.server.web.authenticator.revoker
+    blockingCallFromThread(reactor, revoker.compare)
+    assert browser.get("/admin").status == 200
+    assert other.get("/admin").status == 303
+    # A wizard session ends when the account changes elsewhere (here `ourmail user passwd`).
+    spare = sign_in(srv, PASSWORD)[0]
+    assert spare.get("/admin").status == 200
+    accountops.set_password(
+        load_settings(data=str(srv.data)), AccountDB(srv.data), POSTMASTER, PASSWORD
+    )
+    blockingCallFromThread(reactor, revoker.compare)
+    assert spare.get("/admin").status == 303
 
     # Resumed in a new browser (a reload, another device): at the next step.
     browser = sign_in(srv, PASSWORD)[0]
@@ -149,6 +175,7 @@ def test_the_whole_wizard_with_every_refusal(fresh: tuple[RunningServer, str]) -
     config.write_text(before + "\n[broken\n")
     answer = step(browser, "/setup/names", {"domains": "new.test", "hostname": "mx.new.test"})
     assert answer.status == 400 and "cannot be read" in answer.text
+    assert "The reason: Unexpected character" in answer.text  # the parser's, escaped
     assert config.read_text() == before + "\n[broken\n"
     config.write_text(before)
     assert AccountDB(srv.data).domains() == []
@@ -184,6 +211,18 @@ def test_the_whole_wizard_with_every_refusal(fresh: tuple[RunningServer, str]) -
     assert step(browser, "/setup/users", fields).status == 303
     assert "bob@new.test" in browser.get("/setup").text
     assert AccountDB(srv.data).has_user("bob@new.test")
+    # A file that cannot be written (here setup.json): said so (503) and audited.
+    kept = srv.data / "setup.json"
+    saved = kept.read_bytes()
+    kept.unlink()
+    kept.mkdir()
+    try:
+        answer = step(browser, "/setup/users/done", {})
+    finally:
+        kept.rmdir()
+        kept.write_bytes(saved)
+    assert answer.status == 503 and "cannot be written" in answer.text
+    assert {"action": "setup.users", "result": "refused: io"}.items() <= audit(srv)[-1].items()
     assert step(browser, "/setup/users/done", {}).status == 303
 
     # A restart reads the same state back.
@@ -202,7 +241,7 @@ def test_the_whole_wizard_with_every_refusal(fresh: tuple[RunningServer, str]) -
     summary = browser.get("/setup?step=done")
     assert "/admin/dns?domain=new.test" in summary.text
     assert "mx.new.test" in summary.text and "v=spf1" in summary.text
-    assert "Restart the server" in summary.text
+    assert "Restart the server" in summary.text and "the primary domain" in summary.text
     assert step(browser, "/setup/finish", {}).status == 303
 
     # Closed: GET goes to the console; forged and real POSTs are refused, nothing changed.
@@ -215,7 +254,11 @@ def test_the_whole_wizard_with_every_refusal(fresh: tuple[RunningServer, str]) -
     again = {"csrf": csrf.group(1), "local": "eve", "domain": "new.test"}
     again |= {"password": BOB_PASSWORD, "again": BOB_PASSWORD}
     assert browser.post("/setup/users", again).status == 403
+    # A sign-in now is refused without an audit line (anyone may post one).
+    written = len(audit(srv))
     assert sign_in(srv, PASSWORD)[1].status == 403
+    assert sign_in(srv, "y", user="x" * 300)[1].status == 403
+    assert len(audit(srv)) == written
     assert not AccountDB(srv.data).has_user("eve@new.test")
 
     lines = audit(srv)
@@ -225,6 +268,7 @@ def test_the_whole_wizard_with_every_refusal(fresh: tuple[RunningServer, str]) -
         ("domain.add", "new.test"),
         ("setup.names", "mx.new.test"),
         ("user.add", "bob@new.test"),
+        ("alias.add", "postmaster@new.test"),
         ("setup.dkim", "new.test,other.test"),
         ("setup.finish", "new.test,other.test"),
     ]:

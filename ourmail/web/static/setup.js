@@ -28,10 +28,18 @@
     return (field ? field.value : meter.dataset.local || "").trim().toLowerCase();
   }
 
+  // The characters the server refuses in a form field (ourmail/web/setuppages.py _CONTROL).
+  const control = /[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/;
+
   function judge(password) {
     const lowered = password.toLowerCase();
     const local = localPart();
-    if (password.length < Number(meter.dataset.min)) {
+    if (control.test(password)) {
+      return [0, text.dataset.control];
+    }
+    // Characters (code points), as the server counts them: an emoji is one, not two.
+    const length = [...password].length;
+    if (length < Number(meter.dataset.min)) {
       return [0, text.dataset.short];
     }
     if (local.length >= 3 && lowered.includes(local)) {
@@ -41,7 +49,7 @@
       return [0, text.dataset.common];
     }
     const kinds = [/[a-z]/, /[A-Z]/, /[0-9]/, /[^a-zA-Z0-9]/].filter((re) => re.test(password)).length;
-    const score = Math.min(4, Math.floor(password.length / 6) + (kinds >= 3 ? 1 : 0));
+    const score = Math.min(4, Math.floor(length / 6) + (kinds >= 3 ? 1 : 0));
     if (score <= 1) {
       return [1, text.dataset.weak];
     }
