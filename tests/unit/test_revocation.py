@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from storehelp import on_reactor
 from twisted.cred import credentials, error
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
@@ -52,7 +52,7 @@ def test_a_disabled_account_is_refused_at_the_checker_and_the_cache(tmp_path: Pa
     ops.disable_user(settings, AccountDB(tmp_path), "alice", "left")  # as the command does
     assert checker.credential_stamp(USER) != before
     assert attempt(cached) is AccountDisabled  # the remembered login is not used
-    assert attempt(cached, "a wrong password") is error.UnauthorizedLogin
+    assert issubclass(attempt(cached, "a wrong password"), error.UnauthorizedLogin)
     assert attempt(FirstOf(checker)) is AccountDisabled  # said through a chain too
     with pytest.raises(AccountRefused, match="one line"):
         ops.disable_user(settings, db, USER, "two\nlines")
@@ -62,6 +62,29 @@ def test_a_disabled_account_is_refused_at_the_checker_and_the_cache(tmp_path: Pa
     with pytest.raises(AccountRefused) as refused:
         ops.enable_user(settings, db, USER)
     assert refused.value.code == "not-disabled"
+
+
+def test_a_later_checker_does_not_let_a_disabled_account_in(tmp_path: Path) -> None:
+    """LDAP after the local accounts (as service.py chains them): the same address with its
+    directory password would reach the same mailbox; it is still asked (same time taken)."""
+    db = AccountDB(tmp_path)
+    db.add_user(USER, hash_password(PASSWORD))
+    db.set_disabled(USER, {"since": "now", "reason": ""})
+    asked: list[bytes] = []
+
+    class Directory:
+        credentialInterfaces = (credentials.IUsernamePassword,)
+
+        def requestAvatarId(self, creds: Any) -> Deferred[Any]:
+            asked.append(creds.password)
+            return succeed(USER)
+
+    chain = FirstOf(AccountChecker(db, "example.test"), Directory())
+    assert attempt(chain) is AccountDisabled
+    assert attempt(chain, "the directory's password") is AccountDisabled
+    assert asked == [PASSWORD.encode(), b"the directory's password"]
+    db.set_disabled(USER, None)
+    assert attempt(chain, "the directory's password") == USER
 
 
 @implementer(IStampedChecker)
