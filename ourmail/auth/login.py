@@ -191,7 +191,10 @@ class Authenticator:
                 if self.revoker is not None:
                     self.revoker.register(session, username, stamp, protocol)
                 return session
-        delay, started = self.throttle.failed(client, account)
+        # A disabled account's right password is no guess: counted against the account only.
+        delay, started = self.throttle.failed(
+            client, account, against_client=result != events.ACCOUNT_DISABLED
+        )
         self.metrics.login(protocol, False)
         events.login(protocol, client, username, mechanism, result)
         if started:
