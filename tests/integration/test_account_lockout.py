@@ -264,10 +264,15 @@ def test_the_console_disables_and_enables_within_the_admins_rights(srv: RunningS
     assert forbidden["who"] == "boss@other.test" and forbidden["result"] == "forbidden"
     own = admin.post("/admin/user/disable", {"csrf": token, "address": "postmaster@example.test"})
     assert own.status == 400 and "your own account" in own.text
+    refused = audit_lines(srv, "user.disable")[-1]
+    assert refused["target"] == "postmaster@example.test"
+    assert refused["result"] == "refused: own-account"
     hostile = admin.post(
         "/admin/user/disable", {"csrf": token, "address": BOB, "reason": "x\u202e" + "y" * 3000}
     )
     assert hostile.status == 400 and "one line" in hostile.text
+    refused = audit_lines(srv, "user.disable")[-1]
+    assert refused["target"] == BOB and refused["result"] == "refused: bad-reason"
     assert srv.server.accounts.disabled(BOB) is None
     assert imap.noop()[0] == "OK"
 
