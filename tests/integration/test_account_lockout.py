@@ -359,3 +359,49 @@ def test_a_message_being_delivered_is_answered_before_the_421(
         assert smtp.getreply()[0] == 421
     finally:
         srv.server.accounts.set_disabled(dora, None)
+
+
+def test_an_append_being_stored_is_answered_before_the_bye(
+    srv: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IMAP likewise: revoked while an APPEND is stored, the tagged OK comes before the BYE."""
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+
+    from ourmail.store.folder import MaildirFolder
+
+    erin = "erin@example.test"
+    srv.add_user(erin)
+    held: list[Deferred[None]] = []
+    append = MaildirFolder.append
+
+    def held_append(self: MaildirFolder, *args: Any) -> Any:
+        gate: Deferred[None] = Deferred()
+        held.append(gate)
+        return gate.addCallback(lambda _: append(self, *args))
+
+    monkeypatch.setattr(MaildirFolder, "append", held_append)
+    sock = client_tls().wrap_socket(socket.create_connection(("127.0.0.1", srv.port("imaps"))))
+    sock.settimeout(CUT_OFF)
+    f = sock.makefile("rb")
+    f.readline()
+    message = b"Subject: once\r\n\r\nonly once\r\n"
+    sock.sendall(f'a LOGIN {erin} "{PASSWORD}"\r\n'.encode())
+    assert f.readline().startswith(b"a OK")
+    sock.sendall(b"b APPEND INBOX {%d+}\r\n%s\r\n" % (len(message), message))
+    until(lambda: bool(held))
+    try:
+        with captured() as events:
+            srv.server.accounts.set_disabled(erin, {"since": "now", "reason": ""})
+            until(
+                lambda: any(
+                    e.get("user") == erin and e.get("protocol") == "imap" for e in ended(events)
+                )
+            )
+        reactor.callFromThread(held[0].callback, None)  # type: ignore[attr-defined]
+        assert f.readline().startswith(b"b OK [APPENDUID ")
+        assert f.readline().startswith(b"* BYE")
+        assert f.readline() == b""
+    finally:
+        sock.close()
+        srv.server.accounts.set_disabled(erin, None)
