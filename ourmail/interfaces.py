@@ -13,7 +13,7 @@ file and directory); the others are quick in-memory or metadata operations and r
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from types import MappingProxyType
 from typing import BinaryIO, Literal
@@ -345,10 +345,14 @@ class IPasswordChanger(Interface):
     def manages(user: str) -> bool:
         """Whether ``user``'s password is kept here (a local account), so may be changed."""
 
-    def change(user: str, password: str) -> Deferred[None]:
+    def change(user: str, password: str) -> Deferred[Hashable]:
         """Hash ``password`` (argon2id) and keep it as ``user``'s; fires once it is on disk,
         after which the old password no longer logs in (the login cache notices the new
-        hash).  Fails with ``ValueError`` when ``user`` has no local account."""
+        hash), with the credential stamp the change gave the account
+        (:class:`~ourmail.auth.cache.IStampedChecker`; for local accounts ``(hash, False)``):
+        the session that made the change goes on only while the account's stamp is that one
+        (``Session.keep_through``).  Fails with ``ValueError`` when ``user`` has no local
+        account."""
 
 
 class IAutoResponder(Interface):

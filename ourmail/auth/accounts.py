@@ -58,7 +58,11 @@ class AccountDB:
             data = json.loads(self.path.read_text("utf-8"))
         except (OSError, ValueError) as e:
             raise AccountError(f"{self.path} is unreadable: {e}") from e
-        if not isinstance(data.get("users"), dict) or not isinstance(data.get("domains"), list):
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("users"), dict)
+            or not isinstance(data.get("domains"), list)
+        ):
             raise AccountError(f"{self.path} is not an ourmail accounts file")
         return data
 

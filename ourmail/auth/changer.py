@@ -7,6 +7,8 @@ stored hash, so the new hash makes every remembered login with the old password 
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from zope.interface import implementer
@@ -26,13 +28,15 @@ class AccountPasswords:
     def manages(self, user: str) -> bool:
         return self.accounts.has_user(user)
 
-    def change(self, user: str, password: str) -> Deferred[None]:
-        def store() -> None:
+    def change(self, user: str, password: str) -> Deferred[Hashable]:
+        def store() -> Hashable:
             # argon2id costs tens of milliseconds; the update locks and fsyncs: in a thread.
             encoded = hash_password(password)
             try:
                 self.accounts.set_password(user, encoded)
             except AccountError as e:
                 raise ValueError(str(e)) from e
+            # AccountChecker.credential_stamp of the enabled account with this hash.
+            return (encoded, False)
 
         return deferToThread(store)

@@ -21,6 +21,11 @@ from ourmail.interfaces import AccountDisabled, DirectoryUnavailable, UnknownUse
 log = Logger()
 
 
+class DisabledWrongPassword(error.UnauthorizedLogin):
+    """A wrong password for a disabled account: answered as any wrong password, but in a
+    chain (:class:`FirstOf`) no later checker's success for the name is taken."""
+
+
 @implementer(IStampedChecker)
 class AccountChecker:
     """Checks a login name and password against ``accounts.json``; the avatar id is the address.
@@ -62,10 +67,11 @@ class AccountChecker:
         ok = yield verify_in_thread(encoded, password)
         if encoded is None:
             raise UnknownUser()
+        # Checked after the password, so a disabled account answers as slowly as any.
+        disabled = address is not None and self.accounts.disabled(address) is not None
         if not ok or address is None:
-            raise error.UnauthorizedLogin()
-        if self.accounts.disabled(address) is not None:
-            # Checked after the password, so a disabled account answers as slowly as any.
+            raise DisabledWrongPassword() if disabled else error.UnauthorizedLogin()
+        if disabled:
             raise AccountDisabled()
         return address
 
@@ -74,9 +80,13 @@ class AccountChecker:
 class FirstOf:
     """Several checkers for user names and passwords (a twisted.cred portal takes one per kind
     of credentials), asked in turn: the first that accepts wins, and one that refuses
-    (UnauthorizedLogin) passes the login on to the next.  If none accepts and one could not be
-    asked (:class:`~ourmail.interfaces.DirectoryUnavailable`, or any other error, which is
-    logged), the login fails temporarily: the password may well be right."""
+    (UnauthorizedLogin) passes the login on to the next.  A name that a checker has as a
+    disabled account (:class:`~ourmail.interfaces.AccountDisabled`, or
+    :class:`DisabledWrongPassword`) is asked of the later checkers too, so it takes as long
+    as a wrong password, but their success is refused (AccountDisabled).  If none accepts
+    and one could not be asked (:class:`~ourmail.interfaces.DirectoryUnavailable`, or any
+    other error, which is logged), the login fails temporarily: the password may well be
+    right."""
 
     credentialInterfaces = (credentials.IUsernamePassword,)
 
@@ -95,13 +105,17 @@ class FirstOf:
         unavailable: DirectoryUnavailable | None = None
         known = False  # a checker knew the name (so the password was wrong)
         disabled = False  # a checker knew the name and password, of a disabled account
+        barred = False  # a checker has the name as a disabled account: no later success
         for checker in self.checkers:
             try:
-                return (yield checker.requestAvatarId(creds))
+                avatar_id = yield checker.requestAvatarId(creds)
             except UnknownUser:
                 continue
             except AccountDisabled:
-                disabled = True
+                disabled = barred = True
+                continue
+            except DisabledWrongPassword:
+                known = barred = True
                 continue
             except error.UnauthorizedLogin:
                 known = True
@@ -111,6 +125,18 @@ class FirstOf:
             except Exception as e:
                 log.failure("checker {checker!r} failed", checker=checker)
                 unavailable = DirectoryUnavailable(f"{type(checker).__name__} failed: {e}")
+            else:
+                if not barred:
+                    return avatar_id
+                # A later checker's success (the same address in LDAP, say) would reach the
+                # same mailbox: a disabled account logs in nowhere.
+                disabled = True
+                log.info(
+                    "login of {user!r} accepted by {checker!r} refused: the account is "
+                    "disabled in an earlier checker",
+                    user=avatar_id,
+                    checker=checker,
+                )
         if unavailable is not None:
             raise unavailable
         if disabled:

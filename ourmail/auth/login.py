@@ -9,9 +9,10 @@ import attrs
 from twisted.cred import credentials, error
 from twisted.cred.portal import Portal
 from twisted.internet import task
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ourmail.auth.throttle import CLIENT_LOCKED, FailureThrottle
 from ourmail.interfaces import AccountDisabled, DirectoryUnavailable, IUserStore, UnknownUser
@@ -51,8 +52,9 @@ class Session:
     protocol: str = ""
     #: Changes of this login's own password under way (:meth:`keep_through`): not revoked.
     keeping: int = 0
-    #: Takes the account's current stamp as this session's (set by the revoker).
-    restamp: Callable[[], None] | None = None
+    #: After this login's own change, given the stamp the change produced (None: the change
+    #: failed): keeps or revokes the session by the account's stamp then (set by the revoker).
+    settle: Callable[[Hashable], Deferred[None]] | None = None
     _forget: Callable[[], object] | None = None
     _on_revoke: Callable[[], None] | None = None
 
@@ -86,17 +88,23 @@ class Session:
             self.end()
 
     def keep_through(self, change: Deferred[T]) -> Deferred[T]:
-        """``change`` (this login's own password change, say) without being revoked by it:
-        when it has fired, the session goes on with the account's new stamp."""
+        """``change`` (this login's own password change, firing with the credential stamp it
+        gave the account) without being revoked by it.  Once it succeeded, the session goes
+        on only if the account is just as the change left it; if anything else changed it
+        meanwhile (an admin disabled or deleted it, or set another password), or the change
+        failed and the account changed anyway, the session is revoked."""
         self.keeping += 1
 
-        def done(result: T) -> T:
-            self.keeping -= 1
-            if self.restamp is not None:
-                self.restamp()
-            return result
+        def settle(outcome: T | Failure) -> Deferred[T | Failure]:
+            produced = None if isinstance(outcome, Failure) else outcome
+            settled = self.settle(produced) if self.settle is not None else succeed(None)
+            return settled.addBoth(lambda _: outcome)
 
-        return change.addBoth(done)
+        def kept(outcome: T | Failure) -> T | Failure:
+            self.keeping -= 1
+            return outcome
+
+        return change.addBoth(settle).addBoth(kept)  # type: ignore[arg-type]
 
 
 class Authenticator:
@@ -183,7 +191,10 @@ class Authenticator:
                 if self.revoker is not None:
                     self.revoker.register(session, username, stamp, protocol)
                 return session
-        delay, started = self.throttle.failed(client, account)
+        # A disabled account's right password is no guess: counted against the account only.
+        delay, started = self.throttle.failed(
+            client, account, against_client=result != events.ACCOUNT_DISABLED
+        )
         self.metrics.login(protocol, False)
         events.login(protocol, client, username, mechanism, result)
         if started:

@@ -27,11 +27,23 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ourmail.auth.cache import IStampedChecker
 from ourmail.auth.login import Session
 
 log = Logger()
+
+
+def _follows(old: Hashable, now: Hashable, produced: Hashable) -> bool:
+    """Whether the stamp ``now`` is ``old`` with one change's ``produced`` stamp in place: the
+    whole stamp, or in a chain's (:class:`~ourmail.auth.checker.FirstOf`) tuple of stamps the
+    parts that changed, every other part as it was."""
+    if now == produced:
+        return True
+    if isinstance(old, tuple) and isinstance(now, tuple) and len(old) == len(now) and old != now:
+        return all(n == o or _follows(o, n, produced) for o, n in zip(old, now, strict=True))
+    return False
 
 
 class SessionRevoker(Service):
@@ -59,6 +71,8 @@ class SessionRevoker(Service):
         self._seen: Hashable = object()  # no probe yet: the first one compares
         self._compared = 0.0
         self._loop: task.LoopingCall | None = None
+        #: The last probe's error (type and text), logged once until it changes or clears.
+        self._probe_error: tuple[type, str] | None = None
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -76,7 +90,43 @@ class SessionRevoker(Service):
         key = id(session)
         self._sessions[key] = session
         session.watched(username, stamp, protocol, lambda: self._sessions.pop(key, None))
-        session.restamp = lambda: setattr(session, "stamp", self.stamp(username))
+        session.settle = lambda produced: self.settle(session, produced)
+
+    def settle(self, session: Session, produced: Hashable) -> Deferred[None]:
+        """After the session's own password change: keep it with the account's current stamp
+        if that is its login stamp with the change's ``produced`` stamp in place (nothing else
+        changed the account meanwhile), else revoke it if the account changed at all
+        (``produced`` None: the change failed).  The stamp is read in a worker thread."""
+
+        def settled(now: Hashable) -> None:
+            if id(session) not in self._sessions:
+                return  # ended meanwhile
+            if produced is not None and _follows(session.stamp, now, produced):
+                session.stamp = now
+            elif now != session.stamp:
+                self._revoke(session)
+
+        return deferToThread(self.stamp, session.username).addCallback(settled)
+
+    def _revoke(self, session: Session) -> bool:
+        """Revoke ``session``; an error of its protocol's callback is logged, not raised, so
+        one broken session does not keep the others of a round open."""
+        log.info(
+            "ending the {protocol} session of {user!r}: its password was changed "
+            "or the account disabled or deleted",
+            protocol=session.protocol,
+            user=session.username[:200],
+        )
+        try:
+            session.revoke()
+        except Exception:
+            log.failure(
+                "ending the {protocol} session of {user!r} failed",
+                protocol=session.protocol,
+                user=session.username[:200],
+            )
+            return False
+        return True
 
     def compare(self) -> Deferred[int]:
         """Revoke every session whose account changed; fires with how many were.
@@ -97,14 +147,7 @@ class SessionRevoker(Service):
                 if id(session) not in self._sessions or session.keeping or session.stamp != stamp:
                     continue
                 if now[name] != stamp:
-                    log.info(
-                        "ending the {protocol} session of {user!r}: its password was changed "
-                        "or the account disabled or deleted",
-                        protocol=session.protocol,
-                        user=name[:200],
-                    )
-                    session.revoke()
-                    revoked += 1
+                    revoked += self._revoke(session)
             return revoked
 
         return deferToThread(current).addCallback(revoke)
@@ -113,13 +156,18 @@ class SessionRevoker(Service):
         """Probe the accounts (in a thread), and compare the sessions if they changed."""
 
         def probed(seen: Hashable) -> Deferred[int] | None:
+            self._probe_error = None
             changed, self._seen = seen != self._seen, seen
             if changed or self.clock.seconds() - self._compared >= self.full_check:
                 return self.compare()
             return None
 
-        def failed(failure: object) -> None:
-            log.failure("the accounts could not be probed for changes", failure)  # type: ignore[arg-type]
+        def failed(failure: Failure) -> None:
+            # Once a second: an unreadable file is logged once per distinct error, not each time.
+            error = (type(failure.value), str(failure.value))
+            if error != self._probe_error:
+                self._probe_error = error
+                log.failure("the accounts could not be probed for changes", failure)
 
         return deferToThread(self.probe).addCallback(probed).addErrback(failed)
 

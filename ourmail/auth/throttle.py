@@ -66,19 +66,32 @@ class FailureThrottle:
             return ACCOUNT_LOCKED
         return None
 
-    def failed(self, client: str, account: str) -> tuple[float, str | None]:
+    def failed(
+        self, client: str, account: str, against_client: bool = True
+    ) -> tuple[float, str | None]:
         """Record a failure; the seconds to wait before replying, and the lockout it started
-        (``"client"`` or ``"account"``) if any."""
+        (``"client"`` or ``"account"``) if any.
+
+        ``against_client`` False (the right password of a disabled account: a leaver's phone
+        retrying, no guess) counts it against the account only, so a shared address (an
+        office's NAT) is not slowed or locked out by it; the delay is still the one a wrong
+        password from the client would get now, so the two cannot be told apart."""
         s = self.settings
         now = self.clock.seconds()
         started = None
-        by_client = self._count(self._clients, client, now)
-        if self._lock(by_client, s.client_limit, s.client_lockout, now):
-            started = "client"
+        if against_client:
+            by_client = self._count(self._clients, client, now)
+            if self._lock(by_client, s.client_limit, s.client_lockout, now):
+                started = "client"
+            failures = by_client.count
+        else:
+            rec = self._clients.get(client)
+            fresh = rec is not None and now - rec.last <= s.window
+            failures = (rec.count if fresh and rec is not None else 0) + 1
         by_account = self._count(self._accounts, account, now)
         if self._lock(by_account, s.account_limit, s.account_lockout, now):
             started = started or "account"
-        return min(s.base_delay * 2 ** (min(by_client.count, 64) - 1), s.max_delay), started
+        return min(s.base_delay * 2 ** (min(failures, 64) - 1), s.max_delay), started
 
     @staticmethod
     def _lock(rec: _Record, limit: int, seconds: float, now: float) -> bool:

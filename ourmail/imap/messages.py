@@ -308,10 +308,22 @@ class MessageCommands:
 
     @inlineCallbacks
     def _stream_fetches(self, responses: Iterator[fetchmod.Pieces]) -> Deferred[None]:
+        """The responses from the first that streams content, then the tagged reply; stops
+        (and makes no more) once the connection is closing, as at a revoked login."""
+        self._streaming = True
+        try:
+            yield self._stream_responses(responses)
+        finally:
+            self._streaming = False
+
+    @inlineCallbacks
+    def _stream_responses(self, responses: Iterator[fetchmod.Pieces]) -> Deferred[None]:
         out = bytearray()
         written = 0
         for pieces in responses:
             for piece in pieces:
+                if self.closing:
+                    return
                 if isinstance(piece, bytes):
                     out += piece
                     if len(out) < OUT_CHUNK:
@@ -327,7 +339,8 @@ class MessageCommands:
                     self.write(bytes(out))
                     out.clear()
                     yield self.write_chunks(piece.chunks())
-        self.tagged("OK", f"{self._cmd} completed", bytes(out))
+        if not self.closing:
+            self.tagged("OK", f"{self._cmd} completed", bytes(out))
 
     def do_STORE(self, args: list[Token]) -> None:
         by_uid = self._cmd.startswith("UID")

@@ -43,7 +43,7 @@ from ourmail.imap.mailboxes import MailboxCommands
 from ourmail.imap.messages import MessageCommands
 from ourmail.imap.selected import SelectedMailbox
 from ourmail.imap.session import SessionCommands
-from ourmail.imap.states import AUTH, NOT_AUTH
+from ourmail.imap.states import AUTH, LOGOUT, NOT_AUTH
 from ourmail.imap.wire import (
     LITERAL_MARK,
     Atom,
@@ -123,6 +123,12 @@ class IMAPServer(
         #: The selected folder was synced in this reactor turn (the command's catch-up), so
         #: a tagged reply made in the same turn need not stat its files again.
         self._synced = False
+        #: A command's Deferred is pending (its reply not all written yet).
+        self._busy = False
+        #: FETCH responses are being streamed: a literal may be half written.
+        self._streaming = False
+        #: The session was revoked during a command: BYE once its reply is out.
+        self._bye_after: str | None = None
 
     # -- output ----------------------------------------------------------------------------
 
@@ -345,8 +351,33 @@ class IMAPServer(
         """Hold further input until a handler's Deferred is done."""
         if isinstance(result, Deferred):
             self.pause()
+            self._busy = True
             result.addErrback(self._command_failed)
-            result.addBoth(lambda _: self.resume())
+            result.addBoth(self._command_done)
+
+    def _command_done(self, _: object) -> None:
+        self._busy = False
+        bye, self._bye_after = self._bye_after, None
+        if bye is not None:
+            self.say_bye(bye)
+        else:
+            self.resume()
+
+    def say_bye(self, text: str) -> None:
+        """Close the session with an untagged BYE (RFC 3501 §7.1.5), never inside a response:
+        during a command the BYE waits for its tagged reply (an APPEND's, whose message is
+        then kept and acknowledged, not taken twice by the client's retry); while FETCH
+        responses stream, where a literal may be half written and nothing else may be sent
+        (RFC 3501 §4.3), the connection just closes and the stream stops."""
+        if self._streaming:
+            self.state = LOGOUT
+            self.close()
+        elif self._busy:
+            self._bye_after = text
+        else:
+            self.send(f"* BYE {text}")
+            self.state = LOGOUT
+            self.close()
 
     def _command_failed(self, failure: Failure) -> None:
         if failure.check(ParseError):

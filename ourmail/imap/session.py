@@ -156,10 +156,9 @@ class SessionCommands:
 
     def _revoked(self) -> None:
         """The account was disabled or deleted, or its password changed: RFC 3501 §7.1.5,
-        an untagged BYE, then the connection is closed (in IDLE or between commands alike)."""
-        self.send("* BYE Session ended by the server: please log in again")
-        self.state = LOGOUT
-        self.close()
+        an untagged BYE, then the connection is closed (in IDLE or between commands alike;
+        during a command, see :meth:`~ourmail.imap.server.IMAPServer.say_bye`)."""
+        self.say_bye("Session ended by the server: please log in again")
 
     COMMANDS: dict[str, tuple[Callable[..., Any], frozenset[str]]] = {
         "CAPABILITY": (do_CAPABILITY, ANY),

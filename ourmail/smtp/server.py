@@ -155,6 +155,10 @@ class SMTPServer(LineProtocol):
         )
         #: The chain refused the client at connect: every command but QUIT gets 503.
         self._refused_at_connect = False
+        #: A command's work (a delivery, say) is under way: its reply is not out yet.
+        self._busy = False
+        #: The login was revoked during that work: 421 once its reply is out.
+        self._revoke_pending = False
         #: The connect checks' junk verdicts, header fields and results, for every message.
         self._connect_verdicts = ChainOutcome()
         self._connect_results: list[AuthResult] = []
@@ -305,8 +309,16 @@ class SMTPServer(LineProtocol):
     def _async(self, d: Deferred[object]) -> None:
         """Hold input until ``d`` is done; failures become 451 and a logged traceback."""
         self.pause()
+        self._busy = True
         d.addErrback(self.fail)
-        d.addBoth(lambda _: self.resume())
+        d.addBoth(self._async_done)
+
+    def _async_done(self, _: object) -> None:
+        self._busy = False
+        if self._revoke_pending:
+            self._revoked()
+        else:
+            self.resume()
 
     # -- commands ------------------------------------------------------------------------
 
@@ -432,7 +444,13 @@ class SMTPServer(LineProtocol):
 
     def _revoked(self) -> None:
         """The account was disabled or deleted, or its password changed: RFC 5321 §3.8, a
-        421 and the connection closed (a message not yet acknowledged is not taken)."""
+        421 and the connection closed.  A message whose data has all arrived is being
+        delivered: the 421 waits for its reply (250: taken, so the client does not send it
+        again); one still arriving is not taken."""
+        if self._busy:
+            self._revoke_pending = True
+            return
+        self._revoke_pending = False
         self.reply(421, "4.7.0 Session ended by the server: please log in again")
         self.close()
 

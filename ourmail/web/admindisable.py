@@ -14,11 +14,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from ourmail.interfaces import AccountRefused, Actor, IAccountDisabling
 from ourmail.manage.accountops import MAX_REASON
 from ourmail.web.adminpages import AdminPages, _no_control
+
+log = Logger()
 
 #: Longest reason read from the form, in bytes (UTF-8: up to 4 a character).
 MAX_REASON_BYTES = 4 * MAX_REASON
@@ -46,6 +51,20 @@ class AdminDisablePages(AdminPages):
             return _("You cannot disable your own account here.")
         return super().refusal_text(request, refused)
 
+    def refused(
+        self, actor: Actor, action: str, refused: AccountRefused, detail: str = ""
+    ) -> Deferred[None]:
+        """Fail with ``refused`` (a refusal of the form's own checks, before
+        :class:`IAccountDisabling` is asked) after its audit line, as that code records its
+        own refusals; an audit log that cannot be written is logged."""
+        audit = self.services.audit
+        if audit is None:
+            return fail(refused)
+        result = f"refused: {refused.code}"
+        d = deferToThread(audit.record, actor, action, refused.subject, result, detail)
+        d.addErrback(lambda f: log.failure("the audit log cannot be written", f))
+        return d.addCallback(lambda _: fail(refused))
+
     @app.route("/admin/user/disable", methods=["POST"])
     async def admin_user_disable(self, request: IRequest) -> bytes:
         sent = b"reason" in (request.args or {})
@@ -54,9 +73,11 @@ class AdminDisablePages(AdminPages):
 
         def change(actor: Actor, address: str) -> Any:
             if address == admin.session.address:
-                raise AccountRefused("own-account", "not your own account", address)
+                refused = AccountRefused("own-account", "not your own account", address)
+                return self.refused(actor, "user.disable", refused)
             if (reason is None and sent) or (reason is not None and not _no_control(reason)):
-                raise AccountRefused("bad-reason", "not one short line of text", address)
+                refused = AccountRefused("bad-reason", "not one short line of text", address)
+                return self.refused(actor, "user.disable", refused)
             d = self.disabling.disable(actor, address, (reason or "").strip())
             # This process's web sessions end now; the others when the revoker sees the file.
             return d.addCallback(lambda _: self.sessions.end_user(address))

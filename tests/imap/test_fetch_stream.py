@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import imaplib
 import os
+import socket
+import time
 
 import pytest
 from conftest import RunningServer, client_tls
 
+from ourmail.auth.revocation import SessionRevoker
 from ourmail.mime import content
 from ourmail.store import folder as folder_mod
 
@@ -80,3 +83,37 @@ def test_contains_finds_a_needle_split_across_chunks() -> None:
     assert content.contains(data, 0, len(data), b"needle")
     assert not content.contains(data, 0, content.CHUNK, b"needle")
     assert content.contains(data, 0, 5, b"")
+
+
+def test_a_login_revoked_mid_literal_is_closed_without_a_bye_inside_it(
+    imap: imaplib.IMAP4_SSL, mailserver: RunningServer
+) -> None:
+    """The account is disabled while a big BODY[] streams (the client reading slowly): no
+    ``* BYE`` lands inside the literal (RFC 3501 §4.3); the connection just closes."""
+    msg = _big_message(12 * 1024 * 1024)
+    imap.append("INBOX", None, None, msg)
+    imap.logout()
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # little held in the buffers
+    raw.connect(("127.0.0.1", mailserver.port("imaps")))
+    sock = client_tls().wrap_socket(raw)
+    sock.settimeout(60)
+    stream = sock.makefile("rb")
+    stream.readline()
+    login = f'a LOGIN {mailserver.user} "{mailserver.password}"\r\n'
+    sock.sendall(login.encode() + b"b SELECT INBOX\r\nc FETCH 1 BODY.PEEK[]\r\n")
+    line = stream.readline()
+    while not line.startswith(b"* 1 FETCH"):
+        line = stream.readline()
+    size = int(line.rsplit(b"{", 1)[1].split(b"}")[0])
+    data = stream.read(65536)  # then nothing until the account is disabled
+    mailserver.server.accounts.set_disabled(mailserver.user, {"since": "now", "reason": ""})
+    revoker = next(s for s in mailserver.server.service if isinstance(s, SessionRevoker))
+    while len(revoker):  # the revoker looks once a second; the stream waits for the client
+        time.sleep(0.1)
+    while chunk := stream.read(1 << 20):
+        data += chunk
+    sock.close()
+    assert b"* BYE" not in data[:size]
+    # Closed inside the literal, or (had it all been buffered first) BYE after the reply.
+    assert len(data) < size or data[size:].startswith(b")\r\nc OK FETCH completed\r\n* BYE")

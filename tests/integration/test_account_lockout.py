@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
+from typing import Any
 
 import pytest
 from conftest import PASSWORD, RunningServer, client_tls, running_server
@@ -80,6 +81,11 @@ def until(check: Callable[[], bool]) -> None:
     while not check():
         assert time.monotonic() < deadline, "not within the time allowed"
         time.sleep(0.1)
+
+
+def ended(events: Any) -> list[dict[str, Any]]:
+    """The revoker's "ending the ... session" events."""
+    return [e for e in events.all if "ending the" in str(e.get("log_format", ""))]
 
 
 def imap_session(srv: RunningServer, password: str = PASSWORD) -> imaplib.IMAP4_SSL:
@@ -264,10 +270,15 @@ def test_the_console_disables_and_enables_within_the_admins_rights(srv: RunningS
     assert forbidden["who"] == "boss@other.test" and forbidden["result"] == "forbidden"
     own = admin.post("/admin/user/disable", {"csrf": token, "address": "postmaster@example.test"})
     assert own.status == 400 and "your own account" in own.text
+    refused = audit_lines(srv, "user.disable")[-1]
+    assert refused["target"] == "postmaster@example.test"
+    assert refused["result"] == "refused: own-account"
     hostile = admin.post(
         "/admin/user/disable", {"csrf": token, "address": BOB, "reason": "x\u202e" + "y" * 3000}
     )
     assert hostile.status == 400 and "one line" in hostile.text
+    refused = audit_lines(srv, "user.disable")[-1]
+    assert refused["target"] == BOB and refused["result"] == "refused: bad-reason"
     assert srv.server.accounts.disabled(BOB) is None
     assert imap.noop()[0] == "OK"
 
@@ -302,3 +313,95 @@ def test_a_disabled_account_is_not_revealed(srv: RunningServer) -> None:
     finally:
         srv.server.accounts.set_disabled(BOB, None)
     assert len(answers) == 1 and b"AUTHENTICATIONFAILED" in answers.pop()
+
+
+def test_a_message_being_delivered_is_answered_before_the_421(
+    srv: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Revoked while its message is being delivered (the final "." has arrived), submission
+    answers 250 first and then 421: the message is taken, so the client does not send it
+    again."""
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+
+    from ourmail.smtp.delivery import Delivery
+
+    dora = "dora@example.test"
+    srv.add_user(dora)
+    held: list[Deferred[None]] = []
+    deliver = Delivery.deliver
+
+    def held_delivery(self: Delivery, txn: Any, source: Any) -> Any:
+        gate: Deferred[None] = Deferred()
+        held.append(gate)
+        return gate.addCallback(lambda _: deliver(self, txn, source))
+
+    monkeypatch.setattr(Delivery, "deliver", held_delivery)
+    smtp = smtplib.SMTP_SSL("127.0.0.1", srv.port("submissions"), context=client_tls())
+    smtp.sock.settimeout(CUT_OFF)
+    smtp.login(dora, PASSWORD)
+    smtp.mail(dora)
+    smtp.rcpt(dora)
+    smtp.putcmd("data")
+    assert smtp.getreply()[0] == 354
+    smtp.send(f"From: {dora}\r\nSubject: once\r\n\r\nonly once\r\n.\r\n".encode())
+    until(lambda: bool(held))
+    try:
+        with captured() as events:
+            srv.server.accounts.set_disabled(dora, {"since": "now", "reason": ""})
+            until(
+                lambda: any(
+                    e.get("user") == dora and e.get("protocol") == "smtp" for e in ended(events)
+                )
+            )
+        reactor.callFromThread(held[0].callback, None)  # type: ignore[attr-defined]
+        assert smtp.getreply()[0] == 250
+        assert smtp.getreply()[0] == 421
+    finally:
+        srv.server.accounts.set_disabled(dora, None)
+
+
+def test_an_append_being_stored_is_answered_before_the_bye(
+    srv: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IMAP likewise: revoked while an APPEND is stored, the tagged OK comes before the BYE."""
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+
+    from ourmail.store.folder import MaildirFolder
+
+    erin = "erin@example.test"
+    srv.add_user(erin)
+    held: list[Deferred[None]] = []
+    append = MaildirFolder.append
+
+    def held_append(self: MaildirFolder, *args: Any) -> Any:
+        gate: Deferred[None] = Deferred()
+        held.append(gate)
+        return gate.addCallback(lambda _: append(self, *args))
+
+    monkeypatch.setattr(MaildirFolder, "append", held_append)
+    sock = client_tls().wrap_socket(socket.create_connection(("127.0.0.1", srv.port("imaps"))))
+    sock.settimeout(CUT_OFF)
+    f = sock.makefile("rb")
+    f.readline()
+    message = b"Subject: once\r\n\r\nonly once\r\n"
+    sock.sendall(f'a LOGIN {erin} "{PASSWORD}"\r\n'.encode())
+    assert f.readline().startswith(b"a OK")
+    sock.sendall(b"b APPEND INBOX {%d+}\r\n%s\r\n" % (len(message), message))
+    until(lambda: bool(held))
+    try:
+        with captured() as events:
+            srv.server.accounts.set_disabled(erin, {"since": "now", "reason": ""})
+            until(
+                lambda: any(
+                    e.get("user") == erin and e.get("protocol") == "imap" for e in ended(events)
+                )
+            )
+        reactor.callFromThread(held[0].callback, None)  # type: ignore[attr-defined]
+        assert f.readline().startswith(b"b OK [APPENDUID ")
+        assert f.readline().startswith(b"* BYE")
+        assert f.readline() == b""
+    finally:
+        sock.close()
+        srv.server.accounts.set_disabled(erin, None)

@@ -49,3 +49,16 @@ def test_account_lockout_spares_known_clients_and_is_short() -> None:
     assert t.refused("203.0.113.9", "alice@example.org") == "account locked out"
     clock.advance(1000)  # a quiet window forgets it all
     assert t.failed("198.51.100.9", "alice@example.org")[1] is None
+
+
+def test_refusals_of_a_disabled_account_count_against_the_account_only() -> None:
+    """A leaver's phone retrying the right password does not lock out the office's NAT
+    address; its delay is the one a wrong password from there would get."""
+    clock = Clock()
+    t = FailureThrottle(clock, SETTINGS)
+    t.failed("10.0.0.1", "someone")  # one real failure from the office: 1 s next
+    delays = [t.failed("10.0.0.1", "leaver", against_client=False)[0] for _ in range(10)]
+    assert delays == [1] * 10
+    assert t.refused("10.0.0.1", "anyone") is None
+    assert t.refused("10.0.0.1", "leaver") == "account locked out"
+    assert t.failed("10.0.0.1", "someone")[0] == 1
