@@ -80,6 +80,7 @@ from ourmail.smtp.delivery import (
     NO_QUEUE,
     RELAY_DENIED,
     SRS_BOUNCES_ONLY,
+    TOO_LARGE,
     UNKNOWN,
     Accepted,
     Delivery,
@@ -102,6 +103,7 @@ REFUSAL_REASONS = {
     UNKNOWN: "recipient",
     BAD_SRS: "recipient",
     SRS_BOUNCES_ONLY: "recipient",
+    TOO_LARGE: "recipient",
 }
 
 
@@ -535,6 +537,10 @@ class SMTPServer(LineProtocol):
             else:
                 self.count_refusal("recipient")
                 self.error(550, f"5.1.1 <{path}>: Recipient address rejected")
+            return
+        if any(a.recipient.address == address for a in self.recipients):
+            # Taken already: answered without another look-up (a group's expansion).
+            self.reply(250, "2.1.5 Ok")
             return
         d = self.ctx.delivery.resolve(
             address, self.declared_size, self.user is not None, self.sender

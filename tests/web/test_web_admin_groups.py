@@ -24,6 +24,7 @@ from ourmail.admin.cli import main
 from ourmail.auth.accounts import AccountDB
 from ourmail.auth.passwords import hash_password
 from ourmail.config import AdminSettings
+from ourmail.directory.local import LocalDirectory
 
 PASSWORD = "postmaster's own long password"
 BOSS_PASSWORD = "the other domain's boss password"
@@ -297,3 +298,37 @@ def test_hostile_input_is_refused(srv: RunningServer) -> None:
         == 400
     )
     assert db.groups() == groups and db.forward("ann@example.test") is None
+
+
+def test_a_catch_all_does_not_make_every_address_look_taken(
+    srv: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding: with a catch-all the console refused every new group ("exists": the catch-all
+    answers for any address), and a domain admin every new alias; only the address itself
+    counts.  And an address repeated at RCPT is answered without another look-up."""
+    assert cli(srv, "alias", "add", "@other.test", "bob@other.test") == 0
+    try:
+        pm = browser(srv, "postmaster@example.test", PASSWORD)
+        made = post(
+            pm, "/admin/groups/add", {"address": "crew@other.test", "members": "bob@other.test"}
+        )
+        assert made.status == 303, made.text
+        assert AccountDB(srv.data).group("crew@other.test") is not None
+        boss = browser(srv, "boss@other.test", BOSS_PASSWORD)
+        alias = post(
+            boss, "/admin/aliases/add", {"address": "sales@other.test", "targets": "bob@other.test"}
+        )
+        assert alias.status == 303, alias.text
+        taken = post(pm, "/admin/groups/add", {"address": "bob@other.test", "members": ""})
+        assert taken.status == 400  # a user's own address is still taken
+        looked: list[str] = []
+        lookup = LocalDirectory.lookup
+        monkeypatch.setattr(
+            LocalDirectory,
+            "lookup",
+            lambda self, address: looked.append(address) or lookup(self, address),
+        )
+        send(srv, ["crew@other.test"] * 3)
+        assert looked == ["crew@other.test"]
+    finally:
+        assert cli(srv, "alias", "del", "@other.test") == 0
