@@ -26,6 +26,9 @@ from ourmail.manage import accountops as ops
 
 #: Most members of one group (each a user, group, alias or address elsewhere).
 MAX_MEMBERS = 1000
+#: Most members of one group in domains not served here: each is a message sent out, so a
+#: group is no amplifier (the expansion of nested groups is bounded as a whole too).
+MAX_OUTSIDE_MEMBERS = 100
 #: Most addresses one user forwards to.
 MAX_FORWARDS = 10
 #: Longest display name of a group, in characters.
@@ -83,7 +86,7 @@ def add_group(
         raise AccountRefused("bad-target", "a group cannot be its own member", found)
     members = member_addresses(settings, db, raw_members)
     try:
-        db.add_group(found, display_name(name), members, _expansion_check(settings, db, found))
+        db.add_group(found, display_name(name), members, _member_check(settings, db, found))
     except AccountError as e:  # made by another process since the check
         raise AccountRefused("exists", str(e), found) from None
     return found
@@ -106,15 +109,8 @@ def add_members(settings: Settings, db: AccountDB, raw: str, raw_members: Sequen
     new = member_addresses(settings, db, raw_members)
     if found in new:
         raise AccountRefused("bad-target", "a group cannot be its own member", found)
-    expansion_check = _expansion_check(settings, db, found)
-
-    def check(data: Mapping[str, Any]) -> None:
-        if len(data["groups"][found]["members"]) > MAX_MEMBERS:
-            raise AccountRefused("too-many", f"a group has at most {MAX_MEMBERS} members", found)
-        expansion_check(data)
-
     try:  # read and written under the accounts' lock: a concurrent change is kept
-        db.add_group_members(found, new, check)
+        db.add_group_members(found, new, _member_check(settings, db, found))
     except AccountError as e:  # deleted by another process since the check
         raise AccountRefused("no-such-group", str(e), found) from None
     return found
@@ -132,6 +128,28 @@ def remove_members(settings: Settings, db: AccountDB, raw: str, raw_members: Seq
     except AccountError as e:  # deleted by another process since the check
         raise AccountRefused("no-such-group", str(e), found) from None
     return found
+
+
+def _member_check(settings: Settings, db: AccountDB, group: str) -> Check:
+    """A check of a group's changed member list: at most :data:`MAX_MEMBERS` members, of
+    them at most :data:`MAX_OUTSIDE_MEMBERS` elsewhere, and no address expanding too far."""
+    local = frozenset(ops.served_domains(settings, db))
+    expansion_check = _expansion_check(settings, db, group)
+
+    def check(data: Mapping[str, Any]) -> None:
+        members = data["groups"][group]["members"]
+        if len(members) > MAX_MEMBERS:
+            raise AccountRefused("too-many", f"a group has at most {MAX_MEMBERS} members", group)
+        outside = [m for m in members if m.rpartition("@")[2] not in local]
+        if len(outside) > MAX_OUTSIDE_MEMBERS:
+            raise AccountRefused(
+                "too-many",
+                f"a group has at most {MAX_OUTSIDE_MEMBERS} members in domains not served here",
+                group,
+            )
+        expansion_check(data)
+
+    return check
 
 
 def _expansion_check(settings: Settings, db: AccountDB, changed: str) -> Check:

@@ -510,7 +510,8 @@ class SMTPServer(LineProtocol):
             self.reply(452, "4.5.3 Too many recipients")
             return
         rates = self.ctx.rates
-        if self.user and rates and not rates.may_send(self.user, len(self.recipients) + 1):
+        weight = sum(submission.rate_weight(a.recipient) for a in self.recipients)
+        if self.user and rates and not rates.may_send(self.user, weight + 1):
             self.count_refusal("rate")
             self.reply(451, "4.7.1 Hourly recipient limit reached, try again later")
             return
@@ -576,6 +577,17 @@ class SMTPServer(LineProtocol):
             assert verdict is not None
             answer = self.error if verdict.code >= 500 else self.reply
             answer(verdict.code, f"{verdict.status} {verdict.text}")  # this recipient only
+            return
+        rates = self.ctx.rates
+        weight = sum(submission.rate_weight(a.recipient) for a in self.recipients)
+        if (
+            self.user
+            and rates
+            and not rates.may_send(self.user, weight + submission.rate_weight(rcpt))
+        ):
+            # A group's or forward's addresses elsewhere each count (an amplifier otherwise).
+            self.count_refusal("rate")
+            self.reply(451, "4.7.1 Hourly recipient limit reached, try again later")
             return
         if all(a.recipient.address != rcpt.address for a in self.recipients):
             self.recipients.append(Accepted(rcpt, params))
@@ -815,6 +827,7 @@ class SMTPServer(LineProtocol):
             self.ctx.store,
             sent,
             self.ctx.contacts,
+            sum(submission.rate_weight(a.recipient) for a in self.recipients),
         )
 
     def report(self, results: list[DeliveryResult]) -> None:

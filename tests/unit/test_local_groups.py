@@ -211,3 +211,15 @@ def test_a_deleted_user_leaves_every_group(db: AccountDB) -> None:
     accountops.add_user(s, db, "ann", "long enough password")
     directory = LocalDirectory(db, ("example.test",))
     assert not directory.may_send_as("ann@example.test", "g@example.test")
+
+
+def test_a_group_has_few_members_elsewhere(db: AccountDB, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each member elsewhere is a message sent out: their number is bounded per group."""
+    monkeypatch.setattr(groupops, "MAX_OUTSIDE_MEMBERS", 1)
+    s = settings(db)
+    groupops.add_group(s, db, "g@example.test", "", ["ann", "x@far.test"])
+    with pytest.raises(AccountRefused) as e:
+        groupops.add_members(s, db, "g@example.test", ["y@far.test"])
+    assert e.value.code == "too-many" and "not served here" in str(e.value)
+    with pytest.raises(AccountRefused):
+        groupops.add_group(s, db, "h@example.test", "", ["x@far.test", "y@far.test"])
