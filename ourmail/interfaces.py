@@ -1067,6 +1067,8 @@ class FilterLogPage:
     events: tuple[FilterEvent, ...]
     offset: int
     more: bool
+    #: The search took too long and was stopped: no entries, narrow it.
+    stopped: bool = False
 
 
 class IFilterLogReader(Interface):
