@@ -30,11 +30,11 @@ Implementation notes (keep these true when changing this module):
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import attrs
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
@@ -208,8 +208,9 @@ class Delivery:
         self.responder: IAutoResponder | None = None
         #: Counts local copies and the store's delivery latency (wired by service.py).
         self.metrics = Metrics()
-        #: Runs blocking work (a group's quota checks) off the reactor thread.
-        self.in_thread: Callable[[Callable[[], set[str]]], Deferred[set[str]]] = deferToThread
+        #: Runs many short steps (a group's quota checks, one member each) between the
+        #: reactor's other work: the reactor is never held for more than a step or two.
+        self.stepwise: Callable[[Iterator[None]], Deferred[object]] = _cooperate
 
     # -- recipients --------------------------------------------------------------------------
 
@@ -372,21 +373,26 @@ class Delivery:
 
     def _full_mailboxes(self, txn: Transaction, mailboxes: list[str]) -> Deferred[set[str]]:
         """The mailboxes, reached only through a group or forward of many destinations, that
-        cannot take the message: checked in a thread (a big group's usage reads many
-        folders).  A mailbox full for one member's copy is skipped (logged), the others
-        still get theirs, as Dovecot's LDA does for an alias's targets."""
+        cannot take the message: checked one member at a time between the reactor's other
+        work (:attr:`stepwise`: a big group's usage reads many folders; the store's objects
+        are the reactor thread's, so not in a thread).  A mailbox full for one member's copy
+        is skipped (logged), the others still get theirs, as Dovecot's LDA does for an
+        alias's targets."""
         checked = {
             a.recipient.mailboxes[0] for a in txn.recipients if _checked_at_rcpt(a.recipient)
         }
         unchecked = [m for m in mailboxes if m not in checked]
+        full: set[str] = set()
         if not unchecked:
-            return defer.succeed(set())
-        size = txn.size
+            return defer.succeed(full)
 
-        def full() -> set[str]:
-            return {m for m in unchecked if not self.quota.fits(self.store.user(m), size)}
+        def each() -> Iterator[None]:
+            for m in unchecked:
+                if not self.quota.fits(self.store.user(m), txn.size):
+                    full.add(m)
+                yield None
 
-        return self.in_thread(full)  # type: ignore[no-any-return]
+        return self.stepwise(each()).addCallback(lambda _: full)
 
     def _head(self, txn: Transaction, source: Source) -> Deferred[bytes] | None:
         """The first octets of the message for the responder (None: no responder, or a null
@@ -470,6 +476,11 @@ class Delivery:
             else attrs.evolve(next(delivered), address=address)
             for (address, _), rcpt in zip(recipients, found, strict=True)
         ]
+
+
+def _cooperate(steps: Iterator[None]) -> Deferred[object]:
+    """Run ``steps`` on the reactor's cooperator (a few at each turn of the reactor)."""
+    return task.cooperate(steps).whenDone()
 
 
 def _checked_at_rcpt(rcpt: Recipient) -> bool:

@@ -107,8 +107,14 @@ class Queue:
 def delivery(queue: Queue | None = None, **quota: Any) -> tuple[Delivery, Store]:
     store = Store()
     d = Delivery(Directory(), store, Quota(**quota), queue)  # type: ignore[arg-type]
-    d.in_thread = defer.maybeDeferred  # the fakes do not block: no thread needed
+    d.stepwise = at_once  # the fakes are quick: all steps at once, no reactor needed
     return d, store
+
+
+def at_once(steps: Any) -> Deferred[object]:
+    for _ in steps:
+        pass
+    return defer.succeed(None)
 
 
 def result(d: Deferred[Any]) -> Any:

@@ -23,7 +23,7 @@ from webhelp import Browser, Response
 from ourmail.admin.cli import main
 from ourmail.auth.accounts import AccountDB
 from ourmail.auth.passwords import hash_password
-from ourmail.config import AdminSettings
+from ourmail.config import AdminSettings, QuotaLimit
 from ourmail.directory.local import LocalDirectory
 
 PASSWORD = "postmaster's own long password"
@@ -332,3 +332,19 @@ def test_a_catch_all_does_not_make_every_address_look_taken(
         assert looked == ["crew@other.test"]
     finally:
         assert cli(srv, "alias", "del", "@other.test") == 0
+
+
+def test_a_full_member_gets_no_copy_and_the_others_do(srv: RunningServer) -> None:
+    """Finding: one full mailbox refused the mail for the whole group (452, or 552); now the
+    member's quota is checked at delivery and only that copy is skipped."""
+    accounts = srv.server.accounts
+    accounts.add_group("pair@example.test", "", ["dan@example.test", "eve@example.test"])
+    accounts.set_quota("dan@example.test", QuotaLimit(bytes=1))
+    try:
+        before = {u: count(srv, f"{u}@example.test") for u in ("dan", "eve")}
+        send(srv, ["pair@example.test"])
+        after = {u: count(srv, f"{u}@example.test") for u in ("dan", "eve")}
+        assert {u: after[u] - before[u] for u in after} == {"dan": 0, "eve": 1}
+    finally:
+        accounts.set_quota("dan@example.test", None)
+        accounts.delete_group("pair@example.test")
