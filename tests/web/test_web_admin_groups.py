@@ -348,3 +348,19 @@ def test_a_full_member_gets_no_copy_and_the_others_do(srv: RunningServer) -> Non
     finally:
         accounts.set_quota("dan@example.test", None)
         accounts.delete_group("pair@example.test")
+
+
+def test_user_del_names_the_groups_left_in_the_audit_log(
+    srv: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    accounts = srv.server.accounts
+    accounts.add_user("gone@example.test", hash_password(BOSS_PASSWORD))
+    accounts.add_group("club@example.test", "", ["gone@example.test", "ann@example.test"])
+    try:
+        assert cli(srv, "user", "del", "gone@example.test") == 0
+        assert "removed from groups: club@example.test" in capsys.readouterr().out
+        line = audit(srv)[-1]
+        assert (line["action"], line["detail"]) == ("user.del", "left groups: club@example.test")
+        assert AccountDB(srv.data).group("club@example.test") == ("", ["ann@example.test"])
+    finally:
+        accounts.delete_group("club@example.test")
