@@ -304,6 +304,9 @@ class Recipient:
     targets: tuple[str, ...] = ()
     #: For an alias: the addresses in other domains its mail is forwarded to.
     forwards: tuple[str, ...] = ()
+    #: Only the domain's catch-all (``@domain``) takes it: the address itself is free (a
+    #: group or alias may still be made there).
+    catch_all: bool = attrs.field(default=False, kw_only=True)
 
     @property
     def mailboxes(self) -> tuple[str, ...]:
@@ -370,6 +373,17 @@ class IAutoResponder(Interface):
 class DirectoryUnavailable(Exception):
     """The directory (an LDAP server, say) could not be asked: a temporary failure.  SMTP
     answers ``451 4.4.3``, logins fail temporarily; never a bounce, never a login allowed."""
+
+
+class ExpansionTooLarge(Exception):
+    """A group or forward expands past the most destinations one recipient may have: the
+    recipient is refused whole (SMTP ``550 5.2.4``, RFC 3463 §3.3 "mailing list expansion
+    problem"), never taken with members left out."""
+
+    def __init__(self, address: str, limit: int) -> None:
+        super().__init__(f"{address} expands to more than {limit} addresses")
+        self.address = address
+        self.limit = limit
 
 
 class IDirectory(Interface):
@@ -1057,6 +1071,8 @@ class FilterLogPage:
     events: tuple[FilterEvent, ...]
     offset: int
     more: bool
+    #: The search took too long and was stopped: no entries, narrow it.
+    stopped: bool = False
 
 
 class IFilterLogReader(Interface):

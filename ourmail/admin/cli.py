@@ -76,20 +76,29 @@ def _address(settings: Settings, db: AccountDB, raw: str) -> str:
 
 
 def _audited(
-    settings: Settings, action: str, target: str, work: Callable[[], T], detail: str = ""
+    settings: Settings,
+    action: str,
+    target: str,
+    work: Callable[[], T],
+    detail: str | Callable[[], str] = "",
 ) -> T:
-    """``work``, then its line in the audit log (docs/admin-console.md#the-audit-log)."""
+    """``work``, then its line in the audit log (docs/admin-console.md#the-audit-log);
+    a callable ``detail`` is asked once ``work`` is done (what it changed)."""
     audit, actor = AuditFile(settings.data_dir), Actor(unix_user(), "cli")
     try:
         done = work()
     except AccountRefused as e:
-        audit.record(actor, action, e.subject or target, f"refused: {e.code}", detail)
+        audit.record(actor, action, e.subject or target, f"refused: {e.code}", _text(detail))
         raise
     except (CommandError, AccountError, ConfigError):
-        audit.record(actor, action, target, "refused", detail)
+        audit.record(actor, action, target, "refused", _text(detail))
         raise
-    audit.record(actor, action, done if isinstance(done, str) else target, "ok", detail)
+    audit.record(actor, action, done if isinstance(done, str) else target, "ok", _text(detail))
     return done
+
+
+def _text(detail: str | Callable[[], str]) -> str:
+    return detail if isinstance(detail, str) else detail()
 
 
 def user_add(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
@@ -117,14 +126,20 @@ def user_passwd(settings: Settings, db: AccountDB, args: argparse.Namespace) -> 
 
 def user_del(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
     where: list[Path] = []
+    left: list[str] = []
 
     def delete() -> str:
-        address, kept = ops.delete_user(settings, db, args.address)
+        address, kept, groups = ops.delete_user(settings, db, args.address)
         where.append(kept)
+        left.extend(groups)
         return address
 
-    address = _audited(settings, "user.del", args.address, delete)
+    address = _audited(
+        settings, "user.del", args.address, delete, lambda: ops.left_groups_detail(left)
+    )
     print(f"deleted {address}; its mail is kept in {where[0]}")
+    if left:
+        print(f"removed from groups: {', '.join(left)}")
 
 
 def user_quota(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:

@@ -12,7 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,19 @@ FILE_NAME = "accounts.json"
 
 class AccountError(ValueError):
     """An account operation that cannot be done (duplicate, missing, bad file)."""
+
+
+class NotAMember(AccountError):
+    """An address to remove from a group is not one of its members."""
+
+    def __init__(self, member: str) -> None:
+        super().__init__(f"{member} is no member")
+        self.member = member
+
+
+#: Sees the changed accounts inside the file's lock, before they are written; raises to
+#: refuse the change (nothing is written).
+Check = Callable[[Mapping[str, Any]], None]
 
 
 class AccountDB:
@@ -161,10 +174,19 @@ class AccountDB:
                 raise AccountError(f"no such user: {address}")
             data["users"][address]["password"] = password_hash
 
-    def delete_user(self, address: str) -> None:
+    def delete_user(self, address: str) -> list[str]:
+        """Delete a user and, in the same locked update, drop them from every local group
+        (a recycled address inherits no group and no right to send as one); the groups they
+        were dropped from."""
         with self._update() as data:
             if data["users"].pop(address, None) is None:
                 raise AccountError(f"no such user: {address}")
+            left = []
+            for group, found in data.get("groups", {}).items():
+                if address in found["members"]:
+                    found["members"] = [m for m in found["members"] if m != address]
+                    left.append(group)
+            return left
 
     def add_domain(self, domain: str) -> None:
         with self._update() as data:
@@ -191,19 +213,49 @@ class AccountDB:
             a: (g["name"], list(g["members"])) for a, g in self._fresh().get("groups", {}).items()
         }
 
-    def add_group(self, address: str, name: str, members: list[str]) -> None:
+    def add_group(
+        self, address: str, name: str, members: list[str], check: Check | None = None
+    ) -> None:
         with self._update() as data:
             if address in data["users"] or address in data.get("aliases", {}):
                 raise AccountError(f"{address} already exists")
             if address in data.setdefault("groups", {}):
                 raise AccountError(f"{address} already exists")
             data["groups"][address] = {"name": name, "members": members}
+            if check is not None:
+                check(data)
 
     def set_group_members(self, address: str, members: list[str]) -> None:
         with self._update() as data:
             if address not in data.get("groups", {}):
                 raise AccountError(f"no such group: {address}")
             data["groups"][address]["members"] = members
+
+    def add_group_members(
+        self, address: str, members: list[str], check: Check | None = None
+    ) -> None:
+        """Add ``members`` (those not already in) to a group, read and written under the
+        file's lock so two admins' changes never undo each other; ``check`` sees the changed
+        accounts before they are written and raises to refuse the change."""
+        with self._update() as data:
+            group = data.get("groups", {}).get(address)
+            if group is None:
+                raise AccountError(f"no such group: {address}")
+            group["members"] = list(dict.fromkeys([*group["members"], *members]))
+            if check is not None:
+                check(data)
+
+    def remove_group_members(self, address: str, members: list[str]) -> None:
+        """Remove ``members`` from a group under the file's lock; :class:`NotAMember` (and
+        nothing changed) when one of them is not in it."""
+        with self._update() as data:
+            group = data.get("groups", {}).get(address)
+            if group is None:
+                raise AccountError(f"no such group: {address}")
+            missing = [m for m in members if m not in group["members"]]
+            if missing:
+                raise NotAMember(missing[0])
+            group["members"] = [m for m in group["members"] if m not in members]
 
     def delete_group(self, address: str) -> None:
         with self._update() as data:
@@ -216,7 +268,13 @@ class AccountDB:
         found = user.get("forward") if user else None
         return (list(found["to"]), bool(found["keep"])) if found else None
 
-    def set_forward(self, address: str, targets: list[str] | None, keep: bool = True) -> None:
+    def set_forward(
+        self,
+        address: str,
+        targets: list[str] | None,
+        keep: bool = True,
+        check: Check | None = None,
+    ) -> None:
         """Forward a user's mail to ``targets`` (keeping a copy or not); None: stop."""
         with self._update() as data:
             if address not in data["users"]:
@@ -225,6 +283,8 @@ class AccountDB:
                 data["users"][address].pop("forward", None)
             else:
                 data["users"][address]["forward"] = {"to": targets, "keep": keep}
+                if check is not None:
+                    check(data)
 
     def disabled(self, address: str) -> dict[str, str] | None:
         """``{"since": ..., "reason": ...}`` when the account is disabled, else None."""

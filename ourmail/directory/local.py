@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from ourmail.auth.accounts import AccountDB
 from ourmail.config import QuotaLimit
 from ourmail.directory.expand import expand
-from ourmail.interfaces import Contact, IDirectory, Recipient
+from ourmail.interfaces import Contact, ExpansionTooLarge, IDirectory, Recipient
 
 
 @implementer(IDirectory)
@@ -54,14 +54,22 @@ class LocalDirectory:
             first = self.accounts.alias(f"@{domain}")
             if first is None:
                 return succeed(Recipient("unknown", address))
-        found = expand(self.accounts, self._local_domains().__contains__, address, first)
+        try:
+            found = expand(self.accounts, self._local_domains().__contains__, address, first)
+        except ExpansionTooLarge:
+            return fail()
         if not found.mailboxes and not found.forwards:
             return succeed(Recipient("unknown", address))
-        return succeed(Recipient("alias", address, found.mailboxes, found.forwards))
+        return succeed(
+            Recipient(
+                "alias", address, found.mailboxes, found.forwards, catch_all=first is not None
+            )
+        )
 
     def members(self, group: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """A local group's mailboxes and addresses elsewhere, nested groups and forwards
-        expanded (for the mailing lists that take their members from a group)."""
+        expanded (for the mailing lists that take their members from a group).  Raises
+        :class:`~ourmail.interfaces.ExpansionTooLarge` for a group too large to expand."""
         found = expand(self.accounts, self._local_domains().__contains__, group)
         return found.mailboxes, found.forwards
 

@@ -110,11 +110,16 @@ class LocalAccountAdmin:
         return self._change(actor, "user.passwd", address, change).addCallback(lambda _: None)
 
     def delete_user(self, actor: Actor, address: str) -> Deferred[None]:
+        left: list[str] = []
+
         def change() -> str:
-            found, _ = ops.delete_user(self.settings, self.db, address)
+            found, _, groups = ops.delete_user(self.settings, self.db, address)
+            left.extend(groups)
             return found
 
-        return self._change(actor, "user.del", address, change).addCallback(lambda _: None)
+        return self._change(
+            actor, "user.del", address, change, lambda: ops.left_groups_detail(left)
+        ).addCallback(lambda _: None)
 
     def set_quota(self, actor: Actor, address: str, limit: QuotaLimit | None) -> Deferred[None]:
         detail = ops.quota_detail(limit)
@@ -139,10 +144,15 @@ class LocalAccountAdmin:
         return self._change(actor, "alias.del", address, change).addCallback(lambda _: None)
 
     def _change(
-        self, actor: Actor, action: str, target: str, work: Callable[[], str], detail: str = ""
+        self,
+        actor: Actor,
+        action: str,
+        target: str,
+        work: Callable[[], str],
+        detail: str | Callable[[], str] = "",
     ) -> Deferred[str]:
         """``work`` in a thread, then its audit line (``ok`` or ``refused``), both before the
-        Deferred fires."""
+        Deferred fires; a callable ``detail`` is asked once ``work`` is done."""
 
         def run() -> str:
             try:
@@ -152,9 +162,12 @@ class LocalAccountAdmin:
             try:
                 found = work()
             except AccountRefused as e:
-                self.audit.record(actor, action, e.subject or target, f"refused: {e.code}", detail)
+                text = detail if isinstance(detail, str) else detail()
+                self.audit.record(actor, action, e.subject or target, f"refused: {e.code}", text)
                 raise
-            self.audit.record(actor, action, found, "ok", detail)
+            self.audit.record(
+                actor, action, found, "ok", detail if isinstance(detail, str) else detail()
+            )
             return found
 
         return deferToThread(run)

@@ -88,14 +88,21 @@ def set_password(settings: Settings, db: AccountDB, raw: str, password: str) -> 
     return found
 
 
-def delete_user(settings: Settings, db: AccountDB, raw: str) -> tuple[str, Path]:
-    """Delete an account (``ourmail user del``); its address and where its mail is kept."""
+def delete_user(settings: Settings, db: AccountDB, raw: str) -> tuple[str, Path, list[str]]:
+    """Delete an account (``ourmail user del``); its address, where its mail is kept, and
+    the groups it was dropped from (in the same locked update: an address given again later
+    inherits no group and no right to send as one)."""
     found = address(settings, db, raw)
     try:
-        db.delete_user(found)
+        left = db.delete_user(found)
     except AccountError as e:
         raise AccountRefused("no-such-user", str(e), found) from None
-    return found, ShardMap(settings.data_dir).user_dir(found)
+    return found, ShardMap(settings.data_dir).user_dir(found), left
+
+
+def left_groups_detail(groups: Sequence[str]) -> str:
+    """The groups a deleted user was dropped from, as the audit log's detail."""
+    return f"left groups: {', '.join(groups)}" if groups else ""
 
 
 def set_quota(settings: Settings, db: AccountDB, raw: str, limit: QuotaLimit | None) -> str:

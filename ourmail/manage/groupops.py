@@ -14,17 +14,21 @@ calls them in a thread.  A change that cannot be done raises
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ourmail.addresses import AddressError, normalise_address
-from ourmail.auth.accounts import AccountDB, AccountError
+from ourmail.auth.accounts import AccountDB, AccountError, Check, NotAMember
 from ourmail.config import Settings
-from ourmail.directory.expand import expand
-from ourmail.interfaces import AccountRefused
+from ourmail.directory.expand import expand, expand_data
+from ourmail.interfaces import AccountRefused, ExpansionTooLarge
 from ourmail.manage import accountops as ops
 
 #: Most members of one group (each a user, group, alias or address elsewhere).
 MAX_MEMBERS = 1000
+#: Most members of one group in domains not served here: each is a message sent out, so a
+#: group is no amplifier (the expansion of nested groups is bounded as a whole too).
+MAX_OUTSIDE_MEMBERS = 100
 #: Most addresses one user forwards to.
 MAX_FORWARDS = 10
 #: Longest display name of a group, in characters.
@@ -82,7 +86,7 @@ def add_group(
         raise AccountRefused("bad-target", "a group cannot be its own member", found)
     members = member_addresses(settings, db, raw_members)
     try:
-        db.add_group(found, display_name(name), members)
+        db.add_group(found, display_name(name), members, _member_check(settings, db, found))
     except AccountError as e:  # made by another process since the check
         raise AccountRefused("exists", str(e), found) from None
     return found
@@ -105,11 +109,10 @@ def add_members(settings: Settings, db: AccountDB, raw: str, raw_members: Sequen
     new = member_addresses(settings, db, raw_members)
     if found in new:
         raise AccountRefused("bad-target", "a group cannot be its own member", found)
-    group = db.group(found)
-    members = list(dict.fromkeys([*(group[1] if group else []), *new]))
-    if len(members) > MAX_MEMBERS:
-        raise AccountRefused("too-many", f"a group has at most {MAX_MEMBERS} members", found)
-    _set_members(db, found, members)
+    try:  # read and written under the accounts' lock: a concurrent change is kept
+        db.add_group_members(found, new, _member_check(settings, db, found))
+    except AccountError as e:  # deleted by another process since the check
+        raise AccountRefused("no-such-group", str(e), found) from None
     return found
 
 
@@ -117,20 +120,81 @@ def remove_members(settings: Settings, db: AccountDB, raw: str, raw_members: Seq
     """Remove members from a group (``ourmail group member-del``); the group's address."""
     found = existing_group(settings, db, raw)
     gone = member_addresses(settings, db, raw_members, must_exist=False)
-    group = db.group(found)
-    members = group[1] if group else []
-    missing = [m for m in gone if m not in members]
-    if missing:
-        raise AccountRefused("no-such-member", f"{missing[0]} is no member of {found}", found)
-    _set_members(db, found, [m for m in members if m not in gone])
+    try:  # read and written under the accounts' lock: a concurrent change is kept
+        db.remove_group_members(found, gone)
+    except NotAMember as e:
+        message = f"{e.member} is no member of {found}"
+        raise AccountRefused("no-such-member", message, found) from None
+    except AccountError as e:  # deleted by another process since the check
+        raise AccountRefused("no-such-group", str(e), found) from None
     return found
 
 
-def _set_members(db: AccountDB, group: str, members: list[str]) -> None:
-    try:
-        db.set_group_members(group, members)
-    except AccountError as e:  # deleted by another process since the check
-        raise AccountRefused("no-such-group", str(e), group) from None
+def _member_check(settings: Settings, db: AccountDB, group: str) -> Check:
+    """A check of a group's changed member list: at most :data:`MAX_MEMBERS` members, of
+    them at most :data:`MAX_OUTSIDE_MEMBERS` elsewhere, and no address expanding too far."""
+    local = frozenset(ops.served_domains(settings, db))
+    expansion_check = _expansion_check(settings, db, group)
+
+    def check(data: Mapping[str, Any]) -> None:
+        members = data["groups"][group]["members"]
+        if len(members) > MAX_MEMBERS:
+            raise AccountRefused("too-many", f"a group has at most {MAX_MEMBERS} members", group)
+        outside = [m for m in members if m.rpartition("@")[2] not in local]
+        if len(outside) > MAX_OUTSIDE_MEMBERS:
+            raise AccountRefused(
+                "too-many",
+                f"a group has at most {MAX_OUTSIDE_MEMBERS} members in domains not served here",
+                group,
+            )
+        expansion_check(data)
+
+    return check
+
+
+def _expansion_check(settings: Settings, db: AccountDB, changed: str) -> Check:
+    """A check (run under the accounts' lock, on the changed accounts) that refuses the
+    change when ``changed``, or any group, alias or forwarding user whose mail reaches it,
+    would expand past :data:`~ourmail.directory.expand.MAX_EXPANSION` destinations: such a
+    recipient would be refused at RCPT, so the change is refused here, where an admin
+    reads why."""
+    local = frozenset(ops.served_domains(settings, db))
+
+    def check(data: Mapping[str, Any]) -> None:
+        for address in _reaching(data, changed):
+            try:
+                expand_data(data, local.__contains__, address)
+            except ExpansionTooLarge as e:
+                raise AccountRefused(
+                    "too-large",
+                    f"mail to {address} would go to more than {e.limit} addresses",
+                    changed,
+                ) from None
+
+    return check
+
+
+def _reaching(data: Mapping[str, Any], changed: str) -> list[str]:
+    """``changed`` and every address whose mail reaches it (as a group's member, an
+    alias's target or a user's forward), each once."""
+    sources: dict[str, list[str]] = {}
+    for group, found in data.get("groups", {}).items():
+        for member in found["members"]:
+            sources.setdefault(member, []).append(group)
+    for alias, targets in data.get("aliases", {}).items():
+        for target in targets:
+            sources.setdefault(target, []).append(alias)
+    for user, found in data["users"].items():
+        for target in (found.get("forward") or {}).get("to", ()):
+            sources.setdefault(target, []).append(user)
+    reaching = {changed: None}
+    pending = [changed]
+    while pending:
+        for source in sources.get(pending.pop(), ()):
+            if source not in reaching and not source.startswith("@"):
+                reaching[source] = None
+                pending.append(source)
+    return list(reaching)
 
 
 def set_forward(
@@ -155,12 +219,18 @@ def set_forward(
         if found in targets:
             raise AccountRefused("self-forward", f"{found} cannot forward to itself", found)
         local = frozenset(ops.served_domains(settings, db))
-        if expand(db, local.__contains__, found, targets).looped:
+        try:
+            looped = expand(db, local.__contains__, found, targets).looped
+        except ExpansionTooLarge as e:
+            raise AccountRefused(
+                "too-large", f"mail to {found} would go to more than {e.limit} addresses", found
+            ) from None
+        if looped:
             raise AccountRefused(
                 "forward-loop", f"mail forwarded from {found} would come back to it", found
             )
     try:
-        db.set_forward(found, targets, keep)
+        db.set_forward(found, targets, keep, _expansion_check(settings, db, found))
     except AccountError as e:
         raise AccountRefused("no-such-user", str(e), found) from None
     return found

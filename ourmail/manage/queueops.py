@@ -98,6 +98,7 @@ def _change(files: QueueFiles, qid: str, change: Callable[[Envelope], None]) -> 
 
 def _due_now(e: Envelope) -> None:
     e.next_attempt = 0.0
+    e.retries += 1  # the runner, if it is trying it now, tries again at once after
 
 
 def _hold(e: Envelope) -> None:

@@ -75,6 +75,9 @@ class Envelope:
     held: bool = False
     #: A delay warning was sent.
     warned: bool = False
+    #: "Retry now" requests (``ourmail queue retry``, the console): one that comes while an
+    #: attempt runs makes the next attempt due at once, not after the back-off.
+    retries: int = 0
 
     def pending(self) -> list[QueuedRecipient]:
         return [r for r in self.recipients if not r.final]

@@ -466,7 +466,9 @@ class OutboundQueue(Service):
                 await self._deliver_all(envelope)
             finally:
                 self._loaded -= envelope.size
-        next_attempt, reports = await deferToThread(self._finish, qid, self.clock.seconds())
+        next_attempt, reports = await deferToThread(
+            self._finish, qid, self.clock.seconds(), envelope.retries
+        )
         if next_attempt is None:
             self._due.pop(qid, None)
         else:
@@ -571,8 +573,10 @@ class OutboundQueue(Service):
 
         self.files.update(qid, change)
 
-    def _finish(self, qid: str, now: float) -> tuple[float | None, list[str]]:
-        """After an attempt: expiry, notifications, the next retry, or removal when done."""
+    def _finish(self, qid: str, now: float, retries: int = 0) -> tuple[float | None, list[str]]:
+        """After an attempt: expiry, notifications, the next retry, or removal when done.
+        ``retries`` is the envelope's count of "retry now" requests when the attempt began:
+        one made since makes the next attempt due at once."""
         reports: list[str] = []
         with self.files.locked():
             try:
@@ -627,6 +631,8 @@ class OutboundQueue(Service):
                 log.info("queue: {id} done after {n} attempts", id=qid, n=envelope.attempts)
                 return None, reports
             delay = self.settings.retry_first * 2 ** min(envelope.attempts - 1, 30)
+            if envelope.retries != retries:  # asked for during this attempt: honoured
+                delay = 0
             envelope.next_attempt = now + min(delay, self.settings.max_retry_interval)
             self.files.write(envelope)
             return envelope.next_attempt, reports

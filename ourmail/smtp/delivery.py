@@ -30,11 +30,11 @@ Implementation notes (keep these true when changing this module):
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import attrs
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
@@ -45,6 +45,7 @@ from ourmail.dsnparams import MailParams, RcptParams
 from ourmail.interfaces import (
     DeliveryResult,
     DirectoryUnavailable,
+    ExpansionTooLarge,
     FolderExists,
     IAutoResponder,
     IDirectory,
@@ -84,6 +85,9 @@ class Refusal:
 #: RFC 3463 §3.5: X.4.3 directory server failure; the sender retries.
 DIRECTORY_DOWN = Refusal(451, "4.4.3", "Directory unavailable, try again later")
 UNKNOWN = Refusal(550, "5.1.1", "Recipient address rejected: User unknown")
+#: RFC 3463 §3.3: X.2.4 mailing list expansion problem: a group too large is refused whole,
+#: never taken with members left out.
+TOO_LARGE = Refusal(550, "5.2.4", "Group or forward expands to too many addresses")
 RELAY_DENIED = Refusal(554, "5.7.1", "Relay access denied")
 NO_QUEUE = Refusal(550, "5.7.1", "Delivery to remote domains is not enabled here")
 #: RFC 3463 §3.3: X.2.2 mailbox full; temporary unless configured permanent.
@@ -204,6 +208,9 @@ class Delivery:
         self.responder: IAutoResponder | None = None
         #: Counts local copies and the store's delivery latency (wired by service.py).
         self.metrics = Metrics()
+        #: Runs many short steps (a group's quota checks, one member each) between the
+        #: reactor's other work: the reactor is never held for more than a step or two.
+        self.stepwise: Callable[[Iterator[None]], Deferred[object]] = _cooperate
 
     # -- recipients --------------------------------------------------------------------------
 
@@ -213,8 +220,11 @@ class Delivery:
         """Look ``address`` up and check it for a message of ``size`` bytes (0: not known)
         from ``sender`` ("" for a bounce; None: not known)."""
 
-        def unavailable(failure: object) -> Refusal:
-            failure.trap(DirectoryUnavailable)  # type: ignore[attr-defined]
+        def unavailable(failure: Failure) -> Refusal:
+            if failure.check(ExpansionTooLarge):
+                log.warn("refused <{address}>: {why}", address=address, why=str(failure.value))
+                return TOO_LARGE
+            failure.trap(DirectoryUnavailable)
             return DIRECTORY_DOWN
 
         srs = self._reverse_srs(address)
@@ -232,10 +242,14 @@ class Delivery:
         """Why ``rcpt`` cannot take a message of ``size`` bytes, or None if it can."""
         if rcpt.outbound and self.queue is None:
             return NO_QUEUE
-        if rcpt.kind in ("user", "alias"):
-            if all(self.quota.fits(self.store.user(m), size) for m in rcpt.mailboxes):
+        if _checked_at_rcpt(rcpt):
+            if self.quota.fits(self.store.user(rcpt.mailboxes[0]), size):
                 return None
             return FULL if self.quota.permanent else FULL_FOR_NOW
+        if rcpt.kind == "alias":
+            # A group or forward of many destinations: each mailbox is checked when the
+            # message is delivered (:meth:`_full_mailboxes`, in a thread), not here.
+            return None
         if rcpt.kind == "unknown":
             return UNKNOWN
         return None if may_relay else RELAY_DENIED
@@ -272,6 +286,15 @@ class Delivery:
         # Each mailbox gets one copy, however many recipients (aliases) lead to it.
         started = self.metrics.clock()
         mailboxes = list(dict.fromkeys(m for a in txn.recipients for m in a.recipient.mailboxes))
+        full = yield self._full_mailboxes(txn, mailboxes)
+        if full:
+            log.info(
+                "{id}: mailboxes {full} are full, skipped for the groups or forwards that "
+                "lead to them",
+                id=txn.id,
+                full=sorted(full),
+            )
+            mailboxes = [m for m in mailboxes if m not in full]
         keys = [txn.group(a, self.rewriter) for a in txn.recipients]
         outbound = txn.outbound(self.rewriter, keys)
         jobs = [self._store_copy(m, source, txn.junk_for(m)) for m in mailboxes]
@@ -304,11 +327,20 @@ class Delivery:
                 self._respond(txn.sender, inbox, (yield head))
         results = []
         for a, key in zip(txn.recipients, keys, strict=True):
-            failed = [stored[m][1] for m in a.recipient.mailboxes if not stored[m][0]]
+            address = a.recipient.address
+            if (
+                a.recipient.mailboxes
+                and not a.recipient.outbound
+                and full.issuperset(a.recipient.mailboxes)
+            ):
+                # None of its destinations could take it: refused, not lost (RFC 3463 X.2.2).
+                results.append((FULL if self.quota.permanent else FULL_FOR_NOW).result(address))
+                continue
+            tried = [stored[m] for m in a.recipient.mailboxes if m in stored]
+            failed = [outcome for ok, outcome in tried if not ok]
             went = queued.get(key, (True, None))
             if not failed and a.recipient.outbound and not went[0]:
                 failed = [went[1]]  # this recipient's enqueue failed, not another's
-            address = a.recipient.address
             if not failed:
                 results.append(DeliveryResult(address, 250, "2.0.0", "delivered"))
             else:
@@ -338,6 +370,29 @@ class Delivery:
                 sender, forwards, content, txn.mail_params, txn.utf8, forwarded=True
             )
         )
+
+    def _full_mailboxes(self, txn: Transaction, mailboxes: list[str]) -> Deferred[set[str]]:
+        """The mailboxes, reached only through a group or forward of many destinations, that
+        cannot take the message: checked one member at a time between the reactor's other
+        work (:attr:`stepwise`: a big group's usage reads many folders; the store's objects
+        are the reactor thread's, so not in a thread).  A mailbox full for one member's copy
+        is skipped (logged), the others still get theirs, as Dovecot's LDA does for an
+        alias's targets."""
+        checked = {
+            a.recipient.mailboxes[0] for a in txn.recipients if _checked_at_rcpt(a.recipient)
+        }
+        unchecked = [m for m in mailboxes if m not in checked]
+        full: set[str] = set()
+        if not unchecked:
+            return defer.succeed(full)
+
+        def each() -> Iterator[None]:
+            for m in unchecked:
+                if not self.quota.fits(self.store.user(m), txn.size):
+                    full.add(m)
+                yield None
+
+        return self.stepwise(each()).addCallback(lambda _: full)
 
     def _head(self, txn: Transaction, source: Source) -> Deferred[bytes] | None:
         """The first octets of the message for the responder (None: no responder, or a null
@@ -421,6 +476,19 @@ class Delivery:
             else attrs.evolve(next(delivered), address=address)
             for (address, _), rcpt in zip(recipients, found, strict=True)
         ]
+
+
+def _cooperate(steps: Iterator[None]) -> Deferred[object]:
+    """Run ``steps`` on the reactor's cooperator (a few at each turn of the reactor)."""
+    return task.cooperate(steps).whenDone()
+
+
+def _checked_at_rcpt(rcpt: Recipient) -> bool:
+    """Whether ``rcpt``'s quota is checked at RCPT: one mailbox and nowhere else to go (a
+    user, or an alias of one user).  A group's or a forward's many destinations are checked
+    at delivery, so a big group costs no folder reads on the reactor at each RCPT and one
+    full mailbox does not refuse the mail for the others."""
+    return rcpt.kind in ("user", "alias") and len(rcpt.mailboxes) == 1 and not rcpt.outbound
 
 
 def _domain(address: str) -> str:

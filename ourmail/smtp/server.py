@@ -80,6 +80,7 @@ from ourmail.smtp.delivery import (
     NO_QUEUE,
     RELAY_DENIED,
     SRS_BOUNCES_ONLY,
+    TOO_LARGE,
     UNKNOWN,
     Accepted,
     Delivery,
@@ -102,6 +103,7 @@ REFUSAL_REASONS = {
     UNKNOWN: "recipient",
     BAD_SRS: "recipient",
     SRS_BOUNCES_ONLY: "recipient",
+    TOO_LARGE: "recipient",
 }
 
 
@@ -526,7 +528,8 @@ class SMTPServer(LineProtocol):
             self.reply(452, "4.5.3 Too many recipients")
             return
         rates = self.ctx.rates
-        if self.user and rates and not rates.may_send(self.user, len(self.recipients) + 1):
+        weight = sum(submission.rate_weight(a.recipient) for a in self.recipients)
+        if self.user and rates and not rates.may_send(self.user, weight + 1):
             self.count_refusal("rate")
             self.reply(451, "4.7.1 Hourly recipient limit reached, try again later")
             return
@@ -553,6 +556,10 @@ class SMTPServer(LineProtocol):
             else:
                 self.count_refusal("recipient")
                 self.error(550, f"5.1.1 <{path}>: Recipient address rejected")
+            return
+        if any(a.recipient.address == address for a in self.recipients):
+            # Taken already: answered without another look-up (a group's expansion).
+            self.reply(250, "2.1.5 Ok")
             return
         d = self.ctx.delivery.resolve(
             address, self.declared_size, self.user is not None, self.sender
@@ -588,6 +595,17 @@ class SMTPServer(LineProtocol):
             assert verdict is not None
             answer = self.error if verdict.code >= 500 else self.reply
             answer(verdict.code, f"{verdict.status} {verdict.text}")  # this recipient only
+            return
+        rates = self.ctx.rates
+        weight = sum(submission.rate_weight(a.recipient) for a in self.recipients)
+        if (
+            self.user
+            and rates
+            and not rates.may_send(self.user, weight + submission.rate_weight(rcpt))
+        ):
+            # A group's or forward's addresses elsewhere each count (an amplifier otherwise).
+            self.count_refusal("rate")
+            self.reply(451, "4.7.1 Hourly recipient limit reached, try again later")
             return
         if all(a.recipient.address != rcpt.address for a in self.recipients):
             self.recipients.append(Accepted(rcpt, params))
@@ -827,6 +845,7 @@ class SMTPServer(LineProtocol):
             self.ctx.store,
             sent,
             self.ctx.contacts,
+            sum(submission.rate_weight(a.recipient) for a in self.recipients),
         )
 
     def report(self, results: list[DeliveryResult]) -> None:

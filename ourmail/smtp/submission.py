@@ -23,7 +23,7 @@ from twisted.logger import Logger
 
 from ourmail.addresses import AddressError, normalise_address
 from ourmail.config import SubmissionSettings
-from ourmail.interfaces import IContactBook, IDirectory, IMailStore, MessageSource
+from ourmail.interfaces import IContactBook, IDirectory, IMailStore, MessageSource, Recipient
 from ourmail.mime import structure
 from ourmail.smtp.spool import Spool
 
@@ -72,6 +72,13 @@ def complete_header(spool: Spool, at: int, hostname: str, owned: Callable[[str],
     return True
 
 
+def rate_weight(rcpt: Recipient) -> int:
+    """What one recipient counts towards the hourly recipient limit: the addresses elsewhere
+    it expands to (a group's outside members, forwards), at least one; so a group or a
+    forwarding user does not make one RCPT into a thousand messages out past the limit."""
+    return max(1, len(rcpt.outbound))
+
+
 @inlineCallbacks
 def after_submission(
     user: str,
@@ -81,12 +88,14 @@ def after_submission(
     store: IMailStore,
     sent_folder: str | None,
     contacts: IContactBook | None,
+    weight: int | None = None,
 ) -> Deferred[None]:
     """What follows a submitted message once it is durable: it counts towards the user's
-    rates, a copy goes into ``sent_folder`` (None: none) and the contacts book learns the
-    recipients.  A failure of the copy or the book is logged: the message is sent."""
+    rates (``weight`` recipients, by default one per recipient: :func:`rate_weight`), a copy
+    goes into ``sent_folder`` (None: none) and the contacts book learns the recipients.  A
+    failure of the copy or the book is logged: the message is sent."""
     if rates is not None:
-        rates.record(user, len(recipients))
+        rates.record(user, len(recipients) if weight is None else weight)
     if sent_folder is not None:
         try:
             yield store.user(user).deliver(source, sent_folder, ["\\Seen"])

@@ -193,6 +193,35 @@ class Submitter:
                 context.mailboxes[found.recipient.address] = found.recipient.mailboxes
         if refusals:
             return SubmissionResult(tuple(refusals))
+        # A group's or forward's addresses elsewhere each count towards the hourly limit
+        # (the send reserved one per recipient): else one recipient is an amplifier.
+        extra = sum(submission.rate_weight(a.recipient) for a in accepted) - len(accepted)
+        more = self.rates.reserve(user, extra) if self.rates is not None and extra > 0 else None
+        if self.rates is not None and extra > 0 and more is None:
+            return _refused("rate", 451, "4.7.1", "Hourly sending limit reached, try later")
+        result: SubmissionResult | None = None
+        try:
+            result = await self._sent(
+                user, sender, recipients, spool, context, verdicts, accepted, queue_id
+            )
+        finally:
+            went_out = result is not None and (result.sent or bool(result.delivered))
+            if self.rates is not None and more is not None and not went_out:
+                self.rates.release(user, more)
+        return result
+
+    async def _sent(
+        self,
+        user: str,
+        sender: str,
+        recipients: list[str],
+        spool: Spool,
+        context: MailContext,
+        verdicts: ChainOutcome,
+        accepted: list[Accepted],
+        queue_id: str,
+    ) -> SubmissionResult:
+        """The end of data checks, then the delivery of a message whose recipients passed."""
         refusal = await self._data(spool, context, verdicts)
         if refusal is not None:
             return refusal

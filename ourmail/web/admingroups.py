@@ -28,7 +28,7 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import NotFound
 
 from ourmail.addresses import AddressError, normalise_address
-from ourmail.interfaces import AccountRefused, IRoutingAdmin
+from ourmail.interfaces import AccountRefused, ExpansionTooLarge, IRoutingAdmin
 from ourmail.web.adminpages import MAX_ADDRESS, AdminAccess, AdminPages, NotAdmin, _no_control
 
 #: Most members added in one form, and the longest list read.
@@ -71,6 +71,7 @@ class AdminGroupsPages(AdminPages):
             ),
             "bad-name": lambda: _("A group's name is one line of at most 200 characters."),
             "too-many": lambda: _("Too many addresses."),
+            "too-large": lambda: _("Mail there would reach more than 1,000 addresses: refused."),
             "self-forward": lambda: _("A user cannot forward their mail to themselves."),
             "forward-loop": lambda: (
                 _("Mail forwarded there would come back to %(address)s: refused.")
@@ -155,8 +156,13 @@ class AdminGroupsPages(AdminPages):
             members = self.address_list(request, "members", MAX_FORM_MEMBERS)
             await self.members_managed(access, members, "group.add")
             directory = self.services.directory
-            if directory is not None and (await directory.lookup(address)).kind != "unknown":
-                raise AccountRefused("exists", "taken", address)  # an LDAP user, a catch-all
+            try:
+                found = None if directory is None else await directory.lookup(address)
+            except ExpansionTooLarge:  # a group or alias there already, a big one
+                raise AccountRefused("exists", "taken", address) from None
+            if found is not None and found.kind != "unknown" and not found.catch_all:
+                # An LDAP user, group or list; an address only a catch-all takes is free.
+                raise AccountRefused("exists", "taken", address)
             actor = self.actor(request, access)
             added = await self.routing.add_group(actor, address, name or "", members)
         except AccountRefused as e:

@@ -241,6 +241,7 @@ class AdminOpsPages(AdminPages):
             page=page,
             previous=link(page - 1) if page > 1 else None,
             next=link(page + 1) if found and found.more else None,
+            stopped=bool(found and found.stopped),
         )
 
     # -- shard placement -------------------------------------------------------------------

@@ -36,7 +36,7 @@ from twisted.web.iweb import IRequest
 
 from ourmail.addresses import AddressError, normalise_address
 from ourmail.config import QuotaLimit
-from ourmail.interfaces import AccountRefused, Actor, IAccountAdmin
+from ourmail.interfaces import AccountRefused, Actor, ExpansionTooLarge, IAccountAdmin
 from ourmail.web.directorylisting import directory_count, directory_listing
 from ourmail.web.pages import Pages
 from ourmail.web.sessions import WebSession
@@ -476,13 +476,16 @@ class AdminPages(Pages):
         self.for_account(access, alias, "alias.add")
         directory = self.services.directory
         if directory is not None:
-            found = await directory.lookup(alias)
+            try:
+                found = await directory.lookup(alias)
+            except ExpansionTooLarge:  # a group or alias there already, a big one
+                raise NotAdmin("alias.add", alias) from None
             domain = alias.rpartition("@")[2]
             ours = {a for a, _ in await self.accounts.aliases([domain])}
             page = await self.accounts.users([domain], alias, 0, 1000)
             local_user = alias in page.addresses
             if (found.kind == "user" and not local_user) or (
-                found.kind == "alias" and alias not in ours
+                found.kind == "alias" and alias not in ours and not found.catch_all
             ):
                 raise NotAdmin("alias.add", alias)
 

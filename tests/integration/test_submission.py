@@ -73,6 +73,24 @@ def test_hourly_limits(tmp_path: Path) -> None:
         assert len(inbox(srv)) == 2
 
 
+def test_a_groups_addresses_elsewhere_count_towards_the_hourly_limit(tmp_path: Path) -> None:
+    """Finding: the limit counted RCPT commands, so one group of outside addresses made one
+    recipient into many messages out; now each address elsewhere counts."""
+    limits = SubmissionSettings(max_messages_per_hour=5, max_recipients_per_hour=3)
+    with running_server(tmp_path, submission=limits) as srv:
+        far = [f"r{n}@far.test" for n in range(4)]
+        srv.server.accounts.add_group("out@example.test", "", far)
+        srv.server.accounts.add_group("two@example.test", "", far[:2])
+        with session(srv) as s:
+            s.mail(srv.user)
+            code, text = s.rcpt("out@example.test")
+            assert (code, text[:5]) == (451, b"4.7.1")  # 4 addresses out, the limit is 3
+            assert s.rcpt("two@example.test")[0] == 250
+            assert s.rcpt(srv.user)[0] == 250
+            code, text = s.rcpt("postmaster@example.test")
+            assert (code, text[:5]) == (451, b"4.7.1")  # 2 + 1 + 1
+
+
 def test_save_sent(tmp_path: Path) -> None:
     with running_server(tmp_path, submission=SubmissionSettings(save_sent=True)) as srv:
         with session(srv) as s:

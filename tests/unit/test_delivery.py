@@ -38,6 +38,7 @@ BOB = Recipient("user", "bob@example.test")
 TEAM = Recipient("alias", "team@example.test", ("alice@example.test", "bob@example.test"))
 FORWARD = Recipient("alias", "fwd@example.test", ("alice@example.test",), ("x@far.test",))
 FAR = Recipient("remote", "carol@far.test")
+ALIAS_OF_ONE = Recipient("alias", "postmaster@example.test", ("alice@example.test",))
 NOBODY = Recipient("unknown", "nobody@example.test")
 
 
@@ -105,7 +106,15 @@ class Queue:
 
 def delivery(queue: Queue | None = None, **quota: Any) -> tuple[Delivery, Store]:
     store = Store()
-    return Delivery(Directory(), store, Quota(**quota), queue), store  # type: ignore[arg-type]
+    d = Delivery(Directory(), store, Quota(**quota), queue)  # type: ignore[arg-type]
+    d.stepwise = at_once  # the fakes are quick: all steps at once, no reactor needed
+    return d, store
+
+
+def at_once(steps: Any) -> Deferred[object]:
+    for _ in steps:
+        pass
+    return defer.succeed(None)
 
 
 def result(d: Deferred[Any]) -> Any:
@@ -137,8 +146,12 @@ def test_interfaces() -> None:
         (FAR, True, Queue(), set(), False, None),
         (FAR, True, None, set(), False, NO_QUEUE),
         (FORWARD, True, None, set(), False, NO_QUEUE),
-        (TEAM, False, None, {"bob@example.test"}, False, FULL_FOR_NOW),  # RFC 3463 4.2.2
-        (TEAM, False, None, {"bob@example.test"}, True, FULL),  # 5.2.2 when configured
+        (ALICE, False, None, {"alice@example.test"}, False, FULL_FOR_NOW),  # RFC 3463 4.2.2
+        (ALICE, False, None, {"alice@example.test"}, True, FULL),  # 5.2.2 when configured
+        (ALIAS_OF_ONE, False, None, {"alice@example.test"}, True, FULL),
+        # A group's members are checked at delivery, each on their own (below).
+        (TEAM, False, None, {"bob@example.test"}, True, None),
+        (FORWARD, True, Queue(), {"alice@example.test"}, True, None),
     ],
 )
 def test_check(rcpt, may_relay, queue, full, permanent, expected) -> None:  # type: ignore[no-untyped-def]
@@ -287,3 +300,20 @@ def test_a_failed_enqueue_fails_only_its_own_recipients() -> None:
     d, _ = delivery(ForwardsFail())
     results = result(d.deliver(txn(FAR, FORWARD), b"msg"))
     assert [r.code for r in results] == [250, 451]  # carol was queued; the forward was not
+
+
+@pytest.mark.parametrize("permanent", [False, True])
+def test_a_full_member_does_not_refuse_the_group(permanent: bool) -> None:
+    """Finding: one full mailbox refused (or held back) the mail for every member; now the
+    others get their copies, and the group is refused only when no member can take it."""
+    queue = Queue()
+    d, store = delivery(queue, full={"bob@example.test"}, permanent=permanent)
+    results = result(d.deliver(txn(TEAM, FORWARD), b"msg"))
+    assert [r.ok for r in results] == [True, True]
+    assert [a for a, _ in store.delivered] == ["alice@example.test"]
+    assert queue.queued[0][1][0][0] == "x@far.test"
+    d.quota.full = {"alice@example.test", "bob@example.test"}  # type: ignore[attr-defined]
+    store.delivered.clear()
+    team, fwd = result(d.deliver(txn(TEAM, FORWARD), b"msg"))
+    assert (team.code, team.status) == ((552, "5.2.2") if permanent else (452, "4.2.2"))
+    assert fwd.ok and store.delivered == []  # the forward still leaves

@@ -23,7 +23,8 @@ from webhelp import Browser, Response
 from ourmail.admin.cli import main
 from ourmail.auth.accounts import AccountDB
 from ourmail.auth.passwords import hash_password
-from ourmail.config import AdminSettings
+from ourmail.config import AdminSettings, QuotaLimit
+from ourmail.directory.local import LocalDirectory
 
 PASSWORD = "postmaster's own long password"
 BOSS_PASSWORD = "the other domain's boss password"
@@ -297,3 +298,69 @@ def test_hostile_input_is_refused(srv: RunningServer) -> None:
         == 400
     )
     assert db.groups() == groups and db.forward("ann@example.test") is None
+
+
+def test_a_catch_all_does_not_make_every_address_look_taken(
+    srv: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding: with a catch-all the console refused every new group ("exists": the catch-all
+    answers for any address), and a domain admin every new alias; only the address itself
+    counts.  And an address repeated at RCPT is answered without another look-up."""
+    assert cli(srv, "alias", "add", "@other.test", "bob@other.test") == 0
+    try:
+        pm = browser(srv, "postmaster@example.test", PASSWORD)
+        made = post(
+            pm, "/admin/groups/add", {"address": "crew@other.test", "members": "bob@other.test"}
+        )
+        assert made.status == 303, made.text
+        assert AccountDB(srv.data).group("crew@other.test") is not None
+        boss = browser(srv, "boss@other.test", BOSS_PASSWORD)
+        alias = post(
+            boss, "/admin/aliases/add", {"address": "sales@other.test", "targets": "bob@other.test"}
+        )
+        assert alias.status == 303, alias.text
+        taken = post(pm, "/admin/groups/add", {"address": "bob@other.test", "members": ""})
+        assert taken.status == 400  # a user's own address is still taken
+        looked: list[str] = []
+        lookup = LocalDirectory.lookup
+        monkeypatch.setattr(
+            LocalDirectory,
+            "lookup",
+            lambda self, address: looked.append(address) or lookup(self, address),
+        )
+        send(srv, ["crew@other.test"] * 3)
+        assert looked == ["crew@other.test"]
+    finally:
+        assert cli(srv, "alias", "del", "@other.test") == 0
+
+
+def test_a_full_member_gets_no_copy_and_the_others_do(srv: RunningServer) -> None:
+    """Finding: one full mailbox refused the mail for the whole group (452, or 552); now the
+    member's quota is checked at delivery and only that copy is skipped."""
+    accounts = srv.server.accounts
+    accounts.add_group("pair@example.test", "", ["dan@example.test", "eve@example.test"])
+    accounts.set_quota("dan@example.test", QuotaLimit(bytes=1))
+    try:
+        before = {u: count(srv, f"{u}@example.test") for u in ("dan", "eve")}
+        send(srv, ["pair@example.test"])
+        after = {u: count(srv, f"{u}@example.test") for u in ("dan", "eve")}
+        assert {u: after[u] - before[u] for u in after} == {"dan": 0, "eve": 1}
+    finally:
+        accounts.set_quota("dan@example.test", None)
+        accounts.delete_group("pair@example.test")
+
+
+def test_user_del_names_the_groups_left_in_the_audit_log(
+    srv: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    accounts = srv.server.accounts
+    accounts.add_user("gone@example.test", hash_password(BOSS_PASSWORD))
+    accounts.add_group("club@example.test", "", ["gone@example.test", "ann@example.test"])
+    try:
+        assert cli(srv, "user", "del", "gone@example.test") == 0
+        assert "removed from groups: club@example.test" in capsys.readouterr().out
+        line = audit(srv)[-1]
+        assert (line["action"], line["detail"]) == ("user.del", "left groups: club@example.test")
+        assert AccountDB(srv.data).group("club@example.test") == ("", ["ann@example.test"])
+    finally:
+        accounts.delete_group("club@example.test")
