@@ -15,7 +15,6 @@ from zope.interface import implementer
 from ourmail.auth.accounts import AccountDB
 from ourmail.config import QuotaLimit, Settings
 from ourmail.interfaces import (
-    AccountRefused,
     Actor,
     IAccountAdmin,
     IAuditLog,
@@ -25,6 +24,7 @@ from ourmail.interfaces import (
     UserQuota,
 )
 from ourmail.manage import accountops as ops
+from ourmail.manage.audit import audited_change
 from ourmail.manage.userindex import UserIndex
 
 
@@ -151,26 +151,8 @@ class LocalAccountAdmin:
         work: Callable[[], str],
         detail: str | Callable[[], str] = "",
     ) -> Deferred[str]:
-        """``work`` in a thread, then its audit line (``ok`` or ``refused``), both before the
-        Deferred fires; a callable ``detail`` is asked once ``work`` is done."""
-
-        def run() -> str:
-            try:
-                self.audit.ready()
-            except OSError as e:
-                raise AccountRefused("audit", f"the audit log cannot be written: {e}") from e
-            try:
-                found = work()
-            except AccountRefused as e:
-                text = detail if isinstance(detail, str) else detail()
-                self.audit.record(actor, action, e.subject or target, f"refused: {e.code}", text)
-                raise
-            self.audit.record(
-                actor, action, found, "ok", detail if isinstance(detail, str) else detail()
-            )
-            return found
-
-        return deferToThread(run)
+        """``work`` and its audit line in a thread, both before the Deferred fires."""
+        return deferToThread(audited_change, self.audit, actor, action, target, work, detail)
 
 
 def _in(address: str, domains: Sequence[str] | None) -> bool:

@@ -14,12 +14,13 @@ import fcntl
 import json
 import os
 import pwd
+from collections.abc import Callable
 from pathlib import Path
 
 from zope.interface import implementer
 
 from ourmail.fsutil import fsync_dir
-from ourmail.interfaces import Actor, IAuditLog
+from ourmail.interfaces import AccountRefused, Actor, IAuditLog
 
 #: The log's path under the data directory.
 RELATIVE_PATH = Path("log") / "audit.log"
@@ -79,3 +80,36 @@ class AuditFile:
             os.close(fd)
         if created:
             fsync_dir(self.path.parent)
+
+
+def audited_change(
+    audit: IAuditLog,
+    actor: Actor,
+    action: str,
+    target: str,
+    work: Callable[[], str],
+    detail: str | Callable[[], str] = "",
+) -> str:
+    """Run ``work`` (a change; it returns what it changed) and write its audit line:
+    ``ok``, ``refused: <code>`` (:class:`AccountRefused`) or ``failed: <error>`` (anything
+    else, raised on).  Nothing is tried while the log cannot be written.  A callable
+    ``detail`` is asked once ``work`` is done.  Blocks on the disk: the console calls it in a
+    thread, before telling the admin the change is made."""
+    try:
+        audit.ready()
+    except OSError as e:
+        raise AccountRefused("audit", f"the audit log cannot be written: {e}") from e
+
+    def text() -> str:
+        return detail if isinstance(detail, str) else detail()
+
+    try:
+        done = work()
+    except AccountRefused as e:
+        audit.record(actor, action, e.subject or target, f"refused: {e.code}", text())
+        raise
+    except Exception as e:
+        audit.record(actor, action, target, f"failed: {type(e).__name__}", text())
+        raise
+    audit.record(actor, action, done, "ok", text())
+    return done

@@ -14,8 +14,9 @@ from zope.interface import implementer
 
 from ourmail.auth.accounts import AccountDB
 from ourmail.config import Settings
-from ourmail.interfaces import AccountRefused, Actor, DisabledState, IAccountDisabling, IAuditLog
+from ourmail.interfaces import Actor, DisabledState, IAccountDisabling, IAuditLog
 from ourmail.manage import accountops as ops
+from ourmail.manage.audit import audited_change
 
 
 @implementer(IAccountDisabling)
@@ -59,19 +60,6 @@ class AccountDisabling:
     def _change(
         self, actor: Actor, action: str, target: str, work: Callable[[], str], detail: str = ""
     ) -> Deferred[None]:
-        """``work`` in a thread, then its audit line (``ok`` or ``refused``), both before the
-        Deferred fires; no change without a writable audit log."""
-
-        def run() -> None:
-            try:
-                self.audit.ready()
-            except OSError as e:
-                raise AccountRefused("audit", f"the audit log cannot be written: {e}") from e
-            try:
-                found = work()
-            except AccountRefused as e:
-                self.audit.record(actor, action, e.subject or target, f"refused: {e.code}", detail)
-                raise
-            self.audit.record(actor, action, found, "ok", detail)
-
-        return deferToThread(run)
+        """``work`` and its audit line in a thread, both before the Deferred fires."""
+        d = deferToThread(audited_change, self.audit, actor, action, target, work, detail)
+        return d.addCallback(lambda _: None)

@@ -45,6 +45,7 @@ from ourmail.interfaces import (
     IDomainAdmin,
 )
 from ourmail.manage import domainops
+from ourmail.manage.audit import audited_change
 from ourmail.net.portsfile import running_ports
 from ourmail.secure.dkimkeys import Unreadable, report_unreadable
 
@@ -170,29 +171,15 @@ class LocalDomainAdmin:
         return d.addCallback(lambda served: deferToThread(key_infos, self.settings, served))
 
     def _change(
-        self, actor: Actor, action: str, target: str, work: Callable[[], str]
+        self,
+        actor: Actor,
+        action: str,
+        target: str,
+        work: Callable[[], str],
+        detail: str | Callable[[], str] = "",
     ) -> Deferred[str]:
-        """``work`` in a thread, then its audit line (``ok``, ``refused: <code>`` or
-        ``failed: <error>`` when ``work`` raised anything else), both before the Deferred
-        fires; no change, and no attempt, without its line."""
-
-        def run() -> str:
-            try:
-                self.audit.ready()
-            except OSError as e:
-                raise AccountRefused("audit", f"the audit log cannot be written: {e}") from e
-            try:
-                done = work()
-            except AccountRefused as e:
-                self.audit.record(actor, action, e.subject or target, f"refused: {e.code}")
-                raise
-            except Exception as e:
-                self.audit.record(actor, action, target, f"failed: {type(e).__name__}")
-                raise
-            self.audit.record(actor, action, done, "ok")
-            return done
-
-        return deferToThread(run)
+        """``work`` and its audit line in a thread, both before the Deferred fires."""
+        return deferToThread(audited_change, self.audit, actor, action, target, work, detail)
 
     # -- DNS -----------------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ from zope.interface import implementer
 from ourmail.auth.accounts import AccountDB
 from ourmail.config import Settings
 from ourmail.interfaces import (
-    AccountRefused,
     Actor,
     Forwarding,
     GroupInfo,
@@ -23,6 +22,7 @@ from ourmail.interfaces import (
     IRoutingAdmin,
 )
 from ourmail.manage import accountops, groupops
+from ourmail.manage.audit import audited_change
 
 
 @implementer(IRoutingAdmin)
@@ -95,22 +95,12 @@ class LocalRoutingAdmin:
         )
 
     def _change(
-        self, actor: Actor, action: str, target: str, work: Callable[[], str], detail: str = ""
+        self,
+        actor: Actor,
+        action: str,
+        target: str,
+        work: Callable[[], str],
+        detail: str | Callable[[], str] = "",
     ) -> Deferred[str]:
-        """``work`` in a thread, then its audit line (``ok`` or ``refused``), both before the
-        Deferred fires; no change at all when the audit log cannot be written."""
-
-        def run() -> str:
-            try:
-                self.audit.ready()
-            except OSError as e:
-                raise AccountRefused("audit", f"the audit log cannot be written: {e}") from e
-            try:
-                found = work()
-            except AccountRefused as e:
-                self.audit.record(actor, action, e.subject or target, f"refused: {e.code}", detail)
-                raise
-            self.audit.record(actor, action, found, "ok", detail)
-            return found
-
-        return deferToThread(run)
+        """``work`` and its audit line in a thread, both before the Deferred fires."""
+        return deferToThread(audited_change, self.audit, actor, action, target, work, detail)
