@@ -1406,9 +1406,12 @@ class ISetupWizard(Interface):
     def common_list() -> bytes:
         """The common passwords the password rules refuse, as the file the meter reads."""
 
-    def set_password(actor: Actor, address: str, password: str) -> Deferred[SetupState]:
+    def set_password(
+        actor: Actor, address: str, password: str
+    ) -> Deferred[tuple[SetupState, Hashable]]:
         """Step ``password``: give the admin's account the password they chose (replacing the
-        one-time password), under the wizard's password rules."""
+        one-time password), under the wizard's password rules; fires with the new state and
+        the account's credential stamp as the change left it (for ``Session.keep_through``)."""
 
     def set_names(actor: Actor, domains: Sequence[str], hostname: str) -> Deferred[SetupState]:
         """Step ``names``: serve ``domains`` (the first is the primary domain) at once, and

@@ -87,16 +87,21 @@ class Session:
         finally:
             self.end()
 
-    def keep_through(self, change: Deferred[T]) -> Deferred[T]:
+    def keep_through(
+        self, change: Deferred[T], stamp_of: Callable[[T], Hashable] | None = None
+    ) -> Deferred[T]:
         """``change`` (this login's own password change, firing with the credential stamp it
-        gave the account) without being revoked by it.  Once it succeeded, the session goes
-        on only if the account is just as the change left it; if anything else changed it
-        meanwhile (an admin disabled or deleted it, or set another password), or the change
-        failed and the account changed anyway, the session is revoked."""
+        gave the account, or with a result ``stamp_of`` finds it in) without being revoked by
+        it.  Once it succeeded, the session goes on only if the account is just as the change
+        left it; if anything else changed it meanwhile (an admin disabled or deleted it, or
+        set another password), or the change failed and the account changed anyway, the
+        session is revoked."""
         self.keeping += 1
 
         def settle(outcome: T | Failure) -> Deferred[T | Failure]:
-            produced = None if isinstance(outcome, Failure) else outcome
+            produced: Hashable = None
+            if not isinstance(outcome, Failure):
+                produced = stamp_of(outcome) if stamp_of is not None else outcome
             settled = self.settle(produced) if self.settle is not None else succeed(None)
             return settled.addBoth(lambda _: outcome)
 

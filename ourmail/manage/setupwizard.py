@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from functools import partial
 
 import attrs
@@ -80,14 +80,23 @@ class LocalSetupWizard:
 
     # -- steps -----------------------------------------------------------------------------
 
-    def set_password(self, actor: Actor, address: str, password: str) -> Deferred[SetupState]:
+    def set_password(
+        self, actor: Actor, address: str, password: str
+    ) -> Deferred[tuple[SetupState, Hashable]]:
+        stamp: list[Hashable] = []
+
         def work(state: SetupState) -> tuple[str, SetupState]:
             found = accountops.existing_user(self.settings, self.db, address)
             passwordrules.check_strength(password, found)
             accountops.set_password(self.settings, self.db, found, password)
+            # What the account checker's credential stamp now is (read at once, in the same
+            # thread): the admin's own session is kept through this change, not ended by it.
+            stamp.append(self.db.login_state(found))
             return found, _with_step(state, "password")
 
-        return self._step(actor, "setup.password", address, work)
+        return self._step(actor, "setup.password", address, work).addCallback(
+            lambda state: (state, stamp[0])
+        )
 
     def set_names(
         self, actor: Actor, domains: Sequence[str], hostname: str

@@ -19,7 +19,7 @@ server log, at most once a minute: anyone may post one).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -253,13 +253,13 @@ class SetupPages(AdminPages):
             password = self._password(request)
             session = self.user(request)
 
-            def others_end(state: SetupState) -> SetupState:
+            def others_end(done: tuple[SetupState, Hashable]) -> SetupState:
                 self.sessions.end_others(session)
-                return state
+                return done[0]
 
             # The admin's own password: this session goes on; their other sessions end.
             changed = self.wizard.set_password(actor, actor.who, password)
-            return session.login.keep_through(changed).addCallback(others_end)
+            return session.login.keep_through(changed, lambda done: done[1]).addCallback(others_end)
 
         return await self._change(request, "password", "setup.password", change)
 
