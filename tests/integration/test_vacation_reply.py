@@ -149,8 +149,11 @@ def test_one_reply_per_sender_and_none_to_automatic_mail(
         assert reply["Auto-Submitted"] == "auto-replied"  # RFC 3834 §5
         assert reply["From"] == ALICE and reply["To"] == sender
         assert "Λείπω ως τις 24." in reply.get_content()
-    assert to_carol["Subject"] == "Auto: Question 1" and to_bob["Subject"] == "Auto: Lunch?"
-    assert to_carol["In-Reply-To"] == to_carol["References"] == f"<q1@{FAR}>"
+    # Carol's two messages are answered once; the responder hears of deliveries in worker
+    # threads, so which of the two gets the reply is not fixed.
+    n = to_carol["Subject"].removeprefix("Auto: Question ")
+    assert n in ("1", "2") and to_bob["Subject"] == "Auto: Lunch?"
+    assert to_carol["In-Reply-To"] == to_carol["References"] == f"<q{n}@{FAR}>"
     assert to_bob["In-Reply-To"] == "<l@example.test>"
     assert len(recorder.calls) == 7  # the reply to bob came from <>: nobody answers it
 
