@@ -24,7 +24,7 @@ from ourmail.interfaces import (
     UserQuota,
 )
 from ourmail.manage import accountops as ops
-from ourmail.manage.audit import audited_change
+from ourmail.manage.audit import audited_in_thread
 from ourmail.manage.userindex import UserIndex
 
 
@@ -101,13 +101,15 @@ class LocalAccountAdmin:
         def change() -> str:
             return ops.add_user(self.settings, self.db, address, password)
 
-        return self._change(actor, "user.add", address, change)
+        return audited_in_thread(self.audit, actor, "user.add", address, change)
 
     def set_password(self, actor: Actor, address: str, password: str) -> Deferred[None]:
         def change() -> str:
             return ops.set_password(self.settings, self.db, address, password)
 
-        return self._change(actor, "user.passwd", address, change).addCallback(lambda _: None)
+        return audited_in_thread(self.audit, actor, "user.passwd", address, change).addCallback(
+            lambda _: None
+        )
 
     def delete_user(self, actor: Actor, address: str) -> Deferred[None]:
         left: list[str] = []
@@ -117,8 +119,8 @@ class LocalAccountAdmin:
             left.extend(groups)
             return found
 
-        return self._change(
-            actor, "user.del", address, change, lambda: ops.left_groups_detail(left)
+        return audited_in_thread(
+            self.audit, actor, "user.del", address, change, lambda: ops.left_groups_detail(left)
         ).addCallback(lambda _: None)
 
     def set_quota(self, actor: Actor, address: str, limit: QuotaLimit | None) -> Deferred[None]:
@@ -127,32 +129,25 @@ class LocalAccountAdmin:
         def change() -> str:
             return ops.set_quota(self.settings, self.db, address, limit)
 
-        return self._change(actor, "user.quota", address, change, detail).addCallback(
-            lambda _: None
-        )
+        return audited_in_thread(
+            self.audit, actor, "user.quota", address, change, detail
+        ).addCallback(lambda _: None)
 
     def set_alias(self, actor: Actor, address: str, targets: Sequence[str]) -> Deferred[str]:
         def change() -> str:
             return ops.set_alias(self.settings, self.db, address, targets)[0]
 
-        return self._change(actor, "alias.add", address, change, ", ".join(targets))
+        return audited_in_thread(
+            self.audit, actor, "alias.add", address, change, ", ".join(targets)
+        )
 
     def delete_alias(self, actor: Actor, address: str) -> Deferred[None]:
         def change() -> str:
             return ops.delete_alias(self.settings, self.db, address)
 
-        return self._change(actor, "alias.del", address, change).addCallback(lambda _: None)
-
-    def _change(
-        self,
-        actor: Actor,
-        action: str,
-        target: str,
-        work: Callable[[], str],
-        detail: str | Callable[[], str] = "",
-    ) -> Deferred[str]:
-        """``work`` and its audit line in a thread, both before the Deferred fires."""
-        return deferToThread(audited_change, self.audit, actor, action, target, work, detail)
+        return audited_in_thread(self.audit, actor, "alias.del", address, change).addCallback(
+            lambda _: None
+        )
 
 
 def _in(address: str, domains: Sequence[str] | None) -> bool:

@@ -17,6 +17,8 @@ import pwd
 from collections.abc import Callable
 from pathlib import Path
 
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
 from zope.interface import implementer
 
 from ourmail.fsutil import fsync_dir
@@ -113,3 +115,16 @@ def audited_change(
         raise
     audit.record(actor, action, done, "ok", text())
     return done
+
+
+def audited_in_thread(
+    audit: IAuditLog,
+    actor: Actor,
+    action: str,
+    target: str,
+    work: Callable[[], str],
+    detail: str | Callable[[], str] = "",
+) -> Deferred[str]:
+    """:func:`audited_change` in a worker thread: the console's way to make a change, which
+    fires once the change and its audit line are both on disk."""
+    return deferToThread(audited_change, audit, actor, action, target, work, detail)

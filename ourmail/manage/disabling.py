@@ -6,7 +6,7 @@ accounts file change and ends the account's open sessions."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
@@ -16,7 +16,7 @@ from ourmail.auth.accounts import AccountDB
 from ourmail.config import Settings
 from ourmail.interfaces import Actor, DisabledState, IAccountDisabling, IAuditLog
 from ourmail.manage import accountops as ops
-from ourmail.manage.audit import audited_change
+from ourmail.manage.audit import audited_in_thread
 
 
 @implementer(IAccountDisabling)
@@ -49,17 +49,12 @@ class AccountDisabling:
         def change() -> str:
             return ops.disable_user(self.settings, self.db, address, reason)
 
-        return self._change(actor, "user.disable", address, change, reason)
+        d = audited_in_thread(self.audit, actor, "user.disable", address, change, reason)
+        return d.addCallback(lambda _: None)
 
     def enable(self, actor: Actor, address: str) -> Deferred[None]:
         def change() -> str:
             return ops.enable_user(self.settings, self.db, address)
 
-        return self._change(actor, "user.enable", address, change)
-
-    def _change(
-        self, actor: Actor, action: str, target: str, work: Callable[[], str], detail: str = ""
-    ) -> Deferred[None]:
-        """``work`` and its audit line in a thread, both before the Deferred fires."""
-        d = deferToThread(audited_change, self.audit, actor, action, target, work, detail)
+        d = audited_in_thread(self.audit, actor, "user.enable", address, change)
         return d.addCallback(lambda _: None)

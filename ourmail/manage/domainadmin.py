@@ -15,7 +15,6 @@ Implementation notes:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TypeVar
 
 import attrs
@@ -45,7 +44,7 @@ from ourmail.interfaces import (
     IDomainAdmin,
 )
 from ourmail.manage import domainops
-from ourmail.manage.audit import audited_change
+from ourmail.manage.audit import audited_in_thread
 from ourmail.net.portsfile import running_ports
 from ourmail.secure.dkimkeys import Unreadable, report_unreadable
 
@@ -153,8 +152,12 @@ class LocalDomainAdmin:
         return deferToThread(self._domains)
 
     def add_domain(self, actor: Actor, name: str) -> Deferred[str]:
-        return self._change(
-            actor, "domain.add", name, lambda: domainops.add_domain(self.settings, self.db, name)
+        return audited_in_thread(
+            self.audit,
+            actor,
+            "domain.add",
+            name,
+            lambda: domainops.add_domain(self.settings, self.db, name),
         )
 
     def make_dkim_key(self, actor: Actor, domain: str) -> Deferred[tuple[DkimKeyInfo, ...]]:
@@ -167,19 +170,8 @@ class LocalDomainAdmin:
             domainops.new_dkim_key(self.settings, served)
             return served
 
-        d = self._change(actor, "dkim.gen", domain, make)
+        d = audited_in_thread(self.audit, actor, "dkim.gen", domain, make)
         return d.addCallback(lambda served: deferToThread(key_infos, self.settings, served))
-
-    def _change(
-        self,
-        actor: Actor,
-        action: str,
-        target: str,
-        work: Callable[[], str],
-        detail: str | Callable[[], str] = "",
-    ) -> Deferred[str]:
-        """``work`` and its audit line in a thread, both before the Deferred fires."""
-        return deferToThread(audited_change, self.audit, actor, action, target, work, detail)
 
     # -- DNS -----------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ thread and audit-logged before its Deferred fires.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
@@ -22,7 +22,7 @@ from ourmail.interfaces import (
     IRoutingAdmin,
 )
 from ourmail.manage import accountops, groupops
-from ourmail.manage.audit import audited_change
+from ourmail.manage.audit import audited_in_thread
 
 
 @implementer(IRoutingAdmin)
@@ -51,28 +51,32 @@ class LocalRoutingAdmin:
         def change() -> str:
             return groupops.add_group(self.settings, self.db, address, name, members)
 
-        return self._change(actor, "group.add", address, change, ", ".join(members))
+        return audited_in_thread(
+            self.audit, actor, "group.add", address, change, ", ".join(members)
+        )
 
     def delete_group(self, actor: Actor, address: str) -> Deferred[None]:
         def change() -> str:
             return groupops.delete_group(self.settings, self.db, address)
 
-        return self._change(actor, "group.del", address, change).addCallback(lambda _: None)
+        return audited_in_thread(self.audit, actor, "group.del", address, change).addCallback(
+            lambda _: None
+        )
 
     def add_members(self, actor: Actor, address: str, members: Sequence[str]) -> Deferred[None]:
         def change() -> str:
             return groupops.add_members(self.settings, self.db, address, members)
 
-        return self._change(
-            actor, "group.member-add", address, change, ", ".join(members)
+        return audited_in_thread(
+            self.audit, actor, "group.member-add", address, change, ", ".join(members)
         ).addCallback(lambda _: None)
 
     def remove_members(self, actor: Actor, address: str, members: Sequence[str]) -> Deferred[None]:
         def change() -> str:
             return groupops.remove_members(self.settings, self.db, address, members)
 
-        return self._change(
-            actor, "group.member-del", address, change, ", ".join(members)
+        return audited_in_thread(
+            self.audit, actor, "group.member-del", address, change, ", ".join(members)
         ).addCallback(lambda _: None)
 
     def forwarding(self, address: str) -> Deferred[Forwarding]:
@@ -90,17 +94,6 @@ class LocalRoutingAdmin:
             return groupops.set_forward(self.settings, self.db, address, targets, keep)
 
         detail = groupops.forward_detail(targets, keep)
-        return self._change(actor, "user.forward", address, change, detail).addCallback(
-            lambda _: None
-        )
-
-    def _change(
-        self,
-        actor: Actor,
-        action: str,
-        target: str,
-        work: Callable[[], str],
-        detail: str | Callable[[], str] = "",
-    ) -> Deferred[str]:
-        """``work`` and its audit line in a thread, both before the Deferred fires."""
-        return deferToThread(audited_change, self.audit, actor, action, target, work, detail)
+        return audited_in_thread(
+            self.audit, actor, "user.forward", address, change, detail
+        ).addCallback(lambda _: None)
