@@ -21,7 +21,7 @@ from twisted.web.iweb import IRequest
 
 from ourmail.interfaces import AccountRefused, Actor, IAccountDisabling
 from ourmail.manage.accountops import MAX_REASON
-from ourmail.web.adminpages import AdminPages, _no_control
+from ourmail.web.adminpages import AdminPages, no_control
 
 log = Logger()
 
@@ -75,7 +75,7 @@ class AdminDisablePages(AdminPages):
             if address == admin.session.address:
                 refused = AccountRefused("own-account", "not your own account", address)
                 return self.refused(actor, "user.disable", refused)
-            if (reason is None and sent) or (reason is not None and not _no_control(reason)):
+            if (reason is None and sent) or (reason is not None and not no_control(reason)):
                 refused = AccountRefused("bad-reason", "not one short line of text", address)
                 return self.refused(actor, "user.disable", refused)
             d = self.disabling.disable(actor, address, (reason or "").strip())

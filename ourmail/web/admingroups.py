@@ -29,7 +29,7 @@ from werkzeug.exceptions import NotFound
 
 from ourmail.addresses import AddressError, normalise_address
 from ourmail.interfaces import AccountRefused, ExpansionTooLarge, IRoutingAdmin
-from ourmail.web.adminpages import MAX_ADDRESS, AdminAccess, AdminPages, NotAdmin, _no_control
+from ourmail.web.adminpages import MAX_ADDRESS, AdminAccess, AdminPages, NotAdmin, no_control
 
 #: Most members added in one form, and the longest list read.
 MAX_FORM_MEMBERS = 100
@@ -91,7 +91,7 @@ class AdminGroupsPages(AdminPages):
         if text is None and (request.args or {}).get(name.encode()):
             raise AccountRefused("too-many", "the list is too long")
         found = [t for t in re.split(r"[\s,;]+", text or "") if t]
-        if len(found) > most or not all(_no_control(t) and len(t) <= MAX_ADDRESS for t in found):
+        if len(found) > most or not all(no_control(t) and len(t) <= MAX_ADDRESS for t in found):
             raise AccountRefused("too-many" if len(found) > most else "bad-target", "bad list")
         return found
 

@@ -22,7 +22,6 @@ worker threads, audit-logged) and redirect (303) to the queue with what was done
 from __future__ import annotations
 
 import time
-import unicodedata
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -36,7 +35,14 @@ from ourmail.interfaces import (
     IShardReport,
     QueueRefused,
 )
-from ourmail.web.adminpages import MAX_ADDRESS, PAGE_SIZE, AdminAccess, AdminPages, NotAdmin
+from ourmail.web.adminpages import (
+    MAX_ADDRESS,
+    PAGE_SIZE,
+    AdminAccess,
+    AdminPages,
+    NotAdmin,
+    no_control,
+)
 from ourmail.web.pages import Pages
 
 #: Longest queue id accepted (ours are 19 hexadecimal digits).
@@ -52,11 +58,6 @@ MAX_PAGE = 100_000
 
 class BadInput(Exception):
     """A malformed field of an operations page: 400 with the reason, nothing changed."""
-
-
-def _plain(text: str) -> bool:
-    """No control character (CR, LF, NUL) and no format character (bidi overrides)."""
-    return not any(unicodedata.category(c) in ("Cc", "Cf") for c in text)
 
 
 def utc(seconds: float) -> str:
@@ -113,7 +114,7 @@ class AdminOpsPages(AdminPages):
         if not raw:
             return ""
         text = self.form(request, name, limit)
-        if text is None or not _plain(text):
+        if text is None or not no_control(text):
             _ = self.gettext(request)
             raise BadInput(_("This search text is too long or has control characters."))
         return text.strip()

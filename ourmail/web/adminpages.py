@@ -91,7 +91,7 @@ class AdminAccess:
         return self.domains is None or domain in self.domains
 
 
-def _no_control(text: str) -> bool:
+def no_control(text: str) -> bool:
     """True when ``text`` has no control or format character (CR, LF, NUL, bidi overrides)."""
     return not any(unicodedata.category(c) in ("Cc", "Cf") for c in text)
 
@@ -222,7 +222,7 @@ class AdminPages(Pages):
         """A form's address field, normalised; :class:`AccountRefused` when it is missing,
         too long, has control characters or is no address of a served domain."""
         raw = self.form(request, name, MAX_ADDRESS)
-        if not raw or not _no_control(raw):
+        if not raw or not no_control(raw):
             raise AccountRefused("bad-address", "not an address", "")
         return await self.accounts.address(raw)
 
@@ -235,7 +235,7 @@ class AdminPages(Pages):
         """The ``?domain=`` a listing is asked for (lower-cased; empty: every domain; one
         with control or format characters is none of ours and reads as ``?``)."""
         domain = (self.form(request, "domain", 260) or "").strip().lower()
-        return domain if _no_control(domain) else "?"
+        return domain if no_control(domain) else "?"
 
     # -- pages -----------------------------------------------------------------------------
 
@@ -435,7 +435,7 @@ class AdminPages(Pages):
         """The alias's address (``@domain``: a catch-all), lower-cased; the domain's rights
         are checked by the caller."""
         raw = (self.form(request, "address", MAX_ADDRESS) or "").strip()
-        if not raw or not _no_control(raw):
+        if not raw or not no_control(raw):
             raise AccountRefused("bad-address", "not an address")
         if raw.startswith("@"):
             return raw.lower()
@@ -454,7 +454,7 @@ class AdminPages(Pages):
             if not access.full:
                 await self.alias_managed(access, alias)
             targets = [t for t in re.split(r"[\s,;]+", typed_targets) if t]
-            if len(targets) > MAX_TARGETS or not all(_no_control(t) for t in targets):
+            if len(targets) > MAX_TARGETS or not all(no_control(t) for t in targets):
                 raise AccountRefused("bad-target", "too many targets")
             if not access.full:
                 await self.targets_managed(access, targets)
