@@ -1494,3 +1494,142 @@ class IDirectoryUsers(Interface):
 class DirectoryBusy(DirectoryUnavailable):
     """The directory's users are still being read (the first reading after a start): a page
     asking now is answered without them, and the reading goes on."""
+
+
+# -- the vault (docs/vault.md) ---------------------------------------------------------------
+
+
+@attrs.frozen
+class VaultEnvelope:
+    """What the vault keeps beside a message: how it came, from whom, for whom."""
+
+    #: ``"smtp"`` (MX), ``"lmtp"``, ``"submission"``, ``"queue"`` (local delivery from the
+    #: outbound queue), ``"imap-append"`` (APPEND into Sent), ``"webmail"``, ``"restore"``.
+    via: str
+    #: The envelope sender ("" for a bounce).
+    sender: str
+    #: The envelope recipients as given (RCPT TO), for an APPEND the message's own addressees.
+    recipients: tuple[str, ...] = ()
+    #: The local mailboxes the message went to (after aliases and groups).
+    mailboxes: tuple[str, ...] = ()
+    #: The client's IP address ("" when there is none: a command, the queue).
+    client: str = ""
+    #: The logged-in user who sent or appended it ("" for mail from elsewhere).
+    user: str = ""
+    #: The transaction's id in the server's log.
+    id: str = ""
+    #: When it arrived (seconds since the epoch).
+    arrival: float = 0.0
+
+    def addresses(self) -> tuple[str, ...]:
+        """Every address the message concerns: sender, recipients, mailboxes and user."""
+        seen = (self.sender, *self.recipients, *self.mailboxes, self.user)
+        return tuple(dict.fromkeys(a.lower() for a in seen if a))
+
+
+class IVault(Interface):
+    """Where every message that enters or leaves the organisation is kept (docs/vault.md)."""
+
+    def capture(source: MessageSource, envelope: VaultEnvelope) -> Deferred[int]:
+        """Keep one copy of the message with ``envelope``; fires with its record number once
+        it is durable.  Joins the store's group commit: call it *before* storing the
+        message's mailbox copies (in the same reactor turn), so that the copy is written
+        no later than they are, and no mailbox ever holds a message the vault lacks."""
+
+
+class ICommitParticipant(Interface):
+    """A durable writer that joins the store's group commit (the vault): its items are
+    written in the committer's worker thread before any mailbox file of the same batch is
+    placed, and made durable by the same ``syncfs``."""
+
+    def write(items: Sequence[object]) -> Sequence[object]:
+        """Worker thread: write ``items`` (no flush); one result per item, in order.  An
+        exception fails the whole batch (no mailbox file of it is placed)."""
+
+    def directory() -> os.PathLike[str]:
+        """A folder on the filesystem written to (``syncfs`` target)."""
+
+    def flush() -> None:
+        """Worker thread, only where ``syncfs`` is missing: make what :meth:`write` wrote
+        durable."""
+
+
+class ICommitGroup(Interface):
+    """The store's group commit (``MaildirStore.committer``), which other writers join."""
+
+    def join(participant: ICommitParticipant, item: object) -> Deferred[object]:
+        """Write ``item`` with ``participant`` in the next batch; fires with its result from
+        :meth:`ICommitParticipant.write` once the batch is durable."""
+
+
+@attrs.frozen
+class VaultDocument:
+    """What the vault's search index is given per captured message (parsed by the vault, so
+    an index elsewhere, a search cluster, needs no MIME parser)."""
+
+    seq: int
+    time: float
+    envelope: VaultEnvelope
+    sender: str
+    recipients: tuple[str, ...]
+    subject: str
+    message_id: str
+    date: float | None
+    size: int
+    attachments: tuple[str, ...]
+    #: The text of the message's text parts, cut at the index's limit.
+    text: str
+
+
+@attrs.frozen
+class VaultQuery:
+    """A vault search: every given criterion must hold (empty ones are not asked)."""
+
+    sender: str = ""
+    recipient: str = ""
+    #: Any address: sender, recipient, a mailbox or the logged-in user.
+    address: str = ""
+    start: float | None = None
+    end: float | None = None
+    subject: str = ""
+    #: Words in the subject or the body (all of them).
+    words: str = ""
+    attachment: str = ""
+    message_id: str = ""
+
+    def empty(self) -> bool:
+        return self == VaultQuery()
+
+
+@attrs.frozen
+class VaultHit:
+    """One message found by a vault search."""
+
+    seq: int
+    time: float
+    sender: str
+    recipients: tuple[str, ...]
+    subject: str
+    size: int
+    message_id: str
+
+
+class IVaultIndex(Interface):
+    """The vault's search index: embedded (SQLite FTS5, ``ourmail.vault.index``) by default;
+    a larger deployment can put a search cluster behind this interface.  Blocking: called
+    in a thread."""
+
+    def add(documents: Sequence[VaultDocument]) -> None:
+        """Index these messages (seq ascending, after :meth:`last_seq`)."""
+
+    def remove(seqs: Sequence[int]) -> None:
+        """Forget these messages (retention expired them)."""
+
+    def search(query: VaultQuery, offset: int, limit: int) -> tuple[int, list[VaultHit]]:
+        """The number of messages that match and those from ``offset``, oldest first."""
+
+    def last_seq() -> int:
+        """The highest seq indexed (0: none): capture catches up from here after a start."""
+
+    def reset() -> None:
+        """Forget everything (``ourmail vault reindex`` then adds every message again)."""
