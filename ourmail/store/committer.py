@@ -6,6 +6,8 @@ batch is being committed wait for the next batch.  A batch is committed in a wor
 1. each message is written (or hard-linked) into its folder's ``tmp/``;
 2. per folder, under that folder's lock, the files are renamed into ``new/`` or ``cur/`` and
    their journal lines appended (:meth:`Target.place`);
+   (before this step, each participant that joined the batch, the vault, writes its items,
+   so no mailbox file is placed that a participant lacks; its failure fails the batch);
 3. one ``syncfs(2)`` per filesystem makes the whole batch durable, files, directory entries and
    journals alike (without syncfs: an fsync per file before the rename, then per directory);
 4. back on the reactor, each folder reads its journal tail and every job's Deferred fires with
@@ -31,9 +33,16 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore, IReactorFromThreads, IReactorTime
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
 from ourmail.fsutil import HAVE_SYNCFS, syncfs
-from ourmail.interfaces import MessageSource, ShardMoving, StoreError
+from ourmail.interfaces import (
+    ICommitGroup,
+    ICommitParticipant,
+    MessageSource,
+    ShardMoving,
+    StoreError,
+)
 from ourmail.mime.summary import Summary
 from ourmail.store import faults, maildir
 
@@ -97,12 +106,23 @@ class Job:
     prepared: maildir.Prepared | None = None
 
 
+@attrs.define
+class Joined:
+    """An item another writer (:class:`ICommitParticipant`) writes in the next batch."""
+
+    participant: ICommitParticipant
+    item: object
+    done: Deferred[object] = attrs.Factory(Deferred)
+
+
+@implementer(ICommitGroup)
 class Committer:
     """Group commit of the messages stored through one store (see the module text)."""
 
     def __init__(self, reactor: Reactor) -> None:
         self._reactor = reactor
         self._waiting: list[Job] = []
+        self._joined: list[Joined] = []
         self._running = 0
         self._pool: ThreadPool | None = None
 
@@ -129,22 +149,42 @@ class Committer:
         self._reactor.callLater(0, self._kick)
         return job.done
 
+    def join(self, participant: ICommitParticipant, item: object) -> Deferred[object]:
+        """Write ``item`` with ``participant`` in the next batch, before any mailbox file of
+        it is placed; fires with the participant's result once the batch is durable."""
+        joined = Joined(participant, item)
+        self._joined.append(joined)
+        self._reactor.callLater(0, self._kick)
+        return joined.done
+
     def submit_all(self, jobs: Iterable[Submission]) -> list[Deferred[int]]:
         """Queue several messages in order: they commit in one batch, so their UIDs ascend."""
         return [self.submit(*job) for job in jobs]
 
     def _kick(self) -> None:
-        if self._running >= CONCURRENT_BATCHES or not self._waiting:
+        if self._running >= CONCURRENT_BATCHES or not (self._waiting or self._joined):
             return
         batch, self._waiting = self._waiting, []
+        joined, self._joined = self._joined, []
         self._running += 1
         snapshots = {id(j.folder): j.folder.snapshot() for j in batch}
-        d = threads.deferToThreadPool(self._reactor, self._threads(), _commit, batch, snapshots)
-        d.addCallbacks(self._committed, self._failed, callbackArgs=(batch,), errbackArgs=(batch,))
+        d = threads.deferToThreadPool(
+            self._reactor, self._threads(), _commit, batch, snapshots, joined
+        )
+        d.addCallbacks(
+            self._committed,
+            self._failed,
+            callbackArgs=(batch, joined),
+            errbackArgs=(batch, joined),
+        )
 
-    def _committed(self, outcome: Outcome, batch: list[Job]) -> None:
+    def _committed(
+        self, outcome: tuple[Outcome, list[object]], batch: list[Job], joined: list[Joined]
+    ) -> None:
         self._running -= 1
-        retry, refused, gone = outcome
+        (retry, refused, gone), results = outcome
+        for each, result in zip(joined, results, strict=True):
+            each.done.callback(result)
         for job in refused:
             job.done.errback(ShardMoving("this mailbox is being moved; try again soon"))
         for job, error in gone:
@@ -166,10 +206,12 @@ class Committer:
         self._waiting[:0] = retry
         self._kick()
 
-    def _failed(self, failure: Failure, batch: list[Job]) -> None:
+    def _failed(self, failure: Failure, batch: list[Job], joined: list[Joined]) -> None:
         self._running -= 1
         for job in batch:
             job.done.errback(failure)
+        for each in joined:
+            each.done.errback(failure)
         self._kick()
 
 
@@ -179,9 +221,13 @@ class Committer:
 Outcome = tuple[list["Job"], list["Job"], list[tuple["Job", OSError]]]
 
 
-def _commit(batch: list[Job], snapshots: dict[int, Snapshot]) -> Outcome:
+def _commit(
+    batch: list[Job], snapshots: dict[int, Snapshot], joined: Sequence[Joined] = ()
+) -> tuple[Outcome, list[object]]:
     """Worker thread: write, place and flush a batch.  A job that cannot be written fails
-    alone; the rest of the batch (other users' deliveries too) goes on."""
+    alone; the rest of the batch (other users' deliveries too) goes on.  The participants
+    write their items before anything is placed; if one fails, the whole batch fails and its
+    prepared files are removed (no mailbox gets a message a participant lacks)."""
     gone: list[tuple[Job, OSError]] = []
     for job in batch:
         if job.prepared is None:
@@ -191,12 +237,23 @@ def _commit(batch: list[Job], snapshots: dict[int, Snapshot]) -> Outcome:
                 gone.append((job, e))
     batch = [job for job in batch if job.prepared is not None]
     faults.point("delivery-prepared")
+    devices: dict[int, Path] = {}
+    try:
+        results = _participate(joined)
+    except BaseException:
+        for job in batch:
+            assert job.prepared is not None
+            (job.folder.path / "tmp" / job.prepared.tmp_name).unlink(missing_ok=True)
+        raise
+    for each in joined:
+        directory = Path(each.participant.directory())
+        devices.setdefault(os.stat(directory).st_dev, directory)
+    faults.point("vault-written")
     retry: list[Job] = []
     refused: list[Job] = []
     by_folder: dict[int, list[Job]] = {}
     for job in batch:
         by_folder.setdefault(id(job.folder), []).append(job)
-    devices: dict[int, Target] = {}
     for key, jobs in by_folder.items():
         folder = jobs[0].folder
         try:
@@ -209,18 +266,36 @@ def _commit(batch: list[Job], snapshots: dict[int, Snapshot]) -> Outcome:
             refused.extend(jobs)
             continue
         if committed:
-            devices.setdefault(os.stat(folder.path).st_dev, folder)
+            devices.setdefault(os.stat(folder.path).st_dev, folder.path)
         else:
             retry.extend(jobs)
-    for folder in devices.values():
+    for path in devices.values():
         if HAVE_SYNCFS:
-            syncfs(folder.path)
+            syncfs(path)
     faults.point("delivery-synced")
     if not HAVE_SYNCFS:
         for jobs in by_folder.values():
             if jobs[0] not in retry and jobs[0] not in refused:
                 jobs[0].folder.flush()
-    return retry, refused, gone
+    return (retry, refused, gone), results
+
+
+def _participate(joined: Sequence[Joined]) -> list[object]:
+    """Worker thread: each participant writes its items of the batch (one call each), made
+    durable at once without syncfs; the results in the order the items joined."""
+    by_participant: dict[int, list[Joined]] = {}
+    for each in joined:
+        by_participant.setdefault(id(each.participant), []).append(each)
+    results: dict[int, object] = {}
+    for group in by_participant.values():
+        participant = group[0].participant
+        written = participant.write([each.item for each in group])
+        if len(written) != len(group):
+            raise StoreError("a commit participant returned the wrong number of results")
+        results.update((id(each), result) for each, result in zip(group, written, strict=True))
+        if not HAVE_SYNCFS:
+            participant.flush()
+    return [results[id(each)] for each in joined]
 
 
 def _prepare(job: Job) -> maildir.Prepared:

@@ -75,11 +75,13 @@ from ourmail.secure.dkimsign import DKIMSigner
 from ourmail.smtp.delivery import Delivery
 from ourmail.smtp.submitter import Submitter
 from ourmail.srs import SenderRewriter
+from ourmail.store.committer import Committer
 from ourmail.store.memory import MemoryStore
 from ourmail.store.quota import QuotaPolicy
 from ourmail.store.userstore import MaildirStore
 from ourmail.vacation.record import ReplyRecord
 from ourmail.vacation.responder import AutoResponder
+from ourmail.vault.vault import NoVault, open_vault
 from ourmail.web.live import FolderStream
 from ourmail.web.streaming import PieceProducer
 from twisted.plugins import ourmail_plugin
@@ -289,6 +291,9 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.directory.ldapusers.LDAPUserList": lambda tmp: LDAPUserList(
         _ldap(), reactor, lambda domain: True, lambda address: Usage(0, 0)
     ),
+    "ourmail.store.committer.Committer": lambda tmp: Committer(reactor),
+    "ourmail.vault.vault.Vault": lambda tmp: open_vault(tmp / "vault", (), Committer(reactor)),
+    "ourmail.vault.vault.NoVault": lambda tmp: NoVault(),
 }
 
 

@@ -1,0 +1,246 @@
+"""The vault's catalog: where each record is, and which body each blob holds.
+
+``<vault>/catalog.sqlite`` maps a record's seq to its segment and offset (with its kind, time
+and sizes, for ``ourmail vault status``), and a body's sha256 to the ``blob`` record that
+holds it, so capture stores a body once and a message is read with two ``pread`` calls.
+
+Implementation notes (keep these true when changing this module):
+
+* The catalog is derived from the segments: the writer adds records right after appending
+  them, in the same thread, without an fsync of its own (WAL, ``synchronous=NORMAL``; the
+  store's ``syncfs`` covers it).  On open it catches up with whatever the log holds beyond
+  its last seq, and it is rebuilt from scratch when missing, unreadable or ahead of the log.
+* Blocking: every method reads files or SQLite; call it in a thread, never on the reactor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+from twisted.logger import Logger
+
+from ourmail.vault.records import FormatError, Record
+from ourmail.vault.segments import Position, SegmentLog
+
+log = Logger()
+
+FILE = "catalog.sqlite"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY,
+    segment INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    time REAL NOT NULL,
+    size INTEGER NOT NULL,
+    stored INTEGER NOT NULL,
+    body TEXT
+);
+CREATE INDEX IF NOT EXISTS records_kind ON records (kind, time);
+CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+"""
+
+
+class Expired(LookupError):
+    """The message's content (its header section or its body) was removed by retention."""
+
+
+class NotAMessage(LookupError):
+    """The seq names no ``capture`` record."""
+
+
+@attrs.frozen
+class Totals:
+    """What ``ourmail vault status`` reports of the catalogued records."""
+
+    kinds: dict[str, int]
+    captures: int
+    #: Captures whose body was already stored (by an earlier message): dedup.
+    shared: int
+    #: Octets of the captured messages as they came.
+    original: int
+    #: Octets the capture and blob records take in the segments.
+    stored: int
+    first: float | None
+    last: float | None
+
+
+class Catalog:
+    """The catalog of one vault (see the module text).  Thread-safe: one connection behind
+    a lock, shared by the committer's worker and any thread that reads."""
+
+    def __init__(self, vault_dir: Path, log: SegmentLog) -> None:
+        self.path = vault_dir / FILE
+        self.log = log
+        self._lock = threading.Lock()
+        vault_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self._db = self._open()
+            ahead = self.last_seq() > log.head()[0]
+        except sqlite3.DatabaseError as e:
+            ahead = True
+            log_reason = str(e)
+        else:
+            log_reason = "it is ahead of the segments"
+        if ahead:
+            self._rebuild(log_reason)
+        self.catch_up()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        return db
+
+    def _rebuild(self, why: str) -> None:
+        log.warn("rebuilding the vault catalog {path}: {why}", path=str(self.path), why=why)
+        with contextlib.suppress(AttributeError, sqlite3.Error):
+            self._db.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        self._db = self._open()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def catch_up(self) -> int:
+        """Add what the log holds beyond the last seq catalogued (appended by another
+        process, or before a crash); stops at a cut-short tail.  The number added."""
+        if self.log.head()[0] == self.last_seq() and self.last_seq() > 0:
+            return 0
+        added = 0
+        batch: list[tuple[Position, Record]] = []
+        try:
+            for number, record in self.log.records(self.last_seq() + 1):
+                batch.append((Position(number, record.offset), record))
+                if len(batch) >= 1000:
+                    added += self.add(batch)
+                    batch = []
+        except FormatError as e:
+            log.warn("vault catalog stops before damaged records: {e}", e=str(e))
+        return added + self.add(batch)
+
+    def add(self, written: Sequence[tuple[Position, Record]]) -> int:
+        """Catalogue records just appended (as :meth:`SegmentLog.append` returns them);
+        records already catalogued are skipped.  The number added."""
+        rows = []
+        blobs = []
+        for position, record in written:
+            fields = record.fields
+            seq = fields["seq"]
+            kind = fields["kind"]
+            stored = len(record.frame())
+            size = fields.get("size", fields.get("length", 0)) if kind == "capture" else 0
+            body = fields.get("body") if kind == "capture" else fields.get("sha256")
+            rows.append(
+                (seq, position.segment, position.offset, kind, fields["time"], size, stored, body)
+            )
+            if kind == "blob":
+                blobs.append((fields["sha256"], seq))
+        if not rows:
+            return 0
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            before = self._db.total_changes
+            self._db.executemany(
+                "INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+            )
+            added = self._db.total_changes - before
+            self._db.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?)", blobs)
+        return added
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _one(self, sql: str, args: Iterable[Any] = ()) -> Any:
+        with self._lock:
+            return self._db.execute(sql, tuple(args)).fetchone()
+
+    def last_seq(self) -> int:
+        """The highest seq catalogued (0: none)."""
+        row = self._one("SELECT max(seq) FROM records")
+        return int(row[0] or 0)
+
+    def count(self) -> int:
+        """Records catalogued."""
+        return int(self._one("SELECT count(*) FROM records")[0])
+
+    def position(self, seq: int) -> Position:
+        """Where record ``seq`` is (KeyError when it is not catalogued)."""
+        row = self._one("SELECT segment, offset FROM records WHERE seq = ?", (seq,))
+        if row is None:
+            raise KeyError(f"no vault record {seq}")
+        return Position(row[0], row[1])
+
+    def blob(self, sha256: str) -> int | None:
+        """The seq of the ``blob`` record holding the body with this sha256, if any."""
+        row = self._one("SELECT seq FROM blobs WHERE sha256 = ?", (sha256,))
+        return None if row is None else int(row[0])
+
+    def record(self, seq: int) -> Record:
+        """Record ``seq`` as it is in its segment."""
+        return self.log.read_at(self.position(seq))
+
+    def message(self, seq: int) -> bytes:
+        """The message captured as record ``seq``: its header section and its body (Expired
+        when retention removed either, NotAMessage when ``seq`` is no capture)."""
+        try:
+            capture = self.record(seq)
+        except KeyError:
+            raise NotAMessage(f"vault record {seq} does not exist") from None
+        fields = capture.fields
+        if fields["kind"] != "capture":
+            raise NotAMessage(f"vault record {seq} is a {fields['kind']}, not a message")
+        if fields.get("length") and not capture.content:
+            raise Expired(f"message {seq} was removed by retention")
+        blob_seq = self.blob(fields["body"])
+        if blob_seq is None:
+            raise Expired(f"the body of message {seq} is not in the vault")
+        blob = self.record(blob_seq)
+        if blob.fields.get("length") and not blob.content:
+            raise Expired(f"the body of message {seq} was removed by retention")
+        return capture.plain() + blob.plain()
+
+    def captures(self, start: int = 1) -> Iterator[tuple[int, float, int]]:
+        """Every capture from seq ``start`` on, in order: seq, time and message size."""
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT seq, time, size FROM records WHERE kind = 'capture' AND seq >= ?"
+                    " ORDER BY seq LIMIT 1000",
+                    (start,),
+                ).fetchall()
+            if not rows:
+                return
+            yield from ((int(s), float(t), int(z)) for s, t, z in rows)
+            start = rows[-1][0] + 1
+
+    def totals(self) -> Totals:
+        """Counts and octets of everything catalogued, for ``ourmail vault status``."""
+        with self._lock:
+            kinds = dict(self._db.execute("SELECT kind, count(*) FROM records GROUP BY kind"))
+            original, first, last = self._db.execute(
+                "SELECT sum(size), min(time), max(time) FROM records WHERE kind = 'capture'"
+            ).fetchone()
+            (stored,) = self._db.execute(
+                "SELECT sum(stored) FROM records WHERE kind IN ('capture', 'blob')"
+            ).fetchone()
+        captures = kinds.get("capture", 0)
+        return Totals(
+            kinds=kinds,
+            captures=captures,
+            shared=max(0, captures - kinds.get("blob", 0)),
+            original=int(original or 0),
+            stored=int(stored or 0),
+            first=first,
+            last=last,
+        )

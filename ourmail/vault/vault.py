@@ -1,0 +1,199 @@
+"""Capture: every message into the vault, in the same group commit as its mailbox copies.
+
+:class:`Vault` is the server's :class:`~ourmail.interfaces.IVault`.  ``capture`` joins the
+store's commit group (:class:`~ourmail.interfaces.ICommitGroup`); in the committer's worker
+thread, before any mailbox file of the batch is placed, :meth:`Vault.write` turns each
+message into a ``blob`` record (its body, unless the vault already holds that body) and a
+``capture`` record (its header section and envelope), all in one append under the vault's
+lock, then catalogues them.  The batch's one ``syncfs`` makes them durable with the mailbox
+files; only then does ``capture``'s Deferred fire (docs/vault.md).
+
+Implementation notes (keep these true when changing this module):
+
+* The lock is held only for the append and the catalogue update of one batch, so an admin
+  command appending at the same moment waits milliseconds.
+* Memory: one message and its compressed form per item; the SMTP spool holds big messages
+  in files, read here in the worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ourmail.interfaces import (
+    ICommitGroup,
+    ICommitParticipant,
+    IVault,
+    MessageSource,
+    VaultEnvelope,
+)
+from ourmail.vault.catalog import Catalog
+from ourmail.vault.segments import Item, SegmentLog
+
+log = Logger()
+
+
+def split_message(message: bytes) -> tuple[bytes, bytes]:
+    """The header section (up to and including its empty line) and the body (RFC 5322
+    §2.1); a message without an empty line is all header, with an empty body."""
+    ends = [i + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (i := message.find(sep)) >= 0]
+    if message.startswith((b"\r\n", b"\n")):  # no header fields at all
+        ends.append(2 if message.startswith(b"\r\n") else 1)
+    if not ends:
+        return message, b""
+    end = min(ends)
+    return message[:end], message[end:]
+
+
+def read_source(source: MessageSource) -> bytes:
+    """The message's octets from bytes, a file or a path (worker thread)."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return bytes(source)
+    if isinstance(source, os.PathLike):
+        with open(source, "rb") as f:
+            return f.read()
+    stream: BinaryIO = source
+    if stream.seekable():
+        where = stream.tell()
+        stream.seek(0)
+        try:
+            return stream.read()
+        finally:
+            stream.seek(where)
+    return stream.read()
+
+
+def envelope_fields(envelope: VaultEnvelope) -> dict[str, Any]:
+    """The ``envelope`` field of a capture record (docs/vault-format.md)."""
+    return {
+        "via": envelope.via,
+        "id": envelope.id,
+        "sender": envelope.sender,
+        "recipients": list(envelope.recipients),
+        "mailboxes": list(envelope.mailboxes),
+        "client": envelope.client,
+        "user": envelope.user,
+        "arrival": round(envelope.arrival, 3),
+    }
+
+
+@attrs.frozen
+class Capture:
+    """One message waiting in the commit group."""
+
+    source: MessageSource
+    envelope: VaultEnvelope
+
+
+@implementer(IVault, ICommitParticipant)
+class Vault:
+    """The vault's capture (see the module text)."""
+
+    def __init__(
+        self,
+        log: SegmentLog,
+        catalog: Catalog,
+        group: ICommitGroup,
+        clock: Callable[[], float] = time.time,
+        on_committed: Callable[[int], None] | None = None,
+    ) -> None:
+        self.log = log
+        self.catalog = catalog
+        self.group = group
+        self.clock = clock
+        #: Told the last seq of each durable capture (the search index catches up).
+        self.on_committed = on_committed
+
+    # -- IVault (reactor thread) --------------------------------------------------------------
+
+    def capture(self, source: MessageSource, envelope: VaultEnvelope) -> Deferred[int]:
+        """Keep the message with ``envelope``; fires with its capture's seq once durable."""
+        d: Deferred[Any] = self.group.join(self, Capture(source, envelope))
+        if self.on_committed is not None:
+            d.addCallback(self._tell)
+        return d
+
+    def _tell(self, seq: int) -> int:
+        assert self.on_committed is not None
+        try:
+            self.on_committed(seq)
+        except Exception:
+            log.failure("telling the vault index of {seq} failed", seq=seq)
+        return seq
+
+    # -- ICommitParticipant (the committer's worker thread) ------------------------------------
+
+    def directory(self) -> os.PathLike[str]:
+        return self.log.directory
+
+    def flush(self) -> None:
+        self.log.sync()
+
+    def write(self, items: Sequence[object]) -> list[int]:
+        """Append a ``blob`` (for a body not yet stored) and a ``capture`` record per item, in
+        one append under the vault's lock; the capture seqs, in order."""
+        records: list[Item] = []
+        captures: list[int] = []  # index in ``records`` of each item's capture
+        with self.log.locked():
+            if self.catalog.last_seq() != self.log.head()[0]:
+                self.catalog.catch_up()  # another process appended meanwhile
+            batch_bodies: set[str] = set()
+            for item in items:
+                assert isinstance(item, Capture)
+                message = read_source(item.source)
+                header, body = split_message(message)
+                body_sha = hashlib.sha256(body).hexdigest()
+                if body_sha not in batch_bodies and self.catalog.blob(body_sha) is None:
+                    records.append(("blob", {}, body))
+                    batch_bodies.add(body_sha)
+                fields = {
+                    "body": body_sha,
+                    "message_sha256": hashlib.sha256(message).hexdigest(),
+                    "size": len(message),
+                    "envelope": envelope_fields(item.envelope),
+                }
+                captures.append(len(records))
+                records.append(("capture", fields, header))
+                del message, header, body
+            written = self.log.append(records, self.clock())
+            self.catalog.add(written)
+        return [written[i][1].seq for i in captures]
+
+
+@implementer(IVault)
+class NoVault:
+    """``[vault] enabled = false``: nothing is captured."""
+
+    def capture(self, source: MessageSource, envelope: VaultEnvelope) -> Deferred[int]:
+        return defer.succeed(0)
+
+
+def open_vault(
+    vault_dir: Path,
+    roots: Sequence[Path],
+    group: ICommitGroup,
+    segment_size: int | None = None,
+    on_committed: Callable[[int], None] | None = None,
+) -> Vault:
+    """The vault at ``vault_dir`` (made with mode 0700), its catalog caught up (blocking:
+    at start)."""
+    vault_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(vault_dir, 0o700)
+    segment_log = (
+        SegmentLog(vault_dir, roots)
+        if segment_size is None
+        else SegmentLog(vault_dir, roots, segment_size)
+    )
+    segment_log.directory.mkdir(exist_ok=True, mode=0o700)
+    return Vault(segment_log, Catalog(vault_dir, segment_log), group, on_committed=on_committed)
