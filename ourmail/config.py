@@ -358,6 +358,18 @@ class AdminSettings:
     domain_admins: Mapping[str, tuple[str, ...]] = attrs.Factory(dict)
 
 
+@attrs.frozen
+class VaultSettings:
+    """``[vault]``: the permanent copy of every message (docs/vault.md)."""
+
+    #: Off: nothing is captured (the vault's existing records are kept).
+    enabled: bool = True
+    #: Extra folders (other volumes) where segments moved there are found (docs/vault.md).
+    roots: tuple[Path, ...] = ()
+    #: A new segment file starts once the current one is this many octets.
+    segment_size: int = 256 * 1024 * 1024
+
+
 def default_mx_processes() -> int:
     """One MX process per CPU core this process may run on (its affinity mask), at most 64."""
     try:
@@ -400,6 +412,8 @@ class Settings:
     acme: ACMESettings = ACMESettings()
     #: ``[admin]``: the admin console's admins and domain admins.
     admin: AdminSettings = AdminSettings()
+    #: ``[vault]``: capture of every message (docs/vault.md).
+    vault: VaultSettings = VaultSettings()
 
     @property
     def primary_domain(self) -> str:
@@ -520,6 +534,7 @@ _TOML_KEYS: Mapping[str, Any] = {
         "renew_days": int,
         "ca_file": str,
     },
+    "vault": {"enabled": bool, "roots": list, "segment_size": int},
 }
 
 
@@ -676,6 +691,7 @@ def load_settings(
         log=_log_settings(table.get("log", {})),
         acme=_acme_settings(table.get("acme", {})),
         admin=_admin_settings(table.get("admin", {}), doms[0]),
+        vault=_vault_settings(table.get("vault", {}), data_dir),
     )
 
 
@@ -1109,7 +1125,30 @@ domains = {domains}
 # Whether each SMTP transaction's log line lists the recipients' addresses (false: a count,
 # and the addresses its reply quotes are written <redacted>).
 # recipients = true
+
+[vault]
+# A permanent, tamper-evident copy of every message that enters or leaves, kept whatever
+# users delete (docs/vault.md).  Its segments live in <data>/vault/segments.
+# enabled = true
+# Other volumes to which old segments were moved (each holds a segments/ folder).
+# roots = ["/srv/vault2"]
+# A new segment file starts at this size (octets).
+# segment_size = 268435456
 """
+
+
+def _vault_settings(table: Mapping[str, Any], data_dir: Path) -> VaultSettings:
+    roots = table.get("roots", [])
+    if not all(isinstance(r, str) and r for r in roots):
+        raise ConfigError("'vault.roots' must list folder names")
+    size = table.get("segment_size", VaultSettings().segment_size)
+    if not 1 << 20 <= size <= 1 << 40:
+        raise ConfigError("'vault.segment_size' must be between 1 MiB and 1 TiB")
+    return VaultSettings(
+        enabled=table.get("enabled", True),
+        roots=tuple((data_dir / r).absolute() for r in roots),
+        segment_size=size,
+    )
 
 
 def _metrics_settings(table: Mapping[str, Any]) -> MetricsSettings:

@@ -50,6 +50,7 @@ from ourmail.fsutil import write_atomic
 from ourmail.imap.server import IMAPContext, IMAPServer
 from ourmail.interfaces import (
     FilterEnvironment,
+    ICommitGroup,
     IContactBook,
     IDirectory,
     IDirectoryUsers,
@@ -59,6 +60,7 @@ from ourmail.interfaces import (
     IRetention,
     ISenderRewriter,
     ISpamLearner,
+    IVault,
     Usage,
 )
 from ourmail.manage.accountadmin import LocalAccountAdmin
@@ -96,12 +98,14 @@ from ourmail.smtp.submission import SendingRates
 from ourmail.smtp.submitter import Submitter
 from ourmail.smtp.workers import MXWorkers
 from ourmail.srs import SenderRewriter, load_secrets
+from ourmail.store.committer import Committer
 from ourmail.store.quota import QuotaPolicy
 from ourmail.store.shards import DEFAULT_SHARDS_TOML
 from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 from ourmail.store.userstore import MaildirStore
 from ourmail.vacation.record import ReplyRecord
 from ourmail.vacation.responder import AutoResponder
+from ourmail.vault.vault import NoVault, open_vault
 from ourmail.web.acmechallenge import http_site
 from ourmail.web.app import WebApp
 from ourmail.web.clientconfig import ClientSetup
@@ -266,6 +270,8 @@ class Parts:
     web: WebApp | None = None
     #: The figures of this process (``/metrics``, docs/metrics.md).
     metrics: Metrics = attrs.Factory(Metrics)
+    #: Where every message is kept (docs/vault.md): SMTP, LMTP, the queue, APPEND into Sent.
+    vault: IVault = attrs.Factory(NoVault)
 
     def _checked(self, service: str) -> bool:
         """Whether mail arriving on ``service`` goes through the filter chain."""
@@ -378,6 +384,7 @@ class Parts:
                     implicit_tls=implicit,
                     clock=self.clock,
                     quota=self.quota,
+                    vault=self.vault,
                 ),
             )
         return SessionFactory(
@@ -487,6 +494,8 @@ def assemble(
     )
     metrics = Metrics()
     delivery.metrics = queue.metrics = metrics
+    vault = make_vault(settings, store, reactor)
+    delivery.vault = vault
     checks = filter_checks(settings, reactor, queue, log=True)
     checks.metrics = metrics
     authenticator = Authenticator(
@@ -512,6 +521,21 @@ def assemble(
         learning=junk_learning(settings, reactor, store, learner),
         preferences=preferences,
         metrics=metrics,
+        vault=vault,
+    )
+
+
+def make_vault(settings: Settings, store: IMailStore, reactor: IReactorCore) -> IVault:
+    """The vault of ``<data>/vault`` (docs/vault.md), joining the store's group commit (a
+    store without one, a plugin's, gets a commit group of the vault's own); NoVault when
+    ``[vault] enabled = false``."""
+    if not settings.vault.enabled:
+        return NoVault()
+    group = getattr(store, "committer", None)
+    if not ICommitGroup.providedBy(group):
+        group = Committer(reactor)  # type: ignore[arg-type]
+    return open_vault(
+        settings.data_dir / "vault", settings.vault.roots, group, settings.vault.segment_size
     )
 
 

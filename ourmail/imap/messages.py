@@ -7,6 +7,9 @@ from __future__ import annotations
 import bisect
 import contextlib
 import datetime
+import email.parser
+import email.policy
+import email.utils
 import itertools
 import re
 from collections.abc import Callable, Iterator
@@ -30,6 +33,7 @@ from ourmail.imap.wire import (
 )
 from ourmail.interfaces import (
     NoSuchFolder,
+    VaultEnvelope,
 )
 from ourmail.mailflags import SYSTEM_FLAGS, canonical_flag
 from ourmail.mime.structure import to_crlf
@@ -68,17 +72,44 @@ class MessageCommands:
     def _append(
         self, folder: Any, messages: list[tuple[list[str], float | None, bytes]]
     ) -> Deferred[None]:
-        # Submitted together, they commit in one batch with ascending UIDs.
-        results = yield DeferredList(
-            [folder.append(to_crlf(data), flags, date) for flags, date, data in messages],
-            consumeErrors=True,
-        )
+        # Submitted together, they commit in one batch with ascending UIDs; a copy for the
+        # vault joins the same batch, first.
+        contents = [to_crlf(data) for _, _, data in messages]
+        kept = self._keep_sent(folder, contents)
+        appends = [
+            folder.append(content, flags, date)
+            for (flags, date, _), content in zip(messages, contents, strict=True)
+        ]
+        results = yield DeferredList(appends, consumeErrors=True)
         uids = [uid for ok, uid in results if ok]
         failures = [f for ok, f in results if not ok]
+        failures += [f for ok, f in (yield DeferredList(kept, consumeErrors=True)) if not ok]
         if failures:
             folder.expunge(uids)  # RFC 3502 §6.3.11: none of them, then
             failures[0].raiseException()
         self.tagged("OK", f"[APPENDUID {folder.uidvalidity} {format_set(uids)}] APPEND completed")
+
+    def _keep_sent(self, folder: Any, contents: list[bytes]) -> list[Deferred[int]]:
+        """An APPEND into the user's ``\\Sent`` folder (RFC 6154) is kept in the vault, with
+        the message's To, Cc and Bcc as its recipients; other folders are not."""
+        user = self._user()
+        if self.ctx.vault is None or user.special_uses().get(folder.name) != "\\Sent":
+            return []
+        return [
+            self.ctx.vault.capture(
+                content,
+                VaultEnvelope(
+                    via="imap-append",
+                    sender=user.address,
+                    recipients=addressees(content),
+                    mailboxes=(user.address,),
+                    client=str(getattr(self.transport and self.transport.getPeer(), "host", "")),
+                    user=user.address,
+                    arrival=self.ctx.clock.seconds(),
+                ),
+            )
+            for content in contents
+        ]
 
     # -- selected --------------------------------------------------------------------------
 
@@ -615,3 +646,17 @@ def _append_groups(tokens: list[Token]) -> list[tuple[list[str], float | None, b
     if not groups:
         raise ParseError("APPEND needs a message")
     return groups
+
+
+#: Octets of a message's header section read for its addressees (the rest is not looked at).
+ADDRESSEE_HEADER_LIMIT = 256 * 1024
+
+
+def addressees(message: bytes) -> tuple[str, ...]:
+    """The addresses in a message's To, Cc and Bcc fields (RFC 5322 §3.6.3), in order, each
+    once; unparsable ones are left out."""
+    head = message[:ADDRESSEE_HEADER_LIMIT]
+    parsed = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
+    fields = [str(v) for name in ("to", "cc", "bcc") for v in parsed.get_all(name, [])]
+    found = (address for _, address in email.utils.getaddresses(fields) if "@" in address)
+    return tuple(dict.fromkeys(found))

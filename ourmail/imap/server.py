@@ -58,6 +58,7 @@ from ourmail.interfaces import (
     FolderExists,
     IQuotaPolicy,
     IUserStore,
+    IVault,
     NoSuchFolder,
     ShardMoving,
     StoreError,
@@ -84,6 +85,8 @@ class IMAPContext:
     clock: IReactorTime
     quota: IQuotaPolicy
     implicit_tls: bool = False
+    #: Where messages APPENDed into a ``\\Sent`` folder are kept (docs/vault.md); None: not.
+    vault: IVault | None = None
 
 
 class IMAPServer(

@@ -22,6 +22,10 @@ Implementation notes (keep these true when changing this module):
 * A message that went durably into a user's INBOX (not Junk) with a non-null sender is told
   to the out-of-office responder (:class:`~ourmail.interfaces.IAutoResponder`) with its
   first :data:`RESPONDER_HEAD` octets; delivery neither waits for it nor fails with it.
+* Every transaction is captured by the vault (:class:`~ourmail.interfaces.IVault`, wired by
+  service.py) once, before its mailbox copies are stored and in the same reactor turn, so
+  both join the same group commit; the queue gets the message only once the vault has it.
+  A failed capture refuses every recipient (451 4.3.0): its batch placed no mailbox copy.
 * The outbound queue is reached only through :class:`~ourmail.interfaces.IOutboundQueue`, and
   the queue reaches this module only through :class:`~ourmail.interfaces.ILocalDelivery`:
   ``smtp/`` and ``queue/`` never import each other.
@@ -57,8 +61,10 @@ from ourmail.interfaces import (
     IQuotaPolicy,
     ISenderRewriter,
     IUserStore,
+    IVault,
     Recipient,
     ShardMoving,
+    VaultEnvelope,
 )
 from ourmail.net.metrics import Metrics
 
@@ -130,6 +136,26 @@ class Transaction:
     #: A logged-in user sent it (submission): an alias's forwards are the user's own mail,
     #: not forwarded mail (neither ARC-sealed nor signed as a forwarder).
     authenticated: bool = False
+    #: How it came, for the vault: ``smtp`` (MX), ``lmtp``, ``submission``, ``webmail``,
+    #: ``queue`` (VaultEnvelope.via).
+    via: str = "smtp"
+    #: The client's IP address ("" when there is none).
+    client: str = ""
+    #: The logged-in user who sent it ("" for mail from elsewhere).
+    user: str = ""
+
+    def envelope(self, mailboxes: Sequence[str]) -> VaultEnvelope:
+        """What the vault keeps beside the message (docs/vault-format.md)."""
+        return VaultEnvelope(
+            via=self.via,
+            sender=self.sender,
+            recipients=tuple(a.recipient.address for a in self.recipients),
+            mailboxes=tuple(mailboxes),
+            client=self.client,
+            user=self.user,
+            id=self.id,
+            arrival=self.arrival,
+        )
 
     def junk_for(self, mailbox: str) -> bool:
         """Whether ``mailbox``'s copy goes to Junk: the chain said so for the message, or
@@ -211,6 +237,8 @@ class Delivery:
         #: Runs many short steps (a group's quota checks, one member each) between the
         #: reactor's other work: the reactor is never held for more than a step or two.
         self.stepwise: Callable[[Iterator[None]], Deferred[object]] = _cooperate
+        #: Where every transaction is kept (wired by service.py); None: not kept.
+        self.vault: IVault | None = None
 
     # -- recipients --------------------------------------------------------------------------
 
@@ -297,8 +325,13 @@ class Delivery:
             mailboxes = [m for m in mailboxes if m not in full]
         keys = [txn.group(a, self.rewriter) for a in txn.recipients]
         outbound = txn.outbound(self.rewriter, keys)
+        # Same reactor turn: the capture and the copies join one group commit, capture first.
+        captured = self._capture(txn, source, mailboxes)
         jobs = [self._store_copy(m, source, txn.junk_for(m)) for m in mailboxes]
         head = self._head(txn, source) if mailboxes else None
+        if not (yield captured):
+            yield defer.DeferredList(jobs, consumeErrors=True)  # they failed with the batch
+            return [FAILED.result(a.recipient.address) for a in txn.recipients]
         for (sender, forwarded), rcpts in outbound.items():
             assert self.queue is not None
             if forwarded and not txn.authenticated:  # a user's own mail is not sealed
@@ -347,6 +380,19 @@ class Delivery:
                 refusal = MOVING if failed[0].check(ShardMoving) else FAILED
                 results.append(refusal.result(address))
         return results
+
+    def _capture(self, txn: Transaction, source: Source, mailboxes: list[str]) -> Deferred[bool]:
+        """Keep the message in the vault: True once it is durable there (or there is no
+        vault), False when it could not be kept (logged)."""
+        if self.vault is None:
+            return defer.succeed(True)
+
+        def lost(failure: Failure) -> bool:
+            log.failure("the vault could not keep {id}", failure, id=txn.id)
+            return False
+
+        d = defer.maybeDeferred(self.vault.capture, source, txn.envelope(mailboxes))
+        return d.addCallbacks(lambda _: True, lost)
 
     def _forward(
         self, txn: Transaction, sender: str, forwards: list[tuple[str, RcptParams]], source: Source
@@ -467,7 +513,7 @@ class Delivery:
             for (_, params), rcpt in zip(recipients, found, strict=True)
             if isinstance(rcpt, Recipient)
         ]
-        txn = Transaction(qid, sender, accepted, mail_params, utf8, size)
+        txn = Transaction(qid, sender, accepted, mail_params, utf8, size, via="queue")
         delivered = iter((yield self.deliver(txn, source)) if accepted else [])
         # Results name the addresses as queued (the directory may spell them otherwise).
         return [

@@ -797,6 +797,9 @@ class SMTPServer(LineProtocol):
             junk=bool(self._verdicts.junk),
             junk_recipients=frozenset(self._verdicts.junk_recipients),
             authenticated=self.user is not None,
+            via=self._via(),
+            client=str(getattr(self.transport and self.transport.getPeer(), "host", "")),
+            user=self.user or "",
         )
         try:
             source = spool.source()
@@ -816,6 +819,12 @@ class SMTPServer(LineProtocol):
                 yield self._after_submission(source)
         finally:
             self._reset()
+
+    def _via(self) -> str:
+        """How this session's mail came, for the vault (VaultEnvelope.via)."""
+        if self.protocol_name == "LMTP":
+            return "lmtp"
+        return "submission" if self.ctx.submission else "smtp"
 
     def _filed(self, txn: Transaction, results: list[DeliveryResult]) -> None:
         """Tell the chain whose Junk folder the message went into (the filter log)."""

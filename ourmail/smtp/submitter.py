@@ -239,6 +239,8 @@ class Submitter:
             junk=bool(verdicts.junk),
             junk_recipients=frozenset(verdicts.junk_recipients),
             authenticated=True,
+            via="webmail",
+            user=user,
         )
         source = spool.source()
         on_disk = spool.on_disk()
