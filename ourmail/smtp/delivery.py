@@ -34,6 +34,7 @@ Implementation notes (keep these true when changing this module):
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -513,7 +514,7 @@ class Delivery:
             for (_, params), rcpt in zip(recipients, found, strict=True)
             if isinstance(rcpt, Recipient)
         ]
-        txn = Transaction(qid, sender, accepted, mail_params, utf8, size, via="queue")
+        txn = Transaction(qid, sender, accepted, mail_params, utf8, size, time.time(), via="queue")
         delivered = iter((yield self.deliver(txn, source)) if accepted else [])
         # Results name the addresses as queued (the directory may spell them otherwise).
         return [
