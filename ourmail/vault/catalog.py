@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 from twisted.logger import Logger
 
-from ourmail.vault.records import FormatError, Record
+from ourmail.vault.records import FormatError, Record, parse_frame, parse_segment_header
 from ourmail.vault.segments import Position, SegmentLog
 
 log = Logger()
@@ -121,14 +121,42 @@ class Catalog:
         added = 0
         batch: list[tuple[Position, Record]] = []
         try:
-            for number, record in self.log.records(self.last_seq() + 1):
-                batch.append((Position(number, record.offset), record))
+            for found in self._new_records():
+                batch.append(found)
                 if len(batch) >= 1000:
                     added += self.add(batch)
                     batch = []
         except FormatError as e:
             log.warn("vault catalog stops before damaged records: {e}", e=str(e))
         return added + self.add(batch)
+
+    def _new_records(self) -> Iterator[tuple[Position, Record]]:
+        """The records after the last one catalogued, read from where it ends: only the new
+        part of its segment and the segments after it are read."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT segment, offset, stored FROM records ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+        if row is None:
+            yield from ((Position(n, r.offset), r) for n, r in self.log.records())
+            return
+        last_segment, last_offset, last_stored = row
+        for number, path in self.log.segments():
+            if number < last_segment:
+                continue
+            with open(path, "rb") as f:
+                if number == last_segment:
+                    base = last_offset + last_stored
+                    f.seek(base)
+                    data, at = f.read(), 0
+                else:
+                    base = 0
+                    data = f.read()
+                    at = parse_segment_header(data).length
+            while at < len(data):
+                record, after = parse_frame(data, at)
+                yield Position(number, base + at), attrs.evolve(record, offset=base + at)
+                at = after
 
     def add(self, written: Sequence[tuple[Position, Record]]) -> int:
         """Catalogue records just appended (as :meth:`SegmentLog.append` returns them);
