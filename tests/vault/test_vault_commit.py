@@ -11,6 +11,7 @@ from storehelp import on_reactor
 from twisted.internet import defer
 from zope.interface import implementer
 
+from ourmail.config import ConfigError, VaultSettings, load_settings
 from ourmail.interfaces import ICommitParticipant, VaultEnvelope
 from ourmail.store.userstore import MaildirStore, MaildirUserStore
 from ourmail.vault.catalog import FILE, Catalog, Expired, NotAMessage
@@ -131,3 +132,13 @@ def test_a_failing_participant_fails_the_whole_batch(tmp_path: Path, store: Mail
     assert [ok for ok, _ in outcomes] == [False, False]
     assert inbox_files(user) == []  # nothing placed, the tmp file removed
     assert on_reactor(user.deliver, MSG) == 1  # the next batch goes on
+
+
+def test_vault_settings(tmp_path: Path) -> None:
+    assert load_settings(data=str(tmp_path)).vault == VaultSettings()
+    (tmp_path / "ourmail.toml").write_text('[vault]\nenabled = false\nroots = ["vol2"]\n')
+    vault = load_settings(data=str(tmp_path)).vault
+    assert not vault.enabled and vault.roots == (tmp_path.absolute() / "vol2",)
+    (tmp_path / "ourmail.toml").write_text("[vault]\nsegment_size = 10\n")
+    with pytest.raises(ConfigError, match="segment_size"):
+        load_settings(data=str(tmp_path))
