@@ -167,7 +167,7 @@ class Catalog:
             fields = record.fields
             seq = fields["seq"]
             kind = fields["kind"]
-            stored = len(record.frame())
+            stored = _frame_length(record)
             size = fields.get("size", fields.get("length", 0)) if kind == "capture" else 0
             body = fields.get("body") if kind == "capture" else fields.get("sha256")
             rows.append(
@@ -272,3 +272,9 @@ class Catalog:
             first=first,
             last=last,
         )
+
+
+def _frame_length(record: Record) -> int:
+    """Octets the record's frame takes in its segment (without building the frame)."""
+    line = b"R %s %d %d\n" % (record.hash.encode(), len(record.meta), len(record.content))
+    return len(line) + len(record.meta) + len(record.content) + 1
