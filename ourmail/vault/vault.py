@@ -142,30 +142,33 @@ class Vault:
 
     def write(self, items: Sequence[object]) -> list[int]:
         """Append a ``blob`` (for a body not yet stored) and a ``capture`` record per item, in
-        one append under the vault's lock; the capture seqs, in order."""
-        records: list[Item] = []
-        captures: list[int] = []  # index in ``records`` of each item's capture
+        one append under the vault's lock; the capture seqs, in order.  Sources are read and
+        hashed before the lock is taken."""
+        messages: list[tuple[bytes, bytes, str, dict[str, Any]]] = []
+        for item in items:
+            assert isinstance(item, Capture)
+            message = read_source(item.source)
+            header, body = split_message(message)
+            fields = {
+                "body": hashlib.sha256(body).hexdigest(),
+                "message_sha256": hashlib.sha256(message).hexdigest(),
+                "size": len(message),
+                "envelope": envelope_fields(item.envelope),
+            }
+            messages.append((header, body, fields["body"], fields))
+            del message
         with self.log.locked():
             if self.catalog.last_seq() != self.log.head()[0]:
                 self.catalog.catch_up()  # another process appended meanwhile
-            batch_bodies: set[str] = set()
-            for item in items:
-                assert isinstance(item, Capture)
-                message = read_source(item.source)
-                header, body = split_message(message)
-                body_sha = hashlib.sha256(body).hexdigest()
-                if body_sha not in batch_bodies and self.catalog.blob(body_sha) is None:
+            records: list[Item] = []
+            captures: list[int] = []  # where each item's capture is in ``records``
+            stored: set[str] = set()
+            for header, body, body_sha, fields in messages:
+                if body_sha not in stored and self.catalog.blob(body_sha) is None:
                     records.append(("blob", {}, body))
-                    batch_bodies.add(body_sha)
-                fields = {
-                    "body": body_sha,
-                    "message_sha256": hashlib.sha256(message).hexdigest(),
-                    "size": len(message),
-                    "envelope": envelope_fields(item.envelope),
-                }
+                stored.add(body_sha)
                 captures.append(len(records))
                 records.append(("capture", fields, header))
-                del message, header, body
             written = self.log.append(records, self.clock())
             self.catalog.add(written)
         return [written[i][1].seq for i in captures]
