@@ -80,6 +80,7 @@ from ourmail.store.quota import QuotaPolicy
 from ourmail.store.userstore import MaildirStore
 from ourmail.vacation.record import ReplyRecord
 from ourmail.vacation.responder import AutoResponder
+from ourmail.vault.retentionservice import VaultRetention
 from ourmail.web.live import FolderStream
 from ourmail.web.streaming import PieceProducer
 from twisted.plugins import ourmail_plugin
@@ -289,6 +290,7 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.directory.ldapusers.LDAPUserList": lambda tmp: LDAPUserList(
         _ldap(), reactor, lambda domain: True, lambda address: Usage(0, 0)
     ),
+    "ourmail.vault.retentionservice.VaultRetention": lambda tmp: VaultRetention(("example.test",)),
 }
 
 
