@@ -46,6 +46,8 @@ DAYS_PER_YEAR = 365.25
 #: Longest hold name and reason kept.
 MAX_NAME = 100
 MAX_REASON = 1000
+#: The kinds :func:`load` reads only the seq of (their metadata is not parsed).
+BRIEF = frozenset({"capture", "blob"})
 
 
 class RetentionRefused(ValueError):
@@ -120,8 +122,11 @@ class State:
 
     def add(self, fields: Mapping[str, Any]) -> None:
         """Take one record's metadata into account (records in seq order)."""
-        kind, seq, time = fields["kind"], int(fields["seq"]), float(fields["time"])
+        kind, seq = fields["kind"], int(fields["seq"])
         self.last_seq = seq
+        if kind in BRIEF:
+            return
+        time = float(fields["time"])
         if kind == "rule":
             keep = fields.get("keep_days")
             scope = str(fields["scope"])
@@ -196,7 +201,7 @@ def load(log: SegmentLog, local_domains: Iterable[str]) -> State:
     """The current rules and holds, from one pass over the records' metadata.  Blocks on the
     disk: call it in a thread."""
     state = State(tuple(d.lower() for d in local_domains))
-    for entry in entries(log):
+    for entry in entries(log, brief=BRIEF):
         state.add(entry.fields)
     return state
 

@@ -30,7 +30,7 @@ from zope.interface import implementer
 
 from ourmail.interfaces import IRetention, IStoredMessage
 from ourmail.vault.expiry import Hook, Report, expire
-from ourmail.vault.retention import DAY, State
+from ourmail.vault.retention import BRIEF, DAY, State
 from ourmail.vault.scan import entries
 from ourmail.vault.segments import SegmentLog
 
@@ -58,7 +58,7 @@ class VaultRetention:
         a thread; the new view replaces the old one whole."""
         old = self.state or State(self.local_domains)
         fresh = attrs.evolve(old, rules=dict(old.rules), holds=dict(old.holds), expired=set())
-        for entry in entries(segments, fresh.last_seq):
+        for entry in entries(segments, fresh.last_seq, BRIEF):
             fresh.add(entry.fields)
         self.state = fresh
 

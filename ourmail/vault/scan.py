@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +47,23 @@ class Entry:
         return str(self.fields["kind"])
 
 
-def entries(log: SegmentLog, after: int = 0) -> Iterator[Entry]:
+#: How the canonical metadata (sorted keys) of a kind begins: a capture's first key is
+#: ``body``; a blob has only the common and content fields, of which ``kind`` sorts first.
+PREFIXES = {"capture": b'{"body":', "blob": b'{"kind":"blob",'}
+#: ``seq`` is never a record's first key, and no nested object of a capture or blob has one.
+_SEQ = re.compile(rb',"seq":(\d+)[,}]')
+#: Read at once for a frame: its line and, for most records, the whole metadata.
+_CHUNK = 4096
+
+
+def entries(
+    log: SegmentLog, after: int = 0, brief: AbstractSet[str] = frozenset()
+) -> Iterator[Entry]:
     """Every record's metadata from seq ``after + 1`` on, in order (see the module text);
-    segments wholly before it are skipped on their header alone."""
+    segments wholly before it are skipped on their header alone.  Records of the kinds in
+    ``brief`` (``capture``, ``blob``) come with only ``seq`` and ``kind`` in their fields:
+    their metadata is not parsed (the pass that wants only rules and holds)."""
+    prefixes = tuple((PREFIXES[k], k) for k in brief)
     segments = log.segments()
     firsts = [_first_seq(path) for _, path in segments]
     for index, (number, path) in enumerate(segments):
@@ -59,7 +75,7 @@ def entries(log: SegmentLog, after: int = 0) -> Iterator[Entry]:
             size = os.fstat(fd).st_size
             offset = records.parse_segment_header(os.pread(fd, records.MAX_FRAME_LINE, 0)).length
             while offset < size:
-                entry, after_frame = _frame_at(fd, number, offset, size)
+                entry, after_frame = _frame_at(fd, number, offset, size, prefixes)
                 if entry is None:
                     if last:
                         break
@@ -74,9 +90,11 @@ def _first_seq(path: Path) -> int:
         return records.parse_segment_header(f.read(records.MAX_FRAME_LINE)).first_seq
 
 
-def _frame_at(fd: int, number: int, offset: int, size: int) -> tuple[Entry | None, int]:
-    head = os.pread(fd, records.MAX_FRAME_LINE, offset)
-    end = head.find(b"\n")
+def _frame_at(
+    fd: int, number: int, offset: int, size: int, prefixes: tuple[tuple[bytes, str], ...]
+) -> tuple[Entry | None, int]:
+    head = os.pread(fd, _CHUNK, offset)
+    end = head.find(b"\n", 0, records.MAX_FRAME_LINE)
     if end < 0:
         if size - offset < records.MAX_FRAME_LINE:
             return None, size
@@ -90,14 +108,25 @@ def _frame_at(fd: int, number: int, offset: int, size: int) -> tuple[Entry | Non
         raise FormatError(f"segment {number}: bad record frame at offset {offset}") from None
     if not (0 < meta_len <= records.MAX_META and 0 <= stored <= records.MAX_CONTENT):
         raise FormatError(f"segment {number}: impossible lengths at offset {offset}")
-    start = offset + end + 1
-    after = start + meta_len + stored + 1
+    start = end + 1
+    after = offset + start + meta_len + stored + 1
     if after > size:
         return None, size
+    meta = head[start : start + meta_len]
+    if len(meta) < meta_len:
+        meta = os.pread(fd, meta_len, offset + start)
+    digest = parts[1].decode("ascii")
+    for prefix, kind in prefixes:
+        if meta.startswith(prefix):
+            found = _SEQ.search(meta)
+            if found is None:
+                raise FormatError(f"segment {number}: metadata at offset {offset} has no seq")
+            brief = {"seq": int(found.group(1)), "kind": kind}
+            return Entry(Position(number, offset), digest, brief, stored), after
     try:
-        fields = json.loads(os.pread(fd, meta_len, start))
+        fields = json.loads(meta)
     except ValueError:
         raise FormatError(f"segment {number}: metadata at offset {offset} is not JSON") from None
     if not isinstance(fields, dict) or "seq" not in fields or "kind" not in fields:
         raise FormatError(f"segment {number}: metadata at offset {offset} is not a record's")
-    return Entry(Position(number, offset), parts[1].decode("ascii"), fields, stored), after
+    return Entry(Position(number, offset), digest, fields, stored), after
