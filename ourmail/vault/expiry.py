@@ -2,9 +2,10 @@
 
 :func:`plan` finds, in one pass over the metadata, the ``capture`` records past their
 retention (:mod:`ourmail.vault.retention`) and covered by no active hold, and the ``blob``
-records every user of which is going or gone.  :func:`expire` carries a plan out under the
-vault's lock, planning again there, so a hold or a longer rule set after the plan was made
-(or between two runs) is honoured.
+records every user of which is going or gone.  :func:`expire` plans again (without the
+vault's lock: captures go on), then under the lock reads the records appended since, so a
+hold or a rule set after a plan was made, or while the run read, is honoured, and a message
+captured meanwhile keeps the body it shares with an expiring one.
 
 The order of a run, and why (an auditor's view):
 
@@ -66,6 +67,10 @@ class Plan:
     rules: tuple[Rule, ...]
     #: Captures past their retention that a hold keeps: hold name -> count.
     held: dict[str, int]
+    #: The body hash of each blob whose content goes (a capture appended meanwhile may use it).
+    bodies: dict[int, str] = attrs.field(factory=dict)
+    #: The last seq the plan read.
+    last_seq: int = 0
 
     @property
     def octets(self) -> int:
@@ -97,6 +102,7 @@ def plan(log_: SegmentLog, local_domains: Iterable[str], now: float) -> Plan:
 def _plan(log_: SegmentLog, state: State, now: float, allowed: set[int] | None) -> Plan:
     latest_blob: dict[str, int] = {}
     blob_at: dict[int, tuple[Position, int]] = {}
+    bodies: dict[int, str] = {}
     blob_kept: set[int] = set()
     blob_going: set[int] = set()
     captures: list[int] = []
@@ -104,10 +110,13 @@ def _plan(log_: SegmentLog, state: State, now: float, allowed: set[int] | None) 
     positions: dict[int, tuple[Position, int]] = {}
     rules: dict[str, Rule] = {}
     held: dict[str, int] = {}
+    last_seq = 0
     for entry in entries(log_):
         fields, seq = entry.fields, entry.seq
+        last_seq = seq
         if entry.kind == "blob":
             latest_blob[str(fields.get("sha256"))] = seq
+            bodies[seq] = str(fields.get("sha256"))
             blob_at[seq] = (entry.position, entry.stored)
             if seq in state.expired and entry.stored:
                 pending.append(seq)
@@ -151,14 +160,41 @@ def _plan(log_: SegmentLog, state: State, now: float, allowed: set[int] | None) 
         if stored and seq not in state.expired:
             blobs.append(seq)
             positions[seq] = (position, stored)
+    positions = {s: p for s, p in positions.items() if s not in blob_kept}
     return Plan(
         now=now,
         captures=tuple(captures),
         blobs=tuple(blobs),
         pending=tuple(sorted(set(pending) - blob_kept)),
-        positions={s: p for s, p in positions.items() if s not in blob_kept},
+        positions=positions,
         rules=tuple(rules.values()),
         held=held,
+        bodies={s: sha for s, sha in bodies.items() if s in positions},
+        last_seq=last_seq,
+    )
+
+
+def _settle(
+    log_: SegmentLog, plan_: Plan, local_domains: Iterable[str], allowed: set[int] | None
+) -> Plan:
+    """``plan_`` made good for now (the caller holds the lock): the records appended since it
+    was made are read; a rule, hold, release or expire among them means planning again, and
+    a capture among them keeps the body it uses."""
+    used: set[str] = set()
+    for entry in entries(log_, plan_.last_seq):
+        if entry.kind in ("rule", "hold", "release", "expire"):
+            return _plan(log_, load(log_, local_domains), plan_.now, allowed)
+        if entry.kind == "capture":
+            used.add(str(entry.fields.get("body")))
+    keep = {seq for seq, sha in plan_.bodies.items() if sha in used}
+    if not keep:
+        return plan_
+    return attrs.evolve(
+        plan_,
+        blobs=tuple(s for s in plan_.blobs if s not in keep),
+        pending=tuple(s for s in plan_.pending if s not in keep),
+        positions={s: p for s, p in plan_.positions.items() if s not in keep},
+        bodies={s: sha for s, sha in plan_.bodies.items() if s not in keep},
     )
 
 
@@ -182,13 +218,18 @@ def expire(
     planned: Plan | None = None,
     hooks: Sequence[Hook] = (),
 ) -> Report:
-    """Carry out expiry (see the module text): under the vault's lock, plan again and remove
-    what both plans agree on (everything found now, when ``planned`` is None).  Blocks on the
-    disk: call it in a thread."""
+    """Carry out expiry (see the module text): plan again, and remove what both plans agree
+    on (everything found now, when ``planned`` is None).  The long pass runs without the
+    vault's lock, so captures go on meanwhile; under the lock only the records appended since
+    are read (:func:`_settle`), then the expire record is written and the segments rewritten.
+    Blocks on the disk: call it in a thread."""
+    allowed = None if planned is None else set(planned.captures) | set(planned.pending)
+    state = load(log_, local_domains)
+    fresh = _plan(log_, state, now, allowed)
+    if state.last_seq < fresh.last_seq:  # a hold may have come between the two passes
+        fresh = attrs.evolve(fresh, last_seq=state.last_seq)
     with log_.locked():
-        state = load(log_, local_domains)
-        allowed = None if planned is None else set(planned.captures) | set(planned.pending)
-        fresh = _plan(log_, state, now, allowed)
+        fresh = _settle(log_, fresh, local_domains, allowed)
         if not fresh.seqs():
             report = Report(fresh, 0, ())
             _log_run(report)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from ourmail.interfaces import Actor
 from ourmail.vault import expiry, retention
 from ourmail.vault.audit import audit
 from ourmail.vault.retentionservice import RetentionService, VaultRetention
+from ourmail.vault.segments import SegmentLog
 
 DAY = 86400.0
 T0 = 1_800_000_000.0
@@ -88,12 +91,47 @@ def test_a_hold_keeps_mail_until_released(vault: Vault, scope: dict[str, Any]) -
 def test_a_hold_set_after_the_run_was_planned_is_honoured(vault: Vault) -> None:
     vault.rule(T0, "default", 30)
     seq = vault.capture(T0, "x@else.test", "bob@org.test", "a", b"one\r\n")
-    planned = expiry.plan(vault.log, LOCAL, T0 + 40 * DAY)
+    planned = expiry.plan(vault.log, LOCAL, T0 + 40 * DAY)  # a dry run, or a scheduled one
     assert planned.captures == (seq,)
     vault.hold(T0 + 40 * DAY, "late", {"user": "bob@org.test"})
     report = vault.expire(T0 + 40 * DAY, planned)
     assert report.record == 0 and report.plan.held == {"late": 1}
     assert vault.contents()[seq]
+
+
+class Racing(SegmentLog):
+    """A log on which ``meanwhile`` runs just before expiry takes the lock: after its long
+    pass, as another process would append."""
+
+    meanwhile: list[Callable[[], None]] = []
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        while self.meanwhile:
+            self.meanwhile.pop()()
+        with super().locked():
+            yield
+
+
+def test_records_appended_during_the_pass_are_honoured(vault: Vault) -> None:
+    vault.rule(T0, "default", 30)
+    first = vault.capture(T0, "x@else.test", "bob@org.test", "a", b"one\r\n")
+    second = vault.capture(T0, "x@else.test", "carol@org.test", "b", b"two\r\n")
+    racing = Racing(vault.log.root)
+    # a new message with the same body as an expiring one: the body stays
+    racing.meanwhile = [
+        lambda: vault.capture(T0 + 40 * DAY, "y@else.test", "dan@org.test", "c", b"two\r\n")
+    ]
+    report = expiry.expire(racing, LOCAL, T0 + 40 * DAY)
+    assert report.plan.captures == (first, second) and report.plan.blobs == (first - 1,)
+    assert vault.contents()[second - 1]
+    # a hold set while the pass ran
+    third = vault.capture(T0, "x@else.test", "erin@org.test", "d", b"three\r\n")
+    racing.meanwhile = [lambda: vault.hold(T0 + 40 * DAY, "late", {"user": "erin@org.test"})]
+    report = expiry.expire(racing, LOCAL, T0 + 41 * DAY)
+    assert report.record == 0 and report.plan.held == {"late": 1}
+    assert vault.contents()[third]
+    vault.check_chain()
 
 
 def test_an_interrupted_run_is_finished_unless_now_held(vault: Vault) -> None:
