@@ -45,7 +45,8 @@ def vault_log(settings: Settings) -> SegmentLog:
 
 
 def _guarded(command: Command) -> Command:
-    """``command``, with a vault that does not parse reported without a traceback."""
+    """``command``, with a vault that does not parse or cannot be opened (its folder is the
+    server user's, mode 0700) reported without a traceback."""
 
     def run(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
         try:
@@ -54,6 +55,8 @@ def _guarded(command: Command) -> Command:
             raise VaultRefused(
                 f"the vault cannot be read ({e}): see `ourmail vault verify`"
             ) from None
+        except OSError as e:
+            raise VaultRefused(f"the vault cannot be used: {e}") from None
 
     return run
 

@@ -10,10 +10,12 @@
 
 from __future__ import annotations
 
-from ourmail.config import Settings
+from ourmail.config import AdminSettings, Settings
 
 
-def may_use_vault(settings: Settings, address: str) -> bool:
-    """True if the admin logged in as ``address`` holds the vault role."""
+def may_use_vault(settings: Settings | AdminSettings, address: str) -> bool:
+    """True if the admin logged in as ``address`` holds the vault role (``settings``: the
+    server's, or their ``[admin]`` part, which the console has at hand)."""
+    admin = settings.admin if isinstance(settings, Settings) else settings
     who = address.strip().lower()
-    return bool(who) and who in settings.admin.admins and who in settings.admin.vault_admins
+    return bool(who) and who in admin.admins and who in admin.vault_admins

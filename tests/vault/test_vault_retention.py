@@ -12,10 +12,12 @@ import pytest
 from twisted.internet.task import Clock
 from vaultrulehelp import LOCAL, Vault
 
+from ourmail.config import ConfigError, load_settings
 from ourmail.interfaces import Actor
 from ourmail.vault import expiry, retention
 from ourmail.vault.audit import audit
 from ourmail.vault.retentionservice import RetentionService, VaultRetention
+from ourmail.vault.role import may_use_vault
 from ourmail.vault.segments import SegmentLog
 
 DAY = 86400.0
@@ -189,3 +191,16 @@ def test_audit_records_and_the_server_side_view_of_holds(vault: Vault, tmp_path:
     vault.release(T0, "case")
     retention_view.refresh(vault.log)
     assert retention_view.may_erase("bob@org.test", "INBOX", None)  # type: ignore[arg-type]
+
+
+def test_the_vault_role(tmp_path: Path) -> None:
+    config = tmp_path / "ourmail.toml"
+    config.write_text('domains = ["org.test"]\n[admin]\nadmins = ["a@org.test", "B@org.test"]\n'
+                      'vault_admins = ["b@ORG.test"]\n')  # fmt: skip
+    settings = load_settings(data=str(tmp_path), config=str(config))
+    assert settings.admin.vault_admins == ("b@org.test",)
+    assert may_use_vault(settings, "B@org.test") and may_use_vault(settings.admin, "b@org.test")
+    assert not may_use_vault(settings, "a@org.test") and not may_use_vault(settings, "")
+    config.write_text('domains = ["org.test"]\n[admin]\nvault_admins = ["c@org.test"]\n')
+    with pytest.raises(ConfigError, match=r"not in 'admin\.admins'"):
+        load_settings(data=str(tmp_path), config=str(config))
