@@ -223,11 +223,6 @@ def envelope_of(fields: Mapping[str, Any]) -> VaultEnvelope:
 
 # -- query holds ----------------------------------------------------------------------------
 
-#: The VaultQuery fields a query hold may use before the search index is merged: the others
-#: (words in the body, attachment names) need ``ourmail.vault.index``.
-HEADER_FIELDS = ("sender", "recipient", "address", "start", "end", "subject", "message_id")
-
-
 def query_from_json(value: Mapping[str, Any] | str) -> VaultQuery:
     """A VaultQuery from a hold's scope (an object, or its JSON text); RetentionRefused when
     it is not one."""
