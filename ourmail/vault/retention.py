@@ -223,6 +223,7 @@ def envelope_of(fields: Mapping[str, Any]) -> VaultEnvelope:
 
 # -- query holds ----------------------------------------------------------------------------
 
+
 def query_from_json(value: Mapping[str, Any] | str) -> VaultQuery:
     """A VaultQuery from a hold's scope (an object, or its JSON text); RetentionRefused when
     it is not one."""
