@@ -356,6 +356,8 @@ class AdminSettings:
     admins: tuple[str, ...] = ()
     #: Domain admins: address -> the domains whose users and aliases they manage.
     domain_admins: Mapping[str, tuple[str, ...]] = attrs.Factory(dict)
+    #: The vault role: full admins who may also search and export the vault (docs/vault.md).
+    vault_admins: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -497,7 +499,7 @@ _TOML_KEYS: Mapping[str, Any] = {
     "web": {"session_idle": int, "session_lifetime": int, "max_sessions": int, "mta_sts_mode": str},
     "ldap": {"url": str},
     "log": {"format": str, "recipients": bool},
-    "admin": {"admins": list, "domain_admins": dict},
+    "admin": {"admins": list, "domain_admins": dict, "vault_admins": list},
     "dns": {"servers": list},
     "srs": {"enabled": bool, "max_age": int},
     "filters": {
@@ -763,7 +765,15 @@ def _admin_settings(table: Mapping[str, Any], primary: str) -> AdminSettings:
                 raise ConfigError(f"'{where}' must list domain names, got {name!r}")
             names.append(normalise_domain(name))
         domain_admins[_admin_address(address, where)] = tuple(dict.fromkeys(names))
-    return AdminSettings(admins=admins, domain_admins=domain_admins)
+    vault_admins = tuple(
+        dict.fromkeys(
+            _admin_address(a, "admin.vault_admins") for a in table.get("vault_admins", [])
+        )
+    )
+    for address in vault_admins:
+        if address not in admins:
+            raise ConfigError(f"'admin.vault_admins' lists {address}, who is not in 'admin.admins'")
+    return AdminSettings(admins=admins, domain_admins=domain_admins, vault_admins=vault_admins)
 
 
 #: RFC 8461 §3.2 policy modes.
@@ -1097,6 +1107,8 @@ domains = {domains}
 # Who may use the admin console at https://<host>/admin (docs/admin-console.md).  Full admins
 # manage every domain; the default is the postmaster account created on first start.
 # admins = ["postmaster@{primary}"]
+# Full admins who may also search and export the vault (docs/vault.md); none by default.
+# vault_admins = []
 # Domain admins manage only the users and aliases of the domains listed for them.
 # [admin.domain_admins]
 # "it@example.org" = ["example.org", "example.net"]

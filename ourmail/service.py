@@ -106,6 +106,7 @@ from ourmail.store.userstore import MaildirStore
 from ourmail.vacation.record import ReplyRecord
 from ourmail.vacation.responder import AutoResponder
 from ourmail.vault.vault import NoVault, open_vault
+from ourmail.vault.retentionservice import RetentionService
 from ourmail.web.acmechallenge import http_site
 from ourmail.web.app import WebApp
 from ourmail.web.clientconfig import ClientSetup
@@ -638,8 +639,14 @@ def build(
     first_start(settings)
     preflight.check_listeners(settings.listen, reactor)
     preflight.check(settings)
+    vault_rules = None
+    if retention is None:  # holds keep users' mail; daily expiry (ourmail/vault/retention.py)
+        vault_rules = RetentionService(settings.data_dir / "vault", settings.domains, reactor)
+        retention = vault_rules.retention
     parts = assemble(settings, reactor, checkers, store, realm, queue_clock, retention, learner)
     root = MultiService()
+    if vault_rules is not None:
+        vault_rules.setServiceParent(root)
     parts.queue.setServiceParent(root)
     if parts.authenticator.revoker is not None:
         parts.authenticator.revoker.setServiceParent(root)

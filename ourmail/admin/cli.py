@@ -29,6 +29,7 @@ from ourmail.admin import (
     spamcmd,
     transfer,
     vaultcmd,
+    vaultrulescmd,
 )
 from ourmail.auth.accounts import AccountDB, AccountError
 from ourmail.config import (
@@ -421,6 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         KeyError_,
         logcmd.BadSince,
         dnscmd.DNSCommandError,
+        vaultrulescmd.VaultRefused,
     ) as e:
         print(f"ourmail: {e}", file=sys.stderr)
         return 1

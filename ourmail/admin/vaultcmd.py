@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ourmail.admin import vaultrulescmd
 from ourmail.config import Settings
 from ourmail.vault.catalog import Catalog
 from ourmail.vault.segments import SegmentLog
@@ -114,3 +115,4 @@ def add_parser(topics: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("status", parents=[common], help="records, sizes, volumes, the head")
     p.add_argument("--json", action="store_true", help="the same as JSON")
     p.set_defaults(func=vault_status)
+    vaultrulescmd.add_commands(sub)

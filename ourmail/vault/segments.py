@@ -80,6 +80,9 @@ class SegmentLog:
         self.segment_size = segment_size
         #: (segment number, its size, last seq, last hash) as this process last left the tail.
         self._tail: tuple[int, int, int, str] | None = None
+        #: The inode of the segment the tail is in: expiry rewrites a segment into a new file
+        #: (ourmail/vault/expiry.py), which may happen to have the size remembered.
+        self._tail_inode = 0
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -181,6 +184,7 @@ class SegmentLog:
             view = memoryview(out)
             while view:
                 view = view[os.write(fd, view) :]
+            self._tail_inode = os.fstat(fd).st_ino
         finally:
             os.close(fd)
         size += len(out)
@@ -211,10 +215,11 @@ class SegmentLog:
                 return last + 1, 0, seq, digest
             return 1, 0, 0, GENESIS
         number, path = existing[-1]
-        size = path.stat().st_size
+        stat = path.stat()
+        size = stat.st_size
         if self._tail is not None:
             t_number, t_size = self._tail[:2]
-            if t_number == number and t_size == size:
+            if t_number == number and t_size == size and stat.st_ino == self._tail_inode:
                 return self._tail
             if t_number == number + 1 and t_size == 0 and size >= self.segment_size:
                 return self._tail

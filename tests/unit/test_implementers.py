@@ -82,6 +82,7 @@ from ourmail.store.userstore import MaildirStore
 from ourmail.vacation.record import ReplyRecord
 from ourmail.vacation.responder import AutoResponder
 from ourmail.vault.vault import NoVault, open_vault
+from ourmail.vault.retentionservice import VaultRetention
 from ourmail.web.live import FolderStream
 from ourmail.web.streaming import PieceProducer
 from twisted.plugins import ourmail_plugin
@@ -294,6 +295,7 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.store.committer.Committer": lambda tmp: Committer(reactor),
     "ourmail.vault.vault.Vault": lambda tmp: open_vault(tmp / "vault", (), Committer(reactor)),
     "ourmail.vault.vault.NoVault": lambda tmp: NoVault(),
+    "ourmail.vault.retentionservice.VaultRetention": lambda tmp: VaultRetention(("example.test",)),
 }
 
 

@@ -1,0 +1,326 @@
+"""Expiry: removing the content of records past their retention (docs/vault.md).
+
+:func:`plan` finds, in one pass over the metadata, the ``capture`` records past their
+retention (:mod:`ourmail.vault.retention`) and covered by no active hold, and the ``blob``
+records every user of which is going or gone.  :func:`expire` plans again (without the
+vault's lock: captures go on), then under the lock reads the records appended since, so a
+hold or a rule set after a plan was made, or while the run read, is honoured, and a message
+captured meanwhile keeps the body it shares with an expiring one.
+
+The order of a run, and why (an auditor's view):
+
+1. The ``expire`` record naming every record whose content goes is appended and fsynced
+   **first**.  The chain then says what is about to be removed, by which rules, before
+   anything is.
+2. Then each segment holding such content is rewritten: a new file with those frames' content
+   cut to length 0 (their frame hash and metadata unchanged, so the chain still verifies),
+   fsynced, renamed over the old one, and its folder fsynced.
+
+A crash between the two leaves content that an ``expire`` record names: it still verifies
+against its ``sha256``, and the next run removes it (unless a hold now covers it: then it is
+kept and the run logs it).  The other order would leave, after a crash, content missing that no
+record accounts for, which is exactly what tampering looks like; so absent content is always
+named by an earlier ``expire`` record, and ``ourmail vault verify`` accepts nothing else.
+
+Segment offsets change in a rewrite.  After one, every callable of ``hooks`` is called with
+the report (the search index forgets the expired seqs; the lead wires ``IVaultIndex.remove``
+there), and the vault's ``catalog.sqlite``, which keeps positions, is deleted so that it is
+rebuilt from the segments (:func:`drop_catalog`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import attrs
+from twisted.logger import Logger
+
+from ourmail.fsutil import fsync_dir
+from ourmail.vault import records
+from ourmail.vault.retention import Facts, Rule, State, envelope_of, facts_of, load
+from ourmail.vault.scan import entries
+from ourmail.vault.segments import Position, SegmentLog
+
+log = Logger()
+
+#: Files derived from the segments that keep positions, deleted after a rewrite.
+POSITIONED = ("catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm")
+
+
+@attrs.frozen
+class Plan:
+    """What an expiry run would remove."""
+
+    now: float
+    #: capture seqs past retention and not held.
+    captures: tuple[int, ...]
+    #: blob seqs no longer used by any kept message.
+    blobs: tuple[int, ...]
+    #: seqs an earlier ``expire`` record named whose content is still there (a crash).
+    pending: tuple[int, ...]
+    #: Where each of those records is, and its stored content's length.
+    positions: dict[int, tuple[Position, int]]
+    #: The rules that expired the captures.
+    rules: tuple[Rule, ...]
+    #: Captures past their retention that a hold keeps: hold name -> count.
+    held: dict[str, int]
+    #: The body hash of each blob whose content goes (a capture appended meanwhile may use it).
+    bodies: dict[int, str] = attrs.field(factory=dict)
+    #: The last seq the plan read.
+    last_seq: int = 0
+
+    @property
+    def octets(self) -> int:
+        return sum(length for _, length in self.positions.values())
+
+    def seqs(self) -> list[int]:
+        """Every record whose content goes."""
+        return sorted({*self.captures, *self.blobs, *self.pending})
+
+
+@attrs.frozen
+class Report:
+    """What an expiry run did."""
+
+    plan: Plan
+    #: The ``expire`` record's seq (0: nothing was expired).
+    record: int
+    segments: tuple[int, ...]
+
+
+Hook = Callable[[Report], None]
+
+
+def plan(log_: SegmentLog, local_domains: Iterable[str], now: float) -> Plan:
+    """What expiry would remove now.  Blocks on the disk: call it in a thread."""
+    return _plan(log_, load(log_, local_domains), now, None)
+
+
+def _plan(log_: SegmentLog, state: State, now: float, allowed: set[int] | None) -> Plan:
+    latest_blob: dict[str, int] = {}
+    blob_at: dict[int, tuple[Position, int]] = {}
+    bodies: dict[int, str] = {}
+    blob_kept: set[int] = set()
+    blob_going: set[int] = set()
+    captures: list[int] = []
+    pending: list[int] = []
+    positions: dict[int, tuple[Position, int]] = {}
+    rules: dict[str, Rule] = {}
+    held: dict[str, int] = {}
+    last_seq = 0
+    for entry in entries(log_):
+        fields, seq = entry.fields, entry.seq
+        last_seq = seq
+        if entry.kind == "blob":
+            latest_blob[str(fields.get("sha256"))] = seq
+            bodies[seq] = str(fields.get("sha256"))
+            blob_at[seq] = (entry.position, entry.stored)
+            if seq in state.expired and entry.stored:
+                pending.append(seq)
+                positions[seq] = (entry.position, entry.stored)
+            continue
+        if entry.kind != "capture":
+            continue
+        blob = latest_blob.get(str(fields.get("body")))
+        if seq in state.expired and not entry.stored:
+            continue  # gone already: keeps nothing
+        envelope = envelope_of(fields)
+        captured = float(fields["time"])
+        past = state.keep_until(envelope, captured) <= now
+        if (past or seq in state.expired) and (allowed is None or seq in allowed):
+            hold = state.holding(envelope, captured, _facts(log_, entry.position, entry.stored))
+            if hold is None:
+                if seq in state.expired:
+                    pending.append(seq)
+                else:
+                    captures.append(seq)
+                    rule = state.rule_for(envelope)
+                    rules[rule.scope] = rule
+                if entry.stored:
+                    positions[seq] = (entry.position, entry.stored)
+                if blob is not None:
+                    blob_going.add(blob)
+                continue
+            held[hold.name] = held.get(hold.name, 0) + 1
+            if seq in state.expired:
+                log.warn(
+                    "vault expiry: record {seq} stays, held by {hold}, though an earlier "
+                    "expire record names it",
+                    seq=seq,
+                    hold=hold.name,
+                )
+        if blob is not None:
+            blob_kept.add(blob)
+    blobs = []
+    for seq in sorted(blob_going - blob_kept):
+        position, stored = blob_at[seq]
+        if stored and seq not in state.expired:
+            blobs.append(seq)
+            positions[seq] = (position, stored)
+    positions = {s: p for s, p in positions.items() if s not in blob_kept}
+    return Plan(
+        now=now,
+        captures=tuple(captures),
+        blobs=tuple(blobs),
+        pending=tuple(sorted(set(pending) - blob_kept)),
+        positions=positions,
+        rules=tuple(rules.values()),
+        held=held,
+        bodies={s: sha for s, sha in bodies.items() if s in positions},
+        last_seq=last_seq,
+    )
+
+
+def _settle(
+    log_: SegmentLog, plan_: Plan, local_domains: Iterable[str], allowed: set[int] | None
+) -> Plan:
+    """``plan_`` made good for now (the caller holds the lock): the records appended since it
+    was made are read; a rule, hold, release or expire among them means planning again, and
+    a capture among them keeps the body it uses."""
+    used: set[str] = set()
+    for entry in entries(log_, plan_.last_seq):
+        if entry.kind in ("rule", "hold", "release", "expire"):
+            return _plan(log_, load(log_, local_domains), plan_.now, allowed)
+        if entry.kind == "capture":
+            used.add(str(entry.fields.get("body")))
+    keep = {seq for seq, sha in plan_.bodies.items() if sha in used}
+    if not keep:
+        return plan_
+    return attrs.evolve(
+        plan_,
+        blobs=tuple(s for s in plan_.blobs if s not in keep),
+        pending=tuple(s for s in plan_.pending if s not in keep),
+        positions={s: p for s, p in plan_.positions.items() if s not in keep},
+        bodies={s: sha for s, sha in plan_.bodies.items() if s not in keep},
+    )
+
+
+def _facts(log_: SegmentLog, position: Position, stored: int) -> Callable[[], Facts]:
+    """The headers of the capture at ``position``, read only if a query hold asks."""
+    cache: list[Facts] = []
+
+    def read() -> Facts:
+        if not cache:
+            header = log_.read_at(position).plain() if stored else b""
+            cache.append(facts_of(header))
+        return cache[0]
+
+    return read
+
+
+def expire(
+    log_: SegmentLog,
+    local_domains: Iterable[str],
+    now: float,
+    planned: Plan | None = None,
+    hooks: Sequence[Hook] = (),
+) -> Report:
+    """Carry out expiry (see the module text): plan again, and remove what both plans agree
+    on (everything found now, when ``planned`` is None).  The long pass runs without the
+    vault's lock, so captures go on meanwhile; under the lock only the records appended since
+    are read (:func:`_settle`), then the expire record is written and the segments rewritten.
+    Blocks on the disk: call it in a thread."""
+    allowed = None if planned is None else set(planned.captures) | set(planned.pending)
+    state = load(log_, local_domains)
+    fresh = _plan(log_, state, now, allowed)
+    if state.last_seq < fresh.last_seq:  # a hold may have come between the two passes
+        fresh = attrs.evolve(fresh, last_seq=state.last_seq)
+    with log_.locked():
+        fresh = _settle(log_, fresh, local_domains, allowed)
+        if not fresh.seqs():
+            report = Report(fresh, 0, ())
+            _log_run(report)
+            return report
+        named = sorted({*fresh.captures, *fresh.blobs})
+        record = 0
+        if named:
+            item = (
+                "expire",
+                {
+                    "records": named,
+                    "rule": [{"scope": r.scope, "keep_days": r.keep_days} for r in fresh.rules],
+                    "reason": "retention",
+                },
+                None,
+            )
+            ((_, written),) = log_.append([item], now)
+            log_.sync()
+            record = written.seq
+        segments = remove_content(log_, fresh.positions)
+    report = Report(fresh, record, segments)
+    drop_catalog(log_.root)
+    for hook in hooks:
+        hook(report)
+    _log_run(report)
+    return report
+
+
+def remove_content(log_: SegmentLog, positions: dict[int, tuple[Position, int]]) -> tuple[int, ...]:
+    """Rewrite each segment holding one of these records with their content cut to length 0
+    (the caller holds the vault's lock).  Returns the segments rewritten."""
+    by_segment: dict[int, dict[int, int]] = {}
+    for seq, (position, _) in positions.items():
+        by_segment.setdefault(position.segment, {})[position.offset] = seq
+    for number, offsets in sorted(by_segment.items()):
+        _rewrite(log_.path_of(number), offsets)
+    return tuple(sorted(by_segment))
+
+
+def _rewrite(path: Path, offsets: dict[int, int]) -> None:
+    """Write ``path`` again with the frames at ``offsets`` (offset -> seq) emptied: a new
+    file, fsynced, renamed over the old one, the folder fsynced."""
+    temporary = path.with_name(path.name + ".expiring")
+    with open(path, "rb") as source:
+        data = memoryview(source.read())
+    header = records.parse_segment_header(bytes(data[: records.MAX_FRAME_LINE]))
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        _write(fd, data[: header.length])
+        offset = header.length
+        while offset < len(data):
+            record, after = records.parse_frame(data, offset)
+            seq = offsets.get(offset)
+            if seq is None:
+                _write(fd, data[offset:after])
+            else:
+                if record.seq != seq:
+                    raise records.FormatError(f"{path.name}: record {seq} is not at {offset}")
+                _write(fd, records.Record(record.hash, record.meta, b"").frame())
+            offset = after
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+    fsync_dir(path.parent)
+
+
+def _write(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def drop_catalog(root: Path) -> None:
+    """Delete the derived files that keep segment positions; they are rebuilt from the
+    segments (docs/vault-format.md#files)."""
+    for name in POSITIONED:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(root / name)
+
+
+def _log_run(report: Report) -> None:
+    done = report.plan
+    log.info(
+        "vault expiry: {captures} messages and {blobs} bodies expired ({octets} octets) in "
+        "record {record}, by rules {rules}; {held} past retention kept by holds {holds}",
+        captures=len(done.captures),
+        blobs=len(done.blobs),
+        octets=done.octets,
+        record=report.record,
+        rules=", ".join(r.describe() for r in done.rules) or "none",
+        held=sum(done.held.values()),
+        holds=", ".join(sorted(done.held)) or "none",
+    )
