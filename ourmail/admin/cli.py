@@ -28,6 +28,7 @@ from ourmail.admin import (
     queuecmd,
     spamcmd,
     transfer,
+    vaultcmd,
 )
 from ourmail.auth.accounts import AccountDB, AccountError
 from ourmail.config import (
@@ -392,6 +393,7 @@ def _parser() -> argparse.ArgumentParser:
     dnscmd.add_parser(topics, common)
     certcmd.add_parser(topics, common)
     groupcmd.add_parser(topics, common)
+    vaultcmd.add_parser(topics, common)
     return parser
 
 
