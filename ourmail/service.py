@@ -102,6 +102,8 @@ from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 from ourmail.store.userstore import MaildirStore
 from ourmail.vacation.record import ReplyRecord
 from ourmail.vacation.responder import AutoResponder
+from ourmail.vault.headjob import DailyHeadSigner
+from ourmail.vault.segments import SegmentLog
 from ourmail.web.acmechallenge import http_site
 from ourmail.web.app import WebApp
 from ourmail.web.clientconfig import ClientSetup
@@ -673,6 +675,10 @@ def build(
         clear_snapshots(settings.data_dir / "metrics")
         parts.metrics.watch_workers(settings.data_dir / "metrics")
         workers.ended.append(parts.metrics.worker_ended)  # its last counts are carried over
+    tls = parts.tls  # the vault's head is signed daily with the certificate served
+    vault_log = SegmentLog(settings.data_dir / "vault")
+    heads = DailyHeadSigner(vault_log, lambda: (tls.cert_path, tls.key_path), reactor)  # type: ignore[arg-type]
+    heads.setServiceParent(root)
     return Server(
         service=root,
         listeners=listeners,

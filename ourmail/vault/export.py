@@ -161,7 +161,8 @@ class _Mbox:
         self.at = 0
 
     def add(self, seq: int, message: bytes, sender: str, arrival: float) -> dict[str, Any]:
-        quoted = _FROM_LINE.sub(rb">\1", message)
+        # Every line to quote holds "From ": most messages have none (a fast test).
+        quoted = _FROM_LINE.sub(rb">\1", message) if b"From " in message else message
         # RFC 4155: the separator is "From ", the sender, and a UTC date in asctime form.
         who = sender if sender and not any(c.isspace() for c in sender) else "MAILER-DAEMON"
         line = f"From {who} {time.asctime(time.gmtime(arrival))}\n".encode()
