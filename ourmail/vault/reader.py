@@ -120,6 +120,27 @@ class SegmentFile:
             yield frame
             offset = frame.end
 
+    def resync(self, offset: int) -> Frame | None:
+        """The first whole frame after ``offset`` whose hash is its metadata's (a frame
+        that only looks like one is passed over), reading a chunk at a time; None when
+        there is none before the end of the file."""
+        at = offset + 1
+        while at < self.size:
+            data = self._read(CHUNK + 2, at)
+            found = data.find(b"\nR ")
+            while 0 <= found < CHUNK:
+                candidate = at + found + 1
+                try:
+                    frame = self.frame_at(candidate)
+                    fields = frame.fields()
+                    if records.chain_hash(str(fields["prev"]), frame.meta) == frame.hash:
+                        return frame
+                except (FormatError, KeyError, ValueError, TypeError):
+                    pass
+                found = data.find(b"\nR ", found + 1)
+            at += CHUNK
+        return None
+
     def chunks(self, frame: Frame) -> Iterator[bytes]:
         """The frame's content as stored, in chunks of at most :data:`CHUNK`."""
         at, left = frame.content_offset, frame.content_length

@@ -221,29 +221,37 @@ class _Verifier:
             while offset < f.size:
                 try:
                     frame = f.frame_at(offset)
-                except Truncated:
-                    if last and self.head_seen:
-                        self.report.notes.append(
-                            f"segment {number} ends in a record being written at offset {offset}"
-                        )
-                    else:
-                        self.problem(
-                            "truncated",
-                            f"segment {number} truncated at offset "
-                            f"{offset} after record {self.last_seq}",
-                            segment=number,
-                        )
-                    return
                 except FormatError as e:
+                    found = f.resync(offset)
+                    if found is None and isinstance(e, Truncated):
+                        self.truncated(number, offset, last)
+                        return
+                    then = "the rest of it" if found is None else f"up to offset {found.offset}"
                     self.problem(
                         "damaged",
                         f"segment {number} damaged at offset {offset} after "
-                        f"record {self.last_seq}: {e}; the rest of it is not read",
+                        f"record {self.last_seq}: {e}; {then} cannot be read",
                         segment=number,
+                        offset=offset,
                     )
-                    return
+                    if found is None:
+                        return
+                    frame = found
                 self.record(f, number, frame)
                 offset = frame.end
+
+    def truncated(self, number: int, offset: int, last: bool) -> None:
+        if last and self.head_seen:
+            self.report.notes.append(
+                f"segment {number} ends in a record being written at offset {offset}"
+            )
+            return
+        self.problem(
+            "truncated",
+            f"segment {number} truncated at offset {offset} after record {self.last_seq}",
+            segment=number,
+            offset=offset,
+        )
 
     def record(self, f: SegmentFile, segment: int, frame: Frame) -> None:
         self.report.records += 1

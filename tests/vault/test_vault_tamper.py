@@ -149,3 +149,15 @@ def test_absent_content_without_an_expire_record_does_not(log: SegmentLog) -> No
     assert texts(verify(log)) == [
         f"record 13's content (segment {segment}, offset {start}) is absent, and no expire record names it"
     ]
+
+
+def test_a_damaged_frame_is_passed_over_and_the_rest_checked(log: SegmentLog) -> None:
+    segment, start, end = where(log, 9)
+    data = bytearray(log.path_of(segment).read_bytes())
+    data[start] = ord("X")
+    rewrite(log, segment, bytes(data))
+    assert texts(verify(log)) == [
+        f"segment {segment} damaged at offset {start} after record 8: no record frame at "
+        f"offset {start}; up to offset {end} cannot be read",
+        "record 9 missing between 8 and 10",
+    ]
