@@ -78,7 +78,7 @@ def main() -> None:
     args.dir.mkdir(parents=True)
     log = SegmentLog(args.dir / "vault")
     start = time.monotonic()
-    capture(log, messages(args.messages))
+    capture(log, messages(args.messages), batch=50)
     size = sum(len(m) for m in messages(args.messages))
     segments = sum(p.stat().st_size for _, p in log.segments())
     print(

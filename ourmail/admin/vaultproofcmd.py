@@ -63,7 +63,10 @@ def verify_cmd(settings: Settings, db: object, args: argparse.Namespace) -> None
             anchors.extend(signed_anchors(path))
     except heads.HeadError as e:
         _fail(str(e))
-    report = verify(log, anchors)
+    try:
+        report = verify(log, anchors)
+    except OSError as e:
+        _fail(f"the vault cannot be read: {e}")
     if args.json:
         print(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
     else:
@@ -90,7 +93,7 @@ def head_cmd(settings: Settings, db: object, args: argparse.Namespace) -> None:
     certificate, key = signing_pair(settings)
     try:
         head = heads.sign(log.root, seq, digest, certificate, key)
-    except heads.HeadError as e:
+    except (heads.HeadError, OSError) as e:
         audit.record(actor, "vault.head.sign", str(seq), "failed", str(e))
         _fail(str(e))
     audit.record(actor, "vault.head.sign", str(seq), "ok", head.fingerprint)
@@ -144,6 +147,9 @@ def export_cmd(settings: Settings, db: object, args: argparse.Namespace) -> None
     except ExportError as e:
         audit.record(actor, "vault.export", str(out), "refused", f"{description}: {e}")
         _fail(str(e))
+    except OSError as e:
+        audit.record(actor, "vault.export", str(out), "failed", f"{description}: {e}")
+        _fail(f"the export could not be written: {e}")
     detail: dict[str, Any] = {
         "format": done.format,
         "out": str(done.out.resolve()),

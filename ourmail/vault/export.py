@@ -94,7 +94,7 @@ def parse_seqs(specs: Sequence[str]) -> list[int]:
             first, last = int(low), int(high) if dash else int(low)
             if first < 1 or last < first:
                 raise ExportError(f"not a range of record numbers: {part!r}")
-            if len(seqs) + last - first > MAX_SEARCH * 10:
+            if len(seqs) + last - first > MAX_SEARCH:
                 raise ExportError("too many records chosen: use --all")
             seqs.update(range(first, last + 1))
     return sorted(seqs)
@@ -117,12 +117,14 @@ def select(
                 "installation lacks: choose them with --seq or --all"
             )
         found: list[int] = []
-        total, hits = index.search(query, 0, 1000)
-        if total > MAX_SEARCH:
-            raise ExportError(f"the search finds {total} messages: narrow it")
-        while hits:
+        total = 1
+        while len(found) < total:
+            total, hits = index.search(query, len(found), 1000)
+            if total > MAX_SEARCH:
+                raise ExportError(f"the search finds {total} messages: narrow it")
+            if not hits:
+                break
             found.extend(h.seq for h in hits)
-            _, hits = index.search(query, len(found), 1000) if len(found) < total else (0, [])
         seqs = [*seqs, *found]
     if everything:
         return list(range(1, log.head()[0] + 1))
@@ -147,10 +149,37 @@ class Exported:
     seconds: float
 
 
-def message_at(log: SegmentLog, capture: bytes, body: Position | None) -> bytes:
+class Bodies:
+    """Reads message bodies (blob records) by position, keeping the segments open."""
+
+    #: Segments kept open at once.
+    OPEN = 8
+
+    def __init__(self, log: SegmentLog) -> None:
+        self.log = log
+        self.files: dict[int, SegmentFile] = {}
+
+    def read(self, at: Position) -> bytes:
+        """The blob's content, uncompressed (FormatError or zlib.error when it is broken)."""
+        f = self.files.pop(at.segment, None)
+        if f is None:
+            f = SegmentFile(self.log.path_of(at.segment))
+            if len(self.files) >= self.OPEN:
+                self.files.pop(next(iter(self.files))).close()
+        self.files[at.segment] = f  # the most recently used last
+        frame = f.frame_at(at.offset)
+        return _plain(f.content(frame), bool(frame.fields().get("zlib")))
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+        self.files.clear()
+
+
+def message_at(bodies: Bodies, capture: bytes, body: Position | None) -> bytes:
     """A message: its capture record's header section (uncompressed) and its body blob's
     content.  The one place an export reads a body (the catalog can replace it)."""
-    return capture + (log.read_at(body).plain() if body is not None else b"")
+    return capture + (bodies.read(body) if body is not None else b"")
 
 
 class _Mbox:
@@ -353,38 +382,54 @@ def _write(
     proof: _Proof,
     first: int,
 ) -> dict[str, int]:
+    """The one ordered pass: the proof from ``first`` on, and each wanted message."""
     counts = {"ok": 0, "expired": 0, "damaged": 0}
     blobs: dict[bytes, Position] = {}
-    for segment, frame, fields, f in _frames(log, head[0]):
-        seq = int(fields["seq"])
-        if seq >= first:
-            proof.add(seq, str(fields["prev"]), frame.meta)
-        kind = fields.get("kind")
-        if kind == "blob" and frame.content_length:
-            blobs.setdefault(bytes.fromhex(fields["sha256"]), Position(segment, frame.offset))
-        if kind != "capture" or seq not in wanted:
-            continue
-        row = _row(seq, segment, frame, fields)
-        body = blobs.get(bytes.fromhex(fields["body"])) if fields.get("body") else None
-        expired = (frame.content_length == 0 and fields.get("length")) or (
-            body is None and fields.get("body") != hashlib.sha256(b"").hexdigest()
-        )
-        if expired:
-            row["status"] = "expired"
-            counts["expired"] += 1
-        else:
-            header = _plain(f.content(frame), bool(fields.get("zlib")))
-            message = message_at(log, header, body)
-            if hashlib.sha256(message).hexdigest() != fields.get("message_sha256"):
-                row["status"] = "damaged"
-                counts["damaged"] += 1
-            else:
-                envelope = fields.get("envelope") or {}
-                sender = str(envelope.get("sender", ""))
-                row.update(writer.add(seq, message, sender, float(fields.get("time", 0))))
-                counts["ok"] += 1
-        manifest.add(row)
+    bodies = Bodies(log)
+    try:
+        for segment, frame, fields, f in _frames(log, head[0]):
+            seq = int(fields["seq"])
+            if seq >= first:
+                proof.add(seq, str(fields["prev"]), frame.meta)
+            kind = fields.get("kind")
+            if kind == "blob" and frame.content_length:
+                blobs.setdefault(bytes.fromhex(fields["sha256"]), Position(segment, frame.offset))
+            if kind == "capture" and seq in wanted:
+                row = _row(seq, segment, frame, fields)
+                status = _message(f, frame, fields, blobs, bodies, writer, row)
+                counts[status] += 1
+                manifest.add(dict(row, status=status))
+    finally:
+        bodies.close()
     return counts
+
+
+def _message(
+    f: SegmentFile,
+    frame: Frame,
+    fields: dict[str, Any],
+    blobs: dict[bytes, Position],
+    bodies: Bodies,
+    writer: _Mbox | _Zip,
+    row: dict[str, Any],
+) -> str:
+    """Write one message; its status: ``ok``, ``expired`` (content removed) or ``damaged``."""
+    body_sha = str(fields.get("body", ""))
+    body = blobs.get(bytes.fromhex(body_sha)) if body_sha else None
+    if (frame.content_length == 0 and fields.get("length")) or (
+        body is None and body_sha != hashlib.sha256(b"").hexdigest()
+    ):
+        return "expired"
+    try:
+        header = _plain(f.content(frame), bool(fields.get("zlib")))
+        message = message_at(bodies, header, body)
+    except (zlib.error, FormatError):
+        return "damaged"  # it does not decompress, or its body's frame is broken
+    if hashlib.sha256(message).hexdigest() != fields.get("message_sha256"):
+        return "damaged"
+    sender = str((fields.get("envelope") or {}).get("sender", ""))
+    row.update(writer.add(int(fields["seq"]), message, sender, float(fields.get("time", 0))))
+    return "ok"
 
 
 def _plain(stored: bytes, compressed: bool) -> bytes:

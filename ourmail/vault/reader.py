@@ -25,6 +25,8 @@ from ourmail.vault.records import FormatError, SegmentHeader, Truncated
 
 #: Octets read (or decompressed) at a time.
 CHUNK = 1 << 20
+#: Reads of frame lines, metadata and small contents are served from a window this large.
+BUFFER = 256 * 1024
 
 
 @attrs.frozen
@@ -62,6 +64,7 @@ class SegmentFile:
         self.path = path
         self._fd = os.open(path, os.O_RDONLY)
         self.size = os.fstat(self._fd).st_size
+        self._window, self._window_at = b"", 0
 
     def __enter__(self) -> SegmentFile:
         return self
@@ -105,12 +108,13 @@ class SegmentFile:
         if not (0 < meta_len <= records.MAX_META and 0 <= content_len <= records.MAX_CONTENT):
             raise FormatError(f"record frame at offset {offset} has impossible lengths")
         meta_at = offset + end + 1
-        frame = Frame(digest, b"", offset, meta_at + meta_len, content_len)
-        if frame.end > self.size:
+        frame_end = meta_at + meta_len + content_len + 1
+        if frame_end > self.size:
             raise Truncated(f"record at offset {offset} cut short")
-        if self._read(1, frame.end - 1) != b"\n":
+        if self._read(1, frame_end - 1) != b"\n":
             raise FormatError(f"record at offset {offset} does not end where its frame says")
-        return attrs.evolve(frame, meta=self._read(meta_len, meta_at))
+        meta = self._read(meta_len, meta_at)
+        return Frame(digest, meta, offset, meta_at + meta_len, content_len)
 
     def frames(self, offset: int) -> Iterator[Frame]:
         """Every frame from ``offset`` to the end of the file (raising where one does not
@@ -156,7 +160,14 @@ class SegmentFile:
         return b"".join(self.chunks(frame))
 
     def _read(self, length: int, offset: int) -> bytes:
-        return os.pread(self._fd, length, offset)
+        """``length`` octets at ``offset``: small reads come from one :data:`BUFFER`-sized
+        window read ahead (frames are read in order), larger ones straight from the file."""
+        if length > BUFFER:
+            return os.pread(self._fd, length, offset)
+        start = offset - self._window_at
+        if start < 0 or start + length > len(self._window):
+            self._window, self._window_at, start = os.pread(self._fd, BUFFER, offset), offset, 0
+        return self._window[start : start + length]
 
 
 def plain_chunks(stored: Iterator[bytes], compressed: bool) -> Iterator[bytes]:

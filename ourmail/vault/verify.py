@@ -33,7 +33,7 @@ import attrs
 
 from ourmail.vault import heads as signed_heads
 from ourmail.vault.reader import Frame, SegmentFile, plain_chunks
-from ourmail.vault.records import GENESIS, FormatError, Truncated, chain_hash
+from ourmail.vault.records import GENESIS, KINDS, FormatError, Truncated, chain_hash
 from ourmail.vault.segments import SegmentLog
 
 #: How many of the last records' hashes are kept, to check a record read out of order.
@@ -186,7 +186,10 @@ class _Verifier:
                 )
                 word = "segment" if number == previous + 2 else "segments"
                 self.problem("segment", f"{word} {gone} missing", segment=previous + 1)
-            self.segment(number, path, previous, last=index == len(found) - 1)
+            try:
+                self.segment(number, path, previous, last=index == len(found) - 1)
+            except OSError as e:
+                self.problem("segment", f"segment {number} cannot be read: {e}", segment=number)
             previous = number
         self.finish()
         self.report.seconds = time.monotonic() - started
@@ -281,6 +284,14 @@ class _Verifier:
                 frame.offset,
             )
         self.place(seq, frame.hash, prev, frame, segment)
+        if fields.get("kind") not in KINDS:
+            self.problem(
+                "changed",
+                f"record {seq} {where} is of no known kind: {str(fields.get('kind'))[:40]!r}",
+                seq,
+                segment,
+                frame.offset,
+            )
         self.content(f, seq, fields, frame, segment)
         if fields.get("kind") == "expire":
             for named in fields.get("records", ()):
@@ -318,7 +329,7 @@ class _Verifier:
             self.link(waiter[0], waiter[2], waiter[3])
         self.recent[seq] = digest
         if len(self.recent) > WINDOW:
-            del self.recent[min(self.recent)]
+            del self.recent[next(iter(self.recent))]  # the oldest: seqs come in order
         self.read_seq = seq
         if seq >= self.expected:
             self.expected = seq + 1

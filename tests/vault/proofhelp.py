@@ -8,6 +8,7 @@ import random
 from collections.abc import Iterable
 from pathlib import Path
 
+from ourmail.vault import records
 from ourmail.vault.segments import SegmentLog
 
 #: When the first sample message arrives.
@@ -40,16 +41,16 @@ def sample_message(n: int, size: int = 600) -> bytes:
     return head + body
 
 
-def capture(log: SegmentLog, messages: Iterable[bytes], stored: set[str] | None = None) -> int:
-    """Append each message as a blob (when its body is new) and a capture record, one append
-    per message; the last seq is returned."""
-    stored = set() if stored is None else stored
+def capture(log: SegmentLog, messages: Iterable[bytes], batch: int = 1) -> int:
+    """Append each message as a blob (when its body is new) and a capture record, ``batch``
+    messages an append (as a group commit does); the last seq is returned."""
+    stored: set[str] = set()
     seq = 0
+    items: list[tuple[str, dict[str, object], bytes | None]] = []
     with log.locked():
         for n, message in enumerate(messages, 1):
             header, body = split(message)
             body_sha = hashlib.sha256(body).hexdigest()
-            items: list[tuple[str, dict[str, object], bytes | None]] = []
             if body_sha not in stored:
                 items.append(("blob", {}, body))
                 stored.add(body_sha)
@@ -70,6 +71,10 @@ def capture(log: SegmentLog, messages: Iterable[bytes], stored: set[str] | None 
                 "envelope": envelope,
             }
             items.append(("capture", fields, header))
+            if n % batch == 0:
+                seq = log.append(items, EPOCH + n)[-1][1].seq
+                items = []
+        if items:
             seq = log.append(items, EPOCH + n)[-1][1].seq
     return seq
 
@@ -79,3 +84,31 @@ def build(root: Path, count: int = 12, segment_size: int = 2500) -> SegmentLog:
     log = SegmentLog(root, segment_size=segment_size)
     capture(log, (sample_message(n) for n in range(1, count + 1)))
     return log
+
+
+def frames(log: SegmentLog, segment: int) -> dict[int, tuple[int, int]]:
+    """seq -> (start, end) of each frame in ``segment``."""
+    data = log.path_of(segment).read_bytes()
+    offset, found = records.parse_segment_header(data).length, {}
+    while offset < len(data):
+        record, end = records.parse_frame(data, offset)
+        found[record.seq] = (offset, end)
+        offset = end
+    return found
+
+
+def where(log: SegmentLog, seq: int) -> tuple[int, int, int]:
+    """The segment, the frame's start and its end of record ``seq``."""
+    for segment, _ in log.segments():
+        if seq in (spans := frames(log, segment)):
+            return segment, *spans[seq]
+    raise LookupError(seq)
+
+
+def remove_content(log: SegmentLog, seq: int) -> None:
+    """What expiry does to a record: its content goes, its meta and hash stay."""
+    segment, start, end = where(log, seq)
+    data = log.path_of(segment).read_bytes()
+    record, _ = records.parse_frame(data, start)
+    emptied = records.Record(record.hash, record.meta, b"")
+    log.path_of(segment).write_bytes(data[:start] + emptied.frame() + data[end:])

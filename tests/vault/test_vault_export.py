@@ -19,7 +19,7 @@ from ourmail.vault.export import export, select
 from ourmail.vault.headjob import DailyHeadSigner
 from ourmail.vault.segments import SegmentLog
 from ourmail.vault.verify import signed_anchors, verify
-from tests.vault.proofhelp import build
+from tests.vault.proofhelp import build, remove_content
 
 CHECKER = Path(__file__).resolve().parents[2] / "docs" / "vault-verify.py"
 
@@ -86,6 +86,24 @@ def test_an_mbox_export_checks_and_a_changed_manifest_line_does_not(data: Path) 
     assert "NOT OK: message 6: the manifest's sha256 is not the vault's" in out
 
 
+def test_an_expired_message_is_listed_and_the_rest_check(data: Path) -> None:
+    log = SegmentLog(data / "vault")
+    remove_content(log, 13)
+    done = export(log, [11, 13, 14], "zip", data / "x.zip", "11,13,14")
+    assert (done.count, done.expired) == (2, 1)
+    with zipfile.ZipFile(data / "x.zip") as z:
+        assert sorted(z.namelist()) == [
+            "11.eml",
+            "14.eml",
+            "manifest.csv",
+            "manifest.json",
+            "proof.json",
+        ]
+        rows = json.load(z.open("manifest.json"))["messages"]
+    assert [(r["seq"], r["status"]) for r in rows] == [(11, "ok"), (13, "expired"), (14, "ok")]
+    assert check(data / "x.zip")[0] == 0
+
+
 def test_an_export_is_audited_in_the_vault_and_the_audit_log(data: Path) -> None:
     assert ourmail(data, "export", "--all", "--out", str(data / "all.zip")) == 0
     log = SegmentLog(data / "vault")
@@ -110,8 +128,12 @@ def test_choosing_by_search_says_the_index_is_missing(
 def test_verify_exits_1_and_names_the_problem(
     data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert ourmail(data, "verify") == 0
-    assert "the vault is whole" in capsys.readouterr().out
+    head = (data / "vault" / "head").read_text().split()
+    assert ourmail(data, "verify", "--anchor", f"{head[0]}:{head[1]}") == 0
+    assert "1 anchors checked; the vault is whole" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        ourmail(data, "verify", "--anchor", f"30:{head[1]}")
+    assert "anchor 30:" in capsys.readouterr().out
     (data / "vault" / "head").write_text(f"25 {'0' * 64}\n")
     with pytest.raises(SystemExit) as exit_:
         ourmail(data, "verify", "--json")

@@ -7,34 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from ourmail.vault import records
 from ourmail.vault.segments import SegmentLog
 from ourmail.vault.verify import Report, verify
-from tests.vault.proofhelp import build
+from tests.vault.proofhelp import build, remove_content, where
 
 
 @pytest.fixture
 def log(tmp_path: Path) -> SegmentLog:
     return build(tmp_path / "vault")
-
-
-def frames(log: SegmentLog, segment: int) -> dict[int, tuple[int, int]]:
-    """seq -> (start, end) of each frame in ``segment``."""
-    data = log.path_of(segment).read_bytes()
-    offset, found = records.parse_segment_header(data).length, {}
-    while offset < len(data):
-        record, end = records.parse_frame(data, offset)
-        found[record.seq] = (offset, end)
-        offset = end
-    return found
-
-
-def where(log: SegmentLog, seq: int) -> tuple[int, int, int]:
-    """The segment, the frame's start and its end of record ``seq``."""
-    for segment, _ in log.segments():
-        if seq in (spans := frames(log, segment)):
-            return segment, *spans[seq]
-    raise LookupError(seq)
 
 
 def rewrite(log: SegmentLog, segment: int, change: bytes) -> None:
@@ -124,15 +104,6 @@ def test_an_edited_head(log: SegmentLog) -> None:
     report = verify(log)
     assert [p.kind for p in report.problems] == ["head"]
     assert report.problems[0].text.startswith("head names record 21 with hash 000000000000")
-
-
-def remove_content(log: SegmentLog, seq: int) -> None:
-    """What expiry does to a record: its content goes, its meta and hash stay."""
-    segment, start, end = where(log, seq)
-    data = log.path_of(segment).read_bytes()
-    record, _ = records.parse_frame(data, start)
-    emptied = records.Record(record.hash, record.meta, b"")
-    rewrite(log, segment, data[:start] + emptied.frame() + data[end:])
 
 
 def test_expired_content_named_by_an_expire_record_verifies(log: SegmentLog) -> None:
