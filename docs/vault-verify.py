@@ -91,8 +91,10 @@ def check(path):
                 hashes[seq] = (digest, fields)
             if seq in signed and signed[seq]["hash"] != digest:
                 problems.append(f"the head signed at {signed[seq]['time']} is not in the chain")
-    if (seq, digest) != (head["seq"], head["hash"]):
+    if seq != head["seq"]:
         problems.append(f"the proof's chain ends at record {seq}, not at its head {head['seq']}")
+    elif digest != head["hash"]:
+        problems.append(f"the proof's chain does not reach its head's hash {head['hash']}")
     shown = 0
     for number, row in sorted(by_seq.items()):
         if number not in hashes:

@@ -4,6 +4,7 @@ alone, and a changed message or manifest line is caught."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -185,3 +186,23 @@ def test_the_daily_signer_signs_at_midnight_utc(data: Path) -> None:
     assert verify(log, list(signed_anchors(data / "vault" / "heads.log"))).ok
     signer.stopService()
     assert not clock.getDelayedCalls()
+
+
+def test_a_forgery_that_rewrites_manifest_and_proof_breaks_the_chain(data: Path) -> None:
+    """A changed message with its new sha256 written into both manifests and its capture
+    record's metadata in the proof: the chain no longer reaches the head."""
+    log = SegmentLog(data / "vault")
+    export(log, [6, 7], "mbox", data / "f.mbox", "6,7")
+    mbox = (data / "f.mbox").read_bytes()
+    rows = json.loads((data / "f.mbox.manifest.json").read_text())["messages"]
+    start, length = rows[0]["mbox_offset"], rows[0]["mbox_length"]
+    forged = mbox[start : start + length].replace(b"Minutes 3", b"Minutes 8")
+    (data / "f.mbox").write_bytes(mbox[:start] + forged + mbox[start + length :])
+    old, new = rows[0]["message_sha256"], hashlib.sha256(forged).hexdigest()
+    for name in ("manifest.csv", "manifest.json", "proof.json"):
+        path = data / f"f.mbox.{name}"
+        path.write_text(path.read_text().replace(old, new))
+    code, out = check(data / "f.mbox")
+    assert code == 1
+    assert "NOT OK: proof record 7 does not follow record 6\n" in out
+    assert "NOT OK: message 6: its record hash is not the chain's\n" in out
