@@ -39,7 +39,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Literal, overload
 
 import attrs
 
@@ -182,11 +182,23 @@ def message_at(bodies: Bodies, capture: bytes, body: Position | None) -> bytes:
     return capture + (bodies.read(body) if body is not None else b"")
 
 
+@overload
+def _create(path: Path) -> IO[bytes]: ...
+@overload
+def _create(path: Path, text: Literal[True]) -> IO[str]: ...
+def _create(path: Path, text: bool = False) -> IO[bytes] | IO[str]:
+    """``path`` made anew for writing, readable by its owner only (it holds mail)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if text:
+        return os.fdopen(fd, "w", encoding="utf-8", newline="")
+    return os.fdopen(fd, "wb")
+
+
 class _Mbox:
     """mboxrd (RFC 4155): a ``From `` line, the message with ``>From`` quoting, a blank line."""
 
     def __init__(self, path: Path) -> None:
-        self.file = open(path, "wb")  # noqa: SIM115 (closed by close())
+        self.file = _create(path)
         self.at = 0
 
     def add(self, seq: int, message: bytes, sender: str, arrival: float) -> dict[str, Any]:
@@ -209,7 +221,8 @@ class _Zip:
     """A zip of ``<seq>.eml`` (stored, not compressed: export runs at disk speed)."""
 
     def __init__(self, path: Path) -> None:
-        self.zip = zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True)
+        self.file = _create(path)
+        self.zip = zipfile.ZipFile(self.file, "w", zipfile.ZIP_STORED, allowZip64=True)
 
     def add(self, seq: int, message: bytes, sender: str, arrival: float) -> dict[str, Any]:
         name = f"{seq}.eml"
@@ -220,23 +233,21 @@ class _Zip:
 
     def close(self) -> None:
         self.zip.close()
+        self.file.close()
 
 
 class _Proof:
     """proof.json, written as it goes: a first line with the head and signed heads, then a
     record per line, then ``]}`` (see the module text)."""
 
-    def __init__(self, path: Path, log: SegmentLog, head: tuple[int, str], first: int) -> None:
-        self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed by close())
-        signed, certificates = [], {}
-        heads_log = log.root / signed_heads.HEADS_LOG
-        if heads_log.exists():
-            for item in signed_heads.read(heads_log):
-                if first <= item.seq <= head[0]:
-                    signed.append(json.loads(item.line()))
-                    pem = log.root / signed_heads.CERTS / f"{item.fingerprint}.pem"
-                    if pem.exists():
-                        certificates[item.fingerprint] = pem.read_text()
+    def __init__(
+        self,
+        path: Path,
+        head: tuple[int, str],
+        signed: list[dict[str, Any]],
+        certificates: dict[str, str],
+    ) -> None:
+        self.file = _create(path, text=True)
         opening = {
             "format": PROOF_FORMAT,
             "head": {"seq": head[0], "hash": head[1]},
@@ -261,10 +272,10 @@ class _Manifest:
     """manifest.csv and manifest.json, a row at a time."""
 
     def __init__(self, csv_path: Path, json_path: Path, opening: dict[str, Any]) -> None:
-        self.csv_file = open(csv_path, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        self.csv_file = _create(csv_path, text=True)
         self.csv = csv.DictWriter(self.csv_file, COLUMNS)
         self.csv.writeheader()
-        self.json_file = open(json_path, "w", encoding="utf-8")  # noqa: SIM115
+        self.json_file = _create(json_path, text=True)
         text = json.dumps(opening, sort_keys=True, separators=(",", ":"))
         self.json_file.write(text[:-1] + ',"messages":[')
         self.first = True
@@ -279,6 +290,24 @@ class _Manifest:
         self.json_file.write("\n]}\n")
         self.json_file.close()
         self.csv_file.close()
+
+
+def _signed(log: SegmentLog, first: int, last: int) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The signed heads of heads.log from ``first`` to ``last``, and their certificates."""
+    signed, certificates = [], {}
+    heads_log = log.root / signed_heads.HEADS_LOG
+    if not heads_log.exists():
+        return [], {}
+    try:
+        for item in signed_heads.read(heads_log):
+            if first <= item.seq <= last:
+                signed.append(json.loads(item.line()))
+                pem = log.root / signed_heads.CERTS / f"{item.fingerprint}.pem"
+                if pem.exists():
+                    certificates[item.fingerprint] = pem.read_text()
+    except signed_heads.HeadError as e:
+        raise ExportError(f"the signed heads cannot be read: {e}") from None
+    return signed, certificates
 
 
 def export(
@@ -312,11 +341,13 @@ def export(
         "selection": description,
         "head": {"seq": head[0], "hash": head[1]},
     }
+    first = max(1, wanted[0] - 1)
+    signed, certificates = _signed(log, first, head[0])
     writer: _Mbox | _Zip = _Mbox(part) if format == "mbox" else _Zip(part)
     manifest = _Manifest(extras["manifest.csv"], extras["manifest.json"], opening)
-    proof = _Proof(extras["proof.json"], log, head, max(1, wanted[0] - 1))
+    proof = _Proof(extras["proof.json"], head, signed, certificates)
     try:
-        counts = _write(log, set(wanted), head, writer, manifest, proof, max(1, wanted[0] - 1))
+        counts = _write(log, set(wanted), head, writer, manifest, proof, first)
     except BaseException:
         for path in (part, *extras.values()):
             path.unlink(missing_ok=True)

@@ -322,6 +322,8 @@ class _Verifier:
             before = self.recent.get(seq - 1)
             if before is None:
                 self.waiting[seq - 1] = (seq, prev, segment, frame.offset)
+                if len(self.waiting) > WINDOW:  # never seen: the gap is reported as missing
+                    del self.waiting[next(iter(self.waiting))]
             elif before != prev:
                 self.link(seq, segment, frame.offset)
         waiter = self.waiting.pop(seq, None)

@@ -51,6 +51,7 @@ def test_a_zip_export_checks_and_a_changed_message_does_not(data: Path) -> None:
     log = SegmentLog(data / "vault")
     done = export(log, select(log, everything=True), "zip", data / "all.zip", "all")
     assert (done.count, done.left_out) == (12, 9)  # the other 9 records are bodies
+    assert (data / "all.zip").stat().st_mode & 0o777 == 0o600  # it holds mail
     assert check(data / "all.zip") == (
         0,
         f"OK: 12 messages match the manifest and their capture records, in a chain of 21 "
