@@ -22,6 +22,7 @@ import json
 import re
 import sys
 import zipfile
+import zlib
 
 GENESIS = "0" * 64
 FROM_QUOTED = re.compile(rb"^>(>*From )", re.MULTILINE)
@@ -58,7 +59,8 @@ def check(path):
     with export.open("manifest.csv") as f:
         rows = list(csv.DictReader(f))
     with export.open("manifest.json") as f:
-        listed = json.load(f)["messages"]
+        manifest = json.load(f)
+    listed = manifest["messages"]
     if len(rows) != len(listed):
         problems.append("manifest.csv and manifest.json list different numbers of messages")
     for row, entry in zip(rows, listed, strict=False):
@@ -91,6 +93,8 @@ def check(path):
                 hashes[seq] = (digest, fields)
             if seq in signed and signed[seq]["hash"] != digest:
                 problems.append(f"the head signed at {signed[seq]['time']} is not in the chain")
+    if manifest.get("head") != head:
+        problems.append("manifest.json names another head than the proof")
     if seq != head["seq"]:
         problems.append(f"the proof's chain ends at record {seq}, not at its head {head['seq']}")
     elif digest != head["hash"]:
@@ -123,7 +127,15 @@ def main(argv):
         return 2
     try:
         problems, shown, records, head = check(argv[1])
-    except (OSError, KeyError, ValueError, TypeError, zipfile.BadZipFile) as e:
+    except (
+        OSError,
+        EOFError,
+        LookupError,
+        ValueError,
+        TypeError,
+        zipfile.BadZipFile,
+        zlib.error,
+    ) as e:
         print(f"NOT OK: the export cannot be read: {e!r}")
         return 1
     for problem in problems:
