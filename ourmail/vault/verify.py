@@ -157,6 +157,8 @@ class _Verifier:
         self.waiting: dict[int, tuple[int, str, int, int]] = {}
         self.skipped: list[tuple[int, int]] = []
         self.absent: dict[int, tuple[int, int]] = {}
+        #: seq -> the hash its metadata gives, for the last records whose frame says otherwise.
+        self.changed: dict[int, str] = {}
         self.head_seen = False
 
     def problem(
@@ -276,6 +278,11 @@ class _Verifier:
         if own != frame.hash:
             if seq != self.expected and not self.is_skipped(seq):
                 seq = self.expected  # its seq is no more trusted than the rest of it
+            # The next record may name either: the frame's (its meta was changed) or this
+            # one (the frame's hash was); the change is reported once, here.
+            self.changed[seq] = own
+            if len(self.changed) > WINDOW:
+                del self.changed[next(iter(self.changed))]
             self.problem(
                 "changed",
                 f"record {seq} {where} changed: its hash does not match",
@@ -324,10 +331,10 @@ class _Verifier:
                 self.waiting[seq - 1] = (seq, prev, segment, frame.offset)
                 if len(self.waiting) > WINDOW:  # never seen: the gap is reported as missing
                     del self.waiting[next(iter(self.waiting))]
-            elif before != prev:
+            elif prev not in (before, self.changed.get(seq - 1)):
                 self.link(seq, segment, frame.offset)
         waiter = self.waiting.pop(seq, None)
-        if waiter is not None and waiter[1] != digest:
+        if waiter is not None and waiter[1] not in (digest, self.changed.get(seq)):
             self.link(waiter[0], waiter[2], waiter[3])
         self.recent[seq] = digest
         if len(self.recent) > WINDOW:

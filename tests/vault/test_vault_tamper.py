@@ -43,6 +43,16 @@ def test_a_flipped_byte_in_a_meta(log: SegmentLog) -> None:
     ]
 
 
+def test_a_changed_hash_in_a_frame(log: SegmentLog) -> None:
+    segment, start, _ = where(log, 9)
+    data = bytearray(log.path_of(segment).read_bytes())
+    data[start + 2] = ord("f") if data[start + 2] != ord("f") else ord("e")
+    rewrite(log, segment, bytes(data))
+    assert texts(verify(log)) == [
+        f"record 9 (segment {segment}, offset {start}) changed: its hash does not match"
+    ]
+
+
 def test_a_flipped_byte_in_content(log: SegmentLog) -> None:
     segment, start, end = where(log, 8)
     data = bytearray(log.path_of(segment).read_bytes())
