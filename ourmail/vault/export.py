@@ -22,60 +22,36 @@ Implementation notes:
   positions of blobs passed are remembered (a body comes before the first capture using it),
   32 octets of hash and a position each; :func:`message_at` is the one place a message is
   read, for the capture part's catalog to replace.
-* The files are written beside the output with a ``.part`` suffix, fsynced and renamed into
-  place.  Blocking: a command, or a thread.
+* :mod:`ourmail.vault.exportfiles` writes each file, beside the output with a ``.part``
+  suffix; they are fsynced and renamed into place.  Blocking: a command, or a thread.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
-import re
 import time
 import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
 from email.utils import formatdate
 from pathlib import Path
-from typing import IO, Any, Literal, overload
+from typing import Any
 
 import attrs
 
 from ourmail.fsutil import fsync_dir, fsync_file
 from ourmail.interfaces import IVaultIndex, VaultQuery
 from ourmail.vault import heads as signed_heads
+from ourmail.vault.exportfiles import Manifest, Mbox, Proof, Zip
 from ourmail.vault.reader import Frame, SegmentFile
 from ourmail.vault.records import GENESIS, FormatError, chain_hash
 from ourmail.vault.segments import Position, SegmentLog
 
 FORMATS = ("mbox", "zip")
-PROOF_FORMAT = "ourmail-vault-proof 1"
-#: The columns of manifest.csv, and the keys of each message in manifest.json.
-COLUMNS = (
-    "seq",
-    "record_hash",
-    "message_sha256",
-    "size",
-    "status",
-    "file",
-    "mbox_offset",
-    "mbox_length",
-    "segment",
-    "offset",
-    "via",
-    "id",
-    "sender",
-    "recipients",
-    "mailboxes",
-    "client",
-    "user",
-    "arrival",
-)
 #: Seqs an index search may choose at most (an export of more is chosen by range).
 MAX_SEARCH = 1_000_000
-_FROM_LINE = re.compile(rb"^(>*From )", re.MULTILINE)
 
 
 class ExportError(Exception):
@@ -182,116 +158,6 @@ def message_at(bodies: Bodies, capture: bytes, body: Position | None) -> bytes:
     return capture + (bodies.read(body) if body is not None else b"")
 
 
-@overload
-def _create(path: Path) -> IO[bytes]: ...
-@overload
-def _create(path: Path, text: Literal[True]) -> IO[str]: ...
-def _create(path: Path, text: bool = False) -> IO[bytes] | IO[str]:
-    """``path`` made anew for writing, readable by its owner only (it holds mail)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    if text:
-        return os.fdopen(fd, "w", encoding="utf-8", newline="")
-    return os.fdopen(fd, "wb")
-
-
-class _Mbox:
-    """mboxrd (RFC 4155): a ``From `` line, the message with ``>From`` quoting, a blank line."""
-
-    def __init__(self, path: Path) -> None:
-        self.file = _create(path)
-        self.at = 0
-
-    def add(self, seq: int, message: bytes, sender: str, arrival: float) -> dict[str, Any]:
-        # Every line to quote holds "From ": most messages have none (a fast test).
-        quoted = _FROM_LINE.sub(rb">\1", message) if b"From " in message else message
-        # RFC 4155: the separator is "From ", the sender, and a UTC date in asctime form.
-        who = sender if sender and not any(c.isspace() for c in sender) else "MAILER-DAEMON"
-        line = f"From {who} {time.asctime(time.gmtime(arrival))}\n".encode()
-        tail = b"\n" if quoted.endswith(b"\n") else b"\n\n"
-        self.file.write(line + quoted + tail)
-        start = self.at + len(line)
-        self.at = start + len(quoted) + len(tail)
-        return {"mbox_offset": start, "mbox_length": len(quoted)}
-
-    def close(self) -> None:
-        self.file.close()
-
-
-class _Zip:
-    """A zip of ``<seq>.eml`` (stored, not compressed: export runs at disk speed)."""
-
-    def __init__(self, path: Path) -> None:
-        self.file = _create(path)
-        self.zip = zipfile.ZipFile(self.file, "w", zipfile.ZIP_STORED, allowZip64=True)
-
-    def add(self, seq: int, message: bytes, sender: str, arrival: float) -> dict[str, Any]:
-        name = f"{seq}.eml"
-        info = zipfile.ZipInfo(name, time.gmtime(max(arrival, 315532800.0))[:6])
-        info.external_attr = 0o644 << 16
-        self.zip.writestr(info, message)
-        return {"file": name}
-
-    def close(self) -> None:
-        self.zip.close()
-        self.file.close()
-
-
-class _Proof:
-    """proof.json, written as it goes: a first line with the head and signed heads, then a
-    record per line, then ``]}`` (see the module text)."""
-
-    def __init__(
-        self,
-        path: Path,
-        head: tuple[int, str],
-        signed: list[dict[str, Any]],
-        certificates: dict[str, str],
-    ) -> None:
-        self.file = _create(path, text=True)
-        opening = {
-            "format": PROOF_FORMAT,
-            "head": {"seq": head[0], "hash": head[1]},
-            "signed_heads": signed,
-            "certificates": certificates,
-        }
-        text = json.dumps(opening, sort_keys=True, separators=(",", ":"))
-        self.file.write(text[:-1] + ',"records":[')
-        self.first = True
-
-    def add(self, seq: int, prev: str, meta: bytes) -> None:
-        entry = json.dumps([seq, prev, meta.decode()], ensure_ascii=False, separators=(",", ":"))
-        self.file.write(("\n" if self.first else ",\n") + entry)
-        self.first = False
-
-    def close(self) -> None:
-        self.file.write("\n]}\n")
-        self.file.close()
-
-
-class _Manifest:
-    """manifest.csv and manifest.json, a row at a time."""
-
-    def __init__(self, csv_path: Path, json_path: Path, opening: dict[str, Any]) -> None:
-        self.csv_file = _create(csv_path, text=True)
-        self.csv = csv.DictWriter(self.csv_file, COLUMNS)
-        self.csv.writeheader()
-        self.json_file = _create(json_path, text=True)
-        text = json.dumps(opening, sort_keys=True, separators=(",", ":"))
-        self.json_file.write(text[:-1] + ',"messages":[')
-        self.first = True
-
-    def add(self, row: dict[str, Any]) -> None:
-        self.csv.writerow({k: row.get(k, "") for k in COLUMNS})
-        entry = json.dumps(row, sort_keys=True, ensure_ascii=False)
-        self.json_file.write(("\n" if self.first else ",\n") + entry)
-        self.first = False
-
-    def close(self) -> None:
-        self.json_file.write("\n]}\n")
-        self.json_file.close()
-        self.csv_file.close()
-
-
 def _signed(log: SegmentLog, first: int, last: int) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """The signed heads of heads.log from ``first`` to ``last``, and their certificates."""
     signed, certificates = [], {}
@@ -343,9 +209,9 @@ def export(
     }
     first = max(1, wanted[0] - 1)
     signed, certificates = _signed(log, first, head[0])
-    writer: _Mbox | _Zip = _Mbox(part) if format == "mbox" else _Zip(part)
-    manifest = _Manifest(extras["manifest.csv"], extras["manifest.json"], opening)
-    proof = _Proof(extras["proof.json"], head, signed, certificates)
+    writer: Mbox | Zip = Mbox(part) if format == "mbox" else Zip(part)
+    manifest = Manifest(extras["manifest.csv"], extras["manifest.json"], opening)
+    proof = Proof(extras["proof.json"], head, signed, certificates)
     try:
         counts = _write(log, set(wanted), head, writer, manifest, proof, first)
     except BaseException:
@@ -408,9 +274,9 @@ def _write(
     log: SegmentLog,
     wanted: set[int],
     head: tuple[int, str],
-    writer: _Mbox | _Zip,
-    manifest: _Manifest,
-    proof: _Proof,
+    writer: Mbox | Zip,
+    manifest: Manifest,
+    proof: Proof,
     first: int,
 ) -> dict[str, int]:
     """The one ordered pass: the proof from ``first`` on, and each wanted message."""
@@ -441,7 +307,7 @@ def _message(
     fields: dict[str, Any],
     blobs: dict[bytes, Position],
     bodies: Bodies,
-    writer: _Mbox | _Zip,
+    writer: Mbox | Zip,
     row: dict[str, Any],
 ) -> str:
     """Write one message; its status: ``ok``, ``expired`` (content removed) or ``damaged``."""
