@@ -107,6 +107,8 @@ from ourmail.vacation.record import ReplyRecord
 from ourmail.vacation.responder import AutoResponder
 from ourmail.vault.vault import NoVault, open_vault
 from ourmail.vault.retentionservice import RetentionService
+from ourmail.vault.headjob import DailyHeadSigner
+from ourmail.vault.segments import SegmentLog
 from ourmail.web.acmechallenge import http_site
 from ourmail.web.app import WebApp
 from ourmail.web.clientconfig import ClientSetup
@@ -704,6 +706,10 @@ def build(
         clear_snapshots(settings.data_dir / "metrics")
         parts.metrics.watch_workers(settings.data_dir / "metrics")
         workers.ended.append(parts.metrics.worker_ended)  # its last counts are carried over
+    tls = parts.tls  # the vault's head is signed daily with the certificate served
+    vault_log = SegmentLog(settings.data_dir / "vault")
+    heads = DailyHeadSigner(vault_log, lambda: (tls.cert_path, tls.key_path), reactor)  # type: ignore[arg-type]
+    heads.setServiceParent(root)
     return Server(
         service=root,
         listeners=listeners,

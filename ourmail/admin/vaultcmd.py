@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ourmail.admin import vaultrulescmd
+from ourmail.admin import vaultproofcmd, vaultrulescmd
 from ourmail.config import Settings
 from ourmail.vault.catalog import Catalog
 from ourmail.vault.segments import SegmentLog
@@ -116,3 +116,4 @@ def add_parser(topics: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="the same as JSON")
     p.set_defaults(func=vault_status)
     vaultrulescmd.add_commands(sub)
+    vaultproofcmd.add_commands(sub)

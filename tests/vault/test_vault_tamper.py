@@ -1,0 +1,144 @@
+"""``vault verify`` names each kind of tampering (issue 18, the tamper tests): a vault of 12
+messages (21 records over 4 small segments) is changed on disk one way per test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ourmail.vault.segments import SegmentLog
+from ourmail.vault.verify import Report, verify
+from tests.vault.proofhelp import build, remove_content, where
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> SegmentLog:
+    return build(tmp_path / "vault")
+
+
+def rewrite(log: SegmentLog, segment: int, change: bytes) -> None:
+    log.path_of(segment).write_bytes(change)
+
+
+def texts(report: Report) -> list[str]:
+    return [p.text for p in report.problems]
+
+
+def test_a_clean_vault_verifies(log: SegmentLog) -> None:
+    report = verify(log)
+    assert report.ok, texts(report)
+    assert (report.records, report.segments, report.last[0]) == (21, 4, 21)
+    assert report.octets == sum(p.stat().st_size for _, p in log.segments())
+
+
+def test_a_flipped_byte_in_a_meta(log: SegmentLog) -> None:
+    segment, start, _ = where(log, 9)
+    data = bytearray(log.path_of(segment).read_bytes())
+    at = data.index(b"clerk", start)
+    data[at] ^= 0x01
+    rewrite(log, segment, bytes(data))
+    assert texts(verify(log)) == [
+        f"record 9 (segment {segment}, offset {start}) changed: its hash does not match"
+    ]
+
+
+def test_a_changed_hash_in_a_frame(log: SegmentLog) -> None:
+    segment, start, _ = where(log, 9)
+    data = bytearray(log.path_of(segment).read_bytes())
+    data[start + 2] = ord("f") if data[start + 2] != ord("f") else ord("e")
+    rewrite(log, segment, bytes(data))
+    assert texts(verify(log)) == [
+        f"record 9 (segment {segment}, offset {start}) changed: its hash does not match"
+    ]
+
+
+def test_a_flipped_byte_in_content(log: SegmentLog) -> None:
+    segment, start, end = where(log, 8)
+    data = bytearray(log.path_of(segment).read_bytes())
+    data[end - 10] ^= 0x01
+    rewrite(log, segment, bytes(data))
+    (problem,) = verify(log).problems
+    assert problem.text.startswith(
+        f"record 8's content (segment {segment}, offset {start}) does not match its sha256"
+    )
+
+
+def test_a_removed_record(log: SegmentLog) -> None:
+    segment, start, end = where(log, 9)
+    data = log.path_of(segment).read_bytes()
+    rewrite(log, segment, data[:start] + data[end:])
+    assert texts(verify(log)) == ["record 9 missing between 8 and 10"]
+
+
+def test_a_swapped_pair_of_records(log: SegmentLog) -> None:
+    segment, a, b = where(log, 8)
+    _, b2, c = where(log, 9)
+    assert b == b2
+    data = log.path_of(segment).read_bytes()
+    rewrite(log, segment, data[:a] + data[b:c] + data[a:b] + data[c:])
+    assert texts(verify(log)) == ["records 8 and 9 out of order"]
+
+
+def test_a_segment_truncated_mid_frame(log: SegmentLog) -> None:
+    segment, start, _ = where(log, 9)
+    data = log.path_of(segment).read_bytes()
+    rewrite(log, segment, data[: start + 40])
+    problems = texts(verify(log))
+    assert f"segment {segment} truncated at offset {start} after record 8" in problems
+    assert any(p.startswith("records 9 to ") for p in problems)
+
+
+def test_a_last_segment_truncated_at_a_frame_boundary_is_caught_by_the_head(
+    log: SegmentLog,
+) -> None:
+    segment, start, _ = where(log, 21)
+    assert segment == log.segments()[-1][0]
+    rewrite(log, segment, log.path_of(segment).read_bytes()[:start])
+    assert texts(verify(log)) == ["head names record 21, but the last record is 20"]
+
+
+def test_a_removed_middle_segment(log: SegmentLog) -> None:
+    log.path_of(2).unlink()
+    problems = texts(verify(log))
+    assert problems[0] == "segment 2 missing"
+    assert problems[1].startswith(
+        "segment 3's header does not follow segment 1: it starts at record 12"
+    )
+    assert problems[2:] == ["records 7 to 11 missing between 6 and 12"]
+
+
+def test_an_edited_head(log: SegmentLog) -> None:
+    seq, digest = log.head()
+    (log.root / "head").write_text(f"{seq} {'0' * 64}\n")
+    report = verify(log)
+    assert [p.kind for p in report.problems] == ["head"]
+    assert report.problems[0].text.startswith("head names record 21 with hash 000000000000")
+
+
+def test_expired_content_named_by_an_expire_record_verifies(log: SegmentLog) -> None:
+    remove_content(log, 13)
+    with log.locked():
+        log.append([("expire", {"records": [13], "rule": "default", "reason": "test"}, None)], 0)
+    report = verify(log)
+    assert report.ok, texts(report)
+
+
+def test_absent_content_without_an_expire_record_does_not(log: SegmentLog) -> None:
+    segment, start, _ = where(log, 13)
+    remove_content(log, 13)
+    assert texts(verify(log)) == [
+        f"record 13's content (segment {segment}, offset {start}) is absent, and no expire record names it"
+    ]
+
+
+def test_a_damaged_frame_is_passed_over_and_the_rest_checked(log: SegmentLog) -> None:
+    segment, start, end = where(log, 9)
+    data = bytearray(log.path_of(segment).read_bytes())
+    data[start] = ord("X")
+    rewrite(log, segment, bytes(data))
+    assert texts(verify(log)) == [
+        f"segment {segment} damaged at offset {start} after record 8: no record frame at "
+        f"offset {start}; up to offset {end} cannot be read",
+        "record 9 missing between 8 and 10",
+    ]
