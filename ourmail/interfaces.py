@@ -1633,3 +1633,55 @@ class IVaultIndex(Interface):
 
     def reset() -> None:
         """Forget everything (``ourmail vault reindex`` then adds every message again)."""
+
+
+@attrs.frozen
+class VaultMessage:
+    """One vaulted message as the admin console shows it: its envelope, header section and
+    hashes, never its body."""
+
+    seq: int
+    time: float
+    #: The capture record's hash (its place in the chain).
+    hash: str
+    message_sha256: str
+    size: int
+    envelope: VaultEnvelope
+    #: The header section as text (RFC 2047 words left encoded), cut at a bound.
+    header: str
+    #: Retention removed the message's content (its envelope and hashes remain).
+    expired: bool = False
+
+
+class VaultRefused(Exception):
+    """A vault request that cannot be answered: ``code`` is ``not-found``, ``too-many`` (an
+    export over the console's bound), ``audit`` (the audit trail cannot be written, so
+    nothing is shown) or ``unavailable``."""
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(message or code)
+        self.code = code
+
+
+class IVaultDesk(Interface):
+    """The vault as the admin console uses it (docs/vault.md): the code of ``ourmail vault``,
+    run in threads.  Every search, view and export is appended to the vault's own audit
+    trail and to the audit log *before* its answer is given (``VaultRefused("audit")`` when
+    it cannot be)."""
+
+    def may_use(address: str) -> bool:
+        """Whether this admin holds the vault role (``[admin] vault_admins``)."""
+
+    def search(
+        actor: Actor, query: VaultQuery, offset: int, limit: int
+    ) -> Deferred[tuple[int, list[VaultHit]]]:
+        """The messages ``query`` finds (see :meth:`IVaultIndex.search`)."""
+
+    def message(actor: Actor, seq: int) -> Deferred[VaultMessage]:
+        """One captured message (``VaultRefused("not-found")`` for any other seq)."""
+
+    def export(actor: Actor, query: VaultQuery, limit: int) -> Deferred[os.PathLike[str]]:
+        """A zip of the messages ``query`` finds (``.eml`` files, the CSV and JSON manifest
+        and the chain proof, as ``ourmail vault export --format zip`` writes it) in a new
+        temporary file, which the caller sends and then removes; ``VaultRefused("too-many")``
+        when more than ``limit`` messages match."""

@@ -179,6 +179,8 @@ class AdminPages(Pages):
             csrf=access.session.csrf,
             address=access.session.address,
             full_admin=access.full,
+            vault_admin=self.services.vault is not None
+            and self.services.vault.may_use(access.session.address),
             done=done if done in DONE else None,
             done_address=self.form(request, "who", MAX_ADDRESS) or "",
             **context,

@@ -34,6 +34,7 @@ from ourmail.web.admindomains import AdminDomainsPages
 from ourmail.web.admingroups import AdminGroupsPages
 from ourmail.web.adminops import AdminOpsPages
 from ourmail.web.adminpages import AdminPages
+from ourmail.web.adminvault import AdminVaultPages
 from ourmail.web.autoconfig import AutoconfigPages
 from ourmail.web.compose import ComposePages
 from ourmail.web.listpages import ListPages
@@ -75,6 +76,7 @@ class WebApp(
     SettingsPages,
     AutoconfigPages,
     MetricsPages,
+    AdminVaultPages,
     AdminOpsPages,
     AdminGroupsPages,
     AdminDisablePages,

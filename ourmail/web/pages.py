@@ -44,6 +44,7 @@ from ourmail.interfaces import (
     ISetupWizard,
     IShardReport,
     ISubmission,
+    IVaultDesk,
     StoreError,
 )
 from ourmail.net.health import Health
@@ -122,6 +123,8 @@ class WebServices:
     setup: ISetupWizard | None = None
     #: The users of an LDAP directory, listed read-only by the admin console (None: no directory).
     directory_users: IDirectoryUsers | None = None
+    #: The vault as the console searches and exports it (None: no vault here).
+    vault: IVaultDesk | None = None
 
 
 class NotLoggedIn(Exception):
