@@ -105,10 +105,10 @@ from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 from ourmail.store.userstore import MaildirStore
 from ourmail.vacation.record import ReplyRecord
 from ourmail.vacation.responder import AutoResponder
-from ourmail.vault.vault import NoVault, open_vault
-from ourmail.vault.retentionservice import RetentionService
 from ourmail.vault.headjob import DailyHeadSigner
+from ourmail.vault.retentionservice import RetentionService
 from ourmail.vault.segments import SegmentLog
+from ourmail.vault.vault import NoVault, open_vault
 from ourmail.web.acmechallenge import http_site
 from ourmail.web.app import WebApp
 from ourmail.web.clientconfig import ClientSetup

@@ -81,8 +81,8 @@ from ourmail.store.quota import QuotaPolicy
 from ourmail.store.userstore import MaildirStore
 from ourmail.vacation.record import ReplyRecord
 from ourmail.vacation.responder import AutoResponder
-from ourmail.vault.vault import NoVault, open_vault
 from ourmail.vault.retentionservice import VaultRetention
+from ourmail.vault.vault import NoVault, open_vault
 from ourmail.web.live import FolderStream
 from ourmail.web.streaming import PieceProducer
 from twisted.plugins import ourmail_plugin
