@@ -10,6 +10,11 @@ Implementation notes (keep these true when changing this module):
   them, in the same thread, without an fsync of its own (WAL, ``synchronous=NORMAL``; the
   store's ``syncfs`` covers it).  On open it catches up with whatever the log holds beyond
   its last seq, and it is rebuilt from scratch when missing, unreadable or ahead of the log.
+* Expiry rewrites segments (``ourmail/vault/expiry.py``), in this process or another, so
+  the offsets catalogued for a segment may go stale: every read checks that the frame it
+  finds is the record asked for, and catalogues that segment again when it is not.  An
+  ``expire`` record forgets the blobs it names, so capture stores such a body again rather
+  than point at content that is gone.
 * Blocking: every method reads files or SQLite; call it in a thread, never on the reactor.
 """
 
@@ -141,6 +146,16 @@ class Catalog:
             yield from ((Position(n, r.offset), r) for n, r in self.log.records())
             return
         last_segment, last_offset, last_stored = row
+        last = self._one("SELECT max(seq) FROM records")[0]
+        try:
+            moved = self.log.read_at(Position(last_segment, last_offset)).seq != last
+        except (FormatError, ValueError):
+            moved = True
+        if moved:  # the segment was rewritten since (expiry)
+            self.recatalogue(last_segment)
+            last_segment, last_offset, last_stored = self._one(
+                "SELECT segment, offset, stored FROM records WHERE seq = ?", (last,)
+            )
         for number, path in self.log.segments():
             if number < last_segment:
                 continue
@@ -163,6 +178,7 @@ class Catalog:
         records already catalogued are skipped.  The number added."""
         rows = []
         blobs = []
+        gone: list[tuple[int]] = []
         for position, record in written:
             fields = record.fields
             seq = fields["seq"]
@@ -175,6 +191,8 @@ class Catalog:
             )
             if kind == "blob":
                 blobs.append((fields["sha256"], seq))
+            elif kind == "expire":
+                gone.extend((int(s),) for s in fields.get("records", ()))
         if not rows:
             return 0
         with self._lock, self._db:
@@ -185,6 +203,7 @@ class Catalog:
             )
             added = self._db.total_changes - before
             self._db.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?)", blobs)
+            self._db.executemany("DELETE FROM blobs WHERE seq = ?", gone)
         return added
 
     # -- reading -------------------------------------------------------------------------------
@@ -215,8 +234,28 @@ class Catalog:
         return None if row is None else int(row[0])
 
     def record(self, seq: int) -> Record:
-        """Record ``seq`` as it is in its segment."""
+        """Record ``seq`` as it is in its segment (its segment catalogued again first when
+        a rewrite moved it)."""
+        position = self.position(seq)
+        try:
+            found = self.log.read_at(position)
+            if found.seq == seq:
+                return found
+        except (FormatError, ValueError, KeyError):
+            pass
+        self.recatalogue(position.segment)
         return self.log.read_at(self.position(seq))
+
+    def recatalogue(self, segment: int) -> None:
+        """Catalogue segment ``segment`` again (its offsets and sizes), after a rewrite."""
+        rows = []
+        for record in _frames(self.log.path_of(segment)):
+            rows.append((_frame_length(record), record.offset, segment, record.seq))
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "UPDATE records SET stored = ?, offset = ? WHERE segment = ? AND seq = ?", rows
+            )
 
     def message(self, seq: int) -> bytes:
         """The message captured as record ``seq``: its header section and its body (Expired
@@ -278,3 +317,14 @@ def _frame_length(record: Record) -> int:
     """Octets the record's frame takes in its segment (without building the frame)."""
     line = b"R %s %d %d\n" % (record.hash.encode(), len(record.meta), len(record.content))
     return len(line) + len(record.meta) + len(record.content) + 1
+
+
+def _frames(path: Path) -> Iterator[Record]:
+    """Every record of the segment at ``path``, with its offset."""
+    with open(path, "rb") as f:
+        data = f.read()
+    at = parse_segment_header(data).length
+    while at < len(data):
+        record, after = parse_frame(data, at)
+        yield attrs.evolve(record, offset=at)
+        at = after

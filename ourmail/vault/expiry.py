@@ -22,15 +22,14 @@ kept and the run logs it).  The other order would leave, after a crash, content 
 record accounts for, which is exactly what tampering looks like; so absent content is always
 named by an earlier ``expire`` record, and ``ourmail vault verify`` accepts nothing else.
 
-Segment offsets change in a rewrite.  After one, every callable of ``hooks`` is called with
-the report (the search index forgets the expired seqs; the lead wires ``IVaultIndex.remove``
-there), and the vault's ``catalog.sqlite``, which keeps positions, is deleted so that it is
-rebuilt from the segments (:func:`drop_catalog`).
+Segment offsets change in a rewrite.  The catalog (``ourmail/vault/catalog.py``) notices
+that when it next reads there, in this process or the server, and catalogues the segment
+again; the search index forgets the expired seqs when it reads the ``expire`` record.  After
+a run, every callable of ``hooks`` is called with the report.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -45,9 +44,6 @@ from ourmail.vault.scan import entries
 from ourmail.vault.segments import Position, SegmentLog
 
 log = Logger()
-
-#: Files derived from the segments that keep positions, deleted after a rewrite.
-POSITIONED = ("catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm")
 
 
 @attrs.frozen
@@ -251,7 +247,6 @@ def expire(
             record = written.seq
         segments = remove_content(log_, fresh.positions)
     report = Report(fresh, record, segments)
-    drop_catalog(log_.root)
     for hook in hooks:
         hook(report)
     _log_run(report)
@@ -301,14 +296,6 @@ def _write(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def drop_catalog(root: Path) -> None:
-    """Delete the derived files that keep segment positions; they are rebuilt from the
-    segments (docs/vault-format.md#files)."""
-    for name in POSITIONED:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(root / name)
 
 
 def _log_run(report: Report) -> None:

@@ -16,6 +16,7 @@ from ourmail.config import ConfigError, load_settings
 from ourmail.interfaces import Actor
 from ourmail.vault import expiry, retention
 from ourmail.vault.audit import audit
+from ourmail.vault.catalog import Catalog, Expired
 from ourmail.vault.retentionservice import RetentionService, VaultRetention
 from ourmail.vault.role import may_use_vault
 from ourmail.vault.segments import SegmentLog
@@ -204,3 +205,24 @@ def test_the_vault_role(tmp_path: Path) -> None:
     config.write_text('domains = ["org.test"]\n[admin]\nvault_admins = ["c@org.test"]\n')
     with pytest.raises(ConfigError, match=r"not in 'admin\.admins'"):
         load_settings(data=str(tmp_path), config=str(config))
+
+
+def test_an_open_catalog_follows_an_expiry_that_rewrote_its_segment(vault: Vault) -> None:
+    """The server's catalog stays open while a command expires: positions moved by the
+    rewrite are found again, and an expired body is stored anew rather than pointed at."""
+    vault.rule(T0, "domain:org.test", 30)
+    old = vault.capture(T0, "x@else.test", "bob@org.test", "old", b"gone soon\r\n")
+    kept = vault.capture(T0 + 35 * DAY, "x@else.test", "bob@org.test", "new", b"stays\r\n")
+    catalog = Catalog(vault.log.root, vault.log)
+    old_body = catalog.record(old).fields["body"]
+    vault.expire(T0 + 40 * DAY)
+    assert catalog.message(kept).endswith(b"stays\r\n")  # its offset moved in the rewrite
+    with pytest.raises(Expired):
+        catalog.message(old)
+    vault.bodies.clear()
+    catalog.catch_up()
+    assert catalog.blob(old_body) is None  # capture writes this body again
+    again = vault.capture(T0 + 41 * DAY, "x@else.test", "bob@org.test", "old", b"gone soon\r\n")
+    catalog.catch_up()
+    assert catalog.message(again).endswith(b"gone soon\r\n")
+    vault.check_chain()
