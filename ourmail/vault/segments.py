@@ -188,12 +188,23 @@ class SegmentLog:
         finally:
             os.close(fd)
         size += len(out)
-        (self.root / "head.tmp").write_text(f"{seq} {prev}\n")
-        os.replace(self.root / "head.tmp", self.root / "head")
+        self._write_head(seq, prev)
         if size >= self.segment_size:
             number, size = number + 1, 0
         self._tail = (number, size, seq, prev)
         return written
+
+    def _write_head(self, seq: int, digest: str) -> None:
+        """Overwrite ``head`` in place: one fixed-width line, so a write never leaves a
+        shorter line's tail behind, and no rename per batch (the store's ``syncfs``, or
+        :meth:`sync`, makes it durable with the records)."""
+        fd = os.open(self.root / "head", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            line = f"{seq:020d} {digest}\n".encode()
+            os.pwrite(fd, line, 0)
+            os.ftruncate(fd, len(line))
+        finally:
+            os.close(fd)
 
     def sync(self) -> None:
         """fsync the last segment, ``head`` and their folder (for appends outside the store's
