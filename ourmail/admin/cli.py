@@ -28,6 +28,8 @@ from ourmail.admin import (
     queuecmd,
     spamcmd,
     transfer,
+    vaultcmd,
+    vaultindexcmd,
 )
 from ourmail.auth.accounts import AccountDB, AccountError
 from ourmail.config import (
@@ -392,6 +394,7 @@ def _parser() -> argparse.ArgumentParser:
     dnscmd.add_parser(topics, common)
     certcmd.add_parser(topics, common)
     groupcmd.add_parser(topics, common)
+    vaultcmd.add_parser(topics, common)
     return parser
 
 
@@ -419,6 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         KeyError_,
         logcmd.BadSince,
         dnscmd.DNSCommandError,
+        vaultindexcmd.VaultSearchError,
     ) as e:
         print(f"ourmail: {e}", file=sys.stderr)
         return 1
