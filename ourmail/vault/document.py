@@ -46,11 +46,7 @@ def document(capture: Record, body: bytes) -> VaultDocument:
     when that content was removed by retention)."""
     fields = capture.fields
     envelope = _envelope(fields.get("envelope"))
-    try:
-        header = capture.plain()
-    except zlib.error:
-        header = b""
-    message = structure.to_crlf(header + body)
+    message = structure.to_crlf(plain(capture, fields) + body)
     try:
         root = structure.parse(message)
     except (ValueError, IndexError, UnicodeError):
@@ -60,7 +56,7 @@ def document(capture: Record, body: bytes) -> VaultDocument:
     collected = _Collected()
     collected.walk(root, message, 0)
     return VaultDocument(
-        seq=capture.seq,
+        seq=int(fields["seq"]),
         time=float(fields.get("time") or 0.0),
         envelope=envelope,
         sender=senders[0] if senders else envelope.sender.lower(),
@@ -72,6 +68,17 @@ def document(capture: Record, body: bytes) -> VaultDocument:
         attachments=tuple(collected.names),
         text="\n".join(collected.text)[:MAX_TEXT],
     )
+
+
+def plain(record: Record, fields: dict[str, Any]) -> bytes:
+    """A record's content uncompressed, given its parsed ``fields`` (empty when it was
+    removed or does not decompress)."""
+    if not record.content or not fields.get("zlib"):
+        return record.content
+    try:
+        return zlib.decompress(record.content)
+    except zlib.error:
+        return b""
 
 
 def message_id(value: str) -> str:
@@ -119,11 +126,25 @@ def _addresses(part: structure.Part, names: tuple[str, ...]) -> tuple[str, ...]:
         if name in names and b":" in raw
     ]
     found: dict[str, None] = {}
-    for _, addr in email.utils.getaddresses(values)[:MAX_ADDRESSES]:
+    for addr in _addr_specs(values)[:MAX_ADDRESSES]:
         addr = addr.strip().lower()
         if addr and " " not in addr:
             found[addr] = None
     return tuple(found)
+
+
+def _addr_specs(values: list[str]) -> list[str]:
+    """The addr-specs of address fields (RFC 5322 §3.4): the common forms (``a@b``,
+    ``Name <a@b>``, separated by commas) read directly, anything with quotes, comments or
+    groups by the email package."""
+    if any(c in v for v in values for c in '"();:\\'):
+        return [addr for _, addr in email.utils.getaddresses(values)]
+    out = []
+    for value in values:
+        for item in value.split(","):
+            start = item.find("<")
+            out.append(item[start + 1 : item.find(">", start)] if start >= 0 else item)
+    return out
 
 
 def _date(value: str | None) -> float | None:
@@ -152,13 +173,15 @@ class _Collected:
             self.walk(part.embedded, data, depth + 1)
             return
         if part.children:
-            for child in part.children:
+            for child in _shown(part):
                 self.walk(child, data, depth + 1)
             return
-        name = _filename(part)
-        if name and len(self.names) < MAX_NAMES:
-            self.names.append(name)
-        disposition = (part.header("content-disposition") or "").split(";", 1)[0].strip().lower()
+        disposition_field = part.header("content-disposition") or ""
+        if "name" in disposition_field.lower() or any(k.startswith("name") for k in part.params):
+            name = _filename(part)
+            if name and len(self.names) < MAX_NAMES:
+                self.names.append(name)
+        disposition = disposition_field.split(";", 1)[0].strip().lower()
         if part.maintype != "text" or disposition == "attachment" or self.chars >= MAX_TEXT:
             return
         if part.subtype not in ("plain", "html"):
@@ -168,6 +191,16 @@ class _Collected:
             text = html_text(text)
         self.text.append(text)
         self.chars += len(text)
+
+
+def _shown(part: structure.Part) -> list[structure.Part]:
+    """The children worth reading: of a multipart/alternative (RFC 2046 §5.1.4) the plain
+    text when there is one (the HTML says the same), else all."""
+    if part.subtype == "alternative":
+        plain = [c for c in part.children if (c.maintype, c.subtype) == ("text", "plain")]
+        if plain:
+            return plain[:1]
+    return part.children
 
 
 def _filename(part: structure.Part) -> str:

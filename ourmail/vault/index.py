@@ -49,6 +49,8 @@ COUNT_LIMIT = 10_000
 #: text a criterion may be.
 MAX_TERMS = 32
 MAX_CRITERION = 1000
+#: Page cache of each connection, in KiB (big batches of inserts into big B-trees).
+CACHE_KIB = 64 * 1024
 #: How long a reader waits for the writer's lock, in milliseconds.
 BUSY_TIMEOUT_MS = 30_000
 
@@ -194,6 +196,7 @@ class SQLiteIndex:
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
+            db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             self._local.db = db
         return db
 
@@ -267,10 +270,13 @@ class SQLiteIndex:
     @_write
     def reset(self) -> None:
         db = self._db()
+        db.execute("DROP TABLE texts")
+        db.execute("DROP TABLE addresses")
+        db.execute("DROP TABLE messages")
         db.execute("DELETE FROM meta")
-        db.execute("DELETE FROM messages")
-        db.execute("DELETE FROM addresses")
-        db.execute("DELETE FROM texts")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
 
     def count(self) -> int:
         """How many messages are indexed."""

@@ -30,7 +30,6 @@ import fcntl
 import os
 import sqlite3
 import threading
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,14 +43,14 @@ from twisted.python.failure import Failure
 
 from ourmail.interfaces import IVaultIndex, VaultDocument
 from ourmail.vault import records
-from ourmail.vault.document import document
+from ourmail.vault.document import document, plain
 from ourmail.vault.records import FormatError, Record, Truncated
 from ourmail.vault.segments import Position, SegmentLog
 
 log = Logger()
 
 #: Documents per transaction, and the most octets of bodies held in memory between them.
-BATCH = 500
+BATCH = 1000
 BATCH_OCTETS = 64 * 1024 * 1024
 #: How much of a segment is read at a time.
 READ_CHUNK = 8 * 1024 * 1024
@@ -182,7 +181,7 @@ class Indexer:
             fields = record.fields
             kind, seq = fields.get("kind"), int(fields["seq"])
             if kind == "blob" and isinstance(fields.get("sha256"), str):
-                batch.blob(fields["sha256"], Position(segment, offset), record)
+                batch.blob(fields["sha256"], Position(segment, offset), plain(record, fields))
             elif kind == "capture" and seq > last:
                 batch.documents.append(document(record, batch.body(fields.get("body"))))
             elif kind == "expire" and isinstance(fields.get("records"), list):
@@ -214,30 +213,28 @@ class _Batch:
         self.indexer = indexer
         self.documents: list[VaultDocument] = []
         self.positions: dict[str, Position] = {}
-        self.bodies: dict[str, Record] = {}
+        self.bodies: dict[str, bytes] = {}
         self.octets = 0
         self.added = 0
         self.cursor = cursor
 
-    def blob(self, sha: str, position: Position, record: Record) -> None:
+    def blob(self, sha: str, position: Position, body: bytes) -> None:
         self.positions[sha] = position
-        self.bodies[sha] = record
-        self.octets += len(record.content)
+        self.bodies[sha] = body
+        self.octets += len(body)
 
     def body(self, sha: Any) -> bytes:
         """The body blob ``sha`` names: empty when there is none or retention removed it."""
         if not isinstance(sha, str):
             return b""
-        record = self.bodies.get(sha)
-        if record is None:
+        body = self.bodies.get(sha)
+        if body is None:
             position = self.positions.get(sha) or self.indexer._blob_position(sha)
             if position is None:
                 return b""
             record = self.indexer.log.read_at(position)
-        try:
-            return record.plain()
-        except zlib.error:
-            return b""
+            body = plain(record, record.fields)
+        return body
 
     def full(self) -> bool:
         return len(self.documents) >= self.indexer.batch or self.octets >= BATCH_OCTETS

@@ -75,7 +75,7 @@ MULTIPART = (
     b"MIME-Version: 1.0\r\n"
     b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
     b"--b1\r\n"
-    b'Content-Type: multipart/alternative; boundary="b2"\r\n\r\n'
+    b'Content-Type: multipart/mixed; boundary="b2"\r\n\r\n'
     b"--b2\r\n"
     b"Content-Type: text/plain; charset=utf-8\r\n"
     b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
@@ -135,6 +135,13 @@ def test_a_document_has_the_fields_text_and_names_and_broken_mime_still_gives_on
     assert "Καλημέρα, the Café budget." in doc.text
     assert "zebra" in doc.text and "hidden" not in doc.text
     assert doc.envelope.sender == "bounce@gov.gr" and doc.size == len(MULTIPART)
+    # of a multipart/alternative only the plain text is read (the HTML says the same)
+    alternative = MULTIPART.replace(
+        b'multipart/mixed; boundary="b2"', b"multipart/alternative; boundary=b2"
+    )
+    seq = vault.capture(alternative, T0)
+    capture = next(r for _, r in vault.log.records(seq))
+    assert "zebra" not in document(capture, alternative[alternative.index(b"\r\n\r\n") + 4 :]).text
     for message in BROKEN:
         seq = vault.capture(message, T0)
         capture = next(r for _, r in vault.log.records(seq))
