@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ourmail.interfaces import VaultQuery
-from ourmail.vault.index import SQLiteIndex
+from ourmail.vault.index import COUNT_LIMIT, SQLiteIndex
 from ourmail.vault.indexer import Indexer
 from ourmail.vault.segments import SegmentLog
 
@@ -221,7 +221,7 @@ def main() -> None:
         total, hits = result  # type: ignore[misc]
         print(
             f"search {name}: {seconds * 1000:.0f} ms median of {args.runs} "
-            f"({total} found, {len(hits)} shown)"
+            f"({total}{'+' if total >= offset + COUNT_LIMIT else ''} found, {len(hits)} shown)"
         )
     if not args.folder:
         shutil.rmtree(folder)

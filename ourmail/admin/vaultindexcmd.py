@@ -12,6 +12,7 @@ import argparse
 import datetime
 import json
 import math
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,8 @@ def _open(settings: Settings) -> tuple[SegmentLog, SQLiteIndex]:
         return SegmentLog(root), SQLiteIndex(root / "index.sqlite")
     except IndexError_ as e:
         raise VaultSearchError(str(e)) from None
+    except (OSError, sqlite3.Error) as e:
+        raise VaultSearchError(f"the search index cannot be opened: {e}") from None
 
 
 def parse_when(text: str, what: str, end: bool = False) -> float:
@@ -118,7 +121,12 @@ def vault_search(settings: Settings, db: object, args: argparse.Namespace) -> No
         raise VaultSearchError(str(e)) from None
     except FormatError as e:
         raise VaultSearchError(f"the vault cannot be read: {e}") from None
-    _audit(settings, log, query, total)
+    except (OSError, sqlite3.Error) as e:
+        raise VaultSearchError(f"the search index cannot be used: {e}") from None
+    try:
+        _audit(settings, log, query, total)
+    except OSError as e:
+        raise VaultSearchError(f"the search cannot be audit-logged, so is not shown: {e}") from None
     capped = total >= (args.page - 1) * per_page + COUNT_LIMIT
     pages = max(1, math.ceil(total / per_page))
     if args.json:
@@ -171,6 +179,8 @@ def vault_reindex(settings: Settings, db: object, args: argparse.Namespace) -> N
             return Indexer(log, index).rebuild(progress)
         except FormatError as e:
             raise VaultSearchError(f"the vault cannot be read: {e}") from None
+        except (OSError, sqlite3.Error) as e:
+            raise VaultSearchError(f"the search index cannot be written: {e}") from None
 
     audit, actor = AuditFile(settings.data_dir), Actor(unix_user(), "cli")
     try:
