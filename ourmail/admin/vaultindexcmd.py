@@ -31,6 +31,8 @@ from ourmail.vault.segments import SegmentLog
 
 #: Most results on one page.
 MAX_PER_PAGE = 1000
+#: How far behind the vault the index may be before ``search`` says it catches up first.
+BEHIND = 10_000
 #: How often ``reindex`` prints its progress, in seconds.
 PROGRESS_EVERY = 5.0
 
@@ -97,11 +99,15 @@ def _audit(settings: Settings, log: SegmentLog, query: VaultQuery, count: int) -
     """The search in the vault's audit trail (synced) and in the admin audit log."""
     by = unix_user()
     criteria = asked(query)
+    fields: dict[str, Any] = {
+        "action": "search",
+        "by": by,
+        "query": criteria,
+        "count": count,
+        "detail": "ourmail vault search",
+    }
     with log.locked():
-        log.append(
-            [("audit", {"action": "search", "by": by, "query": criteria, "count": count}, None)],
-            time.time(),
-        )
+        log.append([("audit", fields, None)], time.time())
     log.sync()
     detail = json.dumps({"query": criteria, "count": count}, ensure_ascii=False)
     AuditFile(settings.data_dir).record(Actor(by, "cli"), "vault.search", "vault", "ok", detail)
@@ -114,6 +120,10 @@ def vault_search(settings: Settings, db: object, args: argparse.Namespace) -> No
     if not 1 <= per_page <= MAX_PER_PAGE or args.page < 1:
         raise VaultSearchError(f"--page is 1 or more, --per-page 1 to {MAX_PER_PAGE}")
     log, index = _open(settings)
+    behind = log.head()[0] - index.last_seq()
+    if behind > BEHIND:
+        print(f"the index is about {behind} records behind the vault: catching up first",
+              file=sys.stderr)  # fmt: skip
     try:
         Indexer(log, index).catch_up()
         total, hits = index.search(query, (args.page - 1) * per_page, per_page)
