@@ -17,7 +17,9 @@ Implementation notes:
 * One catch-up at a time, across threads and processes: :meth:`catch_up` holds a thread
   lock and an ``flock`` on ``<vault>/index.lock``, so the server and ``ourmail vault
   search`` (which catches up first) never index the same records twice.  It blocks: call
-  it in a thread, or from the reactor through :meth:`notify`.
+  it in a thread, or from the reactor through :meth:`notify`, which the server calls after
+  each committed batch (wiring: ``Indexer(log, SQLiteIndex(path), reactor=reactor)``,
+  ``notify()`` after each batch, ``stop()`` when the service stops).
 * Blob positions are written before the documents that need them, and the cursor after
   them, so a crash between the steps only makes the next catch-up redo some work.
 * A frame cut short at the end of the log is a write in progress: the catch-up stops
@@ -35,8 +37,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -52,6 +54,8 @@ log = Logger()
 #: Documents per transaction, and the most octets of bodies held in memory between them.
 BATCH = 1000
 BATCH_OCTETS = 64 * 1024 * 1024
+#: Least seconds from the end of one catch-up the server asks for to the start of the next.
+INTERVAL = 0.5
 #: How much of a segment is read at a time.
 READ_CHUNK = 8 * 1024 * 1024
 
@@ -73,7 +77,7 @@ Cursor = tuple[int, int, int]
 class Indexer:
     """Catches ``index`` up with ``log`` (see the module text).  ``state`` is the SQLite
     file for the indexer's own tables (default ``<vault>/index.sqlite``); ``reactor`` is
-    needed only for :meth:`notify`."""
+    needed only for :meth:`notify` (with ``interval``)."""
 
     def __init__(
         self,
@@ -82,6 +86,7 @@ class Indexer:
         state: Path | None = None,
         reactor: Any = None,
         batch: int = BATCH,
+        interval: float = INTERVAL,
     ) -> None:
         self.log = log
         self.index = index
@@ -94,33 +99,52 @@ class Indexer:
         self._db.execute("PRAGMA busy_timeout = 30000")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.executescript(_SCHEMA)
-        self._running = False
-        self._again = False
+        self.interval = interval
+        self._running = self._again = self._stopped = False
+        self._pending: IDelayedCall | None = None
+        self._last = float("-inf")
 
     # -- from the reactor -----------------------------------------------------------------
 
-    def notify(self) -> Deferred[int]:
-        """Reactor thread: catch up in a thread.  At most one catch-up runs at a time: a
-        notice while one runs starts one more after it.  Fires with the messages indexed
-        by the catch-up this notice started (0 when it only asked for one more)."""
+    def notify(self) -> None:
+        """Reactor thread: new records are in the log (the server calls this after each
+        committed batch).  A catch-up runs in a thread, one at a time, at most one every
+        ``interval`` seconds, so a busy server indexes in batches, not message by message;
+        a notice while one runs starts one more after it."""
         if self._running:
             self._again = True
-            return succeed(0)
+        elif self._pending is None:
+            reactor: IReactorTime = self._reactor
+            wait = max(0.0, self._last + self.interval - reactor.seconds())
+            self._pending = reactor.callLater(wait, self._run)
+
+    def stop(self) -> None:
+        """Reactor thread: start no more catch-ups (the service stops)."""
+        if self._pending is not None and self._pending.active():
+            self._pending.cancel()
+        self._pending = None
+        self._again = False
+        self._stopped = True
+
+    def _run(self) -> None:
+        self._pending = None
+        if self._stopped:
+            return
         self._running = True
         reactor: IReactorThreads = self._reactor
         d: Deferred[int] = deferToThreadPool(reactor, reactor.getThreadPool(), self.catch_up)
-        return d.addErrback(self._failed).addBoth(self._finished)
+        d.addErrback(self._failed).addBoth(self._finished)
 
     def _failed(self, failure: Failure) -> int:
         log.failure("the vault's search index could not catch up", failure)
         return 0
 
-    def _finished(self, added: int) -> int:
+    def _finished(self, added: int) -> None:
         self._running = False
-        if self._again:
+        self._last = self._reactor.seconds()
+        if self._again and not self._stopped:
             self._again = False
             self.notify()
-        return added
 
     # -- in a thread ----------------------------------------------------------------------
 
