@@ -135,7 +135,7 @@ def _accumulate(values: list[float]) -> list[float]:
     return out
 
 
-def build(folder: Path, count: int, batch: int = 1000) -> tuple[float, int]:
+def build(folder: Path, count: int, batch: int = 100) -> tuple[float, int]:
     """Write ``count`` messages into a new vault at ``folder``; seconds and octets."""
     log = SegmentLog(folder)
     mail = Mail()

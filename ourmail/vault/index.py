@@ -105,8 +105,8 @@ class QueryError(ValueError):
 def fold(text: str) -> str:
     """``text`` as the index compares it: diacritics removed, case-folded (so final sigma,
     ``ß`` and Greek tonos compare as people expect)."""
-    stripped = _MARKS.sub("", unicodedata.normalize("NFD", text))
-    return unicodedata.normalize("NFC", stripped).casefold()
+    stripped = _MARKS.sub("", unicodedata.normalize("NFD", text.casefold()))
+    return unicodedata.normalize("NFC", stripped)
 
 
 def terms(text: str, what: str) -> list[str]:
@@ -270,8 +270,15 @@ class SQLiteIndex:
     def last_seq(self) -> int:
         return self._last(self._db())
 
-    @_write
     def reset(self) -> None:
+        """Forget everything, and give the file's space back (``VACUUM``: quick once the
+        tables are gone)."""
+        self._drop()
+        with self._writing:
+            self._db().execute("VACUUM")
+
+    @_write
+    def _drop(self) -> None:
         db = self._db()
         db.execute("DROP TABLE texts")
         db.execute("DROP TABLE addresses")
