@@ -190,6 +190,8 @@ def test_each_criterion_paging_and_greek(vault: Vault) -> None:
     assert seqs(index, subject="pizza") == []
     assert seqs(index, words="pizza") == [lunch, re_, sheet]
     assert seqs(index, words="pizza good") == [re_]
+    assert seqs(index, words="spreadsheet") == [sheet]  # the subject is searched too
+    assert seqs(index, words="q3") == []  # attachment names are not
     assert seqs(index, words="PIZZA", sender="alice@a.test", start=T0 + DAY) == [sheet]
     assert seqs(index, attachment="q3 report") == [multi]
     assert seqs(index, attachment="report.xls") == [multi]
