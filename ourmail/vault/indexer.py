@@ -133,7 +133,7 @@ class Indexer:
         self._running = True
         reactor: IReactorThreads = self._reactor
         d: Deferred[int] = deferToThreadPool(reactor, reactor.getThreadPool(), self.catch_up)
-        d.addErrback(self._failed).addBoth(self._finished)
+        d.addErrback(self._failed).addCallback(self._finished)
 
     def _failed(self, failure: Failure) -> int:
         log.failure("the vault's search index could not catch up", failure)
