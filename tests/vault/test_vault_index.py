@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from twisted.internet.task import Clock
 from ourmail.admin.cli import main
 from ourmail.interfaces import VaultQuery
 from ourmail.vault.document import document
-from ourmail.vault.index import QueryError, SQLiteIndex
+from ourmail.vault.index import IndexError_, QueryError, SQLiteIndex, check_fts5
 from ourmail.vault.indexer import Indexer
 from ourmail.vault.segments import SegmentLog
 
@@ -240,6 +241,15 @@ def test_hostile_words_give_results_or_a_clear_error(vault: Vault) -> None:
     assert seqs(index, words="pizza OR nothing") == []  # OR is a word, not an operator
     with pytest.raises(QueryError):
         index.search(VaultQuery(sender="not an address"), 0, 10)
+
+
+def test_a_sqlite_without_fts5_is_named() -> None:
+    class NoFTS5:
+        def execute(self, sql: str) -> None:
+            raise sqlite3.OperationalError("no such module: fts5")
+
+    with pytest.raises(IndexError_, match="has no FTS5"):
+        check_fts5(NoFTS5())  # type: ignore[arg-type]
 
 
 def test_catch_up_expire_and_reindex(vault: Vault) -> None:
