@@ -29,6 +29,7 @@ from ourmail.admin import (
     spamcmd,
     transfer,
     vaultcmd,
+    vaultindexcmd,
     vaultrulescmd,
 )
 from ourmail.auth.accounts import AccountDB, AccountError
@@ -423,6 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logcmd.BadSince,
         dnscmd.DNSCommandError,
         vaultrulescmd.VaultRefused,
+        vaultindexcmd.VaultSearchError,
     ) as e:
         print(f"ourmail: {e}", file=sys.stderr)
         return 1

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ourmail.admin import vaultproofcmd, vaultrulescmd
+from ourmail.admin import vaultindexcmd, vaultproofcmd, vaultrulescmd
 from ourmail.config import Settings
 from ourmail.vault.catalog import Catalog
 from ourmail.vault.segments import SegmentLog
@@ -117,3 +117,4 @@ def add_parser(topics: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=vault_status)
     vaultrulescmd.add_commands(sub)
     vaultproofcmd.add_commands(sub)
+    vaultindexcmd.add_commands(sub)

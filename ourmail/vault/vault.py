@@ -149,13 +149,14 @@ class Vault:
             assert isinstance(item, Capture)
             message = read_source(item.source)
             header, body = split_message(message)
-            fields = {
-                "body": hashlib.sha256(body).hexdigest(),
+            body_sha = hashlib.sha256(body).hexdigest()
+            fields: dict[str, Any] = {
+                "body": body_sha,
                 "message_sha256": hashlib.sha256(message).hexdigest(),
                 "size": len(message),
                 "envelope": envelope_fields(item.envelope),
             }
-            messages.append((header, body, fields["body"], fields))
+            messages.append((header, body, body_sha, fields))
             del message
         with self.log.locked():
             if self.catalog.last_seq() != self.log.head()[0]:

@@ -81,6 +81,7 @@ from ourmail.store.quota import QuotaPolicy
 from ourmail.store.userstore import MaildirStore
 from ourmail.vacation.record import ReplyRecord
 from ourmail.vacation.responder import AutoResponder
+from ourmail.vault.index import SQLiteIndex
 from ourmail.vault.retentionservice import VaultRetention
 from ourmail.vault.vault import NoVault, open_vault
 from ourmail.web.live import FolderStream
@@ -192,6 +193,7 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
         "mail.example.test", Limits(), _directory(tmp), MemoryStore(), _delivery(tmp), tmp
     ),
     "ourmail.prefs.PreferenceFiles": lambda tmp: PreferenceFiles(tmp / "prefs"),
+    "ourmail.vault.index.SQLiteIndex": lambda tmp: SQLiteIndex(tmp / "index.sqlite"),
     "ourmail.web.live.FolderStream": lambda tmp: FolderStream(DummyRequest([b"events"]), bool),
     "ourmail.web.streaming.PieceProducer": lambda tmp: PieceProducer(
         DummyRequest([b""]), iter(()), Deferred()

@@ -1,0 +1,320 @@
+"""Keeps the search index in step with the vault's segment log.
+
+:meth:`Indexer.catch_up` reads the records after those already indexed: it remembers where
+each ``blob`` is (a later ``capture`` may reuse an old body), turns each ``capture`` and its
+body into a :class:`~ourmail.interfaces.VaultDocument` (:mod:`ourmail.vault.document`) and
+adds them to the :class:`~ourmail.interfaces.IVaultIndex` in batches, one transaction each;
+an ``expire`` record removes the messages it names.
+
+Its own state lives in two small tables of ``index.sqlite`` (or the file given): the blobs'
+positions, and a cursor (the next record's seq and position) so that a catch-up reads only
+what is new, not whole segments again.  The cursor is trusted only while the index's
+``last_seq`` is the one it was written with; otherwise the log is read from its start (the
+index was reset or is another one), skipping what the index already has.
+
+Implementation notes:
+
+* One catch-up at a time, across threads and processes: :meth:`catch_up` holds a thread
+  lock and an ``flock`` on ``<vault>/index.lock``, so the server and ``ourmail vault
+  search`` (which catches up first) never index the same records twice.  It blocks: call
+  it in a thread, or from the reactor through :meth:`notify`, which the server calls after
+  each committed batch (wiring: ``Indexer(log, SQLiteIndex(path), reactor=reactor)``,
+  ``notify()`` after each batch, ``stop()`` when the service stops).
+* Blob positions are written before the documents that need them, and the cursor after
+  them, so a crash between the steps only makes the next catch-up redo some work.
+* A frame cut short at the end of the log is a write in progress: the catch-up stops
+  before it and the next one reads it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ourmail.interfaces import IVaultIndex, VaultDocument
+from ourmail.vault import records
+from ourmail.vault.document import document, plain
+from ourmail.vault.records import FormatError, Record, Truncated
+from ourmail.vault.segments import Position, SegmentLog
+
+log = Logger()
+
+#: Documents per transaction, and the most octets of bodies held in memory between them.
+BATCH = 1000
+BATCH_OCTETS = 64 * 1024 * 1024
+#: Least seconds from the end of one catch-up the server asks for to the start of the next.
+INTERVAL = 0.5
+#: How much of a segment is read at a time.
+READ_CHUNK = 8 * 1024 * 1024
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS indexer_blobs (
+    sha TEXT PRIMARY KEY, segment INTEGER NOT NULL, offset INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS indexer_cursor (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL, segment INTEGER NOT NULL, offset INTEGER NOT NULL,
+    indexed INTEGER NOT NULL
+);
+"""
+
+#: (next seq, segment, offset of the next frame): where a catch-up goes on from.
+Cursor = tuple[int, int, int]
+
+
+class Indexer:
+    """Catches ``index`` up with ``log`` (see the module text).  ``state`` is the SQLite
+    file for the indexer's own tables (default ``<vault>/index.sqlite``); ``reactor`` is
+    needed only for :meth:`notify` (with ``interval``)."""
+
+    def __init__(
+        self,
+        log: SegmentLog,
+        index: IVaultIndex,
+        state: Path | None = None,
+        reactor: Any = None,
+        batch: int = BATCH,
+        interval: float = INTERVAL,
+    ) -> None:
+        self.log = log
+        self.index = index
+        self.batch = batch
+        self._reactor = reactor
+        self._thread_lock = threading.Lock()
+        self._db = sqlite3.connect(
+            state or log.root / "index.sqlite", isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA busy_timeout = 30000")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.executescript(_SCHEMA)
+        self.interval = interval
+        self._running = self._again = self._stopped = False
+        self._pending: IDelayedCall | None = None
+        self._last = float("-inf")
+
+    # -- from the reactor -----------------------------------------------------------------
+
+    def notify(self) -> None:
+        """Reactor thread: new records are in the log (the server calls this after each
+        committed batch).  A catch-up runs in a thread, one at a time, at most one every
+        ``interval`` seconds, so a busy server indexes in batches, not message by message;
+        a notice while one runs starts one more after it."""
+        if self._running:
+            self._again = True
+        elif self._pending is None:
+            reactor: IReactorTime = self._reactor
+            wait = max(0.0, self._last + self.interval - reactor.seconds())
+            self._pending = reactor.callLater(wait, self._run)
+
+    def stop(self) -> None:
+        """Reactor thread: start no more catch-ups (the service stops)."""
+        if self._pending is not None and self._pending.active():
+            self._pending.cancel()
+        self._pending = None
+        self._again = False
+        self._stopped = True
+
+    def _run(self) -> None:
+        self._pending = None
+        if self._stopped:
+            return
+        self._running = True
+        reactor: IReactorThreads = self._reactor
+        d: Deferred[int] = deferToThreadPool(reactor, reactor.getThreadPool(), self.catch_up)
+        d.addErrback(self._failed).addCallback(self._finished)
+
+    def _failed(self, failure: Failure) -> int:
+        log.failure("the vault's search index could not catch up", failure)
+        return 0
+
+    def _finished(self, added: int) -> None:
+        self._running = False
+        self._last = self._reactor.seconds()
+        if self._again and not self._stopped:
+            self._again = False
+            self.notify()
+
+    # -- in a thread ----------------------------------------------------------------------
+
+    def catch_up(self, limit: int | None = None) -> int:
+        """Index what the log holds past the index (at most ``limit`` messages); the number
+        of messages added.  Blocking; one at a time (see the module text).  FormatError when
+        the log is damaged where it reads."""
+        with self._locked():
+            return self._catch_up(limit, None)
+
+    def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Forget the index and the indexer's state and index the whole log again;
+        ``progress(messages, last seq)`` is called after each batch."""
+        with self._locked():
+            self.index.reset()
+            with self._transaction():
+                self._db.execute("DELETE FROM indexer_blobs")
+                self._db.execute("DELETE FROM indexer_cursor")
+            return self._catch_up(None, progress)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._thread_lock:
+            self.log.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.log.root / "index.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _start(self, last: int) -> Cursor:
+        row = self._db.execute(
+            "SELECT seq, segment, offset, indexed FROM indexer_cursor WHERE id = 1"
+        ).fetchone()
+        if row is not None and row[3] == last:
+            return row[0], row[1], row[2]
+        return 1, 0, 0
+
+    def _catch_up(self, limit: int | None, progress: Callable[[int, int], None] | None) -> int:
+        last = self.index.last_seq()
+        cursor = self._start(last)
+        batch = _Batch(self, cursor)
+        for segment, offset, after, record in _frames(self.log, cursor[1], cursor[2]):
+            fields = record.fields
+            kind, seq = fields.get("kind"), int(fields["seq"])
+            if kind == "blob" and isinstance(fields.get("sha256"), str):
+                batch.blob(fields["sha256"], Position(segment, offset), plain(record, fields))
+            elif kind == "capture" and seq > last:
+                batch.documents.append(document(record, batch.body(fields.get("body"))))
+            elif kind == "expire" and isinstance(fields.get("records"), list):
+                batch.flush((seq + 1, segment, after))
+                self.index.remove([s for s in fields["records"] if isinstance(s, int)])
+            batch.cursor = (seq + 1, segment, after)
+            if batch.full():
+                batch.flush(batch.cursor)
+                if progress is not None:
+                    progress(batch.added, seq)
+                if limit is not None and batch.added >= limit:
+                    break
+        batch.flush(batch.cursor)
+        if progress is not None:
+            progress(batch.added, batch.cursor[0] - 1)
+        return batch.added
+
+    def _blob_position(self, sha: str) -> Position | None:
+        row = self._db.execute(
+            "SELECT segment, offset FROM indexer_blobs WHERE sha = ?", (sha,)
+        ).fetchone()
+        return Position(row[0], row[1]) if row else None
+
+
+class _Batch:
+    """The documents, blob positions and bodies of one batch of a catch-up."""
+
+    def __init__(self, indexer: Indexer, cursor: Cursor) -> None:
+        self.indexer = indexer
+        self.documents: list[VaultDocument] = []
+        self.positions: dict[str, Position] = {}
+        self.bodies: dict[str, bytes] = {}
+        self.octets = 0
+        self.added = 0
+        self.cursor = cursor
+
+    def blob(self, sha: str, position: Position, body: bytes) -> None:
+        self.positions[sha] = position
+        self.bodies[sha] = body
+        self.octets += len(body)
+
+    def body(self, sha: Any) -> bytes:
+        """The body blob ``sha`` names: empty when there is none or retention removed it."""
+        if not isinstance(sha, str):
+            return b""
+        body = self.bodies.get(sha)
+        if body is None:
+            position = self.positions.get(sha) or self.indexer._blob_position(sha)
+            if position is None:
+                return b""
+            record = self.indexer.log.read_at(position)
+            body = plain(record, record.fields)
+        return body
+
+    def full(self) -> bool:
+        return len(self.documents) >= self.indexer.batch or self.octets >= BATCH_OCTETS
+
+    def flush(self, cursor: Cursor) -> None:
+        """Write the blob positions, add the documents, then move the cursor."""
+        indexer = self.indexer
+        if self.positions:
+            with indexer._transaction():
+                indexer._db.executemany(
+                    "INSERT OR REPLACE INTO indexer_blobs VALUES (?, ?, ?)",
+                    ((sha, p.segment, p.offset) for sha, p in self.positions.items()),
+                )
+        if self.documents:
+            indexer.index.add(self.documents)
+        self.added += len(self.documents)
+        with indexer._transaction():
+            indexer._db.execute(
+                "INSERT OR REPLACE INTO indexer_cursor VALUES (1, ?, ?, ?, ?)",
+                (*cursor, indexer.index.last_seq()),
+            )
+        self.documents, self.positions, self.bodies, self.octets = [], {}, {}, 0
+
+
+def _frames(log: SegmentLog, segment: int, offset: int) -> Iterator[tuple[int, int, int, Record]]:
+    """(segment, offset, offset after, record) of every record from ``segment`` at
+    ``offset`` (0: its start) on, read in pieces.  Stops at a frame cut short at the end."""
+    for number, path in log.segments():
+        if number < segment:
+            continue
+        start = offset if number == segment else 0
+        yield from ((number, *frame) for frame in _segment_frames(path, start))
+
+
+def _segment_frames(path: Path, offset: int) -> Iterator[tuple[int, int, Record]]:
+    with open(path, "rb") as f:
+        if offset == 0:
+            head = f.read(records.MAX_FRAME_LINE)
+            if not head:
+                return
+            offset = records.parse_segment_header(head).length
+        f.seek(offset)
+        buf, base, pos = b"", offset, 0
+        while True:
+            try:
+                record, after = records.parse_frame(buf, pos)
+            except Truncated:
+                more = f.read(READ_CHUNK)
+                if not more:
+                    return
+                buf, base, pos = buf[pos:] + more, base + pos, 0
+                continue
+            except FormatError:
+                raise FormatError(
+                    f"vault segment {path.name} does not parse at offset {base + pos}: "
+                    "see `ourmail vault verify`"
+                ) from None
+            yield base + pos, base + after, record
+            pos = after
