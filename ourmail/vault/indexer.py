@@ -66,7 +66,7 @@ CREATE TABLE IF NOT EXISTS indexer_blobs (
 CREATE TABLE IF NOT EXISTS indexer_cursor (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL, segment INTEGER NOT NULL, offset INTEGER NOT NULL,
-    indexed INTEGER NOT NULL
+    indexed INTEGER NOT NULL, inode INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -191,11 +191,22 @@ class Indexer:
 
     def _start(self, last: int) -> Cursor:
         row = self._db.execute(
-            "SELECT seq, segment, offset, indexed FROM indexer_cursor WHERE id = 1"
+            "SELECT seq, segment, offset, indexed, inode FROM indexer_cursor WHERE id = 1"
         ).fetchone()
-        if row is not None and row[3] == last:
-            return row[0], row[1], row[2]
-        return 1, 0, 0
+        if row is None or row[3] != last:
+            return 1, 0, 0
+        seq, segment, offset, _, inode = row
+        if offset and self._inode(segment) != inode:
+            # Expiry rewrote the segment since: its offsets moved.  Read it again from its
+            # start (the messages already indexed are skipped, its blobs' positions renewed).
+            return seq, segment, 0
+        return seq, segment, offset
+
+    def _inode(self, segment: int) -> int:
+        try:
+            return os.stat(self.log.path_of(segment)).st_ino
+        except FileNotFoundError:
+            return 0
 
     def _catch_up(self, limit: int | None, progress: Callable[[int, int], None] | None) -> int:
         last = self.index.last_seq()
@@ -256,9 +267,27 @@ class _Batch:
             position = self.positions.get(sha) or self.indexer._blob_position(sha)
             if position is None:
                 return b""
-            record = self.indexer.log.read_at(position)
-            body = plain(record, record.fields)
+            record = self._blob_at(position, sha)
+            body = plain(record, record.fields) if record is not None else b""
         return body
+
+    def _blob_at(self, position: Position, sha: str) -> Record | None:
+        """The blob ``sha`` at ``position``, or found again in its segment when expiry
+        rewrote that since (None: it is no longer there)."""
+        log_ = self.indexer.log
+        try:
+            record = log_.read_at(position)
+            if record.fields.get("sha256") == sha and record.fields.get("kind") == "blob":
+                return record
+        except (FormatError, ValueError):
+            pass
+        for segment, offset, _after, record in _frames(log_, position.segment, 0):
+            if segment != position.segment:
+                break
+            if record.fields.get("kind") == "blob" and record.fields.get("sha256") == sha:
+                self.positions[sha] = Position(segment, offset)
+                return record
+        return None
 
     def full(self) -> bool:
         return len(self.documents) >= self.indexer.batch or self.octets >= BATCH_OCTETS
@@ -277,8 +306,8 @@ class _Batch:
         self.added += len(self.documents)
         with indexer._transaction():
             indexer._db.execute(
-                "INSERT OR REPLACE INTO indexer_cursor VALUES (1, ?, ?, ?, ?)",
-                (*cursor, indexer.index.last_seq()),
+                "INSERT OR REPLACE INTO indexer_cursor VALUES (1, ?, ?, ?, ?, ?)",
+                (*cursor, indexer.index.last_seq(), indexer._inode(cursor[1])),
             )
         self.documents, self.positions, self.bodies, self.octets = [], {}, {}, 0
 

@@ -13,10 +13,12 @@ from twisted.internet.task import Clock
 from vaultrulehelp import LOCAL, Vault
 
 from ourmail.config import ConfigError, load_settings
-from ourmail.interfaces import Actor
+from ourmail.interfaces import Actor, VaultQuery
 from ourmail.vault import expiry, retention
 from ourmail.vault.audit import audit
 from ourmail.vault.catalog import Catalog, Expired
+from ourmail.vault.index import SQLiteIndex
+from ourmail.vault.indexer import Indexer
 from ourmail.vault.retentionservice import RetentionService, VaultRetention
 from ourmail.vault.role import may_use_vault
 from ourmail.vault.segments import SegmentLog
@@ -226,3 +228,27 @@ def test_an_open_catalog_follows_an_expiry_that_rewrote_its_segment(vault: Vault
     catalog.catch_up()
     assert catalog.message(again).endswith(b"gone soon\r\n")
     vault.check_chain()
+
+
+@pytest.mark.parametrize("segment_size", [1 << 20, 700])
+def test_the_index_follows_an_expiry_that_rewrote_segments(
+    vault: Vault, tmp_path: Path, segment_size: int
+) -> None:
+    """Offsets the indexer kept (its cursor, its blobs' positions) move when expiry rewrites
+    a segment, the one it reads on or an older one: a message captured afterwards that
+    reuses a body there is indexed with that body all the same."""
+    vault.log.segment_size = segment_size
+    vault.rule(T0, "domain:org.test", 30)
+    vault.capture(T0, "x@else.test", "bob@org.test", "old", b"soon gone " * 40 + b"\r\n")
+    vault.capture(T0 + 35 * DAY, "x@else.test", "bob@org.test", "kept", b"kumquat stays\r\n")
+    index = SQLiteIndex(tmp_path / "index.sqlite")
+    indexer = Indexer(vault.log, index, tmp_path / "index.sqlite")
+    assert indexer.catch_up() == 2
+    vault.expire(T0 + 40 * DAY)
+    again = vault.capture(
+        T0 + 41 * DAY, "y@else.test", "bob@org.test", "again", b"kumquat stays\r\n"
+    )
+    assert indexer.catch_up() == 1
+    total, hits = index.search(VaultQuery(words="kumquat"), 0, 10)
+    assert total == 2 and again in [h.seq for h in hits]
+    assert index.search(VaultQuery(subject="old"), 0, 10)[0] == 0  # the expired one is gone
