@@ -1654,9 +1654,10 @@ class VaultMessage:
 
 
 class VaultRefused(Exception):
-    """A vault request that cannot be answered: ``code`` is ``not-found``, ``too-many`` (an
-    export over the console's bound), ``audit`` (the audit trail cannot be written, so
-    nothing is shown) or ``unavailable``."""
+    """A vault request that cannot be answered: ``code`` is ``not-found``, ``bad-query`` (a
+    search the index cannot run; the message says why), ``too-many`` (an export over the
+    console's bound), ``audit`` (the audit trail cannot be written, so nothing is shown) or
+    ``unavailable``."""
 
     def __init__(self, code: str, message: str = "") -> None:
         super().__init__(message or code)

@@ -61,9 +61,11 @@ from ourmail.interfaces import (
     ISenderRewriter,
     ISpamLearner,
     IVault,
+    IVaultDesk,
     Usage,
 )
 from ourmail.manage.accountadmin import LocalAccountAdmin
+from ourmail.manage.accountops import served_domains
 from ourmail.manage.audit import AuditFile
 from ourmail.manage.disabling import AccountDisabling
 from ourmail.manage.domainadmin import QUERY_TIMEOUT, LocalDomainAdmin
@@ -105,10 +107,12 @@ from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 from ourmail.store.userstore import MaildirStore
 from ourmail.vacation.record import ReplyRecord
 from ourmail.vacation.responder import AutoResponder
+from ourmail.vault.desk import VaultDesk
 from ourmail.vault.headjob import DailyHeadSigner
+from ourmail.vault.index import IndexError_, SQLiteIndex
+from ourmail.vault.indexer import Indexer, IndexerService
 from ourmail.vault.retentionservice import RetentionService
-from ourmail.vault.segments import SegmentLog
-from ourmail.vault.vault import NoVault, open_vault
+from ourmail.vault.vault import NoVault, Vault, open_vault, vault_log
 from ourmail.web.acmechallenge import http_site
 from ourmail.web.app import WebApp
 from ourmail.web.clientconfig import ClientSetup
@@ -275,6 +279,8 @@ class Parts:
     metrics: Metrics = attrs.Factory(Metrics)
     #: Where every message is kept (docs/vault.md): SMTP, LMTP, the queue, APPEND into Sent.
     vault: IVault = attrs.Factory(NoVault)
+    #: Keeps the vault's search index in step with its captures (None: no index).
+    indexer: Indexer | None = None
 
     def _checked(self, service: str) -> bool:
         """Whether mail arriving on ``service`` goes through the filter chain."""
@@ -296,6 +302,21 @@ class Parts:
 
         ldap = LDAPSettings.from_urls(self.settings.ldap_url)
         return LDAPUserList(ldap, self.clock, self.directory.is_local_domain, usage)  # type: ignore[arg-type]
+
+    def _vault_desk(self, audit: AuditFile) -> IVaultDesk | None:
+        """The vault for the console's vault pages (None: no vault, or no search index)."""
+        if not isinstance(self.vault, Vault) or self.indexer is None:
+            return None
+        vault = self.vault
+        return VaultDesk(
+            vault.log,
+            vault.catalog,
+            self.indexer.index,
+            self.indexer,
+            self.settings.admin,
+            audit,
+            self.clock,
+        )
 
     def factory(self, service: str) -> Factory:
         """The protocol factory of one listener (without the implicit-TLS wrapper)."""
@@ -349,6 +370,7 @@ class Parts:
                 certificates=CertificateStatus(settings, lambda: self.tls.cert_path),
                 setup=LocalSetupWizard(settings, audit),
                 directory_users=self._directory_users(),
+                vault=self._vault_desk(audit),
             )
             self.web = WebApp(self.authenticator, sessions, services)
             return self.web.site(settings.limits)
@@ -499,6 +521,7 @@ def assemble(
     delivery.metrics = queue.metrics = metrics
     vault = make_vault(settings, store, reactor)
     delivery.vault = vault
+    indexer = vault_indexer(vault, reactor)
     checks = filter_checks(settings, reactor, queue, log=True)
     checks.metrics = metrics
     authenticator = Authenticator(
@@ -525,6 +548,7 @@ def assemble(
         preferences=preferences,
         metrics=metrics,
         vault=vault,
+        indexer=indexer,
     )
 
 
@@ -540,6 +564,22 @@ def make_vault(settings: Settings, store: IMailStore, reactor: IReactorCore) -> 
     return open_vault(
         settings.data_dir / "vault", settings.vault.roots, group, settings.vault.segment_size
     )
+
+
+def vault_indexer(vault: IVault, reactor: IReactorCore) -> Indexer | None:
+    """The indexer keeping the vault's search index (``<data>/vault/index.sqlite``) in step
+    with its captures, told of each committed batch; None without a vault, or where SQLite
+    lacks FTS5 (logged: ``ourmail vault search`` says the same)."""
+    if not isinstance(vault, Vault):
+        return None
+    try:
+        index = SQLiteIndex(vault.log.root / "index.sqlite")
+    except IndexError_ as e:
+        log.error("the vault is kept but cannot be searched: {e}", e=str(e))
+        return None
+    indexer = Indexer(vault.log, index, reactor=reactor)
+    vault.on_committed = lambda seq: indexer.notify()
+    return indexer
 
 
 def spam_learner(settings: Settings, reactor: IReactorCore) -> ISpamLearner | None:
@@ -643,12 +683,17 @@ def build(
     preflight.check(settings)
     vault_rules = None
     if retention is None:  # holds keep users' mail; daily expiry (ourmail/vault/retention.py)
-        vault_rules = RetentionService(settings.data_dir / "vault", settings.domains, reactor)
+        accounts = AccountDB(settings.data_dir)
+        vault_rules = RetentionService(
+            vault_log(settings), lambda: served_domains(settings, accounts), reactor
+        )
         retention = vault_rules.retention
     parts = assemble(settings, reactor, checkers, store, realm, queue_clock, retention, learner)
     root = MultiService()
     if vault_rules is not None:
         vault_rules.setServiceParent(root)
+    if parts.indexer is not None:
+        IndexerService(parts.indexer).setServiceParent(root)
     parts.queue.setServiceParent(root)
     if parts.authenticator.revoker is not None:
         parts.authenticator.revoker.setServiceParent(root)
@@ -707,8 +752,7 @@ def build(
         parts.metrics.watch_workers(settings.data_dir / "metrics")
         workers.ended.append(parts.metrics.worker_ended)  # its last counts are carried over
     tls = parts.tls  # the vault's head is signed daily with the certificate served
-    vault_log = SegmentLog(settings.data_dir / "vault")
-    heads = DailyHeadSigner(vault_log, lambda: (tls.cert_path, tls.key_path), reactor)  # type: ignore[arg-type]
+    heads = DailyHeadSigner(vault_log(settings), lambda: (tls.cert_path, tls.key_path), reactor)  # type: ignore[arg-type]
     heads.setServiceParent(root)
     return Server(
         service=root,

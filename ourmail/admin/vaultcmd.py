@@ -18,14 +18,7 @@ from typing import Any
 from ourmail.admin import vaultindexcmd, vaultproofcmd, vaultrulescmd
 from ourmail.config import Settings
 from ourmail.vault.catalog import Catalog
-from ourmail.vault.segments import SegmentLog
-
-
-def vault_log(settings: Settings) -> SegmentLog:
-    """The segment log of ``<data>/vault`` with the ``[vault] roots``."""
-    return SegmentLog(
-        settings.data_dir / "vault", settings.vault.roots, settings.vault.segment_size
-    )
+from ourmail.vault.vault import vault_log
 
 
 def status(settings: Settings) -> dict[str, Any]:

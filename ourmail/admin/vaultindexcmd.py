@@ -28,6 +28,7 @@ from ourmail.vault.index import COUNT_LIMIT, IndexError_, QueryError, SQLiteInde
 from ourmail.vault.indexer import Indexer
 from ourmail.vault.records import FormatError
 from ourmail.vault.segments import SegmentLog
+from ourmail.vault.vault import vault_log
 
 #: Most results on one page.
 MAX_PER_PAGE = 1000
@@ -51,7 +52,7 @@ def _open(settings: Settings) -> tuple[SegmentLog, SQLiteIndex]:
     if not (root / "segments").is_dir():
         raise VaultSearchError(f"there is no vault in {root} (nothing has been captured)")
     try:
-        return SegmentLog(root), SQLiteIndex(root / "index.sqlite")
+        return vault_log(settings), SQLiteIndex(root / "index.sqlite")
     except IndexError_ as e:
         raise VaultSearchError(str(e)) from None
     except (OSError, sqlite3.Error) as e:

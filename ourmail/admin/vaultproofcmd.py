@@ -27,12 +27,13 @@ from ourmail.secure.certfiles import ACMEFiles
 from ourmail.vault import heads
 from ourmail.vault.export import FORMATS, ExportError, export, parse_seqs, select
 from ourmail.vault.segments import Damaged, SegmentLog
+from ourmail.vault.vault import vault_log as open_log
 from ourmail.vault.verify import Anchor, parse_anchor, signed_anchors, verify
 
 
 def vault_log(settings: Settings) -> SegmentLog:
     """The vault of ``settings``' data folder (extra roots: ``[vault] roots``, once set)."""
-    return SegmentLog(settings.data_dir / "vault", ())
+    return open_log(settings)
 
 
 def signing_pair(settings: Settings) -> tuple[Path, Path]:

@@ -29,6 +29,7 @@ from ourmail.vault.records import FormatError
 from ourmail.vault.restore import RestoreRefused, restore
 from ourmail.vault.retention import RetentionRefused
 from ourmail.vault.segments import Damaged, SegmentLog
+from ourmail.vault.vault import vault_log as open_log
 
 Command = Callable[[Settings, AccountDB, argparse.Namespace], None]
 
@@ -39,9 +40,9 @@ class VaultRefused(Exception):
 
 def vault_log(settings: Settings) -> SegmentLog:
     """The vault of ``settings`` (created 0700 when missing)."""
-    root = settings.data_dir / "vault"
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return SegmentLog(root)
+    log = open_log(settings)
+    log.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return log
 
 
 def _guarded(command: Command) -> Command:
@@ -232,14 +233,14 @@ def expire_cmd(settings: Settings, db: AccountDB, args: argparse.Namespace) -> N
         now = asked
     log = vault_log(settings)
     if args.dry_run:
-        plan = expiry.plan(log, settings.domains, now)
+        plan = expiry.plan(log, accountops.served_domains(settings, db), now)
         for seq in plan.captures:
             print(f"would expire record {seq}")
         _print_plan(plan, "would expire")
         return
 
     def work() -> str:
-        report = expiry.expire(log, settings.domains, now)
+        report = expiry.expire(log, accountops.served_domains(settings, db), now)
         _print_plan(report.plan, "expired")
         return (
             f"record {report.record}: {len(report.plan.captures)} messages, "

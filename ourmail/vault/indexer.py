@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
@@ -347,3 +348,22 @@ def _segment_frames(path: Path, offset: int) -> Iterator[tuple[int, int, Record]
                 ) from None
             yield base + pos, base + after, record
             pos = after
+
+
+class IndexerService(Service):
+    """Keeps the server's search index in step: a catch-up at start (what was captured
+    while the server was down, or by another process), then one after each committed batch
+    (:meth:`Indexer.notify`, called by the vault), none after the service stops."""
+
+    name = "vault-indexer"
+
+    def __init__(self, indexer: Indexer) -> None:
+        self.indexer = indexer
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self.indexer.notify()
+
+    def stopService(self) -> Deferred[None] | None:
+        self.indexer.stop()
+        return super().stopService()  # type: ignore[no-untyped-call,no-any-return]

@@ -15,8 +15,7 @@ erased (the protocol hides the message instead).  Telling apart the messages the
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
 import attrs
 from twisted.application.internet import TimerService
@@ -44,10 +43,16 @@ REFRESH = 60.0
 class VaultRetention:
     """IRetention over the vault's holds (see the module text)."""
 
-    def __init__(self, local_domains: Sequence[str]) -> None:
-        self.local_domains = tuple(local_domains)
+    def __init__(self, local_domains: Sequence[str] | Callable[[], Sequence[str]]) -> None:
+        self._domains = local_domains
         #: The holds as last read; None until the first reading (nothing is erased until then).
         self.state: State | None = None
+
+    @property
+    def local_domains(self) -> tuple[str, ...]:
+        """The domains served now (``ourmail domain add`` adds some while the server runs)."""
+        domains = self._domains() if callable(self._domains) else self._domains
+        return tuple(d.lower() for d in domains)
 
     def may_erase(self, address: str, folder: str, message: IStoredMessage) -> bool:
         state = self.state
@@ -57,7 +62,13 @@ class VaultRetention:
         """Read the records appended since the last reading.  Blocks on the disk: call it in
         a thread; the new view replaces the old one whole."""
         old = self.state or State(self.local_domains)
-        fresh = attrs.evolve(old, rules=dict(old.rules), holds=dict(old.holds), expired=set())
+        fresh = attrs.evolve(
+            old,
+            local_domains=self.local_domains,
+            rules=dict(old.rules),
+            holds=dict(old.holds),
+            expired=set(),
+        )
         for entry in entries(segments, fresh.last_seq, BRIEF):
             fresh.add(entry.fields)
         self.state = fresh
@@ -68,13 +79,13 @@ class RetentionService(MultiService):
 
     def __init__(
         self,
-        root: Path,
-        local_domains: Sequence[str],
+        segments: SegmentLog,
+        local_domains: Sequence[str] | Callable[[], Sequence[str]],
         clock: IReactorTime | None = None,
         hooks: Sequence[Hook] = (),
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        self.segments = SegmentLog(root)
+        self.segments = segments
         self.retention = VaultRetention(local_domains)
         if not self.segments.segments():  # no vault yet, so no hold: nothing to wait for
             self.retention.state = State(self.retention.local_domains)

@@ -31,6 +31,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ourmail.config import Settings
 from ourmail.interfaces import (
     ICommitGroup,
     ICommitParticipant,
@@ -201,3 +202,10 @@ def open_vault(
     )
     segment_log.directory.mkdir(exist_ok=True, mode=0o700)
     return Vault(segment_log, Catalog(vault_dir, segment_log), group, on_committed=on_committed)
+
+
+def vault_log(settings: Settings) -> SegmentLog:
+    """The segment log of ``<data>/vault``, with the ``[vault] roots`` and ``segment_size``
+    (every part of the server and every ``ourmail vault`` command opens it so)."""
+    vault = settings.vault
+    return SegmentLog(settings.data_dir / "vault", vault.roots, vault.segment_size)

@@ -178,6 +178,9 @@ class AdminVaultPages(AdminOpsPages):
         _ = self.gettext(request)
         if refused.code == "not-found":
             return self.error(request, 404, _("This message is not in the vault."))
+        if refused.code == "bad-query":
+            text = _("This search cannot be made: %(reason)s")
+            return self.error(request, 400, text % {"reason": str(refused)})
         if refused.code == "too-many":
             text = _(
                 "More than %(n)s messages match: narrow the search or use ourmail vault export."

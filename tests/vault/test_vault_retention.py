@@ -183,7 +183,7 @@ def test_audit_records_and_the_server_side_view_of_holds(vault: Vault, tmp_path:
     assert record.fields["by"] == "ann@org.test (web 192.0.2.1)"
     assert Trail.lines == [("vault.search", "ok")]
 
-    service = RetentionService(vault.log.root, LOCAL, Clock())
+    service = RetentionService(vault.log, LOCAL, Clock())
     assert service.retention.state is None  # a vault exists: nothing erased before reading it
     assert not service.retention.may_erase("bob@org.test", "INBOX", None)  # type: ignore[arg-type]
     vault.hold(T0, "case", {"domain": "org.test"})
