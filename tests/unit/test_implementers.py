@@ -29,6 +29,7 @@ from ourmail.auth.changer import AccountPasswords
 from ourmail.auth.checker import AccountChecker, FirstOf
 from ourmail.auth.realm import MailRealm
 from ourmail.config import (
+    AdminSettings,
     Limits,
     LoginCacheSettings,
     QueueSettings,
@@ -81,6 +82,7 @@ from ourmail.store.quota import QuotaPolicy
 from ourmail.store.userstore import MaildirStore
 from ourmail.vacation.record import ReplyRecord
 from ourmail.vacation.responder import AutoResponder
+from ourmail.vault.desk import VaultDesk
 from ourmail.vault.index import SQLiteIndex
 from ourmail.vault.retentionservice import VaultRetention
 from ourmail.vault.vault import NoVault, open_vault
@@ -165,6 +167,12 @@ def _responder(tmp: Path) -> AutoResponder:
 
 
 #: "module.Class" -> a function of a temporary folder that makes an instance to verify.
+def _vault_desk(tmp: Path) -> VaultDesk:
+    vault = open_vault(tmp / "vault", (), Committer(reactor))
+    index = SQLiteIndex(tmp / "vault" / "index.sqlite")
+    return VaultDesk(vault.log, vault.catalog, index, None, AdminSettings(), None, reactor)
+
+
 FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.auth.cache.CachingChecker": lambda tmp: CachingChecker(
         _checker(tmp), Clock(), LoginCacheSettings()
@@ -297,6 +305,7 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.store.committer.Committer": lambda tmp: Committer(reactor),
     "ourmail.vault.vault.Vault": lambda tmp: open_vault(tmp / "vault", (), Committer(reactor)),
     "ourmail.vault.vault.NoVault": lambda tmp: NoVault(),
+    "ourmail.vault.desk.VaultDesk": lambda tmp: _vault_desk(tmp),
     "ourmail.vault.retentionservice.VaultRetention": lambda tmp: VaultRetention(("example.test",)),
 }
 
