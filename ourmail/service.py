@@ -691,6 +691,7 @@ def build(
     parts = assemble(settings, reactor, checkers, store, realm, queue_clock, retention, learner)
     root = MultiService()
     if vault_rules is not None:
+        vault_rules.indexer = parts.indexer
         vault_rules.setServiceParent(root)
     if parts.indexer is not None:
         IndexerService(parts.indexer).setServiceParent(root)

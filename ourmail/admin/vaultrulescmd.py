@@ -19,12 +19,14 @@ from twisted.python.failure import Failure
 
 from ourmail.auth.accounts import AccountDB
 from ourmail.config import Settings
-from ourmail.interfaces import Actor, StoreError
+from ourmail.interfaces import Actor, IVaultIndex, StoreError
 from ourmail.manage import accountops
 from ourmail.manage.audit import AuditFile, unix_user
 from ourmail.store.userstore import MaildirStore
 from ourmail.vault import expiry, retention
 from ourmail.vault.audit import audit_line
+from ourmail.vault.index import IndexError_, SQLiteIndex
+from ourmail.vault.indexer import Indexer
 from ourmail.vault.records import FormatError
 from ourmail.vault.restore import RestoreRefused, restore
 from ourmail.vault.retention import RetentionRefused
@@ -157,6 +159,8 @@ def _hold_scope(args: argparse.Namespace) -> dict[str, Any]:
         "recipient": args.recipient,
         "address": args.address,
         "subject": args.subject,
+        "words": args.words,
+        "attachment": args.attachment,
         "message_id": args.message_id,
         "start": _date(args.since, "--since"),
         "end": _date(args.until, "--until"),
@@ -166,7 +170,8 @@ def _hold_scope(args: argparse.Namespace) -> dict[str, Any]:
     if len(given) + bool(query) != 1:
         raise VaultRefused(
             "give one of --user, --domain, --query-json, or query criteria "
-            "(--from, --to, --address, --subject, --message-id, --since, --until)"
+            "(--from, --to, --address, --subject, --words, --attachment, --message-id, "
+            "--since, --until)"
         )
     if args.user:
         return {"user": args.user}
@@ -232,15 +237,16 @@ def expire_cmd(settings: Settings, db: AccountDB, args: argparse.Namespace) -> N
             raise VaultRefused("--now may be in the future only with --dry-run")
         now = asked
     log = vault_log(settings)
+    index = _search_index(log)
     if args.dry_run:
-        plan = expiry.plan(log, accountops.served_domains(settings, db), now)
+        plan = expiry.plan(log, accountops.served_domains(settings, db), now, index)
         for seq in plan.captures:
             print(f"would expire record {seq}")
         _print_plan(plan, "would expire")
         return
 
     def work() -> str:
-        report = expiry.expire(log, accountops.served_domains(settings, db), now)
+        report = expiry.expire(log, accountops.served_domains(settings, db), now, index=index)
         _print_plan(report.plan, "expired")
         return (
             f"record {report.record}: {len(report.plan.captures)} messages, "
@@ -249,6 +255,17 @@ def expire_cmd(settings: Settings, db: AccountDB, args: argparse.Namespace) -> N
         )
 
     _change(settings, "expire", "vault", work)
+
+
+def _search_index(log: SegmentLog) -> IVaultIndex | None:
+    """The vault's search index caught up with the segments, for holds on body words and
+    attachment names (None where SQLite lacks FTS5: such holds then keep every message)."""
+    try:
+        index = SQLiteIndex(log.root / "index.sqlite")
+    except IndexError_:
+        return None
+    Indexer(log, index).catch_up()
+    return index
 
 
 def _print_plan(plan: expiry.Plan, verb: str) -> None:
@@ -356,6 +373,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--to", dest="recipient", metavar="ADDRESS", help="address or @domain")
     p.add_argument("--address", metavar="ADDRESS", help="any party: address or @domain")
     p.add_argument("--subject", metavar="WORDS", help="words in the subject")
+    p.add_argument("--words", metavar="WORDS", help="words in the subject or the text")
+    p.add_argument("--attachment", metavar="NAME", help="an attachment's name")
     p.add_argument("--message-id", metavar="ID")
     p.add_argument("--since", metavar="DAY", help="captured from this day (2026-12-31)")
     p.add_argument("--until", metavar="DAY", help="captured before this day")

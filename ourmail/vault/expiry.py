@@ -38,8 +38,17 @@ import attrs
 from twisted.logger import Logger
 
 from ourmail.fsutil import fsync_dir
+from ourmail.interfaces import IVaultIndex
 from ourmail.vault import records
-from ourmail.vault.retention import Facts, Rule, State, envelope_of, facts_of, load
+from ourmail.vault.retention import (
+    Facts,
+    Rule,
+    State,
+    envelope_of,
+    facts_of,
+    load,
+    search_holds,
+)
 from ourmail.vault.scan import entries
 from ourmail.vault.segments import Position, SegmentLog
 
@@ -90,12 +99,24 @@ class Report:
 Hook = Callable[[Report], None]
 
 
-def plan(log_: SegmentLog, local_domains: Iterable[str], now: float) -> Plan:
-    """What expiry would remove now.  Blocks on the disk: call it in a thread."""
-    return _plan(log_, load(log_, local_domains), now, None)
+def plan(
+    log_: SegmentLog, local_domains: Iterable[str], now: float, index: IVaultIndex | None = None
+) -> Plan:
+    """What expiry would remove now (``index``: the search index, for query holds on body
+    words or attachment names; without it they keep every message).  Blocks on the disk:
+    call it in a thread."""
+    return _plan(log_, load(log_, local_domains), now, None, index)
 
 
-def _plan(log_: SegmentLog, state: State, now: float, allowed: set[int] | None) -> Plan:
+def _plan(
+    log_: SegmentLog,
+    state: State,
+    now: float,
+    allowed: set[int] | None,
+    index: IVaultIndex | None = None,
+) -> Plan:
+    if index is not None:
+        search_holds(state, index)
     latest_blob: dict[str, int] = {}
     blob_at: dict[int, tuple[Position, int]] = {}
     bodies: dict[int, str] = {}
@@ -127,7 +148,8 @@ def _plan(log_: SegmentLog, state: State, now: float, allowed: set[int] | None) 
         captured = float(fields["time"])
         past = state.keep_until(envelope, captured) <= now
         if (past or seq in state.expired) and (allowed is None or seq in allowed):
-            hold = state.holding(envelope, captured, _facts(log_, entry.position, entry.stored))
+            facts = _facts(log_, entry.position, entry.stored)
+            hold = state.holding(envelope, captured, facts, seq)
             if hold is None:
                 if seq in state.expired:
                     pending.append(seq)
@@ -171,7 +193,11 @@ def _plan(log_: SegmentLog, state: State, now: float, allowed: set[int] | None) 
 
 
 def _settle(
-    log_: SegmentLog, plan_: Plan, local_domains: Iterable[str], allowed: set[int] | None
+    log_: SegmentLog,
+    plan_: Plan,
+    local_domains: Iterable[str],
+    allowed: set[int] | None,
+    index: IVaultIndex | None,
 ) -> Plan:
     """``plan_`` made good for now (the caller holds the lock): the records appended since it
     was made are read; a rule, hold, release or expire among them means planning again, and
@@ -179,7 +205,7 @@ def _settle(
     used: set[str] = set()
     for entry in entries(log_, plan_.last_seq):
         if entry.kind in ("rule", "hold", "release", "expire"):
-            return _plan(log_, load(log_, local_domains), plan_.now, allowed)
+            return _plan(log_, load(log_, local_domains), plan_.now, allowed, index)
         if entry.kind == "capture":
             used.add(str(entry.fields.get("body")))
     keep = {seq for seq, sha in plan_.bodies.items() if sha in used}
@@ -213,6 +239,7 @@ def expire(
     now: float,
     planned: Plan | None = None,
     hooks: Sequence[Hook] = (),
+    index: IVaultIndex | None = None,
 ) -> Report:
     """Carry out expiry (see the module text): plan again, and remove what both plans agree
     on (everything found now, when ``planned`` is None).  The long pass runs without the
@@ -221,11 +248,11 @@ def expire(
     Blocks on the disk: call it in a thread."""
     allowed = None if planned is None else set(planned.captures) | set(planned.pending)
     state = load(log_, local_domains)
-    fresh = _plan(log_, state, now, allowed)
+    fresh = _plan(log_, state, now, allowed, index)
     if state.last_seq < fresh.last_seq:  # a hold may have come between the two passes
         fresh = attrs.evolve(fresh, last_seq=state.last_seq)
     with log_.locked():
-        fresh = _settle(log_, fresh, local_domains, allowed)
+        fresh = _settle(log_, fresh, local_domains, allowed, index)
         if not fresh.seqs():
             report = Report(fresh, 0, ())
             _log_run(report)

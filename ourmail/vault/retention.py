@@ -35,7 +35,7 @@ from typing import Any
 
 import attrs
 
-from ourmail.interfaces import VaultEnvelope, VaultQuery
+from ourmail.interfaces import IVaultIndex, VaultEnvelope, VaultQuery
 from ourmail.mime.summary import decode_header
 from ourmail.vault.scan import entries
 from ourmail.vault.segments import SegmentLog
@@ -119,6 +119,9 @@ class State:
     #: Seqs an ``expire`` record names (their content removed, or about to be).
     expired: set[int] = attrs.Factory(set)
     last_seq: int = 0
+    #: Per query hold on body words or attachment names: the seqs the search index finds,
+    #: and the last seq it had indexed then (:func:`search_holds`).
+    found: dict[str, tuple[frozenset[int], int]] = attrs.Factory(dict)
 
     def add(self, fields: Mapping[str, Any]) -> None:
         """Take one record's metadata into account (records in seq order)."""
@@ -158,10 +161,11 @@ class State:
         return math.inf if days is None else captured + days * DAY
 
     def holding(
-        self, envelope: VaultEnvelope, captured: float, facts: Callable[[], Facts]
+        self, envelope: VaultEnvelope, captured: float, facts: Callable[[], Facts], seq: int = 0
     ) -> Hold | None:
-        """The first active hold that covers a message (``facts`` asked only for a query
-        hold)."""
+        """The first active hold that covers message ``seq`` (``facts`` asked only for a
+        query hold; a query on body words or attachment names is answered by :attr:`found`,
+        see :func:`search_holds`)."""
         addresses = envelope.addresses()
         domains = {a.rpartition("@")[2] for a in addresses}
         for hold in self.holds.values():
@@ -170,7 +174,15 @@ class State:
             if "domain" in hold.scope and hold.scope["domain"] in domains:
                 return hold
             query = hold.query
-            if query is not None and query_matches(query, envelope, captured, facts()):
+            if query is None:
+                continue
+            if query.words or query.attachment:
+                # The search index decides (words of the body, attachment names); without
+                # its answer, or for a message it has not indexed yet, the hold keeps it.
+                found = self.found.get(hold.name)
+                if found is None or seq > found[1] or seq in found[0]:
+                    return hold
+            elif query_matches(query, envelope, captured, facts()):
                 return hold
         return None
 
@@ -287,15 +299,35 @@ def facts_of(header: bytes) -> Facts:
     )
 
 
+#: Hits read from the search index at a time for a query hold.
+HOLD_PAGE = 5000
+
+
+def search_holds(state: State, index: IVaultIndex) -> None:
+    """Ask the search index which messages each query hold on body words or attachment names
+    covers (into ``state.found``); the index should be caught up first.  Blocking."""
+    for hold in state.holds.values():
+        query = hold.query
+        if query is None or not (query.words or query.attachment):
+            continue
+        indexed = index.last_seq()
+        seqs: set[int] = set()
+        while True:
+            _, hits = index.search(query, len(seqs), HOLD_PAGE)
+            seqs.update(hit.seq for hit in hits)
+            if len(hits) < HOLD_PAGE:
+                break
+        state.found[hold.name] = (frozenset(seqs), indexed)
+
+
 def query_matches(
     query: VaultQuery, envelope: VaultEnvelope, captured: float, facts: Facts
 ) -> bool:
     """True if a captured message matches every criterion of ``query``.
 
     This is the one place a query hold meets a message; it reads the envelope and the header
-    section.  Words of the body and attachment names need the search index
-    (``IVaultIndex.search``): until it is used here such criteria count as matching, so a
-    hold keeps more rather than less (and ``hold add`` refuses them)."""
+    section.  Words of the body and attachment names are the search index's to match
+    (:func:`search_holds`); they are not looked at here."""
     senders = (envelope.sender.lower(), *facts.from_)
     recipients = (*envelope.recipients, *envelope.mailboxes, *facts.to, *facts.cc)
     everyone = (*senders, *recipients, envelope.user)
@@ -392,12 +424,6 @@ def hold_item(
         query = query_from_json(value)
         if query.empty():
             raise RetentionRefused("a query hold needs at least one criterion")
-        if query.words or query.attachment:
-            raise RetentionRefused(
-                "holds on body words or attachment names need the search index, "
-                "which this version does not have: use sender, recipient, address, "
-                "subject, message_id, start and end"
-            )
         checked = query_to_json(query)
     else:
         raise RetentionRefused(f"a hold is on a user, a domain or a query, not {kind!r}")

@@ -29,6 +29,7 @@ from zope.interface import implementer
 
 from ourmail.interfaces import IRetention, IStoredMessage
 from ourmail.vault.expiry import Hook, Report, expire
+from ourmail.vault.indexer import Indexer
 from ourmail.vault.retention import BRIEF, DAY, State
 from ourmail.vault.scan import entries
 from ourmail.vault.segments import SegmentLog
@@ -90,6 +91,9 @@ class RetentionService(MultiService):
         if not self.segments.segments():  # no vault yet, so no hold: nothing to wait for
             self.retention.state = State(self.retention.local_domains)
         self.hooks = tuple(hooks)
+        #: The server's search index keeper, for query holds on body words and attachment
+        #: names (None: such holds keep every message).
+        self.indexer: Indexer | None = None
         self.clock = clock
         for interval, call in ((REFRESH, self.refresh), (DAY, self.expire)):
             timer = TimerService(interval, call)  # type: ignore[no-untyped-call]
@@ -107,15 +111,18 @@ class RetentionService(MultiService):
         if not self.segments.segments():
             return succeed(None)
         d: Deferred[Report | None] = deferToThread(
-            expire,
-            self.segments,
-            self.retention.local_domains,
-            time.time() if self.clock is None else self.clock.seconds(),
-            None,
-            self.hooks,
+            self._expire, time.time() if self.clock is None else self.clock.seconds()
         )
         d.addErrback(self._failed, "vault expiry")
         return d
+
+    def _expire(self, now: float) -> Report:
+        """Thread: the index caught up (for query holds on words), then one expiry run."""
+        index = None
+        if self.indexer is not None:
+            self.indexer.catch_up()
+            index = self.indexer.index
+        return expire(self.segments, self.retention.local_domains, now, None, self.hooks, index)
 
     def _failed(self, failure: Failure, what: str) -> None:
         log.failure("{what} failed; tried again at the next run", failure, what=what)

@@ -252,3 +252,19 @@ def test_the_index_follows_an_expiry_that_rewrote_segments(
     total, hits = index.search(VaultQuery(words="kumquat"), 0, 10)
     assert total == 2 and again in [h.seq for h in hits]
     assert index.search(VaultQuery(subject="old"), 0, 10)[0] == 0  # the expired one is gone
+
+
+def test_a_hold_on_body_words_asks_the_search_index(vault: Vault, tmp_path: Path) -> None:
+    """A query hold on words of the text (or an attachment name) keeps what the search index
+    finds; without the index it keeps everything, never less."""
+    vault.rule(T0, "default", 30)
+    kumquat = vault.capture(T0, "x@else.test", "bob@org.test", "fruit", b"the kumquat deal\r\n")
+    other = vault.capture(T0, "x@else.test", "bob@org.test", "other", b"nothing to see\r\n")
+    vault.hold(T0 + DAY, "case-kumquat", {"query": {"words": "kumquat"}})
+    without = expiry.plan(vault.log, LOCAL, T0 + 40 * DAY)
+    assert without.captures == () and without.held == {"case-kumquat": 2}
+    index = SQLiteIndex(tmp_path / "index.sqlite")
+    Indexer(vault.log, index, tmp_path / "index.sqlite").catch_up()
+    report = expiry.expire(vault.log, LOCAL, T0 + 40 * DAY, index=index)
+    assert report.plan.captures == (other,) and report.plan.held == {"case-kumquat": 1}
+    assert vault.contents()[kumquat]
