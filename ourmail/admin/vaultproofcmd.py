@@ -26,6 +26,7 @@ from ourmail.manage.audit import AuditFile, unix_user
 from ourmail.secure.certfiles import ACMEFiles
 from ourmail.vault import heads
 from ourmail.vault.export import FORMATS, ExportError, export, parse_seqs, select
+from ourmail.vault.indexer import caught_up_index
 from ourmail.vault.segments import Damaged, SegmentLog
 from ourmail.vault.vault import vault_log as open_log
 from ourmail.vault.verify import Anchor, parse_anchor, signed_anchors, verify
@@ -143,7 +144,8 @@ def export_cmd(settings: Settings, db: object, args: argparse.Namespace) -> None
     audit, actor = AuditFile(settings.data_dir), Actor(unix_user(), "cli")
     out = Path(args.out)
     try:
-        chosen = select(log, parse_seqs(args.seq), args.all, query, None)
+        index = None if query.empty() else caught_up_index(log)
+        chosen = select(log, parse_seqs(args.seq), args.all, query, index)
         done = export(log, chosen, args.format, out, description)
     except ExportError as e:
         audit.record(actor, "vault.export", str(out), "refused", f"{description}: {e}")

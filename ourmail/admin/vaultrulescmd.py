@@ -19,14 +19,13 @@ from twisted.python.failure import Failure
 
 from ourmail.auth.accounts import AccountDB
 from ourmail.config import Settings
-from ourmail.interfaces import Actor, IVaultIndex, StoreError
+from ourmail.interfaces import Actor, StoreError
 from ourmail.manage import accountops
 from ourmail.manage.audit import AuditFile, unix_user
 from ourmail.store.userstore import MaildirStore
 from ourmail.vault import expiry, retention
 from ourmail.vault.audit import audit_line
-from ourmail.vault.index import IndexError_, SQLiteIndex
-from ourmail.vault.indexer import Indexer
+from ourmail.vault.indexer import caught_up_index
 from ourmail.vault.records import FormatError
 from ourmail.vault.restore import RestoreRefused, restore
 from ourmail.vault.retention import RetentionRefused
@@ -237,7 +236,7 @@ def expire_cmd(settings: Settings, db: AccountDB, args: argparse.Namespace) -> N
             raise VaultRefused("--now may be in the future only with --dry-run")
         now = asked
     log = vault_log(settings)
-    index = _search_index(log)
+    index = caught_up_index(log)  # for holds on body words and attachment names
     if args.dry_run:
         plan = expiry.plan(log, accountops.served_domains(settings, db), now, index)
         for seq in plan.captures:
@@ -255,17 +254,6 @@ def expire_cmd(settings: Settings, db: AccountDB, args: argparse.Namespace) -> N
         )
 
     _change(settings, "expire", "vault", work)
-
-
-def _search_index(log: SegmentLog) -> IVaultIndex | None:
-    """The vault's search index caught up with the segments, for holds on body words and
-    attachment names (None where SQLite lacks FTS5: such holds then keep every message)."""
-    try:
-        index = SQLiteIndex(log.root / "index.sqlite")
-    except IndexError_:
-        return None
-    Indexer(log, index).catch_up()
-    return index
 
 
 def _print_plan(plan: expiry.Plan, verb: str) -> None:

@@ -47,6 +47,7 @@ from twisted.python.failure import Failure
 from ourmail.interfaces import IVaultIndex, VaultDocument
 from ourmail.vault import records
 from ourmail.vault.document import document, plain
+from ourmail.vault.index import IndexError_, SQLiteIndex
 from ourmail.vault.records import FormatError, Record, Truncated
 from ourmail.vault.segments import Position, SegmentLog
 
@@ -348,6 +349,21 @@ def _segment_frames(path: Path, offset: int) -> Iterator[tuple[int, int, Record]
                 ) from None
             yield base + pos, base + after, record
             pos = after
+
+
+def caught_up_index(log: SegmentLog) -> IVaultIndex | None:
+    """The vault's search index (``<vault>/index.sqlite``) caught up with the segments, for
+    a command (None where SQLite lacks FTS5, so there is no index).  Blocking."""
+    try:
+        index = SQLiteIndex(log.root / "index.sqlite")
+    except IndexError_:
+        return None
+    indexer = Indexer(log, index)
+    try:
+        indexer.catch_up()
+    finally:
+        indexer.close()
+    return index
 
 
 class IndexerService(Service):
