@@ -1539,8 +1539,9 @@ class IVault(Interface):
 
 class ICommitParticipant(Interface):
     """A durable writer that joins the store's group commit (the vault): its items are
-    written in the committer's worker thread before any mailbox file of the same batch is
-    placed, and made durable by the same ``syncfs``."""
+    written and flushed in the committer's worker thread before any mailbox file of the
+    same batch is placed; the batch's one ``syncfs`` then covers the rest (the head file, the
+    mailbox files and journals)."""
 
     def write(items: Sequence[object]) -> Sequence[object]:
         """Worker thread: write ``items`` (no flush); one result per item, in order.  An
@@ -1550,8 +1551,9 @@ class ICommitParticipant(Interface):
         """A folder on the filesystem written to (``syncfs`` target)."""
 
     def flush() -> None:
-        """Worker thread, only where ``syncfs`` is missing: make what :meth:`write` wrote
-        durable."""
+        """Worker thread, right after :meth:`write` and before any mailbox file of the
+        batch is placed: make what it wrote durable (``fdatasync``), so that no filesystem
+        can keep a placed mailbox file across a power cut and lose the participant's items."""
 
 
 class ICommitGroup(Interface):

@@ -83,6 +83,8 @@ class SegmentLog:
         #: The inode of the segment the tail is in: expiry rewrites a segment into a new file
         #: (ourmail/vault/expiry.py), which may happen to have the size remembered.
         self._tail_inode = 0
+        #: Segments appended to since :meth:`flush_data` (True: created by the append).
+        self._unflushed: dict[Path, bool] = {}
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -179,6 +181,7 @@ class SegmentLog:
             out += frame
             start += len(frame)
             prev = record.hash
+        self._unflushed.setdefault(path, size == 0)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             view = memoryview(out)
@@ -193,6 +196,21 @@ class SegmentLog:
             number, size = number + 1, 0
         self._tail = (number, size, seq, prev)
         return written
+
+    def flush_data(self) -> None:
+        """fdatasync each segment appended to since the last call, and the segments' folder
+        when one was created: the records are on disk before anything written after this
+        (the committer calls it before it places a batch's mailbox files, so that not even a
+        power cut leaves a mailbox copy without its record)."""
+        dirty, self._unflushed = self._unflushed, {}
+        for path, created in dirty.items():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            if created:
+                fsync_dir(path.parent)
 
     def _write_head(self, seq: int, digest: str) -> None:
         """Overwrite ``head`` in place: one fixed-width line, so a write never leaves a

@@ -139,7 +139,7 @@ class Vault:
         return self.log.directory
 
     def flush(self) -> None:
-        self.log.sync()
+        self.log.flush_data()
 
     def write(self, items: Sequence[object]) -> list[int]:
         """Append a ``blob`` (for a body not yet stored) and a ``capture`` record per item, in
