@@ -2,7 +2,7 @@
 
 This module makes the ``vault`` topic and its ``status`` command; the vault's other commands
 (search, verify, export, rules and holds) add themselves through their own modules'
-``add_commands(sub)``.  ``status`` reads the catalog (catching it up with the segments
+``add_commands(sub, common)``.  ``status`` reads the catalog (catching it up with the segments
 first) and never writes a record.
 """
 
@@ -102,12 +102,12 @@ def vault_status(settings: Settings, db: object, args: argparse.Namespace) -> No
 
 def add_parser(topics: Any, common: argparse.ArgumentParser) -> None:
     """The ``vault`` topic and its ``status`` command; the other parts' commands are added by
-    their modules' ``add_commands(sub)``."""
+    their modules' ``add_commands(sub, common)``."""
     vault = topics.add_parser("vault", parents=[common], help="the vault of every message")
     sub = vault.add_subparsers(dest="command", required=True)
     p = sub.add_parser("status", parents=[common], help="records, sizes, volumes, the head")
     p.add_argument("--json", action="store_true", help="the same as JSON")
     p.set_defaults(func=vault_status)
-    vaultrulescmd.add_commands(sub)
-    vaultproofcmd.add_commands(sub)
-    vaultindexcmd.add_commands(sub)
+    vaultrulescmd.add_commands(sub, common)
+    vaultproofcmd.add_commands(sub, common)
+    vaultindexcmd.add_commands(sub, common)

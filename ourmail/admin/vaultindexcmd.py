@@ -207,16 +207,8 @@ def vault_reindex(settings: Settings, db: object, args: argparse.Namespace) -> N
     )
 
 
-def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data", default=argparse.SUPPRESS, help="data directory (./ourmail-data)")
-    common.add_argument("--config", default=argparse.SUPPRESS, help="configuration file")
-    return common
-
-
-def add_commands(sub: Any) -> None:
+def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """``search`` and ``reindex`` under ``ourmail vault``."""
-    common = _common()
     p = sub.add_parser(
         "search", parents=[common], help="find vaulted messages (the search is audit-logged)"
     )

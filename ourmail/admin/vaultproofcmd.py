@@ -194,16 +194,8 @@ def export_cmd(settings: Settings, db: object, args: argparse.Namespace) -> None
     )
 
 
-def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data", default=argparse.SUPPRESS, help="data directory")
-    common.add_argument("--config", default=argparse.SUPPRESS, help="configuration file")
-    return common
-
-
-def add_commands(sub: Any) -> None:
+def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """``vault verify``, ``vault head`` and ``vault export`` (they set ``func``)."""
-    common = _common()
     p = sub.add_parser("verify", parents=[common], help="check every record of the vault")
     p.add_argument("--json", action="store_true", help="the report as JSON")
     p.add_argument(

@@ -14,9 +14,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.python.failure import Failure
-
 from ourmail.auth.accounts import AccountDB
 from ourmail.config import Settings
 from ourmail.interfaces import Actor, StoreError
@@ -281,30 +278,14 @@ def restore_cmd(settings: Settings, db: AccountDB, args: argparse.Namespace) -> 
         raise VaultRefused(f"the audit log cannot be written: {e}") from None
     user = MaildirStore(settings.data_dir).user(address)
     try:
+        from ourmail.admin.cli import _run_on_reactor  # cli imports this module
+
         done = _run_on_reactor(lambda: restore(log, user, args.seqs, args.folder, _actor(), trail))
     except (RestoreRefused, StoreError) as e:
         trail.record(_actor(), "vault.restore", address, "refused", str(e))
         raise VaultRefused(str(e)) from None
     for seq, uid in done:
         print(f"restored record {seq} to {address} {args.folder} as UID {uid}")
-
-
-def _run_on_reactor(work: Callable[[], Deferred[Any]]) -> Any:
-    """Run ``work`` with the reactor running (the store commits through it); its result."""
-    from twisted.internet import reactor
-
-    outcome: list[Any] = []
-
-    def start() -> None:
-        d = maybeDeferred(work)
-        d.addBoth(outcome.append)
-        d.addBoth(lambda _: reactor.stop())
-
-    reactor.callWhenRunning(start)
-    reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]
-    if isinstance(outcome[0], Failure):
-        outcome[0].raiseException()
-    return outcome[0]
 
 
 # -- the parser ------------------------------------------------------------------------------
@@ -320,17 +301,10 @@ def _positive(value: str) -> int:
     return number
 
 
-def _common() -> argparse.ArgumentParser:
-    """``--data`` and ``--config`` after a command too, as every ``ourmail`` command takes."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data", default=argparse.SUPPRESS, help="data directory (./ourmail-data)")
-    common.add_argument("--config", default=argparse.SUPPRESS, help="configuration file")
-    return common
-
-
-def add_commands(sub: Any) -> None:
-    """The retention commands under ``ourmail vault`` (they set ``func``)."""
-    common = [_common()]
+def add_commands(sub: Any, parent: argparse.ArgumentParser) -> None:
+    """The retention commands under ``ourmail vault`` (they set ``func``); ``parent``: the
+    options every command takes (``--data``, ``--config``)."""
+    common = [parent]
     rule = sub.add_parser("rule", parents=common, help="retention rules: how long mail is kept")
     rules = rule.add_subparsers(dest="rule_command", required=True)
     p = rules.add_parser(
