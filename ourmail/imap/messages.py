@@ -32,6 +32,8 @@ from ourmail.imap.wire import (
     flag_list,
 )
 from ourmail.interfaces import (
+    DEFAULT_FOLDERS,
+    IUserStore,
     NoSuchFolder,
     VaultEnvelope,
 )
@@ -93,7 +95,7 @@ class MessageCommands:
         """An APPEND into the user's ``\\Sent`` folder (RFC 6154) is kept in the vault, with
         the message's To, Cc and Bcc as its recipients; other folders are not."""
         user = self._user()
-        if self.ctx.vault is None or user.special_uses().get(folder.name) != "\\Sent":
+        if self.ctx.vault is None or _special_use(user, folder.name) != "\\Sent":
             return []
         return [
             self.ctx.vault.capture(
@@ -660,3 +662,9 @@ def addressees(message: bytes) -> tuple[str, ...]:
     fields = [str(v) for name in ("to", "cc", "bcc") for v in parsed.get_all(name, [])]
     found = (address for _, address in email.utils.getaddresses(fields) if "@" in address)
     return tuple(dict.fromkeys(found))
+
+
+def _special_use(user: IUserStore, name: str) -> str | None:
+    """The RFC 6154 special use of folder ``name`` as LIST shows it: the stored one, else the
+    default folders' (a ``Sent`` made by a migration or a plain CREATE is still \\Sent)."""
+    return user.special_uses().get(name) or DEFAULT_FOLDERS.get(name)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from conftest import RunningServer, client_tls, running_server
+from conftest import PASSWORD, RunningServer, client_tls, running_server
 from pop3help import pop
 
 from ourmail.admin import cli
@@ -103,6 +103,16 @@ def test_every_way_in_is_captured_once_with_its_envelope(tmp_path: Path) -> None
         kinds = [r.fields["kind"] for r in vault_records(srv)]
         assert kinds.count("blob") == 4 and kinds.count("capture") == 6
 
+        # A Sent made without a special use (a plain CREATE, a migration) is still the \Sent
+        # that LIST shows, and an APPEND into it is kept.
+        c = imaplib.IMAP4_SSL("127.0.0.1", srv.port("imaps"), ssl_context=client_tls())
+        c.login(CAROL, PASSWORD)
+        assert c.delete("Sent")[0] == "OK" and c.create("Sent")[0] == "OK"
+        assert c.append("Sent", None, None, message("plain", b"from carol\r\n"))[0] == "OK"
+        c.logout()
+        plain = wait_for(lambda: captures(srv), lambda found: len(found) == 7)[-1]["envelope"]
+        assert (plain["via"], plain["user"]) == ("imap-append", CAROL)
+
         # Users' deletions leave the vault as it was, byte for byte.
         before = [p.read_bytes() for _, p in SegmentLog(srv.data / "vault").segments()]
         m.select("INBOX")
@@ -116,9 +126,9 @@ def test_every_way_in_is_captured_once_with_its_envelope(tmp_path: Path) -> None
         assert after == before
 
         report = status(srv)
-        assert report["records"] == {"blob": 4, "capture": 6}
-        assert report["messages"] == 6 and report["shared_bodies"] == 2
-        assert report["head"]["seq"] == 10 and report["first_capture"] <= report["last_capture"]
+        assert report["records"] == {"blob": 5, "capture": 7}
+        assert report["messages"] == 7 and report["shared_bodies"] == 2
+        assert report["head"]["seq"] == 12 and report["first_capture"] <= report["last_capture"]
         (root,) = report["roots"].values()
         assert len(root["segments"]) == 1 and root["free"] > 0
         assert report["stored_octets"] > 0 and report["original_octets"] > 0
