@@ -56,6 +56,7 @@ from ourmail.interfaces import (
     IDirectoryUsers,
     IFilterChain,
     IMailStore,
+    IOutboundQueue,
     IPreferences,
     IRetention,
     ISenderRewriter,
@@ -111,6 +112,7 @@ from ourmail.vault.desk import VaultDesk
 from ourmail.vault.headjob import DailyHeadSigner
 from ourmail.vault.index import IndexError_, SQLiteIndex
 from ourmail.vault.indexer import Indexer, IndexerService
+from ourmail.vault.outbound import CapturingQueue
 from ourmail.vault.retentionservice import RetentionService
 from ourmail.vault.vault import NoVault, Vault, open_vault, vault_log
 from ourmail.web.acmechallenge import http_site
@@ -505,13 +507,20 @@ def assemble(
     signer = DKIMSigner(KeyStore(data / "dkim"), settings.hostname)
     queue.signer = signer
     delivery.sealer = ARCSealer(signer, settings.filters.authserv_id or settings.hostname)
+    vault = make_vault(settings, store, reactor)
+    delivery.vault = vault
+    indexer = vault_indexer(vault, reactor)
+    # What the server sends on its own account is captured before it is queued.
+    own_mail: IOutboundQueue = queue
+    if isinstance(vault, Vault):
+        own_mail = queue.reports = CapturingQueue(queue, vault, clock)
     # Out-of-office replies (docs/webmail.md#settings-and-out-of-office), in every process.
     preferences = PreferenceFiles(data / "prefs")
     replies = ReplyRecord(data / "vacation" / "replies.sqlite")
     delivery.responder = AutoResponder(
         preferences,
         directory,
-        queue,
+        own_mail,
         replies,
         settings.hostname,
         clock,
@@ -519,10 +528,7 @@ def assemble(
     )
     metrics = Metrics()
     delivery.metrics = queue.metrics = metrics
-    vault = make_vault(settings, store, reactor)
-    delivery.vault = vault
-    indexer = vault_indexer(vault, reactor)
-    checks = filter_checks(settings, reactor, queue, log=True)
+    checks = filter_checks(settings, reactor, own_mail, log=True)
     checks.metrics = metrics
     authenticator = Authenticator(
         portal, FailureThrottle(clock, settings.auth_throttle), clock, metrics
@@ -631,7 +637,7 @@ def sender_rewriter(
 
 
 def filter_checks(
-    settings: Settings, reactor: IReactorCore, queue: OutboundQueue | None, log: bool = False
+    settings: Settings, reactor: IReactorCore, queue: IOutboundQueue | None, log: bool = False
 ) -> FilterChain:
     """The ``[filters]`` chain (ConfigError for a check or option that cannot work); with no
     checks it still removes forged Authentication-Results under our authserv-id.  ``queue``
@@ -694,7 +700,8 @@ def build(
         vault_rules.indexer = parts.indexer
         vault_rules.setServiceParent(root)
     if parts.indexer is not None:
-        IndexerService(parts.indexer).setServiceParent(root)
+        closing = [parts.vault.catalog.close] if isinstance(parts.vault, Vault) else []
+        IndexerService(parts.indexer, closing).setServiceParent(root)
     parts.queue.setServiceParent(root)
     if parts.authenticator.revoker is not None:
         parts.authenticator.revoker.setServiceParent(root)

@@ -199,6 +199,9 @@ class OutboundQueue(Service):
         #: MTA-STS policies (RFC 8461) and the TLS-RPT record (RFC 8460), unless switched off.
         self.sts: PolicyStore | None = None
         self.tls_reports: TLSReports | None = None
+        #: Where the reports this queue writes go (``service.py`` puts the vault's capture
+        #: in front: ``ourmail.vault.outbound``); this queue itself by default.
+        self.reports: IOutboundQueue = self
         if settings.mta_sts:
             self.sts = PolicyStore(
                 data_dir / "queue" / "mta-sts",
@@ -261,7 +264,7 @@ class OutboundQueue(Service):
         if self.tls_reports is None:
             return defer.succeed(0)
         d = Deferred.fromCoroutine(
-            self.tls_reports.send(self.clock.seconds(), self.resolver, self.enqueue)
+            self.tls_reports.send(self.clock.seconds(), self.resolver, self.reports.enqueue)
         )
         return d.addErrback(_report_failed)
 

@@ -186,6 +186,9 @@ class SQLiteIndex:
         self.path = path
         self._local = threading.local()
         self._writing = threading.Lock()
+        #: Every thread's connection, so that :meth:`close` closes them all.
+        self._opened: list[sqlite3.Connection] = []
+        self._opened_lock = threading.Lock()
         db = self._db()
         check_fts5(db)
         with db:
@@ -195,7 +198,10 @@ class SQLiteIndex:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            db = sqlite3.connect(self.path, isolation_level=None)
+            # Used by its own thread only; closed from whichever thread calls close().
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            with self._opened_lock:
+                self._opened.append(db)
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
@@ -204,11 +210,13 @@ class SQLiteIndex:
         return db
 
     def close(self) -> None:
-        """Close this thread's connection (others close when their thread ends)."""
-        db = getattr(self._local, "db", None)
-        if db is not None:
+        """Close every thread's connection (the server stops); a thread that searches
+        afterwards opens a new one."""
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+        for db in opened:
             db.close()
-            self._local.db = None
+        self._local = threading.local()
 
     @_write
     def add(self, documents: Sequence[VaultDocument]) -> None:

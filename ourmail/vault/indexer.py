@@ -32,7 +32,7 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -104,6 +104,7 @@ class Indexer:
         self.interval = interval
         self._running = self._again = self._stopped = False
         self._pending: IDelayedCall | None = None
+        self._idle: list[Deferred[None]] = []
         self._last = float("-inf")
 
     # -- from the reactor -----------------------------------------------------------------
@@ -147,6 +148,18 @@ class Indexer:
         if self._again and not self._stopped:
             self._again = False
             self.notify()
+        waiting, self._idle = self._idle, []
+        for d in waiting:
+            d.callback(None)
+
+    def idle(self) -> Deferred[None]:
+        """Reactor thread: fires once no catch-up started by :meth:`notify` runs."""
+        d: Deferred[None] = Deferred()
+        if self._running:
+            self._idle.append(d)
+        else:
+            d.callback(None)
+        return d
 
     # -- in a thread ----------------------------------------------------------------------
 
@@ -373,8 +386,10 @@ class IndexerService(Service):
 
     name = "vault-indexer"
 
-    def __init__(self, indexer: Indexer) -> None:
+    def __init__(self, indexer: Indexer, closing: Sequence[Callable[[], None]] = ()) -> None:
         self.indexer = indexer
+        #: What else to close when the service stops (the vault's catalog).
+        self.closing = tuple(closing)
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
@@ -382,4 +397,15 @@ class IndexerService(Service):
 
     def stopService(self) -> Deferred[None] | None:
         self.indexer.stop()
-        return super().stopService()  # type: ignore[no-untyped-call,no-any-return]
+        d = self.indexer.idle()
+        d.addCallback(lambda _: self._close())
+        super().stopService()  # type: ignore[no-untyped-call]
+        return d
+
+    def _close(self) -> None:
+        """The files of the index, the indexer and ``closing``, once no catch-up runs."""
+        self.indexer.close()
+        close_index = getattr(self.indexer.index, "close", None)
+        for close in (close_index, *self.closing):
+            if close is not None:
+                close()

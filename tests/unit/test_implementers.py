@@ -84,6 +84,7 @@ from ourmail.vacation.record import ReplyRecord
 from ourmail.vacation.responder import AutoResponder
 from ourmail.vault.desk import VaultDesk
 from ourmail.vault.index import SQLiteIndex
+from ourmail.vault.outbound import CapturingQueue
 from ourmail.vault.retentionservice import VaultRetention
 from ourmail.vault.vault import NoVault, open_vault
 from ourmail.web.live import FolderStream
@@ -166,13 +167,13 @@ def _responder(tmp: Path) -> AutoResponder:
     return AutoResponder(prefs, _directory(tmp), queue, record, "mx.test", Clock())
 
 
-#: "module.Class" -> a function of a temporary folder that makes an instance to verify.
 def _vault_desk(tmp: Path) -> VaultDesk:
     vault = open_vault(tmp / "vault", (), Committer(reactor))
     index = SQLiteIndex(tmp / "vault" / "index.sqlite")
     return VaultDesk(vault.log, vault.catalog, index, None, AdminSettings(), None, reactor)
 
 
+#: "module.Class" -> a function of a temporary folder that makes an instance to verify.
 FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.auth.cache.CachingChecker": lambda tmp: CachingChecker(
         _checker(tmp), Clock(), LoginCacheSettings()
@@ -306,6 +307,13 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
     "ourmail.vault.vault.Vault": lambda tmp: open_vault(tmp / "vault", (), Committer(reactor)),
     "ourmail.vault.vault.NoVault": lambda tmp: NoVault(),
     "ourmail.vault.desk.VaultDesk": lambda tmp: _vault_desk(tmp),
+    "ourmail.vault.outbound.CapturingQueue": lambda tmp: CapturingQueue(
+        OutboundQueue(
+            QueueSettings(), tmp, "mail.example.test", _directory(tmp), _delivery(tmp), reactor
+        ),
+        NoVault(),
+        reactor,
+    ),
     "ourmail.vault.retentionservice.VaultRetention": lambda tmp: VaultRetention(("example.test",)),
 }
 
