@@ -13,15 +13,18 @@ created in the vault's own folder.
 Implementation notes (keep these true when changing this module):
 
 * Appends happen under an exclusive ``flock`` on ``lock``, so the server and the admin
-  commands (separate processes) never interleave records; the tail (last seq and hash) is
-  re-read under the lock whenever the last segment is not the size this process left it.
+  commands (separate processes) never interleave records; the tail (last seq and hash) comes
+  from the segments, never from ``head``: under the lock, when the last segment is the same
+  file and has grown since this process left it, only the new part is read; otherwise the
+  segment's frame lines are walked with ``pread`` (no whole-segment read).
 * :meth:`SegmentLog.append` writes without flushing: the caller makes it durable (the store's
   group commit, one ``syncfs``) or calls :meth:`SegmentLog.sync`.  Records are written before
   the mailbox files are renamed into place, so a crash can leave a record without its
   message, never a delivered message without its record.
-* A frame cut short at the end of the last segment (a crash mid-write, never acknowledged) is
-  truncated away when the log is opened for appending; anything else that does not parse is
-  left for ``ourmail vault verify`` to report and stops appending (:class:`Damaged`).
+* A torn tail of the last segment (a frame cut short, zero octets a power cut left, or both:
+  never acknowledged) is moved to ``<segment>.cut-<offset>`` and truncated away when the log
+  appends next; anything else that does not parse is left for ``ourmail vault verify`` to
+  report and stops appending (:class:`Damaged`).
 """
 
 from __future__ import annotations
