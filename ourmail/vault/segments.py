@@ -306,7 +306,7 @@ class SegmentLog:
                 try:
                     header = records.parse_segment_header(os.pread(fd, records.MAX_FRAME_LINE, 0))
                 except FormatError as e:
-                    if self._cut_torn(fd, path, 0, size, None):
+                    if self._cut_torn(fd, path, 0, size):
                         return None
                     raise Damaged(f"{path.name}: {e}") from None
                 offset, seq, digest = header.length, header.first_seq - 1, header.prev
@@ -325,7 +325,7 @@ class SegmentLog:
                             f"record at offset {offset} does not end where its frame says"
                         )
                 except FormatError as e:
-                    if self._cut_torn(fd, path, offset, size, e):
+                    if self._cut_torn(fd, path, offset, size):
                         break
                     raise Damaged(f"{path.name}: {e}") from None
                 last, offset = (offset, line), end
@@ -338,9 +338,7 @@ class SegmentLog:
         except (ValueError, KeyError, TypeError) as e:
             raise Damaged(f"{path.name}: bad record metadata at offset {at}: {e}") from None
 
-    def _cut_torn(
-        self, fd: int, path: Path, offset: int, size: int, error: Exception | None
-    ) -> bool:
+    def _cut_torn(self, fd: int, path: Path, offset: int, size: int) -> bool:
         """Cut off a torn tail: what a crash or power cut left from ``offset`` to the end of the
         last segment when it is zero octets (a file extended whose data never reached the
         disk), or the start of a frame cut short, or both.  Such records were never
@@ -352,14 +350,11 @@ class SegmentLog:
             head = os.pread(fd, min(records.MAX_FRAME_LINE, zeros - offset), offset)
             if not _frame_prefix(head, offset, zeros - offset):
                 return False
-        cut = path.with_name(f"{path.name}.cut-{offset}")
-        out = os.open(cut, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        cut, out = _new_file(path.with_name(f"{path.name}.cut-{offset}"))
         try:
             at = offset
-            while at < size:
-                chunk = os.pread(fd, min(_CHUNK, size - at), at)
-                _write_all(out, chunk)
-                at += len(chunk)
+            while chunk := os.pread(fd, min(_CHUNK, size - at), at) if at < size else b"":
+                at += _write_all(out, chunk)
             os.fsync(out)
         finally:
             os.close(out)
@@ -383,6 +378,18 @@ def _no_crash_point(name: str) -> None:
 
 #: Octets read at a time when a torn tail is checked or kept.
 _CHUNK = 1 << 20
+
+
+def _new_file(path: Path) -> tuple[Path, int]:
+    """Create ``path``, or ``<path>-2``, ``-3``… when it exists (an earlier cut is never
+    overwritten); the path and an fd open for writing."""
+    candidate, n = path, 1
+    while True:
+        try:
+            return candidate, os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            n += 1
+            candidate = path.with_name(f"{path.name}-{n}")
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> int:

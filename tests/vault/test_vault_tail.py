@@ -107,14 +107,15 @@ def test_a_zero_filled_tail_is_cut_and_kept(tmp_path: Path) -> None:
         ((position, _),) = log.append([("notice", {"text": "b"}, b"x" * 300)], 1.0)
     segment = log.segments()[-1][1]
     data = segment.read_bytes()
-    for torn in (b"\0" * (len(data) - position.offset), data[position.offset :][:30]):
+    kept = segment.with_name(f"{segment.name}.cut-{position.offset}")
+    torn_tails = (b"\0" * (len(data) - position.offset), data[position.offset :][:30])
+    for torn, cut in zip(torn_tails, (kept, kept.with_name(f"{kept.name}-2")), strict=True):
         segment.write_bytes(data[: position.offset] + torn + b"\0" * 500)
         again = SegmentLog(tmp_path)
         with again.locked():
             again.append([("notice", {"text": "after"}, None)], 2.0)
         assert [r.seq for _, r in again.records()] == [1, 2]
-        cut = segment.with_name(f"{segment.name}.cut-{position.offset}")
-        assert cut.read_bytes() == torn + b"\0" * 500
+        assert cut.read_bytes() == torn + b"\0" * 500  # an earlier cut is not overwritten
     segment.write_bytes(data[: position.offset] + b"garbage" + b"\0" * 500)
     with pytest.raises(Damaged), SegmentLog(tmp_path).locked():
         SegmentLog(tmp_path).append([("notice", {"text": "no"}, None)], 3.0)
