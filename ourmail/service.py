@@ -101,7 +101,7 @@ from ourmail.smtp.submission import SendingRates
 from ourmail.smtp.submitter import Submitter
 from ourmail.smtp.workers import MXWorkers
 from ourmail.srs import SenderRewriter, load_secrets
-from ourmail.store.committer import Committer
+from ourmail.store import faults
 from ourmail.store.quota import QuotaPolicy
 from ourmail.store.shards import DEFAULT_SHARDS_TOML
 from ourmail.store.shards import FILE_NAME as SHARDS_FILE
@@ -507,7 +507,7 @@ def assemble(
     signer = DKIMSigner(KeyStore(data / "dkim"), settings.hostname)
     queue.signer = signer
     delivery.sealer = ARCSealer(signer, settings.filters.authserv_id or settings.hostname)
-    vault = make_vault(settings, store, reactor)
+    vault = make_vault(settings, store)
     delivery.vault = vault
     indexer = vault_indexer(vault, reactor)
     # What the server sends on its own account is captured before it is queued.
@@ -558,17 +558,25 @@ def assemble(
     )
 
 
-def make_vault(settings: Settings, store: IMailStore, reactor: IReactorCore) -> IVault:
-    """The vault of ``<data>/vault`` (docs/vault.md), joining the store's group commit (a
-    store without one, a plugin's, gets a commit group of the vault's own); NoVault when
-    ``[vault] enabled = false``."""
+def make_vault(settings: Settings, store: IMailStore) -> IVault:
+    """The vault of ``<data>/vault`` (docs/vault.md), joining the store's group commit;
+    NoVault when ``[vault] enabled = false``.  A store without a group commit (a plugin's)
+    cannot have a vault: a commit of the vault's own could not put each record on disk before
+    its mailbox copy (ConfigError, at start)."""
     if not settings.vault.enabled:
         return NoVault()
     group = getattr(store, "committer", None)
     if not ICommitGroup.providedBy(group):
-        group = Committer(reactor)  # type: ignore[arg-type]
+        raise ConfigError(
+            f"the vault needs a mail store with a group commit, and {type(store).__name__}"
+            " has none: set [vault] enabled = false, or use the Maildir store"
+        )
     return open_vault(
-        settings.data_dir / "vault", settings.vault.roots, group, settings.vault.segment_size
+        settings.data_dir / "vault",
+        settings.vault.roots,
+        group,
+        settings.vault.segment_size,
+        crash_point=faults.point,
     )
 
 

@@ -9,18 +9,24 @@ Implementation notes (keep these true when changing this module):
 * The catalog is derived from the segments: the writer adds records right after appending
   them, in the same thread, without an fsync of its own (WAL, ``synchronous=NORMAL``; the
   store's ``syncfs`` covers it).  On open it catches up with whatever the log holds beyond
-  its last seq, and it is rebuilt from scratch when missing, unreadable or ahead of the log.
+  its last seq, and it is rebuilt from scratch when missing or unreadable.  The segments'
+  real tail (:meth:`SegmentLog.tail`, not the ``head`` file) is the truth: on open and before
+  every capture, under the vault's lock, rows beyond it (left by a power cut that kept the
+  catalog's write and lost the segments') are deleted (:meth:`Catalog.match_log`).
+* A rebuild happens under the vault's lock; another process whose catalog file was replaced
+  so reopens it (an inode check before each capture).
 * Expiry rewrites segments (``ourmail/vault/expiry.py``), in this process or another, so
   the offsets catalogued for a segment may go stale: every read checks that the frame it
   finds is the record asked for, and catalogues that segment again when it is not.  An
   ``expire`` record forgets the blobs it names, so capture stores such a body again rather
-  than point at content that is gone.
+  than point at content that is gone; the newest ``blob`` of a body is the one catalogued.
 * Blocking: every method reads files or SQLite; call it in a thread, never on the reactor.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -31,7 +37,7 @@ import attrs
 from twisted.logger import Logger
 
 from ourmail.vault.records import FormatError, Record, parse_frame, parse_segment_header
-from ourmail.vault.segments import Position, SegmentLog
+from ourmail.vault.segments import Damaged, Position, SegmentLog
 
 log = Logger()
 
@@ -85,32 +91,82 @@ class Catalog:
         self.log = log
         self._lock = threading.Lock()
         vault_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            self._db = self._open()
-            ahead = self.last_seq() > log.head()[0]
-        except sqlite3.DatabaseError as e:
-            ahead = True
-            log_reason = str(e)
-        else:
-            log_reason = "it is ahead of the segments"
-        if ahead:
-            self._rebuild(log_reason)
-        self.catch_up()
+        with log.locked():  # no other process appends, or rebuilds, meanwhile
+            try:
+                self._db = self._open()
+                self.last_seq()
+            except sqlite3.DatabaseError as e:
+                self._rebuild(str(e))
+            try:
+                self.match_log()
+            except Damaged as e:
+                _damaged(e)
+                self.catch_up()
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
+        self._inode = os.stat(self.path).st_ino
         return db
+
+    def match_log(self) -> None:
+        """Bring the catalog in line with the segments' real tail (:meth:`SegmentLog.tail`):
+        reopen the file when another process replaced it (a rebuild), forget rows beyond the
+        tail (the catalog reached the disk and the segments' last write did not: a power cut),
+        catch up when behind.  The caller holds ``log.locked()``; Damaged when the log's tail
+        does not parse."""
+        try:
+            replaced = os.stat(self.path).st_ino != self._inode
+        except FileNotFoundError:
+            replaced = True
+        if replaced:
+            with self._lock:
+                self._db.close()
+                self._db = self._open()
+        seq, digest = self.log.tail()
+        last = self.last_seq()
+        if last > seq:
+            log.warn(
+                "the vault catalog names records {first} to {last} that the segments do not"
+                " hold (lost in a crash before they were acknowledged): they are forgotten",
+                first=seq + 1,
+                last=last,
+            )
+            with self._lock, self._db:
+                self._db.execute("BEGIN")
+                self._db.execute("DELETE FROM records WHERE seq > ?", (seq,))
+                self._db.execute("DELETE FROM blobs WHERE seq > ?", (seq,))
+            last = seq
+        if last > 0 and not self._holds(last, digest if last == seq else None):
+            self._rebuild(f"its record {last} is not the one in the segments")
+            last = 0
+        if last < seq:
+            self.catch_up()
+
+    def _holds(self, seq: int, digest: str | None) -> bool:
+        """Whether the catalogued record ``seq`` is the one in the segments (its frame has that
+        seq, kind and size there, and hash ``digest`` when given), its segment catalogued again
+        first when a rewrite moved it."""
+        row = self._one("SELECT kind, stored FROM records WHERE seq = ?", (seq,))
+        try:
+            found = self.record(seq)
+            fields = found.fields
+        except (FormatError, ValueError, KeyError, OSError):
+            return False
+        if fields.get("kind") != row[0] or (digest is not None and found.hash != digest):
+            return False
+        return row[1] == _frame_length(found) or fields.get("length") is not None
 
     def _rebuild(self, why: str) -> None:
         log.warn("rebuilding the vault catalog {path}: {why}", path=str(self.path), why=why)
-        with contextlib.suppress(AttributeError, sqlite3.Error):
-            self._db.close()
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
-        self._db = self._open()
+        with self._lock:
+            with contextlib.suppress(AttributeError, sqlite3.Error):
+                self._db.close()
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            self._db = self._open()
 
     def close(self) -> None:
         with self._lock:
@@ -121,8 +177,6 @@ class Catalog:
     def catch_up(self) -> int:
         """Add what the log holds beyond the last seq catalogued (appended by another
         process, or before a crash); stops at a cut-short tail.  The number added."""
-        if self.log.head()[0] == self.last_seq() and self.last_seq() > 0:
-            return 0
         added = 0
         batch: list[tuple[Position, Record]] = []
         try:
@@ -202,7 +256,8 @@ class Catalog:
                 "INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
             )
             added = self._db.total_changes - before
-            self._db.executemany("INSERT OR IGNORE INTO blobs VALUES (?, ?)", blobs)
+            # The newest blob of a body wins: an older one may have been expired since.
+            self._db.executemany("INSERT OR REPLACE INTO blobs VALUES (?, ?)", blobs)
             self._db.executemany("DELETE FROM blobs WHERE seq = ?", gone)
         return added
 
@@ -273,7 +328,10 @@ class Catalog:
         if blob_seq is None:
             raise Expired(f"the body of message {seq} is not in the vault")
         blob = self.record(blob_seq)
-        if blob.fields.get("length") and not blob.content:
+        found = blob.fields
+        if found.get("kind") != "blob" or found.get("sha256") != fields["body"]:
+            raise Expired(f"the body of message {seq} is not in the vault (the catalog is wrong)")
+        if found.get("length") and not blob.content:
             raise Expired(f"the body of message {seq} was removed by retention")
         return capture.plain() + blob.plain()
 
@@ -311,6 +369,11 @@ class Catalog:
             first=first,
             last=last,
         )
+
+
+def _damaged(error: Damaged) -> None:
+    """Log that the segments' tail does not parse (the catalog stays as far as it reads)."""
+    log.warn("the vault's segments are damaged at their end: {e}", e=str(error))
 
 
 def _frame_length(record: Record) -> int:

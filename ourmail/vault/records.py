@@ -23,7 +23,7 @@ import hashlib
 import json
 import zlib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -98,29 +98,61 @@ class Record:
         return zlib.decompress(self.content) if self.fields.get("zlib") else self.content
 
 
+@attrs.frozen
+class Content:
+    """A record's content made ready to store (:func:`prepare`): what is written, and the
+    ``sha256`` and ``length`` of the content uncompressed that the metadata names."""
+
+    stored: bytes
+    sha256: str
+    length: int
+    compressed: bool
+
+
+def prepare(content: bytes | memoryview, compress: bool = True) -> Content:
+    """Hash and (unless empty or ``compress`` is false) compress ``content``: the costly part
+    of :func:`make`, done before the caller takes the vault's append lock."""
+    digest = hashlib.sha256(content).hexdigest()
+    if not (compress and content):
+        return Content(bytes(content), digest, len(content), False)
+    # In steps into one buffer: zlib.compress would hold its output twice at the end.
+    compressor = zlib.compressobj(ZLIB_LEVEL)
+    stored = bytearray()
+    with memoryview(content) as view:
+        for at in range(0, len(view), _STEP):
+            stored += compressor.compress(view[at : at + _STEP])
+    stored += compressor.flush()
+    # A bytearray stands in for bytes (a copy would double the memory): never changed.
+    return Content(cast(bytes, stored), digest, len(content), True)
+
+
+#: Octets compressed at a time by :func:`prepare`.
+_STEP = 1 << 20
+
+
 def make(
     seq: int,
     prev: str,
     kind: str,
     time: float,
     fields: Mapping[str, Any],
-    content: bytes | None = None,
+    content: bytes | Content | None = None,
     compress: bool = True,
 ) -> Record:
-    """A new record chained after ``prev``, with ``content`` (uncompressed) if any."""
+    """A new record chained after ``prev``, with ``content`` (uncompressed, or as
+    :func:`prepare` made it) if any."""
     if kind not in KINDS:
         raise ValueError(f"unknown vault record kind {kind!r}")
     meta: dict[str, Any] = dict(fields)
     meta.update(seq=seq, prev=prev, kind=kind, time=round(time, 3))
     stored = b""
     if content is not None:
-        meta["sha256"] = hashlib.sha256(content).hexdigest()
-        meta["length"] = len(content)
-        if compress and content:
-            stored = zlib.compress(content, ZLIB_LEVEL)
+        ready = content if isinstance(content, Content) else prepare(content, compress)
+        meta["sha256"] = ready.sha256
+        meta["length"] = ready.length
+        if ready.compressed:
             meta["zlib"] = True
-        else:
-            stored = content
+        stored = ready.stored
     body = canonical(meta)
     return Record(chain_hash(prev, body), body, stored)
 
@@ -165,16 +197,32 @@ class Truncated(FormatError):
     """The data ends inside a record frame (a crash mid-write, or a cut file)."""
 
 
-def parse_frame(data: bytes | memoryview, offset: int) -> tuple[Record, int]:
-    """The record framed at ``offset`` of ``data`` and the offset after it.  Truncated when the
-    frame runs past the end; FormatError when it is not a frame."""
-    view = memoryview(data)
-    line_end = bytes(view[offset : offset + MAX_FRAME_LINE]).find(b"\n")
+@attrs.frozen
+class FrameLine:
+    """The first line of a record frame: the record's hash and its parts' lengths."""
+
+    hash: str
+    meta_length: int
+    content_length: int
+    #: Octets of the line itself, its newline included.
+    length: int
+
+    @property
+    def frame_length(self) -> int:
+        """Octets of the whole frame."""
+        return self.length + self.meta_length + self.content_length + 1
+
+
+def parse_frame_line(head: bytes | memoryview, offset: int, available: int) -> FrameLine:
+    """The frame line at the start of ``head`` (the first MAX_FRAME_LINE octets, or fewer, of a
+    frame at ``offset`` of data that has ``available`` octets from there on).  Truncated when
+    the data ends inside the line; FormatError when it is not a frame line."""
+    line_end = bytes(head[:MAX_FRAME_LINE]).find(b"\n")
     if line_end < 0:
-        if len(view) - offset < MAX_FRAME_LINE:
+        if available < MAX_FRAME_LINE:
             raise Truncated(f"record frame cut short at offset {offset}")
         raise FormatError(f"no record frame at offset {offset}")
-    parts = bytes(view[offset : offset + line_end]).split(b" ")
+    parts = bytes(head[:line_end]).split(b" ")
     if len(parts) != 4 or parts[0] != b"R":
         raise FormatError(f"no record frame at offset {offset}")
     try:
@@ -184,12 +232,20 @@ def parse_frame(data: bytes | memoryview, offset: int) -> tuple[Record, int]:
         raise FormatError(f"bad record frame at offset {offset}: {e}") from None
     if not (0 < meta_len <= MAX_META and 0 <= content_len <= MAX_CONTENT):
         raise FormatError(f"record frame at offset {offset} has impossible lengths")
-    start = offset + line_end + 1
-    end = start + meta_len + content_len
+    return FrameLine(digest, meta_len, content_len, line_end + 1)
+
+
+def parse_frame(data: bytes | memoryview, offset: int) -> tuple[Record, int]:
+    """The record framed at ``offset`` of ``data`` and the offset after it.  Truncated when the
+    frame runs past the end; FormatError when it is not a frame."""
+    view = memoryview(data)
+    line = parse_frame_line(view[offset : offset + MAX_FRAME_LINE], offset, len(view) - offset)
+    start = offset + line.length
+    end = start + line.meta_length + line.content_length
     if end + 1 > len(view):
         raise Truncated(f"record at offset {offset} cut short")
     if view[end] != 0x0A:
         raise FormatError(f"record at offset {offset} does not end where its frame says")
-    meta = bytes(view[start : start + meta_len])
-    content = bytes(view[start + meta_len : end])
-    return Record(digest, meta, content, offset), end + 1
+    meta = bytes(view[start : start + line.meta_length])
+    content = bytes(view[start + line.meta_length : end])
+    return Record(line.hash, meta, content, offset), end + 1

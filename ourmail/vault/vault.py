@@ -11,9 +11,11 @@ files; only then does ``capture``'s Deferred fire (docs/vault.md).
 Implementation notes (keep these true when changing this module):
 
 * The lock is held only for the append and the catalogue update of one batch, so an admin
-  command appending at the same moment waits milliseconds.
-* Memory: one message and its compressed form per item; the SMTP spool holds big messages
-  in files, read here in the worker thread.
+  command appending at the same moment waits milliseconds: each message is read, hashed and
+  compressed before the lock is taken (:func:`records.prepare`).
+* Memory: while one message is prepared, it and its compressed form; then only the
+  compressed forms of the batch.  The SMTP spool holds big messages in files, read here in
+  the worker thread.
 """
 
 from __future__ import annotations
@@ -39,21 +41,27 @@ from ourmail.interfaces import (
     MessageSource,
     VaultEnvelope,
 )
+from ourmail.vault import records
 from ourmail.vault.catalog import Catalog
+from ourmail.vault.records import Content
 from ourmail.vault.segments import Item, SegmentLog
 
 log = Logger()
 
 
-def split_message(message: bytes) -> tuple[bytes, bytes]:
-    """The header section (up to and including its empty line) and the body (RFC 5322
-    §2.1); a message without an empty line is all header, with an empty body."""
+def header_length(message: bytes) -> int:
+    """Octets of the header section, up to and including its empty line (RFC 5322 §2.1); a
+    message without an empty line is all header."""
     ends = [i + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (i := message.find(sep)) >= 0]
     if message.startswith((b"\r\n", b"\n")):  # no header fields at all
         ends.append(2 if message.startswith(b"\r\n") else 1)
-    if not ends:
-        return message, b""
-    end = min(ends)
+    return min(ends) if ends else len(message)
+
+
+def split_message(message: bytes) -> tuple[bytes, bytes]:
+    """The header section (up to and including its empty line) and the body (RFC 5322
+    §2.1); a message without an empty line is all header, with an empty body."""
+    end = header_length(message)
     return message[:end], message[end:]
 
 
@@ -145,23 +153,12 @@ class Vault:
         """Append a ``blob`` (for a body not yet stored) and a ``capture`` record per item, in
         one append under the vault's lock; the capture seqs, in order.  Sources are read and
         hashed before the lock is taken."""
-        messages: list[tuple[bytes, bytes, str, dict[str, Any]]] = []
+        messages: list[tuple[Content, Content, str, dict[str, Any]]] = []
         for item in items:
             assert isinstance(item, Capture)
-            message = read_source(item.source)
-            header, body = split_message(message)
-            body_sha = hashlib.sha256(body).hexdigest()
-            fields: dict[str, Any] = {
-                "body": body_sha,
-                "message_sha256": hashlib.sha256(message).hexdigest(),
-                "size": len(message),
-                "envelope": envelope_fields(item.envelope),
-            }
-            messages.append((header, body, body_sha, fields))
-            del message
+            messages.append(_prepare(item))
         with self.log.locked():
-            if self.catalog.last_seq() != self.log.head()[0]:
-                self.catalog.catch_up()  # another process appended meanwhile
+            self.catalog.match_log()  # another process appended, or a crash cut the tail
             records: list[Item] = []
             captures: list[int] = []  # where each item's capture is in ``records``
             stored: set[str] = set()
@@ -174,6 +171,25 @@ class Vault:
             written = self.log.append(records, self.clock())
             self.catalog.add(written)
         return [written[i][1].seq for i in captures]
+
+
+def _prepare(item: Capture) -> tuple[Content, Content, str, dict[str, Any]]:
+    """One message read, hashed and compressed (before the lock: see the module text): its
+    header section and body as they will be stored, the body's sha256 and the capture's
+    fields; the message itself is dropped here."""
+    message = read_source(item.source)
+    fields: dict[str, Any] = {
+        "message_sha256": hashlib.sha256(message).hexdigest(),
+        "size": len(message),
+        "envelope": envelope_fields(item.envelope),
+    }
+    end = header_length(message)
+    with memoryview(message) as view:  # no copy of the body
+        header = records.prepare(view[:end])
+        body = records.prepare(view[end:])
+    del message
+    fields["body"] = body.sha256
+    return header, body, body.sha256, fields
 
 
 @implementer(IVault)
@@ -190,15 +206,16 @@ def open_vault(
     group: ICommitGroup,
     segment_size: int | None = None,
     on_committed: Callable[[int], None] | None = None,
+    crash_point: Callable[[str], None] | None = None,
 ) -> Vault:
     """The vault at ``vault_dir`` (made with mode 0700), its catalog caught up (blocking:
-    at start)."""
+    at start); ``crash_point``: see :class:`SegmentLog`."""
     vault_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(vault_dir, 0o700)
     segment_log = (
-        SegmentLog(vault_dir, roots)
+        SegmentLog(vault_dir, roots, crash_point=crash_point)
         if segment_size is None
-        else SegmentLog(vault_dir, roots, segment_size)
+        else SegmentLog(vault_dir, roots, segment_size, crash_point)
     )
     segment_log.directory.mkdir(exist_ok=True, mode=0o700)
     return Vault(segment_log, Catalog(vault_dir, segment_log), group, on_committed=on_committed)

@@ -1,6 +1,7 @@
 """kill -9 of a running server at each step of the delivery path (the store's fault hook,
 ``OURMAIL_CRASH_AT``): every message that got its ``250`` is in the vault and in the
-mailbox, and no mailbox holds a message the vault lacks (issue 18, point 1)."""
+mailbox, and no mailbox holds a message the vault lacks (issue 18, point 1); a kill between
+the segment write and the ``head`` file leaves the catalog and the chain whole."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ def in_vault(data: Path) -> set[int]:
     [
         "delivery-prepared:3",
         "vault-written:3",
+        "vault-appended:3",
         "delivery-renamed:5",
         "delivery-journaled:5",
         "delivery-synced:3",
