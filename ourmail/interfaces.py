@@ -1627,8 +1627,14 @@ class IVaultIndex(Interface):
     def remove(seqs: Sequence[int]) -> None:
         """Forget these messages (retention expired them)."""
 
+    count_limit = Attribute(
+        "Counting stops this many past a search's offset: a total equal to offset + "
+        "count_limit means at least that many."
+    )
+
     def search(query: VaultQuery, offset: int, limit: int) -> tuple[int, list[VaultHit]]:
-        """The number of messages that match and those from ``offset``, oldest first."""
+        """The number of messages that match (see :attr:`count_limit`) and those from
+        ``offset``, oldest first."""
 
     def last_seq() -> int:
         """The highest seq indexed (0: none): capture catches up from here after a start."""
@@ -1658,8 +1664,10 @@ class VaultMessage:
 class VaultRefused(Exception):
     """A vault request that cannot be answered: ``code`` is ``not-found``, ``bad-query`` (a
     search the index cannot run; the message says why), ``too-many`` (an export over the
-    console's bound), ``audit`` (the audit trail cannot be written, so nothing is shown) or
-    ``unavailable``."""
+    console's bound), ``no-room`` (too little free space for an export), ``busy`` (another
+    export is being written), ``indexing`` (the search index is catching up), ``audit`` (the
+    audit trail cannot be written, so nothing is shown), ``failed`` (the vault could not be
+    read or written: the message says why) or ``unavailable``."""
 
     def __init__(self, code: str, message: str = "") -> None:
         super().__init__(message or code)
@@ -1677,8 +1685,11 @@ class IVaultDesk(Interface):
 
     def search(
         actor: Actor, query: VaultQuery, offset: int, limit: int
-    ) -> Deferred[tuple[int, list[VaultHit]]]:
-        """The messages ``query`` finds (see :meth:`IVaultIndex.search`)."""
+    ) -> Deferred[tuple[int, bool, list[VaultHit]]]:
+        """The messages ``query`` finds: how many (a lower bound when not exact), whether
+        that count is exact, and those from ``offset`` (see :meth:`IVaultIndex.search`).
+        ``VaultRefused("indexing")`` while the index is far behind the vault (it catches up
+        in the background; the message says how far it is)."""
 
     def message(actor: Actor, seq: int) -> Deferred[VaultMessage]:
         """One captured message (``VaultRefused("not-found")`` for any other seq)."""

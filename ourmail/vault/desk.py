@@ -9,16 +9,24 @@ Implementation notes (keep these true when changing this module):
   record's header, an export's file.  When it cannot be (a full disk, a damaged tail), the
   console is told ``VaultRefused("audit")`` and shows nothing.
 * A search first catches the index up with the segments, so a message captured a moment ago
-  is found (the catch-up holds the index's lock; the server's own catch-ups wait).
+  is found (the catch-up holds the index's lock; the server's own catch-ups wait).  An index
+  far behind (:data:`MAX_CATCH_UP`: new, or rebuilt) is not caught up inside a request: the
+  page says how far the server's indexer has got.
 * An export is written under ``<vault>/exports/`` (mode 0700, on the vault's volume, so the
-  messages never leave it unprotected); the console streams it and removes it.
+  messages never leave it unprotected), one at a time, only when the volume keeps
+  :data:`RESERVE` free for capture besides; the console streams it and removes it.  Its name
+  holds the process id, so a server starting sweeps only what a dead process left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +59,11 @@ from ourmail.vault.segments import Damaged, SegmentLog
 MAX_HEADER = 64 * 1024
 #: Where the console's exports wait while they are sent, under the vault folder.
 EXPORTS = "exports"
+#: Records the index may lag behind the vault for a search to catch it up on the spot;
+#: further behind, the server's indexer catches up in the background and the page says so.
+MAX_CATCH_UP = 5000
+#: Octets an export leaves free on the vault's volume, for capture.
+RESERVE = 1 << 30
 
 
 def query_text(query: VaultQuery) -> str:
@@ -81,13 +94,21 @@ class VaultDesk:
         self.trail = trail
         self.reactor = reactor
         self.exports = log.root / EXPORTS
+        self._exporting = threading.Lock()
         self._sweep()
 
     def _sweep(self) -> None:
-        """Remove exports a stopped server left half-sent (at start)."""
-        if self.exports.is_dir():
-            for left in self.exports.iterdir():
-                left.unlink(missing_ok=True)
+        """Remove the exports that no live process is sending: those of a process that has
+        ended (a stopped server left them half-sent), and any older than a day (at start)."""
+        if not self.exports.is_dir():
+            return
+        for left in self.exports.iterdir():
+            _, _, rest = left.name.partition("export-")
+            pid = rest.partition("-")[0]
+            with contextlib.suppress(OSError):
+                old = time.time() - left.stat().st_mtime > 86400
+                if old or not (pid.isdigit() and _alive(int(pid))):
+                    left.unlink()
 
     def may_use(self, address: str) -> bool:
         return may_use_vault(self.admin, address)
@@ -105,20 +126,34 @@ class VaultDesk:
 
     def search(
         self, actor: Actor, query: VaultQuery, offset: int, limit: int
-    ) -> Deferred[tuple[int, list[VaultHit]]]:
+    ) -> Deferred[tuple[int, bool, list[VaultHit]]]:
         return self._thread(self._search, actor, query, offset, limit)
 
     def _search(
         self, actor: Actor, query: VaultQuery, offset: int, limit: int
-    ) -> tuple[int, list[VaultHit]]:
-        if self.indexer is not None:
-            self.indexer.catch_up()
+    ) -> tuple[int, bool, list[VaultHit]]:
+        self._caught_up()
         try:
             total, hits = self.index.search(query, offset, limit)
         except QueryError as e:
             raise VaultRefused("bad-query", str(e)) from None
+        exact = total < offset + self.index.count_limit
         self._audit(actor, "search", query_text(query), total, f"from {offset}, {len(hits)}")
-        return total, hits
+        return total, exact, hits
+
+    def _caught_up(self) -> None:
+        """Thread: bring the index up to the vault's head when that is quick; when it is far
+        behind (a new or rebuilt index), leave that to the server's indexer and refuse."""
+        if self.indexer is None:
+            return
+        behind = self.log.head()[0] - self.index.last_seq()
+        if behind > MAX_CATCH_UP:
+            self.reactor.callFromThread(self.indexer.notify)
+            raise VaultRefused(
+                "indexing",
+                f"{self.index.last_seq()} of {self.log.head()[0]} records read",
+            )
+        self.indexer.catch_up()
 
     # -- one record ----------------------------------------------------------------------------
 
@@ -161,8 +196,15 @@ class VaultDesk:
         return self._thread(self._export, actor, query, limit)
 
     def _export(self, actor: Actor, query: VaultQuery, limit: int) -> Path:
-        if self.indexer is not None:
-            self.indexer.catch_up()
+        if not self._exporting.acquire(blocking=False):
+            raise VaultRefused("busy", "another export is being written")
+        try:
+            return self._export_one(actor, query, limit)
+        finally:
+            self._exporting.release()
+
+    def _export_one(self, actor: Actor, query: VaultQuery, limit: int) -> Path:
+        self._caught_up()
         try:
             seqs = select(self.log, query=query, index=self.index)
         except QueryError as e:
@@ -174,11 +216,13 @@ class VaultDesk:
         if not seqs:
             raise VaultRefused("not-found", "no message matches")
         self.exports.mkdir(mode=0o700, exist_ok=True)
-        out = self.exports / f"export-{secrets.token_hex(8)}.zip"
+        self._room_for(seqs)
+        out = self.exports / f"export-{os.getpid()}-{secrets.token_hex(8)}.zip"
         try:
             done = export(self.log, seqs, "zip", out, query_text(query))
-        except ExportError as e:
-            raise VaultRefused("not-found", str(e)) from None
+        except (ExportError, OSError) as e:
+            out.unlink(missing_ok=True)
+            raise VaultRefused("failed", str(e)) from None
         try:
             self._audit(
                 actor,
@@ -191,3 +235,27 @@ class VaultDesk:
             out.unlink(missing_ok=True)
             raise
         return out
+
+    def _room_for(self, seqs: list[int]) -> None:
+        """Refuse an export the vault's volume has no room for: the messages' octets, twice
+        over (the zip is not compressed much), and :data:`RESERVE` kept free for capture."""
+        octets = 0
+        for seq in seqs:
+            with contextlib.suppress(KeyError, ValueError):
+                octets += int(self.catalog.record(seq).fields.get("size", 0))
+        free = shutil.disk_usage(self.exports).free
+        if free < 2 * octets + RESERVE:
+            raise VaultRefused(
+                "no-room", f"{free} octets free, {2 * octets + RESERVE} needed for the export"
+            )
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (this one included)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -182,6 +182,9 @@ class SQLiteIndex:
     """:class:`IVaultIndex` in one SQLite file (see the module text).  Blocking: call it in
     a thread.  Safe to share between threads (a connection per thread)."""
 
+    #: See :attr:`IVaultIndex.count_limit`.
+    count_limit = COUNT_LIMIT
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
@@ -303,7 +306,7 @@ class SQLiteIndex:
     def search(self, query: VaultQuery, offset: int, limit: int) -> tuple[int, list[VaultHit]]:
         where, args = _where(query)
         db = self._db()
-        bound = offset + COUNT_LIMIT
+        bound = offset + self.count_limit
         # ``where`` is built from constant fragments only; every value is a parameter.
         total = db.execute(
             f"SELECT count(*) FROM (SELECT 1 FROM messages {where} LIMIT ?)",  # noqa: S608

@@ -100,16 +100,17 @@ class AdminVaultPages(AdminOpsPages):
         access, desk = self.vault_admin(request, "vault.search")
         query, given = self.vault_query(request)
         page = min(self.page_number(request), MAX_PAGE)
-        total, pages = 0, 1
+        total, exact, pages = 0, True, 1
         hits: list[VaultHit] = []
         if not query.empty():
             try:
-                total, hits = await desk.search(
+                total, exact, hits = await desk.search(
                     self.actor(request, access), query, (page - 1) * PAGE_SIZE, PAGE_SIZE
                 )
             except VaultRefused as e:
                 return self.vault_refused(request, e)
-            pages = max(1, -(-total // PAGE_SIZE))
+            # A count that stopped early is a lower bound: there is at least one more page.
+            pages = max(1, -(-total // PAGE_SIZE)) if exact else page + 1
 
         def link(number: int) -> str:
             return "/admin/vault?" + urlencode({**given, "page": number})
@@ -121,6 +122,7 @@ class AdminVaultPages(AdminOpsPages):
             given=given,
             asked=not query.empty(),
             total=total,
+            exact=exact,
             rows=[(hit, utc(hit.time)) for hit in hits],
             page=page,
             pages=pages,
@@ -189,6 +191,18 @@ class AdminVaultPages(AdminOpsPages):
         if refused.code == "audit":
             text = _("The vault's audit trail cannot be written, so nothing is shown.")
             return self.error(request, 503, text)
+        if refused.code == "indexing":
+            text = _("The search index is catching up (%(done)s); try again in a few minutes.")
+            return self.error(request, 503, text % {"done": str(refused)})
+        if refused.code == "busy":
+            text = _("Another export is being written; try again when it is done.")
+            return self.error(request, 503, text)
+        if refused.code == "no-room":
+            text = _("The vault's disk has too little free space for this export: %(reason)s")
+            return self.error(request, 507, text % {"reason": str(refused)})
+        if refused.code == "failed":
+            text = _("The vault could not be read or written: %(reason)s")
+            return self.error(request, 503, text % {"reason": str(refused)})
         return self.error(request, 503, _("The vault is not available now."))
 
 
