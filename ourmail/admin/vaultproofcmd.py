@@ -20,8 +20,10 @@ from typing import Any, NoReturn
 
 import attrs
 
+from ourmail.auth.accounts import AccountDB
 from ourmail.config import Settings
 from ourmail.interfaces import Actor, VaultQuery
+from ourmail.manage.accountops import served_domains
 from ourmail.manage.audit import AuditFile, unix_user
 from ourmail.secure.certfiles import ACMEFiles
 from ourmail.vault import heads
@@ -50,7 +52,7 @@ def _fail(text: str) -> NoReturn:
     raise SystemExit(1)
 
 
-def verify_cmd(settings: Settings, db: object, args: argparse.Namespace) -> None:
+def verify_cmd(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
     log = vault_log(settings)
     try:
         anchors: list[Anchor] = [parse_anchor(a) for a in args.anchor]
@@ -66,7 +68,7 @@ def verify_cmd(settings: Settings, db: object, args: argparse.Namespace) -> None
     except heads.HeadError as e:
         _fail(str(e))
     try:
-        report = verify(log, anchors)
+        report = verify(log, anchors, local_domains=served_domains(settings, db))
     except OSError as e:
         _fail(f"the vault cannot be read: {e}")
     if args.json:

@@ -34,6 +34,16 @@ import attrs
 from ourmail.vault import heads as signed_heads
 from ourmail.vault.reader import Frame, SegmentFile, plain_chunks
 from ourmail.vault.records import GENESIS, KINDS, FormatError, Truncated, chain_hash
+from ourmail.vault.retention import (
+    FOREVER,
+    Facts,
+    Hold,
+    Rule,
+    State,
+    envelope_of,
+    query_matches,
+)
+from ourmail.vault.scan import entries
 from ourmail.vault.segments import SegmentLog
 
 #: How many of the last records' hashes are kept, to check a record read out of order.
@@ -47,7 +57,8 @@ class Problem:
     """Something wrong with the vault, said precisely."""
 
     #: ``changed``, ``missing``, ``order``, ``repeated``, ``link``, ``content``, ``absent``,
-    #: ``truncated``, ``damaged``, ``segment``, ``head`` or ``anchor``.
+    #: ``truncated``, ``damaged``, ``segment``, ``head``, ``anchor`` or ``expire`` (an
+    #: ``expire`` record that removed what the rules and holds of its time kept).
     kind: str
     text: str
     seq: int | None = None
@@ -130,14 +141,31 @@ class Report:
         }
 
 
+@attrs.frozen
+class _Expire:
+    """An ``expire`` record, with the rules and holds in force when it was written."""
+
+    seq: int
+    time: float
+    rules: dict[str, Rule]
+    holds: dict[str, Hold]
+    named: tuple[int, ...]
+
+
 def verify(
     log: SegmentLog,
     anchors: Sequence[Anchor] = (),
     certificates: Sequence[Path] = (),
+    local_domains: Sequence[str] = (),
 ) -> Report:
     """Check the whole vault of ``log`` (see the module text).  ``certificates``: folders of
-    ``<fingerprint>.pem`` certificates for the signed anchors (the vault's ``certs/`` first)."""
-    return _Verifier(log, anchors, (log.root / signed_heads.CERTS, *certificates)).run()
+    ``<fingerprint>.pem`` certificates for the signed anchors (the vault's ``certs/`` first).
+    ``local_domains``: the domains the server serves, for the rules an ``expire`` record is
+    checked against (none: every address asks for its rule, which keeps mail at least as
+    long)."""
+    verifier = _Verifier(log, anchors, (log.root / signed_heads.CERTS, *certificates))
+    verifier.state = State(tuple(d.lower() for d in local_domains))
+    return verifier.run()
 
 
 class _Verifier:
@@ -160,6 +188,14 @@ class _Verifier:
         #: seq -> the hash its metadata gives, for the last records whose frame says otherwise.
         self.changed: dict[int, str] = {}
         self.head_seen = False
+        #: The rules and holds so far (rebuilt as expiry builds them), and each ``expire``
+        #: record met, to check once the pass is over (:meth:`check_expiry`).
+        self.state = State(())
+        self.expires: dict[int, _Expire] = {}
+        #: seq -> the first ``expire`` record that names it.
+        self.named_by: dict[int, int] = {}
+        #: Blobs reported as removed while a capture still used them (once each).
+        self.blob_reported: set[int] = set()
 
     def problem(
         self,
@@ -304,6 +340,47 @@ class _Verifier:
             for named in fields.get("records", ()):
                 if isinstance(named, int):
                     self.absent.pop(named, None)
+            self.expire(seq, fields)
+        if fields.get("kind") in ("rule", "hold", "release"):
+            try:
+                self.state.add(fields)
+            except (KeyError, ValueError, TypeError) as e:
+                self.problem(
+                    "changed", f"record {seq} {where} cannot be read as a {fields['kind']}: {e}"
+                )
+
+    def expire(self, seq: int, fields: dict[str, Any]) -> None:
+        """Keep an ``expire`` record to check its names (:meth:`check_expiry`), and check
+        now that the rules it names are those in force."""
+        try:
+            when = float(fields["time"])
+            named = tuple(int(n) for n in fields.get("records", ()))
+        except (KeyError, ValueError, TypeError) as e:
+            self.problem("expire", f"expire record {seq} cannot be read: {e}", seq)
+            return
+        for said in fields.get("rule", ()):
+            scope = str(said.get("scope", "")) if isinstance(said, dict) else repr(said)
+            keep = said.get("keep_days") if isinstance(said, dict) else None
+            rule = self.state.rules.get(scope, FOREVER if scope == "default" else None)
+            if rule is None or rule.keep_days != keep or keep is None:
+                kept = "forever" if keep is None else f"{keep} days"
+                self.problem(
+                    "expire",
+                    f"expire record {seq} names the rule {scope}={kept}, which was not in "
+                    "force then",
+                    seq,
+                )
+        for name in named:
+            if name >= seq:
+                self.problem(
+                    "expire",
+                    f"expire record {seq} names record {name}, which is not before it",
+                    seq,
+                )
+            self.named_by.setdefault(name, seq)
+        self.expires[seq] = _Expire(
+            seq, when, dict(self.state.rules), dict(self.state.holds), named
+        )
 
     def place(self, seq: int, digest: str, prev: str | None, frame: Frame, segment: int) -> None:
         """Check ``seq``'s place in the order and in the chain."""
@@ -449,7 +526,97 @@ class _Verifier:
                 anchor.seq,
             )
 
+    def check_expiry(self) -> None:
+        """A second pass over the metadata, only when the vault has ``expire`` records: each
+        seq one names is an earlier capture that the rules in force at the expire record's
+        time no longer kept and no hold covered, or a blob every capture of which that uses
+        it was expired by then (docs/vault.md#verify-and-export)."""
+        if not self.expires:
+            return
+        last = max(self.expires)
+        #: body sha -> the latest blob with it, while an expire record names that blob.
+        named_blobs: dict[str, int] = {}
+        try:
+            for entry in entries(self.log):
+                seq, kind = entry.seq, entry.kind
+                if seq > last:
+                    break
+                by = self.named_by.get(seq)
+                if kind == "blob":
+                    sha = str(entry.fields.get("sha256"))
+                    if by is None:
+                        named_blobs.pop(sha, None)
+                    else:
+                        named_blobs[sha] = seq
+                elif kind == "capture":
+                    blob = named_blobs.get(str(entry.fields.get("body")))
+                    if blob is not None:
+                        self.blob_user(blob, seq, by)
+                    if by is not None:
+                        self.expired_capture(self.expires[by], seq, entry.fields)
+                elif by is not None:
+                    self.problem(
+                        "expire",
+                        f"expire record {by} removed record {seq}, which is a {kind}, not a "
+                        "message",
+                        seq,
+                    )
+        except (FormatError, OSError, KeyError, ValueError, TypeError) as e:
+            self.problem("expire", f"the expire records could not be checked: {e}")
+
+    def blob_user(self, blob: int, seq: int, by: int | None) -> None:
+        """Capture ``seq`` uses ``blob``'s body, which an expire record removed."""
+        removed = self.named_by[blob]
+        if seq < removed and (by is None or by > removed) and blob not in self.blob_reported:
+            self.blob_reported.add(blob)
+            self.problem(
+                "expire",
+                f"expire record {removed} removed record {blob}, the body of record {seq}, "
+                "which was not expired then",
+                blob,
+            )
+
+    def expired_capture(self, record: _Expire, seq: int, fields: dict[str, Any]) -> None:
+        """The capture ``seq`` that ``record`` names was past its retention and not held."""
+        state = State(self.state.local_domains, rules=record.rules)
+        envelope = envelope_of(fields)
+        captured = float(fields["time"])
+        until = state.keep_until(envelope, captured)
+        if until > record.time:
+            rule = state.rule_for(envelope).describe()
+            kept = (
+                "forever"
+                if until == float("inf")
+                else "until " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(until))
+            )
+            self.problem(
+                "expire",
+                f"expire record {record.seq} removed record {seq}, which rule {rule} kept {kept}",
+                seq,
+            )
+        addresses = envelope.addresses()
+        domains = {a.rpartition("@")[2] for a in addresses}
+        for hold in record.holds.values():
+            query = hold.query
+            if (
+                hold.scope.get("user") in addresses
+                or hold.scope.get("domain") in domains
+                or (
+                    query is not None
+                    and not (query.words or query.attachment)
+                    and query_matches(query, envelope, captured, Facts())
+                )
+            ):
+                self.problem(
+                    "expire",
+                    f"expire record {record.seq} removed record {seq}, which hold "
+                    f"{hold.name} ({hold.describe()}) covered",
+                    seq,
+                )
+                break
+
     def finish(self) -> None:
+        self.check_expiry()
         for low, high in self.skipped:
             if low == high:
                 text = f"record {low} missing between {low - 1} and {low + 1}"
