@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import contextlib
 import json
 import sys
 import time
@@ -137,6 +138,23 @@ def _description(args: argparse.Namespace, query: VaultQuery) -> str:
     return "; ".join(parts)
 
 
+def _audit_record(
+    log: SegmentLog, actor: Actor, description: str, count: int, detail: dict[str, Any]
+) -> None:
+    """Append and fsync an ``audit`` record of an export (OSError or Damaged when it cannot
+    be written)."""
+    fields = {
+        "action": "export",
+        "by": actor.who,
+        "query": description,
+        "count": count,
+        "detail": detail,
+    }
+    with log.locked():
+        log.append([("audit", fields, None)], time.time())
+        log.sync()
+
+
 def export_cmd(settings: Settings, db: object, args: argparse.Namespace) -> None:
     log = vault_log(settings)
     query = query_of(args)
@@ -148,14 +166,30 @@ def export_cmd(settings: Settings, db: object, args: argparse.Namespace) -> None
     try:
         index = None if query.empty() else caught_up_index(log)
         chosen = select(log, parse_seqs(args.seq), args.all, query, index)
-        done = export(log, chosen, args.format, out, description)
     except ExportError as e:
         audit.record(actor, "vault.export", str(out), "refused", f"{description}: {e}")
         _fail(str(e))
-    except OSError as e:
+    # The start is on disk before anything is written, so no export exists unaudited, even
+    # after a crash between writing it and recording its result.
+    started = {"result": "started", "format": args.format, "out": str(out.absolute())}
+    try:
+        _audit_record(log, actor, description, len(chosen), started)
+    except (OSError, Damaged) as e:
         audit.record(actor, "vault.export", str(out), "failed", f"{description}: {e}")
-        _fail(f"the export could not be written: {e}")
+        _fail(f"the export's audit record cannot be written, so it is not made: {e}")
+    audit.record(actor, "vault.export", str(out), "started", json.dumps(started, sort_keys=True))
+    try:
+        done = export(log, chosen, args.format, out, description)
+    except (ExportError, OSError) as e:
+        result = "refused" if isinstance(e, ExportError) else "failed"
+        # When this cannot be written either, the start record stands and the audit.log
+        # line below says why the export ended.
+        with contextlib.suppress(OSError, Damaged):
+            _audit_record(log, actor, description, 0, dict(started, result=result, error=str(e)))
+        audit.record(actor, "vault.export", str(out), result, f"{description}: {e}")
+        _fail(str(e) if isinstance(e, ExportError) else f"the export could not be written: {e}")
     detail: dict[str, Any] = {
+        "result": "ok",
         "format": done.format,
         "out": str(done.out.resolve()),
         "sha256": done.sha256,
@@ -163,27 +197,10 @@ def export_cmd(settings: Settings, db: object, args: argparse.Namespace) -> None
         "head": done.head[0],
     }
     try:
-        with log.locked():
-            log.append(
-                [
-                    (
-                        "audit",
-                        {
-                            "action": "export",
-                            "by": actor.who,
-                            "query": description,
-                            "count": done.count,
-                            "detail": detail,
-                        },
-                        None,
-                    )
-                ],
-                time.time(),
-            )
-        log.sync()
+        _audit_record(log, actor, description, done.count, detail)
     except (OSError, Damaged) as e:
         audit.record(actor, "vault.export", str(out), "failed", f"{description}: {e}")
-        _fail(f"the export is written, but its audit record is not: {e}")
+        _fail(f"the export is written and its start audited, but its result record is not: {e}")
     audit.record(actor, "vault.export", str(out), "ok", json.dumps(detail, sort_keys=True))
     for path in done.files:
         print(path)

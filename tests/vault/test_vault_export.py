@@ -109,7 +109,14 @@ def test_an_expired_message_is_listed_and_the_rest_check(data: Path) -> None:
 def test_an_export_is_audited_in_the_vault_and_the_audit_log(data: Path) -> None:
     assert ourmail(data, "export", "--all", "--out", str(data / "all.zip")) == 0
     log = SegmentLog(data / "vault")
-    (_, last), *_ = reversed(list(log.records(22)))
+    (_, last), (_, start), *_ = reversed(list(log.records(22)))
+    fields = start.fields  # written and fsynced before the export was
+    assert (fields["kind"], fields["action"], fields["count"]) == ("audit", "export", 21)
+    assert fields["detail"] == {
+        "result": "started",
+        "format": "zip",
+        "out": str((data / "all.zip").absolute()),
+    }
     fields = last.fields
     assert (fields["kind"], fields["action"], fields["count"]) == ("audit", "export", 12)
     assert fields["query"] == "all" and len(fields["detail"]["sha256"]) == 64
