@@ -55,7 +55,8 @@ def test_a_zip_export_checks_and_a_changed_message_does_not(data: Path) -> None:
     assert check(data / "all.zip") == (
         0,
         f"OK: 12 messages match the manifest and their capture records, in a chain of 21 "
-        f"records to head 21 {log.head()[1]}\n",
+        f"records to head 21 {log.head()[1]}; 0 expired (their content removed, as an "
+        "expire record in the proof says), none skipped\n",
     )
     with zipfile.ZipFile(data / "all.zip") as source, zipfile.ZipFile(data / "bad.zip", "w") as z:
         for info in source.infolist():
@@ -91,6 +92,8 @@ def test_an_mbox_export_checks_and_a_changed_manifest_line_does_not(data: Path) 
 def test_an_expired_message_is_listed_and_the_rest_check(data: Path) -> None:
     log = SegmentLog(data / "vault")
     remove_content(log, 13)
+    with log.locked():
+        log.append([("expire", {"records": [13], "rule": [], "reason": "retention"}, None)], 0)
     done = export(log, [11, 13, 14], "zip", data / "x.zip", "11,13,14")
     assert (done.count, done.expired) == (2, 1)
     with zipfile.ZipFile(data / "x.zip") as z:
@@ -215,3 +218,26 @@ def test_a_forgery_that_rewrites_manifest_and_proof_breaks_the_chain(data: Path)
     assert code == 1
     assert "NOT OK: proof record 7 does not follow record 6\n" in out
     assert "NOT OK: message 6: its record hash is not the chain's\n" in out
+
+
+@pytest.mark.parametrize("status", ["expired", "damaged"])
+def test_a_changed_message_marked_expired_or_damaged_is_not_ok(data: Path, status: str) -> None:
+    """An edited .eml whose manifest row says it is expired or damaged, so its content is
+    not checked: no expire record names it, so the export is not OK."""
+    log = SegmentLog(data / "vault")
+    export(log, [6, 7], "mbox", data / "f.mbox", "6,7")
+    for name in ("manifest.csv", "manifest.json"):
+        path = data / f"f.mbox.{name}"
+        path.write_text(
+            path.read_text()
+            .replace(",ok,", f",{status},", 1)
+            .replace('"status": "ok"', f'"status": "{status}"', 1)
+        )
+    code, out = check(data / "f.mbox")
+    assert code == 1
+    expected = (
+        "message 6 is listed as expired, but no expire record in the proof names it"
+        if status == "expired"
+        else "message 6 is listed as 'damaged', not ok"
+    )
+    assert out == f"NOT OK: {expected}\n"
