@@ -16,11 +16,13 @@ from twisted.internet.task import Clock
 
 from ourmail.admin import cli
 from ourmail.secure import selfsigned
+from ourmail.vault import expiry
 from ourmail.vault.export import export, select
+from ourmail.vault.exportfiles import Proof
 from ourmail.vault.headjob import DailyHeadSigner
-from ourmail.vault.segments import SegmentLog
+from ourmail.vault.segments import Position, SegmentLog
 from ourmail.vault.verify import signed_anchors, verify
-from tests.vault.proofhelp import build, remove_content
+from tests.vault.proofhelp import build, remove_content, where
 
 CHECKER = Path(__file__).resolve().parents[2] / "docs" / "vault-verify.py"
 
@@ -241,3 +243,37 @@ def test_a_changed_message_marked_expired_or_damaged_is_not_ok(data: Path, statu
         else "message 6 is listed as 'damaged', not ok"
     )
     assert out == f"NOT OK: {expected}\n"
+
+
+def statuses(path: Path) -> list[tuple[int, str]]:
+    with zipfile.ZipFile(path) as z:
+        return [(r["seq"], r["status"]) for r in json.load(z.open("manifest.json"))["messages"]]
+
+
+def test_content_gone_without_an_expire_record_is_damaged(data: Path) -> None:
+    log = SegmentLog(data / "vault")
+    remove_content(log, 13)
+    export(log, [11, 13], "zip", data / "x.zip", "11,13")
+    assert statuses(data / "x.zip") == [(11, "ok"), (13, "damaged")]
+    assert check(data / "x.zip")[0] == 1
+
+
+def test_an_export_reads_bodies_from_the_segment_it_opened_while_expiry_rewrites_it(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Message 14's body is blob 8 (segment 2); when the pass reaches segment 3, expiry
+    renames a rewritten segment 2 (record 7's content cut, so blob 8 moves)."""
+    log = SegmentLog(data / "vault")
+    segment, start, _ = where(log, 7)
+    blob_at = where(log, 8)
+    add = Proof.add
+
+    def racing(proof: Proof, seq: int, prev: str, meta: bytes) -> None:
+        if seq == 13:
+            expiry.remove_content(log, {7: (Position(segment, start), 1)})
+        add(proof, seq, prev, meta)
+
+    monkeypatch.setattr(Proof, "add", racing)
+    export(log, [14], "zip", data / "x.zip", "14")
+    assert where(log, 8) != blob_at  # it moved while the export ran
+    assert statuses(data / "x.zip") == [(14, "ok")]
