@@ -23,6 +23,7 @@ Implementation notes:
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 import zlib
 from collections.abc import Iterable, Sequence
@@ -50,6 +51,8 @@ from ourmail.vault.segments import SegmentLog
 WINDOW = 4096
 #: Problems kept for the report; past this they are only counted.
 MAX_PROBLEMS = 10_000
+#: A list of record numbers in a metadata that does not parse (a damaged ``expire`` record).
+_LISTS = re.compile(rb"\[(\d+(?:,\d+)*)\]")
 
 
 @attrs.frozen
@@ -304,14 +307,16 @@ class _Verifier:
         except (FormatError, KeyError, ValueError, TypeError) as e:
             self.problem(
                 "changed",
-                f"record {self.expected} {where} changed: its metadata cannot be read ({e})",
+                f"record {self.expected} {where} changed: its metadata cannot be read "
+                f"({e}){self.salvage(frame.meta)}",
                 self.expected,
                 segment,
                 frame.offset,
             )
             self.place(self.expected, frame.hash, None, frame, segment)
             return
-        if own != frame.hash:
+        intact = own == frame.hash
+        if not intact:
             if seq != self.expected and not self.is_skipped(seq):
                 seq = self.expected  # its seq is no more trusted than the rest of it
             # The next record may name either: the frame's (its meta was changed) or this
@@ -321,7 +326,7 @@ class _Verifier:
                 del self.changed[next(iter(self.changed))]
             self.problem(
                 "changed",
-                f"record {seq} {where} changed: its hash does not match",
+                f"record {seq} {where} changed: its hash does not match{self.salvage(frame.meta)}",
                 seq,
                 segment,
                 frame.offset,
@@ -340,7 +345,8 @@ class _Verifier:
             for named in fields.get("records", ()):
                 if isinstance(named, int):
                     self.absent.pop(named, None)
-            self.expire(seq, fields)
+            if intact:  # a changed one is reported once, above
+                self.expire(seq, fields)
         if fields.get("kind") in ("rule", "hold", "release"):
             try:
                 self.state.add(fields)
@@ -348,6 +354,18 @@ class _Verifier:
                 self.problem(
                     "changed", f"record {seq} {where} cannot be read as a {fields['kind']}: {e}"
                 )
+
+    def salvage(self, meta: bytes) -> str:
+        """For a changed record that looks like an ``expire`` record: take the record
+        numbers it seems to name, so that the content they lack is not reported again for
+        each (the change is the one problem); the words to add to its report."""
+        if b'"expire"' not in meta:
+            return ""
+        named = {int(n) for group in _LISTS.findall(meta) for n in group.split(b",")}
+        for seq in named:
+            self.absent.pop(seq, None)
+        plural = "" if len(named) == 1 else "s"
+        return f"; it looks like an expire record naming {len(named)} record{plural}"
 
     def expire(self, seq: int, fields: dict[str, Any]) -> None:
         """Keep an ``expire`` record to check its names (:meth:`check_expiry`), and check

@@ -206,3 +206,20 @@ def test_a_legitimate_expiry_verifies(tmp_path: Path) -> None:
     assert vault.expire(T0 + 60 * DAY).plan.blobs == (old - 1,)
     report = verify(vault.log, local_domains=LOCAL)
     assert report.ok, texts(report)
+
+
+@pytest.mark.parametrize("damage", [b"retention", b'"records"'])
+def test_a_damaged_expire_record_is_one_problem(log: SegmentLog, damage: bytes) -> None:
+    """Its names still count: the content it removed is not also reported as absent."""
+    keep_one_day(log)
+    remove_content(log, 13)
+    remove_content(log, 12)
+    seq = expire(log, [12, 13])
+    segment, start, _ = where(log, seq)
+    data = bytearray(log.path_of(segment).read_bytes())
+    data[data.index(damage, start) + 1] ^= 0x01
+    rewrite(log, segment, bytes(data))
+    assert texts(verify(log)) == [
+        f"record {seq} (segment {segment}, offset {start}) changed: its hash does not match; "
+        "it looks like an expire record naming 2 records"
+    ]
