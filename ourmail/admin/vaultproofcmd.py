@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import attrs
+from cryptography import x509
 
 from ourmail.auth.accounts import AccountDB
 from ourmail.config import Settings
@@ -30,9 +31,14 @@ from ourmail.secure.certfiles import ACMEFiles
 from ourmail.vault import heads
 from ourmail.vault.export import FORMATS, ExportError, export, parse_seqs, select
 from ourmail.vault.indexer import caught_up_index
+from ourmail.vault.records import FormatError
+from ourmail.vault.scan import entries
 from ourmail.vault.segments import Damaged, SegmentLog
 from ourmail.vault.vault import vault_log as open_log
 from ourmail.vault.verify import Anchor, parse_anchor, signed_anchors, verify
+
+#: A day in seconds.
+DAY = 86400.0
 
 
 def vault_log(settings: Settings) -> SegmentLog:
@@ -46,6 +52,32 @@ def signing_pair(settings: Settings) -> tuple[Path, Path]:
     if settings.acme.enabled and acme.certificate.exists() and acme.key.exists():
         return acme.certificate, acme.key
     return settings.tls_certificate, settings.tls_key
+
+
+def trusted_certificates(settings: Settings, given: list[Path]) -> list[x509.Certificate] | None:
+    """The certificates whose keys may sign heads: the server's (``[tls]``, and ACME's when
+    it has one) and those given with ``--trust``; None when there is none to check with."""
+    acme = ACMEFiles.of(settings.data_dir)
+    found: list[x509.Certificate] = []
+    for path in (settings.tls_certificate, acme.certificate):
+        with contextlib.suppress(OSError, ValueError):
+            found.append(x509.load_pem_x509_certificate(path.read_bytes()))
+    for path in given:
+        try:
+            found.append(x509.load_pem_x509_certificate(path.read_bytes()))
+        except (OSError, ValueError) as e:
+            _fail(f"--trust {path}: not a PEM certificate that can be read: {e}")
+    return found or None
+
+
+def _older_than(log: SegmentLog, age: float) -> bool:
+    """Whether the vault's first record is older than ``age`` seconds."""
+    try:
+        for first in entries(log):
+            return float(first.fields.get("time", time.time())) < time.time() - age
+    except (OSError, FormatError):
+        return False
+    return False
 
 
 def _fail(text: str) -> NoReturn:
@@ -69,9 +101,20 @@ def verify_cmd(settings: Settings, db: AccountDB, args: argparse.Namespace) -> N
     except heads.HeadError as e:
         _fail(str(e))
     try:
-        report = verify(log, anchors, local_domains=served_domains(settings, db))
+        report = verify(
+            log,
+            anchors,
+            local_domains=served_domains(settings, db),
+            trusted=trusted_certificates(settings, [Path(p) for p in args.trust]),
+        )
     except OSError as e:
         _fail(f"the vault cannot be read: {e}")
+    if not args.anchors and not default.exists() and _older_than(log, 2 * DAY):
+        report.warnings.append(
+            f"{default} is missing, yet the vault holds records more than two days old and "
+            "the server signs its head every midnight UTC: it was removed, or the server has "
+            "not run since; only heads kept off this server can tell"
+        )
     if args.json:
         print(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
     else:
@@ -81,6 +124,8 @@ def verify_cmd(settings: Settings, db: AccountDB, args: argparse.Namespace) -> N
             print(f"… and {report.more} more problems")
         for note in report.notes:
             print(f"note: {note}")
+        for warning in report.warnings:
+            print(f"WARNING: {warning}")
         print(report.summary())
     if not report.ok:
         raise SystemExit(1)
@@ -226,6 +271,13 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         default=[],
         metavar="FILE",
         help="signed heads (default: <data>/vault/heads.log when it exists)",
+    )
+    p.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="CERT.pem",
+        help="a certificate whose key may have signed heads (besides the server's TLS one)",
     )
     p.set_defaults(func=verify_cmd)
     p = sub.add_parser("head", parents=[common], help="the last record's seq and hash")

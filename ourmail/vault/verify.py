@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ourmail.vault import heads as signed_heads
 from ourmail.vault.reader import Frame, SegmentFile, plain_chunks
@@ -109,6 +111,8 @@ class Report:
     #: Problems found past :data:`MAX_PROBLEMS` (counted, not kept).
     more: int = 0
     notes: list[str] = attrs.Factory(list)
+    #: What the verification could not prove (no signed head, signers not checked).
+    warnings: list[str] = attrs.Factory(list)
 
     @property
     def ok(self) -> bool:
@@ -141,6 +145,7 @@ class Report:
             "problems": [attrs.asdict(p) for p in self.problems],
             "more_problems": self.more,
             "notes": self.notes,
+            "warnings": self.warnings,
         }
 
 
@@ -160,15 +165,42 @@ def verify(
     anchors: Sequence[Anchor] = (),
     certificates: Sequence[Path] = (),
     local_domains: Sequence[str] = (),
+    trusted: Sequence[x509.Certificate] | None = None,
 ) -> Report:
     """Check the whole vault of ``log`` (see the module text).  ``certificates``: folders of
     ``<fingerprint>.pem`` certificates for the signed anchors (the vault's ``certs/`` first).
     ``local_domains``: the domains the server serves, for the rules an ``expire`` record is
     checked against (none: every address asks for its rule, which keeps mail at least as
-    long)."""
+    long).  ``trusted``: the certificates whose keys may sign heads (the server's, those an
+    auditor gives); a head signed by another key is a problem.  None: signers are not
+    checked, and the report warns of it."""
     verifier = _Verifier(log, anchors, (log.root / signed_heads.CERTS, *certificates))
     verifier.state = State(tuple(d.lower() for d in local_domains))
-    return verifier.run()
+    verifier.trusted = None if trusted is None else {_key_of(c) for c in trusted}
+    report = verifier.run()
+    signed = verifier.signed_checked
+    if not report.anchors:
+        report.warnings.append(
+            "no signed head checked: this proves the chain is consistent, not that it is "
+            "unchanged (a vault rewritten whole is consistent too)"
+        )
+    elif signed and trusted is None:
+        report.warnings.append(
+            "the certificates that signed the heads were not checked against a trusted one"
+        )
+    if verifier.covered < report.last[0]:
+        first = verifier.covered + 1
+        report.notes.append(
+            f"records {first} to {report.last[0]} are newer than every head checked"
+            if report.anchors
+            else f"records {first} to {report.last[0]} are covered by no head"
+        )
+    return report
+
+
+def _key_of(certificate: x509.Certificate) -> bytes:
+    """The certificate's public key (DER): a renewal that keeps the key is the same signer."""
+    return certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 class _Verifier:
@@ -197,6 +229,11 @@ class _Verifier:
         self.expires: dict[int, _Expire] = {}
         #: seq -> the first ``expire`` record that names it.
         self.named_by: dict[int, int] = {}
+        #: The keys heads may be signed with (None: not checked).
+        self.trusted: set[bytes] | None = None
+        self.signed_checked = 0
+        #: The highest record an anchor checked.
+        self.covered = 0
         #: Blobs reported as removed while a capture still used them (once each).
         self.blob_reported: set[int] = set()
 
@@ -518,6 +555,7 @@ class _Verifier:
 
     def anchor(self, anchor: Anchor, digest: str) -> None:
         self.report.anchors += 1
+        self.covered = max(self.covered, anchor.seq)
         if digest != anchor.hash:
             self.problem(
                 "anchor",
@@ -543,6 +581,15 @@ class _Verifier:
                 f"certificate {signed.fingerprint[:16]}…",
                 anchor.seq,
             )
+        elif self.trusted is not None and _key_of(certificate) not in self.trusted:
+            self.problem(
+                "anchor",
+                f"{anchor.name}: it is signed by certificate {signed.fingerprint[:16]}…, "
+                "whose key is neither the server's TLS key nor one given with --trust",
+                anchor.seq,
+            )
+        else:
+            self.signed_checked += 1
 
     def check_expiry(self) -> None:
         """A second pass over the metadata, only when the vault has ``expire`` records: each

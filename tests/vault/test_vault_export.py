@@ -16,7 +16,7 @@ from twisted.internet.task import Clock
 
 from ourmail.admin import cli
 from ourmail.secure import selfsigned
-from ourmail.vault import expiry
+from ourmail.vault import expiry, heads
 from ourmail.vault.export import export, select
 from ourmail.vault.exportfiles import Proof
 from ourmail.vault.headjob import DailyHeadSigner
@@ -277,3 +277,26 @@ def test_an_export_reads_bodies_from_the_segment_it_opened_while_expiry_rewrites
     export(log, [14], "zip", data / "x.zip", "14")
     assert where(log, 8) != blob_at  # it moved while the export ran
     assert statuses(data / "x.zip") == [(14, "ok")]
+
+
+def test_verify_warns_without_a_signed_head_and_refuses_a_foreign_signer(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing heads.log is said loudly; a heads.log re-signed with another key fails."""
+    selfsigned.ensure(data / "tls" / "cert.pem", data / "tls" / "key.pem", "mail.town.example")
+    assert ourmail(data, "verify") == 0
+    out = capsys.readouterr().out
+    assert "WARNING: no signed head checked: this proves the chain is consistent, not" in out
+    assert f"WARNING: {data / 'vault' / 'heads.log'} is missing, yet the vault holds" in out
+    log = SegmentLog(data / "vault")
+    other = data / "other"
+    selfsigned.ensure(other / "cert.pem", other / "key.pem", "mail.town.example")
+    head = heads.sign(log.root, *log.head(), other / "cert.pem", other / "key.pem")
+    with pytest.raises(SystemExit):
+        ourmail(data, "verify")
+    assert (
+        f"the head signed at {head.time}: it is signed by certificate {head.fingerprint[:16]}…, "
+        "whose key is neither the server's TLS key nor one given with --trust"
+    ) in capsys.readouterr().out
+    assert ourmail(data, "verify", "--trust", str(other / "cert.pem")) == 0
+    assert "WARNING" not in capsys.readouterr().out
