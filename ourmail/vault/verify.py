@@ -13,11 +13,16 @@ Implementation notes:
   chunks (:mod:`ourmail.vault.reader`); only the hashes of the last :data:`WINDOW` records
   are kept (to tell a swap from a change), plus what is pending because of a problem (the
   seqs skipped, those waiting for their predecessor) and the seqs whose content is absent
-  until an ``expire`` record names them.
+  until an ``expire`` record names them.  When the vault has ``expire`` records, the seqs
+  they name are kept too (an int each) with the rules and holds in force at each, and a
+  second pass reads the metadata alone (:mod:`ourmail.vault.scan`) to check that each was
+  expired as the rules allowed (:meth:`_Verifier.check_expiry`).
 * It goes on after a problem and reports every one, each naming the record (by the seq it
   should have, where its own metadata cannot be trusted), its segment and offset.
 * Records appended while it runs (the server keeps writing) are checked too; the head is
   the one read at the start.  Blocking: a command, or a thread.
+* Without anchors it proves the chain consistent, not unchanged, and says so in
+  :attr:`Report.warnings`; a signed head counts only when its certificate's key is trusted.
 """
 
 from __future__ import annotations
