@@ -234,6 +234,8 @@ class _Verifier:
         self.expires: dict[int, _Expire] = {}
         #: seq -> the first ``expire`` record that names it.
         self.named_by: dict[int, int] = {}
+        #: The rules of the expire record last checked against, as a State.
+        self.rules_at: dict[int, State] = {}
         #: The keys heads may be signed with (None: not checked).
         self.trusted: set[bytes] | None = None
         self.signed_checked = 0
@@ -648,7 +650,10 @@ class _Verifier:
 
     def expired_capture(self, record: _Expire, seq: int, fields: dict[str, Any]) -> None:
         """The capture ``seq`` that ``record`` names was past its retention and not held."""
-        state = State(self.state.local_domains, rules=record.rules)
+        state = self.rules_at.get(record.seq)
+        if state is None:
+            self.rules_at = {record.seq: State(self.state.local_domains, rules=record.rules)}
+            state = self.rules_at[record.seq]
         envelope = envelope_of(fields)
         captured = float(fields["time"])
         until = state.keep_until(envelope, captured)
