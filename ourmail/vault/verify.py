@@ -391,6 +391,13 @@ class _Verifier:
                     self.absent.pop(named, None)
             if intact:  # a changed one is reported once, above
                 self.expire(seq, fields)
+        keep = fields.get("keep_days")
+        if fields.get("kind") == "rule" and not (keep is None or (type(keep) is int and keep > 0)):
+            # retention.rule_item writes none other: a rule that would expire mail at once
+            # is a forger's.
+            self.problem(
+                "expire", f"rule record {seq} {where} keeps mail {keep!r} days", seq, segment
+            )
         if fields.get("kind") in ("rule", "hold", "release"):
             try:
                 self.state.add(fields)

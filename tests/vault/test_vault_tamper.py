@@ -158,6 +158,18 @@ def test_a_forged_expire_of_held_mail_is_caught(log: SegmentLog) -> None:
     ]
 
 
+def test_a_forged_rule_that_expires_at_once_is_caught(log: SegmentLog) -> None:
+    with log.locked():
+        rule = ("rule", {"scope": "default", "keep_days": 0, "by": "admin"}, None)
+        rule_seq = log.append([rule], EPOCH + 100)[0][1].seq
+    segment, start, _ = where(log, rule_seq)
+    remove_content(log, 2)
+    expire(log, [2], [{"scope": "default", "keep_days": 0}])
+    assert texts(verify(log)) == [
+        f"rule record {rule_seq} (segment {segment}, offset {start}) keeps mail 0 days"
+    ]
+
+
 def test_an_expire_record_must_follow_the_rules_and_the_shared_bodies(
     log: SegmentLog,
 ) -> None:
