@@ -68,7 +68,8 @@ class Problem:
 
     #: ``changed``, ``missing``, ``order``, ``repeated``, ``link``, ``content``, ``absent``,
     #: ``truncated``, ``damaged``, ``segment``, ``head``, ``anchor`` or ``expire`` (an
-    #: ``expire`` record that removed what the rules and holds of its time kept).
+    #: ``expire`` record that removed what the rules and holds of its time kept, or a
+    #: ``rule`` record no command writes).
     kind: str
     text: str
     seq: int | None = None
@@ -427,7 +428,11 @@ class _Verifier:
         except (KeyError, ValueError, TypeError) as e:
             self.problem("expire", f"expire record {seq} cannot be read: {e}", seq)
             return
-        for said in fields.get("rule", ()):
+        said_rules = fields.get("rule", [])
+        if not isinstance(said_rules, list):
+            self.problem("expire", f"expire record {seq} names no list of rules", seq)
+            said_rules = []
+        for said in said_rules:
             scope = str(said.get("scope", "")) if isinstance(said, dict) else repr(said)
             keep = said.get("keep_days") if isinstance(said, dict) else None
             rule = self.state.rules.get(scope, FOREVER if scope == "default" else None)
