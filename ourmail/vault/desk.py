@@ -181,6 +181,7 @@ class VaultDesk:
         try:
             done = export(self.log, seqs, "zip", out, query_text(query))
         except ExportError as e:
+            self._audit(actor, "export", query_text(query), 0, f"refused: {e}")
             raise VaultRefused("not-found", str(e)) from None
         try:
             self._audit(
