@@ -10,7 +10,10 @@ that the proof's records form one hash chain, each record's hash being
 sha256(previous hash + metadata) (docs/vault-format.md), from before the first exported
 message to the head, with each message's capture record in it under the manifest's hash;
 and that every signed head in the proof names a record of that chain (its signature can
-be checked with openssl and the certificate the proof holds: docs/vault.md).
+be checked with openssl and the certificate the proof holds: docs/vault.md).  A message
+listed as ``expired`` (retention removed its content) is accepted only when an ``expire``
+record in the proof names it; one listed as ``damaged``, or with any other status, makes
+the export NOT OK.
 
 It prints OK and what it checked, or each problem found, and exits 0 or 1.
 """
@@ -68,6 +71,7 @@ def check(path):
             problems.append(f"message {row['seq']}: manifest.csv and manifest.json differ")
     by_seq = {int(row["seq"]): row for row in rows}
     hashes = {}
+    expired = set()
     with export.open("proof.json") as f:
         opening = json.loads(f.readline().rstrip() + "]}")
         head = opening["head"]
@@ -89,6 +93,8 @@ def check(path):
             seq = entry_seq
             digest = hashlib.sha256(bytes.fromhex(prev) + meta).hexdigest()
             records += 1
+            if fields.get("kind") == "expire":
+                expired.update(fields.get("records", ()))
             if seq in by_seq:
                 hashes[seq] = (digest, fields)
             if seq in signed and signed[seq]["hash"] != digest:
@@ -99,7 +105,7 @@ def check(path):
         problems.append(f"the proof's chain ends at record {seq}, not at its head {head['seq']}")
     elif digest != head["hash"]:
         problems.append(f"the proof's chain does not reach its head's hash {head['hash']}")
-    shown = 0
+    shown, gone = 0, 0
     for number, row in sorted(by_seq.items()):
         if number not in hashes:
             problems.append(f"message {number} is not in the proof's chain")
@@ -109,7 +115,16 @@ def check(path):
             problems.append(f"message {number}: its record hash is not the chain's")
         if row["message_sha256"] != fields.get("message_sha256"):
             problems.append(f"message {number}: the manifest's sha256 is not the vault's")
+        if row["status"] == "expired" and number in expired:
+            gone += 1
+            continue
+        if row["status"] == "expired":
+            problems.append(
+                f"message {number} is listed as expired, but no expire record in the proof names it"
+            )
+            continue
         if row["status"] != "ok":
+            problems.append(f"message {number} is listed as {row['status']!r}, not ok")
             continue
         message = export.message(row)
         if hashlib.sha256(message).hexdigest() != fields.get("message_sha256"):
@@ -117,7 +132,7 @@ def check(path):
         elif len(message) != int(row["size"]):
             problems.append(f"message {number}: its size is not the manifest's")
         shown += 1
-    return problems, shown, records, head
+    return problems, shown, gone, records, head
 
 
 def main(argv):
@@ -126,7 +141,7 @@ def main(argv):
         print("usage: vault-verify.py EXPORT.zip | EXPORT.mbox", file=sys.stderr)
         return 2
     try:
-        problems, shown, records, head = check(argv[1])
+        problems, shown, gone, records, head = check(argv[1])
     except (
         OSError,
         EOFError,
@@ -144,7 +159,8 @@ def main(argv):
         return 1
     print(
         f"OK: {shown} messages match the manifest and their capture records, in a chain of "
-        f"{records} records to head {head['seq']} {head['hash']}"
+        f"{records} records to head {head['seq']} {head['hash']}; {gone} expired (their "
+        "content removed, as an expire record in the proof says), none skipped"
     )
     return 0
 

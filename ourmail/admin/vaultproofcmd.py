@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import contextlib
 import json
 import sys
 import time
@@ -19,17 +20,25 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import attrs
+from cryptography import x509
 
+from ourmail.auth.accounts import AccountDB
 from ourmail.config import Settings
 from ourmail.interfaces import Actor, VaultQuery
+from ourmail.manage.accountops import served_domains
 from ourmail.manage.audit import AuditFile, unix_user
 from ourmail.secure.certfiles import ACMEFiles
 from ourmail.vault import heads
 from ourmail.vault.export import FORMATS, ExportError, export, parse_seqs, select
 from ourmail.vault.indexer import caught_up_index
+from ourmail.vault.records import FormatError
+from ourmail.vault.scan import entries
 from ourmail.vault.segments import Damaged, SegmentLog
 from ourmail.vault.vault import vault_log as open_log
 from ourmail.vault.verify import Anchor, parse_anchor, signed_anchors, verify
+
+#: A day in seconds.
+DAY = 86400.0
 
 
 def vault_log(settings: Settings) -> SegmentLog:
@@ -45,12 +54,38 @@ def signing_pair(settings: Settings) -> tuple[Path, Path]:
     return settings.tls_certificate, settings.tls_key
 
 
+def trusted_certificates(settings: Settings, given: list[Path]) -> list[x509.Certificate] | None:
+    """The certificates whose keys may sign heads: the server's (``[tls]``, and ACME's when
+    it has one) and those given with ``--trust``; None when there is none to check with."""
+    acme = ACMEFiles.of(settings.data_dir)
+    found: list[x509.Certificate] = []
+    for path in (settings.tls_certificate, acme.certificate):
+        with contextlib.suppress(OSError, ValueError):
+            found.append(x509.load_pem_x509_certificate(path.read_bytes()))
+    for path in given:
+        try:
+            found.append(x509.load_pem_x509_certificate(path.read_bytes()))
+        except (OSError, ValueError) as e:
+            _fail(f"--trust {path}: not a PEM certificate that can be read: {e}")
+    return found or None
+
+
+def _older_than(log: SegmentLog, age: float) -> bool:
+    """Whether the vault's first record is older than ``age`` seconds."""
+    try:
+        for first in entries(log):
+            return float(first.fields.get("time", time.time())) < time.time() - age
+    except (OSError, FormatError):
+        return False
+    return False
+
+
 def _fail(text: str) -> NoReturn:
     print(f"ourmail: {text}", file=sys.stderr)
     raise SystemExit(1)
 
 
-def verify_cmd(settings: Settings, db: object, args: argparse.Namespace) -> None:
+def verify_cmd(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
     log = vault_log(settings)
     try:
         anchors: list[Anchor] = [parse_anchor(a) for a in args.anchor]
@@ -66,9 +101,20 @@ def verify_cmd(settings: Settings, db: object, args: argparse.Namespace) -> None
     except heads.HeadError as e:
         _fail(str(e))
     try:
-        report = verify(log, anchors)
+        report = verify(
+            log,
+            anchors,
+            local_domains=served_domains(settings, db),
+            trusted=trusted_certificates(settings, [Path(p) for p in args.trust]),
+        )
     except OSError as e:
         _fail(f"the vault cannot be read: {e}")
+    if not args.anchors and not default.exists() and _older_than(log, 2 * DAY):
+        report.warnings.append(
+            f"{default} is missing, yet the vault holds records more than two days old and "
+            "the server signs its head every midnight UTC: it was removed, or the server has "
+            "not run since; only heads kept off this server can tell"
+        )
     if args.json:
         print(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
     else:
@@ -78,6 +124,8 @@ def verify_cmd(settings: Settings, db: object, args: argparse.Namespace) -> None
             print(f"… and {report.more} more problems")
         for note in report.notes:
             print(f"note: {note}")
+        for warning in report.warnings:
+            print(f"WARNING: {warning}")
         print(report.summary())
     if not report.ok:
         raise SystemExit(1)
@@ -135,6 +183,23 @@ def _description(args: argparse.Namespace, query: VaultQuery) -> str:
     return "; ".join(parts)
 
 
+def _audit_record(
+    log: SegmentLog, actor: Actor, description: str, count: int, detail: dict[str, Any]
+) -> None:
+    """Append and fsync an ``audit`` record of an export (OSError or Damaged when it cannot
+    be written)."""
+    fields = {
+        "action": "export",
+        "by": actor.who,
+        "query": description,
+        "count": count,
+        "detail": detail,
+    }
+    with log.locked():
+        log.append([("audit", fields, None)], time.time())
+        log.sync()
+
+
 def export_cmd(settings: Settings, db: object, args: argparse.Namespace) -> None:
     log = vault_log(settings)
     query = query_of(args)
@@ -146,14 +211,30 @@ def export_cmd(settings: Settings, db: object, args: argparse.Namespace) -> None
     try:
         index = None if query.empty() else caught_up_index(log)
         chosen = select(log, parse_seqs(args.seq), args.all, query, index)
-        done = export(log, chosen, args.format, out, description)
     except ExportError as e:
         audit.record(actor, "vault.export", str(out), "refused", f"{description}: {e}")
         _fail(str(e))
-    except OSError as e:
+    # The start is on disk before anything is written, so no export exists unaudited, even
+    # after a crash between writing it and recording its result.
+    started = {"result": "started", "format": args.format, "out": str(out.absolute())}
+    try:
+        _audit_record(log, actor, description, len(chosen), started)
+    except (OSError, Damaged) as e:
         audit.record(actor, "vault.export", str(out), "failed", f"{description}: {e}")
-        _fail(f"the export could not be written: {e}")
+        _fail(f"the export's audit record cannot be written, so it is not made: {e}")
+    audit.record(actor, "vault.export", str(out), "started", json.dumps(started, sort_keys=True))
+    try:
+        done = export(log, chosen, args.format, out, description)
+    except (ExportError, OSError) as e:
+        result = "refused" if isinstance(e, ExportError) else "failed"
+        # When this cannot be written either, the start record stands and the audit.log
+        # line below says why the export ended.
+        with contextlib.suppress(OSError, Damaged):
+            _audit_record(log, actor, description, 0, dict(started, result=result, error=str(e)))
+        audit.record(actor, "vault.export", str(out), result, f"{description}: {e}")
+        _fail(str(e) if isinstance(e, ExportError) else f"the export could not be written: {e}")
     detail: dict[str, Any] = {
+        "result": "ok",
         "format": done.format,
         "out": str(done.out.resolve()),
         "sha256": done.sha256,
@@ -161,27 +242,10 @@ def export_cmd(settings: Settings, db: object, args: argparse.Namespace) -> None
         "head": done.head[0],
     }
     try:
-        with log.locked():
-            log.append(
-                [
-                    (
-                        "audit",
-                        {
-                            "action": "export",
-                            "by": actor.who,
-                            "query": description,
-                            "count": done.count,
-                            "detail": detail,
-                        },
-                        None,
-                    )
-                ],
-                time.time(),
-            )
-        log.sync()
+        _audit_record(log, actor, description, done.count, detail)
     except (OSError, Damaged) as e:
         audit.record(actor, "vault.export", str(out), "failed", f"{description}: {e}")
-        _fail(f"the export is written, but its audit record is not: {e}")
+        _fail(f"the export is written and its start audited, but its result record is not: {e}")
     audit.record(actor, "vault.export", str(out), "ok", json.dumps(detail, sort_keys=True))
     for path in done.files:
         print(path)
@@ -207,6 +271,13 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
         default=[],
         metavar="FILE",
         help="signed heads (default: <data>/vault/heads.log when it exists)",
+    )
+    p.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="CERT.pem",
+        help="a certificate whose key may have signed heads (besides the server's TLS one)",
     )
     p.set_defaults(func=verify_cmd)
     p = sub.add_parser("head", parents=[common], help="the last record's seq and hash")

@@ -7,7 +7,8 @@ Implementation notes (keep these true when changing this module):
 
 * The audit record is appended and fsynced before anything is returned: a search's hits, a
   record's header, an export's file.  When it cannot be (a full disk, a damaged tail), the
-  console is told ``VaultRefused("audit")`` and shows nothing.
+  console is told ``VaultRefused("audit")`` and shows nothing.  An export is audited twice:
+  before it is written (what was chosen, how many) and after (its size and SHA-256).
 * A search first catches the index up with the segments, so a message captured a moment ago
   is found (the catch-up holds the index's lock; the server's own catch-ups wait).  An index
   far behind (:data:`MAX_CATCH_UP`: new, or rebuilt) is not caught up inside a request: the
@@ -218,10 +219,13 @@ class VaultDesk:
         self.exports.mkdir(mode=0o700, exist_ok=True)
         self._room_for(seqs)
         out = self.exports / f"export-{os.getpid()}-{secrets.token_hex(8)}.zip"
+        # Audited before it is written: no export exists that the trail does not name.
+        self._audit(actor, "export", query_text(query), len(seqs), f"started: zip {out.name}")
         try:
             done = export(self.log, seqs, "zip", out, query_text(query))
         except (ExportError, OSError) as e:
             out.unlink(missing_ok=True)
+            self._audit(actor, "export", query_text(query), 0, f"failed: {e}")
             raise VaultRefused("failed", str(e)) from None
         try:
             self._audit(

@@ -17,11 +17,18 @@ What an export holds:
 
 Implementation notes:
 
-* One ordered pass over the segments, reading frame by frame (:mod:`ourmail.vault.reader`),
-  writes everything: a message is read and written, never all of them in memory.  The
-  positions of blobs passed are remembered (a body comes before the first capture using it),
-  32 octets of hash and a position each; :func:`message_at` is the one place a message is
-  read, for the capture part's catalog to replace.
+* A pass over the metadata from the first chosen record on (:mod:`ourmail.vault.scan`)
+  finds the bodies the chosen messages use and the seqs ``expire`` records name; then one
+  ordered pass over the segments, reading frame by frame (:mod:`ourmail.vault.reader`),
+  writes everything: a message is read and written, never all of them in memory.  Only the
+  blobs of the chosen messages are remembered (a body comes before the first capture using
+  it), so memory follows the export, not the vault; :func:`message_at` is the one place a
+  message is read.
+* Expiry may rewrite a segment meanwhile (a new file renamed over the old one): each segment
+  is opened once, and a body is read through the handle the pass opened, so positions and
+  content come from the same file.  A message whose content is gone or does not match its
+  hash is ``expired`` only when an ``expire`` record names it (or its body), else
+  ``damaged``.
 * :mod:`ourmail.vault.exportfiles` writes each file, beside the output with a ``.part``
   suffix; they are fsynced and renamed into place.  Blocking: a command, or a thread.
 """
@@ -47,6 +54,7 @@ from ourmail.vault import heads as signed_heads
 from ourmail.vault.exportfiles import Manifest, Mbox, Proof, Zip
 from ourmail.vault.reader import Frame, SegmentFile
 from ourmail.vault.records import GENESIS, FormatError, chain_hash
+from ourmail.vault.scan import entries
 from ourmail.vault.segments import Position, SegmentLog
 
 FORMATS = ("mbox", "zip")
@@ -125,24 +133,31 @@ class Exported:
     seconds: float
 
 
+@attrs.frozen
+class Body:
+    """Where a chosen message's body is: its blob record, in a segment the pass opened."""
+
+    seq: int
+    position: Position
+    #: The stored content's length (0: expiry removed it).
+    stored: int
+
+
 class Bodies:
-    """Reads message bodies (blob records) by position, keeping the segments open."""
+    """Reads message bodies (blob records) through the segment files the pass opened (a
+    segment that expiry renamed a new file over is still read from its old file)."""
 
-    #: Segments kept open at once.
-    OPEN = 8
-
-    def __init__(self, log: SegmentLog) -> None:
-        self.log = log
+    def __init__(self) -> None:
         self.files: dict[int, SegmentFile] = {}
+
+    def keep(self, segment: int, f: SegmentFile) -> None:
+        """Keep the file ``f`` open: a chosen message's body is in it."""
+        if segment not in self.files:
+            self.files[segment] = f.twin()
 
     def read(self, at: Position) -> bytes:
         """The blob's content, uncompressed (FormatError or zlib.error when it is broken)."""
-        f = self.files.pop(at.segment, None)
-        if f is None:
-            f = SegmentFile(self.log.path_of(at.segment))
-            if len(self.files) >= self.OPEN:
-                self.files.pop(next(iter(self.files))).close()
-        self.files[at.segment] = f  # the most recently used last
+        f = self.files[at.segment]
         frame = f.frame_at(at.offset)
         return _plain(f.content(frame), bool(frame.fields().get("zlib")))
 
@@ -281,19 +296,22 @@ def _write(
 ) -> dict[str, int]:
     """The one ordered pass: the proof from ``first`` on, and each wanted message."""
     counts = {"ok": 0, "expired": 0, "damaged": 0}
-    blobs: dict[bytes, Position] = {}
-    bodies = Bodies(log)
+    needed, named = _needs(log, wanted, first, head[0])
+    blobs: dict[bytes, Body] = {}
+    bodies = Bodies()
     try:
         for segment, frame, fields, f in _frames(log, head[0]):
             seq = int(fields["seq"])
             if seq >= first:
                 proof.add(seq, str(fields["prev"]), frame.meta)
             kind = fields.get("kind")
-            if kind == "blob" and frame.content_length:
-                blobs.setdefault(bytes.fromhex(fields["sha256"]), Position(segment, frame.offset))
+            if kind == "blob" and (sha := bytes.fromhex(fields["sha256"])) in needed:
+                # The latest blob of a body is the one a capture after it uses.
+                blobs[sha] = Body(seq, Position(segment, frame.offset), frame.content_length)
+                bodies.keep(segment, f)
             if kind == "capture" and seq in wanted:
                 row = _row(seq, segment, frame, fields)
-                status = _message(f, frame, fields, blobs, bodies, writer, row)
+                status = _message(f, frame, fields, blobs, bodies, writer, row, named)
                 counts[status] += 1
                 manifest.add(dict(row, status=status))
     finally:
@@ -301,29 +319,53 @@ def _write(
     return counts
 
 
+def _needs(log: SegmentLog, wanted: set[int], first: int, last: int) -> tuple[set[bytes], set[int]]:
+    """The bodies the chosen captures use, and the seqs an ``expire`` record names, from a
+    pass over the metadata from ``first`` on (a record is expired after it was written)."""
+    needed: set[bytes] = set()
+    named: set[int] = set()
+    try:
+        for entry in entries(log, first - 1):
+            if entry.seq > last:
+                break
+            if entry.kind == "capture" and entry.seq in wanted and entry.fields.get("body"):
+                needed.add(bytes.fromhex(str(entry.fields["body"])))
+            elif entry.kind == "expire":
+                named.update(int(s) for s in entry.fields.get("records", ()))
+    except (FormatError, ValueError, TypeError) as e:
+        raise ExportError(f"the vault is damaged ({e}): run `ourmail vault verify`") from None
+    return needed, named
+
+
 def _message(
     f: SegmentFile,
     frame: Frame,
     fields: dict[str, Any],
-    blobs: dict[bytes, Position],
+    blobs: dict[bytes, Body],
     bodies: Bodies,
     writer: Mbox | Zip,
     row: dict[str, Any],
+    named: set[int],
 ) -> str:
-    """Write one message; its status: ``ok``, ``expired`` (content removed) or ``damaged``."""
+    """Write one message; its status: ``ok``, ``expired`` (its content, or its body's,
+    removed and an ``expire`` record names it) or ``damaged`` (anything else wrong)."""
+    seq = int(fields["seq"])
     body_sha = str(fields.get("body", ""))
     body = blobs.get(bytes.fromhex(body_sha)) if body_sha else None
+    gone = "expired" if seq in named or (body is not None and body.seq in named) else "damaged"
     if (frame.content_length == 0 and fields.get("length")) or (
         body is None and body_sha != hashlib.sha256(b"").hexdigest()
     ):
-        return "expired"
+        return gone
+    if body is not None and body.stored == 0:
+        return gone
     try:
         header = _plain(f.content(frame), bool(fields.get("zlib")))
-        message = message_at(bodies, header, body)
+        message = message_at(bodies, header, body.position if body is not None else None)
     except (zlib.error, FormatError):
-        return "damaged"  # it does not decompress, or its body's frame is broken
+        return gone  # it does not decompress, or its body's frame is broken
     if hashlib.sha256(message).hexdigest() != fields.get("message_sha256"):
-        return "damaged"
+        return gone
     sender = str((fields.get("envelope") or {}).get("sender", ""))
     row.update(writer.add(int(fields["seq"]), message, sender, float(fields.get("time", 0))))
     return "ok"
@@ -359,23 +401,26 @@ def _row(seq: int, segment: int, frame: Frame, fields: dict[str, Any]) -> dict[s
 
 def _frames(log: SegmentLog, last: int) -> Iterator[tuple[int, Frame, dict[str, Any], SegmentFile]]:
     """Every record up to ``last``, in order (ExportError where the vault does not parse:
-    ``vault verify`` says more)."""
+    ``vault verify`` says more).  Each segment is opened once (:class:`Bodies` keeps a twin
+    of the file where a chosen body is)."""
     expected, prev = 1, GENESIS
     for number, path in log.segments():
-        with SegmentFile(path) as f:
-            try:
-                for frame in f.frames(f.header().length):
-                    fields = frame.fields()
-                    if (fields.get("seq"), fields.get("prev")) != (expected, prev) or (
-                        chain_hash(prev, frame.meta) != frame.hash
-                    ):
-                        raise FormatError(f"record {expected} is not where it should be")
-                    yield number, frame, fields, f
-                    if expected == last:
-                        return
-                    expected, prev = expected + 1, frame.hash
-            except FormatError as e:
-                raise ExportError(
-                    f"the vault is damaged in segment {number} ({e}): run `ourmail vault verify`"
-                ) from None
+        f = SegmentFile(path)
+        try:
+            for frame in f.frames(f.header().length):
+                fields = frame.fields()
+                if (fields.get("seq"), fields.get("prev")) != (expected, prev) or (
+                    chain_hash(prev, frame.meta) != frame.hash
+                ):
+                    raise FormatError(f"record {expected} is not where it should be")
+                yield number, frame, fields, f
+                if expected == last:
+                    return
+                expected, prev = expected + 1, frame.hash
+        except FormatError as e:
+            raise ExportError(
+                f"the vault is damaged in segment {number} ({e}): run `ourmail vault verify`"
+            ) from None
+        finally:
+            f.close()
     raise ExportError(f"the vault ends before its head, record {last}: run `ourmail vault verify`")

@@ -60,11 +60,17 @@ class Frame:
 class SegmentFile:
     """One segment file opened for reading (a context manager)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fd: int | None = None) -> None:
+        """Open ``path``, or take ``fd`` (a file of it already open) as its own."""
         self.path = path
-        self._fd = os.open(path, os.O_RDONLY)
+        self._fd = os.open(path, os.O_RDONLY) if fd is None else fd
         self.size = os.fstat(self._fd).st_size
         self._window, self._window_at = b"", 0
+
+    def twin(self) -> SegmentFile:
+        """The same open file (the same inode, even once another file is renamed over its
+        path) with a read window of its own, for reads away from this one's."""
+        return SegmentFile(self.path, os.dup(self._fd))
 
     def __enter__(self) -> SegmentFile:
         return self

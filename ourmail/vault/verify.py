@@ -13,16 +13,22 @@ Implementation notes:
   chunks (:mod:`ourmail.vault.reader`); only the hashes of the last :data:`WINDOW` records
   are kept (to tell a swap from a change), plus what is pending because of a problem (the
   seqs skipped, those waiting for their predecessor) and the seqs whose content is absent
-  until an ``expire`` record names them.
+  until an ``expire`` record names them.  When the vault has ``expire`` records, the seqs
+  they name are kept too (an int each) with the rules and holds in force at each, and a
+  second pass reads the metadata alone (:mod:`ourmail.vault.scan`) to check that each was
+  expired as the rules allowed (:meth:`_Verifier.check_expiry`).
 * It goes on after a problem and reports every one, each naming the record (by the seq it
   should have, where its own metadata cannot be trusted), its segment and offset.
 * Records appended while it runs (the server keeps writing) are checked too; the head is
   the one read at the start.  Blocking: a command, or a thread.
+* Without anchors it proves the chain consistent, not unchanged, and says so in
+  :attr:`Report.warnings`; a signed head counts only when its certificate's key is trusted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 import zlib
 from collections.abc import Iterable, Sequence
@@ -30,16 +36,30 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ourmail.vault import heads as signed_heads
 from ourmail.vault.reader import Frame, SegmentFile, plain_chunks
 from ourmail.vault.records import GENESIS, KINDS, FormatError, Truncated, chain_hash
+from ourmail.vault.retention import (
+    FOREVER,
+    Facts,
+    Hold,
+    Rule,
+    State,
+    envelope_of,
+    query_matches,
+)
+from ourmail.vault.scan import entries
 from ourmail.vault.segments import SegmentLog
 
 #: How many of the last records' hashes are kept, to check a record read out of order.
 WINDOW = 4096
 #: Problems kept for the report; past this they are only counted.
 MAX_PROBLEMS = 10_000
+#: A list of record numbers in a metadata that does not parse (a damaged ``expire`` record).
+_LISTS = re.compile(rb"\[(\d+(?:,\d+)*)\]")
 
 
 @attrs.frozen
@@ -47,7 +67,9 @@ class Problem:
     """Something wrong with the vault, said precisely."""
 
     #: ``changed``, ``missing``, ``order``, ``repeated``, ``link``, ``content``, ``absent``,
-    #: ``truncated``, ``damaged``, ``segment``, ``head`` or ``anchor``.
+    #: ``truncated``, ``damaged``, ``segment``, ``head``, ``anchor`` or ``expire`` (an
+    #: ``expire`` record that removed what the rules and holds of its time kept, or a
+    #: ``rule`` record no command writes).
     kind: str
     text: str
     seq: int | None = None
@@ -95,6 +117,8 @@ class Report:
     #: Problems found past :data:`MAX_PROBLEMS` (counted, not kept).
     more: int = 0
     notes: list[str] = attrs.Factory(list)
+    #: What the verification could not prove (no signed head, signers not checked).
+    warnings: list[str] = attrs.Factory(list)
 
     @property
     def ok(self) -> bool:
@@ -127,17 +151,62 @@ class Report:
             "problems": [attrs.asdict(p) for p in self.problems],
             "more_problems": self.more,
             "notes": self.notes,
+            "warnings": self.warnings,
         }
+
+
+@attrs.frozen
+class _Expire:
+    """An ``expire`` record, with the rules and holds in force when it was written."""
+
+    seq: int
+    time: float
+    rules: dict[str, Rule]
+    holds: dict[str, Hold]
+    named: tuple[int, ...]
 
 
 def verify(
     log: SegmentLog,
     anchors: Sequence[Anchor] = (),
     certificates: Sequence[Path] = (),
+    local_domains: Sequence[str] = (),
+    trusted: Sequence[x509.Certificate] | None = None,
 ) -> Report:
     """Check the whole vault of ``log`` (see the module text).  ``certificates``: folders of
-    ``<fingerprint>.pem`` certificates for the signed anchors (the vault's ``certs/`` first)."""
-    return _Verifier(log, anchors, (log.root / signed_heads.CERTS, *certificates)).run()
+    ``<fingerprint>.pem`` certificates for the signed anchors (the vault's ``certs/`` first).
+    ``local_domains``: the domains the server serves, for the rules an ``expire`` record is
+    checked against (none: every address asks for its rule, which keeps mail at least as
+    long).  ``trusted``: the certificates whose keys may sign heads (the server's, those an
+    auditor gives); a head signed by another key is a problem.  None: signers are not
+    checked, and the report warns of it."""
+    verifier = _Verifier(log, anchors, (log.root / signed_heads.CERTS, *certificates))
+    verifier.state = State(tuple(d.lower() for d in local_domains))
+    verifier.trusted = None if trusted is None else {_key_of(c) for c in trusted}
+    report = verifier.run()
+    signed = verifier.signed_checked
+    if not report.anchors:
+        report.warnings.append(
+            "no signed head checked: this proves the chain is consistent, not that it is "
+            "unchanged (a vault rewritten whole is consistent too)"
+        )
+    elif signed and trusted is None:
+        report.warnings.append(
+            "the certificates that signed the heads were not checked against a trusted one"
+        )
+    if verifier.covered < report.last[0]:
+        first = verifier.covered + 1
+        report.notes.append(
+            f"records {first} to {report.last[0]} are newer than every head checked"
+            if report.anchors
+            else f"records {first} to {report.last[0]} are covered by no head"
+        )
+    return report
+
+
+def _key_of(certificate: x509.Certificate) -> bytes:
+    """The certificate's public key (DER): a renewal that keeps the key is the same signer."""
+    return certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 class _Verifier:
@@ -160,6 +229,21 @@ class _Verifier:
         #: seq -> the hash its metadata gives, for the last records whose frame says otherwise.
         self.changed: dict[int, str] = {}
         self.head_seen = False
+        #: The rules and holds so far (rebuilt as expiry builds them), and each ``expire``
+        #: record met, to check once the pass is over (:meth:`check_expiry`).
+        self.state = State(())
+        self.expires: dict[int, _Expire] = {}
+        #: seq -> the first ``expire`` record that names it.
+        self.named_by: dict[int, int] = {}
+        #: The rules of the expire record last checked against, as a State.
+        self.rules_at: dict[int, State] = {}
+        #: The keys heads may be signed with (None: not checked).
+        self.trusted: set[bytes] | None = None
+        self.signed_checked = 0
+        #: The highest record an anchor checked.
+        self.covered = 0
+        #: Blobs reported as removed while a capture still used them (once each).
+        self.blob_reported: set[int] = set()
 
     def problem(
         self,
@@ -268,14 +352,16 @@ class _Verifier:
         except (FormatError, KeyError, ValueError, TypeError) as e:
             self.problem(
                 "changed",
-                f"record {self.expected} {where} changed: its metadata cannot be read ({e})",
+                f"record {self.expected} {where} changed: its metadata cannot be read "
+                f"({e}){self.salvage(frame.meta)}",
                 self.expected,
                 segment,
                 frame.offset,
             )
             self.place(self.expected, frame.hash, None, frame, segment)
             return
-        if own != frame.hash:
+        intact = own == frame.hash
+        if not intact:
             if seq != self.expected and not self.is_skipped(seq):
                 seq = self.expected  # its seq is no more trusted than the rest of it
             # The next record may name either: the frame's (its meta was changed) or this
@@ -285,7 +371,7 @@ class _Verifier:
                 del self.changed[next(iter(self.changed))]
             self.problem(
                 "changed",
-                f"record {seq} {where} changed: its hash does not match",
+                f"record {seq} {where} changed: its hash does not match{self.salvage(frame.meta)}",
                 seq,
                 segment,
                 frame.offset,
@@ -304,6 +390,71 @@ class _Verifier:
             for named in fields.get("records", ()):
                 if isinstance(named, int):
                     self.absent.pop(named, None)
+            if intact:  # a changed one is reported once, above
+                self.expire(seq, fields)
+        keep = fields.get("keep_days")
+        if fields.get("kind") == "rule" and not (keep is None or (type(keep) is int and keep > 0)):
+            # retention.rule_item writes none other: a rule that would expire mail at once
+            # is a forger's.
+            self.problem(
+                "expire", f"rule record {seq} {where} keeps mail {keep!r} days", seq, segment
+            )
+        if fields.get("kind") in ("rule", "hold", "release"):
+            try:
+                self.state.add(fields)
+            except (KeyError, ValueError, TypeError) as e:
+                self.problem(
+                    "changed", f"record {seq} {where} cannot be read as a {fields['kind']}: {e}"
+                )
+
+    def salvage(self, meta: bytes) -> str:
+        """For a changed record that looks like an ``expire`` record: take the record
+        numbers it seems to name, so that the content they lack is not reported again for
+        each (the change is the one problem); the words to add to its report."""
+        if b'"expire"' not in meta:
+            return ""
+        named = {int(n) for group in _LISTS.findall(meta) for n in group.split(b",")}
+        for seq in named:
+            self.absent.pop(seq, None)
+        plural = "" if len(named) == 1 else "s"
+        return f"; it looks like an expire record naming {len(named)} record{plural}"
+
+    def expire(self, seq: int, fields: dict[str, Any]) -> None:
+        """Keep an ``expire`` record to check its names (:meth:`check_expiry`), and check
+        now that the rules it names are those in force."""
+        try:
+            when = float(fields["time"])
+            named = tuple(int(n) for n in fields.get("records", ()))
+        except (KeyError, ValueError, TypeError) as e:
+            self.problem("expire", f"expire record {seq} cannot be read: {e}", seq)
+            return
+        said_rules = fields.get("rule", [])
+        if not isinstance(said_rules, list):
+            self.problem("expire", f"expire record {seq} names no list of rules", seq)
+            said_rules = []
+        for said in said_rules:
+            scope = str(said.get("scope", "")) if isinstance(said, dict) else repr(said)
+            keep = said.get("keep_days") if isinstance(said, dict) else None
+            rule = self.state.rules.get(scope, FOREVER if scope == "default" else None)
+            if rule is None or rule.keep_days != keep or keep is None:
+                kept = "forever" if keep is None else f"{keep} days"
+                self.problem(
+                    "expire",
+                    f"expire record {seq} names the rule {scope}={kept}, which was not in "
+                    "force then",
+                    seq,
+                )
+        for name in named:
+            if name >= seq:
+                self.problem(
+                    "expire",
+                    f"expire record {seq} names record {name}, which is not before it",
+                    seq,
+                )
+            self.named_by.setdefault(name, seq)
+        self.expires[seq] = _Expire(
+            seq, when, dict(self.state.rules), dict(self.state.holds), named
+        )
 
     def place(self, seq: int, digest: str, prev: str | None, frame: Frame, segment: int) -> None:
         """Check ``seq``'s place in the order and in the chain."""
@@ -423,6 +574,7 @@ class _Verifier:
 
     def anchor(self, anchor: Anchor, digest: str) -> None:
         self.report.anchors += 1
+        self.covered = max(self.covered, anchor.seq)
         if digest != anchor.hash:
             self.problem(
                 "anchor",
@@ -448,8 +600,110 @@ class _Verifier:
                 f"certificate {signed.fingerprint[:16]}…",
                 anchor.seq,
             )
+        elif self.trusted is not None and _key_of(certificate) not in self.trusted:
+            self.problem(
+                "anchor",
+                f"{anchor.name}: it is signed by certificate {signed.fingerprint[:16]}…, "
+                "whose key is neither the server's TLS key nor one given with --trust",
+                anchor.seq,
+            )
+        else:
+            self.signed_checked += 1
+
+    def check_expiry(self) -> None:
+        """A second pass over the metadata, only when the vault has ``expire`` records: each
+        seq one names is an earlier capture that the rules in force at the expire record's
+        time no longer kept and no hold covered, or a blob every capture of which that uses
+        it was expired by then (docs/vault.md#verify-and-export)."""
+        if not self.expires:
+            return
+        last = max(self.expires)
+        #: body sha -> the latest blob with it, while an expire record names that blob.
+        named_blobs: dict[str, int] = {}
+        try:
+            for entry in entries(self.log):
+                seq, kind = entry.seq, entry.kind
+                if seq > last:
+                    break
+                by = self.named_by.get(seq)
+                if kind == "blob":
+                    sha = str(entry.fields.get("sha256"))
+                    if by is None:
+                        named_blobs.pop(sha, None)
+                    else:
+                        named_blobs[sha] = seq
+                elif kind == "capture":
+                    blob = named_blobs.get(str(entry.fields.get("body")))
+                    if blob is not None:
+                        self.blob_user(blob, seq, by)
+                    if by is not None:
+                        self.expired_capture(self.expires[by], seq, entry.fields)
+                elif by is not None:
+                    self.problem(
+                        "expire",
+                        f"expire record {by} removed record {seq}, which is a {kind}, not a "
+                        "message",
+                        seq,
+                    )
+        except (FormatError, OSError, KeyError, ValueError, TypeError) as e:
+            self.problem("expire", f"the expire records could not be checked: {e}")
+
+    def blob_user(self, blob: int, seq: int, by: int | None) -> None:
+        """Capture ``seq`` uses ``blob``'s body, which an expire record removed."""
+        removed = self.named_by[blob]
+        if seq < removed and (by is None or by > removed) and blob not in self.blob_reported:
+            self.blob_reported.add(blob)
+            self.problem(
+                "expire",
+                f"expire record {removed} removed record {blob}, the body of record {seq}, "
+                "which was not expired then",
+                blob,
+            )
+
+    def expired_capture(self, record: _Expire, seq: int, fields: dict[str, Any]) -> None:
+        """The capture ``seq`` that ``record`` names was past its retention and not held."""
+        state = self.rules_at.get(record.seq)
+        if state is None:
+            self.rules_at = {record.seq: State(self.state.local_domains, rules=record.rules)}
+            state = self.rules_at[record.seq]
+        envelope = envelope_of(fields)
+        captured = float(fields["time"])
+        until = state.keep_until(envelope, captured)
+        if until > record.time:
+            rule = state.rule_for(envelope).describe()
+            kept = (
+                "forever"
+                if until == float("inf")
+                else "until " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(until))
+            )
+            self.problem(
+                "expire",
+                f"expire record {record.seq} removed record {seq}, which rule {rule} kept {kept}",
+                seq,
+            )
+        addresses = envelope.addresses()
+        domains = {a.rpartition("@")[2] for a in addresses}
+        for hold in record.holds.values():
+            query = hold.query
+            if (
+                hold.scope.get("user") in addresses
+                or hold.scope.get("domain") in domains
+                or (
+                    query is not None
+                    and not (query.words or query.attachment)
+                    and query_matches(query, envelope, captured, Facts())
+                )
+            ):
+                self.problem(
+                    "expire",
+                    f"expire record {record.seq} removed record {seq}, which hold "
+                    f"{hold.name} ({hold.describe()}) covered",
+                    seq,
+                )
+                break
 
     def finish(self) -> None:
+        self.check_expiry()
         for low, high in self.skipped:
             if low == high:
                 text = f"record {low} missing between {low - 1} and {low + 1}"

@@ -16,11 +16,13 @@ from twisted.internet.task import Clock
 
 from ourmail.admin import cli
 from ourmail.secure import selfsigned
+from ourmail.vault import expiry, heads
 from ourmail.vault.export import export, select
+from ourmail.vault.exportfiles import Proof
 from ourmail.vault.headjob import DailyHeadSigner
-from ourmail.vault.segments import SegmentLog
+from ourmail.vault.segments import Position, SegmentLog
 from ourmail.vault.verify import signed_anchors, verify
-from tests.vault.proofhelp import build, remove_content
+from tests.vault.proofhelp import build, remove_content, where
 
 CHECKER = Path(__file__).resolve().parents[2] / "docs" / "vault-verify.py"
 
@@ -55,7 +57,8 @@ def test_a_zip_export_checks_and_a_changed_message_does_not(data: Path) -> None:
     assert check(data / "all.zip") == (
         0,
         f"OK: 12 messages match the manifest and their capture records, in a chain of 21 "
-        f"records to head 21 {log.head()[1]}\n",
+        f"records to head 21 {log.head()[1]}; 0 expired (their content removed, as an "
+        "expire record in the proof says), none skipped\n",
     )
     with zipfile.ZipFile(data / "all.zip") as source, zipfile.ZipFile(data / "bad.zip", "w") as z:
         for info in source.infolist():
@@ -91,6 +94,8 @@ def test_an_mbox_export_checks_and_a_changed_manifest_line_does_not(data: Path) 
 def test_an_expired_message_is_listed_and_the_rest_check(data: Path) -> None:
     log = SegmentLog(data / "vault")
     remove_content(log, 13)
+    with log.locked():
+        log.append([("expire", {"records": [13], "rule": [], "reason": "retention"}, None)], 0)
     done = export(log, [11, 13, 14], "zip", data / "x.zip", "11,13,14")
     assert (done.count, done.expired) == (2, 1)
     with zipfile.ZipFile(data / "x.zip") as z:
@@ -109,7 +114,14 @@ def test_an_expired_message_is_listed_and_the_rest_check(data: Path) -> None:
 def test_an_export_is_audited_in_the_vault_and_the_audit_log(data: Path) -> None:
     assert ourmail(data, "export", "--all", "--out", str(data / "all.zip")) == 0
     log = SegmentLog(data / "vault")
-    (_, last), *_ = reversed(list(log.records(22)))
+    (_, last), (_, start), *_ = reversed(list(log.records(22)))
+    fields = start.fields  # written and fsynced before the export was
+    assert (fields["kind"], fields["action"], fields["count"]) == ("audit", "export", 21)
+    assert fields["detail"] == {
+        "result": "started",
+        "format": "zip",
+        "out": str((data / "all.zip").absolute()),
+    }
     fields = last.fields
     assert (fields["kind"], fields["action"], fields["count"]) == ("audit", "export", 12)
     assert fields["query"] == "all" and len(fields["detail"]["sha256"]) == 64
@@ -208,3 +220,83 @@ def test_a_forgery_that_rewrites_manifest_and_proof_breaks_the_chain(data: Path)
     assert code == 1
     assert "NOT OK: proof record 7 does not follow record 6\n" in out
     assert "NOT OK: message 6: its record hash is not the chain's\n" in out
+
+
+@pytest.mark.parametrize("status", ["expired", "damaged"])
+def test_a_changed_message_marked_expired_or_damaged_is_not_ok(data: Path, status: str) -> None:
+    """An edited .eml whose manifest row says it is expired or damaged, so its content is
+    not checked: no expire record names it, so the export is not OK."""
+    log = SegmentLog(data / "vault")
+    export(log, [6, 7], "mbox", data / "f.mbox", "6,7")
+    for name in ("manifest.csv", "manifest.json"):
+        path = data / f"f.mbox.{name}"
+        path.write_text(
+            path.read_text()
+            .replace(",ok,", f",{status},", 1)
+            .replace('"status": "ok"', f'"status": "{status}"', 1)
+        )
+    code, out = check(data / "f.mbox")
+    assert code == 1
+    expected = (
+        "message 6 is listed as expired, but no expire record in the proof names it"
+        if status == "expired"
+        else "message 6 is listed as 'damaged', not ok"
+    )
+    assert out == f"NOT OK: {expected}\n"
+
+
+def statuses(path: Path) -> list[tuple[int, str]]:
+    with zipfile.ZipFile(path) as z:
+        return [(r["seq"], r["status"]) for r in json.load(z.open("manifest.json"))["messages"]]
+
+
+def test_content_gone_without_an_expire_record_is_damaged(data: Path) -> None:
+    log = SegmentLog(data / "vault")
+    remove_content(log, 13)
+    export(log, [11, 13], "zip", data / "x.zip", "11,13")
+    assert statuses(data / "x.zip") == [(11, "ok"), (13, "damaged")]
+    assert check(data / "x.zip")[0] == 1
+
+
+def test_an_export_reads_bodies_from_the_segment_it_opened_while_expiry_rewrites_it(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Message 14's body is blob 8 (segment 2); when the pass reaches segment 3, expiry
+    renames a rewritten segment 2 (record 7's content cut, so blob 8 moves)."""
+    log = SegmentLog(data / "vault")
+    segment, start, _ = where(log, 7)
+    blob_at = where(log, 8)
+    add = Proof.add
+
+    def racing(proof: Proof, seq: int, prev: str, meta: bytes) -> None:
+        if seq == 13:
+            expiry.remove_content(log, {7: (Position(segment, start), 1)})
+        add(proof, seq, prev, meta)
+
+    monkeypatch.setattr(Proof, "add", racing)
+    export(log, [14], "zip", data / "x.zip", "14")
+    assert where(log, 8) != blob_at  # it moved while the export ran
+    assert statuses(data / "x.zip") == [(14, "ok")]
+
+
+def test_verify_warns_without_a_signed_head_and_refuses_a_foreign_signer(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing heads.log is said loudly; a heads.log re-signed with another key fails."""
+    selfsigned.ensure(data / "tls" / "cert.pem", data / "tls" / "key.pem", "mail.town.example")
+    assert ourmail(data, "verify") == 0
+    out = capsys.readouterr().out
+    assert "WARNING: no signed head checked: this proves the chain is consistent, not" in out
+    assert f"WARNING: {data / 'vault' / 'heads.log'} is missing, yet the vault holds" in out
+    log = SegmentLog(data / "vault")
+    other = data / "other"
+    selfsigned.ensure(other / "cert.pem", other / "key.pem", "mail.town.example")
+    head = heads.sign(log.root, *log.head(), other / "cert.pem", other / "key.pem")
+    with pytest.raises(SystemExit):
+        ourmail(data, "verify")
+    assert (
+        f"the head signed at {head.time}: it is signed by certificate {head.fingerprint[:16]}…, "
+        "whose key is neither the server's TLS key nor one given with --trust"
+    ) in capsys.readouterr().out
+    assert ourmail(data, "verify", "--trust", str(other / "cert.pem")) == 0
+    assert "WARNING" not in capsys.readouterr().out

@@ -6,10 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from vaultrulehelp import LOCAL, Vault
 
 from ourmail.vault.segments import SegmentLog
 from ourmail.vault.verify import Report, verify
-from tests.vault.proofhelp import build, remove_content, where
+from tests.vault.proofhelp import EPOCH, build, remove_content, where
+
+DAY = 86400.0
+T0 = 1_800_000_000.0
+#: The rule of the legitimate expiries below, as expiry writes it into its record.
+ONE_DAY = [{"scope": "default", "keep_days": 1}]
 
 
 @pytest.fixture
@@ -116,12 +122,68 @@ def test_an_edited_head(log: SegmentLog) -> None:
     assert report.problems[0].text.startswith("head names record 21 with hash 000000000000")
 
 
-def test_expired_content_named_by_an_expire_record_verifies(log: SegmentLog) -> None:
-    remove_content(log, 13)
+def expire(log: SegmentLog, records: list[int], rule: object = ONE_DAY) -> int:
+    """Append an ``expire`` record two days after the captures (the content is not removed)."""
     with log.locked():
-        log.append([("expire", {"records": [13], "rule": "default", "reason": "test"}, None)], 0)
+        item = ("expire", {"records": records, "rule": rule, "reason": "retention"}, None)
+        return log.append([item], EPOCH + 2 * DAY)[0][1].seq
+
+
+def keep_one_day(log: SegmentLog) -> None:
+    with log.locked():
+        rule = ("rule", {"scope": "default", "keep_days": 1, "by": "admin"}, None)
+        log.append([rule], EPOCH + 100)
+
+
+def test_expired_content_named_by_an_expire_record_verifies(log: SegmentLog) -> None:
+    keep_one_day(log)
+    remove_content(log, 13)
+    remove_content(log, 12)
+    expire(log, [12, 13])
     report = verify(log)
     assert report.ok, texts(report)
+
+
+def test_a_forged_expire_of_held_mail_is_caught(log: SegmentLog) -> None:
+    """/tmp/review-rules/forge.py: an expire record no rule justified, of held mail."""
+    with log.locked():
+        hold = {"name": "case", "reason": "lawsuit", "by": "admin"}
+        log.append([("hold", dict(hold, scope={"domain": "town.example"}), None)], EPOCH + 100)
+    remove_content(log, 2)
+    seq = expire(log, [2], [{"scope": "default", "keep_days": 0}])
+    assert texts(verify(log)) == [
+        f"expire record {seq} names the rule default=0 days, which was not in force then",
+        f"expire record {seq} removed record 2, which rule default=forever kept forever",
+        f"expire record {seq} removed record 2, which hold case (domain town.example) covered",
+    ]
+
+
+def test_a_forged_rule_that_expires_at_once_is_caught(log: SegmentLog) -> None:
+    with log.locked():
+        rule = ("rule", {"scope": "default", "keep_days": 0, "by": "admin"}, None)
+        rule_seq = log.append([rule], EPOCH + 100)[0][1].seq
+    segment, start, _ = where(log, rule_seq)
+    remove_content(log, 2)
+    expire(log, [2], [{"scope": "default", "keep_days": 0}])
+    assert texts(verify(log)) == [
+        f"rule record {rule_seq} (segment {segment}, offset {start}) keeps mail 0 days"
+    ]
+
+
+def test_an_expire_record_must_follow_the_rules_and_the_shared_bodies(
+    log: SegmentLog,
+) -> None:
+    keep_one_day(log)
+    with log.locked():
+        rule = ("rule", {"scope": "user:council@town.example", "keep_days": 30, "by": "a"}, None)
+        log.append([rule], EPOCH + 200)
+    seq = expire(log, [1, 13, 22])  # a blob record 2 uses, a capture kept 30 days, a rule
+    assert texts(verify(log)) == [
+        f"expire record {seq} removed record 1, the body of record 2, which was not expired then",
+        f"expire record {seq} removed record 13, which rule user:council@town.example=30 "
+        "days kept until 2026-06-27 20:26 UTC",
+        f"expire record {seq} removed record 22, which is a rule, not a message",
+    ]
 
 
 def test_absent_content_without_an_expire_record_does_not(log: SegmentLog) -> None:
@@ -141,4 +203,35 @@ def test_a_damaged_frame_is_passed_over_and_the_rest_checked(log: SegmentLog) ->
         f"segment {segment} damaged at offset {start} after record 8: no record frame at "
         f"offset {start}; up to offset {end} cannot be read",
         "record 9 missing between 8 and 10",
+    ]
+
+
+def test_a_legitimate_expiry_verifies(tmp_path: Path) -> None:
+    """The rules tests' scenario: a rule, a hold, a shared body, expired twice."""
+    vault = Vault(tmp_path / "vault")
+    vault.rule(T0, "domain:org.test", 30)
+    vault.hold(T0, "case", {"user": "carol@org.test"})
+    old = vault.capture(T0, "x@else.test", "bob@org.test", "old", b"same body\r\n")
+    vault.capture(T0, "x@else.test", "carol@org.test", "held", b"held body\r\n")
+    vault.capture(T0 + 20 * DAY, "x@else.test", "bob@org.test", "new", b"same body\r\n")
+    assert vault.expire(T0 + 40 * DAY).plan.captures == (old,)
+    assert vault.expire(T0 + 60 * DAY).plan.blobs == (old - 1,)
+    report = verify(vault.log, local_domains=LOCAL)
+    assert report.ok, texts(report)
+
+
+@pytest.mark.parametrize("damage", [b"retention", b'"records"'])
+def test_a_damaged_expire_record_is_one_problem(log: SegmentLog, damage: bytes) -> None:
+    """Its names still count: the content it removed is not also reported as absent."""
+    keep_one_day(log)
+    remove_content(log, 13)
+    remove_content(log, 12)
+    seq = expire(log, [12, 13])
+    segment, start, _ = where(log, seq)
+    data = bytearray(log.path_of(segment).read_bytes())
+    data[data.index(damage, start) + 1] ^= 0x01
+    rewrite(log, segment, bytes(data))
+    assert texts(verify(log)) == [
+        f"record {seq} (segment {segment}, offset {start}) changed: its hash does not match; "
+        "it looks like an expire record naming 2 records"
     ]

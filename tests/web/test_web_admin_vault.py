@@ -124,6 +124,8 @@ def test_search_view_and_export(srv: RunningServer) -> None:
     actions = [(r["action"], r["by"].split(" ")[0]) for r in audit_records(srv)]
     assert ("search", RECORDS) in actions and ("view", RECORDS) in actions
     assert ("export", RECORDS) in actions
+    started, result = [r["detail"] for r in audit_records(srv) if r["action"] == "export"][-2:]
+    assert started.startswith("started: zip") and "sha256" in result  # audited before written
     logged = {line["action"] for line in audit_lines(srv) if line["who"] == RECORDS}
     assert {"vault.search", "vault.view", "vault.export"} <= logged
 
