@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -268,3 +271,57 @@ def test_a_hold_on_body_words_asks_the_search_index(vault: Vault, tmp_path: Path
     report = expiry.expire(vault.log, LOCAL, T0 + 40 * DAY, index=index)
     assert report.plan.captures == (other,) and report.plan.held == {"case-kumquat": 1}
     assert vault.contents()[kumquat]
+
+
+def test_closed_segments_are_rewritten_while_capture_appends(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the last segment is rewritten under the vault's lock: while a closed one is,
+    another thread captures (the vault's lock is free, the expiry lock is not), and the
+    chain verifies after both."""
+    vault.log.segment_size = 700
+    vault.rule(T0, "domain:org.test", 30)
+    old = [vault.capture(T0, "x@else.test", "bob@org.test", f"o{n}", b"old %d\r\n" % n)
+           for n in range(4)]  # fmt: skip
+    last = vault.capture(T0, "x@else.test", "bob@org.test", "last", b"old last\r\n")
+    assert len(vault.log.segments()) > 3
+    rewriting: list[Path] = []
+    during: list[int] = []
+    rewrite, write = expiry._rewrite, expiry._write
+
+    def probe(path: Path) -> bool:
+        """True if the lock file at ``path`` is free now."""
+        fd = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
+        return True
+
+    def watched_rewrite(path: Path, offsets: dict[int, int]) -> None:
+        rewriting.append(path)
+        rewrite(path, offsets)
+
+    def watched_write(fd: int, data: bytes | memoryview) -> None:
+        path = rewriting[-1]
+        if not during and expiry.closed(vault.log, int(path.name[:8])):
+            assert not probe(vault.log.root / expiry.EXPIRE_LOCK)
+            assert probe(vault.log.root / "lock"), "a closed segment rewritten under the lock"
+            capturing = threading.Thread(target=lambda: during.append(
+                vault.capture(T0 + 40 * DAY, "y@else.test", "bob@org.test", "new", b"new\r\n")))  # fmt: skip
+            capturing.start()
+            capturing.join()
+        write(fd, data)
+
+    monkeypatch.setattr(expiry, "_rewrite", watched_rewrite)
+    monkeypatch.setattr(expiry, "_write", watched_write)
+    report = vault.expire(T0 + 40 * DAY)
+    assert report.plan.captures == (*old, last) and len(during) == 1
+    assert len(report.segments) == len(set(rewriting)) > 1
+    assert vault.check_chain() == {*old, last, *(s - 1 for s in (*old, last))}
+    assert vault.contents()[during[0]]
+    after = vault.capture(T0 + 41 * DAY, "z@else.test", "bob@org.test", "after", b"after\r\n")
+    assert vault.contents()[after] and after == during[0] + 2  # its blob, then it
+    vault.check_chain()
