@@ -215,6 +215,13 @@ def test_audit_records_and_the_server_side_view_of_holds(
     assert not retention_view.may_erase("x@else.test", "INBOX", None)  # type: ignore[arg-type]
     assert refreshed == [vault.log]
     assert retention_view.may_erase("bob@org.test", "INBOX", None)  # type: ignore[arg-type]
+    # expiry rewrote the segment where the last reading ended: kept, and read in a thread
+    monkeypatch.setattr(retentionservice, "CATCH_UP", 2000)
+    vault.rule(T0, "default", 30)
+    assert vault.expire(T0 + 40 * DAY).segments == (1,)
+    assert not retention_view.may_erase("x@else.test", "INBOX", None)  # type: ignore[arg-type]
+    assert refreshed == [vault.log, vault.log]
+    assert retention_view.may_erase("x@else.test", "INBOX", None)  # type: ignore[arg-type]
 
 
 def test_the_vault_role(tmp_path: Path) -> None:
