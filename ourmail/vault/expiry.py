@@ -28,8 +28,9 @@ held only to read the records appended since the plan, to write the ``expire`` r
 rewrite the **last** segment, the one appends go to.  A closed segment (one a later segment
 follows in the vault's own folder, where :class:`~ourmail.vault.segments.SegmentLog` appends
 only to the last) is never written again by anyone else, so it is rewritten without the
-vault's lock while capture goes on.  A rewrite streams frame by frame in chunks of
-:data:`CHUNK`: a segment is never read whole into memory.
+vault's lock while capture goes on.  A rule, hold or release appended during the pass
+means another pass, also without the vault's lock (:func:`_settled`).  A rewrite streams
+frame by frame in chunks of :data:`CHUNK`: a segment is never read whole into memory.
 
 Segment offsets change in a rewrite.  The catalog (``ourmail/vault/catalog.py``) notices
 that when it next reads there, in this process or the server, and catalogues the segment
@@ -70,6 +71,9 @@ log = Logger()
 EXPIRE_LOCK = "expire.lock"
 #: Read and written at a time when a segment is rewritten.
 CHUNK = 1 << 20
+#: Passes a run makes without the vault's lock while rules or holds change meanwhile; the
+#: last is made under it, so a run always ends.
+SETTLE_TRIES = 3
 #: A segment's file name (``ourmail/vault/segments.py``).
 _SEGMENT = re.compile(r"\d{8}\.seg")
 
@@ -211,19 +215,38 @@ def _plan(
     )
 
 
+def _fresh(
+    log_: SegmentLog,
+    local_domains: Iterable[str],
+    now: float,
+    allowed: set[int] | None,
+    index: IVaultIndex | None,
+) -> Plan:
+    """A plan from one pass over the vault (without the vault's lock)."""
+    state = load(log_, local_domains)
+    fresh = _plan(log_, state, now, allowed, index)
+    if state.last_seq < fresh.last_seq:  # a hold may have come between the two passes
+        fresh = attrs.evolve(fresh, last_seq=state.last_seq)
+    return fresh
+
+
 def _settle(
     log_: SegmentLog,
     plan_: Plan,
     local_domains: Iterable[str],
     allowed: set[int] | None,
     index: IVaultIndex | None,
-) -> Plan:
+    replan: bool,
+) -> Plan | None:
     """``plan_`` made good for now (the caller holds the lock): the records appended since it
-    was made are read; a rule, hold, release or expire among them means planning again, and
-    a capture among them keeps the body it uses."""
+    was made are read; a rule, hold, release or expire among them means planning again (here
+    when ``replan``, else None: the caller plans again without the lock), and a capture among
+    them keeps the body it uses."""
     used: set[str] = set()
     for entry in entries(log_, plan_.last_seq):
         if entry.kind in ("rule", "hold", "release", "expire"):
+            if not replan:
+                return None
             return _plan(log_, load(log_, local_domains), plan_.now, allowed, index)
         if entry.kind == "capture":
             used.add(str(entry.fields.get("body")))
@@ -281,23 +304,38 @@ def expire(
     thread."""
     allowed = None if planned is None else set(planned.captures) | set(planned.pending)
     with expiry_locked(log_):
-        state = load(log_, local_domains)
-        fresh = _plan(log_, state, now, allowed, index)
-        if state.last_seq < fresh.last_seq:  # a hold may have come between the two passes
-            fresh = attrs.evolve(fresh, last_seq=state.last_seq)
-        with log_.locked():
-            fresh = _settle(log_, fresh, local_domains, allowed, index)
-            if not fresh.seqs():
-                report = Report(fresh, 0, ())
-                _log_run(report)
-                return report
-            record = _write_expire_record(log_, fresh, now)
+        fresh, record = _settled(log_, local_domains, now, allowed, index)
+        if not fresh.seqs():
+            report = Report(fresh, 0, ())
+            _log_run(report)
+            return report
         segments = remove_content(log_, fresh.positions)
     report = Report(fresh, record, segments)
     for hook in hooks:
         hook(report)
     _log_run(report)
     return report
+
+
+def _settled(
+    log_: SegmentLog,
+    local_domains: Iterable[str],
+    now: float,
+    allowed: set[int] | None,
+    index: IVaultIndex | None,
+) -> tuple[Plan, int]:
+    """The plan made good under the vault's lock, and its ``expire`` record's seq (0: none
+    written).  A rule, hold or release set during a pass means another pass without the
+    lock; only the last of :data:`SETTLE_TRIES` plans again under it."""
+    fresh = _fresh(log_, local_domains, now, allowed, index)
+    tries = 1
+    while True:
+        with log_.locked():
+            settled = _settle(log_, fresh, local_domains, allowed, index, tries >= SETTLE_TRIES)
+            if settled is not None:
+                return settled, _write_expire_record(log_, settled, now)
+        fresh = _fresh(log_, local_domains, now, allowed, index)
+        tries += 1
 
 
 def _write_expire_record(log_: SegmentLog, plan_: Plan, now: float) -> int:

@@ -113,12 +113,15 @@ class Racing(SegmentLog):
     pass, as another process would append."""
 
     meanwhile: list[Callable[[], None]] = []
+    #: How often the lock was taken.
+    taken = 0
 
     @contextmanager
     def locked(self) -> Iterator[None]:
         while self.meanwhile:
             self.meanwhile.pop()()
         with super().locked():
+            self.taken += 1
             yield
 
 
@@ -137,8 +140,10 @@ def test_records_appended_during_the_pass_are_honoured(vault: Vault) -> None:
     # a hold set while the pass ran
     third = vault.capture(T0, "x@else.test", "erin@org.test", "d", b"three\r\n")
     racing.meanwhile = [lambda: vault.hold(T0 + 40 * DAY, "late", {"user": "erin@org.test"})]
+    racing.taken = 0
     report = expiry.expire(racing, LOCAL, T0 + 41 * DAY)
     assert report.record == 0 and report.plan.held == {"late": 1}
+    assert racing.taken == 2  # planned again without the lock, then settled under it
     assert vault.contents()[third]
     vault.check_chain()
 
