@@ -62,7 +62,7 @@ from ourmail.vault.retention import (
     load,
     search_holds,
 )
-from ourmail.vault.scan import entries
+from ourmail.vault.scan import Entry, entries, frames
 from ourmail.vault.segments import Position, SegmentLog
 
 log = Logger()
@@ -99,6 +99,9 @@ class Plan:
     bodies: dict[int, str] = attrs.field(factory=dict)
     #: The last seq the plan read.
     last_seq: int = 0
+    #: Where that record is (None: not known), so that the records appended since are read
+    #: from there rather than from the start of its segment.
+    last_position: Position | None = None
 
     @property
     def octets(self) -> int:
@@ -150,10 +153,10 @@ def _plan(
     positions: dict[int, tuple[Position, int]] = {}
     rules: dict[str, Rule] = {}
     held: dict[str, int] = {}
-    last_seq = 0
+    last_seq, last_position = 0, None
     for entry in entries(log_):
         fields, seq = entry.fields, entry.seq
-        last_seq = seq
+        last_seq, last_position = seq, entry.position
         if entry.kind == "blob":
             latest_blob[str(fields.get("sha256"))] = seq
             bodies[seq] = str(fields.get("sha256"))
@@ -212,6 +215,7 @@ def _plan(
         held=held,
         bodies={s: sha for s, sha in bodies.items() if s in positions},
         last_seq=last_seq,
+        last_position=last_position,
     )
 
 
@@ -226,7 +230,7 @@ def _fresh(
     state = load(log_, local_domains)
     fresh = _plan(log_, state, now, allowed, index)
     if state.last_seq < fresh.last_seq:  # a hold may have come between the two passes
-        fresh = attrs.evolve(fresh, last_seq=state.last_seq)
+        fresh = attrs.evolve(fresh, last_seq=state.last_seq, last_position=state.last_position)
     return fresh
 
 
@@ -243,7 +247,7 @@ def _settle(
     when ``replan``, else None: the caller plans again without the lock), and a capture among
     them keeps the body it uses."""
     used: set[str] = set()
-    for entry in entries(log_, plan_.last_seq):
+    for entry in _since(log_, plan_):
         if entry.kind in ("rule", "hold", "release", "expire"):
             if not replan:
                 return None
@@ -260,6 +264,44 @@ def _settle(
         positions={s: p for s, p in plan_.positions.items() if s not in keep},
         bodies={s: sha for s, sha in plan_.bodies.items() if s not in keep},
     )
+
+
+def _since(log_: SegmentLog, plan_: Plan) -> Iterator[Entry]:
+    """The records appended since ``plan_`` was made, read from where its last record is
+    (under the expiry lock no rewrite moves it), else from the start of its segment."""
+    start = plan_.last_position
+    if start is None:
+        yield from entries(log_, plan_.last_seq)
+        return
+    number, offset = start.segment, start.offset
+    while True:
+        with open(log_.path_of(number), "rb") as f:
+            fd = f.fileno()
+            if number != start.segment:
+                header = os.pread(fd, records.MAX_FRAME_LINE, 0)
+                offset = records.parse_segment_header(header).length
+            for entry, after in frames(fd, number, offset):
+                if number == start.segment and entry.position == start:
+                    if entry.seq != plan_.last_seq:
+                        raise records.FormatError(f"record {plan_.last_seq} is not at {start}")
+                    offset = after
+                    continue
+                yield entry
+                offset = after
+            following = _exists(log_, number + 1)
+            if following and offset != os.fstat(fd).st_size:
+                raise records.FormatError(f"segment {number}: record cut short at {offset}")
+        if not following:
+            return
+        number += 1
+
+
+def _exists(log_: SegmentLog, number: int) -> bool:
+    try:
+        log_.path_of(number)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _facts(log_: SegmentLog, position: Position, stored: int) -> Callable[[], Facts]:

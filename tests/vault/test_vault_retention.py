@@ -125,11 +125,13 @@ class Racing(SegmentLog):
             yield
 
 
-def test_records_appended_during_the_pass_are_honoured(vault: Vault) -> None:
+@pytest.mark.parametrize("segment_size", [1 << 20, 700])
+def test_records_appended_during_the_pass_are_honoured(vault: Vault, segment_size: int) -> None:
+    vault.log.segment_size = segment_size  # 700: they go on in a new segment
     vault.rule(T0, "default", 30)
     first = vault.capture(T0, "x@else.test", "bob@org.test", "a", b"one\r\n")
     second = vault.capture(T0, "x@else.test", "carol@org.test", "b", b"two\r\n")
-    racing = Racing(vault.log.root)
+    racing = Racing(vault.log.root, segment_size=segment_size)
     # a new message with the same body as an expiring one: the body stays
     racing.meanwhile = [
         lambda: vault.capture(T0 + 40 * DAY, "y@else.test", "dan@org.test", "c", b"two\r\n")
