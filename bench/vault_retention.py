@@ -4,7 +4,7 @@ at each hold, rule or release), a dry run (``expiry.plan``), and an expiry run t
 tenth of the messages (``expiry.expire``: the expire record, then the segment rewrite).
 Prints figures; asserts nothing.
 
-    .venv/bin/python bench/vault_retention.py --dir /var/tmp/vr --count 1000000
+    .venv/bin/python bench/vault_retention.py --dir /var/tmp/vr --count 1000000 [--segment-mib 16]
 
 Messages have 2 KiB bodies of hex digits (zlib halves them), one blob and one capture each,
  written without fsync and reused on later runs of the same count; the
@@ -18,19 +18,37 @@ import hashlib
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ourmail.vault import expiry, retention
-from ourmail.vault.segments import SegmentLog
+from ourmail.vault.segments import SEGMENT_SIZE, SegmentLog
 
 DAY = 86400.0
 T0 = 1_800_000_000.0
 LOCAL = ("org.test",)
 
 
-def make(root: Path, count: int) -> None:
-    log = SegmentLog(root)
+class LockTimed(SegmentLog):
+    """A log that notes how long each hold of the vault's lock lasts (what capture waits
+    for while expiry runs)."""
+
+    holds: list[float] = []
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        with super().locked():
+            started = time.perf_counter()
+            try:
+                yield
+            finally:
+                self.holds.append(time.perf_counter() - started)
+
+
+def make(root: Path, count: int, segment_size: int) -> None:
+    log = SegmentLog(root, segment_size=segment_size)
     have = log.head()[0] // 2
     with log.locked():
         for start in range(have, count, 1000):
@@ -69,11 +87,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", required=True, type=Path)
     parser.add_argument("--count", type=int, default=1_000_000)
+    parser.add_argument("--segment-mib", type=int, default=SEGMENT_SIZE >> 20)
     args = parser.parse_args()
-    root = args.dir / f"vault-{args.count}"
-    timed(f"writing {args.count} messages (first run only)", lambda: make(root, args.count))
-    size = sum(p.stat().st_size for _, p in SegmentLog(root).segments())
-    print(f"vault: {args.count} messages, {size / 2**20:.0f} MiB in segments")
+    segment_size = args.segment_mib << 20
+    root = args.dir / f"vault-{args.count}-{args.segment_mib}"
+    timed(
+        f"writing {args.count} messages (first run only)",
+        lambda: make(root, args.count, segment_size),
+    )
+    segments = SegmentLog(root).segments()
+    size = sum(p.stat().st_size for _, p in segments)
+    print(
+        f"vault: {args.count} messages, {size / 2**20:.0f} MiB in {len(segments)} segments "
+        f"of {args.segment_mib} MiB"
+    )
     log = SegmentLog(root)
     state = timed(
         "retention.load (rules and holds from the chain)", lambda: retention.load(log, LOCAL)
@@ -85,11 +112,14 @@ def main() -> None:
     copy = args.dir / "expiring"
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(root, copy)
+    timed_log = LockTimed(copy, segment_size=segment_size)
     report = timed(
         "expiry.expire (plan again under the lock, expire record, rewrite)",
-        lambda: expiry.expire(SegmentLog(copy), LOCAL, now),
+        lambda: expiry.expire(timed_log, LOCAL, now),
     )
     print(f"  expired {len(report.plan.captures)} messages in {len(report.segments)} segments")
+    holds = " + ".join(f"{h:.2f} s" for h in timed_log.holds)
+    print(f"  the vault's lock held {holds} (capture waits that long)")
     shutil.rmtree(copy)
 
 

@@ -38,7 +38,7 @@ import attrs
 from ourmail.interfaces import IVaultIndex, VaultEnvelope, VaultQuery
 from ourmail.mime.summary import decode_header
 from ourmail.vault.scan import entries
-from ourmail.vault.segments import SegmentLog
+from ourmail.vault.segments import Position, SegmentLog
 
 DAY = 86400.0
 #: What ``--keep-years`` means in days: at least that many years, leap days included.
@@ -119,6 +119,8 @@ class State:
     #: Seqs an ``expire`` record names (their content removed, or about to be).
     expired: set[int] = attrs.Factory(set)
     last_seq: int = 0
+    #: Where the record ``last_seq`` is (set by :func:`load`; None: not known).
+    last_position: Position | None = None
     #: Per query hold on body words or attachment names: the seqs the search index finds,
     #: and the last seq it had indexed then (:func:`search_holds`).
     found: dict[str, tuple[frozenset[int], int]] = attrs.Factory(dict)
@@ -215,6 +217,7 @@ def load(log: SegmentLog, local_domains: Iterable[str]) -> State:
     state = State(tuple(d.lower() for d in local_domains))
     for entry in entries(log, brief=BRIEF):
         state.add(entry.fields)
+        state.last_position = entry.position
     return state
 
 

@@ -85,6 +85,22 @@ def entries(
                 offset = after_frame
 
 
+def frames(
+    fd: int, number: int, offset: int, brief: AbstractSet[str] = frozenset()
+) -> Iterator[tuple[Entry, int]]:
+    """The records of segment ``number``, open as ``fd``, from the frame at ``offset`` on, each
+    with the offset after it (``brief`` as for :func:`entries`); ends at the end of the file or
+    at a frame cut short (one being written)."""
+    prefixes = tuple((PREFIXES[k], k) for k in brief)
+    size = os.fstat(fd).st_size
+    while offset < size:
+        entry, after = _frame_at(fd, number, offset, size, prefixes)
+        if entry is None:
+            return
+        yield entry, after
+        offset = after
+
+
 def _first_seq(path: Path) -> int:
     with open(path, "rb") as f:
         return records.parse_segment_header(f.read(records.MAX_FRAME_LINE)).first_seq

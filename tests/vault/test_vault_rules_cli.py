@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import RunningServer, client_tls
+from conftest import RunningServer, client_tls, running_server
+from pop3help import deliver, pop
 from vaultrulehelp import Vault
 
 from ourmail.admin import cli
+from ourmail.config import Pop3Settings
 from ourmail.vault.restore import RestoreRefused, read_messages
 
 REPO = Path(__file__).resolve().parents[2]
@@ -120,3 +122,21 @@ def test_restore_into_a_running_server_and_expunge_leaves_the_vault(
     m.expunge()
     m.logout()
     assert [p.read_bytes() for _, p in vault.log.segments()] == before
+
+
+def test_a_hold_counts_at_once_for_a_pop3_expunge(tmp_path: Path) -> None:
+    """``ourmail vault hold add`` and then at once a POP3 DELE and QUIT under the expunge
+    policy: the server's view of the holds catches up before it answers, so the message is
+    kept (hidden from POP3), not erased."""
+    with running_server(tmp_path, pop3=Pop3Settings(delete="expunge")) as srv:
+        deliver(srv, 1)
+        out = run("--data", str(srv.data), "vault", "hold", "add", "case-9", "--user", srv.user,
+                  "--reason", "FOI request 9")  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        p = pop(srv)
+        p.dele(1)
+        assert p.quit().startswith(b"+OK Bye (1 messages deleted)")
+        m = imaplib.IMAP4_SSL("127.0.0.1", srv.port("imaps"), ssl_context=client_tls())
+        m.login(srv.user, srv.password)
+        assert m.select("INBOX")[1] == [b"1"]  # held: kept
+        m.logout()
