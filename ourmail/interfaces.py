@@ -1539,9 +1539,9 @@ class IVault(Interface):
 
 class ICommitParticipant(Interface):
     """A durable writer that joins the store's group commit (the vault): its items are
-    written and flushed in the committer's worker thread before any mailbox file of the
-    same batch is placed; the batch's one ``syncfs`` then covers the rest (the head file, the
-    mailbox files and journals)."""
+    written in the committer's worker thread before any mailbox file of the same batch is
+    placed (and flushed then, if it asks: :meth:`flush`); the batch's one ``syncfs`` makes
+    them durable with the mailbox files and journals."""
 
     def write(items: Sequence[object]) -> Sequence[object]:
         """Worker thread: write ``items`` (no flush); one result per item, in order.  An
@@ -1552,8 +1552,10 @@ class ICommitParticipant(Interface):
 
     def flush() -> None:
         """Worker thread, right after :meth:`write` and before any mailbox file of the
-        batch is placed: make what it wrote durable (``fdatasync``), so that no filesystem
-        can keep a placed mailbox file across a power cut and lose the participant's items."""
+        batch is placed: make what it wrote durable now if it must be so before the mailbox
+        files (where ``syncfs`` is missing it must; otherwise the batch's ``syncfs`` covers
+        it, and only a power cut during that ``syncfs`` could keep a placed file and lose
+        the items)."""
 
 
 class ICommitGroup(Interface):

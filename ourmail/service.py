@@ -577,6 +577,7 @@ def make_vault(settings: Settings, store: IMailStore) -> IVault:
         group,
         settings.vault.segment_size,
         crash_point=faults.point,
+        flush_first=settings.vault.flush_first,
     )
 
 

@@ -6,9 +6,9 @@ batch is being committed wait for the next batch.  A batch is committed in a wor
 1. each message is written (or hard-linked) into its folder's ``tmp/``;
 2. per folder, under that folder's lock, the files are renamed into ``new/`` or ``cur/`` and
    their journal lines appended (:meth:`Target.place`);
-   (before this step, each participant that joined the batch, the vault, writes its items
-   and flushes them, so no mailbox file is placed that a participant lacks, even across a
-   power cut; its failure fails the batch);
+   (before this step, each participant that joined the batch, the vault, writes its items,
+   and flushes them if it asks to, so no mailbox file is placed that a participant lacks;
+   its failure fails the batch);
 3. one ``syncfs(2)`` per filesystem makes the whole batch durable, files, directory entries and
    journals alike (without syncfs: an fsync per file before the rename, then per directory);
 4. back on the reactor, each folder reads its journal tail and every job's Deferred fires with
@@ -283,9 +283,8 @@ def _commit(
 
 def _participate(joined: Sequence[Joined]) -> list[object]:
     """Worker thread: each participant writes its items of the batch (one call each) and
-    flushes them, so they are on disk before any mailbox file of the batch is placed (a
-    filesystem may write a later rename before an earlier append; a power cut must not
-    leave the one without the other); the results in the order the items joined."""
+    flushes them as it chooses (:meth:`ICommitParticipant.flush`), before any mailbox file
+    of the batch is placed; the results in the order the items joined."""
     by_participant: dict[int, list[Joined]] = {}
     for each in joined:
         by_participant.setdefault(id(each.participant), []).append(each)

@@ -34,6 +34,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ourmail.config import Settings
+from ourmail.fsutil import HAVE_SYNCFS
 from ourmail.interfaces import (
     ICommitGroup,
     ICommitParticipant,
@@ -116,11 +117,15 @@ class Vault:
         group: ICommitGroup,
         clock: Callable[[], float] = time.time,
         on_committed: Callable[[int], None] | None = None,
+        flush_first: bool = False,
     ) -> None:
         self.log = log
         self.catalog = catalog
         self.group = group
         self.clock = clock
+        #: ``[vault] flush_first``: flush each batch's records before its mailbox files are
+        #: placed (always so where syncfs is missing: then nothing else flushes them).
+        self.flush_first = flush_first or not HAVE_SYNCFS
         #: Told the last seq of each durable capture (the search index catches up).
         self.on_committed = on_committed
 
@@ -147,7 +152,8 @@ class Vault:
         return self.log.directory
 
     def flush(self) -> None:
-        self.log.flush_data()
+        if self.flush_first:
+            self.log.flush_data()
 
     def write(self, items: Sequence[object]) -> list[int]:
         """Append a ``blob`` (for a body not yet stored) and a ``capture`` record per item, in
@@ -207,6 +213,7 @@ def open_vault(
     segment_size: int | None = None,
     on_committed: Callable[[int], None] | None = None,
     crash_point: Callable[[str], None] | None = None,
+    flush_first: bool = False,
 ) -> Vault:
     """The vault at ``vault_dir`` (made with mode 0700), its catalog caught up (blocking:
     at start); ``crash_point``: see :class:`SegmentLog`."""
@@ -218,7 +225,8 @@ def open_vault(
         else SegmentLog(vault_dir, roots, segment_size, crash_point)
     )
     segment_log.directory.mkdir(exist_ok=True, mode=0o700)
-    return Vault(segment_log, Catalog(vault_dir, segment_log), group, on_committed=on_committed)
+    catalog = Catalog(vault_dir, segment_log)
+    return Vault(segment_log, catalog, group, on_committed=on_committed, flush_first=flush_first)
 
 
 def vault_log(settings: Settings) -> SegmentLog:

@@ -12,6 +12,7 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from ourmail.config import ConfigError, VaultSettings, load_settings
+from ourmail.fsutil import HAVE_SYNCFS
 from ourmail.interfaces import ICommitParticipant, VaultEnvelope
 from ourmail.store.userstore import MaildirStore, MaildirUserStore
 from ourmail.vault.catalog import FILE, Catalog, Expired, NotAMessage
@@ -142,3 +143,17 @@ def test_vault_settings(tmp_path: Path) -> None:
     (tmp_path / "ourmail.toml").write_text("[vault]\nsegment_size = 10\n")
     with pytest.raises(ConfigError, match="segment_size"):
         load_settings(data=str(tmp_path))
+
+
+@pytest.mark.skipif(not HAVE_SYNCFS, reason="without syncfs the vault always flushes first")
+def test_flush_first_flushes_the_records_before_the_mailbox_files(
+    tmp_path: Path, store: MaildirStore
+) -> None:
+    (tmp_path / "ourmail.toml").write_text("[vault]\nflush_first = true\n")
+    assert load_settings(data=str(tmp_path)).vault.flush_first
+    flushed: list[bool] = []
+    for first in (False, True):
+        vault = open_vault(tmp_path / f"vault-{first}", (), store.committer, flush_first=first)
+        vault.log.flush_data = lambda first=first: flushed.append(first)  # type: ignore[method-assign]
+        vault.flush()
+    assert flushed == [True]
