@@ -108,6 +108,7 @@ from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 from ourmail.store.userstore import MaildirStore
 from ourmail.vacation.record import ReplyRecord
 from ourmail.vacation.responder import AutoResponder
+from ourmail.vault import indexfollow
 from ourmail.vault.desk import VaultDesk
 from ourmail.vault.headjob import DailyHeadSigner
 from ourmail.vault.index import IndexError_, SQLiteIndex
@@ -509,7 +510,7 @@ def assemble(
     delivery.sealer = ARCSealer(signer, settings.filters.authserv_id or settings.hostname)
     vault = make_vault(settings, store)
     delivery.vault = vault
-    indexer = vault_indexer(vault, reactor)
+    indexer = vault_indexer(vault)
     # What the server sends on its own account is captured before it is queued.
     own_mail: IOutboundQueue = queue
     if isinstance(vault, Vault):
@@ -581,10 +582,11 @@ def make_vault(settings: Settings, store: IMailStore) -> IVault:
     )
 
 
-def vault_indexer(vault: IVault, reactor: IReactorCore) -> Indexer | None:
-    """The indexer keeping the vault's search index (``<data>/vault/index.sqlite``) in step
-    with its captures, told of each committed batch; None without a vault, or where SQLite
-    lacks FTS5 (logged: ``ourmail vault search`` says the same)."""
+def vault_indexer(vault: IVault) -> Indexer | None:
+    """The indexer of the vault's search index (``<data>/vault/index.sqlite``): the
+    console's catch-ups and, from its log, the command of the follower process that keeps
+    the index in step (:class:`IndexerService`); None without a vault, or where SQLite lacks
+    FTS5 (logged: ``ourmail vault search`` says the same)."""
     if not isinstance(vault, Vault):
         return None
     try:
@@ -592,9 +594,7 @@ def vault_indexer(vault: IVault, reactor: IReactorCore) -> Indexer | None:
     except IndexError_ as e:
         log.error("the vault is kept but cannot be searched: {e}", e=str(e))
         return None
-    indexer = Indexer(vault.log, index, reactor=reactor)
-    vault.on_committed = lambda seq: indexer.notify()
-    return indexer
+    return Indexer(vault.log, index)
 
 
 def spam_learner(settings: Settings, reactor: IReactorCore) -> ISpamLearner | None:
@@ -710,7 +710,9 @@ def build(
         vault_rules.setServiceParent(root)
     if parts.indexer is not None:
         closing = [parts.vault.catalog.close] if isinstance(parts.vault, Vault) else []
-        IndexerService(parts.indexer, closing).setServiceParent(root)
+        vault = settings.vault
+        follow = indexfollow.arguments(parts.indexer.log.root, vault.roots, vault.segment_size)
+        IndexerService(parts.indexer, reactor, follow, closing).setServiceParent(root)
     parts.queue.setServiceParent(root)
     if parts.authenticator.revoker is not None:
         parts.authenticator.revoker.setServiceParent(root)

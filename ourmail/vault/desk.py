@@ -144,12 +144,12 @@ class VaultDesk:
 
     def _caught_up(self) -> None:
         """Thread: bring the index up to the vault's head when that is quick; when it is far
-        behind (a new or rebuilt index), leave that to the server's indexer and refuse."""
+        behind (a new or rebuilt index), leave that to the server's follower process
+        (:mod:`ourmail.vault.indexfollow`) and refuse."""
         if self.indexer is None:
             return
         behind = self.log.head()[0] - self.index.last_seq()
-        if behind > MAX_CATCH_UP:
-            self.reactor.callFromThread(self.indexer.notify)
+        if behind > MAX_CATCH_UP:  # the server's follower process catches up meanwhile
             raise VaultRefused(
                 "indexing",
                 f"{self.index.last_seq()} of {self.log.head()[0]} records read",

@@ -17,9 +17,8 @@ Implementation notes:
 * One catch-up at a time, across threads and processes: :meth:`catch_up` holds a thread
   lock and an ``flock`` on ``<vault>/index.lock``, so the server and ``ourmail vault
   search`` (which catches up first) never index the same records twice.  It blocks: call
-  it in a thread, or from the reactor through :meth:`notify`, which the server calls after
-  each committed batch (wiring: ``Indexer(log, SQLiteIndex(path), reactor=reactor)``,
-  ``notify()`` after each batch, ``stop()`` when the service stops).
+  it in a thread.  The server keeps the index in step from a process of its own
+  (:mod:`ourmail.vault.indexfollow`, started by :class:`IndexerService`).
 * Blob positions are written before the documents that need them, and the cursor after
   them, so a crash between the steps only makes the next catch-up redo some work.
 * A frame cut short at the end of the log is a write in progress: the catch-up stops
@@ -28,6 +27,7 @@ Implementation notes:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -39,8 +39,8 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorThreads, IReactorTime
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -56,8 +56,6 @@ log = Logger()
 #: Documents per transaction, and the most octets of bodies held in memory between them.
 BATCH = 1000
 BATCH_OCTETS = 64 * 1024 * 1024
-#: Least seconds from the end of one catch-up the server asks for to the start of the next.
-INTERVAL = 0.5
 #: How much of a segment is read at a time.
 READ_CHUNK = 8 * 1024 * 1024
 
@@ -78,22 +76,18 @@ Cursor = tuple[int, int, int]
 
 class Indexer:
     """Catches ``index`` up with ``log`` (see the module text).  ``state`` is the SQLite
-    file for the indexer's own tables (default ``<vault>/index.sqlite``); ``reactor`` is
-    needed only for :meth:`notify` (with ``interval``)."""
+    file for the indexer's own tables (default ``<vault>/index.sqlite``)."""
 
     def __init__(
         self,
         log: SegmentLog,
         index: IVaultIndex,
         state: Path | None = None,
-        reactor: Any = None,
         batch: int = BATCH,
-        interval: float = INTERVAL,
     ) -> None:
         self.log = log
         self.index = index
         self.batch = batch
-        self._reactor = reactor
         self._thread_lock = threading.Lock()
         self._db = sqlite3.connect(
             state or log.root / "index.sqlite", isolation_level=None, check_same_thread=False
@@ -101,65 +95,6 @@ class Indexer:
         self._db.execute("PRAGMA busy_timeout = 30000")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.executescript(_SCHEMA)
-        self.interval = interval
-        self._running = self._again = self._stopped = False
-        self._pending: IDelayedCall | None = None
-        self._idle: list[Deferred[None]] = []
-        self._last = float("-inf")
-
-    # -- from the reactor -----------------------------------------------------------------
-
-    def notify(self) -> None:
-        """Reactor thread: new records are in the log (the server calls this after each
-        committed batch).  A catch-up runs in a thread, one at a time, at most one every
-        ``interval`` seconds, so a busy server indexes in batches, not message by message;
-        a notice while one runs starts one more after it."""
-        if self._running:
-            self._again = True
-        elif self._pending is None:
-            reactor: IReactorTime = self._reactor
-            wait = max(0.0, self._last + self.interval - reactor.seconds())
-            self._pending = reactor.callLater(wait, self._run)
-
-    def stop(self) -> None:
-        """Reactor thread: start no more catch-ups (the service stops)."""
-        if self._pending is not None and self._pending.active():
-            self._pending.cancel()
-        self._pending = None
-        self._again = False
-        self._stopped = True
-
-    def _run(self) -> None:
-        self._pending = None
-        if self._stopped:
-            return
-        self._running = True
-        reactor: IReactorThreads = self._reactor
-        d: Deferred[int] = deferToThreadPool(reactor, reactor.getThreadPool(), self.catch_up)
-        d.addErrback(self._failed).addCallback(self._finished)
-
-    def _failed(self, failure: Failure) -> int:
-        log.failure("the vault's search index could not catch up", failure)
-        return 0
-
-    def _finished(self, added: int) -> None:
-        self._running = False
-        self._last = self._reactor.seconds()
-        if self._again and not self._stopped:
-            self._again = False
-            self.notify()
-        waiting, self._idle = self._idle, []
-        for d in waiting:
-            d.callback(None)
-
-    def idle(self) -> Deferred[None]:
-        """Reactor thread: fires once no catch-up started by :meth:`notify` runs."""
-        d: Deferred[None] = Deferred()
-        if self._running:
-            self._idle.append(d)
-        else:
-            d.callback(None)
-        return d
 
     # -- in a thread ----------------------------------------------------------------------
 
@@ -379,33 +314,78 @@ def caught_up_index(log: SegmentLog) -> IVaultIndex | None:
     return index
 
 
+class _Follower(ProcessProtocol):
+    """The follower process (:mod:`ourmail.vault.indexfollow`): what it says goes to the log."""
+
+    def __init__(self) -> None:
+        self.ended: Deferred[None] = Deferred()
+
+    def errReceived(self, data: bytes) -> None:
+        for line in data.decode("utf-8", "replace").splitlines():
+            log.warn("vault search index: {line}", line=line)
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(None)
+
+
 class IndexerService(Service):
-    """Keeps the server's search index in step: a catch-up at start (what was captured
-    while the server was down, or by another process), then one after each committed batch
-    (:meth:`Indexer.notify`, called by the vault), none after the service stops."""
+    """Keeps the server's search index in step from a process of its own, started with the
+    service (``command``: :func:`ourmail.vault.indexfollow.arguments`) and told to end, by
+    closing its standard input, when the service stops; then the in-process index's files
+    (the console's catch-ups) and ``closing`` (the vault's catalog) are closed.  Indexing
+    thus never takes the interpreter that takes mail (docs/performance.md)."""
 
     name = "vault-indexer"
+    #: Seconds the follower has to end before it is killed.
+    GRACE = 10.0
 
-    def __init__(self, indexer: Indexer, closing: Sequence[Callable[[], None]] = ()) -> None:
+    def __init__(
+        self,
+        indexer: Indexer,
+        reactor: Any,
+        command: Sequence[str],
+        closing: Sequence[Callable[[], None]] = (),
+    ) -> None:
         self.indexer = indexer
+        self.reactor = reactor
+        self.command = list(command)
         #: What else to close when the service stops (the vault's catalog).
         self.closing = tuple(closing)
+        self._follower: _Follower | None = None
+        self._process: Any = None
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
-        self.indexer.notify()
+        self._follower = _Follower()
+        self._process = self.reactor.spawnProcess(
+            self._follower,
+            self.command[0],
+            self.command,
+            env=dict(os.environ),
+            childFDs={0: "w", 1: "r", 2: "r"},
+        )
 
     def stopService(self) -> Deferred[None] | None:
-        self.indexer.stop()
-        d = self.indexer.idle()
-        d.addCallback(lambda _: self._close())
         super().stopService()  # type: ignore[no-untyped-call]
-        return d
+        follower, process = self._follower, self._process
+        if follower is None or follower.ended.called:
+            self._close()
+            return None
+        process.closeStdin()
+        kill = self.reactor.callLater(self.GRACE, _kill, process)
+        follower.ended.addBoth(lambda _: kill.cancel() if kill.active() else None)
+        follower.ended.addCallback(lambda _: self._close())
+        return follower.ended
 
     def _close(self) -> None:
-        """The files of the index, the indexer and ``closing``, once no catch-up runs."""
+        """The files of the in-process index and indexer, and ``closing``."""
         self.indexer.close()
         close_index = getattr(self.indexer.index, "close", None)
         for close in (close_index, *self.closing):
             if close is not None:
                 close()
+
+
+def _kill(process: Any) -> None:
+    with contextlib.suppress(ProcessExitedAlready):
+        process.signalProcess("KILL")

@@ -20,6 +20,8 @@ from pop3help import pop
 
 from ourmail.admin import cli
 from ourmail.config import Pop3Settings
+from ourmail.interfaces import VaultQuery
+from ourmail.vault.index import SQLiteIndex
 from ourmail.vault.records import Record
 from ourmail.vault.segments import SegmentLog
 
@@ -147,3 +149,20 @@ def test_a_vault_that_cannot_write_refuses_the_mail(mailserver: RunningServer) -
         (segments / "00000001.seg").rmdir()
         s.sendmail("x@else.test", [srv.user], message("accepted"))  # works again
     assert len(os.listdir(inbox)) == 1 and len(captures(srv)) == 1
+
+
+def test_the_server_indexes_captures_from_a_process_of_its_own(
+    mailserver: RunningServer,
+) -> None:
+    with smtplib.SMTP("127.0.0.1", mailserver.port("smtp")) as s:
+        s.sendmail("x@else.test", [mailserver.user], message("indexed by the follower"))
+    seq = captures(mailserver)[-1]["seq"]
+    index = SQLiteIndex(mailserver.data / "vault" / "index.sqlite")
+    try:
+        wait_for(index.last_seq, lambda last: last >= seq)  # nobody here catches it up
+        _, hits = index.search(VaultQuery(subject="follower"), 0, 10)
+        assert seq in [hit.seq for hit in hits]
+    finally:
+        index.close()
+    service = mailserver.server.service.getServiceNamed("vault-indexer")
+    assert service._process.pid is not None  # a process of its own

@@ -5,12 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet.task import Clock
 
 from ourmail.admin.cli import main
 from ourmail.interfaces import VaultQuery
@@ -278,44 +276,6 @@ def test_catch_up_expire_and_reindex(vault: Vault) -> None:
     assert indexer.rebuild() == len(vault.seq) + 1
     assert {k: seqs(index, **{k: v}) for k, v in asks} == expected
     assert index.last_seq() == seq
-
-
-def test_notify_catches_up_in_a_thread_once_at_a_time_and_not_too_often(vault: Vault) -> None:
-    runs: list[Callable[[], object]] = []
-
-    class Pool:
-        def callInThreadWithCallback(
-            self, done: Callable[..., None], f: Callable[[], object]
-        ) -> None:
-            runs.append(lambda: done(True, f()))
-
-    class Reactor(Clock):
-        def getThreadPool(self) -> Pool:
-            return Pool()
-
-        def callFromThread(self, f: Callable[..., None], *args: object) -> None:
-            f(*args)
-
-    reactor = Reactor()
-    index = SQLiteIndex(vault.log.root / "index.sqlite")
-    indexer = Indexer(vault.log, index, reactor=reactor, interval=1.0)
-    indexer.notify()
-    indexer.notify()
-    reactor.advance(0)
-    assert len(runs) == 1
-    indexer.notify()  # while one runs: one more after it, a second later
-    runs.pop()()
-    assert index.last_seq() == max(vault.seq.values()) and not runs
-    late = vault.capture(mail("zed@z.test", "a@a.test", "late", "late mail"), T0 + 9 * DAY)
-    reactor.advance(0.9)
-    assert not runs
-    reactor.advance(0.1)
-    runs.pop()()
-    assert seqs(index, sender="zed@z.test") == [late]
-    indexer.notify()
-    indexer.stop()
-    reactor.advance(5)
-    assert not runs
 
 
 def test_the_commands_search_audit_and_reindex(
