@@ -41,6 +41,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -314,6 +315,10 @@ def caught_up_index(log: SegmentLog) -> IVaultIndex | None:
     return index
 
 
+#: Seconds between tries to reap the follower process once it was told to end.
+REAP_INTERVAL = 0.05
+
+
 class _Follower(ProcessProtocol):
     """The follower process (:mod:`ourmail.vault.indexfollow`): what it says goes to the log."""
 
@@ -373,8 +378,19 @@ class IndexerService(Service):
             return None
         process.closeStdin()
         kill = self.reactor.callLater(self.GRACE, _kill, process)
-        follower.ended.addBoth(lambda _: kill.cancel() if kill.active() else None)
-        follower.ended.addCallback(lambda _: self._close())
+        # Reap it ourselves: where the reactor has no SIGCHLD handler (a reactor run without
+        # signal handlers) nothing else would, and ``ended`` would never fire.
+        reap = LoopingCall(process.reapProcess)
+        reap.clock = self.reactor
+        reap.start(REAP_INTERVAL, now=False)
+
+        def ended(_: object) -> None:
+            reap.stop()
+            if kill.active():
+                kill.cancel()
+            self._close()
+
+        follower.ended.addCallback(ended)
         return follower.ended
 
     def _close(self) -> None:
