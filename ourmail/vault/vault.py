@@ -116,7 +116,6 @@ class Vault:
         catalog: Catalog,
         group: ICommitGroup,
         clock: Callable[[], float] = time.time,
-        on_committed: Callable[[int], None] | None = None,
         flush_first: bool = False,
     ) -> None:
         self.log = log
@@ -126,25 +125,13 @@ class Vault:
         #: ``[vault] flush_first``: flush each batch's records before its mailbox files are
         #: placed (always so where syncfs is missing: then nothing else flushes them).
         self.flush_first = flush_first or not HAVE_SYNCFS
-        #: Told the last seq of each durable capture (the search index catches up).
-        self.on_committed = on_committed
 
     # -- IVault (reactor thread) --------------------------------------------------------------
 
     def capture(self, source: MessageSource, envelope: VaultEnvelope) -> Deferred[int]:
         """Keep the message with ``envelope``; fires with its capture's seq once durable."""
         d: Deferred[Any] = self.group.join(self, Capture(source, envelope))
-        if self.on_committed is not None:
-            d.addCallback(self._tell)
         return d
-
-    def _tell(self, seq: int) -> int:
-        assert self.on_committed is not None
-        try:
-            self.on_committed(seq)
-        except Exception:
-            log.failure("telling the vault index of {seq} failed", seq=seq)
-        return seq
 
     # -- ICommitParticipant (the committer's worker thread) ------------------------------------
 
@@ -211,7 +198,6 @@ def open_vault(
     roots: Sequence[Path],
     group: ICommitGroup,
     segment_size: int | None = None,
-    on_committed: Callable[[int], None] | None = None,
     crash_point: Callable[[str], None] | None = None,
     flush_first: bool = False,
 ) -> Vault:
@@ -226,7 +212,7 @@ def open_vault(
     )
     segment_log.directory.mkdir(exist_ok=True, mode=0o700)
     catalog = Catalog(vault_dir, segment_log)
-    return Vault(segment_log, catalog, group, on_committed=on_committed, flush_first=flush_first)
+    return Vault(segment_log, catalog, group, flush_first=flush_first)
 
 
 def vault_log(settings: Settings) -> SegmentLog:

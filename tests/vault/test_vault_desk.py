@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 from vaultrulehelp import Vault
@@ -23,34 +22,23 @@ ADMIN = Actor("records@org.test", "web", "127.0.0.1")
 T0 = 1_800_000_000.0
 
 
-class Reactor:
-    """What the desk's thread-side methods ask of the reactor."""
-
-    def __init__(self) -> None:
-        self.called: list[Any] = []
-
-    def callFromThread(self, f: Any, *args: Any) -> None:
-        self.called.append(f)
-
-
 @pytest.fixture
-def parts(tmp_path: Path) -> tuple[Vault, VaultDesk, Indexer, Reactor]:
+def parts(tmp_path: Path) -> tuple[Vault, VaultDesk, Indexer]:
     vault = Vault(tmp_path / "vault")
     for n in range(3):
         vault.capture(T0 + n, "x@else.test", "bob@org.test", f"kumquat {n}", b"fruit\r\n")
     index = SQLiteIndex(tmp_path / "vault" / "index.sqlite")
     indexer = Indexer(vault.log, index)
-    reactor = Reactor()
     admin = AdminSettings(admins=(ADMIN.who,), vault_admins=(ADMIN.who,))
     catalog = Catalog(vault.log.root, vault.log)
-    desk = VaultDesk(vault.log, catalog, index, indexer, admin, None, reactor)
-    return vault, desk, indexer, reactor
+    desk = VaultDesk(vault.log, catalog, index, indexer, admin, None, reactor=None)
+    return vault, desk, indexer
 
 
 def test_a_far_behind_index_is_refused_at_once(
-    parts: tuple[Vault, VaultDesk, Indexer, Reactor], monkeypatch: pytest.MonkeyPatch
+    parts: tuple[Vault, VaultDesk, Indexer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, desk, indexer, reactor = parts
+    _, desk, indexer = parts
     monkeypatch.setattr(desk_module, "MAX_CATCH_UP", 1)
     with pytest.raises(VaultRefused) as refused:
         desk._search(ADMIN, VaultQuery(subject="kumquat"), 0, 50)
@@ -61,16 +49,16 @@ def test_a_far_behind_index_is_refused_at_once(
 
 
 def test_a_capped_count_is_a_lower_bound(
-    parts: tuple[Vault, VaultDesk, Indexer, Reactor], monkeypatch: pytest.MonkeyPatch
+    parts: tuple[Vault, VaultDesk, Indexer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, desk, _, _ = parts
+    _, desk, _ = parts
     monkeypatch.setattr(desk.index, "count_limit", 2)
     total, exact, hits = desk._search(ADMIN, VaultQuery(subject="kumquat"), 0, 1)
     assert (total, exact, len(hits)) == (2, False, 1)
 
 
-def test_one_export_at_a_time(parts: tuple[Vault, VaultDesk, Indexer, Reactor]) -> None:
-    _, desk, _, _ = parts
+def test_one_export_at_a_time(parts: tuple[Vault, VaultDesk, Indexer]) -> None:
+    _, desk, _ = parts
     with desk._exporting, pytest.raises(VaultRefused) as refused:
         desk._export(ADMIN, VaultQuery(subject="kumquat"), 10)
     assert refused.value.code == "busy"
@@ -79,13 +67,13 @@ def test_one_export_at_a_time(parts: tuple[Vault, VaultDesk, Indexer, Reactor]) 
 
 
 def test_only_dead_processes_exports_are_swept(
-    parts: tuple[Vault, VaultDesk, Indexer, Reactor],
+    parts: tuple[Vault, VaultDesk, Indexer],
 ) -> None:
-    vault, desk, _, _ = parts
+    vault, desk, _ = parts
     desk.exports.mkdir(mode=0o700, exist_ok=True)
     dead = desk.exports / "export-999999999-aa.zip"
     live = desk.exports / f"export-{os.getpid()}-bb.zip"
     for path in (dead, live):
         path.write_bytes(b"zip")
-    VaultDesk(vault.log, desk.catalog, desk.index, None, desk.admin, None, Reactor())
+    VaultDesk(vault.log, desk.catalog, desk.index, None, desk.admin, None, reactor=None)
     assert not dead.exists() and live.exists()
