@@ -34,16 +34,11 @@ from ourmail.vault.indexer import caught_up_index
 from ourmail.vault.records import FormatError
 from ourmail.vault.scan import entries
 from ourmail.vault.segments import Damaged, SegmentLog
-from ourmail.vault.vault import vault_log as open_log
+from ourmail.vault.vault import vault_log
 from ourmail.vault.verify import Anchor, parse_anchor, signed_anchors, verify
 
 #: A day in seconds.
 DAY = 86400.0
-
-
-def vault_log(settings: Settings) -> SegmentLog:
-    """The vault of ``settings``' data folder (extra roots: ``[vault] roots``, once set)."""
-    return open_log(settings)
 
 
 def signing_pair(settings: Settings) -> tuple[Path, Path]:
