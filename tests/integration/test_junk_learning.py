@@ -12,6 +12,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,8 @@ def message(words: str) -> bytes:
     """A message Bayes has not seen (it counts a message once by To, Date and body)."""
     return (
         b"From: Sender <sender@else.test>\r\nTo: alice@example.test\r\n"
-        b"Date: Mon, 30 Nov 2026 10:00:00 +0000\r\nSubject: hello\r\n"
-        + f"Message-ID: <{uuid.uuid4()}@else.test>\r\n\r\n{words} {uuid.uuid4()}\r\n".encode()
+        + f"Date: {formatdate()}\r\nSubject: hello\r\n"
+        f"Message-ID: <{uuid.uuid4()}@else.test>\r\n\r\n{words} {uuid.uuid4()}\r\n".encode()
     )
 
 

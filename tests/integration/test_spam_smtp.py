@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,7 @@ BOB = "bob@example.test"
 def message(body: bytes, sender: str = "someone@else.test", extra: bytes = b"") -> bytes:
     return (
         f"From: {sender}\r\nTo: alice@example.test\r\nSubject: note {uuid.uuid4()}\r\n".encode()
-        + b"Date: Mon, 30 Nov 2026 10:00:00 +0000\r\n"
-        + f"Message-ID: <{uuid.uuid4()}@else.test>\r\n".encode()
+        + f"Date: {formatdate()}\r\nMessage-ID: <{uuid.uuid4()}@else.test>\r\n".encode()
         + extra
         + b"\r\n"
         + body

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from email.utils import formatdate
 from typing import Any
 
 import pytest
@@ -28,8 +29,8 @@ from ourmail.interfaces import ISpamLearner
 def message(body: bytes, subject: str = "hello") -> bytes:
     return (
         b"From: Sender <sender@example.org>\r\nTo: alice@example.test\r\n"
-        b"Date: Mon, 30 Nov 2026 10:00:00 +0000\r\n"
-        + f"Subject: {subject}\r\nMessage-ID: <{uuid.uuid4()}@example.org>\r\n".encode()
+        + f"Date: {formatdate()}\r\n"
+        f"Subject: {subject}\r\nMessage-ID: <{uuid.uuid4()}@example.org>\r\n".encode()
         + b"\r\n"
         + body
         + b"\r\n"
