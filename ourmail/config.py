@@ -376,6 +376,24 @@ class VaultSettings:
     flush_first: bool = False
 
 
+@attrs.frozen
+class ListsSettings:
+    """``[lists]``: the mailing lists' server-wide limits (docs/lists.md); each list's own
+    settings are kept with it (``ourmail list set``)."""
+
+    #: Off: no list address is answered (the lists and their members are kept).
+    enabled: bool = True
+    #: Hours a confirmation (subscribe, unsubscribe) waits for its reply or click.
+    confirm_hours: int = 72
+    #: Days a held post waits for a moderator before it is discarded.
+    held_days: int = 14
+    #: Subscription requests per hour from one address, and from one client (web form).
+    requests_per_address: int = 5
+    requests_per_client: int = 30
+    #: Recipients per queue envelope when a post is distributed.
+    batch: int = 1000
+
+
 def default_mx_processes() -> int:
     """One MX process per CPU core this process may run on (its affinity mask), at most 64."""
     try:
@@ -420,6 +438,8 @@ class Settings:
     admin: AdminSettings = AdminSettings()
     #: ``[vault]``: capture of every message (docs/vault.md).
     vault: VaultSettings = VaultSettings()
+    #: ``[lists]``: the mailing lists (docs/lists.md).
+    lists: ListsSettings = ListsSettings()
 
     @property
     def primary_domain(self) -> str:

@@ -514,11 +514,15 @@ class IOutboundQueue(Interface):
         mail_params: MailParams,
         utf8: bool,
         forwarded: bool = False,
+        verp: bool = False,
     ) -> Deferred[str]:
         """Queue ``content`` for ``recipients``; fires with the queue id once the queue files
         are durable (only then may the sender hear ``250``).  ``forwarded``: mail that arrived
         from elsewhere and leaves again (an alias's forwards), which this host signs only as
-        the forwarder (:class:`IMessageSigner`), never as its author."""
+        the forwarder (:class:`IMessageSigner`), never as its author.  ``verp``: each
+        recipient gets its own envelope sender, ``sender`` with ``+local=domain`` of the
+        recipient added to its local part (VERP, as Postfix's XVERP), so that a bounce tells
+        whom it is for; one transaction per recipient then."""
 
     def report_delivered(
         sender: str,
@@ -1701,3 +1705,73 @@ class IVaultDesk(Interface):
         and the chain proof, as ``ourmail vault export --format zip`` writes it) in a new
         temporary file, which the caller sends and then removes; ``VaultRefused("too-many")``
         when more than ``limit`` messages match."""
+
+
+# -- mailing lists (ourmail/lists, docs/lists.md) --------------------------------------------
+
+
+@attrs.frozen
+class ListArrival:
+    """A message for one of a mailing list's addresses, as delivery hands it over."""
+
+    #: The address it came for, as given at RCPT TO: the list itself (a post), or one of its
+    #: command addresses (``LIST-request@``, ``LIST-join@``, ``LIST-leave@``, ``LIST-owner@``,
+    #: ``LIST-bounces+…@``, ``LIST-confirm+TOKEN@``).
+    address: str
+    #: The envelope sender ("" for a bounce).
+    sender: str
+    #: The client's IP address ("" when there is none).
+    client: str = ""
+    #: The logged-in user who sent it ("" for mail from elsewhere).
+    user: str = ""
+    #: The transaction's id in the server's log.
+    id: str = ""
+    #: When it arrived (seconds since the epoch).
+    arrival: float = 0.0
+    #: The message's size in octets.
+    size: int = 0
+
+
+class IListIntake(Interface):
+    """Where delivery hands the mail for a mailing list's addresses (``ourmail.lists``).  The
+    list manager keeps each arrival durably before it is acknowledged, then handles it on
+    its own time (posting, moderation, commands, bounces)."""
+
+    def handles(address: str) -> bool:
+        """Whether ``address`` (normalised) is one of a list's addresses; answered from
+        memory, for RCPT TO."""
+
+    def refusal(address: str, size: int) -> str | None:
+        """Why a message of ``size`` octets (0: not known) cannot be taken for ``address``:
+        an SMTP reply (``552 5.3.4 …``), or None when it can."""
+
+    def accept(arrival: ListArrival, source: MessageSource) -> Deferred[None]:
+        """Keep the message for its list; fires once it is durable (file and directory
+        fsynced), and only then may the sender hear ``250``."""
+
+
+@attrs.frozen
+class SharedFolder:
+    """A folder a user may read beside their own (a mailing list's archive): shown by IMAP in
+    the shared namespace (RFC 2342) as ``<prefix>/<name>`` and by the webmail."""
+
+    #: The folder's name under the shared prefix (the list's address).
+    name: str
+    folder: IFolder
+    #: A short description (the list's name).
+    title: str = ""
+
+
+class ISharedFolders(Interface):
+    """The folders shared with a user, beside their own (``ourmail.lists``: the archives of
+    the lists they are a member of, and the public ones).  All are read-only."""
+
+    prefix: str = Attribute(
+        "The shared namespace's prefix, e.g. ``Lists``: no own folder may have that name."
+    )
+
+    def folders(user: str) -> Sequence[SharedFolder]:
+        """The folders ``user`` may read now; answered from memory."""
+
+    def folder(user: str, name: str) -> SharedFolder | None:
+        """The shared folder ``name`` if ``user`` may read it, else None."""
