@@ -1,0 +1,80 @@
+"""The messages a list writes itself (confirmation requests, notices to owners, moderators
+and members), in the list's language: English, or Greek from the catalogue
+``ourmail/lists/locale/el/LC_MESSAGES/ourmail-lists.po`` (compiled in memory with babel,
+as the webmail's).  Every text shown to people goes through :func:`translator`.
+
+They are ``Auto-Submitted: auto-generated`` (RFC 3834 §5) with ``Precedence: list``, so
+that out-of-office replies and other lists leave them alone, and carry the list's
+``List-Id`` (RFC 2919) so that a loop through another list is recognised.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import email.utils
+import functools
+import gettext
+import io
+from collections.abc import Sequence
+from email.message import EmailMessage
+from importlib import resources
+
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+
+from ourmail.lists.model import ListSettings
+
+#: The languages a list may write in.
+LANGUAGES = ("en", "el")
+DOMAIN = "ourmail-lists"
+
+
+@functools.cache
+def translator(lang: str) -> gettext.NullTranslations:
+    """The catalogue of ``lang``; English (the msgids) and unknown languages translate
+    nothing."""
+    if lang not in LANGUAGES or lang == "en":
+        return gettext.NullTranslations()
+    po = resources.files(__package__).joinpath("locale", lang, "LC_MESSAGES", f"{DOMAIN}.po")
+    with po.open("rb") as f:
+        catalog = read_po(f, locale=lang, domain=DOMAIN)
+    mo = io.BytesIO()
+    write_mo(mo, catalog)
+    mo.seek(0)
+    return gettext.GNUTranslations(mo)
+
+
+def list_id(lst: ListSettings) -> str:
+    """The list's ``List-Id`` value (RFC 2919 §2): ``Name <local.domain>``."""
+    return f"{lst.display_name} <{lst.local.replace('.', '-')}.{lst.domain}>"
+
+
+def message(
+    lst: ListSettings,
+    to: Sequence[str],
+    subject: str,
+    text: str,
+    hostname: str,
+    *,
+    reply_to: str | None = None,
+    sender_role: str = "owner",
+    in_reply_to: str | None = None,
+) -> bytes:
+    """A text/plain UTF-8 message from the list's ``sender_role`` address (``owner`` or
+    ``request``) to ``to``; CRLF line endings, ready for ``ListContext.send``."""
+    msg = EmailMessage(policy=email.policy.SMTP)
+    msg["From"] = email.utils.formataddr((lst.display_name, lst.role_address(sender_role)))
+    msg["To"] = ", ".join(to)
+    msg["Subject"] = subject
+    msg["Date"] = email.utils.formatdate(localtime=False)
+    msg["Message-ID"] = email.utils.make_msgid(domain=hostname)
+    if reply_to:
+        msg["Reply-To"] = reply_to
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+        msg["References"] = in_reply_to
+    msg["List-Id"] = list_id(lst)
+    msg["Auto-Submitted"] = "auto-generated"  # RFC 3834 §5
+    msg["Precedence"] = "list"
+    msg.set_content(text, charset="utf-8", cte="quoted-printable")
+    return msg.as_bytes()
