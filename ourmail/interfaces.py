@@ -515,6 +515,7 @@ class IOutboundQueue(Interface):
         utf8: bool,
         forwarded: bool = False,
         verp: bool = False,
+        personal: Mapping[str, bytes] | None = None,
     ) -> Deferred[str]:
         """Queue ``content`` for ``recipients``; fires with the queue id once the queue files
         are durable (only then may the sender hear ``250``).  ``forwarded``: mail that arrived
@@ -522,7 +523,10 @@ class IOutboundQueue(Interface):
         the forwarder (:class:`IMessageSigner`), never as its author.  ``verp``: each
         recipient gets its own envelope sender, ``sender`` with ``+local=domain`` of the
         recipient added to its local part (VERP, as Postfix's XVERP), so that a bounce tells
-        whom it is for; one transaction per recipient then."""
+        whom it is for; one transaction per recipient then.  ``personal`` (with ``verp``):
+        header fields (CRLF-terminated) to put on top of one recipient's copy only, such as
+        an RFC 8058 one-click ``List-Unsubscribe`` of that member; the queue's DKIM signature
+        of that copy covers them (RFC 8058 §4)."""
 
     def report_delivered(
         sender: str,
