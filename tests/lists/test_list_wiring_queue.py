@@ -10,14 +10,17 @@ from typing import Any
 
 import attrs
 import pytest
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
 
 from ourmail.admin.queuecmd import queue_show
 from ourmail.config import QueueSettings
-from ourmail.dsnparams import NO_RCPT_PARAMS
+from ourmail.dsnparams import NO_MAIL_PARAMS, NO_RCPT_PARAMS
 from ourmail.queue.client import Outgoing, RcptResult
 from ourmail.queue.files import Envelope, QueuedRecipient, QueueFiles, verp_sender
 from ourmail.queue.remote import Route
 from ourmail.queue.runner import Destination, Job
+from ourmail.vault.outbound import CapturingQueue
 
 
 @pytest.mark.parametrize(
@@ -145,3 +148,27 @@ def test_a_verp_jobs_transactions_share_one_connection() -> None:
     assert first.ok and second.ok
     assert (lost.ok, lost.status, unsent.ok, unsent.status) == (False, "4.4.2", False, "4.4.2")
     assert unsent.address == "3@remote.test"
+
+
+class Recorder:
+    """A vault and a queue in one: records what the capturing queue hands on."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def capture(self, source: object, envelope: object) -> Deferred[int]:
+        return succeed(1)
+
+    def enqueue(self, *args: Any) -> Deferred[str]:
+        self.calls.append(args)
+        return succeed("q1")
+
+
+def test_the_vaults_capturing_queue_passes_verp_and_personal_on() -> None:
+    steps = Recorder()
+    queue = CapturingQueue(steps, steps, Clock())  # type: ignore[arg-type]
+    fields = {"bob@remote.test": b"List-Unsubscribe: <https://x/b>\r\n"}
+    rcpts = [("bob@remote.test", NO_RCPT_PARAMS)]
+    queue.enqueue("l@example.test", rcpts, b"x", NO_MAIL_PARAMS, False, False, True, fields)
+    ((*_, verp, personal),) = steps.calls
+    assert verp is True and personal == fields
