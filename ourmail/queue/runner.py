@@ -559,9 +559,15 @@ class OutboundQueue(Service):
     ) -> None:
         job = None
         if envelope.verp and self.directory.is_local_domain(domain):
-            results = []
-            for rcpt in rcpts:
-                results += await self._deliver_verp_here(envelope, rcpt, content)
+            # At once: the copies join the store's group commits together.
+            each = await defer.gatherResults(
+                [
+                    Deferred.fromCoroutine(self._deliver_verp_here(envelope, r, content))
+                    for r in rcpts
+                ],
+                consumeErrors=True,
+            )
+            results = [result for one in each for result in one]
             remote_mta = None
         elif self.directory.is_local_domain(domain):
             local = await self.local.deliver_queued(

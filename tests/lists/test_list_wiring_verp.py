@@ -79,7 +79,16 @@ def test_verp_envelope_one_return_path_each_and_dsn_to_its_verp_sender(tmp_path:
             return deliver(txn, source)
 
         theirs.server.queue.local.deliver = recording  # type: ignore[method-assign]
-        rcpts = [*REMOTE, "nobody@remote.test", ours.user]
+        here: list[tuple[str, list[str]]] = []
+        deliver_queued = ours.server.queue.local.deliver_queued
+
+        def recording_here(qid: str, sender: str, rcpts: Any, *rest: Any) -> Any:
+            here.append((sender, [a for a, _ in rcpts]))
+            return deliver_queued(qid, sender, rcpts, *rest)
+
+        ours.server.queue.local.deliver_queued = recording_here  # type: ignore[method-assign]
+        ours.add_user("dan@example.test")
+        rcpts = [*REMOTE, "nobody@remote.test", ours.user, "dan@example.test"]
         on_reactor(
             ours.server.queue.enqueue,
             LIST,
@@ -109,7 +118,14 @@ def test_verp_envelope_one_return_path_each_and_dsn_to_its_verp_sender(tmp_path:
             signature = copy[copy.index(b"DKIM-Signature:") :].split(b"bh=")[0]
             assert b"list-unsubscribe" in signature.replace(b"\r\n", b"").replace(b" ", b"")
 
-        # The local member: its own copy, with its own fields.
+        # The local members: each its own transaction and copy, with its own fields.
+        assert sorted(here) == [
+            ("", ["list-bounces+nobody=remote.test@example.test"]),  # the DSN, below
+            ("list-bounces+alice=example.test@example.test", [ours.user]),
+            ("list-bounces+dan=example.test@example.test", ["dan@example.test"]),
+        ]
+        (dans,) = wait_for(lambda: raw(ours, "dan@example.test"))
+        assert personal("dan@example.test") in dans and personal(ours.user) not in dans
         (mine,) = raw(ours, ours.user)
         assert (
             personal(ours.user) in mine
