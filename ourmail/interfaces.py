@@ -525,7 +525,8 @@ class IOutboundQueue(Interface):
         the forwarder (:class:`IMessageSigner`), never as its author.  ``verp``: each
         recipient gets its own envelope sender, ``sender`` with ``+local=domain`` of the
         recipient added to its local part (VERP, as Postfix's XVERP), so that a bounce tells
-        whom it is for; one transaction per recipient then.  ``personal`` (with ``verp``):
+        whom it is for; one transaction per recipient then, and the notifications the queue
+        writes about a recipient (RFC 3464) go to its VERP sender.  ``personal`` (with ``verp``):
         header fields (CRLF-terminated) to put on top of one recipient's copy only, such as
         an RFC 8058 one-click ``List-Unsubscribe`` of that member; the queue's DKIM signature
         of that copy covers them (RFC 8058 §4)."""

@@ -96,6 +96,13 @@ def _fields(personal: bytes) -> str:
     return personal.decode("latin-1")
 
 
+def _write_parts(path: Path, *parts: bytes) -> None:
+    """Write ``parts`` one after the other to a new file (no joined copy in memory)."""
+    with open(path, "xb") as f:
+        for part in parts:
+            f.write(part)
+
+
 def _report_failed(failure: object) -> int:
     log.failure("tls-rpt: sending reports", failure)
     return 0
@@ -663,7 +670,7 @@ class OutboundQueue(Service):
         personal = rcpt.personal.encode("latin-1")
         if personal:
             source = source.with_name(f"{envelope.id}.{secrets.token_hex(4)}.tmp")
-            await deferToThread(source.write_bytes, personal + content)
+            await deferToThread(_write_parts, source, personal, content)
         try:
             local = await self.local.deliver_queued(
                 envelope.id,
