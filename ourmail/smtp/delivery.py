@@ -364,7 +364,10 @@ class Delivery:
                 jobs.append(self._forward(txn, sender, rcpts, source))
             else:
                 jobs.append(self.queue.enqueue(sender, rcpts, source, txn.mail_params, txn.utf8))
-        listed = [a.recipient.address for a in txn.recipients if a.recipient.kind == "list"]
+        # One arrival per list address, however often RCPT named it.
+        listed = list(
+            dict.fromkeys(a.recipient.address for a in txn.recipients if a.recipient.kind == "list")
+        )
         jobs.extend(self._to_list(txn, address, source) for address in listed)
         outcomes = yield defer.DeferredList(jobs, consumeErrors=True)
         for ok, outcome in outcomes:
@@ -567,17 +570,21 @@ class Delivery:
 
 
 #: An SMTP reply (RFC 5321 §4.2) with an RFC 3463 enhanced status code.
-_REPLY = re.compile(r"([45]\d\d)[ -](?:([45]\.\d{1,3}\.\d{1,3}) )?(.*)", re.DOTALL)
+_REPLY = re.compile(r"([45]\d\d)[ -](?:([45]\.\d{1,3}\.\d{1,3})(?: |$))?(.*)")
 
 
 def refusal_of(reply: str) -> Refusal:
-    """The :class:`Refusal` an SMTP reply string (``552 5.3.4 Message too big``) stands for;
-    one that is not a 4xx or 5xx reply refuses with ``550 5.0.0``."""
-    found = _REPLY.fullmatch(reply.strip())
+    """The :class:`Refusal` an SMTP reply string (``552 5.3.4 Message too big``) stands for,
+    on one line; one that is not a 4xx or 5xx reply refuses with ``550 5.0.0``, and a status
+    of another class than the code is replaced by the code's own (RFC 3463 §2)."""
+    line = " ".join(reply.split())  # no CR or LF may reach the SMTP reply
+    found = _REPLY.fullmatch(line)
     if found is None:
-        return Refusal(550, "5.0.0", reply.strip() or "Recipient refused")
+        return Refusal(550, "5.0.0", line or "Recipient refused")
     code, status, text = found.groups()
-    return Refusal(int(code), status or f"{code[0]}.0.0", text.strip() or "Recipient refused")
+    if status is None or status[0] != code[0]:
+        status = f"{code[0]}.0.0"
+    return Refusal(int(code), status, text or "Recipient refused")
 
 
 def _cooperate(steps: Iterator[None]) -> Deferred[object]:

@@ -373,3 +373,12 @@ def test_refusal_of_a_reply() -> None:
     assert refusal_of("552 5.3.4 too big") == Refusal(552, "5.3.4", "too big")
     assert refusal_of("450 try later") == Refusal(450, "4.0.0", "try later")
     assert refusal_of("nonsense") == Refusal(550, "5.0.0", "nonsense")
+    assert refusal_of("552 4.3.4 mixed\r\n classes") == Refusal(552, "5.0.0", "mixed classes")
+
+
+def test_a_list_named_twice_gets_one_arrival() -> None:
+    d, _ = delivery()
+    d.lists = Lists()  # type: ignore[assignment]
+    listed = Recipient("list", "list@example.test")
+    assert [r.code for r in result(d.deliver(txn(listed, listed), b"msg"))] == [250, 250]
+    assert len(d.lists.accepted) == 1  # type: ignore[attr-defined]
