@@ -561,6 +561,9 @@ _TOML_KEYS: Mapping[str, Any] = {
         "ca_file": str,
     },
     "vault": {"enabled": bool, "roots": list, "segment_size": int, "flush_first": bool},
+    "lists": {
+        f.name: bool if f.type in ("bool", bool) else int for f in attrs.fields(ListsSettings)
+    },
 }
 
 
@@ -718,6 +721,7 @@ def load_settings(
         acme=_acme_settings(table.get("acme", {})),
         admin=_admin_settings(table.get("admin", {}), doms[0]),
         vault=_vault_settings(table.get("vault", {}), data_dir),
+        lists=_lists_settings(table.get("lists", {})),
     )
 
 
@@ -1174,6 +1178,20 @@ domains = {domains}
 # not even a power cut keeps a mailbox copy of a message never acknowledged without its
 # record (it costs about a quarter of intake: docs/vault.md).
 # flush_first = false
+
+[lists]
+# Mailing lists run here (`ourmail list create`, docs/lists.md).  Off, no list address is
+# answered (the lists and their members are kept).
+# enabled = true
+# Hours a subscribe or unsubscribe confirmation waits for its reply or click.
+# confirm_hours = 72
+# Days a held post waits for a moderator before it is discarded.
+# held_days = 14
+# Subscription requests per hour from one address, and from one client of the web form.
+# requests_per_address = 5
+# requests_per_client = 30
+# Recipients per queue envelope when a post is distributed.
+# batch = 1000
 """
 
 
@@ -1190,6 +1208,25 @@ def _vault_settings(table: Mapping[str, Any], data_dir: Path) -> VaultSettings:
         segment_size=size,
         flush_first=table.get("flush_first", False),
     )
+
+
+#: ``[lists]`` numbers and their bounds: (least, most).
+_LISTS_BOUNDS = {
+    "confirm_hours": (1, 24 * 90),
+    "held_days": (1, 365),
+    "requests_per_address": (1, 1000),
+    "requests_per_client": (1, 100_000),
+    "batch": (1, 100_000),
+}
+
+
+def _lists_settings(table: Mapping[str, Any]) -> ListsSettings:
+    default = ListsSettings()
+    for key, (least, most) in _LISTS_BOUNDS.items():
+        value = table.get(key, getattr(default, key))
+        if not least <= value <= most:
+            raise ConfigError(f"'lists.{key}' must be between {least} and {most}")
+    return ListsSettings(**table)
 
 
 def _metrics_settings(table: Mapping[str, Any]) -> MetricsSettings:

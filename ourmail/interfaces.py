@@ -296,9 +296,11 @@ class IMailStore(Interface):
 
 @attrs.frozen
 class Recipient:
-    """What a directory knows of an address (docs/architecture.md#interfaces)."""
+    """What a directory knows of an address (docs/architecture.md#interfaces).  Delivery
+    adds ``list``: one of a mailing list's addresses (:class:`IListIntake`), which has no
+    mailboxes and nothing for the outbound queue: the list manager takes its mail."""
 
-    kind: Literal["user", "alias", "remote", "unknown"]
+    kind: Literal["user", "alias", "remote", "unknown", "list"]
     address: str
     #: For an alias: the local users its mail goes to.
     targets: tuple[str, ...] = ()
@@ -523,7 +525,8 @@ class IOutboundQueue(Interface):
         the forwarder (:class:`IMessageSigner`), never as its author.  ``verp``: each
         recipient gets its own envelope sender, ``sender`` with ``+local=domain`` of the
         recipient added to its local part (VERP, as Postfix's XVERP), so that a bounce tells
-        whom it is for; one transaction per recipient then.  ``personal`` (with ``verp``):
+        whom it is for; one transaction per recipient then, and the notifications the queue
+        writes about a recipient (RFC 3464) go to its VERP sender.  ``personal`` (with ``verp``):
         header fields (CRLF-terminated) to put on top of one recipient's copy only, such as
         an RFC 8058 one-click ``List-Unsubscribe`` of that member; the queue's DKIM signature
         of that copy covers them (RFC 8058 §4)."""
@@ -849,11 +852,20 @@ class IMessageSigner(Interface):
     """DKIM signing (RFC 6376, RFC 8463) of the mail leaving through the outbound queue; the
     queue signs once, when it stores the message."""
 
-    def signature(content: bytes, sender: str, forwarded: bool) -> bytes:
+    def signature(
+        content: bytes, sender: str, forwarded: bool, body_hash: bytes | None = None
+    ) -> bytes:
         """The ``DKIM-Signature:`` fields to put on top of ``content`` (CRLF-terminated), or
         ``b""`` when this host holds no key that may sign it.  ``sender`` is the envelope
-        sender; ``forwarded`` mail is signed only with the host name's domain.  CPU work that
-        blocks: call it in a thread."""
+        sender; ``forwarded`` mail is signed only with the host name's domain.  With a
+        ``body_hash`` (:meth:`body_hash` of the whole message), ``content`` may be the header
+        section alone: many copies of one body with different header fields (VERP copies)
+        are signed without hashing the body each time.  CPU work that blocks: call it in a
+        thread."""
+
+    def body_hash(content: bytes) -> bytes:
+        """The hash of ``content``'s canonicalized body (RFC 6376 §3.7), for
+        :meth:`signature`.  Blocking."""
 
     def sign(content: bytes, sender: str, forwarded: bool) -> Deferred[bytes]:
         """:meth:`signature` in a thread."""
@@ -1032,6 +1044,9 @@ class QueuedMessage:
     attempts: int
     #: The recipients still waiting.
     pending: tuple[WaitingRecipient, ...]
+    #: VERP: each recipient is sent with its own envelope sender (``sender`` with
+    #: ``+local=domain`` of the recipient), a mailing list's bounce address.
+    verp: bool = False
 
 
 @attrs.frozen

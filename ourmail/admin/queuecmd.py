@@ -34,7 +34,8 @@ def queue_list(files: QueueFiles, args: argparse.Namespace) -> None:
             e = files.read(qid)
         except QueueError:
             continue  # delivered or deleted meanwhile
-        print(f"{qid}  {e.size:>9}  {_when(e.created)}  <{e.sender}>  {_state(e)}")
+        verp = " (VERP)" if e.verp else ""
+        print(f"{qid}  {e.size:>9}  {_when(e.created)}  <{e.sender}>{verp}  {_state(e)}")
         for r in e.pending():
             why = f"  ({r.diagnostic})" if r.diagnostic else ""
             print(f"    {r.address}{why}")
@@ -47,9 +48,12 @@ def queue_show(files: QueueFiles, args: argparse.Namespace) -> None:
     print(f"attempts: {e.attempts}\nstate: {_state(e)}")
     if e.dsn.envid or e.dsn.ret:
         print(f"dsn: envid={e.dsn.envid or '-'} ret={e.dsn.ret or '-'}")
+    if e.verp:
+        print("verp: yes (one transaction per recipient, each with its own sender)")
     for r in e.recipients:
         detail = f" {r.status} {r.diagnostic}".rstrip() if r.status else ""
-        print(f"recipient: {r.address} {r.state}{detail}")
+        own = f" from <{e.sender_for(r)}>" if e.verp else ""
+        print(f"recipient: {r.address}{own} {r.state}{detail}")
     print()
     header = _refused_as_error(lambda: queueops.header(files, e.id))
     print(header.replace(b"\r\n", b"\n").decode("utf-8", "replace"))

@@ -58,6 +58,7 @@ def summary(envelope: Envelope) -> QueuedMessage:
         pending=tuple(
             WaitingRecipient(r.address, r.state, r.status, r.diagnostic) for r in envelope.pending()
         ),
+        verp=envelope.verp,
     )
 
 

@@ -29,7 +29,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
 from ourmail.dsnparams import NO_MAIL_PARAMS, MailParams, RcptParams, xtext_encode
-from ourmail.net.dotstuff import dot_stuff
+from ourmail.net.dotstuff import stuffed
 
 #: RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets; we allow some slack.
 MAX_REPLY_LINE = 4096
@@ -79,6 +79,13 @@ class Outgoing:
     dsn: MailParams = NO_MAIL_PARAMS
     utf8: bool = False
     eight_bit: bool = False
+    #: Header fields sent on top of :attr:`content` for this transaction only (a VERP
+    #: copy's own fields and DKIM signature), so the shared content is not copied each time.
+    prefix: bytes = b""
+
+    @property
+    def size(self) -> int:
+        return len(self.prefix) + len(self.content)
 
 
 @attrs.frozen
@@ -240,7 +247,7 @@ class ClientSession:
     def _mail_command(self, msg: Outgoing) -> str:
         params = []
         if "SIZE" in self.extensions:
-            params.append(f"SIZE={len(msg.content)}")  # RFC 1870
+            params.append(f"SIZE={msg.size}")  # RFC 1870
         if msg.eight_bit and "8BITMIME" in self.extensions:
             params.append("BODY=8BITMIME")  # RFC 6152
         if msg.utf8:
@@ -272,7 +279,7 @@ class ClientSession:
             why = f"{self.host} does not support SMTPUTF8, which this message needs"
             return self._refuse_all(msg, "5.6.7", why)
         limit = self.extensions.get("SIZE", "")
-        if limit.isdigit() and 0 < int(limit) < len(msg.content):
+        if limit.isdigit() and 0 < int(limit) < msg.size:
             why = f"{self.host} accepts at most {limit} bytes"
             return self._refuse_all(msg, "5.3.4", why)
         commands = [self._mail_command(msg)]
@@ -300,7 +307,8 @@ class ClientSession:
             await self.reset()
             status = data.status if data.code >= 400 else "4.0.0"
             return self._refuse_all(msg, status, data.diagnostic)
-        self.proto.transport.write(dot_stuff(msg.content))  # type: ignore[union-attr]
+        for chunk in stuffed((msg.prefix, msg.content)):
+            self.proto.transport.write(chunk)  # type: ignore[union-attr]
         final = await self.proto.expect(timeout=600)  # RFC 5321 §4.5.3.2.6
         dsn = "DSN" in self.extensions
         results = []

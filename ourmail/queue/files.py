@@ -53,6 +53,9 @@ class QueuedRecipient:
     #: Nothing more to report of this recipient: a DSN for its final state was queued, none
     #: was wanted, or the next server took the duty over (it offered DSN, RFC 3461 §4).
     reported: bool = False
+    #: VERP envelopes: header fields (CRLF-terminated, octets as latin-1 text) put on top of
+    #: this recipient's copy only, such as its one-click ``List-Unsubscribe`` (RFC 8058).
+    personal: str = ""
 
     @property
     def final(self) -> bool:
@@ -78,6 +81,17 @@ class Envelope:
     #: "Retry now" requests (``ourmail queue retry``, the console): one that comes while an
     #: attempt runs makes the next attempt due at once, not after the back-off.
     retries: int = 0
+    #: VERP (as Postfix's XVERP): each recipient gets its own transaction, whose envelope
+    #: sender names it (:func:`verp_sender`); the message file is stored unsigned and each
+    #: copy is signed as it leaves, over its :attr:`QueuedRecipient.personal` fields too.
+    verp: bool = False
+    #: Mail that arrived from elsewhere and leaves again (signed only as its forwarder); kept
+    #: for VERP envelopes, signed at send time.
+    forwarded: bool = False
+
+    def sender_for(self, rcpt: QueuedRecipient) -> str:
+        """The envelope sender of ``rcpt``'s transaction (and of the DSNs about it)."""
+        return verp_sender(self.sender, rcpt.address) if self.verp else self.sender
 
     def pending(self) -> list[QueuedRecipient]:
         return [r for r in self.recipients if not r.final]
@@ -102,6 +116,18 @@ class Envelope:
             return cls(**data)
         except (ValueError, KeyError, TypeError) as e:
             raise QueueError(f"unreadable envelope: {e}") from e
+
+
+def verp_sender(sender: str, recipient: str) -> str:
+    """``sender`` with ``+local=domain`` of ``recipient`` added to its local part
+    (``list-bounces@example.test`` for ``bob@remote.test``:
+    ``list-bounces+bob=remote.test@example.test``), so a bounce says whom it is for; the
+    null sender stays null (RFC 5321 §4.5.5)."""
+    if not sender or "@" not in sender:
+        return sender
+    local, _, domain = sender.rpartition("@")
+    rlocal, _, rdomain = recipient.rpartition("@")
+    return f"{local}+{rlocal}={rdomain}@{domain}"
 
 
 def _serialise(inst: object, field: object, value: Any) -> Any:

@@ -22,16 +22,25 @@ Implementation notes (keep these true when changing this module):
 * Recipients in a local domain (a bounce to a local sender, an alias's targets) are handed to
   :class:`~ourmail.interfaces.ILocalDelivery` (``smtp/delivery.py``, the same checks and
   fan-out as SMTP); the queue never writes to the store itself.
+* A VERP envelope (``enqueue(..., verp=True)``, mailing lists) sends each recipient in its
+  own transaction with its own envelope sender (``files.verp_sender``), locally too; the
+  transactions of one domain share a job, so they go over one connection one after the
+  other and their results are recorded together.  Its message file is stored unsigned;
+  each copy is DKIM-signed as it leaves (in a thread, the body hashed once per attempt),
+  over the recipient's own header fields too (RFC 8058 §4).  DSNs about a recipient go to
+  its VERP sender, so the list learns whose address failed.
 * Scheduling decisions read ``clock`` (a test passes a ``task.Clock``); the network and the
   immediate kicks use the reactor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import secrets
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from pathlib import Path
 
@@ -80,6 +89,20 @@ REPORT_INTERVAL = 3600
 _ACTIONS = {FAILED: "failed", DELIVERED: "delivered", RELAYED: "relayed"}
 
 
+def _fields(personal: bytes) -> str:
+    """Header fields as stored in an envelope: CRLF-terminated, octets as latin-1 text."""
+    if personal and not personal.endswith(b"\r\n"):
+        personal += b"\r\n"
+    return personal.decode("latin-1")
+
+
+def _write_parts(path: Path, *parts: bytes) -> None:
+    """Write ``parts`` one after the other to a new file (no joined copy in memory)."""
+    with open(path, "xb") as f:
+        for part in parts:
+            f.write(part)
+
+
 def _report_failed(failure: object) -> int:
     log.failure("tls-rpt: sending reports", failure)
     return 0
@@ -87,7 +110,8 @@ def _report_failed(failure: object) -> int:
 
 @attrs.define
 class Job:
-    """One message for one destination, waiting for or using a connection."""
+    """Messages for one destination (one, or a VERP envelope's transactions), waiting for
+    or using a connection: sent one after the other on it."""
 
     message: Outgoing
     done: Deferred[list[RcptResult]] = attrs.Factory(Deferred)
@@ -95,11 +119,20 @@ class Job:
     #: a crash can leave at most one accepted-but-unrecorded message per connection.
     recorded: Deferred[None] = attrs.Factory(Deferred)
     host: str = ""
+    #: A VERP envelope's further transactions, sent after :attr:`message` on the same
+    #: connection.
+    more: list[Outgoing] = attrs.Factory(list)
+
+    @property
+    def messages(self) -> list[Outgoing]:
+        return [self.message, *self.more]
 
     def fail(self, status: str, diagnostic: str) -> None:
-        self.done.callback(
-            [RcptResult(a, False, status, diagnostic) for a, _ in self.message.recipients]
-        )
+        self.done.callback(_refused(self.messages, status, diagnostic))
+
+
+def _refused(messages: Sequence[Outgoing], status: str, diagnostic: str) -> list[RcptResult]:
+    return [RcptResult(a, False, status, diagnostic) for m in messages for a, _ in m.recipients]
 
 
 class Destination:
@@ -144,17 +177,23 @@ class Destination:
             while self.jobs and sent < self.queue.settings.messages_per_connection:
                 job = self.jobs.popleft()
                 job.host = session.host
-                try:
-                    results = await session.send(job.message)
-                except SessionError as e:
-                    job.fail(e.status, e.diagnostic)
+                results: list[RcptResult] = []
+                broken = None
+                for i, message in enumerate(job.messages):
+                    try:
+                        results += await session.send(message)
+                    except SessionError as e:
+                        broken = _refused(job.messages[i:], e.status, e.diagnostic)
+                    except Exception as e:  # connection lost or timed out
+                        why = f"lost connection with {session.host}: {e}"
+                        broken = _refused(job.messages[i:], "4.4.2", why)
+                    if broken is not None:
+                        break
+                job.done.callback(results + (broken or []))
+                if broken is not None:
                     break
-                except Exception as e:  # connection lost or timed out
-                    job.fail("4.4.2", f"lost connection with {session.host}: {e}")
-                    break
-                job.done.callback(results)
                 await job.recorded
-                sent += 1
+                sent += 1  # a VERP job's transactions count as the one queued message
         finally:
             await session.quit()
 
@@ -278,25 +317,35 @@ class OutboundQueue(Service):
         mail_params: MailParams = NO_MAIL_PARAMS,
         utf8: bool = False,
         forwarded: bool = False,
+        verp: bool = False,
+        personal: Mapping[str, bytes] | None = None,
     ) -> Deferred[str]:
         """Queue ``content`` durably, DKIM-signed once here (as its forwarder when
-        ``forwarded``); the Deferred fires with the queue id once it is."""
+        ``forwarded``), or, with ``verp``, unsigned with each recipient's ``personal``
+        header fields, each copy signed as it leaves; the Deferred fires with the queue id
+        once it is."""
         now = self.clock.seconds()
         unique = dict(recipients)  # one copy per address
+        own = personal or {}
         envelope = Envelope(
             id=new_id(now),
             sender=sender,
-            recipients=[QueuedRecipient(a, p) for a, p in unique.items()],
+            recipients=[
+                QueuedRecipient(a, p, personal=_fields(own.get(a, b"")) if verp else "")
+                for a, p in unique.items()
+            ],
             created=now,
             size=0,
             dsn=mail_params,
             utf8=utf8,
             next_attempt=now,
+            verp=verp,
+            forwarded=forwarded and verp,
         )
 
         def add() -> str:
             data = content.read_bytes() if isinstance(content, Path) else content
-            signature = self._signature(data, sender, forwarded)
+            signature = b"" if verp else self._signature(data, sender, forwarded)
             envelope.size = len(signature) + len(data)
             envelope.eight_bit = not data.isascii()
             header = data[: data.find(b"\r\n\r\n") + 1 or len(data)]
@@ -319,12 +368,18 @@ class OutboundQueue(Service):
 
         return deferToThread(add).addCallback(queued)
 
-    def _signature(self, data: bytes, sender: str, forwarded: bool) -> bytes:
-        """The DKIM-Signature fields for ``data``, or none when signing fails: the message is
-        queued unsigned (logged), never lost for want of a signature.  Blocking (a thread)."""
+    def _signature(
+        self, data: bytes, sender: str, forwarded: bool, body_hash: bytes | None = None
+    ) -> bytes:
+        """The DKIM-Signature fields for ``data`` (its header section will do with the
+        ``body_hash`` of :meth:`IMessageSigner.body_hash`), or none when signing fails: the
+        message goes unsigned (logged), never lost for want of a signature.  Blocking (a
+        thread)."""
         if self.signer is None:
             return b""
         try:
+            if body_hash is not None:
+                return self.signer.signature(data, sender, forwarded, body_hash=body_hash)
             return self.signer.signature(data, sender, forwarded)
         except Exception as e:  # dkimpy raises several kinds on odd messages
             log.error("queue: message from <{sender}> queued unsigned: {e!r}", sender=sender, e=e)
@@ -482,13 +537,18 @@ class OutboundQueue(Service):
     async def _deliver_all(self, envelope: Envelope) -> None:
         """One attempt for every pending recipient: a transaction per domain and 100 of them."""
         content = await deferToThread(self.files.content, envelope.id)
+        body_hash = None  # a VERP envelope's copies are signed as they leave: hashed once
+        if envelope.verp and self.signer is not None:
+            body_hash = await deferToThread(self._body_hash, envelope.id, content)
         by_domain: dict[str, list[QueuedRecipient]] = {}
         for rcpt in envelope.pending():
             by_domain.setdefault(rcpt.address.rpartition("@")[2], []).append(rcpt)
         await defer.DeferredList(
             [
                 Deferred.fromCoroutine(
-                    self._deliver(envelope, domain, rcpts[i : i + RCPTS_PER_MESSAGE], content)
+                    self._deliver(
+                        envelope, domain, rcpts[i : i + RCPTS_PER_MESSAGE], content, body_hash
+                    )
                 )
                 for domain, rcpts in by_domain.items()
                 for i in range(0, len(rcpts), RCPTS_PER_MESSAGE)
@@ -497,10 +557,26 @@ class OutboundQueue(Service):
         )
 
     async def _deliver(
-        self, envelope: Envelope, domain: str, rcpts: list[QueuedRecipient], content: bytes
+        self,
+        envelope: Envelope,
+        domain: str,
+        rcpts: list[QueuedRecipient],
+        content: bytes,
+        body_hash: bytes | None = None,
     ) -> None:
         job = None
-        if self.directory.is_local_domain(domain):
+        if envelope.verp and self.directory.is_local_domain(domain):
+            # At once: the copies join the store's group commits together.
+            each = await defer.gatherResults(
+                [
+                    Deferred.fromCoroutine(self._deliver_verp_here(envelope, r, content))
+                    for r in rcpts
+                ],
+                consumeErrors=True,
+            )
+            results = [result for one in each for result in one]
+            remote_mta = None
+        elif self.directory.is_local_domain(domain):
             local = await self.local.deliver_queued(
                 envelope.id,
                 envelope.sender,
@@ -517,15 +593,34 @@ class OutboundQueue(Service):
             destination = self._destinations.get(route)
             if destination is None:
                 destination = self._destinations[route] = Destination(self, route)
-            message = Outgoing(
-                envelope.sender,
-                [(r.address, r.dsn) for r in rcpts],
-                content,
-                envelope.dsn,
-                envelope.utf8,
-                envelope.eight_bit,
-            )
-            job = Job(message)
+            if envelope.verp:
+                prefixes = await deferToThread(
+                    self._verp_prefixes, envelope, rcpts, content, body_hash
+                )
+                messages = [
+                    Outgoing(
+                        envelope.sender_for(r),
+                        [(r.address, r.dsn)],
+                        content,
+                        envelope.dsn,
+                        envelope.utf8,
+                        envelope.eight_bit,
+                        prefix,
+                    )
+                    for r, prefix in zip(rcpts, prefixes, strict=True)
+                ]
+            else:
+                messages = [
+                    Outgoing(
+                        envelope.sender,
+                        [(r.address, r.dsn) for r in rcpts],
+                        content,
+                        envelope.dsn,
+                        envelope.utf8,
+                        envelope.eight_bit,
+                    )
+                ]
+            job = Job(messages[0], more=messages[1:])
             destination.submit(job)
             results = await job.done
             remote_mta = job.host  # "" when no server was reached
@@ -534,6 +629,63 @@ class OutboundQueue(Service):
         finally:
             if job is not None:
                 job.recorded.callback(None)
+
+    def _body_hash(self, qid: str, content: bytes) -> bytes | None:
+        """The DKIM body hash of a VERP envelope's content, or None: its copies go unsigned
+        (logged), never held back for want of a signature.  Blocking (a thread)."""
+        assert self.signer is not None
+        try:
+            return self.signer.body_hash(content)
+        except Exception as e:  # dkimpy raises several kinds on odd messages
+            log.error("queue: {id} sent unsigned: {e!r}", id=qid, e=e)
+            return None
+
+    def _verp_prefixes(
+        self,
+        envelope: Envelope,
+        rcpts: list[QueuedRecipient],
+        content: bytes,
+        body_hash: bytes | None,
+    ) -> list[bytes]:
+        """Each VERP copy's own header fields under its DKIM signature (with ``body_hash``),
+        which covers them (RFC 8058 §4).  Blocking (a thread)."""
+        end = content.find(b"\r\n\r\n")
+        head = content[: end + 2] if end >= 0 else content
+        prefixes = []
+        for r in rcpts:
+            personal = r.personal.encode("latin-1")
+            signature = b""
+            if body_hash is not None:
+                sender = envelope.sender_for(r)
+                signature = self._signature(personal + head, sender, envelope.forwarded, body_hash)
+            prefixes.append(signature + personal)
+        return prefixes
+
+    async def _deliver_verp_here(
+        self, envelope: Envelope, rcpt: QueuedRecipient, content: bytes
+    ) -> list[RcptResult]:
+        """A VERP envelope's local recipient: its own transaction with its VERP sender, and
+        its own header fields on top of its copy (a file of its own, removed after)."""
+        source = self.files.message_path(envelope.id)
+        personal = rcpt.personal.encode("latin-1")
+        if personal:
+            source = source.with_name(f"{envelope.id}.{secrets.token_hex(4)}.tmp")
+            await deferToThread(_write_parts, source, personal, content)
+        try:
+            local = await self.local.deliver_queued(
+                envelope.id,
+                envelope.sender_for(rcpt),
+                [(rcpt.address, rcpt.dsn)],
+                source,
+                envelope.size + len(personal),
+                envelope.dsn,
+                envelope.utf8,
+            )
+        finally:
+            if personal:
+                with contextlib.suppress(OSError):
+                    source.unlink()
+        return [RcptResult(r.address, r.ok, r.status, r.reply) for r in local]
 
     async def _log_and_record(
         self, qid: str, domain: str, remote_mta: str | None, results: list[RcptResult]
@@ -593,13 +745,15 @@ class OutboundQueue(Service):
                     rcpt.state, rcpt.status = FAILED, "4.4.7"
                     self.metrics.attempted("bounced", local=False)
                     rcpt.diagnostic = rcpt.diagnostic or "message expired in the queue"
-            by_action: dict[str, list[QueuedRecipient]] = {}
+            # Keyed by (action, to): a VERP envelope's DSNs go to each recipient's sender.
+            by_action: dict[tuple[str, str], list[QueuedRecipient]] = {}
             for rcpt in envelope.recipients:
                 if rcpt.final and not rcpt.reported:
                     rcpt.reported = True
                     event = "FAILURE" if rcpt.state == FAILED else "SUCCESS"
                     if envelope.sender and rcpt.dsn.wants(event):
-                        by_action.setdefault(_ACTIONS[rcpt.state], []).append(rcpt)
+                        key = (_ACTIONS[rcpt.state], envelope.sender_for(rcpt))
+                        by_action.setdefault(key, []).append(rcpt)
             pending = envelope.pending()
             until = None
             warn_after = self.settings.delay_warning
@@ -607,10 +761,10 @@ class OutboundQueue(Service):
             if pending and late and not envelope.warned:
                 envelope.warned = True
                 delayed = [r for r in pending if envelope.sender and r.dsn.wants("DELAY")]
-                if delayed:
-                    by_action["delayed"] = delayed
+                for r in delayed:
+                    by_action.setdefault(("delayed", envelope.sender_for(r)), []).append(r)
                     until = envelope.created + self.settings.max_age
-            for action, rcpts in by_action.items():
+            for (action, to), rcpts in by_action.items():
                 statuses = [
                     dsn.RecipientStatus(
                         final_recipient=f"rfc822;{r.address}",
@@ -625,9 +779,7 @@ class OutboundQueue(Service):
                     for r in rcpts
                 ]
                 reports.append(
-                    self._add_report(
-                        envelope.sender, envelope.dsn, envelope.created, content, statuses, now
-                    )
+                    self._add_report(to, envelope.dsn, envelope.created, content, statuses, now)
                 )
             if not pending:
                 self.files.discard(qid)

@@ -268,7 +268,18 @@ class DKIMSigner:
                     return domain
         return None
 
-    def signature(self, content: bytes, sender: str, forwarded: bool = False) -> bytes:
+    def body_hash(self, content: bytes) -> bytes:
+        """SHA-256 of the relaxed body (RFC 6376 §3.4.4, §3.7)."""
+        _, body = dkim.rfc822_parse(content)
+        return hashlib.sha256(RELAXED.canonicalize_body(body)).digest()
+
+    def signature(
+        self,
+        content: bytes,
+        sender: str,
+        forwarded: bool = False,
+        body_hash: bytes | None = None,
+    ) -> bytes:
         head = head_of(content)
         domain = self.signing_domain(head, sender, forwarded)
         if domain is None:
@@ -278,7 +289,8 @@ class DKIMSigner:
             return b""
         include = signed_fields(names)
         headers, body = dkim.rfc822_parse(content)
-        body_hash = hashlib.sha256(RELAXED.canonicalize_body(body)).digest()
+        if body_hash is None:
+            body_hash = hashlib.sha256(RELAXED.canonicalize_body(body)).digest()
         now = int(time.time())
         fields = [
             dkim_signature(headers, body_hash, include, domain, active, now)

@@ -26,6 +26,11 @@ Implementation notes (keep these true when changing this module):
   service.py) once, before its mailbox copies are stored and in the same reactor turn, so
   both join the same group commit; the queue gets the message only once the vault has it.
   A failed capture refuses every recipient (451 4.3.0): its batch placed no mailbox copy.
+* An address of a mailing list (:class:`~ourmail.interfaces.IListIntake`, wired by
+  service.py) resolves, after SRS and before the directory, to a ``list`` recipient (never a
+  relay attempt); its refusal (the list's size limit) is the RCPT reply.  Its copy goes to
+  ``IListIntake.accept`` once the vault has the message, beside the mailbox copies and the
+  queue, and that recipient's result is 250 only once the list manager holds it durably.
 * The outbound queue is reached only through :class:`~ourmail.interfaces.IOutboundQueue`, and
   the queue reaches this module only through :class:`~ourmail.interfaces.ILocalDelivery`:
   ``smtp/`` and ``queue/`` never import each other.
@@ -34,6 +39,7 @@ Implementation notes (keep these true when changing this module):
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -55,6 +61,7 @@ from ourmail.interfaces import (
     IAutoResponder,
     IDirectory,
     IForwardSealer,
+    IListIntake,
     ILocalDelivery,
     IMailStore,
     InvalidSRS,
@@ -63,6 +70,7 @@ from ourmail.interfaces import (
     ISenderRewriter,
     IUserStore,
     IVault,
+    ListArrival,
     Recipient,
     ShardMoving,
     VaultEnvelope,
@@ -240,6 +248,8 @@ class Delivery:
         self.stepwise: Callable[[Iterator[None]], Deferred[object]] = _cooperate
         #: Where every transaction is kept (wired by service.py); None: not kept.
         self.vault: IVault | None = None
+        #: The mailing lists' intake (wired by service.py); None: no list addresses here.
+        self.lists: IListIntake | None = None
 
     # -- recipients --------------------------------------------------------------------------
 
@@ -263,12 +273,17 @@ class Delivery:
             return defer.succeed(self.check(srs, size, may_relay) or srs)
         if srs is not None:
             return defer.succeed(srs)
+        listed = self._list_recipient(address, size)
+        if listed is not None:
+            return defer.succeed(listed)
         d = self.directory.lookup(address)
         d.addCallbacks(lambda rcpt: self.check(rcpt, size, may_relay) or rcpt, unavailable)
         return d  # type: ignore[return-value]
 
     def check(self, rcpt: Recipient, size: int, may_relay: bool) -> Refusal | None:
         """Why ``rcpt`` cannot take a message of ``size`` bytes, or None if it can."""
+        if rcpt.kind == "list":  # handled here by the list manager: never a relay
+            return None
         if rcpt.outbound and self.queue is None:
             return NO_QUEUE
         if _checked_at_rcpt(rcpt):
@@ -282,6 +297,16 @@ class Delivery:
         if rcpt.kind == "unknown":
             return UNKNOWN
         return None if may_relay else RELAY_DENIED
+
+    def _list_recipient(self, address: str, size: int) -> Recipient | Refusal | None:
+        """One of a mailing list's addresses (with the list's refusal of a message of ``size``
+        octets, if any); None for other addresses or when no list intake is wired."""
+        if self.lists is None or not self.lists.handles(address.lower()):
+            return None
+        reply = self.lists.refusal(address.lower(), size)
+        if reply is not None:
+            return refusal_of(reply)
+        return Recipient("list", address)
 
     def _reverse_srs(self, address: str) -> Recipient | Refusal | None:
         """An SRS address in a local domain: a forward to the address it stands for (the
@@ -339,12 +364,20 @@ class Delivery:
                 jobs.append(self._forward(txn, sender, rcpts, source))
             else:
                 jobs.append(self.queue.enqueue(sender, rcpts, source, txn.mail_params, txn.utf8))
+        # One arrival per list address, however often RCPT named it.
+        listed = list(
+            dict.fromkeys(a.recipient.address for a in txn.recipients if a.recipient.kind == "list")
+        )
+        jobs.extend(self._to_list(txn, address, source) for address in listed)
         outcomes = yield defer.DeferredList(jobs, consumeErrors=True)
         for ok, outcome in outcomes:
             if not ok:
                 log.failure("delivery of {id} failed", outcome, id=txn.id)
         stored = dict(zip(mailboxes, outcomes, strict=False))
-        queued = dict(zip(outbound, outcomes[len(mailboxes) :], strict=True))
+        queued = dict(
+            zip(outbound, outcomes[len(mailboxes) : len(outcomes) - len(listed)], strict=True)
+        )
+        taken = dict(zip(listed, outcomes[len(outcomes) - len(listed) :], strict=True))
         delivered = [m for m, (ok, _) in stored.items() if ok]
         if delivered:
             self.metrics.stored(started)
@@ -375,12 +408,23 @@ class Delivery:
             went = queued.get(key, (True, None))
             if not failed and a.recipient.outbound and not went[0]:
                 failed = [went[1]]  # this recipient's enqueue failed, not another's
+            if a.recipient.kind == "list" and not taken[address][0]:
+                failed = [taken[address][1]]
             if not failed:
                 results.append(DeliveryResult(address, 250, "2.0.0", "delivered"))
             else:
                 refusal = MOVING if failed[0].check(ShardMoving) else FAILED
                 results.append(refusal.result(address))
         return results
+
+    def _to_list(self, txn: Transaction, address: str, source: Source) -> Deferred[None]:
+        """Hand the copy for the list address ``address`` to the list manager; fires once it
+        holds it durably."""
+        assert self.lists is not None
+        arrival = ListArrival(
+            address, txn.sender, txn.client, txn.user, txn.id, txn.arrival, txn.size
+        )
+        return defer.maybeDeferred(self.lists.accept, arrival, source)
 
     def _capture(self, txn: Transaction, source: Source, mailboxes: list[str]) -> Deferred[bool]:
         """Keep the message in the vault: True once it is durable there (or there is no
@@ -523,6 +567,24 @@ class Delivery:
             else attrs.evolve(next(delivered), address=address)
             for (address, _), rcpt in zip(recipients, found, strict=True)
         ]
+
+
+#: An SMTP reply (RFC 5321 §4.2) with an RFC 3463 enhanced status code.
+_REPLY = re.compile(r"([45]\d\d)[ -](?:([45]\.\d{1,3}\.\d{1,3})(?: |$))?(.*)")
+
+
+def refusal_of(reply: str) -> Refusal:
+    """The :class:`Refusal` an SMTP reply string (``552 5.3.4 Message too big``) stands for,
+    on one line; one that is not a 4xx or 5xx reply refuses with ``550 5.0.0``, and a status
+    of another class than the code is replaced by the code's own (RFC 3463 §2)."""
+    line = " ".join(reply.split())  # no CR or LF may reach the SMTP reply
+    found = _REPLY.fullmatch(line)
+    if found is None:
+        return Refusal(550, "5.0.0", line or "Recipient refused")
+    code, status, text = found.groups()
+    if status is None or status[0] != code[0]:
+        status = f"{code[0]}.0.0"
+    return Refusal(int(code), status, text or "Recipient refused")
 
 
 def _cooperate(steps: Iterator[None]) -> Deferred[object]:

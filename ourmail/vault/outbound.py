@@ -16,7 +16,7 @@ original message, which the vault already holds; they are not captured (docs/vau
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -45,6 +45,8 @@ class CapturingQueue:
         mail_params: MailParams = NO_MAIL_PARAMS,
         utf8: bool = False,
         forwarded: bool = False,
+        verp: bool = False,
+        personal: Mapping[str, bytes] | None = None,
     ) -> Deferred[str]:
         envelope = VaultEnvelope(
             via="system",
@@ -54,7 +56,9 @@ class CapturingQueue:
         )
         d: Deferred[Any] = self.vault.capture(content, envelope)
         d.addCallback(
-            lambda _: self.queue.enqueue(sender, recipients, content, mail_params, utf8, forwarded)
+            lambda _: self.queue.enqueue(
+                sender, recipients, content, mail_params, utf8, forwarded, verp, personal
+            )
         )
         return d
 

@@ -31,6 +31,7 @@ from ourmail.smtp.delivery import (
     Delivery,
     Refusal,
     Transaction,
+    refusal_of,
 )
 
 ALICE = Recipient("user", "alice@example.test")
@@ -317,3 +318,67 @@ def test_a_full_member_does_not_refuse_the_group(permanent: bool) -> None:
     team, fwd = result(d.deliver(txn(TEAM, FORWARD), b"msg"))
     assert (team.code, team.status) == ((552, "5.2.2") if permanent else (452, "4.2.2"))
     assert fwd.ok and store.delivered == []  # the forward still leaves
+
+
+@attrs.define
+class Lists:
+    """A list intake: ``list@example.test`` and its ``-request`` address, 1000 octets at most."""
+
+    broken: bool = False
+    accepted: list[tuple[Any, Any]] = attrs.Factory(list)
+
+    def handles(self, address: str) -> bool:
+        return address in ("list@example.test", "list-request@example.test")
+
+    def refusal(self, address: str, size: int) -> str | None:
+        return "552 5.3.4 Message too big for this list" if size > 1000 else None
+
+    def accept(self, arrival: Any, source: Any) -> Deferred[None]:
+        if self.broken:
+            return defer.fail(OSError("disk full"))
+        self.accepted.append((arrival, source))
+        return defer.succeed(None)
+
+
+def test_list_addresses_go_to_the_list_intake() -> None:
+    queue = Queue()
+    d, store = delivery(queue)
+    d.lists = Lists()  # type: ignore[assignment]
+    listed = result(d.resolve("List@example.test", 100, False, "s@else.test"))
+    assert listed == Recipient("list", "List@example.test")  # never a relay attempt
+    too_big = result(d.resolve("list@example.test", 5000, False))
+    assert (too_big.code, too_big.status) == (552, "5.3.4")
+    assert result(d.resolve("alice@example.test", 5000, False)) == ALICE
+    request = Recipient("list", "list-request@example.test")
+    results = result(d.deliver(txn(listed, ALICE, request, FAR), b"msg"))
+    assert [r.reply for r in results] == ["250 2.0.0 delivered"] * 4
+    arrivals = [a for a, _ in d.lists.accepted]  # type: ignore[attr-defined]
+    assert [(a.address, a.sender, a.id, a.size) for a in arrivals] == [
+        ("List@example.test", "s@else.test", "id1", 10),
+        ("list-request@example.test", "s@else.test", "id1", 10),
+    ]
+    assert [a for a, _ in store.delivered] == ["alice@example.test"]
+    assert queue.queued == [("s@else.test", [("carol@far.test", NO_RCPT_PARAMS)])]
+
+
+def test_a_failing_list_intake_fails_only_its_recipients() -> None:
+    d, _ = delivery(Queue())
+    d.lists = Lists(broken=True)  # type: ignore[assignment]
+    listed = Recipient("list", "list@example.test")
+    results = result(d.deliver(txn(ALICE, listed, FAR), b"msg"))
+    assert [(r.code, r.status) for r in results] == [(250, "2.0.0"), (451, "4.3.0"), (250, "2.0.0")]
+
+
+def test_refusal_of_a_reply() -> None:
+    assert refusal_of("552 5.3.4 too big") == Refusal(552, "5.3.4", "too big")
+    assert refusal_of("450 try later") == Refusal(450, "4.0.0", "try later")
+    assert refusal_of("nonsense") == Refusal(550, "5.0.0", "nonsense")
+    assert refusal_of("552 4.3.4 mixed\r\n classes") == Refusal(552, "5.0.0", "mixed classes")
+
+
+def test_a_list_named_twice_gets_one_arrival() -> None:
+    d, _ = delivery()
+    d.lists = Lists()  # type: ignore[assignment]
+    listed = Recipient("list", "list@example.test")
+    assert [r.code for r in result(d.deliver(txn(listed, listed), b"msg"))] == [250, 250]
+    assert len(d.lists.accepted) == 1  # type: ignore[attr-defined]
