@@ -55,6 +55,7 @@ from ourmail.interfaces import (
     IAutoResponder,
     IDirectory,
     IForwardSealer,
+    IListIntake,
     ILocalDelivery,
     IMailStore,
     InvalidSRS,
@@ -240,6 +241,8 @@ class Delivery:
         self.stepwise: Callable[[Iterator[None]], Deferred[object]] = _cooperate
         #: Where every transaction is kept (wired by service.py); None: not kept.
         self.vault: IVault | None = None
+        #: The mailing lists (wired by service.py); None: no list addresses.
+        self.lists: IListIntake | None = None
 
     # -- recipients --------------------------------------------------------------------------
 
