@@ -251,6 +251,8 @@ class Server:
     web: WebApp | None = None
     #: The ACME certificate's renewal, when ``[acme] enabled``.
     acme: CertificateRenewal | None = None
+    #: The mailing lists (docs/lists.md).
+    lists: ListService | None = None
 
 
 @attrs.define
@@ -797,6 +799,7 @@ def build(
         learning=parts.learning,
         web=parts.web,
         acme=acme,
+        lists=parts.lists,
     )
 
 

@@ -130,7 +130,8 @@ def _header_is_ascii(path: Path) -> bool:
 @implementer(IListIntake)
 class ListService(Service):
     """The mailing lists' intake and worker (see the module docstring).  ``process``: off in
-    the MX workers, which only keep arrivals (the main process handles them)."""
+    the MX workers, which only keep arrivals (the main process handles them);
+    ``watch_every``: seconds between looks at the change marks."""
 
     name = "lists"
 
@@ -142,6 +143,7 @@ class ListService(Service):
         confirmers: Mapping[str, Confirmer] | None = None,
         jobs: Callable[[], Sequence[Job]] = default_jobs,
         process: bool = True,
+        watch_every: float = WATCH_EVERY,
     ) -> None:
         self.ctx = ctx
         self.scheduler = scheduler
@@ -150,6 +152,7 @@ class ListService(Service):
         self.confirmers = default_confirmers() if confirmers is None else dict(confirmers)
         self.jobs = jobs
         self.process = process
+        self.watch_every = watch_every
         self._lists: frozenset[str] = frozenset()
         self._marks: tuple[float | None, float | None] = (None, None)
         #: Failing entries: message path -> (failures, next try, first failure).
@@ -163,7 +166,7 @@ class ListService(Service):
     # -- the service -------------------------------------------------------------------------
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         d = self.ctx.run(self._starting)
         d.addCallback(self._started)
         d.addErrback(lambda f: log.failure("the lists could not start", f))
@@ -182,18 +185,20 @@ class ListService(Service):
         watch = LoopingCall(self._watch)
         watch.clock = self.scheduler
         self._loops.append(watch)
-        watch.start(WATCH_EVERY, now=False).addErrback(log.failure, "lists: watch stopped")
+        watch.start(self.watch_every, now=False).addErrback(
+            lambda f: log.failure("lists: the watch stopped", f)
+        )
         if self.process:
             periodic = LoopingCall(self.periodic)
             periodic.clock = self.scheduler
             self._loops.append(periodic)
             periodic.start(PERIODIC_EVERY, now=False).addErrback(
-                log.failure, "lists: periodic jobs stopped"
+                lambda f: log.failure("lists: the periodic jobs stopped", f)
             )
         self.kick()
 
     def stopService(self) -> Deferred[None] | None:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         for loop in self._loops:
             if loop.running:
                 loop.stop()
@@ -213,22 +218,27 @@ class ListService(Service):
 
     def reload(self) -> Deferred[None]:
         """Read the table of lists again (after a change by the console); fires when done."""
-        d = self.ctx.run(self._read_table)
-        d.addCallback(lambda found: setattr(self, "_lists", found))
-        return d
+        return ensureDeferred(self._reload())
+
+    async def _reload(self) -> None:
+        self._lists = await self.ctx.run(self._read_table)
 
     def _watch(self) -> Deferred[None]:
-        def compare(marks: tuple[float | None, float | None]) -> Deferred[None] | None:
-            (changed, spooled), (was_changed, was_spooled) = marks, self._marks
-            self._marks = marks
-            if spooled != was_spooled:
-                self.kick()  # an MX worker spooled an arrival
-            return self.reload() if changed != was_changed else None
+        return ensureDeferred(self._look())
 
-        d = self.ctx.run(self._read_marks)
-        d.addCallback(compare)
-        d.addErrback(lambda f: log.failure("lists: the change marks could not be read", f))
-        return d
+    async def _look(self) -> None:
+        """Read the table again when ``changed`` changed; handle the spool when it did."""
+        marks = await self.ctx.run(self._read_marks)
+        (changed, spooled), (was_changed, was_spooled) = marks, self._marks
+        self._marks = marks
+        if spooled != was_spooled:
+            self.kick()  # an MX worker spooled an arrival
+        if changed != was_changed:
+            try:
+                await self._reload()
+            except Exception:
+                self._marks = (was_changed, spooled)  # read again at the next look
+                log.failure("lists: the table of lists could not be read")
 
     # -- IListIntake -------------------------------------------------------------------------
 
@@ -245,16 +255,12 @@ class ListService(Service):
 
     def accept(self, arrival: ListArrival, source: MessageSource) -> Deferred[None]:
         """Spool the arrival; fires once it is durable, then it is handled in turn."""
-        d = self.ctx.run(self.spool.keep, arrival, source)
+        return ensureDeferred(self._accept(arrival, source))
 
-        def kept(path: Path) -> None:
-            log.info(
-                "{id}: kept for the list address {address}", id=arrival.id, address=arrival.address
-            )
-            self.kick()
-
-        d.addCallback(kept)
-        return d
+    async def _accept(self, arrival: ListArrival, source: MessageSource) -> None:
+        await self.ctx.run(self.spool.keep, arrival, source)
+        log.info("{id}: kept for {address}", id=arrival.id, address=arrival.address)
+        self.kick()
 
     # -- the worker --------------------------------------------------------------------------
 

@@ -74,6 +74,7 @@ class Setup:
         roles = ("post", "request", "join", "leave", "bounces")
         kw.setdefault("handlers", {r: self.handler(r) for r in roles})
         kw.setdefault("jobs", lambda: [])
+        kw.setdefault("watch_every", 1e9)  # the tests move the clock: no look in between
         return ListService(self.ctx, self.scheduler, **kw)
 
     def call(self, f: Callable[..., Any], *args: Any) -> Any:
