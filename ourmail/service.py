@@ -384,6 +384,7 @@ class Parts:
                 setup=LocalSetupWizard(settings, audit),
                 directory_users=self._directory_users(),
                 vault=self._vault_desk(audit),
+                lists=self.lists,
             )
             self.web = WebApp(self.authenticator, sessions, services)
             return self.web.site(settings.limits)

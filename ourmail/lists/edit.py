@@ -30,7 +30,13 @@ FIELDS = tuple(f.name for f in attrs.fields(ListSettings) if f.name != "address"
 
 
 class BadSetting(ValueError):
-    """A setting that cannot be: the message says what is expected."""
+    """A setting that cannot be: the message (``key: what is expected``) says what is
+    expected."""
+
+    @property
+    def key(self) -> str:
+        """The setting refused."""
+        return str(self).partition(":")[0]
 
 
 def _line(key: str, value: str, most: int = MAX_LINE) -> str:
@@ -55,7 +61,7 @@ def parse(key: str, text: str, normalise: Callable[[str], str]) -> object:
     """The value of the setting ``key`` that ``text`` gives; ``normalise`` takes an address
     apart (ValueError when it is none)."""
     if key not in FIELDS:
-        raise BadSetting(f"no setting {key!r}; the settings are: {', '.join(FIELDS)}")
+        raise BadSetting(f"{key}: no such setting; the settings are: {', '.join(FIELDS)}")
     default = next(f.default for f in attrs.fields(ListSettings) if f.name == key)
     if key in ADDRESS_FIELDS:
         found = [t.strip() for t in text.replace(";", ",").split(",") if t.strip()]
