@@ -113,6 +113,9 @@ def test_roles_are_dispatched_and_the_spool_emptied(setup: Setup) -> None:
     assert not service.handles("team-join+x@example.test") and not service.handles("alice@x.test")
     assert service.refusal("team@example.test", 60 * 1024 * 1024).startswith("552 5.3.4")
     assert service.refusal("team@example.test", 10 * 1024 * 1024) is None
+    setup.ctx.settings = ListsSettings(enabled=False)  # [lists] enabled = false
+    assert not service.handles("team@example.test")
+    setup.ctx.settings = ListsSettings()
     for n, to in enumerate(["team@", "team-request@", "team-leave@", "team-bounces+a=b.org@"]):
         setup.accept(service, to + "example.test", "p@example.org", f"id{n}")
     assert [(r, i) for r, i, _ in setup.calls] == [

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -71,3 +75,41 @@ def test_a_failing_entry_is_set_aside(tmp_path: Path) -> None:
     moved = spool.move(kept, tmp_path / "failed")
     assert spool.pending() == []
     assert moved.read_bytes() == MESSAGE and moved.with_suffix(".json").exists()
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from ourmail.interfaces import ListArrival
+from ourmail.lists.spool import Spool
+spool = Spool(Path(sys.argv[1]))
+body = b"x" * 200_000
+n = 0
+while True:
+    spool.keep(ListArrival("team@example.test", "p@example.org", id=str(n)), body + str(n).encode())
+    n += 1
+    if n == 3:
+        print("ready", flush=True)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.1])
+def test_a_killed_writer_leaves_whole_entries_only(tmp_path: Path, delay: float) -> None:
+    root = tmp_path / "spool"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(root)], stdout=subprocess.PIPE, text=True
+    )
+    assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
+    time.sleep(delay)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    spool = Spool(root)
+    spool.recover()
+    pending = spool.pending()
+    assert len(pending) >= 3
+    assert sorted(os.listdir(root)) == sorted(
+        n for _, p in pending for n in (p.name, p.with_suffix(".json").name)
+    )
+    for arrival, path in pending:
+        assert path.read_bytes() == b"x" * 200_000 + arrival.id.encode()
+    assert [int(a.id) for a, _ in pending] == list(range(len(pending)))
