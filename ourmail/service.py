@@ -915,4 +915,6 @@ def mailing_lists(
         dmarc_policy=dmarc_policy,
         max_message_size=settings.limits.max_message_size,
     )
-    return ListService(ctx, reactor)  # type: ignore[arg-type]
+    lists = ListService(ctx, reactor)  # type: ignore[arg-type]
+    lists.load()
+    return lists

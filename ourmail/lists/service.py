@@ -216,6 +216,11 @@ class ListService(Service):
     def _read_marks(self) -> tuple[float | None, float | None]:
         return _mtime(self.ctx.root / "changed"), _mtime(self.spool.root)
 
+    def load(self) -> None:
+        """Read the table of lists now, blocking (at start-up, before mail is taken: the
+        list addresses are answered from the first connection on)."""
+        self._lists = self._read_table()
+
     def reload(self) -> Deferred[None]:
         """Read the table of lists again (after a change by the console); fires when done."""
         return ensureDeferred(self._reload())
@@ -259,7 +264,7 @@ class ListService(Service):
 
     async def _accept(self, arrival: ListArrival, source: MessageSource) -> None:
         await self.ctx.run(self.spool.keep, arrival, source)
-        log.info("{id}: kept for {address}", id=arrival.id, address=arrival.address)
+        log.info("{id}: kept for {address}", id=arrival.id, address=loggable(arrival.address))
         self.kick()
 
     # -- the worker --------------------------------------------------------------------------
@@ -333,7 +338,7 @@ class ListService(Service):
             log.critical(
                 "{id}: for {address}, failing for a day ({n} times): set aside as {moved}",
                 id=arrival.id,
-                address=arrival.address,
+                address=loggable(arrival.address),
                 n=failures,
                 moved=str(moved),
             )
@@ -343,7 +348,7 @@ class ListService(Service):
         log.failure(
             "{id}: for {address} failed (try {n}); again in {delay:.0f} s",
             id=arrival.id,
-            address=arrival.address,
+            address=loggable(arrival.address),
             n=failures,
             delay=delay,
         )
@@ -356,7 +361,9 @@ class ListService(Service):
         lst = None if where is None else await self.ctx.run(self.ctx.db.get, where.list)
         if where is None or lst is None:
             log.info(
-                "{id}: dropped: {address} is no list now", id=arrival.id, address=arrival.address
+                "{id}: dropped: {address} is no list now",
+                id=arrival.id,
+                address=loggable(arrival.address),
             )
             return
         if where.role == "owner":
@@ -407,11 +414,13 @@ class ListService(Service):
         """Redeem the token and hand it to its action's confirmer; an unknown one gets a short
         reply (RFC 3834: never to a null sender, and rate-limited)."""
         pending = await tokens.peek(self.ctx, token)
+        if pending is not None and pending.list != lst.address:
+            pending = None  # another list's token: left for that list
         confirmer = None if pending is None else self.confirmers.get(pending.action)
         if pending is not None and confirmer is None:
             raise LookupError(f"no confirmer of {pending.action}")
         found = await tokens.redeem(self.ctx, token) if pending is not None else None
-        if found is None or confirmer is None or found.list != lst.address:
+        if found is None or confirmer is None:
             log.info(
                 "{id}: unknown or expired confirmation for {list}", id=arrival.id, list=lst.address
             )
@@ -459,6 +468,10 @@ class ListService(Service):
         return ensureDeferred(self._periodic())
 
     async def _periodic(self) -> None:
+        try:  # an MX worker killed while it wrote
+            await self.ctx.run(self.spool.recover, LEFTOVER_AGE)
+        except OSError:
+            log.failure("lists: the spool's leftovers could not be removed")
         for job in self.jobs():
             try:
                 await job(self.ctx)
@@ -473,6 +486,13 @@ class ListService(Service):
         else:
             if expired:
                 log.info("lists: {n} confirmation(s) expired", n=expired)
+
+
+def loggable(address: str) -> str:
+    """``address`` fit for the log: a confirmation token is a secret (``-confirm+…@``)."""
+    local, at, domain = address.rpartition("@")
+    base, plus, _ = local.partition("+")
+    return f"{base}+…{at}{domain}" if plus and base.endswith("-confirm") else address
 
 
 def touch_changed(root: Path) -> None:

@@ -13,6 +13,7 @@ from conftest import _ensure_reactor
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import blockingCallFromThread
+from twisted.logger import formatEvent, globalLogPublisher
 
 from ourmail.config import ListsSettings
 from ourmail.interfaces import ListArrival
@@ -149,8 +150,16 @@ def test_confirmations_reach_their_confirmer_once(setup: Setup) -> None:
         return "subscribed"
 
     service = setup.service(confirmers={"subscribe": confirm})
+    setup.ctx.db.create(ListSettings("other@example.test", owners=("boss@example.test",)), NOW)
     setup.start(service)
+    lines: list[str] = []
+    observer = lambda event: lines.append(formatEvent(event))  # noqa: E731
+    globalLogPublisher.addObserver(observer)
     token = setup.call(tokens.issue, setup.ctx, "team@example.test", "new@example.org", "subscribe")
+    # Another list's confirmation address: unknown there, and left for its own list.
+    setup.accept(service, f"other-confirm+{token}@example.test", "new@example.org", "c0")
+    assert confirmed == [] and len(setup.queue.sent) == 1
+    setup.queue.sent.clear()
     to = f"team-confirm+{token}@example.test"
     setup.accept(service, to, "new@example.org", "c1")
     assert [(t.address, t.action, by) for t, by in confirmed] == [
@@ -168,7 +177,9 @@ def test_confirmations_reach_their_confirmer_once(setup: Setup) -> None:
     # Replies about unknown tokens are rate-limited per sender.
     for n in range(5):
         setup.accept(service, to, "new@example.org", f"r{n}")
-    assert len(setup.queue.sent) == 3
+    assert len(setup.queue.sent) == 2  # one more, then silence (the first was "other")
+    globalLogPublisher.removeObserver(observer)
+    assert any("c1" in line for line in lines) and not any(token in line for line in lines)
     setup.call(service.stopService)
 
 
