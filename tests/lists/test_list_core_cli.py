@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import RunningServer, running_server
+from conftest import RunningServer, dns_zone, running_server
 from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
 
@@ -75,3 +75,15 @@ def test_lists_made_with_the_cli_are_served(
         assert cli(srv, "list", "delete", "team@example.test") == 0
         blockingCallFromThread(reactor, lists._watch)
         assert not lists.handles("team@example.test")
+        # The context service.py built: the secret, the web address, DMARC policy lookups.
+        secret = srv.data / "lists" / "secret"
+        assert len(lists.ctx.secret) == 32 and lists.ctx.secret == secret.read_bytes()
+        assert secret.stat().st_mode & 0o777 == 0o600
+        # As the set-up wizard's address: the configured port, none here (tcp:0).
+        assert lists.ctx.web_url == "https://mail.example.test"
+        zone = dns_zone()[0]
+        zone.set_txt("_dmarc.strict.test", "v=DMARC1; p=reject")
+        policy = lists.ctx.dmarc_policy
+        assert policy is not None
+        assert blockingCallFromThread(reactor, policy, "mail.strict.test") == "reject"
+        assert blockingCallFromThread(reactor, policy, "lax.test") is None
