@@ -31,6 +31,8 @@ from ourmail.interfaces import ListArrival, MessageSource
 
 MESSAGE = ".eml"
 ARRIVAL = ".json"
+#: The fields of a kept arrival (a newer version's others are left out).
+KNOWN = frozenset(f.name for f in attrs.fields(ListArrival))
 #: Copy unit when the source is a stream or a file elsewhere (never the whole message).
 CHUNK = 256 * 1024
 
@@ -72,8 +74,9 @@ class Spool:
         for meta in sorted(self.root.glob(f"*{ARRIVAL}")):
             message = meta.with_suffix(MESSAGE)
             try:
-                arrival = ListArrival(**json.loads(meta.read_bytes()))
-            except (OSError, ValueError, TypeError):
+                fields = json.loads(meta.read_bytes())
+                arrival = ListArrival(**{k: v for k, v in fields.items() if k in KNOWN})
+            except (OSError, ValueError, TypeError, AttributeError):
                 continue  # being removed by done(), or not ours
             if message.exists():
                 entries.append((arrival, message))
