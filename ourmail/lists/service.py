@@ -158,6 +158,7 @@ class ListService(Service):
         #: Failing entries: message path -> (failures, next try, first failure).
         self._retry: dict[Path, tuple[int, float, float]] = {}
         self._worker: Deferred[None] | None = None
+        self._start: Deferred[None] | None = None
         self._again = False
         self._wake: IDelayedCall | None = None
         self._idle: list[Deferred[None]] = []
@@ -167,9 +168,13 @@ class ListService(Service):
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
-        d = self.ctx.run(self._starting)
-        d.addCallback(self._started)
+        d = self.ctx.run(self._starting).addCallback(self._started)
         d.addErrback(lambda f: log.failure("the lists could not start", f))
+        self._start = d
+        d.addBoth(self._up)
+
+    def _up(self, result: None) -> None:
+        self._start = None
 
     def _starting(self) -> tuple[frozenset[str], tuple[float | None, float | None]]:
         if self.process:
@@ -292,6 +297,14 @@ class ListService(Service):
 
     def drained(self) -> Deferred[None]:
         """Fires when the worker has nothing left to do now (for tests and the console)."""
+        if self._start is not None:  # not started yet: what is spooled waits for the start
+            after: Deferred[None] = Deferred()
+
+            def started(result: None) -> None:
+                self.drained().chainDeferred(after)
+
+            self._start.addBoth(started)
+            return after
         if self._worker is None:
             return succeed(None)
         d: Deferred[None] = Deferred()
