@@ -19,6 +19,7 @@ Hourly, the periodic jobs run: held posts' and tokens' expiry, bounce scores' de
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,13 +41,18 @@ from ourmail.lists.spool import Spool
 
 log = Logger()
 
-#: A confirmer of one action's tokens (see the contracts in docs/lists.md).
+#: A confirmer of one action's tokens: ``(ctx, lst, token, by) -> a short result``.
 Confirmer = Callable[[ListContext, ListSettings, Token, str], Awaitable[str]]
-#: A periodic job; None when the module that has it is not installed.
+#: The change marks' modification times (the lists' ``changed``, the spool directory) and
+#: when they were read.
+Marks = tuple[float | None, float | None, float]
+#: A periodic job of a part, run hourly.
 Job = Callable[[ListContext], Awaitable[object]]
 
 #: How often the table's and the spool's change marks are looked at (seconds).
 WATCH_EVERY = 5.0
+#: Modification times this close to the last look may hide a change made after it (seconds).
+MARK_GRANULARITY = 1.0
 #: How often the periodic jobs run.
 PERIODIC_EVERY = 3600.0
 #: Back-off of a failing arrival: the first retry after this, doubling up to :data:`MAX_DELAY`.
@@ -154,7 +160,8 @@ class ListService(Service):
         self.process = process
         self.watch_every = watch_every
         self._lists: frozenset[str] = frozenset()
-        self._marks: tuple[float | None, float | None] = (None, None)
+        #: The change marks' times at the last look, and when it was.
+        self._marks: Marks = (None, None, 0.0)
         #: Failing entries: message path -> (failures, next try, first failure).
         self._retry: dict[Path, tuple[int, float, float]] = {}
         self._worker: Deferred[None] | None = None
@@ -176,14 +183,14 @@ class ListService(Service):
     def _up(self, result: None) -> None:
         self._start = None
 
-    def _starting(self) -> tuple[frozenset[str], tuple[float | None, float | None]]:
+    def _starting(self) -> tuple[frozenset[str], Marks]:
         if self.process:
             removed = self.spool.recover(LEFTOVER_AGE)
             if removed:
                 log.warn("lists: removed {n} leftover spool file(s) of a crash", n=removed)
         return self._read_table(), self._read_marks()
 
-    def _started(self, found: tuple[frozenset[str], tuple[float | None, float | None]]) -> None:
+    def _started(self, found: tuple[frozenset[str], Marks]) -> None:
         self._lists, self._marks = found
         if not self.running:
             return
@@ -218,8 +225,9 @@ class ListService(Service):
     def _read_table(self) -> frozenset[str]:
         return frozenset(lst.address for lst in self.ctx.db.lists())
 
-    def _read_marks(self) -> tuple[float | None, float | None]:
-        return _mtime(self.ctx.root / "changed"), _mtime(self.spool.root)
+    def _read_marks(self) -> Marks:
+        now = time.time()
+        return _mtime(self.ctx.root / "changed"), _mtime(self.spool.root), now
 
     def load(self) -> None:
         """Read the table of lists now, blocking (at start-up, before mail is taken: the
@@ -239,15 +247,21 @@ class ListService(Service):
     async def _look(self) -> None:
         """Read the table again when ``changed`` changed; handle the spool when it did."""
         marks = await self.ctx.run(self._read_marks)
-        (changed, spooled), (was_changed, was_spooled) = marks, self._marks
+        (changed, spooled, _), (was_changed, was_spooled, before) = marks, self._marks
         self._marks = marks
-        if spooled != was_spooled:
+
+        def moved(mark: float | None, was: float | None) -> bool:
+            # A change just after the last look may carry the same time (the file system's
+            # clock is coarse): a mark that recent counts as a change once more.
+            return mark != was or (mark is not None and mark >= before - MARK_GRANULARITY)
+
+        if moved(spooled, was_spooled):
             self.kick()  # an MX worker spooled an arrival
-        if changed != was_changed:
+        if moved(changed, was_changed):
             try:
                 await self._reload()
             except Exception:
-                self._marks = (was_changed, spooled)  # read again at the next look
+                self._marks = (None, spooled, before)  # read again at the next look
                 log.failure("lists: the table of lists could not be read")
 
     # -- IListIntake -------------------------------------------------------------------------

@@ -243,3 +243,19 @@ def test_periodic_jobs_run_despite_a_failing_one(setup: Setup) -> None:
     setup.call(service.periodic)
     assert ran == ["fine"]
     assert setup.ctx.db.expire_tokens(setup.now) == 0  # the job removed the expired one
+
+
+def test_what_an_mx_worker_keeps_the_main_process_handles(setup: Setup) -> None:
+    main = setup.service()
+    setup.start(main)
+    worker = setup.service(process=False)
+    setup.start(worker)
+    assert worker.handles("team@example.test")
+    setup.accept(worker, "team@example.test", "p@example.org", "w1")
+    assert setup.calls == [] and len(worker.spool.pending()) == 1
+    # The main process's next look at the spool's mark finds it.
+    setup.call(main._watch)
+    setup.call(main.drained)
+    assert [i for _, i, _ in setup.calls] == ["w1"] and main.spool.pending() == []
+    setup.call(worker.stopService)
+    setup.call(main.stopService)
