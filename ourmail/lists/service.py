@@ -5,7 +5,7 @@ the address they came for (docs/lists.md):
 
 * ``post``, ``request``, ``join``, ``leave``, ``bounces``: the parts' handlers (a registry,
   :func:`default_handlers`);
-* ``owner``: forwarded to the owners and moderators as it came;
+* ``owner``: forwarded to the owners and moderators as it came (``lists/roles.py``);
 * ``confirm``: ``LIST-confirm+TOKEN@``, the reply to a confirmation request, handed to the
   confirmer of the token's action (a registry, :func:`default_confirmers`).
 
@@ -31,18 +31,15 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ourmail.dsnparams import NO_MAIL_PARAMS, NO_RCPT_PARAMS
 from ourmail.interfaces import IListIntake, ListArrival, MessageSource
-from ourmail.lists import compose, tokens
+from ourmail.lists import roles
 from ourmail.lists.context import Handler, ListContext
-from ourmail.lists.listdb import Token
-from ourmail.lists.model import ListSettings, parse_address
+from ourmail.lists.model import parse_address
+from ourmail.lists.roles import Confirmer, loggable
 from ourmail.lists.spool import Spool
 
 log = Logger()
 
-#: A confirmer of one action's tokens: ``(ctx, lst, token, by) -> a short result``.
-Confirmer = Callable[[ListContext, ListSettings, Token, str], Awaitable[str]]
 #: The change marks' modification times (the lists' ``changed``, the spool directory) and
 #: when they were read.
 Marks = tuple[float | None, float | None, float]
@@ -62,10 +59,6 @@ MAX_DELAY = 3600.0
 GIVE_UP = 24 * 3600.0
 #: Leftovers younger than this may be an entry another process is writing now.
 LEFTOVER_AGE = 300.0
-#: Replies about unknown confirmations, per sender and hour (beyond: silence).
-UNKNOWN_REPLIES = 3
-#: How much of a message's start is read to find its header section.
-HEADER_LIMIT = 256 * 1024
 
 
 def _lazy(module: str, name: str) -> Callable[..., Awaitable[Any]]:
@@ -123,14 +116,6 @@ def _mtime(path: Path) -> float | None:
         return path.stat().st_mtime
     except OSError:
         return None
-
-
-def _header_is_ascii(path: Path) -> bool:
-    """Whether the header section of the message at ``path`` is ASCII (else forwarding it
-    needs SMTPUTF8, RFC 6531)."""
-    with open(path, "rb") as f:
-        head = f.read(HEADER_LIMIT)
-    return head.partition(b"\r\n\r\n")[0].isascii()
 
 
 @implementer(IListIntake)
@@ -270,6 +255,10 @@ class ListService(Service):
         """Whether ``address`` is one of a list's addresses (from memory)."""
         return self.ctx.settings.enabled and parse_address(address, self._lists) is not None
 
+    def is_list(self, address: str) -> bool:
+        """Whether ``address`` is one of a list's addresses, whatever ``[lists] enabled``."""
+        return parse_address(address, self._lists) is not None
+
     def refusal(self, address: str, size: int) -> str | None:
         """Over the server's largest message: refused (RFC 3463 5.3.4); a list's own
         ``max_size`` does not refuse, posting holds such a post for moderation."""
@@ -394,99 +383,14 @@ class ListService(Service):
             )
             return
         if where.role == "owner":
-            await self._owner(lst, arrival, path)
+            await roles.forward_to_owners(self.ctx, lst, arrival, path)
         elif where.role == "confirm":
-            await self._confirm(lst, arrival, where.detail)
+            await roles.confirm(self.ctx, lst, arrival, where.detail, self.confirmers, self.is_list)
         else:
             handler = self.handlers.get(where.role)
             if handler is None:
                 raise LookupError(f"no handler of the role {where.role}")
             await handler(self.ctx, lst, arrival, path)
-
-    # -- LIST-owner@ -------------------------------------------------------------------------
-
-    async def _owner(self, lst: ListSettings, arrival: ListArrival, path: Path) -> None:
-        """Forward to the owners and moderators as it came, from the ``-bounces`` address (so
-        that their bounces come back to the list, never to the sender)."""
-        if parse_address(arrival.sender.lower(), {lst.address}) is not None:
-            log.info(
-                "{id}: dropped: {list}-owner mail from the list itself",
-                id=arrival.id,
-                list=lst.local,
-            )
-            return
-        to = list(dict.fromkeys(a.lower() for a in (*lst.owners, *lst.moderators)))
-        if not to:
-            log.warn("{id}: dropped: {list} has no owner", id=arrival.id, list=lst.address)
-            return
-        ascii_header = await self.ctx.run(_header_is_ascii, path)
-        queued = await self.ctx.queue.enqueue(
-            lst.role_address("bounces"),
-            [(r, NO_RCPT_PARAMS) for r in to],
-            path,
-            NO_MAIL_PARAMS,
-            not ascii_header or not all(r.isascii() for r in to),
-            forwarded=True,
-        )
-        log.info(
-            "{id}: {list}-owner mail forwarded as {queued}",
-            id=arrival.id,
-            list=lst.local,
-            queued=queued,
-        )
-
-    # -- LIST-confirm+TOKEN@ -----------------------------------------------------------------
-
-    async def _confirm(self, lst: ListSettings, arrival: ListArrival, token: str) -> None:
-        """Redeem the token and hand it to its action's confirmer; an unknown one gets a short
-        reply (RFC 3834: never to a null sender, and rate-limited)."""
-        pending = await tokens.peek(self.ctx, token)
-        if pending is not None and pending.list != lst.address:
-            pending = None  # another list's token: left for that list
-        confirmer = None if pending is None else self.confirmers.get(pending.action)
-        if pending is not None and confirmer is None:
-            raise LookupError(f"no confirmer of {pending.action}")
-        found = await tokens.redeem(self.ctx, token) if pending is not None else None
-        if found is None or confirmer is None:
-            log.info(
-                "{id}: unknown or expired confirmation for {list}", id=arrival.id, list=lst.address
-            )
-            await self._unknown(lst, arrival)
-            return
-        result = await confirmer(self.ctx, lst, found, arrival.sender)
-        log.info(
-            "{id}: {list}: {action} of {address} confirmed by {by}: {result}",
-            id=arrival.id,
-            list=lst.address,
-            action=found.action,
-            address=found.address,
-            by=arrival.sender or "<>",
-            result=result,
-        )
-
-    async def _unknown(self, lst: ListSettings, arrival: ListArrival) -> None:
-        sender = arrival.sender.lower()
-        if not sender or parse_address(sender, self._lists) is not None:
-            return  # a bounce, or another list: no reply (loops)
-        counts = await self.ctx.run(
-            self.ctx.db.note_request, [f"confirm:{sender}"], self.ctx.clock(), 3600.0
-        )
-        if counts[0] > UNKNOWN_REPLIES:
-            return
-        _ = compose.translator(lst.language).gettext
-        text = _(
-            "The confirmation you sent to %(address)s is unknown, expired or was used"
-            " already. Nothing was changed. If you still want it, ask again."
-        ) % {"address": lst.address}
-        reply = compose.message(
-            lst,
-            [sender],
-            _("Confirmation not accepted"),
-            text,
-            self.ctx.hostname,
-            sender_role="request",
-        )
-        await self.ctx.send(lst, [sender], reply)
 
     # -- periodic jobs -----------------------------------------------------------------------
 
@@ -513,13 +417,6 @@ class ListService(Service):
         else:
             if expired:
                 log.info("lists: {n} confirmation(s) expired", n=expired)
-
-
-def loggable(address: str) -> str:
-    """``address`` fit for the log: a confirmation token is a secret (``-confirm+…@``)."""
-    local, at, domain = address.rpartition("@")
-    base, plus, _ = local.partition("+")
-    return f"{base}+…{at}{domain}" if plus and base.endswith("-confirm") else address
 
 
 def touch_changed(root: Path) -> None:
