@@ -59,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parts = assemble(settings, reactor)  # type: ignore[arg-type]
     serve_acme_certificate(settings, parts.tls, reactor)
     parts.queue.files.prepare()
+    if parts.lists is not None:  # keeps list mail in the spool; the master handles it
+        parts.lists.process = False
+        parts.lists.startService()
     counts = CountsClient(settings.limits)
     reactor.adoptStreamConnection(  # type: ignore[attr-defined]
         COUNTS_FD, socket.AF_UNIX, Factory.forProtocol(lambda: counts)

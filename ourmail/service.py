@@ -40,6 +40,7 @@ from ourmail.config import IMPLICIT_TLS, SERVICES, ConfigError, Settings, config
 from ourmail.directory.local import LocalDirectory
 from ourmail.dns.lookup import Lookup
 from ourmail.dns.lookup import make_resolver as make_check_resolver
+from ourmail.filters import dmarcpolicy
 from ourmail.filters.chain import FilterChain
 from ourmail.filters.filterlog import FilterLog, LogDB
 from ourmail.filters.learning import JunkLearning
@@ -55,6 +56,7 @@ from ourmail.interfaces import (
     IDirectory,
     IDirectoryUsers,
     IFilterChain,
+    IForwardSealer,
     IMailStore,
     IOutboundQueue,
     IPreferences,
@@ -65,6 +67,10 @@ from ourmail.interfaces import (
     IVaultDesk,
     Usage,
 )
+from ourmail.lists.context import ListContext
+from ourmail.lists.listdb import ListDB
+from ourmail.lists.secret import load_secret
+from ourmail.lists.service import ListService
 from ourmail.manage.accountadmin import LocalAccountAdmin
 from ourmail.manage.accountops import served_domains
 from ourmail.manage.audit import AuditFile
@@ -245,6 +251,8 @@ class Server:
     web: WebApp | None = None
     #: The ACME certificate's renewal, when ``[acme] enabled``.
     acme: CertificateRenewal | None = None
+    #: The mailing lists (docs/lists.md).
+    lists: ListService | None = None
 
 
 @attrs.define
@@ -284,6 +292,8 @@ class Parts:
     vault: IVault = attrs.Factory(NoVault)
     #: Keeps the vault's search index in step with its captures (None: no index).
     indexer: Indexer | None = None
+    #: The mailing lists (docs/lists.md): delivery hands their mail to it.
+    lists: ListService | None = None
 
     def _checked(self, service: str) -> bool:
         """Whether mail arriving on ``service`` goes through the filter chain."""
@@ -374,6 +384,7 @@ class Parts:
                 setup=LocalSetupWizard(settings, audit),
                 directory_users=self._directory_users(),
                 vault=self._vault_desk(audit),
+                lists=self.lists,
             )
             self.web = WebApp(self.authenticator, sessions, services)
             return self.web.site(settings.limits)
@@ -529,6 +540,10 @@ def assemble(
     )
     metrics = Metrics()
     delivery.metrics = queue.metrics = metrics
+    # Mailing lists (docs/lists.md): what they send is the server's own mail, captured.
+    delivery.lists = lists = mailing_lists(
+        settings, reactor, directory, store, own_mail, delivery.sealer
+    )
     checks = filter_checks(settings, reactor, own_mail, log=True)
     checks.metrics = metrics
     authenticator = Authenticator(
@@ -556,6 +571,7 @@ def assemble(
         metrics=metrics,
         vault=vault,
         indexer=indexer,
+        lists=lists,
     )
 
 
@@ -714,6 +730,8 @@ def build(
         follow = indexfollow.arguments(parts.indexer.log.root, vault.roots, vault.segment_size)
         IndexerService(parts.indexer, reactor, follow, closing).setServiceParent(root)
     parts.queue.setServiceParent(root)
+    if parts.lists is not None:
+        parts.lists.setServiceParent(root)
     if parts.authenticator.revoker is not None:
         parts.authenticator.revoker.setServiceParent(root)
     if parts.learning is not None:
@@ -782,6 +800,7 @@ def build(
         learning=parts.learning,
         web=parts.web,
         acme=acme,
+        lists=parts.lists,
     )
 
 
@@ -858,3 +877,44 @@ def listening_ports(listeners: Mapping[str, ListenerService]) -> Callable[[], di
         return {n: p for n, listener in listeners.items() if (p := listening_port(listener))}
 
     return ports
+
+
+#: Seconds for a DMARC policy lookup of a list's poster (as the filters' DMARC check).
+DMARC_TIMEOUT = 5.0
+
+
+def mailing_lists(
+    settings: Settings,
+    reactor: IReactorCore,
+    directory: IDirectory,
+    store: IMailStore,
+    queue: IOutboundQueue,
+    sealer: IForwardSealer | None,
+) -> ListService:
+    """The mailing lists' service (docs/lists.md): their state under ``<data>/lists``, the
+    secret of their one-click links, their web address as the setup wizard's, DMARC policy
+    discovery for the ``From:`` rewriting of strict posters' mail."""
+    root = settings.data_dir / "lists"
+    resolver = make_resolver(settings.dns.servers)
+
+    def dmarc_policy(domain: str) -> Deferred[str | None]:
+        d = Deferred.fromCoroutine(dmarcpolicy.discover(resolver, reactor, domain, DMARC_TIMEOUT))
+        return d.addCallback(lambda policy: None if policy is None else policy.p)
+
+    ctx = ListContext(
+        db=ListDB(root / "lists.sqlite"),
+        root=root,
+        directory=directory,
+        store=store,
+        queue=queue,
+        settings=settings.lists,
+        hostname=settings.hostname,
+        web_url=setup_url(settings).removesuffix("/setup"),
+        secret=load_secret(root / "secret"),
+        sealer=sealer,
+        dmarc_policy=dmarc_policy,
+        max_message_size=settings.limits.max_message_size,
+    )
+    lists = ListService(ctx, reactor)  # type: ignore[arg-type]
+    lists.load()
+    return lists

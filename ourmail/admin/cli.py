@@ -24,6 +24,7 @@ from ourmail.admin import (
     filterscmd,
     groupcmd,
     ldapcmd,
+    listcmd,
     logcmd,
     queuecmd,
     spamcmd,
@@ -395,6 +396,7 @@ def _parser() -> argparse.ArgumentParser:
     dnscmd.add_parser(topics, common)
     certcmd.add_parser(topics, common)
     groupcmd.add_parser(topics, common)
+    listcmd.add_parser(topics, common)
     vaultcmd.add_parser(topics, common)
     return parser
 

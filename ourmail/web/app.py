@@ -32,6 +32,7 @@ from ourmail.web.admindirectory import AdminDirectoryPages
 from ourmail.web.admindisable import AdminDisablePages
 from ourmail.web.admindomains import AdminDomainsPages
 from ourmail.web.admingroups import AdminGroupsPages
+from ourmail.web.adminlists import AdminListsPages
 from ourmail.web.adminops import AdminOpsPages
 from ourmail.web.adminpages import AdminPages
 from ourmail.web.adminvault import AdminVaultPages
@@ -78,6 +79,7 @@ class WebApp(
     MetricsPages,
     AdminVaultPages,
     AdminOpsPages,
+    AdminListsPages,
     AdminGroupsPages,
     AdminDisablePages,
     AdminDomainsPages,

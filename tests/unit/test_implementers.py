@@ -73,6 +73,7 @@ from ourmail.secure.arcseal import ARCSealer
 from ourmail.secure.certstatus import CertificateStatus
 from ourmail.secure.dkimkeys import KeyStore
 from ourmail.secure.dkimsign import DKIMSigner
+from ourmail.service import mailing_lists
 from ourmail.smtp.delivery import Delivery
 from ourmail.smtp.submitter import Submitter
 from ourmail.srs import SenderRewriter
@@ -315,6 +316,14 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
         reactor,
     ),
     "ourmail.vault.retentionservice.VaultRetention": lambda tmp: VaultRetention(("example.test",)),
+    "ourmail.lists.service.ListService": lambda tmp: mailing_lists(
+        load_settings(data=str(tmp), domains=("example.test",), hostname="mx.example.test"),
+        reactor,
+        _directory(tmp),
+        MemoryStore(),
+        NoVault(),  # type: ignore[arg-type]
+        None,
+    ),
 }
 
 

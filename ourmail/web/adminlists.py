@@ -1,0 +1,301 @@
+"""The admin console's mailing lists (issue 19, docs/lists.md#creating-and-running-lists).
+
+Routes:
+
+* ``GET /admin/lists?domain=``: the lists with their member and held-post counts;
+* ``GET /admin/list?address=&page=``: one list's settings form, its members (50 a page) with
+  forms to add and remove them, and its held posts with approve and reject buttons;
+* ``POST /admin/list/settings``, ``/admin/list/members/add``, ``/admin/list/members/delete``,
+  ``/admin/list/held/approve``, ``/admin/list/held/reject``.
+
+Rights as for groups: a domain admin sees and changes the lists of their domains only (403,
+logged, nothing changed).  Changes are made in a worker thread with their audit line
+(:func:`~ourmail.manage.audit.audited_in_thread`), mark the lists changed for the other
+processes, reload the running table, and redirect (303) to a page that confirms them.
+Approving and rejecting go through the moderation part (``ourmail.lists.moderation``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from typing import Any
+from urllib.parse import urlencode
+
+from twisted.internet.threads import deferToThread
+from twisted.web.iweb import IRequest
+from werkzeug.exceptions import NotFound
+
+from ourmail.addresses import AddressError, normalise_address
+from ourmail.interfaces import AccountRefused, IAuditLog
+from ourmail.lists import edit
+from ourmail.lists.context import ListContext
+from ourmail.lists.model import ListSettings, Member
+from ourmail.lists.service import ListService, touch_changed
+from ourmail.manage.audit import audited_in_thread
+from ourmail.web.adminpages import MAX_ADDRESS, AdminAccess, AdminPages, NotAdmin, no_control
+
+#: Members shown per page.
+MEMBERS_PAGE = 50
+#: Most addresses added in one form.
+MAX_FORM_MEMBERS = 100
+MAX_MEMBER_TEXT = MAX_FORM_MEMBERS * (MAX_ADDRESS + 2)
+#: Longest value read for one setting (the footer is the longest).
+MAX_SETTING_TEXT = 1000 * (MAX_ADDRESS + 2)
+#: A held post's id, as the moderation part makes them.
+HELD_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
+#: What ``?done=`` may confirm on these pages.
+LIST_DONE = ("settings", "members-added", "member-removed", "approved", "rejected")
+#: The settings whose form field is a checkbox.
+CHECKBOXES = tuple(k for k in edit.FIELDS if isinstance(getattr(ListSettings("x@y"), k), bool))
+
+
+def _query(**fields: str | int) -> bytes:
+    return urlencode(fields).encode("ascii")
+
+
+class AdminListsPages(AdminPages):
+    """Mailing lists in the admin console (see the module docstring)."""
+
+    app = AdminPages.app
+
+    @property
+    def list_service(self) -> ListService:
+        """The lists; a server without them answers these pages 404."""
+        lists = self.services.lists
+        if lists is None:
+            raise NotFound()
+        return lists
+
+    @property
+    def list_ctx(self) -> ListContext:
+        return self.list_service.ctx
+
+    @property
+    def audit_log(self) -> IAuditLog:
+        audit = self.services.audit
+        if audit is None:
+            raise NotFound()
+        return audit
+
+    def list_text(self, request: IRequest, refused: AccountRefused) -> str:
+        """What a refused list change says, in the request's language."""
+        _ = self.gettext(request)
+        if refused.code == "no-such-list":
+            return _("There is no list %(address)s.") % {"address": refused.subject}
+        if refused.code == "bad-setting":
+            return _("The setting %(setting)s cannot take that value.") % {
+                "setting": refused.subject
+            }
+        if refused.code == "too-many":
+            return _("Too many addresses.")
+        if refused.code == "no-targets":
+            return _("Give at least one address.")
+        return self.refusal_text(request, refused)
+
+    async def list_field(self, request: IRequest, access: AdminAccess, action: str) -> ListSettings:
+        """The list the form names, in a domain ``access`` manages."""
+        raw = self.form(request, "address", MAX_ADDRESS)
+        if not raw or not no_control(raw):
+            raise AccountRefused("bad-address", "not an address", "")
+        try:
+            address = normalise_address(raw)
+        except AddressError:
+            raise AccountRefused("bad-address", "not an address", raw) from None
+        if not access.manages(address.rpartition("@")[2]):
+            raise NotAdmin(action, address)
+        ctx = self.list_ctx
+        lst = await ctx.run(ctx.db.get, address)
+        if lst is None:
+            raise AccountRefused("no-such-list", "no such list", address)
+        return lst
+
+    def list_addresses(self, request: IRequest, name: str) -> list[str]:
+        """A form's addresses, one per line (or separated by commas or spaces), normalised."""
+        text = self.form(request, name, MAX_MEMBER_TEXT)
+        if text is None and (request.args or {}).get(name.encode()):
+            raise AccountRefused("too-many", "the list is too long")
+        found = [t for t in re.split(r"[\s,;]+", text or "") if t]
+        if len(found) > MAX_FORM_MEMBERS:
+            raise AccountRefused("too-many", "too many")
+        if not found:
+            raise AccountRefused("no-targets", "no address")
+        try:
+            return list(dict.fromkeys(normalise_address(a) for a in found))
+        except AddressError:
+            raise AccountRefused("bad-target", "not an address") from None
+
+    async def lists_changed(self) -> None:
+        """Tell the other processes (the change mark) and this one (its table)."""
+        await self.list_ctx.run(touch_changed, self.list_ctx.root)
+        await self.list_service.reload()
+
+    # -- the lists ---------------------------------------------------------------------------
+
+    @app.route("/admin/lists", methods=["GET"])
+    async def admin_lists(self, request: IRequest) -> bytes:
+        domain = self.domain_field(request)
+        access = self.admin(request, "lists.view", domain or None)
+        ctx = self.list_ctx
+
+        def rows() -> list[tuple[ListSettings, int, int]]:
+            shown = []
+            for lst in ctx.db.lists():
+                if access.manages(lst.domain) and (not domain or lst.domain == domain):
+                    shown.append((lst, ctx.db.count(lst.address), len(ctx.db.held(lst.address))))
+            return shown
+
+        return self.render_admin(
+            request,
+            access,
+            "admin_lists.html",
+            domain=domain,
+            domains=await self.managed_domains(access),
+            lists=await ctx.run(rows),
+        )
+
+    @app.route("/admin/list", methods=["GET"])
+    async def admin_list(self, request: IRequest, code: int = 200, **context: Any) -> bytes:
+        access = self.admin(request, "list.view")
+        try:
+            lst = await self.list_field(request, access, "list.view")
+        except AccountRefused as e:
+            return self.error(request, 404, self.list_text(request, e))
+        ctx, page = self.list_ctx, self.page_number(request)
+        members = await ctx.run(ctx.db.members, lst.address)
+        pages = max(1, -(-len(members) // MEMBERS_PAGE))
+        page = min(page, pages)
+        done = self.form(request, "done", 20)
+        return self.render_admin(
+            request,
+            access,
+            "admin_list.html",
+            code,
+            lst=lst,
+            settings={key: edit.value_of(lst, key) for key in edit.FIELDS},
+            checkboxes=CHECKBOXES,
+            members=members[(page - 1) * MEMBERS_PAGE : page * MEMBERS_PAGE],
+            member_count=len(members),
+            page=page,
+            pages=pages,
+            held=await ctx.run(ctx.db.held, lst.address),
+            confirmed=done if done in LIST_DONE else None,
+            **context,
+        )
+
+    # -- changes -----------------------------------------------------------------------------
+
+    @app.route("/admin/list/settings", methods=["POST"])
+    async def admin_list_settings(self, request: IRequest) -> bytes:
+        access = self.admin(request, "list.set")
+        self.checked(request)
+        ctx = self.list_ctx
+        try:
+            lst = await self.list_field(request, access, "list.set")
+            changes = {}
+            for key in edit.FIELDS:
+                if key in CHECKBOXES:
+                    changes[key] = "true" if self.form(request, key, 10) == "on" else "false"
+                    continue
+                value = self.form(request, key, MAX_SETTING_TEXT)
+                if value is not None:
+                    changes[key] = value.replace("\n", ",") if key in edit.ADDRESS_FIELDS else value
+
+            def work() -> str:
+                current = ctx.db.get(lst.address)
+                if current is None:
+                    raise AccountRefused("no-such-list", "no such list", lst.address)
+                try:
+                    changed = edit.change(current, changes, _normalise)
+                except edit.BadSetting as e:
+                    raise AccountRefused("bad-setting", str(e), e.key) from None
+                ctx.db.update(changed)
+                return lst.address
+
+            actor = self.actor(request, access)
+            detail = ", ".join(sorted(changes))
+            await audited_in_thread(self.audit_log, actor, "list.set", lst.address, work, detail)
+        except AccountRefused as e:
+            if e.code in ("bad-address", "no-such-list"):
+                return self.error(request, 400, self.list_text(request, e))
+            return await self.admin_list(request, 400, error=self.list_text(request, e))
+        await self.lists_changed()
+        done = _query(address=lst.address, done="settings")
+        return self.redirect(request, b"/admin/list?" + done)
+
+    async def _members(self, request: IRequest, action: str, field: str) -> bytes:
+        access = self.admin(request, action)
+        self.checked(request)
+        ctx = self.list_ctx
+        try:
+            lst = await self.list_field(request, access, action)
+            addresses = self.list_addresses(request, field)
+
+            def work() -> str:
+                if action == "list.member-add":
+                    now = ctx.clock()
+                    ctx.db.subscribe(lst.address, [Member(a, subscribed=now) for a in addresses])
+                else:
+                    ctx.db.unsubscribe(lst.address, addresses)
+                return lst.address
+
+            actor = self.actor(request, access)
+            detail = ", ".join(addresses)
+            await audited_in_thread(self.audit_log, actor, action, lst.address, work, detail)
+        except AccountRefused as e:
+            if e.code in ("bad-address", "no-such-list"):
+                return self.error(request, 400, self.list_text(request, e))
+            return await self.admin_list(request, 400, error=self.list_text(request, e))
+        done = "members-added" if action == "list.member-add" else "member-removed"
+        return self.redirect(request, b"/admin/list?" + _query(address=lst.address, done=done))
+
+    @app.route("/admin/list/members/add", methods=["POST"])
+    async def admin_list_members_add(self, request: IRequest) -> bytes:
+        return await self._members(request, "list.member-add", "members")
+
+    @app.route("/admin/list/members/delete", methods=["POST"])
+    async def admin_list_members_delete(self, request: IRequest) -> bytes:
+        return await self._members(request, "list.member-remove", "member")
+
+    async def _moderate(self, request: IRequest, verdict: str) -> bytes:
+        action = f"list.held-{verdict}"
+        access = self.admin(request, action)
+        self.checked(request)
+        try:
+            lst = await self.list_field(request, access, action)
+        except AccountRefused as e:
+            return self.error(request, 400, self.list_text(request, e))
+        held_id = self.form(request, "held", 100) or ""
+        if not HELD_ID.fullmatch(held_id):
+            return self.error(request, 400, self.gettext(request)("No such held post."))
+        moderation: Any = importlib.import_module("ourmail.lists.moderation")
+        by = access.session.address
+        if verdict == "approve":
+            done = await moderation.approve(self.list_ctx, lst, held_id, by)
+        else:
+            reason = self.form(request, "reason", 1000) or ""
+            done = await moderation.reject(self.list_ctx, lst, held_id, by, reason)
+        actor = self.actor(request, access)
+        result = "ok" if done else "refused: gone"
+        target = f"{lst.address} {held_id}"
+        await deferToThread(self.audit_log.record, actor, action, target, result)
+        if not done:
+            _ = self.gettext(request)
+            return await self.admin_list(request, 400, error=_("That post is no longer held."))
+        confirmed = "approved" if verdict == "approve" else "rejected"
+        return self.redirect(request, b"/admin/list?" + _query(address=lst.address, done=confirmed))
+
+    @app.route("/admin/list/held/approve", methods=["POST"])
+    async def admin_list_held_approve(self, request: IRequest) -> bytes:
+        return await self._moderate(request, "approve")
+
+    @app.route("/admin/list/held/reject", methods=["POST"])
+    async def admin_list_held_reject(self, request: IRequest) -> bytes:
+        return await self._moderate(request, "reject")
+
+
+def _normalise(raw: str) -> str:
+    try:
+        return normalise_address(raw)
+    except AddressError as e:
+        raise ValueError(str(e)) from None

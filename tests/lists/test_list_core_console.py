@@ -1,0 +1,116 @@
+"""The console's list pages over plain HTTP(S): the lists, one list's settings, members and
+held posts (approve through the moderation part, a fake here); a domain admin sees only
+their domains' lists; forged and hostile requests change nothing."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import RunningServer, running_server
+from twisted.internet import reactor
+from twisted.internet.threads import blockingCallFromThread
+from webhelp import Browser, Response
+
+from ourmail.admin.cli import main
+from ourmail.auth.passwords import hash_password
+from ourmail.config import AdminSettings
+from ourmail.lists.listdb import Held
+
+PASSWORD = "postmaster's own long password"
+
+
+def cli(srv: RunningServer, *args: str) -> int:
+    sys.stdin = io.StringIO("")
+    try:
+        return main(["--data", str(srv.data), *args])
+    finally:
+        sys.stdin = sys.__stdin__
+
+
+def post(b: Browser, path: str, fields: dict[str, str]) -> Response:
+    m = re.search(r'data-csrf="([^"]+)"', b.get("/").text)
+    assert m
+    return b.post(path, {"csrf": m.group(1), **fields})
+
+
+def browser(srv: RunningServer, address: str) -> Browser:
+    b = Browser(srv)
+    assert b.login(address, PASSWORD).status == 303
+    return b
+
+
+def test_the_console_runs_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    approved: list[tuple[str, str, str]] = []
+
+    async def approve(ctx: Any, lst: Any, held_id: str, by: str) -> bool:
+        approved.append((lst.address, held_id, by))
+        return await ctx.run(ctx.db.release, lst.address, held_id) is not None
+
+    fake = types.ModuleType("ourmail.lists.moderation")
+    fake.approve = approve  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ourmail.lists.moderation", fake)
+    admin = AdminSettings(
+        admins=("postmaster@example.test",), domain_admins={"boss@other.test": ("other.test",)}
+    )
+    with running_server(tmp_path, admin=admin) as srv:
+        accounts = srv.server.accounts
+        accounts.add_domain("other.test")
+        accounts.set_password("postmaster@example.test", hash_password(PASSWORD))
+        accounts.add_user("boss@other.test", hash_password(PASSWORD))
+        assert cli(srv, "list", "create", "team@example.test", "--owner", "alice") == 0
+        assert cli(srv, "list", "add", "team@example.test", "zed@else.test") == 0
+        ctx = srv.server.lists.ctx  # type: ignore[union-attr]
+        ctx.db.hold(Held("team@example.test", "h1", "x@else.test", "Buy now", "not a member",
+                         123, 1.0, 9e9))  # fmt: skip
+        pm = browser(srv, "postmaster@example.test")
+        page = pm.get("/admin/lists")
+        assert page.status == 200 and "team@example.test" in page.text
+        page = pm.get("/admin/list?address=team%40example.test")
+        assert page.status == 200 and "zed@else.test" in page.text and "Buy now" in page.text
+        # Settings: every field is in the form; a change is saved and audit-logged.
+        form = {"address": "team@example.test", "owners": "alice@example.test\nann@else.test",
+                "post_policy": "anyone", "max_size": "1M", "digest": "on",
+                "subject_prefix": "[team]"}  # fmt: skip
+        done = post(pm, "/admin/list/settings", form)
+        assert done.status == 303 and b"done=settings" in done.headers["location"].encode()
+        lst = ctx.db.get("team@example.test")
+        assert lst.owners == ("alice@example.test", "ann@else.test") and lst.digest
+        assert lst.max_size == 1024 * 1024 and lst.subject_prefix == "[team]"
+        refused = post(pm, "/admin/list/settings", {**form, "post_policy": "everyone"})
+        assert refused.status == 400 and "post_policy" in refused.text
+        assert ctx.db.get("team@example.test").post_policy.value == "anyone"
+        # Members added and removed.
+        add = {"address": "team@example.test", "members": "a@else.test\nB@Else.test"}
+        assert post(pm, "/admin/list/members/add", add).status == 303
+        gone = {"address": "team@example.test", "member": "zed@else.test"}
+        assert post(pm, "/admin/list/members/delete", gone).status == 303
+        members = [m.address for m in ctx.db.members("team@example.test")]
+        assert members == ["a@else.test", "b@else.test"]
+        # A held post approved through the moderation part.
+        held = {"address": "team@example.test", "held": "h1"}
+        assert post(pm, "/admin/list/held/approve", held).status == 303
+        assert approved == [("team@example.test", "h1", "postmaster@example.test")]
+        assert post(pm, "/admin/list/held/approve", held).status == 400  # gone now
+        assert post(pm, "/admin/list/held/approve", {**held, "held": "../x"}).status == 400
+        # Without the CSRF token: refused, nothing changed.
+        assert pm.post("/admin/list/members/add", add | {"members": "c@else.test"}).status == 403
+        # A domain admin sees only their domains' lists, and cannot touch the others.
+        boss = browser(srv, "boss@other.test")
+        assert "team@example.test" not in boss.get("/admin/lists").text
+        assert boss.get("/admin/list?address=team%40example.test").status == 403
+        assert post(boss, "/admin/list/members/add", add | {"members": "c@else.test"}).status == 403
+        assert len(ctx.db.members("team@example.test")) == 2
+        # The change of settings reached the running table (and the mark for other processes).
+        blockingCallFromThread(reactor, srv.server.lists.drained)  # type: ignore[union-attr]
+        lines = [json.loads(x) for x in (srv.data / "log" / "audit.log").read_text().splitlines()]
+        done_actions = [(a["action"], a["result"]) for a in lines if a["via"] == "web"]
+        assert ("list.set", "ok") in done_actions and ("list.member-add", "ok") in done_actions
+        assert ("list.held-approve", "ok") in done_actions
+        assert ("list.member-add", "forbidden") in done_actions
