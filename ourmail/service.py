@@ -65,6 +65,8 @@ from ourmail.interfaces import (
     IVaultDesk,
     Usage,
 )
+from ourmail.lists.archive import ListArchives
+from ourmail.lists.listdb import ListDB
 from ourmail.manage.accountadmin import LocalAccountAdmin
 from ourmail.manage.accountops import served_domains
 from ourmail.manage.audit import AuditFile
@@ -245,6 +247,8 @@ class Server:
     web: WebApp | None = None
     #: The ACME certificate's renewal, when ``[acme] enabled``.
     acme: CertificateRenewal | None = None
+    #: The lists' archives shared with their readers (IMAP, webmail); None: lists are off.
+    shared: ListArchives | None = None
 
 
 @attrs.define
@@ -284,6 +288,8 @@ class Parts:
     vault: IVault = attrs.Factory(NoVault)
     #: Keeps the vault's search index in step with its captures (None: no index).
     indexer: Indexer | None = None
+    #: The lists' archives shared with their readers (IMAP, webmail); None: lists are off.
+    shared: ListArchives | None = None
 
     def _checked(self, service: str) -> bool:
         """Whether mail arriving on ``service`` goes through the filter chain."""
@@ -413,6 +419,7 @@ class Parts:
                     clock=self.clock,
                     quota=self.quota,
                     vault=self.vault,
+                    shared=self.shared,
                 ),
             )
         return SessionFactory(
@@ -556,7 +563,19 @@ def assemble(
         metrics=metrics,
         vault=vault,
         indexer=indexer,
+        shared=list_archives(settings, store, directory, clock),
     )
+
+
+def list_archives(
+    settings: Settings, store: IMailStore, directory: IDirectory, clock: IReactorTime
+) -> ListArchives | None:
+    """The lists' archives as shared folders (docs/lists.md#the-archive); None when
+    ``[lists] enabled`` is off."""
+    if not settings.lists.enabled:
+        return None
+    db = ListDB(settings.data_dir / "lists" / "lists.sqlite")
+    return ListArchives(db, store, directory, clock)
 
 
 def make_vault(settings: Settings, store: IMailStore) -> IVault:
@@ -714,6 +733,8 @@ def build(
         follow = indexfollow.arguments(parts.indexer.log.root, vault.roots, vault.segment_size)
         IndexerService(parts.indexer, reactor, follow, closing).setServiceParent(root)
     parts.queue.setServiceParent(root)
+    if parts.shared is not None:
+        parts.shared.setServiceParent(root)
     if parts.authenticator.revoker is not None:
         parts.authenticator.revoker.setServiceParent(root)
     if parts.learning is not None:
@@ -782,6 +803,7 @@ def build(
         learning=parts.learning,
         web=parts.web,
         acme=acme,
+        shared=parts.shared,
     )
 
 
