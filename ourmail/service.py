@@ -380,6 +380,7 @@ class Parts:
                 setup=LocalSetupWizard(settings, audit),
                 directory_users=self._directory_users(),
                 vault=self._vault_desk(audit),
+                shared=self.shared,
             )
             self.web = WebApp(self.authenticator, sessions, services)
             return self.web.site(settings.limits)

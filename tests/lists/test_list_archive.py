@@ -1,6 +1,7 @@
-"""The lists' archives over IMAP (RFC 2342 shared namespace ``Lists/``), with imaplib: members
-see and read their list's archive read-only and copy out of it; others see nothing and get the
-same NO as for a missing folder; a public archive is seen by everyone."""
+"""The lists' archives over IMAP (RFC 2342 shared namespace ``Lists/``), with imaplib, and in
+the webmail: members see and read their list's archive read-only (in threads on the web) and
+copy out of it; others see nothing and get the same NO (404) as for a missing folder; a
+public archive is seen by everyone."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from conftest import RunningServer, client_tls, running_server
 from imaphelp import Session
 from storehelp import on_reactor
+from webhelp import Browser
 
 from ourmail.lists.listdb import ListDB
 from ourmail.lists.model import Archive, ListSettings, Member
@@ -185,3 +187,41 @@ def test_own_lists_folder_made_before_stays(srv: RunningServer) -> None:
     s.ok("DELETE Lists")
     assert b'* LIST (\\Noselect \\HasChildren) "/" "Lists"' in s.ok('LIST "" "Lists"')
     s.close()
+
+
+def test_webmail_shows_the_archive_in_threads(srv: RunningServer) -> None:
+    web = Browser(srv)
+    assert web.login(srv.user, srv.password).status == 303
+    home = web.get("/mail").text
+    assert ">Lists</h2>" in home
+    link = "/archive?folder=Lists%2Fteam%40example.test"
+    assert link in home and "Team</span>" in home
+    page = web.get(link)
+    assert page.status == 200
+    text = page.text
+    # Newest conversation first; the reply under the post it answers, indented.
+    order = [text.index(f"topic {n}</a>") for n in (3, 1, 2)]
+    assert order == sorted(order)
+    assert 'data-uid="2" data-depth="1"' in text and 'data-uid="1" data-depth="0"' in text
+    assert "/mail/action" not in text and "This archive is read-only." in text
+    message = web.get("/message?folder=Lists%2Fteam%40example.test&uid=3")
+    assert message.status == 200
+    assert "topic 3" in message.text and "This archive is read-only." in message.text
+    assert "/compose?" not in message.text and 'value="delete"' not in message.text
+    assert link in message.text  # back to the archive
+    m = login(srv, srv.user)
+    m.select(TEAM_BOX, readonly=True)
+    typ, data = m.fetch("3", "(FLAGS)")
+    assert b"\\Seen" not in data[0]  # type: ignore[operator]
+    m.logout()
+
+
+def test_webmail_hides_private_archives(srv: RunningServer) -> None:
+    web = Browser(srv)
+    assert web.login(BOB, srv.password).status == 303
+    home = web.get("/mail").text
+    assert "Lists%2Fnews%40example.test" in home and "team%40example.test" not in home
+    assert web.get("/archive?folder=Lists%2Fteam%40example.test").status == 404
+    assert web.get("/archive?folder=Lists%2Fnosuch%40example.test").status == 404
+    assert web.get("/message?folder=Lists%2Fteam%40example.test&uid=1").status == 404
+    assert web.get("/archive?folder=Lists%2Fnews%40example.test").status == 200
