@@ -101,17 +101,22 @@ def arrange(items: Sequence[Item]) -> list[Placed]:
 
 
 def _cut_loops(items: Sequence[Item], parent: dict[int, Item]) -> None:
-    """Remove the parent link that closes each loop, so every chain ends at a root."""
+    """Remove the parent link that closes each loop, so every chain ends at a root; each
+    message is walked over once (chains known to end well are not walked again)."""
+    rooted: set[int] = set()
     for item in items:
-        seen = {item.uid}
+        path: set[int] = set()
         at = item
-        while at.uid in parent:
-            up = parent[at.uid]
-            if up.uid in seen:
+        while at.uid not in rooted:
+            path.add(at.uid)
+            up = parent.get(at.uid)
+            if up is None:
+                break
+            if up.uid in path:
                 del parent[at.uid]
                 break
-            seen.add(up.uid)
             at = up
+        rooted |= path
 
 
 def items_of(folder: IFolder) -> list[Item]:
