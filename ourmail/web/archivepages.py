@@ -40,14 +40,14 @@ class ArchivePages(Pages):
         return Arrangements()
 
     @app.route("/archive", methods=["GET"])
-    def archive(self, request: IRequest) -> bytes:
+    async def archive(self, request: IRequest) -> bytes:
         session = self.user(request)
         _ = self.gettext(request)
         name = (self.form(request, "folder", MAX_FOLDER) or "")[:MAX_FOLDER]
         folder = open_shared(self.services.shared, session.address, name)
         if folder is None:
             return self.error(request, 404, _("There is no such folder."))
-        placed = self.arrangements.of(name, folder)
+        placed = await self.arrangements.of(name, folder)
         threads = placed[-1].thread + 1 if placed else 0
         pages = max(1, -(-threads // THREADS_PER_PAGE))
         number = min(max(1, _number(self.form(request, "page", 9))), pages)

