@@ -42,7 +42,7 @@ class MailboxCommands:
         if len(args) != 1:
             raise ParseError(f"{self._cmd} takes one mailbox")
         name = self.mailbox_arg(args[0])
-        # A shared folder is read-only: SELECT answers as EXAMINE does (RFC 2342 §5).
+        # A shared folder is read-only: SELECT answers [READ-ONLY] (RFC 3501 §6.3.1).
         shared = self.shared_folder(name) is not None
         readonly = self._cmd == "EXAMINE" or shared
         if self.selected is not None and (self.qresync or self.rev2):
@@ -228,7 +228,7 @@ class MailboxCommands:
             attrs_ = _attributes(name, names, uses) if name in existing else ["\\NonExistent"]
             parent = self.shared_part(name) == "" and name not in own
             if parent and name in existing:
-                attrs_.insert(0, "\\Noselect")  # the shared namespace's root (RFC 2342 §5)
+                attrs_.insert(0, "\\Noselect")  # the shared namespace's root (RFC 3501 §7.2.2)
             if show_subscribed and name in subscribed:
                 attrs_.insert(1, "\\Subscribed")
             self._list_line(attrs_, name)

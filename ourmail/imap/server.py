@@ -20,9 +20,9 @@ Implementation notes (keep these true when changing the IMAP modules):
 * LOGIN and AUTHENTICATE only under TLS (``LOGINDISABLED`` before, RFC 3501 §6.2.3, RFC 8314).
 * Mailbox names are modified UTF-7 on the wire; the store checks that they stay in the
   user's tree.
-* Names under the shared prefix (``Lists/``) are looked up only through
-  :class:`~ourmail.interfaces.ISharedFolders` (``imap/shared.py``), never in the user's store;
-  shared folders are read-only, and one the user may not read answers as a missing one.
+* Names under the shared prefix (``Lists/``) are looked up through
+  :class:`~ourmail.interfaces.ISharedFolders` first (``imap/shared.py``); shared folders are
+  read-only, and one the user may not read answers as a missing one.
 """
 
 from __future__ import annotations

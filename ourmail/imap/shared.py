@@ -1,12 +1,13 @@
-"""The shared namespace (RFC 2342 §5): folders others share with the user, read-only.
+"""The shared namespace (RFC 2342): folders others share with the user, read-only.
 
 With an :class:`~ourmail.interfaces.ISharedFolders` (the mailing lists' archives), the names
-``<prefix>/<name>`` are its folders, looked up only through ``ISharedFolders.folder(user,
-name)``: a name under the prefix never reaches the user's own store, so it cannot escape.
-``<prefix>`` itself is a ``\\Noselect`` parent (RFC 3501 §6.3.8).  A folder the user may not
-read answers exactly as one that does not exist.  The user's own folders cannot be made or
-renamed under the prefix; those made there before (a ``Lists`` folder of one's own is
-common) stay the user's, beside the shared ones, unless a shared folder has the same name.
+``<prefix>/<name>`` are its folders, looked up through ``ISharedFolders.folder(user, name)``
+for the logged-in user only, so a shared name reaches nothing else.  ``<prefix>`` itself is a
+``\\Noselect`` parent (RFC 3501 §7.2.2).  Shared folders are read-only (``[READ-ONLY]``,
+``NO [NOPERM]``), and one the user may not read answers exactly as one that does not exist.
+The user's own folders cannot be made or renamed under the prefix; those made there before (a
+``Lists`` folder of one's own is common) stay the user's, in their own store, beside the
+shared ones, unless a shared folder has the same name.
 """
 
 from __future__ import annotations
