@@ -9,7 +9,8 @@ and :meth:`ListArchives.folder` on every command, so both are answered from memo
 of readers read from the list database in a thread, with each group expanded through the
 directory, refreshed every few minutes (the service's loop) and at once on :meth:`reload`
 (after the lists or their members change).  When the directory cannot be asked, a group's
-last expansion is kept.
+last expansion is kept.  The folders themselves are opened through the store when asked for
+(it keeps open folders in memory, shared by every session, and follows shard moves).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from zope.interface import implementer
 
 from ourmail.interfaces import (
     IDirectory,
-    IFolder,
     IMailStore,
     ISharedFolders,
     SharedFolder,
@@ -97,8 +97,6 @@ class ListArchives(Service):
         self.db, self.store, self.directory = db, store, directory
         self.clock, self.interval, self._run = clock, interval, run
         self._readers = Readers()
-        #: List address (lower-cased) -> its archive folder, opened at each reading.
-        self._folders: dict[str, IFolder] = {}
         #: Group -> its members at the last expansion that succeeded.
         self._groups: dict[str, tuple[str, ...]] = {}
         self._started = 0
@@ -124,10 +122,15 @@ class ListArchives(Service):
         return self._shared(key)
 
     def _shared(self, key: str) -> SharedFolder | None:
-        folder = self._folders.get(key)
-        if folder is None:
+        entry = self._readers.lists.get(key)
+        if entry is None:
             return None
-        address, title = self._readers.lists[key]
+        address, title = entry
+        try:
+            folder = self.store.user(address).folder("INBOX")
+        except (StoreError, OSError) as e:
+            log.warn("archive of {list} not opened: {error}", list=address, error=str(e))
+            return None
         return SharedFolder(address, folder, title)
 
     # -- refreshing ----------------------------------------------------------------------------
@@ -139,11 +142,11 @@ class ListArchives(Service):
             self._loop.clock = self.clock
         self._loop.start(self.interval, now=True)
 
-    def stopService(self) -> Deferred[None] | None:
+    def stopService(self) -> None:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
-        return super().stopService()
+        super().stopService()
 
     def reload(self) -> Deferred[None]:
         """Read the lists, their members and their groups again; fires once the new table
@@ -165,7 +168,6 @@ class ListArchives(Service):
             return  # a later reading finished first
         self._applied = mine
         self._readers = readers(lists, groups)
-        self._folders = self._open([address for address, _ in self._readers.lists.values()])
 
     def _read(self) -> list[tuple[ListSettings, list[str]]]:
         """Every list with its subscribers' addresses (in a thread: the database blocks)."""
@@ -182,13 +184,3 @@ class ListArchives(Service):
         members = (*recipient.mailboxes, *recipient.outbound)
         self._groups[group] = members
         return members
-
-    def _open(self, addresses: list[str]) -> dict[str, IFolder]:
-        """The archive folders (on the reactor: the store's objects are not thread-safe)."""
-        folders = {}
-        for address in addresses:
-            try:
-                folders[address.lower()] = self.store.user(address).folder("INBOX")
-            except (StoreError, OSError) as e:
-                log.warn("archive of {list} not opened: {error}", list=address, error=str(e))
-        return folders
