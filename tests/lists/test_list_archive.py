@@ -193,7 +193,7 @@ def test_webmail_shows_the_archive_in_threads(srv: RunningServer) -> None:
     web = Browser(srv)
     assert web.login(srv.user, srv.password).status == 303
     home = web.get("/mail").text
-    assert ">Lists</h2>" in home
+    assert 'id="shared-heading">Lists</p>' in home
     link = "/archive?folder=Lists%2Fteam%40example.test"
     assert link in home and "Team</span>" in home
     page = web.get(link)
