@@ -71,6 +71,8 @@ from ourmail.lists.context import ListContext
 from ourmail.lists.listdb import ListDB
 from ourmail.lists.secret import load_secret
 from ourmail.lists.service import ListService
+from ourmail.lists.archive import ListArchives
+from ourmail.lists.listdb import ListDB
 from ourmail.manage.accountadmin import LocalAccountAdmin
 from ourmail.manage.accountops import served_domains
 from ourmail.manage.audit import AuditFile
@@ -253,6 +255,8 @@ class Server:
     acme: CertificateRenewal | None = None
     #: The mailing lists (docs/lists.md).
     lists: ListService | None = None
+    #: The lists' archives shared with their readers (IMAP, webmail); None: lists are off.
+    shared: ListArchives | None = None
 
 
 @attrs.define
@@ -294,6 +298,8 @@ class Parts:
     indexer: Indexer | None = None
     #: The mailing lists (docs/lists.md): delivery hands their mail to it.
     lists: ListService | None = None
+    #: The lists' archives shared with their readers (IMAP, webmail); None: lists are off.
+    shared: ListArchives | None = None
 
     def _checked(self, service: str) -> bool:
         """Whether mail arriving on ``service`` goes through the filter chain."""
@@ -385,6 +391,7 @@ class Parts:
                 directory_users=self._directory_users(),
                 vault=self._vault_desk(audit),
                 lists=self.lists,
+                shared=self.shared,
             )
             self.web = WebApp(self.authenticator, sessions, services)
             return self.web.site(settings.limits)
@@ -424,6 +431,7 @@ class Parts:
                     clock=self.clock,
                     quota=self.quota,
                     vault=self.vault,
+                    shared=self.shared,
                 ),
             )
         return SessionFactory(
@@ -572,7 +580,21 @@ def assemble(
         vault=vault,
         indexer=indexer,
         lists=lists,
+        shared=list_archives(settings, lists, clock),
     )
+
+
+def list_archives(
+    settings: Settings, lists: ListService, clock: IReactorTime
+) -> ListArchives | None:
+    """The lists' archives as shared folders (docs/lists.md#the-archive), read again whenever
+    the lists are; None when ``[lists] enabled`` is off."""
+    if not settings.lists.enabled:
+        return None
+    ctx = lists.ctx
+    archives = ListArchives(ctx.db, ctx.store, ctx.directory, clock)
+    lists.followers.append(archives.reload)
+    return archives
 
 
 def make_vault(settings: Settings, store: IMailStore) -> IVault:
@@ -732,6 +754,8 @@ def build(
     parts.queue.setServiceParent(root)
     if parts.lists is not None:
         parts.lists.setServiceParent(root)
+    if parts.shared is not None:
+        parts.shared.setServiceParent(root)
     if parts.authenticator.revoker is not None:
         parts.authenticator.revoker.setServiceParent(root)
     if parts.learning is not None:
@@ -801,6 +825,7 @@ def build(
         web=parts.web,
         acme=acme,
         lists=parts.lists,
+        shared=parts.shared,
     )
 
 

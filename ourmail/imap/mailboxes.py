@@ -41,22 +41,28 @@ class MailboxCommands:
             args = args[:1]
         if len(args) != 1:
             raise ParseError(f"{self._cmd} takes one mailbox")
-        readonly = self._cmd == "EXAMINE"
+        name = self.mailbox_arg(args[0])
+        # A shared folder is read-only: SELECT answers [READ-ONLY] (RFC 3501 §6.3.1).
+        shared = self.shared_folder(name) is not None
+        readonly = self._cmd == "EXAMINE" or shared
         if self.selected is not None and (self.qresync or self.rev2):
             self.send("* OK [CLOSED] Previous mailbox closed")  # RFC 7162 §3.2.11
         self._deselect()
         user = self._user()
-        folder = user.folder(self.mailbox_arg(args[0]))
+        folder = self.open_folder(name)
         folder.sync()
         recent = set() if readonly or self.rev2 else set(folder.claim_recent())
         sel = SelectedMailbox(folder, readonly, recent)
+        sel.shared = shared
         sel.condstore, sel.qresync, sel.rev2 = self.condstore, self.qresync, self.rev2
         flags = " ".join(sorted(SYSTEM_FLAGS) + folder.keywords())
         self.send(f"* FLAGS ({flags})")
         permanent = "" if readonly else f"{flags} \\*"
         self.send(f"* OK [PERMANENTFLAGS ({permanent})] Flags permitted")
         self.send(f"* {len(sel.view)} EXISTS")
-        if self.rev2:
+        if self.rev2 and shared:
+            self._list_line(["\\HasNoChildren"], name)
+        elif self.rev2:
             names = user.list_folders()
             self._list_line(_attributes(folder.name, names, self._uses(names)), folder.name)
         else:
@@ -127,8 +133,11 @@ class MailboxCommands:
                 return
         elif len(args) != 1:
             raise ParseError("CREATE takes one mailbox and optional parameters")
+        name = self.mailbox_arg(args[0])
+        if self.refuse_own_in_shared(name):
+            return
         try:
-            self._user().create_folder(self.mailbox_arg(args[0]), use)
+            self._user().create_folder(name, use)
         except BadFolderName as e:
             self.send(f"{self._tag} NO [CANNOT] {e}")
             return
@@ -138,7 +147,10 @@ class MailboxCommands:
         if len(args) != 1:
             raise ParseError("DELETE takes one mailbox")
         name = self.mailbox_arg(args[0])
-        if self.selected is not None and self.selected.folder.name == name:
+        if self.refuse_shared(name):
+            return
+        sel = self.selected
+        if sel is not None and not sel.shared and sel.folder.name == name:
             self._deselect()
         self._user().delete_folder(name)
         self.tagged("OK", "DELETE completed")
@@ -146,8 +158,11 @@ class MailboxCommands:
     def do_RENAME(self, args: list[Token]) -> None:
         if len(args) != 2:
             raise ParseError("RENAME takes two mailboxes")
+        old, new = self.mailbox_arg(args[0]), self.mailbox_arg(args[1])
+        if self.refuse_shared(old) or self.refuse_own_in_shared(new):
+            return
         try:
-            self._user().rename_folder(self.mailbox_arg(args[0]), self.mailbox_arg(args[1]))
+            self._user().rename_folder(old, new)
         except BadFolderName as e:
             self.send(f"{self._tag} NO [CANNOT] {e}")
             return
@@ -192,14 +207,15 @@ class MailboxCommands:
         matches = self._matcher(args[0], patterns)
 
         user = self._user()
-        names = user.list_folders()
+        own = user.list_folders()
+        names = self.with_shared(own)
         existing = set(names)
         subscribed = set(user.subscriptions())
         if "SUBSCRIBED" in selection:
             candidates = sorted(subscribed, key=lambda n: (n != "INBOX", n))
         else:
             candidates = names
-        uses = self._uses(names)
+        uses = self._uses(own)
         if "SPECIAL-USE" in selection:
             candidates = [n for n in candidates if n in uses]
         show_subscribed = "SUBSCRIBED" in selection or "SUBSCRIBED" in returns
@@ -210,10 +226,13 @@ class MailboxCommands:
             listed.add(name)
             # RFC 5258 §3: \\NonExistent implies \\Noselect
             attrs_ = _attributes(name, names, uses) if name in existing else ["\\NonExistent"]
+            parent = self.shared_part(name) == "" and name not in own
+            if parent and name in existing:
+                attrs_.insert(0, "\\Noselect")  # the shared namespace's root (RFC 3501 §7.2.2)
             if show_subscribed and name in subscribed:
                 attrs_.insert(1, "\\Subscribed")
             self._list_line(attrs_, name)
-            if status_items is not None and name in existing:
+            if status_items is not None and name in existing and not parent:
                 self.send(self._status_line(name, status_items))  # RFC 5819 §2
         if "RECURSIVEMATCH" in selection:
             # RFC 5258 §3.5: a parent matching the pattern that is not selected itself but has
@@ -245,7 +264,7 @@ class MailboxCommands:
             raise ParseError("LSUB takes a reference and a pattern")
         matches = self._matcher(args[0], [args[1]])
         user = self._user()
-        existing = set(user.list_folders())
+        existing = set(self.with_shared(user.list_folders()))
         for name in user.subscriptions():
             if matches(name):
                 attrs_ = "" if name in existing else "\\Noselect"
@@ -253,10 +272,15 @@ class MailboxCommands:
         self.tagged("OK", "LSUB completed")
 
     def do_NAMESPACE(self, args: list[Token]) -> None:
-        """RFC 2342: one personal namespace, no prefix, "/" as the delimiter; nothing shared."""
+        """RFC 2342: one personal namespace, no prefix, "/" as the delimiter; no other users';
+        the shared one (the lists' archives, ``Lists/``) when there is one."""
         if args:
             raise ParseError("NAMESPACE takes no arguments")
-        self.send('* NAMESPACE (("" "/")) NIL NIL')
+        shared = self.ctx.shared
+        others = "NIL"
+        if shared is not None:
+            others = '(("' + shared.prefix + '/" "/"))'
+        self.send(f'* NAMESPACE (("" "/")) NIL {others}')
         self.tagged("OK", "NAMESPACE completed")
 
     def _quota_line(self) -> bytes | None:
@@ -307,7 +331,7 @@ class MailboxCommands:
 
     def _status_line(self, name: str, items: list[Token]) -> bytes:
         """``* STATUS name (ITEM value ...)`` (RFC 3501 §6.3.10)."""
-        folder = self._user().folder(name)
+        folder = self.open_folder(name)
         folder.sync()
         values = []
         for item in items:

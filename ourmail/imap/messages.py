@@ -59,6 +59,8 @@ class MessageCommands:
             raise ParseError("APPEND takes a mailbox, optional flags and date, and a literal")
         name = self.mailbox_arg(args[0])
         messages = _append_groups(args[1:])
+        if self.refuse_shared(name):
+            return None
         try:
             folder = self._user().folder(name)
         except NoSuchFolder:
@@ -433,6 +435,8 @@ class MessageCommands:
             raise ParseError(f"{self._cmd} takes a sequence set and a mailbox")
         sel = self._sel()
         positions = self._positions(args[0], by_uid)
+        if self.refuse_shared(self.mailbox_arg(args[1])):
+            return None
         try:
             target = self._user().folder(self.mailbox_arg(args[1]))
         except NoSuchFolder:

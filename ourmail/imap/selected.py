@@ -36,6 +36,8 @@ class SelectedMailbox:
         self.rev2 = False
         #: RFC 5182 SEARCHRES: the UIDs of the last SEARCH ... RETURN (SAVE), for ``$``.
         self.saved: set[int] = set()
+        #: A folder of the shared namespace (RFC 2342), not the user's own.
+        self.shared = False
 
     def seq_of(self, uid: int) -> int | None:
         i = bisect.bisect_left(self.view, uid)

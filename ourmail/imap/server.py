@@ -20,6 +20,9 @@ Implementation notes (keep these true when changing the IMAP modules):
 * LOGIN and AUTHENTICATE only under TLS (``LOGINDISABLED`` before, RFC 3501 §6.2.3, RFC 8314).
 * Mailbox names are modified UTF-7 on the wire; the store checks that they stay in the
   user's tree.
+* Names under the shared prefix (``Lists/``) are looked up through
+  :class:`~ourmail.interfaces.ISharedFolders` first (``imap/shared.py``); shared folders are
+  read-only, and one the user may not read answers as a missing one.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from ourmail.imap.mailboxes import MailboxCommands
 from ourmail.imap.messages import MessageCommands
 from ourmail.imap.selected import SelectedMailbox
 from ourmail.imap.session import SessionCommands
+from ourmail.imap.shared import SharedNamespace
 from ourmail.imap.states import AUTH, LOGOUT, NOT_AUTH
 from ourmail.imap.wire import (
     LITERAL_MARK,
@@ -57,6 +61,7 @@ from ourmail.imap.wire import (
 from ourmail.interfaces import (
     FolderExists,
     IQuotaPolicy,
+    ISharedFolders,
     IUserStore,
     IVault,
     NoSuchFolder,
@@ -87,6 +92,8 @@ class IMAPContext:
     implicit_tls: bool = False
     #: Where messages APPENDed into a ``\\Sent`` folder are kept (docs/vault.md); None: not.
     vault: IVault | None = None
+    #: Folders shared with users (the lists' archives), in the shared namespace (RFC 2342).
+    shared: ISharedFolders | None = None
 
 
 class IMAPServer(
@@ -95,6 +102,7 @@ class IMAPServer(
     MessageCommands,
     IdleCommand,
     CompressCommand,
+    SharedNamespace,
     LineProtocol,
 ):
     """One IMAP session."""

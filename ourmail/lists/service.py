@@ -155,6 +155,8 @@ class ListService(Service):
         self._wake: IDelayedCall | None = None
         self._idle: list[Deferred[None]] = []
         self._loops: list[LoopingCall] = []
+        #: Called after each reading of the lists (the archives' readers follow them).
+        self.followers: list[Callable[[], object]] = []
 
     # -- the service -------------------------------------------------------------------------
 
@@ -225,6 +227,8 @@ class ListService(Service):
 
     async def _reload(self) -> None:
         self._lists = await self.ctx.run(self._read_table)
+        for follow in self.followers:
+            follow()
 
     def _watch(self) -> Deferred[None]:
         return ensureDeferred(self._look())

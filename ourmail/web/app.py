@@ -36,6 +36,7 @@ from ourmail.web.adminlists import AdminListsPages
 from ourmail.web.adminops import AdminOpsPages
 from ourmail.web.adminpages import AdminPages
 from ourmail.web.adminvault import AdminVaultPages
+from ourmail.web.archivepages import ArchivePages
 from ourmail.web.autoconfig import AutoconfigPages
 from ourmail.web.compose import ComposePages
 from ourmail.web.listpages import ListPages
@@ -71,6 +72,7 @@ def _static_files() -> dict[str, tuple[bytes, bytes]]:
 
 class WebApp(
     ListPages,
+    ArchivePages,
     LivePages,
     ReadPages,
     ComposePages,

@@ -43,6 +43,7 @@ from ourmail.interfaces import (
     IRoutingAdmin,
     ISetupWizard,
     IShardReport,
+    ISharedFolders,
     ISubmission,
     IVaultDesk,
     StoreError,
@@ -53,6 +54,7 @@ from ourmail.net.metrics import Metrics
 from ourmail.web import i18n
 from ourmail.web.clientconfig import ClientSetup
 from ourmail.web.sessions import SessionStore, WebSession, new_token, same_token
+from ourmail.web.sharedfolders import shared_tree
 
 #: The session cookie.  ``__Host-``: only ever set over HTTPS, for this host and path ``/``
 #: (RFC 6265bis §4.1.3.2), so a sibling domain cannot plant one.
@@ -128,6 +130,8 @@ class WebServices:
     vault: IVaultDesk | None = None
     #: The mailing lists (the console's list pages; its ``ctx`` is the lists' context).
     lists: ListService | None = None
+    #: The folders shared with users (the lists' archives), read-only (None: none).
+    shared: ISharedFolders | None = None
 
 
 class NotLoggedIn(Exception):
@@ -196,6 +200,7 @@ class Pages:
         """A logged-in page (a template extending ``mail.html``): with the user's address,
         CSRF token and folder tree (``folders``: name, unread count)."""
         context.setdefault("folders", self.folder_tree(session))
+        context.setdefault("shared_folders", shared_tree(self.services.shared, session.address))
         admin = self.services.admin
         context.setdefault(
             "admin_console",

@@ -47,6 +47,7 @@ from ourmail.web.pages import Pages
 from ourmail.web.safehtml import SafeHTML
 from ourmail.web.sanitise import frame_document, frame_headers
 from ourmail.web.sessions import WebSession
+from ourmail.web.sharedfolders import archive_url, open_shared, shared_part
 from ourmail.web.shown import Addresses, find_body, mailboxes, neighbours, sanitised, shown
 from ourmail.web.streaming import stream
 
@@ -125,11 +126,12 @@ class ReadPages(Pages):
             raise Missing("message")
         return self.find(session, name, int(uid_text))
 
-    @staticmethod
-    def find(session: WebSession, name: str, uid: int) -> Opened:
-        """The message ``uid`` of the user's folder ``name``; :class:`Missing` otherwise."""
+    def find(self, session: WebSession, name: str, uid: int) -> Opened:
+        """The message ``uid`` of the user's folder ``name``, or of a folder shared with
+        them (``sharedfolders.py``); :class:`Missing` otherwise."""
+        folder = open_shared(self.services.shared, session.address, name)
         try:
-            folder = session.login.avatar.folder(name)
+            folder = folder or session.login.avatar.folder(name)
         except NoSuchFolder:
             raise Missing("folder") from None
         folder.sync()
@@ -175,7 +177,8 @@ class ReadPages(Pages):
         asked = self.form(request, "images", 1) == "1"
         always = sender is not None and sender in self.allowed_senders(session)
         allow = asked or always
-        if "\\Seen" not in opened.message.flags:  # RFC 3501 §2.3.2: opened is read
+        readonly = shared_part(self.services.shared, opened.name) is not None
+        if "\\Seen" not in opened.message.flags and not readonly:  # RFC 3501 §2.3.2
             opened.folder.store_flags([opened.uid], ["\\Seen"], "+")
         view: MessageView = await deferToThread(build_view, data)
         uidvalidity = int(opened.folder.uidvalidity)
@@ -201,7 +204,10 @@ class ReadPages(Pages):
             folder=opened.name,
             uid=opened.uid,
             ref=f"{opened.name}:{opened.uid}",
-            list_url="/mail?" + urlencode({"folder": opened.name}),
+            list_url=archive_url(opened.name)
+            if readonly
+            else "/mail?" + urlencode({"folder": opened.name}),
+            readonly=readonly,
             older_url=at(older) if older is not None else None,
             newer_url=at(newer) if newer is not None else None,
             images_url="/message?" + opened.query(images="1"),

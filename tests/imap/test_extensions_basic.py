@@ -48,7 +48,8 @@ def test_enable_and_namespace(mailserver: RunningServer) -> None:
     assert b" BAD " in s.cmd("ENABLE CONDSTORE")[-1]  # not before login (RFC 5161 §3.1)
     s.ok(f'LOGIN {mailserver.user} "{mailserver.password}"')
     assert s.ok("ENABLE X-UNKNOWN")[0] == b"* ENABLED"  # nothing to enable
-    assert s.ok("NAMESPACE")[0] == b'* NAMESPACE (("" "/")) NIL NIL'
+    # The lists' archives are the shared namespace (docs/lists.md#the-archive).
+    assert s.ok("NAMESPACE")[0] == b'* NAMESPACE (("" "/")) NIL (("Lists/" "/"))'
     s.close()
 
 

@@ -18,21 +18,21 @@ def listing(lines: list[bytes]) -> dict[bytes, bytes]:
 
 def test_subscribed_selection_and_return(mailserver: RunningServer) -> None:
     s = Session(mailserver)
-    s.ok("CREATE Lists/ietf")
-    s.ok("CREATE Lists/debian")
-    s.ok("SUBSCRIBE Lists/ietf")
+    s.ok("CREATE Groups/ietf")
+    s.ok("CREATE Groups/debian")
+    s.ok("SUBSCRIBE Groups/ietf")
     s.ok("SUBSCRIBE Gone")  # subscribed but does not exist
     subscribed = listing(s.ok('LIST (SUBSCRIBED) "" "*"'))
-    assert b"\\Subscribed" in subscribed[b"Lists/ietf"]
+    assert b"\\Subscribed" in subscribed[b"Groups/ietf"]
     assert b"\\NonExistent" in subscribed[b"Gone"] and b"\\Subscribed" in subscribed[b"Gone"]
-    assert b"Lists/debian" not in subscribed and b"Lists" not in subscribed
+    assert b"Groups/debian" not in subscribed and b"Groups" not in subscribed
     everything = listing(s.ok('LIST "" "*" RETURN (SUBSCRIBED CHILDREN)'))
-    assert b"\\Subscribed" in everything[b"Lists/ietf"]
-    assert b"\\Subscribed" not in everything[b"Lists/debian"]
-    assert b"\\HasChildren" in everything[b"Lists"]
+    assert b"\\Subscribed" in everything[b"Groups/ietf"]
+    assert b"\\Subscribed" not in everything[b"Groups/debian"]
+    assert b"\\HasChildren" in everything[b"Groups"]
     # RFC 5258 §3.5: RECURSIVEMATCH names the unsubscribed parent with CHILDINFO.
     recursive = listing(s.ok('LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"'))
-    assert recursive[b"Lists"].endswith(b'("CHILDINFO" ("SUBSCRIBED"))')
+    assert recursive[b"Groups"].endswith(b'("CHILDINFO" ("SUBSCRIBED"))')
     assert b" BAD " in s.cmd('LIST (RECURSIVEMATCH) "" "*"')[-1]
     assert b" BAD " in s.cmd('LIST (BOGUS) "" "*"')[-1]
     s.close()

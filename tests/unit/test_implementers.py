@@ -51,6 +51,8 @@ from ourmail.filters.spamc import SpamdClient, SpamdLearner
 from ourmail.filters.spamprefs import ContactBook, SpamPrefs
 from ourmail.filters.spf import SPFCheck, SPFFactory
 from ourmail.interfaces import FilterEnvironment, Usage
+from ourmail.lists.archive import ListArchives
+from ourmail.lists.listdb import ListDB
 from ourmail.manage.accountadmin import LocalAccountAdmin
 from ourmail.manage.audit import AuditFile
 from ourmail.manage.disabling import AccountDisabling
@@ -261,6 +263,9 @@ FACTORIES: dict[str, Callable[[Path], Any]] = {
         "alice@example.test"
     ),
     "ourmail.store.userstore.MaildirStore": MaildirStore,
+    "ourmail.lists.archive.ListArchives": lambda tmp: ListArchives(
+        ListDB(tmp / "lists.sqlite"), MemoryStore(), _directory(tmp)
+    ),
     "twisted.plugins.ourmail_plugin.OurmailServiceMaker": lambda tmp: ourmail_plugin.serviceMaker,
     "twisted.plugins.ourmail_plugin.OurmailCheckerFactory": (
         lambda tmp: ourmail_plugin.checkerFactory
