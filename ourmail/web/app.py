@@ -38,6 +38,7 @@ from ourmail.web.adminvault import AdminVaultPages
 from ourmail.web.autoconfig import AutoconfigPages
 from ourmail.web.compose import ComposePages
 from ourmail.web.listpages import ListPages
+from ourmail.web.listpublic import ListPublicPages
 from ourmail.web.live import LivePages
 from ourmail.web.metricspages import MetricsPages
 from ourmail.web.pages import LOGIN_COOKIE, SESSION_COOKIE, Pages, WebServices
@@ -69,6 +70,7 @@ def _static_files() -> dict[str, tuple[bytes, bytes]]:
 
 
 class WebApp(
+    ListPublicPages,
     ListPages,
     LivePages,
     ReadPages,

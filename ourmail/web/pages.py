@@ -47,6 +47,7 @@ from ourmail.interfaces import (
     IVaultDesk,
     StoreError,
 )
+from ourmail.lists.context import ListContext
 from ourmail.net.health import Health
 from ourmail.net.metrics import Metrics
 from ourmail.web import i18n
@@ -125,6 +126,8 @@ class WebServices:
     directory_users: IDirectoryUsers | None = None
     #: The vault as the console searches and exports it (None: no vault here).
     vault: IVaultDesk | None = None
+    #: The mailing lists (their public pages, docs/lists.md); None: no lists here.
+    lists: ListContext | None = None
 
 
 class NotLoggedIn(Exception):
