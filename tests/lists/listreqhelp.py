@@ -58,11 +58,14 @@ class SyncContext(ListContext):
         return defer.maybeDeferred(f, *args)
 
 
-def context(tmp_path: Path, **settings: Any) -> tuple[ListContext, SentBox, Clock]:
-    """A context with the list ``team@example.test`` (owner ``boss@``) created."""
+def context(
+    tmp_path: Path, threads: bool = False, **settings: Any
+) -> tuple[ListContext, SentBox, Clock]:
+    """A context with the list ``team@example.test`` (owner ``boss@``) created; the
+    database in threads (as the server runs it) or in the caller's."""
     box, clock = SentBox(), Clock()
     db = ListDB(tmp_path / "lists.sqlite")
-    ctx = SyncContext(
+    ctx = (ListContext if threads else SyncContext)(
         db=db,
         root=tmp_path,
         directory=None,  # type: ignore[arg-type]
