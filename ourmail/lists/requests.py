@@ -27,14 +27,11 @@ addresses is dropped unanswered: answering it is how mail loops start.
 
 from __future__ import annotations
 
-import email.message
-import email.parser
-import email.policy
-import email.utils
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
+import attrs
 from twisted.logger import Logger
 
 from ourmail.addresses import AddressError, normalise_address
@@ -43,6 +40,7 @@ from ourmail.lists import compose, tokens
 from ourmail.lists.context import ListContext
 from ourmail.lists.listdb import Token
 from ourmail.lists.model import ListSettings, Member
+from ourmail.mime import content, structure, summary
 
 log = Logger()
 
@@ -100,18 +98,16 @@ async def handle_request(
     sender = _sender(arrival)
     if sender is None:
         return
-    head = await ctx.run(_read, message)
-    msg = _parse(head)
-    if _automatic(msg):
+    mail = await ctx.run(read, message)
+    if mail.automatic:
         log.info("list {list}: automatic mail to -request ignored", list=lst.address)
         return
-    actions = commands(msg)
-    if not actions or "help" in actions:
+    if not mail.actions or "help" in mail.actions:
         if await ctx.run(_counted, ctx, sender, ctx.clock()):
-            await send_help(ctx, lst, sender, _message_id(msg))
+            await send_help(ctx, lst, sender, mail.message_id)
         else:
             log.info("list {list}: help for {address}: limited", list=lst.address, address=sender)
-    for action in actions:
+    for action in mail.actions:
         if action != "help":
             await request(ctx, lst, sender, action, "", "mail")
 
@@ -122,8 +118,7 @@ async def _by_address(
     sender = _sender(arrival)
     if sender is None:
         return
-    msg = _parse(await ctx.run(_read, message))
-    if _automatic(msg):
+    if (await ctx.run(read, message)).automatic:
         log.info("list {list}: automatic mail to -{role} ignored", list=lst.address, role=action)
         return
     await request(ctx, lst, sender, action, "", "mail")
@@ -140,51 +135,56 @@ def _sender(arrival: ListArrival) -> str | None:
         return None
 
 
-def _read(path: Path) -> bytes:
+@attrs.frozen
+class CommandMail:
+    """What a message to a command address says: whether a robot sent it, its Message-ID
+    (for the answer's In-Reply-To), and the actions it asks for, in order, each once."""
+
+    automatic: bool
+    message_id: str | None
+    actions: tuple[str, ...]
+
+
+def read(path: Path) -> CommandMail:
+    """Thread: the first :data:`READ_LIMIT` octets of the spooled message, taken apart by
+    offsets (``ourmail.mime.structure``: nesting and part count bounded, nothing decoded
+    but the one text part read)."""
     with path.open("rb") as f:
-        return f.read(READ_LIMIT)
+        head = f.read(READ_LIMIT)
+    root = structure.parse(head)
+    return CommandMail(_automatic(root), _message_id(root), commands(head, root))
 
 
-def _parse(head: bytes) -> email.message.EmailMessage:
-    """The message as far as it was read (a cut multipart simply ends early)."""
-    parser = email.parser.BytesParser(policy=email.policy.default)
-    msg = parser.parsebytes(head)
-    assert isinstance(msg, email.message.EmailMessage)
-    return msg
+def _header(part: structure.Part, name: str) -> str:
+    return summary.decode_header(part.header(name) or "")
 
 
-def _header(msg: email.message.Message, name: str) -> str:
-    try:
-        return str(msg.get(name, "") or "")
-    except (ValueError, TypeError, IndexError):  # a malformed field the policy cannot parse
-        return ""
-
-
-def _automatic(msg: email.message.Message) -> bool:
+def _automatic(root: structure.Part) -> bool:
     """Mail no person wrote: RFC 3834 §5 ``Auto-Submitted`` other than ``no``, or a
     ``Precedence`` of bulk, junk or list (RFC 3834 §3.1.8 asks responders to leave it)."""
-    auto = _header(msg, "Auto-Submitted").strip().lower()
+    auto = _header(root, "auto-submitted").strip().lower()
     if auto and not auto.startswith("no"):
         return True
-    return _header(msg, "Precedence").strip().lower() in ("bulk", "junk", "list")
+    return _header(root, "precedence").strip().lower() in ("bulk", "junk", "list")
 
 
-def _message_id(msg: email.message.Message) -> str | None:
-    value = _header(msg, "Message-ID").strip()
-    return value if value.startswith("<") and value.endswith(">") and len(value) < 1000 else None
+def _message_id(root: structure.Part) -> str | None:
+    value = (root.header("message-id") or "").strip()
+    printable = value.isascii() and value.isprintable() and " " not in value
+    ok = printable and value.startswith("<") and value.endswith(">") and len(value) < 1000
+    return value if ok else None
 
 
-def commands(msg: email.message.EmailMessage) -> list[str]:
+def commands(head: bytes, root: structure.Part) -> tuple[str, ...]:
     """The actions the Subject and the first lines of the first text/plain part ask for, in
     order, each once, at most :data:`MAX_COMMANDS` lines read; reading stops at the first
     line that is not a command (a signature, a quoted message)."""
     found: list[str] = []
-    subject = _command(_strip_reply(_header(msg, "Subject")))
+    subject = _command(_strip_reply(_header(root, "subject")))
     if subject:
         found.append(subject)
-    lines = _first_text(msg).splitlines()
     read = 0
-    for line in lines:
+    for line in _first_text(head, root).splitlines():
         if read >= MAX_COMMANDS:
             break
         if not line.strip():
@@ -196,7 +196,7 @@ def commands(msg: email.message.EmailMessage) -> list[str]:
             break
         read += 1
         found.append(action)
-    return list(dict.fromkeys(found))
+    return tuple(dict.fromkeys(found))
 
 
 def _strip_reply(subject: str) -> str:
@@ -211,15 +211,29 @@ def _command(line: str) -> str | None:
     return COMMANDS.get(words[0].lower()) if words else None
 
 
-def _first_text(msg: email.message.EmailMessage) -> str:
-    """The first text/plain part's text (as much as was read); "" when there is none."""
-    for part in msg.walk():
-        if part.get_content_type() == "text/plain" and not part.is_attachment():
-            try:
-                return str(part.get_content())
-            except (LookupError, ValueError, TypeError):  # unknown charset, broken encoding
-                payload = part.get_payload(decode=True)
-                return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+def _first_text(head: bytes, root: structure.Part) -> str:
+    """The first text/plain part that is not an attachment, decoded (as much as was read);
+    "" when there is none.  Enclosed messages (message/rfc822) are not looked into."""
+    stack = [root]
+    while stack:
+        part = stack.pop()
+        if part.maintype == "multipart":
+            stack.extend(reversed(part.children))
+            continue
+        disposition = (part.header("content-disposition") or "").strip().lower()
+        if (part.maintype, part.subtype) != ("text", "plain") or disposition.startswith(
+            "attachment"
+        ):
+            continue
+        raw = content.Span(head, part.body_start, part.end)
+        try:
+            body = b"".join(content.decoded(raw, part.header("content-transfer-encoding")).chunks())
+        except content.UnknownCTE:
+            return ""
+        try:
+            return body.decode(part.params.get("charset", "utf-8"), "replace")
+        except LookupError:  # a charset Python does not know
+            return body.decode("utf-8", "replace")
     return ""
 
 

@@ -180,3 +180,29 @@ def test_owners_approve_subscriptions(tmp_path: Path) -> None:
     assert approval.data == requests.APPROVED
     assert run(requests.confirm(ctx, lst, approval, OWNER)) == requests.SUBSCRIBED
     assert ctx.db.member(LIST, ANNA) is not None
+
+
+def test_hostile_command_mail(tmp_path: Path) -> None:
+    ctx, box, _ = context(tmp_path)
+    lst = ctx.db.get(LIST)
+    assert lst is not None
+    # 2,000 nested multiparts (Python's email parser would recurse too deep), then a command.
+    nested = b"".join(
+        b"--a%d\r\nContent-Type: multipart/mixed; boundary=a%d\r\n\r\n" % (i, i + 1)
+        for i in range(2000)
+    )
+    deep = (
+        b"Subject: x\r\nContent-Type: multipart/mixed; boundary=a0\r\n\r\n"
+        + nested
+        + b"--a2000\r\nContent-Type: text/plain\r\n\r\nsubscribe\r\n"
+    )
+    run(requests.handle_request(ctx, lst, *arrive(tmp_path, "request", ANNA, deep)))
+    assert [str(m["Subject"]) for m in box.to(ANNA)] == ["Help for team@example.test"]
+    # A base64 body in an unknown charset, and a broken Subject: still read.
+    encoded = (
+        b"Subject: =?x-nonsense?q?=ZZ?=\r\nContent-Type: text/plain; charset=x-unknown\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\nc3Vic2NyaWJlCg==\r\n"
+    )
+    run(requests.handle_request(ctx, lst, *arrive(tmp_path, "request", "bob@far.test", encoded)))
+    [(_, _, asked)] = [s for s in box.sent if s[1] == ["bob@far.test"]]
+    assert "Confirm your subscription" in str(asked["Subject"])
