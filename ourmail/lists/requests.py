@@ -32,6 +32,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import attrs
+from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from ourmail.addresses import AddressError, normalise_address
@@ -61,6 +62,8 @@ COMMANDS: dict[str, str] = {
 SENT, LIMITED, ALREADY = "sent", "limited", "already"
 #: The window of the rate limits, seconds.
 WINDOW = 3600.0
+#: Held from a request's check of the limits and pending confirmations to its stored token.
+_issuing = DeferredLock()
 #: A confirmation of the same request still waits: sent before, nothing sent again.
 PENDING = "pending"
 #: What :func:`confirm` answers (for the log and the web page).
@@ -272,8 +275,15 @@ async def request(
     if action not in ("subscribe", "unsubscribe"):
         raise ValueError(f"not a request: {action!r}")
     address = normalise_address(address)
-    now = ctx.clock()
-    state = await ctx.run(_state, ctx, lst.address, address, action, client, now)
+    # One request at a time from the check to the stored token, so that two requests at
+    # once cannot both find no pending confirmation.
+    await _issuing.acquire()
+    try:
+        now = ctx.clock()
+        state = await ctx.run(_state, ctx, lst.address, address, action, client, now)
+        token = await tokens.issue(ctx, lst.address, address, action) if state == SENT else ""
+    finally:
+        _issuing.release()
     if state != SENT:
         log.info(
             "list {list}: {action} request for {address} by {via}: {state}",
@@ -284,7 +294,26 @@ async def request(
             state=state,
         )
         return SENT if state == PENDING else state
-    token = await tokens.issue(ctx, lst.address, address, action)
+    try:
+        await _send_confirmation(ctx, lst, address, action, token)
+    except Exception:
+        # Not sent: the token must not stand as pending, or no request would send one again
+        # until it expired.
+        await tokens.redeem(ctx, token)
+        raise
+    log.info(
+        "list {list}: {action} confirmation sent to {address} (by {via})",
+        list=lst.address,
+        action=action,
+        address=address,
+        via=via,
+    )
+    return SENT
+
+
+async def _send_confirmation(
+    ctx: ListContext, lst: ListSettings, address: str, action: str, token: str
+) -> None:
     _ = _gettext(lst)
     if action == "subscribe":
         subject = _("Confirm your subscription to {list}").format(list=lst.address)
@@ -313,14 +342,6 @@ async def request(
         sender_role="request",
     )
     await ctx.send(lst, [address], mail)
-    log.info(
-        "list {list}: {action} confirmation sent to {address} (by {via})",
-        list=lst.address,
-        action=action,
-        address=address,
-        via=via,
-    )
-    return SENT
 
 
 def _state(
@@ -412,7 +433,7 @@ async def _ask_owners(ctx: ListContext, lst: ListSettings, address: str) -> str:
     mail = compose.message(
         lst, owners, subject, text, ctx.hostname, reply_to=lst.role_address("confirm", token)
     )
-    await ctx.send(lst, owners, mail)
+    await _notify(ctx, lst, owners, mail)
     return AWAITING_APPROVAL
 
 
@@ -428,7 +449,7 @@ async def _subscribe(ctx: ListContext, lst: ListSettings, address: str) -> str:
     text += _("To write to the list, send your message to {address}.").format(address=lst.address)
     text += "\n\n" + _unsubscribe_ways(ctx, lst, address)
     subject = _("Welcome to {list}").format(list=lst.address)
-    await ctx.send(lst, [address], compose.message(lst, [address], subject, text, ctx.hostname))
+    await _notify(ctx, lst, [address], compose.message(lst, [address], subject, text, ctx.hostname))
     await _tell_owners(
         ctx, lst, _("{address} joined {list}").format(address=address, list=lst.address)
     )
@@ -456,7 +477,9 @@ async def _unsubscribe(ctx: ListContext, lst: ListSettings, address: str, goodby
             address=address, list=lst.address
         )
         text += "\n"
-        await ctx.send(lst, [address], compose.message(lst, [address], subject, text, ctx.hostname))
+        await _notify(
+            ctx, lst, [address], compose.message(lst, [address], subject, text, ctx.hostname)
+        )
     await _tell_owners(
         ctx, lst, _("{address} left {list}").format(address=address, list=lst.address)
     )
@@ -468,7 +491,16 @@ async def _tell_owners(ctx: ListContext, lst: ListSettings, what: str) -> None:
     if not lst.owners:
         return
     owners = list(lst.owners)
-    await ctx.send(lst, owners, compose.message(lst, owners, what, what + "\n", ctx.hostname))
+    await _notify(ctx, lst, owners, compose.message(lst, owners, what, what + "\n", ctx.hostname))
+
+
+async def _notify(ctx: ListContext, lst: ListSettings, to: list[str], mail: bytes) -> None:
+    """Send a message about a change already made (durable): a failure to queue it is
+    logged, not raised, so that the change is not undone or retried for its notice."""
+    try:
+        await ctx.send(lst, to, mail)
+    except Exception:
+        log.failure("list {list}: a notice could not be queued", list=lst.address)
 
 
 async def send_help(

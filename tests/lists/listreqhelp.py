@@ -30,8 +30,12 @@ class SentBox:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, list[str], EmailMessage]] = []
+        #: Refuse every message (a full disk).
+        self.failing = False
 
     def enqueue(self, sender: str, recipients: Any, content: bytes, *args: Any, **kw: Any) -> Any:
+        if self.failing:
+            return defer.fail(OSError("no space left on device"))
         assert b"\r\n" in content and b"\n" not in content.replace(b"\r\n", b"")
         msg = email.message_from_bytes(content, policy=email.policy.default)
         assert isinstance(msg, EmailMessage)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import attrs
+import pytest
 
 from ourmail.interfaces import ListArrival
 from ourmail.lists import requests, tokens
@@ -64,6 +65,13 @@ def test_expired_token(tmp_path: Path) -> None:
     # Once it expired, a new request sends a new confirmation.
     assert run(requests.request(ctx, lst, ANNA, "subscribe", "", "mail")) == requests.SENT
     assert len(box.sent) == 2
+    # One that could not be queued does not stand as pending: the next request sends.
+    box.failing = True
+    with pytest.raises(OSError):
+        run(requests.request(ctx, lst, "bob@far.test", "subscribe", "", "mail"))
+    box.failing = False
+    assert run(requests.request(ctx, lst, "bob@far.test", "subscribe", "", "mail")) == "sent"
+    assert len(box.to("bob@far.test")) == 1
 
 
 def test_request_commands(tmp_path: Path) -> None:
