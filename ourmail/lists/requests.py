@@ -395,6 +395,12 @@ async def confirm(ctx: ListContext, lst: ListSettings, token: Token, by: str) ->
     return result
 
 
+def signed(ctx: ListContext, lst: ListSettings, address: str, signature: str) -> bool:
+    """Whether ``signature`` (from a URL: any text) is ``address``'s one-click signature."""
+    hexadecimal = len(signature) <= 64 and all(c in "0123456789abcdef" for c in signature)
+    return hexadecimal and tokens.valid_signature(ctx.secret, lst.address, address, signature)
+
+
 async def one_click(ctx: ListContext, lst: ListSettings, address: str, signature: str) -> bool:
     """RFC 8058 one-click unsubscribe: with ``address``'s valid signature it is unsubscribed
     at once (True, also when it was not a member any more); False for any other signature.
@@ -403,7 +409,7 @@ async def one_click(ctx: ListContext, lst: ListSettings, address: str, signature
         address = normalise_address(address)
     except AddressError:
         return False
-    if not tokens.valid_signature(ctx.secret, lst.address, address, signature):
+    if not signed(ctx, lst, address, signature):
         log.info("list {list}: one-click unsubscribe with a wrong signature", list=lst.address)
         return False
     await _unsubscribe(ctx, lst, address, goodbye=False)

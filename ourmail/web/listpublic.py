@@ -39,8 +39,6 @@ log = Logger()
 Confirmer = Callable[[ListContext, ListSettings, Token, str], Awaitable[str]]
 #: The value of the one-click POST's body (RFC 8058 §3.1).
 ONE_CLICK = "One-Click"
-#: Longest signature read from a URL.
-MAX_SIGNATURE = 64
 
 
 class ListPublicPages(Pages):
@@ -52,8 +50,8 @@ class ListPublicPages(Pages):
     def list_context(self) -> ListContext | None:
         return self.services.lists
 
-    async def _public_list(self, address: str) -> tuple[ListContext, ListSettings] | None:
-        """The list at ``address`` if it has a public page."""
+    async def _list(self, address: str, advertised: bool) -> ListSettings | None:
+        """The list at ``address`` (with ``advertised``: only if it has a public page)."""
         ctx = self.list_context
         if ctx is None or len(address) > MAX_ADDRESS:
             return None
@@ -62,9 +60,7 @@ class ListPublicPages(Pages):
         except AddressError:
             return None
         lst = await ctx.run(ctx.db.get, address)
-        if lst is None or not lst.advertised:
-            return None
-        return ctx, lst
+        return None if lst is None or (advertised and not lst.advertised) else lst
 
     def _no_list(self, request: IRequest) -> bytes:
         _ = self.gettext(request)
@@ -81,21 +77,19 @@ class ListPublicPages(Pages):
 
     @app.route("/lists/<string:address>", methods=["GET"])
     async def list_public_page(self, request: IRequest, address: str) -> bytes:
-        found = await self._public_list(address)
-        if found is None:
+        lst = await self._list(address, advertised=True)
+        if lst is None:
             return self._no_list(request)
-        return self.render(
-            request, "lists_public.html", csrf=self.login_token(request), lst=found[1]
-        )
+        return self.render(request, "lists_public.html", csrf=self.login_token(request), lst=lst)
 
     @app.route("/lists/<string:address>", methods=["POST"])
     async def list_public_request(self, request: IRequest, address: str) -> bytes:
-        found = await self._public_list(address)
-        if found is None:
+        ctx = self.list_context
+        lst = await self._list(address, advertised=True)
+        if ctx is None or lst is None:
             return self._no_list(request)
         if not self._login_csrf(request):
             return self.forbidden(request)
-        ctx, lst = found
         _ = self.gettext(request)
         csrf = self.login_token(request)
         action = self.form(request, "action", 20)
@@ -213,8 +207,8 @@ class ListPublicPages(Pages):
             error = _("This request is not valid.")
             return self.render(request, "lists_unsubscribe.html", 400, csrf="", error=error)
         ctx = self.list_context
-        found = await self._public_or_not(address)
-        if ctx is None or found is None or len(signature) > MAX_SIGNATURE:
+        found = await self._list(address, advertised=False)
+        if ctx is None or found is None:
             error = _("This unsubscribe link is not valid.")
             return self.render(request, "lists_unsubscribe.html", 404, csrf="", error=error)
         if not await requests.one_click(ctx, found, member, signature):
@@ -225,30 +219,19 @@ class ListPublicPages(Pages):
         )
         return self.render(request, "lists_unsubscribe.html", csrf="", done=done)
 
-    async def _public_or_not(self, address: str) -> ListSettings | None:
-        """The list at ``address``, advertised or not (its members may leave either way)."""
-        ctx = self.list_context
-        if ctx is None or len(address) > MAX_ADDRESS:
-            return None
-        try:
-            address = normalise_address(address)
-        except AddressError:
-            return None
-        return await ctx.run(ctx.db.get, address)
-
     async def _one_click_target(
         self, address: str, member: str, signature: str
     ) -> tuple[ListSettings, str] | None:
         """The list and the member of a one-click URL whose signature is valid."""
         ctx = self.list_context
-        lst = await self._public_or_not(address)
-        if ctx is None or lst is None or len(signature) > MAX_SIGNATURE:
+        lst = await self._list(address, advertised=False)
+        if ctx is None or lst is None:
             return None
         try:
             member = normalise_address(member)
         except AddressError:
             return None
-        if not tokens.valid_signature(ctx.secret, lst.address, member, signature):
+        if not requests.signed(ctx, lst, member, signature):
             return None
         return lst, member
 

@@ -169,6 +169,7 @@ def test_leave_and_one_click(tmp_path: Path) -> None:
     assert not run(requests.one_click(ctx, lst, "bob@far.test", "0" * 32))
     assert not run(requests.one_click(ctx, lst, "bob@far.test", signature[:-1] + "x"))
     assert not run(requests.one_click(ctx, lst, ANNA, signature))  # bob's, not anna's
+    assert not run(requests.one_click(ctx, lst, "bob@far.test", "é" * 32))
     assert ctx.db.member(LIST, "bob@far.test") is not None
     box.sent.clear()
     assert run(requests.one_click(ctx, lst, "Bob@far.test", signature))
