@@ -96,6 +96,9 @@ class ListSettings:
     language: str = "en"
     #: Subscribers need an owner's approval after confirming.
     approve_subscriptions: bool = False
+    #: The list has a public web page (``/lists/LIST``) where anyone may ask to subscribe;
+    #: off, that page answers 404 as for no list (joining by mail still works).
+    advertised: bool = True
 
     @property
     def local(self) -> str:

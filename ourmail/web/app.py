@@ -40,6 +40,7 @@ from ourmail.web.archivepages import ArchivePages
 from ourmail.web.autoconfig import AutoconfigPages
 from ourmail.web.compose import ComposePages
 from ourmail.web.listpages import ListPages
+from ourmail.web.listpublic import ListPublicPages
 from ourmail.web.live import LivePages
 from ourmail.web.metricspages import MetricsPages
 from ourmail.web.pages import LOGIN_COOKIE, SESSION_COOKIE, Pages, WebServices
@@ -71,6 +72,7 @@ def _static_files() -> dict[str, tuple[bytes, bytes]]:
 
 
 class WebApp(
+    ListPublicPages,
     ListPages,
     ArchivePages,
     LivePages,

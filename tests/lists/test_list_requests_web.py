@@ -1,0 +1,75 @@
+"""The lists' public pages over HTTPS against a running server: the list's page shows no
+member, answers members and others alike and limits each client; the confirmation page acts
+on POST only, once; RFC 8058 one-click unsubscribe works without cookies or login."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from conftest import running_server
+from webhelp import Browser
+
+from ourmail.lists import requests
+from ourmail.lists.model import ListSettings, Member
+from tests.lists.listreqhelp import LIST, context, token_of
+
+ANNA = "anna@far.test"
+ONE_CLICK = b"List-Unsubscribe=One-Click"
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def test_public_pages(tmp_path: Path) -> None:
+    ctx, box, _ = context(tmp_path, threads=True, requests_per_client=3)
+    ctx.db.create(ListSettings("hidden@example.test", advertised=False), 0.0)
+    ctx.db.subscribe(LIST, [Member("bob@far.test")])
+    with running_server(tmp_path / "server") as srv:
+        assert srv.server.web is not None
+        srv.server.web.services.lists = SimpleNamespace(ctx=ctx)  # type: ignore[assignment]
+        browser = Browser(srv)
+
+        page = browser.get(f"/lists/{LIST}")
+        assert page.status == 200 and "Team" in page.text and 'name="address"' in page.text
+        assert "bob@far.test" not in page.text
+        missing = browser.get("/lists/nothing@example.test")
+        hidden = browser.get("/lists/hidden@example.test")
+        assert missing.status == hidden.status == 404 and missing.body == hidden.body
+
+        asking = {"address": ANNA, "action": "subscribe"}
+        assert browser.post(f"/lists/{LIST}", asking).status == 403  # no CSRF token
+        asking["csrf"] = page.csrf()
+        asked = browser.post(f"/lists/{LIST}", asking)
+        member = browser.post(f"/lists/{LIST}", asking | {"address": "bob@far.test"})
+        assert asked.status == member.status == 200
+        assert asked.body == member.body  # membership is not told
+        assert [rcpts for _, rcpts, _ in box.sent] == [[ANNA]]
+        bad = browser.post(f"/lists/{LIST}", asking | {"address": "not an address"})
+        assert bad.status == 400
+        assert browser.post(f"/lists/{LIST}", asking | {"address": "c@far.test"}).status == 200
+        limited = browser.post(f"/lists/{LIST}", asking | {"address": "d@far.test"})
+        assert limited.status == 429 and len(box.sent) == 2
+
+        token = token_of(box.sent[0][2])
+        ask = browser.get(f"/lists/confirm/{token}")
+        assert ask.status == 200 and ANNA in ask.text and "<button" in ask.text
+        assert ctx.db.member(LIST, ANNA) is None  # GET never acts
+        done = browser.post(f"/lists/confirm/{token}", {"csrf": ask.csrf()})
+        assert done.status == 200 and "now subscribed" in done.text
+        assert ctx.db.member(LIST, ANNA) is not None
+        again = browser.post(f"/lists/confirm/{token}", {"csrf": ask.csrf()})
+        assert again.status == 404
+
+        lst = ctx.db.get(LIST)
+        assert lst is not None
+        url = requests.unsubscribe_url(ctx, lst, ANNA).removeprefix(ctx.web_url)
+        client = Browser(srv)  # a mail provider's POST: no cookies, no login, no CSRF token
+        shown = client.get(url)
+        assert shown.status == 200 and "<button" in shown.text and not shown.cookies
+        assert ctx.db.member(LIST, ANNA) is not None  # RFC 8058 §3.2: GET does not act
+        assert client.request("POST", url, b"", FORM).status == 400
+        forged = url[:-4] + "0000"
+        assert client.request("POST", forged, ONE_CLICK, FORM).status == 403
+        assert ctx.db.member(LIST, ANNA) is not None
+        gone = client.request("POST", url, ONE_CLICK, FORM)
+        assert gone.status == 200 and not gone.cookies and not client.cookies
+        assert ctx.db.member(LIST, ANNA) is None
