@@ -13,11 +13,16 @@ challenges sent to the bounce address; they are logged and dropped.
 
 A counted bounce adds 1 to the member's score, at most once a (UTC) day.  At the list's
 ``bounce_limit`` the member's delivery is disabled (``Delivery.NONE``,
-``disabled_by = "bounces"``) and the member and the owners are told.  The member's notice
-carries a confirmation of action ``subscribe`` with data :data:`REENABLE`: confirming it
-(by replying to ``LIST-confirm+TOKEN@`` or on the web page) re-enables the member's delivery
-and clears the score (``requests.confirm``).  :func:`decay`, run daily, halves the score of
-members without a bounce for :data:`QUIET_DAYS` days.
+``disabled_by = "bounces"``) and the member and the owners are told.
+
+The member's notice carries a confirmation of action ``subscribe`` (there is no action of
+its own in the confirmers' registry) whose ``data`` is ``reenable:<delivery>``
+(:data:`REENABLE`, then the member's delivery before): confirming it, by replying to
+``LIST-confirm+TOKEN@`` or on the web's confirmation page, gives the member back that
+delivery with a clean score.  ``requests.confirm`` hands such a token to :func:`reenable`.
+
+:func:`decay`, run daily, halves the score of members without a bounce for
+:data:`QUIET_DAYS` days.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from ourmail.dsnparams import DSNParamError, xtext_decode
 from ourmail.interfaces import ListArrival
 from ourmail.lists import compose, tokens
 from ourmail.lists.context import ListContext
-from ourmail.lists.listdb import ListDB
+from ourmail.lists.listdb import ListDB, Token
 from ourmail.lists.model import Delivery, ListSettings, Member, parse_address, verp_member
 
 log = Logger()
@@ -56,7 +61,8 @@ MAX_BOUNDARIES = 200
 QUIET_DAYS = 7
 #: Scores below this are forgotten by :func:`decay`.
 FORGET_BELOW = 0.5
-#: The ``data`` of a ``subscribe`` confirmation that re-enables a member disabled by bounces.
+#: The ``data`` of a ``subscribe`` confirmation that re-enables a member disabled by bounces
+#: starts with this, followed by ``:`` and the delivery to give back.
 REENABLE = "reenable"
 DAY = 86400.0
 
@@ -227,7 +233,7 @@ async def count(ctx: ListContext, lst: ListSettings, member: Member) -> Member:
     if disable:
         updated = attrs.evolve(updated, delivery=Delivery.NONE, disabled_by="bounces")
         # Told first, stored after: a crash in between tells them twice, never not at all.
-        await _tell(ctx, lst, updated)
+        await _tell(ctx, lst, updated, member.delivery)
     await ctx.run(ctx.db.set_member, lst.address, updated)
     log.info(
         "{list}: bounce of <{member}> counted, score {score:.1f} of {limit:.1f}{disabled}",
@@ -240,9 +246,10 @@ async def count(ctx: ListContext, lst: ListSettings, member: Member) -> Member:
     return updated
 
 
-async def _tell(ctx: ListContext, lst: ListSettings, member: Member) -> None:
+async def _tell(ctx: ListContext, lst: ListSettings, member: Member, before: Delivery) -> None:
     _ = compose.translator(lst.language).gettext
-    token = await tokens.issue(ctx, lst.address, member.address, "subscribe", REENABLE)
+    data = f"{REENABLE}:{before.value}"
+    token = await tokens.issue(ctx, lst.address, member.address, "subscribe", data)
     confirm = lst.role_address("confirm", token)
     text = _(
         "Mail from the list {list} to your address {address} has been returned as"
@@ -277,6 +284,33 @@ async def _tell(ctx: ListContext, lst: ListSettings, member: Member) -> None:
         )
         notice = compose.message(lst, list(lst.owners), subject, text, ctx.hostname)
         await ctx.send(lst, list(lst.owners), notice)
+
+
+async def reenable(ctx: ListContext, lst: ListSettings, token: Token, by: str) -> str:
+    """Confirm a re-enabling token (a ``subscribe`` token whose data starts with
+    :data:`REENABLE`; ``by``: who confirmed, "" from the web): the member disabled by
+    bounces gets its delivery back, with a clean score.  Returns ``"reenabled"``, or
+    ``"already"`` when the member is not disabled by bounces (any more), or
+    ``"not-member"``."""
+    member = await ctx.run(ctx.db.member, lst.address, token.address)
+    if member is None:
+        return "not-member"
+    if member.delivery is not Delivery.NONE or member.disabled_by != "bounces":
+        return "already"
+    wanted = token.data.partition(":")[2]
+    known = {d.value for d in Delivery} - {Delivery.NONE.value}
+    delivery = Delivery(wanted) if wanted in known else Delivery.EACH
+    enabled = attrs.evolve(
+        member, delivery=delivery, disabled_by="", bounce_score=0.0, last_bounce=0.0
+    )
+    await ctx.run(ctx.db.set_member, lst.address, enabled)
+    log.info(
+        "{list}: <{member}> re-enabled after bounces (confirmed by <{by}>)",
+        list=lst.address,
+        member=member.address,
+        by=by or "the web",
+    )
+    return "reenabled"
 
 
 # -- decay ------------------------------------------------------------------------------------

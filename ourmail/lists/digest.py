@@ -265,7 +265,7 @@ def _needs_utf8(path: Path) -> bool:
 def _start(ctx: ListContext, lst: ListSettings, where: Path, state: State) -> State | None:
     """Build the next issue from the oldest posts and mark it ``sending``; None when no post
     waits."""
-    posts = _pick(where, ctx.max_message_size)
+    posts = _pick(where, ctx.max_message_size * 9 // 10)  # room for the digest's own parts
     if not posts:
         return None
     issue = state.issue + 1
