@@ -64,6 +64,8 @@ FORGET_BELOW = 0.5
 #: The ``data`` of a ``subscribe`` confirmation that re-enables a member disabled by bounces
 #: starts with this, followed by ``:`` and the delivery to give back.
 REENABLE = "reenable"
+#: A report naming more failed recipients than this is looked at for these only.
+MAX_CANDIDATES = 100
 DAY = 86400.0
 
 _STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status")
@@ -77,8 +79,6 @@ class Report:
     dsn: bool
     #: The addresses of its per-recipient blocks that failed permanently.
     failed: frozenset[str] = frozenset()
-    #: How many per-recipient blocks it has.
-    blocks: int = 0
 
 
 def parse_report(data: bytes) -> Report:
@@ -105,8 +105,7 @@ def parse_report(data: bytes) -> Report:
         log.info("unparsable bounce: {why}", why=repr(e)[:200])
         return Report(dsn=False)
     failed: set[str] = set()
-    per_recipient = blocks[1:]  # RFC 3464 §2.2: the per-message fields come first
-    for fields in per_recipient:
+    for fields in blocks[1:]:  # RFC 3464 §2.2: the per-message fields come first
         action = fields.get("action", "").split("(")[0].strip().lower()
         code = fields.get("status", "").strip()
         if action == "failed" and code.startswith("5."):  # RFC 3463 §3.1: 5 is permanent
@@ -114,7 +113,7 @@ def parse_report(data: bytes) -> Report:
                 address = _address(fields.get(name, ""))
                 if address:
                     failed.add(address)
-    return Report(dsn=True, failed=frozenset(failed), blocks=len(per_recipient))
+    return Report(dsn=True, failed=frozenset(failed))
 
 
 def _blocks(part: email.message.Message) -> Iterator[dict[str, str]]:
@@ -172,13 +171,15 @@ def _normal(address: str) -> str:
     return f"{local}@{domain.lower()}"
 
 
-def _find_member(db: ListDB, list_address: str, candidates: Sequence[str]) -> Member | None:
-    for address in candidates:
+def _find_members(db: ListDB, list_address: str, candidates: Sequence[str]) -> list[Member]:
+    found: dict[str, Member] = {}
+    for address in candidates[:MAX_CANDIDATES]:
         for form in dict.fromkeys((_normal(address), address.lower())):
             member = db.member(list_address, form)
             if member is not None:
-                return member
-    return None
+                found[member.address] = member
+                break
+    return list(found.values())
 
 
 async def handle(ctx: ListContext, lst: ListSettings, arrival: ListArrival, message: Path) -> None:
@@ -191,28 +192,23 @@ async def handle(ctx: ListContext, lst: ListSettings, arrival: ListArrival, mess
             sender=arrival.sender,
         )
         return
-    where = parse_address(arrival.address, {lst.address})
-    verp = verp_member(where.detail) if where is not None and where.detail else None
-    if verp is None and not report.failed:
+    if not report.failed:
         log.info("{list}: a report of no permanent failure; nothing counted", list=lst.address)
         return
+    where = parse_address(arrival.address, {lst.address})
+    verp = verp_member(where.detail) if where is not None and where.detail else None
+    # With VERP the address says whose bounce it is (the report may name the address the
+    # member's server forwarded to); without, the failed recipients the report names.
     candidates = [verp] if verp is not None else sorted(report.failed)
-    member = await ctx.run(_find_member, ctx.db, lst.address, candidates)
-    if member is None:
+    members = await ctx.run(_find_members, ctx.db, lst.address, candidates)
+    if not members:
         log.info(
             "{list}: a bounce for no member ({who}); dropped",
             list=lst.address,
             who=", ".join(candidates)[:300],
         )
-        return
-    if not report.failed:
-        log.info(
-            "{list}: a report for <{member}> of no permanent failure; nothing counted",
-            list=lst.address,
-            member=member.address,
-        )
-        return
-    await count(ctx, lst, member)
+    for member in members:
+        await count(ctx, lst, member)
 
 
 async def count(ctx: ListContext, lst: ListSettings, member: Member) -> Member:

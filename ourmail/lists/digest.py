@@ -98,8 +98,8 @@ def _add(where: Path, message: bytes, now: float) -> None:
     posts = where / "posts"
     if not posts.is_dir():
         posts.mkdir(parents=True, exist_ok=True)
-        fsutil.fsync_dir(where)
-        fsutil.fsync_dir(where.parent)
+        for made in (where, where.parent, where.parent.parent):  # digest/, LIST/, posts/
+            fsutil.fsync_dir(made)
     if not (where / "state.json").exists():
         _save(where, State(last_sent=now))  # the first digest is due a day after this
     name = f"{int(now * 1e6):020d}.{secrets.token_hex(4)}.eml"

@@ -183,10 +183,22 @@ def test_hard_bounces_by_verp_count_once_a_day_then_disable_and_tell(tmp_path: P
 def test_a_postfix_report_to_the_bare_address_finds_the_member_by_final_recipient(
     tmp_path: Path,
 ) -> None:
-    ctx = make_ctx(tmp_path, [Member("dave@other.test")])
+    ctx = make_ctx(tmp_path, [Member("dave@other.test"), Member("eve@other.test")])
     data = (HERE / "bounces_postfix_dsn.eml").read_bytes().replace(b"\n", b"\r\n")
     bounce(ctx, data)
     assert score(ctx, "dave@other.test").bounce_score == 1
+    assert score(ctx, "eve@other.test").bounce_score == 0
+    # A notice to several members came back for two of them: each is counted.
+    ctx.clock.now += DAY  # type: ignore[attr-defined]
+    statuses = [
+        RecipientStatus(f"rfc822;{a}", "failed", "5.2.1")
+        for a in ("dave@other.test", "eve@other.test")
+    ]
+    report = build_report(
+        "mx.other.test", LIST.address, Original(None, START, None, b"\r\n"), statuses, START, 1
+    )
+    bounce(ctx, report)
+    assert [score(ctx, a).bounce_score for a in ("dave@other.test", "eve@other.test")] == [2, 1]
 
 
 def _nested(depth: int) -> bytes:
