@@ -125,11 +125,9 @@ def _pick(where: Path, limit: int) -> tuple[str, ...]:
     return tuple(chosen)
 
 
-def _topic(path: Path) -> tuple[str, str]:
+def _topic(data: bytes) -> tuple[str, str]:
     """A post's subject and author, for the table of contents."""
-    with path.open("rb") as f:
-        head = f.read(HEAD_LIMIT)
-    head = head.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+    head = data[:HEAD_LIMIT].split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
     parser = email.parser.BytesHeaderParser(policy=email.policy.default)
     try:
         msg = parser.parsebytes(head)
@@ -140,20 +138,10 @@ def _topic(path: Path) -> tuple[str, str]:
     return subject, name or address
 
 
-def _build(
-    ctx: ListContext, lst: ListSettings, where: Path, issue: int, posts: Sequence[str]
-) -> None:
-    """Write issue ``issue`` of ``lst``'s digest with ``posts`` to ``issue.eml``, durably."""
+def _header(
+    ctx: ListContext, lst: ListSettings, issue: int, boundary: str, eight_bit: bool
+) -> bytes:
     _ = compose.translator(lst.language).gettext
-    present = [n for n in posts if (where / "posts" / n).exists()]
-    lines = [_("Today's Topics:"), ""]
-    for number, name in enumerate(present, 1):
-        subject, author = _topic(where / "posts" / name)
-        lines.append(f"  {number:>3}. {subject or _('(no subject)')} ({author})")
-    lines += ["", _("Reply to the list at {address}.").format(address=lst.address)]
-    toc = MIMEPart(policy=email.policy.SMTP)
-    toc.set_content("\n".join(lines) + "\n", charset="utf-8", cte="quoted-printable")
-
     head = EmailMessage(policy=email.policy.SMTP)
     head["From"] = email.utils.formataddr((lst.display_name, lst.role_address("request")))
     head["To"] = lst.address
@@ -165,36 +153,43 @@ def _build(
     head["List-Post"] = f"<mailto:{lst.address}>"  # RFC 2369 §3.4
     head["Precedence"] = "list"
     head["MIME-Version"] = "1.0"
-    boundary = f"digest-{secrets.token_hex(16)}"
     head["Content-Type"] = f'multipart/digest; boundary="{boundary}"'  # RFC 2046 §5.1.5
-    header = head.as_bytes().split(b"\r\n\r\n", 1)[0] + b"\r\n"
+    if eight_bit:  # RFC 2046 §5.1: a composite type's encoding is that of its parts
+        head["Content-Transfer-Encoding"] = "8bit"
+    return head.as_bytes().split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+
+
+def _build(
+    ctx: ListContext, lst: ListSettings, where: Path, issue: int, posts: Sequence[str]
+) -> None:
+    """Write issue ``issue`` of ``lst``'s digest with ``posts`` to ``issue.eml``, durably.
+    Posts are read twice (the table of contents first), never all held at once."""
+    _ = compose.translator(lst.language).gettext
+    present = [where / "posts" / n for n in posts if (where / "posts" / n).exists()]
+    lines = [_("Today's Topics:"), ""]
     eight_bit = False
+    for number, path in enumerate(present, 1):
+        data = path.read_bytes()
+        eight_bit = eight_bit or not data.isascii()
+        subject, author = _topic(data)
+        lines.append(f"  {number:>3}. {subject or _('(no subject)')} ({author})")
+    lines += ["", _("Reply to the list at {address}.").format(address=lst.address)]
+    toc = MIMEPart(policy=email.policy.SMTP)
+    toc.set_content("\n".join(lines) + "\n", charset="utf-8", cte="quoted-printable")
+    boundary = f"digest-{secrets.token_hex(16)}"
     tmp = where / ".issue.eml.tmp"
     with tmp.open("wb") as out:
-        out.write(b"\r\n")
+        out.write(_header(ctx, lst, issue, boundary, eight_bit))
         out.write(f"--{boundary}\r\n".encode())
         out.write(toc.as_bytes())
-        for name in present:
+        for path in present:
             out.write(f"\r\n--{boundary}\r\n\r\n".encode())  # message/rfc822 by default
-            with (where / "posts" / name).open("rb") as post:
-                data = post.read()
-            eight_bit = eight_bit or not data.isascii()
+            data = path.read_bytes()
             out.write(data if data.endswith(b"\r\n") else data + b"\r\n")
         out.write(f"\r\n--{boundary}--\r\n".encode())
         out.flush()
         os.fsync(out.fileno())
-    # RFC 2046 §5.1: a composite type's encoding is 7bit, 8bit or binary, as its parts'.
-    if eight_bit:
-        header += b"Content-Transfer-Encoding: 8bit\r\n"
-    final = where / "issue.eml"
-    with final.open("wb") as out:
-        out.write(header)
-        with tmp.open("rb") as body:
-            while chunk := body.read(1024 * 1024):
-                out.write(chunk)
-        out.flush()
-        os.fsync(out.fileno())
-    tmp.unlink()
+    os.replace(tmp, where / "issue.eml")
     fsutil.fsync_dir(where)
 
 

@@ -29,7 +29,7 @@ from ourmail.lists.model import Delivery, ListSettings, Member
 from ourmail.queue.dsn import Original, RecipientStatus, build_report
 
 HERE = Path(__file__).parent
-START = 1_795_000_000.0  # a Tuesday, 12:00 UTC
+START = 1_795_000_000.0  # Wednesday 18 November 2026, 11:06:40 UTC
 DAY = 86400.0
 LIST = ListSettings("team@example.test", owners=("owner@example.test",), bounce_limit=2)
 
