@@ -371,3 +371,15 @@ def test_a_real_bounce_from_a_second_server_raises_the_score_and_disables(
     member = score(ctx, "nobody@remote.test")
     assert (member.bounce_score, member.delivery) == (2, Delivery.NONE)
     assert ctx.queue.sent[0].recipients == ["nobody@remote.test"]  # type: ignore[attr-defined]
+
+
+def test_the_notices_speak_the_lists_language(tmp_path: Path) -> None:
+    greek = attrs.evolve(LIST, language="el", bounce_limit=1)
+    ctx = make_ctx(tmp_path, [Member("bob@remote.test")], greek)
+    path = tmp_path / "arrival.eml"
+    path.write_bytes(dsn("bob@remote.test"))
+    arrival = ListArrival("team-bounces+bob=remote.test@example.test", "")
+    run(lambda: bounces.handle(ctx, greek, arrival, path))
+    to_member, to_owner = ctx.queue.sent  # type: ignore[attr-defined]
+    assert parsed(to_member.content)["Subject"].endswith("της λίστας team σε εσάς απενεργοποιήθηκε")
+    assert "λόγω επιστροφών" in parsed(to_owner.content)["Subject"]
