@@ -90,7 +90,7 @@ class ListSettings:
     #: up at each post); "" for none.
     group: str = ""
     #: The bounce score at which a member's delivery is disabled (each failed DSN adds 1, on
-    #: at most one day; a day without bounces halves it).
+    #: at most one a day; after 7 days without bounces, each day halves it).
     bounce_limit: float = 5.0
     #: The language of the messages the list sends (``en`` or ``el``).
     language: str = "en"
