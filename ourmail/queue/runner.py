@@ -595,12 +595,12 @@ class OutboundQueue(Service):
         self._recording = True
 
         def written(outcome: object) -> None:
-            self._recording = False
-            for _, _, done in batch:
+            for _, _, done in batch:  # what they record meanwhile waits for the next write
                 if isinstance(outcome, Failure):
                     done.errback(outcome)
                 else:
                     done.callback(None)
+            self._recording = False
             if self._unrecorded:
                 self._write_records()
 
