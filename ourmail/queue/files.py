@@ -4,6 +4,9 @@ Layout under ``<data>/queue/``::
 
     messages/<id>        the message as it will be sent (our Received: header first)
     envelopes/<id>.json  sender, recipients with their state, DSN parameters, schedule
+    envelopes/<id>.results  results of the attempt under way, one JSON line per recipient,
+                         appended as servers answer; folded into the envelope when it is
+                         next written
     lock                 flock(2)-ed by every writer (the queue runner and ``ourmail queue``)
     wakeup               touched by ``ourmail queue`` so the runner re-reads the envelopes
 
@@ -12,6 +15,12 @@ message file, then writes the envelope atomically (temporary file, fsync, rename
 directory).  A message file without an envelope is the remains of a crash before that point and
 is removed at start.  Every change of an envelope is a read-modify-write under the lock, so the
 runner never resurrects a message that ``ourmail queue delete`` removed while it was being sent.
+
+Recording a result appends to the message's results file (and fsyncs it) instead of rewriting
+the envelope: a message to 10,000 recipients sent one transaction per recipient (VERP) would
+otherwise rewrite its 2 MB envelope 10,000 times.  Reading an envelope applies its results
+file; applying a result twice changes nothing, so a crash between writing the envelope and
+removing the results file loses nothing and duplicates nothing.
 """
 
 from __future__ import annotations
@@ -96,6 +105,21 @@ class Envelope:
     def pending(self) -> list[QueuedRecipient]:
         return [r for r in self.recipients if not r.final]
 
+    def apply(self, results: list[Result]) -> None:
+        """Record the outcome of an attempt for each recipient that is not final yet."""
+        by_address = {r.address: r for r in results}
+        for rcpt in self.recipients:
+            result = by_address.get(rcpt.address)
+            if result is None or rcpt.final:
+                continue
+            rcpt.status, rcpt.diagnostic = result.status, result.diagnostic
+            rcpt.remote_mta, rcpt.last_attempt = result.remote_mta, result.when
+            if result.ok:
+                rcpt.state = DELIVERED if result.local else RELAYED
+                rcpt.reported = result.dsn_passed
+            elif result.status.startswith("5"):
+                rcpt.state = FAILED
+
     def to_json(self) -> bytes:
         data = attrs.asdict(self, value_serializer=_serialise)
         return json.dumps(data, ensure_ascii=False, sort_keys=True).encode("utf-8")
@@ -128,6 +152,35 @@ def verp_sender(sender: str, recipient: str) -> str:
     local, _, domain = sender.rpartition("@")
     rlocal, _, rdomain = recipient.rpartition("@")
     return f"{local}+{rlocal}={rdomain}@{domain}"
+
+
+@attrs.frozen
+class Result:
+    """One recipient's outcome of one attempt, as the results file keeps it."""
+
+    address: str
+    ok: bool
+    status: str
+    diagnostic: str
+    #: The server that answered ("" when none was reached); empty too for delivery here.
+    remote_mta: str
+    #: Delivered here (the store), not relayed.
+    local: bool
+    when: float
+    #: The next server took over the notifications (RFC 3461 §4).
+    dsn_passed: bool = False
+
+
+def _results(raw: bytes) -> list[Result]:
+    """The results in a results file; a line a crash cut short (the last) is left out: its
+    attempt was never reported as recorded."""
+    found = []
+    for line in raw.splitlines():
+        try:
+            found.append(Result(**json.loads(line)))
+        except (ValueError, TypeError):
+            continue
+    return found
 
 
 def _serialise(inst: object, field: object, value: Any) -> Any:
@@ -197,18 +250,50 @@ class QueueFiles:
         fsync_dir(self.messages)
         write_atomic(self._envelope_path(envelope.id), envelope.to_json())
 
+    def _results_path(self, qid: str) -> Path:
+        return self.envelopes / f"{qid}.results"
+
     def read(self, qid: str) -> Envelope:
         try:
-            return Envelope.from_json(self._envelope_path(qid).read_bytes())
+            envelope = Envelope.from_json(self._envelope_path(qid).read_bytes())
         except FileNotFoundError:
             raise QueueError(f"no such message: {qid}") from None
+        with contextlib.suppress(FileNotFoundError):
+            envelope.apply(_results(self._results_path(qid).read_bytes()))
+        return envelope
+
+    def record(self, results: dict[str, list[Result]]) -> None:
+        """Append results to the results files of queued messages, durably; those of a
+        message no longer queued are dropped.  Takes the lock."""
+        with self.locked():
+            created = False
+            for qid, rcpts in results.items():
+                if not self._envelope_path(qid).exists():
+                    continue
+                path = self._results_path(qid)
+                created = created or not path.exists()
+                lines = b"".join(json.dumps(attrs.asdict(r)).encode() + b"\n" for r in rcpts)
+                fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    end = os.fstat(fd).st_size
+                    if end and os.pread(fd, 1, end - 1) != b"\n":
+                        lines = b"\n" + lines  # after a line a crash cut short
+                    view = memoryview(lines)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
+            if created:
+                fsync_dir(self.envelopes)
 
     def content(self, qid: str) -> bytes:
         return self.message_path(qid).read_bytes()
 
     def write(self, envelope: Envelope) -> None:
-        """Store a changed envelope durably; call with the lock held."""
+        """Store a changed envelope durably, its results folded in; call with the lock held."""
         write_atomic(self._envelope_path(envelope.id), envelope.to_json())
+        self._results_path(envelope.id).unlink(missing_ok=True)
 
     def update(self, qid: str, change: Callable[[Envelope], None]) -> Envelope | None:
         """Apply ``change`` to the envelope under the lock and store it durably.
@@ -237,6 +322,7 @@ class QueueFiles:
         except FileNotFoundError:
             return False
         fsync_dir(self.envelopes)
+        self._results_path(qid).unlink(missing_ok=True)
         self.message_path(qid).unlink(missing_ok=True)
         return True
 
@@ -244,13 +330,17 @@ class QueueFiles:
         return sorted(p.stem for p in self.envelopes.glob("*.json") if not p.name.startswith("."))
 
     def remove_orphans(self, older_than: float = 600.0) -> int:
-        """Message files whose envelope was never written (a crash mid-queueing), and
-        half-written envelope replacements."""
+        """Message files whose envelope was never written (a crash mid-queueing), half-written
+        envelope replacements, and results files left by a crash in :meth:`discard`."""
         queued = set(self.ids())
         removed = 0
         limit = time.time() - older_than
         leftovers = [p for p in self.messages.iterdir() if p.name not in queued]
-        leftovers += [p for p in self.envelopes.iterdir() if p.name.endswith(".tmp")]
+        leftovers += [
+            p
+            for p in self.envelopes.iterdir()
+            if p.name.endswith(".tmp") or (p.suffix == ".results" and p.stem not in queued)
+        ]
         for path in leftovers:
             if path.stat().st_mtime < limit:
                 path.unlink(missing_ok=True)

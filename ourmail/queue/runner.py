@@ -8,7 +8,9 @@ Implementation notes (keep these true when changing this module):
   :class:`~ourmail.interfaces.IOutboundQueue`).
 * A recipient's result is recorded durably right after the server that took the message
   answered; a crash between that ``250`` and the record is the only way a message goes out twice
-  (RFC 5321 §6.1 accepts that duplicate; losing the message would not be).
+  (RFC 5321 §6.1 accepts that duplicate; losing the message would not be).  Results are
+  appended to the message's results file, those that arrive together in one write and fsync
+  (``_record``), so a message sent in thousands of transactions is not rewritten each time.
 * Every envelope change is a read-modify-write under the queue lock (``QueueFiles.update``), in
   a thread, so ``ourmail queue`` can hold, release or delete while the runner works, and disk
   waits never block the reactor.
@@ -52,6 +54,7 @@ from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ourmail.config import QueueSettings
@@ -69,6 +72,7 @@ from ourmail.queue.files import (
     QueuedRecipient,
     QueueError,
     QueueFiles,
+    Result,
     new_id,
 )
 from ourmail.queue.mtasts import PolicyStore
@@ -273,6 +277,9 @@ class OutboundQueue(Service):
         self._discovering = False
         self._loaded = 0
         self._idle: list[Deferred[None]] = []
+        #: Results waiting for the write under way (``_record``).
+        self._unrecorded: list[tuple[str, list[Result], Deferred[None]]] = []
+        self._recording = False
         self._loop = LoopingCall(self.tick)
         self._loop.clock = self.clock
         self._reports_loop = LoopingCall(self.send_tls_reports)
@@ -692,9 +699,10 @@ class OutboundQueue(Service):
     ) -> None:
         """Log and durably record results; ``remote_mta`` is None for delivery here."""
         host = self.hostname if remote_mta is None else remote_mta or domain
+        local = remote_mta is None
         for r in results:
             outcome = "sent" if r.ok else ("bounced" if r.status.startswith("5") else "deferred")
-            self.metrics.attempted(outcome, local=remote_mta is None)
+            self.metrics.attempted(outcome, local=local)
             log.info(
                 "queue: {id} to <{rcpt}> via {host}: {outcome} ({why})",
                 id=qid,
@@ -703,30 +711,54 @@ class OutboundQueue(Service):
                 outcome=outcome,
                 why=r.diagnostic,
             )
-        await deferToThread(self._record, qid, results, remote_mta, self.clock.seconds())
+        now = self.clock.seconds()
+        await self._record(
+            qid,
+            [
+                Result(
+                    r.address,
+                    r.ok,
+                    r.status,
+                    r.diagnostic,
+                    remote_mta or "",
+                    local,
+                    now,
+                    r.dsn_passed,
+                )
+                for r in results
+            ],
+        )
+
+    def _record(self, qid: str, results: list[Result]) -> Deferred[None]:
+        """Record results durably (``QueueFiles.record``); fires once they are.  The results
+        that come while a write is under way go together in the next one: one fsync per
+        message and batch, however many connections answer at once."""
+        done: Deferred[None] = Deferred()
+        self._unrecorded.append((qid, results, done))
+        if not self._recording:
+            self._write_records()
+        return done
+
+    def _write_records(self) -> None:
+        batch, self._unrecorded = self._unrecorded, []
+        by_qid: dict[str, list[Result]] = {}
+        for qid, results, _ in batch:
+            by_qid.setdefault(qid, []).extend(results)
+        self._recording = True
+
+        def written(outcome: object) -> None:
+            for _, _, done in batch:  # what they record meanwhile waits for the next write
+                if isinstance(outcome, Failure):
+                    done.errback(outcome)
+                else:
+                    done.callback(None)
+            self._recording = False
+            if self._unrecorded:
+                self._write_records()
+
+        deferToThread(self.files.record, by_qid).addBoth(written)
 
     # -- blocking steps, run in a thread ---------------------------------------------------
-
-    def _record(
-        self, qid: str, results: list[RcptResult], remote_mta: str | None, now: float
-    ) -> None:
-        local = remote_mta is None
-
-        def change(envelope: Envelope) -> None:
-            by_address = {r.address: r for r in results}
-            for rcpt in envelope.recipients:
-                result = by_address.get(rcpt.address)
-                if result is None or rcpt.final:
-                    continue
-                rcpt.status, rcpt.diagnostic = result.status, result.diagnostic
-                rcpt.remote_mta, rcpt.last_attempt = remote_mta or "", now
-                if result.ok:
-                    rcpt.state = DELIVERED if local else RELAYED
-                    rcpt.reported = result.dsn_passed
-                elif result.status.startswith("5"):
-                    rcpt.state = FAILED
-
-        self.files.update(qid, change)
 
     def _finish(self, qid: str, now: float, retries: int = 0) -> tuple[float | None, list[str]]:
         """After an attempt: expiry, notifications, the next retry, or removal when done.

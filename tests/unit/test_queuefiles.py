@@ -9,7 +9,17 @@ from pathlib import Path
 import pytest
 
 from ourmail.dsnparams import MailParams, RcptParams
-from ourmail.queue.files import Envelope, QueuedRecipient, QueueError, QueueFiles, new_id
+from ourmail.queue.files import (
+    FAILED,
+    PENDING,
+    RELAYED,
+    Envelope,
+    QueuedRecipient,
+    QueueError,
+    QueueFiles,
+    Result,
+    new_id,
+)
 
 
 def envelope(now: float = 1000.0) -> Envelope:
@@ -77,3 +87,29 @@ def test_leftovers_of_a_crash_are_removed(tmp_path: Path) -> None:
         os.utime(p, (old, old))
     assert files.remove_orphans() == 2
     assert files.ids() == [kept.id] and files.content(kept.id) == b"kept"
+
+
+def test_results_are_appended_then_folded_into_the_envelope(tmp_path: Path) -> None:
+    files = QueueFiles(tmp_path / "queue")
+    files.prepare()
+    e = envelope()
+    files.add(e, b"abc")
+    ok = Result("b@remote.test", True, "2.0.0", "250 ok", "mx.remote.test", False, 5.0, True)
+    files.record({e.id: [ok], "gone": [ok]})  # a message no longer queued: dropped
+    results = files.envelopes / f"{e.id}.results"
+    with results.open("ab") as f:
+        f.write(b'{"address": "\xc3\xa7@remote.test", "ok": fal')  # cut short by a crash
+    read = files.read(e.id)
+    assert [(r.state, r.reported, r.remote_mta) for r in read.recipients] == [
+        (RELAYED, True, "mx.remote.test"),
+        (PENDING, False, ""),
+    ]
+    failed = Result("ç@remote.test", False, "5.1.1", "550 no", "mx.remote.test", False, 6.0)
+    files.record({e.id: [failed]})  # on a line of its own after the cut one
+    read = files.read(e.id)
+    assert [r.state for r in read.recipients] == [RELAYED, FAILED]
+    files.update(e.id, lambda env: None)  # a write folds the results in
+    assert not results.exists() and files.read(e.id) == read
+    files.record({e.id: [ok]})  # once more: nothing changes
+    assert files.read(e.id) == read
+    assert files.remove(e.id) and not results.exists()
