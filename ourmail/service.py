@@ -67,12 +67,11 @@ from ourmail.interfaces import (
     IVaultDesk,
     Usage,
 )
+from ourmail.lists.archive import ListArchives
 from ourmail.lists.context import ListContext
 from ourmail.lists.listdb import ListDB
 from ourmail.lists.secret import load_secret
 from ourmail.lists.service import ListService
-from ourmail.lists.archive import ListArchives
-from ourmail.lists.listdb import ListDB
 from ourmail.manage.accountadmin import LocalAccountAdmin
 from ourmail.manage.accountops import served_domains
 from ourmail.manage.audit import AuditFile

@@ -136,7 +136,7 @@ class ListArchives(Service):
     # -- refreshing ----------------------------------------------------------------------------
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         self._loop = LoopingCall(self.reload)
         if self.clock is not None:
             self._loop.clock = self.clock
@@ -146,7 +146,7 @@ class ListArchives(Service):
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
 
     def reload(self) -> Deferred[None]:
         """Read the lists, their members and their groups again; fires once the new table
