@@ -37,7 +37,7 @@ from twisted.logger import Logger
 
 from ourmail.addresses import AddressError, normalise_address
 from ourmail.interfaces import ListArrival
-from ourmail.lists import compose, tokens
+from ourmail.lists import bounces, compose, tokens
 from ourmail.lists.context import ListContext
 from ourmail.lists.listdb import Token
 from ourmail.lists.model import ListSettings, Member
@@ -375,6 +375,9 @@ async def confirm(ctx: ListContext, lst: ListSettings, token: Token, by: str) ->
     from the web).  Answers :data:`SUBSCRIBED`, :data:`AWAITING_APPROVAL`,
     :data:`ALREADY_MEMBER`, :data:`UNSUBSCRIBED`, :data:`NOT_MEMBER` or
     :data:`UNKNOWN_ACTION`."""
+    if token.action == "subscribe" and token.data.startswith(f"{bounces.REENABLE}:"):
+        # A member disabled by bounces asked to get the posts again (bounces.py).
+        return await bounces.reenable(ctx, lst, token, by)
     if token.action == "subscribe":
         if lst.approve_subscriptions and token.data != APPROVED:
             result = await _ask_owners(ctx, lst, token.address)

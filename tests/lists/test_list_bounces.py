@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred
 from ourmail.config import ListsSettings
 from ourmail.dsnparams import MailParams, RcptParams
 from ourmail.interfaces import ListArrival
-from ourmail.lists import bounces, digest, tokens
+from ourmail.lists import bounces, digest, requests, tokens
 from ourmail.lists.context import ListContext
 from ourmail.lists.listdb import ListDB
 from ourmail.lists.model import Delivery, ListSettings, Member
@@ -174,7 +174,7 @@ def test_hard_bounces_by_verp_count_once_a_day_then_disable_and_tell(tmp_path: P
     # Confirming the token gives bob his delivery back, with a clean score.
     found = on_reactor(tokens.redeem, ctx, token)
     assert (found.action, found.data) == ("subscribe", "reenable:each")
-    assert run(lambda: bounces.reenable(ctx, LIST, found, "bob@remote.test")) == "reenabled"
+    assert run(lambda: requests.confirm(ctx, LIST, found, "bob@remote.test")) == "reenabled"
     bob = score(ctx, "bob@remote.test")
     assert (bob.delivery, bob.disabled_by, bob.bounce_score) == (Delivery.EACH, "", 0)
     assert run(lambda: bounces.reenable(ctx, LIST, found, "")) == "already"
