@@ -1,0 +1,105 @@
+"""A post's header section as the list reads and edits it: raw fields, bytes in, bytes out.
+
+The list never re-serialises a whole message: it splits the header section into its fields
+(each kept with its folding and CRLF, RFC 5322 §2.2), drops, replaces or adds whole fields,
+and joins them again, so that every octet it does not mean to change stays as it was (the
+poster's DKIM signature may then still verify).
+"""
+
+from __future__ import annotations
+
+import email.errors
+import email.header
+import email.utils
+from collections.abc import Iterable
+from pathlib import Path
+
+import attrs
+
+#: At most this much of a message is read as its header section; a longer "header" ends
+#: there (hostile input stays cheap).
+MAX_HEADER = 256 * 1024
+#: At most this many fields are kept; the rest of an absurd header section is dropped.
+MAX_FIELDS = 2000
+
+
+@attrs.frozen
+class Field:
+    """One header field: its lower-cased name and its raw octets (folding and CRLF kept)."""
+
+    name: str
+    raw: bytes
+
+    @property
+    def value(self) -> str:
+        """The unfolded value as text (octets that are not UTF-8 kept as surrogates)."""
+        body = self.raw.split(b":", 1)[1] if b":" in self.raw else b""
+        text = body.decode("utf-8", "surrogateescape")
+        return " ".join(text.split())
+
+
+def header_end(data: bytes) -> int:
+    """Where the body starts in ``data`` (CRLF line endings): after the empty line that ends
+    the header section, or its end when there is none."""
+    if data.startswith(b"\r\n"):
+        return 2
+    end = data.find(b"\r\n\r\n", 0, MAX_HEADER)
+    return len(data) if end < 0 else end + 4
+
+
+def split(data: bytes) -> tuple[list[Field], bytes]:
+    """The header fields of ``data`` and its body (after the empty line)."""
+    start = header_end(data)
+    return parse_fields(data[:start]), data[start:]
+
+
+def parse_fields(header: bytes) -> list[Field]:
+    """The fields of a header section (a line that is neither a field nor a continuation
+    is dropped: it is no header at all)."""
+    out: list[Field] = []
+    for line in header.split(b"\r\n"):
+        if not line:
+            continue
+        if line[:1] in (b" ", b"\t"):
+            if out:
+                out[-1] = Field(out[-1].name, out[-1].raw + line + b"\r\n")
+        elif b":" in line and len(out) < MAX_FIELDS:
+            name = line.split(b":", 1)[0].strip().decode("ascii", "replace").lower()
+            out.append(Field(name, line + b"\r\n"))
+    return out
+
+
+def read_header(path: Path) -> bytes:
+    """The header section of the message file ``path`` (at most :data:`MAX_HEADER` octets).
+    Blocks: call it in a thread."""
+    with path.open("rb") as f:
+        data = f.read(MAX_HEADER)
+    return data[: header_end(data)]
+
+
+def first(fields: Iterable[Field], name: str) -> Field | None:
+    """The first field called ``name`` (lower case)."""
+    return next((f for f in fields if f.name == name), None)
+
+
+def decoded(value: str) -> str:
+    """``value`` with RFC 2047 encoded words decoded; as it is when they are broken."""
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
+        return value
+
+
+def addresses(value: str) -> list[tuple[str, str]]:
+    """The (decoded display name, address) pairs of an address field's value, group syntax
+    and all; addresses without ``@`` are left out."""
+    try:
+        pairs = email.utils.getaddresses([value])
+    except (ValueError, IndexError):
+        return []
+    return [(decoded(name), addr) for name, addr in pairs if "@" in addr]
+
+
+def field(name: str, value: bytes) -> bytes:
+    """A new field ``Name: value`` with CRLF (``value`` already folded if need be)."""
+    return name.encode("ascii") + b": " + value + b"\r\n"
