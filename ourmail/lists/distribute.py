@@ -11,9 +11,10 @@ address with VERP, each subscriber's copy carrying its own RFC 8058 ``List-Unsub
 A handler that fails is run again by the spool, so a distribution records its progress in
 ``<root>/outgoing/<key>.*`` (the key is a hash of the list and the post): the recipients as
 first computed, then one line per step done (``archive``, ``digest``, ``batch N``), each
-fsynced before the next step begins.  Run again, it skips what is done: no member gets a
-batch twice, and the same post distributed again within :data:`KEEP` seconds (a retry after
-the spool's file survived, a second approval) goes to nobody again.
+fsynced once its step is durable (the batches are queued side by side).  Run again, it
+skips what is done: no member gets a batch twice, and the same post distributed again
+within :data:`KEEP` seconds (a retry after the spool's file survived, a second approval)
+goes to nobody again.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
-from twisted.internet.defer import DeferredLock
+from twisted.internet.defer import Deferred, DeferredList, DeferredLock
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ourmail import fsutil
 from ourmail.dsnparams import NO_MAIL_PARAMS, NO_RCPT_PARAMS
@@ -123,10 +125,8 @@ async def _distribute(
     content = out.content if ctx.sealer is None else await ctx.sealer.seal(out.content)
     subscribers = set(record.recipients.subscribers)
     header_ascii = content[: headers.header_end(content)].isascii()
-    for n, batch in enumerate(_batches(record.recipients.all, ctx.settings.batch)):
-        step = f"batch {n}"
-        if step in record.done:
-            continue
+
+    async def send(step: str, batch: Sequence[str]) -> None:
         personal = {
             r: rewrite.unsubscribe_fields(ctx.web_url, ctx.secret, lst, r)
             for r in batch
@@ -143,6 +143,18 @@ async def _distribute(
             personal=personal,
         )
         await ctx.run(record.mark, step)
+
+    # The batches are queued side by side (their files are written and fsynced in the
+    # thread pool at once); each is recorded as it becomes durable.
+    batches = _batches(record.recipients.all, ctx.settings.batch)
+    pending = [
+        Deferred.fromCoroutine(send(f"batch {n}", batch))
+        for n, batch in enumerate(batches)
+        if f"batch {n}" not in record.done
+    ]
+    for ok, result in await DeferredList(pending, consumeErrors=True):
+        if not ok and isinstance(result, Failure):
+            result.raiseException()
     await ctx.run(record.mark, DONE)
     log.info(
         "list {list}: post from {poster} queued for {count} members",
