@@ -258,3 +258,16 @@ def test_dmarc_policy_decides() -> None:
         assert result.munged is munged, domain
         author = parse(result.content)["From"].addresses[0].addr_spec
         assert author == ("team@example.test" if munged else f"ann@{domain}")
+
+
+def test_greek_catalogue_has_posting_texts() -> None:
+    import re
+    from pathlib import Path
+
+    from ourmail.lists import compose, moderation, posting
+
+    greek = compose.translator("el")
+    for module in (posting, moderation):
+        source = Path(str(module.__file__)).read_text(encoding="utf-8")
+        for text in re.findall(r'_\("([^"]+)"\)', source):
+            assert greek.gettext(text) != text, text
