@@ -11,16 +11,22 @@ from __future__ import annotations
 import email.errors
 import email.header
 import email.utils
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
 import attrs
+
+from ourmail.mime.structure import to_crlf
 
 #: At most this much of a message is read as its header section; a longer "header" ends
 #: there (hostile input stays cheap).
 MAX_HEADER = 256 * 1024
 #: At most this many fields are kept; the rest of an absurd header section is dropped.
 MAX_FIELDS = 2000
+#: A field name (RFC 5322 §2.2: printable ASCII but the colon), with the blanks before the
+#: colon that RFC 5322 §4.5 obsolete syntax allows.
+_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*")
 
 
 @attrs.frozen
@@ -54,18 +60,26 @@ def split(data: bytes) -> tuple[list[Field], bytes]:
 
 
 def parse_fields(header: bytes) -> list[Field]:
-    """The fields of a header section (a line that is neither a field nor a continuation
-    is dropped: it is no header at all)."""
+    """The fields of a header section.  A line that is neither a field nor a continuation,
+    or a field whose name is not one, is dropped with its continuations: receivers would
+    take it for the end of the header section and the fields after it for the body."""
     out: list[Field] = []
-    for line in header.split(b"\r\n"):
+    dropped = False
+    # A bare CR or LF ends a line for most parsers (RFC 5322 §2.3 forbids them).
+    for line in to_crlf(header).split(b"\r\n"):
         if not line:
             continue
         if line[:1] in (b" ", b"\t"):
-            if out:
+            if out and not dropped:
                 out[-1] = Field(out[-1].name, out[-1].raw + line + b"\r\n")
-        elif b":" in line and len(out) < MAX_FIELDS:
-            name = line.split(b":", 1)[0].strip().decode("ascii", "replace").lower()
-            out.append(Field(name, line + b"\r\n"))
+            continue
+        name, colon, rest = line.partition(b":")
+        dropped = not colon or not _NAME.fullmatch(name) or len(out) >= MAX_FIELDS
+        if not dropped:
+            # Blanks before the colon (RFC 5322 §4.5) end the header section for many
+            # parsers: the field is written without them.
+            name = name.rstrip(b" \t")
+            out.append(Field(name.decode("ascii").lower(), name + b":" + rest + b"\r\n"))
     return out
 
 
@@ -86,7 +100,7 @@ def decoded(value: str) -> str:
     """``value`` with RFC 2047 encoded words decoded; as it is when they are broken."""
     try:
         return str(email.header.make_header(email.header.decode_header(value)))
-    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
+    except (ValueError, LookupError, UnicodeError, email.errors.MessageError):
         return value
 
 
@@ -97,7 +111,12 @@ def addresses(value: str) -> list[tuple[str, str]]:
         pairs = email.utils.getaddresses([value])
     except (ValueError, IndexError):
         return []
-    return [(decoded(name), addr) for name, addr in pairs if "@" in addr]
+    return [(clean(decoded(name)), clean(addr)) for name, addr in pairs if "@" in addr]
+
+
+def clean(text: str) -> str:
+    """``text`` with octets that were not UTF-8 (kept as surrogates) as U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def field(name: str, value: bytes) -> bytes:

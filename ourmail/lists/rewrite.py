@@ -32,6 +32,7 @@ import email.header
 import email.message
 import email.policy
 import email.utils
+import re
 from collections.abc import Sequence
 from urllib.parse import quote
 
@@ -48,6 +49,11 @@ log = Logger()
 
 #: The DMARC policies (RFC 7489 §6.3 ``p=``) for which the list writes its own ``From:``.
 STRICT = frozenset({"quarantine", "reject"})
+#: At most this many of a post's authors are asked for their DMARC policy and put in the
+#: ``Reply-To:`` of a rewritten post (RFC 5322 allows many; a post has one or two).
+MAX_AUTHORS = 10
+#: A phrase of atoms (RFC 5322 §3.2.3 atext) that needs no quotes.
+_ATOMS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+( [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 #: The line between a post and the footer (as Mailman draws it).
 FOOTER_RULE = "_" * 47
 
@@ -99,7 +105,7 @@ async def strict_dmarc(ctx: ListContext, domains: Sequence[str]) -> bool:
     less than a post the members' servers refuse."""
     if ctx.dmarc_policy is None:
         return False
-    for domain in dict.fromkeys(d.lower() for d in domains):
+    for domain in list(dict.fromkeys(d.lower() for d in domains))[:MAX_AUTHORS]:
         try:
             policy = await ctx.dmarc_policy(domain)
         except Exception as e:
@@ -129,16 +135,23 @@ def outgoing(lst: ListSettings, message: bytes, *, web_url: str, munge: bool) ->
     return b"".join(f.raw for f in kept) + b"".join(added) + b"\r\n" + body
 
 
+def _list_id(lst: ListSettings) -> str:
+    """The list identifier (RFC 2919 §2), as ``compose.list_id`` writes it inside ``<>``."""
+    value = list_id(lst)
+    return value[value.rfind("<") + 1 : value.rfind(">")]
+
+
 def _dropped(name: str) -> bool:
     return name.startswith("list-") or name in ("precedence", "return-path")
 
 
 def _list_fields(lst: ListSettings, web_url: str) -> list[bytes]:
-    """RFC 2919 ``List-Id``, RFC 2369 §3 fields and ``Precedence: list``."""
+    """RFC 2919 ``List-Id`` (its phrase quoted or encoded, as the ``compose.list_id`` value
+    need not be), RFC 2369 §3 fields and ``Precedence: list``."""
     post = "NO" if lst.announce_only else f"<mailto:{lst.address}>"  # RFC 2369 §3.4
     request = lst.role_address("request")
     return [
-        field("List-Id", list_id(lst).encode()),
+        field("List-Id", _phrase(lst.display_name) + b" <" + _list_id(lst).encode() + b">"),
         field("List-Post", post.encode()),
         field("List-Help", f"<mailto:{request}?subject=help>".encode()),
         field("List-Subscribe", f"<mailto:{lst.role_address('join')}>".encode()),
@@ -171,7 +184,7 @@ def _prefixed(old: Field, prefix: str) -> bytes:
         # RFC 6532 UTF-8 kept).
         lead = prefix.encode() + b" " if prefix.isascii() else _encoded_word(prefix + " ")
         return b"Subject: " + lead + raw_value.lstrip(b" \t")
-    text = headers.decoded(old.value)
+    text = headers.clean(headers.decoded(old.value))
     try:
         return _fold("Subject", f"{prefix} {text}")
     except UnicodeError:  # undecodable octets among encoded words: keep them as they are
@@ -186,10 +199,17 @@ def _encoded_word(text: str) -> bytes:
 
 
 def _fold(name: str, value: str) -> bytes:
-    """``Name: value`` folded, non-ASCII text as RFC 2047 encoded words."""
-    policy = email.policy.SMTP
-    folded: str = policy.header_factory(name, value).fold(policy=policy)
-    return folded.encode("ascii")
+    """``Name: value`` folded, non-ASCII text as RFC 2047 encoded words; a non-ASCII address
+    (RFC 6532, or octets that are not UTF-8 shown as U+FFFD) stays UTF-8."""
+    value = " ".join(value.replace("\0", " ").split())
+    for policy in (email.policy.SMTP, email.policy.SMTPUTF8):
+        try:
+            folded: str = policy.header_factory(name, value).fold(policy=policy)
+            return folded.encode("ascii" if policy is email.policy.SMTP else "utf-8")
+        except Exception as e:  # the header parser has errors of its own on odd input
+            log.debug("list: {name} field not folded by {policy}: {error}", name=name,
+                      policy=policy, error=e)  # fmt: skip
+    return f"{name}: {value}\r\n".encode("utf-8", "replace")
 
 
 # -- From: and Reply-To: ----------------------------------------------------------------------
@@ -202,22 +222,47 @@ def _reply_to(
     and the rewriting call for; new fields to add."""
     posters = authors(fields)
     own = headers.first(fields, "reply-to")
-    replies: list[str] = []
+    replies: list[bytes] = []
     if munge and posters:
         name = posters[0][0] or posters[0][1].rpartition("@")[0]
-        via = email.utils.formataddr((f"{name} via {lst.display_name}", lst.address), "utf-8")
-        fields = [Field("from", _fold("From", via)) if f.name == "from" else f for f in fields]
+        via = _addresses("From", [_mailbox(f"{name} via {lst.display_name}", lst.address)])
+        fields = [Field("from", via) if f.name == "from" else f for f in fields]
         fields = _unique(fields, "from")
         # Replies reach the poster: their own Reply-To if they set one, else their From.
         if own is not None and lst.reply_to is ReplyTo.POSTER:
             return fields, []
-        replies = [email.utils.formataddr(p, "utf-8") for p in posters]
+        replies = [_mailbox(name, address) for name, address in posters[:MAX_AUTHORS]]
     if lst.reply_to is ReplyTo.LIST:
-        replies.append(lst.address)
+        replies.append(_mailbox("", lst.address))
     if not replies:
         return fields, []
     fields = [f for f in fields if f.name != "reply-to"]
-    return fields, [_fold("Reply-To", ", ".join(replies))]
+    return fields, [_addresses("Reply-To", replies)]
+
+
+def _mailbox(name: str, address: str) -> bytes:
+    """``"Name" <address>`` (RFC 5322 §3.4): a name that is not ASCII as RFC 2047 encoded
+    words; an address that is not ASCII as UTF-8 (RFC 6532).  Control characters become
+    blanks (none can end the field)."""
+    address = "".join(c for c in address if c.isprintable() and c not in "<> ")
+    angle = b"<" + address.encode("utf-8") + b">"
+    return _phrase(name) + b" " + angle if name else angle
+
+
+def _phrase(name: str) -> bytes:
+    """A display name (RFC 5322 §3.2.5): quoted, or RFC 2047 encoded words when it is not
+    ASCII; control characters become blanks."""
+    name = "".join(c if c.isprintable() else " " for c in name).strip()
+    if _ATOMS.fullmatch(name):
+        return name.encode("ascii")
+    if name.isascii():
+        return b'"' + email.utils.quote(name).encode("ascii") + b'"'
+    return email.header.Header(name, "utf-8").encode(linesep="\r\n").encode("ascii")
+
+
+def _addresses(name: str, mailboxes: Sequence[bytes]) -> bytes:
+    """An address field, one mailbox a line (RFC 5322 §2.2.3 folding)."""
+    return field(name, b",\r\n ".join(mailboxes))
 
 
 def _unique(fields: list[Field], name: str) -> list[Field]:
@@ -241,6 +286,8 @@ def _footer(fields: list[Field], body: bytes, footer: str) -> tuple[list[Field],
     ctype = headers.first(fields, "content-type")
     parsed = email.message.Message()
     if ctype is not None:
+        if not ctype.value.isascii() or not ctype.value.isprintable():
+            return fields, body  # RFC 2045 §5.1: a malformed Content-Type, left alone
         parsed["Content-Type"] = ctype.value
     kind = parsed.get_content_type()
     cte_field = headers.first(fields, "content-transfer-encoding")
@@ -265,8 +312,6 @@ def _text_footer(
     try:
         codecs.lookup(charset)
         added = text.encode(charset)
-    except LookupError:
-        return None
     except UnicodeEncodeError:
         if charset not in ("us-ascii", "ascii") or not _is_plain_ascii(body, cte):
             return None
@@ -274,6 +319,8 @@ def _text_footer(
         parsed.set_param("charset", "utf-8")
         fields = _replace(fields, "content-type", _fold("Content-Type", parsed["Content-Type"]))
         added = text.encode("utf-8")
+    except (LookupError, ValueError):  # an unknown charset, or a name no codec can have
+        return None
     if body and not body.endswith(b"\r\n"):
         body += b"\r\n"
     if cte in ("8bit", "binary"):

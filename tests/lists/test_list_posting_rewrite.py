@@ -271,3 +271,48 @@ def test_greek_catalogue_has_posting_texts() -> None:
         source = Path(str(module.__file__)).read_text(encoding="utf-8")
         for text in re.findall(r'_\("([^"]+)"\)', source):
             assert greek.gettext(text) != text, text
+
+
+HOSTILE = [
+    "From: Άννα <ann@strict.test>\r\nSubject: Καλημέρα\r\n\r\nbody\r\n".encode(),
+    b"From: \xe9t\xe9 <ann@str\xfc\xc3ict.test>\r\nSubject: \xe9t\xe9 =?\xf9utf-8?q?x?=\r\n\r\nb\r\n",
+    "From: a@s.test\r\nFrom: Δ <δ@παράδειγμα.test>\r\nSubject: =?utf-8?q?a?=\r\n\r\nx".encode(),
+    b'From: ".unterminated <a@b.test>\r\nSubject: =?utf-8?b?!!!?=\r\n'
+    b'Content-Type: text/plain; charset="\r\n\r\nx',
+    b"From: <>\r\nContent-Type: multipart/mixed; boundary=\r\n\r\n--\r\n",
+    b"From: a@b.test (c \xff)\r\nContent-Type: text/plain; charset=utf-16\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\n!!!!",
+    b"From: a@b.test\r\nContent-Type: text/plain; charset=iso-8859\x00-7\r\n"
+    b"Content-Transfer-Encoding: quoted-printable\r\n\r\n=E1=E2",
+    b"\r\n\r\nno header",
+    b"",
+    b"From: " + b", ".join(b"p%d@d%d.test" % (i, i) for i in range(2000)) + b"\r\n\r\n",
+]
+
+
+def test_hostile_posts_never_raise() -> None:
+    import random
+
+    lst = ListSettings(
+        "team@example.test",
+        name='T "x", <y>',
+        subject_prefix="[τ]",
+        footer="Λίστα",
+        reply_to=ReplyTo.LIST,
+    )
+    rng = random.Random(19)
+    cases = list(HOSTILE)
+    for _ in range(300):
+        mutated = bytearray(rng.choice(HOSTILE[:7]))
+        for _ in range(rng.randint(1, 6)):
+            at = rng.randrange(len(mutated) + 1)
+            mutated[at:at] = bytes([rng.randrange(256)])
+        cases.append(bytes(mutated))
+    for case in cases:
+        for munge in (False, True):
+            data = rewrite.outgoing(lst, case, web_url=WEB, munge=munge)
+            msg = parse(data)
+            assert msg["List-Id"] == '"T \\"x\\", <y>" <team.example.test>', (case, data)
+            assert msg["Precedence"] == "list"
+            head = data[: data.index(b"\r\n\r\n")].replace(b"\r\n", b"")
+            assert b"\r" not in head and b"\n" not in head
