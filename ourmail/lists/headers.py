@@ -104,6 +104,15 @@ def decoded(value: str) -> str:
         return value
 
 
+def shown(found: Field | None, limit: int = 200) -> str:
+    """A field's decoded value fit to show in a notice: one line of at most ``limit``
+    characters, control characters as blanks, octets that are not UTF-8 as U+FFFD."""
+    if found is None:
+        return ""
+    text = clean(decoded(found.value))
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())[:limit]
+
+
 def addresses(value: str) -> list[tuple[str, str]]:
     """The (decoded display name, address) pairs of an address field's value, group syntax
     and all; addresses without ``@`` are left out."""

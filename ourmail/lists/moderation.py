@@ -102,19 +102,19 @@ def _keep(ctx: ListContext, lst: ListSettings, message: Path) -> tuple[str, str,
     with message.open("rb") as f:
         head = f.read(PREVIEW_READ)
     fields = headers.parse_fields(head[: headers.header_end(head)])
-    subject = headers.first(fields, "subject")
-    text = headers.decoded(subject.value)[:200] if subject is not None else ""
+    text = headers.shown(headers.first(fields, "subject"))
     return held_id, text, _preview(head), message.stat().st_size
 
 
 def _preview(head: bytes) -> str:
     """The first lines of the first text part of a message's beginning ``head``."""
-    parsed = email.message_from_bytes(head, policy=email.policy.default)
-    assert isinstance(parsed, email.message.EmailMessage)
     try:
+        parsed = email.message_from_bytes(head, policy=email.policy.default)
+        assert isinstance(parsed, email.message.EmailMessage)
         part = parsed.get_body(preferencelist=("plain",))
         text = part.get_content() if part is not None else ""
-    except (LookupError, ValueError, AttributeError, KeyError, TypeError):
+    except Exception as e:  # the email package has errors of its own on odd input
+        log.debug("list: no preview of a held post: {error}", error=e)
         text = ""
     lines = [line[:200] for line in str(text).splitlines()[:PREVIEW_LINES]]
     return "\n".join(lines)

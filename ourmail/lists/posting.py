@@ -111,8 +111,7 @@ async def _refuse(
 ) -> None:
     """Tell the poster that only the moderators post to an announcement list."""
     _ = compose.translator(lst.language).gettext
-    subject = headers.first(fields, "subject")
-    text = headers.decoded(subject.value)[:200] if subject is not None else ""
+    text = headers.shown(headers.first(fields, "subject"))
     lines = [
         _("Your post to {list} was not distributed: only its moderators post to it.").format(
             list=lst.address

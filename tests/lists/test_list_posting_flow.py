@@ -230,7 +230,8 @@ def test_announce_only_and_size(ctx: ListContext, tmp_path: Path) -> None:
 
 
 def test_moderation_round_trip(ctx: ListContext, tmp_path: Path) -> None:
-    arrive(ctx, post(tmp_path, "From: eve@else.test\nSubject: offer"), "eve@else.test")
+    subject = "Subject: =?utf-8?q?offer=0D=0ABcc:_all@example.test?="
+    arrive(ctx, post(tmp_path, f"From: eve@else.test\n{subject}"), "eve@else.test")
     assert queue(ctx).posts == []
     (held,) = ctx.db.held(TEAM.address)
     assert held.reason == "non-member"
@@ -238,6 +239,7 @@ def test_moderation_round_trip(ctx: ListContext, tmp_path: Path) -> None:
     assert notice.recipients == ["mod@example.test"]
     msg = parse(notice.content)
     assert "offer" in str(msg["Subject"]) and "eve@else.test" in msg.get_content()
+    assert msg["Bcc"] is None and held.subject == "offer Bcc: all@example.test"
     approve = msg["Reply-To"].addresses[0].addr_spec
     words = [w.rstrip(".") for w in msg.get_content().split() if w.startswith("team-confirm+")]
     assert words[0] == approve
@@ -300,3 +302,14 @@ def test_distribution_resumes_without_sending_twice(
     assert sorted(everyone) == sorted(set(everyone)) and len(everyone) == 4
     assert len(ctx.store.user(TEAM.address).delivered) == 1  # type: ignore[attr-defined]
     assert len(digested) == 1
+
+
+def test_strict_poster_is_sent_as_the_list(ctx: ListContext, tmp_path: Path) -> None:
+    ctx.dmarc_policy = lambda domain: defer.succeed("reject" if domain == "remote.test" else None)
+    arrive(ctx, post(tmp_path, "From: Bob <bob@remote.test>\nSubject: hi"), "bob@remote.test")
+    posts = queue(ctx).posts
+    assert posts and not any(q.forwarded for q in posts)  # signed as the list, its author
+    sent = parse(posts[0].content)
+    assert sent["From"].addresses[0].addr_spec == "team@example.test"
+    assert sent["From"].addresses[0].display_name == "Bob via Team"
+    assert sent["Reply-To"].addresses[0].addr_spec == "bob@remote.test"
