@@ -8,7 +8,9 @@ and then it is no larger than the list's ``max_size`` (a larger one is held as a
 A post is dropped (logged, neither held nor answered) when it cannot be a person's post to
 the list: its envelope sender is null (a bounce), it is ``Auto-Submitted`` other than
 ``no`` (RFC 3834 §5: out-of-office replies, other lists' notices), or it already carries
-this list's ``List-Id`` (RFC 2919: it went round through another list and came back).
+this list's ``List-Id`` (RFC 2919) or ``X-Loop``: it went out through this list and came
+back, through a forwarder or a chain of lists (which replace ``List-Id`` but keep
+``X-Loop``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ def loop_reason(lst: ListSettings, sender: str, fields: Sequence[Field]) -> str 
                 return f"Auto-Submitted: {value[:40]}"
         elif f.name == "list-id" and _bracketed(f.value) == _bracketed(compose.list_id(lst)):
             return "it carries this list's List-Id"
+        elif f.name == "x-loop" and f.value.strip().lower() == lst.address.lower():
+            return "it carries this list's X-Loop"
     return None
 
 

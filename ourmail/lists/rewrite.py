@@ -8,7 +8,8 @@ octet of the body stays as it came.
 
 - RFC 2369 and RFC 2919: ``List-Id``, ``List-Post``, ``List-Help``, ``List-Subscribe``,
   ``List-Archive``, ``List-Owner``, and ``Precedence: list``; the incoming ``List-*``,
-  ``Precedence`` and ``Return-Path`` fields are dropped.
+  ``Precedence`` and ``Return-Path`` fields are dropped.  ``X-Loop: <list>`` (as Sympa and
+  mlmmj write it) is added, and other lists' ``X-Loop`` fields are kept.
 - RFC 8058: ``List-Unsubscribe`` with a one-click HTTPS link and ``List-Unsubscribe-Post``
   differ per member (:func:`unsubscribe_fields`); the queue puts them on each member's copy
   and its DKIM signature covers them, so the shared copy carries none.
@@ -158,6 +159,9 @@ def _list_fields(lst: ListSettings, web_url: str) -> list[bytes]:
         field("List-Archive", f"<{archive_url(web_url, lst)}>".encode()),
         field("List-Owner", f"<mailto:{lst.role_address('owner')}>".encode()),
         field("Precedence", b"list"),
+        # Kept by other lists (they drop List-Id): a post that went round a chain of lists
+        # and came back is recognised by the first (lists/posting.py).
+        field("X-Loop", lst.address.encode()),
     ]
 
 

@@ -204,6 +204,7 @@ def test_member_post_is_distributed(
     [
         ("From: bob@remote.test\nList-Id: Team list <TEAM.example.test>", "bob@remote.test"),
         ("From: bob@remote.test\nAuto-Submitted: auto-replied", "bob@remote.test"),
+        ("From: bob@remote.test\nX-Loop: other@else.test\nX-Loop: TEAM@example.test", "b@r.test"),
         ("From: MAILER-DAEMON@remote.test\nSubject: Undelivered", ""),
     ],
 )

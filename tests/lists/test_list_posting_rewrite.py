@@ -65,6 +65,9 @@ def test_list_fields_replace_the_incoming_ones() -> None:
     assert msg["List-Owner"] == "<mailto:team-owner@example.test>"
     assert msg["List-Archive"].startswith(f"<{WEB}/mail?folder=")
     assert msg.get_all("Precedence") == ["list"]
+    assert msg.get_all("X-Loop") == ["team@example.test"]
+    relayed = parse(out(post("From: a@p.test\nX-Loop: other@else.test")))
+    assert relayed.get_all("X-Loop") == ["other@else.test", "team@example.test"]
     assert msg["Return-Path"] is None
     assert msg["List-Unsubscribe"] is None  # per member, from the queue
     assert msg["DKIM-Signature"] is not None  # the poster's, kept
