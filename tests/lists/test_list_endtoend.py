@@ -1,0 +1,153 @@
+"""The issue's end-to-end checks between two ourmail servers (tests/queuehelp.py): a post to a
+list of 1,000 members reaches each member once at the second server, members whose mail
+bounces are disabled, one-click unsubscribe works without a login, DMARC-strict posters'
+mail passes DMARC at the receiving server with the list's From:, and two lists on two
+servers that are members of each other do not loop."""
+
+from __future__ import annotations
+
+import contextlib
+import email
+import email.policy
+import re
+import smtplib
+import ssl
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from conftest import RunningServer, dns_zone
+from queuehelp import Pair, server_pair, wait_for
+from storehelp import on_reactor
+
+from ourmail.admin.cli import main
+from ourmail.config import FilterSettings
+from ourmail.lists.model import Delivery
+from ourmail.secure.dkimkeys import KeyStore
+
+POSTER = "poster@lax.test"
+
+
+def make_list(srv: RunningServer, address: str, members: list[str], *settings: str) -> None:
+    """A list made with the CLI, as an admin would, then read by the running server."""
+    data = str(srv.data)
+    assert main(["--data", data, "list", "create", address, "--owner", srv.user]) == 0
+    if settings:
+        assert main(["--data", data, "list", "set", address, *settings]) == 0
+    for i in range(0, len(members), 500):
+        assert main(["--data", data, "list", "add", address, *members[i : i + 500]]) == 0
+    on_reactor(srv.server.lists.reload)
+
+
+def post(port: int, sender: str, to: str, subject: str, host: str = "127.0.0.1") -> None:
+    message = (
+        f"From: Poster <{sender}>\r\nTo: {to}\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{subject.replace(' ', '.')}@{sender.partition('@')[2]}>\r\n"
+        "Date: Tue, 01 Dec 2026 10:00:00 +0000\r\n\r\nHello list.\r\n"
+    ).encode()
+    with smtplib.SMTP(host, port) as s:
+        assert s.sendmail(sender, [to], message) == {}
+
+
+def raw(srv: RunningServer, address: str) -> list[bytes]:
+    root = srv.server.store.shards.user_dir(address)
+    paths = [p for sub in ("new", "cur") if (root / sub).exists() for p in (root / sub).iterdir()]
+    return [p.read_bytes() for p in sorted(paths, key=lambda p: p.stat().st_mtime_ns)]
+
+
+def parsed(message: bytes) -> Any:
+    return email.message_from_bytes(message, policy=email.policy.default)
+
+
+@contextlib.contextmanager
+def list_pair(tmp_path: Path) -> Iterator[Pair]:
+    """Ours (example.test, with a DKIM key published and SPF) and theirs (remote.test, with a
+    catch-all to carol and the SPF, DKIM and DMARC checks)."""
+    chain = FilterSettings(chain=("spf", "dkim", "dmarc"))
+    with server_pair(tmp_path, theirs_changes={"filters": chain}) as pair:
+        zone = dns_zone()[0]
+        key = KeyStore(pair.ours.data / "dkim").generate("example.test", "lists", "rsa")
+        zone.set_txt("lists._domainkey.example.test", [s.encode() for s in key.txt_strings()])
+        zone.set_txt("example.test", [b"v=spf1 ip4:127.0.0.1 -all"])
+        zone.set_txt("_dmarc.example.test", [b"v=DMARC1; p=reject"])
+        zone.set_txt("_dmarc.strict.test", [b"v=DMARC1; p=reject"])
+        zone.set_txt("_dmarc.lax.test", [b"v=DMARC1; p=none"])
+        # gone.test's mail goes to theirs, which serves no such domain: 5.7.1, a bounce.
+        zone.set_mx("gone.test", [(10, "mx.remote.test")])
+        pair.theirs.server.accounts.set_alias("@remote.test", ["carol@remote.test"])
+        yield pair
+
+
+def envelope_recipients(messages: list[bytes]) -> list[str]:
+    """Whom each copy was for: the ``for <…>`` of the receiving server's Received: field,
+    which must be the member the copy's own one-click link names, and the VERP sender's
+    member (``smtp.mailfrom`` of its SPF result)."""
+    found = []
+    for m in messages:
+        head = parsed(m)
+        rcpt = re.search(r"for <([^>]+)>", head["Received"]).group(1)
+        link = re.search(r"<https://[^>]+/([^/>]+)/[0-9a-f]+>", head["List-Unsubscribe"])
+        assert urllib.parse.unquote(link.group(1)) == rcpt
+        verp = rcpt.replace("@", "=")
+        assert f"smtp.mailfrom=team-bounces+{verp}@example.test" in head["Authentication-Results"]
+        found.append(rcpt)
+    return found
+
+
+def test_a_post_to_1000_members_bounces_and_one_click(tmp_path: Path) -> None:
+    with list_pair(tmp_path) as pair:
+        ours, theirs = pair.ours, pair.theirs
+        members = [f"m{i}@remote.test" for i in range(997)]
+        gone = ["x1@gone.test", "x2@gone.test", "x3@gone.test"]
+        make_list(ours, "team@example.test", members + gone, "post_policy=anyone", "bounce_limit=2")
+        post(pair.port, POSTER, "team@example.test", "first post")
+        got = wait_for(
+            lambda: (
+                len(raw(theirs, "carol@remote.test")) >= 997 and raw(theirs, "carol@remote.test")
+            ),
+            timeout=240,
+        )
+        # Each member once, with their own link and VERP sender.
+        rcpts = envelope_recipients(got)
+        assert len(rcpts) == 997 and set(rcpts) == set(members)
+        copy = parsed(got[0])
+        assert copy["List-Id"] == "team <team.example.test>" and copy["Precedence"] == "list"
+        assert copy["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert copy["From"] == f"Poster <{POSTER}>"  # a lax poster's From: is kept
+        # The bounces of gone.test's members (5.7.1 at theirs) raise their scores.
+        ctx = ours.server.lists.ctx
+
+        def scores() -> list[float]:
+            return [(ctx.db.member("team@example.test", a) or 0).bounce_score for a in gone]
+
+        wait_for(lambda: scores() == [1, 1, 1], timeout=120)
+        # A day later, a second post: bounced again, they are disabled.
+        ctx.clock = lambda: time.time() + 86400 * 1.5
+        post(pair.port, POSTER, "team@example.test", "second post")
+
+        def disabled() -> bool:
+            found = [ctx.db.member("team@example.test", a) for a in gone]
+            return all(m is not None and m.delivery == Delivery.NONE for m in found)
+
+        wait_for(disabled, timeout=240)
+        wait_for(lambda: len(raw(theirs, "carol@remote.test")) >= 2 * 997, timeout=240)
+
+        # One-click unsubscribe (RFC 8058): a POST to the member's URL, no login, no cookie.
+        unsubscribe = copy["List-Unsubscribe"]
+        url = re.search(r"<(https://[^>]+)>", unsubscribe).group(1)
+        path = urllib.parse.urlsplit(url).path
+        member = urllib.parse.unquote(path.rstrip("/").split("/")[-2])
+        request = urllib.request.Request(
+            f"https://127.0.0.1:{ours.port('web')}{path}",
+            data=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            method="POST",
+        )
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        with urllib.request.urlopen(request, context=context, timeout=10) as answer:
+            assert answer.status == 200
+        assert ctx.db.member("team@example.test", member) is None
