@@ -196,7 +196,9 @@ class Record:
     @classmethod
     def create(cls, folder: Path, key: str, found: Recipients, now: float) -> Record:
         """A new record of the recipients ``found``, durable (files and folder)."""
-        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            fsutil.fsync_dir(folder.parent)
         lines = [f"s {a}" for a in found.subscribers] + [f"g {a}" for a in found.others]
         log_path = folder / f"{key}.log"
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

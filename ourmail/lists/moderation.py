@@ -165,6 +165,8 @@ async def _notify(ctx: ListContext, lst: ListSettings, held: Held, preview: str)
 async def confirm(ctx: ListContext, lst: ListSettings, token: Token, by: str) -> str:
     """The confirmer of ``approve`` and ``reject`` tokens: ``by`` (the address that replied;
     "" from the console) must be a moderator or an owner."""
+    if token.list.lower() != lst.address.lower():
+        return "refused: another list's token"
     if by and not lst.is_moderator(by):
         log.warn(
             "list {list}: {by} is no moderator; decision on post {id} ignored",

@@ -183,17 +183,13 @@ def _subject(fields: list[Field], prefix: str) -> list[Field]:
 
 def _prefixed(old: Field, prefix: str) -> bytes:
     raw_value = old.raw.split(b":", 1)[1]
-    if b"=?" not in raw_value:
-        # No encoded words: the prefix goes in front of the octets as they are (folding and
-        # RFC 6532 UTF-8 kept).
-        lead = prefix.encode() + b" " if prefix.isascii() else _encoded_word(prefix + " ")
-        return b"Subject: " + lead + raw_value.lstrip(b" \t")
-    text = headers.clean(headers.decoded(old.value))
-    try:
-        return _fold("Subject", f"{prefix} {text}")
-    except UnicodeError:  # undecodable octets among encoded words: keep them as they are
-        lead = prefix.encode() + b" " if prefix.isascii() else _encoded_word(prefix + " ")
-        return b"Subject: " + lead + raw_value.lstrip(b" \t")
+    if b"=?" in raw_value:
+        # Encoded words: decoded, and the whole subject encoded again as need be.
+        return _fold("Subject", f"{prefix} {headers.clean(headers.decoded(old.value))}")
+    # No encoded words: the prefix goes in front of the octets as they are (folding and
+    # RFC 6532 UTF-8 kept).
+    lead = prefix.encode() + b" " if prefix.isascii() else _encoded_word(prefix + " ")
+    return b"Subject: " + lead + raw_value.lstrip(b" \t")
 
 
 def _encoded_word(text: str) -> bytes:

@@ -174,9 +174,21 @@ def parse(data: bytes) -> email.message.EmailMessage:
     return msg
 
 
+@attrs.define
+class FakeSealer:
+    sealed: int = 0
+
+    def seal(self, content: bytes | os.PathLike[str]) -> Deferred[bytes]:
+        assert isinstance(content, bytes)
+        self.sealed += 1
+        return defer.succeed(b"ARC-Seal: i=1; test\r\n" + content)
+
+
 def test_member_post_is_distributed(
     ctx: ListContext, tmp_path: Path, digested: list[bytes]
 ) -> None:
+    sealer = FakeSealer()
+    ctx.sealer = sealer
     arrive(ctx, post(tmp_path, "From: Bob <bob@remote.test>\nSubject: hi"), "bob@remote.test")
     posts = queue(ctx).posts
     everyone = [r for q in posts for r in q.recipients]
@@ -197,6 +209,8 @@ def test_member_post_is_distributed(
     archive = ctx.store.user(TEAM.address).delivered  # type: ignore[attr-defined]
     assert len(archive) == 1 and parse(archive[0])["Subject"] == "hi"
     assert len(digested) == 1
+    assert sealer.sealed == 1 and all(q.content.startswith(b"ARC-Seal:") for q in posts)
+    assert not archive[0].startswith(b"ARC-Seal:")
 
 
 @pytest.mark.parametrize(
