@@ -19,6 +19,7 @@ import email.policy
 import hashlib
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 from twisted.logger import Logger
 
@@ -145,7 +146,7 @@ async def _notify(ctx: ListContext, lst: ListSettings, held: Held, preview: str)
         ),
         _("To reject it, send any message to {address}.").format(address=reject_address),
         _("Or decide on the list's page of the admin console: {url}").format(
-            url=f"{ctx.web_url}/admin/lists"
+            url=f"{ctx.web_url}/admin/list?address={quote(lst.address, safe='@')}"
         ),
         _("Without a decision, the post is discarded after {days} days.").format(
             days=ctx.settings.held_days

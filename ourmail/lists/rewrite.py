@@ -70,8 +70,8 @@ class Outgoing:
 
 
 def archive_url(web_url: str, lst: ListSettings) -> str:
-    """Where the list's archive is read: the webmail's shared folder of the list."""
-    return f"{web_url}/mail?folder={quote('Lists/' + lst.address, safe='')}"
+    """Where the list's archive is read: the webmail's archive page of the list."""
+    return f"{web_url}/archive?folder={quote('Lists/' + lst.address, safe='')}"
 
 
 def unsubscribe_url(web_url: str, secret: bytes, lst: ListSettings, member: str) -> str:

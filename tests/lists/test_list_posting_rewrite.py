@@ -63,7 +63,7 @@ def test_list_fields_replace_the_incoming_ones() -> None:
     assert msg["List-Help"] == "<mailto:team-request@example.test?subject=help>"
     assert msg["List-Subscribe"] == "<mailto:team-join@example.test>"
     assert msg["List-Owner"] == "<mailto:team-owner@example.test>"
-    assert msg["List-Archive"].startswith(f"<{WEB}/mail?folder=")
+    assert msg["List-Archive"].startswith(f"<{WEB}/archive?folder=")
     assert msg.get_all("Precedence") == ["list"]
     assert msg.get_all("X-Loop") == ["team@example.test"]
     relayed = parse(out(post("From: a@p.test\nX-Loop: other@else.test")))
