@@ -131,6 +131,16 @@ def running_server(
         blockingCallFromThread(reactor, server.service.stopService)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _module_dns_records() -> Iterator[None]:
+    """The tests' DNS server is one per process: records a module sets (a p=reject DMARC
+    policy for example.test, say) are taken away when it ends, so no other module sees them."""
+    before = _dns[0].snapshot() if _dns is not None else ({}, {}, 0)
+    yield
+    if _dns is not None:
+        _dns[0].restore(before)
+
+
 @pytest.fixture
 def mailserver(tmp_path: Path) -> Iterator[RunningServer]:
     with running_server(tmp_path) as server:

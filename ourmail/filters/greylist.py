@@ -28,7 +28,6 @@ from __future__ import annotations
 import ipaddress
 import math
 import sqlite3
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import cast
@@ -95,8 +94,6 @@ class GreylistDB:
     One connection per thread and database file; any number of processes may open the same
     file at once."""
 
-    _local = threading.local()
-
     def __init__(
         self,
         path: Path,
@@ -110,9 +107,10 @@ class GreylistDB:
         self.max_wait = max_wait
         self.allow_for = allow_for
         self.max_entries = max_entries
+        self._connections = sqlitefile.PerThread(path, SCHEMA)
 
     def _connection(self) -> sqlite3.Connection:
-        return sqlitefile.per_thread(self._local, self.path, SCHEMA)
+        return self._connections.get()
 
     def decide(self, network: str, sender: str, recipient: str, now: float) -> Decision:
         """Record this attempt and say whether it passes (one transaction)."""

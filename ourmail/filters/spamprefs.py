@@ -23,7 +23,6 @@ import json
 import math
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -112,13 +111,12 @@ class UserPrefs:
 class SpamPrefs:
     """The preferences database (blocking: call it from a thread, never the reactor)."""
 
-    _local = threading.local()
-
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._connections = sqlitefile.PerThread(path, SCHEMA)
 
     def _db(self) -> sqlite3.Connection:
-        return sqlitefile.per_thread(self._local, self.path, SCHEMA)
+        return self._connections.get()
 
     # -- thresholds --------------------------------------------------------------------------
 

@@ -19,8 +19,17 @@ BUSY_TIMEOUT_MS = 5000
 Synchronous = Literal["NORMAL", "FULL"]
 
 
-def _connect(path: Path, synchronous: Synchronous, busy_timeout_ms: int) -> sqlite3.Connection:
-    db = sqlite3.connect(os.fspath(path), timeout=busy_timeout_ms / 1000, isolation_level=None)
+def _connect(
+    path: Path, synchronous: Synchronous, busy_timeout_ms: int, same_thread: bool = True
+) -> sqlite3.Connection:
+    # same_thread=False only lets PerThread.close close a connection another thread made:
+    # each is still used by the one thread that made it.
+    db = sqlite3.connect(
+        os.fspath(path),
+        timeout=busy_timeout_ms / 1000,
+        isolation_level=None,
+        check_same_thread=same_thread,
+    )
     db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     db.execute(f"PRAGMA synchronous = {synchronous}")
     return db
@@ -34,23 +43,44 @@ def create(path: Path, schema: str) -> None:
         db.executescript(schema)
 
 
-def per_thread(
-    local: threading.local,
-    path: Path,
-    schema: str,
-    synchronous: Synchronous = "NORMAL",
-    busy_timeout_ms: int = BUSY_TIMEOUT_MS,
-) -> sqlite3.Connection:
-    """This thread's connection to ``path``, made (with the file and ``schema``) on first use
-    and kept in ``local``."""
-    connections: dict[str, sqlite3.Connection] = local.__dict__.setdefault("db", {})
-    key = os.fspath(path)
-    db = connections.get(key)
-    if db is None:
-        create(path, schema)
-        db = _connect(path, synchronous, busy_timeout_ms)
-        connections[key] = db
-    return db
+class PerThread:
+    """One connection to ``path`` for each thread that asks (made, with the file and
+    ``schema``, on first use); :meth:`close` closes them all, whichever thread made them."""
+
+    def __init__(
+        self,
+        path: Path,
+        schema: str,
+        synchronous: Synchronous = "NORMAL",
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+    ) -> None:
+        self.path = path
+        self._schema = schema
+        self._synchronous: Synchronous = synchronous
+        self._busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[sqlite3.Connection] = []
+
+    def get(self) -> sqlite3.Connection:
+        """This thread's connection."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            create(self.path, self._schema)
+            db = _connect(self.path, self._synchronous, self._busy_timeout_ms, same_thread=False)
+            self._local.db = db
+            with self._lock:
+                self._all.append(db)
+        return db
+
+    def close(self) -> None:
+        """Close every thread's connection; call it when no thread uses them any more (a
+        later :meth:`get` opens a new one)."""
+        with self._lock:
+            connections, self._all = self._all, []
+            self._local = threading.local()
+        for db in connections:
+            db.close()
 
 
 @contextlib.contextmanager

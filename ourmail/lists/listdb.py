@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -137,18 +136,15 @@ class ListDB:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._local = threading.local()
+        self._connections = sqlitefile.PerThread(path, SCHEMA, synchronous="FULL")
 
     @property
     def db(self) -> Any:
-        return sqlitefile.per_thread(self._local, self.path, SCHEMA, synchronous="FULL")
+        return self._connections.get()
 
     def close(self) -> None:
-        """Close this thread's connection (others close when their thread ends)."""
-        connections = self._local.__dict__.get("db", {})
-        for db in connections.values():
-            db.close()
-        connections.clear()
+        """Close every thread's connection (when nothing uses the file any more)."""
+        self._connections.close()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Any]:

@@ -205,7 +205,8 @@ class ListService(Service):
         if self._wake is not None and self._wake.active():
             self._wake.cancel()
         self._wake = None
-        return None
+        # The run under way ends (no other starts now), then the file's connections close.
+        return self.drained().addCallback(lambda _: self.ctx.db.close())
 
     # -- the table of lists ------------------------------------------------------------------
 

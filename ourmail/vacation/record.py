@@ -17,7 +17,6 @@ Every method blocks: call it from a thread, never the reactor (``sqlitefile``).
 from __future__ import annotations
 
 import sqlite3
-import threading
 from pathlib import Path
 
 from ourmail.filters import sqlitefile
@@ -40,17 +39,16 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL);
 class ReplyRecord:
     """The record of replies sent (see the module docstring)."""
 
-    _local = threading.local()
-
     def __init__(self, path: Path, max_entries: int = 1_000_000, max_per_day: int = 1000) -> None:
         self.path = path
         self.max_entries = max_entries
         self.max_per_day = max_per_day
+        self._connections = sqlitefile.PerThread(path, SCHEMA)
 
     def claim(self, user: str, sender: str, handle: str, days: int, now: float) -> str | None:
         """Record a reply from ``user`` to ``sender`` about to be sent; None if it may go,
         else why not (answered within ``days`` days, or the user's daily limit reached)."""
-        db = sqlitefile.per_thread(self._local, self.path, SCHEMA)
+        db = self._connections.get()
         db.execute("BEGIN IMMEDIATE")
         try:
             why = self._claim(db, user, sender, handle, days, now)
@@ -84,7 +82,7 @@ class ReplyRecord:
 
     def forget(self, user: str, sender: str, handle: str) -> None:
         """Undo a claim whose reply could not be queued."""
-        db = sqlitefile.per_thread(self._local, self.path, SCHEMA)
+        db = self._connections.get()
         db.execute(
             "DELETE FROM replies WHERE user = ? AND sender = ? AND handle = ?",
             (user, sender, handle),
@@ -101,5 +99,5 @@ class ReplyRecord:
 
     def count(self) -> int:
         """Entries in the record (tests, the admin)."""
-        db = sqlitefile.per_thread(self._local, self.path, SCHEMA)
+        db = self._connections.get()
         return int(db.execute("SELECT count(*) FROM replies").fetchone()[0])

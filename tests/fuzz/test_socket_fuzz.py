@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import random
-import select
+import selectors
 import smtplib
 import socket
 import time
@@ -84,17 +84,19 @@ def stream(rng: random.Random, protocol: str) -> Iterator[bytes]:
 def drain(sock: socket.socket, seconds: float) -> bytes:
     out = b""
     end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        ready, _, _ = select.select([sock], [], [], max(0.0, end - time.monotonic()))
-        if not ready:
-            break
-        try:
-            chunk = sock.recv(65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
+    # A selector, not select.select: that one cannot watch descriptors above 1023.
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ)
+        while time.monotonic() < end:
+            if not selector.select(max(0.0, end - time.monotonic())):
+                break
+            try:
+                chunk = sock.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
     return out
 
 

@@ -17,6 +17,9 @@ from twisted.names import dns, server
 from twisted.names.common import ResolverBase
 from twisted.names.error import DNSNameError
 
+#: A zone's records, silent names and negative TTL (TestZone.snapshot).
+ZoneState = tuple[dict[tuple[str, int], list[object]], dict[str, frozenset[int]], int]
+
 
 class TestZone(ResolverBase):
     """Records by (name, type); change them at any time with the set_* methods."""
@@ -29,6 +32,15 @@ class TestZone(ResolverBase):
         #: When positive: "no data" answers carry an SOA whose MINIMUM is this many seconds,
         #: as a real zone's do, so resolvers may keep them (RFC 2308 §5).
         self.negative_ttl = 0
+
+    def snapshot(self) -> ZoneState:
+        """What is set now, for ``restore``."""
+        return dict(self.records), dict(self.silent), self.negative_ttl
+
+    def restore(self, state: ZoneState) -> None:
+        """Back to a ``snapshot``: what a test module set does not reach the next module."""
+        records, silent, self.negative_ttl = state
+        self.records, self.silent = dict(records), dict(silent)
 
     def clear(self, name: str) -> None:
         for key in [k for k in self.records if k[0] == name.lower()]:
