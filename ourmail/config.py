@@ -392,6 +392,10 @@ class ListsSettings:
     requests_per_client: int = 30
     #: Recipients per queue envelope when a post is distributed.
     batch: int = 1000
+    #: The largest message any list address takes, in octets (RFC 1870 SIZE at RCPT, then the
+    #: message's own size at the end of DATA): larger ones are refused with 552 5.3.4.  A
+    #: list's own ``max_size``, below it, holds a post for moderation instead.
+    max_post: int = 10 * 1024 * 1024
 
 
 def default_mx_processes() -> int:
@@ -1192,6 +1196,9 @@ domains = {domains}
 # requests_per_client = 30
 # Recipients per queue envelope when a post is distributed.
 # batch = 1000
+# The largest message a list takes (octets); larger ones are refused (552 5.3.4).  Each
+# list's own max_size, below it, holds a post for the moderators instead.
+# max_post = 10485760
 """
 
 
@@ -1217,6 +1224,7 @@ _LISTS_BOUNDS = {
     "requests_per_address": (1, 1000),
     "requests_per_client": (1, 100_000),
     "batch": (1, 100_000),
+    "max_post": (1024, 1 << 31),
 }
 
 

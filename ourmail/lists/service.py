@@ -265,10 +265,14 @@ class ListService(Service):
         return parse_address(address, self._lists) is not None
 
     def refusal(self, address: str, size: int) -> str | None:
-        """Over the server's largest message: refused (RFC 3463 5.3.4); a list's own
-        ``max_size`` does not refuse, posting holds such a post for moderation."""
+        """Over ``[lists] max_post`` (or the server's largest message): refused (RFC 3463
+        X.3.4); a list's own ``max_size`` does not refuse, posting holds such a post for
+        moderation."""
         if size > self.ctx.max_message_size:
             return "552 5.3.4 Message too big for the system"
+        most = self.ctx.settings.max_post
+        if size > most:
+            return f"552 5.3.4 Message too big for the list (at most {most} octets)"
         return None
 
     def accept(self, arrival: ListArrival, source: MessageSource) -> Deferred[None]:

@@ -306,7 +306,7 @@ class Delivery:
         reply = self.lists.refusal(address.lower(), size)
         if reply is not None:
             return refusal_of(reply)
-        return Recipient("list", address)
+        return Recipient("list", address.lower())  # one arrival however RCPT spelled it
 
     def _reverse_srs(self, address: str) -> Recipient | Refusal | None:
         """An SRS address in a local domain: a forward to the address it stands for (the
@@ -337,6 +337,12 @@ class Delivery:
     def deliver(self, txn: Transaction, source: Source) -> Deferred[list[DeliveryResult]]:
         """Deliver to every accepted recipient; one result each, in order.  Each Deferred it
         waits for fires only once its copy is durable."""
+        too_big = self._list_refusal(txn)
+        if too_big is not None:
+            # Refused whole, before anything is stored: SMTP answers DATA once for all
+            # recipients (RFC 5321 §4.2.5), and one clear 552 beats half a delivery.
+            log.info("{id}: refused, {why}", id=txn.id, why=too_big.text)
+            return [too_big.result(a.recipient.address) for a in txn.recipients]
         # Each mailbox gets one copy, however many recipients (aliases) lead to it.
         started = self.metrics.clock()
         mailboxes = list(dict.fromkeys(m for a in txn.recipients for m in a.recipient.mailboxes))
@@ -416,6 +422,18 @@ class Delivery:
                 refusal = MOVING if failed[0].check(ShardMoving) else FAILED
                 results.append(refusal.result(address))
         return results
+
+    def _list_refusal(self, txn: Transaction) -> Refusal | None:
+        """A list's refusal of this message's real size (the client may not have announced
+        it with SIZE at MAIL FROM, RFC 1870), or None."""
+        if self.lists is None:
+            return None
+        for a in txn.recipients:
+            if a.recipient.kind == "list":
+                reply = self.lists.refusal(a.recipient.address, txn.size)
+                if reply is not None:
+                    return refusal_of(reply)
+        return None
 
     def _to_list(self, txn: Transaction, address: str, source: Source) -> Deferred[None]:
         """Hand the copy for the list address ``address`` to the list manager; fires once it

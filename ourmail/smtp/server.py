@@ -858,10 +858,15 @@ class SMTPServer(LineProtocol):
         )
 
     def report(self, results: list[DeliveryResult]) -> None:
-        """SMTP answers DATA once for all recipients (RFC 5321 §4.2.5): all or nothing."""
+        """SMTP answers DATA once for all recipients (RFC 5321 §4.2.5): all or nothing.  When
+        every recipient was refused for good (a list's size limit), that refusal is the
+        answer, so the client returns the mail instead of trying again."""
         if all(r.ok for r in results):
             self.ctx.metrics.accepted(self.listener_name())
             self.reply(250, f"2.0.0 Ok: queued as {self.queue_id}")
+        elif results and all(r.code >= 500 for r in results):
+            self.count_refusal("other")
+            self.reply(results[0].code, f"{results[0].status} {results[0].text}")
         else:
             self.count_refusal("other")
             self.reply(451, "4.3.0 Local delivery failed, try again later")

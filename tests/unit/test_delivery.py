@@ -345,7 +345,7 @@ def test_list_addresses_go_to_the_list_intake() -> None:
     d, store = delivery(queue)
     d.lists = Lists()  # type: ignore[assignment]
     listed = result(d.resolve("List@example.test", 100, False, "s@else.test"))
-    assert listed == Recipient("list", "List@example.test")  # never a relay attempt
+    assert listed == Recipient("list", "list@example.test")  # never a relay; one spelling
     too_big = result(d.resolve("list@example.test", 5000, False))
     assert (too_big.code, too_big.status) == (552, "5.3.4")
     assert result(d.resolve("alice@example.test", 5000, False)) == ALICE
@@ -354,7 +354,7 @@ def test_list_addresses_go_to_the_list_intake() -> None:
     assert [r.reply for r in results] == ["250 2.0.0 delivered"] * 4
     arrivals = [a for a, _ in d.lists.accepted]  # type: ignore[attr-defined]
     assert [(a.address, a.sender, a.id, a.size) for a in arrivals] == [
-        ("List@example.test", "s@else.test", "id1", 10),
+        ("list@example.test", "s@else.test", "id1", 10),
         ("list-request@example.test", "s@else.test", "id1", 10),
     ]
     assert [a for a, _ in store.delivered] == ["alice@example.test"]
@@ -367,6 +367,18 @@ def test_a_failing_list_intake_fails_only_its_recipients() -> None:
     listed = Recipient("list", "list@example.test")
     results = result(d.deliver(txn(ALICE, listed, FAR), b"msg"))
     assert [(r.code, r.status) for r in results] == [(250, "2.0.0"), (451, "4.3.0"), (250, "2.0.0")]
+
+
+def test_a_message_too_big_for_a_list_is_refused_whole_before_anything_is_kept() -> None:
+    """The client did not announce the size (no SIZE at MAIL FROM): the list's refusal of
+    the real size refuses every recipient, and no copy is stored, queued or spooled."""
+    queue = Queue()
+    d, store = delivery(queue)
+    d.lists = Lists()  # type: ignore[assignment]
+    big = attrs.evolve(txn(ALICE, Recipient("list", "list@example.test"), FAR), size=5000)
+    results = result(d.deliver(big, b"msg"))
+    assert [r.reply for r in results] == ["552 5.3.4 Message too big for this list"] * 3
+    assert store.delivered == [] and queue.queued == [] and d.lists.accepted == []  # type: ignore[attr-defined]
 
 
 def test_refusal_of_a_reply() -> None:
