@@ -14,14 +14,10 @@ import email.policy
 import email.utils
 import functools
 import gettext
-import io
 from collections.abc import Sequence
 from email.message import EmailMessage
-from importlib import resources
 
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
-
+from ourmail import catalogues
 from ourmail.lists.model import ListSettings
 
 #: The languages a list may write in.
@@ -35,13 +31,7 @@ def translator(lang: str) -> gettext.NullTranslations:
     nothing."""
     if lang not in LANGUAGES or lang == "en":
         return gettext.NullTranslations()
-    po = resources.files(__package__).joinpath("locale", lang, "LC_MESSAGES", f"{DOMAIN}.po")
-    with po.open("rb") as f:
-        catalog = read_po(f, locale=lang, domain=DOMAIN)
-    mo = io.BytesIO()
-    write_mo(mo, catalog)
-    mo.seek(0)
-    return gettext.GNUTranslations(mo)
+    return catalogues.compiled(__package__, lang, DOMAIN)
 
 
 def list_id(lst: ListSettings) -> str:

@@ -1,8 +1,8 @@
 """The webmail's languages: gettext catalogues for English and Greek, and the choice of one.
 
-The catalogues are the ``.po`` files in ``locale/<lang>/LC_MESSAGES/ourmail.po``; they are
-compiled in memory with babel when first used (no ``.mo`` files, no build step: a fresh clone
-and an installed wheel behave the same).  English is the source language (the ``msgid``\\ s).
+The catalogues are the ``.po`` files in ``locale/<lang>/LC_MESSAGES/ourmail.po``, compiled in
+memory when first used (:mod:`ourmail.catalogues`).  English is the source language (the
+``msgid``\\ s).
 
 The language is the user's choice (the ``ourmail_lang`` cookie) when set, else the best match
 for the browser's ``Accept-Language`` (RFC 9110 §12.5.4), else English.
@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import functools
 import gettext
-import io
-from importlib import resources
 
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
+from ourmail import catalogues
 
 #: The languages there are catalogues for, with their own names (for the switcher).
 LANGUAGES: dict[str, str] = {"en": "English", "el": "Ελληνικά"}
@@ -33,13 +30,7 @@ def translations(lang: str) -> gettext.NullTranslations:
     """The catalogue of ``lang`` (one of LANGUAGES); English translates nothing."""
     if lang not in LANGUAGES or lang == DEFAULT:
         return gettext.NullTranslations()
-    po = resources.files(__package__).joinpath("locale", lang, "LC_MESSAGES", f"{DOMAIN}.po")
-    with po.open("rb") as f:
-        catalog = read_po(f, locale=lang, domain=DOMAIN)
-    mo = io.BytesIO()
-    write_mo(mo, catalog)
-    mo.seek(0)
-    return gettext.GNUTranslations(mo)
+    return catalogues.compiled(__package__, lang, DOMAIN)
 
 
 def from_accept_language(header: str | None) -> str | None:
