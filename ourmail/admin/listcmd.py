@@ -14,13 +14,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import attrs
+
 from ourmail.addresses import AddressError, normalise_address
 from ourmail.auth.accounts import AccountDB
 from ourmail.config import Settings
 from ourmail.interfaces import AccountRefused, Actor
 from ourmail.lists import edit
 from ourmail.lists.listdb import ListDB, ListExists, NoSuchList
-from ourmail.lists.model import SUFFIXES, ListSettings, Member
+from ourmail.lists.model import SUFFIXES, Delivery, ListSettings, Member
 from ourmail.lists.service import touch_changed
 from ourmail.manage import accountops
 from ourmail.manage.audit import AuditFile, audited_change, unix_user
@@ -202,6 +204,32 @@ def list_remove(settings: Settings, accounts: AccountDB, args: argparse.Namespac
     print(f"removed {removed[0]} member(s) from {done}")
 
 
+def list_mode(settings: Settings, accounts: AccountDB, args: argparse.Namespace) -> None:
+    """How members get the posts: ``each`` one, a daily ``digest``, or ``none`` (kept as
+    members, sent nothing; ``each`` or ``digest`` again re-enables a bounce-disabled one)."""
+    db = list_db(settings)
+    delivery = Delivery(args.mode)
+    changed: list[str] = []
+
+    def mode() -> str:
+        lst = _existing(settings, db, args.address)
+        if delivery is Delivery.DIGEST and not lst.digest:
+            raise AccountRefused("no-digest", f"{lst.address} has no digest (digest=yes first)")
+        for address in _addresses(settings, args.members):
+            member = db.member(lst.address, address)
+            if member is None:
+                raise AccountRefused("no-member", f"{address} is not a member of {lst.address}")
+            why = "owner" if delivery is Delivery.NONE else ""
+            back = attrs.evolve(member, delivery=delivery, disabled_by=why, bounce_score=0.0)
+            db.set_member(lst.address, back)
+            changed.append(address)
+        return lst.address
+
+    detail = f"{args.mode}: {', '.join(args.members)}"
+    done = _audited(settings, "list.member-mode", args.address, mode, detail)
+    print(f"{len(changed)} member(s) of {done} now get {delivery.value}")
+
+
 def list_held(settings: Settings, accounts: AccountDB, args: argparse.Namespace) -> None:
     db = list_db(settings)
     lst = _existing(settings, db, args.address)
@@ -243,6 +271,11 @@ def add_parser(topics: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("address")
     p.add_argument("members", nargs="+")
     p.set_defaults(func=list_remove)
+    p = cmds.add_parser("mode", parents=[common], help="how members get the posts")
+    p.add_argument("address")
+    p.add_argument("mode", choices=[d.value for d in Delivery], help="each, digest or none")
+    p.add_argument("members", nargs="+")
+    p.set_defaults(func=list_mode)
     p = cmds.add_parser("held", parents=[common], help="a list's posts held for moderation")
     p.add_argument("address")
     p.set_defaults(func=list_held)

@@ -58,10 +58,23 @@ def test_lists_made_with_the_cli_are_served(
         assert "not a domain served here" in err and "exists already" in err
         audit = (srv.data / "log" / "audit.log").read_text()
         assert audit.count("list.create") == 4 and "list.member-add" in audit
-        # The running server sees the new list at its next look at the change mark.
-        assert not lists.handles("team@example.test")
+        # The running server sees the new list at its next look at the change mark (its own
+        # every few seconds, or this one).
         blockingCallFromThread(reactor, lists._watch)
         assert lists.handles("team@example.test") and lists.handles("team-join@example.test")
+        # How members get the posts: a daily digest, nothing, each post again.
+        assert cli(srv, "list", "mode", "team@example.test", "digest", "carol@else.test") == 0
+        assert cli(srv, "list", "mode", "team@example.test", "none", "bob@else.test") == 0
+        assert cli(srv, "list", "members", "team@example.test") == 0
+        out = capsys.readouterr().out
+        assert "carol@else.test\tdigest\t" in out and "bob@else.test\tnone (owner)\t" in out
+        assert cli(srv, "list", "mode", "team@example.test", "each", "bob@else.test") == 0
+        assert cli(srv, "list", "mode", "team@example.test", "each", "dave@else.test") == 1
+        with pytest.raises(SystemExit):  # argparse: "invalid choice: 'weekly'"
+            cli(srv, "list", "mode", "team@example.test", "weekly", "bob@else.test")
+        assert "dave@else.test is not a member of team@example.test" in capsys.readouterr().err
+        audit = (srv.data / "log" / "audit.log").read_text()
+        assert audit.count("list.member-mode") == 4
         got: list[tuple[str, str, bytes]] = []
 
         async def post(ctx: ListContext, lst: ListSettings, arrival: ListArrival, path: Path):
