@@ -111,6 +111,25 @@ def envelope_recipients(messages: list[bytes]) -> list[str]:
     return found
 
 
+def assert_provider_rules(copy: Any) -> None:
+    """What the large mailbox providers publish for bulk mail (Gmail's and Yahoo's sender
+    guidelines, after RFC 8058 §3.1 and §4), as the receiving server saw the copy: one HTTPS
+    one-click URI (and a mailto), ``List-Unsubscribe-Post``, both fields under a DKIM
+    signature that passed there, aligned with the visible ``From:``'s domain or the list's;
+    and every field parses with Python's ``email`` without a defect."""
+    assert not copy.defects and all(not value.defects for _, value in copy.items())
+    uris = [u.strip().strip("<>") for u in str(copy["List-Unsubscribe"]).split(",")]
+    assert sorted(u.split(":")[0] for u in uris) == ["https", "mailto"]
+    assert copy["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    signature = "".join(str(copy["DKIM-Signature"]).split())
+    names = re.search(r"(?:^|;)h=([^;]+)", signature).group(1).lower().split(":")
+    assert {"list-unsubscribe", "list-unsubscribe-post", "from", "list-id"} <= set(names)
+    assert "d=example.test" in signature.split(";")
+    results = " ".join(str(v) for v in copy.get_all("Authentication-Results", []))
+    assert "dkim=pass" in results and "header.d=example.test" in results
+    assert copy["List-Id"] and copy["List-Post"] and copy["List-Help"]
+
+
 def test_a_post_to_1000_members_bounces_and_one_click(tmp_path: Path) -> None:
     with list_pair(tmp_path) as pair:
         ours, theirs = pair.ours, pair.theirs
@@ -131,6 +150,7 @@ def test_a_post_to_1000_members_bounces_and_one_click(tmp_path: Path) -> None:
         assert copy["List-Id"] == "team <team.example.test>" and copy["Precedence"] == "list"
         assert copy["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert copy["From"] == f"Poster <{POSTER}>"  # a lax poster's From: is kept
+        assert_provider_rules(copy)
         # The DSNs theirs sends for the gone members raise their scores.
         ctx = ours.server.lists.ctx
 
