@@ -64,6 +64,9 @@ class ListContext:
     #: The DMARC policy (``none``, ``quarantine``, ``reject``) an author domain publishes,
     #: None when it publishes none; wired by service.py to the filters' policy discovery.
     dmarc_policy: Callable[[str], Deferred[str | None]] | None = None
+    #: This server's authserv-id (RFC 8601 §2.5): its ``Authentication-Results:`` fields
+    #: are the ones the list trusts (``lists/identity.py``); "": none is trusted.
+    authserv_id: str = ""
     #: Largest message the server takes at all (``[limits] max_message_size``).
     max_message_size: int = 50 * 1024 * 1024
     clock: Callable[[], float] = time.time

@@ -91,6 +91,12 @@ def read_header(path: Path) -> bytes:
     return data[: header_end(data)]
 
 
+def read_fields(path: Path) -> list[Field]:
+    """The header fields of the message file ``path`` (:func:`read_header`, then
+    :func:`parse_fields`).  Blocks: call it in a thread."""
+    return parse_fields(read_header(path))
+
+
 def first(fields: Iterable[Field], name: str) -> Field | None:
     """The first field called ``name`` (lower case)."""
     return next((f for f in fields if f.name == name), None)

@@ -21,7 +21,7 @@ from pathlib import Path
 from twisted.logger import Logger
 
 from ourmail.interfaces import ListArrival
-from ourmail.lists import compose, headers, moderation, rewrite
+from ourmail.lists import compose, headers, identity, moderation, rewrite
 from ourmail.lists.context import ListContext
 from ourmail.lists.distribute import distribute
 from ourmail.lists.headers import Field
@@ -54,10 +54,10 @@ def _bracketed(value: str) -> str:
 
 async def may_post(ctx: ListContext, lst: ListSettings, addresses: Sequence[str]) -> bool:
     """Whether one of ``addresses`` (the envelope sender, the From: addresses) may post
-    without moderation under the list's policy."""
+    without moderation under the list's policy.  These can be forged: a moderator's right
+    to post comes only from a verified address (``lists/identity.py``), which the caller
+    checks."""
     wanted = {a.lower() for a in addresses if a}
-    if any(lst.is_moderator(a) for a in wanted):
-        return True
     policy = lst.post_policy
     if policy is PostPolicy.ANYONE:
         return True
@@ -77,7 +77,7 @@ async def may_post(ctx: ListContext, lst: ListSettings, addresses: Sequence[str]
 
 async def handle(ctx: ListContext, lst: ListSettings, arrival: ListArrival, message: Path) -> None:
     """Handle one post to ``lst`` (the spooled file ``message``)."""
-    fields = headers.parse_fields(await ctx.run(headers.read_header, message))
+    fields = await ctx.run(headers.read_fields, message)
     why = loop_reason(lst, arrival.sender, fields)
     if why is not None:
         log.info(
@@ -92,10 +92,12 @@ async def handle(ctx: ListContext, lst: ListSettings, arrival: ListArrival, mess
     candidates = [arrival.sender, *authors]
     poster = authors[0] if authors else arrival.sender
     size = arrival.size or (await ctx.run(message.stat)).st_size
-    if lst.announce_only and not any(lst.is_moderator(a) for a in candidates):
+    trusted = identity.verified(arrival, fields, ctx.authserv_id)
+    moderator = any(lst.is_moderator(a) for a in trusted)
+    if lst.announce_only and not moderator:
         await _refuse(ctx, lst, arrival, fields)
         return
-    if not await may_post(ctx, lst, candidates):
+    if not moderator and not await may_post(ctx, lst, candidates):
         await moderation.hold(ctx, lst, arrival, message, moderation.NON_MEMBER)
         return
     if size > lst.max_size:

@@ -12,7 +12,7 @@ from twisted.logger import Logger
 
 from ourmail.dsnparams import NO_MAIL_PARAMS, NO_RCPT_PARAMS
 from ourmail.interfaces import ListArrival
-from ourmail.lists import compose, tokens
+from ourmail.lists import compose, headers, identity, tokens
 from ourmail.lists.context import ListContext
 from ourmail.lists.listdb import Token
 from ourmail.lists.model import ListSettings, parse_address
@@ -74,10 +74,18 @@ async def confirm(
     token: str,
     confirmers: Mapping[str, Confirmer],
     is_list: Callable[[str], bool],
+    path: Path,
 ) -> None:
-    """Redeem ``token`` and hand it to its action's confirmer; an unknown, expired or used
-    one (or another list's) gets a short reply, never to a null sender or a list
-    (``is_list``: loops), at most :data:`UNKNOWN_REPLIES` an hour per sender (RFC 3834)."""
+    """Redeem ``token`` and hand it to its action's confirmer, with who sent the reply as
+    far as it is verified (``lists/identity.py``); an unknown, expired or used one (or
+    another list's) gets a short reply, never to a null sender or a list (``is_list``:
+    loops), at most :data:`UNKNOWN_REPLIES` an hour per sender (RFC 3834).  A bounce or an
+    automatic reply (``path``'s header says so) confirms nothing: it is dropped."""
+    fields = await ctx.run(headers.read_fields, path)
+    robot = identity.automatic(arrival.sender, fields)
+    if robot is not None:
+        log.info("{id}: a confirmation dropped: {why}", id=arrival.id, why=robot)
+        return
     pending = await tokens.peek(ctx, token)
     if pending is not None and pending.list != lst.address:
         pending = None  # another list's token: left for that list
@@ -89,14 +97,15 @@ async def confirm(
         log.info("{id}: an unknown or expired confirmation", id=arrival.id)
         await _unknown(ctx, lst, arrival, is_list)
         return
-    result = await confirmer(ctx, lst, found, arrival.sender)
+    by = identity.by_mail(arrival, identity.verified(arrival, fields, ctx.authserv_id))
+    result = await confirmer(ctx, lst, found, by)
     log.info(
         "{id}: {list}: {action} of {address} confirmed by {by}: {result}",
         id=arrival.id,
         list=lst.address,
         action=found.action,
         address=found.address,
-        by=arrival.sender or "<>",
+        by=by,
         result=result,
     )
 

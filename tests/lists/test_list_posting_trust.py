@@ -1,0 +1,155 @@
+"""Who the lists trust (ourmail/lists/identity.py): a moderator's rights only for a logged-in
+user or a From: that passed this server's DMARC check; posts and confirmations from
+robots, hostile From: fields, caps on held posts, the notices to unknown senders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import pytest
+
+from ourmail.config import ListsSettings
+from ourmail.interfaces import ListArrival
+from ourmail.lists import digest, identity, moderation, posting, requests, roles, tokens
+from ourmail.lists.context import ListContext
+from ourmail.lists.headers import parse_fields
+from ourmail.lists.listdb import ListDB, Token
+from ourmail.lists.model import ListSettings, Member, PostPolicy
+from tests.lists.test_list_posting_flow import (
+    TEAM,
+    FakeDirectory,
+    FakeQueue,
+    FakeStore,
+    parse,
+    post,
+    queue,
+    run,
+)
+
+OURS = "mail.example.test"
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ListContext:
+    async def add(ctx: ListContext, lst: ListSettings, message: bytes) -> None:
+        return None
+
+    monkeypatch.setattr(digest, "add", add)
+    db = ListDB(tmp_path / "lists.sqlite")
+    db.create(TEAM, 0.0)
+    db.subscribe(TEAM.address, [Member("bob@remote.test")])
+    return ListContext(
+        db,
+        tmp_path,
+        FakeDirectory(),  # type: ignore[arg-type]
+        FakeStore(),  # type: ignore[arg-type]
+        FakeQueue(),  # type: ignore[arg-type]
+        ListsSettings(batch=100),
+        OURS,
+        "https://mail.example.test",
+        b"s" * 32,
+        authserv_id=OURS,
+    )
+
+
+def arrive(ctx: ListContext, path: Path, sender: str, lst: ListSettings, user: str = "") -> None:
+    arrival = ListArrival(lst.address, sender, user=user, size=path.stat().st_size)
+    run(posting.handle(ctx, lst, arrival, path))
+
+
+def passed(domain: str, authserv_id: str = OURS) -> str:
+    return (
+        f"Authentication-Results: {authserv_id} (our check);\n spf=pass smtp.mailfrom={domain};"
+        f" dmarc=pass (p=reject) header.from={domain}"
+    )
+
+
+MODERATED = attrs.evolve(TEAM, post_policy=PostPolicy.MODERATORS, digest=False)
+
+
+def test_a_forged_moderator_post_is_held(ctx: ListContext, tmp_path: Path) -> None:
+    # A bare From: and envelope sender of the moderator: anyone can write them.
+    arrive(ctx, post(tmp_path, "From: mod@example.test\nSubject: a"), "mod@example.test", MODERATED)
+    assert queue(ctx).posts == [] and len(ctx.db.held()) == 1
+    # A DMARC pass of another server's (or of another domain) gives nothing either.
+    header = f"{passed('example.test', 'evil.test')}\n{passed('else.test')}\nFrom: mod@example.test"
+    arrive(ctx, post(tmp_path, header + "\nSubject: b"), "mod@example.test", MODERATED)
+    assert queue(ctx).posts == [] and len(ctx.db.held()) == 2
+
+
+def test_a_verified_moderator_posts(ctx: ListContext, tmp_path: Path) -> None:
+    header = f"{passed('example.test')}\nFrom: Mod <mod@example.test>\nSubject: ok"
+    arrive(ctx, post(tmp_path, header), "x@elsewhere.test", MODERATED)
+    assert len(queue(ctx).posts) == 1
+    arrive(ctx, post(tmp_path, "From: other@x.test\nSubject: sub"), "o@x.test", MODERATED,
+           user="owner@example.test")  # fmt: skip
+    assert len(queue(ctx).posts) == 2 and ctx.db.held() == []
+    announce = attrs.evolve(TEAM, announce_only=True, digest=False)
+    arrive(ctx, post(tmp_path, "From: mod@example.test\nSubject: n"), "mod@example.test", announce)
+    assert len(queue(ctx).posts) == 2  # refused: not verified
+    assert "only its moderators post" in parse(queue(ctx).notices[-1].content).get_content()
+
+
+def test_verified_addresses() -> None:
+    arrival = ListArrival("team@example.test", "a@b.test")
+    two = parse_fields(f"{passed('b.test')}\r\nFrom: a@b.test\r\nFrom: c@b.test\r\n".encode())
+    assert identity.verified(arrival, two, OURS) == []  # RFC 5322 §3.6: one From: only
+    one = parse_fields(f"{passed('B.test')}\r\nFrom: A@b.test\r\n".encode())
+    assert identity.verified(arrival, one, OURS) == ["a@b.test"]
+    assert identity.verified(arrival, one, "") == []
+    assert identity.by_mail(arrival, []) == "a@b.test (unverified)"
+    assert identity.by_mail(ListArrival("t@x", ""), []) != ""
+
+
+def _held_and_tokens(ctx: ListContext, tmp_path: Path, subject: str) -> tuple[str, str]:
+    arrive(ctx, post(tmp_path, f"From: eve@else.test\nSubject: {subject}"), "eve@else.test", TEAM)
+    text = parse(queue(ctx).notices[-1].content).get_content()
+    found = [w.split("+", 1)[1].split("@")[0] for w in text.split() if "team-confirm+" in w]
+    return found[0], found[1]
+
+
+def _reply(ctx: ListContext, tmp_path: Path, token: str, sender: str, header: str) -> None:
+    path = post(tmp_path, header)
+    confirmers = {
+        "approve": moderation.confirm,
+        "reject": moderation.confirm,
+        "subscribe": requests.confirm,
+    }
+    arrival = ListArrival(f"team-confirm+{token}@example.test", sender)
+    run(roles.confirm(ctx, TEAM, arrival, token, confirmers, lambda a: False, path))
+
+
+def test_approval_by_reply_needs_a_verified_moderator(ctx: ListContext, tmp_path: Path) -> None:
+    approve, _ = _held_and_tokens(ctx, tmp_path, "one")
+    # Forged: envelope sender and From: of the moderator, no DMARC pass of ours.
+    _reply(ctx, tmp_path, approve, "mod@example.test", "From: mod@example.test\nSubject: Re")
+    assert queue(ctx).posts == [] and len(ctx.db.held()) == 1
+    approve, _ = _held_and_tokens(ctx, tmp_path, "two")
+    header = f"{passed('example.test')}\nFrom: mod@example.test\nSubject: Re"
+    _reply(ctx, tmp_path, approve, "mod@example.test", header)
+    assert len(queue(ctx).posts) == 1 and len(ctx.db.held()) == 1
+
+
+@pytest.mark.parametrize(
+    ("sender", "header"),
+    [
+        ("", "From: MAILER-DAEMON@example.test"),
+        ("bob@remote.test", "From: bob@remote.test\nAuto-Submitted: auto-replied"),
+        ("bob@remote.test", "From: bob@remote.test\nPrecedence: bulk"),
+    ],
+)
+def test_robots_confirm_nothing(ctx: ListContext, tmp_path: Path, sender: str, header: str) -> None:
+    token = run(_issue(ctx))
+    _reply(ctx, tmp_path, token, sender, header)
+    assert ctx.db.member(TEAM.address, "new@remote.test") is None
+    assert run(_peek(ctx, token)) is not None  # not used up
+    assert queue(ctx).queued == []
+
+
+async def _issue(ctx: ListContext) -> str:
+    return await tokens.issue(ctx, TEAM.address, "new@remote.test", "subscribe")
+
+
+async def _peek(ctx: ListContext, token: str) -> Token | None:
+    return await tokens.peek(ctx, token)
