@@ -41,6 +41,9 @@ ID_RE = re.compile(r"[0-9a-f]{24}")
 #: The first lines of a held post shown in the notice, and how much of it is read for them.
 PREVIEW_LINES = 12
 PREVIEW_READ = 64 * 1024
+#: A beginning with more lines that may be MIME boundaries than this gets no preview: the
+#: ``email`` parser is not given a flood of parts or a deep nesting of multiparts.
+PREVIEW_MAX_PARTS = 100
 
 #: Held posts being approved now (a second approval waits for no one: it finds none).
 _busy: set[tuple[str, str]] = set()
@@ -108,7 +111,10 @@ def _keep(ctx: ListContext, lst: ListSettings, message: Path) -> tuple[str, str,
 
 
 def _preview(head: bytes) -> str:
-    """The first lines of the first text part of a message's beginning ``head``."""
+    """The first lines of the first text part of a message's beginning ``head``; "" for
+    one that looks like a flood of MIME parts."""
+    if head.count(b"\n--") > PREVIEW_MAX_PARTS:
+        return ""
     try:
         parsed = email.message_from_bytes(head, policy=email.policy.default)
         assert isinstance(parsed, email.message.EmailMessage)

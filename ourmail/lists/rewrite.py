@@ -33,6 +33,7 @@ import email.header
 import email.message
 import email.policy
 import email.utils
+import functools
 import re
 from collections.abc import Sequence
 from urllib.parse import quote
@@ -118,11 +119,21 @@ async def strict_dmarc(ctx: ListContext, domains: Sequence[str]) -> bool:
 
 
 async def rewrite(ctx: ListContext, lst: ListSettings, message: bytes) -> Outgoing:
-    """The copy of ``message`` (CRLF) that ``lst`` sends to its members."""
-    fields, _ = headers.split(message)
-    domains = [addr.rpartition("@")[2] for _, addr in authors(fields)]
+    """The copy of ``message`` (CRLF) that ``lst`` sends to its members.  Parsing and
+    rewriting run in a thread (``ctx.run``): a large or hostile post never holds up the
+    reactor."""
+    domains = await ctx.run(author_domains, message)
     munge = await strict_dmarc(ctx, domains)
-    return Outgoing(outgoing(lst, message, web_url=ctx.web_url, munge=munge), munge)
+    rewritten = functools.partial(outgoing, web_url=ctx.web_url, munge=munge)
+    content = await ctx.run(rewritten, lst, message)
+    return Outgoing(content, munge)
+
+
+def author_domains(message: bytes) -> list[str]:
+    """The domains of the ``From:`` addresses of ``message``.  Blocking (CPU): call it in a
+    thread."""
+    fields, _ = headers.split(message)
+    return [addr.rpartition("@")[2] for _, addr in authors(fields)]
 
 
 def outgoing(lst: ListSettings, message: bytes, *, web_url: str, munge: bool) -> bytes:

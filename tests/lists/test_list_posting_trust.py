@@ -4,18 +4,33 @@ robots, hostile From: fields, caps on held posts, the notices to unknown senders
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
+from twisted.internet.defer import Deferred
 
 from ourmail.config import ListsSettings
 from ourmail.interfaces import ListArrival
-from ourmail.lists import digest, identity, moderation, posting, requests, roles, tokens
+from ourmail.lists import (
+    digest,
+    headers,
+    identity,
+    moderation,
+    posting,
+    requests,
+    rewrite,
+    roles,
+    tokens,
+)
 from ourmail.lists.context import ListContext
 from ourmail.lists.headers import parse_fields
 from ourmail.lists.listdb import ListDB, Token
 from ourmail.lists.model import ListSettings, Member, PostPolicy
+from tests.lists.listreqhelp import SyncContext
 from tests.lists.test_list_posting_flow import (
     TEAM,
     FakeDirectory,
@@ -153,3 +168,45 @@ async def _issue(ctx: ListContext) -> str:
 
 async def _peek(ctx: ListContext, token: str) -> Token | None:
     return await tokens.peek(ctx, token)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "(" * 5000 + "a@b.test",
+        "a@b.test " + "(" * 100_000,
+        "g:" * 50_000 + "a@b.test;",
+        "(a" * 30_000,
+        ", ".join(["x@y.test"] * 5000),
+        "<" * 100_000,
+    ],
+)
+def test_hostile_address_fields_name_no_one(value: str) -> None:
+    assert headers.addresses(value) == []
+
+
+def test_a_hostile_from_is_held_not_guessed(ctx: ListContext, tmp_path: Path) -> None:
+    nested = "(" * 5000 + "bob@remote.test" + ")" * 5000
+    arrive(ctx, post(tmp_path, f"From: {nested}\nSubject: deep"), "eve@else.test", TEAM)
+    assert queue(ctx).posts == [] and len(ctx.db.held()) == 1
+
+
+def test_parsing_and_rewriting_run_in_threads(tmp_path: Path) -> None:
+    ran: list[str] = []
+
+    class Recording(SyncContext):
+        def run(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+            ran.append(f.func.__name__ if isinstance(f, functools.partial) else f.__name__)
+            return super().run(f, *args)
+
+    ctx = Recording(None, None, None, None, None, None, "h", "https://h", b"s" * 32)  # type: ignore[arg-type]
+    message = b"From: Ann <ann@a.test>\r\nSubject: s\r\n\r\nHi.\r\n"
+    out = run(rewrite.rewrite(ctx, TEAM, message))
+    assert b"List-Id:" in out.content
+    assert ran == ["author_domains", "outgoing"]
+
+
+def test_no_preview_of_a_part_flood() -> None:
+    flood = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + b"--b\r\n\r\nx\r\n" * 1000
+    assert moderation._preview(flood) == ""
+    assert moderation._preview(b"Subject: s\r\n\r\nHello.\r\n") == "Hello."
