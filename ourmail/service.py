@@ -923,7 +923,7 @@ def mailing_lists(
 
     def dmarc_policy(domain: str) -> Deferred[str | None]:
         d = Deferred.fromCoroutine(dmarcpolicy.discover(resolver, reactor, domain, DMARC_TIMEOUT))
-        return d.addCallback(lambda policy: None if policy is None else policy.p)
+        return d.addCallback(lambda policy: None if policy is None else policy.disposition(domain))
 
     ctx = ListContext(
         db=ListDB(root / "lists.sqlite"),

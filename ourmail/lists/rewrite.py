@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from urllib.parse import quote
 
 import attrs
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
 from ourmail.lists import headers, tokens
@@ -104,18 +105,23 @@ def authors(fields: Sequence[Field]) -> list[tuple[str, str]]:
 async def strict_dmarc(ctx: ListContext, domains: Sequence[str]) -> bool:
     """Whether any of the author ``domains`` publishes a DMARC policy of quarantine or
     reject.  A lookup that fails counts as strict: a ``From:`` rewritten without need costs
-    less than a post the members' servers refuse."""
-    if ctx.dmarc_policy is None:
+    less than a post the members' servers refuse.  The domains are looked up at the same
+    time."""
+    lookup = ctx.dmarc_policy
+    if lookup is None:
         return False
-    for domain in list(dict.fromkeys(d.lower() for d in domains))[:MAX_AUTHORS]:
+
+    async def strict(domain: str) -> bool:
         try:
-            policy = await ctx.dmarc_policy(domain)
+            policy = await lookup(domain)
         except Exception as e:
             log.warn("list DMARC lookup of {domain} failed: {error}", domain=domain, error=e)
             return True
-        if policy in STRICT:
-            return True
-    return False
+        return policy in STRICT
+
+    wanted = list(dict.fromkeys(d.lower() for d in domains))[:MAX_AUTHORS]
+    results = await gatherResults([Deferred.fromCoroutine(strict(d)) for d in wanted])
+    return any(results)
 
 
 async def rewrite(ctx: ListContext, lst: ListSettings, message: bytes) -> Outgoing:

@@ -13,7 +13,9 @@ import attrs
 import pytest
 from twisted.internet.defer import Deferred
 
-from ourmail.config import ListsSettings
+from ourmail import service
+from ourmail.config import ListsSettings, load_settings
+from ourmail.filters import dmarcpolicy
 from ourmail.interfaces import ListArrival
 from ourmail.lists import (
     digest,
@@ -210,3 +212,51 @@ def test_no_preview_of_a_part_flood() -> None:
     flood = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + b"--b\r\n\r\nx\r\n" * 1000
     assert moderation._preview(flood) == ""
     assert moderation._preview(b"Subject: s\r\n\r\nHello.\r\n") == "Hello."
+
+
+@pytest.mark.parametrize(
+    ("record", "domain", "policy"),
+    [
+        ("v=DMARC1; p=reject; sp=none", "strict.test", "reject"),
+        ("v=DMARC1; p=reject; sp=none", "news.strict.test", "none"),  # RFC 7489 §6.3 sp=
+        ("v=DMARC1; p=none; sp=quarantine", "a.b.strict.test", "quarantine"),
+        ("v=DMARC1; p=reject", "news.strict.test", "reject"),  # no sp=: p=
+    ],
+)
+def test_a_subdomain_takes_the_organisational_sp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record: str, domain: str, policy: str
+) -> None:
+    async def discover(resolver: Any, reactor: Any, name: str, timeout: float) -> Any:
+        return dmarcpolicy.parse_record(record, "strict.test")
+
+    monkeypatch.setattr(service.dmarcpolicy, "discover", discover)
+    settings = load_settings(data=str(tmp_path), domains=("example.test",), hostname="mx.test")
+    lists = service.mailing_lists(settings, None, None, None, None, None)  # type: ignore[arg-type]
+    try:
+        assert run(_policy(lists.ctx, domain)) == policy
+    finally:
+        lists.ctx.db.close()
+
+
+async def _policy(ctx: ListContext, domain: str) -> str | None:
+    assert ctx.dmarc_policy is not None
+    return await ctx.dmarc_policy(domain)
+
+
+def test_the_authors_dmarc_lookups_run_at_once() -> None:
+    asked: dict[str, Deferred[str | None]] = {}
+
+    def lookup(domain: str) -> Deferred[str | None]:
+        asked[domain] = Deferred()
+        return asked[domain]
+
+    ctx = SyncContext(None, None, None, None, None, None, "h", "https://h", b"s" * 32)  # type: ignore[arg-type]
+    ctx.dmarc_policy = lookup
+    found: list[bool] = []
+    Deferred.fromCoroutine(rewrite.strict_dmarc(ctx, ["a.test", "B.test", "b.test"])).addCallback(
+        found.append
+    )
+    assert sorted(asked) == ["a.test", "b.test"]  # both asked before either answered
+    asked["b.test"].callback("reject")
+    asked["a.test"].callback(None)
+    assert found == [True]
