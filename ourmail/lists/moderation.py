@@ -25,7 +25,7 @@ from twisted.logger import Logger
 
 from ourmail import fsutil
 from ourmail.interfaces import ListArrival
-from ourmail.lists import compose, headers, tokens
+from ourmail.lists import compose, headers, requests, tokens
 from ourmail.lists.context import ListContext
 from ourmail.lists.distribute import distribute
 from ourmail.lists.listdb import Held, Token
@@ -36,6 +36,8 @@ log = Logger()
 #: Why a post is held.
 NON_MEMBER = "non-member"
 SIZE = "size"
+#: Not exactly one ``From:`` field, or one that names no address (RFC 5322 §3.6).
+BAD_FROM = "from"
 #: A held post's id: hex, so that it is safe as a file name and in a URL.
 ID_RE = re.compile(r"[0-9a-f]{24}")
 #: The first lines of a held post shown in the notice, and how much of it is read for them.
@@ -57,10 +59,21 @@ def held_path(ctx: ListContext, lst: ListSettings, held_id: str) -> Path:
 async def hold(
     ctx: ListContext, lst: ListSettings, arrival: ListArrival, message: Path, reason: str
 ) -> str:
-    """Keep the post ``message`` for a moderator (``reason``: :data:`NON_MEMBER` or
-    :data:`SIZE`) and tell the moderators; its held id."""
-    held_id, subject, preview, size = await ctx.run(_keep, ctx, lst, message)
+    """Keep the post ``message`` for a moderator (``reason``: :data:`NON_MEMBER`,
+    :data:`SIZE` or :data:`BAD_FROM`) and tell the moderators; its held id.  A list that
+    holds ``[lists] held_max`` posts already holds no more: the post is dropped (logged),
+    so that a flood cannot fill the disk; "" then."""
     existing = await ctx.run(ctx.db.held, lst.address)
+    if len(existing) >= ctx.settings.held_max:
+        log.warn(
+            "list {list}: post {id} from {sender} dropped: {count} posts are held already",
+            list=lst.address,
+            id=arrival.id,
+            sender=arrival.sender or "<>",
+            count=len(existing),
+        )
+        return ""
+    held_id, subject, preview, size = await ctx.run(_keep, ctx, lst, message)
     if any(h.id == held_id for h in existing):
         log.info("list {list}: post {id} was held already", list=lst.address, id=held_id)
         return held_id
@@ -136,6 +149,7 @@ async def _notify(ctx: ListContext, lst: ListSettings, held: Held, preview: str)
     reasons = {
         NON_MEMBER: _("The sender may not post to the list without approval."),
         SIZE: _("The message is larger than the list's limit of {limit} octets."),
+        BAD_FROM: _("The message does not have exactly one From: field naming an address."),
     }
     parts = [
         _("A post to {list} is held for a moderator's decision.").format(list=lst.address),
@@ -237,6 +251,13 @@ async def reject(
         return False
     log.info("list {list}: held post {id} rejected by {by}", list=lst.address, id=held_id, by=by)
     if held.sender and held.reason == SIZE:
+        if not await ctx.run(requests.counted, ctx, held.sender.lower(), ctx.clock()):
+            log.info(
+                "list {list}: {sender} not told: too many notices to that address",
+                list=lst.address,
+                sender=held.sender,
+            )
+            return True
         _ = compose.translator(lst.language).gettext
         lines = [
             _("Your post to {list} was not distributed: it is larger than the list allows.")

@@ -21,7 +21,7 @@ from pathlib import Path
 from twisted.logger import Logger
 
 from ourmail.interfaces import ListArrival
-from ourmail.lists import compose, headers, identity, moderation, rewrite
+from ourmail.lists import compose, headers, identity, moderation, requests, rewrite
 from ourmail.lists.context import ListContext
 from ourmail.lists.distribute import distribute
 from ourmail.lists.headers import Field
@@ -88,6 +88,9 @@ async def handle(ctx: ListContext, lst: ListSettings, arrival: ListArrival, mess
             why=why,
         )
         return
+    if not _one_author_field(fields):
+        await moderation.hold(ctx, lst, arrival, message, moderation.BAD_FROM)
+        return
     authors = [address for _, address in rewrite.authors(fields)]
     candidates = [arrival.sender, *authors]
     poster = authors[0] if authors else arrival.sender
@@ -107,6 +110,13 @@ async def handle(ctx: ListContext, lst: ListSettings, arrival: ListArrival, mess
     await distribute(ctx, lst, content, poster)
 
 
+def _one_author_field(fields: Sequence[Field]) -> bool:
+    """Whether the post has exactly one ``From:`` field (RFC 5322 §3.6) and it names an
+    address: otherwise who wrote it would be a guess, so a moderator decides."""
+    found = [f for f in fields if f.name == "from"]
+    return len(found) == 1 and bool(headers.addresses(found[0].value))
+
+
 def _message_id(value: str) -> bool:
     """A ``msg-id`` (RFC 5322 §3.6.4) fit to repeat in ``In-Reply-To:``."""
     return value.isascii() and len(value) < 250 and value.startswith("<") and value.endswith(">")
@@ -115,7 +125,17 @@ def _message_id(value: str) -> bool:
 async def _refuse(
     ctx: ListContext, lst: ListSettings, arrival: ListArrival, fields: Sequence[Field]
 ) -> None:
-    """Tell the poster that only the moderators post to an announcement list."""
+    """Tell the poster that only the moderators post to an announcement list (not more
+    often than ``requests.counted`` allows: the sender may be a forged victim)."""
+    if not await ctx.run(requests.counted, ctx, arrival.sender.lower(), ctx.clock()):
+        log.info(
+            "list {list}: post {id} from {sender} refused (announcement list); not told:"
+            " too many notices to that address",
+            list=lst.address,
+            id=arrival.id,
+            sender=arrival.sender,
+        )
+        return
     _ = compose.translator(lst.language).gettext
     text = headers.shown(headers.first(fields, "subject"))
     lines = [

@@ -260,3 +260,40 @@ def test_the_authors_dmarc_lookups_run_at_once() -> None:
     asked["b.test"].callback("reject")
     asked["a.test"].callback(None)
     assert found == [True]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "From: bob@remote.test\nFrom: mod@example.test\nSubject: two",
+        "Sender: bob@remote.test\nSubject: none",
+        "From: undisclosed-recipients:;\nSubject: empty",
+    ],
+)
+def test_not_one_from_is_held(ctx: ListContext, tmp_path: Path, header: str) -> None:
+    arrive(ctx, post(tmp_path, header), "bob@remote.test", TEAM)
+    assert queue(ctx).posts == []
+    (held,) = ctx.db.held()
+    assert held.reason == moderation.BAD_FROM
+    text = parse(queue(ctx).notices[-1].content).get_content()
+    assert "exactly one From: field" in text
+
+
+def test_held_posts_are_capped(ctx: ListContext, tmp_path: Path) -> None:
+    ctx.settings = ListsSettings(held_max=2)
+    for n in range(4):
+        arrive(ctx, post(tmp_path, f"From: eve@else.test\nSubject: {n}"), "eve@else.test", TEAM)
+    assert sorted(h.subject for h in ctx.db.held()) == ["0", "1"]
+    assert len(queue(ctx).notices) == 2
+    assert sorted(p.name for p in (tmp_path / "held" / TEAM.address).iterdir()) == sorted(
+        h.id for h in ctx.db.held()
+    )
+
+
+def test_notices_to_unknown_senders_are_limited(ctx: ListContext, tmp_path: Path) -> None:
+    announce = attrs.evolve(TEAM, announce_only=True, digest=False)
+    for n in range(8):
+        path = post(tmp_path, f"From: victim@else.test\nSubject: {n}")
+        arrive(ctx, path, "victim@else.test", announce)
+    told = [q for q in queue(ctx).notices if q.recipients == ["victim@else.test"]]
+    assert len(told) == ctx.settings.requests_per_address == 5
