@@ -18,6 +18,7 @@ from ourmail.config import ListsSettings, load_settings
 from ourmail.filters import dmarcpolicy
 from ourmail.interfaces import ListArrival
 from ourmail.lists import (
+    compose,
     digest,
     headers,
     identity,
@@ -297,3 +298,22 @@ def test_notices_to_unknown_senders_are_limited(ctx: ListContext, tmp_path: Path
         arrive(ctx, path, "victim@else.test", announce)
     told = [q for q in queue(ctx).notices if q.recipients == ["victim@else.test"]]
     assert len(told) == ctx.settings.requests_per_address == 5
+
+
+def test_a_notice_to_a_non_ascii_address_is_rfc_6532() -> None:
+    sent: list[tuple[bytes, bool]] = []
+
+    class Queue:
+        def enqueue(self, sender: str, rcpts: Any, content: bytes, params: Any, utf8: bool) -> Any:
+            sent.append((content, utf8))
+            return Deferred()
+
+    to = "δοκιμή@example.test"
+    data = compose.message(TEAM, [to], "Καλώς ήρθατε", "Γεια.", "h.test")
+    head = data.split(b"\r\n\r\n")[0]
+    assert f"To: {to}\r\n".encode() in head and b"=?" not in head.split(b"\r\nTo:")[1]
+    ctx = SyncContext(None, None, None, None, Queue(), None, "h", "https://h", b"s" * 32)  # type: ignore[arg-type]
+    ctx.send(TEAM, [to], data)
+    assert sent == [(data, True)]  # SMTPUTF8 (RFC 6531)
+    ascii_only = compose.message(TEAM, ["bob@remote.test"], "Καλώς ήρθατε", "Γεια.", "h.test")
+    assert ascii_only.split(b"\r\n\r\n")[0].isascii()  # RFC 2047 encoded words
