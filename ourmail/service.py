@@ -937,6 +937,7 @@ def mailing_lists(
         secret=load_secret(root / "secret"),
         sealer=sealer,
         dmarc_policy=dmarc_policy,
+        audit=AuditFile(settings.data_dir),
         authserv_id=settings.filters.authserv_id or settings.hostname,
         max_message_size=settings.limits.max_message_size,
     )

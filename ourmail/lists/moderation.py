@@ -6,9 +6,12 @@ before its row in ``ListDB.hold``); its id is a hash of the message, so that a h
 again holds it once.  The notice goes to the moderators (the owners when there are none)
 with two addresses to act by, each carrying a confirmation token (``lists/tokens.py``):
 replying to the notice goes to its ``Reply-To:``, ``LIST-confirm+TOKEN@``, whose token
-approves; any message to the second address, ``LIST-confirm+TOKEN2@``, rejects.  Only a
-reply from a moderator or an owner counts.  The poster hears of a rejection only when the
-post was held for its size (never for a non-member's post: that would answer spam).
+approves; any message to the second address, ``LIST-confirm+TOKEN2@``, rejects.  Each
+token has its link to the confirmation page too (``/lists/confirm/TOKEN``: GET asks, POST
+decides).  Only a reply from a verified moderator or owner counts (``lists/identity.py``).
+Decisions by mail and on the confirmation page are written to the audit log.  The poster
+hears of a rejection only when the post was held for its size (never for a non-member's
+post: that would answer spam).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from urllib.parse import quote
 from twisted.logger import Logger
 
 from ourmail import fsutil
-from ourmail.interfaces import ListArrival
+from ourmail.interfaces import Actor, ListArrival
 from ourmail.lists import compose, headers, requests, tokens
 from ourmail.lists.context import ListContext
 from ourmail.lists.distribute import distribute
@@ -164,7 +167,13 @@ async def _notify(ctx: ListContext, lst: ListSettings, held: Held, preview: str)
         _("To approve it, reply to this message: the reply goes to {address}.").format(
             address=approve_address
         ),
+        _("Or open this page and press the button to approve it: {url}").format(
+            url=requests.confirm_url(ctx, approve)
+        ),
         _("To reject it, send any message to {address}.").format(address=reject_address),
+        _("Or open this page and press the button to reject it: {url}").format(
+            url=requests.confirm_url(ctx, reject)
+        ),
         _("Or decide on the list's page of the admin console: {url}").format(
             url=f"{ctx.web_url}/admin/list?address={quote(lst.address, safe='@')}"
         ),
@@ -184,8 +193,16 @@ async def _notify(ctx: ListContext, lst: ListSettings, held: Held, preview: str)
 
 
 async def confirm(ctx: ListContext, lst: ListSettings, token: Token, by: str) -> str:
-    """The confirmer of ``approve`` and ``reject`` tokens: ``by`` (the address that replied;
-    "" from the console) must be a moderator or an owner."""
+    """The confirmer of ``approve`` and ``reject`` tokens: ``by`` (the verified address that
+    replied, ``lists/identity.py``; "" from the confirmation page, whose link only the
+    moderators got) must be a moderator or an owner.  The decision, or its refusal, is
+    written to the audit log."""
+    result = await _decide(ctx, lst, token, by)
+    await _audit(ctx, lst, token, by, result)
+    return result
+
+
+async def _decide(ctx: ListContext, lst: ListSettings, token: Token, by: str) -> str:
     if token.list.lower() != lst.address.lower():
         return "refused: another list's token"
     if by and not lst.is_moderator(by):
@@ -196,7 +213,7 @@ async def confirm(ctx: ListContext, lst: ListSettings, token: Token, by: str) ->
             id=token.data,
         )
         return "refused: not a moderator"
-    who = by or "console"
+    who = by or "confirmation page"
     if token.action == "approve":
         done = await approve(ctx, lst, token.data, who)
         return "approved" if done else "already decided"
@@ -204,6 +221,21 @@ async def confirm(ctx: ListContext, lst: ListSettings, token: Token, by: str) ->
         done = await reject(ctx, lst, token.data, who)
         return "rejected" if done else "already decided"
     return "unknown action"
+
+
+async def _audit(ctx: ListContext, lst: ListSettings, token: Token, by: str, result: str) -> None:
+    """One audit line for a decision by mail (``by``: who replied) or on the confirmation
+    page (``by`` ""), as the console writes its own (``list.held-approve``, …).  A line
+    that cannot be written is logged: the decision is made already."""
+    if ctx.audit is None:
+        return
+    actor = Actor(by, "mail") if by else Actor("confirmation link", "web")
+    outcome = "ok" if result in ("approved", "rejected") else result
+    try:
+        action, target = f"list.held-{token.action}", f"{lst.address} {token.data}"
+        await ctx.run(ctx.audit.record, actor, action, target, outcome)
+    except Exception:
+        log.failure("list {list}: the audit log could not be written", list=lst.address)
 
 
 async def _find(ctx: ListContext, lst: ListSettings, held_id: str) -> Held | None:

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from ourmail import service
 from ourmail.config import ListsSettings, load_settings
 from ourmail.filters import dmarcpolicy
-from ourmail.interfaces import ListArrival
+from ourmail.interfaces import Actor, ListArrival
 from ourmail.lists import (
     compose,
     digest,
@@ -317,3 +317,47 @@ def test_a_notice_to_a_non_ascii_address_is_rfc_6532() -> None:
     assert sent == [(data, True)]  # SMTPUTF8 (RFC 6531)
     ascii_only = compose.message(TEAM, ["bob@remote.test"], "Καλώς ήρθατε", "Γεια.", "h.test")
     assert ascii_only.split(b"\r\n\r\n")[0].isascii()  # RFC 2047 encoded words
+
+
+def test_the_held_notice_links_to_the_confirmation_page(ctx: ListContext, tmp_path: Path) -> None:
+    approve, reject = _held_and_tokens(ctx, tmp_path, "links")
+    text = parse(queue(ctx).notices[-1].content).get_content()
+    assert f"https://mail.example.test/lists/confirm/{approve}" in text
+    assert f"https://mail.example.test/lists/confirm/{reject}" in text
+    assert run(_peek(ctx, approve)) is not None  # the page's GET only peeks
+
+
+@attrs.define
+class Audit:
+    lines: list[tuple[str, str, str, str, str]] = attrs.Factory(list)
+
+    def ready(self) -> None:
+        return None
+
+    def record(self, actor: Actor, action: str, target: str, result: str, detail: str = "") -> None:
+        self.lines.append((actor.who, actor.via, action, target, result))
+
+
+def test_decisions_by_mail_and_link_are_audited(ctx: ListContext, tmp_path: Path) -> None:
+    audit = Audit()
+    ctx.audit = audit
+    approve, _ = _held_and_tokens(ctx, tmp_path, "one")
+    _reply(ctx, tmp_path, approve, "mod@example.test", "From: mod@example.test\nSubject: Re")
+    (first,) = ctx.db.held()
+    _, reject = _held_and_tokens(ctx, tmp_path, "two")
+    token = run(_redeem(ctx, reject))
+    assert run(moderation.confirm(ctx, TEAM, token, "")) == "rejected"  # the web page
+    assert audit.lines == [
+        (
+            "mod@example.test (unverified)",
+            "mail",
+            "list.held-approve",
+            f"team@example.test {first.id}",
+            "refused: not a moderator",
+        ),
+        ("confirmation link", "web", "list.held-reject", f"team@example.test {token.data}", "ok"),
+    ]
+
+
+async def _redeem(ctx: ListContext, token: str) -> Token | None:
+    return await tokens.redeem(ctx, token)
