@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import attrs
 from twisted.logger import Logger
 
 from ourmail.interfaces import ListArrival
@@ -77,7 +78,8 @@ async def may_post(ctx: ListContext, lst: ListSettings, addresses: Sequence[str]
 
 async def handle(ctx: ListContext, lst: ListSettings, arrival: ListArrival, message: Path) -> None:
     """Handle one post to ``lst`` (the spooled file ``message``)."""
-    fields = await ctx.run(headers.read_fields, message)
+    post = await ctx.run(read_post, message, arrival, ctx.authserv_id)
+    fields = post.fields
     why = loop_reason(lst, arrival.sender, fields)
     if why is not None:
         log.info(
@@ -88,15 +90,14 @@ async def handle(ctx: ListContext, lst: ListSettings, arrival: ListArrival, mess
             why=why,
         )
         return
-    if not _one_author_field(fields):
+    if not post.one_from:
         await moderation.hold(ctx, lst, arrival, message, moderation.BAD_FROM)
         return
-    authors = [address for _, address in rewrite.authors(fields)]
+    authors = post.authors
     candidates = [arrival.sender, *authors]
     poster = authors[0] if authors else arrival.sender
     size = arrival.size or (await ctx.run(message.stat)).st_size
-    trusted = identity.verified(arrival, fields, ctx.authserv_id)
-    moderator = any(lst.is_moderator(a) for a in trusted)
+    moderator = any(lst.is_moderator(a) for a in post.trusted)
     if lst.announce_only and not moderator:
         await _refuse(ctx, lst, arrival, fields)
         return
@@ -108,6 +109,32 @@ async def handle(ctx: ListContext, lst: ListSettings, arrival: ListArrival, mess
         return
     content = await ctx.run(message.read_bytes)
     await distribute(ctx, lst, content, poster)
+
+
+@attrs.frozen
+class Post:
+    """What deciding on a post reads of its header section."""
+
+    fields: list[Field]
+    #: The ``From:`` addresses.
+    authors: list[str]
+    #: Exactly one ``From:`` field, naming an address.
+    one_from: bool
+    #: The verified addresses it comes from (``identity.verified``).
+    trusted: list[str]
+
+
+def read_post(message: Path, arrival: ListArrival, authserv_id: str) -> Post:
+    """Read and parse the header section of the spooled post ``message``.  Blocking (disk and
+    CPU: a hostile header section costs up to a fraction of a second): call it in a
+    thread."""
+    fields = headers.read_fields(message)
+    return Post(
+        fields,
+        [address for _, address in rewrite.authors(fields)],
+        _one_author_field(fields),
+        identity.verified(arrival, fields, authserv_id),
+    )
 
 
 def _one_author_field(fields: Sequence[Field]) -> bool:

@@ -97,7 +97,8 @@ async def confirm(
         log.info("{id}: an unknown or expired confirmation", id=arrival.id)
         await _unknown(ctx, lst, arrival, is_list)
         return
-    by = identity.by_mail(arrival, identity.verified(arrival, fields, ctx.authserv_id))
+    trusted = await ctx.run(identity.verified, arrival, fields, ctx.authserv_id)
+    by = identity.by_mail(arrival, trusted)
     result = await confirmer(ctx, lst, found, by)
     log.info(
         "{id}: {list}: {action} of {address} confirmed by {by}: {result}",

@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 import pytest
 from twisted.internet.defer import Deferred
+from twisted.python import threadable
 
 from ourmail import service
 from ourmail.config import ListsSettings, load_settings
@@ -361,3 +362,19 @@ def test_decisions_by_mail_and_link_are_audited(ctx: ListContext, tmp_path: Path
 
 async def _redeem(ctx: ListContext, token: str) -> Token | None:
     return await tokens.redeem(ctx, token)
+
+
+def test_a_posts_header_is_parsed_off_the_reactor(
+    ctx: ListContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_reactor: list[bool] = []
+    read_post = posting.read_post
+
+    def recording(*args: Any) -> posting.Post:
+        on_reactor.append(threadable.isInIOThread())
+        return read_post(*args)
+
+    monkeypatch.setattr(posting, "read_post", recording)
+    arrive(ctx, post(tmp_path, "From: bob@remote.test\nSubject: hi"), "bob@remote.test", TEAM)
+    assert len(queue(ctx).posts) == 1
+    assert on_reactor == [False]
