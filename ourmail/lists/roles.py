@@ -23,6 +23,8 @@ log = Logger()
 Confirmer = Callable[[ListContext, ListSettings, Token, str], Awaitable[str]]
 #: Replies about unknown confirmations, per sender and hour (beyond: silence).
 UNKNOWN_REPLIES = 3
+#: The actions only a (verified) moderator or owner may confirm by mail.
+FOR_MODERATORS = frozenset({"approve", "reject"})
 #: How much of a message's start is read to find its header section.
 HEADER_LIMIT = 256 * 1024
 
@@ -92,13 +94,18 @@ async def confirm(
     confirmer = None if pending is None else confirmers.get(pending.action)
     if pending is not None and confirmer is None:
         raise LookupError(f"no confirmer of {pending.action}")
-    found = await tokens.redeem(ctx, token) if pending is not None else None
+    trusted = await ctx.run(identity.verified, arrival, fields, ctx.authserv_id)
+    by = identity.by_mail(arrival, trusted)
+    if pending is not None and pending.action in FOR_MODERATORS and not lst.is_moderator(by):
+        # The confirmer refuses (and audits) without acting; the token is not used up, so
+        # that the moderators' own reply or link still works.
+        found: Token | None = pending
+    else:
+        found = await tokens.redeem(ctx, token) if pending is not None else None
     if found is None or confirmer is None:
         log.info("{id}: an unknown or expired confirmation", id=arrival.id)
         await _unknown(ctx, lst, arrival, is_list)
         return
-    trusted = await ctx.run(identity.verified, arrival, fields, ctx.authserv_id)
-    by = identity.by_mail(arrival, trusted)
     result = await confirmer(ctx, lst, found, by)
     log.info(
         "{id}: {list}: {action} of {address} confirmed by {by}: {result}",

@@ -144,10 +144,11 @@ def test_approval_by_reply_needs_a_verified_moderator(ctx: ListContext, tmp_path
     # Forged: envelope sender and From: of the moderator, no DMARC pass of ours.
     _reply(ctx, tmp_path, approve, "mod@example.test", "From: mod@example.test\nSubject: Re")
     assert queue(ctx).posts == [] and len(ctx.db.held()) == 1
-    approve, _ = _held_and_tokens(ctx, tmp_path, "two")
+    assert run(_peek(ctx, approve)) is not None  # not used up by the forgery
     header = f"{passed('example.test')}\nFrom: mod@example.test\nSubject: Re"
     _reply(ctx, tmp_path, approve, "mod@example.test", header)
-    assert len(queue(ctx).posts) == 1 and len(ctx.db.held()) == 1
+    assert len(queue(ctx).posts) == 1 and ctx.db.held() == []
+    assert run(_peek(ctx, approve)) is None
 
 
 @pytest.mark.parametrize(
