@@ -387,6 +387,8 @@ class ListsSettings:
     confirm_hours: int = 72
     #: Days a held post waits for a moderator before it is discarded.
     held_days: int = 14
+    #: Held posts a list keeps at most; beyond, a post that would be held is dropped (logged).
+    held_max: int = 1000
     #: Subscription requests per hour from one address, and from one client (web form).
     requests_per_address: int = 5
     requests_per_client: int = 30
@@ -1191,6 +1193,8 @@ domains = {domains}
 # confirm_hours = 72
 # Days a held post waits for a moderator before it is discarded.
 # held_days = 14
+# Held posts a list keeps at most: beyond, a post that would be held is dropped (logged).
+# held_max = 1000
 # Subscription requests per hour from one address, and from one client of the web form.
 # requests_per_address = 5
 # requests_per_client = 30
@@ -1221,6 +1225,7 @@ def _vault_settings(table: Mapping[str, Any], data_dir: Path) -> VaultSettings:
 _LISTS_BOUNDS = {
     "confirm_hours": (1, 24 * 90),
     "held_days": (1, 365),
+    "held_max": (1, 1_000_000),
     "requests_per_address": (1, 1000),
     "requests_per_client": (1, 100_000),
     "batch": (1, 100_000),

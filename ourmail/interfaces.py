@@ -894,8 +894,9 @@ class Actor:
 
     #: The admin's address (the web) or the Unix user running ``ourmail`` (the CLI).
     who: str
-    #: ``"web"`` (the admin console) or ``"cli"`` (the ``ourmail`` commands).
-    via: Literal["web", "cli"]
+    #: ``"web"`` (the admin console, a confirmation page), ``"cli"`` (the ``ourmail``
+    #: commands) or ``"mail"`` (a reply to a list's moderation notice).
+    via: Literal["web", "cli", "mail"]
     #: The client's IP address for the web; empty for the CLI.
     client: str = ""
 

@@ -923,7 +923,7 @@ def mailing_lists(
 
     def dmarc_policy(domain: str) -> Deferred[str | None]:
         d = Deferred.fromCoroutine(dmarcpolicy.discover(resolver, reactor, domain, DMARC_TIMEOUT))
-        return d.addCallback(lambda policy: None if policy is None else policy.p)
+        return d.addCallback(lambda policy: None if policy is None else policy.disposition(domain))
 
     ctx = ListContext(
         db=ListDB(root / "lists.sqlite"),
@@ -937,6 +937,8 @@ def mailing_lists(
         secret=load_secret(root / "secret"),
         sealer=sealer,
         dmarc_policy=dmarc_policy,
+        audit=AuditFile(settings.data_dir),
+        authserv_id=settings.filters.authserv_id or settings.hostname,
         max_message_size=settings.limits.max_message_size,
     )
     lists = ListService(ctx, reactor)  # type: ignore[arg-type]

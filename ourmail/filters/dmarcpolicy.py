@@ -70,6 +70,13 @@ class Policy:
     pct: int = 100
     rua: tuple[ReportURI, ...] = ()
 
+    def disposition(self, from_domain: str) -> str:
+        """The policy for mail whose ``From:`` domain is ``from_domain`` (RFC 7489 §6.3):
+        ``sp=`` when this record was found at the organisational domain for a subdomain of
+        it (``sp=`` defaults to ``p=``), else ``p=``."""
+        own = from_domain.lower().rstrip(".") == self.domain.lower().rstrip(".")
+        return self.p if own else self.sp
+
     def published(self) -> dict[str, Any]:
         """The ``policy_published`` values of an aggregate report (Appendix C)."""
         return {

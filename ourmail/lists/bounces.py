@@ -1,9 +1,10 @@
 """Bounces: what comes back to a list's ``LIST-bounces@`` address, and members' bounce scores.
 
 The list sends each post with a VERP return path, ``LIST-bounces+member=domain@…``, so a
-bounce names its member in the address it comes to.  A bounce without one (to the bare
-``LIST-bounces@``, where the list's own notices come back) is matched by the report's
-``Final-Recipient``/``Original-Recipient`` fields (RFC 3464 §2.3) against the members.
+bounce names its member in the address it comes to.  Only such a bounce counts: one to the
+bare ``LIST-bounces@`` (where the list's own notices come back), or whose VERP part names
+no address, is logged and dropped.  The report's ``Final-Recipient`` fields are not used to
+guess whose it is: anyone can write a report naming any member.
 
 Only a real delivery status notification counts: a ``multipart/report;
 report-type=delivery-status`` (RFC 6522, RFC 3464; RFC 6533's global form too) with a
@@ -197,16 +198,18 @@ async def handle(ctx: ListContext, lst: ListSettings, arrival: ListArrival, mess
         return
     where = parse_address(arrival.address, {lst.address})
     verp = verp_member(where.detail) if where is not None and where.detail else None
-    # With VERP the address says whose bounce it is (the report may name the address the
-    # member's server forwarded to); without, the failed recipients the report names.
-    candidates = [verp] if verp is not None else sorted(report.failed)
-    members = await ctx.run(_find_members, ctx.db, lst.address, candidates)
-    if not members:
+    if verp is None:
+        # Only the VERP address says whose bounce it is (the report may name the address
+        # the member's server forwarded to, or any member at all if it is forged).
         log.info(
-            "{list}: a bounce for no member ({who}); dropped",
+            "{list}: a report to the bounce address without a member's VERP part ({who}); dropped",
             list=lst.address,
-            who=", ".join(candidates)[:300],
+            who=", ".join(sorted(report.failed))[:300],
         )
+        return
+    members = await ctx.run(_find_members, ctx.db, lst.address, [verp])
+    if not members:
+        log.info("{list}: a bounce for no member ({who}); dropped", list=lst.address, who=verp)
     for member in members:
         await count(ctx, lst, member)
 

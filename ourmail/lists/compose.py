@@ -51,8 +51,14 @@ def message(
     in_reply_to: str | None = None,
 ) -> bytes:
     """A text/plain UTF-8 message from the list's ``sender_role`` address (``owner`` or
-    ``request``) to ``to``; CRLF line endings, ready for ``ListContext.send``."""
-    msg = EmailMessage(policy=email.policy.SMTP)
+    ``request``) to ``to``; CRLF line endings, ready for ``ListContext.send``.
+
+    Header fields are ASCII, other text in RFC 2047 encoded words, unless an address is not
+    ASCII: an encoded word may not stand in an address (RFC 2047 §5), so the whole header
+    is then UTF-8 (RFC 6532) and ``ListContext.send`` queues it with SMTPUTF8 (RFC 6531)."""
+    addresses = (*to, reply_to or "", lst.role_address(sender_role))
+    utf8 = not all(a.isascii() for a in addresses)
+    msg = EmailMessage(policy=email.policy.SMTPUTF8 if utf8 else email.policy.SMTP)
     msg["From"] = email.utils.formataddr((lst.display_name, lst.role_address(sender_role)))
     msg["To"] = ", ".join(to)
     msg["Subject"] = subject

@@ -26,6 +26,7 @@ from twisted.internet.threads import deferToThread
 from ourmail.config import ListsSettings
 from ourmail.dsnparams import NO_MAIL_PARAMS, NO_RCPT_PARAMS
 from ourmail.interfaces import (
+    IAuditLog,
     IDirectory,
     IForwardSealer,
     IMailStore,
@@ -64,6 +65,12 @@ class ListContext:
     #: The DMARC policy (``none``, ``quarantine``, ``reject``) an author domain publishes,
     #: None when it publishes none; wired by service.py to the filters' policy discovery.
     dmarc_policy: Callable[[str], Deferred[str | None]] | None = None
+    #: The audit log: moderation decisions by mail and on the confirmation page are written
+    #: there (the console writes its own); None: not written.
+    audit: IAuditLog | None = None
+    #: This server's authserv-id (RFC 8601 §2.5): its ``Authentication-Results:`` fields
+    #: are the ones the list trusts (``lists/identity.py``); "": none is trusted.
+    authserv_id: str = ""
     #: Largest message the server takes at all (``[limits] max_message_size``).
     max_message_size: int = 50 * 1024 * 1024
     clock: Callable[[], float] = time.time

@@ -24,6 +24,9 @@ from ourmail.mime.structure import to_crlf
 MAX_HEADER = 256 * 1024
 #: At most this many fields are kept; the rest of an absurd header section is dropped.
 MAX_FIELDS = 2000
+#: An address field longer than this is not parsed (the ``email`` parser's time grows with
+#: it; an honest ``From:`` or ``Reply-To:`` is far shorter).
+MAX_ADDRESS_FIELD = 16 * 1024
 #: A field name (RFC 5322 §2.2: printable ASCII but the colon), with the blanks before the
 #: colon that RFC 5322 §4.5 obsolete syntax allows.
 _NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*")
@@ -91,6 +94,12 @@ def read_header(path: Path) -> bytes:
     return data[: header_end(data)]
 
 
+def read_fields(path: Path) -> list[Field]:
+    """The header fields of the message file ``path`` (:func:`read_header`, then
+    :func:`parse_fields`).  Blocks: call it in a thread."""
+    return parse_fields(read_header(path))
+
+
 def first(fields: Iterable[Field], name: str) -> Field | None:
     """The first field called ``name`` (lower case)."""
     return next((f for f in fields if f.name == name), None)
@@ -115,10 +124,14 @@ def shown(found: Field | None, limit: int = 200) -> str:
 
 def addresses(value: str) -> list[tuple[str, str]]:
     """The (decoded display name, address) pairs of an address field's value, group syntax
-    and all; addresses without ``@`` are left out."""
+    and all; addresses without ``@`` are left out.  A value the parser cannot take (longer
+    than :data:`MAX_ADDRESS_FIELD`, or hostile: deeply nested comments or groups) names no
+    address: it is never guessed at."""
+    if len(value) > MAX_ADDRESS_FIELD:
+        return []
     try:
         pairs = email.utils.getaddresses([value])
-    except (ValueError, IndexError):
+    except Exception:  # RecursionError on deeply nested comments or groups, ValueError…
         return []
     return [(clean(decoded(name)), clean(addr)) for name, addr in pairs if "@" in addr]
 

@@ -6,9 +6,12 @@ before its row in ``ListDB.hold``); its id is a hash of the message, so that a h
 again holds it once.  The notice goes to the moderators (the owners when there are none)
 with two addresses to act by, each carrying a confirmation token (``lists/tokens.py``):
 replying to the notice goes to its ``Reply-To:``, ``LIST-confirm+TOKEN@``, whose token
-approves; any message to the second address, ``LIST-confirm+TOKEN2@``, rejects.  Only a
-reply from a moderator or an owner counts.  The poster hears of a rejection only when the
-post was held for its size (never for a non-member's post: that would answer spam).
+approves; any message to the second address, ``LIST-confirm+TOKEN2@``, rejects.  Each
+token has its link to the confirmation page too (``/lists/confirm/TOKEN``: GET asks, POST
+decides).  Only a reply from a verified moderator or owner counts (``lists/identity.py``).
+Decisions by mail and on the confirmation page are written to the audit log.  The poster
+hears of a rejection only when the post was held for its size (never for a non-member's
+post: that would answer spam).
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from urllib.parse import quote
 from twisted.logger import Logger
 
 from ourmail import fsutil
-from ourmail.interfaces import ListArrival
-from ourmail.lists import compose, headers, tokens
+from ourmail.interfaces import Actor, ListArrival
+from ourmail.lists import compose, headers, requests, tokens
 from ourmail.lists.context import ListContext
 from ourmail.lists.distribute import distribute
 from ourmail.lists.listdb import Held, Token
@@ -36,11 +39,16 @@ log = Logger()
 #: Why a post is held.
 NON_MEMBER = "non-member"
 SIZE = "size"
+#: Not exactly one ``From:`` field, or one that names no address (RFC 5322 §3.6).
+BAD_FROM = "from"
 #: A held post's id: hex, so that it is safe as a file name and in a URL.
 ID_RE = re.compile(r"[0-9a-f]{24}")
 #: The first lines of a held post shown in the notice, and how much of it is read for them.
 PREVIEW_LINES = 12
 PREVIEW_READ = 64 * 1024
+#: A beginning with more lines that may be MIME boundaries than this gets no preview: the
+#: ``email`` parser is not given a flood of parts or a deep nesting of multiparts.
+PREVIEW_MAX_PARTS = 100
 
 #: Held posts being approved now (a second approval waits for no one: it finds none).
 _busy: set[tuple[str, str]] = set()
@@ -54,10 +62,21 @@ def held_path(ctx: ListContext, lst: ListSettings, held_id: str) -> Path:
 async def hold(
     ctx: ListContext, lst: ListSettings, arrival: ListArrival, message: Path, reason: str
 ) -> str:
-    """Keep the post ``message`` for a moderator (``reason``: :data:`NON_MEMBER` or
-    :data:`SIZE`) and tell the moderators; its held id."""
-    held_id, subject, preview, size = await ctx.run(_keep, ctx, lst, message)
+    """Keep the post ``message`` for a moderator (``reason``: :data:`NON_MEMBER`,
+    :data:`SIZE` or :data:`BAD_FROM`) and tell the moderators; its held id.  A list that
+    holds ``[lists] held_max`` posts already holds no more: the post is dropped (logged),
+    so that a flood cannot fill the disk; "" then."""
     existing = await ctx.run(ctx.db.held, lst.address)
+    if len(existing) >= ctx.settings.held_max:
+        log.warn(
+            "list {list}: post {id} from {sender} dropped: {count} posts are held already",
+            list=lst.address,
+            id=arrival.id,
+            sender=arrival.sender or "<>",
+            count=len(existing),
+        )
+        return ""
+    held_id, subject, preview, size = await ctx.run(_keep, ctx, lst, message)
     if any(h.id == held_id for h in existing):
         log.info("list {list}: post {id} was held already", list=lst.address, id=held_id)
         return held_id
@@ -108,7 +127,10 @@ def _keep(ctx: ListContext, lst: ListSettings, message: Path) -> tuple[str, str,
 
 
 def _preview(head: bytes) -> str:
-    """The first lines of the first text part of a message's beginning ``head``."""
+    """The first lines of the first text part of a message's beginning ``head``; "" for
+    one that looks like a flood of MIME parts."""
+    if head.count(b"\n--") > PREVIEW_MAX_PARTS:
+        return ""
     try:
         parsed = email.message_from_bytes(head, policy=email.policy.default)
         assert isinstance(parsed, email.message.EmailMessage)
@@ -130,6 +152,7 @@ async def _notify(ctx: ListContext, lst: ListSettings, held: Held, preview: str)
     reasons = {
         NON_MEMBER: _("The sender may not post to the list without approval."),
         SIZE: _("The message is larger than the list's limit of {limit} octets."),
+        BAD_FROM: _("The message does not have exactly one From: field naming an address."),
     }
     parts = [
         _("A post to {list} is held for a moderator's decision.").format(list=lst.address),
@@ -144,7 +167,13 @@ async def _notify(ctx: ListContext, lst: ListSettings, held: Held, preview: str)
         _("To approve it, reply to this message: the reply goes to {address}.").format(
             address=approve_address
         ),
+        _("Or open this page and press the button to approve it: {url}").format(
+            url=requests.confirm_url(ctx, approve)
+        ),
         _("To reject it, send any message to {address}.").format(address=reject_address),
+        _("Or open this page and press the button to reject it: {url}").format(
+            url=requests.confirm_url(ctx, reject)
+        ),
         _("Or decide on the list's page of the admin console: {url}").format(
             url=f"{ctx.web_url}/admin/list?address={quote(lst.address, safe='@')}"
         ),
@@ -164,8 +193,16 @@ async def _notify(ctx: ListContext, lst: ListSettings, held: Held, preview: str)
 
 
 async def confirm(ctx: ListContext, lst: ListSettings, token: Token, by: str) -> str:
-    """The confirmer of ``approve`` and ``reject`` tokens: ``by`` (the address that replied;
-    "" from the console) must be a moderator or an owner."""
+    """The confirmer of ``approve`` and ``reject`` tokens: ``by`` (the verified address that
+    replied, ``lists/identity.py``; "" from the confirmation page, whose link only the
+    moderators got) must be a moderator or an owner.  The decision, or its refusal, is
+    written to the audit log."""
+    result = await _decide(ctx, lst, token, by)
+    await _audit(ctx, lst, token, by, result)
+    return result
+
+
+async def _decide(ctx: ListContext, lst: ListSettings, token: Token, by: str) -> str:
     if token.list.lower() != lst.address.lower():
         return "refused: another list's token"
     if by and not lst.is_moderator(by):
@@ -176,7 +213,7 @@ async def confirm(ctx: ListContext, lst: ListSettings, token: Token, by: str) ->
             id=token.data,
         )
         return "refused: not a moderator"
-    who = by or "console"
+    who = by or "confirmation page"
     if token.action == "approve":
         done = await approve(ctx, lst, token.data, who)
         return "approved" if done else "already decided"
@@ -184,6 +221,21 @@ async def confirm(ctx: ListContext, lst: ListSettings, token: Token, by: str) ->
         done = await reject(ctx, lst, token.data, who)
         return "rejected" if done else "already decided"
     return "unknown action"
+
+
+async def _audit(ctx: ListContext, lst: ListSettings, token: Token, by: str, result: str) -> None:
+    """One audit line for a decision by mail (``by``: who replied) or on the confirmation
+    page (``by`` ""), as the console writes its own (``list.held-approve``, …).  A line
+    that cannot be written is logged: the decision is made already."""
+    if ctx.audit is None:
+        return
+    actor = Actor(by, "mail") if by else Actor("confirmation link", "web")
+    outcome = "ok" if result in ("approved", "rejected") else result
+    try:
+        action, target = f"list.held-{token.action}", f"{lst.address} {token.data}"
+        await ctx.run(ctx.audit.record, actor, action, target, outcome)
+    except Exception:
+        log.failure("list {list}: the audit log could not be written", list=lst.address)
 
 
 async def _find(ctx: ListContext, lst: ListSettings, held_id: str) -> Held | None:
@@ -231,6 +283,13 @@ async def reject(
         return False
     log.info("list {list}: held post {id} rejected by {by}", list=lst.address, id=held_id, by=by)
     if held.sender and held.reason == SIZE:
+        if not await ctx.run(requests.counted, ctx, held.sender.lower(), ctx.clock()):
+            log.info(
+                "list {list}: {sender} not told: too many notices to that address",
+                list=lst.address,
+                sender=held.sender,
+            )
+            return True
         _ = compose.translator(lst.language).gettext
         lines = [
             _("Your post to {list} was not distributed: it is larger than the list allows.")

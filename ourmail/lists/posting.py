@@ -18,10 +18,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import attrs
 from twisted.logger import Logger
 
 from ourmail.interfaces import ListArrival
-from ourmail.lists import compose, headers, moderation, rewrite
+from ourmail.lists import compose, headers, identity, moderation, requests, rewrite
 from ourmail.lists.context import ListContext
 from ourmail.lists.distribute import distribute
 from ourmail.lists.headers import Field
@@ -54,10 +55,10 @@ def _bracketed(value: str) -> str:
 
 async def may_post(ctx: ListContext, lst: ListSettings, addresses: Sequence[str]) -> bool:
     """Whether one of ``addresses`` (the envelope sender, the From: addresses) may post
-    without moderation under the list's policy."""
+    without moderation under the list's policy.  These can be forged: a moderator's right
+    to post comes only from a verified address (``lists/identity.py``), which the caller
+    checks."""
     wanted = {a.lower() for a in addresses if a}
-    if any(lst.is_moderator(a) for a in wanted):
-        return True
     policy = lst.post_policy
     if policy is PostPolicy.ANYONE:
         return True
@@ -77,7 +78,8 @@ async def may_post(ctx: ListContext, lst: ListSettings, addresses: Sequence[str]
 
 async def handle(ctx: ListContext, lst: ListSettings, arrival: ListArrival, message: Path) -> None:
     """Handle one post to ``lst`` (the spooled file ``message``)."""
-    fields = headers.parse_fields(await ctx.run(headers.read_header, message))
+    post = await ctx.run(read_post, message, arrival, ctx.authserv_id)
+    fields = post.fields
     why = loop_reason(lst, arrival.sender, fields)
     if why is not None:
         log.info(
@@ -88,14 +90,18 @@ async def handle(ctx: ListContext, lst: ListSettings, arrival: ListArrival, mess
             why=why,
         )
         return
-    authors = [address for _, address in rewrite.authors(fields)]
+    if not post.one_from:
+        await moderation.hold(ctx, lst, arrival, message, moderation.BAD_FROM)
+        return
+    authors = post.authors
     candidates = [arrival.sender, *authors]
     poster = authors[0] if authors else arrival.sender
     size = arrival.size or (await ctx.run(message.stat)).st_size
-    if lst.announce_only and not any(lst.is_moderator(a) for a in candidates):
+    moderator = any(lst.is_moderator(a) for a in post.trusted)
+    if lst.announce_only and not moderator:
         await _refuse(ctx, lst, arrival, fields)
         return
-    if not await may_post(ctx, lst, candidates):
+    if not moderator and not await may_post(ctx, lst, candidates):
         await moderation.hold(ctx, lst, arrival, message, moderation.NON_MEMBER)
         return
     if size > lst.max_size:
@@ -103,6 +109,39 @@ async def handle(ctx: ListContext, lst: ListSettings, arrival: ListArrival, mess
         return
     content = await ctx.run(message.read_bytes)
     await distribute(ctx, lst, content, poster)
+
+
+@attrs.frozen
+class Post:
+    """What deciding on a post reads of its header section."""
+
+    fields: list[Field]
+    #: The ``From:`` addresses.
+    authors: list[str]
+    #: Exactly one ``From:`` field, naming an address.
+    one_from: bool
+    #: The verified addresses it comes from (``identity.verified``).
+    trusted: list[str]
+
+
+def read_post(message: Path, arrival: ListArrival, authserv_id: str) -> Post:
+    """Read and parse the header section of the spooled post ``message``.  Blocking (disk and
+    CPU: a hostile header section costs up to a fraction of a second): call it in a
+    thread."""
+    fields = headers.read_fields(message)
+    return Post(
+        fields,
+        [address for _, address in rewrite.authors(fields)],
+        _one_author_field(fields),
+        identity.verified(arrival, fields, authserv_id),
+    )
+
+
+def _one_author_field(fields: Sequence[Field]) -> bool:
+    """Whether the post has exactly one ``From:`` field (RFC 5322 §3.6) and it names an
+    address: otherwise who wrote it would be a guess, so a moderator decides."""
+    found = [f for f in fields if f.name == "from"]
+    return len(found) == 1 and bool(headers.addresses(found[0].value))
 
 
 def _message_id(value: str) -> bool:
@@ -113,7 +152,17 @@ def _message_id(value: str) -> bool:
 async def _refuse(
     ctx: ListContext, lst: ListSettings, arrival: ListArrival, fields: Sequence[Field]
 ) -> None:
-    """Tell the poster that only the moderators post to an announcement list."""
+    """Tell the poster that only the moderators post to an announcement list (not more
+    often than ``requests.counted`` allows: the sender may be a forged victim)."""
+    if not await ctx.run(requests.counted, ctx, arrival.sender.lower(), ctx.clock()):
+        log.info(
+            "list {list}: post {id} from {sender} refused (announcement list); not told:"
+            " too many notices to that address",
+            list=lst.address,
+            id=arrival.id,
+            sender=arrival.sender,
+        )
+        return
     _ = compose.translator(lst.language).gettext
     text = headers.shown(headers.first(fields, "subject"))
     lines = [

@@ -106,7 +106,7 @@ async def handle_request(
         log.info("list {list}: automatic mail to -request ignored", list=lst.address)
         return
     if not mail.actions or "help" in mail.actions:
-        if await ctx.run(_counted, ctx, sender, ctx.clock()):
+        if await ctx.run(counted, ctx, sender, ctx.clock()):
             await send_help(ctx, lst, sender, mail.message_id)
         else:
             log.info("list {list}: help for {address}: limited", list=lst.address, address=sender)
@@ -363,9 +363,11 @@ def _state(
     return SENT
 
 
-def _counted(ctx: ListContext, address: str, now: float) -> bool:
-    """Thread: count a help reply to ``address``; whether it is within the address's limit
-    (a forged sender must not make the list send it help without end)."""
+def counted(ctx: ListContext, address: str, now: float) -> bool:
+    """Thread: count a message the list would send ``address`` unasked (help, a refusal, a
+    rejection) with its subscription requests; whether it is within the address's limit
+    (``[lists] requests_per_address`` an hour): a forged sender must not make the list mail
+    a victim without end (backscatter)."""
     [count] = ctx.db.note_request([f"addr:{address}"], now, WINDOW)
     return count <= ctx.settings.requests_per_address
 

@@ -33,11 +33,13 @@ import email.header
 import email.message
 import email.policy
 import email.utils
+import functools
 import re
 from collections.abc import Sequence
 from urllib.parse import quote
 
 import attrs
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
 from ourmail.lists import headers, tokens
@@ -103,26 +105,41 @@ def authors(fields: Sequence[Field]) -> list[tuple[str, str]]:
 async def strict_dmarc(ctx: ListContext, domains: Sequence[str]) -> bool:
     """Whether any of the author ``domains`` publishes a DMARC policy of quarantine or
     reject.  A lookup that fails counts as strict: a ``From:`` rewritten without need costs
-    less than a post the members' servers refuse."""
-    if ctx.dmarc_policy is None:
+    less than a post the members' servers refuse.  The domains are looked up at the same
+    time."""
+    lookup = ctx.dmarc_policy
+    if lookup is None:
         return False
-    for domain in list(dict.fromkeys(d.lower() for d in domains))[:MAX_AUTHORS]:
+
+    async def strict(domain: str) -> bool:
         try:
-            policy = await ctx.dmarc_policy(domain)
+            policy = await lookup(domain)
         except Exception as e:
             log.warn("list DMARC lookup of {domain} failed: {error}", domain=domain, error=e)
             return True
-        if policy in STRICT:
-            return True
-    return False
+        return policy in STRICT
+
+    wanted = list(dict.fromkeys(d.lower() for d in domains))[:MAX_AUTHORS]
+    results = await gatherResults([Deferred.fromCoroutine(strict(d)) for d in wanted])
+    return any(results)
 
 
 async def rewrite(ctx: ListContext, lst: ListSettings, message: bytes) -> Outgoing:
-    """The copy of ``message`` (CRLF) that ``lst`` sends to its members."""
-    fields, _ = headers.split(message)
-    domains = [addr.rpartition("@")[2] for _, addr in authors(fields)]
+    """The copy of ``message`` (CRLF) that ``lst`` sends to its members.  Parsing and
+    rewriting run in a thread (``ctx.run``): a large or hostile post never holds up the
+    reactor."""
+    domains = await ctx.run(author_domains, message)
     munge = await strict_dmarc(ctx, domains)
-    return Outgoing(outgoing(lst, message, web_url=ctx.web_url, munge=munge), munge)
+    rewritten = functools.partial(outgoing, web_url=ctx.web_url, munge=munge)
+    content = await ctx.run(rewritten, lst, message)
+    return Outgoing(content, munge)
+
+
+def author_domains(message: bytes) -> list[str]:
+    """The domains of the ``From:`` addresses of ``message``.  Blocking (CPU): call it in a
+    thread."""
+    fields, _ = headers.split(message)
+    return [addr.rpartition("@")[2] for _, addr in authors(fields)]
 
 
 def outgoing(lst: ListSettings, message: bytes, *, web_url: str, munge: bool) -> bytes:

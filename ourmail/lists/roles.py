@@ -12,7 +12,7 @@ from twisted.logger import Logger
 
 from ourmail.dsnparams import NO_MAIL_PARAMS, NO_RCPT_PARAMS
 from ourmail.interfaces import ListArrival
-from ourmail.lists import compose, tokens
+from ourmail.lists import compose, headers, identity, tokens
 from ourmail.lists.context import ListContext
 from ourmail.lists.listdb import Token
 from ourmail.lists.model import ListSettings, parse_address
@@ -23,6 +23,8 @@ log = Logger()
 Confirmer = Callable[[ListContext, ListSettings, Token, str], Awaitable[str]]
 #: Replies about unknown confirmations, per sender and hour (beyond: silence).
 UNKNOWN_REPLIES = 3
+#: The actions only a (verified) moderator or owner may confirm by mail.
+FOR_MODERATORS = frozenset({"approve", "reject"})
 #: How much of a message's start is read to find its header section.
 HEADER_LIMIT = 256 * 1024
 
@@ -74,29 +76,44 @@ async def confirm(
     token: str,
     confirmers: Mapping[str, Confirmer],
     is_list: Callable[[str], bool],
+    path: Path,
 ) -> None:
-    """Redeem ``token`` and hand it to its action's confirmer; an unknown, expired or used
-    one (or another list's) gets a short reply, never to a null sender or a list
-    (``is_list``: loops), at most :data:`UNKNOWN_REPLIES` an hour per sender (RFC 3834)."""
+    """Redeem ``token`` and hand it to its action's confirmer, with who sent the reply as
+    far as it is verified (``lists/identity.py``); an unknown, expired or used one (or
+    another list's) gets a short reply, never to a null sender or a list (``is_list``:
+    loops), at most :data:`UNKNOWN_REPLIES` an hour per sender (RFC 3834).  A bounce or an
+    automatic reply (``path``'s header says so) confirms nothing: it is dropped."""
+    fields = await ctx.run(headers.read_fields, path)
+    robot = identity.automatic(arrival.sender, fields)
+    if robot is not None:
+        log.info("{id}: a confirmation dropped: {why}", id=arrival.id, why=robot)
+        return
     pending = await tokens.peek(ctx, token)
     if pending is not None and pending.list != lst.address:
         pending = None  # another list's token: left for that list
     confirmer = None if pending is None else confirmers.get(pending.action)
     if pending is not None and confirmer is None:
         raise LookupError(f"no confirmer of {pending.action}")
-    found = await tokens.redeem(ctx, token) if pending is not None else None
+    trusted = await ctx.run(identity.verified, arrival, fields, ctx.authserv_id)
+    by = identity.by_mail(arrival, trusted)
+    if pending is not None and pending.action in FOR_MODERATORS and not lst.is_moderator(by):
+        # The confirmer refuses (and audits) without acting; the token is not used up, so
+        # that the moderators' own reply or link still works.
+        found: Token | None = pending
+    else:
+        found = await tokens.redeem(ctx, token) if pending is not None else None
     if found is None or confirmer is None:
         log.info("{id}: an unknown or expired confirmation", id=arrival.id)
         await _unknown(ctx, lst, arrival, is_list)
         return
-    result = await confirmer(ctx, lst, found, arrival.sender)
+    result = await confirmer(ctx, lst, found, by)
     log.info(
         "{id}: {list}: {action} of {address} confirmed by {by}: {result}",
         id=arrival.id,
         list=lst.address,
         action=found.action,
         address=found.address,
-        by=arrival.sender or "<>",
+        by=by,
         result=result,
     )
 

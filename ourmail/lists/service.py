@@ -394,7 +394,9 @@ class ListService(Service):
         if where.role == "owner":
             await roles.forward_to_owners(self.ctx, lst, arrival, path)
         elif where.role == "confirm":
-            await roles.confirm(self.ctx, lst, arrival, where.detail, self.confirmers, self.is_list)
+            await roles.confirm(
+                self.ctx, lst, arrival, where.detail, self.confirmers, self.is_list, path
+            )
         else:
             handler = self.handlers.get(where.role)
             if handler is None:

@@ -163,7 +163,7 @@ def test_confirmations_reach_their_confirmer_once(setup: Setup) -> None:
     to = f"team-confirm+{token}@example.test"
     setup.accept(service, to, "new@example.org", "c1")
     assert [(t.address, t.action, by) for t, by in confirmed] == [
-        ("new@example.org", "subscribe", "new@example.org")
+        ("new@example.org", "subscribe", "new@example.org (unverified)")
     ]
     # Used up: a replay gets a short reply; a bounce (null sender) gets none.
     setup.accept(service, to, "new@example.org", "c2")

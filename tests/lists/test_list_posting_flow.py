@@ -158,8 +158,10 @@ def post(tmp_path: Path, header: str, body: bytes = b"Hello.\r\n") -> Path:
     return path
 
 
-def arrive(ctx: ListContext, path: Path, sender: str, lst: ListSettings = TEAM) -> None:
-    arrival = ListArrival(lst.address, sender, size=path.stat().st_size)
+def arrive(
+    ctx: ListContext, path: Path, sender: str, lst: ListSettings = TEAM, user: str = ""
+) -> None:
+    arrival = ListArrival(lst.address, sender, user=user, size=path.stat().st_size)
     run(posting.handle(ctx, lst, arrival, path))
 
 
@@ -235,7 +237,8 @@ def test_announce_only_and_size(ctx: ListContext, tmp_path: Path) -> None:
     (notice,) = queue(ctx).notices
     assert notice.recipients == ["bob@remote.test"]
     assert "only its moderators post" in parse(notice.content).get_content()
-    arrive(ctx, post(tmp_path, "From: mod@example.test\nSubject: news"), "x@y.test", announce)
+    news = post(tmp_path, "From: mod@example.test\nSubject: news")
+    arrive(ctx, news, "x@y.test", announce, user="mod@example.test")
     assert len(queue(ctx).posts) == 2
     big = post(tmp_path, "From: bob@remote.test\nSubject: big", b"x" * 20_000 + b"\r\n")
     arrive(ctx, big, "bob@remote.test")

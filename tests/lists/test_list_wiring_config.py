@@ -20,12 +20,14 @@ def test_defaults_and_values(tmp_path: Path) -> None:
     assert settings(tmp_path, "") == ListsSettings()
     lists = settings(tmp_path, "[lists]\nenabled = false\nbatch = 500\nheld_days = 3\n")
     assert lists == ListsSettings(enabled=False, batch=500, held_days=3)
+    assert settings(tmp_path, "[lists]\nheld_max = 50\n").held_max == 50
 
 
 @pytest.mark.parametrize(
     ("text", "error"),
     [
         ("batch = 0", "'lists.batch' must be between 1 and 100000"),
+        ("held_max = 0", "'lists.held_max' must be between 1 and 1000000"),
         ("confirm_hours = -1", "'lists.confirm_hours' must be between"),
         ("requests_per_address = 5000", "'lists.requests_per_address' must be between"),
         ('held_days = "7"', "'lists.held_days' has the wrong type: str"),
