@@ -50,6 +50,8 @@ class IdleCommand:
 
     def _idle_push(self) -> None:
         self._idle_scheduled = False
+        if self.selection_revoked():
+            return  # a shared folder the user may no longer read tells nothing more
         if self.selected is not None and not self.closing:
             for line in self.selected.updates(expunge_ok=True):
                 self.send(line)

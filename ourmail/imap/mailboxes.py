@@ -42,7 +42,8 @@ class MailboxCommands:
         if len(args) != 1:
             raise ParseError(f"{self._cmd} takes one mailbox")
         name = self.mailbox_arg(args[0])
-        # A shared folder is read-only: SELECT answers [READ-ONLY] (RFC 3501 §6.3.1).
+        # A shared folder is read-only: SELECT answers [READ-ONLY] (RFC 3501 §6.3.1); the
+        # user's own folders (also one named like a shared one) keep their rights.
         shared = self.shared_folder(name) is not None
         readonly = self._cmd == "EXAMINE" or shared
         if self.selected is not None and (self.qresync or self.rev2):
@@ -53,7 +54,7 @@ class MailboxCommands:
         folder.sync()
         recent = set() if readonly or self.rev2 else set(folder.claim_recent())
         sel = SelectedMailbox(folder, readonly, recent)
-        sel.shared = shared
+        sel.shared = name if shared else ""
         sel.condstore, sel.qresync, sel.rev2 = self.condstore, self.qresync, self.rev2
         flags = " ".join(sorted(SYSTEM_FLAGS) + folder.keywords())
         self.send(f"* FLAGS ({flags})")

@@ -36,8 +36,11 @@ class SelectedMailbox:
         self.rev2 = False
         #: RFC 5182 SEARCHRES: the UIDs of the last SEARCH ... RETURN (SAVE), for ``$``.
         self.saved: set[int] = set()
-        #: A folder of the shared namespace (RFC 2342), not the user's own.
-        self.shared = False
+        #: The mailbox name of a folder of the shared namespace (RFC 2342); "" for the
+        #: user's own.
+        self.shared = ""
+        #: The user may no longer read this shared folder: nothing more is reported from it.
+        self.revoked = False
 
     def seq_of(self, uid: int) -> int | None:
         i = bisect.bisect_left(self.view, uid)
@@ -55,6 +58,8 @@ class SelectedMailbox:
         """Untagged responses that bring the client's view up to date; ``sync`` False when
         the folder was synced a moment ago (in the same reactor turn)."""
         folder = self.folder
+        if self.revoked:
+            return []
         if sync:
             folder.sync()
         if folder.highestmodseq == self._modseq:

@@ -21,8 +21,9 @@ Implementation notes (keep these true when changing the IMAP modules):
 * Mailbox names are modified UTF-7 on the wire; the store checks that they stay in the
   user's tree.
 * Names under the shared prefix (``Lists/``) are looked up through
-  :class:`~ourmail.interfaces.ISharedFolders` first (``imap/shared.py``); shared folders are
-  read-only, and one the user may not read answers as a missing one.
+  :class:`~ourmail.interfaces.ISharedFolders` unless the user has a folder of that name
+  (``imap/shared.py``); shared folders are read-only, one the user may not read answers as
+  a missing one, and a selected one is checked again before every command.
 """
 
 from __future__ import annotations
@@ -338,6 +339,9 @@ class IMAPServer(
         if self.state not in states:
             self.bad(f"{name} is not allowed in the {self.state} state")
             return
+        if not self.selection_readable(name):
+            self._synced = False
+            return
         self._catch_up()
         try:
             result = handler(self, args)
@@ -353,7 +357,7 @@ class IMAPServer(
         nothing did), so the command sees flags as they are now; sessions in this process
         share the folder's state already.  The view (sequence numbers) moves only with the
         untagged responses, as RFC 3501 §5.2 and §7.4.1 require."""
-        if self.selected is not None:
+        if self.selected is not None and not self._synced:
             with contextlib.suppress(StoreError):
                 self.selected.folder.sync()
                 self._synced = True

@@ -206,6 +206,12 @@ class ListDB:
             args += (delivery.value,)
         return [_member(r) for r in self.db.execute(sql + " ORDER BY address", args)]
 
+    def members_page(self, list_address: str, offset: int, limit: int) -> list[Member]:
+        """At most ``limit`` of the list's subscribers from the ``offset``-th on, in address
+        order (a page of them: the database reads no more)."""
+        sql = MEMBERS + " ORDER BY address LIMIT ? OFFSET ?"
+        return [_member(r) for r in self.db.execute(sql, (list_address, limit, offset))]
+
     def member(self, list_address: str, address: str) -> Member | None:
         row = self.db.execute(
             MEMBERS + " AND address = ?",

@@ -8,21 +8,28 @@ Routes:
 * ``POST /admin/list/settings``, ``/admin/list/members/add``, ``/admin/list/members/delete``,
   ``/admin/list/held/approve``, ``/admin/list/held/reject``.
 
-Rights as for groups: a domain admin sees and changes the lists of their domains only (403,
-logged, nothing changed).  Changes are made in a worker thread with their audit line
+Rights as for groups: a domain admin sees and changes the lists of their domains only, and
+names no address of another local domain in them (members, owners, moderators, posters,
+group; 403, logged, nothing changed).  Changes are made in a worker thread with their audit line
 (:func:`~ourmail.manage.audit.audited_in_thread`), mark the lists changed for the other
 processes, reload the running table, and redirect (303) to a page that confirms them.
-Approving and rejecting go through the moderation part (``ourmail.lists.moderation``).
+Approving and rejecting go through the moderation part (``ourmail.lists.moderation``), each
+with its audit line (``ok``, ``refused: gone`` or ``failed: <error>``, none decided while the
+log cannot be written); a failure shows an error page that says so.  The members are read a
+page at a time (``LIMIT``/``OFFSET``), and the codes shown (delivery, held reasons) are
+translated.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
 from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import NotFound
 
@@ -34,6 +41,8 @@ from ourmail.lists.model import ListSettings, Member
 from ourmail.lists.service import ListService, touch_changed
 from ourmail.manage.audit import audited_in_thread
 from ourmail.web.adminpages import MAX_ADDRESS, AdminAccess, AdminPages, NotAdmin, no_control
+
+log = Logger()
 
 #: Members shown per page.
 MEMBERS_PAGE = 50
@@ -93,6 +102,22 @@ class AdminListsPages(AdminPages):
             return _("Give at least one address.")
         return self.refusal_text(request, refused)
 
+    def status_texts(self, request: IRequest) -> Callable[[str], str]:
+        """The words the list's page shows for a member's delivery, why it was disabled and
+        why a post is held, in the request's language (an unknown code as it is)."""
+        _ = self.gettext(request)
+        texts = {
+            "each": _("each post"),
+            "digest": _("digest"),
+            "none": _("none"),
+            "bounces": _("disabled by bounces"),
+            "member": _("disabled by the member"),
+            "owner": _("disabled by an owner"),
+            "non-member": _("not a member"),
+            "size": _("too large"),
+        }
+        return lambda code: texts.get(code, code)
+
     async def list_field(self, request: IRequest, access: AdminAccess, action: str) -> ListSettings:
         """The list the form names, in a domain ``access`` manages."""
         raw = self.form(request, "address", MAX_ADDRESS)
@@ -109,6 +134,15 @@ class AdminListsPages(AdminPages):
         if lst is None:
             raise AccountRefused("no-such-list", "no such list", address)
         return lst
+
+    async def addresses_managed(
+        self, access: AdminAccess, addresses: Sequence[str], action: str
+    ) -> None:
+        """A domain admin's list may name users of their domains or addresses elsewhere as
+        members, owners, moderators, posters or group, never another local domain (as their
+        groups and aliases may not: :class:`NotAdmin`, 403, logged)."""
+        if not access.full and addresses:
+            await self.targets_managed(access, addresses, action)
 
     def list_addresses(self, request: IRequest, name: str) -> list[str]:
         """A form's addresses, one per line (or separated by commas or spaces), normalised."""
@@ -162,9 +196,11 @@ class AdminListsPages(AdminPages):
         except AccountRefused as e:
             return self.error(request, 404, self.list_text(request, e))
         ctx, page = self.list_ctx, self.page_number(request)
-        members = await ctx.run(ctx.db.members, lst.address)
-        pages = max(1, -(-len(members) // MEMBERS_PAGE))
+        count = await ctx.run(ctx.db.count, lst.address)
+        pages = max(1, -(-count // MEMBERS_PAGE))
         page = min(page, pages)
+        offset = (page - 1) * MEMBERS_PAGE
+        members = await ctx.run(ctx.db.members_page, lst.address, offset, MEMBERS_PAGE)
         done = self.form(request, "done", 20)
         return self.render_admin(
             request,
@@ -174,8 +210,9 @@ class AdminListsPages(AdminPages):
             lst=lst,
             settings={key: edit.value_of(lst, key) for key in edit.FIELDS},
             checkboxes=CHECKBOXES,
-            members=members[(page - 1) * MEMBERS_PAGE : page * MEMBERS_PAGE],
-            member_count=len(members),
+            members=members,
+            member_count=count,
+            status_text=self.status_texts(request),
             page=page,
             pages=pages,
             held=await ctx.run(ctx.db.held, lst.address),
@@ -200,6 +237,12 @@ class AdminListsPages(AdminPages):
                 value = self.form(request, key, MAX_SETTING_TEXT)
                 if value is not None:
                     changes[key] = value.replace("\n", ",") if key in edit.ADDRESS_FIELDS else value
+            named = [changes.get("group", "")] + [
+                a for key in edit.ADDRESS_FIELDS for a in changes.get(key, "").split(",")
+            ]
+            await self.addresses_managed(
+                access, [a.strip() for a in named if a.strip()], "list.set"
+            )
 
             def work() -> str:
                 current = ctx.db.get(lst.address)
@@ -230,6 +273,8 @@ class AdminListsPages(AdminPages):
         try:
             lst = await self.list_field(request, access, action)
             addresses = self.list_addresses(request, field)
+            if action == "list.member-add":
+                await self.addresses_managed(access, addresses, action)
 
             def work() -> str:
                 if action == "list.member-add":
@@ -261,29 +306,46 @@ class AdminListsPages(AdminPages):
         action = f"list.held-{verdict}"
         access = self.admin(request, action)
         self.checked(request)
+        _ = self.gettext(request)
         try:
             lst = await self.list_field(request, access, action)
         except AccountRefused as e:
             return self.error(request, 400, self.list_text(request, e))
         held_id = self.form(request, "held", 100) or ""
         if not HELD_ID.fullmatch(held_id):
-            return self.error(request, 400, self.gettext(request)("No such held post."))
-        moderation: Any = importlib.import_module("ourmail.lists.moderation")
-        by = access.session.address
-        if verdict == "approve":
-            done = await moderation.approve(self.list_ctx, lst, held_id, by)
-        else:
-            reason = self.form(request, "reason", 1000) or ""
-            done = await moderation.reject(self.list_ctx, lst, held_id, by, reason)
-        actor = self.actor(request, access)
+            return self.error(request, 400, _("No such held post."))
+        actor, target = self.actor(request, access), f"{lst.address} {held_id}"
+        try:  # as audited_in_thread does: nothing is decided while the log cannot be written
+            await deferToThread(self.audit_log.ready)
+        except OSError:
+            log.failure("list {target}: audit log not writable", target=target)
+            return self.error(request, 503, _("The audit log cannot be written; nothing was done."))
+        reason = self.form(request, "reason", 1000) or ""
+        try:
+            done = await self._decide(lst, held_id, verdict, access.session.address, reason)
+        except Exception as e:
+            log.failure("list {target}: {action} failed", target=target, action=action)
+            detail = f"failed: {type(e).__name__}"
+            await deferToThread(self.audit_log.record, actor, action, target, detail)
+            text = _("The post could not be approved; the error has been logged.")
+            if verdict != "approve":
+                text = _("The post could not be rejected; the error has been logged.")
+            return self.error(request, 500, text)
         result = "ok" if done else "refused: gone"
-        target = f"{lst.address} {held_id}"
         await deferToThread(self.audit_log.record, actor, action, target, result)
         if not done:
-            _ = self.gettext(request)
             return await self.admin_list(request, 400, error=_("That post is no longer held."))
         confirmed = "approved" if verdict == "approve" else "rejected"
         return self.redirect(request, b"/admin/list?" + _query(address=lst.address, done=confirmed))
+
+    async def _decide(
+        self, lst: ListSettings, held_id: str, verdict: str, by: str, reason: str
+    ) -> bool:
+        """Approve or reject a held post through the moderation part; whether it was held."""
+        moderation: Any = importlib.import_module("ourmail.lists.moderation")
+        if verdict == "approve":
+            return bool(await moderation.approve(self.list_ctx, lst, held_id, by))
+        return bool(await moderation.reject(self.list_ctx, lst, held_id, by, reason))
 
     @app.route("/admin/list/held/approve", methods=["POST"])
     async def admin_list_held_approve(self, request: IRequest) -> bytes:

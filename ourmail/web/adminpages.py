@@ -491,7 +491,9 @@ class AdminPages(Pages):
             ):
                 raise NotAdmin("alias.add", alias)
 
-    async def targets_managed(self, access: AdminAccess, targets: Sequence[str]) -> None:
+    async def targets_managed(
+        self, access: AdminAccess, targets: Sequence[str], action: str = "alias.add"
+    ) -> None:
         """A domain admin's alias may deliver to users of their domains or forward to other
         hosts, never reach into another local domain (nor learn who exists there)."""
         domains = await self.accounts.domains()
@@ -502,7 +504,7 @@ class AdminPages(Pages):
             except AddressError:
                 raise AccountRefused("bad-target", "not an address") from None
             if domain in served and not access.manages(domain):
-                raise NotAdmin("alias.add", raw)
+                raise NotAdmin(action, raw)
 
     @app.route("/admin/aliases/delete", methods=["POST"])
     async def admin_delete_alias(self, request: IRequest) -> bytes:

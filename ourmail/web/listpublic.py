@@ -4,20 +4,22 @@
   subscribe or unsubscribe an address (never the members).  A list that does not exist or
   is not advertised answers the same 404.
 * ``POST /lists/<list>``: the request (``requests.request`` with the client's IP address,
-  rate-limited); the answer is the same whether or not the address is a member, so the form
-  does not tell who is (429 when over a limit).  The form carries the browser's CSRF token
-  (the login form's double-submit cookie).
+  an IPv6 one by its /64, rate-limited); the answer is the same whether or not the address
+  is a member, so the form does not tell who is (429 when over a limit).  The form carries
+  the browser's CSRF token (the login form's double-submit cookie).
 * ``GET /lists/confirm/<token>``: what confirming will do, and a button; ``POST`` confirms.
   Mail scanners follow the links in mail with GET, so GET never acts.
 * ``POST /lists/unsubscribe/<list>/<member>/<signature>`` with ``List-Unsubscribe=One-Click``
   (RFC 8058 §3.1): unsubscribes at once, without login, cookies or CSRF token: the HMAC
-  signature is the proof.  ``GET`` of the same URL asks first (RFC 8058 §3.2: GET must not
-  unsubscribe).
+  signature is the proof.  A list that does not exist, an address that is not on it and a
+  wrong signature all get the same 404.  ``GET`` of the same URL asks first (RFC 8058 §3.2:
+  GET must not unsubscribe).
 """
 
 from __future__ import annotations
 
 import importlib
+import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import cast
 
@@ -104,7 +106,7 @@ class ListPublicPages(Pages):
             return self.render(
                 request, "lists_public.html", 400, csrf=csrf, lst=lst, error=error, given=given
             )
-        client = getattr(request.getClientAddress(), "host", "")
+        client = client_key(getattr(request.getClientAddress(), "host", ""))
         result = await requests.request(ctx, lst, member, action, client, "web")
         if result == requests.LIMITED:
             error = _("Too many requests. Please try again in an hour.")
@@ -209,12 +211,15 @@ class ListPublicPages(Pages):
             return self.render(request, "lists_unsubscribe.html", 400, csrf="", error=error)
         ctx = self.list_context
         found = await self._list(address, advertised=False)
-        if ctx is None or found is None:
+        # One answer for no such list, no such member and a bad signature alike: the link
+        # tells nobody which lists exist nor who is on them.
+        if (
+            ctx is None
+            or found is None
+            or not await requests.one_click(ctx, found, member, signature)
+        ):
             error = _("This unsubscribe link is not valid.")
             return self.render(request, "lists_unsubscribe.html", 404, csrf="", error=error)
-        if not await requests.one_click(ctx, found, member, signature):
-            error = _("This unsubscribe link is not valid.")
-            return self.render(request, "lists_unsubscribe.html", 403, csrf="", error=error)
         done = _("{address} is no longer subscribed to {list}.").format(
             address=member, list=found.address
         )
@@ -235,6 +240,21 @@ class ListPublicPages(Pages):
         if not requests.signed(ctx, lst, member, signature):
             return None
         return lst, member
+
+
+def client_key(host: str) -> str:
+    """The key a web client's requests are counted under: its IPv4 address (also one mapped
+    into IPv6), or the /64 its IPv6 address is in, as one site (or one host) owns a whole
+    /64 (RFC 4291 §2.5.4); anything else as it is."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
 
 
 def _one_click_path(path: str) -> tuple[str, str, str]:

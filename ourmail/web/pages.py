@@ -199,8 +199,10 @@ class Pages:
     ) -> bytes:
         """A logged-in page (a template extending ``mail.html``): with the user's address,
         CSRF token and folder tree (``folders``: name, unread count)."""
-        context.setdefault("folders", self.folder_tree(session))
-        context.setdefault("shared_folders", shared_tree(self.services.shared, session.address))
+        folders = context.setdefault("folders", self.folder_tree(session))
+        own = {name for name, _ in folders}  # the user's own folder wins over a shared one
+        shared = shared_tree(self.services.shared, session.address)
+        context.setdefault("shared_folders", [f for f in shared if f[0] not in own])
         admin = self.services.admin
         context.setdefault(
             "admin_console",

@@ -47,7 +47,7 @@ from ourmail.web.pages import Pages
 from ourmail.web.safehtml import SafeHTML
 from ourmail.web.sanitise import frame_document, frame_headers
 from ourmail.web.sessions import WebSession
-from ourmail.web.sharedfolders import archive_url, open_shared, shared_part
+from ourmail.web.sharedfolders import archive_url, open_shared
 from ourmail.web.shown import Addresses, find_body, mailboxes, neighbours, sanitised, shown
 from ourmail.web.streaming import stream
 
@@ -92,6 +92,8 @@ class Opened:
     folder: IFolder
     uid: int
     message: IStoredMessage
+    #: Found in a folder shared with the user (read-only), not one of their own.
+    shared: bool = False
 
     def query(self, **more: str) -> str:
         """``folder=...&uid=...`` and ``more``, URL-encoded."""
@@ -129,17 +131,20 @@ class ReadPages(Pages):
     def find(self, session: WebSession, name: str, uid: int) -> Opened:
         """The message ``uid`` of the user's folder ``name``, or of a folder shared with
         them (``sharedfolders.py``); :class:`Missing` otherwise."""
-        folder = open_shared(self.services.shared, session.address, name)
-        try:
-            folder = folder or session.login.avatar.folder(name)
+        shared = False
+        try:  # the user's own folder wins over a shared one of the same name
+            folder = session.login.avatar.folder(name)
         except NoSuchFolder:
-            raise Missing("folder") from None
+            found = open_shared(self.services.shared, session.address, name)
+            if found is None:
+                raise Missing("folder") from None
+            folder, shared = found, True
         folder.sync()
         try:
             message = folder.message(uid)
         except KeyError:
             raise Missing("message") from None
-        return Opened(name, folder, uid, message)
+        return Opened(name, folder, uid, message, shared)
 
     @staticmethod
     def buffer(opened: Opened) -> Buffer:
@@ -177,7 +182,7 @@ class ReadPages(Pages):
         asked = self.form(request, "images", 1) == "1"
         always = sender is not None and sender in self.allowed_senders(session)
         allow = asked or always
-        readonly = shared_part(self.services.shared, opened.name) is not None
+        readonly = opened.shared
         if "\\Seen" not in opened.message.flags and not readonly:  # RFC 3501 §2.3.2
             opened.folder.store_flags([opened.uid], ["\\Seen"], "+")
         view: MessageView = await deferToThread(build_view, data)

@@ -6,6 +6,7 @@ public archive is seen by everyone."""
 from __future__ import annotations
 
 import imaplib
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -186,6 +187,98 @@ def test_own_lists_folder_made_before_stays(srv: RunningServer) -> None:
     s.ok("DELETE Lists/ietf")
     s.ok("DELETE Lists")
     assert b'* LIST (\\Noselect \\HasChildren) "/" "Lists"' in s.ok('LIST "" "Lists"')
+    s.close()
+
+
+def add_list(srv: RunningServer, address: str, member: str, posts: int = 1) -> None:
+    """A list of its own for one test, with ``member`` and ``posts`` posts in its archive."""
+    db = ListDB(srv.data / "lists" / "lists.sqlite")
+    db.create(ListSettings(address), 0.0)
+    db.subscribe(address, [Member(member)])
+    db.close()
+    for n in range(1, posts + 1):
+        on_reactor(srv.server.store.user(address).deliver, post(n))
+    assert srv.server.shared is not None
+    on_reactor(srv.server.shared.reload)
+
+
+def bob_session(srv: RunningServer) -> Session:
+    s = Session(srv, login=False)
+    s.ok(f'LOGIN {BOB} "{srv.password}"')
+    return s
+
+
+def test_removed_member_stops_reading_the_selected_archive(srv: RunningServer) -> None:
+    """Access is checked on every command, not only at SELECT: once unsubscribed, the open
+    session's reads answer NO [NOPERM] and tell nothing more of the folder."""
+    club = "club@example.test"
+    add_list(srv, club, BOB)
+    s = bob_session(srv)
+    s.ok(f'EXAMINE "Lists/{club}"')
+    assert b"topic 1" in b"".join(s.ok("FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])"))
+    db = ListDB(srv.data / "lists" / "lists.sqlite")
+    db.unsubscribe(club, [BOB])
+    db.close()
+    assert srv.server.shared is not None
+    on_reactor(srv.server.shared.reload)
+    on_reactor(srv.server.store.user(club).deliver, post(2))
+    for command in ("FETCH 1 (BODY.PEEK[])", "UID SEARCH ALL", "NOOP", "IDLE"):
+        lines = s.cmd(command)
+        assert lines == [
+            f"{s.last_tag} NO [NOPERM] You may no longer read Lists/{club}; "
+            "select another mailbox".encode()
+        ], lines
+    assert b"EXISTS" not in b"".join(s.ok('LIST "" "*"'))
+    s.ok("UNSELECT")
+    assert s.cmd(f'EXAMINE "Lists/{club}"')[-1].endswith(b"NO [NONEXISTENT] No such mailbox")
+    s.ok("SELECT INBOX")
+    s.ok("NOOP")
+    s.close()
+
+
+def test_selected_archive_gone_says_bye(srv: RunningServer) -> None:
+    gone = "gone@example.test"
+    add_list(srv, gone, BOB)
+    s = bob_session(srv)
+    s.ok(f'EXAMINE "Lists/{gone}"')
+    inbox = srv.server.store.user(gone).folder("INBOX")
+    shutil.rmtree(inbox._cur_path)  # type: ignore[attr-defined]
+
+    s.raw.send(b"t99 FETCH 1 (FLAGS)\r\n")
+    assert s.raw.line() == f"* BYE [NONEXISTENT] Lists/{gone} is gone".encode()
+    s.close()
+
+
+def test_own_folder_named_like_an_archive_wins(srv: RunningServer) -> None:
+    """A folder of the user's own with an archive's very name (made before the user joined;
+    only a list of a domain without a dot can have one: the store takes no "." in names) is
+    what the name reaches, read-write; the archive shows again once it is renamed."""
+    mine = "mine@localhost"
+    add_list(srv, mine, srv.user)
+    box = f'"Lists/{mine}"'
+    on_reactor(srv.server.store.user(srv.user).create_folder, f"Lists/{mine}")
+    s = Session(srv)
+    listed = [x for x in s.ok('LIST "" "Lists/*"') if mine.encode() in x]
+    assert listed == [f'* LIST (\\HasNoChildren) "/" "Lists/{mine}"'.encode()]
+    selected = s.ok(f"SELECT {box}")
+    assert b"* 0 EXISTS" in selected and b"[READ-WRITE]" in selected[-1]
+    s.append(box, post(5))
+    assert b"MESSAGES 1" in s.ok(f"STATUS {box} (MESSAGES)")[0]
+    # The webmail too: no archive link for it, the archive page sends to the user's folder,
+    # whose message opens as any of theirs (not read-only).
+    web = Browser(srv)
+    assert web.login(srv.user, srv.password).status == 303
+    assert "/archive?folder=Lists%2Fmine%40localhost" not in web.get("/mail").text
+    page = web.get("/archive?folder=Lists%2Fmine%40localhost")
+    assert page.status == 303 and "Lists%2Fmine%40localhost" in page.headers["location"]
+    message = web.get("/message?folder=Lists%2Fmine%40localhost&uid=1")
+    assert message.status == 200 and "topic 5" in message.text
+    assert "This archive is read-only." not in message.text
+    s.ok("STORE 1 +FLAGS (\\Deleted)")
+    s.ok("CLOSE")
+    s.ok(f"RENAME {box} Kept")
+    selected = s.ok(f"SELECT {box}")
+    assert b"* 1 EXISTS" in selected and b"[READ-ONLY]" in selected[-1]
     s.close()
 
 

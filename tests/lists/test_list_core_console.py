@@ -22,6 +22,7 @@ from ourmail.admin.cli import main
 from ourmail.auth.passwords import hash_password
 from ourmail.config import AdminSettings
 from ourmail.lists.listdb import Held
+from ourmail.lists.model import Member
 
 PASSWORD = "postmaster's own long password"
 
@@ -114,3 +115,61 @@ def test_the_console_runs_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         assert ("list.set", "ok") in done_actions and ("list.member-add", "ok") in done_actions
         assert ("list.held-approve", "ok") in done_actions
         assert ("list.member-add", "forbidden") in done_actions
+
+
+def test_console_limits_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A domain admin's list names no address of another local domain; a moderation that
+    fails shows a clear page and leaves its audit line, as each decision does; members are
+    read a page at a time; codes are shown in the reader's language."""
+
+    async def approve(ctx: Any, lst: Any, held_id: str, by: str) -> bool:
+        raise RuntimeError("the spool is gone")
+
+    async def reject(ctx: Any, lst: Any, held_id: str, by: str, reason: str) -> bool:
+        return await ctx.run(ctx.db.release, lst.address, held_id) is not None
+
+    fake = types.ModuleType("ourmail.lists.moderation")
+    fake.approve, fake.reject = approve, reject  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ourmail.lists.moderation", fake)
+    admin = AdminSettings(domain_admins={"boss@other.test": ("other.test",)})
+    with running_server(tmp_path, admin=admin) as srv:
+        accounts = srv.server.accounts
+        accounts.add_domain("other.test")
+        accounts.add_user("boss@other.test", hash_password(PASSWORD))
+        club = "club@other.test"
+        assert cli(srv, "list", "create", club, "--owner", "boss@other.test") == 0
+        ctx = srv.server.lists.ctx  # type: ignore[union-attr]
+        boss = browser(srv, "boss@other.test")
+        # Another local domain: refused (403), nothing changed; elsewhere and their own: fine.
+        form = {"address": club, "owners": "boss@other.test"}
+        for key, value in (("owners", "x@example.test"), ("moderators", "x@example.test"),
+                           ("posters", "x@example.test"), ("group", "staff@example.test")):  # fmt: skip
+            assert post(boss, "/admin/list/settings", form | {key: value}).status == 403, key
+        assert ctx.db.get(club).owners == ("boss@other.test",)
+        assert post(boss, "/admin/list/settings", form | {"owners": "x@far.test"}).status == 303
+        add = {"address": club, "members": "u@example.test"}
+        assert post(boss, "/admin/list/members/add", add).status == 403
+        assert ctx.db.count(club) == 0
+        assert post(boss, "/admin/list/members/add", add | {"members": "u@far.test"}).status == 303
+        # Members a page at a time, from the database (never the whole list).
+        ctx.db.subscribe(club, [Member(f"m{n:03}@far.test") for n in range(120)])
+
+        def whole(*args: Any) -> None:
+            raise AssertionError("the whole list was read")
+
+        monkeypatch.setattr(ctx.db, "members", whole)
+        page = boss.get(f"/admin/list?address={club}&page=3").text
+        assert "m100@far.test" in page and "u@far.test" in page and "m099@far.test" not in page
+        # A failed approval: a clear page and its audit line; a rejection is audited too.
+        for n in (1, 2):
+            ctx.db.hold(Held(club, f"h{n}", "x@else.test", "Hi", "non-member", 9, 1.0, 9e9))
+        greek = boss.request("GET", f"/admin/list?address={club}", None, {"Accept-Language": "el"})
+        assert "δεν είναι μέλος" in greek.text and "κάθε μήνυμα" in greek.text
+        failed = post(boss, "/admin/list/held/approve", {"address": club, "held": "h1"})
+        assert failed.status == 500 and "could not be approved" in failed.text
+        assert post(boss, "/admin/list/held/reject", {"address": club, "held": "h2"}).status == 303
+        lines = [json.loads(x) for x in (srv.data / "log" / "audit.log").read_text().splitlines()]
+        decided = [(a["action"], a["target"], a["result"]) for a in lines if a["via"] == "web"]
+        assert ("list.held-approve", f"{club} h1", "failed: RuntimeError") in decided
+        assert ("list.held-reject", f"{club} h2", "ok") in decided
+        assert ("list.set", "x@example.test", "forbidden") in decided

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import quote
 
 from conftest import running_server
 from webhelp import Browser
 
 from ourmail.lists import requests
 from ourmail.lists.model import ListSettings, Member
+from ourmail.web.listpublic import client_key
 from tests.lists.listreqhelp import LIST, context, token_of
 
 ANNA = "anna@far.test"
@@ -67,9 +69,25 @@ def test_public_pages(tmp_path: Path) -> None:
         assert shown.status == 200 and "<button" in shown.text and not shown.cookies
         assert ctx.db.member(LIST, ANNA) is not None  # RFC 8058 §3.2: GET does not act
         assert client.request("POST", url, b"", FORM).status == 400
-        forged = url[:-4] + "0000"
-        assert client.request("POST", forged, ONE_CLICK, FORM).status == 403
+        # No list, no member, a wrong signature: one answer, which tells nothing.
+        forged = client.request("POST", url[:-4] + "0000", ONE_CLICK, FORM)
+        no_list = url.replace(quote(LIST, safe=""), "nothing%40example.test")
+        no_list = client.request("POST", no_list, ONE_CLICK, FORM)
+        stranger = url.replace(quote(ANNA, safe=""), "zed%40far.test")
+        stranger = client.request("POST", stranger, ONE_CLICK, FORM)
+        assert forged.status == no_list.status == stranger.status == 404
+        assert forged.body == no_list.body == stranger.body
         assert ctx.db.member(LIST, ANNA) is not None
         gone = client.request("POST", url, ONE_CLICK, FORM)
         assert gone.status == 200 and not gone.cookies and not client.cookies
         assert ctx.db.member(LIST, ANNA) is None
+
+
+def test_rate_limit_keys_ipv6_clients_by_their_64() -> None:
+    """One IPv6 client owns a whole /64 (RFC 4291 §2.5.4): counting each address would give
+    it 2**64 chances; an IPv4 address (mapped or not) is its own key."""
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:ffff::9")
+    assert client_key("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("192.0.2.7") == client_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert client_key("") == "" and client_key("unix-socket") == "unix-socket"
