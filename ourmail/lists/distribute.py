@@ -12,9 +12,17 @@ A handler that fails is run again by the spool, so a distribution records its pr
 ``<root>/outgoing/<key>.*`` (the key is a hash of the list and the post): the recipients as
 first computed, then one line per step done (``archive``, ``digest``, ``batch N``), each
 fsynced once its step is durable (the batches are queued side by side).  Run again, it
-skips what is done: no member gets a batch twice, and the same post distributed again
-within :data:`KEEP` seconds (a retry after the spool's file survived, a second approval)
-goes to nobody again.
+skips what is done, and the same post distributed again within :data:`KEEP` seconds (a
+retry after the spool's file survived, a second approval) goes to nobody again.
+
+The guarantee is at-least-once per batch, with one window: a batch is marked once the queue
+holds it, and the queue and the record are two commits, so a crash after a batch is queued
+and before its mark is written queues that batch again on the next run, and its members get
+the post twice.  Only the batches queued in that instant (at most those queued side by
+side, the ones not yet marked) can go twice; a batch is never lost.
+
+The post's hash, its rewrite and its ARC seal run in threads (``ctx.run``), never on the
+reactor; a seal that fails sends the post unsealed (logged), never stalls the list.
 """
 
 from __future__ import annotations
@@ -92,7 +100,7 @@ def _ours(lst: ListSettings, address: str) -> bool:
 async def distribute(ctx: ListContext, lst: ListSettings, message: bytes, poster: str) -> int:
     """Send the post ``message`` (CRLF, as the poster sent it) to the list's members, the
     archive and the digest; how many members it was queued for."""
-    key = hashlib.sha256(lst.address.encode() + b"\0" + message).hexdigest()[:40]
+    key = await ctx.run(_key, lst.address, message)
     lock = _locks.setdefault(key, DeferredLock())
     await lock.acquire()
     try:
@@ -101,6 +109,27 @@ async def distribute(ctx: ListContext, lst: ListSettings, message: bytes, poster
         lock.release()
         if not lock.locked and not lock.waiting:
             _locks.pop(key, None)
+
+
+def _key(list_address: str, message: bytes) -> str:
+    """The record's key of ``message`` posted to ``list_address``.  Blocking (a thread):
+    hashing a large post takes a while."""
+    return hashlib.sha256(list_address.encode() + b"\0" + message).hexdigest()[:40]
+
+
+async def _seal(ctx: ListContext, lst: ListSettings, content: bytes) -> bytes:
+    """``content`` with the list's ARC set (RFC 8617 §5.1), or unchanged when there is no
+    sealer or sealing fails (a bad key, a message the sealer cannot read): the post goes out
+    unsealed, logged, rather than stall the list."""
+    if ctx.sealer is None:
+        return content
+    try:
+        return await ctx.sealer.seal(content)
+    except Exception as e:
+        log.warn(
+            "list {list}: post sent unsealed: ARC sealing failed: {e!r}", list=lst.address, e=e
+        )
+        return content
 
 
 async def _distribute(
@@ -122,7 +151,7 @@ async def _distribute(
     if lst.digest and "digest" not in record.done:
         await digest.add(ctx, lst, out.content)
         await ctx.run(record.mark, "digest")
-    content = out.content if ctx.sealer is None else await ctx.sealer.seal(out.content)
+    content = await _seal(ctx, lst, out.content)
     subscribers = set(record.recipients.subscribers)
     header_ascii = content[: headers.header_end(content)].isascii()
 

@@ -118,11 +118,23 @@ async def strict_dmarc(ctx: ListContext, domains: Sequence[str]) -> bool:
 
 
 async def rewrite(ctx: ListContext, lst: ListSettings, message: bytes) -> Outgoing:
-    """The copy of ``message`` (CRLF) that ``lst`` sends to its members."""
-    fields, _ = headers.split(message)
-    domains = [addr.rpartition("@")[2] for _, addr in authors(fields)]
+    """The copy of ``message`` (CRLF) that ``lst`` sends to its members; the message is
+    split and rewritten in threads (``ctx.run``): a large post would hold up the reactor."""
+    domains = await ctx.run(_author_domains, message)
     munge = await strict_dmarc(ctx, domains)
-    return Outgoing(outgoing(lst, message, web_url=ctx.web_url, munge=munge), munge)
+    content = await ctx.run(_outgoing, lst, message, ctx.web_url, munge)
+    return Outgoing(content, munge)
+
+
+def _author_domains(message: bytes) -> list[str]:
+    """The domains of the ``From:`` addresses of ``message``.  Blocking (a thread)."""
+    fields, _ = headers.split(message)
+    return [addr.rpartition("@")[2] for _, addr in authors(fields)]
+
+
+def _outgoing(lst: ListSettings, message: bytes, web_url: str, munge: bool) -> bytes:
+    """:func:`outgoing` with positional arguments, for ``ctx.run``."""
+    return outgoing(lst, message, web_url=web_url, munge=munge)
 
 
 def outgoing(lst: ListSettings, message: bytes, *, web_url: str, munge: bool) -> bytes:
