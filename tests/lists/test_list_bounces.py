@@ -343,6 +343,21 @@ def test_a_digest_interrupted_by_a_failure_goes_on_where_it_stopped(tmp_path: Pa
     ]
 
 
+def test_a_resumed_digest_goes_to_the_members_it_was_built_for(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, DIGEST_MEMBERS)
+    clock: Clock = ctx.clock  # type: ignore[assignment]
+    queue: FakeQueue = ctx.queue  # type: ignore[assignment]
+    run(lambda: digest.add(ctx, LIST, POSTS[0]))
+    clock.now += DAY
+    queue.fail_at = 2  # stopped after the first batch (d1), as a crash would
+    assert run(lambda: digest.send_due(ctx)) == 0
+    # Meanwhile d2 leaves and d0 chooses the digest: the issue still goes to d2 alone.
+    ctx.db.unsubscribe(LIST.address, ["d2@remote.test"])
+    ctx.db.subscribe(LIST.address, [Member("d0@remote.test", delivery=Delivery.DIGEST)])
+    assert run(lambda: digest.send_due(ctx)) == 1
+    assert [q.recipients for q in queue.sent] == [["d1@remote.test"], ["d2@remote.test"]]
+
+
 def test_a_real_bounce_from_a_second_server_raises_the_score_and_disables(
     tmp_path: Path,
 ) -> None:
