@@ -1,7 +1,7 @@
 """The two roles the list service handles itself (``lists/service.py``; the others are the
 parts'): ``LIST-owner@``, forwarded to the owners and moderators, and
 ``LIST-confirm+TOKEN@``, a reply to a confirmation request, handed to the confirmer of the
-token's action."""
+token's action (the token is used up only once the confirmer has succeeded)."""
 
 from __future__ import annotations
 
@@ -75,21 +75,26 @@ async def confirm(
     confirmers: Mapping[str, Confirmer],
     is_list: Callable[[str], bool],
 ) -> None:
-    """Redeem ``token`` and hand it to its action's confirmer; an unknown, expired or used
-    one (or another list's) gets a short reply, never to a null sender or a list
-    (``is_list``: loops), at most :data:`UNKNOWN_REPLIES` an hour per sender (RFC 3834)."""
-    pending = await tokens.peek(ctx, token)
-    if pending is not None and pending.list != lst.address:
-        pending = None  # another list's token: left for that list
-    confirmer = None if pending is None else confirmers.get(pending.action)
-    if pending is not None and confirmer is None:
-        raise LookupError(f"no confirmer of {pending.action}")
-    found = await tokens.redeem(ctx, token) if pending is not None else None
-    if found is None or confirmer is None:
+    """Hand ``token`` to its action's confirmer, then use it up (:func:`tokens.use`: a
+    confirmer that fails, or a crash, leaves it pending for the sender's next try); an
+    unknown, expired or used one (or another list's) gets a short reply, never to a null
+    sender or a list (``is_list``: loops), at most :data:`UNKNOWN_REPLIES` an hour per
+    sender (RFC 3834)."""
+
+    async def act(pending: Token) -> str | None:
+        if pending.list != lst.address:
+            return None  # another list's token: left for that list
+        confirmer = confirmers.get(pending.action)
+        if confirmer is None:
+            raise LookupError(f"no confirmer of {pending.action}")
+        return await confirmer(ctx, lst, pending, arrival.sender)
+
+    used = await tokens.use(ctx, token, act)
+    if used is None:
         log.info("{id}: an unknown or expired confirmation", id=arrival.id)
         await _unknown(ctx, lst, arrival, is_list)
         return
-    result = await confirmer(ctx, lst, found, arrival.sender)
+    found, result = used
     log.info(
         "{id}: {list}: {action} of {address} confirmed by {by}: {result}",
         id=arrival.id,
