@@ -228,7 +228,7 @@ def fired(d: defer.Deferred[rewrite.Outgoing]) -> rewrite.Outgoing:
 
 
 def test_dmarc_policy_decides() -> None:
-    from ourmail.lists.context import ListContext
+    from tests.lists.listreqhelp import SyncContext  # rewrites in the test's thread
 
     policies = {"strict.test": "reject", "q.test": "quarantine", "lax.test": "none"}
 
@@ -237,7 +237,7 @@ def test_dmarc_policy_decides() -> None:
             return defer.fail(OSError("SERVFAIL"))
         return defer.succeed(policies.get(domain))
 
-    ctx = ListContext(
+    ctx = SyncContext(
         None,
         None,
         None,
