@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
+import pytest
 from conftest import running_server
 from webhelp import Browser
 
@@ -73,3 +75,33 @@ def test_public_pages(tmp_path: Path) -> None:
         gone = client.request("POST", url, ONE_CLICK, FORM)
         assert gone.status == 200 and not gone.cookies and not client.cookies
         assert ctx.db.member(LIST, ANNA) is None
+
+
+def test_a_confirmation_that_fails_on_the_web_can_be_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx, box, _ = context(tmp_path, threads=True)
+    confirm = requests.confirm
+    failures = [RuntimeError("the database is locked")]
+
+    async def flaky(*args: Any) -> str:
+        if failures:
+            raise failures.pop()
+        return await confirm(*args)
+
+    monkeypatch.setattr(requests, "confirm", flaky)
+    with running_server(tmp_path / "server") as srv:
+        assert srv.server.web is not None
+        srv.server.web.services.lists = SimpleNamespace(ctx=ctx)  # type: ignore[assignment]
+        browser = Browser(srv)
+        page = browser.get(f"/lists/{LIST}")
+        browser.post(
+            f"/lists/{LIST}", {"address": ANNA, "action": "subscribe", "csrf": page.csrf()}
+        )
+        token = token_of(box.sent[0][2])
+        ask = browser.get(f"/lists/confirm/{token}")
+        failed = browser.post(f"/lists/confirm/{token}", {"csrf": ask.csrf()})
+        assert failed.status >= 500 and ctx.db.member(LIST, ANNA) is None
+        done = browser.post(f"/lists/confirm/{token}", {"csrf": ask.csrf()})
+        assert done.status == 200 and "now subscribed" in done.text
+        assert ctx.db.member(LIST, ANNA) is not None
