@@ -359,11 +359,13 @@ class OutboundQueue(Service):
         forwarded: bool = False,
         verp: bool = False,
         personal: Mapping[str, bytes] | None = None,
+        key: str = "",
     ) -> Deferred[str]:
         """Queue ``content`` durably, DKIM-signed once here (as its forwarder when
         ``forwarded``), or, with ``verp``, unsigned with each recipient's ``personal``
         header fields, each copy signed as it leaves; the Deferred fires with the queue id
-        once it is."""
+        once it is.  With ``key``, once: a message queued under the same key before is not
+        queued again (``QueueFiles.add_once``); the Deferred fires with its id."""
         now = self.clock.seconds()
         unique = dict(recipients)  # one copy per address
         own = personal or {}
@@ -392,10 +394,16 @@ class OutboundQueue(Service):
             addresses = [sender, *unique]
             # RFC 6531 §3.2: SMTPUTF8 only where the envelope or header needs it.
             envelope.utf8 = utf8 and not (header.isascii() and all(a.isascii() for a in addresses))
-            self.files.add(envelope, signature + data if signature else content)
+            stored = signature + data if signature else content
+            if key:
+                return self.files.add_once(envelope, stored, key)
+            self.files.add(envelope, stored)
             return envelope.id
 
         def queued(qid: str) -> str:
+            if qid != envelope.id:
+                log.info("queue: {key} was queued before, as {id}", key=key, id=qid)
+                return qid
             log.info(
                 "queue: {id} from <{sender}> to {rcpts} ({size} bytes)",
                 id=qid,
@@ -842,7 +850,7 @@ class OutboundQueue(Service):
                     )
                 reports.append(self._queue_report(n.to, report, n.statuses, now))
             if not envelope.pending():
-                self.files.discard(qid)
+                self.files.discard(qid, envelope.key)
                 log.info("queue: {id} done after {n} attempts", id=qid, n=envelope.attempts)
                 return None, reports
             delay = self.settings.retry_first * 2 ** min(envelope.attempts - 1, 30)

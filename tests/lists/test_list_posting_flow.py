@@ -65,6 +65,7 @@ class FakeQueue:
         forwarded: bool = False,
         verp: bool = False,
         personal: dict[str, bytes] | None = None,
+        key: str = "",
     ) -> Deferred[str]:
         if verp and self.fail_at is not None and len(self.posts) == self.fail_at:
             self.fail_at = None
@@ -370,3 +371,42 @@ def test_hashing_and_rewriting_run_off_the_reactor(
     assert run(distribute.distribute(ctx, TEAM, message, "bob@remote.test")) == 4
     assert set(seen) == {"hash", "rewrite"}
     assert reactor_thread not in seen.values()
+
+
+def test_a_batch_queued_just_before_a_crash_is_not_queued_again(
+    ctx: ListContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.task import Clock
+
+    from ourmail.config import QueueSettings
+    from ourmail.queue.runner import OutboundQueue
+
+    real = OutboundQueue(
+        QueueSettings(), tmp_path / "data", "mx.test", None, None, reactor, Clock()
+    )  # type: ignore[arg-type]
+    real.files.prepare()
+    ctx.queue = real
+    mark = distribute.Record.mark
+    crashed: list[str] = []
+
+    def crash_once(record: distribute.Record, step: str) -> None:
+        if step == "batch 1" and not crashed:
+            crashed.append(step)  # queued, but the server stops before it is recorded
+            raise OSError("power cut")
+        mark(record, step)
+
+    monkeypatch.setattr(distribute.Record, "mark", crash_once)
+    message = post(tmp_path, "From: bob@remote.test\nSubject: once").read_bytes()
+    with pytest.raises(OSError):
+        run(distribute.distribute(ctx, TEAM, message, "bob@remote.test"))
+    assert run(distribute.distribute(ctx, TEAM, message, "bob@remote.test")) == 4
+    queued = [real.files.read(qid) for qid in real.files.ids()]
+    everyone = sorted(r.address for e in queued for r in e.recipients)
+    assert crashed and len(queued) == 2
+    assert everyone == [
+        "ann@remote.test",
+        "bob@remote.test",
+        "carol@example.test",
+        "dan@remote.test",
+    ]

@@ -229,5 +229,5 @@ def test_the_vaults_capturing_queue_passes_verp_and_personal_on() -> None:
     fields = {"bob@remote.test": b"List-Unsubscribe: <https://x/b>\r\n"}
     rcpts = [("bob@remote.test", NO_RCPT_PARAMS)]
     queue.enqueue("l@example.test", rcpts, b"x", NO_MAIL_PARAMS, False, False, True, fields)
-    ((*_, verp, personal),) = steps.calls
-    assert verp is True and personal == fields
+    ((*_, verp, personal, key),) = steps.calls
+    assert verp is True and personal == fields and key == ""
