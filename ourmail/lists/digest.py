@@ -15,7 +15,8 @@ resumed issue goes to the same people, not to whoever is a digest member then), 
 sending got (``sending`` with the batches queued, ``sent``).  A digest is built into
 ``issue.eml`` before it is marked ``sending``; once every batch is queued it is marked
 ``sent``, and only then are its posts removed.  After a crash the next run carries on from
-the mark: a batch queued but not yet marked is the only thing that can go out twice.
+the mark; each batch is queued under a key of its own (``enqueue(key=…)``), so a batch
+queued but not yet marked is not queued again.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import email.utils
+import hashlib
 import json
 import os
 import secrets
@@ -244,6 +246,7 @@ async def _send_issue(ctx: ListContext, lst: ListSettings, where: Path, state: S
             utf8 or not all(r.isascii() for r in batch),
             verp=True,
             personal={r: _personal(ctx, lst, r) for r in batch},
+            key=f"{_issue_key(lst, state)}-{number}",  # queued again after a crash: once
         )
         state = attrs.evolve(state, done=number + 1)
         await ctx.run(_save, where, state)
@@ -257,6 +260,13 @@ async def _send_issue(ctx: ListContext, lst: ListSettings, where: Path, state: S
     state = attrs.evolve(state, phase=SENT)
     await ctx.run(_save, where, state)
     return state
+
+
+def _issue_key(lst: ListSettings, state: State) -> str:
+    """The queue key of the issue ``state`` is sending (its batches add their number): the
+    list, the issue number and its posts' file names, which are unique."""
+    what = "\0".join((lst.address, str(state.issue), *state.posts))
+    return "digest-" + hashlib.sha256(what.encode()).hexdigest()[:40]
 
 
 def _needs_utf8(path: Path) -> bool:
