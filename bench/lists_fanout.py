@@ -55,6 +55,7 @@ class WithoutVERP:
         forwarded: bool = False,
         verp: bool = False,
         personal: Mapping[str, bytes] | None = None,
+        key: str = "",
     ) -> Deferred[str]:
         return self.queue.enqueue(sender, recipients, content, mail_params, utf8, forwarded)  # type: ignore[arg-type]
 

@@ -518,6 +518,7 @@ class IOutboundQueue(Interface):
         forwarded: bool = False,
         verp: bool = False,
         personal: Mapping[str, bytes] | None = None,
+        key: str = "",
     ) -> Deferred[str]:
         """Queue ``content`` for ``recipients``; fires with the queue id once the queue files
         are durable (only then may the sender hear ``250``).  ``forwarded``: mail that arrived
@@ -529,7 +530,10 @@ class IOutboundQueue(Interface):
         writes about a recipient (RFC 3464) go to its VERP sender.  ``personal`` (with ``verp``):
         header fields (CRLF-terminated) to put on top of one recipient's copy only, such as
         an RFC 8058 one-click ``List-Unsubscribe`` of that member; the queue's DKIM signature
-        of that copy covers them (RFC 8058 §4)."""
+        of that copy covers them (RFC 8058 §4).  ``key`` (letters, digits, ``-._``): queue it
+        once; a message queued under the same key in the last days (still queued, or sent)
+        is not queued again and its id is given, so a caller that crashed between queueing
+        it and recording that can queue it again without sending it twice."""
 
     def report_delivered(
         sender: str,

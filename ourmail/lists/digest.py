@@ -10,11 +10,13 @@ members in batches with VERP return paths, each with its own RFC 8058 one-click
 into several issues.
 
 A crash is survived by a small journal, ``state.json`` beside the posts: the issue number,
-the posts it holds, and how far sending got (``sending`` with the batches queued,
-``sent``).  A digest is built into ``issue.eml`` before it is marked ``sending``; once
-every batch is queued it is marked ``sent``, and only then are its posts removed.  After a
-crash the next run carries on from the mark: a batch queued but not yet marked is the only
-thing that can go out twice.
+the posts it holds, the digest members it goes to (taken when the issue is built, so a
+resumed issue goes to the same people, not to whoever is a digest member then), and how far
+sending got (``sending`` with the batches queued, ``sent``).  A digest is built into
+``issue.eml`` before it is marked ``sending``; once every batch is queued it is marked
+``sent``, and only then are its posts removed.  After a crash the next run carries on from
+the mark; each batch is queued under a key of its own (``enqueue(key=…)``), so a batch
+queued but not yet marked is not queued again.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import email.utils
+import hashlib
 import json
 import os
 import secrets
@@ -60,6 +63,9 @@ class State:
     posts: tuple[str, ...] = ()
     #: How many recipient batches of that issue are queued.
     done: int = 0
+    #: The digest members that issue goes to, sorted (None in a journal written before
+    #: they were kept: the members at the time it is resumed).
+    recipients: tuple[str, ...] | None = None
 
 
 def _dir(ctx: ListContext, list_address: str) -> Path:
@@ -69,12 +75,14 @@ def _dir(ctx: ListContext, list_address: str) -> Path:
 def _load(where: Path) -> State:
     try:
         data = json.loads((where / "state.json").read_bytes())
+        recipients = data.get("recipients")
         return State(
             int(data["issue"]),
             float(data["last_sent"]),
             str(data["phase"]),
             tuple(str(p) for p in data["posts"]),
             int(data["done"]),
+            None if recipients is None else tuple(str(r) for r in recipients),
         )
     except FileNotFoundError:
         return State()
@@ -221,8 +229,10 @@ async def _send_issue(ctx: ListContext, lst: ListSettings, where: Path, state: S
     if not (where / "issue.eml").exists():
         await ctx.run(_build, ctx, lst, where, state.issue, state.posts)
     utf8 = await ctx.run(_needs_utf8, where / "issue.eml")
-    members = await ctx.run(ctx.db.members, lst.address, Delivery.DIGEST)
-    recipients = sorted(m.address for m in members)
+    if state.recipients is None:
+        state = attrs.evolve(state, recipients=await ctx.run(_members, ctx, lst))
+        await ctx.run(_save, where, state)
+    recipients = state.recipients or ()
     size = max(1, ctx.settings.batch)
     batches = [recipients[i : i + size] for i in range(0, len(recipients), size)]
     for number, batch in enumerate(batches):
@@ -236,6 +246,7 @@ async def _send_issue(ctx: ListContext, lst: ListSettings, where: Path, state: S
             utf8 or not all(r.isascii() for r in batch),
             verp=True,
             personal={r: _personal(ctx, lst, r) for r in batch},
+            key=f"{_issue_key(lst, state)}-{number}",  # queued again after a crash: once
         )
         state = attrs.evolve(state, done=number + 1)
         await ctx.run(_save, where, state)
@@ -251,21 +262,33 @@ async def _send_issue(ctx: ListContext, lst: ListSettings, where: Path, state: S
     return state
 
 
+def _issue_key(lst: ListSettings, state: State) -> str:
+    """The queue key of the issue ``state`` is sending (its batches add their number): the
+    list, the issue number and its posts' file names, which are unique."""
+    what = "\0".join((lst.address, str(state.issue), *state.posts))
+    return "digest-" + hashlib.sha256(what.encode()).hexdigest()[:40]
+
+
 def _needs_utf8(path: Path) -> bool:
     with path.open("rb") as f:
         head = f.read(HEAD_LIMIT)
     return not head.split(b"\r\n\r\n", 1)[0].isascii()
 
 
+def _members(ctx: ListContext, lst: ListSettings) -> tuple[str, ...]:
+    """The digest members of ``lst`` now, sorted.  Blocking (a thread)."""
+    return tuple(sorted(m.address for m in ctx.db.members(lst.address, Delivery.DIGEST)))
+
+
 def _start(ctx: ListContext, lst: ListSettings, where: Path, state: State) -> State | None:
-    """Build the next issue from the oldest posts and mark it ``sending``; None when no post
-    waits."""
+    """Build the next issue from the oldest posts and mark it ``sending``, with the digest
+    members it goes to; None when no post waits."""
     posts = _pick(where, ctx.max_message_size * 9 // 10)  # room for the digest's own parts
     if not posts:
         return None
     issue = state.issue + 1
     _build(ctx, lst, where, issue, posts)
-    sending = State(issue, state.last_sent, SENDING, posts, 0)
+    sending = State(issue, state.last_sent, SENDING, posts, 0, _members(ctx, lst))
     _save(where, sending)
     return sending
 

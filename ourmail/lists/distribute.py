@@ -12,9 +12,16 @@ A handler that fails is run again by the spool, so a distribution records its pr
 ``<root>/outgoing/<key>.*`` (the key is a hash of the list and the post): the recipients as
 first computed, then one line per step done (``archive``, ``digest``, ``batch N``), each
 fsynced once its step is durable (the batches are queued side by side).  Run again, it
-skips what is done: no member gets a batch twice, and the same post distributed again
-within :data:`KEEP` seconds (a retry after the spool's file survived, a second approval)
-goes to nobody again.
+skips what is done, and the same post distributed again within :data:`KEEP` seconds (a
+retry after the spool's file survived, a second approval) goes to nobody again.
+
+A batch is queued under a key of its own (the record's key and the batch's number, cut with
+the batch size the record keeps), and the queue queues a key once (``enqueue(key=…)``):
+a crash after a batch is queued and before its step is recorded queues it again on the next
+run, which the queue answers with the first copy's id, so no member gets a post twice.
+
+The post's hash, its rewrite and its ARC seal run in threads (``ctx.run``), never on the
+reactor; a seal that fails sends the post unsealed (logged), never stalls the list.
 """
 
 from __future__ import annotations
@@ -92,7 +99,7 @@ def _ours(lst: ListSettings, address: str) -> bool:
 async def distribute(ctx: ListContext, lst: ListSettings, message: bytes, poster: str) -> int:
     """Send the post ``message`` (CRLF, as the poster sent it) to the list's members, the
     archive and the digest; how many members it was queued for."""
-    key = hashlib.sha256(lst.address.encode() + b"\0" + message).hexdigest()[:40]
+    key = await ctx.run(_key, lst.address, message)
     lock = _locks.setdefault(key, DeferredLock())
     await lock.acquire()
     try:
@@ -103,6 +110,27 @@ async def distribute(ctx: ListContext, lst: ListSettings, message: bytes, poster
             _locks.pop(key, None)
 
 
+def _key(list_address: str, message: bytes) -> str:
+    """The record's key of ``message`` posted to ``list_address``.  Blocking (a thread):
+    hashing a large post takes a while."""
+    return hashlib.sha256(list_address.encode() + b"\0" + message).hexdigest()[:40]
+
+
+async def _seal(ctx: ListContext, lst: ListSettings, content: bytes) -> bytes:
+    """``content`` with the list's ARC set (RFC 8617 §5.1), or unchanged when there is no
+    sealer or sealing fails (a bad key, a message the sealer cannot read): the post goes out
+    unsealed, logged, rather than stall the list."""
+    if ctx.sealer is None:
+        return content
+    try:
+        return await ctx.sealer.seal(content)
+    except Exception as e:
+        log.warn(
+            "list {list}: post sent unsealed: ARC sealing failed: {e!r}", list=lst.address, e=e
+        )
+        return content
+
+
 async def _distribute(
     ctx: ListContext, lst: ListSettings, message: bytes, poster: str, key: str
 ) -> int:
@@ -110,7 +138,7 @@ async def _distribute(
     record = await ctx.run(Record.load, folder, key)
     if record is None:
         found = await recipients(ctx, lst)
-        record = await ctx.run(Record.create, folder, key, found, ctx.clock())
+        record = await ctx.run(Record.create, folder, key, found, ctx.settings.batch)
     if DONE in record.done:
         log.info("list {list}: post from {poster} was distributed already", list=lst.address,
                  poster=poster)  # fmt: skip
@@ -122,11 +150,11 @@ async def _distribute(
     if lst.digest and "digest" not in record.done:
         await digest.add(ctx, lst, out.content)
         await ctx.run(record.mark, "digest")
-    content = out.content if ctx.sealer is None else await ctx.sealer.seal(out.content)
+    content = await _seal(ctx, lst, out.content)
     subscribers = set(record.recipients.subscribers)
     header_ascii = content[: headers.header_end(content)].isascii()
 
-    async def send(step: str, batch: Sequence[str]) -> None:
+    async def send(n: int, batch: Sequence[str]) -> None:
         personal = {
             r: rewrite.unsubscribe_fields(ctx.web_url, ctx.secret, lst, r)
             for r in batch
@@ -141,14 +169,15 @@ async def _distribute(
             forwarded=not out.munged,
             verp=True,
             personal=personal,
+            key=f"list-{key}-{n}",  # queued again after a crash: not sent twice
         )
-        await ctx.run(record.mark, step)
+        await ctx.run(record.mark, f"batch {n}")
 
     # The batches are queued side by side (their files are written and fsynced in the
     # thread pool at once); each is recorded as it becomes durable.
-    batches = _batches(record.recipients.all, ctx.settings.batch)
+    batches = _batches(record.recipients.all, record.batch or ctx.settings.batch)
     pending = [
-        Deferred.fromCoroutine(send(f"batch {n}", batch))
+        Deferred.fromCoroutine(send(n, batch))
         for n, batch in enumerate(batches)
         if f"batch {n}" not in record.done
     ]
@@ -172,13 +201,16 @@ def _batches(items: Sequence[str], size: int) -> list[Sequence[str]]:
 
 @attrs.define
 class Record:
-    """The progress of one distribution on disk: ``<key>.rcpt`` (``s address`` for a
-    subscriber, ``g address`` for a group member, one a line) and ``<key>.log`` (the steps
-    done, one a line).  Blocking: used in a thread."""
+    """The progress of one distribution on disk: ``<key>.rcpt`` (``b size``, the batch size
+    the batches were cut with, then ``s address`` for a subscriber, ``g address`` for a group
+    member, one a line) and ``<key>.log`` (the steps done, one a line).  Blocking: used in a
+    thread."""
 
     log_path: Path
     recipients: Recipients
     done: set[str]
+    #: The recipients per batch (0 in a record written before it was kept: the setting's).
+    batch: int = 0
 
     @classmethod
     def load(cls, folder: Path, key: str) -> Record | None:
@@ -191,21 +223,25 @@ class Record:
             return None
         subscribers = tuple(line[2:] for line in lines if line.startswith("s "))
         others = tuple(line[2:] for line in lines if line.startswith("g "))
-        return cls(folder / f"{key}.log", Recipients(subscribers, others), set(done))
+        sizes = [int(line[2:]) for line in lines if line.startswith("b ") and line[2:].isdigit()]
+        recipients = Recipients(subscribers, others)
+        return cls(folder / f"{key}.log", recipients, set(done), sizes[0] if sizes else 0)
 
     @classmethod
-    def create(cls, folder: Path, key: str, found: Recipients, now: float) -> Record:
-        """A new record of the recipients ``found``, durable (files and folder)."""
+    def create(cls, folder: Path, key: str, found: Recipients, batch: int) -> Record:
+        """A new record of the recipients ``found``, to be sent in batches of ``batch``,
+        durable (files and folder)."""
         if not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
             fsutil.fsync_dir(folder.parent)
-        lines = [f"s {a}" for a in found.subscribers] + [f"g {a}" for a in found.others]
+        lines = [f"b {batch}"]
+        lines += [f"s {a}" for a in found.subscribers] + [f"g {a}" for a in found.others]
         log_path = folder / f"{key}.log"
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.fsync(fd)
         os.close(fd)
         fsutil.write_atomic(folder / f"{key}.rcpt", "".join(f"{x}\n" for x in lines).encode())
-        return cls(log_path, found, set())
+        return cls(log_path, found, set(), batch)
 
     def mark(self, step: str) -> None:
         """Record ``step`` as done, durably."""

@@ -312,13 +312,20 @@ class ListDB:
         token = None if row is None else Token(*row)
         return token if token is not None and token.expires > now else None
 
-    def pending_tokens(self, list_address: str, address: str, action: str, now: float) -> int:
-        """How many unexpired confirmations of ``action`` wait for ``address``."""
-        row = self.db.execute(
+    def pending_tokens(
+        self, list_address: str, address: str, action: str, now: float, data: str | None = None
+    ) -> int:
+        """How many unexpired confirmations of ``action`` wait for ``address`` (with
+        ``data``: only those whose data is that)."""
+        query = (
             "SELECT count(*) FROM tokens WHERE list = ? AND address = ? AND action = ?"
-            " AND expires > ?",
-            (list_address, address, action, now),
-        ).fetchone()
+            " AND expires > ?"
+        )
+        params: tuple[str | float, ...] = (list_address, address, action, now)
+        if data is not None:
+            query += " AND data = ?"
+            params += (data,)
+        row = self.db.execute(query, params).fetchone()
         return int(row[0])
 
     def expire_tokens(self, now: float) -> int:

@@ -374,7 +374,8 @@ def counted(ctx: ListContext, address: str, now: float) -> bool:
 
 async def confirm(ctx: ListContext, lst: ListSettings, token: Token, by: str) -> str:
     """The confirmer of ``subscribe`` and ``unsubscribe`` tokens (``by``: who replied, ""
-    from the web).  Answers :data:`SUBSCRIBED`, :data:`AWAITING_APPROVAL`,
+    from the web); idempotent, as :func:`tokens.use` needs: run again, it finds the change
+    made and answers so.  Answers :data:`SUBSCRIBED`, :data:`AWAITING_APPROVAL`,
     :data:`ALREADY_MEMBER`, :data:`UNSUBSCRIBED`, :data:`NOT_MEMBER` or
     :data:`UNKNOWN_ACTION`."""
     if token.action == "subscribe" and token.data.startswith(f"{bounces.REENABLE}:"):
@@ -422,9 +423,15 @@ async def one_click(ctx: ListContext, lst: ListSettings, address: str, signature
 
 
 async def _ask_owners(ctx: ListContext, lst: ListSettings, address: str) -> str:
-    """A confirmed subscription of a list that needs approval: a token to the owners."""
+    """A confirmed subscription of a list that needs approval: a token to the owners, once
+    (confirmed again after a crash, an approval already pending is not asked for again)."""
     if not lst.owners:
         log.warn("list {list}: subscriptions need approval, but it has no owner", list=lst.address)
+        return AWAITING_APPROVAL
+    pending = await ctx.run(
+        ctx.db.pending_tokens, lst.address, address, "subscribe", ctx.clock(), APPROVED
+    )
+    if pending:
         return AWAITING_APPROVAL
     token = await tokens.issue(ctx, lst.address, address, "subscribe", APPROVED)
     _ = _gettext(lst)

@@ -1,7 +1,7 @@
 """The two roles the list service handles itself (``lists/service.py``; the others are the
 parts'): ``LIST-owner@``, forwarded to the owners and moderators, and
 ``LIST-confirm+TOKEN@``, a reply to a confirmation request, handed to the confirmer of the
-token's action."""
+token's action (the token is used up only once the confirmer has succeeded)."""
 
 from __future__ import annotations
 
@@ -78,35 +78,44 @@ async def confirm(
     is_list: Callable[[str], bool],
     path: Path,
 ) -> None:
-    """Redeem ``token`` and hand it to its action's confirmer, with who sent the reply as
-    far as it is verified (``lists/identity.py``); an unknown, expired or used one (or
-    another list's) gets a short reply, never to a null sender or a list (``is_list``:
-    loops), at most :data:`UNKNOWN_REPLIES` an hour per sender (RFC 3834).  A bounce or an
-    automatic reply (``path``'s header says so) confirms nothing: it is dropped."""
+    """Hand ``token`` to its action's confirmer, with who sent the reply as far as it is
+    verified (``lists/identity.py``), then use it up (:func:`tokens.use`: a confirmer that
+    fails, or a crash, leaves it pending for the sender's next try).  An unknown, expired
+    or used one (or another list's) gets a short reply, never to a null sender or a list
+    (``is_list``: loops), at most :data:`UNKNOWN_REPLIES` an hour per sender (RFC 3834).
+    A bounce or an automatic reply (``path``'s header says so) confirms nothing: it is
+    dropped."""
     fields = await ctx.run(headers.read_fields, path)
     robot = identity.automatic(arrival.sender, fields)
     if robot is not None:
         log.info("{id}: a confirmation dropped: {why}", id=arrival.id, why=robot)
         return
-    pending = await tokens.peek(ctx, token)
-    if pending is not None and pending.list != lst.address:
-        pending = None  # another list's token: left for that list
-    confirmer = None if pending is None else confirmers.get(pending.action)
-    if pending is not None and confirmer is None:
-        raise LookupError(f"no confirmer of {pending.action}")
     trusted = await ctx.run(identity.verified, arrival, fields, ctx.authserv_id)
     by = identity.by_mail(arrival, trusted)
-    if pending is not None and pending.action in FOR_MODERATORS and not lst.is_moderator(by):
-        # The confirmer refuses (and audits) without acting; the token is not used up, so
-        # that the moderators' own reply or link still works.
-        found: Token | None = pending
-    else:
-        found = await tokens.redeem(ctx, token) if pending is not None else None
-    if found is None or confirmer is None:
+    refused: list[tuple[Token, str]] = []
+
+    async def act(pending: Token) -> str | None:
+        if pending.list != lst.address:
+            return None  # another list's token: left for that list
+        confirmer = confirmers.get(pending.action)
+        if confirmer is None:
+            raise LookupError(f"no confirmer of {pending.action}")
+        result = await confirmer(ctx, lst, pending, by)
+        if pending.action in FOR_MODERATORS and not lst.is_moderator(by):
+            # The confirmer refused (and audited) without acting; the token is not used
+            # up, so that the moderators' own reply or link still works.
+            refused.append((pending, result))
+            return None
+        return result
+
+    used = await tokens.use(ctx, token, act)
+    if used is None and refused:
+        used = refused[0]
+    if used is None:
         log.info("{id}: an unknown or expired confirmation", id=arrival.id)
         await _unknown(ctx, lst, arrival, is_list)
         return
-    result = await confirmer(ctx, lst, found, by)
+    found, result = used
     log.info(
         "{id}: {list}: {action} of {address} confirmed by {by}: {result}",
         id=arrival.id,

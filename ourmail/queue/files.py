@@ -7,6 +7,8 @@ Layout under ``<data>/queue/``::
     envelopes/<id>.results  results of the attempt under way, one JSON line per recipient,
                          appended as servers answer; folded into the envelope when it is
                          next written
+    keys/<key>           a message queued once per key (:meth:`QueueFiles.add_once`): the id
+                         it was queued under, then `` done`` once it left the queue
     lock                 flock(2)-ed by every writer (the queue runner and ``ourmail queue``)
     wakeup               touched by ``ourmail queue`` so the runner re-reads the envelopes
 
@@ -21,6 +23,13 @@ the envelope: a message to 10,000 recipients sent one transaction per recipient 
 otherwise rewrite its 2 MB envelope 10,000 times.  Reading an envelope applies its results
 file; applying a result twice changes nothing, so a crash between writing the envelope and
 removing the results file loses nothing and duplicates nothing.
+
+A caller that may queue the same message again after a crash (a mailing list's batch, queued
+and then recorded in its own files) gives it a key: :meth:`QueueFiles.add_once` names the
+new id under ``keys/<key>`` before adding the message, and :meth:`QueueFiles.discard` marks
+the key ``done`` before the envelope goes, so at any instant the key says whether the
+message is queued, was sent, or was never committed (then it is queued anew).  Keys are
+kept :data:`KEY_SECONDS`.
 """
 
 from __future__ import annotations
@@ -43,6 +52,9 @@ from ourmail.fsutil import fsync_dir, write_atomic
 
 #: Recipient states; the last three are final.
 PENDING, DELIVERED, RELAYED, FAILED = "pending", "delivered", "relayed", "failed"
+#: How long a message's key is kept after it was queued: a message queued again with the
+#: same key within it is not queued twice.
+KEY_SECONDS = 7 * 86400
 
 
 class QueueError(Exception):
@@ -97,6 +109,8 @@ class Envelope:
     #: Mail that arrived from elsewhere and leaves again (signed only as its forwarder); kept
     #: for VERP envelopes, signed at send time.
     forwarded: bool = False
+    #: The key it was queued under once (:meth:`QueueFiles.add_once`); "" for none.
+    key: str = ""
 
     def sender_for(self, rcpt: QueuedRecipient) -> str:
         """The envelope sender of ``rcpt``'s transaction (and of the DSNs about it)."""
@@ -203,9 +217,10 @@ class QueueFiles:
         self.messages = root / "messages"
         self.envelopes = root / "envelopes"
         self.wakeup = root / "wakeup"
+        self.keys = root / "keys"
 
     def prepare(self) -> None:
-        for d in (self.root, self.messages, self.envelopes):
+        for d in (self.root, self.messages, self.envelopes, self.keys):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.wakeup.touch(exist_ok=True)
 
@@ -249,6 +264,28 @@ class QueueFiles:
             os.close(fd)
         fsync_dir(self.messages)
         write_atomic(self._envelope_path(envelope.id), envelope.to_json())
+
+    def _key_path(self, key: str) -> Path:
+        if not key or not all(c.isalnum() or c in "-._" for c in key) or key[0] == ".":
+            raise QueueError(f"not a queue key: {key!r}")
+        return self.keys / key
+
+    def add_once(self, envelope: Envelope, content: bytes | Path, key: str) -> str:
+        """:meth:`add` once per ``key``: when a message was queued under ``key`` before (it is
+        still queued, or was sent within :data:`KEY_SECONDS`), nothing is added; the id the
+        message is queued under.  Takes the lock."""
+        path = self._key_path(key)
+        with self.locked():
+            try:
+                qid, _, state = path.read_text("ascii").partition(" ")
+            except FileNotFoundError:
+                qid = state = ""
+            if qid and (state == "done" or self._envelope_path(qid).exists()):
+                return qid
+            envelope.key = key
+            write_atomic(path, envelope.id.encode("ascii"))  # before: see the module's notes
+            self.add(envelope, content)
+            return envelope.id
 
     def _results_path(self, qid: str) -> Path:
         return self.envelopes / f"{qid}.results"
@@ -312,11 +349,22 @@ class QueueFiles:
     def remove(self, qid: str) -> bool:
         """Remove a message under the lock; False if it was not queued."""
         with self.locked():
-            return self.discard(qid)
+            try:
+                key = self.read(qid).key
+            except QueueError:
+                key = ""
+            return self.discard(qid, key)
 
-    def discard(self, qid: str) -> bool:
-        """Remove a message (envelope first: that un-queues it); call with the lock held."""
+    def discard(self, qid: str, key: str = "") -> bool:
+        """Remove a message (envelope first: that un-queues it), its ``key`` marked done
+        first (it leaves the queue: not to be queued again); call with the lock held."""
         path = self._envelope_path(qid)
+        if not path.exists():
+            return False
+        if key:
+            with contextlib.suppress(FileNotFoundError):
+                if self._key_path(key).read_text("ascii") == qid:
+                    write_atomic(self._key_path(key), f"{qid} done".encode("ascii"))
         try:
             path.unlink()
         except FileNotFoundError:
@@ -331,10 +379,11 @@ class QueueFiles:
 
     def remove_orphans(self, older_than: float = 600.0) -> int:
         """Message files whose envelope was never written (a crash mid-queueing), half-written
-        envelope replacements, and results files left by a crash in :meth:`discard`."""
+        envelope replacements, results files left by a crash in :meth:`discard`, and keys
+        older than :data:`KEY_SECONDS` whose message is no longer queued."""
         queued = set(self.ids())
         removed = 0
-        limit = time.time() - older_than
+        now = time.time()
         leftovers = [p for p in self.messages.iterdir() if p.name not in queued]
         leftovers += [
             p
@@ -342,9 +391,17 @@ class QueueFiles:
             if p.name.endswith(".tmp") or (p.suffix == ".results" and p.stem not in queued)
         ]
         for path in leftovers:
-            if path.stat().st_mtime < limit:
+            if path.stat().st_mtime < now - older_than:
                 path.unlink(missing_ok=True)
                 removed += 1
+        if self.keys.is_dir():
+            for path in self.keys.iterdir():
+                if path.stat().st_mtime >= now - max(older_than, KEY_SECONDS):
+                    continue
+                with contextlib.suppress(OSError, UnicodeDecodeError):
+                    if path.read_text("ascii").partition(" ")[0] not in queued:
+                        path.unlink()
+                        removed += 1
         return removed
 
     def poke(self) -> None:

@@ -27,10 +27,16 @@ Implementation notes (keep these true when changing this module):
 * A VERP envelope (``enqueue(..., verp=True)``, mailing lists) sends each recipient in its
   own transaction with its own envelope sender (``files.verp_sender``), locally too; the
   transactions of one domain share a job, so they go over one connection one after the
-  other and their results are recorded together.  Its message file is stored unsigned;
-  each copy is DKIM-signed as it leaves (in a thread, the body hashed once per attempt),
-  over the recipient's own header fields too (RFC 8058 §4).  DSNs about a recipient go to
-  its VERP sender, so the list learns whose address failed.
+  other, each one's results recorded before the next begins (a crash resends nobody
+  already recorded).  Each transaction's outcome is its own: when one breaks the
+  connection, the ones not tried yet go over another connection (or, when the connection
+  took nothing, wait for the next attempt), never sharing the broken one's status.  Local
+  recipients are delivered :data:`LOCAL_VERP_AT_ONCE` at a time.  Its message file is
+  stored unsigned; each copy is DKIM-signed as it leaves (in a thread, the body hashed
+  once per attempt), over the recipient's own header fields too (RFC 8058 §4).  DSNs about
+  a recipient go to its VERP sender, so the list learns whose address failed.
+* DSNs are built outside the queue lock (building one parses the message); the envelope
+  read that decides them, and their queueing, happen under it (``_finish``).
 * Scheduling decisions read ``clock`` (a test passes a ``task.Clock``); the network and the
   immediate kicks use the reactor.
 """
@@ -42,7 +48,7 @@ import math
 import os
 import secrets
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from pathlib import Path
 
@@ -63,7 +69,7 @@ from ourmail.interfaces import IDirectory, ILocalDelivery, IMessageSigner, IOutb
 from ourmail.net.dns import make_resolver
 from ourmail.net.metrics import Metrics
 from ourmail.queue import dsn
-from ourmail.queue.client import Outgoing, RcptResult, SessionError
+from ourmail.queue.client import ClientSession, Outgoing, RcptResult, SessionError
 from ourmail.queue.files import (
     DELIVERED,
     FAILED,
@@ -88,6 +94,9 @@ MAX_ACTIVE = 200
 MAX_LOADED = 256 << 20
 #: Recipients per transaction (RFC 5321 §4.5.3.1.8: servers must take 100, may refuse more).
 RCPTS_PER_MESSAGE = 100
+#: A VERP envelope's deliveries here (one transaction and copy per recipient) under way at
+#: once: enough to share the store's group commits, few enough not to flood it.
+LOCAL_VERP_AT_ONCE = 8
 #: Seconds between looks for TLS-RPT reports to send (each day's go out once it is over).
 REPORT_INTERVAL = 3600
 _ACTIONS = {FAILED: "failed", DELIVERED: "delivered", RELAYED: "relayed"}
@@ -112,27 +121,33 @@ def _report_failed(failure: object) -> int:
     return 0
 
 
+@attrs.frozen
+class Notice:
+    """A notification to send: to whom, and what it says of which recipients."""
+
+    to: str
+    statuses: tuple[dsn.RecipientStatus, ...]
+
+
 @attrs.define
 class Job:
     """Messages for one destination (one, or a VERP envelope's transactions), waiting for
     or using a connection: sent one after the other on it."""
 
-    message: Outgoing
-    done: Deferred[list[RcptResult]] = attrs.Factory(Deferred)
-    #: Fired once the results are on disk: a connection sends its next message only then, so
-    #: a crash can leave at most one accepted-but-unrecorded message per connection.
-    recorded: Deferred[None] = attrs.Factory(Deferred)
-    host: str = ""
-    #: A VERP envelope's further transactions, sent after :attr:`message` on the same
-    #: connection.
-    more: list[Outgoing] = attrs.Factory(list)
-
-    @property
-    def messages(self) -> list[Outgoing]:
-        return [self.message, *self.more]
+    messages: list[Outgoing]
+    #: Records one transaction's results durably, with the server that answered them (""
+    #: when none was reached).  A connection sends the job's next transaction only once it
+    #: has fired, so a crash can leave at most one accepted-but-unrecorded transaction per
+    #: connection, and a restart resends no recipient already recorded.
+    record: Callable[[list[RcptResult], str], Deferred[None]]
+    #: Fires once every transaction of the job has its results recorded, or was left for
+    #: the next attempt (a connection broke and nothing got through it).
+    done: Deferred[None] = attrs.Factory(Deferred)
 
     def fail(self, status: str, diagnostic: str) -> None:
-        self.done.callback(_refused(self.messages, status, diagnostic))
+        """Every transaction gets the same answer (the destination cannot be reached)."""
+        recorded = self.record(_refused(self.messages, status, diagnostic), "")
+        recorded.addCallbacks(lambda _: self.done.callback(None), self.done.errback)
 
 
 def _refused(messages: Sequence[Outgoing], status: str, diagnostic: str) -> list[RcptResult]:
@@ -180,26 +195,44 @@ class Destination:
         try:
             while self.jobs and sent < self.queue.settings.messages_per_connection:
                 job = self.jobs.popleft()
-                job.host = session.host
-                results: list[RcptResult] = []
-                broken = None
-                for i, message in enumerate(job.messages):
-                    try:
-                        results += await session.send(message)
-                    except SessionError as e:
-                        broken = _refused(job.messages[i:], e.status, e.diagnostic)
-                    except Exception as e:  # connection lost or timed out
-                        why = f"lost connection with {session.host}: {e}"
-                        broken = _refused(job.messages[i:], "4.4.2", why)
-                    if broken is not None:
-                        break
-                job.done.callback(results + (broken or []))
-                if broken is not None:
+                try:
+                    rest, taken = await self._send(session, job)
+                except Exception:  # its results could not be recorded: the attempt ends
+                    job.done.errback(Failure())
                     break
-                await job.recorded
+                if rest and (taken or sent):
+                    # The connection broke after it took some mail: the transactions not
+                    # tried yet go over another connection, each one's outcome its own.
+                    self.jobs.appendleft(attrs.evolve(job, messages=rest))
+                else:
+                    # Done, or broken at once: the rest wait for the next attempt (its
+                    # back-off) rather than cost the server one connection each.
+                    job.done.callback(None)
+                if rest:
+                    break
                 sent += 1  # a VERP job's transactions count as the one queued message
         finally:
             await session.quit()
+
+    async def _send(self, session: ClientSession, job: Job) -> tuple[list[Outgoing], int]:
+        """Send ``job``'s transactions one after the other, each one's results recorded
+        before the next begins.  When the session breaks, the transaction under way gets
+        the error as its own outcome (a temporary one for a lost connection).  Returns the
+        transactions not tried yet and how many were taken before the break."""
+        for i, message in enumerate(job.messages):
+            broken = True
+            try:
+                results = await session.send(message)
+                broken = False
+            except SessionError as e:
+                results = _refused([message], e.status, e.diagnostic)
+            except Exception as e:  # connection lost or timed out
+                why = f"lost connection with {session.host}: {e}"
+                results = _refused([message], "4.4.2", why)
+            await job.record(results, session.host)
+            if broken:
+                return job.messages[i + 1 :], i
+        return [], len(job.messages)
 
     def _fail_waiting(self, status: str, diagnostic: str) -> None:
         """The destination cannot be reached now: every waiting job gets the same answer."""
@@ -326,11 +359,13 @@ class OutboundQueue(Service):
         forwarded: bool = False,
         verp: bool = False,
         personal: Mapping[str, bytes] | None = None,
+        key: str = "",
     ) -> Deferred[str]:
         """Queue ``content`` durably, DKIM-signed once here (as its forwarder when
         ``forwarded``), or, with ``verp``, unsigned with each recipient's ``personal``
         header fields, each copy signed as it leaves; the Deferred fires with the queue id
-        once it is."""
+        once it is.  With ``key``, once: a message queued under the same key before is not
+        queued again (``QueueFiles.add_once``); the Deferred fires with its id."""
         now = self.clock.seconds()
         unique = dict(recipients)  # one copy per address
         own = personal or {}
@@ -359,10 +394,16 @@ class OutboundQueue(Service):
             addresses = [sender, *unique]
             # RFC 6531 §3.2: SMTPUTF8 only where the envelope or header needs it.
             envelope.utf8 = utf8 and not (header.isascii() and all(a.isascii() for a in addresses))
-            self.files.add(envelope, signature + data if signature else content)
+            stored = signature + data if signature else content
+            if key:
+                return self.files.add_once(envelope, stored, key)
+            self.files.add(envelope, stored)
             return envelope.id
 
         def queued(qid: str) -> str:
+            if qid != envelope.id:
+                log.info("queue: {key} was queued before, as {id}", key=key, id=qid)
+                return qid
             log.info(
                 "queue: {id} from <{sender}> to {rcpts} ({size} bytes)",
                 id=qid,
@@ -542,7 +583,8 @@ class OutboundQueue(Service):
             self.schedule(report, now)
 
     async def _deliver_all(self, envelope: Envelope) -> None:
-        """One attempt for every pending recipient: a transaction per domain and 100 of them."""
+        """One attempt for every pending recipient: a transaction per domain and 100 of them
+        (a VERP envelope: one per recipient)."""
         content = await deferToThread(self.files.content, envelope.id)
         body_hash = None  # a VERP envelope's copies are signed as they leave: hashed once
         if envelope.verp and self.signer is not None:
@@ -550,18 +592,24 @@ class OutboundQueue(Service):
         by_domain: dict[str, list[QueuedRecipient]] = {}
         for rcpt in envelope.pending():
             by_domain.setdefault(rcpt.address.rpartition("@")[2], []).append(rcpt)
-        await defer.DeferredList(
-            [
+        work: list[Deferred[None]] = []
+        for domain, rcpts in by_domain.items():
+            if envelope.verp and self.directory.is_local_domain(domain):
+                work.append(
+                    Deferred.fromCoroutine(self._deliver_verp_local(envelope, rcpts, content))
+                )
+                continue
+            work += [
                 Deferred.fromCoroutine(
                     self._deliver(
                         envelope, domain, rcpts[i : i + RCPTS_PER_MESSAGE], content, body_hash
                     )
                 )
-                for domain, rcpts in by_domain.items()
                 for i in range(0, len(rcpts), RCPTS_PER_MESSAGE)
-            ],
-            consumeErrors=True,
-        )
+            ]
+        for ok, result in await defer.DeferredList(work, consumeErrors=True):
+            if not ok:
+                log.failure("queue: {id}: delivery attempt", result, id=envelope.id)
 
     async def _deliver(
         self,
@@ -571,19 +619,7 @@ class OutboundQueue(Service):
         content: bytes,
         body_hash: bytes | None = None,
     ) -> None:
-        job = None
-        if envelope.verp and self.directory.is_local_domain(domain):
-            # At once: the copies join the store's group commits together.
-            each = await defer.gatherResults(
-                [
-                    Deferred.fromCoroutine(self._deliver_verp_here(envelope, r, content))
-                    for r in rcpts
-                ],
-                consumeErrors=True,
-            )
-            results = [result for one in each for result in one]
-            remote_mta = None
-        elif self.directory.is_local_domain(domain):
+        if self.directory.is_local_domain(domain):
             local = await self.local.deliver_queued(
                 envelope.id,
                 envelope.sender,
@@ -594,48 +630,67 @@ class OutboundQueue(Service):
                 envelope.utf8,
             )
             results = [RcptResult(r.address, r.ok, r.status, r.reply) for r in local]
-            remote_mta = None
-        else:
-            route = route_for(domain, self.settings)
-            destination = self._destinations.get(route)
-            if destination is None:
-                destination = self._destinations[route] = Destination(self, route)
-            if envelope.verp:
-                prefixes = await deferToThread(
-                    self._verp_prefixes, envelope, rcpts, content, body_hash
+            await self._log_and_record(envelope.id, domain, None, results)
+            return
+        route = route_for(domain, self.settings)
+        destination = self._destinations.get(route)
+        if destination is None:
+            destination = self._destinations[route] = Destination(self, route)
+        if envelope.verp:
+            prefixes = await deferToThread(self._verp_prefixes, envelope, rcpts, content, body_hash)
+            messages = [
+                Outgoing(
+                    envelope.sender_for(r),
+                    [(r.address, r.dsn)],
+                    content,
+                    envelope.dsn,
+                    envelope.utf8,
+                    envelope.eight_bit,
+                    prefix,
                 )
-                messages = [
-                    Outgoing(
-                        envelope.sender_for(r),
-                        [(r.address, r.dsn)],
-                        content,
-                        envelope.dsn,
-                        envelope.utf8,
-                        envelope.eight_bit,
-                        prefix,
-                    )
-                    for r, prefix in zip(rcpts, prefixes, strict=True)
-                ]
-            else:
-                messages = [
-                    Outgoing(
-                        envelope.sender,
-                        [(r.address, r.dsn) for r in rcpts],
-                        content,
-                        envelope.dsn,
-                        envelope.utf8,
-                        envelope.eight_bit,
-                    )
-                ]
-            job = Job(messages[0], more=messages[1:])
-            destination.submit(job)
-            results = await job.done
-            remote_mta = job.host  # "" when no server was reached
-        try:
-            await self._log_and_record(envelope.id, domain, remote_mta, results)
-        finally:
-            if job is not None:
-                job.recorded.callback(None)
+                for r, prefix in zip(rcpts, prefixes, strict=True)
+            ]
+        else:
+            messages = [
+                Outgoing(
+                    envelope.sender,
+                    [(r.address, r.dsn) for r in rcpts],
+                    content,
+                    envelope.dsn,
+                    envelope.utf8,
+                    envelope.eight_bit,
+                )
+            ]
+
+        def record(results: list[RcptResult], host: str) -> Deferred[None]:
+            # host is "" when no server was reached
+            return Deferred.fromCoroutine(self._log_and_record(envelope.id, domain, host, results))
+
+        job = Job(messages, record)
+        destination.submit(job)
+        await job.done
+
+    async def _deliver_verp_local(
+        self, envelope: Envelope, rcpts: list[QueuedRecipient], content: bytes
+    ) -> None:
+        """A VERP envelope's recipients here, each its own transaction: at most
+        :data:`LOCAL_VERP_AT_ONCE` at a time (they still share the store's group commits),
+        each one's result recorded before its worker starts the next.  A worker that fails
+        leaves its recipient pending (retried at the next attempt); the others go on."""
+        waiting = iter(rcpts)
+        domain = rcpts[0].address.rpartition("@")[2]
+
+        async def worker() -> None:
+            for rcpt in waiting:
+                results = await self._deliver_verp_here(envelope, rcpt, content)
+                await self._log_and_record(envelope.id, domain, None, results)
+
+        workers = [
+            Deferred.fromCoroutine(worker()) for _ in range(min(LOCAL_VERP_AT_ONCE, len(rcpts)))
+        ]
+        for ok, result in await defer.DeferredList(workers, consumeErrors=True):
+            if not ok:
+                log.failure("queue: {id}: delivery here", result, id=envelope.id)
 
     def _body_hash(self, qid: str, content: bytes) -> bytes | None:
         """The DKIM body hash of a VERP envelope's content, or None: its copies go unsigned
@@ -763,41 +818,81 @@ class OutboundQueue(Service):
     def _finish(self, qid: str, now: float, retries: int = 0) -> tuple[float | None, list[str]]:
         """After an attempt: expiry, notifications, the next retry, or removal when done.
         ``retries`` is the envelope's count of "retry now" requests when the attempt began:
-        one made since makes the next attempt due at once."""
-        reports: list[str] = []
+        one made since makes the next attempt due at once.
+
+        The notifications are built before the queue's lock is taken, from a first read of
+        the envelope (building one parses the message, and every other delivery's record
+        waits for the lock); under the lock the envelope is read again and that read is
+        what counts: a notification it calls for that was not built from the same facts
+        (``ourmail queue`` changed the envelope meanwhile) is built there."""
+        try:
+            draft = self.files.read(qid)
+            content = self.files.content(qid)
+        except (QueueError, FileNotFoundError):  # removed meanwhile
+            return None, []
+        draft.attempts += 1
+        built = {
+            n: self._build_report(n.to, draft.dsn, draft.created, content, n.statuses, now)
+            for n in self._settle(draft, now)
+        }
         with self.files.locked():
             try:
                 envelope = self.files.read(qid)
             except QueueError:
-                return None, reports
-            content = self.files.content(qid)
+                return None, []
             envelope.attempts += 1
-            if now >= envelope.created + self.settings.max_age:
-                for rcpt in envelope.pending():  # RFC 3463 §3.5: 4.4.7 delivery time expired
-                    rcpt.state, rcpt.status = FAILED, "4.4.7"
+            reports = []
+            for n in self._settle(envelope, now, count=True):
+                report = built.get(n)
+                if report is None:
+                    report = self._build_report(
+                        n.to, envelope.dsn, envelope.created, content, n.statuses, now
+                    )
+                reports.append(self._queue_report(n.to, report, n.statuses, now))
+            if not envelope.pending():
+                self.files.discard(qid, envelope.key)
+                log.info("queue: {id} done after {n} attempts", id=qid, n=envelope.attempts)
+                return None, reports
+            delay = self.settings.retry_first * 2 ** min(envelope.attempts - 1, 30)
+            if envelope.retries != retries:  # asked for during this attempt: honoured
+                delay = 0
+            envelope.next_attempt = now + min(delay, self.settings.max_retry_interval)
+            self.files.write(envelope)
+            return envelope.next_attempt, reports
+
+    def _settle(self, envelope: Envelope, now: float, count: bool = False) -> list[Notice]:
+        """Expire ``envelope``'s recipients past ``max_age`` and mark what is to be reported
+        (changing it); the notifications due, one per action and addressee.  ``count``:
+        the expired ones count as bounces in the metrics (the envelope that is stored)."""
+        if now >= envelope.created + self.settings.max_age:
+            for rcpt in envelope.pending():  # RFC 3463 §3.5: 4.4.7 delivery time expired
+                rcpt.state, rcpt.status = FAILED, "4.4.7"
+                if count:
                     self.metrics.attempted("bounced", local=False)
-                    rcpt.diagnostic = rcpt.diagnostic or "message expired in the queue"
-            # Keyed by (action, to): a VERP envelope's DSNs go to each recipient's sender.
-            by_action: dict[tuple[str, str], list[QueuedRecipient]] = {}
-            for rcpt in envelope.recipients:
-                if rcpt.final and not rcpt.reported:
-                    rcpt.reported = True
-                    event = "FAILURE" if rcpt.state == FAILED else "SUCCESS"
-                    if envelope.sender and rcpt.dsn.wants(event):
-                        key = (_ACTIONS[rcpt.state], envelope.sender_for(rcpt))
-                        by_action.setdefault(key, []).append(rcpt)
-            pending = envelope.pending()
-            until = None
-            warn_after = self.settings.delay_warning
-            late = warn_after and now - envelope.created >= warn_after
-            if pending and late and not envelope.warned:
-                envelope.warned = True
-                delayed = [r for r in pending if envelope.sender and r.dsn.wants("DELAY")]
-                for r in delayed:
-                    by_action.setdefault(("delayed", envelope.sender_for(r)), []).append(r)
-                    until = envelope.created + self.settings.max_age
-            for (action, to), rcpts in by_action.items():
-                statuses = [
+                rcpt.diagnostic = rcpt.diagnostic or "message expired in the queue"
+        # Keyed by (action, to): a VERP envelope's DSNs go to each recipient's sender.
+        by_action: dict[tuple[str, str], list[QueuedRecipient]] = {}
+        for rcpt in envelope.recipients:
+            if rcpt.final and not rcpt.reported:
+                rcpt.reported = True
+                event = "FAILURE" if rcpt.state == FAILED else "SUCCESS"
+                if envelope.sender and rcpt.dsn.wants(event):
+                    key = (_ACTIONS[rcpt.state], envelope.sender_for(rcpt))
+                    by_action.setdefault(key, []).append(rcpt)
+        pending = envelope.pending()
+        until = None
+        warn_after = self.settings.delay_warning
+        late = warn_after and now - envelope.created >= warn_after
+        if pending and late and not envelope.warned:
+            envelope.warned = True
+            delayed = [r for r in pending if envelope.sender and r.dsn.wants("DELAY")]
+            for r in delayed:
+                by_action.setdefault(("delayed", envelope.sender_for(r)), []).append(r)
+                until = envelope.created + self.settings.max_age
+        return [
+            Notice(
+                to,
+                tuple(
                     dsn.RecipientStatus(
                         final_recipient=f"rfc822;{r.address}",
                         action=action,
@@ -809,20 +904,10 @@ class OutboundQueue(Service):
                         will_retry_until=until if action == "delayed" else None,
                     )
                     for r in rcpts
-                ]
-                reports.append(
-                    self._add_report(to, envelope.dsn, envelope.created, content, statuses, now)
-                )
-            if not pending:
-                self.files.discard(qid)
-                log.info("queue: {id} done after {n} attempts", id=qid, n=envelope.attempts)
-                return None, reports
-            delay = self.settings.retry_first * 2 ** min(envelope.attempts - 1, 30)
-            if envelope.retries != retries:  # asked for during this attempt: honoured
-                delay = 0
-            envelope.next_attempt = now + min(delay, self.settings.max_retry_interval)
-            self.files.write(envelope)
-            return envelope.next_attempt, reports
+                ),
+            )
+            for (action, to), rcpts in by_action.items()
+        ]
 
     def _add_report(
         self,
@@ -833,12 +918,30 @@ class OutboundQueue(Service):
         statuses: Sequence[dsn.RecipientStatus],
         now: float,
     ) -> str:
-        """Queue one DSN from the null sender (so it can never cause another)."""
+        """Build and queue one DSN; its queue id."""
+        report = self._build_report(to, mail_params, arrival, content, statuses, now)
+        return self._queue_report(to, report, statuses, now)
+
+    def _build_report(
+        self,
+        to: str,
+        mail_params: MailParams,
+        arrival: float,
+        content: bytes,
+        statuses: Sequence[dsn.RecipientStatus],
+        now: float,
+    ) -> bytes:
+        """One DSN to ``to``, DKIM-signed (it parses the message: no lock needed)."""
         original = dsn.Original(mail_params.envid, arrival, mail_params.ret, content)
         report = dsn.build_report(
             self.hostname, to, original, statuses, now, self.settings.bounce_size_limit
         )
-        report = self._signature(report, "", False) + report
+        return self._signature(report, "", False) + report
+
+    def _queue_report(
+        self, to: str, report: bytes, statuses: Sequence[dsn.RecipientStatus], now: float
+    ) -> str:
+        """Queue the DSN ``report`` from the null sender (so it can never cause another)."""
         envelope = Envelope(
             id=new_id(now),
             sender="",

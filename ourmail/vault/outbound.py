@@ -47,6 +47,7 @@ class CapturingQueue:
         forwarded: bool = False,
         verp: bool = False,
         personal: Mapping[str, bytes] | None = None,
+        key: str = "",
     ) -> Deferred[str]:
         envelope = VaultEnvelope(
             via="system",
@@ -57,7 +58,7 @@ class CapturingQueue:
         d: Deferred[Any] = self.vault.capture(content, envelope)
         d.addCallback(
             lambda _: self.queue.enqueue(
-                sender, recipients, content, mail_params, utf8, forwarded, verp, personal
+                sender, recipients, content, mail_params, utf8, forwarded, verp, personal, key
             )
         )
         return d

@@ -146,15 +146,15 @@ class ListPublicPages(Pages):
         lst = await ctx.run(ctx.db.get, pending.list)
         if confirmer is None or lst is None:
             return self._bad_token(request)
-        used = await tokens.redeem(ctx, token)
+        # The token is used up only once the confirmer has succeeded (tokens.use).
+        used = await tokens.use(ctx, token, lambda found: confirmer(ctx, lst, found, ""))
         if used is None:  # confirmed by another request since the peek
             return self._bad_token(request)
-        result = await confirmer(ctx, lst, used, "")
         return self.render(
             request,
             "lists_confirm.html",
             csrf=self.login_token(request),
-            done=self._outcome(request, used, result),
+            done=self._outcome(request, *used),
         )
 
     def _bad_token(self, request: IRequest) -> bytes:

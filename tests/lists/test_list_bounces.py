@@ -51,6 +51,7 @@ class FakeQueue:
     sent: list[Queued] = attrs.Factory(list)
     fail_at: int = 0
     calls: int = 0
+    keys: dict[str, str] = attrs.Factory(dict)
 
     def enqueue(
         self,
@@ -62,10 +63,15 @@ class FakeQueue:
         forwarded: bool = False,
         verp: bool = False,
         personal: Mapping[str, bytes] | None = None,
+        key: str = "",
     ) -> Deferred[str]:
         self.calls += 1
         if self.calls == self.fail_at:
             return defer.fail(OSError("queue disk full"))
+        if key in self.keys:  # as the queue does: a key is queued once
+            return defer.succeed(self.keys[key])
+        if key:
+            self.keys[key] = f"q{self.calls}"
         data = content if isinstance(content, bytes) else Path(content).read_bytes()
         self.sent.append(Queued(sender, [r for r, _ in recipients], data, utf8, verp, personal))
         return defer.succeed(f"q{self.calls}")
@@ -332,6 +338,47 @@ def test_a_digest_interrupted_by_a_failure_goes_on_where_it_stopped(tmp_path: Pa
         (["d2@remote.test"], "team digest, issue 1"),
         (["d1@remote.test"], "team digest, issue 2"),
         (["d2@remote.test"], "team digest, issue 2"),
+    ]
+
+
+def test_a_resumed_digest_goes_to_the_members_it_was_built_for(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, DIGEST_MEMBERS)
+    clock: Clock = ctx.clock  # type: ignore[assignment]
+    queue: FakeQueue = ctx.queue  # type: ignore[assignment]
+    run(lambda: digest.add(ctx, LIST, POSTS[0]))
+    clock.now += DAY
+    queue.fail_at = 2  # stopped after the first batch (d1), as a crash would
+    assert run(lambda: digest.send_due(ctx)) == 0
+    # Meanwhile d2 leaves and d0 chooses the digest: the issue still goes to d2 alone.
+    ctx.db.unsubscribe(LIST.address, ["d2@remote.test"])
+    ctx.db.subscribe(LIST.address, [Member("d0@remote.test", delivery=Delivery.DIGEST)])
+    assert run(lambda: digest.send_due(ctx)) == 1
+    assert [q.recipients for q in queue.sent] == [["d1@remote.test"], ["d2@remote.test"]]
+
+
+def test_a_digest_batch_queued_just_before_a_crash_goes_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = make_ctx(tmp_path, DIGEST_MEMBERS)
+    clock: Clock = ctx.clock  # type: ignore[assignment]
+    queue: FakeQueue = ctx.queue  # type: ignore[assignment]
+    run(lambda: digest.add(ctx, LIST, POSTS[0]))
+    clock.now += DAY
+    save = digest._save
+    crashed: list[int] = []
+
+    def crash_once(where: Path, state: digest.State) -> None:
+        if state.done == 1 and not crashed:
+            crashed.append(1)  # the first batch is queued; the server stops before the mark
+            raise OSError("power cut")
+        save(where, state)
+
+    monkeypatch.setattr(digest, "_save", crash_once)
+    assert run(lambda: digest.send_due(ctx)) == 0
+    assert run(lambda: digest.send_due(ctx)) == 1
+    assert crashed and [q.recipients for q in queue.sent] == [
+        ["d1@remote.test"],
+        ["d2@remote.test"],
     ]
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from conftest import _ensure_reactor
 from twisted.internet import reactor, task
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import formatEvent, globalLogPublisher
 
@@ -181,6 +181,50 @@ def test_confirmations_reach_their_confirmer_once(setup: Setup) -> None:
     globalLogPublisher.removeObserver(observer)
     assert any("c1" in line for line in lines) and not any(token in line for line in lines)
     setup.call(service.stopService)
+
+
+def test_a_confirmer_that_fails_leaves_the_token_for_the_retry(setup: Setup) -> None:
+    attempts: list[str] = []
+
+    async def confirm(ctx: ListContext, lst: ListSettings, token: Token, by: str) -> str:
+        attempts.append(token.address)
+        if len(attempts) == 1:
+            raise RuntimeError("the database is locked")  # or a crash: the token stays
+        return "subscribed"
+
+    service = setup.service(confirmers={"subscribe": confirm})
+    setup.start(service)
+    token = setup.call(tokens.issue, setup.ctx, "team@example.test", "new@example.org", "subscribe")
+    setup.accept(service, f"team-confirm+{token}@example.test", "new@example.org", "c1")
+    assert attempts == ["new@example.org"] and len(service.spool.pending()) == 1
+    assert setup.call(tokens.peek, setup.ctx, token) is not None  # not used up
+    setup.now += 60
+    setup.call(setup.scheduler.advance, 60)
+    setup.call(service.drained)
+    assert attempts == ["new@example.org"] * 2 and service.spool.pending() == []
+    assert setup.queue.sent == []  # no "unknown confirmation" reply
+    assert setup.call(tokens.peek, setup.ctx, token) is None  # used up now
+    setup.call(service.stopService)
+
+
+def test_two_confirmations_of_one_token_at_once_act_once(setup: Setup) -> None:
+    acted: list[str] = []
+
+    async def act(token: Token) -> str:
+        acted.append(token.address)
+        return "done"
+
+    token = setup.call(tokens.issue, setup.ctx, "team@example.test", "new@example.org", "subscribe")
+
+    def both() -> Deferred[list[Any]]:
+        # Both begin before either has looked the token up (the look-up is in a thread).
+        first = Deferred.fromCoroutine(tokens.use(setup.ctx, token, act))
+        second = Deferred.fromCoroutine(tokens.use(setup.ctx, token, act))
+        return gatherResults([first, second])
+
+    first, second = setup.call(both)
+    assert first is not None and first[1] == "done" and second is None
+    assert acted == ["new@example.org"]
 
 
 def test_a_failing_handler_is_retried_then_set_aside(setup: Setup) -> None:

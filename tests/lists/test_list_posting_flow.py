@@ -6,7 +6,10 @@ from __future__ import annotations
 import email
 import email.message
 import email.policy
+import hashlib
 import os
+import threading
+import types
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +23,7 @@ from twisted.internet.defer import Deferred
 from ourmail.config import ListsSettings
 from ourmail.dsnparams import MailParams, RcptParams
 from ourmail.interfaces import ListArrival, Recipient
-from ourmail.lists import digest, distribute, moderation, posting, tokens
+from ourmail.lists import digest, distribute, moderation, posting, rewrite, tokens
 from ourmail.lists.context import ListContext
 from ourmail.lists.listdb import ListDB
 from ourmail.lists.model import Delivery, ListSettings, Member
@@ -62,6 +65,7 @@ class FakeQueue:
         forwarded: bool = False,
         verp: bool = False,
         personal: dict[str, bytes] | None = None,
+        key: str = "",
     ) -> Deferred[str]:
         if verp and self.fail_at is not None and len(self.posts) == self.fail_at:
             self.fail_at = None
@@ -331,3 +335,81 @@ def test_strict_poster_is_sent_as_the_list(ctx: ListContext, tmp_path: Path) -> 
     assert sent["From"].addresses[0].addr_spec == "team@example.test"
     assert sent["From"].addresses[0].display_name == "Bob via Team"
     assert sent["Reply-To"].addresses[0].addr_spec == "bob@remote.test"
+
+
+class BrokenSealer:
+    """An ARC sealer whose key is bad: every seal fails."""
+
+    def seal(self, content: bytes | os.PathLike[str]) -> Deferred[bytes]:
+        return defer.fail(ValueError("bad ARC key"))
+
+
+def test_a_failing_sealer_sends_the_post_unsealed(ctx: ListContext, tmp_path: Path) -> None:
+    ctx.sealer = BrokenSealer()
+    message = post(tmp_path, "From: bob@remote.test\nSubject: unsealed").read_bytes()
+    assert run(distribute.distribute(ctx, TEAM, message, "bob@remote.test")) == 4
+    posts = queue(ctx).posts
+    assert len(posts) == 2 and not any(q.content.startswith(b"ARC-Seal:") for q in posts)
+    assert parse(posts[0].content)["Subject"] == "unsealed"
+
+
+def test_hashing_and_rewriting_run_off_the_reactor(
+    ctx: ListContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reactor_thread = on_reactor(threading.get_ident)
+    seen: dict[str, int] = {}
+    sha256, outgoing = hashlib.sha256, rewrite.outgoing
+
+    def hashing(data: bytes) -> Any:
+        seen["hash"] = threading.get_ident()
+        return sha256(data)
+
+    def rewriting(*args: Any, **kwargs: Any) -> bytes:
+        seen["rewrite"] = threading.get_ident()
+        return outgoing(*args, **kwargs)
+
+    monkeypatch.setattr(distribute, "hashlib", types.SimpleNamespace(sha256=hashing))
+    monkeypatch.setattr(rewrite, "outgoing", rewriting)
+    message = post(tmp_path, "From: bob@remote.test\nSubject: big", b"x" * 100_000).read_bytes()
+    assert run(distribute.distribute(ctx, TEAM, message, "bob@remote.test")) == 4
+    assert set(seen) == {"hash", "rewrite"}
+    assert reactor_thread not in seen.values()
+
+
+def test_a_batch_queued_just_before_a_crash_is_not_queued_again(
+    ctx: ListContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.task import Clock
+
+    from ourmail.config import QueueSettings
+    from ourmail.queue.runner import OutboundQueue
+
+    real = OutboundQueue(
+        QueueSettings(), tmp_path / "data", "mx.test", None, None, reactor, Clock()
+    )  # type: ignore[arg-type]
+    real.files.prepare()
+    ctx.queue = real
+    mark = distribute.Record.mark
+    crashed: list[str] = []
+
+    def crash_once(record: distribute.Record, step: str) -> None:
+        if step == "batch 1" and not crashed:
+            crashed.append(step)  # queued, but the server stops before it is recorded
+            raise OSError("power cut")
+        mark(record, step)
+
+    monkeypatch.setattr(distribute.Record, "mark", crash_once)
+    message = post(tmp_path, "From: bob@remote.test\nSubject: once").read_bytes()
+    with pytest.raises(OSError):
+        run(distribute.distribute(ctx, TEAM, message, "bob@remote.test"))
+    assert run(distribute.distribute(ctx, TEAM, message, "bob@remote.test")) == 4
+    queued = [real.files.read(qid) for qid in real.files.ids()]
+    everyone = sorted(r.address for e in queued for r in e.recipients)
+    assert crashed and len(queued) == 2
+    assert everyone == [
+        "ann@remote.test",
+        "bob@remote.test",
+        "carol@example.test",
+        "dan@remote.test",
+    ]

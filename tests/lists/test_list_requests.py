@@ -184,11 +184,14 @@ def test_owners_approve_subscriptions(tmp_path: Path) -> None:
     asked = Token(LIST, ANNA, "subscribe", "", clock(), clock() + 60)
     assert run(requests.confirm(ctx, lst, asked, ANNA)) == requests.AWAITING_APPROVAL
     assert ctx.db.member(LIST, ANNA) is None
+    # Confirmed again (a crash before the token was used up): the owners are not asked twice.
+    assert run(requests.confirm(ctx, lst, asked, ANNA)) == requests.AWAITING_APPROVAL
     [ask] = box.to(OWNER)
     approval = run(tokens.redeem(ctx, token_of(ask)))
     assert approval.data == requests.APPROVED
     assert run(requests.confirm(ctx, lst, approval, OWNER)) == requests.SUBSCRIBED
     assert ctx.db.member(LIST, ANNA) is not None
+    assert run(requests.confirm(ctx, lst, approval, OWNER)) == requests.ALREADY_MEMBER
 
 
 def test_hostile_command_mail(tmp_path: Path) -> None:

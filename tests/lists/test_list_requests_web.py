@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 from urllib.parse import quote
 
+import pytest
 from conftest import running_server
 from webhelp import Browser
 
@@ -91,3 +93,33 @@ def test_rate_limit_keys_ipv6_clients_by_their_64() -> None:
     assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
     assert client_key("192.0.2.7") == client_key("::ffff:192.0.2.7") == "192.0.2.7"
     assert client_key("") == "" and client_key("unix-socket") == "unix-socket"
+
+
+def test_a_confirmation_that_fails_on_the_web_can_be_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx, box, _ = context(tmp_path, threads=True)
+    confirm = requests.confirm
+    failures = [RuntimeError("the database is locked")]
+
+    async def flaky(*args: Any) -> str:
+        if failures:
+            raise failures.pop()
+        return await confirm(*args)
+
+    monkeypatch.setattr(requests, "confirm", flaky)
+    with running_server(tmp_path / "server") as srv:
+        assert srv.server.web is not None
+        srv.server.web.services.lists = SimpleNamespace(ctx=ctx)  # type: ignore[assignment]
+        browser = Browser(srv)
+        page = browser.get(f"/lists/{LIST}")
+        browser.post(
+            f"/lists/{LIST}", {"address": ANNA, "action": "subscribe", "csrf": page.csrf()}
+        )
+        token = token_of(box.sent[0][2])
+        ask = browser.get(f"/lists/confirm/{token}")
+        failed = browser.post(f"/lists/confirm/{token}", {"csrf": ask.csrf()})
+        assert failed.status >= 500 and ctx.db.member(LIST, ANNA) is None
+        done = browser.post(f"/lists/confirm/{token}", {"csrf": ask.csrf()})
+        assert done.status == 200 and "now subscribed" in done.text
+        assert ctx.db.member(LIST, ANNA) is not None

@@ -16,7 +16,7 @@ from twisted.internet.task import Clock
 from ourmail.admin.queuecmd import queue_show
 from ourmail.config import QueueSettings
 from ourmail.dsnparams import NO_MAIL_PARAMS, NO_RCPT_PARAMS
-from ourmail.queue.client import Outgoing, RcptResult
+from ourmail.queue.client import Outgoing, RcptResult, SessionError
 from ourmail.queue.files import Envelope, QueuedRecipient, QueueFiles, verp_sender
 from ourmail.queue.remote import Route
 from ourmail.queue.runner import Destination, Job
@@ -86,15 +86,22 @@ def test_queue_show_names_each_recipients_sender(tmp_path: Path, capsys: Any) ->
 
 @attrs.define
 class Session:
-    """Takes two transactions, then loses the connection."""
+    """Takes each transaction, except that the n-th sent (from 0) raises ``breaks[n]``, after
+    which the connection is dead."""
 
     world: World
     host: str = "mx.remote.test"
+    dead: bool = False
 
     async def send(self, msg: Outgoing) -> list[RcptResult]:
+        n = len(self.world.sent)
         self.world.sent.append((msg.sender, msg.prefix))
-        if len(self.world.sent) > 2:
-            raise ConnectionError("reset by peer")
+        self.world.events.append(f"send {msg.recipients[0][0]}")
+        if self.dead:
+            raise ConnectionError("not connected")
+        if n in self.world.breaks:
+            self.dead = True
+            raise self.world.breaks[n]
         return [RcptResult(a, True, "2.0.0", "250 ok") for a, _ in msg.recipients]
 
     async def quit(self) -> None:
@@ -104,10 +111,12 @@ class Session:
 @attrs.define
 class World:
     settings: QueueSettings = attrs.Factory(QueueSettings)
+    breaks: dict[int, Exception] = attrs.Factory(dict)
     connections: int = 0
     opened: int = 0
     closed: int = 0
     sent: list[tuple[str, bytes]] = attrs.Factory(list)
+    events: list[str] = attrs.Factory(list)
 
     @property
     def connector(self) -> World:
@@ -121,9 +130,8 @@ class World:
         self.connections -= 1
 
 
-def test_a_verp_jobs_transactions_share_one_connection() -> None:
-    world = World()
-    dest = Destination(world, Route("remote.test", "remote.test", 25))  # type: ignore[arg-type]
+def verp_job(world: World, count: int) -> tuple[Job, dict[str, RcptResult]]:
+    """A VERP job of ``count`` transactions; its results as recorded, by address."""
     messages = [
         Outgoing(
             f"l+{n}=remote.test@example.test",
@@ -131,23 +139,74 @@ def test_a_verp_jobs_transactions_share_one_connection() -> None:
             b"x",
             prefix=b"P: %d\r\n" % n,
         )
-        for n in range(4)
+        for n in range(count)
     ]
-    job = Job(messages[0], more=messages[1:])
-    results: list[list[RcptResult]] = []
-    job.done.addCallback(results.append)
+    recorded: dict[str, RcptResult] = {}
+
+    def record(results: list[RcptResult], host: str) -> Deferred[None]:
+        for r in results:
+            world.events.append(f"record {r.address}")
+            recorded[r.address] = r
+        return succeed(None)
+
+    return Job(messages, record), recorded
+
+
+def test_a_verp_jobs_transactions_share_one_connection() -> None:
+    world = World(breaks={2: ConnectionError("reset by peer")})
+    dest = Destination(world, Route("remote.test", "remote.test", 25))  # type: ignore[arg-type]
+    job, recorded = verp_job(world, 5)
     dest.submit(job)
     assert job.done.called
-    assert world.opened == world.closed == 1
     assert world.sent[:2] == [
         ("l+0=remote.test@example.test", b"P: 0\r\n"),
         ("l+1=remote.test@example.test", b"P: 1\r\n"),
     ]
-    # The two taken keep their result; the one lost and the one never sent are retried.
-    ((first, second, lost, unsent),) = results
-    assert first.ok and second.ok
-    assert (lost.ok, lost.status, unsent.ok, unsent.status) == (False, "4.4.2", False, "4.4.2")
-    assert unsent.address == "3@remote.test"
+    # Each transaction's result is on record before the next transaction begins.
+    assert world.events[:6] == [
+        "send 0@remote.test",
+        "record 0@remote.test",
+        "send 1@remote.test",
+        "record 1@remote.test",
+        "send 2@remote.test",
+        "record 2@remote.test",
+    ]
+    # The two taken keep their result; the one lost is retried later; the ones not tried
+    # went over a second connection.
+    assert [(a, r.ok, r.status) for a, r in sorted(recorded.items())] == [
+        ("0@remote.test", True, "2.0.0"),
+        ("1@remote.test", True, "2.0.0"),
+        ("2@remote.test", False, "4.4.2"),
+        ("3@remote.test", True, "2.0.0"),
+        ("4@remote.test", True, "2.0.0"),
+    ]
+    assert world.opened == world.closed == 2
+
+
+def test_one_failing_verp_transaction_condemns_no_other() -> None:
+    # The server refuses one member's transaction for good and the session dies with it.
+    world = World(breaks={1: SessionError("5.7.1", "550 5.7.1 sender refused (in reply to RSET)")})
+    dest = Destination(world, Route("remote.test", "remote.test", 25))  # type: ignore[arg-type]
+    job, recorded = verp_job(world, 4)
+    dest.submit(job)
+    assert job.done.called
+    assert [(a, r.ok, r.status) for a, r in sorted(recorded.items())] == [
+        ("0@remote.test", True, "2.0.0"),
+        ("1@remote.test", False, "5.7.1"),  # its own outcome: a DSN for it alone
+        ("2@remote.test", True, "2.0.0"),
+        ("3@remote.test", True, "2.0.0"),
+    ]
+
+
+def test_a_connection_that_takes_nothing_leaves_the_rest_for_the_next_attempt() -> None:
+    # A server that drops every connection at its first transaction (421, then close): one
+    # connection, not one per member; the members not tried stay pending (no result).
+    world = World(breaks={n: ConnectionError("421 4.7.0 too busy") for n in range(10)})
+    dest = Destination(world, Route("remote.test", "remote.test", 25))  # type: ignore[arg-type]
+    job, recorded = verp_job(world, 4)
+    dest.submit(job)
+    assert job.done.called and world.opened == 1
+    assert [(a, r.ok, r.status) for a, r in recorded.items()] == [("0@remote.test", False, "4.4.2")]
 
 
 class Recorder:
@@ -170,5 +229,5 @@ def test_the_vaults_capturing_queue_passes_verp_and_personal_on() -> None:
     fields = {"bob@remote.test": b"List-Unsubscribe: <https://x/b>\r\n"}
     rcpts = [("bob@remote.test", NO_RCPT_PARAMS)]
     queue.enqueue("l@example.test", rcpts, b"x", NO_MAIL_PARAMS, False, False, True, fields)
-    ((*_, verp, personal),) = steps.calls
-    assert verp is True and personal == fields
+    ((*_, verp, personal, key),) = steps.calls
+    assert verp is True and personal == fields and key == ""

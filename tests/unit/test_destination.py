@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 
 from ourmail.config import QueueSettings
 from ourmail.queue.client import Outgoing, RcptResult
@@ -58,10 +58,15 @@ class World:
         self.connections -= 1
 
 
-def job(n: int) -> Job:
-    j = Job(Outgoing(f"a{n}@x.test", [("b@fake.test", None)], b"x"))  # type: ignore[list-item]
-    j.done.addCallback(lambda results: j.recorded.callback(None) or results)
-    return j
+def job(n: int, results: list[list[RcptResult]] | None = None) -> Job:
+    """A job of one message; its recorded results are appended to ``results``."""
+    kept = [] if results is None else results
+
+    def record(found: list[RcptResult], host: str) -> Deferred[None]:
+        kept.append(found)
+        return succeed(None)
+
+    return Job([Outgoing(f"a{n}@x.test", [("b@fake.test", None)], b"x")], record)  # type: ignore[list-item]
 
 
 def test_connections_are_limited_and_reused() -> None:
@@ -82,8 +87,8 @@ def test_an_unreachable_destination_fails_every_waiting_job() -> None:
     world = World(QueueSettings(), unreachable=True)
     dest = Destination(world, Route("fake.test", "fake.test", 25))  # type: ignore[arg-type]
     results: list[list[RcptResult]] = []
-    for n in range(3):
-        j = job(n)
-        j.done.addCallback(results.append)
+    jobs = [job(n, results) for n in range(3)]
+    for j in jobs:
         dest.submit(j)
+    assert all(j.done.called for j in jobs)
     assert [r[0].status for r in results] == ["4.4.1"] * 3

@@ -113,3 +113,41 @@ def test_results_are_appended_then_folded_into_the_envelope(tmp_path: Path) -> N
     files.record({e.id: [ok]})  # once more: nothing changes
     assert files.read(e.id) == read
     assert files.remove(e.id) and not results.exists()
+
+
+def test_a_keyed_message_is_queued_once(tmp_path: Path) -> None:
+    files = QueueFiles(tmp_path / "queue")
+    files.prepare()
+    first = envelope()
+    assert files.add_once(first, b"x\r\n", "list-abc-0") == first.id
+    assert files.read(first.id).key == "list-abc-0"
+    assert files.add_once(envelope(), b"x\r\n", "list-abc-0") == first.id  # queued: once
+    assert files.ids() == [first.id]
+    other = envelope()
+    assert files.add_once(other, b"x\r\n", "list-abc-1") == other.id
+    # Sent and removed: the key says so, and the message is not queued again.
+    with files.locked():
+        assert files.discard(first.id, files.read(first.id).key)
+    assert files.add_once(envelope(), b"x\r\n", "list-abc-0") == first.id
+    assert files.ids() == [other.id]
+    assert files.remove(other.id)  # ``ourmail queue delete`` marks it too
+    assert files.add_once(envelope(), b"x\r\n", "list-abc-1") == other.id
+    with pytest.raises(QueueError):
+        files.add_once(envelope(), b"x\r\n", "../escape")
+
+
+def test_a_key_whose_message_was_never_committed_queues_it(tmp_path: Path) -> None:
+    files = QueueFiles(tmp_path / "queue")
+    files.prepare()
+    # A crash after the key named its id, before the envelope was written.
+    (files.keys / "list-abc-0").write_bytes(b"0123456789abcdef")
+    again = envelope()
+    assert files.add_once(again, b"x\r\n", "list-abc-0") == again.id
+    assert files.ids() == [again.id]
+    # Keys are forgotten after a week once their message has left the queue.
+    with files.locked():
+        files.discard(again.id, "list-abc-0")
+    old = time.time() - 8 * 86400
+    os.utime(files.keys / "list-abc-0", (old, old))
+    assert files.remove_orphans() == 1
+    assert not (files.keys / "list-abc-0").exists()
