@@ -182,7 +182,7 @@ class DMARCCheck:
         if dkim_ok or spf_ok:
             return Evaluation("pass", domain, policy, dkim_ok, spf_ok)
         # §6.6.3 / §6.3 sp=: for a subdomain whose policy was found at the organisational domain.
-        disposition = policy.sp if policy.domain != domain else policy.p
+        disposition = policy.disposition(domain)
         reason = ""
         if disposition != "none" and self.sample() * 100 >= policy.pct:
             disposition, reason = _MILDER[disposition], "sampled_out"  # §6.6.4
@@ -199,9 +199,7 @@ class DMARCCheck:
     async def _verdict(self, e: Evaluation, context: MailContext) -> Verdict:
         props = [("header.from", e.domain)]
         if e.policy is not None:
-            props.append(
-                ("policy.dmarc", e.policy.sp if e.policy.domain != e.domain else e.policy.p)
-            )
+            props.append(("policy.dmarc", e.policy.disposition(e.domain)))
         result = AuthResult("dmarc", e.result, e.reason, tuple(props))
         context.notes["dmarc"] = {
             "result": e.result,
