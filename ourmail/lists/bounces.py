@@ -233,7 +233,7 @@ async def count(ctx: ListContext, lst: ListSettings, member: Member) -> Member:
         updated = attrs.evolve(updated, delivery=Delivery.NONE, disabled_by="bounces")
         # Told first, stored after: a crash in between tells them twice, never not at all.
         await _tell(ctx, lst, updated, member.delivery)
-    await ctx.run(ctx.db.set_member, lst.address, updated)
+    await ctx.run(ctx.db.record_bounce, lst.address, member.address, score, now, disable)
     log.info(
         "{list}: bounce of <{member}> counted, score {score:.1f} of {limit:.1f}{disabled}",
         list=lst.address,

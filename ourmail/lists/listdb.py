@@ -271,6 +271,25 @@ class ListDB:
             ),
         )
 
+    def record_bounce(
+        self, list_address: str, address: str, score: float, when: float, disable: bool
+    ) -> None:
+        """Store a member's new bounce score and time, and (``disable``) stop its delivery;
+        nothing else of the row is written, so a change made since it was read (a new
+        delivery mode, a name) stands."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE members SET bounce_score = ?, last_bounce = ?"
+                " WHERE list = ? AND address = ?",
+                (score, when, list_address, address),
+            )
+            if disable:
+                db.execute(
+                    "UPDATE members SET delivery = ?, disabled_by = 'bounces'"
+                    " WHERE list = ? AND address = ? AND delivery != ?",
+                    (Delivery.NONE.value, list_address, address, Delivery.NONE.value),
+                )
+
     # -- confirmations ----------------------------------------------------------------------
 
     def add_token(self, digest: str, token: Token) -> None:

@@ -186,6 +186,22 @@ def test_hard_bounces_by_verp_count_once_a_day_then_disable_and_tell(tmp_path: P
     assert run(lambda: bounces.reenable(ctx, LIST, found, "")) == "already"
 
 
+def test_a_counted_bounce_leaves_the_rest_of_the_member_as_it_is_now(tmp_path: Path) -> None:
+    """The member was read before its bounce was counted; a delivery mode or name changed in
+    between stands (only the score, its time and a disabling are written)."""
+    ctx = make_ctx(tmp_path, [Member("bob@remote.test")])
+    stale = score(ctx, "bob@remote.test")
+    ctx.db.set_member(LIST.address, attrs.evolve(stale, delivery=Delivery.DIGEST, name="Bob"))
+    run(lambda: bounces.count(ctx, LIST, stale))
+    bob = score(ctx, "bob@remote.test")
+    assert (bob.bounce_score, bob.last_bounce, bob.delivery, bob.name) == (
+        1,
+        START,
+        Delivery.DIGEST,
+        "Bob",
+    )
+
+
 def test_a_report_to_the_bare_address_counts_for_no_one(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path, [Member("dave@other.test"), Member("eve@other.test")])
     data = (HERE / "bounces_postfix_dsn.eml").read_bytes().replace(b"\n", b"\r\n")
