@@ -40,6 +40,7 @@ import itertools
 import json
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -218,6 +219,9 @@ class QueueFiles:
         self.envelopes = root / "envelopes"
         self.wakeup = root / "wakeup"
         self.keys = root / "keys"
+        #: Keys whose add_once is under way in this process, and the condition to wait on.
+        self._adding: set[str] = set()
+        self._added = threading.Condition()
 
     def prepare(self) -> None:
         for d in (self.root, self.messages, self.envelopes, self.keys):
@@ -273,19 +277,35 @@ class QueueFiles:
     def add_once(self, envelope: Envelope, content: bytes | Path, key: str) -> str:
         """:meth:`add` once per ``key``: when a message was queued under ``key`` before (it is
         still queued, or was sent within :data:`KEY_SECONDS`), nothing is added; the id the
-        message is queued under.  Takes the lock."""
+        message is queued under.  Takes the lock to read and write the key, not to add."""
         path = self._key_path(key)
-        with self.locked():
-            try:
-                qid, _, state = path.read_text("ascii").partition(" ")
-            except FileNotFoundError:
-                qid = state = ""
-            if qid and (state == "done" or self._envelope_path(qid).exists()):
-                return qid
-            envelope.key = key
-            write_atomic(path, envelope.id.encode("ascii"))  # before: see the module's notes
+        # One add_once of a key at a time (in this process: the one that distributes lists);
+        # other keys' messages are written beside it, the queue lock held only for the key.
+        with self._adding_key(key):
+            with self.locked():
+                try:
+                    qid, _, state = path.read_text("ascii").partition(" ")
+                except FileNotFoundError:
+                    qid = state = ""
+                if qid and (state == "done" or self._envelope_path(qid).exists()):
+                    return qid
+                envelope.key = key
+                write_atomic(path, envelope.id.encode("ascii"))  # before: the module's notes
             self.add(envelope, content)
             return envelope.id
+
+    @contextlib.contextmanager
+    def _adding_key(self, key: str) -> Iterator[None]:
+        with self._added:
+            while key in self._adding:
+                self._added.wait()
+            self._adding.add(key)
+        try:
+            yield
+        finally:
+            with self._added:
+                self._adding.discard(key)
+                self._added.notify_all()
 
     def _results_path(self, qid: str) -> Path:
         return self.envelopes / f"{qid}.results"

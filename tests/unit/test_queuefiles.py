@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import time
 from pathlib import Path
@@ -134,6 +135,18 @@ def test_a_keyed_message_is_queued_once(tmp_path: Path) -> None:
     assert files.add_once(envelope(), b"x\r\n", "list-abc-1") == other.id
     with pytest.raises(QueueError):
         files.add_once(envelope(), b"x\r\n", "../escape")
+
+
+def test_keyed_messages_added_at_once_go_once_each(tmp_path: Path) -> None:
+    """Threads add under two keys at the same time (the queue lock is held only for the key,
+    not while a message is written): each key's message is queued exactly once."""
+    files = QueueFiles(tmp_path / "queue")
+    files.prepare()
+    keys = ["list-abc-0", "list-abc-1"] * 8
+    with concurrent.futures.ThreadPoolExecutor(len(keys)) as pool:
+        ids = list(pool.map(lambda k: files.add_once(envelope(), b"x\r\n" * 1000, k), keys))
+    assert len(set(ids)) == 2 and sorted(files.ids()) == sorted(set(ids))
+    assert {files.read(i).key for i in ids} == {"list-abc-0", "list-abc-1"}
 
 
 def test_a_key_whose_message_was_never_committed_queues_it(tmp_path: Path) -> None:
