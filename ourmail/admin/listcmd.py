@@ -21,9 +21,9 @@ from ourmail.auth.accounts import AccountDB
 from ourmail.config import Settings
 from ourmail.interfaces import AccountRefused, Actor
 from ourmail.lists import edit
+from ourmail.lists.context import touch_changed
 from ourmail.lists.listdb import ListDB, ListExists, NoSuchList
 from ourmail.lists.model import SUFFIXES, Delivery, ListSettings, Member
-from ourmail.lists.service import touch_changed
 from ourmail.manage import accountops
 from ourmail.manage.audit import AuditFile, audited_change, unix_user
 

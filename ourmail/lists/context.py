@@ -38,6 +38,13 @@ from ourmail.lists.model import ListSettings
 
 T = TypeVar("T")
 
+
+def touch_changed(root: Path) -> None:
+    """Mark the lists as changed (``<root>/changed``): running servers read them again."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "changed").touch()
+
+
 #: A part's handler of one arrival (see the module's docstring).
 Handler = Callable[["ListContext", ListSettings, ListArrival, Path], Awaitable[None]]
 
@@ -74,6 +81,11 @@ class ListContext:
     #: Largest message the server takes at all (``[limits] max_message_size``).
     max_message_size: int = 50 * 1024 * 1024
     clock: Callable[[], float] = time.time
+
+    def changed(self) -> Deferred[None]:
+        """Mark the lists as changed (a member came or went): the list service reads them
+        again at its next look, seconds away, and who may read each archive with them."""
+        return self.run(touch_changed, self.root)
 
     def run(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
         """``f(*args)`` in a thread (the database and files block)."""

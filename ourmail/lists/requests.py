@@ -460,6 +460,7 @@ async def _subscribe(ctx: ListContext, lst: ListSettings, address: str) -> str:
     added = await ctx.run(ctx.db.subscribe, lst.address, [member])
     if not added:
         return ALREADY_MEMBER
+    await ctx.changed()  # the archive opens to them within seconds
     _ = _gettext(lst)
     text = _("Welcome to the mailing list {list}.").format(list=lst.address) + "\n\n"
     if lst.description:
@@ -488,6 +489,7 @@ async def _unsubscribe(ctx: ListContext, lst: ListSettings, address: str, goodby
     removed = await ctx.run(ctx.db.unsubscribe, lst.address, [address])
     if not removed:
         return NOT_MEMBER
+    await ctx.changed()  # the archive closes to them within seconds
     _ = _gettext(lst)
     if goodbye:
         subject = _("You have left {list}").format(list=lst.address)

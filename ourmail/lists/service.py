@@ -428,9 +428,3 @@ class ListService(Service):
         else:
             if expired:
                 log.info("lists: {n} confirmation(s) expired", n=expired)
-
-
-def touch_changed(root: Path) -> None:
-    """Mark the lists as changed (``<root>/changed``): running servers read them again."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "changed").touch()

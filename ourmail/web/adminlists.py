@@ -38,7 +38,7 @@ from ourmail.interfaces import AccountRefused, IAuditLog
 from ourmail.lists import edit
 from ourmail.lists.context import ListContext
 from ourmail.lists.model import ListSettings, Member
-from ourmail.lists.service import ListService, touch_changed
+from ourmail.lists.service import ListService
 from ourmail.manage.audit import audited_in_thread
 from ourmail.web.adminpages import MAX_ADDRESS, AdminAccess, AdminPages, NotAdmin, no_control
 
@@ -161,7 +161,7 @@ class AdminListsPages(AdminPages):
 
     async def lists_changed(self) -> None:
         """Tell the other processes (the change mark) and this one (its table)."""
-        await self.list_ctx.run(touch_changed, self.list_ctx.root)
+        await self.list_ctx.changed()
         await self.list_service.reload()
 
     # -- the lists ---------------------------------------------------------------------------

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import imaplib
 import shutil
+import time
 from collections.abc import Iterator
 
 import pytest
 from conftest import RunningServer, client_tls, running_server
 from imaphelp import Session
+from queuehelp import wait_for
 from storehelp import on_reactor
+from twisted.internet.defer import ensureDeferred
 from webhelp import Browser
 
-from ourmail.lists.listdb import ListDB
+from ourmail.lists import requests, tokens
+from ourmail.lists.listdb import ListDB, Token
 from ourmail.lists.model import Archive, ListSettings, Member
 
 TEAM = "team@example.test"
@@ -167,6 +171,27 @@ def test_unsubscribed_member_loses_the_archive(srv: RunningServer) -> None:
     typ, _ = m.select('"Lists/board@example.test"')
     assert typ == "NO"
     m.logout()
+
+
+def test_members_who_join_or_leave_by_themselves_are_readers_within_seconds(
+    srv: RunningServer,
+) -> None:
+    """A subscription confirmed or a one-click unsubscribe (not the console, not the command
+    line) marks the lists changed: the service's next look, seconds away, reads who may read
+    each archive again, with no reload asked for."""
+    lists, shared = srv.server.lists, srv.server.shared
+    assert lists is not None and shared is not None
+    club = "choir@example.test"
+    add_list(srv, club, srv.user)
+    on_reactor(lists.reload)
+    lst = lists.ctx.db.get(club)
+    assert lst is not None
+    token = Token(club, BOB, "subscribe", "", time.time(), time.time() + 3600)
+    assert on_reactor(lambda: ensureDeferred(requests.confirm(lists.ctx, lst, token, BOB)))
+    wait_for(lambda: shared.folder(BOB, club) is not None)
+    signature = tokens.member_signature(lists.ctx.secret, club, BOB)
+    assert on_reactor(lambda: ensureDeferred(requests.one_click(lists.ctx, lst, BOB, signature)))
+    wait_for(lambda: shared.folder(BOB, club) is None)
 
 
 def test_own_lists_folder_made_before_stays(srv: RunningServer) -> None:
