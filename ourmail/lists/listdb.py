@@ -290,6 +290,26 @@ class ListDB:
                     (Delivery.NONE.value, list_address, address, Delivery.NONE.value),
                 )
 
+    def set_delivery(self, list_address: str, address: str, delivery: Delivery) -> bool:
+        """Give a member ``delivery`` (each post or the digest) at its own request; a member
+        disabled by bounces is re-enabled with a clean score, one disabled by an owner is
+        left as it is.  Only these columns are written, so a name or a bounce counted since
+        the member was read stands.  Whether the member's row was written."""
+        with self._transaction() as db:
+            # SQLite evaluates every SET expression on the row as it was (the CASEs see the
+            # old disabled_by).
+            return bool(
+                db.execute(
+                    "UPDATE members SET delivery = ?, disabled_by = '',"
+                    " bounce_score = CASE WHEN disabled_by = 'bounces' THEN 0.0"
+                    " ELSE bounce_score END,"
+                    " last_bounce = CASE WHEN disabled_by = 'bounces' THEN 0.0"
+                    " ELSE last_bounce END"
+                    " WHERE list = ? AND address = ? AND disabled_by != 'owner'",
+                    (delivery.value, list_address, address),
+                ).rowcount
+            )
+
     # -- confirmations ----------------------------------------------------------------------
 
     def add_token(self, digest: str, token: Token) -> None:

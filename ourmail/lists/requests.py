@@ -4,9 +4,10 @@ the addresses), and at once by an RFC 8058 one-click unsubscribe.
 
 * A message to ``-join@`` or ``-leave@`` asks to subscribe or unsubscribe its envelope
   sender; one to ``-request@`` carries commands (``subscribe``/``join``,
-  ``unsubscribe``/``leave``, ``help``) in its Subject or the first lines of its first
-  text/plain part.  By mail only the envelope sender is ever (un)subscribed: an address
-  other than the one the mail came from would let anyone sign anyone up.
+  ``unsubscribe``/``leave``, ``digest``/``set digest``, ``nodigest``/``each``/``set
+  nodigest``, ``help``) in its Subject or the first lines of its first text/plain part.
+  By mail only the envelope sender is ever (un)subscribed: an address other than the one
+  the mail came from would let anyone sign anyone up.
 * :func:`request` sends the confirmation request: a token (``tokens.issue``) to reply to at
   ``LIST-confirm+TOKEN@`` or to confirm on the web page ``/lists/confirm/TOKEN``.  Requests
   are counted per address and per web client (``[lists] requests_per_address`` and
@@ -15,9 +16,14 @@ the addresses), and at once by an RFC 8058 one-click unsubscribe.
   address with confirmation requests.  A request to subscribe a member (or to unsubscribe
   a non-member) sends nothing either, and the web answers it like any other, so that the
   form does not tell who is a member.
-* :func:`confirm` is the confirmer of ``subscribe`` and ``unsubscribe`` tokens; with
-  ``approve_subscriptions`` a confirmed subscription waits for an owner, who gets a token of
-  their own (``data="approved"``).
+* A member chooses how it gets the posts, each one or (on a list with ``digest``) the daily
+  digest, with a confirmation too (anyone can forge a sender): tokens of action ``digest``
+  or ``each``.  A non-member, a list without a digest or a member disabled by an owner get
+  a short answer by mail (counted with the requests), nothing on the web.
+* :func:`confirm` is the confirmer of ``subscribe``, ``unsubscribe``, ``digest`` and
+  ``each`` tokens; with ``approve_subscriptions`` a confirmed subscription waits for an
+  owner, who gets a token of their own (``data="approved"``).  A subscription asked for
+  with the digest (the web form) carries ``digest`` in its data.
 * :func:`one_click` unsubscribes at once on a valid HMAC signature (RFC 8058 §3.1: no
   confirmation, no login).
 
@@ -40,7 +46,7 @@ from ourmail.interfaces import ListArrival
 from ourmail.lists import bounces, compose, tokens
 from ourmail.lists.context import ListContext
 from ourmail.lists.listdb import Token
-from ourmail.lists.model import ListSettings, Member
+from ourmail.lists.model import Delivery, ListSettings, Member
 from ourmail.mime import content, structure, summary
 
 log = Logger()
@@ -56,8 +62,19 @@ COMMANDS: dict[str, str] = {
     "join": "subscribe",
     "unsubscribe": "unsubscribe",
     "leave": "unsubscribe",
+    "digest": "digest",
+    "nodigest": "each",
+    "each": "each",
     "help": "help",
 }
+#: The words after ``set`` (Mailman's and Sympa's ``set digest``, ``set nodigest``).
+SET_COMMANDS: dict[str, str] = {"digest": "digest", "nodigest": "each", "each": "each"}
+#: The token actions that choose a member's delivery (each is a ``Delivery`` value).
+MODES = ("digest", "each")
+#: What :func:`request` asks for.
+ACTIONS = ("subscribe", "unsubscribe", *MODES)
+#: A subscription's token data (and part of its owners' token data): the digest wanted.
+DIGEST_CHOICE = "digest"
 #: What :func:`request` answers.
 SENT, LIMITED, ALREADY = "sent", "limited", "already"
 #: The window of the rate limits, seconds.
@@ -73,6 +90,11 @@ ALREADY_MEMBER = "already-member"
 UNSUBSCRIBED = "unsubscribed"
 NOT_MEMBER = "not-member"
 UNKNOWN_ACTION = "unknown-action"
+#: What :func:`request` and :func:`confirm` answer for a choice of delivery.
+NO_DIGEST = "no-digest"
+DISABLED = "disabled"
+SWITCHED = "switched"
+REENABLED = "reenabled"
 #: A subscription token that an owner confirms (``approve_subscriptions``).
 APPROVED = "approved"
 
@@ -210,8 +232,10 @@ def _strip_reply(subject: str) -> str:
 
 
 def _command(line: str) -> str | None:
-    words = line.strip().split(None, 1)
-    return COMMANDS.get(words[0].lower()) if words else None
+    words = line.strip().lower().split(None, 2)
+    if len(words) > 1 and words[0] == "set":
+        return SET_COMMANDS.get(words[1])
+    return COMMANDS.get(words[0]) if words else None
 
 
 def _first_text(head: bytes, root: structure.Part) -> str:
@@ -265,14 +289,23 @@ def unsubscribe_url(ctx: ListContext, lst: ListSettings, address: str) -> str:
 
 
 async def request(
-    ctx: ListContext, lst: ListSettings, address: str, action: str, client: str, via: str
+    ctx: ListContext,
+    lst: ListSettings,
+    address: str,
+    action: str,
+    client: str,
+    via: str,
+    data: str = "",
 ) -> str:
-    """Ask ``address`` to confirm ``action`` (``subscribe`` or ``unsubscribe``) on ``lst``;
-    ``client`` is the web client's IP address ("" by mail), ``via`` ``web`` or ``mail``.
-    :data:`LIMITED`: over a rate limit, nothing sent; :data:`ALREADY`: nothing to do (a
-    member subscribing, a non-member unsubscribing), nothing sent; :data:`SENT`: a
-    confirmation request is on its way (or one still pending is)."""
-    if action not in ("subscribe", "unsubscribe"):
+    """Ask ``address`` to confirm ``action`` (one of :data:`ACTIONS`) on ``lst``; ``client``
+    is the web client's IP address ("" by mail), ``via`` ``web`` or ``mail``, ``data`` the
+    token's (:data:`DIGEST_CHOICE`: a subscription with the digest).  :data:`LIMITED`: over
+    a rate limit, nothing sent; :data:`ALREADY`: nothing to do (a member subscribing, a
+    non-member unsubscribing, a member asking for the delivery it has), nothing sent;
+    :data:`NOT_MEMBER`, :data:`NO_DIGEST`, :data:`DISABLED`: a choice of delivery that
+    cannot be made (by mail, a short answer says why); :data:`SENT`: a confirmation request
+    is on its way (or one still pending is)."""
+    if action not in ACTIONS:
         raise ValueError(f"not a request: {action!r}")
     address = normalise_address(address)
     # One request at a time from the check to the stored token, so that two requests at
@@ -280,8 +313,9 @@ async def request(
     await _issuing.acquire()
     try:
         now = ctx.clock()
-        state = await ctx.run(_state, ctx, lst.address, address, action, client, now)
-        token = await tokens.issue(ctx, lst.address, address, action) if state == SENT else ""
+        state = await ctx.run(_state, ctx, lst, address, action, client, now)
+        sent = state == SENT
+        token = await tokens.issue(ctx, lst.address, address, action, data) if sent else ""
     finally:
         _issuing.release()
     if state != SENT:
@@ -293,9 +327,11 @@ async def request(
             via=via,
             state=state,
         )
+        if via == "mail" and action in MODES and state != LIMITED and state != PENDING:
+            await _refuse(ctx, lst, address, state)
         return SENT if state == PENDING else state
     try:
-        await _send_confirmation(ctx, lst, address, action, token)
+        await _send_confirmation(ctx, lst, address, action, token, data)
     except Exception:
         # Not sent: the token must not stand as pending, or no request would send one again
         # until it expired.
@@ -312,7 +348,7 @@ async def request(
 
 
 async def _send_confirmation(
-    ctx: ListContext, lst: ListSettings, address: str, action: str, token: str
+    ctx: ListContext, lst: ListSettings, address: str, action: str, token: str, data: str
 ) -> None:
     _ = _gettext(lst)
     if action == "subscribe":
@@ -320,6 +356,11 @@ async def _send_confirmation(
         text = _(
             "Someone, probably you, asked to subscribe {address} to the mailing list {list}."
         ).format(address=address, list=lst.address)
+        if wants_digest(data):
+            text += " " + _("The posts will come in one daily digest.")
+    elif action in MODES:
+        subject = _("Confirm how you get the posts of {list}").format(list=lst.address)
+        text = _mode_request(lst, action).format(address=address, list=lst.address)
     else:
         subject = _("Confirm leaving {list}").format(list=lst.address)
         text = _(
@@ -344,23 +385,84 @@ async def _send_confirmation(
     await ctx.send(lst, [address], mail)
 
 
+def _mode_request(lst: ListSettings, action: str) -> str:
+    """The confirmation request's sentence for a choice of delivery (to format)."""
+    _ = _gettext(lst)
+    if action == "digest":
+        return _(
+            "Someone, probably you, asked that {address} get one daily digest of the mailing"
+            " list {list} instead of each post."
+        )
+    return _(
+        "Someone, probably you, asked that {address} get each post of the mailing list {list}"
+        " as it is sent."
+    )
+
+
 def _state(
-    ctx: ListContext, list_address: str, address: str, action: str, client: str, now: float
+    ctx: ListContext,
+    lst: ListSettings,
+    address: str,
+    action: str,
+    client: str,
+    now: float,
 ) -> str:
     """Thread: count the request and say whether to send (:data:`SENT`), not to (over a
-    limit: :data:`LIMITED`; nothing to do: :data:`ALREADY`; sent before: :data:`PENDING`)."""
+    limit: :data:`LIMITED`; nothing to do: :data:`ALREADY`; a choice of delivery that
+    cannot be made: :data:`NOT_MEMBER`, :data:`NO_DIGEST`, :data:`DISABLED`; sent before:
+    :data:`PENDING`)."""
     keys = [f"addr:{address}"] + ([f"ip:{client}"] if client else [])
     counts = ctx.db.note_request(keys, now, WINDOW)
     if counts[0] > ctx.settings.requests_per_address:
         return LIMITED
     if client and counts[1] > ctx.settings.requests_per_client:
         return LIMITED
-    member = ctx.db.member(list_address, address) is not None
-    if member == (action == "subscribe"):
+    found = ctx.db.member(lst.address, address)
+    if action in MODES:
+        refused = _mode_refused(lst, found, Delivery(action))
+        if refused:
+            return refused
+    elif (found is not None) == (action == "subscribe"):
         return ALREADY
-    if ctx.db.pending_tokens(list_address, address, action, now):
+    if ctx.db.pending_tokens(lst.address, address, action, now):
         return PENDING
     return SENT
+
+
+def _mode_refused(lst: ListSettings, member: Member | None, delivery: Delivery) -> str:
+    """Why ``member`` cannot be given ``delivery`` ("" when it can): not a member, no
+    digest on the list, disabled by an owner (only an owner enables it again), or the
+    delivery it has already."""
+    if delivery is Delivery.DIGEST and not lst.digest:
+        return NO_DIGEST
+    if member is None:
+        return NOT_MEMBER
+    if member.disabled_by == "owner":
+        return DISABLED
+    if member.delivery is delivery:
+        return ALREADY
+    return ""
+
+
+async def _refuse(ctx: ListContext, lst: ListSettings, address: str, state: str) -> None:
+    """The short answer to a choice of delivery made by mail that cannot be made (counted
+    with the address's requests in :func:`_state`, so rate-limited as they are)."""
+    _ = _gettext(lst)
+    texts = {
+        NOT_MEMBER: _("{address} is not subscribed to the mailing list {list}."),
+        NO_DIGEST: _("The mailing list {list} has no digest: each post is sent as it comes."),
+        DISABLED: _(
+            "The owners of the mailing list {list} have stopped its posts to {address};"
+            " write to {owner} to get them again."
+        ),
+        ALREADY: _("{address} gets the posts of {list} that way already."),
+    }
+    text = texts[state].format(address=address, list=lst.address, owner=lst.role_address("owner"))
+    subject = _("Your request to {list}").format(list=lst.address)
+    mail = compose.message(
+        lst, [address], subject, text + "\n", ctx.hostname, sender_role="request"
+    )
+    await _notify(ctx, lst, [address], mail)
 
 
 def counted(ctx: ListContext, address: str, now: float) -> bool:
@@ -372,20 +474,34 @@ def counted(ctx: ListContext, address: str, now: float) -> bool:
     return count <= ctx.settings.requests_per_address
 
 
+def approved(data: str) -> bool:
+    """Whether a ``subscribe`` token's ``data`` is an owner's approval."""
+    return data.split(":")[0] == APPROVED
+
+
+def wants_digest(data: str) -> bool:
+    """Whether a ``subscribe`` token's ``data`` asks for the digest."""
+    return DIGEST_CHOICE in data.split(":")
+
+
 async def confirm(ctx: ListContext, lst: ListSettings, token: Token, by: str) -> str:
-    """The confirmer of ``subscribe`` and ``unsubscribe`` tokens (``by``: who replied, ""
-    from the web); idempotent, as :func:`tokens.use` needs: run again, it finds the change
-    made and answers so.  Answers :data:`SUBSCRIBED`, :data:`AWAITING_APPROVAL`,
-    :data:`ALREADY_MEMBER`, :data:`UNSUBSCRIBED`, :data:`NOT_MEMBER` or
-    :data:`UNKNOWN_ACTION`."""
+    """The confirmer of ``subscribe``, ``unsubscribe``, ``digest`` and ``each`` tokens
+    (``by``: who replied, "" from the web); idempotent, as :func:`tokens.use` needs: run
+    again, it finds the change made and answers so.  Answers :data:`SUBSCRIBED`,
+    :data:`AWAITING_APPROVAL`, :data:`ALREADY_MEMBER`, :data:`UNSUBSCRIBED`,
+    :data:`NOT_MEMBER`, :data:`SWITCHED`, :data:`REENABLED`, :data:`ALREADY`,
+    :data:`NO_DIGEST`, :data:`DISABLED` or :data:`UNKNOWN_ACTION`."""
     if token.action == "subscribe" and token.data.startswith(f"{bounces.REENABLE}:"):
         # A member disabled by bounces asked to get the posts again (bounces.py).
         return await bounces.reenable(ctx, lst, token, by)
+    digest = lst.digest and wants_digest(token.data)
     if token.action == "subscribe":
-        if lst.approve_subscriptions and token.data != APPROVED:
-            result = await _ask_owners(ctx, lst, token.address)
+        if lst.approve_subscriptions and not approved(token.data):
+            result = await _ask_owners(ctx, lst, token.address, digest)
         else:
-            result = await _subscribe(ctx, lst, token.address)
+            result = await _subscribe(ctx, lst, token.address, digest)
+    elif token.action in MODES:
+        result = await _switch(ctx, lst, token.address, Delivery(token.action))
     elif token.action == "unsubscribe":
         result = await _unsubscribe(ctx, lst, token.address, goodbye=True)
     else:
@@ -422,18 +538,49 @@ async def one_click(ctx: ListContext, lst: ListSettings, address: str, signature
     return True
 
 
-async def _ask_owners(ctx: ListContext, lst: ListSettings, address: str) -> str:
+async def _switch(ctx: ListContext, lst: ListSettings, address: str, delivery: Delivery) -> str:
+    """A confirmed choice of delivery: the member gets ``delivery`` (a bounce-disabled one
+    is re-enabled with it), and a short notice says so."""
+    result = await ctx.run(_set_delivery, ctx, lst, address, delivery)
+    if result in (SWITCHED, REENABLED):
+        _ = _gettext(lst)
+        what = (
+            _("{address} now gets the daily digest of {list}.")
+            if delivery is Delivery.DIGEST
+            else _("{address} now gets each post of {list}.")
+        ).format(address=address, list=lst.address)
+        mail = compose.message(lst, [address], what, what + "\n", ctx.hostname)
+        await _notify(ctx, lst, [address], mail)
+    return result
+
+
+def _set_delivery(ctx: ListContext, lst: ListSettings, address: str, delivery: Delivery) -> str:
+    """Thread: give ``address`` ``delivery`` unless it cannot have it (see
+    :func:`_mode_refused`); run again, it finds it done (:data:`ALREADY`)."""
+    member = ctx.db.member(lst.address, address)
+    refused = _mode_refused(lst, member, delivery)
+    if refused or member is None:
+        return refused or NOT_MEMBER
+    if not ctx.db.set_delivery(lst.address, address, delivery):
+        # Removed or disabled by an owner since it was read.
+        return NOT_MEMBER if ctx.db.member(lst.address, address) is None else DISABLED
+    return REENABLED if member.disabled_by == "bounces" else SWITCHED
+
+
+async def _ask_owners(ctx: ListContext, lst: ListSettings, address: str, digest: bool) -> str:
     """A confirmed subscription of a list that needs approval: a token to the owners, once
-    (confirmed again after a crash, an approval already pending is not asked for again)."""
+    (confirmed again after a crash, an approval already pending is not asked for again);
+    the member's choice of the digest goes with it."""
     if not lst.owners:
         log.warn("list {list}: subscriptions need approval, but it has no owner", list=lst.address)
         return AWAITING_APPROVAL
+    data = f"{APPROVED}:{DIGEST_CHOICE}" if digest else APPROVED
     pending = await ctx.run(
-        ctx.db.pending_tokens, lst.address, address, "subscribe", ctx.clock(), APPROVED
+        ctx.db.pending_tokens, lst.address, address, "subscribe", ctx.clock(), data
     )
     if pending:
         return AWAITING_APPROVAL
-    token = await tokens.issue(ctx, lst.address, address, "subscribe", APPROVED)
+    token = await tokens.issue(ctx, lst.address, address, "subscribe", data)
     _ = _gettext(lst)
     subject = _("{address} asks to join {list}").format(address=address, list=lst.address)
     text = _("{address} asked to join the mailing list {list} and confirmed the address.").format(
@@ -455,8 +602,9 @@ async def _ask_owners(ctx: ListContext, lst: ListSettings, address: str) -> str:
     return AWAITING_APPROVAL
 
 
-async def _subscribe(ctx: ListContext, lst: ListSettings, address: str) -> str:
-    member = Member(address, subscribed=ctx.clock())
+async def _subscribe(ctx: ListContext, lst: ListSettings, address: str, digest: bool) -> str:
+    delivery = Delivery.DIGEST if digest else Delivery.EACH
+    member = Member(address, delivery=delivery, subscribed=ctx.clock())
     added = await ctx.run(ctx.db.subscribe, lst.address, [member])
     if not added:
         return ALREADY_MEMBER
@@ -537,6 +685,11 @@ async def send_help(
         "To leave, send any message to {leave}, or a message to {request} with the word "
         "unsubscribe in the subject."
     ).format(leave=lst.role_address("leave"), request=lst.role_address("request"))
+    if lst.digest:
+        text += "\n\n" + _(
+            "To get one daily digest instead of each post, send a message to {request} with"
+            " the word digest in the subject; to get each post again, the word nodigest."
+        ).format(request=lst.role_address("request"))
     text += "\n\n" + _("You can also join or leave on the web:") + "\n\n"
     text += f"    {page_url(ctx, lst)}\n\n"
     text += _("Either way, you will be asked to confirm by mail.") + "\n\n"

@@ -88,6 +88,8 @@ def default_confirmers() -> dict[str, Confirmer]:
     return {
         "subscribe": _lazy("requests", "confirm"),
         "unsubscribe": _lazy("requests", "confirm"),
+        "digest": _lazy("requests", "confirm"),
+        "each": _lazy("requests", "confirm"),
         "approve": _lazy("moderation", "confirm"),
         "reject": _lazy("moderation", "confirm"),
     }

@@ -1,8 +1,9 @@
 """The mailing lists' public pages (issue 19 point 5, docs/lists.md), for anyone, no login:
 
 * ``GET /lists/<list>``: the list's page: its name, description and a form to ask to
-  subscribe or unsubscribe an address (never the members).  A list that does not exist or
-  is not advertised answers the same 404.
+  subscribe or unsubscribe an address (never the members), and on a list with a digest to
+  subscribe with the digest, or for a member to choose each post or the daily digest.  A
+  list that does not exist or is not advertised answers the same 404.
 * ``POST /lists/<list>``: the request (``requests.request`` with the client's IP address,
   an IPv6 one by its /64, rate-limited); the answer is the same whether or not the address
   is a member, so the form does not tell who is (429 when over a limit).  The form carries
@@ -101,21 +102,29 @@ class ListPublicPages(Pages):
             member = normalise_address(given)
         except AddressError:
             member = ""
-        if action not in ("subscribe", "unsubscribe") or not member:
+        if action not in requests.ACTIONS or not member:
             error = _("Enter a valid address.")
             return self.render(
                 request, "lists_public.html", 400, csrf=csrf, lst=lst, error=error, given=given
             )
+        if action == "digest" and not lst.digest:
+            error = _("This list has no digest.")
+            return self.render(
+                request, "lists_public.html", 400, csrf=csrf, lst=lst, error=error, given=given
+            )
+        digest = action == "subscribe" and lst.digest and self.form(request, "digest", 5) == "yes"
+        data = requests.DIGEST_CHOICE if digest else ""
         client = client_key(getattr(request.getClientAddress(), "host", ""))
-        result = await requests.request(ctx, lst, member, action, client, "web")
+        result = await requests.request(ctx, lst, member, action, client, "web", data)
         if result == requests.LIMITED:
             error = _("Too many requests. Please try again in an hour.")
             return self.render(request, "lists_public.html", 429, csrf=csrf, lst=lst, error=error)
-        # The same answer whether or not the address is a member (result "already").
-        done = {
-            "subscribe": _("If the address can be subscribed, a confirmation is on its way."),
-            "unsubscribe": _("If the address is subscribed, a confirmation is on its way."),
-        }[action]
+        # The same answer whether or not the address is a member (results "already",
+        # "not-member", "disabled").
+        if action == "subscribe":
+            done = _("If the address can be subscribed, a confirmation is on its way.")
+        else:
+            done = _("If the address is subscribed, a confirmation is on its way.")
         return self.render(request, "lists_public.html", csrf=csrf, lst=lst, done=done)
 
     # -- confirmations -------------------------------------------------------------------
@@ -169,9 +178,13 @@ class ListPublicPages(Pages):
             "unsubscribe": _("Unsubscribe {address} from the mailing list {list}?"),
             "approve": _("Approve the post held for the mailing list {list}?"),
             "reject": _("Reject the post held for the mailing list {list}?"),
+            "digest": _("Send {address} one daily digest of the mailing list {list}?"),
+            "each": _("Send {address} each post of the mailing list {list}?"),
         }
-        if token.action == "subscribe" and token.data == requests.APPROVED:
+        if token.action == "subscribe" and requests.approved(token.data):
             question = _("Let {address} join the mailing list {list}?")
+        elif token.action == "subscribe" and requests.wants_digest(token.data):
+            question = _("Subscribe {address} to the mailing list {list}, with the daily digest?")
         else:
             question = questions.get(token.action, _("Confirm for the mailing list {list}?"))
         return question.format(address=token.address, list=token.list)
@@ -184,8 +197,20 @@ class ListPublicPages(Pages):
             requests.ALREADY_MEMBER: _("{address} was subscribed to {list} already."),
             requests.UNSUBSCRIBED: _("{address} is no longer subscribed to {list}."),
             requests.NOT_MEMBER: _("{address} was not subscribed to {list}."),
+            requests.NO_DIGEST: _("The list {list} has no digest."),
+            requests.DISABLED: _("The owners of {list} have stopped its posts to {address}."),
         }
-        text = outcomes.get(result, _("Done."))
+        digest = token.action == "digest"
+        if result in (requests.SWITCHED, requests.REENABLED, requests.ALREADY) and (
+            token.action in requests.MODES
+        ):
+            text = (
+                _("{address} gets the daily digest of {list}.")
+                if digest
+                else _("{address} gets each post of {list}.")
+            )
+        else:
+            text = outcomes.get(result, _("Done."))
         return text.format(address=token.address, list=token.list)
 
     # -- one-click unsubscribe (RFC 8058) ----------------------------------------------------
@@ -269,7 +294,7 @@ def _one_click_path(path: str) -> tuple[str, str, str]:
 def _confirmer(action: str) -> Confirmer | None:
     """The confirmer of ``action``: the requests part's own, or the moderation part's,
     imported when first needed (it is another part of the list manager)."""
-    if action in ("subscribe", "unsubscribe"):
+    if action in ("subscribe", "unsubscribe", *requests.MODES):
         return requests.confirm
     if action not in ("approve", "reject"):
         return None
