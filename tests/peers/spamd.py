@@ -114,7 +114,7 @@ def spamd_peer() -> Spamd:
     if _running is None:
         if shutil.which("spamd") is None or shutil.which("sa-learn") is None:
             raise RuntimeError(
-                "spamd is not installed: apt-get install spamassassin spamc "
+                "spamd is not installed: apt-get install spamassassin spamd spamc "
                 "(tests/debian-packages.txt)"
             )
         server = private_spamd()
