@@ -60,27 +60,43 @@ class PerThread:
         self._busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._all: list[sqlite3.Connection] = []
+        #: Each connection with the lock its thread holds while using it (re-entrant: a use
+        #: may call another).
+        self._all: list[tuple[sqlite3.Connection, threading.RLock]] = []
 
     def get(self) -> sqlite3.Connection:
-        """This thread's connection."""
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            create(self.path, self._schema)
+        """This thread's connection, for callers that never :meth:`close` (use
+        :meth:`using` where close may come from another thread)."""
+        return self._mine()[0]
+
+    @contextlib.contextmanager
+    def using(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, not closed by :meth:`close` until the block ends."""
+        db, busy = self._mine()
+        with busy:
+            yield db
+
+    def _mine(self) -> tuple[sqlite3.Connection, threading.RLock]:
+        mine: tuple[sqlite3.Connection, threading.RLock] | None = getattr(self._local, "db", None)
+        if mine is None:
+            with self._lock:  # threads' first uses of a new file make it one at a time
+                create(self.path, self._schema)
             db = _connect(self.path, self._synchronous, self._busy_timeout_ms, same_thread=False)
-            self._local.db = db
+            mine = (db, threading.RLock())
+            self._local.db = mine
             with self._lock:
-                self._all.append(db)
-        return db
+                self._all.append(mine)
+        return mine
 
     def close(self) -> None:
-        """Close every thread's connection; call it when no thread uses them any more (a
-        later :meth:`get` opens a new one)."""
+        """Close every thread's connection, each once its :meth:`using` block is over (a
+        later use opens a new one)."""
         with self._lock:
             connections, self._all = self._all, []
             self._local = threading.local()
-        for db in connections:
-            db.close()
+        for db, busy in connections:
+            with busy:
+                db.close()
 
 
 @contextlib.contextmanager

@@ -138,33 +138,42 @@ class ListDB:
         self.path = path
         self._connections = sqlitefile.PerThread(path, SCHEMA, synchronous="FULL")
 
-    @property
-    def db(self) -> Any:
-        return self._connections.get()
-
     def close(self) -> None:
-        """Close every thread's connection (when nothing uses the file any more)."""
+        """Close every thread's connection, each once the work under way on it ends."""
         self._connections.close()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Any]:
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        with self._connections.using() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._connections.using() as db:
+            return db.execute(sql, args).fetchall()
+
+    def _one(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        with self._connections.using() as db:
+            return db.execute(sql, args).fetchone()
+
+    def _change(self, sql: str, args: Sequence[Any] = ()) -> int:
+        """``sql`` (one statement, autocommit); how many rows it changed."""
+        with self._connections.using() as db:
+            return int(db.execute(sql, args).rowcount)
 
     # -- lists ------------------------------------------------------------------------------
 
     def lists(self) -> list[ListSettings]:
-        rows = self.db.execute("SELECT settings FROM lists ORDER BY address").fetchall()
+        rows = self._rows("SELECT settings FROM lists ORDER BY address")
         return [settings_from_json(r[0]) for r in rows]
 
     def get(self, address: str) -> ListSettings | None:
-        row = self.db.execute("SELECT settings FROM lists WHERE address = ?", (address,)).fetchone()
+        row = self._one("SELECT settings FROM lists WHERE address = ?", (address,))
         return None if row is None else settings_from_json(row[0])
 
     def create(self, settings: ListSettings, now: float) -> None:
@@ -179,11 +188,11 @@ class ListDB:
 
     def update(self, settings: ListSettings) -> None:
         """Replace a list's settings; :class:`NoSuchList` if there is none."""
-        cursor = self.db.execute(
+        changed = self._change(
             "UPDATE lists SET settings = ? WHERE address = ?",
             (settings_to_json(settings), settings.address),
         )
-        if cursor.rowcount == 0:
+        if changed == 0:
             raise NoSuchList(settings.address)
 
     def delete(self, address: str) -> None:
@@ -204,24 +213,21 @@ class ListDB:
         if delivery is not None:
             sql += " AND delivery = ?"
             args += (delivery.value,)
-        return [_member(r) for r in self.db.execute(sql + " ORDER BY address", args)]
+        return [_member(r) for r in self._rows(sql + " ORDER BY address", args)]
 
     def members_page(self, list_address: str, offset: int, limit: int) -> list[Member]:
         """At most ``limit`` of the list's subscribers from the ``offset``-th on, in address
         order (a page of them: the database reads no more)."""
         sql = MEMBERS + " ORDER BY address LIMIT ? OFFSET ?"
-        return [_member(r) for r in self.db.execute(sql, (list_address, limit, offset))]
+        return [_member(r) for r in self._rows(sql, (list_address, limit, offset))]
 
     def member(self, list_address: str, address: str) -> Member | None:
-        row = self.db.execute(
-            MEMBERS + " AND address = ?",
-            (list_address, address),
-        ).fetchone()
+        row = self._one(MEMBERS + " AND address = ?", (list_address, address))
         return None if row is None else _member(row)
 
     def count(self, list_address: str) -> int:
-        row = self.db.execute("SELECT count(*) FROM members WHERE list = ?", (list_address,))
-        return int(row.fetchone()[0])
+        row = self._one("SELECT count(*) FROM members WHERE list = ?", (list_address,))
+        return int(row[0])
 
     def subscribe(self, list_address: str, members: Sequence[Member]) -> int:
         """Add ``members`` (those already subscribed are left as they are); how many were
@@ -257,7 +263,7 @@ class ListDB:
 
     def set_member(self, list_address: str, member: Member) -> None:
         """Store a member's delivery, bounce score and name as given."""
-        self.db.execute(
+        self._change(
             "UPDATE members SET name = ?, delivery = ?, disabled_by = ?, bounce_score = ?,"
             " last_bounce = ? WHERE list = ? AND address = ?",
             (
@@ -314,7 +320,7 @@ class ListDB:
 
     def add_token(self, digest: str, token: Token) -> None:
         """Keep a pending confirmation under ``digest`` (the token's hash, never the token)."""
-        self.db.execute(
+        self._change(
             "INSERT INTO tokens (hash, list, address, action, data, created, expires)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
@@ -344,10 +350,10 @@ class ListDB:
 
     def peek_token(self, digest: str, now: float) -> Token | None:
         """The confirmation under ``digest``, kept (for a page that asks before acting)."""
-        row = self.db.execute(
+        row = self._one(
             "SELECT list, address, action, data, created, expires FROM tokens WHERE hash = ?",
             (digest,),
-        ).fetchone()
+        )
         token = None if row is None else Token(*row)
         return token if token is not None and token.expires > now else None
 
@@ -364,16 +370,16 @@ class ListDB:
         if data is not None:
             query += " AND data = ?"
             params += (data,)
-        row = self.db.execute(query, params).fetchone()
+        row = self._one(query, params)
         return int(row[0])
 
     def expire_tokens(self, now: float) -> int:
-        return int(self.db.execute("DELETE FROM tokens WHERE expires <= ?", (now,)).rowcount)
+        return self._change("DELETE FROM tokens WHERE expires <= ?", (now,))
 
     # -- held posts -------------------------------------------------------------------------
 
     def hold(self, held: Held) -> None:
-        self.db.execute(
+        self._change(
             "INSERT INTO held (list, id, sender, subject, reason, size, held, expires)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             attrs.astuple(held),
@@ -386,7 +392,7 @@ class ListDB:
         if list_address is not None:
             sql += " WHERE list = ?"
             args = (list_address,)
-        return [Held(*r) for r in self.db.execute(sql + " ORDER BY held", args)]
+        return [Held(*r) for r in self._rows(sql + " ORDER BY held", args)]
 
     def release(self, list_address: str, held_id: str) -> Held | None:
         """Remove a held post's row (approved, rejected or expired); None if it was gone."""
