@@ -970,6 +970,9 @@ class IAccountAdmin(Interface):
         """``text`` as a normalised address in a served domain (a bare local part is in the
         primary domain); fails with :class:`AccountRefused` (``bad-address``, ``not-served``)."""
 
+    def in_use(addresses: Sequence[str]) -> Deferred[list[str]]:
+        """Those of ``addresses`` (normalised) that are a user, alias or group already."""
+
     def count(domains: Sequence[str] | None) -> Deferred[tuple[int, int]]:
         """How many users and aliases there are in ``domains`` (None: all)."""
 

@@ -9,6 +9,7 @@ refused), as the other commands' are.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -22,8 +23,8 @@ from ourmail.config import Settings
 from ourmail.interfaces import AccountRefused, Actor
 from ourmail.lists import edit
 from ourmail.lists.context import touch_changed
-from ourmail.lists.listdb import ListDB, ListExists, NoSuchList
-from ourmail.lists.model import SUFFIXES, Delivery, ListSettings, Member
+from ourmail.lists.listdb import ListDB
+from ourmail.lists.model import Delivery, ListSettings, Member
 from ourmail.manage import accountops
 from ourmail.manage.audit import AuditFile, audited_change, unix_user
 
@@ -71,35 +72,20 @@ def _existing(settings: Settings, db: ListDB, raw: str) -> ListSettings:
     return found
 
 
-def _taken(accounts: AccountDB, address: str) -> str | None:
-    """Which of the list's addresses is a user, alias or group already, if one is."""
-    local, _, domain = address.rpartition("@")
-    for candidate in (address, *(f"{local}{suffix}@{domain}" for suffix in SUFFIXES)):
-        if (
-            accounts.has_user(candidate)
-            or accounts.alias(candidate) is not None
-            or accounts.group(candidate) is not None
-        ):
-            return candidate
-    return None
-
-
 def list_create(settings: Settings, accounts: AccountDB, args: argparse.Namespace) -> None:
     db = list_db(settings)
 
     def create() -> str:
         address = accountops.address(settings, accounts, args.address)
-        taken = _taken(accounts, address)
-        if taken is not None:
-            raise AccountRefused("exists", f"{taken} is a user, alias or group already", taken)
         given = {"owners": ",".join(args.owner), "name": args.name or "", "group": args.group or ""}
-        try:
-            lst = edit.change(ListSettings(address), given, _normaliser(settings))
-            db.create(lst, time.time())
-        except edit.BadSetting as e:
-            raise AccountRefused("bad-setting", str(e), address) from None
-        except ListExists:
-            raise AccountRefused("exists", f"the list {address} exists already", address) from None
+        edit.create(
+            db,
+            address,
+            given,
+            _normaliser(settings),
+            functools.partial(accountops.in_use, accounts),
+            time.time(),
+        )
         return address
 
     detail = f"owners: {', '.join(args.owner)}"
@@ -111,10 +97,7 @@ def list_delete(settings: Settings, accounts: AccountDB, args: argparse.Namespac
 
     def delete() -> str:
         lst = _existing(settings, db, args.address)
-        try:
-            db.delete(lst.address)
-        except NoSuchList:
-            raise AccountRefused("no-such-list", f"no such list: {lst.address}") from None
+        edit.delete(db, lst.address)
         return lst.address
 
     print(f"deleted the list {_audited(settings, 'list.delete', args.address, delete)}")

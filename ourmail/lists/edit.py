@@ -1,16 +1,19 @@
 """Changing a list's settings from text (``ourmail list set LIST key=value``, the console's
 settings form): every field of :class:`~ourmail.lists.model.ListSettings` but its address,
-each checked, with an error that says what is expected."""
+each checked, with an error that says what is expected; and making and removing a list
+(``ourmail list create|delete``, the console's lists page), with the same checks for both."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import attrs
 
 from ourmail.config import parse_size
+from ourmail.interfaces import AccountRefused
 from ourmail.lists.compose import LANGUAGES
-from ourmail.lists.model import Archive, ListSettings, PostPolicy, ReplyTo
+from ourmail.lists.listdb import ListDB, ListExists, NoSuchList
+from ourmail.lists.model import SUFFIXES, Archive, ListSettings, PostPolicy, ReplyTo, parse_address
 
 #: Longest one-line texts, and the footer.
 MAX_LINE = 200
@@ -124,3 +127,66 @@ def change(
     if not changed.owners:
         raise BadSetting("owners: a list needs at least one owner")
     return changed
+
+
+def addresses_of(address: str) -> tuple[str, ...]:
+    """The list address and its command addresses (``-request``, ``-join``…)."""
+    local, _, domain = address.rpartition("@")
+    return (address, *(f"{local}{suffix}@{domain}" for suffix in SUFFIXES))
+
+
+def taken(address: str, is_taken: Callable[[str], bool]) -> str | None:
+    """Which of a new list's addresses ``is_taken`` (a user, alias or group), if one is."""
+    return next((a for a in addresses_of(address) if is_taken(a)), None)
+
+
+def clash(address: str, lists: Iterable[str]) -> str | None:
+    """The list among ``lists`` whose addresses a new list at ``address`` would share: one
+    whose command address it is (``team-request@`` beside ``team@``), or one at one of its
+    command addresses (``team@`` beside a list ``team-join@``)."""
+    known = set(lists)
+    found = parse_address(address, known)
+    if found is not None:
+        return found.list
+    return next((a for a in addresses_of(address) if a in known), None)
+
+
+def create(
+    db: ListDB,
+    address: str,
+    given: Mapping[str, str],
+    normalise: Callable[[str], str],
+    is_taken: Callable[[str], bool],
+    now: float,
+) -> ListSettings:
+    """Make the list ``address`` (normalised, in a served domain) with the settings ``given``
+    (``owners`` at least); :class:`AccountRefused` (``exists``, ``bad-setting``) when one of
+    its addresses is a user, alias, group or another list's, or a setting cannot be.  Blocks
+    (the database): in a thread."""
+    used = taken(address, is_taken)
+    if used is not None:
+        raise AccountRefused("exists", f"{used} is a user, alias or group already", used)
+    lists = {lst.address for lst in db.lists()}
+    if address in lists:
+        raise AccountRefused("exists", f"the list {address} exists already", address)
+    other = clash(address, lists)
+    if other is not None:
+        raise AccountRefused("list-clash", f"the list {other} answers at {address} already", other)
+    try:
+        lst = change(ListSettings(address), given, normalise)
+        db.create(lst, now)
+    except BadSetting as e:
+        raise AccountRefused("bad-setting", str(e), e.key) from None
+    except ListExists:
+        raise AccountRefused("exists", f"the list {address} exists already", address) from None
+    return lst
+
+
+def delete(db: ListDB, address: str) -> None:
+    """Remove the list ``address`` with its members, pending confirmations and held posts'
+    rows (its archive stays in the store); :class:`AccountRefused` (``no-such-list``) when
+    there is none.  Blocks: in a thread."""
+    try:
+        db.delete(address)
+    except NoSuchList:
+        raise AccountRefused("no-such-list", f"no such list: {address}", address) from None

@@ -60,6 +60,12 @@ class LocalAccountAdmin:
     def address(self, text: str) -> Deferred[str]:
         return deferToThread(ops.address, self.settings, self.db, text)
 
+    def in_use(self, addresses: Sequence[str]) -> Deferred[list[str]]:
+        def used() -> list[str]:
+            return [a for a in addresses if ops.in_use(self.db, a)]
+
+        return deferToThread(used)
+
     def count(self, domains: Sequence[str] | None) -> Deferred[tuple[int, int]]:
         def count() -> tuple[int, int]:
             snapshot = self.index.current()

@@ -47,6 +47,11 @@ def address(settings: Settings, db: AccountDB, raw: str) -> str:
     return found
 
 
+def in_use(db: AccountDB, address: str) -> bool:
+    """Whether ``address`` (normalised) is a user, alias or group already."""
+    return db.has_user(address) or db.alias(address) is not None or db.group(address) is not None
+
+
 def check_password(password: str) -> None:
     """Refuse a password that is too short."""
     if len(password) < MIN_PASSWORD:

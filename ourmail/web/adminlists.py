@@ -5,8 +5,13 @@ Routes:
 * ``GET /admin/lists?domain=``: the lists with their member and held-post counts;
 * ``GET /admin/list?address=&page=``: one list's settings form, its members (50 a page) with
   forms to add and remove them, and its held posts with approve and reject buttons;
+* ``POST /admin/lists/add``: a new list (address, owners, name, group), with the checks of
+  ``ourmail list create`` (:func:`ourmail.lists.edit.create`);
 * ``POST /admin/list/settings``, ``/admin/list/members/add``, ``/admin/list/members/delete``,
-  ``/admin/list/held/approve``, ``/admin/list/held/reject``.
+  ``/admin/list/held/approve``, ``/admin/list/held/reject``;
+* ``POST /admin/list/delete``: removes the list, its members and pending confirmations when
+  the form's "yes, delete" box is ticked (:func:`ourmail.lists.edit.delete`); its archive
+  stays in the store.
 
 Rights as for groups: a domain admin sees and changes the lists of their domains only, and
 names no address of another local domain in them (members, owners, moderators, posters,
@@ -34,7 +39,7 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import NotFound
 
 from ourmail.addresses import AddressError, normalise_address
-from ourmail.interfaces import AccountRefused, IAuditLog
+from ourmail.interfaces import AccountRefused, Actor, IAuditLog
 from ourmail.lists import edit
 from ourmail.lists.context import ListContext
 from ourmail.lists.model import ListSettings, Member
@@ -54,7 +59,11 @@ MAX_SETTING_TEXT = 1000 * (MAX_ADDRESS + 2)
 #: A held post's id, as the moderation part makes them.
 HELD_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
 #: What ``?done=`` may confirm on these pages.
-LIST_DONE = ("settings", "members-added", "member-removed", "approved", "rejected")
+LIST_DONE = ("created", "settings", "members-added", "member-removed", "approved", "rejected")
+#: What ``?done=`` may confirm on the lists' page.
+LISTS_DONE = ("list-deleted",)
+#: Longest list name read from the form.
+MAX_NAME_TEXT = 4 * edit.MAX_LINE
 #: The settings whose form field is a checkbox.
 CHECKBOXES = tuple(k for k in edit.FIELDS if isinstance(getattr(ListSettings("x@y"), k), bool))
 
@@ -95,6 +104,10 @@ class AdminListsPages(AdminPages):
         if refused.code == "bad-setting":
             return _("The setting %(setting)s cannot take that value.") % {
                 "setting": refused.subject
+            }
+        if refused.code == "list-clash":
+            return _("The list %(address)s answers at one of this list's addresses already.") % {
+                "address": refused.subject
             }
         if refused.code == "too-many":
             return _("Too many addresses.")
@@ -167,7 +180,7 @@ class AdminListsPages(AdminPages):
     # -- the lists ---------------------------------------------------------------------------
 
     @app.route("/admin/lists", methods=["GET"])
-    async def admin_lists(self, request: IRequest) -> bytes:
+    async def admin_lists(self, request: IRequest, code: int = 200, **context: Any) -> bytes:
         domain = self.domain_field(request)
         access = self.admin(request, "lists.view", domain or None)
         ctx = self.list_ctx
@@ -183,10 +196,70 @@ class AdminListsPages(AdminPages):
             request,
             access,
             "admin_lists.html",
+            code,
             domain=domain,
             domains=await self.managed_domains(access),
             lists=await ctx.run(rows),
+            confirmed=self.form(request, "done", 20) in LISTS_DONE,
+            deleted=self.form(request, "who", MAX_ADDRESS) or "",
+            **context,
         )
+
+    @app.route("/admin/lists/add", methods=["POST"])
+    async def admin_lists_add(self, request: IRequest) -> bytes:
+        access = self.admin(request, "list.create")
+        self.checked(request)
+        ctx, actor = self.list_ctx, self.actor(request, access)
+        typed = {
+            "typed": self.form(request, "address", MAX_ADDRESS) or "",
+            "typed_owners": self.form(request, "owners", MAX_MEMBER_TEXT) or "",
+            "typed_name": self.form(request, "name", MAX_NAME_TEXT) or "",
+            "typed_group": self.form(request, "group", MAX_ADDRESS) or "",
+        }
+        try:
+            try:
+                address, given, used = await self.new_list_fields(request, access)
+            except AccountRefused as e:
+                # Refused before the change began: its audit line, as the command line's.
+                await self.record(actor, "list.create", typed["typed"], f"refused: {e.code}")
+                raise
+
+            def work() -> str:
+                edit.create(ctx.db, address, given, _normalise, used.__contains__, ctx.clock())
+                return address
+
+            detail = f"owners: {given['owners'].replace(',', ', ')}"
+            await audited_in_thread(self.audit_log, actor, "list.create", address, work, detail)
+        except AccountRefused as e:
+            error = self.list_text(request, e)
+            return await self.admin_lists(request, 400, add_error=error, **typed)
+        await self.lists_changed()
+        return self.redirect(request, b"/admin/list?" + _query(address=address, done="created"))
+
+    async def new_list_fields(
+        self, request: IRequest, access: AdminAccess
+    ) -> tuple[str, dict[str, str], set[str]]:
+        """The new list's address (in a served domain ``access`` manages), its settings as
+        text, and which of its addresses are a user, alias or group already."""
+        address = await self.address_field(request)
+        if not access.manages(address.rpartition("@")[2]):
+            raise NotAdmin("list.create", address)
+        owners = self.list_addresses(request, "owners")
+        group = (self.form(request, "group", MAX_ADDRESS) or "").strip()
+        named = [*owners, group] if group else owners
+        await self.addresses_managed(access, named, "list.create")
+        name = self.form(request, "name", MAX_NAME_TEXT)
+        if name is None and (request.args or {}).get(b"name"):
+            raise AccountRefused("bad-setting", "name: too long", "name")
+        used = set(await self.accounts.in_use(edit.addresses_of(address)))
+        return address, {"owners": ",".join(owners), "name": name or "", "group": group}, used
+
+    async def record(self, actor: Actor, action: str, target: str, result: str) -> None:
+        """An audit line written outside :func:`audited_in_thread` (logged if it cannot be)."""
+        try:
+            await deferToThread(self.audit_log.record, actor, action, target[:MAX_ADDRESS], result)
+        except OSError:
+            log.failure("list {target}: the audit log cannot be written", target=target)
 
     @app.route("/admin/list", methods=["GET"])
     async def admin_list(self, request: IRequest, code: int = 200, **context: Any) -> bytes:
@@ -265,6 +338,33 @@ class AdminListsPages(AdminPages):
         await self.lists_changed()
         done = _query(address=lst.address, done="settings")
         return self.redirect(request, b"/admin/list?" + done)
+
+    @app.route("/admin/list/delete", methods=["POST"])
+    async def admin_list_delete(self, request: IRequest) -> bytes:
+        access = self.admin(request, "list.delete")
+        self.checked(request)
+        ctx, actor = self.list_ctx, self.actor(request, access)
+        _ = self.gettext(request)
+        try:
+            lst = await self.list_field(request, access, "list.delete")
+        except AccountRefused as e:
+            return self.error(request, 400, self.list_text(request, e))
+        if self.form(request, "confirm", 10) != "yes":
+            await self.record(actor, "list.delete", lst.address, "refused: not-confirmed")
+            text = _("Tick the box to confirm that the list is to be deleted; nothing was done.")
+            return await self.admin_list(request, 400, delete_error=text)
+
+        def work() -> str:
+            edit.delete(ctx.db, lst.address)
+            return lst.address
+
+        try:
+            await audited_in_thread(self.audit_log, actor, "list.delete", lst.address, work)
+        except AccountRefused as e:
+            return self.error(request, 400, self.list_text(request, e))
+        await self.lists_changed()
+        done = _query(done="list-deleted", who=lst.address)
+        return self.redirect(request, b"/admin/lists?" + done)
 
     async def _members(self, request: IRequest, action: str, field: str) -> bytes:
         access = self.admin(request, action)

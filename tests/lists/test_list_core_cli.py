@@ -52,12 +52,14 @@ def test_lists_made_with_the_cli_are_served(
         assert cli(srv, "list", "create", "alice@example.test", "--owner", "alice") == 1
         assert cli(srv, "list", "create", "team@elsewhere.test", "--owner", "alice") == 1
         assert cli(srv, "list", "create", "team@example.test", "--owner", "alice") == 1
+        assert cli(srv, "list", "create", "team-leave@example.test", "--owner", "alice") == 1
         err = capsys.readouterr().err
+        assert "the list team@example.test answers at team-leave@example.test already" in err
         assert "post_policy: one of members, anyone, addresses, moderators" in err
         assert "at least one owner" in err and "alice@example.test is a user" in err
         assert "not a domain served here" in err and "exists already" in err
         audit = (srv.data / "log" / "audit.log").read_text()
-        assert audit.count("list.create") == 4 and "list.member-add" in audit
+        assert audit.count("list.create") == 5 and "list.member-add" in audit
         # The running server sees the new list at its next look at the change mark (its own
         # every few seconds, or this one).
         blockingCallFromThread(reactor, lists._watch)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import smtplib
 import sys
 import types
 from pathlib import Path
@@ -173,3 +174,110 @@ def test_console_limits_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         assert ("list.held-approve", f"{club} h1", "failed: RuntimeError") in decided
         assert ("list.held-reject", f"{club} h2", "ok") in decided
         assert ("list.set", "x@example.test", "forbidden") in decided
+
+
+def rcpt(srv: RunningServer, address: str) -> int:
+    """The SMTP server's answer to ``RCPT TO:<address>``."""
+    with smtplib.SMTP("127.0.0.1", srv.port("smtp")) as s:
+        s.ehlo("else.test")
+        s.mail("bob@else.test")
+        return s.rcpt(address)[0]
+
+
+def audit_lines(srv: RunningServer) -> list[tuple[str, str, str]]:
+    lines = [json.loads(x) for x in (srv.data / "log" / "audit.log").read_text().splitlines()]
+    return [(a["action"], a["target"], a["result"]) for a in lines if a["via"] == "web"]
+
+
+def test_the_console_creates_and_deletes_lists(tmp_path: Path) -> None:
+    """A list made in the console takes mail at once; the CLI's checks refuse the same
+    addresses; a domain admin makes lists in their domains only; deleting asks for a ticked
+    box and removes the members and confirmations, and the address takes no more mail."""
+    admin = AdminSettings(
+        admins=("postmaster@example.test",), domain_admins={"boss@other.test": ("other.test",)}
+    )
+    with running_server(tmp_path, admin=admin) as srv:
+        accounts = srv.server.accounts
+        accounts.add_domain("other.test")
+        accounts.set_password("postmaster@example.test", hash_password(PASSWORD))
+        accounts.add_user("boss@other.test", hash_password(PASSWORD))
+        accounts.add_user("bob-join@example.test", hash_password(PASSWORD))
+        ctx = srv.server.lists.ctx  # type: ignore[union-attr]
+        pm = browser(srv, "postmaster@example.test")
+        page = pm.get("/admin/lists")
+        assert 'for="list-address"' in page.text and 'action="/admin/lists/add"' in page.text
+        assert rcpt(srv, "team@example.test") == 550
+        new = {
+            "address": "Team@Example.test",
+            "owners": "alice@example.test\nann@else.test",
+            "name": "Team",
+        }
+        # Without the CSRF token: refused, nothing made.
+        assert pm.post("/admin/lists/add", new).status == 403
+        assert ctx.db.get("team@example.test") is None
+        done = post(pm, "/admin/lists/add", new)
+        assert done.status == 303
+        assert "done=created" in done.headers["location"]
+        lst = ctx.db.get("team@example.test")
+        assert lst.owners == ("alice@example.test", "ann@else.test") and lst.display_name == "Team"
+        assert rcpt(srv, "team@example.test") == 250  # at once, no refresh waited for
+        assert rcpt(srv, "team-request@example.test") == 250
+        assert (
+            "takes mail now" in pm.get("/admin/list?address=team%40example.test&done=created").text
+        )
+        assert (
+            post(pm, "/admin/lists/add", new | {"address": "crew-join@example.test"}).status == 303
+        )
+        # Refused with a clear error, nothing made: as `ourmail list create` refuses them.
+        refusals = {
+            "not an address": ({"address": "not an address"}, "not a valid address"),
+            "not served": ({"address": "x@nowhere.test"}, "not a domain served here"),
+            "the same list": ({"address": "team@example.test"}, "already exists"),
+            "a command address": ({"address": "team-join@example.test"}, "answers at one of"),
+            "a list at a command address": ({"address": "crew@example.test"}, "crew-join@"),
+            "a user": ({"address": "alice@example.test"}, "already exists"),
+            "a user at a command address": ({"address": "bob@example.test"}, "bob-join"),
+            "no owner": ({"address": "x@example.test", "owners": ""}, "at least one address"),
+            "a bad group": ({"address": "x@example.test", "group": "@@"}, "group"),
+        }
+        for why, (fields, text) in refusals.items():
+            refused = post(pm, "/admin/lists/add", new | fields)
+            assert refused.status == 400 and text in refused.text, why
+            assert 'role="alert"' in refused.text, why
+        assert [x.address for x in ctx.db.lists()] == [
+            "crew-join@example.test",
+            "team@example.test",
+        ]
+        # A domain admin: in their domains only (403, logged), owners not of another local one.
+        boss = browser(srv, "boss@other.test")
+        club = {"address": "club@other.test", "owners": "boss@other.test"}
+        assert post(boss, "/admin/lists/add", club | {"address": "club@example.test"}).status == 403
+        assert post(boss, "/admin/lists/add", club | {"owners": "x@example.test"}).status == 403
+        assert post(boss, "/admin/lists/add", club).status == 303
+        made = [x.address for x in ctx.db.lists()]
+        assert made == ["club@other.test", "crew-join@example.test", "team@example.test"]
+        # Delete: without the ticked box nothing is done; with it the list and its members go.
+        ctx.db.subscribe("team@example.test", [Member("m@else.test")])
+        gone = {"address": "team@example.test"}
+        unconfirmed = post(pm, "/admin/list/delete", gone)
+        assert unconfirmed.status == 400 and "Tick the box" in unconfirmed.text
+        assert ctx.db.get("team@example.test") is not None
+        assert pm.post("/admin/list/delete", gone | {"confirm": "yes"}).status == 403  # no CSRF
+        assert post(boss, "/admin/list/delete", gone | {"confirm": "yes"}).status == 403
+        assert "archive is kept" in pm.get("/admin/list?address=team%40example.test").text
+        deleted = post(pm, "/admin/list/delete", gone | {"confirm": "yes"})
+        assert deleted.status == 303 and "done=list-deleted" in deleted.headers["location"]
+        assert ctx.db.get("team@example.test") is None
+        assert ctx.db.members("team@example.test") == []
+        assert "has been deleted" in pm.get(deleted.headers["location"]).text
+        assert rcpt(srv, "team@example.test") == 550
+        assert post(pm, "/admin/list/delete", gone | {"confirm": "yes"}).status == 400
+        decided = audit_lines(srv)
+        assert ("list.create", "team@example.test", "ok") in decided
+        assert ("list.create", "club@other.test", "ok") in decided
+        assert ("list.create", "bob-join@example.test", "refused: exists") in decided
+        assert ("list.create", "x@nowhere.test", "refused: not-served") in decided
+        assert ("list.create", "club@example.test", "forbidden") in decided
+        assert ("list.delete", "team@example.test", "refused: not-confirmed") in decided
+        assert ("list.delete", "team@example.test", "ok") in decided
+        assert ("list.delete", "team@example.test", "forbidden") in decided

@@ -159,3 +159,42 @@ def test_a_domain_admin_sees_only_their_domain_and_forged_forms_fail(
     assert (
         accounts.has_user("postmaster@example.test") and accounts.alias("all@example.test") is None
     )
+
+
+def test_the_postmaster_creates_and_deletes_a_list(mailserver: RunningServer) -> None:
+    """The lists' page's "New list" form and a list's "Delete the list" box, by keyboard
+    and labels, on a phone; both pages pass axe-core's rules, in both languages."""
+    mailserver.server.accounts.set_password("postmaster@example.test", hash_password(PASSWORD))
+    base = f"https://127.0.0.1:{mailserver.port('web')}"
+    with chromium() as browser:
+        context = browser.new_context(
+            ignore_https_errors=True, locale="en-GB", viewport={"width": 360, "height": 740}
+        )
+        page = context.new_page()
+        page.goto(f"{base}/login")
+        page.get_by_label("Address").fill("postmaster@example.test")
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(f"{base}/")
+        page.goto(f"{base}/admin/lists")
+        assert page.get_by_role("heading", name="New list").is_visible()
+        assert violations(page) == []
+        page.get_by_label("List address").fill("team@example.test")
+        page.get_by_label("Owners, one address per line").fill("postmaster@example.test")
+        page.get_by_label("Name (optional)").fill("Team")
+        page.get_by_role("button", name="Create list").click()
+        page.wait_for_url("**/admin/list?address=team%40example.test&done=created")
+        assert "takes mail now" in page.get_by_role("status").inner_text()
+        assert violations(page) == []
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360
+        page.get_by_label("Yes, delete team@example.test").check()
+        page.get_by_role("button", name="Delete the list").click()
+        page.wait_for_url("**/admin/lists?done=list-deleted*")
+        assert "archive is kept" in page.get_by_role("status").inner_text()
+        page.get_by_role("button", name="Ελληνικά").click()
+        page.goto(f"{base}/admin/lists")
+        page.get_by_label("Διεύθυνση λίστας").fill("team@example.test")
+        page.get_by_label("Διαχειριστές, μία διεύθυνση ανά γραμμή").fill("nobody")
+        page.get_by_role("button", name="Δημιουργία λίστας").click()
+        assert page.get_by_role("alert").is_visible()
+        assert violations(page) == []
