@@ -7,7 +7,9 @@ the test thread while the reactor runs in its own thread, just as real clients w
 from __future__ import annotations
 
 import contextlib
+import io
 import ssl
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from peers import dns as testdns
 from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
 
+from ourmail.admin.cli import main as admin_main
 from ourmail.auth.passwords import hash_password
 from ourmail.config import SERVICES, DNSSettings, QueueSettings, ThrottleSettings, load_settings
 from ourmail.service import Server, build
@@ -66,6 +69,16 @@ class RunningServer:
 
     def add_user(self, address: str, password: str = PASSWORD) -> None:
         self.server.accounts.add_user(address, hash_password(password))
+
+
+def cli(srv: RunningServer, *args: str) -> int:
+    """``ourmail ARGS…`` on the server's data folder, in this process, with no input; its
+    exit status."""
+    sys.stdin = io.StringIO("")
+    try:
+        return admin_main(["--data", str(srv.data), *args])
+    finally:
+        sys.stdin = sys.__stdin__
 
 
 def client_tls() -> ssl.SSLContext:

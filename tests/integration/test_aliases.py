@@ -1,21 +1,9 @@
 """Aliases and catch-alls (off unless configured), and sending as an alias."""
 
-import io
 import smtplib
-import sys
 
 import pytest
-from conftest import RunningServer, client_tls
-
-from ourmail.admin.cli import main
-
-
-def cli(srv: RunningServer, *args: str) -> int:
-    sys.stdin = io.StringIO("")
-    try:
-        return main(["--data", str(srv.data), *args])
-    finally:
-        sys.stdin = sys.__stdin__
+from conftest import RunningServer, cli, client_tls
 
 
 def count(srv: RunningServer, address: str) -> int:

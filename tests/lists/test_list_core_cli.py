@@ -3,29 +3,18 @@ server's table of lists follows, and an arrival for the list reaches its handler
 
 from __future__ import annotations
 
-import io
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import RunningServer, dns_zone, running_server
+from conftest import cli, dns_zone, running_server
 from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
 
-from ourmail.admin.cli import main
 from ourmail.interfaces import ListArrival
 from ourmail.lists.context import ListContext
 from ourmail.lists.model import ListSettings
 
 POST = b"From: alice@example.test\r\nSubject: hello\r\n\r\nhi all\r\n"
-
-
-def cli(srv: RunningServer, *args: str) -> int:
-    sys.stdin = io.StringIO("")
-    try:
-        return main(["--data", str(srv.data), *args])
-    finally:
-        sys.stdin = sys.__stdin__
 
 
 def test_lists_made_with_the_cli_are_served(

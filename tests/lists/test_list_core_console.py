@@ -4,7 +4,6 @@ their domains' lists; forged and hostile requests change nothing."""
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import smtplib
@@ -14,26 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunningServer, running_server
+from conftest import RunningServer, cli, running_server
 from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
 from webhelp import Browser, Response
 
-from ourmail.admin.cli import main
 from ourmail.auth.passwords import hash_password
 from ourmail.config import AdminSettings
 from ourmail.lists.listdb import Held
 from ourmail.lists.model import Member
 
 PASSWORD = "postmaster's own long password"
-
-
-def cli(srv: RunningServer, *args: str) -> int:
-    sys.stdin = io.StringIO("")
-    try:
-        return main(["--data", str(srv.data), *args])
-    finally:
-        sys.stdin = sys.__stdin__
 
 
 def post(b: Browser, path: str, fields: dict[str, str]) -> Response:

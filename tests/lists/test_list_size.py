@@ -4,31 +4,20 @@ and at the end of DATA when it does not, for the whole transaction, before anyth
 
 from __future__ import annotations
 
-import io
 import smtplib
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import RunningServer, running_server
+from conftest import RunningServer, cli, running_server
 from twisted.internet import reactor
 from twisted.internet.threads import blockingCallFromThread
 
-from ourmail.admin.cli import main
 from ourmail.config import ConfigError, load_settings
 
 TEAM = "team@example.test"
 #: 50 MB (not MiB): under the server's own 50 MiB limit, over the lists' 10 MiB.
 BIG = 50_000_000
-
-
-def cli(srv: RunningServer, *args: str) -> int:
-    sys.stdin = io.StringIO("")
-    try:
-        return main(["--data", str(srv.data), *args])
-    finally:
-        sys.stdin = sys.__stdin__
 
 
 def big_post() -> bytes:

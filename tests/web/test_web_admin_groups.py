@@ -6,21 +6,18 @@ groups or users (forged POSTs: 403, logged, nothing changed); hostile input: 400
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import smtplib
-import sys
 import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import RunningServer, client_tls, running_server
+from conftest import RunningServer, cli, client_tls, running_server
 from twisted.internet.task import Clock
 from webhelp import Browser, Response
 
-from ourmail.admin.cli import main
 from ourmail.auth.accounts import AccountDB
 from ourmail.auth.passwords import hash_password
 from ourmail.config import AdminSettings, QuotaLimit
@@ -49,14 +46,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         for user in ("ann", "ben", "cat", "dan", "eve"):
             accounts.add_user(f"{user}@example.test", hash_password(BOSS_PASSWORD))
         yield server
-
-
-def cli(srv: RunningServer, *args: str) -> int:
-    sys.stdin = io.StringIO("")
-    try:
-        return main(["--data", str(srv.data), *args])
-    finally:
-        sys.stdin = sys.__stdin__
 
 
 def count(srv: RunningServer, address: str) -> int:
