@@ -4,11 +4,13 @@ their domains' lists; forged and hostile requests change nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import smtplib
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,25 @@ def post(b: Browser, path: str, fields: dict[str, str]) -> Response:
     return b.post(path, {"csrf": m.group(1), **fields})
 
 
+#: boss@other.test administers the domain other.test only.
+BOSS = {"boss@other.test": ("other.test",)}
+#: The postmaster administers everything; the boss their domain.
+ADMINS = AdminSettings(admins=("postmaster@example.test",), domain_admins=BOSS)
+
+
+@contextlib.contextmanager
+def console_server(tmp_path: Path, admin: AdminSettings) -> Iterator[RunningServer]:
+    """A server with ``admin`` and the domain other.test with its admin boss@other.test (and
+    the postmaster's password set when the postmaster is an admin)."""
+    with running_server(tmp_path, admin=admin) as srv:
+        accounts = srv.server.accounts
+        accounts.add_domain("other.test")
+        if "postmaster@example.test" in admin.admins:
+            accounts.set_password("postmaster@example.test", hash_password(PASSWORD))
+        accounts.add_user("boss@other.test", hash_password(PASSWORD))
+        yield srv
+
+
 def browser(srv: RunningServer, address: str) -> Browser:
     b = Browser(srv)
     assert b.login(address, PASSWORD).status == 303
@@ -48,14 +69,7 @@ def test_the_console_runs_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     fake = types.ModuleType("ourmail.lists.moderation")
     fake.approve = approve  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "ourmail.lists.moderation", fake)
-    admin = AdminSettings(
-        admins=("postmaster@example.test",), domain_admins={"boss@other.test": ("other.test",)}
-    )
-    with running_server(tmp_path, admin=admin) as srv:
-        accounts = srv.server.accounts
-        accounts.add_domain("other.test")
-        accounts.set_password("postmaster@example.test", hash_password(PASSWORD))
-        accounts.add_user("boss@other.test", hash_password(PASSWORD))
+    with console_server(tmp_path, ADMINS) as srv:
         assert cli(srv, "list", "create", "team@example.test", "--owner", "alice") == 0
         assert cli(srv, "list", "add", "team@example.test", "zed@else.test") == 0
         ctx = srv.server.lists.ctx  # type: ignore[union-attr]
@@ -122,11 +136,7 @@ def test_console_limits_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     fake = types.ModuleType("ourmail.lists.moderation")
     fake.approve, fake.reject = approve, reject  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "ourmail.lists.moderation", fake)
-    admin = AdminSettings(domain_admins={"boss@other.test": ("other.test",)})
-    with running_server(tmp_path, admin=admin) as srv:
-        accounts = srv.server.accounts
-        accounts.add_domain("other.test")
-        accounts.add_user("boss@other.test", hash_password(PASSWORD))
+    with console_server(tmp_path, AdminSettings(domain_admins=BOSS)) as srv:
         club = "club@other.test"
         assert cli(srv, "list", "create", club, "--owner", "boss@other.test") == 0
         ctx = srv.server.lists.ctx  # type: ignore[union-attr]
@@ -183,15 +193,8 @@ def test_the_console_creates_and_deletes_lists(tmp_path: Path) -> None:
     """A list made in the console takes mail at once; the CLI's checks refuse the same
     addresses; a domain admin makes lists in their domains only; deleting asks for a ticked
     box and removes the members and confirmations, and the address takes no more mail."""
-    admin = AdminSettings(
-        admins=("postmaster@example.test",), domain_admins={"boss@other.test": ("other.test",)}
-    )
-    with running_server(tmp_path, admin=admin) as srv:
-        accounts = srv.server.accounts
-        accounts.add_domain("other.test")
-        accounts.set_password("postmaster@example.test", hash_password(PASSWORD))
-        accounts.add_user("boss@other.test", hash_password(PASSWORD))
-        accounts.add_user("bob-join@example.test", hash_password(PASSWORD))
+    with console_server(tmp_path, ADMINS) as srv:
+        srv.server.accounts.add_user("bob-join@example.test", hash_password(PASSWORD))
         ctx = srv.server.lists.ctx  # type: ignore[union-attr]
         pm = browser(srv, "postmaster@example.test")
         page = pm.get("/admin/lists")
