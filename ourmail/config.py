@@ -508,6 +508,7 @@ _QUOTA_LIMIT = {"bytes": int, "messages": int}
 _TOML_KEYS: Mapping[str, Any] = {
     "data": str,
     "hostname": str,
+    "ports": str,
     "domains": list,
     "listen": {svc: str for svc in SERVICES},
     "tls": {"certificate": str, "key": str},
@@ -635,6 +636,22 @@ def parse_listen_option(value: str) -> tuple[str, str | None]:
     return service, None if endpoint.lower() == "none" else endpoint
 
 
+PORT_CHOICES = ("standard", "unprivileged")
+
+
+def _standard_ports(option: str | None, table: Mapping[str, Any], is_root: bool) -> bool:
+    """Whether the default listeners take the standard ports (25, 587, 993...): ``--ports``
+    wins over ``ports`` in the file; with neither, root gets them and anyone else the
+    unprivileged ones.  A service user given CAP_NET_BIND_SERVICE (systemd, a container)
+    sets ``ports = "standard"``."""
+    choice = option or table.get("ports")
+    if choice is None:
+        return is_root
+    if choice not in PORT_CHOICES:
+        raise ConfigError(f"'ports' is one of {', '.join(PORT_CHOICES)}; got {choice!r}")
+    return choice == "standard"
+
+
 def load_settings(
     data: str | None = None,
     config: str | None = None,
@@ -643,6 +660,7 @@ def load_settings(
     listen: tuple[str, ...] = (),
     is_root: bool | None = None,
     dns_servers: tuple[str, ...] = (),
+    ports: str | None = None,
 ) -> Settings:
     """Merge defaults, the config file and command-line values into validated Settings.
 
@@ -666,7 +684,7 @@ def load_settings(
             doms.append(d)
 
     root = os.geteuid() == 0 if is_root is None else is_root
-    endpoints: dict[str, str | None] = default_listen(root)
+    endpoints: dict[str, str | None] = default_listen(_standard_ports(ports, table, root))
     # RFC 2033 §5: LMTP is for this machine only, so by default a unix socket.
     endpoints["lmtp"] = f"unix:{data_dir / 'lmtp.sock'}:mode=660:lockfile=1"
     for svc, ep in table.get("listen", {}).items():

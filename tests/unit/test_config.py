@@ -189,3 +189,18 @@ def test_queue_config(tmp_path: Path) -> None:
     assert (queue.retry_first, queue.delay_warning, queue.max_age) == (60, 0, 5 * 24 * 3600)
     assert queue.dns_servers == ("127.0.0.1:53",)
     assert queue.relay.address == ("smtp.example.net", 465)
+
+
+def test_ports_choice_overrides_the_uid(tmp_path):
+    """``ports = "standard"`` (a service user with CAP_NET_BIND_SERVICE) takes 25 without root;
+    ``--ports`` wins over the file; anything else is a configuration error."""
+    assert load_settings(data=str(tmp_path), is_root=False).listen["smtp"].startswith("tcp:2525:")
+    (tmp_path / "ourmail.toml").write_text('ports = "standard"\n')
+    s = load_settings(data=str(tmp_path), is_root=False)
+    assert s.listen["smtp"].startswith("tcp:25:")
+    assert s.listen["imaps"].startswith("tcp:993:")
+    s = load_settings(data=str(tmp_path), is_root=True, ports="unprivileged")
+    assert s.listen["submission"].startswith("tcp:2587:")
+    (tmp_path / "ourmail.toml").write_text('ports = "low"\n')
+    with pytest.raises(ConfigError, match="'ports' is one of standard, unprivileged"):
+        load_settings(data=str(tmp_path), is_root=False)

@@ -23,6 +23,13 @@ class Options(usage.Options, AuthOptionMixin):
         ["config", None, None, "Configuration file (default <data>/ourmail.toml)."],
         ["hostname", None, None, "Host name for greetings and the certificate."],
         ["log-format", None, None, "text or json (default: [log] format, else text)."],
+        [
+            "ports",
+            None,
+            None,
+            "standard (25, 587, 993...) or unprivileged (2525, 2587, 1993...) for the "
+            "default listeners (default: ports in the config file, else standard for root).",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -67,6 +74,7 @@ class OurmailServiceMaker:
                 hostname=options["hostname"],
                 listen=tuple(options["listen"]),
                 dns_servers=tuple(options["dns"]),
+                ports=options["ports"],
             )
             service = build(settings, checkers=options.get("credCheckers", [])).service
             if (options["log-format"] or settings.log.format) == "json":
