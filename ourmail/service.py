@@ -44,6 +44,7 @@ from ourmail.filters import dmarcpolicy
 from ourmail.filters.chain import FilterChain
 from ourmail.filters.filterlog import FilterLog, LogDB
 from ourmail.filters.learning import JunkLearning
+from ourmail.filters.probes import probes_for
 from ourmail.filters.registry import build_chain
 from ourmail.filters.spam import scanner_and_learner
 from ourmail.filters.spamprefs import ContactBook, SpamPrefs, database_path
@@ -113,6 +114,7 @@ from ourmail.store.quota import QuotaPolicy
 from ourmail.store.shards import DEFAULT_SHARDS_TOML
 from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 from ourmail.store.userstore import MaildirStore
+from ourmail.store.volumes import volumes
 from ourmail.vacation.record import ReplyRecord
 from ourmail.vacation.responder import AutoResponder
 from ourmail.vault import indexfollow
@@ -123,6 +125,7 @@ from ourmail.vault.indexer import Indexer, IndexerService
 from ourmail.vault.outbound import CapturingQueue
 from ourmail.vault.retentionservice import RetentionService
 from ourmail.vault.vault import NoVault, Vault, open_vault, vault_log
+from ourmail.watchers import BackendWatch, VolumeWatch
 from ourmail.web.acmechallenge import http_site
 from ourmail.web.app import WebApp
 from ourmail.web.clientconfig import ClientSetup
@@ -795,6 +798,10 @@ def build(
         parts.web.services.listening = listening(listeners)
     parts.metrics.watch_queue(parts.queue.backlog, parts.queue.clock.seconds)
     parts.metrics.watch_certificate(parts.tls.not_after)
+    VolumeWatch(volumes(settings.data_dir), parts.metrics, reactor).setServiceParent(root)
+    probes = probes_for(getattr(parts.checks, "checks", ()), reactor)
+    if probes:
+        BackendWatch(probes, parts.metrics, reactor).setServiceParent(root)
     acme = None
     if settings.acme.enabled:
         acme = CertificateRenewal.from_settings(settings, parts.tls, reactor, challenges)

@@ -215,6 +215,23 @@ class RspamdClient:
 
         return self._post(self.address + "/checkv2", message, headers).addCallback(parsed)
 
+    def ping(self) -> Deferred[bool]:
+        """Whether rspamd's normal worker answers ``GET /ping`` with ``pong`` (the probe of
+        ``ourmail_backend_up``); fails when it cannot be reached."""
+        return Deferred.fromCoroutine(self._ping())
+
+    async def _ping(self) -> bool:
+        response: IResponse = await self._http.get(self.address + "/ping")
+        chunks: list[bytes] = []
+
+        def collect(data: bytes) -> None:
+            chunks.append(data)
+            if sum(map(len, chunks)) > 64:
+                raise _TooLong()
+
+        await treq.collect(response, collect)
+        return response.code == 200 and b"".join(chunks).strip() == b"pong"
+
     def learn(self, user: str, message: bytes, spam: bool) -> Deferred[bool]:
         """Teach rspamd's Bayes classifier; fires with whether it learned (False: it had
         already learned the message)."""

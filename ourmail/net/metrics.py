@@ -22,7 +22,9 @@ Implementation notes (keep these true when changing this module):
   a run that ended over into a base it always adds (:class:`_WorkerFigures`).
 * Hooks are one call each.  What can be read when Prometheus asks (open connections, the
   queue, the certificate) is read at scrape time by :class:`_Sampled`, so nothing has to be
-  kept up to date on the hot paths.
+  kept up to date on the hot paths.  What would block (``statvfs`` of the volumes) or wait
+  for a peer (the filter back-ends' probes) is done by a timer in ``service.py``, in a thread
+  or asynchronously, and only its last result is read at scrape time.
 """
 
 from __future__ import annotations
@@ -91,6 +93,10 @@ class _Sampled:
         #: () -> the TLS certificate's notAfter (POSIX seconds), or None when unknown.
         self.certificate: Callable[[], float | None] | None = None
         self.wall: Callable[[], float] = time.time
+        #: The last measure of each volume: (root, shards, free bytes, total bytes).
+        self.volumes: list[tuple[str, str, int, int]] = []
+        #: The last probe of each filter back-end: kind -> answered.
+        self.backends: dict[str, bool] = {}
 
     def describe(self) -> Iterable[Metric]:
         return ()
@@ -117,6 +123,35 @@ class _Sampled:
                     "negative once it has.",
                     value=not_after - self.wall(),
                 )
+        yield from self._volumes()
+        if self.backends:
+            up = GaugeMetricFamily(
+                "ourmail_backend_up",
+                "Whether the filter back-end answered its last probe (1) or not (0).",
+                labels=["backend"],
+            )
+            for backend, ok in sorted(self.backends.items()):
+                up.add_metric([backend], 1.0 if ok else 0.0)
+            yield up
+
+    def _volumes(self) -> Iterator[Metric]:
+        if not self.volumes:
+            return
+        labels = ["root", "shards"]
+        free = GaugeMetricFamily(
+            "ourmail_volume_free_bytes",
+            "Bytes the server may still write on the volume of a shard root (statvfs f_bavail).",
+            labels=labels,
+        )
+        size = GaugeMetricFamily(
+            "ourmail_volume_size_bytes",
+            "Size of the volume of a shard root in bytes (statvfs f_blocks).",
+            labels=labels,
+        )
+        for root, shards, free_bytes, size_bytes in self.volumes:
+            free.add_metric([root, shards], free_bytes)
+            size.add_metric([root, shards], size_bytes)
+        yield from (free, size)
 
     def _connections(self) -> Iterator[Metric]:
         open_now = GaugeMetricFamily(
@@ -352,6 +387,20 @@ class Metrics:
     def watch_certificate(self, not_after: Callable[[], float | None]) -> None:
         """Report the seconds until the TLS certificate's ``not_after()``."""
         self.sampled.certificate = not_after
+
+    def measured_volumes(self, volumes: Iterable[tuple[str, str, int | None, int | None]]) -> None:
+        """Keep the last measure of the volumes, ``(root, shards, free, total)`` in bytes,
+        for ``/metrics`` (a volume that could not be measured, None, is left out)."""
+        self.sampled.volumes = [
+            (root, shards, free, size)
+            for root, shards, free, size in volumes
+            if free is not None and size is not None
+        ]
+
+    def backend(self, backend: str, up: bool) -> None:
+        """The filter back-end ``backend`` (``clamd``, ``spamd``, ``rspamd``) answered its
+        probe, or did not."""
+        self.sampled.backends[backend] = up
 
     def watch_workers(self, folder: Path) -> None:
         """Add the snapshots that MX workers leave in ``folder`` (``*.prom``) to the

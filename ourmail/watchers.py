@@ -1,0 +1,77 @@
+"""The timers behind the figures that cannot be read at scrape time: the volumes' free space
+and the filter back-ends' health (docs/metrics.md).
+
+Implementation notes (keep these true when changing this module):
+
+* ``statvfs`` can hang on a network filesystem, so :class:`VolumeWatch` runs it in the
+  reactor's thread pool; a probe of a back-end waits for a peer, so :class:`BackendWatch`
+  runs it asynchronously.  Neither blocks the reactor, and ``/metrics`` only reads their last
+  result (:class:`~ourmail.net.metrics.Metrics`).
+* Both run once at start-up, then every interval; a round that is still running when the
+  next is due delays it (``TimerService`` waits for the Deferred), so a hung volume never
+  piles up threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+from twisted.application.internet import TimerService
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads, IReactorThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+
+from ourmail.filters.probes import PROBE_INTERVAL, Probe, probe_all
+from ourmail.net.metrics import Metrics
+from ourmail.store.volumes import MEASURE_INTERVAL, Usage, Volume, measure_all
+
+
+class VolumeWatch(TimerService):
+    """Measures ``volumes`` every ``interval`` seconds, in a thread, into ``metrics``."""
+
+    def __init__(
+        self,
+        volumes: Sequence[Volume],
+        metrics: Metrics,
+        reactor: object,
+        interval: float = MEASURE_INTERVAL,
+    ) -> None:
+        super().__init__(interval, self.measure)  # type: ignore[no-untyped-call]
+        self.clock = cast(IReactorTime, reactor)
+        self.volumes = tuple(volumes)
+        self.metrics = metrics
+        self._reactor = reactor
+
+    def measure(self) -> Deferred[None]:
+        """One measure of every volume (fires once the figures are kept)."""
+        pool = cast(IReactorThreads, self._reactor).getThreadPool()
+        d: Deferred[list[Usage]] = deferToThreadPool(
+            cast(IReactorFromThreads, self._reactor), pool, measure_all, self.volumes
+        )
+        return d.addCallback(self._keep)
+
+    def _keep(self, usages: list[Usage]) -> None:
+        self.metrics.measured_volumes(
+            (str(u.volume.root), u.volume.shards, u.free, u.size) for u in usages
+        )
+
+
+class BackendWatch(TimerService):
+    """Probes the filter back-ends every ``interval`` seconds into ``metrics``."""
+
+    def __init__(
+        self,
+        probes: Sequence[Probe],
+        metrics: Metrics,
+        reactor: object,
+        interval: float = PROBE_INTERVAL,
+    ) -> None:
+        super().__init__(interval, self.probe)  # type: ignore[no-untyped-call]
+        self.clock = cast(IReactorTime, reactor)
+        self.probes = tuple(probes)
+        self.metrics = metrics
+
+    def probe(self) -> Deferred[None]:
+        """One round of probes (fires once each has answered or timed out)."""
+        return Deferred.fromCoroutine(probe_all(self.probes, self.clock, self.metrics.backend))
