@@ -24,6 +24,7 @@ from peers import clamd as clamd_peer
 from peers.spamd import spamd_peer
 from webhelp import imap_login
 
+from ourmail.admin.cli import main as cli_main
 from ourmail.config import FilterSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,6 +88,29 @@ def test_each_rule_has_severity_summary_description_and_a_runbook_section() -> N
         assert notes["summary"] and notes["description"], rule["alert"]
         page, _, anchor = notes["runbook_url"].partition("#")
         assert page.endswith("/operations.md") and anchor in headings, notes["runbook_url"]
+
+
+def runbook_commands() -> set[tuple[str, str]]:
+    """Each ``ourmail GROUP COMMAND`` of docs/operations.md: in inline code or a code line."""
+    text = OPERATIONS.read_text()
+    spans = re.findall(r"`(ourmail [^`]+)`", text)
+    spans += [line for line in text.splitlines() if line.startswith("ourmail ")]
+    found = set()
+    for span in spans:
+        words = span.split()
+        if len(words) >= 3 and words[2].isalpha():
+            found.add((words[1], words[2]))
+    return found
+
+
+def test_every_command_of_the_runbook_exists(capsys: pytest.CaptureFixture[str]) -> None:
+    commands = runbook_commands()
+    assert {("queue", "list"), ("cert", "status"), ("shard", "move")} <= commands
+    for group, command in sorted(commands):
+        with pytest.raises(SystemExit) as done:
+            cli_main([group, command, "--help"])
+        assert done.value.code == 0, (group, command, capsys.readouterr().err)
+        assert f"usage: ourmail {group} {command}" in capsys.readouterr().out
 
 
 def test_the_dashboard_is_grafana_json_with_a_target_in_every_panel() -> None:
