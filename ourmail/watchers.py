@@ -9,7 +9,8 @@ Implementation notes (keep these true when changing this module):
   result (:class:`~ourmail.net.metrics.Metrics`).
 * Both run once at start-up, then every interval; a round that is still running when the
   next is due delays it (``TimerService`` waits for the Deferred), so a hung volume never
-  piles up threads.
+  piles up threads.  Stopping cancels a round of probes under way (at most
+  :data:`~ourmail.filters.probes.PROBE_TIMEOUT` seconds otherwise).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from collections.abc import Sequence
 from typing import cast
 
 from twisted.application.internet import TimerService
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorFromThreads, IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 
 from ourmail.filters.probes import PROBE_INTERVAL, Probe, probe_all
 from ourmail.net.metrics import Metrics
@@ -72,6 +74,23 @@ class BackendWatch(TimerService):
         self.probes = tuple(probes)
         self.metrics = metrics
 
+        self._round: Deferred[None] | None = None
+
     def probe(self) -> Deferred[None]:
         """One round of probes (fires once each has answered or timed out)."""
-        return Deferred.fromCoroutine(probe_all(self.probes, self.clock, self.metrics.backend))
+        self._round = Deferred.fromCoroutine(
+            probe_all(self.probes, self.clock, self.metrics.backend)
+        )
+        return self._round.addErrback(_cancelled)
+
+    def stopService(self) -> Deferred[None]:
+        """Stop probing; a round under way is cancelled, not waited for."""
+        stopped: Deferred[None] = super().stopService()  # type: ignore[no-untyped-call]
+        if self._round is not None:
+            self._round.cancel()
+        return stopped
+
+
+def _cancelled(failure: Failure) -> None:
+    """A round cancelled by :meth:`BackendWatch.stopService` is no error."""
+    failure.trap(CancelledError)  # type: ignore[no-untyped-call]

@@ -1,0 +1,60 @@
+"""The timers of ourmail/watchers.py: the volumes measured in a thread, the back-ends probed
+asynchronously, each kept in Metrics; stopping never waits for a back-end that is silent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from metricshelp import Samples
+from prometheus_client.parser import text_string_to_metric_families
+from storehelp import on_reactor
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+
+from ourmail.filters.probes import Probe
+from ourmail.net.metrics import Metrics
+from ourmail.store.volumes import Volume
+from ourmail.watchers import BackendWatch, VolumeWatch
+
+
+def samples(metrics: Metrics) -> Samples:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics.exposition().decode())
+        for s in family.samples
+    }
+
+
+def test_volumes_are_measured_at_start(tmp_path: Path) -> None:
+    metrics = Metrics()
+    watch = VolumeWatch([Volume(tmp_path, "00-ff")], metrics, reactor)
+    on_reactor(watch.measure)
+    labels = (("root", str(tmp_path)), ("shards", "00-ff"))
+    assert samples(metrics)[("ourmail_volume_size_bytes", labels)] > 0
+
+
+def test_stopping_cancels_a_round_that_waits_for_a_silent_backend() -> None:
+    metrics = Metrics()
+    asked: list[Deferred[bool]] = []
+
+    def silent() -> Deferred[bool]:
+        asked.append(Deferred())
+        return asked[-1]
+
+    answering = Probe("spamd", lambda: Deferred.fromCoroutine(_yes()))
+    watch = BackendWatch([Probe("clamd", silent), answering], metrics, reactor)
+
+    def start_and_stop() -> Deferred[None]:
+        watch.startService()
+        assert len(asked) == 1  # the first round runs at once
+        return watch.stopService()
+
+    on_reactor(start_and_stop)  # returns at once: the silent probe is cancelled
+    assert not watch.running
+    found = samples(metrics)
+    assert found[("ourmail_backend_up", (("backend", "spamd"),))] == 1
+    assert found[("ourmail_backend_up", (("backend", "clamd"),))] == 0
+
+
+async def _yes() -> bool:
+    return True
