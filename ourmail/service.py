@@ -44,7 +44,7 @@ from ourmail.filters import dmarcpolicy
 from ourmail.filters.chain import FilterChain
 from ourmail.filters.filterlog import FilterLog, LogDB
 from ourmail.filters.learning import JunkLearning
-from ourmail.filters.probes import probes_for
+from ourmail.filters.probes import Probe, probes_for
 from ourmail.filters.registry import build_chain
 from ourmail.filters.spam import scanner_and_learner
 from ourmail.filters.spamprefs import ContactBook, SpamPrefs, database_path
@@ -586,6 +586,14 @@ def assemble(
     )
 
 
+def ldap_probe(url: str, reactor: IReactorCore) -> Probe:
+    """The probe of ``[ldap] url``'s servers for ``ourmail_backend_up{backend="ldap"}``."""
+    from ourmail.directory.ldap import LDAPSettings, answers
+
+    ldap = LDAPSettings.from_urls(url)
+    return Probe("ldap", lambda: answers(ldap, reactor))
+
+
 def list_archives(
     settings: Settings, lists: ListService, clock: IReactorTime
 ) -> ListArchives | None:
@@ -800,6 +808,8 @@ def build(
     parts.metrics.watch_certificate(parts.tls.not_after)
     VolumeWatch(volumes(settings.data_dir), parts.metrics, reactor).setServiceParent(root)
     probes = probes_for(getattr(parts.checks, "checks", ()), reactor)
+    if settings.ldap_url:
+        probes.append(ldap_probe(settings.ldap_url, reactor))
     if probes:
         BackendWatch(probes, parts.metrics, reactor).setServiceParent(root)
     acme = None

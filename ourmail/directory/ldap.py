@@ -252,6 +252,18 @@ class Connection:
         return verified_client_context(server.host, self.settings.ca_file)
 
 
+def answers(settings: LDAPSettings, reactor: IReactorCore) -> Deferred[bool]:
+    """Whether an LDAP server of ``settings`` takes the service bind now (the probe of
+    ``ourmail_backend_up{backend="ldap"}``); the connection is closed at once.  Fails with
+    :class:`DirectoryUnavailable` when none does."""
+
+    def close(client: Any) -> bool:
+        client.transport.loseConnection()
+        return True
+
+    return Connection(settings, reactor).open().addCallback(close)
+
+
 @implementer(ICredentialsChecker)
 class LDAPChecker:
     """Checks a login name and password by searching the entry and binding as it."""
