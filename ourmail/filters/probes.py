@@ -50,8 +50,13 @@ class _ClamdPing(Protocol):
     """One ``zPING``: fires :attr:`done` with whether clamd answered ``PONG``."""
 
     def __init__(self) -> None:
-        self.done: Deferred[bool] = Deferred()
+        #: Cancelling it (the probe's time-out) aborts the connection.
+        self.done: Deferred[bool] = Deferred(lambda _: self._abort())
         self._buffer = b""
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def connectionMade(self) -> None:
         assert self.transport is not None

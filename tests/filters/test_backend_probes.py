@@ -4,6 +4,7 @@ answering garbage."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from tempfile import mkdtemp
@@ -49,6 +50,12 @@ def test_clamd_stopped_or_silent_is_down() -> None:
         own.pause()  # the kernel accepts the connection, nothing answers
         try:
             assert not answers(probe_, timeout=0.5)
+            # The probe that timed out closes its connection (on the next turns of the
+            # reactor): none is left open behind it, though clamd cannot close it.
+            deadline = time.monotonic() + 5
+            while _connections_to(own.port):
+                assert time.monotonic() < deadline, _connections_to(own.port)
+                time.sleep(0.05)
         finally:
             own.resume()
         own.stop()
@@ -95,3 +102,11 @@ def test_a_round_records_each_backend() -> None:
 def _spam_check(scanner: SpamdClient | RspamdClient) -> SpamCheck:
     prefs = SpamPrefs(Path(mkdtemp(prefix="ourmail-probe-")) / "prefs.sqlite")
     return SpamCheck(scanner, prefs, reactor)
+
+
+def _connections_to(port: int) -> list[str]:
+    """This process's TCP connections to ``port`` on loopback that are still established
+    (from /proc/net/tcp: state 01)."""
+    wanted = f"0100007F:{port:04X}"
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return [line for line in lines if line.split()[2] == wanted and line.split()[3] == "01"]
