@@ -203,6 +203,8 @@ class Connection:
 
     def __init__(self, settings: LDAPSettings, reactor: IReactorCore) -> None:
         self.settings, self.reactor = settings, reactor
+        #: The client connected last (bound or not yet).
+        self.client: Any = None
 
     @inlineCallbacks
     def open(self) -> Deferred[Any]:
@@ -215,7 +217,7 @@ class Connection:
                 endpoint = self._endpoint(server)
                 d = endpoints.connectProtocol(endpoint, LDAPClient())
                 d.addTimeout(self.settings.timeout, self.reactor)
-                client = yield d
+                client = self.client = yield d
                 if server.tls == "starttls":
                     yield self.settings.within(client.startTLS(self._tls(server)), self.reactor)
                 # The service bind is the first exchange: a certificate that does not verify
@@ -255,13 +257,22 @@ class Connection:
 def answers(settings: LDAPSettings, reactor: IReactorCore) -> Deferred[bool]:
     """Whether an LDAP server of ``settings`` takes the service bind now (the probe of
     ``ourmail_backend_up{backend="ldap"}``); the connection is closed at once.  Fails with
-    :class:`DirectoryUnavailable` when none does."""
+    :class:`DirectoryUnavailable` when none does or when cancelled (the probe's time-out),
+    and then aborts the connection, so a wedged server does not collect one every round."""
+    return Deferred.fromCoroutine(_answers(Connection(settings, reactor)))
 
-    def close(client: Any) -> bool:
-        client.transport.loseConnection()
-        return True
 
-    return Connection(settings, reactor).open().addCallback(close)
+async def _answers(connection: Connection) -> bool:
+    try:
+        client = await connection.open()
+    except Exception:
+        # Cancelled (``open`` then fails with DirectoryUnavailable) or refused: the last
+        # connection, maybe still waiting for the bind's answer, goes.
+        if connection.client is not None and connection.client.transport is not None:
+            connection.client.transport.abortConnection()
+        raise
+    client.transport.loseConnection()
+    return True
 
 
 @implementer(ICredentialsChecker)

@@ -24,6 +24,13 @@ def answers(url: str, timeout: float = 2.0) -> bool:
     return on_reactor(lambda: Deferred.fromCoroutine(probe(one, reactor, timeout)))
 
 
+def established_to(port: int) -> list[str]:
+    """Established TCP connections to ``127.0.0.1:port`` (/proc/net/tcp, state 01)."""
+    wanted = f"0100007F:{port:04X}"
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return [line for line in lines if line.split()[2] == wanted and line.split()[3] == "01"]
+
+
 def test_slapd_up_wedged_and_stopped() -> None:
     with slapd() as directory:
         url = f"{directory.url}/{SUFFIX}?timeout=1"
@@ -31,6 +38,12 @@ def test_slapd_up_wedged_and_stopped() -> None:
         directory.pause()
         try:
             assert not answers(url, timeout=0.5)
+            # The probe that timed out aborts its connection: rounds against a wedged
+            # slapd do not pile connections up.
+            deadline = time.monotonic() + 5
+            while established_to(directory.port):
+                assert time.monotonic() < deadline, established_to(directory.port)
+                time.sleep(0.05)
         finally:
             directory.resume()
         assert answers(url)
