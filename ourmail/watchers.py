@@ -7,6 +7,8 @@ Implementation notes (keep these true when changing this module):
   reactor's thread pool; a probe of a back-end waits for a peer, so :class:`BackendWatch`
   runs it asynchronously.  Neither blocks the reactor, and ``/metrics`` only reads their last
   result (:class:`~ourmail.net.metrics.Metrics`).
+* A back-end that stops answering is logged once (``back-end clamd does not answer its
+  probe``), and once more when it answers again: not every round.
 * Both run once at start-up, then every interval; a round that is still running when the
   next is due delays it (``TimerService`` waits for the Deferred), so a hung volume never
   piles up threads.  Stopping cancels a round of probes under way (at most
@@ -22,11 +24,14 @@ from twisted.application.internet import TimerService
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorFromThreads, IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ourmail.filters.probes import PROBE_INTERVAL, Probe, probe_all
 from ourmail.net.metrics import Metrics
 from ourmail.store.volumes import MEASURE_INTERVAL, Usage, Volume, measure_all
+
+log = Logger()
 
 
 class VolumeWatch(TimerService):
@@ -75,13 +80,22 @@ class BackendWatch(TimerService):
         self.metrics = metrics
 
         self._round: Deferred[None] | None = None
+        #: The last answer of each back-end, to log when it changes.
+        self._up: dict[str, bool] = {}
 
     def probe(self) -> Deferred[None]:
         """One round of probes (fires once each has answered or timed out)."""
-        self._round = Deferred.fromCoroutine(
-            probe_all(self.probes, self.clock, self.metrics.backend)
-        )
+        self._round = Deferred.fromCoroutine(probe_all(self.probes, self.clock, self._record))
         return self._round.addErrback(_cancelled)
+
+    def _record(self, backend: str, up: bool) -> None:
+        before = self._up.get(backend)
+        self._up[backend] = up
+        self.metrics.backend(backend, up)
+        if not up and before is not False:
+            log.warn("back-end {backend} does not answer its probe", backend=backend)
+        elif up and before is False:
+            log.info("back-end {backend} answers again", backend=backend)
 
     def stopService(self) -> Deferred[None]:
         """Stop probing; a round under way is cancelled, not waited for."""

@@ -13,7 +13,8 @@ Implementation notes (keep these true when changing this module):
 * Each probe is bounded by :data:`PROBE_TIMEOUT` seconds; an answer that is late, wrong or
   missing counts as down.  A probe never raises: it reports.
 * Only the back-ends of checks configured in ``[filters] chain`` are probed; the label is the
-  back-end's kind (``clamd``, ``spamd``, ``rspamd``), a fixed list.
+  back-end's kind (``clamd``, ``spamd``, ``rspamd``), a fixed list.  ``service.py`` adds the
+  LDAP directory's probe (``backend="ldap"``, :func:`ourmail.directory.ldap.answers`).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ from metricshelp import Samples
 from prometheus_client.parser import text_string_to_metric_families
 from storehelp import on_reactor
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import formatEvent, globalLogPublisher
 
 from ourmail.filters.probes import Probe
 from ourmail.net.metrics import Metrics
@@ -58,3 +59,26 @@ def test_stopping_cancels_a_round_that_waits_for_a_silent_backend() -> None:
 
 async def _yes() -> bool:
     return True
+
+
+def test_a_backend_going_down_and_up_is_logged_once_each() -> None:
+    answers = [True, False, False, True, True]
+    watch = BackendWatch(
+        [Probe("clamd", lambda: succeed(answers.pop(0)))], Metrics(), reactor, interval=60
+    )
+    events: list[str] = []
+
+    def observe(event: dict[str, object]) -> None:
+        if str(event.get("log_namespace", "")).startswith("ourmail.watchers"):
+            events.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        for _ in range(5):
+            on_reactor(watch.probe)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert events == [
+        "back-end clamd does not answer its probe",
+        "back-end clamd answers again",
+    ]
