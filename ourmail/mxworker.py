@@ -4,8 +4,9 @@ It assembles the same parts as the main process (ourmail/service.py) but serves 
 listener, on the socket inherited as descriptor 3, asking the master over descriptor 4 for
 every connection (ourmail/net/admission.py).  It stops on SIGTERM, and by itself within a
 second when its master is gone; SIGHUP (sent by the master after an ACME renewal, and when
-the master gets one) reloads the TLS certificate and the live settings of the configuration.  Every few seconds it leaves a snapshot of its counters in
-``<data>/metrics/mx-<number>.prom`` for the master's ``/metrics`` (ourmail/net/metrics.py).
+the master gets one) reloads the TLS certificate and the live settings of the configuration.
+Every few seconds it leaves a snapshot of its counters in ``<data>/metrics/mx-<number>.prom``
+for the master's ``/metrics`` (ourmail/net/metrics.py).
 """
 
 from __future__ import annotations

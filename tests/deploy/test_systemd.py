@@ -11,9 +11,13 @@ import os
 import pwd
 import re
 import shutil
+import smtplib
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -191,3 +195,119 @@ def test_twistd_serves_tls_and_logins_under_the_units_restrictions(tmp_path: Pat
     finally:
         server.stop()
         shutil.rmtree(top)
+
+
+SOCKET = REPO / "contrib" / "systemd" / "ourmail.socket"
+DROP_IN = REPO / "contrib" / "systemd" / "ourmail-socket.conf"
+
+
+@needs_analyze
+def test_the_socket_unit_and_its_drop_in_verify(tmp_path: Path) -> None:
+    root = _root(tmp_path)
+    shutil.copy(SOCKET, root / "etc/systemd/system/ourmail.socket")
+    (root / "etc/systemd/system/ourmail.service.d").mkdir()
+    shutil.copy(DROP_IN, root / "etc/systemd/system/ourmail.service.d/socket.conf")
+    assert ANALYZE is not None
+    done = subprocess.run(
+        [ANALYZE, "verify", f"--root={root}", "/etc/systemd/system/ourmail.socket"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout + done.stderr) == (0, "")
+
+
+def _exec_start(drop_in: str) -> list[str]:
+    """The drop-in's ExecStart= command (its continuation lines joined)."""
+    text = drop_in.replace("\\\n", " ")
+    [line] = [x for x in text.splitlines() if x.startswith("ExecStart=") and x != "ExecStart="]
+    return line.split("=", 1)[1].split()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.system
+@pytest.mark.skipif(not shutil.which("systemd-socket-activate"), reason="needs systemd")
+def test_twistd_serves_on_the_sockets_systemd_passes(tmp_path: Path) -> None:
+    """``systemd-socket-activate`` binds the ports in ourmail.socket's order (on ::1, high
+    ports instead of the standard ones) and starts the drop-in's command: SMTP, IMAPS (TLS
+    added by ourmail) and /healthz answer on the passed descriptors."""
+    from conftest import dns_zone
+
+    services = ["smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s"]
+    services += ["web", "http"]
+    listens = [x for x in SOCKET.read_text().splitlines() if x.startswith("ListenStream=")]
+    assert len(listens) == len(services)
+    ports = {service: _free_port() for service in services}
+    command = _exec_start(DROP_IN.read_text())
+    assert command[0] == "/opt/ourmail/bin/twistd"
+    for index, service in enumerate(services):  # the drop-in names them in the socket's order
+        assert f"--listen={service}=systemd:domain=INET6:index={index}" in command
+    data = tmp_path / "data"
+    command = [str(Path(sys.executable).with_name("twistd"))] + [
+        str(data) if arg == "/var/lib/ourmail" else arg for arg in command[1:]
+    ]
+    command += ["--hostname", "mail.example.test", "--domain", "example.test"]
+    command += [f"--dns=127.0.0.1:{dns_zone()[1]}"]
+    # systemd names every descriptor (LISTEN_FDNAMES), by default after the socket unit;
+    # Twisted takes none without names.
+    names = ":".join(["ourmail.socket"] * len(services))
+    activate = ["systemd-socket-activate", f"--setenv=PYTHONPATH={REPO}", f"--fdname={names}"]
+    activate += [f"--listen=[::1]:{ports[s]}" for s in services]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        activate + command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # until systemd-socket-activate has bound them
+            try:
+                socket.create_connection(("::1", ports["smtp"])).close()
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+        # The ports are open before twistd is: the first session waits for it.
+        with smtplib.SMTP("::1", ports["smtp"], timeout=60) as smtp:
+            assert smtp.ehlo()[0] == 250
+        with imaplib.IMAP4_SSL("::1", ports["imaps"], ssl_context=client_tls(), timeout=30):
+            pass
+        with urllib.request.urlopen(f"http://[::1]:{ports['http']}/healthz", timeout=30) as r:
+            assert r.read() == b"ok\n"
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+        log = out.decode("utf-8", "replace")
+        print(log)  # shown when the test fails
+    assert "Traceback" not in log, log
+    assert f"imaps listening on ::1:{ports['imaps']}" in log, log
+
+
+def test_a_systemd_listener_without_its_socket_is_a_clear_error(tmp_path: Path) -> None:
+    """The drop-in's command started without ourmail.socket: one line saying so, no
+    traceback."""
+    twistd = str(Path(sys.executable).with_name("twistd"))
+    options = ["--data", str(tmp_path / "data"), "--hostname", "mail.example.test"]
+    done = subprocess.run(
+        [
+            twistd,
+            "-n",
+            "--pidfile=",
+            "ourmail",
+            *options,
+            "--listen=smtp=systemd:domain=INET6:index=0",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "systemd passed no such socket" in done.stdout + done.stderr
