@@ -3,34 +3,66 @@
 It assembles the same parts as the main process (ourmail/service.py) but serves only the MX
 listener, on the socket inherited as descriptor 3, asking the master over descriptor 4 for
 every connection (ourmail/net/admission.py).  It stops on SIGTERM, and by itself within a
-second when its master is gone; SIGHUP (sent by the master after an ACME renewal) reloads the
-TLS certificate.  Every few seconds it leaves a snapshot of its counters in
-``<data>/metrics/mx-<number>.prom`` for the master's ``/metrics`` (ourmail/net/metrics.py).
+second when its master is gone; SIGHUP (sent by the master after an ACME renewal, and when
+the master gets one) reloads the TLS certificate and the live settings of the configuration.
+Every few seconds it leaves a snapshot of its counters in ``<data>/metrics/mx-<number>.prom``
+for the master's ``/metrics`` (ourmail/net/metrics.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+import signal
 import socket
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import FileLogObserver, Logger, globalLogBeginner
 
-from ourmail.config import load_settings
+from ourmail.config import ConfigError, Settings, load_settings
+from ourmail.configreload import ConfigReload
+from ourmail.livesettings import LiveSettings
 from ourmail.logs.jsonlog import worker_line
 from ourmail.net.admission import AdmittingFactory, CountsClient
 from ourmail.net.lineproto import SessionFactory
 from ourmail.net.metrics import SNAPSHOT_INTERVAL
 from ourmail.secure.acmerenewal import serve_acme_certificate
 from ourmail.service import assemble
-from ourmail.smtp.workers import COUNTS_FD, SOCKET_FD
+from ourmail.smtp.workers import COUNTS_FD, EXIT_CONFIG, SOCKET_FD
 
 log = Logger()
+
+
+def reload_on_hangup(
+    settings: Settings, args: argparse.Namespace, sessions: SessionFactory, reactor: Any
+) -> None:
+    """At SIGHUP (after the certificate's handler), read the configuration again and apply
+    its live settings to the MX listener, quietly: the master logs the changes."""
+    live = LiveSettings()
+    live.watch(sessions)
+    reread = functools.partial(
+        load_settings,
+        data=args.data,
+        config=args.config,
+        domains=tuple(args.domain),
+        hostname=args.hostname,
+        dns_servers=tuple(args.dns),
+    )
+    reload = ConfigReload(settings, reread, [live.apply], announce=False)
+    certificate = signal.getsignal(signal.SIGHUP)
+
+    def hangup(signum: int, frame: Any) -> None:
+        if callable(certificate):
+            certificate(signum, frame)
+        reactor.callFromThread(reload.reload)
+
+    signal.signal(signal.SIGHUP, hangup)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -49,13 +81,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = ap.parse_args(argv)
     observer = FileLogObserver(sys.stdout, worker_line)
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
-    settings = load_settings(
-        data=args.data,
-        config=args.config,
-        domains=tuple(args.domain),
-        hostname=args.hostname,
-        dns_servers=tuple(args.dns),
-    )
+    try:  # the file may have been edited since the master read it
+        settings = load_settings(
+            data=args.data,
+            config=args.config,
+            domains=tuple(args.domain),
+            hostname=args.hostname,
+            dns_servers=tuple(args.dns),
+        )
+    except ConfigError as e:
+        log.error("configuration error: {reason}", reason=str(e))
+        sys.exit(EXIT_CONFIG)
     parts = assemble(settings, reactor)  # type: ignore[arg-type]
     serve_acme_certificate(settings, parts.tls, reactor)
     parts.queue.files.prepare()
@@ -70,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sessions = parts.factory("smtp")
     assert isinstance(sessions, SessionFactory)
     sessions.counts = counts
+    reload_on_hangup(settings, args, sessions, reactor)
     family = socket.AF_INET6 if args.family == "6" else socket.AF_INET
     reactor.adoptStreamPort(  # type: ignore[attr-defined]
         SOCKET_FD, family, AdmittingFactory(sessions, counts)

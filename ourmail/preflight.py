@@ -124,6 +124,11 @@ def check_listeners(listen: Mapping[str, str | None], reactor: IReactorCore) -> 
             serverFromString(reactor, endpoint)
         except (ValueError, TypeError, KeyError, OSError) as e:
             raise ConfigError(f"listen.{service} = {endpoint!r}: {e}") from e
+        except IndexError:  # a systemd: endpoint's index beyond what was passed (sd_listen_fds)
+            raise ConfigError(
+                f"listen.{service} = {endpoint!r}: systemd passed no such socket (start ourmail "
+                "from ourmail.socket, whose ListenStream= lines are index=0, 1...)"
+            ) from None
         if kind in TCP_KINDS and port:
             _check_bind(kind, port, options.get("interface", ""), where)
         elif kind == "unix":

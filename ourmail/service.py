@@ -37,6 +37,7 @@ from ourmail.auth.realm import MailRealm
 from ourmail.auth.revocation import SessionRevoker
 from ourmail.auth.throttle import FailureThrottle
 from ourmail.config import IMPLICIT_TLS, SERVICES, ConfigError, Settings, config_template
+from ourmail.configreload import ConfigReload
 from ourmail.directory.local import LocalDirectory
 from ourmail.dns.lookup import Lookup
 from ourmail.dns.lookup import make_resolver as make_check_resolver
@@ -73,6 +74,7 @@ from ourmail.lists.context import ListContext
 from ourmail.lists.listdb import ListDB
 from ourmail.lists.secret import load_secret
 from ourmail.lists.service import ListService
+from ourmail.livesettings import LiveSettings
 from ourmail.manage.accountadmin import LocalAccountAdmin
 from ourmail.manage.accountops import served_domains
 from ourmail.manage.audit import AuditFile
@@ -455,8 +457,9 @@ class Parts:
 
 
 class ReloadOnHangup(Service):
-    """SIGHUP reloads the TLS certificate and key (after a renewal) without a restart; open
-    sessions are not touched.  Installed only when running in the main thread (twistd)."""
+    """SIGHUP reloads the TLS certificate and key (after a renewal) and, through ``also``, the
+    configuration (ourmail/configreload.py) without a restart; open sessions are not
+    touched.  Installed only when running in the main thread (twistd)."""
 
     def __init__(self, tls: ReloadableServerTLS, reactor: IReactorCore) -> None:
         self.tls, self.reactor = tls, reactor
@@ -724,6 +727,7 @@ def build(
     queue_clock: IReactorTime | None = None,
     retention: IRetention | None = None,
     learner: ISpamLearner | None = None,
+    reread: Callable[[], Settings] | None = None,
 ) -> Server:
     """The whole server for ``settings``.
 
@@ -733,7 +737,9 @@ def build(
     avatars, and its logout is called when the session ends), and ``retention``
     says which messages must never be erased (POP3 ``expunge`` asks it), and ``learner``
     is the spam scanner taught from Junk moves (default: the spam check's).  ``queue_clock``
-    drives the outbound queue's schedule (tests pass a ``task.Clock``).
+    drives the outbound queue's schedule (tests pass a ``task.Clock``).  ``reread`` reads
+    the configuration again at SIGHUP (``load_settings`` with the command line's options;
+    None: SIGHUP reloads the certificate only).
     """
     if reactor is None:
         from twisted.internet import reactor as default_reactor
@@ -774,6 +780,7 @@ def build(
     hangup.setServiceParent(root)
     challenges: dict[str, str] = {}  # ACME HTTP-01: token -> key authorisation
     listeners: dict[str, ListenerService] = {}
+    live = LiveSettings()
     health = Health(settings.data_dir, listeners)
     site_networks = networks(settings.metrics.networks)
     for service in SERVICES:
@@ -791,6 +798,7 @@ def build(
             factory: Factory = site
         else:
             factory = parts.factory(service)
+        live.watch(factory)
         parts.metrics.watch_connections(service, factory.counts)  # type: ignore[attr-defined]
         if service in IMPLICIT_TLS and not endpoint.startswith("ssl:"):
             factory = TLSMemoryBIOFactory(parts.tls, False, factory)
@@ -804,6 +812,7 @@ def build(
         parts.web.services.certificate = (settings.tls_certificate, settings.tls_key)
         parts.web.services.health = health
         parts.web.services.listening = listening(listeners)
+        live.web = parts.web.services
     parts.metrics.watch_queue(parts.queue.backlog, parts.queue.clock.seconds)
     parts.metrics.watch_certificate(parts.tls.not_after)
     VolumeWatch(volumes(settings.data_dir), parts.metrics, reactor).setServiceParent(root)
@@ -828,6 +837,8 @@ def build(
         clear_snapshots(settings.data_dir / "metrics")
         parts.metrics.watch_workers(settings.data_dir / "metrics")
         workers.ended.append(parts.metrics.worker_ended)  # its last counts are carried over
+    if reread is not None:
+        hangup.also.append(ConfigReload(settings, reread, [live.apply]).reload)
     tls = parts.tls  # the vault's head is signed daily with the certificate served
     heads = DailyHeadSigner(vault_log(settings), lambda: (tls.cert_path, tls.key_path), reactor)  # type: ignore[arg-type]
     heads.setServiceParent(root)

@@ -17,12 +17,16 @@ SERVICES = ("smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s
 class Twistd:
     """A ``twistd -n ourmail`` child process and what it logged."""
 
-    def __init__(self, data: Path, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, data: Path, extra: tuple[str, ...] = (), prefix: tuple[str, ...] = ()
+    ) -> None:
+        """``prefix``: a command that runs twistd (e.g. ``setpriv ...`` to change its user)."""
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         from conftest import dns_zone
 
         args = (
             [
+                *prefix,
                 str(Path(sys.executable).with_name("twistd")),
                 "-n",
                 "--pidfile=",

@@ -48,6 +48,9 @@ SOCKET_FD = 3
 COUNTS_FD = 4
 #: The worker process, run as ``python -m``.
 WORKER_MODULE = "ourmail.mxworker"
+#: A worker's exit status when it cannot read the configuration file (sysexits.h EX_CONFIG):
+#: started again at the next SIGHUP rather than every second.
+EXIT_CONFIG = 78
 #: How a worker's line saying it accepts mail begins (ourmail/mxworker.py).
 READY = b"accepting mail on the MX port"
 
@@ -125,6 +128,8 @@ class MXWorkers(Service):
         self.listener = listener
         self.reactor = reactor
         self._workers: dict[int, WorkerProtocol] = {}
+        #: Workers that refused the configuration file, waiting for the next SIGHUP.
+        self._refused: set[int] = set()
         #: What to call when a worker ends (before it is started again).
         self.ended: list[Callable[[], None]] = []
 
@@ -172,15 +177,26 @@ class MXWorkers(Service):
         self._workers[number] = proto
 
     def hangup(self) -> None:
-        """SIGHUP to every worker: each loads the TLS certificate again (a new one from ACME)."""
+        """SIGHUP to every worker: each loads the TLS certificate again (a new one from ACME);
+        those that refused the configuration file start again."""
         for proto in self._workers.values():
             proto.hangup()
+        for number in sorted(self._refused):
+            self._spawn(number)
+        self._refused.clear()
 
     def worker_ended(self, number: int, reason: Failure) -> None:
         self._workers.pop(number, None)
         for call in self.ended:
             call()
-        if self.running:
+        if self.running and getattr(reason.value, "exitCode", None) == EXIT_CONFIG:
+            log.error(
+                "mx worker {n} refused the configuration file; it starts again at the next "
+                "SIGHUP (fix the file first)",
+                n=number,
+            )
+            self._refused.add(number)
+        elif self.running:
             log.warn(
                 "mx worker {n} ended ({why}); starting it again",
                 n=number,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from twisted.application.service import IServiceMaker
@@ -67,7 +68,8 @@ class OurmailServiceMaker:
         from ourmail.service import build
 
         try:
-            settings = load_settings(
+            reread = functools.partial(
+                load_settings,
                 data=options["data"],
                 config=options["config"],
                 domains=tuple(options["domain"]),
@@ -76,7 +78,9 @@ class OurmailServiceMaker:
                 dns_servers=tuple(options["dns"]),
                 ports=options["ports"],
             )
-            service = build(settings, checkers=options.get("credCheckers", [])).service
+            settings = reread()  # SIGHUP reads it again with the same options
+            checkers = options.get("credCheckers", [])
+            service = build(settings, checkers=checkers, reread=reread).service
             if (options["log-format"] or settings.log.format) == "json":
                 from ourmail.logs.jsonlog import JSONLogged
 
