@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import secrets
 import signal
@@ -162,7 +163,15 @@ def first_start(settings: Settings) -> None:
     set-up wizard opened first, for a new data folder only).
     """
     data = settings.data_dir
-    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as e:
+        raise ConfigError(f"cannot create the data folder {data}: {e.strerror}") from None
+    if not os.access(data, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"the data folder {data} is not writable by uid {os.geteuid()} "
+            "(give it to the user ourmail runs as: chown -R USER: FOLDER)"
+        )
     config = settings.config_path
     if config is not None and config.parent == data and not config.exists():
         write_atomic(config, config_template(settings).encode(), 0o640)

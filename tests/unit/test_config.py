@@ -204,3 +204,16 @@ def test_ports_choice_overrides_the_uid(tmp_path):
     (tmp_path / "ourmail.toml").write_text('ports = "low"\n')
     with pytest.raises(ConfigError, match="'ports' is one of standard, unprivileged"):
         load_settings(data=str(tmp_path), is_root=False)
+
+
+def test_a_data_folder_that_cannot_be_made_is_a_configuration_error(tmp_path: Path) -> None:
+    """Not a PermissionError traceback: one line naming the folder (twistd prints it)."""
+    import attrs
+
+    from ourmail.service import first_start
+
+    (tmp_path / "file").write_text("")
+    s = load_settings(data=str(tmp_path / "data"), is_root=False)
+    s = attrs.evolve(s, data_dir=tmp_path / "file" / "data", config_path=None)
+    with pytest.raises(ConfigError, match=r"cannot create the data folder .*file/data: Not a dir"):
+        first_start(s)
