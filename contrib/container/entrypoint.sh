@@ -7,7 +7,7 @@
 #   OURMAIL_CONFIG    a configuration file elsewhere than /var/lib/ourmail/ourmail.toml
 #   OURMAIL_LOG_FORMAT  text or json
 # Unset ones leave the choice to ourmail.toml.  Arguments go to `twistd ourmail` after these.
-set -eu
+set -euf  # -f: the domains are split on spaces, never globbed
 set -- --data /var/lib/ourmail --ports "${OURMAIL_PORTS:-standard}" "$@"
 for domain in ${OURMAIL_DOMAIN:-}; do
     set -- "$@" --domain "$domain"

@@ -70,15 +70,20 @@ def podman(*args: str, check: bool = True, timeout: float = 120, stdin: str | No
     return done.stdout
 
 
+def _run(*command: str, timeout: float) -> None:
+    """Run a build step; its output in the failure."""
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"{' '.join(command)}: {done.returncode}\n{done.stderr[-3000:]}")
+
+
 def _make_base(work: Path) -> None:
     """A minimal Debian 12 with python3 as ``localhost/debian-min:12`` (docs/deploy.md)."""
     rootfs = work / "rootfs.tar"
-    subprocess.run(
-        ["mmdebstrap", "--variant=minbase", "--include=python3", "bookworm", str(rootfs)],
-        check=True,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=600,
+    _run(
+        "mmdebstrap", "--variant=minbase", "--include=python3", "bookworm", str(rootfs), timeout=600
     )
     podman("import", str(rootfs), BASE, timeout=300)
     rootfs.unlink()
@@ -90,29 +95,14 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     them and contrib/container/."""
     work = tmp_path_factory.mktemp("container")
     made_base = subprocess.run([*PODMAN, "image", "exists", BASE]).returncode != 0
-    if made_base:
-        _make_base(work)
-    context = work / "context"
-    shutil.copytree(REPO / "contrib" / "container", context / "contrib" / "container")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            str(REPO),
-            "pip",
-            "-w",
-            str(context / "wheels"),
-        ],
-        check=True,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=600,
-    )
     tag = f"localhost/ourmail-test:{secrets.token_hex(4)}"
     try:
+        if made_base:
+            _make_base(work)
+        context = work / "context"
+        shutil.copytree(REPO / "contrib" / "container", context / "contrib" / "container")
+        _run(sys.executable, "-m", "pip", "wheel", "-q", str(REPO), "pip",
+             "-w", str(context / "wheels"), timeout=600)  # fmt: skip
         podman(
             "build", "--format", "docker", "--layers=false", *LIMITS,
             "--build-arg", f"BASE={BASE}",
