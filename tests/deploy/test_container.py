@@ -1,8 +1,9 @@
 """contrib/container/Containerfile, built with podman from wheels made here and run for real
 (issue 20): mail sent over SMTP to the container is read over IMAP from outside it; the
-container is destroyed and re-created on the same volume and the mail, its UID and
-UIDVALIDITY, and the accounts are still there; the server binds the standard ports as an
-unprivileged user; the health check turns unhealthy when the server stops answering.
+container is destroyed and re-created on the same volume, set up this time by the volume's
+ourmail.toml alone, and the mail, its UID and UIDVALIDITY, and the accounts are still there;
+the server binds the standard ports as an unprivileged user; the health check turns unhealthy
+when the server stops answering.
 
 Runs as root with podman, runc and mmdebstrap (tests/debian-packages.txt), as on CI, where it
 never skips.  The base image ``localhost/debian-min:12`` is made with mmdebstrap only when
@@ -39,6 +40,7 @@ PODMAN = ("podman", "--runtime", "runc")
 LIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
 DOMAIN = "example.test"
 POSTMASTER = f"postmaster@{DOMAIN}"
+ENVIRONMENT = ("-e", f"OURMAIL_DOMAIN={DOMAIN}", "-e", "OURMAIL_HOSTNAME=mail.example.test")
 ONE_TIME = re.compile(r"created the account (\S+) with the one-time password (\S+)")
 
 
@@ -124,11 +126,7 @@ class Container:
 
     def __init__(self, image: str, *options: str, args: tuple[str, ...] = ()) -> None:
         self.name = f"ourmail-test-{secrets.token_hex(4)}"
-        podman(
-            "run", "-d", "--name", self.name, *LIMITS,
-            "-e", f"OURMAIL_DOMAIN={DOMAIN}", "-e", "OURMAIL_HOSTNAME=mail.example.test",
-            *options, image, *args,
-        )  # fmt: skip
+        podman("run", "-d", "--name", self.name, *LIMITS, *options, image, *args)
 
     def log_text(self) -> str:
         done = subprocess.run(
@@ -212,16 +210,17 @@ def test_mail_accounts_and_uids_survive_a_new_container(image: str) -> None:
     ports = {svc: _free_port() for svc in ("smtp", "imap", "http")}
     # The host's network (rootful podman here has no other that works) on loopback high ports;
     # the other listeners off, DNS from the tests' own server.
-    args = tuple(f"--listen={svc}=tcp:{port}:interface=127.0.0.1" for svc, port in ports.items())
-    args += tuple(
-        f"--listen={svc}=none"
-        for svc in ("submission", "submissions", "imaps", "pop3", "pop3s", "web")
-    )
-    args += (f"--dns=127.0.0.1:{dns_zone()[1]}",)
+    listen = {svc: f"tcp:{port}:interface=127.0.0.1" for svc, port in ports.items()}
+    listen |= {s: "none" for s in ("submission", "submissions", "imaps", "pop3", "pop3s", "web")}
+    dns = f"127.0.0.1:{dns_zone()[1]}"
     run = ("--network=host", "-v", f"{volume}:/var/lib/ourmail")
     first = second = None
     try:
-        first = Container(image, *run, args=args)
+        # Set up by the environment and twistd options after the image name.
+        first = Container(
+            image, *run, *ENVIRONMENT,
+            args=(*(f"--listen={svc}={ep}" for svc, ep in listen.items()), f"--dns={dns}"),
+        )  # fmt: skip
         log = first.wait_ready()
         found = ONE_TIME.search(log)
         assert found, log
@@ -248,7 +247,16 @@ def test_mail_accounts_and_uids_survive_a_new_container(image: str) -> None:
         first.remove()
         first = None
 
-        second = Container(image, *run, args=args)
+        # The new container is set up by the volume's ourmail.toml alone: the domain the first
+        # start wrote there, and the listeners and DNS server added now.
+        mountpoint = podman("volume", "inspect", "--format", "{{.Mountpoint}}", volume)
+        config = Path(mountpoint.strip()) / "ourmail.toml"
+        text = config.read_text()
+        assert f'\ndomains = ["{DOMAIN}"]\n' in text
+        entries = "".join(f'{svc} = "{ep}"\n' for svc, ep in listen.items())
+        text = text.replace("\n[listen]\n", f"\n[listen]\n{entries}", 1)
+        config.write_text(text.replace("\n[dns]\n", f'\n[dns]\nservers = ["{dns}"]\n', 1))
+        second = Container(image, *run)
         log = second.wait_ready()
         assert "one-time password" not in log, "a second start made a new account"
         imap = _imap(ports["imap"], POSTMASTER, password)
@@ -274,6 +282,7 @@ def test_standard_ports_unprivileged_and_health(image: str) -> None:
     # by the user ourmail with only CAP_NET_BIND_SERVICE.
     box = Container(
         image,
+        *ENVIRONMENT,
         "--network=none",
         "--cap-drop=all",
         "--cap-add=net_bind_service",
