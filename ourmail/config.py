@@ -639,11 +639,30 @@ def parse_listen_option(value: str) -> tuple[str, str | None]:
 PORT_CHOICES = ("standard", "unprivileged")
 
 
+#: CAP_NET_BIND_SERVICE's bit in the capability sets (linux/capability.h).
+CAP_NET_BIND_SERVICE = 10
+
+
+def may_bind_low_ports(status: Path = Path("/proc/self/status")) -> bool:
+    """Whether this process may listen on ports below 1024: root, or a user given
+    CAP_NET_BIND_SERVICE (systemd's ``AmbientCapabilities=``, the container's interpreter)."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        lines = status.read_text().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> CAP_NET_BIND_SERVICE & 1)
+    return False
+
+
 def _standard_ports(option: str | None, table: Mapping[str, Any], is_root: bool) -> bool:
     """Whether the default listeners take the standard ports (25, 587, 993...): ``--ports``
-    wins over ``ports`` in the file; with neither, root gets them and anyone else the
-    unprivileged ones.  A service user given CAP_NET_BIND_SERVICE (systemd, a container)
-    sets ``ports = "standard"``."""
+    wins over ``ports`` in the file; with neither, a process that may bind them (root, or
+    CAP_NET_BIND_SERVICE: :func:`may_bind_low_ports`) gets them, any other the unprivileged
+    ones."""
     choice = option or table.get("ports")
     if choice is None:
         return is_root
@@ -683,7 +702,7 @@ def load_settings(
         if d not in doms:
             doms.append(d)
 
-    root = os.geteuid() == 0 if is_root is None else is_root
+    root = may_bind_low_ports() if is_root is None else is_root
     endpoints: dict[str, str | None] = default_listen(_standard_ports(ports, table, root))
     # RFC 2033 §5: LMTP is for this machine only, so by default a unix socket.
     endpoints["lmtp"] = f"unix:{data_dir / 'lmtp.sock'}:mode=660:lockfile=1"

@@ -3,12 +3,14 @@
 # /var/lib/ourmail, with the environment's settings as its options (docs/deploy.md#container):
 #   OURMAIL_DOMAIN    mail domains, separated by spaces (the first is the primary one)
 #   OURMAIL_HOSTNAME  the host name (greetings, the self-signed certificate)
-#   OURMAIL_PORTS     standard (the default: 25, 587, 993...) or unprivileged (2525, 2587...)
+#   OURMAIL_PORTS     standard or unprivileged (2525, 2587...); unset: `ports` in ourmail.toml,
+#                     else standard (the interpreter holds CAP_NET_BIND_SERVICE)
 #   OURMAIL_CONFIG    a configuration file elsewhere than /var/lib/ourmail/ourmail.toml
 #   OURMAIL_LOG_FORMAT  text or json
 # Unset ones leave the choice to ourmail.toml.  Arguments go to `twistd ourmail` after these.
 set -euf  # -f: the domains are split on spaces, never globbed
-set -- --data /var/lib/ourmail --ports "${OURMAIL_PORTS:-standard}" "$@"
+set -- --data /var/lib/ourmail "$@"
+if [ -n "${OURMAIL_PORTS:-}" ]; then set -- "$@" --ports "$OURMAIL_PORTS"; fi
 for domain in ${OURMAIL_DOMAIN:-}; do
     set -- "$@" --domain "$domain"
 done

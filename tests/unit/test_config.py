@@ -217,3 +217,16 @@ def test_a_data_folder_that_cannot_be_made_is_a_configuration_error(tmp_path: Pa
     s = attrs.evolve(s, data_dir=tmp_path / "file" / "data", config_path=None)
     with pytest.raises(ConfigError, match=r"cannot create the data folder .*file/data: Not a dir"):
         first_start(s)
+
+
+def test_the_bind_capability_counts_as_root_for_the_ports(tmp_path: Path) -> None:
+    """CapEff with bit 10 (CAP_NET_BIND_SERVICE) set: the standard ports by default."""
+    import os
+
+    from ourmail.config import may_bind_low_ports
+
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython3\nCapEff:\t0000000000000400\n")
+    assert may_bind_low_ports(status)
+    status.write_text("Name:\tpython3\nCapEff:\t0000000000000000\n")
+    assert may_bind_low_ports(status) is (os.geteuid() == 0)
