@@ -96,6 +96,8 @@ def prepare(
         return latest
     if version < latest:
         upgrade(data_dir, steps, backup_dir, vault_roots)
+    elif not (data_dir / dataformat.FILE_NAME).exists():
+        dataformat.write(data_dir, latest)  # a folder from before versioning: format 1
     return latest
 
 
