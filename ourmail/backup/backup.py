@@ -45,7 +45,10 @@ from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 PARTIAL = ".partial"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 #: Top-level entries never copied: not data, or not yet acknowledged.
-SKIP_TOP = frozenset(("spool", "metrics", "lmtp.sock"))
+SKIP_TOP = frozenset(("spool", "metrics", "lmtp.sock", "pre-upgrade"))
+#: The snapshots an upgrade makes first (upgrade.py): the one place inside the data folder a
+#: backup may go, so it works where only the data folder is writable (systemd, containers).
+UPGRADE_BACKUPS = "pre-upgrade"
 #: File names never copied anywhere.
 SKIP_SUFFIXES = ("-wal", "-shm", "-journal", ".lock", ".tmp")
 
@@ -103,15 +106,21 @@ def _dest_lock(dest: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def run(data_dir: Path, dest: Path, vault_roots: Sequence[Path] = ()) -> Result:
-    """Write a new snapshot of ``data_dir`` into ``dest`` (created if needed)."""
+def run(
+    data_dir: Path,
+    dest: Path,
+    vault_roots: Sequence[Path] = (),
+    known: int = dataformat.CURRENT,
+) -> Result:
+    """Write a new snapshot of ``data_dir`` into ``dest`` (created if needed); a data folder
+    of a format newer than ``known`` is refused."""
     if not (data_dir / "accounts.json").exists() and not (data_dir / SHARDS_FILE).exists():
         raise BackupError(f"{data_dir} is not an ourmail data folder")
     version = dataformat.read(data_dir)
-    if version is not None and version > dataformat.CURRENT:
-        raise BackupError(dataformat.too_new(data_dir, version))
+    if version is not None and version > known:
+        raise BackupError(dataformat.too_new(data_dir, version, known))
     data_dir, dest = data_dir.absolute(), dest.absolute()
-    if dest == data_dir or data_dir in dest.parents:
+    if dest != data_dir / UPGRADE_BACKUPS and (dest == data_dir or data_dir in dest.parents):
         raise BackupError(f"{dest} is inside the data folder {data_dir}: choose another place")
     dest.mkdir(parents=True, exist_ok=True, mode=0o700)
     with _dest_lock(dest):
@@ -183,17 +192,13 @@ def _copy_vault(writer: SnapshotWriter, data_dir: Path, roots: tuple[Path, ...])
     for base_rel in writer.base_files():
         if base_rel.startswith("vault/segments/"):
             writer.add_immutable_key(base_rel, base_rel)
-    fd = os.open(vault / "lock", os.O_RDWR | os.O_CREAT, 0o600)
     opened: list[tuple[str, int, int, int]] = []
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with folders.locked(vault / "lock"):
         for number, path in log.segments():
             seg = os.open(path, os.O_RDONLY)
             st = os.fstat(seg)
             opened.append((segment_name(number), seg, st.st_size, st.st_mode))
         head = (vault / "head").read_bytes() if (vault / "head").exists() else None
-    finally:
-        os.close(fd)
     try:
         last = len(opened) - 1
         for i, (name, seg, size, mode) in enumerate(opened):
@@ -269,16 +274,12 @@ def _copy_queue(writer: SnapshotWriter, data_dir: Path) -> None:
             writer.add_immutable_key(base_rel, base_rel)
     envelopes: dict[str, list[tuple[str, bytes, int]]] = {}
     keys: list[tuple[str, bytes, int]] = []
-    fd = os.open(queue / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with folders.locked(queue / "lock"):
         for entry in _listing(queue / "envelopes"):
             qid = entry.name.partition(".")[0]
             if entry.name.endswith((".json", ".results")):
                 envelopes.setdefault(qid, []).append(_read(entry))
         keys = [_read(e) for e in _listing(queue / "keys")]
-    finally:
-        os.close(fd)
     for qid, files in envelopes.items():
         if not any(name.endswith(".json") for name, _, _ in files):
             continue  # results of a message no longer queued
@@ -342,13 +343,17 @@ def _copy_file(writer: SnapshotWriter, path: Path, rel: str) -> None:
         return
     copy = writer.root / f"{rel}.backup-tmp"
     copy.parent.mkdir(parents=True, exist_ok=True)
-    source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    target = sqlite3.connect(copy)
     try:
-        source.backup(target)  # SQLite's online backup: one consistent version
-    finally:
-        target.close()
-        source.close()
+        source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        target = sqlite3.connect(copy)
+        try:
+            source.backup(target)  # SQLite's online backup: one consistent version
+        finally:
+            target.close()
+            source.close()
+    except sqlite3.Error as e:
+        copy.unlink(missing_ok=True)
+        raise BackupError(f"cannot copy the SQLite database {path}: {e}") from None
     try:
         os.chmod(copy, stat.S_IMODE(st.st_mode))
         writer.put_path(rel, copy)

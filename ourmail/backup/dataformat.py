@@ -13,6 +13,8 @@ from ourmail.config import ConfigError
 from ourmail.fsutil import write_atomic
 
 FILE_NAME = "format"
+#: Left in a data folder by a restore that did not finish (restore.py).
+RESTORE_INCOMPLETE = "restore.incomplete"
 #: The format this ourmail writes: 1 + the number of upgrade steps (upgrade.STEPS).
 CURRENT = 1
 
@@ -23,6 +25,10 @@ class FormatError(ConfigError):
 
 def read(data_dir: Path) -> int | None:
     """The data folder's version; None for a new (or not yet started) data folder."""
+    if (data_dir / RESTORE_INCOMPLETE).exists():
+        raise FormatError(
+            f"a restore into {data_dir} did not finish: empty it and run `ourmail restore` again"
+        )
     path = data_dir / FILE_NAME
     try:
         text = path.read_text("ascii").strip()

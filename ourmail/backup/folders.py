@@ -38,9 +38,23 @@ def is_folder(path: Path) -> bool:
     return (path / "cur").is_dir()
 
 
+def lock_fd(path: Path) -> int:
+    """A descriptor of the lock file ``path`` to flock.  Created if missing, then owned like
+    its folder: a backup run as root must not leave a lock file the server cannot open."""
+    try:
+        return os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        if os.geteuid() == 0:
+            st = os.stat(path.parent)
+            os.fchown(fd, st.st_uid, st.st_gid)
+        return fd
+
+
 @contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    fd = os.open(folder / LOCKFILE, os.O_RDWR | os.O_CREAT, 0o600)
+def locked(path: Path) -> Iterator[None]:
+    """The exclusive flock(2) on the lock file ``path``, as the store, vault and queue take it."""
+    fd = lock_fd(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -121,7 +135,7 @@ def copy_folder(writer: SnapshotWriter, folder: Path, rel: str) -> bool:
             writer.add_immutable_key(f"{rel}:{maildir.split_name(parts[2])[0]}", base_rel)
     try:
         mode = os.stat(folder).st_mode
-        with _locked(folder):
+        with locked(folder / LOCKFILE):
             moment = _Moment(folder)
     except FileNotFoundError:
         return False
@@ -139,7 +153,7 @@ def copy_folder(writer: SnapshotWriter, folder: Path, rel: str) -> bool:
     # Expunged since the locked moment: take the folder again, and copy what is still
     # missing with the lock held, so nothing can go before it is copied.
     try:
-        with _locked(folder):
+        with locked(folder / LOCKFILE):
             again = _Moment(folder)
             try:
                 for base, (sub, name) in moment.messages.items():

@@ -25,6 +25,8 @@ from ourmail.store.shards import DEFAULT_ROOT
 from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 
 CHUNK = 1024 * 1024
+#: In the data folder while a restore writes it: the server and the commands refuse it.
+INCOMPLETE = dataformat.RESTORE_INCOMPLETE
 #: Files that hold secrets: never readable by others, whatever the snapshot says.
 SECRETS = ("accounts.json", "tls/key.pem", "srs/secret")
 SECRET_FOLDERS = ("dkim/",)
@@ -75,6 +77,10 @@ def restore(snapshot: Path, target: Path, shard_roots: Sequence[ShardRoot] = ())
         raise RestoreError(str(e)) from None
     if manifest.data_format > dataformat.CURRENT:
         raise RestoreError(dataformat.too_new(snapshot, manifest.data_format))
+    if (target / INCOMPLETE).exists():
+        raise RestoreError(
+            f"an earlier restore into {target} was interrupted: empty it and restore again"
+        )
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise RestoreError(f"{target} is not empty: restore only into a new or empty folder")
     for mapping in shard_roots:
@@ -98,6 +104,9 @@ def restore(snapshot: Path, target: Path, shard_roots: Sequence[ShardRoot] = ())
         if where(rel).exists() and rel.startswith(f"{DEFAULT_ROOT}/"):
             raise RestoreError(f"{where(rel)} exists already: choose an empty shard root")
     target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    marker = target / INCOMPLETE
+    marker.write_text(f"restoring {snapshot}: empty this folder and restore again\n")
+    fsync_dir(target)
     for rel, mode in sorted(manifest.dirs.items()):
         path = where(rel)
         path.mkdir(parents=True, exist_ok=True)
@@ -114,6 +123,8 @@ def restore(snapshot: Path, target: Path, shard_roots: Sequence[ShardRoot] = ())
     for root in {*roots, target}:
         _sync(root)
         fsync_dir(root)
+    marker.unlink()
+    fsync_dir(target)
     return Restored(len(manifest.files), total)
 
 
@@ -134,6 +145,8 @@ def _copy(source: Path, target: Path, size: int, sha256: str, mode: int) -> None
                     view = view[os.write(out, view) :]
                 written += len(chunk)
             os.fchmod(out, mode)
+            st = os.fstat(src)
+            os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
         finally:
             os.close(out)
     finally:

@@ -55,9 +55,9 @@ def current(steps: Sequence[Step]) -> int:
 
 
 def default_backup_dir(data_dir: Path) -> Path:
-    """Where the backup before an upgrade goes: ``<data>-backups`` beside the data folder."""
-    data_dir = data_dir.absolute()
-    return data_dir.with_name(f"{data_dir.name}-backups")
+    """Where the backup before an upgrade goes: ``<data>/pre-upgrade`` (left out of backups).
+    Inside the data folder, as that is the one place a hardened service may write."""
+    return data_dir.absolute() / backup.UPGRADE_BACKUPS
 
 
 def check(data_dir: Path, steps: Sequence[Step] = STEPS) -> int | None:
@@ -122,7 +122,7 @@ def upgrade(
     else:
         dest = backup_dir or default_backup_dir(data_dir)
         try:
-            result = backup.run(data_dir, dest, vault_roots)
+            result = backup.run(data_dir, dest, vault_roots, current(steps))
         except (backup.BackupError, OSError) as e:
             raise FormatError(f"no upgrade: the backup before it failed: {e}") from None
         made = str(result.path)

@@ -105,10 +105,19 @@ class SnapshotWriter:
         self.counts.bytes_copied += entry.size
         self.counts.bytes_total += entry.size
 
-    def put_fd(self, rel: str, fd: int, size: int, mode: int, key: str | None = None) -> None:
+    def put_fd(
+        self,
+        rel: str,
+        fd: int,
+        size: int,
+        mode: int,
+        key: str | None = None,
+        mtime_ns: int | None = None,
+    ) -> None:
         """The first ``size`` octets of the open file ``fd`` (read with pread, so an append
         after the snapshot moment is not taken).  With ``key``: a file that never changes,
-        linked from the base file of that key and size without reading it."""
+        linked from the base file of that key and size without reading it.  ``mtime_ns``:
+        the modification time to keep (a message's is its internal date for other tools)."""
         if key is not None:
             hit = self._immutable.get(key)
             same = hit is not None and hit[1].size == size and hit[1].mode == mode & 0o7777
@@ -134,6 +143,8 @@ class SnapshotWriter:
                     view = view[os.write(out, view) :]
                 done += len(chunk)
             os.fchmod(out, mode & 0o7777)
+            if mtime_ns is not None:
+                os.utime(out, ns=(mtime_ns, mtime_ns))
         finally:
             os.close(out)
         self._written(rel, FileEntry(done, digest.hexdigest(), mode & 0o7777))
@@ -146,7 +157,7 @@ class SnapshotWriter:
             return False
         try:
             st = os.fstat(fd)
-            self.put_fd(rel, fd, st.st_size, st.st_mode, key)
+            self.put_fd(rel, fd, st.st_size, st.st_mode, key, st.st_mtime_ns)
         finally:
             os.close(fd)
         return True

@@ -12,10 +12,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import RunningServer, cli, client_tls, running_server
 
+from ourmail.admin.cli import main as admin_main
 from ourmail.backup import backup, restore
 from ourmail.backup.manifest import DATA, Manifest
 from ourmail.vault.segments import SegmentLog
@@ -258,3 +260,33 @@ def test_restore_puts_shards_on_another_volume(live: RunningServer, tmp_path: Pa
     assert not any((target / "mail").iterdir())
     with running_server(tmp_path / "restored") as again:
         assert len(_state(_imap(again, again.user))[1]) == 50
+
+
+def test_a_restore_cut_short_is_refused_until_emptied(
+    live: RunningServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    snapshot = backup.run(live.data, tmp_path / "backups").path
+    copied: list[Path] = []
+    real = restore._copy
+
+    def cut(source: Path, target: Path, *args: Any) -> None:
+        if len(copied) == 20:
+            raise KeyboardInterrupt  # as if killed half-way
+        copied.append(target)
+        real(source, target, *args)
+
+    monkeypatch.setattr(restore, "_copy", cut)
+    target = tmp_path / "half"
+    with pytest.raises(KeyboardInterrupt):
+        restore.restore(snapshot, target)
+    monkeypatch.undo()
+    assert admin_main(["--data", str(target), "user", "list"]) == 1
+    assert "did not finish: empty it" in capsys.readouterr().err
+    assert cli(live, "restore", str(snapshot), str(target)) == 1
+    assert "was interrupted: empty it" in capsys.readouterr().err
+    shutil.rmtree(target)
+    assert cli(live, "restore", str(snapshot), str(target)) == 0
+    assert not (target / restore.INCOMPLETE).exists()

@@ -88,9 +88,15 @@ def test_an_upgrade_cut_short_is_run_again_without_a_second_backup(
     assert json.loads((data / "accounts.json").read_bytes())["format2"] is True
 
 
-def test_the_default_backup_folder_is_beside_the_data_folder(data: Path) -> None:
+def test_the_default_backup_folder_is_in_the_data_folder_and_left_out_of_backups(
+    data: Path,
+) -> None:
     upgrade.prepare(data, (STEP_2,))
-    assert len(backup.snapshots(data.with_name("data-backups"))) == 1
+    (snapshot,) = backup.snapshots(data / "pre-upgrade")
+    assert not (snapshot / DATA / "pre-upgrade").exists()
+    upgrade.prepare(data, (STEP_2, upgrade.Step(3, "nothing", lambda folder: None)))
+    second = backup.snapshots(data / "pre-upgrade")[-1]
+    assert not (second / DATA / "pre-upgrade").exists()  # never a backup of the backups
 
 
 def test_a_newer_format_stops_the_server_with_one_line(data: Path) -> None:
