@@ -50,9 +50,11 @@ def make(data: Path, messages: int, users: int, size: int) -> list[Path]:
 
 
 def add(folder: Path, start: int, count: int, size: int) -> None:
+    """``count`` new messages (new names on every run: the data folder is kept)."""
+    now = int(time.time())
     for n in range(start, start + count):
         body = message(n, size)
-        (folder / "new" / f"1900000000.M{n}P1.bench,S={len(body)}").write_bytes(body)
+        (folder / "new" / f"{now}.M{n}P{os.getpid()}.bench,S={len(body)}").write_bytes(body)
     MaildirFolder(folder, "INBOX").sync(force=True)
 
 
@@ -101,9 +103,12 @@ def main() -> None:
         os.sync()
         rate("rsync -a, full", files, c.bytes_total,
              timed(["rsync", "-a", f"{data}/", f"{copy}/"]))  # fmt: skip
-        rate("rsync -a, nothing changed", files, c.bytes_total,
-             timed(["rsync", "-a", f"{data}/", f"{copy}/"]))  # fmt: skip
+        linked = args.dir / "rsync-linked"
+        shutil.rmtree(linked, ignore_errors=True)
+        rate("rsync -a --link-dest, no change", files, c.bytes_total,
+             timed(["rsync", "-a", f"--link-dest={copy}", f"{data}/", f"{linked}/"]))  # fmt: skip
         shutil.rmtree(copy)
+        shutil.rmtree(linked)
     else:
         print("rsync: not installed")
 

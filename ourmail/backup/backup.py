@@ -189,9 +189,6 @@ def _copy_vault(writer: SnapshotWriter, data_dir: Path, roots: tuple[Path, ...])
         return "none"
     log = SegmentLog(vault, roots)
     writer.mkdir("vault/segments")
-    for base_rel in writer.base_files():
-        if base_rel.startswith("vault/segments/"):
-            writer.add_immutable_key(base_rel, base_rel)
     opened: list[tuple[str, int, int, int]] = []
     with folders.locked(vault / "lock"):
         for number, path in log.segments():
@@ -269,9 +266,6 @@ def _copy_queue(writer: SnapshotWriter, data_dir: Path) -> None:
         return
     for sub in ("messages", "envelopes", "keys"):
         writer.mkdir(f"queue/{sub}")
-    for base_rel in writer.base_files():
-        if base_rel.startswith("queue/messages/"):
-            writer.add_immutable_key(base_rel, base_rel)
     envelopes: dict[str, list[tuple[str, bytes, int]]] = {}
     keys: list[tuple[str, bytes, int]] = []
     with folders.locked(queue / "lock"):

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ourmail.backup.writer import SnapshotWriter
+from ourmail.backup.writer import SnapshotWriter, key_of
 from ourmail.store import cache, checkpoint, maildir
 from ourmail.store.folder import LOCKFILE, UIDLIST, VALIDITY
 
@@ -119,7 +119,7 @@ def _copy_message(
     writer: SnapshotWriter, folder: Path, rel: str, base: str, sub: str, name: str
 ) -> bool:
     """The message ``base`` as ``rel/sub/name``; False if it is gone (expunged)."""
-    key = f"{rel}:{base}"
+    key = key_of(f"{rel}/{sub}/{name}")
     if writer.put_path(f"{rel}/{sub}/{name}", folder / sub / name, key):
         return True
     moved = _find(folder, base)  # renamed for a flag change since the locked moment
@@ -129,10 +129,6 @@ def _copy_message(
 def copy_folder(writer: SnapshotWriter, folder: Path, rel: str) -> bool:
     """Copy the Maildir folder at ``folder`` into the snapshot at ``rel``; False if the folder
     went away meanwhile (deleted or renamed: left out)."""
-    for base_rel in writer.base_files():
-        parts = base_rel.rsplit("/", 2)
-        if len(parts) == 3 and parts[0] == rel and parts[1] in ("new", "cur"):
-            writer.add_immutable_key(f"{rel}:{maildir.split_name(parts[2])[0]}", base_rel)
     try:
         mode = os.stat(folder).st_mode
         with locked(folder / LOCKFILE):

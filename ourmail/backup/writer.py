@@ -18,6 +18,7 @@ from pathlib import Path
 import attrs
 
 from ourmail.backup.manifest import FileEntry, Manifest
+from ourmail.store import maildir
 
 CHUNK = 1024 * 1024
 
@@ -42,13 +43,12 @@ class SnapshotWriter:
         self.files: dict[str, FileEntry] = {}
         self.dirs: dict[str, int] = {}
         self.counts = Counts()
-        #: key -> (path in the base, entry) of the base's files that never change.
+        #: key (:func:`key_of`) -> (path in the base, entry), for files that never change.
         self._immutable: dict[str, tuple[str, FileEntry]] = {}
-
-    def add_immutable_key(self, key: str, rel: str) -> None:
-        """Say that the base's file ``rel`` never changes and may be found by ``key``."""
-        if self.base is not None and rel in self.base.files:
-            self._immutable[key] = (rel, self.base.files[rel])
+        for rel, entry in self.base_files().items():
+            self._immutable[key_of(rel)] = (rel, entry)
+        #: Folders known to exist in the snapshot.
+        self._made: set[str] = set()
 
     def base_files(self) -> dict[str, FileEntry]:
         return self.base.files if self.base is not None else {}
@@ -61,14 +61,19 @@ class SnapshotWriter:
         self.dirs[rel] = mode & 0o7777
 
     def _target(self, rel: str) -> Path:
+        """Where ``rel`` goes, its folder made, an earlier version from this run removed."""
         path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
+        parent = rel.rpartition("/")[0]
+        if parent not in self._made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(parent)
+        if rel in self.files:
+            path.unlink()
         return path
 
     def _link(self, rel: str, base_rel: str, entry: FileEntry) -> bool:
         assert self.base_root is not None
         target = self._target(rel)
-        target.unlink(missing_ok=True)
         try:
             os.link(self.base_root / base_rel, target)
         except OSError as e:
@@ -88,7 +93,6 @@ class SnapshotWriter:
         if old == entry and self._link(rel, rel, entry):
             return
         target = self._target(rel)
-        target.unlink(missing_ok=True)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             view = memoryview(data)
@@ -131,7 +135,6 @@ class SnapshotWriter:
             if digest.hexdigest() == old.sha256 and self._link(rel, rel, old):
                 return
         target = self._target(rel)
-        target.unlink(missing_ok=True)
         out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         digest = hashlib.sha256()
         done = 0
@@ -171,6 +174,16 @@ class SnapshotWriter:
         """Take a file back out of this snapshot."""
         (self.root / rel).unlink(missing_ok=True)
         self.files.pop(rel, None)
+
+
+def key_of(rel: str) -> str:
+    """How a file that never changes is found in the base: a Maildir message by its folder and
+    base name (its flags, in its name, may have changed), anything else by its path."""
+    folder, _, name = rel.rpartition("/")
+    parent, _, sub = folder.rpartition("/")
+    if sub in ("new", "cur"):
+        return f"{parent}:{maildir.split_name(name)[0]}"
+    return rel
 
 
 def _chunks(fd: int, size: int) -> Iterator[bytes]:
