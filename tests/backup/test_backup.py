@@ -18,8 +18,9 @@ import pytest
 from conftest import RunningServer, cli, client_tls, running_server
 
 from ourmail.admin.cli import main as admin_main
-from ourmail.backup import backup, restore
+from ourmail.backup import backup, folders, restore
 from ourmail.backup.manifest import DATA, Manifest
+from ourmail.store.shards import ShardMap
 from ourmail.vault.segments import SegmentLog
 from ourmail.vault.verify import verify
 
@@ -290,3 +291,40 @@ def test_a_restore_cut_short_is_refused_until_emptied(
     shutil.rmtree(target)
     assert cli(live, "restore", str(snapshot), str(target)) == 0
     assert not (target / restore.INCOMPLETE).exists()
+
+
+def test_a_message_expunged_while_its_folder_is_copied(
+    live: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the locked moment and the copy, bob's message 1 is expunged and message 2
+    flagged: the folder is taken again, and the snapshot is the folder at that second moment."""
+    bob = f"bob@{live.domain}"
+    inbox = ShardMap(live.data).user_dir(bob)
+    real = folders._copy_message
+    done: list[bool] = []
+
+    def meanwhile(writer: Any, folder: Path, *args: Any) -> bool:
+        if folder == inbox and not done:
+            done.append(True)
+            m = _imap(live, bob)
+            m.select("INBOX")
+            m.uid("STORE", "1", "+FLAGS", "(\\Deleted)")
+            m.expunge()
+            m.uid("STORE", "2", "+FLAGS", "(\\Flagged)")
+            m.logout()
+        return real(writer, folder, *args)
+
+    monkeypatch.setattr(folders, "_copy_message", meanwhile)
+    result = backup.run(live.data, tmp_path / "backups")
+    monkeypatch.undo()
+    assert done
+    live_validity, live_bob = _state(_imap(live, bob))
+    target = tmp_path / "restored" / "data"
+    restore.restore(result.path, target)
+    with running_server(tmp_path / "restored") as again:
+        validity, restored = _state(_imap(again, bob))
+    assert validity == live_validity
+    assert {mid: (uid, flags) for mid, (uid, flags, _) in restored.items()} == {
+        mid: (uid, flags) for mid, (uid, flags, _) in live_bob.items()
+    }
+    assert "bob-1" not in restored and "\\Flagged" in restored["bob-2"][1]
