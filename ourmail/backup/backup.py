@@ -16,7 +16,8 @@ Each part of the data folder is taken the way its writers allow (docs/deploy.md)
 * SQLite databases with SQLite's online backup API;
 * every other file read whole from one descriptor (they are replaced by rename, so that is one
   version of them); lock files, sockets, SQLite's side files, temporary files, ``spool/``
-  (messages not yet acknowledged) and ``metrics/`` are left out.
+  (messages not yet acknowledged), ``metrics/``, ``listening.json`` (the running server's
+  ports) and ``pre-upgrade/`` (upgrade.py's own backups) are left out.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 PARTIAL = ".partial"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 #: Top-level entries never copied: not data, or not yet acknowledged.
-SKIP_TOP = frozenset(("spool", "metrics", "lmtp.sock", "pre-upgrade"))
+SKIP_TOP = frozenset(("spool", "metrics", "lmtp.sock", "listening.json", "pre-upgrade"))
 #: The snapshots an upgrade makes first (upgrade.py): the one place inside the data folder a
 #: backup may go, so it works where only the data folder is writable (systemd, containers).
 UPGRADE_BACKUPS = "pre-upgrade"

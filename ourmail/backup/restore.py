@@ -28,7 +28,8 @@ CHUNK = 1024 * 1024
 #: In the data folder while a restore writes it: the server and the commands refuse it.
 INCOMPLETE = dataformat.RESTORE_INCOMPLETE
 #: Files that hold secrets: never readable by others, whatever the snapshot says.
-SECRETS = ("accounts.json", "tls/key.pem", "srs/secret")
+SECRETS = ("accounts.json",)
+SECRET_NAMES = ("secret", "key.pem")
 SECRET_FOLDERS = ("dkim/",)
 
 
@@ -114,7 +115,7 @@ def restore(snapshot: Path, target: Path, shard_roots: Sequence[ShardRoot] = ())
     total = 0
     for rel, entry in manifest.files.items():
         mode = entry.mode
-        if rel in SECRETS or rel.startswith(SECRET_FOLDERS):
+        if rel in SECRETS or rel.endswith(SECRET_NAMES) or rel.startswith(SECRET_FOLDERS):
             mode &= 0o600
         _copy(source / rel, where(rel), entry.size, entry.sha256, mode)
         total += entry.size

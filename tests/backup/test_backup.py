@@ -165,7 +165,8 @@ def test_backup_while_clients_work_restores_every_acknowledged_message(
 
     target = tmp_path / "restored" / "data"
     assert cli(live, "restore", str(result.path), str(target)) == 0
-    assert (target / "accounts.json").stat().st_mode & 0o777 == 0o600
+    for secret in ("accounts.json", "tls/key.pem", "srs/secret"):
+        assert (target / secret).stat().st_mode & 0o077 == 0, secret
     with running_server(tmp_path / "restored") as again:
         validity, alice = _state(_imap(again, again.user))
         bob_validity, bob = _state(_imap(again, f"bob@{again.domain}"))
