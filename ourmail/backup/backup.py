@@ -40,6 +40,7 @@ from ourmail.backup import dataformat, folders
 from ourmail.backup.manifest import DATA, Manifest, ManifestError
 from ourmail.backup.writer import Counts, SnapshotWriter
 from ourmail.fsutil import HAVE_SYNCFS, fsync_dir, fsync_file, syncfs
+from ourmail.store import shardmove
 from ourmail.store.shards import DEFAULT_ROOT, DEFAULT_SHARDS_TOML, ShardMap
 from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 
@@ -219,39 +220,61 @@ def _copy_vault(writer: SnapshotWriter, data_dir: Path, roots: tuple[Path, ...])
 
 def _copy_mail(writer: SnapshotWriter, data_dir: Path) -> str:
     """Every shard, from whichever root holds it, into ``mail/``; the original shards.toml
-    (returned, for the manifest) is replaced by one with every shard in ``mail/``."""
+    (returned, for the manifest) is replaced by one with every shard in ``mail/``.  Not
+    while ``ourmail shard move`` moves shards: their folders change roots meanwhile."""
+    path = data_dir / SHARDS_FILE
+    before = _stamp(path)
+    if (data_dir / shardmove.MARKER).exists():
+        raise BackupError("shards are being moved (ourmail shard move): back up after the move")
     shard_map = ShardMap(data_dir)
     writer.mkdir(DEFAULT_ROOT)
     for number, root in enumerate(shard_map.roots):
         shard = root / f"{number:02x}"
         if shard.is_dir():
             _copy_tree(writer, shard, f"{DEFAULT_ROOT}/{number:02x}")
-    path = data_dir / SHARDS_FILE
+    if _stamp(path) != before or (data_dir / shardmove.MARKER).exists():
+        raise BackupError("shards were moved during the backup (ourmail shard move): run it again")
     original = path.read_text("utf-8") if path.exists() else DEFAULT_SHARDS_TOML
     writer.put_bytes(SHARDS_FILE, DEFAULT_SHARDS_TOML.encode(), 0o640)
     return original
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns)
+
+
 def _copy_tree(writer: SnapshotWriter, path: Path, rel: str) -> None:
-    """A tree of users' Maildirs: folders by folders.py, anything else as a file."""
+    """A tree of users' Maildirs: folders by folders.py, anything else as a file.  A folder
+    renamed while its siblings are copied turns up under its new name when the listing is
+    read again, so it is never missed (at worst it is in the snapshot under both names)."""
     try:
         mode = os.stat(path).st_mode
-        entries = sorted(os.scandir(path), key=lambda e: e.name)
     except FileNotFoundError:
         return
     if folders.is_folder(path):
         if not folders.copy_folder(writer, path, rel):
             return
-        entries = [e for e in entries if e.name not in folders.HANDLED]
     else:
         writer.mkdir(rel, mode)
-    for entry in entries:
-        if _skipped(entry.name):
-            continue
-        if entry.is_dir(follow_symlinks=False):
-            _copy_tree(writer, Path(entry.path), f"{rel}/{entry.name}")
-        elif entry.is_file(follow_symlinks=False):
-            writer.put_path(f"{rel}/{entry.name}", Path(entry.path))
+    done: set[str] = set(folders.HANDLED) if folders.is_folder(path) else set()
+    while True:
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except FileNotFoundError:
+            return
+        todo = [e for e in entries if e.name not in done and not _skipped(e.name)]
+        if not todo:
+            return
+        for entry in todo:
+            done.add(entry.name)
+            if entry.is_dir(follow_symlinks=False):
+                _copy_tree(writer, Path(entry.path), f"{rel}/{entry.name}")
+            elif entry.is_file(follow_symlinks=False):
+                writer.put_path(f"{rel}/{entry.name}", Path(entry.path))
 
 
 def _skipped(name: str) -> bool:

@@ -329,3 +329,34 @@ def test_a_message_expunged_while_its_folder_is_copied(
         mid: (uid, flags) for mid, (uid, flags, _) in live_bob.items()
     }
     assert "bob-1" not in restored and "\\Flagged" in restored["bob-2"][1]
+
+
+def test_a_folder_renamed_during_the_backup_is_not_missed(
+    live: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = _imap(live, live.user)
+    m.select("INBOX")
+    m.uid("COPY", "1:3", "Trash")
+    m.logout()
+    inbox = ShardMap(live.data).user_dir(live.user)
+    real = folders.copy_folder
+    done: list[bool] = []
+
+    def meanwhile(writer: Any, folder: Path, rel: str) -> bool:
+        if folder == inbox / ".Drafts" and not done:  # listed already, .Trash not yet copied
+            done.append(True)
+            m = _imap(live, live.user)
+            m.rename("Trash", "Bin")
+            m.logout()
+        return real(writer, folder, rel)
+
+    monkeypatch.setattr(folders, "copy_folder", meanwhile)
+    result = backup.run(live.data, tmp_path / "backups")
+    monkeypatch.undo()
+    assert done
+    restore.restore(result.path, tmp_path / "restored" / "data")
+    with running_server(tmp_path / "restored") as again:
+        m = _imap(again, again.user)
+        typ, data = m.select("Bin")
+        assert typ == "OK" and int(data[0]) == 3
+        m.logout()
