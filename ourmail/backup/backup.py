@@ -4,20 +4,25 @@ Each run writes ``DEST/<UTC time>.partial/``, then its manifest (manifest.py), t
 to ``DEST/<UTC time>/``: a folder without ``.partial`` and with a manifest is complete, and
 only such a folder is used as the base of the next run (writer.py links its unchanged files).
 
-Each part of the data folder is taken the way its writers allow (docs/deploy.md):
+Each part of the data folder is taken the way its writers allow (docs/deploy.md), in an
+order where whatever records another part is copied before that part (so it may lag behind
+it, as after a crash, but never run ahead of it):
 
-* the vault first, under its lock: the segments' lengths at that moment (records are written
-  before the messages they describe, so every message copied later has its record); sealed
-  segments never change and are linked from the base; the copied chain is verified with the
-  vault's own verifier;
-* each Maildir folder under its lock (folders.py), on every shard root, all into ``mail/``;
-* the outbound queue under its lock: the envelopes then, and the messages they name (a
-  message sent and removed meanwhile is left out with its envelope);
-* SQLite databases with SQLite's online backup API;
-* every other file read whole from one descriptor (they are replaced by rename, so that is one
-  version of them); lock files, sockets, SQLite's side files, temporary files, ``spool/``
-  (messages not yet acknowledged), ``metrics/``, ``listening.json`` (the running server's
-  ports) and ``pre-upgrade/`` (upgrade.py's own backups) are left out.
+1. every file not named below: SQLite databases with SQLite's online backup API (the lists'
+   database before the queue it queues into, the vault's catalogue and index before its
+   segments), the others read whole from one descriptor (they are replaced by rename, so
+   that is one version of them);
+2. the vault, under its lock: the segments' lengths at that moment (records are written
+   before the messages they describe, so every message copied later has its record); sealed
+   segments never change and are linked from the base; the copied chain is verified with
+   the vault's own verifier;
+3. each Maildir folder under its lock (folders.py), on every shard root, all into ``mail/``;
+4. the outbound queue under its lock: the envelopes then, and the messages they name (a
+   message sent and removed meanwhile is left out with its envelope).
+
+Left out: lock files, sockets, SQLite's side files, temporary files, ``spool/`` (messages not
+yet acknowledged), ``metrics/``, ``listening.json`` (the running server's ports) and
+``pre-upgrade/`` (upgrade.py's own backups).
 """
 
 from __future__ import annotations
@@ -147,10 +152,13 @@ def _run(data_dir: Path, dest: Path, vault_roots: tuple[Path, ...], version: int
         base / DATA if base else None,
     )
     writer.mkdir("", os.stat(data_dir).st_mode)
+    # Records of what was queued (the lists' database) before the queue, the vault's
+    # catalogue and index before its segments: each may then lag behind what it describes,
+    # which it catches up with, never run ahead of it.
+    _copy_rest(writer, data_dir, Path(""))
     vault = _copy_vault(writer, data_dir, vault_roots)
     shards_toml = _copy_mail(writer, data_dir)
     _copy_queue(writer, data_dir)
-    _copy_rest(writer, data_dir, Path(""))
     _sync(partial)
     manifest = Manifest(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -190,6 +198,7 @@ def _copy_vault(writer: SnapshotWriter, data_dir: Path, roots: tuple[Path, ...])
     if not vault.is_dir():
         return "none"
     log = SegmentLog(vault, roots)
+    _copy_rest(writer, data_dir, Path("vault"), skip=frozenset(("segments", "head", "lock")))
     writer.mkdir("vault/segments")
     opened: list[tuple[str, int, int, int]] = []
     with folders.locked(vault / "lock"):
@@ -208,7 +217,6 @@ def _copy_vault(writer: SnapshotWriter, data_dir: Path, roots: tuple[Path, ...])
             os.close(seg)
     if head is not None:
         writer.put_bytes("vault/head", head, 0o600)
-    _copy_rest(writer, data_dir, Path("vault"), skip=frozenset(("segments", "head", "lock")))
     report = verify(SegmentLog(writer.root / "vault"))
     if not report.ok:
         return f"the copied chain does NOT verify: {report.summary()}"
