@@ -46,8 +46,9 @@ STEPS: tuple[Step, ...] = ()
 assert 1 + len(STEPS) == dataformat.CURRENT
 
 
-def current(steps: Sequence[Step]) -> int:
-    """The format a registry upgrades to."""
+def current(steps: Sequence[Step] | None = None) -> int:
+    """The format a registry (default: :data:`STEPS`) upgrades to."""
+    steps = STEPS if steps is None else steps
     for i, step in enumerate(steps):
         if step.to != i + 2:
             raise AssertionError(f"upgrade step {i} goes to {step.to}, not {i + 2}")
@@ -60,7 +61,7 @@ def default_backup_dir(data_dir: Path) -> Path:
     return data_dir.absolute() / backup.UPGRADE_BACKUPS
 
 
-def check(data_dir: Path, steps: Sequence[Step] = STEPS) -> int | None:
+def check(data_dir: Path, steps: Sequence[Step] | None = None) -> int | None:
     """Refuse a newer format (FormatError); the folder's version, None for a new folder."""
     version = dataformat.read(data_dir)
     latest = current(steps)
@@ -69,7 +70,7 @@ def check(data_dir: Path, steps: Sequence[Step] = STEPS) -> int | None:
     return version
 
 
-def check_cli(data_dir: Path, steps: Sequence[Step] = STEPS) -> None:
+def check_cli(data_dir: Path, steps: Sequence[Step] | None = None) -> None:
     """For the admin commands: a newer format or an older one (not upgraded yet) is refused."""
     version = check(data_dir, steps)
     if version is not None and version < current(steps):
@@ -82,7 +83,7 @@ def check_cli(data_dir: Path, steps: Sequence[Step] = STEPS) -> None:
 
 def prepare(
     data_dir: Path,
-    steps: Sequence[Step] = STEPS,
+    steps: Sequence[Step] | None = None,
     backup_dir: Path | None = None,
     vault_roots: Sequence[Path] = (),
 ) -> int:
@@ -103,7 +104,7 @@ def prepare(
 
 def upgrade(
     data_dir: Path,
-    steps: Sequence[Step] = STEPS,
+    steps: Sequence[Step] | None = None,
     backup_dir: Path | None = None,
     vault_roots: Sequence[Path] = (),
 ) -> list[str]:
@@ -129,7 +130,7 @@ def upgrade(
         write_atomic(marker, json.dumps({"from": version, "backup": made}).encode(), 0o600)
         done.append(f"backed up the data folder (format {version}) to {made}")
         log.warn("backed up {data} to {path} before upgrading it", data=str(data_dir), path=made)
-    for step in steps[version - 1 :]:
+    for step in (STEPS if steps is None else steps)[version - 1 :]:
         step.apply(data_dir)
         dataformat.write(data_dir, step.to)
         done.append(f"format {step.to}: {step.what}")

@@ -132,3 +132,18 @@ def test_a_newer_format_stops_the_commands(
 def test_the_commands_refuse_a_folder_not_upgraded_yet(data: Path) -> None:
     with pytest.raises(FormatError, match="older than this ourmail's 2: start the server"):
         upgrade.check_cli(data, (STEP_2,))
+
+
+def test_the_server_upgrades_an_older_folder_as_it_starts(
+    made: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A release with a step 1 -> 2 started on a format-1 data folder: backup, step, start."""
+    shutil.copytree(made, tmp_path / "data", symlinks=True)
+    monkeypatch.setattr(upgrade, "STEPS", (STEP_2,))
+    with running_server(tmp_path) as srv:
+        assert (srv.data / "format").read_text() == "2\n"
+        assert json.loads((srv.data / "accounts.json").read_bytes())["format2"] is True
+        assert srv.server.accounts.has_user(srv.user)  # the account survived the step
+    (snapshot,) = backup.snapshots(srv.data / "pre-upgrade")
+    assert Manifest.read(snapshot).data_format == 1
+    assert "format2" not in json.loads((snapshot / DATA / "accounts.json").read_bytes())
