@@ -105,24 +105,34 @@ class _Moment:
         self.open = {}
 
 
-def _find(folder: Path, base: str) -> Path | None:
-    """The file of the message ``base`` now, whatever its flags."""
-    for sub in ("cur", "new"):
-        with os.scandir(folder / sub) as it:
-            for de in it:
-                if maildir.split_name(de.name)[0] == base:
-                    return Path(de.path)
-    return None
+class _Finder:
+    """A message's file now, whatever its flags: one scan of the folder answers every file
+    renamed by the same change (marking 10,000 messages read renames them in one go)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.now: dict[str, Path] = {}
+
+    def find(self, base: str) -> Path | None:
+        path = self.now.get(base)
+        if path is not None and path.exists():
+            return path
+        self.now = {}
+        for sub in ("cur", "new"):
+            with os.scandir(self.folder / sub) as it:
+                for de in it:
+                    self.now[maildir.split_name(de.name)[0]] = Path(de.path)
+        return self.now.get(base)
 
 
 def _copy_message(
-    writer: SnapshotWriter, folder: Path, rel: str, base: str, sub: str, name: str
+    writer: SnapshotWriter, finder: _Finder, rel: str, base: str, sub: str, name: str
 ) -> bool:
     """The message ``base`` as ``rel/sub/name``; False if it is gone (expunged)."""
     key = key_of(f"{rel}/{sub}/{name}")
-    if writer.put_path(f"{rel}/{sub}/{name}", folder / sub / name, key):
+    if writer.put_path(f"{rel}/{sub}/{name}", finder.folder / sub / name, key):
         return True
-    moved = _find(folder, base)  # renamed for a flag change since the locked moment
+    moved = finder.find(base)  # renamed for a flag change since the locked moment
     return moved is not None and writer.put_path(f"{rel}/{sub}/{name}", moved, key)
 
 
@@ -139,10 +149,11 @@ def copy_folder(writer: SnapshotWriter, folder: Path, rel: str) -> bool:
         writer.mkdir(f"{rel}/{sub}")
     writer.dirs[rel] = mode & 0o7777
     moment.store(writer, rel)
+    finder = _Finder(folder)
     gone = [
         base
         for base, (sub, name) in moment.messages.items()
-        if not _copy_message(writer, folder, rel, base, sub, name)
+        if not _copy_message(writer, finder, rel, base, sub, name)
     ]
     if not gone:
         return True

@@ -304,8 +304,8 @@ def test_a_message_expunged_while_its_folder_is_copied(
     real = folders._copy_message
     done: list[bool] = []
 
-    def meanwhile(writer: Any, folder: Path, *args: Any) -> bool:
-        if folder == inbox and not done:
+    def meanwhile(writer: Any, finder: Any, *args: Any) -> bool:
+        if finder.folder == inbox and not done:
             done.append(True)
             m = _imap(live, bob)
             m.select("INBOX")
@@ -313,7 +313,7 @@ def test_a_message_expunged_while_its_folder_is_copied(
             m.expunge()
             m.uid("STORE", "2", "+FLAGS", "(\\Flagged)")
             m.logout()
-        return real(writer, folder, *args)
+        return real(writer, finder, *args)
 
     monkeypatch.setattr(folders, "_copy_message", meanwhile)
     result = backup.run(live.data, tmp_path / "backups")
