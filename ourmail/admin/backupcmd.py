@@ -19,7 +19,12 @@ class BackupCommandError(Exception):
 
 def backup_cmd(settings: Settings, db: Any, args: argparse.Namespace) -> None:
     try:
-        result = backup.run(settings.data_dir, Path(args.dest), settings.vault.roots)
+        result = backup.run(
+            settings.data_dir,
+            Path(args.dest),
+            settings.vault.roots,
+            verify_vault=not args.no_vault_verify,
+        )
     except (backup.BackupError, OSError) as e:
         raise BackupCommandError(f"backup failed: {e}") from None
     print(result.summary())
@@ -48,6 +53,11 @@ def add_parser(topics: Any, common: argparse.ArgumentParser) -> None:
         "backup", parents=[common], help="a consistent snapshot of the data folder, while running"
     )
     p.add_argument("dest", help="the backup folder: each run adds DEST/<UTC time>/")
+    p.add_argument(
+        "--no-vault-verify",
+        action="store_true",
+        help="do not check the copied vault chain (it reads the whole copy)",
+    )
     p.set_defaults(func=backup_cmd)
     p = topics.add_parser("restore", parents=[common], help="a snapshot into a new data folder")
     p.add_argument("snapshot", help="a snapshot folder, DEST/<UTC time>")
