@@ -241,7 +241,10 @@ def test_interrupted_backup_is_never_a_base_and_never_restored(
 def test_restore_refuses_a_folder_that_is_not_empty(
     live: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    snapshot = backup.run(live.data, tmp_path / "backups").path
+    assert cli(live, "backup", str(tmp_path / "backups")) == 0
+    out = capsys.readouterr().out
+    assert re.match(r"snapshot \S+: \d+ files copied .* vault: chain verified", out), out
+    (snapshot,) = backup.snapshots(tmp_path / "backups")
     target = tmp_path / "busy"
     target.mkdir()
     (target / "something").write_text("mine")
