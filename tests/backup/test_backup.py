@@ -7,7 +7,10 @@ import email
 import imaplib
 import re
 import shutil
+import signal
 import smtplib
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -363,3 +366,35 @@ def test_a_folder_renamed_during_the_backup_is_not_missed(
         typ, data = m.select("Bin")
         assert typ == "OK" and int(data[0]) == 3
         m.logout()
+
+
+def test_a_backup_killed_mid_way_leaves_nothing_usable(tmp_path: Path) -> None:
+    """``kill -9`` of a running ``ourmail backup``: its folder has no manifest, so it is not
+    a snapshot; the next run removes it and makes a whole one."""
+    data = tmp_path / "data"
+    folder = data / "mail" / "00" / "example.test" / "u"
+    for sub in ("cur", "new", "tmp"):
+        (folder / sub).mkdir(parents=True)
+    for n in range(3000):
+        (folder / "new" / f"1800000000.M{n}P1.test,S=40").write_bytes(b"Subject: %d\r\n\r\n" % n)
+    (data / "accounts.json").write_text('{"users": {}}')
+    dest = tmp_path / "backups"
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "-m", "ourmail", "--data", str(data), "backup", str(dest)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not list(dest.glob("*.partial/data/mail")) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    proc.kill()
+    proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    (partial,) = dest.glob("*.partial")
+    assert backup.snapshots(dest) == []
+    with pytest.raises(restore.RestoreError, match=r"no manifest\.json"):
+        restore.restore(partial, tmp_path / "new")
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (
+        "3002 files copied" in done.stdout
+    )  # the messages, accounts.json, shards.toml and "linked from no earlier" in done.stdout
+    assert not list(dest.glob("*.partial")) and len(backup.snapshots(dest)) == 1
