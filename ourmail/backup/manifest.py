@@ -90,6 +90,8 @@ class Manifest:
                 raise ManifestError(
                     f"{path} is from a newer ourmail (manifest version {document['version']})"
                 )
+            for rel in (*document["dirs"], *document["files"]):
+                _check_path(str(rel), path)
             return cls(
                 created=str(document["created"]),
                 ourmail=str(document["ourmail"]),
@@ -105,3 +107,11 @@ class Manifest:
             )
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise ManifestError(f"{path} is damaged ({e!r})") from None
+
+
+def _check_path(rel: str, manifest: Path) -> None:
+    """A path inside the snapshot's ``data/``: no ``..``, not absolute (a damaged or forged
+    manifest must not make a restore write elsewhere)."""
+    parts = rel.split("/")
+    if rel.startswith("/") or ".." in parts or (rel and "" in parts):
+        raise ManifestError(f"{manifest} names the path {rel!r}, outside the snapshot")

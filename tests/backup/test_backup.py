@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import imaplib
+import json
 import re
 import shutil
 import signal
@@ -398,3 +399,15 @@ def test_a_backup_killed_mid_way_leaves_nothing_usable(tmp_path: Path) -> None:
         "3002 files copied" in done.stdout
     )  # the messages, accounts.json, shards.toml and "linked from no earlier" in done.stdout
     assert not list(dest.glob("*.partial")) and len(backup.snapshots(dest)) == 1
+
+
+def test_restore_refuses_a_manifest_naming_paths_outside(
+    live: RunningServer, tmp_path: Path
+) -> None:
+    snapshot = backup.run(live.data, tmp_path / "backups").path
+    manifest = json.loads((snapshot / "manifest.json").read_text())
+    manifest["files"]["../../escaped"] = manifest["files"].pop("accounts.json")
+    (snapshot / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(restore.RestoreError, match="outside the snapshot"):
+        restore.restore(snapshot, tmp_path / "new")
+    assert not (tmp_path / "new").exists() and not (tmp_path / "escaped").exists()
