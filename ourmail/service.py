@@ -37,6 +37,7 @@ from ourmail.auth.passwords import hash_password
 from ourmail.auth.realm import MailRealm
 from ourmail.auth.revocation import SessionRevoker
 from ourmail.auth.throttle import FailureThrottle
+from ourmail.backup import upgrade
 from ourmail.config import IMPLICIT_TLS, SERVICES, ConfigError, Settings, config_template
 from ourmail.configreload import ConfigReload
 from ourmail.directory.local import LocalDirectory
@@ -756,6 +757,7 @@ def build(
         reactor = default_reactor  # type: ignore[assignment]
     assert reactor is not None
     raise_open_file_limit()
+    upgrade.prepare(settings.data_dir, vault_roots=settings.vault.roots)
     first_start(settings)
     preflight.check_listeners(settings.listen, reactor)
     preflight.check(settings)

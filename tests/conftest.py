@@ -137,7 +137,8 @@ def running_server(
 
     server = blockingCallFromThread(reactor, start)
     running = RunningServer(server, settings.data_dir, domain)
-    running.add_user(running.user)
+    if not server.accounts.has_user(running.user):  # a restored data folder has it
+        running.add_user(running.user)
     try:
         yield running
     finally:

@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 
 from ourmail.admin import (
+    backupcmd,
     certcmd,
     disablecmd,
     dkimcmd,
@@ -34,6 +35,7 @@ from ourmail.admin import (
     vaultrulescmd,
 )
 from ourmail.auth.accounts import AccountDB, AccountError
+from ourmail.backup import upgrade
 from ourmail.config import (
     POP3_DELETE_POLICIES,
     ConfigError,
@@ -398,6 +400,7 @@ def _parser() -> argparse.ArgumentParser:
     groupcmd.add_parser(topics, common)
     listcmd.add_parser(topics, common)
     vaultcmd.add_parser(topics, common)
+    backupcmd.add_parser(topics, common)
     return parser
 
 
@@ -413,6 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(
             data=getattr(args, "data", None), config=getattr(args, "config", None)
         )
+        if args.topic not in backupcmd.ANY_FORMAT:
+            upgrade.check_cli(settings.data_dir)
         func = queue_cmd if args.topic == "queue" else args.func
         func(settings, AccountDB(settings.data_dir), args)
     except (
@@ -427,6 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dnscmd.DNSCommandError,
         vaultrulescmd.VaultRefused,
         vaultindexcmd.VaultSearchError,
+        backupcmd.BackupCommandError,
     ) as e:
         print(f"ourmail: {e}", file=sys.stderr)
         return 1
