@@ -23,7 +23,6 @@ from twisted.internet.interfaces import IListeningPort
 
 from ourmail.config import ConfigError, Settings
 from ourmail.preflight import parse_endpoint
-from ourmail.secure.acmerenewal import CertificateRenewal, port_warning
 from ourmail.secure.certfiles import ACMEFiles, read_info
 from ourmail.secure.certstatus import acme_status, in_use
 
@@ -72,6 +71,7 @@ def _renew_here(settings: Settings) -> bool:
     from twisted.internet.endpoints import serverFromString
 
     from ourmail.admin.cli import _run_on_reactor
+    from ourmail.secure.acmerenewal import CertificateRenewal
     from ourmail.web.acmechallenge import http_site
 
     endpoint = settings.listen.get("http")
@@ -141,6 +141,8 @@ def _ourmail_answers(endpoint: str) -> bool:
 def cert_renew(settings: Settings, args: argparse.Namespace) -> None:
     if not settings.acme.enabled:
         raise CertError("ACME is off: set [acme] enabled = true first (docs/certificates.md)")
+    from ourmail.secure.acmerenewal import port_warning  # ACME's client: only for renewals
+
     files = ACMEFiles.of(settings.data_dir)
     warning = port_warning(settings)
     if warning:

@@ -9,7 +9,6 @@ from typing import Any
 from ourmail.auth.accounts import AccountDB
 from ourmail.config import Settings
 from ourmail.interfaces import STAGES
-from ourmail.service import filter_checks
 
 
 def add_parser(topics: Any, common: argparse.ArgumentParser) -> None:
@@ -21,6 +20,8 @@ def add_parser(topics: Any, common: argparse.ArgumentParser) -> None:
 
 def list_chain(settings: Settings, db: AccountDB, args: argparse.Namespace) -> None:
     from twisted.internet import reactor
+
+    from ourmail.service import filter_checks  # the whole server: only for this command
 
     config = settings.filters
     if not config.chain:

@@ -6,15 +6,22 @@ thread go through :func:`verify_in_thread`.
 
 from __future__ import annotations
 
+import functools
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
 _hasher = PasswordHasher()
-# Verified when the account does not exist, so a missing user costs the same time as a wrong
-# password and logins cannot be used to list accounts.
-_DUMMY_HASH = _hasher.hash("ourmail-no-such-user")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified when the account does not exist, so a missing user costs the same time as a
+    wrong password and logins cannot be used to list accounts.  Made at first need, not at
+    import: every admin command would otherwise pay for one argon2 hash."""
+    return _hasher.hash("ourmail-no-such-user")
 
 
 def hash_password(password: str) -> str:
@@ -25,7 +32,7 @@ def hash_password(password: str) -> str:
 def verify(encoded: str | None, password: str) -> bool:
     """True if ``password`` matches ``encoded``; None (no such account) always fails."""
     try:
-        ok = _hasher.verify(encoded or _DUMMY_HASH, password)
+        ok = _hasher.verify(encoded or _dummy_hash(), password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
     return ok and encoded is not None
