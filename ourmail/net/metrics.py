@@ -301,6 +301,8 @@ class Metrics:
             ["destination"],
             registry=r,
         )
+        for destination in DESTINATIONS:  # at 0 from the start: a rule dividing by the
+            self._delivered.labels(destination)  # remote rate needs the series to exist
         self._deferred = Counter(
             "ourmail_messages_deferred",
             "Delivery attempts of the queue that failed for now (per recipient; retried).",

@@ -191,6 +191,14 @@ def test_each_metrics_has_its_own_registry() -> None:
     assert b'reason="other"' in one.exposition() and b"someone" not in one.exposition()
 
 
+def test_deliveries_of_each_destination_are_at_zero_from_the_start() -> None:
+    # OurmailDeliveriesDeferred divides by the remote rate: a series that appeared only at
+    # the first remote delivery left it silent while every remote delivery failed.
+    text = Metrics().exposition()
+    assert b'ourmail_messages_delivered_total{destination="remote"} 0.0' in text
+    assert b'ourmail_messages_delivered_total{destination="local"} 0.0' in text
+
+
 def test_the_workers_snapshots_are_added_to_the_main_process_figures(tmp_path: Path) -> None:
     main, worker = Metrics(), Metrics()
     for m in (main, worker):
