@@ -466,10 +466,30 @@ class Parts:
         )
 
 
+class HeldHangups:
+    """The SIGHUP handler while the server assembles itself (``hold`` it first thing in
+    twistd's ``makeService``): SIGHUP's default action would end the process, and systemd
+    does not restart a unit a SIGHUP ended.  :class:`ReloadOnHangup` replaces it once started
+    and then acts on the SIGHUPs it counted, once."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.count += 1
+
+    @classmethod
+    def hold(cls) -> None:
+        """Count SIGHUPs from now until :class:`ReloadOnHangup` starts (main thread only)."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGHUP, cls())
+
+
 class ReloadOnHangup(Service):
     """SIGHUP reloads the TLS certificate and key (after a renewal) and, through ``also``, the
     configuration (ourmail/configreload.py) without a restart; open sessions are not
-    touched.  Installed only when running in the main thread (twistd)."""
+    touched.  Installed only when running in the main thread (twistd); a SIGHUP that came
+    while the server was being assembled (:class:`HeldHangups`) is acted on at start."""
 
     def __init__(self, tls: ReloadableServerTLS, reactor: IReactorCore) -> None:
         self.tls, self.reactor = tls, reactor
@@ -481,6 +501,9 @@ class ReloadOnHangup(Service):
         super().startService()
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGHUP, self._hangup)
+            if isinstance(self._previous, HeldHangups) and self._previous.count:
+                self._previous.count = 0
+                self._hangup(signal.SIGHUP, None)
 
     def stopService(self) -> None:
         super().stopService()
