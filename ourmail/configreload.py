@@ -5,7 +5,9 @@ not parse changes nothing (the parser's reason is logged).
 
 The file is read in a thread; the changes are applied in the reactor thread by the
 ``apply`` callables the service gives (ourmail/livesettings.py), so open sessions are never
-touched from elsewhere.
+touched from elsewhere.  One read at a time: SIGHUPs that come during a read make one more
+read after it, so a slow read of an older version of the file is never applied after the
+newer one.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class ConfigReload:
         reread: Callable[[], Settings],
         apply: Sequence[Callable[[Settings], None]],
         announce: bool = True,
+        in_thread: Callable[[Callable[[], Settings]], Deferred[Settings]] = deferToThread,
     ) -> None:
         #: The settings in effect: the live ones as last reloaded, the others as started.
         self.settings = settings
@@ -97,11 +100,32 @@ class ConfigReload:
         #: Whether to log what changed and what was refused (an MX worker process applies
         #: quietly: its master says it once for all).
         self.announce = announce
+        self.in_thread = in_thread
+        #: Whether a read is under way, and who waits for the next one.
+        self._reading = False
+        self._waiting: list[Deferred[None]] = []
 
     def reload(self) -> Deferred[None]:
-        """Read the file (in a thread), then apply it; fires when done (never fails)."""
-        d: Deferred[Settings] = deferToThread(self.reread)
-        return d.addCallbacks(self._loaded, self._refused)
+        """Read the file (in a thread), then apply it; fires when done (never fails).  During
+        a read, wait for it and read once more."""
+        done: Deferred[None] = Deferred()
+        self._waiting.append(done)
+        if not self._reading:
+            self._read()
+        return done
+
+    def _read(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        self._reading = True
+        applied = self.in_thread(self.reread).addCallback(self._loaded)
+        applied.addErrback(self._refused).addCallback(self._done, waiting)
+
+    def _done(self, _: None, waiting: list[Deferred[None]]) -> None:
+        self._reading = False
+        for done in waiting:
+            done.callback(None)
+        if self._waiting:
+            self._read()
 
     def _refused(self, failure: Failure) -> None:
         if not self.announce:

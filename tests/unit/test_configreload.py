@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+from twisted.internet.defer import Deferred
+
 from ourmail.config import Settings, load_settings
-from ourmail.configreload import changes, live_part
+from ourmail.configreload import ConfigReload, changes, live_part
 
 
 def _settings(tmp_path: Path, text: str) -> Settings:
@@ -47,3 +50,51 @@ def test_top_level_settings_need_a_restart(tmp_path: Path) -> None:
     new = _settings(tmp_path, 'domains = ["other.test"]\n')
     found = {c.setting: c.live for c in changes(old, new)}
     assert found["domains"] is False
+
+
+def test_one_read_at_a_time_and_the_last_sighup_reads_last(tmp_path: Path) -> None:
+    # Two quick SIGHUPs: reads in parallel threads could end in any order, and an older
+    # version of the file applied last would undo the newer one.
+    started = _settings(tmp_path, "")
+    older = _settings(tmp_path, "[limits]\nmax_recipients = 5\n")
+    newer = _settings(tmp_path, "[limits]\nmax_recipients = 7\n")
+    reads: list[Deferred[Settings]] = []
+
+    def in_thread(read: Callable[[], Settings]) -> Deferred[Settings]:
+        reads.append(Deferred())
+        return reads[-1]
+
+    applied: list[int] = []
+    reload = ConfigReload(
+        started,
+        lambda: started,
+        [lambda s: applied.append(s.limits.max_recipients)],
+        in_thread=in_thread,
+    )
+    first, second, third = reload.reload(), reload.reload(), reload.reload()
+    assert len(reads) == 1  # the others wait for it
+    reads[0].callback(older)
+    assert first.called and not second.called and len(reads) == 2  # one more read
+    reads[1].callback(newer)
+    assert second.called and third.called and len(reads) == 2
+    assert applied == [5, 7] and reload.settings.limits.max_recipients == 7
+
+
+def test_an_error_while_applying_is_logged_and_the_next_reload_runs(tmp_path: Path) -> None:
+    started = _settings(tmp_path, "")
+    changed = _settings(tmp_path, "[limits]\nmax_recipients = 5\n")
+    reads: list[Deferred[Settings]] = []
+
+    def in_thread(read: Callable[[], Settings]) -> Deferred[Settings]:
+        reads.append(Deferred())
+        return reads[-1]
+
+    def broken(settings: Settings) -> None:
+        raise RuntimeError("apply failed")
+
+    reload = ConfigReload(started, lambda: started, [broken], in_thread=in_thread)
+    first = reload.reload()
+    reads[0].callback(changed)
+    assert first.called and first.result is None  # never fails
+    second = reload.reload()
+    assert len(reads) == 2 and not second.called
