@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import secrets
@@ -849,7 +850,9 @@ def build(
         live.web = parts.web.services
     parts.metrics.watch_queue(parts.queue.backlog, parts.queue.clock.seconds)
     parts.metrics.watch_certificate(parts.tls.not_after)
-    VolumeWatch(volumes(settings.data_dir), parts.metrics, reactor).setServiceParent(root)
+    volumes(settings.data_dir)  # a bad shards.toml stops the start (ConfigError)
+    find = functools.partial(volumes, settings.data_dir)  # again each round: shard moves
+    VolumeWatch(find, parts.metrics, reactor).setServiceParent(root)
     probes = probes_for(getattr(parts.checks, "checks", ()), reactor)
     if settings.ldap_url:
         probes.append(ldap_probe(settings.ldap_url, reactor))
