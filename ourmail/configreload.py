@@ -101,6 +101,10 @@ class ConfigReload:
         #: quietly: its master says it once for all).
         self.announce = announce
         self.in_thread = in_thread
+        #: Whether the server started with a file: then a file gone (moved away during an
+        #: edit, say) is refused, not read as an empty one (every setting back to its default).
+        path = settings.config_path
+        self.had_file = path is not None and path.exists()
         #: Whether a read is under way, and who waits for the next one.
         self._reading = False
         self._waiting: list[Deferred[None]] = []
@@ -117,8 +121,15 @@ class ConfigReload:
     def _read(self) -> None:
         waiting, self._waiting = self._waiting, []
         self._reading = True
-        applied = self.in_thread(self.reread).addCallback(self._loaded)
+        applied = self.in_thread(self._reread).addCallback(self._loaded)
         applied.addErrback(self._refused).addCallback(self._done, waiting)
+
+    def _reread(self) -> Settings:
+        """In the thread: the file again (ConfigError when it is gone)."""
+        path = self.settings.config_path
+        if self.had_file and path is not None and not path.exists():
+            raise ConfigError(f"cannot read {path}: it is gone")
+        return self.reread()
 
     def _done(self, _: None, waiting: list[Deferred[None]]) -> None:
         self._reading = False

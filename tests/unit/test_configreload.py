@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 
 from ourmail.config import Settings, load_settings
 from ourmail.configreload import ConfigReload, changes, live_part
@@ -98,3 +99,22 @@ def test_an_error_while_applying_is_logged_and_the_next_reload_runs(tmp_path: Pa
     assert first.called and first.result is None  # never fails
     second = reload.reload()
     assert len(reads) == 2 and not second.called
+
+
+def test_a_file_gone_at_a_reload_is_refused_not_read_as_empty(tmp_path: Path) -> None:
+    # An absent ourmail.toml is an empty one at start; at a reload it is an edit under way
+    # (moved away, about to come back), not an order to put every setting back to default.
+    started = _settings(
+        tmp_path, '[limits]\nmax_recipients = 5\n[metrics]\nnetworks = ["10.0.0.0/8"]\n'
+    )
+    applied: list[Settings] = []
+    reread = functools.partial(
+        load_settings, data=str(tmp_path), hostname="mail.example.test", is_root=False
+    )
+    reload = ConfigReload(started, reread, [applied.append], in_thread=maybeDeferred)
+    (tmp_path / "ourmail.toml").unlink()
+    reload.reload()
+    assert applied == [] and reload.settings == started
+    (tmp_path / "ourmail.toml").write_text("[limits]\nmax_recipients = 7\n")
+    reload.reload()
+    assert [s.limits.max_recipients for s in applied] == [7]
