@@ -874,6 +874,7 @@ def build(
         clear_snapshots(settings.data_dir / "metrics")
         parts.metrics.watch_workers(settings.data_dir / "metrics")
         workers.ended.append(parts.metrics.worker_ended)  # its last counts are carried over
+        workers.restarted.append(parts.metrics.worker_restarted)  # OurmailWorkerRestarting
     if reread is not None:
         hangup.also.append(ConfigReload(settings, reread, [live.apply]).reload)
     tls = parts.tls  # the vault's head is signed daily with the certificate served
