@@ -28,6 +28,17 @@ log = Logger()
 #: The settings applied while running (dotted: a table, or a table's key).  Everything else
 #: needs a restart: the listeners, the data folder, the domains, the filter chain...
 LIVE = ("limits", "log.recipients", "metrics.networks")
+#: Settings whose name in ``Settings`` is not their place in ourmail.toml (config.py): the
+#: name, or the first part of it, as the admin writes it.
+IN_THE_FILE = {
+    "data_dir": "data",
+    "tls_certificate": "[tls] certificate",
+    "tls_key": "[tls] key",
+    "ldap_url": "[ldap] url",
+    "mx_processes": "[smtp] mx_processes",
+    "auth_throttle": "[auth]",
+    "auth_cache": "[auth]",
+}
 
 
 @attrs.frozen
@@ -46,7 +57,11 @@ class Change:
 
     @property
     def setting(self) -> str:
-        """As the admin writes it in ourmail.toml: ``[limits] max_message_size``."""
+        """As the admin writes it in ourmail.toml: ``[limits] max_message_size``, ``[ldap]
+        url``, ``[auth]`` (its keys are named otherwise in the file)."""
+        first = self.name.partition(".")[0]
+        if first in IN_THE_FILE:
+            return IN_THE_FILE[first]
         table, _, key = self.name.rpartition(".")
         return f"[{table}] {key}" if table else key
 

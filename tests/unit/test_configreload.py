@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from ourmail.config import Settings, load_settings
 from ourmail.configreload import ConfigReload, changes, live_part
@@ -51,6 +52,20 @@ def test_top_level_settings_need_a_restart(tmp_path: Path) -> None:
     new = _settings(tmp_path, 'domains = ["other.test"]\n')
     found = {c.setting: c.live for c in changes(old, new)}
     assert found["domains"] is False
+
+
+def test_settings_are_named_as_in_the_file(tmp_path: Path) -> None:
+    old = _settings(tmp_path, "")
+    new = _settings(
+        tmp_path,
+        '[smtp]\nmx_processes = 7\n[ldap]\nurl = "ldap://ldap.example.org/dc=example"\n'
+        "[auth]\nfailure_delay = 2\n",
+    )
+    assert {c.setting for c in changes(old, new)} == {
+        "[smtp] mx_processes",
+        "[ldap] url",
+        "[auth]",
+    }
 
 
 def test_one_read_at_a_time_and_the_last_sighup_reads_last(tmp_path: Path) -> None:
@@ -118,3 +133,32 @@ def test_a_file_gone_at_a_reload_is_refused_not_read_as_empty(tmp_path: Path) ->
     (tmp_path / "ourmail.toml").write_text("[limits]\nmax_recipients = 7\n")
     reload.reload()
     assert [s.limits.max_recipients for s in applied] == [7]
+
+
+def test_no_secret_of_a_change_that_needs_a_restart_is_logged(tmp_path: Path) -> None:
+    # Only the live settings (limits, log recipients, metrics networks) are logged with
+    # their values; a changed relay password file or rspamd password is named, never shown.
+    started = _settings(tmp_path, "")
+    secret = (
+        '[queue.relay]\nhost = "smtp.example.net:587"\nusername = "mail"\n'
+        'password_file = "/etc/ourmail/SECRET-relay-password"\n'
+        '[filters.check.spam]\nbackend = "rspamd"\npassword = "SECRET-controller"\n'
+        '[ldap]\nurl = "ldap://ldap.example.org/dc=example?password_file=/SECRET-ldap"\n'
+    )
+    (tmp_path / "ourmail.toml").write_text(secret)
+    reread = functools.partial(
+        load_settings, data=str(tmp_path), hostname="mail.example.test", is_root=False
+    )
+    events: list[LogEvent] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        ConfigReload(started, reread, [], in_thread=maybeDeferred).reload()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    logged = [e for e in events if e.get("log_namespace") == "ourmail.configreload"]
+    assert {e["setting"] for e in logged} >= {
+        "[queue.relay] password_file",
+        "[filters] options",
+        "[ldap] url",
+    }
+    assert all("SECRET" not in formatEvent(e) and "SECRET" not in repr(e) for e in logged)
