@@ -69,7 +69,7 @@ class VolumeWatch(TimerService):
         """In the thread (one round at a time): find the volumes again, measure them."""
         try:
             self.volumes = tuple(self.find())
-        except ConfigError as e:
+        except (ConfigError, OSError) as e:  # an error here would stop the timer for good
             log.warn("volumes not found again, the last ones are measured: {e}", e=str(e))
         return measure_all(self.volumes)
 
