@@ -239,6 +239,9 @@ def test_a_network_that_is_not_one_stops_the_start(tmp_path: Path) -> None:
     config.write_text('[metrics]\nnetworks = ["::ffff:10.1.0.0/112"]\n')  # never matches
     with pytest.raises(ConfigError, match=r"metrics\.networks.*IPv4-mapped"):
         load_settings(data=str(tmp_path), config=str(config))
+    config.write_text("[metrics]\nnetworks = [10]\n")  # a number: ipaddress reads 0.0.0.10
+    with pytest.raises(ConfigError, match=r"metrics\.networks.*10 is not a network"):
+        load_settings(data=str(tmp_path), config=str(config))
     config.write_text('[metrics]\nnetworks = ["10.1.0.0/16", "fd00::/8"]\n')
     settings = load_settings(data=str(tmp_path), config=str(config))
     assert settings.metrics.networks == ("10.1.0.0/16", "fd00::/8")
