@@ -1282,6 +1282,8 @@ def _lists_settings(table: Mapping[str, Any]) -> ListsSettings:
 def _metrics_settings(table: Mapping[str, Any]) -> MetricsSettings:
     networks = table.get("networks", list(MetricsSettings().networks))
     for item in networks:
+        if not isinstance(item, str):  # ipaddress would take the number 10 for 0.0.0.10
+            raise ConfigError(f"'metrics.networks': {item!r} is not a network: write it in quotes")
         try:
             network = ipaddress.ip_network(item)
         except (TypeError, ValueError) as e:

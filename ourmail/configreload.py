@@ -5,7 +5,9 @@ not parse changes nothing (the parser's reason is logged).
 
 The file is read in a thread; the changes are applied in the reactor thread by the
 ``apply`` callables the service gives (ourmail/livesettings.py), so open sessions are never
-touched from elsewhere.
+touched from elsewhere.  One read at a time: SIGHUPs that come during a read make one more
+read after it, so a slow read of an older version of the file is never applied after the
+newer one.
 """
 
 from __future__ import annotations
@@ -26,6 +28,17 @@ log = Logger()
 #: The settings applied while running (dotted: a table, or a table's key).  Everything else
 #: needs a restart: the listeners, the data folder, the domains, the filter chain...
 LIVE = ("limits", "log.recipients", "metrics.networks")
+#: Settings whose name in ``Settings`` is not their place in ourmail.toml (config.py): the
+#: name, or the first part of it, as the admin writes it.
+IN_THE_FILE = {
+    "data_dir": "data",
+    "tls_certificate": "[tls] certificate",
+    "tls_key": "[tls] key",
+    "ldap_url": "[ldap] url",
+    "mx_processes": "[smtp] mx_processes",
+    "auth_throttle": "[auth]",
+    "auth_cache": "[auth]",
+}
 
 
 @attrs.frozen
@@ -44,7 +57,11 @@ class Change:
 
     @property
     def setting(self) -> str:
-        """As the admin writes it in ourmail.toml: ``[limits] max_message_size``."""
+        """As the admin writes it in ourmail.toml: ``[limits] max_message_size``, ``[ldap]
+        url``, ``[auth]`` (its keys are named otherwise in the file)."""
+        first = self.name.partition(".")[0]
+        if first in IN_THE_FILE:
+            return IN_THE_FILE[first]
         table, _, key = self.name.rpartition(".")
         return f"[{table}] {key}" if table else key
 
@@ -89,6 +106,7 @@ class ConfigReload:
         reread: Callable[[], Settings],
         apply: Sequence[Callable[[Settings], None]],
         announce: bool = True,
+        in_thread: Callable[[Callable[[], Settings]], Deferred[Settings]] = deferToThread,
     ) -> None:
         #: The settings in effect: the live ones as last reloaded, the others as started.
         self.settings = settings
@@ -97,11 +115,43 @@ class ConfigReload:
         #: Whether to log what changed and what was refused (an MX worker process applies
         #: quietly: its master says it once for all).
         self.announce = announce
+        self.in_thread = in_thread
+        #: Whether the server started with a file: then a file gone (moved away during an
+        #: edit, say) is refused, not read as an empty one (every setting back to its default).
+        path = settings.config_path
+        self.had_file = path is not None and path.exists()
+        #: Whether a read is under way, and who waits for the next one.
+        self._reading = False
+        self._waiting: list[Deferred[None]] = []
 
     def reload(self) -> Deferred[None]:
-        """Read the file (in a thread), then apply it; fires when done (never fails)."""
-        d: Deferred[Settings] = deferToThread(self.reread)
-        return d.addCallbacks(self._loaded, self._refused)
+        """Read the file (in a thread), then apply it; fires when done (never fails).  During
+        a read, wait for it and read once more."""
+        done: Deferred[None] = Deferred()
+        self._waiting.append(done)
+        if not self._reading:
+            self._read()
+        return done
+
+    def _read(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        self._reading = True
+        applied = self.in_thread(self._reread).addCallback(self._loaded)
+        applied.addErrback(self._refused).addCallback(self._done, waiting)
+
+    def _reread(self) -> Settings:
+        """In the thread: the file again (ConfigError when it is gone)."""
+        path = self.settings.config_path
+        if self.had_file and path is not None and not path.exists():
+            raise ConfigError(f"cannot read {path}: it is gone")
+        return self.reread()
+
+    def _done(self, _: None, waiting: list[Deferred[None]]) -> None:
+        self._reading = False
+        for done in waiting:
+            done.callback(None)
+        if self._waiting:
+            self._read()
 
     def _refused(self, failure: Failure) -> None:
         if not self.announce:

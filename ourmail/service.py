@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import secrets
@@ -466,10 +467,30 @@ class Parts:
         )
 
 
+class HeldHangups:
+    """The SIGHUP handler while the server assembles itself (``hold`` it first thing in
+    twistd's ``makeService``): SIGHUP's default action would end the process, and systemd
+    does not restart a unit a SIGHUP ended.  :class:`ReloadOnHangup` replaces it once started
+    and then acts on the SIGHUPs it counted, once."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.count += 1
+
+    @classmethod
+    def hold(cls) -> None:
+        """Count SIGHUPs from now until :class:`ReloadOnHangup` starts (main thread only)."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGHUP, cls())
+
+
 class ReloadOnHangup(Service):
     """SIGHUP reloads the TLS certificate and key (after a renewal) and, through ``also``, the
     configuration (ourmail/configreload.py) without a restart; open sessions are not
-    touched.  Installed only when running in the main thread (twistd)."""
+    touched.  Installed only when running in the main thread (twistd); a SIGHUP that came
+    while the server was being assembled (:class:`HeldHangups`) is acted on at start."""
 
     def __init__(self, tls: ReloadableServerTLS, reactor: IReactorCore) -> None:
         self.tls, self.reactor = tls, reactor
@@ -481,6 +502,9 @@ class ReloadOnHangup(Service):
         super().startService()
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGHUP, self._hangup)
+            if isinstance(self._previous, HeldHangups) and self._previous.count:
+                self._previous.count = 0
+                self._hangup(signal.SIGHUP, None)
 
     def stopService(self) -> None:
         super().stopService()
@@ -826,7 +850,9 @@ def build(
         live.web = parts.web.services
     parts.metrics.watch_queue(parts.queue.backlog, parts.queue.clock.seconds)
     parts.metrics.watch_certificate(parts.tls.not_after)
-    VolumeWatch(volumes(settings.data_dir), parts.metrics, reactor).setServiceParent(root)
+    volumes(settings.data_dir)  # a bad shards.toml stops the start (ConfigError)
+    find = functools.partial(volumes, settings.data_dir)  # again each round: shard moves
+    VolumeWatch(find, parts.metrics, reactor).setServiceParent(root)
     probes = probes_for(getattr(parts.checks, "checks", ()), reactor)
     if settings.ldap_url:
         probes.append(ldap_probe(settings.ldap_url, reactor))
@@ -848,6 +874,7 @@ def build(
         clear_snapshots(settings.data_dir / "metrics")
         parts.metrics.watch_workers(settings.data_dir / "metrics")
         workers.ended.append(parts.metrics.worker_ended)  # its last counts are carried over
+        workers.restarted.append(parts.metrics.worker_restarted)  # OurmailWorkerRestarting
     if reread is not None:
         hangup.also.append(ConfigReload(settings, reread, [live.apply]).reload)
     tls = parts.tls  # the vault's head is signed daily with the certificate served

@@ -9,6 +9,9 @@ Implementation notes (keep these true when changing this module):
   result (:class:`~ourmail.net.metrics.Metrics`).
 * A back-end that stops answering is logged once (``back-end clamd does not answer its
   probe``), and once more when it answers again: not every round.
+* The volumes are found again each round (``shards.toml`` is re-read in the thread), so a
+  root that ``ourmail shard move`` added is watched, and the ``shards`` labels follow the
+  move, without a restart; a ``shards.toml`` that does not parse keeps the last volumes.
 * Both run once at start-up, then every interval; a round that is still running when the
   next is due delays it (``TimerService`` waits for the Deferred), so a hung volume never
   piles up threads.  Stopping cancels a round of probes under way (at most
@@ -17,7 +20,7 @@ Implementation notes (keep these true when changing this module):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 
 from twisted.application.internet import TimerService
@@ -27,6 +30,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ourmail.config import ConfigError
 from ourmail.filters.probes import PROBE_INTERVAL, Probe, probe_all
 from ourmail.net.metrics import Metrics
 from ourmail.store.volumes import MEASURE_INTERVAL, Usage, Volume, measure_all
@@ -35,18 +39,21 @@ log = Logger()
 
 
 class VolumeWatch(TimerService):
-    """Measures ``volumes`` every ``interval`` seconds, in a thread, into ``metrics``."""
+    """Measures the volumes that ``find()`` names (``volumes`` of the data folder, blocking:
+    called in the thread) every ``interval`` seconds, in a thread, into ``metrics``."""
 
     def __init__(
         self,
-        volumes: Sequence[Volume],
+        find: Callable[[], Sequence[Volume]],
         metrics: Metrics,
         reactor: object,
         interval: float = MEASURE_INTERVAL,
     ) -> None:
         super().__init__(interval, self.measure)  # type: ignore[no-untyped-call]
         self.clock = cast(IReactorTime, reactor)
-        self.volumes = tuple(volumes)
+        self.find = find
+        #: The volumes last found (kept when ``shards.toml`` is being edited badly).
+        self.volumes: tuple[Volume, ...] = ()
         self.metrics = metrics
         self._reactor = reactor
 
@@ -54,9 +61,17 @@ class VolumeWatch(TimerService):
         """One measure of every volume (fires once the figures are kept)."""
         pool = cast(IReactorThreads, self._reactor).getThreadPool()
         d: Deferred[list[Usage]] = deferToThreadPool(
-            cast(IReactorFromThreads, self._reactor), pool, measure_all, self.volumes
+            cast(IReactorFromThreads, self._reactor), pool, self._measure
         )
         return d.addCallback(self._keep)
+
+    def _measure(self) -> list[Usage]:
+        """In the thread (one round at a time): find the volumes again, measure them."""
+        try:
+            self.volumes = tuple(self.find())
+        except (ConfigError, OSError) as e:  # an error here would stop the timer for good
+            log.warn("volumes not found again, the last ones are measured: {e}", e=str(e))
+        return measure_all(self.volumes)
 
     def _keep(self, usages: list[Usage]) -> None:
         self.metrics.measured_volumes(

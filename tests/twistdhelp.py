@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,14 @@ class Twistd:
     """A ``twistd -n ourmail`` child process and what it logged."""
 
     def __init__(
-        self, data: Path, extra: tuple[str, ...] = (), prefix: tuple[str, ...] = ()
+        self,
+        data: Path,
+        extra: tuple[str, ...] = (),
+        prefix: tuple[str, ...] = (),
+        starting: Callable[[subprocess.Popen[bytes]], None] | None = None,
     ) -> None:
-        """``prefix``: a command that runs twistd (e.g. ``setpriv ...`` to change its user)."""
+        """``prefix``: a command that runs twistd (e.g. ``setpriv ...`` to change its user);
+        ``starting``: called with the process as soon as it is spawned, before it is ready."""
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         from conftest import dns_zone
 
@@ -50,9 +56,14 @@ class Twistd:
         self.ports: dict[str, int] = {}
         self._ready = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
-        if not self._ready.wait(60):
+        if starting is not None:
+            starting(self.proc)
+        if not self._ready.wait(60) or len(self.ports) < len(SERVICES):  # or it ended
             self.stop()
-            raise AssertionError("twistd did not start:\n" + "\n".join(self.log))
+            raise AssertionError(
+                f"twistd did not start (exit status {self.proc.returncode}):\n"
+                + "\n".join(self.log)
+            )
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -64,6 +75,7 @@ class Twistd:
                 self.ports[m.group(1)] = int(m.group(2))
                 if len(self.ports) == len(SERVICES):
                     self._ready.set()
+        self._ready.set()  # the process ended
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -58,7 +58,7 @@ SNAPSHOT_INTERVAL = 5.0
 #: How a snapshot's first line begins; the rest names the run of the worker that wrote it.
 SNAPSHOT_MARK = "# ourmail-snapshot "
 #: What a worker's snapshot leaves out: what the main process counts for every process.
-NOT_IN_SNAPSHOTS = ("ourmail_process_", "ourmail_connections")
+NOT_IN_SNAPSHOTS = ("ourmail_process_", "ourmail_connections", "ourmail_mx_worker_")
 #: The text exposition format 0.0.4, which every Prometheus reads (newer prometheus_client
 #: versions announce 1.0.0, which differs only for names outside [a-zA-Z0-9_:]; ours are not).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -301,6 +301,8 @@ class Metrics:
             ["destination"],
             registry=r,
         )
+        for destination in DESTINATIONS:  # at 0 from the start: a rule dividing by the
+            self._delivered.labels(destination)  # remote rate needs the series to exist
         self._deferred = Counter(
             "ourmail_messages_deferred",
             "Delivery attempts of the queue that failed for now (per recipient; retried).",
@@ -325,6 +327,11 @@ class Metrics:
             "ourmail_login_failures",
             "Failed logins (wrong password, unknown user, locked out), by service.",
             ["service"],
+            registry=r,
+        )
+        self._worker_restarts = Counter(
+            "ourmail_mx_worker_restarts",
+            "MX worker processes that ended on their own and were started again.",
             registry=r,
         )
         self._verdicts = Counter(
@@ -406,6 +413,10 @@ class Metrics:
         """Add the snapshots that MX workers leave in ``folder`` (``*.prom``) to the
         counters and histograms of :meth:`exposition`."""
         self._workers = _WorkerFigures(folder)
+
+    def worker_restarted(self) -> None:
+        """An MX worker process ended on its own (a crash) and is started again."""
+        self._worker_restarts.inc()
 
     def worker_ended(self) -> None:
         """An MX worker ended: read its last snapshot now, so that what it counted since the

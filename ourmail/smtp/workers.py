@@ -132,6 +132,8 @@ class MXWorkers(Service):
         self._refused: set[int] = set()
         #: What to call when a worker ends (before it is started again).
         self.ended: list[Callable[[], None]] = []
+        #: What to call when a worker that ended on its own is started again.
+        self.restarted: list[Callable[[], None]] = []
 
     def startService(self) -> None:
         super().startService()
@@ -202,6 +204,8 @@ class MXWorkers(Service):
                 n=number,
                 why=reason.getErrorMessage(),
             )
+            for call in self.restarted:
+                call()
             self.reactor.callLater(1.0, self._spawn, number)  # type: ignore[attr-defined]
 
     def stopService(self) -> Deferred[object]:

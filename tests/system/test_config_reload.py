@@ -10,6 +10,7 @@ import re
 import signal
 import smtplib
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -133,5 +134,31 @@ def test_sighup_reloads_configuration_and_certificate(tmp_path: Path) -> None:
         _hangup_until(server, r"\[metrics\] networks is now")
         assert _health_status(http_port) == 200
         session.logout()
+    finally:
+        server.stop()
+
+
+def test_a_sighup_while_the_server_starts_neither_stops_it_nor_is_lost(tmp_path: Path) -> None:
+    # systemctl reload (a certificate hook, logrotate) while the server assembles itself:
+    # SIGHUP's default action would end it, and systemd does not restart a unit that a
+    # SIGHUP ended (Restart=on-failure counts it as clean).
+    data = tmp_path / "data"
+
+    def hangup_while_building(proc: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + 30
+        while not data.exists():  # made by the first start, inside the plugin's makeService
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGHUP)
+
+    server = Twistd(data, starting=hangup_while_building)
+    try:
+        deadline = time.monotonic() + 15  # the held SIGHUP is acted on once started
+        while not any("configuration reloaded: nothing changed" in x for x in server.log):
+            assert time.monotonic() < deadline, server.log[-20:]
+            time.sleep(0.1)
+        assert server.proc.poll() is None
+        with imaplib.IMAP4("127.0.0.1", server.ports["imap"]) as imap:
+            assert imap.noop()[0] == "OK"
     finally:
         server.stop()

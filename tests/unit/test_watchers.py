@@ -3,6 +3,7 @@ asynchronously, each kept in Metrics; stopping never waits for a back-end that i
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from metricshelp import Samples
@@ -14,7 +15,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from ourmail.filters.probes import Probe
 from ourmail.net.metrics import Metrics
-from ourmail.store.volumes import Volume
+from ourmail.store.volumes import Volume, volumes
 from ourmail.watchers import BackendWatch, VolumeWatch
 
 
@@ -28,10 +29,37 @@ def samples(metrics: Metrics) -> Samples:
 
 def test_volumes_are_measured_at_start(tmp_path: Path) -> None:
     metrics = Metrics()
-    watch = VolumeWatch([Volume(tmp_path, "00-ff")], metrics, reactor)
+    watch = VolumeWatch(lambda: [Volume(tmp_path, "00-ff")], metrics, reactor)
     on_reactor(watch.measure)
     labels = (("root", str(tmp_path)), ("shards", "00-ff"))
     assert samples(metrics)[("ourmail_volume_size_bytes", labels)] > 0
+
+
+def test_a_root_added_by_a_shard_move_is_measured_without_a_restart(tmp_path: Path) -> None:
+    # The runbook's answer to a full disk is ourmail shard move to another volume: that
+    # volume must be watched from the next round, and the old root's shards label follow.
+    data, new_root = tmp_path / "data", tmp_path / "mail-c"
+    (data / "mail").mkdir(parents=True)
+    new_root.mkdir()
+    metrics = Metrics()
+    watch = VolumeWatch(functools.partial(volumes, data), metrics, reactor)
+    on_reactor(watch.measure)
+    assert (("root", str(data / "mail")), ("shards", "00-ff")) in roots(metrics)
+    (data / "shards.toml").write_text(
+        f'[[shard]]\nrange = "00-7f"\nroot = "mail"\n'
+        f'[[shard]]\nrange = "80-ff"\nroot = "{new_root}"\n'
+    )
+    on_reactor(watch.measure)
+    found = roots(metrics)
+    assert (("root", str(data / "mail")), ("shards", "00-7f")) in found
+    assert (("root", str(new_root)), ("shards", "80-ff")) in found
+    (data / "shards.toml").write_text("[[shard]]\nrange = \n")  # an edit under way
+    on_reactor(watch.measure)
+    assert roots(metrics) == found  # the last volumes found
+
+
+def roots(metrics: Metrics) -> set[tuple[tuple[str, str], ...]]:
+    return {labels for name, labels in samples(metrics) if name == "ourmail_volume_size_bytes"}
 
 
 def test_stopping_cancels_a_round_that_waits_for_a_silent_backend() -> None:

@@ -191,6 +191,14 @@ def test_each_metrics_has_its_own_registry() -> None:
     assert b'reason="other"' in one.exposition() and b"someone" not in one.exposition()
 
 
+def test_deliveries_of_each_destination_are_at_zero_from_the_start() -> None:
+    # OurmailDeliveriesDeferred divides by the remote rate: a series that appeared only at
+    # the first remote delivery left it silent while every remote delivery failed.
+    text = Metrics().exposition()
+    assert b'ourmail_messages_delivered_total{destination="remote"} 0.0' in text
+    assert b'ourmail_messages_delivered_total{destination="local"} 0.0' in text
+
+
 def test_the_workers_snapshots_are_added_to_the_main_process_figures(tmp_path: Path) -> None:
     main, worker = Metrics(), Metrics()
     for m in (main, worker):
@@ -230,6 +238,9 @@ def test_a_network_that_is_not_one_stops_the_start(tmp_path: Path) -> None:
         load_settings(data=str(tmp_path), config=str(config))
     config.write_text('[metrics]\nnetworks = ["::ffff:10.1.0.0/112"]\n')  # never matches
     with pytest.raises(ConfigError, match=r"metrics\.networks.*IPv4-mapped"):
+        load_settings(data=str(tmp_path), config=str(config))
+    config.write_text("[metrics]\nnetworks = [10]\n")  # a number: ipaddress reads 0.0.0.10
+    with pytest.raises(ConfigError, match=r"metrics\.networks.*10 is not a network"):
         load_settings(data=str(tmp_path), config=str(config))
     config.write_text('[metrics]\nnetworks = ["10.1.0.0/16", "fd00::/8"]\n')
     settings = load_settings(data=str(tmp_path), config=str(config))

@@ -65,8 +65,9 @@ class OurmailServiceMaker:
 
     def makeService(self, options: Options) -> Any:
         from ourmail.config import ConfigError, load_settings
-        from ourmail.service import build
+        from ourmail.service import HeldHangups, build
 
+        HeldHangups.hold()  # a SIGHUP before the server runs must not end it
         try:
             reread = functools.partial(
                 load_settings,
