@@ -51,7 +51,10 @@ class ShardMap:
         except (OSError, ValueError) as e:
             raise ConfigError(f"{path}: {e}") from e
         seen = [False] * 256
-        for entry in table.get("shard", []):
+        entries = table.get("shard", [])
+        if not isinstance(entries, list):
+            raise ConfigError(f"{path}: 'shard' must be a list of [[shard]] tables")
+        for entry in entries:
             try:
                 first, _, last = entry["range"].partition("-")
                 lo, hi = int(first, 16), int(last or first, 16)
