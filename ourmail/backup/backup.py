@@ -16,7 +16,8 @@ it, as after a crash, but never run ahead of it):
    before the messages they describe, so every message copied later has its record); sealed
    segments never change and are linked from the base; the copied chain is verified with
    the vault's own verifier;
-3. each Maildir folder under its lock (folders.py), on every shard root, all into ``mail/``;
+3. each mailbox's Maildir folders under their locks, all at one moment (folders.py), on every
+   shard root, all into ``mail/``;
 4. the outbound queue under its lock: the envelopes then, and the messages they name (a
    message sent and removed meanwhile is left out with its envelope).
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import resource
 import shutil
 import sqlite3
 import stat
@@ -132,10 +134,20 @@ def run(
     if dest != data_dir / UPGRADE_BACKUPS and (dest == data_dir or data_dir in dest.parents):
         raise BackupError(f"{dest} is inside the data folder {data_dir}: choose another place")
     dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _lift_open_file_limit()
     with _dest_lock(dest):
         for stale in dest.glob(f"*{PARTIAL}"):
             shutil.rmtree(stale)  # an interrupted run: never a base, never restored
         return _run(data_dir, dest, tuple(vault_roots), version or dataformat.CURRENT, verify_vault)
+
+
+def _lift_open_file_limit() -> None:
+    """A mailbox's folders are taken at one moment with three descriptors open for each:
+    lift the soft limit (often 1024) to the hard one, as the server does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _run(
@@ -263,20 +275,25 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return (st.st_ino, st.st_mtime_ns)
 
 
-def _copy_tree(writer: SnapshotWriter, path: Path, rel: str) -> None:
-    """A tree of users' Maildirs: folders by folders.py, anything else as a file.  A folder
-    renamed while its siblings are copied turns up under its new name when the listing is
-    read again, so it is never missed (at worst it is in the snapshot under both names)."""
+def _copy_tree(writer: SnapshotWriter, path: Path, rel: str, taken: bool = False) -> None:
+    """A tree of users' Maildirs: folders by folders.py (a mailbox's folders all at one
+    moment), anything else as a file.  A folder renamed while its siblings are copied turns
+    up under its new name when the listing is read again, so it is never missed (at worst it
+    is in the snapshot under both names).  ``taken``: the folder at ``path`` is copied."""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         return
-    if folders.is_folder(path):
-        if not folders.copy_folder(writer, path, rel):
+    is_folder = folders.is_folder(path)
+    copied: set[Path] = set()
+    if is_folder and not taken:
+        group = [(path, rel), *_subfolders(path, rel)]
+        copied = folders.copy_folders(writer, group)
+        if path not in copied:
             return
-    else:
+    elif not is_folder:
         writer.mkdir(rel, mode)
-    done: set[str] = set(folders.HANDLED) if folders.is_folder(path) else set()
+    done: set[str] = set(folders.HANDLED) if is_folder else set()
     while True:
         try:
             entries = sorted(os.scandir(path), key=lambda e: e.name)
@@ -288,9 +305,26 @@ def _copy_tree(writer: SnapshotWriter, path: Path, rel: str) -> None:
         for entry in todo:
             done.add(entry.name)
             if entry.is_dir(follow_symlinks=False):
-                _copy_tree(writer, Path(entry.path), f"{rel}/{entry.name}")
+                child = Path(entry.path)
+                _copy_tree(writer, child, f"{rel}/{entry.name}", taken=child in copied)
             elif entry.is_file(follow_symlinks=False):
                 writer.put_path(f"{rel}/{entry.name}", Path(entry.path))
+
+
+def _subfolders(path: Path, rel: str) -> list[tuple[Path, str]]:
+    """The Maildir++ folders of the mailbox at ``path`` (its sub-folders ``.Name``)."""
+    try:
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except FileNotFoundError:
+        return []
+    return [
+        (Path(e.path), f"{rel}/{e.name}")
+        for e in entries
+        if e.name not in folders.HANDLED
+        and not _skipped(e.name)
+        and e.is_dir(follow_symlinks=False)
+        and folders.is_folder(Path(e.path))
+    ]
 
 
 def _skipped(name: str) -> bool:

@@ -346,18 +346,19 @@ def test_a_folder_renamed_during_the_backup_is_not_missed(
     m.uid("COPY", "1:3", "Trash")
     m.logout()
     inbox = ShardMap(live.data).user_dir(live.user)
-    real = folders.copy_folder
+    real = folders._take
     done: list[bool] = []
 
-    def meanwhile(writer: Any, folder: Path, rel: str) -> bool:
-        if folder == inbox / ".Drafts" and not done:  # listed already, .Trash not yet copied
-            done.append(True)
+    def meanwhile(group: list[tuple[Path, str]]) -> Any:
+        moments = real(group)
+        if (inbox / ".Trash", group[0][1] + "/.Trash") in group and not done:
+            done.append(True)  # .Trash taken, its messages not yet copied
             m = _imap(live, live.user)
             m.rename("Trash", "Bin")
             m.logout()
-        return real(writer, folder, rel)
+        return moments
 
-    monkeypatch.setattr(folders, "copy_folder", meanwhile)
+    monkeypatch.setattr(folders, "_take", meanwhile)
     result = backup.run(live.data, tmp_path / "backups")
     monkeypatch.undo()
     assert done
@@ -411,3 +412,40 @@ def test_restore_refuses_a_manifest_naming_paths_outside(
     with pytest.raises(restore.RestoreError, match="outside the snapshot"):
         restore.restore(snapshot, tmp_path / "new")
     assert not (tmp_path / "new").exists() and not (tmp_path / "escaped").exists()
+
+
+def test_a_message_moved_between_folders_during_the_backup_is_not_lost(
+    live: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IMAP MOVE from Trash back to the INBOX after the INBOX's moment, before Trash's: the
+    mailbox's folders are taken at one moment, so the messages are in one of them (or, as
+    mid-move, in both, each with its folder's UIDs), never in neither."""
+    m = _imap(live, live.user)
+    m.select("INBOX")
+    m.uid("COPY", "1:3", "Trash")
+    inbox_before = int(m.select("INBOX")[1][0])
+    m.logout()
+    inbox = ShardMap(live.data).user_dir(live.user)
+    real = folders._copy_message
+    done: list[bool] = []
+
+    def meanwhile(writer: Any, finder: Any, *args: Any) -> bool:
+        if finder.folder == inbox and not done:
+            done.append(True)
+            m = _imap(live, live.user)
+            m.select("Trash")
+            assert m.uid("MOVE", "1:*", "INBOX")[0] == "OK"
+            m.logout()
+        return real(writer, finder, *args)
+
+    monkeypatch.setattr(folders, "_copy_message", meanwhile)
+    result = backup.run(live.data, tmp_path / "backups")
+    monkeypatch.undo()
+    assert done
+    restore.restore(result.path, tmp_path / "restored" / "data")
+    with running_server(tmp_path / "restored") as again:
+        m = _imap(again, again.user)
+        in_inbox = int(m.select("INBOX")[1][0])
+        in_trash = int(m.select("Trash")[1][0])
+        m.logout()
+    assert (in_inbox, in_trash) in {(inbox_before, 3), (inbox_before + 3, 0)}
