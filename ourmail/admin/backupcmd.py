@@ -73,5 +73,5 @@ def add_parser(topics: Any, common: argparse.ArgumentParser) -> None:
     p = topics.add_parser(
         "upgrade", parents=[common], help="upgrade the stopped data folder's format (backup first)"
     )
-    p.add_argument("--backup", help="the backup folder (default: <data>-backups beside it)")
+    p.add_argument("--backup", help="the backup folder (default: <data>/pre-upgrade)")
     p.set_defaults(func=upgrade_cmd)
