@@ -130,7 +130,7 @@ def run(
     version = dataformat.read(data_dir)
     if version is not None and version > known:
         raise BackupError(dataformat.too_new(data_dir, version, known))
-    data_dir, dest = data_dir.absolute(), dest.absolute()
+    data_dir, dest = data_dir.resolve(), dest.resolve()  # symbolic links followed
     if dest != data_dir / UPGRADE_BACKUPS and (dest == data_dir or data_dir in dest.parents):
         raise BackupError(f"{dest} is inside the data folder {data_dir}: choose another place")
     dest.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -22,8 +22,9 @@ import pytest
 from conftest import RunningServer, cli, client_tls, running_server
 
 from ourmail.admin.cli import main as admin_main
-from ourmail.backup import backup, folders, restore
+from ourmail.backup import backup, folders, restore, upgrade
 from ourmail.backup.manifest import DATA, Manifest
+from ourmail.config import ConfigError
 from ourmail.store.shards import ShardMap
 from ourmail.vault.segments import SegmentLog
 from ourmail.vault.verify import verify
@@ -449,3 +450,26 @@ def test_a_message_moved_between_folders_during_the_backup_is_not_lost(
         in_trash = int(m.select("Trash")[1][0])
         m.logout()
     assert (in_inbox, in_trash) in {(inbox_before, 3), (inbox_before + 3, 0)}
+
+
+def test_a_dest_reached_through_a_symbolic_link_into_the_data_folder_is_refused(
+    live: RunningServer, tmp_path: Path
+) -> None:
+    (tmp_path / "link").symlink_to(live.data)
+    with pytest.raises(backup.BackupError, match="is inside the data folder"):
+        backup.run(live.data, tmp_path / "link" / "backups")
+    assert not (live.data / "backups").exists()
+
+
+def test_a_snapshot_is_never_used_as_a_data_folder(
+    live: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its files are hard links shared with the other snapshots: a server or a command
+    writing there would change them all (and the manifests' sha256 would no longer match)."""
+    result = backup.run(live.data, tmp_path / "backups")
+    before = (result.path / DATA / "accounts.json").read_bytes()
+    assert admin_main(["--data", str(result.path / DATA), "user", "list"]) == 1
+    assert "is a backup snapshot's copy" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="is a backup snapshot's copy"):
+        upgrade.prepare(result.path / DATA)
+    assert (result.path / DATA / "accounts.json").read_bytes() == before
