@@ -205,6 +205,8 @@ def _again(
                 dropped.add(folder)
                 for inside in [f for f in writer.files if f.startswith(f"{rel}/")]:
                     writer.drop(inside)
+                for inside in [d for d in writer.dirs if d == rel or d.startswith(f"{rel}/")]:
+                    del writer.dirs[inside]
                 continue
             try:
                 missing = gone[folder]

@@ -473,3 +473,38 @@ def test_a_snapshot_is_never_used_as_a_data_folder(
     with pytest.raises(ConfigError, match="is a backup snapshot's copy"):
         upgrade.prepare(result.path / DATA)
     assert (result.path / DATA / "accounts.json").read_bytes() == before
+
+
+def test_a_folder_deleted_after_its_moment_is_left_out(
+    live: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = _imap(live, live.user)
+    m.create("Old")
+    m.select("INBOX")
+    m.uid("COPY", "1:3", "Old")
+    m.logout()
+    inbox = ShardMap(live.data).user_dir(live.user)
+    real = folders._take
+    done: list[bool] = []
+
+    def meanwhile(group: list[tuple[Path, str]]) -> Any:
+        moments = real(group)
+        if any(folder == inbox / ".Old" for folder, _ in group) and not done:
+            done.append(True)  # .Old taken, its messages not yet copied
+            m = _imap(live, live.user)
+            assert m.delete("Old")[0] == "OK"
+            m.logout()
+        return moments
+
+    monkeypatch.setattr(folders, "_take", meanwhile)
+    result = backup.run(live.data, tmp_path / "backups")
+    monkeypatch.undo()
+    assert done
+    manifest = Manifest.read(result.path)
+    assert not [p for p in (*manifest.files, *manifest.dirs) if "/.Old" in p]
+    restore.restore(result.path, tmp_path / "restored" / "data")
+    with running_server(tmp_path / "restored") as again:
+        m = _imap(again, again.user)
+        assert m.select("Old")[0] == "NO"
+        assert m.select("INBOX")[0] == "OK"
+        m.logout()
