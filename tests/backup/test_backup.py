@@ -4,8 +4,10 @@ IMAP, then ``ourmail restore`` into a fresh data folder and a server started on 
 from __future__ import annotations
 
 import email
+import errno
 import imaplib
 import json
+import os
 import re
 import shutil
 import signal
@@ -508,3 +510,17 @@ def test_a_folder_deleted_after_its_moment_is_left_out(
         assert m.select("Old")[0] == "NO"
         assert m.select("INBOX")[0] == "OK"
         m.logout()
+
+
+def test_a_dest_without_hard_links_gets_whole_copies(
+    live: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some file systems (FUSE, SMB, exFAT) refuse link(2) with EOPNOTSUPP: copy instead."""
+    first = backup.run(live.data, tmp_path / "backups")
+
+    def no_links(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    second = backup.run(live.data, tmp_path / "backups")
+    assert second.counts.linked == 0 and second.counts.copied == first.counts.copied
