@@ -22,8 +22,8 @@ it, as after a crash, but never run ahead of it):
    message sent and removed meanwhile is left out with its envelope).
 
 Left out: lock files, sockets, SQLite's side files, temporary files, ``spool/`` (messages not
-yet acknowledged), ``metrics/``, ``listening.json`` (the running server's ports) and
-``pre-upgrade/`` (upgrade.py's own backups).
+yet acknowledged), ``metrics/``, ``listening.json`` (the running server's ports),
+``pre-upgrade/`` (upgrade.py's own backups) and ``lost+found/``.
 """
 
 from __future__ import annotations
@@ -53,8 +53,11 @@ from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 
 PARTIAL = ".partial"
 SQLITE_MAGIC = b"SQLite format 3\x00"
-#: Top-level entries never copied: not data, or not yet acknowledged.
-SKIP_TOP = frozenset(("spool", "metrics", "lmtp.sock", "listening.json", "pre-upgrade"))
+#: Top-level entries never copied: not data, or not yet acknowledged (``lost+found``: a data
+#: folder at the root of its own file system; root's, unreadable by the server's user).
+SKIP_TOP = frozenset(
+    ("spool", "metrics", "lmtp.sock", "listening.json", "pre-upgrade", "lost+found")
+)
 #: The snapshots an upgrade makes first (upgrade.py): the one place inside the data folder a
 #: backup may go, so it works where only the data folder is writable (systemd, containers).
 UPGRADE_BACKUPS = "pre-upgrade"

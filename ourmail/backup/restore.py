@@ -82,7 +82,7 @@ def restore(snapshot: Path, target: Path, shard_roots: Sequence[ShardRoot] = ())
         raise RestoreError(
             f"an earlier restore into {target} was interrupted: empty it and restore again"
         )
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+    if target.exists() and (not target.is_dir() or not _empty(target)):
         raise RestoreError(f"{target} is not empty: restore only into a new or empty folder")
     for mapping in shard_roots:
         if not mapping.root.is_dir():
@@ -127,6 +127,14 @@ def restore(snapshot: Path, target: Path, shard_roots: Sequence[ShardRoot] = ())
     marker.unlink()
     fsync_dir(target)
     return Restored(len(manifest.files), total)
+
+
+def _empty(folder: Path) -> bool:
+    """Nothing in ``folder`` but, at the root of a new file system, its empty ``lost+found``."""
+    for entry in folder.iterdir():
+        if entry.name != "lost+found" or not entry.is_dir() or any(entry.iterdir()):
+            return False
+    return True
 
 
 def _copy(source: Path, target: Path, size: int, sha256: str, mode: int) -> None:

@@ -524,3 +524,16 @@ def test_a_dest_without_hard_links_gets_whole_copies(
     monkeypatch.setattr(os, "link", no_links)
     second = backup.run(live.data, tmp_path / "backups")
     assert second.counts.linked == 0 and second.counts.copied == first.counts.copied
+
+
+def test_a_data_folder_on_its_own_file_system(live: RunningServer, tmp_path: Path) -> None:
+    """Its lost+found (root's, mode 0700) is not data: left out of the snapshot, and a new
+    volume holding only an empty one is a fine place to restore to."""
+    (live.data / "lost+found").mkdir(mode=0o700)
+    (live.data / "lost+found" / "#1234").write_text("fsck's")
+    result = backup.run(live.data, tmp_path / "backups")
+    assert not (result.path / DATA / "lost+found").exists()
+    target = tmp_path / "volume"
+    (target / "lost+found").mkdir(parents=True)
+    restore.restore(result.path, target)
+    assert (target / "accounts.json").exists()
