@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from ourmail.store.shards import DEFAULT_ROOT
 from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 
 CHUNK = 1024 * 1024
+#: A shard's folder in ``mail/``: two hex digits.
+SHARD = re.compile(r"[0-9a-f]{2}")
 #: In the data folder while a restore writes it: the server and the commands refuse it.
 INCOMPLETE = dataformat.RESTORE_INCOMPLETE
 #: Files that hold secrets: never readable by others, whatever the snapshot says.
@@ -76,6 +79,10 @@ def restore(snapshot: Path, target: Path, shard_roots: Sequence[ShardRoot] = ())
         manifest = Manifest.read(snapshot)
     except ManifestError as e:
         raise RestoreError(str(e)) from None
+    for rel in (*manifest.dirs, *manifest.files):
+        parts = rel.split("/")
+        if parts[0] == DEFAULT_ROOT and len(parts) > 1 and not SHARD.fullmatch(parts[1]):
+            raise RestoreError(f"the manifest of {snapshot} names {rel!r}, in no shard (damaged?)")
     if manifest.data_format > dataformat.CURRENT:
         raise RestoreError(dataformat.too_new(snapshot, manifest.data_format))
     if (target / INCOMPLETE).exists():

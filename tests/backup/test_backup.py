@@ -415,6 +415,11 @@ def test_restore_refuses_a_manifest_naming_paths_outside(
     with pytest.raises(restore.RestoreError, match="outside the snapshot"):
         restore.restore(snapshot, tmp_path / "new")
     assert not (tmp_path / "new").exists() and not (tmp_path / "escaped").exists()
+    manifest["files"]["mail/zz/x"] = manifest["files"].pop("../../escaped")
+    (snapshot / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(restore.RestoreError, match="'mail/zz/x', in no shard"):
+        restore.restore(snapshot, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_message_moved_between_folders_during_the_backup_is_not_lost(
