@@ -183,3 +183,25 @@ def test_a_data_folder_that_cannot_be_made_is_one_line() -> None:
     """Not an OSError traceback from twistd (even as root, nothing can be made in /proc)."""
     with pytest.raises(FormatError, match=r"cannot create the data folder /proc/ourmail/data: "):
         upgrade.prepare(Path("/proc/ourmail/data"))
+
+
+def test_twistd_on_a_folder_from_before_versioning_starts_and_records_it(
+    data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No format file (a server from before this release): twistd starts as before, with no
+    question asked, and writes it; while it runs, `ourmail upgrade` in another process is
+    refused."""
+    from twistdhelp import Twistd
+
+    (data / "format").unlink()
+    server = Twistd(data)
+    try:
+        assert (data / "format").read_text() == "1\n"
+        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+        monkeypatch.setattr(upgrade, "STEPS", (STEP_2,))
+        assert admin_main(["--data", str(data), "upgrade"]) == 1
+        assert "a running server (or another upgrade) uses" in capsys.readouterr().err
+    finally:
+        server.stop()
+    assert admin_main(["--data", str(data), "upgrade"]) == 0
+    assert dataformat.read(data) == 2
