@@ -28,6 +28,11 @@ def backup_cmd(settings: Settings, db: Any, args: argparse.Namespace) -> None:
     except (backup.BackupError, OSError) as e:
         raise BackupCommandError(f"backup failed: {e}") from None
     print(result.summary())
+    if not result.vault_ok:
+        raise BackupCommandError(
+            "backup made, but its vault copy does not verify: run `ourmail vault verify` on "
+            "the data folder (docs/vault.md)"
+        )
 
 
 def restore_cmd(settings: Settings, db: Any, args: argparse.Namespace) -> None:

@@ -78,6 +78,8 @@ class Result:
     seconds: float
     base: Path | None
     vault: str
+    #: False when the copied vault chain was checked and does not verify.
+    vault_ok: bool = True
 
     def summary(self) -> str:
         c = self.counts
@@ -175,7 +177,7 @@ def _run(
     # catalogue and index before its segments: each may then lag behind what it describes,
     # which it catches up with, never run ahead of it.
     _copy_rest(writer, data_dir, Path(""))
-    vault = _copy_vault(writer, data_dir, vault_roots, verify_vault)
+    vault, vault_ok = _copy_vault(writer, data_dir, vault_roots, verify_vault)
     shards_toml = _copy_mail(writer, data_dir)
     _copy_queue(writer, data_dir)
     _sync(partial)
@@ -192,7 +194,7 @@ def _run(
     manifest.write(partial)
     os.rename(partial, final)
     fsync_dir(dest)
-    return Result(final, writer.counts, time.monotonic() - started, base, vault)
+    return Result(final, writer.counts, time.monotonic() - started, base, vault, vault_ok)
 
 
 def _sync(root: Path) -> None:
@@ -211,13 +213,14 @@ def _sync(root: Path) -> None:
 
 def _copy_vault(
     writer: SnapshotWriter, data_dir: Path, roots: tuple[Path, ...], check: bool
-) -> str:
+) -> tuple[str, bool]:
+    """The vault into the snapshot: what was done, and False if its copy does not verify."""
     from ourmail.vault.segments import SegmentLog, segment_name
     from ourmail.vault.verify import verify
 
     vault = data_dir / "vault"
     if not vault.is_dir():
-        return "none"
+        return "none", True
     log = SegmentLog(vault, roots)
     _copy_rest(writer, data_dir, Path("vault"), skip=frozenset(("segments", "head", "lock")))
     writer.mkdir("vault/segments")
@@ -239,11 +242,11 @@ def _copy_vault(
     if head is not None:
         writer.put_bytes("vault/head", head, 0o600)
     if not check:
-        return f"{len(opened)} segments copied, not verified"
+        return f"{len(opened)} segments copied, not verified", True
     report = verify(SegmentLog(writer.root / "vault"))
     if not report.ok:
-        return f"the copied chain does NOT verify: {report.summary()}"
-    return f"chain verified ({report.summary()})"
+        return f"the copied chain does NOT verify: {report.summary()}", False
+    return f"chain verified ({report.summary()})", True
 
 
 # -- mail -------------------------------------------------------------------------------------

@@ -542,3 +542,19 @@ def test_a_data_folder_on_its_own_file_system(live: RunningServer, tmp_path: Pat
     (target / "lost+found").mkdir(parents=True)
     restore.restore(result.path, target)
     assert (target / "accounts.json").exists()
+
+
+def test_a_vault_copy_that_does_not_verify_fails_the_command(
+    live: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The snapshot is kept (it is whole), but the exit status says so: cron and the
+    documented `ourmail backup … && prune` keep the older snapshots."""
+    (segment,) = sorted((live.data / "vault" / "segments").iterdir())[:1]
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    assert cli(live, "backup", str(tmp_path / "backups")) == 1
+    captured = capsys.readouterr()
+    assert "vault: the copied chain does NOT verify" in captured.out
+    assert captured.err.startswith("ourmail: backup made, but its vault copy does not verify")
+    assert len(backup.snapshots(tmp_path / "backups")) == 1
