@@ -472,8 +472,17 @@ def test_a_snapshot_is_never_used_as_a_data_folder(
     live: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Its files are hard links shared with the other snapshots: a server or a command
-    writing there would change them all (and the manifests' sha256 would no longer match)."""
-    result = backup.run(live.data, tmp_path / "backups")
+    writing there would change them all (and the manifests' sha256 would no longer match).
+    Whatever the umask and DEST's mode, a snapshot is its owner's alone."""
+    (tmp_path / "backups").mkdir(mode=0o755)
+    old_umask = os.umask(0o022)
+    try:
+        result = backup.run(live.data, tmp_path / "backups")
+    finally:
+        os.umask(old_umask)
+    assert result.path.stat().st_mode & 0o777 == 0o700
+    for secret in ("manifest.json", f"{DATA}/accounts.json", f"{DATA}/tls/key.pem"):
+        assert (result.path / secret).stat().st_mode & 0o077 == 0, secret
     before = (result.path / DATA / "accounts.json").read_bytes()
     assert admin_main(["--data", str(result.path / DATA), "user", "list"]) == 1
     assert "is a backup snapshot's copy" in capsys.readouterr().err
