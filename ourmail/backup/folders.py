@@ -152,17 +152,21 @@ def copy_folders(writer: SnapshotWriter, group: list[tuple[Path, str]]) -> set[P
     deleted or renamed meanwhile is left out)."""
     moments = _take(group)
     gone: dict[Path, set[str]] = {}
-    for folder, rel, mode, moment in moments:
-        for sub in ("new", "cur", "tmp"):
-            writer.mkdir(f"{rel}/{sub}")
-        writer.dirs[rel] = mode & 0o7777
-        moment.store(writer, rel)
-        finder = _Finder(folder)
-        gone[folder] = {
-            base
-            for base, (sub, name) in moment.messages.items()
-            if not _copy_message(writer, finder, rel, base, sub, name)
-        }
+    try:
+        for folder, rel, mode, moment in moments:
+            for sub in ("new", "cur", "tmp"):
+                writer.mkdir(f"{rel}/{sub}")
+            writer.dirs[rel] = mode & 0o7777
+            moment.store(writer, rel)
+            finder = _Finder(folder)
+            gone[folder] = {
+                base
+                for base, (sub, name) in moment.messages.items()
+                if not _copy_message(writer, finder, rel, base, sub, name)
+            }
+    finally:
+        for *_, moment in moments:
+            moment.close()  # those not stored yet, after a failure
     dropped = _again(writer, moments, gone) if any(gone.values()) else set()
     return {folder for folder, _, _, _ in moments} - dropped
 
