@@ -259,6 +259,9 @@ def test_restore_refuses_a_folder_that_is_not_empty(
     err = capsys.readouterr().err
     assert "is not empty" in err and "Traceback" not in err
     assert sorted(p.name for p in target.iterdir()) == ["something"]
+    assert cli(live, "restore", str(tmp_path / "backups"), str(tmp_path / "new")) == 1
+    err = capsys.readouterr().err
+    assert f"is a backup folder: name one of its snapshots (the latest is {snapshot})" in err
 
 
 def test_restore_puts_shards_on_another_volume(live: RunningServer, tmp_path: Path) -> None:
