@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ourmail.backup import backup, restore, upgrade
+from ourmail.backup import backup, dataformat, restore, upgrade
 from ourmail.config import Settings
 
 #: Topics that work on a data folder of any format (the others refuse one not upgraded).
@@ -45,6 +45,8 @@ def restore_cmd(settings: Settings, db: Any, args: argparse.Namespace) -> None:
 
 
 def upgrade_cmd(settings: Settings, db: Any, args: argparse.Namespace) -> None:
+    if dataformat.read(settings.data_dir) is None:
+        raise BackupCommandError(f"{settings.data_dir} is not an ourmail data folder (--data?)")
     backup_dir = Path(args.backup) if args.backup else None
     done = upgrade.upgrade(settings.data_dir, backup_dir=backup_dir,
                            vault_roots=settings.vault.roots)  # fmt: skip

@@ -205,3 +205,13 @@ def test_twistd_on_a_folder_from_before_versioning_starts_and_records_it(
         server.stop()
     assert admin_main(["--data", str(data), "upgrade"]) == 0
     assert dataformat.read(data) == 2
+
+
+def test_ourmail_upgrade_on_a_mistyped_folder_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not "in this ourmail's format already" for a folder that holds no data folder."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert admin_main(["--data", str(tmp_path / "typo"), "upgrade"]) == 1
+    assert "is not an ourmail data folder (--data?)" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()
