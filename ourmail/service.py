@@ -486,6 +486,18 @@ class HeldHangups:
             signal.signal(signal.SIGHUP, cls())
 
 
+class InUse(Service):
+    """Holds the data folder as in use while the server runs (``ourmail upgrade`` refuses it),
+    from its build to its stop (ourmail/backup/upgrade.py)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+
+    def stopService(self) -> Any:
+        upgrade.release(self.data_dir)
+        return super().stopService()
+
+
 class ReloadOnHangup(Service):
     """SIGHUP reloads the TLS certificate and key (after a renewal) and, through ``also``, the
     configuration (ourmail/configreload.py) without a restart; open sessions are not
@@ -794,6 +806,7 @@ def build(
         retention = vault_rules.retention
     parts = assemble(settings, reactor, checkers, store, realm, queue_clock, retention, learner)
     root = MultiService()
+    InUse(settings.data_dir).setServiceParent(root)
     if vault_rules is not None:
         vault_rules.indexer = parts.indexer
         vault_rules.setServiceParent(root)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ourmail.backup import backup, restore, upgrade
+from ourmail.backup import backup, dataformat, restore, upgrade
 from ourmail.config import Settings
 
 #: Topics that work on a data folder of any format (the others refuse one not upgraded).
@@ -28,6 +28,11 @@ def backup_cmd(settings: Settings, db: Any, args: argparse.Namespace) -> None:
     except (backup.BackupError, OSError) as e:
         raise BackupCommandError(f"backup failed: {e}") from None
     print(result.summary())
+    if not result.vault_ok:
+        raise BackupCommandError(
+            "backup made, but its vault copy does not verify: run `ourmail vault verify` on "
+            "the data folder (docs/vault.md)"
+        )
 
 
 def restore_cmd(settings: Settings, db: Any, args: argparse.Namespace) -> None:
@@ -40,6 +45,8 @@ def restore_cmd(settings: Settings, db: Any, args: argparse.Namespace) -> None:
 
 
 def upgrade_cmd(settings: Settings, db: Any, args: argparse.Namespace) -> None:
+    if dataformat.read(settings.data_dir) is None:
+        raise BackupCommandError(f"{settings.data_dir} is not an ourmail data folder (--data?)")
     backup_dir = Path(args.backup) if args.backup else None
     done = upgrade.upgrade(settings.data_dir, backup_dir=backup_dir,
                            vault_roots=settings.vault.roots)  # fmt: skip
@@ -73,5 +80,5 @@ def add_parser(topics: Any, common: argparse.ArgumentParser) -> None:
     p = topics.add_parser(
         "upgrade", parents=[common], help="upgrade the stopped data folder's format (backup first)"
     )
-    p.add_argument("--backup", help="the backup folder (default: <data>-backups beside it)")
+    p.add_argument("--backup", help="the backup folder (default: <data>/pre-upgrade)")
     p.set_defaults(func=upgrade_cmd)

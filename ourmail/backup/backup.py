@@ -16,13 +16,14 @@ it, as after a crash, but never run ahead of it):
    before the messages they describe, so every message copied later has its record); sealed
    segments never change and are linked from the base; the copied chain is verified with
    the vault's own verifier;
-3. each Maildir folder under its lock (folders.py), on every shard root, all into ``mail/``;
+3. each mailbox's Maildir folders under their locks, all at one moment (folders.py), on every
+   shard root, all into ``mail/``;
 4. the outbound queue under its lock: the envelopes then, and the messages they name (a
    message sent and removed meanwhile is left out with its envelope).
 
 Left out: lock files, sockets, SQLite's side files, temporary files, ``spool/`` (messages not
-yet acknowledged), ``metrics/``, ``listening.json`` (the running server's ports) and
-``pre-upgrade/`` (upgrade.py's own backups).
+yet acknowledged), ``metrics/``, ``listening.json`` (the running server's ports),
+``pre-upgrade/`` (upgrade.py's own backups) and ``lost+found/``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import resource
 import shutil
 import sqlite3
 import stat
@@ -51,8 +53,11 @@ from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 
 PARTIAL = ".partial"
 SQLITE_MAGIC = b"SQLite format 3\x00"
-#: Top-level entries never copied: not data, or not yet acknowledged.
-SKIP_TOP = frozenset(("spool", "metrics", "lmtp.sock", "listening.json", "pre-upgrade"))
+#: Top-level entries never copied: not data, or not yet acknowledged (``lost+found``: a data
+#: folder at the root of its own file system; root's, unreadable by the server's user).
+SKIP_TOP = frozenset(
+    ("spool", "metrics", "lmtp.sock", "listening.json", "pre-upgrade", "lost+found")
+)
 #: The snapshots an upgrade makes first (upgrade.py): the one place inside the data folder a
 #: backup may go, so it works where only the data folder is writable (systemd, containers).
 UPGRADE_BACKUPS = "pre-upgrade"
@@ -73,6 +78,8 @@ class Result:
     seconds: float
     base: Path | None
     vault: str
+    #: False when the copied vault chain was checked and does not verify.
+    vault_ok: bool = True
 
     def summary(self) -> str:
         c = self.counts
@@ -128,14 +135,24 @@ def run(
     version = dataformat.read(data_dir)
     if version is not None and version > known:
         raise BackupError(dataformat.too_new(data_dir, version, known))
-    data_dir, dest = data_dir.absolute(), dest.absolute()
+    data_dir, dest = data_dir.resolve(), dest.resolve()  # symbolic links followed
     if dest != data_dir / UPGRADE_BACKUPS and (dest == data_dir or data_dir in dest.parents):
         raise BackupError(f"{dest} is inside the data folder {data_dir}: choose another place")
     dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _lift_open_file_limit()
     with _dest_lock(dest):
         for stale in dest.glob(f"*{PARTIAL}"):
             shutil.rmtree(stale)  # an interrupted run: never a base, never restored
         return _run(data_dir, dest, tuple(vault_roots), version or dataformat.CURRENT, verify_vault)
+
+
+def _lift_open_file_limit() -> None:
+    """A mailbox's folders are taken at one moment with three descriptors open for each:
+    lift the soft limit (often 1024) to the hard one, as the server does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _run(
@@ -160,7 +177,7 @@ def _run(
     # catalogue and index before its segments: each may then lag behind what it describes,
     # which it catches up with, never run ahead of it.
     _copy_rest(writer, data_dir, Path(""))
-    vault = _copy_vault(writer, data_dir, vault_roots, verify_vault)
+    vault, vault_ok = _copy_vault(writer, data_dir, vault_roots, verify_vault)
     shards_toml = _copy_mail(writer, data_dir)
     _copy_queue(writer, data_dir)
     _sync(partial)
@@ -177,7 +194,7 @@ def _run(
     manifest.write(partial)
     os.rename(partial, final)
     fsync_dir(dest)
-    return Result(final, writer.counts, time.monotonic() - started, base, vault)
+    return Result(final, writer.counts, time.monotonic() - started, base, vault, vault_ok)
 
 
 def _sync(root: Path) -> None:
@@ -196,13 +213,14 @@ def _sync(root: Path) -> None:
 
 def _copy_vault(
     writer: SnapshotWriter, data_dir: Path, roots: tuple[Path, ...], check: bool
-) -> str:
+) -> tuple[str, bool]:
+    """The vault into the snapshot: what was done, and False if its copy does not verify."""
     from ourmail.vault.segments import SegmentLog, segment_name
     from ourmail.vault.verify import verify
 
     vault = data_dir / "vault"
     if not vault.is_dir():
-        return "none"
+        return "none", True
     log = SegmentLog(vault, roots)
     _copy_rest(writer, data_dir, Path("vault"), skip=frozenset(("segments", "head", "lock")))
     writer.mkdir("vault/segments")
@@ -224,11 +242,11 @@ def _copy_vault(
     if head is not None:
         writer.put_bytes("vault/head", head, 0o600)
     if not check:
-        return f"{len(opened)} segments copied, not verified"
+        return f"{len(opened)} segments copied, not verified", True
     report = verify(SegmentLog(writer.root / "vault"))
     if not report.ok:
-        return f"the copied chain does NOT verify: {report.summary()}"
-    return f"chain verified ({report.summary()})"
+        return f"the copied chain does NOT verify: {report.summary()}", False
+    return f"chain verified ({report.summary()})", True
 
 
 # -- mail -------------------------------------------------------------------------------------
@@ -263,20 +281,25 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return (st.st_ino, st.st_mtime_ns)
 
 
-def _copy_tree(writer: SnapshotWriter, path: Path, rel: str) -> None:
-    """A tree of users' Maildirs: folders by folders.py, anything else as a file.  A folder
-    renamed while its siblings are copied turns up under its new name when the listing is
-    read again, so it is never missed (at worst it is in the snapshot under both names)."""
+def _copy_tree(writer: SnapshotWriter, path: Path, rel: str, taken: bool = False) -> None:
+    """A tree of users' Maildirs: folders by folders.py (a mailbox's folders all at one
+    moment), anything else as a file.  A folder renamed while its siblings are copied turns
+    up under its new name when the listing is read again, so it is never missed (at worst it
+    is in the snapshot under both names).  ``taken``: the folder at ``path`` is copied."""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         return
-    if folders.is_folder(path):
-        if not folders.copy_folder(writer, path, rel):
+    is_folder = folders.is_folder(path)
+    copied: set[Path] = set()
+    if is_folder and not taken:
+        group = [(path, rel), *_subfolders(path, rel)]
+        copied = folders.copy_folders(writer, group)
+        if path not in copied:
             return
-    else:
+    elif not is_folder:
         writer.mkdir(rel, mode)
-    done: set[str] = set(folders.HANDLED) if folders.is_folder(path) else set()
+    done: set[str] = set(folders.HANDLED) if is_folder else set()
     while True:
         try:
             entries = sorted(os.scandir(path), key=lambda e: e.name)
@@ -288,9 +311,26 @@ def _copy_tree(writer: SnapshotWriter, path: Path, rel: str) -> None:
         for entry in todo:
             done.add(entry.name)
             if entry.is_dir(follow_symlinks=False):
-                _copy_tree(writer, Path(entry.path), f"{rel}/{entry.name}")
+                child = Path(entry.path)
+                _copy_tree(writer, child, f"{rel}/{entry.name}", taken=child in copied)
             elif entry.is_file(follow_symlinks=False):
                 writer.put_path(f"{rel}/{entry.name}", Path(entry.path))
+
+
+def _subfolders(path: Path, rel: str) -> list[tuple[Path, str]]:
+    """The Maildir++ folders of the mailbox at ``path`` (its sub-folders ``.Name``)."""
+    try:
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except FileNotFoundError:
+        return []
+    return [
+        (Path(e.path), f"{rel}/{e.name}")
+        for e in entries
+        if e.name not in folders.HANDLED
+        and not _skipped(e.name)
+        and e.is_dir(follow_symlinks=False)
+        and folders.is_folder(Path(e.path))
+    ]
 
 
 def _skipped(name: str) -> bool:

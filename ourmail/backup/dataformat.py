@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ourmail.backup.manifest import DATA, KIND
+from ourmail.backup.manifest import FILE_NAME as MANIFEST
 from ourmail.config import ConfigError
 from ourmail.fsutil import write_atomic
 
@@ -24,7 +26,14 @@ class FormatError(ConfigError):
 
 
 def read(data_dir: Path) -> int | None:
-    """The data folder's version; None for a new (or not yet started) data folder."""
+    """The data folder's version; None for a new (or not yet started) data folder.  A
+    snapshot's ``data/`` is refused: its files are hard links shared with the other
+    snapshots, so a server or command writing there would change them all."""
+    if data_dir.name == DATA and _is_snapshot(data_dir.parent):
+        raise FormatError(
+            f"{data_dir} is a backup snapshot's copy, which other snapshots share: restore it "
+            f"(ourmail restore {data_dir.parent} NEW_FOLDER) and use the new folder"
+        )
     if (data_dir / RESTORE_INCOMPLETE).exists():
         raise FormatError(
             f"a restore into {data_dir} did not finish: empty it and run `ourmail restore` again"
@@ -41,6 +50,14 @@ def read(data_dir: Path) -> int | None:
             f"{path} should hold the data format version, a number; it holds {text!r}"
         )
     return int(text)
+
+
+def _is_snapshot(folder: Path) -> bool:
+    try:
+        with open(folder / MANIFEST, "rb") as f:
+            return f'"{KIND}"'.encode() in f.read(200)
+    except OSError:
+        return False
 
 
 def write(data_dir: Path, version: int) -> None:

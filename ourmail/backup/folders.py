@@ -1,20 +1,24 @@
-"""One Maildir folder into a snapshot, as it was at one moment under the folder lock.
+"""A mailbox's Maildir folders into a snapshot, as they were at one moment under their locks.
 
-Under the folder's lock (``ourmail-uidlist.lock``, held by every change the store makes) the
-folder's state is fixed: the names in ``new/`` and ``cur/``, the journal and the summary
-caches (append-only files: their length then, read later from descriptors opened then, so a
+Under a folder's lock (``ourmail-uidlist.lock``, held by every change the store makes) its
+state is fixed: the names in ``new/`` and ``cur/``, the journal and the summary caches
+(append-only files: their length then, read later from descriptors opened then, so a
 compaction replacing them meanwhile does not matter), the keywords and UIDVALIDITY files.
-The lock is released before the messages are copied: a message file never changes except its
-name (a flag change renames ``base:2,S`` to ``base:2,FS``), so a file renamed meanwhile is
+The locks of all the folders of a mailbox are held together for that moment, so a message
+moved between them (IMAP MOVE) is in one of them in the snapshot, never in neither.
+The locks are released before the messages are copied: a message file never changes except
+its name (a flag change renames ``base:2,S`` to ``base:2,FS``), so a file renamed meanwhile is
 found by its base name and stored under the name it had at the locked moment.  A file
-expunged meanwhile cannot be copied any more: then the folder is taken again, and this time
-the few messages still missing are copied with the lock held, so the snapshot is exactly the
-folder at that second moment.  The checkpoint ``ourmail-index`` is left out: it names the
-journal's inode, which a restore changes, so it would be set aside anyway.
+expunged (or moved away) meanwhile cannot be copied any more: then the folders are taken
+again, and this time the few messages still missing are copied with the locks held, so the
+snapshot is exactly the folders at that second moment.  The checkpoint ``ourmail-index`` is
+left out: it names the journal's inode, which a restore changes, so it would be set aside
+anyway.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from collections.abc import Iterator
@@ -119,9 +123,12 @@ class _Finder:
             return path
         self.now = {}
         for sub in ("cur", "new"):
-            with os.scandir(self.folder / sub) as it:
-                for de in it:
-                    self.now[maildir.split_name(de.name)[0]] = Path(de.path)
+            try:
+                with os.scandir(self.folder / sub) as it:
+                    for de in it:
+                        self.now[maildir.split_name(de.name)[0]] = Path(de.path)
+            except FileNotFoundError:
+                return None  # the folder was deleted or renamed
         return self.now.get(base)
 
 
@@ -136,35 +143,79 @@ def _copy_message(
     return moved is not None and writer.put_path(f"{rel}/{sub}/{name}", moved, key)
 
 
-def copy_folder(writer: SnapshotWriter, folder: Path, rel: str) -> bool:
-    """Copy the Maildir folder at ``folder`` into the snapshot at ``rel``; False if the folder
-    went away meanwhile (deleted or renamed: left out)."""
+def copy_folders(writer: SnapshotWriter, group: list[tuple[Path, str]]) -> set[Path]:
+    """Copy the Maildir folders ``group`` (path, place in the snapshot) of one mailbox into the
+    snapshot, all as they were at one moment: their locks are taken together (in path order;
+    the store never holds two at once, so this cannot deadlock with it).  A message moved
+    between two of them (IMAP MOVE: added to one, then expunged from the other) is then in
+    one, or in both as in the middle of a move, never in neither.  The folders copied (one
+    deleted or renamed meanwhile is left out)."""
+    moments = _take(group)
+    gone: dict[Path, set[str]] = {}
     try:
-        mode = os.stat(folder).st_mode
-        with locked(folder / LOCKFILE):
-            moment = _Moment(folder)
-    except FileNotFoundError:
-        return False
-    for sub in ("new", "cur", "tmp"):
-        writer.mkdir(f"{rel}/{sub}")
-    writer.dirs[rel] = mode & 0o7777
-    moment.store(writer, rel)
-    finder = _Finder(folder)
-    gone = [
-        base
-        for base, (sub, name) in moment.messages.items()
-        if not _copy_message(writer, finder, rel, base, sub, name)
-    ]
-    if not gone:
-        return True
-    # Expunged since the locked moment: take the folder again, and copy what is still
-    # missing with the lock held, so nothing can go before it is copied.
-    try:
-        with locked(folder / LOCKFILE):
-            again = _Moment(folder)
+        for folder, rel, mode, moment in moments:
+            for sub in ("new", "cur", "tmp"):
+                writer.mkdir(f"{rel}/{sub}")
+            writer.dirs[rel] = mode & 0o7777
+            moment.store(writer, rel)
+            finder = _Finder(folder)
+            gone[folder] = {
+                base
+                for base, (sub, name) in moment.messages.items()
+                if not _copy_message(writer, finder, rel, base, sub, name)
+            }
+    finally:
+        for *_, moment in moments:
+            moment.close()  # those not stored yet, after a failure
+    dropped = _again(writer, moments, gone) if any(gone.values()) else set()
+    return {folder for folder, _, _, _ in moments} - dropped
+
+
+def _take(group: list[tuple[Path, str]]) -> list[tuple[Path, str, int, _Moment]]:
+    """Each folder of ``group`` still there: its mode and what it held, all at one moment."""
+    moments: list[tuple[Path, str, int, _Moment]] = []
+    with contextlib.ExitStack() as locks:
+        try:
+            for folder, rel in sorted(group):
+                try:
+                    mode = os.stat(folder).st_mode
+                    locks.enter_context(locked(folder / LOCKFILE))
+                    moments.append((folder, rel, mode, _Moment(folder)))
+                except FileNotFoundError:
+                    continue
+        except BaseException:
+            for *_, moment in moments:
+                moment.close()
+            raise
+    return moments
+
+
+def _again(
+    writer: SnapshotWriter,
+    moments: list[tuple[Path, str, int, _Moment]],
+    gone: dict[Path, set[str]],
+) -> set[Path]:
+    """Messages expunged (or moved away) since the moment: take the folders again, all
+    together, and copy what is still missing with the locks held, so nothing can go before
+    it is copied; the snapshot is then the folders at that second moment (one deleted
+    meanwhile is taken back out, and returned)."""
+    dropped: set[Path] = set()
+    with contextlib.ExitStack() as locks:
+        for folder, rel, _, moment in moments:
             try:
+                locks.enter_context(locked(folder / LOCKFILE))
+                again = _Moment(folder)
+            except FileNotFoundError:
+                dropped.add(folder)
+                for inside in [f for f in writer.files if f.startswith(f"{rel}/")]:
+                    writer.drop(inside)
+                for inside in [d for d in writer.dirs if d == rel or d.startswith(f"{rel}/")]:
+                    del writer.dirs[inside]
+                continue
+            try:
+                missing = gone[folder]
                 for base, (sub, name) in moment.messages.items():
-                    if base in gone:
+                    if base in missing:
                         continue
                     now = again.messages.get(base)
                     if now is None:
@@ -172,11 +223,9 @@ def copy_folder(writer: SnapshotWriter, folder: Path, rel: str) -> bool:
                     elif now != (sub, name):
                         writer.rename(f"{rel}/{sub}/{name}", f"{rel}/{now[0]}/{now[1]}")
                 for base, (sub, name) in again.messages.items():
-                    if base in gone or base not in moment.messages:
+                    if base in missing or base not in moment.messages:
                         writer.put_path(f"{rel}/{sub}/{name}", folder / sub / name)
                 again.store(writer, rel)
             finally:
                 again.close()
-    except FileNotFoundError:
-        return False
-    return True
+    return dropped

@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
 
 from ourmail.backup import dataformat
-from ourmail.backup.backup import _sync
+from ourmail.backup.backup import _sync, snapshots
 from ourmail.backup.manifest import DATA, Manifest, ManifestError
 from ourmail.fsutil import fsync_dir, write_atomic
 from ourmail.store.shards import DEFAULT_ROOT
 from ourmail.store.shards import FILE_NAME as SHARDS_FILE
 
 CHUNK = 1024 * 1024
+#: A shard's folder in ``mail/``: two hex digits.
+SHARD = re.compile(r"[0-9a-f]{2}")
 #: In the data folder while a restore writes it: the server and the commands refuse it.
 INCOMPLETE = dataformat.RESTORE_INCOMPLETE
 #: Files that hold secrets: never readable by others, whatever the snapshot says.
@@ -75,14 +78,24 @@ def restore(snapshot: Path, target: Path, shard_roots: Sequence[ShardRoot] = ())
     try:
         manifest = Manifest.read(snapshot)
     except ManifestError as e:
+        inside = snapshots(snapshot)
+        if inside:
+            raise RestoreError(
+                f"{snapshot} is a backup folder: name one of its snapshots (the latest is "
+                f"{inside[-1]})"
+            ) from None
         raise RestoreError(str(e)) from None
+    for rel in (*manifest.dirs, *manifest.files):
+        parts = rel.split("/")
+        if parts[0] == DEFAULT_ROOT and len(parts) > 1 and not SHARD.fullmatch(parts[1]):
+            raise RestoreError(f"the manifest of {snapshot} names {rel!r}, in no shard (damaged?)")
     if manifest.data_format > dataformat.CURRENT:
         raise RestoreError(dataformat.too_new(snapshot, manifest.data_format))
     if (target / INCOMPLETE).exists():
         raise RestoreError(
             f"an earlier restore into {target} was interrupted: empty it and restore again"
         )
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+    if target.exists() and (not target.is_dir() or not _empty(target)):
         raise RestoreError(f"{target} is not empty: restore only into a new or empty folder")
     for mapping in shard_roots:
         if not mapping.root.is_dir():
@@ -127,6 +140,14 @@ def restore(snapshot: Path, target: Path, shard_roots: Sequence[ShardRoot] = ())
     marker.unlink()
     fsync_dir(target)
     return Restored(len(manifest.files), total)
+
+
+def _empty(folder: Path) -> bool:
+    """Nothing in ``folder`` but, at the root of a new file system, its empty ``lost+found``."""
+    for entry in folder.iterdir():
+        if entry.name != "lost+found" or not entry.is_dir() or any(entry.iterdir()):
+            return False
+    return True
 
 
 def _copy(source: Path, target: Path, size: int, sha256: str, mode: int) -> None:

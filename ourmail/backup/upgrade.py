@@ -12,12 +12,19 @@ An upgrade is crash-safe and may be run again at any point:
 3. each step in turn, then the new version recorded in ``<data>/format`` (atomically).  A
    step must be idempotent: after a crash in it, the next start runs it again on a folder
    it may have partly changed;
-4. the marker removed.
+4. the marker removed (a marker left by a crash after the last step is removed at the next
+   start, so it never stands for the backup of a later upgrade).
+
+A running server holds a shared ``flock`` on ``<data>/format.lock`` and an upgrade an
+exclusive one: ``ourmail upgrade`` refuses to change a data folder a server is using, and a
+server does not start while an upgrade runs.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -29,7 +36,11 @@ from ourmail.backup.dataformat import FormatError
 from ourmail.fsutil import fsync_dir, write_atomic
 
 MARKER = "format.upgrading"
+#: Held shared by a running server, exclusively by an upgrade.
+LOCK = "format.lock"
 log = Logger()
+#: The shared locks this process holds as a server: data folder -> descriptor.
+_serving: dict[Path, int] = {}
 
 
 @attrs.frozen
@@ -88,18 +99,70 @@ def prepare(
     vault_roots: Sequence[Path] = (),
 ) -> int:
     """At start: record the format of a new data folder, go on with the same one, upgrade an
-    older one (a backup first), refuse a newer one (FormatError).  The version now."""
+    older one (a backup first), refuse a newer one (FormatError).  The version now; the
+    folder is then held as in use (shared ``format.lock``) until :func:`release`."""
     version = check(data_dir, steps)
     latest = current(steps)
     if version is None:
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        dataformat.write(data_dir, latest)
-        return latest
-    if version < latest:
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as e:
+            raise FormatError(f"cannot create the data folder {data_dir}: {e.strerror}") from None
+        _write(data_dir, latest)
+    elif version < latest:
+        release(data_dir)  # this process's own hold (a server built again in it)
         upgrade(data_dir, steps, backup_dir, vault_roots)
     elif not (data_dir / dataformat.FILE_NAME).exists():
-        dataformat.write(data_dir, latest)  # a folder from before versioning: format 1
+        _write(data_dir, latest)  # a folder from before versioning: format 1
+    key = data_dir.absolute()
+    if key not in _serving:
+        fd = _flock(data_dir, fcntl.LOCK_SH)
+        if fd is None:
+            raise FormatError(f"`ourmail upgrade` is upgrading {data_dir}: start after it")
+        _serving[key] = fd
+    _forget_finished(data_dir)
     return latest
+
+
+def release(data_dir: Path) -> None:
+    """The server on ``data_dir`` stopped: it no longer holds the folder."""
+    fd = _serving.pop(data_dir.absolute(), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def _write(data_dir: Path, version: int) -> None:
+    try:
+        dataformat.write(data_dir, version)
+    except OSError as e:
+        raise FormatError(
+            f"cannot record the data format in {data_dir / dataformat.FILE_NAME}: {e.strerror}"
+        ) from None
+
+
+def _flock(data_dir: Path, how: int) -> int | None:
+    """A descriptor of ``format.lock`` flock-ed ``how``; None if another process holds it."""
+    path = data_dir / LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise FormatError(f"cannot open {path}: {e.strerror}") from None
+    try:
+        fcntl.flock(fd, how | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _forget_finished(data_dir: Path) -> None:
+    """At the latest format: remove the marker of an upgrade that finished all its steps but
+    stopped before removing it; else the next release's upgrade would take it for its own
+    and skip its backup."""
+    marker = data_dir / MARKER
+    if marker.exists():
+        marker.unlink(missing_ok=True)
+        fsync_dir(data_dir)
 
 
 def upgrade(
@@ -108,11 +171,32 @@ def upgrade(
     backup_dir: Path | None = None,
     vault_roots: Sequence[Path] = (),
 ) -> list[str]:
-    """Upgrade the (stopped) data folder to the registry's format; what was done, a line each."""
+    """Upgrade the (stopped) data folder to the registry's format; what was done, a line each.
+    FormatError while a server uses the folder."""
     version = check(data_dir, steps) or current(steps)
-    done: list[str] = []
     if version == current(steps):
-        return done
+        _forget_finished(data_dir)
+        return []
+    lock = _flock(data_dir, fcntl.LOCK_EX)
+    if lock is None:
+        raise FormatError(
+            f"a running server (or another upgrade) uses {data_dir}: stop it "
+            "(systemctl stop ourmail), then upgrade"
+        )
+    try:
+        return _upgrade(data_dir, version, steps, backup_dir, vault_roots)
+    finally:
+        os.close(lock)
+
+
+def _upgrade(
+    data_dir: Path,
+    version: int,
+    steps: Sequence[Step] | None,
+    backup_dir: Path | None,
+    vault_roots: Sequence[Path],
+) -> list[str]:
+    done: list[str] = []
     marker = data_dir / MARKER
     if marker.exists():
         try:
@@ -136,6 +220,6 @@ def upgrade(
         done.append(f"format {step.to}: {step.what}")
         log.warn("upgraded {data} to format {to}: {what}", data=str(data_dir), to=step.to,
                  what=step.what)  # fmt: skip
-    marker.unlink()
+    marker.unlink(missing_ok=True)
     fsync_dir(data_dir)
     return done

@@ -77,8 +77,8 @@ class SnapshotWriter:
         try:
             os.link(self.base_root / base_rel, target)
         except OSError as e:
-            if e.errno in (errno.ENOENT, errno.EXDEV, errno.EMLINK, errno.EPERM):
-                return False  # the base changed, or another file system: copy instead
+            if e.errno in (errno.ENOENT, errno.EXDEV, errno.EMLINK, errno.EPERM, errno.EOPNOTSUPP):
+                return False  # the base changed, another file system, or one without links
             raise
         self.files[rel] = entry
         self.counts.linked += 1

@@ -4,8 +4,10 @@ IMAP, then ``ourmail restore`` into a fresh data folder and a server started on 
 from __future__ import annotations
 
 import email
+import errno
 import imaplib
 import json
+import os
 import re
 import shutil
 import signal
@@ -22,8 +24,9 @@ import pytest
 from conftest import RunningServer, cli, client_tls, running_server
 
 from ourmail.admin.cli import main as admin_main
-from ourmail.backup import backup, folders, restore
+from ourmail.backup import backup, folders, restore, upgrade
 from ourmail.backup.manifest import DATA, Manifest
+from ourmail.config import ConfigError
 from ourmail.store.shards import ShardMap
 from ourmail.vault.segments import SegmentLog
 from ourmail.vault.verify import verify
@@ -256,6 +259,9 @@ def test_restore_refuses_a_folder_that_is_not_empty(
     err = capsys.readouterr().err
     assert "is not empty" in err and "Traceback" not in err
     assert sorted(p.name for p in target.iterdir()) == ["something"]
+    assert cli(live, "restore", str(tmp_path / "backups"), str(tmp_path / "new")) == 1
+    err = capsys.readouterr().err
+    assert f"is a backup folder: name one of its snapshots (the latest is {snapshot})" in err
 
 
 def test_restore_puts_shards_on_another_volume(live: RunningServer, tmp_path: Path) -> None:
@@ -346,18 +352,19 @@ def test_a_folder_renamed_during_the_backup_is_not_missed(
     m.uid("COPY", "1:3", "Trash")
     m.logout()
     inbox = ShardMap(live.data).user_dir(live.user)
-    real = folders.copy_folder
+    real = folders._take
     done: list[bool] = []
 
-    def meanwhile(writer: Any, folder: Path, rel: str) -> bool:
-        if folder == inbox / ".Drafts" and not done:  # listed already, .Trash not yet copied
-            done.append(True)
+    def meanwhile(group: list[tuple[Path, str]]) -> Any:
+        moments = real(group)
+        if (inbox / ".Trash", group[0][1] + "/.Trash") in group and not done:
+            done.append(True)  # .Trash taken, its messages not yet copied
             m = _imap(live, live.user)
             m.rename("Trash", "Bin")
             m.logout()
-        return real(writer, folder, rel)
+        return moments
 
-    monkeypatch.setattr(folders, "copy_folder", meanwhile)
+    monkeypatch.setattr(folders, "_take", meanwhile)
     result = backup.run(live.data, tmp_path / "backups")
     monkeypatch.undo()
     assert done
@@ -411,3 +418,155 @@ def test_restore_refuses_a_manifest_naming_paths_outside(
     with pytest.raises(restore.RestoreError, match="outside the snapshot"):
         restore.restore(snapshot, tmp_path / "new")
     assert not (tmp_path / "new").exists() and not (tmp_path / "escaped").exists()
+    manifest["files"]["mail/zz/x"] = manifest["files"].pop("../../escaped")
+    (snapshot / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(restore.RestoreError, match="'mail/zz/x', in no shard"):
+        restore.restore(snapshot, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_message_moved_between_folders_during_the_backup_is_not_lost(
+    live: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IMAP MOVE from Trash back to the INBOX after the INBOX's moment, before Trash's: the
+    mailbox's folders are taken at one moment, so the messages are in one of them (or, as
+    mid-move, in both, each with its folder's UIDs), never in neither."""
+    m = _imap(live, live.user)
+    m.select("INBOX")
+    m.uid("COPY", "1:3", "Trash")
+    inbox_before = int(m.select("INBOX")[1][0])
+    m.logout()
+    inbox = ShardMap(live.data).user_dir(live.user)
+    real = folders._copy_message
+    done: list[bool] = []
+
+    def meanwhile(writer: Any, finder: Any, *args: Any) -> bool:
+        if finder.folder == inbox and not done:
+            done.append(True)
+            m = _imap(live, live.user)
+            m.select("Trash")
+            assert m.uid("MOVE", "1:*", "INBOX")[0] == "OK"
+            m.logout()
+        return real(writer, finder, *args)
+
+    monkeypatch.setattr(folders, "_copy_message", meanwhile)
+    result = backup.run(live.data, tmp_path / "backups")
+    monkeypatch.undo()
+    assert done
+    restore.restore(result.path, tmp_path / "restored" / "data")
+    with running_server(tmp_path / "restored") as again:
+        m = _imap(again, again.user)
+        in_inbox = int(m.select("INBOX")[1][0])
+        in_trash = int(m.select("Trash")[1][0])
+        m.logout()
+    assert (in_inbox, in_trash) in {(inbox_before, 3), (inbox_before + 3, 0)}
+
+
+def test_a_dest_reached_through_a_symbolic_link_into_the_data_folder_is_refused(
+    live: RunningServer, tmp_path: Path
+) -> None:
+    (tmp_path / "link").symlink_to(live.data)
+    with pytest.raises(backup.BackupError, match="is inside the data folder"):
+        backup.run(live.data, tmp_path / "link" / "backups")
+    assert not (live.data / "backups").exists()
+
+
+def test_a_snapshot_is_never_used_as_a_data_folder(
+    live: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its files are hard links shared with the other snapshots: a server or a command
+    writing there would change them all (and the manifests' sha256 would no longer match).
+    Whatever the umask and DEST's mode, a snapshot is its owner's alone."""
+    (tmp_path / "backups").mkdir(mode=0o755)
+    old_umask = os.umask(0o022)
+    try:
+        result = backup.run(live.data, tmp_path / "backups")
+    finally:
+        os.umask(old_umask)
+    assert result.path.stat().st_mode & 0o777 == 0o700
+    for secret in ("manifest.json", f"{DATA}/accounts.json", f"{DATA}/tls/key.pem"):
+        assert (result.path / secret).stat().st_mode & 0o077 == 0, secret
+    before = (result.path / DATA / "accounts.json").read_bytes()
+    assert admin_main(["--data", str(result.path / DATA), "user", "list"]) == 1
+    assert "is a backup snapshot's copy" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="is a backup snapshot's copy"):
+        upgrade.prepare(result.path / DATA)
+    assert (result.path / DATA / "accounts.json").read_bytes() == before
+
+
+def test_a_folder_deleted_after_its_moment_is_left_out(
+    live: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = _imap(live, live.user)
+    m.create("Old")
+    m.select("INBOX")
+    m.uid("COPY", "1:3", "Old")
+    m.logout()
+    inbox = ShardMap(live.data).user_dir(live.user)
+    real = folders._take
+    done: list[bool] = []
+
+    def meanwhile(group: list[tuple[Path, str]]) -> Any:
+        moments = real(group)
+        if any(folder == inbox / ".Old" for folder, _ in group) and not done:
+            done.append(True)  # .Old taken, its messages not yet copied
+            m = _imap(live, live.user)
+            assert m.delete("Old")[0] == "OK"
+            m.logout()
+        return moments
+
+    monkeypatch.setattr(folders, "_take", meanwhile)
+    result = backup.run(live.data, tmp_path / "backups")
+    monkeypatch.undo()
+    assert done
+    manifest = Manifest.read(result.path)
+    assert not [p for p in (*manifest.files, *manifest.dirs) if "/.Old" in p]
+    restore.restore(result.path, tmp_path / "restored" / "data")
+    with running_server(tmp_path / "restored") as again:
+        m = _imap(again, again.user)
+        assert m.select("Old")[0] == "NO"
+        assert m.select("INBOX")[0] == "OK"
+        m.logout()
+
+
+def test_a_dest_without_hard_links_gets_whole_copies(
+    live: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some file systems (FUSE, SMB, exFAT) refuse link(2) with EOPNOTSUPP: copy instead."""
+    first = backup.run(live.data, tmp_path / "backups")
+
+    def no_links(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    second = backup.run(live.data, tmp_path / "backups")
+    assert second.counts.linked == 0 and second.counts.copied == first.counts.copied
+
+
+def test_a_data_folder_on_its_own_file_system(live: RunningServer, tmp_path: Path) -> None:
+    """Its lost+found (root's, mode 0700) is not data: left out of the snapshot, and a new
+    volume holding only an empty one is a fine place to restore to."""
+    (live.data / "lost+found").mkdir(mode=0o700)
+    (live.data / "lost+found" / "#1234").write_text("fsck's")
+    result = backup.run(live.data, tmp_path / "backups")
+    assert not (result.path / DATA / "lost+found").exists()
+    target = tmp_path / "volume"
+    (target / "lost+found").mkdir(parents=True)
+    restore.restore(result.path, target)
+    assert (target / "accounts.json").exists()
+
+
+def test_a_vault_copy_that_does_not_verify_fails_the_command(
+    live: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The snapshot is kept (it is whole), but the exit status says so: cron and the
+    documented `ourmail backup … && prune` keep the older snapshots."""
+    (segment,) = sorted((live.data / "vault" / "segments").iterdir())[:1]
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    assert cli(live, "backup", str(tmp_path / "backups")) == 1
+    captured = capsys.readouterr()
+    assert "vault: the copied chain does NOT verify" in captured.out
+    assert captured.err.startswith("ourmail: backup made, but its vault copy does not verify")
+    assert len(backup.snapshots(tmp_path / "backups")) == 1

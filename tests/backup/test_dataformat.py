@@ -147,3 +147,71 @@ def test_the_server_upgrades_an_older_folder_as_it_starts(
     (snapshot,) = backup.snapshots(srv.data / "pre-upgrade")
     assert Manifest.read(snapshot).data_format == 1
     assert "format2" not in json.loads((snapshot / DATA / "accounts.json").read_bytes())
+
+
+def test_ourmail_upgrade_refuses_while_a_server_uses_the_folder(
+    made: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(made, tmp_path / "data", symlinks=True)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    with running_server(tmp_path) as srv:
+        monkeypatch.setattr(upgrade, "STEPS", (STEP_2,))
+        assert admin_main(["--data", str(srv.data), "upgrade"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "a running server (or another upgrade) uses" in err
+        assert dataformat.read(srv.data) == 1 and not (srv.data / "pre-upgrade").exists()
+    assert admin_main(["--data", str(srv.data), "upgrade"]) == 0  # stopped: it upgrades
+    assert dataformat.read(srv.data) == 2
+
+
+def test_a_marker_left_after_the_last_step_is_not_the_next_upgrades_backup(
+    data: Path, tmp_path: Path
+) -> None:
+    """A crash after the last step's record, before the marker went: the next start removes
+    the marker, so the next release's upgrade makes its own backup."""
+    backups = tmp_path / "pre-upgrade"
+    upgrade.prepare(data, (STEP_2,), backups)
+    write_atomic(data / upgrade.MARKER, b'{"from": 1, "backup": "old"}', 0o600)
+    assert upgrade.prepare(data, (STEP_2,), backups) == 2
+    assert not (data / upgrade.MARKER).exists()
+    step_3 = upgrade.Step(3, "nothing", lambda folder: None)
+    assert upgrade.prepare(data, (STEP_2, step_3), backups) == 3
+    assert [Manifest.read(s).data_format for s in backup.snapshots(backups)] == [1, 2]
+
+
+def test_a_data_folder_that_cannot_be_made_is_one_line() -> None:
+    """Not an OSError traceback from twistd (even as root, nothing can be made in /proc)."""
+    with pytest.raises(FormatError, match=r"cannot create the data folder /proc/ourmail/data: "):
+        upgrade.prepare(Path("/proc/ourmail/data"))
+
+
+def test_twistd_on_a_folder_from_before_versioning_starts_and_records_it(
+    data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No format file (a server from before this release): twistd starts as before, with no
+    question asked, and writes it; while it runs, `ourmail upgrade` in another process is
+    refused."""
+    from twistdhelp import Twistd
+
+    (data / "format").unlink()
+    server = Twistd(data)
+    try:
+        assert (data / "format").read_text() == "1\n"
+        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+        monkeypatch.setattr(upgrade, "STEPS", (STEP_2,))
+        assert admin_main(["--data", str(data), "upgrade"]) == 1
+        assert "a running server (or another upgrade) uses" in capsys.readouterr().err
+    finally:
+        server.stop()
+    assert admin_main(["--data", str(data), "upgrade"]) == 0
+    assert dataformat.read(data) == 2
+
+
+def test_ourmail_upgrade_on_a_mistyped_folder_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not "in this ourmail's format already" for a folder that holds no data folder."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert admin_main(["--data", str(tmp_path / "typo"), "upgrade"]) == 1
+    assert "is not an ourmail data folder (--data?)" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()
