@@ -16,7 +16,7 @@ from twisted.application.service import MultiService, Service
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
 from twisted.internet.interfaces import (
     IListeningPort,
     IReactorCore,
@@ -214,6 +214,24 @@ def first_start(settings: Settings) -> None:
             )
 
 
+def _clear_own_stale_lock(socket_path: Path) -> None:
+    """Remove a unix socket and its ``lockfile=1`` lock when the lock names this very process.
+
+    Twisted's lock (a symlink to its owner's pid) counts any live pid as a live owner.  A
+    container's server is PID 1 on every start, so after an unclean stop (SIGKILL, the OOM
+    killer) the lock left in the volume names the restarted server itself, which would then
+    never listen.  Before this process listens the lock cannot be its own: both are stale."""
+    lock = socket_path.with_name(socket_path.name + ".lock")
+    try:
+        stale = os.readlink(lock) == str(os.getpid())
+    except OSError:
+        return
+    if stale:
+        log.info("removing {path}, left by a server that had this pid", path=str(lock))
+        socket_path.unlink(missing_ok=True)
+        lock.unlink(missing_ok=True)
+
+
 class ListenerService(Service):
     """Listens on one endpoint; a failure to bind stops start-up with the reason."""
 
@@ -226,6 +244,8 @@ class ListenerService(Service):
 
     def startService(self) -> None:
         super().startService()
+        if isinstance(self.endpoint, UNIXServerEndpoint) and self.endpoint._wantPID:
+            _clear_own_stale_lock(Path(os.fsdecode(self.endpoint._address)))
         failures: list[Failure] = []
         d: Deferred[IListeningPort] = self.endpoint.listen(self.factory)
         d.addCallbacks(self._listening, failures.append)
