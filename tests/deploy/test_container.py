@@ -42,6 +42,19 @@ DOMAIN = "example.test"
 POSTMASTER = f"postmaster@{DOMAIN}"
 ENVIRONMENT = ("-e", f"OURMAIL_DOMAIN={DOMAIN}", "-e", "OURMAIL_HOSTNAME=mail.example.test")
 ONE_TIME = re.compile(r"created the account (\S+) with the one-time password (\S+)")
+#: Whether OpenSSL's default paths (what Twisted's platformTrust loads for MTA-STS and a smart
+#: host) hold trusted roots: the first root of certifi's bundle must verify against them.
+TRUSTS = """
+import re, certifi
+from OpenSSL import SSL, crypto
+with open(certifi.where(), "rb") as f:
+    pem = re.search(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", f.read(), re.S)
+context = SSL.Context(SSL.TLS_METHOD)
+context.set_default_verify_paths()
+root = crypto.load_certificate(crypto.FILETYPE_PEM, pem[0])
+crypto.X509StoreContext(context.get_cert_store(), root).verify_certificate()
+print("trusted")
+"""
 
 
 def _missing() -> str | None:
@@ -322,6 +335,8 @@ def test_standard_ports_unprivileged_and_health(image: str) -> None:
             "import importlib.util as u; print([m for m in ('pip', 'pytest', 'setuptools')"
             " if u.find_spec(m)])",
         ).strip() == "[]"  # fmt: skip
+
+        assert box.exec("/opt/ourmail/bin/python", "-c", TRUSTS).strip() == "trusted"
 
         assert box.health() == (0, "healthy")
         # A hung server: the process stopped (SIGSTOP from the host), its sockets still
