@@ -6,6 +6,7 @@ import os
 import resource
 import secrets
 import signal
+import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -214,22 +215,32 @@ def first_start(settings: Settings) -> None:
             )
 
 
-def _clear_own_stale_lock(socket_path: Path) -> None:
-    """Remove a unix socket and its ``lockfile=1`` lock when the lock names this very process.
+def _clear_stale_unix_socket(socket_path: Path) -> None:
+    """Remove a unix socket and its ``lockfile=1`` lock left by a server that has ended.
 
-    Twisted's lock (a symlink to its owner's pid) counts any live pid as a live owner.  A
-    container's server is PID 1 on every start, so after an unclean stop (SIGKILL, the OOM
-    killer) the lock left in the volume names the restarted server itself, which would then
-    never listen.  Before this process listens the lock cannot be its own: both are stale."""
+    Twisted's lock (a symlink to its owner's pid) counts any live pid as a live owner.  After
+    an unclean stop (SIGKILL, the OOM killer, a power cut) that pid is often someone else's: a
+    container's server is PID 1 on every start, so the lock in the volume names the restarted
+    server itself, and after a reboot another service may hold it (run by root, Twisted's
+    check even ends in a traceback).  The socket tells instead: a live server accepts on it.
+    Nobody accepting, both files are stale and go; someone accepting, the lock stays and the
+    listener refuses to start with Twisted's reason."""
     lock = socket_path.with_name(socket_path.name + ".lock")
-    try:
-        stale = os.readlink(lock) == str(os.getpid())
-    except OSError:
+    if not lock.is_symlink():
         return
-    if stale:
-        log.info("removing {path}, left by a server that had this pid", path=str(lock))
-        socket_path.unlink(missing_ok=True)
-        lock.unlink(missing_ok=True)
+    with socket.socket(socket.AF_UNIX) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(socket_path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            pass
+        except OSError:  # a time-out (a busy live server), no permission: not ours to judge
+            return
+        else:
+            return
+    log.info("removing {path}, left by a server that has ended", path=str(lock))
+    socket_path.unlink(missing_ok=True)
+    lock.unlink(missing_ok=True)
 
 
 class ListenerService(Service):
@@ -245,7 +256,7 @@ class ListenerService(Service):
     def startService(self) -> None:
         super().startService()
         if isinstance(self.endpoint, UNIXServerEndpoint) and self.endpoint._wantPID:
-            _clear_own_stale_lock(Path(os.fsdecode(self.endpoint._address)))
+            _clear_stale_unix_socket(Path(os.fsdecode(self.endpoint._address)))
         failures: list[Failure] = []
         d: Deferred[IListeningPort] = self.endpoint.listen(self.factory)
         d.addCallbacks(self._listening, failures.append)
