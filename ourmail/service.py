@@ -272,7 +272,9 @@ class ListenerService(Service):
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
         host = port.getHost()
-        where = f"{host.host}:{host.port}" if hasattr(host, "port") else getattr(host, "name", host)
+        name = getattr(host, "name", host)  # a unix socket's path, as bytes
+        path = os.fsdecode(name) if isinstance(name, bytes | str) else str(name)
+        where = f"{host.host}:{host.port}" if hasattr(host, "port") else path
         log.info("{service} listening on {where}", service=self.name, where=where)
 
     def stopService(self) -> Deferred[None] | None:
