@@ -223,10 +223,11 @@ def _clear_stale_unix_socket(socket_path: Path) -> None:
     container's server is PID 1 on every start, so the lock in the volume names the restarted
     server itself, and after a reboot another service may hold it (run by root, Twisted's
     check even ends in a traceback).  The socket tells instead: a live server accepts on it.
-    Nobody accepting, both files are stale and go; someone accepting, the lock stays and the
-    listener refuses to start with Twisted's reason."""
+    Nobody accepting, both files are stale and go (also a socket whose lock was deleted by
+    hand, which would stop the start with "Address already in use"); someone accepting, they
+    stay and the listener refuses to start with Twisted's reason."""
     lock = socket_path.with_name(socket_path.name + ".lock")
-    if not lock.is_symlink():
+    if not lock.is_symlink() and not socket_path.exists():
         return
     with socket.socket(socket.AF_UNIX) as probe:
         probe.settimeout(1.0)
@@ -238,7 +239,7 @@ def _clear_stale_unix_socket(socket_path: Path) -> None:
             return
         else:
             return
-    log.info("removing {path}, left by a server that has ended", path=str(lock))
+    log.info("removing {path}, left by a server that has ended", path=str(socket_path))
     socket_path.unlink(missing_ok=True)
     lock.unlink(missing_ok=True)
 
