@@ -174,6 +174,7 @@ def test_podman_compose_reads_it() -> None:
     assert environment["OURMAIL_HOSTNAME"] == "mail.example.test"
 
 
+@pytest.mark.system
 def test_prometheus_scrapes_ourmail_over_https_with_its_self_signed_certificate(
     tmp_path: Path,
 ) -> None:

@@ -10,7 +10,10 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 from twistdhelp import REPO, Twistd
+
+pytestmark = pytest.mark.system
 
 
 def _healthcheck() -> ModuleType:

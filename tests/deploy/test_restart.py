@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from twistdhelp import REPO, Twistd
 
+pytestmark = pytest.mark.system
+
 
 def _killed(data: Path) -> tuple[Path, Path]:
     """A data folder whose server was killed with SIGKILL: its socket and lock."""
