@@ -7,6 +7,7 @@ import os
 import resource
 import secrets
 import signal
+import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from twisted.application.service import MultiService, Service
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
 from twisted.internet.interfaces import (
     IListeningPort,
     IReactorCore,
@@ -215,6 +216,35 @@ def first_start(settings: Settings) -> None:
             )
 
 
+def _clear_stale_unix_socket(socket_path: Path) -> None:
+    """Remove a unix socket and its ``lockfile=1`` lock left by a server that has ended.
+
+    Twisted's lock (a symlink to its owner's pid) counts any live pid as a live owner.  After
+    an unclean stop (SIGKILL, the OOM killer, a power cut) that pid is often someone else's: a
+    container's server is PID 1 on every start, so the lock in the volume names the restarted
+    server itself, and after a reboot another service may hold it (run by root, Twisted's
+    check even ends in a traceback).  The socket tells instead: a live server accepts on it.
+    Nobody accepting, both files are stale and go (also a socket whose lock was deleted by
+    hand, which would stop the start with "Address already in use"); someone accepting, they
+    stay and the listener refuses to start with Twisted's reason."""
+    lock = socket_path.with_name(socket_path.name + ".lock")
+    if not lock.is_symlink() and not socket_path.exists():
+        return
+    with socket.socket(socket.AF_UNIX) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(socket_path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            pass
+        except OSError:  # a time-out (a busy live server), no permission: not ours to judge
+            return
+        else:
+            return
+    log.info("removing {path}, left by a server that has ended", path=str(socket_path))
+    socket_path.unlink(missing_ok=True)
+    lock.unlink(missing_ok=True)
+
+
 class ListenerService(Service):
     """Listens on one endpoint; a failure to bind stops start-up with the reason."""
 
@@ -227,6 +257,8 @@ class ListenerService(Service):
 
     def startService(self) -> None:
         super().startService()
+        if isinstance(self.endpoint, UNIXServerEndpoint) and self.endpoint._wantPID:
+            _clear_stale_unix_socket(Path(os.fsdecode(self.endpoint._address)))
         failures: list[Failure] = []
         d: Deferred[IListeningPort] = self.endpoint.listen(self.factory)
         d.addCallbacks(self._listening, failures.append)
@@ -242,7 +274,9 @@ class ListenerService(Service):
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
         host = port.getHost()
-        where = f"{host.host}:{host.port}" if hasattr(host, "port") else getattr(host, "name", host)
+        name = getattr(host, "name", host)  # a unix socket's path, as bytes
+        path = os.fsdecode(name) if isinstance(name, bytes | str) else str(name)
+        where = f"{host.host}:{host.port}" if hasattr(host, "port") else path
         log.info("{service} listening on {where}", service=self.name, where=where)
 
     def stopService(self) -> Deferred[None] | None:

@@ -46,6 +46,9 @@ def probe(data: Path) -> str | None:
         return f"/healthz: {e or type(e).__name__}"
     finally:
         connection.close()
+    if response.status == 403:
+        why = "this check asks from 127.0.0.1, keep loopback in [metrics] networks"
+        return f"/healthz: 403 {body}: {why}"
     return None if response.status == 200 else f"/healthz: {response.status} {body}"
 
 

@@ -10,16 +10,21 @@ itself (``config``), which parses and interpolates it as ``up`` would.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from twistdhelp import Twistd
 from twisted.internet import reactor
 
 from ourmail.config import load_settings
@@ -85,9 +90,11 @@ def test_structure(compose: dict[str, Any]) -> None:
     text = COMPOSE.read_text()
     for port in STANDARD_PORTS:
         assert re.search(rf'"{port}:{port}" +# \S', text), port
-    build = services["ourmail"]["build"]
-    assert (COMPOSE.parent / build["context"] / build["dockerfile"]).is_file()
-    assert (COMPOSE.parent / services["spamd"]["build"]["context"] / "Containerfile").is_file()
+    # Every build names its file: Docker Compose finds only a Dockerfile without (and some
+    # podman-compose versions only that too).
+    for name in ("ourmail", "spamd"):
+        build = services[name]["build"]
+        assert (COMPOSE.parent / build["context"] / build["dockerfile"]).is_file(), name
 
 
 def test_ourmail_reaches_clamd_spamd_and_prometheus_reaches_it(
@@ -165,3 +172,49 @@ def test_podman_compose_reads_it() -> None:
     environment = resolved["services"]["ourmail"]["environment"]
     assert environment["OURMAIL_DOMAIN"] == "example.test"
     assert environment["OURMAIL_HOSTNAME"] == "mail.example.test"
+
+
+@pytest.mark.system
+def test_prometheus_scrapes_ourmail_over_https_with_its_self_signed_certificate(
+    tmp_path: Path,
+) -> None:
+    """The shipped scrape job (scheme, path, tls_config) run by the real Prometheus against a
+    real server's self-signed certificate, the target moved to the server's loopback port."""
+    binary = shutil.which("prometheus")
+    if binary is None and not os.environ.get("CI"):
+        pytest.skip("prometheus is not installed (the prometheus package)")
+    assert binary is not None
+    server = Twistd(tmp_path / "data")
+    config = yaml.safe_load((CONTRIB / "monitoring" / "prometheus.yml").read_text())
+    config.pop("rule_files")  # the rules are the monitoring tests'
+    config["global"]["scrape_interval"] = "1s"
+    job = config["scrape_configs"][0]
+    job["static_configs"][0]["targets"] = [f"127.0.0.1:{server.ports['web']}"]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    prometheus = subprocess.Popen(
+        [binary, f"--config.file={tmp_path / 'prometheus.yml'}",
+         f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        target: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/targets") as r:
+                    active = json.load(r)["data"]["activeTargets"]
+            except OSError:
+                active = []
+            if active and active[0]["health"] != "unknown":
+                target = active[0]
+                break
+            time.sleep(0.5)
+        assert target.get("health") == "up", target
+        assert target["scrapeUrl"] == f"https://127.0.0.1:{server.ports['web']}/metrics"
+    finally:
+        prometheus.terminate()
+        prometheus.wait(30)
+        server.stop()

@@ -42,6 +42,19 @@ DOMAIN = "example.test"
 POSTMASTER = f"postmaster@{DOMAIN}"
 ENVIRONMENT = ("-e", f"OURMAIL_DOMAIN={DOMAIN}", "-e", "OURMAIL_HOSTNAME=mail.example.test")
 ONE_TIME = re.compile(r"created the account (\S+) with the one-time password (\S+)")
+#: Whether OpenSSL's default paths (what Twisted's platformTrust loads for MTA-STS and a smart
+#: host) hold trusted roots: the first root of certifi's bundle must verify against them.
+TRUSTS = """
+import re, certifi
+from OpenSSL import SSL, crypto
+with open(certifi.where(), "rb") as f:
+    pem = re.search(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", f.read(), re.S)
+context = SSL.Context(SSL.TLS_METHOD)
+context.set_default_verify_paths()
+root = crypto.load_certificate(crypto.FILETYPE_PEM, pem[0])
+crypto.X509StoreContext(context.get_cert_store(), root).verify_certificate()
+print("trusted")
+"""
 
 
 def _missing() -> str | None:
@@ -134,12 +147,14 @@ class Container:
         )
         return done.stdout + done.stderr
 
-    def wait_ready(self, timeout: float = 90) -> str:
-        """Until the listeners and the MX worker are up; the log so far."""
+    def wait_ready(self, timeout: float = 90, starts: int = 1) -> str:
+        """Until the listeners and the MX worker are up (for the ``starts``-th time: the log
+        keeps the earlier runs of a restarted container); the log so far."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.log_text()
-            if "http listening on" in text and "accepting mail on the MX port" in text:
+            ready = ("http listening on", "accepting mail on the MX port")
+            if all(text.count(line) >= starts for line in ready):
                 return text
             if podman("inspect", "--format", "{{.State.Running}}", self.name).strip() != "true":
                 raise AssertionError(f"the container stopped:\n{text}")
@@ -323,6 +338,8 @@ def test_standard_ports_unprivileged_and_health(image: str) -> None:
             " if u.find_spec(m)])",
         ).strip() == "[]"  # fmt: skip
 
+        assert box.exec("/opt/ourmail/bin/python", "-c", TRUSTS).strip() == "trusted"
+
         assert box.health() == (0, "healthy")
         # A hung server: the process stopped (SIGSTOP from the host), its sockets still
         # accepting in the kernel but nothing answering.
@@ -333,6 +350,15 @@ def test_standard_ports_unprivileged_and_health(image: str) -> None:
         finally:
             os.kill(pid, signal.SIGCONT)
         assert (code, status_now) == (1, "unhealthy")
+        assert box.health() == (0, "healthy")
+
+        # Restarted (not re-created) after an unclean stop (SIGKILL, as at the end of the stop
+        # timeout): twistd is PID 1 again, the pid in the lock of the LMTP socket the killed
+        # one left in the volume, and starts all the same.
+        podman("kill", box.name)
+        podman("start", box.name)
+        log = box.wait_ready(starts=2)
+        assert "removing /var/lib/ourmail/lmtp.sock, left by a server that has ended" in log
         assert box.health() == (0, "healthy")
     finally:
         box.remove()

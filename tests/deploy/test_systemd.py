@@ -311,3 +311,18 @@ def test_a_systemd_listener_without_its_socket_is_a_clear_error(tmp_path: Path) 
     assert done.returncode != 0
     assert "Traceback" not in done.stdout + done.stderr
     assert "systemd passed no such socket" in done.stdout + done.stderr
+
+
+def test_the_documented_install_puts_every_file_the_units_name() -> None:
+    """``Documentation=file://...`` and the binaries of the Exec lines exist after the
+    install commands of docs/deploy.md (pip puts twistd in the venv's bin/)."""
+    section = (REPO / "docs" / "deploy.md").read_text().split("### Install", 1)[1]
+    commands = section.split("```sh", 1)[1].split("```", 1)[0]
+    assert "python3 -m venv /opt/ourmail\n" in commands
+    for unit in (UNIT, SOCKET, DROP_IN):
+        for line in unit.read_text().splitlines():
+            if line.startswith("Documentation=file://"):
+                path = line.removeprefix("Documentation=file://")
+                assert re.search(rf"^install -D .* {re.escape(path)}$", commands, re.M), path
+            elif re.match(r"Exec\w+=/opt/ourmail/bin/", line):
+                assert line.split("=", 1)[1].split()[0] in ("/opt/ourmail/bin/twistd",)
