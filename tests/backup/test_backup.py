@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -344,6 +344,33 @@ def test_a_message_expunged_while_its_folder_is_copied(
     assert "bob-1" not in restored and "\\Flagged" in restored["bob-2"][1]
 
 
+def _backup_acting_once_taken(
+    live: RunningServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    act: Callable[[], None],
+) -> backup.Result:
+    """A backup of ``live`` that calls ``act`` once, just after the user's folder ``name``
+    was taken (its moment recorded) and before its messages are copied."""
+    folder = ShardMap(live.data).user_dir(live.user) / name
+    real = folders._take
+    done: list[bool] = []
+
+    def meanwhile(group: list[tuple[Path, str]]) -> Any:
+        moments = real(group)
+        if any(path == folder for path, _ in group) and not done:
+            done.append(True)
+            act()
+        return moments
+
+    monkeypatch.setattr(folders, "_take", meanwhile)
+    result = backup.run(live.data, tmp_path / "backups")
+    monkeypatch.undo()
+    assert done
+    return result
+
+
 def test_a_folder_renamed_during_the_backup_is_not_missed(
     live: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -351,23 +378,13 @@ def test_a_folder_renamed_during_the_backup_is_not_missed(
     m.select("INBOX")
     m.uid("COPY", "1:3", "Trash")
     m.logout()
-    inbox = ShardMap(live.data).user_dir(live.user)
-    real = folders._take
-    done: list[bool] = []
 
-    def meanwhile(group: list[tuple[Path, str]]) -> Any:
-        moments = real(group)
-        if (inbox / ".Trash", group[0][1] + "/.Trash") in group and not done:
-            done.append(True)  # .Trash taken, its messages not yet copied
-            m = _imap(live, live.user)
-            m.rename("Trash", "Bin")
-            m.logout()
-        return moments
+    def rename() -> None:
+        m = _imap(live, live.user)
+        m.rename("Trash", "Bin")
+        m.logout()
 
-    monkeypatch.setattr(folders, "_take", meanwhile)
-    result = backup.run(live.data, tmp_path / "backups")
-    monkeypatch.undo()
-    assert done
+    result = _backup_acting_once_taken(live, tmp_path, monkeypatch, ".Trash", rename)
     restore.restore(result.path, tmp_path / "restored" / "data")
     with running_server(tmp_path / "restored") as again:
         m = _imap(again, again.user)
@@ -502,23 +519,13 @@ def test_a_folder_deleted_after_its_moment_is_left_out(
     m.select("INBOX")
     m.uid("COPY", "1:3", "Old")
     m.logout()
-    inbox = ShardMap(live.data).user_dir(live.user)
-    real = folders._take
-    done: list[bool] = []
 
-    def meanwhile(group: list[tuple[Path, str]]) -> Any:
-        moments = real(group)
-        if any(folder == inbox / ".Old" for folder, _ in group) and not done:
-            done.append(True)  # .Old taken, its messages not yet copied
-            m = _imap(live, live.user)
-            assert m.delete("Old")[0] == "OK"
-            m.logout()
-        return moments
+    def delete() -> None:
+        m = _imap(live, live.user)
+        assert m.delete("Old")[0] == "OK"
+        m.logout()
 
-    monkeypatch.setattr(folders, "_take", meanwhile)
-    result = backup.run(live.data, tmp_path / "backups")
-    monkeypatch.undo()
-    assert done
+    result = _backup_acting_once_taken(live, tmp_path, monkeypatch, ".Old", delete)
     manifest = Manifest.read(result.path)
     assert not [p for p in (*manifest.files, *manifest.dirs) if "/.Old" in p]
     restore.restore(result.path, tmp_path / "restored" / "data")
