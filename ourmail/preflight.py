@@ -43,15 +43,13 @@ def check_shard_roots(data_dir: Path) -> None:
     not exist is most likely a volume that is not mounted, and creating it would fill the
     wrong file system.
     """
-    from ourmail.store.shards import DEFAULT_ROOT, ShardMap
+    from ourmail.store.shards import DEFAULT_ROOT
+    from ourmail.store.volumes import volumes
 
-    roots: dict[Path, list[int]] = {}
-    for number, root in enumerate(ShardMap(data_dir).roots):
-        roots.setdefault(root, []).append(number)
-    for root, shards in roots.items():
-        if root == data_dir / DEFAULT_ROOT and not root.exists():
-            continue
-        which = f"{shards[0]:02x}-{shards[-1]:02x}" if len(shards) > 1 else f"{shards[0]:02x}"
+    for volume in volumes(data_dir):
+        root, which = volume.root, volume.shards
+        if not which or (root == data_dir / DEFAULT_ROOT and not root.exists()):
+            continue  # the data folder itself, or the default root made at first delivery
         if not root.is_dir():
             raise ConfigError(
                 f"shards.toml: the root {root} of shards {which} is not a folder "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import resource
 import secrets
 import signal
 import socket
@@ -45,6 +44,7 @@ from ourmail.configreload import ConfigReload
 from ourmail.directory.local import LocalDirectory
 from ourmail.dns.lookup import Lookup
 from ourmail.dns.lookup import make_resolver as make_check_resolver
+from ourmail.fdlimit import raise_open_file_limit
 from ourmail.filters import dmarcpolicy
 from ourmail.filters.chain import FilterChain
 from ourmail.filters.filterlog import FilterLog, LogDB
@@ -141,20 +141,6 @@ from ourmail.web.redirect import redirect_site
 from ourmail.web.sessions import SessionStore, SessionSweeper
 
 log = Logger()
-
-
-def raise_open_file_limit() -> None:
-    """Every connection is a file descriptor: lift the soft limit (often 1024) to the hard one."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or (hard != resource.RLIM_INFINITY and soft >= hard):
-        return
-    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (ValueError, OSError) as e:
-        log.warn("cannot raise the open file limit from {soft}: {e}", soft=soft, e=e)
-        return
-    log.info("open file limit raised from {soft} to {target}", soft=soft, target=target)
 
 
 def first_start(settings: Settings) -> None:
@@ -897,7 +883,6 @@ def build(
         live.web = parts.web.services
     parts.metrics.watch_queue(parts.queue.backlog, parts.queue.clock.seconds)
     parts.metrics.watch_certificate(parts.tls.not_after)
-    volumes(settings.data_dir)  # a bad shards.toml stops the start (ConfigError)
     find = functools.partial(volumes, settings.data_dir)  # again each round: shard moves
     VolumeWatch(find, parts.metrics, reactor).setServiceParent(root)
     probes = probes_for(getattr(parts.checks, "checks", ()), reactor)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import resource
 import shutil
 import sqlite3
 import stat
@@ -46,6 +45,7 @@ from ourmail import __version__
 from ourmail.backup import dataformat, folders
 from ourmail.backup.manifest import DATA, Manifest, ManifestError
 from ourmail.backup.writer import Counts, SnapshotWriter
+from ourmail.fdlimit import raise_open_file_limit
 from ourmail.fsutil import HAVE_SYNCFS, fsync_dir, fsync_file, syncfs
 from ourmail.store import shardmove
 from ourmail.store.shards import DEFAULT_ROOT, DEFAULT_SHARDS_TOML, ShardMap
@@ -139,20 +139,11 @@ def run(
     if dest != data_dir / UPGRADE_BACKUPS and (dest == data_dir or data_dir in dest.parents):
         raise BackupError(f"{dest} is inside the data folder {data_dir}: choose another place")
     dest.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _lift_open_file_limit()
+    raise_open_file_limit()  # a mailbox's folders are taken at one moment, 3 fds each
     with _dest_lock(dest):
         for stale in dest.glob(f"*{PARTIAL}"):
             shutil.rmtree(stale)  # an interrupted run: never a base, never restored
         return _run(data_dir, dest, tuple(vault_roots), version or dataformat.CURRENT, verify_vault)
-
-
-def _lift_open_file_limit() -> None:
-    """A mailbox's folders are taken at one moment with three descriptors open for each:
-    lift the soft limit (often 1024) to the hard one, as the server does."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _run(
@@ -180,7 +171,7 @@ def _run(
     vault, vault_ok = _copy_vault(writer, data_dir, vault_roots, verify_vault)
     shards_toml = _copy_mail(writer, data_dir)
     _copy_queue(writer, data_dir)
-    _sync(partial)
+    sync_tree(partial)
     manifest = Manifest(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         ourmail=__version__,
@@ -197,7 +188,7 @@ def _run(
     return Result(final, writer.counts, time.monotonic() - started, base, vault, vault_ok)
 
 
-def _sync(root: Path) -> None:
+def sync_tree(root: Path) -> None:
     """Make every file and folder written under ``root`` durable."""
     if HAVE_SYNCFS:
         syncfs(root)

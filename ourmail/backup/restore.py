@@ -19,7 +19,7 @@ from pathlib import Path
 import attrs
 
 from ourmail.backup import dataformat
-from ourmail.backup.backup import _sync, snapshots
+from ourmail.backup.backup import snapshots, sync_tree
 from ourmail.backup.manifest import DATA, Manifest, ManifestError
 from ourmail.fsutil import fsync_dir, write_atomic
 from ourmail.store.shards import DEFAULT_ROOT
@@ -135,7 +135,7 @@ def restore(snapshot: Path, target: Path, shard_roots: Sequence[ShardRoot] = ())
     if shard_roots:
         _write_shards(target, roots)
     for root in {*roots, target}:
-        _sync(root)
+        sync_tree(root)
         fsync_dir(root)
     marker.unlink()
     fsync_dir(target)
