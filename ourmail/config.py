@@ -36,7 +36,7 @@ SERVICES = (
 #: Listeners that speak TLS from the first byte (the others offer STARTTLS/STLS).
 IMPLICIT_TLS = frozenset({"submissions", "imaps", "pop3s", "web"})
 
-#: (port when root, port otherwise): docs/architecture.md#services-and-ports.
+#: (standard port, unprivileged port): docs/architecture.md#services-and-ports.
 DEFAULT_PORTS: Mapping[str, tuple[int, int]] = {
     "smtp": (25, 2525),
     "submission": (587, 2587),
@@ -489,11 +489,12 @@ def normalise_domain(name: str) -> str:
     return ascii_name
 
 
-def default_listen(is_root: bool) -> dict[str, str]:
-    """The port table of docs/architecture.md as endpoint strings on every interface."""
+def default_listen(standard: bool) -> dict[str, str]:
+    """The port table of docs/architecture.md as endpoint strings on every interface: the
+    standard ports, or the unprivileged ones."""
     # A long accept queue absorbs bursts (every client reconnecting after a network blip).
     return {
-        svc: f"tcp:{ports[0] if is_root else ports[1]}:backlog=1024"
+        svc: f"tcp:{ports[0] if standard else ports[1]}:backlog=1024"
         for svc, ports in DEFAULT_PORTS.items()
     }
 
@@ -658,14 +659,14 @@ def may_bind_low_ports(status: Path = Path("/proc/self/status")) -> bool:
     return False
 
 
-def _standard_ports(option: str | None, table: Mapping[str, Any], is_root: bool) -> bool:
+def _standard_ports(option: str | None, table: Mapping[str, Any], may_bind: bool) -> bool:
     """Whether the default listeners take the standard ports (25, 587, 993...): ``--ports``
     wins over ``ports`` in the file; with neither, a process that may bind them (root, or
     CAP_NET_BIND_SERVICE: :func:`may_bind_low_ports`) gets them, any other the unprivileged
     ones."""
     choice = option or table.get("ports")
     if choice is None:
-        return is_root
+        return may_bind
     if choice not in PORT_CHOICES:
         raise ConfigError(f"'ports' is one of {', '.join(PORT_CHOICES)}; got {choice!r}")
     return choice == "standard"
@@ -702,8 +703,8 @@ def load_settings(
         if d not in doms:
             doms.append(d)
 
-    root = may_bind_low_ports() if is_root is None else is_root
-    endpoints: dict[str, str | None] = default_listen(_standard_ports(ports, table, root))
+    may_bind = may_bind_low_ports() if is_root is None else is_root
+    endpoints: dict[str, str | None] = default_listen(_standard_ports(ports, table, may_bind))
     # RFC 2033 §5: LMTP is for this machine only, so by default a unix socket.
     endpoints["lmtp"] = f"unix:{data_dir / 'lmtp.sock'}:mode=660:lockfile=1"
     for svc, ep in table.get("listen", {}).items():

@@ -168,26 +168,29 @@ class ConfigReload:
 
     def _loaded(self, new: Settings) -> None:
         found = changes(self.settings, new)
-        if not self.announce:
-            found = [change for change in found if change.live]
-        elif not found:
-            log.info("configuration reloaded: nothing changed")
-            return
-        for change in found if self.announce else ():
-            if change.live:
-                log.info(
-                    "configuration reloaded: {setting} is now {new} (was {old})",
-                    setting=change.setting,
-                    new=change.new,
-                    old=change.old,
-                )
-            else:  # values left out: some name secrets (an LDAP URL, a relay's password file)
-                log.warn(
-                    "configuration: {setting} changed but needs a restart; the old value "
-                    "stays until then",
-                    setting=change.setting,
-                )
+        if self.announce:
+            _announce(found)
         if any(change.live for change in found):
             self.settings = live_part(self.settings, new)
             for apply in self.apply:
                 apply(self.settings)
+
+
+def _announce(found: Sequence[Change]) -> None:
+    """One line per changed setting: its new value when live, only its name otherwise."""
+    if not found:
+        log.info("configuration reloaded: nothing changed")
+    for change in found:
+        if change.live:
+            log.info(
+                "configuration reloaded: {setting} is now {new} (was {old})",
+                setting=change.setting,
+                new=change.new,
+                old=change.old,
+            )
+        else:  # values left out: some name secrets (an LDAP URL, a relay's password file)
+            log.warn(
+                "configuration: {setting} changed but needs a restart; the old value "
+                "stays until then",
+                setting=change.setting,
+            )

@@ -17,7 +17,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.protocol import Factory
@@ -40,20 +40,16 @@ log = Logger()
 
 
 def reload_on_hangup(
-    settings: Settings, args: argparse.Namespace, sessions: SessionFactory, reactor: Any
+    settings: Settings,
+    reread: Callable[[], Settings],
+    sessions: SessionFactory,
+    reactor: Any,
 ) -> None:
-    """At SIGHUP (after the certificate's handler), read the configuration again and apply
-    its live settings to the MX listener, quietly: the master logs the changes."""
+    """At SIGHUP (after the certificate's handler), read the configuration again with
+    ``reread`` and apply its live settings to the MX listener, quietly: the master logs the
+    changes."""
     live = LiveSettings()
     live.watch(sessions)
-    reread = functools.partial(
-        load_settings,
-        data=args.data,
-        config=args.config,
-        domains=tuple(args.domain),
-        hostname=args.hostname,
-        dns_servers=tuple(args.dns),
-    )
     reload = ConfigReload(settings, reread, [live.apply], announce=False)
     certificate = signal.getsignal(signal.SIGHUP)
 
@@ -81,14 +77,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = ap.parse_args(argv)
     observer = FileLogObserver(sys.stdout, worker_line)
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    reread = functools.partial(
+        load_settings,
+        data=args.data,
+        config=args.config,
+        domains=tuple(args.domain),
+        hostname=args.hostname,
+        dns_servers=tuple(args.dns),
+    )
     try:  # the file may have been edited since the master read it
-        settings = load_settings(
-            data=args.data,
-            config=args.config,
-            domains=tuple(args.domain),
-            hostname=args.hostname,
-            dns_servers=tuple(args.dns),
-        )
+        settings = reread()
     except ConfigError as e:
         log.error("configuration error: {reason}", reason=str(e))
         sys.exit(EXIT_CONFIG)
@@ -106,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sessions = parts.factory("smtp")
     assert isinstance(sessions, SessionFactory)
     sessions.counts = counts
-    reload_on_hangup(settings, args, sessions, reactor)
+    reload_on_hangup(settings, reread, sessions, reactor)
     family = socket.AF_INET6 if args.family == "6" else socket.AF_INET
     reactor.adoptStreamPort(  # type: ignore[attr-defined]
         SOCKET_FD, family, AdmittingFactory(sessions, counts)

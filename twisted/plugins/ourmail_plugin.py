@@ -29,7 +29,8 @@ class Options(usage.Options, AuthOptionMixin):
             None,
             None,
             "standard (25, 587, 993...) or unprivileged (2525, 2587, 1993...) for the "
-            "default listeners (default: ports in the config file, else standard for root).",
+            "default listeners (default: ports in the config file, else standard when the "
+            "process may bind them: root or CAP_NET_BIND_SERVICE).",
         ],
     ]
 
