@@ -186,8 +186,13 @@ def _bind_problem(e: OSError, port: int, interface: str) -> str:
     return e.strerror or str(e)
 
 
+def unix_path(args: list[str], options: dict[str, str]) -> Path:
+    """The socket path of a ``unix:`` endpoint, from :func:`parse_endpoint`'s parts."""
+    return Path(options.get("address", args[0] if args else ""))
+
+
 def _check_unix(args: list[str], options: dict[str, str], where: str) -> None:
-    path = Path(options.get("address", args[0] if args else ""))
+    path = unix_path(args, options)
     if not path.name:
         raise ConfigError(f"{where}: no socket path")
     if len(bytes(path)) > UNIX_PATH_MAX:

@@ -17,7 +17,7 @@ from twisted.application.service import MultiService, Service
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IListeningPort,
     IReactorCore,
@@ -243,8 +243,9 @@ class ListenerService(Service):
 
     def startService(self) -> None:
         super().startService()
-        if isinstance(self.endpoint, UNIXServerEndpoint) and self.endpoint._wantPID:
-            _clear_stale_unix_socket(Path(os.fsdecode(self.endpoint._address)))
+        kind, args, options = preflight.parse_endpoint(self.endpoint_string)
+        if kind == "unix" and options.get("lockfile", "0") != "0":
+            _clear_stale_unix_socket(preflight.unix_path(args, options))
         failures: list[Failure] = []
         d: Deferred[IListeningPort] = self.endpoint.listen(self.factory)
         d.addCallbacks(self._listening, failures.append)
