@@ -256,6 +256,41 @@ class _Session(Protocol):
         """The connection is ending: :meth:`connectionLost` follows and wakes the scan."""
 
 
+#: The longest answer read from clamd to ``PING``.
+_MAX_PONG = 64
+
+
+class _Ping(Protocol):
+    """One ``zPING``: fires :attr:`done` with whether clamd answered ``PONG``."""
+
+    def __init__(self) -> None:
+        #: Cancelling it (the probe's time-out) aborts the connection.
+        self.done: Deferred[bool] = Deferred(lambda _: self._abort())
+        self._buffer = b""
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(b"zPING\0")
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        if b"\0" in self._buffer or len(self._buffer) > _MAX_PONG:
+            self._finish(self._buffer.split(b"\0", 1)[0] == b"PONG")
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._finish(False)
+
+    def _finish(self, ok: bool) -> None:
+        if not self.done.called:
+            self.done.callback(ok)
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+
 class ClamdClient:
     """Scans messages with clamd at ``address`` (see :func:`endpoint`), at most
     ``connections`` at once, refusing to send more than ``max_size`` bytes."""
@@ -325,6 +360,17 @@ class ClamdClient:
         if session in self._idle:
             self._idle.remove(session)
         session.abort()
+
+    def ping(self) -> Deferred[bool]:
+        """Whether clamd answers ``zPING`` with ``PONG``, on a connection of its own (the
+        probe of ``ourmail_backend_up``, ourmail/filters/probes.py); cancelling it aborts the
+        connection."""
+        return Deferred.fromCoroutine(self._ping())
+
+    async def _ping(self) -> bool:
+        ping = _Ping()
+        await connectProtocol(self._endpoint, ping)  # type: ignore[no-untyped-call]
+        return await ping.done
 
     def close(self) -> None:
         """Close the idle sessions (at shutdown, or in tests)."""

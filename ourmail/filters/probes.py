@@ -25,13 +25,9 @@ from typing import cast
 import attrs
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import connectProtocol
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
-from ourmail.filters import clamd
 from ourmail.filters.antivirus import AntivirusCheck
 from ourmail.filters.rspamd import RspamdClient
 from ourmail.filters.spam import SpamCheck
@@ -43,47 +39,6 @@ log = Logger()
 PROBE_INTERVAL = 30.0
 #: Seconds a back-end has to answer a probe.
 PROBE_TIMEOUT = 5.0
-#: The longest answer read from clamd to ``PING``.
-_MAX_PONG = 64
-
-
-class _ClamdPing(Protocol):
-    """One ``zPING``: fires :attr:`done` with whether clamd answered ``PONG``."""
-
-    def __init__(self) -> None:
-        #: Cancelling it (the probe's time-out) aborts the connection.
-        self.done: Deferred[bool] = Deferred(lambda _: self._abort())
-        self._buffer = b""
-
-    def _abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.write(b"zPING\0")
-
-    def dataReceived(self, data: bytes) -> None:
-        self._buffer += data
-        if b"\0" in self._buffer or len(self._buffer) > _MAX_PONG:
-            self._finish(self._buffer.split(b"\0", 1)[0] == b"PONG")
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._finish(False)
-
-    def _finish(self, ok: bool) -> None:
-        if not self.done.called:
-            self.done.callback(ok)
-        if self.transport is not None:
-            self.transport.loseConnection()
-
-
-async def clamd_ping(reactor: object, address: str) -> bool:
-    """Whether clamd at ``address`` (a socket path or ``HOST:PORT``) answers ``PING``."""
-    ping = _ClamdPing()
-    connecting: Deferred[object] = connectProtocol(clamd.endpoint(reactor, address), ping)  # type: ignore[no-untyped-call]
-    await connecting
-    return await ping.done
 
 
 @attrs.frozen
@@ -92,10 +47,6 @@ class Probe:
 
     backend: str
     ask: Callable[[], Deferred[bool]]
-
-
-def _clamd_probe(reactor: object, address: str) -> Probe:
-    return Probe("clamd", lambda: Deferred.fromCoroutine(clamd_ping(reactor, address)))
 
 
 def _spamd_probe(client: SpamdClient) -> Probe:
@@ -107,7 +58,7 @@ def probes_for(checks: Iterable[object], reactor: object) -> list[Probe]:
     found: dict[str, Probe] = {}
     for check in checks:
         if isinstance(check, AntivirusCheck):
-            found.setdefault("clamd", _clamd_probe(reactor, check.client.address))
+            found.setdefault("clamd", Probe("clamd", check.client.ping))
         elif isinstance(check, SpamCheck):
             scanner = check.scanner
             if isinstance(scanner, SpamdClient):
