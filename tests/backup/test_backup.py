@@ -313,25 +313,17 @@ def test_a_message_expunged_while_its_folder_is_copied(
     """Between the locked moment and the copy, bob's message 1 is expunged and message 2
     flagged: the folder is taken again, and the snapshot is the folder at that second moment."""
     bob = f"bob@{live.domain}"
+
+    def expunge_and_flag() -> None:
+        m = _imap(live, bob)
+        m.select("INBOX")
+        m.uid("STORE", "1", "+FLAGS", "(\\Deleted)")
+        m.expunge()
+        m.uid("STORE", "2", "+FLAGS", "(\\Flagged)")
+        m.logout()
+
     inbox = ShardMap(live.data).user_dir(bob)
-    real = folders._copy_message
-    done: list[bool] = []
-
-    def meanwhile(writer: Any, finder: Any, *args: Any) -> bool:
-        if finder.folder == inbox and not done:
-            done.append(True)
-            m = _imap(live, bob)
-            m.select("INBOX")
-            m.uid("STORE", "1", "+FLAGS", "(\\Deleted)")
-            m.expunge()
-            m.uid("STORE", "2", "+FLAGS", "(\\Flagged)")
-            m.logout()
-        return real(writer, finder, *args)
-
-    monkeypatch.setattr(folders, "_copy_message", meanwhile)
-    result = backup.run(live.data, tmp_path / "backups")
-    monkeypatch.undo()
-    assert done
+    result = _backup_acting_once_taken(live, tmp_path, monkeypatch, inbox, expunge_and_flag)
     live_validity, live_bob = _state(_imap(live, bob))
     target = tmp_path / "restored" / "data"
     restore.restore(result.path, target)
@@ -348,12 +340,12 @@ def _backup_acting_once_taken(
     live: RunningServer,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    name: str,
+    folder: Path,
     act: Callable[[], None],
 ) -> backup.Result:
-    """A backup of ``live`` that calls ``act`` once, just after the user's folder ``name``
-    was taken (its moment recorded) and before its messages are copied."""
-    folder = ShardMap(live.data).user_dir(live.user) / name
+    """A backup of ``live`` that calls ``act`` once, just after the Maildir folder ``folder``
+    was taken (its moment recorded, with its mailbox's other folders) and before its
+    messages are copied."""
     real = folders._take
     done: list[bool] = []
 
@@ -384,7 +376,8 @@ def test_a_folder_renamed_during_the_backup_is_not_missed(
         m.rename("Trash", "Bin")
         m.logout()
 
-    result = _backup_acting_once_taken(live, tmp_path, monkeypatch, ".Trash", rename)
+    trash = ShardMap(live.data).user_dir(live.user) / ".Trash"
+    result = _backup_acting_once_taken(live, tmp_path, monkeypatch, trash, rename)
     restore.restore(result.path, tmp_path / "restored" / "data")
     with running_server(tmp_path / "restored") as again:
         m = _imap(again, again.user)
@@ -453,23 +446,15 @@ def test_a_message_moved_between_folders_during_the_backup_is_not_lost(
     m.uid("COPY", "1:3", "Trash")
     inbox_before = int(m.select("INBOX")[1][0])
     m.logout()
+
+    def move_back() -> None:
+        m = _imap(live, live.user)
+        m.select("Trash")
+        assert m.uid("MOVE", "1:*", "INBOX")[0] == "OK"
+        m.logout()
+
     inbox = ShardMap(live.data).user_dir(live.user)
-    real = folders._copy_message
-    done: list[bool] = []
-
-    def meanwhile(writer: Any, finder: Any, *args: Any) -> bool:
-        if finder.folder == inbox and not done:
-            done.append(True)
-            m = _imap(live, live.user)
-            m.select("Trash")
-            assert m.uid("MOVE", "1:*", "INBOX")[0] == "OK"
-            m.logout()
-        return real(writer, finder, *args)
-
-    monkeypatch.setattr(folders, "_copy_message", meanwhile)
-    result = backup.run(live.data, tmp_path / "backups")
-    monkeypatch.undo()
-    assert done
+    result = _backup_acting_once_taken(live, tmp_path, monkeypatch, inbox, move_back)
     restore.restore(result.path, tmp_path / "restored" / "data")
     with running_server(tmp_path / "restored") as again:
         m = _imap(again, again.user)
@@ -525,7 +510,8 @@ def test_a_folder_deleted_after_its_moment_is_left_out(
         assert m.delete("Old")[0] == "OK"
         m.logout()
 
-    result = _backup_acting_once_taken(live, tmp_path, monkeypatch, ".Old", delete)
+    old = ShardMap(live.data).user_dir(live.user) / ".Old"
+    result = _backup_acting_once_taken(live, tmp_path, monkeypatch, old, delete)
     manifest = Manifest.read(result.path)
     assert not [p for p in (*manifest.files, *manifest.dirs) if "/.Old" in p]
     restore.restore(result.path, tmp_path / "restored" / "data")
