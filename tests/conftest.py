@@ -52,6 +52,19 @@ def dns_zone() -> tuple[testdns.TestZone, int]:
     return _dns
 
 
+@contextlib.contextmanager
+def served_zone(zone: testdns.TestZone, truncate_at: int | None = None) -> Iterator[int]:
+    """``zone`` served over UDP and TCP on 127.0.0.1 (``truncate_at``: UDP answers over that
+    size are truncated, RFC 1035 §4.2) until the block ends; yields the port."""
+    _ensure_reactor()
+    ports, number = blockingCallFromThread(reactor, testdns.start_udp_tcp, zone, truncate_at)
+    try:
+        yield number
+    finally:
+        for port in ports:
+            blockingCallFromThread(reactor, port.stopListening)
+
+
 class RunningServer:
     """A started ourmail with its ports, data directory and a test user."""
 

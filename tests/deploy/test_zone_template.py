@@ -13,11 +13,9 @@ from pathlib import Path
 import dns.rdatatype
 import dns.zone
 import pytest
-from conftest import _ensure_reactor
+from conftest import served_zone
 from peers import dns as testdns
 from twistdhelp import REPO
-from twisted.internet import reactor
-from twisted.internet.threads import blockingCallFromThread
 from twisted.names import dns as tdns
 
 from ourmail.config import load_settings
@@ -72,12 +70,9 @@ def test_a_placeholder_without_a_value_is_an_error() -> None:
 
 @pytest.fixture
 def served() -> Iterator[tuple[testdns.TestZone, int]]:
-    _ensure_reactor()
     zone = testdns.TestZone()
-    ports, number = blockingCallFromThread(reactor, testdns.start_udp_tcp, zone, 512)
-    yield zone, number
-    for port in ports:
-        blockingCallFromThread(reactor, port.stopListening)
+    with served_zone(zone, 512) as number:
+        yield zone, number
 
 
 def load(zone: testdns.TestZone, text: str, origin: str | None = None) -> int:

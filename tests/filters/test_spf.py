@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import spf as pyspf
-from conftest import _ensure_reactor
+from conftest import _ensure_reactor, served_zone
 from peers import dns as testdns
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred
@@ -36,12 +36,9 @@ pytestmark = pytest.mark.usefixtures("no_system_dns")
 @pytest.fixture(scope="module")
 def zone() -> Iterator[tuple[testdns.TestZone, int]]:
     """A zone of our own, served over UDP and TCP (TCP for answers too big for UDP)."""
-    _ensure_reactor()
     zone = testdns.TestZone()
-    ports, number = blockingCallFromThread(reactor, testdns.start_udp_tcp, zone, 512)
-    yield zone, number
-    for port in ports:
-        blockingCallFromThread(reactor, port.stopListening)
+    with served_zone(zone, 512) as number:
+        yield zone, number
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import _ensure_reactor
+from conftest import served_zone
 from peers import dns as testdns
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -105,13 +105,9 @@ def load(zone: testdns.TestZone, zonedata: dict[str, list[Any]]) -> None:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[testdns.TestZone, Any]]:
-    _ensure_reactor()
     zone = testdns.TestZone()
-    ports, number = blockingCallFromThread(reactor, testdns.start_udp_tcp, zone, 512)
-    resolver = blockingCallFromThread(reactor, make_resolver, (f"127.0.0.1:{number}",))
-    yield zone, resolver
-    for port in ports:
-        blockingCallFromThread(reactor, port.stopListening)
+    with served_zone(zone, 512) as number:
+        yield zone, blockingCallFromThread(reactor, make_resolver, (f"127.0.0.1:{number}",))
 
 
 #: How the evaluation runs: all on the reactor in passes; all in a worker thread; and as

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunningServer, dns_zone, running_server
+from conftest import RunningServer, running_server, served_zone
 from peers import dns as testdns
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import DatagramProtocol
@@ -52,12 +52,9 @@ class CountingZone(testdns.TestZone):
 
 @pytest.fixture(scope="module")
 def zone() -> Iterator[tuple[CountingZone, int]]:
-    dns_zone()  # the reactor thread
     z = CountingZone()
-    ports, number = blockingCallFromThread(reactor, testdns.start_udp_tcp, z)
-    yield z, number
-    for p in ports:
-        blockingCallFromThread(reactor, p.stopListening)
+    with served_zone(z) as number:
+        yield z, number
 
 
 def set_txt(zone: CountingZone, name: str, *strings: bytes) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import attrs
 import pytest
-from conftest import _ensure_reactor
+from conftest import _ensure_reactor, served_zone
 from peers import dns as testdns
 from twisted.internet import reactor
 from twisted.internet.protocol import DatagramProtocol
@@ -50,12 +50,9 @@ def found(keys: KeyStore) -> DomainRecords:
 def served() -> Iterator[tuple[testdns.TestZone, int]]:
     """A zone served over UDP and TCP; UDP answers over 400 bytes are truncated (an RSA key
     record is about 470), so the check asks again over TCP (RFC 1035 §4.2)."""
-    _ensure_reactor()
     zone = testdns.TestZone()
-    ports, number = blockingCallFromThread(reactor, testdns.start_udp_tcp, zone, 400)
-    yield zone, number
-    for port in ports:
-        blockingCallFromThread(reactor, port.stopListening)
+    with served_zone(zone, 400) as number:
+        yield zone, number
 
 
 def publish(zone: testdns.TestZone, records: tuple[Record, ...]) -> None:
