@@ -94,17 +94,30 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def snapshots(dest: Path) -> list[Path]:
-    """The complete snapshots in ``dest``, oldest first."""
+def _candidates(dest: Path) -> list[Path]:
+    """The folders of ``dest`` that may be snapshots (not ``.partial``), oldest first."""
     if not dest.is_dir():
         return []
+    return [e for e in sorted(dest.iterdir()) if e.is_dir() and not e.name.endswith(PARTIAL)]
+
+
+def snapshots(dest: Path) -> list[Path]:
+    """The complete snapshots in ``dest``, oldest first (every manifest is read)."""
     found = []
-    for entry in sorted(dest.iterdir()):
-        if entry.is_dir() and not entry.name.endswith(PARTIAL):
-            with contextlib.suppress(ManifestError):
-                Manifest.read(entry)
-                found.append(entry)
+    for entry in _candidates(dest):
+        with contextlib.suppress(ManifestError):
+            Manifest.read(entry)
+            found.append(entry)
     return found
+
+
+def latest(dest: Path) -> tuple[Path, Manifest] | None:
+    """The newest complete snapshot in ``dest`` and its manifest; the older ones' manifests
+    (a year of daily runs: hundreds of thousands of entries each) are not read."""
+    for entry in reversed(_candidates(dest)):
+        with contextlib.suppress(ManifestError):
+            return entry, Manifest.read(entry)
+    return None
 
 
 @contextlib.contextmanager
@@ -150,17 +163,17 @@ def _run(
     data_dir: Path, dest: Path, vault_roots: tuple[Path, ...], version: int, verify_vault: bool
 ) -> Result:
     started = time.monotonic()
-    earlier = snapshots(dest)
-    base = earlier[-1] if earlier else None
+    newest = latest(dest)
+    base = newest[0] if newest else None
     name = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    while (dest / name).exists() or any(p.name == name for p in earlier):
+    while (dest / name).exists():
         name = f"{name}-{time.monotonic_ns() % 1000:03d}"
     final = dest / name
     partial = dest / f"{name}{PARTIAL}"
     partial.mkdir(mode=0o700)
     writer = SnapshotWriter(
         partial / DATA,
-        Manifest.read(base) if base else None,
+        newest[1] if newest else None,
         base / DATA if base else None,
     )
     writer.mkdir("", os.stat(data_dir).st_mode)

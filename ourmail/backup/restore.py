@@ -19,7 +19,7 @@ from pathlib import Path
 import attrs
 
 from ourmail.backup import dataformat
-from ourmail.backup.backup import snapshots, sync_tree
+from ourmail.backup.backup import latest, sync_tree
 from ourmail.backup.manifest import DATA, Manifest, ManifestError
 from ourmail.fsutil import fsync_dir, write_atomic
 from ourmail.store.shards import DEFAULT_ROOT
@@ -78,11 +78,11 @@ def restore(snapshot: Path, target: Path, shard_roots: Sequence[ShardRoot] = ())
     try:
         manifest = Manifest.read(snapshot)
     except ManifestError as e:
-        inside = snapshots(snapshot)
+        inside = latest(snapshot)
         if inside:
             raise RestoreError(
                 f"{snapshot} is a backup folder: name one of its snapshots (the latest is "
-                f"{inside[-1]})"
+                f"{inside[0]})"
             ) from None
         raise RestoreError(str(e)) from None
     for rel in (*manifest.dirs, *manifest.files):
